@@ -1,0 +1,45 @@
+# Two commands set up a fresh clone: `make demo` and `make test`. Both (re)create .venv when it
+# is missing or when pyproject.toml changed (tracked by a stamp file).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast protos lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { echo ">> creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo ">> installing ATLAS and its dependencies into $(VENV)."
+	@echo "   The first install downloads torch 2.2.1 (a CUDA build, about 2.5 GB) and its nvidia"
+	@echo "   wheels: expect 3-6 minutes. pip prints each package as it goes."
+	$(PY) -m pip install --upgrade --progress-bar on pip >/dev/null
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	@touch $(STAMP)
+	@echo ">> $(VENV) ready"
+
+demo: $(STAMP)
+	$(PY) -m atlas_core.demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+protos: $(STAMP)
+	$(PY) -m atlas_core.tools.protos
+
+lint: $(STAMP)
+	$(VENV)/bin/buf lint protos
+	$(VENV)/bin/ruff check src/atlas_core tests bench
+	$(PY) -m atlas_core.tools.protos --check
+
+bench: $(STAMP)
+	$(PY) bench/grpc_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,33 @@
+"""Metadata database: engines for SQLite or PostgreSQL, transaction scopes, migrations."""
+
+from __future__ import annotations
+
+from atlas_core.db._engine import (
+    check_connection,
+    create_engine_from_settings,
+    mask_url,
+    session_scope,
+    write_transaction,
+)
+from atlas_core.db._migrations import (
+    AppliedMigration,
+    Migration,
+    MigrationSet,
+    apply_migrations,
+    current_versions,
+    schema_versions,
+)
+
+__all__ = [
+    "AppliedMigration",
+    "Migration",
+    "MigrationSet",
+    "apply_migrations",
+    "check_connection",
+    "create_engine_from_settings",
+    "current_versions",
+    "mask_url",
+    "schema_versions",
+    "session_scope",
+    "write_transaction",
+]

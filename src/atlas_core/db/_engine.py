@@ -1,0 +1,186 @@
+"""Engine construction, connection checks and transaction scopes for the metadata database.
+
+SQLite (the embedded default) and PostgreSQL are both first-class: the same SQLAlchemy Core code
+runs on either, chosen only by the URL in :class:`~atlas_core.config.DatabaseSettings`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from atlas_core.config import DatabaseSettings
+from atlas_core.errors import ConfigError, Unavailable
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a SQLite connection waits for another writer before failing with 'locked'."""
+
+PG_CONNECT_TIMEOUT_SECONDS = 10
+"""An unreachable PostgreSQL host fails after this long instead of hanging a service start."""
+
+# Execution option read by the SQLite "begin" hook: DEFERRED (default), IMMEDIATE or EXCLUSIVE.
+SQLITE_BEGIN_OPTION = "atlas_sqlite_begin"
+
+_PASSWORD_IN_RAW_URL = re.compile(r"(//[^/:@]*:)[^@/]*@")
+
+
+def mask_url(url: str | URL) -> str:
+    """Render ``url`` for messages and logs with its password replaced by ``***``.
+
+    Works on strings SQLAlchemy cannot parse, too (the password is cut out by pattern).
+    """
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return _PASSWORD_IN_RAW_URL.sub(r"\1***@", url)
+
+
+def _parse_url(raw: str) -> URL:
+    try:
+        return make_url(raw)
+    except ArgumentError:
+        raise ConfigError(
+            f"database.url {mask_url(raw)!r} is not a valid SQLAlchemy URL "
+            "(expected e.g. sqlite:///path/atlas.db or postgresql+psycopg://user@host/db)"
+        ) from None
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _create_sqlite_engine(url: URL, echo: bool) -> Engine:
+    path = _sqlite_file(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if path is None:
+        # One shared connection, or every pooled connection would see its own empty database.
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot create the directory of SQLite database {mask_url(url)}: {exc.strerror}",
+                reason="DATABASE_UNAVAILABLE",
+            ) from None
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite (which BEGINs lazily and commits before
+        # DDL) so the "begin" hook below decides: that is what makes BEGIN IMMEDIATE possible.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if path is not None:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def create_engine_from_settings(settings: DatabaseSettings) -> Engine:
+    """Build the engine for ``settings.url``: a SQLite file or a PostgreSQL server.
+
+    SQLite: the file's parent directory is created; WAL journal, foreign keys and a busy timeout
+    are set on every connection. PostgreSQL: pooled connections are pinged before use and a
+    connect timeout bounds an unreachable host. The engine connects lazily; call
+    :func:`check_connection` to fail fast at start-up.
+
+    Raises:
+        ConfigError: the URL does not parse or names an unknown dialect/driver.
+        Unavailable: the SQLite file's directory cannot be created.
+    """
+    url = _parse_url(settings.url)
+    try:
+        if url.get_backend_name() == "sqlite":
+            return _create_sqlite_engine(url, settings.echo)
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
+        return create_engine(
+            url, echo=settings.echo, pool_pre_ping=True, connect_args=connect_args
+        )
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(
+            f"database.url {mask_url(url)!r}: unsupported dialect or driver "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _reason(exc: DBAPIError, url: URL) -> str:
+    lines = [line.strip() for line in str(exc.orig).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc.orig).__name__
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    return reason
+
+
+def check_connection(engine: Engine) -> None:
+    """Open one connection and run ``SELECT 1``.
+
+    Raises:
+        Unavailable: the database cannot be reached or refuses the login. The message names
+            the URL with its password masked and the driver's one-line reason; the original
+            exception is not chained, so start-up logs stay one line.
+    """
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        message = f"database {mask_url(engine.url)} is unavailable: {_reason(exc, engine.url)}"
+    else:
+        return
+    raise Unavailable(message, reason="DATABASE_UNAVAILABLE", metadata={"url": mask_url(engine.url)})
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A Core transaction meant for read-then-write sequences; commits on success.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE``, taking the single write lock up front (waiting
+    up to the busy timeout) instead of failing with "database is locked" when a read lock cannot
+    be upgraded. On PostgreSQL it is a plain transaction: lock rows with ``SELECT ... FOR
+    UPDATE`` where needed.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """An ORM session that commits when the block ends and rolls back if it raises."""
+    session = Session(engine)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
