@@ -37,12 +37,7 @@ def _call_metadata(token: str | None) -> list[tuple[str, str]]:
     return metadata
 
 
-class _AioAuth(
-    aio.UnaryUnaryClientInterceptor,
-    aio.UnaryStreamClientInterceptor,
-    aio.StreamUnaryClientInterceptor,
-    aio.StreamStreamClientInterceptor,
-):
+class _AioAuthBase:
     def __init__(self, token: str | None) -> None:
         self._token = token
 
@@ -55,15 +50,25 @@ class _AioAuth(
             details.wait_for_ready,
         )
 
+
+# grpc.aio files each interceptor under the first call type it matches (an elif chain), so
+# one object implementing all four would only ever see unary-unary calls: one class per type.
+class _AioAuthUU(_AioAuthBase, aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
         return await continuation(self._details(details), request)
 
+
+class _AioAuthUS(_AioAuthBase, aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
         return await continuation(self._details(details), request)
 
+
+class _AioAuthSU(_AioAuthBase, aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[override]
         return await continuation(self._details(details), request_iterator)
 
+
+class _AioAuthSS(_AioAuthBase, aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[override]
         return await continuation(self._details(details), request_iterator)
 
@@ -148,7 +153,10 @@ def _token(settings: ClientSettings) -> str | None:
 def connect(settings: ClientSettings) -> aio.Channel:
     """An asyncio channel to ``settings.target`` (call inside a running event loop)."""
     target, options = _target_and_options(settings)
-    interceptors: Sequence[Any] = [_AioAuth(_token(settings))]
+    token = _token(settings)
+    interceptors: Sequence[Any] = [
+        cls(token) for cls in (_AioAuthUU, _AioAuthUS, _AioAuthSU, _AioAuthSS)
+    ]
     creds = _credentials(settings)
     if creds is not None:
         return aio.secure_channel(target, creds, options=options, interceptors=interceptors)
