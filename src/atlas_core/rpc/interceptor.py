@@ -107,6 +107,7 @@ class AtlasServerInterceptor(aio.ServerInterceptor):
 
     def _wrap_unary_out(self, method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         debug = log.isEnabledFor(logging.DEBUG)
+        observe_ok = self._metrics.success_observer(method)
 
         async def behavior(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -121,7 +122,7 @@ class AtlasServerInterceptor(aio.ServerInterceptor):
                                  started)
             except Exception as exc:  # noqa: BLE001 - the one place that maps everything
                 await self._fail(method, context, exc, started)
-            self._metrics.observe(method, "OK", time.perf_counter() - started)
+            observe_ok(time.perf_counter() - started)
             if debug:
                 log.debug("rpc ok", extra={"method": method})
             return response
@@ -129,6 +130,8 @@ class AtlasServerInterceptor(aio.ServerInterceptor):
         return behavior
 
     def _wrap_stream_out(self, method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        observe_ok = self._metrics.success_observer(method)
+
         async def behavior(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
@@ -140,6 +143,6 @@ class AtlasServerInterceptor(aio.ServerInterceptor):
                 raise
             except Exception as exc:  # noqa: BLE001
                 await self._fail(method, context, exc, started)
-            self._metrics.observe(method, "OK", time.perf_counter() - started)
+            observe_ok(time.perf_counter() - started)
 
         return behavior

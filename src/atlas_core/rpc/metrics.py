@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 LATENCY_BUCKETS = (
@@ -26,6 +28,17 @@ class RpcMetrics:
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self._http_server = None
+
+    def success_observer(self, method: str) -> Callable[[float], None]:
+        """A fast path for OK calls of one method: label lookups done once, not per call."""
+        ok = self.requests.labels(method, "OK")
+        latency = self.latency.labels(method)
+
+        def observe_ok(seconds: float) -> None:
+            ok.inc()
+            latency.observe(seconds)
+
+        return observe_ok
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()
