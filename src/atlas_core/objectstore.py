@@ -86,7 +86,7 @@ def _subcommand_help(binary: str, subcommand: str) -> str:
         return ""
     text = done.stdout + done.stderr
     # weed prints its general usage (without "-dir") for an unknown subcommand.
-    return text if "  -dir " in text else """"
+    return text if "  -dir " in text else ""
 
 
 def _accepts(help_text: str, flag: str) -> bool:
@@ -244,9 +244,9 @@ class SeaweedS3Server:
                 "already in use (another object store running?); choose another S3 endpoint port",
                 reason="PORT_IN_USE",
             )
-        free = pick_free_ports(len(_INTERNAL_PORT_FLAGS) + 1)
+        free = pick_free_ports(len(_INTERNAL_PORT_FLAGS) + (0 if self._requested_port else 1))
         s3_port = self._requested_port or free.pop()
-        ports = dict(zip(_INTERNAL_PORT_FLAGS, free))
+        ports = dict(zip(_INTERNAL_PORT_FLAGS, free, strict=True))
         ports["s3.port"] = s3_port
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -260,9 +260,9 @@ class SeaweedS3Server:
         for flag, value in ports.items():
             if _accepts(help_text, flag) or flag == "s3.port":
                 argv.append(f"-{flag}={value}")
-        for flag, value in _DISABLED_FEATURES.items():
+        for flag, setting in _DISABLED_FEATURES.items():
             if _accepts(help_text, flag):
-                argv.append(f"-{flag}={value}")
+                argv.append(f"-{flag}={setting}")
         if self._buckets and _accepts(help_text, "bucket"):
             argv.append(f"-bucket={','.join(self._buckets)}")
         self._command = SeaweedCommand(

@@ -33,6 +33,7 @@ class SupervisorTiming:
     stale_after: float = 30.0
     cancel_grace: float = 5.0
     kill_grace: float = 2.0
+    cancel_poll_interval: float = 0.25
 
 
 @dataclass(eq=False)
@@ -128,11 +129,15 @@ class Supervisor:
     def _run(self) -> None:
         next_heartbeat = 0.0
         next_claim = 0.0
+        next_cancel_poll = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
             try:
                 woken = self._drain_wake()
-                self._apply_cancels(now)
+                poll_db = now >= next_cancel_poll
+                if poll_db:
+                    next_cancel_poll = now + self._timing.cancel_poll_interval
+                self._apply_cancels(now, poll_db=poll_db)
                 if now >= next_heartbeat:
                     next_heartbeat = now + self._timing.heartbeat_interval
                     self._heartbeat()
@@ -163,10 +168,11 @@ class Supervisor:
         if moved:
             log.warning("recovered jobs of a runner that stopped heartbeating: %s", moved)
 
-    def _apply_cancels(self, now: float) -> None:
+    def _apply_cancels(self, now: float, *, poll_db: bool) -> None:
+        # Cancels from this process arrive at once; from other processes via the database.
         with self._lock:
             wanted, self._local_cancels = self._local_cancels, set()
-        if self._running:
+        if self._running and poll_db:
             wanted |= self._store.cancel_requested_ids(self._runner_id)
         for job in self._running:
             if job.job_id in wanted and not job.cancel_requested:
@@ -251,7 +257,7 @@ class Supervisor:
                     job.pending.append((EventType.CHECKPOINT, message[1]))
                 else:
                     job.outcome = message
-                    if job.terminate_at is None or job.cancel_requested:
+                    if job.kill_at is None:
                         # The handler is done: a process that lingers (stray threads) is ended.
                         job.terminate_at = time.monotonic() + self._timing.kill_grace
         except (EOFError, OSError):

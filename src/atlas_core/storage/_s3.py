@@ -27,13 +27,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import REPLACE, ComposeSource, CopySource
 from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import check_bucket_name
 
 from atlas_core.config import S3Settings
 from atlas_core.errors import (
@@ -61,6 +62,7 @@ from atlas_core.storage._base import (
     validate_metadata,
 )
 
+_Headers = dict[str, str | list[str] | tuple[str]]  # the SDK's metadata type
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_COPY_SIZE = 5 * 1024 * 1024 * 1024  # CopyObject limit; larger objects use compose
 SHA256_META = "atlas-sha256"
@@ -124,6 +126,13 @@ class S3ArtifactStore(ArtifactStore):
             raise InvalidArgument(
                 f"invalid S3 endpoint {settings.endpoint!r}: {exc}", reason="INVALID_CONFIG"
             ) from None
+        try:
+            check_bucket_name(settings.bucket)
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"invalid S3 bucket name {settings.bucket!r} (s3.bucket): {exc}",
+                reason="INVALID_CONFIG",
+            ) from None
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
 
@@ -162,7 +171,7 @@ class S3ArtifactStore(ArtifactStore):
         return ArtifactRef(self.uri(key), key, reader.sha256, reader.size, frozen(user_meta))
 
     def _publish_via_staging(
-        self, key: str, body: BinaryIO, hashed: HashingReader, user_meta: dict[str, str]
+        self, key: str, body: io.RawIOBase, hashed: HashingReader, user_meta: dict[str, str]
     ) -> None:
         staging = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         try:
@@ -170,7 +179,7 @@ class S3ArtifactStore(ArtifactStore):
                 self._client.put_object(
                     self._bucket,
                     staging,
-                    body,
+                    cast(BinaryIO, body),
                     -1,
                     part_size=self._part_size,
                     num_parallel_uploads=1,  # one part in memory at a time
@@ -252,11 +261,8 @@ class S3ArtifactStore(ArtifactStore):
     def list(self, prefix: str = "") -> Iterator[ArtifactRef]:
         try:
             with self._translate(prefix or "/"):
-                names = [
-                    obj.object_name
-                    for obj in self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
-                    if obj.object_name and not obj.is_dir
-                ]
+                listing = self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
+                names = [obj.object_name for obj in listing if obj.object_name and not obj.is_dir]
         except NotFound:
             return
         for name in sorted(names):
@@ -397,7 +403,7 @@ def _read_up_to(stream: HashingReader, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _atlas_headers(sha256: str, size: int, user_meta: Mapping[str, str]) -> dict[str, str]:
+def _atlas_headers(sha256: str, size: int, user_meta: Mapping[str, str]) -> _Headers:
     return {**user_meta, SHA256_META: sha256, SIZE_META: str(size)}
 
 

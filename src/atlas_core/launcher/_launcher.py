@@ -1,0 +1,259 @@
+"""`atlas up / status / down`: the whole suite on one machine.
+
+``up`` starts the object store (SeaweedFS, loopback, access keys enforced) and every
+implemented service as its own process, waits until each reports SERVING and records what it
+started in ``<data_dir>/run/state.json``; ``down`` stops exactly those processes. Credentials
+(S3 keys, an admin bearer token) are generated on first use into ``<data_dir>/secrets``
+(owner-only files) and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from atlas_core.errors import FailedPrecondition, Unavailable
+from atlas_core.launcher._process import alive, spawn, tail, terminate
+from atlas_core.launcher._services import ServiceSpec, implemented_services
+from atlas_core.objectstore import SeaweedS3Server
+
+HOST = "127.0.0.1"
+SERVICE_STOP_GRACE = 10.0
+OBJECT_STORE_STOP_GRACE = 5.0  # weed may take 15-30 s on SIGTERM; its writes are durable
+
+
+@dataclass
+class ProcessInfo:
+    name: str
+    pid: int
+    address: str
+    log: str
+    metrics_port: int | None = None
+    full_name: str = ""
+
+
+@dataclass
+class RunState:
+    data_dir: str
+    s3_endpoint: str
+    processes: list[ProcessInfo] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> RunState | None:
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        raw["processes"] = [ProcessInfo(**p) for p in raw["processes"]]
+        return cls(**raw)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    s3_access_key: str
+    s3_secret_key: str
+    admin_token: str
+    tokens_file: Path
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def ensure_credentials(data_dir: Path) -> Credentials:
+    """Generate (once) and return the suite's S3 keys and admin token."""
+    secrets_dir = data_dir / "secrets"
+    creds_file = secrets_dir / "credentials.json"
+    tokens_file = secrets_dir / "tokens"
+    if not creds_file.exists():
+        creds = {
+            "s3_access_key": "atlas-" + secrets.token_hex(6),
+            "s3_secret_key": secrets.token_urlsafe(24),
+            "admin_token": secrets.token_urlsafe(24),
+        }
+        _write_private(creds_file, json.dumps(creds))
+        _write_private(tokens_file, f"{creds['admin_token']} *\n")
+    creds = json.loads(creds_file.read_text())
+    return Credentials(tokens_file=tokens_file, **creds)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _choose_port(wanted: int, what: str, flag: str) -> int:
+    if wanted == 0:
+        return _free_port()
+    if not _port_free(wanted):
+        raise FailedPrecondition(
+            f"cannot start {what}: port {wanted} on {HOST} is already in use; "
+            f"stop whatever holds it or choose another with {flag} (0 picks a free port)",
+            reason="PORT_IN_USE",
+        )
+    return wanted
+
+
+def wait_serving(address: str, service: str, *, pid: int, log: Path, timeout: float) -> None:
+    """Block until ``service`` answers SERVING on ``address``; fail fast if ``pid`` dies."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if not alive(pid):
+                raise Unavailable(
+                    f"{service} exited during start-up; last lines of {log}:\n{tail(log)}"
+                )
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise Unavailable(f"{service} did not report SERVING within {timeout:.0f}s; "
+                                  f"see {log}")
+            time.sleep(0.2)
+
+
+class Launcher:
+    def __init__(self, data_dir: Path, *, s3_port: int = 8333, base_port: int = 7100) -> None:
+        self.data_dir = data_dir.resolve()
+        self.s3_port = s3_port
+        self.base_port = base_port
+        self.state_path = self.data_dir / "run" / "state.json"
+        self.log_dir = self.data_dir / "logs"
+
+    def state(self) -> RunState | None:
+        return RunState.load(self.state_path)
+
+    def up(self, *, timeout: float = 120.0, echo=print) -> RunState:  # type: ignore[no-untyped-def]
+        existing = self.state()
+        if existing and any(alive(p.pid) for p in existing.processes):
+            raise FailedPrecondition(
+                f"a suite is already running from {self.data_dir} (see `atlas status`); "
+                "run `atlas down` first", reason="ALREADY_RUNNING",
+            )
+        creds = ensure_credentials(self.data_dir)
+        store = SeaweedS3Server(
+            self.data_dir / "objectstore", access_key=creds.s3_access_key,
+            secret_key=creds.s3_secret_key,
+            port=_choose_port(self.s3_port, "the object store", "--s3-port"),
+            log_dir=self.log_dir / "objectstore",
+        )
+        echo(f"starting object store (SeaweedFS S3) on {HOST}:{store.port or 'auto'} ...")
+        started = time.monotonic()
+        pid = store.start(timeout=timeout)
+        state = RunState(str(self.data_dir), store.endpoint, [ProcessInfo(
+            "objectstore", pid, store.endpoint, str(store.log_path), full_name="s3")])
+        state.save(self.state_path)
+        echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
+        try:
+            for spec in implemented_services():
+                info = self._start_service(spec, creds, store.endpoint)
+                state.processes.append(info)
+                state.save(self.state_path)
+                wait_serving(info.address, spec.full_name, pid=info.pid, log=Path(info.log),
+                             timeout=timeout)
+                echo(f"  {spec.name:<9} SERVING at {info.address} (metrics :{info.metrics_port})")
+        except Exception:
+            self.down(echo=lambda *_: None)
+            raise
+        return state
+
+    def service_env(self, spec: ServiceSpec, creds: Credentials, s3_endpoint: str,
+                    port: int, metrics_port: int) -> dict[str, str]:
+        p = f"ATLAS_{spec.name.upper()}_"
+        service_dir = self.data_dir / spec.name
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
+        env.update({
+            p + "SERVER__HOST": HOST,
+            p + "SERVER__PORT": str(port),
+            p + "SERVER__METRICS_PORT": str(metrics_port),
+            p + "SERVER__AUTH__TOKENS_FILE": str(creds.tokens_file),
+            p + "S3__ENDPOINT": s3_endpoint,
+            p + "S3__ACCESS_KEY": creds.s3_access_key,
+            p + "S3__SECRET_KEY": creds.s3_secret_key,
+            p + "DATABASE__URL": f"sqlite:///{service_dir / 'metadata.db'}",
+            p + "DATA_DIR": str(service_dir),
+        })
+        return env
+
+    def _start_service(self, spec: ServiceSpec, creds: Credentials, s3: str) -> ProcessInfo:
+        wanted = self.base_port + spec.port_offset if self.base_port else 0
+        port = _choose_port(wanted, f"the {spec.name} service", "--base-port")
+        metrics_wanted = self.base_port + 100 + spec.port_offset if self.base_port else 0
+        metrics_port = _choose_port(metrics_wanted, f"{spec.name} metrics", "--base-port")
+        log = self.log_dir / f"{spec.name}.log"
+        (self.data_dir / spec.name).mkdir(parents=True, exist_ok=True)
+        pid = spawn([sys.executable, "-m", spec.module], log_path=log,
+                    env=self.service_env(spec, creds, s3, port, metrics_port), cwd=self.data_dir)
+        return ProcessInfo(spec.name, pid, f"{HOST}:{port}", str(log), metrics_port,
+                           spec.full_name)
+
+    def status(self) -> list[tuple[ProcessInfo, str]]:
+        state = self.state()
+        if state is None:
+            return []
+        rows = []
+        for proc in state.processes:
+            if not alive(proc.pid):
+                rows.append((proc, "DOWN"))
+            elif proc.name == "objectstore":
+                rows.append((proc, "SERVING"))
+            else:
+                rows.append((proc, _health(proc.address, proc.full_name)))
+        return rows
+
+    def down(self, *, echo=print) -> int:  # type: ignore[no-untyped-def]
+        """Stop every process this data dir's `up` started (services first). Returns count."""
+        state = self.state()
+        if state is None:
+            echo(f"nothing is running from {self.data_dir}")
+            return 0
+        stopped = 0
+        for proc in reversed(state.processes):
+            grace = OBJECT_STORE_STOP_GRACE if proc.name == "objectstore" else SERVICE_STOP_GRACE
+            if alive(proc.pid):
+                killed = terminate(proc.pid, grace)
+                stopped += 1
+                echo(f"  stopped {proc.name} (pid {proc.pid}{', killed' if killed else ''})")
+        self.state_path.unlink(missing_ok=True)
+        return stopped
+
+
+def _health(address: str, service: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=2)
+        except grpc.RpcError as exc:
+            return f"UNREACHABLE ({exc.code().name})"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)

@@ -1,0 +1,28 @@
+"""Which services the launcher knows and which of them are implemented in this install."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str          # short name: env prefix ATLAS_<NAME>_, CLI group, scope prefix
+    module: str        # `python -m <module>` runs it
+    full_name: str     # gRPC service name, reported SERVING by health
+    port_offset: int   # port = base_port + offset
+
+
+KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("data", "atlas_data", "atlas.data.v1.DataService", 1),
+    ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2),
+    ServiceSpec("serving", "atlas_serving", "atlas.serving.v1.ServingService", 3),
+    ServiceSpec("labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4),
+    ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5),
+)
+
+
+def implemented_services() -> list[ServiceSpec]:
+    """Services whose package is installed; the others are never started or registered."""
+    return [s for s in KNOWN_SERVICES if importlib.util.find_spec(s.module) is not None]
