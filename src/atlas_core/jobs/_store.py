@@ -9,6 +9,7 @@ overwrites a job another runner has taken over.
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -156,7 +157,7 @@ class JobStore:
 
     def list(
         self, *, kind: str | None, state: JobState | None, limit: int, offset: int
-    ) -> list[JobRecord]:
+    ) -> builtins.list[JobRecord]:
         if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
             raise InvalidArgument(f"limit must be 1..{MAX_PAGE_SIZE} and offset >= 0")
         stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
@@ -167,7 +168,7 @@ class JobStore:
         with self._engine.connect() as conn:
             return [_to_record(row) for row in conn.execute(stmt)]
 
-    def events(self, job_id: str, after_seq: int = 0) -> list[JobEvent]:
+    def events(self, job_id: str, after_seq: int = 0) -> builtins.list[JobEvent]:
         stmt = (
             select(job_events)
             .where(job_events.c.job_id == job_id, job_events.c.seq > after_seq)
@@ -223,13 +224,13 @@ class JobStore:
 
     # ---- supervisor side ------------------------------------------------------------------
 
-    def claim(self, kinds: Iterable[str], owner: str, limit: int) -> list[JobRecord]:
+    def claim(self, kinds: Iterable[str], owner: str, limit: int) -> builtins.list[JobRecord]:
         """Move up to ``limit`` oldest QUEUED jobs of ``kinds`` to RUNNING under ``owner``."""
         kinds = list(kinds)
         if limit <= 0 or not kinds:
             return []
         now = utcnow()
-        claimed: list[str] = []
+        claimed: builtins.list[str] = []
         with write_transaction(self._engine) as conn:
             rows = conn.execute(
                 select(jobs.c.id, jobs.c.attempts)

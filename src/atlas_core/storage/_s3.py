@@ -194,9 +194,17 @@ class S3ArtifactStore(ArtifactStore):
                         metadata_directive=REPLACE,
                     )
                 else:
-                    self._client.compose_object(
-                        self._bucket, key, [ComposeSource(self._bucket, staging)], metadata=headers
-                    )
+                    # Multipart UploadPartCopy, one range per part (CopyObject stops at 5 GiB).
+                    sources = [
+                        ComposeSource(
+                            self._bucket,
+                            staging,
+                            offset=offset,
+                            length=min(MAX_COPY_SIZE, hashed.size - offset),
+                        )
+                        for offset in range(0, hashed.size, MAX_COPY_SIZE)
+                    ]
+                    self._client.compose_object(self._bucket, key, sources, metadata=headers)
         finally:
             self._remove_quietly(staging)
 
