@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@echo ">> $(VENV) ready"
 
 demo: $(STAMP)
-	$(PY) -m atlas_core.demo
+	$(PY) demo/run.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

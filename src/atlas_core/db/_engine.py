@@ -42,14 +42,14 @@ def mask_url(url: str | URL) -> str:
         return url.render_as_string(hide_password=True)
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return _PASSWORD_IN_RAW_URL.sub(r"\1***@", url)
 
 
 def _parse_url(raw: str) -> URL:
     try:
         return make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError(
             f"database.url {mask_url(raw)!r} is not a valid SQLAlchemy URL "
             "(expected e.g. sqlite:///path/atlas.db or postgresql+psycopg://user@host/db)"

@@ -346,6 +346,20 @@ class S3ArtifactStore(ArtifactStore):
                 reason="OBJECT_STORE_UNAVAILABLE",
             ) from None
 
+    def _credentials_rejected(self) -> bool:
+        """Whether the store rejects our keys outright.
+
+        HEAD answers (stat, bucket_exists) carry no error body, so a bad key shows up there as
+        a bare AccessDenied; a ListBuckets names the real cause.
+        """
+        try:
+            self._client.list_buckets()
+        except S3Error as exc:
+            return exc.code in _BAD_CREDENTIALS
+        except (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError):
+            return False
+        return False
+
     def _from_s3_error(self, exc: S3Error, key: str) -> AtlasError:
         if exc.code in _MISSING:
             where = f"bucket '{self._bucket}'"
@@ -356,13 +370,14 @@ class S3ArtifactStore(ArtifactStore):
                 reason="ARTIFACT_NOT_FOUND",
                 metadata={"key": key},
             )
-        creds_hint = (
-            "check ATLAS_<SERVICE>_S3__ACCESS_KEY / ATLAS_<SERVICE>_S3__SECRET_KEY"
+        creds_hint = "check ATLAS_<SERVICE>_S3__ACCESS_KEY / ATLAS_<SERVICE>_S3__SECRET_KEY"
+        bad_credentials = exc.code in _BAD_CREDENTIALS or (
+            exc.code == "AccessDenied" and self._credentials_rejected()
         )
-        if exc.code in _BAD_CREDENTIALS:
+        if bad_credentials:
             return Unauthenticated(
                 f"object store at {self._endpoint} refused the credentials for access key "
-                f"'{self._access_key}' ({exc.code}): {creds_hint}",
+                f"'{self._access_key}': {creds_hint}",
                 reason="OBJECT_STORE_BAD_CREDENTIALS",
             )
         if exc.code == "AccessDenied":
@@ -412,7 +427,9 @@ def _read_up_to(stream: HashingReader, limit: int) -> bytes:
 
 
 def _atlas_headers(sha256: str, size: int, user_meta: Mapping[str, str]) -> _Headers:
-    return {**user_meta, SHA256_META: sha256, SIZE_META: str(size)}
+    # Prefixed here: the SDK sends some bare names (content-type, ...) as standard headers.
+    meta = {**user_meta, SHA256_META: sha256, SIZE_META: str(size)}
+    return {_USER_META_PREFIX + name: value for name, value in meta.items()}
 
 
 def _split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:

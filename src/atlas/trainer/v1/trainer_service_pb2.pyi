@@ -1,0 +1,707 @@
+from atlas.common.v1 import common_pb2 as _common_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_TYPE_UNSPECIFIED: _ClassVar[TaskType]
+    TASK_TYPE_AUTO: _ClassVar[TaskType]
+    TASK_TYPE_BINARY: _ClassVar[TaskType]
+    TASK_TYPE_MULTICLASS: _ClassVar[TaskType]
+    TASK_TYPE_REGRESSION: _ClassVar[TaskType]
+
+class ModelFamily(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_FAMILY_UNSPECIFIED: _ClassVar[ModelFamily]
+    MODEL_FAMILY_XGBOOST: _ClassVar[ModelFamily]
+    MODEL_FAMILY_LIGHTGBM: _ClassVar[ModelFamily]
+    MODEL_FAMILY_LINEAR: _ClassVar[ModelFamily]
+    MODEL_FAMILY_RANDOM_FOREST: _ClassVar[ModelFamily]
+    MODEL_FAMILY_EXTRA_TREES: _ClassVar[ModelFamily]
+    MODEL_FAMILY_MLP: _ClassVar[ModelFamily]
+
+class SearchStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_STRATEGY_UNSPECIFIED: _ClassVar[SearchStrategy]
+    SEARCH_STRATEGY_HYPERBAND_TPE: _ClassVar[SearchStrategy]
+    SEARCH_STRATEGY_TPE: _ClassVar[SearchStrategy]
+    SEARCH_STRATEGY_RANDOM: _ClassVar[SearchStrategy]
+
+class ValidationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VALIDATION_METHOD_UNSPECIFIED: _ClassVar[ValidationMethod]
+    VALIDATION_METHOD_AUTO: _ClassVar[ValidationMethod]
+    VALIDATION_METHOD_KFOLD: _ClassVar[ValidationMethod]
+    VALIDATION_METHOD_HOLDOUT: _ClassVar[ValidationMethod]
+
+class WarmStartMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WARM_START_MODE_UNSPECIFIED: _ClassVar[WarmStartMode]
+    WARM_START_MODE_AUTO: _ClassVar[WarmStartMode]
+    WARM_START_MODE_OFF: _ClassVar[WarmStartMode]
+    WARM_START_MODE_EXPLICIT: _ClassVar[WarmStartMode]
+
+class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIAL_STATE_UNSPECIFIED: _ClassVar[TrialState]
+    TRIAL_STATE_RUNNING: _ClassVar[TrialState]
+    TRIAL_STATE_COMPLETE: _ClassVar[TrialState]
+    TRIAL_STATE_PRUNED: _ClassVar[TrialState]
+    TRIAL_STATE_FAILED: _ClassVar[TrialState]
+    TRIAL_STATE_WAITING: _ClassVar[TrialState]
+
+class TrainingEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAINING_EVENT_TYPE_UNSPECIFIED: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_STATUS: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_TRIAL_STARTED: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_TRIAL_FINISHED: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_TRIAL_PRUNED: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_TRIAL_FAILED: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_NEW_BEST: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_EPOCH_FINISHED: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_CHECKPOINT_SAVED: _ClassVar[TrainingEventType]
+    TRAINING_EVENT_TYPE_HEARTBEAT: _ClassVar[TrainingEventType]
+TASK_TYPE_UNSPECIFIED: TaskType
+TASK_TYPE_AUTO: TaskType
+TASK_TYPE_BINARY: TaskType
+TASK_TYPE_MULTICLASS: TaskType
+TASK_TYPE_REGRESSION: TaskType
+MODEL_FAMILY_UNSPECIFIED: ModelFamily
+MODEL_FAMILY_XGBOOST: ModelFamily
+MODEL_FAMILY_LIGHTGBM: ModelFamily
+MODEL_FAMILY_LINEAR: ModelFamily
+MODEL_FAMILY_RANDOM_FOREST: ModelFamily
+MODEL_FAMILY_EXTRA_TREES: ModelFamily
+MODEL_FAMILY_MLP: ModelFamily
+SEARCH_STRATEGY_UNSPECIFIED: SearchStrategy
+SEARCH_STRATEGY_HYPERBAND_TPE: SearchStrategy
+SEARCH_STRATEGY_TPE: SearchStrategy
+SEARCH_STRATEGY_RANDOM: SearchStrategy
+VALIDATION_METHOD_UNSPECIFIED: ValidationMethod
+VALIDATION_METHOD_AUTO: ValidationMethod
+VALIDATION_METHOD_KFOLD: ValidationMethod
+VALIDATION_METHOD_HOLDOUT: ValidationMethod
+WARM_START_MODE_UNSPECIFIED: WarmStartMode
+WARM_START_MODE_AUTO: WarmStartMode
+WARM_START_MODE_OFF: WarmStartMode
+WARM_START_MODE_EXPLICIT: WarmStartMode
+TRIAL_STATE_UNSPECIFIED: TrialState
+TRIAL_STATE_RUNNING: TrialState
+TRIAL_STATE_COMPLETE: TrialState
+TRIAL_STATE_PRUNED: TrialState
+TRIAL_STATE_FAILED: TrialState
+TRIAL_STATE_WAITING: TrialState
+TRAINING_EVENT_TYPE_UNSPECIFIED: TrainingEventType
+TRAINING_EVENT_TYPE_STATUS: TrainingEventType
+TRAINING_EVENT_TYPE_TRIAL_STARTED: TrainingEventType
+TRAINING_EVENT_TYPE_TRIAL_FINISHED: TrainingEventType
+TRAINING_EVENT_TYPE_TRIAL_PRUNED: TrainingEventType
+TRAINING_EVENT_TYPE_TRIAL_FAILED: TrainingEventType
+TRAINING_EVENT_TYPE_NEW_BEST: TrainingEventType
+TRAINING_EVENT_TYPE_EPOCH_FINISHED: TrainingEventType
+TRAINING_EVENT_TYPE_CHECKPOINT_SAVED: TrainingEventType
+TRAINING_EVENT_TYPE_HEARTBEAT: TrainingEventType
+
+class Budget(_message.Message):
+    __slots__ = ("wall_time", "max_trials")
+    WALL_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    wall_time: _duration_pb2.Duration
+    max_trials: int
+    def __init__(self, wall_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_trials: _Optional[int] = ...) -> None: ...
+
+class SearchSpaceOptions(_message.Message):
+    __slots__ = ("model_families", "allow_feature_crosses", "allow_feature_selection", "disable_ensemble", "max_ensemble_size", "fixed_params")
+    MODEL_FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FEATURE_CROSSES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FEATURE_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_ENSEMBLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENSEMBLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FIXED_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model_families: _containers.RepeatedScalarFieldContainer[ModelFamily]
+    allow_feature_crosses: bool
+    allow_feature_selection: bool
+    disable_ensemble: bool
+    max_ensemble_size: int
+    fixed_params: _struct_pb2.Struct
+    def __init__(self, model_families: _Optional[_Iterable[_Union[ModelFamily, str]]] = ..., allow_feature_crosses: bool = ..., allow_feature_selection: bool = ..., disable_ensemble: bool = ..., max_ensemble_size: _Optional[int] = ..., fixed_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class AutoMlSpec(_message.Message):
+    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_SPACE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_JOBS_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_K_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
+    strategy: SearchStrategy
+    search_space: SearchSpaceOptions
+    validation: ValidationMethod
+    folds: int
+    holdout_fraction: float
+    warm_start: WarmStartMode
+    warm_start_jobs: _containers.RepeatedScalarFieldContainer[str]
+    warm_start_k: int
+    parallel_trials: int
+    study_name: str
+    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ...) -> None: ...
+
+class NasSpec(_message.Message):
+    __slots__ = ("max_layers", "widths", "activations", "max_candidates")
+    MAX_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    WIDTHS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    max_layers: int
+    widths: _containers.RepeatedScalarFieldContainer[int]
+    activations: _containers.RepeatedScalarFieldContainer[str]
+    max_candidates: int
+    def __init__(self, max_layers: _Optional[int] = ..., widths: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[str]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+
+class DeepLearningSpec(_message.Message):
+    __slots__ = ("architecture", "params", "workers", "epochs", "batch_size", "checkpoint_every_epochs", "resume_from", "nas", "validation_fraction")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_EVERY_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    NAS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    architecture: str
+    params: _struct_pb2.Struct
+    workers: int
+    epochs: int
+    batch_size: int
+    checkpoint_every_epochs: int
+    resume_from: _common_pb2.ArtifactRef
+    nas: NasSpec
+    validation_fraction: float
+    def __init__(self, architecture: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workers: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., nas: _Optional[_Union[NasSpec, _Mapping]] = ..., validation_fraction: _Optional[float] = ...) -> None: ...
+
+class TrainingJobSpec(_message.Message):
+    __slots__ = ("dataset", "dataset_artifact", "target_column", "task_type", "metric", "budget", "resources", "seed", "ignore_columns", "weight_column", "group_column", "bias_facet_columns", "automl", "deep_learning", "display_name", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    GROUP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FACET_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    AUTOML_FIELD_NUMBER: _ClassVar[int]
+    DEEP_LEARNING_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    dataset: _common_pb2.DatasetRef
+    dataset_artifact: _common_pb2.ArtifactRef
+    target_column: str
+    task_type: TaskType
+    metric: str
+    budget: Budget
+    resources: _common_pb2.ResourceRequest
+    seed: int
+    ignore_columns: _containers.RepeatedScalarFieldContainer[str]
+    weight_column: str
+    group_column: str
+    bias_facet_columns: _containers.RepeatedScalarFieldContainer[str]
+    automl: AutoMlSpec
+    deep_learning: DeepLearningSpec
+    display_name: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., dataset_artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., target_column: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., ignore_columns: _Optional[_Iterable[str]] = ..., weight_column: _Optional[str] = ..., group_column: _Optional[str] = ..., bias_facet_columns: _Optional[_Iterable[str]] = ..., automl: _Optional[_Union[AutoMlSpec, _Mapping]] = ..., deep_learning: _Optional[_Union[DeepLearningSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class EnsembleWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: float
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_STD_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    FIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    PREDICT_TIME_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    state: TrialState
+    pipeline: str
+    model_family: ModelFamily
+    params: _struct_pb2.Struct
+    score: float
+    score_std: float
+    metrics: _containers.ScalarMap[str, float]
+    fit_time: _duration_pb2.Duration
+    predict_time_per_1k: _duration_pb2.Duration
+    fidelity: float
+    origin: str
+    error: str
+    bundle: _common_pb2.ArtifactRef
+    ensemble_weights: _containers.ScalarMap[int, float]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    gpu_utilization_percent: float
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ...) -> None: ...
+
+class WarmStartPrior(_message.Message):
+    __slots__ = ("source_job_id", "source_dataset", "reason", "distance", "configs_enqueued", "best_rank")
+    SOURCE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_DATASET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    CONFIGS_ENQUEUED_FIELD_NUMBER: _ClassVar[int]
+    BEST_RANK_FIELD_NUMBER: _ClassVar[int]
+    source_job_id: str
+    source_dataset: _common_pb2.DatasetRef
+    reason: str
+    distance: float
+    configs_enqueued: int
+    best_rank: int
+    def __init__(self, source_job_id: _Optional[str] = ..., source_dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., configs_enqueued: _Optional[int] = ..., best_rank: _Optional[int] = ...) -> None: ...
+
+class TrainingResult(_message.Message):
+    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "lineage", "priors", "checkpoints")
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    MODEL_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    HIGHER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_PRUNED_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    PRIORS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    best: Trial
+    model_bundle: _common_pb2.ArtifactRef
+    task_type: TaskType
+    metric: str
+    higher_is_better: bool
+    trials_complete: int
+    trials_pruned: int
+    trials_failed: int
+    lineage: _common_pb2.Lineage
+    priors: _containers.RepeatedCompositeFieldContainer[WarmStartPrior]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
+    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
+
+class TrainingJob(_message.Message):
+    __slots__ = ("status", "spec", "study_name", "best_so_far", "result", "elapsed", "remaining")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
+    BEST_SO_FAR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    status: _common_pb2.JobStatus
+    spec: TrainingJobSpec
+    study_name: str
+    best_so_far: Trial
+    result: TrainingResult
+    elapsed: _duration_pb2.Duration
+    remaining: _duration_pb2.Duration
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., study_name: _Optional[str] = ..., best_so_far: _Optional[_Union[Trial, _Mapping]] = ..., result: _Optional[_Union[TrainingResult, _Mapping]] = ..., elapsed: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., remaining: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SubmitTrainingJobRequest(_message.Message):
+    __slots__ = ("spec", "request_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: TrainingJobSpec
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SubmitTrainingJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: TrainingJob
+    def __init__(self, job: _Optional[_Union[TrainingJob, _Mapping]] = ...) -> None: ...
+
+class GetTrainingJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetTrainingJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: TrainingJob
+    def __init__(self, job: _Optional[_Union[TrainingJob, _Mapping]] = ...) -> None: ...
+
+class WatchTrainingJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WatchTrainingJobResponse(_message.Message):
+    __slots__ = ("event_type", "status", "trial", "best_so_far", "elapsed", "remaining", "epoch", "epoch_metrics", "event_time")
+    class EpochMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    BEST_SO_FAR_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_METRICS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    event_type: TrainingEventType
+    status: _common_pb2.JobStatus
+    trial: Trial
+    best_so_far: Trial
+    elapsed: _duration_pb2.Duration
+    remaining: _duration_pb2.Duration
+    epoch: int
+    epoch_metrics: _containers.ScalarMap[str, float]
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, event_type: _Optional[_Union[TrainingEventType, str]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., best_so_far: _Optional[_Union[Trial, _Mapping]] = ..., elapsed: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., remaining: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., epoch: _Optional[int] = ..., epoch_metrics: _Optional[_Mapping[str, float]] = ..., event_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CancelTrainingJobRequest(_message.Message):
+    __slots__ = ("job_id", "request_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    request_id: str
+    def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CancelTrainingJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: TrainingJob
+    def __init__(self, job: _Optional[_Union[TrainingJob, _Mapping]] = ...) -> None: ...
+
+class ListTrainingJobsRequest(_message.Message):
+    __slots__ = ("page", "states", "dataset", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    page: _common_pb2.PageRequest
+    states: _containers.RepeatedScalarFieldContainer[_common_pb2.JobState]
+    dataset: _common_pb2.DatasetRef
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., states: _Optional[_Iterable[_Union[_common_pb2.JobState, str]]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListTrainingJobsResponse(_message.Message):
+    __slots__ = ("jobs", "page")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[TrainingJob]
+    page: _common_pb2.PageResponse
+    def __init__(self, jobs: _Optional[_Iterable[_Union[TrainingJob, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class GetLeaderboardRequest(_message.Message):
+    __slots__ = ("job_id", "page")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page: _common_pb2.PageRequest
+    def __init__(self, job_id: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class GetLeaderboardResponse(_message.Message):
+    __slots__ = ("entries", "metric", "higher_is_better", "page")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    HIGHER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[Trial]
+    metric: str
+    higher_is_better: bool
+    page: _common_pb2.PageResponse
+    def __init__(self, entries: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class ListTrialsRequest(_message.Message):
+    __slots__ = ("job_id", "states", "page")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    states: _containers.RepeatedScalarFieldContainer[TrialState]
+    page: _common_pb2.PageRequest
+    def __init__(self, job_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[TrialState, str]]] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListTrialsResponse(_message.Message):
+    __slots__ = ("trials", "page")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    page: _common_pb2.PageResponse
+    def __init__(self, trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class FeatureImportance(_message.Message):
+    __slots__ = ("feature", "importance", "importance_std")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_STD_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    importance: float
+    importance_std: float
+    def __init__(self, feature: _Optional[str] = ..., importance: _Optional[float] = ..., importance_std: _Optional[float] = ...) -> None: ...
+
+class BiasMetrics(_message.Message):
+    __slots__ = ("facet_column", "facet_value", "class_imbalance", "difference_in_proportions", "kl_divergence", "js_divergence", "ks_distance", "total_variation", "rows")
+    FACET_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FACET_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_IMBALANCE_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_IN_PROPORTIONS_FIELD_NUMBER: _ClassVar[int]
+    KL_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    JS_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    KS_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_VARIATION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    facet_column: str
+    facet_value: str
+    class_imbalance: float
+    difference_in_proportions: float
+    kl_divergence: float
+    js_divergence: float
+    ks_distance: float
+    total_variation: float
+    rows: int
+    def __init__(self, facet_column: _Optional[str] = ..., facet_value: _Optional[str] = ..., class_imbalance: _Optional[float] = ..., difference_in_proportions: _Optional[float] = ..., kl_divergence: _Optional[float] = ..., js_divergence: _Optional[float] = ..., ks_distance: _Optional[float] = ..., total_variation: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class Plot(_message.Message):
+    __slots__ = ("name", "artifact")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    artifact: _common_pb2.ArtifactRef
+    def __init__(self, name: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+
+class TrainingReport(_message.Message):
+    __slots__ = ("feature_importance", "importance_method", "bias_metrics", "plots", "warnings", "dropped_columns", "priors", "optuna_storage_url", "study_name")
+    class DroppedColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FEATURE_IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    BIAS_METRICS_FIELD_NUMBER: _ClassVar[int]
+    PLOTS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    PRIORS_FIELD_NUMBER: _ClassVar[int]
+    OPTUNA_STORAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
+    feature_importance: _containers.RepeatedCompositeFieldContainer[FeatureImportance]
+    importance_method: str
+    bias_metrics: _containers.RepeatedCompositeFieldContainer[BiasMetrics]
+    plots: _containers.RepeatedCompositeFieldContainer[Plot]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    dropped_columns: _containers.ScalarMap[str, str]
+    priors: _containers.RepeatedCompositeFieldContainer[WarmStartPrior]
+    optuna_storage_url: str
+    study_name: str
+    def __init__(self, feature_importance: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., importance_method: _Optional[str] = ..., bias_metrics: _Optional[_Iterable[_Union[BiasMetrics, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped_columns: _Optional[_Mapping[str, str]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., optuna_storage_url: _Optional[str] = ..., study_name: _Optional[str] = ...) -> None: ...
+
+class GetTrainingReportRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetTrainingReportResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: TrainingReport
+    def __init__(self, report: _Optional[_Union[TrainingReport, _Mapping]] = ...) -> None: ...
+
+class FeatureRow(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.Value, _Mapping]] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.MessageMap[str, _common_pb2.Value]
+    def __init__(self, values: _Optional[_Mapping[str, _common_pb2.Value]] = ...) -> None: ...
+
+class RowContributions(_message.Message):
+    __slots__ = ("contributions", "base_value", "prediction")
+    class ContributionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    BASE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    contributions: _containers.ScalarMap[str, float]
+    base_value: float
+    prediction: float
+    def __init__(self, contributions: _Optional[_Mapping[str, float]] = ..., base_value: _Optional[float] = ..., prediction: _Optional[float] = ...) -> None: ...
+
+class ExplainPredictionsRequest(_message.Message):
+    __slots__ = ("job_id", "trial_number", "rows", "target_class")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_CLASS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    trial_number: int
+    rows: _containers.RepeatedCompositeFieldContainer[FeatureRow]
+    target_class: str
+    def __init__(self, job_id: _Optional[str] = ..., trial_number: _Optional[int] = ..., rows: _Optional[_Iterable[_Union[FeatureRow, _Mapping]]] = ..., target_class: _Optional[str] = ...) -> None: ...
+
+class ExplainPredictionsResponse(_message.Message):
+    __slots__ = ("rows", "method")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[RowContributions]
+    method: str
+    def __init__(self, rows: _Optional[_Iterable[_Union[RowContributions, _Mapping]]] = ..., method: _Optional[str] = ...) -> None: ...
+
+class ComputeBiasMetricsRequest(_message.Message):
+    __slots__ = ("job_id", "facet_column", "facet_values")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FACET_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FACET_VALUES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    facet_column: str
+    facet_values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., facet_column: _Optional[str] = ..., facet_values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ComputeBiasMetricsResponse(_message.Message):
+    __slots__ = ("metrics",)
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedCompositeFieldContainer[BiasMetrics]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[BiasMetrics, _Mapping]]] = ...) -> None: ...
+
+class SimilarStudy(_message.Message):
+    __slots__ = ("job_id", "dataset", "reason", "distance", "best_trials")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    dataset: _common_pb2.DatasetRef
+    reason: str
+    distance: float
+    best_trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    def __init__(self, job_id: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., best_trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ...) -> None: ...
+
+class FindSimilarStudiesRequest(_message.Message):
+    __slots__ = ("dataset", "meta_features", "task_type", "k", "trials_per_study")
+    class MetaFeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    META_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_PER_STUDY_FIELD_NUMBER: _ClassVar[int]
+    dataset: _common_pb2.DatasetRef
+    meta_features: _containers.ScalarMap[str, float]
+    task_type: TaskType
+    k: int
+    trials_per_study: int
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., meta_features: _Optional[_Mapping[str, float]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., k: _Optional[int] = ..., trials_per_study: _Optional[int] = ...) -> None: ...
+
+class FindSimilarStudiesResponse(_message.Message):
+    __slots__ = ("studies",)
+    STUDIES_FIELD_NUMBER: _ClassVar[int]
+    studies: _containers.RepeatedCompositeFieldContainer[SimilarStudy]
+    def __init__(self, studies: _Optional[_Iterable[_Union[SimilarStudy, _Mapping]]] = ...) -> None: ...
+
+class GetResourcesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResourceAllocation(_message.Message):
+    __slots__ = ("job_id", "resources", "gpu_indices")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    resources: _common_pb2.ResourceRequest
+    gpu_indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, job_id: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., gpu_indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetResourcesResponse(_message.Message):
+    __slots__ = ("cpus_total", "cpus_free", "gpus", "allocations", "gpu_discovery_note")
+    CPUS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FREE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    GPU_DISCOVERY_NOTE_FIELD_NUMBER: _ClassVar[int]
+    cpus_total: float
+    cpus_free: float
+    gpus: _containers.RepeatedCompositeFieldContainer[_common_pb2.GpuDevice]
+    allocations: _containers.RepeatedCompositeFieldContainer[ResourceAllocation]
+    gpu_discovery_note: str
+    def __init__(self, cpus_total: _Optional[float] = ..., cpus_free: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[_common_pb2.GpuDevice, _Mapping]]] = ..., allocations: _Optional[_Iterable[_Union[ResourceAllocation, _Mapping]]] = ..., gpu_discovery_note: _Optional[str] = ...) -> None: ...
