@@ -154,7 +154,9 @@ def check_connection(engine: Engine) -> None:
         message = f"database {mask_url(engine.url)} is unavailable: {_reason(exc, engine.url)}"
     else:
         return
-    raise Unavailable(message, reason="DATABASE_UNAVAILABLE", metadata={"url": mask_url(engine.url)})
+    raise Unavailable(
+        message, reason="DATABASE_UNAVAILABLE", metadata={"url": mask_url(engine.url)}
+    )
 
 
 @contextmanager

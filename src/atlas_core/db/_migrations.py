@@ -90,9 +90,8 @@ def _lock(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         # Transaction-scoped, released at commit/rollback; keyed by schema so separate schemas
         # (one per test, one per tenant) do not wait for each other.
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext('atlas_schema_versions:' || current_schema()))")
-        )
+        key = "hashtext('atlas_schema_versions:' || current_schema())"
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({key})"))
     # SQLite: write_transaction already began with BEGIN IMMEDIATE, the database-wide write lock.
 
 
@@ -161,7 +160,7 @@ def apply_migrations(engine: Engine, *sets: MigrationSet) -> list[AppliedMigrati
                         applied_at=datetime.now(timezone.utc),
                     )
                 )
-                applied.append(
-                    AppliedMigration(migration_set.component, migration.version, migration.description)
-                )
+                applied.append(AppliedMigration(
+                    migration_set.component, migration.version, migration.description
+                ))
     return applied

@@ -133,7 +133,8 @@ def run_job_process(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = JobContext(conn, job_id=job_id, kind=kind, attempt=attempt, checkpoint=checkpoint)
     listener = threading.Thread(
-        target=_listen_to_supervisor, args=(conn, ctx._cancel), name="atlas-job-listener", daemon=True
+        target=_listen_to_supervisor, args=(conn, ctx._cancel), name="atlas-job-listener",
+        daemon=True,
     )
     listener.start()
     outcome: tuple[Any, ...]

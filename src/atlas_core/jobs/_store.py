@@ -36,7 +36,9 @@ def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything is stored in UTC.
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def _to_record(row: Row[Any]) -> JobRecord:
@@ -133,7 +135,7 @@ class JobStore:
             return self._same_job(existing, kind, spec)
 
     @staticmethod
-    def _by_request_id(conn: Connection, request_id: str) -> Row[Any] | None:
+    def _by_request_id(conn: Connection, request_id: str) -> Any:
         stmt = select(jobs.c.id, jobs.c.kind, jobs.c.spec).where(jobs.c.request_id == request_id)
         return conn.execute(stmt).first()
 
@@ -160,7 +162,8 @@ class JobStore:
     ) -> builtins.list[JobRecord]:
         if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
             raise InvalidArgument(f"limit must be 1..{MAX_PAGE_SIZE} and offset >= 0")
-        stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
+        stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
+        stmt = stmt.limit(limit).offset(offset)
         if kind is not None:
             stmt = stmt.where(jobs.c.kind == kind)
         if state is not None:
@@ -305,7 +308,9 @@ class JobStore:
                 .values(**values)
             ).rowcount
             if mine:
-                body = {"message": message, **({"error": error} if error else {}), **(payload or {})}
+                body = {"message": message, **(payload or {})}
+                if error:
+                    body["error"] = error
                 _append_events(conn, job_id, [(event, body)], now)
         return bool(mine)
 
@@ -363,7 +368,7 @@ class JobStore:
         return moved
 
     @staticmethod
-    def _interrupt_row(conn: Connection, row: Row[Any], reason: str, now: datetime) -> JobState:
+    def _interrupt_row(conn: Connection, row: Any, reason: str, now: datetime) -> JobState:
         interrupted = (EventType.INTERRUPTED,
                        {"reason": reason, "runner": row.owner, "attempt": row.attempts})
         where = jobs.c.id == row.id
@@ -373,7 +378,8 @@ class JobStore:
             conn.execute(update(jobs).where(where).values(
                 state=JobState.CANCELLED.value, finished_at=now, message=message,
             ))
-            _append_events(conn, row.id, [interrupted, (EventType.CANCELLED, {"message": message})], now)
+            cancelled = (EventType.CANCELLED, {"message": message})
+            _append_events(conn, row.id, [interrupted, cancelled], now)
             return JobState.CANCELLED
         if row.resumable:
             conn.execute(update(jobs).where(where).values(

@@ -91,6 +91,7 @@ class Supervisor:
         self._local_cancels: set[str] = set()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
 
@@ -103,10 +104,13 @@ class Supervisor:
         self._thread.start()
 
     def wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already plenty of wake-ups pending, or shut down
+        with self._lock:  # never write to a closed (possibly reused) descriptor
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:
+                pass  # the pipe is full: plenty of wake-ups pending already
 
     def notify_cancel(self, job_id: str) -> None:
         with self._lock:
@@ -118,11 +122,13 @@ class Supervisor:
         self.wake()
         if self._thread is not None:
             self._thread.join(timeout)
-        for fd in (self._wake_r, self._wake_w):
-            try:
+            if self._thread.is_alive():
+                log.warning("job supervisor %s did not stop within %s s", self._runner_id, timeout)
+                return  # leave its descriptors open; it still uses them
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
-            except OSError:
-                pass
+            self._wake_r = self._wake_w = -1
 
     # ---- the loop -------------------------------------------------------------------------
 

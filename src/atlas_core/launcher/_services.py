@@ -24,5 +24,12 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
 
 
 def implemented_services() -> list[ServiceSpec]:
-    """Services whose package is installed; the others are never started or registered."""
-    return [s for s in KNOWN_SERVICES if importlib.util.find_spec(s.module) is not None]
+    """Services whose runnable package is installed; the others are never started."""
+    found = []
+    for spec in KNOWN_SERVICES:
+        try:
+            if importlib.util.find_spec(f"{spec.module}.__main__") is not None:
+                found.append(spec)
+        except ModuleNotFoundError:
+            pass
+    return found

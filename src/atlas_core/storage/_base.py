@@ -242,8 +242,21 @@ class HashingReader(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        if data is None:  # non-blocking inner stream with nothing available yet
+        """Up to ``size`` bytes, short only at end of stream (callers get whole parts)."""
+        if size is None or size < 0:
+            return self._take(self._inner.read())
+        buffer = bytearray()
+        while len(buffer) < size:
+            data = self._take(self._inner.read(size - len(buffer)))
+            if not data:
+                break
+            if not buffer and len(data) == size:
+                return data  # the common one-read case: no copy
+            buffer += data
+        return bytes(buffer)
+
+    def _take(self, data: object) -> bytes:
+        if data is None:  # a non-blocking inner stream with nothing available
             return b""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidArgument(

@@ -159,7 +159,7 @@ class S3ArtifactStore(ArtifactStore):
         user_meta = validate_metadata(metadata)
         self._ensure_bucket()
         reader = HashingReader(stream)
-        head = _read_up_to(reader, self._part_size + 1)
+        head = reader.read(self._part_size + 1)  # fills: short only at end of stream
         if len(head) <= self._part_size:
             headers = _atlas_headers(reader.sha256, reader.size, user_meta)
             with self._translate(key):
@@ -167,7 +167,9 @@ class S3ArtifactStore(ArtifactStore):
                     self._bucket, key, io.BytesIO(head), len(head), metadata=headers
                 )
         else:
-            self._publish_via_staging(key, _Prepended(head, reader), reader, user_meta)
+            body = _Prepended(head, reader)
+            del head  # the stream owns the first part now; it is freed once uploaded
+            self._publish_via_staging(key, body, reader, user_meta)
         return ArtifactRef(self.uri(key), key, reader.sha256, reader.size, frozen(user_meta))
 
     def _publish_via_staging(
@@ -399,31 +401,19 @@ class _Prepended(io.RawIOBase):
 
     def __init__(self, head: bytes, tail: BinaryIO | HashingReader) -> None:
         super().__init__()
-        self._head = memoryview(head)
+        self._head = head
         self._tail = tail
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        if self._head.nbytes:
-            take = self._head.nbytes if size < 0 else min(size, self._head.nbytes)
-            data = bytes(self._head[:take])
-            self._head = self._head[take:]
+        if self._head:
+            # Hand the buffer over whole when it fits: no second part-sized copy in memory.
+            take = len(self._head) if size < 0 else min(size, len(self._head))
+            data, self._head = self._head[:take], self._head[take:]
             return data
         return self._tail.read(size)
-
-
-def _read_up_to(stream: HashingReader, limit: int) -> bytes:
-    parts: list[bytes] = []
-    remaining = limit
-    while remaining > 0:
-        data = stream.read(remaining)
-        if not data:
-            break
-        parts.append(data)
-        remaining -= len(data)
-    return b"".join(parts)
 
 
 def _atlas_headers(sha256: str, size: int, user_meta: Mapping[str, str]) -> _Headers:

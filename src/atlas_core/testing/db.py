@@ -19,7 +19,7 @@ import socket
 import uuid
 import warnings
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,7 @@ def postgres_url() -> str:
     return os.environ.get("ATLAS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 
 
-@lru_cache(maxsize=None)
+@cache
 def postgres_unreachable_reason(url: str) -> str | None:
     """None when a TCP connection to the server of ``url`` succeeds, else why not."""
     parsed = make_url(url)

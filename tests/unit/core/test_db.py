@@ -6,7 +6,7 @@ import multiprocessing
 import time
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, inspect, insert, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
 from atlas_core.config import DatabaseSettings
@@ -90,7 +90,8 @@ def test_new_migrations_are_applied_incrementally(db_engine) -> None:  # type: i
 
 def test_database_newer_than_code_is_refused(db_engine) -> None:  # type: ignore[no-untyped-def]
     apply_migrations(db_engine, DEMO)
-    other = MigrationSet("other", [Migration(1, "t", lambda c: c.execute(text("CREATE TABLE other_t (id INTEGER)")))])
+    create_other = lambda c: c.execute(text("CREATE TABLE other_t (id INTEGER)"))  # noqa: E731
+    other = MigrationSet("other", [Migration(1, "t", create_other)])
     with pytest.raises(FailedPrecondition) as info:
         apply_migrations(db_engine, other, MigrationSet("demo", [V1]))
     assert info.value.reason == "SCHEMA_TOO_NEW"

@@ -217,7 +217,8 @@ def test_handler_exception_fails_the_job_with_its_message(make_runner) -> None: 
     assert record.error == "ValueError: bad input: no rows"
     last = runner.events(job_id)[-1]
     assert last.type is EventType.FAILED
-    assert "Traceback" in last.payload["traceback"] and "failing_handler" in last.payload["traceback"]
+    assert "Traceback" in last.payload["traceback"]
+    assert "failing_handler" in last.payload["traceback"]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +236,8 @@ def test_crashed_job_process_fails_the_job_naming_how_it_died(  # type: ignore[n
     assert expected in (record.error or "")
     assert event_types(runner, job_id)[-2:] == ["progress", "failed"]
     # The runner survives a crash and keeps working.
-    assert runner.wait(runner.submit("add", {"values": [1]}), timeout=30).state is JobState.SUCCEEDED
+    next_job = runner.submit("add", {"values": [1]})
+    assert runner.wait(next_job, timeout=30).state is JobState.SUCCEEDED
 
 
 # ---- cancellation ---------------------------------------------------------------------------
@@ -351,7 +353,8 @@ def test_jobs_of_a_runner_that_stopped_heartbeating_are_recovered(  # type: igno
         ))
     runner.start()
     record = runner.get(plain)
-    assert record.state is JobState.FAILED and "interrupted by service restart" in (record.error or "")
+    assert record.state is JobState.FAILED
+    assert "interrupted by service restart" in (record.error or "")
     done = runner.wait(resumable, timeout=30)
     assert done.state is JobState.SUCCEEDED and done.result == {"sum": 2, "attempt": 2}
 
