@@ -123,6 +123,10 @@ class ArtifactStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def uri(self, key: str) -> str:
+        """The URI a ref for ``key`` carries (e.g. ``s3://bucket/key``); no I/O."""
+
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``. Idempotent: deleting a missing key is not an error."""
 

@@ -1,0 +1,27 @@
+"""Typed settings of the data service (env prefix ATLAS_DATA_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from atlas_core.config import StrictModel
+from atlas_core.config import ServiceSettings
+from atlas_data.online import OnlineStoreSettings
+
+
+class IngestSettings(StrictModel):
+    # PutRecords buffers a whole stream before committing it (all-or-nothing): bound it.
+    max_stream_bytes: int = 512 * 1024 * 1024
+    max_entities_per_read: int = 1000
+    offline_flush_seconds: float = 5.0
+
+
+class JobSettings(StrictModel):
+    max_concurrent: int = 2
+    runner_id: str = "data-0"
+
+
+class DataSettings(ServiceSettings):
+    online: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
