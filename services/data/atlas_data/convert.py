@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
-from atlas_core.errors import InvalidArgument
+from atlas_core.errors import ERRORS_BY_CODE, InvalidArgument
+from atlas_core.jobs import JobRecord, JobState
+from atlas_core.storage import ArtifactRef
+from atlas_data.datasets import DatasetRecord, LineageParent
 from atlas_data.feature_groups import FeatureGroup
 from atlas_data.records import RawRecord
 from atlas_data.schema import (
@@ -64,7 +68,7 @@ def dt_to_ts(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def opt_ts_us(message: object, field: str) -> int | None:
-    return ts_to_us(getattr(message, field)) if message.HasField(field) else None  # type: ignore[attr-defined]
+    return ts_to_us(getattr(message, field)) if message.HasField(field) else None
 
 
 # -- feature groups --------------------------------------------------------------------------
@@ -151,3 +155,213 @@ def group_ref(msg: common_pb2.FeatureGroupRef, field: str = "feature_group") -> 
     if not msg.name:
         raise InvalidArgument(f"{field}.name is empty", reason="EMPTY_NAME")
     return msg.name, int(msg.version)
+
+
+def artifact_to_pb(ref: ArtifactRef, media_type: str = "") -> common_pb2.ArtifactRef:
+    return common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size,
+                                  media_type=media_type)
+
+
+# -- pagination ------------------------------------------------------------------------------
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def page_window(page: common_pb2.PageRequest) -> tuple[int, int]:
+    """(offset, limit) from a page request; tokens are opaque offsets."""
+    size = page.page_size or DEFAULT_PAGE_SIZE
+    if size < 0:
+        raise InvalidArgument("page.page_size must be >= 0", reason="BAD_PAGE")
+    offset = 0
+    if page.page_token:
+        try:
+            offset = int(page.page_token)
+        except ValueError:
+            raise InvalidArgument(f"page.page_token {page.page_token!r} is malformed",
+                                  reason="BAD_PAGE_TOKEN") from None
+        if offset < 0:
+            raise InvalidArgument("page.page_token is malformed", reason="BAD_PAGE_TOKEN")
+    return offset, min(size, MAX_PAGE_SIZE)
+
+
+def page_response(offset: int, limit: int, has_more: bool) -> common_pb2.PageResponse:
+    return common_pb2.PageResponse(next_page_token=str(offset + limit) if has_more else "")
+
+
+# -- datasets --------------------------------------------------------------------------------
+
+_META_FIELDS = (
+    "rows", "columns", "numeric_columns", "categorical_columns", "missing_ratio", "classes",
+    "class_entropy", "class_imbalance_ratio", "skew_mean", "skew_min", "skew_max", "skew_std",
+    "kurtosis_mean", "kurtosis_min", "kurtosis_max", "kurtosis_std", "log_rows_per_column",
+    "target_column",
+)
+
+
+def meta_to_pb(meta: dict[str, Any] | None) -> pb.MetaFeatures | None:
+    if not meta:
+        return None
+    msg = pb.MetaFeatures(**{k: meta[k] for k in _META_FIELDS
+                             if k in meta and meta[k] is not None})
+    for lm in meta.get("landmarkers", []):
+        if isinstance(lm, dict):
+            msg.landmarkers.add(name=lm["name"], metric=lm["metric"], score=lm["score"])
+        else:
+            name, metric, score = lm
+            msg.landmarkers.add(name=name, metric=metric, score=score)
+    for key, value in (meta.get("extra") or {}).items():
+        if isinstance(value, (int, float)):
+            msg.extra[key] = float(value)
+    return msg
+
+
+def labels_to_pb(column: str, dist: dict[str, Any] | None) -> pb.LabelDistribution | None:
+    if not dist:
+        return None
+    msg = pb.LabelDistribution(label_column=column)
+    counts = dist.get("counts") or {}
+    items = counts.items() if isinstance(counts, dict) else counts
+    for label, count in items:
+        msg.counts.add(label=str(label), count=int(count))
+    for key in ("mean", "stddev", "min", "max", "missing"):
+        if dist.get(key) is not None:
+            setattr(msg, key, dist[key])
+    return msg
+
+
+_DATA_TYPES = (
+    ("fixed_size_list", common_pb2.DATA_TYPE_FLOAT32_VECTOR),
+    ("timestamp", common_pb2.DATA_TYPE_TIMESTAMP),
+    ("int", common_pb2.DATA_TYPE_INT64), ("float", common_pb2.DATA_TYPE_FLOAT32),
+    ("double", common_pb2.DATA_TYPE_FLOAT64), ("string", common_pb2.DATA_TYPE_STRING),
+    ("bool", common_pb2.DATA_TYPE_BOOL), ("dictionary", common_pb2.DATA_TYPE_CATEGORICAL),
+)
+
+
+def _data_type(arrow_type: str) -> int:
+    for prefix, value in _DATA_TYPES:
+        if arrow_type.startswith(prefix):
+            return value
+    return common_pb2.DATA_TYPE_UNSPECIFIED
+
+
+def parent_to_pb(parent: LineageParent) -> common_pb2.LineageParent:
+    kind, ref, role = parent.kind, parent.ref, parent.role
+    msg = common_pb2.LineageParent(role=role)
+    if kind == "dataset":
+        msg.dataset.CopyFrom(common_pb2.DatasetRef(dataset_id=ref["dataset_id"],
+                                                   version=ref["version"]))
+    elif kind == "feature_group":
+        msg.feature_group.CopyFrom(common_pb2.FeatureGroupRef(name=ref["name"],
+                                                              version=ref["version"]))
+    elif kind == "artifact":
+        msg.artifact.CopyFrom(common_pb2.ArtifactRef(uri=ref["uri"],
+                                                     sha256=ref.get("sha256", "")))
+    elif kind == "label_set":
+        msg.label_set.CopyFrom(common_pb2.LabelSetRef(project_id=ref["project_id"],
+                                                      export_id=ref.get("export_id", "")))
+    return msg
+
+
+def dataset_to_pb(r: DatasetRecord) -> pb.Dataset:
+    msg = pb.Dataset(
+        ref=common_pb2.DatasetRef(dataset_id=r.dataset_id, version=r.version),
+        name=r.name, row_count=r.row_count, entity_column=r.entity_column,
+        timestamp_column=r.timestamp_column, label_column=r.label_column,
+        description=r.description, labels=r.labels,
+        artifacts=[common_pb2.ArtifactRef(uri=a["uri"], sha256=a["sha256"], size_bytes=a["size"],
+                                          media_type="application/vnd.apache.parquet")
+                   for a in r.artifacts],
+        schema=common_pb2.TableSchema(columns=[
+            common_pb2.ColumnSchema(name=c["name"], data_type=_data_type(c["type"]),
+                                    dims=c["dims"], nullable=c["nullable"])
+            for c in r.schema]),
+        lineage=common_pb2.Lineage(
+            parents=[parent_to_pb(p) for p in r.parents],
+            operation=r.operation,
+            produced_by=common_pb2.JobRef(service="data", job_id=r.produced_by_job)
+            if r.produced_by_job else None),
+    )
+    if r.created_at:
+        msg.create_time.CopyFrom(dt_to_ts(datetime.fromisoformat(r.created_at)))
+        msg.lineage.create_time.CopyFrom(msg.create_time)
+    dist = labels_to_pb(r.label_column, r.label_distribution)
+    if dist is not None:
+        msg.label_distribution.CopyFrom(dist)
+    meta = meta_to_pb(r.meta_features)
+    if meta is not None:
+        msg.meta_features.CopyFrom(meta)
+    return msg
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+_JOB_STATES = {
+    JobState.QUEUED: common_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: common_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: common_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: common_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: common_pb2.JOB_STATE_CANCELLED,
+    JobState.INTERRUPTED: common_pb2.JOB_STATE_INTERRUPTED,
+}
+JOB_STATES_FROM_PB = {v: k for k, v in _JOB_STATES.items()}
+JOB_KINDS = {
+    "ingest": pb.DATA_JOB_KIND_INGEST,
+    "compaction": pb.DATA_JOB_KIND_COMPACTION,
+    "match_samples": pb.DATA_JOB_KIND_MATCH_SAMPLES,
+    "derive_dataset": pb.DATA_JOB_KIND_DERIVE_DATASET,
+}
+JOB_KINDS_FROM_PB = {v: k for k, v in JOB_KINDS.items()}
+_SPEC_FIELDS = {"ingest": "ingest", "compaction": "compaction",
+                "match_samples": "match_samples", "derive_dataset": "derive_dataset"}
+_ERROR_CODES = {cls.__name__: code.value for code, cls in ERRORS_BY_CODE.items()}
+
+
+def job_error(text: str | None) -> common_pb2.JobError | None:
+    """Job errors are stored as '<ExceptionClass>: message'; domain errors keep their code."""
+    if not text:
+        return None
+    head, _, message = text.partition(": ")
+    code = _ERROR_CODES.get(head)
+    if code is None:
+        return common_pb2.JobError(code="INTERNAL", reason="JOB_FAILED", message=text)
+    return common_pb2.JobError(code=code, reason=code, message=message)
+
+
+def job_status(record: JobRecord) -> common_pb2.JobStatus:
+    status = common_pb2.JobStatus(
+        job_id=record.id, state=_JOB_STATES[record.state], attempt=record.attempts,
+        resumable=record.resumable, request_id=record.request_id or "",
+        progress=common_pb2.Progress(fraction=record.progress, message=record.message),
+        create_time=dt_to_ts(record.created_at),
+    )
+    if record.started_at:
+        status.start_time.CopyFrom(dt_to_ts(record.started_at))
+    if record.finished_at:
+        status.end_time.CopyFrom(dt_to_ts(record.finished_at))
+    error = job_error(record.error)
+    if error is not None:
+        status.error.CopyFrom(error)
+    return status
+
+
+def job_to_pb(record: JobRecord, datasets: Callable[[str, int], DatasetRecord | None]
+              ) -> pb.DataJob:
+    """``datasets`` looks up the dataset versions a finished job produced."""
+    job = pb.DataJob(status=job_status(record), kind=JOB_KINDS.get(record.kind, 0))
+    spec_field = _SPEC_FIELDS.get(record.kind)
+    if spec_field:
+        json_format.ParseDict(record.spec, getattr(job, spec_field))
+    result = record.result or {}
+    if record.kind == "ingest" and result:
+        job.ingest_result.CopyFrom(pb.IngestResult(**result))
+    elif record.kind == "compaction" and result:
+        job.compaction_result.CopyFrom(pb.CompactionResult(**result))
+    elif result:
+        produced = [datasets(ds_id, version) for ds_id, version in result.get("datasets", [])]
+        job.dataset_result.CopyFrom(pb.DatasetResult(
+            datasets=[dataset_to_pb(d) for d in produced if d is not None],
+            unmatched_samples=result.get("unmatched_samples", 0),
+            warnings=result.get("warnings", [])))
+    return job

@@ -60,6 +60,7 @@ class RecordBatch:
         strings: ``n`` tuples of ``string_width`` strings (or an object array ``[n, w]``).
         null_masks: ``None`` or ``n`` bitmaps (``b""`` = no nulls besides NaN floats).
 
+    Blocks built by :meth:`from_records` are read-only views on the joined client bytes.
     Construction checks only that the shapes agree with each other; use
     :meth:`from_records` to validate client input against a layout.
     """
@@ -117,9 +118,9 @@ class RecordBatch:
             times.append(_checked_event_time(index, record.event_time_us))
             _check_lengths(index, record, layout, mask_len)
         # One join + one frombuffer: no per-value Python work on the wide float32 block.
-        float32 = np.frombuffer(
-            b"".join([r.float32_bytes for r in records]), dtype="<f4"
-        ).reshape(n, layout.float32_width)
+        float32 = np.frombuffer(b"".join([r.float32_bytes for r in records]), dtype="<f4").reshape(
+            n, layout.float32_width
+        )
         batch = cls(
             keys=np.array(keys, dtype=np.int64) if key_type is EntityKeyType.INT64 else keys,  # type: ignore[arg-type]
             event_time_us=np.array(times, dtype=np.int64),
@@ -304,7 +305,11 @@ def _check_categories(
                     f"record {index}: string_values[{slot.offset}] (feature '{slot.name}') is "
                     f"a {type(value).__name__}, not a string"
                 )
-            if allowed is not None and value not in allowed and not _is_null(batch, index, layout, slot):
+            if (
+                allowed is not None
+                and value not in allowed
+                and not _is_null(batch, index, layout, slot)
+            ):
                 shown = ", ".join(sorted(allowed)[:10])
                 raise InvalidArgument(
                     f"record {index}: string_values[{slot.offset}] (categorical feature "

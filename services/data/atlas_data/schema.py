@@ -226,9 +226,7 @@ class RecordLayout:
     @classmethod
     def for_spec(cls, spec: FeatureGroupSpec) -> RecordLayout:
         """Pack ``spec.features`` in schema order (the spec should be validated first)."""
-        return cls._pack(
-            ((f.name, f.dtype, f.width) for f in spec.features), group_name=spec.name
-        )
+        return cls._pack(((f.name, f.dtype, f.width) for f in spec.features), group_name=spec.name)
 
     @classmethod
     def _pack(
@@ -293,7 +291,9 @@ class RecordLayout:
                 raise InvalidArgument(f"feature_names: '{name}' is requested more than once")
             seen.add(name)
         picked = [self.slot(name) for name in names]
-        if len(picked) == len(self.slots) and all(a is b for a, b in zip(picked, self.slots)):
+        if len(picked) == len(self.slots) and all(
+            a is b for a, b in zip(picked, self.slots, strict=True)
+        ):
             return LayoutSubset.identity(self)
         sub = RecordLayout._pack(
             ((s.name, s.dtype, s.dims) for s in picked), group_name=self.group_name

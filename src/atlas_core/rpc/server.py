@@ -35,6 +35,8 @@ class ServiceDef:
     servicer: Any
     add_to_server: Callable[[Any, aio.Server], None]
     full_name: str
+    # Called (in a worker thread) after the server has drained: release stores, stop runners.
+    on_stop: Callable[[], None] | None = None
 
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
@@ -129,6 +131,9 @@ class AtlasServer:
         await self.health.enter_graceful_shutdown()
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self._server.stop(grace)
+        for svc in self.services:
+            if svc.on_stop is not None:
+                await asyncio.to_thread(svc.on_stop)
         self.metrics.close()
         log.info("stopped", extra={"address": self.address})
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from atlas_data.online._codec import OnlineRows, gather_rows
 from atlas_data.records import MAX_STRING_KEY_BYTES, RecordBatch
 from atlas_data.schema import LayoutSubset, RecordLayout
 
-EntityKeys = Union[Sequence[int], Sequence[str], np.ndarray]
+EntityKeys = Sequence[int] | Sequence[str] | np.ndarray
 
 # Group keys name an LMDB sub-database and sit inside Redis keys ("<prefix><group>:<key>"):
 # no ':' (the separator) and no glob characters (delete_group scans by pattern).
@@ -51,7 +51,8 @@ class OnlineStore(abc.ABC):
 
     Records are opaque encoded bytes (see ``_codec``); a group is addressed by a
     ``group_key`` (``[A-Za-z0-9_.@/-]{1,200}``, typically the group name) and an entity by
-    its int64 or string key.
+    its int64 or string key. Keys are stored untagged: callers use one key type per group
+    (the group's entity key type), otherwise the int 42 and the string "42" may collide.
 
     Contract (every backend):
 
@@ -138,8 +139,7 @@ def check_group_key(group_key: str) -> str:
     """
     if not isinstance(group_key, str) or not _GROUP_KEY.fullmatch(group_key):
         raise InvalidArgument(
-            f"online store group key {group_key!r} is malformed: expected "
-            "[A-Za-z0-9_.@/-]{1,200}"
+            f"online store group key {group_key!r} is malformed: expected [A-Za-z0-9_.@/-]{{1,200}}"
         )
     return group_key
 
@@ -152,7 +152,11 @@ def check_entity_key(key: object) -> int | str:
             ``MAX_STRING_KEY_BYTES`` UTF-8 bytes.
     """
     if isinstance(key, str):
-        if key and len(key) <= MAX_STRING_KEY_BYTES and len(key.encode("utf-8")) <= MAX_STRING_KEY_BYTES:
+        if (
+            key
+            and len(key) <= MAX_STRING_KEY_BYTES
+            and len(key.encode("utf-8")) <= MAX_STRING_KEY_BYTES
+        ):
             return key
         raise InvalidArgument(
             f"entity key {key[:40]!r} must be 1..{MAX_STRING_KEY_BYTES} UTF-8 bytes"

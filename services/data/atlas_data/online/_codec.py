@@ -28,7 +28,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -44,7 +43,7 @@ EVENT_TIME = struct.Struct("<q")
 _U32 = struct.Struct("<I")
 _EMPTY_MASK = _U32.pack(0)
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,7 @@ def _padding(float32_width: int) -> bytes:
     return b"\0\0\0\0" if float32_width % 2 else b""
 
 
-def encode_batch(
-    batch: RecordBatch, *, ingestion_time_us: int, schema_version: int
-) -> list[bytes]:
+def encode_batch(batch: RecordBatch, *, ingestion_time_us: int, schema_version: int) -> list[bytes]:
     """Encode every record of ``batch``, in order."""
     f32w, f64w, i64w = batch.float32.shape[1], batch.float64.shape[1], batch.int64.shape[1]
     strw = len(batch.strings[0]) if len(batch) else 0
@@ -74,8 +71,16 @@ def encode_batch(
     out = []
     for i in range(len(batch)):
         head = HEADER.pack(
-            FORMAT_V1, 0, 0, schema_version, int(batch.event_time_us[i]), ingestion_time_us,
-            f32w, f64w, i64w, strw,
+            FORMAT_V1,
+            0,
+            0,
+            schema_version,
+            int(batch.event_time_us[i]),
+            ingestion_time_us,
+            f32w,
+            f64w,
+            i64w,
+            strw,
         )
         mask = batch.null_masks[i] if batch.null_masks is not None else b""
         # numpy rows are C-contiguous buffers: join copies each block once, no tobytes().
@@ -185,7 +190,12 @@ def gather_rows(
         header = decode_header(buf)
         if min_event_time_us is not None and header.event_time_us < min_event_time_us:
             continue
-        stored = (header.float32_width, header.float64_width, header.int64_width, header.string_width)
+        stored = (
+            header.float32_width,
+            header.float64_width,
+            header.int64_width,
+            header.string_width,
+        )
         if stored != widths:
             raise FailedPrecondition(
                 f"online record of feature group '{layout.group_name}' was written with schema "

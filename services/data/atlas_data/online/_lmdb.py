@@ -130,7 +130,7 @@ class LmdbOnlineStore(OnlineStore):
         with self._errors():
             db = self._db(group_key, create=True)
             with self._env.begin(write=True, db=db, buffers=True) as txn:
-                for key, event_time, record in zip(keys, times, records):
+                for key, event_time, record in zip(keys, times, records, strict=True):
                     stored = txn.get(key)
                     if stored is not None and read_event_time(stored) > event_time:
                         stale += 1

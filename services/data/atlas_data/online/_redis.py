@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis
@@ -132,7 +133,7 @@ class RedisOnlineStore(OnlineStore):
             pipe = self._client.pipeline(transaction=False)
             for start, stop in _chunks(records):
                 args: list[int | bytes] = []
-                for event_time, record in zip(times[start:stop], records[start:stop]):
+                for event_time, record in zip(times[start:stop], records[start:stop], strict=True):
                     args += (event_time, record)
                 self._write_script(keys=[counter, *keys[start:stop]], args=args, client=pipe)
             results = pipe.execute()
@@ -143,7 +144,8 @@ class RedisOnlineStore(OnlineStore):
         if not redis_keys:
             return []
         with self._errors():
-            return list(self._client.mget(redis_keys))
+            # decode_responses is off: values are the raw encoded bytes.
+            return cast("list[bytes | None]", self._client.mget(redis_keys))
 
     def count(self, group_key: str) -> int:
         with self._errors():

@@ -1,0 +1,300 @@
+"""Point-in-time join: ATLAS `point_in_time_join` vs Feast `get_historical_features`.
+
+    python bench/data_pit.py            # full: 200,000 entities x 25 snapshots x 100 float32
+                                        # features (5,000,000 rows), 1,000,000 samples
+    python bench/data_pit.py --quick    # 1/20 scale (10,000 entities, 50,000 samples)
+    python bench/data_pit.py --no-feast # skip the Feast side
+
+Workload (generator `make_workload`, seed 20240601): entity ids are distinct int64s; entity
+e's snapshot k has event time 2024-01-01 + k days + uniform jitter within that day, and an
+ingestion time 0-20 min later (5 % of records arrive late, 1-72 h after their event time);
+100 float32 N(0, 1) feature columns. Samples draw an entity uniformly (1 % are unknown
+ids), a time uniform over [2023-12-31, 2024-01-27) and a 0/1 label. History rows are in
+arrival order (snapshot-major), not sorted by entity.
+
+Our join runs in a child process that generates the data, then resets its peak-RSS counter
+(/proc/self/clear_refs) so `peak_rss_gb` is the process's peak during the join, input tables
+included; the generation peak is reported separately. The child then writes a 1/20 slice
+(the first 1/20 of the entities, their history and their samples) as Parquet and times our
+join on that slice too. Feast (installed into a throwaway venv under /tmp/atlas-bench-feast,
+reused when present) runs `get_historical_features` on that slice with a FileSource in its
+own process. Feast's ttl is 0 (unbounded) and `_ingestion_time` is its created-timestamp
+column, so both sides compute the same as-of join; the matched counts are compared.
+
+Writes bench/results/data_pit.json with keys join_s, peak_rss_gb, rows_per_s,
+feast_rows_per_s (null when Feast could not run; the reason is printed and recorded).
+Targets: join <= 60 s on 2 cores, peak RSS <= 8 GB, >= 20x Feast's rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "data_pit.json"
+FEAST_VENV = Path("/tmp/atlas-bench-feast")
+SEED = 20240601
+FULL = {"entities": 200_000, "snapshots": 25, "features": 100, "samples": 1_000_000}
+SLICE = 20  # Feast runs on 1/SLICE of the workload; --quick runs ours at 1/SLICE too
+DAY_US = 86_400_000_000
+BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
+
+
+def make_workload(entities: int, snapshots: int, features: int, samples: int, seed: int = SEED):
+    """(history, samples) pyarrow Tables, as described in the module docstring."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    utc = pa.timestamp("us", tz="UTC")
+    ids = np.arange(entities, dtype=np.int64) * 7_919 + 100_003
+    n = entities * snapshots
+    ent = np.tile(ids, snapshots)  # snapshot-major: arrival order
+    snap = np.repeat(np.arange(snapshots, dtype=np.int64), entities)
+    event = BASE_US + snap * DAY_US + rng.integers(0, DAY_US, n)
+    delay = rng.integers(0, 20 * 60_000_000, n)
+    late = rng.random(n) < 0.05
+    delay[late] = rng.integers(3_600_000_000, 72 * 3_600_000_000, int(late.sum()))
+    columns = {
+        "entity_id": pa.array(ent),
+        "event_time": pa.array(event).cast(utc),
+        "_ingestion_time": pa.array(event + delay).cast(utc),
+    }
+    del snap, delay, late
+    for i in range(features):
+        columns[f"f{i:03d}"] = pa.array(rng.standard_normal(n, dtype=np.float32))
+    history = pa.table(columns)
+    s_ent = ids[rng.integers(0, entities, samples)]
+    unknown = rng.random(samples) < 0.01
+    s_ent[unknown] = -1 - np.arange(int(unknown.sum()))
+    start, stop = BASE_US - DAY_US, BASE_US + (snapshots + 1) * DAY_US
+    spine = pa.table({
+        "entity_id": pa.array(s_ent),
+        "event_timestamp": pa.array(rng.integers(start, stop, samples)).cast(utc),
+        "label": pa.array(rng.integers(0, 2, samples)),
+    })
+    return history, spine
+
+
+def _vm_hwm_gb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _join(history, samples):
+    from atlas_data.matching import point_in_time_join
+
+    features = [c for c in history.column_names if c.startswith("f")]
+    return point_in_time_join(
+        samples, entity_column="entity_id", timestamp_column="event_timestamp",
+        history=history, history_entity_column="entity_id", event_time_column="event_time",
+        features=features, ttl_seconds=None, as_known_at=False,
+    )
+
+
+def child(scale: int, slice_dir: str) -> None:
+    """Generate, join (timed), write the Feast slice; print one JSON line."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    sizes = {k: (v if k in ("snapshots", "features") else v // scale) for k, v in FULL.items()}
+    t0 = time.perf_counter()
+    history, samples = make_workload(**sizes)
+    gen_s = time.perf_counter() - t0
+    gen_peak = _vm_hwm_gb()
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    result = _join(history, samples)
+    join_s = time.perf_counter() - t0
+    join_peak = _vm_hwm_gb()
+    matched = result.matched_count
+    del result
+
+    # as-known-at mode, for the record (not a target)
+    from atlas_data.matching import point_in_time_join
+
+    t0 = time.perf_counter()
+    point_in_time_join(
+        samples, entity_column="entity_id", timestamp_column="event_timestamp",
+        history=history, history_entity_column="entity_id", event_time_column="event_time",
+        features=[c for c in history.column_names if c.startswith("f")], ttl_seconds=None,
+        as_known_at=True,
+    )
+    known_s = time.perf_counter() - t0
+
+    n_slice_entities = sizes["entities"] // SLICE
+    cutoff = 100_003 + 7_919 * n_slice_entities
+    h_slice = history.filter(pc.less(history["entity_id"], cutoff))
+    keep = np.asarray(samples["entity_id"]) < cutoff
+    s_slice = samples.filter(keep)
+    s_slice = s_slice.slice(0, max(1, samples.num_rows // SLICE))
+    pq.write_table(h_slice, os.path.join(slice_dir, "history.parquet"))
+    pq.write_table(s_slice, os.path.join(slice_dir, "samples.parquet"))
+    t0 = time.perf_counter()
+    slice_result = _join(h_slice, s_slice)
+    slice_s = time.perf_counter() - t0
+    print(json.dumps({
+        "history_rows": history.num_rows, "samples": samples.num_rows, "gen_s": gen_s,
+        "gen_peak_rss_gb": gen_peak, "join_s": join_s, "join_known_at_s": known_s,
+        "peak_rss_gb": join_peak if reset else max(join_peak, gen_peak),
+        "peak_is_join_only": reset, "matched": int(matched),
+        "slice_samples": s_slice.num_rows, "slice_history_rows": h_slice.num_rows,
+        "slice_join_s": slice_s, "slice_matched": int(slice_result.matched_count),
+    }), flush=True)
+
+
+FEAST_RUNNER = r'''
+import json, sys, time
+from datetime import timedelta
+import pandas as pd
+import pyarrow.parquet as pq
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast.types import Float32
+
+repo = sys.argv[1]
+features = [c for c in pq.read_schema(f"{repo}/history.parquet").names if c.startswith("f")]
+entity = Entity(name="entity", join_keys=["entity_id"], value_type=ValueType.INT64)
+source = FileSource(path=f"{repo}/history.parquet", timestamp_field="event_time",
+                    created_timestamp_column="_ingestion_time")
+view = FeatureView(name="fg", entities=[entity], ttl=timedelta(0), source=source,
+                   schema=[Field(name=f, dtype=Float32) for f in features])
+store = FeatureStore(repo_path=repo)
+store.apply([entity, view])
+samples = pd.read_parquet(f"{repo}/samples.parquet")
+t0 = time.perf_counter()
+out = store.get_historical_features(entity_df=samples,
+                                    features=[f"fg:{f}" for f in features]).to_df()
+seconds = time.perf_counter() - t0
+print(json.dumps({"rows": len(samples), "output_rows": len(out), "seconds": seconds,
+                  "matched": int(out[f"{features[0]}"].notna().sum())}), flush=True)
+'''
+
+FEAST_YAML = """project: atlas_bench
+registry: {repo}/registry.db
+provider: local
+online_store:
+  type: sqlite
+  path: {repo}/online.db
+offline_store:
+  type: file
+entity_key_serialization_version: 3
+"""
+
+
+def _ensure_feast() -> tuple[Path | None, str]:
+    python = FEAST_VENV / "bin" / "python"
+    check = [str(python), "-c", "import feast"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python, "reused"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(FEAST_VENV)], check=True,
+                       capture_output=True, timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "feast"], check=True,
+                       capture_output=True, timeout=1200)
+        subprocess.run(check, check=True, capture_output=True, timeout=120)
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        return None, f"feast install failed: {exc} {detail.decode(errors='replace')[-400:]}"
+    return python, "installed"
+
+
+def run_feast(slice_dir: str, timeout_s: float) -> tuple[dict | None, str]:
+    python, how = _ensure_feast()
+    if python is None:
+        return None, how
+    Path(slice_dir, "feature_store.yaml").write_text(FEAST_YAML.format(repo=slice_dir))
+    runner = Path(slice_dir, "run_feast.py")
+    runner.write_text(FEAST_RUNNER)
+    try:
+        proc = subprocess.run([str(python), str(runner), slice_dir], capture_output=True,
+                              text=True, timeout=timeout_s, cwd=slice_dir)
+    except subprocess.TimeoutExpired:
+        return None, f"feast get_historical_features exceeded {timeout_s:.0f} s"
+    if proc.returncode != 0:
+        return None, f"feast run failed: {proc.stderr[-800:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), how
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1/20 scale")
+    parser.add_argument("--no-feast", action="store_true")
+    parser.add_argument("--feast-timeout", type=float, default=1800)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.scale, args.child)
+        return
+    scale = SLICE if args.quick else 1
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-pit-") as slice_dir:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", slice_dir, "--scale", str(scale)],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            sys.exit(f"our join failed:\n{proc.stderr}")
+        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+        feast, feast_note = (None, "skipped (--no-feast)") if args.no_feast else run_feast(
+            slice_dir, args.feast_timeout
+        )
+    rows_per_s = ours["samples"] / ours["join_s"]
+    slice_rps = ours["slice_samples"] / ours["slice_join_s"]
+    feast_rps = feast["rows"] / feast["seconds"] if feast else None
+    ratio = rows_per_s / feast_rps if feast_rps else None
+    print(f"history {ours['history_rows']:,} rows x {FULL['features']} float32 features; "
+          f"{ours['samples']:,} samples; {os.cpu_count()} cores")
+    print(f"{'side':<28}{'samples':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS GB':>13}")
+    print(f"{'atlas as-of (timed)':<28}{ours['samples']:>12,}{ours['join_s']:>10.2f}"
+          f"{rows_per_s:>14,.0f}{ours['peak_rss_gb']:>13.2f}")
+    print(f"{'atlas as-known-at':<28}{ours['samples']:>12,}{ours['join_known_at_s']:>10.2f}"
+          f"{ours['samples'] / ours['join_known_at_s']:>14,.0f}{'':>13}")
+    print(f"{'atlas on the 1/20 slice':<28}{ours['slice_samples']:>12,}"
+          f"{ours['slice_join_s']:>10.2f}{slice_rps:>14,.0f}{'':>13}")
+    if feast:
+        print(f"{'feast on the 1/20 slice':<28}{feast['rows']:>12,}{feast['seconds']:>10.2f}"
+              f"{feast_rps:>14,.0f}{'':>13}")
+        same = feast["matched"] == ours["slice_matched"]
+        print(f"matched rows on the slice: atlas {ours['slice_matched']:,}, feast "
+              f"{feast['matched']:,} ({'same' if same else 'DIFFERENT'})")
+        print(f"ratio atlas/feast rows/s: {ratio:.1f}x (target >= 20x); "
+              f"same-slice ratio {slice_rps / feast_rps:.1f}x")
+    else:
+        print(f"feast: not measured — {feast_note}")
+    print(f"data generation peak RSS {ours['gen_peak_rss_gb']:.2f} GB "
+          f"(peak during join only: {ours['peak_is_join_only']})")
+    result = {
+        "join_s": round(ours["join_s"], 3),
+        "peak_rss_gb": round(ours["peak_rss_gb"], 3),
+        "rows_per_s": round(rows_per_s, 1),
+        "feast_rows_per_s": None if feast_rps is None else round(feast_rps, 1),
+        "ratio_vs_feast": None if ratio is None else round(ratio, 2),
+        "feast_note": feast_note,
+        "scale": "quick (1/20)" if args.quick else "full",
+        "command": "python bench/data_pit.py" + (" --quick" if args.quick else ""),
+        "detail": {**ours, "feast": feast, "slice_rows_per_s": slice_rps},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
