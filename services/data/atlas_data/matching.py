@@ -172,24 +172,43 @@ def _is_stringy(typ: pa.DataType) -> bool:
 # ---------------------------------------------------------------- the search
 
 
-def _dense_ranks(history_times: np.ndarray, sample_times: np.ndarray) -> tuple[
-    np.ndarray, np.ndarray, int
-]:
-    """Dense ranks of both time arrays in their common order (equal times, equal ranks)."""
-    _, inverse = np.unique(np.concatenate([history_times, sample_times]), return_inverse=True)
-    inverse = inverse.astype(np.int64, copy=False)
-    m = len(history_times)
-    return inverse[:m], inverse[m:], int(inverse.max(initial=0)) + 1
+def _time_keys(
+    h_ent: np.ndarray, h_time: np.ndarray, s_ent: np.ndarray, s_time: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 key per row ordering by (entity, time), for history and samples alike.
 
-
-def _stable_order(*keys: np.ndarray) -> np.ndarray:
-    """Like ``np.lexsort`` (last key most significant) via successive stable argsorts.
-
-    numpy's lexsort is several times slower than stable argsort on large random int64 keys.
+    ``entity * span + (time - t0)`` when it fits in 62 bits (no sort needed); otherwise
+    times are first compressed to dense ranks (equal times, equal ranks).
     """
-    order = np.argsort(keys[0], kind="stable")
-    for key in keys[1:]:
-        order = order[np.argsort(key[order], kind="stable")]
+    t0 = min(int(h_time.min()), int(s_time.min()))
+    span = max(int(h_time.max()), int(s_time.max())) - t0 + 1
+    n_ent = int(max(h_ent.max(), s_ent.max())) + 1
+    if n_ent * span < 2**62:
+        return h_ent * span + (h_time - t0), s_ent * span + (s_time - t0)
+    _, inverse = np.unique(np.concatenate([h_time, s_time]), return_inverse=True)
+    inverse = inverse.astype(np.int64, copy=False)
+    n_ranks = int(inverse.max(initial=0)) + 1
+    m = len(h_time)
+    return h_ent * n_ranks + inverse[:m], s_ent * n_ranks + inverse[m:]
+
+
+def _sorted_with_ties(h_key: np.ndarray, h_ingest: np.ndarray) -> np.ndarray:
+    """Order of ``h_key``; equal keys ordered by ingestion time, then row (later last).
+
+    One unstable argsort, then only the runs of equal keys (rare) are re-sorted.
+    """
+    order = np.argsort(h_key)
+    sorted_keys = h_key[order]
+    tie = sorted_keys[1:] == sorted_keys[:-1]
+    if tie.any():
+        members = np.zeros(len(order), dtype=bool)
+        members[1:] |= tie
+        members[:-1] |= tie
+        positions = np.flatnonzero(members)
+        rows = order[positions]
+        # Runs are contiguous, so sorting the members by (key, ingestion, row) keeps each
+        # run on its own positions.
+        order[positions] = rows[np.lexsort((rows, h_ingest[rows], h_key[rows]))]
     return order
 
 
@@ -223,26 +242,21 @@ def _match_indices(
     if len(h_ent) == 0 or len(s_ent) == 0:
         return result
     if not as_known_at:
-        r_event, r_sample, n_ranks = _dense_ranks(h_event, s_time)
-        h_key = h_ent * n_ranks + r_event
-        # Pre-sorting by ingestion makes the last of several equal (entity, event) keys the
-        # latest ingested one.
-        order = _stable_order(h_ingest, h_key)
-        pos = _last_at_or_before(h_key[order], s_ent * n_ranks + r_sample)
+        h_key, s_key = _time_keys(h_ent, h_event, s_ent, s_time)
+        order = _sorted_with_ties(h_key, h_ingest)
+        pos = _last_at_or_before(h_key[order], s_key)
         chosen = order[np.maximum(pos, 0)]
     else:
         # As-of rank of every record: its position in (entity, event, ingestion) order.
-        _, ev_inverse = np.unique(h_event, return_inverse=True)
-        n_ev = int(ev_inverse.max(initial=0)) + 1
-        asof_order = _stable_order(h_ingest, h_ent * n_ev + ev_inverse)
-        del ev_inverse
+        h_key, _ = _time_keys(h_ent, h_event, s_ent[:1], s_time[:1])
+        asof_order = _sorted_with_ties(h_key, h_ingest)
         asof_rank = np.empty(len(asof_order), dtype=np.int64)
         asof_rank[asof_order] = np.arange(len(asof_order), dtype=np.int64)
         # A record is usable from max(event, ingestion); sweep history in that order.
-        r_usable, r_sample, n_ranks = _dense_ranks(np.maximum(h_event, h_ingest), s_time)
-        h_key = h_ent * n_ranks + r_usable
-        order = np.argsort(h_key, kind="stable")
-        pos = _last_at_or_before(h_key[order], s_ent * n_ranks + r_sample)
+        h_key, s_key = _time_keys(h_ent, np.maximum(h_event, h_ingest), s_ent, s_time)
+        order = np.argsort(h_key)
+        pos = _last_at_or_before(h_key[order], s_key)
+        del h_key, s_key
         # Ranks are entity-major, so the running max at a position of entity e is a record of
         # e whenever e has a usable record there; otherwise the entity check below rejects it.
         best_rank = np.maximum.accumulate(asof_rank[order])
@@ -406,15 +420,30 @@ def _gather(
     history: pa.Table, feature_names: list[str], rows: np.ndarray, matched: np.ndarray
 ) -> list[pa.ChunkedArray]:
     """Take the matched rows of each feature column (null where unmatched), in parallel."""
-    indices = pa.array(np.where(matched, rows, 0), mask=~matched)
+    safe_rows = np.where(matched, rows, 0)
+    all_matched = bool(matched.all())
+    validity = None if all_matched else pa.array(matched).buffers()[1]
+    masked_indices = pa.array(safe_rows, mask=None if all_matched else ~matched)
 
     def take(name: str) -> pa.ChunkedArray:
-        return history.column(name).take(indices)
+        column = history.column(name)
+        if column.num_chunks == 1 and _is_plain_fixed_width(column.type) and not column.null_count:
+            # numpy gather + the match mask as validity: ~2x faster than a masked take.
+            values = column.chunk(0).to_numpy(zero_copy_only=False)[safe_rows]
+            data = pa.py_buffer(values)
+            return pa.chunked_array(
+                [pa.Array.from_buffers(column.type, len(values), [validity, data])]
+            )
+        return column.take(masked_indices)
 
     if len(feature_names) <= 2:
         return [take(name) for name in feature_names]
-    with ThreadPoolExecutor(max_workers=4) as pool:  # pyarrow releases the GIL in take
+    with ThreadPoolExecutor(max_workers=4) as pool:  # numpy and pyarrow release the GIL
         return list(pool.map(take, feature_names))
+
+
+def _is_plain_fixed_width(typ: pa.DataType) -> bool:
+    return pa.types.is_integer(typ) or pa.types.is_floating(typ)
 
 
 def spine_from_history(

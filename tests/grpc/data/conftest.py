@@ -1,0 +1,56 @@
+"""A real data service (SQLite, LMDB, SeaweedFS) on port 0, and a client channel to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from grpc import aio
+
+from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
+from atlas_core.config import AuthSettings, DatabaseSettings, S3Settings, ServerSettings
+from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
+from atlas_data.config import DataSettings, IngestSettings
+from atlas_data.online import OnlineStoreSettings
+from atlas_data.service import DataService
+from atlas_data.servicer import data_service_def
+
+TOKEN = "data-test-token-0123"
+
+
+def data_settings(tmp: Path, s3: S3Settings, **ingest: object) -> DataSettings:
+    return DataSettings(
+        server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
+        s3=s3,
+        database=DatabaseSettings(url=f"sqlite:///{tmp / 'data.db'}"),
+        data_dir=tmp,
+        online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb",
+                                   lmdb_map_size_bytes=2 * 1024**3),
+        ingest=IngestSettings(offline_flush_seconds=0.5, **ingest),  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class DataHarness:
+    server: AtlasServer
+    service: DataService
+    channel: aio.Channel
+    stub: pb_grpc.DataServiceStub
+    settings: DataSettings
+
+
+@pytest.fixture
+async def data_harness(tmp_path: Path, s3_settings: S3Settings) -> AsyncIterator[DataHarness]:
+    settings = data_settings(tmp_path, s3_settings)
+    service = DataService.open(settings)
+    service.start()
+    server = create_server(settings.server, [data_service_def(service)])
+    await server.start()
+    channel = connect(ClientSettings(target=server.address, token=TOKEN))
+    try:
+        yield DataHarness(server, service, channel, pb_grpc.DataServiceStub(channel), settings)
+    finally:
+        await channel.close()
+        await server.stop(0)
