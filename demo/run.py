@@ -15,8 +15,11 @@ from pathlib import Path
 
 from atlas_core.launcher import Launcher, RunState, implemented_services
 
+sys.path.insert(0, str(Path(__file__).parent))
+import data_step  # noqa: E402
+
 Step = Callable[[RunState, Path], None]
-STEPS: dict[str, Step] = {}
+STEPS: dict[str, Step] = {"data": data_step.run}
 
 
 def main() -> int:

@@ -224,3 +224,30 @@ def test_spine_fixed_interval_and_cap():
             _spine_history(), entity_column="id", event_time_column="t", start_us=5,
             end_us=5, sampling="every_record",
         )
+
+
+def test_wide_time_span_uses_rank_keys_and_null_history_rows_never_match():
+    far = 2**61
+    history = pa.table({
+        "id": pa.array([1, 1, None, 2], pa.int64()),
+        "t": pa.array([-far, far, 0, None], pa.int64()).cast(UTC),
+        "_ingestion_time": pa.array([-far, far, 0, 0], pa.int64()).cast(UTC),
+        "x": pa.array([1.0, 2.0, 3.0, 4.0]),
+    })
+    samples = pa.table({"id": [1, 1, 2], "ts": pa.array([0, far, far], pa.int64())})
+    for known in (False, True):
+        out = _join(samples, history=history, as_known_at=known)
+        assert out.column("x").to_pylist() == [1.0, 2.0, None]
+
+
+def test_chunked_history_with_null_features():
+    history = pa.concat_tables([_tiny_history().slice(0, 2), _tiny_history().slice(2)])
+    history = history.set_column(3, "x", pa.chunked_array([[None, 2.0], [3.0, None]], pa.float32()))
+    samples = pa.table({"id": [1, 2, 9], "ts": pa.array([50, 10, 10], pa.int64())})
+    result = point_in_time_join(
+        samples, entity_column="id", timestamp_column="ts", history=history,
+        history_entity_column="id", event_time_column="t", features=["x"], ttl_seconds=None,
+        as_known_at=False,
+    )
+    assert result.table.column("x").to_pylist() == [None, 3.0, None]
+    assert result.matched.tolist() == [True, True, False]

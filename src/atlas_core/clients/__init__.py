@@ -1,0 +1,7 @@
+"""Typed clients of the ATLAS services (the Python SDK). They depend only on the generated
+contracts and atlas_core, never on a service package."""
+
+from atlas_core.clients._base import ServiceClient
+from atlas_core.clients.data import DataClient, Features
+
+__all__ = ["DataClient", "Features", "ServiceClient"]

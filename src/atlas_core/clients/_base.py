@@ -1,0 +1,52 @@
+"""Base of the typed clients: one blocking channel, domain errors instead of grpc ones."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from atlas_core.rpc.channel import ClientSettings, connect_sync
+from atlas_core.rpc.status import error_from_rpc
+
+T = TypeVar("T")
+
+
+def mapped_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Re-raise grpc errors as the domain errors the server raised (atlas_core.errors)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    return wrapper
+
+
+def mapped_stream(items: Iterator[T]) -> Iterator[T]:
+    try:
+        yield from items
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+
+
+class ServiceClient:
+    """Owns a channel to one service (several replicas -> round robin). Thread-safe."""
+
+    def __init__(self, settings: ClientSettings, *, timeout: float = 60.0) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._channel = connect_sync(settings)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
