@@ -74,11 +74,13 @@ def make_workload(entities: int, snapshots: int, features: int, samples: int, se
     unknown = rng.random(samples) < 0.01
     s_ent[unknown] = -1 - np.arange(int(unknown.sum()))
     start, stop = BASE_US - DAY_US, BASE_US + (snapshots + 1) * DAY_US
-    spine = pa.table({
-        "entity_id": pa.array(s_ent),
-        "event_timestamp": pa.array(rng.integers(start, stop, samples)).cast(utc),
-        "label": pa.array(rng.integers(0, 2, samples)),
-    })
+    spine = pa.table(
+        {
+            "entity_id": pa.array(s_ent),
+            "event_timestamp": pa.array(rng.integers(start, stop, samples)).cast(utc),
+            "label": pa.array(rng.integers(0, 2, samples)),
+        }
+    )
     return history, spine
 
 
@@ -102,9 +104,15 @@ def _join(history, samples):
 
     features = [c for c in history.column_names if c.startswith("f")]
     return point_in_time_join(
-        samples, entity_column="entity_id", timestamp_column="event_timestamp",
-        history=history, history_entity_column="entity_id", event_time_column="event_time",
-        features=features, ttl_seconds=None, as_known_at=False,
+        samples,
+        entity_column="entity_id",
+        timestamp_column="event_timestamp",
+        history=history,
+        history_entity_column="entity_id",
+        event_time_column="event_time",
+        features=features,
+        ttl_seconds=None,
+        as_known_at=False,
     )
 
 
@@ -132,9 +140,14 @@ def child(scale: int, slice_dir: str) -> None:
 
     t0 = time.perf_counter()
     point_in_time_join(
-        samples, entity_column="entity_id", timestamp_column="event_timestamp",
-        history=history, history_entity_column="entity_id", event_time_column="event_time",
-        features=[c for c in history.column_names if c.startswith("f")], ttl_seconds=None,
+        samples,
+        entity_column="entity_id",
+        timestamp_column="event_timestamp",
+        history=history,
+        history_entity_column="entity_id",
+        event_time_column="event_time",
+        features=[c for c in history.column_names if c.startswith("f")],
+        ttl_seconds=None,
         as_known_at=True,
     )
     known_s = time.perf_counter() - t0
@@ -150,17 +163,29 @@ def child(scale: int, slice_dir: str) -> None:
     t0 = time.perf_counter()
     slice_result = _join(h_slice, s_slice)
     slice_s = time.perf_counter() - t0
-    print(json.dumps({
-        "history_rows": history.num_rows, "samples": samples.num_rows, "gen_s": gen_s,
-        "gen_peak_rss_gb": gen_peak, "join_s": join_s, "join_known_at_s": known_s,
-        "peak_rss_gb": join_peak if reset else max(join_peak, gen_peak),
-        "peak_is_join_only": reset, "matched": int(matched),
-        "slice_samples": s_slice.num_rows, "slice_history_rows": h_slice.num_rows,
-        "slice_join_s": slice_s, "slice_matched": int(slice_result.matched_count),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "history_rows": history.num_rows,
+                "samples": samples.num_rows,
+                "gen_s": gen_s,
+                "gen_peak_rss_gb": gen_peak,
+                "join_s": join_s,
+                "join_known_at_s": known_s,
+                "peak_rss_gb": join_peak if reset else max(join_peak, gen_peak),
+                "peak_is_join_only": reset,
+                "matched": int(matched),
+                "slice_samples": s_slice.num_rows,
+                "slice_history_rows": h_slice.num_rows,
+                "slice_join_s": slice_s,
+                "slice_matched": int(slice_result.matched_count),
+            }
+        ),
+        flush=True,
+    )
 
 
-FEAST_RUNNER = r'''
+FEAST_RUNNER = r"""
 import json, sys, time
 from datetime import timedelta
 import pandas as pd
@@ -184,7 +209,7 @@ out = store.get_historical_features(entity_df=samples,
 seconds = time.perf_counter() - t0
 print(json.dumps({"rows": len(samples), "output_rows": len(out), "seconds": seconds,
                   "matched": int(out[f"{features[0]}"].notna().sum())}), flush=True)
-'''
+"""
 
 FEAST_YAML = """project: atlas_bench
 registry: {repo}/registry.db
@@ -204,10 +229,18 @@ def _ensure_feast() -> tuple[Path | None, str]:
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python, "reused"
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(FEAST_VENV)], check=True,
-                       capture_output=True, timeout=300)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "feast"], check=True,
-                       capture_output=True, timeout=1200)
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(FEAST_VENV)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "feast"],
+            check=True,
+            capture_output=True,
+            timeout=1200,
+        )
         subprocess.run(check, check=True, capture_output=True, timeout=120)
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
@@ -223,8 +256,13 @@ def run_feast(slice_dir: str, timeout_s: float) -> tuple[dict | None, str]:
     runner = Path(slice_dir, "run_feast.py")
     runner.write_text(FEAST_RUNNER)
     try:
-        proc = subprocess.run([str(python), str(runner), slice_dir], capture_output=True,
-                              text=True, timeout=timeout_s, cwd=slice_dir)
+        proc = subprocess.run(
+            [str(python), str(runner), slice_dir],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=slice_dir,
+        )
     except subprocess.TimeoutExpired:
         return None, f"feast get_historical_features exceeded {timeout_s:.0f} s"
     if proc.returncode != 0:
@@ -247,39 +285,58 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atlas-bench-pit-") as slice_dir:
         proc = subprocess.run(
             [sys.executable, __file__, "--child", slice_dir, "--scale", str(scale)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             sys.exit(f"our join failed:\n{proc.stderr}")
         ours = json.loads(proc.stdout.strip().splitlines()[-1])
-        feast, feast_note = (None, "skipped (--no-feast)") if args.no_feast else run_feast(
-            slice_dir, args.feast_timeout
+        feast, feast_note = (
+            (None, "skipped (--no-feast)")
+            if args.no_feast
+            else run_feast(slice_dir, args.feast_timeout)
         )
     rows_per_s = ours["samples"] / ours["join_s"]
     slice_rps = ours["slice_samples"] / ours["slice_join_s"]
     feast_rps = feast["rows"] / feast["seconds"] if feast else None
     ratio = rows_per_s / feast_rps if feast_rps else None
-    print(f"history {ours['history_rows']:,} rows x {FULL['features']} float32 features; "
-          f"{ours['samples']:,} samples; {os.cpu_count()} cores")
+    print(
+        f"history {ours['history_rows']:,} rows x {FULL['features']} float32 features; "
+        f"{ours['samples']:,} samples; {os.cpu_count()} cores"
+    )
     print(f"{'side':<28}{'samples':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS GB':>13}")
-    print(f"{'atlas as-of (timed)':<28}{ours['samples']:>12,}{ours['join_s']:>10.2f}"
-          f"{rows_per_s:>14,.0f}{ours['peak_rss_gb']:>13.2f}")
-    print(f"{'atlas as-known-at':<28}{ours['samples']:>12,}{ours['join_known_at_s']:>10.2f}"
-          f"{ours['samples'] / ours['join_known_at_s']:>14,.0f}{'':>13}")
-    print(f"{'atlas on the 1/20 slice':<28}{ours['slice_samples']:>12,}"
-          f"{ours['slice_join_s']:>10.2f}{slice_rps:>14,.0f}{'':>13}")
+    print(
+        f"{'atlas as-of (timed)':<28}{ours['samples']:>12,}{ours['join_s']:>10.2f}"
+        f"{rows_per_s:>14,.0f}{ours['peak_rss_gb']:>13.2f}"
+    )
+    print(
+        f"{'atlas as-known-at':<28}{ours['samples']:>12,}{ours['join_known_at_s']:>10.2f}"
+        f"{ours['samples'] / ours['join_known_at_s']:>14,.0f}{'':>13}"
+    )
+    print(
+        f"{'atlas on the 1/20 slice':<28}{ours['slice_samples']:>12,}"
+        f"{ours['slice_join_s']:>10.2f}{slice_rps:>14,.0f}{'':>13}"
+    )
     if feast:
-        print(f"{'feast on the 1/20 slice':<28}{feast['rows']:>12,}{feast['seconds']:>10.2f}"
-              f"{feast_rps:>14,.0f}{'':>13}")
+        print(
+            f"{'feast on the 1/20 slice':<28}{feast['rows']:>12,}{feast['seconds']:>10.2f}"
+            f"{feast_rps:>14,.0f}{'':>13}"
+        )
         same = feast["matched"] == ours["slice_matched"]
-        print(f"matched rows on the slice: atlas {ours['slice_matched']:,}, feast "
-              f"{feast['matched']:,} ({'same' if same else 'DIFFERENT'})")
-        print(f"ratio atlas/feast rows/s: {ratio:.1f}x (target >= 20x); "
-              f"same-slice ratio {slice_rps / feast_rps:.1f}x")
+        print(
+            f"matched rows on the slice: atlas {ours['slice_matched']:,}, feast "
+            f"{feast['matched']:,} ({'same' if same else 'DIFFERENT'})"
+        )
+        print(
+            f"ratio atlas/feast rows/s: {ratio:.1f}x (target >= 20x); "
+            f"same-slice ratio {slice_rps / feast_rps:.1f}x"
+        )
     else:
         print(f"feast: not measured — {feast_note}")
-    print(f"data generation peak RSS {ours['gen_peak_rss_gb']:.2f} GB "
-          f"(peak during join only: {ours['peak_is_join_only']})")
+    print(
+        f"data generation peak RSS {ours['gen_peak_rss_gb']:.2f} GB "
+        f"(peak during join only: {ours['peak_is_join_only']})"
+    )
     result = {
         "join_s": round(ours["join_s"], 3),
         "peak_rss_gb": round(ours["peak_rss_gb"], 3),

@@ -84,7 +84,9 @@ def _unified_type(name: str, types: list[pa.DataType]) -> pa.DataType:
     if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in decoded):
         return pa.float64()
     if all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in decoded):
-        return pa.large_string() if any(pa.types.is_large_string(t) for t in decoded) else pa.string()
+        return (
+            pa.large_string() if any(pa.types.is_large_string(t) for t in decoded) else pa.string()
+        )
     if all(pa.types.is_timestamp(t) for t in decoded) and len({t.tz for t in decoded}) == 1:
         finest = max(decoded, key=lambda t: ["s", "ms", "us", "ns"].index(t.unit))
         return finest
@@ -118,22 +120,25 @@ def merge(tables: Sequence[pa.Table], *, deduplicate: bool = False) -> pa.Table:
             if name not in table.column_names:
                 raise InvalidArgument(
                     f"input {i} has no column '{name}' (input 0 has it)",
-                    reason="INCOMPATIBLE_SCHEMA", metadata={"column": name},
+                    reason="INCOMPATIBLE_SCHEMA",
+                    metadata={"column": name},
                 )
         for name in table.column_names:
             if name not in names:
                 raise InvalidArgument(
                     f"input {i} has column '{name}' that input 0 lacks",
-                    reason="INCOMPATIBLE_SCHEMA", metadata={"column": name},
+                    reason="INCOMPATIBLE_SCHEMA",
+                    metadata={"column": name},
                 )
-    schema = pa.schema([
-        (name, _unified_type(name, [t.schema.field(name).type for t in tables])) for name in names
-    ])
+    schema = pa.schema(
+        [(name, _unified_type(name, [t.schema.field(name).type for t in tables])) for name in names]
+    )
     try:
         merged = pa.concat_tables([t.select(names).cast(schema) for t in tables])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InvalidArgument(f"inputs do not convert to one schema: {exc}",
-                              reason="INCOMPATIBLE_SCHEMA") from exc
+        raise InvalidArgument(
+            f"inputs do not convert to one schema: {exc}", reason="INCOMPATIBLE_SCHEMA"
+        ) from exc
     if deduplicate and merged.num_rows:
         merged = merged.filter(pa.array(~_duplicated(merged)))
     return merged
@@ -149,7 +154,9 @@ def _duplicated(table: pa.Table) -> np.ndarray:
             flat = column.fill_null(pa.scalar([None] * width, column.type)).flatten()
             values = flat.to_numpy(zero_copy_only=False).reshape(len(column), width)
             nulls = column.is_null().to_numpy(zero_copy_only=False)
-            frame[name] = [None if n else row.tobytes() for row, n in zip(values, nulls)]
+            frame[name] = [
+                None if n else row.tobytes() for row, n in zip(values, nulls, strict=True)
+            ]
         elif _is_nested(column.type):
             frame[name] = [None if v is None else repr(v) for v in column.to_pylist()]
         else:
@@ -184,14 +191,16 @@ def sample(
         raise InvalidArgument("give exactly one of fraction or rows", reason="BAD_SAMPLE_SIZE")
     if fraction is not None:
         if not 0 < fraction <= 1:
-            raise InvalidArgument(f"fraction must be in (0, 1], got {fraction}",
-                                  reason="BAD_SAMPLE_SIZE")
+            raise InvalidArgument(
+                f"fraction must be in (0, 1], got {fraction}", reason="BAD_SAMPLE_SIZE"
+            )
         size = min(n, max(1, int(round(fraction * n)))) if n else 0
     else:
         assert rows is not None
         if rows < 1 or rows > n:
-            raise InvalidArgument(f"rows must be in [1, {n}] for this dataset, got {rows}",
-                                  reason="BAD_SAMPLE_SIZE")
+            raise InvalidArgument(
+                f"rows must be in [1, {n}] for this dataset, got {rows}", reason="BAD_SAMPLE_SIZE"
+            )
         size = rows
     rng = np.random.default_rng(seed)
     if method == "random":
@@ -199,15 +208,16 @@ def sample(
     if method != "stratified":
         raise InvalidArgument(f"unknown sample method '{method}'; expected random or stratified")
     if not stratify_column:
-        raise InvalidArgument("stratified sampling needs a stratify column",
-                              reason="MISSING_STRATIFY_COLUMN")
+        raise InvalidArgument(
+            "stratified sampling needs a stratify column", reason="MISSING_STRATIFY_COLUMN"
+        )
     _require(table, stratify_column, "stratify")
     codes = _class_codes(table, stratify_column)
     classes, counts = np.unique(codes, return_counts=True)
     quota = _largest_remainder(size, counts)
     picked = [
         rng.choice(np.flatnonzero(codes == cls), size=int(q), replace=False)
-        for cls, q in zip(classes, quota)
+        for cls, q in zip(classes, quota, strict=True)
     ]
     return _take_sorted(table, np.concatenate(picked) if picked else np.empty(0, np.int64))
 
@@ -246,25 +256,31 @@ def split(
     fractions = {"train": train, "valid": valid, "test": test}
     for name, value in fractions.items():
         if not 0 <= value <= 1:
-            raise InvalidArgument(f"{name} fraction must be in [0, 1], got {value}",
-                                  reason="BAD_SPLIT_FRACTIONS")
+            raise InvalidArgument(
+                f"{name} fraction must be in [0, 1], got {value}", reason="BAD_SPLIT_FRACTIONS"
+            )
     if abs(sum(fractions.values()) - 1) > 1e-6:
         raise InvalidArgument(
             f"split fractions must sum to 1, got {train} + {valid} + {test} = "
-            f"{sum(fractions.values())}", reason="BAD_SPLIT_FRACTIONS",
+            f"{sum(fractions.values())}",
+            reason="BAD_SPLIT_FRACTIONS",
         )
     modes = [m for m in (stratify_column, group_column, time_column) if m]
     if len(modes) > 1:
-        raise InvalidArgument("choose one of stratify_column, group_column and time_column",
-                              reason="BAD_SPLIT_MODE")
+        raise InvalidArgument(
+            "choose one of stratify_column, group_column and time_column", reason="BAD_SPLIT_MODE"
+        )
     n = table.num_rows
     weights = list(fractions.values())
     rng = np.random.default_rng(seed)
     if time_column:
         _require(table, time_column, "time")
         if table.column(time_column).null_count:
-            raise InvalidArgument(f"time column '{time_column}' has null values",
-                                  reason="NULL_TIMESTAMP", metadata={"column": time_column})
+            raise InvalidArgument(
+                f"time column '{time_column}' has null values",
+                reason="NULL_TIMESTAMP",
+                metadata={"column": time_column},
+            )
         order = pc.sort_indices(table, [(time_column, "ascending")]).to_numpy()
         parts = np.split(order, np.cumsum(_largest_remainder(n, weights))[:-1])
     elif group_column:
@@ -277,19 +293,21 @@ def split(
         for cls in np.unique(codes):
             members = rng.permutation(np.flatnonzero(codes == cls))
             cuts = np.cumsum(_largest_remainder(len(members), weights))[:-1]
-            for bucket, chunk in zip(buckets, np.split(members, cuts)):
+            for bucket, chunk in zip(buckets, np.split(members, cuts), strict=True):
                 bucket.append(chunk)
         parts = [np.concatenate(b) if b else np.empty(0, np.int64) for b in buckets]
     else:
         parts = np.split(rng.permutation(n), np.cumsum(_largest_remainder(n, weights))[:-1])
     return {
         name: _take_sorted(table, part)
-        for (name, fraction), part in zip(fractions.items(), parts)
+        for (name, fraction), part in zip(fractions.items(), parts, strict=True)
         if fraction > 0
     }
 
 
-def _group_parts(codes: np.ndarray, weights: list[float], rng: np.random.Generator) -> list[np.ndarray]:
+def _group_parts(
+    codes: np.ndarray, weights: list[float], rng: np.random.Generator
+) -> list[np.ndarray]:
     groups, inverse, sizes = np.unique(codes, return_inverse=True, return_counts=True)
     shuffled = rng.permutation(len(groups))
     ends = np.cumsum(sizes[shuffled])
@@ -314,8 +332,9 @@ def project(
     """
     columns, drop = list(columns or []), list(drop or [])
     if bool(columns) == bool(drop):
-        raise InvalidArgument("give exactly one of columns to keep or columns to drop",
-                              reason="BAD_PROJECTION")
+        raise InvalidArgument(
+            "give exactly one of columns to keep or columns to drop", reason="BAD_PROJECTION"
+        )
     for name in columns or drop:
         _require(table, name, "projected")
     chosen = columns or drop
@@ -324,8 +343,9 @@ def project(
     if columns:
         return table.select(columns)
     if len(drop) == table.num_columns:
-        raise InvalidArgument("dropping every column leaves an empty dataset",
-                              reason="BAD_PROJECTION")
+        raise InvalidArgument(
+            "dropping every column leaves an empty dataset", reason="BAD_PROJECTION"
+        )
     return table.drop_columns(drop)
 
 
@@ -349,21 +369,31 @@ def filter_rows(table: pa.Table, expression: str) -> pa.Table:
             overly long expression, or an expression that is not a boolean over the columns.
     """
     if len(expression) > _MAX_EXPRESSION_CHARS:
-        raise InvalidArgument(f"filter expression is longer than {_MAX_EXPRESSION_CHARS} chars",
-                              reason="BAD_FILTER")
+        raise InvalidArgument(
+            f"filter expression is longer than {_MAX_EXPRESSION_CHARS} chars", reason="BAD_FILTER"
+        )
     tree = _parse(expression, table.column_names)
     compiled = _Compiler(table.schema).compile(tree.body)
     try:
         return table.filter(compiled.expr)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError) as exc:
-        raise InvalidArgument(f"filter expression {expression!r} cannot be applied: {exc}",
-                              reason="BAD_FILTER") from exc
+        raise InvalidArgument(
+            f"filter expression {expression!r} cannot be applied: {exc}", reason="BAD_FILTER"
+        ) from exc
 
 
 _MAX_EXPRESSION_CHARS = 10_000
 _MAX_NODES = 2_000
-_SQL_WORDS = {"and": "and", "or": "or", "not": "not", "in": "in", "is": "is",
-              "null": "None", "true": "True", "false": "False"}
+_SQL_WORDS = {
+    "and": "and",
+    "or": "or",
+    "not": "not",
+    "in": "in",
+    "is": "is",
+    "null": "None",
+    "true": "True",
+    "false": "False",
+}
 
 
 def _parse(expression: str, columns: list[str]) -> ast.Expression:
@@ -383,13 +413,21 @@ def _parse(expression: str, columns: list[str]) -> ast.Expression:
             out.append((tok.type, text))
         source = tokenize.untokenize(out).strip()
         tree = ast.parse(source, mode="eval")
-    except (SyntaxError, tokenize.TokenError, IndentationError, ValueError,
-            RecursionError, MemoryError) as exc:
-        raise InvalidArgument(f"filter expression {expression!r} does not parse: {exc}",
-                              reason="BAD_FILTER") from exc
+    except (
+        SyntaxError,
+        tokenize.TokenError,
+        IndentationError,
+        ValueError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
+        raise InvalidArgument(
+            f"filter expression {expression!r} does not parse: {exc}", reason="BAD_FILTER"
+        ) from exc
     if sum(1 for _ in ast.walk(tree)) > _MAX_NODES:
-        raise InvalidArgument(f"filter expression has more than {_MAX_NODES} parts",
-                              reason="BAD_FILTER")
+        raise InvalidArgument(
+            f"filter expression has more than {_MAX_NODES} parts", reason="BAD_FILTER"
+        )
     return tree
 
 
@@ -401,8 +439,14 @@ class _Compiled:
         self.expr, self.literal, self.column_type = expr, literal, column_type
 
 
-_COMPARE = {ast.Eq: pc.equal, ast.NotEq: pc.not_equal, ast.Lt: pc.less,
-            ast.LtE: pc.less_equal, ast.Gt: pc.greater, ast.GtE: pc.greater_equal}
+_COMPARE = {
+    ast.Eq: pc.equal,
+    ast.NotEq: pc.not_equal,
+    ast.Lt: pc.less,
+    ast.LtE: pc.less_equal,
+    ast.Gt: pc.greater,
+    ast.GtE: pc.greater_equal,
+}
 _ARITHMETIC = {ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply}
 
 
@@ -415,14 +459,18 @@ class _Compiler:
         if method is None:
             raise InvalidArgument(
                 f"unsupported syntax in filter expression: {type(node).__name__}",
-                reason="BAD_FILTER", metadata={"syntax": type(node).__name__},
+                reason="BAD_FILTER",
+                metadata={"syntax": type(node).__name__},
             )
         return method(node)
 
     def _column(self, name: str) -> _Compiled:
         if name not in self.schema.names:
-            raise InvalidArgument(f"filter expression names unknown column '{name}'",
-                                  reason="UNKNOWN_COLUMN", metadata={"column": name})
+            raise InvalidArgument(
+                f"filter expression names unknown column '{name}'",
+                reason="UNKNOWN_COLUMN",
+                metadata={"column": name},
+            )
         return _Compiled(pc.field(name), column_type=self.schema.field(name).type)
 
     def _Name(self, node: ast.Name) -> _Compiled:
@@ -430,8 +478,9 @@ class _Compiler:
 
     def _Constant(self, node: ast.Constant) -> _Compiled:
         if node.value is not None and not isinstance(node.value, (bool, int, float, str)):
-            raise InvalidArgument(f"unsupported literal {node.value!r} in filter expression",
-                                  reason="BAD_FILTER")
+            raise InvalidArgument(
+                f"unsupported literal {node.value!r} in filter expression", reason="BAD_FILTER"
+            )
         return _Compiled(node.value, literal=True)
 
     def _BoolOp(self, node: ast.BoolOp) -> _Compiled:
@@ -461,14 +510,15 @@ class _Compiler:
         if function is None:
             raise InvalidArgument(
                 f"unsupported operator {type(node.op).__name__} in filter expression",
-                reason="BAD_FILTER", metadata={"syntax": type(node.op).__name__},
+                reason="BAD_FILTER",
+                metadata={"syntax": type(node.op).__name__},
             )
         return _Compiled(function(left, right))
 
     def _Compare(self, node: ast.Compare) -> _Compiled:
         terms = [node.left, *node.comparators]
         result = None
-        for op, left_node, right_node in zip(node.ops, terms, terms[1:]):
+        for op, left_node, right_node in zip(node.ops, terms[:-1], terms[1:], strict=True):
             piece = self._compare_pair(op, left_node, right_node)
             result = piece if result is None else result & piece
         return _Compiled(result)
@@ -481,8 +531,9 @@ class _Compiler:
             return ~test if isinstance(op, ast.IsNot) else test
         if isinstance(op, (ast.In, ast.NotIn)):
             if not isinstance(right_node, (ast.List, ast.Tuple, ast.Set)):
-                raise InvalidArgument("'in' needs a list of literals, e.g. x in ('a', 'b')",
-                                      reason="BAD_FILTER")
+                raise InvalidArgument(
+                    "'in' needs a list of literals, e.g. x in ('a', 'b')", reason="BAD_FILTER"
+                )
             left = self.compile(left_node)
             values = [self._literal_for(left, self.compile(v)) for v in right_node.elts]
             test = pc.is_in(self._as_expr(left), value_set=self._value_set(left, values))
@@ -490,14 +541,18 @@ class _Compiler:
         left, right = self.compile(left_node), self.compile(right_node)
         left_value = self._literal_for(right, left)
         right_value = self._literal_for(left, right)
-        return _COMPARE[type(op)](self._as_scalar_or_expr(left_value),
-                                  self._as_scalar_or_expr(right_value))
+        return _COMPARE[type(op)](
+            self._as_scalar_or_expr(left_value), self._as_scalar_or_expr(right_value)
+        )
 
     def _Call(self, node: ast.Call) -> _Compiled:
-        name = node.func.id if isinstance(node.func, ast.Name) else type(node.func).__name__
+        name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)[:80]
         if name not in ("is_null", "is_not_null", "col") or node.keywords or len(node.args) != 1:
-            raise InvalidArgument(f"unsupported function '{name}' in filter expression",
-                                  reason="BAD_FILTER", metadata={"syntax": name})
+            raise InvalidArgument(
+                f"unsupported function '{name}' in filter expression",
+                reason="BAD_FILTER",
+                metadata={"syntax": name},
+            )
         arg = node.args[0]
         if name == "col":
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
@@ -525,14 +580,17 @@ class _Compiler:
         if not compiled.literal:
             return compiled.expr
         typ = other.column_type
-        if typ is not None and isinstance(compiled.expr, str) and (
-            pa.types.is_timestamp(typ) or pa.types.is_date(typ)
+        if (
+            typ is not None
+            and isinstance(compiled.expr, str)
+            and (pa.types.is_timestamp(typ) or pa.types.is_date(typ))
         ):
             try:
                 stamp = pd.Timestamp(compiled.expr)
             except ValueError as exc:
-                raise InvalidArgument(f"{compiled.expr!r} is not a timestamp",
-                                      reason="BAD_FILTER") from exc
+                raise InvalidArgument(
+                    f"{compiled.expr!r} is not a timestamp", reason="BAD_FILTER"
+                ) from exc
             if pa.types.is_date(typ):
                 return pa.scalar(stamp.date(), typ)
             tz = getattr(typ, "tz", None)
@@ -553,5 +611,7 @@ class _Compiler:
                 return pa.array(values, typ)
             return pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
-            raise InvalidArgument(f"'in' list {values!r} does not match the column type "
-                                  f"{typ}: {exc}", reason="BAD_FILTER") from exc
+            raise InvalidArgument(
+                f"'in' list {values!r} does not match the column type {typ}: {exc}",
+                reason="BAD_FILTER",
+            ) from exc

@@ -43,6 +43,7 @@ __all__ = [
 
 _INT64_MIN = np.iinfo(np.int64).min
 _US_PER_S = 1_000_000
+MAX_SPINE_SAMPLES = 100_000_000  # fixed_interval guard against a huge window x short interval
 SpineSampling = Literal["every_record", "latest_per_entity", "fixed_interval"]
 
 
@@ -145,8 +146,9 @@ def _entity_codes(
     if pa.types.is_integer(h_type) and pa.types.is_integer(s_type):
         history_arr, sample_arr = history_arr.cast(pa.int64()), sample_arr.cast(pa.int64())
     elif _is_stringy(h_type) and _is_stringy(s_type):
-        history_arr, sample_arr = history_arr.cast(pa.large_string()), sample_arr.cast(
-            pa.large_string()
+        history_arr, sample_arr = (
+            history_arr.cast(pa.large_string()),
+            sample_arr.cast(pa.large_string()),
         )
     elif h_type != s_type:
         try:
@@ -212,9 +214,7 @@ def _sorted_with_ties(h_key: np.ndarray, h_ingest: np.ndarray) -> np.ndarray:
     return order
 
 
-def _last_at_or_before(
-    history_keys_sorted: np.ndarray, sample_keys: np.ndarray
-) -> np.ndarray:
+def _last_at_or_before(history_keys_sorted: np.ndarray, sample_keys: np.ndarray) -> np.ndarray:
     """Index of the last sorted history key <= each sample key (-1 when none)."""
     query_order = np.argsort(sample_keys, kind="stable")
     found = np.searchsorted(history_keys_sorted, sample_keys[query_order], side="right") - 1
@@ -350,7 +350,9 @@ def point_in_time_join(
     return JoinResult(table, matched_count, len(rows) - matched_count, matched)
 
 
-def _resolve_features(history: pa.Table, features: Sequence[str], *, exclude: set[str]) -> list[str]:
+def _resolve_features(
+    history: pa.Table, features: Sequence[str], *, exclude: set[str]
+) -> list[str]:
     if not features:
         return [name for name in history.column_names if name not in exclude]
     names = list(features)
@@ -380,19 +382,25 @@ def _matched_history_rows(
 ) -> np.ndarray:
     """History row index matched by each sample (-1 when none)."""
     h_ent, s_ent = _entity_codes(
-        samples.column(entity_column), history.column(history_entity_column), sample_name=entity_column
+        samples.column(entity_column),
+        history.column(history_entity_column),
+        sample_name=entity_column,
     )
     h_event, event_nulls = timestamps_to_micros(
-        history.column(event_time_column), what="history event-time column",
-        name=event_time_column, allow_nulls=True,
+        history.column(event_time_column),
+        what="history event-time column",
+        name=event_time_column,
+        allow_nulls=True,
     )
     eligible = h_ent >= 0
     if event_nulls is not None:
         eligible &= ~event_nulls
     if ingestion_time_column in history.column_names:
         h_ingest, ingest_nulls = timestamps_to_micros(
-            history.column(ingestion_time_column), what="history ingestion-time column",
-            name=ingestion_time_column, allow_nulls=True,
+            history.column(ingestion_time_column),
+            what="history ingestion-time column",
+            name=ingestion_time_column,
+            allow_nulls=True,
         )
         if ingest_nulls is not None:
             if as_known_at:
@@ -407,8 +415,13 @@ def _matched_history_rows(
     s_rows = np.flatnonzero(s_ent >= 0)
     ttl_us = None if ttl_seconds is None else int(round(ttl_seconds * _US_PER_S))
     found = _match_indices(
-        h_ent, h_event, h_ingest, s_ent[s_rows], s_time[s_rows],
-        ttl_us=ttl_us, as_known_at=as_known_at,
+        h_ent,
+        h_event,
+        h_ingest,
+        s_ent[s_rows],
+        s_time[s_rows],
+        ttl_us=ttl_us,
+        as_known_at=as_known_at,
     )
     rows = np.full(len(s_ent), -1, dtype=np.int64)
     hit = found >= 0
@@ -469,7 +482,7 @@ def spine_from_history(
     * ``latest_per_entity``: one sample per entity at the end of the window (``end_us - 1``,
       since the window is end-exclusive); the label is the as-of value at that time.
     * ``fixed_interval``: samples at ``start + k * interval`` (< end) for each entity, from
-      its first record onwards (earlier samples would have no features); as-of labels.
+      its first record in the window onwards; the label is the as-of value.
 
     Returns a table with columns ``entity_column``, ``event_time_column`` (timestamp[us,
     UTC]) and, when ``label_feature`` is set, ``label_feature``; sorted by (entity, time).
@@ -494,8 +507,10 @@ def spine_from_history(
     if max_samples < 0:
         raise InvalidArgument(f"max_samples must be >= 0, got {max_samples}")
     event, nulls = timestamps_to_micros(
-        history.column(event_time_column), what="history event-time column",
-        name=event_time_column, allow_nulls=True,
+        history.column(event_time_column),
+        what="history event-time column",
+        name=event_time_column,
+        allow_nulls=True,
     )
     in_window = (event >= start_us) & (event < end_us)
     if nulls is not None:
@@ -504,23 +519,36 @@ def spine_from_history(
     window_event = event[in_window]
 
     if sampling == "every_record":
-        spine = pa.table({
-            entity_column: window.column(entity_column),
-            event_time_column: _utc(window_event),
-        })
+        spine = pa.table(
+            {
+                entity_column: window.column(entity_column),
+                event_time_column: _utc(window_event),
+            }
+        )
         if label_feature:
             spine = spine.append_column(label_feature, window.column(label_feature))
     elif sampling in ("latest_per_entity", "fixed_interval"):
         spine = _entity_time_grid(
-            window, window_event, entity_column, event_time_column, start_us, end_us,
-            sampling, interval_s,
+            window,
+            window_event,
+            entity_column,
+            event_time_column,
+            start_us,
+            end_us,
+            sampling,
+            interval_s,
         )
         if label_feature:
             joined = point_in_time_join(
-                spine, entity_column=entity_column, timestamp_column=event_time_column,
-                history=history, history_entity_column=entity_column,
-                event_time_column=event_time_column, features=[label_feature],
-                ttl_seconds=None, as_known_at=False,
+                spine,
+                entity_column=entity_column,
+                timestamp_column=event_time_column,
+                history=history,
+                history_entity_column=entity_column,
+                event_time_column=event_time_column,
+                features=[label_feature],
+                ttl_seconds=None,
+                as_known_at=False,
                 ingestion_time_column=ingestion_time_column,
             )
             spine = joined.table
@@ -569,14 +597,23 @@ def _entity_time_grid(
                 "fixed_interval sampling needs an interval > 0", reason="BAD_INTERVAL"
             )
         step = max(1, int(round(interval_s * _US_PER_S)))
-        grid = np.arange(start_us, end_us, step, dtype=np.int64)
-        # Per entity, grid points from its first record onwards.
-        first_index = np.searchsorted(grid, first_seen, side="left")
-        counts = len(grid) - first_index
+        n_points = -(-(end_us - start_us) // step)  # grid: start + k * step < end
+        # Per entity, grid points from its first record in the window onwards.
+        first_index = -(-(first_seen - start_us) // step)
+        counts = np.maximum(n_points - first_index, 0)
+        total = int(counts.sum())
+        if total > MAX_SPINE_SAMPLES:
+            raise InvalidArgument(
+                f"fixed_interval sampling would make {total:,} samples (limit "
+                f"{MAX_SPINE_SAMPLES:,}); narrow the window or widen the interval",
+                reason="SPINE_TOO_LARGE",
+            )
         owners = np.repeat(entity_ids, counts)
-        starts = np.repeat(first_index - np.cumsum(np.concatenate([[0], counts[:-1]])), counts)
-        times = grid[np.arange(len(owners)) + starts]
-    return pa.table({
-        entity_column: keys.dictionary.take(pa.array(owners, type=pa.int64())),
-        event_time_column: _utc(times),
-    })
+        offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        times = start_us + (np.repeat(first_index, counts) + offsets) * step
+    return pa.table(
+        {
+            entity_column: keys.dictionary.take(pa.array(owners, type=pa.int64())),
+            event_time_column: _utc(times),
+        }
+    )

@@ -108,8 +108,12 @@ class LabelDistributionResult:
 
 
 def _is_vector(typ: pa.DataType) -> bool:
-    list_like = pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)
-    return list_like and (pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type))
+    list_like = (
+        pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)
+    )
+    return list_like and (
+        pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type)
+    )
 
 
 def _is_numeric(typ: pa.DataType) -> bool:
@@ -118,8 +122,10 @@ def _is_numeric(typ: pa.DataType) -> bool:
 
 def _is_categorical(typ: pa.DataType) -> bool:
     return (
-        pa.types.is_string(typ) or pa.types.is_large_string(typ)
-        or pa.types.is_dictionary(typ) or pa.types.is_boolean(typ)
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or pa.types.is_dictionary(typ)
+        or pa.types.is_boolean(typ)
     )
 
 
@@ -145,8 +151,10 @@ def _numeric_block(column: pa.ChunkedArray) -> np.ndarray:
         arr = column.combine_chunks()
         if pa.types.is_fixed_size_list(arr.type):
             dims = min(arr.type.list_size, VECTOR_DIMS)
-            flat = arr.flatten() if arr.null_count == 0 else pc.list_flatten(
-                arr.fill_null(pa.scalar([0] * arr.type.list_size, arr.type))
+            flat = (
+                arr.flatten()
+                if arr.null_count == 0
+                else pc.list_flatten(arr.fill_null(pa.scalar([0] * arr.type.list_size, arr.type)))
             )
             values = flat.to_numpy(zero_copy_only=False).astype(np.float64)
             block = values.reshape(rows, arr.type.list_size)[:, :dims].copy()
@@ -238,7 +246,8 @@ def _landmarkers(
             return [], len(labelled)
         folds = (
             StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed)
-            if min_class >= CV_FOLDS else KFold(CV_FOLDS, shuffle=True, random_state=seed)
+            if min_class >= CV_FOLDS
+            else KFold(CV_FOLDS, shuffle=True, random_state=seed)
         )
         metric, sk_metric = "accuracy", "accuracy"
         models = {
@@ -366,9 +375,13 @@ def compute_meta_features(
         classes=classes,
         class_entropy=entropy,
         class_imbalance_ratio=imbalance,
-        skew_mean=skew_stats[0], skew_min=skew_stats[1], skew_max=skew_stats[2],
+        skew_mean=skew_stats[0],
+        skew_min=skew_stats[1],
+        skew_max=skew_stats[2],
         skew_std=skew_stats[3],
-        kurtosis_mean=kurt_stats[0], kurtosis_min=kurt_stats[1], kurtosis_max=kurt_stats[2],
+        kurtosis_mean=kurt_stats[0],
+        kurtosis_min=kurt_stats[1],
+        kurtosis_max=kurt_stats[2],
         kurtosis_std=kurt_stats[3],
         log_rows_per_column=math.log(rows / columns) if rows and columns else 0.0,
         landmarkers=landmarks,
@@ -399,7 +412,7 @@ def label_distribution(table: pa.Table, label_column: str) -> LabelDistributionR
         tally = pc.value_counts(column.drop_null())
         labels = tally.field("values").cast(pa.string()).to_pylist()
         numbers = tally.field("counts").to_pylist()
-        counts = sorted(zip(labels, numbers), key=lambda lc: (-lc[1], lc[0]))
+        counts = sorted(zip(labels, numbers, strict=True), key=lambda lc: (-lc[1], lc[0]))
     mean = stddev = low = high = 0.0
     if _is_numeric(column.type) and len(column) - column.null_count > 0:
         values = column.cast(pa.float64())
@@ -410,6 +423,9 @@ def label_distribution(table: pa.Table, label_column: str) -> LabelDistributionR
     return LabelDistributionResult(
         label_column=label_column,
         counts=counts,
-        mean=float(mean), stddev=float(stddev), min=float(low), max=float(high),
+        mean=float(mean),
+        stddev=float(stddev),
+        min=float(low),
+        max=float(high),
         missing=int(column.null_count),
     )

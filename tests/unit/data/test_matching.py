@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pyarrow as pa
 import pytest
+from atlas_data.matching import point_in_time_join, spine_from_history
 
 from atlas_core.errors import InvalidArgument, NotFound
-from atlas_data.matching import point_in_time_join, spine_from_history
 
 UTC = pa.timestamp("us", tz="UTC")
 
@@ -31,19 +30,23 @@ def _random_case(seed: int, *, string_keys: bool) -> tuple[pa.Table, pa.Table]:
     def key(values: np.ndarray) -> pa.Array:
         return pa.array([f"user-{v}" for v in values]) if string_keys else pa.array(values)
 
-    history = pa.table({
-        "uid": key(ent),
-        "event_time": pa.array(event * 1000, pa.int64()).cast(UTC),
-        "_ingestion_time": pa.array(ingest_us).cast(UTC),
-        "f": pa.array(feature),
-        "vec": pa.FixedSizeListArray.from_arrays(pa.array(vector.ravel()), 3),
-        "row": pa.array(np.arange(n_records)),
-    })
-    samples = pa.table({
-        "label": pa.array(rng.integers(0, 2, n_samples)),
-        "ts": pa.array(s_time * 1000, pa.int64()).cast(UTC),
-        "user": key(s_ent),
-    })
+    history = pa.table(
+        {
+            "uid": key(ent),
+            "event_time": pa.array(event * 1000, pa.int64()).cast(UTC),
+            "_ingestion_time": pa.array(ingest_us).cast(UTC),
+            "f": pa.array(feature),
+            "vec": pa.FixedSizeListArray.from_arrays(pa.array(vector.ravel()), 3),
+            "row": pa.array(np.arange(n_records)),
+        }
+    )
+    samples = pa.table(
+        {
+            "label": pa.array(rng.integers(0, 2, n_samples)),
+            "ts": pa.array(s_time * 1000, pa.int64()).cast(UTC),
+            "user": key(s_ent),
+        }
+    )
     return history, samples
 
 
@@ -61,7 +64,8 @@ def _reference(history: pa.Table, samples: pa.Table, ttl_s: float | None, known:
             if known and r["_ingestion_time"] > s["ts"]:
                 continue
             if best is None or (r["event_time"], r["_ingestion_time"]) > (
-                best["event_time"], best["_ingestion_time"]
+                best["event_time"],
+                best["_ingestion_time"],
             ):
                 best = r
         out.append(None if best is None else best["row"])
@@ -75,9 +79,16 @@ def _reference(history: pa.Table, samples: pa.Table, ttl_s: float | None, known:
 def test_join_matches_brute_force(seed: int, string_keys: bool, ttl_s: float | None, known: bool):
     history, samples = _random_case(seed, string_keys=string_keys)
     result = point_in_time_join(
-        samples, entity_column="user", timestamp_column="ts", history=history,
-        history_entity_column="uid", event_time_column="event_time",
-        features=["row", "f", "vec"], ttl_seconds=ttl_s, as_known_at=known, column_prefix="g__",
+        samples,
+        entity_column="user",
+        timestamp_column="ts",
+        history=history,
+        history_entity_column="uid",
+        event_time_column="event_time",
+        features=["row", "f", "vec"],
+        ttl_seconds=ttl_s,
+        as_known_at=known,
+        column_prefix="g__",
     )
     expected = _reference(history, samples, ttl_s, known)
     assert result.table.column("g__row").to_pylist() == expected
@@ -88,8 +99,10 @@ def test_join_matches_brute_force(seed: int, string_keys: bool, ttl_s: float | N
     assert 0 < matched < len(expected)
     rows = history.to_pylist()
     for got_f, got_vec, exp in zip(
-        result.table.column("g__f").to_pylist(), result.table.column("g__vec").to_pylist(),
+        result.table.column("g__f").to_pylist(),
+        result.table.column("g__vec").to_pylist(),
         expected,
+        strict=True,
     ):
         assert got_f == (None if exp is None else rows[exp]["f"])
         assert got_vec == (None if exp is None else rows[exp]["vec"])
@@ -98,18 +111,25 @@ def test_join_matches_brute_force(seed: int, string_keys: bool, ttl_s: float | N
 def _tiny_history() -> pa.Table:
     # Entity 1: record at t=10 ingested at 100 (late), record at t=5 ingested at 6.
     # Entity 2: two records at t=10 (tie) ingested at 11 and 12.
-    return pa.table({
-        "id": pa.array([1, 1, 2, 2], pa.int64()),
-        "t": pa.array([10, 5, 10, 10], pa.int64()).cast(UTC),
-        "_ingestion_time": pa.array([100, 6, 12, 11], pa.int64()).cast(UTC),
-        "x": pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()),
-    })
+    return pa.table(
+        {
+            "id": pa.array([1, 1, 2, 2], pa.int64()),
+            "t": pa.array([10, 5, 10, 10], pa.int64()).cast(UTC),
+            "_ingestion_time": pa.array([100, 6, 12, 11], pa.int64()).cast(UTC),
+            "x": pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()),
+        }
+    )
 
 
 def _join(samples: pa.Table, **kwargs) -> pa.Table:
     args = dict(
-        entity_column="id", timestamp_column="ts", history=_tiny_history(),
-        history_entity_column="id", event_time_column="t", features=["x"], ttl_seconds=None,
+        entity_column="id",
+        timestamp_column="ts",
+        history=_tiny_history(),
+        history_entity_column="id",
+        event_time_column="t",
+        features=["x"],
+        ttl_seconds=None,
         as_known_at=False,
     )
     args.update(kwargs)
@@ -136,7 +156,9 @@ def test_ttl_and_samples_before_history():
 def test_sample_time_formats():
     expected = [1.0, 2.0]
     int_us = pa.table({"id": [1, 1], "ts": pa.array([10, 7], pa.int64())})
-    iso = pa.table({"id": [1, 1], "ts": ["1970-01-01T00:00:00.000010Z", "1970-01-01 00:00:00.000007"]})
+    iso = pa.table(
+        {"id": [1, 1], "ts": ["1970-01-01T00:00:00.000010Z", "1970-01-01 00:00:00.000007"]}
+    )
     naive_ns = pa.table({"id": [1, 1], "ts": pa.array([10_000, 7_000], pa.timestamp("ns"))})
     for samples in (int_us, iso, naive_ns):
         assert _join(samples).column("x").to_pylist() == expected
@@ -144,7 +166,9 @@ def test_sample_time_formats():
 
 def test_unparseable_timestamp_names_row_and_value():
     samples = pa.table({"id": [1] * 13, "ts": ["2024-01-01"] * 12 + ["abc"]})
-    with pytest.raises(InvalidArgument, match=r"sample timestamp column 'ts' is not parseable: row 12 'abc'"):
+    with pytest.raises(
+        InvalidArgument, match=r"sample timestamp column 'ts' is not parseable: row 12 'abc'"
+    ):
         _join(samples)
 
 
@@ -176,24 +200,36 @@ def test_empty_features_means_all_and_string_ids_cast_to_int_keys():
 
 
 def _spine_history() -> pa.Table:
-    return pa.table({
-        "id": pa.array(["a", "a", "b", "c"]),
-        "t": pa.array([10, 30, 20, 500], pa.int64()).cast(UTC),
-        "_ingestion_time": pa.array([10, 30, 20, 500], pa.int64()).cast(UTC),
-        "label": pa.array([0, 1, 1, 0]),
-    })
+    return pa.table(
+        {
+            "id": pa.array(["a", "a", "b", "c"]),
+            "t": pa.array([10, 30, 20, 500], pa.int64()).cast(UTC),
+            "_ingestion_time": pa.array([10, 30, 20, 500], pa.int64()).cast(UTC),
+            "label": pa.array([0, 1, 1, 0]),
+        }
+    )
 
 
 def test_spine_every_record_and_latest():
     every = spine_from_history(
-        _spine_history(), entity_column="id", event_time_column="t", start_us=0, end_us=100,
-        sampling="every_record", label_feature="label",
+        _spine_history(),
+        entity_column="id",
+        event_time_column="t",
+        start_us=0,
+        end_us=100,
+        sampling="every_record",
+        label_feature="label",
     )
     assert every.column("id").to_pylist() == ["a", "a", "b"]
     assert every.column("label").to_pylist() == [0, 1, 1]
     latest = spine_from_history(
-        _spine_history(), entity_column="id", event_time_column="t", start_us=0, end_us=100,
-        sampling="latest_per_entity", label_feature="label",
+        _spine_history(),
+        entity_column="id",
+        event_time_column="t",
+        start_us=0,
+        end_us=100,
+        sampling="latest_per_entity",
+        label_feature="label",
     )
     assert latest.column("id").to_pylist() == ["a", "b"]
     assert latest.column("t").cast(pa.int64()).to_pylist() == [99, 99]
@@ -202,38 +238,64 @@ def test_spine_every_record_and_latest():
 
 def test_spine_fixed_interval_and_cap():
     grid = spine_from_history(
-        _spine_history(), entity_column="id", event_time_column="t", start_us=0, end_us=40,
-        sampling="fixed_interval", interval_s=10e-6, label_feature="label",
+        _spine_history(),
+        entity_column="id",
+        event_time_column="t",
+        start_us=0,
+        end_us=40,
+        sampling="fixed_interval",
+        interval_s=10e-6,
+        label_feature="label",
     )
-    rows = [(r["id"], r["t"], r["label"]) for r in grid.cast(
-        pa.schema([("id", pa.string()), ("t", pa.int64()), ("label", pa.int64())])
-    ).to_pylist()]
+    rows = [
+        (r["id"], r["t"], r["label"])
+        for r in grid.cast(
+            pa.schema([("id", pa.string()), ("t", pa.int64()), ("label", pa.int64())])
+        ).to_pylist()
+    ]
     assert rows == [("a", 10, 0), ("a", 20, 0), ("a", 30, 1), ("b", 20, 1), ("b", 30, 1)]
     capped = spine_from_history(
-        _spine_history(), entity_column="id", event_time_column="t", start_us=0, end_us=40,
-        sampling="fixed_interval", interval_s=10e-6, max_samples=2, seed=1,
+        _spine_history(),
+        entity_column="id",
+        event_time_column="t",
+        start_us=0,
+        end_us=40,
+        sampling="fixed_interval",
+        interval_s=10e-6,
+        max_samples=2,
+        seed=1,
     )
     assert capped.num_rows == 2 and capped.column_names == ["id", "t"]
     with pytest.raises(InvalidArgument):
         spine_from_history(
-            _spine_history(), entity_column="id", event_time_column="t", start_us=0,
-            end_us=40, sampling="fixed_interval",
+            _spine_history(),
+            entity_column="id",
+            event_time_column="t",
+            start_us=0,
+            end_us=40,
+            sampling="fixed_interval",
         )
     with pytest.raises(InvalidArgument, match="window"):
         spine_from_history(
-            _spine_history(), entity_column="id", event_time_column="t", start_us=5,
-            end_us=5, sampling="every_record",
+            _spine_history(),
+            entity_column="id",
+            event_time_column="t",
+            start_us=5,
+            end_us=5,
+            sampling="every_record",
         )
 
 
 def test_wide_time_span_uses_rank_keys_and_null_history_rows_never_match():
     far = 2**61
-    history = pa.table({
-        "id": pa.array([1, 1, None, 2], pa.int64()),
-        "t": pa.array([-far, far, 0, None], pa.int64()).cast(UTC),
-        "_ingestion_time": pa.array([-far, far, 0, 0], pa.int64()).cast(UTC),
-        "x": pa.array([1.0, 2.0, 3.0, 4.0]),
-    })
+    history = pa.table(
+        {
+            "id": pa.array([1, 1, None, 2], pa.int64()),
+            "t": pa.array([-far, far, 0, None], pa.int64()).cast(UTC),
+            "_ingestion_time": pa.array([-far, far, 0, 0], pa.int64()).cast(UTC),
+            "x": pa.array([1.0, 2.0, 3.0, 4.0]),
+        }
+    )
     samples = pa.table({"id": [1, 1, 2], "ts": pa.array([0, far, far], pa.int64())})
     for known in (False, True):
         out = _join(samples, history=history, as_known_at=known)
@@ -245,9 +307,28 @@ def test_chunked_history_with_null_features():
     history = history.set_column(3, "x", pa.chunked_array([[None, 2.0], [3.0, None]], pa.float32()))
     samples = pa.table({"id": [1, 2, 9], "ts": pa.array([50, 10, 10], pa.int64())})
     result = point_in_time_join(
-        samples, entity_column="id", timestamp_column="ts", history=history,
-        history_entity_column="id", event_time_column="t", features=["x"], ttl_seconds=None,
+        samples,
+        entity_column="id",
+        timestamp_column="ts",
+        history=history,
+        history_entity_column="id",
+        event_time_column="t",
+        features=["x"],
+        ttl_seconds=None,
         as_known_at=False,
     )
     assert result.table.column("x").to_pylist() == [None, 3.0, None]
     assert result.matched.tolist() == [True, True, False]
+
+
+def test_spine_fixed_interval_rejects_a_huge_grid():
+    with pytest.raises(InvalidArgument, match="narrow the window"):
+        spine_from_history(
+            _spine_history(),
+            entity_column="id",
+            event_time_column="t",
+            start_us=0,
+            end_us=2**62,
+            sampling="fixed_interval",
+            interval_s=1.0,
+        )

@@ -1,0 +1,547 @@
+"""Online feature store: GetFeatures latency/throughput and streaming ingest of the DATA
+service over gRPC, with Feast's SQLite online store side by side.
+
+    python bench/data_online.py             # full: 200,000 + 20,000 entity groups, 10 s runs
+    python bench/data_online.py --quick     # ~2 min: 20,000 entities, 3 s runs, small Feast
+    python bench/data_online.py --no-feast  # skip the Feast side
+
+Setup. SeaweedFS (object store, offline Parquet) and the data service (LMDB online store,
+16 GiB map, SQLite metadata, bearer-token auth, the production server factory) run in their
+own processes on loopback; every load generator is another process using grpc.aio through
+``atlas_core.rpc.connect``. All of them are stopped by this script.
+
+Workload (fixed seeds, ``SEED`` = 20240611). Entity keys are int64 1..N; every record has one
+event time. Feature groups:
+
+* ``vec200k``: one FLOAT32_VECTOR feature ``emb`` of 5,000 dims (5,000 float32 features per
+  entity), N = 200,000 (20 KB per record, 4 GB of values). Skipped with --quick.
+* ``vec20k``: the same schema, N = 20,000 -- the same reads on a store 10x smaller, to show
+  latency does not grow with the store.
+* ``sca20k``: 5,000 separate FLOAT32 scalar features f0000..f4999 (per-feature schema, reads
+  of a named subset), N = 20,000.
+
+Values come from a pool of 8,192 N(0, 1) float32 rows (numpy default_rng(SEED)); entity e gets
+pool row (e * 7919) % 8192 -- contents do not change the cost of LMDB or gRPC, and the pool
+keeps the load generator's CPU out of the way. Ingest uses the bidi ``WriteRecords`` stream
+(per-batch durable acknowledgements: LMDB commit with fsync + fsynced offline staging) with
+batches of 500 records, 2 concurrent streams, each with up to 2 unacknowledged batches in
+flight; the rate is records acknowledged per second of wall time (vectors/s).
+
+Reads: each request asks for random entity keys (uniform over the group, default_rng per
+worker), one measurement runs for a fixed time (10 s full, 3 s --quick) after a 1 s warm-up
+on the same connection. Concurrency c = c in-flight requests from one process's asyncio
+workers on one channel (c16 is also run from 2 processes x 8 to show the load generator's
+limit). Latency is client-observed (send to deserialised response).
+
+Feast (installed into a throwaway venv under /tmp/atlas-bench-feast, reused when present;
+its install time is not part of the run): ``bench/_feast_online.py`` builds a repo with a
+SQLite online store, one FeatureView of 250 float32 features, loads 20,000 entities (2,000
+with --quick) with write_to_online_store and times ``get_online_features`` for 1 random
+entity x 250 features in-process.
+
+Targets: 1x5000 p99 <= 3 ms at c1; >= 2,000 req/s at c16; 100x5000 p99 <= 40 ms; ingest
+>= 5,000 vectors/s; our 1x5000 p99 at least 10x lower than Feast's 1x250 p99. Writes
+bench/results/data_online.json with keys p99_1x5000_ms, rps_c16, p99_100x5000_ms, ingest_vps,
+feast_p99_1x250_ms (null when Feast could not run; the reason is recorded) plus detail.
+The headline numbers come from the largest group (vec200k; vec20k with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TOKEN = "bench-token-0123456789"
+RESULTS = Path(__file__).parent / "results" / "data_online.json"
+FEAST_VENV = Path("/tmp/atlas-bench-feast")
+FEAST_RUNNER = Path(__file__).parent / "_feast_online.py"
+SEED = 20240611
+DIMS = 5_000
+POOL = 8_192
+BATCH = 500
+STREAMS = 2
+WINDOW = 2
+SUBSET = [f"f{i:04d}" for i in range(0, DIMS, DIMS // 50)]  # 50 named features, spread out
+EVENT_US = 1_717_200_000_000_000  # 2024-06-01T00:00:00Z
+TARGETS = {"p99_1x5000_ms": 3.0, "rps_c16": 2000.0, "p99_100x5000_ms": 40.0,
+           "ingest_vps": 5000.0, "feast_ratio": 10.0}
+
+
+# ---------------------------------------------------------------------------- server process
+
+async def _serve(settings_path: str) -> None:
+    from atlas_core.log import configure_logging
+    from atlas_core.rpc import create_server
+    from atlas_data.config import DataSettings
+    from atlas_data.service import DataService
+    from atlas_data.servicer import data_service_def
+
+    configure_logging("INFO", service="bench-data")
+    settings = DataSettings.model_validate_json(Path(settings_path).read_text())
+    service = await asyncio.to_thread(DataService.open, settings)
+    service.start()
+    server = create_server(settings.server, [data_service_def(service)])
+    await server.start()
+    print(server.port, flush=True)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
+    finally:
+        await server.stop(0)
+        await asyncio.to_thread(service.stop)
+
+
+# ---------------------------------------------------------------------------- load generators
+
+def _stub(target: str) -> tuple[Any, Any]:
+    from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
+    from atlas_core.rpc import ClientSettings, connect
+
+    channel = connect(ClientSettings(target=target, token=TOKEN))
+    return channel, pb_grpc.DataServiceStub(channel)
+
+
+async def _create(target: str, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    from atlas.common.v1 import common_pb2  # noqa: F401  (registers the imported types)
+    from atlas.data.v1 import data_service_pb2 as pb
+
+    channel, stub = _stub(target)
+    out = {}
+    for g in groups:
+        if g["kind"] == "vector":
+            features = [pb.FeatureSpec(name="emb", dtype=pb.FEATURE_TYPE_FLOAT32_VECTOR,
+                                       dims=DIMS)]
+        else:
+            features = [pb.FeatureSpec(name=f"f{i:04d}", dtype=pb.FEATURE_TYPE_FLOAT32)
+                        for i in range(DIMS)]
+        spec = pb.FeatureGroupSpec(name=g["name"], entity_key="user_id",
+                                   entity_key_type=pb.ENTITY_KEY_TYPE_INT64,
+                                   event_time_column="event_time", features=features)
+        t0 = time.perf_counter()
+        resp = await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec))
+        out[g["name"]] = {"version": resp.feature_group.version,
+                          "float32_width": resp.feature_group.layout.float32_width,
+                          "create_s": time.perf_counter() - t0}
+    await channel.close()
+    return out
+
+
+def _pool() -> Any:
+    import numpy as np
+
+    return np.random.default_rng(SEED).standard_normal((POOL, DIMS), dtype=np.float32)
+
+
+async def _ingest(target: str, group: str, entities: int) -> dict[str, Any]:
+    """WriteRecords: STREAMS streams, batches of BATCH records, WINDOW batches in flight."""
+    import grpc
+    import numpy as np
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from atlas.common.v1 import common_pb2
+    from atlas.data.v1 import data_service_pb2 as pb
+
+    pool = _pool()
+    rows = [pool[i].tobytes() for i in range(POOL)]
+    ts = Timestamp(seconds=EVENT_US // 1_000_000)
+    ref = common_pb2.FeatureGroupRef(name=group)
+    channel, stub = _stub(target)
+    starts = list(range(1, entities + 1, BATCH))
+    share = [starts[i::STREAMS] for i in range(STREAMS)]
+    acked = [0]
+    batch_lat: list[float] = []
+
+    def make(seq: int, first: int, request_id: str) -> Any:
+        records = [pb.FeatureRecord(entity_key=pb.EntityKey(int64_key=e), event_time=ts,
+                                    float32_values=rows[(e * 7919) % POOL])
+                   for e in range(first, min(first + BATCH, entities + 1))]
+        return pb.WriteRecordsRequest(feature_group=ref if seq == 1 else None,
+                                      request_id=request_id, sequence=seq, records=records)
+
+    async def stream(index: int, firsts: list[int]) -> None:
+        call = stub.WriteRecords()
+        window = asyncio.Semaphore(WINDOW)
+        sent: dict[int, float] = {}
+
+        async def reader() -> None:
+            for _ in firsts:
+                resp = await call.read()
+                batch_lat.append(time.perf_counter() - sent.pop(resp.sequence))
+                acked[0] += resp.records_written
+                window.release()
+
+        read_task = asyncio.create_task(reader())
+        for seq, first in enumerate(firsts, start=1):
+            request = make(seq, first, f"bench-{group}-{index}")
+            await window.acquire()
+            sent[seq] = time.perf_counter()
+            await call.write(request)
+        await call.done_writing()
+        await read_task
+        code = await call.code()
+        if code != grpc.StatusCode.OK:
+            raise RuntimeError(f"WriteRecords ended {code}: {await call.details()}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(stream(i, s) for i, s in enumerate(share)))
+    elapsed = time.perf_counter() - t0
+    await channel.close()
+    batch_lat.sort()
+    return {"records": acked[0], "elapsed_s": elapsed, "vps": acked[0] / elapsed,
+            "mb_per_s": acked[0] * DIMS * 4 / elapsed / 1e6, "streams": STREAMS,
+            "batch": BATCH, "window": WINDOW,
+            "batch_ack_p50_ms": 1e3 * batch_lat[len(batch_lat) // 2],
+            "batch_ack_p99_ms": 1e3 * batch_lat[min(len(batch_lat) - 1,
+                                                    int(0.99 * len(batch_lat)))]}
+
+
+async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from atlas.common.v1 import common_pb2
+    from atlas.data.v1 import data_service_pb2 as pb
+
+    channel, stub = _stub(target)
+    ref = common_pb2.FeatureGroupRef(name=task["group"])
+    n_keys, entities, names = task["keys_per_request"], task["entities"], task["features"]
+    rng_seed = task.get("seed", SEED)
+
+    def requests(worker: int):  # noqa: ANN202
+        rng = np.random.default_rng([rng_seed, worker])
+        while True:
+            for keys in rng.integers(1, entities + 1, (1024, n_keys)).tolist():
+                yield pb.GetFeaturesRequest(feature_group=ref,
+                                            entity_keys=pb.EntityKeys(int64_keys=keys),
+                                            feature_names=names)
+
+    # Check once that a read returns what was written (entity 1: pool row 7919 % POOL).
+    check = await stub.GetFeatures(pb.GetFeaturesRequest(
+        feature_group=ref, entity_keys=pb.EntityKeys(int64_keys=[1]), feature_names=names))
+    got = np.frombuffer(check.float32_values, "<f4")
+    want = _pool()[7919 % POOL]
+    if names:
+        want = want[[int(n[1:]) for n in names]]
+    values_ok = bool(check.found[0]) and np.array_equal(got, want)
+    width = check.layout.float32_width
+
+    latencies: list[float] = []
+    state = {"record": False, "stop": time.perf_counter() + task["warmup"]}
+
+    async def worker(i: int) -> None:
+        gen = requests(i)
+        while time.perf_counter() < state["stop"]:
+            request = next(gen)
+            t0 = time.perf_counter()
+            await stub.GetFeatures(request)
+            if state["record"]:
+                latencies.append(time.perf_counter() - t0)
+
+    conc = task["concurrency"]
+    await asyncio.gather(*(worker(i) for i in range(conc)))  # warm-up
+    state.update(record=True, stop=time.perf_counter() + task["seconds"])
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(conc + i) for i in range(conc)))
+    elapsed = time.perf_counter() - started
+    await channel.close()
+    return {"n": len(latencies), "elapsed": elapsed, "latencies": latencies,
+            "values_ok": values_ok, "float32_width": width}
+
+
+def _client_main(target: str, task_json: str) -> None:
+    task = json.loads(task_json)
+    op = task["op"]
+    if op == "create":
+        result = asyncio.run(_create(target, task["groups"]))
+    elif op == "ingest":
+        result = asyncio.run(_ingest(target, task["group"], task["entities"]))
+    else:
+        result = asyncio.run(_read(target, task))
+    print(json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------- orchestration
+
+def _pct(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Bench:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def client(self, task: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+        out = subprocess.run([sys.executable, __file__, "--client", self.target,
+                              json.dumps(task)], capture_output=True, text=True,
+                             timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"load generator failed ({task['op']}):\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def read(self, procs: int = 1, **task: Any) -> dict[str, Any]:
+        """Run a read measurement from ``procs`` processes (concurrency split among them)."""
+        task = {"op": "read", **task, "concurrency": task["concurrency"] // procs}
+        cmds = [[sys.executable, __file__, "--client", self.target,
+                 json.dumps({**task, "seed": SEED + 1000 * p})] for p in range(procs)]
+        running = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True) for c in cmds]
+        parts = []
+        try:
+            for proc in running:
+                out, err = proc.communicate(timeout=task["seconds"] + task["warmup"] + 120)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"load generator failed (read):\n{err[-3000:]}")
+                parts.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            for proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        lat = sorted(x for p in parts for x in p["latencies"])
+        elapsed = max(p["elapsed"] for p in parts)
+        return {"n": len(lat), "rps": len(lat) / elapsed, "p50_ms": 1e3 * _pct(lat, 0.5),
+                "p99_ms": 1e3 * _pct(lat, 0.99), "max_ms": 1e3 * lat[-1],
+                "values_ok": all(p["values_ok"] for p in parts),
+                "float32_width": parts[0]["float32_width"], "procs": procs}
+
+
+def _start_server(tmp: Path, s3: Any) -> tuple[subprocess.Popen[str], int]:
+    from atlas_core.config import AuthSettings, DatabaseSettings, ServerSettings
+    from atlas_data.config import DataSettings
+    from atlas_data.online import OnlineStoreSettings
+
+    settings = DataSettings(
+        server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
+        s3=s3,
+        database=DatabaseSettings(url=f"sqlite:///{tmp / 'data.db'}"),
+        data_dir=tmp / "data",
+        online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb",
+                                   lmdb_map_size_bytes=16 * 1024**3),
+    )
+    path = tmp / "settings.json"
+    raw = json.loads(settings.model_dump_json())
+    raw["s3"].update(access_key=s3.access_key.get_secret_value(),  # dumped masked
+                     secret_key=s3.secret_key.get_secret_value())
+    path.write_text(json.dumps(raw))
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed with the process
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                              text=True)
+    log.close()
+    line = server.stdout.readline()  # type: ignore[union-attr]
+    if not line.strip():
+        server.kill()
+        server.wait()
+        sys.exit(f"data server did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
+    return server, int(line)
+
+
+def _stop_server(server: subprocess.Popen[str]) -> None:
+    try:
+        server.stdin.close()  # type: ignore[union-attr]
+        server.wait(60)
+    except (subprocess.TimeoutExpired, OSError):
+        pass
+    if server.poll() is None:
+        server.kill()
+        server.wait()
+
+
+def _ensure_feast() -> tuple[Path | None, str]:
+    python = FEAST_VENV / "bin" / "python"
+    check = [str(python), "-c", "import feast"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python, "reused"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(FEAST_VENV)], check=True,
+                       capture_output=True, timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "feast"], check=True,
+                       capture_output=True, timeout=1200)
+        subprocess.run(check, check=True, capture_output=True, timeout=120)
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        return None, f"feast install failed: {exc} {detail[-400:]}"
+    return python, "installed"
+
+
+def run_feast(entities: int, features: int, seconds: float) -> tuple[dict | None, str]:
+    python, how = _ensure_feast()
+    if python is None:
+        return None, how
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-feast-online-") as repo:
+        try:
+            proc = subprocess.run(
+                [str(python), str(FEAST_RUNNER), repo, str(entities), str(features),
+                 str(seconds), str(SEED)],
+                capture_output=True, text=True, timeout=900, cwd=repo)
+        except subprocess.TimeoutExpired:
+            return None, "feast run exceeded 900 s"
+    if proc.returncode != 0:
+        return None, f"feast run failed: {proc.stderr[-800:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), how
+
+
+def run(quick: bool, feast: bool) -> dict[str, Any]:
+    from atlas_core.config import S3Settings
+    from atlas_core.objectstore import SeaweedS3Server
+
+    seconds, warmup = (3.0, 1.0) if quick else (10.0, 1.0)
+    big = "vec20k" if quick else "vec200k"
+    groups = [{"name": "vec20k", "kind": "vector", "entities": 20_000},
+              {"name": "sca20k", "kind": "scalar", "entities": 20_000}]
+    if not quick:
+        groups.insert(0, {"name": "vec200k", "kind": "vector", "entities": 200_000})
+    size = {g["name"]: g["entities"] for g in groups}
+    detail: dict[str, Any] = {"groups": size, "seconds_per_run": seconds, "cores": os.cpu_count()}
+
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-online-") as tmp_name:
+        tmp = Path(tmp_name)
+        seaweed = SeaweedS3Server(tmp / "s3", access_key="benchaccess",
+                                  secret_key="benchsecret0123456789", port=0)
+        server = None
+        try:
+            seaweed.start()
+            s3 = S3Settings(endpoint=seaweed.endpoint, access_key="benchaccess",
+                            secret_key="benchsecret0123456789", bucket="bench")
+            server, port = _start_server(tmp, s3)
+            bench = Bench(f"127.0.0.1:{port}")
+            print(f"data server on 127.0.0.1:{port} (pid {server.pid}); SeaweedFS at "
+                  f"{seaweed.endpoint}", flush=True)
+            detail["create"] = bench.client({"op": "create", "groups": groups})
+            ingest = {}
+            for g in groups:
+                ingest[g["name"]] = r = bench.client(
+                    {"op": "ingest", "group": g["name"], "entities": g["entities"]})
+                print(f"ingest {g['name']}: {r['records']:,} records in {r['elapsed_s']:.1f} s"
+                      f" = {r['vps']:,.0f} vectors/s ({r['mb_per_s']:.0f} MB/s)", flush=True)
+            detail["ingest"] = ingest
+
+            def read(label: str, group: str, keys: int, names: list[str] | None,
+                     conc: int, procs: int = 1) -> None:
+                r = bench.read(procs=procs, group=group, keys_per_request=keys,
+                               entities=size[group], features=names or [],
+                               concurrency=conc, seconds=seconds, warmup=warmup)
+                r.update(group=group, entities_per_request=keys, concurrency=conc,
+                         features=r["float32_width"])
+                reads[label] = r
+                print(f"  {label:<28} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms"
+                      f"  {r['rps']:8.0f} req/s", flush=True)
+
+            reads: dict[str, Any] = {}
+            for g in [big] + (["vec20k"] if not quick else []):
+                read(f"{g} 1x5000 c1", g, 1, None, 1)
+                read(f"{g} 1x5000 c16", g, 1, None, 16)
+            read(f"{big} 1x5000 c16 2proc", big, 1, None, 16, procs=2)
+            read(f"{big} 100x5000 c1", big, 100, None, 1)
+            read("sca20k 1x50 named c1", "sca20k", 1, SUBSET, 1)
+            read("sca20k 1x50 named c16", "sca20k", 1, SUBSET, 16)
+            read("sca20k 1x5000 c1", "sca20k", 1, None, 1)
+            detail["reads"] = reads
+        finally:
+            if server is not None:
+                _stop_server(server)
+            seaweed.stop()
+            if server is not None and server.returncode not in (0, None):
+                print(f"(data server exit code {server.returncode}; log tail: "
+                      f"{(tmp / 'server.log').read_text()[-1500:]})")
+
+    feast_res, feast_note = (None, "skipped (--no-feast)")
+    if feast:
+        feast_res, feast_note = run_feast(2_000 if quick else 20_000, 250, seconds)
+    detail["feast"] = feast_res
+    c16 = max(reads[f"{big} 1x5000 c16"]["rps"], reads[f"{big} 1x5000 c16 2proc"]["rps"])
+    result = {
+        "p99_1x5000_ms": round(reads[f"{big} 1x5000 c1"]["p99_ms"], 4),
+        "rps_c16": round(c16, 1),
+        "p99_100x5000_ms": round(reads[f"{big} 100x5000 c1"]["p99_ms"], 4),
+        "ingest_vps": round(ingest[big]["vps"], 1),
+        "feast_p99_1x250_ms": None if feast_res is None else round(feast_res["p99_ms"], 4),
+        "ratio_feast_p99_over_ours": None if feast_res is None else round(
+            feast_res["p99_ms"] / reads[f"{big} 1x5000 c1"]["p99_ms"], 3),
+        "feast_note": feast_note,
+        "headline_group": big,
+        "scale": "quick" if quick else "full",
+        "command": "python bench/data_online.py" + (" --quick" if quick else ""),
+        "detail": detail,
+    }
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    d = result["detail"]
+    print()
+    print(f"{'measurement':<30}{'store':>9}{'feat':>6}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'req/s':>9}{'values':>8}")
+    for label, r in d["reads"].items():
+        print(f"{label:<30}{d['groups'][r['group']]:>9,}{r['features']:>6}{r['p50_ms']:>9.3f}"
+              f"{r['p99_ms']:>9.3f}{r['rps']:>9.0f}{'ok' if r['values_ok'] else 'BAD':>8}")
+    f = d["feast"]
+    if f:
+        print(f"{'feast 1x250 in-process c1':<30}{f['entities']:>9,}{f['features']:>6}"
+              f"{f['p50_ms']:>9.3f}{f['p99_ms']:>9.3f}{f['rps']:>9.0f}"
+              f"{'ok' if f['values_ok'] else 'BAD':>8}")
+        print(f"feast {f['feast_version']}: write_to_online_store {f['load_rows_per_s']:,.0f} "
+              f"rows/s of 250 features ({f['load_s']:.1f} s for {f['entities']:,})")
+    else:
+        print(f"feast: not measured — {result['feast_note']}")
+    print()
+    print(f"{'ingest (WriteRecords)':<22}{'records':>9}{'vectors/s':>11}{'MB/s':>7}"
+          f"{'ack p50':>9}{'ack p99':>9}")
+    for name, r in d["ingest"].items():
+        print(f"{name:<22}{r['records']:>9,}{r['vps']:>11,.0f}{r['mb_per_s']:>7.0f}"
+              f"{r['batch_ack_p50_ms']:>9.1f}{r['batch_ack_p99_ms']:>9.1f}")
+    print(f"  ({STREAMS} streams x batches of {BATCH} x {WINDOW} in flight; ack ms per batch)")
+    print()
+    ratio = result["ratio_feast_p99_over_ours"]
+    checks = [
+        ("1x5000 p99 at c1", f"{result['p99_1x5000_ms']:.3f} ms", "<= 3 ms",
+         result["p99_1x5000_ms"] <= TARGETS["p99_1x5000_ms"]),
+        ("1x5000 req/s at c16", f"{result['rps_c16']:,.0f}", ">= 2,000",
+         result["rps_c16"] >= TARGETS["rps_c16"]),
+        ("100x5000 p99 at c1", f"{result['p99_100x5000_ms']:.3f} ms", "<= 40 ms",
+         result["p99_100x5000_ms"] <= TARGETS["p99_100x5000_ms"]),
+        ("ingest", f"{result['ingest_vps']:,.0f} vectors/s", ">= 5,000",
+         result["ingest_vps"] >= TARGETS["ingest_vps"]),
+        ("feast 1x250 p99 / our 1x5000 p99",
+         "n/a" if ratio is None else f"{ratio:.2f}x", ">= 10x",
+         None if ratio is None else ratio >= TARGETS["feast_ratio"]),
+    ]
+    print(f"{'target (' + result['headline_group'] + ')':<34}{'measured':>20}{'goal':>10}  verdict")
+    for name, value, goal, ok in checks:
+        verdict = "n/a" if ok is None else ("pass" if ok else "FAIL")
+        print(f"{name:<34}{value:>20}{goal:>10}  {verdict}")
+    result["targets_met"] = {name: ok for name, _, _, ok in checks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="~2 minutes: 20,000 entities")
+    parser.add_argument("--no-feast", action="store_true")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.serve))
+        return
+    if args.client:
+        _client_main(*args.client)
+        return
+    started = time.perf_counter()
+    result = run(args.quick, not args.no_feast)
+    report(result)
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wall {result['wall_s']:.0f} s -> {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
