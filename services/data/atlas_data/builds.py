@@ -26,6 +26,7 @@ from atlas_data.datasets import (
     dataset_id_for,
 )
 from atlas_data.meta_features import compute_meta_features, label_distribution
+from atlas_data.parquet_safe import parquet_safe
 
 
 def key_from_uri(artifacts: ArtifactStore, uri: str) -> str:
@@ -127,7 +128,7 @@ def publish_dataset(
     label_dist, meta = describe_table(table, label_column, skip_meta=skip_meta_features)
     with tempfile.TemporaryDirectory(prefix="atlas-data-") as tmp:
         path = Path(tmp) / "data.parquet"
-        pq.write_table(table, path, compression="zstd")
+        pq.write_table(parquet_safe(table), path, compression="zstd")
         ref = artifacts.put_file(f"datasets/{dataset_id}/{uuid.uuid4().hex}.parquet", path)
     record = DatasetRecord(
         dataset_id=dataset_id, version=0, name=name, artifacts=(artifact_dict(ref),),

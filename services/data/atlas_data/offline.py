@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from atlas_core.db import write_transaction
 from atlas_core.errors import InvalidArgument
 from atlas_core.storage import ArtifactRef, ArtifactStore
+from atlas_data.parquet_safe import parquet_safe
 from atlas_data.tables import offline_partitions
 
 log = logging.getLogger("atlas.data.offline")
@@ -162,7 +163,7 @@ class OfflineStore:
     def _publish(self, name: str, version: int, key: str, table: pa.Table, event_column: str,
                  *, compacted: bool) -> Partition:
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(parquet_safe(table), buffer, compression="zstd")
         ref = self._artifacts.put_bytes(key, buffer.getvalue())
         lo, hi = _event_range(table, event_column)
         partition = Partition(ref, name, version, table.num_rows, lo, hi, compacted)
@@ -259,7 +260,7 @@ class OfflineStore:
                 chunk = table.slice(start, rows_per_part)
                 key = f"offline/{name}/v{version}/compacted-{stamp}-{i:05d}.parquet"
                 buffer = io.BytesIO()
-                pq.write_table(chunk, buffer, compression="zstd")
+                pq.write_table(parquet_safe(chunk), buffer, compression="zstd")
                 ref = self._artifacts.put_bytes(key, buffer.getvalue())
                 lo, hi = _event_range(chunk, event_column)
                 news.append(Partition(ref, name, version, chunk.num_rows, lo, hi, True))

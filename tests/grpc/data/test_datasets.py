@@ -75,7 +75,8 @@ async def test_match_samples_point_in_time(data_harness):
     clicks = table.column("u_clicks").to_pylist()
     # as-of: 150 -> t100 record, 250 -> t200, before any record -> null, equal time -> that one
     assert clicks == [1, 1001, None, 1003, None]
-    assert table.column("u_emb").to_pylist()[0][0] == 1.0
+    emb = table.column("u_emb").to_pylist()
+    assert emb[0][0] == 1.0 and np.isnan(emb[2]).all()  # unmatched vector -> NaN
 
 
 async def test_match_job_with_bad_samples_fails_cleanly(data_harness):
