@@ -35,7 +35,7 @@ protos: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/buf lint protos
-	$(VENV)/bin/ruff check src/atlas_core tests bench
+	$(VENV)/bin/ruff check src/atlas_core services tests bench demo
 	$(PY) -m atlas_core.tools.protos --check
 
 bench: $(STAMP)

@@ -33,12 +33,11 @@ entity_key_serialization_version: 3
 def main() -> None:
     repo, entities, features, seconds, seed = (
         sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+    import feast
     import numpy as np
     import pandas as pd
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Float32
-
-    import feast
 
     root = Path(repo)
     root.mkdir(parents=True, exist_ok=True)

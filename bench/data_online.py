@@ -142,7 +142,6 @@ def _pool() -> Any:
 async def _ingest(target: str, group: str, entities: int) -> dict[str, Any]:
     """WriteRecords: STREAMS streams, batches of BATCH records, WINDOW batches in flight."""
     import grpc
-    import numpy as np
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from atlas.common.v1 import common_pb2

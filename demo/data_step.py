@@ -55,7 +55,7 @@ def run(state: RunState, data_dir) -> None:  # type: ignore[no-untyped-def]
     got = client.get_features("patients", [0, 1, 10_000], ["mean_radius", "worst_area"])
     ms = (time.perf_counter() - t) * 1000
     print(f"online read of 3 patients x 2 features in {ms:.1f} ms: found={got.found.tolist()} "
-          f"mean_radius={np.round(got.column('mean_radius')[:2], 2).tolist()}")
+          f"mean_radius={[round(float(v), 2) for v in got.column('mean_radius')[:2]]}")
 
     labels = pa.table({
         "patient_id": np.arange(n, dtype=np.int64),

@@ -49,7 +49,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO", *, service: str | None = None, stream: Any = None) -> None:
+def configure_logging(
+    level: str = "INFO", *, service: str | None = None, stream: Any = None
+) -> None:
     """Route the root logger to ``stream`` (stderr) as JSON lines. Idempotent."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(service))

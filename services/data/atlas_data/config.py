@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from atlas_core.config import StrictModel
-from atlas_core.config import ServiceSettings
+from atlas_core.config import ServiceSettings, StrictModel
 from atlas_data.online import OnlineStoreSettings
 
 

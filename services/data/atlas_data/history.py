@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from atlas_core.errors import InvalidArgument
-
 from atlas_data.offline import INGESTION_TIME_COLUMN
 from atlas_data.records import RecordBatch
 from atlas_data.schema import (

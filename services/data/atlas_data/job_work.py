@@ -167,7 +167,7 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec
         samples = samples.select(keep)
     unmatched = 0
     matched_any = None
-    for i, (sel, group) in enumerate(zip(spec.features, groups)):
+    for i, (sel, group) in enumerate(zip(spec.features, groups, strict=True)):
         ctx.raise_if_cancelled()
         ctx.report(0.1 + 0.7 * i / len(groups), f"joining {group.spec.name} v{group.version}")
         history = _history(rt, group)

@@ -22,8 +22,8 @@ def _run(*args: str, cwd: Path) -> None:
 
 def make_test_pki(directory: Path) -> TestPki:
     d = directory
-    _run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=atlas-test-ca",
-         "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    _run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=atlas-test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
     (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     for name, cn in (("server", "localhost"), ("client", "atlas-client")):
         _run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.asyncio
 
 def unary(channel, name: str):
     return channel.unary_unary(
-        method(name), request_serializer=Req.SerializeToString, response_deserializer=Resp.FromString
+        method(name), request_serializer=Req.SerializeToString,
+        response_deserializer=Resp.FromString,
     )
 
 
@@ -67,8 +68,10 @@ async def test_reflection_requires_a_token(echo_server):
     grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
     if not Path(grpcurl).exists():
         pytest.skip("grpcurl binary not installed")
-    out = await asyncio.to_thread(subprocess.run, [grpcurl, "-plaintext", echo_server.address, "list"],
-                         capture_output=True, text=True, timeout=30)
+    out = await asyncio.to_thread(
+        subprocess.run, [grpcurl, "-plaintext", echo_server.address, "list"],
+        capture_output=True, text=True, timeout=30,
+    )
     assert out.returncode != 0
     assert "Unauthenticated" in out.stderr or "UNAUTHENTICATED" in out.stderr
 

@@ -55,12 +55,13 @@ async def test_match_samples_point_in_time(data_harness):
         "label": [0, 1, 0, 1, 1],
     })
     artifact = upload_parquet(data_harness, "uploads/samples.parquet", samples)
-    job = (await stub.SubmitMatchSamplesJob(pb.SubmitMatchSamplesJobRequest(spec=pb.MatchSamplesSpec(
+    spec = pb.MatchSamplesSpec(
         sample_source=pb.SampleSource(artifact=artifact, entity_column="user_id",
                                       timestamp_column="when", label_column="label"),
         features=[pb.FeatureSelection(feature_group=common_pb2.FeatureGroupRef(name="users"),
                                       feature_names=["clicks", "emb"], column_prefix="u_")],
-        output_dataset_name="clicks-train")))).job
+        output_dataset_name="clicks-train")
+    job = (await stub.SubmitMatchSamplesJob(pb.SubmitMatchSamplesJobRequest(spec=spec))).job
     done = await wait_job(stub, job.status.job_id)
     assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error.message
     ds = done.dataset_result.datasets[0]

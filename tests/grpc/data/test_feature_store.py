@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import timestamp_pb2
 

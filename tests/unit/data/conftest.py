@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import pytest
 import redis
+
 from atlas_data.online import OnlineStore, OnlineStoreSettings, open_online_store
 from atlas_data.records import RawRecord, RecordBatch
 from atlas_data.schema import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from atlas_data.derive import filter_rows, merge, project, sample, split
 
 from atlas_core.errors import InvalidArgument
+from atlas_data.derive import filter_rows, merge, project, sample, split
 
 UTC = pa.timestamp("us", tz="UTC")
 

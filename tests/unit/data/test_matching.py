@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from atlas_data.matching import point_in_time_join, spine_from_history
 
 from atlas_core.errors import InvalidArgument, NotFound
+from atlas_data.matching import point_in_time_join, spine_from_history
 
 UTC = pa.timestamp("us", tz="UTC")
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from atlas_data.meta_features import compute_meta_features, detect_task, label_distribution
 
 from atlas_core.errors import InvalidArgument
+from atlas_data.meta_features import compute_meta_features, detect_task, label_distribution
 
 
 def _classification_table(n: int = 600, seed: int = 0) -> pa.Table:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pydantic
 import pytest
+
+from atlas_core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from atlas_data.online import (
     OnlineStore,
     OnlineStoreSettings,
@@ -24,8 +26,6 @@ from atlas_data.online._lmdb import LmdbOnlineStore
 from atlas_data.online._redis import RedisOnlineStore
 from atlas_data.records import RawRecord, RecordBatch
 from atlas_data.schema import EntityKeyType, FeatureSpec, FeatureType, RecordLayout
-
-from atlas_core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from tests.unit.data.conftest import WIDE_DIMS, expected_vector, mixed_spec, wide_batch, wide_spec
 
 WIDE = RecordLayout.for_spec(wide_spec())

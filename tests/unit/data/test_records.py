@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from atlas_core.errors import InvalidArgument
 from atlas_data.records import RawRecord, RecordBatch
 from atlas_data.schema import (
     EntityKeyType,
@@ -15,8 +17,6 @@ from atlas_data.schema import (
     RecordLayout,
     validate_spec,
 )
-
-from atlas_core.errors import InvalidArgument
 
 EMB_SPEC = validate_spec(
     FeatureGroupSpec(

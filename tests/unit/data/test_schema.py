@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from atlas_core.errors import InvalidArgument, NotFound
 from atlas_data.schema import (
     MAX_VECTOR_DIMS,
     EntityKeyType,
@@ -18,8 +20,6 @@ from atlas_data.schema import (
     categories_of,
     validate_spec,
 )
-
-from atlas_core.errors import InvalidArgument, NotFound
 from tests.unit.data.conftest import mixed_spec
 
 
