@@ -30,8 +30,12 @@ flight; the rate is records acknowledged per second of wall time (vectors/s).
 Reads: each request asks for random entity keys (uniform over the group, default_rng per
 worker), one measurement runs for a fixed time (10 s full, 3 s --quick) after a 1 s warm-up
 on the same connection. Concurrency c = c in-flight requests from one process's asyncio
-workers on one channel (c16 is also run from 2 processes x 8 to show the load generator's
-limit). Latency is client-observed (send to deserialised response).
+workers on one channel; c16 is also run from 2 processes x 8 workers, and ``rps_c16`` is the
+higher of the two (a single Python client process saturates before the server does). Latency
+is client-observed (send to deserialised response). Each read also records the CPU time the
+server and the load generators spent per request (from /proc), to show where the 2 cores go.
+Reads start after the server has published the ingested rows to the offline store (its
+background flusher would otherwise compete with them).
 
 Feast (installed into a throwaway venv under /tmp/atlas-bench-feast, reused when present;
 its install time is not part of the run): ``bench/_feast_online.py`` builds a repo with a
@@ -245,12 +249,22 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
     conc = task["concurrency"]
     await asyncio.gather(*(worker(i) for i in range(conc)))  # warm-up
     state.update(record=True, stop=time.perf_counter() + task["seconds"])
+    server0, client0 = _cpu_seconds(task["server_pid"]), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker(conc + i) for i in range(conc)))
     elapsed = time.perf_counter() - started
+    server_cpu = _cpu_seconds(task["server_pid"]) - server0
+    client_cpu = time.process_time() - client0
     await channel.close()
     return {"n": len(latencies), "elapsed": elapsed, "latencies": latencies,
-            "values_ok": values_ok, "float32_width": width}
+            "values_ok": values_ok, "float32_width": width,
+            "server_cpu_s": server_cpu, "client_cpu_s": client_cpu}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _client_main(target: str, task_json: str) -> None:
@@ -272,8 +286,9 @@ def _pct(ordered: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, server_pid: int) -> None:
         self.target = target
+        self.server_pid = server_pid
 
     def client(self, task: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
         out = subprocess.run([sys.executable, __file__, "--client", self.target,
@@ -285,7 +300,8 @@ class Bench:
 
     def read(self, procs: int = 1, **task: Any) -> dict[str, Any]:
         """Run a read measurement from ``procs`` processes (concurrency split among them)."""
-        task = {"op": "read", **task, "concurrency": task["concurrency"] // procs}
+        task = {"op": "read", **task, "concurrency": task["concurrency"] // procs,
+                "server_pid": self.server_pid}
         cmds = [[sys.executable, __file__, "--client", self.target,
                  json.dumps({**task, "seed": SEED + 1000 * p})] for p in range(procs)]
         running = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -304,10 +320,18 @@ class Bench:
                     proc.wait()
         lat = sorted(x for p in parts for x in p["latencies"])
         elapsed = max(p["elapsed"] for p in parts)
-        return {"n": len(lat), "rps": len(lat) / elapsed, "p50_ms": 1e3 * _pct(lat, 0.5),
+        rps = len(lat) / elapsed
+        # Server CPU over the first generator's window (the windows coincide); cores used
+        # = CPU seconds / wall seconds.
+        server_cores = parts[0]["server_cpu_s"] / parts[0]["elapsed"]
+        client_cores = sum(p["client_cpu_s"] / p["elapsed"] for p in parts)
+        return {"n": len(lat), "rps": rps, "p50_ms": 1e3 * _pct(lat, 0.5),
                 "p99_ms": 1e3 * _pct(lat, 0.99), "max_ms": 1e3 * lat[-1],
                 "values_ok": all(p["values_ok"] for p in parts),
-                "float32_width": parts[0]["float32_width"], "procs": procs}
+                "float32_width": parts[0]["float32_width"], "procs": procs,
+                "server_cores": server_cores, "client_cores": client_cores,
+                "server_cpu_ms_per_req": 1e3 * server_cores / rps,
+                "client_cpu_ms_per_req": 1e3 * client_cores / rps}
 
 
 def _start_server(tmp: Path, s3: Any) -> tuple[subprocess.Popen[str], int]:
@@ -411,7 +435,7 @@ def run(quick: bool, feast: bool) -> dict[str, Any]:
             s3 = S3Settings(endpoint=seaweed.endpoint, access_key="benchaccess",
                             secret_key="benchsecret0123456789", bucket="bench")
             server, port = _start_server(tmp, s3)
-            bench = Bench(f"127.0.0.1:{port}")
+            bench = Bench(f"127.0.0.1:{port}", server.pid)
             print(f"data server on 127.0.0.1:{port} (pid {server.pid}); SeaweedFS at "
                   f"{seaweed.endpoint}", flush=True)
             detail["create"] = bench.client({"op": "create", "groups": groups})
@@ -485,11 +509,14 @@ def run(quick: bool, feast: bool) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     d = result["detail"]
     print()
-    print(f"{'measurement':<30}{'store':>9}{'feat':>6}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'req/s':>9}{'values':>8}")
+    print(f"{'GetFeatures':<30}{'store':>9}{'feat':>6}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'req/s':>9}{'values':>8}{'srv cpu':>9}{'cli cpu':>9}")
     for label, r in d["reads"].items():
         print(f"{label:<30}{d['groups'][r['group']]:>9,}{r['features']:>6}{r['p50_ms']:>9.3f}"
-              f"{r['p99_ms']:>9.3f}{r['rps']:>9.0f}{'ok' if r['values_ok'] else 'BAD':>8}")
+              f"{r['p99_ms']:>9.3f}{r['rps']:>9.0f}{'ok' if r['values_ok'] else 'BAD':>8}"
+              f"{r['server_cpu_ms_per_req']:>9.3f}{r['client_cpu_ms_per_req']:>9.3f}")
+    print("  (srv/cli cpu: CPU ms per request of the server / all load generators; "
+          f"{d['cores']} cores)")
     f = d["feast"]
     if f:
         print(f"{'feast 1x250 in-process c1':<30}{f['entities']:>9,}{f['features']:>6}"
