@@ -20,11 +20,12 @@ from atlas_data.servicer import data_service_def
 TOKEN = "data-test-token-0123"
 
 
-def data_settings(tmp: Path, s3: S3Settings, **ingest: object) -> DataSettings:
+def data_settings(tmp: Path, s3: S3Settings, db_url: str = "", **ingest: object
+                  ) -> DataSettings:
     return DataSettings(
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
         s3=s3,
-        database=DatabaseSettings(url=f"sqlite:///{tmp / 'data.db'}"),
+        database=DatabaseSettings(url=db_url or f"sqlite:///{tmp / 'data.db'}"),
         data_dir=tmp,
         online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb",
                                    lmdb_map_size_bytes=2 * 1024**3),
@@ -42,8 +43,10 @@ class DataHarness:
 
 
 @pytest.fixture
-async def data_harness(tmp_path: Path, s3_settings: S3Settings) -> AsyncIterator[DataHarness]:
-    settings = data_settings(tmp_path, s3_settings)
+async def data_harness(tmp_path: Path, s3_settings: S3Settings, db_url: str
+                       ) -> AsyncIterator[DataHarness]:
+    """Runs each test on SQLite and on PostgreSQL (when reachable) metadata."""
+    settings = data_settings(tmp_path, s3_settings, db_url)
     service = DataService.open(settings)
     service.start()
     server = create_server(settings.server, [data_service_def(service)])
