@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 
+import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -102,3 +103,60 @@ async def test_match_job_with_bad_samples_fails_cleanly(data_harness):
         assert text in done.status.error.message
     listed = await stub.ListDatasets(pb.ListDatasetsRequest(name_prefix="never"))
     assert len(listed.datasets) == 0  # no partial dataset published
+
+
+async def test_spine_free_and_derivations_record_lineage(data_harness):
+    await seed(data_harness)
+    stub = data_harness.stub
+    users = common_pb2.FeatureGroupRef(name="users")
+    job = (await stub.SubmitMatchSamplesJob(pb.SubmitMatchSamplesJobRequest(
+        spec=pb.MatchSamplesSpec(
+            spine_free=pb.SpineFreeSource(
+                feature_group=users, start_time=ts_pb(0), end_time=ts_pb(300),
+                sampling=pb.SPINE_SAMPLING_EVERY_RECORD, label_feature="clicks"),
+            features=[pb.FeatureSelection(feature_group=users, feature_names=["emb"],
+                                          column_prefix="f_")],
+            output_dataset_name="history-samples")))).job
+    done = await wait_job(stub, job.status.job_id)
+    assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error.message
+    base = done.dataset_result.datasets[0]
+    assert base.row_count == 40  # every record of 20 entities x 2 snapshots
+
+    async def derive(spec):
+        job = (await stub.SubmitDeriveDatasetJob(pb.SubmitDeriveDatasetJobRequest(
+            spec=spec))).job
+        finished = await wait_job(stub, job.status.job_id)
+        assert finished.status.state == common_pb2.JOB_STATE_SUCCEEDED, \
+            finished.status.error.message
+        return finished.dataset_result.datasets
+
+    (filtered,) = await derive(pb.DeriveDatasetSpec(
+        filter=pb.FilterOp(input=base.ref, expression="user_id < 5"),
+        output_dataset_name="small"))
+    assert filtered.row_count == 10
+    (sampled,) = await derive(pb.DeriveDatasetSpec(
+        sample=pb.SampleOp(input=base.ref, fraction=0.5, seed=1), output_dataset_name="half"))
+    assert sampled.row_count == 20
+    (merged,) = await derive(pb.DeriveDatasetSpec(
+        merge=pb.MergeOp(inputs=[filtered.ref, sampled.ref]), output_dataset_name="both"))
+    assert merged.row_count == 30
+    assert {p.dataset.dataset_id for p in merged.lineage.parents} == {"small", "half"}
+    (projected,) = await derive(pb.DeriveDatasetSpec(
+        project=pb.ProjectOp(input=merged.ref, drop_columns=["f_emb"]),
+        output_dataset_name="slim"))
+    assert "f_emb" not in [c.name for c in projected.schema.columns]
+    children = await stub.ListDatasets(pb.ListDatasetsRequest(parent=base.ref))
+    assert {d.ref.dataset_id for d in children.datasets} == {"small", "half"}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SubmitDeriveDatasetJob(pb.SubmitDeriveDatasetJobRequest(
+            spec=pb.DeriveDatasetSpec(filter=pb.FilterOp(
+                input=common_pb2.DatasetRef(dataset_id="nope"), expression="1"))))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in err.value.details()
+
+
+def ts_pb(seconds: float):
+    from google.protobuf import timestamp_pb2
+
+    t = timestamp_pb2.Timestamp()
+    t.FromMicroseconds(int(seconds * 1e6))
+    return t

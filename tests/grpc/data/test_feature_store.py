@@ -125,3 +125,46 @@ async def test_bad_input_statuses(data_harness):
     got = await stub.GetFeatures(pb.GetFeaturesRequest(
         feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[2])))
     assert list(got.found) == [False]
+
+
+async def test_redis_online_backend_serves_the_same_contract(tmp_path, s3_settings):
+    import uuid
+
+    import redis
+
+    from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
+    from atlas_core.rpc import ClientSettings, connect, create_server
+    from atlas_data.online import OnlineStoreSettings
+    from atlas_data.service import DataService
+    from atlas_data.servicer import data_service_def
+
+    from .conftest import TOKEN, data_settings
+
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at 127.0.0.1:6379 unreachable: {exc}")
+    prefix = f"atlas-test-{uuid.uuid4().hex[:8]}:"
+    settings = data_settings(tmp_path, s3_settings).model_copy(update={
+        "online": OnlineStoreSettings(backend="redis", redis_key_prefix=prefix)})
+    service = DataService.open(settings)
+    service.start()
+    server = create_server(settings.server, [data_service_def(service)])
+    await server.start()
+    try:
+        async with connect(ClientSettings(target=server.address, token=TOKEN)) as ch:
+            stub = pb_grpc.DataServiceStub(ch)
+            await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec()))
+            await put(stub, [record(k, 10.0, np.full(DIMS, k)) for k in range(5)])
+            stale = await put(stub, [record(1, 5.0, np.zeros(DIMS))])
+            assert stale.records_stale == 1
+            got = await stub.GetFeatures(pb.GetFeaturesRequest(
+                feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1, 4, 77])))
+            assert list(got.found) == [True, True, False]
+            block = np.frombuffer(got.float32_values, "<f4").reshape(3, DIMS + 1)
+            assert block[0, 0] == 1 and block[1, 0] == 4
+    finally:
+        await server.stop(0)
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
