@@ -7,6 +7,7 @@ from typing import Any
 
 from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
+from atlas_core import proto_convert as pc
 from atlas_core.errors import DataLoss, InvalidArgument
 from atlas_data import convert
 from atlas_data.builds import (
@@ -93,7 +94,7 @@ class DatasetRpcs:
         return pb.GetDatasetResponse(dataset=convert.dataset_to_pb(record))
 
     async def ListDatasets(self, request: Any, context: Any) -> Any:
-        offset, limit = convert.page_window(request.page)
+        offset, limit = pc.page_window(request.page)
         parent = ((request.parent.dataset_id, request.parent.version)
                   if request.HasField("parent") and request.parent.dataset_id else None)
         records, more = await to_thread(
@@ -101,7 +102,7 @@ class DatasetRpcs:
             name_prefix=request.name_prefix, parent=parent, labels=dict(request.labels),
             offset=offset, limit=limit)
         return pb.ListDatasetsResponse(datasets=[convert.dataset_to_pb(r) for r in records],
-                                       page=convert.page_response(offset, limit, more))
+                                       page=pc.page_response(offset, limit, more))
 
     async def DeleteDataset(self, request: Any, context: Any) -> Any:
         rt = self.svc.rt

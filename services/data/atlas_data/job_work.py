@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atlas.data.v1 import data_service_pb2 as pb
+from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import JobContext
 from atlas_data import derive as ops
@@ -22,7 +23,6 @@ from atlas_data.builds import (
     read_dataset,
     read_parquet_artifacts,
 )
-from atlas_data.convert import opt_ts_us
 from atlas_data.datasets import DatasetRecord, LineageParent
 from atlas_data.history import batch_from_table
 from atlas_data.matching import point_in_time_join, spine_from_history
@@ -97,7 +97,7 @@ def compact(rt: DataRuntime, ctx: JobContext, spec: pb.CompactionSpec) -> dict[s
     ctx.report(0.3, "rewriting partitions")
     outcome = rt.offline.compact(
         group.spec.name, group.version, group.spec.event_time_column, group.spec.entity_key,
-        start_us=opt_ts_us(spec, "start_time"), end_us=opt_ts_us(spec, "end_time"),
+        start_us=pc.opt_ts_us(spec, "start_time"), end_us=pc.opt_ts_us(spec, "end_time"),
         target_bytes=spec.target_partition_bytes or 128 * 1024 * 1024,
         deduplicate=spec.deduplicate)
     return {"input_partitions": outcome.input_partitions,
@@ -137,8 +137,8 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec
         samples = spine_from_history(
             history, entity_column=base.spec.entity_key,
             event_time_column=base.spec.event_time_column,
-            start_us=opt_ts_us(spine, "start_time") or 0,
-            end_us=opt_ts_us(spine, "end_time") or 2**62,
+            start_us=pc.opt_ts_us(spine, "start_time") or 0,
+            end_us=pc.opt_ts_us(spine, "end_time") or 2**62,
             sampling=_SPINE_SAMPLING[spine.sampling],  # type: ignore[arg-type]
             interval_s=spine.interval.ToTimedelta().total_seconds()
             if spine.HasField("interval") else None,

@@ -8,6 +8,7 @@ from typing import Any
 
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
+from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument, NotFound, ResourceExhausted
 from atlas_core.rpc import ServiceDef
 from atlas_data import convert
@@ -52,7 +53,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
                 offline_rows=sum(p.row_count for p in parts), offline_partitions=len(parts))
             if parts:
                 stats.max_event_time.CopyFrom(
-                    convert.us_to_ts(max(p.max_event_us for p in parts)))
+                    pc.us_to_ts(max(p.max_event_us for p in parts)))
             return stats
         return await to_thread(compute)
 
@@ -63,14 +64,14 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             feature_group=convert.group_to_pb(group, await self._stats(group)))
 
     async def ListFeatureGroups(self, request: Any, context: Any) -> Any:
-        offset, limit = convert.page_window(request.page)
+        offset, limit = pc.page_window(request.page)
         groups, more = await to_thread(
             self.rt.groups.list, name_prefix=request.name_prefix,
             all_versions=request.all_versions, labels=dict(request.labels), offset=offset,
             limit=limit)
         return pb.ListFeatureGroupsResponse(
             feature_groups=[convert.group_to_pb(g) for g in groups],
-            page=convert.page_response(offset, limit, more))
+            page=pc.page_response(offset, limit, more))
 
     async def DeleteFeatureGroup(self, request: Any, context: Any) -> Any:
         if not request.name:
@@ -174,25 +175,25 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
     async def ListOfflinePartitions(self, request: Any, context: Any) -> Any:
         name, version = convert.group_ref(request.feature_group)
         group = await to_thread(self.rt.groups.get, name, version)
-        offset, limit = convert.page_window(request.page)
+        offset, limit = pc.page_window(request.page)
         parts = await to_thread(self.rt.offline.partitions, name,
-                                start_us=convert.opt_ts_us(request, "start_time"),
-                                end_us=convert.opt_ts_us(request, "end_time"))
+                                start_us=pc.opt_ts_us(request, "start_time"),
+                                end_us=pc.opt_ts_us(request, "end_time"))
         if request.feature_group.version:
             parts = [p for p in parts if p.group_version == group.version]
         page = parts[offset:offset + limit]
         return pb.ListOfflinePartitionsResponse(
             partitions=[pb.OfflinePartition(
-                artifact=convert.artifact_to_pb(p.ref), row_count=p.row_count,
-                min_event_time=convert.us_to_ts(p.min_event_us),
-                max_event_time=convert.us_to_ts(p.max_event_us), compacted=p.compacted,
+                artifact=pc.artifact_to_pb(p.ref), row_count=p.row_count,
+                min_event_time=pc.us_to_ts(p.min_event_us),
+                max_event_time=pc.us_to_ts(p.max_event_us), compacted=p.compacted,
                 feature_group_version=p.group_version) for p in page],
-            page=convert.page_response(offset, limit, offset + limit < len(parts)))
+            page=pc.page_response(offset, limit, offset + limit < len(parts)))
 
     async def SubmitCompactionJob(self, request: Any, context: Any) -> Any:
         spec = request.spec
         name, version = convert.group_ref(spec.feature_group, "spec.feature_group")
-        start, end = convert.opt_ts_us(spec, "start_time"), convert.opt_ts_us(spec, "end_time")
+        start, end = pc.opt_ts_us(spec, "start_time"), pc.opt_ts_us(spec, "end_time")
         if start is not None and end is not None and end <= start:
             raise InvalidArgument("spec.end_time must be after spec.start_time",
                                   reason="INVERTED_WINDOW")
@@ -273,10 +274,10 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         return pb.CancelDataJobResponse(job=await to_thread(self._job, request.job_id))
 
     async def ListDataJobs(self, request: Any, context: Any) -> Any:
-        offset, limit = convert.page_window(request.page)
+        offset, limit = pc.page_window(request.page)
         kind = convert.JOB_KINDS_FROM_PB.get(request.kind)
-        states = {convert.JOB_STATES_FROM_PB[s] for s in request.states
-                  if s in convert.JOB_STATES_FROM_PB}
+        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states
+                  if s in pc.JOB_STATES_FROM_PB}
 
         def collect() -> tuple[list[pb.DataJob], bool]:
             records = self.svc.jobs.list(kind=kind, limit=100_000)
@@ -288,7 +289,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
                     offset + limit < len(records))
 
         jobs, more = await to_thread(collect)
-        return pb.ListDataJobsResponse(jobs=jobs, page=convert.page_response(offset, limit, more))
+        return pb.ListDataJobsResponse(jobs=jobs, page=pc.page_response(offset, limit, more))
 
 
 def data_service_def(service: DataService) -> ServiceDef:

@@ -1,0 +1,32 @@
+"""Typed settings of the graph service (env prefix ATLAS_GRAPH_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from atlas_core.config import ServiceSettings, StrictModel
+
+
+class PartitionSettings(StrictModel):
+    # 0 means "what psutil reports available when the estimate is made".
+    memory_budget_bytes: int = 0
+    max_translate_ids: int = 100_000
+
+
+class TrainSettings(StrictModel):
+    # Seconds the graph servers get to exit on their own after the trainers finished.
+    server_exit_grace_s: float = 30.0
+    # Seconds a trainer may take to connect and start before the job fails.
+    start_timeout_s: float = 120.0
+    omp_threads_per_process: int = 1
+
+
+class JobSettings(StrictModel):
+    max_concurrent: int = 1
+    runner_id: str = "graph-0"
+
+
+class GraphSettings(ServiceSettings):
+    partition: PartitionSettings = Field(default_factory=PartitionSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
