@@ -123,13 +123,15 @@ async def test_batch_ingest_job_then_compaction(data_harness):
     await asyncio.to_thread(data_harness.service.flush_offline)
     parts = await stub.ListOfflinePartitions(pb.ListOfflinePartitionsRequest(
         feature_group=ref()))
-    assert len(parts.partitions) == 2
+    # the background flusher may publish the ingest in one or more partitions
+    before = len(parts.partitions)
+    assert before >= 2
     assert sum(p.row_count for p in parts.partitions) == 110
     job = (await stub.SubmitCompactionJob(pb.SubmitCompactionJobRequest(
         spec=pb.CompactionSpec(feature_group=ref())))).job
     done = await wait_job(stub, job.status.job_id)
     assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error.message
-    assert done.compaction_result.input_partitions == 2
+    assert done.compaction_result.input_partitions == before
     assert done.compaction_result.rows == 110
     parts = await stub.ListOfflinePartitions(pb.ListOfflinePartitionsRequest(
         feature_group=ref()))

@@ -1,0 +1,201 @@
+"""The graph service's domain facade (no grpc): what every front end (gRPC, CLI, tests) uses.
+
+Submission validates what can be checked without running the job (so a malformed spec, an
+unknown graph, too many partitions or a partitioning that cannot fit fail at once with the
+right code), then queues the job on the shared runner.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from atlas.graph.v1 import graph_service_pb2 as pb
+from atlas_core.db import write_transaction
+from atlas_core.errors import FailedPrecondition, InvalidArgument
+from atlas_core.jobs import JobRecord, JobRunner
+from atlas_graph.config import GraphSettings
+from atlas_graph.idmap import IdTranslation, RangeMap
+from atlas_graph.jobs import (
+    KIND_GENERATE,
+    KIND_IMPORT,
+    KIND_INFER,
+    KIND_PARTITION,
+    KIND_TRAIN,
+    RESUMABLE,
+    job_handlers,
+    spec_to_json,
+)
+from atlas_graph.packing import get_dir
+from atlas_graph.partitioning import Estimate, estimate, memory_budget, refuse_if_too_big
+from atlas_graph.runtime import GraphRuntime, open_runtime
+from atlas_graph.tables import idempotency
+
+
+class GraphService:
+    def __init__(self, runtime: GraphRuntime, runner: JobRunner) -> None:
+        self.rt = runtime
+        self.jobs = runner
+        self._translations: dict[str, IdTranslation] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: GraphSettings) -> GraphService:
+        runtime = open_runtime(settings)
+        runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
+        runner = JobRunner(runtime.engine, job_handlers(runtime.settings),
+                           max_concurrent=settings.jobs.max_concurrent,
+                           runner_id=settings.jobs.runner_id)
+        return cls(runtime, runner)
+
+    def start(self) -> None:
+        self.jobs.start()
+
+    def stop(self) -> None:
+        self.jobs.stop()
+        self.rt.close()
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    def submit(self, kind: str, spec: Any, request_id: str = "") -> JobRecord:
+        """Validate ``spec`` (a proto spec message) and queue it; returns the job."""
+        {KIND_IMPORT: self._check_import, KIND_GENERATE: self._check_generate,
+         KIND_PARTITION: self.check_partition, KIND_TRAIN: self._check_train,
+         KIND_INFER: self._check_infer}[kind](spec)
+        job_id = self.jobs.submit(kind, spec_to_json(spec), request_id=request_id or None,
+                                  resumable=kind in RESUMABLE)
+        return self.jobs.get(job_id)
+
+    def _check_import(self, spec: pb.ImportGraphSpec) -> None:
+        if not spec.edges:
+            raise InvalidArgument("import_graph.edges is empty", reason="NO_EDGES")
+        for i, e in enumerate(spec.edges):
+            if not e.src_column or not e.dst_column:
+                raise InvalidArgument(f"import_graph.edges[{i}] needs src_column and "
+                                      "dst_column", reason="MISSING_COLUMN")
+            if not e.source.artifacts and not e.source.uri_prefix:
+                raise InvalidArgument(f"import_graph.edges[{i}].source is empty",
+                                      reason="NO_INPUT")
+        for i, n in enumerate(spec.nodes):
+            if not n.id_column:
+                raise InvalidArgument(f"import_graph.nodes[{i}].id_column is empty",
+                                      reason="MISSING_COLUMN")
+
+    def _check_generate(self, spec: pb.GenerateGraphSpec) -> None:
+        if spec.nodes < 2:
+            raise InvalidArgument("generate_graph.nodes must be at least 2", reason="BAD_NODES")
+        if spec.communities < 0 or spec.communities > spec.nodes:
+            raise InvalidArgument("generate_graph.communities must be in 1..nodes",
+                                  reason="BAD_COMMUNITIES")
+
+    def estimate(self, spec: pb.PartitionGraphSpec) -> Estimate:
+        if not spec.graph_id:
+            raise InvalidArgument("graph_id is empty", reason="EMPTY_ID")
+        graph = self.rt.catalog.get_graph(spec.graph_id)
+        limit = spec.max_memory_bytes or memory_budget(
+            self.rt.settings.partition.memory_budget_bytes)
+        return estimate(graph["num_nodes"], graph["num_edges"], graph["node_feature_dims"],
+                        spec.num_partitions, limit)
+
+    def check_partition(self, spec: pb.PartitionGraphSpec) -> None:
+        refuse_if_too_big(self.estimate(spec))
+
+    def _check_train(self, spec: pb.TrainGraphSpec) -> None:
+        part = self._partitioning(spec.ref)
+        if not spec.fan_outs or any(f == 0 or f < -1 for f in spec.fan_outs):
+            raise InvalidArgument("train.fan_outs must list one positive fan-out (or -1 for "
+                                  "all neighbours) per layer", reason="BAD_FAN_OUTS")
+        if spec.epochs < 0 or spec.batch_size < 0 or spec.num_trainers < 0:
+            raise InvalidArgument("train.epochs, batch_size and num_trainers must be >= 0",
+                                  reason="BAD_SIZE")
+        if spec.backend not in ("", "gloo", "nccl"):
+            raise InvalidArgument(f"train.backend {spec.backend!r} is not gloo or nccl",
+                                  reason="BAD_BACKEND")
+        if not part["num_classes"]:
+            raise FailedPrecondition("the graph has no labels to train on",
+                                     reason="NOT_TRAINABLE")
+        if not part["node_feature_dims"]:
+            raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")
+
+    def _check_infer(self, spec: pb.InferGraphSpec) -> None:
+        self._partitioning(spec.ref)
+        if not spec.model_bundle.uri:
+            raise InvalidArgument("infer.model_bundle.uri is empty", reason="NO_MODEL")
+        if not spec.write_embeddings and not spec.write_predictions:
+            raise InvalidArgument("infer needs write_embeddings or write_predictions",
+                                  reason="NO_OUTPUT")
+
+    def _partitioning(self, ref: Any) -> dict[str, Any]:
+        if not ref.graph_id or not ref.partitioning_id:
+            raise InvalidArgument("ref needs graph_id and partitioning_id", reason="EMPTY_ID")
+        return self.rt.catalog.get_partitioning(ref.graph_id, ref.partitioning_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        record = self.jobs.get(job_id)
+        if not record.finished:
+            self.jobs.cancel(job_id)
+        return self.jobs.get(job_id)
+
+    # ---- graphs -----------------------------------------------------------------------------
+
+    def delete_graph(self, graph_id: str, request_id: str = "") -> int:
+        seen = self.remembered("DeleteGraph", request_id)
+        if seen is not None:
+            return int(seen["deleted"])
+        running = [j for j in self.jobs.list(limit=1000)
+                   if not j.finished and graph_id in json.dumps(j.spec)]
+        if running:
+            raise FailedPrecondition(f"graph '{graph_id}' is used by running job "
+                                     f"{running[0].id}", reason="GRAPH_IN_USE")
+        deleted = self.rt.catalog.delete_graph(graph_id)
+        for ref in list(self.rt.artifacts.list(f"graphs/{graph_id}/")):
+            self.rt.artifacts.delete(ref.key)
+        self.remember("DeleteGraph", request_id, {"deleted": deleted})
+        return deleted
+
+    # ---- id translation ---------------------------------------------------------------------
+
+    def translation(self, graph_id: str, partitioning_id: str) -> IdTranslation:
+        """The memory-mapped translation of a partitioning, fetched once into data_dir."""
+        part = self.rt.catalog.get_partitioning(graph_id, partitioning_id)
+        with self._lock:
+            if partitioning_id not in self._translations:
+                root = self.rt.work_root / "idmaps" / partitioning_id
+                if not (root / "complete").exists():
+                    shutil.rmtree(root, ignore_errors=True)
+                    for p in part["partitions"]:
+                        get_dir(self.rt.artifacts, p["id_map"]["uri"], root / f"part{p['index']}")
+                    Path(root / "complete").touch()
+                ranges = {kind: RangeMap(self.rt.catalog.boundaries(partitioning_id, kind))
+                          for kind in ("node", "edge")}
+                self._translations[partitioning_id] = IdTranslation(root, ranges)
+            return self._translations[partitioning_id]
+
+    # ---- idempotency --------------------------------------------------------------------------
+
+    def remembered(self, operation: str, request_id: str) -> dict[str, Any] | None:
+        if not request_id:
+            return None
+        with self.rt.engine.connect() as conn:
+            raw = conn.execute(select(idempotency.c.result).where(
+                (idempotency.c.request_id == request_id)
+                & (idempotency.c.operation == operation))).scalar()
+        return json.loads(raw) if raw is not None else None
+
+    def remember(self, operation: str, request_id: str, result: dict[str, Any]) -> None:
+        if not request_id:
+            return
+        try:
+            with write_transaction(self.rt.engine) as conn:
+                conn.execute(idempotency.insert().values(
+                    request_id=request_id, operation=operation, result=json.dumps(result),
+                    created_at=datetime.now(timezone.utc)))
+        except IntegrityError:
+            pass

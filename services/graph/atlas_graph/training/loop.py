@@ -1,0 +1,123 @@
+"""The training loop each trainer runs on a DistGraph: DDP over mini-batches of sampled
+neighbourhoods, checkpoints from rank 0, then inference over this trainer's share of all
+nodes (embeddings and class scores saved under its rank for the cluster to merge)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from atlas_graph.training.models import build_model
+
+Emit = Callable[..., None]
+
+
+def _loader(graph: Any, nids: torch.Tensor, fan_outs: list[int], batch: int, shuffle: bool
+            ) -> Any:
+    import dgl
+
+    sampler = dgl.dataloading.NeighborSampler(fan_outs)
+    return dgl.distributed.DistNodeDataLoader(graph, nids, sampler, batch_size=batch,
+                                              shuffle=shuffle, drop_last=False)
+
+
+def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
+    import dgl
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(cfg["seed"] + rank)
+    pb = graph.get_partition_book()
+    train_nid = dgl.distributed.node_split(graph.ndata["train_mask"], pb, force_even=True)
+    model_cfg = cfg["model"]
+    model = build_model(model_cfg)
+    start_epoch = 0
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+    if cfg.get("resume_path"):
+        state = torch.load(cfg["resume_path"], map_location="cpu")
+        model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            opt.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    loader = _loader(graph, train_nid, cfg["fan_outs"], cfg["batch_size"], True)
+    every = max(1, cfg["checkpoint_every_epochs"])
+    for epoch in range(start_epoch, cfg["epochs"]):
+        ddp.train()
+        started = time.monotonic()
+        total_loss, batches, correct, seen = 0.0, 0, 0, 0
+        with ddp.join():
+            for input_nodes, seeds, blocks in loader:
+                x = graph.ndata["feat"][input_nodes]
+                y = graph.ndata["label"][seeds]
+                logits = ddp(blocks, x)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total_loss += float(loss)
+                batches += 1
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(seeds)
+                if rank == 0 and batches % 20 == 0:
+                    emit("batch", epoch=epoch + 1, batch=batches, loss=float(loss))
+        sums = torch.tensor([total_loss, batches, correct, seen], dtype=torch.float64)
+        dist.all_reduce(sums)
+        elapsed = time.monotonic() - started
+        if rank == 0:
+            emit("epoch", epoch=epoch + 1, epochs=cfg["epochs"], seconds=elapsed,
+                 loss=float(sums[0] / max(sums[1], 1)),
+                 train_accuracy=float(sums[2] / max(sums[3], 1)))
+            if (epoch + 1) % every == 0 or epoch + 1 == cfg["epochs"]:
+                path = Path(cfg["out_dir"]) / f"checkpoint-epoch{epoch + 1}.pt"
+                torch.save({"epoch": epoch + 1, "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "config": model_cfg}, path)
+                emit("checkpoint", epoch=epoch + 1, path=str(path))
+        dist.barrier()
+    if rank == 0:
+        torch.save(model.state_dict(), Path(cfg["out_dir"]) / "model.pt")
+    _infer(cfg, graph, model, rank, world, emit)
+
+
+@torch.no_grad()
+def _infer(cfg: dict[str, Any], graph: Any, model: torch.nn.Module, rank: int, world: int,
+           emit: Emit) -> None:
+    model.eval()
+    n = graph.num_nodes()
+    mine = torch.tensor_split(torch.arange(n), world)[rank]
+    ids, embeddings, scores = [], [], []
+    for input_nodes, seeds, blocks in _loader(graph, mine, cfg["fan_outs"],
+                                              cfg["infer_batch_size"], False):
+        logits, emb = model.forward_with_embedding(blocks, graph.ndata["feat"][input_nodes])
+        ids.append(seeds)
+        embeddings.append(emb)
+        scores.append(torch.softmax(logits, 1))
+    new_ids = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64)
+    prob = torch.cat(scores) if scores else torch.empty(0, model_classes(cfg))
+    counts = []
+    labels = graph.ndata["label"][new_ids]
+    pred = prob.argmax(1)
+    for mask in ("train_mask", "val_mask", "test_mask"):
+        m = graph.ndata[mask][new_ids].bool()
+        counts += [int((pred[m] == labels[m]).sum()), int(m.sum())]
+    totals = torch.tensor(counts, dtype=torch.float64)
+    dist.all_reduce(totals)
+    out = Path(cfg["out_dir"])
+    np.save(out / f"rank{rank}-ids.npy", new_ids.numpy())
+    np.save(out / f"rank{rank}-scores.npy", prob.numpy().astype(np.float32))
+    if cfg.get("write_embeddings"):
+        np.save(out / f"rank{rank}-emb.npy", torch.cat(embeddings).numpy().astype(np.float32))
+    if rank == 0:
+        names = ("train_accuracy", "val_accuracy", "test_accuracy")
+        emit("metrics", **{name: float(totals[2 * i] / max(totals[2 * i + 1], 1))
+                           for i, name in enumerate(names)})
+
+
+def model_classes(cfg: dict[str, Any]) -> int:
+    return int(cfg["model"]["classes"])

@@ -1,0 +1,47 @@
+"""How serving reads model bundles: references from requests to store keys, and the shared
+bundle loader (atlas_core.bundles) behind one seam so tests and the registry use the same path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from atlas.common.v1 import common_pb2
+from atlas_core.errors import InvalidArgument
+from atlas_core.storage import ArtifactRef, ArtifactStore
+
+# (store, ref) -> atlas_core.bundles.LoadedBundle; raises DataLoss on checksum failure.
+BundleLoader = Callable[[ArtifactStore, ArtifactRef], Any]
+
+
+def default_loader(store: ArtifactStore, ref: ArtifactRef) -> Any:
+    from atlas_core.bundles import load_bundle  # heavy (pandas, joblib): import when needed
+
+    return load_bundle(store, ref, verify=True)
+
+
+def key_from_uri(store: ArtifactStore, uri: str) -> str:
+    """The store key of ``uri`` (``s3://<bucket>/<key>``, or a bare key)."""
+    if not uri:
+        raise InvalidArgument("bundle.uri is required", reason="BUNDLE_REQUIRED")
+    if "://" not in uri:
+        return uri
+    prefix = store.uri("")
+    if not uri.startswith(prefix):
+        raise InvalidArgument(f"bundle {uri} is not in this platform's object store "
+                              f"({prefix})", reason="FOREIGN_BUNDLE")
+    return uri[len(prefix):]
+
+
+def artifact_from_pb(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> ArtifactRef:
+    key = key_from_uri(store, ref.uri)
+    if ref.sha256 and len(ref.sha256) != 64:
+        raise InvalidArgument("bundle.sha256 must be 64 hex digits", reason="BAD_BUNDLE_REF")
+    if not ref.sha256 or not ref.size_bytes:  # a partial ref: take what was recorded
+        recorded = store.stat(key)
+        if ref.sha256 and ref.sha256 != recorded.sha256:
+            raise InvalidArgument(f"bundle {key} does not hold sha256 {ref.sha256}",
+                                  reason="BAD_BUNDLE_REF")
+        return recorded
+    return ArtifactRef(uri=store.uri(key), key=key, sha256=ref.sha256, size=ref.size_bytes)

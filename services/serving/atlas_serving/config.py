@@ -1,0 +1,46 @@
+"""Typed settings of the serving service (env prefix ATLAS_SERVING_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from atlas_core.config import ServiceSettings, StrictModel
+from atlas_core.rpc.channel import ClientSettings
+
+
+class CapacityDefaults(StrictModel):
+    # Per endpoint and replica: requests running at once, and waiting beyond that.
+    max_concurrency: int = 64
+    max_queue: int = 256
+    # Bytes of loaded models per replica (LRU eviction beyond it).
+    memory_budget_bytes: int = 2 * 1024**3
+    max_batch_size: int = 64
+    max_delay_ms: float = 2.0
+
+
+class RuntimeSettings(StrictModel):
+    replica_id: str = "serving-0"
+    # How often a replica re-reads endpoint state from the metadata DB (convergence delay).
+    poll_seconds: float = 0.25
+    # How often per-variant statistics are published for alarms and GetEndpointStats.
+    stats_publish_seconds: float = 0.25
+    # How often a rollout driver evaluates its alarms and steps.
+    rollout_tick_seconds: float = 0.2
+    # A rollout whose driver has not heartbeated for this long is taken over by a replica.
+    rollout_lease_seconds: float = 5.0
+    # Threads running batched inference (off the event loop).
+    inference_threads: int = 2
+    capture_prefix: str = "serving/capture"
+
+
+class JobSettings(StrictModel):
+    max_concurrent: int = 1
+    runner_id: str = "serving-0"
+
+
+class ServingSettings(ServiceSettings):
+    # The data service, for entity-id feature lookups (unset: entity requests are refused).
+    data: ClientSettings | None = None
+    capacity: CapacityDefaults = Field(default_factory=CapacityDefaults)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)

@@ -1,0 +1,123 @@
+"""The serving service's metadata tables and their migrations (SQLite and PostgreSQL).
+
+Endpoint and deployment state live here so that every serving replica converges to it by
+polling; messages are stored as canonical proto JSON (``body`` columns)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from atlas_core.db import Migration, MigrationSet
+
+metadata = MetaData()
+
+models = Table(
+    "serving_models", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+model_versions = Table(
+    "serving_model_versions", metadata,
+    Column("model_name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("body", Text, nullable=False),  # JSON of VersionRecord
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("model_name", "version"),
+)
+
+aliases = Table(
+    "serving_aliases", metadata,
+    Column("model_name", String(128), nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    PrimaryKeyConstraint("model_name", "alias"),
+)
+
+endpoints = Table(
+    "serving_endpoints", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("spec", Text, nullable=False),  # EndpointSpec proto JSON (resolved versions)
+    Column("state", String(32), nullable=False),
+    Column("traffic", Text, nullable=False),  # {"variant": percent} of live traffic
+    Column("active_deployment_id", String(64), nullable=False, default=""),
+    Column("last_deployment_id", String(64), nullable=False, default=""),
+    Column("etag", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+deployments = Table(
+    "serving_deployments", metadata,
+    Column("deployment_id", String(64), primary_key=True),
+    Column("endpoint_name", String(128), nullable=False, index=True),
+    Column("state", String(32), nullable=False),
+    Column("body", Text, nullable=False),  # Deployment proto JSON
+    Column("driver", Text, nullable=False),  # driver state JSON (step start times, ...)
+    Column("owner", String(128), nullable=False, default=""),
+    Column("heartbeat_us", BigInteger, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+variant_stats = Table(
+    "serving_variant_stats", metadata,
+    Column("replica_id", String(128), nullable=False),
+    Column("endpoint_name", String(128), nullable=False),
+    Column("variant", String(128), nullable=False),
+    Column("buckets", Text, nullable=False),  # JSON: per-second counters of the last minutes
+    Column("updated_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("replica_id", "endpoint_name", "variant"),
+)
+
+capture_files = Table(
+    "serving_capture_files", metadata,
+    Column("key", String(512), primary_key=True),
+    Column("endpoint_name", String(128), nullable=False, index=True),
+    Column("variant", String(128), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("start_us", BigInteger, nullable=False),
+    Column("end_us", BigInteger, nullable=False),
+)
+
+alerts = Table(
+    "serving_alerts", metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("endpoint_name", String(128), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("body", Text, nullable=False),  # Alert proto JSON
+    Column("acknowledged", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+idempotency = Table(
+    "serving_idempotency", metadata,
+    Column("request_id", String(256), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("result", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("request_id", "operation", name="uq_serving_idempotency"),
+)
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+MIGRATIONS = MigrationSet("serving", [Migration(1, "registry, endpoints, deployments", _v1)])

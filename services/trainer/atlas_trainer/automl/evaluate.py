@@ -1,0 +1,209 @@
+"""Validation of one configuration with multi-fidelity growth and out-of-fold predictions.
+
+Each fold's preprocessing is fitted once; the model is then *grown* (boosting rounds, trees,
+epochs) through the rungs 1/27, 1/9, 1/3 and 1 of its full size, and after each rung the
+validation score is reported so Hyperband can stop a poor configuration early. Growth
+continues the same model (XGBoost ``xgb_model``, LightGBM ``init_model``, forest
+``warm_start``, MLP extra epochs), so a configuration that survives every rung costs about
+one full fit. ``check()`` is called between folds/rungs and inside boosting iterations and
+epochs, so deadlines and cancellation interrupt even a long fit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+from atlas_core.ml import TabularModel
+from atlas_trainer.automl.space import build_estimator, build_preprocessor, describe, total_units
+from atlas_trainer.automl.task import PreparedTarget
+
+RUNGS = (1, 3, 9, 27)  # fidelity steps reported to the pruner, out of MAX_RESOURCE
+MAX_RESOURCE = 27
+HOLDOUT_ROWS = 20_000  # above this, "auto" validation uses a holdout instead of k-fold
+
+
+class Interrupted(Exception):
+    """Raised by ``check`` callbacks: ``reason`` is ``deadline``, ``trial_time_limit`` or
+    ``cancelled``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train/validation index pairs shared by every trial; ``oof_index`` = rows that get an
+    out-of-fold prediction (all rows for k-fold, the holdout rows otherwise)."""
+
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    oof_index: np.ndarray
+    method: str
+
+
+def make_splits(
+    prepared: PreparedTarget, *, method: str = "auto", folds: int | None = None,
+    holdout_fraction: float = 0.2, seed: int = 0,
+) -> Splits:
+    n = len(prepared.y)
+    stratify = prepared.y if prepared.task != "regression" else None
+    if method == "auto":
+        method = "holdout" if n > HOLDOUT_ROWS else "kfold"
+    if method == "holdout":
+        tr, va = train_test_split(
+            np.arange(n), test_size=holdout_fraction, random_state=seed, stratify=stratify
+        )
+        return Splits([(np.sort(tr), np.sort(va))], np.sort(va), "holdout")
+    k = folds or prepared.folds
+    if stratify is not None:
+        k = min(k, prepared.folds)
+        it = StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), stratify)
+    else:
+        it = KFold(k, shuffle=True, random_state=seed).split(np.zeros(n))
+    return Splits([(tr, va) for tr, va in it], np.arange(n), f"{k}-fold")
+
+
+@dataclass
+class Outcome:
+    """What one evaluated configuration produced."""
+
+    score: float
+    score_std: float
+    oof: np.ndarray  # scores on splits.oof_index rows: [m] or [m, C]
+    fit_time_s: float
+    predict_time_per_1k_s: float
+    fold_models: list[TabularModel]
+    fidelity: float  # fraction of the full size reached (1.0 when complete)
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def rung_targets(total: int) -> list[tuple[int, int]]:
+    """(step, units) pairs: the rungs at which to report, with the model size at each."""
+    if total <= 1:
+        return [(MAX_RESOURCE, 1)]
+    out: list[tuple[int, int]] = []
+    for step in RUNGS:
+        units = max(1, math.ceil(total * step / MAX_RESOURCE))
+        if out and units <= out[-1][1]:
+            continue
+        out.append((step, units))
+    if out[-1][0] != MAX_RESOURCE:
+        out[-1] = (MAX_RESOURCE, total)
+    return out
+
+
+def _grow(est: Any, family: str, Z: np.ndarray, y: np.ndarray, done: int, target: int,
+          check: Callable[[], None]) -> None:
+    """Grow ``est`` from ``done`` to ``target`` units (0 = unfitted)."""
+    delta = target - done
+    if family == "xgboost":
+        import xgboost as xgb
+
+        class _Check(xgb.callback.TrainingCallback):
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                check()
+                return False
+
+        est.set_params(n_estimators=delta, callbacks=[_Check()])
+        try:
+            est.fit(Z, y, xgb_model=est.get_booster() if done else None)
+        finally:
+            est.set_params(callbacks=None)  # keeps the fitted model picklable
+    elif family == "lightgbm":
+        est.set_params(n_estimators=delta)
+        est.fit(Z, y, init_model=est.booster_ if done else None, callbacks=[lambda env: check()])
+    elif family in ("random_forest", "extra_trees"):
+        step = max(10, delta // 4)  # in chunks so a deadline can interrupt a big forest
+        size = done
+        while size < target:
+            size = min(target, size + step)
+            est.set_params(n_estimators=size, warm_start=True)
+            est.fit(Z, y)
+            check()
+        est.set_params(warm_start=False)
+    elif family == "mlp":
+        def on_epoch(_: int) -> bool:
+            check()
+            return False
+
+        est.fit(Z, y, epochs=delta, warm_start=done > 0, on_epoch=on_epoch)
+    else:
+        est.fit(Z, y)
+
+
+def evaluate_config(
+    params: Mapping[str, Any],
+    X: pd.DataFrame,
+    prepared: PreparedTarget,
+    splits: Splits,
+    *,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "cpu",
+    report: Callable[[float, int], bool] | None = None,
+    check: Callable[[], None] = lambda: None,
+) -> Outcome:
+    """Cross-validate ``params``. ``report(score, step)`` is called after each rung and
+    returns True to stop (the caller then raises ``optuna.TrialPruned``); this function then
+    returns the partial outcome with ``fidelity < 1``. ``check()`` raises ``Interrupted``.
+    Exceptions from fitting propagate (the trial is recorded as failed)."""
+    task, metric, y = prepared.task, prepared.metric, prepared.y
+    family = params["family"]
+    t_fit = 0.0
+    folds: list[dict[str, Any]] = []
+    for tr, va in splits.folds:
+        check()
+        t0 = time.perf_counter()
+        pre = build_preprocessor(params, task, seed)
+        Ztr = pre.fit_transform(X.iloc[tr], y[tr])
+        Zva = pre.transform(X.iloc[va])
+        t_fit += time.perf_counter() - t0
+        est = build_estimator(params, task, seed, threads=threads, device=device, units=1)
+        folds.append({"pre": pre, "est": est, "Ztr": Ztr, "ytr": y[tr], "Zva": Zva, "va": va})
+    pos = {int(r): i for i, r in enumerate(splits.oof_index)}
+    total = total_units(params)
+    done, fidelity = 0, 0.0
+    score, std, oof, t_pred = float("nan"), float("nan"), np.empty(0), 0.0
+    for step, units in rung_targets(total):
+        shape = (len(splits.oof_index),) if task == "regression" else (
+            len(splits.oof_index), prepared.n_classes)
+        oof = np.zeros(shape)
+        fold_scores: list[float] = []
+        t_pred = 0.0
+        for f in folds:
+            t0 = time.perf_counter()
+            _grow(f["est"], family, f["Ztr"], f["ytr"], done, units, check)
+            t_fit += time.perf_counter() - t0
+            model = TabularModel(f["pre"], f["est"], task, prepared.classes, family, describe(params))
+            t0 = time.perf_counter()
+            s = model.scores_from_features(f["Zva"])
+            t_pred += time.perf_counter() - t0
+            idx = [pos[int(r)] for r in f["va"]]
+            oof[idx] = s
+            try:
+                fold_scores.append(metric.score(y[f["va"]], s, prepared.n_classes))
+            except ValueError:  # e.g. AUC on a fold with one class
+                pass
+        done, fidelity = units, step / MAX_RESOURCE
+        score = metric.score(y[splits.oof_index], oof, prepared.n_classes)
+        std = float(np.std(fold_scores)) if fold_scores else 0.0
+        if not math.isfinite(score):
+            raise ValueError(f"non-finite validation score {score}")
+        if report is not None and report(score, step) and step != MAX_RESOURCE:
+            break
+    n_val = max(1, len(splits.oof_index))
+    fold_models = [
+        TabularModel(f["pre"], f["est"], task, prepared.classes, family, describe(params))
+        for f in folds
+    ]
+    return Outcome(score, std, oof, t_fit, t_pred / n_val * 1000.0, fold_models, fidelity,
+                   describe(params))

@@ -1,0 +1,278 @@
+"""The search loop: one Optuna study, ask/tell workers, budgets, events, cancellation.
+
+Strategies:
+- ``bohb``: multivariate grouped TPE + Hyperband over the fidelity rungs. Optuna narrows the
+  sampler's view to the trial's own bracket whenever the study's pruner *is* a
+  ``HyperbandPruner`` (so TPE pays start-up trials per bracket, optuna PR #828). Wrapping the
+  Hyperband pruner in :class:`SharedHyperbandPruner` keeps the per-bracket successive-halving
+  decisions but lets one TPE model learn from every trial of every bracket.
+- ``tpe``: the same TPE, no pruning. ``random``: random search, no pruning.
+
+Workers use ask/tell (not ``study.optimize``) so that no trial is created after the deadline,
+failures are recorded with their reason, and interrupted trials are told PRUNED at the
+fidelity they reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
+from optuna.trial import FrozenTrial, TrialState
+
+from atlas_trainer.automl.evaluate import MAX_RESOURCE, Interrupted, Outcome, Splits, evaluate_config
+from atlas_trainer.automl.space import SpaceOptions, describe, sample_config
+from atlas_trainer.automl.task import PreparedTarget
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("bohb", "tpe", "random")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class SharedHyperbandPruner(BasePruner):
+    """Hyperband whose brackets do not partition the sampler's history (see module doc)."""
+
+    def __init__(self, min_resource: int = 1, max_resource: int = MAX_RESOURCE,
+                 reduction_factor: int = 3) -> None:
+        self._hyperband = HyperbandPruner(min_resource, max_resource, reduction_factor)
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self._hyperband.prune(study, trial)
+
+
+def make_sampler(strategy: str, seed: int, n_startup: int = 8) -> optuna.samplers.BaseSampler:
+    if strategy == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, constant_liar=True,
+        n_startup_trials=n_startup, warn_independent_sampling=False,
+    )
+
+
+def make_pruner(strategy: str) -> BasePruner:
+    return SharedHyperbandPruner() if strategy == "bohb" else NopPruner()
+
+
+@dataclass
+class SearchSettings:
+    """How one worker searches. Deadlines are ``time.monotonic()`` values (None = none)."""
+
+    strategy: str = "bohb"
+    seed: int = 0
+    workers: int = 1  # trials run in parallel in this process
+    threads: int = 1  # threads per trial (model n_jobs)
+    devices: list[str] = field(default_factory=lambda: ["cpu"])  # one per worker slot
+    max_trials: int | None = None  # study-wide count of finished + running trials
+    search_deadline: float | None = None
+    trial_time_limit_s: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    hard_deadline: float | None = None  # the job's wall budget end (for "remaining")
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    keep_models: int = 20  # fold models kept in memory for the best N trials
+
+
+class SearchState:
+    """What this process remembers beyond the Optuna storage: OOF predictions and fold
+    models of good trials (for ensembling and refit-free final models). Thread-safe."""
+
+    def __init__(self, higher_is_better: bool) -> None:
+        self.lock = threading.Lock()
+        self.higher = higher_is_better
+        self.oof: dict[int, np.ndarray] = {}
+        self.scores: dict[int, float] = {}
+        self.fold_models: dict[int, list[Any]] = {}
+        self.fit_time: dict[int, float] = {}
+        self.cancelled = False
+        self.trials_run: list[int] = []
+        self.best: tuple[int, float] | None = None
+
+    def keep(self, number: int, outcome: Outcome, keep_models: int) -> bool:
+        """Store a completed trial; returns True when it is the new best of this process."""
+        with self.lock:
+            self.oof[number] = outcome.oof
+            self.scores[number] = outcome.score
+            self.fit_time[number] = outcome.fit_time_s
+            self.fold_models[number] = outcome.fold_models
+            ranked = sorted(self.fold_models, key=lambda n: self.scores[n], reverse=self.higher)
+            for n in ranked[keep_models:]:
+                del self.fold_models[n]  # memory: only the best N keep their fitted folds
+            new_best = self.best is None or (
+                outcome.score > self.best[1] if self.higher else outcome.score < self.best[1])
+            if new_best:
+                self.best = (number, outcome.score)
+            return new_best
+
+
+def _emit(settings: SearchSettings, event: dict[str, Any]) -> None:
+    if settings.on_event is None:
+        return
+    now = time.monotonic()
+    event.setdefault("elapsed_s", now - settings.started_at)
+    if settings.hard_deadline is not None:
+        event.setdefault("remaining_s", max(0.0, settings.hard_deadline - now))
+    try:
+        settings.on_event(event)
+    except Exception:  # a broken watcher must not break the search
+        log.exception("on_event callback failed")
+
+
+def _best_of_study(study: optuna.Study) -> tuple[int, float] | None:
+    try:
+        t = study.best_trial
+    except ValueError:
+        return None
+    return t.number, float(t.value)  # type: ignore[arg-type]
+
+
+class Searcher:
+    """Runs trials of ``study`` until a budget, cancellation or the trial limit stops it."""
+
+    def __init__(self, study: optuna.Study, X: pd.DataFrame, prepared: PreparedTarget,
+                 splits: Splits, options: SpaceOptions, settings: SearchSettings,
+                 state: SearchState) -> None:
+        self.study, self.X, self.prepared, self.splits = study, X, prepared, splits
+        self.options, self.settings, self.state = options, settings, state
+        self._ask_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # -- budget ------------------------------------------------------------------------------
+    def _stop_reason(self) -> str | None:
+        s = self.settings
+        if self.state.cancelled or (s.should_stop is not None and s.should_stop()):
+            self.state.cancelled = True
+            return "cancelled"
+        if s.search_deadline is not None and time.monotonic() >= s.search_deadline:
+            return "deadline"
+        return None
+
+    def _ask(self) -> optuna.Trial | None:
+        with self._ask_lock:
+            if self._stop.is_set() or self._stop_reason() is not None:
+                self._stop.set()
+                return None
+            if self.settings.max_trials is not None:
+                states = (*FINISHED, TrialState.RUNNING)
+                used = len(self.study.get_trials(deepcopy=False, states=states))
+                if used >= self.settings.max_trials:
+                    self._stop.set()
+                    return None
+            return self.study.ask()
+
+    # -- one trial ---------------------------------------------------------------------------
+    def _run_one(self, trial: optuna.Trial, device: str) -> None:
+        s, st = self.settings, self.state
+        t_start = time.monotonic()
+        trial_deadline = t_start + s.trial_time_limit_s if s.trial_time_limit_s else None
+        origin = trial.user_attrs.get("origin") or ("random" if s.strategy == "random" else "tpe")
+        base: dict[str, Any] = {"trial": trial.number, "origin": origin}
+        params: dict[str, Any] = {}
+
+        def check() -> None:
+            reason = self._stop_reason()
+            if reason is not None:
+                raise Interrupted(reason)
+            if trial_deadline is not None and time.monotonic() >= trial_deadline:
+                raise Interrupted("trial_time_limit")
+
+        def report(score: float, step: int) -> bool:
+            trial.report(score, step)
+            trial.set_user_attr("fidelity", step / MAX_RESOURCE)
+            return s.strategy == "bohb" and trial.should_prune()
+
+        try:
+            params = sample_config(trial, self.prepared.task, self.options)
+            trial.set_user_attr("origin", origin)
+            trial.set_user_attr("pipeline", describe(params))
+            trial.set_user_attr("family", params["family"])
+            trial.set_user_attr("config", params)  # includes fixed (not sampled) values
+            _emit(s, {**base, "type": "trial_started", "params": params,
+                      "pipeline": describe(params)})
+            out = evaluate_config(params, self.X, self.prepared, self.splits, seed=s.seed,
+                                  threads=s.threads, device=device, report=report, check=check)
+        except Interrupted as exc:
+            self._tell_interrupted(trial, base, params, exc.reason, time.monotonic() - t_start)
+            return
+        except Exception as exc:  # a failing model is recorded, the study goes on
+            err = f"{type(exc).__name__}: {exc}"[:500]
+            trial.set_user_attr("error", err)
+            self.study.tell(trial, state=TrialState.FAIL)
+            _emit(s, {**base, "type": "trial_failed", "error": err, "params": params})
+            return
+        self._tell_outcome(trial, base, params, out)
+
+    def _tell_outcome(self, trial: optuna.Trial, base: dict[str, Any],
+                      params: dict[str, Any], out: Outcome) -> None:
+        s, st = self.settings, self.state
+        for k, v in (("score_std", out.score_std), ("fit_time_s", out.fit_time_s),
+                     ("predict_time_per_1k_s", out.predict_time_per_1k_s),
+                     ("fidelity", out.fidelity)):
+            trial.set_user_attr(k, float(v))
+        event = {**base, "params": params, "pipeline": out.description, "score": out.score,
+                 "fit_time_s": out.fit_time_s, "predict_time_per_1k_s": out.predict_time_per_1k_s}
+        if out.fidelity < 1.0:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            _emit(s, {**event, "type": "trial_pruned", "fidelity": out.fidelity})
+            return
+        self.study.tell(trial, out.score)
+        with st.lock:
+            st.trials_run.append(trial.number)
+        new_best = st.keep(trial.number, out, s.keep_models)
+        best = _best_of_study(self.study) or (trial.number, out.score)
+        _emit(s, {**event, "type": "trial_finished", "best_trial": best[0], "best_score": best[1]})
+        if new_best and best[0] == trial.number:
+            _emit(s, {**event, "type": "new_best", "best_trial": best[0], "best_score": best[1]})
+
+    def _tell_interrupted(self, trial: optuna.Trial, base: dict[str, Any],
+                          params: dict[str, Any], reason: str, elapsed: float) -> None:
+        trial.set_user_attr("interrupted", reason)
+        trial.set_user_attr("fit_time_s", elapsed)
+        frozen = self.study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - read-only
+        if frozen.intermediate_values:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            _emit(self.settings, {**base, "type": "trial_pruned", "reason": reason, "params": params})
+        else:
+            trial.set_user_attr("error", f"interrupted: {reason}")
+            self.study.tell(trial, state=TrialState.FAIL)
+            _emit(self.settings, {**base, "type": "trial_failed", "error": f"interrupted: {reason}",
+                                  "params": params})
+        if reason != "trial_time_limit":
+            self._stop.set()
+
+    # -- workers -----------------------------------------------------------------------------
+    def _worker(self, slot: int) -> None:
+        device = self.settings.devices[slot % len(self.settings.devices)]
+        while True:
+            trial = self._ask()
+            if trial is None:
+                return
+            with self.state.lock:
+                pass
+            self._run_one(trial, device)
+
+    def run(self) -> str:
+        """Search until stopped; returns why: ``cancelled``, ``deadline`` or ``max_trials``."""
+        n = max(1, self.settings.workers)
+        if n == 1:
+            self._worker(0)
+        else:
+            with ThreadPoolExecutor(n, thread_name_prefix="atlas-trial") as pool:
+                for f in [pool.submit(self._worker, i) for i in range(n)]:
+                    f.result()
+        reason = self._stop_reason() or "max_trials"
+        _emit(self.settings, {"type": "search_finished", "reason": reason})
+        return reason
+
+
+def trial_units_ok(value: float) -> bool:
+    return math.isfinite(value)

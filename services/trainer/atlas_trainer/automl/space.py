@@ -1,0 +1,283 @@
+"""The one conditional search space over the whole pipeline, and pipeline construction.
+
+Parameter names do not depend on the dataset (ranges are fractions/percentiles, not column
+counts), so a configuration found on one dataset can be enqueued on another (meta-learning).
+Names are prefixed by their group (``pre.``, ``xgb.``, ...) and sampled only when relevant,
+which is what grouped multivariate TPE exploits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from atlas_core.ml import TabularModel, TabularPreprocessor, TorchMLP
+
+FAMILIES = ("xgboost", "lightgbm", "linear", "random_forest", "extra_trees", "mlp")
+_NEEDS_SCALING = {"linear", "mlp"}
+
+
+@dataclass(frozen=True)
+class SpaceOptions:
+    """Caller restrictions: model families, optional steps, and fixed parameter values
+    (a fixed value is used instead of sampling that name)."""
+
+    families: tuple[str, ...] = FAMILIES
+    allow_crosses: bool = True
+    allow_selection: bool = True
+    fixed: Mapping[str, Any] | None = None
+
+
+def validate_families(families: Sequence[str] | None) -> tuple[str, ...]:
+    from atlas_core.errors import InvalidArgument
+
+    if not families:
+        return FAMILIES
+    bad = [f for f in families if f not in FAMILIES]
+    if bad:
+        raise InvalidArgument(
+            f"unknown model families {bad}; choose from {list(FAMILIES)}", reason="BAD_FAMILY"
+        )
+    return tuple(dict.fromkeys(families))
+
+
+class _Sampler:
+    """Wraps a trial so fixed parameters bypass sampling."""
+
+    def __init__(self, trial: optuna.Trial, fixed: Mapping[str, Any] | None) -> None:
+        self.trial = trial
+        self.fixed = dict(fixed or {})
+        self.params: dict[str, Any] = {}
+
+    def _take(self, name: str, sample: Any) -> Any:
+        value = self.fixed[name] if name in self.fixed else sample()
+        self.params[name] = value
+        return value
+
+    def cat(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._take(name, lambda: self.trial.suggest_categorical(name, list(choices)))
+
+    def int(self, name: str, low: int, high: int, log: bool = False) -> int:
+        return self._take(name, lambda: self.trial.suggest_int(name, low, high, log=log))
+
+    def float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        return self._take(name, lambda: self.trial.suggest_float(name, low, high, log=log))
+
+
+def sample_config(trial: optuna.Trial, task: str, options: SpaceOptions) -> dict[str, Any]:
+    """Sample one full pipeline configuration (flat dict of every parameter it uses)."""
+    s = _Sampler(trial, options.fixed)
+    family = s.cat("family", options.families) if len(options.families) > 1 else s._take(
+        "family", lambda: options.families[0]
+    )
+    s.cat("pre.imputation", ["median", "mean", "most_frequent"])
+    s.cat("pre.missing_ind", [True, False])
+    s.cat("pre.onehot_max", [4, 10, 32])
+    s.cat("pre.ordinal_max", [32, 256, 100000])
+    if family in _NEEDS_SCALING:
+        s.cat("pre.scaling", ["standard", "robust", "quantile"])
+    if options.allow_crosses:
+        s.cat("pre.crosses", [0, 8, 32])
+    if options.allow_selection:
+        if s.cat("pre.selection", ["none", "f_test"]) == "f_test":
+            s.float("pre.sel_pct", 20.0, 90.0)
+    _sample_model(s, family, task)
+    return s.params
+
+
+def _sample_model(s: _Sampler, family: str, task: str) -> None:
+    if family == "xgboost":
+        s.int("xgb.n_estimators", 50, 1000, log=True)
+        s.float("xgb.learning_rate", 0.01, 0.3, log=True)
+        s.int("xgb.max_depth", 2, 10)
+        s.float("xgb.min_child_weight", 0.01, 20.0, log=True)
+        s.float("xgb.subsample", 0.5, 1.0)
+        s.float("xgb.colsample_bytree", 0.4, 1.0)
+        s.float("xgb.reg_lambda", 1e-3, 10.0, log=True)
+        s.float("xgb.reg_alpha", 1e-3, 10.0, log=True)
+    elif family == "lightgbm":
+        s.int("lgb.n_estimators", 50, 1000, log=True)
+        s.float("lgb.learning_rate", 0.01, 0.3, log=True)
+        s.int("lgb.num_leaves", 4, 256, log=True)
+        s.int("lgb.min_child_samples", 2, 100, log=True)
+        s.float("lgb.subsample", 0.5, 1.0)
+        s.float("lgb.colsample_bytree", 0.4, 1.0)
+        s.float("lgb.reg_lambda", 1e-3, 10.0, log=True)
+        s.float("lgb.reg_alpha", 1e-3, 10.0, log=True)
+    elif family == "linear":
+        s.float("lin.C", 1e-3, 100.0, log=True)  # inverse strength (alpha = 1/C for ridge/EN)
+        if task != "regression":
+            s.cat("lin.penalty", ["l2", "l1", "elasticnet"])
+        else:
+            s.cat("lin.penalty", ["l2", "elasticnet"])
+        if s.params["lin.penalty"] == "elasticnet":
+            s.float("lin.l1_ratio", 0.05, 0.95)
+    elif family in ("random_forest", "extra_trees"):
+        p = "rf" if family == "random_forest" else "et"
+        s.int(f"{p}.n_estimators", 50, 400, log=True)
+        s.int(f"{p}.max_depth", 0, 30)  # 0 = unlimited
+        s.float(f"{p}.max_features", 0.1, 1.0)
+        s.int(f"{p}.min_samples_leaf", 1, 20, log=True)
+    elif family == "mlp":
+        s.int("mlp.n_layers", 1, 3)
+        s.int("mlp.width", 32, 512, log=True)
+        s.float("mlp.dropout", 0.0, 0.5)
+        s.float("mlp.lr", 1e-4, 1e-2, log=True)
+        s.float("mlp.weight_decay", 1e-6, 1e-2, log=True)
+        s.cat("mlp.batch_size", [64, 128, 256])
+        s.int("mlp.epochs", 5, 60, log=True)
+
+
+def total_units(params: Mapping[str, Any]) -> int:
+    """The fidelity axis length of a config: boosting rounds, trees or epochs (1 = none)."""
+    family = params["family"]
+    key = {
+        "xgboost": "xgb.n_estimators",
+        "lightgbm": "lgb.n_estimators",
+        "random_forest": "rf.n_estimators",
+        "extra_trees": "et.n_estimators",
+        "mlp": "mlp.epochs",
+    }.get(family)
+    return int(params[key]) if key else 1
+
+
+def describe(params: Mapping[str, Any]) -> str:
+    """Readable one-line pipeline, e.g. ``median-impute > encode(oh<=10) > lightgbm``."""
+    steps = [f"{params.get('pre.imputation', 'median')}-impute"]
+    if params.get("pre.missing_ind", True):
+        steps[-1] += "+ind"
+    steps.append(f"encode(oh<={params.get('pre.onehot_max', 10)},ord<={params.get('pre.ordinal_max', 256)},te)")
+    if params.get("pre.crosses"):
+        steps.append(f"crosses({params['pre.crosses']})")
+    if params.get("pre.scaling", "none") != "none":
+        steps.append(f"{params['pre.scaling']}-scale")
+    if params.get("pre.selection", "none") != "none":
+        steps.append(f"select({params['pre.selection']},{params.get('pre.sel_pct', 50):.0f}%)")
+    family = params["family"]
+    if family == "linear":
+        family = f"linear({params.get('lin.penalty', 'l2')})"
+    steps.append(family)
+    return " > ".join(steps)
+
+
+def build_preprocessor(params: Mapping[str, Any], task: str, seed: int) -> TabularPreprocessor:
+    return TabularPreprocessor(
+        task=task,
+        imputation=params.get("pre.imputation", "median"),
+        missing_indicators=bool(params.get("pre.missing_ind", True)),
+        onehot_max=int(params.get("pre.onehot_max", 10)),
+        ordinal_max=int(params.get("pre.ordinal_max", 256)),
+        scaling=params.get("pre.scaling", "none"),
+        crosses=int(params.get("pre.crosses", 0)),
+        selection=params.get("pre.selection", "none"),
+        selection_percentile=float(params.get("pre.sel_pct", 50.0)),
+        seed=seed,
+    )
+
+
+def build_estimator(
+    params: Mapping[str, Any], task: str, seed: int, *, threads: int = 1, device: str = "cpu",
+    units: int | None = None,
+) -> Any:
+    """An unfitted estimator for ``params``; ``units`` overrides the rounds/trees/epochs."""
+    family = params["family"]
+    clf = task != "regression"
+    n = units if units is not None else total_units(params)
+    if family == "xgboost":
+        import xgboost as xgb
+
+        cls = xgb.XGBClassifier if clf else xgb.XGBRegressor
+        return cls(
+            n_estimators=n,
+            learning_rate=params["xgb.learning_rate"],
+            max_depth=params["xgb.max_depth"],
+            min_child_weight=params["xgb.min_child_weight"],
+            subsample=params["xgb.subsample"],
+            colsample_bytree=params["xgb.colsample_bytree"],
+            reg_lambda=params["xgb.reg_lambda"],
+            reg_alpha=params["xgb.reg_alpha"],
+            tree_method="hist",
+            device=device,
+            n_jobs=threads,
+            random_state=seed,
+            verbosity=0,
+        )
+    if family == "lightgbm":
+        import lightgbm as lgb
+
+        cls = lgb.LGBMClassifier if clf else lgb.LGBMRegressor
+        return cls(
+            n_estimators=n,
+            learning_rate=params["lgb.learning_rate"],
+            num_leaves=params["lgb.num_leaves"],
+            min_child_samples=params["lgb.min_child_samples"],
+            subsample=params["lgb.subsample"],
+            subsample_freq=1,
+            colsample_bytree=params["lgb.colsample_bytree"],
+            reg_lambda=params["lgb.reg_lambda"],
+            reg_alpha=params["lgb.reg_alpha"],
+            n_jobs=threads,
+            random_state=seed,
+            verbose=-1,
+        )
+    if family == "linear":
+        return _linear(params, clf, seed)
+    if family in ("random_forest", "extra_trees"):
+        from sklearn import ensemble as ens
+
+        p = "rf" if family == "random_forest" else "et"
+        name = ("RandomForest" if p == "rf" else "ExtraTrees") + ("Classifier" if clf else "Regressor")
+        depth = int(params[f"{p}.max_depth"])
+        return getattr(ens, name)(
+            n_estimators=n,
+            max_depth=depth or None,
+            max_features=params[f"{p}.max_features"],
+            min_samples_leaf=params[f"{p}.min_samples_leaf"],
+            n_jobs=threads,
+            random_state=seed,
+        )
+    if family == "mlp":
+        return TorchMLP(
+            task=task,
+            hidden=tuple([int(params["mlp.width"])] * int(params["mlp.n_layers"])),
+            dropout=params["mlp.dropout"],
+            lr=params["mlp.lr"],
+            weight_decay=params["mlp.weight_decay"],
+            batch_size=int(params["mlp.batch_size"]),
+            epochs=n,
+            seed=seed,
+            device=device,
+        )
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def _linear(params: Mapping[str, Any], clf: bool, seed: int) -> Any:
+    from sklearn import linear_model as lm
+
+    C = float(params["lin.C"])
+    penalty = params.get("lin.penalty", "l2")
+    if clf:
+        l1 = {"l2": 0.0, "l1": 1.0}.get(penalty, params.get("lin.l1_ratio", 0.5))
+        solver = "lbfgs" if l1 == 0.0 else "saga"
+        return lm.LogisticRegression(C=C, l1_ratio=l1, solver=solver, max_iter=300, random_state=seed)
+    if penalty == "l2":
+        return lm.Ridge(alpha=1.0 / C, random_state=seed)
+    return lm.ElasticNet(alpha=1.0 / C, l1_ratio=params.get("lin.l1_ratio", 0.5), max_iter=2000, random_state=seed)
+
+
+def build_model(
+    params: Mapping[str, Any], task: str, classes: Any, seed: int, *, threads: int = 1,
+    device: str = "cpu",
+) -> TabularModel:
+    """An unfitted full pipeline for ``params`` (fit with ``.fit(X, y_codes)``)."""
+    return TabularModel(
+        build_preprocessor(params, task, seed),
+        build_estimator(params, task, seed, threads=threads, device=device),
+        task,
+        classes,
+        family=params["family"],
+        description=describe(params),
+    )

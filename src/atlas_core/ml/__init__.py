@@ -1,0 +1,34 @@
+"""Estimators and transformers that fitted ATLAS models are made of.
+
+Everything a pickled model bundle can contain lives here (not in the trainer), so serving
+unpickles models with only atlas_core installed. Heavy libraries (torch, xgboost, lightgbm)
+are imported lazily.
+"""
+
+from __future__ import annotations
+
+from atlas_core.ml._crosses import PairwiseCrosses
+from atlas_core.ml._encoding import CardinalityEncoder
+from atlas_core.ml._mlp import TorchMLP, pick_device
+from atlas_core.ml._model import (
+    FoldBag,
+    TabularModel,
+    WeightedEnsemble,
+    booster_contributions,
+)
+from atlas_core.ml._preprocess import TabularPreprocessor
+from atlas_core.ml._sanitize import ColumnSanitizer, is_categorical
+
+__all__ = [
+    "CardinalityEncoder",
+    "ColumnSanitizer",
+    "FoldBag",
+    "PairwiseCrosses",
+    "TabularModel",
+    "TabularPreprocessor",
+    "TorchMLP",
+    "WeightedEnsemble",
+    "booster_contributions",
+    "is_categorical",
+    "pick_device",
+]
