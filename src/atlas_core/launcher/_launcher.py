@@ -177,7 +177,8 @@ class Launcher:
         echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
         try:
             for spec in implemented_services():
-                info = self._start_service(spec, creds, store.endpoint)
+                peers = {p.name: p.address for p in state.processes}
+                info = self._start_service(spec, creds, store.endpoint, peers)
                 state.processes.append(info)
                 state.save(self.state_path)
                 wait_serving(info.address, spec.full_name, pid=info.pid, log=Path(info.log),
@@ -189,7 +190,7 @@ class Launcher:
         return state
 
     def service_env(self, spec: ServiceSpec, creds: Credentials, s3_endpoint: str,
-                    port: int, metrics_port: int) -> dict[str, str]:
+                    port: int, metrics_port: int, peers: dict[str, str]) -> dict[str, str]:
         p = f"ATLAS_{spec.name.upper()}_"
         service_dir = self.data_dir / spec.name
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
@@ -204,9 +205,14 @@ class Launcher:
             p + "DATABASE__URL": f"sqlite:///{service_dir / 'metadata.db'}",
             p + "DATA_DIR": str(service_dir),
         })
+        for dep in spec.needs:
+            if dep in peers:
+                env[p + f"{dep.upper()}__TARGET"] = peers[dep]
+                env[p + f"{dep.upper()}__TOKEN"] = creds.admin_token
         return env
 
-    def _start_service(self, spec: ServiceSpec, creds: Credentials, s3: str) -> ProcessInfo:
+    def _start_service(self, spec: ServiceSpec, creds: Credentials, s3: str,
+                       peers: dict[str, str]) -> ProcessInfo:
         wanted = self.base_port + spec.port_offset if self.base_port else 0
         port = _choose_port(wanted, f"the {spec.name} service", "--base-port")
         metrics_wanted = self.base_port + 100 + spec.port_offset if self.base_port else 0
@@ -214,7 +220,8 @@ class Launcher:
         log = self.log_dir / f"{spec.name}.log"
         (self.data_dir / spec.name).mkdir(parents=True, exist_ok=True)
         pid = spawn([sys.executable, "-m", spec.module], log_path=log,
-                    env=self.service_env(spec, creds, s3, port, metrics_port), cwd=self.data_dir)
+                    env=self.service_env(spec, creds, s3, port, metrics_port, peers),
+                    cwd=self.data_dir)
         return ProcessInfo(spec.name, pid, f"{HOST}:{port}", str(log), metrics_port,
                            spec.full_name)
 

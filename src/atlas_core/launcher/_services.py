@@ -12,12 +12,14 @@ class ServiceSpec:
     module: str        # `python -m <module>` runs it
     full_name: str     # gRPC service name, reported SERVING by health
     port_offset: int   # port = base_port + offset
+    # Services it calls: the launcher passes ATLAS_<NAME>_<DEP>__TARGET and __TOKEN for each.
+    needs: tuple[str, ...] = ()
 
 
 KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("data", "atlas_data", "atlas.data.v1.DataService", 1),
-    ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2),
-    ServiceSpec("serving", "atlas_serving", "atlas.serving.v1.ServingService", 3),
+    ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data",)),
+    ServiceSpec("serving", "atlas_serving", "atlas.serving.v1.ServingService", 3, ("data",)),
     ServiceSpec("labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4),
     ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5),
 )
