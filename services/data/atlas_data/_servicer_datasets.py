@@ -12,7 +12,6 @@ from atlas_core.errors import DataLoss, InvalidArgument
 from atlas_data import convert
 from atlas_data.builds import (
     describe_table,
-    key_from_uri,
     read_dataset,
     read_parquet_artifacts,
     table_schema,
@@ -60,7 +59,7 @@ class DatasetRpcs:
         def register() -> DatasetRecord:
             refs = []
             for art in request.artifacts:
-                ref = rt.artifacts.stat(key_from_uri(rt.artifacts, art.uri))
+                ref = rt.artifacts.stat(rt.artifacts.key_for_uri(art.uri))
                 if art.sha256 and art.sha256 != ref.sha256:
                     raise DataLoss(f"artifact {art.uri}: sha256 {ref.sha256} does not match "
                                    f"the expected {art.sha256}", reason="CHECKSUM_MISMATCH")

@@ -29,18 +29,6 @@ from atlas_data.meta_features import compute_meta_features, label_distribution
 from atlas_data.parquet_safe import parquet_safe
 
 
-def key_from_uri(artifacts: ArtifactStore, uri: str) -> str:
-    """Object key of ``uri`` in this store (``s3://bucket/key`` or a bare key)."""
-    prefix = artifacts.uri("")
-    if uri.startswith(prefix):
-        return uri[len(prefix):]
-    if "://" in uri:
-        raise InvalidArgument(
-            f"artifact {uri} is not in this service's object store ({prefix}...)",
-            reason="FOREIGN_ARTIFACT")
-    return uri
-
-
 def read_parquet_artifacts(artifacts: ArtifactStore, refs: Sequence[ArtifactRef | str],
                            columns: list[str] | None = None) -> pa.Table:
     """Download (verified) and concatenate Parquet artifacts.

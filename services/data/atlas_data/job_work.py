@@ -18,7 +18,6 @@ from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import JobContext
 from atlas_data import derive as ops
 from atlas_data.builds import (
-    key_from_uri,
     publish_dataset,
     read_dataset,
     read_parquet_artifacts,
@@ -45,9 +44,9 @@ def _dataset_parent(record: DatasetRecord, role: str) -> LineageParent:
 
 def ingest(rt: DataRuntime, ctx: JobContext, spec: pb.IngestSpec) -> dict[str, Any]:
     group = rt.groups.get(spec.feature_group.name, spec.feature_group.version)
-    keys = [key_from_uri(rt.artifacts, a.uri) for a in spec.source.artifacts]
+    keys = [rt.artifacts.key_for_uri(a.uri) for a in spec.source.artifacts]
     if spec.source.uri_prefix:
-        prefix = key_from_uri(rt.artifacts, spec.source.uri_prefix)
+        prefix = rt.artifacts.key_for_uri(spec.source.uri_prefix)
         keys += [ref.key for ref in rt.artifacts.list(prefix) if ref.key.endswith(".parquet")]
     if not keys:
         raise InvalidArgument("ingest source lists no Parquet files", reason="NO_INPUT")
@@ -114,7 +113,7 @@ def _load_samples(rt: DataRuntime, source: pb.SampleSource) -> tuple[pa.Table, L
     if not source.artifact.uri:
         raise InvalidArgument("sample_source needs an artifact or a dataset",
                               reason="NO_SAMPLES")
-    key = key_from_uri(rt.artifacts, source.artifact.uri)
+    key = rt.artifacts.key_for_uri(source.artifact.uri)
     table = read_parquet_artifacts(rt.artifacts, [key])
     parent = LineageParent("samples", "artifact", {"uri": source.artifact.uri,
                                                    "sha256": source.artifact.sha256})

@@ -132,6 +132,20 @@ class ArtifactStore(abc.ABC):
 
     # -- concrete: built on the primitives above ---------------------------------------------
 
+    def key_for_uri(self, uri: str) -> str:
+        """The key of ``uri`` in this store (``s3://bucket/key`` or a bare key).
+
+        Raises:
+            InvalidArgument: ``uri`` points into another store or bucket.
+        """
+        prefix = self.uri("")
+        if uri.startswith(prefix):
+            return uri[len(prefix):]
+        if "://" in uri:
+            raise InvalidArgument(
+                f"artifact {uri} is not in this store ({prefix}...)", reason="FOREIGN_ARTIFACT")
+        return uri
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds an object."""
         try:

@@ -1,0 +1,29 @@
+"""Typed settings of the trainer service (env prefix ATLAS_TRAINER_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from atlas_core.config import ServiceSettings, StrictModel
+
+
+class PeerSettings(StrictModel):
+    """How to reach another ATLAS service (the launcher fills these in)."""
+
+    target: str = ""
+    token: SecretStr | None = None
+
+
+class TrainerJobSettings(StrictModel):
+    # Each AutoML job already uses every core it is given; two at once only share them.
+    max_concurrent: int = 1
+    runner_id: str = "trainer-0"
+    default_wall_budget_seconds: float = 300.0
+    # Part of the wall budget kept back for the final refit, ensemble, bundle and reports,
+    # so the whole job stays within 110% of its budget.
+    finalize_reserve_fraction: float = 0.15
+
+
+class TrainerSettings(ServiceSettings):
+    data: PeerSettings = Field(default_factory=PeerSettings)
+    jobs: TrainerJobSettings = Field(default_factory=TrainerJobSettings)
