@@ -1,4 +1,4 @@
-"""How the CLI finds a service: --target/--token, else ATLAS_<SVC>_TARGET / ATLAS_TOKEN,
+"""How the CLI finds a service: --address/--token, else ATLAS_<SVC>_ADDRESS / ATLAS_TOKEN,
 else the suite that `atlas up` started from --data-dir."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from atlas_core.rpc.channel import ClientSettings
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", help="host:port[,host:port...] of the service replicas")
+    parser.add_argument("--address", help="host:port[,host:port...] of the service replicas")
     parser.add_argument("--token", help="bearer token (default: $ATLAS_TOKEN or the suite's "
                         "admin token)")
     parser.add_argument("--data-dir", default=".atlas", help="suite started by `atlas up`")
@@ -24,12 +24,12 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
 def client_settings(args: argparse.Namespace, service: str) -> ClientSettings:
     # The CLI is a program entry point: reading the environment here is deliberate.
     data_dir = Path(args.data_dir)
-    target = args.target or os.environ.get(f"ATLAS_{service.upper()}_TARGET")
+    target = args.address or os.environ.get(f"ATLAS_{service.upper()}_ADDRESS")
     if not target:
         state_file = data_dir / "run" / "state.json"
         if not state_file.exists():
             raise FailedPrecondition(
-                f"no --target given and no suite running from {data_dir} (run `atlas up`)")
+                f"no --address given and no suite running from {data_dir} (run `atlas up`)")
         procs = json.loads(state_file.read_text())["processes"]
         found = [p["address"] for p in procs if p["name"] == service]
         if not found:

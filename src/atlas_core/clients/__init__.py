@@ -3,5 +3,6 @@ contracts and atlas_core, never on a service package."""
 
 from atlas_core.clients._base import ServiceClient
 from atlas_core.clients.data import DataClient, Features
+from atlas_core.clients.trainer import TrainerClient, automl_spec
 
-__all__ = ["DataClient", "Features", "ServiceClient"]
+__all__ = ["DataClient", "Features", "ServiceClient", "TrainerClient", "automl_spec"]

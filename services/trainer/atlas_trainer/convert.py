@@ -1,0 +1,162 @@
+"""Proto <-> domain conversions for the trainer: the only module that knows both."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, struct_pb2
+
+from atlas.common.v1 import common_pb2
+from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core import proto_convert as pc
+from atlas_core.jobs import JobRecord
+
+FAMILIES = {
+    "xgboost": pb.MODEL_FAMILY_XGBOOST,
+    "lightgbm": pb.MODEL_FAMILY_LIGHTGBM,
+    "linear": pb.MODEL_FAMILY_LINEAR,
+    "random_forest": pb.MODEL_FAMILY_RANDOM_FOREST,
+    "extra_trees": pb.MODEL_FAMILY_EXTRA_TREES,
+    "mlp": pb.MODEL_FAMILY_MLP,
+}
+FAMILIES_FROM_PB = {v: k for k, v in FAMILIES.items()}
+TASKS = {"binary": pb.TASK_TYPE_BINARY, "multiclass": pb.TASK_TYPE_MULTICLASS,
+         "regression": pb.TASK_TYPE_REGRESSION}
+TASKS_FROM_PB = {v: k for k, v in TASKS.items()}
+STRATEGIES_FROM_PB = {
+    pb.SEARCH_STRATEGY_UNSPECIFIED: "bohb", pb.SEARCH_STRATEGY_HYPERBAND_TPE: "bohb",
+    pb.SEARCH_STRATEGY_TPE: "tpe", pb.SEARCH_STRATEGY_RANDOM: "random",
+}
+TRIAL_STATES = {
+    "RUNNING": pb.TRIAL_STATE_RUNNING, "COMPLETE": pb.TRIAL_STATE_COMPLETE,
+    "PRUNED": pb.TRIAL_STATE_PRUNED, "FAIL": pb.TRIAL_STATE_FAILED,
+    "WAITING": pb.TRIAL_STATE_WAITING,
+}
+TRIAL_STATES_FROM_PB = {v: k for k, v in TRIAL_STATES.items()}
+EVENT_TYPES = {
+    "trial_started": pb.TRAINING_EVENT_TYPE_TRIAL_STARTED,
+    "trial_finished": pb.TRAINING_EVENT_TYPE_TRIAL_FINISHED,
+    "trial_pruned": pb.TRAINING_EVENT_TYPE_TRIAL_PRUNED,
+    "trial_failed": pb.TRAINING_EVENT_TYPE_TRIAL_FAILED,
+    "new_best": pb.TRAINING_EVENT_TYPE_NEW_BEST,
+}
+
+
+def seconds(value: float | None) -> duration_pb2.Duration | None:
+    if value is None or not math.isfinite(value):
+        return None
+    d = duration_pb2.Duration()
+    d.FromMicroseconds(int(value * 1e6))
+    return d
+
+
+def _struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    clean = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            value = str(value)
+        clean[str(key)] = value
+    s.update(clean)
+    return s
+
+
+def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
+    """A trial as the engine reports it (events, leaderboard rows, the stored study)."""
+    msg = pb.Trial(
+        number=int(t.get("trial", t.get("number", 0))),
+        state=TRIAL_STATES.get(str(t.get("state", "")).upper(), pb.TRIAL_STATE_UNSPECIFIED),
+        pipeline=str(t.get("pipeline") or ""), origin=str(t.get("origin") or ""),
+        error=str(t.get("error") or ""),
+        model_family=FAMILIES.get(str(t.get("family") or (t.get("params") or {}).get(
+            "family", "")), pb.MODEL_FAMILY_UNSPECIFIED),
+        params=_struct(t.get("params")),
+        fidelity=float(t.get("fidelity") or 0.0),
+    )
+    for field, key in (("score", "score"), ("score_std", "score_std")):
+        value = t.get(key)
+        if value is not None and math.isfinite(float(value)):
+            setattr(msg, field, float(value))
+    durations = (("fit_time", "fit_time_s"), ("predict_time_per_1k", "predict_time_per_1k_s"))
+    for field, key in durations:
+        d = seconds(t.get(key))
+        if d is not None:
+            getattr(msg, field).CopyFrom(d)
+    for key, value in (t.get("metrics") or {}).items():
+        msg.metrics[key] = float(value)
+    for member, weight in (t.get("ensemble_weights") or {}).items():
+        msg.ensemble_weights[int(member)] = float(weight)
+    if t.get("bundle"):
+        b = t["bundle"]
+        msg.bundle.CopyFrom(common_pb2.ArtifactRef(uri=b["uri"], sha256=b["sha256"],
+                                                   size_bytes=b["size"]))
+    for field, key in (("start_time", "start_time"), ("end_time", "end_time")):
+        if t.get(key):
+            getattr(msg, field).CopyFrom(pc.dt_to_ts(datetime.fromisoformat(t[key])))
+    return msg
+
+
+def prior_to_pb(p: dict[str, Any]) -> pb.WarmStartPrior:
+    msg = pb.WarmStartPrior(source_job_id=str(p.get("source_job_id") or p.get("study") or ""),
+                            reason=str(p.get("reason") or ""),
+                            distance=float(p.get("distance") or 0.0),
+                            configs_enqueued=int(p.get("configs_enqueued") or 0),
+                            best_rank=int(p.get("best_rank") or 0))
+    ds = p.get("dataset")
+    if ds:
+        msg.source_dataset.CopyFrom(common_pb2.DatasetRef(dataset_id=ds[0], version=ds[1]))
+    return msg
+
+
+def result_to_pb(result: dict[str, Any]) -> pb.TrainingResult:
+    msg = pb.TrainingResult(
+        task_type=TASKS.get(result.get("task", ""), pb.TASK_TYPE_UNSPECIFIED),
+        metric=result.get("metric", ""), higher_is_better=bool(result.get("higher_is_better")),
+        trials_complete=int(result.get("trials_complete", 0)),
+        trials_pruned=int(result.get("trials_pruned", 0)),
+        trials_failed=int(result.get("trials_failed", 0)),
+        priors=[prior_to_pb(p) for p in result.get("priors", [])],
+    )
+    if result.get("best"):
+        msg.best.CopyFrom(trial_to_pb(result["best"]))
+    if result.get("bundle"):
+        b = result["bundle"]
+        msg.model_bundle.CopyFrom(common_pb2.ArtifactRef(
+            uri=b["uri"], sha256=b["sha256"], size_bytes=b["size"],
+            media_type="application/x-atlas-model-bundle"))
+    lineage = result.get("lineage") or {}
+    msg.lineage.operation = "train"
+    if lineage.get("dataset"):
+        ds = lineage["dataset"]
+        msg.lineage.parents.add(role="training_data", dataset=common_pb2.DatasetRef(
+            dataset_id=ds[0], version=ds[1]))
+    if lineage.get("artifact"):
+        msg.lineage.parents.add(role="training_data", artifact=common_pb2.ArtifactRef(
+            uri=lineage["artifact"]))
+    if lineage.get("job_id"):
+        msg.lineage.produced_by.CopyFrom(common_pb2.JobRef(service="trainer",
+                                                           job_id=lineage["job_id"]))
+    return msg
+
+
+def job_to_pb(record: JobRecord, best_so_far: dict[str, Any] | None = None,
+              elapsed_s: float | None = None, remaining_s: float | None = None
+              ) -> pb.TrainingJob:
+    job = pb.TrainingJob(status=pc.job_status(record),
+                         study_name=str(record.spec.get("_study_name", record.id)))
+    spec = {k: v for k, v in record.spec.items() if not k.startswith("_")}
+    json_format.ParseDict(spec, job.spec)
+    if record.result:
+        job.result.CopyFrom(result_to_pb(record.result))
+        best_so_far = best_so_far or record.result.get("best")
+    if best_so_far:
+        job.best_so_far.CopyFrom(trial_to_pb(best_so_far))
+    for field, value in (("elapsed", elapsed_s), ("remaining", remaining_s)):
+        d = seconds(value)
+        if d is not None:
+            getattr(job, field).CopyFrom(d)
+    return job

@@ -1,0 +1,123 @@
+"""The body of a training job, run in a job subprocess with its own runtime.
+
+The Optuna study (named after the job) lives in the metadata DB, so when the service is
+killed and the job is re-queued, the next attempt continues the same study: completed
+trials are kept and only the remaining budget is spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core.bundles import write_bundle
+from atlas_core.jobs import JobContext
+from atlas_trainer.automl.engine import AutoMLResult, run_automl
+from atlas_trainer.convert import FAMILIES_FROM_PB, STRATEGIES_FROM_PB, TASKS_FROM_PB
+from atlas_trainer.data_access import load_training_data, split_target
+from atlas_trainer.jsonable import to_jsonable
+from atlas_trainer.runtime import TrainerRuntime
+
+log = logging.getLogger("atlas.trainer.job")
+_VALIDATION = {0: "auto", 1: "auto", 2: "kfold", 3: "holdout"}
+
+
+def _budget(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> tuple[float | None, int | None]:
+    wall = spec.budget.wall_time.ToTimedelta().total_seconds() if spec.budget.HasField(
+        "wall_time") else None
+    trials = spec.budget.max_trials or None
+    if wall is None and trials is None:
+        wall = rt.settings.jobs.default_wall_budget_seconds
+    return wall, trials
+
+
+def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
+          *, study_name: str) -> dict[str, Any]:
+    started = time.monotonic()
+    wall, max_trials = _budget(rt, spec)
+    ctx.report(0.01, "loading training data")
+    data = load_training_data(rt, spec)
+    X, y = split_target(data, spec)
+    automl = spec.automl
+    families = [FAMILIES_FROM_PB[f] for f in automl.search_space.model_families] or None
+    remaining = None if wall is None else max(1.0, wall - (time.monotonic() - started))
+    search_budget = None if remaining is None else remaining * (
+        1.0 - rt.settings.jobs.finalize_reserve_fraction)
+    deadline = None if remaining is None else time.monotonic() + remaining
+
+    def on_event(event: dict[str, Any]) -> None:
+        elapsed = time.monotonic() - started
+        progress = min(0.95, elapsed / wall) if wall else 0.0
+        kind = event.get("type", "")
+        message = f"{kind} #{event.get('trial', '')}"
+        if "best_score" in event:
+            message += f" best={event['best_score']:.4f}"
+        ctx.report(progress, message, event=to_jsonable(event))
+
+    warm = automl.warm_start
+    result = run_automl(
+        X, y, task=TASKS_FROM_PB.get(spec.task_type), metric=spec.metric or None,
+        wall_budget_s=search_budget, max_trials=max_trials,
+        strategy=STRATEGIES_FROM_PB[automl.strategy], families=families,
+        allow_crosses=automl.search_space.allow_feature_crosses,
+        allow_selection=automl.search_space.allow_feature_selection,
+        validation=_VALIDATION.get(automl.validation, "auto"), folds=automl.folds or 5,
+        holdout_fraction=automl.holdout_fraction or 0.2, seed=spec.seed,
+        n_jobs=max(1, int(spec.resources.cpus or 0)) if spec.resources.cpus else 1,
+        gpus=spec.resources.gpus, parallel_trials=automl.parallel_trials,
+        storage=rt.optuna_storage_url, study_name=study_name,
+        meta_store=None if warm == pb.WARM_START_MODE_OFF else rt.meta_store,
+        dataset_key=data.dataset_key, parent_dataset_ids=data.parent_keys,
+        meta_features=data.meta_features, warm_start_k=automl.warm_start_k or 3,
+        ensemble=not automl.search_space.disable_ensemble,
+        ensemble_size=automl.search_space.max_ensemble_size or 25,
+        on_event=on_event, should_stop=ctx.cancelled,
+    )
+    if result.model is None:
+        raise RuntimeError(f"no trial completed within the budget ({result.stop_reason}); "
+                           "raise the wall budget")
+    ctx.report(0.96, "writing the model bundle")
+    bundle = write_bundle(
+        rt.artifacts, f"models/{ctx.job_id}/bundle.tar", model=result.model, task=result.task,
+        target=spec.target_column, classes=result.classes, X_train=X, y_train=y,
+        metrics={result.metric: float(result.ensemble_score if result.model is
+                                      result.ensemble_model else result.best_score or 0.0)},
+        lineage={"dataset": data.dataset_key, "study_name": study_name,
+                 "trial_number": result.best_trial, "job_id": ctx.job_id},
+        seed=spec.seed)
+    if deadline is not None and time.monotonic() > deadline:
+        log.warning("job finished past its budget", extra={"job_id": ctx.job_id})
+    return _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)
+
+
+def _result_dict(result: AutoMLResult, bundle: Any, data: Any, job_id: str,
+                 elapsed: float) -> dict[str, Any]:
+    rows = [to_jsonable(r) for r in result.leaderboard]
+    for row in rows:
+        row["trial"] = row.get("number")
+    best = rows[0] if rows else None
+    if best is not None:
+        best["bundle"] = {"uri": bundle.uri, "sha256": bundle.sha256, "size": bundle.size}
+    return {
+        "task": result.task, "metric": result.metric,
+        "higher_is_better": result.higher_is_better, "best": best,
+        "bundle": {"uri": bundle.uri, "sha256": bundle.sha256, "size": bundle.size},
+        "trials_complete": result.trials_complete, "trials_pruned": result.trials_pruned,
+        "trials_failed": result.trials_failed,
+        "priors": [{"study": p.source_study, "source_job_id": p.source_study,
+                    "dataset": _dataset_pair(p.source_dataset), "reason": p.reason,
+                    "distance": p.distance, "configs_enqueued": p.configs_enqueued,
+                    "best_rank": p.best_rank} for p in result.priors],
+        "leaderboard": rows, "warnings": list(result.warnings),
+        "dropped_columns": dict(result.dropped_columns), "stop_reason": result.stop_reason,
+        "elapsed_s": elapsed, "baseline_score": result.baseline_score,
+        "lineage": {"dataset": list(data.dataset) if data.dataset else None,
+                    "artifact": data.artifact_uri, "job_id": job_id},
+    }
+
+
+def _dataset_pair(key: str) -> list[Any] | None:
+    name, sep, version = key.rpartition("@")
+    return [name, int(version)] if sep and version.isdigit() else None

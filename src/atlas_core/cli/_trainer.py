@@ -1,0 +1,153 @@
+"""`atlas train ...`: AutoML jobs with a live progress view."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from google.protobuf import json_format
+
+from atlas.common.v1 import common_pb2
+from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.clients.trainer import TERMINAL, TrainerClient, automl_spec
+
+_STRATEGIES = {"bohb": pb.SEARCH_STRATEGY_HYPERBAND_TPE, "tpe": pb.SEARCH_STRATEGY_TPE,
+               "random": pb.SEARCH_STRATEGY_RANDOM}
+_EVENT = {v: k for k, v in pb.TrainingEventType.items()}
+
+
+def _client(args: argparse.Namespace) -> TrainerClient:
+    return TrainerClient(client_settings(args, "trainer"))
+
+
+def _state(value: int) -> str:
+    return common_pb2.JobState.Name(value).removeprefix("JOB_STATE_").lower()
+
+
+def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Print one line per trial event until the job ends; returns 0 on success."""
+    for ev in client.watch(job_id):
+        kind = _EVENT.get(ev.event_type, "").removeprefix("TRAINING_EVENT_TYPE_").lower()
+        if ev.event_type == pb.TRAINING_EVENT_TYPE_STATUS:
+            print(f"[{_state(ev.status.state)}] {ev.status.progress.message}", file=out)
+            if ev.status.state in TERMINAL:
+                break
+            continue
+        if ev.event_type == pb.TRAINING_EVENT_TYPE_TRIAL_STARTED:
+            continue
+        t = ev.trial
+        best = (f" | best {ev.best_so_far.score:.4f} (#{ev.best_so_far.number})"
+                if ev.HasField("best_so_far") else "")
+        clock = f" | {ev.elapsed.ToTimedelta().total_seconds():5.0f}s"
+        if ev.HasField("remaining"):
+            clock += f", {ev.remaining.ToTimedelta().total_seconds():.0f}s left"
+        score = f"{t.score:.4f}" if kind != "trial_failed" else t.error[:60]
+        print(f"trial {t.number:>3} {kind.removeprefix('trial_'):<9} {score:<10} "
+              f"{t.pipeline[:60]}{best}{clock}", file=out, flush=True)
+    job = client.get(job_id)
+    if job.status.state != common_pb2.JOB_STATE_SUCCEEDED:
+        print(f"job {job_id} {_state(job.status.state)}: {job.status.error.message}",
+              file=sys.stderr)
+        return 1
+    r = job.result
+    print(f"done: best {r.metric} {r.best.score:.4f} ({r.best.pipeline[:80]}); "
+          f"{r.trials_complete} complete, {r.trials_pruned} pruned, {r.trials_failed} failed; "
+          f"bundle {r.model_bundle.uri}", file=out)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    dataset = None
+    if args.dataset:
+        name, _, version = args.dataset.partition("@")
+        dataset = (name, int(version or 0))
+    spec = automl_spec(target=args.target, dataset=dataset, artifact_uri=args.artifact or "",
+                       wall_seconds=args.budget, max_trials=args.trials, seed=args.seed,
+                       strategy=_STRATEGIES[args.strategy], cpus=args.cpus)
+    with _client(args) as client:
+        job = client.submit(spec)
+        print(f"submitted training job {job.status.job_id} (study {job.study_name})")
+        if args.detach:
+            return 0
+        try:
+            return follow(client, job.status.job_id)
+        except KeyboardInterrupt:
+            print(f"\nstopped following; the job goes on (atlas train cancel "
+                  f"{job.status.job_id})")
+            return 130
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.follow:
+            return follow(client, args.job_id)
+        print(json_format.MessageToJson(client.get(args.job_id), indent=2))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        board = client.leaderboard(args.job_id, args.limit)
+    print(f"{'rank':>4} {'trial':>5} {board.metric:>10} {'fit s':>7} {'pred ms/1k':>10}  pipeline")
+    for rank, t in enumerate(board.entries, 1):
+        print(f"{rank:>4} {t.number:>5} {t.score:>10.4f} "
+              f"{t.fit_time.ToTimedelta().total_seconds():>7.2f} "
+              f"{t.predict_time_per_1k.ToTimedelta().total_seconds() * 1000:>10.1f}  "
+              f"{t.pipeline[:70]}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for job in client.list():
+            best = f"{job.result.best.score:.4f}" if job.HasField("result") else "-"
+            print(f"{job.status.job_id}  {_state(job.status.state):<10} best {best:<8} "
+                  f"target {job.spec.target_column}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(_state(client.cancel(args.job_id).status.state))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(json_format.MessageToJson(client.report(args.job_id), indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = sub.add_parser("train", help="AutoML training jobs (trainer service)")
+    cmds = train.add_subparsers(dest="train_command", metavar="<train command>", required=True)
+
+    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = cmds.add_parser(name, help=help_text, description=help_text)
+        add_connection_args(p)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("run", cmd_run, "start an AutoML job and show its trials live")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="data-service dataset id[@version]")
+    src.add_argument("--artifact", help="s3://bucket/key of a Parquet file")
+    p.add_argument("--target", required=True, help="column to predict")
+    p.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds")
+    p.add_argument("--trials", type=int, default=0, help="max trials (0 = no limit)")
+    p.add_argument("--strategy", choices=sorted(_STRATEGIES), default="bohb")
+    p.add_argument("--cpus", type=float, default=0, help="CPU request (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detach", action="store_true", help="submit and return")
+    p = add("status", cmd_status, "show a training job (or --follow it)")
+    p.add_argument("job_id")
+    p.add_argument("--follow", action="store_true")
+    p = add("leaderboard", cmd_leaderboard, "ranked trials of a job")
+    p.add_argument("job_id")
+    p.add_argument("--limit", type=int, default=20)
+    add("list", cmd_list, "list training jobs")
+    p = add("cancel", cmd_cancel, "cancel a training job (keeps completed trials)")
+    p.add_argument("job_id")
+    p = add("report", cmd_report, "importance, bias metrics, plots, warnings of a job")
+    p.add_argument("job_id")
