@@ -478,6 +478,7 @@ def run(quick: bool, feast: bool) -> dict[str, Any]:
                       f"  {r['rps']:8.0f} req/s", flush=True)
 
             reads: dict[str, Any] = {}
+            detail["loadavg_before_reads"] = os.getloadavg()
             for name in [big] + (["vec20k"] if not quick else []):
                 read(f"{name} 1x5000 c1", name, 1, None, 1)
                 read(f"{name} 1x5000 c16", name, 1, None, 16)
@@ -487,6 +488,7 @@ def run(quick: bool, feast: bool) -> dict[str, Any]:
             read("sca20k 1x50 named c16", "sca20k", 1, SUBSET, 16)
             read("sca20k 1x5000 c1", "sca20k", 1, None, 1)
             detail["reads"] = reads
+            detail["loadavg_after_reads"] = os.getloadavg()
         finally:
             if server is not None:
                 _stop_server(server)
@@ -527,7 +529,9 @@ def report(result: dict[str, Any]) -> None:
               f"{r['p99_ms']:>9.3f}{r['rps']:>9.0f}{'ok' if r['values_ok'] else 'BAD':>8}"
               f"{r['server_cpu_ms_per_req']:>9.3f}{r['client_cpu_ms_per_req']:>9.3f}")
     print("  (srv/cli cpu: CPU ms per request of the server / all load generators; "
-          f"{d['cores']} cores)")
+          f"{d['cores']} cores; 1-min load average before/after the reads "
+          f"{d['loadavg_before_reads'][0]:.1f}/{d['loadavg_after_reads'][0]:.1f} -- the "
+          "bench itself keeps ~2 runnable; much more means other work shared the machine)")
     f = d["feast"]
     if f:
         print(f"{'feast 1x250 in-process c1':<30}{f['entities']:>9,}{f['features']:>6}"

@@ -138,7 +138,7 @@ class IdTranslation:
             local[hit] = self._array(kind, p, "sorted_local")[pos_ok[hit]]
         if np.any(parts < 0):
             bad = originals[parts < 0][0]
-            shown = bad.decode() if isinstance(bad, bytes) else int(bad)
+            shown = bad.decode(errors="replace") if isinstance(bad, bytes) else int(bad)
             raise NotFound(f"unknown original {kind} id {shown!r}", reason="UNKNOWN_ID")
         return rmap.to_global(parts, local), parts, local
 

@@ -56,7 +56,7 @@ def generate(rt: GraphRuntime, ctx: JobContext, spec: pb.GenerateGraphSpec) -> d
     ctx.report(0.1, f"generating an SBM graph of {spec.nodes} nodes")
     graph = generate_sbm(spec.nodes, spec.communities or 8, spec.average_degree or 10.0,
                          spec.intra_fraction or 0.8, spec.feature_dims or 16,
-                         spec.feature_noise if spec.HasField("feature_noise") else 1.0,
+                         spec.feature_noise or 1.0,
                          spec.train_fraction, spec.val_fraction, spec.seed)
     op = (f"sbm(nodes={spec.nodes}, communities={spec.communities or 8}, "
           f"seed={spec.seed})")

@@ -17,8 +17,10 @@ from atlas_core.jobs import JobContext
 from atlas_trainer.automl.engine import AutoMLResult, run_automl
 from atlas_trainer.convert import FAMILIES_FROM_PB, STRATEGIES_FROM_PB, TASKS_FROM_PB
 from atlas_trainer.data_access import load_training_data, split_target
+from atlas_trainer.job_reports import build_report
 from atlas_trainer.jsonable import to_jsonable
 from atlas_trainer.runtime import TrainerRuntime
+from atlas_trainer.service import dataset_pair
 
 log = logging.getLogger("atlas.trainer.job")
 _VALIDATION = {0: "auto", 1: "auto", 2: "kfold", 3: "holdout"}
@@ -89,7 +91,12 @@ def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
         seed=spec.seed)
     if deadline is not None and time.monotonic() > deadline:
         log.warning("job finished past its budget", extra={"job_id": ctx.job_id})
-    return _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)
+    out = _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)
+    if not ctx.cancelled():  # a cancelled job keeps its model but skips the slower report
+        ctx.report(0.98, "computing the report")
+        out["report"] = build_report(rt, ctx.job_id, spec, result, X, y, out["leaderboard"],
+                                     study_name)
+    return out
 
 
 def _result_dict(result: AutoMLResult, bundle: Any, data: Any, job_id: str,
@@ -107,7 +114,7 @@ def _result_dict(result: AutoMLResult, bundle: Any, data: Any, job_id: str,
         "trials_complete": result.trials_complete, "trials_pruned": result.trials_pruned,
         "trials_failed": result.trials_failed,
         "priors": [{"study": p.source_study, "source_job_id": p.source_study,
-                    "dataset": _dataset_pair(p.source_dataset), "reason": p.reason,
+                    "dataset": dataset_pair(p.source_dataset), "reason": p.reason,
                     "distance": p.distance, "configs_enqueued": p.configs_enqueued,
                     "best_rank": p.best_rank} for p in result.priors],
         "leaderboard": rows, "warnings": list(result.warnings),
@@ -116,8 +123,3 @@ def _result_dict(result: AutoMLResult, bundle: Any, data: Any, job_id: str,
         "lineage": {"dataset": list(data.dataset) if data.dataset else None,
                     "artifact": data.artifact_uri, "job_id": job_id},
     }
-
-
-def _dataset_pair(key: str) -> list[Any] | None:
-    name, sep, version = key.rpartition("@")
-    return [name, int(version)] if sep and version.isdigit() else None

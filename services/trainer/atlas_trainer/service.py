@@ -9,16 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
-from atlas_core.jobs import JobRecord, JobRunner
+from atlas_core.jobs import JobRecord, JobRunner, JobState
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
+from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.config import TrainerSettings
-from atlas_trainer.jobs import KIND_TRAIN, STUDY_KEY, job_handlers, spec_to_json
+from atlas_trainer.data_access import load_training_data, split_target
+from atlas_trainer.jobs import (
+    KIND_TRAIN,
+    STUDY_KEY,
+    job_handlers,
+    spec_from_json,
+    spec_to_json,
+)
 from atlas_trainer.jsonable import to_jsonable
+from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
+from atlas_trainer.resources import HostResources, discover_resources
 from atlas_trainer.runtime import TrainerRuntime, open_runtime
 
 
@@ -26,14 +38,17 @@ class TrainerService:
     def __init__(self, runtime: TrainerRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
+        self._bundles: dict[str, LoadedBundle] = {}  # explanations reuse loaded models
 
     @classmethod
     def open(cls, settings: TrainerSettings) -> TrainerService:
         runtime = open_runtime(settings)
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
+        # A cancelled search stops within seconds, then the best model so far is still
+        # bundled: give that time before the runner terminates the job process.
         runner = JobRunner(runtime.engine, job_handlers(settings),
                            max_concurrent=settings.jobs.max_concurrent,
-                           runner_id=settings.jobs.runner_id)
+                           runner_id=settings.jobs.runner_id, cancel_grace=60.0)
         return cls(runtime, runner)
 
     def start(self) -> None:
@@ -135,6 +150,87 @@ class TrainerService:
         higher = study.direction == optuna.study.StudyDirection.MAXIMIZE
         rows = [_row_dict(r) for r in leaderboard(study, higher)]
         return rows, str(study.user_attrs.get("metric", "")), higher
+
+
+    # -- analysis -------------------------------------------------------------------------
+
+    def _bundle(self, result: dict[str, Any]) -> LoadedBundle:
+        uri = result["bundle"]["uri"]
+        cached = self._bundles.get(uri)
+        if cached is None:
+            cached = load_bundle(self.rt.artifacts, self.rt.artifacts.key_for_uri(uri))
+            if len(self._bundles) >= 4:
+                self._bundles.pop(next(iter(self._bundles)))
+            self._bundles[uri] = cached
+        return cached
+
+    def _training_frame(self, record: JobRecord) -> tuple[pd.DataFrame, pd.Series, str]:
+        spec = spec_from_json(record.spec)
+        data = load_training_data(self.rt, spec)
+        X, y = split_target(data, spec)
+        return X, y, spec.target_column
+
+    def explain(self, job_id: str, result: dict[str, Any], rows: pd.DataFrame,
+                target_class: str | None) -> Explanation:
+        bundle = self._bundle(result)
+        frame = bundle.predictor.validate_input(rows)
+        background = None
+        if bundle.manifest.get("model", {}).get("has_contributions") is not True:
+            X, _, _ = self._training_frame(self.jobs.get(job_id))
+            background = X.sample(min(len(X), 200), random_state=0)
+        classes = bundle.classes or ()
+        if target_class is not None and classes:
+            matches = [c for c in classes if str(c) == target_class]
+            if not matches:
+                raise InvalidArgument(f"target_class '{target_class}' is not one of "
+                                      f"{[str(c) for c in classes]}", reason="UNKNOWN_CLASS")
+            target_class = matches[0]
+        return explain_rows(bundle.predictor, frame, task=bundle.task, classes=classes,
+                            background=background, target_class=target_class)
+
+    def bias(self, record: JobRecord, facet: str, values: list[str] | None
+             ) -> list[dict[str, Any]]:
+        X, y, target = self._training_frame(record)
+        frame = X.assign(**{target: y.values})
+        if facet not in frame.columns:
+            raise InvalidArgument(f"facet column '{facet}' is not in the training data",
+                                  reason="UNKNOWN_COLUMN", metadata={"column": facet})
+        return to_jsonable(bias_metrics(frame, facet_column=facet, label_column=target,
+                                        facet_values=values))
+
+    def similar_studies(self, dataset: tuple[str, int] | None, meta: dict[str, float],
+                        task: str | None, k: int, per_study: int) -> list[dict[str, Any]]:
+        if dataset is not None:
+            with self.rt.data_client() as client:
+                ds = client.get_dataset(*dataset)
+            mf = ds.meta_features
+            meta = {f.name: float(getattr(mf, f.name)) for f in mf.DESCRIPTOR.fields
+                    if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)} | meta
+            task = task or ("regression" if not mf.classes else
+                            "binary" if mf.classes == 2 else "multiclass")
+        if not meta:
+            raise InvalidArgument("give a dataset or meta_features", reason="NO_META_FEATURES")
+        priors = find_priors(self.rt.meta_store, meta, task or "binary", k=k,
+                             configs_per_source=per_study)
+        return [{"study": p.source_study, "reason": p.reason, "distance": p.distance,
+                 "dataset": dataset_pair(p.source_dataset),
+                 "trials": [{"number": c.get("trial", 0), "score": c.get("score"),
+                             "params": c.get("params"), "state": "COMPLETE",
+                             "family": (c.get("params") or {}).get("family", "")}
+                            for c in p.configs]} for p in priors]
+
+    def resources(self) -> tuple[HostResources, list[dict[str, Any]]]:
+        running = [r for r in self.jobs.list(limit=1000) if r.state == JobState.RUNNING]
+        allocations = [{"job_id": r.id,
+                        "cpus": float((r.spec.get("resources") or {}).get("cpus") or 1.0),
+                        "gpus": int((r.spec.get("resources") or {}).get("gpus") or 0)}
+                       for r in running]
+        return discover_resources(), allocations
+
+
+def dataset_pair(key: str) -> list[Any] | None:
+    name, sep, version = key.rpartition("@")
+    return [name, int(version)] if sep and version.isdigit() else None
 
 
 def _row_dict(row: LeaderboardRow) -> dict[str, Any]:

@@ -17,7 +17,7 @@ _SCALERS = {
     "standard": lambda seed: StandardScaler(),
     "robust": lambda seed: RobustScaler(),
     "quantile": lambda seed: QuantileTransformer(
-        n_quantiles=200, output_distribution="normal", random_state=seed, subsample=100_000
+        n_quantiles=100, output_distribution="normal", random_state=seed, subsample=100_000
     ),
 }
 _TARGET_TYPES = {"binary": "binary", "multiclass": "multiclass", "regression": "continuous"}

@@ -8,6 +8,7 @@ UNIMPLEMENTED for a service we left empty.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -35,8 +36,19 @@ class ServiceDef:
     servicer: Any
     add_to_server: Callable[[Any, aio.Server], None]
     full_name: str
-    # Called (in a worker thread) after the server has drained: release stores, stop runners.
-    on_stop: Callable[[], None] | None = None
+    # Called once the server is listening (e.g. to add the service's metrics to
+    # ``server.metrics.registry``). Sync or async.
+    on_start: Callable[[AtlasServer], Any] | None = None
+    # Called after the server has drained: release stores, stop runners and loops. A plain
+    # function runs in a worker thread; a coroutine function is awaited.
+    on_stop: Callable[[], Any] | None = None
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> None:
+    if inspect.iscoroutinefunction(fn):
+        await fn(*args)
+    else:
+        await asyncio.to_thread(fn, *args)
 
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
@@ -118,6 +130,9 @@ class AtlasServer:
                     reason="PORT_IN_USE",
                 ) from None
         await self._server.start()
+        for svc in self.services:
+            if svc.on_start is not None:
+                await _call(svc.on_start, self)
         for name in ["", *(svc.full_name for svc in self.services)]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -133,7 +148,7 @@ class AtlasServer:
         await self._server.stop(grace)
         for svc in self.services:
             if svc.on_stop is not None:
-                await asyncio.to_thread(svc.on_stop)
+                await _call(svc.on_stop)
         self.metrics.close()
         log.info("stopped", extra={"address": self.address})
 

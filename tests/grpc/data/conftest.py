@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +43,9 @@ class DataHarness:
     settings: DataSettings
 
 
-@pytest.fixture
-async def data_harness(tmp_path: Path, s3_settings: S3Settings, db_url: str
-                       ) -> AsyncIterator[DataHarness]:
-    """Runs each test on SQLite and on PostgreSQL (when reachable) metadata."""
+@asynccontextmanager
+async def running_data_service(tmp_path: Path, s3_settings: S3Settings, db_url: str = ""
+                               ) -> AsyncIterator[DataHarness]:
     settings = data_settings(tmp_path, s3_settings, db_url)
     service = DataService.open(settings)
     service.start()
@@ -57,3 +57,11 @@ async def data_harness(tmp_path: Path, s3_settings: S3Settings, db_url: str
     finally:
         await channel.close()
         await server.stop(0)
+
+
+@pytest.fixture
+async def data_harness(tmp_path: Path, s3_settings: S3Settings, db_url: str
+                       ) -> AsyncIterator[DataHarness]:
+    """Runs each test on SQLite and on PostgreSQL (when reachable) metadata."""
+    async with running_data_service(tmp_path, s3_settings, db_url) as harness:
+        yield harness

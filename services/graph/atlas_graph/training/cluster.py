@@ -133,12 +133,13 @@ class LocalCluster:
                 for rank, proc in enumerate(self.trainers):
                     if proc.poll() not in (None, 0):
                         raise ClusterFailed(f"trainer {rank} (pid {proc.pid}) "
-                                            f"{_exit_text(proc.returncode)}; see "
-                                            f"{self.work_dir / f'trainer{rank}.log'}")
+                                            f"{_exit_text(proc.returncode)}"
+                                            + _log_tail(self.work_dir / f"trainer{rank}.log"))
                 for sid, proc in enumerate(self.servers):
                     if proc.poll() not in (None, 0):
                         raise ClusterFailed(f"graph server {sid} (pid {proc.pid}) "
-                                            f"{_exit_text(proc.returncode)}")
+                                            f"{_exit_text(proc.returncode)}"
+                                            + _log_tail(self.work_dir / f"server{sid}.log"))
                 if all(p.poll() == 0 for p in self.trainers):
                     break
                 time.sleep(0.1)
@@ -176,3 +177,11 @@ def _exit_text(code: int | None) -> str:
     if code is not None and code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with status {code}"
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return ("; last output: " + " | ".join(tail)) if tail else ""

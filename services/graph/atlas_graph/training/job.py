@@ -54,7 +54,7 @@ def _job_config(rt: GraphRuntime, ctx: JobContext, spec: pb.TrainGraphSpec | Non
         "graph_name": GRAPH_NAME, "part_config": str(part_config),
         "ip_config": str(work / "ip_config.txt"), "work_dir": str(work), "out_dir": str(out),
         "num_partitions": len(part["partitions"]), "shm_tag": f"atl{ctx.job_id[-8:]}",
-        "infer_batch_size": 2048, "seed": 0,
+        "infer_batch_size": 512, "seed": 0,
     }
     if infer is not None:
         bundle = _download(rt, infer.model_bundle.uri, work / "bundle.pt")

@@ -24,7 +24,7 @@ def _loader(graph: Any, nids: torch.Tensor, fan_outs: list[int], batch: int, shu
     import dgl
 
     sampler = dgl.dataloading.NeighborSampler(fan_outs)
-    return dgl.distributed.DistNodeDataLoader(graph, nids, sampler, batch_size=batch,
+    return dgl.dataloading.DistNodeDataLoader(graph, nids, sampler, batch_size=batch,
                                               shuffle=shuffle, drop_last=False)
 
 

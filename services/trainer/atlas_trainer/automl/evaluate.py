@@ -50,8 +50,12 @@ class Splits:
 
 
 def make_splits(
-    prepared: PreparedTarget, *, method: str = "auto", folds: int | None = None,
-    holdout_fraction: float = 0.2, seed: int = 0,
+    prepared: PreparedTarget,
+    *,
+    method: str = "auto",
+    folds: int | None = None,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
 ) -> Splits:
     n = len(prepared.y)
     stratify = prepared.y if prepared.task != "regression" else None
@@ -101,8 +105,15 @@ def rung_targets(total: int) -> list[tuple[int, int]]:
     return out
 
 
-def _grow(est: Any, family: str, Z: np.ndarray, y: np.ndarray, done: int, target: int,
-          check: Callable[[], None]) -> None:
+def grow(
+    est: Any,
+    family: str,
+    Z: np.ndarray,
+    y: np.ndarray,
+    done: int,
+    target: int,
+    check: Callable[[], None],
+) -> None:
     """Grow ``est`` from ``done`` to ``target`` units (0 = unfitted)."""
     delta = target - done
     if family == "xgboost":
@@ -131,6 +142,7 @@ def _grow(est: Any, family: str, Z: np.ndarray, y: np.ndarray, done: int, target
             check()
         est.set_params(warm_start=False)
     elif family == "mlp":
+
         def on_epoch(_: int) -> bool:
             check()
             return False
@@ -174,16 +186,21 @@ def evaluate_config(
     done, fidelity = 0, 0.0
     score, std, oof, t_pred = float("nan"), float("nan"), np.empty(0), 0.0
     for step, units in rung_targets(total):
-        shape = (len(splits.oof_index),) if task == "regression" else (
-            len(splits.oof_index), prepared.n_classes)
+        shape = (
+            (len(splits.oof_index),)
+            if task == "regression"
+            else (len(splits.oof_index), prepared.n_classes)
+        )
         oof = np.zeros(shape)
         fold_scores: list[float] = []
         t_pred = 0.0
         for f in folds:
             t0 = time.perf_counter()
-            _grow(f["est"], family, f["Ztr"], f["ytr"], done, units, check)
+            grow(f["est"], family, f["Ztr"], f["ytr"], done, units, check)
             t_fit += time.perf_counter() - t0
-            model = TabularModel(f["pre"], f["est"], task, prepared.classes, family, describe(params))
+            model = TabularModel(
+                f["pre"], f["est"], task, prepared.classes, family, describe(params)
+            )
             t0 = time.perf_counter()
             s = model.scores_from_features(f["Zva"])
             t_pred += time.perf_counter() - t0
@@ -205,5 +222,6 @@ def evaluate_config(
         TabularModel(f["pre"], f["est"], task, prepared.classes, family, describe(params))
         for f in folds
     ]
-    return Outcome(score, std, oof, t_fit, t_pred / n_val * 1000.0, fold_models, fidelity,
-                   describe(params))
+    return Outcome(
+        score, std, oof, t_fit, t_pred / n_val * 1000.0, fold_models, fidelity, describe(params)
+    )

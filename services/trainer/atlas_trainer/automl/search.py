@@ -16,9 +16,9 @@ fidelity they reached.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +28,16 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from atlas_trainer.automl.evaluate import MAX_RESOURCE, Interrupted, Outcome, Splits, evaluate_config
+from atlas_trainer.automl.evaluate import (
+    MAX_RESOURCE,
+    Interrupted,
+    Outcome,
+    Splits,
+    evaluate_config,
+)
 from atlas_trainer.automl.space import SpaceOptions, describe, sample_config
 from atlas_trainer.automl.task import PreparedTarget
 
@@ -42,8 +49,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 class SharedHyperbandPruner(BasePruner):
     """Hyperband whose brackets do not partition the sampler's history (see module doc)."""
 
-    def __init__(self, min_resource: int = 1, max_resource: int = MAX_RESOURCE,
-                 reduction_factor: int = 3) -> None:
+    def __init__(
+        self, min_resource: int = 1, max_resource: int = MAX_RESOURCE, reduction_factor: int = 3
+    ) -> None:
         self._hyperband = HyperbandPruner(min_resource, max_resource, reduction_factor)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -54,8 +62,11 @@ def make_sampler(strategy: str, seed: int, n_startup: int = 8) -> optuna.sampler
     if strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True,
-        n_startup_trials=n_startup, warn_independent_sampling=False,
+        seed=seed,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
+        n_startup_trials=n_startup,
     )
 
 
@@ -108,7 +119,8 @@ class SearchState:
             for n in ranked[keep_models:]:
                 del self.fold_models[n]  # memory: only the best N keep their fitted folds
             new_best = self.best is None or (
-                outcome.score > self.best[1] if self.higher else outcome.score < self.best[1])
+                outcome.score > self.best[1] if self.higher else outcome.score < self.best[1]
+            )
             if new_best:
                 self.best = (number, outcome.score)
             return new_best
@@ -138,13 +150,23 @@ def _best_of_study(study: optuna.Study) -> tuple[int, float] | None:
 class Searcher:
     """Runs trials of ``study`` until a budget, cancellation or the trial limit stops it."""
 
-    def __init__(self, study: optuna.Study, X: pd.DataFrame, prepared: PreparedTarget,
-                 splits: Splits, options: SpaceOptions, settings: SearchSettings,
-                 state: SearchState) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        X: pd.DataFrame,
+        prepared: PreparedTarget,
+        splits: Splits,
+        options: SpaceOptions,
+        settings: SearchSettings,
+        state: SearchState,
+    ) -> None:
         self.study, self.X, self.prepared, self.splits = study, X, prepared, splits
         self.options, self.settings, self.state = options, settings, state
         self._ask_lock = threading.Lock()
         self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._running: set[int] = set()
+        self._beater: threading.Thread | None = None
 
     # -- budget ------------------------------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -167,11 +189,34 @@ class Searcher:
                 if used >= self.settings.max_trials:
                     self._stop.set()
                     return None
-            return self.study.ask()
+            trial = self.study.ask()
+            self._beat(trial._trial_id)  # noqa: SLF001 - Optuna's heartbeat API takes the id
+            return trial
+
+    # -- heartbeats: let a restarted worker tell our trials from a killed worker's ------------
+    def _beat(self, trial_id: int) -> None:
+        storage = self.study._storage  # noqa: SLF001
+        if not isinstance(storage, BaseHeartbeat) or not storage.is_heartbeat_enabled():
+            return
+        self._running.add(trial_id)
+        storage.record_heartbeat(trial_id)
+        if self._beater is None:
+            interval = storage.get_heartbeat_interval() or 10
+            self._beater = threading.Thread(target=self._beat_loop, args=(storage, interval),
+                                            daemon=True, name="atlas-heartbeat")
+            self._beater.start()
+
+    def _beat_loop(self, storage: BaseHeartbeat, interval: float) -> None:
+        while not self._finished.wait(interval):
+            for tid in list(self._running):
+                try:
+                    storage.record_heartbeat(tid)
+                except Exception:  # a missed beat only risks a spurious retry
+                    log.warning("heartbeat for trial %s failed", tid, exc_info=True)
 
     # -- one trial ---------------------------------------------------------------------------
     def _run_one(self, trial: optuna.Trial, device: str) -> None:
-        s, st = self.settings, self.state
+        s = self.settings
         t_start = time.monotonic()
         trial_deadline = t_start + s.trial_time_limit_s if s.trial_time_limit_s else None
         origin = trial.user_attrs.get("origin") or ("random" if s.strategy == "random" else "tpe")
@@ -185,8 +230,11 @@ class Searcher:
             if trial_deadline is not None and time.monotonic() >= trial_deadline:
                 raise Interrupted("trial_time_limit")
 
+        reported: list[int] = []
+
         def report(score: float, step: int) -> bool:
             trial.report(score, step)
+            reported.append(step)
             trial.set_user_attr("fidelity", step / MAX_RESOURCE)
             return s.strategy == "bohb" and trial.should_prune()
 
@@ -196,12 +244,26 @@ class Searcher:
             trial.set_user_attr("pipeline", describe(params))
             trial.set_user_attr("family", params["family"])
             trial.set_user_attr("config", params)  # includes fixed (not sampled) values
-            _emit(s, {**base, "type": "trial_started", "params": params,
-                      "pipeline": describe(params)})
-            out = evaluate_config(params, self.X, self.prepared, self.splits, seed=s.seed,
-                                  threads=s.threads, device=device, report=report, check=check)
+            _emit(
+                s, {**base, "type": "trial_started", "params": params, "pipeline": describe(params)}
+            )
+            with warnings.catch_warnings():  # convergence chatter from trial models
+                warnings.simplefilter("ignore")
+                out = evaluate_config(
+                    params,
+                    self.X,
+                    self.prepared,
+                    self.splits,
+                    seed=s.seed,
+                    threads=s.threads,
+                    device=device,
+                    report=report,
+                    check=check,
+                )
         except Interrupted as exc:
-            self._tell_interrupted(trial, base, params, exc.reason, time.monotonic() - t_start)
+            self._tell_interrupted(
+                trial, base, params, exc.reason, time.monotonic() - t_start, bool(reported)
+            )
             return
         except Exception as exc:  # a failing model is recorded, the study goes on
             err = f"{type(exc).__name__}: {exc}"[:500]
@@ -211,15 +273,25 @@ class Searcher:
             return
         self._tell_outcome(trial, base, params, out)
 
-    def _tell_outcome(self, trial: optuna.Trial, base: dict[str, Any],
-                      params: dict[str, Any], out: Outcome) -> None:
+    def _tell_outcome(
+        self, trial: optuna.Trial, base: dict[str, Any], params: dict[str, Any], out: Outcome
+    ) -> None:
         s, st = self.settings, self.state
-        for k, v in (("score_std", out.score_std), ("fit_time_s", out.fit_time_s),
-                     ("predict_time_per_1k_s", out.predict_time_per_1k_s),
-                     ("fidelity", out.fidelity)):
+        for k, v in (
+            ("score_std", out.score_std),
+            ("fit_time_s", out.fit_time_s),
+            ("predict_time_per_1k_s", out.predict_time_per_1k_s),
+            ("fidelity", out.fidelity),
+        ):
             trial.set_user_attr(k, float(v))
-        event = {**base, "params": params, "pipeline": out.description, "score": out.score,
-                 "fit_time_s": out.fit_time_s, "predict_time_per_1k_s": out.predict_time_per_1k_s}
+        event = {
+            **base,
+            "params": params,
+            "pipeline": out.description,
+            "score": out.score,
+            "fit_time_s": out.fit_time_s,
+            "predict_time_per_1k_s": out.predict_time_per_1k_s,
+        }
         if out.fidelity < 1.0:
             self.study.tell(trial, state=TrialState.PRUNED)
             _emit(s, {**event, "type": "trial_pruned", "fidelity": out.fidelity})
@@ -233,19 +305,35 @@ class Searcher:
         if new_best and best[0] == trial.number:
             _emit(s, {**event, "type": "new_best", "best_trial": best[0], "best_score": best[1]})
 
-    def _tell_interrupted(self, trial: optuna.Trial, base: dict[str, Any],
-                          params: dict[str, Any], reason: str, elapsed: float) -> None:
+    def _tell_interrupted(
+        self,
+        trial: optuna.Trial,
+        base: dict[str, Any],
+        params: dict[str, Any],
+        reason: str,
+        elapsed: float,
+        has_intermediate: bool,
+    ) -> None:
         trial.set_user_attr("interrupted", reason)
         trial.set_user_attr("fit_time_s", elapsed)
-        frozen = self.study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - read-only
-        if frozen.intermediate_values:
+        if has_intermediate:  # told PRUNED, it keeps its last rung's score for TPE
+
             self.study.tell(trial, state=TrialState.PRUNED)
-            _emit(self.settings, {**base, "type": "trial_pruned", "reason": reason, "params": params})
+            _emit(
+                self.settings, {**base, "type": "trial_pruned", "reason": reason, "params": params}
+            )
         else:
             trial.set_user_attr("error", f"interrupted: {reason}")
             self.study.tell(trial, state=TrialState.FAIL)
-            _emit(self.settings, {**base, "type": "trial_failed", "error": f"interrupted: {reason}",
-                                  "params": params})
+            _emit(
+                self.settings,
+                {
+                    **base,
+                    "type": "trial_failed",
+                    "error": f"interrupted: {reason}",
+                    "params": params,
+                },
+            )
         if reason != "trial_time_limit":
             self._stop.set()
 
@@ -256,23 +344,23 @@ class Searcher:
             trial = self._ask()
             if trial is None:
                 return
-            with self.state.lock:
-                pass
-            self._run_one(trial, device)
+            try:
+                self._run_one(trial, device)
+            finally:
+                self._running.discard(trial._trial_id)  # noqa: SLF001
 
     def run(self) -> str:
         """Search until stopped; returns why: ``cancelled``, ``deadline`` or ``max_trials``."""
         n = max(1, self.settings.workers)
-        if n == 1:
-            self._worker(0)
-        else:
-            with ThreadPoolExecutor(n, thread_name_prefix="atlas-trial") as pool:
-                for f in [pool.submit(self._worker, i) for i in range(n)]:
-                    f.result()
+        try:
+            if n == 1:
+                self._worker(0)
+            else:
+                with ThreadPoolExecutor(n, thread_name_prefix="atlas-trial") as pool:
+                    for f in [pool.submit(self._worker, i) for i in range(n)]:
+                        f.result()
+        finally:
+            self._finished.set()
         reason = self._stop_reason() or "max_trials"
         _emit(self.settings, {"type": "search_finished", "reason": reason})
         return reason
-
-
-def trial_units_ok(value: float) -> bool:
-    return math.isfinite(value)

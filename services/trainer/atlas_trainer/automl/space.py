@@ -70,8 +70,10 @@ class _Sampler:
 def sample_config(trial: optuna.Trial, task: str, options: SpaceOptions) -> dict[str, Any]:
     """Sample one full pipeline configuration (flat dict of every parameter it uses)."""
     s = _Sampler(trial, options.fixed)
-    family = s.cat("family", options.families) if len(options.families) > 1 else s._take(
-        "family", lambda: options.families[0]
+    family = (
+        s.cat("family", options.families)
+        if len(options.families) > 1
+        else s._take("family", lambda: options.families[0])
     )
     s.cat("pre.imputation", ["median", "mean", "most_frequent"])
     s.cat("pre.missing_ind", [True, False])
@@ -90,7 +92,7 @@ def sample_config(trial: optuna.Trial, task: str, options: SpaceOptions) -> dict
 
 def _sample_model(s: _Sampler, family: str, task: str) -> None:
     if family == "xgboost":
-        s.int("xgb.n_estimators", 50, 1000, log=True)
+        s.int("xgb.n_estimators", 20, 600, log=True)
         s.float("xgb.learning_rate", 0.01, 0.3, log=True)
         s.int("xgb.max_depth", 2, 10)
         s.float("xgb.min_child_weight", 0.01, 20.0, log=True)
@@ -99,9 +101,9 @@ def _sample_model(s: _Sampler, family: str, task: str) -> None:
         s.float("xgb.reg_lambda", 1e-3, 10.0, log=True)
         s.float("xgb.reg_alpha", 1e-3, 10.0, log=True)
     elif family == "lightgbm":
-        s.int("lgb.n_estimators", 50, 1000, log=True)
+        s.int("lgb.n_estimators", 20, 600, log=True)
         s.float("lgb.learning_rate", 0.01, 0.3, log=True)
-        s.int("lgb.num_leaves", 4, 256, log=True)
+        s.int("lgb.num_leaves", 4, 128, log=True)
         s.int("lgb.min_child_samples", 2, 100, log=True)
         s.float("lgb.subsample", 0.5, 1.0)
         s.float("lgb.colsample_bytree", 0.4, 1.0)
@@ -117,7 +119,7 @@ def _sample_model(s: _Sampler, family: str, task: str) -> None:
             s.float("lin.l1_ratio", 0.05, 0.95)
     elif family in ("random_forest", "extra_trees"):
         p = "rf" if family == "random_forest" else "et"
-        s.int(f"{p}.n_estimators", 50, 400, log=True)
+        s.int(f"{p}.n_estimators", 30, 300, log=True)
         s.int(f"{p}.max_depth", 0, 30)  # 0 = unlimited
         s.float(f"{p}.max_features", 0.1, 1.0)
         s.int(f"{p}.min_samples_leaf", 1, 20, log=True)
@@ -149,7 +151,8 @@ def describe(params: Mapping[str, Any]) -> str:
     steps = [f"{params.get('pre.imputation', 'median')}-impute"]
     if params.get("pre.missing_ind", True):
         steps[-1] += "+ind"
-    steps.append(f"encode(oh<={params.get('pre.onehot_max', 10)},ord<={params.get('pre.ordinal_max', 256)},te)")
+    oh, ordinal = params.get("pre.onehot_max", 10), params.get("pre.ordinal_max", 256)
+    steps.append(f"encode(oh<={oh},ord<={ordinal},te)")
     if params.get("pre.crosses"):
         steps.append(f"crosses({params['pre.crosses']})")
     if params.get("pre.scaling", "none") != "none":
@@ -179,7 +182,12 @@ def build_preprocessor(params: Mapping[str, Any], task: str, seed: int) -> Tabul
 
 
 def build_estimator(
-    params: Mapping[str, Any], task: str, seed: int, *, threads: int = 1, device: str = "cpu",
+    params: Mapping[str, Any],
+    task: str,
+    seed: int,
+    *,
+    threads: int = 1,
+    device: str = "cpu",
     units: int | None = None,
 ) -> Any:
     """An unfitted estimator for ``params``; ``units`` overrides the rounds/trees/epochs."""
@@ -229,7 +237,9 @@ def build_estimator(
         from sklearn import ensemble as ens
 
         p = "rf" if family == "random_forest" else "et"
-        name = ("RandomForest" if p == "rf" else "ExtraTrees") + ("Classifier" if clf else "Regressor")
+        name = ("RandomForest" if p == "rf" else "ExtraTrees") + (
+            "Classifier" if clf else "Regressor"
+        )
         depth = int(params[f"{p}.max_depth"])
         return getattr(ens, name)(
             n_estimators=n,
@@ -262,14 +272,27 @@ def _linear(params: Mapping[str, Any], clf: bool, seed: int) -> Any:
     if clf:
         l1 = {"l2": 0.0, "l1": 1.0}.get(penalty, params.get("lin.l1_ratio", 0.5))
         solver = "lbfgs" if l1 == 0.0 else "saga"
-        return lm.LogisticRegression(C=C, l1_ratio=l1, solver=solver, max_iter=300, random_state=seed)
+        return lm.LogisticRegression(
+            C=C, l1_ratio=l1, solver=solver, max_iter=150, tol=1e-3, random_state=seed
+        )
     if penalty == "l2":
         return lm.Ridge(alpha=1.0 / C, random_state=seed)
-    return lm.ElasticNet(alpha=1.0 / C, l1_ratio=params.get("lin.l1_ratio", 0.5), max_iter=2000, random_state=seed)
+    return lm.ElasticNet(
+        alpha=1.0 / C,
+        l1_ratio=params.get("lin.l1_ratio", 0.5),
+        max_iter=1000,
+        tol=1e-3,
+        random_state=seed,
+    )
 
 
 def build_model(
-    params: Mapping[str, Any], task: str, classes: Any, seed: int, *, threads: int = 1,
+    params: Mapping[str, Any],
+    task: str,
+    classes: Any,
+    seed: int,
+    *,
+    threads: int = 1,
     device: str = "cpu",
 ) -> TabularModel:
     """An unfitted full pipeline for ``params`` (fit with ``.fit(X, y_codes)``)."""

@@ -150,13 +150,15 @@ def prepare_target(
     warnings: list[str] = []
     if not notna.any():
         raise InvalidArgument(
-            f"target column {name!r} is all missing", reason="TARGET_ALL_NAN",
+            f"target column {name!r} is all missing",
+            reason="TARGET_ALL_NAN",
             metadata={"column": name},
         )
     if y[notna].nunique() < 2:
         raise InvalidArgument(
             f"target column {name!r} is constant ({y[notna].iloc[0]!r})",
-            reason="TARGET_CONSTANT", metadata={"column": name},
+            reason="TARGET_CONSTANT",
+            metadata={"column": name},
         )
     if (~notna).any():
         warnings.append(f"dropped {int((~notna).sum())} rows whose target {name!r} is missing")
@@ -171,7 +173,8 @@ def prepare_target(
         except (ValueError, TypeError) as exc:
             raise InvalidArgument(
                 f"target column {name!r} is not numeric, cannot do regression",
-                reason="TARGET_NOT_NUMERIC", metadata={"column": name},
+                reason="TARGET_NOT_NUMERIC",
+                metadata={"column": name},
             ) from exc
         n_folds = max(2, min(folds, int(keep.sum()) // 5))
     else:
@@ -187,12 +190,14 @@ def prepare_target(
         if len(counts) < 2:
             raise InvalidArgument(
                 f"target column {name!r} has fewer than two classes with 2+ examples",
-                reason="TARGET_CONSTANT", metadata={"column": name},
+                reason="TARGET_CONSTANT",
+                metadata={"column": name},
             )
         if task == "binary" and len(counts) > 2:
             raise InvalidArgument(
                 f"target column {name!r} has {len(counts)} classes, not binary",
-                reason="BAD_TASK", metadata={"column": name},
+                reason="BAD_TASK",
+                metadata={"column": name},
             )
         if task == "multiclass" and len(counts) == 2:
             task = "binary"
@@ -203,11 +208,14 @@ def prepare_target(
     if int(keep.sum()) < MIN_ROWS:
         raise InvalidArgument(
             f"only {int(keep.sum())} usable rows for target {name!r}; need {MIN_ROWS}",
-            reason="TOO_FEW_ROWS", metadata={"column": name},
+            reason="TOO_FEW_ROWS",
+            metadata={"column": name},
         )
     if n_folds < folds:
         warnings.append(f"small data: using {n_folds}-fold CV instead of {folds}")
-    return PreparedTarget(task, resolve_metric(task, metric), values, keep, classes, n_folds, warnings)
+    return PreparedTarget(
+        task, resolve_metric(task, metric), values, keep, classes, n_folds, warnings
+    )
 
 
 def constant_baseline(prepared: PreparedTarget) -> float:

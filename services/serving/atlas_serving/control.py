@@ -1,0 +1,183 @@
+"""Endpoint and deployment operations (blocking; the servicer runs them in threads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.errors import (
+    Aborted,
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from atlas_serving.endpoints import (
+    EndpointStore,
+    resolve_variants,
+    validate_capacity,
+    validate_capture,
+    validate_spec,
+    validate_variants,
+)
+from atlas_serving.lookup import check_lookup_schema
+from atlas_serving.models import ModelCache
+from atlas_serving.records import Idempotency
+from atlas_serving.registry import Registry
+from atlas_serving.rollout import TERMINAL, DeploymentStore, new_deployment
+from atlas_serving.rollout_plan import plan_for
+
+
+class Control:
+    def __init__(self, registry: Registry, endpoints: EndpointStore,
+                 deployments: DeploymentStore, models: ModelCache, data_client: Any,
+                 idempotency: Idempotency) -> None:
+        self.registry = registry
+        self.endpoints = endpoints
+        self.deployments = deployments
+        self.models = models
+        self.data_client = data_client
+        self.idem = idempotency
+
+    # -- checks before anything serves ---------------------------------------------------
+
+    def prepare(self, variants: list[pb.Variant], lookup: pb.FeatureLookup) -> None:
+        """Every bundle loads and verifies, and matches the feature lookup: or the change is
+        refused (FAILED_PRECONDITION) and the current version keeps serving."""
+        for v in variants:
+            version = self.registry.get(v.model.model_name, v.resolved_version)
+            try:
+                model = self.models.load_now(version)
+            except (DataLoss, FailedPrecondition, NotFound) as exc:
+                raise FailedPrecondition(
+                    f"variant {v.name}: bundle of {v.model.model_name} v{v.resolved_version} "
+                    f"cannot be served: {exc.message}", reason="BUNDLE_REJECTED",
+                    metadata={"variant": v.name, "cause": exc.reason}) from None
+            check_lookup_schema(self.data_client, lookup, model)
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def create_endpoint(self, spec: pb.EndpointSpec, request_id: str) -> pb.Endpoint:
+        validate_spec(spec)
+        seen = self.idem.recall("create_endpoint", request_id)
+        if seen is not None:
+            return self.endpoints.get(seen["name"])
+        try:
+            self.endpoints.get(spec.name)
+            raise AlreadyExists(f"endpoint {spec.name} already exists", reason="ENDPOINT_EXISTS")
+        except NotFound:
+            pass
+        resolved = resolve_variants(self.registry, list(spec.variants))
+        self.prepare(resolved, spec.feature_lookup)
+        stored = pb.EndpointSpec()
+        stored.CopyFrom(spec)
+        del stored.variants[:]
+        stored.variants.extend(resolved)
+        endpoint = self.endpoints.create(stored)
+        self.idem.remember("create_endpoint", request_id, {"name": spec.name})
+        return endpoint
+
+    def update_endpoint(self, req: pb.UpdateEndpointRequest) -> pb.Endpoint:
+        if req.HasField("capacity"):
+            validate_capacity(req.capacity, "capacity")
+        if req.HasField("capture"):
+            validate_capture(req.capture)
+        current = self.endpoints.get(req.name)
+        if req.HasField("feature_lookup"):
+            self.prepare(list(current.spec.variants), req.feature_lookup)
+
+        def change(ep: pb.Endpoint) -> None:
+            if req.HasField("capacity"):
+                ep.spec.capacity.CopyFrom(req.capacity)
+            if req.HasField("feature_lookup"):
+                ep.spec.feature_lookup.CopyFrom(req.feature_lookup)
+            if req.HasField("capture"):
+                ep.spec.capture.CopyFrom(req.capture)
+            if req.description:
+                ep.spec.description = req.description
+        return self.endpoints.mutate(req.name, change, etag=req.etag)
+
+    def delete_endpoint(self, name: str, request_id: str) -> pb.Endpoint:
+        seen = self.idem.recall("delete_endpoint", request_id)
+        if seen is not None:
+            return pb.Endpoint(spec=pb.EndpointSpec(name=seen["name"]))
+        endpoint = self.endpoints.delete(name)
+        self.idem.remember("delete_endpoint", request_id, {"name": name})
+        return endpoint
+
+    def served_versions(self, model: str) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for ep in self.endpoints.list()[0]:
+            for v in ep.spec.variants:
+                if v.model.model_name == model:
+                    out.setdefault(v.resolved_version, []).append(ep.spec.name)
+        return out
+
+    def alias_users(self, model: str, alias: str) -> list[str]:
+        return sorted({ep.spec.name for ep in self.endpoints.list()[0] for v in ep.spec.variants
+                       if v.model.model_name == model and v.model.alias == alias})
+
+    # -- deployments ---------------------------------------------------------------------
+
+    def submit(self, req: pb.SubmitDeploymentRequest, owner: str) -> pb.Deployment:
+        seen = self.idem.recall("submit_deployment", req.request_id)
+        if seen is not None:
+            return self.deployments.get(seen["id"])[0]
+        validate_variants(list(req.variants))
+        plan_for(req.policy)  # validates the policy
+        if req.alarms.max_error_rate < 0 or req.alarms.max_error_rate > 1:
+            raise InvalidArgument("alarms.max_error_rate must be in [0, 1]",
+                                  reason="INVALID_ALARMS")
+        endpoint = self.endpoints.get(req.endpoint_name)
+        if endpoint.active_deployment_id:
+            raise Aborted(f"deployment {endpoint.active_deployment_id} of endpoint "
+                          f"{req.endpoint_name} is in progress", reason="DEPLOYMENT_IN_PROGRESS")
+        target = resolve_variants(self.registry, list(req.variants))
+        policy = req.policy.WhichOneof("policy")
+        clash = {v.name for v in endpoint.spec.variants} & {v.name for v in target}
+        if clash and policy not in (None, "all_at_once"):
+            raise InvalidArgument(f"variant name(s) {', '.join(sorted(clash))} are already "
+                                  "serving: gradual rollouts need new variant names",
+                                  reason="VARIANT_NAME_IN_USE")
+        self.prepare(target, endpoint.spec.feature_lookup)
+        if clash:  # all at once onto the same names: the previous variants are replaced
+            kept = [v for v in endpoint.spec.variants if v.name not in clash]
+            del endpoint.spec.variants[:]
+            endpoint.spec.variants.extend(kept)
+        dep, driver = new_deployment(endpoint, target, req.policy, req.alarms, req.request_id)
+        self.deployments.insert(dep, driver, owner)
+
+        def claim(ep: pb.Endpoint) -> None:
+            if ep.active_deployment_id:
+                raise Aborted(f"deployment {ep.active_deployment_id} is in progress",
+                              reason="DEPLOYMENT_IN_PROGRESS")
+            ep.active_deployment_id = dep.deployment_id
+            ep.state = pb.ENDPOINT_STATE_UPDATING
+        self.endpoints.mutate(req.endpoint_name, claim, etag=endpoint.etag)
+        self.idem.remember("submit_deployment", req.request_id, {"id": dep.deployment_id})
+        return dep
+
+    def cancel(self, deployment_id: str) -> pb.Deployment:
+        dep, driver = self.deployments.get(deployment_id)
+        if dep.state in TERMINAL:
+            return dep
+        driver["cancel"] = True
+        self.deployments.save(dep, driver)
+        return dep
+
+    def rollback(self, endpoint_name: str, request_id: str, owner: str) -> pb.Deployment:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint.active_deployment_id:
+            raise Aborted(f"deployment {endpoint.active_deployment_id} is in progress; cancel "
+                          "it instead", reason="DEPLOYMENT_IN_PROGRESS")
+        if not endpoint.last_deployment_id:
+            raise FailedPrecondition(f"endpoint {endpoint_name} has no previous deployment",
+                                     reason="NO_PREVIOUS_DEPLOYMENT")
+        last, _ = self.deployments.get(endpoint.last_deployment_id)
+        previous = [v for v in last.previous_variants]
+        if not previous:
+            raise FailedPrecondition("the last deployment has no previous variants",
+                                     reason="NO_PREVIOUS_DEPLOYMENT")
+        return self.submit(pb.SubmitDeploymentRequest(
+            endpoint_name=endpoint_name, variants=previous, request_id=request_id), owner)

@@ -1,0 +1,185 @@
+"""The prediction path shared by every front end (unary, batch, stream): admission, routing,
+feature lookup, lazy model load, batched inference, statistics, capture and shadows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.errors import AtlasError, InvalidArgument, NotFound
+from atlas_serving.capture import CaptureWriter
+from atlas_serving.inference import RowResult, ServableModel, check_row_names
+from atlas_serving.live import EndpointRuntime, VariantRuntime
+from atlas_serving.lookup import FeatureFetcher
+from atlas_serving.metrics import ServingMetrics
+from atlas_serving.models import ModelCache
+from atlas_serving.schema_map import value_to_python
+
+log = logging.getLogger("atlas.serving.predict")
+
+MAX_ROWS = 10_000
+MAX_SHADOW_INFLIGHT = 256
+_CLIENT_ERRORS = ("INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED")
+
+
+@dataclass
+class Answer:
+    results: list[RowResult]
+    variant: str
+    version: pb.ModelVersion
+    prediction_id: str
+
+
+class DataPlane:
+    def __init__(self, models: ModelCache, fetcher: FeatureFetcher, capture: CaptureWriter,
+                 metrics: ServingMetrics) -> None:
+        self.models = models
+        self.fetcher = fetcher
+        self.capture = capture
+        self.metrics = metrics
+        self.endpoints: dict[str, EndpointRuntime] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def endpoint(self, name: str) -> EndpointRuntime:
+        if not name:
+            raise InvalidArgument("endpoint_name is required", reason="NAME_REQUIRED")
+        ep = self.endpoints.get(name)
+        if ep is None:
+            raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
+        return ep
+
+    async def predict(self, name: str, rows: Sequence[pb.PredictRow], options: pb.PredictOptions,
+                      *, timeout: float | None = None) -> Answer:
+        if not rows:
+            raise InvalidArgument("no rows to predict", reason="NO_ROWS")
+        if len(rows) > MAX_ROWS:
+            raise InvalidArgument(f"{len(rows)} rows exceed the limit of {MAX_ROWS}; use "
+                                  "input_artifact", reason="TOO_MANY_ROWS")
+        ep = self.endpoint(name)
+        start = time.perf_counter()
+        admission = ep.admission
+        try:
+            await admission.enter(name, timeout)
+        except AtlasError:
+            self.metrics.rejected.labels(name).inc()
+            for v in ep.live[:1]:
+                v.stats.count("rejected")
+            raise
+        variant: VariantRuntime | None = None
+        try:
+            variant = ep.choose(options.target_variant)
+            model = await self.models.get(variant.version)
+            features, fallbacks = await self._features(ep, model, rows)
+            results = await variant.batcher.predict(model, features, explain=options.explain,
+                                                    all_scores=options.return_all_scores)
+            for i, result in enumerate(results):
+                if result.error is not None:
+                    raise _row_error(i, len(rows), result.error)
+        except AtlasError as exc:
+            if variant is not None:
+                self._observe(ep, variant, start, exc.code.value)
+            raise
+        except Exception:
+            if variant is not None:
+                self._observe(ep, variant, start, "INTERNAL")
+            raise
+        finally:
+            admission.leave()
+        for result, used in zip(results, fallbacks, strict=True):
+            result.fallback_used = used
+        seconds = self._observe(ep, variant, start, "OK")
+        answer = Answer(results, variant.name, variant.version, uuid.uuid4().hex)
+        if ep.spec.capture.enabled and random.random() < ep.spec.capture.sample_fraction:
+            self._capture(ep, answer, features, seconds)
+        for shadow in ep.shadows:
+            if (shadow.shadow_inflight < MAX_SHADOW_INFLIGHT
+                    and random.random() < (shadow.spec.shadow_fraction or 1.0)):
+                self._spawn(self._shadow(shadow, features, results, options))
+        return answer
+
+    def _observe(self, ep: EndpointRuntime, variant: VariantRuntime, start: float,
+                 code: str) -> float:
+        seconds = time.perf_counter() - start
+        variant.stats.latency(seconds, error=code not in ("OK", *_CLIENT_ERRORS))
+        self.metrics.requests.labels(ep.name, variant.name, code).inc()
+        self.metrics.latency.labels(ep.name, variant.name).observe(seconds)
+        return seconds
+
+    async def _features(self, ep: EndpointRuntime, model: ServableModel,
+                        rows: Sequence[pb.PredictRow]) -> tuple[list[dict[str, Any]],
+                                                                list[bool]]:
+        out: list[dict[str, Any] | None] = [None] * len(rows)
+        used = [False] * len(rows)
+        lookups: list[int] = []
+        for i, row in enumerate(rows):
+            which = row.WhichOneof("input")
+            if which == "entity_id":
+                lookups.append(i)
+                continue
+            try:
+                values = {k: value_to_python(v) for k, v in row.features.values.items()}
+                check_row_names(values, model.names, model.name_set)
+            except (InvalidArgument, ValueError) as exc:
+                raise _row_error(i, len(rows), exc) from None
+            out[i] = values
+        if lookups:
+            fetched = await self.fetcher.rows(ep.spec.feature_lookup, model,
+                                              [rows[i].entity_id for i in lookups])
+            for i, (values, fallback) in zip(lookups, fetched, strict=True):
+                values.update({k: value_to_python(v) for k, v in rows[i].overrides.items()})
+                try:
+                    check_row_names(values, model.names, model.name_set)
+                except InvalidArgument as exc:
+                    raise _row_error(i, len(rows), exc) from None
+                out[i], used[i] = values, fallback
+        return [r for r in out if r is not None], used
+
+    def _capture(self, ep: EndpointRuntime, answer: Answer, features: list[dict[str, Any]],
+                 seconds: float) -> None:
+        now_us = int(time.time() * 1e6)
+        for row, result in zip(features, answer.results, strict=True):
+            record = {f"f_{k}": v for k, v in row.items()}
+            record.update(time_us=now_us, prediction_id=answer.prediction_id,
+                          variant=answer.variant, model_version=answer.version.ref.version,
+                          label=result.label, value=result.value, latency_ms=seconds * 1000)
+            self.capture.add(ep.name, answer.variant, record)
+
+    async def _shadow(self, shadow: VariantRuntime, features: list[dict[str, Any]],
+                      live: list[RowResult], options: pb.PredictOptions) -> None:
+        shadow.shadow_inflight += 1
+        start = time.perf_counter()
+        try:
+            model = await self.models.get(shadow.version)
+            results = await shadow.batcher.predict(model, features,
+                                                   all_scores=options.return_all_scores)
+        except Exception:  # noqa: BLE001 - a shadow failure never reaches the caller
+            shadow.stats.count("shadow_errors")
+            return
+        finally:
+            shadow.shadow_inflight -= 1
+        seconds = time.perf_counter() - start
+        for mine, theirs in zip(results, live, strict=True):
+            shadow.stats.shadow(mine.label == theirs.label, abs(mine.value - theirs.value),
+                                seconds)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _row_error(index: int, total: int, exc: Exception) -> InvalidArgument:
+    message = getattr(exc, "message", str(exc))
+    if total > 1:
+        message = f"row {index}: {message}"
+    metadata = dict(getattr(exc, "metadata", {}))
+    metadata["row"] = str(index)
+    return InvalidArgument(message, reason=getattr(exc, "reason", "INVALID_FEATURES"),
+                           metadata=metadata)

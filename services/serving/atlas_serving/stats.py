@@ -1,0 +1,106 @@
+"""Per-variant statistics in one-second buckets: what alarms, GetEndpointStats and the
+rollout driver read. Each replica publishes its recent buckets to the metadata DB; readers
+merge the buckets of every live replica, so alarms see the whole fleet."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Latency histogram: geometric buckets from 50 us to ~60 s (about 7% wide).
+_BASE_S = 50e-6
+_GROWTH = 1.07
+_LOG_GROWTH = math.log(_GROWTH)
+KEEP_SECONDS = 180
+
+COUNTERS = ("requests", "errors", "rejected", "batches", "batch_rows", "cold_starts",
+            "compared", "agreed", "shadow_errors")
+
+
+def latency_bucket(seconds: float) -> int:
+    if seconds <= _BASE_S:
+        return 0
+    return int(math.log(seconds / _BASE_S) / _LOG_GROWTH) + 1
+
+
+def bucket_upper(index: int) -> float:
+    return _BASE_S * _GROWTH ** index
+
+
+class WindowStats:
+    """Counters and latency histograms of one variant on one replica (event-loop only)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, dict[str, Any]] = {}
+        self.last_cold_start_s = 0.0
+
+    def _now(self) -> dict[str, Any]:
+        second = int(time.time())
+        slot = self.seconds.get(second)
+        if slot is None:
+            slot = {"lat": {}, "shadow_lat": {}, "score_diff": 0.0}
+            self.seconds[second] = slot
+            for old in [s for s in self.seconds if s < second - KEEP_SECONDS]:
+                del self.seconds[old]
+        return slot
+
+    def count(self, name: str, n: int = 1) -> None:
+        slot = self._now()
+        slot[name] = slot.get(name, 0) + n
+
+    def latency(self, seconds: float, *, error: bool = False, key: str = "lat") -> None:
+        slot = self._now()
+        b = str(latency_bucket(seconds))
+        slot[key][b] = slot[key].get(b, 0) + 1
+        if key == "lat":
+            slot["requests"] = slot.get("requests", 0) + 1
+            if error:
+                slot["errors"] = slot.get("errors", 0) + 1
+
+    def shadow(self, agreed: bool, score_diff: float, seconds: float) -> None:
+        slot = self._now()
+        slot["compared"] = slot.get("compared", 0) + 1
+        slot["agreed"] = slot.get("agreed", 0) + int(agreed)
+        slot["score_diff"] += score_diff
+        self.latency(seconds, key="shadow_lat")
+
+    def export(self) -> dict[str, Any]:
+        return {"seconds": {str(k): v for k, v in self.seconds.items()},
+                "last_cold_start_s": self.last_cold_start_s}
+
+
+def merge(exports: Iterable[Mapping[str, Any]], window_s: float,
+          now: float | None = None) -> dict[str, Any]:
+    """Sum the buckets of several replicas over the last ``window_s`` seconds."""
+    now = time.time() if now is None else now
+    first = now - window_s
+    total: dict[str, Any] = {name: 0 for name in COUNTERS}
+    total.update(lat={}, shadow_lat={}, score_diff=0.0, last_cold_start_s=0.0)
+    for export in exports:
+        total["last_cold_start_s"] = max(total["last_cold_start_s"],
+                                         export.get("last_cold_start_s", 0.0))
+        for second, slot in export.get("seconds", {}).items():
+            if int(second) < first:
+                continue
+            for name in COUNTERS:
+                total[name] += slot.get(name, 0)
+            total["score_diff"] += slot.get("score_diff", 0.0)
+            for key in ("lat", "shadow_lat"):
+                for b, n in slot.get(key, {}).items():
+                    total[key][b] = total[key].get(b, 0) + n
+    return total
+
+
+def percentile_ms(hist: Mapping[str, int], q: float) -> float:
+    count = sum(hist.values())
+    if not count:
+        return 0.0
+    rank = q * count
+    seen = 0
+    for b in sorted(hist, key=int):
+        seen += hist[b]
+        if seen >= rank:
+            return bucket_upper(int(b)) * 1000.0
+    return bucket_upper(max(int(b) for b in hist)) * 1000.0

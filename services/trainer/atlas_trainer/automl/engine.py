@@ -1,0 +1,377 @@
+"""``run_automl``: the one entry point of the AutoML engine (no gRPC, no job plumbing).
+
+Budget policy: the search stops at 85% of the wall budget (trials in flight are interrupted
+there, inside their fits); the rest is for final models, refitting on all data only when the
+trial's measured fit time says it fits, else using the cross-validation fold bag. Setup
+(validation, meta-features) counts against the budget too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from atlas_core.errors import InvalidArgument
+from atlas_core.ml import ColumnSanitizer
+from atlas_trainer.automl.ensemble import greedy_selection
+from atlas_trainer.automl.evaluate import make_splits
+from atlas_trainer.automl.finalize import (
+    ENSEMBLE_NUMBER,
+    FinalModels,
+    LeaderboardRow,
+    build_ensemble,
+    leaderboard,
+)
+from atlas_trainer.automl.meta import (
+    MetaEntry,
+    MetaStore,
+    Prior,
+    compute_meta_features,
+    find_priors,
+)
+from atlas_trainer.automl.resources import detect_gpus, plan_parallelism
+from atlas_trainer.automl.search import (
+    STRATEGIES,
+    Searcher,
+    SearchSettings,
+    SearchState,
+    make_pruner,
+    make_sampler,
+)
+from atlas_trainer.automl.space import SpaceOptions, validate_families
+from atlas_trainer.automl.task import constant_baseline, prepare_target
+
+log = logging.getLogger(__name__)
+SEARCH_SHARE = 0.85
+
+
+@dataclass
+class AutoMLResult:
+    """Everything a job reports. ``model`` is the best leaderboard entry's fitted predictor
+    (the ensemble when it scored best); ``best_model`` the best single trial's."""
+
+    task: str
+    metric: str
+    higher_is_better: bool
+    study_name: str
+    leaderboard: list[LeaderboardRow]
+    best_trial: int | None
+    best_score: float | None
+    best_model: Any | None
+    best_model_kind: str  # "refit" or "fold_bag"
+    ensemble_model: Any | None
+    ensemble_score: float | None
+    ensemble_weights: dict[int, float]
+    oof: dict[int, np.ndarray]  # trial number -> OOF scores on oof_index rows
+    oof_index: np.ndarray
+    classes: list[Any] | None
+    warnings: list[str]
+    dropped_columns: dict[str, str]
+    priors: list[Prior]
+    meta_features: dict[str, float]
+    stop_reason: str
+    elapsed_s: float
+    baseline_score: float
+    validation: str
+    trials_complete: int = 0
+    trials_pruned: int = 0
+    trials_failed: int = 0
+    trials_run_here: list[int] = field(default_factory=list)
+
+    @property
+    def model(self) -> Any | None:
+        if (
+            self.ensemble_model is not None
+            and self.ensemble_score is not None
+            and (
+                self.best_score is None
+                or (
+                    self.ensemble_score > self.best_score
+                    if self.higher_is_better
+                    else self.ensemble_score < self.best_score
+                )
+            )
+        ):
+            return self.ensemble_model
+        return self.best_model
+
+
+def _open_study(
+    storage: str | optuna.storages.BaseStorage | None,
+    study_name: str | None,
+    direction: str,
+    strategy: str,
+    seed: int,
+) -> optuna.Study:
+    if isinstance(storage, str):
+        # Heartbeats let a restarted worker fail (and retry once) trials of a killed one.
+        storage = optuna.storages.RDBStorage(
+            storage,
+            heartbeat_interval=10,
+            grace_period=30,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction=direction,
+        load_if_exists=True,
+        sampler=make_sampler(strategy, seed),
+        pruner=make_pruner(strategy),
+    )
+    if study.direction.name.lower() != direction:
+        raise InvalidArgument(
+            f"study {study_name!r} exists with direction {study.direction.name.lower()}, "
+            f"this job needs {direction}",
+            reason="STUDY_MISMATCH",
+        )
+    return study
+
+
+def _enqueue_priors(study: optuna.Study, priors: list[Prior], families: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for prior in priors:
+        for cfg in prior.configs:
+            params = cfg["params"]
+            key = repr(sorted(params.items()))
+            if params.get("family") not in families or key in seen:
+                continue
+            seen.add(key)
+            before = len(study.get_trials(deepcopy=False))
+            study.enqueue_trial(
+                params,
+                user_attrs={"origin": f"warm_start:{prior.source_study}#{cfg.get('trial', '?')}"},
+            )
+            prior.trial_numbers.append(before)
+
+
+def run_automl(
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    task: str | None = None,
+    metric: str | None = None,
+    wall_budget_s: float | None = None,
+    max_trials: int | None = None,
+    strategy: str = "bohb",
+    families: Sequence[str] | None = None,
+    allow_crosses: bool = True,
+    allow_selection: bool = True,
+    fixed_params: dict[str, Any] | None = None,
+    validation: str = "auto",
+    folds: int = 5,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    n_jobs: int = 1,
+    gpus: int | None = 0,
+    parallel_trials: int = 0,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    meta_store: MetaStore | None = None,
+    dataset_key: str = "",
+    parent_dataset_ids: Sequence[str] = (),
+    meta_features: dict[str, float] | None = None,
+    warm_start_k: int = 3,
+    ensemble: bool = True,
+    ensemble_size: int = 25,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> AutoMLResult:
+    """Search pipelines for ``X -> y`` and return the leaderboard and fitted models.
+
+    Budgets: ``wall_budget_s`` (never overrun by more than 10%) and/or ``max_trials``
+    (study-wide: counts trials of earlier runs and other workers of the same study, so a
+    resumed or distributed job shares one budget). At least one is required.
+    ``storage`` + ``study_name`` make the study persistent: calling again continues it
+    (completed trials kept). ``should_stop`` is polled between fidelity steps and inside
+    fits; on True the search stops within seconds and the result keeps the best model.
+    ``on_event`` receives dicts with ``type`` in trial_started, trial_finished, trial_pruned,
+    trial_failed, new_best, search_finished. ``gpus=None`` detects GPUs with NVML.
+    Raises InvalidArgument for a bad target/metric/task/family or no budget.
+    """
+    t0 = time.monotonic()
+    if wall_budget_s is None and max_trials is None:
+        raise InvalidArgument("set wall_budget_s and/or max_trials", reason="NO_BUDGET")
+    if strategy not in STRATEGIES:
+        raise InvalidArgument(
+            f"unknown strategy {strategy!r}; choose {STRATEGIES}", reason="BAD_STRATEGY"
+        )
+    fams = validate_families(families)
+    hard_deadline = t0 + wall_budget_s if wall_budget_s else None
+    prepared = prepare_target(y, task, metric, folds)
+    X = X.loc[prepared.keep].reset_index(drop=True)
+    warnings = list(prepared.warnings)
+    dropped = ColumnSanitizer().fit(X).dropped_
+    for col, why in dropped.items():
+        warnings.append(f"dropped column {col!r}: {why}")
+    splits = make_splits(
+        prepared, method=validation, folds=folds, holdout_fraction=holdout_fraction, seed=seed
+    )
+    mf = (
+        dict(meta_features)
+        if meta_features
+        else compute_meta_features(X, prepared.y, prepared.task, seed)
+    )
+    study = _open_study(storage, study_name, prepared.metric.direction, strategy, seed)
+    if isinstance(study._storage, optuna.storages.RDBStorage):  # noqa: SLF001
+        optuna.storages.fail_stale_trials(study)
+    study.set_user_attr("task", prepared.task)
+    study.set_user_attr("metric", prepared.metric.name)
+    priors: list[Prior] = []
+    fresh = not study.get_trials(deepcopy=False)
+    if meta_store is not None and fresh:
+        priors = find_priors(
+            meta_store,
+            mf,
+            prepared.task,
+            parent_keys=tuple(parent_dataset_ids),
+            exclude_study=study.study_name,
+            k=warm_start_k,
+        )
+        _enqueue_priors(study, priors, fams)
+    plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
+    settings = SearchSettings(
+        strategy=strategy,
+        seed=seed,
+        workers=plan.workers,
+        threads=plan.threads,
+        devices=plan.devices,
+        max_trials=max_trials,
+        search_deadline=t0 + SEARCH_SHARE * wall_budget_s if wall_budget_s else None,
+        trial_time_limit_s=max(5.0, 0.4 * wall_budget_s) if wall_budget_s else None,
+        started_at=t0,
+        hard_deadline=hard_deadline,
+        on_event=on_event,
+        should_stop=should_stop,
+    )
+    if "mlp" in fams:
+        import torch  # MLP trials: same one-thread-per-trial policy as the boosters
+
+        torch.set_num_threads(plan.threads)
+    state = SearchState(prepared.metric.higher_is_better)
+    stop_reason = Searcher(
+        study,
+        X,
+        prepared,
+        splits,
+        SpaceOptions(fams, allow_crosses, allow_selection, fixed_params),
+        settings,
+        state,
+    ).run()
+
+    # ---- final models -----------------------------------------------------------------
+    cancelled = stop_reason == "cancelled"
+    finals = FinalModels(
+        X,
+        prepared,
+        state.fold_models,
+        state.fit_time,
+        len(splits.folds),
+        seed=seed,
+        threads=plan.threads,
+        device=plan.devices[0],
+        deadline=hard_deadline - 0.03 * wall_budget_s if hard_deadline and wall_budget_s else None,
+        allow_refit=not cancelled,
+    )
+    done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    best_number = best_score = best_model = None
+    kind = ""
+    if done:
+        bt = study.best_trial
+        best_number, best_score = bt.number, bt.value
+        best_model = finals.get(bt)
+        kind = finals.kind.get(bt.number, "")
+    ens_model, ens_score, weights, extra = None, None, {}, []
+    oof = {n: a for n, a in state.oof.items() if n in done}
+    if ensemble and len(oof) >= 2:
+        sel = greedy_selection(
+            oof,
+            prepared.y[splits.oof_index],
+            prepared.metric,
+            prepared.n_classes,
+            rounds=ensemble_size,
+        )
+        if len(sel.weights) >= 2:
+            ens_model = build_ensemble(sel.weights, done, finals)
+            if ens_model is not None:
+                weights = dict(zip(ens_model.member_ids, ens_model.weights.tolist()))
+                ens_score = sel.score
+                extra.append(
+                    LeaderboardRow(
+                        number=ENSEMBLE_NUMBER,
+                        state="COMPLETE",
+                        pipeline=ens_model.description,
+                        family="ensemble",
+                        params={"members": weights},
+                        score=sel.score,
+                        origin="ensemble",
+                        ensemble_weights=weights,
+                    )
+                )
+    board = leaderboard(study, prepared.metric.higher_is_better, extra)
+    _rank_priors(priors, board)
+    counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL")}
+    for r in board:
+        if r.number != ENSEMBLE_NUMBER and r.state in counts:
+            counts[r.state] += 1
+    if meta_store is not None and done:
+        top = [r for r in board if r.state == "COMPLETE" and r.number >= 0][:5]
+        meta_store.record(
+            MetaEntry(
+                study.study_name,
+                dataset_key or study.study_name,
+                prepared.task,
+                prepared.metric.name,
+                prepared.metric.higher_is_better,
+                mf,
+                [{"trial": r.number, "score": r.score, "params": r.params} for r in top],
+                list(parent_dataset_ids),
+            )
+        )
+    return AutoMLResult(
+        task=prepared.task,
+        metric=prepared.metric.name,
+        higher_is_better=prepared.metric.higher_is_better,
+        study_name=study.study_name,
+        leaderboard=board,
+        best_trial=best_number,
+        best_score=best_score,
+        best_model=best_model,
+        best_model_kind=kind,
+        ensemble_model=ens_model,
+        ensemble_score=ens_score,
+        ensemble_weights=weights,
+        oof=oof,
+        oof_index=splits.oof_index,
+        classes=None if prepared.classes is None else prepared.classes.tolist(),
+        warnings=warnings,
+        dropped_columns=dict(dropped),
+        priors=priors,
+        meta_features=mf,
+        stop_reason=stop_reason,
+        elapsed_s=time.monotonic() - t0,
+        baseline_score=constant_baseline(prepared),
+        validation=splits.method,
+        trials_complete=counts["COMPLETE"],
+        trials_pruned=counts["PRUNED"],
+        trials_failed=counts["FAIL"],
+        trials_run_here=list(state.trials_run),
+    )
+
+
+def _rank_priors(priors: list[Prior], board: list[LeaderboardRow]) -> None:
+    ranks = {
+        r.number: i + 1
+        for i, r in enumerate([r for r in board if r.state == "COMPLETE" and r.number >= 0])
+    }
+    for p in priors:
+        got = [ranks[n] for n in p.trial_numbers if n in ranks]
+        p.best_rank = min(got) if got else 0

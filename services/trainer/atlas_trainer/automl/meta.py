@@ -1,0 +1,288 @@
+"""Meta-learning: dataset meta-features, a store of finished studies, and prior selection.
+
+A new study enqueues the best configurations of (1) its lineage parents (a derived dataset
+starts from what worked on the data it came from), then (2) the k past datasets nearest in
+normalised meta-feature space, same task only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, String, Table, Text, select
+
+from atlas_core.db import Migration, MigrationSet, write_transaction
+from atlas_core.ml import ColumnSanitizer
+
+# --------------------------------------------------------------------------- meta-features
+
+
+def compute_meta_features(
+    X: pd.DataFrame, y: np.ndarray, task: str, seed: int = 0, sample_rows: int = 2000
+) -> dict[str, float]:
+    """Cheap dataset descriptors (sizes, types, missingness, target entropy, moments of the
+    numeric columns) plus two landmarkers (3-fold score of a decision stump and of a
+    linear model on at most ``sample_rows`` rows). Every value is finite."""
+    from scipy import stats
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import cross_val_score
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    san = ColumnSanitizer().fit(X)
+    clean = san.transform(X)
+    num = clean[san.numeric_].to_numpy(np.float64) if san.numeric_ else np.zeros((len(X), 0))
+    mf: dict[str, float] = {
+        "log_rows": math.log10(max(len(X), 1)),
+        "log_cols": math.log10(max(X.shape[1], 1)),
+        "cat_ratio": len(san.categorical_) / max(X.shape[1], 1),
+        "missing_ratio": float(X.isna().to_numpy().mean()) if X.size else 0.0,
+        "dropped_ratio": len(san.dropped_) / max(X.shape[1], 1),
+    }
+    if task == "regression":
+        mf["class_entropy"], mf["log_classes"] = 0.0, 0.0
+        mf["target_skew"] = float(np.nan_to_num(stats.skew(y)))
+    else:
+        p = np.bincount(y) / len(y)
+        p = p[p > 0]
+        mf["class_entropy"] = float(-(p * np.log(p)).sum() / math.log(max(len(p), 2)))
+        mf["log_classes"] = math.log10(len(p))
+        mf["target_skew"] = 0.0
+    if num.shape[1]:
+        with np.errstate(all="ignore"):
+            sk = np.nan_to_num(stats.skew(num, nan_policy="omit"))
+            ku = np.nan_to_num(stats.kurtosis(num, nan_policy="omit"))
+        mf["skew_mean"] = float(np.clip(np.mean(np.abs(sk)), 0, 50))
+        mf["kurt_mean"] = float(np.clip(np.mean(ku), -5, 100))
+    else:
+        mf["skew_mean"], mf["kurt_mean"] = 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(X), size=min(sample_rows, len(X)), replace=False)
+    Z = np.nan_to_num(num[idx]) if num.shape[1] else np.zeros((len(idx), 1))
+    ys = y[idx]
+    try:
+        if task == "regression":
+            stump, lin, scoring = DecisionTreeRegressor(max_depth=1), Ridge(), "r2"
+        else:
+            stump = DecisionTreeClassifier(max_depth=1)
+            lin, scoring = LogisticRegression(max_iter=200), "accuracy"
+        Zs = (Z - Z.mean(0)) / (Z.std(0) + 1e-9)
+        mf["landmark_stump"] = float(np.mean(cross_val_score(stump, Zs, ys, cv=3, scoring=scoring)))
+        mf["landmark_linear"] = float(np.mean(cross_val_score(lin, Zs, ys, cv=3, scoring=scoring)))
+    except ValueError:  # too few rows per class for 3 folds
+        mf["landmark_stump"], mf["landmark_linear"] = 0.0, 0.0
+    return {k: float(np.clip(np.nan_to_num(v), -1e6, 1e6)) for k, v in mf.items()}
+
+
+def meta_distance(a: dict[str, float], b: dict[str, float], scale: dict[str, float]) -> float:
+    """Euclidean distance over shared keys, each divided by its scale (std over the store)."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return math.inf
+    return math.sqrt(sum(((a[k] - b[k]) / scale.get(k, 1.0)) ** 2 for k in keys) / len(keys))
+
+
+# --------------------------------------------------------------------------- store
+
+
+@dataclass
+class MetaEntry:
+    """A finished study: where it ran, on what, and its best configurations (best first)."""
+
+    study_key: str
+    dataset_key: str
+    task: str
+    metric: str
+    higher_is_better: bool
+    meta_features: dict[str, float]
+    top_configs: list[dict[str, Any]]  # {"trial": int, "score": float, "params": {...}}
+    parent_keys: list[str] = field(default_factory=list)
+    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+class MetaStore(ABC):
+    """Meta-store contract. Implementations are thread-safe. ``record`` replaces any entry
+    with the same ``study_key`` (a resumed study updates its entry)."""
+
+    @abstractmethod
+    def record(self, entry: MetaEntry) -> None: ...
+
+    @abstractmethod
+    def entries(self, task: str | None = None) -> list[MetaEntry]:
+        """All entries (of ``task`` if given), newest first."""
+
+
+class InMemoryMetaStore(MetaStore):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, MetaEntry] = {}
+
+    def record(self, entry: MetaEntry) -> None:
+        with self._lock:
+            self._entries[entry.study_key] = entry
+
+    def entries(self, task: str | None = None) -> list[MetaEntry]:
+        with self._lock:
+            out = [e for e in self._entries.values() if task is None or e.task == task]
+        return sorted(out, key=lambda e: e.created_at, reverse=True)
+
+
+_md = MetaData()
+meta_studies = Table(
+    "trainer_meta_studies",
+    _md,
+    Column("study_key", String(256), primary_key=True),
+    Column("dataset_key", String(256), nullable=False, index=True),
+    Column("task", String(32), nullable=False, index=True),
+    Column("body", Text, nullable=False),  # JSON of the rest of MetaEntry
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _v1(conn: Connection) -> None:
+    _md.create_all(conn, tables=[meta_studies])
+
+
+MIGRATIONS = MigrationSet("trainer_meta", [Migration(1, "meta-learning study store", _v1)])
+
+
+class SqlMetaStore(MetaStore):
+    """SQLAlchemy implementation (SQLite or PostgreSQL); apply ``MIGRATIONS`` first."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def record(self, entry: MetaEntry) -> None:
+        body = json.dumps(
+            {
+                "metric": entry.metric,
+                "higher_is_better": entry.higher_is_better,
+                "meta_features": entry.meta_features,
+                "top_configs": entry.top_configs,
+                "parent_keys": entry.parent_keys,
+            },
+            default=_json_default,
+        )
+        with write_transaction(self._engine) as conn:
+            conn.execute(meta_studies.delete().where(meta_studies.c.study_key == entry.study_key))
+            conn.execute(
+                meta_studies.insert().values(
+                    study_key=entry.study_key,
+                    dataset_key=entry.dataset_key,
+                    task=entry.task,
+                    body=body,
+                    created_at=entry.created_at,
+                )
+            )
+
+    def entries(self, task: str | None = None) -> list[MetaEntry]:
+        q = select(meta_studies).order_by(meta_studies.c.created_at.desc())
+        if task is not None:
+            q = q.where(meta_studies.c.task == task)
+        with self._engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        out = []
+        for r in rows:
+            b = json.loads(r["body"])
+            out.append(
+                MetaEntry(
+                    r["study_key"],
+                    r["dataset_key"],
+                    r["task"],
+                    b["metric"],
+                    b["higher_is_better"],
+                    b["meta_features"],
+                    b["top_configs"],
+                    b.get("parent_keys", []),
+                    r["created_at"],
+                )
+            )
+        return out
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+# --------------------------------------------------------------------------- priors
+
+
+@dataclass
+class Prior:
+    """A source of warm-start configurations and, after the study, how it fared."""
+
+    source_study: str
+    source_dataset: str
+    reason: str  # "lineage_parent" or "similar_meta_features"
+    distance: float
+    configs: list[dict[str, Any]]
+    trial_numbers: list[int] = field(default_factory=list)  # enqueued trials in this study
+    best_rank: int = 0  # best leaderboard rank of one of its configs (1 = best; 0 = none)
+
+    @property
+    def configs_enqueued(self) -> int:
+        return len(self.trial_numbers)
+
+
+def find_priors(
+    store: MetaStore,
+    meta_features: dict[str, float],
+    task: str,
+    *,
+    parent_keys: tuple[str, ...] = (),
+    exclude_study: str | None = None,
+    k: int = 3,
+    configs_per_source: int = 3,
+) -> list[Prior]:
+    """Lineage parents first (distance 0), then the ``k`` nearest other datasets."""
+    entries = [e for e in store.entries(task) if e.study_key != exclude_study and e.top_configs]
+    priors: list[Prior] = []
+    used: set[str] = set()
+    for e in entries:
+        if e.dataset_key in parent_keys and e.dataset_key not in used:
+            used.add(e.dataset_key)
+            priors.append(
+                Prior(
+                    e.study_key,
+                    e.dataset_key,
+                    "lineage_parent",
+                    0.0,
+                    e.top_configs[:configs_per_source],
+                )
+            )
+    rest = [e for e in entries if e.dataset_key not in used]
+    if rest and k > 0:
+        keys = sorted(meta_features)
+        M = np.array(
+            [[e.meta_features.get(key, 0.0) for key in keys] for e in rest]
+            + [[meta_features[key] for key in keys]]
+        )
+        scale = {key: max(float(s), 0.05) for key, s in zip(keys, M.std(axis=0))}
+        ranked = sorted(rest, key=lambda e: meta_distance(meta_features, e.meta_features, scale))
+        similar = 0
+        for e in ranked:
+            if similar >= k:
+                break
+            if e.dataset_key in used:
+                continue  # newest study per dataset only (entries are newest first)
+            used.add(e.dataset_key)
+            priors.append(
+                Prior(
+                    e.study_key,
+                    e.dataset_key,
+                    "similar_meta_features",
+                    meta_distance(meta_features, e.meta_features, scale),
+                    e.top_configs[:configs_per_source],
+                )
+            )
+            similar += 1
+    return priors

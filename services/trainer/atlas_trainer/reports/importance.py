@@ -1,0 +1,253 @@
+"""Global feature importance and per-prediction contributions of a fitted model.
+
+Two methods, chosen by what the model can do:
+
+* ``"shap"`` -- XGBoost/LightGBM built-in TreeSHAP contributions (through the model's
+  ``contributions(X)`` or a booster pipeline, see :func:`atlas_core.bundles.raw_contributions`):
+  global importance is the mean |contribution| over rows (and classes), in raw output units
+  (log-odds for classifiers), on the model's transformed features;
+* ``"permutation"`` otherwise -- global importance is the score drop when one input column
+  is shuffled (:func:`sklearn.inspection.permutation_importance`); per-row contributions are
+  occlusion effects against a background sample: ``f(x) - mean_b f(x with column j := b_j)``,
+  with ``f`` the probability of the explained class (or the predicted value), on input columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.inspection import permutation_importance
+
+from atlas_core.bundles import raw_contributions
+from atlas_core.errors import InvalidArgument
+from atlas_trainer.reports._scoring import DEFAULT_METRIC, scorer
+
+SHAP = "shap"
+PERMUTATION = "permutation"
+MAX_IMPORTANCE_ROWS = 2_000
+MAX_EXPLAIN_ROWS = 1_000
+
+
+@dataclass(frozen=True)
+class FeatureImportance:
+    feature: str
+    importance: float
+    importance_std: float
+
+
+@dataclass(frozen=True)
+class ImportanceResult:
+    """Features most important first; ``method`` is ``"shap"`` or ``"permutation"``."""
+
+    method: str
+    features: list[FeatureImportance]
+    metric: str | None = None
+
+
+@dataclass(frozen=True)
+class RowContribution:
+    contributions: dict[str, float]
+    base_value: float
+    prediction: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    method: str
+    rows: list[RowContribution]
+
+
+class _Fitted:
+    """Gives any predictor the ``fit`` sklearn's permutation_importance insists on."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def fit(self, *args: Any, **kwargs: Any) -> _Fitted:
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.model.predict(X))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.model.predict_proba(X))
+
+
+def global_importance(
+    model: Any,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray | None = None,
+    *,
+    task: str,
+    classes: Sequence[Any] = (),
+    metric: str | None = None,
+    n_repeats: int = 5,
+    max_rows: int = MAX_IMPORTANCE_ROWS,
+    seed: int = 0,
+) -> ImportanceResult:
+    """Global importance of ``model`` on (a sample of at most ``max_rows`` of) ``X``.
+
+    SHAP when the model gives contributions, else permutation importance scored with
+    ``metric`` (default: roc_auc / log_loss / rmse by task), which needs ``y``.
+
+    Raises:
+        InvalidArgument: empty ``X``; ``y`` missing or of another length for permutation
+            importance; unknown metric.
+    """
+    if X.empty:
+        raise InvalidArgument("feature importance needs at least one row", reason="NO_ROWS")
+    sample, y_sample = _sample(X, y, max_rows, seed)
+    contributions = raw_contributions(model, sample)
+    if contributions is not None:
+        values, names = contributions
+        magnitude = np.abs(values[..., :-1])
+        per_feature = magnitude.reshape(-1, magnitude.shape[-1]).mean(axis=0)
+        features = [
+            FeatureImportance(name, float(value), 0.0) for name, value in zip(names, per_feature)
+        ]
+        return ImportanceResult(SHAP, _ranked(features))
+    if y_sample is None:
+        raise InvalidArgument(
+            "permutation importance needs the labels (y)", reason="LABELS_REQUIRED"
+        )
+    result = permutation_importance(
+        _Fitted(model),
+        sample,
+        y_sample,
+        scoring=scorer(task, metric, classes),
+        n_repeats=n_repeats,
+        random_state=seed,
+        n_jobs=1,
+    )
+    features = [
+        FeatureImportance(str(name), float(mean), float(std))
+        for name, mean, std in zip(sample.columns, result.importances_mean, result.importances_std)
+    ]
+    return ImportanceResult(PERMUTATION, _ranked(features), metric or DEFAULT_METRIC[task])
+
+
+def explain_rows(
+    model: Any,
+    rows: pd.DataFrame,
+    *,
+    task: str,
+    classes: Sequence[Any] = (),
+    background: pd.DataFrame | None = None,
+    target_class: Any = None,
+    max_background: int = 20,
+    seed: int = 0,
+) -> Explanation:
+    """Per-row contributions of 1..1000 ``rows`` (see the module docstring for methods).
+
+    ``target_class`` picks the explained class for multiclass models (default: each row's
+    predicted class); binary models explain ``classes[1]``. ``background`` (training rows)
+    is needed by the permutation method.
+
+    Raises:
+        InvalidArgument: no rows, more than 1,000, unknown target class, no background.
+    """
+    if rows.empty or len(rows) > MAX_EXPLAIN_ROWS:
+        raise InvalidArgument(
+            f"explain 1..{MAX_EXPLAIN_ROWS} rows; got {len(rows)}", reason="INVALID_ROW_COUNT"
+        )
+    class_index = _class_index(model, rows, task, classes, target_class)
+    contributions = raw_contributions(model, rows)
+    if contributions is not None:
+        values, names = contributions
+        if values.ndim == 3:
+            values = values[np.arange(len(rows)), class_index]
+        return Explanation(
+            SHAP,
+            [
+                RowContribution(
+                    dict(zip(names, map(float, row[:-1]))), float(row[-1]), float(row.sum())
+                )
+                for row in values
+            ],
+        )
+    if background is None or background.empty:
+        raise InvalidArgument(
+            "permutation explanations need background rows", reason="BACKGROUND_REQUIRED"
+        )
+    reference = background.sample(
+        n=min(max_background, len(background)), random_state=seed
+    ).reset_index(drop=True)
+    return Explanation(PERMUTATION, _occlusion(model, rows, reference, task, class_index))
+
+
+def _occlusion(
+    model: Any, rows: pd.DataFrame, reference: pd.DataFrame, task: str, class_index: np.ndarray
+) -> list[RowContribution]:
+    n, width, size = len(rows), rows.shape[1], len(reference)
+    block = width * size
+    repeated = rows.iloc[np.repeat(np.arange(n), block)].reset_index(drop=True)
+    for j, column in enumerate(rows.columns):
+        positions = (np.arange(n)[:, None] * block + j * size + np.arange(size)[None, :]).ravel()
+        values = repeated[column].to_numpy(dtype=object, copy=True)
+        values[positions] = np.tile(reference[column].to_numpy(dtype=object), n)
+        repeated[column] = pd.Series(values).astype(rows[column].dtype)
+    occluded = _output(model, repeated, task, np.repeat(class_index, block))
+    effects = occluded.reshape(n, width, size).mean(axis=2)
+    own = _output(model, rows, task, class_index)
+    base = _output(model, reference, task, None)
+    result = []
+    for i in range(n):
+        row_base = float(base.mean() if task == "regression" else base[:, class_index[i]].mean())
+        result.append(
+            RowContribution(
+                {str(c): float(own[i] - effects[i, j]) for j, c in enumerate(rows.columns)},
+                row_base,
+                float(own[i]),
+            )
+        )
+    return result
+
+
+def _output(model: Any, X: pd.DataFrame, task: str, class_index: np.ndarray | None) -> np.ndarray:
+    if task == "regression":
+        return np.asarray(model.predict(X), dtype="float64")
+    proba = np.asarray(model.predict_proba(X), dtype="float64")
+    if class_index is None:
+        return proba
+    return proba[np.arange(len(X)), class_index]
+
+
+def _class_index(
+    model: Any, rows: pd.DataFrame, task: str, classes: Sequence[Any], target_class: Any
+) -> np.ndarray:
+    n = len(rows)
+    if task == "regression":
+        return np.zeros(n, dtype=int)
+    if task == "binary":
+        return np.ones(n, dtype=int)
+    if target_class is not None and target_class != "":
+        names = [str(label) for label in classes]
+        if str(target_class) not in names:
+            raise InvalidArgument(
+                f"target class {target_class!r} is not one of {list(classes)}",
+                reason="UNKNOWN_CLASS",
+            )
+        return np.full(n, names.index(str(target_class)))
+    return np.asarray(model.predict_proba(rows)).argmax(axis=1)
+
+
+def _sample(
+    X: pd.DataFrame, y: Any, max_rows: int, seed: int
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    labels = None if y is None else np.asarray(y)
+    if labels is not None and len(labels) != len(X):
+        raise InvalidArgument(
+            f"y has {len(labels)} rows, X {len(X)}", reason="INVALID_TRAINING_DATA"
+        )
+    if len(X) <= max_rows:
+        return X, labels
+    picked = np.sort(np.random.default_rng(seed).choice(len(X), size=max_rows, replace=False))
+    return X.iloc[picked], None if labels is None else labels[picked]
+
+
+def _ranked(features: list[FeatureImportance]) -> list[FeatureImportance]:
+    return sorted(features, key=lambda item: (-item.importance, item.feature))

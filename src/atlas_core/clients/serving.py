@@ -1,0 +1,150 @@
+"""Python client of the serving service (the SDK): registry, endpoints, deployments and
+predictions with plain dicts in and out. Several replicas in ``target`` are balanced
+round-robin with health checks (see ClientSettings)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from atlas.common.v1 import common_pb2
+from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas.serving.v1 import serving_service_pb2_grpc as pb_grpc
+from atlas_core.clients._base import ServiceClient, mapped_errors, mapped_stream
+from atlas_core.errors import DeadlineExceeded
+from atlas_core.rpc.channel import ClientSettings
+
+TERMINAL = {pb.DEPLOYMENT_STATE_SUCCEEDED, pb.DEPLOYMENT_STATE_ROLLED_BACK,
+            pb.DEPLOYMENT_STATE_FAILED, pb.DEPLOYMENT_STATE_CANCELLED}
+
+
+def value(v: Any) -> common_pb2.Value:
+    if isinstance(v, bool):
+        return common_pb2.Value(bool_value=v)
+    if isinstance(v, int):
+        return common_pb2.Value(int64_value=v)
+    if isinstance(v, float):
+        return common_pb2.Value(double_value=v)
+    return common_pb2.Value(string_value=str(v))
+
+
+def feature_row(features: Mapping[str, Any]) -> pb.PredictRow:
+    return pb.PredictRow(features=pb.InlineFeatures(
+        values={k: value(v) for k, v in features.items()}))
+
+
+def entity_row(entity_id: int | str, overrides: Mapping[str, Any] | None = None
+               ) -> pb.PredictRow:
+    return pb.PredictRow(entity_id=value(entity_id),
+                         overrides={k: value(v) for k, v in (overrides or {}).items()})
+
+
+class ServingClient(ServiceClient):
+    def __init__(self, settings: ClientSettings, *, timeout: float = 30.0) -> None:
+        super().__init__(settings, timeout=timeout)
+        self.stub = pb_grpc.ServingServiceStub(self._channel)
+
+    # -- registry --------------------------------------------------------------------------
+
+    @mapped_errors
+    def register(self, model_name: str, bundle_uri: str, *, aliases: Sequence[str] = (),
+                 description: str = "", request_id: str = "") -> pb.ModelVersion:
+        return self.stub.RegisterModelVersion(pb.RegisterModelVersionRequest(
+            model_name=model_name, bundle=common_pb2.ArtifactRef(uri=bundle_uri),
+            aliases=list(aliases), description=description, request_id=request_id),
+            timeout=self.timeout).model_version
+
+    @mapped_errors
+    def set_alias(self, model_name: str, alias: str, version: int) -> pb.ModelVersion:
+        return self.stub.SetModelAlias(pb.SetModelAliasRequest(
+            model_name=model_name, alias=alias, version=version),
+            timeout=self.timeout).model_version
+
+    @mapped_errors
+    def list_versions(self, model_name: str) -> list[pb.ModelVersion]:
+        return list(self.stub.ListModelVersions(pb.ListModelVersionsRequest(
+            model_name=model_name), timeout=self.timeout).model_versions)
+
+    # -- endpoints and deployments ---------------------------------------------------------
+
+    @mapped_errors
+    def create_endpoint(self, spec: pb.EndpointSpec, *, request_id: str = "") -> pb.Endpoint:
+        return self.stub.CreateEndpoint(pb.CreateEndpointRequest(
+            spec=spec, request_id=request_id), timeout=self.timeout).endpoint
+
+    @mapped_errors
+    def get_endpoint(self, name: str) -> pb.Endpoint:
+        return self.stub.GetEndpoint(pb.GetEndpointRequest(name=name),
+                                     timeout=self.timeout).endpoint
+
+    @mapped_errors
+    def list_endpoints(self) -> list[pb.Endpoint]:
+        return list(self.stub.ListEndpoints(pb.ListEndpointsRequest(),
+                                            timeout=self.timeout).endpoints)
+
+    @mapped_errors
+    def delete_endpoint(self, name: str) -> pb.Endpoint:
+        return self.stub.DeleteEndpoint(pb.DeleteEndpointRequest(name=name),
+                                        timeout=self.timeout).endpoint
+
+    @mapped_errors
+    def stats(self, name: str, window_s: float = 60.0) -> list[pb.VariantStats]:
+        req = pb.GetEndpointStatsRequest(name=name)
+        req.window.FromNanoseconds(int(window_s * 1e9))
+        return list(self.stub.GetEndpointStats(req, timeout=self.timeout).variants)
+
+    @mapped_errors
+    def deploy(self, endpoint: str, variants: Sequence[pb.Variant], *,
+               policy: pb.TrafficPolicy | None = None, alarms: pb.AlarmConfig | None = None,
+               request_id: str = "") -> pb.Deployment:
+        return self.stub.SubmitDeployment(pb.SubmitDeploymentRequest(
+            endpoint_name=endpoint, variants=variants, policy=policy, alarms=alarms,
+            request_id=request_id), timeout=self.timeout).deployment
+
+    @mapped_errors
+    def get_deployment(self, deployment_id: str) -> pb.Deployment:
+        return self.stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=deployment_id),
+                                       timeout=self.timeout).deployment
+
+    def watch_deployment(self, deployment_id: str) -> Iterator[pb.WatchDeploymentResponse]:
+        yield from mapped_stream(self.stub.WatchDeployment(pb.WatchDeploymentRequest(
+            deployment_id=deployment_id)))
+
+    def wait_deployment(self, deployment_id: str, timeout: float = 600.0) -> pb.Deployment:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dep = self.get_deployment(deployment_id)
+            if dep.state in TERMINAL:
+                return dep
+            time.sleep(0.2)
+        raise DeadlineExceeded(f"deployment {deployment_id} still running after {timeout:.0f}s")
+
+    @mapped_errors
+    def rollback(self, endpoint: str) -> pb.Deployment:
+        return self.stub.RollbackEndpoint(pb.RollbackEndpointRequest(endpoint_name=endpoint),
+                                          timeout=self.timeout).deployment
+
+    @mapped_errors
+    def alerts(self, endpoint: str = "") -> list[pb.Alert]:
+        return list(self.stub.ListAlerts(pb.ListAlertsRequest(endpoint_name=endpoint),
+                                         timeout=self.timeout).alerts)
+
+    # -- predictions -----------------------------------------------------------------------
+
+    @mapped_errors
+    def predict(self, endpoint: str, features: Mapping[str, Any] | None = None, *,
+                entity_id: int | str | None = None, explain: bool = False,
+                all_scores: bool = False, timeout: float | None = None) -> pb.PredictResponse:
+        row = entity_row(entity_id) if entity_id is not None else feature_row(features or {})
+        return self.stub.Predict(pb.PredictRequest(
+            endpoint_name=endpoint, row=row,
+            options=pb.PredictOptions(explain=explain, return_all_scores=all_scores)),
+            timeout=timeout or self.timeout)
+
+    @mapped_errors
+    def predict_batch(self, endpoint: str, rows: Iterable[Mapping[str, Any]], *,
+                      all_scores: bool = False) -> pb.PredictBatchResponse:
+        return self.stub.PredictBatch(pb.PredictBatchRequest(
+            endpoint_name=endpoint, rows=[feature_row(r) for r in rows],
+            options=pb.PredictOptions(return_all_scores=all_scores)), timeout=self.timeout)

@@ -1,0 +1,171 @@
+"""Behaviour of run_automl: quality, budgets, failures, cancellation, ensemble, resume."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from atlas_trainer.automl import ENSEMBLE_NUMBER, run_automl
+from atlas_trainer.automl import space as space_mod
+from tests.unit.trainer._automl_data import breast_cancer, hard_frame
+
+FAST = ("lightgbm", "linear", "xgboost")
+
+
+@pytest.mark.slow
+def test_breast_cancer_run_beats_baseline_within_budget() -> None:
+    X, y = breast_cancer()
+    events: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    r = run_automl(X, y, wall_budget_s=15, seed=0, on_event=events.append)
+    elapsed = time.monotonic() - t0
+    assert elapsed <= 15 * 1.1
+    assert r.task == "binary" and r.metric == "roc_auc" and r.higher_is_better
+    assert r.best_score is not None and r.best_score > r.baseline_score + 0.3
+    rows = [row for row in r.leaderboard if row.state == "COMPLETE"]
+    assert rows and rows[0].pipeline and rows[0].fit_time_s is not None
+    assert all(row.predict_time_per_1k_s is not None for row in rows if row.number >= 0)
+    proba = r.model.predict_proba(X)
+    assert roc_auc_score(y, proba[:, 1]) > 0.95
+    assert set(r.model.predict(X.head(20))) <= {0, 1}
+    kinds = {e["type"] for e in events}
+    assert {"trial_started", "trial_finished", "new_best", "search_finished"} <= kinds
+    finished = next(e for e in events if e["type"] == "trial_finished")
+    assert {"score", "params", "fit_time_s", "best_score", "elapsed_s", "remaining_s"} <= set(
+        finished
+    )
+
+
+def test_trial_budget_and_leaderboard_order() -> None:
+    X, y = breast_cancer()
+    r = run_automl(X, y, max_trials=6, families=["linear", "lightgbm"], strategy="tpe")
+    numbers = [row.number for row in r.leaderboard if row.number >= 0]
+    assert sorted(numbers) == list(range(6))
+    scores = [row.score for row in r.leaderboard if row.state == "COMPLETE"]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_failing_trial_is_recorded_and_study_continues(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = space_mod.build_estimator
+
+    def flaky(params: dict[str, Any], *a: Any, **kw: Any) -> Any:
+        if params["family"] == "linear":
+            raise RuntimeError("boom: linear model exploded")
+        return real(params, *a, **kw)
+
+    monkeypatch.setattr("atlas_trainer.automl.evaluate.build_estimator", flaky)
+    X, y = breast_cancer()
+    r = run_automl(X, y, max_trials=6, families=["linear", "lightgbm"], strategy="random", seed=3)
+    failed = [row for row in r.leaderboard if row.state == "FAIL"]
+    assert failed and all("boom" in row.error for row in failed)
+    assert r.trials_complete >= 1 and r.trials_complete + r.trials_failed + r.trials_pruned == 6
+    assert r.model is not None
+
+
+@pytest.mark.slow
+def test_cancellation_stops_within_five_seconds_and_keeps_best() -> None:
+    X, y = breast_cancer()
+    state: dict[str, float] = {}
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e["type"] == "trial_finished" and "at" not in state:
+            state["at"] = time.monotonic()
+
+    def should_stop() -> bool:
+        return "at" in state
+
+    r = run_automl(
+        X,
+        y,
+        wall_budget_s=120,
+        seed=0,
+        on_event=on_event,
+        should_stop=should_stop,
+        families=["mlp", "xgboost", "lightgbm"],
+    )
+    assert time.monotonic() - state["at"] < 5.0
+    assert r.stop_reason == "cancelled"
+    assert r.trials_complete >= 1 and r.best_model is not None
+    assert r.model.predict(X.head(3)).shape == (3,)
+
+
+def test_ensemble_scores_at_least_best_single() -> None:
+    X, y = breast_cancer()
+    r = run_automl(X, y, max_trials=8, families=list(FAST), strategy="random", seed=1)
+    assert r.ensemble_model is not None and r.ensemble_score is not None
+    assert r.ensemble_score >= r.best_score - 1e-12
+    entry = next(row for row in r.leaderboard if row.number == ENSEMBLE_NUMBER)
+    assert abs(sum(entry.ensemble_weights.values()) - 1) < 1e-9
+    assert r.ensemble_model.predict_proba(X.head(4)).shape == (4, 2)
+
+
+def test_resume_continues_the_study(tmp_path: Path) -> None:
+    X, y = breast_cancer()
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = run_automl(X, y, max_trials=3, storage=url, study_name="job-1", families=list(FAST))
+    assert first.trials_complete + first.trials_pruned + first.trials_failed == 3
+    second = run_automl(X, y, max_trials=6, storage=url, study_name="job-1", families=list(FAST))
+    assert sorted(r.number for r in second.leaderboard if r.number >= 0) == list(range(6))
+    assert second.trials_run_here and min(second.trials_run_here) >= 3
+    assert second.best_score is not None and second.best_score >= first.best_score
+
+
+@pytest.mark.parametrize("task_kind", ["hard_binary", "tiny_regression", "tiny_classification"])
+def test_hard_inputs_never_crash(task_kind: str) -> None:
+    if task_kind == "hard_binary":
+        X, y = hard_frame(300)
+    else:
+        rng = np.random.default_rng(0)
+        X = pd.DataFrame({"a": rng.normal(size=20), "b": rng.normal(size=20)})
+        X.loc[3, "a"] = np.inf
+        y = pd.Series(X["b"] * 3 + rng.normal(size=20), name="t")
+        if task_kind == "tiny_classification":
+            y = pd.Series(np.where(X["b"] > 0, "p", "n"), name="t")
+    r = run_automl(X, y, max_trials=4, families=list(FAST), strategy="random")
+    assert r.model is not None
+    assert r.model.predict(X.head(5)).shape == (5,)
+    if task_kind == "hard_binary":
+        assert r.dropped_columns == {
+            "customer_id": "id_like",
+            "uuid": "id_like",
+            "constant": "constant",
+            "all_nan": "all_missing",
+        }
+        assert any("single example" in w for w in r.warnings)
+        assert r.classes == ["no", "yes"]
+    elif task_kind == "tiny_regression":
+        assert any("4-fold" in w for w in r.warnings)
+
+
+def test_models_unpickle_with_atlas_core_only(tmp_path: Path) -> None:
+    X, y = hard_frame(200)
+    r = run_automl(X, y, max_trials=5, families=["xgboost", "lightgbm", "mlp"], strategy="random")
+    models = {"best": r.best_model, "model": r.model}
+    path = tmp_path / "models.pkl"
+    path.write_bytes(pickle.dumps(models))
+    X.head(10).to_pickle(tmp_path / "X.pkl")
+    expected = {k: m.predict(X.head(10)).tolist() for k, m in models.items()}
+    code = f"""
+import pickle, sys, pandas as pd
+sys.modules['atlas_trainer'] = None  # importing the trainer must fail
+models = pickle.load(open({str(path)!r}, 'rb'))
+X = pd.read_pickle({str(tmp_path / "X.pkl")!r})
+print(repr({{k: m.predict(X).tolist() for k, m in models.items()}}))
+c = models['best'].contributions(X)
+print(None if c is None else (c[0].shape, len(c[1])))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert eval(lines[0]) == expected  # noqa: S307 - our own repr
+    if r.best_model.family in ("xgboost", "lightgbm"):
+        shape, n_names = eval(lines[1])  # noqa: S307
+        assert shape[0] == 10 and shape[-1] == n_names

@@ -1,0 +1,83 @@
+"""Meta-learning: meta-features, the SQL meta-store, warm starts from similar/parent studies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from atlas_core.db import apply_migrations
+from atlas_trainer.automl import MIGRATIONS, InMemoryMetaStore, MetaEntry, SqlMetaStore, run_automl
+from atlas_trainer.automl.meta import compute_meta_features, find_priors
+from tests.unit.trainer._automl_data import breast_cancer
+
+
+@pytest.fixture
+def store(db_engine: Engine) -> Iterator[SqlMetaStore]:
+    apply_migrations(db_engine, MIGRATIONS)
+    yield SqlMetaStore(db_engine)
+
+
+def _entry(key: str, dataset: str, mf: dict[str, float], family: str = "linear") -> MetaEntry:
+    params = {"family": family, "lin.C": 0.5, "lin.penalty": "l2", "pre.scaling": "standard"}
+    return MetaEntry(
+        key, dataset, "binary", "roc_auc", True, mf, [{"trial": 4, "score": 0.9, "params": params}]
+    )
+
+
+def test_sql_store_round_trip_and_nearest_first(store: SqlMetaStore) -> None:
+    store.record(_entry("s-far", "far", {"log_rows": 6.0, "log_cols": 3.0}))
+    store.record(_entry("s-near", "near", {"log_rows": 2.7, "log_cols": 1.5}))
+    store.record(_entry("s-parent", "parent", {"log_rows": 5.0, "log_cols": 0.1}))
+    store.record(_entry("s-near", "near", {"log_rows": 2.75, "log_cols": 1.5}))  # replaces
+    assert len(store.entries("binary")) == 3 and store.entries("regression") == []
+    priors = find_priors(
+        store, {"log_rows": 2.76, "log_cols": 1.48}, "binary", parent_keys=("parent",), k=1
+    )
+    assert [(p.source_dataset, p.reason) for p in priors] == [
+        ("parent", "lineage_parent"),
+        ("near", "similar_meta_features"),
+    ]
+    assert priors[0].distance == 0.0 and priors[1].configs[0]["trial"] == 4
+
+
+def test_meta_features_are_finite() -> None:
+    X, y = breast_cancer()
+    mf = compute_meta_features(X, y.to_numpy(), "binary")
+    assert {"log_rows", "class_entropy", "landmark_stump", "landmark_linear"} <= set(mf)
+    assert all(abs(v) < 1e6 for v in mf.values())
+
+
+def test_warm_start_enqueues_priors_first_and_reports_rank() -> None:
+    X, y = breast_cancer()
+    store = InMemoryMetaStore()
+    cold = run_automl(
+        X,
+        y,
+        max_trials=4,
+        families=["linear", "lightgbm"],
+        meta_store=store,
+        dataset_key="bc-full",
+        study_name="cold",
+        seed=0,
+    )
+    assert store.entries("binary")[0].dataset_key == "bc-full"
+    half = X.sample(frac=0.5, random_state=0)
+    warm = run_automl(
+        half,
+        y.loc[half.index],
+        max_trials=4,
+        families=["linear", "lightgbm"],
+        meta_store=store,
+        dataset_key="bc-half",
+        parent_dataset_ids=["bc-full"],
+        study_name="warm",
+        seed=0,
+    )
+    assert warm.priors and warm.priors[0].reason == "lineage_parent"
+    assert warm.priors[0].configs_enqueued >= 1 and warm.priors[0].best_rank >= 1
+    first = next(r for r in warm.leaderboard if r.number == 0)
+    assert first.origin.startswith("warm_start:cold#")
+    best_cold = next(r for r in cold.leaderboard if r.state == "COMPLETE" and r.number >= 0)
+    assert first.params == best_cold.params
