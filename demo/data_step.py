@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import re
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +29,7 @@ def _feature_name(raw: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", raw.lower()).strip("_")
 
 
-def run(state: RunState, data_dir) -> None:  # type: ignore[no-untyped-def]
+def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
     creds = ensure_credentials(data_dir)
     address = next(p.address for p in state.processes if p.name == "data")
     client = DataClient(ClientSettings(target=address, token=creds.admin_token))
@@ -93,6 +95,8 @@ def run(state: RunState, data_dir) -> None:  # type: ignore[no-untyped-def]
         output_dataset_name="breast-cancer"))
     done = _follow(client, split.status.job_id, "stratified 75/25 split")
     for part in done.dataset_result.datasets:
+        role = part.ref.dataset_id.rsplit("-", 1)[-1]
+        shared[f"{role}_dataset"] = (part.ref.dataset_id, part.ref.version)
         parent = part.lineage.parents[0].dataset
         print(f"  {part.ref.dataset_id} v{part.ref.version}: {part.row_count} rows "
               f"(parent {parent.dataset_id} v{parent.version})")

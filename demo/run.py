@@ -12,14 +12,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from atlas_core.launcher import Launcher, RunState, implemented_services
 
 sys.path.insert(0, str(Path(__file__).parent))
 import data_step  # noqa: E402
+import trainer_step  # noqa: E402
 
-Step = Callable[[RunState, Path], None]
-STEPS: dict[str, Step] = {"data": data_step.run}
+# Steps share what they made (dataset refs, model bundles) through one dict, in order.
+Step = Callable[[RunState, Path, dict[str, Any]], None]
+STEPS: dict[str, Step] = {"data": data_step.run, "trainer": trainer_step.run}
 
 
 def main() -> int:
@@ -33,10 +36,11 @@ def main() -> int:
         for proc, status in launcher.status():
             print(f"  {proc.name:<12} {status:<10} {proc.address}")
         served = [s.name for s in implemented_services()]
+        shared: dict[str, Any] = {}
         for name in served:
             if name in STEPS:
                 print(f"\n== {name} ==")
-                STEPS[name](state, data_dir)
+                STEPS[name](state, data_dir, shared)
         if not served:
             print("\n(no service is implemented yet: the suite is the object store alone)")
     finally:
