@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from atlas_core.memory import raise_mmap_threshold
 from atlas_core.rpc import ServiceDef
 from atlas_core.service_main import run_service
 from atlas_data.config import DataSettings
@@ -13,6 +14,7 @@ from atlas_data.servicer import data_service_def
 
 
 async def build(settings: DataSettings) -> Sequence[ServiceDef]:
+    raise_mmap_threshold()
     service = await asyncio.to_thread(DataService.open, settings)
     service.start()
     return [data_service_def(service)]

@@ -14,6 +14,7 @@ import fcntl
 import io
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,9 +163,7 @@ class OfflineStore:
 
     def _publish(self, name: str, version: int, key: str, table: pa.Table, event_column: str,
                  *, compacted: bool) -> Partition:
-        buffer = io.BytesIO()
-        pq.write_table(parquet_safe(table), buffer, compression="zstd")
-        ref = self._artifacts.put_bytes(key, buffer.getvalue())
+        ref = self._put_parquet(key, table)
         lo, hi = _event_range(table, event_column)
         partition = Partition(ref, name, version, table.num_rows, lo, hi, compacted)
         try:
@@ -173,6 +172,13 @@ class OfflineStore:
         except IntegrityError:
             pass  # a re-flush after a crash: same key, same rows, already registered
         return partition
+
+    def _put_parquet(self, key: str, table: pa.Table) -> ArtifactRef:
+        # Through a temp file: the store streams it in parts, so a large flush never holds
+        # the Parquet bytes in memory next to the table.
+        with tempfile.NamedTemporaryFile(dir=self._staging, suffix=".parquet") as tmp:
+            pq.write_table(parquet_safe(table), tmp.name, compression="zstd")
+            return self._artifacts.put_file(key, tmp.name)
 
     @staticmethod
     def _row(p: Partition) -> dict[str, object]:
@@ -259,9 +265,7 @@ class OfflineStore:
             for i, start in enumerate(range(0, table.num_rows, rows_per_part)):
                 chunk = table.slice(start, rows_per_part)
                 key = f"offline/{name}/v{version}/compacted-{stamp}-{i:05d}.parquet"
-                buffer = io.BytesIO()
-                pq.write_table(parquet_safe(chunk), buffer, compression="zstd")
-                ref = self._artifacts.put_bytes(key, buffer.getvalue())
+                ref = self._put_parquet(key, chunk)
                 lo, hi = _event_range(chunk, event_column)
                 news.append(Partition(ref, name, version, chunk.num_rows, lo, hi, True))
             with write_transaction(self._engine) as conn:
