@@ -36,8 +36,8 @@ def _budget(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> tuple[float | None,
 
 
 def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
-          *, study_name: str) -> dict[str, Any]:
-    started = time.monotonic()
+          *, study_name: str, started: float | None = None) -> dict[str, Any]:
+    started = time.monotonic() if started is None else started
     wall, max_trials = _budget(rt, spec)
     ctx.report(0.01, "loading training data")
     data = load_training_data(rt, spec)

@@ -4,6 +4,7 @@ service settings bound with functools.partial, so no secret is persisted in a jo
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from google.protobuf import json_format
@@ -29,13 +30,14 @@ def spec_from_json(raw: dict[str, Any]) -> pb.TrainingJobSpec:
 
 def _run_train(settings: TrainerSettings, ctx: JobContext, spec: dict[str, Any]
                ) -> dict[str, Any]:
+    started = time.monotonic()  # the budget includes importing the ML stack
     from atlas_trainer.job_work import train  # heavy imports only in the job subprocess
     from atlas_trainer.runtime import open_runtime
 
     runtime = open_runtime(settings, migrate=False)
     try:
         return train(runtime, ctx, spec_from_json(spec),
-                     study_name=spec.get(STUDY_KEY) or ctx.job_id)
+                     study_name=spec.get(STUDY_KEY) or ctx.job_id, started=started)
     finally:
         runtime.close()
 

@@ -1,6 +1,6 @@
 """``run_automl``: the one entry point of the AutoML engine (no gRPC, no job plumbing).
 
-Budget policy: the search stops at 85% of the wall budget (trials in flight are interrupted
+Budget policy: the search stops at 80% of the wall budget (trials in flight are interrupted
 there, inside their fits); the rest is for final models, refitting on all data only when the
 trial's measured fit time says it fits, else using the cross-validation fold bag. Setup
 (validation, meta-features) counts against the budget too.
@@ -20,7 +20,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from atlas_core.errors import InvalidArgument
-from atlas_core.ml import ColumnSanitizer
+from atlas_core.ml import ColumnSanitizer, FoldBag
 from atlas_trainer.automl.ensemble import greedy_selection
 from atlas_trainer.automl.evaluate import make_splits
 from atlas_trainer.automl.finalize import (
@@ -50,7 +50,7 @@ from atlas_trainer.automl.space import SpaceOptions, validate_families
 from atlas_trainer.automl.task import constant_baseline, prepare_target
 
 log = logging.getLogger(__name__)
-SEARCH_SHARE = 0.85
+SEARCH_SHARE = 0.8
 
 
 @dataclass
@@ -66,7 +66,7 @@ class AutoMLResult:
     best_trial: int | None
     best_score: float | None
     best_model: Any | None
-    best_model_kind: str  # "refit" or "fold_bag"
+    best_model_kind: str  # "refit", "fold_bag" or "fold_bag_partial" (nothing completed)
     ensemble_model: Any | None
     ensemble_score: float | None
     ensemble_weights: dict[int, float]
@@ -289,6 +289,15 @@ def run_automl(
         best_number, best_score = bt.number, bt.value
         best_model = finals.get(bt)
         kind = finals.kind.get(bt.number, "")
+    elif state.partial is not None:  # nothing completed: best partial-fidelity fold bag
+        number, out = state.partial
+        best_number, best_score = number, out.score
+        best_model = FoldBag(out.fold_models)
+        kind = "fold_bag_partial"
+        warnings.append(
+            f"no trial completed within the budget; the model is trial {number} at "
+            f"fidelity {out.fidelity:.2f} (raise the budget for better models)"
+        )
     ens_model, ens_score, weights, extra = None, None, {}, []
     oof = {n: a for n, a in state.oof.items() if n in done}
     if ensemble and len(oof) >= 2:
@@ -314,6 +323,12 @@ def run_automl(
                         score=sel.score,
                         origin="ensemble",
                         ensemble_weights=weights,
+                        # Members are fitted and evaluated anyway: their costs add up.
+                        fit_time_s=sum(done[n].user_attrs.get("fit_time_s", 0.0) for n in weights),
+                        predict_time_per_1k_s=sum(
+                            done[n].user_attrs.get("predict_time_per_1k_s", 0.0) for n in weights
+                        ),
+                        fidelity=1.0,
                     )
                 )
     board = leaderboard(study, prepared.metric.higher_is_better, extra)

@@ -166,7 +166,9 @@ def evaluate_config(
 ) -> Outcome:
     """Cross-validate ``params``. ``report(score, step)`` is called after each rung and
     returns True to stop (the caller then raises ``optuna.TrialPruned``); this function then
-    returns the partial outcome with ``fidelity < 1``. ``check()`` raises ``Interrupted``.
+    returns the partial outcome with ``fidelity < 1``. ``check()`` raises ``Interrupted``,
+    which propagates before the first rung completes; after it, the outcome of the last
+    complete rung is returned with ``extra["interrupted"]`` = the reason.
     Exceptions from fitting propagate (the trial is recorded as failed)."""
     task, metric, y = prepared.task, prepared.metric, prepared.y
     family = params["family"]
@@ -185,32 +187,42 @@ def evaluate_config(
     total = total_units(params)
     done, fidelity = 0, 0.0
     score, std, oof, t_pred = float("nan"), float("nan"), np.empty(0), 0.0
+    interrupted = ""
     for step, units in rung_targets(total):
         shape = (
             (len(splits.oof_index),)
             if task == "regression"
             else (len(splits.oof_index), prepared.n_classes)
         )
-        oof = np.zeros(shape)
+        rung_oof = np.zeros(shape)
         fold_scores: list[float] = []
-        t_pred = 0.0
-        for f in folds:
-            t0 = time.perf_counter()
-            grow(f["est"], family, f["Ztr"], f["ytr"], done, units, check)
-            t_fit += time.perf_counter() - t0
-            model = TabularModel(
-                f["pre"], f["est"], task, prepared.classes, family, describe(params)
-            )
-            t0 = time.perf_counter()
-            s = model.scores_from_features(f["Zva"])
-            t_pred += time.perf_counter() - t0
-            idx = [pos[int(r)] for r in f["va"]]
-            oof[idx] = s
-            try:
-                fold_scores.append(metric.score(y[f["va"]], s, prepared.n_classes))
-            except ValueError:  # e.g. AUC on a fold with one class
-                pass
-        done, fidelity = units, step / MAX_RESOURCE
+        rung_pred = 0.0
+        try:
+            for f in folds:
+                t0 = time.perf_counter()
+                try:
+                    grow(f["est"], family, f["Ztr"], f["ytr"], done, units, check)
+                finally:
+                    t_fit += time.perf_counter() - t0
+                model = TabularModel(
+                    f["pre"], f["est"], task, prepared.classes, family, describe(params)
+                )
+                t0 = time.perf_counter()
+                s = model.scores_from_features(f["Zva"])
+                rung_pred += time.perf_counter() - t0
+                rung_oof[[pos[int(r)] for r in f["va"]]] = s
+                try:
+                    fold_scores.append(metric.score(y[f["va"]], s, prepared.n_classes))
+                except ValueError:  # e.g. AUC on a fold with one class
+                    pass
+        except Interrupted as exc:
+            if fidelity == 0.0:
+                raise
+            # Keep the last complete rung: a usable (partial-fidelity) result, e.g. the only
+            # model available when every trial outgrows a tiny budget.
+            interrupted = exc.reason
+            break
+        done, fidelity, oof, t_pred = units, step / MAX_RESOURCE, rung_oof, rung_pred
         score = metric.score(y[splits.oof_index], oof, prepared.n_classes)
         std = float(np.std(fold_scores)) if fold_scores else 0.0
         if not math.isfinite(score):
@@ -222,6 +234,15 @@ def evaluate_config(
         TabularModel(f["pre"], f["est"], task, prepared.classes, family, describe(params))
         for f in folds
     ]
+    extra = {"interrupted": interrupted} if interrupted else {}
     return Outcome(
-        score, std, oof, t_fit, t_pred / n_val * 1000.0, fold_models, fidelity, describe(params)
+        score,
+        std,
+        oof,
+        t_fit,
+        t_pred / n_val * 1000.0,
+        fold_models,
+        fidelity,
+        describe(params),
+        extra,
     )

@@ -28,7 +28,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
-from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from atlas_trainer.automl.evaluate import (
@@ -107,6 +107,17 @@ class SearchState:
         self.cancelled = False
         self.trials_run: list[int] = []
         self.best: tuple[int, float] | None = None
+        self.partial: tuple[int, Outcome] | None = None
+
+    def keep_partial(self, number: int, outcome: Outcome) -> None:
+        """Remember the best interrupted (partial-fidelity) trial: the fallback final model
+        when no trial completes within the budget."""
+        with self.lock:
+            old = self.partial
+            if old is None or (
+                outcome.score > old[1].score if self.higher else outcome.score < old[1].score
+            ):
+                self.partial = (number, outcome)
 
     def keep(self, number: int, outcome: Outcome, keep_models: int) -> bool:
         """Store a completed trial; returns True when it is the new best of this process."""
@@ -196,14 +207,18 @@ class Searcher:
     # -- heartbeats: let a restarted worker tell our trials from a killed worker's ------------
     def _beat(self, trial_id: int) -> None:
         storage = self.study._storage  # noqa: SLF001
-        if not isinstance(storage, BaseHeartbeat) or not storage.is_heartbeat_enabled():
+        if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
             return
         self._running.add(trial_id)
         storage.record_heartbeat(trial_id)
         if self._beater is None:
             interval = storage.get_heartbeat_interval() or 10
-            self._beater = threading.Thread(target=self._beat_loop, args=(storage, interval),
-                                            daemon=True, name="atlas-heartbeat")
+            self._beater = threading.Thread(
+                target=self._beat_loop,
+                args=(storage, interval),
+                daemon=True,
+                name="atlas-heartbeat",
+            )
             self._beater.start()
 
     def _beat_loop(self, storage: BaseHeartbeat, interval: float) -> None:
@@ -293,8 +308,22 @@ class Searcher:
             "predict_time_per_1k_s": out.predict_time_per_1k_s,
         }
         if out.fidelity < 1.0:
+            reason = out.extra.get("interrupted", "")
+            if reason:
+                trial.set_user_attr("interrupted", reason)
+                st.keep_partial(trial.number, out)
+                if reason != "trial_time_limit":
+                    self._stop.set()
             self.study.tell(trial, state=TrialState.PRUNED)
-            _emit(s, {**event, "type": "trial_pruned", "fidelity": out.fidelity})
+            _emit(
+                s,
+                {
+                    **event,
+                    "type": "trial_pruned",
+                    "fidelity": out.fidelity,
+                    "reason": reason or "pruned",
+                },
+            )
             return
         self.study.tell(trial, out.score)
         with st.lock:
@@ -317,7 +346,6 @@ class Searcher:
         trial.set_user_attr("interrupted", reason)
         trial.set_user_attr("fit_time_s", elapsed)
         if has_intermediate:  # told PRUNED, it keeps its last rung's score for TPE
-
             self.study.tell(trial, state=TrialState.PRUNED)
             _emit(
                 self.settings, {**base, "type": "trial_pruned", "reason": reason, "params": params}
