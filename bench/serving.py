@@ -46,6 +46,28 @@ def _features() -> list[dict[str, float]]:
     return X.iloc[:64].to_dict("records")
 
 
+class FailsOnline:
+    """A model that works on its training frame but fails on small online batches: the kind
+    of bug a canary exists to catch (pickled as bench.serving.FailsOnline)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.classes_ = inner.classes_  # type: ignore[attr-defined]
+
+    def predict(self, X: object) -> object:
+        self._check(X)
+        return self.inner.predict(X)  # type: ignore[attr-defined]
+
+    def predict_proba(self, X: object) -> object:
+        self._check(X)
+        return self.inner.predict_proba(X)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _check(X: object) -> None:
+        if len(X) < 500:  # type: ignore[arg-type]
+            raise RuntimeError("feature store column mismatch")
+
+
 # -- load generator (separate processes, blocking gRPC in threads) ----------------------------
 
 def _worker(target: str, threads: int, seconds: float, endpoint: str, out: mp.Queue) -> None:
@@ -225,7 +247,7 @@ def run_all(seconds: float) -> dict:
     from atlas_core.storage import open_artifact_store
 
     sys.path.insert(0, str(ROOT))
-    from tests.grpc.serving.faulty import FailsOnline
+    from bench.serving import FailsOnline  # by module name: the replica unpickles it
 
     tmp = Path(tempfile.mkdtemp(prefix="atlas-bench-serving-"))
     weed = SeaweedS3Server(tmp / "weed", access_key="bench", secret_key="bench-secret-key",
@@ -271,14 +293,15 @@ def run_all(seconds: float) -> dict:
         out["p99_c1_ms"] = table["atlas_c1"]["p99_ms"]
         out["rps_c64"] = table["atlas_c64"]["rps"]
         out["bare_rps_c64"] = table["bare_c64"]["rps"]
-        out["bentoml_rps_c64"] = None
-        out["bentoml_note"] = ("not run: the BentoML side (throwaway venv under "
-                               "/tmp/atlas-bench-bentoml + HTTP load generator) is not "
-                               "implemented yet")
+        bento = run_bentoml(tmp, seconds)
+        table.update(bento.pop("detail", {}))
+        out.update(bento)
         print(f"{'server':<8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
         for c in CONCURRENCY:
-            for kind in ("atlas", "bare"):
-                r = table[f"{kind}_c{c}"]
+            for kind in ("atlas", "bare", "bentoml"):
+                r = table.get(f"{kind}_c{c}")
+                if r is None:
+                    continue
                 print(f"{kind:<8} {c:>4} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} "
                       f"{r['p99_ms']:>8.2f}")
             ratio = table[f"atlas_c{c}"]["rps"] / table[f"bare_c{c}"]["rps"]
@@ -331,6 +354,159 @@ def _rollback(client: object, store: object, target: str, faulty: type) -> dict:
             "rollback_s": ended - shifted, "alarm_to_rollback_s": ended - fired if fired else None,
             "rollout_failed_pct": 100.0 * errors / total if total else None,
             "rollout_requests": total, "rollout_failed": errors}
+
+
+# -- BentoML side by side (its own throwaway venv) ---------------------------------------------
+
+BENTO_VENV = Path("/tmp/atlas-bench-bentoml")
+BENTO_SERVICE = """
+import bentoml
+import numpy as np
+import xgboost as xgb
+
+
+@bentoml.service(workers=1)
+class BreastCancer:
+    def __init__(self) -> None:
+        self.model = xgb.XGBClassifier()
+        self.model.load_model("bc.json")
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=1000)
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(x)
+"""
+
+
+def _bento_python() -> tuple[Path | None, str]:
+    python = BENTO_VENV / "bin" / "python"
+    check = [str(python), "-c", "import bentoml, xgboost"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python, ""
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(BENTO_VENV)], check=True,
+                       capture_output=True, timeout=300)
+        done = subprocess.run([str(BENTO_VENV / "bin" / "pip"), "install", "-q", "bentoml",
+                               "xgboost", "scikit-learn", "pandas"], capture_output=True,
+                              timeout=900, text=True)
+        if done.returncode != 0:
+            return None, f"pip install bentoml failed: {done.stderr.strip()[-300:]}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"cannot create {BENTO_VENV}: {exc}"
+    return python, ""
+
+
+def _http_worker(port: int, threads: int, seconds: float, out: mp.Queue) -> None:
+    import http.client
+
+    bodies = [json.dumps({"x": [list(r.values())]}).encode() for r in _features()]
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    end = time.perf_counter() + seconds
+
+    def loop(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        mine: list[float] = []
+        i = k
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/predict", bodies[i % 64],
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    raise OSError(resp.status)
+                mine.append(time.perf_counter() - t)
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    errors[0] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            i += 1
+        with lock:
+            lat.extend(mine)
+    pool = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((lat, errors[0]))
+
+
+def _http_load(port: int, concurrency: int, seconds: float) -> dict:
+    procs_n = min(4, concurrency)
+    q: mp.Queue = mp.Queue()
+    per = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0)
+           for i in range(procs_n)]
+    procs = [mp.Process(target=_http_worker, args=(port, n, seconds, q)) for n in per]
+    for p in procs:
+        p.start()
+    lat: list[float] = []
+    errors = 0
+    for _ in procs:
+        part, err = q.get()
+        lat += part
+        errors += err
+    for p in procs:
+        p.join()
+    arr = np.array(lat or [float("nan")]) * 1000
+    return {"rps": len(lat) / seconds, "p50_ms": float(np.percentile(arr, 50)),
+            "p99_ms": float(np.percentile(arr, 99)), "errors": errors}
+
+
+def run_bentoml(tmp: Path, seconds: float) -> dict:
+    """BentoML serving the same XGBoost (adaptive batching on); never raises."""
+    import socket
+    import urllib.request
+
+    python, why = _bento_python()
+    if python is None:
+        return {"bentoml_rps_c64": None, "bentoml_note": why}
+    from sklearn.datasets import load_breast_cancer
+    from xgboost import XGBClassifier
+
+    work = tmp / "bentoml"
+    work.mkdir(exist_ok=True)
+    X, y = load_breast_cancer(return_X_y=True)
+    XGBClassifier(n_estimators=100, max_depth=4, n_jobs=1).fit(X, y).save_model(
+        str(work / "bc.json"))
+    (work / "service.py").write_text(BENTO_SERVICE)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, BENTOML_HOME=str(work / "home"), BENTOML_DO_NOT_TRACK="True")
+    proc = subprocess.Popen([str(python), "-m", "bentoml", "serve", "service:BreastCancer",
+                             "--port", str(port), "--host", "127.0.0.1"], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=(work / "serve.log").open("w"))
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    return {"bentoml_rps_c64": None, "bentoml_note":
+                            "bentoml serve exited: " + (work / "serve.log").read_text()[-300:]}
+                time.sleep(0.2)
+        else:
+            return {"bentoml_rps_c64": None, "bentoml_note": "bentoml serve never got ready"}
+        detail = {f"bentoml_c{c}": _http_load(port, c, seconds) for c in CONCURRENCY}
+        version = subprocess.run([str(python), "-c", "import bentoml; print(bentoml.__version__)"],
+                                 capture_output=True, text=True).stdout.strip()
+        return {"bentoml_rps_c64": detail["bentoml_c64"]["rps"],
+                "bentoml_p99_c64_ms": detail["bentoml_c64"]["p99_ms"],
+                "bentoml_note": f"bentoml {version}, 1 worker, adaptive batching "
+                                "(max 64 rows, 1 s latency budget), HTTP/JSON; errors per "
+                                "level in detail", "detail": detail}
+    except Exception as exc:  # noqa: BLE001 - the peer must never crash the benchmark
+        return {"bentoml_rps_c64": None, "bentoml_note": f"bentoml run failed: {exc}"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def start_bare() -> tuple[subprocess.Popen, str]:

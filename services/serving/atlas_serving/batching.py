@@ -50,9 +50,28 @@ class Batcher:
     async def predict(self, model: ServableModel, rows: Sequence[Mapping[str, Any]], *,
                       explain: bool = False, all_scores: bool = False) -> list[RowResult]:
         self._model = model
-        job = _Job(rows, explain, all_scores, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        if self.queue.empty() and not self.running_rows \
+                and self.others_waiting() <= len(rows):
+            return await self._alone(loop, model, rows, explain, all_scores)
+        job = _Job(rows, explain, all_scores, loop.create_future())
         self.queue.put_nowait(job)
         return await job.done
+
+    async def _alone(self, loop: asyncio.AbstractEventLoop, model: ServableModel,
+                     rows: Sequence[Mapping[str, Any]], explain: bool, all_scores: bool
+                     ) -> list[RowResult]:
+        """Nothing to coalesce with: straight to the inference pool (one task hop fewer)."""
+        self.running_rows += len(rows)
+        try:
+            results = await loop.run_in_executor(
+                self.executor, lambda: model.predict(rows, explain=explain,
+                                                     all_scores=all_scores))
+        finally:
+            self.running_rows -= len(rows)
+        if self.on_batch is not None:
+            self.on_batch(len(rows))
+        return results
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()

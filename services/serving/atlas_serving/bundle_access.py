@@ -21,21 +21,10 @@ def default_loader(store: ArtifactStore, ref: ArtifactRef) -> Any:
     return load_bundle(store, ref, verify=True)
 
 
-def key_from_uri(store: ArtifactStore, uri: str) -> str:
-    """The store key of ``uri`` (``s3://<bucket>/<key>``, or a bare key)."""
-    if not uri:
-        raise InvalidArgument("bundle.uri is required", reason="BUNDLE_REQUIRED")
-    if "://" not in uri:
-        return uri
-    prefix = store.uri("")
-    if not uri.startswith(prefix):
-        raise InvalidArgument(f"bundle {uri} is not in this platform's object store "
-                              f"({prefix})", reason="FOREIGN_BUNDLE")
-    return uri[len(prefix):]
-
-
 def artifact_from_pb(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> ArtifactRef:
-    key = key_from_uri(store, ref.uri)
+    if not ref.uri:
+        raise InvalidArgument("bundle.uri is required", reason="BUNDLE_REQUIRED")
+    key = store.key_for_uri(ref.uri)
     if ref.sha256 and len(ref.sha256) != 64:
         raise InvalidArgument("bundle.sha256 must be 64 hex digits", reason="BAD_BUNDLE_REF")
     if not ref.sha256 or not ref.size_bytes:  # a partial ref: take what was recorded

@@ -31,6 +31,8 @@ class RuntimeSettings(StrictModel):
     # Threads running batched inference (off the event loop).
     inference_threads: int = 2
     capture_prefix: str = "serving/capture"
+    # Where PredictBatch writes the results of input_artifact requests.
+    batch_output_prefix: str = "serving/batch"
 
 
 class JobSettings(StrictModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import AtlasError
+from atlas_serving.artifact_batch import ArtifactAnswer
 from atlas_serving.dataplane import Answer
 from atlas_serving.inference import RowResult
 
@@ -34,3 +35,14 @@ def batch_response(answer: Answer) -> pb.PredictBatchResponse:
     return pb.PredictBatchResponse(predictions=[prediction(r) for r in answer.results],
                                    model=model_ref(answer), variant=answer.variant,
                                    prediction_id=answer.prediction_id)
+
+
+def artifact_response(done: ArtifactAnswer) -> pb.PredictBatchResponse:
+    out = done.output
+    return pb.PredictBatchResponse(
+        output_artifact=common_pb2.ArtifactRef(uri=out.uri, sha256=out.sha256,
+                                               size_bytes=out.size,
+                                               media_type="application/vnd.apache.parquet"),
+        model=common_pb2.ModelRef(model_name=done.version.ref.model_name,
+                                  version=done.version.ref.version),
+        variant=done.variant, prediction_id=done.prediction_id)

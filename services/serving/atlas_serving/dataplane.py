@@ -57,12 +57,33 @@ class DataPlane:
 
     async def predict(self, name: str, rows: Sequence[pb.PredictRow], options: pb.PredictOptions,
                       *, timeout: float | None = None) -> Answer:
-        if not rows:
-            raise InvalidArgument("no rows to predict", reason="NO_ROWS")
-        if len(rows) > MAX_ROWS:
-            raise InvalidArgument(f"{len(rows)} rows exceed the limit of {MAX_ROWS}; use "
-                                  "input_artifact", reason="TOO_MANY_ROWS")
+        """Rows of inline features or entity ids (looked up in the data service)."""
+        _check_count(len(rows))
         ep = self.endpoint(name)
+
+        async def features(model: ServableModel) -> tuple[list[dict[str, Any]], list[bool]]:
+            return await self._features(ep, model, rows)
+        return await self._serve(ep, options, timeout, features)
+
+    async def predict_values(self, name: str, rows: Sequence[dict[str, Any]],
+                             options: pb.PredictOptions, *, timeout: float | None = None
+                             ) -> Answer:
+        """Rows already decoded to Python values (artifact batches)."""
+        _check_count(len(rows))
+        ep = self.endpoint(name)
+
+        async def features(model: ServableModel) -> tuple[list[dict[str, Any]], list[bool]]:
+            for i, values in enumerate(rows):
+                try:
+                    check_row_names(values, model.names, model.name_set)
+                except InvalidArgument as exc:
+                    raise _row_error(i, len(rows), exc) from None
+            return list(rows), [False] * len(rows)
+        return await self._serve(ep, options, timeout, features)
+
+    async def _serve(self, ep: EndpointRuntime, options: pb.PredictOptions,
+                     timeout: float | None, decode: Any) -> Answer:
+        name = ep.name
         start = time.perf_counter()
         admission = ep.admission
         try:
@@ -75,13 +96,14 @@ class DataPlane:
         variant: VariantRuntime | None = None
         try:
             variant = ep.choose(options.target_variant)
-            model = await self.models.get(variant.version)
-            features, fallbacks = await self._features(ep, model, rows)
+            model = self.models.peek_version(variant.version) or \
+                await self.models.get(variant.version)
+            features, fallbacks = await decode(model)
             results = await variant.batcher.predict(model, features, explain=options.explain,
                                                     all_scores=options.return_all_scores)
             for i, result in enumerate(results):
                 if result.error is not None:
-                    raise _row_error(i, len(rows), result.error)
+                    raise _row_error(i, len(results), result.error)
         except AtlasError as exc:
             if variant is not None:
                 self._observe(ep, variant, start, exc.code.value)
@@ -173,6 +195,14 @@ class DataPlane:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _check_count(n: int) -> None:
+    if not n:
+        raise InvalidArgument("no rows to predict", reason="NO_ROWS")
+    if n > MAX_ROWS:
+        raise InvalidArgument(f"{n} rows exceed the limit of {MAX_ROWS}; use "
+                              "input_artifact", reason="TOO_MANY_ROWS")
 
 
 def _row_error(index: int, total: int, exc: Exception) -> InvalidArgument:

@@ -59,6 +59,9 @@ class ModelCache:
         self._entries.move_to_end(key)
         return entry.model
 
+    def peek_version(self, version: pb.ModelVersion) -> ServableModel | None:
+        return self.peek((version.ref.model_name, int(version.ref.version)))
+
     async def get(self, version: pb.ModelVersion) -> ServableModel:
         key = model_key(version)
         model = self.peek(key)

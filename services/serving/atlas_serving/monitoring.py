@@ -39,6 +39,7 @@ def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any]
         endpoint = spec.endpoint.endpoint_name
         start = ts_to_us(spec.start_time) if spec.HasField("start_time") else None
         end = ts_to_us(spec.end_time) if spec.HasField("end_time") else None
+        window_end_us = end if end is not None else now_us()
         files, _ = list_capture_files(engine, endpoint, start, end, 0, 100_000)
         if spec.endpoint.variant_name:
             files = [f for f in files if f.variant == spec.endpoint.variant_name]
@@ -48,8 +49,8 @@ def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any]
         data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if len(data) and start is not None:
             data = data[data["time_us"] >= start]
-        if len(data) and end is not None:
-            data = data[data["time_us"] < end]
+        if len(data):
+            data = data[data["time_us"] < window_end_us]
         bundle = json_format.ParseDict(raw["bundle"], common_pb2.ArtifactRef())
         manifest = read_manifest(store, artifact_from_pb(store, bundle))
         psi_t = spec.psi_threshold or DEFAULT_PSI
@@ -79,7 +80,8 @@ def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any]
             report.prediction.drifted
         _raise_alerts(AlertStore(engine), spec, report, psi_t, ctx.job_id)
         ctx.report(1.0, "done")
-        return {"report": json_format.MessageToDict(report, preserving_proto_field_name=True)}
+        return {"report": json_format.MessageToDict(report, preserving_proto_field_name=True),
+                "window_end_us": window_end_us}
     finally:
         engine.dispose()
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.clients.data import DataClient
 from atlas_core.db import apply_migrations, check_connection, create_engine_from_settings
-from atlas_core.jobs import JOBS_MIGRATIONS, JobRunner
+from atlas_core.jobs import JOBS_MIGRATIONS, JobRunner, JobState
 from atlas_core.storage import ArtifactStore, open_artifact_store
 from atlas_serving.alerts import AlertStore
 from atlas_serving.bundle_access import BundleLoader, default_loader
@@ -25,7 +25,7 @@ from atlas_serving.config import ServingSettings
 from atlas_serving.control import Control
 from atlas_serving.dataplane import DataPlane
 from atlas_serving.endpoints import EndpointStore
-from atlas_serving.jobs import job_handlers
+from atlas_serving.jobs import KIND_MONITOR, job_handlers
 from atlas_serving.lookup import FeatureFetcher
 from atlas_serving.metrics import ServingMetrics
 from atlas_serving.models import ModelCache
@@ -33,6 +33,7 @@ from atlas_serving.records import Idempotency
 from atlas_serving.registry import Registry
 from atlas_serving.replica import Replica, read_stats
 from atlas_serving.rollout import DeploymentStore, Driver
+from atlas_serving.schedule import submit_due
 from atlas_serving.stats import merge, percentile_ms
 from atlas_serving.tables import MIGRATIONS, alerts
 
@@ -77,6 +78,7 @@ class ServingService:
                               runner_id=settings.jobs.runner_id)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._last_alert_poll = 0.0
+        self._stopped = False
 
     @classmethod
     def open(cls, settings: ServingSettings, *, loader: BundleLoader | None = None,
@@ -102,6 +104,10 @@ class ServingService:
         await self.replica.start()
 
     async def stop(self) -> None:
+        """Stop loops, drivers and jobs; release connections. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         for task in self._drivers.values():
             task.cancel()
         await self.replica.stop()
@@ -130,9 +136,25 @@ class ServingService:
             if self._drivers[dep_id].done():
                 del self._drivers[dep_id]
         asyncio.ensure_future(self._adopt_orphans())
-        if time.monotonic() - self._last_alert_poll > 5:
+        if time.monotonic() - self._last_alert_poll > 2:
             self._last_alert_poll = time.monotonic()
             asyncio.ensure_future(self._refresh_alert_gauges())
+            asyncio.ensure_future(asyncio.to_thread(self._monitoring_tick))
+
+    def _monitoring_tick(self) -> None:
+        """Submit due scheduled monitoring runs; export the latest PSI per feature."""
+        try:
+            submit_due(self.jobs, KIND_MONITOR)
+            seen: set[str] = set()
+            for record in self.jobs.list(KIND_MONITOR, JobState.SUCCEEDED, 100, 0):
+                endpoint = record.spec.get("endpoint", "")
+                if endpoint in seen or not record.result:
+                    continue
+                seen.add(endpoint)
+                for f in record.result.get("report", {}).get("features", []):
+                    self.metrics.drift.labels(endpoint, f["feature"]).set(f.get("psi", 0.0))
+        except Exception:  # noqa: BLE001 - retried next tick
+            log.exception("monitoring schedule tick failed")
 
     async def _adopt_orphans(self) -> None:
         lease = self.settings.runtime.rollout_lease_seconds

@@ -24,6 +24,7 @@ from atlas_core.proto_convert import (
 from atlas_core.rpc import ServiceDef
 from atlas_serving import convert
 from atlas_serving.alerts import list_capture_files
+from atlas_serving.artifact_batch import predict_artifact
 from atlas_serving.jobs import KIND_MONITOR
 from atlas_serving.records import now
 from atlas_serving.rollout import TERMINAL, events_of
@@ -181,9 +182,13 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     async def PredictBatch(self, request, context):  # type: ignore[no-untyped-def]
         if request.HasField("input_artifact"):
-            raise InvalidArgument("input_artifact batches are not supported by this server; "
-                                  "send rows (up to 10,000 per call)",
-                                  reason="ARTIFACT_BATCH_UNSUPPORTED")
+            if request.rows:
+                raise InvalidArgument("send rows or input_artifact, not both",
+                                      reason="ROWS_AND_ARTIFACT")
+            done = await predict_artifact(self.svc.plane, self.svc.store,
+                                          self.svc.settings.runtime.batch_output_prefix,
+                                          request, _timeout(context))
+            return convert.artifact_response(done)
         answer = await self.svc.plane.predict(request.endpoint_name, list(request.rows),
                                               request.options, timeout=_timeout(context))
         return convert.batch_response(answer)
@@ -311,4 +316,8 @@ def serving_service_def(service: ServingService) -> ServiceDef:
         servicer=ServingServicer(service),
         add_to_server=pb_grpc.add_ServingServiceServicer_to_server,
         full_name=pb.DESCRIPTOR.services_by_name["ServingService"].full_name,
+        # One /metrics: the serving metrics join the server's registry.
+        on_start=lambda server: service.metrics.attach(server.metrics.registry),
+        # The service's loops stop after the server has drained.
+        on_stop=service.stop,
     )

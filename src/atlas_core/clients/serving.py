@@ -19,6 +19,25 @@ TERMINAL = {pb.DEPLOYMENT_STATE_SUCCEEDED, pb.DEPLOYMENT_STATE_ROLLED_BACK,
             pb.DEPLOYMENT_STATE_FAILED, pb.DEPLOYMENT_STATE_CANCELLED}
 
 
+JOB_TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
+                common_pb2.JOB_STATE_CANCELLED, common_pb2.JOB_STATE_INTERRUPTED}
+
+
+def model_ref(model_name: str, version: int = 0, alias: str = "") -> common_pb2.ModelRef:
+    """A version (> 0), an alias, or neither (the latest version)."""
+    if alias:
+        return common_pb2.ModelRef(model_name=model_name, alias=alias)
+    if version:
+        return common_pb2.ModelRef(model_name=model_name, version=version)
+    return common_pb2.ModelRef(model_name=model_name)
+
+
+def variant(name: str, model_name: str, *, version: int = 0, alias: str = "",
+            weight: float = 100.0, shadow: bool = False) -> pb.Variant:
+    return pb.Variant(name=name, model=model_ref(model_name, version, alias), weight=weight,
+                      role=pb.VARIANT_ROLE_SHADOW if shadow else pb.VARIANT_ROLE_LIVE)
+
+
 def value(v: Any) -> common_pb2.Value:
     if isinstance(v, bool):
         return common_pb2.Value(bool_value=v)
@@ -60,6 +79,17 @@ class ServingClient(ServiceClient):
         return self.stub.SetModelAlias(pb.SetModelAliasRequest(
             model_name=model_name, alias=alias, version=version),
             timeout=self.timeout).model_version
+
+    @mapped_errors
+    def get_version(self, model_name: str, version: int = 0, alias: str = ""
+                    ) -> pb.ModelVersion:
+        return self.stub.GetModelVersion(pb.GetModelVersionRequest(
+            ref=model_ref(model_name, version, alias)), timeout=self.timeout).model_version
+
+    @mapped_errors
+    def list_models(self, prefix: str = "") -> list[pb.Model]:
+        return list(self.stub.ListModels(pb.ListModelsRequest(name_prefix=prefix),
+                                         timeout=self.timeout).models)
 
     @mapped_errors
     def list_versions(self, model_name: str) -> list[pb.ModelVersion]:
@@ -121,6 +151,16 @@ class ServingClient(ServiceClient):
         raise DeadlineExceeded(f"deployment {deployment_id} still running after {timeout:.0f}s")
 
     @mapped_errors
+    def cancel_deployment(self, deployment_id: str) -> pb.Deployment:
+        return self.stub.CancelDeployment(pb.CancelDeploymentRequest(
+            deployment_id=deployment_id), timeout=self.timeout).deployment
+
+    @mapped_errors
+    def list_deployments(self, endpoint: str) -> list[pb.Deployment]:
+        return list(self.stub.ListDeployments(pb.ListDeploymentsRequest(
+            endpoint_name=endpoint), timeout=self.timeout).deployments)
+
+    @mapped_errors
     def rollback(self, endpoint: str) -> pb.Deployment:
         return self.stub.RollbackEndpoint(pb.RollbackEndpointRequest(endpoint_name=endpoint),
                                           timeout=self.timeout).deployment
@@ -129,6 +169,44 @@ class ServingClient(ServiceClient):
     def alerts(self, endpoint: str = "") -> list[pb.Alert]:
         return list(self.stub.ListAlerts(pb.ListAlertsRequest(endpoint_name=endpoint),
                                          timeout=self.timeout).alerts)
+
+    @mapped_errors
+    def acknowledge_alert(self, alert_id: str) -> pb.Alert:
+        return self.stub.AcknowledgeAlert(pb.AcknowledgeAlertRequest(alert_id=alert_id),
+                                          timeout=self.timeout).alert
+
+    @mapped_errors
+    def monitor(self, endpoint: str, *, variant: str = "", window_s: float = 0.0,
+                psi_threshold: float = 0.0, repeat_every_s: float = 0.0,
+                request_id: str = "") -> pb.MonitoringJob:
+        """Submit a drift job over the last ``window_s`` seconds of capture (0: all)."""
+        spec = pb.MonitoringSpec(psi_threshold=psi_threshold)
+        spec.endpoint.endpoint_name, spec.endpoint.variant_name = endpoint, variant
+        if window_s:
+            spec.start_time.FromNanoseconds(int((time.time() - window_s) * 1e9))
+        if repeat_every_s:
+            spec.repeat_every.FromNanoseconds(int(repeat_every_s * 1e9))
+        return self.stub.SubmitMonitoringJob(pb.SubmitMonitoringJobRequest(
+            spec=spec, request_id=request_id), timeout=self.timeout).job
+
+    @mapped_errors
+    def get_monitoring_job(self, job_id: str) -> pb.MonitoringJob:
+        return self.stub.GetMonitoringJob(pb.GetMonitoringJobRequest(job_id=job_id),
+                                          timeout=self.timeout).job
+
+    def wait_monitoring_job(self, job_id: str, timeout: float = 600.0) -> pb.MonitoringJob:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get_monitoring_job(job_id)
+            if job.status.state in JOB_TERMINAL:
+                return job
+            time.sleep(0.2)
+        raise DeadlineExceeded(f"monitoring job {job_id} still running after {timeout:.0f}s")
+
+    @mapped_errors
+    def capture_files(self, endpoint: str) -> list[pb.CaptureFile]:
+        return list(self.stub.ListCaptureFiles(pb.ListCaptureFilesRequest(
+            endpoint_name=endpoint), timeout=self.timeout).files)
 
     # -- predictions -----------------------------------------------------------------------
 
@@ -148,3 +226,12 @@ class ServingClient(ServiceClient):
         return self.stub.PredictBatch(pb.PredictBatchRequest(
             endpoint_name=endpoint, rows=[feature_row(r) for r in rows],
             options=pb.PredictOptions(return_all_scores=all_scores)), timeout=self.timeout)
+
+    @mapped_errors
+    def predict_artifact(self, endpoint: str, input_uri: str, *, all_scores: bool = False,
+                         timeout: float | None = None) -> pb.PredictBatchResponse:
+        """Predict every row of a Parquet artifact; the response names the output artifact."""
+        return self.stub.PredictBatch(pb.PredictBatchRequest(
+            endpoint_name=endpoint, input_artifact=common_pb2.ArtifactRef(uri=input_uri),
+            options=pb.PredictOptions(return_all_scores=all_scores)),
+            timeout=timeout or max(self.timeout, 300.0))

@@ -75,7 +75,6 @@ async def start_harness(settings: ServingSettings) -> ServingHarness:
     service = ServingService.open(settings)
     await service.start()
     server = create_server(settings.server, [serving_service_def(service)])
-    service.metrics.attach(server.metrics.registry)
     await server.start()
     channel = connect(ClientSettings(target=server.address, token=TOKEN))
     return ServingHarness(server, service, channel, pb_grpc.ServingServiceStub(channel),
@@ -84,8 +83,7 @@ async def start_harness(settings: ServingSettings) -> ServingHarness:
 
 async def stop_harness(h: ServingHarness) -> None:
     await h.channel.close()
-    await h.server.stop(0)
-    await h.service.stop()
+    await h.server.stop(0)  # on_stop stops the service
 
 
 @pytest.fixture(scope="session")

@@ -179,9 +179,11 @@ def _exit_text(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
+def _log_tail(path: Path, lines: int = 6, limit: int = 1500) -> str:
+    """The last lines of a child's log (its traceback ends there), for the job's error."""
     try:
-        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+        tail = [line for line in path.read_text(errors="replace").strip().splitlines()
+                if line.strip() and not line.startswith(EVENT_PREFIX)][-lines:]
     except OSError:
         return ""
-    return ("; last output: " + " | ".join(tail)) if tail else ""
+    return ("; last output: " + " | ".join(tail))[-limit:] if tail else ""

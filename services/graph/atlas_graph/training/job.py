@@ -21,7 +21,12 @@ from atlas_graph.idmap import IdTranslation, RangeMap
 from atlas_graph.packing import get_dir, key_from_uri, ref_dict
 from atlas_graph.partitioning import GRAPH_NAME
 from atlas_graph.runtime import GraphRuntime
-from atlas_graph.training.cluster import LocalCluster, ip_config_text, launch_command
+from atlas_graph.training.cluster import (
+    ClusterFailed,
+    LocalCluster,
+    ip_config_text,
+    launch_command,
+)
 
 MODELS = {pb.GNN_MODEL_UNSPECIFIED: "graphsage", pb.GNN_MODEL_GRAPHSAGE: "graphsage",
           pb.GNN_MODEL_GAT: "gat"}
@@ -119,9 +124,24 @@ def run_train_job(rt: GraphRuntime, ctx: JobContext, spec: pb.TrainGraphSpec | N
         result["ip_config"] = (ip_config_text(hosts, 0) if hosts
                                else (work / "ip_config.txt").read_text())
         result["launch_command"] = launch_command(cfg, cfg["num_trainers"])
-        return {"train_result": result}
-    finally:
+    except JobCancelled:
         shutil.rmtree(work, ignore_errors=True)
+        raise
+    except ClusterFailed as exc:
+        _keep_logs(work)
+        raise ClusterFailed(f"{exc} (logs kept in {work})") from exc
+    except BaseException:
+        _keep_logs(work)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return {"train_result": result}
+
+
+def _keep_logs(work: Path) -> None:
+    """A failed job keeps its logs, job.json and ip_config for diagnosis; the partition and
+    id-map copies (the bulk, re-downloadable) are removed."""
+    for bulky in ("parts", "idmap"):
+        shutil.rmtree(work / bulky, ignore_errors=True)
 
 
 class _Relay:

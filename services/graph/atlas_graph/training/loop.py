@@ -28,13 +28,27 @@ def _loader(graph: Any, nids: torch.Tensor, fan_outs: list[int], batch: int, shu
                                               shuffle=shuffle, drop_last=False)
 
 
-def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
-    import dgl
+def rank_share(mask: Any, num_nodes: int, rank: int, world: int,
+               block: int = 1 << 20) -> torch.Tensor:
+    """This rank's contiguous slice of the (new) ids where ``mask`` is set.
 
+    Not ``dgl.distributed.node_split``: it splits by the partition book's ``partid``, which is
+    0 for every trainer when all partitions' servers share one host (DGL maps a client to the
+    first partition of its IP), so every trainer got partition 0's nodes and partition 1 was
+    never trained on; it also refuses fewer trainers than partitions. New ids are contiguous
+    per partition, so an even split in id order still keeps each trainer's seeds mostly in one
+    partition.
+    """
+    ids = [torch.nonzero(mask[start:min(start + block, num_nodes)]).squeeze(1) + start
+           for start in range(0, num_nodes, block)]
+    every = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64)
+    return torch.tensor_split(every, world)[rank].clone()
+
+
+def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(cfg["seed"] + rank)
-    pb = graph.get_partition_book()
-    train_nid = dgl.distributed.node_split(graph.ndata["train_mask"], pb, force_even=True)
+    train_nid = rank_share(graph.ndata["train_mask"], graph.num_nodes(), rank, world)
     model_cfg = cfg["model"]
     model = build_model(model_cfg)
     start_epoch = 0
@@ -90,7 +104,7 @@ def _infer(cfg: dict[str, Any], graph: Any, model: torch.nn.Module, rank: int, w
            emit: Emit) -> None:
     model.eval()
     n = graph.num_nodes()
-    mine = torch.tensor_split(torch.arange(n), world)[rank]
+    mine = torch.tensor_split(torch.arange(n), world)[rank].clone()
     ids, embeddings, scores = [], [], []
     for input_nodes, seeds, blocks in _loader(graph, mine, cfg["fan_outs"],
                                               cfg["infer_batch_size"], False):
