@@ -151,7 +151,8 @@ def _predict_rows(client: ServingClient, test: pd.DataFrame, inputs: list[str]) 
         right += resp.prediction.label == truth
         if i == 0:
             top = sorted(resp.prediction.contributions.items(), key=lambda kv: -abs(kv[1]))[:2]
-            shown.append(", ".join(f"{k} {v:+.2f}" for k, v in top))
+            shown.append(", ".join(f"{k} {v:+.2f}" for k, v in top)
+                         or "not available for this model (no booster inside)")
     ms = (time.perf_counter() - started) * 1000 / n
     print(f"predicted {n} held-out patients by feature values: {right}/{n} correct, "
           f"{ms:.1f} ms per call; first answer's top contributions: {shown[0]}")

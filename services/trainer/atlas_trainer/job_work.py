@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
-from atlas_core.bundles import write_bundle
+from atlas_core.bundles import BundleLineage, write_bundle
 from atlas_core.jobs import JobContext
 from atlas_trainer.automl.engine import AutoMLResult, run_automl
 from atlas_trainer.convert import FAMILIES_FROM_PB, STRATEGIES_FROM_PB, TASKS_FROM_PB
@@ -86,8 +86,13 @@ def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
         target=spec.target_column, classes=result.classes, X_train=X, y_train=y,
         metrics={result.metric: float(result.ensemble_score if result.model is
                                       result.ensemble_model else result.best_score or 0.0)},
-        lineage={"dataset": data.dataset_key, "study_name": study_name,
-                 "trial_number": result.best_trial, "job_id": ctx.job_id},
+        lineage=BundleLineage(
+            dataset=({"dataset_id": data.dataset[0], "version": data.dataset[1]}
+                     if data.dataset else {"uri": data.artifact_uri}),
+            study_name=study_name, trial_number=result.best_trial, job_id=ctx.job_id,
+            ensemble={"members": [{"trial": t, "weight": w}
+                                  for t, w in result.ensemble_weights.items()]}
+            if result.model is result.ensemble_model else None),
         seed=spec.seed)
     if deadline is not None and time.monotonic() > deadline:
         log.warning("job finished past its budget", extra={"job_id": ctx.job_id})
