@@ -50,6 +50,10 @@ _INTERNAL_PORT_FLAGS = (
 )
 # Extra listeners we do not need; "0" disables them where the flag exists.
 _DISABLED_FEATURES = {
+    # Each bucket is a SeaweedFS collection with volumes of its own; `weed mini` otherwise
+    # caps the volume count near 60, after which every write to a new bucket fails with
+    # "no free volumes left". Volumes are sparse files, so a high cap costs no disk.
+    "volume.max": "2000",
     "s3.port.iceberg": "0",
     "s3.port.lance": "0",
     "webdav": "false",
