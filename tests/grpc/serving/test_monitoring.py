@@ -40,15 +40,19 @@ async def _wait_job(h: ServingHarness, job_id: str, timeout: float = 60) -> pb.M
     raise AssertionError("monitoring job did not finish")
 
 
-async def _captured_rows(h: ServingHarness, timeout: float = 10) -> int:
+async def _captured_rows(h: ServingHarness, minimum: int = 1, timeout: float = 15) -> int:
+    """Rows captured so far, waiting (capture is batched off the request path) until at
+    least ``minimum`` are published or the timeout passes."""
     end = time.monotonic() + timeout
+    rows = 0
     while time.monotonic() < end:
         files = (await h.stub.ListCaptureFiles(pb.ListCaptureFilesRequest(
             endpoint_name="bc"))).files
-        if files:
-            return sum(f.row_count for f in files)
+        rows = sum(f.row_count for f in files)
+        if rows >= minimum:
+            return rows
         await asyncio.sleep(0.2)
-    return 0
+    return rows
 
 
 @pytest.mark.slow
@@ -58,7 +62,7 @@ async def test_drifted_traffic_raises_an_alert(serving: ServingHarness,
     shifted = features.iloc[:200] * 3.0  # a unit change upstream: every feature drifts
     for record in shifted.to_dict("records"):
         await serving.stub.Predict(pb.PredictRequest(endpoint_name="bc", row=row(record)))
-    assert await _captured_rows(serving) >= 150
+    assert await _captured_rows(serving, minimum=150) >= 150
     files = (await serving.stub.ListCaptureFiles(pb.ListCaptureFilesRequest(
         endpoint_name="bc"))).files
     frame = pq.read_table(io.BytesIO(serving.service.store.get_bytes(
