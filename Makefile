@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast protos lint bench clean
+.PHONY: venv demo test test-fast protos lint bench bench-full clean
 
 venv: $(STAMP)
 
@@ -38,8 +38,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src/atlas_core services tests bench demo
 	$(PY) -m atlas_core.tools.protos --check
 
+# Quick versions of every benchmark (minutes); `make bench-full` runs the full ones (long).
+BENCHES := grpc_overhead data_online data_pit automl serving graph
 bench: $(STAMP)
-	$(PY) bench/grpc_overhead.py
+	@for b in $(BENCHES); do echo ">> bench/$$b.py --quick"; $(PY) bench/$$b.py --quick || exit 1; done
+
+bench-full: $(STAMP)
+	@for b in $(BENCHES); do echo ">> bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache
