@@ -51,7 +51,7 @@ class DatasetRpcs:
         if not request.name:
             raise InvalidArgument("name is empty", reason="EMPTY_NAME")
         rt = self.svc.rt
-        seen = await to_thread(self.svc.remembered, "RegisterDataset", request.request_id)
+        seen = await to_thread(self.svc.idempotency.recall, "RegisterDataset", request.request_id)
         if seen is not None:
             record = await to_thread(rt.datasets.get, seen["dataset_id"], seen["version"])
             return pb.RegisterDatasetResponse(dataset=convert.dataset_to_pb(record))
@@ -83,7 +83,7 @@ class DatasetRpcs:
                 labels=dict(request.labels)))
 
         record = await to_thread(register)
-        await to_thread(self.svc.remember, "RegisterDataset", request.request_id,
+        await to_thread(self.svc.idempotency.remember, "RegisterDataset", request.request_id,
                         {"dataset_id": record.dataset_id, "version": record.version})
         return pb.RegisterDatasetResponse(dataset=convert.dataset_to_pb(record))
 
@@ -105,7 +105,7 @@ class DatasetRpcs:
 
     async def DeleteDataset(self, request: Any, context: Any) -> Any:
         rt = self.svc.rt
-        seen = await to_thread(self.svc.remembered, "DeleteDataset", request.request_id)
+        seen = await to_thread(self.svc.idempotency.recall, "DeleteDataset", request.request_id)
         if seen is not None:
             return pb.DeleteDatasetResponse(deleted_versions=seen["deleted"])
 
@@ -117,7 +117,7 @@ class DatasetRpcs:
             return len(doomed)
 
         deleted = await to_thread(delete)
-        await to_thread(self.svc.remember, "DeleteDataset", request.request_id,
+        await to_thread(self.svc.idempotency.remember, "DeleteDataset", request.request_id,
                         {"deleted": deleted})
         return pb.DeleteDatasetResponse(deleted_versions=deleted)
 

@@ -9,13 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
-from atlas_core.db import write_transaction
+from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition
 from atlas_core.jobs import JobRunner
 from atlas_data.config import DataSettings
@@ -33,6 +29,7 @@ class DataService:
         self.jobs = runner
         self.reader = OnlineReader(runtime.groups, runtime.online,
                                    max_entities=runtime.settings.ingest.max_entities_per_read)
+        self.idempotency = IdempotencyStore(runtime.engine, idempotency)
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
@@ -83,28 +80,6 @@ class DataService:
         interval = self.rt.settings.ingest.offline_flush_seconds
         while not self._stop.wait(interval):
             self.flush_offline()
-
-    # -- idempotency --------------------------------------------------------------------------
-
-    def remembered(self, operation: str, request_id: str) -> dict[str, Any] | None:
-        if not request_id:
-            return None
-        with self.rt.engine.connect() as conn:
-            raw = conn.execute(select(idempotency.c.result).where(
-                (idempotency.c.request_id == request_id)
-                & (idempotency.c.operation == operation))).scalar()
-        return json.loads(raw) if raw is not None else None
-
-    def remember(self, operation: str, request_id: str, result: dict[str, Any]) -> None:
-        if not request_id:
-            return
-        try:
-            with write_transaction(self.rt.engine) as conn:
-                conn.execute(idempotency.insert().values(
-                    request_id=request_id, operation=operation, result=json.dumps(result),
-                    created_at=datetime.now(timezone.utc)))
-        except IntegrityError:
-            pass
 
     # -- feature groups -----------------------------------------------------------------------
 

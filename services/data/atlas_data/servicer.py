@@ -36,13 +36,14 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
 
     async def CreateFeatureGroup(self, request: Any, context: Any) -> Any:
         spec = convert.spec_from_pb(request.spec)
-        seen = await to_thread(self.svc.remembered, "CreateFeatureGroup", request.request_id)
+        seen = await to_thread(self.svc.idempotency.recall, "CreateFeatureGroup",
+                               request.request_id)
         if seen is not None:
             group = await to_thread(self.rt.groups.get, seen["name"], seen["version"])
         else:
             group = await to_thread(self.rt.groups.create, spec,
                                     new_version=request.new_version)
-            await to_thread(self.svc.remember, "CreateFeatureGroup", request.request_id,
+            await to_thread(self.svc.idempotency.remember, "CreateFeatureGroup", request.request_id,
                             {"name": group.spec.name, "version": group.version})
         return pb.CreateFeatureGroupResponse(feature_group=convert.group_to_pb(group))
 
@@ -77,12 +78,13 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
     async def DeleteFeatureGroup(self, request: Any, context: Any) -> Any:
         if not request.name:
             raise InvalidArgument("name is empty", reason="EMPTY_NAME")
-        seen = await to_thread(self.svc.remembered, "DeleteFeatureGroup", request.request_id)
+        seen = await to_thread(self.svc.idempotency.recall, "DeleteFeatureGroup",
+                               request.request_id)
         if seen is not None:
             return pb.DeleteFeatureGroupResponse(deleted_versions=seen["deleted"])
         deleted = await to_thread(self.svc.delete_feature_group, request.name,
                                   keep_offline=request.keep_offline)
-        await to_thread(self.svc.remember, "DeleteFeatureGroup", request.request_id,
+        await to_thread(self.svc.idempotency.remember, "DeleteFeatureGroup", request.request_id,
                         {"deleted": deleted})
         return pb.DeleteFeatureGroupResponse(deleted_versions=deleted)
 
@@ -107,7 +109,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             batches.append(await to_thread(self.svc.rt.ingestor.validate, group, records))
         if group is None:
             return pb.PutRecordsResponse()
-        seen = await to_thread(self.svc.remembered, "PutRecords", request_id)
+        seen = await to_thread(self.svc.idempotency.recall, "PutRecords", request_id)
         if seen is not None:
             return pb.PutRecordsResponse(**seen)
         written = stale = 0
@@ -116,7 +118,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             written, stale = written + outcome.written, stale + outcome.stale
         result = {"records_written": written, "records_stale": stale,
                   "feature_group_version": group.version}
-        await to_thread(self.svc.remember, "PutRecords", request_id, result)
+        await to_thread(self.svc.idempotency.remember, "PutRecords", request_id, result)
         return pb.PutRecordsResponse(**result)
 
     async def WriteRecords(self, request_iterator: Any, context: Any

@@ -14,10 +14,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 
-from atlas_core.db import Migration, MigrationSet
+from atlas_core.db import Migration, MigrationSet, idempotency_table
 
 metadata = MetaData()
 
@@ -57,15 +56,7 @@ datasets = Table(
     PrimaryKeyConstraint("dataset_id", "version"),
 )
 
-idempotency = Table(
-    "data_idempotency",
-    metadata,
-    Column("request_id", String(256), nullable=False),
-    Column("operation", String(64), nullable=False),
-    Column("result", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("request_id", "operation", name="uq_data_idempotency"),
-)
+idempotency = idempotency_table(metadata, "data")
 
 
 def _v1(conn: Connection) -> None:

@@ -9,6 +9,7 @@ from atlas_core.db._engine import (
     session_scope,
     write_transaction,
 )
+from atlas_core.db._idempotency import IdempotencyStore, idempotency_table
 from atlas_core.db._migrations import (
     AppliedMigration,
     Migration,
@@ -20,12 +21,14 @@ from atlas_core.db._migrations import (
 
 __all__ = [
     "AppliedMigration",
+    "IdempotencyStore",
     "Migration",
     "MigrationSet",
     "apply_migrations",
     "check_connection",
     "create_engine_from_settings",
     "current_versions",
+    "idempotency_table",
     "mask_url",
     "schema_versions",
     "session_scope",

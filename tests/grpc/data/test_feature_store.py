@@ -168,3 +168,21 @@ async def test_redis_online_backend_serves_the_same_contract(tmp_path, s3_settin
         client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
+
+
+async def test_request_id_makes_mutations_idempotent(data_harness):
+    stub = data_harness.stub
+    first = await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec(),
+                                                                       request_id="create-1"))
+    retry = await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec(),
+                                                                       request_id="create-1"))
+    assert retry.feature_group.version == first.feature_group.version == 1
+
+    async def stream():
+        yield pb.PutRecordsRequest(feature_group=ref(), request_id="put-1",
+                                   records=[record(1, 10.0, np.zeros(DIMS))])
+
+    once = await stub.PutRecords(stream())
+    twice = await stub.PutRecords(stream())
+    assert once.records_written == twice.records_written == 1
+    assert twice.records_stale == 0  # not written again (it would be stale-equal otherwise)
