@@ -178,11 +178,16 @@ async def test_request_id_makes_mutations_idempotent(data_harness):
                                                                        request_id="create-1"))
     assert retry.feature_group.version == first.feature_group.version == 1
 
-    async def stream():
-        yield pb.PutRecordsRequest(feature_group=ref(), request_id="put-1",
-                                   records=[record(1, 10.0, np.zeros(DIMS))])
+    def stream(value: float):
+        async def gen():
+            yield pb.PutRecordsRequest(feature_group=ref(), request_id="put-1",
+                                       records=[record(1, 10.0 + value, np.full(DIMS, value))])
+        return gen()
 
-    once = await stub.PutRecords(stream())
-    twice = await stub.PutRecords(stream())
+    once = await stub.PutRecords(stream(0.0))
+    # a retry under the same request_id returns the first result and writes nothing
+    twice = await stub.PutRecords(stream(5.0))
     assert once.records_written == twice.records_written == 1
-    assert twice.records_stale == 0  # not written again (it would be stale-equal otherwise)
+    got = await stub.GetFeatures(pb.GetFeaturesRequest(
+        feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1])))
+    assert np.frombuffer(got.float32_values, "<f4")[0] == 0.0
