@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -18,23 +16,16 @@ import pytest
 from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
-from atlas_core.launcher._launcher import wait_serving
 from atlas_core.rpc import ClientSettings, connect_sync
+from atlas_core.testing.processes import free_port, start_service
 
 pytestmark = pytest.mark.slow
 TOKEN = "crash-test-token-0123"
 DIMS = 256
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(tmp_path, s3, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
-    env.update({
+    return start_service("atlas_data", "atlas.data.v1.DataService", port, {
         "ATLAS_DATA_SERVER__PORT": str(port),
         "ATLAS_DATA_SERVER__AUTH__TOKENS": json.dumps({TOKEN: ["*"]}),
         "ATLAS_DATA_S3__ENDPOINT": s3.endpoint,
@@ -45,14 +36,7 @@ def _start(tmp_path, s3, port: int) -> subprocess.Popen:
         "ATLAS_DATA_DATA_DIR": str(tmp_path),
         "ATLAS_DATA_ONLINE__LMDB_MAP_SIZE_BYTES": str(2 * 1024**3),
         "ATLAS_DATA_INGEST__OFFLINE_FLUSH_SECONDS": "0.5",
-    })
-    log_path = tmp_path / f"data-{time.time_ns()}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "atlas_data"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    wait_serving(f"127.0.0.1:{port}", "atlas.data.v1.DataService", pid=proc.pid,
-                 log=log_path, timeout=60)
-    return proc
+    }, tmp_path)
 
 
 def _record(key: int) -> pb.FeatureRecord:
@@ -71,7 +55,7 @@ def _ts(seconds: int):
 
 
 def test_kill_9_during_ingest_loses_no_acknowledged_record(tmp_path, s3_settings):
-    port = _free_port()
+    port = free_port()
     proc = _start(tmp_path, s3_settings, port)
     channel = connect_sync(ClientSettings(target=f"127.0.0.1:{port}", token=TOKEN))
     stub = pb_grpc.DataServiceStub(channel)

@@ -7,9 +7,7 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import pyarrow as pa
@@ -21,23 +19,16 @@ from sklearn.datasets import load_breast_cancer
 from atlas.common.v1 import common_pb2
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
-from atlas_core.launcher._launcher import wait_serving
 from atlas_core.rpc import ClientSettings, connect_sync
 from atlas_core.storage import open_artifact_store
+from atlas_core.testing.processes import free_port, start_service
 
 pytestmark = pytest.mark.slow
 TOKEN = "trainer-crash-token-0123"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(tmp_path, s3, port: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
-    env.update({
+    return start_service("atlas_trainer", "atlas.trainer.v1.TrainerService", port, {
         "ATLAS_TRAINER_SERVER__PORT": str(port),
         "ATLAS_TRAINER_SERVER__AUTH__TOKENS": json.dumps({TOKEN: ["*"]}),
         "ATLAS_TRAINER_S3__ENDPOINT": s3.endpoint,
@@ -47,14 +38,7 @@ def _start(tmp_path, s3, port: int) -> subprocess.Popen:
         "ATLAS_TRAINER_DATABASE__URL": f"sqlite:///{tmp_path / 'trainer.db'}",
         "ATLAS_TRAINER_DATA_DIR": str(tmp_path),
         "ATLAS_TRAINER_JOBS__RUNNER_ID": "trainer-crash-test",
-    })
-    log_path = tmp_path / f"trainer-{time.time_ns()}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "atlas_trainer"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    wait_serving(f"127.0.0.1:{port}", "atlas.trainer.v1.TrainerService", pid=proc.pid,
-                 log=log_path, timeout=60)
-    return proc
+    }, tmp_path)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -71,7 +55,7 @@ def test_kill_9_then_restart_resumes_the_study(tmp_path, s3_settings):
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
     ref = open_artifact_store(s3_settings).put_bytes("uploads/bc.parquet", buf.getvalue())
-    port = _free_port()
+    port = free_port()
     proc = _start(tmp_path, s3_settings, port)
     try:
         channel = connect_sync(ClientSettings(target=f"127.0.0.1:{port}", token=TOKEN))
