@@ -18,13 +18,14 @@ from atlas_core.launcher import Launcher, RunState, implemented_services
 
 sys.path.insert(0, str(Path(__file__).parent))
 import data_step  # noqa: E402
+import graph_step  # noqa: E402
 import serving_step  # noqa: E402
 import trainer_step  # noqa: E402
 
 # Steps share what they made (dataset refs, model bundles) through one dict, in order.
 Step = Callable[[RunState, Path, dict[str, Any]], None]
 STEPS: dict[str, Step] = {"data": data_step.run, "trainer": trainer_step.run,
-                          "serving": serving_step.run}
+                          "serving": serving_step.run, "graph": graph_step.run}
 
 
 def main() -> int:

@@ -84,7 +84,7 @@ class DataService:
     # -- feature groups -----------------------------------------------------------------------
 
     def delete_feature_group(self, name: str, *, keep_offline: bool) -> int:
-        running = [j for j in self.jobs.list(state=None, limit=1000)
+        running = [j for j in self.jobs.list_all()
                    if not j.finished and job_uses_group(j.spec, name)]
         if running:
             raise FailedPrecondition(

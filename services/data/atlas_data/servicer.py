@@ -296,7 +296,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
                   if s in pc.JOB_STATES_FROM_PB}
 
         def collect() -> tuple[list[pb.DataJob], bool]:
-            records = self.svc.jobs.list(kind=kind, limit=100_000)
+            records = self.svc.jobs.list_all(kind=kind)
             records = [r for r in records if (not states or r.state in states) and (
                 not request.feature_group or job_uses_group(r.spec, request.feature_group))]
             records.sort(key=lambda r: r.created_at, reverse=True)

@@ -137,6 +137,9 @@ class GraphService:
             raise InvalidArgument("ref needs graph_id and partitioning_id", reason="EMPTY_ID")
         return self.rt.catalog.get_partitioning(ref.graph_id, ref.partitioning_id)
 
+    def all_jobs(self, kind: str | None = None, state: str | None = None) -> list[JobRecord]:
+        return self.jobs.list_all(kind=kind, state=state)
+
     def cancel(self, job_id: str) -> JobRecord:
         record = self.jobs.get(job_id)
         if not record.finished:
@@ -149,8 +152,8 @@ class GraphService:
         seen = self.remembered("DeleteGraph", request_id)
         if seen is not None:
             return int(seen["deleted"])
-        running = [j for j in self.jobs.list(limit=1000)
-                   if not j.finished and graph_id in json.dumps(j.spec)]
+        running = [j for state in ("QUEUED", "RUNNING") for j in self.all_jobs(state=state)
+                   if graph_id in json.dumps(j.spec)]
         if running:
             raise FailedPrecondition(f"graph '{graph_id}' is used by running job "
                                      f"{running[0].id}", reason="GRAPH_IN_USE")

@@ -67,7 +67,7 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
                   if s in pc.JOB_STATES_FROM_PB}
 
         def collect() -> tuple[list[pb.GraphJob], bool]:
-            records = self.svc.jobs.list(kind=kind, limit=100_000)
+            records = self.svc.all_jobs(kind=kind)
             records = [r for r in records if (not states or r.state in states) and (
                 not request.graph_id or convert.job_graph_id(r) == request.graph_id)]
             records.sort(key=lambda r: r.created_at, reverse=True)

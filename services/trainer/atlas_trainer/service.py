@@ -220,7 +220,7 @@ class TrainerService:
                             for c in p.configs]} for p in priors]
 
     def resources(self) -> tuple[HostResources, list[dict[str, Any]]]:
-        running = [r for r in self.jobs.list(limit=1000) if r.state == JobState.RUNNING]
+        running = self.jobs.list_all(state=JobState.RUNNING)
         allocations = [{"job_id": r.id,
                         "cpus": float((r.spec.get("resources") or {}).get("cpus") or 1.0),
                         "gpus": int((r.spec.get("resources") or {}).get("gpus") or 0)}

@@ -99,7 +99,7 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
                   if s in pc.JOB_STATES_FROM_PB}
 
         def collect() -> tuple[list[pb.TrainingJob], bool]:
-            records = [r for r in self.svc.jobs.list(limit=100_000)
+            records = [r for r in self.svc.jobs.list_all()
                        if (not states or r.state in states)]
             if request.dataset.dataset_id:
                 records = [r for r in records

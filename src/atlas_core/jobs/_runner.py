@@ -195,6 +195,16 @@ class JobRunner:
             raise InvalidArgument(f"unknown job state {state!r}") from None
         return self._store.list(kind=kind, state=wanted, limit=limit, offset=offset)
 
+    def list_all(self, kind: str | None = None, state: JobState | str | None = None
+                 ) -> builtins.list[JobRecord]:
+        """Every matching job, newest first (read in pages of 1,000)."""
+        records: builtins.list[JobRecord] = []
+        while True:
+            page = self.list(kind=kind, state=state, limit=1000, offset=len(records))
+            records.extend(page)
+            if len(page) < 1000:
+                return records
+
     def events(self, job_id: str, after_seq: int = 0) -> builtins.list[JobEvent]:
         """Events with ``seq > after_seq``, in order. Raises NotFound for an unknown id."""
         return self._store.events(job_id, after_seq)

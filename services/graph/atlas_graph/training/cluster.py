@@ -119,17 +119,30 @@ class LocalCluster:
                 "trainers": [p.pid for p in self.trainers]}
 
     def run(self, on_event: Callable[[dict[str, Any]], None],
-            cancelled: Callable[[], bool], server_grace: float = 30.0) -> None:
+            cancelled: Callable[[], bool], server_grace: float = 30.0,
+            exit_grace: float = 20.0) -> None:
         """Relay events until every trainer exited 0; kill everything on failure/cancel.
 
         Raises ClusterFailed naming the process that failed; returns normally on cancel (the
         caller checks ``cancelled()``).
         """
+        finished_at: float | None = None
+
+        def relay(event: dict[str, Any]) -> None:
+            nonlocal finished_at
+            if event.get("event") == "finished" and finished_at is None:
+                finished_at = time.monotonic()
+            on_event(event)
+
         try:
             while True:
-                self._drain(on_event)
+                self._drain(relay)
                 if cancelled():
                     return
+                if finished_at is not None and time.monotonic() - finished_at > exit_grace:
+                    # Rank 0 has its results; a rank stuck in torch/DGL shutdown barriers
+                    # (seen with DGL 2.1) must not keep the job alive: finally kills it.
+                    break
                 for rank, proc in enumerate(self.trainers):
                     if proc.poll() not in (None, 0):
                         raise ClusterFailed(f"trainer {rank} (pid {proc.pid}) "
@@ -147,7 +160,7 @@ class LocalCluster:
             while time.monotonic() < deadline and any(p.poll() is None for p in self.servers):
                 time.sleep(0.1)
             time.sleep(0.2)
-            self._drain(on_event)
+            self._drain(relay)
         finally:
             self.kill()
 
