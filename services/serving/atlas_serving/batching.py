@@ -2,7 +2,9 @@
 maximum delay, and each batch runs in the inference thread pool, never on the event loop.
 
 A batch waits for more rows only while other admitted requests are on their way, so a lone
-request (concurrency 1) never pays the delay."""
+request (concurrency 1) never pays the delay. A lone request to a model whose verified
+single-row cost is within ``inline_budget_s`` (a compiled tree ensemble: tens of
+microseconds) is answered on the event loop: a thread hop would cost more than the model."""
 
 from __future__ import annotations
 
@@ -28,12 +30,13 @@ class Batcher:
     def __init__(self, executor: Executor, *, max_batch_size: int, max_delay_s: float,
                  workers: int, others_waiting: Callable[[], int],
                  on_batch: Callable[[int], None] | None = None,
-                 disabled: bool = False) -> None:
+                 disabled: bool = False, inline_budget_s: float = 0.0) -> None:
         self.executor = executor
         self.max_batch_size = 1 if disabled else max(1, max_batch_size)
         self.max_delay_s = 0.0 if disabled else max_delay_s
         self.others_waiting = others_waiting
         self.on_batch = on_batch
+        self.inline_budget_s = inline_budget_s
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._model: ServableModel | None = None
         self._tasks = [asyncio.ensure_future(self._work()) for _ in range(max(1, workers))]
@@ -50,13 +53,22 @@ class Batcher:
     async def predict(self, model: ServableModel, rows: Sequence[Mapping[str, Any]], *,
                       explain: bool = False, all_scores: bool = False) -> list[RowResult]:
         self._model = model
-        loop = asyncio.get_running_loop()
         if self.queue.empty() and not self.running_rows \
                 and self.others_waiting() <= len(rows):
-            return await self._alone(loop, model, rows, explain, all_scores)
-        job = _Job(rows, explain, all_scores, loop.create_future())
+            if len(rows) == 1 and not explain and self._inline(model):
+                results = model.predict(rows, all_scores=all_scores)
+                if self.on_batch is not None:
+                    self.on_batch(1)
+                return results
+            return await self._alone(asyncio.get_running_loop(), model, rows, explain,
+                                     all_scores)
+        job = _Job(rows, explain, all_scores, asyncio.get_running_loop().create_future())
         self.queue.put_nowait(job)
         return await job.done
+
+    def _inline(self, model: ServableModel) -> bool:
+        cost = getattr(model, "single_row_seconds", None)
+        return cost is not None and cost <= self.inline_budget_s
 
     async def _alone(self, loop: asyncio.AbstractEventLoop, model: ServableModel,
                      rows: Sequence[Mapping[str, Any]], explain: bool, all_scores: bool

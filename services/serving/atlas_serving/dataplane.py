@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +20,14 @@ from atlas_serving.live import EndpointRuntime, VariantRuntime
 from atlas_serving.lookup import FeatureFetcher
 from atlas_serving.metrics import ServingMetrics
 from atlas_serving.models import ModelCache
-from atlas_serving.schema_map import value_to_python
+from atlas_serving.schema_map import value_to_python, values_to_python
 
 log = logging.getLogger("atlas.serving.predict")
 
 MAX_ROWS = 10_000
 MAX_SHADOW_INFLIGHT = 256
 _CLIENT_ERRORS = ("INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED")
+_NOT_ERRORS = frozenset(("OK", *_CLIENT_ERRORS))
 
 
 @dataclass
@@ -96,8 +97,7 @@ class DataPlane:
         variant: VariantRuntime | None = None
         try:
             variant = ep.choose(options.target_variant)
-            model = self.models.peek_version(variant.version) or \
-                await self.models.get(variant.version)
+            model = self.models.peek(variant.key) or await self.models.get(variant.version)
             features, fallbacks = await decode(model)
             results = await variant.batcher.predict(model, features, explain=options.explain,
                                                     all_scores=options.return_all_scores)
@@ -117,7 +117,7 @@ class DataPlane:
         for result, used in zip(results, fallbacks, strict=True):
             result.fallback_used = used
         seconds = self._observe(ep, variant, start, "OK")
-        answer = Answer(results, variant.name, variant.version, uuid.uuid4().hex)
+        answer = Answer(results, variant.name, variant.version, os.urandom(16).hex())
         if ep.spec.capture.enabled and random.random() < ep.spec.capture.sample_fraction:
             self._capture(ep, answer, features, seconds)
         for shadow in ep.shadows:
@@ -129,9 +129,14 @@ class DataPlane:
     def _observe(self, ep: EndpointRuntime, variant: VariantRuntime, start: float,
                  code: str) -> float:
         seconds = time.perf_counter() - start
-        variant.stats.latency(seconds, error=code not in ("OK", *_CLIENT_ERRORS))
-        self.metrics.requests.labels(ep.name, variant.name, code).inc()
-        self.metrics.latency.labels(ep.name, variant.name).observe(seconds)
+        variant.stats.latency(seconds, error=code not in _NOT_ERRORS)
+        children = variant.observers.get(code)
+        if children is None:  # label lookups once per (variant, code), not per request
+            children = variant.observers[code] = (
+                self.metrics.requests.labels(ep.name, variant.name, code),
+                self.metrics.latency.labels(ep.name, variant.name))
+        children[0].inc()
+        children[1].observe(seconds)
         return seconds
 
     async def _features(self, ep: EndpointRuntime, model: ServableModel,
@@ -146,7 +151,7 @@ class DataPlane:
                 lookups.append(i)
                 continue
             try:
-                values = {k: value_to_python(v) for k, v in row.features.values.items()}
+                values = values_to_python(row.features.values)
                 check_row_names(values, model.names, model.name_set)
             except (InvalidArgument, ValueError) as exc:
                 raise _row_error(i, len(rows), exc) from None

@@ -6,17 +6,25 @@ Runs in inference threads (never on the event loop). Thread-safe as far as the m
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
+from atlas_serving.forest import Forest
+
+log = logging.getLogger("atlas.serving.inference")
 
 _NUMBER_TYPES = (int, float, bool, np.integer, np.floating)
+_PLAIN_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
+VERIFY_ROWS = 256
 
 
 @dataclass
@@ -60,14 +68,29 @@ class ServableModel:
         self.load_seconds = float(bundle.load_seconds)
         self.defaults = _defaults(bundle.training_stats)
         self.numeric = all(c.kind == "numeric" for c in self.schema.columns)
+        self._values = itemgetter(*self.names) if len(self.names) > 1 else \
+            (lambda r, n=self.names[0]: (r[n],)) if self.names else (lambda r: ())
+        self.forest: Forest | None = None
+        # CPU cost of a one-row predict when it is small enough to consider answering on the
+        # event loop (a verified compiled forest); None: always run in the inference pool
+        self.single_row_seconds: float | None = None
         self.fast = self.numeric and self._fast_path_agrees()
+        if self.fast:
+            self.forest = self._verified_forest()
+            if self.forest is not None:
+                self.single_row_seconds = self._time_single_row()
 
     # -- the fast path: a float matrix straight into the model ------------------------------
 
     def _matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        values = self._values
         try:
-            return np.array([[_number(r[n]) for n in self.names] for r in rows],
-                            dtype=np.float64)
+            lines = [values(r) for r in rows]
+            for line in lines:  # None -> NaN; strings must not be parsed as numbers
+                if not _PLAIN_NUMBER_TYPES.issuperset(map(type, line)):
+                    lines = [[_number(v) for v in line] for line in lines]
+                    break
+            return np.array(lines, dtype=np.float64).reshape(len(rows), len(self.names))
         except (TypeError, ValueError):
             bad = sorted({n for r in rows for n in self.names if not _is_number(r[n])})
             raise InvalidArgument(
@@ -75,6 +98,12 @@ class ServableModel:
                 reason="MISTYPED_FEATURES", metadata={"mistyped": ",".join(bad)}) from None
 
     def _raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        forest = self.forest
+        if forest is not None and not np.isinf(matrix).any():  # inf: let the model refuse
+            return forest.scores(matrix)
+        return self._model_scores(matrix)
+
+    def _model_scores(self, matrix: np.ndarray) -> np.ndarray:
         model = self.predictor.model
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -94,6 +123,53 @@ class ServableModel:
             return bool(np.allclose(self._raw_scores(self._matrix(probe)), expected))
         except Exception:  # noqa: BLE001 - any failure means: keep the checked slow path
             return False
+
+    def _verified_forest(self) -> Forest | None:
+        """The compiled trees, kept only if they reproduce the model's answers on training-
+        like rows (with missing values) and the probes."""
+        try:
+            forest = Forest.from_model(self.predictor.model, len(self.names))
+            if forest is None:
+                return None
+            matrix = self._verification_matrix()
+            expected = self._model_scores(matrix)
+            got = forest.scores(matrix)
+            if got.shape == expected.shape and np.allclose(got, expected, rtol=1e-5,
+                                                           atol=1e-6):
+                return forest
+            log.warning("compiled trees disagree with the model; using the model",
+                        extra={"max_diff": float(np.max(np.abs(got - expected)))})
+        except Exception:  # noqa: BLE001 - any failure means: call the model itself
+            log.warning("cannot compile the model's trees; using the model", exc_info=True)
+        return None
+
+    def _time_single_row(self) -> float:
+        """The best of a few one-row predictions (thread CPU time: robust to a busy host)."""
+        row = [dict(zip(self.names, self._verification_matrix()[0].tolist(), strict=True))]
+        best = math.inf
+        for _ in range(20):
+            start = time.thread_time()
+            self.predict(row)
+            best = min(best, time.thread_time() - start)
+        return best
+
+    def _verification_matrix(self) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        stats = self.bundle.training_stats or {}
+        columns = []
+        for name in self.names:
+            sample = [v for v in (stats.get(name) or {}).get("sample") or []
+                      if isinstance(v, (int, float)) and math.isfinite(v)]
+            base = float(self.defaults.get(name) or 0.0)
+            pool = np.asarray(sample or [base - 1.0, base, base + 1.0], dtype=np.float64)
+            column = rng.choice(pool, VERIFY_ROWS)
+            column[rng.random(VERIFY_ROWS) < 0.05] = np.nan
+            columns.append(column)
+        matrix = np.column_stack(columns) if columns else np.zeros((VERIFY_ROWS, 0))
+        probe = [dict(self.defaults) for _ in range(2)]
+        for i, name in enumerate(self.names):
+            probe[1][name] = (self.defaults.get(name) or 0.0) + (i % 3)
+        return np.vstack([matrix, self._matrix(probe)])
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -120,16 +196,18 @@ class ServableModel:
 
     def _predict_many(self, rows: Sequence[Mapping[str, Any]], explain: bool,
                       all_scores: bool) -> list[RowResult]:
-        import pandas as pd
-
         frame = None
         if self.fast:
             scores = self._raw_scores(self._matrix(rows))
         else:
+            import pandas as pd
+
             frame = pd.DataFrame(list(rows), columns=self.names)
             scores = self._scores_slow(frame)
-        results = [self._result(s, all_scores) for s in scores]
+        results = self._results(scores, all_scores)
         if explain:
+            import pandas as pd
+
             frame = frame if frame is not None else pd.DataFrame(list(rows), columns=self.names)
             found = self.predictor.contributions(frame)
             if found is not None:
@@ -138,6 +216,21 @@ class ServableModel:
                     result.contributions = {n: float(v) for n, v in zip(names, line,
                                                                           strict=False)}
         return results
+
+    def _results(self, scores: np.ndarray, all_scores: bool) -> list[RowResult]:
+        """One result per row of ``scores`` (vectorised: one argmax and one tolist)."""
+        if self.task == "regression" or scores.ndim != 2:
+            return [self._result(s, all_scores) for s in scores]
+        classes = self.classes
+        n_classes = len(classes)
+        out = []
+        for best, line in zip(scores.argmax(axis=1).tolist(), scores.tolist(), strict=True):
+            label = classes[best] if best < n_classes else str(best)
+            value = line[best]
+            out.append(RowResult(label=label, value=value,
+                                 scores=dict(zip(classes, line)) if all_scores
+                                 else {label: value}))
+        return out
 
     def _result(self, score: Any, all_scores: bool) -> RowResult:
         if self.task == "regression":

@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
@@ -58,6 +59,12 @@ class VariantRuntime:
     batcher: Batcher
     stats: WindowStats
     shadow_inflight: int = 0
+    # hot-path caches: the model cache key, and metric children by status code
+    key: tuple[str, int] = field(init=False)
+    observers: dict[str, tuple[Any, Any]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.key = (self.version.ref.model_name, int(self.version.ref.version))
 
     @property
     def name(self) -> str:
@@ -123,7 +130,8 @@ def build_variant(spec: pb.Variant, version: pb.ModelVersion, executor: Executor
              else defaults.max_delay_ms / 1000)
     batcher = Batcher(executor, max_batch_size=b.max_batch_size or defaults.max_batch_size,
                       max_delay_s=delay, workers=spec.replicas or workers,
-                      others_waiting=others, on_batch=on_batch, disabled=b.disabled)
+                      others_waiting=others, on_batch=on_batch, disabled=b.disabled,
+                      inline_budget_s=defaults.inline_budget_ms / 1000)
     return VariantRuntime(spec, version, batcher, stats)
 
 

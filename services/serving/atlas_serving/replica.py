@@ -189,12 +189,12 @@ class Replica:
             if ep is not None and variant in ep.variants:
                 v = ep.variants[variant]
                 model_key = (v.version.ref.model_name, v.version.ref.version)
-            export = stats.export()
-            if model_key is not None:
-                export["last_cold_start_s"] = self.plane.models.cold_starts.get(model_key, 0.0)
-                export["loaded"] = int(self.plane.models.loaded(model_key))
+            extra = {} if model_key is None else {
+                "last_cold_start_s": self.plane.models.cold_starts.get(model_key, 0.0),
+                "loaded": int(self.plane.models.loaded(model_key))}
             rows.append(dict(replica_id=self.settings.runtime.replica_id, endpoint_name=endpoint,
-                             variant=variant, buckets=json.dumps(export), updated_us=now_us))
+                             variant=variant, buckets=stats.export_json(**extra),
+                             updated_us=now_us))
         if rows:
             await asyncio.to_thread(self._write_stats, rows)
 

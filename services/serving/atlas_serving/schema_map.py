@@ -77,5 +77,20 @@ def value_to_python(value: common_pb2.Value) -> Any:
     return getattr(value, kind)
 
 
+def values_to_python(values: Any) -> dict[str, Any]:
+    """A ``map<string, Value>`` as a dict (the hot path: no per-item generator)."""
+    out: dict[str, Any] = {}
+    for key in values:
+        value = values[key]
+        kind = value.WhichOneof("kind")
+        if kind is None:
+            out[key] = None
+        elif kind == "float32_vector":
+            raise ValueError("vector values are not supported as model inputs")
+        else:
+            out[key] = getattr(value, kind)
+    return out
+
+
 def python_kind(value: Any) -> str:
     return type(value).__name__

@@ -4,6 +4,7 @@ merge the buckets of every live replica, so alarms see the whole fleet."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -29,21 +30,31 @@ def bucket_upper(index: int) -> float:
     return _BASE_S * _GROWTH ** index
 
 
+_BUCKET_NAMES = [str(i) for i in range(200)]
+_MAX_NAMED_S = bucket_upper(198)
+
+
 class WindowStats:
     """Counters and latency histograms of one variant on one replica (event-loop only)."""
 
     def __init__(self) -> None:
         self.seconds: dict[int, dict[str, Any]] = {}
         self.last_cold_start_s = 0.0
+        self._second = -1
+        self._slot: dict[str, Any] = {}
+        self._frozen: dict[int, str] = {}  # JSON of seconds that are over (they never change)
 
     def _now(self) -> dict[str, Any]:
         second = int(time.time())
+        if second == self._second:
+            return self._slot
         slot = self.seconds.get(second)
         if slot is None:
             slot = {"lat": {}, "shadow_lat": {}, "score_diff": 0.0}
             self.seconds[second] = slot
             for old in [s for s in self.seconds if s < second - KEEP_SECONDS]:
                 del self.seconds[old]
+        self._second, self._slot = second, slot
         return slot
 
     def count(self, name: str, n: int = 1) -> None:
@@ -52,8 +63,10 @@ class WindowStats:
 
     def latency(self, seconds: float, *, error: bool = False, key: str = "lat") -> None:
         slot = self._now()
-        b = str(latency_bucket(seconds))
-        slot[key][b] = slot[key].get(b, 0) + 1
+        b = _BUCKET_NAMES[latency_bucket(seconds)] if seconds < _MAX_NAMED_S else \
+            str(latency_bucket(seconds))
+        hist = slot[key]
+        hist[b] = hist.get(b, 0) + 1
         if key == "lat":
             slot["requests"] = slot.get("requests", 0) + 1
             if error:
@@ -69,6 +82,27 @@ class WindowStats:
     def export(self) -> dict[str, Any]:
         return {"seconds": {str(k): v for k, v in self.seconds.items()},
                 "last_cold_start_s": self.last_cold_start_s}
+
+    def export_json(self, **extra: Any) -> str:
+        """``json.dumps(export() | extra)``, re-encoding only the seconds still open: this runs
+        on the event loop several times a second and a full encode of 180 s of histograms
+        costs milliseconds (a latency spike for every request waiting behind it)."""
+        open_from = int(time.time())
+        frozen = self._frozen
+        parts = []
+        for second, slot in self.seconds.items():
+            if second < open_from:
+                part = frozen.get(second)
+                if part is None:
+                    part = frozen[second] = f'"{second}": {json.dumps(slot)}'
+            else:
+                part = f'"{second}": {json.dumps(slot)}'
+            parts.append(part)
+        if len(frozen) > len(self.seconds):
+            for second in [k for k in frozen if k not in self.seconds]:
+                del frozen[second]
+        rest = json.dumps({"last_cold_start_s": self.last_cold_start_s, **extra})
+        return '{"seconds": {' + ", ".join(parts) + "}, " + rest[1:]
 
 
 def merge(exports: Iterable[Mapping[str, Any]], window_s: float,

@@ -97,3 +97,20 @@ async def test_admission_deadline_while_queued() -> None:
     with pytest.raises(ResourceExhausted):
         await admission.enter("ep", 0.05)
     assert admission.waiting == 0
+
+
+async def test_a_cheap_verified_model_answers_a_lone_row_inline(executor: Any) -> None:
+    cheap = Recorder()
+    cheap.single_row_seconds = 20e-6  # type: ignore[attr-defined]
+    batcher = Batcher(executor, max_batch_size=32, max_delay_s=0.5, workers=1,
+                      others_waiting=lambda: 1, inline_budget_s=250e-6)
+    out = await batcher.predict(cheap, [{"x": 3}])  # type: ignore[arg-type]
+    assert out[0].value == 3.0 and cheap.threads == {threading.current_thread().name}
+    # several rows, or an explanation, or a costly model: still the inference pool
+    await batcher.predict(cheap, [{"x": 1}, {"x": 2}])  # type: ignore[arg-type]
+    costly = Recorder()
+    costly.single_row_seconds = 5e-3  # type: ignore[attr-defined]
+    await batcher.predict(costly, [{"x": 1}])  # type: ignore[arg-type]
+    assert any(t.startswith("test-infer") for t in cheap.threads)
+    assert all(t.startswith("test-infer") for t in costly.threads)
+    batcher.close()

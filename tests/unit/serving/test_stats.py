@@ -48,3 +48,26 @@ def test_shadow_comparisons_are_counted() -> None:
 
 def test_percentile_of_nothing_is_zero() -> None:
     assert percentile_ms({}, 0.99) == 0.0
+
+
+def test_export_json_equals_the_export_and_tracks_the_open_second(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import atlas_serving.stats as stats_module
+
+    clock = [1000.5]
+    monkeypatch.setattr(stats_module.time, "time", lambda: clock[0])
+    w = WindowStats()
+    for second in range(5):
+        clock[0] = 1000.5 + second
+        w.latency(0.001 * (second + 1), error=second == 2)
+        w.count("batches")
+        w.export_json(loaded=1)  # caches the seconds that are over
+    w.latency(0.5)  # the open second changes after it was exported
+    w.shadow(True, 0.1, 0.002)
+    assert json.loads(w.export_json(loaded=1)) == {**json.loads(json.dumps(w.export())),
+                                                   "loaded": 1}
+    clock[0] += stats_module.KEEP_SECONDS + 10  # old seconds are dropped, and their cache
+    w.latency(0.001)
+    assert list(json.loads(w.export_json())["seconds"]) == [str(int(clock[0]))]
+    assert len(w._frozen) <= len(w.seconds)
