@@ -92,7 +92,24 @@ class ColumnSanitizer(TransformerMixin, BaseEstimator):
             X = pd.DataFrame(X, columns=self.feature_names_in_)
         X = X.set_axis([str(c) for c in X.columns], axis=1)
         out: dict[str, pd.Series] = {}
+        # Fast path (one block conversion, no per-column pandas calls): plain numeric columns.
+        present = set(X.columns) if X.columns.is_unique else set()
+        fast = [
+            n
+            for n in self.numeric_
+            if n in present
+            and n not in self.datetime_
+            and pd.api.types.is_numeric_dtype(X[n].dtype)
+        ]
+        if fast:
+            block = X[fast].to_numpy(dtype=np.float64, na_value=np.nan)
+            block[~np.isfinite(block)] = np.nan
+            for j, name in enumerate(fast):
+                out[name] = pd.Series(block[:, j], index=X.index, name=name)
+        done = set(fast)
         for name in self.numeric_:
+            if name in done:
+                continue
             if name not in X.columns:
                 out[name] = pd.Series(np.nan, index=X.index, dtype="float64")
                 continue
@@ -108,4 +125,5 @@ class ColumnSanitizer(TransformerMixin, BaseEstimator):
                 continue
             s = X[name].astype(object)
             out[name] = s.where(s.notna(), "__missing__").astype(str)
-        return pd.DataFrame(out, index=X.index)
+        order = [*self.numeric_, *self.categorical_]
+        return pd.DataFrame({name: out[name] for name in order}, index=X.index)

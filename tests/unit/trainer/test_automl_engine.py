@@ -169,3 +169,23 @@ print(None if c is None else (c[0].shape, len(c[1])))
     if r.best_model.family in ("xgboost", "lightgbm"):
         shape, n_names = eval(lines[1])  # noqa: S307
         assert shape[0] == 10 and shape[-1] == n_names
+
+
+def test_default_strategy_tries_the_portfolio_first_and_prunes_cheaply() -> None:
+    X, y = breast_cancer()
+    r = run_automl(X, y, max_trials=5, families=list(FAST), seed=0)
+    rows = sorted((row for row in r.leaderboard if row.number >= 0), key=lambda row: row.number)
+    assert [row.number for row in rows] == list(range(5))  # nothing left WAITING
+    assert all(row.origin == "portfolio" for row in rows)
+    assert all(row.state == "COMPLETE" for row in rows)  # curated configs are not pruned
+    assert rows[0].family == "linear"
+    plain = run_automl(X, y, max_trials=3, families=list(FAST), strategy="tpe", seed=0)
+    assert all(row.origin == "tpe" for row in plain.leaderboard if row.number >= 0)
+
+
+def test_small_wall_budget_uses_fewer_folds() -> None:
+    from atlas_trainer.automl.engine import auto_folds
+
+    assert auto_folds(5, 20, 2) == 3
+    assert auto_folds(5, None, 2) == 5
+    assert auto_folds(5, 3600, 4) == 5

@@ -40,3 +40,33 @@ def test_space_restricts_families_and_fixed_params() -> None:
     for _ in range(10):
         p = sample_config(study.ask(), "binary", opts)
         assert p["family"] in {"xgboost", "linear"} and p["pre.imputation"] == "mean"
+
+
+def test_portfolio_respects_families_fixed_values_and_optional_steps() -> None:
+    from atlas_trainer.automl.space import portfolio
+
+    opts = SpaceOptions(
+        families=("lightgbm", "linear"),
+        allow_crosses=False,
+        fixed={"pre.imputation": "mean"},
+    )
+    configs = portfolio(opts)
+    assert configs and {c["family"] for c in configs} == {"lightgbm", "linear"}
+    assert all(c["pre.imputation"] == "mean" and "pre.crosses" not in c for c in configs)
+    assert configs[0]["family"] == "linear"  # cheapest first
+    study = optuna.create_study()
+    for cfg in configs:
+        study.enqueue_trial(cfg)
+        params = sample_config(study.ask(), "binary", opts)
+        assert params == {**params, **cfg}  # enqueued values are used as given
+    assert not portfolio(SpaceOptions(fixed={"family": "mlp"}))
+
+
+def test_fidelity_plan_scores_the_first_fold_before_all_folds() -> None:
+    from atlas_trainer.automl.evaluate import MAX_RESOURCE, fidelity_plan
+
+    plan = fidelity_plan(270, 3)
+    assert [p[0] for p in plan] == [1, 3, 9, MAX_RESOURCE]
+    assert [p[2] for p in plan] == [False, False, False, True] and plan[-1][1] == 270
+    assert fidelity_plan(1, 3) == [(9, 1, False), (MAX_RESOURCE, 1, True)]
+    assert fidelity_plan(1, 1) == [(MAX_RESOURCE, 1, True)]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from atlas_core.errors import InvalidArgument
@@ -46,11 +47,39 @@ from atlas_trainer.automl.search import (
     make_pruner,
     make_sampler,
 )
-from atlas_trainer.automl.space import SpaceOptions, validate_families
+from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
 from atlas_trainer.automl.task import constant_baseline, prepare_target
 
 log = logging.getLogger(__name__)
 SEARCH_SHARE = 0.8
+# "auto" validation under a wall budget: fewer folds when the budget is small, so the search
+# completes enough trials (5-fold CV over a wide space finishes only a handful in ~1 min),
+# and a holdout when even 3-fold CV of one configuration would eat much of the budget.
+SMALL_BUDGET_WORKER_S = 600.0
+SMALL_BUDGET_FOLDS = 3
+HOLDOUT_WORK_PER_WORKER_S = 10_000.0  # rows x columns x classes per worker-second
+
+
+def auto_folds(requested: int, wall_budget_s: float | None, cpus: int) -> int:
+    """Folds for ``validation="auto"``: ``requested`` unless the wall budget gives the search
+    fewer than ``SMALL_BUDGET_WORKER_S`` worker-seconds, then at most 3."""
+    if wall_budget_s is None:
+        return requested
+    worker_s = wall_budget_s * SEARCH_SHARE * max(1, cpus)
+    return min(requested, SMALL_BUDGET_FOLDS) if worker_s < SMALL_BUDGET_WORKER_S else requested
+
+
+def auto_validation(
+    requested: int, wall_budget_s: float | None, cpus: int, rows: int, cols: int, classes: int
+) -> tuple[str, int]:
+    """(method, folds) for ``validation="auto"`` (large data -> holdout in make_splits)."""
+    if wall_budget_s is not None:
+        worker_s = wall_budget_s * SEARCH_SHARE * max(1, cpus)
+        if rows * max(1, cols) * max(1, classes if classes > 2 else 1) > (
+            HOLDOUT_WORK_PER_WORKER_S * worker_s
+        ):
+            return "holdout", requested
+    return "auto", auto_folds(requested, wall_budget_s, cpus)
 
 
 @dataclass
@@ -104,6 +133,25 @@ class AutoMLResult:
         return self.best_model
 
 
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage; workers starting together race to create its tables (one
+    gets "table already exists"), so creation is retried."""
+    for attempt in range(attempts):
+        try:
+            # Heartbeats let a restarted worker fail (and retry once) trials of a killed one.
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=10,
+                grace_period=30,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            )
+        except sqlalchemy.exc.DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _open_study(
     storage: str | optuna.storages.BaseStorage | None,
     study_name: str | None,
@@ -112,13 +160,7 @@ def _open_study(
     seed: int,
 ) -> optuna.Study:
     if isinstance(storage, str):
-        # Heartbeats let a restarted worker fail (and retry once) trials of a killed one.
-        storage = optuna.storages.RDBStorage(
-            storage,
-            heartbeat_interval=10,
-            grace_period=30,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-        )
+        storage = _rdb_storage(storage)
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
@@ -212,6 +254,10 @@ def run_automl(
     dropped = ColumnSanitizer().fit(X).dropped_
     for col, why in dropped.items():
         warnings.append(f"dropped column {col!r}: {why}")
+    if validation == "auto":
+        validation, folds = auto_validation(
+            folds, wall_budget_s, n_jobs, len(X), X.shape[1], prepared.n_classes
+        )
     splits = make_splits(
         prepared, method=validation, folds=folds, holdout_fraction=holdout_fraction, seed=seed
     )
@@ -237,6 +283,7 @@ def run_automl(
             k=warm_start_k,
         )
         _enqueue_priors(study, priors, fams)
+    options = SpaceOptions(fams, allow_crosses, allow_selection, fixed_params)
     plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
     settings = SearchSettings(
         strategy=strategy,
@@ -251,6 +298,9 @@ def run_automl(
         hard_deadline=hard_deadline,
         on_event=on_event,
         should_stop=should_stop,
+        # The default strategy tries a portfolio of strong defaults first (after any priors);
+        # "tpe" and "random" stay plain, for comparison.
+        initial=portfolio(options) if fresh and strategy == "bohb" else [],
     )
     if "mlp" in fams:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters
@@ -262,7 +312,7 @@ def run_automl(
         X,
         prepared,
         splits,
-        SpaceOptions(fams, allow_crosses, allow_selection, fixed_params),
+        options,
         settings,
         state,
     ).run()

@@ -1,12 +1,14 @@
 """Validation of one configuration with multi-fidelity growth and out-of-fold predictions.
 
-Each fold's preprocessing is fitted once; the model is then *grown* (boosting rounds, trees,
-epochs) through the rungs 1/27, 1/9, 1/3 and 1 of its full size, and after each rung the
-validation score is reported so Hyperband can stop a poor configuration early. Growth
-continues the same model (XGBoost ``xgb_model``, LightGBM ``init_model``, forest
-``warm_start``, MLP extra epochs), so a configuration that survives every rung costs about
-one full fit. ``check()`` is called between folds/rungs and inside boosting iterations and
-epochs, so deadlines and cancellation interrupt even a long fit.
+Rungs (:func:`fidelity_plan`): the model is first *grown* (boosting rounds, trees, epochs)
+on the first fold only, through 1/27, 1/9 and 1/3 of its full size, and scored there after
+each rung so Hyperband can stop a poor configuration after a fraction of one fold; the last
+rung then completes every fold at full size (out-of-fold predictions for all rows). Each
+fold's preprocessing is fitted lazily, when the fold is first needed. Growth continues the
+same model (XGBoost ``xgb_model``, LightGBM ``init_model``, forest ``warm_start``, MLP extra
+epochs), so a configuration that survives every rung costs about one full cross-validation.
+``check()`` is called between folds/rungs and inside boosting iterations and epochs, so
+deadlines and cancellation interrupt even a long fit.
 """
 
 from __future__ import annotations
@@ -152,6 +154,18 @@ def grow(
         est.fit(Z, y)
 
 
+def fidelity_plan(total: int, n_folds: int) -> list[tuple[int, int, bool]]:
+    """(step, units, all_folds) rungs. Low rungs grow and score the *first fold only* (the
+    same rows for every trial, so scores compare), the last rung completes every fold at full
+    size. A one-step model (linear, total = 1) gets one low rung: its first fold, fitted in
+    full (step 9 ~ one fold of three). So a pruned trial costs a fraction of one fold, and
+    a completed one still costs about one full cross-validation."""
+    low = [(step, units, False) for step, units in rung_targets(total) if step < MAX_RESOURCE]
+    if n_folds > 1 and not low:
+        low = [(9, total, False)]
+    return [*low, (MAX_RESOURCE, total, True)]
+
+
 def evaluate_config(
     params: Mapping[str, Any],
     X: pd.DataFrame,
@@ -164,49 +178,57 @@ def evaluate_config(
     report: Callable[[float, int], bool] | None = None,
     check: Callable[[], None] = lambda: None,
 ) -> Outcome:
-    """Cross-validate ``params``. ``report(score, step)`` is called after each rung and
-    returns True to stop (the caller then raises ``optuna.TrialPruned``); this function then
-    returns the partial outcome with ``fidelity < 1``. ``check()`` raises ``Interrupted``,
-    which propagates before the first rung completes; after it, the outcome of the last
-    complete rung is returned with ``extra["interrupted"]`` = the reason.
+    """Cross-validate ``params`` along :func:`fidelity_plan`. ``report(score, step)`` is
+    called after each rung and returns True to stop; this function then returns the partial
+    outcome with ``fidelity < 1`` (its models: the first fold's). ``check()`` raises
+    ``Interrupted``, which propagates before the first rung completes; after it, the outcome
+    of the last complete rung is returned with ``extra["interrupted"]`` = the reason.
     Exceptions from fitting propagate (the trial is recorded as failed)."""
     task, metric, y = prepared.task, prepared.metric, prepared.y
     family = params["family"]
     t_fit = 0.0
     folds: list[dict[str, Any]] = []
-    for tr, va in splits.folds:
-        check()
-        t0 = time.perf_counter()
-        pre = build_preprocessor(params, task, seed)
-        Ztr = pre.fit_transform(X.iloc[tr], y[tr])
-        Zva = pre.transform(X.iloc[va])
-        t_fit += time.perf_counter() - t0
-        est = build_estimator(params, task, seed, threads=threads, device=device, units=1)
-        folds.append({"pre": pre, "est": est, "Ztr": Ztr, "ytr": y[tr], "Zva": Zva, "va": va})
+
+    def fold(i: int) -> dict[str, Any]:  # preprocessing fitted lazily: pruned trials skip it
+        nonlocal t_fit
+        while len(folds) <= i:
+            check()
+            tr, va = splits.folds[len(folds)]
+            t0 = time.perf_counter()
+            pre = build_preprocessor(params, task, seed)
+            Ztr = pre.fit_transform(X.iloc[tr], y[tr])
+            Zva = pre.transform(X.iloc[va])
+            t_fit += time.perf_counter() - t0
+            est = build_estimator(params, task, seed, threads=threads, device=device, units=1)
+            folds.append(
+                {"pre": pre, "est": est, "Ztr": Ztr, "ytr": y[tr], "Zva": Zva, "va": va, "done": 0}
+            )
+        return folds[i]
+
     pos = {int(r): i for i, r in enumerate(splits.oof_index)}
     total = total_units(params)
-    done, fidelity = 0, 0.0
-    score, std, oof, t_pred = float("nan"), float("nan"), np.empty(0), 0.0
+    fidelity = 0.0
+    score, std, oof, t_pred, n_pred = float("nan"), float("nan"), np.empty(0), 0.0, 1
+    kept: list[dict[str, Any]] = []
     interrupted = ""
-    for step, units in rung_targets(total):
-        shape = (
-            (len(splits.oof_index),)
-            if task == "regression"
-            else (len(splits.oof_index), prepared.n_classes)
-        )
+    desc = describe(params)
+    for step, units, every in fidelity_plan(total, len(splits.folds)):
+        idx = range(len(splits.folds)) if every else range(1)
+        shape = (len(splits.oof_index),) + (() if task == "regression" else (prepared.n_classes,))
         rung_oof = np.zeros(shape)
         fold_scores: list[float] = []
         rung_pred = 0.0
         try:
-            for f in folds:
-                t0 = time.perf_counter()
-                try:
-                    grow(f["est"], family, f["Ztr"], f["ytr"], done, units, check)
-                finally:
-                    t_fit += time.perf_counter() - t0
-                model = TabularModel(
-                    f["pre"], f["est"], task, prepared.classes, family, describe(params)
-                )
+            for i in idx:
+                f = fold(i)
+                if f["done"] < units:
+                    t0 = time.perf_counter()
+                    try:
+                        grow(f["est"], family, f["Ztr"], f["ytr"], f["done"], units, check)
+                    finally:
+                        t_fit += time.perf_counter() - t0
+                    f["done"] = units
+                model = TabularModel(f["pre"], f["est"], task, prepared.classes, family, desc)
                 t0 = time.perf_counter()
                 s = model.scores_from_features(f["Zva"])
                 rung_pred += time.perf_counter() - t0
@@ -222,17 +244,29 @@ def evaluate_config(
             # model available when every trial outgrows a tiny budget.
             interrupted = exc.reason
             break
-        done, fidelity, oof, t_pred = units, step / MAX_RESOURCE, rung_oof, rung_pred
-        score = metric.score(y[splits.oof_index], oof, prepared.n_classes)
+        rows = (
+            splits.oof_index
+            if every
+            else np.asarray([pos[int(r)] for r in folds[0]["va"]], dtype=np.int64)
+        )
+        sub = rung_oof if every else rung_oof[rows]
+        try:
+            rung_score = metric.score(y[splits.oof_index[rows]] if not every else y[rows], sub,
+                                      prepared.n_classes)
+        except ValueError:
+            if not every:
+                continue  # an unscorable first fold: skip this low rung
+            raise
+        if not math.isfinite(rung_score):
+            raise ValueError(f"non-finite validation score {rung_score}")
+        fidelity, score, t_pred, n_pred = step / MAX_RESOURCE, rung_score, rung_pred, len(rows)
+        oof = sub
+        kept = [fold(i) for i in idx]
         std = float(np.std(fold_scores)) if fold_scores else 0.0
-        if not math.isfinite(score):
-            raise ValueError(f"non-finite validation score {score}")
         if report is not None and report(score, step) and step != MAX_RESOURCE:
             break
-    n_val = max(1, len(splits.oof_index))
     fold_models = [
-        TabularModel(f["pre"], f["est"], task, prepared.classes, family, describe(params))
-        for f in folds
+        TabularModel(f["pre"], f["est"], task, prepared.classes, family, desc) for f in kept
     ]
     extra = {"interrupted": interrupted} if interrupted else {}
     return Outcome(
@@ -240,9 +274,9 @@ def evaluate_config(
         std,
         oof,
         t_fit,
-        t_pred / n_val * 1000.0,
+        t_pred / max(1, n_pred) * 1000.0,
         fold_models,
         fidelity,
-        describe(params),
+        desc,
         extra,
     )

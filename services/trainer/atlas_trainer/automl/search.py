@@ -91,6 +91,9 @@ class SearchSettings:
     on_event: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
     keep_models: int = 20  # fold models kept in memory for the best N trials
+    # Configurations to try first (after any already-enqueued ones), enqueued one at a time
+    # so that none is left WAITING in the study when a budget stops the search.
+    initial: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SearchState:
@@ -200,9 +203,22 @@ class Searcher:
                 if used >= self.settings.max_trials:
                     self._stop.set()
                     return None
+            self._enqueue_next()
             trial = self.study.ask()
             self._beat(trial._trial_id)  # noqa: SLF001 - Optuna's heartbeat API takes the id
             return trial
+
+    def _enqueue_next(self) -> None:
+        pending = self.settings.initial
+        if not pending or self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        while pending:
+            params = pending.pop(0)
+            before = len(self.study.get_trials(deepcopy=False))
+            self.study.enqueue_trial(params, user_attrs={"origin": "portfolio"},
+                                     skip_if_exists=True)
+            if len(self.study.get_trials(deepcopy=False)) > before:
+                return
 
     # -- heartbeats: let a restarted worker tell our trials from a killed worker's ------------
     def _beat(self, trial_id: int) -> None:
@@ -246,12 +262,19 @@ class Searcher:
                 raise Interrupted("trial_time_limit")
 
         reported: list[int] = []
+        # Curated configurations (portfolio, warm-start priors) run at full fidelity: they are
+        # few, known to be good somewhere, and give the sampler complete observations.
+        prunable = s.strategy == "bohb" and not origin.startswith(("portfolio", "warm_start"))
 
         def report(score: float, step: int) -> bool:
             trial.report(score, step)
             reported.append(step)
             trial.set_user_attr("fidelity", step / MAX_RESOURCE)
-            return s.strategy == "bohb" and trial.should_prune()
+            # The last rung is never pruned, and asking there would enter a *full-fidelity*
+            # score into every lower rung's competitors (Optuna's successive halving records
+            # the value for each rung up to the step): one-step models (linear) and finished
+            # trials would then make every booster look bad at 1/27 of its rounds.
+            return prunable and step < MAX_RESOURCE and trial.should_prune()
 
         try:
             params = sample_config(trial, self.prepared.task, self.options)

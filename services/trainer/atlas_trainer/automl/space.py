@@ -304,3 +304,112 @@ def build_model(
         family=params["family"],
         description=describe(params),
     )
+
+
+# --------------------------------------------------------------------------- portfolio
+_PRE = {
+    "pre.imputation": "median",
+    "pre.missing_ind": True,
+    "pre.onehot_max": 10,
+    "pre.ordinal_max": 256,
+    "pre.crosses": 0,
+    "pre.selection": "none",
+}
+_LGB = {
+    "lgb.n_estimators": 100,
+    "lgb.learning_rate": 0.1,
+    "lgb.num_leaves": 31,
+    "lgb.min_child_samples": 20,
+    "lgb.subsample": 1.0,
+    "lgb.colsample_bytree": 1.0,
+    "lgb.reg_lambda": 1e-3,
+    "lgb.reg_alpha": 1e-3,
+}
+_XGB = {
+    "xgb.n_estimators": 200,
+    "xgb.learning_rate": 0.1,
+    "xgb.max_depth": 6,
+    "xgb.min_child_weight": 1.0,
+    "xgb.subsample": 0.8,
+    "xgb.colsample_bytree": 0.8,
+    "xgb.reg_lambda": 1.0,
+    "xgb.reg_alpha": 1e-3,
+}
+# Strong, diverse default configurations tried before the sampler takes over (FLAML's
+# low-cost initial points / AutoGluon's zero-shot portfolio): cheap ones first, so a tiny
+# budget still completes several good trials, and varied enough for the ensemble.
+PORTFOLIO: tuple[dict[str, Any], ...] = (
+    {"family": "linear", "pre.scaling": "standard", "lin.C": 1.0, "lin.penalty": "l2"},
+    {"family": "lightgbm", **_LGB},
+    {
+        "family": "extra_trees",
+        "et.n_estimators": 150,
+        "et.max_depth": 0,
+        "et.max_features": 0.6,
+        "et.min_samples_leaf": 1,
+    },
+    {"family": "xgboost", **_XGB},
+    {
+        "family": "lightgbm",
+        **_LGB,
+        "lgb.n_estimators": 300,
+        "lgb.learning_rate": 0.05,
+        "lgb.num_leaves": 15,
+        "lgb.min_child_samples": 5,
+        "lgb.subsample": 0.8,
+        "lgb.colsample_bytree": 0.6,
+        "lgb.reg_lambda": 1.0,
+    },
+    {"family": "linear", "pre.scaling": "quantile", "lin.C": 0.1, "lin.penalty": "l2"},
+    {
+        "family": "random_forest",
+        "rf.n_estimators": 150,
+        "rf.max_depth": 0,
+        "rf.max_features": 0.5,
+        "rf.min_samples_leaf": 1,
+    },
+    {
+        "family": "xgboost",
+        **_XGB,
+        "xgb.n_estimators": 400,
+        "xgb.learning_rate": 0.05,
+        "xgb.max_depth": 3,
+        "xgb.colsample_bytree": 0.6,
+    },
+    {"family": "linear", "pre.scaling": "standard", "lin.C": 10.0, "lin.penalty": "l2"},
+    {
+        "family": "lightgbm",
+        **_LGB,
+        "lgb.n_estimators": 500,
+        "lgb.learning_rate": 0.03,
+        "lgb.num_leaves": 63,
+        "lgb.min_child_samples": 10,
+        "lgb.subsample": 0.7,
+        "lgb.colsample_bytree": 0.5,
+        "lgb.reg_lambda": 3.0,
+    },
+)
+
+
+def portfolio(options: SpaceOptions) -> list[dict[str, Any]]:
+    """The default configurations for ``options``: restricted to its families, fixed values
+    applied, optional steps dropped when disallowed. Each is a full parameter dict for
+    ``study.enqueue_trial``."""
+    out: list[dict[str, Any]] = []
+    fixed = dict(options.fixed or {})
+    for cfg in PORTFOLIO:
+        if cfg["family"] not in options.families or fixed.get("family", cfg["family"]) != cfg[
+            "family"
+        ]:
+            continue
+        params = {**_PRE, **cfg}
+        if not options.allow_crosses:
+            params.pop("pre.crosses")
+        if not options.allow_selection:
+            params.pop("pre.selection")
+        if len(options.families) == 1:
+            params.pop("family")
+        params.update({k: v for k, v in fixed.items() if k in params})
+        if params not in out:
+            out.append(params)
+    return out
