@@ -10,15 +10,11 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
 from atlas.graph.v1 import graph_service_pb2 as pb
-from atlas_core.db import write_transaction
+from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner
 from atlas_graph.config import GraphSettings
@@ -43,6 +39,7 @@ class GraphService:
     def __init__(self, runtime: GraphRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
+        self.idempotency = IdempotencyStore(runtime.engine, idempotency)
         self._translations: dict[str, IdTranslation] = {}
         self._lock = threading.Lock()
 
@@ -149,7 +146,7 @@ class GraphService:
     # ---- graphs -----------------------------------------------------------------------------
 
     def delete_graph(self, graph_id: str, request_id: str = "") -> int:
-        seen = self.remembered("DeleteGraph", request_id)
+        seen = self.idempotency.recall("DeleteGraph", request_id)
         if seen is not None:
             return int(seen["deleted"])
         running = [j for state in ("QUEUED", "RUNNING") for j in self.all_jobs(state=state)
@@ -160,7 +157,7 @@ class GraphService:
         deleted = self.rt.catalog.delete_graph(graph_id)
         for ref in list(self.rt.artifacts.list(f"graphs/{graph_id}/")):
             self.rt.artifacts.delete(ref.key)
-        self.remember("DeleteGraph", request_id, {"deleted": deleted})
+        self.idempotency.remember("DeleteGraph", request_id, {"deleted": deleted})
         return deleted
 
     # ---- id translation ---------------------------------------------------------------------
@@ -180,25 +177,3 @@ class GraphService:
                           for kind in ("node", "edge")}
                 self._translations[partitioning_id] = IdTranslation(root, ranges)
             return self._translations[partitioning_id]
-
-    # ---- idempotency --------------------------------------------------------------------------
-
-    def remembered(self, operation: str, request_id: str) -> dict[str, Any] | None:
-        if not request_id:
-            return None
-        with self.rt.engine.connect() as conn:
-            raw = conn.execute(select(idempotency.c.result).where(
-                (idempotency.c.request_id == request_id)
-                & (idempotency.c.operation == operation))).scalar()
-        return json.loads(raw) if raw is not None else None
-
-    def remember(self, operation: str, request_id: str, result: dict[str, Any]) -> None:
-        if not request_id:
-            return
-        try:
-            with write_transaction(self.rt.engine) as conn:
-                conn.execute(idempotency.insert().values(
-                    request_id=request_id, operation=operation, result=json.dumps(result),
-                    created_at=datetime.now(timezone.utc)))
-        except IntegrityError:
-            pass

@@ -13,10 +13,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 
-from atlas_core.db import Migration, MigrationSet
+from atlas_core.db import Migration, MigrationSet, idempotency_table
 
 metadata = MetaData()
 
@@ -53,15 +52,7 @@ partition_ranges = Table(
     PrimaryKeyConstraint("partitioning_id", "kind", "part"),
 )
 
-idempotency = Table(
-    "graph_idempotency",
-    metadata,
-    Column("request_id", String(256), nullable=False),
-    Column("operation", String(64), nullable=False),
-    Column("result", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("request_id", "operation", name="uq_graph_idempotency"),
-)
+idempotency = idempotency_table(metadata, "graph")
 
 
 def _v1(conn: Connection) -> None:

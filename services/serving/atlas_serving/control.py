@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.db import IdempotencyStore
 from atlas_core.errors import (
     Aborted,
     AlreadyExists,
@@ -23,7 +24,6 @@ from atlas_serving.endpoints import (
 )
 from atlas_serving.lookup import check_lookup_schema
 from atlas_serving.models import ModelCache
-from atlas_serving.records import Idempotency
 from atlas_serving.registry import Registry
 from atlas_serving.rollout import TERMINAL, DeploymentStore, new_deployment
 from atlas_serving.rollout_plan import plan_for
@@ -32,7 +32,7 @@ from atlas_serving.rollout_plan import plan_for
 class Control:
     def __init__(self, registry: Registry, endpoints: EndpointStore,
                  deployments: DeploymentStore, models: ModelCache, data_client: Any,
-                 idempotency: Idempotency) -> None:
+                 idempotency: IdempotencyStore) -> None:
         self.registry = registry
         self.endpoints = endpoints
         self.deployments = deployments

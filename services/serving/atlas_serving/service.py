@@ -16,7 +16,12 @@ from sqlalchemy import Engine, func, select
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.clients.data import DataClient
-from atlas_core.db import apply_migrations, check_connection, create_engine_from_settings
+from atlas_core.db import (
+    IdempotencyStore,
+    apply_migrations,
+    check_connection,
+    create_engine_from_settings,
+)
 from atlas_core.jobs import JOBS_MIGRATIONS, JobRunner, JobState
 from atlas_core.storage import ArtifactStore, open_artifact_store
 from atlas_serving.alerts import AlertStore
@@ -30,13 +35,12 @@ from atlas_serving.jobs import KIND_MONITOR, job_handlers
 from atlas_serving.lookup import FeatureFetcher
 from atlas_serving.metrics import ServingMetrics
 from atlas_serving.models import ModelCache, settle_heap
-from atlas_serving.records import Idempotency
 from atlas_serving.registry import Registry
 from atlas_serving.replica import Replica, read_stats
 from atlas_serving.rollout import DeploymentStore, Driver
 from atlas_serving.schedule import submit_due
 from atlas_serving.stats import merge, percentile_ms
-from atlas_serving.tables import MIGRATIONS, alerts
+from atlas_serving.tables import MIGRATIONS, alerts, idempotency
 
 log = logging.getLogger("atlas.serving")
 
@@ -60,7 +64,7 @@ class ServingService:
         self.endpoints = EndpointStore(engine)
         self.deployments = DeploymentStore(engine)
         self.alerts = AlertStore(engine)
-        self.idem = Idempotency(engine)
+        self.idem = IdempotencyStore(engine, idempotency)
         rt = settings.runtime
         self.models = ModelCache(store, loader, budget_bytes=settings.capacity.memory_budget_bytes,
                                  on_cold_start=self._cold_start)

@@ -17,10 +17,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 
-from atlas_core.db import Migration, MigrationSet
+from atlas_core.db import Migration, MigrationSet, idempotency_table
 
 metadata = MetaData()
 
@@ -106,14 +105,7 @@ alerts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-idempotency = Table(
-    "serving_idempotency", metadata,
-    Column("request_id", String(256), nullable=False),
-    Column("operation", String(64), nullable=False),
-    Column("result", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("request_id", "operation", name="uq_serving_idempotency"),
-)
+idempotency = idempotency_table(metadata, "serving")
 
 
 def _v1(conn: Connection) -> None:
