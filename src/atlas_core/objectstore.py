@@ -14,6 +14,8 @@ picked so that parallel instances never collide. One instance uses about 0.9 GB 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -181,6 +183,11 @@ def _log_hint(log_path: Path | None) -> str:
     return f"; log {log_path} ends with:\n{tail(log_path)}"
 
 
+def _kill_when_parent_dies() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 @dataclass(frozen=True)
 class SeaweedCommand:
     """Everything needed to run weed: argv, the ports it will bind and where it logs."""
@@ -328,8 +335,12 @@ class SeaweedS3Server:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self, timeout: float = 60.0) -> int:
+    def start(self, timeout: float = 60.0, *, die_with_parent: bool = False) -> int:
         """Start weed and wait until authenticated S3 requests succeed; returns the pid.
+
+        ``die_with_parent`` (Linux) kills weed when the starting process dies, even by
+        SIGKILL: test sessions use it so an interrupted run leaves no server behind; the
+        launcher does not, since the suite must outlive `atlas up`.
 
         With ``port=0`` a start that loses a port race to another process is retried on fresh
         ports (twice).
@@ -351,6 +362,7 @@ class SeaweedS3Server:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # a terminal's Ctrl-C is the launcher's to handle
+                    preexec_fn=_kill_when_parent_dies if die_with_parent else None,
                 )
             try:
                 wait_until_ready(

@@ -53,7 +53,7 @@ class SharedSeaweed:
                     log_dir=root / "logs",
                 )
                 try:
-                    server.start(timeout=START_TIMEOUT_SECONDS)
+                    server.start(timeout=START_TIMEOUT_SECONDS, die_with_parent=True)
                 except BaseException:
                     server.stop()
                     cls._tempdir.cleanup()
