@@ -19,7 +19,6 @@ from atlas_core.config import DatabaseSettings, S3Settings
 from atlas_core.jobs import JobState
 from atlas_graph.config import GraphSettings, JobSettings
 from atlas_graph.jobs import KIND_GENERATE, KIND_PARTITION, KIND_TRAIN
-from atlas_graph.packing import key_from_uri
 from atlas_graph.service import GraphService
 
 pytestmark = pytest.mark.slow
@@ -70,13 +69,12 @@ def test_two_trainers_learn_and_write_outputs_under_original_ids(
     assert result["metrics"]["test_accuracy"] > 0.75
     assert len(result["checkpoints"]) == 4
     art = graph_service.rt.artifacts
-    preds = pq.read_table(io.BytesIO(art.get_bytes(key_from_uri(
-        art, result["predictions"]["uri"])))).to_pandas()
+    preds_key = art.key_for_uri(result["predictions"]["uri"])
+    preds = pq.read_table(io.BytesIO(art.get_bytes(preds_key))).to_pandas()
     assert sorted(preds["id"]) == list(range(3000))  # every ORIGINAL id exactly once
     # SBM labels are id % communities: predictions line up with original ids.
     assert (preds["label"] == preds["id"] % 4).mean() > 0.75
-    emb = pq.read_table(io.BytesIO(art.get_bytes(key_from_uri(
-        art, result["embeddings"]["uri"]))))
+    emb = pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(result["embeddings"]["uri"]))))
     assert emb.num_rows == 3000 and emb.schema.field("embedding").type.list_size == 32
     assert "127.0.0.1" in result["ip_config"] and "launch.py" in result["launch_command"]
 

@@ -17,7 +17,7 @@ from atlas_core.jobs import JobContext
 from atlas_graph import ingest as ing
 from atlas_graph.catalog import new_id
 from atlas_graph.graph_data import ID_INT64, ID_STRING, GraphData
-from atlas_graph.packing import key_from_uri, put_dir, ref_dict
+from atlas_graph.packing import put_dir, ref_dict
 from atlas_graph.partitioning import (
     GRAPH_NAME,
     estimate,
@@ -64,9 +64,9 @@ def generate(rt: GraphRuntime, ctx: JobContext, spec: pb.GenerateGraphSpec) -> d
 
 
 def _table_input(rt: GraphRuntime, source: pb.TableSource, what: str) -> ing.TableInput:
-    keys = [key_from_uri(rt.artifacts, a.uri) for a in source.artifacts]
+    keys = [rt.artifacts.key_for_uri(a.uri) for a in source.artifacts]
     if source.uri_prefix:
-        prefix = key_from_uri(rt.artifacts, source.uri_prefix)
+        prefix = rt.artifacts.key_for_uri(source.uri_prefix)
         keys += sorted(r.key for r in rt.artifacts.list(prefix))
     if not keys:
         raise InvalidArgument(f"{what} source lists no files", reason="NO_INPUT")
@@ -104,7 +104,7 @@ def import_graph(rt: GraphRuntime, ctx: JobContext, spec: pb.ImportGraphSpec) ->
 
 def load_graph(rt: GraphRuntime, record: dict[str, Any], directory: Path) -> GraphData:
     path = directory / "graph.npz"
-    rt.artifacts.download_to_file(key_from_uri(rt.artifacts, record["artifacts"][0]["uri"]),
+    rt.artifacts.download_to_file(rt.artifacts.key_for_uri(record["artifacts"][0]["uri"]),
                                   path)
     return GraphData.load(path)
 

@@ -6,19 +6,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from atlas_core.errors import InvalidArgument
 from atlas_core.storage import ArtifactRef, ArtifactStore
-
-
-def key_from_uri(artifacts: ArtifactStore, uri: str) -> str:
-    """Object key of ``uri`` in this store (``s3://bucket/key`` or a bare key)."""
-    prefix = artifacts.uri("")
-    if uri.startswith(prefix):
-        return uri[len(prefix):]
-    if "://" in uri:
-        raise InvalidArgument(f"artifact {uri} is not in this service's object store "
-                              f"({prefix}...)", reason="FOREIGN_ARTIFACT")
-    return uri
 
 
 def ref_dict(ref: ArtifactRef, media_type: str = "") -> dict[str, Any]:
@@ -41,7 +29,7 @@ def get_dir(artifacts: ArtifactStore, uri: str, target: Path) -> None:
     """Download a tar made by :func:`put_dir` (sha256-verified) and unpack it into ``target``."""
     target.mkdir(parents=True, exist_ok=True)
     archive = target.with_suffix(".tar.partial")
-    artifacts.download_to_file(key_from_uri(artifacts, uri), archive)
+    artifacts.download_to_file(artifacts.key_for_uri(uri), archive)
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(target, filter="data")

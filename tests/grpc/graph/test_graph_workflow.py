@@ -11,7 +11,6 @@ import pytest
 
 from atlas.common.v1 import common_pb2
 from atlas.graph.v1 import graph_service_pb2 as pb
-from atlas_graph.packing import key_from_uri
 
 from ._jobs import run_job
 from .conftest import GraphHarness
@@ -22,7 +21,7 @@ NODES = 2000
 
 def _parquet(harness: GraphHarness, uri: str):  # type: ignore[no-untyped-def]
     art = harness.service.rt.artifacts
-    return pq.read_table(io.BytesIO(art.get_bytes(key_from_uri(art, uri)))).to_pandas()
+    return pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(uri)))).to_pandas()
 
 
 async def test_generate_partition_train_infer_under_original_ids(

@@ -18,7 +18,7 @@ from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobCancelled, JobContext
 from atlas_graph.idmap import IdTranslation, RangeMap
-from atlas_graph.packing import get_dir, key_from_uri, ref_dict
+from atlas_graph.packing import get_dir, ref_dict
 from atlas_graph.partitioning import GRAPH_NAME
 from atlas_graph.runtime import GraphRuntime
 from atlas_graph.training.cluster import (
@@ -35,7 +35,7 @@ MODELS = {pb.GNN_MODEL_UNSPECIFIED: "graphsage", pb.GNN_MODEL_GRAPHSAGE: "graphs
 def _fetch_partitions(rt: GraphRuntime, part: dict[str, Any], work: Path) -> Path:
     parts_dir = work / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    rt.artifacts.download_to_file(key_from_uri(rt.artifacts, part["partition_config"]["uri"]),
+    rt.artifacts.download_to_file(rt.artifacts.key_for_uri(part["partition_config"]["uri"]),
                                   parts_dir / f"{GRAPH_NAME}.json")
     for p in part["partitions"]:
         get_dir(rt.artifacts, p["artifact"]["uri"], parts_dir / f"part{p['index']}")
@@ -44,7 +44,7 @@ def _fetch_partitions(rt: GraphRuntime, part: dict[str, Any], work: Path) -> Pat
 
 
 def _download(rt: GraphRuntime, uri: str, path: Path) -> Path:
-    rt.artifacts.download_to_file(key_from_uri(rt.artifacts, uri), path)
+    rt.artifacts.download_to_file(rt.artifacts.key_for_uri(uri), path)
     return path
 
 

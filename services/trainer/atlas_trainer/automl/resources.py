@@ -6,17 +6,10 @@ from dataclasses import dataclass
 
 
 def detect_gpus() -> int:
-    """Number of NVIDIA GPUs via NVML; 0 when there is no driver/library (never raises)."""
-    try:
-        import pynvml
+    """Number of NVIDIA GPUs via NVML; 0 when there is none (never raises)."""
+    from atlas_trainer.resources import discover_gpus
 
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # NVMLError_LibraryNotFound on CPU-only machines, ImportError, ...
-        return 0
+    return len(discover_gpus().gpus)
 
 
 @dataclass(frozen=True)
