@@ -81,14 +81,18 @@ async def test_drifted_traffic_raises_an_alert(serving: ServingHarness,
     drift = [a for a in alerts if a.kind == pb.ALERT_KIND_FEATURE_DRIFT]
     assert drift and drift[0].source_id == job.status.job_id and drift[0].feature
     registry = serving.server.metrics.registry
-    end = time.monotonic() + 8
-    while time.monotonic() < end and not registry.get_sample_value(
-            "atlas_serving_open_alerts", {"endpoint": "bc", "kind": "ALERT_KIND_FEATURE_DRIFT"}):
+
+    def gauges() -> tuple[float | None, float | None]:
+        # Both gauges are refreshed by independent periodic tasks: wait for each.
+        return (registry.get_sample_value("atlas_serving_open_alerts",
+                                          {"endpoint": "bc", "kind": "ALERT_KIND_FEATURE_DRIFT"}),
+                registry.get_sample_value("atlas_serving_feature_psi",
+                                          {"endpoint": "bc", "feature": drift[0].feature}))
+    end = time.monotonic() + 15
+    while time.monotonic() < end and None in gauges():
         await asyncio.sleep(0.2)
-    assert registry.get_sample_value("atlas_serving_open_alerts",
-                                     {"endpoint": "bc", "kind": "ALERT_KIND_FEATURE_DRIFT"})
-    assert registry.get_sample_value("atlas_serving_feature_psi",
-                                     {"endpoint": "bc", "feature": drift[0].feature}) > 0.2
+    open_alerts, psi = gauges()
+    assert open_alerts and psi is not None and psi > 0.2
     acked = (await serving.stub.AcknowledgeAlert(pb.AcknowledgeAlertRequest(
         alert_id=drift[0].alert_id))).alert
     assert acked.acknowledged
