@@ -15,7 +15,9 @@
 (c) Training: a 200k-node SBM (8 communities, degree 10, intra 0.8, 16 noisy feature dims)
     in 2 partitions; GraphSAGE (fan-outs 10,10, hidden 64, batch 1024, lr 0.01) trained by 1
     and by 2 DGL trainers against 2 graph servers (separate processes, gloo, DDP), and the
-    same model in one process with plain DGL. Mean epoch time and test accuracy of each.
+    same model in one process with plain DGL, every trainer on one OpenMP thread. Mean epoch
+    time and test accuracy of each, and the seconds from rank 0 finishing to every process
+    gone (a rank stuck in shutdown would show here).
 
 Writes bench/results/graph.json with keys range_map_bytes_100m, per_id_map_bytes_100m,
 lookup_ids_per_s, partition_s, accuracy_distributed, accuracy_single, epoch_s_1_trainer,
@@ -145,13 +147,24 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
            "checkpoint_every_epochs": epochs, "write_embeddings": False,
            "model": _model_cfg()}
     events: list[dict[str, Any]] = []
-    cluster = LocalCluster(cfg, run, omp_threads=max(1, 2 // trainers))
+    finished: list[float] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        events.append(event)
+        if event["event"] == "finished":
+            finished.append(time.monotonic())
+
+    # One OpenMP thread per trainer, as the service runs them (config omp_threads_per_process):
+    # on 2 cores shared with the graph servers, spinning OpenMP threads cost up to 10x.
+    cluster = LocalCluster(cfg, run, omp_threads=1)
     cluster.start()
-    cluster.run(events.append, lambda: False)
+    cluster.run(on_event, lambda: False)
     seconds = [e["seconds"] for e in events if e["event"] == "epoch"]
     metrics = next(e for e in events if e["event"] == "metrics")
+    # Rank 0 finished -> every process gone: shows whether a rank hung in shutdown.
     return {"epoch_s": float(np.mean(seconds)), "epoch_s_each": seconds,
-            "test_accuracy": metrics["test_accuracy"]}
+            "test_accuracy": metrics["test_accuracy"],
+            "shutdown_s": time.monotonic() - finished[0] if finished else None}
 
 
 def _model_cfg() -> dict[str, Any]:
@@ -173,6 +186,9 @@ def bench_training(nodes: int, epochs: int) -> dict[str, Any]:
         two = _distributed(work, part_config, 2, epochs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    import torch
+
+    torch.set_num_threads(1)  # the same one thread as each distributed trainer
     single = train_single(graph, _model_cfg(), TRAIN["fan_outs"], epochs, TRAIN["batch_size"],
                           TRAIN["learning_rate"])
     return {"nodes": nodes, "edges": graph.num_edges, "epochs": epochs, "trainers_1": one,
@@ -211,9 +227,10 @@ def main() -> int:
     train = bench_training(train_nodes, epochs)
     one, two, single = train["trainers_1"], train["trainers_2"], train["single"]
     print(f"(c) GraphSAGE on {train['nodes']:,} nodes, 2 partitions, {epochs} epochs")
-    print(f"    {'run':<26} {'epoch s':>8} {'test acc':>9}")
+    print(f"    {'run':<26} {'epoch s':>8} {'test acc':>9} {'shutdown s':>11}")
     for name, row in (("distributed, 1 trainer", one), ("distributed, 2 trainers", two)):
-        print(f"    {name:<26} {row['epoch_s']:>8.2f} {row['test_accuracy']:>9.4f}")
+        print(f"    {name:<26} {row['epoch_s']:>8.2f} {row['test_accuracy']:>9.4f} "
+              f"{row['shutdown_s']:>11.1f}")
     print(f"    {'single process (DGL)':<26} {single['epoch_s']:>8.2f} "
           f"{single['test_accuracy']:>9.4f}")
     print(f"    distributed overhead (2 trainers / single epoch time): "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import queue
 import signal
@@ -27,6 +28,7 @@ from typing import Any
 from atlas_graph.training.worker import EVENT_PREFIX
 
 PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def _die_with_parent() -> None:
@@ -142,6 +144,9 @@ class LocalCluster:
                 if finished_at is not None and time.monotonic() - finished_at > exit_grace:
                     # Rank 0 has its results; a rank stuck in torch/DGL shutdown barriers
                     # (seen with DGL 2.1) must not keep the job alive: finally kills it.
+                    stuck = [r for r, p in enumerate(self.trainers) if p.poll() is None]
+                    log.warning("trainer ranks %s still running %.0f s after rank 0 finished;"
+                                " killing them", stuck, exit_grace)
                     break
                 for rank, proc in enumerate(self.trainers):
                     if proc.poll() not in (None, 0):

@@ -32,10 +32,12 @@ from atlas_trainer.automl.finalize import (
     leaderboard,
 )
 from atlas_trainer.automl.meta import (
+    RECORDED_CONFIGS,
     MetaEntry,
     MetaStore,
     Prior,
     compute_meta_features,
+    config_key,
     find_priors,
 )
 from atlas_trainer.automl.resources import detect_gpus, plan_parallelism
@@ -57,6 +59,9 @@ SEARCH_SHARE = 0.8
 # and a holdout when even 3-fold CV of one configuration would eat much of the budget.
 SMALL_BUDGET_WORKER_S = 600.0
 SMALL_BUDGET_FOLDS = 3
+# A lineage parent that supplies at least this many configurations replaces the default
+# portfolio: the parent's study ran (and ranked) those defaults on the same data already.
+LINEAGE_REPLACES_PORTFOLIO = 3
 HOLDOUT_WORK_PER_WORKER_S = 10_000.0  # rows x columns x classes per worker-second
 
 
@@ -183,7 +188,7 @@ def _enqueue_priors(study: optuna.Study, priors: list[Prior], families: tuple[st
     for prior in priors:
         for cfg in prior.configs:
             params = cfg["params"]
-            key = repr(sorted(params.items()))
+            key = config_key(params)
             if params.get("family") not in families or key in seen:
                 continue
             seen.add(key)
@@ -283,6 +288,7 @@ def run_automl(
             k=warm_start_k,
         )
         _enqueue_priors(study, priors, fams)
+    from_lineage = sum(p.configs_enqueued for p in priors if p.reason == "lineage_parent")
     options = SpaceOptions(fams, allow_crosses, allow_selection, fixed_params)
     plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
     settings = SearchSettings(
@@ -298,9 +304,14 @@ def run_automl(
         hard_deadline=hard_deadline,
         on_event=on_event,
         should_stop=should_stop,
-        # The default strategy tries a portfolio of strong defaults first (after any priors);
-        # "tpe" and "random" stay plain, for comparison.
-        initial=portfolio(options) if fresh and strategy == "bohb" else [],
+        # The default strategy tries a portfolio of strong defaults first (after any priors),
+        # unless a lineage parent's ranked configurations replace it; "tpe" and "random"
+        # stay plain, for comparison.
+        initial=(
+            portfolio(options)
+            if fresh and strategy == "bohb" and from_lineage < LINEAGE_REPLACES_PORTFOLIO
+            else []
+        ),
     )
     if "mlp" in fams:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters
@@ -388,7 +399,6 @@ def run_automl(
         if r.number != ENSEMBLE_NUMBER and r.state in counts:
             counts[r.state] += 1
     if meta_store is not None and done:
-        top = [r for r in board if r.state == "COMPLETE" and r.number >= 0][:5]
         meta_store.record(
             MetaEntry(
                 study.study_name,
@@ -397,7 +407,7 @@ def run_automl(
                 prepared.metric.name,
                 prepared.metric.higher_is_better,
                 mf,
-                [{"trial": r.number, "score": r.score, "params": r.params} for r in top],
+                _top_configs(board),
                 list(parent_dataset_ids),
             )
         )
@@ -430,6 +440,26 @@ def run_automl(
         trials_failed=counts["FAIL"],
         trials_run_here=list(state.trials_run),
     )
+
+
+def _top_configs(board: list[LeaderboardRow], n: int = RECORDED_CONFIGS) -> list[dict[str, Any]]:
+    """What the meta-store keeps of a study: its best ``n`` complete trials plus the best
+    trial of every other family (so a derived dataset can try the runner-up families),
+    best first."""
+    complete = [r for r in board if r.state == "COMPLETE" and r.number >= 0]  # best first
+    keep = complete[:n]
+    families = {r.family for r in keep}
+    for r in complete[n:]:
+        if r.family not in families:
+            families.add(r.family)
+            keep.append(r)
+    out, seen = [], set()
+    for r in keep:
+        key = config_key(r.params)
+        if key not in seen:
+            seen.add(key)
+            out.append({"trial": r.number, "score": r.score, "params": r.params})
+    return out
 
 
 def _rank_priors(priors: list[Prior], board: list[LeaderboardRow]) -> None:

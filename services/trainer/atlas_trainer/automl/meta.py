@@ -3,6 +3,11 @@
 A new study enqueues the best configurations of (1) its lineage parents (a derived dataset
 starts from what worked on the data it came from), then (2) the k past datasets nearest in
 normalised meta-feature space, same task only.
+
+A lineage parent is the same data (a sample, split or new version of it), so its ranking
+transfers well: it contributes up to ``LINEAGE_CONFIGS`` configurations, best first but
+family-diverse (a family must not crowd out the runner-up families, which often win on a
+smaller sample). A merely similar dataset contributes only its top ``configs_per_source``.
 """
 
 from __future__ import annotations
@@ -215,6 +220,43 @@ def _json_default(v: Any) -> Any:
 
 # --------------------------------------------------------------------------- priors
 
+LINEAGE_CONFIGS = 8  # configurations taken from each lineage parent
+LINEAGE_PER_FAMILY = 3  # ... at most this many per family while other families are left
+RECORDED_CONFIGS = 10  # a finished study records its best N (+ the best of other families)
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """Identity of a configuration (for de-duplication across sources)."""
+    return repr(sorted(params.items()))
+
+
+def diverse_top(
+    configs: list[dict[str, Any]], n: int, per_family: int = LINEAGE_PER_FAMILY
+) -> list[dict[str, Any]]:
+    """Up to ``n`` distinct configurations of ``configs`` (best first): in score order, at
+    most ``per_family`` of one family until every family had its turn, then the rest in
+    score order. The result keeps the score order of the chosen configurations."""
+    uniq: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for c in configs:
+        key = config_key(c["params"])
+        if key not in seen:
+            seen.add(key)
+            uniq.append(c)
+    chosen: list[int] = []
+    per: dict[Any, int] = {}
+    for i, c in enumerate(uniq):
+        fam = c["params"].get("family")
+        if len(chosen) < n and per.get(fam, 0) < per_family:
+            chosen.append(i)
+            per[fam] = per.get(fam, 0) + 1
+    for i in range(len(uniq)):
+        if len(chosen) >= n:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return [uniq[i] for i in sorted(chosen)]
+
 
 @dataclass
 class Prior:
@@ -242,8 +284,11 @@ def find_priors(
     exclude_study: str | None = None,
     k: int = 3,
     configs_per_source: int = 3,
+    lineage_configs: int = LINEAGE_CONFIGS,
 ) -> list[Prior]:
-    """Lineage parents first (distance 0), then the ``k`` nearest other datasets."""
+    """Lineage parents first (distance 0, up to ``lineage_configs`` family-diverse
+    configurations each), then the ``k`` nearest other datasets (``configs_per_source``
+    each)."""
     entries = [e for e in store.entries(task) if e.study_key != exclude_study and e.top_configs]
     priors: list[Prior] = []
     used: set[str] = set()
@@ -256,7 +301,7 @@ def find_priors(
                     e.dataset_key,
                     "lineage_parent",
                     0.0,
-                    e.top_configs[:configs_per_source],
+                    diverse_top(e.top_configs, lineage_configs),
                 )
             )
     rest = [e for e in entries if e.dataset_key not in used]
