@@ -73,7 +73,7 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
 
     job = _done(client, client.train(pb.TrainGraphSpec(
         ref=common_pb2.GraphRef(graph_id=graph.graph_id, partitioning_id=part.partitioning_id),
-        num_trainers=1, model=pb.GNN_MODEL_GRAPHSAGE, fan_outs=[10, 10], hidden_dims=16,
+        num_trainers=2, model=pb.GNN_MODEL_GRAPHSAGE, fan_outs=[10, 10], hidden_dims=16,
         epochs=30, batch_size=8, learning_rate=0.05, dropout=0.0, write_predictions=True,
         seed=0)))
     result = job.train_result
@@ -83,7 +83,7 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
     truth = dict(zip(members, clubs))
     right = sum(names[label] == truth[member] for member, label in zip(preds["id"],
                                                                        preds["label"]))
-    print(f"GraphSAGE, 1 trainer x 2 graph servers, 30 epochs: test accuracy "
+    print(f"GraphSAGE, 2 trainers x 2 graph servers, 30 epochs: test accuracy "
           f"{result.metrics['test_accuracy']:.2f}; predicted club right for {right}/"
           f"{len(preds)} members (by original id, e.g. {preds['id'][0]} -> "
           f"{names[preds['label'][0]]})")

@@ -81,3 +81,61 @@ def test_warm_start_enqueues_priors_first_and_reports_rank() -> None:
     assert first.origin.startswith("warm_start:cold#")
     best_cold = next(r for r in cold.leaderboard if r.state == "COMPLETE" and r.number >= 0)
     assert first.params == best_cold.params
+
+
+def _cfg(trial: int, score: float, family: str, **params: float) -> dict:
+    return {"trial": trial, "score": score, "params": {"family": family, **params}}
+
+
+def test_lineage_parent_gives_more_family_diverse_configs_than_a_similar_dataset() -> None:
+    from atlas_trainer.automl.meta import LINEAGE_CONFIGS, diverse_top
+
+    # Best first: five lightgbm variants crowd the top, then linear and xgboost.
+    top = [_cfg(i, 0.99 - i / 100, "lightgbm", **{"lgb.num_leaves": i}) for i in range(5)]
+    top += [_cfg(5, 0.93, "linear"), _cfg(6, 0.92, "xgboost"), _cfg(7, 0.91, "linear")]
+    top.insert(1, dict(top[0], trial=9))  # the same configuration again (deduplicated)
+    assert [c["trial"] for c in diverse_top(top, 5, per_family=3)] == [0, 1, 2, 5, 6]
+    assert [c["trial"] for c in diverse_top(top, 7, per_family=3)] == [0, 1, 2, 3, 5, 6, 7]
+    store = InMemoryMetaStore()
+    mf = {"log_rows": 3.0, "log_cols": 1.0}
+    store.record(MetaEntry("s-parent", "parent", "binary", "roc_auc", True, mf, top))
+    store.record(MetaEntry("s-other", "other", "binary", "roc_auc", True, mf, top))
+    parent, other = find_priors(store, mf, "binary", parent_keys=("parent",), k=1)
+    assert parent.reason == "lineage_parent" and other.reason == "similar_meta_features"
+    assert len(parent.configs) == min(LINEAGE_CONFIGS, 8) > len(other.configs) == 3
+    assert {c["params"]["family"] for c in parent.configs} == {"lightgbm", "linear", "xgboost"}
+    assert [c["trial"] for c in other.configs] == [0, 9, 1]  # unchanged: plain top 3
+
+
+def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
+    X, y = breast_cancer()
+    fams = ["linear", "lightgbm"]
+    store = InMemoryMetaStore()
+    run_automl(X, y, max_trials=6, families=fams, meta_store=store, dataset_key="full", seed=0)
+    entry = store.entries("binary")[0]
+    assert len(entry.top_configs) == 6  # more than the 5 it used to keep
+    half = X.sample(frac=0.5, random_state=0)
+    warm = run_automl(
+        half,
+        y.loc[half.index],
+        max_trials=8,
+        families=fams,
+        meta_store=store,
+        dataset_key="half",
+        parent_dataset_ids=["full"],
+        seed=0,
+    )
+    (prior,) = warm.priors
+    assert prior.reason == "lineage_parent" and prior.trial_numbers == list(range(6))
+    rows = sorted((r for r in warm.leaderboard if r.number >= 0), key=lambda r: r.number)
+    assert [r.origin.split(":")[0] for r in rows] == ["warm_start"] * 6 + ["tpe"] * 2
+    assert [r.params for r in rows[:6]] == [c["params"] for c in entry.top_configs]
+    # A study with priors from a merely similar dataset still runs the portfolio after them.
+    other = run_automl(
+        half, y.loc[half.index], max_trials=5, families=fams, meta_store=store, seed=0
+    )
+    origins = [
+        r.origin.split(":")[0]
+        for r in sorted((r for r in other.leaderboard if r.number >= 0), key=lambda r: r.number)
+    ]
+    assert origins[:3] == ["warm_start"] * 3 and origins[3:] == ["portfolio"] * 2

@@ -286,24 +286,26 @@ def find_priors(
     configs_per_source: int = 3,
     lineage_configs: int = LINEAGE_CONFIGS,
 ) -> list[Prior]:
-    """Lineage parents first (distance 0, up to ``lineage_configs`` family-diverse
-    configurations each), then the ``k`` nearest other datasets (``configs_per_source``
+    """Lineage parents first (distance 0, ``lineage_configs`` family-diverse configurations
+    shared among them), then the ``k`` nearest other datasets (``configs_per_source``
     each)."""
     entries = [e for e in store.entries(task) if e.study_key != exclude_study and e.top_configs]
     priors: list[Prior] = []
     used: set[str] = set()
+    parents: list[MetaEntry] = []
     for e in entries:
         if e.dataset_key in parent_keys and e.dataset_key not in used:
-            used.add(e.dataset_key)
-            priors.append(
-                Prior(
-                    e.study_key,
-                    e.dataset_key,
-                    "lineage_parent",
-                    0.0,
-                    diverse_top(e.top_configs, lineage_configs),
-                )
+            used.add(e.dataset_key)  # newest study per parent dataset
+            parents.append(e)
+    # Several parents (a merge) share the lineage allowance, each keeping at least as many
+    # configurations as a similar dataset would give.
+    share = max(configs_per_source, math.ceil(lineage_configs / max(len(parents), 1)))
+    for e in parents:
+        priors.append(
+            Prior(
+                e.study_key, e.dataset_key, "lineage_parent", 0.0, diverse_top(e.top_configs, share)
             )
+        )
     rest = [e for e in entries if e.dataset_key not in used]
     if rest and k > 0:
         keys = sorted(meta_features)
