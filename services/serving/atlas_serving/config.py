@@ -16,8 +16,9 @@ class CapacityDefaults(StrictModel):
     memory_budget_bytes: int = 2 * 1024**3
     max_batch_size: int = 64
     max_delay_ms: float = 2.0
-    # A lone single-row request is answered on the event loop (no thread hop) when the
-    # model's measured single-row cost is at most this (compiled tree ensembles); 0: never.
+    # Lone requests and small coalesced batches are answered on the event loop (no thread
+    # hop) when the model's measured single-row cost is at most this (compiled tree
+    # ensembles); 0: always use the inference threads.
     inline_budget_ms: float = 0.25
 
 
