@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
+from atlas_core.ml import MatrixScorer
 from atlas_serving.forest import Forest
 
 log = logging.getLogger("atlas.serving.inference")
@@ -70,15 +71,15 @@ class ServableModel:
         self.numeric = all(c.kind == "numeric" for c in self.schema.columns)
         self._values = itemgetter(*self.names) if len(self.names) > 1 else \
             (lambda r, n=self.names[0]: (r[n],)) if self.names else (lambda r: ())
-        self.forest: Forest | None = None
-        # CPU cost of a one-row predict when it is small enough to consider answering on the
-        # event loop (a verified compiled forest); None: always run in the inference pool
+        # A verified float-matrix scorer (no DataFrame), its plain twin (inputs with inf go
+        # there: the model decides), and, when every tree model in it is compiled, the CPU
+        # cost of one row (small enough: answered on the event loop, see batching).
+        self._scorer: MatrixScorer | None = None
+        self._plain: MatrixScorer | None = None
         self.single_row_seconds: float | None = None
-        self.fast = self.numeric and self._fast_path_agrees()
-        if self.fast:
-            self.forest = self._verified_forest()
-            if self.forest is not None:
-                self.single_row_seconds = self._time_single_row()
+        self.fast = False
+        if self.numeric:
+            self._choose_scorers()
 
     # -- the fast path: a float matrix straight into the model ------------------------------
 
@@ -98,50 +99,61 @@ class ServableModel:
                 reason="MISTYPED_FEATURES", metadata={"mistyped": ",".join(bad)}) from None
 
     def _raw_scores(self, matrix: np.ndarray) -> np.ndarray:
-        forest = self.forest
-        if forest is not None and not np.isinf(matrix).any():  # inf: let the model refuse
-            return forest.scores(matrix)
-        return self._model_scores(matrix)
+        assert self._scorer is not None and self._plain is not None
+        if self._scorer is not self._plain and np.isinf(matrix).any():
+            return self._plain(matrix)
+        return self._scorer(matrix)
 
-    def _model_scores(self, matrix: np.ndarray) -> np.ndarray:
+    def _matrix_scorer(self, compile_trees: bool) -> tuple[MatrixScorer | None, bool]:
+        """A scorer of the model for a float matrix in schema order, and whether every tree
+        model inside it was compiled. ATLAS's own models bring their preprocessing."""
         model = self.predictor.model
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if self.task == "regression":
-                return np.asarray(model.predict(matrix), dtype=np.float64)
-            return np.asarray(model.predict_proba(matrix), dtype=np.float64)
+        missed: list[Any] = []
 
-    def _fast_path_agrees(self) -> bool:
-        """Use the matrix path only when it gives exactly the predictor's answers."""
-        probe = [dict(self.defaults) for _ in range(2)]
-        for i, name in enumerate(self.names):
-            probe[1][name] = self.defaults.get(name, 0.0) + (i % 3)
+        def compiled(estimator: Any, width: int) -> MatrixScorer | None:
+            forest = Forest.from_model(estimator, width) if compile_trees else None
+            if forest is None:
+                missed.append(estimator)
+                return None
+            return forest.scores
+        if hasattr(model, "matrix_scorer"):
+            scorer = model.matrix_scorer(self.names, compiled)
+        else:
+            scorer = compiled(model, len(self.names)) or (
+                lambda M: _estimator_scores(model, self.task, M))
+        return scorer, compile_trees and not missed
+
+    def _choose_scorers(self) -> None:
+        """Keep a matrix scorer only if it reproduces the predictor's own answers on
+        training-like rows (with missing values) and probes; compiled trees preferred."""
         try:
             import pandas as pd
 
-            expected = self._scores_slow(pd.DataFrame(probe))
-            return bool(np.allclose(self._raw_scores(self._matrix(probe)), expected))
-        except Exception:  # noqa: BLE001 - any failure means: keep the checked slow path
-            return False
-
-    def _verified_forest(self) -> Forest | None:
-        """The compiled trees, kept only if they reproduce the model's answers on training-
-        like rows (with missing values) and the probes."""
-        try:
-            forest = Forest.from_model(self.predictor.model, len(self.names))
-            if forest is None:
-                return None
             matrix = self._verification_matrix()
-            expected = self._model_scores(matrix)
-            got = forest.scores(matrix)
-            if got.shape == expected.shape and np.allclose(got, expected, rtol=1e-5,
-                                                           atol=1e-6):
-                return forest
-            log.warning("compiled trees disagree with the model; using the model",
-                        extra={"max_diff": float(np.max(np.abs(got - expected)))})
-        except Exception:  # noqa: BLE001 - any failure means: call the model itself
-            log.warning("cannot compile the model's trees; using the model", exc_info=True)
-        return None
+            expected = self._scores_slow(pd.DataFrame(matrix, columns=self.names))
+        except Exception:  # noqa: BLE001 - any failure means: keep the checked slow path
+            log.warning("cannot verify a fast path for this model", exc_info=True)
+            return
+        for compile_trees in (False, True):
+            try:
+                scorer, all_compiled = self._matrix_scorer(compile_trees)
+                got = None if scorer is None else scorer(matrix)
+            except Exception:  # noqa: BLE001 - any failure means: not this scorer
+                log.warning("matrix scoring failed; not used", exc_info=True)
+                continue
+            if got is None or got.shape != expected.shape or not np.allclose(
+                    got, expected, rtol=1e-5, atol=1e-6):
+                if got is not None:
+                    log.warning("matrix scoring disagrees with the model; not used",
+                                extra={"compiled": compile_trees})
+                continue
+            if not compile_trees:
+                self._scorer = self._plain = scorer
+                self.fast = True
+            elif self._plain is not None:
+                self._scorer = scorer
+                if all_compiled:
+                    self.single_row_seconds = self._time_single_row()
 
     def _time_single_row(self) -> float:
         """The best of a few one-row predictions (thread CPU time: robust to a busy host)."""
@@ -241,6 +253,14 @@ class ServableModel:
         result.scores = ({c: float(p) for c, p in zip(self.classes, score, strict=False)}
                          if all_scores else {label: result.value})
         return result
+
+
+def _estimator_scores(model: Any, task: str, matrix: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if task == "regression":
+            return np.asarray(model.predict(matrix), dtype=np.float64)
+        return np.asarray(model.predict_proba(matrix), dtype=np.float64)
 
 
 def _is_number(value: Any) -> bool:

@@ -12,6 +12,7 @@ from atlas_core.ml._encoding import CardinalityEncoder
 from atlas_core.ml._mlp import TorchMLP, pick_device
 from atlas_core.ml._model import (
     FoldBag,
+    MatrixScorer,
     TabularModel,
     WeightedEnsemble,
     booster_contributions,
@@ -23,6 +24,7 @@ __all__ = [
     "CardinalityEncoder",
     "ColumnSanitizer",
     "FoldBag",
+    "MatrixScorer",
     "PairwiseCrosses",
     "TabularModel",
     "TabularPreprocessor",

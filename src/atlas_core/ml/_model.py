@@ -10,7 +10,7 @@ with atlas_core alone (xgboost/lightgbm/torch are needed only if the model conta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,9 @@ import pandas as pd
 from atlas_core.ml._preprocess import TabularPreprocessor
 
 Contributions = tuple[np.ndarray, list[str]]
+MatrixScorer = Callable[[np.ndarray], np.ndarray]
+# (estimator, number of its input features) -> a faster scorer of its features, or None
+EstimatorCompiler = Callable[[Any, int], MatrixScorer | None]
 
 
 def booster_contributions(estimator: Any, Z: np.ndarray) -> np.ndarray | None:
@@ -85,6 +88,22 @@ class TabularModel:
         full[:, np.asarray(seen, dtype=int)] = proba
         return full
 
+    def matrix_scorer(self, columns: Sequence[str], compile_estimator: EstimatorCompiler |
+                      None = None) -> MatrixScorer | None:
+        """``predict_scores`` for an all-numeric float matrix whose columns are ``columns``,
+        or None when the preprocessing needs a frame. ``compile_estimator`` may supply a
+        faster scorer for the estimator (callers verify it against ``predict_scores``)."""
+        transform = self.preprocessor.matrix_transform(columns)
+        if transform is None:
+            return None
+        fast = (compile_estimator(self.estimator, len(self.feature_names_out))
+                if compile_estimator is not None else None)
+        if fast is None:
+            return lambda M: self.scores_from_features(transform(M))
+        if self.task == "regression":
+            return lambda M: np.asarray(fast(transform(M)), dtype=np.float64).reshape(-1)
+        return lambda M: fast(transform(M))
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
             raise AttributeError("predict_proba is only defined for classification models")
@@ -130,6 +149,19 @@ class _Averaged:
             total = s if total is None else total + s
         assert total is not None
         return total / float(np.sum(self.weights))
+
+    def matrix_scorer(self, columns: Sequence[str], compile_estimator: EstimatorCompiler |
+                      None = None) -> MatrixScorer | None:
+        """The weighted mean of the members' matrix scorers (see ``TabularModel``)."""
+        parts = [(m.matrix_scorer(columns, compile_estimator), w)
+                 for m, w in zip(self.members, self.weights) if w != 0]
+        if not parts or any(scorer is None for scorer, _ in parts):
+            return None
+        total = float(np.sum(self.weights))
+
+        def scores(M: np.ndarray) -> np.ndarray:
+            return sum(w * scorer(M) for scorer, w in parts) / total  # type: ignore[misc]
+        return scores
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
