@@ -24,8 +24,9 @@ from atlas_data.builds import (
 )
 from atlas_data.datasets import DatasetRecord, LineageParent
 from atlas_data.history import batch_from_table
-from atlas_data.matching import point_in_time_join, spine_from_history
+from atlas_data.matching import point_in_time_join
 from atlas_data.runtime import DataRuntime
+from atlas_data.spine import spine_from_history
 
 _SPINE_SAMPLING = {
     pb.SPINE_SAMPLING_UNSPECIFIED: "every_record",

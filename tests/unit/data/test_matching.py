@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from atlas_core.errors import InvalidArgument, NotFound
-from atlas_data.matching import point_in_time_join, spine_from_history
+from atlas_data.matching import point_in_time_join
+from atlas_data.spine import spine_from_history
 
 UTC = pa.timestamp("us", tz="UTC")
 
