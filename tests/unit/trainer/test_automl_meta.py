@@ -92,7 +92,8 @@ def test_lineage_parent_gives_more_family_diverse_configs_than_a_similar_dataset
 
     # Best first: five lightgbm variants crowd the top, then linear and xgboost.
     top = [_cfg(i, 0.99 - i / 100, "lightgbm", **{"lgb.num_leaves": i}) for i in range(5)]
-    top += [_cfg(5, 0.93, "linear"), _cfg(6, 0.92, "xgboost"), _cfg(7, 0.91, "linear")]
+    top += [_cfg(5, 0.93, "linear"), _cfg(6, 0.92, "xgboost")]
+    top += [_cfg(7, 0.91, "linear", **{"lin.C": 9.0})]
     top.insert(1, dict(top[0], trial=9))  # the same configuration again (deduplicated)
     assert [c["trial"] for c in diverse_top(top, 5, per_family=3)] == [0, 1, 2, 5, 6]
     assert [c["trial"] for c in diverse_top(top, 7, per_family=3)] == [0, 1, 2, 3, 5, 6, 7]
@@ -109,16 +110,16 @@ def test_lineage_parent_gives_more_family_diverse_configs_than_a_similar_dataset
 
 def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
     X, y = breast_cancer()
-    fams = ["linear", "lightgbm"]
+    fams = ["linear", "lightgbm"]  # a portfolio of 6 configurations
     store = InMemoryMetaStore()
-    run_automl(X, y, max_trials=6, families=fams, meta_store=store, dataset_key="full", seed=0)
+    run_automl(X, y, max_trials=4, families=fams, meta_store=store, dataset_key="full", seed=0)
     entry = store.entries("binary")[0]
-    assert len(entry.top_configs) == 6  # more than the 5 it used to keep
+    assert len(entry.top_configs) == 4
     half = X.sample(frac=0.5, random_state=0)
     warm = run_automl(
         half,
         y.loc[half.index],
-        max_trials=8,
+        max_trials=6,
         families=fams,
         meta_store=store,
         dataset_key="half",
@@ -126,16 +127,36 @@ def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
         seed=0,
     )
     (prior,) = warm.priors
-    assert prior.reason == "lineage_parent" and prior.trial_numbers == list(range(6))
+    assert prior.reason == "lineage_parent" and prior.trial_numbers == list(range(4))
     rows = sorted((r for r in warm.leaderboard if r.number >= 0), key=lambda r: r.number)
-    assert [r.origin.split(":")[0] for r in rows] == ["warm_start"] * 6 + ["tpe"] * 2
-    assert [r.params for r in rows[:6]] == [c["params"] for c in entry.top_configs]
+    # The parent's configurations, in its ranking, then TPE: no untried portfolio entries.
+    assert [r.origin.split(":")[0] for r in rows] == ["warm_start"] * 4 + ["tpe"] * 2
+    assert [r.params for r in rows[:4]] == [c["params"] for c in entry.top_configs]
     # A study with priors from a merely similar dataset still runs the portfolio after them.
     other = run_automl(
-        half, y.loc[half.index], max_trials=5, families=fams, meta_store=store, seed=0
+        half,
+        y.loc[half.index],
+        max_trials=5,
+        families=fams,
+        meta_store=store,
+        warm_start_k=1,
+        seed=0,
     )
+    assert [p.reason for p in other.priors] == ["similar_meta_features"]
     origins = [
         r.origin.split(":")[0]
         for r in sorted((r for r in other.leaderboard if r.number >= 0), key=lambda r: r.number)
     ]
     assert origins[:3] == ["warm_start"] * 3 and origins[3:] == ["portfolio"] * 2
+
+
+def test_a_study_records_its_top_ten_and_the_best_of_every_other_family() -> None:
+    from atlas_trainer.automl.engine import _top_configs
+    from atlas_trainer.automl.finalize import LeaderboardRow
+
+    def row(n: int, family: str, score: float, state: str = "COMPLETE") -> LeaderboardRow:
+        return LeaderboardRow(n, state, "", family, {"family": family, "n": n}, score)
+
+    board = [row(i, "lightgbm", 0.9 - i / 100) for i in range(12)]  # best first
+    board += [row(12, "linear", 0.7), row(13, "linear", 0.6), row(14, "mlp", 0.9, "PRUNED")]
+    assert [c["trial"] for c in _top_configs(board)] == [*range(10), 12]
