@@ -16,7 +16,7 @@ class CapacityDefaults(StrictModel):
     memory_budget_bytes: int = 2 * 1024**3
     max_batch_size: int = 64
     max_delay_ms: float = 2.0
-    # Lone requests and small coalesced batches are answered on the event loop (no thread
+    # Single rows and small coalesced batches are answered on the event loop (no thread
     # hop) when the model's measured single-row cost is at most this (compiled tree
     # ensembles); 0: always use the inference threads.
     inline_budget_ms: float = 0.25

@@ -116,17 +116,22 @@ async def test_a_cheap_verified_model_answers_a_lone_row_inline(executor: Any) -
     batcher.close()
 
 
-async def test_coalesced_small_batches_of_a_cheap_model_run_on_the_event_loop(
-        executor: Any) -> None:
+async def test_a_cheap_model_stays_on_the_event_loop_under_load(executor: Any) -> None:
     cheap = Recorder()
     cheap.single_row_seconds = 20e-6  # type: ignore[attr-defined]
-    waiting = [100]
+    waiting = [200]
     batcher = Batcher(executor, max_batch_size=64, max_delay_s=0.05, workers=1,
                       others_waiting=lambda: waiting[0], inline_budget_s=250e-6)
-    outs = await asyncio.gather(*[batcher.predict(cheap, [{"x": i}])  # type: ignore[arg-type]
-                                  for i in range(100)])
-    assert [o[0].value for o in outs] == [float(i) for i in range(100)]
-    assert max(cheap.batches) > 1 and cheap.threads == {threading.current_thread().name}
+    # single rows are answered at once, however many requests are in flight
+    singles = await asyncio.gather(*[batcher.predict(cheap, [{"x": i}])  # type: ignore[arg-type]
+                                     for i in range(50)])
+    assert [o[0].value for o in singles] == [float(i) for i in range(50)]
+    assert set(cheap.batches) == {1}
+    # small multi-row requests are coalesced, and the batch runs on the loop too
+    pairs = await asyncio.gather(*[batcher.predict(  # type: ignore[arg-type]
+        cheap, [{"x": 2 * i}, {"x": 2 * i + 1}]) for i in range(50)])
+    assert [r.value for o in pairs for r in o] == [float(i) for i in range(100)]
+    assert max(cheap.batches) > 2 and cheap.threads == {threading.current_thread().name}
     # a batch beyond INLINE_MAX_ROWS, or an explanation, goes to the inference pool
     await batcher.predict(cheap, [{"x": i} for i in range(65)])  # type: ignore[arg-type]
     assert any(t.startswith("test-infer") for t in cheap.threads)
