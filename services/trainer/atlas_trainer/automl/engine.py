@@ -148,7 +148,8 @@ def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
                 url,
                 heartbeat_interval=10,
                 grace_period=30,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                heartbeat_stale_trial_callback=(
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)),
             )
         except sqlalchemy.exc.DatabaseError:
             if attempt == attempts - 1:
