@@ -5,12 +5,14 @@ a report that fails is recorded as a warning, never fails a job whose model is g
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import optuna
 import pandas as pd
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core.bundles import raw_contributions
 from atlas_trainer.automl.engine import AutoMLResult
 from atlas_trainer.jsonable import to_jsonable
 from atlas_trainer.reports import (
@@ -25,9 +27,34 @@ from atlas_trainer.runtime import TrainerRuntime
 log = logging.getLogger("atlas.trainer.report")
 
 
+IMPORTANCE_ROWS = 500  # x 2 repeats: ranks features well enough for a report
+IMPORTANCE_REPEATS = 2
+MIN_IMPORTANCE_ROWS = 50
+PLOTS_RESERVE_S = 0.5
+
+
+def importance_rows(model: Any, X: pd.DataFrame, deadline: float | None) -> int:
+    """Rows of permutation importance that fit before the job's ``deadline`` (it predicts
+    the sample columns x repeats times); 0 when not even ``MIN_IMPORTANCE_ROWS`` fit. Models
+    with booster contributions (SHAP) are cheap and keep the full sample."""
+    if deadline is None or raw_contributions(model, X.iloc[:1]) is not None:
+        return IMPORTANCE_ROWS
+    probe = X.iloc[:100]
+    started = time.monotonic()
+    model.predict_scores(probe)
+    per_row = (time.monotonic() - started) / max(1, len(probe))
+    left = deadline - time.monotonic() - PLOTS_RESERVE_S
+    passes = X.shape[1] * IMPORTANCE_REPEATS + 1
+    rows = int(left / max(per_row * passes, 1e-9))
+    return min(IMPORTANCE_ROWS, rows) if rows >= MIN_IMPORTANCE_ROWS else 0
+
+
 def build_report(rt: TrainerRuntime, job_id: str, spec: pb.TrainingJobSpec,
                  result: AutoMLResult, X: pd.DataFrame, y: pd.Series,
-                 leaderboard_rows: list[dict[str, Any]], study_name: str) -> dict[str, Any]:
+                 leaderboard_rows: list[dict[str, Any]], study_name: str,
+                 deadline: float | None = None) -> dict[str, Any]:
+    """``deadline`` (monotonic): the job's wall budget; permutation importance shrinks its
+    sample to fit, or is skipped with a warning."""
     report: dict[str, Any] = {"warnings": list(result.warnings),
                               "dropped_columns": dict(result.dropped_columns),
                               "study_name": study_name,
@@ -35,13 +62,17 @@ def build_report(rt: TrainerRuntime, job_id: str, spec: pb.TrainingJobSpec,
                                   rt.optuna_storage_url)}
     importance = None
     try:
-        # Bounded: permutation importance of an ensemble on all rows can take longer than
-        # the search; 500 rows x 2 repeats ranks features well enough for a report.
-        importance = global_importance(result.model, X, y, task=result.task,
-                                       classes=result.classes or (), metric=result.metric,
-                                       n_repeats=2, max_rows=500, seed=spec.seed)
-        report["importance_method"] = importance.method
-        report["feature_importance"] = to_jsonable(importance.features)
+        rows = importance_rows(result.model, X, deadline)
+        if rows:
+            importance = global_importance(result.model, X, y, task=result.task,
+                                           classes=result.classes or (),
+                                           metric=result.metric, n_repeats=IMPORTANCE_REPEATS,
+                                           max_rows=rows, seed=spec.seed)
+            report["importance_method"] = importance.method
+            report["feature_importance"] = to_jsonable(importance.features)
+        else:
+            report["warnings"].append("feature importance skipped: no time left in the wall "
+                                      "budget (raise it to get permutation importance)")
     except Exception as exc:  # noqa: BLE001 - the model is fine; the report notes the gap
         log.warning("feature importance failed", exc_info=exc)
         report["warnings"].append(f"feature importance unavailable: {exc}")

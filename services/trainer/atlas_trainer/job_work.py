@@ -100,7 +100,7 @@ def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
     if not ctx.cancelled():  # a cancelled job keeps its model but skips the slower report
         ctx.report(0.98, "computing the report")
         out["report"] = build_report(rt, ctx.job_id, spec, result, X, y, out["leaderboard"],
-                                     study_name)
+                                     study_name, deadline)
     return out
 
 

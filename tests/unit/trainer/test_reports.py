@@ -250,3 +250,25 @@ def test_dashboard_url_hides_credentials(tmp_path: Path) -> None:
     assert dashboard_command("sqlite:////abs/x.db") == "optuna-dashboard sqlite:////abs/x.db"
     with pytest.raises(InvalidArgument):
         dashboard_storage_url("not a url")
+
+
+def test_report_importance_fits_the_jobs_remaining_budget() -> None:
+    import time
+
+    from atlas_trainer.job_reports import IMPORTANCE_ROWS, importance_rows
+
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(1000, 10)),
+                     columns=[f"x{i}" for i in range(10)])
+
+    class Slow:  # 1 ms per row, no booster contributions: permutation importance only
+        def predict_scores(self, frame: pd.DataFrame) -> np.ndarray:
+            time.sleep(1e-3 * len(frame))
+            return np.zeros(len(frame))
+
+    assert importance_rows(Slow(), X, None) == IMPORTANCE_ROWS  # no wall budget
+    assert importance_rows(Slow(), X, time.monotonic() + 600) == IMPORTANCE_ROWS
+    # 21 passes x 1 ms per row in ~3 s left (0.5 s kept for plots): ~110 rows, not 500
+    assert 50 <= importance_rows(Slow(), X, time.monotonic() + 3.1) < 200
+    assert importance_rows(Slow(), X, time.monotonic() + 0.4) == 0  # skipped
+    booster = xgb.XGBClassifier(n_estimators=5, n_jobs=1).fit(X, np.arange(1000) % 2)
+    assert importance_rows(booster, X, time.monotonic()) == IMPORTANCE_ROWS  # SHAP: cheap
