@@ -24,6 +24,9 @@ from atlas_trainer.service import dataset_pair
 
 log = logging.getLogger("atlas.trainer.job")
 _VALIDATION = {0: "auto", 1: "auto", 2: "kfold", 3: "holdout"}
+# The report may use this share of the wall budget past its end: a job may overrun by 10%,
+# and the rest covers the job process's start-up.
+REPORT_GRACE = 0.07
 
 
 def _budget(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> tuple[float | None, int | None]:
@@ -99,8 +102,9 @@ def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
     out = _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)
     if not ctx.cancelled():  # a cancelled job keeps its model but skips the slower report
         ctx.report(0.98, "computing the report")
-        out["report"] = build_report(rt, ctx.job_id, spec, result, X, y, out["leaderboard"],
-                                     study_name, deadline)
+        out["report"] = build_report(
+            rt, ctx.job_id, spec, result, X, y, out["leaderboard"], study_name,
+            None if deadline is None or wall is None else deadline + REPORT_GRACE * wall)
     return out
 
 
