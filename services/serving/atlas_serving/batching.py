@@ -1,5 +1,6 @@
 """Dynamic batching: requests for one variant are coalesced up to a maximum batch size or a
-maximum delay, and each batch runs in the inference thread pool, never on the event loop.
+maximum delay, and each batch runs in the inference thread pool, off the event loop (except
+for cheap models, below).
 
 A batch waits for more rows only while other admitted requests are on their way, so a lone
 request (concurrency 1) never pays the delay.
