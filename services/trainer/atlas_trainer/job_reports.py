@@ -35,11 +35,12 @@ PLOTS_RESERVE_S = 0.5
 
 def importance_rows(model: Any, X: pd.DataFrame, deadline: float | None) -> int:
     """Rows of permutation importance that fit before the job's ``deadline`` (it predicts
-    the sample columns x repeats times); 0 when not even ``MIN_IMPORTANCE_ROWS`` fit. Models
-    with booster contributions (SHAP) are cheap and keep the full sample."""
+    the sample columns x repeats times, in stacked calls, so the cost is per row); 0 when
+    not even ``MIN_IMPORTANCE_ROWS`` fit. Models with booster contributions (SHAP) are cheap
+    and keep the full sample."""
     if deadline is None or raw_contributions(model, X.iloc[:1]) is not None:
         return IMPORTANCE_ROWS
-    probe = X.iloc[:100]
+    probe = X.iloc[:IMPORTANCE_ROWS]
     started = time.monotonic()
     model.predict_scores(probe)
     per_row = (time.monotonic() - started) / max(1, len(probe))

@@ -74,8 +74,10 @@ async def test_automl_job_end_to_end(trainer_harness):
     assert ((proba[:, 1] > 0.5) == frame["target"].head(50).astype(bool)).mean() > 0.9
     report = (await h.stub.GetTrainingReport(pb.GetTrainingReportRequest(
         job_id=job.status.job_id))).report
-    assert report.feature_importance and report.importance_method in ("shap", "permutation")
-    assert {p.name for p in report.plots} >= {"optimization_history", "leaderboard"}
+    assert report.feature_importance, list(report.warnings)
+    assert report.importance_method in ("shap", "permutation")
+    assert {p.name for p in report.plots} >= {"optimization_history", "leaderboard"}, (
+        list(report.warnings))
     explained = await h.stub.ExplainPredictions(pb.ExplainPredictionsRequest(
         job_id=job.status.job_id, rows=[pb.FeatureRow(values={
             c: common_pb2.Value(double_value=float(v))

@@ -72,6 +72,35 @@ def test_permutation_importance_without_contributions(
         global_importance(model, X, None, task="binary", classes=[0, 1])
 
 
+def test_permutation_importance_batches_calls_and_agrees_with_sklearn(
+    data: tuple[pd.DataFrame, pd.Series],
+) -> None:
+    """Shuffled copies are stacked into few predict calls (an ensemble's per-call cost
+    must not scale with columns x repeats), with sklearn's answer; categoricals survive."""
+    from sklearn.inspection import permutation_importance
+
+    X, y = data
+    X = X.assign(kind=pd.Categorical(np.where(X["weak"] > 0, "a", "b")))
+    fitted = make_pipeline(StandardScaler(), LogisticRegression()).fit(X[["signal", "weak"]], y)
+
+    class Counting:
+        calls = 0
+
+        def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+            Counting.calls += 1
+            assert frame["kind"].dtype == X["kind"].dtype
+            return fitted.predict_proba(frame[["signal", "weak"]])
+
+    result = global_importance(Counting(), X, y, task="binary", classes=[0, 1], n_repeats=5)
+    assert Counting.calls <= 3  # baseline + one stacked call (not 4 columns x 5 repeats)
+    ours = {f.feature: f.importance for f in result.features}
+    reference = permutation_importance(fitted, X[["signal", "weak"]], y, scoring="roc_auc",
+                                       n_repeats=5, random_state=0)
+    assert ours["signal"] == pytest.approx(reference.importances_mean[0], abs=0.03)
+    assert ours["weak"] == pytest.approx(reference.importances_mean[1], abs=0.03)
+    assert ours["noise"] == 0.0 and ours["kind"] == 0.0  # unused columns
+
+
 def test_permutation_importance_for_regression(data: tuple[pd.DataFrame, pd.Series]) -> None:
     X, _ = data
     target = 3 * X["signal"] + 0.1 * X["noise"]
@@ -216,6 +245,7 @@ def test_plots_are_written_to_the_store(
     leaderboard = [
         {"rank": 1, "number": 3, "pipeline": "impute > xgboost", "score": 0.91, "score_std": 0.01},
         {"rank": 2, "number": 1, "pipeline": "scale > <linear>", "score": 0.88, "fit_seconds": 1.5},
+        {"rank": 3, "number": 7, "pipeline": "mlp", "score": None, "state": "FAIL"},  # no score
     ]
     store = LocalArtifactStore(tmp_path / "store")
     plots = write_plots(
@@ -234,6 +264,7 @@ def test_plots_are_written_to_the_store(
     assert pages["optimization_history"].count("<circle") == 8
     assert "1 pruned" in pages["optimization_history"]
     assert "scale &gt; &lt;linear&gt;" in pages["leaderboard"]
+    assert pages["leaderboard"].count("<tr>") == 4  # header + 3 rows; the failed one unplotted
     assert "signal" in pages["feature_importance"]
     empty = write_plots(store, "p", metric="rmse", higher_is_better=False, history=[])
     assert "no data yet" in store.get_bytes(empty[0].ref).decode()

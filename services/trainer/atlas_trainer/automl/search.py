@@ -44,6 +44,11 @@ from atlas_trainer.automl.task import PreparedTarget
 log = logging.getLogger(__name__)
 STRATEGIES = ("bohb", "tpe", "random")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Optuna warns on every ask() with a heartbeat storage outside Study.optimize; the searcher
+# records the heartbeats itself (Searcher._beat).
+warnings.filterwarnings(
+    "ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning
+)
 
 
 class SharedHyperbandPruner(BasePruner):

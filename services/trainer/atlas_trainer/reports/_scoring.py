@@ -23,8 +23,11 @@ _METRICS: dict[str, tuple[bool, Callable[[Any, np.ndarray, Sequence[Any]], float
 }
 
 
-def scorer(task: str, metric: str | None, classes: Sequence[Any]) -> Callable[..., float]:
-    """``scorer(estimator, X, y) -> float`` (sklearn's callable-scorer signature)."""
+def output_metric(
+    task: str, metric: str | None, classes: Sequence[Any]
+) -> tuple[Callable[[Any, Any], np.ndarray], Callable[[Any, np.ndarray], float]]:
+    """``(output(model, X), score(y, output))``: what to predict for the metric, and the
+    metric of those predictions (higher is better)."""
     name = metric or DEFAULT_METRIC[task]
     if name not in _METRICS:
         raise InvalidArgument(
@@ -35,8 +38,7 @@ def scorer(task: str, metric: str | None, classes: Sequence[Any]) -> Callable[..
     if uses_proba and task == "regression":
         raise InvalidArgument(f"metric {name!r} needs a classifier", reason="INVALID_METRIC")
 
-    def apply(estimator: Any, X: Any, y: Any) -> float:
-        output = estimator.predict_proba(X) if uses_proba else estimator.predict(X)
-        return score(y, np.asarray(output), classes)
+    def output(model: Any, X: Any) -> np.ndarray:
+        return np.asarray(model.predict_proba(X) if uses_proba else model.predict(X))
 
-    return apply
+    return output, lambda y, out: score(y, out, classes)

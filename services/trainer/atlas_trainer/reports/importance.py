@@ -7,7 +7,9 @@ Two methods, chosen by what the model can do:
   global importance is the mean |contribution| over rows (and classes), in raw output units
   (log-odds for classifiers), on the model's transformed features;
 * ``"permutation"`` otherwise -- global importance is the score drop when one input column
-  is shuffled (:func:`sklearn.inspection.permutation_importance`); per-row contributions are
+  is shuffled (as :func:`sklearn.inspection.permutation_importance`, but the shuffled
+  copies are stacked and predicted in a few large calls: a fold-bag ensemble's per-call
+  cost would otherwise dominate, once per column and repeat); per-row contributions are
   occlusion effects against a background sample: ``f(x) - mean_b f(x with column j := b_j)``,
   with ``f`` the probability of the explained class (or the predicted value), on input columns.
 """
@@ -20,16 +22,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.inspection import permutation_importance
 
 from atlas_core.bundles import raw_contributions
 from atlas_core.errors import InvalidArgument
-from atlas_trainer.reports._scoring import DEFAULT_METRIC, scorer
+from atlas_trainer.reports._scoring import DEFAULT_METRIC, output_metric
 
 SHAP = "shap"
 PERMUTATION = "permutation"
 MAX_IMPORTANCE_ROWS = 2_000
 MAX_EXPLAIN_ROWS = 1_000
+MAX_CELLS_PER_CALL = 2_000_000  # bounds the stacked shuffled copies predicted at once
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,6 @@ class RowContribution:
 class Explanation:
     method: str
     rows: list[RowContribution]
-
-
-class _Fitted:
-    """Gives any predictor the ``fit`` sklearn's permutation_importance insists on."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def fit(self, *args: Any, **kwargs: Any) -> _Fitted:
-        return self
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.model.predict(X))
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.model.predict_proba(X))
 
 
 def global_importance(
@@ -114,20 +100,45 @@ def global_importance(
         raise InvalidArgument(
             "permutation importance needs the labels (y)", reason="LABELS_REQUIRED"
         )
-    result = permutation_importance(
-        _Fitted(model),
-        sample,
-        y_sample,
-        scoring=scorer(task, metric, classes),
-        n_repeats=n_repeats,
-        random_state=seed,
-        n_jobs=1,
+    drops = _permutation_drops(
+        model, sample, y_sample, output_metric(task, metric, classes), n_repeats, seed
     )
     features = [
-        FeatureImportance(str(name), float(mean), float(std))
-        for name, mean, std in zip(sample.columns, result.importances_mean, result.importances_std)
+        FeatureImportance(str(name), float(d.mean()), float(d.std()))
+        for name, d in zip(sample.columns, drops)
     ]
     return ImportanceResult(PERMUTATION, _ranked(features), metric or DEFAULT_METRIC[task])
+
+
+def _permutation_drops(
+    model: Any,
+    sample: pd.DataFrame,
+    y: Any,
+    metric: tuple[Any, Any],
+    n_repeats: int,
+    seed: int,
+) -> np.ndarray:
+    """Score drop per (column, repeat) when that column is shuffled."""
+    output, score = metric
+    baseline = score(y, output(model, sample))
+    rng = np.random.RandomState(seed)
+    n, width = sample.shape
+    copies = [(j, rng.permutation(n)) for j in range(width) for _ in range(n_repeats)]
+    per_call = max(1, MAX_CELLS_PER_CALL // max(1, sample.size))
+    scores: list[float] = []
+    for start in range(0, len(copies), per_call):
+        chunk = copies[start : start + per_call]
+        stacked = {}
+        for j, column in enumerate(sample.columns):
+            original = sample[column]
+            values = np.tile(original.to_numpy(), len(chunk))
+            for k, (shuffled, order) in enumerate(chunk):
+                if shuffled == j:
+                    values[k * n : (k + 1) * n] = values[order]
+            stacked[column] = pd.Series(values).astype(original.dtype)
+        predicted = output(model, pd.DataFrame(stacked, columns=sample.columns))
+        scores += [score(y, predicted[k * n : (k + 1) * n]) for k in range(len(chunk))]
+    return baseline - np.asarray(scores).reshape(width, n_repeats)
 
 
 def explain_rows(

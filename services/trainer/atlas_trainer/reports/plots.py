@@ -81,9 +81,9 @@ def leaderboard_html(
 ) -> str:
     """Entries are mappings with any of the keys in :data:`LEADERBOARD_COLUMNS` (rank,
     number, pipeline, score, score_std, fit_seconds, predict_ms_per_1k), best first."""
-    shown = list(entries)[:top]
+    shown = [e for e in entries if _finite(e.get("score"))][:top]
     labels = [f"#{e.get('number', '?')} {e.get('pipeline', '')}".strip() for e in shown]
-    scores = [float(e.get("score", float("nan"))) for e in shown]
+    scores = [float(e["score"]) for e in shown]
     stds = [float(e.get("score_std", 0.0) or 0.0) for e in shown]
     direction = "higher is better" if higher_is_better else "lower is better"
     svg = _svg.horizontal_bars(
@@ -154,6 +154,10 @@ def write_plots(
         PlotArtifact(name, store.put_bytes(f"{base}/{name}.html", page.encode(), HTML_METADATA))
         for name, page in pages
     ]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _cell(value: Any) -> str:
