@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -149,21 +150,20 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             return None
         take = np.array([position[n] for n in sanitizer.numeric_], dtype=np.intp)
         impute = _impute_fn(self.imputer_) if self.imputer_ is not None else None
+        crosser = self.crosser_
+        cross = crosser.transform if crosser is not None and crosser.pairs_ else None
         tail = [_fitted_fn(step) for step in (self.scaler_, self.variance_, self.selector_)
                 if step is not None]
 
         def transform(M: np.ndarray) -> np.ndarray:
-            parts: list[np.ndarray] = []
-            if impute is not None:
-                num = np.asarray(M, dtype=np.float64)[:, take]  # fancy indexing: a copy
-                num[~np.isfinite(num)] = np.nan  # as the sanitizer does
-                parts.append(self.crosser_.transform(impute(num)))  # type: ignore[union-attr]
-            Z = self._stack(parts, len(M))
-            if not tail:  # _stack already replaced NaN/inf
-                return Z.astype(np.float32)
+            if impute is None:
+                Z = self._stack([], len(M))
+            else:  # fancy indexing copies; NaN and +-inf are missing, as the sanitizer has it
+                Z = impute(np.asarray(M, dtype=np.float64)[:, take])
+                Z = _zero_nonfinite(Z if cross is None else cross(Z))  # as _stack does
             for step in tail:
                 Z = step(Z)
-            return np.nan_to_num(Z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            return _zero_nonfinite(Z).astype(np.float32)
         return transform
 
     def _transform_tail(self, Z: np.ndarray) -> np.ndarray:
@@ -182,20 +182,29 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 # Fitted steps as plain NumPy for the matrix path: sklearn's per-call input validation costs
 # ~0.1 ms a step, most of a one-row request. Anything else keeps sklearn's own transform.
 
+def _zero_nonfinite(Z: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(Z, nan=0, posinf=0, neginf=0)``; one sum decides for the usual
+    all-finite matrix (nan_to_num's own checks cost ~10 us a call)."""
+    if math.isfinite(Z.sum()):
+        return Z
+    return np.where(np.isfinite(Z), Z, 0.0)
+
+
 def _impute_fn(imputer: SimpleImputer) -> Callable[[np.ndarray], np.ndarray]:
+    """The fitted imputer for a matrix where NaN and +-inf mean missing."""
     fill = np.asarray(imputer.statistics_, dtype=np.float64)
     indicator = getattr(imputer, "indicator_", None)
     if not np.isfinite(fill).all() or (indicator is not None
                                        and indicator.features != "missing-only"):
-        return imputer.transform
+        return lambda num: imputer.transform(np.where(np.isfinite(num), num, np.nan))
     flagged = None if indicator is None else np.asarray(indicator.features_, dtype=np.intp)
 
     def impute(num: np.ndarray) -> np.ndarray:
-        missing = np.isnan(num)
+        missing = ~np.isfinite(num)
         out = np.where(missing, fill, num)
         if flagged is None:
             return out
-        return np.hstack([out, missing[:, flagged].astype(np.float64)])
+        return np.concatenate((out, missing[:, flagged]), axis=1)  # bool -> 0.0 / 1.0
     return impute
 
 
