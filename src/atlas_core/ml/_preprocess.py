@@ -101,8 +101,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
     def _stack(parts: list[np.ndarray], n: int) -> np.ndarray:
         if not parts:
             return np.zeros((n, 1))  # nothing usable: models fall back to the prior
-        Z = parts[0] if len(parts) == 1 else np.hstack(parts)
-        return np.nan_to_num(Z, nan=0.0, posinf=0.0, neginf=0.0)
+        return _zero_nonfinite(parts[0] if len(parts) == 1 else np.hstack(parts))
 
     def _fit_tail(self, Z: np.ndarray, names: list[str], y: np.ndarray | None) -> np.ndarray:
         if Z.shape[1] == 1 and not names:
@@ -126,7 +125,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             Z = self.selector_.fit_transform(Z, y)
             names = [n for n, k in zip(names, self.selector_.get_support()) if k]
         self.feature_names_out_ = names
-        return np.nan_to_num(Z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        return _zero_nonfinite(Z).astype(np.float32)
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         clean = self.sanitizer_.transform(X)
@@ -156,11 +155,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 if step is not None]
 
         def transform(M: np.ndarray) -> np.ndarray:
-            if impute is None:
-                Z = self._stack([], len(M))
-            else:  # fancy indexing copies; NaN and +-inf are missing, as the sanitizer has it
-                Z = impute(np.asarray(M, dtype=np.float64)[:, take])
-                Z = _zero_nonfinite(Z if cross is None else cross(Z))  # as _stack does
+            parts: list[np.ndarray] = []
+            if impute is not None:  # fancy indexing copies; NaN and +-inf are missing
+                num = impute(np.asarray(M, dtype=np.float64)[:, take])
+                parts.append(num if cross is None else cross(num))
+            Z = self._stack(parts, len(M))
             for step in tail:
                 Z = step(Z)
             return _zero_nonfinite(Z).astype(np.float32)
@@ -173,7 +172,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             Z = self.variance_.transform(Z)
         if self.selector_ is not None:
             Z = self.selector_.transform(Z)
-        return np.nan_to_num(Z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        return _zero_nonfinite(Z).astype(np.float32)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.feature_names_out_, dtype=object)

@@ -131,10 +131,11 @@ def _permutation_drops(
         stacked = {}
         for j, column in enumerate(sample.columns):
             original = sample[column]
-            values = np.tile(original.to_numpy(), len(chunk))
+            base = original.to_numpy()
+            values = np.tile(base, len(chunk))
             for k, (shuffled, order) in enumerate(chunk):
                 if shuffled == j:
-                    values[k * n : (k + 1) * n] = values[order]
+                    values[k * n : (k + 1) * n] = base[order]
             stacked[column] = pd.Series(values).astype(original.dtype)
         predicted = output(model, pd.DataFrame(stacked, columns=sample.columns))
         scores += [score(y, predicted[k * n : (k + 1) * n]) for k in range(len(chunk))]
