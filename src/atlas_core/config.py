@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -80,6 +80,8 @@ class ServerSettings(StrictModel):
     max_send_message_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
     log_level: str = "INFO"
+    # auto = uvloop where installed (~10% less CPU per small RPC), else asyncio's own loop.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     tls: TlsSettings = Field(default_factory=TlsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 

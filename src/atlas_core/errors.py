@@ -1,6 +1,6 @@
 """Domain errors that know their gRPC status code and a stable reason.
 
-Domain code raises these (it never imports grpc); one server interceptor turns them into a
+Domain code raises these (it never imports grpc); one server-side handler wrapper turns them into
 status + ``google.rpc.ErrorInfo`` and the client channel helper maps them back through
 :data:`ERRORS_BY_CODE`. ``reason`` is a stable UPPER_SNAKE identifier that callers may switch
 on; ``message`` says what to fix.

@@ -1,7 +1,7 @@
 """Structured JSON logging with per-request ids.
 
-The request id of the RPC being served lives in a context variable (set by the server
-interceptor), so every line logged while serving a request carries it without threading it
+The request id of the RPC being served lives in a context variable (set by the server's
+handler wrapper), so every line logged while serving a request carries it without threading it
 through function signatures.
 """
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from atlas_core.config import ServiceSettings, load_settings
-from atlas_core.errors import AtlasError
+from atlas_core.errors import AtlasError, ConfigError
 from atlas_core.log import configure_logging
 from atlas_core.rpc.server import ServiceDef, create_server
 
@@ -27,7 +27,8 @@ def run_service(name: str, settings_cls: type[S], build: Builder[S]) -> None:
     try:
         settings = load_settings(settings_cls, env_prefix=prefix, env=os.environ)
         configure_logging(settings.server.log_level, service=name)
-        asyncio.run(_serve(settings, build))
+        loop = use_event_loop(settings.server.event_loop)
+        asyncio.run(_serve(settings, build, loop))
     except AtlasError as exc:
         print(f"atlas-{name}: cannot start: {exc.message}", file=sys.stderr)
         sys.exit(2)
@@ -35,8 +36,24 @@ def run_service(name: str, settings_cls: type[S], build: Builder[S]) -> None:
         pass
 
 
-async def _serve(settings: S, build: Builder[S]) -> None:
+def use_event_loop(choice: str) -> str:
+    """Install the configured event loop policy; returns the loop in use."""
+    if choice == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("server.event_loop is uvloop but uvloop is not installed; "
+                              "pip install uvloop or set server.event_loop to asyncio",
+                              reason="EVENT_LOOP_UNAVAILABLE") from None
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def _serve(settings: S, build: Builder[S], loop: str) -> None:
     services = await build(settings)
     server = create_server(settings.server, services)
-    logging.getLogger("atlas.service").info("starting")
+    logging.getLogger("atlas.service").info("starting", extra={"event_loop": loop})
     await server.serve_until_signalled()

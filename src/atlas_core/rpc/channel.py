@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from atlas_core.config import StrictModel
 from atlas_core.log import request_id_var
-from atlas_core.rpc.interceptor import REQUEST_ID_KEY
+from atlas_core.rpc.wrapping import REQUEST_ID_KEY
 
 
 class ClientSettings(StrictModel):

@@ -18,12 +18,12 @@ from typing import Any
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from atlas_core.config import ServerSettings, TlsSettings
 from atlas_core.errors import ConfigError
 from atlas_core.rpc.auth import TokenAuthenticator
-from atlas_core.rpc.interceptor import AtlasServerInterceptor
+from atlas_core.rpc.wrapping import WrappingRegistrar
 from atlas_core.rpc.metrics import RpcMetrics
 
 log = logging.getLogger("atlas.server")
@@ -34,7 +34,7 @@ class ServiceDef:
     """A servicer plus the generated ``add_<Name>Servicer_to_server`` and its full name."""
 
     servicer: Any
-    add_to_server: Callable[[Any, aio.Server], None]
+    add_to_server: Callable[[Any, Any], None]
     full_name: str
     # Called once the server is listening (e.g. to add the service's metrics to
     # ``server.metrics.registry``). Sync or async.
@@ -81,20 +81,21 @@ class AtlasServer:
         self.health = health.aio.HealthServicer()
         auth = authenticator or TokenAuthenticator.from_settings(settings.auth)
         self._server = aio.server(
-            interceptors=[AtlasServerInterceptor(auth, self.metrics)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                 ("grpc.max_send_message_length", settings.max_send_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
+        registrar = WrappingRegistrar(self._server, auth, self.metrics)
         for svc in self.services:
-            svc.add_to_server(svc.servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+            svc.add_to_server(svc.servicer, registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         names = [svc.full_name for svc in self.services]
         names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                   reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self._server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(names), registrar)
         self.port: int = 0
         self.metrics_port: int | None = None
 

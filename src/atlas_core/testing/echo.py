@@ -76,8 +76,15 @@ def _add(_servicer: Any, server: Any) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
 
 
-def echo_service() -> ServiceDef:
-    return ServiceDef(servicer=None, add_to_server=_add, full_name=SERVICE)
+def _add_registered(servicer: Any, server: Any) -> None:
+    """As generated ``add_*_to_server`` functions do: registered methods take precedence."""
+    _add(servicer, server)
+    server.add_registered_method_handlers(SERVICE, HANDLERS)
+
+
+def echo_service(*, registered: bool = False) -> ServiceDef:
+    return ServiceDef(servicer=None, add_to_server=_add_registered if registered else _add,
+                      full_name=SERVICE)
 
 
 def method(name: str) -> str:

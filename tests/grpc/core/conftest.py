@@ -21,9 +21,12 @@ def server_settings(**overrides: object) -> ServerSettings:
     return ServerSettings(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def echo_server() -> AsyncIterator[AtlasServer]:
-    server = create_server(server_settings(), [echo_service()])
+@pytest.fixture(params=["generic", "registered"])
+async def echo_server(request: pytest.FixtureRequest) -> AsyncIterator[AtlasServer]:
+    """The echo service registered as a generic handler, and as generated code registers
+    (registered methods first): the server's wrapping must cover both."""
+    server = create_server(server_settings(),
+                           [echo_service(registered=request.param == "registered")])
     await server.start()
     try:
         yield server

@@ -1,7 +1,9 @@
-"""One server interceptor that applies auth, request ids, metrics and error mapping.
+"""One wrapper that applies auth, request ids, metrics and error mapping to every handler.
 
-It is a single layer on purpose: each wrapped handler is built once per method and cached,
-so a call pays one extra coroutine frame, not one per concern (see bench/grpc_overhead.py).
+Handlers are wrapped once, when they are registered, not per call by a grpc.aio server
+interceptor: an interceptor costs every call an ``intercept_service`` coroutine and a
+continuation lookup (~10% of a small RPC's server CPU, bench/serving.py at concurrency 64).
+A call pays one extra coroutine frame, not one per concern (see bench/grpc_overhead.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -35,27 +37,26 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
     return None
 
 
-class AtlasServerInterceptor(aio.ServerInterceptor):
-    def __init__(self, authenticator: TokenAuthenticator, metrics: RpcMetrics) -> None:
+class WrappingRegistrar:
+    """Stands in for the aio server while services register (generated
+    ``add_*_to_server``, health, reflection) and wraps each handler on its way in."""
+
+    def __init__(self, server: aio.Server, authenticator: TokenAuthenticator,
+                 metrics: RpcMetrics) -> None:
+        self._server = server
         self._auth = authenticator
         self._metrics = metrics
-        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        key = (details.method, id(handler))
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
-            wrapped = self._wrapped[key] = self._wrap(details.method, handler)
-        return wrapped
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedGenericHandler(h, self.wrap) for h in handlers))
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def add_registered_method_handlers(self, service: str,
+                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()})
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
             fn, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
         elif handler.unary_stream:
@@ -146,3 +147,24 @@ class AtlasServerInterceptor(aio.ServerInterceptor):
             observe_ok(time.perf_counter() - started)
 
         return behavior
+
+
+class _WrappedGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler (reflection, anything without registered methods) whose handlers
+    are wrapped on first use, then served from a dict."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler,
+                 wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = details.method
+        wrapped = self._cache.get(method)
+        if wrapped is None:
+            handler = self._inner.service(details)
+            if handler is None:
+                return None
+            wrapped = self._cache[method] = self._wrap(method, handler)
+        return wrapped
