@@ -23,8 +23,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from atlas_core.config import ServerSettings, TlsSettings
 from atlas_core.errors import ConfigError
 from atlas_core.rpc.auth import TokenAuthenticator
-from atlas_core.rpc.wrapping import WrappingRegistrar
 from atlas_core.rpc.metrics import RpcMetrics
+from atlas_core.rpc.wrapping import WrappingRegistrar
 
 log = logging.getLogger("atlas.server")
 
