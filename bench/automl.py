@@ -291,22 +291,12 @@ def _trials_to_reach(result: Any, target: float, higher: bool) -> int | None:
     return None
 
 
-def meta_experiment(Xtr, ytr, task, budget, parent_budget) -> dict[str, Any]:
-    """The full dataset's study runs at the suite's budget (as ATLAS does in the comparison);
-    the 50% sample's cold and warm studies at ``budget`` each."""
-    from atlas_trainer.automl import InMemoryMetaStore, run_automl
+def meta_experiment(Xtr, ytr, task, budget, store) -> dict[str, Any]:
+    """``store`` holds the full training set's study (the ATLAS run of the comparison, at the
+    suite's budget, recorded as dataset "full"); the 50% sample's cold and warm studies run at
+    ``budget`` each."""
+    from atlas_trainer.automl import run_automl
 
-    store = InMemoryMetaStore()
-    run_automl(
-        Xtr,
-        ytr,
-        task=task,
-        wall_budget_s=parent_budget,
-        n_jobs=2,
-        meta_store=store,
-        dataset_key="full",
-        study_name="full",
-    )
     half = Xtr.sample(frac=0.5, random_state=0)
     yh = ytr.loc[half.index]
     cold = run_automl(half, yh, task=task, wall_budget_s=budget, n_jobs=2, study_name="cold")
@@ -380,11 +370,24 @@ def main() -> int:
         }
         yte_eval = yte.to_numpy(float) if task == "regression" else yte.to_numpy()
         events: list[dict[str, Any]] = []
+        from atlas_trainer.automl import InMemoryMetaStore
+
+        store = InMemoryMetaStore()  # the ATLAS run is also the meta experiment's parent
         for system in SYSTEMS:
             t0 = time.monotonic()
             try:
                 if system == "atlas":
-                    pred, res = run_atlas(Xtr, ytr, Xte, task, budget, on_event=events.append)
+                    pred, res = run_atlas(
+                        Xtr,
+                        ytr,
+                        Xte,
+                        task,
+                        budget,
+                        on_event=events.append,
+                        meta_store=store,
+                        dataset_key="full",
+                        study_name="full",
+                    )
                     row["notes"]["atlas"] = (
                         f"{res.trials_complete} complete, {res.trials_pruned}"
                         f" pruned, {res.trials_failed} failed; model="
@@ -426,7 +429,7 @@ def main() -> int:
             row["bohb_vs_tpe"] = {"tpe_time_s": t_tpe, "bohb_time_s": t_bohb, "ratio": ratio}
             if ratio is not None:
                 bohb_ratios.append(ratio)
-            row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2, budget)
+            row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2, store)
             if row["meta"]["ratio"] is not None:
                 meta_ratios.append(row["meta"]["ratio"])
             print(

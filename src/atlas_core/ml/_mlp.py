@@ -8,11 +8,16 @@ engine uses as its fidelity for Hyperband pruning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
+
+# Python drives every optimizer step, so an epoch of small batches over many rows costs
+# seconds on a CPU; batches grow so that no epoch takes more steps than this.
+MAX_STEPS_PER_EPOCH = 128
 
 
 def pick_device(device: str = "auto") -> str:
@@ -29,6 +34,8 @@ class TorchMLP(BaseEstimator):
 
     ``task``: ``binary`` / ``multiclass`` (``y`` = class codes 0..C-1, cross-entropy) or
     ``regression`` (standardised target, MSE). Inputs are standardised inside the model.
+    ``batch_size`` is a minimum: on large inputs batches grow to keep an epoch within
+    ``MAX_STEPS_PER_EPOCH`` optimizer steps.
     Deterministic for a fixed ``seed`` on CPU. ``fit(X, y, epochs=k, warm_start=True)``
     trains ``k`` more epochs; ``on_epoch(total_epochs) -> bool`` is called after each epoch and
     stops training when it returns True (deadlines, cancellation).
@@ -132,7 +139,7 @@ class TorchMLP(BaseEstimator):
             yt = torch.from_numpy(y.astype(np.int64)).to(device)
             loss_fn = torch.nn.functional.cross_entropy
         n = len(xt)
-        bs = max(1, min(int(self.batch_size), n))
+        bs = max(1, min(max(int(self.batch_size), math.ceil(n / MAX_STEPS_PER_EPOCH)), n))
         mod.train()
         for _ in range(self.epochs if epochs is None else epochs):
             perm = torch.randperm(n, generator=gen).to(device)

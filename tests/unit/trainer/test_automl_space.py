@@ -70,3 +70,23 @@ def test_fidelity_plan_scores_the_first_fold_before_all_folds() -> None:
     assert [p[2] for p in plan] == [False, False, False, True] and plan[-1][1] == 270
     assert fidelity_plan(1, 3) == [(9, 1, False), (MAX_RESOURCE, 1, True)]
     assert fidelity_plan(1, 1) == [(MAX_RESOURCE, 1, True)]
+
+
+def test_mlp_epochs_on_large_inputs_take_a_bounded_number_of_steps() -> None:
+    from atlas_core.ml import TorchMLP
+    from atlas_core.ml._mlp import MAX_STEPS_PER_EPOCH
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(MAX_STEPS_PER_EPOCH * 40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    small = TorchMLP(task="binary", hidden=(8,), batch_size=8, epochs=1, device="cpu")
+    small.fit(X[:64], y[:64])  # small input: batch_size as given (8 steps)
+    big = TorchMLP(task="binary", hidden=(8,), batch_size=8, epochs=1, device="cpu")
+    big.fit(X, y)  # 5,120 rows of batch 8 would be 640 steps
+
+    def steps(m: TorchMLP) -> int:
+        return max(int(s["step"]) for s in m._optimizer.state.values())
+
+    assert steps(small) == 8
+    assert steps(big) == MAX_STEPS_PER_EPOCH
+    assert (big.predict(X) == y).mean() > 0.75  # still learns (chance: 0.5)
