@@ -160,3 +160,57 @@ def test_a_study_records_its_top_ten_and_the_best_of_every_other_family() -> Non
     board = [row(i, "lightgbm", 0.9 - i / 100) for i in range(12)]  # best first
     board += [row(12, "linear", 0.7), row(13, "linear", 0.6), row(14, "mlp", 0.9, "PRUNED")]
     assert [c["trial"] for c in _top_configs(board)] == [*range(10), 12]
+
+
+def test_a_stored_configuration_replays_as_a_finished_trial_of_the_space() -> None:
+    from atlas_trainer.automl.space import SpaceOptions, as_finished_trial, portfolio
+
+    opts = SpaceOptions()
+    for params in portfolio(opts):
+        trial = as_finished_trial(params, "binary", opts)
+        assert trial is not None and trial.params == params
+        assert set(trial.distributions) == set(params)
+    linear = portfolio(opts)[0]
+    assert linear["family"] == "linear"
+    # Not producible by this space: another family set, a value out of range, a missing one.
+    assert as_finished_trial(linear, "binary", SpaceOptions(families=("xgboost", "mlp"))) is None
+    assert as_finished_trial({**linear, "lin.C": 1e6}, "binary", opts) is None
+    no_c = {k: v for k, v in linear.items() if k != "lin.C"}
+    assert as_finished_trial(no_c, "binary", opts) is None
+
+
+def test_prior_sampler_searches_where_the_prior_did_well() -> None:
+    """With an uninformative objective, plain TPE spreads over the families; a TPE whose good
+    set holds ten linear configurations from related data proposes mostly linear ones."""
+    import optuna
+
+    from atlas_trainer.automl.search import PriorTPESampler, make_sampler
+    from atlas_trainer.automl.space import (
+        SpaceOptions,
+        as_finished_trial,
+        portfolio,
+        sample_config,
+    )
+
+    opts = SpaceOptions()
+    linear = next(p for p in portfolio(opts) if p["family"] == "linear")
+    prior = [
+        as_finished_trial({**linear, "lin.C": 0.5 + i / 10}, "binary", opts) for i in range(10)
+    ]
+    assert all(t is not None for t in prior)
+
+    def linear_share(sampler: optuna.samplers.BaseSampler) -> float:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=sampler)
+        fams = []
+        for _ in range(40):
+            trial = study.ask()
+            fams.append(sample_config(trial, "binary", opts)["family"])
+            study.tell(trial, 0.0)
+        return fams[8:].count("linear") / len(fams[8:])  # after the random start-up trials
+
+    assert isinstance(make_sampler("tpe", 0, prior=prior), PriorTPESampler)
+    assert make_sampler("random", 0, prior=prior).__class__.__name__ == "RandomSampler"
+    plain = linear_share(make_sampler("tpe", 0))
+    warm = linear_share(make_sampler("tpe", 0, prior=prior))
+    assert warm >= 0.45 and warm > plain + 0.2, (plain, warm)  # seen: 0.25 vs 0.53
