@@ -3,6 +3,7 @@
     python bench/automl.py              # 9 datasets, 120 s per system per dataset (~2 h)
     python bench/automl.py --quick      # 4 small datasets, 20 s
     python bench/automl.py --budget 30  # full suite, reduced budget
+    python bench/automl.py --meta-only  # only the meta-learning experiment (~36 min)
 
 Fixed 75/25 split (seed 0, stratified for classification), test metric: ROC AUC (binary),
 log loss (multiclass), RMSE (regression). FLAML runs in its own throwaway venv
@@ -347,8 +348,16 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=None)
     ap.add_argument("--datasets", nargs="*", default=None)
     ap.add_argument("--skip-studies", action="store_true", help="skip meta/bohb studies")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "automl.json"))
+    ap.add_argument(
+        "--meta-only",
+        action="store_true",
+        help="only ATLAS (as the parent study) and the meta-learning experiment",
+    )
+    ap.add_argument("--out", default=None, help="default bench/results/automl[_meta].json")
     args = ap.parse_args()
+    out_name = "automl_meta.json" if args.meta_only else "automl.json"
+    out = Path(args.out or ROOT / "bench" / "results" / out_name)
+    systems = ("atlas",) if args.meta_only else SYSTEMS
     budget = args.budget or (20.0 if args.quick else 120.0)
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     rows: list[dict[str, Any]] = []
@@ -373,7 +382,7 @@ def main() -> int:
         from atlas_trainer.automl import InMemoryMetaStore
 
         store = InMemoryMetaStore()  # the ATLAS run is also the meta experiment's parent
-        for system in SYSTEMS:
+        for system in systems:
             t0 = time.monotonic()
             try:
                 if system == "atlas":
@@ -407,7 +416,7 @@ def main() -> int:
             row["scores"][system] = score
             row.setdefault("seconds", {})[system] = round(time.monotonic() - t0, 1)
             print(f"  {name:14s} {system:12s} {score}  ({row['seconds'][system]} s)", flush=True)
-        if not args.skip_studies:
+        if not args.skip_studies and not args.meta_only:
             from atlas_trainer.automl import run_automl
 
             tpe_events: list[dict[str, Any]] = []
@@ -429,14 +438,14 @@ def main() -> int:
             row["bohb_vs_tpe"] = {"tpe_time_s": t_tpe, "bohb_time_s": t_bohb, "ratio": ratio}
             if ratio is not None:
                 bohb_ratios.append(ratio)
+            print(f"  {name:14s} bohb/tpe={ratio}", flush=True)
+        if not args.skip_studies:
             row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2, store)
             if row["meta"]["ratio"] is not None:
                 meta_ratios.append(row["meta"]["ratio"])
-            print(
-                f"  {name:14s} bohb/tpe={ratio} meta warm/cold={row['meta']['ratio']}", flush=True
-            )
+            print(f"  {name:14s} meta warm/cold={row['meta']['ratio']}", flush=True)
         rows.append(row)
-    summary = summarise(rows)
+    summary = {"n_datasets": len(rows)} if args.meta_only else summarise(rows)
     summary.update(
         {
             "budget_s": budget,
@@ -447,10 +456,15 @@ def main() -> int:
             "command": " ".join(["python", "bench/automl.py", *sys.argv[1:]]),
         }
     )
-    print_table(rows, summary)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=2, default=str))
-    print(f"wrote {args.out}")
+    if not args.meta_only:
+        print_table(rows, summary)
+    print(
+        f"meta warm/cold trials (median): {summary.get('warm_cold_trial_ratio')}, "
+        f"bohb/tpe time (median): {summary.get('bohb_time_ratio')}"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    print(f"wrote {out}")
     return 0
 
 
@@ -495,10 +509,6 @@ def print_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     print(
         f"wins vs FLAML: {summary['wins_vs_flaml']}/{summary['compared_with_flaml']}, "
         f"worst gap vs FLAML: {summary['worst_gap_vs_flaml']}"
-    )
-    print(
-        f"meta warm/cold trials (median): {summary.get('warm_cold_trial_ratio')}, "
-        f"bohb/tpe time (median): {summary.get('bohb_time_ratio')}"
     )
 
 
