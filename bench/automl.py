@@ -1,6 +1,6 @@
 """AutoML benchmark: ATLAS vs FLAML vs plain Optuna TPE on XGBoost vs XGBoost defaults.
 
-    python bench/automl.py              # 9 datasets, 120 s per system per dataset (~2 h)
+    python bench/automl.py              # 9 datasets, 120 s per system per dataset (~80 min)
     python bench/automl.py --quick      # 4 small datasets, 20 s
     python bench/automl.py --budget 30  # full suite, reduced budget
     python bench/automl.py --meta-only  # only the meta-learning experiment (~36 min)

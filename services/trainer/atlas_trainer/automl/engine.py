@@ -49,12 +49,7 @@ from atlas_trainer.automl.search import (
     make_pruner,
     make_sampler,
 )
-from atlas_trainer.automl.space import (
-    SpaceOptions,
-    as_finished_trial,
-    portfolio,
-    validate_families,
-)
+from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
 from atlas_trainer.automl.task import constant_baseline, prepare_target
 
 log = logging.getLogger(__name__)
@@ -296,10 +291,6 @@ def run_automl(
         _enqueue_priors(study, priors, fams)
     from_lineage = sum(p.configs_enqueued for p in priors if p.reason == "lineage_parent")
     options = SpaceOptions(fams, allow_crosses, allow_selection, fixed_params)
-    if priors:
-        study.sampler = make_sampler(
-            strategy, seed, prior=_prior_trials(priors, prepared.task, options)
-        )
     plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
     settings = SearchSettings(
         strategy=strategy,
@@ -450,21 +441,6 @@ def run_automl(
         trials_failed=counts["FAIL"],
         trials_run_here=list(state.trials_run),
     )
-
-
-def _prior_trials(
-    priors: list[Prior], task: str, options: SpaceOptions
-) -> list[optuna.trial.FrozenTrial]:
-    """The priors' observed configurations this search space can produce, once each."""
-    out, seen = [], set()
-    for prior in priors:
-        for cfg in prior.observed:
-            key = config_key(cfg["params"])
-            trial = None if key in seen else as_finished_trial(cfg["params"], task, options)
-            if trial is not None:
-                seen.add(key)
-                out.append(trial)
-    return out
 
 
 def _top_configs(board: list[LeaderboardRow], n: int = RECORDED_CONFIGS) -> list[dict[str, Any]]:

@@ -266,10 +266,7 @@ class Prior:
     source_dataset: str
     reason: str  # "lineage_parent" or "similar_meta_features"
     distance: float
-    configs: list[dict[str, Any]]  # enqueued first, best first
-    # What the sampler's model of good configurations starts from: every configuration the
-    # source recorded for a lineage parent (the same data), the enqueued ones otherwise.
-    observed: list[dict[str, Any]] = field(default_factory=list)
+    configs: list[dict[str, Any]]
     trial_numbers: list[int] = field(default_factory=list)  # enqueued trials in this study
     best_rank: int = 0  # best leaderboard rank of one of its configs (1 = best; 0 = none)
 
@@ -306,12 +303,7 @@ def find_priors(
     for e in parents:
         priors.append(
             Prior(
-                e.study_key,
-                e.dataset_key,
-                "lineage_parent",
-                0.0,
-                diverse_top(e.top_configs, share),
-                observed=list(e.top_configs),
+                e.study_key, e.dataset_key, "lineage_parent", 0.0, diverse_top(e.top_configs, share)
             )
         )
     rest = [e for e in entries if e.dataset_key not in used]
@@ -337,7 +329,6 @@ def find_priors(
                     "similar_meta_features",
                     meta_distance(meta_features, e.meta_features, scale),
                     e.top_configs[:configs_per_source],
-                    observed=e.top_configs[:configs_per_source],
                 )
             )
             similar += 1

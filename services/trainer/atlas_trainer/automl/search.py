@@ -8,11 +8,6 @@ Strategies:
   decisions but lets one TPE model learn from every trial of every bracket.
 - ``tpe``: the same TPE, no pruning. ``random``: random search, no pruning.
 
-Warm starts (meta-learning) enqueue a prior's configurations first *and* give TPE's model of
-good configurations the prior's best ones (:class:`PriorTPESampler`), so the trials after the
-enqueued ones already search where related data did well instead of where this study's first
-few trials happened to land.
-
 Workers use ask/tell (not ``study.optimize``) so that no trial is created after the deadline,
 failures are recorded with their reason, and interrupted trials are told PRUNED at the
 fidelity they reached.
@@ -68,44 +63,16 @@ class SharedHyperbandPruner(BasePruner):
         return self._hyperband.prune(study, trial)
 
 
-class PriorTPESampler(optuna.samplers.TPESampler):
-    """TPE whose density of *good* configurations (l(x)) also holds ``prior``: configurations
-    that were best on related data, as finished trials of this study's search space. The
-    density of the rest (g(x)) is this study's own, so where the prior is wrong here the
-    study's own poor results outweigh it as they accumulate (its good set grows to 25 trials
-    while the prior stays the same size)."""
-
-    def __init__(self, prior: list[FrozenTrial], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._prior = list(prior)
-
-    def _build_parzen_estimator(  # type: ignore[override]
-        self,
-        study: optuna.Study,
-        search_space: dict[str, Any],
-        trials: list[FrozenTrial],
-        handle_below: bool,
-    ) -> Any:
-        if handle_below:
-            trials = [*trials, *self._prior]
-        return super()._build_parzen_estimator(study, search_space, trials, handle_below)
-
-
-def make_sampler(
-    strategy: str, seed: int, n_startup: int = 8, prior: list[FrozenTrial] | None = None
-) -> optuna.samplers.BaseSampler:
-    """The strategy's sampler; ``prior`` (finished trials from related data) makes TPE a
-    :class:`PriorTPESampler`. Random search ignores it."""
+def make_sampler(strategy: str, seed: int, n_startup: int = 8) -> optuna.samplers.BaseSampler:
     if strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    kwargs: dict[str, Any] = dict(
+    return optuna.samplers.TPESampler(
         seed=seed,
         multivariate=True,
         group=True,
         constant_liar=True,
         n_startup_trials=n_startup,
     )
-    return PriorTPESampler(prior, **kwargs) if prior else optuna.samplers.TPESampler(**kwargs)
 
 
 def make_pruner(strategy: str) -> BasePruner:

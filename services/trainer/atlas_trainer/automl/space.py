@@ -13,13 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-from optuna.trial import FrozenTrial
 
 from atlas_core.ml import TabularModel, TabularPreprocessor, TorchMLP
 
@@ -72,48 +65,6 @@ class _Sampler:
 
     def float(self, name: str, low: float, high: float, log: bool = False) -> float:
         return self._take(name, lambda: self.trial.suggest_float(name, low, high, log=log))
-
-
-class _Replay:
-    """Stands in for a trial in :func:`sample_config`: answers every suggestion from
-    ``params`` and records the distribution each one was asked with."""
-
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        self.values = params
-        self.distributions: dict[str, BaseDistribution] = {}
-
-    def _answer(self, name: str, dist: BaseDistribution) -> Any:
-        value = self.values[name]  # KeyError: the configuration lacks a parameter
-        if not dist._contains(dist.to_internal_repr(value)):  # noqa: SLF001
-            raise ValueError(f"{name}={value!r} is outside {dist}")
-        self.distributions[name] = dist
-        return value
-
-    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-        return self._answer(name, CategoricalDistribution(choices))
-
-    def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> int:
-        return int(self._answer(name, IntDistribution(low, high, log=log)))
-
-    def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
-        return float(self._answer(name, FloatDistribution(low, high, log=log)))
-
-
-def as_finished_trial(
-    params: Mapping[str, Any], task: str, options: SpaceOptions, value: float = 0.0
-) -> FrozenTrial | None:
-    """``params`` (e.g. a meta-store configuration) as a finished trial of this search space,
-    or None when the space cannot produce it (another family set, a changed range)."""
-    replay = _Replay(params)
-    try:
-        sample_config(replay, task, options)  # type: ignore[arg-type]
-    except (KeyError, ValueError):
-        return None
-    return optuna.trial.create_trial(
-        params={k: params[k] for k in replay.distributions},
-        distributions=replay.distributions,
-        value=value,
-    )
 
 
 def sample_config(trial: optuna.Trial, task: str, options: SpaceOptions) -> dict[str, Any]:
