@@ -362,6 +362,8 @@ def main() -> int:
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     rows: list[dict[str, Any]] = []
     meta_ratios, bohb_ratios = [], []
+    from atlas_trainer.automl import InMemoryMetaStore, run_automl
+
     for name in names:
         task, loader = DATASETS[name]
         X, y = loader()
@@ -379,8 +381,6 @@ def main() -> int:
         }
         yte_eval = yte.to_numpy(float) if task == "regression" else yte.to_numpy()
         events: list[dict[str, Any]] = []
-        from atlas_trainer.automl import InMemoryMetaStore
-
         store = InMemoryMetaStore()  # the ATLAS run is also the meta experiment's parent
         for system in systems:
             t0 = time.monotonic()
@@ -417,8 +417,6 @@ def main() -> int:
             row.setdefault("seconds", {})[system] = round(time.monotonic() - t0, 1)
             print(f"  {name:14s} {system:12s} {score}  ({row['seconds'][system]} s)", flush=True)
         if not args.skip_studies and not args.meta_only:
-            from atlas_trainer.automl import run_automl
-
             tpe_events: list[dict[str, Any]] = []
             tpe = run_automl(
                 Xtr,
