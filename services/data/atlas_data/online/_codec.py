@@ -177,13 +177,16 @@ def gather_rows(
         event_time_us=np.zeros(n, dtype=np.int64),
         ingestion_time_us=np.zeros(n, dtype=np.int64),
         schema_version=np.zeros(n, dtype=np.int32),
-        float32=np.full((n, out_layout.float32_width), np.nan, dtype="<f4"),
-        float64=np.full((n, out_layout.float64_width), np.nan, dtype="<f8"),
+        # Filled below: found rows by decoding, the others with NaN (np.full costs ~5 us a
+        # call, a fifth of a one-entity read).
+        float32=np.empty((n, out_layout.float32_width), dtype="<f4"),
+        float64=np.empty((n, out_layout.float64_width), dtype="<f8"),
         int64=np.zeros((n, out_layout.int64_width), dtype="<i8"),
         strings=[("",) * out_layout.string_width] * n,
         null_masks=None,
     )
     widths = (layout.float32_width, layout.float64_width, layout.int64_width, layout.string_width)
+    hits = 0
     for i, buf in enumerate(buffers):
         if buf is None:
             continue
@@ -208,6 +211,11 @@ def gather_rows(
         rows.ingestion_time_us[i] = header.ingestion_time_us
         rows.schema_version[i] = header.schema_version
         _decode_values_into(rows, i, buf, layout, subset)
+        hits += 1
+    if hits < n:
+        missing = ~rows.found
+        rows.float32[missing] = np.nan
+        rows.float64[missing] = np.nan
     return rows
 
 
