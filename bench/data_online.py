@@ -333,7 +333,10 @@ def _client_main(target: str, task_json: str) -> None:
         result = asyncio.run(_native_setup(target, task))
     else:
         result = asyncio.run(_read(target, task))
-    print(json.dumps(result), flush=True)
+    if "result_file" in task:
+        Path(task["result_file"]).write_text(json.dumps(result))
+    else:
+        print(json.dumps(result), flush=True)
 
 
 # ---------------------------------------------------------------------------- orchestration
@@ -383,22 +386,28 @@ class Bench:
         """Run a read measurement from ``procs`` processes (concurrency split among them)."""
         task = {"op": "read", **task, "concurrency": task["concurrency"] // procs,
                 "server_pid": self.server_pid}
+        # Results go through files: with uvloop in the children, a result line bigger than
+        # a pipe's 64 KB came back cut short.
+        tmp = Path(tempfile.mkdtemp(prefix="atlas-bench-read-"))
+        outs = [tmp / f"{p}.json" for p in range(procs)]
         cmds = [[sys.executable, __file__, "--client", self.target,
-                 json.dumps({**task, "seed": SEED + 1000 * p})] for p in range(procs)]
-        running = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 json.dumps({**task, "seed": SEED + 1000 * p, "result_file": str(outs[p])})]
+                for p in range(procs)]
+        running = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True, env=CHILD_ENV) for c in cmds]
         parts = []
         try:
-            for proc in running:
-                out, err = proc.communicate(timeout=task["seconds"] + task["warmup"] + 120)
+            for proc, out in zip(running, outs):
+                _, err = proc.communicate(timeout=task["seconds"] + task["warmup"] + 120)
                 if proc.returncode != 0:
                     raise RuntimeError(f"load generator failed (read):\n{err[-3000:]}")
-                parts.append(json.loads(out.strip().splitlines()[-1]))
+                parts.append(json.loads(out.read_text()))
         finally:
             for proc in running:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
         # Server CPU over the first generator's window (the windows coincide); cores used
         # = CPU seconds / wall seconds.
         server_cores = parts[0]["server_cpu_s"] / parts[0]["elapsed"]
