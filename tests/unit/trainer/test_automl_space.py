@@ -72,6 +72,77 @@ def test_fidelity_plan_scores_the_first_fold_before_all_folds() -> None:
     assert fidelity_plan(1, 1) == [(MAX_RESOURCE, 1, True)]
 
 
+def test_booster_plan_splits_low_rungs_between_rows_and_rounds() -> None:
+    from atlas_trainer.automl.evaluate import MAX_RESOURCE, ROW_RUNG_MIN_ROWS, booster_plan
+
+    assert booster_plan(900, ROW_RUNG_MIN_ROWS - 1) is None  # small data: rounds only
+    assert booster_plan(1, ROW_RUNG_MIN_ROWS) is None
+    plan = booster_plan(900, ROW_RUNG_MIN_ROWS)
+    assert [p[0] for p in plan] == [1, 3, 9, MAX_RESOURCE]
+    assert [p[2] for p in plan] == [False, False, False, True]
+    for step, rounds, _, frac in plan[:-1]:
+        # same cost as rounds alone (rows x rounds = step / 27), a sqrt(27/step)x longer horizon
+        assert frac * rounds / 900 == pytest.approx(step / MAX_RESOURCE, rel=0.01)
+        assert rounds / 900 == pytest.approx((step / MAX_RESOURCE) ** 0.5, rel=0.01)
+    assert plan[-1] == (MAX_RESOURCE, 900, True, 1.0)
+
+
+def test_row_subset_is_seeded_and_keeps_every_class() -> None:
+    from atlas_trainer.automl.evaluate import row_subset
+
+    y = np.array([0] * 995 + [1, 2, 2, 2, 2])
+    sub = row_subset(y, 0.1, seed=3, classification=True)
+    assert np.array_equal(sub, row_subset(y, 0.1, seed=3, classification=True))
+    assert set(y[sub]) == {0, 1, 2} and np.all(np.diff(sub) > 0)
+    assert len(row_subset(y, 0.1, seed=3, classification=False)) == 100
+
+
+def test_boosters_on_enough_rows_score_low_rungs_on_a_row_sample(monkeypatch) -> None:
+    from atlas_trainer.automl import evaluate as ev
+    from atlas_trainer.automl.task import prepare_target
+    from tests.unit.trainer._automl_data import breast_cancer
+
+    X, y = breast_cancer()
+    prepared = prepare_target(y)
+    splits = ev.make_splits(prepared, folds=3)
+    monkeypatch.setattr(ev, "ROW_RUNG_MIN_ROWS", 100)
+    params = sample_config(optuna.create_study().ask(), prepared.task,
+                           SpaceOptions(fixed={"family": "xgboost", "xgb.n_estimators": 90}))
+    fitted: list[tuple[int, int]] = []  # (rows, rounds) of every grow() call
+    real_grow = ev.grow
+
+    def grow(est, family, Z, yy, done, target, check):  # noqa: ANN001, ANN202
+        fitted.append((len(yy), target - done))
+        return real_grow(est, family, Z, yy, done, target, check)
+
+    monkeypatch.setattr(ev, "grow", grow)
+    steps: list[int] = []
+    out = ev.evaluate_config(params, X, prepared, splits,
+                             report=lambda score, step: steps.append(step) or False)
+    fold_rows = len(splits.folds[0][0])
+    assert steps == [1, 3, 9, ev.MAX_RESOURCE] and out.fidelity == 1.0
+    for (rows, rounds), step in zip(fitted[:3], (1, 3, 9)):
+        frac = (step / ev.MAX_RESOURCE) ** 0.5
+        assert rows == pytest.approx(frac * fold_rows, abs=2)
+        assert rounds == int(np.ceil(90 * frac))
+    # the last rung fits every fold on all its rows, from scratch
+    assert fitted[3:] == [(len(tr), 90) for tr, _ in splits.folds]
+    assert len(out.fold_models) == 3 and out.oof.shape[0] == len(y)
+
+    fitted.clear()
+    pruned = ev.evaluate_config(params, X, prepared, splits, report=lambda score, step: True)
+    assert pruned.fidelity == 1 / ev.MAX_RESOURCE and len(fitted) == 1
+    assert len(pruned.fold_models) == 1  # the row-sample model, usable as a partial result
+    assert pruned.fold_models[0].predict(X.iloc[:5]).shape == (5,)
+
+    fitted.clear()
+    steps.clear()  # a search that never prunes skips the low rungs altogether
+    full = ev.evaluate_config(params, X, prepared, splits, low_rungs=False,
+                              report=lambda score, step: steps.append(step) or False)
+    assert steps == [ev.MAX_RESOURCE] and fitted == [(len(tr), 90) for tr, _ in splits.folds]
+    assert full.score == pytest.approx(out.score)  # the same full-fidelity models
+
+
 def test_mlp_epochs_on_large_inputs_take_a_bounded_number_of_steps() -> None:
     from atlas_core.ml import TorchMLP
     from atlas_core.ml._mlp import MAX_STEPS_PER_EPOCH

@@ -302,6 +302,8 @@ class Searcher:
                     device=device,
                     report=report,
                     check=check,
+                    # bohb's curated trials still report every rung: the pruner's competitors
+                    low_rungs=s.strategy == "bohb",
                 )
         except Interrupted as exc:
             self._tell_interrupted(
