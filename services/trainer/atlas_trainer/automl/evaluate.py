@@ -216,10 +216,10 @@ def evaluate_config(
     low_rungs: bool = True,
 ) -> Outcome:
     """Cross-validate ``params`` along :func:`fidelity_plan` (:func:`booster_plan` for
-    boosters on enough rows). ``report(score, step)`` is
-    called after each rung and returns True to stop (``low_rungs=False``: only the last rung
-    runs, for searches that never prune); this function then returns the partial
-    outcome with ``fidelity < 1`` (its models: the first fold's). ``check()`` raises
+    boosters on enough rows). ``report(score, step)`` is called after each rung and returns
+    True to stop (``low_rungs=False``: only the last rung runs, for searches that never
+    prune); this function then returns the partial outcome with ``fidelity < 1`` (its models:
+    the first fold's). ``check()`` raises
     ``Interrupted``, which propagates before the first rung completes; after it, the outcome
     of the last complete rung is returned with ``extra["interrupted"]`` = the reason.
     Exceptions from fitting propagate (the trial is recorded as failed)."""
@@ -268,10 +268,10 @@ def evaluate_config(
                 t0 = time.perf_counter()
                 try:
                     if frac < 1.0:  # a fresh model on a row sample (see booster_plan)
-                        sub = row_subset(f["ytr"], frac, seed, task != "regression")
+                        sample = row_subset(f["ytr"], frac, seed, task != "regression")
                         est = build_estimator(params, task, seed, threads=threads,
                                               device=device, units=1)
-                        grow(est, family, f["Ztr"][sub], f["ytr"][sub], 0, units, check)
+                        grow(est, family, f["Ztr"][sample], f["ytr"][sample], 0, units, check)
                         f["rung_est"] = est
                     elif f["done"] < units:
                         grow(f["est"], family, f["Ztr"], f["ytr"], f["done"], units, check)
