@@ -603,7 +603,7 @@ def run(quick: bool, feast: bool, native: bool) -> dict[str, Any]:
                         "warmup": warmup}
                 if python or loadgen is None:
                     r = bench.read(procs=procs, **task)
-                    label += " py" + (f" {procs}proc" if procs > 1 else "")
+                    label += (" py" if loadgen else "") + (f" {procs}proc" if procs > 1 else "")
                 else:
                     r = bench.read_native(loadgen, **task)
                 r.update(group=group, entities_per_request=keys, concurrency=conc,
@@ -641,7 +641,7 @@ def run(quick: bool, feast: bool, native: bool) -> dict[str, Any]:
     detail["feast"] = feast_res
     c16 = reads[f"{big} 1x5000 c16"]["rps"]
     if loadgen is None:  # a single Python client process saturates before the server does
-        c16 = max(c16, reads[f"{big} 1x5000 c16 py 2proc"]["rps"])
+        c16 = max(c16, reads[f"{big} 1x5000 c16 2proc"]["rps"])
     result = {
         "p99_1x5000_ms": round(reads[f"{big} 1x5000 c1"]["p99_ms"], 4),
         "rps_c16": round(c16, 1),
