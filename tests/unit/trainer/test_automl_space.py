@@ -136,11 +136,16 @@ def test_boosters_on_enough_rows_score_low_rungs_on_a_row_sample(monkeypatch) ->
     assert pruned.fold_models[0].predict(X.iloc[:5]).shape == (5,)
 
     fitted.clear()
-    steps.clear()  # a search that never prunes skips the low rungs altogether
-    full = ev.evaluate_config(params, X, prepared, splits, low_rungs=False,
+    steps.clear()  # a search that never prunes grows one model per fold through the rungs
+    full = ev.evaluate_config(params, X, prepared, splits, row_rungs=False,
                               report=lambda score, step: steps.append(step) or False)
-    assert steps == [ev.MAX_RESOURCE] and fitted == [(len(tr), 90) for tr, _ in splits.folds]
-    assert full.score == pytest.approx(out.score)  # the same full-fidelity models
+    assert steps == [1, 3, 9, ev.MAX_RESOURCE]
+    n0 = len(splits.folds[0][0])
+    assert fitted == [(n0, 4), (n0, 6), (n0, 20), (n0, 60)] + [
+        (len(tr), 90) for tr, _ in splits.folds[1:]]
+    # the same configuration at full fidelity; grown in steps, so only up to XGBoost's
+    # row/column sampling draws
+    assert full.fidelity == 1.0 and full.score == pytest.approx(out.score, abs=0.01)
 
 
 def test_mlp_epochs_on_large_inputs_take_a_bounded_number_of_steps() -> None:

@@ -213,13 +213,13 @@ def evaluate_config(
     device: str = "cpu",
     report: Callable[[float, int], bool] | None = None,
     check: Callable[[], None] = lambda: None,
-    low_rungs: bool = True,
+    row_rungs: bool = True,
 ) -> Outcome:
     """Cross-validate ``params`` along :func:`fidelity_plan` (:func:`booster_plan` for
-    boosters on enough rows). ``report(score, step)`` is called after each rung and returns
-    True to stop (``low_rungs=False``: only the last rung runs, for searches that never
-    prune); this function then returns the partial outcome with ``fidelity < 1`` (its models:
-    the first fold's). ``check()`` raises
+    boosters on enough rows, unless ``row_rungs`` is False: searches that never prune keep
+    the growth rungs, which cost nothing extra). ``report(score, step)`` is called after each
+    rung and returns True to stop; this function then returns the partial outcome with
+    ``fidelity < 1`` (its models: the first fold's). ``check()`` raises
     ``Interrupted``, which propagates before the first rung completes; after it, the outcome
     of the last complete rung is returned with ``extra["interrupted"]`` = the reason.
     Exceptions from fitting propagate (the trial is recorded as failed)."""
@@ -251,11 +251,11 @@ def evaluate_config(
     kept: list[tuple[Any, Any]] = []
     interrupted = ""
     desc = describe(params)
-    plan = booster_plan(total, len(splits.folds[0][0])) if family in BOOSTERS else None
+    plan = None
+    if row_rungs and family in BOOSTERS:
+        plan = booster_plan(total, len(splits.folds[0][0]))
     if plan is None:
         plan = [(*rung, 1.0) for rung in fidelity_plan(total, len(splits.folds))]
-    if not low_rungs:  # nothing will be pruned: go straight to full fidelity
-        plan = plan[-1:]
     for step, units, every, frac in plan:
         idx = range(len(splits.folds)) if every else range(1)
         shape = (len(splits.oof_index),) + (() if task == "regression" else (prepared.n_classes,))

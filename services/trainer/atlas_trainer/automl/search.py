@@ -302,8 +302,9 @@ class Searcher:
                     device=device,
                     report=report,
                     check=check,
-                    # bohb's curated trials still report every rung: the pruner's competitors
-                    low_rungs=s.strategy == "bohb",
+                    # Row-sample rungs refit: worth it only where trials get pruned (bohb's
+                    # curated trials still run them, as the pruner's competitors).
+                    row_rungs=s.strategy == "bohb",
                 )
         except Interrupted as exc:
             self._tell_interrupted(
