@@ -25,7 +25,7 @@ from atlas_serving.endpoints import (
 from atlas_serving.lookup import check_lookup_schema
 from atlas_serving.models import ModelCache
 from atlas_serving.registry import Registry
-from atlas_serving.rollout import TERMINAL, DeploymentStore, new_deployment
+from atlas_serving.rollout import DeploymentStore, new_deployment
 from atlas_serving.rollout_plan import plan_for
 
 
@@ -159,12 +159,7 @@ class Control:
         return dep
 
     def cancel(self, deployment_id: str) -> pb.Deployment:
-        dep, driver = self.deployments.get(deployment_id)
-        if dep.state in TERMINAL:
-            return dep
-        driver["cancel"] = True
-        self.deployments.save(dep, driver)
-        return dep
+        return self.deployments.request_cancel(deployment_id)
 
     def rollback(self, endpoint_name: str, request_id: str, owner: str) -> pb.Deployment:
         endpoint = self.endpoints.get(endpoint_name)

@@ -58,13 +58,33 @@ class DeploymentStore:
 
     def save(self, dep: pb.Deployment, driver: dict[str, Any], owner: str = "") -> None:
         dep.update_time.CopyFrom(dt_to_ts(now()))
-        values: dict[str, Any] = dict(state=S.Name(dep.state), body=to_json(dep),
-                                      driver=json.dumps(driver), heartbeat_us=now_us())
-        if owner:
-            values["owner"] = owner
         with write_transaction(self.engine) as conn:
+            # A cancel requested since ``driver`` was read must survive this write.
+            stored = conn.execute(select(deployments.c.driver).where(
+                deployments.c.deployment_id == dep.deployment_id).with_for_update()).scalar()
+            if stored is not None and json.loads(stored).get("cancel"):
+                driver["cancel"] = True
+            values: dict[str, Any] = dict(state=S.Name(dep.state), body=to_json(dep),
+                                          driver=json.dumps(driver), heartbeat_us=now_us())
+            if owner:
+                values["owner"] = owner
             conn.execute(deployments.update().where(
                 deployments.c.deployment_id == dep.deployment_id).values(**values))
+
+    def request_cancel(self, deployment_id: str) -> pb.Deployment:
+        """Flag a deployment for cancellation in one transaction (the driver may be saving
+        its own progress at the same time); returns it as stored."""
+        dep, _ = self.get(deployment_id)  # NotFound / InvalidArgument
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(select(deployments.c.body, deployments.c.driver).where(
+                deployments.c.deployment_id == deployment_id).with_for_update()).one()
+            dep = from_json(row.body, pb.Deployment)
+            if dep.state not in TERMINAL:
+                driver = {**json.loads(row.driver), "cancel": True}
+                conn.execute(deployments.update().where(
+                    deployments.c.deployment_id == deployment_id).values(
+                        driver=json.dumps(driver)))
+        return dep
 
     def list(self, endpoint: str, offset: int, limit: int) -> tuple[list[pb.Deployment], bool]:
         with self.engine.connect() as conn:
