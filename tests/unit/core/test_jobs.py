@@ -430,9 +430,11 @@ def test_concurrency_limit_is_respected(make_runner) -> None:  # type: ignore[no
     max_seen = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        states = [runner.get(i).state for i in ids]
+        # One query, one snapshot: reading the jobs one by one could count a job that has
+        # just finished and the one that took its slot as running together.
+        states = [r.state for r in runner.list(kind="sleepy") if r.id in ids]
         max_seen = max(max_seen, states.count(JobState.RUNNING))
-        if all(s is JobState.SUCCEEDED for s in states):
+        if len(states) == len(ids) and all(s is JobState.SUCCEEDED for s in states):
             break
         time.sleep(0.02)
     records = [runner.get(i) for i in ids]
