@@ -65,6 +65,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -224,8 +225,10 @@ async def _ingest(target: str, group: str, entities: int) -> dict[str, Any]:
                                                     int(0.99 * len(batch_lat)))]}
 
 
-def _requests(task: dict[str, Any], worker: int, count: int) -> list[bytes]:
-    """``count`` serialized GetFeaturesRequests of uniformly random keys (fixed seed)."""
+def _requests(task: dict[str, Any], worker: int) -> list[bytes]:
+    """Serialized GetFeaturesRequests of uniformly random keys (fixed seed): enough distinct
+    ones for a run at ~5,000 req/s (fewer for 100 keys); generators cycle through them."""
+    count = max(2_000, 60_000 // task["keys_per_request"])
     import numpy as np
 
     from atlas.common.v1 import common_pb2
@@ -259,13 +262,13 @@ async def _check(stub: Any, task: dict[str, Any]) -> tuple[bool, int]:
 
 async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
     channel, stub = _stub(target)
-
-    def requests(worker: int):  # noqa: ANN202
-        # Requests go out as bytes and responses stay undecoded (the checked read below
-        # verifies values): the generator's CPU stays off the 2 cores it shares.
-        while True:
-            yield from _requests(task, worker, 1024)
-
+    # Requests go out as bytes, built before the clock starts, and responses stay undecoded
+    # (the checked read below verifies values): the generator's CPU stays off the 2 cores it
+    # shares. Each worker cycles through the pool from its own offset.
+    conc = task["concurrency"]
+    pool = _requests(task, 0)
+    gens = [itertools.cycle(pool[k:] + pool[:k])
+            for k in (i * len(pool) // (2 * conc) for i in range(2 * conc))]
     values_ok, width = await _check(stub, task)
 
     latencies: list[float] = []
@@ -274,7 +277,7 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
     raw = channel.unary_unary("/atlas.data.v1.DataService/GetFeatures")  # bytes in and out
 
     async def worker(i: int) -> None:
-        gen = requests(i)
+        gen = gens[i]
         while time.perf_counter() < state["stop"]:
             request = next(gen)
             t0 = time.perf_counter()
@@ -282,7 +285,6 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
             if state["record"]:
                 latencies.append(time.perf_counter() - t0)
 
-    conc = task["concurrency"]
     await asyncio.gather(*(worker(i) for i in range(conc)))  # warm-up
     state.update(record=True, stop=time.perf_counter() + task["seconds"])
     server0, client0 = _cpu_seconds(task["server_pid"]), time.process_time()
@@ -303,7 +305,7 @@ async def _native_setup(target: str, task: dict[str, Any]) -> dict[str, Any]:
     values_ok, width = await _check(stub, task)
     await channel.close()
     with open(task["requests_file"], "wb") as f:
-        for request in _requests(task, 0, task["count"]):
+        for request in _requests(task, 0):
             f.write(len(request).to_bytes(4, "little") + request)
     return {"values_ok": values_ok, "float32_width": width}
 
@@ -362,10 +364,7 @@ class Bench:
         """One measurement from the native generator (one process, ``concurrency`` calls in
         flight on one channel). CPU is counted over its whole run, warm-up included."""
         with tempfile.NamedTemporaryFile(prefix="atlas-bench-requests-") as f:
-            # Enough distinct requests for the run at ~5,000 req/s (fewer for 100 keys).
-            count = max(2_000, 60_000 // task["keys_per_request"])
-            setup = self.client({"op": "native_setup", **task, "requests_file": f.name,
-                                 "count": count})
+            setup = self.client({"op": "native_setup", **task, "requests_file": f.name})
             server0, child0 = _cpu_seconds(self.server_pid), _children_cpu()
             started = time.perf_counter()
             out = subprocess.run(

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
@@ -46,11 +46,17 @@ class DeploymentStore:
                 owner=owner, heartbeat_us=now_us(), created_at=now()))
 
     def get(self, deployment_id: str) -> tuple[pb.Deployment, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return self._read(conn, deployment_id)
+
+    @staticmethod
+    def _read(conn: Connection, deployment_id: str, *, lock: bool = False
+              ) -> tuple[pb.Deployment, dict[str, Any]]:
         if not deployment_id:
             raise InvalidArgument("deployment_id is required", reason="ID_REQUIRED")
-        with self.engine.connect() as conn:
-            row = conn.execute(select(deployments.c.body, deployments.c.driver).where(
-                deployments.c.deployment_id == deployment_id)).first()
+        query = select(deployments.c.body, deployments.c.driver).where(
+            deployments.c.deployment_id == deployment_id)
+        row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise NotFound(f"deployment {deployment_id} does not exist",
                            reason="DEPLOYMENT_NOT_FOUND")
@@ -74,16 +80,12 @@ class DeploymentStore:
     def request_cancel(self, deployment_id: str) -> pb.Deployment:
         """Flag a deployment for cancellation in one transaction (the driver may be saving
         its own progress at the same time); returns it as stored."""
-        dep, _ = self.get(deployment_id)  # NotFound / InvalidArgument
         with write_transaction(self.engine) as conn:
-            row = conn.execute(select(deployments.c.body, deployments.c.driver).where(
-                deployments.c.deployment_id == deployment_id).with_for_update()).one()
-            dep = from_json(row.body, pb.Deployment)
+            dep, driver = self._read(conn, deployment_id, lock=True)
             if dep.state not in TERMINAL:
-                driver = {**json.loads(row.driver), "cancel": True}
                 conn.execute(deployments.update().where(
                     deployments.c.deployment_id == deployment_id).values(
-                        driver=json.dumps(driver)))
+                        driver=json.dumps({**driver, "cancel": True})))
         return dep
 
     def list(self, endpoint: str, offset: int, limit: int) -> tuple[list[pb.Deployment], bool]:

@@ -272,13 +272,14 @@ def evaluate_config(
                         est = build_estimator(params, task, seed, threads=threads,
                                               device=device, units=1)
                         grow(est, family, f["Ztr"][sample], f["ytr"][sample], 0, units, check)
-                        f["rung_est"] = est
-                    elif f["done"] < units:
-                        grow(f["est"], family, f["Ztr"], f["ytr"], f["done"], units, check)
-                        f["done"] = units
+                        f["model_est"] = est
+                    else:
+                        if f["done"] < units:
+                            grow(f["est"], family, f["Ztr"], f["ytr"], f["done"], units, check)
+                            f["done"] = units
+                        f["model_est"] = f["est"]
                 finally:
                     t_fit += time.perf_counter() - t0
-                f["model_est"] = f["rung_est"] if frac < 1.0 else f["est"]
                 model = TabularModel(f["pre"], f["model_est"], task, prepared.classes, family,
                                      desc)
                 t0 = time.perf_counter()
