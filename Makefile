@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast protos lint bench bench-full clean
+.PHONY: venv native native-optional demo test test-fast protos lint bench bench-full clean
 
 venv: $(STAMP)
 
@@ -21,13 +21,26 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo ">> $(VENV) ready"
 
-demo: $(STAMP)
+# The native online reader (C++, optional): the data service starts it when installed.
+READER := $(VENV)/bin/atlas-online-reader
+native: $(READER)
+
+$(READER): $(STAMP) native/online_reader/online_reader.cc native/online_reader/build.sh \
+		$(wildcard protos/atlas/data/v1/*.proto protos/atlas/common/v1/*.proto)
+	PYTHON=$(PY) native/online_reader/build.sh build/native
+	install -m 755 build/native/atlas-online-reader $@
+
+# Without a C++ toolchain and grpc++ the services run on Python alone: not an error.
+native-optional: $(STAMP)
+	@$(MAKE) --no-print-directory native || echo ">> native online reader not built; online reads are served by Python"
+
+demo: $(STAMP) native-optional
 	$(PY) demo/run.py
 
-test: $(STAMP)
+test: $(STAMP) native-optional
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) native-optional
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 protos: $(STAMP)

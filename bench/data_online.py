@@ -106,13 +106,13 @@ async def _serve(settings_path: str) -> None:
     from atlas_core.rpc import create_server
     from atlas_data.config import DataSettings
     from atlas_data.service import DataService
-    from atlas_data.servicer import data_service_def
+    from atlas_data.servicer import data_service_defs
 
     configure_logging("INFO", service="bench-data")
     settings = DataSettings.model_validate_json(Path(settings_path).read_text())
     service = await asyncio.to_thread(DataService.open, settings)
     service.start()
-    server = create_server(settings.server, [data_service_def(service)])
+    server = create_server(settings.server, data_service_defs(service))
     await server.start()
     print(server.port, flush=True)
     try:

@@ -10,14 +10,14 @@ from atlas_core.rpc import ServiceDef
 from atlas_core.service_main import run_service
 from atlas_data.config import DataSettings
 from atlas_data.service import DataService
-from atlas_data.servicer import data_service_def
+from atlas_data.servicer import data_service_defs
 
 
 async def build(settings: DataSettings) -> Sequence[ServiceDef]:
     raise_mmap_threshold()
     service = await asyncio.to_thread(DataService.open, settings)
     service.start()
-    return [data_service_def(service)]
+    return data_service_defs(service)
 
 
 if __name__ == "__main__":

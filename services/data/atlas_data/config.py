@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from atlas_core.config import ServiceSettings, StrictModel
+from atlas_data.native_reader import NativeReaderSettings
 from atlas_data.online import OnlineStoreSettings
 
 
@@ -24,3 +25,4 @@ class DataSettings(ServiceSettings):
     online: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    native_reader: NativeReaderSettings = Field(default_factory=NativeReaderSettings)

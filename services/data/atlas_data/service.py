@@ -15,9 +15,12 @@ from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition
 from atlas_core.jobs import JobRunner
 from atlas_data.config import DataSettings
+from atlas_data.feature_groups import FeatureGroup
 from atlas_data.jobs import job_handlers
+from atlas_data.native_reader import NativeReader, mirror_all, mirror_group, wanted_binary
 from atlas_data.reads import OnlineReader
 from atlas_data.runtime import DataRuntime, open_runtime
+from atlas_data.schema import FeatureGroupSpec
 from atlas_data.tables import idempotency
 
 log = logging.getLogger("atlas.data")
@@ -32,6 +35,7 @@ class DataService:
         self.idempotency = IdempotencyStore(runtime.engine, idempotency)
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self.native_reader: NativeReader | None = None
 
     @classmethod
     def open(cls, settings: DataSettings) -> DataService:
@@ -44,12 +48,27 @@ class DataService:
 
     def start(self) -> None:
         self.flush_offline()  # rows staged before a crash are published first
+        self._start_native_reader()
         self.jobs.start()
         self._flusher = threading.Thread(target=self._flush_loop, name="atlas-offline-flush",
                                          daemon=True)
         self._flusher.start()
 
+    def _start_native_reader(self) -> None:
+        settings = self.rt.settings
+        binary = wanted_binary(settings.native_reader, backend=settings.online.backend,
+                               tls=settings.server.tls.enabled)
+        if binary is None:
+            return
+        mirror_all(self.rt.online, self.rt.groups)
+        self.native_reader = NativeReader.start(
+            binary, lmdb_path=settings.online.lmdb_path, settings=settings.native_reader,
+            auth=settings.server.auth, work_dir=settings.data_dir,
+            max_entities=settings.ingest.max_entities_per_read)
+
     def stop(self) -> None:
+        if self.native_reader is not None:
+            self.native_reader.stop()
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(timeout=30)
@@ -83,6 +102,12 @@ class DataService:
 
     # -- feature groups -----------------------------------------------------------------------
 
+    def create_feature_group(self, spec: FeatureGroupSpec, *, new_version: bool) -> FeatureGroup:
+        group = self.rt.groups.create(spec, new_version=new_version)
+        if self.native_reader is not None:
+            mirror_group(self.rt.online, self.rt.groups, group.spec.name)
+        return group
+
     def delete_feature_group(self, name: str, *, keep_offline: bool) -> int:
         running = [j for j in self.jobs.list_all()
                    if not j.finished and job_uses_group(j.spec, name)]
@@ -91,6 +116,8 @@ class DataService:
                 f"feature group '{name}' is used by running job {running[0].id}; cancel it or "
                 "wait for it to finish", reason="GROUP_IN_USE")
         doomed = self.rt.groups.delete(name)
+        if self.native_reader is not None:
+            mirror_group(self.rt.online, self.rt.groups, name)
         for group in doomed:
             self.rt.online.delete_group(group.store_key)
         if not keep_offline:

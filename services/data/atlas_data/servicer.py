@@ -8,6 +8,8 @@ from typing import Any
 
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
+from atlas.data.v1 import online_service_pb2 as online_pb
+from atlas.data.v1 import online_service_pb2_grpc as online_grpc
 from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument, NotFound, ResourceExhausted
 from atlas_core.rpc import ServiceDef
@@ -30,7 +32,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
     def __init__(self, service: DataService) -> None:
         self.svc = service
         self.rt = service.rt
-        self._layouts: dict[tuple[str, tuple[str, ...]], pb.RecordLayout] = {}
+        self.online = OnlineFeatureServicer(service)
 
     # ---- feature groups ---------------------------------------------------------------------
 
@@ -41,7 +43,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         if seen is not None:
             group = await to_thread(self.rt.groups.get, seen["name"], seen["version"])
         else:
-            group = await to_thread(self.rt.groups.create, spec,
+            group = await to_thread(self.svc.create_feature_group, spec,
                                     new_version=request.new_version)
             await to_thread(self.svc.idempotency.remember, "CreateFeatureGroup", request.request_id,
                             {"name": group.spec.name, "version": group.version})
@@ -153,38 +155,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
     # ---- online reads -------------------------------------------------------------------------
 
     async def GetFeatures(self, request: Any, context: Any) -> Any:
-        name, version = convert.group_ref(request.feature_group)
-        keys = convert.entity_keys(request.entity_keys)
-        # Cached layouts + a memory-mapped LMDB read: microseconds, so no thread hop.
-        group, rows = self.svc.reader.get(name, version, keys, list(request.feature_names))
-        response = pb.GetFeaturesResponse(
-            layout=self._layout_pb(group.store_key, tuple(request.feature_names), rows.layout),
-            found=rows.found.tolist(),
-            event_time_micros=rows.event_time_us.tolist(),
-            float32_values=rows.float32.tobytes(), feature_group_version=group.version)
-        if rows.float64.size:
-            response.float64_values.extend(rows.float64.ravel().tolist())
-        if rows.int64.size:
-            response.int64_values.extend(rows.int64.ravel().tolist())
-        if rows.layout.string_width:
-            response.string_values.extend(s for row in rows.strings for s in row)
-        if request.include_ingestion_times:
-            response.ingestion_time_micros.extend(rows.ingestion_time_us.tolist())
-        if rows.null_masks is not None:
-            response.null_masks.extend(rows.null_masks)
-        return response
-
-    def _layout_pb(self, store_key: str, names: tuple[str, ...], layout: Any
-                   ) -> pb.RecordLayout:
-        # Building a 5,000-slot layout message costs ~9 ms; it only changes with the group
-        # version and the requested subset, so it is built once.
-        key = (store_key, names)
-        cached = self._layouts.get(key)
-        if cached is None:
-            if len(self._layouts) > 1024:
-                self._layouts.clear()
-            cached = self._layouts[key] = convert.layout_to_pb(layout)
-        return cached
+        return self.online.read(request)
 
     # ---- offline store ------------------------------------------------------------------------
 
@@ -308,7 +279,59 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         return pb.ListDataJobsResponse(jobs=jobs, page=pc.page_response(offset, limit, more))
 
 
-def data_service_def(service: DataService) -> ServiceDef:
-    return ServiceDef(
-        DataServicer(service), pb_grpc.add_DataServiceServicer_to_server,
-        pb.DESCRIPTOR.services_by_name["DataService"].full_name, on_stop=service.stop)
+class OnlineFeatureServicer(online_grpc.OnlineFeatureServiceServicer):
+    """OnlineFeatureService in Python: the contract the native reader also serves."""
+
+    def __init__(self, service: DataService) -> None:
+        self.svc = service
+        self._layouts: dict[tuple[str, tuple[str, ...]], pb.RecordLayout] = {}
+
+    async def GetOnlineFeatures(self, request: Any, context: Any) -> Any:
+        return online_pb.GetOnlineFeaturesResponse(features=self.read(request.read))
+
+    def read(self, request: pb.GetFeaturesRequest) -> pb.GetFeaturesResponse:
+        name, version = convert.group_ref(request.feature_group)
+        keys = convert.entity_keys(request.entity_keys)
+        # Cached layouts + a memory-mapped LMDB read: microseconds, so no thread hop.
+        group, rows = self.svc.reader.get(name, version, keys, list(request.feature_names))
+        response = pb.GetFeaturesResponse(
+            layout=self._layout_pb(group.store_key, tuple(request.feature_names), rows.layout),
+            found=rows.found.tolist(),
+            event_time_micros=rows.event_time_us.tolist(),
+            float32_values=rows.float32.tobytes(), feature_group_version=group.version)
+        if rows.float64.size:
+            response.float64_values.extend(rows.float64.ravel().tolist())
+        if rows.int64.size:
+            response.int64_values.extend(rows.int64.ravel().tolist())
+        if rows.layout.string_width:
+            response.string_values.extend(s for row in rows.strings for s in row)
+        if request.include_ingestion_times:
+            response.ingestion_time_micros.extend(rows.ingestion_time_us.tolist())
+        if rows.null_masks is not None:
+            response.null_masks.extend(rows.null_masks)
+        return response
+
+    def _layout_pb(self, store_key: str, names: tuple[str, ...], layout: Any
+                   ) -> pb.RecordLayout:
+        # Building a 5,000-slot layout message costs ~9 ms; it only changes with the group
+        # version and the requested subset, so it is built once.
+        key = (store_key, names)
+        cached = self._layouts.get(key)
+        if cached is None:
+            if len(self._layouts) > 1024:
+                self._layouts.clear()
+            cached = self._layouts[key] = convert.layout_to_pb(layout)
+        return cached
+
+
+def data_service_defs(service: DataService) -> list[ServiceDef]:
+    """DataService, and OnlineFeatureService on the same server (the native reader, when
+    running, serves the latter on its own port too)."""
+    main = DataServicer(service)
+    return [
+        ServiceDef(main, pb_grpc.add_DataServiceServicer_to_server,
+                   pb.DESCRIPTOR.services_by_name["DataService"].full_name,
+                   on_stop=service.stop),
+        ServiceDef(main.online, online_grpc.add_OnlineFeatureServiceServicer_to_server,
+                   online_pb.DESCRIPTOR.services_by_name["OnlineFeatureService"].full_name),
+    ]

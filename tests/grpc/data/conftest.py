@@ -16,7 +16,7 @@ from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
 from atlas_data.config import DataSettings, IngestSettings
 from atlas_data.online import OnlineStoreSettings
 from atlas_data.service import DataService
-from atlas_data.servicer import data_service_def
+from atlas_data.servicer import data_service_defs
 
 TOKEN = "data-test-token-0123"
 
@@ -49,7 +49,7 @@ async def running_data_service(tmp_path: Path, s3_settings: S3Settings, db_url: 
     settings = data_settings(tmp_path, s3_settings, db_url)
     service = DataService.open(settings)
     service.start()
-    server = create_server(settings.server, [data_service_def(service)])
+    server = create_server(settings.server, data_service_defs(service))
     await server.start()
     channel = connect(ClientSettings(target=server.address, token=TOKEN))
     try:

@@ -136,7 +136,7 @@ async def test_redis_online_backend_serves_the_same_contract(tmp_path, s3_settin
     from atlas_core.rpc import ClientSettings, connect, create_server
     from atlas_data.online import OnlineStoreSettings
     from atlas_data.service import DataService
-    from atlas_data.servicer import data_service_def
+    from atlas_data.servicer import data_service_defs
 
     from .conftest import TOKEN, data_settings
 
@@ -149,7 +149,7 @@ async def test_redis_online_backend_serves_the_same_contract(tmp_path, s3_settin
         "online": OnlineStoreSettings(backend="redis", redis_key_prefix=prefix)})
     service = DataService.open(settings)
     service.start()
-    server = create_server(settings.server, [data_service_def(service)])
+    server = create_server(settings.server, data_service_defs(service))
     await server.start()
     try:
         async with connect(ClientSettings(target=server.address, token=TOKEN)) as ch:

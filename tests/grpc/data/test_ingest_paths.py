@@ -13,7 +13,7 @@ from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas_core.rpc import create_server
 from atlas_data.service import DataService
-from atlas_data.servicer import data_service_def
+from atlas_data.servicer import data_service_defs
 
 from .conftest import data_settings
 from .test_datasets import upload_parquet, wait_job
@@ -74,7 +74,7 @@ async def test_stream_over_the_size_limit_is_resource_exhausted(tmp_path, s3_set
     settings = data_settings(tmp_path, s3_settings, max_stream_bytes=50_000)
     service = DataService.open(settings)
     service.start()
-    server = create_server(settings.server, [data_service_def(service)])
+    server = create_server(settings.server, data_service_defs(service))
     await server.start()
     from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
     from atlas_core.rpc import ClientSettings, connect

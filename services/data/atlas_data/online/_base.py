@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +105,15 @@ class OnlineStore(abc.ABC):
         return gather_rows(
             self.read(group_key, keys), layout, subset, min_event_time_us=min_event_time_us
         )
+
+    def mirror_catalog(self, entries: Mapping[str, bytes], *, name: str | None) -> None:
+        """Replace the catalog mirror of group ``name`` (of every group when None) with
+        ``entries`` ("<name>" = latest version, "<name>@<v>" = version v).
+
+        The mirror lets an out-of-process reader (the native online reader) resolve groups
+        without the metadata DB. Backends no such reader reads keep nothing (this default).
+        """
+        return None
 
     @abc.abstractmethod
     def count(self, group_key: str) -> int:

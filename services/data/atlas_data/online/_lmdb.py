@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from atlas_data.schema import LayoutSubset, RecordLayout
 
 # Sub-databases are never deleted (see delete_group), so this bounds groups ever created.
 MAX_GROUPS = 4096
+# Group versions mirrored for the native online reader (never a group key: those hold '@').
+CATALOG_DB = "__catalog__"
 # One slot per concurrent read transaction; gRPC thread pools can be wide.
 MAX_READERS = 1024
 _INT_KEY = struct.Struct(">q")
@@ -167,6 +169,23 @@ class LmdbOnlineStore(OnlineStore):
             with self._env.begin(db=db, buffers=True) as txn:
                 views = [txn.get(key) for key in encoded]
                 return gather_rows(views, layout, subset, min_event_time_us=min_event_time_us)
+
+    def mirror_catalog(self, entries: Mapping[str, bytes], *, name: str | None) -> None:
+        with self._errors():
+            db = self._db(CATALOG_DB, create=True)
+            with self._env.begin(write=True, db=db) as txn:
+                if name is None:
+                    txn.drop(db, delete=False)
+                else:
+                    txn.delete(name.encode())
+                    prefix = f"{name}@".encode()
+                    cursor = txn.cursor()
+                    # delete() moves the cursor to the next entry, so loop on its key.
+                    if cursor.set_range(prefix):
+                        while cursor.key().startswith(prefix) and cursor.delete():
+                            pass
+                for key, value in entries.items():
+                    txn.put(key.encode(), value)
 
     def count(self, group_key: str) -> int:
         with self._errors():

@@ -1,0 +1,165 @@
+"""The native online reader: a C++ process (native/online_reader) serving
+OnlineFeatureService straight from the LMDB online store, beside the data service.
+
+The data service stays the only writer. It mirrors feature group versions into the store
+(``OnlineStore.mirror_catalog``) so the reader resolves groups without the metadata DB,
+writes the digests of the bearer tokens the reader must accept, starts the binary and stops
+it with the service; the binary also exits when its parent dies (kill -9 included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from atlas_core.config import AuthSettings, StrictModel
+from atlas_core.errors import ConfigError, Unavailable
+from atlas_core.rpc.auth import TokenAuthenticator, read_tokens_file, scope_allows
+from atlas_data import convert
+from atlas_data.feature_groups import FeatureGroup, FeatureGroupCatalog
+from atlas_data.online import OnlineStore
+
+log = logging.getLogger("atlas.data.reader")
+BINARY_NAME = "atlas-online-reader"
+READ_SCOPE = "data:read"
+
+
+class NativeReaderSettings(StrictModel):
+    # None: start it when the online store is LMDB and the binary is installed (`make native`).
+    enabled: bool | None = None
+    binary: Path | None = None  # default: beside the Python interpreter, then on PATH
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 picks a free port (logged and exposed as `address`)
+    start_timeout_seconds: float = 10.0
+
+
+def find_binary(configured: Path | None = None) -> Path | None:
+    if configured is not None:
+        return configured if configured.is_file() else None
+    beside = Path(sys.executable).parent / BINARY_NAME
+    if beside.is_file():
+        return beside
+    found = shutil.which(BINARY_NAME)
+    return Path(found) if found else None
+
+
+def catalog_entries(versions: Iterable[FeatureGroup]) -> dict[str, bytes]:
+    """Mirror entries of some groups' versions: "<name>@<v>" each, "<name>" the latest."""
+    entries: dict[str, bytes] = {}
+    latest: dict[str, FeatureGroup] = {}
+    for group in versions:
+        entries[group.store_key] = convert.group_to_pb(group).SerializeToString()
+        best = latest.get(group.spec.name)
+        if best is None or group.version > best.version:
+            latest[group.spec.name] = group
+    for name, group in latest.items():
+        entries[name] = entries[group.store_key]
+    return entries
+
+
+def mirror_group(online: OnlineStore, groups: FeatureGroupCatalog, name: str) -> None:
+    """Bring the mirror of group ``name`` in line with the catalog (absent when deleted)."""
+    online.mirror_catalog(catalog_entries(groups.versions(name)), name=name)
+
+
+def mirror_all(online: OnlineStore, groups: FeatureGroupCatalog) -> None:
+    """Rebuild the whole mirror (at start-up: heals a crash between a DB commit and its
+    mirror write)."""
+    page, offset = [], 0
+    while True:
+        got, more = groups.list(all_versions=True, offset=offset, limit=1000)
+        page.extend(got)
+        offset += len(got)
+        if not more:
+            break
+    online.mirror_catalog(catalog_entries(page), name=None)
+
+
+def _token_digests(auth: AuthSettings) -> list[tuple[str, bool]]:
+    tokens = {k: list(v) for k, v in auth.tokens.items()}
+    if auth.tokens_file is not None:
+        tokens.update(read_tokens_file(auth.tokens_file))
+    TokenAuthenticator(tokens, enabled=True)  # same validation as the service's own auth
+    return [(hashlib.sha256(tok.strip().encode()).hexdigest(), scope_allows(scopes, READ_SCOPE))
+            for tok, scopes in tokens.items()]
+
+
+class NativeReader:
+    """One running reader process."""
+
+    def __init__(self, proc: subprocess.Popen[str], address: str) -> None:
+        self._proc = proc
+        self.address = address
+        self.pid = proc.pid
+
+    @classmethod
+    def start(cls, binary: Path, *, lmdb_path: Path, settings: NativeReaderSettings,
+              auth: AuthSettings, work_dir: Path, max_entities: int) -> NativeReader:
+        """Raises Unavailable when the process does not come up (its stderr is included)."""
+        cmd = [str(binary), "--lmdb", str(lmdb_path), "--address",
+               f"{settings.host}:{settings.port}", "--max-entities", str(max_entities)]
+        if auth.enabled:
+            tokens = work_dir / "online-reader.tokens"
+            tokens.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.writelines(f"{d} {int(ok)}\n" for d, ok in _token_digests(auth))
+            cmd += ["--tokens", str(tokens)]
+        err_path = work_dir / "online-reader.log"
+        with open(err_path, "ab") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        reader.join(settings.start_timeout_seconds)
+        if not line or not line[0].startswith("listening "):
+            proc.kill()
+            proc.wait()
+            detail = err_path.read_text(errors="replace")[-2000:].strip()
+            raise Unavailable(f"the native online reader ({binary}) did not start: "
+                              f"{detail or 'no output'}", reason="ONLINE_READER_FAILED")
+        address = f"{settings.host}:{int(line[0].split()[1])}"
+        log.info("native online reader pid %d serving OnlineFeatureService at %s",
+                 proc.pid, address)
+        return cls(proc, address)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def wanted_binary(settings: NativeReaderSettings, *, backend: str, tls: bool) -> Path | None:
+    """The binary to start, None to serve reads from Python only.
+
+    Raises ConfigError when the reader is explicitly enabled but cannot run.
+    """
+    if settings.enabled is False:
+        return None
+    binary = find_binary(settings.binary)
+    if settings.enabled is None:
+        return binary if backend == "lmdb" and not tls else None
+    if backend != "lmdb":
+        raise ConfigError("native_reader.enabled needs online.backend=lmdb (it reads the "
+                          "LMDB store directly)")
+    if tls:
+        raise ConfigError("native_reader.enabled: the native reader serves plaintext only; "
+                          "disable it or server.tls")
+    if binary is None:
+        raise ConfigError(f"native_reader.enabled but {settings.binary or BINARY_NAME} is not "
+                          "installed: run `make native`")
+    return binary
