@@ -95,6 +95,9 @@ EVENT_US = 1_717_200_000_000_000  # 2024-06-01T00:00:00Z
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024**2),
               "MALLOC_TRIM_THRESHOLD_": str(256 * 1024**2)}
 CHILD_ENV = dict(os.environ)
+# The two read endpoints: the native online reader and the data service's own server.
+METHODS = {"reader": "/atlas.data.v1.OnlineFeatureService/GetOnlineFeatures",
+           "service": "/atlas.data.v1.DataService/GetFeatures"}
 TARGETS = {"p99_1x5000_ms": 3.0, "rps_c16": 2000.0, "p99_100x5000_ms": 40.0,
            "ingest_vps": 5000.0, "feast_ratio": 10.0}
 
@@ -114,7 +117,8 @@ async def _serve(settings_path: str) -> None:
     service.start()
     server = create_server(settings.server, data_service_defs(service))
     await server.start()
-    print(server.port, flush=True)
+    reader = service.native_reader
+    print(server.port, f"{reader.address} {reader.pid}" if reader else "", flush=True)
     try:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
     finally:
@@ -225,34 +229,45 @@ async def _ingest(target: str, group: str, entities: int) -> dict[str, Any]:
                                                     int(0.99 * len(batch_lat)))]}
 
 
+def _request_bytes(task: dict[str, Any], keys: list[int]) -> bytes:
+    """One serialized read request for the task's endpoint."""
+    from atlas.common.v1 import common_pb2
+    from atlas.data.v1 import data_service_pb2 as pb
+    from atlas.data.v1 import online_service_pb2 as online_pb
+
+    read = pb.GetFeaturesRequest(feature_group=common_pb2.FeatureGroupRef(name=task["group"]),
+                                 entity_keys=pb.EntityKeys(int64_keys=keys),
+                                 feature_names=task["features"])
+    if task["endpoint"] == "reader":
+        return online_pb.GetOnlineFeaturesRequest(read=read).SerializeToString()
+    return read.SerializeToString()
+
+
 def _requests(task: dict[str, Any], worker: int) -> list[bytes]:
-    """Serialized GetFeaturesRequests of uniformly random keys (fixed seed): enough distinct
+    """Serialized read requests of uniformly random keys (fixed seed): enough distinct
     ones for a run at ~5,000 req/s (fewer for 100 keys); generators cycle through them."""
     count = max(2_000, 60_000 // task["keys_per_request"])
     import numpy as np
 
-    from atlas.common.v1 import common_pb2
-    from atlas.data.v1 import data_service_pb2 as pb
-
-    ref = common_pb2.FeatureGroupRef(name=task["group"])
     rng = np.random.default_rng([task.get("seed", SEED), worker])
     keys = rng.integers(1, task["entities"] + 1, (count, task["keys_per_request"])).tolist()
-    return [pb.GetFeaturesRequest(feature_group=ref, entity_keys=pb.EntityKeys(int64_keys=k),
-                                  feature_names=task["features"]).SerializeToString()
-            for k in keys]
+    return [_request_bytes(task, k) for k in keys]
 
 
-async def _check(stub: Any, task: dict[str, Any]) -> tuple[bool, int]:
-    """Read entity 1 (pool row 7919 % POOL) and compare with what was written."""
+async def _check(channel: Any, task: dict[str, Any]) -> tuple[bool, int]:
+    """Read entity 1 (pool row 7919 % POOL) through the task's endpoint and compare with
+    what was written."""
     import numpy as np
 
-    from atlas.common.v1 import common_pb2
     from atlas.data.v1 import data_service_pb2 as pb
+    from atlas.data.v1 import online_service_pb2 as online_pb
 
     names = task["features"]
-    check = await stub.GetFeatures(pb.GetFeaturesRequest(
-        feature_group=common_pb2.FeatureGroupRef(name=task["group"]),
-        entity_keys=pb.EntityKeys(int64_keys=[1]), feature_names=names))
+    raw = await channel.unary_unary(METHODS[task["endpoint"]])(_request_bytes(task, [1]))
+    if task["endpoint"] == "reader":
+        check = online_pb.GetOnlineFeaturesResponse.FromString(raw).features
+    else:
+        check = pb.GetFeaturesResponse.FromString(raw)
     got = np.frombuffer(check.float32_values, "<f4")
     want = _pool()[7919 % POOL]
     if names:
@@ -261,7 +276,7 @@ async def _check(stub: Any, task: dict[str, Any]) -> tuple[bool, int]:
 
 
 async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
-    channel, stub = _stub(target)
+    channel, _ = _stub(target)
     # Requests go out as bytes, built before the clock starts, and responses stay undecoded
     # (the checked read below verifies values): the generator's CPU stays off the 2 cores it
     # shares. Each worker cycles through the pool from its own offset.
@@ -269,12 +284,12 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
     pool = _requests(task, 0)
     gens = [itertools.cycle(pool[k:] + pool[:k])
             for k in (i * len(pool) // (2 * conc) for i in range(2 * conc))]
-    values_ok, width = await _check(stub, task)
+    values_ok, width = await _check(channel, task)
 
     latencies: list[float] = []
     state = {"record": False, "stop": time.perf_counter() + task["warmup"]}
 
-    raw = channel.unary_unary("/atlas.data.v1.DataService/GetFeatures")  # bytes in and out
+    raw = channel.unary_unary(METHODS[task["endpoint"]])  # bytes in and out
 
     async def worker(i: int) -> None:
         gen = gens[i]
@@ -287,11 +302,11 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
 
     await asyncio.gather(*(worker(i) for i in range(conc)))  # warm-up
     state.update(record=True, stop=time.perf_counter() + task["seconds"])
-    server0, client0 = _cpu_seconds(task["server_pid"]), time.process_time()
+    server0, client0 = _cpu_seconds(task["server_pids"]), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker(conc + i) for i in range(conc)))
     elapsed = time.perf_counter() - started
-    server_cpu = _cpu_seconds(task["server_pid"]) - server0
+    server_cpu = _cpu_seconds(task["server_pids"]) - server0
     client_cpu = time.process_time() - client0
     await channel.close()
     return {"n": len(latencies), "elapsed": elapsed, "latencies": latencies,
@@ -301,8 +316,8 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
 
 async def _native_setup(target: str, task: dict[str, Any]) -> dict[str, Any]:
     """Check the values once and write the native generator's request file."""
-    channel, stub = _stub(target)
-    values_ok, width = await _check(stub, task)
+    channel, _ = _stub(target)
+    values_ok, width = await _check(channel, task)
     await channel.close()
     with open(task["requests_file"], "wb") as f:
         for request in _requests(task, 0):
@@ -318,10 +333,13 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (all threads), from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _client_main(target: str, task_json: str) -> None:
@@ -348,12 +366,20 @@ def _pct(ordered: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, target: str, server_pid: int) -> None:
+    def __init__(self, target: str, server_pid: int, reader: tuple[str, int] | None) -> None:
         self.target = target
         self.server_pid = server_pid
+        self.reader = reader
+
+    def endpoint(self, task: dict[str, Any]) -> tuple[str, list[int]]:
+        """Address and server processes of the task's read endpoint."""
+        if task.get("endpoint") == "reader" and self.reader:
+            return self.reader[0], [self.reader[1], self.server_pid]
+        return self.target, [self.server_pid]
 
     def client(self, task: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
-        out = subprocess.run([sys.executable, __file__, "--client", self.target,
+        target = self.endpoint(task)[0]
+        out = subprocess.run([sys.executable, __file__, "--client", target,
                               json.dumps(task)], capture_output=True, text=True,
                              timeout=timeout, env=CHILD_ENV)
         if out.returncode != 0:
@@ -363,16 +389,17 @@ class Bench:
     def read_native(self, loadgen: Path, **task: Any) -> dict[str, Any]:
         """One measurement from the native generator (one process, ``concurrency`` calls in
         flight on one channel). CPU is counted over its whole run, warm-up included."""
+        target, pids = self.endpoint(task)
         with tempfile.NamedTemporaryFile(prefix="atlas-bench-requests-") as f:
             setup = self.client({"op": "native_setup", **task, "requests_file": f.name})
-            server0, child0 = _cpu_seconds(self.server_pid), _children_cpu()
+            server0, child0 = _cpu_seconds(pids), _children_cpu()
             started = time.perf_counter()
             out = subprocess.run(
-                [str(loadgen), self.target, TOKEN, "/atlas.data.v1.DataService/GetFeatures",
+                [str(loadgen), target, TOKEN, METHODS[task["endpoint"]],
                  f.name, str(task["concurrency"]), str(task["warmup"]), str(task["seconds"])],
                 capture_output=True, text=True, timeout=task["seconds"] + task["warmup"] + 120)
             wall = time.perf_counter() - started
-            server_cores = (_cpu_seconds(self.server_pid) - server0) / wall
+            server_cores = (_cpu_seconds(pids) - server0) / wall
             client_cores = (_children_cpu() - child0) / wall
         part = json.loads(out.stdout)
         if out.returncode != 0 or part["errors"]:
@@ -383,13 +410,14 @@ class Bench:
 
     def read(self, procs: int = 1, **task: Any) -> dict[str, Any]:
         """Run a read measurement from ``procs`` processes (concurrency split among them)."""
+        target, pids = self.endpoint(task)
         task = {"op": "read", **task, "concurrency": task["concurrency"] // procs,
-                "server_pid": self.server_pid}
+                "server_pids": pids}
         # Results go through files: with uvloop in the children, a result line bigger than
         # a pipe's 64 KB came back cut short.
         tmp = Path(tempfile.mkdtemp(prefix="atlas-bench-read-"))
         outs = [tmp / f"{p}.json" for p in range(procs)]
-        cmds = [[sys.executable, __file__, "--client", self.target,
+        cmds = [[sys.executable, __file__, "--client", target,
                  json.dumps({**task, "seed": SEED + 1000 * p, "result_file": str(outs[p])})]
                 for p in range(procs)]
         running = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -428,12 +456,15 @@ class Bench:
                 "client_cpu_ms_per_req": 1e3 * client_cores / rps}
 
 
-def _start_server(tmp: Path, s3: Any) -> tuple[subprocess.Popen[str], int]:
+def _start_server(tmp: Path, s3: Any, native_reader: bool
+                  ) -> tuple[subprocess.Popen[str], int, tuple[str, int] | None]:
     from atlas_core.config import AuthSettings, DatabaseSettings, ServerSettings
     from atlas_data.config import DataSettings
+    from atlas_data.native_reader import NativeReaderSettings
     from atlas_data.online import OnlineStoreSettings
 
     settings = DataSettings(
+        native_reader=NativeReaderSettings(enabled=None if native_reader else False),
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
         s3=s3,
         database=DatabaseSettings(url=f"sqlite:///{tmp / 'data.db'}"),
@@ -451,12 +482,13 @@ def _start_server(tmp: Path, s3: Any) -> tuple[subprocess.Popen[str], int]:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                               text=True, env=CHILD_ENV)
     log.close()
-    line = server.stdout.readline()  # type: ignore[union-attr]
-    if not line.strip():
+    line = server.stdout.readline().split()  # type: ignore[union-attr]
+    if not line:
         server.kill()
         server.wait()
         sys.exit(f"data server did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
-    return server, int(line)
+    reader = (line[1], int(line[2])) if len(line) == 3 else None
+    return server, int(line[0]), reader
 
 
 def _stop_server(server: subprocess.Popen[str]) -> None:
@@ -544,7 +576,7 @@ def run_feast(entities: int, features: int, seconds: float) -> tuple[dict | None
     return json.loads(proc.stdout.strip().splitlines()[-1]), how
 
 
-def run(quick: bool, feast: bool, native: bool) -> dict[str, Any]:
+def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str, Any]:
     from atlas_core.config import S3Settings
     from atlas_core.objectstore import SeaweedS3Server
 
@@ -570,9 +602,12 @@ def run(quick: bool, feast: bool, native: bool) -> dict[str, Any]:
             seaweed.start()
             s3 = S3Settings(endpoint=seaweed.endpoint, access_key="benchaccess",
                             secret_key="benchsecret0123456789", bucket="bench")
-            server, port = _start_server(tmp, s3)
-            bench = Bench(f"127.0.0.1:{port}", server.pid)
-            print(f"data server on 127.0.0.1:{port} (pid {server.pid}); SeaweedFS at "
+            server, port, reader = _start_server(tmp, s3, native_reader)
+            bench = Bench(f"127.0.0.1:{port}", server.pid, reader)
+            main = "reader" if reader else "service"
+            detail["read_endpoint"] = main
+            print(f"data server on 127.0.0.1:{port} (pid {server.pid}); native online reader "
+                  f"{f'on {reader[0]} (pid {reader[1]})' if reader else 'off'}; SeaweedFS at "
                   f"{seaweed.endpoint}", flush=True)
             detail["create"] = bench.client({"op": "create", "groups": groups})
             ingest = {}
@@ -596,17 +631,20 @@ def run(quick: bool, feast: bool, native: bool) -> dict[str, Any]:
                   f"{detail['sync_s']} s", flush=True)
 
             def read(label: str, group: str, keys: int, names: list[str] | None,
-                     conc: int, procs: int = 1, python: bool = False) -> None:
+                     conc: int, procs: int = 1, python: bool = False,
+                     endpoint: str = main) -> None:
                 task = {"group": group, "keys_per_request": keys, "entities": size[group],
                         "features": names or [], "concurrency": conc, "seconds": seconds,
-                        "warmup": warmup}
+                        "warmup": warmup, "endpoint": endpoint}
+                if endpoint != main:
+                    label += " (data service)"
                 if python or loadgen is None:
                     r = bench.read(procs=procs, **task)
                     label += (" py" if loadgen else "") + (f" {procs}proc" if procs > 1 else "")
                 else:
                     r = bench.read_native(loadgen, **task)
                 r.update(group=group, entities_per_request=keys, concurrency=conc,
-                         features=r["float32_width"])
+                         features=r["float32_width"], endpoint=endpoint)
                 reads[label] = r
                 print(f"  {label:<28} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms"
                       f"  {r['rps']:8.0f} req/s", flush=True)
@@ -624,6 +662,9 @@ def run(quick: bool, feast: bool, native: bool) -> dict[str, Any]:
                 read(f"{big} 1x5000 c1", big, 1, None, 1, python=True)
                 read(f"{big} 1x5000 c16", big, 1, None, 16, python=True)
             read(f"{big} 1x5000 c16", big, 1, None, 16, procs=2, python=True)
+            if reader:  # the same reads served by the data service's Python server
+                read(f"{big} 1x5000 c1", big, 1, None, 1, endpoint="service")
+                read(f"{big} 1x5000 c16", big, 1, None, 16, endpoint="service")
             detail["reads"] = reads
             detail["loadavg_after_reads"] = os.getloadavg()
         finally:
@@ -653,8 +694,10 @@ def run(quick: bool, feast: bool, native: bool) -> dict[str, Any]:
         "headline_group": big,
         "load_generator": detail["load_generator"],
         "scale": "quick" if quick else "full",
+        "read_endpoint": detail["read_endpoint"],
         "command": "python bench/data_online.py" + (" --quick" if quick else "")
-        + ("" if native else " --python-client"),
+        + ("" if native else " --python-client")
+        + ("" if native_reader else " --no-native-reader"),
         "detail": detail,
     }
     return result
@@ -669,7 +712,9 @@ def report(result: dict[str, Any]) -> None:
         print(f"{label:<34}{d['groups'][r['group']]:>9,}{r['features']:>6}{r['p50_ms']:>9.3f}"
               f"{r['p99_ms']:>9.3f}{r['rps']:>9.0f}{'ok' if r['values_ok'] else 'BAD':>8}"
               f"{r['server_cpu_ms_per_req']:>9.3f}{r['client_cpu_ms_per_req']:>9.3f}")
-    print(f"  (load generator: {d['load_generator']}, 'py' rows: grpc.aio Python clients; srv/cli "
+    server = "native online reader" if d["read_endpoint"] == "reader" else "data service"
+    print(f"  (reads served by the {server} unless marked '(data service)'; "
+          f"load generator: {d['load_generator']}, 'py' rows: grpc.aio Python clients; srv/cli "
           "cpu: CPU ms per request of the server / all load generators; "
           f"{d['cores']} cores; 1-min load average before/after the reads "
           f"{d['loadavg_before_reads'][0]:.1f}/{d['loadavg_after_reads'][0]:.1f} -- the "
@@ -718,6 +763,8 @@ def main() -> None:
     parser.add_argument("--no-feast", action="store_true")
     parser.add_argument("--python-client", action="store_true",
                         help="measure with Python (grpc.aio) load generators only")
+    parser.add_argument("--no-native-reader", action="store_true",
+                        help="serve reads from the data service's Python server only")
     parser.add_argument("--malloc-tuned", action="store_true",
                         help="run the server and load generators with " + " ".join(
                             f"{k}={v}" for k, v in MALLOC_ENV.items()))
@@ -737,7 +784,8 @@ def main() -> None:
     if args.malloc_tuned:
         CHILD_ENV.update(MALLOC_ENV)
     started = time.perf_counter()
-    result = run(args.quick, not args.no_feast, not args.python_client)
+    result = run(args.quick, not args.no_feast, not args.python_client,
+                 not args.no_native_reader)
     result["malloc_tuned"] = args.malloc_tuned
     if args.malloc_tuned:
         result["command"] += " --malloc-tuned"
