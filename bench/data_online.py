@@ -502,6 +502,27 @@ def _stop_server(server: subprocess.Popen[str]) -> None:
         server.wait()
 
 
+def _pressure() -> dict[str, float]:
+    """Share of the last 10 s some task waited for the CPU / for IO (Linux PSI), if known."""
+    out = {}
+    for kind in ("cpu", "io"):
+        try:
+            line = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0]
+        except OSError:
+            continue
+        out[kind] = float(line.split()[1].partition("=")[2])
+    return out
+
+
+def _settle(limit_s: float = 180.0) -> float:
+    """Wait until IO pressure has fallen (the kernel writing back and reclaiming the GBs
+    the ingest left behind stalls every task on these VMs); returns the wait."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s and _pressure().get("io", 0.0) > 2.0:
+        time.sleep(2.0)
+    return round(time.perf_counter() - t0, 1)
+
+
 def _ensure_loadgen() -> tuple[Path | None, str]:
     """Build the native load generator against Debian's libgrpc++-dev (apt-get installs it
     when this runs as root and it is missing); (None, why) when it cannot be built."""
@@ -627,8 +648,10 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
             t0 = time.perf_counter()
             os.sync()  # and the kernel's write-back of the GBs just written
             detail["sync_s"] = round(time.perf_counter() - t0, 1)
+            detail["settle_s"] = _settle()
             print(f"offline flush drained after {detail['offline_flush_wait_s']} s, sync "
-                  f"{detail['sync_s']} s", flush=True)
+                  f"{detail['sync_s']} s, IO settled after {detail['settle_s']} s "
+                  f"(pressure {_pressure()})", flush=True)
 
             def read(label: str, group: str, keys: int, names: list[str] | None,
                      conc: int, procs: int = 1, python: bool = False,
@@ -644,7 +667,8 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
                 else:
                     r = bench.read_native(loadgen, **task)
                 r.update(group=group, entities_per_request=keys, concurrency=conc,
-                         features=r["float32_width"], endpoint=endpoint)
+                         features=r["float32_width"], endpoint=endpoint,
+                         pressure_after=_pressure())
                 reads[label] = r
                 print(f"  {label:<28} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms"
                       f"  {r['rps']:8.0f} req/s", flush=True)

@@ -12,7 +12,9 @@ import urllib.request
 import pytest
 
 from atlas_core.launcher import implemented_services
+from atlas_core.launcher._launcher import READ_SERVICE, _answers
 from atlas_core.launcher._process import alive as _alive
+from atlas_data.native_reader import find_binary
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +32,10 @@ def test_up_status_down(tmp_path):
         state = json.loads((tmp_path / "suite/run/state.json").read_text())
         names = [p["name"] for p in state["processes"]]
         assert names == ["objectstore", *(s.name for s in implemented_services())]
+        data_proc = next(p for p in state["processes"] if p["name"] == "data")
+        if find_binary() is not None:  # built by `make native`: the data service starts it
+            assert _answers(data_proc["read_address"], READ_SERVICE)
+            assert "native online reader at" in up.stdout
         status = atlas("status", "--data-dir", data)
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("SERVING") == len(names)
@@ -47,6 +53,8 @@ def test_up_status_down(tmp_path):
         down = atlas("down", "--data-dir", data)
     assert down.returncode == 0, down.stderr
     assert not any(_alive(p["pid"]) for p in state["processes"])
+    if data_proc["read_address"]:
+        assert not _answers(data_proc["read_address"], READ_SERVICE)  # stopped with data
     assert atlas("status", "--data-dir", data).returncode == 1
 
 

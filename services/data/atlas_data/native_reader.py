@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from pydantic import Field
+
 from atlas_core.config import AuthSettings, StrictModel
 from atlas_core.errors import ConfigError, Unavailable
 from atlas_core.rpc.auth import TokenAuthenticator, read_tokens_file, scope_allows
@@ -37,6 +39,10 @@ class NativeReaderSettings(StrictModel):
     binary: Path | None = None  # default: beside the Python interpreter, then on PATH
     host: str = "127.0.0.1"
     port: int = 0  # 0 picks a free port (logged and exposed as `address`)
+    # Keep the store's pages in RAM (mlock) up to this share of physical memory: hosts that
+    # page out idle memory would otherwise turn reads of "cold" entities into disk reads.
+    # 0 disables; beyond the share (or the memory-lock limit) it logs and reads from disk.
+    resident_memory_fraction: float = Field(default=0.5, ge=0, le=0.9)
     start_timeout_seconds: float = 10.0
 
 
@@ -105,6 +111,9 @@ class NativeReader:
         """Raises Unavailable when the process does not come up (its stderr is included)."""
         cmd = [str(binary), "--lmdb", str(lmdb_path), "--address",
                f"{settings.host}:{settings.port}", "--max-entities", str(max_entities)]
+        if settings.resident_memory_fraction:
+            ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            cmd += ["--lock-memory", str(int(ram * settings.resident_memory_fraction))]
         if auth.enabled:
             tokens = work_dir / "online-reader.tokens"
             tokens.parent.mkdir(parents=True, exist_ok=True)

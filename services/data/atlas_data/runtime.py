@@ -32,6 +32,7 @@ class DataRuntime:
     ingestor: Ingestor
 
     def close(self) -> None:
+        self.ingestor.close()
         self.online.close()
         self.engine.dispose()
 

@@ -12,9 +12,11 @@ import numpy as np
 from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
+from atlas.data.v1 import online_service_pb2 as online_pb
+from atlas.data.v1 import online_service_pb2_grpc as online_grpc
 from atlas_core.clients._base import ServiceClient, mapped_errors, mapped_stream
 from atlas_core.errors import DeadlineExceeded
-from atlas_core.rpc.channel import ClientSettings
+from atlas_core.rpc.channel import ClientSettings, connect_sync
 
 TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
             common_pb2.JOB_STATE_CANCELLED}
@@ -42,9 +44,22 @@ class Features:
 
 
 class DataClient(ServiceClient):
+    """With ``settings.read_target`` set, online reads go to that OnlineFeatureService
+    endpoint (the native online reader); everything else to ``settings.target``."""
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 60.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.DataServiceStub(self._channel)
+        self._read_channel = (
+            connect_sync(settings.model_copy(update={"target": settings.read_target}))
+            if settings.read_target else None)
+        self._reader = (online_grpc.OnlineFeatureServiceStub(self._read_channel)
+                        if self._read_channel is not None else None)
+
+    def close(self) -> None:
+        if self._read_channel is not None:
+            self._read_channel.close()
+        super().close()
 
     # -- feature groups -------------------------------------------------------------------
 
@@ -92,9 +107,14 @@ class DataClient(ServiceClient):
         ints = bool(keys) and isinstance(keys[0], (int, np.integer))
         entity_keys = (pb.EntityKeys(int64_keys=[int(k) for k in keys]) if ints
                        else pb.EntityKeys(string_keys=[str(k) for k in keys]))
-        resp = self.stub.GetFeatures(pb.GetFeaturesRequest(
+        request = pb.GetFeaturesRequest(
             feature_group=common_pb2.FeatureGroupRef(name=group, version=version),
-            entity_keys=entity_keys, feature_names=list(features)), timeout=self.timeout)
+            entity_keys=entity_keys, feature_names=list(features))
+        if self._reader is not None:
+            resp = self._reader.GetOnlineFeatures(
+                online_pb.GetOnlineFeaturesRequest(read=request), timeout=self.timeout).features
+        else:
+            resp = self.stub.GetFeatures(request, timeout=self.timeout)
         n = len(resp.found)
         return Features(
             layout=resp.layout, found=np.array(resp.found, dtype=bool),

@@ -39,6 +39,7 @@ class ProcessInfo:
     log: str
     metrics_port: int | None = None
     full_name: str = ""
+    read_address: str = ""  # the service's read-only endpoint, when it runs one
 
 
 @dataclass
@@ -143,6 +144,19 @@ def wait_serving(address: str, service: str, *, pid: int, log: Path, timeout: fl
             time.sleep(0.2)
 
 
+READ_SERVICE = "atlas.data.v1.OnlineFeatureService"
+
+
+def _answers(address: str, service: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=2)
+        except grpc.RpcError:
+            return False
+    return resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
 class Launcher:
     def __init__(self, data_dir: Path, *, s3_port: int = 8333, base_port: int = 7100) -> None:
         self.data_dir = data_dir.resolve()
@@ -178,12 +192,20 @@ class Launcher:
         try:
             for spec in implemented_services():
                 peers = {p.name: p.address for p in state.processes}
+                peers.update({f"{p.name}:read": p.read_address for p in state.processes
+                              if p.read_address})
                 info = self._start_service(spec, creds, store.endpoint, peers)
                 state.processes.append(info)
                 state.save(self.state_path)
                 wait_serving(info.address, spec.full_name, pid=info.pid, log=Path(info.log),
                              timeout=timeout)
                 echo(f"  {spec.name:<9} SERVING at {info.address} (metrics :{info.metrics_port})")
+                if info.read_address:
+                    if _answers(info.read_address, READ_SERVICE):
+                        echo(f"  {spec.name:<9} native online reader at {info.read_address}")
+                    else:
+                        info.read_address = ""  # not built here: reads stay on the service
+                    state.save(self.state_path)
         except Exception:
             self.down(echo=lambda *_: None)
             raise
@@ -209,6 +231,8 @@ class Launcher:
             if dep in peers:
                 env[p + f"{dep.upper()}__TARGET"] = peers[dep]
                 env[p + f"{dep.upper()}__TOKEN"] = creds.admin_token
+            if f"{dep}:read" in peers:
+                env[p + f"{dep.upper()}__READ_TARGET"] = peers[f"{dep}:read"]
         return env
 
     def _start_service(self, spec: ServiceSpec, creds: Credentials, s3: str,
@@ -219,11 +243,17 @@ class Launcher:
         metrics_port = _choose_port(metrics_wanted, f"{spec.name} metrics", "--base-port")
         log = self.log_dir / f"{spec.name}.log"
         (self.data_dir / spec.name).mkdir(parents=True, exist_ok=True)
-        pid = spawn([sys.executable, "-m", spec.module], log_path=log,
-                    env=self.service_env(spec, creds, s3, port, metrics_port, peers),
+        env = self.service_env(spec, creds, s3, port, metrics_port, peers)
+        read_address = ""
+        if spec.read_port_offset is not None:
+            read_wanted = self.base_port + spec.read_port_offset if self.base_port else 0
+            read_port = _choose_port(read_wanted, f"the {spec.name} reader", "--base-port")
+            env[f"ATLAS_{spec.name.upper()}_NATIVE_READER__PORT"] = str(read_port)
+            read_address = f"{HOST}:{read_port}"
+        pid = spawn([sys.executable, "-m", spec.module], log_path=log, env=env,
                     cwd=self.data_dir)
         return ProcessInfo(spec.name, pid, f"{HOST}:{port}", str(log), metrics_port,
-                           spec.full_name)
+                           spec.full_name, read_address)
 
     def status(self) -> list[tuple[ProcessInfo, str]]:
         state = self.state()

@@ -14,10 +14,14 @@ class ServiceSpec:
     port_offset: int   # port = base_port + offset
     # Services it calls: the launcher passes ATLAS_<NAME>_<DEP>__TARGET and __TOKEN for each.
     needs: tuple[str, ...] = ()
+    # A second, read-only endpoint the service may start (the data service's native online
+    # reader): port = base_port + offset, passed as ATLAS_<NAME>_NATIVE_READER__PORT, and
+    # handed to dependants as ATLAS_<DEP>_<NAME>__READ_TARGET when it answers health.
+    read_port_offset: int | None = None
 
 
 KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("data", "atlas_data", "atlas.data.v1.DataService", 1),
+    ServiceSpec("data", "atlas_data", "atlas.data.v1.DataService", 1, read_port_offset=11),
     ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data",)),
     ServiceSpec("serving", "atlas_serving", "atlas.serving.v1.ServingService", 3, ("data",)),
     ServiceSpec("labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4),

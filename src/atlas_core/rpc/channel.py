@@ -28,6 +28,9 @@ class ClientSettings(StrictModel):
     key_file: Path | None = None
     server_name_override: str | None = None
     max_message_bytes: int = 64 * 1024 * 1024
+    # Data service only: an OnlineFeatureService endpoint (the native online reader) for
+    # online reads; every other call goes to ``target``.
+    read_target: str | None = None
 
 
 def _call_metadata(token: str | None) -> list[tuple[str, str]]:

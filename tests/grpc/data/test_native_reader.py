@@ -204,3 +204,52 @@ def test_reader_exits_when_its_parent_is_killed(tmp_path):
         time.sleep(0.05)
     os.kill(reader_pid, signal.SIGKILL)
     pytest.fail("the reader outlived its parent")
+
+
+async def test_data_client_reads_through_the_reader(both):
+    import asyncio
+
+    from atlas_core.clients import DataClient
+    from atlas_core.rpc import ClientSettings
+
+    harness, _, _, _ = both
+    await harness.stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=mixed_spec("mix")))
+    await put(harness.stub, [mixed_record(k, NOW) for k in range(5)], name="mix")
+    settings = ClientSettings(target=harness.server.address, token=TOKEN)
+
+    def read(read_target: str | None) -> tuple[list[bool], list[float]]:
+        with DataClient(settings.model_copy(update={"read_target": read_target})) as client:
+            got = client.get_features("mix", [1, 99], ["b", "a"])
+            return got.found.tolist(), got.float32[0].tolist()
+
+    via_reader = await asyncio.to_thread(read, harness.service.native_reader.address)
+    via_service = await asyncio.to_thread(read, None)
+    assert via_reader == via_service and via_reader[0] == [True, False]
+    # The reader is read-only and separate: stopping it fails reads sent to it, clearly.
+    harness.service.native_reader.stop()
+    from atlas_core.errors import Unavailable
+    with pytest.raises(Unavailable):
+        await asyncio.to_thread(read, harness.service.native_reader.address)
+
+
+async def test_reader_keeps_the_store_resident(both):
+    """Pages of the store are locked in RAM (hosts that page out idle memory would turn
+    reads of cold entities into disk reads), following the file as it grows."""
+    import asyncio
+
+    harness, _, _, _ = both
+    reader = harness.service.native_reader
+
+    def locked_kb() -> int:
+        status = open(f"/proc/{reader.pid}/status").read()
+        return int(status.split("VmLck:")[1].split()[0])
+
+    await harness.stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=mixed_spec("mix")))
+    before = locked_kb()
+    await put(harness.stub, [mixed_record(k, NOW) for k in range(3000)], name="mix")
+    size_kb = (harness.settings.online.lmdb_path / "data.mdb").stat().st_size // 1024
+    for _ in range(40):  # the reader checks the file once a second
+        if locked_kb() >= size_kb:
+            break
+        await asyncio.sleep(0.1)
+    assert locked_kb() >= size_kb > before
