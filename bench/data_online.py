@@ -5,12 +5,17 @@ service over gRPC, with Feast's SQLite online store side by side.
     python bench/data_online.py --quick     # ~2 min: 20,000 entities, 3 s runs, small Feast
     python bench/data_online.py --no-feast  # skip the Feast side
     python bench/data_online.py --python-client  # reads from Python clients only
+    python bench/data_online.py --no-native-reader  # reads served by the data service only
     python bench/data_online.py --malloc-tuned  # server + generators with glibc malloc tuned
                                             # (MALLOC_MMAP_THRESHOLD_=64 MiB): not the default
 
 Setup. SeaweedFS (object store, offline Parquet) and the data service (LMDB online store,
 16 GiB map, SQLite metadata, bearer-token auth, the production server factory and event loop:
-uvloop where installed) run in their own processes on loopback. Reads are measured by a
+uvloop where installed) run in their own processes on loopback. Reads go to the native online
+reader the data service starts beside itself when it is built (`make native`; it serves
+OnlineFeatureService from the same LMDB store, read-only, keeping the store's pages in RAM);
+the same 1x5000 reads served by the data service's own Python server are reported beside
+them, marked "(data service)". Reads are measured by a
 native gRPC load generator (``bench/native/grpc_loadgen.cc``, built on first use against
 Debian's libgrpc++-dev, which the script installs with apt-get when run as root; cached in
 /tmp/atlas-bench-loadgen): a Python client spends 0.3-0.45 ms of CPU per 20 KB call, which on
@@ -45,7 +50,10 @@ pre-serialized and responses are not decoded (a checked read before each measure
 verifies the values). Latency is client-observed (send to response received). Each read also
 records the CPU time the server and the load generators spent per request (from /proc and
 getrusage), to show where the 2 cores go. Reads start after the server has published the
-ingested rows to the offline store (its background flusher would otherwise compete with them).
+ingested rows to the offline store (its background flusher would otherwise compete with them)
+and the host's IO pressure (Linux PSI, avg10) has fallen below 2% (at most 180 s: the kernel
+writing back and reclaiming the GBs the ingest left behind stalls every task on these VMs);
+each read row records the CPU/IO pressure after it.
 
 Feast (installed into a throwaway venv under /tmp/atlas-bench-feast, reused when present;
 its install time is not part of the run): ``bench/_feast_online.py`` builds a repo with a
