@@ -93,7 +93,7 @@ def _token_digests(auth: AuthSettings) -> list[tuple[str, bool]]:
     if auth.tokens_file is not None:
         tokens.update(read_tokens_file(auth.tokens_file))
     TokenAuthenticator(tokens, enabled=True)  # same validation as the service's own auth
-    return [(hashlib.sha256(tok.strip().encode()).hexdigest(), scope_allows(scopes, READ_SCOPE))
+    return [(hashlib.sha256(tok.encode()).hexdigest(), scope_allows(scopes, READ_SCOPE))
             for tok, scopes in tokens.items()]
 
 
@@ -108,7 +108,11 @@ class NativeReader:
     @classmethod
     def start(cls, binary: Path, *, lmdb_path: Path, settings: NativeReaderSettings,
               auth: AuthSettings, work_dir: Path, max_entities: int) -> NativeReader:
-        """Raises Unavailable when the process does not come up (its stderr is included)."""
+        """Raises Unavailable when the process does not come up (its stderr is included).
+
+        Call it from a long-lived thread: the reader's parent-death signal fires when the
+        thread that started it exits.
+        """
         cmd = [str(binary), "--lmdb", str(lmdb_path), "--address",
                f"{settings.host}:{settings.port}", "--max-entities", str(max_entities)]
         if settings.resident_memory_fraction:

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from atlas_core.db import IdempotencyStore
-from atlas_core.errors import FailedPrecondition
+from atlas_core.errors import FailedPrecondition, Unavailable
 from atlas_core.jobs import JobRunner
 from atlas_data.config import DataSettings
 from atlas_data.feature_groups import FeatureGroup
@@ -62,10 +62,17 @@ class DataService:
         if binary is None:
             return
         mirror_all(self.rt.online, self.rt.groups)
-        self.native_reader = NativeReader.start(
-            binary, lmdb_path=settings.online.lmdb_path, settings=settings.native_reader,
-            auth=settings.server.auth, work_dir=settings.data_dir,
-            max_entities=settings.ingest.max_entities_per_read)
+        try:
+            self.native_reader = NativeReader.start(
+                binary, lmdb_path=settings.online.lmdb_path, settings=settings.native_reader,
+                auth=settings.server.auth, work_dir=settings.data_dir,
+                max_entities=settings.ingest.max_entities_per_read)
+        except Unavailable:
+            if settings.native_reader.enabled:
+                raise
+            # Started only because it is installed: reads stay on this service.
+            log.warning("native online reader unavailable; serving reads from Python",
+                        exc_info=True)
 
     def stop(self) -> None:
         if self.native_reader is not None:

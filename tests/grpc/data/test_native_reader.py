@@ -253,3 +253,32 @@ async def test_reader_keeps_the_store_resident(both):
             break
         await asyncio.sleep(0.1)
     assert locked_kb() >= size_kb > before
+
+
+def test_a_reader_that_cannot_start(tmp_path, s3_settings):
+    """Installed but unable to start (here: its port is taken): the data service serves reads
+    itself; explicitly enabled: start-up fails with the reader's own message."""
+    import socket
+
+    from atlas_core.errors import Unavailable
+    from atlas_data.native_reader import NativeReaderSettings
+    from atlas_data.service import DataService
+    from tests.grpc.data.conftest import data_settings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for enabled in (None, True):
+            settings = data_settings(tmp_path / str(enabled), s3_settings).model_copy(
+                update={"native_reader": NativeReaderSettings(enabled=enabled, port=port)})
+            service = DataService.open(settings)
+            try:
+                if enabled:
+                    with pytest.raises(Unavailable, match=f"cannot listen on 127.0.0.1:{port}"):
+                        service.start()
+                else:
+                    service.start()
+                    assert service.native_reader is None
+            finally:
+                service.stop()
