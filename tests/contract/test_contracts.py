@@ -43,13 +43,25 @@ def _service(svc: str) -> ServiceDescriptor:
     return services[0]
 
 
+def _all_services() -> list[tuple[str, ServiceDescriptor]]:
+    """Every service of every atlas proto file (a package may hold several files)."""
+    found = []
+    for name in _generated_module_names(Path(__file__).parents[2]):
+        if name.endswith("_pb2"):
+            module = importlib.import_module(name)
+            found += [(name.split(".")[1], s) for s in module.DESCRIPTOR.services_by_name.values()]
+    return found
+
+
 def _methods() -> list[tuple[str, MethodDescriptor]]:
-    return [(svc, method) for svc in SERVICES for method in _service(svc).methods]
+    return [(svc, method) for svc, service in _all_services() for method in service.methods]
 
 
 def test_every_generated_module_imports(repo_root: Path) -> None:
     names = _generated_module_names(repo_root)
-    assert len(names) == 2 * (len(SERVICES) + 1), names  # _pb2 and _pb2_grpc per proto
+    protos = list((repo_root / "protos" / "atlas").rglob("*.proto"))
+    assert len(names) == 2 * len(protos), names  # _pb2 and _pb2_grpc per proto
+    assert {f"atlas.{svc}.v1.{svc}_service_pb2" for svc in SERVICES} <= set(names)
     for name in names:
         assert isinstance(importlib.import_module(name), ModuleType)
 

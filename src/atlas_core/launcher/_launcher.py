@@ -231,7 +231,7 @@ class Launcher:
             if dep in peers:
                 env[p + f"{dep.upper()}__TARGET"] = peers[dep]
                 env[p + f"{dep.upper()}__TOKEN"] = creds.admin_token
-            if f"{dep}:read" in peers:
+            if spec.uses_read_endpoints and f"{dep}:read" in peers:
                 env[p + f"{dep.upper()}__READ_TARGET"] = peers[f"{dep}:read"]
         return env
 

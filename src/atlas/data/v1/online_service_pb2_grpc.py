@@ -48,6 +48,10 @@ class OnlineFeatureServiceServicer(object):
 
     def GetOnlineFeatures(self, request, context):
         """The contract of DataService.GetFeatures: same request, same response, same errors.
+        Errors: INVALID_ARGUMENT (no entity keys or more than 1,000, wrong key type, a feature
+        named twice), NOT_FOUND (group, version or feature, named), FAILED_PRECONDITION (a record
+        written under a different layout), UNAUTHENTICATED / PERMISSION_DENIED (token),
+        DATA_LOSS (a corrupt record), UNAVAILABLE (the store cannot be read).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
