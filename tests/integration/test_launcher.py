@@ -12,11 +12,13 @@ import urllib.request
 import pytest
 
 from atlas_core.launcher import implemented_services
-from atlas_core.launcher._launcher import READ_SERVICE, _answers
+from atlas_core.launcher._launcher import answers_serving as _answers
 from atlas_core.launcher._process import alive as _alive
+from atlas_core.launcher._services import KNOWN_SERVICES
 from atlas_data.native_reader import find_binary
 
 pytestmark = pytest.mark.slow
+READ_SERVICE = next(s.read_service for s in KNOWN_SERVICES if s.name == "data")
 
 
 def atlas(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

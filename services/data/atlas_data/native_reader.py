@@ -9,7 +9,6 @@ it with the service; the binary also exits when its parent dies (kill -9 include
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from pydantic import Field
 
 from atlas_core.config import AuthSettings, StrictModel
 from atlas_core.errors import ConfigError, Unavailable
-from atlas_core.rpc.auth import TokenAuthenticator, read_tokens_file, scope_allows
+from atlas_core.rpc.auth import TokenAuthenticator, scope_allows
 from atlas_data import convert
 from atlas_data.feature_groups import FeatureGroup, FeatureGroupCatalog
 from atlas_data.online import OnlineStore
@@ -78,23 +77,8 @@ def mirror_group(online: OnlineStore, groups: FeatureGroupCatalog, name: str) ->
 def mirror_all(online: OnlineStore, groups: FeatureGroupCatalog) -> None:
     """Rebuild the whole mirror (at start-up: heals a crash between a DB commit and its
     mirror write)."""
-    page, offset = [], 0
-    while True:
-        got, more = groups.list(all_versions=True, offset=offset, limit=1000)
-        page.extend(got)
-        offset += len(got)
-        if not more:
-            break
-    online.mirror_catalog(catalog_entries(page), name=None)
-
-
-def _token_digests(auth: AuthSettings) -> list[tuple[str, bool]]:
-    tokens = {k: list(v) for k, v in auth.tokens.items()}
-    if auth.tokens_file is not None:
-        tokens.update(read_tokens_file(auth.tokens_file))
-    TokenAuthenticator(tokens, enabled=True)  # same validation as the service's own auth
-    return [(hashlib.sha256(tok.encode()).hexdigest(), scope_allows(scopes, READ_SCOPE))
-            for tok, scopes in tokens.items()]
+    every, _ = groups.list(all_versions=True, limit=2**31)
+    online.mirror_catalog(catalog_entries(every), name=None)
 
 
 class NativeReader:
@@ -121,9 +105,11 @@ class NativeReader:
         if auth.enabled:
             tokens = work_dir / "online-reader.tokens"
             tokens.parent.mkdir(parents=True, exist_ok=True)
+            digests = TokenAuthenticator.from_settings(auth).digests()
             fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
-                out.writelines(f"{d} {int(ok)}\n" for d, ok in _token_digests(auth))
+                out.writelines(f"{digest} {int(scope_allows(scopes, READ_SCOPE))}\n"
+                               for digest, scopes in digests.items())
             cmd += ["--tokens", str(tokens)]
         err_path = work_dir / "online-reader.log"
         with open(err_path, "ab") as err:

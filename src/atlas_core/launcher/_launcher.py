@@ -122,39 +122,31 @@ def _choose_port(wanted: int, what: str, flag: str) -> int:
     return wanted
 
 
-def wait_serving(address: str, service: str, *, pid: int, log: Path, timeout: float) -> None:
-    """Block until ``service`` answers SERVING on ``address``; fail fast if ``pid`` dies."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if not alive(pid):
-                raise Unavailable(
-                    f"{service} exited during start-up; last lines of {log}:\n{tail(log)}"
-                )
-            try:
-                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise Unavailable(f"{service} did not report SERVING within {timeout:.0f}s; "
-                                  f"see {log}")
-            time.sleep(0.2)
-
-
-READ_SERVICE = "atlas.data.v1.OnlineFeatureService"
-
-
-def _answers(address: str, service: str) -> bool:
+def answers_serving(address: str, service: str, timeout: float = 1.0) -> bool:
+    """Whether ``service`` at ``address`` reports SERVING to a health check now."""
     with grpc.insecure_channel(address) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2)
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError:
             return False
     return resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_serving(address: str, service: str, *, pid: int, log: Path, timeout: float) -> None:
+    """Block until ``service`` answers SERVING on ``address``; fail fast if ``pid`` dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive(pid):
+            raise Unavailable(
+                f"{service} exited during start-up; last lines of {log}:\n{tail(log)}"
+            )
+        if answers_serving(address, service):
+            return
+        if time.monotonic() > deadline:
+            raise Unavailable(f"{service} did not report SERVING within {timeout:.0f}s; "
+                              f"see {log}")
+        time.sleep(0.2)
 
 
 class Launcher:
@@ -201,7 +193,7 @@ class Launcher:
                              timeout=timeout)
                 echo(f"  {spec.name:<9} SERVING at {info.address} (metrics :{info.metrics_port})")
                 if info.read_address:
-                    if _answers(info.read_address, READ_SERVICE):
+                    if answers_serving(info.read_address, spec.read_service, timeout=2):
                         echo(f"  {spec.name:<9} native online reader at {info.read_address}")
                     else:
                         info.read_address = ""  # not built here: reads stay on the service
@@ -245,7 +237,7 @@ class Launcher:
         (self.data_dir / spec.name).mkdir(parents=True, exist_ok=True)
         env = self.service_env(spec, creds, s3, port, metrics_port, peers)
         read_address = ""
-        if spec.read_port_offset is not None:
+        if spec.read_service:
             read_wanted = self.base_port + spec.read_port_offset if self.base_port else 0
             read_port = _choose_port(read_wanted, f"the {spec.name} reader", "--base-port")
             env[f"ATLAS_{spec.name.upper()}_NATIVE_READER__PORT"] = str(read_port)

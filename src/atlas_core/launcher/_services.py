@@ -15,15 +15,18 @@ class ServiceSpec:
     # Services it calls: the launcher passes ATLAS_<NAME>_<DEP>__TARGET and __TOKEN for each.
     needs: tuple[str, ...] = ()
     # A second, read-only endpoint the service may start (the data service's native online
-    # reader): port = base_port + offset, passed as ATLAS_<NAME>_NATIVE_READER__PORT.
-    read_port_offset: int | None = None
+    # reader): the gRPC service it serves (checked by health), at port = base_port +
+    # read_port_offset, passed as ATLAS_<NAME>_NATIVE_READER__PORT.
+    read_service: str = ""
+    read_port_offset: int = 0
     # Whether it reads through its peers' read endpoints: the launcher then passes
     # ATLAS_<NAME>_<DEP>__READ_TARGET for each one that answers health.
     uses_read_endpoints: bool = False
 
 
 KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("data", "atlas_data", "atlas.data.v1.DataService", 1, read_port_offset=11),
+    ServiceSpec("data", "atlas_data", "atlas.data.v1.DataService", 1,
+                read_service="atlas.data.v1.OnlineFeatureService", read_port_offset=11),
     ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data",)),
     ServiceSpec("serving", "atlas_serving", "atlas.serving.v1.ServingService", 3, ("data",),
                 uses_read_endpoints=True),

@@ -93,6 +93,11 @@ class TokenAuthenticator:
             tokens.update(read_tokens_file(settings.tokens_file))
         return cls(tokens, enabled=settings.enabled)
 
+    def digests(self) -> dict[str, frozenset[str]]:
+        """SHA-256 (hex) of each configured token -> its scopes: what an out-of-process
+        verifier (the native online reader) needs, without the tokens themselves."""
+        return {digest.hex(): scopes for digest, scopes in self._tokens.items()}
+
     def authenticate(self, authorization: str | None, full_method: str) -> Principal | None:
         """Return the caller, or raise Unauthenticated / PermissionDenied.
 
