@@ -4,6 +4,8 @@
     python bench/automl.py --quick      # 4 small datasets, 20 s
     python bench/automl.py --budget 30  # full suite, reduced budget
     python bench/automl.py --meta-only  # only the meta-learning experiment (~36 min)
+    python bench/automl.py --bohb-only --seeds 0 1 2  # only Hyperband-TPE vs plain TPE,
+                                                      # 3 seeds (~108 min)
 
 Fixed 75/25 split (seed 0, stratified for classification), test metric: ROC AUC (binary),
 log loss (multiclass), RMSE (regression). FLAML runs in its own throwaway venv
@@ -332,6 +334,45 @@ def meta_experiment(Xtr, ytr, task, budget, store) -> dict[str, Any]:
     }
 
 
+def bohb_pair(Xtr, ytr, task, budget, seed, default_events=None) -> dict[str, Any]:
+    """Plain TPE at ``seed``, then the time the default search (Hyperband-TPE after its
+    portfolio) took to reach plain TPE's final validation score. ``default_events`` are an
+    earlier default run's events at that seed (the comparison's ATLAS run); otherwise one
+    runs here (no ensemble: the clock stops when the search does)."""
+    from atlas_trainer.automl import run_automl
+
+    def events_of(strategy: str) -> tuple[list[dict[str, Any]], Any]:
+        ev: list[dict[str, Any]] = []
+        res = run_automl(
+            Xtr,
+            ytr,
+            task=task,
+            wall_budget_s=budget,
+            n_jobs=2,
+            seed=seed,
+            strategy=strategy,
+            on_event=ev.append,
+            ensemble=False,
+        )
+        return ev, res
+
+    tpe_events, tpe = events_of("tpe")
+    if default_events is None:
+        default_events, _ = events_of("bohb")
+    target = tpe.best_score
+    t_tpe = _time_to_reach(tpe_events, target, tpe.higher_is_better)
+    t_bohb = _time_to_reach(default_events, target, tpe.higher_is_better)
+    # never reached: counted as the whole budget
+    ratio = (t_bohb if t_bohb is not None else budget) / t_tpe if t_tpe else None
+    return {
+        "seed": seed,
+        "tpe_score": target,
+        "tpe_time_s": t_tpe,
+        "bohb_time_s": t_bohb,
+        "ratio": ratio,
+    }
+
+
 def _time_to_reach(events: list[dict[str, Any]], target: float, higher: bool) -> float | None:
     for e in events:
         if e["type"] == "trial_finished":
@@ -349,20 +390,33 @@ def main() -> int:
     ap.add_argument("--datasets", nargs="*", default=None)
     ap.add_argument("--skip-studies", action="store_true", help="skip meta/bohb studies")
     ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="search seeds of the Hyperband-TPE vs plain TPE study (per dataset: the median)",
+    )
+    ap.add_argument(
+        "--bohb-only",
+        action="store_true",
+        help="only the Hyperband-TPE vs plain TPE study (writes automl_bohb.json)",
+    )
+    ap.add_argument(
         "--meta-only",
         action="store_true",
         help="only ATLAS (as the parent study) and the meta-learning experiment",
     )
-    ap.add_argument("--out", default=None, help="default bench/results/automl[_meta].json")
+    ap.add_argument("--out", default=None, help="default bench/results/automl[_meta|_bohb].json")
     args = ap.parse_args()
-    out_name = "automl_meta.json" if args.meta_only else "automl.json"
+    only = "meta" if args.meta_only else "bohb" if args.bohb_only else None
+    out_name = f"automl_{only}.json" if only else "automl.json"
     out = Path(args.out or ROOT / "bench" / "results" / out_name)
-    systems = ("atlas",) if args.meta_only else SYSTEMS
+    systems = {"meta": ("atlas",), "bohb": ()}.get(only, SYSTEMS)
     budget = args.budget or (20.0 if args.quick else 120.0)
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     rows: list[dict[str, Any]] = []
     meta_ratios, bohb_ratios = [], []
-    from atlas_trainer.automl import InMemoryMetaStore, run_automl
+    from atlas_trainer.automl import InMemoryMetaStore
 
     for name in names:
         task, loader = DATASETS[name]
@@ -416,34 +470,27 @@ def main() -> int:
             row["scores"][system] = score
             row.setdefault("seconds", {})[system] = round(time.monotonic() - t0, 1)
             print(f"  {name:14s} {system:12s} {score}  ({row['seconds'][system]} s)", flush=True)
-        if not args.skip_studies and not args.meta_only:
-            tpe_events: list[dict[str, Any]] = []
-            tpe = run_automl(
-                Xtr,
-                ytr,
-                task=task,
-                wall_budget_s=budget,
-                n_jobs=2,
-                seed=0,
-                strategy="tpe",
-                on_event=tpe_events.append,
-                ensemble=False,
-            )
-            target = tpe.best_score
-            t_tpe = _time_to_reach(tpe_events, target, tpe.higher_is_better)
-            t_bohb = _time_to_reach(events, target, tpe.higher_is_better)
-            ratio = (t_bohb if t_bohb is not None else budget) / t_tpe if t_tpe else None
-            row["bohb_vs_tpe"] = {"tpe_time_s": t_tpe, "bohb_time_s": t_bohb, "ratio": ratio}
+        if not args.skip_studies and only != "meta":
+            pairs = [
+                bohb_pair(Xtr, ytr, task, budget, seed, events if seed == 0 and events else None)
+                for seed in args.seeds
+            ]
+            ratios = [p["ratio"] for p in pairs if p["ratio"] is not None]
+            ratio = statistics.median(ratios) if ratios else None
+            row["bohb_vs_tpe"] = {"ratio": ratio, "seeds": pairs}
             if ratio is not None:
                 bohb_ratios.append(ratio)
-            print(f"  {name:14s} bohb/tpe={ratio}", flush=True)
-        if not args.skip_studies:
+            print(
+                f"  {name:14s} bohb/tpe={ratio} (per seed: {[p['ratio'] for p in pairs]})",
+                flush=True,
+            )
+        if not args.skip_studies and only != "bohb":
             row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2, store)
             if row["meta"]["ratio"] is not None:
                 meta_ratios.append(row["meta"]["ratio"])
             print(f"  {name:14s} meta warm/cold={row['meta']['ratio']}", flush=True)
         rows.append(row)
-    summary = {"n_datasets": len(rows)} if args.meta_only else summarise(rows)
+    summary = {"n_datasets": len(rows)} if only else summarise(rows)
     summary.update(
         {
             "budget_s": budget,
@@ -454,7 +501,7 @@ def main() -> int:
             "command": " ".join(["python", "bench/automl.py", *sys.argv[1:]]),
         }
     )
-    if not args.meta_only:
+    if not only:
         print_table(rows, summary)
     print(
         f"meta warm/cold trials (median): {summary.get('warm_cold_trial_ratio')}, "

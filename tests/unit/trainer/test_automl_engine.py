@@ -189,3 +189,16 @@ def test_small_wall_budget_uses_fewer_folds() -> None:
     assert auto_folds(5, 20, 2) == 3
     assert auto_folds(5, None, 2) == 5
     assert auto_folds(5, 3600, 4) == 5
+
+
+def test_auto_validation_by_data_size_and_budget() -> None:
+    from atlas_trainer.automl.engine import TINY_WORK, auto_validation
+
+    # a few hundred rows: the requested folds even at a small budget (cheap, less noisy)
+    assert auto_validation(5, 20, 2, rows=400, cols=10, classes=2) == ("auto", 5)
+    assert 400 * 10 * 3 <= TINY_WORK < 400 * 10 * 20  # multiclass work counts the classes
+    assert auto_validation(5, 20, 2, rows=400, cols=10, classes=20) == ("auto", 3)
+    assert auto_validation(5, 20, 2, rows=20_000, cols=10, classes=2) == ("auto", 3)
+    assert auto_validation(5, None, 2, rows=20_000, cols=10, classes=2) == ("auto", 5)
+    # so much work per worker-second of budget that one split is all the search can afford
+    assert auto_validation(5, 20, 2, rows=1_000_000, cols=50, classes=2) == ("holdout", 5)

@@ -63,6 +63,10 @@ SMALL_BUDGET_FOLDS = 3
 # portfolio: the parent's study ran (and ranked) those defaults on the same data already.
 LINEAGE_REPLACES_PORTFOLIO = 3
 HOLDOUT_WORK_PER_WORKER_S = 10_000.0  # rows x columns x classes per worker-second
+# Data this small (rows x columns x classes) keeps the requested folds whatever the budget:
+# one configuration's CV takes well under a second, and on a few hundred rows the extra
+# folds cut the validation noise that otherwise picks the winner among near-equal models.
+TINY_WORK = 50_000
 
 
 def auto_folds(requested: int, wall_budget_s: float | None, cpus: int) -> int:
@@ -78,11 +82,12 @@ def auto_validation(
     requested: int, wall_budget_s: float | None, cpus: int, rows: int, cols: int, classes: int
 ) -> tuple[str, int]:
     """(method, folds) for ``validation="auto"`` (large data -> holdout in make_splits)."""
+    work = rows * max(1, cols) * max(1, classes if classes > 2 else 1)
+    if work <= TINY_WORK:
+        return "auto", requested
     if wall_budget_s is not None:
         worker_s = wall_budget_s * SEARCH_SHARE * max(1, cpus)
-        if rows * max(1, cols) * max(1, classes if classes > 2 else 1) > (
-            HOLDOUT_WORK_PER_WORKER_S * worker_s
-        ):
+        if work > HOLDOUT_WORK_PER_WORKER_S * worker_s:
             return "holdout", requested
     return "auto", auto_folds(requested, wall_budget_s, cpus)
 
