@@ -5,7 +5,7 @@
     python bench/automl.py --budget 30  # full suite, reduced budget
     python bench/automl.py --meta-only  # only the meta-learning experiment (~36 min)
     python bench/automl.py --bohb-only --seeds 0 1 2  # only Hyperband-TPE vs plain TPE,
-                                                      # 3 seeds (~108 min)
+                                                      # 3 seeds (~95 min)
 
 Fixed 75/25 split (seed 0, stratified for classification), test metric: ROC AUC (binary),
 log loss (multiclass), RMSE (regression). FLAML runs in its own throwaway venv
