@@ -166,3 +166,49 @@ def test_mlp_epochs_on_large_inputs_take_a_bounded_number_of_steps() -> None:
     assert steps(small) == 8
     assert steps(big) == MAX_STEPS_PER_EPOCH
     assert (big.predict(X) == y).mean() > 0.75  # still learns (chance: 0.5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cached_preprocessing_gives_the_same_outcome_for_every_family(family: str) -> None:
+    from atlas_trainer.automl import evaluate as ev
+    from atlas_trainer.automl.task import prepare_target
+
+    X, y_raw = hard_frame(150)
+    prepared = prepare_target(y_raw)
+    splits = ev.make_splits(prepared, folds=3)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    params = sample_config(study.ask(), prepared.task, SpaceOptions(families=(family,)))
+    params = {k: 6 if k.endswith(("n_estimators", "epochs")) else v for k, v in params.items()}
+    plain = ev.evaluate_config(params, X, prepared, splits)
+    cache = ev.PrepCache()
+    first = ev.evaluate_config(params, X, prepared, splits, prep_cache=cache)
+    # the second run fits its models on the cached (read-only) features of the first
+    again = ev.evaluate_config(params, X, prepared, splits, prep_cache=cache)
+    assert (cache.misses, cache.hits) == (3, 3)
+    assert plain.score == pytest.approx(first.score) and again.score == pytest.approx(first.score)
+    np.testing.assert_allclose(again.oof, first.oof, rtol=1e-6)
+    assert again.fold_models[0].predict(X.head(4)).shape == (4,)
+
+
+def test_prep_cache_is_bounded_and_keyed_by_fold_and_preprocessing_only() -> None:
+    from atlas_trainer.automl.evaluate import PrepCache
+
+    a = {"family": "xgboost", "pre.crosses": 0, "xgb.max_depth": 3}
+    assert PrepCache.key(a, 0) == PrepCache.key({**a, "xgb.max_depth": 9}, 0)
+    assert PrepCache.key(a, 0) != PrepCache.key(a, 1)
+    assert PrepCache.key(a, 0) != PrepCache.key({**a, "pre.crosses": 8}, 0)
+    cache = PrepCache(max_bytes=2 * 8 * 100)
+    calls: list[str] = []
+
+    def entry(name: str):  # noqa: ANN202
+        def compute():  # noqa: ANN202
+            calls.append(name)
+            return name, np.zeros(50), np.zeros(50), 0.5
+        return compute
+
+    for name in ("a", "b", "a", "c", "a", "b"):
+        pre, Ztr, _, secs = cache.get(name, entry(name))
+        assert pre == name and secs == 0.5 and not Ztr.flags.writeable
+    assert calls == ["a", "b", "c", "b"]  # room for two: "b" was the least recently used
+    with pytest.raises(ValueError):
+        Ztr[0] = 1.0  # cached features cannot be changed by a model
