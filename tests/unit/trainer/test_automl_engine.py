@@ -204,18 +204,14 @@ def test_auto_validation_by_data_size_and_budget() -> None:
     assert auto_validation(5, 20, 2, rows=1_000_000, cols=50, classes=2) == ("holdout", 5)
 
 
-def test_default_strategy_prunes_only_where_a_low_rung_saves_work() -> None:
-    from atlas_trainer.automl.engine import TINY_WORK, data_work
-
+def test_default_strategy_prunes_poor_trials_at_low_rungs() -> None:
     rng = np.random.default_rng(0)
     n, cols = 1_300, 40
-    assert data_work(n, cols, 2) > TINY_WORK
     X = pd.DataFrame(rng.normal(size=(n, cols)), columns=[f"f{i}" for i in range(cols)])
     y = pd.Series((X["f0"] + X["f1"] * X["f2"] + rng.normal(size=n) > 0).astype(int))
     rounds = {"xgb.n_estimators": 30, "lgb.n_estimators": 30}  # keeps the test fast
     opts = dict(max_trials=25, families=["xgboost", "lightgbm"], fixed_params=rounds, seed=0)
-    wide = run_automl(X, y, **opts)
-    assert wide.trials_pruned > 0
-    tiny = run_automl(X.iloc[:300, :10], y.iloc[:300], **opts)  # 300 x 10 rows x columns
-    assert data_work(300, 10, 2) <= TINY_WORK
-    assert tiny.trials_pruned == 0 and tiny.trials_complete == 25
+    default = run_automl(X, y, **opts)
+    assert default.trials_pruned > 0 and default.trials_complete >= 4  # the portfolio completes
+    plain = run_automl(X, y, strategy="tpe", **opts)
+    assert plain.trials_pruned == 0 and plain.trials_complete == 25

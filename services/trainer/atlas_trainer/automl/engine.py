@@ -66,14 +66,7 @@ HOLDOUT_WORK_PER_WORKER_S = 10_000.0  # rows x columns x classes per worker-seco
 # Data this small (rows x columns x classes) keeps the requested folds whatever the budget:
 # one configuration's CV takes well under a second, and on a few hundred rows the extra
 # folds cut the validation noise that otherwise picks the winner among near-equal models.
-# The default strategy does not prune there either: a low rung saves next to nothing, and
-# first-fold scores on a few dozen rows mislead the pruner (measured: bench/automl.py).
 TINY_WORK = 50_000
-
-
-def data_work(rows: int, cols: int, classes: int) -> int:
-    """Rows x columns x classes (1 for binary/regression): what one fit costs, roughly."""
-    return rows * max(1, cols) * max(1, classes if classes > 2 else 1)
 
 
 def auto_folds(requested: int, wall_budget_s: float | None, cpus: int) -> int:
@@ -89,7 +82,7 @@ def auto_validation(
     requested: int, wall_budget_s: float | None, cpus: int, rows: int, cols: int, classes: int
 ) -> tuple[str, int]:
     """(method, folds) for ``validation="auto"`` (large data -> holdout in make_splits)."""
-    work = data_work(rows, cols, classes)
+    work = rows * max(1, cols) * max(1, classes if classes > 2 else 1)
     if work <= TINY_WORK:
         return "auto", requested
     if wall_budget_s is not None:
@@ -306,7 +299,6 @@ def run_automl(
     plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
     settings = SearchSettings(
         strategy=strategy,
-        prune=data_work(len(X), X.shape[1], prepared.n_classes) > TINY_WORK,
         seed=seed,
         workers=plan.workers,
         threads=plan.threads,

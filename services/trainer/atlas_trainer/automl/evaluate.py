@@ -15,12 +15,9 @@ deadlines and cancellation interrupt even a long fit.
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,7 +35,6 @@ MAX_RESOURCE = 27
 ROW_RUNG_MIN_ROWS = 5_000
 HOLDOUT_ROWS = 20_000  # above this, "auto" validation uses a holdout instead of k-fold
 BOOSTERS = ("xgboost", "lightgbm")
-PREP_CACHE_BYTES = 512 * 2**20
 
 
 class Interrupted(Exception):
@@ -99,52 +95,6 @@ class Outcome:
     fidelity: float  # fraction of the full size reached (1.0 when complete)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class PrepCache:
-    """Fitted preprocessing per (fold, preprocessing parameters), shared by one search's
-    trials. Most trials repeat one of a few dozen preprocessing choices, and refitting it is
-    much of what a trial stopped at a low rung costs (on holdout data, its whole training
-    split). LRU, bounded in bytes, thread-safe; cached arrays are read-only so that a model
-    writing into its input fails its trial instead of corrupting later ones."""
-
-    def __init__(self, max_bytes: int = PREP_CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, tuple[Any, np.ndarray, np.ndarray, float]] = (
-            OrderedDict()
-        )
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    @staticmethod
-    def key(params: Mapping[str, Any], fold: int) -> Hashable:
-        return fold, tuple(sorted((k, v) for k, v in params.items() if k.startswith("pre.")))
-
-    def get(
-        self, key: Hashable, compute: Callable[[], tuple[Any, np.ndarray, np.ndarray, float]]
-    ) -> tuple[Any, np.ndarray, np.ndarray, float]:
-        """The entry for ``key``, computing it (outside the lock) on a miss: (fitted
-        preprocessor, train features, validation features, seconds the fit took)."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry
-            self.misses += 1
-        entry = compute()
-        for arr in entry[1:3]:
-            arr.flags.writeable = False
-        size = entry[1].nbytes + entry[2].nbytes
-        with self._lock:
-            if key not in self._entries and size <= self.max_bytes:
-                self._entries[key] = entry
-                self._bytes += size
-                while self._bytes > self.max_bytes:
-                    _, old = self._entries.popitem(last=False)
-                    self._bytes -= old[1].nbytes + old[2].nbytes
-        return entry
 
 
 def rung_targets(total: int) -> list[tuple[int, int]]:
@@ -264,7 +214,6 @@ def evaluate_config(
     report: Callable[[float, int], bool] | None = None,
     check: Callable[[], None] = lambda: None,
     row_rungs: bool = True,
-    prep_cache: PrepCache | None = None,
 ) -> Outcome:
     """Cross-validate ``params`` along :func:`fidelity_plan` (:func:`booster_plan` for
     boosters on enough rows, unless ``row_rungs`` is False: searches that never prune keep
@@ -273,34 +222,22 @@ def evaluate_config(
     ``fidelity < 1`` (its models: the first fold's). ``check()`` raises
     ``Interrupted``, which propagates before the first rung completes; after it, the outcome
     of the last complete rung is returned with ``extra["interrupted"]`` = the reason.
-    Exceptions from fitting propagate (the trial is recorded as failed). ``prep_cache``
-    reuses fitted preprocessing across calls (a hit still counts its original fit time in
-    ``fit_time_s``, which estimates the cost of a refit)."""
+    Exceptions from fitting propagate (the trial is recorded as failed)."""
     task, metric, y = prepared.task, prepared.metric, prepared.y
     family = params["family"]
     t_fit = 0.0
     folds: list[dict[str, Any]] = []
 
-    def preprocess(i: int) -> tuple[Any, np.ndarray, np.ndarray, float]:
-        tr, va = splits.folds[i]
-        t0 = time.perf_counter()
-        pre = build_preprocessor(params, task, seed)
-        Ztr = pre.fit_transform(X.iloc[tr], y[tr])
-        return pre, Ztr, pre.transform(X.iloc[va]), time.perf_counter() - t0
-
     def fold(i: int) -> dict[str, Any]:  # preprocessing fitted lazily: pruned trials skip it
         nonlocal t_fit
         while len(folds) <= i:
             check()
-            n = len(folds)
-            tr, va = splits.folds[n]
-            if prep_cache is None:
-                pre, Ztr, Zva, secs = preprocess(n)
-            else:
-                pre, Ztr, Zva, secs = prep_cache.get(
-                    PrepCache.key(params, n), partial(preprocess, n)
-                )
-            t_fit += secs
+            tr, va = splits.folds[len(folds)]
+            t0 = time.perf_counter()
+            pre = build_preprocessor(params, task, seed)
+            Ztr = pre.fit_transform(X.iloc[tr], y[tr])
+            Zva = pre.transform(X.iloc[va])
+            t_fit += time.perf_counter() - t0
             est = build_estimator(params, task, seed, threads=threads, device=device, units=1)
             folds.append(
                 {"pre": pre, "est": est, "Ztr": Ztr, "ytr": y[tr], "Zva": Zva, "va": va, "done": 0}

@@ -1,8 +1,7 @@
 """The search loop: one Optuna study, ask/tell workers, budgets, events, cancellation.
 
 Strategies:
-- ``bohb``: multivariate grouped TPE + Hyperband over the fidelity rungs (unless
-  ``SearchSettings.prune`` is off: the engine turns it off for tiny data). Optuna narrows the
+- ``bohb``: multivariate grouped TPE + Hyperband over the fidelity rungs. Optuna narrows the
   sampler's view to the trial's own bracket whenever the study's pruner *is* a
   ``HyperbandPruner`` (so TPE pays start-up trials per bracket, optuna PR #828). Wrapping the
   Hyperband pruner in :class:`SharedHyperbandPruner` keeps the per-bracket successive-halving
@@ -36,7 +35,6 @@ from atlas_trainer.automl.evaluate import (
     MAX_RESOURCE,
     Interrupted,
     Outcome,
-    PrepCache,
     Splits,
     evaluate_config,
 )
@@ -86,7 +84,6 @@ class SearchSettings:
     """How one worker searches. Deadlines are ``time.monotonic()`` values (None = none)."""
 
     strategy: str = "bohb"
-    prune: bool = True  # bohb only: Hyperband may stop trials at low rungs
     seed: int = 0
     workers: int = 1  # trials run in parallel in this process
     threads: int = 1  # threads per trial (model n_jobs)
@@ -189,7 +186,6 @@ class Searcher:
         self._finished = threading.Event()
         self._running: set[int] = set()
         self._beater: threading.Thread | None = None
-        self._prep_cache = PrepCache()
 
     # -- budget ------------------------------------------------------------------------------
     def _stop_reason(self) -> str | None:
@@ -273,8 +269,7 @@ class Searcher:
         reported: list[int] = []
         # Curated configurations (portfolio, warm-start priors) run at full fidelity: they are
         # few, known to be good somewhere, and give the sampler complete observations.
-        pruning = s.strategy == "bohb" and s.prune
-        prunable = pruning and not origin.startswith(("portfolio", "warm_start"))
+        prunable = s.strategy == "bohb" and not origin.startswith(("portfolio", "warm_start"))
 
         def report(score: float, step: int) -> bool:
             trial.report(score, step)
@@ -309,8 +304,7 @@ class Searcher:
                     check=check,
                     # Row-sample rungs refit: worth it only where trials get pruned (bohb's
                     # curated trials still run them, as the pruner's competitors).
-                    row_rungs=pruning,
-                    prep_cache=self._prep_cache,
+                    row_rungs=s.strategy == "bohb",
                 )
         except Interrupted as exc:
             self._tell_interrupted(
