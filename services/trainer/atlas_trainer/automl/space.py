@@ -397,8 +397,8 @@ PORTFOLIO: tuple[dict[str, Any], ...] = (
         "mlp.dropout": 0.1,
         "mlp.lr": 1e-3,
         "mlp.weight_decay": 1e-4,
-        "mlp.batch_size": 256,
-        "mlp.epochs": 20,
+        "mlp.batch_size": 128,
+        "mlp.epochs": 30,
     },
 )
 
