@@ -215,39 +215,3 @@ def test_default_strategy_prunes_poor_trials_at_low_rungs() -> None:
     assert default.trials_pruned > 0 and default.trials_complete >= 4  # the portfolio completes
     plain = run_automl(X, y, strategy="tpe", **opts)
     assert plain.trials_pruned == 0 and plain.trials_complete == 25
-
-
-@pytest.mark.parametrize("direction", ["maximize", "minimize"])
-def test_hyperband_rungs_compare_trials_of_one_family_and_bracket(direction: str) -> None:
-    import optuna
-    from optuna.pruners import HyperbandPruner
-    from optuna.trial import TrialState
-
-    from atlas_trainer.automl.search import SharedHyperbandPruner, make_pruner
-
-    # Optuna narrows TPE's history to one bracket for (only) its own Hyperband pruner class
-    assert not isinstance(make_pruner("bohb"), HyperbandPruner)
-    pruner = SharedHyperbandPruner()
-    study = optuna.create_study(direction=direction, pruner=pruner)
-    sign = 1.0 if direction == "maximize" else -1.0
-
-    def pruned(family: str, value: float, step: int, bracket: int = 0) -> bool:
-        while True:  # the next trial of ``bracket`` (brackets come from the trial number)
-            trial = study.ask()
-            if pruner.bracket(study.study_name, trial.number) == bracket:
-                break
-            study.tell(trial, state=TrialState.FAIL)
-        trial.set_user_attr("family", family)
-        trial.report(sign * value, step)
-        out = trial.should_prune()
-        study.tell(trial, state=TrialState.PRUNED)
-        return out
-
-    assert not pruned("linear", 0.95, 9)  # a whole first-fold fit: enters rungs 1, 3 and 9
-    assert not pruned("lightgbm", 0.80, 1)  # 1/27 of its rounds: judged among boosters only
-    assert pruned("lightgbm", 0.70, 1)
-    assert not pruned("lightgbm", 0.85, 1)
-    assert not pruned("xgboost", 0.60, 1)  # another family: its own competition
-    assert not pruned("lightgbm", 0.50, 3, bracket=1)  # another bracket: its own competition
-    assert not pruned("lightgbm", 0.10, 1, bracket=1)  # bracket 1 starts pruning at step 3
-    assert pruned("linear", 0.90, 9)  # below the linear trial at the same rung

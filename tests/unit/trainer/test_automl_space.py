@@ -59,8 +59,7 @@ def test_portfolio_respects_families_fixed_values_and_optional_steps() -> None:
         study.enqueue_trial(cfg)
         params = sample_config(study.ask(), "binary", opts)
         assert params == {**params, **cfg}  # enqueued values are used as given
-    assert [c["family"] for c in portfolio(SpaceOptions(fixed={"family": "mlp"}))] == ["mlp"]
-    assert {c["family"] for c in portfolio(SpaceOptions())} == set(FAMILIES)  # one of each
+    assert not portfolio(SpaceOptions(fixed={"family": "mlp"}))
 
 
 def test_fidelity_plan_scores_the_first_fold_before_all_folds() -> None:

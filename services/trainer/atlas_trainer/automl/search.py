@@ -1,8 +1,11 @@
 """The search loop: one Optuna study, ask/tell workers, budgets, events, cancellation.
 
 Strategies:
-- ``bohb``: multivariate grouped TPE + Hyperband over the fidelity rungs
-  (:class:`SharedHyperbandPruner`): one TPE model learns from every trial of every bracket.
+- ``bohb``: multivariate grouped TPE + Hyperband over the fidelity rungs. Optuna narrows the
+  sampler's view to the trial's own bracket whenever the study's pruner *is* a
+  ``HyperbandPruner`` (so TPE pays start-up trials per bracket, optuna PR #828). Wrapping the
+  Hyperband pruner in :class:`SharedHyperbandPruner` keeps the per-bracket successive-halving
+  decisions but lets one TPE model learn from every trial of every bracket.
 - ``tpe``: the same TPE, no pruning. ``random``: random search, no pruning.
 
 Workers use ask/tell (not ``study.optimize``) so that no trial is created after the deadline,
@@ -12,9 +15,7 @@ fidelity they reached.
 
 from __future__ import annotations
 
-import binascii
 import logging
-import math
 import threading
 import time
 import warnings
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.pruners import BasePruner, NopPruner
+from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
@@ -51,74 +52,15 @@ warnings.filterwarnings(
 
 
 class SharedHyperbandPruner(BasePruner):
-    """Hyperband: successive halving in brackets that start pruning at steps ``min_resource``
-    * eta^b, trials assigned to brackets by a hash of their number (as Optuna's
-    ``HyperbandPruner``, same bracket sizes). Two departures from Optuna's:
-
-    - it is not a ``HyperbandPruner``: Optuna narrows the sampler's view to the trial's own
-      bracket whenever the study's pruner is one (so TPE pays start-up trials per bracket,
-      optuna PR #828); here one TPE model learns from every trial of every bracket;
-    - a rung's competitors are the trials of the same bracket *and model family*: a step is
-      boosting rounds for a booster, trees for a forest, epochs for the MLP and a whole
-      first-fold fit for a linear model, so a booster at 1/27 of its rounds is not judged
-      against fully fitted linear models or a forest's first trees.
-    """
+    """Hyperband whose brackets do not partition the sampler's history (see module doc)."""
 
     def __init__(
         self, min_resource: int = 1, max_resource: int = MAX_RESOURCE, reduction_factor: int = 3
     ) -> None:
-        self._min, self._eta = min_resource, reduction_factor
-        n = 1
-        while min_resource * reduction_factor**n <= max_resource:
-            n += 1
-        # Hyperband's trials per bracket: eta^s / (s + 1) for s = n - 1 ... 0 (scaled by n)
-        self._sizes = [
-            math.ceil(n * reduction_factor ** (n - 1 - b) / (n - b)) for b in range(n)
-        ]
-
-    def bracket(self, study_name: str, number: int) -> int:
-        h = binascii.crc32(f"{study_name}_{number}".encode()) % sum(self._sizes)
-        for b, size in enumerate(self._sizes):
-            h -= size
-            if h < 0:
-                return b
-        raise AssertionError("unreachable")
+        self._hyperband = HyperbandPruner(min_resource, max_resource, reduction_factor)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None:
-            return False
-        value = trial.intermediate_values[step]
-        b = self.bracket(study.study_name, trial.number)
-        rung = 0
-        while _rung_key(rung) in trial.system_attrs:
-            rung += 1
-        peers: list[FrozenTrial] | None = None
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        while step >= self._min * self._eta ** (b + rung):
-            if math.isnan(value):
-                return True
-            if peers is None:
-                family = trial.user_attrs.get("family")
-                peers = [
-                    t
-                    for t in study.get_trials(deepcopy=False)
-                    if t.number != trial.number
-                    and t.user_attrs.get("family") == family
-                    and self.bracket(study.study_name, t.number) == b
-                ]
-            key = _rung_key(rung)
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)  # noqa: SLF001
-            values = sorted([t.system_attrs[key] for t in peers if key in t.system_attrs] + [value])
-            k = max(0, len(values) // self._eta - 1)  # promote the top 1/eta (at least one)
-            if value < values[-(k + 1)] if maximize else value > values[k]:
-                return True
-            rung += 1
-        return False
-
-
-def _rung_key(rung: int) -> str:
-    return f"completed_rung_{rung}"  # Optuna's successive-halving name, for dashboards
+        return self._hyperband.prune(study, trial)
 
 
 def make_sampler(strategy: str, seed: int, n_startup: int = 8) -> optuna.samplers.BaseSampler:

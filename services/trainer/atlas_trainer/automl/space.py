@@ -337,8 +337,7 @@ _XGB = {
 }
 # Strong, diverse default configurations tried before the sampler takes over (FLAML's
 # low-cost initial points / AutoGluon's zero-shot portfolio): cheap ones first, so a tiny
-# budget still completes several good trials, and varied enough for the ensemble (one of
-# every family, the MLP last: the costliest on large data).
+# budget still completes several good trials, and varied enough for the ensemble.
 PORTFOLIO: tuple[dict[str, Any], ...] = (
     {"family": "linear", "pre.scaling": "standard", "lin.C": 1.0, "lin.penalty": "l2"},
     {"family": "lightgbm", **_LGB},
@@ -388,17 +387,6 @@ PORTFOLIO: tuple[dict[str, Any], ...] = (
         "lgb.subsample": 0.7,
         "lgb.colsample_bytree": 0.5,
         "lgb.reg_lambda": 3.0,
-    },
-    {
-        "family": "mlp",
-        "pre.scaling": "quantile",
-        "mlp.n_layers": 2,
-        "mlp.width": 128,
-        "mlp.dropout": 0.1,
-        "mlp.lr": 1e-3,
-        "mlp.weight_decay": 1e-4,
-        "mlp.batch_size": 128,
-        "mlp.epochs": 30,
     },
 )
 
