@@ -110,7 +110,7 @@ def test_lineage_parent_gives_more_family_diverse_configs_than_a_similar_dataset
 
 def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
     X, y = breast_cancer()
-    fams = ["linear", "lightgbm"]  # a portfolio of 6 configurations
+    fams = ["linear", "lightgbm"]  # a portfolio of 7 configurations
     store = InMemoryMetaStore()
     run_automl(X, y, max_trials=4, families=fams, meta_store=store, dataset_key="full", seed=0)
     entry = store.entries("binary")[0]

@@ -62,6 +62,21 @@ def test_portfolio_respects_families_fixed_values_and_optional_steps() -> None:
     assert not portfolio(SpaceOptions(fixed={"family": "mlp"}))
 
 
+def test_lightgbm_histogram_resolution_is_searched_and_defaults_for_older_configs() -> None:
+    from atlas_trainer.automl.space import LGB_MAX_BINS, build_estimator, portfolio
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    opts = SpaceOptions(families=("lightgbm",))
+    seen = {sample_config(study.ask(), "binary", opts)["lgb.max_bin"] for _ in range(30)}
+    assert seen == set(LGB_MAX_BINS)
+    both = SpaceOptions(families=("lightgbm", "linear"))
+    wide = [c for c in portfolio(both) if c.get("lgb.max_bin") == 1023]
+    assert wide and wide[0]["lgb.colsample_bytree"] < 0.4 < wide[0]["lgb.num_leaves"]
+    assert build_estimator(wide[0], "binary", seed=0).get_params()["max_bin"] == 1023
+    older = {k: v for k, v in wide[0].items() if k != "lgb.max_bin"}  # recorded before it existed
+    assert build_estimator(older, "binary", seed=0).get_params()["max_bin"] == 255
+
+
 def test_fidelity_plan_scores_the_first_fold_before_all_folds() -> None:
     from atlas_trainer.automl.evaluate import MAX_RESOURCE, fidelity_plan
 

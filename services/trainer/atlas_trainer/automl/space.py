@@ -18,6 +18,9 @@ from atlas_core.ml import TabularModel, TabularPreprocessor, TorchMLP
 
 FAMILIES = ("xgboost", "lightgbm", "linear", "random_forest", "extra_trees", "mlp")
 _NEEDS_SCALING = {"linear", "mlp"}
+# LightGBM histogram resolution: 1023 bins keep a many-valued numeric column (a survey
+# weight, a price) from being flattened by the default 255.
+LGB_MAX_BINS = (63, 255, 1023)
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,11 @@ def _sample_model(s: _Sampler, family: str, task: str) -> None:
     elif family == "lightgbm":
         s.int("lgb.n_estimators", 20, 600, log=True)
         s.float("lgb.learning_rate", 0.01, 0.3, log=True)
-        s.int("lgb.num_leaves", 4, 128, log=True)
+        s.int("lgb.num_leaves", 4, 1024, log=True)
         s.int("lgb.min_child_samples", 2, 100, log=True)
         s.float("lgb.subsample", 0.5, 1.0)
-        s.float("lgb.colsample_bytree", 0.4, 1.0)
+        s.float("lgb.colsample_bytree", 0.1, 1.0)
+        s.cat("lgb.max_bin", LGB_MAX_BINS)
         s.float("lgb.reg_lambda", 1e-3, 10.0, log=True)
         s.float("lgb.reg_alpha", 1e-3, 10.0, log=True)
     elif family == "linear":
@@ -225,6 +229,7 @@ def build_estimator(
             subsample=params["lgb.subsample"],
             subsample_freq=1,
             colsample_bytree=params["lgb.colsample_bytree"],
+            max_bin=int(params.get("lgb.max_bin", 255)),  # absent in older recorded configs
             reg_lambda=params["lgb.reg_lambda"],
             reg_alpha=params["lgb.reg_alpha"],
             n_jobs=threads,
@@ -324,6 +329,7 @@ _LGB = {
     "lgb.colsample_bytree": 1.0,
     "lgb.reg_lambda": 1e-3,
     "lgb.reg_alpha": 1e-3,
+    "lgb.max_bin": 255,
 }
 _XGB = {
     "xgb.n_estimators": 200,
@@ -361,6 +367,20 @@ PORTFOLIO: tuple[dict[str, Any], ...] = (
         "lgb.reg_lambda": 1.0,
     },
     {"family": "linear", "pre.scaling": "quantile", "lin.C": 0.1, "lin.penalty": "l2"},
+    {
+        # Many deep trees, each on a few fine-binned features: a random-forest-like booster
+        # (FLAML's winner on nassCDS) that the narrow-leaf defaults never reach.
+        "family": "lightgbm",
+        **_LGB,
+        "lgb.n_estimators": 400,
+        "lgb.learning_rate": 0.025,
+        "lgb.num_leaves": 512,
+        "lgb.min_child_samples": 16,
+        "lgb.colsample_bytree": 0.2,
+        "lgb.reg_lambda": 2.0,
+        "lgb.reg_alpha": 0.04,
+        "lgb.max_bin": 1023,
+    },
     {
         "family": "random_forest",
         "rf.n_estimators": 150,
