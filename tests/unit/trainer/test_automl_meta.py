@@ -29,7 +29,9 @@ def _entry(key: str, dataset: str, mf: dict[str, float], family: str = "linear")
 def test_sql_store_round_trip_and_nearest_first(store: SqlMetaStore) -> None:
     store.record(_entry("s-far", "far", {"log_rows": 6.0, "log_cols": 3.0}))
     store.record(_entry("s-near", "near", {"log_rows": 2.7, "log_cols": 1.5}))
-    store.record(_entry("s-parent", "parent", {"log_rows": 5.0, "log_cols": 0.1}))
+    parent = _entry("s-parent", "parent", {"log_rows": 5.0, "log_cols": 0.1})
+    parent.observations = [{"params": {"family": "linear", "lin.C": 2.0}, "score": 0.8}]
+    store.record(parent)
     store.record(_entry("s-near", "near", {"log_rows": 2.75, "log_cols": 1.5}))  # replaces
     assert len(store.entries("binary")) == 3 and store.entries("regression") == []
     priors = find_priors(
@@ -40,6 +42,12 @@ def test_sql_store_round_trip_and_nearest_first(store: SqlMetaStore) -> None:
         ("near", "similar_meta_features"),
     ]
     assert priors[0].distance == 0.0 and priors[1].configs[0]["trial"] == 4
+    # The parent's trials travel only to a study scored with the same metric.
+    assert priors[0].observations == [] and priors[1].observations == []
+    (same,) = find_priors(
+        store, {"log_rows": 2.76}, "binary", parent_keys=("parent",), k=0, metric="roc_auc"
+    )
+    assert same.observations == parent.observations
 
 
 def test_meta_features_are_finite() -> None:

@@ -51,6 +51,7 @@ from atlas_trainer.automl.search import (
 )
 from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
 from atlas_trainer.automl.task import constant_baseline, prepare_target
+from atlas_trainer.automl.transfer import observations, prior_trials
 
 log = logging.getLogger(__name__)
 SEARCH_SHARE = 0.8
@@ -282,20 +283,28 @@ def run_automl(
         optuna.storages.fail_stale_trials(study)
     study.set_user_attr("task", prepared.task)
     study.set_user_attr("metric", prepared.metric.name)
+    options = SpaceOptions(fams, allow_crosses, allow_selection, fixed_params)
     priors: list[Prior] = []
     fresh = not study.get_trials(deepcopy=False)
-    if meta_store is not None and fresh:
-        priors = find_priors(
+    if meta_store is not None:
+        found = find_priors(
             meta_store,
             mf,
             prepared.task,
             parent_keys=tuple(parent_dataset_ids),
             exclude_study=study.study_name,
             k=warm_start_k,
+            metric=prepared.metric.name,
         )
-        _enqueue_priors(study, priors, fams)
+        if fresh:  # a resumed study enqueued them already; its sampler still learns from them
+            priors = found
+            _enqueue_priors(study, priors, fams)
+        obs = [o for p in found for o in p.observations]
+        if obs and strategy != "random":
+            study.sampler = make_sampler(
+                strategy, seed, prior_trials=prior_trials(obs, prepared.task, options)
+            )
     from_lineage = sum(p.configs_enqueued for p in priors if p.reason == "lineage_parent")
-    options = SpaceOptions(fams, allow_crosses, allow_selection, fixed_params)
     plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
     settings = SearchSettings(
         strategy=strategy,
@@ -415,6 +424,7 @@ def run_automl(
                 mf,
                 _top_configs(board),
                 list(parent_dataset_ids),
+                observations=observations(study),
             )
         )
     return AutoMLResult(

@@ -7,7 +7,8 @@ normalised meta-feature space, same task only.
 A lineage parent is the same data (a sample, split or new version of it), so its ranking
 transfers well: it contributes up to ``LINEAGE_CONFIGS`` configurations, best first but
 family-diverse (a family must not crowd out the runner-up families, which often win on a
-smaller sample). A merely similar dataset contributes only its top ``configs_per_source``.
+smaller sample), and its complete trials seed the new study's TPE (:mod:`transfer`). A
+merely similar dataset contributes only its top ``configs_per_source``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class MetaEntry:
     top_configs: list[dict[str, Any]]  # {"trial": int, "score": float, "params": {...}}
     parent_keys: list[str] = field(default_factory=list)
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    # {"params", "score"} of its complete trials: a derived dataset's TPE history (transfer.py)
+    observations: list[dict[str, Any]] = field(default_factory=list)
 
 
 class MetaStore(ABC):
@@ -172,6 +175,7 @@ class SqlMetaStore(MetaStore):
                 "meta_features": entry.meta_features,
                 "top_configs": entry.top_configs,
                 "parent_keys": entry.parent_keys,
+                "observations": entry.observations,
             },
             default=_json_default,
         )
@@ -207,6 +211,7 @@ class SqlMetaStore(MetaStore):
                     b["top_configs"],
                     b.get("parent_keys", []),
                     r["created_at"],
+                    b.get("observations", []),
                 )
             )
         return out
@@ -268,6 +273,7 @@ class Prior:
     distance: float
     configs: list[dict[str, Any]]
     trial_numbers: list[int] = field(default_factory=list)  # enqueued trials in this study
+    observations: list[dict[str, Any]] = field(default_factory=list)  # lineage parents only
     best_rank: int = 0  # best leaderboard rank of one of its configs (1 = best; 0 = none)
 
     @property
@@ -285,10 +291,11 @@ def find_priors(
     k: int = 3,
     configs_per_source: int = 3,
     lineage_configs: int = LINEAGE_CONFIGS,
+    metric: str | None = None,
 ) -> list[Prior]:
     """Lineage parents first (distance 0, ``lineage_configs`` family-diverse configurations
-    shared among them), then the ``k`` nearest other datasets (``configs_per_source``
-    each)."""
+    shared among them, and their observations when scored with ``metric``), then the ``k``
+    nearest other datasets (``configs_per_source`` each)."""
     entries = [e for e in store.entries(task) if e.study_key != exclude_study and e.top_configs]
     priors: list[Prior] = []
     used: set[str] = set()
@@ -303,7 +310,12 @@ def find_priors(
     for e in parents:
         priors.append(
             Prior(
-                e.study_key, e.dataset_key, "lineage_parent", 0.0, diverse_top(e.top_configs, share)
+                e.study_key,
+                e.dataset_key,
+                "lineage_parent",
+                0.0,
+                diverse_top(e.top_configs, share),
+                observations=e.observations if metric is not None and e.metric == metric else [],
             )
         )
     rest = [e for e in entries if e.dataset_key not in used]

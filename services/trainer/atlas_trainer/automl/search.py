@@ -40,6 +40,7 @@ from atlas_trainer.automl.evaluate import (
 )
 from atlas_trainer.automl.space import SpaceOptions, describe, sample_config
 from atlas_trainer.automl.task import PreparedTarget
+from atlas_trainer.automl.transfer import PriorTPESampler
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("bohb", "tpe", "random")
@@ -63,16 +64,18 @@ class SharedHyperbandPruner(BasePruner):
         return self._hyperband.prune(study, trial)
 
 
-def make_sampler(strategy: str, seed: int, n_startup: int = 8) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    strategy: str, seed: int, n_startup: int = 8, prior_trials: list[FrozenTrial] | None = None
+) -> optuna.samplers.BaseSampler:
+    """``prior_trials`` (a lineage parent's trials, see :mod:`transfer`) join TPE's history."""
     if strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        multivariate=True,
-        group=True,
-        constant_liar=True,
-        n_startup_trials=n_startup,
+    kwargs: dict[str, Any] = dict(
+        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=n_startup
     )
+    if prior_trials:
+        return PriorTPESampler(prior_trials, **kwargs)
+    return optuna.samplers.TPESampler(**kwargs)
 
 
 def make_pruner(strategy: str) -> BasePruner:

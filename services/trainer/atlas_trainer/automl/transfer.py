@@ -1,0 +1,127 @@
+"""TPE that also learns from a lineage parent's finished trials.
+
+A derived dataset (a sample, split or new version of its parent) has nearly its parent's
+objective landscape. Enqueuing the parent's best configurations (:mod:`meta`) transfers its
+winners; this transfers what its whole study learned: the sampler sees the parent's complete
+trials as older observations, so TPE's good/bad split and Parzen estimators start where the
+parent's ended instead of from random start-up trials. Only the sampler sees them; the
+study, its leaderboard, its budget and its storage hold this job's trials alone.
+
+Prior trials get negative numbers, so they sort before the study's own trials and TPE's age
+weighting trusts them less as the study's own trials accumulate.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Container, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from atlas_trainer.automl.space import SpaceOptions, sample_config
+
+MAX_OBSERVATIONS = 300  # a study records at most its newest N complete trials
+
+
+def observations(study: optuna.Study, n: int = MAX_OBSERVATIONS) -> list[dict[str, Any]]:
+    """What a finished study passes on to derived datasets: ``{"params", "score"}`` of its
+    newest ``n`` complete (full-fidelity) trials."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [
+        {"params": t.user_attrs.get("config", t.params), "score": float(t.value)}
+        for t in done[-n:]
+        if t.value is not None
+    ]
+
+
+def prior_trials(
+    obs: Sequence[dict[str, Any]], task: str, options: SpaceOptions
+) -> list[FrozenTrial]:
+    """``obs`` replayed through this job's search space: each becomes a complete trial with
+    this space's distributions. One the space cannot produce (a family or value outside it,
+    a parameter missing) is skipped, so the sampler never sees a foreign distribution."""
+    out: list[FrozenTrial] = []
+    for o in obs:
+        fixed = optuna.trial.FixedTrial(dict(o["params"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FixedTrial warns on out-of-range values
+            try:
+                sample_config(fixed, task, options)
+            except (ValueError, KeyError, TypeError):
+                continue
+        dists = fixed.distributions
+        if not _inside(fixed.params, dists):
+            continue
+        out.append(
+            optuna.trial.create_trial(
+                params={k: fixed.params[k] for k in dists}, distributions=dists, value=o["score"]
+            )
+        )
+    for i, t in enumerate(out):
+        t.number = i - len(out)  # -n .. -1, oldest first
+    return out
+
+
+def _inside(params: dict[str, Any], dists: dict[str, BaseDistribution]) -> bool:
+    try:
+        return all(d._contains(d.to_internal_repr(params[k])) for k, d in dists.items())  # noqa: SLF001
+    except (ValueError, TypeError):
+        return False
+
+
+class _StudyWithPriors:
+    """The study as the sampler sees it: prior trials first, then the study's own."""
+
+    def __init__(self, study: optuna.Study, priors: list[FrozenTrial]) -> None:
+        self._study = study
+        self._priors = priors
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        own = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)  # noqa: SLF001
+        return [t for t in self._priors if states is None or t.state in states] + own
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+
+class PriorTPESampler(optuna.samplers.TPESampler):
+    """:class:`~optuna.samplers.TPESampler` whose history starts with ``prior_trials``."""
+
+    def __init__(self, prior_trials: list[FrozenTrial], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prior_trials = prior_trials
+
+    def _view(self, study: optuna.Study) -> Any:
+        return _StudyWithPriors(study, self.prior_trials)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return super().infer_relative_search_space(self._view(study), trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return super().sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return super().sample_independent(self._view(study), trial, param_name, param_distribution)

@@ -1,0 +1,94 @@
+"""A lineage parent's trials join the derived study's TPE history (transfer.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from atlas_trainer.automl import InMemoryMetaStore, run_automl
+from atlas_trainer.automl import engine as engine_mod
+from atlas_trainer.automl.space import SpaceOptions, portfolio
+from atlas_trainer.automl.transfer import PriorTPESampler, prior_trials
+from tests.unit.trainer._automl_data import breast_cancer
+
+
+def _sampled_x(sampler: optuna.samplers.BaseSampler, n: int) -> list[float]:
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    xs = []
+    for _ in range(n):
+        t = study.ask()
+        x = t.suggest_float("x", 0.0, 10.0)
+        study.tell(t, -((x - 7.0) ** 2))
+        xs.append(x)
+    return xs
+
+
+def test_prior_trials_steer_tpe_from_its_first_sample() -> None:
+    dist = {"x": FloatDistribution(0.0, 10.0)}
+    priors = [
+        optuna.trial.create_trial(params={"x": x}, distributions=dist, value=-((x - 7.0) ** 2))
+        for x in [i / 4 for i in range(41)]
+    ]
+    for i, t in enumerate(priors):
+        t.number = i - len(priors)
+    kw: dict[str, Any] = dict(seed=3, multivariate=True, group=True, n_startup_trials=8)
+    warm = _sampled_x(PriorTPESampler(priors, **kw), 6)
+    cold = _sampled_x(optuna.samplers.TPESampler(**kw), 6)  # random start-up trials
+    assert max(abs(x - 7.0) for x in warm) < 1.0
+    assert sum(abs(x - 7.0) for x in cold) / 6 > 1.0
+    # The study itself holds only its own trials.
+    study = optuna.create_study(sampler=PriorTPESampler(priors, **kw))
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 10.0), n_trials=2)
+    assert [t.number for t in study.trials] == [0, 1]
+
+
+def test_observations_are_replayed_through_this_jobs_space() -> None:
+    options = SpaceOptions(("linear", "lightgbm"), True, True, None)
+    lgb = next(c for c in portfolio(options) if c["family"] == "lightgbm")
+    obs = [
+        {"params": lgb, "score": 0.9},
+        {"params": {**lgb, "family": "rf"}, "score": 0.95},  # family outside this space
+        {"params": {**lgb, "lgb.num_leaves": 5000}, "score": 0.95},  # value outside it
+        {"params": {k: v for k, v in lgb.items() if k != "lgb.max_bin"}, "score": 0.9},
+        {"params": {**lgb, "lgb.learning_rate": 0.05}, "score": 0.8},
+    ]
+    trials = prior_trials(obs, "binary", options)
+    assert [t.value for t in trials] == [0.9, 0.8]
+    assert [t.number for t in trials] == [-2, -1]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[1].params["lgb.learning_rate"] == 0.05
+    assert set(trials[0].distributions) == set(trials[0].params) and "family" in trials[0].params
+
+
+def test_a_derived_study_samples_with_its_parents_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = breast_cancer()
+    fams = ["linear", "lightgbm"]
+    store = InMemoryMetaStore()
+    run_automl(X, y, max_trials=5, families=fams, meta_store=store, dataset_key="full", seed=0)
+    (entry,) = store.entries("binary")
+    assert len(entry.observations) == 5
+    assert all(o["params"]["family"] in fams for o in entry.observations)
+    handed: list[Any] = []
+    real = engine_mod.make_sampler
+
+    def spy(*args: Any, **kwargs: Any) -> optuna.samplers.BaseSampler:
+        sampler = real(*args, **kwargs)
+        handed.append(sampler)
+        return sampler
+
+    monkeypatch.setattr(engine_mod, "make_sampler", spy)
+    half = X.sample(frac=0.5, random_state=0)
+    kw: dict[str, Any] = dict(max_trials=6, families=fams, meta_store=store, seed=0)
+    warm = run_automl(half, y.loc[half.index], dataset_key="half", parent_dataset_ids=["full"], **kw)
+    assert len(warm.priors[0].observations) == 5
+    sampler = handed[-1]
+    assert isinstance(sampler, PriorTPESampler)
+    assert [t.value for t in sampler.prior_trials] == [o["score"] for o in entry.observations]
+    # A dataset that is merely similar lends configurations, not its history (other scale).
+    handed.clear()
+    run_automl(half, y.loc[half.index], warm_start_k=1, **kw)
+    assert not any(isinstance(s, PriorTPESampler) for s in handed)
