@@ -105,7 +105,8 @@ def prior_to_pb(p: dict[str, Any]) -> pb.WarmStartPrior:
                             reason=str(p.get("reason") or ""),
                             distance=float(p.get("distance") or 0.0),
                             configs_enqueued=int(p.get("configs_enqueued") or 0),
-                            best_rank=int(p.get("best_rank") or 0))
+                            best_rank=int(p.get("best_rank") or 0),
+                            trials_learned_from=int(p.get("trials_learned_from") or 0))
     ds = p.get("dataset")
     if ds:
         msg.source_dataset.CopyFrom(common_pb2.DatasetRef(dataset_id=ds[0], version=ds[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -13,6 +14,8 @@ from atlas_trainer.automl import InMemoryMetaStore, run_automl
 from atlas_trainer.automl import engine as engine_mod
 from atlas_trainer.automl.space import SpaceOptions, portfolio
 from atlas_trainer.automl.transfer import PriorTPESampler, prior_trials
+from atlas_trainer.convert import result_to_pb
+from atlas_trainer.job_work import _result_dict
 from tests.unit.trainer._automl_data import breast_cancer
 
 
@@ -33,14 +36,13 @@ def test_prior_trials_steer_tpe_from_its_first_sample() -> None:
         optuna.trial.create_trial(params={"x": x}, distributions=dist, value=-((x - 7.0) ** 2))
         for x in [i / 4 for i in range(41)]
     ]
-    for i, t in enumerate(priors):
-        t.number = i - len(priors)
     kw: dict[str, Any] = dict(seed=3, multivariate=True, group=True, n_startup_trials=8)
     warm = _sampled_x(PriorTPESampler(priors, **kw), 6)
     cold = _sampled_x(optuna.samplers.TPESampler(**kw), 6)  # random start-up trials
     assert max(abs(x - 7.0) for x in warm) < 1.0
     assert sum(abs(x - 7.0) for x in cold) / 6 > 1.0
-    # The study itself holds only its own trials.
+    # Prior trials are older than any of the study's own, which alone the study holds.
+    assert [t.number for t in priors[:2]] == [-41, -40] and priors[-1].number == -1
     study = optuna.create_study(sampler=PriorTPESampler(priors, **kw))
     study.optimize(lambda t: t.suggest_float("x", 0.0, 10.0), n_trials=2)
     assert [t.number for t in study.trials] == [0, 1]
@@ -58,7 +60,6 @@ def test_observations_are_replayed_through_this_jobs_space() -> None:
     ]
     trials = prior_trials(obs, "binary", options)
     assert [t.value for t in trials] == [0.9, 0.8]
-    assert [t.number for t in trials] == [-2, -1]
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert trials[1].params["lgb.learning_rate"] == 0.05
     assert set(trials[0].distributions) == set(trials[0].params) and "family" in trials[0].params
@@ -83,12 +84,19 @@ def test_a_derived_study_samples_with_its_parents_trials(monkeypatch: pytest.Mon
     monkeypatch.setattr(engine_mod, "make_sampler", spy)
     half = X.sample(frac=0.5, random_state=0)
     kw: dict[str, Any] = dict(max_trials=6, families=fams, meta_store=store, seed=0)
-    warm = run_automl(half, y.loc[half.index], dataset_key="half", parent_dataset_ids=["full"], **kw)
-    assert len(warm.priors[0].observations) == 5
+    yh = y.loc[half.index]
+    warm = run_automl(half, yh, dataset_key="half", parent_dataset_ids=["full"], **kw)
+    assert len(warm.priors[0].observations) == warm.priors[0].trials_learned_from == 5
     sampler = handed[-1]
     assert isinstance(sampler, PriorTPESampler)
     assert [t.value for t in sampler.prior_trials] == [o["score"] for o in entry.observations]
+    # The job reports it: WarmStartPrior.trials_learned_from.
+    bundle = SimpleNamespace(uri="s3://b/m", sha256="0" * 64, size=1)
+    data = SimpleNamespace(dataset=None, artifact_uri="s3://b/d.parquet")
+    reported = result_to_pb(_result_dict(warm, bundle, data, "job-1", 1.0))
+    assert reported.priors[0].reason == "lineage_parent"
+    assert reported.priors[0].trials_learned_from == 5
     # A dataset that is merely similar lends configurations, not its history (other scale).
     handed.clear()
-    run_automl(half, y.loc[half.index], warm_start_k=1, **kw)
+    run_automl(half, yh, warm_start_k=1, **kw)
     assert not any(isinstance(s, PriorTPESampler) for s in handed)

@@ -299,11 +299,13 @@ def run_automl(
         if fresh:  # a resumed study enqueued them already; its sampler still learns from them
             priors = found
             _enqueue_priors(study, priors, fams)
-        obs = [o for p in found for o in p.observations]
-        if obs and strategy != "random":
-            study.sampler = make_sampler(
-                strategy, seed, prior_trials=prior_trials(obs, prepared.task, options)
-            )
+        history = []
+        for p in found:
+            replayed = prior_trials(p.observations, prepared.task, options)
+            p.trials_learned_from = len(replayed)
+            history += replayed
+        if history and strategy != "random":
+            study.sampler = make_sampler(strategy, seed, prior_trials=history)
     from_lineage = sum(p.configs_enqueued for p in priors if p.reason == "lineage_parent")
     plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
     settings = SearchSettings(

@@ -274,6 +274,7 @@ class Prior:
     configs: list[dict[str, Any]]
     trial_numbers: list[int] = field(default_factory=list)  # enqueued trials in this study
     observations: list[dict[str, Any]] = field(default_factory=list)  # lineage parents only
+    trials_learned_from: int = 0  # observations this study's sampler could use (transfer.py)
     best_rank: int = 0  # best leaderboard rank of one of its configs (1 = best; 0 = none)
 
     @property

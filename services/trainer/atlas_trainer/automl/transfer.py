@@ -60,8 +60,6 @@ def prior_trials(
                 params={k: fixed.params[k] for k in dists}, distributions=dists, value=o["score"]
             )
         )
-    for i, t in enumerate(out):
-        t.number = i - len(out)  # -n .. -1, oldest first
     return out
 
 
@@ -102,6 +100,8 @@ class PriorTPESampler(optuna.samplers.TPESampler):
 
     def __init__(self, prior_trials: list[FrozenTrial], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        for i, t in enumerate(prior_trials):
+            t.number = i - len(prior_trials)  # -n .. -1: older than any trial of the study
         self.prior_trials = prior_trials
 
     def _view(self, study: optuna.Study) -> Any:
