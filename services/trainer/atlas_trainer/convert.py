@@ -107,6 +107,8 @@ def prior_to_pb(p: dict[str, Any]) -> pb.WarmStartPrior:
                             configs_enqueued=int(p.get("configs_enqueued") or 0),
                             best_rank=int(p.get("best_rank") or 0),
                             trials_learned_from=int(p.get("trials_learned_from") or 0))
+    if p.get("rank_agreement") is not None:
+        msg.rank_agreement = float(p["rank_agreement"])
     ds = p.get("dataset")
     if ds:
         msg.source_dataset.CopyFrom(common_pb2.DatasetRef(dataset_id=ds[0], version=ds[1]))

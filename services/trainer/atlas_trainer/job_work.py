@@ -125,7 +125,8 @@ def _result_dict(result: AutoMLResult, bundle: Any, data: Any, job_id: str,
         "priors": [{"study": p.source_study, "source_job_id": p.source_study,
                     "dataset": dataset_pair(p.source_dataset), "reason": p.reason,
                     "distance": p.distance, "configs_enqueued": p.configs_enqueued,
-                    "best_rank": p.best_rank, "trials_learned_from": p.trials_learned_from}
+                    "best_rank": p.best_rank, "trials_learned_from": p.trials_learned_from,
+                    "rank_agreement": p.rank_agreement}
                    for p in result.priors],
         "leaderboard": rows, "warnings": list(result.warnings),
         "dropped_columns": dict(result.dropped_columns), "stop_reason": result.stop_reason,

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from atlas_trainer.automl import InMemoryMetaStore, run_automl
 from atlas_trainer.automl import engine as engine_mod
 from atlas_trainer.automl.space import SpaceOptions, portfolio
-from atlas_trainer.automl.transfer import PriorTPESampler, prior_trials
+from atlas_trainer.automl.transfer import PARENT_SCORE, PriorTPESampler, agreement, prior_trials
 from atlas_trainer.convert import result_to_pb
 from atlas_trainer.job_work import _result_dict
 from tests.unit.trainer._automl_data import breast_cancer
@@ -46,6 +46,47 @@ def test_prior_trials_steer_tpe_from_its_first_sample() -> None:
     study = optuna.create_study(sampler=PriorTPESampler(priors, **kw))
     study.optimize(lambda t: t.suggest_float("x", 0.0, 10.0), n_trials=2)
     assert [t.number for t in study.trials] == [0, 1]
+
+
+def _scored_parent_configs(sign: float, n: int = 6) -> optuna.Study:
+    """A study whose first ``n`` trials are a parent's configurations, scored here (best at
+    x=2) in the parent's order (sign=1) or in reverse (sign=-1)."""
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": FloatDistribution(0.0, 10.0)}
+    for x in range(1, n + 1):
+        value = -((x - 2.0) ** 2)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": float(x)},
+                distributions=dist,
+                value=value,
+                user_attrs={PARENT_SCORE: sign * value},
+            )
+        )
+    return study
+
+
+def test_the_sampler_drops_a_parent_that_ranks_configurations_unlike_this_study() -> None:
+    assert agreement(_scored_parent_configs(1.0)) == pytest.approx(1.0)
+    assert agreement(_scored_parent_configs(-1.0)) == pytest.approx(-1.0)
+    assert agreement(_scored_parent_configs(1.0, n=4)) is None  # too few to judge
+    dist = {"x": FloatDistribution(0.0, 10.0)}
+    priors = [  # the parent's landscape: best at x=7
+        optuna.trial.create_trial(params={"x": x}, distributions=dist, value=-((x - 7.0) ** 2))
+        for x in [i / 4 for i in range(41)]
+    ]
+    kw: dict[str, Any] = dict(seed=5, multivariate=True, group=True, n_startup_trials=4)
+
+    def next_x(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> float:
+        study.sampler = sampler
+        return study.ask().suggest_float("x", 0.0, 10.0)
+
+    def with_priors(sign: float) -> float:
+        return next_x(_scored_parent_configs(sign), PriorTPESampler(list(priors), **kw))
+
+    plain = next_x(_scored_parent_configs(-1.0), optuna.samplers.TPESampler(**kw))
+    assert with_priors(-1.0) == plain  # disagreement: the study's own trials alone
+    assert with_priors(1.0) != plain  # agreement: the parent's trials still count
 
 
 def test_observations_are_replayed_through_this_jobs_space() -> None:
@@ -90,12 +131,20 @@ def test_a_derived_study_samples_with_its_parents_trials(monkeypatch: pytest.Mon
     sampler = handed[-1]
     assert isinstance(sampler, PriorTPESampler)
     assert [t.value for t in sampler.prior_trials] == [o["score"] for o in entry.observations]
+    # The parent's enqueued configurations carry its scores, so transfer can be judged.
+    parent_scores = {c["trial"]: c["score"] for c in warm.priors[0].configs}
+    enqueued = [r for r in warm.leaderboard if r.origin.startswith("warm_start:")]
+    assert len(enqueued) == warm.priors[0].configs_enqueued == 5
+    assert warm.priors[0].rank_agreement is not None
+    assert -1.0 <= warm.priors[0].rank_agreement <= 1.0
+    assert all(int(r.origin.rsplit("#", 1)[1]) in parent_scores for r in enqueued)
     # The job reports it: WarmStartPrior.trials_learned_from.
     bundle = SimpleNamespace(uri="s3://b/m", sha256="0" * 64, size=1)
     data = SimpleNamespace(dataset=None, artifact_uri="s3://b/d.parquet")
     reported = result_to_pb(_result_dict(warm, bundle, data, "job-1", 1.0))
     assert reported.priors[0].reason == "lineage_parent"
     assert reported.priors[0].trials_learned_from == 5
+    assert reported.priors[0].rank_agreement == pytest.approx(warm.priors[0].rank_agreement)
     # A dataset that is merely similar lends configurations, not its history (other scale).
     handed.clear()
     run_automl(half, yh, warm_start_k=1, **kw)

@@ -51,7 +51,7 @@ from atlas_trainer.automl.search import (
 )
 from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
 from atlas_trainer.automl.task import constant_baseline, prepare_target
-from atlas_trainer.automl.transfer import observations, prior_trials
+from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations, prior_trials
 
 log = logging.getLogger(__name__)
 SEARCH_SHARE = 0.8
@@ -200,10 +200,10 @@ def _enqueue_priors(study: optuna.Study, priors: list[Prior], families: tuple[st
                 continue
             seen.add(key)
             before = len(study.get_trials(deepcopy=False))
-            study.enqueue_trial(
-                params,
-                user_attrs={"origin": f"warm_start:{prior.source_study}#{cfg.get('trial', '?')}"},
-            )
+            attrs = {"origin": f"warm_start:{prior.source_study}#{cfg.get('trial', '?')}"}
+            if prior.observations and cfg.get("score") is not None:  # same metric: comparable
+                attrs[PARENT_SCORE] = cfg["score"]
+            study.enqueue_trial(params, user_attrs=attrs)
             prior.trial_numbers.append(before)
 
 
@@ -411,6 +411,16 @@ def run_automl(
                 )
     board = leaderboard(study, prepared.metric.higher_is_better, extra)
     _rank_priors(priors, board)
+    rho = agreement(study)
+    for p in priors:
+        if p.observations:
+            p.rank_agreement = rho
+            if rho is not None and rho <= 0 and p.trials_learned_from:
+                warnings.append(
+                    f"lineage parent {p.source_dataset!r} ranks configurations unlike this "
+                    f"dataset (rank correlation {rho:.2f}): the search stopped learning from "
+                    "its trials once its configurations were scored here"
+                )
     counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL")}
     for r in board:
         if r.number != ENSEMBLE_NUMBER and r.state in counts:

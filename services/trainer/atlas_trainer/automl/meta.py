@@ -275,6 +275,9 @@ class Prior:
     trial_numbers: list[int] = field(default_factory=list)  # enqueued trials in this study
     observations: list[dict[str, Any]] = field(default_factory=list)  # lineage parents only
     trials_learned_from: int = 0  # observations this study's sampler could use (transfer.py)
+    # Rank correlation of its scores with this study's over its enqueued configurations
+    # (lineage parents with observations; None when too few completed). See transfer.agreement.
+    rank_agreement: float | None = None
     best_rank: int = 0  # best leaderboard rank of one of its configs (1 = best; 0 = none)
 
     @property

@@ -291,7 +291,7 @@ class Trial(_message.Message):
     def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ...) -> None: ...
 
 class WarmStartPrior(_message.Message):
-    __slots__ = ("source_job_id", "source_dataset", "reason", "distance", "configs_enqueued", "best_rank", "trials_learned_from")
+    __slots__ = ("source_job_id", "source_dataset", "reason", "distance", "configs_enqueued", "best_rank", "trials_learned_from", "rank_agreement")
     SOURCE_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_DATASET_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +299,7 @@ class WarmStartPrior(_message.Message):
     CONFIGS_ENQUEUED_FIELD_NUMBER: _ClassVar[int]
     BEST_RANK_FIELD_NUMBER: _ClassVar[int]
     TRIALS_LEARNED_FROM_FIELD_NUMBER: _ClassVar[int]
+    RANK_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     source_job_id: str
     source_dataset: _common_pb2.DatasetRef
     reason: str
@@ -306,7 +307,8 @@ class WarmStartPrior(_message.Message):
     configs_enqueued: int
     best_rank: int
     trials_learned_from: int
-    def __init__(self, source_job_id: _Optional[str] = ..., source_dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., configs_enqueued: _Optional[int] = ..., best_rank: _Optional[int] = ..., trials_learned_from: _Optional[int] = ...) -> None: ...
+    rank_agreement: float
+    def __init__(self, source_job_id: _Optional[str] = ..., source_dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., configs_enqueued: _Optional[int] = ..., best_rank: _Optional[int] = ..., trials_learned_from: _Optional[int] = ..., rank_agreement: _Optional[float] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
     __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "lineage", "priors", "checkpoints")
