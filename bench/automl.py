@@ -294,13 +294,23 @@ def _trials_to_reach(result: Any, target: float, higher: bool) -> int | None:
     return None
 
 
-def meta_experiment(Xtr, ytr, task, budget, store) -> dict[str, Any]:
+def meta_experiment(Xtr, ytr, task, budget, store, samples: int = 1) -> dict[str, Any]:
     """``store`` holds the full training set's study (the ATLAS run of the comparison, at the
-    suite's budget, recorded as dataset "full"); the 50% sample's cold and warm studies run at
-    ``budget`` each."""
-    from atlas_trainer.automl import run_automl
+    suite's budget, recorded as dataset "full"); each 50% sample's cold and warm studies run at
+    ``budget`` each. With several ``samples`` (other random halves) the ratio is their median."""
+    runs = [_meta_sample(Xtr, ytr, task, budget, store, seed) for seed in range(samples)]
+    ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
+    return {"ratio": statistics.median(ratios) if ratios else None, "samples": runs}
 
-    half = Xtr.sample(frac=0.5, random_state=0)
+
+def _meta_sample(Xtr, ytr, task, budget, store, sample_seed: int) -> dict[str, Any]:
+    from atlas_trainer.automl import InMemoryMetaStore, run_automl
+
+    parent_only = InMemoryMetaStore()  # an earlier sample's warm study must not be a prior
+    for e in store.entries():
+        if e.dataset_key == "full":
+            parent_only.record(e)
+    half = Xtr.sample(frac=0.5, random_state=sample_seed)
     yh = ytr.loc[half.index]
     cold = run_automl(half, yh, task=task, wall_budget_s=budget, n_jobs=2, study_name="cold")
     warm = run_automl(
@@ -309,7 +319,7 @@ def meta_experiment(Xtr, ytr, task, budget, store) -> dict[str, Any]:
         task=task,
         wall_budget_s=budget,
         n_jobs=2,
-        meta_store=store,
+        meta_store=parent_only,
         parent_dataset_ids=["full"],
         dataset_key="half",
         study_name="warm",
@@ -321,6 +331,7 @@ def meta_experiment(Xtr, ytr, task, budget, store) -> dict[str, Any]:
     ratio = (w if w is not None else n_warm + 1) / c if c else None
     cold_best = next((r for r in cold.leaderboard if r.number == cold.best_trial), None)
     return {
+        "sample_seed": sample_seed,
         "cold_trials": c,
         "warm_trials": w,
         "ratio": ratio,
@@ -331,6 +342,9 @@ def meta_experiment(Xtr, ytr, task, budget, store) -> dict[str, Any]:
         "warm_trials_total": n_warm,
         "cold_best_origin": cold_best.origin if cold_best is not None else None,
         "warm_priors_enqueued": sum(p.configs_enqueued for p in warm.priors),
+        "warm_rank_agreement": next(
+            (p.rank_agreement for p in warm.priors if p.reason == "lineage_parent"), None
+        ),
     }
 
 
@@ -405,6 +419,12 @@ def main() -> int:
         "--meta-only",
         action="store_true",
         help="only ATLAS (as the parent study) and the meta-learning experiment",
+    )
+    ap.add_argument(
+        "--meta-samples",
+        type=int,
+        default=1,
+        help="random 50%% samples per dataset in the meta-learning study (per dataset: the median)",
     )
     ap.add_argument("--out", default=None, help="default bench/results/automl[_meta|_bohb].json")
     args = ap.parse_args()
@@ -485,10 +505,14 @@ def main() -> int:
                 flush=True,
             )
         if not args.skip_studies and only != "bohb":
-            row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2, store)
+            row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2, store, args.meta_samples)
             if row["meta"]["ratio"] is not None:
                 meta_ratios.append(row["meta"]["ratio"])
-            print(f"  {name:14s} meta warm/cold={row['meta']['ratio']}", flush=True)
+            print(
+                f"  {name:14s} meta warm/cold={row['meta']['ratio']}"
+                f" (per sample: {[m['ratio'] for m in row['meta']['samples']]})",
+                flush=True,
+            )
         rows.append(row)
     summary = {"n_datasets": len(rows)} if only else summarise(rows)
     summary.update(
