@@ -129,20 +129,24 @@ class PriorTPESampler(optuna.samplers.TPESampler):
         for i, t in enumerate(prior_trials):
             t.number = i - len(prior_trials)  # -n .. -1: older than any trial of the study
         self.prior_trials = prior_trials
+        self._uses_priors: dict[int, bool] = {}  # by trial number
 
-    def _view(self, study: optuna.Study) -> Any:
-        rho = agreement(study)
-        return study if rho is not None and rho <= 0 else _StudyWithPriors(study, self.prior_trials)
+    def _view(self, study: optuna.Study, trial: FrozenTrial) -> Any:
+        use = self._uses_priors.get(trial.number)
+        if use is None:  # judged once per trial: agreement() reads all of the study's trials
+            rho = agreement(study)
+            use = self._uses_priors[trial.number] = rho is None or rho > 0
+        return _StudyWithPriors(study, self.prior_trials) if use else study
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        return super().infer_relative_search_space(self._view(study), trial)
+        return super().infer_relative_search_space(self._view(study, trial), trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return super().sample_relative(self._view(study), trial, search_space)
+        return super().sample_relative(self._view(study, trial), trial, search_space)
 
     def sample_independent(
         self,
@@ -151,4 +155,5 @@ class PriorTPESampler(optuna.samplers.TPESampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        return super().sample_independent(self._view(study), trial, param_name, param_distribution)
+        view = self._view(study, trial)
+        return super().sample_independent(view, trial, param_name, param_distribution)
