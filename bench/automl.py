@@ -328,7 +328,10 @@ def _meta_sample(Xtr, ytr, task, budget, store, sample_seed: int) -> dict[str, A
     c = _trials_to_reach(cold, target, cold.higher_is_better)
     w = _trials_to_reach(warm, target, cold.higher_is_better)
     n_warm = len([r for r in warm.leaderboard if r.number >= 0])
-    ratio = (w if w is not None else n_warm + 1) / c if c else None
+    # Never reached: more than the warm study's trials, and more than its whole budget, in
+    # which the cold study did reach it, so at least 1 (a warm study that ran few, costly
+    # trials must not score a low ratio by failing fast).
+    ratio = (w / c if w is not None else max(1.0, (n_warm + 1) / c)) if c else None
     cold_best = next((r for r in cold.leaderboard if r.number == cold.best_trial), None)
     return {
         "sample_seed": sample_seed,
