@@ -215,3 +215,25 @@ def test_default_strategy_prunes_poor_trials_at_low_rungs() -> None:
     assert default.trials_pruned > 0 and default.trials_complete >= 4  # the portfolio completes
     plain = run_automl(X, y, strategy="tpe", **opts)
     assert plain.trials_pruned == 0 and plain.trials_complete == 25
+
+
+def test_final_boosters_predict_on_all_of_the_jobs_cpus() -> None:
+    X, y = breast_cancer()
+    kw: dict[str, Any] = dict(families=["lightgbm"], n_jobs=2, ensemble=False, seed=0)
+    refit = run_automl(X, y, max_trials=2, **kw)
+    assert refit.best_model_kind == "refit"
+    assert refit.best_model.estimator.n_jobs == 2
+    finished: list[dict[str, Any]] = []
+    cancelled = run_automl(
+        X,
+        y,
+        max_trials=50,
+        on_event=lambda e: finished.append(e) if e["type"] == "trial_finished" else None,
+        should_stop=lambda: bool(finished),
+        **kw,
+    )
+    # Cancelled: no refit, the best trial's own fold models (fit on one thread each).
+    assert cancelled.best_model_kind == "fold_bag"
+    assert [m.estimator.n_jobs for m in cancelled.best_model.members] == [2] * len(
+        cancelled.best_model.members
+    )
