@@ -52,7 +52,7 @@ lint: $(STAMP)
 	$(PY) -m atlas_core.tools.protos --check
 
 # Quick versions of every benchmark (minutes); `make bench-full` runs the full ones (long).
-BENCHES := grpc_overhead data_online data_pit automl serving graph
+BENCHES := grpc_overhead data_online data_pit automl serving graph final_predict
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo ">> bench/$$b.py --quick"; $(PY) bench/$$b.py --quick || exit 1; done
 

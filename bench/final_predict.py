@@ -1,0 +1,103 @@
+"""Batch and one-row prediction of a finished AutoML job's final model: its boosters on all of
+the job's CPUs (what the trainer ships) vs on one thread each (how the trials ran them).
+
+    python bench/final_predict.py                       # InstEval, 120 s job, 2 CPUs (~4 min)
+    python bench/final_predict.py --dataset diamonds --budget 60
+    python bench/final_predict.py --quick               # 20 s job, fewer timings
+
+Same dataset split as bench/automl.py. Prints medians and p99 per setting and the ratio;
+predictions must be identical. Writes bench/results/final_predict.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from automl import DATASETS, ROOT, split  # noqa: E402
+
+
+def _boosters(model: Any) -> list[Any]:
+    members = getattr(model, "members", None)
+    if members is None:
+        return [model.estimator] if hasattr(model, "estimator") else []
+    return [e for m in members for e in _boosters(m)]
+
+
+def _timed(fn: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="InstEval", choices=sorted(DATASETS))
+    ap.add_argument("--quick", action="store_true", help="20 s job, 2 batches, 50 rows")
+    ap.add_argument("--budget", type=float, default=None, help="job wall budget (default 120 s)")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="batch predictions per setting")
+    ap.add_argument("--rows", type=int, default=200, help="one-row predictions per setting")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.rows = min(args.repeats, 2), min(args.rows, 50)
+    budget = args.budget or (20.0 if args.quick else 120.0)
+    from atlas_trainer.automl import run_automl
+
+    task, loader = DATASETS[args.dataset]
+    X, y = loader()
+    Xtr, Xte, ytr, _ = split(X, y, task)
+    res = run_automl(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=args.cpus, seed=0)
+    model = res.model
+    predict = model.predict if task == "regression" else model.predict_proba
+    boosters = [b for b in _boosters(model) if type(b).__module__.split(".")[0] in
+                ("lightgbm", "xgboost")]
+    report: dict[str, Any] = {"dataset": args.dataset, "test_rows": len(Xte),
+                              "model": getattr(model, "description", type(model).__name__),
+                              "boosters": len(boosters), "cpus": args.cpus}
+    preds = {}
+    for label, threads in (("one_thread", 1), ("job_cpus", args.cpus)):
+        for b in boosters:
+            b.set_params(n_jobs=threads)
+        preds[label] = predict(Xte)
+        batch = _timed(lambda: predict(Xte), args.repeats)
+        rows = [Xte.iloc[i : i + 1] for i in range(min(args.rows, len(Xte)))]
+        one = [_timed(lambda r=r: predict(r), 1)[0] for r in rows]
+        report[label] = {
+            "batch_median_s": statistics.median(batch),
+            "one_row_median_ms": 1e3 * statistics.median(one),
+            "one_row_p99_ms": 1e3 * float(np.percentile(one, 99)),
+        }
+        print(f"{label:10s} threads={threads}: batch of {len(Xte)} median "
+              f"{report[label]['batch_median_s']:.2f} s; one row median "
+              f"{report[label]['one_row_median_ms']:.2f} ms, p99 "
+              f"{report[label]['one_row_p99_ms']:.2f} ms", flush=True)
+    report["identical_predictions"] = bool(np.array_equal(preds["one_thread"], preds["job_cpus"]))
+    report["batch_ratio"] = (report["job_cpus"]["batch_median_s"]
+                             / report["one_thread"]["batch_median_s"])
+    report["one_row_ratio"] = (report["job_cpus"]["one_row_median_ms"]
+                               / report["one_thread"]["one_row_median_ms"])
+    print(f"{report['boosters']} boosters in {report['model'][:100]}")
+    print(f"job CPUs / one thread: batch {report['batch_ratio']:.2f}, one row "
+          f"{report['one_row_ratio']:.2f}; identical predictions: "
+          f"{report['identical_predictions']}")
+    out = ROOT / "bench" / "results" / "final_predict.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0 if report["identical_predictions"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
