@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from automl import DATASETS, ROOT, split  # noqa: E402
 
 
-def _boosters(model: Any) -> list[Any]:
+def _tabular_models(model: Any) -> list[Any]:
+    """The single-pipeline models inside an ensemble / fold bag (or the model itself)."""
     members = getattr(model, "members", None)
-    if members is None:
-        return [model.estimator] if hasattr(model, "estimator") else []
-    return [e for m in members for e in _boosters(m)]
+    return [model] if members is None else [t for m in members for t in _tabular_models(m)]
 
 
 def _timed(fn: Any, n: int) -> list[float]:
@@ -54,6 +53,7 @@ def main() -> int:
         args.repeats, args.rows = min(args.repeats, 2), min(args.rows, 50)
     budget = args.budget or (20.0 if args.quick else 120.0)
     from atlas_trainer.automl import run_automl
+    from atlas_trainer.automl.finalize import predict_on
 
     task, loader = DATASETS[args.dataset]
     X, y = loader()
@@ -61,15 +61,13 @@ def main() -> int:
     res = run_automl(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=args.cpus, seed=0)
     model = res.model
     predict = model.predict if task == "regression" else model.predict_proba
-    boosters = [b for b in _boosters(model) if type(b).__module__.split(".")[0] in
-                ("lightgbm", "xgboost")]
+    parts = _tabular_models(model)
     report: dict[str, Any] = {"dataset": args.dataset, "test_rows": len(Xte),
                               "model": getattr(model, "description", type(model).__name__),
-                              "boosters": len(boosters), "cpus": args.cpus}
+                              "families": [m.family for m in parts], "cpus": args.cpus}
     preds = {}
     for label, threads in (("one_thread", 1), ("job_cpus", args.cpus)):
-        for b in boosters:
-            b.set_params(n_jobs=threads)
+        predict_on(parts, threads)  # what the trainer does to a final model's boosters
         preds[label] = predict(Xte)
         batch = _timed(lambda: predict(Xte), args.repeats)
         rows = [Xte.iloc[i : i + 1] for i in range(min(args.rows, len(Xte)))]
@@ -88,7 +86,7 @@ def main() -> int:
                              / report["one_thread"]["batch_median_s"])
     report["one_row_ratio"] = (report["job_cpus"]["one_row_median_ms"]
                                / report["one_thread"]["one_row_median_ms"])
-    print(f"{report['boosters']} boosters in {report['model'][:100]}")
+    print(f"{len(parts)} models ({', '.join(report['families'])}) in {report['model'][:100]}")
     print(f"job CPUs / one thread: batch {report['batch_ratio']:.2f}, one row "
           f"{report['one_row_ratio']:.2f}; identical predictions: "
           f"{report['identical_predictions']}")
