@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +14,13 @@ from optuna.trial import TrialState
 from atlas_trainer.automl import InMemoryMetaStore, run_automl
 from atlas_trainer.automl import engine as engine_mod
 from atlas_trainer.automl.space import SpaceOptions, portfolio
-from atlas_trainer.automl.transfer import PARENT_SCORE, PriorTPESampler, agreement, prior_trials
+from atlas_trainer.automl.transfer import (
+    PARENT_SCORE,
+    PRIOR_HALF_LIFE,
+    PriorTPESampler,
+    agreement,
+    prior_trials,
+)
 from atlas_trainer.convert import result_to_pb
 from atlas_trainer.job_work import _result_dict
 from tests.unit.trainer._automl_data import breast_cancer
@@ -39,7 +46,7 @@ def test_prior_trials_steer_tpe_from_its_first_sample() -> None:
     kw: dict[str, Any] = dict(seed=3, multivariate=True, group=True, n_startup_trials=8)
     warm = _sampled_x(PriorTPESampler(priors, **kw), 6)
     cold = _sampled_x(optuna.samplers.TPESampler(**kw), 6)  # random start-up trials
-    assert max(abs(x - 7.0) for x in warm) < 1.0
+    assert sum(abs(x - 7.0) for x in warm) / 6 < 0.5
     assert sum(abs(x - 7.0) for x in cold) / 6 > 1.0
     # Prior trials are older than any of the study's own, which alone the study holds.
     assert [t.number for t in priors[:2]] == [-41, -40] and priors[-1].number == -1
@@ -48,9 +55,10 @@ def test_prior_trials_steer_tpe_from_its_first_sample() -> None:
     assert [t.number for t in study.trials] == [0, 1]
 
 
-def _scored_parent_configs(sign: float, n: int = 6) -> optuna.Study:
+def _scored_parent_configs(sign: float, n: int = 6, offset: float = 0.0) -> optuna.Study:
     """A study whose first ``n`` trials are a parent's configurations, scored here (best at
-    x=2) in the parent's order (sign=1) or in reverse (sign=-1)."""
+    x=2) in the parent's order (sign=1) or in reverse (sign=-1), the parent's scores
+    ``offset`` above this study's."""
     study = optuna.create_study(direction="maximize")
     dist = {"x": FloatDistribution(0.0, 10.0)}
     for x in range(1, n + 1):
@@ -60,7 +68,7 @@ def _scored_parent_configs(sign: float, n: int = 6) -> optuna.Study:
                 params={"x": float(x)},
                 distributions=dist,
                 value=value,
-                user_attrs={PARENT_SCORE: sign * value},
+                user_attrs={PARENT_SCORE: sign * value + offset},
             )
         )
     return study
@@ -87,6 +95,40 @@ def test_the_sampler_drops_a_parent_that_ranks_configurations_unlike_this_study(
     plain = next_x(_scored_parent_configs(-1.0), optuna.samplers.TPESampler(**kw))
     assert with_priors(-1.0) == plain  # disagreement: the study's own trials alone
     assert with_priors(1.0) != plain  # agreement: the parent's trials still count
+
+
+def test_the_parents_trials_are_rescaled_to_this_study_and_thinned_as_its_own_accumulate() -> None:
+    dist = {"x": FloatDistribution(0.0, 10.0)}
+    priors = [  # the parent scored on more rows: every score 100 above this study's
+        optuna.trial.create_trial(params={"x": x}, distributions=dist, value=100 - (x - 7.0) ** 2)
+        for x in [i / 4 for i in range(41)]
+    ]
+    sampler = PriorTPESampler(list(priors), seed=1)
+    original = {t.number: t.value for t in priors}
+
+    def seen(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        return sampler.priors_for(study, study.ask())
+
+    # Before enough of the parent's configurations have scores here: as the parent scored them.
+    few = seen(_scored_parent_configs(1.0, n=4, offset=100.0))
+    assert len(few) == math.ceil(41 * PRIOR_HALF_LIFE / (PRIOR_HALF_LIFE + 4))
+    assert all(t.value == original[t.number] for t in few)
+    # Six scored here, 100 below the parent: shifted onto this study's scale, the parent's
+    # best (99.9.. -> -0.0..) no longer hides this study's own best (0 at x=2) from TPE.
+    study = _scored_parent_configs(1.0, offset=100.0)
+    rescored = seen(study)
+    assert len(rescored) == math.ceil(41 * PRIOR_HALF_LIFE / (PRIOR_HALF_LIFE + 6))
+    assert all(t.value == pytest.approx(original[t.number] - 100.0) for t in rescored)
+    assert max(t.value for t in rescored) == pytest.approx(0.0)  # the best is kept ...
+    assert min(t.value for t in rescored) == pytest.approx(-49.0)  # ... and the worst
+    assert [t.number for t in rescored] == sorted(t.number for t in rescored)
+    assert [t.value for t in priors] == list(original.values())  # the priors are untouched
+    # As the study's own trials accumulate, fewer of the parent's count.
+    for x in range(50):
+        study.add_trial(
+            optuna.trial.create_trial(params={"x": x / 5}, distributions=dist, value=-1.0)
+        )
+    assert len(seen(study)) == math.ceil(41 * PRIOR_HALF_LIFE / (PRIOR_HALF_LIFE + 56)) < 20
 
 
 def test_observations_are_replayed_through_this_jobs_space() -> None:
