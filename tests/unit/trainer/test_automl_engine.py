@@ -15,6 +15,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from atlas_trainer.automl import ENSEMBLE_NUMBER, run_automl
+from atlas_trainer.automl import finalize as finalize_mod
 from atlas_trainer.automl import space as space_mod
 from tests.unit.trainer._automl_data import breast_cancer, hard_frame
 
@@ -217,11 +218,21 @@ def test_default_strategy_prunes_poor_trials_at_low_rungs() -> None:
     assert plain.trials_pruned == 0 and plain.trials_complete == 25
 
 
-def test_final_boosters_predict_on_all_of_the_jobs_cpus() -> None:
+def test_final_models_fit_and_predict_on_all_of_the_jobs_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fitted_on: list[int] = []  # threads of each refit's estimator when it was built
+
+    def spy(*args: Any, threads: int = 1, **kwargs: Any) -> Any:
+        fitted_on.append(threads)
+        return space_mod.build_estimator(*args, threads=threads, **kwargs)
+
+    monkeypatch.setattr(finalize_mod, "build_estimator", spy)
     X, y = breast_cancer()
     kw: dict[str, Any] = dict(families=["lightgbm"], n_jobs=2, ensemble=False, seed=0)
     refit = run_automl(X, y, max_trials=2, **kw)
     assert refit.best_model_kind == "refit"
+    assert fitted_on == [2]  # trials fit on one thread each; the refit on both CPUs
     assert refit.best_model.estimator.n_jobs == 2
     finished: list[dict[str, Any]] = []
     cancelled = run_automl(

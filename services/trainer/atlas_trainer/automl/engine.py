@@ -354,11 +354,10 @@ def run_automl(
         state.fit_time,
         len(splits.folds),
         seed=seed,
-        threads=plan.threads,
+        threads=plan.workers * plan.threads,
         device=plan.devices[0],
         deadline=hard_deadline - 0.03 * wall_budget_s if hard_deadline and wall_budget_s else None,
         allow_refit=not cancelled,
-        predict_threads=plan.workers * plan.threads,
     )
     done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     best_number = best_score = best_model = None

@@ -113,7 +113,8 @@ def predict_on(models: list[TabularModel], threads: int) -> None:
 class FinalModels:
     """Produces one final model per trial: refit on all data while the budget allows
     (estimated from the trial's CV fit time), else the trial's fold bag, so the wall budget
-    holds. Models are cached by trial number; their boosters predict on ``predict_threads``."""
+    holds. Final models are built one at a time, so a refit fits, and every final model's
+    boosters predict, on ``threads`` (the job's CPUs). Models are cached by trial number."""
 
     def __init__(
         self,
@@ -128,12 +129,10 @@ class FinalModels:
         device: str,
         deadline: float | None,
         allow_refit: bool,
-        predict_threads: int = 1,
     ) -> None:
         self.X, self.prepared, self.fold_models = X, prepared, fold_models
         self.fit_times, self.n_folds = fit_times, max(1, n_folds)
         self.seed, self.threads, self.device = seed, threads, device
-        self.predict_threads = predict_threads
         self.deadline, self.allow_refit = deadline, allow_refit
         self.cache: dict[int, Any] = {}
         self.kind: dict[int, str] = {}
@@ -147,7 +146,8 @@ class FinalModels:
             return self.cache[n]
         params = dict(trial.user_attrs.get("config") or trial.params)
         bag = self.fold_models.get(n)
-        # CV fit time covers every fold; one fit on all rows costs about a fold and a bit.
+        # CV fit time (one thread) covers every fold; one fit on all rows costs about a fold
+        # and a bit (on more threads usually less: the estimate errs on the safe side).
         estimate = self.fit_times.get(n, trial.user_attrs.get("fit_time_s", 0.0)) / self.n_folds
         if self.allow_refit and (bag is None or 2.0 * estimate + 1.0 < self._time_left()):
 
@@ -165,14 +165,13 @@ class FinalModels:
                     device=self.device,
                     check=check,
                 )
-                predict_on([model], self.predict_threads)
                 self.cache[n], self.kind[n] = model, "refit"
                 return model
             except Interrupted:
                 pass
         if bag is None:
             return None
-        predict_on(bag, self.predict_threads)
+        predict_on(bag, self.threads)
         model = FoldBag(bag, description=f"fold-bag[{len(bag)}]({describe(params)})")
         self.cache[n], self.kind[n] = model, "fold_bag"
         return model
