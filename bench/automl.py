@@ -12,8 +12,9 @@ log loss (multiclass), RMSE (regression). FLAML runs in its own throwaway venv
 (/tmp/atlas-bench-flaml) as a subprocess; if it cannot be installed or fails, its score is
 null with the reason. Also measures meta-learning (50% sample warm-started from the full
 dataset's study, run at the suite budget, vs cold, both at half the budget: trials to reach
-the cold final validation score) and Hyperband-TPE vs plain TPE (time to reach plain TPE's
-final validation score). Writes bench/results/automl.json.
+the cold final validation score; as context, not the target, also trials to come within one
+standard error of it) and Hyperband-TPE vs plain TPE (time to reach plain TPE's final
+validation score). Writes bench/results/automl.json.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def run_flaml(Xtr, ytr, Xte, task, budget, classes) -> tuple[np.ndarray | None, 
 
 
 # ----------------------------------------------------------------------------- studies
-def _trials_to_reach(result: Any, target: float, higher: bool) -> int | None:
+def _trials_to_reach(result: Any, target: float, higher: bool, tol: float = 0.0) -> int | None:
     best = None
     rows = sorted((r for r in result.leaderboard if r.number >= 0), key=lambda r: r.number)
     for i, r in enumerate(rows, 1):
@@ -289,7 +290,7 @@ def _trials_to_reach(result: Any, target: float, higher: bool) -> int | None:
             best = (
                 r.score if best is None else (max(best, r.score) if higher else min(best, r.score))
             )
-            if (best >= target - 1e-12) if higher else (best <= target + 1e-12):
+            if (best >= target - tol - 1e-12) if higher else (best <= target + tol + 1e-12):
                 return i
     return None
 
@@ -300,7 +301,12 @@ def meta_experiment(Xtr, ytr, task, budget, store, samples: int = 1) -> dict[str
     ``budget`` each. With several ``samples`` (other random halves) the ratio is their median."""
     runs = [_meta_sample(Xtr, ytr, task, budget, store, seed) for seed in range(samples)]
     ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
-    return {"ratio": statistics.median(ratios) if ratios else None, "samples": runs}
+    within = [r["ratio_within_se"] for r in runs if r["ratio_within_se"] is not None]
+    return {
+        "ratio": statistics.median(ratios) if ratios else None,
+        "ratio_within_se": statistics.median(within) if within else None,
+        "samples": runs,
+    }
 
 
 def _meta_sample(Xtr, ytr, task, budget, store, sample_seed: int) -> dict[str, Any]:
@@ -328,16 +334,28 @@ def _meta_sample(Xtr, ytr, task, budget, store, sample_seed: int) -> dict[str, A
     c = _trials_to_reach(cold, target, cold.higher_is_better)
     w = _trials_to_reach(warm, target, cold.higher_is_better)
     n_warm = len([r for r in warm.leaderboard if r.number >= 0])
-    # Never reached: more than the warm study's trials, and more than its whole budget, in
-    # which the cold study did reach it, so at least 1 (a warm study that ran few, costly
-    # trials must not score a low ratio by failing fast).
-    ratio = (w / c if w is not None else max(1.0, (n_warm + 1) / c)) if c else None
+
+    def ratio_of(w: int | None, c: int | None) -> float | None:
+        # Never reached: more than the warm study's trials, and more than its whole budget,
+        # in which the cold study did reach it, so at least 1 (a warm study that ran few,
+        # costly trials must not score a low ratio by failing fast).
+        return (w / c if w is not None else max(1.0, (n_warm + 1) / c)) if c else None
+
+    ratio = ratio_of(w, c)
     cold_best = next((r for r in cold.leaderboard if r.number == cold.best_trial), None)
+    # Not the target, context for it: the cold best is the luckiest of many noisy CV scores,
+    # so also count trials to come within one standard error of it (fold std / sqrt(folds)).
+    se = (cold_best.score_std or 0.0) / math.sqrt(cold.folds) if cold_best else 0.0
+    c_se = _trials_to_reach(cold, target, cold.higher_is_better, se)
+    w_se = _trials_to_reach(warm, target, cold.higher_is_better, se)
+    ratio_se = ratio_of(w_se, c_se)
     return {
         "sample_seed": sample_seed,
         "cold_trials": c,
         "warm_trials": w,
         "ratio": ratio,
+        "ratio_within_se": ratio_se,
+        "cold_score_se": se,
         "cold_score": target,
         "warm_best": warm.best_score,
         # context for the ratio: study sizes, where the cold best came from, priors used
@@ -438,7 +456,7 @@ def main() -> int:
     budget = args.budget or (20.0 if args.quick else 120.0)
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     rows: list[dict[str, Any]] = []
-    meta_ratios, bohb_ratios = [], []
+    meta_ratios, meta_se_ratios, bohb_ratios = [], [], []
     from atlas_trainer.automl import InMemoryMetaStore
 
     for name in names:
@@ -511,9 +529,12 @@ def main() -> int:
             row["meta"] = meta_experiment(Xtr, ytr, task, budget / 2, store, args.meta_samples)
             if row["meta"]["ratio"] is not None:
                 meta_ratios.append(row["meta"]["ratio"])
+            if row["meta"]["ratio_within_se"] is not None:
+                meta_se_ratios.append(row["meta"]["ratio_within_se"])
             print(
                 f"  {name:14s} meta warm/cold={row['meta']['ratio']}"
-                f" (per sample: {[m['ratio'] for m in row['meta']['samples']]})",
+                f" (per sample: {[m['ratio'] for m in row['meta']['samples']]};"
+                f" within one standard error: {row['meta']['ratio_within_se']})",
                 flush=True,
             )
         rows.append(row)
@@ -524,6 +545,9 @@ def main() -> int:
             "quick": args.quick,
             "datasets": rows,
             "warm_cold_trial_ratio": statistics.median(meta_ratios) if meta_ratios else None,
+            "warm_cold_trial_ratio_within_se": (
+                statistics.median(meta_se_ratios) if meta_se_ratios else None
+            ),
             "bohb_time_ratio": statistics.median(bohb_ratios) if bohb_ratios else None,
             "command": " ".join(["python", "bench/automl.py", *sys.argv[1:]]),
         }
@@ -531,7 +555,8 @@ def main() -> int:
     if not only:
         print_table(rows, summary)
     print(
-        f"meta warm/cold trials (median): {summary.get('warm_cold_trial_ratio')}, "
+        f"meta warm/cold trials (median): {summary.get('warm_cold_trial_ratio')} (within one"
+        f" standard error of the cold best: {summary.get('warm_cold_trial_ratio_within_se')}), "
         f"bohb/tpe time (median): {summary.get('bohb_time_ratio')}"
     )
     out.parent.mkdir(parents=True, exist_ok=True)

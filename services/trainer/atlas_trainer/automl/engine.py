@@ -121,6 +121,7 @@ class AutoMLResult:
     elapsed_s: float
     baseline_score: float
     validation: str
+    folds: int  # validation folds (1 for a holdout)
     trials_complete: int = 0
     trials_pruned: int = 0
     trials_failed: int = 0
@@ -463,6 +464,7 @@ def run_automl(
         elapsed_s=time.monotonic() - t0,
         baseline_score=constant_baseline(prepared),
         validation=splits.method,
+        folds=len(splits.folds),
         trials_complete=counts["COMPLETE"],
         trials_pruned=counts["PRUNED"],
         trials_failed=counts["FAIL"],
