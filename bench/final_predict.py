@@ -106,8 +106,7 @@ def main() -> int:
     print(f"{len(parts)} models ({', '.join(report['families'])}) in {report['model'][:100]}")
     print(f"job CPUs / one thread: batch {report['batch_ratio']:.2f}, one row "
           f"{report['one_row_ratio']:.2f}, refit {report['refit_ratio']:.2f}; identical "
-          f"predictions: "
-          f"{report['identical_predictions']}")
+          f"predictions: {report['identical_predictions']}")
     out = ROOT / "bench" / "results" / "final_predict.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

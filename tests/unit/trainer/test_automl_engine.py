@@ -53,6 +53,7 @@ def test_trial_budget_and_leaderboard_order() -> None:
     assert sorted(numbers) == list(range(6))
     scores = [row.score for row in r.leaderboard if row.state == "COMPLETE"]
     assert scores == sorted(scores, reverse=True)
+    assert r.folds == 5  # no wall budget: the requested folds
 
 
 def test_failing_trial_is_recorded_and_study_continues(monkeypatch: pytest.MonkeyPatch) -> None:
