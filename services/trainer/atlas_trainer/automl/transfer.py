@@ -157,6 +157,7 @@ class PriorTPESampler(optuna.samplers.TPESampler):
         for i, t in enumerate(prior_trials):
             t.number = i - len(prior_trials)  # -n .. -1: older than any trial of the study
         self.prior_trials = prior_trials
+        self._by_value = sorted(prior_trials, key=lambda t: t.value)  # for thinning by rank
         # by trial number: priors_for() reads all of the study's trials, so once per trial
         self._seen: dict[int, list[FrozenTrial]] = {}
 
@@ -177,9 +178,10 @@ class PriorTPESampler(optuna.samplers.TPESampler):
             shift = statistics.median(v - p for p, v in pairs) if rho is not None else 0.0
             n = len(self.prior_trials)
             keep = max(math.ceil(n * PRIOR_HALF_LIFE / (PRIOR_HALF_LIFE + len(own))), min(n, 2))
-            by_value = sorted(self.prior_trials, key=lambda t: t.value)
             ranks = sorted({round(i * (n - 1) / max(keep - 1, 1)) for i in range(keep)})
-            seen = sorted((_rescored(by_value[r], shift) for r in ranks), key=lambda t: t.number)
+            seen = sorted(
+                (_rescored(self._by_value[r], shift) for r in ranks), key=lambda t: t.number
+            )
         if len(self._seen) > 64:  # trials in flight are few; forget the oldest
             del self._seen[next(iter(self._seen))]
         self._seen[trial.number] = seen
