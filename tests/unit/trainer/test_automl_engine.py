@@ -249,3 +249,8 @@ def test_final_models_fit_and_predict_on_all_of_the_jobs_cpus(
     assert [m.estimator.n_jobs for m in cancelled.best_model.members] == [2] * len(
         cancelled.best_model.members
     )
+    # A forest refits on both CPUs but predicts on one (joblib's per-call cost).
+    fitted_on.clear()
+    forest = run_automl(X, y, max_trials=1, **{**kw, "families": ["extra_trees"]})
+    assert forest.best_model_kind == "refit" and fitted_on == [2]
+    assert forest.best_model.estimator.n_jobs == 1
