@@ -5,7 +5,8 @@ Strategies:
   sampler's view to the trial's own bracket whenever the study's pruner *is* a
   ``HyperbandPruner`` (so TPE pays start-up trials per bracket, optuna PR #828). Wrapping the
   Hyperband pruner in :class:`SharedHyperbandPruner` keeps the per-bracket successive-halving
-  decisions but lets one TPE model learn from every trial of every bracket.
+  decisions but lets one TPE model learn from every trial of every bracket -- from the
+  complete ones, as BOHB's model does (see :mod:`sampler`).
 - ``tpe``: the same TPE, no pruning. ``random``: random search, no pruning.
 
 Workers use ask/tell (not ``study.optimize``) so that no trial is created after the deadline,
@@ -38,6 +39,7 @@ from atlas_trainer.automl.evaluate import (
     Splits,
     evaluate_config,
 )
+from atlas_trainer.automl.sampler import ViewTPESampler
 from atlas_trainer.automl.space import SpaceOptions, describe, sample_config
 from atlas_trainer.automl.task import PreparedTarget
 from atlas_trainer.automl.transfer import PriorTPESampler
@@ -71,11 +73,16 @@ def make_sampler(
     if strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     kwargs: dict[str, Any] = dict(
-        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=n_startup
+        seed=seed,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
+        n_startup_trials=n_startup,
+        complete_only=strategy == "bohb",  # see the sampler module
     )
     if prior_trials:
         return PriorTPESampler(prior_trials, **kwargs)
-    return optuna.samplers.TPESampler(**kwargs)
+    return ViewTPESampler(**kwargs)
 
 
 def make_pruner(strategy: str) -> BasePruner:

@@ -31,7 +31,7 @@ import copy
 import math
 import statistics
 import warnings
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -39,6 +39,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
+from atlas_trainer.automl.sampler import ViewTPESampler
 from atlas_trainer.automl.space import SpaceOptions, sample_config
 
 MAX_OBSERVATIONS = 300  # a study records at most its newest N complete trials
@@ -121,36 +122,10 @@ def _rescored(t: FrozenTrial, shift: float) -> FrozenTrial:
     return out
 
 
-class _StudyWithPriors:
-    """The study as the sampler sees it: prior trials first, then the study's own."""
-
-    def __init__(self, study: optuna.Study, priors: list[FrozenTrial]) -> None:
-        self._study = study
-        self._priors = priors
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(
-        self,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-        use_cache: bool = False,
-    ) -> list[FrozenTrial]:
-        own = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)  # noqa: SLF001
-        return [t for t in self._priors if states is None or t.state in states] + own
-
-    def get_trials(
-        self, deepcopy: bool = True, states: Container[TrialState] | None = None
-    ) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy=deepcopy, states=states)
-
-
-class PriorTPESampler(optuna.samplers.TPESampler):
-    """:class:`~optuna.samplers.TPESampler` whose history starts with ``prior_trials``
-    (rescaled and thinned, see :meth:`priors_for`), unless the study's scores of the parent's
-    configurations disagree with the parent's (:func:`agreement` ≤ 0): then it samples from
-    the study's own trials alone."""
+class PriorTPESampler(ViewTPESampler):
+    """TPE whose history starts with ``prior_trials`` (rescaled and thinned, see
+    :meth:`priors_for`), unless the study's scores of the parent's configurations disagree with
+    the parent's (:func:`agreement` ≤ 0): then it samples from the study's own trials alone."""
 
     def __init__(self, prior_trials: list[FrozenTrial], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -186,27 +161,3 @@ class PriorTPESampler(optuna.samplers.TPESampler):
             del self._seen[next(iter(self._seen))]
         self._seen[trial.number] = seen
         return seen
-
-    def _view(self, study: optuna.Study, trial: FrozenTrial) -> Any:
-        priors = self.priors_for(study, trial)
-        return _StudyWithPriors(study, priors) if priors else study
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return super().infer_relative_search_space(self._view(study, trial), trial)
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return super().sample_relative(self._view(study, trial), trial, search_space)
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        view = self._view(study, trial)
-        return super().sample_independent(view, trial, param_name, param_distribution)
