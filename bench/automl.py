@@ -558,6 +558,8 @@ def main() -> int:
             ),
             "bohb_pairs_within_half": (
                 f"{sum(r <= 0.5 for r in bohb_pair_ratios)}/{len(bohb_pair_ratios)}"
+                if bohb_pair_ratios
+                else None
             ),
             "command": " ".join(["python", "bench/automl.py", *sys.argv[1:]]),
         }
