@@ -495,7 +495,8 @@ def main() -> int:
                     )
                     row["notes"]["atlas"] = (
                         f"{res.trials_complete} complete, {res.trials_pruned}"
-                        f" pruned, {res.trials_failed} failed; model="
+                        f" pruned, {res.trials_failed} failed,"
+                        f" {res.trials_interrupted} interrupted; model="
                         f"{type(res.model).__name__}"
                     )
                 elif system == "flaml":

@@ -51,7 +51,8 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
         raise RuntimeError(f"training failed: {done.status.error.message}")
     r = done.result
     print(f"finished in {time.perf_counter() - started:.0f}s: {r.trials_complete} trials "
-          f"complete, {r.trials_pruned} pruned, {r.trials_failed} failed; best CV {r.metric} "
+          f"complete, {r.trials_pruned} pruned, {r.trials_failed} failed, "
+          f"{r.trials_interrupted} interrupted; best CV {r.metric} "
           f"{r.best.score:.4f} ({r.best.pipeline[:70]})")
     board = trainer.leaderboard(job.status.job_id, limit=3)
     for rank, t in enumerate(board.entries, 1):

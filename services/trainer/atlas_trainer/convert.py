@@ -122,6 +122,7 @@ def result_to_pb(result: dict[str, Any]) -> pb.TrainingResult:
         trials_complete=int(result.get("trials_complete", 0)),
         trials_pruned=int(result.get("trials_pruned", 0)),
         trials_failed=int(result.get("trials_failed", 0)),
+        trials_interrupted=int(result.get("trials_interrupted", 0)),
         priors=[prior_to_pb(p) for p in result.get("priors", [])],
     )
     if result.get("best"):

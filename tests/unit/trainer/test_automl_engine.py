@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from sklearn.metrics import roc_auc_score
 from atlas_trainer.automl import ENSEMBLE_NUMBER, run_automl
 from atlas_trainer.automl import finalize as finalize_mod
 from atlas_trainer.automl import space as space_mod
+from atlas_trainer.convert import result_to_pb
+from atlas_trainer.job_work import _result_dict
 from tests.unit.trainer._automl_data import breast_cancer, hard_frame
 
 FAST = ("lightgbm", "linear", "xgboost")
@@ -71,6 +74,29 @@ def test_failing_trial_is_recorded_and_study_continues(monkeypatch: pytest.Monke
     assert failed and all("boom" in row.error for row in failed)
     assert r.trials_complete >= 1 and r.trials_complete + r.trials_failed + r.trials_pruned == 6
     assert r.model is not None
+
+
+def test_trial_cut_before_its_first_score_counts_as_interrupted_not_failed() -> None:
+    X, y = breast_cancer()
+    started: list[int] = []
+    r = run_automl(
+        X,
+        y,
+        max_trials=5,
+        families=["lightgbm"],
+        strategy="tpe",
+        ensemble=False,
+        on_event=lambda e: started.append(e["trial"]) if e["type"] == "trial_started" else None,
+        should_stop=lambda: len(started) >= 2,  # cancel as the second trial starts
+    )
+    assert (r.trials_complete, r.trials_failed, r.trials_interrupted) == (1, 0, 1)
+    cut = next(row for row in r.leaderboard if row.number == 1)
+    assert cut.state == "FAIL" and cut.error.startswith("interrupted: ")
+    # The job result reports both counts.
+    bundle = SimpleNamespace(uri="s3://b/m", sha256="0" * 64, size=1)
+    data = SimpleNamespace(dataset=None, artifact_uri="s3://b/d.parquet")
+    reported = result_to_pb(_result_dict(r, bundle, data, "job-1", 1.0))
+    assert (reported.trials_failed, reported.trials_interrupted) == (0, 1)
 
 
 @pytest.mark.slow

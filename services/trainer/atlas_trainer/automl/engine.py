@@ -42,6 +42,7 @@ from atlas_trainer.automl.meta import (
 )
 from atlas_trainer.automl.resources import detect_gpus, plan_parallelism
 from atlas_trainer.automl.search import (
+    INTERRUPTED,
     STRATEGIES,
     Searcher,
     SearchSettings,
@@ -124,7 +125,8 @@ class AutoMLResult:
     folds: int  # validation folds (1 for a holdout)
     trials_complete: int = 0
     trials_pruned: int = 0
-    trials_failed: int = 0
+    trials_failed: int = 0  # the model raised
+    trials_interrupted: int = 0  # cut by the deadline, per-trial limit or cancel before a score
     trials_run_here: list[int] = field(default_factory=list)
 
     @property
@@ -422,10 +424,11 @@ def run_automl(
                     f"dataset (rank correlation {rho:.2f}): the search stopped learning from "
                     "its trials once its configurations were scored here"
                 )
-    counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL")}
+    counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED")}
     for r in board:
         if r.number != ENSEMBLE_NUMBER and r.state in counts:
-            counts[r.state] += 1
+            # a trial cut before its first score is the budget's doing, not a model error
+            counts["INTERRUPTED" if r.error.startswith(INTERRUPTED) else r.state] += 1
     if meta_store is not None and done:
         meta_store.record(
             MetaEntry(
@@ -468,6 +471,7 @@ def run_automl(
         trials_complete=counts["COMPLETE"],
         trials_pruned=counts["PRUNED"],
         trials_failed=counts["FAIL"],
+        trials_interrupted=counts["INTERRUPTED"],
         trials_run_here=list(state.trials_run),
     )
 

@@ -11,7 +11,7 @@ Strategies:
 
 Workers use ask/tell (not ``study.optimize``) so that no trial is created after the deadline,
 failures are recorded with their reason, and interrupted trials are told PRUNED at the
-fidelity they reached.
+fidelity they reached (FAIL with an ``INTERRUPTED`` error if they reached none).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from atlas_trainer.automl.task import PreparedTarget
 from atlas_trainer.automl.transfer import PriorTPESampler
 
 log = logging.getLogger(__name__)
+# Error prefix of a trial cut short (deadline, per-trial limit, cancel) before any score.
+INTERRUPTED = "interrupted: "
 STRATEGIES = ("bohb", "tpe", "random")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Optuna warns on every ask() with a heartbeat storage outside Study.optimize; the searcher
@@ -392,14 +394,14 @@ class Searcher:
                 self.settings, {**base, "type": "trial_pruned", "reason": reason, "params": params}
             )
         else:
-            trial.set_user_attr("error", f"interrupted: {reason}")
+            trial.set_user_attr("error", INTERRUPTED + reason)
             self.study.tell(trial, state=TrialState.FAIL)
             _emit(
                 self.settings,
                 {
                     **base,
                     "type": "trial_failed",
-                    "error": f"interrupted: {reason}",
+                    "error": INTERRUPTED + reason,
                     "params": params,
                 },
             )

@@ -311,7 +311,7 @@ class WarmStartPrior(_message.Message):
     def __init__(self, source_job_id: _Optional[str] = ..., source_dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., configs_enqueued: _Optional[int] = ..., best_rank: _Optional[int] = ..., trials_learned_from: _Optional[int] = ..., rank_agreement: _Optional[float] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
-    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "lineage", "priors", "checkpoints")
+    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "trials_interrupted", "lineage", "priors", "checkpoints")
     BEST_FIELD_NUMBER: _ClassVar[int]
     MODEL_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +320,7 @@ class TrainingResult(_message.Message):
     TRIALS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     TRIALS_PRUNED_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     PRIORS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -331,10 +332,11 @@ class TrainingResult(_message.Message):
     trials_complete: int
     trials_pruned: int
     trials_failed: int
+    trials_interrupted: int
     lineage: _common_pb2.Lineage
     priors: _containers.RepeatedCompositeFieldContainer[WarmStartPrior]
     checkpoints: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
-    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
+    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., trials_interrupted: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
     __slots__ = ("status", "spec", "study_name", "best_so_far", "result", "elapsed", "remaining")
