@@ -15,6 +15,7 @@ from atlas_core.clients.trainer import TERMINAL, TrainerClient, automl_spec
 _STRATEGIES = {"bohb": pb.SEARCH_STRATEGY_HYPERBAND_TPE, "tpe": pb.SEARCH_STRATEGY_TPE,
                "random": pb.SEARCH_STRATEGY_RANDOM}
 _EVENT = {v: k for k, v in pb.TrainingEventType.items()}
+_CUT = "interrupted: "  # error prefix of a trial cut before any score
 
 
 def _client(args: argparse.Namespace) -> TrainerClient:
@@ -23,6 +24,23 @@ def _client(args: argparse.Namespace) -> TrainerClient:
 
 def _state(value: int) -> str:
     return common_pb2.JobState.Name(value).removeprefix("JOB_STATE_").lower()
+
+
+def trial_line(ev: pb.WatchTrainingJobResponse, kind: str) -> str:
+    """One trial event of the live view. A trial cut before any score (its error starts with
+    ``interrupted: ``, see ``TrainingResult.trials_interrupted``) shows as interrupted."""
+    t = ev.trial
+    best = (f" | best {ev.best_so_far.score:.4f} (#{ev.best_so_far.number})"
+            if ev.HasField("best_so_far") else "")
+    clock = f" | {ev.elapsed.ToTimedelta().total_seconds():5.0f}s"
+    if ev.HasField("remaining"):
+        clock += f", {ev.remaining.ToTimedelta().total_seconds():.0f}s left"
+    score = f"{t.score:.4f}"
+    if kind == "failed" and t.error.startswith(_CUT):
+        kind, score = "interrupted", t.error.removeprefix(_CUT)
+    elif kind == "failed":
+        score = t.error[:60]
+    return f"trial {t.number:>3} {kind:<11} {score:<10} {t.pipeline[:60]}{best}{clock}"
 
 
 def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
@@ -36,15 +54,7 @@ def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:  # type: 
             continue
         if ev.event_type == pb.TRAINING_EVENT_TYPE_TRIAL_STARTED:
             continue
-        t = ev.trial
-        best = (f" | best {ev.best_so_far.score:.4f} (#{ev.best_so_far.number})"
-                if ev.HasField("best_so_far") else "")
-        clock = f" | {ev.elapsed.ToTimedelta().total_seconds():5.0f}s"
-        if ev.HasField("remaining"):
-            clock += f", {ev.remaining.ToTimedelta().total_seconds():.0f}s left"
-        score = f"{t.score:.4f}" if kind != "trial_failed" else t.error[:60]
-        print(f"trial {t.number:>3} {kind.removeprefix('trial_'):<9} {score:<10} "
-              f"{t.pipeline[:60]}{best}{clock}", file=out, flush=True)
+        print(trial_line(ev, kind.removeprefix("trial_")), file=out, flush=True)
     job = client.get(job_id)
     if job.status.state != common_pb2.JOB_STATE_SUCCEEDED:
         print(f"job {job_id} {_state(job.status.state)}: {job.status.error.message}",
