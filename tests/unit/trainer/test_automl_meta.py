@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 from atlas_core.db import apply_migrations
 from atlas_trainer.automl import MIGRATIONS, InMemoryMetaStore, MetaEntry, SqlMetaStore, run_automl
 from atlas_trainer.automl.meta import compute_meta_features, find_priors
+from atlas_trainer.automl.space import resize_config
 from tests.unit.trainer._automl_data import breast_cancer
 
 
@@ -88,7 +90,8 @@ def test_warm_start_enqueues_priors_first_and_reports_rank() -> None:
     first = next(r for r in warm.leaderboard if r.number == 0)
     assert first.origin.startswith("warm_start:cold#")
     best_cold = next(r for r in cold.leaderboard if r.state == "COMPLETE" and r.number >= 0)
-    assert first.params == best_cold.params
+    # Its best configuration, resized to half the rows (see the resize test below).
+    assert first.params == resize_config(best_cold.params, len(half) / len(X))
 
 
 def _cfg(trial: int, score: float, family: str, **params: float) -> dict:
@@ -116,6 +119,32 @@ def test_lineage_parent_gives_more_family_diverse_configs_than_a_similar_dataset
     assert [c["trial"] for c in other.configs] == [0, 9, 1]  # unchanged: plain top 3
 
 
+def test_a_lineage_parents_configs_and_trials_are_resized_to_the_derived_rows() -> None:
+    top = [_cfg(0, 0.99, "lightgbm", **{"lgb.num_leaves": 500}), _cfg(1, 0.98, "linear")]
+    parent = MetaEntry(
+        "s-parent", "parent", "binary", "roc_auc", True, {"log_rows": 4.0}, top,
+        observations=[{"params": {"family": "lightgbm", "lgb.num_leaves": 6}, "score": 0.9}],
+    )  # fmt: skip
+    store = InMemoryMetaStore()
+    store.record(parent)
+    store.record(MetaEntry("s-other", "other", "binary", "roc_auc", True, {"log_rows": 4.0}, top))
+    half = {"log_rows": 4.0 + math.log10(0.5)}
+    lineage, similar = find_priors(
+        store, half, "binary", parent_keys=("parent",), k=1, metric="roc_auc"
+    )
+    # Half the rows: half the leaves (rows per leaf kept), clamped to the space's minimum 4.
+    assert [c["params"].get("lgb.num_leaves") for c in lineage.configs] == [250, None]
+    assert lineage.configs[1]["params"] == top[1]["params"]  # other families as they were
+    assert lineage.observations[0]["params"]["lgb.num_leaves"] == 4
+    assert similar.configs[0]["params"]["lgb.num_leaves"] == 500  # only lineage is resized
+    assert top[0]["params"]["lgb.num_leaves"] == 500  # the stored entry is not modified
+    # A larger derived dataset (a merge, a new version) grows them, within the space's range.
+    (grown,) = find_priors(store, {"log_rows": 4.5}, "binary", parent_keys=("parent",), k=0)
+    assert grown.configs[0]["params"]["lgb.num_leaves"] == 1024
+    (same,) = find_priors(store, {}, "binary", parent_keys=("parent",), k=0)
+    assert same.configs[0]["params"]["lgb.num_leaves"] == 500  # row count unknown: unchanged
+
+
 def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
     X, y = breast_cancer()
     fams = ["linear", "lightgbm"]  # a portfolio of 7 configurations
@@ -139,7 +168,10 @@ def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
     rows = sorted((r for r in warm.leaderboard if r.number >= 0), key=lambda r: r.number)
     # The parent's configurations, in its ranking, then TPE: no untried portfolio entries.
     assert [r.origin.split(":")[0] for r in rows] == ["warm_start"] * 4 + ["tpe"] * 2
-    assert [r.params for r in rows[:4]] == [c["params"] for c in entry.top_configs]
+    ratio = len(half) / len(X)
+    assert [r.params for r in rows[:4]] == [
+        resize_config(c["params"], ratio) for c in entry.top_configs
+    ]
     # A study with priors from a merely similar dataset still runs the portfolio after them.
     other = run_automl(
         half,

@@ -7,8 +7,10 @@ normalised meta-feature space, same task only.
 A lineage parent is the same data (a sample, split or new version of it), so its ranking
 transfers well: it contributes up to ``LINEAGE_CONFIGS`` configurations, best first but
 family-diverse (a family must not crowd out the runner-up families, which often win on a
-smaller sample), and its complete trials seed the new study's TPE (:mod:`transfer`). A
-merely similar dataset contributes only its top ``configs_per_source``.
+smaller sample), and its complete trials seed the new study's TPE (:mod:`transfer`). Both
+are resized to the new dataset's row count first (:func:`space.resize_config`): a sample of
+the parent favours smaller trees than the parent's best. A merely similar dataset
+contributes only its top ``configs_per_source``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, String, T
 
 from atlas_core.db import Migration, MigrationSet, write_transaction
 from atlas_core.ml import ColumnSanitizer
+from atlas_trainer.automl.space import resize_config
 
 # --------------------------------------------------------------------------- meta-features
 
@@ -285,6 +288,17 @@ class Prior:
         return len(self.trial_numbers)
 
 
+def row_ratio(child: dict[str, float], parent: dict[str, float]) -> float:
+    """The child's rows over the parent's (1 when either lacks the ``log_rows`` meta-feature)."""
+    if "log_rows" not in child or "log_rows" not in parent:
+        return 1.0
+    return float(10 ** (child["log_rows"] - parent["log_rows"]))
+
+
+def _resized(item: dict[str, Any], ratio: float) -> dict[str, Any]:
+    return {**item, "params": resize_config(item["params"], ratio)}
+
+
 def find_priors(
     store: MetaStore,
     meta_features: dict[str, float],
@@ -312,14 +326,16 @@ def find_priors(
     # configurations as a similar dataset would give.
     share = max(configs_per_source, math.ceil(lineage_configs / max(len(parents), 1)))
     for e in parents:
+        ratio = row_ratio(meta_features, e.meta_features)
+        obs = e.observations if metric is not None and e.metric == metric else []
         priors.append(
             Prior(
                 e.study_key,
                 e.dataset_key,
                 "lineage_parent",
                 0.0,
-                diverse_top(e.top_configs, share),
-                observations=e.observations if metric is not None and e.metric == metric else [],
+                [_resized(c, ratio) for c in diverse_top(e.top_configs, share)],
+                observations=[_resized(o, ratio) for o in obs],
             )
         )
     rest = [e for e in entries if e.dataset_key not in used]
