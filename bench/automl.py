@@ -3,7 +3,9 @@
     python bench/automl.py              # 9 datasets, 120 s per system per dataset (~80 min)
     python bench/automl.py --quick      # 4 small datasets, 20 s
     python bench/automl.py --budget 30  # full suite, reduced budget
-    python bench/automl.py --meta-only  # only the meta-learning experiment (~36 min)
+    python bench/automl.py --meta-only  # only the meta-learning experiment (~31 min)
+    python bench/automl.py --meta-only --meta-samples 2 --meta-first-sample 2
+                                        # two more 50% samples (replicates), ~47 min
     python bench/automl.py --bohb-only --seeds 0 1 2  # only Hyperband-TPE vs plain TPE,
                                                       # 3 seeds (~95 min)
 
