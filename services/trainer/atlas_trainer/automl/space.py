@@ -108,7 +108,7 @@ def _sample_model(s: _Sampler, family: str, task: str) -> None:
     elif family == "lightgbm":
         s.int("lgb.n_estimators", 20, 600, log=True)
         s.float("lgb.learning_rate", 0.01, 0.3, log=True)
-        s.int(_LGB_LEAVES[0], *_LGB_LEAVES[1:], log=True)
+        s.int(*_LGB_LEAVES, log=True)
         s.int("lgb.min_child_samples", 2, 100, log=True)
         s.float("lgb.subsample", 0.5, 1.0)
         s.float("lgb.colsample_bytree", 0.1, 1.0)
@@ -147,7 +147,7 @@ def resize_config(params: Mapping[str, Any], row_ratio: float) -> dict[str, Any]
     vs 596.8 RMSE). XGBoost's depth is left alone; one level less helped as often as it hurt."""
     out = dict(params)
     name, low, high = _LGB_LEAVES
-    if name in out and row_ratio > 0 and row_ratio != 1.0:
+    if name in out and row_ratio > 0:
         out[name] = int(min(high, max(low, round(out[name] * row_ratio))))
     return out
 
