@@ -102,40 +102,6 @@ def test_booster_plan_splits_low_rungs_between_rows_and_rounds() -> None:
     assert plan[-1] == (MAX_RESOURCE, 900, True, 1.0)
 
 
-def test_pruning_search_screens_small_data_with_full_size_first_fold_models(monkeypatch) -> None:
-    from atlas_trainer.automl import evaluate as ev
-    from atlas_trainer.automl.task import prepare_target
-    from tests.unit.trainer._automl_data import breast_cancer
-
-    assert ev.screening_plan(90, ev.ROW_RUNG_MIN_ROWS, 3) is None  # enough rows: row rungs
-    assert ev.screening_plan(90, 100, 1) is None  # holdout: nothing to screen on
-    assert ev.screening_plan(90, 100, 3) == [(9, 90, False, 1.0), (ev.MAX_RESOURCE, 90, True, 1.0)]
-    X, y = breast_cancer()
-    prepared = prepare_target(y)
-    splits = ev.make_splits(prepared, folds=3)
-    params = sample_config(optuna.create_study().ask(), prepared.task,
-                           SpaceOptions(fixed={"family": "lightgbm", "lgb.n_estimators": 90}))
-    fitted: list[tuple[int, int]] = []  # (rows, rounds) of every grow() call
-    real_grow = ev.grow
-
-    def grow(est, family, Z, yy, done, target, check):  # noqa: ANN001, ANN202
-        fitted.append((len(yy), target - done))
-        return real_grow(est, family, Z, yy, done, target, check)
-
-    monkeypatch.setattr(ev, "grow", grow)
-    steps: list[int] = []
-    pruned = ev.evaluate_config(params, X, prepared, splits,
-                                report=lambda score, step: steps.append(step) or True)
-    # one low rung: the full-size model on the first fold (no partially grown boosters)
-    assert steps == [9] and fitted == [(len(splits.folds[0][0]), 90)]
-    assert pruned.fidelity == 9 / ev.MAX_RESOURCE and len(pruned.fold_models) == 1
-    fitted.clear()
-    full = ev.evaluate_config(params, X, prepared, splits, report=lambda score, step: False)
-    # surviving costs one cross-validation: the first fold's model is kept, not refitted
-    assert full.fidelity == 1.0 and fitted == [(len(tr), 90) for tr, _ in splits.folds]
-    assert len(full.fold_models) == 3 and full.oof.shape[0] == len(y)
-
-
 def test_row_subset_is_seeded_and_keeps_every_class() -> None:
     from atlas_trainer.automl.evaluate import row_subset
 
