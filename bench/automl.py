@@ -16,7 +16,8 @@ null with the reason. Also measures meta-learning (50% sample warm-started from 
 dataset's study, run at the suite budget, vs cold, both at half the budget: trials to reach
 the cold final validation score; as context, not the target, also trials to come within one
 standard error of it) and Hyperband-TPE vs plain TPE (time to reach plain TPE's final
-validation score). Writes bench/results/automl.json.
+validation score; `bench/automl_tpe_floor.py` gives that measure's chance level, plain
+TPE against itself). Writes bench/results/automl.json.
 """
 
 from __future__ import annotations
