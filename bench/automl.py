@@ -403,15 +403,19 @@ def bohb_pair(Xtr, ytr, task, budget, seed, default_events=None) -> dict[str, An
     target = tpe.best_score
     t_tpe = _time_to_reach(tpe_events, target, tpe.higher_is_better)
     t_bohb = _time_to_reach(default_events, target, tpe.higher_is_better)
-    # never reached: counted as the whole budget
-    ratio = (t_bohb if t_bohb is not None else budget) / t_tpe if t_tpe else None
     return {
         "seed": seed,
         "tpe_score": target,
         "tpe_time_s": t_tpe,
         "bohb_time_s": t_bohb,
-        "ratio": ratio,
+        "ratio": time_ratio(t_bohb, t_tpe, budget),
     }
+
+
+def time_ratio(t_other: float | None, t_ref: float | None, budget: float) -> float | None:
+    """The Hyperband measure: time for the other search to reach the reference search's final
+    score over the time the reference took; never reached counts as the whole budget."""
+    return (t_other if t_other is not None else budget) / t_ref if t_ref else None
 
 
 def _time_to_reach(events: list[dict[str, Any]], target: float, higher: bool) -> float | None:

@@ -20,7 +20,7 @@ import statistics
 import warnings
 from pathlib import Path
 
-from automl import DATASETS, QUICK, ROOT, _time_to_reach, split
+from automl import DATASETS, QUICK, ROOT, _time_to_reach, split, time_ratio
 
 warnings.filterwarnings("ignore")
 
@@ -55,7 +55,9 @@ def main() -> int:
             events_a, target, higher = runs[a]
             t_a = _time_to_reach(events_a, target, higher)
             t_b = _time_to_reach(runs[b][0], target, higher)
-            ratios.append((t_b if t_b is not None else args.budget) / t_a)
+            ratio = time_ratio(t_b, t_a, args.budget)
+            if ratio is not None:
+                ratios.append(ratio)
         rows[name] = {"ratios": ratios, "median": statistics.median(ratios),
                       "within_half": sum(r <= 0.5 for r in ratios)}
         print(f"  {name:14s} TPE vs TPE: median {rows[name]['median']:.2f}, "
