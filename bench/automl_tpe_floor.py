@@ -1,6 +1,8 @@
 """Context for ``automl.py``'s Hyperband-TPE ratio: plain TPE against plain TPE.
 
     python bench/automl_tpe_floor.py                       # 4 small datasets, 3 runs each (~21 min)
+    python bench/automl_tpe_floor.py --datasets CPS1988 TV16 diamonds nassCDS InstEval \
+        --out bench/results/automl_tpe_floor_large.json  # the 20k+-row five (~27 min)
     python bench/automl_tpe_floor.py --datasets wine --runs 4
 
 Runs plain TPE ``--runs`` times per dataset on the same 75/25 split and the same CV folds
