@@ -48,6 +48,7 @@ protos: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/buf lint protos
+	$(VENV)/bin/ruff format --check src/atlas_core services tests bench demo
 	$(VENV)/bin/ruff check src/atlas_core services tests bench demo
 	$(PY) -m atlas_core.tools.protos --check
 

@@ -32,7 +32,12 @@ entity_key_serialization_version: 3
 
 def main() -> None:
     repo, entities, features, seconds, seed = (
-        sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        float(sys.argv[4]),
+        int(sys.argv[5]),
+    )
     import feast
     import numpy as np
     import pandas as pd
@@ -52,14 +57,20 @@ def main() -> None:
 
     entity = Entity(name="entity", join_keys=["entity_id"], value_type=ValueType.INT64)
     source = FileSource(path=str(root / "source.parquet"), timestamp_field="event_timestamp")
-    view = FeatureView(name="fg", entities=[entity], ttl=timedelta(days=3650), source=source,
-                       schema=[Field(name=n, dtype=Float32) for n in names], online=True)
+    view = FeatureView(
+        name="fg",
+        entities=[entity],
+        ttl=timedelta(days=3650),
+        source=source,
+        schema=[Field(name=n, dtype=Float32) for n in names],
+        online=True,
+    )
     store = FeatureStore(repo_path=repo)
     store.apply([entity, view])
     t0 = time.perf_counter()
     chunk = 2_000
     for start in range(0, entities, chunk):
-        store.write_to_online_store("fg", df.iloc[start:start + chunk])
+        store.write_to_online_store("fg", df.iloc[start : start + chunk])
     load_s = time.perf_counter() - t0
 
     refs = [f"fg:{n}" for n in names]
@@ -85,12 +96,23 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     latencies.sort()
     n = len(latencies)
-    print(json.dumps({
-        "feast_version": feast.__version__, "entities": entities, "features": features,
-        "load_s": load_s, "load_rows_per_s": entities / load_s, "values_ok": bool(ok),
-        "n": n, "rps": n / elapsed,
-        "p50_ms": 1e3 * latencies[n // 2], "p99_ms": 1e3 * latencies[min(n - 1, int(0.99 * n))],
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "feast_version": feast.__version__,
+                "entities": entities,
+                "features": features,
+                "load_s": load_s,
+                "load_rows_per_s": entities / load_s,
+                "values_ok": bool(ok),
+                "n": n,
+                "rps": n / elapsed,
+                "p50_ms": 1e3 * latencies[n // 2],
+                "p99_ms": 1e3 * latencies[min(n - 1, int(0.99 * n))],
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

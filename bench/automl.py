@@ -616,9 +616,7 @@ def meta_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     pooled = [x for v in per_sample.values() for x in v]
     per_dataset = [r["meta"]["ratio"] for r in rows if r.get("meta", {}).get("ratio") is not None]
     return {
-        "warm_cold_trial_ratio": (
-            statistics.median(replicates.values()) if replicates else None
-        ),
+        "warm_cold_trial_ratio": (statistics.median(replicates.values()) if replicates else None),
         "warm_cold_trial_ratio_per_sample": replicates,
         "warm_cold_trial_ratio_pooled": statistics.median(pooled) if pooled else None,
         "warm_cold_trial_ratio_per_dataset_median": (

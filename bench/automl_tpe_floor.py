@@ -49,8 +49,17 @@ def main() -> int:
         runs = []
         for seed in range(10, 10 + args.runs):
             events: list[dict] = []
-            res = run_automl(Xtr, ytr, task=task, wall_budget_s=args.budget, n_jobs=2,
-                             seed=seed, strategy="tpe", on_event=events.append, ensemble=False)
+            res = run_automl(
+                Xtr,
+                ytr,
+                task=task,
+                wall_budget_s=args.budget,
+                n_jobs=2,
+                seed=seed,
+                strategy="tpe",
+                on_event=events.append,
+                ensemble=False,
+            )
             runs.append((events, res.best_score, res.higher_is_better))
         ratios = []
         for a, b in itertools.permutations(range(len(runs)), 2):
@@ -60,19 +69,27 @@ def main() -> int:
             ratio = time_ratio(t_b, t_a, args.budget)
             if ratio is not None:
                 ratios.append(ratio)
-        rows[name] = {"ratios": ratios, "median": statistics.median(ratios),
-                      "within_half": sum(r <= 0.5 for r in ratios)}
-        print(f"  {name:14s} TPE vs TPE: median {rows[name]['median']:.2f}, "
-              f"{rows[name]['within_half']}/{len(ratios)} pairs <= 1/2, "
-              f"per pair {[round(r, 2) for r in ratios]}", flush=True)
+        rows[name] = {
+            "ratios": ratios,
+            "median": statistics.median(ratios),
+            "within_half": sum(r <= 0.5 for r in ratios),
+        }
+        print(
+            f"  {name:14s} TPE vs TPE: median {rows[name]['median']:.2f}, "
+            f"{rows[name]['within_half']}/{len(ratios)} pairs <= 1/2, "
+            f"per pair {[round(r, 2) for r in ratios]}",
+            flush=True,
+        )
     pooled = [r for row in rows.values() for r in row["ratios"]]
     summary = {
         "median_over_datasets": statistics.median(row["median"] for row in rows.values()),
         "pooled_median": statistics.median(pooled),
         "pairs_within_half": f"{sum(r <= 0.5 for r in pooled)}/{len(pooled)}",
     }
-    print(f"TPE vs TPE: median over datasets {summary['median_over_datasets']:.2f}, pooled "
-          f"{summary['pooled_median']:.2f}, pairs <= 1/2: {summary['pairs_within_half']}")
+    print(
+        f"TPE vs TPE: median over datasets {summary['median_over_datasets']:.2f}, pooled "
+        f"{summary['pooled_median']:.2f}, pairs <= 1/2: {summary['pairs_within_half']}"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"datasets": rows, "summary": summary}, indent=2))
     return 0

@@ -100,17 +100,27 @@ SUBSET = [f"f{i:04d}" for i in range(0, DIMS, DIMS // 50)]  # 50 named features,
 EVENT_US = 1_717_200_000_000_000  # 2024-06-01T00:00:00Z
 # --malloc-tuned: glibc serves large transient buffers (2 MB responses) from the heap instead
 # of a fresh mmap each time, which page-faults every 4 KB page of every response.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024**2),
-              "MALLOC_TRIM_THRESHOLD_": str(256 * 1024**2)}
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(64 * 1024**2),
+    "MALLOC_TRIM_THRESHOLD_": str(256 * 1024**2),
+}
 CHILD_ENV = dict(os.environ)
 # The two read endpoints: the native online reader and the data service's own server.
-METHODS = {"reader": "/atlas.data.v1.OnlineFeatureService/GetOnlineFeatures",
-           "service": "/atlas.data.v1.DataService/GetFeatures"}
-TARGETS = {"p99_1x5000_ms": 3.0, "rps_c16": 2000.0, "p99_100x5000_ms": 40.0,
-           "ingest_vps": 5000.0, "feast_ratio": 10.0}
+METHODS = {
+    "reader": "/atlas.data.v1.OnlineFeatureService/GetOnlineFeatures",
+    "service": "/atlas.data.v1.DataService/GetFeatures",
+}
+TARGETS = {
+    "p99_1x5000_ms": 3.0,
+    "rps_c16": 2000.0,
+    "p99_100x5000_ms": 40.0,
+    "ingest_vps": 5000.0,
+    "feast_ratio": 10.0,
+}
 
 
 # ---------------------------------------------------------------------------- server process
+
 
 async def _serve(settings_path: str) -> None:
     from atlas_core.log import configure_logging
@@ -136,6 +146,7 @@ async def _serve(settings_path: str) -> None:
 
 # ---------------------------------------------------------------------------- load generators
 
+
 def _stub(target: str) -> tuple[Any, Any]:
     from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
     from atlas_core.rpc import ClientSettings, connect
@@ -152,19 +163,25 @@ async def _create(target: str, groups: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for g in groups:
         if g["kind"] == "vector":
-            features = [pb.FeatureSpec(name="emb", dtype=pb.FEATURE_TYPE_FLOAT32_VECTOR,
-                                       dims=DIMS)]
+            features = [pb.FeatureSpec(name="emb", dtype=pb.FEATURE_TYPE_FLOAT32_VECTOR, dims=DIMS)]
         else:
-            features = [pb.FeatureSpec(name=f"f{i:04d}", dtype=pb.FEATURE_TYPE_FLOAT32)
-                        for i in range(DIMS)]
-        spec = pb.FeatureGroupSpec(name=g["name"], entity_key="user_id",
-                                   entity_key_type=pb.ENTITY_KEY_TYPE_INT64,
-                                   event_time_column="event_time", features=features)
+            features = [
+                pb.FeatureSpec(name=f"f{i:04d}", dtype=pb.FEATURE_TYPE_FLOAT32) for i in range(DIMS)
+            ]
+        spec = pb.FeatureGroupSpec(
+            name=g["name"],
+            entity_key="user_id",
+            entity_key_type=pb.ENTITY_KEY_TYPE_INT64,
+            event_time_column="event_time",
+            features=features,
+        )
         t0 = time.perf_counter()
         resp = await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec))
-        out[g["name"]] = {"version": resp.feature_group.version,
-                          "float32_width": resp.feature_group.layout.float32_width,
-                          "create_s": time.perf_counter() - t0}
+        out[g["name"]] = {
+            "version": resp.feature_group.version,
+            "float32_width": resp.feature_group.layout.float32_width,
+            "create_s": time.perf_counter() - t0,
+        }
     await channel.close()
     return out
 
@@ -194,11 +211,20 @@ async def _ingest(target: str, group: str, entities: int) -> dict[str, Any]:
     batch_lat: list[float] = []
 
     def make(seq: int, first: int, request_id: str) -> Any:
-        records = [pb.FeatureRecord(entity_key=pb.EntityKey(int64_key=e), event_time=ts,
-                                    float32_values=rows[(e * 7919) % POOL])
-                   for e in range(first, min(first + BATCH, entities + 1))]
-        return pb.WriteRecordsRequest(feature_group=ref if seq == 1 else None,
-                                      request_id=request_id, sequence=seq, records=records)
+        records = [
+            pb.FeatureRecord(
+                entity_key=pb.EntityKey(int64_key=e),
+                event_time=ts,
+                float32_values=rows[(e * 7919) % POOL],
+            )
+            for e in range(first, min(first + BATCH, entities + 1))
+        ]
+        return pb.WriteRecordsRequest(
+            feature_group=ref if seq == 1 else None,
+            request_id=request_id,
+            sequence=seq,
+            records=records,
+        )
 
     async def stream(index: int, firsts: list[int]) -> None:
         call = stub.WriteRecords()
@@ -229,12 +255,17 @@ async def _ingest(target: str, group: str, entities: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     await channel.close()
     batch_lat.sort()
-    return {"records": acked[0], "elapsed_s": elapsed, "vps": acked[0] / elapsed,
-            "mb_per_s": acked[0] * DIMS * 4 / elapsed / 1e6, "streams": STREAMS,
-            "batch": BATCH, "window": WINDOW,
-            "batch_ack_p50_ms": 1e3 * batch_lat[len(batch_lat) // 2],
-            "batch_ack_p99_ms": 1e3 * batch_lat[min(len(batch_lat) - 1,
-                                                    int(0.99 * len(batch_lat)))]}
+    return {
+        "records": acked[0],
+        "elapsed_s": elapsed,
+        "vps": acked[0] / elapsed,
+        "mb_per_s": acked[0] * DIMS * 4 / elapsed / 1e6,
+        "streams": STREAMS,
+        "batch": BATCH,
+        "window": WINDOW,
+        "batch_ack_p50_ms": 1e3 * batch_lat[len(batch_lat) // 2],
+        "batch_ack_p99_ms": 1e3 * batch_lat[min(len(batch_lat) - 1, int(0.99 * len(batch_lat)))],
+    }
 
 
 def _request_bytes(task: dict[str, Any], keys: list[int]) -> bytes:
@@ -243,9 +274,11 @@ def _request_bytes(task: dict[str, Any], keys: list[int]) -> bytes:
     from atlas.data.v1 import data_service_pb2 as pb
     from atlas.data.v1 import online_service_pb2 as online_pb
 
-    read = pb.GetFeaturesRequest(feature_group=common_pb2.FeatureGroupRef(name=task["group"]),
-                                 entity_keys=pb.EntityKeys(int64_keys=keys),
-                                 feature_names=task["features"])
+    read = pb.GetFeaturesRequest(
+        feature_group=common_pb2.FeatureGroupRef(name=task["group"]),
+        entity_keys=pb.EntityKeys(int64_keys=keys),
+        feature_names=task["features"],
+    )
     if task["endpoint"] == "reader":
         return online_pb.GetOnlineFeaturesRequest(read=read).SerializeToString()
     return read.SerializeToString()
@@ -290,8 +323,10 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
     # shares. Each worker cycles through the pool from its own offset.
     conc = task["concurrency"]
     pool = _requests(task, 0)
-    gens = [itertools.cycle(pool[k:] + pool[:k])
-            for k in (i * len(pool) // (2 * conc) for i in range(2 * conc))]
+    gens = [
+        itertools.cycle(pool[k:] + pool[:k])
+        for k in (i * len(pool) // (2 * conc) for i in range(2 * conc))
+    ]
     values_ok, width = await _check(channel, task)
 
     latencies: list[float] = []
@@ -317,9 +352,15 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
     server_cpu = _cpu_seconds(task["server_pids"]) - server0
     client_cpu = time.process_time() - client0
     await channel.close()
-    return {"n": len(latencies), "elapsed": elapsed, "latencies": latencies,
-            "values_ok": values_ok, "float32_width": width,
-            "server_cpu_s": server_cpu, "client_cpu_s": client_cpu}
+    return {
+        "n": len(latencies),
+        "elapsed": elapsed,
+        "latencies": latencies,
+        "values_ok": values_ok,
+        "float32_width": width,
+        "server_cpu_s": server_cpu,
+        "client_cpu_s": client_cpu,
+    }
 
 
 async def _native_setup(target: str, task: dict[str, Any]) -> dict[str, Any]:
@@ -369,6 +410,7 @@ def _client_main(target: str, task_json: str) -> None:
 
 # ---------------------------------------------------------------------------- orchestration
 
+
 def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -387,9 +429,13 @@ class Bench:
 
     def client(self, task: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
         target = self.endpoint(task)[0]
-        out = subprocess.run([sys.executable, __file__, "--client", target,
-                              json.dumps(task)], capture_output=True, text=True,
-                             timeout=timeout, env=CHILD_ENV)
+        out = subprocess.run(
+            [sys.executable, __file__, "--client", target, json.dumps(task)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=CHILD_ENV,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"load generator failed ({task['op']}):\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -403,33 +449,68 @@ class Bench:
             server0, child0 = _cpu_seconds(pids), _children_cpu()
             started = time.perf_counter()
             out = subprocess.run(
-                [str(loadgen), target, TOKEN, METHODS[task["endpoint"]],
-                 f.name, str(task["concurrency"]), str(task["warmup"]), str(task["seconds"])],
-                capture_output=True, text=True, timeout=task["seconds"] + task["warmup"] + 120)
+                [
+                    str(loadgen),
+                    target,
+                    TOKEN,
+                    METHODS[task["endpoint"]],
+                    f.name,
+                    str(task["concurrency"]),
+                    str(task["warmup"]),
+                    str(task["seconds"]),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=task["seconds"] + task["warmup"] + 120,
+            )
             wall = time.perf_counter() - started
             server_cores = (_cpu_seconds(pids) - server0) / wall
             client_cores = (_children_cpu() - child0) / wall
         part = json.loads(out.stdout)
         if out.returncode != 0 or part["errors"]:
-            raise RuntimeError(f"native load generator: {part['errors']} errors, first: "
-                               f"{part['first_error']} {out.stderr[-2000:]}")
-        return self._summary([part], server_cores, client_cores, setup["values_ok"],
-                             setup["float32_width"], procs=1, generator="native")
+            raise RuntimeError(
+                f"native load generator: {part['errors']} errors, first: "
+                f"{part['first_error']} {out.stderr[-2000:]}"
+            )
+        return self._summary(
+            [part],
+            server_cores,
+            client_cores,
+            setup["values_ok"],
+            setup["float32_width"],
+            procs=1,
+            generator="native",
+        )
 
     def read(self, procs: int = 1, **task: Any) -> dict[str, Any]:
         """Run a read measurement from ``procs`` processes (concurrency split among them)."""
         target, pids = self.endpoint(task)
-        task = {"op": "read", **task, "concurrency": task["concurrency"] // procs,
-                "server_pids": pids}
+        task = {
+            "op": "read",
+            **task,
+            "concurrency": task["concurrency"] // procs,
+            "server_pids": pids,
+        }
         # Results go through files: with uvloop in the children, a result line bigger than
         # a pipe's 64 KB came back cut short.
         tmp = Path(tempfile.mkdtemp(prefix="atlas-bench-read-"))
         outs = [tmp / f"{p}.json" for p in range(procs)]
-        cmds = [[sys.executable, __file__, "--client", target,
-                 json.dumps({**task, "seed": SEED + 1000 * p, "result_file": str(outs[p])})]
-                for p in range(procs)]
-        running = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    text=True, env=CHILD_ENV) for c in cmds]
+        cmds = [
+            [
+                sys.executable,
+                __file__,
+                "--client",
+                target,
+                json.dumps({**task, "seed": SEED + 1000 * p, "result_file": str(outs[p])}),
+            ]
+            for p in range(procs)
+        ]
+        running = [
+            subprocess.Popen(
+                c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=CHILD_ENV
+            )
+            for c in cmds
+        ]
         parts = []
         try:
             for proc, out in zip(running, outs):
@@ -447,25 +528,46 @@ class Bench:
         # = CPU seconds / wall seconds.
         server_cores = parts[0]["server_cpu_s"] / parts[0]["elapsed"]
         client_cores = sum(p["client_cpu_s"] / p["elapsed"] for p in parts)
-        return self._summary(parts, server_cores, client_cores,
-                             all(p["values_ok"] for p in parts), parts[0]["float32_width"],
-                             procs=procs, generator="python")
+        return self._summary(
+            parts,
+            server_cores,
+            client_cores,
+            all(p["values_ok"] for p in parts),
+            parts[0]["float32_width"],
+            procs=procs,
+            generator="python",
+        )
 
     @staticmethod
-    def _summary(parts: list[dict[str, Any]], server_cores: float, client_cores: float,
-                 values_ok: bool, width: int, **extra: Any) -> dict[str, Any]:
+    def _summary(
+        parts: list[dict[str, Any]],
+        server_cores: float,
+        client_cores: float,
+        values_ok: bool,
+        width: int,
+        **extra: Any,
+    ) -> dict[str, Any]:
         lat = sorted(x for p in parts for x in p["latencies"])
         rps = len(lat) / max(p["elapsed"] for p in parts)
-        return {"n": len(lat), "rps": rps, "p50_ms": 1e3 * _pct(lat, 0.5),
-                "p99_ms": 1e3 * _pct(lat, 0.99), "max_ms": 1e3 * lat[-1],
-                "values_ok": values_ok, "float32_width": width, **extra,
-                "server_cores": server_cores, "client_cores": client_cores,
-                "server_cpu_ms_per_req": 1e3 * server_cores / rps,
-                "client_cpu_ms_per_req": 1e3 * client_cores / rps}
+        return {
+            "n": len(lat),
+            "rps": rps,
+            "p50_ms": 1e3 * _pct(lat, 0.5),
+            "p99_ms": 1e3 * _pct(lat, 0.99),
+            "max_ms": 1e3 * lat[-1],
+            "values_ok": values_ok,
+            "float32_width": width,
+            **extra,
+            "server_cores": server_cores,
+            "client_cores": client_cores,
+            "server_cpu_ms_per_req": 1e3 * server_cores / rps,
+            "client_cpu_ms_per_req": 1e3 * client_cores / rps,
+        }
 
 
-def _start_server(tmp: Path, s3: Any, native_reader: bool
-                  ) -> tuple[subprocess.Popen[str], int, tuple[str, int] | None]:
+def _start_server(
+    tmp: Path, s3: Any, native_reader: bool
+) -> tuple[subprocess.Popen[str], int, tuple[str, int] | None]:
     from atlas_core.config import AuthSettings, DatabaseSettings, ServerSettings
     from atlas_data.config import DataSettings
     from atlas_data.native_reader import NativeReaderSettings
@@ -477,18 +579,24 @@ def _start_server(tmp: Path, s3: Any, native_reader: bool
         s3=s3,
         database=DatabaseSettings(url=f"sqlite:///{tmp / 'data.db'}"),
         data_dir=tmp / "data",
-        online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb",
-                                   lmdb_map_size_bytes=16 * 1024**3),
+        online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb", lmdb_map_size_bytes=16 * 1024**3),
     )
     path = tmp / "settings.json"
     raw = json.loads(settings.model_dump_json())
-    raw["s3"].update(access_key=s3.access_key.get_secret_value(),  # dumped masked
-                     secret_key=s3.secret_key.get_secret_value())
+    raw["s3"].update(
+        access_key=s3.access_key.get_secret_value(),  # dumped masked
+        secret_key=s3.secret_key.get_secret_value(),
+    )
     path.write_text(json.dumps(raw))
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed with the process
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(path)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                              text=True, env=CHILD_ENV)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=CHILD_ENV,
+    )
     log.close()
     line = server.stdout.readline().split()  # type: ignore[union-attr]
     if not line:
@@ -548,18 +656,28 @@ def _ensure_loadgen() -> tuple[Path | None, str]:
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
             install = ["apt-get", "install", "-y", "-q", "libgrpc++-dev"]
             if subprocess.run(install, capture_output=True, env=env, timeout=900).returncode:
-                subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env,
-                               timeout=600)
+                subprocess.run(
+                    ["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600
+                )
                 subprocess.run(install, check=True, capture_output=True, env=env, timeout=900)
             how = "built (apt-get installed libgrpc++-dev)"
         if not have_grpc():
             return None, "libgrpc++-dev is not installed (pkg-config grpc++ fails)"
-        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], check=True,
-                               capture_output=True, text=True).stdout.split()
+        flags = subprocess.run(
+            ["pkg-config", "--cflags", "--libs", "grpc++"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         LOADGEN_DIR.mkdir(parents=True, exist_ok=True)
         partial = binary.with_suffix(".partial")
-        subprocess.run(["g++", "-O2", "-std=c++17", str(LOADGEN_SRC), "-o", str(partial),
-                        *flags], check=True, capture_output=True, text=True, timeout=600)
+        subprocess.run(
+            ["g++", "-O2", "-std=c++17", str(LOADGEN_SRC), "-o", str(partial), *flags],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         partial.rename(binary)
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", "") or ""
@@ -575,10 +693,18 @@ def _ensure_feast() -> tuple[Path | None, str]:
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python, "reused"
     try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(FEAST_VENV)], check=True,
-                       capture_output=True, timeout=300)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "feast"], check=True,
-                       capture_output=True, timeout=1200)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--clear", str(FEAST_VENV)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "feast"],
+            check=True,
+            capture_output=True,
+            timeout=1200,
+        )
         subprocess.run(check, check=True, capture_output=True, timeout=120)
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
@@ -595,9 +721,20 @@ def run_feast(entities: int, features: int, seconds: float) -> tuple[dict | None
     with tempfile.TemporaryDirectory(prefix="atlas-bench-feast-online-") as repo:
         try:
             proc = subprocess.run(
-                [str(python), str(FEAST_RUNNER), repo, str(entities), str(features),
-                 str(seconds), str(SEED)],
-                capture_output=True, text=True, timeout=900, cwd=repo)
+                [
+                    str(python),
+                    str(FEAST_RUNNER),
+                    repo,
+                    str(entities),
+                    str(features),
+                    str(seconds),
+                    str(SEED),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                cwd=repo,
+            )
         except subprocess.TimeoutExpired:
             return None, "feast run exceeded 900 s"
     if proc.returncode != 0:
@@ -611,8 +748,10 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
 
     seconds, warmup = (3.0, 1.0) if quick else (10.0, 1.0)
     big = "vec20k" if quick else "vec200k"
-    groups = [{"name": "vec20k", "kind": "vector", "entities": 20_000},
-              {"name": "sca20k", "kind": "scalar", "entities": 20_000}]
+    groups = [
+        {"name": "vec20k", "kind": "vector", "entities": 20_000},
+        {"name": "sca20k", "kind": "scalar", "entities": 20_000},
+    ]
     if not quick:
         groups.insert(0, {"name": "vec200k", "kind": "vector", "entities": 200_000})
     size = {g["name"]: g["entities"] for g in groups}
@@ -624,27 +763,39 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
 
     with tempfile.TemporaryDirectory(prefix="atlas-bench-online-") as tmp_name:
         tmp = Path(tmp_name)
-        seaweed = SeaweedS3Server(tmp / "s3", access_key="benchaccess",
-                                  secret_key="benchsecret0123456789", port=0)
+        seaweed = SeaweedS3Server(
+            tmp / "s3", access_key="benchaccess", secret_key="benchsecret0123456789", port=0
+        )
         server = None
         try:
             seaweed.start()
-            s3 = S3Settings(endpoint=seaweed.endpoint, access_key="benchaccess",
-                            secret_key="benchsecret0123456789", bucket="bench")
+            s3 = S3Settings(
+                endpoint=seaweed.endpoint,
+                access_key="benchaccess",
+                secret_key="benchsecret0123456789",
+                bucket="bench",
+            )
             server, port, reader = _start_server(tmp, s3, native_reader)
             bench = Bench(f"127.0.0.1:{port}", server.pid, reader)
             main = "reader" if reader else "service"
             detail["read_endpoint"] = main
-            print(f"data server on 127.0.0.1:{port} (pid {server.pid}); native online reader "
-                  f"{f'on {reader[0]} (pid {reader[1]})' if reader else 'off'}; SeaweedFS at "
-                  f"{seaweed.endpoint}", flush=True)
+            print(
+                f"data server on 127.0.0.1:{port} (pid {server.pid}); native online reader "
+                f"{f'on {reader[0]} (pid {reader[1]})' if reader else 'off'}; SeaweedFS at "
+                f"{seaweed.endpoint}",
+                flush=True,
+            )
             detail["create"] = bench.client({"op": "create", "groups": groups})
             ingest = {}
             for g in groups:
                 ingest[g["name"]] = r = bench.client(
-                    {"op": "ingest", "group": g["name"], "entities": g["entities"]})
-                print(f"ingest {g['name']}: {r['records']:,} records in {r['elapsed_s']:.1f} s"
-                      f" = {r['vps']:,.0f} vectors/s ({r['mb_per_s']:.0f} MB/s)", flush=True)
+                    {"op": "ingest", "group": g["name"], "entities": g["entities"]}
+                )
+                print(
+                    f"ingest {g['name']}: {r['records']:,} records in {r['elapsed_s']:.1f} s"
+                    f" = {r['vps']:,.0f} vectors/s ({r['mb_per_s']:.0f} MB/s)",
+                    flush=True,
+                )
             detail["ingest"] = ingest
             # The server publishes staged offline rows as Parquet in the background; let it
             # finish so the flusher does not compete with the read measurements.
@@ -657,16 +808,33 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
             os.sync()  # and the kernel's write-back of the GBs just written
             detail["sync_s"] = round(time.perf_counter() - t0, 1)
             detail["settle_s"] = _settle()
-            print(f"offline flush drained after {detail['offline_flush_wait_s']} s, sync "
-                  f"{detail['sync_s']} s, IO settled after {detail['settle_s']} s "
-                  f"(pressure {_pressure()})", flush=True)
+            print(
+                f"offline flush drained after {detail['offline_flush_wait_s']} s, sync "
+                f"{detail['sync_s']} s, IO settled after {detail['settle_s']} s "
+                f"(pressure {_pressure()})",
+                flush=True,
+            )
 
-            def read(label: str, group: str, keys: int, names: list[str] | None,
-                     conc: int, procs: int = 1, python: bool = False,
-                     endpoint: str = main) -> None:
-                task = {"group": group, "keys_per_request": keys, "entities": size[group],
-                        "features": names or [], "concurrency": conc, "seconds": seconds,
-                        "warmup": warmup, "endpoint": endpoint}
+            def read(
+                label: str,
+                group: str,
+                keys: int,
+                names: list[str] | None,
+                conc: int,
+                procs: int = 1,
+                python: bool = False,
+                endpoint: str = main,
+            ) -> None:
+                task = {
+                    "group": group,
+                    "keys_per_request": keys,
+                    "entities": size[group],
+                    "features": names or [],
+                    "concurrency": conc,
+                    "seconds": seconds,
+                    "warmup": warmup,
+                    "endpoint": endpoint,
+                }
                 if endpoint != main:
                     label += " (data service)"
                 if python or loadgen is None:
@@ -674,12 +842,20 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
                     label += (" py" if loadgen else "") + (f" {procs}proc" if procs > 1 else "")
                 else:
                     r = bench.read_native(loadgen, **task)
-                r.update(group=group, entities_per_request=keys, concurrency=conc,
-                         features=r["float32_width"], endpoint=endpoint,
-                         pressure_after=_pressure())
+                r.update(
+                    group=group,
+                    entities_per_request=keys,
+                    concurrency=conc,
+                    features=r["float32_width"],
+                    endpoint=endpoint,
+                    pressure_after=_pressure(),
+                )
                 reads[label] = r
-                print(f"  {label:<28} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms"
-                      f"  {r['rps']:8.0f} req/s", flush=True)
+                print(
+                    f"  {label:<28} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms"
+                    f"  {r['rps']:8.0f} req/s",
+                    flush=True,
+                )
 
             reads: dict[str, Any] = {}
             detail["loadavg_before_reads"] = os.getloadavg()
@@ -704,8 +880,10 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
                 _stop_server(server)
             seaweed.stop()
             if server is not None and server.returncode not in (0, None):
-                print(f"(data server exit code {server.returncode}; log tail: "
-                      f"{(tmp / 'server.log').read_text()[-1500:]})")
+                print(
+                    f"(data server exit code {server.returncode}; log tail: "
+                    f"{(tmp / 'server.log').read_text()[-1500:]})"
+                )
 
     feast_res, feast_note = (None, "skipped (--no-feast)")
     if feast:
@@ -720,14 +898,16 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
         "p99_100x5000_ms": round(reads[f"{big} 100x5000 c1"]["p99_ms"], 4),
         "ingest_vps": round(ingest[big]["vps"], 1),
         "feast_p99_1x250_ms": None if feast_res is None else round(feast_res["p99_ms"], 4),
-        "ratio_feast_p99_over_ours": None if feast_res is None else round(
-            feast_res["p99_ms"] / reads[f"{big} 1x5000 c1"]["p99_ms"], 3),
+        "ratio_feast_p99_over_ours": None
+        if feast_res is None
+        else round(feast_res["p99_ms"] / reads[f"{big} 1x5000 c1"]["p99_ms"], 3),
         "feast_note": feast_note,
         "headline_group": big,
         "load_generator": detail["load_generator"],
         "scale": "quick" if quick else "full",
         "read_endpoint": detail["read_endpoint"],
-        "command": "python bench/data_online.py" + (" --quick" if quick else "")
+        "command": "python bench/data_online.py"
+        + (" --quick" if quick else "")
         + ("" if native else " --python-client")
         + ("" if native_reader else " --no-native-reader"),
         "detail": detail,
@@ -738,49 +918,82 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
 def report(result: dict[str, Any]) -> None:
     d = result["detail"]
     print()
-    print(f"{'GetFeatures':<34}{'store':>9}{'feat':>6}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'req/s':>9}{'values':>8}{'srv cpu':>9}{'cli cpu':>9}")
+    print(
+        f"{'GetFeatures':<34}{'store':>9}{'feat':>6}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'req/s':>9}{'values':>8}{'srv cpu':>9}{'cli cpu':>9}"
+    )
     for label, r in d["reads"].items():
-        print(f"{label:<34}{d['groups'][r['group']]:>9,}{r['features']:>6}{r['p50_ms']:>9.3f}"
-              f"{r['p99_ms']:>9.3f}{r['rps']:>9.0f}{'ok' if r['values_ok'] else 'BAD':>8}"
-              f"{r['server_cpu_ms_per_req']:>9.3f}{r['client_cpu_ms_per_req']:>9.3f}")
+        print(
+            f"{label:<34}{d['groups'][r['group']]:>9,}{r['features']:>6}{r['p50_ms']:>9.3f}"
+            f"{r['p99_ms']:>9.3f}{r['rps']:>9.0f}{'ok' if r['values_ok'] else 'BAD':>8}"
+            f"{r['server_cpu_ms_per_req']:>9.3f}{r['client_cpu_ms_per_req']:>9.3f}"
+        )
     server = "native online reader" if d["read_endpoint"] == "reader" else "data service"
-    print(f"  (reads served by the {server} unless marked '(data service)'; "
-          f"load generator: {d['load_generator']}, 'py' rows: grpc.aio Python clients; srv/cli "
-          "cpu: CPU ms per request of the server / all load generators; "
-          f"{d['cores']} cores; 1-min load average before/after the reads "
-          f"{d['loadavg_before_reads'][0]:.1f}/{d['loadavg_after_reads'][0]:.1f} -- the "
-          "bench itself keeps ~2 runnable; much more means other work shared the machine)")
+    print(
+        f"  (reads served by the {server} unless marked '(data service)'; "
+        f"load generator: {d['load_generator']}, 'py' rows: grpc.aio Python clients; srv/cli "
+        "cpu: CPU ms per request of the server / all load generators; "
+        f"{d['cores']} cores; 1-min load average before/after the reads "
+        f"{d['loadavg_before_reads'][0]:.1f}/{d['loadavg_after_reads'][0]:.1f} -- the "
+        "bench itself keeps ~2 runnable; much more means other work shared the machine)"
+    )
     f = d["feast"]
     if f:
-        print(f"{'feast 1x250 in-process c1':<34}{f['entities']:>9,}{f['features']:>6}"
-              f"{f['p50_ms']:>9.3f}{f['p99_ms']:>9.3f}{f['rps']:>9.0f}"
-              f"{'ok' if f['values_ok'] else 'BAD':>8}")
-        print(f"feast {f['feast_version']}: write_to_online_store {f['load_rows_per_s']:,.0f} "
-              f"rows/s of 250 features ({f['load_s']:.1f} s for {f['entities']:,})")
+        print(
+            f"{'feast 1x250 in-process c1':<34}{f['entities']:>9,}{f['features']:>6}"
+            f"{f['p50_ms']:>9.3f}{f['p99_ms']:>9.3f}{f['rps']:>9.0f}"
+            f"{'ok' if f['values_ok'] else 'BAD':>8}"
+        )
+        print(
+            f"feast {f['feast_version']}: write_to_online_store {f['load_rows_per_s']:,.0f} "
+            f"rows/s of 250 features ({f['load_s']:.1f} s for {f['entities']:,})"
+        )
     else:
         print(f"feast: not measured — {result['feast_note']}")
     print()
-    print(f"{'ingest (WriteRecords)':<22}{'records':>9}{'vectors/s':>11}{'MB/s':>7}"
-          f"{'ack p50':>9}{'ack p99':>9}")
+    print(
+        f"{'ingest (WriteRecords)':<22}{'records':>9}{'vectors/s':>11}{'MB/s':>7}"
+        f"{'ack p50':>9}{'ack p99':>9}"
+    )
     for name, r in d["ingest"].items():
-        print(f"{name:<22}{r['records']:>9,}{r['vps']:>11,.0f}{r['mb_per_s']:>7.0f}"
-              f"{r['batch_ack_p50_ms']:>9.1f}{r['batch_ack_p99_ms']:>9.1f}")
+        print(
+            f"{name:<22}{r['records']:>9,}{r['vps']:>11,.0f}{r['mb_per_s']:>7.0f}"
+            f"{r['batch_ack_p50_ms']:>9.1f}{r['batch_ack_p99_ms']:>9.1f}"
+        )
     print(f"  ({STREAMS} streams x batches of {BATCH} x {WINDOW} in flight; ack ms per batch)")
     print()
     ratio = result["ratio_feast_p99_over_ours"]
     checks = [
-        ("1x5000 p99 at c1", f"{result['p99_1x5000_ms']:.3f} ms", "<= 3 ms",
-         result["p99_1x5000_ms"] <= TARGETS["p99_1x5000_ms"]),
-        ("1x5000 req/s at c16", f"{result['rps_c16']:,.0f}", ">= 2,000",
-         result["rps_c16"] >= TARGETS["rps_c16"]),
-        ("100x5000 p99 at c1", f"{result['p99_100x5000_ms']:.3f} ms", "<= 40 ms",
-         result["p99_100x5000_ms"] <= TARGETS["p99_100x5000_ms"]),
-        ("ingest", f"{result['ingest_vps']:,.0f} vectors/s", ">= 5,000",
-         result["ingest_vps"] >= TARGETS["ingest_vps"]),
-        ("feast 1x250 p99 / our 1x5000 p99",
-         "n/a" if ratio is None else f"{ratio:.2f}x", ">= 10x",
-         None if ratio is None else ratio >= TARGETS["feast_ratio"]),
+        (
+            "1x5000 p99 at c1",
+            f"{result['p99_1x5000_ms']:.3f} ms",
+            "<= 3 ms",
+            result["p99_1x5000_ms"] <= TARGETS["p99_1x5000_ms"],
+        ),
+        (
+            "1x5000 req/s at c16",
+            f"{result['rps_c16']:,.0f}",
+            ">= 2,000",
+            result["rps_c16"] >= TARGETS["rps_c16"],
+        ),
+        (
+            "100x5000 p99 at c1",
+            f"{result['p99_100x5000_ms']:.3f} ms",
+            "<= 40 ms",
+            result["p99_100x5000_ms"] <= TARGETS["p99_100x5000_ms"],
+        ),
+        (
+            "ingest",
+            f"{result['ingest_vps']:,.0f} vectors/s",
+            ">= 5,000",
+            result["ingest_vps"] >= TARGETS["ingest_vps"],
+        ),
+        (
+            "feast 1x250 p99 / our 1x5000 p99",
+            "n/a" if ratio is None else f"{ratio:.2f}x",
+            ">= 10x",
+            None if ratio is None else ratio >= TARGETS["feast_ratio"],
+        ),
     ]
     print(f"{'target (' + result['headline_group'] + ')':<34}{'measured':>20}{'goal':>10}  verdict")
     for name, value, goal, ok in checks:
@@ -793,13 +1006,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~2 minutes: 20,000 entities")
     parser.add_argument("--no-feast", action="store_true")
-    parser.add_argument("--python-client", action="store_true",
-                        help="measure with Python (grpc.aio) load generators only")
-    parser.add_argument("--no-native-reader", action="store_true",
-                        help="serve reads from the data service's Python server only")
-    parser.add_argument("--malloc-tuned", action="store_true",
-                        help="run the server and load generators with " + " ".join(
-                            f"{k}={v}" for k, v in MALLOC_ENV.items()))
+    parser.add_argument(
+        "--python-client",
+        action="store_true",
+        help="measure with Python (grpc.aio) load generators only",
+    )
+    parser.add_argument(
+        "--no-native-reader",
+        action="store_true",
+        help="serve reads from the data service's Python server only",
+    )
+    parser.add_argument(
+        "--malloc-tuned",
+        action="store_true",
+        help="run the server and load generators with "
+        + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()),
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -816,8 +1038,7 @@ def main() -> None:
     if args.malloc_tuned:
         CHILD_ENV.update(MALLOC_ENV)
     started = time.perf_counter()
-    result = run(args.quick, not args.no_feast, not args.python_client,
-                 not args.no_native_reader)
+    result = run(args.quick, not args.no_feast, not args.python_client, not args.no_native_reader)
     result["malloc_tuned"] = args.malloc_tuned
     if args.malloc_tuned:
         result["command"] += " --malloc-tuned"

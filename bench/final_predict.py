@@ -65,9 +65,13 @@ def main() -> int:
     model = res.model
     predict = model.predict if task == "regression" else model.predict_proba
     parts = _tabular_models(model)
-    report: dict[str, Any] = {"dataset": args.dataset, "test_rows": len(Xte),
-                              "model": getattr(model, "description", type(model).__name__),
-                              "families": [m.family for m in parts], "cpus": args.cpus}
+    report: dict[str, Any] = {
+        "dataset": args.dataset,
+        "test_rows": len(Xte),
+        "model": getattr(model, "description", type(model).__name__),
+        "families": [m.family for m in parts],
+        "cpus": args.cpus,
+    }
     preds = {}
     for label, threads in (("one_thread", 1), ("job_cpus", args.cpus)):
         predict_on(parts, threads)  # what the trainer does to a final model's boosters
@@ -80,33 +84,52 @@ def main() -> int:
             "one_row_median_ms": 1e3 * statistics.median(one),
             "one_row_p99_ms": 1e3 * float(np.percentile(one, 99)),
         }
-        print(f"{label:10s} threads={threads}: batch of {len(Xte)} median "
-              f"{report[label]['batch_median_s']:.2f} s; one row median "
-              f"{report[label]['one_row_median_ms']:.2f} ms, p99 "
-              f"{report[label]['one_row_p99_ms']:.2f} ms", flush=True)
+        print(
+            f"{label:10s} threads={threads}: batch of {len(Xte)} median "
+            f"{report[label]['batch_median_s']:.2f} s; one row median "
+            f"{report[label]['one_row_median_ms']:.2f} ms, p99 "
+            f"{report[label]['one_row_p99_ms']:.2f} ms",
+            flush=True,
+        )
     report["identical_predictions"] = bool(np.array_equal(preds["one_thread"], preds["job_cpus"]))
-    report["batch_ratio"] = (report["job_cpus"]["batch_median_s"]
-                             / report["one_thread"]["batch_median_s"])
-    report["one_row_ratio"] = (report["job_cpus"]["one_row_median_ms"]
-                               / report["one_thread"]["one_row_median_ms"])
+    report["batch_ratio"] = (
+        report["job_cpus"]["batch_median_s"] / report["one_thread"]["batch_median_s"]
+    )
+    report["one_row_ratio"] = (
+        report["job_cpus"]["one_row_median_ms"] / report["one_thread"]["one_row_median_ms"]
+    )
     # The final refit of the best trial: as the engine does it (its rows, its target encoding).
     prepared = prepare_target(ytr, task)
     rows_kept = Xtr.loc[prepared.keep].reset_index(drop=True)
     best = next(r for r in res.leaderboard if r.number == res.best_trial)
     report["refit"] = {"config": best.pipeline}
     for label, threads in (("one_thread", 1), ("job_cpus", args.cpus)):
-        fit = _timed(lambda t=threads: refit(best.params, rows_kept, prepared, seed=0,
-                                             threads=t, device="cpu", check=lambda: None),
-                     args.refits)
+        fit = _timed(
+            lambda t=threads: refit(
+                best.params,
+                rows_kept,
+                prepared,
+                seed=0,
+                threads=t,
+                device="cpu",
+                check=lambda: None,
+            ),
+            args.refits,
+        )
         report["refit"][f"{label}_median_s"] = statistics.median(fit)
-        print(f"refit of the best trial, threads={threads}: median {statistics.median(fit):.2f} s",
-              flush=True)
-    report["refit_ratio"] = (report["refit"]["job_cpus_median_s"]
-                             / report["refit"]["one_thread_median_s"])
+        print(
+            f"refit of the best trial, threads={threads}: median {statistics.median(fit):.2f} s",
+            flush=True,
+        )
+    report["refit_ratio"] = (
+        report["refit"]["job_cpus_median_s"] / report["refit"]["one_thread_median_s"]
+    )
     print(f"{len(parts)} models ({', '.join(report['families'])}) in {report['model'][:100]}")
-    print(f"job CPUs / one thread: batch {report['batch_ratio']:.2f}, one row "
-          f"{report['one_row_ratio']:.2f}, refit {report['refit_ratio']:.2f}; identical "
-          f"predictions: {report['identical_predictions']}")
+    print(
+        f"job CPUs / one thread: batch {report['batch_ratio']:.2f}, one row "
+        f"{report['one_row_ratio']:.2f}, refit {report['refit_ratio']:.2f}; identical "
+        f"predictions: {report['identical_predictions']}"
+    )
     out = ROOT / "bench" / "results" / "final_predict.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -42,8 +42,14 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "graph.json"
 PARTS = 4
-SBM = {"communities": 8, "average_degree": 10.0, "intra_fraction": 0.8, "feature_dims": 16,
-       "feature_noise": 1.0, "seed": 7}
+SBM = {
+    "communities": 8,
+    "average_degree": 10.0,
+    "intra_fraction": 0.8,
+    "feature_dims": 16,
+    "feature_noise": 1.0,
+    "seed": 7,
+}
 TRAIN = {"fan_outs": [10, 10], "hidden": 64, "batch_size": 1024, "learning_rate": 0.01}
 
 
@@ -53,12 +59,17 @@ def _rss() -> int:
 
 
 def _child(mode: str, *args: Any) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, *map(str, args)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ---- (a) mapping ---------------------------------------------------------------------------
+
 
 def child_mapping(n: int) -> dict[str, Any]:
     from atlas_graph.idmap import RangeMap
@@ -74,9 +85,12 @@ def child_mapping(n: int) -> dict[str, Any]:
         local = np.arange(n, dtype=np.int64) - bounds[part]
         per_id.append((part, local))
     per_id_rss = _rss() - before
-    return {"range_map_bytes": sum(m.nbytes for m in maps), "range_map_rss_growth": range_rss,
-            "per_id_map_rss_bytes": per_id_rss,
-            "per_id_map_bytes": sum(p.nbytes + loc.nbytes for p, loc in per_id)}
+    return {
+        "range_map_bytes": sum(m.nbytes for m in maps),
+        "range_map_rss_growth": range_rss,
+        "per_id_map_rss_bytes": per_id_rss,
+        "per_id_map_bytes": sum(p.nbytes + loc.nbytes for p, loc in per_id),
+    }
 
 
 def lookups(n: int = 10_000_000, queries: int = 10_000_000) -> dict[str, float]:
@@ -105,12 +119,19 @@ def bench_mapping(sizes: list[int]) -> dict[str, Any]:
         rows[n] = _child("mapping", n)
     # Computed beyond what was measured: 16 bytes per id and kind; P+1 int64 per kind.
     for n in (100_000_000, 1_000_000_000):
-        rows.setdefault(n, {"range_map_bytes": 2 * 8 * (PARTS + 1),
-                            "per_id_map_bytes": 2 * 16 * n, "per_id_map_rss_bytes": None})
+        rows.setdefault(
+            n,
+            {
+                "range_map_bytes": 2 * 8 * (PARTS + 1),
+                "per_id_map_bytes": 2 * 16 * n,
+                "per_id_map_rss_bytes": None,
+            },
+        )
     return {"sizes": rows, **lookups()}
 
 
 # ---- (b) partitioning ----------------------------------------------------------------------
+
 
 def child_partition(nodes: int) -> dict[str, Any]:
     from atlas_graph.partitioning import run_partitioning
@@ -123,13 +144,19 @@ def child_partition(nodes: int) -> dict[str, Any]:
         outcome = run_partitioning(graph, out, 2, "metis")
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"nodes": graph.num_nodes, "edges": graph.num_edges,
-            "feature_dims": graph.feature_dims, "partition_s": outcome.elapsed_s,
-            "peak_rss_bytes": outcome.peak_rss_bytes, "rss_before_bytes": rss_before,
-            "edge_cut": outcome.edge_cut}
+    return {
+        "nodes": graph.num_nodes,
+        "edges": graph.num_edges,
+        "feature_dims": graph.feature_dims,
+        "partition_s": outcome.elapsed_s,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "rss_before_bytes": rss_before,
+        "edge_cut": outcome.edge_cut,
+    }
 
 
 # ---- (c) training --------------------------------------------------------------------------
+
 
 def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> dict[str, Any]:
     from atlas_graph.partitioning import GRAPH_NAME
@@ -138,14 +165,27 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
     run = work / f"run{trainers}"
     (run / "out").mkdir(parents=True)
     (run / "ip_config.txt").write_text(ip_config_text([], 2))
-    cfg = {"graph_name": GRAPH_NAME, "part_config": str(part_config),
-           "ip_config": str(run / "ip_config.txt"), "work_dir": str(run),
-           "out_dir": str(run / "out"), "num_partitions": 2, "shm_tag": f"bench{trainers}",
-           "infer_batch_size": 2048, "seed": 0, "num_servers": 1, "num_trainers": trainers,
-           "backend": "gloo", "fan_outs": TRAIN["fan_outs"], "epochs": epochs,
-           "batch_size": TRAIN["batch_size"], "learning_rate": TRAIN["learning_rate"],
-           "checkpoint_every_epochs": epochs, "write_embeddings": False,
-           "model": _model_cfg()}
+    cfg = {
+        "graph_name": GRAPH_NAME,
+        "part_config": str(part_config),
+        "ip_config": str(run / "ip_config.txt"),
+        "work_dir": str(run),
+        "out_dir": str(run / "out"),
+        "num_partitions": 2,
+        "shm_tag": f"bench{trainers}",
+        "infer_batch_size": 2048,
+        "seed": 0,
+        "num_servers": 1,
+        "num_trainers": trainers,
+        "backend": "gloo",
+        "fan_outs": TRAIN["fan_outs"],
+        "epochs": epochs,
+        "batch_size": TRAIN["batch_size"],
+        "learning_rate": TRAIN["learning_rate"],
+        "checkpoint_every_epochs": epochs,
+        "write_embeddings": False,
+        "model": _model_cfg(),
+    }
     events: list[dict[str, Any]] = []
     finished: list[float] = []
 
@@ -162,14 +202,23 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
     seconds = [e["seconds"] for e in events if e["event"] == "epoch"]
     metrics = next(e for e in events if e["event"] == "metrics")
     # Rank 0 finished -> every process gone: shows whether a rank hung in shutdown.
-    return {"epoch_s": float(np.mean(seconds)), "epoch_s_each": seconds,
-            "test_accuracy": metrics["test_accuracy"],
-            "shutdown_s": time.monotonic() - finished[0] if finished else None}
+    return {
+        "epoch_s": float(np.mean(seconds)),
+        "epoch_s_each": seconds,
+        "test_accuracy": metrics["test_accuracy"],
+        "shutdown_s": time.monotonic() - finished[0] if finished else None,
+    }
 
 
 def _model_cfg() -> dict[str, Any]:
-    return {"model": "graphsage", "in_dims": SBM["feature_dims"], "hidden": TRAIN["hidden"],
-            "classes": SBM["communities"], "layers": len(TRAIN["fan_outs"]), "dropout": 0.5}
+    return {
+        "model": "graphsage",
+        "in_dims": SBM["feature_dims"],
+        "hidden": TRAIN["hidden"],
+        "classes": SBM["communities"],
+        "layers": len(TRAIN["fan_outs"]),
+        "dropout": 0.5,
+    }
 
 
 def bench_training(nodes: int, epochs: int) -> dict[str, Any]:
@@ -189,13 +238,21 @@ def bench_training(nodes: int, epochs: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)  # the same one thread as each distributed trainer
-    single = train_single(graph, _model_cfg(), TRAIN["fan_outs"], epochs, TRAIN["batch_size"],
-                          TRAIN["learning_rate"])
-    return {"nodes": nodes, "edges": graph.num_edges, "epochs": epochs, "trainers_1": one,
-            "trainers_2": two, "single": single}
+    single = train_single(
+        graph, _model_cfg(), TRAIN["fan_outs"], epochs, TRAIN["batch_size"], TRAIN["learning_rate"]
+    )
+    return {
+        "nodes": nodes,
+        "edges": graph.num_edges,
+        "epochs": epochs,
+        "trainers_1": one,
+        "trainers_2": two,
+        "single": single,
+    }
 
 
 # ---- report --------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -216,25 +273,37 @@ def main() -> int:
     print(f"    {'ids':>14} {'range map B':>12} {'per-id map B':>16} {'per-id RSS B':>16}")
     for n, row in sorted(mapping["sizes"].items()):
         rss = row["per_id_map_rss_bytes"]
-        print(f"    {n:>14,} {row['range_map_bytes']:>12} {row['per_id_map_bytes']:>16,} "
-              f"{(f'{rss:,}' if rss is not None else 'computed'):>16}")
-    print(f"    lookups: range map {mapping['range_map_ids_per_s'] / 1e6:.1f}M IDs/s, per-id "
-          f"gather {mapping['per_id_ids_per_s'] / 1e6:.1f}M IDs/s")
+        print(
+            f"    {n:>14,} {row['range_map_bytes']:>12} {row['per_id_map_bytes']:>16,} "
+            f"{(f'{rss:,}' if rss is not None else 'computed'):>16}"
+        )
+    print(
+        f"    lookups: range map {mapping['range_map_ids_per_s'] / 1e6:.1f}M IDs/s, per-id "
+        f"gather {mapping['per_id_ids_per_s'] / 1e6:.1f}M IDs/s"
+    )
     part = _child("partition", part_nodes)
-    print(f"(b) partition {part['nodes']:,} nodes / {part['edges']:,} edges into 2: "
-          f"{part['partition_s']:.1f}s, peak RSS {part['peak_rss_bytes'] / 2**30:.2f} GiB "
-          f"(before partitioning {part['rss_before_bytes'] / 2**30:.2f} GiB)")
+    print(
+        f"(b) partition {part['nodes']:,} nodes / {part['edges']:,} edges into 2: "
+        f"{part['partition_s']:.1f}s, peak RSS {part['peak_rss_bytes'] / 2**30:.2f} GiB "
+        f"(before partitioning {part['rss_before_bytes'] / 2**30:.2f} GiB)"
+    )
     train = bench_training(train_nodes, epochs)
     one, two, single = train["trainers_1"], train["trainers_2"], train["single"]
     print(f"(c) GraphSAGE on {train['nodes']:,} nodes, 2 partitions, {epochs} epochs")
     print(f"    {'run':<26} {'epoch s':>8} {'test acc':>9} {'shutdown s':>11}")
     for name, row in (("distributed, 1 trainer", one), ("distributed, 2 trainers", two)):
-        print(f"    {name:<26} {row['epoch_s']:>8.2f} {row['test_accuracy']:>9.4f} "
-              f"{row['shutdown_s']:>11.1f}")
-    print(f"    {'single process (DGL)':<26} {single['epoch_s']:>8.2f} "
-          f"{single['test_accuracy']:>9.4f}")
-    print(f"    distributed overhead (2 trainers / single epoch time): "
-          f"{two['epoch_s'] / single['epoch_s']:.2f}x")
+        print(
+            f"    {name:<26} {row['epoch_s']:>8.2f} {row['test_accuracy']:>9.4f} "
+            f"{row['shutdown_s']:>11.1f}"
+        )
+    print(
+        f"    {'single process (DGL)':<26} {single['epoch_s']:>8.2f} "
+        f"{single['test_accuracy']:>9.4f}"
+    )
+    print(
+        f"    distributed overhead (2 trainers / single epoch time): "
+        f"{two['epoch_s'] / single['epoch_s']:.2f}x"
+    )
     hundred_m = mapping["sizes"][100_000_000]
     result = {
         "range_map_bytes_100m": hundred_m["range_map_bytes"],
@@ -245,11 +314,14 @@ def main() -> int:
         "accuracy_single": single["test_accuracy"],
         "epoch_s_1_trainer": one["epoch_s"],
         "epoch_s_2_trainers": two["epoch_s"],
-        "detail": {"quick": args.quick, "mapping": {str(k): v for k, v in
-                                                    mapping["sizes"].items()},
-                   "per_id_lookup_ids_per_s": mapping["per_id_ids_per_s"],
-                   "partitioning": part, "training": train,
-                   "total_s": time.monotonic() - t0},
+        "detail": {
+            "quick": args.quick,
+            "mapping": {str(k): v for k, v in mapping["sizes"].items()},
+            "per_id_lookup_ids_per_s": mapping["per_id_ids_per_s"],
+            "partitioning": part,
+            "training": train,
+            "total_s": time.monotonic() - t0,
+        },
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))

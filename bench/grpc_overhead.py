@@ -58,8 +58,11 @@ async def _client(target: str, concurrency: int, seconds: float, token: str | No
     from atlas_core.testing.echo import Req, Resp, method
 
     channel = connect(ClientSettings(target=target, token=token))
-    call = channel.unary_unary(method("GetEcho"), request_serializer=Req.SerializeToString,
-                               response_deserializer=Resp.FromString)
+    call = channel.unary_unary(
+        method("GetEcho"),
+        request_serializer=Req.SerializeToString,
+        response_deserializer=Resp.FromString,
+    )
     for _ in range(200):  # warm-up
         await call(Req())
     latencies: list[float] = []
@@ -85,14 +88,16 @@ def _pct(values: list[float], q: float) -> float:
 
 def _measure(kind: str, concurrency: int, seconds: float) -> dict[str, float]:
     me = [sys.executable, __file__]
-    server = subprocess.Popen([*me, "--serve", kind], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [*me, "--serve", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(server.stdout.readline())  # type: ignore[union-attr]
         token = TOKEN if kind == "atlas" else None
         args = [*me, "--client", f"127.0.0.1:{port}", str(concurrency), str(seconds)]
-        out = subprocess.run(args + ([token] if token else []), capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            args + ([token] if token else []), capture_output=True, text=True, check=True
+        )
         data = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         server.stdin.close()  # type: ignore[union-attr]
@@ -102,8 +107,11 @@ def _measure(kind: str, concurrency: int, seconds: float) -> dict[str, float]:
             server.kill()
             server.wait()
     lat = data["latencies"]
-    return {"rps": data["n"] / data["elapsed"], "p50_ms": 1e3 * _pct(lat, 0.5),
-            "p99_ms": 1e3 * _pct(lat, 0.99)}
+    return {
+        "rps": data["n"] / data["elapsed"],
+        "p50_ms": 1e3 * _pct(lat, 0.5),
+        "p99_ms": 1e3 * _pct(lat, 0.99),
+    }
 
 
 def run(rounds: int, seconds: float) -> dict[str, object]:

@@ -71,6 +71,7 @@ class FailsOnline:
 
 # -- load generator (separate processes, blocking gRPC in threads) ----------------------------
 
+
 def _worker(target: str, threads: int, seconds: float, endpoint: str, out: mp.Queue) -> None:
     import grpc
 
@@ -93,8 +94,11 @@ def _worker(target: str, threads: int, seconds: float, endpoint: str, out: mp.Qu
         while time.perf_counter() < end:
             t = time.perf_counter()
             try:
-                stub.Predict(pb.PredictRequest(endpoint_name=endpoint, row=rows[i % 64]),
-                             metadata=meta, timeout=10)
+                stub.Predict(
+                    pb.PredictRequest(endpoint_name=endpoint, row=rows[i % 64]),
+                    metadata=meta,
+                    timeout=10,
+                )
                 mine.append(time.perf_counter() - t)
             except grpc.RpcError:
                 with lock:
@@ -116,8 +120,7 @@ def _worker(target: str, threads: int, seconds: float, endpoint: str, out: mp.Qu
 def load(target: str, concurrency: int, seconds: float, endpoint: str = "bc") -> dict:
     procs_n = min(4, concurrency)
     q: mp.Queue = mp.Queue()
-    per = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0)
-           for i in range(procs_n)]
+    per = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0) for i in range(procs_n)]
     procs = [mp.Process(target=_worker, args=(target, n, seconds, endpoint, q)) for n in per]
     for p in procs:
         p.start()
@@ -130,11 +133,16 @@ def load(target: str, concurrency: int, seconds: float, endpoint: str = "bc") ->
     for p in procs:
         p.join()
     arr = np.array(lat) * 1000
-    return {"rps": len(lat) / seconds, "p50_ms": float(np.percentile(arr, 50)),
-            "p99_ms": float(np.percentile(arr, 99)), "errors": errors}
+    return {
+        "rps": len(lat) / seconds,
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "errors": errors,
+    }
 
 
 # -- the bare ceiling -------------------------------------------------------------------------
+
 
 async def _bare(port_file: str) -> None:
     from grpc import aio
@@ -143,10 +151,12 @@ async def _bare(port_file: str) -> None:
     from atlas.serving.v1 import serving_service_pb2 as pb
     from atlas.serving.v1 import serving_service_pb2_grpc as pb_grpc
 
-    reply = pb.PredictResponse(prediction=pb.Prediction(label="1", value=0.97,
-                                                        scores={"1": 0.97}),
-                               model=common_pb2.ModelRef(model_name="bc", version=1),
-                               variant="blue", prediction_id="0" * 32)
+    reply = pb.PredictResponse(
+        prediction=pb.Prediction(label="1", value=0.97, scores={"1": 0.97}),
+        model=common_pb2.ModelRef(model_name="bc", version=1),
+        variant="blue",
+        prediction_id="0" * 32,
+    )
 
     class Bare(pb_grpc.ServingServiceServicer):
         async def Predict(self, request, context):  # type: ignore[no-untyped-def]
@@ -172,9 +182,23 @@ def main() -> None:
     results = run_all(seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("p99_c1_ms", "rps_c64", "bare_rps_c64",
-                                              "bentoml_rps_c64", "cold_start_s", "rollback_s",
-                                              "rollout_failed_pct")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: results[k]
+                for k in (
+                    "p99_c1_ms",
+                    "rps_c64",
+                    "bare_rps_c64",
+                    "bentoml_rps_c64",
+                    "cold_start_s",
+                    "rollback_s",
+                    "rollout_failed_pct",
+                )
+            },
+            indent=2,
+        )
+    )
 
 
 def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Popen], str]:
@@ -186,21 +210,23 @@ def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Pope
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'services' / 'serving'}",
-                   ATLAS_SERVING_SERVER__PORT=str(port),
-                   ATLAS_SERVING_SERVER__METRICS_PORT="null",
-                   ATLAS_SERVING_SERVER__LOG_LEVEL="WARNING",
-                   ATLAS_SERVING_SERVER__AUTH__TOKENS=json.dumps({TOKEN: ["*"]}),
-                   ATLAS_SERVING_S3__ENDPOINT=s3.endpoint,  # type: ignore[attr-defined]
-                   ATLAS_SERVING_S3__BUCKET=s3.bucket,  # type: ignore[attr-defined]
-                   ATLAS_SERVING_S3__ACCESS_KEY=s3.access_key.get_secret_value(),  # type: ignore[attr-defined]
-                   ATLAS_SERVING_S3__SECRET_KEY=s3.secret_key.get_secret_value(),  # type: ignore[attr-defined]
-                   ATLAS_SERVING_DATABASE__URL=f"sqlite:///{tmp / 'serving.db'}",
-                   ATLAS_SERVING_DATA_DIR=str(tmp / f"r{i}"),
-                   ATLAS_SERVING_RUNTIME__REPLICA_ID=f"bench-{i}",
-                   ATLAS_SERVING_JOBS__RUNNER_ID=f"bench-{i}")
-        procs.append(subprocess.Popen([sys.executable, "-m", "atlas_serving"], env=env,
-                                      cwd=tmp))
+        env = dict(
+            os.environ,
+            PYTHONPATH=f"{ROOT}:{ROOT / 'services' / 'serving'}",
+            ATLAS_SERVING_SERVER__PORT=str(port),
+            ATLAS_SERVING_SERVER__METRICS_PORT="null",
+            ATLAS_SERVING_SERVER__LOG_LEVEL="WARNING",
+            ATLAS_SERVING_SERVER__AUTH__TOKENS=json.dumps({TOKEN: ["*"]}),
+            ATLAS_SERVING_S3__ENDPOINT=s3.endpoint,  # type: ignore[attr-defined]
+            ATLAS_SERVING_S3__BUCKET=s3.bucket,  # type: ignore[attr-defined]
+            ATLAS_SERVING_S3__ACCESS_KEY=s3.access_key.get_secret_value(),  # type: ignore[attr-defined]
+            ATLAS_SERVING_S3__SECRET_KEY=s3.secret_key.get_secret_value(),  # type: ignore[attr-defined]
+            ATLAS_SERVING_DATABASE__URL=f"sqlite:///{tmp / 'serving.db'}",
+            ATLAS_SERVING_DATA_DIR=str(tmp / f"r{i}"),
+            ATLAS_SERVING_RUNTIME__REPLICA_ID=f"bench-{i}",
+            ATLAS_SERVING_JOBS__RUNNER_ID=f"bench-{i}",
+        )
+        procs.append(subprocess.Popen([sys.executable, "-m", "atlas_serving"], env=env, cwd=tmp))
         addrs.append(f"127.0.0.1:{port}")
     return procs, ",".join(addrs)
 
@@ -235,10 +261,19 @@ def trainer_model() -> object:
 
         X, y = load_breast_cancer(return_X_y=True, as_frame=True)
         X.columns = [c.replace(" ", "_") for c in X.columns]
-        result = run_automl(X, y, task="binary", max_trials=1, strategy="tpe",
-                            families=["xgboost"], ensemble=False, seed=0,
-                            allow_crosses=False, allow_selection=False,
-                            fixed_params={"xgb.n_estimators": 100, "xgb.max_depth": 4})
+        result = run_automl(
+            X,
+            y,
+            task="binary",
+            max_trials=1,
+            strategy="tpe",
+            families=["xgboost"],
+            ensemble=False,
+            seed=0,
+            allow_crosses=False,
+            allow_selection=False,
+            fixed_params={"xgb.n_estimators": 100, "xgb.max_depth": 4},
+        )
         _TRAINED["model"] = result.model
         _TRAINED["pipeline"] = result.leaderboard[0].pipeline
     return _TRAINED["model"]
@@ -252,9 +287,19 @@ def _bundle(store: object, key: str, *, model: object = None, pad_to: int = 0) -
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     X.columns = [c.replace(" ", "_") for c in X.columns]
     extra = {"padding.bin": os.urandom(pad_to)} if pad_to else None
-    return write_bundle(store, key, model=model or trainer_model(), task="binary",  # type: ignore[arg-type]
-                        target="target", classes=[0, 1], X_train=X, y_train=y, metrics={},
-                        lineage={}, extra_files=extra)
+    return write_bundle(
+        store,
+        key,
+        model=model or trainer_model(),
+        task="binary",  # type: ignore[arg-type]
+        target="target",
+        classes=[0, 1],
+        X_train=X,
+        y_train=y,
+        metrics={},
+        lineage={},
+        extra_files=extra,
+    )
 
 
 def run_all(seconds: float) -> dict:
@@ -271,15 +316,26 @@ def run_all(seconds: float) -> dict:
     from bench.serving import FailsOnline  # by module name: the replica unpickles it
 
     tmp = Path(tempfile.mkdtemp(prefix="atlas-bench-serving-"))
-    weed = SeaweedS3Server(tmp / "weed", access_key="bench", secret_key="bench-secret-key",
-                           port=0, log_dir=tmp / "weed-logs")
+    weed = SeaweedS3Server(
+        tmp / "weed",
+        access_key="bench",
+        secret_key="bench-secret-key",
+        port=0,
+        log_dir=tmp / "weed-logs",
+    )
     weed.start(timeout=60)
     procs: list[subprocess.Popen] = []
-    out: dict = {"command": "python bench/serving.py" + (" --quick" if seconds < 5 else ""),
-                 "bundle": "trainer AutoML engine, XGBoost 100 trees, 30 features"}
+    out: dict = {
+        "command": "python bench/serving.py" + (" --quick" if seconds < 5 else ""),
+        "bundle": "trainer AutoML engine, XGBoost 100 trees, 30 features",
+    }
     try:
-        s3 = S3Settings(endpoint=weed.endpoint, access_key=SecretStr("bench"),
-                        secret_key=SecretStr("bench-secret-key"), bucket="bench")
+        s3 = S3Settings(
+            endpoint=weed.endpoint,
+            access_key=SecretStr("bench"),
+            secret_key=SecretStr("bench-secret-key"),
+            bucket="bench",
+        )
         store = open_artifact_store(s3)
         ref = _bundle(store, "models/bc/v1.tar")
         out["pipeline"] = _TRAINED["pipeline"]
@@ -325,8 +381,7 @@ def run_all(seconds: float) -> dict:
                 r = table.get(f"{kind}_c{c}")
                 if r is None:
                     continue
-                print(f"{kind:<8} {c:>4} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} "
-                      f"{r['p99_ms']:>8.2f}")
+                print(f"{kind:<8} {c:>4} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
             ratio = table[f"atlas_c{c}"]["rps"] / table[f"bare_c{c}"]["rps"]
             print(f"{'ratio':<8} {c:>4} {ratio:>9.2f}")
         out.update(_rollback(client, store, target, FailsOnline))
@@ -352,8 +407,9 @@ def _rollback(client: object, store: object, target: str, faulty: type) -> dict:
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     X.columns = [c.replace(" ", "_") for c in X.columns]
-    bad = _bundle(store, "models/bc/bad.tar", model=faulty(XGBClassifier(
-        n_estimators=10, n_jobs=1).fit(X, y)))
+    bad = _bundle(
+        store, "models/bc/bad.tar", model=faulty(XGBClassifier(n_estimators=10, n_jobs=1).fit(X, y))
+    )
     client.register("bc", bad.uri)  # type: ignore[attr-defined]
     variant = pb.Variant(name="green", role=pb.VARIANT_ROLE_LIVE, weight=100)
     variant.model.model_name, variant.model.version = "bc", 2
@@ -363,9 +419,14 @@ def _rollback(client: object, store: object, target: str, faulty: type) -> dict:
     gen = mp.Process(target=_worker, args=(target, 8, 12.0, "bc", q))
     gen.start()
     time.sleep(1.0)
-    dep = client.deploy("bc", [variant], policy=pb.TrafficPolicy(  # type: ignore[attr-defined]
-        canary=pb.CanaryPolicy(canary_percent=10, bake_time=bake)),
-        alarms=pb.AlarmConfig(max_error_rate=0.05, min_requests=20, window=window))
+    dep = client.deploy(
+        "bc",
+        [variant],
+        policy=pb.TrafficPolicy(  # type: ignore[attr-defined]
+            canary=pb.CanaryPolicy(canary_percent=10, bake_time=bake)
+        ),
+        alarms=pb.AlarmConfig(max_error_rate=0.05, min_requests=20, window=window),
+    )
     final = client.wait_deployment(dep.deployment_id, timeout=60)  # type: ignore[attr-defined]
     lat, errors = q.get()
     gen.join()
@@ -373,10 +434,14 @@ def _rollback(client: object, store: object, target: str, faulty: type) -> dict:
     shifted = final.create_time.ToNanoseconds() / 1e9
     ended = final.end_time.ToNanoseconds() / 1e9
     fired = final.alarm_events[0].fire_time.ToNanoseconds() / 1e9 if final.alarm_events else 0
-    return {"rollback_state": pb.DeploymentState.Name(final.state),
-            "rollback_s": ended - shifted, "alarm_to_rollback_s": ended - fired if fired else None,
-            "rollout_failed_pct": 100.0 * errors / total if total else None,
-            "rollout_requests": total, "rollout_failed": errors}
+    return {
+        "rollback_state": pb.DeploymentState.Name(final.state),
+        "rollback_s": ended - shifted,
+        "alarm_to_rollback_s": ended - fired if fired else None,
+        "rollout_failed_pct": 100.0 * errors / total if total else None,
+        "rollout_requests": total,
+        "rollout_failed": errors,
+    }
 
 
 # -- BentoML side by side (its own throwaway venv) ---------------------------------------------
@@ -406,11 +471,26 @@ def _bento_python() -> tuple[Path | None, str]:
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python, ""
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(BENTO_VENV)], check=True,
-                       capture_output=True, timeout=300)
-        done = subprocess.run([str(BENTO_VENV / "bin" / "pip"), "install", "-q", "bentoml",
-                               "xgboost", "scikit-learn", "pandas"], capture_output=True,
-                              timeout=900, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(BENTO_VENV)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        done = subprocess.run(
+            [
+                str(BENTO_VENV / "bin" / "pip"),
+                "install",
+                "-q",
+                "bentoml",
+                "xgboost",
+                "scikit-learn",
+                "pandas",
+            ],
+            capture_output=True,
+            timeout=900,
+            text=True,
+        )
         if done.returncode != 0:
             return None, f"pip install bentoml failed: {done.stderr.strip()[-300:]}"
     except (OSError, subprocess.SubprocessError) as exc:
@@ -434,8 +514,9 @@ def _http_worker(port: int, threads: int, seconds: float, out: mp.Queue) -> None
         while time.perf_counter() < end:
             t = time.perf_counter()
             try:
-                conn.request("POST", "/predict", bodies[i % 64],
-                             {"Content-Type": "application/json"})
+                conn.request(
+                    "POST", "/predict", bodies[i % 64], {"Content-Type": "application/json"}
+                )
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status != 200:
@@ -449,6 +530,7 @@ def _http_worker(port: int, threads: int, seconds: float, out: mp.Queue) -> None
             i += 1
         with lock:
             lat.extend(mine)
+
     pool = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
     for t in pool:
         t.start()
@@ -460,8 +542,7 @@ def _http_worker(port: int, threads: int, seconds: float, out: mp.Queue) -> None
 def _http_load(port: int, concurrency: int, seconds: float) -> dict:
     procs_n = min(4, concurrency)
     q: mp.Queue = mp.Queue()
-    per = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0)
-           for i in range(procs_n)]
+    per = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0) for i in range(procs_n)]
     procs = [mp.Process(target=_http_worker, args=(port, n, seconds, q)) for n in per]
     for p in procs:
         p.start()
@@ -474,8 +555,12 @@ def _http_load(port: int, concurrency: int, seconds: float) -> dict:
     for p in procs:
         p.join()
     arr = np.array(lat or [float("nan")]) * 1000
-    return {"rps": len(lat) / seconds, "p50_ms": float(np.percentile(arr, 50)),
-            "p99_ms": float(np.percentile(arr, 99)), "errors": errors}
+    return {
+        "rps": len(lat) / seconds,
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "errors": errors,
+    }
 
 
 def run_bentoml(tmp: Path, seconds: float) -> dict:
@@ -493,15 +578,30 @@ def run_bentoml(tmp: Path, seconds: float) -> dict:
     work.mkdir(exist_ok=True)
     X, y = load_breast_cancer(return_X_y=True)
     XGBClassifier(n_estimators=100, max_depth=4, n_jobs=1).fit(X, y).save_model(
-        str(work / "bc.json"))
+        str(work / "bc.json")
+    )
     (work / "service.py").write_text(BENTO_SERVICE)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, BENTOML_HOME=str(work / "home"), BENTOML_DO_NOT_TRACK="True")
-    proc = subprocess.Popen([str(python), "-m", "bentoml", "serve", "service:BreastCancer",
-                             "--port", str(port), "--host", "127.0.0.1"], cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=(work / "serve.log").open("w"))
+    proc = subprocess.Popen(
+        [
+            str(python),
+            "-m",
+            "bentoml",
+            "serve",
+            "service:BreastCancer",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "serve.log").open("w"),
+    )
     try:
         for _ in range(600):
             try:
@@ -509,19 +609,28 @@ def run_bentoml(tmp: Path, seconds: float) -> dict:
                 break
             except OSError:
                 if proc.poll() is not None:
-                    return {"bentoml_rps_c64": None, "bentoml_note":
-                            "bentoml serve exited: " + (work / "serve.log").read_text()[-300:]}
+                    return {
+                        "bentoml_rps_c64": None,
+                        "bentoml_note": "bentoml serve exited: "
+                        + (work / "serve.log").read_text()[-300:],
+                    }
                 time.sleep(0.2)
         else:
             return {"bentoml_rps_c64": None, "bentoml_note": "bentoml serve never got ready"}
         detail = {f"bentoml_c{c}": _http_load(port, c, seconds) for c in CONCURRENCY}
-        version = subprocess.run([str(python), "-c", "import bentoml; print(bentoml.__version__)"],
-                                 capture_output=True, text=True).stdout.strip()
-        return {"bentoml_rps_c64": detail["bentoml_c64"]["rps"],
-                "bentoml_p99_c64_ms": detail["bentoml_c64"]["p99_ms"],
-                "bentoml_note": f"bentoml {version}, 1 worker, adaptive batching "
-                                "(max 64 rows, 1 s latency budget), HTTP/JSON; errors per "
-                                "level in detail", "detail": detail}
+        version = subprocess.run(
+            [str(python), "-c", "import bentoml; print(bentoml.__version__)"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return {
+            "bentoml_rps_c64": detail["bentoml_c64"]["rps"],
+            "bentoml_p99_c64_ms": detail["bentoml_c64"]["p99_ms"],
+            "bentoml_note": f"bentoml {version}, 1 worker, adaptive batching "
+            "(max 64 rows, 1 s latency budget), HTTP/JSON; errors per "
+            "level in detail",
+            "detail": detail,
+        }
     except Exception as exc:  # noqa: BLE001 - the peer must never crash the benchmark
         return {"bentoml_rps_c64": None, "bentoml_note": f"bentoml run failed: {exc}"}
     finally:
@@ -534,8 +643,9 @@ def run_bentoml(tmp: Path, seconds: float) -> dict:
 
 def start_bare() -> tuple[subprocess.Popen, str]:
     port_file = tempfile.mktemp(prefix="atlas-bare-port-")
-    proc = subprocess.Popen([sys.executable, __file__, "--bare", port_file],
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--bare", port_file], env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
     while not Path(port_file).exists():
         time.sleep(0.05)
     time.sleep(0.1)

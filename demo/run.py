@@ -24,8 +24,12 @@ import trainer_step  # noqa: E402
 
 # Steps share what they made (dataset refs, model bundles) through one dict, in order.
 Step = Callable[[RunState, Path, dict[str, Any]], None]
-STEPS: dict[str, Step] = {"data": data_step.run, "trainer": trainer_step.run,
-                          "serving": serving_step.run, "graph": graph_step.run}
+STEPS: dict[str, Step] = {
+    "data": data_step.run,
+    "trainer": trainer_step.run,
+    "serving": serving_step.run,
+    "graph": graph_step.run,
+}
 
 
 def main() -> int:

@@ -35,26 +35,34 @@ TARGET = "malignant"
 def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
     creds = ensure_credentials(data_dir)
     address = {p.name: p.address for p in state.processes}
-    store = open_artifact_store(S3Settings(endpoint=state.s3_endpoint,
-                                           access_key=creds.s3_access_key,
-                                           secret_key=creds.s3_secret_key))
+    store = open_artifact_store(
+        S3Settings(
+            endpoint=state.s3_endpoint,
+            access_key=creds.s3_access_key,
+            secret_key=creds.s3_secret_key,
+        )
+    )
     train, test = _frames(store, address.get("data"), creds.admin_token, shared)
     client = ServingClient(ClientSettings(target=address["serving"], token=creds.admin_token))
 
     trained = shared.get("model_bundle")
     if trained is not None and trained.uri:
-        v1 = client.register(MODEL, trained.uri, aliases=["production"],
-                             description="AutoML winner (trainer step)")
+        v1 = client.register(
+            MODEL, trained.uri, aliases=["production"], description="AutoML winner (trainer step)"
+        )
         origin = "the trainer's AutoML bundle"
     else:
-        names = [c for c in train.select_dtypes("number").columns
-                 if c not in (TARGET, "patient_id")]
+        names = [
+            c for c in train.select_dtypes("number").columns if c not in (TARGET, "patient_id")
+        ]
         ref = _xgboost(store, "demo/models/breast-cancer/v1.tar", train, names, trees=40)
         v1 = client.register(MODEL, ref.uri, aliases=["production"])
         origin = "a 40-tree XGBoost (no trainer bundle)"
     inputs = [c.name for c in v1.input_schema.columns]
-    print(f"registered {MODEL} v{v1.ref.version} ({origin}): {len(inputs)} inputs, "
-          f"{v1.task_type}, lineage {', '.join(_parents(v1))}")
+    print(
+        f"registered {MODEL} v{v1.ref.version} ({origin}): {len(inputs)} inputs, "
+        f"{v1.task_type}, lineage {', '.join(_parents(v1))}"
+    )
 
     spec = pb.EndpointSpec(name=ENDPOINT, variants=[variant("blue", MODEL, alias="production")])
     spec.capture.enabled, spec.capture.sample_fraction = True, 1.0
@@ -64,26 +72,30 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
         spec.feature_lookup.fallback = pb.FALLBACK_POLICY_DEFAULTS
     started = time.perf_counter()
     client.create_endpoint(spec)
-    print(f"endpoint {ENDPOINT} created in {time.perf_counter() - started:.2f}s (bundle "
-          "checksum-verified" + (", schema checked against feature group 'patients'"
-                                 if lookup else "") + ")")
+    print(
+        f"endpoint {ENDPOINT} created in {time.perf_counter() - started:.2f}s (bundle "
+        "checksum-verified"
+        + (", schema checked against feature group 'patients'" if lookup else "")
+        + ")"
+    )
 
     _predict_rows(client, test, inputs)
     if lookup:
         _predict_entities(client, test)
 
     names = [n for n in inputs if n in train.columns]
-    challenger = _xgboost(store, "demo/models/breast-cancer/challenger.tar", train, names,
-                          trees=80)
-    v2 = client.register(MODEL, challenger.uri, aliases=["candidate"],
-                         description="challenger: 80-tree XGBoost")
+    challenger = _xgboost(store, "demo/models/breast-cancer/challenger.tar", train, names, trees=80)
+    v2 = client.register(
+        MODEL, challenger.uri, aliases=["candidate"], description="challenger: 80-tree XGBoost"
+    )
     _canary(client, test, inputs, v2.ref.version)
     shared["endpoint"] = ENDPOINT
     client.close()
 
 
-def _frames(store: ArtifactStore, data_address: str | None, token: str,
-            shared: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(
+    store: ArtifactStore, data_address: str | None, token: str, shared: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The data step's train/test split when present, else the same 75/25 split locally."""
     if data_address and "test_dataset" in shared and "train_dataset" in shared:
         import pyarrow.parquet as pq
@@ -101,22 +113,31 @@ def _frames(store: ArtifactStore, data_address: str | None, token: str,
     bunch = load_breast_cancer(as_frame=True)
     frame = bunch.data.rename(columns=lambda c: re.sub(r"[^a-z0-9]+", "_", c.lower()))
     frame[TARGET] = (bunch.target == 0).astype(int)
-    train, test = train_test_split(frame, test_size=0.25, stratify=frame[TARGET],
-                                   random_state=0)
+    train, test = train_test_split(frame, test_size=0.25, stratify=frame[TARGET], random_state=0)
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
-def _xgboost(store: ArtifactStore, key: str, train: pd.DataFrame, names: list[str],
-             trees: int) -> Any:
+def _xgboost(
+    store: ArtifactStore, key: str, train: pd.DataFrame, names: list[str], trees: int
+) -> Any:
     from xgboost import XGBClassifier
 
     from atlas_core.bundles import write_bundle
 
     X, y = train[names].astype("float64"), train[TARGET].astype(int)
     model = XGBClassifier(n_estimators=trees, max_depth=3, n_jobs=1).fit(X, y)
-    return write_bundle(store, key, model=model, task="binary", target=TARGET, classes=[0, 1],
-                        X_train=X, y_train=y, metrics={},
-                        lineage={"dataset": {"name": "breast-cancer-train", "version": 1}})
+    return write_bundle(
+        store,
+        key,
+        model=model,
+        task="binary",
+        target=TARGET,
+        classes=[0, 1],
+        X_train=X,
+        y_train=y,
+        metrics={},
+        lineage={"dataset": {"name": "breast-cancer-train", "version": 1}},
+    )
 
 
 def _parents(version: pb.ModelVersion) -> list[str]:
@@ -151,11 +172,15 @@ def _predict_rows(client: ServingClient, test: pd.DataFrame, inputs: list[str]) 
         right += resp.prediction.label == truth
         if i == 0:
             top = sorted(resp.prediction.contributions.items(), key=lambda kv: -abs(kv[1]))[:2]
-            shown.append(", ".join(f"{k} {v:+.2f}" for k, v in top)
-                         or "not available for this model (no booster inside)")
+            shown.append(
+                ", ".join(f"{k} {v:+.2f}" for k, v in top)
+                or "not available for this model (no booster inside)"
+            )
     ms = (time.perf_counter() - started) * 1000 / n
-    print(f"predicted {n} held-out patients by feature values: {right}/{n} correct, "
-          f"{ms:.1f} ms per call; first answer's top contributions: {shown[0]}")
+    print(
+        f"predicted {n} held-out patients by feature values: {right}/{n} correct, "
+        f"{ms:.1f} ms per call; first answer's top contributions: {shown[0]}"
+    )
 
 
 def _predict_entities(client: ServingClient, test: pd.DataFrame) -> None:
@@ -163,14 +188,14 @@ def _predict_entities(client: ServingClient, test: pd.DataFrame) -> None:
     answers = []
     for pid in ids:
         resp = client.predict(ENDPOINT, entity_id=pid)
-        answers.append(f"{pid}->{resp.prediction.label}"
-                       + (" (fallback)" if resp.prediction.fallback_used else ""))
-    print("predicted by entity id (online features from the data service): "
-          + ", ".join(answers))
+        answers.append(
+            f"{pid}->{resp.prediction.label}"
+            + (" (fallback)" if resp.prediction.fallback_used else "")
+        )
+    print("predicted by entity id (online features from the data service): " + ", ".join(answers))
 
 
-def _canary(client: ServingClient, test: pd.DataFrame, inputs: list[str], version: int
-            ) -> None:
+def _canary(client: ServingClient, test: pd.DataFrame, inputs: list[str], version: int) -> None:
     policy = pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=25))
     policy.canary.bake_time.FromSeconds(3)
     alarms = pb.AlarmConfig(max_error_rate=0.02, min_requests=20)
@@ -185,18 +210,24 @@ def _canary(client: ServingClient, test: pd.DataFrame, inputs: list[str], versio
             resp = client.predict(ENDPOINT, _row(test, i % len(test), inputs))
             seen[resp.variant] = seen.get(resp.variant, 0) + 1
             i += 1
+
     load = threading.Thread(target=traffic, daemon=True)
     load.start()
     time.sleep(0.5)
-    dep = client.deploy(ENDPOINT, [variant("green", MODEL, version=version)], policy=policy,
-                        alarms=alarms)
+    dep = client.deploy(
+        ENDPOINT, [variant("green", MODEL, version=version)], policy=policy, alarms=alarms
+    )
     final = client.wait_deployment(dep.deployment_id, timeout=60)
     time.sleep(0.5)
     stop.set()
     load.join()
     state = pb.DeploymentState.Name(final.state).removeprefix("DEPLOYMENT_STATE_").lower()
-    print(f"canary of v{version} (25% for 3s, alarms: errors > 2%, p99 > 250 ms): {state}; "
-          f"traffic during rollout: " + ", ".join(f"{k} {n}" for k, n in sorted(seen.items())))
+    print(
+        f"canary of v{version} (25% for 3s, alarms: errors > 2%, p99 > 250 ms): {state}; "
+        f"traffic during rollout: " + ", ".join(f"{k} {n}" for k, n in sorted(seen.items()))
+    )
     for s in client.stats(ENDPOINT, 30):
-        print(f"  variant {s.variant:<5} v{s.model_version}: {s.qps:6.1f} req/s, p50 "
-              f"{s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms, errors {s.error_rate:.1%}")
+        print(
+            f"  variant {s.variant:<5} v{s.model_version}: {s.qps:6.1f} req/s, p50 "
+            f"{s.p50_ms:.2f} ms, p99 {s.p99_ms:.2f} ms, errors {s.error_rate:.1%}"
+        )

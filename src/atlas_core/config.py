@@ -120,7 +120,7 @@ def _env_overrides(prefix: str, env: Mapping[str, str]) -> dict[str, Any]:
     for name, raw in env.items():
         if not name.startswith(head) or name == head + "CONFIG":
             continue
-        path = name[len(head):].lower().split("__")
+        path = name[len(head) :].lower().split("__")
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})

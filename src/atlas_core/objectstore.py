@@ -295,9 +295,7 @@ class SeaweedS3Server:
             "identities": [
                 {
                     "name": "atlas",
-                    "credentials": [
-                        {"accessKey": self._access_key, "secretKey": self._secret_key}
-                    ],
+                    "credentials": [{"accessKey": self._access_key, "secretKey": self._secret_key}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 }
             ]

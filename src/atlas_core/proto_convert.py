@@ -43,8 +43,9 @@ def opt_ts_us(message: object, field: str) -> int | None:
 
 
 def artifact_to_pb(ref: ArtifactRef, media_type: str = "") -> common_pb2.ArtifactRef:
-    return common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size,
-                                  media_type=media_type)
+    return common_pb2.ArtifactRef(
+        uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size, media_type=media_type
+    )
 
 
 # -- pagination ------------------------------------------------------------------------------
@@ -63,8 +64,9 @@ def page_window(page: common_pb2.PageRequest) -> tuple[int, int]:
         try:
             offset = int(page.page_token)
         except ValueError:
-            raise InvalidArgument(f"page.page_token {page.page_token!r} is malformed",
-                                  reason="BAD_PAGE_TOKEN") from None
+            raise InvalidArgument(
+                f"page.page_token {page.page_token!r} is malformed", reason="BAD_PAGE_TOKEN"
+            ) from None
         if offset < 0:
             raise InvalidArgument("page.page_token is malformed", reason="BAD_PAGE_TOKEN")
     return offset, min(size, MAX_PAGE_SIZE)
@@ -101,8 +103,11 @@ def job_error(text: str | None) -> common_pb2.JobError | None:
 
 def job_status(record: JobRecord) -> common_pb2.JobStatus:
     status = common_pb2.JobStatus(
-        job_id=record.id, state=JOB_STATES[record.state], attempt=record.attempts,
-        resumable=record.resumable, request_id=record.request_id or "",
+        job_id=record.id,
+        state=JOB_STATES[record.state],
+        attempt=record.attempts,
+        resumable=record.resumable,
+        request_id=record.request_id or "",
         progress=common_pb2.Progress(fraction=record.progress, message=record.message),
         create_time=dt_to_ts(record.created_at),
     )

@@ -44,9 +44,11 @@ def use_event_loop(choice: str) -> str:
         import uvloop
     except ImportError:
         if choice == "uvloop":
-            raise ConfigError("server.event_loop is uvloop but uvloop is not installed; "
-                              "pip install uvloop or set server.event_loop to asyncio",
-                              reason="EVENT_LOOP_UNAVAILABLE") from None
+            raise ConfigError(
+                "server.event_loop is uvloop but uvloop is not installed; "
+                "pip install uvloop or set server.event_loop to asyncio",
+                reason="EVENT_LOOP_UNAVAILABLE",
+            ) from None
         return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return "uvloop"

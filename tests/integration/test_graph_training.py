@@ -26,9 +26,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def graph_service(tmp_path: Path, s3_settings: S3Settings) -> Iterator[GraphService]:
-    settings = GraphSettings(s3=s3_settings, data_dir=tmp_path,
-                             database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'g.db'}"),
-                             jobs=JobSettings(max_concurrent=1, runner_id="graph-test"))
+    settings = GraphSettings(
+        s3=s3_settings,
+        data_dir=tmp_path,
+        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'g.db'}"),
+        jobs=JobSettings(max_concurrent=1, runner_id="graph-test"),
+    )
     service = GraphService.open(settings)
     service.start()
     try:
@@ -46,26 +49,54 @@ def _run(service: GraphService, kind: str, spec: object, timeout: float = 240) -
 
 
 def _partitioned_sbm(service: GraphService, nodes: int = 3000) -> tuple[str, str]:
-    graph = _run(service, KIND_GENERATE, pb.GenerateGraphSpec(
-        name="sbm", nodes=nodes, communities=4, average_degree=10, intra_fraction=0.85,
-        feature_dims=8, feature_noise=1.0, seed=3))["graph"]
-    part = _run(service, KIND_PARTITION, pb.PartitionGraphSpec(
-        graph_id=graph["graph_id"], num_partitions=2))["partitioning"]
+    graph = _run(
+        service,
+        KIND_GENERATE,
+        pb.GenerateGraphSpec(
+            name="sbm",
+            nodes=nodes,
+            communities=4,
+            average_degree=10,
+            intra_fraction=0.85,
+            feature_dims=8,
+            feature_noise=1.0,
+            seed=3,
+        ),
+    )["graph"]
+    part = _run(
+        service, KIND_PARTITION, pb.PartitionGraphSpec(graph_id=graph["graph_id"], num_partitions=2)
+    )["partitioning"]
     return graph["graph_id"], part["partitioning_id"]
 
 
 def _descendants_alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if psutil.pid_exists(p)
-            and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    return [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def test_two_trainers_learn_and_write_outputs_under_original_ids(
-        graph_service: GraphService) -> None:
+    graph_service: GraphService,
+) -> None:
     graph_id, part_id = _partitioned_sbm(graph_service)
-    result = _run(graph_service, KIND_TRAIN, pb.TrainGraphSpec(
-        ref=common_pb2.GraphRef(graph_id=graph_id, partitioning_id=part_id), num_trainers=2,
-        model=pb.GNN_MODEL_GRAPHSAGE, fan_outs=[10, 10], hidden_dims=32, epochs=4,
-        batch_size=128, learning_rate=0.02, write_embeddings=True, seed=1))["train_result"]
+    result = _run(
+        graph_service,
+        KIND_TRAIN,
+        pb.TrainGraphSpec(
+            ref=common_pb2.GraphRef(graph_id=graph_id, partitioning_id=part_id),
+            num_trainers=2,
+            model=pb.GNN_MODEL_GRAPHSAGE,
+            fan_outs=[10, 10],
+            hidden_dims=32,
+            epochs=4,
+            batch_size=128,
+            learning_rate=0.02,
+            write_embeddings=True,
+            seed=1,
+        ),
+    )["train_result"]
     assert result["metrics"]["test_accuracy"] > 0.75
     assert len(result["checkpoints"]) == 4
     art = graph_service.rt.artifacts
@@ -81,14 +112,26 @@ def test_two_trainers_learn_and_write_outputs_under_original_ids(
 
 def test_cancel_stops_every_server_and_trainer(graph_service: GraphService) -> None:
     graph_id, part_id = _partitioned_sbm(graph_service, nodes=20000)
-    record = graph_service.submit(KIND_TRAIN, pb.TrainGraphSpec(
-        ref=common_pb2.GraphRef(graph_id=graph_id, partitioning_id=part_id),
-        fan_outs=[10], epochs=50, batch_size=64))
+    record = graph_service.submit(
+        KIND_TRAIN,
+        pb.TrainGraphSpec(
+            ref=common_pb2.GraphRef(graph_id=graph_id, partitioning_id=part_id),
+            fan_outs=[10],
+            epochs=50,
+            batch_size=64,
+        ),
+    )
     deadline = time.monotonic() + 120
     pids: dict[str, list[int]] = {}
     while not pids and time.monotonic() < deadline:
-        pids = next((e.payload["pids"] for e in graph_service.jobs.events(record.id)
-                     if "pids" in e.payload), {})
+        pids = next(
+            (
+                e.payload["pids"]
+                for e in graph_service.jobs.events(record.id)
+                if "pids" in e.payload
+            ),
+            {},
+        )
         time.sleep(0.2)
     assert pids
     graph_service.cancel(record.id)

@@ -22,8 +22,12 @@ READ_SERVICE = next(s.read_service for s in KNOWN_SERVICES if s.name == "data")
 
 
 def atlas(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "atlas_core.cli", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "atlas_core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_up_status_down(tmp_path):
@@ -45,7 +49,7 @@ def test_up_status_down(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://{state['s3_endpoint']}/", timeout=5)
         assert err.value.code == 403
-        creds = (tmp_path / "suite/secrets/credentials.json")
+        creds = tmp_path / "suite/secrets/credentials.json"
         assert oct(creds.stat().st_mode & 0o777) == "0o600"
         assert json.loads(creds.read_text())["admin_token"] not in up.stdout
         # a second `up` on the same data dir is refused while the first runs

@@ -37,22 +37,36 @@ def _free_port() -> int:
 
 
 def _replica(tmp: Path, s3: S3Settings, i: int, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ,
-               PYTHONPATH=os.pathsep.join([str(ROOT / "services" / "serving"), str(ROOT / "src"),
-                                           os.environ.get("PYTHONPATH", "")]),
-               ATLAS_SERVING_SERVER__PORT=str(port), ATLAS_SERVING_SERVER__METRICS_PORT="null",
-               ATLAS_SERVING_SERVER__LOG_LEVEL="WARNING",
-               ATLAS_SERVING_SERVER__AUTH__TOKENS=json.dumps({TOKEN: ["*"]}),
-               ATLAS_SERVING_S3__ENDPOINT=s3.endpoint, ATLAS_SERVING_S3__BUCKET=s3.bucket,
-               ATLAS_SERVING_S3__ACCESS_KEY=s3.access_key.get_secret_value(),
-               ATLAS_SERVING_S3__SECRET_KEY=s3.secret_key.get_secret_value(),
-               ATLAS_SERVING_DATABASE__URL=f"sqlite:///{tmp / 'serving.db'}",
-               ATLAS_SERVING_DATA_DIR=str(tmp / f"replica-{i}"),
-               ATLAS_SERVING_RUNTIME__REPLICA_ID=f"replica-{i}",
-               ATLAS_SERVING_RUNTIME__POLL_SECONDS="0.1",
-               ATLAS_SERVING_JOBS__RUNNER_ID=f"replica-{i}")
-    return subprocess.Popen([sys.executable, "-m", "atlas_serving"], env=env, cwd=tmp,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [
+                str(ROOT / "services" / "serving"),
+                str(ROOT / "src"),
+                os.environ.get("PYTHONPATH", ""),
+            ]
+        ),
+        ATLAS_SERVING_SERVER__PORT=str(port),
+        ATLAS_SERVING_SERVER__METRICS_PORT="null",
+        ATLAS_SERVING_SERVER__LOG_LEVEL="WARNING",
+        ATLAS_SERVING_SERVER__AUTH__TOKENS=json.dumps({TOKEN: ["*"]}),
+        ATLAS_SERVING_S3__ENDPOINT=s3.endpoint,
+        ATLAS_SERVING_S3__BUCKET=s3.bucket,
+        ATLAS_SERVING_S3__ACCESS_KEY=s3.access_key.get_secret_value(),
+        ATLAS_SERVING_S3__SECRET_KEY=s3.secret_key.get_secret_value(),
+        ATLAS_SERVING_DATABASE__URL=f"sqlite:///{tmp / 'serving.db'}",
+        ATLAS_SERVING_DATA_DIR=str(tmp / f"replica-{i}"),
+        ATLAS_SERVING_RUNTIME__REPLICA_ID=f"replica-{i}",
+        ATLAS_SERVING_RUNTIME__POLL_SECONDS="0.1",
+        ATLAS_SERVING_JOBS__RUNNER_ID=f"replica-{i}",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "atlas_serving"],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture
@@ -86,8 +100,10 @@ def _wait_healthy(address: str, timeout: float = 60) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < end:
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 time.sleep(0.2)
@@ -101,8 +117,9 @@ def test_replica_killed_under_load(replicas: tuple[list, str], s3_settings: S3Se
     try:
         ref = write_model(s3_settings, "models/bc/replicas.tar")
         client.register("bc", ref.uri)
-        client.create_endpoint(pb.EndpointSpec(name="bc", variants=[variant("blue", "bc",
-                                                                            version=1)]))
+        client.create_endpoint(
+            pb.EndpointSpec(name="bc", variants=[variant("blue", "bc", version=1)])
+        )
         time.sleep(0.5)  # the other replica converges (0.1 s poll)
         rows = breast_cancer()[0].iloc[:32].to_dict("records")
         for r in rows[:4]:  # both replicas load the model
@@ -122,6 +139,7 @@ def test_replica_killed_under_load(replicas: tuple[list, str], s3_settings: S3Se
                 with lock:
                     counts[key] += 1
                 i += 1
+
         threads = [threading.Thread(target=load, args=(k,)) for k in range(8)]
         for t in threads:
             t.start()

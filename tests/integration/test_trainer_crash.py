@@ -28,17 +28,23 @@ TOKEN = "trainer-crash-token-0123"
 
 
 def _start(tmp_path, s3, port: int) -> subprocess.Popen:
-    return start_service("atlas_trainer", "atlas.trainer.v1.TrainerService", port, {
-        "ATLAS_TRAINER_SERVER__PORT": str(port),
-        "ATLAS_TRAINER_SERVER__AUTH__TOKENS": json.dumps({TOKEN: ["*"]}),
-        "ATLAS_TRAINER_S3__ENDPOINT": s3.endpoint,
-        "ATLAS_TRAINER_S3__ACCESS_KEY": s3.access_key.get_secret_value(),
-        "ATLAS_TRAINER_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
-        "ATLAS_TRAINER_S3__BUCKET": s3.bucket,
-        "ATLAS_TRAINER_DATABASE__URL": f"sqlite:///{tmp_path / 'trainer.db'}",
-        "ATLAS_TRAINER_DATA_DIR": str(tmp_path),
-        "ATLAS_TRAINER_JOBS__RUNNER_ID": "trainer-crash-test",
-    }, tmp_path)
+    return start_service(
+        "atlas_trainer",
+        "atlas.trainer.v1.TrainerService",
+        port,
+        {
+            "ATLAS_TRAINER_SERVER__PORT": str(port),
+            "ATLAS_TRAINER_SERVER__AUTH__TOKENS": json.dumps({TOKEN: ["*"]}),
+            "ATLAS_TRAINER_S3__ENDPOINT": s3.endpoint,
+            "ATLAS_TRAINER_S3__ACCESS_KEY": s3.access_key.get_secret_value(),
+            "ATLAS_TRAINER_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
+            "ATLAS_TRAINER_S3__BUCKET": s3.bucket,
+            "ATLAS_TRAINER_DATABASE__URL": f"sqlite:///{tmp_path / 'trainer.db'}",
+            "ATLAS_TRAINER_DATA_DIR": str(tmp_path),
+            "ATLAS_TRAINER_JOBS__RUNNER_ID": "trainer-crash-test",
+        },
+        tmp_path,
+    )
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -61,19 +67,24 @@ def test_kill_9_then_restart_resumes_the_study(tmp_path, s3_settings):
         channel = connect_sync(ClientSettings(target=f"127.0.0.1:{port}", token=TOKEN))
         stub = pb_grpc.TrainerServiceStub(channel)
         spec = pb.TrainingJobSpec(
-            dataset_artifact=common_pb2.ArtifactRef(uri=ref.uri), target_column="target",
+            dataset_artifact=common_pb2.ArtifactRef(uri=ref.uri),
+            target_column="target",
             budget=pb.Budget(wall_time=duration_pb2.Duration(seconds=45)),
-            automl=pb.AutoMlSpec())
+            automl=pb.AutoMlSpec(),
+        )
         job_id = stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(spec=spec)).job.status.job_id
         finished = 0
-        for ev in stub.WatchTrainingJob(pb.WatchTrainingJobRequest(job_id=job_id),
-                                        timeout=120):
+        for ev in stub.WatchTrainingJob(pb.WatchTrainingJobRequest(job_id=job_id), timeout=120):
             if ev.event_type == pb.TRAINING_EVENT_TYPE_TRIAL_FINISHED:
                 finished += 1
                 if finished >= 3:
                     break
-        before = {t.number for t in stub.ListTrials(pb.ListTrialsRequest(
-            job_id=job_id, states=[pb.TRIAL_STATE_COMPLETE])).trials}
+        before = {
+            t.number
+            for t in stub.ListTrials(
+                pb.ListTrialsRequest(job_id=job_id, states=[pb.TRIAL_STATE_COMPLETE])
+            ).trials
+        }
         channel.close()
     finally:
         _kill_group(proc)
@@ -85,15 +96,20 @@ def test_kill_9_then_restart_resumes_the_study(tmp_path, s3_settings):
         stub = pb_grpc.TrainerServiceStub(channel)
         deadline = time.monotonic() + 180
         job = stub.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job_id)).job
-        while job.status.state not in (common_pb2.JOB_STATE_SUCCEEDED,
-                                       common_pb2.JOB_STATE_FAILED) \
-                and time.monotonic() < deadline:
+        while (
+            job.status.state not in (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED)
+            and time.monotonic() < deadline
+        ):
             time.sleep(1)
             job = stub.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job_id)).job
         assert job.status.state == common_pb2.JOB_STATE_SUCCEEDED, job.status.error.message
         assert job.status.attempt == 2
-        after = {t.number for t in stub.ListTrials(pb.ListTrialsRequest(
-            job_id=job_id, states=[pb.TRIAL_STATE_COMPLETE])).trials}
+        after = {
+            t.number
+            for t in stub.ListTrials(
+                pb.ListTrialsRequest(job_id=job_id, states=[pb.TRIAL_STATE_COMPLETE])
+            ).trials
+        }
         assert before <= after, "trials completed before the crash were lost"
         assert len(after) > len(before)
         assert job.result.model_bundle.uri

@@ -25,20 +25,30 @@ to_thread = asyncio.to_thread
 def _parent_from_pb(parent: Any) -> LineageParent:
     which = parent.WhichOneof("ref")
     if which == "dataset":
-        return LineageParent(parent.role, "dataset", {"dataset_id": parent.dataset.dataset_id,
-                                                      "version": parent.dataset.version})
+        return LineageParent(
+            parent.role,
+            "dataset",
+            {"dataset_id": parent.dataset.dataset_id, "version": parent.dataset.version},
+        )
     if which == "feature_group":
-        return LineageParent(parent.role, "feature_group", {
-            "name": parent.feature_group.name, "version": parent.feature_group.version})
+        return LineageParent(
+            parent.role,
+            "feature_group",
+            {"name": parent.feature_group.name, "version": parent.feature_group.version},
+        )
     if which == "artifact":
-        return LineageParent(parent.role, "artifact", {"uri": parent.artifact.uri,
-                                                       "sha256": parent.artifact.sha256})
+        return LineageParent(
+            parent.role, "artifact", {"uri": parent.artifact.uri, "sha256": parent.artifact.sha256}
+        )
     if which == "label_set":
-        return LineageParent(parent.role, "label_set", {
-            "project_id": parent.label_set.project_id,
-            "export_id": parent.label_set.export_id})
-    raise InvalidArgument(f"parents: lineage kind '{which}' is not accepted for datasets",
-                          reason="BAD_PARENT")
+        return LineageParent(
+            parent.role,
+            "label_set",
+            {"project_id": parent.label_set.project_id, "export_id": parent.label_set.export_id},
+        )
+    raise InvalidArgument(
+        f"parents: lineage kind '{which}' is not accepted for datasets", reason="BAD_PARENT"
+    )
 
 
 class DatasetRpcs:
@@ -46,8 +56,9 @@ class DatasetRpcs:
 
     async def RegisterDataset(self, request: Any, context: Any) -> Any:
         if not request.artifacts:
-            raise InvalidArgument("artifacts: give at least one Parquet artifact",
-                                  reason="NO_INPUT")
+            raise InvalidArgument(
+                "artifacts: give at least one Parquet artifact", reason="NO_INPUT"
+            )
         if not request.name:
             raise InvalidArgument("name is empty", reason="EMPTY_NAME")
         rt = self.svc.rt
@@ -61,47 +72,78 @@ class DatasetRpcs:
             for art in request.artifacts:
                 ref = rt.artifacts.stat(rt.artifacts.key_for_uri(art.uri))
                 if art.sha256 and art.sha256 != ref.sha256:
-                    raise DataLoss(f"artifact {art.uri}: sha256 {ref.sha256} does not match "
-                                   f"the expected {art.sha256}", reason="CHECKSUM_MISMATCH")
+                    raise DataLoss(
+                        f"artifact {art.uri}: sha256 {ref.sha256} does not match "
+                        f"the expected {art.sha256}",
+                        reason="CHECKSUM_MISMATCH",
+                    )
                 refs.append(ref)
             table = read_parquet_artifacts(rt.artifacts, refs)
             for column in (request.entity_column, request.timestamp_column):
                 if column and column not in table.column_names:
-                    raise InvalidArgument(f"column '{column}' is not in the files",
-                                          reason="UNKNOWN_COLUMN")
+                    raise InvalidArgument(
+                        f"column '{column}' is not in the files", reason="UNKNOWN_COLUMN"
+                    )
             label_dist, meta = describe_table(table, request.label_column, skip_meta=False)
             parents = [_parent_from_pb(p) for p in request.parents] or [
                 LineageParent("source", "artifact", {"uri": r.uri, "sha256": r.sha256})
-                for r in refs]
-            return rt.datasets.register(DatasetRecord(
-                dataset_id=dataset_id_for(request.name), version=0, name=request.name,
-                artifacts=tuple(artifact_dict(r) for r in refs), schema=table_schema(table),
-                row_count=table.num_rows, entity_column=request.entity_column,
-                timestamp_column=request.timestamp_column, label_column=request.label_column,
-                label_distribution=label_dist, meta_features=meta, parents=tuple(parents),
-                operation="register", description=request.description,
-                labels=dict(request.labels)))
+                for r in refs
+            ]
+            return rt.datasets.register(
+                DatasetRecord(
+                    dataset_id=dataset_id_for(request.name),
+                    version=0,
+                    name=request.name,
+                    artifacts=tuple(artifact_dict(r) for r in refs),
+                    schema=table_schema(table),
+                    row_count=table.num_rows,
+                    entity_column=request.entity_column,
+                    timestamp_column=request.timestamp_column,
+                    label_column=request.label_column,
+                    label_distribution=label_dist,
+                    meta_features=meta,
+                    parents=tuple(parents),
+                    operation="register",
+                    description=request.description,
+                    labels=dict(request.labels),
+                )
+            )
 
         record = await to_thread(register)
-        await to_thread(self.svc.idempotency.remember, "RegisterDataset", request.request_id,
-                        {"dataset_id": record.dataset_id, "version": record.version})
+        await to_thread(
+            self.svc.idempotency.remember,
+            "RegisterDataset",
+            request.request_id,
+            {"dataset_id": record.dataset_id, "version": record.version},
+        )
         return pb.RegisterDatasetResponse(dataset=convert.dataset_to_pb(record))
 
     async def GetDataset(self, request: Any, context: Any) -> Any:
-        record = await to_thread(self.svc.rt.datasets.get, request.ref.dataset_id,
-                                 request.ref.version)
+        record = await to_thread(
+            self.svc.rt.datasets.get, request.ref.dataset_id, request.ref.version
+        )
         return pb.GetDatasetResponse(dataset=convert.dataset_to_pb(record))
 
     async def ListDatasets(self, request: Any, context: Any) -> Any:
         offset, limit = pc.page_window(request.page)
-        parent = ((request.parent.dataset_id, request.parent.version)
-                  if request.HasField("parent") and request.parent.dataset_id else None)
+        parent = (
+            (request.parent.dataset_id, request.parent.version)
+            if request.HasField("parent") and request.parent.dataset_id
+            else None
+        )
         records, more = await to_thread(
-            self.svc.rt.datasets.list, dataset_id=request.dataset_id,
-            name_prefix=request.name_prefix, parent=parent, labels=dict(request.labels),
-            offset=offset, limit=limit)
-        return pb.ListDatasetsResponse(datasets=[convert.dataset_to_pb(r) for r in records],
-                                       page=pc.page_response(offset, limit, more))
+            self.svc.rt.datasets.list,
+            dataset_id=request.dataset_id,
+            name_prefix=request.name_prefix,
+            parent=parent,
+            labels=dict(request.labels),
+            offset=offset,
+            limit=limit,
+        )
+        return pb.ListDatasetsResponse(
+            datasets=[convert.dataset_to_pb(r) for r in records],
+            page=pc.page_response(offset, limit, more),
+        )
 
     async def DeleteDataset(self, request: Any, context: Any) -> Any:
         rt = self.svc.rt
@@ -117,8 +159,9 @@ class DatasetRpcs:
             return len(doomed)
 
         deleted = await to_thread(delete)
-        await to_thread(self.svc.idempotency.remember, "DeleteDataset", request.request_id,
-                        {"deleted": deleted})
+        await to_thread(
+            self.svc.idempotency.remember, "DeleteDataset", request.request_id, {"deleted": deleted}
+        )
         return pb.DeleteDatasetResponse(deleted_versions=deleted)
 
     async def GetDatasetMetaFeatures(self, request: Any, context: Any) -> Any:
@@ -137,4 +180,5 @@ class DatasetRpcs:
         record = await to_thread(compute)
         return pb.GetDatasetMetaFeaturesResponse(
             meta_features=convert.meta_to_pb(record.meta_features),
-            ref=common_pb2.DatasetRef(dataset_id=record.dataset_id, version=record.version))
+            ref=common_pb2.DatasetRef(dataset_id=record.dataset_id, version=record.version),
+        )

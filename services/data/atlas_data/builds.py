@@ -29,8 +29,9 @@ from atlas_data.meta_features import compute_meta_features, label_distribution
 from atlas_data.parquet_safe import parquet_safe
 
 
-def read_parquet_artifacts(artifacts: ArtifactStore, refs: Sequence[ArtifactRef | str],
-                           columns: list[str] | None = None) -> pa.Table:
+def read_parquet_artifacts(
+    artifacts: ArtifactStore, refs: Sequence[ArtifactRef | str], columns: list[str] | None = None
+) -> pa.Table:
     """Download (verified) and concatenate Parquet artifacts.
 
     Raises NotFound / DataLoss from the store, InvalidArgument for a file that is not valid
@@ -45,15 +46,18 @@ def read_parquet_artifacts(artifacts: ArtifactStore, refs: Sequence[ArtifactRef 
                 tables.append(pq.read_table(path, columns=columns))
             except (pa.ArrowInvalid, OSError) as exc:
                 name = ref.key if isinstance(ref, ArtifactRef) else ref
-                raise InvalidArgument(f"artifact '{name}' is not a readable Parquet file: {exc}",
-                                      reason="CORRUPT_PARQUET") from None
+                raise InvalidArgument(
+                    f"artifact '{name}' is not a readable Parquet file: {exc}",
+                    reason="CORRUPT_PARQUET",
+                ) from None
     if not tables:
         raise InvalidArgument("no input files", reason="NO_INPUT")
     try:
         return pa.concat_tables(tables, promote_options="default")
     except pa.ArrowInvalid as exc:
-        raise InvalidArgument(f"input files have incompatible schemas: {exc}",
-                              reason="SCHEMA_MISMATCH") from None
+        raise InvalidArgument(
+            f"input files have incompatible schemas: {exc}", reason="SCHEMA_MISMATCH"
+        ) from None
 
 
 def read_dataset(artifacts: ArtifactStore, record: DatasetRecord) -> pa.Table:
@@ -64,8 +68,7 @@ def table_schema(table: pa.Table) -> tuple[dict[str, Any], ...]:
     columns = []
     for f in table.schema:
         dims = f.type.list_size if pa.types.is_fixed_size_list(f.type) else 0
-        columns.append({"name": f.name, "type": str(f.type), "dims": dims,
-                        "nullable": f.nullable})
+        columns.append({"name": f.name, "type": str(f.type), "dims": dims, "nullable": f.nullable})
     return tuple(columns)
 
 
@@ -81,18 +84,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def describe_table(table: pa.Table, label_column: str, *, skip_meta: bool) -> tuple[
-        dict[str, Any] | None, dict[str, Any] | None]:
+def describe_table(
+    table: pa.Table, label_column: str, *, skip_meta: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(label distribution, meta-features) as JSON-ready dicts."""
     labels = None
     if label_column:
         if label_column not in table.column_names:
-            raise InvalidArgument(f"label column '{label_column}' is not in the dataset "
-                                  f"(columns: {', '.join(table.column_names[:20])})",
-                                  reason="UNKNOWN_COLUMN")
+            raise InvalidArgument(
+                f"label column '{label_column}' is not in the dataset "
+                f"(columns: {', '.join(table.column_names[:20])})",
+                reason="UNKNOWN_COLUMN",
+            )
         labels = _jsonable(label_distribution(table, label_column))
-    meta = None if skip_meta else _jsonable(
-        compute_meta_features(table, label_column or None))
+    meta = None if skip_meta else _jsonable(compute_meta_features(table, label_column or None))
     return labels, meta
 
 
@@ -119,11 +124,21 @@ def publish_dataset(
         pq.write_table(parquet_safe(table), path, compression="zstd")
         ref = artifacts.put_file(f"datasets/{dataset_id}/{uuid.uuid4().hex}.parquet", path)
     record = DatasetRecord(
-        dataset_id=dataset_id, version=0, name=name, artifacts=(artifact_dict(ref),),
-        schema=table_schema(table), row_count=table.num_rows, entity_column=entity_column,
-        timestamp_column=timestamp_column, label_column=label_column,
-        label_distribution=label_dist, meta_features=meta, parents=tuple(parents),
-        operation=operation, produced_by_job=job_id, description=description,
+        dataset_id=dataset_id,
+        version=0,
+        name=name,
+        artifacts=(artifact_dict(ref),),
+        schema=table_schema(table),
+        row_count=table.num_rows,
+        entity_column=entity_column,
+        timestamp_column=timestamp_column,
+        label_column=label_column,
+        label_distribution=label_dist,
+        meta_features=meta,
+        parents=tuple(parents),
+        operation=operation,
+        produced_by_job=job_id,
+        description=description,
         labels=dict(labels or {}),
     )
     return catalog.register(record)

@@ -50,56 +50,86 @@ _BLOCKS_PB = {
 
 # -- feature groups --------------------------------------------------------------------------
 
+
 def spec_from_pb(msg: pb.FeatureGroupSpec) -> FeatureGroupSpec:
     if msg.entity_key_type not in _KEY_TYPES:
-        raise InvalidArgument("spec.entity_key_type must be INT64 or STRING",
-                              reason="INVALID_SPEC")
+        raise InvalidArgument("spec.entity_key_type must be INT64 or STRING", reason="INVALID_SPEC")
     features = []
     for i, f in enumerate(msg.features):
         if f.dtype not in _FEATURE_TYPES:
-            raise InvalidArgument(f"spec.features[{i}] ('{f.name}'): dtype is unspecified",
-                                  reason="INVALID_SPEC")
-        features.append(FeatureSpec(f.name, _FEATURE_TYPES[f.dtype], f.dims,
-                                    tuple(f.categories), f.description))
+            raise InvalidArgument(
+                f"spec.features[{i}] ('{f.name}'): dtype is unspecified", reason="INVALID_SPEC"
+            )
+        features.append(
+            FeatureSpec(f.name, _FEATURE_TYPES[f.dtype], f.dims, tuple(f.categories), f.description)
+        )
     ttl = msg.ttl.ToTimedelta().total_seconds() if msg.HasField("ttl") else None
     return FeatureGroupSpec(
-        name=msg.name, entity_key=msg.entity_key, entity_key_type=_KEY_TYPES[msg.entity_key_type],
-        event_time_column=msg.event_time_column, features=tuple(features), ttl_seconds=ttl,
-        description=msg.description, labels=dict(msg.labels),
+        name=msg.name,
+        entity_key=msg.entity_key,
+        entity_key_type=_KEY_TYPES[msg.entity_key_type],
+        event_time_column=msg.event_time_column,
+        features=tuple(features),
+        ttl_seconds=ttl,
+        description=msg.description,
+        labels=dict(msg.labels),
     )
 
 
 def spec_to_pb(spec: FeatureGroupSpec) -> pb.FeatureGroupSpec:
     msg = pb.FeatureGroupSpec(
-        name=spec.name, entity_key=spec.entity_key,
+        name=spec.name,
+        entity_key=spec.entity_key,
         entity_key_type=_KEY_TYPES_PB[spec.entity_key_type],
-        event_time_column=spec.event_time_column, description=spec.description,
+        event_time_column=spec.event_time_column,
+        description=spec.description,
         labels=dict(spec.labels),
-        features=[pb.FeatureSpec(name=f.name, dtype=_FEATURE_TYPES_PB[f.dtype], dims=f.dims,
-                                 categories=list(f.categories), description=f.description)
-                  for f in spec.features],
+        features=[
+            pb.FeatureSpec(
+                name=f.name,
+                dtype=_FEATURE_TYPES_PB[f.dtype],
+                dims=f.dims,
+                categories=list(f.categories),
+                description=f.description,
+            )
+            for f in spec.features
+        ],
     )
     if spec.ttl_seconds is not None:
-        msg.ttl.CopyFrom(duration_pb2.Duration(seconds=int(spec.ttl_seconds),
-                                               nanos=int(spec.ttl_seconds % 1 * 1e9)))
+        msg.ttl.CopyFrom(
+            duration_pb2.Duration(
+                seconds=int(spec.ttl_seconds), nanos=int(spec.ttl_seconds % 1 * 1e9)
+            )
+        )
     return msg
 
 
 def layout_to_pb(layout: RecordLayout) -> pb.RecordLayout:
     return pb.RecordLayout(
-        slots=[pb.FeatureSlot(name=s.name, dtype=_FEATURE_TYPES_PB[s.dtype], dims=s.dims,
-                              block=_BLOCKS_PB[s.block], offset=s.offset)
-               for s in layout.slots],
-        float32_width=layout.float32_width, float64_width=layout.float64_width,
-        int64_width=layout.int64_width, string_width=layout.string_width,
+        slots=[
+            pb.FeatureSlot(
+                name=s.name,
+                dtype=_FEATURE_TYPES_PB[s.dtype],
+                dims=s.dims,
+                block=_BLOCKS_PB[s.block],
+                offset=s.offset,
+            )
+            for s in layout.slots
+        ],
+        float32_width=layout.float32_width,
+        float64_width=layout.float64_width,
+        int64_width=layout.int64_width,
+        string_width=layout.string_width,
     )
 
 
-def group_to_pb(group: FeatureGroup, stats: pb.FeatureGroupStats | None = None
-                ) -> pb.FeatureGroup:
-    msg = pb.FeatureGroup(spec=spec_to_pb(group.spec), version=group.version,
-                          layout=layout_to_pb(group.layout),
-                          create_time=dt_to_ts(group.created_at))
+def group_to_pb(group: FeatureGroup, stats: pb.FeatureGroupStats | None = None) -> pb.FeatureGroup:
+    msg = pb.FeatureGroup(
+        spec=spec_to_pb(group.spec),
+        version=group.version,
+        layout=layout_to_pb(group.layout),
+        create_time=dt_to_ts(group.created_at),
+    )
     if stats is not None:
         msg.stats.CopyFrom(stats)
     return msg
@@ -107,24 +137,31 @@ def group_to_pb(group: FeatureGroup, stats: pb.FeatureGroupStats | None = None
 
 # -- records ---------------------------------------------------------------------------------
 
+
 def raw_records(records: Iterable[pb.FeatureRecord]) -> list[RawRecord]:
     out = []
     for r in records:
         which = r.entity_key.WhichOneof("key")
         key = None if which is None else getattr(r.entity_key, which)
-        out.append(RawRecord(
-            entity_key=key,
-            event_time_us=ts_to_us(r.event_time) if r.HasField("event_time") else None,
-            float32_bytes=r.float32_values, float64=r.float64_values, int64=r.int64_values,
-            strings=r.string_values, null_mask=r.null_mask,
-        ))
+        out.append(
+            RawRecord(
+                entity_key=key,
+                event_time_us=ts_to_us(r.event_time) if r.HasField("event_time") else None,
+                float32_bytes=r.float32_values,
+                float64=r.float64_values,
+                int64=r.int64_values,
+                strings=r.string_values,
+                null_mask=r.null_mask,
+            )
+        )
     return out
 
 
 def entity_keys(msg: pb.EntityKeys) -> list[int] | list[str]:
     if msg.int64_keys and msg.string_keys:
-        raise InvalidArgument("entity_keys: set int64_keys or string_keys, not both",
-                              reason="INVALID_KEYS")
+        raise InvalidArgument(
+            "entity_keys: set int64_keys or string_keys, not both", reason="INVALID_KEYS"
+        )
     return list(msg.int64_keys) if msg.int64_keys else list(msg.string_keys)
 
 
@@ -137,9 +174,23 @@ def group_ref(msg: common_pb2.FeatureGroupRef, field: str = "feature_group") -> 
 # -- datasets --------------------------------------------------------------------------------
 
 _META_FIELDS = (
-    "rows", "columns", "numeric_columns", "categorical_columns", "missing_ratio", "classes",
-    "class_entropy", "class_imbalance_ratio", "skew_mean", "skew_min", "skew_max", "skew_std",
-    "kurtosis_mean", "kurtosis_min", "kurtosis_max", "kurtosis_std", "log_rows_per_column",
+    "rows",
+    "columns",
+    "numeric_columns",
+    "categorical_columns",
+    "missing_ratio",
+    "classes",
+    "class_entropy",
+    "class_imbalance_ratio",
+    "skew_mean",
+    "skew_min",
+    "skew_max",
+    "skew_std",
+    "kurtosis_mean",
+    "kurtosis_min",
+    "kurtosis_max",
+    "kurtosis_std",
+    "log_rows_per_column",
     "target_column",
 )
 
@@ -147,8 +198,7 @@ _META_FIELDS = (
 def meta_to_pb(meta: dict[str, Any] | None) -> pb.MetaFeatures | None:
     if not meta:
         return None
-    msg = pb.MetaFeatures(**{k: meta[k] for k in _META_FIELDS
-                             if k in meta and meta[k] is not None})
+    msg = pb.MetaFeatures(**{k: meta[k] for k in _META_FIELDS if k in meta and meta[k] is not None})
     for lm in meta.get("landmarkers", []):
         if isinstance(lm, dict):
             msg.landmarkers.add(name=lm["name"], metric=lm["metric"], score=lm["score"])
@@ -178,9 +228,12 @@ def labels_to_pb(column: str, dist: dict[str, Any] | None) -> pb.LabelDistributi
 _DATA_TYPES = (
     ("fixed_size_list", common_pb2.DATA_TYPE_FLOAT32_VECTOR),
     ("timestamp", common_pb2.DATA_TYPE_TIMESTAMP),
-    ("int", common_pb2.DATA_TYPE_INT64), ("float", common_pb2.DATA_TYPE_FLOAT32),
-    ("double", common_pb2.DATA_TYPE_FLOAT64), ("string", common_pb2.DATA_TYPE_STRING),
-    ("bool", common_pb2.DATA_TYPE_BOOL), ("dictionary", common_pb2.DATA_TYPE_CATEGORICAL),
+    ("int", common_pb2.DATA_TYPE_INT64),
+    ("float", common_pb2.DATA_TYPE_FLOAT32),
+    ("double", common_pb2.DATA_TYPE_FLOAT64),
+    ("string", common_pb2.DATA_TYPE_STRING),
+    ("bool", common_pb2.DATA_TYPE_BOOL),
+    ("dictionary", common_pb2.DATA_TYPE_CATEGORICAL),
 )
 
 
@@ -195,38 +248,59 @@ def parent_to_pb(parent: LineageParent) -> common_pb2.LineageParent:
     kind, ref, role = parent.kind, parent.ref, parent.role
     msg = common_pb2.LineageParent(role=role)
     if kind == "dataset":
-        msg.dataset.CopyFrom(common_pb2.DatasetRef(dataset_id=ref["dataset_id"],
-                                                   version=ref["version"]))
+        msg.dataset.CopyFrom(
+            common_pb2.DatasetRef(dataset_id=ref["dataset_id"], version=ref["version"])
+        )
     elif kind == "feature_group":
-        msg.feature_group.CopyFrom(common_pb2.FeatureGroupRef(name=ref["name"],
-                                                              version=ref["version"]))
+        msg.feature_group.CopyFrom(
+            common_pb2.FeatureGroupRef(name=ref["name"], version=ref["version"])
+        )
     elif kind == "artifact":
-        msg.artifact.CopyFrom(common_pb2.ArtifactRef(uri=ref["uri"],
-                                                     sha256=ref.get("sha256", "")))
+        msg.artifact.CopyFrom(common_pb2.ArtifactRef(uri=ref["uri"], sha256=ref.get("sha256", "")))
     elif kind == "label_set":
-        msg.label_set.CopyFrom(common_pb2.LabelSetRef(project_id=ref["project_id"],
-                                                      export_id=ref.get("export_id", "")))
+        msg.label_set.CopyFrom(
+            common_pb2.LabelSetRef(project_id=ref["project_id"], export_id=ref.get("export_id", ""))
+        )
     return msg
 
 
 def dataset_to_pb(r: DatasetRecord) -> pb.Dataset:
     msg = pb.Dataset(
         ref=common_pb2.DatasetRef(dataset_id=r.dataset_id, version=r.version),
-        name=r.name, row_count=r.row_count, entity_column=r.entity_column,
-        timestamp_column=r.timestamp_column, label_column=r.label_column,
-        description=r.description, labels=r.labels,
-        artifacts=[common_pb2.ArtifactRef(uri=a["uri"], sha256=a["sha256"], size_bytes=a["size"],
-                                          media_type="application/vnd.apache.parquet")
-                   for a in r.artifacts],
-        schema=common_pb2.TableSchema(columns=[
-            common_pb2.ColumnSchema(name=c["name"], data_type=_data_type(c["type"]),
-                                    dims=c["dims"], nullable=c["nullable"])
-            for c in r.schema]),
+        name=r.name,
+        row_count=r.row_count,
+        entity_column=r.entity_column,
+        timestamp_column=r.timestamp_column,
+        label_column=r.label_column,
+        description=r.description,
+        labels=r.labels,
+        artifacts=[
+            common_pb2.ArtifactRef(
+                uri=a["uri"],
+                sha256=a["sha256"],
+                size_bytes=a["size"],
+                media_type="application/vnd.apache.parquet",
+            )
+            for a in r.artifacts
+        ],
+        schema=common_pb2.TableSchema(
+            columns=[
+                common_pb2.ColumnSchema(
+                    name=c["name"],
+                    data_type=_data_type(c["type"]),
+                    dims=c["dims"],
+                    nullable=c["nullable"],
+                )
+                for c in r.schema
+            ]
+        ),
         lineage=common_pb2.Lineage(
             parents=[parent_to_pb(p) for p in r.parents],
             operation=r.operation,
             produced_by=common_pb2.JobRef(service="data", job_id=r.produced_by_job)
-            if r.produced_by_job else None),
+            if r.produced_by_job
+            else None,
+        ),
     )
     if r.created_at:
         msg.create_time.CopyFrom(dt_to_ts(datetime.fromisoformat(r.created_at)))
@@ -249,10 +323,17 @@ JOB_KINDS = {
     "derive_dataset": pb.DATA_JOB_KIND_DERIVE_DATASET,
 }
 JOB_KINDS_FROM_PB = {v: k for k, v in JOB_KINDS.items()}
-_SPEC_FIELDS = {"ingest": "ingest", "compaction": "compaction",
-                "match_samples": "match_samples", "derive_dataset": "derive_dataset"}
-def job_to_pb(record: JobRecord, datasets: Callable[[str, int], DatasetRecord | None]
-              ) -> pb.DataJob:
+_SPEC_FIELDS = {
+    "ingest": "ingest",
+    "compaction": "compaction",
+    "match_samples": "match_samples",
+    "derive_dataset": "derive_dataset",
+}
+
+
+def job_to_pb(
+    record: JobRecord, datasets: Callable[[str, int], DatasetRecord | None]
+) -> pb.DataJob:
     """``datasets`` looks up the dataset versions a finished job produced."""
     job = pb.DataJob(status=job_status(record), kind=JOB_KINDS.get(record.kind, 0))
     spec_field = _SPEC_FIELDS.get(record.kind)
@@ -265,8 +346,11 @@ def job_to_pb(record: JobRecord, datasets: Callable[[str, int], DatasetRecord | 
         job.compaction_result.CopyFrom(pb.CompactionResult(**result))
     elif result:
         produced = [datasets(ds_id, version) for ds_id, version in result.get("datasets", [])]
-        job.dataset_result.CopyFrom(pb.DatasetResult(
-            datasets=[dataset_to_pb(d) for d in produced if d is not None],
-            unmatched_samples=result.get("unmatched_samples", 0),
-            warnings=result.get("warnings", [])))
+        job.dataset_result.CopyFrom(
+            pb.DatasetResult(
+                datasets=[dataset_to_pb(d) for d in produced if d is not None],
+                unmatched_samples=result.get("unmatched_samples", 0),
+                warnings=result.get("warnings", []),
+            )
+        )
     return job

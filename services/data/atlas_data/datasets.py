@@ -26,8 +26,9 @@ def dataset_id_for(name: str) -> str:
     """Stable id from a display name: lowercase, safe for object keys."""
     ident = _ID_UNSAFE.sub("-", name.strip().lower()).strip("-.")
     if not ident:
-        raise InvalidArgument(f"dataset name {name!r} has no usable characters",
-                              reason="INVALID_DATASET_NAME")
+        raise InvalidArgument(
+            f"dataset name {name!r} has no usable characters", reason="INVALID_DATASET_NAME"
+        )
     return ident[:128]
 
 
@@ -47,7 +48,7 @@ class DatasetRecord:
     version: int
     name: str
     artifacts: tuple[dict[str, Any], ...]  # {uri, key, sha256, size}
-    schema: tuple[dict[str, Any], ...]     # {name, type, dims, nullable}
+    schema: tuple[dict[str, Any], ...]  # {name, type, dims, nullable}
     row_count: int
     entity_column: str = ""
     timestamp_column: str = ""
@@ -93,15 +94,27 @@ class DatasetCatalog:
         with write_transaction(self._engine) as conn:
             latest = conn.execute(
                 select(func.max(datasets.c.version)).where(
-                    datasets.c.dataset_id == record.dataset_id)
+                    datasets.c.dataset_id == record.dataset_id
+                )
             ).scalar()
             version = int(latest or 0) + 1
-            stored = DatasetRecord(**{**asdict(record), "version": version,
-                                      "created_at": now.isoformat(),
-                                      "parents": record.parents})
-            conn.execute(datasets.insert().values(
-                dataset_id=record.dataset_id, version=version, name=record.name,
-                body=stored.to_json(), created_at=now))
+            stored = DatasetRecord(
+                **{
+                    **asdict(record),
+                    "version": version,
+                    "created_at": now.isoformat(),
+                    "parents": record.parents,
+                }
+            )
+            conn.execute(
+                datasets.insert().values(
+                    dataset_id=record.dataset_id,
+                    version=version,
+                    name=record.name,
+                    body=stored.to_json(),
+                    created_at=now,
+                )
+            )
         return stored
 
     def get(self, dataset_id: str, version: int = 0) -> DatasetRecord:
@@ -109,37 +122,61 @@ class DatasetCatalog:
         if not dataset_id:
             raise InvalidArgument("dataset id is empty", reason="EMPTY_DATASET_ID")
         query = select(datasets.c.body).where(datasets.c.dataset_id == dataset_id)
-        query = (query.where(datasets.c.version == version) if version
-                 else query.order_by(datasets.c.version.desc()).limit(1))
+        query = (
+            query.where(datasets.c.version == version)
+            if version
+            else query.order_by(datasets.c.version.desc()).limit(1)
+        )
         with self._engine.connect() as conn:
             body = conn.execute(query).scalar()
         if body is None:
             what = f"dataset '{dataset_id}'" + (f" version {version}" if version else "")
-            raise NotFound(f"{what} does not exist", reason="DATASET_NOT_FOUND",
-                           metadata={"dataset_id": dataset_id})
+            raise NotFound(
+                f"{what} does not exist",
+                reason="DATASET_NOT_FOUND",
+                metadata={"dataset_id": dataset_id},
+            )
         return DatasetRecord.from_json(body)
 
     def update_meta_features(self, record: DatasetRecord, meta: dict[str, Any]) -> DatasetRecord:
-        updated = DatasetRecord(**{**asdict(record), "meta_features": meta,
-                                   "parents": record.parents})
+        updated = DatasetRecord(
+            **{**asdict(record), "meta_features": meta, "parents": record.parents}
+        )
         with write_transaction(self._engine) as conn:
-            conn.execute(datasets.update().where(
-                (datasets.c.dataset_id == record.dataset_id)
-                & (datasets.c.version == record.version)).values(body=updated.to_json()))
+            conn.execute(
+                datasets.update()
+                .where(
+                    (datasets.c.dataset_id == record.dataset_id)
+                    & (datasets.c.version == record.version)
+                )
+                .values(body=updated.to_json())
+            )
         return updated
 
-    def list(self, *, dataset_id: str = "", name_prefix: str = "",
-             parent: tuple[str, int] | None = None, labels: dict[str, str] | None = None,
-             offset: int = 0, limit: int = 100) -> tuple[list[DatasetRecord], bool]:
+    def list(
+        self,
+        *,
+        dataset_id: str = "",
+        name_prefix: str = "",
+        parent: tuple[str, int] | None = None,
+        labels: dict[str, str] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[DatasetRecord], bool]:
         """Latest version of each dataset, or every version of ``dataset_id``."""
         query = select(datasets.c.body).order_by(datasets.c.dataset_id, datasets.c.version)
         if dataset_id:
             query = query.where(datasets.c.dataset_id == dataset_id)
         else:
-            newest = (select(datasets.c.dataset_id, func.max(datasets.c.version).label("v"))
-                      .group_by(datasets.c.dataset_id).subquery())
-            query = query.join(newest, (newest.c.dataset_id == datasets.c.dataset_id)
-                               & (newest.c.v == datasets.c.version))
+            newest = (
+                select(datasets.c.dataset_id, func.max(datasets.c.version).label("v"))
+                .group_by(datasets.c.dataset_id)
+                .subquery()
+            )
+            query = query.join(
+                newest,
+                (newest.c.dataset_id == datasets.c.dataset_id) & (newest.c.v == datasets.c.version),
+            )
         with self._engine.connect() as conn:
             records = [DatasetRecord.from_json(b) for b in conn.execute(query).scalars()]
         if dataset_id and not records:
@@ -147,13 +184,19 @@ class DatasetCatalog:
         if name_prefix:
             records = [r for r in records if r.name.startswith(name_prefix)]
         if parent is not None:
-            records = [r for r in records if any(
-                p.kind == "dataset" and p.ref.get("dataset_id") == parent[0]
-                and (not parent[1] or p.ref.get("version") == parent[1]) for p in r.parents)]
+            records = [
+                r
+                for r in records
+                if any(
+                    p.kind == "dataset"
+                    and p.ref.get("dataset_id") == parent[0]
+                    and (not parent[1] or p.ref.get("version") == parent[1])
+                    for p in r.parents
+                )
+            ]
         if labels:
-            records = [r for r in records
-                       if all(r.labels.get(k) == v for k, v in labels.items())]
-        return records[offset:offset + limit], offset + limit < len(records)
+            records = [r for r in records if all(r.labels.get(k) == v for k, v in labels.items())]
+        return records[offset : offset + limit], offset + limit < len(records)
 
     def delete(self, dataset_id: str, version: int = 0) -> list[DatasetRecord]:
         """Delete one version (or all with version 0); returns the deleted records so the

@@ -43,8 +43,13 @@ def spec_to_dict(spec: FeatureGroupSpec) -> dict[str, Any]:
         "entity_key_type": spec.entity_key_type.value,
         "event_time_column": spec.event_time_column,
         "features": [
-            {"name": f.name, "dtype": f.dtype.value, "dims": f.dims,
-             "categories": list(f.categories), "description": f.description}
+            {
+                "name": f.name,
+                "dtype": f.dtype.value,
+                "dims": f.dims,
+                "categories": list(f.categories),
+                "description": f.description,
+            }
             for f in spec.features
         ],
         "ttl_seconds": spec.ttl_seconds,
@@ -60,8 +65,13 @@ def spec_from_dict(raw: dict[str, Any]) -> FeatureGroupSpec:
         entity_key_type=EntityKeyType(raw["entity_key_type"]),
         event_time_column=raw["event_time_column"],
         features=tuple(
-            FeatureSpec(f["name"], FeatureType(f["dtype"]), f["dims"], tuple(f["categories"]),
-                        f["description"])
+            FeatureSpec(
+                f["name"],
+                FeatureType(f["dtype"]),
+                f["dims"],
+                tuple(f["categories"]),
+                f["description"],
+            )
             for f in raw["features"]
         ),
         ttl_seconds=raw["ttl_seconds"],
@@ -72,8 +82,9 @@ def spec_from_dict(raw: dict[str, Any]) -> FeatureGroupSpec:
 
 def _row_to_group(row: Any) -> FeatureGroup:
     spec = spec_from_dict(json.loads(row.spec))
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(
-        tzinfo=timezone.utc)
+    created = (
+        row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
+    )
     return FeatureGroup(spec, row.version, RecordLayout.for_spec(spec), created)
 
 
@@ -93,14 +104,17 @@ class FeatureGroupCatalog:
         now = datetime.now(timezone.utc)
         with write_transaction(self._engine) as conn:
             latest = conn.execute(
-                select(feature_groups).where(feature_groups.c.name == spec.name)
-                .order_by(feature_groups.c.version.desc()).limit(1)
+                select(feature_groups)
+                .where(feature_groups.c.name == spec.name)
+                .order_by(feature_groups.c.version.desc())
+                .limit(1)
             ).first()
             if latest is not None and not new_version:
                 raise AlreadyExists(
                     f"feature group '{spec.name}' already exists (version {latest.version}); "
                     "set new_version to create version "
-                    f"{latest.version + 1}", reason="FEATURE_GROUP_EXISTS",
+                    f"{latest.version + 1}",
+                    reason="FEATURE_GROUP_EXISTS",
                     metadata={"feature_group": spec.name},
                 )
             version = 1
@@ -110,12 +124,18 @@ class FeatureGroupCatalog:
                     raise FailedPrecondition(
                         f"feature group '{spec.name}': a new version cannot change the entity "
                         f"key type from {old.entity_key_type.value} to "
-                        f"{spec.entity_key_type.value}", reason="ENTITY_KEY_TYPE_CHANGED",
+                        f"{spec.entity_key_type.value}",
+                        reason="ENTITY_KEY_TYPE_CHANGED",
                     )
                 version = latest.version + 1
-            conn.execute(feature_groups.insert().values(
-                name=spec.name, version=version, spec=json.dumps(spec_to_dict(spec)),
-                created_at=now))
+            conn.execute(
+                feature_groups.insert().values(
+                    name=spec.name,
+                    version=version,
+                    spec=json.dumps(spec_to_dict(spec)),
+                    created_at=now,
+                )
+            )
         self._latest.pop(spec.name, None)
         return self.get(spec.name, version)
 
@@ -129,53 +149,77 @@ class FeatureGroupCatalog:
         if cached is not None:
             return cached
         query = select(feature_groups).where(feature_groups.c.name == name)
-        query = (query.where(feature_groups.c.version == version) if version
-                 else query.order_by(feature_groups.c.version.desc()).limit(1))
+        query = (
+            query.where(feature_groups.c.version == version)
+            if version
+            else query.order_by(feature_groups.c.version.desc()).limit(1)
+        )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
             what = f"feature group '{name}'" + (f" version {version}" if version else "")
-            raise NotFound(f"{what} does not exist", reason="FEATURE_GROUP_NOT_FOUND",
-                           metadata={"feature_group": name})
+            raise NotFound(
+                f"{what} does not exist",
+                reason="FEATURE_GROUP_NOT_FOUND",
+                metadata={"feature_group": name},
+            )
         group = _row_to_group(row)
         self._cache[(name, group.version)] = group
         if version == 0:
             self._latest[name] = group.version
         return group
 
-    def list(self, *, name_prefix: str = "", all_versions: bool = False,
-             labels: dict[str, str] | None = None, offset: int = 0,
-             limit: int = 100) -> tuple[list[FeatureGroup], bool]:
+    def list(
+        self,
+        *,
+        name_prefix: str = "",
+        all_versions: bool = False,
+        labels: dict[str, str] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[FeatureGroup], bool]:
         """Groups ordered by name then version; returns (page, has_more)."""
         query = select(feature_groups).order_by(feature_groups.c.name, feature_groups.c.version)
         if name_prefix:
             query = query.where(feature_groups.c.name.startswith(name_prefix, autoescape=True))
         if not all_versions:
-            newest = (select(feature_groups.c.name, func.max(feature_groups.c.version)
-                             .label("v")).group_by(feature_groups.c.name).subquery())
-            query = query.join(newest, (newest.c.name == feature_groups.c.name)
-                               & (newest.c.v == feature_groups.c.version))
+            newest = (
+                select(feature_groups.c.name, func.max(feature_groups.c.version).label("v"))
+                .group_by(feature_groups.c.name)
+                .subquery()
+            )
+            query = query.join(
+                newest,
+                (newest.c.name == feature_groups.c.name) & (newest.c.v == feature_groups.c.version),
+            )
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         groups = [_row_to_group(r) for r in rows]
         if labels:
-            groups = [g for g in groups
-                      if all(g.spec.labels.get(k) == v for k, v in labels.items())]
-        page = groups[offset:offset + limit]
+            groups = [
+                g for g in groups if all(g.spec.labels.get(k) == v for k, v in labels.items())
+            ]
+        page = groups[offset : offset + limit]
         return page, offset + limit < len(groups)
 
     def versions(self, name: str) -> list[FeatureGroup]:
         with self._engine.connect() as conn:
-            rows = conn.execute(select(feature_groups).where(feature_groups.c.name == name)
-                                .order_by(feature_groups.c.version)).all()
+            rows = conn.execute(
+                select(feature_groups)
+                .where(feature_groups.c.name == name)
+                .order_by(feature_groups.c.version)
+            ).all()
         return [_row_to_group(r) for r in rows]
 
     def delete(self, name: str) -> list[FeatureGroup]:
         """Delete every version; returns what was deleted. Raises NotFound."""
         doomed = self.versions(name)
         if not doomed:
-            raise NotFound(f"feature group '{name}' does not exist",
-                           reason="FEATURE_GROUP_NOT_FOUND", metadata={"feature_group": name})
+            raise NotFound(
+                f"feature group '{name}' does not exist",
+                reason="FEATURE_GROUP_NOT_FOUND",
+                metadata={"feature_group": name},
+            )
         with write_transaction(self._engine) as conn:
             conn.execute(delete(feature_groups).where(feature_groups.c.name == name))
         self._latest.pop(name, None)

@@ -16,6 +16,7 @@ from atlas_core.errors import InvalidArgument
 
 __all__ = ["filter_rows"]
 
+
 def filter_rows(table: pa.Table, expression: str) -> pa.Table:
     """Rows for which ``expression`` is true (null counts as false, as in SQL WHERE).
 

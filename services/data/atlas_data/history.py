@@ -55,8 +55,9 @@ def _null_rows(batch: RecordBatch, slot_index: int) -> np.ndarray | None:
     return nulls if nulls.any() else None
 
 
-def history_table(spec: FeatureGroupSpec, layout: RecordLayout, batch: RecordBatch,
-                  ingestion_time_us: int) -> pa.Table:
+def history_table(
+    spec: FeatureGroupSpec, layout: RecordLayout, batch: RecordBatch, ingestion_time_us: int
+) -> pa.Table:
     """The offline rows for ``batch`` (one per record, in batch order)."""
     n = len(batch)
     schema = history_schema(spec)
@@ -70,7 +71,7 @@ def history_table(spec: FeatureGroupSpec, layout: RecordLayout, batch: RecordBat
         stop = slot.offset + slot.dims
         mask = _null_rows(batch, index)
         if slot.dtype is FeatureType.FLOAT32_VECTOR:
-            flat = np.ascontiguousarray(batch.float32[:, slot.offset:stop]).reshape(-1)
+            flat = np.ascontiguousarray(batch.float32[:, slot.offset : stop]).reshape(-1)
             values = pa.FixedSizeListArray.from_arrays(pa.array(flat), slot.dims)
             if mask is not None:
                 values = pa.array(values.to_pylist(), type=values.type, mask=mask)
@@ -93,12 +94,15 @@ def _column_values(table: pa.Table, column: str, feature: str) -> pa.Array:
         raise InvalidArgument(
             f"input has no column '{column}' for feature '{feature}' "
             f"(columns: {', '.join(table.column_names[:20])}); map it with column_mapping",
-            reason="UNKNOWN_COLUMN", metadata={"column": column})
+            reason="UNKNOWN_COLUMN",
+            metadata={"column": column},
+        )
     return table.column(column).combine_chunks()
 
 
-def batch_from_table(spec: FeatureGroupSpec, layout: RecordLayout, table: pa.Table,
-                     mapping: Mapping[str, str]) -> RecordBatch:
+def batch_from_table(
+    spec: FeatureGroupSpec, layout: RecordLayout, table: pa.Table, mapping: Mapping[str, str]
+) -> RecordBatch:
     """Records from an input table (one row per record) for batch ingest. ``mapping`` maps
     group column names (entity key, event time, features) to input column names.
 
@@ -112,19 +116,25 @@ def batch_from_table(spec: FeatureGroupSpec, layout: RecordLayout, table: pa.Tab
     n = table.num_rows
     keys_arr = _column_values(table, source(spec.entity_key), spec.entity_key)
     if keys_arr.null_count:
-        raise InvalidArgument(f"entity key column '{source(spec.entity_key)}' has "
-                              f"{keys_arr.null_count} null values", reason="NULL_KEY")
+        raise InvalidArgument(
+            f"entity key column '{source(spec.entity_key)}' has {keys_arr.null_count} null values",
+            reason="NULL_KEY",
+        )
     if spec.entity_key_type is EntityKeyType.INT64:
         try:
             keys: np.ndarray | list[str] = keys_arr.cast(pa.int64()).to_numpy()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise InvalidArgument(f"entity key column '{source(spec.entity_key)}' is "
-                                  f"{keys_arr.type}, expected int64", reason="BAD_KEY") from None
+            raise InvalidArgument(
+                f"entity key column '{source(spec.entity_key)}' is {keys_arr.type}, expected int64",
+                reason="BAD_KEY",
+            ) from None
     else:
         keys = [str(k) for k in keys_arr.to_pylist()]
     times, _ = timestamps_to_micros(
         _column_values(table, source(spec.event_time_column), spec.event_time_column),
-        what="event time column", name=source(spec.event_time_column))
+        what="event time column",
+        name=source(spec.event_time_column),
+    )
     f32 = np.full((n, layout.float32_width), np.nan, dtype="<f4")
     f64 = np.full((n, layout.float64_width), np.nan, dtype="<f8")
     i64 = np.zeros((n, layout.int64_width), dtype="<i8")
@@ -134,19 +144,29 @@ def batch_from_table(spec: FeatureGroupSpec, layout: RecordLayout, table: pa.Tab
         where = f"column '{source(slot.name)}' (feature '{slot.name}')"
         try:
             if slot.dtype is FeatureType.FLOAT32_VECTOR:
-                if not (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type)
-                        or pa.types.is_large_list(col.type)):
-                    raise InvalidArgument(f"{where} is {col.type}, expected a list of "
-                                          f"{slot.dims} floats", reason="BAD_DTYPE")
-                lengths = (np.full(n, col.type.list_size) if pa.types.is_fixed_size_list(col.type)
-                           else pc.list_value_length(col).fill_null(0).to_numpy())
+                if not (
+                    pa.types.is_list(col.type)
+                    or pa.types.is_fixed_size_list(col.type)
+                    or pa.types.is_large_list(col.type)
+                ):
+                    raise InvalidArgument(
+                        f"{where} is {col.type}, expected a list of {slot.dims} floats",
+                        reason="BAD_DTYPE",
+                    )
+                lengths = (
+                    np.full(n, col.type.list_size)
+                    if pa.types.is_fixed_size_list(col.type)
+                    else pc.list_value_length(col).fill_null(0).to_numpy()
+                )
                 bad = np.flatnonzero(lengths != slot.dims)
                 if bad.size:
                     raise InvalidArgument(
                         f"{where}: row {int(bad[0])} has {int(lengths[bad[0]])} values, "
-                        f"expected {slot.dims}", reason="BAD_VECTOR_LENGTH")
+                        f"expected {slot.dims}",
+                        reason="BAD_VECTOR_LENGTH",
+                    )
                 flat = pc.list_flatten(col).cast(pa.float32()).to_numpy(zero_copy_only=False)
-                f32[:, slot.offset:slot.offset + slot.dims] = flat.reshape(n, slot.dims)
+                f32[:, slot.offset : slot.offset + slot.dims] = flat.reshape(n, slot.dims)
             elif slot.block is ValueBlock.FLOAT32:
                 f32[:, slot.offset] = col.cast(pa.float32()).to_numpy(zero_copy_only=False)
             elif slot.block is ValueBlock.FLOAT64:
@@ -154,10 +174,16 @@ def batch_from_table(spec: FeatureGroupSpec, layout: RecordLayout, table: pa.Tab
             elif slot.block is ValueBlock.INT64:
                 i64[:, slot.offset] = col.cast(pa.int64()).fill_null(0).to_numpy()
             else:
-                strings[:, slot.offset] = [("" if v is None else str(v))
-                                           for v in col.to_pylist()]
+                strings[:, slot.offset] = [("" if v is None else str(v)) for v in col.to_pylist()]
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise InvalidArgument(f"{where} cannot be read as {slot.dtype.value}: {exc}",
-                                  reason="BAD_DTYPE") from None
-    return RecordBatch(keys=keys, event_time_us=times, float32=f32, float64=f64, int64=i64,
-                       strings=[tuple(row) for row in strings])
+            raise InvalidArgument(
+                f"{where} cannot be read as {slot.dtype.value}: {exc}", reason="BAD_DTYPE"
+            ) from None
+    return RecordBatch(
+        keys=keys,
+        event_time_us=times,
+        float32=f32,
+        float64=f64,
+        int64=i64,
+        strings=[tuple(row) for row in strings],
+    )

@@ -35,8 +35,14 @@ def _now_us() -> int:
 class Ingestor:
     """Thread-safe: the stores serialise their own writes."""
 
-    def __init__(self, catalog: FeatureGroupCatalog, online: OnlineStore,
-                 offline: OfflineStore, *, clock_us: Callable[[], int] = _now_us) -> None:
+    def __init__(
+        self,
+        catalog: FeatureGroupCatalog,
+        online: OnlineStore,
+        offline: OfflineStore,
+        *,
+        clock_us: Callable[[], int] = _now_us,
+    ) -> None:
         self._catalog = catalog
         self._online = online
         self._offline = offline
@@ -50,22 +56,29 @@ class Ingestor:
 
     def validate(self, group: FeatureGroup, records: Sequence[RawRecord]) -> RecordBatch:
         """Raises InvalidArgument naming the record index and field."""
-        return RecordBatch.from_records(group.layout, group.spec.entity_key_type, records,
-                                        categories=categories_of(group.spec))
+        return RecordBatch.from_records(
+            group.layout, group.spec.entity_key_type, records, categories=categories_of(group.spec)
+        )
 
-    def write_batch(self, group: FeatureGroup, batch: RecordBatch, *,
-                    online: bool = True) -> IngestOutcome:
+    def write_batch(
+        self, group: FeatureGroup, batch: RecordBatch, *, online: bool = True
+    ) -> IngestOutcome:
         """Make ``batch`` durable online (unless ``online`` is false) and offline."""
         if len(batch) == 0:
             return IngestOutcome(0, 0, group.version)
         now = self._clock_us()
         written, stale = len(batch), 0
-        staged = self._staging.submit(self._offline.stage, group.spec.name, group.version,
-                                      history_table(group.spec, group.layout, batch, now))
+        staged = self._staging.submit(
+            self._offline.stage,
+            group.spec.name,
+            group.version,
+            history_table(group.spec, group.layout, batch, now),
+        )
         try:
             if online:
-                outcome = self._online.write(group.store_key, batch, ingestion_time_us=now,
-                                             schema_version=group.version)
+                outcome = self._online.write(
+                    group.store_key, batch, ingestion_time_us=now, schema_version=group.version
+                )
                 written, stale = outcome.written, outcome.stale
         finally:
             staged.result()  # durable offline too before the caller acks (or its error)

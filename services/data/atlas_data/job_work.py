@@ -37,11 +37,13 @@ _SPINE_SAMPLING = {
 
 
 def _dataset_parent(record: DatasetRecord, role: str) -> LineageParent:
-    return LineageParent(role, "dataset", {"dataset_id": record.dataset_id,
-                                           "version": record.version})
+    return LineageParent(
+        role, "dataset", {"dataset_id": record.dataset_id, "version": record.version}
+    )
 
 
 # ---------------------------------------------------------------- ingest
+
 
 def ingest(rt: DataRuntime, ctx: JobContext, spec: pb.IngestSpec) -> dict[str, Any]:
     group = rt.groups.get(spec.feature_group.name, spec.feature_group.version)
@@ -52,8 +54,7 @@ def ingest(rt: DataRuntime, ctx: JobContext, spec: pb.IngestSpec) -> dict[str, A
     if not keys:
         raise InvalidArgument("ingest source lists no Parquet files", reason="NO_INPUT")
     mapping = dict(spec.source.column_mapping)
-    done = ctx.last_checkpoint() or {"file": 0, "row_group": 0, "rows": 0, "written": 0,
-                                     "stale": 0}
+    done = ctx.last_checkpoint() or {"file": 0, "row_group": 0, "rows": 0, "written": 0, "stale": 0}
     for file_index in range(done["file"], len(keys)):
         ctx.raise_if_cancelled()
         table_file = _open_parquet(rt, keys[file_index])
@@ -63,17 +64,27 @@ def ingest(rt: DataRuntime, ctx: JobContext, spec: pb.IngestSpec) -> dict[str, A
             table = table_file.read_row_group(rg)
             batch = batch_from_table(group.spec, group.layout, table, mapping)
             outcome = rt.ingestor.write_batch(group, batch, online=not spec.skip_online)
-            done = {"file": file_index, "row_group": rg + 1, "rows": done["rows"] + len(batch),
-                    "written": done["written"] + outcome.written,
-                    "stale": done["stale"] + outcome.stale}
+            done = {
+                "file": file_index,
+                "row_group": rg + 1,
+                "rows": done["rows"] + len(batch),
+                "written": done["written"] + outcome.written,
+                "stale": done["stale"] + outcome.stale,
+            }
             ctx.checkpoint(done)  # committed: a resumed job continues after this row group
-            ctx.report((file_index + (rg + 1) / table_file.num_row_groups) / len(keys),
-                       f"{keys[file_index]}: row group {rg + 1}/{table_file.num_row_groups}",
-                       rows=done["rows"])
+            ctx.report(
+                (file_index + (rg + 1) / table_file.num_row_groups) / len(keys),
+                f"{keys[file_index]}: row group {rg + 1}/{table_file.num_row_groups}",
+                rows=done["rows"],
+            )
         done = {**done, "file": file_index + 1, "row_group": 0}
     rt.offline.flush(group.spec.name, group.version, group.spec.event_time_column)
-    return {"rows_read": done["rows"], "records_written": done["written"],
-            "records_stale": done["stale"], "files_done": len(keys)}
+    return {
+        "rows_read": done["rows"],
+        "records_written": done["written"],
+        "records_stale": done["stale"],
+        "files_done": len(keys),
+    }
 
 
 def _open_parquet(rt: DataRuntime, key: str) -> pq.ParquetFile:
@@ -83,11 +94,13 @@ def _open_parquet(rt: DataRuntime, key: str) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidArgument(f"artifact '{key}' is not a readable Parquet file: {exc}",
-                              reason="CORRUPT_PARQUET") from None
+        raise InvalidArgument(
+            f"artifact '{key}' is not a readable Parquet file: {exc}", reason="CORRUPT_PARQUET"
+        ) from None
 
 
 # ---------------------------------------------------------------- compaction
+
 
 def compact(rt: DataRuntime, ctx: JobContext, spec: pb.CompactionSpec) -> dict[str, Any]:
     group = rt.groups.get(spec.feature_group.name, spec.feature_group.version)
@@ -96,38 +109,46 @@ def compact(rt: DataRuntime, ctx: JobContext, spec: pb.CompactionSpec) -> dict[s
     ctx.raise_if_cancelled()
     ctx.report(0.3, "rewriting partitions")
     outcome = rt.offline.compact(
-        group.spec.name, group.version, group.spec.event_time_column, group.spec.entity_key,
-        start_us=pc.opt_ts_us(spec, "start_time"), end_us=pc.opt_ts_us(spec, "end_time"),
+        group.spec.name,
+        group.version,
+        group.spec.event_time_column,
+        group.spec.entity_key,
+        start_us=pc.opt_ts_us(spec, "start_time"),
+        end_us=pc.opt_ts_us(spec, "end_time"),
         target_bytes=spec.target_partition_bytes or 128 * 1024 * 1024,
-        deduplicate=spec.deduplicate)
-    return {"input_partitions": outcome.input_partitions,
-            "output_partitions": outcome.output_partitions, "rows": outcome.rows,
-            "duplicates_dropped": outcome.duplicates_dropped}
+        deduplicate=spec.deduplicate,
+    )
+    return {
+        "input_partitions": outcome.input_partitions,
+        "output_partitions": outcome.output_partitions,
+        "rows": outcome.rows,
+        "duplicates_dropped": outcome.duplicates_dropped,
+    }
 
 
 # ---------------------------------------------------------------- sample matching
+
 
 def _load_samples(rt: DataRuntime, source: pb.SampleSource) -> tuple[pa.Table, LineageParent]:
     if source.HasField("dataset"):
         record = rt.datasets.get(source.dataset.dataset_id, source.dataset.version)
         return read_dataset(rt.artifacts, record), _dataset_parent(record, "samples")
     if not source.artifact.uri:
-        raise InvalidArgument("sample_source needs an artifact or a dataset",
-                              reason="NO_SAMPLES")
+        raise InvalidArgument("sample_source needs an artifact or a dataset", reason="NO_SAMPLES")
     key = rt.artifacts.key_for_uri(source.artifact.uri)
     table = read_parquet_artifacts(rt.artifacts, [key])
-    parent = LineageParent("samples", "artifact", {"uri": source.artifact.uri,
-                                                   "sha256": source.artifact.sha256})
+    parent = LineageParent(
+        "samples", "artifact", {"uri": source.artifact.uri, "sha256": source.artifact.sha256}
+    )
     return table, parent
 
 
-def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec
-                  ) -> dict[str, Any]:
+def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -> dict[str, Any]:
     if not spec.features:
-        raise InvalidArgument("features: select at least one feature group",
-                              reason="NO_FEATURES")
-    groups = [rt.groups.get(sel.feature_group.name, sel.feature_group.version)
-              for sel in spec.features]
+        raise InvalidArgument("features: select at least one feature group", reason="NO_FEATURES")
+    groups = [
+        rt.groups.get(sel.feature_group.name, sel.feature_group.version) for sel in spec.features
+    ]
     parents: list[LineageParent] = []
     ctx.report(0.05, "loading samples")
     if spec.HasField("spine_free"):
@@ -135,20 +156,30 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec
         base = rt.groups.get(spine.feature_group.name, spine.feature_group.version)
         history = _history(rt, base)
         samples = spine_from_history(
-            history, entity_column=base.spec.entity_key,
+            history,
+            entity_column=base.spec.entity_key,
             event_time_column=base.spec.event_time_column,
             start_us=pc.opt_ts_us(spine, "start_time") or 0,
             end_us=pc.opt_ts_us(spine, "end_time") or 2**62,
             sampling=_SPINE_SAMPLING[spine.sampling],  # type: ignore[arg-type]
             interval_s=spine.interval.ToTimedelta().total_seconds()
-            if spine.HasField("interval") else None,
-            label_feature=spine.label_feature or None, max_samples=spine.max_samples,
-            seed=spine.seed)
+            if spine.HasField("interval")
+            else None,
+            label_feature=spine.label_feature or None,
+            max_samples=spine.max_samples,
+            seed=spine.seed,
+        )
         entity_col, time_col = base.spec.entity_key, base.spec.event_time_column
-        label_col = "label" if spine.label_feature and "label" in samples.column_names else (
-            spine.label_feature if spine.label_feature in samples.column_names else "")
-        parents.append(LineageParent("spine", "feature_group",
-                                     {"name": base.spec.name, "version": base.version}))
+        label_col = (
+            "label"
+            if spine.label_feature and "label" in samples.column_names
+            else (spine.label_feature if spine.label_feature in samples.column_names else "")
+        )
+        parents.append(
+            LineageParent(
+                "spine", "feature_group", {"name": base.spec.name, "version": base.version}
+            )
+        )
     else:
         source = spec.sample_source
         samples, parent = _load_samples(rt, source)
@@ -162,8 +193,10 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec
         if missing:
             raise InvalidArgument(
                 f"sample set has no column '{missing[0]}' (columns: "
-                f"{', '.join(samples.column_names[:20])})", reason="UNKNOWN_COLUMN",
-                metadata={"column": missing[0]})
+                f"{', '.join(samples.column_names[:20])})",
+                reason="UNKNOWN_COLUMN",
+                metadata={"column": missing[0]},
+            )
         samples = samples.select(keep)
     unmatched = 0
     matched_any = None
@@ -171,36 +204,57 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec
         ctx.raise_if_cancelled()
         ctx.report(0.1 + 0.7 * i / len(groups), f"joining {group.spec.name} v{group.version}")
         history = _history(rt, group)
-        ttl = (sel.ttl.ToTimedelta().total_seconds() if sel.HasField("ttl")
-               else group.spec.ttl_seconds)
+        ttl = (
+            sel.ttl.ToTimedelta().total_seconds() if sel.HasField("ttl") else group.spec.ttl_seconds
+        )
         result = point_in_time_join(
-            samples, entity_column=entity_col, timestamp_column=time_col, history=history,
+            samples,
+            entity_column=entity_col,
+            timestamp_column=time_col,
+            history=history,
             history_entity_column=group.spec.entity_key,
-            event_time_column=group.spec.event_time_column, features=list(sel.feature_names),
-            ttl_seconds=ttl, as_known_at=spec.mode == pb.MATCH_MODE_AS_KNOWN_AT,
-            column_prefix=sel.column_prefix)
+            event_time_column=group.spec.event_time_column,
+            features=list(sel.feature_names),
+            ttl_seconds=ttl,
+            as_known_at=spec.mode == pb.MATCH_MODE_AS_KNOWN_AT,
+            column_prefix=sel.column_prefix,
+        )
         samples = result.table
         matched_any = result.matched if matched_any is None else (matched_any | result.matched)
         unmatched = max(unmatched, result.unmatched_count)
-        parents.append(LineageParent("features", "feature_group",
-                                     {"name": group.spec.name, "version": group.version}))
+        parents.append(
+            LineageParent(
+                "features", "feature_group", {"name": group.spec.name, "version": group.version}
+            )
+        )
     if spec.drop_unmatched and matched_any is not None:
         samples = samples.filter(pa.array(matched_any))
     ctx.raise_if_cancelled()
     ctx.report(0.85, "publishing dataset")
     name = spec.output_dataset_name or f"matched-{ctx.job_id[:8]}"
     record = publish_dataset(
-        rt.artifacts, rt.datasets, samples, name=name, parents=parents,
-        operation="match_samples", job_id=ctx.job_id, entity_column=entity_col,
-        timestamp_column=time_col, label_column=label_col,
-        skip_meta_features=spec.skip_meta_features, description=spec.description)
-    return {"datasets": [[record.dataset_id, record.version]], "unmatched_samples": unmatched,
-            "warnings": []}
+        rt.artifacts,
+        rt.datasets,
+        samples,
+        name=name,
+        parents=parents,
+        operation="match_samples",
+        job_id=ctx.job_id,
+        entity_column=entity_col,
+        timestamp_column=time_col,
+        label_column=label_col,
+        skip_meta_features=spec.skip_meta_features,
+        description=spec.description,
+    )
+    return {
+        "datasets": [[record.dataset_id, record.version]],
+        "unmatched_samples": unmatched,
+        "warnings": [],
+    }
 
 
 def _history(rt: DataRuntime, group: Any) -> pa.Table:
-    history = rt.offline.read_history(group.spec.name, group.version,
-                                      group.spec.event_time_column)
+    history = rt.offline.read_history(group.spec.name, group.version, group.spec.event_time_column)
     if history is None:
         from atlas_data.history import history_schema
 
@@ -210,11 +264,14 @@ def _history(rt: DataRuntime, group: Any) -> pa.Table:
 
 # ---------------------------------------------------------------- derivation
 
+
 def derive(rt: DataRuntime, ctx: JobContext, spec: pb.DeriveDatasetSpec) -> dict[str, Any]:
     op = spec.WhichOneof("operation")
     if op is None:
-        raise InvalidArgument("derive spec needs an operation (merge, sample, filter, split, "
-                              "project)", reason="NO_OPERATION")
+        raise InvalidArgument(
+            "derive spec needs an operation (merge, sample, filter, split, project)",
+            reason="NO_OPERATION",
+        )
     message = getattr(spec, op)
     input_refs = list(message.inputs) if op == "merge" else [message.input]
     if not input_refs:
@@ -229,23 +286,37 @@ def derive(rt: DataRuntime, ctx: JobContext, spec: pb.DeriveDatasetSpec) -> dict
         outputs = {"": ops.merge(tables, deduplicate=message.deduplicate)}
     elif op == "sample":
         size = message.WhichOneof("size")
-        outputs = {"": ops.sample(
-            tables[0], fraction=message.fraction if size == "fraction" else None,
-            rows=message.rows if size == "rows" else None,
-            method="stratified" if message.method == pb.SAMPLE_METHOD_STRATIFIED else "random",
-            stratify_column=message.stratify_column or first.label_column or None,
-            seed=message.seed)}
+        outputs = {
+            "": ops.sample(
+                tables[0],
+                fraction=message.fraction if size == "fraction" else None,
+                rows=message.rows if size == "rows" else None,
+                method="stratified" if message.method == pb.SAMPLE_METHOD_STRATIFIED else "random",
+                stratify_column=message.stratify_column or first.label_column or None,
+                seed=message.seed,
+            )
+        }
     elif op == "filter":
         outputs = {"": ops.filter_rows(tables[0], message.expression)}
     elif op == "split":
         outputs = ops.split(
-            tables[0], train=message.train_fraction, valid=message.valid_fraction,
-            test=message.test_fraction, stratify_column=message.stratify_column or None,
-            group_column=message.group_column or None, time_column=message.time_column or None,
-            seed=message.seed)
+            tables[0],
+            train=message.train_fraction,
+            valid=message.valid_fraction,
+            test=message.test_fraction,
+            stratify_column=message.stratify_column or None,
+            group_column=message.group_column or None,
+            time_column=message.time_column or None,
+            seed=message.seed,
+        )
     else:
-        outputs = {"": ops.project(tables[0], columns=list(message.columns) or None,
-                                   drop=list(message.drop_columns) or None)}
+        outputs = {
+            "": ops.project(
+                tables[0],
+                columns=list(message.columns) or None,
+                drop=list(message.drop_columns) or None,
+            )
+        }
     base_name = spec.output_dataset_name or f"{first.name}-{op}"
     parents = [_dataset_parent(rec, "input") for rec in inputs]
     published = []
@@ -254,13 +325,20 @@ def derive(rt: DataRuntime, ctx: JobContext, spec: pb.DeriveDatasetSpec) -> dict
         ctx.report(0.5 + 0.5 * i / len(outputs), f"publishing {part or base_name}")
         label = first.label_column if first.label_column in table.column_names else ""
         record = publish_dataset(
-            rt.artifacts, rt.datasets, table, name=f"{base_name}-{part}" if part else base_name,
-            parents=parents, operation=op if not part else f"split:{part}", job_id=ctx.job_id,
-            entity_column=first.entity_column if first.entity_column in table.column_names
-            else "", timestamp_column=first.timestamp_column
-            if first.timestamp_column in table.column_names else "",
-            label_column=label, skip_meta_features=spec.skip_meta_features,
-            description=spec.description)
+            rt.artifacts,
+            rt.datasets,
+            table,
+            name=f"{base_name}-{part}" if part else base_name,
+            parents=parents,
+            operation=op if not part else f"split:{part}",
+            job_id=ctx.job_id,
+            entity_column=first.entity_column if first.entity_column in table.column_names else "",
+            timestamp_column=first.timestamp_column
+            if first.timestamp_column in table.column_names
+            else "",
+            label_column=label,
+            skip_meta_features=spec.skip_meta_features,
+            description=spec.description,
+        )
         published.append([record.dataset_id, record.version])
     return {"datasets": published, "unmatched_samples": 0, "warnings": []}
-

@@ -38,8 +38,9 @@ def spec_from_json(kind: str, raw: dict[str, Any]) -> Any:
     return json_format.ParseDict(raw, SPEC_TYPES[kind]())
 
 
-def _run(settings: DataSettings, kind: str, ctx: JobContext, spec: dict[str, Any]
-         ) -> dict[str, Any]:
+def _run(
+    settings: DataSettings, kind: str, ctx: JobContext, spec: dict[str, Any]
+) -> dict[str, Any]:
     from atlas_data import job_work  # imported in the job subprocess only
 
     work: Work = {

@@ -90,15 +90,30 @@ class NativeReader:
         self.pid = proc.pid
 
     @classmethod
-    def start(cls, binary: Path, *, lmdb_path: Path, settings: NativeReaderSettings,
-              auth: AuthSettings, work_dir: Path, max_entities: int) -> NativeReader:
+    def start(
+        cls,
+        binary: Path,
+        *,
+        lmdb_path: Path,
+        settings: NativeReaderSettings,
+        auth: AuthSettings,
+        work_dir: Path,
+        max_entities: int,
+    ) -> NativeReader:
         """Raises Unavailable when the process does not come up (its stderr is included).
 
         Call it from a long-lived thread: the reader's parent-death signal fires when the
         thread that started it exits.
         """
-        cmd = [str(binary), "--lmdb", str(lmdb_path), "--address",
-               f"{settings.host}:{settings.port}", "--max-entities", str(max_entities)]
+        cmd = [
+            str(binary),
+            "--lmdb",
+            str(lmdb_path),
+            "--address",
+            f"{settings.host}:{settings.port}",
+            "--max-entities",
+            str(max_entities),
+        ]
         if settings.resident_memory_fraction:
             ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
             cmd += ["--lock-memory", str(int(ram * settings.resident_memory_fraction))]
@@ -108,26 +123,33 @@ class NativeReader:
             digests = TokenAuthenticator.from_settings(auth).digests()
             fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
-                out.writelines(f"{digest} {int(scope_allows(scopes, READ_SCOPE))}\n"
-                               for digest, scopes in digests.items())
+                out.writelines(
+                    f"{digest} {int(scope_allows(scopes, READ_SCOPE))}\n"
+                    for digest, scopes in digests.items()
+                )
             cmd += ["--tokens", str(tokens)]
         err_path = work_dir / "online-reader.log"
         with open(err_path, "ab") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()),  # type: ignore[union-attr]
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: line.append(proc.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
         reader.start()
         reader.join(settings.start_timeout_seconds)
         if not line or not line[0].startswith("listening "):
             proc.kill()
             proc.wait()
             detail = err_path.read_text(errors="replace")[-2000:].strip()
-            raise Unavailable(f"the native online reader ({binary}) did not start: "
-                              f"{detail or 'no output'}", reason="ONLINE_READER_FAILED")
+            raise Unavailable(
+                f"the native online reader ({binary}) did not start: {detail or 'no output'}",
+                reason="ONLINE_READER_FAILED",
+            )
         address = f"{settings.host}:{int(line[0].split()[1])}"
-        log.info("native online reader pid %d serving OnlineFeatureService at %s",
-                 proc.pid, address)
+        log.info(
+            "native online reader pid %d serving OnlineFeatureService at %s", proc.pid, address
+        )
         return cls(proc, address)
 
     def stop(self) -> None:
@@ -153,12 +175,17 @@ def wanted_binary(settings: NativeReaderSettings, *, backend: str, tls: bool) ->
     if settings.enabled is None:
         return binary if backend == "lmdb" and not tls else None
     if backend != "lmdb":
-        raise ConfigError("native_reader.enabled needs online.backend=lmdb (it reads the "
-                          "LMDB store directly)")
+        raise ConfigError(
+            "native_reader.enabled needs online.backend=lmdb (it reads the LMDB store directly)"
+        )
     if tls:
-        raise ConfigError("native_reader.enabled: the native reader serves plaintext only; "
-                          "disable it or server.tls")
+        raise ConfigError(
+            "native_reader.enabled: the native reader serves plaintext only; "
+            "disable it or server.tls"
+        )
     if binary is None:
-        raise ConfigError(f"native_reader.enabled but {settings.binary or BINARY_NAME} is not "
-                          "installed: run `make native`")
+        raise ConfigError(
+            f"native_reader.enabled but {settings.binary or BINARY_NAME} is not "
+            "installed: run `make native`"
+        )
     return binary

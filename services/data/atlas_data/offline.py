@@ -149,8 +149,10 @@ class OfflineStore:
             partition = self._publish(name, version, key, table, event_column, compacted=False)
             for path in paths:
                 path.unlink(missing_ok=True)
-            log.info("flushed offline partition", extra={
-                "feature_group": name, "rows": table.num_rows, "key": key})
+            log.info(
+                "flushed offline partition",
+                extra={"feature_group": name, "rows": table.num_rows, "key": key},
+            )
             return partition
 
     def flush_all(self, event_columns: dict[tuple[str, int], str]) -> int:
@@ -161,8 +163,16 @@ class OfflineStore:
                 written += 1
         return written
 
-    def _publish(self, name: str, version: int, key: str, table: pa.Table, event_column: str,
-                 *, compacted: bool) -> Partition:
+    def _publish(
+        self,
+        name: str,
+        version: int,
+        key: str,
+        table: pa.Table,
+        event_column: str,
+        *,
+        compacted: bool,
+    ) -> Partition:
         ref = self._put_parquet(key, table)
         lo, hi = _event_range(table, event_column)
         partition = Partition(ref, name, version, table.num_rows, lo, hi, compacted)
@@ -183,16 +193,23 @@ class OfflineStore:
     @staticmethod
     def _row(p: Partition) -> dict[str, object]:
         return {
-            "key": p.ref.key, "group_name": p.group_name, "group_version": p.group_version,
-            "sha256": p.ref.sha256, "size_bytes": p.ref.size, "row_count": p.row_count,
-            "min_event_us": p.min_event_us, "max_event_us": p.max_event_us,
-            "compacted": p.compacted, "created_at": datetime.now(timezone.utc),
+            "key": p.ref.key,
+            "group_name": p.group_name,
+            "group_version": p.group_version,
+            "sha256": p.ref.sha256,
+            "size_bytes": p.ref.size,
+            "row_count": p.row_count,
+            "min_event_us": p.min_event_us,
+            "max_event_us": p.max_event_us,
+            "compacted": p.compacted,
+            "created_at": datetime.now(timezone.utc),
         }
 
     # -- reading ------------------------------------------------------------------------------
 
-    def partitions(self, name: str, *, start_us: int | None = None,
-                   end_us: int | None = None) -> list[Partition]:
+    def partitions(
+        self, name: str, *, start_us: int | None = None, end_us: int | None = None
+    ) -> list[Partition]:
         """Registered partitions overlapping [start_us, end_us), oldest first."""
         t = offline_partitions
         query = select(t).where(t.c.group_name == name).order_by(t.c.min_event_us, t.c.key)
@@ -204,17 +221,29 @@ class OfflineStore:
             rows = conn.execute(query).all()
         return [
             Partition(
-                ArtifactRef(uri=self._artifacts.uri(r.key), key=r.key, sha256=r.sha256,
-                            size=r.size_bytes),
-                r.group_name, r.group_version, r.row_count, r.min_event_us, r.max_event_us,
+                ArtifactRef(
+                    uri=self._artifacts.uri(r.key), key=r.key, sha256=r.sha256, size=r.size_bytes
+                ),
+                r.group_name,
+                r.group_version,
+                r.row_count,
+                r.min_event_us,
+                r.max_event_us,
                 r.compacted,
             )
             for r in rows
         ]
 
-    def read_history(self, name: str, version: int, event_column: str, *,
-                     start_us: int | None = None, end_us: int | None = None,
-                     columns: list[str] | None = None) -> pa.Table | None:
+    def read_history(
+        self,
+        name: str,
+        version: int,
+        event_column: str,
+        *,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table | None:
         """Every history row of the group version (published and staged) in the window."""
         tables = []
         for part in self.partitions(name, start_us=start_us, end_us=end_us):
@@ -238,22 +267,34 @@ class OfflineStore:
 
     # -- maintenance --------------------------------------------------------------------------
 
-    def compact(self, name: str, version: int, event_column: str, entity_column: str, *,
-                start_us: int | None = None, end_us: int | None = None,
-                target_bytes: int = 128 * 1024 * 1024, deduplicate: bool = False,
-                ) -> CompactionOutcome:
+    def compact(
+        self,
+        name: str,
+        version: int,
+        event_column: str,
+        entity_column: str,
+        *,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        target_bytes: int = 128 * 1024 * 1024,
+        deduplicate: bool = False,
+    ) -> CompactionOutcome:
         """Rewrite the window's partitions into fewer, larger ones. New partitions are
         published and registered, and the old ones unregistered, in one DB transaction, so
         readers see either the old set or the new set, never both or neither."""
         if start_us is not None and end_us is not None and end_us <= start_us:
             raise InvalidArgument("compaction window is inverted: end_time <= start_time")
         with self._flush_lock(name, version):
-            olds = [p for p in self.partitions(name, start_us=start_us, end_us=end_us)
-                    if p.group_version == version]
+            olds = [
+                p
+                for p in self.partitions(name, start_us=start_us, end_us=end_us)
+                if p.group_version == version
+            ]
             if len(olds) <= 1:
                 return CompactionOutcome(len(olds), len(olds), sum(p.row_count for p in olds), 0)
             table = pa.concat_tables(
-                [pq.read_table(io.BytesIO(self._artifacts.get_bytes(p.ref))) for p in olds])
+                [pq.read_table(io.BytesIO(self._artifacts.get_bytes(p.ref))) for p in olds]
+            )
             rows_in = table.num_rows
             table = table.sort_by([(event_column, "ascending"), (entity_column, "ascending")])
             if deduplicate:
@@ -269,8 +310,11 @@ class OfflineStore:
                 lo, hi = _event_range(chunk, event_column)
                 news.append(Partition(ref, name, version, chunk.num_rows, lo, hi, True))
             with write_transaction(self._engine) as conn:
-                conn.execute(delete(offline_partitions).where(
-                    offline_partitions.c.key.in_([p.ref.key for p in olds])))
+                conn.execute(
+                    delete(offline_partitions).where(
+                        offline_partitions.c.key.in_([p.ref.key for p in olds])
+                    )
+                )
                 for p in news:
                     conn.execute(offline_partitions.insert().values(**self._row(p)))
             for p in olds:
@@ -292,8 +336,13 @@ class OfflineStore:
 def _drop_exact_duplicates(table: pa.Table, entity_column: str, event_column: str) -> pa.Table:
     """Keep the last-ingested row per (entity, event time): re-ingesting a file twice must
     not double the history."""
-    order = table.sort_by([(entity_column, "ascending"), (event_column, "ascending"),
-                           (INGESTION_TIME_COLUMN, "descending")])
+    order = table.sort_by(
+        [
+            (entity_column, "ascending"),
+            (event_column, "ascending"),
+            (INGESTION_TIME_COLUMN, "descending"),
+        ]
+    )
     keys = pa.table({"e": order.column(entity_column), "t": order.column(event_column)})
     # A row starts a new (entity, time) run when either differs from the previous row.
     e, t = keys.column("e"), keys.column("t")

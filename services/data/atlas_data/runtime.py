@@ -60,5 +60,13 @@ def open_runtime(settings: DataSettings, *, migrate: bool = True) -> DataRuntime
     online = open_online_store(settings.online)
     offline = OfflineStore(engine, artifacts, Path(settings.data_dir) / "offline-staging")
     groups = FeatureGroupCatalog(engine)
-    return DataRuntime(settings, engine, artifacts, online, offline, groups,
-                       DatasetCatalog(engine), Ingestor(groups, online, offline))
+    return DataRuntime(
+        settings,
+        engine,
+        artifacts,
+        online,
+        offline,
+        groups,
+        DatasetCatalog(engine),
+        Ingestor(groups, online, offline),
+    )

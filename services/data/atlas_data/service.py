@@ -31,8 +31,11 @@ class DataService:
     def __init__(self, runtime: DataRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
-        self.reader = OnlineReader(runtime.groups, runtime.online,
-                                   max_entities=runtime.settings.ingest.max_entities_per_read)
+        self.reader = OnlineReader(
+            runtime.groups,
+            runtime.online,
+            max_entities=runtime.settings.ingest.max_entities_per_read,
+        )
         self.idempotency = IdempotencyStore(runtime.engine, idempotency)
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -42,37 +45,47 @@ class DataService:
     def open(cls, settings: DataSettings) -> DataService:
         runtime = open_runtime(settings)
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
-        runner = JobRunner(runtime.engine, job_handlers(runtime.settings),
-                           max_concurrent=settings.jobs.max_concurrent,
-                           runner_id=settings.jobs.runner_id)
+        runner = JobRunner(
+            runtime.engine,
+            job_handlers(runtime.settings),
+            max_concurrent=settings.jobs.max_concurrent,
+            runner_id=settings.jobs.runner_id,
+        )
         return cls(runtime, runner)
 
     def start(self) -> None:
         self.flush_offline()  # rows staged before a crash are published first
         self._start_native_reader()
         self.jobs.start()
-        self._flusher = threading.Thread(target=self._flush_loop, name="atlas-offline-flush",
-                                         daemon=True)
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="atlas-offline-flush", daemon=True
+        )
         self._flusher.start()
 
     def _start_native_reader(self) -> None:
         settings = self.rt.settings
-        binary = wanted_binary(settings.native_reader, backend=settings.online.backend,
-                               tls=settings.server.tls.enabled)
+        binary = wanted_binary(
+            settings.native_reader, backend=settings.online.backend, tls=settings.server.tls.enabled
+        )
         if binary is None:
             return
         mirror_all(self.rt.online, self.rt.groups)
         try:
             self.native_reader = NativeReader.start(
-                binary, lmdb_path=settings.online.lmdb_path, settings=settings.native_reader,
-                auth=settings.server.auth, work_dir=settings.data_dir,
-                max_entities=settings.ingest.max_entities_per_read)
+                binary,
+                lmdb_path=settings.online.lmdb_path,
+                settings=settings.native_reader,
+                auth=settings.server.auth,
+                work_dir=settings.data_dir,
+                max_entities=settings.ingest.max_entities_per_read,
+            )
         except Unavailable:
             if settings.native_reader.enabled:
                 raise
             # Started only because it is installed: reads stay on this service.
-            log.warning("native online reader unavailable; serving reads from Python",
-                        exc_info=True)
+            log.warning(
+                "native online reader unavailable; serving reads from Python", exc_info=True
+            )
 
     def stop(self) -> None:
         if self.native_reader is not None:
@@ -123,12 +136,15 @@ class DataService:
         return group
 
     def delete_feature_group(self, name: str, *, keep_offline: bool) -> int:
-        running = [j for j in self.jobs.list_all()
-                   if not j.finished and job_uses_group(j.spec, name)]
+        running = [
+            j for j in self.jobs.list_all() if not j.finished and job_uses_group(j.spec, name)
+        ]
         if running:
             raise FailedPrecondition(
                 f"feature group '{name}' is used by running job {running[0].id}; cancel it or "
-                "wait for it to finish", reason="GROUP_IN_USE")
+                "wait for it to finish",
+                reason="GROUP_IN_USE",
+            )
         doomed = self.rt.groups.delete(name)
         if self.native_reader is not None:
             mirror_group(self.rt.online, self.rt.groups, name)
@@ -141,5 +157,3 @@ class DataService:
 
 def job_uses_group(spec: dict[str, Any], name: str) -> bool:
     return f'"name": "{name}"' in json.dumps(spec)
-
-

@@ -38,15 +38,21 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
 
     async def CreateFeatureGroup(self, request: Any, context: Any) -> Any:
         spec = convert.spec_from_pb(request.spec)
-        seen = await to_thread(self.svc.idempotency.recall, "CreateFeatureGroup",
-                               request.request_id)
+        seen = await to_thread(
+            self.svc.idempotency.recall, "CreateFeatureGroup", request.request_id
+        )
         if seen is not None:
             group = await to_thread(self.rt.groups.get, seen["name"], seen["version"])
         else:
-            group = await to_thread(self.svc.create_feature_group, spec,
-                                    new_version=request.new_version)
-            await to_thread(self.svc.idempotency.remember, "CreateFeatureGroup", request.request_id,
-                            {"name": group.spec.name, "version": group.version})
+            group = await to_thread(
+                self.svc.create_feature_group, spec, new_version=request.new_version
+            )
+            await to_thread(
+                self.svc.idempotency.remember,
+                "CreateFeatureGroup",
+                request.request_id,
+                {"name": group.spec.name, "version": group.version},
+            )
         return pb.CreateFeatureGroupResponse(feature_group=convert.group_to_pb(group))
 
     async def _stats(self, group: Any) -> pb.FeatureGroupStats:
@@ -54,40 +60,54 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             parts = self.rt.offline.partitions(group.spec.name)
             stats = pb.FeatureGroupStats(
                 online_entities=self.rt.online.count(group.store_key),
-                offline_rows=sum(p.row_count for p in parts), offline_partitions=len(parts))
+                offline_rows=sum(p.row_count for p in parts),
+                offline_partitions=len(parts),
+            )
             if parts:
-                stats.max_event_time.CopyFrom(
-                    pc.us_to_ts(max(p.max_event_us for p in parts)))
+                stats.max_event_time.CopyFrom(pc.us_to_ts(max(p.max_event_us for p in parts)))
             return stats
+
         return await to_thread(compute)
 
     async def GetFeatureGroup(self, request: Any, context: Any) -> Any:
         name, version = convert.group_ref(request.ref, "ref")
         group = await to_thread(self.rt.groups.get, name, version)
         return pb.GetFeatureGroupResponse(
-            feature_group=convert.group_to_pb(group, await self._stats(group)))
+            feature_group=convert.group_to_pb(group, await self._stats(group))
+        )
 
     async def ListFeatureGroups(self, request: Any, context: Any) -> Any:
         offset, limit = pc.page_window(request.page)
         groups, more = await to_thread(
-            self.rt.groups.list, name_prefix=request.name_prefix,
-            all_versions=request.all_versions, labels=dict(request.labels), offset=offset,
-            limit=limit)
+            self.rt.groups.list,
+            name_prefix=request.name_prefix,
+            all_versions=request.all_versions,
+            labels=dict(request.labels),
+            offset=offset,
+            limit=limit,
+        )
         return pb.ListFeatureGroupsResponse(
             feature_groups=[convert.group_to_pb(g) for g in groups],
-            page=pc.page_response(offset, limit, more))
+            page=pc.page_response(offset, limit, more),
+        )
 
     async def DeleteFeatureGroup(self, request: Any, context: Any) -> Any:
         if not request.name:
             raise InvalidArgument("name is empty", reason="EMPTY_NAME")
-        seen = await to_thread(self.svc.idempotency.recall, "DeleteFeatureGroup",
-                               request.request_id)
+        seen = await to_thread(
+            self.svc.idempotency.recall, "DeleteFeatureGroup", request.request_id
+        )
         if seen is not None:
             return pb.DeleteFeatureGroupResponse(deleted_versions=seen["deleted"])
-        deleted = await to_thread(self.svc.delete_feature_group, request.name,
-                                  keep_offline=request.keep_offline)
-        await to_thread(self.svc.idempotency.remember, "DeleteFeatureGroup", request.request_id,
-                        {"deleted": deleted})
+        deleted = await to_thread(
+            self.svc.delete_feature_group, request.name, keep_offline=request.keep_offline
+        )
+        await to_thread(
+            self.svc.idempotency.remember,
+            "DeleteFeatureGroup",
+            request.request_id,
+            {"deleted": deleted},
+        )
         return pb.DeleteFeatureGroupResponse(deleted_versions=deleted)
 
     # ---- ingestion ----------------------------------------------------------------------------
@@ -102,7 +122,9 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             if size > limit:
                 raise ResourceExhausted(
                     f"PutRecords stream exceeds {limit} bytes (ingest.max_stream_bytes); split "
-                    "it or use WriteRecords", reason="STREAM_TOO_LARGE")
+                    "it or use WriteRecords",
+                    reason="STREAM_TOO_LARGE",
+                )
             if group is None:
                 name, version = convert.group_ref(request.feature_group)
                 group = await to_thread(self.rt.groups.get, name, version)
@@ -118,13 +140,17 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         for batch in batches:
             outcome = await to_thread(self.rt.ingestor.write_batch, group, batch)
             written, stale = written + outcome.written, stale + outcome.stale
-        result = {"records_written": written, "records_stale": stale,
-                  "feature_group_version": group.version}
+        result = {
+            "records_written": written,
+            "records_stale": stale,
+            "feature_group_version": group.version,
+        }
         await to_thread(self.svc.idempotency.remember, "PutRecords", request_id, result)
         return pb.PutRecordsResponse(**result)
 
-    async def WriteRecords(self, request_iterator: Any, context: Any
-                           ) -> AsyncIterator[pb.WriteRecordsResponse]:
+    async def WriteRecords(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[pb.WriteRecordsResponse]:
         group, last_seq = None, None
         async for request in request_iterator:
             if group is None:
@@ -132,22 +158,25 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
                 group = await to_thread(self.rt.groups.get, name, version)
             if last_seq is not None and request.sequence <= last_seq:
                 raise InvalidArgument(
-                    f"sequence {request.sequence} does not increase (last acknowledged "
-                    f"{last_seq})", reason="SEQUENCE_NOT_INCREASING")
+                    f"sequence {request.sequence} does not increase (last acknowledged {last_seq})",
+                    reason="SEQUENCE_NOT_INCREASING",
+                )
             last_seq = request.sequence
-            batch = await to_thread(self.rt.ingestor.validate, group,
-                                    convert.raw_records(request.records))
+            batch = await to_thread(
+                self.rt.ingestor.validate, group, convert.raw_records(request.records)
+            )
             outcome = await to_thread(self.rt.ingestor.write_batch, group, batch)
-            yield pb.WriteRecordsResponse(sequence=request.sequence,
-                                          records_written=outcome.written,
-                                          records_stale=outcome.stale)
+            yield pb.WriteRecordsResponse(
+                sequence=request.sequence,
+                records_written=outcome.written,
+                records_stale=outcome.stale,
+            )
 
     async def SubmitIngestJob(self, request: Any, context: Any) -> Any:
         spec = request.spec
         name, version = convert.group_ref(spec.feature_group, "spec.feature_group")
         if not spec.source.artifacts and not spec.source.uri_prefix:
-            raise InvalidArgument("spec.source: give artifacts or uri_prefix",
-                                  reason="NO_INPUT")
+            raise InvalidArgument("spec.source: give artifacts or uri_prefix", reason="NO_INPUT")
         await to_thread(self.rt.groups.get, name, version)
         job = await self._submit(KIND_INGEST, spec, request.request_id, resumable=True)
         return pb.SubmitIngestJobResponse(job=job)
@@ -163,27 +192,38 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         name, version = convert.group_ref(request.feature_group)
         group = await to_thread(self.rt.groups.get, name, version)
         offset, limit = pc.page_window(request.page)
-        parts = await to_thread(self.rt.offline.partitions, name,
-                                start_us=pc.opt_ts_us(request, "start_time"),
-                                end_us=pc.opt_ts_us(request, "end_time"))
+        parts = await to_thread(
+            self.rt.offline.partitions,
+            name,
+            start_us=pc.opt_ts_us(request, "start_time"),
+            end_us=pc.opt_ts_us(request, "end_time"),
+        )
         if request.feature_group.version:
             parts = [p for p in parts if p.group_version == group.version]
-        page = parts[offset:offset + limit]
+        page = parts[offset : offset + limit]
         return pb.ListOfflinePartitionsResponse(
-            partitions=[pb.OfflinePartition(
-                artifact=pc.artifact_to_pb(p.ref), row_count=p.row_count,
-                min_event_time=pc.us_to_ts(p.min_event_us),
-                max_event_time=pc.us_to_ts(p.max_event_us), compacted=p.compacted,
-                feature_group_version=p.group_version) for p in page],
-            page=pc.page_response(offset, limit, offset + limit < len(parts)))
+            partitions=[
+                pb.OfflinePartition(
+                    artifact=pc.artifact_to_pb(p.ref),
+                    row_count=p.row_count,
+                    min_event_time=pc.us_to_ts(p.min_event_us),
+                    max_event_time=pc.us_to_ts(p.max_event_us),
+                    compacted=p.compacted,
+                    feature_group_version=p.group_version,
+                )
+                for p in page
+            ],
+            page=pc.page_response(offset, limit, offset + limit < len(parts)),
+        )
 
     async def SubmitCompactionJob(self, request: Any, context: Any) -> Any:
         spec = request.spec
         name, version = convert.group_ref(spec.feature_group, "spec.feature_group")
         start, end = pc.opt_ts_us(spec, "start_time"), pc.opt_ts_us(spec, "end_time")
         if start is not None and end is not None and end <= start:
-            raise InvalidArgument("spec.end_time must be after spec.start_time",
-                                  reason="INVERTED_WINDOW")
+            raise InvalidArgument(
+                "spec.end_time must be after spec.start_time", reason="INVERTED_WINDOW"
+            )
         await to_thread(self.rt.groups.get, name, version)
         job = await self._submit(KIND_COMPACTION, spec, request.request_id)
         return pb.SubmitCompactionJobResponse(job=job)
@@ -195,8 +235,9 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         if spec.WhichOneof("samples") is None:
             raise InvalidArgument("spec: give sample_source or spine_free", reason="NO_SAMPLES")
         if not spec.features:
-            raise InvalidArgument("spec.features: select at least one feature group",
-                                  reason="NO_FEATURES")
+            raise InvalidArgument(
+                "spec.features: select at least one feature group", reason="NO_FEATURES"
+            )
         for i, sel in enumerate(spec.features):
             name, version = convert.group_ref(sel.feature_group, f"spec.features[{i}]")
             group = await to_thread(self.rt.groups.get, name, version)
@@ -204,8 +245,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
                 group.layout.slot(feature)  # NotFound naming the feature and group
         source = spec.sample_source
         if spec.HasField("sample_source") and source.HasField("dataset"):
-            await to_thread(self.rt.datasets.get, source.dataset.dataset_id,
-                            source.dataset.version)
+            await to_thread(self.rt.datasets.get, source.dataset.dataset_id, source.dataset.version)
         job = await self._submit(KIND_MATCH, spec, request.request_id)
         return pb.SubmitMatchSamplesJobResponse(job=job)
 
@@ -213,10 +253,11 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         spec = request.spec
         op = spec.WhichOneof("operation")
         if op is None:
-            raise InvalidArgument("spec: give one of merge, sample, filter, split, project",
-                                  reason="NO_OPERATION")
+            raise InvalidArgument(
+                "spec: give one of merge, sample, filter, split, project", reason="NO_OPERATION"
+            )
         message = getattr(spec, op)
-        for ref in (message.inputs if op == "merge" else [message.input]):
+        for ref in message.inputs if op == "merge" else [message.input]:
             await to_thread(self.rt.datasets.get, ref.dataset_id, ref.version)
         job = await self._submit(KIND_DERIVE, spec, request.request_id)
         return pb.SubmitDeriveDatasetJobResponse(job=job)
@@ -234,17 +275,24 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             raise InvalidArgument("job_id is empty", reason="EMPTY_JOB_ID")
         return convert.job_to_pb(self.svc.jobs.get(job_id), self._lookup_dataset)
 
-    async def _submit(self, kind: str, spec: Any, request_id: str, *,
-                      resumable: bool = False) -> pb.DataJob:
-        job_id = await to_thread(self.svc.jobs.submit, kind, spec_to_json(spec),
-                                 request_id=request_id or None, resumable=resumable)
+    async def _submit(
+        self, kind: str, spec: Any, request_id: str, *, resumable: bool = False
+    ) -> pb.DataJob:
+        job_id = await to_thread(
+            self.svc.jobs.submit,
+            kind,
+            spec_to_json(spec),
+            request_id=request_id or None,
+            resumable=resumable,
+        )
         return await to_thread(self._job, job_id)
 
     async def GetDataJob(self, request: Any, context: Any) -> Any:
         return pb.GetDataJobResponse(job=await to_thread(self._job, request.job_id))
 
-    async def WatchDataJob(self, request: Any, context: Any
-                           ) -> AsyncIterator[pb.WatchDataJobResponse]:
+    async def WatchDataJob(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[pb.WatchDataJobResponse]:
         job = await to_thread(self._job, request.job_id)
         yield pb.WatchDataJobResponse(job=job)
         last = job.SerializeToString()
@@ -263,17 +311,22 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
     async def ListDataJobs(self, request: Any, context: Any) -> Any:
         offset, limit = pc.page_window(request.page)
         kind = convert.JOB_KINDS_FROM_PB.get(request.kind)
-        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states
-                  if s in pc.JOB_STATES_FROM_PB}
+        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states if s in pc.JOB_STATES_FROM_PB}
 
         def collect() -> tuple[list[pb.DataJob], bool]:
             records = self.svc.jobs.list_all(kind=kind)
-            records = [r for r in records if (not states or r.state in states) and (
-                not request.feature_group or job_uses_group(r.spec, request.feature_group))]
+            records = [
+                r
+                for r in records
+                if (not states or r.state in states)
+                and (not request.feature_group or job_uses_group(r.spec, request.feature_group))
+            ]
             records.sort(key=lambda r: r.created_at, reverse=True)
-            page = records[offset:offset + limit]
-            return ([convert.job_to_pb(r, self._lookup_dataset) for r in page],
-                    offset + limit < len(records))
+            page = records[offset : offset + limit]
+            return (
+                [convert.job_to_pb(r, self._lookup_dataset) for r in page],
+                offset + limit < len(records),
+            )
 
         jobs, more = await to_thread(collect)
         return pb.ListDataJobsResponse(jobs=jobs, page=pc.page_response(offset, limit, more))
@@ -298,7 +351,9 @@ class OnlineFeatureServicer(online_grpc.OnlineFeatureServiceServicer):
             layout=self._layout_pb(group.store_key, tuple(request.feature_names), rows.layout),
             found=rows.found.tolist(),
             event_time_micros=rows.event_time_us.tolist(),
-            float32_values=rows.float32.tobytes(), feature_group_version=group.version)
+            float32_values=rows.float32.tobytes(),
+            feature_group_version=group.version,
+        )
         if rows.float64.size:
             response.float64_values.extend(rows.float64.ravel().tolist())
         if rows.int64.size:
@@ -311,8 +366,7 @@ class OnlineFeatureServicer(online_grpc.OnlineFeatureServiceServicer):
             response.null_masks.extend(rows.null_masks)
         return response
 
-    def _layout_pb(self, store_key: str, names: tuple[str, ...], layout: Any
-                   ) -> pb.RecordLayout:
+    def _layout_pb(self, store_key: str, names: tuple[str, ...], layout: Any) -> pb.RecordLayout:
         # Building a 5,000-slot layout message costs ~9 ms; it only changes with the group
         # version and the requested subset, so it is built once.
         key = (store_key, names)
@@ -329,9 +383,15 @@ def data_service_defs(service: DataService) -> list[ServiceDef]:
     running, serves the latter on its own port too)."""
     main = DataServicer(service)
     return [
-        ServiceDef(main, pb_grpc.add_DataServiceServicer_to_server,
-                   pb.DESCRIPTOR.services_by_name["DataService"].full_name,
-                   on_stop=service.stop),
-        ServiceDef(main.online, online_grpc.add_OnlineFeatureServiceServicer_to_server,
-                   online_pb.DESCRIPTOR.services_by_name["OnlineFeatureService"].full_name),
+        ServiceDef(
+            main,
+            pb_grpc.add_DataServiceServicer_to_server,
+            pb.DESCRIPTOR.services_by_name["DataService"].full_name,
+            on_stop=service.stop,
+        ),
+        ServiceDef(
+            main.online,
+            online_grpc.add_OnlineFeatureServiceServicer_to_server,
+            online_pb.DESCRIPTOR.services_by_name["OnlineFeatureService"].full_name,
+        ),
     ]

@@ -39,24 +39,29 @@ class GraphCatalog:
     def add_graph(self, record: dict[str, Any]) -> dict[str, Any]:
         record = {**record, "create_time": _now().isoformat()}
         with write_transaction(self.engine) as conn:
-            conn.execute(insert(graphs).values(
-                graph_id=record["graph_id"], name=record["name"],
-                num_nodes=record["num_nodes"], num_edges=record["num_edges"],
-                body=json.dumps(record), created_at=_now()))
+            conn.execute(
+                insert(graphs).values(
+                    graph_id=record["graph_id"],
+                    name=record["name"],
+                    num_nodes=record["num_nodes"],
+                    num_edges=record["num_edges"],
+                    body=json.dumps(record),
+                    created_at=_now(),
+                )
+            )
         return record
 
     def get_graph(self, graph_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            body = conn.execute(select(graphs.c.body).where(
-                graphs.c.graph_id == graph_id)).scalar()
+            body = conn.execute(select(graphs.c.body).where(graphs.c.graph_id == graph_id)).scalar()
         if body is None:
             raise NotFound(f"graph '{graph_id}' does not exist", reason="GRAPH_NOT_FOUND")
         return json.loads(body)
 
-    def list_graphs(self, name_prefix: str, offset: int, limit: int
-                    ) -> tuple[list[dict[str, Any]], bool]:
-        query = select(graphs.c.body).order_by(graphs.c.created_at.desc(),
-                                               graphs.c.graph_id.desc())
+    def list_graphs(
+        self, name_prefix: str, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        query = select(graphs.c.body).order_by(graphs.c.created_at.desc(), graphs.c.graph_id.desc())
         if name_prefix:
             query = query.where(graphs.c.name.startswith(name_prefix, autoescape=True))
         with self.engine.connect() as conn:
@@ -66,11 +71,19 @@ class GraphCatalog:
     def delete_graph(self, graph_id: str) -> int:
         self.get_graph(graph_id)
         with write_transaction(self.engine) as conn:
-            ids = conn.execute(select(partitionings.c.partitioning_id).where(
-                partitionings.c.graph_id == graph_id)).scalars().all()
+            ids = (
+                conn.execute(
+                    select(partitionings.c.partitioning_id).where(
+                        partitionings.c.graph_id == graph_id
+                    )
+                )
+                .scalars()
+                .all()
+            )
             if ids:
-                conn.execute(delete(partition_ranges).where(
-                    partition_ranges.c.partitioning_id.in_(ids)))
+                conn.execute(
+                    delete(partition_ranges).where(partition_ranges.c.partitioning_id.in_(ids))
+                )
             conn.execute(delete(partitionings).where(partitionings.c.graph_id == graph_id))
             conn.execute(delete(graphs).where(graphs.c.graph_id == graph_id))
         return len(ids)
@@ -79,49 +92,83 @@ class GraphCatalog:
 
     def add_partitioning(self, record: dict[str, Any]) -> dict[str, Any]:
         record = {**record, "create_time": _now().isoformat()}
-        rows = [{"partitioning_id": record["partitioning_id"], "kind": kind, "part": p,
-                 "start_id": b[p], "end_id": b[p + 1]}
-                for kind, b in (("node", record["node_boundaries"]),
-                                ("edge", record["edge_boundaries"])) for p in range(len(b) - 1)]
+        rows = [
+            {
+                "partitioning_id": record["partitioning_id"],
+                "kind": kind,
+                "part": p,
+                "start_id": b[p],
+                "end_id": b[p + 1],
+            }
+            for kind, b in (
+                ("node", record["node_boundaries"]),
+                ("edge", record["edge_boundaries"]),
+            )
+            for p in range(len(b) - 1)
+        ]
         with write_transaction(self.engine) as conn:
-            conn.execute(insert(partitionings).values(
-                partitioning_id=record["partitioning_id"], graph_id=record["graph_id"],
-                num_partitions=len(record["partitions"]), body=json.dumps(record),
-                created_at=_now()))
+            conn.execute(
+                insert(partitionings).values(
+                    partitioning_id=record["partitioning_id"],
+                    graph_id=record["graph_id"],
+                    num_partitions=len(record["partitions"]),
+                    body=json.dumps(record),
+                    created_at=_now(),
+                )
+            )
             conn.execute(insert(partition_ranges), rows)
         return record
 
     def get_partitioning(self, graph_id: str, partitioning_id: str) -> dict[str, Any]:
         self.get_graph(graph_id)
         with self.engine.connect() as conn:
-            body = conn.execute(select(partitionings.c.body).where(
-                (partitionings.c.partitioning_id == partitioning_id)
-                & (partitionings.c.graph_id == graph_id))).scalar()
+            body = conn.execute(
+                select(partitionings.c.body).where(
+                    (partitionings.c.partitioning_id == partitioning_id)
+                    & (partitionings.c.graph_id == graph_id)
+                )
+            ).scalar()
         if body is None:
-            raise NotFound(f"partitioning '{partitioning_id}' of graph '{graph_id}' does not "
-                           "exist", reason="PARTITIONING_NOT_FOUND")
+            raise NotFound(
+                f"partitioning '{partitioning_id}' of graph '{graph_id}' does not exist",
+                reason="PARTITIONING_NOT_FOUND",
+            )
         return json.loads(body)
 
     def boundaries(self, partitioning_id: str, kind: str) -> list[int]:
         """The registered range boundaries (P+1 values) of one kind."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(partition_ranges.c.start_id, partition_ranges.c.end_id)
-                                .where((partition_ranges.c.partitioning_id == partitioning_id)
-                                       & (partition_ranges.c.kind == kind))
-                                .order_by(partition_ranges.c.part)).all()
+            rows = conn.execute(
+                select(partition_ranges.c.start_id, partition_ranges.c.end_id)
+                .where(
+                    (partition_ranges.c.partitioning_id == partitioning_id)
+                    & (partition_ranges.c.kind == kind)
+                )
+                .order_by(partition_ranges.c.part)
+            ).all()
         if not rows:
-            raise NotFound(f"partitioning '{partitioning_id}' has no {kind} ranges",
-                           reason="PARTITIONING_NOT_FOUND")
+            raise NotFound(
+                f"partitioning '{partitioning_id}' has no {kind} ranges",
+                reason="PARTITIONING_NOT_FOUND",
+            )
         return [int(rows[0][0])] + [int(r[1]) for r in rows]
 
-    def list_partitionings(self, graph_id: str, offset: int, limit: int
-                           ) -> tuple[list[dict[str, Any]], bool]:
+    def list_partitionings(
+        self, graph_id: str, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
         self.get_graph(graph_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(partitionings.c.body).where(
-                partitionings.c.graph_id == graph_id).order_by(
-                partitionings.c.created_at.desc()).offset(offset).limit(limit + 1)
-            ).scalars().all()
+            rows = (
+                conn.execute(
+                    select(partitionings.c.body)
+                    .where(partitionings.c.graph_id == graph_id)
+                    .order_by(partitionings.c.created_at.desc())
+                    .offset(offset)
+                    .limit(limit + 1)
+                )
+                .scalars()
+                .all()
+            )
         return [json.loads(r) for r in rows[:limit]], len(rows) > limit
 
     def count_graphs(self) -> int:

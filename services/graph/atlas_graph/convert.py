@@ -45,9 +45,12 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 def artifact(raw: dict[str, Any] | None) -> common_pb2.ArtifactRef:
     raw = raw or {}
-    return common_pb2.ArtifactRef(uri=raw.get("uri", ""), sha256=raw.get("sha256", ""),
-                                  size_bytes=int(raw.get("size_bytes", 0)),
-                                  media_type=raw.get("media_type", ""))
+    return common_pb2.ArtifactRef(
+        uri=raw.get("uri", ""),
+        sha256=raw.get("sha256", ""),
+        size_bytes=int(raw.get("size_bytes", 0)),
+        media_type=raw.get("media_type", ""),
+    )
 
 
 def _lineage(raw: dict[str, Any], create_time: Any) -> common_pb2.Lineage:
@@ -67,17 +70,24 @@ def _lineage(raw: dict[str, Any], create_time: Any) -> common_pb2.Lineage:
 
 # -- graphs and partitionings ----------------------------------------------------------------
 
+
 def graph_to_pb(raw: dict[str, Any]) -> pb.Graph:
     created = _ts(raw.get("create_time"))
     msg = pb.Graph(
-        graph_id=raw["graph_id"], name=raw["name"], num_nodes=raw["num_nodes"],
-        num_edges=raw["num_edges"], node_types=["_N"], edge_types=["_N:_E:_N"],
+        graph_id=raw["graph_id"],
+        name=raw["name"],
+        num_nodes=raw["num_nodes"],
+        num_edges=raw["num_edges"],
+        node_types=["_N"],
+        edge_types=["_N:_E:_N"],
         id_type=_ID_TYPES.get(raw.get("id_type", ""), pb.ID_TYPE_UNSPECIFIED),
         node_feature_dims=raw.get("node_feature_dims", 0),
-        num_classes=raw.get("num_classes", 0), has_masks=bool(raw.get("has_masks")),
+        num_classes=raw.get("num_classes", 0),
+        has_masks=bool(raw.get("has_masks")),
         artifacts=[artifact(a) for a in raw.get("artifacts", [])],
         lineage=_lineage(raw.get("lineage", {}), created),
-        import_stats={k: int(v) for k, v in raw.get("import_stats", {}).items()})
+        import_stats={k: int(v) for k, v in raw.get("import_stats", {}).items()},
+    )
     if created is not None:
         msg.create_time.CopyFrom(created)
     return msg
@@ -85,36 +95,57 @@ def graph_to_pb(raw: dict[str, Any]) -> pb.Graph:
 
 def estimate_to_pb(raw: dict[str, Any]) -> pb.PartitionEstimate:
     return pb.PartitionEstimate(
-        peak_memory_bytes=raw["peak_memory_bytes"], disk_bytes=raw["disk_bytes"],
+        peak_memory_bytes=raw["peak_memory_bytes"],
+        disk_bytes=raw["disk_bytes"],
         memory_limit_bytes=raw["memory_limit_bytes"],
         fits=raw["peak_memory_bytes"] <= raw["memory_limit_bytes"],
-        range_map_bytes=raw["range_map_bytes"])
+        range_map_bytes=raw["range_map_bytes"],
+    )
 
 
 def partitioning_to_pb(raw: dict[str, Any]) -> pb.Partitioning:
     spec = raw["spec"]
     created = _ts(raw.get("create_time"))
     msg = pb.Partitioning(
-        partitioning_id=raw["partitioning_id"], graph_id=raw["graph_id"],
+        partitioning_id=raw["partitioning_id"],
+        graph_id=raw["graph_id"],
         spec=pb.PartitionGraphSpec(
-            graph_id=raw["graph_id"], num_partitions=spec["num_partitions"],
+            graph_id=raw["graph_id"],
+            num_partitions=spec["num_partitions"],
             method=_METHODS.get(spec["method"], pb.PARTITION_METHOD_UNSPECIFIED),
-            num_hops=spec["num_hops"], balance_train=spec["balance_train"],
-            balance_edges=spec["balance_edges"]),
-        node_boundaries=raw["node_boundaries"], edge_boundaries=raw["edge_boundaries"],
-        partition_config=artifact(raw["partition_config"]), edge_cut=raw["edge_cut"],
-        balance=raw["balance"], estimate=estimate_to_pb(raw["estimate"]),
-        elapsed=_duration(raw["elapsed_s"]), peak_memory_bytes=raw["peak_memory_bytes"],
-        lineage=_lineage({"operation": f"partition({spec['method']}, "
-                                       f"{spec['num_partitions']})",
-                          "parents": [{"role": "graph", "graph_id": raw["graph_id"]}],
-                          "job_id": raw.get("job_id")}, created))
+            num_hops=spec["num_hops"],
+            balance_train=spec["balance_train"],
+            balance_edges=spec["balance_edges"],
+        ),
+        node_boundaries=raw["node_boundaries"],
+        edge_boundaries=raw["edge_boundaries"],
+        partition_config=artifact(raw["partition_config"]),
+        edge_cut=raw["edge_cut"],
+        balance=raw["balance"],
+        estimate=estimate_to_pb(raw["estimate"]),
+        elapsed=_duration(raw["elapsed_s"]),
+        peak_memory_bytes=raw["peak_memory_bytes"],
+        lineage=_lineage(
+            {
+                "operation": f"partition({spec['method']}, {spec['num_partitions']})",
+                "parents": [{"role": "graph", "graph_id": raw["graph_id"]}],
+                "job_id": raw.get("job_id"),
+            },
+            created,
+        ),
+    )
     for p in raw["partitions"]:
-        msg.partitions.append(pb.Partition(
-            index=p["index"], num_nodes=p["num_nodes"], num_edges=p["num_edges"],
-            node_ranges={k: pb.IdRange(**v) for k, v in p["node_ranges"].items()},
-            edge_ranges={k: pb.IdRange(**v) for k, v in p["edge_ranges"].items()},
-            artifact=artifact(p["artifact"]), id_map=artifact(p["id_map"])))
+        msg.partitions.append(
+            pb.Partition(
+                index=p["index"],
+                num_nodes=p["num_nodes"],
+                num_edges=p["num_edges"],
+                node_ranges={k: pb.IdRange(**v) for k, v in p["node_ranges"].items()},
+                edge_ranges={k: pb.IdRange(**v) for k, v in p["edge_ranges"].items()},
+                artifact=artifact(p["artifact"]),
+                id_map=artifact(p["id_map"]),
+            )
+        )
     if created is not None:
         msg.create_time.CopyFrom(created)
     return msg
@@ -122,12 +153,15 @@ def partitioning_to_pb(raw: dict[str, Any]) -> pb.Partitioning:
 
 # -- jobs ------------------------------------------------------------------------------------
 
+
 def train_result_to_pb(raw: dict[str, Any]) -> pb.TrainGraphResult:
     msg = pb.TrainGraphResult(
         metrics={k: float(v) for k, v in raw.get("metrics", {}).items()},
         epoch_time=_duration(raw.get("epoch_time_s", 0.0)),
         checkpoints=[artifact(c) for c in raw.get("checkpoints", [])],
-        ip_config=raw.get("ip_config", ""), launch_command=raw.get("launch_command", ""))
+        ip_config=raw.get("ip_config", ""),
+        launch_command=raw.get("launch_command", ""),
+    )
     for name in ("model_bundle", "embeddings", "predictions"):
         if raw.get(name):
             getattr(msg, name).CopyFrom(artifact(raw[name]))
@@ -137,8 +171,7 @@ def train_result_to_pb(raw: dict[str, Any]) -> pb.TrainGraphResult:
 def job_to_pb(record: JobRecord) -> pb.GraphJob:
     job = pb.GraphJob(status=job_status(record), kind=JOB_KINDS.get(record.kind, 0))
     if record.kind in JOB_KINDS:
-        json_format.ParseDict(record.spec, getattr(job, record.kind),
-                              ignore_unknown_fields=True)
+        json_format.ParseDict(record.spec, getattr(job, record.kind), ignore_unknown_fields=True)
     result = record.result or {}
     if "graph" in result:
         job.graph.CopyFrom(graph_to_pb(result["graph"]))
@@ -161,8 +194,11 @@ def job_graph_id(record: JobRecord) -> str:
 def event_epoch_metrics(payload: dict[str, Any]) -> tuple[int, dict[str, float]]:
     """(epoch, numeric metrics) of a job progress event."""
     skip = {"progress", "epoch", "epochs", "batch"}
-    metrics = {k: float(v) for k, v in payload.items()
-               if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {
+        k: float(v)
+        for k, v in payload.items()
+        if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     return int(payload.get("epoch", 0) or 0), metrics
 
 
@@ -170,6 +206,8 @@ def submit_spec(request: pb.SubmitGraphJobRequest) -> tuple[str, Any]:
     """(job kind, spec message) of a submit request."""
     which = request.WhichOneof("spec")
     if which is None:
-        raise InvalidArgument("give one of import_graph, generate_graph, partition_graph, "
-                              "train, infer", reason="NO_SPEC")
+        raise InvalidArgument(
+            "give one of import_graph, generate_graph, partition_graph, train, infer",
+            reason="NO_SPEC",
+        )
     return which, getattr(request, which)

@@ -74,8 +74,9 @@ class GraphData:
         import dgl
         import torch
 
-        g = dgl.graph((torch.from_numpy(self.src), torch.from_numpy(self.dst)),
-                      num_nodes=self.num_nodes)
+        g = dgl.graph(
+            (torch.from_numpy(self.src), torch.from_numpy(self.dst)), num_nodes=self.num_nodes
+        )
         if self.feat is not None:
             g.ndata["feat"] = torch.from_numpy(np.ascontiguousarray(self.feat, np.float32))
         if self.label is not None:
@@ -87,8 +88,9 @@ class GraphData:
         return g
 
 
-def random_split(n: int, train: float, val: float, seed: int,
-                 labelled: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def random_split(
+    n: int, train: float, val: float, seed: int, labelled: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """Train/val/test masks over the labelled nodes, fixed by ``seed``."""
     train = train or 0.6
     val = val if val else 0.2

@@ -39,8 +39,9 @@ class RangeMap:
     def __init__(self, boundaries: Sequence[int] | np.ndarray) -> None:
         b = np.asarray(boundaries, dtype=np.int64)
         if b.ndim != 1 or len(b) < 2 or b[0] != 0 or np.any(np.diff(b) < 0):
-            raise InvalidArgument("range boundaries must start at 0 and never decrease",
-                                  reason="BAD_BOUNDARIES")
+            raise InvalidArgument(
+                "range boundaries must start at 0 and never decrease", reason="BAD_BOUNDARIES"
+            )
         self.boundaries = b
 
     @property
@@ -95,8 +96,9 @@ class IdTranslation:
     def _array(self, kind: str, part: int, name: str) -> np.ndarray:
         key = (kind, part, name)
         if key not in self._arrays:
-            self._arrays[key] = np.load(self.root / f"part{part}" / f"{kind}_{name}.npy",
-                                        mmap_mode="r", allow_pickle=False)
+            self._arrays[key] = np.load(
+                self.root / f"part{part}" / f"{kind}_{name}.npy", mmap_mode="r", allow_pickle=False
+            )
         return self._arrays[key]
 
     def _range(self, kind: str) -> RangeMap:
@@ -107,8 +109,9 @@ class IdTranslation:
     def original_dtype(self, kind: str) -> np.dtype:
         return self._array(kind, 0, "orig").dtype
 
-    def new_to_original(self, kind: str, new_ids: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def new_to_original(
+        self, kind: str, new_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(originals, partitions, local ids) for new ids; NotFound names an unknown id."""
         rmap = self._range(kind)
         parts, local = rmap.locate(new_ids)
@@ -118,8 +121,9 @@ class IdTranslation:
             out[sel] = self._array(kind, int(p), "orig")[local[sel]]
         return out, parts, local
 
-    def original_to_new(self, kind: str, originals: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def original_to_new(
+        self, kind: str, originals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(new ids, partitions, local ids) for original ids: one binary search per partition
         over its sorted originals. NotFound names the first unknown id."""
         rmap = self._range(kind)
@@ -145,8 +149,9 @@ class IdTranslation:
 
 def _as_original_dtype(values: np.ndarray | Sequence, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "S":
-        arr = np.asarray([v if isinstance(v, bytes) else str(v).encode() for v in values],
-                         dtype=object)
+        arr = np.asarray(
+            [v if isinstance(v, bytes) else str(v).encode() for v in values], dtype=object
+        )
         # Longer than any stored id cannot match; keep it distinct instead of truncating.
         too_long = np.array([len(v) > dtype.itemsize for v in arr], dtype=bool)
         fixed = arr.astype(dtype) if len(arr) else np.empty(0, dtype)
@@ -156,5 +161,6 @@ def _as_original_dtype(values: np.ndarray | Sequence, dtype: np.dtype) -> np.nda
     try:
         return np.asarray(values, dtype=np.int64)
     except (TypeError, ValueError):
-        raise InvalidArgument("this graph has int64 ids; got non-integer ids",
-                              reason="WRONG_ID_TYPE") from None
+        raise InvalidArgument(
+            "this graph has int64 ids; got non-integer ids", reason="WRONG_ID_TYPE"
+        ) from None

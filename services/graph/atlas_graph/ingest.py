@@ -66,8 +66,9 @@ def read_table(artifacts: ArtifactStore, source: TableInput) -> pa.Table:
             try:
                 tables.append(pacsv.read_csv(path) if fmt == "csv" else pq.read_table(path))
             except (pa.ArrowInvalid, OSError) as exc:
-                raise InvalidArgument(f"artifact '{key}' is not readable {fmt}: {exc}",
-                                      reason="UNREADABLE_TABLE") from None
+                raise InvalidArgument(
+                    f"artifact '{key}' is not readable {fmt}: {exc}", reason="UNREADABLE_TABLE"
+                ) from None
     return pa.concat_tables(tables, promote_options="default")
 
 
@@ -75,12 +76,14 @@ def _column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
     if not name:
         raise InvalidArgument(f"{what} is empty", reason="MISSING_COLUMN")
     if name not in table.column_names:
-        raise InvalidArgument(f"{what} '{name}' is not a column (have {table.column_names})",
-                              reason="UNKNOWN_COLUMN")
+        raise InvalidArgument(
+            f"{what} '{name}' is not a column (have {table.column_names})", reason="UNKNOWN_COLUMN"
+        )
     column = table.column(name)
     if column.null_count:
-        raise InvalidArgument(f"column '{name}' has {column.null_count} null ids",
-                              reason="NULL_IDS")
+        raise InvalidArgument(
+            f"column '{name}' has {column.null_count} null ids", reason="NULL_IDS"
+        )
     return column
 
 
@@ -88,8 +91,11 @@ def _ids(column: pa.ChunkedArray, id_type: str, name: str) -> np.ndarray:
     kind = column.type
     if id_type == ID_INT64:
         if not pa.types.is_integer(kind):
-            raise InvalidArgument(f"column '{name}' holds {kind} ids but the graph's id_type "
-                                  "is INT64; use ID_TYPE_STRING", reason="WRONG_ID_TYPE")
+            raise InvalidArgument(
+                f"column '{name}' holds {kind} ids but the graph's id_type "
+                "is INT64; use ID_TYPE_STRING",
+                reason="WRONG_ID_TYPE",
+            )
         return column.to_numpy().astype(np.int64)
     return np.asarray(pc.cast(column, pa.string()).to_pylist(), dtype=object).astype("S")
 
@@ -104,26 +110,41 @@ def _features(table: pa.Table, columns: list[str]) -> np.ndarray | None:
         column = _column(table, name, "feature column")
         if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
             parts.append(np.asarray(column.to_pylist(), dtype=np.float32).reshape(len(table), -1))
-        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or \
-                pa.types.is_boolean(column.type):
+        elif (
+            pa.types.is_integer(column.type)
+            or pa.types.is_floating(column.type)
+            or pa.types.is_boolean(column.type)
+        ):
             parts.append(column.to_numpy().astype(np.float32).reshape(-1, 1))
         else:
-            raise InvalidArgument(f"feature column '{name}' has type {column.type}; numeric "
-                                  "scalars or float vectors only", reason="BAD_FEATURE")
+            raise InvalidArgument(
+                f"feature column '{name}' has type {column.type}; numeric "
+                "scalars or float vectors only",
+                reason="BAD_FEATURE",
+            )
     return np.concatenate(parts, axis=1) if parts else None
 
 
 def _labels(column: pa.ChunkedArray) -> np.ndarray:
     values = column.to_pandas()
-    codes = values.astype("category").cat.codes.to_numpy() if not \
-        pa.types.is_integer(column.type) else values.fillna(-1).to_numpy()
+    codes = (
+        values.astype("category").cat.codes.to_numpy()
+        if not pa.types.is_integer(column.type)
+        else values.fillna(-1).to_numpy()
+    )
     return np.asarray(codes, dtype=np.int64)
 
 
-def build_graph(edge_tables: list[tuple[EdgeInput, pa.Table]],
-                node_tables: list[tuple[NodeInput, pa.Table]], *, id_type: str,
-                policy: EdgePolicy, train_fraction: float = 0.0, val_fraction: float = 0.0,
-                split_seed: int = 0) -> GraphData:
+def build_graph(
+    edge_tables: list[tuple[EdgeInput, pa.Table]],
+    node_tables: list[tuple[NodeInput, pa.Table]],
+    *,
+    id_type: str,
+    policy: EdgePolicy,
+    train_fraction: float = 0.0,
+    val_fraction: float = 0.0,
+    split_seed: int = 0,
+) -> GraphData:
     if not edge_tables:
         raise InvalidArgument("import needs at least one edge table", reason="NO_EDGES")
     if not id_type:
@@ -131,10 +152,12 @@ def build_graph(edge_tables: list[tuple[EdgeInput, pa.Table]],
         id_type = infer_id_type(_column(first[1], first[0].src_column, "edge src_column"))
     src_parts, dst_parts = [], []
     for spec, table in edge_tables:
-        src_parts.append(_ids(_column(table, spec.src_column, "edge src_column"), id_type,
-                              spec.src_column))
-        dst_parts.append(_ids(_column(table, spec.dst_column, "edge dst_column"), id_type,
-                              spec.dst_column))
+        src_parts.append(
+            _ids(_column(table, spec.src_column, "edge src_column"), id_type, spec.src_column)
+        )
+        dst_parts.append(
+            _ids(_column(table, spec.dst_column, "edge dst_column"), id_type, spec.dst_column)
+        )
     if id_type == ID_STRING:
         width = max(max((a.dtype.itemsize for a in src_parts + dst_parts), default=1), 1)
         src_parts = [a.astype(f"S{width}") for a in src_parts]
@@ -145,21 +168,25 @@ def build_graph(edge_tables: list[tuple[EdgeInput, pa.Table]],
     stats: dict[str, int] = {"input_edges": int(len(src_orig))}
     node = node_tables[0] if node_tables else None
     if len(node_tables) > 1:
-        raise InvalidArgument("heterogeneous graphs are not supported yet: give one node "
-                              "table", reason="HETEROGENEOUS")
+        raise InvalidArgument(
+            "heterogeneous graphs are not supported yet: give one node table",
+            reason="HETEROGENEOUS",
+        )
     if node is not None:
         spec, table = node
-        node_ids = _ids(_column(table, spec.id_column, "node id_column"), id_type,
-                        spec.id_column)
+        node_ids = _ids(_column(table, spec.id_column, "node id_column"), id_type, spec.id_column)
         if id_type == ID_STRING:
             width = max(node_ids.dtype.itemsize, src_orig.dtype.itemsize)
-            node_ids, src_orig, dst_orig = (a.astype(f"S{width}") for a in
-                                            (node_ids, src_orig, dst_orig))
+            node_ids, src_orig, dst_orig = (
+                a.astype(f"S{width}") for a in (node_ids, src_orig, dst_orig)
+            )
         uniq, counts = np.unique(node_ids, return_counts=True)
         if np.any(counts > 1):
-            raise InvalidArgument(f"node id {_show(uniq[counts > 1][0])} appears "
-                                  f"{int(counts[counts > 1][0])} times in the node table",
-                                  reason="DUPLICATE_NODE")
+            raise InvalidArgument(
+                f"node id {_show(uniq[counts > 1][0])} appears "
+                f"{int(counts[counts > 1][0])} times in the node table",
+                reason="DUPLICATE_NODE",
+            )
         originals = node_ids
         order = np.argsort(originals, kind="stable")
         src, src_ok = _lookup(originals, order, src_orig)
@@ -173,14 +200,16 @@ def build_graph(edge_tables: list[tuple[EdgeInput, pa.Table]],
                     f"edge {first} ({_show(src_orig[first])} -> {_show(dst_orig[first])}) "
                     f"references node {_show(missing)} which is not in the node table; set "
                     "edge_policy.drop_dangling_edges to drop such edges",
-                    reason="DANGLING_EDGE")
+                    reason="DANGLING_EDGE",
+                )
             stats["dropped_dangling_edges"] = int((~ok).sum())
             src, dst = src[ok], dst[ok]
     else:
-        originals, inverse = np.unique(np.concatenate([src_orig, dst_orig]),
-                                       return_inverse=True)
-        src, dst = inverse[:len(src_orig)].astype(np.int64), inverse[len(src_orig):].astype(
-            np.int64)
+        originals, inverse = np.unique(np.concatenate([src_orig, dst_orig]), return_inverse=True)
+        src, dst = (
+            inverse[: len(src_orig)].astype(np.int64),
+            inverse[len(src_orig) :].astype(np.int64),
+        )
     src, dst = _apply_policy(src, dst, len(originals), policy, stats)
     graph = GraphData(src=src, dst=dst, original_ids=originals, id_type=id_type, stats=stats)
     if node is not None:
@@ -194,16 +223,18 @@ def _show(value: object) -> str:
     return repr(value.decode()) if isinstance(value, bytes) else str(value)
 
 
-def _lookup(originals: np.ndarray, order: np.ndarray, wanted: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _lookup(
+    originals: np.ndarray, order: np.ndarray, wanted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     sorted_ids = originals[order]
     pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
     found = sorted_ids[pos] == wanted
     return order[pos].astype(np.int64), found
 
 
-def _apply_policy(src: np.ndarray, dst: np.ndarray, n: int, policy: EdgePolicy,
-                  stats: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _apply_policy(
+    src: np.ndarray, dst: np.ndarray, n: int, policy: EdgePolicy, stats: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
     loops = src == dst
     stats["self_loops"] = int(loops.sum())
     if policy.drop_self_loops and loops.any():
@@ -221,8 +252,14 @@ def _apply_policy(src: np.ndarray, dst: np.ndarray, n: int, policy: EdgePolicy,
     return src, dst
 
 
-def _attach_node_columns(graph: GraphData, spec: NodeInput, table: pa.Table,
-                         train_fraction: float, val_fraction: float, seed: int) -> None:
+def _attach_node_columns(
+    graph: GraphData,
+    spec: NodeInput,
+    table: pa.Table,
+    train_fraction: float,
+    val_fraction: float,
+    seed: int,
+) -> None:
     graph.feat = _features(table, spec.feature_columns)
     if spec.label_column:
         graph.label = _labels(_column(table, spec.label_column, "label_column"))
@@ -231,20 +268,23 @@ def _attach_node_columns(graph: GraphData, spec: NodeInput, table: pa.Table,
     for which, name in given.items():
         column = _column(table, name, f"{which}_mask_column")
         if not pa.types.is_boolean(column.type) and not pa.types.is_integer(column.type):
-            raise InvalidArgument(f"mask column '{name}' must be boolean, got {column.type}",
-                                  reason="BAD_MASK")
+            raise InvalidArgument(
+                f"mask column '{name}' must be boolean, got {column.type}", reason="BAD_MASK"
+            )
         masks[which] = column.to_numpy().astype(bool)
     if graph.label is None and not masks:
         return
     labelled = graph.label >= 0 if graph.label is not None else None
     if not masks:
         graph.train_mask, graph.val_mask, graph.test_mask = random_split(
-            graph.num_nodes, train_fraction, val_fraction, seed, labelled)
+            graph.num_nodes, train_fraction, val_fraction, seed, labelled
+        )
         graph.stats["random_split"] = 1
         return
     if "train" not in masks:
-        raise InvalidArgument("val/test mask columns were given without train_mask_column",
-                              reason="MISSING_MASK")
+        raise InvalidArgument(
+            "val/test mask columns were given without train_mask_column", reason="MISSING_MASK"
+        )
     n = graph.num_nodes
     graph.train_mask = masks["train"]
     graph.val_mask = masks.get("val", np.zeros(n, bool))

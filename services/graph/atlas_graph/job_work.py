@@ -28,38 +28,59 @@ from atlas_graph.partitioning import (
 from atlas_graph.runtime import GraphRuntime
 from atlas_graph.sbm import generate_sbm
 
-METHODS = {pb.PARTITION_METHOD_UNSPECIFIED: "metis", pb.PARTITION_METHOD_METIS: "metis",
-           pb.PARTITION_METHOD_RANDOM: "random"}
-ID_TYPES = {pb.ID_TYPE_UNSPECIFIED: "", pb.ID_TYPE_INT64: ID_INT64,
-            pb.ID_TYPE_STRING: ID_STRING}
+METHODS = {
+    pb.PARTITION_METHOD_UNSPECIFIED: "metis",
+    pb.PARTITION_METHOD_METIS: "metis",
+    pb.PARTITION_METHOD_RANDOM: "random",
+}
+ID_TYPES = {pb.ID_TYPE_UNSPECIFIED: "", pb.ID_TYPE_INT64: ID_INT64, pb.ID_TYPE_STRING: ID_STRING}
 
 
-def _publish_graph(rt: GraphRuntime, ctx: JobContext, graph: GraphData, name: str,
-                   operation: str, parents: list[dict[str, Any]]) -> dict[str, Any]:
+def _publish_graph(
+    rt: GraphRuntime,
+    ctx: JobContext,
+    graph: GraphData,
+    name: str,
+    operation: str,
+    parents: list[dict[str, Any]],
+) -> dict[str, Any]:
     graph_id = new_id("g")
     ctx.report(0.8, f"uploading graph {graph_id}")
     with tempfile.TemporaryDirectory(dir=rt.work_root) as tmp:
         path = Path(tmp) / "graph.npz"
         graph.save(path)
         ref = rt.artifacts.put_file(f"graphs/{graph_id}/graph.npz", path)
-    record = {"graph_id": graph_id, "name": name or graph_id, "num_nodes": graph.num_nodes,
-              "num_edges": graph.num_edges, "id_type": graph.id_type,
-              "node_feature_dims": graph.feature_dims, "num_classes": graph.num_classes,
-              "has_masks": graph.has_masks, "artifacts": [ref_dict(ref)],
-              "import_stats": graph.stats,
-              "lineage": {"operation": operation, "parents": parents, "job_id": ctx.job_id}}
+    record = {
+        "graph_id": graph_id,
+        "name": name or graph_id,
+        "num_nodes": graph.num_nodes,
+        "num_edges": graph.num_edges,
+        "id_type": graph.id_type,
+        "node_feature_dims": graph.feature_dims,
+        "num_classes": graph.num_classes,
+        "has_masks": graph.has_masks,
+        "artifacts": [ref_dict(ref)],
+        "import_stats": graph.stats,
+        "lineage": {"operation": operation, "parents": parents, "job_id": ctx.job_id},
+    }
     ctx.raise_if_cancelled()
     return {"graph": rt.catalog.add_graph(record)}
 
 
 def generate(rt: GraphRuntime, ctx: JobContext, spec: pb.GenerateGraphSpec) -> dict[str, Any]:
     ctx.report(0.1, f"generating an SBM graph of {spec.nodes} nodes")
-    graph = generate_sbm(spec.nodes, spec.communities or 8, spec.average_degree or 10.0,
-                         spec.intra_fraction or 0.8, spec.feature_dims or 16,
-                         spec.feature_noise or 1.0,
-                         spec.train_fraction, spec.val_fraction, spec.seed)
-    op = (f"sbm(nodes={spec.nodes}, communities={spec.communities or 8}, "
-          f"seed={spec.seed})")
+    graph = generate_sbm(
+        spec.nodes,
+        spec.communities or 8,
+        spec.average_degree or 10.0,
+        spec.intra_fraction or 0.8,
+        spec.feature_dims or 16,
+        spec.feature_noise or 1.0,
+        spec.train_fraction,
+        spec.val_fraction,
+        spec.seed,
+    )
+    op = f"sbm(nodes={spec.nodes}, communities={spec.communities or 8}, seed={spec.seed})"
     return _publish_graph(rt, ctx, graph, spec.name, op, [])
 
 
@@ -78,82 +99,128 @@ def import_graph(rt: GraphRuntime, ctx: JobContext, spec: pb.ImportGraphSpec) ->
     for i, e in enumerate(spec.edges):
         ctx.report(0.1, f"reading edge table {i + 1}/{len(spec.edges)}")
         source = _table_input(rt, e.source, f"edges[{i}]")
-        edges.append((ing.EdgeInput(source, e.src_column, e.dst_column),
-                      ing.read_table(rt.artifacts, source)))
+        edges.append(
+            (
+                ing.EdgeInput(source, e.src_column, e.dst_column),
+                ing.read_table(rt.artifacts, source),
+            )
+        )
     nodes = []
     for i, n in enumerate(spec.nodes):
         ctx.report(0.3, f"reading node table {i + 1}/{len(spec.nodes)}")
         source = _table_input(rt, n.source, f"nodes[{i}]")
-        masks = {"train": n.train_mask_column, "val": n.val_mask_column,
-                 "test": n.test_mask_column}
-        nodes.append((ing.NodeInput(source, n.id_column, list(n.feature_columns),
-                                    n.label_column, masks),
-                      ing.read_table(rt.artifacts, source)))
+        masks = {"train": n.train_mask_column, "val": n.val_mask_column, "test": n.test_mask_column}
+        nodes.append(
+            (
+                ing.NodeInput(source, n.id_column, list(n.feature_columns), n.label_column, masks),
+                ing.read_table(rt.artifacts, source),
+            )
+        )
     ctx.raise_if_cancelled()
     p = spec.edge_policy
     graph = ing.build_graph(
-        edges, nodes, id_type=ID_TYPES[spec.id_type],
-        policy=ing.EdgePolicy(p.drop_duplicates, p.drop_self_loops, p.add_reverse_edges,
-                              p.drop_dangling_edges),
-        train_fraction=spec.train_fraction, val_fraction=spec.val_fraction,
-        split_seed=spec.split_seed)
-    parents = [{"role": "edges", "uri": a.uri, "sha256": a.sha256}
-               for e in spec.edges for a in e.source.artifacts]
+        edges,
+        nodes,
+        id_type=ID_TYPES[spec.id_type],
+        policy=ing.EdgePolicy(
+            p.drop_duplicates, p.drop_self_loops, p.add_reverse_edges, p.drop_dangling_edges
+        ),
+        train_fraction=spec.train_fraction,
+        val_fraction=spec.val_fraction,
+        split_seed=spec.split_seed,
+    )
+    parents = [
+        {"role": "edges", "uri": a.uri, "sha256": a.sha256}
+        for e in spec.edges
+        for a in e.source.artifacts
+    ]
     return _publish_graph(rt, ctx, graph, spec.name, "import", parents)
 
 
 def load_graph(rt: GraphRuntime, record: dict[str, Any], directory: Path) -> GraphData:
     path = directory / "graph.npz"
-    rt.artifacts.download_to_file(rt.artifacts.key_for_uri(record["artifacts"][0]["uri"]),
-                                  path)
+    rt.artifacts.download_to_file(rt.artifacts.key_for_uri(record["artifacts"][0]["uri"]), path)
     return GraphData.load(path)
 
 
 def partition(rt: GraphRuntime, ctx: JobContext, spec: pb.PartitionGraphSpec) -> dict[str, Any]:
     record = rt.catalog.get_graph(spec.graph_id)
     limit = spec.max_memory_bytes or memory_budget(rt.settings.partition.memory_budget_bytes)
-    est = estimate(record["num_nodes"], record["num_edges"], record["node_feature_dims"],
-                   spec.num_partitions, limit)
-    ctx.report(0.05, f"estimated peak memory {est.peak_memory_bytes / 2**20:.0f} MiB "
-               f"(limit {limit / 2**20:.0f} MiB)", estimate=est.__dict__)
+    est = estimate(
+        record["num_nodes"],
+        record["num_edges"],
+        record["node_feature_dims"],
+        spec.num_partitions,
+        limit,
+    )
+    ctx.report(
+        0.05,
+        f"estimated peak memory {est.peak_memory_bytes / 2**20:.0f} MiB "
+        f"(limit {limit / 2**20:.0f} MiB)",
+        estimate=est.__dict__,
+    )
     refuse_if_too_big(est)
     pid = new_id("p")
     base = f"graphs/{spec.graph_id}/partitionings/{pid}"
     work = Path(tempfile.mkdtemp(prefix=f"{pid}-", dir=rt.work_root))
     try:
         graph = load_graph(rt, record, work)
-        ctx.report(0.1, f"partitioning into {spec.num_partitions} parts "
-                   f"({METHODS[spec.method]})")
+        ctx.report(0.1, f"partitioning into {spec.num_partitions} parts ({METHODS[spec.method]})")
         out = work / "out"
-        outcome = run_partitioning(graph, out, spec.num_partitions, METHODS[spec.method],
-                                   spec.num_hops, spec.balance_train, spec.balance_edges)
+        outcome = run_partitioning(
+            graph,
+            out,
+            spec.num_partitions,
+            METHODS[spec.method],
+            spec.num_hops,
+            spec.balance_train,
+            spec.balance_edges,
+        )
         ctx.raise_if_cancelled()
         ctx.report(0.7, "uploading partitions")
         config = rt.artifacts.put_file(f"{base}/{GRAPH_NAME}.json", out / f"{GRAPH_NAME}.json")
         parts = []
         for p in range(spec.num_partitions):
             part_ref = put_dir(rt.artifacts, f"{base}/part{p}.tar", out / f"part{p}", work)
-            map_ref = put_dir(rt.artifacts, f"{base}/idmap{p}.tar",
-                              out / "idmap" / f"part{p}", work)
+            map_ref = put_dir(
+                rt.artifacts, f"{base}/idmap{p}.tar", out / "idmap" / f"part{p}", work
+            )
             nb, eb = outcome.node_boundaries, outcome.edge_boundaries
-            parts.append({"index": p,
-                          "node_ranges": {"_N": {"start": nb[p], "end": nb[p + 1]}},
-                          "edge_ranges": {"_N:_E:_N": {"start": eb[p], "end": eb[p + 1]}},
-                          "num_nodes": outcome.part_nodes[p], "num_edges": outcome.part_edges[p],
-                          "artifact": ref_dict(part_ref), "id_map": ref_dict(map_ref)})
+            parts.append(
+                {
+                    "index": p,
+                    "node_ranges": {"_N": {"start": nb[p], "end": nb[p + 1]}},
+                    "edge_ranges": {"_N:_E:_N": {"start": eb[p], "end": eb[p + 1]}},
+                    "num_nodes": outcome.part_nodes[p],
+                    "num_edges": outcome.part_edges[p],
+                    "artifact": ref_dict(part_ref),
+                    "id_map": ref_dict(map_ref),
+                }
+            )
         ctx.raise_if_cancelled()
-        body = {"partitioning_id": pid, "graph_id": spec.graph_id,
-                "spec": {"num_partitions": spec.num_partitions, "method": METHODS[spec.method],
-                         "num_hops": max(1, spec.num_hops), "balance_train": spec.balance_train,
-                         "balance_edges": spec.balance_edges},
-                "partitions": parts, "node_boundaries": outcome.node_boundaries,
-                "edge_boundaries": outcome.edge_boundaries,
-                "partition_config": ref_dict(config, "application/json"),
-                "edge_cut": outcome.edge_cut, "balance": outcome.balance,
-                "estimate": {**est.__dict__, "fits": est.fits},
-                "elapsed_s": outcome.elapsed_s, "peak_memory_bytes": outcome.peak_rss_bytes,
-                "num_classes": record["num_classes"],
-                "node_feature_dims": record["node_feature_dims"], "job_id": ctx.job_id}
+        body = {
+            "partitioning_id": pid,
+            "graph_id": spec.graph_id,
+            "spec": {
+                "num_partitions": spec.num_partitions,
+                "method": METHODS[spec.method],
+                "num_hops": max(1, spec.num_hops),
+                "balance_train": spec.balance_train,
+                "balance_edges": spec.balance_edges,
+            },
+            "partitions": parts,
+            "node_boundaries": outcome.node_boundaries,
+            "edge_boundaries": outcome.edge_boundaries,
+            "partition_config": ref_dict(config, "application/json"),
+            "edge_cut": outcome.edge_cut,
+            "balance": outcome.balance,
+            "estimate": {**est.__dict__, "fits": est.fits},
+            "elapsed_s": outcome.elapsed_s,
+            "peak_memory_bytes": outcome.peak_rss_bytes,
+            "num_classes": record["num_classes"],
+            "node_feature_dims": record["node_feature_dims"],
+            "job_id": ctx.job_id,
+        }
         return {"partitioning": rt.catalog.add_partitioning(body)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -169,4 +236,3 @@ def infer(rt: GraphRuntime, ctx: JobContext, spec: pb.InferGraphSpec) -> dict[st
     from atlas_graph.training.job import run_train_job
 
     return run_train_job(rt, ctx, None, infer=spec)
-

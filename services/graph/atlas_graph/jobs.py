@@ -42,8 +42,9 @@ def spec_from_json(kind: str, raw: dict[str, Any]) -> Any:
     return json_format.ParseDict(raw, SPEC_TYPES[kind]())
 
 
-def _run(settings: GraphSettings, kind: str, ctx: JobContext, spec: dict[str, Any]
-         ) -> dict[str, Any]:
+def _run(
+    settings: GraphSettings, kind: str, ctx: JobContext, spec: dict[str, Any]
+) -> dict[str, Any]:
     from atlas_graph import job_work  # imported in the job subprocess only
 
     work: Work = {

@@ -10,8 +10,7 @@ from atlas_core.storage import ArtifactRef, ArtifactStore
 
 
 def ref_dict(ref: ArtifactRef, media_type: str = "") -> dict[str, Any]:
-    return {"uri": ref.uri, "sha256": ref.sha256, "size_bytes": ref.size,
-            "media_type": media_type}
+    return {"uri": ref.uri, "sha256": ref.sha256, "size_bytes": ref.size, "media_type": media_type}
 
 
 def put_dir(artifacts: ArtifactStore, key: str, directory: Path, scratch: Path) -> ArtifactRef:

@@ -50,13 +50,16 @@ def memory_budget(configured: int) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def estimate(num_nodes: int, num_edges: int, feature_dims: int, num_partitions: int,
-             limit: int) -> Estimate:
+def estimate(
+    num_nodes: int, num_edges: int, feature_dims: int, num_partitions: int, limit: int
+) -> Estimate:
     if num_partitions < 1:
         raise InvalidArgument("num_partitions must be at least 1", reason="BAD_PARTITIONS")
     if num_partitions > num_nodes:
-        raise InvalidArgument(f"num_partitions {num_partitions} is larger than the graph's "
-                              f"{num_nodes} nodes", reason="TOO_MANY_PARTITIONS")
+        raise InvalidArgument(
+            f"num_partitions {num_partitions} is larger than the graph's {num_nodes} nodes",
+            reason="TOO_MANY_PARTITIONS",
+        )
     feat = num_nodes * (feature_dims * 4 + 8 + 3)
     peak = BASE_BYTES + BYTES_PER_EDGE * num_edges + BYTES_PER_NODE * num_nodes + 3 * feat
     # Partition graphs with halo (≈2x edges), features, and three id-map arrays per kind.
@@ -71,8 +74,11 @@ def refuse_if_too_big(est: Estimate) -> None:
             f"but the limit is {est.memory_limit_bytes / 2**30:.2f} GiB; use a machine with "
             "more memory or raise max_memory_bytes",
             reason="PARTITION_MEMORY",
-            metadata={"peak_memory_bytes": est.peak_memory_bytes,
-                      "memory_limit_bytes": est.memory_limit_bytes})
+            metadata={
+                "peak_memory_bytes": est.peak_memory_bytes,
+                "memory_limit_bytes": est.memory_limit_bytes,
+            },
+        )
 
 
 @dataclass
@@ -87,9 +93,15 @@ class PartitionOutcome:
     peak_rss_bytes: int
 
 
-def run_partitioning(graph: GraphData, out: Path, num_partitions: int, method: str,
-                     num_hops: int = 1, balance_train: bool = False,
-                     balance_edges: bool = False) -> PartitionOutcome:
+def run_partitioning(
+    graph: GraphData,
+    out: Path,
+    num_partitions: int,
+    method: str,
+    num_hops: int = 1,
+    balance_train: bool = False,
+    balance_edges: bool = False,
+) -> PartitionOutcome:
     """Partition with DGL into ``out`` and write the id maps; returns boundaries and stats."""
     import dgl
 
@@ -97,9 +109,16 @@ def run_partitioning(graph: GraphData, out: Path, num_partitions: int, method: s
     g = graph.to_dgl()
     balance = g.ndata["train_mask"].long() if balance_train and graph.has_masks else None
     node_map, edge_map = dgl.distributed.partition_graph(
-        g, GRAPH_NAME, num_partitions, str(out), num_hops=max(1, num_hops),
-        part_method=method, balance_ntypes=balance, balance_edges=balance_edges,
-        return_mapping=True)
+        g,
+        GRAPH_NAME,
+        num_partitions,
+        str(out),
+        num_hops=max(1, num_hops),
+        part_method=method,
+        balance_ntypes=balance,
+        balance_edges=balance_edges,
+        return_mapping=True,
+    )
     del g
     node_map, edge_map = node_map.numpy(), edge_map.numpy()  # new id -> import id
     config = json.loads((out / f"{GRAPH_NAME}.json").read_text())
@@ -108,22 +127,27 @@ def run_partitioning(graph: GraphData, out: Path, num_partitions: int, method: s
     nodes, edges = RangeMap(node_b), RangeMap(edge_b)
     for p in range(num_partitions):
         lo, hi = node_b[p], node_b[p + 1]
-        write_partition_id_map(out / "idmap" / f"part{p}", "node",
-                               graph.original_ids[node_map[lo:hi]])
-        write_partition_id_map(out / "idmap" / f"part{p}", "edge",
-                               edge_map[edge_b[p]:edge_b[p + 1]].astype(np.int64))
+        write_partition_id_map(
+            out / "idmap" / f"part{p}", "node", graph.original_ids[node_map[lo:hi]]
+        )
+        write_partition_id_map(
+            out / "idmap" / f"part{p}", "edge", edge_map[edge_b[p] : edge_b[p + 1]].astype(np.int64)
+        )
     new_of_import = np.empty(graph.num_nodes, dtype=np.int64)
     new_of_import[node_map] = np.arange(graph.num_nodes, dtype=np.int64)
     src_part = nodes.partition_of(new_of_import[graph.src])
     dst_part = nodes.partition_of(new_of_import[graph.dst])
     part_nodes = np.diff(node_b).tolist()
     return PartitionOutcome(
-        node_boundaries=node_b, edge_boundaries=edge_b, part_nodes=part_nodes,
+        node_boundaries=node_b,
+        edge_boundaries=edge_b,
+        part_nodes=part_nodes,
         part_edges=np.diff(edges.boundaries).tolist(),
         edge_cut=int((src_part != dst_part).sum()),
         balance=float(max(part_nodes) / (graph.num_nodes / num_partitions)),
         elapsed_s=time.monotonic() - started,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    )
 
 
 def _boundaries(type_map: dict[str, list[list[int]]]) -> list[int]:

@@ -41,7 +41,6 @@ def open_runtime(settings: GraphSettings, *, migrate: bool = True) -> GraphRunti
     check_connection(engine)
     if migrate:
         apply_migrations(engine, MIGRATIONS, JOBS_MIGRATIONS)
-    runtime = GraphRuntime(settings, engine, open_artifact_store(settings.s3),
-                           GraphCatalog(engine))
+    runtime = GraphRuntime(settings, engine, open_artifact_store(settings.s3), GraphCatalog(engine))
     runtime.work_root.mkdir(parents=True, exist_ok=True)
     return runtime

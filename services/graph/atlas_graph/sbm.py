@@ -18,10 +18,17 @@ from atlas_core.errors import InvalidArgument
 from atlas_graph.graph_data import ID_INT64, GraphData, random_split
 
 
-def generate_sbm(nodes: int, communities: int = 8, average_degree: float = 10.0,
-                 intra_fraction: float = 0.8, feature_dims: int = 16,
-                 feature_noise: float = 1.0, train_fraction: float = 0.6,
-                 val_fraction: float = 0.2, seed: int = 0) -> GraphData:
+def generate_sbm(
+    nodes: int,
+    communities: int = 8,
+    average_degree: float = 10.0,
+    intra_fraction: float = 0.8,
+    feature_dims: int = 16,
+    feature_noise: float = 1.0,
+    train_fraction: float = 0.6,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> GraphData:
     if nodes < 2:
         raise InvalidArgument("generate.nodes must be at least 2", reason="BAD_NODES")
     if not 1 <= communities <= nodes:
@@ -29,8 +36,9 @@ def generate_sbm(nodes: int, communities: int = 8, average_degree: float = 10.0,
     if not 0 < intra_fraction <= 1:
         raise InvalidArgument("generate.intra_fraction must be in (0, 1]", reason="BAD_FRACTION")
     if average_degree <= 0 or feature_dims < 1:
-        raise InvalidArgument("generate.average_degree and feature_dims must be positive",
-                              reason="BAD_SIZE")
+        raise InvalidArgument(
+            "generate.average_degree and feature_dims must be positive", reason="BAD_SIZE"
+        )
     rng = np.random.default_rng(seed)
     label = np.arange(nodes, dtype=np.int64) % communities
     per_node = max(1, int(round(average_degree / 2)))
@@ -43,10 +51,19 @@ def generate_sbm(nodes: int, communities: int = 8, average_degree: float = 10.0,
     dst = np.where(intra, same, dst)
     directions = rng.normal(size=(communities, feature_dims))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    feat = (directions[label] + rng.normal(scale=feature_noise, size=(nodes, feature_dims))
-            ).astype(np.float32)
+    feat = (directions[label] + rng.normal(scale=feature_noise, size=(nodes, feature_dims))).astype(
+        np.float32
+    )
     train, val, test = random_split(nodes, train_fraction, val_fraction, seed + 1)
     # Undirected: both directions, as message passing should see neighbours either way.
-    return GraphData(src=np.concatenate([src, dst]), dst=np.concatenate([dst, src]),
-                     original_ids=np.arange(nodes, dtype=np.int64), id_type=ID_INT64,
-                     feat=feat, label=label, train_mask=train, val_mask=val, test_mask=test)
+    return GraphData(
+        src=np.concatenate([src, dst]),
+        dst=np.concatenate([dst, src]),
+        original_ids=np.arange(nodes, dtype=np.int64),
+        id_type=ID_INT64,
+        feat=feat,
+        label=label,
+        train_mask=train,
+        val_mask=val,
+        test_mask=test,
+    )

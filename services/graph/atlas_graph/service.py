@@ -47,9 +47,12 @@ class GraphService:
     def open(cls, settings: GraphSettings) -> GraphService:
         runtime = open_runtime(settings)
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
-        runner = JobRunner(runtime.engine, job_handlers(runtime.settings),
-                           max_concurrent=settings.jobs.max_concurrent,
-                           runner_id=settings.jobs.runner_id)
+        runner = JobRunner(
+            runtime.engine,
+            job_handlers(runtime.settings),
+            max_concurrent=settings.jobs.max_concurrent,
+            runner_id=settings.jobs.runner_id,
+        )
         return cls(runtime, runner)
 
     def start(self) -> None:
@@ -63,11 +66,16 @@ class GraphService:
 
     def submit(self, kind: str, spec: Any, request_id: str = "") -> JobRecord:
         """Validate ``spec`` (a proto spec message) and queue it; returns the job."""
-        {KIND_IMPORT: self._check_import, KIND_GENERATE: self._check_generate,
-         KIND_PARTITION: self.check_partition, KIND_TRAIN: self._check_train,
-         KIND_INFER: self._check_infer}[kind](spec)
-        job_id = self.jobs.submit(kind, spec_to_json(spec), request_id=request_id or None,
-                                  resumable=kind in RESUMABLE)
+        {
+            KIND_IMPORT: self._check_import,
+            KIND_GENERATE: self._check_generate,
+            KIND_PARTITION: self.check_partition,
+            KIND_TRAIN: self._check_train,
+            KIND_INFER: self._check_infer,
+        }[kind](spec)
+        job_id = self.jobs.submit(
+            kind, spec_to_json(spec), request_id=request_id or None, resumable=kind in RESUMABLE
+        )
         return self.jobs.get(job_id)
 
     def _check_import(self, spec: pb.ImportGraphSpec) -> None:
@@ -75,31 +83,40 @@ class GraphService:
             raise InvalidArgument("import_graph.edges is empty", reason="NO_EDGES")
         for i, e in enumerate(spec.edges):
             if not e.src_column or not e.dst_column:
-                raise InvalidArgument(f"import_graph.edges[{i}] needs src_column and "
-                                      "dst_column", reason="MISSING_COLUMN")
+                raise InvalidArgument(
+                    f"import_graph.edges[{i}] needs src_column and dst_column",
+                    reason="MISSING_COLUMN",
+                )
             if not e.source.artifacts and not e.source.uri_prefix:
-                raise InvalidArgument(f"import_graph.edges[{i}].source is empty",
-                                      reason="NO_INPUT")
+                raise InvalidArgument(f"import_graph.edges[{i}].source is empty", reason="NO_INPUT")
         for i, n in enumerate(spec.nodes):
             if not n.id_column:
-                raise InvalidArgument(f"import_graph.nodes[{i}].id_column is empty",
-                                      reason="MISSING_COLUMN")
+                raise InvalidArgument(
+                    f"import_graph.nodes[{i}].id_column is empty", reason="MISSING_COLUMN"
+                )
 
     def _check_generate(self, spec: pb.GenerateGraphSpec) -> None:
         if spec.nodes < 2:
             raise InvalidArgument("generate_graph.nodes must be at least 2", reason="BAD_NODES")
         if spec.communities < 0 or spec.communities > spec.nodes:
-            raise InvalidArgument("generate_graph.communities must be in 1..nodes",
-                                  reason="BAD_COMMUNITIES")
+            raise InvalidArgument(
+                "generate_graph.communities must be in 1..nodes", reason="BAD_COMMUNITIES"
+            )
 
     def estimate(self, spec: pb.PartitionGraphSpec) -> Estimate:
         if not spec.graph_id:
             raise InvalidArgument("graph_id is empty", reason="EMPTY_ID")
         graph = self.rt.catalog.get_graph(spec.graph_id)
         limit = spec.max_memory_bytes or memory_budget(
-            self.rt.settings.partition.memory_budget_bytes)
-        return estimate(graph["num_nodes"], graph["num_edges"], graph["node_feature_dims"],
-                        spec.num_partitions, limit)
+            self.rt.settings.partition.memory_budget_bytes
+        )
+        return estimate(
+            graph["num_nodes"],
+            graph["num_edges"],
+            graph["node_feature_dims"],
+            spec.num_partitions,
+            limit,
+        )
 
     def check_partition(self, spec: pb.PartitionGraphSpec) -> None:
         refuse_if_too_big(self.estimate(spec))
@@ -107,17 +124,21 @@ class GraphService:
     def _check_train(self, spec: pb.TrainGraphSpec) -> None:
         part = self._partitioning(spec.ref)
         if not spec.fan_outs or any(f == 0 or f < -1 for f in spec.fan_outs):
-            raise InvalidArgument("train.fan_outs must list one positive fan-out (or -1 for "
-                                  "all neighbours) per layer", reason="BAD_FAN_OUTS")
+            raise InvalidArgument(
+                "train.fan_outs must list one positive fan-out (or -1 for "
+                "all neighbours) per layer",
+                reason="BAD_FAN_OUTS",
+            )
         if spec.epochs < 0 or spec.batch_size < 0 or spec.num_trainers < 0:
-            raise InvalidArgument("train.epochs, batch_size and num_trainers must be >= 0",
-                                  reason="BAD_SIZE")
+            raise InvalidArgument(
+                "train.epochs, batch_size and num_trainers must be >= 0", reason="BAD_SIZE"
+            )
         if spec.backend not in ("", "gloo", "nccl"):
-            raise InvalidArgument(f"train.backend {spec.backend!r} is not gloo or nccl",
-                                  reason="BAD_BACKEND")
+            raise InvalidArgument(
+                f"train.backend {spec.backend!r} is not gloo or nccl", reason="BAD_BACKEND"
+            )
         if not part["num_classes"]:
-            raise FailedPrecondition("the graph has no labels to train on",
-                                     reason="NOT_TRAINABLE")
+            raise FailedPrecondition("the graph has no labels to train on", reason="NOT_TRAINABLE")
         if not part["node_feature_dims"]:
             raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")
 
@@ -126,8 +147,9 @@ class GraphService:
         if not spec.model_bundle.uri:
             raise InvalidArgument("infer.model_bundle.uri is empty", reason="NO_MODEL")
         if not spec.write_embeddings and not spec.write_predictions:
-            raise InvalidArgument("infer needs write_embeddings or write_predictions",
-                                  reason="NO_OUTPUT")
+            raise InvalidArgument(
+                "infer needs write_embeddings or write_predictions", reason="NO_OUTPUT"
+            )
 
     def _partitioning(self, ref: Any) -> dict[str, Any]:
         if not ref.graph_id or not ref.partitioning_id:
@@ -149,11 +171,16 @@ class GraphService:
         seen = self.idempotency.recall("DeleteGraph", request_id)
         if seen is not None:
             return int(seen["deleted"])
-        running = [j for state in ("QUEUED", "RUNNING") for j in self.all_jobs(state=state)
-                   if graph_id in json.dumps(j.spec)]
+        running = [
+            j
+            for state in ("QUEUED", "RUNNING")
+            for j in self.all_jobs(state=state)
+            if graph_id in json.dumps(j.spec)
+        ]
         if running:
-            raise FailedPrecondition(f"graph '{graph_id}' is used by running job "
-                                     f"{running[0].id}", reason="GRAPH_IN_USE")
+            raise FailedPrecondition(
+                f"graph '{graph_id}' is used by running job {running[0].id}", reason="GRAPH_IN_USE"
+            )
         deleted = self.rt.catalog.delete_graph(graph_id)
         for ref in list(self.rt.artifacts.list(f"graphs/{graph_id}/")):
             self.rt.artifacts.delete(ref.key)
@@ -173,7 +200,9 @@ class GraphService:
                     for p in part["partitions"]:
                         get_dir(self.rt.artifacts, p["id_map"]["uri"], root / f"part{p['index']}")
                     Path(root / "complete").touch()
-                ranges = {kind: RangeMap(self.rt.catalog.boundaries(partitioning_id, kind))
-                          for kind in ("node", "edge")}
+                ranges = {
+                    kind: RangeMap(self.rt.catalog.boundaries(partitioning_id, kind))
+                    for kind in ("node", "edge")
+                }
                 self._translations[partitioning_id] = IdTranslation(root, ranges)
             return self._translations[partitioning_id]

@@ -43,18 +43,21 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
     async def GetGraphJob(self, request: Any, context: Any) -> Any:
         return pb.GetGraphJobResponse(job=await to_thread(self._job, request.job_id))
 
-    async def WatchGraphJob(self, request: Any, context: Any
-                            ) -> AsyncIterator[pb.WatchGraphJobResponse]:
+    async def WatchGraphJob(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[pb.WatchGraphJobResponse]:
         job_id = _require(request.job_id, "job_id")
         seen = await to_thread(self.svc.jobs.events, job_id)
         job = await to_thread(self._job, job_id)
-        yield pb.WatchGraphJobResponse(job=job, event_time=pc.dt_to_ts(
-            seen[-1].time) if seen else job.status.create_time)
+        yield pb.WatchGraphJobResponse(
+            job=job, event_time=pc.dt_to_ts(seen[-1].time) if seen else job.status.create_time
+        )
         async for event in self.svc.jobs.awatch(job_id, seen[-1].seq if seen else 0):
             job = await to_thread(self._job, job_id)
             epoch, metrics = convert.event_epoch_metrics(event.payload)
-            yield pb.WatchGraphJobResponse(job=job, epoch=epoch, metrics=metrics,
-                                           event_time=pc.dt_to_ts(event.time))
+            yield pb.WatchGraphJobResponse(
+                job=job, epoch=epoch, metrics=metrics, event_time=pc.dt_to_ts(event.time)
+            )
 
     async def CancelGraphJob(self, request: Any, context: Any) -> Any:
         record = await to_thread(self.svc.cancel, _require(request.job_id, "job_id"))
@@ -63,15 +66,18 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
     async def ListGraphJobs(self, request: Any, context: Any) -> Any:
         offset, limit = pc.page_window(request.page)
         kind = convert.JOB_KINDS_FROM_PB.get(request.kind)
-        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states
-                  if s in pc.JOB_STATES_FROM_PB}
+        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states if s in pc.JOB_STATES_FROM_PB}
 
         def collect() -> tuple[list[pb.GraphJob], bool]:
             records = self.svc.all_jobs(kind=kind)
-            records = [r for r in records if (not states or r.state in states) and (
-                not request.graph_id or convert.job_graph_id(r) == request.graph_id)]
+            records = [
+                r
+                for r in records
+                if (not states or r.state in states)
+                and (not request.graph_id or convert.job_graph_id(r) == request.graph_id)
+            ]
             records.sort(key=lambda r: r.created_at, reverse=True)
-            page = records[offset:offset + limit]
+            page = records[offset : offset + limit]
             return [convert.job_to_pb(r) for r in page], offset + limit < len(records)
 
         jobs, more = await to_thread(collect)
@@ -85,36 +91,46 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
 
     async def ListGraphs(self, request: Any, context: Any) -> Any:
         offset, limit = pc.page_window(request.page)
-        graphs, more = await to_thread(self.rt.catalog.list_graphs, request.name_prefix,
-                                       offset, limit)
-        return pb.ListGraphsResponse(graphs=[convert.graph_to_pb(g) for g in graphs],
-                                     page=pc.page_response(offset, limit, more))
+        graphs, more = await to_thread(
+            self.rt.catalog.list_graphs, request.name_prefix, offset, limit
+        )
+        return pb.ListGraphsResponse(
+            graphs=[convert.graph_to_pb(g) for g in graphs],
+            page=pc.page_response(offset, limit, more),
+        )
 
     async def DeleteGraph(self, request: Any, context: Any) -> Any:
-        deleted = await to_thread(self.svc.delete_graph, _require(request.graph_id, "graph_id"),
-                                  request.request_id)
+        deleted = await to_thread(
+            self.svc.delete_graph, _require(request.graph_id, "graph_id"), request.request_id
+        )
         return pb.DeleteGraphResponse(deleted_partitionings=deleted)
 
     # ---- partitionings ------------------------------------------------------------------------
 
     async def EstimatePartitioning(self, request: Any, context: Any) -> Any:
         est = await to_thread(self.svc.estimate, request.spec)
-        return pb.EstimatePartitioningResponse(
-            estimate=convert.estimate_to_pb(est.__dict__))
+        return pb.EstimatePartitioningResponse(estimate=convert.estimate_to_pb(est.__dict__))
 
     async def GetPartitioning(self, request: Any, context: Any) -> Any:
-        raw = await to_thread(self.rt.catalog.get_partitioning,
-                              _require(request.ref.graph_id, "ref.graph_id"),
-                              _require(request.ref.partitioning_id, "ref.partitioning_id"))
+        raw = await to_thread(
+            self.rt.catalog.get_partitioning,
+            _require(request.ref.graph_id, "ref.graph_id"),
+            _require(request.ref.partitioning_id, "ref.partitioning_id"),
+        )
         return pb.GetPartitioningResponse(partitioning=convert.partitioning_to_pb(raw))
 
     async def ListPartitionings(self, request: Any, context: Any) -> Any:
         offset, limit = pc.page_window(request.page)
-        parts, more = await to_thread(self.rt.catalog.list_partitionings,
-                                      _require(request.graph_id, "graph_id"), offset, limit)
+        parts, more = await to_thread(
+            self.rt.catalog.list_partitionings,
+            _require(request.graph_id, "graph_id"),
+            offset,
+            limit,
+        )
         return pb.ListPartitioningsResponse(
             partitionings=[convert.partitioning_to_pb(p) for p in parts],
-            page=pc.page_response(offset, limit, more))
+            page=pc.page_response(offset, limit, more),
+        )
 
     async def TranslateIds(self, request: Any, context: Any) -> Any:
         return await to_thread(self._translate, request)
@@ -126,15 +142,17 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         if kind is None:
             raise InvalidArgument("kind must be ID_KIND_NODE or ID_KIND_EDGE", reason="BAD_KIND")
         if request.type not in ("", "_N", "_N:_E:_N", "_E"):
-            raise InvalidArgument(f"type {request.type!r}: the graph is homogeneous",
-                                  reason="BAD_TYPE")
+            raise InvalidArgument(
+                f"type {request.type!r}: the graph is homogeneous", reason="BAD_TYPE"
+            )
         count = len(request.int64_ids) + len(request.string_ids)
         limit = self.rt.settings.partition.max_translate_ids
         if count == 0:
             raise InvalidArgument("give int64_ids or string_ids", reason="NO_IDS")
         if count > limit:
-            raise InvalidArgument(f"{count} ids exceed the limit of {limit} per request",
-                                  reason="TOO_MANY_IDS")
+            raise InvalidArgument(
+                f"{count} ids exceed the limit of {limit} per request", reason="TOO_MANY_IDS"
+            )
         if request.int64_ids and request.string_ids:
             raise InvalidArgument("give int64_ids or string_ids, not both", reason="MIXED_IDS")
         translation = self.svc.translation(graph_id, part_id)
@@ -151,11 +169,13 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         elif request.direction == pb.TRANSLATE_DIRECTION_ORIGINAL_TO_NEW:
             string_graph = translation.original_dtype(kind).kind == "S"
             if string_graph and kind == "node" and request.int64_ids:
-                raise InvalidArgument("this graph has string node ids: use string_ids",
-                                      reason="WRONG_ID_TYPE")
+                raise InvalidArgument(
+                    "this graph has string node ids: use string_ids", reason="WRONG_ID_TYPE"
+                )
             if request.string_ids and not string_graph:
-                raise InvalidArgument(f"this graph has int64 {kind} ids: use int64_ids",
-                                      reason="WRONG_ID_TYPE")
+                raise InvalidArgument(
+                    f"this graph has int64 {kind} ids: use int64_ids", reason="WRONG_ID_TYPE"
+                )
             given = list(request.string_ids) or list(request.int64_ids)
             new, parts, local = translation.original_to_new(kind, np.asarray(given))
             response.new_ids.extend(new.tolist())
@@ -170,5 +190,8 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
 
 def graph_service_def(service: GraphService) -> ServiceDef:
     return ServiceDef(
-        GraphServicer(service), pb_grpc.add_GraphServiceServicer_to_server,
-        pb.DESCRIPTOR.services_by_name["GraphService"].full_name, on_stop=service.stop)
+        GraphServicer(service),
+        pb_grpc.add_GraphServiceServicer_to_server,
+        pb.DESCRIPTOR.services_by_name["GraphService"].full_name,
+        on_stop=service.stop,
+    )

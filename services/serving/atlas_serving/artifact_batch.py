@@ -40,18 +40,26 @@ def _read_rows(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> list[dict[s
     try:
         table = pq.read_table(io.BytesIO(raw))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidArgument(f"input_artifact {ref.uri} is not a Parquet file: {exc}",
-                              reason="BAD_INPUT_ARTIFACT") from None
+        raise InvalidArgument(
+            f"input_artifact {ref.uri} is not a Parquet file: {exc}", reason="BAD_INPUT_ARTIFACT"
+        ) from None
     if table.num_rows == 0:
         raise InvalidArgument(f"input_artifact {ref.uri} has no rows", reason="NO_ROWS")
     if table.num_rows > MAX_ARTIFACT_ROWS:
-        raise InvalidArgument(f"input_artifact has {table.num_rows} rows; the limit is "
-                              f"{MAX_ARTIFACT_ROWS}", reason="TOO_MANY_ROWS")
+        raise InvalidArgument(
+            f"input_artifact has {table.num_rows} rows; the limit is {MAX_ARTIFACT_ROWS}",
+            reason="TOO_MANY_ROWS",
+        )
     return table.to_pylist()
 
 
-def _write_results(store: ArtifactStore, key: str, results: list[RowResult],
-                   answers: list[Answer], all_scores: bool) -> ArtifactRef:
+def _write_results(
+    store: ArtifactStore,
+    key: str,
+    results: list[RowResult],
+    answers: list[Answer],
+    all_scores: bool,
+) -> ArtifactRef:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -71,9 +79,13 @@ def _write_results(store: ArtifactStore, key: str, results: list[RowResult],
     return store.put_bytes(key, buffer.getvalue(), {"media-type": PARQUET})
 
 
-async def predict_artifact(plane: DataPlane, store: ArtifactStore, prefix: str,
-                           request: pb.PredictBatchRequest, timeout: float | None
-                           ) -> ArtifactAnswer:
+async def predict_artifact(
+    plane: DataPlane,
+    store: ArtifactStore,
+    prefix: str,
+    request: pb.PredictBatchRequest,
+    timeout: float | None,
+) -> ArtifactAnswer:
     """Predict every row of ``request.input_artifact``; results go to ``prefix``/<endpoint>/.
 
     Raises InvalidArgument (not Parquet, no rows, bad features naming the row), NotFound
@@ -84,19 +96,29 @@ async def predict_artifact(plane: DataPlane, store: ArtifactStore, prefix: str,
     chunk = min(CHUNK_ROWS, MAX_ROWS)
     for start in range(0, len(rows), chunk):
         try:
-            answers.append(await plane.predict_values(request.endpoint_name,
-                                                      rows[start:start + chunk],
-                                                      request.options, timeout=timeout))
+            answers.append(
+                await plane.predict_values(
+                    request.endpoint_name,
+                    rows[start : start + chunk],
+                    request.options,
+                    timeout=timeout,
+                )
+            )
         except InvalidArgument as exc:
             row = int(exc.metadata.get("row", "0")) + start
-            detail = exc.message.split(": ", 1)[-1] if exc.message.startswith("row ") \
-                else exc.message
-            raise InvalidArgument(f"row {row}: {detail}", reason=exc.reason,
-                                  metadata={**exc.metadata, "row": str(row)}) from None
+            detail = (
+                exc.message.split(": ", 1)[-1] if exc.message.startswith("row ") else exc.message
+            )
+            raise InvalidArgument(
+                f"row {row}: {detail}",
+                reason=exc.reason,
+                metadata={**exc.metadata, "row": str(row)},
+            ) from None
     results = [r for a in answers for r in a.results]
     prediction_id = uuid.uuid4().hex
     key = f"{prefix.rstrip('/')}/{request.endpoint_name}/{prediction_id}.parquet"
-    output = await asyncio.to_thread(_write_results, store, key, results, answers,
-                                     request.options.return_all_scores)
+    output = await asyncio.to_thread(
+        _write_results, store, key, results, answers, request.options.return_all_scores
+    )
     last = answers[-1]
     return ArtifactAnswer(output, last.variant, last.version, prediction_id, len(results))

@@ -36,10 +36,18 @@ class _Job:
 
 
 class Batcher:
-    def __init__(self, executor: Executor, *, max_batch_size: int, max_delay_s: float,
-                 workers: int, others_waiting: Callable[[], int],
-                 on_batch: Callable[[int], None] | None = None,
-                 disabled: bool = False, inline_budget_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        workers: int,
+        others_waiting: Callable[[], int],
+        on_batch: Callable[[int], None] | None = None,
+        disabled: bool = False,
+        inline_budget_s: float = 0.0,
+    ) -> None:
         self.executor = executor
         self.max_batch_size = 1 if disabled else max(1, max_batch_size)
         self.max_delay_s = 0.0 if disabled else max_delay_s
@@ -59,18 +67,22 @@ class Batcher:
             if not job.done.done():
                 job.done.cancel()
 
-    async def predict(self, model: ServableModel, rows: Sequence[Mapping[str, Any]], *,
-                      explain: bool = False, all_scores: bool = False) -> list[RowResult]:
+    async def predict(
+        self,
+        model: ServableModel,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        explain: bool = False,
+        all_scores: bool = False,
+    ) -> list[RowResult]:
         self._model = model
         if len(rows) == 1 and not explain and self._inline(model):
             results = model.predict(rows, all_scores=all_scores)
             if self.on_batch is not None:
                 self.on_batch(1)
             return results
-        if self.queue.empty() and not self.running_rows \
-                and self.others_waiting() <= len(rows):
-            return await self._alone(asyncio.get_running_loop(), model, rows, explain,
-                                     all_scores)
+        if self.queue.empty() and not self.running_rows and self.others_waiting() <= len(rows):
+            return await self._alone(asyncio.get_running_loop(), model, rows, explain, all_scores)
         job = _Job(rows, explain, all_scores, asyncio.get_running_loop().create_future())
         self.queue.put_nowait(job)
         return await job.done
@@ -79,15 +91,20 @@ class Batcher:
         cost = getattr(model, "single_row_seconds", None)
         return cost is not None and cost <= self.inline_budget_s
 
-    async def _alone(self, loop: asyncio.AbstractEventLoop, model: ServableModel,
-                     rows: Sequence[Mapping[str, Any]], explain: bool, all_scores: bool
-                     ) -> list[RowResult]:
+    async def _alone(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        model: ServableModel,
+        rows: Sequence[Mapping[str, Any]],
+        explain: bool,
+        all_scores: bool,
+    ) -> list[RowResult]:
         """Nothing to coalesce with: straight to the inference pool (one task hop fewer)."""
         self.running_rows += len(rows)
         try:
             results = await loop.run_in_executor(
-                self.executor, lambda: model.predict(rows, explain=explain,
-                                                     all_scores=all_scores))
+                self.executor, lambda: model.predict(rows, explain=explain, all_scores=all_scores)
+            )
         finally:
             self.running_rows -= len(rows)
         if self.on_batch is not None:
@@ -137,8 +154,11 @@ class Batcher:
                         results = model.predict(flat, all_scores=all_scores)
                     else:
                         results = await loop.run_in_executor(
-                            self.executor, lambda f=flat, e=explain, a=all_scores:
-                            model.predict(f, explain=e, all_scores=a))
+                            self.executor,
+                            lambda f=flat, e=explain, a=all_scores: model.predict(
+                                f, explain=e, all_scores=a
+                            ),
+                        )
                 except BaseException as exc:  # noqa: BLE001 - every caller gets it
                     for job in jobs:
                         if not job.done.done():
@@ -148,7 +168,7 @@ class Batcher:
                     self.on_batch(len(flat))
                 start = 0
                 for job in jobs:
-                    part = results[start:start + len(job.rows)]
+                    part = results[start : start + len(job.rows)]
                     start += len(job.rows)
                     if not job.done.done():
                         job.done.set_result(part)

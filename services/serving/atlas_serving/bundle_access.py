@@ -30,7 +30,8 @@ def artifact_from_pb(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> Artif
     if not ref.sha256 or not ref.size_bytes:  # a partial ref: take what was recorded
         recorded = store.stat(key)
         if ref.sha256 and ref.sha256 != recorded.sha256:
-            raise InvalidArgument(f"bundle {key} does not hold sha256 {ref.sha256}",
-                                  reason="BAD_BUNDLE_REF")
+            raise InvalidArgument(
+                f"bundle {key} does not hold sha256 {ref.sha256}", reason="BAD_BUNDLE_REF"
+            )
         return recorded
     return ArtifactRef(uri=store.uri(key), key=key, sha256=ref.sha256, size=ref.size_bytes)

@@ -58,10 +58,12 @@ class CaptureWriter:
         taken: list[tuple[tuple[str, str], list[dict[str, Any]]]] = []
         with self._lock:
             for key, rows in list(self._buffers.items()):
-                flush_rows, flush_s = limits.get(key[0], (DEFAULT_FLUSH_ROWS,
-                                                          DEFAULT_FLUSH_SECONDS))
-                if rows and (force or len(rows) >= flush_rows
-                             or now - self._first.get(key, now) >= flush_s):
+                flush_rows, flush_s = limits.get(
+                    key[0], (DEFAULT_FLUSH_ROWS, DEFAULT_FLUSH_SECONDS)
+                )
+                if rows and (
+                    force or len(rows) >= flush_rows or now - self._first.get(key, now) >= flush_s
+                ):
                     taken.append((key, rows))
                     self._buffers[key] = []
         written = 0
@@ -81,11 +83,22 @@ class CaptureWriter:
         frame.to_parquet(buffer, index=False)
         start_us, end_us = int(frame["time_us"].min()), int(frame["time_us"].max())
         day = time.strftime("%Y-%m-%d", time.gmtime(start_us / 1e6))
-        key = (f"{self.prefix}/{endpoint}/{variant}/{day}/"
-               f"{start_us}-{self.replica}-{uuid.uuid4().hex[:8]}.parquet")
+        key = (
+            f"{self.prefix}/{endpoint}/{variant}/{day}/"
+            f"{start_us}-{self.replica}-{uuid.uuid4().hex[:8]}.parquet"
+        )
         ref = self.store.put_bytes(key, buffer.getvalue())
         with write_transaction(self.engine) as conn:
-            conn.execute(capture_files.insert().values(
-                key=key, endpoint_name=endpoint, variant=variant, uri=ref.uri,
-                sha256=ref.sha256, size_bytes=ref.size, row_count=len(frame),
-                start_us=start_us, end_us=end_us))
+            conn.execute(
+                capture_files.insert().values(
+                    key=key,
+                    endpoint_name=endpoint,
+                    variant=variant,
+                    uri=ref.uri,
+                    sha256=ref.sha256,
+                    size_bytes=ref.size,
+                    row_count=len(frame),
+                    start_us=start_us,
+                    end_us=end_us,
+                )
+            )

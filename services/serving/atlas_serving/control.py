@@ -30,9 +30,15 @@ from atlas_serving.rollout_plan import plan_for
 
 
 class Control:
-    def __init__(self, registry: Registry, endpoints: EndpointStore,
-                 deployments: DeploymentStore, models: ModelCache, data_client: Any,
-                 idempotency: IdempotencyStore) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        endpoints: EndpointStore,
+        deployments: DeploymentStore,
+        models: ModelCache,
+        data_client: Any,
+        idempotency: IdempotencyStore,
+    ) -> None:
         self.registry = registry
         self.endpoints = endpoints
         self.deployments = deployments
@@ -52,8 +58,10 @@ class Control:
             except (DataLoss, FailedPrecondition, NotFound) as exc:
                 raise FailedPrecondition(
                     f"variant {v.name}: bundle of {v.model.model_name} v{v.resolved_version} "
-                    f"cannot be served: {exc.message}", reason="BUNDLE_REJECTED",
-                    metadata={"variant": v.name, "cause": exc.reason}) from None
+                    f"cannot be served: {exc.message}",
+                    reason="BUNDLE_REJECTED",
+                    metadata={"variant": v.name, "cause": exc.reason},
+                ) from None
             check_lookup_schema(self.data_client, lookup, model)
 
     # -- endpoints -----------------------------------------------------------------------
@@ -96,6 +104,7 @@ class Control:
                 ep.spec.capture.CopyFrom(req.capture)
             if req.description:
                 ep.spec.description = req.description
+
         return self.endpoints.mutate(req.name, change, etag=req.etag)
 
     def delete_endpoint(self, name: str, request_id: str) -> pb.Endpoint:
@@ -115,8 +124,14 @@ class Control:
         return out
 
     def alias_users(self, model: str, alias: str) -> list[str]:
-        return sorted({ep.spec.name for ep in self.endpoints.list()[0] for v in ep.spec.variants
-                       if v.model.model_name == model and v.model.alias == alias})
+        return sorted(
+            {
+                ep.spec.name
+                for ep in self.endpoints.list()[0]
+                for v in ep.spec.variants
+                if v.model.model_name == model and v.model.alias == alias
+            }
+        )
 
     # -- deployments ---------------------------------------------------------------------
 
@@ -127,19 +142,25 @@ class Control:
         validate_variants(list(req.variants))
         plan_for(req.policy)  # validates the policy
         if req.alarms.max_error_rate < 0 or req.alarms.max_error_rate > 1:
-            raise InvalidArgument("alarms.max_error_rate must be in [0, 1]",
-                                  reason="INVALID_ALARMS")
+            raise InvalidArgument(
+                "alarms.max_error_rate must be in [0, 1]", reason="INVALID_ALARMS"
+            )
         endpoint = self.endpoints.get(req.endpoint_name)
         if endpoint.active_deployment_id:
-            raise Aborted(f"deployment {endpoint.active_deployment_id} of endpoint "
-                          f"{req.endpoint_name} is in progress", reason="DEPLOYMENT_IN_PROGRESS")
+            raise Aborted(
+                f"deployment {endpoint.active_deployment_id} of endpoint "
+                f"{req.endpoint_name} is in progress",
+                reason="DEPLOYMENT_IN_PROGRESS",
+            )
         target = resolve_variants(self.registry, list(req.variants))
         policy = req.policy.WhichOneof("policy")
         clash = {v.name for v in endpoint.spec.variants} & {v.name for v in target}
         if clash and policy not in (None, "all_at_once"):
-            raise InvalidArgument(f"variant name(s) {', '.join(sorted(clash))} are already "
-                                  "serving: gradual rollouts need new variant names",
-                                  reason="VARIANT_NAME_IN_USE")
+            raise InvalidArgument(
+                f"variant name(s) {', '.join(sorted(clash))} are already "
+                "serving: gradual rollouts need new variant names",
+                reason="VARIANT_NAME_IN_USE",
+            )
         self.prepare(target, endpoint.spec.feature_lookup)
         if clash:  # all at once onto the same names: the previous variants are replaced
             kept = [v for v in endpoint.spec.variants if v.name not in clash]
@@ -150,10 +171,13 @@ class Control:
 
         def claim(ep: pb.Endpoint) -> None:
             if ep.active_deployment_id:
-                raise Aborted(f"deployment {ep.active_deployment_id} is in progress",
-                              reason="DEPLOYMENT_IN_PROGRESS")
+                raise Aborted(
+                    f"deployment {ep.active_deployment_id} is in progress",
+                    reason="DEPLOYMENT_IN_PROGRESS",
+                )
             ep.active_deployment_id = dep.deployment_id
             ep.state = pb.ENDPOINT_STATE_UPDATING
+
         self.endpoints.mutate(req.endpoint_name, claim, etag=endpoint.etag)
         self.idem.remember("submit_deployment", req.request_id, {"id": dep.deployment_id})
         return dep
@@ -164,15 +188,24 @@ class Control:
     def rollback(self, endpoint_name: str, request_id: str, owner: str) -> pb.Deployment:
         endpoint = self.endpoints.get(endpoint_name)
         if endpoint.active_deployment_id:
-            raise Aborted(f"deployment {endpoint.active_deployment_id} is in progress; cancel "
-                          "it instead", reason="DEPLOYMENT_IN_PROGRESS")
+            raise Aborted(
+                f"deployment {endpoint.active_deployment_id} is in progress; cancel it instead",
+                reason="DEPLOYMENT_IN_PROGRESS",
+            )
         if not endpoint.last_deployment_id:
-            raise FailedPrecondition(f"endpoint {endpoint_name} has no previous deployment",
-                                     reason="NO_PREVIOUS_DEPLOYMENT")
+            raise FailedPrecondition(
+                f"endpoint {endpoint_name} has no previous deployment",
+                reason="NO_PREVIOUS_DEPLOYMENT",
+            )
         last, _ = self.deployments.get(endpoint.last_deployment_id)
         previous = [v for v in last.previous_variants]
         if not previous:
-            raise FailedPrecondition("the last deployment has no previous variants",
-                                     reason="NO_PREVIOUS_DEPLOYMENT")
-        return self.submit(pb.SubmitDeploymentRequest(
-            endpoint_name=endpoint_name, variants=previous, request_id=request_id), owner)
+            raise FailedPrecondition(
+                "the last deployment has no previous variants", reason="NO_PREVIOUS_DEPLOYMENT"
+            )
+        return self.submit(
+            pb.SubmitDeploymentRequest(
+                endpoint_name=endpoint_name, variants=previous, request_id=request_id
+            ),
+            owner,
+        )

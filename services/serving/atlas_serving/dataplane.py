@@ -39,8 +39,13 @@ class Answer:
 
 
 class DataPlane:
-    def __init__(self, models: ModelCache, fetcher: FeatureFetcher, capture: CaptureWriter,
-                 metrics: ServingMetrics) -> None:
+    def __init__(
+        self,
+        models: ModelCache,
+        fetcher: FeatureFetcher,
+        capture: CaptureWriter,
+        metrics: ServingMetrics,
+    ) -> None:
         self.models = models
         self.fetcher = fetcher
         self.capture = capture
@@ -56,19 +61,31 @@ class DataPlane:
             raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
         return ep
 
-    async def predict(self, name: str, rows: Sequence[pb.PredictRow], options: pb.PredictOptions,
-                      *, timeout: float | None = None) -> Answer:
+    async def predict(
+        self,
+        name: str,
+        rows: Sequence[pb.PredictRow],
+        options: pb.PredictOptions,
+        *,
+        timeout: float | None = None,
+    ) -> Answer:
         """Rows of inline features or entity ids (looked up in the data service)."""
         _check_count(len(rows))
         ep = self.endpoint(name)
 
         async def features(model: ServableModel) -> tuple[list[dict[str, Any]], list[bool]]:
             return await self._features(ep, model, rows)
+
         return await self._serve(ep, options, timeout, features)
 
-    async def predict_values(self, name: str, rows: Sequence[dict[str, Any]],
-                             options: pb.PredictOptions, *, timeout: float | None = None
-                             ) -> Answer:
+    async def predict_values(
+        self,
+        name: str,
+        rows: Sequence[dict[str, Any]],
+        options: pb.PredictOptions,
+        *,
+        timeout: float | None = None,
+    ) -> Answer:
         """Rows already decoded to Python values (artifact batches)."""
         _check_count(len(rows))
         ep = self.endpoint(name)
@@ -80,10 +97,12 @@ class DataPlane:
                 except InvalidArgument as exc:
                     raise _row_error(i, len(rows), exc) from None
             return list(rows), [False] * len(rows)
+
         return await self._serve(ep, options, timeout, features)
 
-    async def _serve(self, ep: EndpointRuntime, options: pb.PredictOptions,
-                     timeout: float | None, decode: Any) -> Answer:
+    async def _serve(
+        self, ep: EndpointRuntime, options: pb.PredictOptions, timeout: float | None, decode: Any
+    ) -> Answer:
         name = ep.name
         start = time.perf_counter()
         admission = ep.admission
@@ -99,8 +118,9 @@ class DataPlane:
             variant = ep.choose(options.target_variant)
             model = self.models.peek(variant.key) or await self.models.get(variant.version)
             features, fallbacks = await decode(model)
-            results = await variant.batcher.predict(model, features, explain=options.explain,
-                                                    all_scores=options.return_all_scores)
+            results = await variant.batcher.predict(
+                model, features, explain=options.explain, all_scores=options.return_all_scores
+            )
             for i, result in enumerate(results):
                 if result.error is not None:
                     raise _row_error(i, len(results), result.error)
@@ -121,27 +141,30 @@ class DataPlane:
         if ep.spec.capture.enabled and random.random() < ep.spec.capture.sample_fraction:
             self._capture(ep, answer, features, seconds)
         for shadow in ep.shadows:
-            if (shadow.shadow_inflight < MAX_SHADOW_INFLIGHT
-                    and random.random() < (shadow.spec.shadow_fraction or 1.0)):
+            if shadow.shadow_inflight < MAX_SHADOW_INFLIGHT and random.random() < (
+                shadow.spec.shadow_fraction or 1.0
+            ):
                 self._spawn(self._shadow(shadow, features, results, options))
         return answer
 
-    def _observe(self, ep: EndpointRuntime, variant: VariantRuntime, start: float,
-                 code: str) -> float:
+    def _observe(
+        self, ep: EndpointRuntime, variant: VariantRuntime, start: float, code: str
+    ) -> float:
         seconds = time.perf_counter() - start
         variant.stats.latency(seconds, error=code not in _NOT_ERRORS)
         children = variant.observers.get(code)
         if children is None:  # label lookups once per (variant, code), not per request
             children = variant.observers[code] = (
                 self.metrics.requests.labels(ep.name, variant.name, code),
-                self.metrics.latency.labels(ep.name, variant.name))
+                self.metrics.latency.labels(ep.name, variant.name),
+            )
         children[0].inc()
         children[1].observe(seconds)
         return seconds
 
-    async def _features(self, ep: EndpointRuntime, model: ServableModel,
-                        rows: Sequence[pb.PredictRow]) -> tuple[list[dict[str, Any]],
-                                                                list[bool]]:
+    async def _features(
+        self, ep: EndpointRuntime, model: ServableModel, rows: Sequence[pb.PredictRow]
+    ) -> tuple[list[dict[str, Any]], list[bool]]:
         out: list[dict[str, Any] | None] = [None] * len(rows)
         used = [False] * len(rows)
         lookups: list[int] = []
@@ -157,8 +180,9 @@ class DataPlane:
                 raise _row_error(i, len(rows), exc) from None
             out[i] = values
         if lookups:
-            fetched = await self.fetcher.rows(ep.spec.feature_lookup, model,
-                                              [rows[i].entity_id for i in lookups])
+            fetched = await self.fetcher.rows(
+                ep.spec.feature_lookup, model, [rows[i].entity_id for i in lookups]
+            )
             for i, (values, fallback) in zip(lookups, fetched, strict=True):
                 values.update({k: value_to_python(v) for k, v in rows[i].overrides.items()})
                 try:
@@ -168,24 +192,37 @@ class DataPlane:
                 out[i], used[i] = values, fallback
         return [r for r in out if r is not None], used
 
-    def _capture(self, ep: EndpointRuntime, answer: Answer, features: list[dict[str, Any]],
-                 seconds: float) -> None:
+    def _capture(
+        self, ep: EndpointRuntime, answer: Answer, features: list[dict[str, Any]], seconds: float
+    ) -> None:
         now_us = int(time.time() * 1e6)
         for row, result in zip(features, answer.results, strict=True):
             record = {f"f_{k}": v for k, v in row.items()}
-            record.update(time_us=now_us, prediction_id=answer.prediction_id,
-                          variant=answer.variant, model_version=answer.version.ref.version,
-                          label=result.label, value=result.value, latency_ms=seconds * 1000)
+            record.update(
+                time_us=now_us,
+                prediction_id=answer.prediction_id,
+                variant=answer.variant,
+                model_version=answer.version.ref.version,
+                label=result.label,
+                value=result.value,
+                latency_ms=seconds * 1000,
+            )
             self.capture.add(ep.name, answer.variant, record)
 
-    async def _shadow(self, shadow: VariantRuntime, features: list[dict[str, Any]],
-                      live: list[RowResult], options: pb.PredictOptions) -> None:
+    async def _shadow(
+        self,
+        shadow: VariantRuntime,
+        features: list[dict[str, Any]],
+        live: list[RowResult],
+        options: pb.PredictOptions,
+    ) -> None:
         shadow.shadow_inflight += 1
         start = time.perf_counter()
         try:
             model = await self.models.get(shadow.version)
-            results = await shadow.batcher.predict(model, features,
-                                                   all_scores=options.return_all_scores)
+            results = await shadow.batcher.predict(
+                model, features, all_scores=options.return_all_scores
+            )
         except Exception:  # noqa: BLE001 - a shadow failure never reaches the caller
             shadow.stats.count("shadow_errors")
             return
@@ -193,8 +230,7 @@ class DataPlane:
             shadow.shadow_inflight -= 1
         seconds = time.perf_counter() - start
         for mine, theirs in zip(results, live, strict=True):
-            shadow.stats.shadow(mine.label == theirs.label, abs(mine.value - theirs.value),
-                                seconds)
+            shadow.stats.shadow(mine.label == theirs.label, abs(mine.value - theirs.value), seconds)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -206,8 +242,9 @@ def _check_count(n: int) -> None:
     if not n:
         raise InvalidArgument("no rows to predict", reason="NO_ROWS")
     if n > MAX_ROWS:
-        raise InvalidArgument(f"{n} rows exceed the limit of {MAX_ROWS}; use "
-                              "input_artifact", reason="TOO_MANY_ROWS")
+        raise InvalidArgument(
+            f"{n} rows exceed the limit of {MAX_ROWS}; use input_artifact", reason="TOO_MANY_ROWS"
+        )
 
 
 def _row_error(index: int, total: int, exc: Exception) -> InvalidArgument:
@@ -216,5 +253,6 @@ def _row_error(index: int, total: int, exc: Exception) -> InvalidArgument:
         message = f"row {index}: {message}"
     metadata = dict(getattr(exc, "metadata", {}))
     metadata["row"] = str(index)
-    return InvalidArgument(message, reason=getattr(exc, "reason", "INVALID_FEATURES"),
-                           metadata=metadata)
+    return InvalidArgument(
+        message, reason=getattr(exc, "reason", "INVALID_FEATURES"), metadata=metadata
+    )

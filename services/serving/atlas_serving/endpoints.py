@@ -37,17 +37,22 @@ def validate_variants(variants: list[pb.Variant]) -> None:
         if not 0 <= v.weight <= 100:
             raise _bad(f"variants[{i}].weight must be in [0, 100]", f"variants[{i}].weight")
         if not 0 <= v.shadow_fraction <= 1:
-            raise _bad(f"variants[{i}].shadow_fraction must be in [0, 1]",
-                       f"variants[{i}].shadow_fraction")
+            raise _bad(
+                f"variants[{i}].shadow_fraction must be in [0, 1]", f"variants[{i}].shadow_fraction"
+            )
         if v.replicas < 0 or v.replicas > 64:
             raise _bad(f"variants[{i}].replicas must be in [0, 64]", f"variants[{i}].replicas")
         b = v.batching
         if not 0 <= b.max_batch_size <= MAX_BATCH:
-            raise _bad(f"variants[{i}].batching.max_batch_size must be in [0, {MAX_BATCH}]",
-                       f"variants[{i}].batching.max_batch_size")
+            raise _bad(
+                f"variants[{i}].batching.max_batch_size must be in [0, {MAX_BATCH}]",
+                f"variants[{i}].batching.max_batch_size",
+            )
         if b.HasField("max_delay") and not 0 <= b.max_delay.ToTimedelta().total_seconds() <= 1:
-            raise _bad(f"variants[{i}].batching.max_delay must be in [0, 1s]",
-                       f"variants[{i}].batching.max_delay")
+            raise _bad(
+                f"variants[{i}].batching.max_delay must be in [0, 1s]",
+                f"variants[{i}].batching.max_delay",
+            )
         validate_capacity(v.capacity, f"variants[{i}].capacity")
     if len(set(names)) != len(names):
         raise _bad("variant names must be unique", "variants")
@@ -61,8 +66,9 @@ def validate_variants(variants: list[pb.Variant]) -> None:
 
 def validate_capacity(c: pb.CapacityConfig, field: str) -> None:
     if c.max_concurrency < 0 or c.max_queue < 0 or c.memory_budget_bytes < 0:
-        raise _bad(f"{field}: max_concurrency, max_queue and memory_budget_bytes must be >= 0",
-                   field)
+        raise _bad(
+            f"{field}: max_concurrency, max_queue and memory_budget_bytes must be >= 0", field
+        )
     if c.HasField("idle_ttl") and c.idle_ttl.ToTimedelta().total_seconds() < 0:
         raise _bad(f"{field}.idle_ttl must not be negative", f"{field}.idle_ttl")
 
@@ -81,8 +87,10 @@ def validate_spec(spec: pb.EndpointSpec) -> None:
     validate_capture(spec.capture)
     for i, ref in enumerate(spec.feature_lookup.feature_groups):
         if not ref.name:
-            raise _bad(f"feature_lookup.feature_groups[{i}].name is required",
-                       "feature_lookup.feature_groups")
+            raise _bad(
+                f"feature_lookup.feature_groups[{i}].name is required",
+                "feature_lookup.feature_groups",
+            )
 
 
 def resolve_variants(registry: Registry, variants: list[pb.Variant]) -> list[pb.Variant]:
@@ -103,15 +111,26 @@ class EndpointStore:
     def create(self, spec: pb.EndpointSpec) -> pb.Endpoint:
         stamp = now()
         with write_transaction(self.engine) as conn:
-            if conn.execute(select(endpoints.c.name).where(
-                    endpoints.c.name == spec.name)).first() is not None:
-                raise AlreadyExists(f"endpoint {spec.name} already exists",
-                                    reason="ENDPOINT_EXISTS")
-            conn.execute(endpoints.insert().values(
-                name=spec.name, spec=to_json(spec), state="ENDPOINT_STATE_SERVING",
-                traffic=json.dumps(live_split(spec)), active_deployment_id="",
-                last_deployment_id="", etag=uuid.uuid4().hex[:16], created_at=stamp,
-                updated_at=stamp))
+            if (
+                conn.execute(select(endpoints.c.name).where(endpoints.c.name == spec.name)).first()
+                is not None
+            ):
+                raise AlreadyExists(
+                    f"endpoint {spec.name} already exists", reason="ENDPOINT_EXISTS"
+                )
+            conn.execute(
+                endpoints.insert().values(
+                    name=spec.name,
+                    spec=to_json(spec),
+                    state="ENDPOINT_STATE_SERVING",
+                    traffic=json.dumps(live_split(spec)),
+                    active_deployment_id="",
+                    last_deployment_id="",
+                    etag=uuid.uuid4().hex[:16],
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+            )
         return self.get(spec.name)
 
     def get(self, name: str) -> pb.Endpoint:
@@ -123,40 +142,53 @@ class EndpointStore:
             raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
         return _endpoint(row)
 
-    def list(self, prefix: str = "", offset: int = 0, limit: int = 10_000
-             ) -> tuple[list[pb.Endpoint], bool]:
+    def list(
+        self, prefix: str = "", offset: int = 0, limit: int = 10_000
+    ) -> tuple[list[pb.Endpoint], bool]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(endpoints).where(endpoints.c.name.startswith(prefix))
-                                .order_by(endpoints.c.name).offset(offset)
-                                .limit(limit + 1)).all()
+            rows = conn.execute(
+                select(endpoints)
+                .where(endpoints.c.name.startswith(prefix))
+                .order_by(endpoints.c.name)
+                .offset(offset)
+                .limit(limit + 1)
+            ).all()
         return [_endpoint(r) for r in rows[:limit]], len(rows) > limit
 
     def snapshot(self) -> dict[str, tuple[str, pb.EndpointSpec]]:
         """name -> (etag, spec) of every endpoint: what a replica polls."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(endpoints.c.name, endpoints.c.etag,
-                                       endpoints.c.spec)).all()
+            rows = conn.execute(select(endpoints.c.name, endpoints.c.etag, endpoints.c.spec)).all()
         return {r.name: (r.etag, from_json(r.spec, pb.EndpointSpec)) for r in rows}
 
-    def mutate(self, name: str, change: Callable[[pb.Endpoint], None], *, etag: str = ""
-               ) -> pb.Endpoint:
+    def mutate(
+        self, name: str, change: Callable[[pb.Endpoint], None], *, etag: str = ""
+    ) -> pb.Endpoint:
         """Apply ``change`` to the stored endpoint atomically; ABORTED on an etag mismatch."""
         with write_transaction(self.engine) as conn:
             row = conn.execute(select(endpoints).where(endpoints.c.name == name)).first()
             if row is None:
                 raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
             if etag and etag != row.etag:
-                raise Aborted(f"endpoint {name} changed since etag {etag} (now {row.etag})",
-                              reason="ETAG_MISMATCH")
+                raise Aborted(
+                    f"endpoint {name} changed since etag {etag} (now {row.etag})",
+                    reason="ETAG_MISMATCH",
+                )
             endpoint = _endpoint(row)
             change(endpoint)
-            conn.execute(endpoints.update().where(endpoints.c.name == name).values(
-                spec=to_json(endpoint.spec),
-                state=pb.EndpointState.Name(endpoint.state),
-                traffic=json.dumps(live_split(endpoint.spec)),
-                active_deployment_id=endpoint.active_deployment_id,
-                last_deployment_id=endpoint.last_deployment_id,
-                etag=uuid.uuid4().hex[:16], updated_at=now()))
+            conn.execute(
+                endpoints.update()
+                .where(endpoints.c.name == name)
+                .values(
+                    spec=to_json(endpoint.spec),
+                    state=pb.EndpointState.Name(endpoint.state),
+                    traffic=json.dumps(live_split(endpoint.spec)),
+                    active_deployment_id=endpoint.active_deployment_id,
+                    last_deployment_id=endpoint.last_deployment_id,
+                    etag=uuid.uuid4().hex[:16],
+                    updated_at=now(),
+                )
+            )
         return self.get(name)
 
     def delete(self, name: str) -> pb.Endpoint:
@@ -172,7 +204,11 @@ def live_split(spec: pb.EndpointSpec) -> dict[str, float]:
 
 def _endpoint(row) -> pb.Endpoint:  # type: ignore[no-untyped-def]
     return pb.Endpoint(
-        spec=from_json(row.spec, pb.EndpointSpec), state=pb.EndpointState.Value(row.state),
+        spec=from_json(row.spec, pb.EndpointSpec),
+        state=pb.EndpointState.Value(row.state),
         active_deployment_id=row.active_deployment_id,
-        last_deployment_id=row.last_deployment_id, etag=row.etag,
-        create_time=dt_to_ts(row.created_at), update_time=dt_to_ts(row.updated_at))
+        last_deployment_id=row.last_deployment_id,
+        etag=row.etag,
+        create_time=dt_to_ts(row.created_at),
+        update_time=dt_to_ts(row.updated_at),
+    )

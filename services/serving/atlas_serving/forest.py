@@ -25,21 +25,28 @@ MAX_DEPTH = 12
 MAX_PADDED_NODES = 4_000_000  # trees x 2**depth: bounds the memory of deep, sparse trees
 
 _CLASSIFIER_OBJECTIVES = ("binary:logistic", "multi:softprob", "multi:softmax")
-_REGRESSION_LINKS = {"reg:squarederror": "identity", "reg:absoluteerror": "identity",
-                     "reg:pseudohubererror": "identity", "reg:logistic": "sigmoid",
-                     "count:poisson": "exp", "reg:gamma": "exp", "reg:tweedie": "exp"}
+_REGRESSION_LINKS = {
+    "reg:squarederror": "identity",
+    "reg:absoluteerror": "identity",
+    "reg:pseudohubererror": "identity",
+    "reg:logistic": "sigmoid",
+    "count:poisson": "exp",
+    "reg:gamma": "exp",
+    "reg:tweedie": "exp",
+}
 
 
 class Forest:
     """Scores of an XGBoost gbtree model: ``predict_proba`` (classifiers) or ``predict``
     (regressors) for a float matrix whose columns are the model's features in order."""
 
-    def __init__(self, trees: list[dict[str, Any]], groups: list[int], n_groups: int,
-                 link: str) -> None:
+    def __init__(
+        self, trees: list[dict[str, Any]], groups: list[int], n_groups: int, link: str
+    ) -> None:
         depth = max(1, max(_depth(t) for t in trees))
         n_trees = len(trees)
         size = 2 ** (depth + 1) - 1  # a perfect tree: inner nodes, then the leaves
-        inner = 2 ** depth - 1
+        inner = 2**depth - 1
         feat = np.zeros((n_trees, size), np.intp)
         thr = np.full((n_trees, size), np.inf, np.float32)
         left = np.ones((n_trees, size), bool)
@@ -96,11 +103,15 @@ class Forest:
         begin, end = _iteration_range(model)
         if end:
             per_round = len(trees) // max(1, booster.num_boosted_rounds())
-            trees, groups = trees[begin * per_round:end * per_round], \
-                groups[begin * per_round:end * per_round]
+            trees, groups = (
+                trees[begin * per_round : end * per_round],
+                groups[begin * per_round : end * per_round],
+            )
         n_groups = max(groups) + 1
-        if max(_depth(t) for t in trees) > MAX_DEPTH or \
-                len(trees) * 2 ** max(_depth(t) for t in trees) > MAX_PADDED_NODES:
+        if (
+            max(_depth(t) for t in trees) > MAX_DEPTH
+            or len(trees) * 2 ** max(_depth(t) for t in trees) > MAX_PADDED_NODES
+        ):
             return None
         if classifier:
             link = "sigmoid2" if objective == "binary:logistic" else "softmax"
@@ -109,8 +120,10 @@ class Forest:
         forest = cls(trees, groups, n_groups, link)
         # the base score, in margin units, as the booster itself applies it
         probe = np.zeros((1, n_features), np.float64)
-        margin = np.asarray(booster.inplace_predict(
-            probe, predict_type="margin", iteration_range=(begin, end)), dtype=np.float64)
+        margin = np.asarray(
+            booster.inplace_predict(probe, predict_type="margin", iteration_range=(begin, end)),
+            dtype=np.float64,
+        )
         forest.offset = margin.reshape(1, -1)[0] - forest.margin(probe)[0]
         return forest
 
@@ -182,8 +195,15 @@ def _depth(tree: dict[str, Any]) -> int:
     return best
 
 
-def _fill(tree: dict[str, Any], depth: int, inner: int, feat: np.ndarray, thr: np.ndarray,
-          left: np.ndarray, value: np.ndarray) -> None:
+def _fill(
+    tree: dict[str, Any],
+    depth: int,
+    inner: int,
+    feat: np.ndarray,
+    thr: np.ndarray,
+    left: np.ndarray,
+    value: np.ndarray,
+) -> None:
     """Lay one tree out as a perfect tree of ``depth``: a leaf above the last level is
     replicated under a pass-through node (threshold +inf, both children the same leaf)."""
     lefts, rights = tree["left_children"], tree["right_children"]
@@ -196,7 +216,7 @@ def _fill(tree: dict[str, Any], depth: int, inner: int, feat: np.ndarray, thr: n
             first, span = pos, 1
             for _ in range(depth - level):
                 first, span = 2 * first + 1, span * 2
-            value[first - inner:first - inner + span] = split_value[node]
+            value[first - inner : first - inner + span] = split_value[node]
             continue
         feat[pos] = split_feature[node]
         thr[pos] = np.float32(split_value[node])

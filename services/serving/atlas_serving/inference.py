@@ -38,8 +38,7 @@ class RowResult:
     error: AtlasError | None = None
 
 
-def check_row_names(row: Mapping[str, Any], names: Sequence[str], name_set: frozenset[str]
-                    ) -> None:
+def check_row_names(row: Mapping[str, Any], names: Sequence[str], name_set: frozenset[str]) -> None:
     """Missing and extra features, named (cheap: runs on the event loop)."""
     if len(row) == len(names) and name_set.issuperset(row):
         return
@@ -50,8 +49,11 @@ def check_row_names(row: Mapping[str, Any], names: Sequence[str], name_set: froz
         parts.append("missing features: " + ", ".join(missing))
     if extra:
         parts.append("unknown features: " + ", ".join(extra))
-    raise InvalidArgument("; ".join(parts), reason="INVALID_FEATURES",
-                          metadata={"missing": ",".join(missing), "extra": ",".join(extra)})
+    raise InvalidArgument(
+        "; ".join(parts),
+        reason="INVALID_FEATURES",
+        metadata={"missing": ",".join(missing), "extra": ",".join(extra)},
+    )
 
 
 class ServableModel:
@@ -69,8 +71,13 @@ class ServableModel:
         self.load_seconds = float(bundle.load_seconds)
         self.defaults = _defaults(bundle.training_stats)
         self.numeric = all(c.kind == "numeric" for c in self.schema.columns)
-        self._values = itemgetter(*self.names) if len(self.names) > 1 else \
-            (lambda r, n=self.names[0]: (r[n],)) if self.names else (lambda r: ())
+        self._values = (
+            itemgetter(*self.names)
+            if len(self.names) > 1
+            else (lambda r, n=self.names[0]: (r[n],))
+            if self.names
+            else (lambda r: ())
+        )
         # A verified float-matrix scorer (no DataFrame), its plain twin (inputs with inf go
         # there: the model decides), and, when every tree model in it is compiled, the CPU
         # cost of one row (small enough: answered on the event loop, see batching).
@@ -96,7 +103,9 @@ class ServableModel:
             bad = sorted({n for r in rows for n in self.names if not _is_number(r[n])})
             raise InvalidArgument(
                 "mistyped features: " + "; ".join(f"{n} (a number is expected)" for n in bad),
-                reason="MISTYPED_FEATURES", metadata={"mistyped": ",".join(bad)}) from None
+                reason="MISTYPED_FEATURES",
+                metadata={"mistyped": ",".join(bad)},
+            ) from None
 
     def _raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         assert self._scorer is not None and self._plain is not None
@@ -116,11 +125,13 @@ class ServableModel:
                 missed.append(estimator)
                 return None
             return forest.scores
+
         if hasattr(model, "matrix_scorer"):
             scorer = model.matrix_scorer(self.names, compiled)
         else:
             scorer = compiled(model, len(self.names)) or (
-                lambda M: _estimator_scores(model, self.task, M))
+                lambda M: _estimator_scores(model, self.task, M)
+            )
         return scorer, compile_trees and not missed
 
     def _choose_scorers(self) -> None:
@@ -141,11 +152,16 @@ class ServableModel:
             except Exception:  # noqa: BLE001 - any failure means: not this scorer
                 log.warning("matrix scoring failed; not used", exc_info=True)
                 continue
-            if got is None or got.shape != expected.shape or not np.allclose(
-                    got, expected, rtol=1e-5, atol=1e-6):
+            if (
+                got is None
+                or got.shape != expected.shape
+                or not np.allclose(got, expected, rtol=1e-5, atol=1e-6)
+            ):
                 if got is not None:
-                    log.warning("matrix scoring disagrees with the model; not used",
-                                extra={"compiled": compile_trees})
+                    log.warning(
+                        "matrix scoring disagrees with the model; not used",
+                        extra={"compiled": compile_trees},
+                    )
                 continue
             if not compile_trees:
                 self._scorer = self._plain = scorer
@@ -170,8 +186,11 @@ class ServableModel:
         stats = self.bundle.training_stats or {}
         columns = []
         for name in self.names:
-            sample = [v for v in (stats.get(name) or {}).get("sample") or []
-                      if isinstance(v, (int, float)) and math.isfinite(v)]
+            sample = [
+                v
+                for v in (stats.get(name) or {}).get("sample") or []
+                if isinstance(v, (int, float)) and math.isfinite(v)
+            ]
             base = float(self.defaults.get(name) or 0.0)
             pool = np.asarray(sample or [base - 1.0, base, base + 1.0], dtype=np.float64)
             column = rng.choice(pool, VERIFY_ROWS)
@@ -190,8 +209,9 @@ class ServableModel:
             return np.asarray(self.predictor.predict(frame), dtype=np.float64)
         return np.asarray(self.predictor.predict_proba(frame), dtype=np.float64)
 
-    def predict(self, rows: Sequence[Mapping[str, Any]], *, explain: bool = False,
-                all_scores: bool = False) -> list[RowResult]:
+    def predict(
+        self, rows: Sequence[Mapping[str, Any]], *, explain: bool = False, all_scores: bool = False
+    ) -> list[RowResult]:
         """One result per row; a row whose values are mistyped gets its own error."""
         try:
             return self._predict_many(rows, explain, all_scores)
@@ -206,8 +226,9 @@ class ServableModel:
                 out.append(RowResult(error=exc))
         return out
 
-    def _predict_many(self, rows: Sequence[Mapping[str, Any]], explain: bool,
-                      all_scores: bool) -> list[RowResult]:
+    def _predict_many(
+        self, rows: Sequence[Mapping[str, Any]], explain: bool, all_scores: bool
+    ) -> list[RowResult]:
         frame = None
         if self.fast:
             scores = self._raw_scores(self._matrix(rows))
@@ -225,8 +246,7 @@ class ServableModel:
             if found is not None:
                 values, names = found
                 for result, line in zip(results, np.asarray(values), strict=False):
-                    result.contributions = {n: float(v) for n, v in zip(names, line,
-                                                                          strict=False)}
+                    result.contributions = {n: float(v) for n, v in zip(names, line, strict=False)}
         return results
 
     def _results(self, scores: np.ndarray, all_scores: bool) -> list[RowResult]:
@@ -239,9 +259,13 @@ class ServableModel:
         for best, line in zip(scores.argmax(axis=1).tolist(), scores.tolist(), strict=True):
             label = classes[best] if best < n_classes else str(best)
             value = line[best]
-            out.append(RowResult(label=label, value=value,
-                                 scores=dict(zip(classes, line)) if all_scores
-                                 else {label: value}))
+            out.append(
+                RowResult(
+                    label=label,
+                    value=value,
+                    scores=dict(zip(classes, line)) if all_scores else {label: value},
+                )
+            )
         return out
 
     def _result(self, score: Any, all_scores: bool) -> RowResult:
@@ -250,8 +274,11 @@ class ServableModel:
         best = int(np.argmax(score))
         label = self.classes[best] if best < len(self.classes) else str(best)
         result = RowResult(label=label, value=float(score[best]))
-        result.scores = ({c: float(p) for c, p in zip(self.classes, score, strict=False)}
-                         if all_scores else {label: result.value})
+        result.scores = (
+            {c: float(p) for c, p in zip(self.classes, score, strict=False)}
+            if all_scores
+            else {label: result.value}
+        )
         return result
 
 

@@ -34,13 +34,17 @@ class Admission:
             if self.waiting >= self.queue:
                 raise ResourceExhausted(
                     f"endpoint {endpoint} is at capacity ({self.limit} running, {self.queue} "
-                    "queued); retry later", reason="ENDPOINT_AT_CAPACITY")
+                    "queued); retry later",
+                    reason="ENDPOINT_AT_CAPACITY",
+                )
             self.waiting += 1
             try:
                 await asyncio.wait_for(self._slots.acquire(), timeout)
             except TimeoutError:
-                raise ResourceExhausted(f"endpoint {endpoint}: no capacity before the "
-                                        "deadline", reason="ENDPOINT_AT_CAPACITY") from None
+                raise ResourceExhausted(
+                    f"endpoint {endpoint}: no capacity before the deadline",
+                    reason="ENDPOINT_AT_CAPACITY",
+                ) from None
             finally:
                 self.waiting -= 1
         else:
@@ -75,10 +79,13 @@ class VariantRuntime:
         return self.spec.role == pb.VARIANT_ROLE_SHADOW
 
     def same_as(self, spec: pb.Variant) -> bool:
-        return (spec.resolved_version == self.spec.resolved_version
-                and spec.model.model_name == self.spec.model.model_name
-                and spec.batching == self.spec.batching and spec.replicas == self.spec.replicas
-                and spec.role == self.spec.role)
+        return (
+            spec.resolved_version == self.spec.resolved_version
+            and spec.model.model_name == self.spec.model.model_name
+            and spec.batching == self.spec.batching
+            and spec.replicas == self.spec.replicas
+            and spec.role == self.spec.role
+        )
 
 
 @dataclass
@@ -109,33 +116,52 @@ class EndpointRuntime:
         if target:
             variant = self.variants.get(target)
             if variant is None or variant.shadow:
-                raise InvalidArgument(f"endpoint {self.name} has no live variant {target!r}",
-                                      reason="UNKNOWN_VARIANT")
+                raise InvalidArgument(
+                    f"endpoint {self.name} has no live variant {target!r}", reason="UNKNOWN_VARIANT"
+                )
             return variant
         if not self.live:
-            raise FailedPrecondition(f"endpoint {self.name} has no live variant",
-                                     reason="NO_LIVE_VARIANT")
+            raise FailedPrecondition(
+                f"endpoint {self.name} has no live variant", reason="NO_LIVE_VARIANT"
+            )
         if len(self.live) == 1:
             return self.live[0]
         pick = random.random() * self.cumulative[-1]
         return self.live[min(bisect.bisect_right(self.cumulative, pick), len(self.live) - 1)]
 
 
-def build_variant(spec: pb.Variant, version: pb.ModelVersion, executor: Executor,
-                  defaults: CapacityDefaults, workers: int, stats: WindowStats,
-                  others: Callable[[], int], on_batch: Callable[[int], None]
-                  ) -> VariantRuntime:
+def build_variant(
+    spec: pb.Variant,
+    version: pb.ModelVersion,
+    executor: Executor,
+    defaults: CapacityDefaults,
+    workers: int,
+    stats: WindowStats,
+    others: Callable[[], int],
+    on_batch: Callable[[int], None],
+) -> VariantRuntime:
     b = spec.batching
-    delay = (b.max_delay.ToTimedelta().total_seconds() if b.HasField("max_delay")
-             else defaults.max_delay_ms / 1000)
-    batcher = Batcher(executor, max_batch_size=b.max_batch_size or defaults.max_batch_size,
-                      max_delay_s=delay, workers=spec.replicas or workers,
-                      others_waiting=others, on_batch=on_batch, disabled=b.disabled,
-                      inline_budget_s=defaults.inline_budget_ms / 1000)
+    delay = (
+        b.max_delay.ToTimedelta().total_seconds()
+        if b.HasField("max_delay")
+        else defaults.max_delay_ms / 1000
+    )
+    batcher = Batcher(
+        executor,
+        max_batch_size=b.max_batch_size or defaults.max_batch_size,
+        max_delay_s=delay,
+        workers=spec.replicas or workers,
+        others_waiting=others,
+        on_batch=on_batch,
+        disabled=b.disabled,
+        inline_budget_s=defaults.inline_budget_ms / 1000,
+    )
     return VariantRuntime(spec, version, batcher, stats)
 
 
 def admission_for(spec: pb.EndpointSpec, defaults: CapacityDefaults) -> Admission:
     c = spec.capacity
-    return Admission(c.max_concurrency or defaults.max_concurrency,
-                     c.max_queue if c.max_queue or c.max_concurrency else defaults.max_queue)
+    return Admission(
+        c.max_concurrency or defaults.max_concurrency,
+        c.max_queue if c.max_queue or c.max_concurrency else defaults.max_queue,
+    )

@@ -25,8 +25,9 @@ def lookup_timeout(lookup: pb.FeatureLookup) -> float:
     return DEFAULT_TIMEOUT_S
 
 
-def _sources(lookup: pb.FeatureLookup, names: Sequence[str], group_features: Mapping[
-        str, Sequence[str]]) -> dict[str, tuple[str, str]]:
+def _sources(
+    lookup: pb.FeatureLookup, names: Sequence[str], group_features: Mapping[str, Sequence[str]]
+) -> dict[str, tuple[str, str]]:
     """model input -> (group, feature); explicit mapping first, then same-name features."""
     out: dict[str, tuple[str, str]] = {}
     for name in names:
@@ -50,9 +51,11 @@ def check_lookup_schema(client: DataClient | None, lookup: pb.FeatureLookup, mod
     if not lookup.feature_groups:
         return
     if client is None:
-        raise FailedPrecondition("the endpoint uses feature lookup but this serving replica "
-                                 "has no data service configured (data.target)",
-                                 reason="NO_DATA_SERVICE")
+        raise FailedPrecondition(
+            "the endpoint uses feature lookup but this serving replica "
+            "has no data service configured (data.target)",
+            reason="NO_DATA_SERVICE",
+        )
     types: dict[tuple[str, str], str] = {}
     group_features: dict[str, list[str]] = {}
     for ref in lookup.feature_groups:
@@ -72,40 +75,50 @@ class FeatureFetcher:
         self.client = client
         self._layouts: dict[str, list[str]] = {}
 
-    async def rows(self, lookup: pb.FeatureLookup, model: Any,
-                   entity_ids: Sequence[common_pb2.Value]) -> list[tuple[dict[str, Any], bool]]:
+    async def rows(
+        self, lookup: pb.FeatureLookup, model: Any, entity_ids: Sequence[common_pb2.Value]
+    ) -> list[tuple[dict[str, Any], bool]]:
         """(features, fallback_used) per entity. Raises NotFound / Unavailable under the
         FAIL policy; never waits past the lookup deadline."""
         fallback = lookup.fallback or pb.FALLBACK_POLICY_FAIL
         keys = [_key(v) for v in entity_ids]
         try:
             if self.client is None:
-                raise Unavailable("no data service is configured for feature lookup",
-                                  reason="NO_DATA_SERVICE")
-            fetched = await asyncio.wait_for(self._fetch(lookup, model, keys),
-                                             lookup_timeout(lookup))
+                raise Unavailable(
+                    "no data service is configured for feature lookup", reason="NO_DATA_SERVICE"
+                )
+            fetched = await asyncio.wait_for(
+                self._fetch(lookup, model, keys), lookup_timeout(lookup)
+            )
         except (TimeoutError, AtlasError) as exc:
             if fallback == pb.FALLBACK_POLICY_FAIL:
                 if isinstance(exc, AtlasError) and not isinstance(exc, Unavailable):
-                    raise Unavailable(f"feature lookup failed: {exc.message}",
-                                      reason="FEATURE_LOOKUP_FAILED") from None
-                raise Unavailable("feature lookup from the data service did not answer "
-                                  f"within {lookup_timeout(lookup) * 1000:.0f} ms",
-                                  reason="FEATURE_LOOKUP_UNAVAILABLE") from None
+                    raise Unavailable(
+                        f"feature lookup failed: {exc.message}", reason="FEATURE_LOOKUP_FAILED"
+                    ) from None
+                raise Unavailable(
+                    "feature lookup from the data service did not answer "
+                    f"within {lookup_timeout(lookup) * 1000:.0f} ms",
+                    reason="FEATURE_LOOKUP_UNAVAILABLE",
+                ) from None
             return [(_fill({}, model, fallback), True) for _ in keys]
         out = []
         for key, (values, complete) in zip(keys, fetched, strict=True):
             if complete:
                 out.append((values, False))
             elif fallback == pb.FALLBACK_POLICY_FAIL:
-                raise NotFound(f"entity {key!r} has no online features for this endpoint",
-                               reason="ENTITY_NOT_FOUND", metadata={"entity": str(key)})
+                raise NotFound(
+                    f"entity {key!r} has no online features for this endpoint",
+                    reason="ENTITY_NOT_FOUND",
+                    metadata={"entity": str(key)},
+                )
             else:
                 out.append((_fill(values, model, fallback), True))
         return out
 
-    async def _fetch(self, lookup: pb.FeatureLookup, model: Any, keys: list[Any]
-                     ) -> list[tuple[dict[str, Any], bool]]:
+    async def _fetch(
+        self, lookup: pb.FeatureLookup, model: Any, keys: list[Any]
+    ) -> list[tuple[dict[str, Any], bool]]:
         client = self.client
         assert client is not None
         sources = _sources(lookup, model.names, await self._group_features(lookup))
@@ -114,33 +127,37 @@ class FeatureFetcher:
             by_group.setdefault(group, []).append((name, feature))
         results: list[dict[str, Any]] = [{} for _ in keys]
         found = [True] * len(keys)
-        calls = [asyncio.to_thread(client.get_features, group, keys, [f for _, f in pairs])
-                 for group, pairs in by_group.items()]
-        for (_group, pairs), features in zip(by_group.items(), await asyncio.gather(*calls),
-                                            strict=True):
+        calls = [
+            asyncio.to_thread(client.get_features, group, keys, [f for _, f in pairs])
+            for group, pairs in by_group.items()
+        ]
+        for (_group, pairs), features in zip(
+            by_group.items(), await asyncio.gather(*calls), strict=True
+        ):
             for i in range(len(keys)):
                 if not features.found[i]:
                     found[i] = False
                     continue
                 for name, feature in pairs:
                     results[i][name] = _value(features, i, feature)
-        return [(r, f and len(r) == len(model.names)) for r, f in zip(results, found,
-                                                                         strict=True)]
+        return [(r, f and len(r) == len(model.names)) for r, f in zip(results, found, strict=True)]
 
     async def _group_features(self, lookup: pb.FeatureLookup) -> dict[str, list[str]]:
         assert self.client is not None
         for ref in lookup.feature_groups:
             if ref.name not in self._layouts:
-                group = await asyncio.to_thread(self.client.get_feature_group, ref.name,
-                                                ref.version)
+                group = await asyncio.to_thread(
+                    self.client.get_feature_group, ref.name, ref.version
+                )
                 self._layouts[ref.name] = [f.name for f in group.spec.features]
         return self._layouts
 
 
 def _key(value: common_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
-    return value.int64_value if kind == "int64_value" else str(getattr(value, kind or
-                                                                        "string_value"))
+    return (
+        value.int64_value if kind == "int64_value" else str(getattr(value, kind or "string_value"))
+    )
 
 
 def _value(features: Features, row: int, name: str) -> Any:
@@ -162,6 +179,7 @@ def _fill(values: dict[str, Any], model: Any, fallback: int) -> dict[str, Any]:
     out = dict(values)
     for name in model.names:
         if out.get(name) is None or (isinstance(out[name], float) and math.isnan(out[name])):
-            out[name] = (model.defaults.get(name) if fallback == pb.FALLBACK_POLICY_DEFAULTS
-                         else None)
+            out[name] = (
+                model.defaults.get(name) if fallback == pb.FALLBACK_POLICY_DEFAULTS else None
+            )
     return out

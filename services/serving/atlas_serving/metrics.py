@@ -13,33 +13,60 @@ class ServingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter("atlas_serving_requests", "Predicted rows",
-                                ["endpoint", "variant", "code"], registry=r)
-        self.latency = Histogram("atlas_serving_latency_seconds", "Prediction latency",
-                                 ["endpoint", "variant"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("atlas_serving_batch_size", "Rows per model batch",
-                                    ["endpoint", "variant"], buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("atlas_serving_queue_depth", "Requests waiting for admission",
-                                 ["endpoint"], registry=r)
-        self.inflight = Gauge("atlas_serving_inflight", "Requests admitted", ["endpoint"],
-                              registry=r)
-        self.rejected = Counter("atlas_serving_rejected", "Requests refused for capacity",
-                                ["endpoint"], registry=r)
-        self.cold_starts = Counter("atlas_serving_cold_starts", "Model loads",
-                                   ["model", "version"], registry=r)
-        self.cold_start_seconds = Histogram("atlas_serving_cold_start_seconds",
-                                            "Model load time", ["model"], registry=r)
-        self.shadow_agreement = Gauge("atlas_serving_shadow_agreement",
-                                      "Shadow label agreement with live",
-                                      ["endpoint", "variant"], registry=r)
-        self.traffic = Gauge("atlas_serving_traffic_percent", "Live traffic share",
-                             ["endpoint", "variant"], registry=r)
-        self.alerts = Gauge("atlas_serving_open_alerts", "Unacknowledged alerts",
-                            ["endpoint", "kind"], registry=r)
-        self.drift = Gauge("atlas_serving_feature_psi", "Latest PSI per feature",
-                           ["endpoint", "feature"], registry=r)
-        self.loaded_models = Gauge("atlas_serving_loaded_models", "Models in memory",
-                                   registry=r)
+        self.requests = Counter(
+            "atlas_serving_requests", "Predicted rows", ["endpoint", "variant", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "atlas_serving_latency_seconds",
+            "Prediction latency",
+            ["endpoint", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "atlas_serving_batch_size",
+            "Rows per model batch",
+            ["endpoint", "variant"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "atlas_serving_queue_depth", "Requests waiting for admission", ["endpoint"], registry=r
+        )
+        self.inflight = Gauge(
+            "atlas_serving_inflight", "Requests admitted", ["endpoint"], registry=r
+        )
+        self.rejected = Counter(
+            "atlas_serving_rejected", "Requests refused for capacity", ["endpoint"], registry=r
+        )
+        self.cold_starts = Counter(
+            "atlas_serving_cold_starts", "Model loads", ["model", "version"], registry=r
+        )
+        self.cold_start_seconds = Histogram(
+            "atlas_serving_cold_start_seconds", "Model load time", ["model"], registry=r
+        )
+        self.shadow_agreement = Gauge(
+            "atlas_serving_shadow_agreement",
+            "Shadow label agreement with live",
+            ["endpoint", "variant"],
+            registry=r,
+        )
+        self.traffic = Gauge(
+            "atlas_serving_traffic_percent",
+            "Live traffic share",
+            ["endpoint", "variant"],
+            registry=r,
+        )
+        self.alerts = Gauge(
+            "atlas_serving_open_alerts", "Unacknowledged alerts", ["endpoint", "kind"], registry=r
+        )
+        self.drift = Gauge(
+            "atlas_serving_feature_psi",
+            "Latest PSI per feature",
+            ["endpoint", "feature"],
+            registry=r,
+        )
+        self.loaded_models = Gauge("atlas_serving_loaded_models", "Models in memory", registry=r)
 
     def attach(self, registry: CollectorRegistry) -> None:
         """Also expose these metrics on ``registry`` (the server's /metrics)."""

@@ -46,8 +46,14 @@ class _Entry:
 class ModelCache:
     """Not thread-safe: used from the event loop only (loads run in worker threads)."""
 
-    def __init__(self, store: ArtifactStore, loader: BundleLoader, *, budget_bytes: int,
-                 on_cold_start: ColdStartHook | None = None) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        loader: BundleLoader,
+        *,
+        budget_bytes: int,
+        on_cold_start: ColdStartHook | None = None,
+    ) -> None:
         self.store = store
         self.loader = loader
         self.budget_bytes = budget_bytes
@@ -86,8 +92,9 @@ class ModelCache:
             asyncio.ensure_future(self._load(key, version, pending))
         return await asyncio.shield(pending)
 
-    async def _load(self, key: ModelKey, version: pb.ModelVersion,
-                    done: asyncio.Future[ServableModel]) -> None:
+    async def _load(
+        self, key: ModelKey, version: pb.ModelVersion, done: asyncio.Future[ServableModel]
+    ) -> None:
         start = time.perf_counter()
         try:
             model = await asyncio.to_thread(self.load_now, version)
@@ -101,9 +108,15 @@ class ModelCache:
         self._entries[key] = _Entry(model, time.monotonic())
         self._loading.pop(key, None)
         self.cold_starts[key] = seconds
-        log.info("model loaded", extra={"model": key[0], "version": key[1],
-                                        "seconds": round(seconds, 4),
-                                        "bytes": model.memory_bytes})
+        log.info(
+            "model loaded",
+            extra={
+                "model": key[0],
+                "version": key[1],
+                "seconds": round(seconds, 4),
+                "bytes": model.memory_bytes,
+            },
+        )
         if self.on_cold_start is not None:
             self.on_cold_start(key, seconds)
         self._evict(keep=key)

@@ -25,8 +25,7 @@ DEFAULT_PSI = 0.2
 DEFAULT_KS_P = 0.01
 
 
-def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any]
-                ) -> dict[str, Any]:
+def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
     from atlas_core.bundles import read_manifest
@@ -44,8 +43,10 @@ def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any]
         if spec.endpoint.variant_name:
             files = [f for f in files if f.variant == spec.endpoint.variant_name]
         ctx.report(0.1, f"reading {len(files)} capture files")
-        frames = [pd.read_parquet(io.BytesIO(store.get_bytes(
-            artifact_from_pb(store, f.artifact)))) for f in files]
+        frames = [
+            pd.read_parquet(io.BytesIO(store.get_bytes(artifact_from_pb(store, f.artifact))))
+            for f in files
+        ]
         data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if len(data) and start is not None:
             data = data[data["time_us"] >= start]
@@ -60,28 +61,43 @@ def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any]
             features = data[[c for c in data.columns if c.startswith("f_")]]
             features.columns = [c[2:] for c in features.columns]
             ctx.report(0.5, f"comparing {len(data)} rows")
-            drift = drift_report(manifest["training_stats"]["features"], features,
-                                 psi_threshold=psi_t, ks_alpha=ks_p)
+            drift = drift_report(
+                manifest["training_stats"]["features"], features, psi_threshold=psi_t, ks_alpha=ks_p
+            )
             for f in sorted(drift.features.values(), key=lambda f: -_finite(f.psi)):
-                report.features.add(feature=f.feature, psi=_finite(f.psi),
-                                    ks_statistic=_finite(f.ks_statistic),
-                                    ks_p_value=_finite(f.ks_pvalue, 1.0), drifted=f.drifted)
+                report.features.add(
+                    feature=f.feature,
+                    psi=_finite(f.psi),
+                    ks_statistic=_finite(f.ks_statistic),
+                    ks_p_value=_finite(f.ks_pvalue, 1.0),
+                    drifted=f.drifted,
+                )
             outputs = (manifest.get("prediction_stats") or {}).get("outputs", {})
             column = "value" if manifest.get("task") == "regression" else "label"
             if column in outputs:
                 values = data[column] if column == "value" else data[column].astype(str)
-                pred = drift_report({column: outputs[column]}, pd.DataFrame({column: values}),
-                                    psi_threshold=psi_t, ks_alpha=ks_p).features[column]
-                report.prediction.CopyFrom(pb.FeatureDrift(
-                    feature="__prediction__", psi=_finite(pred.psi),
-                    ks_statistic=_finite(pred.ks_statistic),
-                    ks_p_value=_finite(pred.ks_pvalue, 1.0), drifted=pred.drifted))
-        report.drift_detected = any(f.drifted for f in report.features) or \
-            report.prediction.drifted
+                pred = drift_report(
+                    {column: outputs[column]},
+                    pd.DataFrame({column: values}),
+                    psi_threshold=psi_t,
+                    ks_alpha=ks_p,
+                ).features[column]
+                report.prediction.CopyFrom(
+                    pb.FeatureDrift(
+                        feature="__prediction__",
+                        psi=_finite(pred.psi),
+                        ks_statistic=_finite(pred.ks_statistic),
+                        ks_p_value=_finite(pred.ks_pvalue, 1.0),
+                        drifted=pred.drifted,
+                    )
+                )
+        report.drift_detected = any(f.drifted for f in report.features) or report.prediction.drifted
         _raise_alerts(AlertStore(engine), spec, report, psi_t, ctx.job_id)
         ctx.report(1.0, "done")
-        return {"report": json_format.MessageToDict(report, preserving_proto_field_name=True),
-                "window_end_us": window_end_us}
+        return {
+            "report": json_format.MessageToDict(report, preserving_proto_field_name=True),
+            "window_end_us": window_end_us,
+        }
     finally:
         engine.dispose()
 
@@ -92,17 +108,27 @@ def _finite(value: float | None, default: float = 0.0) -> float:
     return float(value)
 
 
-def _raise_alerts(alerts: AlertStore, spec: pb.MonitoringSpec, report: pb.DriftReport,
-                  psi_t: float, job_id: str) -> None:
+def _raise_alerts(
+    alerts: AlertStore, spec: pb.MonitoringSpec, report: pb.DriftReport, psi_t: float, job_id: str
+) -> None:
     drifted = [f for f in report.features if f.drifted]
     if report.prediction.drifted:
         drifted.append(report.prediction)
     for f in drifted:
         prediction = f.feature == "__prediction__"
-        alerts.add(pb.Alert(
-            alert_id=uuid.uuid4().hex[:16],
-            kind=pb.ALERT_KIND_PREDICTION_DRIFT if prediction else pb.ALERT_KIND_FEATURE_DRIFT,
-            endpoint=spec.endpoint, feature=f.feature, observed=f.psi, threshold=psi_t,
-            message=(f"{'prediction' if prediction else 'feature ' + f.feature} drifted: "
-                     f"PSI {f.psi:.3f}, KS p={f.ks_p_value:.2g}"),
-            source_id=job_id, create_time=us_to_ts(now_us())))
+        alerts.add(
+            pb.Alert(
+                alert_id=uuid.uuid4().hex[:16],
+                kind=pb.ALERT_KIND_PREDICTION_DRIFT if prediction else pb.ALERT_KIND_FEATURE_DRIFT,
+                endpoint=spec.endpoint,
+                feature=f.feature,
+                observed=f.psi,
+                threshold=psi_t,
+                message=(
+                    f"{'prediction' if prediction else 'feature ' + f.feature} drifted: "
+                    f"PSI {f.psi:.3f}, KS p={f.ks_p_value:.2g}"
+                ),
+                source_id=job_id,
+                create_time=us_to_ts(now_us()),
+            )
+        )

@@ -12,8 +12,9 @@ M = TypeVar("M", bound=Message)
 
 
 def to_json(message: Message) -> str:
-    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None,
-                                     sort_keys=True)
+    return json_format.MessageToJson(
+        message, preserving_proto_field_name=True, indent=None, sort_keys=True
+    )
 
 
 def from_json(raw: str, message_type: type[M]) -> M:
@@ -26,5 +27,3 @@ def now() -> datetime:
 
 def now_us() -> int:
     return int(now().timestamp() * 1_000_000)
-
-

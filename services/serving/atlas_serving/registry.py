@@ -25,8 +25,11 @@ NAME = re.compile(r"^[a-z][a-z0-9-]{0,127}$")
 
 def check_name(value: str, what: str) -> str:
     if not NAME.match(value or ""):
-        raise InvalidArgument(f"{what} {value!r} must match [a-z][a-z0-9-]* (max 128)",
-                              reason="BAD_NAME", metadata={"field": what})
+        raise InvalidArgument(
+            f"{what} {value!r} must match [a-z][a-z0-9-]* (max 128)",
+            reason="BAD_NAME",
+            metadata={"field": what},
+        )
     return value
 
 
@@ -47,15 +50,23 @@ class Registry:
         bundle = self.loader(self.store, ref)  # NotFound / DataLoss / FailedPrecondition
         manifest = bundle.manifest
         version = pb.ModelVersion(
-            bundle=common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size,
-                                          media_type="application/x-atlas-bundle"),
-            input_schema=table_schema(bundle.input_schema), task_type=bundle.task,
+            bundle=common_pb2.ArtifactRef(
+                uri=ref.uri,
+                sha256=ref.sha256,
+                size_bytes=ref.size,
+                media_type="application/x-atlas-bundle",
+            ),
+            input_schema=table_schema(bundle.input_schema),
+            task_type=bundle.task,
             classes=[str(c) for c in (bundle.classes or [])],
-            metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()
-                     if v is not None},
+            metrics={
+                k: float(v) for k, v in (manifest.get("metrics") or {}).items() if v is not None
+            },
             lineage=lineage_from_manifest(manifest, ref, req.parents),
-            description=req.description, labels=dict(req.labels),
-            has_training_stats=bool(bundle.training_stats))
+            description=req.description,
+            labels=dict(req.labels),
+            has_training_stats=bool(bundle.training_stats),
+        )
         for _attempt in range(5):
             try:
                 return self._insert(req.model_name, version, req.aliases)
@@ -63,33 +74,52 @@ class Registry:
                 continue
         raise Aborted(f"could not allocate a version of {req.model_name}; retry")
 
-    def _insert(self, name: str, version: pb.ModelVersion, alias_names: Sequence[str]
-                ) -> pb.ModelVersion:
+    def _insert(
+        self, name: str, version: pb.ModelVersion, alias_names: Sequence[str]
+    ) -> pb.ModelVersion:
         created = now()
         with write_transaction(self.engine) as conn:
             if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
-                conn.execute(models.insert().values(name=name, description=version.description,
-                                                    created_at=created))
-            latest = conn.execute(select(func.max(model_versions.c.version)).where(
-                model_versions.c.model_name == name)).scalar() or 0
+                conn.execute(
+                    models.insert().values(
+                        name=name, description=version.description, created_at=created
+                    )
+                )
+            latest = (
+                conn.execute(
+                    select(func.max(model_versions.c.version)).where(
+                        model_versions.c.model_name == name
+                    )
+                ).scalar()
+                or 0
+            )
             number = int(latest) + 1
             version.ref.CopyFrom(common_pb2.ModelRef(model_name=name, version=number))
             version.create_time.CopyFrom(dt_to_ts(created))
-            conn.execute(model_versions.insert().values(
-                model_name=name, version=number, body=to_json(version), created_at=created))
+            conn.execute(
+                model_versions.insert().values(
+                    model_name=name, version=number, body=to_json(version), created_at=created
+                )
+            )
             for alias in alias_names:
                 self._point(conn, name, alias, number)
         return self.get(name, number)
 
     @staticmethod
     def _point(conn, name: str, alias: str, number: int) -> int:  # type: ignore[no-untyped-def]
-        old = conn.execute(select(aliases.c.version).where(
-            (aliases.c.model_name == name) & (aliases.c.alias == alias))).scalar()
+        old = conn.execute(
+            select(aliases.c.version).where(
+                (aliases.c.model_name == name) & (aliases.c.alias == alias)
+            )
+        ).scalar()
         if old is None:
             conn.execute(aliases.insert().values(model_name=name, alias=alias, version=number))
             return 0
-        conn.execute(aliases.update().where((aliases.c.model_name == name)
-                                            & (aliases.c.alias == alias)).values(version=number))
+        conn.execute(
+            aliases.update()
+            .where((aliases.c.model_name == name) & (aliases.c.alias == alias))
+            .values(version=number)
+        )
         return int(old)
 
     def set_alias(self, name: str, alias: str, number: int) -> tuple[pb.ModelVersion, int]:
@@ -104,25 +134,36 @@ class Registry:
             raise InvalidArgument("alias is required", reason="ALIAS_REQUIRED")
         number = self.resolve(name, alias)
         if in_use:
-            raise FailedPrecondition(f"alias {name}@{alias} is served by endpoint(s) "
-                                     f"{', '.join(in_use)}", reason="ALIAS_IN_USE")
+            raise FailedPrecondition(
+                f"alias {name}@{alias} is served by endpoint(s) {', '.join(in_use)}",
+                reason="ALIAS_IN_USE",
+            )
         with write_transaction(self.engine) as conn:
-            conn.execute(aliases.delete().where((aliases.c.model_name == name)
-                                                & (aliases.c.alias == alias)))
+            conn.execute(
+                aliases.delete().where((aliases.c.model_name == name) & (aliases.c.alias == alias))
+            )
         return number
 
-    def delete_version(self, name: str, number: int, served_by: Sequence[str],
-                       *, delete_bundle: bool) -> pb.ModelVersion:
+    def delete_version(
+        self, name: str, number: int, served_by: Sequence[str], *, delete_bundle: bool
+    ) -> pb.ModelVersion:
         version = self.get(name, number)
         if served_by:
-            raise FailedPrecondition(f"{name} v{number} is served by endpoint(s) "
-                                     f"{', '.join(served_by)}", reason="VERSION_IN_USE")
+            raise FailedPrecondition(
+                f"{name} v{number} is served by endpoint(s) {', '.join(served_by)}",
+                reason="VERSION_IN_USE",
+            )
         if version.aliases:
-            raise FailedPrecondition(f"{name} v{number} is pointed at by alias(es) "
-                                     f"{', '.join(version.aliases)}", reason="VERSION_ALIASED")
+            raise FailedPrecondition(
+                f"{name} v{number} is pointed at by alias(es) {', '.join(version.aliases)}",
+                reason="VERSION_ALIASED",
+            )
         with write_transaction(self.engine) as conn:
-            conn.execute(model_versions.delete().where((model_versions.c.model_name == name)
-                                                       & (model_versions.c.version == number)))
+            conn.execute(
+                model_versions.delete().where(
+                    (model_versions.c.model_name == name) & (model_versions.c.version == number)
+                )
+            )
         if delete_bundle:
             self.store.delete(artifact_from_pb(self.store, version.bundle).key)
         return version
@@ -132,8 +173,11 @@ class Registry:
     def resolve(self, name: str, alias: str) -> int:
         with self.engine.connect() as conn:
             self._require_model(conn, name)
-            number = conn.execute(select(aliases.c.version).where(
-                (aliases.c.model_name == name) & (aliases.c.alias == alias))).scalar()
+            number = conn.execute(
+                select(aliases.c.version).where(
+                    (aliases.c.model_name == name) & (aliases.c.alias == alias)
+                )
+            ).scalar()
         if number is None:
             raise NotFound(f"model {name} has no alias '{alias}'", reason="ALIAS_NOT_FOUND")
         return int(number)
@@ -150,8 +194,11 @@ class Registry:
     def latest(self, name: str) -> int:
         with self.engine.connect() as conn:
             self._require_model(conn, name)
-            number = conn.execute(select(func.max(model_versions.c.version)).where(
-                model_versions.c.model_name == name)).scalar()
+            number = conn.execute(
+                select(func.max(model_versions.c.version)).where(
+                    model_versions.c.model_name == name
+                )
+            ).scalar()
         if number is None:
             raise NotFound(f"model {name} has no versions", reason="VERSION_NOT_FOUND")
         return int(number)
@@ -159,43 +206,78 @@ class Registry:
     def get(self, name: str, number: int) -> pb.ModelVersion:
         with self.engine.connect() as conn:
             self._require_model(conn, name)
-            body = conn.execute(select(model_versions.c.body).where(
-                (model_versions.c.model_name == name)
-                & (model_versions.c.version == number))).scalar()
+            body = conn.execute(
+                select(model_versions.c.body).where(
+                    (model_versions.c.model_name == name) & (model_versions.c.version == number)
+                )
+            ).scalar()
             if body is None:
-                raise NotFound(f"model {name} has no version {number}",
-                               reason="VERSION_NOT_FOUND")
-            names = conn.execute(select(aliases.c.alias).where(
-                (aliases.c.model_name == name) & (aliases.c.version == number))
-                .order_by(aliases.c.alias)).scalars().all()
+                raise NotFound(f"model {name} has no version {number}", reason="VERSION_NOT_FOUND")
+            names = (
+                conn.execute(
+                    select(aliases.c.alias)
+                    .where((aliases.c.model_name == name) & (aliases.c.version == number))
+                    .order_by(aliases.c.alias)
+                )
+                .scalars()
+                .all()
+            )
         version = from_json(body, pb.ModelVersion)
         version.aliases[:] = list(names)
         return version
 
     def list_models(self, prefix: str, offset: int, limit: int) -> tuple[list[pb.Model], bool]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(models).where(models.c.name.startswith(prefix))
-                                .order_by(models.c.name).offset(offset).limit(limit + 1)).all()
+            rows = conn.execute(
+                select(models)
+                .where(models.c.name.startswith(prefix))
+                .order_by(models.c.name)
+                .offset(offset)
+                .limit(limit + 1)
+            ).all()
             out = []
             for row in rows[:limit]:
-                latest = conn.execute(select(func.max(model_versions.c.version)).where(
-                    model_versions.c.model_name == row.name)).scalar() or 0
-                alias_rows = conn.execute(select(aliases.c.alias, aliases.c.version).where(
-                    aliases.c.model_name == row.name)).all()
-                out.append(pb.Model(name=row.name, latest_version=int(latest),
-                                    aliases={a: int(v) for a, v in alias_rows},
-                                    description=row.description,
-                                    create_time=dt_to_ts(row.created_at)))
+                latest = (
+                    conn.execute(
+                        select(func.max(model_versions.c.version)).where(
+                            model_versions.c.model_name == row.name
+                        )
+                    ).scalar()
+                    or 0
+                )
+                alias_rows = conn.execute(
+                    select(aliases.c.alias, aliases.c.version).where(
+                        aliases.c.model_name == row.name
+                    )
+                ).all()
+                out.append(
+                    pb.Model(
+                        name=row.name,
+                        latest_version=int(latest),
+                        aliases={a: int(v) for a, v in alias_rows},
+                        description=row.description,
+                        create_time=dt_to_ts(row.created_at),
+                    )
+                )
         return out, len(rows) > limit
 
-    def list_versions(self, name: str, offset: int, limit: int
-                      ) -> tuple[list[pb.ModelVersion], bool]:
+    def list_versions(
+        self, name: str, offset: int, limit: int
+    ) -> tuple[list[pb.ModelVersion], bool]:
         check_name(name, "model_name")
         with self.engine.connect() as conn:
             self._require_model(conn, name)
-            numbers = conn.execute(select(model_versions.c.version).where(
-                model_versions.c.model_name == name).order_by(model_versions.c.version.desc())
-                .offset(offset).limit(limit + 1)).scalars().all()
+            numbers = (
+                conn.execute(
+                    select(model_versions.c.version)
+                    .where(model_versions.c.model_name == name)
+                    .order_by(model_versions.c.version.desc())
+                    .offset(offset)
+                    .limit(limit + 1)
+                )
+                .scalars()
+                .all()
+            )
         return [self.get(name, int(n)) for n in numbers[:limit]], len(numbers) > limit
 
     @staticmethod
@@ -208,6 +290,7 @@ def check_alias(alias: str) -> str:
     if not alias:
         raise InvalidArgument("alias is required", reason="ALIAS_REQUIRED")
     if alias.isdigit() or not NAME.match(alias):
-        raise InvalidArgument(f"alias {alias!r} must match [a-z][a-z0-9-]* and not be a number",
-                              reason="BAD_ALIAS")
+        raise InvalidArgument(
+            f"alias {alias!r} must match [a-z][a-z0-9-]* and not be a number", reason="BAD_ALIAS"
+        )
     return alias

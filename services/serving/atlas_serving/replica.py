@@ -29,8 +29,15 @@ CLOSE_DELAY_S = 10.0  # old batchers finish their in-flight work before closing
 
 
 class Replica:
-    def __init__(self, settings: ServingSettings, engine: Engine, endpoints: EndpointStore,
-                 registry: Registry, plane: DataPlane, executor: Executor) -> None:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        engine: Engine,
+        endpoints: EndpointStore,
+        registry: Registry,
+        plane: DataPlane,
+        executor: Executor,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.store = endpoints
@@ -94,12 +101,16 @@ class Replica:
             for v in current[name].live:
                 self.plane.metrics.traffic.labels(name, v.name).set(v.spec.weight)
 
-    async def _build(self, spec: pb.EndpointSpec, etag: str, old: EndpointRuntime | None
-                     ) -> EndpointRuntime:
+    async def _build(
+        self, spec: pb.EndpointSpec, etag: str, old: EndpointRuntime | None
+    ) -> EndpointRuntime:
         variants = {}
         for vspec in spec.variants:
-            if old is not None and vspec.name in old.variants \
-                    and old.variants[vspec.name].same_as(vspec):
+            if (
+                old is not None
+                and vspec.name in old.variants
+                and old.variants[vspec.name].same_as(vspec)
+            ):
                 kept = old.variants[vspec.name]
                 kept.spec = vspec
                 variants[vspec.name] = kept
@@ -108,12 +119,20 @@ class Replica:
             stats = self.stats.setdefault((spec.name, vspec.name), WindowStats())
             metrics = self.plane.metrics.batch_size.labels(spec.name, vspec.name)
             variants[vspec.name] = build_variant(
-                vspec, version, self.executor, self.settings.capacity,
-                self.settings.runtime.inference_threads, stats,
+                vspec,
+                version,
+                self.executor,
+                self.settings.capacity,
+                self.settings.runtime.inference_threads,
+                stats,
                 others=lambda n=spec.name: self._admitted(n),
-                on_batch=lambda rows, s=stats, m=metrics: _batch_seen(rows, s, m))
-        admission = (old.admission if old is not None and old.spec.capacity == spec.capacity
-                     else admission_for(spec, self.settings.capacity))
+                on_batch=lambda rows, s=stats, m=metrics: _batch_seen(rows, s, m),
+            )
+        admission = (
+            old.admission
+            if old is not None and old.spec.capacity == spec.capacity
+            else admission_for(spec, self.settings.capacity)
+        )
         return EndpointRuntime(spec, etag, variants, admission)
 
     def _admitted(self, name: str) -> int:
@@ -154,8 +173,11 @@ class Replica:
             for v in ep.variants.values():
                 if (v.version.ref.model_name, v.version.ref.version) != key:
                     continue
-                ttl = v.spec.capacity.idle_ttl if v.spec.capacity.HasField("idle_ttl") \
+                ttl = (
+                    v.spec.capacity.idle_ttl
+                    if v.spec.capacity.HasField("idle_ttl")
                     else ep.spec.capacity.idle_ttl
+                )
                 if not ttl.seconds and not ttl.nanos or ep.spec.capacity.warm:
                     return None
                 ttls.append(ttl.ToTimedelta().total_seconds())
@@ -175,9 +197,12 @@ class Replica:
         limits = {}
         for name, ep in self.plane.endpoints.items():
             c = ep.spec.capture
-            limits[name] = (c.flush_rows or DEFAULT_FLUSH_ROWS,
-                            c.flush_interval.ToTimedelta().total_seconds()
-                            if c.HasField("flush_interval") else DEFAULT_FLUSH_SECONDS)
+            limits[name] = (
+                c.flush_rows or DEFAULT_FLUSH_ROWS,
+                c.flush_interval.ToTimedelta().total_seconds()
+                if c.HasField("flush_interval")
+                else DEFAULT_FLUSH_SECONDS,
+            )
         return self.plane.capture.flush_due(limits, force)
 
     async def publish_stats(self) -> None:
@@ -189,12 +214,23 @@ class Replica:
             if ep is not None and variant in ep.variants:
                 v = ep.variants[variant]
                 model_key = (v.version.ref.model_name, v.version.ref.version)
-            extra = {} if model_key is None else {
-                "last_cold_start_s": self.plane.models.cold_starts.get(model_key, 0.0),
-                "loaded": int(self.plane.models.loaded(model_key))}
-            rows.append(dict(replica_id=self.settings.runtime.replica_id, endpoint_name=endpoint,
-                             variant=variant, buckets=stats.export_json(**extra),
-                             updated_us=now_us))
+            extra = (
+                {}
+                if model_key is None
+                else {
+                    "last_cold_start_s": self.plane.models.cold_starts.get(model_key, 0.0),
+                    "loaded": int(self.plane.models.loaded(model_key)),
+                }
+            )
+            rows.append(
+                dict(
+                    replica_id=self.settings.runtime.replica_id,
+                    endpoint_name=endpoint,
+                    variant=variant,
+                    buckets=stats.export_json(**extra),
+                    updated_us=now_us,
+                )
+            )
         if rows:
             await asyncio.to_thread(self._write_stats, rows)
 
@@ -211,14 +247,17 @@ def _batch_seen(rows: int, stats: WindowStats, histogram: object) -> None:
     stats.count("batch_rows", rows)
 
 
-def read_stats(engine: Engine, endpoint: str, max_age_s: float = 30.0
-               ) -> dict[str, list[dict[str, object]]]:
+def read_stats(
+    engine: Engine, endpoint: str, max_age_s: float = 30.0
+) -> dict[str, list[dict[str, object]]]:
     """variant -> exports of every replica that published recently."""
     fresh = int((time.time() - max_age_s) * 1e6)
     with engine.connect() as conn:
-        rows = conn.execute(select(variant_stats.c.variant, variant_stats.c.buckets).where(
-            (variant_stats.c.endpoint_name == endpoint)
-            & (variant_stats.c.updated_us >= fresh))).all()
+        rows = conn.execute(
+            select(variant_stats.c.variant, variant_stats.c.buckets).where(
+                (variant_stats.c.endpoint_name == endpoint) & (variant_stats.c.updated_us >= fresh)
+            )
+        ).all()
     out: dict[str, list[dict[str, object]]] = {}
     for variant, raw in rows:
         out.setdefault(variant, []).append(json.loads(raw))

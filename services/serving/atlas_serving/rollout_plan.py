@@ -23,20 +23,25 @@ class Plan:
 def plan_for(policy: pb.TrafficPolicy) -> Plan:
     final = _seconds(policy.final_bake_time) if policy.HasField("final_bake_time") else 0.0
     if final < 0:
-        raise InvalidArgument("policy.final_bake_time must not be negative",
-                              reason="INVALID_POLICY")
+        raise InvalidArgument(
+            "policy.final_bake_time must not be negative", reason="INVALID_POLICY"
+        )
     which = policy.WhichOneof("policy")
     if which == "canary":
         p, bake = policy.canary.canary_percent, _seconds(policy.canary.bake_time)
         if not 0 < p < 100 or bake < 0:
-            raise InvalidArgument("policy.canary: canary_percent must be in (0, 100) and "
-                                  "bake_time >= 0", reason="INVALID_POLICY")
+            raise InvalidArgument(
+                "policy.canary: canary_percent must be in (0, 100) and bake_time >= 0",
+                reason="INVALID_POLICY",
+            )
         return Plan([p, 100.0], [bake, 0.0], 0.0, final)
     if which == "linear":
         step, every = policy.linear.step_percent, _seconds(policy.linear.step_interval)
         if not 0 < step <= 100 or every < 0:
-            raise InvalidArgument("policy.linear: step_percent must be in (0, 100] and "
-                                  "step_interval >= 0", reason="INVALID_POLICY")
+            raise InvalidArgument(
+                "policy.linear: step_percent must be in (0, 100] and step_interval >= 0",
+                reason="INVALID_POLICY",
+            )
         percents, p = [], 0.0
         while p < 100:
             p = min(100.0, p + step)
@@ -45,14 +50,16 @@ def plan_for(policy: pb.TrafficPolicy) -> Plan:
     if which == "blue_green":
         bake = _seconds(policy.blue_green.bake_time)
         if bake < 0:
-            raise InvalidArgument("policy.blue_green.bake_time must not be negative",
-                                  reason="INVALID_POLICY")
+            raise InvalidArgument(
+                "policy.blue_green.bake_time must not be negative", reason="INVALID_POLICY"
+            )
         return Plan([100.0], [0.0], bake, final)
     return Plan([100.0], [0.0], 0.0, final)
 
 
-def split(previous: list[pb.Variant], target: list[pb.Variant], percent: float,
-          keep_old: bool) -> list[pb.Variant]:
+def split(
+    previous: list[pb.Variant], target: list[pb.Variant], percent: float, keep_old: bool
+) -> list[pb.Variant]:
     """The endpoint's variants with ``percent`` of live traffic on the target variants."""
     out: list[pb.Variant] = []
     for v, share in [(v, 100.0 - percent) for v in previous] + [(v, percent) for v in target]:

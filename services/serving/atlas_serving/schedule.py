@@ -44,8 +44,11 @@ def next_run(record: JobRecord, now: datetime) -> tuple[dict[str, Any], str] | N
     if window_end_us:
         spec.start_time.FromMicroseconds(int(window_end_us))
     out = dict(record.spec)
-    out.update(spec=json_format.MessageToDict(spec, preserving_proto_field_name=True),
-               schedule=root, run=run)
+    out.update(
+        spec=json_format.MessageToDict(spec, preserving_proto_field_name=True),
+        schedule=root,
+        run=run,
+    )
     return out, f"monitor-schedule-{root}-{run}"
 
 

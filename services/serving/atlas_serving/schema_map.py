@@ -16,7 +16,8 @@ _KIND_TYPES = {
     "datetime": common_pb2.DATA_TYPE_TIMESTAMP,
 }
 _NUMERIC_TYPES = {
-    "int64": common_pb2.DATA_TYPE_INT64, "int32": common_pb2.DATA_TYPE_INT64,
+    "int64": common_pb2.DATA_TYPE_INT64,
+    "int32": common_pb2.DATA_TYPE_INT64,
     "float32": common_pb2.DATA_TYPE_FLOAT32,
 }
 
@@ -40,30 +41,48 @@ def table_schema(schema: Any) -> common_pb2.TableSchema:
             dtype = _NUMERIC_TYPES.get(column.dtype, common_pb2.DATA_TYPE_FLOAT64)
         else:
             dtype = _KIND_TYPES.get(column.kind, common_pb2.DATA_TYPE_STRING)
-        out.columns.add(name=column.name, data_type=dtype, nullable=column.nullable,
-                        categories=[str(c) for c in (column.categories or ())])
+        out.columns.add(
+            name=column.name,
+            data_type=dtype,
+            nullable=column.nullable,
+            categories=[str(c) for c in (column.categories or ())],
+        )
     return out
 
 
-def lineage_from_manifest(manifest: Mapping[str, Any], bundle: ArtifactRef,
-                          extra: Iterable[common_pb2.LineageParent]) -> common_pb2.Lineage:
+def lineage_from_manifest(
+    manifest: Mapping[str, Any], bundle: ArtifactRef, extra: Iterable[common_pb2.LineageParent]
+) -> common_pb2.Lineage:
     lineage = common_pb2.Lineage(operation="register_model_version")
-    lineage.parents.add(role="bundle", artifact=common_pb2.ArtifactRef(
-        uri=bundle.uri, sha256=bundle.sha256, size_bytes=bundle.size))
+    lineage.parents.add(
+        role="bundle",
+        artifact=common_pb2.ArtifactRef(
+            uri=bundle.uri, sha256=bundle.sha256, size_bytes=bundle.size
+        ),
+    )
     recorded = manifest.get("lineage") or {}
     dataset = recorded.get("dataset") or {}
     if dataset.get("name") or dataset.get("dataset_id"):
-        lineage.parents.add(role="training_data", dataset=common_pb2.DatasetRef(
-            dataset_id=str(dataset.get("dataset_id") or dataset.get("name")),
-            version=int(dataset.get("version") or 0)))
+        lineage.parents.add(
+            role="training_data",
+            dataset=common_pb2.DatasetRef(
+                dataset_id=str(dataset.get("dataset_id") or dataset.get("name")),
+                version=int(dataset.get("version") or 0),
+            ),
+        )
     if recorded.get("study_name") or recorded.get("job_id"):
-        lineage.parents.add(role="trial", trial=common_pb2.TrialRef(
-            job_id=str(recorded.get("job_id") or ""),
-            study_name=str(recorded.get("study_name") or ""),
-            trial_number=int(recorded.get("trial_number") or 0)))
+        lineage.parents.add(
+            role="trial",
+            trial=common_pb2.TrialRef(
+                job_id=str(recorded.get("job_id") or ""),
+                study_name=str(recorded.get("study_name") or ""),
+                trial_number=int(recorded.get("trial_number") or 0),
+            ),
+        )
         if recorded.get("job_id"):
-            lineage.produced_by.CopyFrom(common_pb2.JobRef(service="trainer",
-                                                          job_id=str(recorded["job_id"])))
+            lineage.produced_by.CopyFrom(
+                common_pb2.JobRef(service="trainer", job_id=str(recorded["job_id"]))
+            )
     lineage.parents.extend(extra)
     return lineage
 

@@ -53,8 +53,14 @@ class VariantWindow:
 
 
 class ServingService:
-    def __init__(self, settings: ServingSettings, engine: Engine, store: ArtifactStore,
-                 loader: BundleLoader, data_client: DataClient | None) -> None:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        engine: Engine,
+        store: ArtifactStore,
+        loader: BundleLoader,
+        data_client: DataClient | None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
@@ -66,28 +72,43 @@ class ServingService:
         self.alerts = AlertStore(engine)
         self.idem = IdempotencyStore(engine, idempotency)
         rt = settings.runtime
-        self.models = ModelCache(store, loader, budget_bytes=settings.capacity.memory_budget_bytes,
-                                 on_cold_start=self._cold_start)
+        self.models = ModelCache(
+            store,
+            loader,
+            budget_bytes=settings.capacity.memory_budget_bytes,
+            on_cold_start=self._cold_start,
+        )
         self.capture = CaptureWriter(engine, store, rt.capture_prefix, rt.replica_id)
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")
-        self.plane = DataPlane(self.models, FeatureFetcher(data_client), self.capture,
-                               self.metrics)
-        self.replica = Replica(settings, engine, self.endpoints, self.registry, self.plane,
-                               self.executor)
-        self.control = Control(self.registry, self.endpoints, self.deployments, self.models,
-                               data_client, self.idem)
-        self.driver = Driver(self.deployments, self.endpoints, engine, rt.replica_id,
-                             rt.rollout_tick_seconds, self._alert)
-        self.jobs = JobRunner(engine, job_handlers(settings),
-                              max_concurrent=settings.jobs.max_concurrent,
-                              runner_id=settings.jobs.runner_id)
+        self.plane = DataPlane(self.models, FeatureFetcher(data_client), self.capture, self.metrics)
+        self.replica = Replica(
+            settings, engine, self.endpoints, self.registry, self.plane, self.executor
+        )
+        self.control = Control(
+            self.registry, self.endpoints, self.deployments, self.models, data_client, self.idem
+        )
+        self.driver = Driver(
+            self.deployments,
+            self.endpoints,
+            engine,
+            rt.replica_id,
+            rt.rollout_tick_seconds,
+            self._alert,
+        )
+        self.jobs = JobRunner(
+            engine,
+            job_handlers(settings),
+            max_concurrent=settings.jobs.max_concurrent,
+            runner_id=settings.jobs.runner_id,
+        )
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._last_alert_poll = 0.0
         self._stopped = False
 
     @classmethod
-    def open(cls, settings: ServingSettings, *, loader: BundleLoader | None = None,
-             migrate: bool = True) -> ServingService:
+    def open(
+        cls, settings: ServingSettings, *, loader: BundleLoader | None = None, migrate: bool = True
+    ) -> ServingService:
         """Connect to the DB (migrating it), the object store and the data service.
 
         Raises Unavailable / Unauthenticated / ConfigError saying what to fix."""
@@ -169,16 +190,20 @@ class ServingService:
         lease = self.settings.runtime.rollout_lease_seconds
         for dep_id in await asyncio.to_thread(self.deployments.orphans, lease):
             if dep_id not in self._drivers and await asyncio.to_thread(
-                    self.deployments.claim, dep_id, self.settings.runtime.replica_id, lease):
+                self.deployments.claim, dep_id, self.settings.runtime.replica_id, lease
+            ):
                 log.info("taking over rollout %s", dep_id)
                 self.drive(dep_id)
 
     async def _refresh_alert_gauges(self) -> None:
         def counts() -> list[Any]:
             with self.engine.connect() as conn:
-                return conn.execute(select(alerts.c.endpoint_name, alerts.c.kind,
-                                           func.count()).where(alerts.c.acknowledged.is_(False))
-                                    .group_by(alerts.c.endpoint_name, alerts.c.kind)).all()
+                return conn.execute(
+                    select(alerts.c.endpoint_name, alerts.c.kind, func.count())
+                    .where(alerts.c.acknowledged.is_(False))
+                    .group_by(alerts.c.endpoint_name, alerts.c.kind)
+                ).all()
+
         for endpoint, kind, n in await asyncio.to_thread(counts):
             self.metrics.alerts.labels(endpoint, kind).set(n)
 
@@ -194,8 +219,9 @@ class ServingService:
         return dep
 
     async def rollback(self, endpoint: str, request_id: str) -> pb.Deployment:
-        dep = await asyncio.to_thread(self.control.rollback, endpoint, request_id,
-                                      self.settings.runtime.replica_id)
+        dep = await asyncio.to_thread(
+            self.control.rollback, endpoint, request_id, self.settings.runtime.replica_id
+        )
         if dep.deployment_id not in self._drivers:
             self.drive(dep.deployment_id)
         return dep
@@ -208,8 +234,11 @@ class ServingService:
         out = []
         for v in endpoint.spec.variants:
             exports = published.get(v.name, [])
-            out.append(VariantWindow(v, merge(exports, window_s),
-                                     sum(int(e.get("loaded", 0)) for e in exports)))
+            out.append(
+                VariantWindow(
+                    v, merge(exports, window_s), sum(int(e.get("loaded", 0)) for e in exports)
+                )
+            )
         return out
 
 
@@ -217,19 +246,28 @@ def summarize(window: VariantWindow, window_s: float) -> pb.VariantStats:
     t = window.totals
     v = window.variant
     stats = pb.VariantStats(
-        variant=v.name, model_version=v.resolved_version, qps=t["requests"] / window_s,
-        p50_ms=percentile_ms(t["lat"], 0.5), p99_ms=percentile_ms(t["lat"], 0.99),
+        variant=v.name,
+        model_version=v.resolved_version,
+        qps=t["requests"] / window_s,
+        p50_ms=percentile_ms(t["lat"], 0.5),
+        p99_ms=percentile_ms(t["lat"], 0.99),
         error_rate=t["errors"] / t["requests"] if t["requests"] else 0.0,
         rejected=t["rejected"],
         mean_batch_size=t["batch_rows"] / t["batches"] if t["batches"] else 0.0,
-        loaded_replicas=window.loaded, cold_starts=t["cold_starts"],
-        traffic_percent=0.0 if v.role == pb.VARIANT_ROLE_SHADOW else v.weight)
+        loaded_replicas=window.loaded,
+        cold_starts=t["cold_starts"],
+        traffic_percent=0.0 if v.role == pb.VARIANT_ROLE_SHADOW else v.weight,
+    )
     stats.last_cold_start.FromNanoseconds(int(t["last_cold_start_s"] * 1e9))
     if v.role == pb.VARIANT_ROLE_SHADOW:
-        stats.shadow.CopyFrom(pb.ShadowComparison(
-            compared=t["compared"],
-            label_agreement=t["agreed"] / t["compared"] if t["compared"] else 0.0,
-            mean_abs_score_diff=t["score_diff"] / t["compared"] if t["compared"] else 0.0,
-            p50_ms=percentile_ms(t["shadow_lat"], 0.5),
-            p99_ms=percentile_ms(t["shadow_lat"], 0.99), errors=t["shadow_errors"]))
+        stats.shadow.CopyFrom(
+            pb.ShadowComparison(
+                compared=t["compared"],
+                label_agreement=t["agreed"] / t["compared"] if t["compared"] else 0.0,
+                mean_abs_score_diff=t["score_diff"] / t["compared"] if t["compared"] else 0.0,
+                p50_ms=percentile_ms(t["shadow_lat"], 0.5),
+                p99_ms=percentile_ms(t["shadow_lat"], 0.99),
+                errors=t["shadow_errors"],
+            )
+        )
     return stats

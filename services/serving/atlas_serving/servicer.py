@@ -50,43 +50,56 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             version = await th(self.svc.registry.get, seen["name"], seen["version"])
         else:
             version = await th(self.svc.registry.register, request)
-            await th(self.svc.idem.remember, "register", request.request_id,
-                     {"name": version.ref.model_name, "version": version.ref.version})
+            await th(
+                self.svc.idem.remember,
+                "register",
+                request.request_id,
+                {"name": version.ref.model_name, "version": version.ref.version},
+            )
         return pb.RegisterModelVersionResponse(model_version=version)
 
     async def GetModelVersion(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.GetModelVersionResponse(model_version=await th(self.svc.registry.get_ref,
-                                                                 request.ref))
+        return pb.GetModelVersionResponse(
+            model_version=await th(self.svc.registry.get_ref, request.ref)
+        )
 
     async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
-        models, more = await th(self.svc.registry.list_models, request.name_prefix, offset,
-                                limit)
+        models, more = await th(self.svc.registry.list_models, request.name_prefix, offset, limit)
         return pb.ListModelsResponse(models=models, page=page_response(offset, limit, more))
 
     async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
-        versions, more = await th(self.svc.registry.list_versions, request.model_name, offset,
-                                  limit)
-        return pb.ListModelVersionsResponse(model_versions=versions,
-                                            page=page_response(offset, limit, more))
+        versions, more = await th(
+            self.svc.registry.list_versions, request.model_name, offset, limit
+        )
+        return pb.ListModelVersionsResponse(
+            model_versions=versions, page=page_response(offset, limit, more)
+        )
 
     async def SetModelAlias(self, request, context):  # type: ignore[no-untyped-def]
-        version, previous = await th(self.svc.registry.set_alias, request.model_name,
-                                     request.alias, request.version)
+        version, previous = await th(
+            self.svc.registry.set_alias, request.model_name, request.alias, request.version
+        )
         return pb.SetModelAliasResponse(model_version=version, previous_version=previous)
 
     async def DeleteModelAlias(self, request, context):  # type: ignore[no-untyped-def]
         users = await th(self.svc.control.alias_users, request.model_name, request.alias)
-        previous = await th(self.svc.registry.delete_alias, request.model_name, request.alias,
-                            users)
+        previous = await th(
+            self.svc.registry.delete_alias, request.model_name, request.alias, users
+        )
         return pb.DeleteModelAliasResponse(previous_version=previous)
 
     async def DeleteModelVersion(self, request, context):  # type: ignore[no-untyped-def]
         ref = request.ref
         served = await th(self.svc.control.served_versions, ref.model_name)
-        version = await th(self.svc.registry.delete_version, ref.model_name, ref.version,
-                           served.get(ref.version, []), delete_bundle=request.delete_bundle)
+        version = await th(
+            self.svc.registry.delete_version,
+            ref.model_name,
+            ref.version,
+            served.get(ref.version, []),
+            delete_bundle=request.delete_bundle,
+        )
         return pb.DeleteModelVersionResponse(model_version=version)
 
     # -- endpoints -------------------------------------------------------------------------
@@ -102,8 +115,9 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
     async def ListEndpoints(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         endpoints, more = await th(self.svc.endpoints.list, request.name_prefix, offset, limit)
-        return pb.ListEndpointsResponse(endpoints=endpoints,
-                                        page=page_response(offset, limit, more))
+        return pb.ListEndpointsResponse(
+            endpoints=endpoints, page=page_response(offset, limit, more)
+        )
 
     async def UpdateEndpoint(self, request, context):  # type: ignore[no-untyped-def]
         endpoint = await th(self.svc.control.update_endpoint, request)
@@ -116,8 +130,9 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.DeleteEndpointResponse(endpoint=endpoint)
 
     async def GetEndpointStats(self, request, context):  # type: ignore[no-untyped-def]
-        window = (request.window.ToTimedelta().total_seconds() if request.HasField("window")
-                  else 60.0)
+        window = (
+            request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
+        )
         if window <= 0:
             raise InvalidArgument("window must be positive", reason="BAD_WINDOW")
         windows = await th(self.svc.variant_windows, request.name, window)
@@ -150,7 +165,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             events = events_of(driver)
             body = dep.SerializeToString(deterministic=True)
             if len(events) > seen or body != last_body:
-                new = events[max(seen, 0):] if seen >= 0 else events[-1:] or [""]
+                new = events[max(seen, 0) :] if seen >= 0 else events[-1:] or [""]
                 for event in new or [""]:
                     yield pb.WatchDeploymentResponse(deployment=dep, event=event)
                 seen, last_body = len(events), body
@@ -159,105 +174,143 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             await asyncio.sleep(0.1)
 
     async def CancelDeployment(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.CancelDeploymentResponse(deployment=await th(self.svc.control.cancel,
-                                                               request.deployment_id))
+        return pb.CancelDeploymentResponse(
+            deployment=await th(self.svc.control.cancel, request.deployment_id)
+        )
 
     async def ListDeployments(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         await th(self.svc.endpoints.get, request.endpoint_name)
         deps, more = await th(self.svc.deployments.list, request.endpoint_name, offset, limit)
-        return pb.ListDeploymentsResponse(deployments=deps,
-                                          page=page_response(offset, limit, more))
+        return pb.ListDeploymentsResponse(deployments=deps, page=page_response(offset, limit, more))
 
     async def RollbackEndpoint(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.RollbackEndpointResponse(deployment=await self.svc.rollback(
-            request.endpoint_name, request.request_id))
+        return pb.RollbackEndpointResponse(
+            deployment=await self.svc.rollback(request.endpoint_name, request.request_id)
+        )
 
     # -- predictions -----------------------------------------------------------------------
 
     async def Predict(self, request, context):  # type: ignore[no-untyped-def]
-        answer = await self.svc.plane.predict(request.endpoint_name, [request.row],
-                                              request.options, timeout=_timeout(context))
+        answer = await self.svc.plane.predict(
+            request.endpoint_name, [request.row], request.options, timeout=_timeout(context)
+        )
         return convert.predict_response(answer)
 
     async def PredictBatch(self, request, context):  # type: ignore[no-untyped-def]
         if request.HasField("input_artifact"):
             if request.rows:
-                raise InvalidArgument("send rows or input_artifact, not both",
-                                      reason="ROWS_AND_ARTIFACT")
-            done = await predict_artifact(self.svc.plane, self.svc.store,
-                                          self.svc.settings.runtime.batch_output_prefix,
-                                          request, _timeout(context))
+                raise InvalidArgument(
+                    "send rows or input_artifact, not both", reason="ROWS_AND_ARTIFACT"
+                )
+            done = await predict_artifact(
+                self.svc.plane,
+                self.svc.store,
+                self.svc.settings.runtime.batch_output_prefix,
+                request,
+                _timeout(context),
+            )
             return convert.artifact_response(done)
-        answer = await self.svc.plane.predict(request.endpoint_name, list(request.rows),
-                                              request.options, timeout=_timeout(context))
+        answer = await self.svc.plane.predict(
+            request.endpoint_name, list(request.rows), request.options, timeout=_timeout(context)
+        )
         return convert.batch_response(answer)
 
-    async def PredictStream(self, request_iterator, context
-                            ) -> AsyncIterator[pb.PredictStreamResponse]:  # type: ignore[override]
+    async def PredictStream(
+        self, request_iterator, context
+    ) -> AsyncIterator[pb.PredictStreamResponse]:  # type: ignore[override]
         endpoint = ""
         async for request in request_iterator:
             if not endpoint:
                 if not request.endpoint_name:
-                    raise InvalidArgument("the first message must name the endpoint",
-                                          reason="NAME_REQUIRED")
+                    raise InvalidArgument(
+                        "the first message must name the endpoint", reason="NAME_REQUIRED"
+                    )
                 endpoint = request.endpoint_name
                 self.svc.plane.endpoint(endpoint)  # NOT_FOUND ends the stream
             elif request.endpoint_name and request.endpoint_name != endpoint:
-                raise InvalidArgument(f"stream is bound to endpoint {endpoint}, not "
-                                      f"{request.endpoint_name}", reason="ENDPOINT_CHANGED")
+                raise InvalidArgument(
+                    f"stream is bound to endpoint {endpoint}, not {request.endpoint_name}",
+                    reason="ENDPOINT_CHANGED",
+                )
             try:
-                answer = await self.svc.plane.predict(endpoint, [request.row], request.options,
-                                                      timeout=_timeout(context))
+                answer = await self.svc.plane.predict(
+                    endpoint, [request.row], request.options, timeout=_timeout(context)
+                )
             except AtlasError as exc:
                 if exc.reason == "ENDPOINT_NOT_FOUND":
                     raise
-                yield pb.PredictStreamResponse(correlation_id=request.correlation_id,
-                                               error=convert.job_error(exc))
+                yield pb.PredictStreamResponse(
+                    correlation_id=request.correlation_id, error=convert.job_error(exc)
+                )
                 continue
             yield pb.PredictStreamResponse(
                 correlation_id=request.correlation_id,
                 prediction=convert.prediction(answer.results[0]),
-                model=convert.model_ref(answer), variant=answer.variant,
-                prediction_id=answer.prediction_id)
+                model=convert.model_ref(answer),
+                variant=answer.variant,
+                prediction_id=answer.prediction_id,
+            )
 
     # -- capture and monitoring ------------------------------------------------------------
 
     async def ListCaptureFiles(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         await th(self.svc.endpoints.get, request.endpoint_name)
-        files, more = await th(list_capture_files, self.svc.engine, request.endpoint_name,
-                               opt_ts_us(request, "start_time"), opt_ts_us(request, "end_time"),
-                               offset, limit)
+        files, more = await th(
+            list_capture_files,
+            self.svc.engine,
+            request.endpoint_name,
+            opt_ts_us(request, "start_time"),
+            opt_ts_us(request, "end_time"),
+            offset,
+            limit,
+        )
         return pb.ListCaptureFilesResponse(files=files, page=page_response(offset, limit, more))
 
     async def SubmitMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
         spec = request.spec
         start, end = opt_ts_us(spec, "start_time"), opt_ts_us(spec, "end_time")
         if start is not None and end is not None and end < start:
-            raise InvalidArgument("spec.end_time is before spec.start_time",
-                                  reason="INVERTED_WINDOW")
+            raise InvalidArgument(
+                "spec.end_time is before spec.start_time", reason="INVERTED_WINDOW"
+            )
         if spec.psi_threshold < 0 or spec.ks_p_value_threshold < 0:
             raise InvalidArgument("thresholds must not be negative", reason="BAD_THRESHOLD")
         endpoint = await th(self.svc.endpoints.get, spec.endpoint.endpoint_name)
         if not endpoint.spec.capture.enabled:
-            raise FailedPrecondition(f"endpoint {endpoint.spec.name} does not capture data",
-                                     reason="CAPTURE_DISABLED")
-        variants = [v for v in endpoint.spec.variants if v.role != pb.VARIANT_ROLE_SHADOW
-                    and (not spec.endpoint.variant_name or v.name == spec.endpoint.variant_name)]
+            raise FailedPrecondition(
+                f"endpoint {endpoint.spec.name} does not capture data", reason="CAPTURE_DISABLED"
+            )
+        variants = [
+            v
+            for v in endpoint.spec.variants
+            if v.role != pb.VARIANT_ROLE_SHADOW
+            and (not spec.endpoint.variant_name or v.name == spec.endpoint.variant_name)
+        ]
         if not variants:
-            raise InvalidArgument(f"endpoint has no live variant {spec.endpoint.variant_name}",
-                                  reason="UNKNOWN_VARIANT")
+            raise InvalidArgument(
+                f"endpoint has no live variant {spec.endpoint.variant_name}",
+                reason="UNKNOWN_VARIANT",
+            )
         top = max(variants, key=lambda v: v.weight)
         version = await th(self.svc.registry.get, top.model.model_name, top.resolved_version)
         if not version.has_training_stats:
-            raise FailedPrecondition("the served bundle has no training statistics",
-                                     reason="NO_TRAINING_STATS")
-        job_id = await th(self.svc.jobs.submit, KIND_MONITOR, {
-            "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
-            "bundle": json_format.MessageToDict(version.bundle,
-                                                preserving_proto_field_name=True),
-            "endpoint": endpoint.spec.name}, request_id=request.request_id or None)
+            raise FailedPrecondition(
+                "the served bundle has no training statistics", reason="NO_TRAINING_STATS"
+            )
+        job_id = await th(
+            self.svc.jobs.submit,
+            KIND_MONITOR,
+            {
+                "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
+                "bundle": json_format.MessageToDict(
+                    version.bundle, preserving_proto_field_name=True
+                ),
+                "endpoint": endpoint.spec.name,
+            },
+            request_id=request.request_id or None,
+        )
         return pb.SubmitMonitoringJobResponse(job=await th(self._job, job_id))
 
     def _job(self, job_id: str) -> pb.MonitoringJob:
@@ -282,30 +335,37 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         offset, limit = page_window(request.page)
         states = {JOB_STATES_FROM_PB[s] for s in request.states if s in JOB_STATES_FROM_PB}
         records = await th(self.svc.jobs.list, KIND_MONITOR, None, 1000, 0)
-        jobs = [monitoring_job(r) for r in records
-                if (not states or r.state in states)
-                and (not request.endpoint_name or r.spec.get("endpoint") == request.endpoint_name)]
+        jobs = [
+            monitoring_job(r)
+            for r in records
+            if (not states or r.state in states)
+            and (not request.endpoint_name or r.spec.get("endpoint") == request.endpoint_name)
+        ]
         return pb.ListMonitoringJobsResponse(
-            jobs=jobs[offset:offset + limit],
-            page=page_response(offset, limit, len(jobs) > offset + limit))
+            jobs=jobs[offset : offset + limit],
+            page=page_response(offset, limit, len(jobs) > offset + limit),
+        )
 
     async def ListAlerts(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         if request.endpoint_name:
             await th(self.svc.endpoints.get, request.endpoint_name)
-        alerts, more = await th(self.svc.alerts.list, request.endpoint_name,
-                                request.include_acknowledged, offset, limit)
+        alerts, more = await th(
+            self.svc.alerts.list, request.endpoint_name, request.include_acknowledged, offset, limit
+        )
         return pb.ListAlertsResponse(alerts=alerts, page=page_response(offset, limit, more))
 
     async def AcknowledgeAlert(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.AcknowledgeAlertResponse(alert=await th(self.svc.alerts.acknowledge,
-                                                          request.alert_id))
+        return pb.AcknowledgeAlertResponse(
+            alert=await th(self.svc.alerts.acknowledge, request.alert_id)
+        )
 
 
 def monitoring_job(record: JobRecord) -> pb.MonitoringJob:
-    job = pb.MonitoringJob(status=job_status(record),
-                           spec=json_format.ParseDict(record.spec.get("spec", {}),
-                                                      pb.MonitoringSpec()))
+    job = pb.MonitoringJob(
+        status=job_status(record),
+        spec=json_format.ParseDict(record.spec.get("spec", {}), pb.MonitoringSpec()),
+    )
     if record.result and "report" in record.result:
         job.report.CopyFrom(json_format.ParseDict(record.result["report"], pb.DriftReport()))
     return job

@@ -16,8 +16,17 @@ _GROWTH = 1.07
 _LOG_GROWTH = math.log(_GROWTH)
 KEEP_SECONDS = 180
 
-COUNTERS = ("requests", "errors", "rejected", "batches", "batch_rows", "cold_starts",
-            "compared", "agreed", "shadow_errors")
+COUNTERS = (
+    "requests",
+    "errors",
+    "rejected",
+    "batches",
+    "batch_rows",
+    "cold_starts",
+    "compared",
+    "agreed",
+    "shadow_errors",
+)
 
 
 def latency_bucket(seconds: float) -> int:
@@ -27,7 +36,7 @@ def latency_bucket(seconds: float) -> int:
 
 
 def bucket_upper(index: int) -> float:
-    return _BASE_S * _GROWTH ** index
+    return _BASE_S * _GROWTH**index
 
 
 _BUCKET_NAMES = [str(i) for i in range(200)]
@@ -63,8 +72,11 @@ class WindowStats:
 
     def latency(self, seconds: float, *, error: bool = False, key: str = "lat") -> None:
         slot = self._now()
-        b = _BUCKET_NAMES[latency_bucket(seconds)] if seconds < _MAX_NAMED_S else \
-            str(latency_bucket(seconds))
+        b = (
+            _BUCKET_NAMES[latency_bucket(seconds)]
+            if seconds < _MAX_NAMED_S
+            else str(latency_bucket(seconds))
+        )
         hist = slot[key]
         hist[b] = hist.get(b, 0) + 1
         if key == "lat":
@@ -80,8 +92,10 @@ class WindowStats:
         self.latency(seconds, key="shadow_lat")
 
     def export(self) -> dict[str, Any]:
-        return {"seconds": {str(k): v for k, v in self.seconds.items()},
-                "last_cold_start_s": self.last_cold_start_s}
+        return {
+            "seconds": {str(k): v for k, v in self.seconds.items()},
+            "last_cold_start_s": self.last_cold_start_s,
+        }
 
     def export_json(self, **extra: Any) -> str:
         """``json.dumps(export() | extra)``, re-encoding only the seconds still open: this runs
@@ -105,16 +119,18 @@ class WindowStats:
         return '{"seconds": {' + ", ".join(parts) + "}, " + rest[1:]
 
 
-def merge(exports: Iterable[Mapping[str, Any]], window_s: float,
-          now: float | None = None) -> dict[str, Any]:
+def merge(
+    exports: Iterable[Mapping[str, Any]], window_s: float, now: float | None = None
+) -> dict[str, Any]:
     """Sum the buckets of several replicas over the last ``window_s`` seconds."""
     now = time.time() if now is None else now
     first = now - window_s
     total: dict[str, Any] = {name: 0 for name in COUNTERS}
     total.update(lat={}, shadow_lat={}, score_diff=0.0, last_cold_start_s=0.0)
     for export in exports:
-        total["last_cold_start_s"] = max(total["last_cold_start_s"],
-                                         export.get("last_cold_start_s", 0.0))
+        total["last_cold_start_s"] = max(
+            total["last_cold_start_s"], export.get("last_cold_start_s", 0.0)
+        )
         for second, slot in export.get("seconds", {}).items():
             if int(second) < first:
                 continue

@@ -24,14 +24,16 @@ from atlas_core.db import Migration, MigrationSet, idempotency_table
 metadata = MetaData()
 
 models = Table(
-    "serving_models", metadata,
+    "serving_models",
+    metadata,
     Column("name", String(128), primary_key=True),
     Column("description", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 model_versions = Table(
-    "serving_model_versions", metadata,
+    "serving_model_versions",
+    metadata,
     Column("model_name", String(128), nullable=False),
     Column("version", Integer, nullable=False),
     Column("body", Text, nullable=False),  # JSON of VersionRecord
@@ -40,7 +42,8 @@ model_versions = Table(
 )
 
 aliases = Table(
-    "serving_aliases", metadata,
+    "serving_aliases",
+    metadata,
     Column("model_name", String(128), nullable=False),
     Column("alias", String(128), nullable=False),
     Column("version", Integer, nullable=False),
@@ -48,7 +51,8 @@ aliases = Table(
 )
 
 endpoints = Table(
-    "serving_endpoints", metadata,
+    "serving_endpoints",
+    metadata,
     Column("name", String(128), primary_key=True),
     Column("spec", Text, nullable=False),  # EndpointSpec proto JSON (resolved versions)
     Column("state", String(32), nullable=False),
@@ -61,7 +65,8 @@ endpoints = Table(
 )
 
 deployments = Table(
-    "serving_deployments", metadata,
+    "serving_deployments",
+    metadata,
     Column("deployment_id", String(64), primary_key=True),
     Column("endpoint_name", String(128), nullable=False, index=True),
     Column("state", String(32), nullable=False),
@@ -73,7 +78,8 @@ deployments = Table(
 )
 
 variant_stats = Table(
-    "serving_variant_stats", metadata,
+    "serving_variant_stats",
+    metadata,
     Column("replica_id", String(128), nullable=False),
     Column("endpoint_name", String(128), nullable=False),
     Column("variant", String(128), nullable=False),
@@ -83,7 +89,8 @@ variant_stats = Table(
 )
 
 capture_files = Table(
-    "serving_capture_files", metadata,
+    "serving_capture_files",
+    metadata,
     Column("key", String(512), primary_key=True),
     Column("endpoint_name", String(128), nullable=False, index=True),
     Column("variant", String(128), nullable=False),
@@ -96,7 +103,8 @@ capture_files = Table(
 )
 
 alerts = Table(
-    "serving_alerts", metadata,
+    "serving_alerts",
+    metadata,
     Column("alert_id", String(64), primary_key=True),
     Column("endpoint_name", String(128), nullable=False, index=True),
     Column("kind", String(32), nullable=False),

@@ -22,16 +22,23 @@ FAMILIES = {
     "mlp": pb.MODEL_FAMILY_MLP,
 }
 FAMILIES_FROM_PB = {v: k for k, v in FAMILIES.items()}
-TASKS = {"binary": pb.TASK_TYPE_BINARY, "multiclass": pb.TASK_TYPE_MULTICLASS,
-         "regression": pb.TASK_TYPE_REGRESSION}
+TASKS = {
+    "binary": pb.TASK_TYPE_BINARY,
+    "multiclass": pb.TASK_TYPE_MULTICLASS,
+    "regression": pb.TASK_TYPE_REGRESSION,
+}
 TASKS_FROM_PB = {v: k for k, v in TASKS.items()}
 STRATEGIES_FROM_PB = {
-    pb.SEARCH_STRATEGY_UNSPECIFIED: "bohb", pb.SEARCH_STRATEGY_HYPERBAND_TPE: "bohb",
-    pb.SEARCH_STRATEGY_TPE: "tpe", pb.SEARCH_STRATEGY_RANDOM: "random",
+    pb.SEARCH_STRATEGY_UNSPECIFIED: "bohb",
+    pb.SEARCH_STRATEGY_HYPERBAND_TPE: "bohb",
+    pb.SEARCH_STRATEGY_TPE: "tpe",
+    pb.SEARCH_STRATEGY_RANDOM: "random",
 }
 TRIAL_STATES = {
-    "RUNNING": pb.TRIAL_STATE_RUNNING, "COMPLETE": pb.TRIAL_STATE_COMPLETE,
-    "PRUNED": pb.TRIAL_STATE_PRUNED, "FAIL": pb.TRIAL_STATE_FAILED,
+    "RUNNING": pb.TRIAL_STATE_RUNNING,
+    "COMPLETE": pb.TRIAL_STATE_COMPLETE,
+    "PRUNED": pb.TRIAL_STATE_PRUNED,
+    "FAIL": pb.TRIAL_STATE_FAILED,
     "WAITING": pb.TRIAL_STATE_WAITING,
 }
 TRIAL_STATES_FROM_PB = {v: k for k, v in TRIAL_STATES.items()}
@@ -70,10 +77,13 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
     msg = pb.Trial(
         number=int(t.get("trial", t.get("number", 0))),
         state=TRIAL_STATES.get(str(t.get("state", "")).upper(), pb.TRIAL_STATE_UNSPECIFIED),
-        pipeline=str(t.get("pipeline") or ""), origin=str(t.get("origin") or ""),
+        pipeline=str(t.get("pipeline") or ""),
+        origin=str(t.get("origin") or ""),
         error=str(t.get("error") or ""),
-        model_family=FAMILIES.get(str(t.get("family") or (t.get("params") or {}).get(
-            "family", "")), pb.MODEL_FAMILY_UNSPECIFIED),
+        model_family=FAMILIES.get(
+            str(t.get("family") or (t.get("params") or {}).get("family", "")),
+            pb.MODEL_FAMILY_UNSPECIFIED,
+        ),
         params=_struct(t.get("params")),
         fidelity=float(t.get("fidelity") or 0.0),
     )
@@ -92,8 +102,9 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
         msg.ensemble_weights[int(member)] = float(weight)
     if t.get("bundle"):
         b = t["bundle"]
-        msg.bundle.CopyFrom(common_pb2.ArtifactRef(uri=b["uri"], sha256=b["sha256"],
-                                                   size_bytes=b["size"]))
+        msg.bundle.CopyFrom(
+            common_pb2.ArtifactRef(uri=b["uri"], sha256=b["sha256"], size_bytes=b["size"])
+        )
     for field, key in (("start_time", "start_time"), ("end_time", "end_time")):
         if t.get(key):
             getattr(msg, field).CopyFrom(pc.dt_to_ts(datetime.fromisoformat(t[key])))
@@ -101,12 +112,14 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
 
 
 def prior_to_pb(p: dict[str, Any]) -> pb.WarmStartPrior:
-    msg = pb.WarmStartPrior(source_job_id=str(p.get("source_job_id") or p.get("study") or ""),
-                            reason=str(p.get("reason") or ""),
-                            distance=float(p.get("distance") or 0.0),
-                            configs_enqueued=int(p.get("configs_enqueued") or 0),
-                            best_rank=int(p.get("best_rank") or 0),
-                            trials_learned_from=int(p.get("trials_learned_from") or 0))
+    msg = pb.WarmStartPrior(
+        source_job_id=str(p.get("source_job_id") or p.get("study") or ""),
+        reason=str(p.get("reason") or ""),
+        distance=float(p.get("distance") or 0.0),
+        configs_enqueued=int(p.get("configs_enqueued") or 0),
+        best_rank=int(p.get("best_rank") or 0),
+        trials_learned_from=int(p.get("trials_learned_from") or 0),
+    )
     if p.get("rank_agreement") is not None:
         msg.rank_agreement = float(p["rank_agreement"])
     ds = p.get("dataset")
@@ -118,7 +131,8 @@ def prior_to_pb(p: dict[str, Any]) -> pb.WarmStartPrior:
 def result_to_pb(result: dict[str, Any]) -> pb.TrainingResult:
     msg = pb.TrainingResult(
         task_type=TASKS.get(result.get("task", ""), pb.TASK_TYPE_UNSPECIFIED),
-        metric=result.get("metric", ""), higher_is_better=bool(result.get("higher_is_better")),
+        metric=result.get("metric", ""),
+        higher_is_better=bool(result.get("higher_is_better")),
         trials_complete=int(result.get("trials_complete", 0)),
         trials_pruned=int(result.get("trials_pruned", 0)),
         trials_failed=int(result.get("trials_failed", 0)),
@@ -129,29 +143,41 @@ def result_to_pb(result: dict[str, Any]) -> pb.TrainingResult:
         msg.best.CopyFrom(trial_to_pb(result["best"]))
     if result.get("bundle"):
         b = result["bundle"]
-        msg.model_bundle.CopyFrom(common_pb2.ArtifactRef(
-            uri=b["uri"], sha256=b["sha256"], size_bytes=b["size"],
-            media_type="application/x-atlas-model-bundle"))
+        msg.model_bundle.CopyFrom(
+            common_pb2.ArtifactRef(
+                uri=b["uri"],
+                sha256=b["sha256"],
+                size_bytes=b["size"],
+                media_type="application/x-atlas-model-bundle",
+            )
+        )
     lineage = result.get("lineage") or {}
     msg.lineage.operation = "train"
     if lineage.get("dataset"):
         ds = lineage["dataset"]
-        msg.lineage.parents.add(role="training_data", dataset=common_pb2.DatasetRef(
-            dataset_id=ds[0], version=ds[1]))
+        msg.lineage.parents.add(
+            role="training_data", dataset=common_pb2.DatasetRef(dataset_id=ds[0], version=ds[1])
+        )
     if lineage.get("artifact"):
-        msg.lineage.parents.add(role="training_data", artifact=common_pb2.ArtifactRef(
-            uri=lineage["artifact"]))
+        msg.lineage.parents.add(
+            role="training_data", artifact=common_pb2.ArtifactRef(uri=lineage["artifact"])
+        )
     if lineage.get("job_id"):
-        msg.lineage.produced_by.CopyFrom(common_pb2.JobRef(service="trainer",
-                                                           job_id=lineage["job_id"]))
+        msg.lineage.produced_by.CopyFrom(
+            common_pb2.JobRef(service="trainer", job_id=lineage["job_id"])
+        )
     return msg
 
 
-def job_to_pb(record: JobRecord, best_so_far: dict[str, Any] | None = None,
-              elapsed_s: float | None = None, remaining_s: float | None = None
-              ) -> pb.TrainingJob:
-    job = pb.TrainingJob(status=pc.job_status(record),
-                         study_name=str(record.spec.get("_study_name", record.id)))
+def job_to_pb(
+    record: JobRecord,
+    best_so_far: dict[str, Any] | None = None,
+    elapsed_s: float | None = None,
+    remaining_s: float | None = None,
+) -> pb.TrainingJob:
+    job = pb.TrainingJob(
+        status=pc.job_status(record), study_name=str(record.spec.get("_study_name", record.id))
+    )
     spec = {k: v for k, v in record.spec.items() if not k.startswith("_")}
     json_format.ParseDict(spec, job.spec)
     if record.result:

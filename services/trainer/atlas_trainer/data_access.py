@@ -35,8 +35,9 @@ def _read_parquet(rt: TrainerRuntime, uris: list[str]) -> pa.Table:
             try:
                 tables.append(pq.read_table(path))
             except (pa.ArrowInvalid, OSError) as exc:
-                raise InvalidArgument(f"training data {uri} is not readable Parquet: {exc}",
-                                      reason="CORRUPT_PARQUET") from None
+                raise InvalidArgument(
+                    f"training data {uri} is not readable Parquet: {exc}", reason="CORRUPT_PARQUET"
+                ) from None
     return pa.concat_tables(tables, promote_options="default")
 
 
@@ -61,22 +62,36 @@ def load_training_data(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> Training
         with rt.data_client() as client:
             ds = client.get_dataset(spec.dataset.dataset_id, spec.dataset.version)
         table = _read_parquet(rt, [a.uri for a in ds.artifacts])
-        parents = [f"{p.dataset.dataset_id}@{p.dataset.version}" for p in ds.lineage.parents
-                   if p.HasField("dataset")]
+        parents = [
+            f"{p.dataset.dataset_id}@{p.dataset.version}"
+            for p in ds.lineage.parents
+            if p.HasField("dataset")
+        ]
         meta = None
         if ds.HasField("meta_features") and ds.meta_features.target_column == spec.target_column:
             mf = ds.meta_features
-            meta = {f.name: float(getattr(mf, f.name)) for f in mf.DESCRIPTOR.fields
-                    if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)}
-        return TrainingData(_vectors_to_columns(table), f"{ds.ref.dataset_id}@{ds.ref.version}",
-                            (ds.ref.dataset_id, ds.ref.version), parent_keys=parents,
-                            meta_features=meta)
+            meta = {
+                f.name: float(getattr(mf, f.name))
+                for f in mf.DESCRIPTOR.fields
+                if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)
+            }
+        return TrainingData(
+            _vectors_to_columns(table),
+            f"{ds.ref.dataset_id}@{ds.ref.version}",
+            (ds.ref.dataset_id, ds.ref.version),
+            parent_keys=parents,
+            meta_features=meta,
+        )
     if spec.dataset_artifact.uri:
         table = _read_parquet(rt, [spec.dataset_artifact.uri])
-        return TrainingData(_vectors_to_columns(table), spec.dataset_artifact.uri,
-                            artifact_uri=spec.dataset_artifact.uri)
-    raise InvalidArgument("spec: give dataset (a data-service dataset) or dataset_artifact",
-                          reason="NO_DATASET")
+        return TrainingData(
+            _vectors_to_columns(table),
+            spec.dataset_artifact.uri,
+            artifact_uri=spec.dataset_artifact.uri,
+        )
+    raise InvalidArgument(
+        "spec: give dataset (a data-service dataset) or dataset_artifact", reason="NO_DATASET"
+    )
 
 
 def split_target(data: TrainingData, spec: pb.TrainingJobSpec) -> tuple[pd.DataFrame, pd.Series]:
@@ -87,14 +102,17 @@ def split_target(data: TrainingData, spec: pb.TrainingJobSpec) -> tuple[pd.DataF
     if target not in frame.columns:
         raise InvalidArgument(
             f"target column '{target}' is not in the dataset (columns: "
-            f"{', '.join(map(str, frame.columns[:20]))})", reason="UNKNOWN_TARGET",
-            metadata={"column": target})
+            f"{', '.join(map(str, frame.columns[:20]))})",
+            reason="UNKNOWN_TARGET",
+            metadata={"column": target},
+        )
     drop = {target, *spec.ignore_columns}
     for extra in (spec.weight_column, spec.group_column):
         if extra:
             drop.add(extra)
     missing = [c for c in spec.ignore_columns if c not in frame.columns]
     if missing:
-        raise InvalidArgument(f"ignore_columns: '{missing[0]}' is not in the dataset",
-                              reason="UNKNOWN_COLUMN")
+        raise InvalidArgument(
+            f"ignore_columns: '{missing[0]}' is not in the dataset", reason="UNKNOWN_COLUMN"
+        )
     return frame.drop(columns=[c for c in drop if c in frame.columns]), frame[target]

@@ -50,30 +50,47 @@ def importance_rows(model: Any, X: pd.DataFrame, deadline: float | None) -> int:
     return min(IMPORTANCE_ROWS, rows) if rows >= MIN_IMPORTANCE_ROWS else 0
 
 
-def build_report(rt: TrainerRuntime, job_id: str, spec: pb.TrainingJobSpec,
-                 result: AutoMLResult, X: pd.DataFrame, y: pd.Series,
-                 leaderboard_rows: list[dict[str, Any]], study_name: str,
-                 deadline: float | None = None) -> dict[str, Any]:
+def build_report(
+    rt: TrainerRuntime,
+    job_id: str,
+    spec: pb.TrainingJobSpec,
+    result: AutoMLResult,
+    X: pd.DataFrame,
+    y: pd.Series,
+    leaderboard_rows: list[dict[str, Any]],
+    study_name: str,
+    deadline: float | None = None,
+) -> dict[str, Any]:
     """``deadline`` (monotonic): the job's wall budget; permutation importance shrinks its
     sample to fit, or is skipped with a warning."""
-    report: dict[str, Any] = {"warnings": list(result.warnings),
-                              "dropped_columns": dict(result.dropped_columns),
-                              "study_name": study_name,
-                              "optuna_storage_url": dashboard_storage_url(
-                                  rt.optuna_storage_url)}
+    report: dict[str, Any] = {
+        "warnings": list(result.warnings),
+        "dropped_columns": dict(result.dropped_columns),
+        "study_name": study_name,
+        "optuna_storage_url": dashboard_storage_url(rt.optuna_storage_url),
+    }
     importance = None
     try:
         rows = importance_rows(result.model, X, deadline)
         if rows:
-            importance = global_importance(result.model, X, y, task=result.task,
-                                           classes=result.classes or (),
-                                           metric=result.metric, n_repeats=IMPORTANCE_REPEATS,
-                                           max_rows=rows, seed=spec.seed)
+            importance = global_importance(
+                result.model,
+                X,
+                y,
+                task=result.task,
+                classes=result.classes or (),
+                metric=result.metric,
+                n_repeats=IMPORTANCE_REPEATS,
+                max_rows=rows,
+                seed=spec.seed,
+            )
             report["importance_method"] = importance.method
             report["feature_importance"] = to_jsonable(importance.features)
         else:
-            report["warnings"].append("feature importance skipped: no time left in the wall "
-                                      "budget (raise it to get permutation importance)")
+            report["warnings"].append(
+                "feature importance skipped: no time left in the wall "
+                "budget (raise it to get permutation importance)"
+            )
     except Exception as exc:  # noqa: BLE001 - the model is fine; the report notes the gap
         log.warning("feature importance failed", exc_info=exc)
         report["warnings"].append(f"feature importance unavailable: {exc}")
@@ -87,12 +104,19 @@ def build_report(rt: TrainerRuntime, job_id: str, spec: pb.TrainingJobSpec,
             report["warnings"].append(f"bias metrics for '{facet}' unavailable: {exc}")
     try:
         study = optuna.load_study(study_name=study_name, storage=rt.optuna_storage_url)
-        plots = write_plots(rt.artifacts, f"reports/{job_id}/", metric=result.metric,
-                            higher_is_better=result.higher_is_better,
-                            history=history_from_study(study), leaderboard=leaderboard_rows,
-                            importance=importance)
-        report["plots"] = [{"name": p.name, "uri": p.ref.uri, "sha256": p.ref.sha256,
-                            "size": p.ref.size} for p in plots]
+        plots = write_plots(
+            rt.artifacts,
+            f"reports/{job_id}/",
+            metric=result.metric,
+            higher_is_better=result.higher_is_better,
+            history=history_from_study(study),
+            leaderboard=leaderboard_rows,
+            importance=importance,
+        )
+        report["plots"] = [
+            {"name": p.name, "uri": p.ref.uri, "sha256": p.ref.sha256, "size": p.ref.size}
+            for p in plots
+        ]
     except Exception as exc:  # noqa: BLE001
         report["warnings"].append(f"plots unavailable: {exc}")
     return report

@@ -30,16 +30,25 @@ REPORT_GRACE = 0.07
 
 
 def _budget(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> tuple[float | None, int | None]:
-    wall = spec.budget.wall_time.ToTimedelta().total_seconds() if spec.budget.HasField(
-        "wall_time") else None
+    wall = (
+        spec.budget.wall_time.ToTimedelta().total_seconds()
+        if spec.budget.HasField("wall_time")
+        else None
+    )
     trials = spec.budget.max_trials or None
     if wall is None and trials is None:
         wall = rt.settings.jobs.default_wall_budget_seconds
     return wall, trials
 
 
-def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
-          *, study_name: str, started: float | None = None) -> dict[str, Any]:
+def train(
+    rt: TrainerRuntime,
+    ctx: JobContext,
+    spec: pb.TrainingJobSpec,
+    *,
+    study_name: str,
+    started: float | None = None,
+) -> dict[str, Any]:
     started = time.monotonic() if started is None else started
     wall, max_trials = _budget(rt, spec)
     ctx.report(0.01, "loading training data")
@@ -48,8 +57,11 @@ def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
     automl = spec.automl
     families = [FAMILIES_FROM_PB[f] for f in automl.search_space.model_families] or None
     remaining = None if wall is None else max(1.0, wall - (time.monotonic() - started))
-    search_budget = None if remaining is None else remaining * (
-        1.0 - rt.settings.jobs.finalize_reserve_fraction)
+    search_budget = (
+        None
+        if remaining is None
+        else remaining * (1.0 - rt.settings.jobs.finalize_reserve_fraction)
+    )
     deadline = None if remaining is None else time.monotonic() + remaining
 
     def on_event(event: dict[str, Any]) -> None:
@@ -63,53 +75,95 @@ def train(rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec,
 
     warm = automl.warm_start
     result = run_automl(
-        X, y, task=TASKS_FROM_PB.get(spec.task_type), metric=spec.metric or None,
-        wall_budget_s=search_budget, max_trials=max_trials,
-        strategy=STRATEGIES_FROM_PB[automl.strategy], families=families,
+        X,
+        y,
+        task=TASKS_FROM_PB.get(spec.task_type),
+        metric=spec.metric or None,
+        wall_budget_s=search_budget,
+        max_trials=max_trials,
+        strategy=STRATEGIES_FROM_PB[automl.strategy],
+        families=families,
         allow_crosses=automl.search_space.allow_feature_crosses,
         allow_selection=automl.search_space.allow_feature_selection,
-        validation=_VALIDATION.get(automl.validation, "auto"), folds=automl.folds or 5,
-        holdout_fraction=automl.holdout_fraction or 0.2, seed=spec.seed,
+        validation=_VALIDATION.get(automl.validation, "auto"),
+        folds=automl.folds or 5,
+        holdout_fraction=automl.holdout_fraction or 0.2,
+        seed=spec.seed,
         n_jobs=max(1, int(spec.resources.cpus or 0)) if spec.resources.cpus else 1,
-        gpus=spec.resources.gpus, parallel_trials=automl.parallel_trials,
-        storage=rt.optuna_storage_url, study_name=study_name,
+        gpus=spec.resources.gpus,
+        parallel_trials=automl.parallel_trials,
+        storage=rt.optuna_storage_url,
+        study_name=study_name,
         meta_store=None if warm == pb.WARM_START_MODE_OFF else rt.meta_store,
-        dataset_key=data.dataset_key, parent_dataset_ids=data.parent_keys,
-        meta_features=data.meta_features, warm_start_k=automl.warm_start_k or 3,
+        dataset_key=data.dataset_key,
+        parent_dataset_ids=data.parent_keys,
+        meta_features=data.meta_features,
+        warm_start_k=automl.warm_start_k or 3,
         ensemble=not automl.search_space.disable_ensemble,
         ensemble_size=automl.search_space.max_ensemble_size or 25,
-        on_event=on_event, should_stop=ctx.cancelled,
+        on_event=on_event,
+        should_stop=ctx.cancelled,
     )
     if result.model is None:
-        raise RuntimeError(f"no trial completed within the budget ({result.stop_reason}); "
-                           "raise the wall budget")
+        raise RuntimeError(
+            f"no trial completed within the budget ({result.stop_reason}); raise the wall budget"
+        )
     ctx.report(0.96, "writing the model bundle")
     bundle = write_bundle(
-        rt.artifacts, f"models/{ctx.job_id}/bundle.tar", model=result.model, task=result.task,
-        target=spec.target_column, classes=result.classes, X_train=X, y_train=y,
-        metrics={result.metric: float(result.ensemble_score if result.model is
-                                      result.ensemble_model else result.best_score or 0.0)},
+        rt.artifacts,
+        f"models/{ctx.job_id}/bundle.tar",
+        model=result.model,
+        task=result.task,
+        target=spec.target_column,
+        classes=result.classes,
+        X_train=X,
+        y_train=y,
+        metrics={
+            result.metric: float(
+                result.ensemble_score
+                if result.model is result.ensemble_model
+                else result.best_score or 0.0
+            )
+        },
         lineage=BundleLineage(
-            dataset=({"dataset_id": data.dataset[0], "version": data.dataset[1]}
-                     if data.dataset else {"uri": data.artifact_uri}),
-            study_name=study_name, trial_number=result.best_trial, job_id=ctx.job_id,
-            ensemble={"members": [{"trial": t, "weight": w}
-                                  for t, w in result.ensemble_weights.items()]}
-            if result.model is result.ensemble_model else None),
-        seed=spec.seed)
+            dataset=(
+                {"dataset_id": data.dataset[0], "version": data.dataset[1]}
+                if data.dataset
+                else {"uri": data.artifact_uri}
+            ),
+            study_name=study_name,
+            trial_number=result.best_trial,
+            job_id=ctx.job_id,
+            ensemble={
+                "members": [{"trial": t, "weight": w} for t, w in result.ensemble_weights.items()]
+            }
+            if result.model is result.ensemble_model
+            else None,
+        ),
+        seed=spec.seed,
+    )
     if deadline is not None and time.monotonic() > deadline:
         log.warning("job finished past its budget", extra={"job_id": ctx.job_id})
     out = _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)
     if not ctx.cancelled():  # a cancelled job keeps its model but skips the slower report
         ctx.report(0.98, "computing the report")
         out["report"] = build_report(
-            rt, ctx.job_id, spec, result, X, y, out["leaderboard"], study_name,
-            None if deadline is None or wall is None else deadline + REPORT_GRACE * wall)
+            rt,
+            ctx.job_id,
+            spec,
+            result,
+            X,
+            y,
+            out["leaderboard"],
+            study_name,
+            None if deadline is None or wall is None else deadline + REPORT_GRACE * wall,
+        )
     return out
 
 
-def _result_dict(result: AutoMLResult, bundle: Any, data: Any, job_id: str,
-                 elapsed: float) -> dict[str, Any]:
+def _result_dict(
+    result: AutoMLResult, bundle: Any, data: Any, job_id: str, elapsed: float
+) -> dict[str, Any]:
     rows = [to_jsonable(r) for r in result.leaderboard]
     for row in rows:
         row["trial"] = row.get("number")
@@ -117,20 +171,38 @@ def _result_dict(result: AutoMLResult, bundle: Any, data: Any, job_id: str,
     if best is not None:
         best["bundle"] = {"uri": bundle.uri, "sha256": bundle.sha256, "size": bundle.size}
     return {
-        "task": result.task, "metric": result.metric,
-        "higher_is_better": result.higher_is_better, "best": best,
+        "task": result.task,
+        "metric": result.metric,
+        "higher_is_better": result.higher_is_better,
+        "best": best,
         "bundle": {"uri": bundle.uri, "sha256": bundle.sha256, "size": bundle.size},
-        "trials_complete": result.trials_complete, "trials_pruned": result.trials_pruned,
-        "trials_failed": result.trials_failed, "trials_interrupted": result.trials_interrupted,
-        "priors": [{"study": p.source_study, "source_job_id": p.source_study,
-                    "dataset": dataset_pair(p.source_dataset), "reason": p.reason,
-                    "distance": p.distance, "configs_enqueued": p.configs_enqueued,
-                    "best_rank": p.best_rank, "trials_learned_from": p.trials_learned_from,
-                    "rank_agreement": p.rank_agreement}
-                   for p in result.priors],
-        "leaderboard": rows, "warnings": list(result.warnings),
-        "dropped_columns": dict(result.dropped_columns), "stop_reason": result.stop_reason,
-        "elapsed_s": elapsed, "baseline_score": result.baseline_score,
-        "lineage": {"dataset": list(data.dataset) if data.dataset else None,
-                    "artifact": data.artifact_uri, "job_id": job_id},
+        "trials_complete": result.trials_complete,
+        "trials_pruned": result.trials_pruned,
+        "trials_failed": result.trials_failed,
+        "trials_interrupted": result.trials_interrupted,
+        "priors": [
+            {
+                "study": p.source_study,
+                "source_job_id": p.source_study,
+                "dataset": dataset_pair(p.source_dataset),
+                "reason": p.reason,
+                "distance": p.distance,
+                "configs_enqueued": p.configs_enqueued,
+                "best_rank": p.best_rank,
+                "trials_learned_from": p.trials_learned_from,
+                "rank_agreement": p.rank_agreement,
+            }
+            for p in result.priors
+        ],
+        "leaderboard": rows,
+        "warnings": list(result.warnings),
+        "dropped_columns": dict(result.dropped_columns),
+        "stop_reason": result.stop_reason,
+        "elapsed_s": elapsed,
+        "baseline_score": result.baseline_score,
+        "lineage": {
+            "dataset": list(data.dataset) if data.dataset else None,
+            "artifact": data.artifact_uri,
+            "job_id": job_id,
+        },
     }

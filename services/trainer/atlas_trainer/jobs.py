@@ -24,20 +24,25 @@ def spec_to_json(spec: pb.TrainingJobSpec, study_name: str) -> dict[str, Any]:
 
 
 def spec_from_json(raw: dict[str, Any]) -> pb.TrainingJobSpec:
-    return json_format.ParseDict({k: v for k, v in raw.items() if not k.startswith("_")},
-                                 pb.TrainingJobSpec())
+    return json_format.ParseDict(
+        {k: v for k, v in raw.items() if not k.startswith("_")}, pb.TrainingJobSpec()
+    )
 
 
-def _run_train(settings: TrainerSettings, ctx: JobContext, spec: dict[str, Any]
-               ) -> dict[str, Any]:
+def _run_train(settings: TrainerSettings, ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()  # the budget includes importing the ML stack
     from atlas_trainer.job_work import train  # heavy imports only in the job subprocess
     from atlas_trainer.runtime import open_runtime
 
     runtime = open_runtime(settings, migrate=False)
     try:
-        return train(runtime, ctx, spec_from_json(spec),
-                     study_name=spec.get(STUDY_KEY) or ctx.job_id, started=started)
+        return train(
+            runtime,
+            ctx,
+            spec_from_json(spec),
+            study_name=spec.get(STUDY_KEY) or ctx.job_id,
+            started=started,
+        )
     finally:
         runtime.close()
 

@@ -37,7 +37,9 @@ class TrainerRuntime:
         if not peer.target:
             raise FailedPrecondition(
                 "this trainer has no data service configured (ATLAS_TRAINER_DATA__TARGET); "
-                "pass a dataset_artifact instead of a dataset ref", reason="NO_DATA_SERVICE")
+                "pass a dataset_artifact instead of a dataset ref",
+                reason="NO_DATA_SERVICE",
+            )
         return DataClient(ClientSettings(target=peer.target, token=peer.token))
 
     def close(self) -> None:
@@ -50,5 +52,4 @@ def open_runtime(settings: TrainerSettings, *, migrate: bool = True) -> TrainerR
     check_connection(engine)
     if migrate:
         apply_migrations(engine, META_MIGRATIONS, JOBS_MIGRATIONS)
-    return TrainerRuntime(settings, engine, open_artifact_store(settings.s3),
-                          SqlMetaStore(engine))
+    return TrainerRuntime(settings, engine, open_artifact_store(settings.s3), SqlMetaStore(engine))

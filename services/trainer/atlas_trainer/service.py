@@ -46,9 +46,13 @@ class TrainerService:
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
         # A cancelled search stops within seconds, then the best model so far is still
         # bundled: give that time before the runner terminates the job process.
-        runner = JobRunner(runtime.engine, job_handlers(settings),
-                           max_concurrent=settings.jobs.max_concurrent,
-                           runner_id=settings.jobs.runner_id, cancel_grace=60.0)
+        runner = JobRunner(
+            runtime.engine,
+            job_handlers(settings),
+            max_concurrent=settings.jobs.max_concurrent,
+            runner_id=settings.jobs.runner_id,
+            cancel_grace=60.0,
+        )
         return cls(runtime, runner)
 
     def start(self) -> None:
@@ -69,12 +73,15 @@ class TrainerService:
                 raise InvalidArgument(
                     f"target column '{spec.target_column}' is not in dataset "
                     f"{ds.ref.dataset_id} v{ds.ref.version} (columns: {', '.join(names[:20])})",
-                    reason="UNKNOWN_TARGET", metadata={"column": spec.target_column})
+                    reason="UNKNOWN_TARGET",
+                    metadata={"column": spec.target_column},
+                )
             return [a.uri for a in ds.artifacts]
         if spec.dataset_artifact.uri:
             return [spec.dataset_artifact.uri]
-        raise InvalidArgument("spec: give dataset (a data-service dataset) or dataset_artifact",
-                              reason="NO_DATASET")
+        raise InvalidArgument(
+            "spec: give dataset (a data-service dataset) or dataset_artifact", reason="NO_DATASET"
+        )
 
     def validate_target(self, spec: pb.TrainingJobSpec) -> None:
         """Missing, all-missing or constant targets are refused before a job is queued."""
@@ -89,31 +96,43 @@ class TrainerService:
                 self.rt.artifacts.download_to_file(self.rt.artifacts.key_for_uri(uri), path)
                 schema = pq.read_schema(path)
                 if target not in schema.names:
-                    raise InvalidArgument(f"target column '{target}' is not in the dataset "
-                                          f"(columns: {', '.join(schema.names[:20])})",
-                                          reason="UNKNOWN_TARGET", metadata={"column": target})
+                    raise InvalidArgument(
+                        f"target column '{target}' is not in the dataset "
+                        f"(columns: {', '.join(schema.names[:20])})",
+                        reason="UNKNOWN_TARGET",
+                        metadata={"column": target},
+                    )
                 columns.append(pq.read_table(path, columns=[target]).column(0))
         values = [v for col in columns for v in col.chunks]
         non_null = sum(len(v) - v.null_count for v in values)
         if non_null == 0:
-            raise InvalidArgument(f"target column '{target}' has no values (all missing)",
-                                  reason="EMPTY_TARGET", metadata={"column": target})
+            raise InvalidArgument(
+                f"target column '{target}' has no values (all missing)",
+                reason="EMPTY_TARGET",
+                metadata={"column": target},
+            )
         distinct = set()
         for chunk in values:
             distinct.update(pc.unique(chunk.drop_null()).to_pylist())
             if len(distinct) > 1:
                 return
-        raise InvalidArgument(f"target column '{target}' is constant ({distinct.pop()!r}): "
-                              "nothing to learn", reason="CONSTANT_TARGET",
-                              metadata={"column": target})
+        raise InvalidArgument(
+            f"target column '{target}' is constant ({distinct.pop()!r}): nothing to learn",
+            reason="CONSTANT_TARGET",
+            metadata={"column": target},
+        )
 
     def submit(self, spec: pb.TrainingJobSpec, request_id: str) -> str:
         if spec.WhichOneof("kind") == "deep_learning":
             raise InvalidArgument(
                 "deep_learning jobs are not offered by this trainer version; use automl (its "
-                "search space includes a PyTorch MLP)", reason="UNSUPPORTED_KIND")
-        if spec.budget.HasField("wall_time") and spec.budget.wall_time.ToTimedelta(
-                ).total_seconds() <= 0:
+                "search space includes a PyTorch MLP)",
+                reason="UNSUPPORTED_KIND",
+            )
+        if (
+            spec.budget.HasField("wall_time")
+            and spec.budget.wall_time.ToTimedelta().total_seconds() <= 0
+        ):
             raise InvalidArgument("budget.wall_time must be positive", reason="BAD_BUDGET")
         if spec.budget.max_trials < 0:
             raise InvalidArgument("budget.max_trials must be >= 0", reason="BAD_BUDGET")
@@ -125,11 +144,13 @@ class TrainerService:
             if gpus > available:
                 raise FailedPrecondition(
                     f"resources.gpus={gpus} but this trainer has {available} GPU(s)",
-                    reason="NOT_ENOUGH_GPUS")
+                    reason="NOT_ENOUGH_GPUS",
+                )
         self.validate_target(spec)
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
-        return self.jobs.submit(KIND_TRAIN, spec_to_json(spec, study),
-                                request_id=request_id or None, resumable=True)
+        return self.jobs.submit(
+            KIND_TRAIN, spec_to_json(spec, study), request_id=request_id or None, resumable=True
+        )
 
     # -- reading --------------------------------------------------------------------------
 
@@ -143,14 +164,14 @@ class TrainerService:
             r = record.result
             return r["leaderboard"], r["metric"], bool(r["higher_is_better"])
         try:
-            study = optuna.load_study(study_name=self.study_name(record),
-                                      storage=self.rt.optuna_storage_url)
+            study = optuna.load_study(
+                study_name=self.study_name(record), storage=self.rt.optuna_storage_url
+            )
         except KeyError:
             return [], "", True
         higher = study.direction == optuna.study.StudyDirection.MAXIMIZE
         rows = [_row_dict(r) for r in leaderboard(study, higher)]
         return rows, str(study.user_attrs.get("metric", "")), higher
-
 
     # -- analysis -------------------------------------------------------------------------
 
@@ -170,8 +191,9 @@ class TrainerService:
         X, y = split_target(data, spec)
         return X, y, spec.target_column
 
-    def explain(self, job_id: str, result: dict[str, Any], rows: pd.DataFrame,
-                target_class: str | None) -> Explanation:
+    def explain(
+        self, job_id: str, result: dict[str, Any], rows: pd.DataFrame, target_class: str | None
+    ) -> Explanation:
         bundle = self._bundle(result)
         frame = bundle.predictor.validate_input(rows)
         background = None
@@ -182,49 +204,88 @@ class TrainerService:
         if target_class is not None and classes:
             matches = [c for c in classes if str(c) == target_class]
             if not matches:
-                raise InvalidArgument(f"target_class '{target_class}' is not one of "
-                                      f"{[str(c) for c in classes]}", reason="UNKNOWN_CLASS")
+                raise InvalidArgument(
+                    f"target_class '{target_class}' is not one of {[str(c) for c in classes]}",
+                    reason="UNKNOWN_CLASS",
+                )
             target_class = matches[0]
-        return explain_rows(bundle.predictor, frame, task=bundle.task, classes=classes,
-                            background=background, target_class=target_class)
+        return explain_rows(
+            bundle.predictor,
+            frame,
+            task=bundle.task,
+            classes=classes,
+            background=background,
+            target_class=target_class,
+        )
 
-    def bias(self, record: JobRecord, facet: str, values: list[str] | None
-             ) -> list[dict[str, Any]]:
+    def bias(self, record: JobRecord, facet: str, values: list[str] | None) -> list[dict[str, Any]]:
         X, y, target = self._training_frame(record)
         frame = X.assign(**{target: y.values})
         if facet not in frame.columns:
-            raise InvalidArgument(f"facet column '{facet}' is not in the training data",
-                                  reason="UNKNOWN_COLUMN", metadata={"column": facet})
-        return to_jsonable(bias_metrics(frame, facet_column=facet, label_column=target,
-                                        facet_values=values))
+            raise InvalidArgument(
+                f"facet column '{facet}' is not in the training data",
+                reason="UNKNOWN_COLUMN",
+                metadata={"column": facet},
+            )
+        return to_jsonable(
+            bias_metrics(frame, facet_column=facet, label_column=target, facet_values=values)
+        )
 
-    def similar_studies(self, dataset: tuple[str, int] | None, meta: dict[str, float],
-                        task: str | None, k: int, per_study: int) -> list[dict[str, Any]]:
+    def similar_studies(
+        self,
+        dataset: tuple[str, int] | None,
+        meta: dict[str, float],
+        task: str | None,
+        k: int,
+        per_study: int,
+    ) -> list[dict[str, Any]]:
         if dataset is not None:
             with self.rt.data_client() as client:
                 ds = client.get_dataset(*dataset)
             mf = ds.meta_features
-            meta = {f.name: float(getattr(mf, f.name)) for f in mf.DESCRIPTOR.fields
-                    if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)} | meta
-            task = task or ("regression" if not mf.classes else
-                            "binary" if mf.classes == 2 else "multiclass")
+            meta = {
+                f.name: float(getattr(mf, f.name))
+                for f in mf.DESCRIPTOR.fields
+                if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)
+            } | meta
+            task = task or (
+                "regression" if not mf.classes else "binary" if mf.classes == 2 else "multiclass"
+            )
         if not meta:
             raise InvalidArgument("give a dataset or meta_features", reason="NO_META_FEATURES")
-        priors = find_priors(self.rt.meta_store, meta, task or "binary", k=k,
-                             configs_per_source=per_study)
-        return [{"study": p.source_study, "reason": p.reason, "distance": p.distance,
-                 "dataset": dataset_pair(p.source_dataset),
-                 "trials": [{"number": c.get("trial", 0), "score": c.get("score"),
-                             "params": c.get("params"), "state": "COMPLETE",
-                             "family": (c.get("params") or {}).get("family", "")}
-                            for c in p.configs]} for p in priors]
+        priors = find_priors(
+            self.rt.meta_store, meta, task or "binary", k=k, configs_per_source=per_study
+        )
+        return [
+            {
+                "study": p.source_study,
+                "reason": p.reason,
+                "distance": p.distance,
+                "dataset": dataset_pair(p.source_dataset),
+                "trials": [
+                    {
+                        "number": c.get("trial", 0),
+                        "score": c.get("score"),
+                        "params": c.get("params"),
+                        "state": "COMPLETE",
+                        "family": (c.get("params") or {}).get("family", ""),
+                    }
+                    for c in p.configs
+                ],
+            }
+            for p in priors
+        ]
 
     def resources(self) -> tuple[HostResources, list[dict[str, Any]]]:
         running = self.jobs.list_all(state=JobState.RUNNING)
-        allocations = [{"job_id": r.id,
-                        "cpus": float((r.spec.get("resources") or {}).get("cpus") or 1.0),
-                        "gpus": int((r.spec.get("resources") or {}).get("gpus") or 0)}
-                       for r in running]
+        allocations = [
+            {
+                "job_id": r.id,
+                "cpus": float((r.spec.get("resources") or {}).get("cpus") or 1.0),
+                "gpus": int((r.spec.get("resources") or {}).get("gpus") or 0),
+            }
+            for r in running
+        ]
         return discover_resources(), allocations
 
 

@@ -59,11 +59,13 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
     async def GetTrainingJob(self, request: Any, context: Any) -> Any:
         return pb.GetTrainingJobResponse(job=await to_thread(self._job, request.job_id))
 
-    async def WatchTrainingJob(self, request: Any, context: Any
-                               ) -> AsyncIterator[pb.WatchTrainingJobResponse]:
+    async def WatchTrainingJob(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[pb.WatchTrainingJobResponse]:
         record = await to_thread(self._record, request.job_id)
         yield pb.WatchTrainingJobResponse(
-            event_type=pb.TRAINING_EVENT_TYPE_STATUS, status=pc.job_status(record))
+            event_type=pb.TRAINING_EVENT_TYPE_STATUS, status=pc.job_status(record)
+        )
         best: pb.Trial | None = None
         async for event in self.svc.jobs.awatch(request.job_id):
             trial = _trial_event(event)
@@ -71,7 +73,8 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
                 msg = pb.WatchTrainingJobResponse(
                     event_type=convert.EVENT_TYPES[trial["type"]],
                     trial=convert.trial_to_pb(trial),
-                    event_time=pc.dt_to_ts(event.time))
+                    event_time=pc.dt_to_ts(event.time),
+                )
                 if trial["type"] == "new_best":
                     best = convert.trial_to_pb(trial)
                 if best is not None:
@@ -84,8 +87,10 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
             elif event.type is not EventType.PROGRESS:
                 record = await to_thread(self._record, request.job_id)
                 yield pb.WatchTrainingJobResponse(
-                    event_type=pb.TRAINING_EVENT_TYPE_STATUS, status=pc.job_status(record),
-                    event_time=pc.dt_to_ts(event.time))
+                    event_type=pb.TRAINING_EVENT_TYPE_STATUS,
+                    status=pc.job_status(record),
+                    event_time=pc.dt_to_ts(event.time),
+                )
 
     async def CancelTrainingJob(self, request: Any, context: Any) -> Any:
         record = await to_thread(self._record, request.job_id)
@@ -95,26 +100,30 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
 
     async def ListTrainingJobs(self, request: Any, context: Any) -> Any:
         offset, limit = pc.page_window(request.page)
-        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states
-                  if s in pc.JOB_STATES_FROM_PB}
+        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states if s in pc.JOB_STATES_FROM_PB}
 
         def collect() -> tuple[list[pb.TrainingJob], bool]:
-            records = [r for r in self.svc.jobs.list_all()
-                       if (not states or r.state in states)]
+            records = [r for r in self.svc.jobs.list_all() if (not states or r.state in states)]
             if request.dataset.dataset_id:
-                records = [r for r in records
-                           if (r.spec.get("dataset") or {}).get("dataset_id")
-                           == request.dataset.dataset_id]
+                records = [
+                    r
+                    for r in records
+                    if (r.spec.get("dataset") or {}).get("dataset_id") == request.dataset.dataset_id
+                ]
             if request.labels:
-                records = [r for r in records if all(
-                    (r.spec.get("labels") or {}).get(k) == v for k, v in request.labels.items())]
+                records = [
+                    r
+                    for r in records
+                    if all(
+                        (r.spec.get("labels") or {}).get(k) == v for k, v in request.labels.items()
+                    )
+                ]
             records.sort(key=lambda r: r.created_at, reverse=True)
-            page = records[offset:offset + limit]
+            page = records[offset : offset + limit]
             return [convert.job_to_pb(r) for r in page], offset + limit < len(records)
 
         jobs, more = await to_thread(collect)
-        return pb.ListTrainingJobsResponse(jobs=jobs,
-                                           page=pc.page_response(offset, limit, more))
+        return pb.ListTrainingJobsResponse(jobs=jobs, page=pc.page_response(offset, limit, more))
 
     async def _rows(self, job_id: str) -> tuple[list[dict[str, Any]], str, bool]:
         record = await to_thread(self._record, job_id)
@@ -125,24 +134,38 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
         ranked = [r for r in rows if r.get("state") == "COMPLETE"]
         offset, limit = pc.page_window(request.page)
         return pb.GetLeaderboardResponse(
-            entries=[convert.trial_to_pb(r) for r in ranked[offset:offset + limit]],
-            metric=metric, higher_is_better=higher,
-            page=pc.page_response(offset, limit, offset + limit < len(ranked)))
+            entries=[convert.trial_to_pb(r) for r in ranked[offset : offset + limit]],
+            metric=metric,
+            higher_is_better=higher,
+            page=pc.page_response(offset, limit, offset + limit < len(ranked)),
+        )
 
     async def ListTrials(self, request: Any, context: Any) -> Any:
         rows, _, _ = await self._rows(request.job_id)
-        wanted = {convert.TRIAL_STATES_FROM_PB[s] for s in request.states
-                  if s in convert.TRIAL_STATES_FROM_PB}
-        rows = sorted((r for r in rows if r.get("number", 0) >= 0
-                       and (not wanted or r.get("state") in wanted)),
-                      key=lambda r: r.get("number", 0))
+        wanted = {
+            convert.TRIAL_STATES_FROM_PB[s]
+            for s in request.states
+            if s in convert.TRIAL_STATES_FROM_PB
+        }
+        rows = sorted(
+            (
+                r
+                for r in rows
+                if r.get("number", 0) >= 0 and (not wanted or r.get("state") in wanted)
+            ),
+            key=lambda r: r.get("number", 0),
+        )
         offset, limit = pc.page_window(request.page)
         return pb.ListTrialsResponse(
-            trials=[convert.trial_to_pb(r) for r in rows[offset:offset + limit]],
-            page=pc.page_response(offset, limit, offset + limit < len(rows)))
+            trials=[convert.trial_to_pb(r) for r in rows[offset : offset + limit]],
+            page=pc.page_response(offset, limit, offset + limit < len(rows)),
+        )
 
 
 def trainer_service_def(service: TrainerService) -> ServiceDef:
     return ServiceDef(
-        TrainerServicer(service), pb_grpc.add_TrainerServiceServicer_to_server,
-        pb.DESCRIPTOR.services_by_name["TrainerService"].full_name, on_stop=service.stop)
+        TrainerServicer(service),
+        pb_grpc.add_TrainerServiceServicer_to_server,
+        pb.DESCRIPTOR.services_by_name["TrainerService"].full_name,
+        on_stop=service.stop,
+    )

@@ -16,8 +16,9 @@ from atlas_core.rpc.channel import ClientSettings
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="host:port[,host:port...] of the service replicas")
-    parser.add_argument("--token", help="bearer token (default: $ATLAS_TOKEN or the suite's "
-                        "admin token)")
+    parser.add_argument(
+        "--token", help="bearer token (default: $ATLAS_TOKEN or the suite's admin token)"
+    )
     parser.add_argument("--data-dir", default=".atlas", help="suite started by `atlas up`")
 
 
@@ -30,7 +31,8 @@ def client_settings(args: argparse.Namespace, service: str) -> ClientSettings:
         state_file = data_dir / "run" / "state.json"
         if not state_file.exists():
             raise FailedPrecondition(
-                f"no --address given and no suite running from {data_dir} (run `atlas up`)")
+                f"no --address given and no suite running from {data_dir} (run `atlas up`)"
+            )
         procs = json.loads(state_file.read_text())["processes"]
         found = [p for p in procs if p["name"] == service]
         if not found:
@@ -42,5 +44,6 @@ def client_settings(args: argparse.Namespace, service: str) -> ClientSettings:
         creds = data_dir / "secrets" / "credentials.json"
         if creds.exists():
             token = json.loads(creds.read_text())["admin_token"]
-    return ClientSettings(target=target, token=SecretStr(token) if token else None,
-                          read_target=read_target)
+    return ClientSettings(
+        target=target, token=SecretStr(token) if token else None, read_target=read_target
+    )

@@ -31,8 +31,10 @@ def _load(path: str, message_type: type) -> object:
 def cmd_groups(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for g in client.list_feature_groups(args.prefix):
-            print(f"{g.spec.name:<24} v{g.version:<3} {len(g.spec.features):>5} features  "
-                  f"float32 width {g.layout.float32_width}")
+            print(
+                f"{g.spec.name:<24} v{g.version:<3} {len(g.spec.features):>5} features  "
+                f"float32 width {g.layout.float32_width}"
+            )
     return 0
 
 
@@ -60,18 +62,31 @@ def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as client:
         got = client.get_features(args.group, keys, features)
     for i, key in enumerate(keys):
-        row = {s.name: got.float32[i, s.offset:s.offset + s.dims].tolist()
-               for s in got.layout.slots if s.block == pb.VALUE_BLOCK_FLOAT32}
-        print(json.dumps({"key": key, "found": bool(got.found[i]),
-                          "event_time_us": int(got.event_time_us[i]), "float32": row})[:2000])
+        row = {
+            s.name: got.float32[i, s.offset : s.offset + s.dims].tolist()
+            for s in got.layout.slots
+            if s.block == pb.VALUE_BLOCK_FLOAT32
+        }
+        print(
+            json.dumps(
+                {
+                    "key": key,
+                    "found": bool(got.found[i]),
+                    "event_time_us": int(got.event_time_us[i]),
+                    "float32": row,
+                }
+            )[:2000]
+        )
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for d in client.list_datasets(args.prefix):
-            print(f"{d.ref.dataset_id:<32} v{d.ref.version:<3} {d.row_count:>9} rows  "
-                  f"{d.lineage.operation}")
+            print(
+                f"{d.ref.dataset_id:<32} v{d.ref.version:<3} {d.row_count:>9} rows  "
+                f"{d.lineage.operation}"
+            )
     return 0
 
 
@@ -139,8 +154,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = add("describe", cmd_describe, "show a feature group (schema, layout, stats)")
     p.add_argument("name")
     p.add_argument("--version", type=int, default=0)
-    p = add("create-group", cmd_create_group, "create a feature group from a JSON "
-            "FeatureGroupSpec (file or - for stdin)")
+    p = add(
+        "create-group",
+        cmd_create_group,
+        "create a feature group from a JSON FeatureGroupSpec (file or - for stdin)",
+    )
     p.add_argument("file")
     p.add_argument("--new-version", action="store_true")
     p = add("get", cmd_get, "read the latest features of entities")
@@ -148,12 +166,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("keys", nargs="+")
     p.add_argument("--features", help="comma-separated subset (default: all)")
     add("datasets", cmd_datasets, "list datasets (latest versions)").add_argument(
-        "--prefix", default="")
+        "--prefix", default=""
+    )
     p = add("dataset", cmd_dataset, "show a dataset version")
     p.add_argument("dataset_id")
     p.add_argument("--version", type=int, default=0)
-    for name, what in (("match", "MatchSamplesSpec"), ("derive", "DeriveDatasetSpec"),
-                       ("ingest", "IngestSpec")):
+    for name, what in (
+        ("match", "MatchSamplesSpec"),
+        ("derive", "DeriveDatasetSpec"),
+        ("ingest", "IngestSpec"),
+    ):
         p = add(name, cmd_submit, f"submit a {name} job from a JSON {what} (file or -)")
         p.add_argument("file")
         p.add_argument("--wait", action="store_true", help="follow the job until it ends")

@@ -43,11 +43,14 @@ def _follow(client: GraphClient, job_id: str) -> int:
         return 1
     result = job.WhichOneof("result")
     if result == "graph":
-        print(f"graph {job.graph.graph_id}: {job.graph.num_nodes} nodes, "
-              f"{job.graph.num_edges} edges")
+        print(
+            f"graph {job.graph.graph_id}: {job.graph.num_nodes} nodes, {job.graph.num_edges} edges"
+        )
     elif result == "partitioning":
-        print(f"partitioning {job.partitioning.partitioning_id}: node boundaries "
-              f"{list(job.partitioning.node_boundaries)}")
+        print(
+            f"partitioning {job.partitioning.partitioning_id}: node boundaries "
+            f"{list(job.partitioning.node_boundaries)}"
+        )
     elif result == "train_result":
         r = job.train_result
         print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.metrics.items())))
@@ -60,8 +63,10 @@ def _follow(client: GraphClient, job_id: str) -> int:
 def cmd_graphs(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for g in client.list_graphs(args.prefix):
-            print(f"{g.graph_id:<20} {g.name:<20} {g.num_nodes:>11} nodes {g.num_edges:>12} "
-                  f"edges  {g.num_classes} classes")
+            print(
+                f"{g.graph_id:<20} {g.name:<20} {g.num_nodes:>11} nodes {g.num_edges:>12} "
+                f"edges  {g.num_classes} classes"
+            )
     return 0
 
 
@@ -72,9 +77,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    spec = pb.GenerateGraphSpec(name=args.name, nodes=args.nodes, communities=args.communities,
-                                average_degree=args.degree, feature_dims=args.feature_dims,
-                                seed=args.seed)
+    spec = pb.GenerateGraphSpec(
+        name=args.name,
+        nodes=args.nodes,
+        communities=args.communities,
+        average_degree=args.degree,
+        feature_dims=args.feature_dims,
+        seed=args.seed,
+    )
     with _client(args) as client:
         return _submitted(client, client.generate(spec), args.wait)
 
@@ -87,9 +97,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _partition_spec(args: argparse.Namespace) -> pb.PartitionGraphSpec:
-    return pb.PartitionGraphSpec(graph_id=args.graph_id, num_partitions=args.parts,
-                                 method=_METHODS[args.method],
-                                 max_memory_bytes=args.max_memory_bytes)
+    return pb.PartitionGraphSpec(
+        graph_id=args.graph_id,
+        num_partitions=args.parts,
+        method=_METHODS[args.method],
+        max_memory_bytes=args.max_memory_bytes,
+    )
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -106,18 +119,27 @@ def cmd_partition(args: argparse.Namespace) -> int:
 def cmd_partitionings(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for p in client.list_partitionings(args.graph_id):
-            print(f"{p.partitioning_id:<20} {len(p.partitions)} parts  nodes "
-                  f"{list(p.node_boundaries)}  edge cut {p.edge_cut}")
+            print(
+                f"{p.partitioning_id:<20} {len(p.partitions)} parts  nodes "
+                f"{list(p.node_boundaries)}  edge cut {p.edge_cut}"
+            )
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     spec = pb.TrainGraphSpec(
         ref=common_pb2.GraphRef(graph_id=args.graph_id, partitioning_id=args.partitioning_id),
-        num_trainers=args.trainers, model=_MODELS[args.model],
-        fan_outs=[int(f) for f in args.fan_outs.split(",")], hidden_dims=args.hidden,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        write_predictions=True, write_embeddings=args.embeddings, seed=args.seed)
+        num_trainers=args.trainers,
+        model=_MODELS[args.model],
+        fan_outs=[int(f) for f in args.fan_outs.split(",")],
+        hidden_dims=args.hidden,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        write_predictions=True,
+        write_embeddings=args.embeddings,
+        seed=args.seed,
+    )
     with _client(args) as client:
         return _submitted(client, client.train(spec), args.wait)
 
@@ -129,12 +151,18 @@ def cmd_translate(args: argparse.Namespace) -> int:
     except ValueError:
         ids = list(args.ids)
     with _client(args) as client:
-        got = client.translate(args.graph_id, args.partitioning_id, ids,
-                               kind="edge" if args.edges else "node",
-                               to_original=args.to_original)
+        got = client.translate(
+            args.graph_id,
+            args.partitioning_id,
+            ids,
+            kind="edge" if args.edges else "node",
+            to_original=args.to_original,
+        )
     for i in range(len(ids)):
-        print(f"original {got.originals[i]!s:<20} new {got.new_ids[i]:<12} "
-              f"partition {got.partitions[i]:<4} local {got.local_ids[i]}")
+        print(
+            f"original {got.originals[i]!s:<20} new {got.new_ids[i]:<12} "
+            f"partition {got.partitions[i]:<4} local {got.local_ids[i]}"
+        )
     return 0
 
 
@@ -188,17 +216,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--degree", type=float, default=10.0)
     p.add_argument("--feature-dims", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    add("import", cmd_import, "import a graph from a JSON ImportGraphSpec (file or -)",
-        wait=True).add_argument("file")
-    for name, fn, text in (("estimate", cmd_estimate, "estimate a partitioning's memory"),
-                           ("partition", cmd_partition, "partition a graph into P parts")):
+    add(
+        "import", cmd_import, "import a graph from a JSON ImportGraphSpec (file or -)", wait=True
+    ).add_argument("file")
+    for name, fn, text in (
+        ("estimate", cmd_estimate, "estimate a partitioning's memory"),
+        ("partition", cmd_partition, "partition a graph into P parts"),
+    ):
         p = add(name, fn, text, wait=name == "partition")
         p.add_argument("graph_id")
         p.add_argument("--parts", type=int, default=2)
         p.add_argument("--method", choices=sorted(_METHODS), default="metis")
         p.add_argument("--max-memory-bytes", type=int, default=0)
-    add("partitionings", cmd_partitionings, "list a graph's partitionings").add_argument(
-        "graph_id")
+    add("partitionings", cmd_partitionings, "list a graph's partitionings").add_argument("graph_id")
     p = add("train", cmd_train, "train a GNN on a partitioning (DGL distributed)", wait=True)
     p.add_argument("graph_id")
     p.add_argument("partitioning_id")

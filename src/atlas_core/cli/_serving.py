@@ -48,16 +48,16 @@ def parse_model(text: str) -> tuple[str, int, str]:
     if ":" in text:
         name, _, number = text.partition(":")
         if not number.isdigit():
-            raise InvalidArgument(f"bad model reference {text!r}: use name, name:VERSION or "
-                                  "name@ALIAS")
+            raise InvalidArgument(
+                f"bad model reference {text!r}: use name, name:VERSION or name@ALIAS"
+            )
         return name, int(number), ""
     return text, 0, ""
 
 
 def _variant(model: str, name: str, weight: float = 100.0, shadow: bool = False) -> pb.Variant:
     model_name, version, alias = parse_model(model)
-    return variant(name, model_name, version=version, alias=alias, weight=weight,
-                   shadow=shadow)
+    return variant(name, model_name, version=version, alias=alias, weight=weight, shadow=shadow)
 
 
 def _state(value: int, enum: Any, prefix: str) -> str:
@@ -80,8 +80,11 @@ def policy_from_args(args: argparse.Namespace) -> pb.TrafficPolicy:
 
 
 def alarms_from_args(args: argparse.Namespace) -> pb.AlarmConfig:
-    alarms = pb.AlarmConfig(max_error_rate=args.max_error_rate, min_requests=args.min_requests,
-                            disable_auto_rollback=args.no_auto_rollback)
+    alarms = pb.AlarmConfig(
+        max_error_rate=args.max_error_rate,
+        min_requests=args.min_requests,
+        disable_auto_rollback=args.no_auto_rollback,
+    )
     if args.max_p99_ms:
         alarms.max_p99_latency.CopyFrom(_duration(f"{args.max_p99_ms}ms"))
     alarms.window.CopyFrom(_duration(args.alarm_window))
@@ -90,13 +93,17 @@ def alarms_from_args(args: argparse.Namespace) -> pb.AlarmConfig:
 
 # -- registry ---------------------------------------------------------------------------------
 
+
 def cmd_register(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        v = client.register(args.model, args.bundle, aliases=args.alias or [],
-                            description=args.description)
+        v = client.register(
+            args.model, args.bundle, aliases=args.alias or [], description=args.description
+        )
     aliases = f" (aliases: {', '.join(v.aliases)})" if v.aliases else ""
-    print(f"registered {v.ref.model_name} v{v.ref.version}{aliases}: {v.task_type}, "
-          f"{len(v.input_schema.columns)} inputs, bundle {v.bundle.uri}")
+    print(
+        f"registered {v.ref.model_name} v{v.ref.version}{aliases}: {v.task_type}, "
+        f"{len(v.input_schema.columns)} inputs, bundle {v.bundle.uri}"
+    )
     return 0
 
 
@@ -105,8 +112,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.model:
             for v in client.list_versions(args.model):
                 metrics = ", ".join(f"{k} {m:.4f}" for k, m in sorted(v.metrics.items()))
-                print(f"{v.ref.model_name} v{v.ref.version:<3} {','.join(v.aliases) or '-':<20}"
-                      f" {v.task_type:<12} {metrics}")
+                print(
+                    f"{v.ref.model_name} v{v.ref.version:<3} {','.join(v.aliases) or '-':<20}"
+                    f" {v.task_type:<12} {metrics}"
+                )
             return 0
         for m in client.list_models():
             aliases = ", ".join(f"{a}=v{n}" for a, n in sorted(m.aliases.items()))
@@ -123,9 +132,13 @@ def cmd_alias(args: argparse.Namespace) -> int:
 
 # -- endpoints --------------------------------------------------------------------------------
 
+
 def cmd_create(args: argparse.Namespace) -> int:
-    spec = pb.EndpointSpec(name=args.endpoint, variants=[_variant(args.model, args.variant)],
-                           description=args.description)
+    spec = pb.EndpointSpec(
+        name=args.endpoint,
+        variants=[_variant(args.model, args.variant)],
+        description=args.description,
+    )
     spec.capacity.warm = args.warm
     spec.capacity.max_concurrency = args.max_concurrency
     if args.max_concurrency:
@@ -134,8 +147,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         spec.capture.enabled, spec.capture.sample_fraction = True, args.capture
     if args.lookup:
         spec.feature_lookup.feature_groups.add(name=args.lookup)
-        spec.feature_lookup.fallback = (pb.FALLBACK_POLICY_DEFAULTS if args.fallback == "defaults"
-                                        else pb.FALLBACK_POLICY_FAIL)
+        spec.feature_lookup.fallback = (
+            pb.FALLBACK_POLICY_DEFAULTS if args.fallback == "defaults" else pb.FALLBACK_POLICY_FAIL
+        )
     with _client(args) as client:
         ep = client.create_endpoint(spec)
     print(f"endpoint {ep.spec.name} serving {_describe(ep)}")
@@ -156,10 +170,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     for i, shadow in enumerate(args.shadow or []):
         variants.append(_variant(shadow, f"shadow-{i + 1}", weight=0, shadow=True))
     with _client(args) as client:
-        dep = client.deploy(args.endpoint, variants, policy=policy_from_args(args),
-                            alarms=alarms_from_args(args))
-        print(f"deployment {dep.deployment_id}: {args.policy} to {args.model} on "
-              f"{args.endpoint}")
+        dep = client.deploy(
+            args.endpoint, variants, policy=policy_from_args(args), alarms=alarms_from_args(args)
+        )
+        print(f"deployment {dep.deployment_id}: {args.policy} to {args.model} on {args.endpoint}")
         if args.detach:
             return 0
         return _follow(client, dep.deployment_id)
@@ -177,8 +191,11 @@ def _follow(client: ServingClient, deployment_id: str, out: Any = sys.stdout) ->
     if last is None:
         return 1
     state = _state(last.state, pb.DeploymentState, "DEPLOYMENT_STATE_")
-    print(f"deployment {deployment_id} {state}"
-          + (f": {last.error.message}" if last.error.message else ""), file=out)
+    print(
+        f"deployment {deployment_id} {state}"
+        + (f": {last.error.message}" if last.error.message else ""),
+        file=out,
+    )
     return 0 if last.state == pb.DEPLOYMENT_STATE_SUCCEEDED else 1
 
 
@@ -186,40 +203,55 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if not args.endpoint:
             for ep in client.list_endpoints():
-                print(f"{ep.spec.name:<24} "
-                      f"{_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_'):<10} "
-                      f"{_describe(ep)}")
+                print(
+                    f"{ep.spec.name:<24} "
+                    f"{_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_'):<10} "
+                    f"{_describe(ep)}"
+                )
             return 0
         ep = client.get_endpoint(args.endpoint)
-        print(f"endpoint {ep.spec.name}: {_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_')}"
-              f"; {_describe(ep)}")
+        print(
+            f"endpoint {ep.spec.name}: {_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_')}"
+            f"; {_describe(ep)}"
+        )
         if ep.active_deployment_id:
             dep = client.get_deployment(ep.active_deployment_id)
-            print(f"  rollout {dep.deployment_id}: "
-                  f"{_state(dep.state, pb.DeploymentState, 'DEPLOYMENT_STATE_')} step "
-                  f"{dep.step + 1}/{dep.total_steps}")
-        print(f"  {'variant':<12} {'version':>7} {'traffic':>7} {'qps':>8} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'errors':>7} {'batch':>6} {'loaded':>6}")
+            print(
+                f"  rollout {dep.deployment_id}: "
+                f"{_state(dep.state, pb.DeploymentState, 'DEPLOYMENT_STATE_')} step "
+                f"{dep.step + 1}/{dep.total_steps}"
+            )
+        print(
+            f"  {'variant':<12} {'version':>7} {'traffic':>7} {'qps':>8} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'errors':>7} {'batch':>6} {'loaded':>6}"
+        )
         for s in client.stats(args.endpoint, args.window):
-            print(f"  {s.variant:<12} {s.model_version:>7} {s.traffic_percent:>6.0f}% "
-                  f"{s.qps:>8.1f} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} {s.error_rate:>7.2%} "
-                  f"{s.mean_batch_size:>6.1f} {s.loaded_replicas:>6}")
+            print(
+                f"  {s.variant:<12} {s.model_version:>7} {s.traffic_percent:>6.0f}% "
+                f"{s.qps:>8.1f} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} {s.error_rate:>7.2%} "
+                f"{s.mean_batch_size:>6.1f} {s.loaded_replicas:>6}"
+            )
             if s.HasField("shadow") and s.shadow.compared:
-                print(f"    shadow: {s.shadow.compared} compared, agreement "
-                      f"{s.shadow.label_agreement:.1%}, mean |score diff| "
-                      f"{s.shadow.mean_abs_score_diff:.4f}, p99 {s.shadow.p99_ms:.2f} ms")
+                print(
+                    f"    shadow: {s.shadow.compared} compared, agreement "
+                    f"{s.shadow.label_agreement:.1%}, mean |score diff| "
+                    f"{s.shadow.mean_abs_score_diff:.4f}, p99 {s.shadow.p99_ms:.2f} ms"
+                )
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for dep in client.list_deployments(args.endpoint):
-            targets = ", ".join(f"{v.name}={v.model.model_name} v{v.resolved_version}"
-                                for v in dep.target_variants)
+            targets = ", ".join(
+                f"{v.name}={v.model.model_name} v{v.resolved_version}" for v in dep.target_variants
+            )
             policy = dep.policy.WhichOneof("policy") or "all_at_once"
-            print(f"{dep.deployment_id}  "
-                  f"{_state(dep.state, pb.DeploymentState, 'DEPLOYMENT_STATE_'):<12} "
-                  f"{policy:<12} {targets}")
+            print(
+                f"{dep.deployment_id}  "
+                f"{_state(dep.state, pb.DeploymentState, 'DEPLOYMENT_STATE_'):<12} "
+                f"{policy:<12} {targets}"
+            )
     return 0
 
 
@@ -234,8 +266,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         dep = client.cancel_deployment(args.deployment_id)
         final = client.wait_deployment(dep.deployment_id, timeout=60)
-    print(f"deployment {dep.deployment_id} "
-          f"{_state(final.state, pb.DeploymentState, 'DEPLOYMENT_STATE_')}")
+    print(
+        f"deployment {dep.deployment_id} "
+        f"{_state(final.state, pb.DeploymentState, 'DEPLOYMENT_STATE_')}"
+    )
     return 0
 
 
@@ -254,15 +288,18 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             return 0
         for a in client.alerts(args.endpoint or ""):
             kind = _state(a.kind, pb.AlertKind, "ALERT_KIND_")
-            print(f"{a.alert_id}  {a.create_time.ToDatetime():%Y-%m-%d %H:%M:%S}  "
-                  f"{a.endpoint.endpoint_name:<16} {kind:<16} {a.message}")
+            print(
+                f"{a.alert_id}  {a.create_time.ToDatetime():%Y-%m-%d %H:%M:%S}  "
+                f"{a.endpoint.endpoint_name:<16} {kind:<16} {a.message}"
+            )
     return 0
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.monitor(args.endpoint, window_s=args.window, psi_threshold=args.psi,
-                             repeat_every_s=args.every)
+        job = client.monitor(
+            args.endpoint, window_s=args.window, psi_threshold=args.psi, repeat_every_s=args.every
+        )
         print(f"monitoring job {job.status.job_id} submitted")
         if args.detach or args.every:
             return 0
@@ -270,15 +307,20 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     r = job.report
     print(f"{r.rows} captured rows compared; drift detected: {r.drift_detected}")
     for f in list(r.features)[: args.top]:
-        print(f"  {f.feature:<32} PSI {f.psi:7.3f}  KS {f.ks_statistic:.3f} "
-              f"(p={f.ks_p_value:.2g}){'  DRIFTED' if f.drifted else ''}")
+        print(
+            f"  {f.feature:<32} PSI {f.psi:7.3f}  KS {f.ks_statistic:.3f} "
+            f"(p={f.ks_p_value:.2g}){'  DRIFTED' if f.drifted else ''}"
+        )
     if r.prediction.feature:
-        print(f"  {'prediction':<32} PSI {r.prediction.psi:7.3f}"
-              f"{'  DRIFTED' if r.prediction.drifted else ''}")
+        print(
+            f"  {'prediction':<32} PSI {r.prediction.psi:7.3f}"
+            f"{'  DRIFTED' if r.prediction.drifted else ''}"
+        )
     return 0
 
 
 # -- predictions ------------------------------------------------------------------------------
+
 
 def _prediction_dict(p: pb.Prediction) -> dict[str, Any]:
     return json_format.MessageToDict(p, preserving_proto_field_name=True)
@@ -292,10 +334,18 @@ def cmd_predict_row(args: argparse.Namespace) -> int:
     if features is None and entity is None:
         raise InvalidArgument("give --features JSON or --entity ID")
     with _client(args) as client:
-        resp = client.predict(args.endpoint, features, entity_id=entity, explain=args.explain,
-                              all_scores=args.all_scores)
-    out = {"variant": resp.variant, "model": f"{resp.model.model_name} v{resp.model.version}",
-           **_prediction_dict(resp.prediction)}
+        resp = client.predict(
+            args.endpoint,
+            features,
+            entity_id=entity,
+            explain=args.explain,
+            all_scores=args.all_scores,
+        )
+    out = {
+        "variant": resp.variant,
+        "model": f"{resp.model.model_name} v{resp.model.version}",
+        **_prediction_dict(resp.prediction),
+    }
     print(json.dumps(out, indent=2 if args.explain else None))
     return 0
 
@@ -322,38 +372,49 @@ def _number(text: str) -> Any:
 def cmd_predict_batch(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.artifact:
-            resp = client.predict_artifact(args.endpoint, args.artifact,
-                                           all_scores=args.all_scores)
-            print(f"{resp.variant} ({resp.model.model_name} v{resp.model.version}) wrote "
-                  f"{resp.output_artifact.uri}")
+            resp = client.predict_artifact(args.endpoint, args.artifact, all_scores=args.all_scores)
+            print(
+                f"{resp.variant} ({resp.model.model_name} v{resp.model.version}) wrote "
+                f"{resp.output_artifact.uri}"
+            )
             return 0
         rows = read_rows(Path(args.file))
         resp = client.predict_batch(args.endpoint, rows, all_scores=args.all_scores)
     for p in resp.predictions:
         print(json.dumps(_prediction_dict(p)))
-    print(f"{len(resp.predictions)} rows by {resp.variant} "
-          f"({resp.model.model_name} v{resp.model.version})", file=sys.stderr)
+    print(
+        f"{len(resp.predictions)} rows by {resp.variant} "
+        f"({resp.model.model_name} v{resp.model.version})",
+        file=sys.stderr,
+    )
     return 0
 
 
 # -- parsers ----------------------------------------------------------------------------------
 
-def _adder(group: argparse._SubParsersAction  # type: ignore[type-arg]
-           ) -> Callable[[str, Callable[[argparse.Namespace], int], str],
-                         argparse.ArgumentParser]:
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str
-            ) -> argparse.ArgumentParser:
+
+def _adder(
+    group: argparse._SubParsersAction,  # type: ignore[type-arg]
+) -> Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=help_text, description=help_text)
         add_connection_args(p)
         p.set_defaults(func=fn)
         return p
+
     return add
 
 
 def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", choices=_POLICIES, default="canary")
-    p.add_argument("--percent", type=float, default=10.0,
-                   help="canary share, or linear step (percent of live traffic)")
+    p.add_argument(
+        "--percent",
+        type=float,
+        default=10.0,
+        help="canary share, or linear step (percent of live traffic)",
+    )
     p.add_argument("--bake", default="60s", help="canary / blue-green bake time")
     p.add_argument("--interval", default="30s", help="linear: time between steps")
     p.add_argument("--max-error-rate", type=float, default=0.05)
@@ -361,15 +422,20 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-requests", type=int, default=20)
     p.add_argument("--alarm-window", default="30s")
     p.add_argument("--no-auto-rollback", action="store_true")
-    p.add_argument("--shadow", action="append", metavar="MODEL",
-                   help="also mirror traffic to this model (shadow variant)")
+    p.add_argument(
+        "--shadow",
+        action="append",
+        metavar="MODEL",
+        help="also mirror traffic to this model (shadow variant)",
+    )
     p.add_argument("--detach", action="store_true", help="submit and return")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     deploy = sub.add_parser("deploy", help="model registry, endpoints and safe rollouts")
-    add = _adder(deploy.add_subparsers(dest="deploy_command", metavar="<deploy command>",
-                                       required=True))
+    add = _adder(
+        deploy.add_subparsers(dest="deploy_command", metavar="<deploy command>", required=True)
+    )
     p = add("register", cmd_register, "register a model bundle as a new model version")
     p.add_argument("model")
     p.add_argument("bundle", help="s3://bucket/key of the bundle (e.g. from `atlas train`)")
@@ -421,11 +487,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--detach", action="store_true")
 
     predict = sub.add_parser("predict", help="predictions from a serving endpoint")
-    add = _adder(predict.add_subparsers(dest="predict_command", metavar="<predict command>",
-                                        required=True))
+    add = _adder(
+        predict.add_subparsers(dest="predict_command", metavar="<predict command>", required=True)
+    )
     p = add("row", cmd_predict_row, "predict one row (features or an entity id)")
     p.add_argument("endpoint")
-    p.add_argument("--features", help='JSON object, e.g. \'{"age": 41}\'')
+    p.add_argument("--features", help="JSON object, e.g. '{\"age\": 41}'")
     p.add_argument("--entity", help="entity id: features come from the data service")
     p.add_argument("--explain", action="store_true", help="per-feature contributions")
     p.add_argument("--all-scores", action="store_true")

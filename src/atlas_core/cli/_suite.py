@@ -9,13 +9,19 @@ from atlas_core.launcher import Launcher
 
 
 def _launcher(args: argparse.Namespace) -> Launcher:
-    return Launcher(Path(args.data_dir), s3_port=getattr(args, "s3_port", 8333),
-                    base_port=getattr(args, "base_port", 7100))
+    return Launcher(
+        Path(args.data_dir),
+        s3_port=getattr(args, "s3_port", 8333),
+        base_port=getattr(args, "base_port", 7100),
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=".atlas",
-                   help="where data, logs, credentials and run state live (default: .atlas)")
+    p.add_argument(
+        "--data-dir",
+        default=".atlas",
+        help="where data, logs, credentials and run state live (default: .atlas)",
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -24,8 +30,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"suite is up; data in {state.data_dir}")
     print(f"  S3 endpoint: {state.s3_endpoint} (keys in {launcher.data_dir}/secrets/)")
     print(f"  admin token: {launcher.data_dir}/secrets/credentials.json (admin_token)")
-    print("  stop it with: atlas down" + (f" --data-dir {args.data_dir}"
-                                          if args.data_dir != ".atlas" else ""))
+    print(
+        "  stop it with: atlas down"
+        + (f" --data-dir {args.data_dir}" if args.data_dir != ".atlas" else "")
+    )
     return 0
 
 
@@ -47,14 +55,21 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    up = sub.add_parser("up", help="start the object store and every implemented service",
-                        description="Start SeaweedFS (S3, loopback, keys enforced) and each "
-                        "implemented service as its own process; wait until all are SERVING.")
+    up = sub.add_parser(
+        "up",
+        help="start the object store and every implemented service",
+        description="Start SeaweedFS (S3, loopback, keys enforced) and each "
+        "implemented service as its own process; wait until all are SERVING.",
+    )
     _common(up)
     up.add_argument("--s3-port", type=int, default=8333, help="S3 port (0 = any free port)")
-    up.add_argument("--base-port", type=int, default=7100,
-                    help="service ports are base+1.. (data 7101, trainer 7102, serving 7103, "
-                    "labeling 7104, graph 7105); metrics at base+101..; 0 = free ports")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=7100,
+        help="service ports are base+1.. (data 7101, trainer 7102, serving 7103, "
+        "labeling 7104, graph 7105); metrics at base+101..; 0 = free ports",
+    )
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per process")
     up.set_defaults(func=cmd_up)
     status = sub.add_parser("status", help="show what `atlas up` started and its health")

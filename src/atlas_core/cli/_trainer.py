@@ -12,8 +12,11 @@ from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.clients.trainer import TERMINAL, TrainerClient, automl_spec
 
-_STRATEGIES = {"bohb": pb.SEARCH_STRATEGY_HYPERBAND_TPE, "tpe": pb.SEARCH_STRATEGY_TPE,
-               "random": pb.SEARCH_STRATEGY_RANDOM}
+_STRATEGIES = {
+    "bohb": pb.SEARCH_STRATEGY_HYPERBAND_TPE,
+    "tpe": pb.SEARCH_STRATEGY_TPE,
+    "random": pb.SEARCH_STRATEGY_RANDOM,
+}
 _EVENT = {v: k for k, v in pb.TrainingEventType.items()}
 _CUT = "interrupted: "  # error prefix of a trial cut before any score
 
@@ -30,8 +33,11 @@ def trial_line(ev: pb.WatchTrainingJobResponse, kind: str) -> str:
     """One trial event of the live view. A trial cut before any score (its error starts with
     ``interrupted: ``, see ``TrainingResult.trials_interrupted``) shows as interrupted."""
     t = ev.trial
-    best = (f" | best {ev.best_so_far.score:.4f} (#{ev.best_so_far.number})"
-            if ev.HasField("best_so_far") else "")
+    best = (
+        f" | best {ev.best_so_far.score:.4f} (#{ev.best_so_far.number})"
+        if ev.HasField("best_so_far")
+        else ""
+    )
     clock = f" | {ev.elapsed.ToTimedelta().total_seconds():5.0f}s"
     if ev.HasField("remaining"):
         clock += f", {ev.remaining.ToTimedelta().total_seconds():.0f}s left"
@@ -57,14 +63,18 @@ def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:  # type: 
         print(trial_line(ev, kind.removeprefix("trial_")), file=out, flush=True)
     job = client.get(job_id)
     if job.status.state != common_pb2.JOB_STATE_SUCCEEDED:
-        print(f"job {job_id} {_state(job.status.state)}: {job.status.error.message}",
-              file=sys.stderr)
+        print(
+            f"job {job_id} {_state(job.status.state)}: {job.status.error.message}", file=sys.stderr
+        )
         return 1
     r = job.result
-    print(f"done: best {r.metric} {r.best.score:.4f} ({r.best.pipeline[:80]}); "
-          f"{r.trials_complete} complete, {r.trials_pruned} pruned, {r.trials_failed} failed, "
-          f"{r.trials_interrupted} interrupted; "
-          f"bundle {r.model_bundle.uri}", file=out)
+    print(
+        f"done: best {r.metric} {r.best.score:.4f} ({r.best.pipeline[:80]}); "
+        f"{r.trials_complete} complete, {r.trials_pruned} pruned, {r.trials_failed} failed, "
+        f"{r.trials_interrupted} interrupted; "
+        f"bundle {r.model_bundle.uri}",
+        file=out,
+    )
     return 0
 
 
@@ -73,9 +83,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dataset:
         name, _, version = args.dataset.partition("@")
         dataset = (name, int(version or 0))
-    spec = automl_spec(target=args.target, dataset=dataset, artifact_uri=args.artifact or "",
-                       wall_seconds=args.budget, max_trials=args.trials, seed=args.seed,
-                       strategy=_STRATEGIES[args.strategy], cpus=args.cpus)
+    spec = automl_spec(
+        target=args.target,
+        dataset=dataset,
+        artifact_uri=args.artifact or "",
+        wall_seconds=args.budget,
+        max_trials=args.trials,
+        seed=args.seed,
+        strategy=_STRATEGIES[args.strategy],
+        cpus=args.cpus,
+    )
     with _client(args) as client:
         job = client.submit(spec)
         print(f"submitted training job {job.status.job_id} (study {job.study_name})")
@@ -84,8 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             return follow(client, job.status.job_id)
         except KeyboardInterrupt:
-            print(f"\nstopped following; the job goes on (atlas train cancel "
-                  f"{job.status.job_id})")
+            print(f"\nstopped following; the job goes on (atlas train cancel {job.status.job_id})")
             return 130
 
 
@@ -102,10 +118,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         board = client.leaderboard(args.job_id, args.limit)
     print(f"{'rank':>4} {'trial':>5} {board.metric:>10} {'fit s':>7} {'pred ms/1k':>10}  pipeline")
     for rank, t in enumerate(board.entries, 1):
-        print(f"{rank:>4} {t.number:>5} {t.score:>10.4f} "
-              f"{t.fit_time.ToTimedelta().total_seconds():>7.2f} "
-              f"{t.predict_time_per_1k.ToTimedelta().total_seconds() * 1000:>10.1f}  "
-              f"{t.pipeline[:70]}")
+        print(
+            f"{rank:>4} {t.number:>5} {t.score:>10.4f} "
+            f"{t.fit_time.ToTimedelta().total_seconds():>7.2f} "
+            f"{t.predict_time_per_1k.ToTimedelta().total_seconds() * 1000:>10.1f}  "
+            f"{t.pipeline[:70]}"
+        )
     return 0
 
 
@@ -113,8 +131,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for job in client.list():
             best = f"{job.result.best.score:.4f}" if job.HasField("result") else "-"
-            print(f"{job.status.job_id}  {_state(job.status.state):<10} best {best:<8} "
-                  f"target {job.spec.target_column}")
+            print(
+                f"{job.status.job_id}  {_state(job.status.state):<10} best {best:<8} "
+                f"target {job.spec.target_column}"
+            )
     return 0
 
 

@@ -16,8 +16,11 @@ from atlas_core.clients._base import ServiceClient, mapped_errors, mapped_stream
 from atlas_core.errors import DeadlineExceeded
 from atlas_core.rpc.channel import ClientSettings
 
-TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
-            common_pb2.JOB_STATE_CANCELLED}
+TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+}
 _KINDS = {"node": pb.ID_KIND_NODE, "edge": pb.ID_KIND_EDGE}
 
 
@@ -43,8 +46,9 @@ class GraphClient(ServiceClient):
     def submit(self, *, request_id: str = "", **spec: object) -> pb.GraphJob:
         """Submit one job: ``import_graph=``, ``generate_graph=``, ``partition_graph=``,
         ``train=`` or ``infer=`` with its spec message."""
-        return self.stub.SubmitGraphJob(pb.SubmitGraphJobRequest(
-            request_id=request_id, **spec), timeout=self.timeout).job  # type: ignore[arg-type]
+        return self.stub.SubmitGraphJob(
+            pb.SubmitGraphJobRequest(request_id=request_id, **spec), timeout=self.timeout
+        ).job  # type: ignore[arg-type]
 
     def generate(self, spec: pb.GenerateGraphSpec, *, request_id: str = "") -> pb.GraphJob:
         return self.submit(generate_graph=spec, request_id=request_id)
@@ -63,19 +67,24 @@ class GraphClient(ServiceClient):
 
     @mapped_errors
     def get_job(self, job_id: str) -> pb.GraphJob:
-        return self.stub.GetGraphJob(pb.GetGraphJobRequest(job_id=job_id),
-                                     timeout=self.timeout).job
+        return self.stub.GetGraphJob(pb.GetGraphJobRequest(job_id=job_id), timeout=self.timeout).job
 
     @mapped_errors
     def cancel_job(self, job_id: str, *, request_id: str = "") -> pb.GraphJob:
-        return self.stub.CancelGraphJob(pb.CancelGraphJobRequest(
-            job_id=job_id, request_id=request_id), timeout=self.timeout).job
+        return self.stub.CancelGraphJob(
+            pb.CancelGraphJobRequest(job_id=job_id, request_id=request_id), timeout=self.timeout
+        ).job
 
     @mapped_errors
     def list_jobs(self, graph_id: str = "", kind: int = 0) -> list[pb.GraphJob]:
-        return list(self.stub.ListGraphJobs(pb.ListGraphJobsRequest(
-            graph_id=graph_id, kind=kind, page=common_pb2.PageRequest(page_size=1000)),  # type: ignore[arg-type]
-            timeout=self.timeout).jobs)
+        return list(
+            self.stub.ListGraphJobs(
+                pb.ListGraphJobsRequest(
+                    graph_id=graph_id, kind=kind, page=common_pb2.PageRequest(page_size=1000)
+                ),  # type: ignore[arg-type]
+                timeout=self.timeout,
+            ).jobs
+        )
 
     def watch(self, job_id: str) -> Iterator[pb.WatchGraphJobResponse]:
         """Progress events (job, epoch, metrics), ending after the terminal state."""
@@ -97,52 +106,76 @@ class GraphClient(ServiceClient):
 
     @mapped_errors
     def get_graph(self, graph_id: str) -> pb.Graph:
-        return self.stub.GetGraph(pb.GetGraphRequest(graph_id=graph_id),
-                                  timeout=self.timeout).graph
+        return self.stub.GetGraph(pb.GetGraphRequest(graph_id=graph_id), timeout=self.timeout).graph
 
     @mapped_errors
     def list_graphs(self, name_prefix: str = "") -> list[pb.Graph]:
-        return list(self.stub.ListGraphs(pb.ListGraphsRequest(
-            name_prefix=name_prefix, page=common_pb2.PageRequest(page_size=1000)),
-            timeout=self.timeout).graphs)
+        return list(
+            self.stub.ListGraphs(
+                pb.ListGraphsRequest(
+                    name_prefix=name_prefix, page=common_pb2.PageRequest(page_size=1000)
+                ),
+                timeout=self.timeout,
+            ).graphs
+        )
 
     @mapped_errors
     def delete_graph(self, graph_id: str, *, request_id: str = "") -> int:
-        return self.stub.DeleteGraph(pb.DeleteGraphRequest(
-            graph_id=graph_id, request_id=request_id),
-            timeout=self.timeout).deleted_partitionings
+        return self.stub.DeleteGraph(
+            pb.DeleteGraphRequest(graph_id=graph_id, request_id=request_id), timeout=self.timeout
+        ).deleted_partitionings
 
     @mapped_errors
     def estimate_partitioning(self, spec: pb.PartitionGraphSpec) -> pb.PartitionEstimate:
-        return self.stub.EstimatePartitioning(pb.EstimatePartitioningRequest(spec=spec),
-                                              timeout=self.timeout).estimate
+        return self.stub.EstimatePartitioning(
+            pb.EstimatePartitioningRequest(spec=spec), timeout=self.timeout
+        ).estimate
 
     @mapped_errors
     def get_partitioning(self, graph_id: str, partitioning_id: str) -> pb.Partitioning:
-        return self.stub.GetPartitioning(pb.GetPartitioningRequest(ref=common_pb2.GraphRef(
-            graph_id=graph_id, partitioning_id=partitioning_id)),
-            timeout=self.timeout).partitioning
+        return self.stub.GetPartitioning(
+            pb.GetPartitioningRequest(
+                ref=common_pb2.GraphRef(graph_id=graph_id, partitioning_id=partitioning_id)
+            ),
+            timeout=self.timeout,
+        ).partitioning
 
     @mapped_errors
     def list_partitionings(self, graph_id: str) -> list[pb.Partitioning]:
-        return list(self.stub.ListPartitionings(pb.ListPartitioningsRequest(
-            graph_id=graph_id, page=common_pb2.PageRequest(page_size=1000)),
-            timeout=self.timeout).partitionings)
+        return list(
+            self.stub.ListPartitionings(
+                pb.ListPartitioningsRequest(
+                    graph_id=graph_id, page=common_pb2.PageRequest(page_size=1000)
+                ),
+                timeout=self.timeout,
+            ).partitionings
+        )
 
     @mapped_errors
-    def translate(self, graph_id: str, partitioning_id: str,
-                  ids: Sequence[int] | Sequence[str] | np.ndarray, *, kind: str = "node",
-                  to_original: bool = False) -> Translation:
+    def translate(
+        self,
+        graph_id: str,
+        partitioning_id: str,
+        ids: Sequence[int] | Sequence[str] | np.ndarray,
+        *,
+        kind: str = "node",
+        to_original: bool = False,
+    ) -> Translation:
         """Original -> new ids (default) or new -> original (``to_original``)."""
         values = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
         strings = bool(values) and isinstance(values[0], str)
-        resp = self.stub.TranslateIds(pb.TranslateIdsRequest(
-            ref=common_pb2.GraphRef(graph_id=graph_id, partitioning_id=partitioning_id),
-            kind=_KINDS[kind],
-            direction=pb.TRANSLATE_DIRECTION_NEW_TO_ORIGINAL if to_original
-            else pb.TRANSLATE_DIRECTION_ORIGINAL_TO_NEW,
-            string_ids=values if strings else [],
-            int64_ids=[] if strings else values), timeout=self.timeout)
+        resp = self.stub.TranslateIds(
+            pb.TranslateIdsRequest(
+                ref=common_pb2.GraphRef(graph_id=graph_id, partitioning_id=partitioning_id),
+                kind=_KINDS[kind],
+                direction=pb.TRANSLATE_DIRECTION_NEW_TO_ORIGINAL
+                if to_original
+                else pb.TRANSLATE_DIRECTION_ORIGINAL_TO_NEW,
+                string_ids=values if strings else [],
+                int64_ids=[] if strings else values,
+            ),
+            timeout=self.timeout,
+        )
         originals: np.ndarray | list[str]
         if not to_original:
             originals = values if strings else np.asarray(values, dtype=np.int64)  # type: ignore[assignment]
@@ -150,6 +183,9 @@ class GraphClient(ServiceClient):
             originals = list(resp.original_string_ids)
         else:
             originals = np.asarray(resp.original_int64_ids, dtype=np.int64)
-        return Translation(np.asarray(resp.new_ids, dtype=np.int64),
-                           np.asarray(resp.partitions, dtype=np.int64),
-                           np.asarray(resp.local_ids, dtype=np.int64), originals)
+        return Translation(
+            np.asarray(resp.new_ids, dtype=np.int64),
+            np.asarray(resp.partitions, dtype=np.int64),
+            np.asarray(resp.local_ids, dtype=np.int64),
+            originals,
+        )

@@ -15,12 +15,20 @@ from atlas_core.clients._base import ServiceClient, mapped_errors, mapped_stream
 from atlas_core.errors import DeadlineExceeded
 from atlas_core.rpc.channel import ClientSettings
 
-TERMINAL = {pb.DEPLOYMENT_STATE_SUCCEEDED, pb.DEPLOYMENT_STATE_ROLLED_BACK,
-            pb.DEPLOYMENT_STATE_FAILED, pb.DEPLOYMENT_STATE_CANCELLED}
+TERMINAL = {
+    pb.DEPLOYMENT_STATE_SUCCEEDED,
+    pb.DEPLOYMENT_STATE_ROLLED_BACK,
+    pb.DEPLOYMENT_STATE_FAILED,
+    pb.DEPLOYMENT_STATE_CANCELLED,
+}
 
 
-JOB_TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
-                common_pb2.JOB_STATE_CANCELLED, common_pb2.JOB_STATE_INTERRUPTED}
+JOB_TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+    common_pb2.JOB_STATE_INTERRUPTED,
+}
 
 
 def model_ref(model_name: str, version: int = 0, alias: str = "") -> common_pb2.ModelRef:
@@ -32,10 +40,21 @@ def model_ref(model_name: str, version: int = 0, alias: str = "") -> common_pb2.
     return common_pb2.ModelRef(model_name=model_name)
 
 
-def variant(name: str, model_name: str, *, version: int = 0, alias: str = "",
-            weight: float = 100.0, shadow: bool = False) -> pb.Variant:
-    return pb.Variant(name=name, model=model_ref(model_name, version, alias), weight=weight,
-                      role=pb.VARIANT_ROLE_SHADOW if shadow else pb.VARIANT_ROLE_LIVE)
+def variant(
+    name: str,
+    model_name: str,
+    *,
+    version: int = 0,
+    alias: str = "",
+    weight: float = 100.0,
+    shadow: bool = False,
+) -> pb.Variant:
+    return pb.Variant(
+        name=name,
+        model=model_ref(model_name, version, alias),
+        weight=weight,
+        role=pb.VARIANT_ROLE_SHADOW if shadow else pb.VARIANT_ROLE_LIVE,
+    )
 
 
 def value(v: Any) -> common_pb2.Value:
@@ -49,14 +68,15 @@ def value(v: Any) -> common_pb2.Value:
 
 
 def feature_row(features: Mapping[str, Any]) -> pb.PredictRow:
-    return pb.PredictRow(features=pb.InlineFeatures(
-        values={k: value(v) for k, v in features.items()}))
+    return pb.PredictRow(
+        features=pb.InlineFeatures(values={k: value(v) for k, v in features.items()})
+    )
 
 
-def entity_row(entity_id: int | str, overrides: Mapping[str, Any] | None = None
-               ) -> pb.PredictRow:
-    return pb.PredictRow(entity_id=value(entity_id),
-                         overrides={k: value(v) for k, v in (overrides or {}).items()})
+def entity_row(entity_id: int | str, overrides: Mapping[str, Any] | None = None) -> pb.PredictRow:
+    return pb.PredictRow(
+        entity_id=value(entity_id), overrides={k: value(v) for k, v in (overrides or {}).items()}
+    )
 
 
 class ServingClient(ServiceClient):
@@ -67,56 +87,81 @@ class ServingClient(ServiceClient):
     # -- registry --------------------------------------------------------------------------
 
     @mapped_errors
-    def register(self, model_name: str, bundle_uri: str, *, aliases: Sequence[str] = (),
-                 description: str = "", request_id: str = "") -> pb.ModelVersion:
-        return self.stub.RegisterModelVersion(pb.RegisterModelVersionRequest(
-            model_name=model_name, bundle=common_pb2.ArtifactRef(uri=bundle_uri),
-            aliases=list(aliases), description=description, request_id=request_id),
-            timeout=self.timeout).model_version
+    def register(
+        self,
+        model_name: str,
+        bundle_uri: str,
+        *,
+        aliases: Sequence[str] = (),
+        description: str = "",
+        request_id: str = "",
+    ) -> pb.ModelVersion:
+        return self.stub.RegisterModelVersion(
+            pb.RegisterModelVersionRequest(
+                model_name=model_name,
+                bundle=common_pb2.ArtifactRef(uri=bundle_uri),
+                aliases=list(aliases),
+                description=description,
+                request_id=request_id,
+            ),
+            timeout=self.timeout,
+        ).model_version
 
     @mapped_errors
     def set_alias(self, model_name: str, alias: str, version: int) -> pb.ModelVersion:
-        return self.stub.SetModelAlias(pb.SetModelAliasRequest(
-            model_name=model_name, alias=alias, version=version),
-            timeout=self.timeout).model_version
+        return self.stub.SetModelAlias(
+            pb.SetModelAliasRequest(model_name=model_name, alias=alias, version=version),
+            timeout=self.timeout,
+        ).model_version
 
     @mapped_errors
-    def get_version(self, model_name: str, version: int = 0, alias: str = ""
-                    ) -> pb.ModelVersion:
-        return self.stub.GetModelVersion(pb.GetModelVersionRequest(
-            ref=model_ref(model_name, version, alias)), timeout=self.timeout).model_version
+    def get_version(self, model_name: str, version: int = 0, alias: str = "") -> pb.ModelVersion:
+        return self.stub.GetModelVersion(
+            pb.GetModelVersionRequest(ref=model_ref(model_name, version, alias)),
+            timeout=self.timeout,
+        ).model_version
 
     @mapped_errors
     def list_models(self, prefix: str = "") -> list[pb.Model]:
-        return list(self.stub.ListModels(pb.ListModelsRequest(name_prefix=prefix),
-                                         timeout=self.timeout).models)
+        return list(
+            self.stub.ListModels(
+                pb.ListModelsRequest(name_prefix=prefix), timeout=self.timeout
+            ).models
+        )
 
     @mapped_errors
     def list_versions(self, model_name: str) -> list[pb.ModelVersion]:
-        return list(self.stub.ListModelVersions(pb.ListModelVersionsRequest(
-            model_name=model_name), timeout=self.timeout).model_versions)
+        return list(
+            self.stub.ListModelVersions(
+                pb.ListModelVersionsRequest(model_name=model_name), timeout=self.timeout
+            ).model_versions
+        )
 
     # -- endpoints and deployments ---------------------------------------------------------
 
     @mapped_errors
     def create_endpoint(self, spec: pb.EndpointSpec, *, request_id: str = "") -> pb.Endpoint:
-        return self.stub.CreateEndpoint(pb.CreateEndpointRequest(
-            spec=spec, request_id=request_id), timeout=self.timeout).endpoint
+        return self.stub.CreateEndpoint(
+            pb.CreateEndpointRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).endpoint
 
     @mapped_errors
     def get_endpoint(self, name: str) -> pb.Endpoint:
-        return self.stub.GetEndpoint(pb.GetEndpointRequest(name=name),
-                                     timeout=self.timeout).endpoint
+        return self.stub.GetEndpoint(
+            pb.GetEndpointRequest(name=name), timeout=self.timeout
+        ).endpoint
 
     @mapped_errors
     def list_endpoints(self) -> list[pb.Endpoint]:
-        return list(self.stub.ListEndpoints(pb.ListEndpointsRequest(),
-                                            timeout=self.timeout).endpoints)
+        return list(
+            self.stub.ListEndpoints(pb.ListEndpointsRequest(), timeout=self.timeout).endpoints
+        )
 
     @mapped_errors
     def delete_endpoint(self, name: str) -> pb.Endpoint:
-        return self.stub.DeleteEndpoint(pb.DeleteEndpointRequest(name=name),
-                                        timeout=self.timeout).endpoint
+        return self.stub.DeleteEndpoint(
+            pb.DeleteEndpointRequest(name=name), timeout=self.timeout
+        ).endpoint
 
     @mapped_errors
     def stats(self, name: str, window_s: float = 60.0) -> list[pb.VariantStats]:
@@ -125,21 +170,36 @@ class ServingClient(ServiceClient):
         return list(self.stub.GetEndpointStats(req, timeout=self.timeout).variants)
 
     @mapped_errors
-    def deploy(self, endpoint: str, variants: Sequence[pb.Variant], *,
-               policy: pb.TrafficPolicy | None = None, alarms: pb.AlarmConfig | None = None,
-               request_id: str = "") -> pb.Deployment:
-        return self.stub.SubmitDeployment(pb.SubmitDeploymentRequest(
-            endpoint_name=endpoint, variants=variants, policy=policy, alarms=alarms,
-            request_id=request_id), timeout=self.timeout).deployment
+    def deploy(
+        self,
+        endpoint: str,
+        variants: Sequence[pb.Variant],
+        *,
+        policy: pb.TrafficPolicy | None = None,
+        alarms: pb.AlarmConfig | None = None,
+        request_id: str = "",
+    ) -> pb.Deployment:
+        return self.stub.SubmitDeployment(
+            pb.SubmitDeploymentRequest(
+                endpoint_name=endpoint,
+                variants=variants,
+                policy=policy,
+                alarms=alarms,
+                request_id=request_id,
+            ),
+            timeout=self.timeout,
+        ).deployment
 
     @mapped_errors
     def get_deployment(self, deployment_id: str) -> pb.Deployment:
-        return self.stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=deployment_id),
-                                       timeout=self.timeout).deployment
+        return self.stub.GetDeployment(
+            pb.GetDeploymentRequest(deployment_id=deployment_id), timeout=self.timeout
+        ).deployment
 
     def watch_deployment(self, deployment_id: str) -> Iterator[pb.WatchDeploymentResponse]:
-        yield from mapped_stream(self.stub.WatchDeployment(pb.WatchDeploymentRequest(
-            deployment_id=deployment_id)))
+        yield from mapped_stream(
+            self.stub.WatchDeployment(pb.WatchDeploymentRequest(deployment_id=deployment_id))
+        )
 
     def wait_deployment(self, deployment_id: str, timeout: float = 600.0) -> pb.Deployment:
         deadline = time.monotonic() + timeout
@@ -152,33 +212,49 @@ class ServingClient(ServiceClient):
 
     @mapped_errors
     def cancel_deployment(self, deployment_id: str) -> pb.Deployment:
-        return self.stub.CancelDeployment(pb.CancelDeploymentRequest(
-            deployment_id=deployment_id), timeout=self.timeout).deployment
+        return self.stub.CancelDeployment(
+            pb.CancelDeploymentRequest(deployment_id=deployment_id), timeout=self.timeout
+        ).deployment
 
     @mapped_errors
     def list_deployments(self, endpoint: str) -> list[pb.Deployment]:
-        return list(self.stub.ListDeployments(pb.ListDeploymentsRequest(
-            endpoint_name=endpoint), timeout=self.timeout).deployments)
+        return list(
+            self.stub.ListDeployments(
+                pb.ListDeploymentsRequest(endpoint_name=endpoint), timeout=self.timeout
+            ).deployments
+        )
 
     @mapped_errors
     def rollback(self, endpoint: str) -> pb.Deployment:
-        return self.stub.RollbackEndpoint(pb.RollbackEndpointRequest(endpoint_name=endpoint),
-                                          timeout=self.timeout).deployment
+        return self.stub.RollbackEndpoint(
+            pb.RollbackEndpointRequest(endpoint_name=endpoint), timeout=self.timeout
+        ).deployment
 
     @mapped_errors
     def alerts(self, endpoint: str = "") -> list[pb.Alert]:
-        return list(self.stub.ListAlerts(pb.ListAlertsRequest(endpoint_name=endpoint),
-                                         timeout=self.timeout).alerts)
+        return list(
+            self.stub.ListAlerts(
+                pb.ListAlertsRequest(endpoint_name=endpoint), timeout=self.timeout
+            ).alerts
+        )
 
     @mapped_errors
     def acknowledge_alert(self, alert_id: str) -> pb.Alert:
-        return self.stub.AcknowledgeAlert(pb.AcknowledgeAlertRequest(alert_id=alert_id),
-                                          timeout=self.timeout).alert
+        return self.stub.AcknowledgeAlert(
+            pb.AcknowledgeAlertRequest(alert_id=alert_id), timeout=self.timeout
+        ).alert
 
     @mapped_errors
-    def monitor(self, endpoint: str, *, variant: str = "", window_s: float = 0.0,
-                psi_threshold: float = 0.0, repeat_every_s: float = 0.0,
-                request_id: str = "") -> pb.MonitoringJob:
+    def monitor(
+        self,
+        endpoint: str,
+        *,
+        variant: str = "",
+        window_s: float = 0.0,
+        psi_threshold: float = 0.0,
+        repeat_every_s: float = 0.0,
+        request_id: str = "",
+    ) -> pb.MonitoringJob:
         """Submit a drift job over the last ``window_s`` seconds of capture (0: all)."""
         spec = pb.MonitoringSpec(psi_threshold=psi_threshold)
         spec.endpoint.endpoint_name, spec.endpoint.variant_name = endpoint, variant
@@ -186,13 +262,15 @@ class ServingClient(ServiceClient):
             spec.start_time.FromNanoseconds(int((time.time() - window_s) * 1e9))
         if repeat_every_s:
             spec.repeat_every.FromNanoseconds(int(repeat_every_s * 1e9))
-        return self.stub.SubmitMonitoringJob(pb.SubmitMonitoringJobRequest(
-            spec=spec, request_id=request_id), timeout=self.timeout).job
+        return self.stub.SubmitMonitoringJob(
+            pb.SubmitMonitoringJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).job
 
     @mapped_errors
     def get_monitoring_job(self, job_id: str) -> pb.MonitoringJob:
-        return self.stub.GetMonitoringJob(pb.GetMonitoringJobRequest(job_id=job_id),
-                                          timeout=self.timeout).job
+        return self.stub.GetMonitoringJob(
+            pb.GetMonitoringJobRequest(job_id=job_id), timeout=self.timeout
+        ).job
 
     def wait_monitoring_job(self, job_id: str, timeout: float = 600.0) -> pb.MonitoringJob:
         deadline = time.monotonic() + timeout
@@ -205,33 +283,63 @@ class ServingClient(ServiceClient):
 
     @mapped_errors
     def capture_files(self, endpoint: str) -> list[pb.CaptureFile]:
-        return list(self.stub.ListCaptureFiles(pb.ListCaptureFilesRequest(
-            endpoint_name=endpoint), timeout=self.timeout).files)
+        return list(
+            self.stub.ListCaptureFiles(
+                pb.ListCaptureFilesRequest(endpoint_name=endpoint), timeout=self.timeout
+            ).files
+        )
 
     # -- predictions -----------------------------------------------------------------------
 
     @mapped_errors
-    def predict(self, endpoint: str, features: Mapping[str, Any] | None = None, *,
-                entity_id: int | str | None = None, explain: bool = False,
-                all_scores: bool = False, timeout: float | None = None) -> pb.PredictResponse:
+    def predict(
+        self,
+        endpoint: str,
+        features: Mapping[str, Any] | None = None,
+        *,
+        entity_id: int | str | None = None,
+        explain: bool = False,
+        all_scores: bool = False,
+        timeout: float | None = None,
+    ) -> pb.PredictResponse:
         row = entity_row(entity_id) if entity_id is not None else feature_row(features or {})
-        return self.stub.Predict(pb.PredictRequest(
-            endpoint_name=endpoint, row=row,
-            options=pb.PredictOptions(explain=explain, return_all_scores=all_scores)),
-            timeout=timeout or self.timeout)
+        return self.stub.Predict(
+            pb.PredictRequest(
+                endpoint_name=endpoint,
+                row=row,
+                options=pb.PredictOptions(explain=explain, return_all_scores=all_scores),
+            ),
+            timeout=timeout or self.timeout,
+        )
 
     @mapped_errors
-    def predict_batch(self, endpoint: str, rows: Iterable[Mapping[str, Any]], *,
-                      all_scores: bool = False) -> pb.PredictBatchResponse:
-        return self.stub.PredictBatch(pb.PredictBatchRequest(
-            endpoint_name=endpoint, rows=[feature_row(r) for r in rows],
-            options=pb.PredictOptions(return_all_scores=all_scores)), timeout=self.timeout)
+    def predict_batch(
+        self, endpoint: str, rows: Iterable[Mapping[str, Any]], *, all_scores: bool = False
+    ) -> pb.PredictBatchResponse:
+        return self.stub.PredictBatch(
+            pb.PredictBatchRequest(
+                endpoint_name=endpoint,
+                rows=[feature_row(r) for r in rows],
+                options=pb.PredictOptions(return_all_scores=all_scores),
+            ),
+            timeout=self.timeout,
+        )
 
     @mapped_errors
-    def predict_artifact(self, endpoint: str, input_uri: str, *, all_scores: bool = False,
-                         timeout: float | None = None) -> pb.PredictBatchResponse:
+    def predict_artifact(
+        self,
+        endpoint: str,
+        input_uri: str,
+        *,
+        all_scores: bool = False,
+        timeout: float | None = None,
+    ) -> pb.PredictBatchResponse:
         """Predict every row of a Parquet artifact; the response names the output artifact."""
-        return self.stub.PredictBatch(pb.PredictBatchRequest(
-            endpoint_name=endpoint, input_artifact=common_pb2.ArtifactRef(uri=input_uri),
-            options=pb.PredictOptions(return_all_scores=all_scores)),
-            timeout=timeout or max(self.timeout, 300.0))
+        return self.stub.PredictBatch(
+            pb.PredictBatchRequest(
+                endpoint_name=endpoint,
+                input_artifact=common_pb2.ArtifactRef(uri=input_uri),
+                options=pb.PredictOptions(return_all_scores=all_scores),
+            ),
+            timeout=timeout or max(self.timeout, 300.0),
+        )

@@ -12,17 +12,28 @@ from atlas.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from atlas_core.clients._base import ServiceClient, mapped_errors, mapped_stream
 from atlas_core.rpc.channel import ClientSettings
 
-TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
-            common_pb2.JOB_STATE_CANCELLED}
+TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+}
 
 
-def automl_spec(*, target: str, dataset: tuple[str, int] | None = None,
-                artifact_uri: str = "", wall_seconds: float = 0, max_trials: int = 0,
-                seed: int = 0, strategy: int = pb.SEARCH_STRATEGY_HYPERBAND_TPE,
-                cpus: float = 0) -> pb.TrainingJobSpec:
+def automl_spec(
+    *,
+    target: str,
+    dataset: tuple[str, int] | None = None,
+    artifact_uri: str = "",
+    wall_seconds: float = 0,
+    max_trials: int = 0,
+    seed: int = 0,
+    strategy: int = pb.SEARCH_STRATEGY_HYPERBAND_TPE,
+    cpus: float = 0,
+) -> pb.TrainingJobSpec:
     """A TrainingJobSpec for the common case."""
-    spec = pb.TrainingJobSpec(target_column=target, seed=seed,
-                              automl=pb.AutoMlSpec(strategy=strategy))
+    spec = pb.TrainingJobSpec(
+        target_column=target, seed=seed, automl=pb.AutoMlSpec(strategy=strategy)
+    )
     if dataset:
         spec.dataset.CopyFrom(common_pb2.DatasetRef(dataset_id=dataset[0], version=dataset[1]))
     if artifact_uri:
@@ -45,42 +56,52 @@ class TrainerClient(ServiceClient):
 
     @mapped_errors
     def submit(self, spec: pb.TrainingJobSpec, *, request_id: str = "") -> pb.TrainingJob:
-        return self.stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(
-            spec=spec, request_id=request_id), timeout=self.timeout).job
+        return self.stub.SubmitTrainingJob(
+            pb.SubmitTrainingJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).job
 
     @mapped_errors
     def get(self, job_id: str) -> pb.TrainingJob:
-        return self.stub.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job_id),
-                                        timeout=self.timeout).job
+        return self.stub.GetTrainingJob(
+            pb.GetTrainingJobRequest(job_id=job_id), timeout=self.timeout
+        ).job
 
     @mapped_errors
     def cancel(self, job_id: str) -> pb.TrainingJob:
-        return self.stub.CancelTrainingJob(pb.CancelTrainingJobRequest(job_id=job_id),
-                                           timeout=self.timeout).job
+        return self.stub.CancelTrainingJob(
+            pb.CancelTrainingJobRequest(job_id=job_id), timeout=self.timeout
+        ).job
 
     @mapped_errors
     def list(self) -> list[pb.TrainingJob]:
-        return list(self.stub.ListTrainingJobs(pb.ListTrainingJobsRequest(
-            page=common_pb2.PageRequest(page_size=1000)), timeout=self.timeout).jobs)
+        return list(
+            self.stub.ListTrainingJobs(
+                pb.ListTrainingJobsRequest(page=common_pb2.PageRequest(page_size=1000)),
+                timeout=self.timeout,
+            ).jobs
+        )
 
     @mapped_errors
     def leaderboard(self, job_id: str, limit: int = 100) -> pb.GetLeaderboardResponse:
-        return self.stub.GetLeaderboard(pb.GetLeaderboardRequest(
-            job_id=job_id, page=common_pb2.PageRequest(page_size=limit)), timeout=self.timeout)
+        return self.stub.GetLeaderboard(
+            pb.GetLeaderboardRequest(job_id=job_id, page=common_pb2.PageRequest(page_size=limit)),
+            timeout=self.timeout,
+        )
 
     @mapped_errors
     def report(self, job_id: str) -> pb.TrainingReport:
-        return self.stub.GetTrainingReport(pb.GetTrainingReportRequest(job_id=job_id),
-                                           timeout=self.timeout).report
+        return self.stub.GetTrainingReport(
+            pb.GetTrainingReportRequest(job_id=job_id), timeout=self.timeout
+        ).report
 
     def watch(self, job_id: str) -> Iterator[pb.WatchTrainingJobResponse]:
-        yield from mapped_stream(self.stub.WatchTrainingJob(
-            pb.WatchTrainingJobRequest(job_id=job_id)))
+        yield from mapped_stream(
+            self.stub.WatchTrainingJob(pb.WatchTrainingJobRequest(job_id=job_id))
+        )
 
     def wait(self, job_id: str) -> pb.TrainingJob:
         """Follow the job to its end and return it."""
         for event in self.watch(job_id):
-            if (event.event_type == pb.TRAINING_EVENT_TYPE_STATUS
-                    and event.status.state in TERMINAL):
+            if event.event_type == pb.TRAINING_EVENT_TYPE_STATUS and event.status.state in TERMINAL:
                 break
         return self.get(job_id)

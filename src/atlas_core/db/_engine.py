@@ -121,9 +121,7 @@ def create_engine_from_settings(settings: DatabaseSettings) -> Engine:
         connect_args: dict[str, Any] = {}
         if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
-        return create_engine(
-            url, echo=settings.echo, pool_pre_ping=True, connect_args=connect_args
-        )
+        return create_engine(url, echo=settings.echo, pool_pre_ping=True, connect_args=connect_args)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(
             f"database.url {mask_url(url)!r}: unsupported dialect or driver "

@@ -48,8 +48,11 @@ class IdempotencyStore:
             return None
         t = self._table
         with self._engine.connect() as conn:
-            raw = conn.execute(select(t.c.result).where(
-                (t.c.request_id == request_id) & (t.c.operation == operation))).scalar()
+            raw = conn.execute(
+                select(t.c.result).where(
+                    (t.c.request_id == request_id) & (t.c.operation == operation)
+                )
+            ).scalar()
         return json.loads(raw) if raw is not None else None
 
     def remember(self, operation: str, request_id: str, result: dict[str, Any]) -> None:
@@ -57,8 +60,13 @@ class IdempotencyStore:
             return
         try:
             with write_transaction(self._engine) as conn:
-                conn.execute(self._table.insert().values(
-                    request_id=request_id, operation=operation, result=json.dumps(result),
-                    created_at=datetime.now(timezone.utc)))
+                conn.execute(
+                    self._table.insert().values(
+                        request_id=request_id,
+                        operation=operation,
+                        result=json.dumps(result),
+                        created_at=datetime.now(timezone.utc),
+                    )
+                )
         except IntegrityError:
             pass  # a concurrent retry stored the same operation first

@@ -160,7 +160,9 @@ def apply_migrations(engine: Engine, *sets: MigrationSet) -> list[AppliedMigrati
                         applied_at=datetime.now(timezone.utc),
                     )
                 )
-                applied.append(AppliedMigration(
-                    migration_set.component, migration.version, migration.description
-                ))
+                applied.append(
+                    AppliedMigration(
+                        migration_set.component, migration.version, migration.description
+                    )
+                )
     return applied

@@ -74,8 +74,11 @@ class JobContext:
         """
         if progress is not None and not 0.0 <= float(progress) <= 1.0:
             raise ValueError(f"progress must be within 0..1, got {progress}")
-        payload = {"progress": None if progress is None else float(progress),
-                   "message": str(message), **data}
+        payload = {
+            "progress": None if progress is None else float(progress),
+            "message": str(message),
+            **data,
+        }
         _json_ready(payload, "report data")
         self._send((MSG_PROGRESS, payload))
 
@@ -133,7 +136,9 @@ def run_job_process(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = JobContext(conn, job_id=job_id, kind=kind, attempt=attempt, checkpoint=checkpoint)
     listener = threading.Thread(
-        target=_listen_to_supervisor, args=(conn, ctx._cancel), name="atlas-job-listener",
+        target=_listen_to_supervisor,
+        args=(conn, ctx._cancel),
+        name="atlas-job-listener",
         daemon=True,
     )
     listener.start()

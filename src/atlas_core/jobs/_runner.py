@@ -77,8 +77,11 @@ class JobRunner:
         self._handlers = dict(handlers)
         self._store = JobStore(engine)
         self._timing = SupervisorTiming(
-            poll_interval=poll_interval, heartbeat_interval=heartbeat_interval,
-            stale_after=stale_after, cancel_grace=cancel_grace, kill_grace=kill_grace,
+            poll_interval=poll_interval,
+            heartbeat_interval=heartbeat_interval,
+            stale_after=stale_after,
+            cancel_grace=cancel_grace,
+            kill_grace=kill_grace,
         )
         self._max_concurrent = max_concurrent
         self._supervisor: Supervisor | None = None
@@ -95,8 +98,11 @@ class JobRunner:
             stale_before = utcnow() - timedelta(seconds=self._timing.stale_after)
             self._store.interrupt(reason=REASON_STALE, stale_before=stale_before)
             self._supervisor = Supervisor(
-                self._store, self._handlers, runner_id=self.runner_id,
-                max_concurrent=self._max_concurrent, timing=self._timing,
+                self._store,
+                self._handlers,
+                runner_id=self.runner_id,
+                max_concurrent=self._max_concurrent,
+                timing=self._timing,
                 mp_context=multiprocessing.get_context("spawn"),
             )
             self._supervisor.start()
@@ -195,8 +201,9 @@ class JobRunner:
             raise InvalidArgument(f"unknown job state {state!r}") from None
         return self._store.list(kind=kind, state=wanted, limit=limit, offset=offset)
 
-    def list_all(self, kind: str | None = None, state: JobState | str | None = None
-                 ) -> builtins.list[JobRecord]:
+    def list_all(
+        self, kind: str | None = None, state: JobState | str | None = None
+    ) -> builtins.list[JobRecord]:
         """Every matching job, newest first (read in pages of 1,000)."""
         records: builtins.list[JobRecord] = []
         while True:

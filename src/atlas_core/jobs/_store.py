@@ -115,9 +115,17 @@ class JobStore:
                 now = utcnow()
                 conn.execute(
                     jobs.insert().values(
-                        id=job_id, kind=kind, state=JobState.QUEUED.value, spec=spec,
-                        progress=0.0, message="queued", attempts=0, resumable=resumable,
-                        request_id=request_id, cancel_requested=False, event_seq=0,
+                        id=job_id,
+                        kind=kind,
+                        state=JobState.QUEUED.value,
+                        spec=spec,
+                        progress=0.0,
+                        message="queued",
+                        attempts=0,
+                        resumable=resumable,
+                        request_id=request_id,
+                        cancel_requested=False,
+                        event_seq=0,
                         created_at=now,
                     )
                 )
@@ -205,9 +213,13 @@ class JobStore:
             state = JobState(row.state)
             if state is JobState.QUEUED:
                 conn.execute(
-                    update(jobs).where(jobs.c.id == job_id).values(
-                        state=JobState.CANCELLED.value, finished_at=now,
-                        message="cancelled before it started", cancel_requested=True,
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        state=JobState.CANCELLED.value,
+                        finished_at=now,
+                        message="cancelled before it started",
+                        cancel_requested=True,
                     )
                 )
                 _append_events(conn, job_id, [(EventType.CANCELLED, {"while": "queued"})], now)
@@ -245,9 +257,16 @@ class JobStore:
             for row in rows:
                 attempt = row.attempts + 1
                 conn.execute(
-                    update(jobs).where(jobs.c.id == row.id).values(
-                        state=JobState.RUNNING.value, owner=owner, attempts=attempt,
-                        started_at=now, heartbeat_at=now, finished_at=None, message="running",
+                    update(jobs)
+                    .where(jobs.c.id == row.id)
+                    .values(
+                        state=JobState.RUNNING.value,
+                        owner=owner,
+                        attempts=attempt,
+                        started_at=now,
+                        heartbeat_at=now,
+                        finished_at=None,
+                        message="running",
                     )
                 )
                 payload = {"attempt": attempt, "runner": owner}
@@ -271,8 +290,11 @@ class JobStore:
         with write_transaction(self._engine) as conn:
             mine = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.owner == owner,
-                       jobs.c.state == JobState.RUNNING.value)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.owner == owner,
+                    jobs.c.state == JobState.RUNNING.value,
+                )
                 .values(**values)
             ).rowcount
             if mine:
@@ -293,18 +315,27 @@ class JobStore:
         """RUNNING -> a terminal ``state`` with its event; False if the job is no longer ours."""
         now = utcnow()
         values: dict[str, Any] = {
-            "state": state.value, "finished_at": now, "message": message,
-            "result": result, "error": error,
+            "state": state.value,
+            "finished_at": now,
+            "message": message,
+            "result": result,
+            "error": error,
         }
         if state is JobState.SUCCEEDED:
             values["progress"] = 1.0
-        event = {JobState.SUCCEEDED: EventType.SUCCEEDED, JobState.FAILED: EventType.FAILED,
-                 JobState.CANCELLED: EventType.CANCELLED}[state]
+        event = {
+            JobState.SUCCEEDED: EventType.SUCCEEDED,
+            JobState.FAILED: EventType.FAILED,
+            JobState.CANCELLED: EventType.CANCELLED,
+        }[state]
         with write_transaction(self._engine) as conn:
             mine = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.owner == owner,
-                       jobs.c.state == JobState.RUNNING.value)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.owner == owner,
+                    jobs.c.state == JobState.RUNNING.value,
+                )
                 .values(**values)
             ).rowcount
             if mine:
@@ -355,9 +386,7 @@ class JobStore:
             return {}
         stmt = select(
             jobs.c.id, jobs.c.resumable, jobs.c.owner, jobs.c.attempts, jobs.c.cancel_requested
-        ).where(
-            jobs.c.state == JobState.RUNNING.value, or_(*who)
-        )
+        ).where(jobs.c.state == JobState.RUNNING.value, or_(*who))
         if job_ids is not None:
             stmt = stmt.where(jobs.c.id.in_(list(job_ids)))
         now = utcnow()
@@ -369,29 +398,50 @@ class JobStore:
 
     @staticmethod
     def _interrupt_row(conn: Connection, row: Any, reason: str, now: datetime) -> JobState:
-        interrupted = (EventType.INTERRUPTED,
-                       {"reason": reason, "runner": row.owner, "attempt": row.attempts})
+        interrupted = (
+            EventType.INTERRUPTED,
+            {"reason": reason, "runner": row.owner, "attempt": row.attempts},
+        )
         where = jobs.c.id == row.id
         if row.cancel_requested:
             # Someone asked to stop it before its runner vanished: honour that, do not resume.
             message = f"{reason}; cancelled as requested"
-            conn.execute(update(jobs).where(where).values(
-                state=JobState.CANCELLED.value, finished_at=now, message=message,
-            ))
+            conn.execute(
+                update(jobs)
+                .where(where)
+                .values(
+                    state=JobState.CANCELLED.value,
+                    finished_at=now,
+                    message=message,
+                )
+            )
             cancelled = (EventType.CANCELLED, {"message": message})
             _append_events(conn, row.id, [interrupted, cancelled], now)
             return JobState.CANCELLED
         if row.resumable:
-            conn.execute(update(jobs).where(where).values(
-                state=JobState.QUEUED.value, owner=None, heartbeat_at=None,
-                message=f"{reason}; re-queued to resume from its last checkpoint",
-            ))
+            conn.execute(
+                update(jobs)
+                .where(where)
+                .values(
+                    state=JobState.QUEUED.value,
+                    owner=None,
+                    heartbeat_at=None,
+                    message=f"{reason}; re-queued to resume from its last checkpoint",
+                )
+            )
             requeued = (EventType.REQUEUED, {"next_attempt": row.attempts + 1})
             _append_events(conn, row.id, [interrupted, requeued], now)
             return JobState.QUEUED
-        conn.execute(update(jobs).where(where).values(
-            state=JobState.FAILED.value, finished_at=now, message=reason, error=reason,
-        ))
+        conn.execute(
+            update(jobs)
+            .where(where)
+            .values(
+                state=JobState.FAILED.value,
+                finished_at=now,
+                message=reason,
+                error=reason,
+            )
+        )
         failed = (EventType.FAILED, {"message": reason, "error": reason})
         _append_events(conn, row.id, [interrupted, failed], now)
         return JobState.FAILED

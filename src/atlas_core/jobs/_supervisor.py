@@ -210,8 +210,15 @@ class Supervisor:
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         process = self._mp.Process(
             target=wire.run_job_process,
-            args=(child_conn, record.id, record.kind, record.attempts,
-                  self._handlers[record.kind], record.spec, record.checkpoint),
+            args=(
+                child_conn,
+                record.id,
+                record.kind,
+                record.attempts,
+                self._handlers[record.kind],
+                record.spec,
+                record.checkpoint,
+            ),
             name=f"atlas-job-{record.kind}-{record.id[:8]}",
         )
         try:
@@ -219,14 +226,20 @@ class Supervisor:
         except Exception as exc:
             parent_conn.close()
             message = f"could not start the job process: {type(exc).__name__}: {exc}"
-            self._store.finish(record.id, self._runner_id, JobState.FAILED,
-                               message=message, error=message)
+            self._store.finish(
+                record.id, self._runner_id, JobState.FAILED, message=message, error=message
+            )
             return
         finally:
             # Only the child may hold its end, so the child's exit closes the pipe.
             child_conn.close()
-        log.info("job %s (%s) started, attempt %d, pid %s",
-                 record.id, record.kind, record.attempts, process.pid)
+        log.info(
+            "job %s (%s) started, attempt %d, pid %s",
+            record.id,
+            record.kind,
+            record.attempts,
+            process.pid,
+        )
         self._running.append(_Running(record, process, parent_conn))
 
     def _enforce_deadlines(self, now: float) -> None:
@@ -284,8 +297,11 @@ class Supervisor:
         if job.lost:
             return
         if not self._store.record(job.job_id, self._runner_id, updates):
-            log.warning("job %s is no longer owned by runner %s; stopping its process",
-                        job.job_id, self._runner_id)
+            log.warning(
+                "job %s is no longer owned by runner %s; stopping its process",
+                job.job_id,
+                self._runner_id,
+            )
             job.lost = True
             job.process.kill()
 
@@ -318,11 +334,17 @@ class Supervisor:
         if kind == wire.MSG_RESULT:
             return JobState.SUCCEEDED, {"message": "succeeded", "result": outcome[1]}
         if kind == wire.MSG_ERROR:
-            return JobState.FAILED, {"message": "failed", "error": outcome[1],
-                                     "payload": {"traceback": outcome[2]}}
+            return JobState.FAILED, {
+                "message": "failed",
+                "error": outcome[1],
+                "payload": {"traceback": outcome[2]},
+            }
         how = describe_exit(job.process.exitcode)
-        return JobState.FAILED, {"message": how, "error": how,
-                                 "payload": {"exitcode": job.process.exitcode}}
+        return JobState.FAILED, {
+            "message": how,
+            "error": how,
+            "payload": {"exitcode": job.process.exitcode},
+        }
 
     def _shutdown(self) -> None:
         for job in self._running:
@@ -343,8 +365,9 @@ class Supervisor:
                     self._finalize(job)  # it finished just before we stopped it
                     continue
                 if not job.lost:
-                    self._store.interrupt(reason=REASON_SHUTDOWN, owner=self._runner_id,
-                                          job_ids=[job.job_id])
+                    self._store.interrupt(
+                        reason=REASON_SHUTDOWN, owner=self._runner_id, job_ids=[job.job_id]
+                    )
             except Exception:
                 log.exception("could not record the shutdown of job %s", job.job_id)
             self._running.remove(job)

@@ -127,7 +127,8 @@ def answers_serving(address: str, service: str, timeout: float = 1.0) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
         except grpc.RpcError:
             return False
     return resp.status == health_pb2.HealthCheckResponse.SERVING
@@ -144,8 +145,7 @@ def wait_serving(address: str, service: str, *, pid: int, log: Path, timeout: fl
         if answers_serving(address, service):
             return
         if time.monotonic() > deadline:
-            raise Unavailable(f"{service} did not report SERVING within {timeout:.0f}s; "
-                              f"see {log}")
+            raise Unavailable(f"{service} did not report SERVING within {timeout:.0f}s; see {log}")
         time.sleep(0.2)
 
 
@@ -165,11 +165,13 @@ class Launcher:
         if existing and any(alive(p.pid) for p in existing.processes):
             raise FailedPrecondition(
                 f"a suite is already running from {self.data_dir} (see `atlas status`); "
-                "run `atlas down` first", reason="ALREADY_RUNNING",
+                "run `atlas down` first",
+                reason="ALREADY_RUNNING",
             )
         creds = ensure_credentials(self.data_dir)
         store = SeaweedS3Server(
-            self.data_dir / "objectstore", access_key=creds.s3_access_key,
+            self.data_dir / "objectstore",
+            access_key=creds.s3_access_key,
             secret_key=creds.s3_secret_key,
             port=_choose_port(self.s3_port, "the object store", "--s3-port"),
             log_dir=self.log_dir / "objectstore",
@@ -177,20 +179,25 @@ class Launcher:
         echo(f"starting object store (SeaweedFS S3) on {HOST}:{store.port or 'auto'} ...")
         started = time.monotonic()
         pid = store.start(timeout=timeout)
-        state = RunState(str(self.data_dir), store.endpoint, [ProcessInfo(
-            "objectstore", pid, store.endpoint, str(store.log_path), full_name="s3")])
+        state = RunState(
+            str(self.data_dir),
+            store.endpoint,
+            [ProcessInfo("objectstore", pid, store.endpoint, str(store.log_path), full_name="s3")],
+        )
         state.save(self.state_path)
         echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
         try:
             for spec in implemented_services():
                 peers = {p.name: p.address for p in state.processes}
-                peers.update({f"{p.name}:read": p.read_address for p in state.processes
-                              if p.read_address})
+                peers.update(
+                    {f"{p.name}:read": p.read_address for p in state.processes if p.read_address}
+                )
                 info = self._start_service(spec, creds, store.endpoint, peers)
                 state.processes.append(info)
                 state.save(self.state_path)
-                wait_serving(info.address, spec.full_name, pid=info.pid, log=Path(info.log),
-                             timeout=timeout)
+                wait_serving(
+                    info.address, spec.full_name, pid=info.pid, log=Path(info.log), timeout=timeout
+                )
                 echo(f"  {spec.name:<9} SERVING at {info.address} (metrics :{info.metrics_port})")
                 if info.read_address:
                     if answers_serving(info.read_address, spec.read_service, timeout=2):
@@ -203,22 +210,31 @@ class Launcher:
             raise
         return state
 
-    def service_env(self, spec: ServiceSpec, creds: Credentials, s3_endpoint: str,
-                    port: int, metrics_port: int, peers: dict[str, str]) -> dict[str, str]:
+    def service_env(
+        self,
+        spec: ServiceSpec,
+        creds: Credentials,
+        s3_endpoint: str,
+        port: int,
+        metrics_port: int,
+        peers: dict[str, str],
+    ) -> dict[str, str]:
         p = f"ATLAS_{spec.name.upper()}_"
         service_dir = self.data_dir / spec.name
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
-        env.update({
-            p + "SERVER__HOST": HOST,
-            p + "SERVER__PORT": str(port),
-            p + "SERVER__METRICS_PORT": str(metrics_port),
-            p + "SERVER__AUTH__TOKENS_FILE": str(creds.tokens_file),
-            p + "S3__ENDPOINT": s3_endpoint,
-            p + "S3__ACCESS_KEY": creds.s3_access_key,
-            p + "S3__SECRET_KEY": creds.s3_secret_key,
-            p + "DATABASE__URL": f"sqlite:///{service_dir / 'metadata.db'}",
-            p + "DATA_DIR": str(service_dir),
-        })
+        env.update(
+            {
+                p + "SERVER__HOST": HOST,
+                p + "SERVER__PORT": str(port),
+                p + "SERVER__METRICS_PORT": str(metrics_port),
+                p + "SERVER__AUTH__TOKENS_FILE": str(creds.tokens_file),
+                p + "S3__ENDPOINT": s3_endpoint,
+                p + "S3__ACCESS_KEY": creds.s3_access_key,
+                p + "S3__SECRET_KEY": creds.s3_secret_key,
+                p + "DATABASE__URL": f"sqlite:///{service_dir / 'metadata.db'}",
+                p + "DATA_DIR": str(service_dir),
+            }
+        )
         for dep in spec.needs:
             if dep in peers:
                 env[p + f"{dep.upper()}__TARGET"] = peers[dep]
@@ -227,8 +243,9 @@ class Launcher:
                 env[p + f"{dep.upper()}__READ_TARGET"] = peers[f"{dep}:read"]
         return env
 
-    def _start_service(self, spec: ServiceSpec, creds: Credentials, s3: str,
-                       peers: dict[str, str]) -> ProcessInfo:
+    def _start_service(
+        self, spec: ServiceSpec, creds: Credentials, s3: str, peers: dict[str, str]
+    ) -> ProcessInfo:
         wanted = self.base_port + spec.port_offset if self.base_port else 0
         port = _choose_port(wanted, f"the {spec.name} service", "--base-port")
         metrics_wanted = self.base_port + 100 + spec.port_offset if self.base_port else 0
@@ -242,10 +259,10 @@ class Launcher:
             read_port = _choose_port(read_wanted, f"the {spec.name} reader", "--base-port")
             env[f"ATLAS_{spec.name.upper()}_NATIVE_READER__PORT"] = str(read_port)
             read_address = f"{HOST}:{read_port}"
-        pid = spawn([sys.executable, "-m", spec.module], log_path=log, env=env,
-                    cwd=self.data_dir)
-        return ProcessInfo(spec.name, pid, f"{HOST}:{port}", str(log), metrics_port,
-                           spec.full_name, read_address)
+        pid = spawn([sys.executable, "-m", spec.module], log_path=log, env=env, cwd=self.data_dir)
+        return ProcessInfo(
+            spec.name, pid, f"{HOST}:{port}", str(log), metrics_port, spec.full_name, read_address
+        )
 
     def status(self) -> list[tuple[ProcessInfo, str]]:
         state = self.state()
@@ -282,7 +299,8 @@ def _health(address: str, service: str) -> str:
     with grpc.insecure_channel(address) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2)
+                health_pb2.HealthCheckRequest(service=service), timeout=2
+            )
         except grpc.RpcError as exc:
             return f"UNREACHABLE ({exc.code().name})"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    name: str          # short name: env prefix ATLAS_<NAME>_, CLI group, scope prefix
-    module: str        # `python -m <module>` runs it
-    full_name: str     # gRPC service name, reported SERVING by health
-    port_offset: int   # port = base_port + offset
+    name: str  # short name: env prefix ATLAS_<NAME>_, CLI group, scope prefix
+    module: str  # `python -m <module>` runs it
+    full_name: str  # gRPC service name, reported SERVING by health
+    port_offset: int  # port = base_port + offset
     # Services it calls: the launcher passes ATLAS_<NAME>_<DEP>__TARGET and __TOKEN for each.
     needs: tuple[str, ...] = ()
     # A second, read-only endpoint the service may start (the data service's native online
@@ -25,11 +25,23 @@ class ServiceSpec:
 
 
 KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("data", "atlas_data", "atlas.data.v1.DataService", 1,
-                read_service="atlas.data.v1.OnlineFeatureService", read_port_offset=11),
+    ServiceSpec(
+        "data",
+        "atlas_data",
+        "atlas.data.v1.DataService",
+        1,
+        read_service="atlas.data.v1.OnlineFeatureService",
+        read_port_offset=11,
+    ),
     ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data",)),
-    ServiceSpec("serving", "atlas_serving", "atlas.serving.v1.ServingService", 3, ("data",),
-                uses_read_endpoints=True),
+    ServiceSpec(
+        "serving",
+        "atlas_serving",
+        "atlas.serving.v1.ServingService",
+        3,
+        ("data",),
+        uses_read_endpoints=True,
+    ),
     ServiceSpec("labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4),
     ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5),
 )

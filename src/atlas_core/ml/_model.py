@@ -88,16 +88,20 @@ class TabularModel:
         full[:, np.asarray(seen, dtype=int)] = proba
         return full
 
-    def matrix_scorer(self, columns: Sequence[str], compile_estimator: EstimatorCompiler |
-                      None = None) -> MatrixScorer | None:
+    def matrix_scorer(
+        self, columns: Sequence[str], compile_estimator: EstimatorCompiler | None = None
+    ) -> MatrixScorer | None:
         """``predict_scores`` for an all-numeric float matrix whose columns are ``columns``,
         or None when the preprocessing needs a frame. ``compile_estimator`` may supply a
         faster scorer for the estimator (callers verify it against ``predict_scores``)."""
         transform = self.preprocessor.matrix_transform(columns)
         if transform is None:
             return None
-        fast = (compile_estimator(self.estimator, len(self.feature_names_out))
-                if compile_estimator is not None else None)
+        fast = (
+            compile_estimator(self.estimator, len(self.feature_names_out))
+            if compile_estimator is not None
+            else None
+        )
         if fast is None:
             return lambda M: self.scores_from_features(transform(M))
         if self.task == "regression":
@@ -150,17 +154,22 @@ class _Averaged:
         assert total is not None
         return total / float(np.sum(self.weights))
 
-    def matrix_scorer(self, columns: Sequence[str], compile_estimator: EstimatorCompiler |
-                      None = None) -> MatrixScorer | None:
+    def matrix_scorer(
+        self, columns: Sequence[str], compile_estimator: EstimatorCompiler | None = None
+    ) -> MatrixScorer | None:
         """The weighted mean of the members' matrix scorers (see ``TabularModel``)."""
-        parts = [(m.matrix_scorer(columns, compile_estimator), w)
-                 for m, w in zip(self.members, self.weights) if w != 0]
+        parts = [
+            (m.matrix_scorer(columns, compile_estimator), w)
+            for m, w in zip(self.members, self.weights)
+            if w != 0
+        ]
         if not parts or any(scorer is None for scorer, _ in parts):
             return None
         total = float(np.sum(self.weights))
 
         def scores(M: np.ndarray) -> np.ndarray:
             return sum(w * scorer(M) for scorer, w in parts) / total  # type: ignore[misc]
+
         return scores
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

@@ -137,22 +137,27 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             parts.append(self.encoder_.transform(clean[self.sanitizer_.categorical_]))
         return self._transform_tail(self._stack(parts, len(clean)))
 
-    def matrix_transform(self, columns: Sequence[str]
-                         ) -> Callable[[np.ndarray], np.ndarray] | None:
+    def matrix_transform(self, columns: Sequence[str]) -> Callable[[np.ndarray], np.ndarray] | None:
         """``transform`` for a float matrix whose columns are ``columns`` (serving's fast
         path: no DataFrame), or None when a kept column is categorical, a datetime or not in
         ``columns``. Gives the same output as ``transform`` on the equivalent frame."""
         sanitizer = self.sanitizer_
         position = {str(c): i for i, c in enumerate(columns)}
-        if sanitizer.categorical_ or sanitizer.datetime_ or any(
-                n not in position for n in sanitizer.numeric_):
+        if (
+            sanitizer.categorical_
+            or sanitizer.datetime_
+            or any(n not in position for n in sanitizer.numeric_)
+        ):
             return None
         take = np.array([position[n] for n in sanitizer.numeric_], dtype=np.intp)
         impute = _impute_fn(self.imputer_) if self.imputer_ is not None else None
         crosser = self.crosser_
         cross = crosser.transform if crosser is not None and crosser.pairs_ else None
-        tail = [_fitted_fn(step) for step in (self.scaler_, self.variance_, self.selector_)
-                if step is not None]
+        tail = [
+            _fitted_fn(step)
+            for step in (self.scaler_, self.variance_, self.selector_)
+            if step is not None
+        ]
 
         def transform(M: np.ndarray) -> np.ndarray:
             parts: list[np.ndarray] = []
@@ -163,6 +168,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             for step in tail:
                 Z = step(Z)
             return _zero_nonfinite(Z).astype(np.float32)
+
         return transform
 
     def _transform_tail(self, Z: np.ndarray) -> np.ndarray:
@@ -181,6 +187,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 # Fitted steps as plain NumPy for the matrix path: sklearn's per-call input validation costs
 # ~0.1 ms a step, most of a one-row request. Anything else keeps sklearn's own transform.
 
+
 def _zero_nonfinite(Z: np.ndarray) -> np.ndarray:
     """``np.nan_to_num(Z, nan=0, posinf=0, neginf=0)``; one sum decides for the usual
     all-finite matrix (nan_to_num's own checks cost ~10 us a call)."""
@@ -193,8 +200,9 @@ def _impute_fn(imputer: SimpleImputer) -> Callable[[np.ndarray], np.ndarray]:
     """The fitted imputer for a matrix where NaN and +-inf mean missing."""
     fill = np.asarray(imputer.statistics_, dtype=np.float64)
     indicator = getattr(imputer, "indicator_", None)
-    if not np.isfinite(fill).all() or (indicator is not None
-                                       and indicator.features != "missing-only"):
+    if not np.isfinite(fill).all() or (
+        indicator is not None and indicator.features != "missing-only"
+    ):
         return lambda num: imputer.transform(np.where(np.isfinite(num), num, np.nan))
     flagged = None if indicator is None else np.asarray(indicator.features_, dtype=np.intp)
 
@@ -204,6 +212,7 @@ def _impute_fn(imputer: SimpleImputer) -> Callable[[np.ndarray], np.ndarray]:
         if flagged is None:
             return out
         return np.concatenate((out, missing[:, flagged]), axis=1)  # bool -> 0.0 / 1.0
+
     return impute
 
 

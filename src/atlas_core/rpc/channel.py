@@ -49,7 +49,10 @@ class _AioAuthBase:
         for key, value in _call_metadata(self._token):
             metadata.add(key, value)
         return aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials,
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
             details.wait_for_ready,
         )
 
@@ -87,9 +90,11 @@ class _SyncAuth(
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         return _SyncDetails(
-            details.method, details.timeout,
+            details.method,
+            details.timeout,
             list(details.metadata or []) + _call_metadata(self._token),
-            details.credentials, getattr(details, "wait_for_ready", None),
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),
         )
 
@@ -128,9 +133,11 @@ def _target_and_options(settings: ClientSettings) -> tuple[str, list[tuple[str, 
         target = "ipv4:" + ",".join(addresses)
         options += [
             ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.service_config",
-             '{"loadBalancingConfig":[{"round_robin":{}}],'
-             '"healthCheckConfig":{"serviceName":""}}'),
+            (
+                "grpc.service_config",
+                '{"loadBalancingConfig":[{"round_robin":{}}],'
+                '"healthCheckConfig":{"serviceName":""}}',
+            ),
         ]
     else:
         target = addresses[0]

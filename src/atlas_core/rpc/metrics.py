@@ -7,7 +7,21 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 
 
@@ -20,12 +34,17 @@ class RpcMetrics:
             "atlas_grpc_requests", "RPCs handled", ["method", "code"], registry=self.registry
         )
         self.errors = Counter(
-            "atlas_grpc_errors", "RPCs that ended with a non-OK status", ["method", "code"],
+            "atlas_grpc_errors",
+            "RPCs that ended with a non-OK status",
+            ["method", "code"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "atlas_grpc_latency_seconds", "RPC handling time", ["method"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "atlas_grpc_latency_seconds",
+            "RPC handling time",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self._http_server = None
 

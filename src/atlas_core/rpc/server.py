@@ -92,10 +92,13 @@ class AtlasServer:
             svc.add_to_server(svc.servicer, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         names = [svc.full_name for svc in self.services]
-        names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                  reflection.SERVICE_NAME]
+        names += [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            reflection.aio.ReflectionServicer(names), registrar)
+            reflection.aio.ReflectionServicer(names), registrar
+        )
         self.port: int = 0
         self.metrics_port: int | None = None
 
@@ -138,8 +141,12 @@ class AtlasServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
-            extra={"address": self.address, "metrics_port": self.metrics_port,
-                   "services": [s.full_name for s in self.services], "tls": cfg.tls.enabled},
+            extra={
+                "address": self.address,
+                "metrics_port": self.metrics_port,
+                "services": [s.full_name for s in self.services],
+                "tls": cfg.tls.enabled,
+            },
         )
 
     async def stop(self, grace: float | None = None) -> None:

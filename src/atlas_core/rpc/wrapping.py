@@ -41,20 +41,24 @@ class WrappingRegistrar:
     """Stands in for the aio server while services register (generated
     ``add_*_to_server``, health, reflection) and wraps each handler on its way in."""
 
-    def __init__(self, server: aio.Server, authenticator: TokenAuthenticator,
-                 metrics: RpcMetrics) -> None:
+    def __init__(
+        self, server: aio.Server, authenticator: TokenAuthenticator, metrics: RpcMetrics
+    ) -> None:
         self._server = server
         self._auth = authenticator
         self._metrics = metrics
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(
-            tuple(_WrappedGenericHandler(h, self.wrap) for h in handlers))
+            tuple(_WrappedGenericHandler(h, self.wrap) for h in handlers)
+        )
 
-    def add_registered_method_handlers(self, service: str,
-                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()})
+            service, {name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        )
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
@@ -90,8 +94,13 @@ class WrappingRegistrar:
             code = grpc_code(exc)
             self._metrics.observe(method, code.name, time.perf_counter() - started)
             log.warning(
-                "rpc failed", extra={"method": method, "code": code.name, "reason": exc.reason,
-                                     "error": exc.message},
+                "rpc failed",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "reason": exc.reason,
+                    "error": exc.message,
+                },
             )
             await context.abort(code, exc.message, trailing_metadata=status_trailers(exc))
         rid = request_id_var.get()
@@ -119,8 +128,9 @@ class WrappingRegistrar:
                 self._aborted(method, context, started)
                 raise
             except MemoryError:
-                await self._fail(method, context, ResourceExhausted("server out of memory"),
-                                 started)
+                await self._fail(
+                    method, context, ResourceExhausted("server out of memory"), started
+                )
             except Exception as exc:  # noqa: BLE001 - the one place that maps everything
                 await self._fail(method, context, exc, started)
             observe_ok(time.perf_counter() - started)
@@ -153,8 +163,11 @@ class _WrappedGenericHandler(grpc.GenericRpcHandler):
     """A generic handler (reflection, anything without registered methods) whose handlers
     are wrapped on first use, then served from a dict."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler,
-                 wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]) -> None:
+    def __init__(
+        self,
+        inner: grpc.GenericRpcHandler,
+        wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler],
+    ) -> None:
         self._inner = inner
         self._wrap = wrap
         self._cache: dict[str, grpc.RpcMethodHandler] = {}

@@ -140,10 +140,11 @@ class ArtifactStore(abc.ABC):
         """
         prefix = self.uri("")
         if uri.startswith(prefix):
-            return uri[len(prefix):]
+            return uri[len(prefix) :]
         if "://" in uri:
             raise InvalidArgument(
-                f"artifact {uri} is not in this store ({prefix}...)", reason="FOREIGN_ARTIFACT")
+                f"artifact {uri} is not in this store ({prefix}...)", reason="FOREIGN_ARTIFACT"
+            )
         return uri
 
     def exists(self, key: str) -> bool:

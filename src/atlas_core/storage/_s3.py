@@ -290,7 +290,7 @@ class S3ArtifactStore(ArtifactStore):
 
     def _ref_from_headers(self, key: str, headers: Mapping[str, str]) -> ArtifactRef:
         meta = {
-            name.lower()[len(_USER_META_PREFIX):]: value
+            name.lower()[len(_USER_META_PREFIX) :]: value
             for name, value in headers.items()
             if name.lower().startswith(_USER_META_PREFIX)
         }
@@ -337,8 +337,7 @@ class S3ArtifactStore(ArtifactStore):
             raise self._from_s3_error(exc, key) from None
         except (ServerError, InvalidResponseError) as exc:
             raise Unavailable(
-                f"object store at {self._endpoint} failed while accessing '{key}': "
-                f"{_short(exc)}",
+                f"object store at {self._endpoint} failed while accessing '{key}': {_short(exc)}",
                 reason="OBJECT_STORE_ERROR",
             ) from None
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
@@ -425,7 +424,7 @@ def _atlas_headers(sha256: str, size: int, user_meta: Mapping[str, str]) -> _Hea
 def _split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:
     for scheme, is_secure in (("https://", True), ("http://", False)):
         if endpoint.startswith(scheme):
-            return endpoint[len(scheme):].rstrip("/"), is_secure
+            return endpoint[len(scheme) :].rstrip("/"), is_secure
     return endpoint.rstrip("/"), secure
 
 

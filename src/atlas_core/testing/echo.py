@@ -31,8 +31,11 @@ async def put_echo(request: Any, context: Any) -> Any:
 
 
 async def get_missing(request: Any, context: Any) -> Any:
-    raise NotFound(f"thing '{request.service}' not found", reason="THING_NOT_FOUND",
-                   metadata={"name": request.service})
+    raise NotFound(
+        f"thing '{request.service}' not found",
+        reason="THING_NOT_FOUND",
+        metadata={"name": request.service},
+    )
 
 
 async def get_crash(request: Any, context: Any) -> Any:
@@ -66,7 +69,8 @@ HANDLERS = {
     "GetCrash": _unary(get_crash),
     "GetSlow": _unary(get_slow),
     "WatchEcho": grpc.unary_stream_rpc_method_handler(
-        watch_echo, request_deserializer=Req.FromString,
+        watch_echo,
+        request_deserializer=Req.FromString,
         response_serializer=Resp.SerializeToString,
     ),
 }
@@ -83,8 +87,9 @@ def _add_registered(servicer: Any, server: Any) -> None:
 
 
 def echo_service(*, registered: bool = False) -> ServiceDef:
-    return ServiceDef(servicer=None, add_to_server=_add_registered if registered else _add,
-                      full_name=SERVICE)
+    return ServiceDef(
+        servicer=None, add_to_server=_add_registered if registered else _add, full_name=SERVICE
+    )
 
 
 def method(name: str) -> str:

@@ -22,13 +22,55 @@ def _run(*args: str, cwd: Path) -> None:
 
 def make_test_pki(directory: Path) -> TestPki:
     d = directory
-    _run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=atlas-test-ca", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    _run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=atlas-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        cwd=d,
+    )
     (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     for name, cn in (("server", "localhost"), ("client", "atlas-client")):
-        _run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
-        _run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem", cwd=d)
-    return TestPki(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem",
-                   d / "client.key")
+        _run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=d,
+        )
+        _run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            f"{name}.pem",
+            cwd=d,
+        )
+    return TestPki(
+        d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key"
+    )

@@ -25,8 +25,9 @@ def server_settings(**overrides: object) -> ServerSettings:
 async def echo_server(request: pytest.FixtureRequest) -> AsyncIterator[AtlasServer]:
     """The echo service registered as a generic handler, and as generated code registers
     (registered methods first): the server's wrapping must cover both."""
-    server = create_server(server_settings(),
-                           [echo_service(registered=request.param == "registered")])
+    server = create_server(
+        server_settings(), [echo_service(registered=request.param == "registered")]
+    )
     await server.start()
     try:
         yield server

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.asyncio
 
 def unary(channel, name: str):
     return channel.unary_unary(
-        method(name), request_serializer=Req.SerializeToString,
+        method(name),
+        request_serializer=Req.SerializeToString,
         response_deserializer=Resp.FromString,
     )
 
@@ -50,7 +51,9 @@ async def test_reflection_lists_services_for_grpcurl(echo_server):
     out = await asyncio.to_thread(
         subprocess.run,
         [grpcurl, "-plaintext", *auth, echo_server.address, "list"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 0, out.stderr
     listed = set(out.stdout.split())
@@ -58,7 +61,9 @@ async def test_reflection_lists_services_for_grpcurl(echo_server):
     call = await asyncio.to_thread(
         subprocess.run,
         [grpcurl, "-plaintext", *auth, echo_server.address, "grpc.health.v1.Health/Check"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert call.returncode == 0, call.stderr
     assert json.loads(call.stdout)["status"] == "SERVING"
@@ -69,8 +74,11 @@ async def test_reflection_requires_a_token(echo_server):
     if not Path(grpcurl).exists():
         pytest.skip("grpcurl binary not installed")
     out = await asyncio.to_thread(
-        subprocess.run, [grpcurl, "-plaintext", echo_server.address, "list"],
-        capture_output=True, text=True, timeout=30,
+        subprocess.run,
+        [grpcurl, "-plaintext", echo_server.address, "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode != 0
     assert "Unauthenticated" in out.stderr or "UNAUTHENTICATED" in out.stderr
@@ -82,14 +90,16 @@ async def test_metrics_count_requests_errors_and_latency(echo_server):
             await unary(ch, "GetEcho")(Req())
         with pytest.raises(grpc.aio.AioRpcError):
             await unary(ch, "GetMissing")(Req(service="x"))
-    body = urllib.request.urlopen(
-        f"http://127.0.0.1:{echo_server.metrics_port}/metrics", timeout=5
-    ).read().decode()
+    body = (
+        urllib.request.urlopen(f"http://127.0.0.1:{echo_server.metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
     get_echo = 'method="/atlas.testing.v1.EchoService/GetEcho"'
     missing = 'method="/atlas.testing.v1.EchoService/GetMissing"'
     assert f'atlas_grpc_requests_total{{code="OK",{get_echo}}} 3.0' in body
     assert f'atlas_grpc_errors_total{{code="NOT_FOUND",{missing}}} 1.0' in body
-    assert f'atlas_grpc_latency_seconds_count{{{get_echo}}} 3.0' in body
+    assert f"atlas_grpc_latency_seconds_count{{{get_echo}}} 3.0" in body
 
 
 @pytest.mark.parametrize(
@@ -143,8 +153,11 @@ async def test_unexpected_error_is_internal_and_generic(echo_server, caplog):
 
 async def test_stream_error_after_messages(echo_server):
     async with channel_for(echo_server) as ch:
-        call = ch.unary_stream(method("WatchEcho"), request_serializer=Req.SerializeToString,
-                               response_deserializer=Resp.FromString)(Req(service="fail"))
+        call = ch.unary_stream(
+            method("WatchEcho"),
+            request_serializer=Req.SerializeToString,
+            response_deserializer=Resp.FromString,
+        )(Req(service="fail"))
         got = []
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for msg in call:

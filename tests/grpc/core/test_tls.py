@@ -45,13 +45,15 @@ async def test_tls_server_accepts_tls_client_and_rejects_plaintext(pki):
 
 
 async def test_mtls_requires_a_client_certificate(pki):
-    tls = TlsSettings(cert_file=pki.server_cert, key_file=pki.server_key,
-                      client_ca_file=pki.ca_cert)
+    tls = TlsSettings(
+        cert_file=pki.server_cert, key_file=pki.server_key, client_ca_file=pki.ca_cert
+    )
     server = create_server(server_settings(tls=tls), [echo_service()])
     await server.start()
     try:
-        ok = await _call(server, ca_file=pki.ca_cert, cert_file=pki.client_cert,
-                         key_file=pki.client_key)
+        ok = await _call(
+            server, ca_file=pki.ca_cert, cert_file=pki.client_cert, key_file=pki.client_key
+        )
         assert ok.status == 1
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _call(server, ca_file=pki.ca_cert)

@@ -21,15 +21,13 @@ from atlas_data.servicer import data_service_defs
 TOKEN = "data-test-token-0123"
 
 
-def data_settings(tmp: Path, s3: S3Settings, db_url: str = "", **ingest: object
-                  ) -> DataSettings:
+def data_settings(tmp: Path, s3: S3Settings, db_url: str = "", **ingest: object) -> DataSettings:
     return DataSettings(
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
         s3=s3,
         database=DatabaseSettings(url=db_url or f"sqlite:///{tmp / 'data.db'}"),
         data_dir=tmp,
-        online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb",
-                                   lmdb_map_size_bytes=2 * 1024**3),
+        online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb", lmdb_map_size_bytes=2 * 1024**3),
         ingest=IngestSettings(offline_flush_seconds=0.5, **ingest),  # type: ignore[arg-type]
     )
 
@@ -44,8 +42,9 @@ class DataHarness:
 
 
 @asynccontextmanager
-async def running_data_service(tmp_path: Path, s3_settings: S3Settings, db_url: str = ""
-                               ) -> AsyncIterator[DataHarness]:
+async def running_data_service(
+    tmp_path: Path, s3_settings: S3Settings, db_url: str = ""
+) -> AsyncIterator[DataHarness]:
     settings = data_settings(tmp_path, s3_settings, db_url)
     service = DataService.open(settings)
     service.start()
@@ -60,8 +59,9 @@ async def running_data_service(tmp_path: Path, s3_settings: S3Settings, db_url: 
 
 
 @pytest.fixture
-async def data_harness(tmp_path: Path, s3_settings: S3Settings, db_url: str
-                       ) -> AsyncIterator[DataHarness]:
+async def data_harness(
+    tmp_path: Path, s3_settings: S3Settings, db_url: str
+) -> AsyncIterator[DataHarness]:
     """Runs each test on SQLite and on PostgreSQL (when reachable) metadata."""
     async with running_data_service(tmp_path, s3_settings, db_url) as harness:
         yield harness

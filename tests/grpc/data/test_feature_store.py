@@ -16,15 +16,19 @@ DIMS = 64
 
 def spec(name: str = "users", dims: int = DIMS) -> pb.FeatureGroupSpec:
     return pb.FeatureGroupSpec(
-        name=name, entity_key="user_id", entity_key_type=pb.ENTITY_KEY_TYPE_INT64,
+        name=name,
+        entity_key="user_id",
+        entity_key_type=pb.ENTITY_KEY_TYPE_INT64,
         event_time_column="ts",
         features=[
             pb.FeatureSpec(name="emb", dtype=pb.FEATURE_TYPE_FLOAT32_VECTOR, dims=dims),
             pb.FeatureSpec(name="age", dtype=pb.FEATURE_TYPE_FLOAT32),
             pb.FeatureSpec(name="clicks", dtype=pb.FEATURE_TYPE_INT64),
-            pb.FeatureSpec(name="country", dtype=pb.FEATURE_TYPE_CATEGORICAL,
-                           categories=["de", "fr"]),
-        ])
+            pb.FeatureSpec(
+                name="country", dtype=pb.FEATURE_TYPE_CATEGORICAL, categories=["de", "fr"]
+            ),
+        ],
+    )
 
 
 def ts(seconds: float) -> timestamp_pb2.Timestamp:
@@ -33,12 +37,17 @@ def ts(seconds: float) -> timestamp_pb2.Timestamp:
     return t
 
 
-def record(key: int, t: float, vec: np.ndarray, age: float = 30.0, clicks: int = 1,
-           country: str = "de") -> pb.FeatureRecord:
+def record(
+    key: int, t: float, vec: np.ndarray, age: float = 30.0, clicks: int = 1, country: str = "de"
+) -> pb.FeatureRecord:
     f32 = np.concatenate([vec.astype("<f4"), np.array([age], "<f4")])
-    return pb.FeatureRecord(entity_key=pb.EntityKey(int64_key=key), event_time=ts(t),
-                            float32_values=f32.tobytes(), int64_values=[clicks],
-                            string_values=[country])
+    return pb.FeatureRecord(
+        entity_key=pb.EntityKey(int64_key=key),
+        event_time=ts(t),
+        float32_values=f32.tobytes(),
+        int64_values=[clicks],
+        string_values=[country],
+    )
 
 
 def ref(name: str = "users") -> common_pb2.FeatureGroupRef:
@@ -48,7 +57,8 @@ def ref(name: str = "users") -> common_pb2.FeatureGroupRef:
 async def put(stub, records, name="users"):
     async def stream():
         for i in range(0, len(records), 50):
-            yield pb.PutRecordsRequest(feature_group=ref(name), records=records[i:i + 50])
+            yield pb.PutRecordsRequest(feature_group=ref(name), records=records[i : i + 50])
+
     return await stub.PutRecords(stream())
 
 
@@ -61,17 +71,24 @@ async def test_create_put_get_roundtrip(data_harness):
     vecs = rng.normal(size=(120, DIMS)).astype("<f4")
     resp = await put(stub, [record(k, 100.0, vecs[k], clicks=k) for k in range(120)])
     assert resp.records_written == 120 and resp.records_stale == 0
-    got = await stub.GetFeatures(pb.GetFeaturesRequest(
-        feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[5, 999, 7])))
+    got = await stub.GetFeatures(
+        pb.GetFeaturesRequest(
+            feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[5, 999, 7])
+        )
+    )
     assert list(got.found) == [True, False, True]
     block = np.frombuffer(got.float32_values, "<f4").reshape(3, DIMS + 1)
     np.testing.assert_array_equal(block[0, :DIMS], vecs[5])
     np.testing.assert_array_equal(block[2, :DIMS], vecs[7])
     assert list(got.int64_values)[0] == 5 and list(got.string_values)[0] == "de"
     assert got.event_time_micros[0] == 100_000_000
-    subset = await stub.GetFeatures(pb.GetFeaturesRequest(
-        feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[5]),
-        feature_names=["age", "clicks"]))
+    subset = await stub.GetFeatures(
+        pb.GetFeaturesRequest(
+            feature_group=ref(),
+            entity_keys=pb.EntityKeys(int64_keys=[5]),
+            feature_names=["age", "clicks"],
+        )
+    )
     assert [s.name for s in subset.layout.slots] == ["age", "clicks"]
     assert np.frombuffer(subset.float32_values, "<f4").tolist() == [30.0]
     assert list(subset.int64_values) == [5]
@@ -84,8 +101,9 @@ async def test_out_of_order_write_is_ignored(data_harness):
     await put(stub, [record(1, 200.0, new)])
     resp = await put(stub, [record(1, 100.0, old)])
     assert resp.records_stale == 1
-    got = await stub.GetFeatures(pb.GetFeaturesRequest(
-        feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1])))
+    got = await stub.GetFeatures(
+        pb.GetFeaturesRequest(feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1]))
+    )
     assert np.frombuffer(got.float32_values, "<f4")[:DIMS].tolist() == new.tolist()
 
 
@@ -93,37 +111,67 @@ async def test_bad_input_statuses(data_harness):
     stub = data_harness.stub
     await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec()))
     cases = [
-        (stub.GetFeatures(pb.GetFeaturesRequest(feature_group=ref("nope"),
-                                                entity_keys=pb.EntityKeys(int64_keys=[1]))),
-         grpc.StatusCode.NOT_FOUND, "nope"),
-        (stub.GetFeatures(pb.GetFeaturesRequest(feature_group=ref(),
-                                                entity_keys=pb.EntityKeys(int64_keys=[1]),
-                                                feature_names=["missing_feat"])),
-         grpc.StatusCode.NOT_FOUND, "missing_feat"),
-        (stub.GetFeatures(pb.GetFeaturesRequest(
-            feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=list(range(1001))))),
-         grpc.StatusCode.INVALID_ARGUMENT, "1000"),
-        (stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec())),
-         grpc.StatusCode.ALREADY_EXISTS, "users"),
-        (stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec("bad", dims=20000))),
-         grpc.StatusCode.INVALID_ARGUMENT, "16384"),
+        (
+            stub.GetFeatures(
+                pb.GetFeaturesRequest(
+                    feature_group=ref("nope"), entity_keys=pb.EntityKeys(int64_keys=[1])
+                )
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "nope",
+        ),
+        (
+            stub.GetFeatures(
+                pb.GetFeaturesRequest(
+                    feature_group=ref(),
+                    entity_keys=pb.EntityKeys(int64_keys=[1]),
+                    feature_names=["missing_feat"],
+                )
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "missing_feat",
+        ),
+        (
+            stub.GetFeatures(
+                pb.GetFeaturesRequest(
+                    feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=list(range(1001)))
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "1000",
+        ),
+        (
+            stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec())),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "users",
+        ),
+        (
+            stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec("bad", dims=20000))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "16384",
+        ),
     ]
     for call, code, text in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call
         assert err.value.code() == code, err.value.details()
         assert text in err.value.details()
-    short = pb.FeatureRecord(entity_key=pb.EntityKey(int64_key=1), event_time=ts(1),
-                             float32_values=np.zeros(DIMS - 1, "<f4").tobytes(),
-                             int64_values=[1], string_values=["de"])
+    short = pb.FeatureRecord(
+        entity_key=pb.EntityKey(int64_key=1),
+        event_time=ts(1),
+        float32_values=np.zeros(DIMS - 1, "<f4").tobytes(),
+        int64_values=[1],
+        string_values=["de"],
+    )
     good = record(2, 1.0, np.zeros(DIMS))
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await put(stub, [good, short])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "record 1" in err.value.details() and "float32_values" in err.value.details()
     # all-or-nothing: the valid record of the rejected stream was not written
-    got = await stub.GetFeatures(pb.GetFeaturesRequest(
-        feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[2])))
+    got = await stub.GetFeatures(
+        pb.GetFeaturesRequest(feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[2]))
+    )
     assert list(got.found) == [False]
 
 
@@ -145,8 +193,9 @@ async def test_redis_online_backend_serves_the_same_contract(tmp_path, s3_settin
     except redis.RedisError as exc:
         pytest.skip(f"Redis at 127.0.0.1:6379 unreachable: {exc}")
     prefix = f"atlas-test-{uuid.uuid4().hex[:8]}:"
-    settings = data_settings(tmp_path, s3_settings).model_copy(update={
-        "online": OnlineStoreSettings(backend="redis", redis_key_prefix=prefix)})
+    settings = data_settings(tmp_path, s3_settings).model_copy(
+        update={"online": OnlineStoreSettings(backend="redis", redis_key_prefix=prefix)}
+    )
     service = DataService.open(settings)
     service.start()
     server = create_server(settings.server, data_service_defs(service))
@@ -158,8 +207,11 @@ async def test_redis_online_backend_serves_the_same_contract(tmp_path, s3_settin
             await put(stub, [record(k, 10.0, np.full(DIMS, k)) for k in range(5)])
             stale = await put(stub, [record(1, 5.0, np.zeros(DIMS))])
             assert stale.records_stale == 1
-            got = await stub.GetFeatures(pb.GetFeaturesRequest(
-                feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1, 4, 77])))
+            got = await stub.GetFeatures(
+                pb.GetFeaturesRequest(
+                    feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1, 4, 77])
+                )
+            )
             assert list(got.found) == [True, True, False]
             block = np.frombuffer(got.float32_values, "<f4").reshape(3, DIMS + 1)
             assert block[0, 0] == 1 and block[1, 0] == 4
@@ -172,22 +224,29 @@ async def test_redis_online_backend_serves_the_same_contract(tmp_path, s3_settin
 
 async def test_request_id_makes_mutations_idempotent(data_harness):
     stub = data_harness.stub
-    first = await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec(),
-                                                                       request_id="create-1"))
-    retry = await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=spec(),
-                                                                       request_id="create-1"))
+    first = await stub.CreateFeatureGroup(
+        pb.CreateFeatureGroupRequest(spec=spec(), request_id="create-1")
+    )
+    retry = await stub.CreateFeatureGroup(
+        pb.CreateFeatureGroupRequest(spec=spec(), request_id="create-1")
+    )
     assert retry.feature_group.version == first.feature_group.version == 1
 
     def stream(value: float):
         async def gen():
-            yield pb.PutRecordsRequest(feature_group=ref(), request_id="put-1",
-                                       records=[record(1, 10.0 + value, np.full(DIMS, value))])
+            yield pb.PutRecordsRequest(
+                feature_group=ref(),
+                request_id="put-1",
+                records=[record(1, 10.0 + value, np.full(DIMS, value))],
+            )
+
         return gen()
 
     once = await stub.PutRecords(stream(0.0))
     # a retry under the same request_id returns the first result and writes nothing
     twice = await stub.PutRecords(stream(5.0))
     assert once.records_written == twice.records_written == 1
-    got = await stub.GetFeatures(pb.GetFeaturesRequest(
-        feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1])))
+    got = await stub.GetFeatures(
+        pb.GetFeaturesRequest(feature_group=ref(), entity_keys=pb.EntityKeys(int64_keys=[1]))
+    )
     assert np.frombuffer(got.float32_values, "<f4")[0] == 0.0

@@ -23,16 +23,20 @@ from tests.grpc.data.conftest import TOKEN
 from tests.grpc.data.test_feature_store import put, ts
 
 pytestmark = [
-    pytest.mark.skipif(find_binary() is None,
-                       reason="atlas-online-reader is not built (`make native` needs g++ and "
-                              "Debian's libgrpc++-dev, protobuf-compiler-grpc, liblmdb-dev)"),
+    pytest.mark.skipif(
+        find_binary() is None,
+        reason="atlas-online-reader is not built (`make native` needs g++ and "
+        "Debian's libgrpc++-dev, protobuf-compiler-grpc, liblmdb-dev)",
+    ),
 ]
 NOW = time.time()
 
 
 def mixed_spec(name: str, *, string_keys: bool = False, ttl_s: int = 0) -> pb.FeatureGroupSpec:
     spec = pb.FeatureGroupSpec(
-        name=name, entity_key="id", event_time_column="ts",
+        name=name,
+        entity_key="id",
+        event_time_column="ts",
         entity_key_type=pb.ENTITY_KEY_TYPE_STRING if string_keys else pb.ENTITY_KEY_TYPE_INT64,
         features=[
             pb.FeatureSpec(name="a", dtype=pb.FEATURE_TYPE_FLOAT32),
@@ -42,7 +46,8 @@ def mixed_spec(name: str, *, string_keys: bool = False, ttl_s: int = 0) -> pb.Fe
             pb.FeatureSpec(name="city", dtype=pb.FEATURE_TYPE_STRING),
             pb.FeatureSpec(name="b", dtype=pb.FEATURE_TYPE_FLOAT32),
             pb.FeatureSpec(name="tag", dtype=pb.FEATURE_TYPE_STRING),
-        ])
+        ],
+    )
     if ttl_s:
         spec.ttl.seconds = ttl_s
     return spec
@@ -52,20 +57,29 @@ def mixed_record(key: int | str, t: float, *, null_slot: int | None = None) -> p
     k = float(hash(key) % 1000)
     entity = pb.EntityKey(string_key=key) if isinstance(key, str) else pb.EntityKey(int64_key=key)
     rec = pb.FeatureRecord(
-        entity_key=entity, event_time=ts(t),
+        entity_key=entity,
+        event_time=ts(t),
         float32_values=np.array([k, k + 0.5, k + 1.5, k + 2.5, -k], "<f4").tobytes(),
-        float64_values=[k / 3], int64_values=[int(k) * 7],
-        string_values=[f"city-{key}", f"tag-{key}"])
+        float64_values=[k / 3],
+        int64_values=[int(k) * 7],
+        string_values=[f"city-{key}", f"tag-{key}"],
+    )
     if null_slot is not None:
         rec.null_mask = bytes([1 << null_slot])
     return rec
 
 
 def request(name: str, keys: list, names: tuple[str, ...] = (), **kw) -> pb.GetFeaturesRequest:
-    entity_keys = (pb.EntityKeys(string_keys=keys) if keys and isinstance(keys[0], str)
-                   else pb.EntityKeys(int64_keys=keys))
-    return pb.GetFeaturesRequest(feature_group=common_pb2.FeatureGroupRef(name=name, **kw),
-                                 entity_keys=entity_keys, feature_names=list(names))
+    entity_keys = (
+        pb.EntityKeys(string_keys=keys)
+        if keys and isinstance(keys[0], str)
+        else pb.EntityKeys(int64_keys=keys)
+    )
+    return pb.GetFeaturesRequest(
+        feature_group=common_pb2.FeatureGroupRef(name=name, **kw),
+        entity_keys=entity_keys,
+        feature_names=list(names),
+    )
 
 
 @pytest.fixture
@@ -80,7 +94,9 @@ async def both(data_harness):
 
         async def call(stub, req, md=metadata):
             return await stub.GetOnlineFeatures(
-                online_pb.GetOnlineFeaturesRequest(read=req), metadata=md)
+                online_pb.GetOnlineFeaturesRequest(read=req), metadata=md
+            )
+
         yield data_harness, py, native, call
 
 
@@ -88,8 +104,9 @@ async def assert_same(call, py, native, req) -> pb.GetFeaturesResponse:
     expected = (await call(py, req)).features
     got = (await call(native, req)).features
     # NaN != NaN, so compare the wire form (both sides serialize with the same library).
-    assert got.SerializeToString(deterministic=True) == \
-        expected.SerializeToString(deterministic=True), (got, expected)
+    assert got.SerializeToString(deterministic=True) == expected.SerializeToString(
+        deterministic=True
+    ), (got, expected)
     return got
 
 
@@ -97,32 +114,47 @@ async def test_values_flags_and_subsets_match_python(both):
     harness, py, native, call = both
     stub = harness.stub
     await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=mixed_spec("mix")))
-    await put(stub, [mixed_record(k, NOW - 5, null_slot=k % 7 if k % 3 == 0 else None)
-                     for k in range(40)], name="mix")
+    await put(
+        stub,
+        [mixed_record(k, NOW - 5, null_slot=k % 7 if k % 3 == 0 else None) for k in range(40)],
+        name="mix",
+    )
     keys = [3, 999, 0, 7, 12, -5]
     full = await assert_same(call, py, native, request("mix", keys))
     assert list(full.found) == [True, False, True, True, True, False]
     assert np.isnan(np.frombuffer(full.float32_values, "<f4").reshape(6, 5)[1]).all()
     assert len(full.null_masks) == 6 and full.null_masks[0] != b""
-    for names in [("b", "city"), ("tag", "vec", "x64", "n"), ("city",),
-                  ("a", "vec", "x64", "n", "city", "b", "tag")]:
+    for names in [
+        ("b", "city"),
+        ("tag", "vec", "x64", "n"),
+        ("city",),
+        ("a", "vec", "x64", "n", "city", "b", "tag"),
+    ]:
         sub = await assert_same(call, py, native, request("mix", keys, names))
         assert [s.name for s in sub.layout.slots] == list(names)
-    await assert_same(call, py, native,
-                      request("mix", keys, ("n", "a"), version=1))
-    with_times = await assert_same(call, py, native, pb.GetFeaturesRequest(
-        feature_group=common_pb2.FeatureGroupRef(name="mix"),
-        entity_keys=pb.EntityKeys(int64_keys=keys), include_ingestion_times=True))
+    await assert_same(call, py, native, request("mix", keys, ("n", "a"), version=1))
+    with_times = await assert_same(
+        call,
+        py,
+        native,
+        pb.GetFeaturesRequest(
+            feature_group=common_pb2.FeatureGroupRef(name="mix"),
+            entity_keys=pb.EntityKeys(int64_keys=keys),
+            include_ingestion_times=True,
+        ),
+    )
     assert with_times.ingestion_time_micros[0] > 0
 
 
 async def test_string_keys_and_ttl_match_python(both):
     harness, py, native, call = both
     stub = harness.stub
-    await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(
-        spec=mixed_spec("skeys", string_keys=True, ttl_s=3600)))
-    await put(stub, [mixed_record("fresh", NOW - 60), mixed_record("stale", NOW - 7200)],
-              name="skeys")
+    await stub.CreateFeatureGroup(
+        pb.CreateFeatureGroupRequest(spec=mixed_spec("skeys", string_keys=True, ttl_s=3600))
+    )
+    await put(
+        stub, [mixed_record("fresh", NOW - 60), mixed_record("stale", NOW - 7200)], name="skeys"
+    )
     got = await assert_same(call, py, native, request("skeys", ["fresh", "stale", "nobody"]))
     assert list(got.found) == [True, False, False]  # "stale" is older than the TTL
 
@@ -147,9 +179,11 @@ async def test_errors_match_python(both):
                 await call(stub, req)
             errors.append((err.value.code(), err.value.details()))
         assert errors[0] == errors[1] == (code, errors[0][1]), errors
-    for md, code in [((), grpc.StatusCode.UNAUTHENTICATED),
-                     ((("authorization", "Bearer wrong"),), grpc.StatusCode.UNAUTHENTICATED),
-                     ((("authorization", "Basic x"),), grpc.StatusCode.UNAUTHENTICATED)]:
+    for md, code in [
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Bearer wrong"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Basic x"),), grpc.StatusCode.UNAUTHENTICATED),
+    ]:
         with pytest.raises(aio.AioRpcError) as err:
             await call(native, request("mix", [1]), md)
         assert err.value.code() == code
@@ -179,14 +213,20 @@ def test_reader_exits_when_its_parent_is_killed(tmp_path):
     """kill -9 of the data service must not leave the reader holding its port."""
     (tmp_path / "db").mkdir()
     import lmdb
+
     lmdb.open(str(tmp_path / "db"), max_dbs=8).close()
     parent = subprocess.Popen(
-        [sys.executable, "-c",
-         "import subprocess, sys, time;"
-         f"p = subprocess.Popen([{str(find_binary())!r}, '--lmdb', {str(tmp_path / 'db')!r},"
-         " '--address', '127.0.0.1:0'], stdout=subprocess.PIPE, text=True);"
-         "print(p.stdout.readline().strip(), p.pid, flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time;"
+            f"p = subprocess.Popen([{str(find_binary())!r}, '--lmdb', {str(tmp_path / 'db')!r},"
+            " '--address', '127.0.0.1:0'], stdout=subprocess.PIPE, text=True);"
+            "print(p.stdout.readline().strip(), p.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = parent.stdout.readline().split()
     assert line[0] == "listening", line
     reader_pid = int(line[2])
@@ -228,6 +268,7 @@ async def test_data_client_reads_through_the_reader(both):
     # The reader is read-only and separate: stopping it fails reads sent to it, clearly.
     harness.service.native_reader.stop()
     from atlas_core.errors import Unavailable
+
     with pytest.raises(Unavailable):
         await asyncio.to_thread(read, harness.service.native_reader.address)
 
@@ -271,7 +312,8 @@ def test_a_reader_that_cannot_start(tmp_path, s3_settings):
         port = busy.getsockname()[1]
         for enabled in (None, True):
             settings = data_settings(tmp_path / str(enabled), s3_settings).model_copy(
-                update={"native_reader": NativeReaderSettings(enabled=enabled, port=port)})
+                update={"native_reader": NativeReaderSettings(enabled=enabled, port=port)}
+            )
             service = DataService.open(settings)
             try:
                 if enabled:

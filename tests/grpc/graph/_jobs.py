@@ -9,8 +9,11 @@ from typing import Any
 from atlas.common.v1 import common_pb2
 from atlas.graph.v1 import graph_service_pb2 as pb
 
-TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
-            common_pb2.JOB_STATE_CANCELLED}
+TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+}
 
 
 async def wait_job(stub: Any, job_id: str, timeout: float = 240) -> pb.GraphJob:

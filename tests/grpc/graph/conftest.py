@@ -24,10 +24,12 @@ TOKEN = "graph-test-token-0123"
 def graph_settings(tmp: Path, s3: S3Settings, memory_budget_bytes: int = 0) -> GraphSettings:
     return GraphSettings(
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
-        s3=s3, data_dir=tmp,
+        s3=s3,
+        data_dir=tmp,
         database=DatabaseSettings(url=f"sqlite:///{tmp / 'graph.db'}"),
         partition=PartitionSettings(memory_budget_bytes=memory_budget_bytes),
-        jobs=JobSettings(max_concurrent=1, runner_id="graph-grpc-test"))
+        jobs=JobSettings(max_concurrent=1, runner_id="graph-grpc-test"),
+    )
 
 
 @dataclass
@@ -40,9 +42,9 @@ class GraphHarness:
 
 
 @asynccontextmanager
-async def running_graph_service(tmp_path: Path, s3_settings: S3Settings,
-                                memory_budget_bytes: int = 0
-                                ) -> AsyncIterator[GraphHarness]:
+async def running_graph_service(
+    tmp_path: Path, s3_settings: S3Settings, memory_budget_bytes: int = 0
+) -> AsyncIterator[GraphHarness]:
     settings = graph_settings(tmp_path, s3_settings, memory_budget_bytes)
     service = GraphService.open(settings)
     service.start()
@@ -50,8 +52,7 @@ async def running_graph_service(tmp_path: Path, s3_settings: S3Settings,
     await server.start()
     channel = connect(ClientSettings(target=server.address, token=TOKEN))
     try:
-        yield GraphHarness(server, service, channel, pb_grpc.GraphServiceStub(channel),
-                           settings)
+        yield GraphHarness(server, service, channel, pb_grpc.GraphServiceStub(channel), settings)
     finally:
         await channel.close()
         await server.stop(0)

@@ -22,21 +22,44 @@ pytestmark = pytest.mark.slow
 
 async def test_trainer_killed_mid_epoch_fails_cleanly(graph_harness: GraphHarness) -> None:
     stub = graph_harness.stub
-    graph = (await run_job(stub, generate_graph=pb.GenerateGraphSpec(
-        nodes=20000, communities=4, feature_dims=8, seed=2))).graph
-    part = (await run_job(stub, partition_graph=pb.PartitionGraphSpec(
-        graph_id=graph.graph_id, num_partitions=2))).partitioning
-    submitted = await stub.SubmitGraphJob(pb.SubmitGraphJobRequest(train=pb.TrainGraphSpec(
-        ref=common_pb2.GraphRef(graph_id=graph.graph_id, partitioning_id=part.partitioning_id),
-        num_trainers=2, fan_outs=[10, 10], epochs=50, batch_size=64)))
+    graph = (
+        await run_job(
+            stub,
+            generate_graph=pb.GenerateGraphSpec(nodes=20000, communities=4, feature_dims=8, seed=2),
+        )
+    ).graph
+    part = (
+        await run_job(
+            stub, partition_graph=pb.PartitionGraphSpec(graph_id=graph.graph_id, num_partitions=2)
+        )
+    ).partitioning
+    submitted = await stub.SubmitGraphJob(
+        pb.SubmitGraphJobRequest(
+            train=pb.TrainGraphSpec(
+                ref=common_pb2.GraphRef(
+                    graph_id=graph.graph_id, partitioning_id=part.partitioning_id
+                ),
+                num_trainers=2,
+                fan_outs=[10, 10],
+                epochs=50,
+                batch_size=64,
+            )
+        )
+    )
     job_id = submitted.job.status.job_id
     # The process ids are in the job's event log (test-side introspection only).
     pids: dict[str, list[int]] = {}
     deadline = time.monotonic() + 120
     async for event in stub.WatchGraphJob(pb.WatchGraphJobRequest(job_id=job_id)):
         if not pids:
-            pids = next((e.payload["pids"] for e in graph_harness.service.jobs.events(job_id)
-                         if "pids" in e.payload), {})
+            pids = next(
+                (
+                    e.payload["pids"]
+                    for e in graph_harness.service.jobs.events(job_id)
+                    if "pids" in e.payload
+                ),
+                {},
+            )
         if pids and "batch" in event.job.status.progress.message:
             break
         assert time.monotonic() < deadline, "training never reached a batch"
@@ -45,6 +68,9 @@ async def test_trainer_killed_mid_epoch_fails_cleanly(graph_harness: GraphHarnes
     assert job.status.state == common_pb2.JOB_STATE_FAILED
     assert "trainer 1" in job.status.error.message and "SIGKILL" in job.status.error.message
     await asyncio.sleep(0.5)
-    alive = [p for p in pids["servers"] + pids["trainers"] if psutil.pid_exists(p)
-             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p
+        for p in pids["servers"] + pids["trainers"]
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == []

@@ -40,18 +40,30 @@ def write_model(s3: S3Settings, key: str, *, trees: int = 20, model: Any = None)
 
     X, y = breast_cancer()
     model = model or XGBClassifier(n_estimators=trees, max_depth=3, n_jobs=1).fit(X, y)
-    return write_bundle(open_artifact_store(s3), key, model=model, task="binary",
-                        target="target", classes=[0, 1], X_train=X, y_train=y,
-                        metrics={"auc": 0.99}, lineage={"dataset": {"name": "breast-cancer",
-                                                                    "version": 1}})
+    return write_bundle(
+        open_artifact_store(s3),
+        key,
+        model=model,
+        task="binary",
+        target="target",
+        classes=[0, 1],
+        X_train=X,
+        y_train=y,
+        metrics={"auc": 0.99},
+        lineage={"dataset": {"name": "breast-cancer", "version": 1}},
+    )
 
 
 def serving_settings(tmp: Path, s3: S3Settings, db_url: str, **runtime: Any) -> ServingSettings:
     return ServingSettings(
-        server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})), s3=s3,
+        server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
+        s3=s3,
         database=DatabaseSettings(url=db_url or f"sqlite:///{tmp / 'serving.db'}"),
-        data_dir=tmp, runtime=RuntimeSettings(poll_seconds=0.1, stats_publish_seconds=0.1,
-                                              rollout_tick_seconds=0.1, **runtime))
+        data_dir=tmp,
+        runtime=RuntimeSettings(
+            poll_seconds=0.1, stats_publish_seconds=0.1, rollout_tick_seconds=0.1, **runtime
+        ),
+    )
 
 
 @dataclass
@@ -62,12 +74,16 @@ class ServingHarness:
     stub: pb_grpc.ServingServiceStub
     settings: ServingSettings
 
-    async def register(self, name: str, ref: ArtifactRef, aliases: tuple[str, ...] = ()
-                       ) -> pb.ModelVersion:
-        resp = await self.stub.RegisterModelVersion(pb.RegisterModelVersionRequest(
-            model_name=name, bundle=common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256,
-                                                           size_bytes=ref.size),
-            aliases=list(aliases)))
+    async def register(
+        self, name: str, ref: ArtifactRef, aliases: tuple[str, ...] = ()
+    ) -> pb.ModelVersion:
+        resp = await self.stub.RegisterModelVersion(
+            pb.RegisterModelVersionRequest(
+                model_name=name,
+                bundle=common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size),
+                aliases=list(aliases),
+            )
+        )
         return resp.model_version
 
 
@@ -77,8 +93,7 @@ async def start_harness(settings: ServingSettings) -> ServingHarness:
     server = create_server(settings.server, [serving_service_def(service)])
     await server.start()
     channel = connect(ClientSettings(target=server.address, token=TOKEN))
-    return ServingHarness(server, service, channel, pb_grpc.ServingServiceStub(channel),
-                          settings)
+    return ServingHarness(server, service, channel, pb_grpc.ServingServiceStub(channel), settings)
 
 
 async def stop_harness(h: ServingHarness) -> None:
@@ -102,13 +117,26 @@ async def serving(tmp_path: Path, s3_settings: S3Settings) -> AsyncIterator[Serv
 
 
 def row(values: dict[str, Any]) -> pb.PredictRow:
-    return pb.PredictRow(features=pb.InlineFeatures(values={
-        k: (common_pb2.Value(string_value=v) if isinstance(v, str)
-            else common_pb2.Value(double_value=float(v))) for k, v in values.items()}))
+    return pb.PredictRow(
+        features=pb.InlineFeatures(
+            values={
+                k: (
+                    common_pb2.Value(string_value=v)
+                    if isinstance(v, str)
+                    else common_pb2.Value(double_value=float(v))
+                )
+                for k, v in values.items()
+            }
+        )
+    )
 
 
-def live(name: str, model: str, version: int = 0, weight: float = 100, alias: str = ""
-         ) -> pb.Variant:
-    ref = (common_pb2.ModelRef(model_name=model, alias=alias) if alias
-           else common_pb2.ModelRef(model_name=model, version=version))
+def live(
+    name: str, model: str, version: int = 0, weight: float = 100, alias: str = ""
+) -> pb.Variant:
+    ref = (
+        common_pb2.ModelRef(model_name=model, alias=alias)
+        if alias
+        else common_pb2.ModelRef(model_name=model, version=version)
+    )
     return pb.Variant(name=name, model=ref, role=pb.VARIANT_ROLE_LIVE, weight=weight)

@@ -18,26 +18,37 @@ async def test_register_deploy_predict(serving: ServingHarness, features: pd.Dat
     assert version.ref.version == 1 and version.task_type == "binary"
     assert list(version.aliases) == ["production"] and version.has_training_stats
     assert len(version.input_schema.columns) == 30
-    await serving.stub.CreateEndpoint(pb.CreateEndpointRequest(spec=pb.EndpointSpec(
-        name="bc", variants=[live("blue", "bc", alias="production")])))
+    await serving.stub.CreateEndpoint(
+        pb.CreateEndpointRequest(
+            spec=pb.EndpointSpec(name="bc", variants=[live("blue", "bc", alias="production")])
+        )
+    )
     first = features.iloc[0].to_dict()
-    resp = await serving.stub.Predict(pb.PredictRequest(
-        endpoint_name="bc", row=row(first),
-        options=pb.PredictOptions(explain=True, return_all_scores=True)))
+    resp = await serving.stub.Predict(
+        pb.PredictRequest(
+            endpoint_name="bc",
+            row=row(first),
+            options=pb.PredictOptions(explain=True, return_all_scores=True),
+        )
+    )
     assert resp.variant == "blue" and resp.model.version == 1
     assert resp.prediction.label == "0"  # the first row is malignant
     assert set(resp.prediction.scores) == {"0", "1"}
     assert len(resp.prediction.contributions) >= 30
-    batch = await serving.stub.PredictBatch(pb.PredictBatchRequest(
-        endpoint_name="bc", rows=[row(r) for r in features.iloc[:50].to_dict("records")]))
+    batch = await serving.stub.PredictBatch(
+        pb.PredictBatchRequest(
+            endpoint_name="bc", rows=[row(r) for r in features.iloc[:50].to_dict("records")]
+        )
+    )
     assert len(batch.predictions) == 50
 
 
 async def test_bad_input_is_named(serving: ServingHarness, features: pd.DataFrame) -> None:
     ref = write_model(serving.settings.s3, "models/bc/v1.tar")
     await serving.register("bc", ref)
-    await serving.stub.CreateEndpoint(pb.CreateEndpointRequest(spec=pb.EndpointSpec(
-        name="bc", variants=[live("blue", "bc", 1)])))
+    await serving.stub.CreateEndpoint(
+        pb.CreateEndpointRequest(spec=pb.EndpointSpec(name="bc", variants=[live("blue", "bc", 1)]))
+    )
     good = features.iloc[0].to_dict()
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await serving.stub.Predict(pb.PredictRequest(endpoint_name="nope", row=row(good)))
@@ -51,17 +62,20 @@ async def test_bad_input_is_named(serving: ServingHarness, features: pd.DataFram
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert named in err.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await serving.stub.PredictBatch(pb.PredictBatchRequest(
-            endpoint_name="bc", rows=[row(good), row(good), row(mistyped)]))
+        await serving.stub.PredictBatch(
+            pb.PredictBatchRequest(endpoint_name="bc", rows=[row(good), row(good), row(mistyped)])
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "row 2" in err.value.details()
 
 
-async def test_stream_reports_row_errors_and_continues(serving: ServingHarness,
-                                                       features: pd.DataFrame) -> None:
+async def test_stream_reports_row_errors_and_continues(
+    serving: ServingHarness, features: pd.DataFrame
+) -> None:
     await serving.register("bc", write_model(serving.settings.s3, "models/bc/v1.tar"))
-    await serving.stub.CreateEndpoint(pb.CreateEndpointRequest(spec=pb.EndpointSpec(
-        name="bc", variants=[live("blue", "bc", 1)])))
+    await serving.stub.CreateEndpoint(
+        pb.CreateEndpointRequest(spec=pb.EndpointSpec(name="bc", variants=[live("blue", "bc", 1)]))
+    )
     rows = features.iloc[:3].to_dict("records")
     rows[1] = {"mean_radius": 1.0}
 
@@ -83,6 +97,9 @@ async def test_corrupt_bundle_is_refused(serving: ServingHarness) -> None:
     data[len(data) // 2] ^= 0xFF
     bad = store.put_bytes("models/bc/v2.tar", bytes(data))
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await serving.stub.RegisterModelVersion(pb.RegisterModelVersionRequest(
-            model_name="bc", bundle=common_pb2.ArtifactRef(uri=bad.uri)))
+        await serving.stub.RegisterModelVersion(
+            pb.RegisterModelVersionRequest(
+                model_name="bc", bundle=common_pb2.ArtifactRef(uri=bad.uri)
+            )
+        )
     assert err.value.code() in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.FAILED_PRECONDITION)

@@ -26,8 +26,9 @@ def _d(seconds: float) -> duration_pb2.Duration:
 
 async def _endpoint_v1(h: ServingHarness) -> None:
     await h.register("bc", write_model(h.settings.s3, "models/bc/v1.tar"))
-    await h.stub.CreateEndpoint(pb.CreateEndpointRequest(spec=pb.EndpointSpec(
-        name="bc", variants=[live("blue", "bc", 1)])))
+    await h.stub.CreateEndpoint(
+        pb.CreateEndpointRequest(spec=pb.EndpointSpec(name="bc", variants=[live("blue", "bc", 1)]))
+    )
 
 
 async def _load(h: ServingHarness, features: pd.DataFrame, seconds: float) -> dict[str, int]:
@@ -48,47 +49,69 @@ async def _load(h: ServingHarness, features: pd.DataFrame, seconds: float) -> di
 async def _wait_state(h: ServingHarness, dep_id: str, timeout: float = 20) -> pb.Deployment:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        dep = (await h.stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=dep_id))
-               ).deployment
-        if dep.state in (S.DEPLOYMENT_STATE_SUCCEEDED, S.DEPLOYMENT_STATE_ROLLED_BACK,
-                         S.DEPLOYMENT_STATE_FAILED, S.DEPLOYMENT_STATE_CANCELLED):
+        dep = (await h.stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=dep_id))).deployment
+        if dep.state in (
+            S.DEPLOYMENT_STATE_SUCCEEDED,
+            S.DEPLOYMENT_STATE_ROLLED_BACK,
+            S.DEPLOYMENT_STATE_FAILED,
+            S.DEPLOYMENT_STATE_CANCELLED,
+        ):
             return dep
         await asyncio.sleep(0.1)
     raise AssertionError("deployment did not finish")
 
 
-async def test_canary_succeeds_and_shifts_traffic(serving: ServingHarness,
-                                                  features: pd.DataFrame) -> None:
+async def test_canary_succeeds_and_shifts_traffic(
+    serving: ServingHarness, features: pd.DataFrame
+) -> None:
     await _endpoint_v1(serving)
     await serving.register("bc", write_model(serving.settings.s3, "models/bc/v2.tar", trees=30))
-    dep = (await serving.stub.SubmitDeployment(pb.SubmitDeploymentRequest(
-        endpoint_name="bc", variants=[live("green", "bc", 2)],
-        policy=pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=30, bake_time=_d(1.5))),
-        alarms=pb.AlarmConfig(max_error_rate=0.05, min_requests=5)))).deployment
+    dep = (
+        await serving.stub.SubmitDeployment(
+            pb.SubmitDeploymentRequest(
+                endpoint_name="bc",
+                variants=[live("green", "bc", 2)],
+                policy=pb.TrafficPolicy(
+                    canary=pb.CanaryPolicy(canary_percent=30, bake_time=_d(1.5))
+                ),
+                alarms=pb.AlarmConfig(max_error_rate=0.05, min_requests=5),
+            )
+        )
+    ).deployment
     seen = await _load(serving, features, 1.2)
     assert seen.get("blue", 0) > seen.get("green", 0) > 0, seen
     final = await _wait_state(serving, dep.deployment_id)
     assert final.state == S.DEPLOYMENT_STATE_SUCCEEDED
     await asyncio.sleep(0.3)
     assert set(await _load(serving, features, 0.3)) == {"green"}
-    events = [e.event async for e in serving.stub.WatchDeployment(
-        pb.WatchDeploymentRequest(deployment_id=dep.deployment_id))]
+    events = [
+        e.event
+        async for e in serving.stub.WatchDeployment(
+            pb.WatchDeploymentRequest(deployment_id=dep.deployment_id)
+        )
+    ]
     assert "succeeded" in events[-1]
 
 
-async def test_erroring_canary_rolls_back(serving: ServingHarness,
-                                          features: pd.DataFrame) -> None:
+async def test_erroring_canary_rolls_back(serving: ServingHarness, features: pd.DataFrame) -> None:
     await _endpoint_v1(serving)
     X, y = breast_cancer()
     from xgboost import XGBClassifier
 
     bad = FailsOnline(XGBClassifier(n_estimators=5, n_jobs=1).fit(X, y))
-    await serving.register("bc", write_model(serving.settings.s3, "models/bc/bad.tar",
-                                             model=bad))
-    dep = (await serving.stub.SubmitDeployment(pb.SubmitDeploymentRequest(
-        endpoint_name="bc", variants=[live("green", "bc", 2)],
-        policy=pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=20, bake_time=_d(30))),
-        alarms=pb.AlarmConfig(max_error_rate=0.1, min_requests=5, window=_d(5))))).deployment
+    await serving.register("bc", write_model(serving.settings.s3, "models/bc/bad.tar", model=bad))
+    dep = (
+        await serving.stub.SubmitDeployment(
+            pb.SubmitDeploymentRequest(
+                endpoint_name="bc",
+                variants=[live("green", "bc", 2)],
+                policy=pb.TrafficPolicy(
+                    canary=pb.CanaryPolicy(canary_percent=20, bake_time=_d(30))
+                ),
+                alarms=pb.AlarmConfig(max_error_rate=0.1, min_requests=5, window=_d(5)),
+            )
+        )
+    ).deployment
     await _load(serving, features, 2.0)
     final = await _wait_state(serving, dep.deployment_id, timeout=10)
     assert final.state == S.DEPLOYMENT_STATE_ROLLED_BACK
@@ -99,8 +122,9 @@ async def test_erroring_canary_rolls_back(serving: ServingHarness,
     assert alerts and alerts[0].kind == pb.ALERT_KIND_ROLLBACK
 
 
-async def test_corrupted_bundle_deployment_is_refused(serving: ServingHarness,
-                                                      features: pd.DataFrame) -> None:
+async def test_corrupted_bundle_deployment_is_refused(
+    serving: ServingHarness, features: pd.DataFrame
+) -> None:
     await _endpoint_v1(serving)
     ref = write_model(serving.settings.s3, "models/bc/v2.tar", trees=30)
     await serving.register("bc", ref)
@@ -109,20 +133,25 @@ async def test_corrupted_bundle_deployment_is_refused(serving: ServingHarness,
     data[len(data) // 2] ^= 0xFF
     store.put_bytes("models/bc/v2.tar", bytes(data))  # replaced after registration
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await serving.stub.SubmitDeployment(pb.SubmitDeploymentRequest(
-            endpoint_name="bc", variants=[live("green", "bc", 2)]))
+        await serving.stub.SubmitDeployment(
+            pb.SubmitDeploymentRequest(endpoint_name="bc", variants=[live("green", "bc", 2)])
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert set(await _load(serving, features, 0.3)) == {"blue"}
 
 
-async def test_shadow_gets_copies_never_answers(serving: ServingHarness,
-                                                features: pd.DataFrame) -> None:
+async def test_shadow_gets_copies_never_answers(
+    serving: ServingHarness, features: pd.DataFrame
+) -> None:
     await _endpoint_v1(serving)
     await serving.register("bc", write_model(serving.settings.s3, "models/bc/v2.tar", trees=30))
     shadow = live("shadow", "bc", 2, weight=0)
     shadow.role = pb.VARIANT_ROLE_SHADOW
-    dep = (await serving.stub.SubmitDeployment(pb.SubmitDeploymentRequest(
-        endpoint_name="bc", variants=[live("blue", "bc", 1), shadow]))).deployment
+    dep = (
+        await serving.stub.SubmitDeployment(
+            pb.SubmitDeploymentRequest(endpoint_name="bc", variants=[live("blue", "bc", 1), shadow])
+        )
+    ).deployment
     await _wait_state(serving, dep.deployment_id)
     await asyncio.sleep(0.3)
     assert set(await _load(serving, features, 1.0)) == {"blue"}

@@ -41,16 +41,16 @@ class TrainerHarness:
 
 
 @pytest.fixture
-async def trainer_harness(tmp_path: Path, s3_settings: S3Settings
-                          ) -> AsyncIterator[TrainerHarness]:
+async def trainer_harness(tmp_path: Path, s3_settings: S3Settings) -> AsyncIterator[TrainerHarness]:
     async with running_data_service(tmp_path / "data", s3_settings) as data_harness:
         async with _trainer(tmp_path, s3_settings, data_harness) as harness:
             yield harness
 
 
 @asynccontextmanager
-async def _trainer(tmp_path: Path, s3_settings: S3Settings, data_harness: DataHarness
-                   ) -> AsyncIterator[TrainerHarness]:
+async def _trainer(
+    tmp_path: Path, s3_settings: S3Settings, data_harness: DataHarness
+) -> AsyncIterator[TrainerHarness]:
     settings = TrainerSettings(
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
         s3=s3_settings,

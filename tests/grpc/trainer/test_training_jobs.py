@@ -17,8 +17,11 @@ from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import load_bundle
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
-TERMINAL = {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
-            common_pb2.JOB_STATE_CANCELLED}
+TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+}
 
 
 def breast_cancer() -> pd.DataFrame:
@@ -30,8 +33,13 @@ def breast_cancer() -> pd.DataFrame:
 
 def spec_for(artifact, target="target", seconds=20.0, **kw) -> pb.TrainingJobSpec:
     budget = pb.Budget(wall_time=duration_pb2.Duration(seconds=int(seconds)))
-    return pb.TrainingJobSpec(dataset_artifact=artifact, target_column=target, budget=budget,
-                              automl=pb.AutoMlSpec(**kw), seed=0)
+    return pb.TrainingJobSpec(
+        dataset_artifact=artifact,
+        target_column=target,
+        budget=budget,
+        automl=pb.AutoMlSpec(**kw),
+        seed=0,
+    )
 
 
 async def watch_until_done(stub, job_id, timeout=180):
@@ -42,6 +50,7 @@ async def watch_until_done(stub, job_id, timeout=180):
             events.append(ev)
             if ev.event_type == pb.TRAINING_EVENT_TYPE_STATUS and ev.status.state in TERMINAL:
                 return
+
     await asyncio.wait_for(follow(), timeout)
     return events
 
@@ -49,12 +58,15 @@ async def watch_until_done(stub, job_id, timeout=180):
 async def test_automl_job_end_to_end(trainer_harness):
     h = trainer_harness
     artifact = await asyncio.to_thread(h.upload, "uploads/bc.parquet", breast_cancer())
-    job = (await h.stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(
-        spec=spec_for(artifact, seconds=25)))).job
+    job = (
+        await h.stub.SubmitTrainingJob(
+            pb.SubmitTrainingJobRequest(spec=spec_for(artifact, seconds=25))
+        )
+    ).job
     events = await watch_until_done(h.stub, job.status.job_id)
     done = (await h.stub.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job.status.job_id))).job
     assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error.message
-    ran = (done.status.end_time.ToDatetime() - done.status.start_time.ToDatetime())
+    ran = done.status.end_time.ToDatetime() - done.status.start_time.ToDatetime()
     assert ran.total_seconds() <= 25 * 1.1 + 1.5  # the budget, + process start-up
     kinds = {ev.event_type for ev in events}
     assert pb.TRAINING_EVENT_TYPE_TRIAL_FINISHED in kinds
@@ -66,22 +78,35 @@ async def test_automl_job_end_to_end(trainer_harness):
     scores = [e.score for e in board.entries]
     assert scores == sorted(scores, reverse=True) and len(scores) >= 3
     bundle = await asyncio.to_thread(
-        load_bundle, h.service.rt.artifacts,
-        h.service.rt.artifacts.key_for_uri(result.model_bundle.uri))
+        load_bundle,
+        h.service.rt.artifacts,
+        h.service.rt.artifacts.key_for_uri(result.model_bundle.uri),
+    )
     frame = breast_cancer()
     proba = bundle.predictor.predict_proba(frame.drop(columns=["target"]).head(50))
     assert proba.shape == (50, 2)
     assert ((proba[:, 1] > 0.5) == frame["target"].head(50).astype(bool)).mean() > 0.9
-    report = (await h.stub.GetTrainingReport(pb.GetTrainingReportRequest(
-        job_id=job.status.job_id))).report
+    report = (
+        await h.stub.GetTrainingReport(pb.GetTrainingReportRequest(job_id=job.status.job_id))
+    ).report
     assert report.feature_importance, list(report.warnings)
     assert report.importance_method in ("shap", "permutation")
-    assert {p.name for p in report.plots} >= {"optimization_history", "leaderboard"}, (
-        list(report.warnings))
-    explained = await h.stub.ExplainPredictions(pb.ExplainPredictionsRequest(
-        job_id=job.status.job_id, rows=[pb.FeatureRow(values={
-            c: common_pb2.Value(double_value=float(v))
-            for c, v in frame.drop(columns=["target"]).iloc[0].items()})]))
+    assert {p.name for p in report.plots} >= {"optimization_history", "leaderboard"}, list(
+        report.warnings
+    )
+    explained = await h.stub.ExplainPredictions(
+        pb.ExplainPredictionsRequest(
+            job_id=job.status.job_id,
+            rows=[
+                pb.FeatureRow(
+                    values={
+                        c: common_pb2.Value(double_value=float(v))
+                        for c, v in frame.drop(columns=["target"]).iloc[0].items()
+                    }
+                )
+            ],
+        )
+    )
     assert len(explained.rows) == 1 and explained.rows[0].contributions
 
 
@@ -89,16 +114,19 @@ async def test_bad_training_input(trainer_harness):
     h = trainer_harness
     frame = breast_cancer()
     good = await asyncio.to_thread(h.upload, "uploads/ok.parquet", frame)
-    constant = await asyncio.to_thread(h.upload, "uploads/const.parquet",
-                                       frame.assign(target=1))
-    empty = await asyncio.to_thread(h.upload, "uploads/nan.parquet",
-                                    frame.assign(target=np.nan))
+    constant = await asyncio.to_thread(h.upload, "uploads/const.parquet", frame.assign(target=1))
+    empty = await asyncio.to_thread(h.upload, "uploads/nan.parquet", frame.assign(target=np.nan))
     cases = [
         (spec_for(good, target="nope"), grpc.StatusCode.INVALID_ARGUMENT, "nope"),
         (spec_for(constant), grpc.StatusCode.INVALID_ARGUMENT, "constant"),
         (spec_for(empty), grpc.StatusCode.INVALID_ARGUMENT, "all missing"),
-        (pb.TrainingJobSpec(dataset=common_pb2.DatasetRef(dataset_id="no-such-ds"),
-                            target_column="y"), grpc.StatusCode.NOT_FOUND, "no-such-ds"),
+        (
+            pb.TrainingJobSpec(
+                dataset=common_pb2.DatasetRef(dataset_id="no-such-ds"), target_column="y"
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "no-such-ds",
+        ),
     ]
     for spec, code, text in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -113,14 +141,18 @@ async def test_bad_training_input(trainer_harness):
 async def test_cancel_keeps_completed_trials_and_best_model(trainer_harness):
     h = trainer_harness
     artifact = await asyncio.to_thread(h.upload, "uploads/bc2.parquet", breast_cancer())
-    job = (await h.stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(
-        spec=spec_for(artifact, seconds=120)))).job
+    job = (
+        await h.stub.SubmitTrainingJob(
+            pb.SubmitTrainingJobRequest(spec=spec_for(artifact, seconds=120))
+        )
+    ).job
     job_id = job.status.job_id
 
     async def first_finished():
         async for ev in h.stub.WatchTrainingJob(pb.WatchTrainingJobRequest(job_id=job_id)):
             if ev.event_type == pb.TRAINING_EVENT_TYPE_TRIAL_FINISHED:
                 return
+
     await asyncio.wait_for(first_finished(), 90)
     asked = asyncio.get_running_loop().time()
     await h.stub.CancelTrainingJob(pb.CancelTrainingJobRequest(job_id=job_id))

@@ -349,4 +349,3 @@ def test_refs_compare_by_content_not_metadata() -> None:
     a = ArtifactRef("s3://b/k", "k", "00", 1, {"x": "1"})
     b = ArtifactRef("s3://b/k", "k", "00", 1)
     assert a == b and hash(a) == hash(b)
-

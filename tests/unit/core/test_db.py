@@ -24,8 +24,9 @@ from atlas_core.db import (
 from atlas_core.errors import ConfigError, FailedPrecondition, Unavailable
 
 _demo = MetaData()
-demo_items = Table("demo_items", _demo, Column("id", Integer, primary_key=True),
-                   Column("name", String(50)))
+demo_items = Table(
+    "demo_items", _demo, Column("id", Integer, primary_key=True), Column("name", String(50))
+)
 demo_log = Table("demo_log", _demo, Column("version", Integer))
 
 
@@ -170,7 +171,9 @@ def test_sqlite_engine_creates_directory_and_sets_pragmas(tmp_path) -> None:  # 
 
 def test_unparsable_url_is_a_config_error_without_the_password() -> None:
     with pytest.raises(ConfigError) as info:
-        create_engine_from_settings(DatabaseSettings(url="postgresql://bob:hunter2@host:notaport/x"))
+        create_engine_from_settings(
+            DatabaseSettings(url="postgresql://bob:hunter2@host:notaport/x")
+        )
     assert "hunter2" not in str(info.value)
     assert "***" in str(info.value)
 

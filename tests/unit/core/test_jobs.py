@@ -98,8 +98,9 @@ HANDLERS = {
     "sleepy": sleepy_handler,
     "resumable": resumable_handler,
 }
-FAST = dict(poll_interval=0.05, heartbeat_interval=0.5, stale_after=3.0,
-            cancel_grace=1.0, kill_grace=0.5)
+FAST = dict(
+    poll_interval=0.05, heartbeat_interval=0.5, stale_after=3.0, cancel_grace=1.0, kill_grace=0.5
+)
 
 
 def _runner_in_subprocess(url: str, runner_id: str) -> None:
@@ -310,9 +311,14 @@ def test_restart_recovers_jobs_of_a_crashed_runner(make_runner, db_url: str) -> 
     service_a = mp.Process(target=_runner_in_subprocess, args=(db_url, "trainer-0"))
     service_a.start()
     try:
-        wait_until(lambda: (runner_b.get(resumable).checkpoint or {}).get("step") == 2
-                   and progress_pid(runner_b, resumable) and progress_pid(runner_b, plain),
-                   what="both jobs running, the resumable one checkpointed at step 2")
+        wait_until(
+            lambda: (
+                (runner_b.get(resumable).checkpoint or {}).get("step") == 2
+                and progress_pid(runner_b, resumable)
+                and progress_pid(runner_b, plain)
+            ),
+            what="both jobs running, the resumable one checkpointed at step 2",
+        )
         orphans = [progress_pid(runner_b, resumable), progress_pid(runner_b, plain)]
     finally:
         # ... and dies without any chance to clean up.
@@ -336,7 +342,7 @@ def test_restart_recovers_jobs_of_a_crashed_runner(make_runner, db_url: str) -> 
     types = event_types(runner_b, resumable)
     assert types.count("started") == 2
     i = types.index("interrupted")
-    assert types[i: i + 3] == ["interrupted", "requeued", "started"]
+    assert types[i : i + 3] == ["interrupted", "requeued", "started"]
 
 
 def test_jobs_of_a_runner_that_stopped_heartbeating_are_recovered(  # type: ignore[no-untyped-def]
@@ -347,10 +353,15 @@ def test_jobs_of_a_runner_that_stopped_heartbeating_are_recovered(  # type: igno
     resumable = runner.submit("add", {"values": [2]}, resumable=True)
     # Simulate a vanished replica: both rows RUNNING under another owner, heartbeat long ago.
     with engine.begin() as conn:
-        conn.execute(update(jobs_table).values(
-            state="RUNNING", owner="replica-1", attempts=1,
-            heartbeat_at=utcnow() - timedelta(hours=1), started_at=utcnow() - timedelta(hours=1),
-        ))
+        conn.execute(
+            update(jobs_table).values(
+                state="RUNNING",
+                owner="replica-1",
+                attempts=1,
+                heartbeat_at=utcnow() - timedelta(hours=1),
+                started_at=utcnow() - timedelta(hours=1),
+            )
+        )
     runner.start()
     record = runner.get(plain)
     assert record.state is JobState.FAILED
@@ -364,8 +375,10 @@ def test_stop_requeues_resumable_running_jobs_and_fails_others(make_runner) -> N
     runner.start()
     resumable = runner.submit("polite", {"seconds": 60}, resumable=True)
     plain = runner.submit("polite", {"seconds": 60})
-    pids = [wait_until(lambda j=j: progress_pid(runner, j), what="jobs to start")
-            for j in (resumable, plain)]
+    pids = [
+        wait_until(lambda j=j: progress_pid(runner, j), what="jobs to start")
+        for j in (resumable, plain)
+    ]
     runner.stop()
     assert all(process_gone(pid) for pid in pids)
     assert runner.get(resumable).state is JobState.QUEUED
@@ -382,8 +395,12 @@ def test_submit_with_request_id_is_idempotent(make_runner) -> None:  # type: ign
     first = runner.submit("add", {"values": [1, 2]}, request_id="req-1")
     assert runner.submit("add", {"values": [1, 2]}, request_id="req-1") == first
     results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        runner.submit("add", {"values": [9]}, request_id="req-2"))) for _ in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(runner.submit("add", {"values": [9]}, request_id="req-2"))
+        )
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -440,8 +457,10 @@ def test_concurrency_limit_is_respected(make_runner) -> None:  # type: ignore[no
     records = [runner.get(i) for i in ids]
     assert all(r.state is JobState.SUCCEEDED for r in records)
     # From the persisted timestamps: never more than two jobs held a slot at the same time.
-    moments = sorted([(r.started_at, 1) for r in records] + [(r.finished_at, -1) for r in records],
-                     key=lambda m: (m[0], m[1]))
+    moments = sorted(
+        [(r.started_at, 1) for r in records] + [(r.finished_at, -1) for r in records],
+        key=lambda m: (m[0], m[1]),
+    )
     running = peak = 0
     for _, delta in moments:
         running += delta

@@ -27,6 +27,7 @@ def test_auto_and_uvloop_install_uvloop_when_present():
 
         async def running() -> type:
             return type(asyncio.get_running_loop())
+
         assert asyncio.run(running()) is uvloop.Loop
 
 

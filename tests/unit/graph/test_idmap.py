@@ -39,8 +39,9 @@ def test_range_map_rejects_out_of_range_and_bad_boundaries() -> None:
         RangeMap([0, 3, 2])
 
 
-def _translation(tmp_path: Path, originals: np.ndarray, parts: int, seed: int
-                 ) -> tuple[IdTranslation, np.ndarray]:
+def _translation(
+    tmp_path: Path, originals: np.ndarray, parts: int, seed: int
+) -> tuple[IdTranslation, np.ndarray]:
     """Shuffle ``originals`` into ``parts`` contiguous ranges; returns new id -> original."""
     rng = np.random.default_rng(seed)
     by_new = originals[rng.permutation(len(originals))]
@@ -48,7 +49,7 @@ def _translation(tmp_path: Path, originals: np.ndarray, parts: int, seed: int
     bounds = np.concatenate([[0], cuts, [len(originals)]])
     for p in range(parts):
         for kind in ("node", "edge"):
-            write_partition_id_map(tmp_path / f"part{p}", kind, by_new[bounds[p]:bounds[p + 1]])
+            write_partition_id_map(tmp_path / f"part{p}", kind, by_new[bounds[p] : bounds[p + 1]])
     rmap = RangeMap(bounds)
     return IdTranslation(tmp_path, {"node": rmap, "edge": rmap}), by_new
 

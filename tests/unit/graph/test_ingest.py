@@ -19,17 +19,27 @@ def _edges(src: list, dst: list) -> list:
 
 
 def _nodes(ids: list, **cols: list) -> list:
-    spec = NodeInput(T, "id", ["f"] if "f" in cols else [], "y" if "y" in cols else "",
-                     {k: k + "_m" for k in ("train", "val", "test") if k + "_m" in cols})
+    spec = NodeInput(
+        T,
+        "id",
+        ["f"] if "f" in cols else [],
+        "y" if "y" in cols else "",
+        {k: k + "_m" for k in ("train", "val", "test") if k + "_m" in cols},
+    )
     return [(spec, pa.table({"id": ids, **cols}))]
 
 
 def test_edge_to_unknown_node_is_named_or_dropped() -> None:
     with pytest.raises(InvalidArgument, match="references node 99"):
-        build_graph(_edges([1, 2], [2, 99]), _nodes([1, 2, 3]), id_type="int64",
-                    policy=EdgePolicy())
-    g = build_graph(_edges([1, 2], [2, 99]), _nodes([1, 2, 3]), id_type="int64",
-                    policy=EdgePolicy(drop_dangling_edges=True))
+        build_graph(
+            _edges([1, 2], [2, 99]), _nodes([1, 2, 3]), id_type="int64", policy=EdgePolicy()
+        )
+    g = build_graph(
+        _edges([1, 2], [2, 99]),
+        _nodes([1, 2, 3]),
+        id_type="int64",
+        policy=EdgePolicy(drop_dangling_edges=True),
+    )
     assert g.num_edges == 1 and g.stats["dropped_dangling_edges"] == 1
 
 
@@ -38,16 +48,16 @@ def test_duplicates_and_self_loops_are_counted_kept_or_dropped() -> None:
     kept = build_graph(edges, [], id_type="int64", policy=EdgePolicy())
     assert kept.num_edges == 4 and kept.stats["duplicate_edges"] == 1
     assert kept.stats["self_loops"] == 1
-    dropped = build_graph(edges, [], id_type="int64",
-                          policy=EdgePolicy(drop_duplicates=True, drop_self_loops=True))
+    dropped = build_graph(
+        edges, [], id_type="int64", policy=EdgePolicy(drop_duplicates=True, drop_self_loops=True)
+    )
     assert dropped.num_edges == 2
 
 
 def test_non_contiguous_and_string_ids() -> None:
     g = build_graph(_edges([10**12, 5], [5, 7]), [], id_type="int64", policy=EdgePolicy())
     assert g.num_nodes == 3 and sorted(g.original_ids.tolist()) == [5, 7, 10**12]
-    s = build_graph(_edges(["alice", "bob"], ["bob", "carol"]), [], id_type="",
-                    policy=EdgePolicy())
+    s = build_graph(_edges(["alice", "bob"], ["bob", "carol"]), [], id_type="", policy=EdgePolicy())
     assert s.id_type == "string" and s.num_nodes == 3
     with pytest.raises(InvalidArgument, match="column 's' holds string ids"):
         build_graph(_edges(["a"], ["b"]), [], id_type="int64", policy=EdgePolicy())
@@ -55,8 +65,13 @@ def test_non_contiguous_and_string_ids() -> None:
 
 def test_missing_masks_give_a_seeded_split_and_missing_columns_are_named() -> None:
     ids = list(range(100))
-    g = build_graph(_edges(ids[:-1], ids[1:]), _nodes(ids, f=[0.5] * 100, y=[i % 2 for i in ids]),
-                    id_type="int64", policy=EdgePolicy(), split_seed=3)
+    g = build_graph(
+        _edges(ids[:-1], ids[1:]),
+        _nodes(ids, f=[0.5] * 100, y=[i % 2 for i in ids]),
+        id_type="int64",
+        policy=EdgePolicy(),
+        split_seed=3,
+    )
     assert g.has_masks and g.stats["random_split"] == 1
     assert not np.any(g.train_mask & g.test_mask)
     spec, table = _nodes(ids, y=[0] * 100)[0]

@@ -24,8 +24,9 @@ class Recorder:
         self.threads: set[str] = set()
         self.delay = delay
 
-    def predict(self, rows: Sequence[Mapping[str, Any]], *, explain: bool = False,
-                all_scores: bool = False) -> list[RowResult]:
+    def predict(
+        self, rows: Sequence[Mapping[str, Any]], *, explain: bool = False, all_scores: bool = False
+    ) -> list[RowResult]:
         import time
 
         self.batches.append(len(rows))
@@ -43,8 +44,9 @@ def executor() -> Any:
 
 async def test_lone_request_never_waits_for_the_delay(executor: Any) -> None:
     model = Recorder()
-    batcher = Batcher(executor, max_batch_size=32, max_delay_s=0.5, workers=1,
-                      others_waiting=lambda: 1)
+    batcher = Batcher(
+        executor, max_batch_size=32, max_delay_s=0.5, workers=1, others_waiting=lambda: 1
+    )
     loop = asyncio.get_running_loop()
     start = loop.time()
     out = await batcher.predict(model, [{"x": 1}])  # type: ignore[arg-type]
@@ -56,11 +58,16 @@ async def test_lone_request_never_waits_for_the_delay(executor: Any) -> None:
 async def test_concurrent_requests_are_coalesced_in_order(executor: Any) -> None:
     model = Recorder(delay=0.05)
     waiting = [0]
-    batcher = Batcher(executor, max_batch_size=16, max_delay_s=0.05, workers=1,
-                      others_waiting=lambda: waiting[0])
+    batcher = Batcher(
+        executor, max_batch_size=16, max_delay_s=0.05, workers=1, others_waiting=lambda: waiting[0]
+    )
     waiting[0] = 40
-    outs = await asyncio.gather(*[batcher.predict(model, [{"x": i}])  # type: ignore[arg-type]
-                                  for i in range(40)])
+    outs = await asyncio.gather(
+        *[
+            batcher.predict(model, [{"x": i}])  # type: ignore[arg-type]
+            for i in range(40)
+        ]
+    )
     assert [o[0].value for o in outs] == [float(i) for i in range(40)]
     assert max(model.batches) == 16 and len(model.batches) < 40
     batcher.close()
@@ -70,8 +77,10 @@ async def test_a_failing_batch_fails_each_caller(executor: Any) -> None:
     class Broken(Recorder):
         def predict(self, rows, **kw):  # type: ignore[no-untyped-def]
             raise RuntimeError("boom")
-    batcher = Batcher(executor, max_batch_size=8, max_delay_s=0.0, workers=1,
-                      others_waiting=lambda: 0)
+
+    batcher = Batcher(
+        executor, max_batch_size=8, max_delay_s=0.0, workers=1, others_waiting=lambda: 0
+    )
     with pytest.raises(RuntimeError):
         await batcher.predict(Broken(), [{"x": 1}])  # type: ignore[arg-type]
     batcher.close()
@@ -102,8 +111,14 @@ async def test_admission_deadline_while_queued() -> None:
 async def test_a_cheap_verified_model_answers_a_lone_row_inline(executor: Any) -> None:
     cheap = Recorder()
     cheap.single_row_seconds = 20e-6  # type: ignore[attr-defined]
-    batcher = Batcher(executor, max_batch_size=32, max_delay_s=0.5, workers=1,
-                      others_waiting=lambda: 1, inline_budget_s=250e-6)
+    batcher = Batcher(
+        executor,
+        max_batch_size=32,
+        max_delay_s=0.5,
+        workers=1,
+        others_waiting=lambda: 1,
+        inline_budget_s=250e-6,
+    )
     out = await batcher.predict(cheap, [{"x": 3}])  # type: ignore[arg-type]
     assert out[0].value == 3.0 and cheap.threads == {threading.current_thread().name}
     # several rows, or an explanation, or a costly model: still the inference pool
@@ -120,16 +135,32 @@ async def test_a_cheap_model_stays_on_the_event_loop_under_load(executor: Any) -
     cheap = Recorder()
     cheap.single_row_seconds = 20e-6  # type: ignore[attr-defined]
     waiting = [200]
-    batcher = Batcher(executor, max_batch_size=64, max_delay_s=0.05, workers=1,
-                      others_waiting=lambda: waiting[0], inline_budget_s=250e-6)
+    batcher = Batcher(
+        executor,
+        max_batch_size=64,
+        max_delay_s=0.05,
+        workers=1,
+        others_waiting=lambda: waiting[0],
+        inline_budget_s=250e-6,
+    )
     # single rows are answered at once, however many requests are in flight
-    singles = await asyncio.gather(*[batcher.predict(cheap, [{"x": i}])  # type: ignore[arg-type]
-                                     for i in range(50)])
+    singles = await asyncio.gather(
+        *[
+            batcher.predict(cheap, [{"x": i}])  # type: ignore[arg-type]
+            for i in range(50)
+        ]
+    )
     assert [o[0].value for o in singles] == [float(i) for i in range(50)]
     assert set(cheap.batches) == {1}
     # small multi-row requests are coalesced, and the batch runs on the loop too
-    pairs = await asyncio.gather(*[batcher.predict(  # type: ignore[arg-type]
-        cheap, [{"x": 2 * i}, {"x": 2 * i + 1}]) for i in range(50)])
+    pairs = await asyncio.gather(
+        *[
+            batcher.predict(  # type: ignore[arg-type]
+                cheap, [{"x": 2 * i}, {"x": 2 * i + 1}]
+            )
+            for i in range(50)
+        ]
+    )
     assert [r.value for o in pairs for r in o] == [float(i) for i in range(100)]
     assert max(cheap.batches) > 2 and cheap.threads == {threading.current_thread().name}
     # a batch beyond INLINE_MAX_ROWS, or an explanation, goes to the inference pool

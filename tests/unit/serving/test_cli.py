@@ -26,13 +26,33 @@ def test_model_references() -> None:
         _serving.parse_model("credit:latest")
 
 
-@pytest.mark.parametrize("policy,field", [("canary", "canary"), ("linear", "linear"),
-                                          ("blue-green", "blue_green"),
-                                          ("all-at-once", "all_at_once")])
+@pytest.mark.parametrize(
+    "policy,field",
+    [
+        ("canary", "canary"),
+        ("linear", "linear"),
+        ("blue-green", "blue_green"),
+        ("all-at-once", "all_at_once"),
+    ],
+)
 def test_update_builds_the_policy_and_alarms(policy: str, field: str) -> None:
-    args = _parser().parse_args(["deploy", "update", "ep", "--model", "m@candidate",
-                                 "--policy", policy, "--percent", "20", "--bake", "2m",
-                                 "--max-p99-ms", "25"])
+    args = _parser().parse_args(
+        [
+            "deploy",
+            "update",
+            "ep",
+            "--model",
+            "m@candidate",
+            "--policy",
+            policy,
+            "--percent",
+            "20",
+            "--bake",
+            "2m",
+            "--max-p99-ms",
+            "25",
+        ]
+    )
     built = _serving.policy_from_args(args)
     assert built.WhichOneof("policy") == field
     if field == "canary":
@@ -43,21 +63,26 @@ def test_update_builds_the_policy_and_alarms(policy: str, field: str) -> None:
 
 def test_rows_from_files(tmp_path: Path) -> None:
     (tmp_path / "rows.csv").write_text("a,b\n1,x\n2.5,y\n")
-    assert _serving.read_rows(tmp_path / "rows.csv") == [{"a": 1.0, "b": "x"},
-                                                         {"a": 2.5, "b": "y"}]
+    assert _serving.read_rows(tmp_path / "rows.csv") == [{"a": 1.0, "b": "x"}, {"a": 2.5, "b": "y"}]
     (tmp_path / "rows.jsonl").write_text('{"a": 1}\n\n{"a": 2}\n')
     assert _serving.read_rows(tmp_path / "rows.jsonl") == [{"a": 1}, {"a": 2}]
 
 
 def test_every_command_parses() -> None:
     p = _parser()
-    for argv in (["deploy", "register", "m", "s3://b/k.tar", "--alias", "production"],
-                 ["deploy", "models"], ["deploy", "alias", "m", "production", "2"],
-                 ["deploy", "create", "ep", "--model", "m:1", "--warm", "--capture", "0.1"],
-                 ["deploy", "status"], ["deploy", "history", "ep"],
-                 ["deploy", "rollback", "ep"], ["deploy", "cancel", "dep1"],
-                 ["deploy", "alerts", "--ack", "a1"], ["deploy", "monitor", "ep"],
-                 ["predict", "row", "ep", "--entity", "7"],
-                 ["predict", "batch", "ep", "--artifact", "s3://b/x.parquet"]):
+    for argv in (
+        ["deploy", "register", "m", "s3://b/k.tar", "--alias", "production"],
+        ["deploy", "models"],
+        ["deploy", "alias", "m", "production", "2"],
+        ["deploy", "create", "ep", "--model", "m:1", "--warm", "--capture", "0.1"],
+        ["deploy", "status"],
+        ["deploy", "history", "ep"],
+        ["deploy", "rollback", "ep"],
+        ["deploy", "cancel", "dep1"],
+        ["deploy", "alerts", "--ack", "a1"],
+        ["deploy", "monitor", "ep"],
+        ["predict", "row", "ep", "--entity", "7"],
+        ["predict", "batch", "ep", "--artifact", "s3://b/x.parquet"],
+    ):
         assert callable(p.parse_args(argv).func)
     assert pb.VARIANT_ROLE_SHADOW  # the shadow flag maps onto the proto role

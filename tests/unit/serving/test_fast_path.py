@@ -29,19 +29,29 @@ def data() -> tuple[pd.DataFrame, np.ndarray]:
     return X, y.to_numpy()
 
 
-def _tabular(X: pd.DataFrame, y: np.ndarray, estimator: Any, task: str = "binary",
-             **pre: Any) -> TabularModel:
+def _tabular(
+    X: pd.DataFrame, y: np.ndarray, estimator: Any, task: str = "binary", **pre: Any
+) -> TabularModel:
     classes = None if task == "regression" else [0, 1]
-    return TabularModel(TabularPreprocessor(task=task, **pre), estimator, task,
-                        classes).fit(X, y)
+    return TabularModel(TabularPreprocessor(task=task, **pre), estimator, task, classes).fit(X, y)
 
 
-def _servable(tmp_path: Path, model: Any, X: pd.DataFrame, y: np.ndarray,
-              task: str = "binary") -> ServableModel:
+def _servable(
+    tmp_path: Path, model: Any, X: pd.DataFrame, y: np.ndarray, task: str = "binary"
+) -> ServableModel:
     store = LocalArtifactStore(tmp_path / "store")
-    ref = write_bundle(store, "m/bundle.tar", model=model, task=task, target="target",
-                       classes=None if task == "regression" else [0, 1], X_train=X,
-                       y_train=pd.Series(y), metrics={}, lineage={})
+    ref = write_bundle(
+        store,
+        "m/bundle.tar",
+        model=model,
+        task=task,
+        target="target",
+        classes=None if task == "regression" else [0, 1],
+        X_train=X,
+        y_train=pd.Series(y),
+        metrics={},
+        lineage={},
+    )
     return ServableModel(load_bundle(store, ref))
 
 
@@ -57,19 +67,22 @@ def _expected(served: ServableModel, rows: list[dict[str, Any]]) -> np.ndarray:
     return served._scores_slow(frame)  # noqa: SLF001 - the reference path
 
 
-@pytest.mark.parametrize("pre", [
-    {"scaling": "standard", "crosses": 4},
-    {"scaling": "robust", "selection": "f_test", "selection_percentile": 60.0},
-])
-def test_an_atlas_xgboost_pipeline_is_compiled_and_agrees(tmp_path: Path, data: Any,
-                                                          pre: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "pre",
+    [
+        {"scaling": "standard", "crosses": 4},
+        {"scaling": "robust", "selection": "f_test", "selection_percentile": 60.0},
+    ],
+)
+def test_an_atlas_xgboost_pipeline_is_compiled_and_agrees(
+    tmp_path: Path, data: Any, pre: dict[str, Any]
+) -> None:
     X, y = data
     model = _tabular(X, y, XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1), **pre)
     served = _servable(tmp_path, model, X, y)
     assert served.fast and served.single_row_seconds is not None  # compiled trees
     rows = _rows(X)
-    got = np.array([r.scores["1"] if r.label == "1" else 1 - r.value
-                    for r in served.predict(rows)])
+    got = np.array([r.scores["1"] if r.label == "1" else 1 - r.value for r in served.predict(rows)])
     assert np.allclose(got, _expected(served, rows)[:, 1], rtol=1e-5, atol=1e-6)
 
 
@@ -78,8 +91,7 @@ def test_ensembles_and_fold_bags_use_the_matrix_path(tmp_path: Path, data: Any) 
     xgb = _tabular(X, y, XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1))
     linear = _tabular(X, y, LogisticRegression(max_iter=500), scaling="standard")
     bag = FoldBag([xgb, _tabular(X, y, XGBClassifier(n_estimators=10, n_jobs=1))])
-    for model, compiled in ((WeightedEnsemble([bag, linear], [0.6, 0.4]), False),
-                            (bag, True)):
+    for model, compiled in ((WeightedEnsemble([bag, linear], [0.6, 0.4]), False), (bag, True)):
         served = _servable(tmp_path / str(compiled), model, X, y)
         assert served.fast and (served.single_row_seconds is not None) is compiled
         rows = _rows(X)

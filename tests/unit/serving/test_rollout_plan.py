@@ -16,20 +16,21 @@ def _d(seconds: float) -> duration_pb2.Duration:
 
 
 def _v(name: str, weight: float = 100, shadow: bool = False) -> pb.Variant:
-    return pb.Variant(name=name, model=common_pb2.ModelRef(model_name="m", version=1),
-                      weight=weight,
-                      role=pb.VARIANT_ROLE_SHADOW if shadow else pb.VARIANT_ROLE_LIVE)
+    return pb.Variant(
+        name=name,
+        model=common_pb2.ModelRef(model_name="m", version=1),
+        weight=weight,
+        role=pb.VARIANT_ROLE_SHADOW if shadow else pb.VARIANT_ROLE_LIVE,
+    )
 
 
 def test_canary_plan_holds_then_shifts_everything() -> None:
-    plan = plan_for(pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=10,
-                                                            bake_time=_d(30))))
+    plan = plan_for(pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=10, bake_time=_d(30))))
     assert plan.percents == [10.0, 100.0] and plan.holds == [30.0, 0.0]
 
 
 def test_linear_plan_steps_to_one_hundred() -> None:
-    plan = plan_for(pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=30,
-                                                            step_interval=_d(5))))
+    plan = plan_for(pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=30, step_interval=_d(5))))
     assert plan.percents == [30.0, 60.0, 90.0, 100.0]
     assert plan.holds == [5.0, 5.0, 5.0, 0.0]
 
@@ -46,12 +47,15 @@ def test_all_at_once_is_the_default() -> None:
     assert plan.percents == [100.0] and plan.keep_old_s == 0
 
 
-@pytest.mark.parametrize("policy", [
-    pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=0)),
-    pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=100)),
-    pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=-1)),
-    pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=120)),
-])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=0)),
+        pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=100)),
+        pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=-1)),
+        pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=120)),
+    ],
+)
 def test_invalid_policies_are_refused(policy: pb.TrafficPolicy) -> None:
     with pytest.raises(InvalidArgument):
         plan_for(policy)
@@ -70,5 +74,9 @@ def test_split_keeps_shadows_of_the_target_only_at_the_end() -> None:
     old = [_v("blue"), _v("old-shadow", 0, shadow=True)]
     new = [_v("green"), _v("new-shadow", 0, shadow=True)]
     assert {v.name for v in split(old, new, 50.0, keep_old=False)} == {
-        "blue", "old-shadow", "green", "new-shadow"}
+        "blue",
+        "old-shadow",
+        "green",
+        "new-shadow",
+    }
     assert {v.name for v in split(old, new, 100.0, keep_old=False)} == {"green", "new-shadow"}

@@ -11,17 +11,35 @@ from atlas_serving.schedule import next_run
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def _record(state: JobState = JobState.SUCCEEDED, spec: dict[str, Any] | None = None,
-            repeat: str | None = "60s", finished: datetime | None = T0) -> JobRecord:
+def _record(
+    state: JobState = JobState.SUCCEEDED,
+    spec: dict[str, Any] | None = None,
+    repeat: str | None = "60s",
+    finished: datetime | None = T0,
+) -> JobRecord:
     inner: dict[str, Any] = {"endpoint": {"endpoint_name": "ep"}}
     if repeat:
         inner["repeat_every"] = repeat
-    return JobRecord(id="job1", kind="monitor", state=state,
-                     spec={"spec": inner, "endpoint": "ep", **(spec or {})}, progress=1.0,
-                     message="", result={"window_end_us": 1_000_000}, error=None, attempts=1,
-                     resumable=False, request_id=None, owner=None, cancel_requested=False,
-                     checkpoint=None, created_at=T0, started_at=T0, finished_at=finished,
-                     heartbeat_at=None)
+    return JobRecord(
+        id="job1",
+        kind="monitor",
+        state=state,
+        spec={"spec": inner, "endpoint": "ep", **(spec or {})},
+        progress=1.0,
+        message="",
+        result={"window_end_us": 1_000_000},
+        error=None,
+        attempts=1,
+        resumable=False,
+        request_id=None,
+        owner=None,
+        cancel_requested=False,
+        checkpoint=None,
+        created_at=T0,
+        started_at=T0,
+        finished_at=finished,
+        heartbeat_at=None,
+    )
 
 
 def test_not_due_before_the_interval() -> None:
@@ -36,8 +54,10 @@ def test_due_after_the_interval_with_the_window_continuing() -> None:
 
 
 def test_chain_keeps_its_root_and_counts_runs() -> None:
-    spec, request_id = next_run(_record(spec={"schedule": "root", "run": 4}),  # type: ignore[misc]
-                                T0 + timedelta(hours=1))
+    spec, request_id = next_run(
+        _record(spec={"schedule": "root", "run": 4}),  # type: ignore[misc]
+        T0 + timedelta(hours=1),
+    )
     assert spec["schedule"] == "root" and spec["run"] == 5
     assert request_id == "monitor-schedule-root-5"
 

@@ -65,8 +65,10 @@ def test_export_json_equals_the_export_and_tracks_the_open_second(monkeypatch) -
         w.export_json(loaded=1)  # caches the seconds that are over
     w.latency(0.5)  # the open second changes after it was exported
     w.shadow(True, 0.1, 0.002)
-    assert json.loads(w.export_json(loaded=1)) == {**json.loads(json.dumps(w.export())),
-                                                   "loaded": 1}
+    assert json.loads(w.export_json(loaded=1)) == {
+        **json.loads(json.dumps(w.export())),
+        "loaded": 1,
+    }
     clock[0] += stats_module.KEEP_SECONDS + 10  # old seconds are dropped, and their cache
     w.latency(0.001)
     assert list(json.loads(w.export_json())["seconds"]) == [str(int(clock[0]))]

@@ -121,8 +121,11 @@ def test_boosters_on_enough_rows_score_low_rungs_on_a_row_sample(monkeypatch) ->
     prepared = prepare_target(y)
     splits = ev.make_splits(prepared, folds=3)
     monkeypatch.setattr(ev, "ROW_RUNG_MIN_ROWS", 100)
-    params = sample_config(optuna.create_study().ask(), prepared.task,
-                           SpaceOptions(fixed={"family": "xgboost", "xgb.n_estimators": 90}))
+    params = sample_config(
+        optuna.create_study().ask(),
+        prepared.task,
+        SpaceOptions(fixed={"family": "xgboost", "xgb.n_estimators": 90}),
+    )
     fitted: list[tuple[int, int]] = []  # (rows, rounds) of every grow() call
     real_grow = ev.grow
 
@@ -132,8 +135,9 @@ def test_boosters_on_enough_rows_score_low_rungs_on_a_row_sample(monkeypatch) ->
 
     monkeypatch.setattr(ev, "grow", grow)
     steps: list[int] = []
-    out = ev.evaluate_config(params, X, prepared, splits,
-                             report=lambda score, step: steps.append(step) or False)
+    out = ev.evaluate_config(
+        params, X, prepared, splits, report=lambda score, step: steps.append(step) or False
+    )
     fold_rows = len(splits.folds[0][0])
     assert steps == [1, 3, 9, ev.MAX_RESOURCE] and out.fidelity == 1.0
     for (rows, rounds), step in zip(fitted[:3], (1, 3, 9)):
@@ -152,12 +156,19 @@ def test_boosters_on_enough_rows_score_low_rungs_on_a_row_sample(monkeypatch) ->
 
     fitted.clear()
     steps.clear()  # a search that never prunes grows one model per fold through the rungs
-    full = ev.evaluate_config(params, X, prepared, splits, row_rungs=False,
-                              report=lambda score, step: steps.append(step) or False)
+    full = ev.evaluate_config(
+        params,
+        X,
+        prepared,
+        splits,
+        row_rungs=False,
+        report=lambda score, step: steps.append(step) or False,
+    )
     assert steps == [1, 3, 9, ev.MAX_RESOURCE]
     n0 = len(splits.folds[0][0])
     assert fitted == [(n0, 4), (n0, 6), (n0, 20), (n0, 60)] + [
-        (len(tr), 90) for tr, _ in splits.folds[1:]]
+        (len(tr), 90) for tr, _ in splits.folds[1:]
+    ]
     # the same configuration at full fidelity; grown in steps, so only up to XGBoost's
     # row/column sampling draws
     assert full.fidelity == 1.0 and full.score == pytest.approx(out.score, abs=0.01)

@@ -94,8 +94,9 @@ def test_permutation_importance_batches_calls_and_agrees_with_sklearn(
     result = global_importance(Counting(), X, y, task="binary", classes=[0, 1], n_repeats=5)
     assert Counting.calls <= 3  # baseline + one stacked call (not 4 columns x 5 repeats)
     ours = {f.feature: f.importance for f in result.features}
-    reference = permutation_importance(fitted, X[["signal", "weak"]], y, scoring="roc_auc",
-                                       n_repeats=5, random_state=0)
+    reference = permutation_importance(
+        fitted, X[["signal", "weak"]], y, scoring="roc_auc", n_repeats=5, random_state=0
+    )
     assert ours["signal"] == pytest.approx(reference.importances_mean[0], abs=0.03)
     assert ours["weak"] == pytest.approx(reference.importances_mean[1], abs=0.03)
     assert ours["noise"] == 0.0 and ours["kind"] == 0.0  # unused columns
@@ -288,8 +289,9 @@ def test_report_importance_fits_the_jobs_remaining_budget() -> None:
 
     from atlas_trainer.job_reports import IMPORTANCE_ROWS, importance_rows
 
-    X = pd.DataFrame(np.random.default_rng(0).normal(size=(1000, 10)),
-                     columns=[f"x{i}" for i in range(10)])
+    X = pd.DataFrame(
+        np.random.default_rng(0).normal(size=(1000, 10)), columns=[f"x{i}" for i in range(10)]
+    )
 
     class Slow:  # 1 ms per row, no booster contributions: permutation importance only
         def predict_scores(self, frame: pd.DataFrame) -> np.ndarray:

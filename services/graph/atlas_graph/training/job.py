@@ -28,15 +28,19 @@ from atlas_graph.training.cluster import (
     launch_command,
 )
 
-MODELS = {pb.GNN_MODEL_UNSPECIFIED: "graphsage", pb.GNN_MODEL_GRAPHSAGE: "graphsage",
-          pb.GNN_MODEL_GAT: "gat"}
+MODELS = {
+    pb.GNN_MODEL_UNSPECIFIED: "graphsage",
+    pb.GNN_MODEL_GRAPHSAGE: "graphsage",
+    pb.GNN_MODEL_GAT: "gat",
+}
 
 
 def _fetch_partitions(rt: GraphRuntime, part: dict[str, Any], work: Path) -> Path:
     parts_dir = work / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    rt.artifacts.download_to_file(rt.artifacts.key_for_uri(part["partition_config"]["uri"]),
-                                  parts_dir / f"{GRAPH_NAME}.json")
+    rt.artifacts.download_to_file(
+        rt.artifacts.key_for_uri(part["partition_config"]["uri"]), parts_dir / f"{GRAPH_NAME}.json"
+    )
     for p in part["partitions"]:
         get_dir(rt.artifacts, p["artifact"]["uri"], parts_dir / f"part{p['index']}")
         get_dir(rt.artifacts, p["id_map"]["uri"], work / "idmap" / f"part{p['index']}")
@@ -48,39 +52,71 @@ def _download(rt: GraphRuntime, uri: str, path: Path) -> Path:
     return path
 
 
-def _job_config(rt: GraphRuntime, ctx: JobContext, spec: pb.TrainGraphSpec | None,
-                infer: pb.InferGraphSpec | None, part: dict[str, Any], work: Path,
-                part_config: Path) -> dict[str, Any]:
+def _job_config(
+    rt: GraphRuntime,
+    ctx: JobContext,
+    spec: pb.TrainGraphSpec | None,
+    infer: pb.InferGraphSpec | None,
+    part: dict[str, Any],
+    work: Path,
+    part_config: Path,
+) -> dict[str, Any]:
     import torch
 
     out = work / "out"
     out.mkdir(exist_ok=True)
     cfg: dict[str, Any] = {
-        "graph_name": GRAPH_NAME, "part_config": str(part_config),
-        "ip_config": str(work / "ip_config.txt"), "work_dir": str(work), "out_dir": str(out),
-        "num_partitions": len(part["partitions"]), "shm_tag": f"atl{ctx.job_id[-8:]}",
-        "infer_batch_size": 512, "seed": 0,
+        "graph_name": GRAPH_NAME,
+        "part_config": str(part_config),
+        "ip_config": str(work / "ip_config.txt"),
+        "work_dir": str(work),
+        "out_dir": str(out),
+        "num_partitions": len(part["partitions"]),
+        "shm_tag": f"atl{ctx.job_id[-8:]}",
+        "infer_batch_size": 512,
+        "seed": 0,
     }
     if infer is not None:
         bundle = _download(rt, infer.model_bundle.uri, work / "bundle.pt")
         state = torch.load(bundle, map_location="cpu")
         extra = state.get("train", {})
-        cfg.update(num_servers=1, num_trainers=1, backend="gloo", model=state["config"],
-                   fan_outs=extra.get("fan_outs", [10, 10]), epochs=int(state["epoch"]),
-                   batch_size=1024, learning_rate=0.01, checkpoint_every_epochs=1,
-                   resume_path=str(bundle), write_embeddings=infer.write_embeddings)
+        cfg.update(
+            num_servers=1,
+            num_trainers=1,
+            backend="gloo",
+            model=state["config"],
+            fan_outs=extra.get("fan_outs", [10, 10]),
+            epochs=int(state["epoch"]),
+            batch_size=1024,
+            learning_rate=0.01,
+            checkpoint_every_epochs=1,
+            resume_path=str(bundle),
+            write_embeddings=infer.write_embeddings,
+        )
         return cfg
     assert spec is not None
-    model = {"model": MODELS[spec.model], "in_dims": part["node_feature_dims"],
-             "hidden": spec.hidden_dims or 64, "classes": part["num_classes"],
-             "layers": len(spec.fan_outs), "dropout": spec.dropout,
-             "heads": spec.num_heads or 4}
-    cfg.update(num_servers=spec.num_servers or 1, num_trainers=spec.num_trainers or 1,
-               backend=spec.backend or ("nccl" if torch.cuda.is_available() else "gloo"),
-               model=model, fan_outs=list(spec.fan_outs), epochs=spec.epochs or 1,
-               batch_size=spec.batch_size or 1024, learning_rate=spec.learning_rate or 0.01,
-               checkpoint_every_epochs=spec.checkpoint_every_epochs or 1,
-               write_embeddings=spec.write_embeddings, seed=spec.seed)
+    model = {
+        "model": MODELS[spec.model],
+        "in_dims": part["node_feature_dims"],
+        "hidden": spec.hidden_dims or 64,
+        "classes": part["num_classes"],
+        "layers": len(spec.fan_outs),
+        "dropout": spec.dropout,
+        "heads": spec.num_heads or 4,
+    }
+    cfg.update(
+        num_servers=spec.num_servers or 1,
+        num_trainers=spec.num_trainers or 1,
+        backend=spec.backend or ("nccl" if torch.cuda.is_available() else "gloo"),
+        model=model,
+        fan_outs=list(spec.fan_outs),
+        epochs=spec.epochs or 1,
+        batch_size=spec.batch_size or 1024,
+        learning_rate=spec.learning_rate or 0.01,
+        checkpoint_every_epochs=spec.checkpoint_every_epochs or 1,
+        write_embeddings=spec.write_embeddings,
+        seed=spec.seed,
+    )
     resume = ctx.last_checkpoint()
     if resume:
         cfg["resume_path"] = str(_download(rt, resume["uri"], work / "resume.pt"))
@@ -89,13 +125,18 @@ def _job_config(rt: GraphRuntime, ctx: JobContext, spec: pb.TrainGraphSpec | Non
     return cfg
 
 
-def run_train_job(rt: GraphRuntime, ctx: JobContext, spec: pb.TrainGraphSpec | None,
-                  infer: pb.InferGraphSpec | None) -> dict[str, Any]:
+def run_train_job(
+    rt: GraphRuntime,
+    ctx: JobContext,
+    spec: pb.TrainGraphSpec | None,
+    infer: pb.InferGraphSpec | None,
+) -> dict[str, Any]:
     ref = spec.ref if spec is not None else infer.ref  # type: ignore[union-attr]
     part = rt.catalog.get_partitioning(ref.graph_id, ref.partitioning_id)
     if not part["num_classes"] or not part["node_feature_dims"]:
-        raise FailedPrecondition("the graph has no labels or no node features",
-                                 reason="NOT_TRAINABLE")
+        raise FailedPrecondition(
+            "the graph has no labels or no node features", reason="NOT_TRAINABLE"
+        )
     work = rt.work_root / "jobs" / ctx.job_id
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -111,8 +152,12 @@ def run_train_job(rt: GraphRuntime, ctx: JobContext, spec: pb.TrainGraphSpec | N
         previous = signal.signal(signal.SIGTERM, lambda *_: (cluster.kill(), os._exit(143)))
         try:
             cluster.start()
-            ctx.report(0.02, f"started {len(cluster.servers)} graph servers and "
-                       f"{len(cluster.trainers)} trainers", pids=cluster.pids)
+            ctx.report(
+                0.02,
+                f"started {len(cluster.servers)} graph servers and "
+                f"{len(cluster.trainers)} trainers",
+                pids=cluster.pids,
+            )
             cluster.run(relay.on_event, ctx.cancelled, rt.settings.train.server_exit_grace_s)
         finally:
             cluster.kill()
@@ -121,8 +166,9 @@ def run_train_job(rt: GraphRuntime, ctx: JobContext, spec: pb.TrainGraphSpec | N
             raise JobCancelled("cancelled by request; every server and trainer was stopped")
         ctx.report(0.95, "writing outputs mapped to original ids")
         result = _publish(rt, ctx, cfg, part, work, relay, infer)
-        result["ip_config"] = (ip_config_text(hosts, 0) if hosts
-                               else (work / "ip_config.txt").read_text())
+        result["ip_config"] = (
+            ip_config_text(hosts, 0) if hosts else (work / "ip_config.txt").read_text()
+        )
         result["launch_command"] = launch_command(cfg, cfg["num_trainers"])
     except JobCancelled:
         shutil.rmtree(work, ignore_errors=True)
@@ -159,9 +205,11 @@ class _Relay:
         if kind == "epoch":
             self.epoch_seconds.append(event["seconds"])
             self.metrics.update(loss=event["loss"], train_accuracy=event["train_accuracy"])
-            self.ctx.report(min(0.9, 0.05 + 0.85 * event["epoch"] / epochs),
-                            f"epoch {event['epoch']}/{epochs}: loss {event['loss']:.4f}",
-                            **event)
+            self.ctx.report(
+                min(0.9, 0.05 + 0.85 * event["epoch"] / epochs),
+                f"epoch {event['epoch']}/{epochs}: loss {event['loss']:.4f}",
+                **event,
+            )
         elif kind == "batch":
             self.ctx.report(None, f"epoch {event['epoch']} batch {event['batch']}", **event)
         elif kind == "checkpoint":
@@ -171,20 +219,32 @@ class _Relay:
             self.ctx.checkpoint({"epoch": event["epoch"], "uri": ref.uri, "sha256": ref.sha256})
         elif kind == "metrics":
             self.metrics.update(event)
-            self.ctx.report(0.93, "final metrics: " + ", ".join(
-                f"{k} {v:.3f}" for k, v in event.items()), **event)
+            self.ctx.report(
+                0.93,
+                "final metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in event.items()),
+                **event,
+            )
 
 
-def _publish(rt: GraphRuntime, ctx: JobContext, cfg: dict[str, Any], part: dict[str, Any],
-             work: Path, relay: _Relay, infer: pb.InferGraphSpec | None) -> dict[str, Any]:
+def _publish(
+    rt: GraphRuntime,
+    ctx: JobContext,
+    cfg: dict[str, Any],
+    part: dict[str, Any],
+    work: Path,
+    relay: _Relay,
+    infer: pb.InferGraphSpec | None,
+) -> dict[str, Any]:
     import torch
 
     out = Path(cfg["out_dir"])
     ranks = range(cfg["num_trainers"])
     new_ids = np.concatenate([np.load(out / f"rank{r}-ids.npy") for r in ranks])
     scores = np.concatenate([np.load(out / f"rank{r}-scores.npy") for r in ranks])
-    translation = IdTranslation(work / "idmap", {"node": RangeMap(part["node_boundaries"]),
-                                                 "edge": RangeMap(part["edge_boundaries"])})
+    translation = IdTranslation(
+        work / "idmap",
+        {"node": RangeMap(part["node_boundaries"]), "edge": RangeMap(part["edge_boundaries"])},
+    )
     originals, _, _ = translation.new_to_original("node", new_ids)
     keep = np.ones(len(new_ids), bool)
     if infer is not None and (infer.node_int64_ids or infer.node_string_ids):
@@ -195,39 +255,64 @@ def _publish(rt: GraphRuntime, ctx: JobContext, cfg: dict[str, Any], part: dict[
     id_column = pa.array(ids.astype(str).tolist() if ids.dtype.kind == "S" else ids)
     if ids.dtype.kind == "S":
         id_column = pa.array([v.decode() for v in ids])
-    result: dict[str, Any] = {"metrics": relay.metrics, "checkpoints": relay.checkpoints,
-                              "epoch_time_s": float(np.mean(relay.epoch_seconds))
-                              if relay.epoch_seconds else 0.0}
+    result: dict[str, Any] = {
+        "metrics": relay.metrics,
+        "checkpoints": relay.checkpoints,
+        "epoch_time_s": float(np.mean(relay.epoch_seconds)) if relay.epoch_seconds else 0.0,
+    }
     base = f"graph-jobs/{ctx.job_id}"
     want_pred = infer.write_predictions if infer is not None else True
     if want_pred:
         kept = scores[keep]
-        table = pa.table({"id": id_column, "label": pa.array(kept.argmax(1).astype(np.int64)),
-                          "scores": pa.FixedSizeListArray.from_arrays(
-                              pa.array(kept.reshape(-1)), kept.shape[1])})
+        table = pa.table(
+            {
+                "id": id_column,
+                "label": pa.array(kept.argmax(1).astype(np.int64)),
+                "scores": pa.FixedSizeListArray.from_arrays(
+                    pa.array(kept.reshape(-1)), kept.shape[1]
+                ),
+            }
+        )
         pq.write_table(table, out / "predictions.parquet")
-        result["predictions"] = ref_dict(rt.artifacts.put_file(
-            f"{base}/predictions.parquet", out / "predictions.parquet"),
-            "application/vnd.apache.parquet")
+        result["predictions"] = ref_dict(
+            rt.artifacts.put_file(f"{base}/predictions.parquet", out / "predictions.parquet"),
+            "application/vnd.apache.parquet",
+        )
     if cfg.get("write_embeddings"):
         emb = np.concatenate([np.load(out / f"rank{r}-emb.npy") for r in ranks])[keep]
-        table = pa.table({"id": id_column, "embedding": pa.FixedSizeListArray.from_arrays(
-            pa.array(emb.reshape(-1)), max(1, emb.shape[1]))})
+        table = pa.table(
+            {
+                "id": id_column,
+                "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(emb.reshape(-1)), max(1, emb.shape[1])
+                ),
+            }
+        )
         pq.write_table(table, out / "embeddings.parquet")
-        result["embeddings"] = ref_dict(rt.artifacts.put_file(
-            f"{base}/embeddings.parquet", out / "embeddings.parquet"),
-            "application/vnd.apache.parquet")
+        result["embeddings"] = ref_dict(
+            rt.artifacts.put_file(f"{base}/embeddings.parquet", out / "embeddings.parquet"),
+            "application/vnd.apache.parquet",
+        )
     if infer is None:
-        bundle = {"epoch": cfg["epochs"], "model": torch.load(out / "model.pt"),
-                  "config": cfg["model"], "train": {"fan_outs": cfg["fan_outs"]},
-                  "graph_id": part["graph_id"], "partitioning_id": part["partitioning_id"]}
+        bundle = {
+            "epoch": cfg["epochs"],
+            "model": torch.load(out / "model.pt"),
+            "config": cfg["model"],
+            "train": {"fan_outs": cfg["fan_outs"]},
+            "graph_id": part["graph_id"],
+            "partitioning_id": part["partitioning_id"],
+        }
         torch.save(bundle, out / "model_bundle.pt")
-        result["model_bundle"] = ref_dict(rt.artifacts.put_file(
-            f"{base}/model_bundle.pt", out / "model_bundle.pt"), "application/x-pytorch")
+        result["model_bundle"] = ref_dict(
+            rt.artifacts.put_file(f"{base}/model_bundle.pt", out / "model_bundle.pt"),
+            "application/x-pytorch",
+        )
     else:
-        result["model_bundle"] = {"uri": infer.model_bundle.uri,
-                                  "sha256": infer.model_bundle.sha256,
-                                  "size_bytes": infer.model_bundle.size_bytes}
+        result["model_bundle"] = {
+            "uri": infer.model_bundle.uri,
+            "sha256": infer.model_bundle.sha256,
+            "size_bytes": infer.model_bundle.size_bytes,
+        }
     if not len(ids) and infer is not None:
         raise InvalidArgument("no node ids selected", reason="NO_NODES")
     return result

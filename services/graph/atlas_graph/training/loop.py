@@ -19,17 +19,18 @@ from atlas_graph.training.models import build_model
 Emit = Callable[..., None]
 
 
-def _loader(graph: Any, nids: torch.Tensor, fan_outs: list[int], batch: int, shuffle: bool
-            ) -> Any:
+def _loader(graph: Any, nids: torch.Tensor, fan_outs: list[int], batch: int, shuffle: bool) -> Any:
     import dgl
 
     sampler = dgl.dataloading.NeighborSampler(fan_outs)
-    return dgl.dataloading.DistNodeDataLoader(graph, nids, sampler, batch_size=batch,
-                                              shuffle=shuffle, drop_last=False)
+    return dgl.dataloading.DistNodeDataLoader(
+        graph, nids, sampler, batch_size=batch, shuffle=shuffle, drop_last=False
+    )
 
 
-def rank_share(mask: Any, num_nodes: int, rank: int, world: int,
-               block: int = 1 << 20) -> torch.Tensor:
+def rank_share(
+    mask: Any, num_nodes: int, rank: int, world: int, block: int = 1 << 20
+) -> torch.Tensor:
     """This rank's contiguous slice of the (new) ids where ``mask`` is set.
 
     Not ``dgl.distributed.node_split``: it splits by the partition book's ``partid``, which is
@@ -39,8 +40,10 @@ def rank_share(mask: Any, num_nodes: int, rank: int, world: int,
     per partition, so an even split in id order still keeps each trainer's seeds mostly in one
     partition.
     """
-    ids = [torch.nonzero(mask[start:min(start + block, num_nodes)]).squeeze(1) + start
-           for start in range(0, num_nodes, block)]
+    ids = [
+        torch.nonzero(mask[start : min(start + block, num_nodes)]).squeeze(1) + start
+        for start in range(0, num_nodes, block)
+    ]
     every = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64)
     if not len(every):
         raise ValueError("no node has the mask set")
@@ -89,13 +92,25 @@ def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
         dist.all_reduce(sums)
         elapsed = time.monotonic() - started
         if rank == 0:
-            emit("epoch", epoch=epoch + 1, epochs=cfg["epochs"], seconds=elapsed,
-                 loss=float(sums[0] / max(sums[1], 1)),
-                 train_accuracy=float(sums[2] / max(sums[3], 1)))
+            emit(
+                "epoch",
+                epoch=epoch + 1,
+                epochs=cfg["epochs"],
+                seconds=elapsed,
+                loss=float(sums[0] / max(sums[1], 1)),
+                train_accuracy=float(sums[2] / max(sums[3], 1)),
+            )
             if (epoch + 1) % every == 0 or epoch + 1 == cfg["epochs"]:
                 path = Path(cfg["out_dir"]) / f"checkpoint-epoch{epoch + 1}.pt"
-                torch.save({"epoch": epoch + 1, "model": model.state_dict(),
-                            "optimizer": opt.state_dict(), "config": model_cfg}, path)
+                torch.save(
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "config": model_cfg,
+                    },
+                    path,
+                )
                 emit("checkpoint", epoch=epoch + 1, path=str(path))
         dist.barrier()
     if rank == 0:
@@ -104,14 +119,16 @@ def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
 
 
 @torch.no_grad()
-def _infer(cfg: dict[str, Any], graph: Any, model: torch.nn.Module, rank: int, world: int,
-           emit: Emit) -> None:
+def _infer(
+    cfg: dict[str, Any], graph: Any, model: torch.nn.Module, rank: int, world: int, emit: Emit
+) -> None:
     model.eval()
     n = graph.num_nodes()
     mine = torch.tensor_split(torch.arange(n), world)[rank].clone()
     ids, embeddings, scores = [], [], []
-    for input_nodes, seeds, blocks in _loader(graph, mine, cfg["fan_outs"],
-                                              cfg["infer_batch_size"], False):
+    for input_nodes, seeds, blocks in _loader(
+        graph, mine, cfg["fan_outs"], cfg["infer_batch_size"], False
+    ):
         logits, emb = model.forward_with_embedding(blocks, graph.ndata["feat"][input_nodes])
         ids.append(seeds)
         embeddings.append(emb)
@@ -133,8 +150,13 @@ def _infer(cfg: dict[str, Any], graph: Any, model: torch.nn.Module, rank: int, w
         np.save(out / f"rank{rank}-emb.npy", torch.cat(embeddings).numpy().astype(np.float32))
     if rank == 0:
         names = ("train_accuracy", "val_accuracy", "test_accuracy")
-        emit("metrics", **{name: float(totals[2 * i] / max(totals[2 * i + 1], 1))
-                           for i, name in enumerate(names)})
+        emit(
+            "metrics",
+            **{
+                name: float(totals[2 * i] / max(totals[2 * i + 1], 1))
+                for i, name in enumerate(names)
+            },
+        )
 
 
 def model_classes(cfg: dict[str, Any]) -> int:

@@ -49,10 +49,15 @@ def run_server(cfg: dict[str, Any], server_id: int) -> None:
     part = server_id // cfg["num_servers"]
     if cfg.get("shm_tag"):
         _tag_shared_memory(f"{cfg['shm_tag']}p{part}-")
-    server = DistGraphServer(server_id, cfg["ip_config"], cfg["num_servers"],
-                             cfg["num_trainers"], cfg["part_config"],
-                             disable_shared_mem=bool(cfg.get("shm_tag")),
-                             graph_format=["csc", "coo"])
+    server = DistGraphServer(
+        server_id,
+        cfg["ip_config"],
+        cfg["num_servers"],
+        cfg["num_trainers"],
+        cfg["part_config"],
+        disable_shared_mem=bool(cfg.get("shm_tag")),
+        graph_format=["csc", "coo"],
+    )
     server.start()
 
 

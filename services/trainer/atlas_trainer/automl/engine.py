@@ -158,7 +158,8 @@ def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
                 heartbeat_interval=10,
                 grace_period=30,
                 heartbeat_stale_trial_callback=(
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)),
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                ),
             )
         except sqlalchemy.exc.DatabaseError:
             if attempt == attempts - 1:

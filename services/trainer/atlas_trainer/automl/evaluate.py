@@ -269,8 +269,9 @@ def evaluate_config(
                 try:
                     if frac < 1.0:  # a fresh model on a row sample (see booster_plan)
                         sample = row_subset(f["ytr"], frac, seed, task != "regression")
-                        est = build_estimator(params, task, seed, threads=threads,
-                                              device=device, units=1)
+                        est = build_estimator(
+                            params, task, seed, threads=threads, device=device, units=1
+                        )
                         grow(est, family, f["Ztr"][sample], f["ytr"][sample], 0, units, check)
                         f["model_est"] = est
                     else:
@@ -280,8 +281,7 @@ def evaluate_config(
                         f["model_est"] = f["est"]
                 finally:
                     t_fit += time.perf_counter() - t0
-                model = TabularModel(f["pre"], f["model_est"], task, prepared.classes, family,
-                                     desc)
+                model = TabularModel(f["pre"], f["model_est"], task, prepared.classes, family, desc)
                 t0 = time.perf_counter()
                 s = model.scores_from_features(f["Zva"])
                 rung_pred += time.perf_counter() - t0
@@ -304,8 +304,9 @@ def evaluate_config(
         )
         sub = rung_oof if every else rung_oof[rows]
         try:
-            rung_score = metric.score(y[splits.oof_index[rows]] if not every else y[rows], sub,
-                                      prepared.n_classes)
+            rung_score = metric.score(
+                y[splits.oof_index[rows]] if not every else y[rows], sub, prepared.n_classes
+            )
         except ValueError:
             if not every:
                 continue  # an unscorable first fold: skip this low rung

@@ -26,9 +26,7 @@ class StudyView:
     """The study as the sampler sees it: ``priors`` first, then the study's own trials
     (without pruned ones when ``complete_only``)."""
 
-    def __init__(
-        self, study: optuna.Study, priors: list[FrozenTrial], complete_only: bool
-    ) -> None:
+    def __init__(self, study: optuna.Study, priors: list[FrozenTrial], complete_only: bool) -> None:
         self._study = study
         self._priors = priors
         self._complete_only = complete_only

@@ -232,8 +232,9 @@ class Searcher:
         while pending:
             params = pending.pop(0)
             before = len(self.study.get_trials(deepcopy=False))
-            self.study.enqueue_trial(params, user_attrs={"origin": "portfolio"},
-                                     skip_if_exists=True)
+            self.study.enqueue_trial(
+                params, user_attrs={"origin": "portfolio"}, skip_if_exists=True
+            )
             if len(self.study.get_trials(deepcopy=False)) > before:
                 return
 

@@ -433,9 +433,10 @@ def portfolio(options: SpaceOptions) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     fixed = dict(options.fixed or {})
     for cfg in PORTFOLIO:
-        if cfg["family"] not in options.families or fixed.get("family", cfg["family"]) != cfg[
-            "family"
-        ]:
+        if (
+            cfg["family"] not in options.families
+            or fixed.get("family", cfg["family"]) != cfg["family"]
+        ):
             continue
         params = {**_PRE, **cfg}
         if not options.allow_crosses:
