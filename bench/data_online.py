@@ -744,7 +744,7 @@ def run_feast(entities: int, features: int, seconds: float) -> tuple[dict | None
 
 def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str, Any]:
     from atlas_core.config import S3Settings
-    from atlas_core.objectstore import SeaweedS3Server
+    from atlas_core.launcher import SeaweedS3Server
 
     seconds, warmup = (3.0, 1.0) if quick else (10.0, 1.0)
     big = "vec20k" if quick else "vec200k"

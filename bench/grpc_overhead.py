@@ -25,6 +25,9 @@ from pathlib import Path
 
 import grpc
 
+# The echo service used as the bare baseline lives with the test helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 TOKEN = "bench-token-0123456789"
 RESULTS = Path(__file__).parent / "results" / "grpc_overhead.json"
 
@@ -35,7 +38,7 @@ async def _serve(kind: str) -> None:
     from atlas_core.config import AuthSettings, ServerSettings
     from atlas_core.log import configure_logging
     from atlas_core.rpc import create_server
-    from atlas_core.testing.echo import HANDLERS, SERVICE, echo_service
+    from tests.support.echo import HANDLERS, SERVICE, echo_service
 
     if kind == "bare":
         server = aio.server()
@@ -55,7 +58,7 @@ async def _serve(kind: str) -> None:
 
 async def _client(target: str, concurrency: int, seconds: float, token: str | None) -> None:
     from atlas_core.rpc import ClientSettings, connect
-    from atlas_core.testing.echo import Req, Resp, method
+    from tests.support.echo import Req, Resp, method
 
     channel = connect(ClientSettings(target=target, token=token))
     call = channel.unary_unary(

@@ -308,7 +308,7 @@ def run_all(seconds: float) -> dict:
     from atlas.serving.v1 import serving_service_pb2 as pb
     from atlas_core.clients.serving import ServingClient
     from atlas_core.config import S3Settings
-    from atlas_core.objectstore import SeaweedS3Server
+    from atlas_core.launcher import SeaweedS3Server
     from atlas_core.rpc import ClientSettings
     from atlas_core.storage import open_artifact_store
 

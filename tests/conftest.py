@@ -1,3 +1,3 @@
 """Shared fixtures: a real SeaweedFS S3 server per session, SQLite + PostgreSQL databases."""
 
-pytest_plugins = ["atlas_core.testing.s3", "atlas_core.testing.db"]
+pytest_plugins = ["tests.support.s3", "tests.support.db"]

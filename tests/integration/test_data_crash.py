@@ -17,7 +17,7 @@ from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
 from atlas_core.rpc import ClientSettings, connect_sync
-from atlas_core.testing.processes import free_port, start_service
+from tests.support.processes import free_port, start_service
 
 pytestmark = pytest.mark.slow
 TOKEN = "crash-test-token-0123"

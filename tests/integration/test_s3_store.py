@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from atlas_core.config import S3Settings
 from atlas_core.errors import FailedPrecondition, Unauthenticated, Unavailable
-from atlas_core.objectstore import SeaweedS3Server, pick_free_ports
+from atlas_core.launcher import SeaweedS3Server, pick_free_ports
 from atlas_core.storage import STAGING_PREFIX, S3ArtifactStore, _s3
 
 MiB = 1024 * 1024

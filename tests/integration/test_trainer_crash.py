@@ -21,7 +21,7 @@ from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from atlas_core.rpc import ClientSettings, connect_sync
 from atlas_core.storage import open_artifact_store
-from atlas_core.testing.processes import free_port, start_service
+from tests.support.processes import free_port, start_service
 
 pytestmark = pytest.mark.slow
 TOKEN = "trainer-crash-token-0123"

@@ -22,9 +22,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atlas_core.errors import FailedPrecondition, Unavailable
+from atlas_core.launcher._objectstore import SeaweedS3Server
 from atlas_core.launcher._process import alive, spawn, tail, terminate
 from atlas_core.launcher._services import ServiceSpec, implemented_services
-from atlas_core.objectstore import SeaweedS3Server
 
 HOST = "127.0.0.1"
 SERVICE_STOP_GRACE = 10.0

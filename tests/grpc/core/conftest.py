@@ -6,7 +6,7 @@ import pytest
 
 from atlas_core.config import AuthSettings, ServerSettings
 from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
-from atlas_core.testing.echo import echo_service
+from tests.support.echo import echo_service
 
 TOKENS = {
     "tok-read-0123456789": ["testing:read"],

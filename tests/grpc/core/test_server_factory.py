@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atlas_core.errors import ConfigError, Internal, NotFound
 from atlas_core.rpc import create_server, error_from_rpc
-from atlas_core.testing.echo import Req, Resp, echo_service, method
+from tests.support.echo import Req, Resp, echo_service, method
 
 from .conftest import channel_for, server_settings
 

@@ -9,8 +9,8 @@ import pytest
 
 from atlas_core.config import TlsSettings
 from atlas_core.rpc import create_server
-from atlas_core.testing.echo import Req, echo_service
-from atlas_core.testing.tls import make_test_pki
+from tests.support.echo import Req, echo_service
+from tests.support.tls import make_test_pki
 
 from .conftest import channel_for, server_settings
 from .test_server_factory import unary

@@ -7,7 +7,7 @@ import multiprocessing as mp
 import optuna
 import pytest
 
-from atlas_core.testing.db import postgres_schema_url  # noqa: F401 - fixture
+from tests.support.db import postgres_schema_url  # noqa: F401 - fixture
 
 
 def _worker(url: str, seed: int, queue: mp.Queue) -> None:

@@ -3,7 +3,7 @@ PostgreSQL.
 
 Import them in a ``conftest.py``::
 
-    from atlas_core.testing.db import db_engine, db_url  # noqa: F401
+    from tests.support.db import db_engine, db_url  # noqa: F401
 
 PostgreSQL is taken from ``ATLAS_TEST_POSTGRES_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``); when it is not reachable the

@@ -2,7 +2,7 @@
 
 Import the fixtures into a ``conftest.py``::
 
-    from atlas_core.testing.s3 import s3_settings, seaweed_server  # noqa: F401
+    from tests.support.s3 import s3_settings, seaweed_server  # noqa: F401
 
 Several conftests may import them: pytest then sees several session fixtures, so the server is
 shared through a reference count here and started once, on free loopback ports with its own
@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from atlas_core.config import S3Settings
-from atlas_core.objectstore import SeaweedS3Server
+from atlas_core.launcher import SeaweedS3Server
 
 __all__ = ["s3_settings", "seaweed_server", "SharedSeaweed"]
 
