@@ -18,8 +18,8 @@ the same 1x5000 reads served by the data service's own Python server are reporte
 them, marked "(data service)". Reads are measured by a
 native gRPC load generator (``bench/native/grpc_loadgen.cc``, built on first use against
 Debian's libgrpc++-dev, which the script installs with apt-get when run as root; cached in
-/tmp/atlas-bench-loadgen): a Python client spends 0.3-0.45 ms of CPU per 20 KB call, which on
-2 cores takes a third of the machine from the server it measures. The same reads from Python
+/tmp/atlas-bench-loadgen): a Python client spends enough CPU per 20 KB call to take a large
+share of a 2-core machine from the server it measures. The same reads from Python
 (grpc.aio through ``atlas_core.rpc.connect``) are reported beside them as "py" rows; with
 ``--python-client`` (or when the native generator cannot be built) only those run. Ingest
 and set-up use the Python client. Everything is stopped by this script.

@@ -197,7 +197,7 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
             finished.append(time.monotonic())
 
     # One OpenMP thread per trainer, as the service runs them (config omp_threads_per_process):
-    # on 2 cores shared with the graph servers, spinning OpenMP threads cost up to 10x.
+    # on 2 cores shared with the graph servers, spinning OpenMP threads slow every rank down.
     cluster = LocalCluster(cfg, run, omp_threads=1)
     cluster.start()
     cluster.run(on_event, lambda: False)
