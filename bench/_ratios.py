@@ -24,8 +24,11 @@ COSTLY_EVAL_S = 1.0
 Events = Sequence[Mapping[str, Any]]
 
 
-def time_to_reach(events: Events, target: float, higher: bool) -> float | None:
-    """Seconds into the search at which the best score first reached ``target`` (None: never)."""
+def time_to_reach(events: Events, target: float | None, higher: bool) -> float | None:
+    """Seconds into the search at which the best score first reached ``target`` (None: never,
+    or no target: the reference search completed no trial)."""
+    if target is None:
+        return None
     for e in events:
         if e["type"] == "trial_finished":
             b = e["best_score"]
@@ -69,10 +72,11 @@ def median_of(ratios: Mapping[str, float | None], names: Iterable[str]) -> float
     return statistics.median(known) if known else None
 
 
-def self_ratios(runs: Sequence[tuple[Events, float, bool]], budget: float) -> list[float]:
+def self_ratios(runs: Sequence[tuple[Events, float | None, bool]], budget: float) -> list[float]:
     """Plain TPE against itself: for every ordered pair of runs (A, B) on the same folds, the
     time B takes to reach A's final score over A's time. ``runs`` are (events, final score,
-    higher is better). This is the measure's chance level: equally good searches give it."""
+    higher is better; a run without a final score is no reference). This is the measure's
+    chance level: equally good searches give it."""
     out = []
     for a, b in itertools.permutations(range(len(runs)), 2):
         events_a, target, higher = runs[a]

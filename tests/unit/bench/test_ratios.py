@@ -79,3 +79,8 @@ def test_self_ratios_compare_every_ordered_pair_of_runs() -> None:
     ratios = self_ratios([(a, 0.90, True), (b, 0.95, True)], budget=120.0)
     # B reaches A's 0.90 at 15 s over A's 30 s; A never reaches B's 0.95: 120 s over 60 s
     assert ratios == [pytest.approx(0.5), pytest.approx(2.0)]
+    # a run that completed no trial has no final score: no pair takes it as the reference
+    empty: list[dict] = []
+    assert self_ratios([(a, 0.90, True), (empty, None, True)], budget=120.0) == [
+        pytest.approx(4.0)  # the empty run never reaches 0.90: 120 s over 30 s
+    ]
