@@ -42,9 +42,16 @@ from typing import Any
 
 import numpy as np
 
+from atlas_labeling.quality.errors import FilterBy
+
 RESULTS = Path(__file__).parent / "results" / "labeling_quality.json"
 ROOT = Path(__file__).resolve().parent.parent
-FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
+FILTERS: tuple[FilterBy, ...] = (
+    "prune_by_noise_rate",
+    "prune_by_class",
+    "both",
+    "confident_learning",
+)
 SETTINGS = (("uniform", 0.05), ("uniform", 0.10), ("uniform", 0.20), ("classcond", 0.10))
 HONEST = {"a0.60": 0.6, "a0.70": 0.7, "a0.75": 0.75, "a0.80": 0.8, "a0.90": 0.9}
 N_ITEMS, N_CLASSES, OVERLAP = 1000, 4, 3

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from atlas_labeling.quality.agreement import (
+    Level,
     annotator_agreement,
     cohen_kappa,
     fleiss_counts,
@@ -52,7 +53,7 @@ FLEISS_EXAMPLE = np.array(
     "level, expected",
     [("nominal", 0.743), ("interval", 0.849), ("ordinal", 0.815), ("ratio", 0.797)],
 )
-def test_krippendorff_2011_example(level: str, expected: float) -> None:
+def test_krippendorff_2011_example(level: Level, expected: float) -> None:
     # units x coders: the paper's table transposed
     assert round(krippendorff_alpha(KRIPPENDORFF_2011.T, level), 3) == expected
 
