@@ -6,12 +6,14 @@ import pytest
 
 from atlas_labeling.quality.consensus import (
     Box,
+    Relation,
     Span,
     box_iou,
     character_error_rate,
     levenshtein,
     merge_boxes,
     merge_ocr_text,
+    merge_relations,
     merge_spans,
     normalize_text,
     span_jaccard,
@@ -158,3 +160,24 @@ def test_merge_spans_medoid_and_quorum() -> None:
     # with quorum 1, ORG and LOC over the same characters stay apart
     labels = [(s.span.start, s.span.label) for s in merge_spans(spans, 0.5, quorum=1)]
     assert labels == [(0, "PER"), (20, "LOC"), (20, "ORG"), (40, "LOC")]
+
+
+def test_merge_relations_between_merged_spans() -> None:
+    alice, bob = Span(0, 5, "PER"), Span(15, 20, "ORG")
+    spans = {
+        "a": [alice, bob],
+        "b": [Span(0, 5, "PER"), Span(15, 21, "ORG")],
+        "c": [Span(0, 5, "PER"), Span(30, 35, "ORG")],
+    }
+    merged = merge_spans(spans, jaccard_threshold=0.5, quorum=2)
+    assert [m.span for m in merged] == [alice, bob]
+    relations = {
+        "a": [Relation(alice, bob, "works_for")],
+        "b": [Relation(Span(0, 5, "PER"), Span(15, 21, "ORG"), "works_for")],
+        # c's ORG span did not survive merging: the relation has no tail and is dropped
+        "c": [Relation(Span(0, 5, "PER"), Span(30, 35, "ORG"), "works_for")],
+    }
+    (rel,) = merge_relations(merged, relations, quorum=2)
+    assert (rel.head, rel.tail, rel.label, rel.support) == (0, 1, "works_for", 2)
+    assert rel.annotators == ("a", "b")
+    assert merge_relations(merged, relations, quorum=3) == []

@@ -10,6 +10,7 @@ from atlas_labeling.quality.consensus import (
     dawid_skene,
     fit_dawid_skene,
     majority_vote,
+    multilabel_vote,
 )
 
 
@@ -115,3 +116,21 @@ def test_consensus_by_count_uses_dawid_skene_only_from_three_answers() -> None:
     out = consensus_by_count(triples, min_annotations=3)
     assert out["lonely"] == ("class2", 1.0, "majority")
     assert {method for item, (_, _, method) in out.items() if item != "lonely"} == {"dawid_skene"}
+
+
+def test_multilabel_vote_keeps_labels_chosen_by_most() -> None:
+    answers = {
+        "x": [("a", {"sports", "politics"}), ("b", {"sports"}), ("c", {"sports", "economy"})],
+        "none": [("a", set()), ("b", set()), ("c", {"sports"})],
+        "tie": [("a", {"sports"}), ("b", set())],
+    }
+    out = multilabel_vote(answers)
+    assert out["x"] == (
+        frozenset({"sports"}),
+        {"economy": pytest.approx(1 / 3), "politics": pytest.approx(1 / 3), "sports": 1.0},
+    )
+    assert out["none"][0] == frozenset()
+    assert out["tie"][0] == frozenset()  # half is not a majority
+    assert multilabel_vote(answers, threshold=0.3)["x"][0] == {"sports", "politics", "economy"}
+    with pytest.raises(ValueError, match="threshold"):
+        multilabel_vote(answers, threshold=1.0)

@@ -1,17 +1,21 @@
 """Consensus: one answer per item (or per object) from several annotators' answers.
 
 Categorical answers (classification, face pairs): `majority_vote`, `dawid_skene` /
-`fit_dawid_skene`. Regions: `merge_boxes` (boxes, faces, OCR regions), `merge_spans`.
-Transcriptions: `merge_ocr_text`.
+`fit_dawid_skene`, `consensus_by_count` (the two combined by answers per item).
+Multi-label classification: `multilabel_vote`. Regions: `merge_boxes` (boxes, faces, OCR
+regions), `merge_spans` and then `merge_relations`. Transcriptions: `merge_ocr_text`.
 """
 
 from atlas_labeling.quality.consensus._regions import (
     Box,
     MergedBox,
+    MergedRelation,
     MergedSpan,
+    Relation,
     Span,
     box_iou,
     merge_boxes,
+    merge_relations,
     merge_spans,
     span_jaccard,
 )
@@ -27,13 +31,16 @@ from atlas_labeling.quality.consensus._votes import (
     dawid_skene,
     fit_dawid_skene,
     majority_vote,
+    multilabel_vote,
 )
 
 __all__ = [
     "Box",
     "DawidSkeneResult",
     "MergedBox",
+    "MergedRelation",
     "MergedSpan",
+    "Relation",
     "Span",
     "box_iou",
     "character_error_rate",
@@ -44,7 +51,9 @@ __all__ = [
     "majority_vote",
     "merge_boxes",
     "merge_ocr_text",
+    "merge_relations",
     "merge_spans",
+    "multilabel_vote",
     "normalize_text",
     "span_jaccard",
 ]

@@ -77,6 +77,29 @@ class MergedSpan:
     agreement: float
 
 
+@dataclass(frozen=True)
+class Relation:
+    """A typed, directed relation between two of an annotator's spans."""
+
+    head: Span
+    tail: Span
+    label: str
+
+
+@dataclass(frozen=True)
+class MergedRelation:
+    """A relation between two merged spans (indices into `merge_spans`' result).
+
+    `annotators` are those who drew it, sorted; `support` is their number.
+    """
+
+    head: int
+    tail: int
+    label: str
+    support: int
+    annotators: tuple[str, ...]
+
+
 def box_iou(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
     """len(a) x len(b) matrix of intersection over union."""
     ax = np.array([[r.x, r.y, r.x + r.width, r.y + r.height] for r in a], dtype=float)
@@ -237,3 +260,37 @@ def _merge_members(
     corners = np.array([[b.x, b.y, b.x + b.width, b.y + b.height] for b in ordered])
     x0, y0, x1, y1 = corners.mean(axis=0)
     return Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0), label=label, text=text)
+
+
+def merge_relations(
+    merged_spans: Sequence[MergedSpan],
+    relations_by_annotator: Mapping[str, Sequence[Relation]],
+    quorum: int,
+) -> list[MergedRelation]:
+    """Relations agreed on by at least `quorum` annotators, between merged spans.
+
+    Each annotator's relation is mapped to the merged spans that hold its head and tail
+    among their members (from that same annotator); a relation whose head or tail did not
+    survive span merging is dropped. An annotator counts once per (head, tail, label).
+
+    Returns:
+        Merged relations sorted by (head, tail, label).
+    """
+    if quorum < 1:
+        raise ValueError(f"quorum must be >= 1, got {quorum}")
+    where = {
+        (annotator, span): index
+        for index, merged in enumerate(merged_spans)
+        for annotator, span in merged.members
+    }
+    votes: dict[tuple[int, int, str], set[str]] = {}
+    for annotator, relations in relations_by_annotator.items():
+        for rel in relations:
+            head, tail = where.get((annotator, rel.head)), where.get((annotator, rel.tail))
+            if head is not None and tail is not None:
+                votes.setdefault((head, tail, rel.label), set()).add(annotator)
+    return [
+        MergedRelation(head, tail, label, len(names), tuple(sorted(names)))
+        for (head, tail, label), names in sorted(votes.items())
+        if len(names) >= quorum
+    ]

@@ -6,7 +6,7 @@ does not depend on the order in which annotations were read from storage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,38 @@ def majority_vote(
             continue
         label = min(tally, key=lambda lab: (-tally[lab], lab))
         out[item] = (label, tally[label] / total)
+    return out
+
+
+def multilabel_vote(
+    labels_by_item: Mapping[str, Sequence[tuple[str, Collection[str]]]],
+    threshold: float = 0.5,
+) -> dict[str, tuple[frozenset[str], dict[str, float]]]:
+    """Consensus for multi-label classification: a label is kept when more than `threshold`
+    of the item's annotators chose it (default: a strict majority).
+
+    Args:
+        labels_by_item: item -> [(annotator, the set of labels they chose)]; an annotator's
+            last answer counts. An empty set is a valid answer ("none apply").
+        threshold: the share of annotators a label must exceed, in [0, 1).
+
+    Returns:
+        item -> (kept labels, share of annotators per label chosen by anyone). Items without
+        answers are left out.
+    """
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    out: dict[str, tuple[frozenset[str], dict[str, float]]] = {}
+    for item, answers in labels_by_item.items():
+        latest = {annotator: frozenset(chosen) for annotator, chosen in answers}
+        if not latest:
+            continue
+        tally: dict[str, int] = {}
+        for chosen in latest.values():
+            for label in chosen:
+                tally[label] = tally.get(label, 0) + 1
+        share = {label: tally[label] / len(latest) for label in sorted(tally)}
+        out[item] = (frozenset(lab for lab, v in share.items() if v > threshold), share)
     return out
 
 
