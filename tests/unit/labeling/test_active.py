@@ -93,3 +93,8 @@ def test_k_center_duplicates_and_limits() -> None:
         k_center(points, 1, already_selected=[3])
     with pytest.raises(ValueError, match="finite"):
         k_center(np.array([[np.nan]]), 1)
+
+
+def test_order_rejects_an_unknown_strategy_even_without_predictions() -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        order({"a": None}, "random")  # type: ignore[arg-type]

@@ -25,18 +25,27 @@ def uncertainty(probs: np.ndarray, strategy: Strategy) -> float:
         ValueError: not a probability vector over 2+ classes (sum within 1e-3 of 1).
     """
     p = np.asarray(probs, dtype=float)
-    if p.ndim != 1 or p.size < 2:
-        raise ValueError(f"probabilities must be a 1-D vector over 2+ classes, got {p.shape}")
-    if not np.isfinite(p).all() or (p < 0).any() or abs(p.sum() - 1.0) > 1e-3:
+    if p.ndim != 1:
+        raise ValueError(f"probabilities must be a 1-D vector, got shape {p.shape}")
+    return float(uncertainties(p[None, :], strategy)[0])
+
+
+def uncertainties(probs: np.ndarray, strategy: Strategy) -> np.ndarray:
+    """`uncertainty` of each row of an items x classes matrix."""
+    p = np.asarray(probs, dtype=float)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probabilities must be over 2+ classes, got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any() or (np.abs(p.sum(axis=1) - 1.0) > 1e-3).any():
         raise ValueError("probabilities must be >= 0 and sum to 1")
     if strategy == "least_confidence":
-        return float(1.0 - p.max())
+        return 1.0 - p.max(axis=1)
     if strategy == "margin":
-        top2 = np.partition(p, -2)[-2:]
-        return float(1.0 - (top2[1] - top2[0]))
+        top2 = np.partition(p, -2, axis=1)[:, -2:]
+        return 1.0 - (top2[:, 1] - top2[:, 0])
     if strategy == "entropy":
-        nz = p[p > 0]
-        return float(-(nz * np.log(nz)).sum() / math.log(p.size))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p > 0, p * np.log(p), 0.0)
+        return -terms.sum(axis=1) / math.log(p.shape[1])
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -55,19 +64,26 @@ def order(
     however many predictions exist. When one kind runs out the other follows in its order.
 
     Raises:
-        ValueError: unscored_every < 2, or a probability vector is invalid.
+        ValueError: unscored_every < 2, unknown strategy, or an invalid probability vector.
     """
     if unscored_every < 2:
         raise ValueError(f"unscored_every must be >= 2, got {unscored_every}")
-    scored: list[tuple[float, int, str]] = []
-    unscored: list[str] = []
-    for pos, (item, probs) in enumerate(items_probs.items()):
-        if probs is None:
-            unscored.append(item)
-        else:
-            scored.append((-uncertainty(probs, strategy), pos, item))
-    scored.sort()
-    ranked = [item for _, _, item in scored]
+    if strategy not in ("least_confidence", "margin", "entropy"):
+        raise ValueError(f"unknown strategy {strategy!r}")
+    unscored = [item for item, probs in items_probs.items() if probs is None]
+    scored = [
+        (item, np.asarray(p, dtype=float)) for item, p in items_probs.items() if p is not None
+    ]
+    # one vectorised pass per vector length (a project's items normally share one)
+    values = np.empty(len(scored))
+    by_length: dict[tuple[int, ...], list[int]] = {}
+    for pos, (_, p) in enumerate(scored):
+        by_length.setdefault(p.shape, []).append(pos)
+    for shape, positions in by_length.items():
+        if len(shape) != 1:
+            raise ValueError(f"probabilities must be 1-D vectors, got shape {shape}")
+        values[positions] = uncertainties(np.stack([scored[i][1] for i in positions]), strategy)
+    ranked = [scored[i][0] for i in np.argsort(-values, kind="stable")]
     out: list[str] = []
     i = j = 0
     while i < len(ranked) and j < len(unscored):

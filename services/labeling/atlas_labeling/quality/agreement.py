@@ -76,7 +76,9 @@ def krippendorff_alpha(reliability: np.ndarray, level: Level = "nominal") -> flo
     Values are numbers: category codes for "nominal", ranks for "ordinal", quantities for
     "interval" and "ratio". Units with fewer than two values are not pairable and are left
     out, as Krippendorff (2011) prescribes. NaN when fewer than two pairable values remain
-    or there is no expected disagreement (one value throughout).
+    or there is no expected disagreement (one value throughout). Memory grows with the
+    square of the number of distinct values (the coincidence matrix): fine for ratings and
+    categories, not for thousands of distinct measurements.
 
     Raises:
         ValueError: not 2-D, or an unknown level.

@@ -32,9 +32,8 @@ def cluster_across_annotators(
     annotators: dict[int, set[str]] = {i: {owners[i]} for i in range(n)}
     rows, cols = np.triu_indices(n, k=1)
     sims = similarity[rows, cols]
-    keep = (sims >= threshold) & np.array(
-        [owners[r] != owners[c] for r, c in zip(rows, cols)], dtype=bool
-    )
+    _, owner_ids = np.unique(np.asarray(owners, dtype=object), return_inverse=True)
+    keep = (sims >= threshold) & (owner_ids[rows] != owner_ids[cols])
     rows, cols, sims = rows[keep], cols[keep], sims[keep]
     for p in np.lexsort((cols, rows, -sims)):
         a, b = cluster_of[rows[p]], cluster_of[cols[p]]

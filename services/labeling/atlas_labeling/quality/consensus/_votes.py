@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 # Added to every confusion-matrix cell and class count in the M-step. Without it one
 # annotator who never used a label gets log(0) for it and a single answer can veto a class.
@@ -173,6 +174,12 @@ def fit_dawid_skene(
     an = np.fromiter((ann_ix[a] for _, a in latest), dtype=np.int64, count=len(latest))
     lab = np.fromiter((cls_ix[v] for v in latest.values()), dtype=np.int64, count=len(latest))
     n_items, n_ann, n_cls = len(items), len(annotators), len(class_list)
+    # cells_by_item[i, j * K + l] = 1 when annotator j answered l on item i: every EM step
+    # is then one sparse product over the answers
+    cells_by_item = sparse.csr_matrix(
+        (np.ones(len(it)), (it, an * n_cls + lab)), shape=(n_items, n_ann * n_cls)
+    )
+    cells_by_item_t = cells_by_item.T.tocsr()
 
     posteriors = np.zeros((n_items, n_cls))
     np.add.at(posteriors, (it, lab), 1.0)
@@ -184,13 +191,13 @@ def fit_dawid_skene(
     iterations = 0
     while iterations < max_iter:
         iterations += 1
-        priors, confusion = _m_step(posteriors, it, an, lab, n_ann, n_cls)
-        posteriors, log_likelihood = _e_step(priors, confusion, it, an, lab, n_items)
+        priors, confusion = _m_step(posteriors, cells_by_item_t, n_ann, n_cls)
+        posteriors, log_likelihood = _e_step(priors, confusion, cells_by_item)
         if (log_likelihood - previous) / len(lab) < tol:
             converged = True
             break
         previous = log_likelihood
-    priors, confusion = _m_step(posteriors, it, an, lab, n_ann, n_cls)
+    priors, confusion = _m_step(posteriors, cells_by_item_t, n_ann, n_cls)
     return DawidSkeneResult(
         items=items,
         classes=tuple(class_list),
@@ -241,38 +248,24 @@ def consensus_by_count(
 
 
 def _m_step(
-    posteriors: np.ndarray,
-    it: np.ndarray,
-    an: np.ndarray,
-    lab: np.ndarray,
-    n_ann: int,
-    n_cls: int,
+    posteriors: np.ndarray, cells_by_item_t: sparse.csr_matrix, n_ann: int, n_cls: int
 ) -> tuple[np.ndarray, np.ndarray]:
     priors = posteriors.sum(axis=0) + _SMOOTHING
     priors /= priors.sum()
-    # confusion[j, k, l] = sum over j's answers l of P(item's true class = k)
-    flat = an * n_cls + lab
-    counts = np.empty((n_cls, n_ann * n_cls))
-    for k in range(n_cls):
-        counts[k] = np.bincount(flat, weights=posteriors[it, k], minlength=n_ann * n_cls)
-    confusion = counts.reshape(n_cls, n_ann, n_cls).transpose(1, 0, 2) + _SMOOTHING
+    # counts[j * K + l, k] = sum over j's answers l of P(item's true class = k)
+    counts = np.asarray(cells_by_item_t @ posteriors)
+    confusion = counts.reshape(n_ann, n_cls, n_cls).transpose(0, 2, 1) + _SMOOTHING
     confusion /= confusion.sum(axis=2, keepdims=True)
     return priors, confusion
 
 
 def _e_step(
-    priors: np.ndarray,
-    confusion: np.ndarray,
-    it: np.ndarray,
-    an: np.ndarray,
-    lab: np.ndarray,
-    n_items: int,
+    priors: np.ndarray, confusion: np.ndarray, cells_by_item: sparse.csr_matrix
 ) -> tuple[np.ndarray, float]:
     n_cls = priors.shape[0]
-    log_conf = np.log(confusion)  # (annotators, true, given)
-    contrib = log_conf[an, :, lab]  # (answers, true class)
-    log_post = np.tile(np.log(priors), (n_items, 1))
-    for k in range(n_cls):
-        log_post[:, k] += np.bincount(it, weights=contrib[:, k], minlength=n_items)
-    norm = np.logaddexp.reduce(log_post, axis=1)
+    # rows (annotator j, given l), columns true class k: log P(j answers l | k)
+    log_conf = np.log(confusion).transpose(0, 2, 1).reshape(-1, n_cls)
+    log_post = np.log(priors)[None, :] + np.asarray(cells_by_item @ log_conf)
+    top = log_post.max(axis=1, keepdims=True)
+    norm = top[:, 0] + np.log(np.exp(log_post - top).sum(axis=1))
     return np.exp(log_post - norm[:, None]), float(norm.sum())
