@@ -18,7 +18,8 @@
     item labeled by 3 distinct annotators drawn at random. Accuracy against the truth of
     `majority_vote` and `dawid_skene`; the same without the adversary in the detail.
 
-Each figure is the median over seeds. Writes bench/results/labeling_quality.json with keys
+Each figure is the median over seeds. Writes bench/results/labeling_quality.json (and a dated
+copy, see _results.py) with keys
 error_detection_{precision,recall,f1}_{5,10,20}pct, cleanlab_f1_{5,10,20}pct,
 baseline_f1_{5,10,20}pct, the same with _classcond_10pct, dawid_skene_accuracy,
 majority_accuracy, plus date, commit, machine and the per-seed detail.
@@ -29,11 +30,6 @@ above majority.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -44,8 +40,9 @@ import numpy as np
 
 from atlas_labeling.quality.errors import FilterBy
 
-RESULTS = Path(__file__).parent / "results" / "labeling_quality.json"
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
+
 FILTERS: tuple[FilterBy, ...] = (
     "prune_by_noise_rate",
     "prune_by_class",
@@ -190,29 +187,15 @@ def _suffix(kind: str, rate: float) -> str:
     return pct if kind == "uniform" else f"{kind}_{pct}"
 
 
-def _machine() -> dict[str, Any]:
+def _library_versions() -> dict[str, str]:
     import cleanlab
     import sklearn
 
     return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
         "numpy": np.__version__,
         "scikit_learn": sklearn.__version__,
         "cleanlab": cleanlab.__version__,
     }
-
-
-def _commit() -> str:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip()
-
-    head = git("rev-parse", "HEAD")
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main() -> int:
@@ -288,9 +271,7 @@ def main() -> int:
     out = {
         **result,
         "targets_met": targets,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(),
-        "machine": _machine(),
+        "libraries": _library_versions(),
         "detail": {
             **detail,
             "quick": args.quick,
@@ -299,9 +280,8 @@ def main() -> int:
             "total_s": time.monotonic() - t_start,
         },
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS} ({time.monotonic() - t_start:.0f}s)")
+    written = write_results("labeling_quality", out, quick=args.quick)
+    print(f"wrote {written} ({time.monotonic() - t_start:.0f}s)")
     return 0
 
 
