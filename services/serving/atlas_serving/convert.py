@@ -5,9 +5,9 @@ from __future__ import annotations
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import AtlasError
-from atlas_serving.artifact_batch import ArtifactAnswer
-from atlas_serving.dataplane import Answer
-from atlas_serving.inference import RowResult
+from atlas_serving.dataplane.artifact_batch import ArtifactAnswer
+from atlas_serving.dataplane.inference import RowResult
+from atlas_serving.dataplane.predict import Answer
 
 
 def prediction(result: RowResult) -> pb.Prediction:

@@ -9,38 +9,27 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 
 from atlas.serving.v1 import serving_service_pb2 as pb
-from atlas_core.clients.data import DataClient
-from atlas_core.db import (
-    IdempotencyStore,
-    apply_migrations,
-    check_connection,
-    create_engine_from_settings,
-)
-from atlas_core.jobs import JOBS_MIGRATIONS, JobRunner, JobState
-from atlas_core.storage import ArtifactStore, open_artifact_store
-from atlas_serving.alerts import AlertStore
-from atlas_serving.bundle_access import BundleLoader, default_loader
-from atlas_serving.capture import CaptureWriter
+from atlas_core.jobs import JobRunner, JobState
+from atlas_serving.bundle_access import BundleLoader
 from atlas_serving.config import ServingSettings
-from atlas_serving.control import Control
-from atlas_serving.dataplane import DataPlane
-from atlas_serving.endpoints import EndpointStore
+from atlas_serving.control.operations import Control
+from atlas_serving.control.rollout import Driver
+from atlas_serving.dataplane.capture import CaptureWriter
+from atlas_serving.dataplane.lookup import FeatureFetcher
+from atlas_serving.dataplane.models import ModelCache, settle_heap
+from atlas_serving.dataplane.predict import DataPlane
+from atlas_serving.dataplane.replica import Replica
 from atlas_serving.jobs import KIND_MONITOR, job_handlers
-from atlas_serving.lookup import FeatureFetcher
-from atlas_serving.metrics import ServingMetrics
-from atlas_serving.models import ModelCache, settle_heap
-from atlas_serving.registry import Registry
-from atlas_serving.replica import Replica, read_stats
-from atlas_serving.rollout import DeploymentStore, Driver
-from atlas_serving.schedule import submit_due
-from atlas_serving.stats import merge, percentile_ms
-from atlas_serving.tables import MIGRATIONS, alerts, idempotency
+from atlas_serving.monitoring.metrics import ServingMetrics
+from atlas_serving.monitoring.schedule import submit_due
+from atlas_serving.monitoring.stats import merge, percentile_ms, read_stats
+from atlas_serving.runtime import ServingRuntime, open_runtime
+from atlas_serving.tables import alerts
 
 log = logging.getLogger("atlas.serving")
 
@@ -53,50 +42,52 @@ class VariantWindow:
 
 
 class ServingService:
-    def __init__(
-        self,
-        settings: ServingSettings,
-        engine: Engine,
-        store: ArtifactStore,
-        loader: BundleLoader,
-        data_client: DataClient | None,
-    ) -> None:
+    def __init__(self, runtime: ServingRuntime) -> None:
+        self.rt = runtime
+        settings = runtime.settings
         self.settings = settings
-        self.engine = engine
-        self.store = store
-        self.data_client = data_client
+        self.engine = runtime.engine
+        self.store = runtime.artifacts
+        self.data_client = runtime.data_client
+        self.registry = runtime.registry
+        self.endpoints = runtime.endpoints
+        self.deployments = runtime.deployments
+        self.alerts = runtime.alerts
+        self.idem = runtime.idempotency
         self.metrics = ServingMetrics()
-        self.registry = Registry(engine, store, loader)
-        self.endpoints = EndpointStore(engine)
-        self.deployments = DeploymentStore(engine)
-        self.alerts = AlertStore(engine)
-        self.idem = IdempotencyStore(engine, idempotency)
         rt = settings.runtime
         self.models = ModelCache(
-            store,
-            loader,
+            runtime.artifacts,
+            runtime.loader,
             budget_bytes=settings.capacity.memory_budget_bytes,
             on_cold_start=self._cold_start,
         )
-        self.capture = CaptureWriter(engine, store, rt.capture_prefix, rt.replica_id)
+        self.capture = CaptureWriter(self.engine, self.store, rt.capture_prefix, rt.replica_id)
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")
-        self.plane = DataPlane(self.models, FeatureFetcher(data_client), self.capture, self.metrics)
+        self.plane = DataPlane(
+            self.models, FeatureFetcher(self.data_client), self.capture, self.metrics
+        )
         self.replica = Replica(
-            settings, engine, self.endpoints, self.registry, self.plane, self.executor
+            settings, self.engine, self.endpoints, self.registry, self.plane, self.executor
         )
         self.control = Control(
-            self.registry, self.endpoints, self.deployments, self.models, data_client, self.idem
+            self.registry,
+            self.endpoints,
+            self.deployments,
+            self.models,
+            self.data_client,
+            self.idem,
         )
         self.driver = Driver(
             self.deployments,
             self.endpoints,
-            engine,
+            self.engine,
             rt.replica_id,
             rt.rollout_tick_seconds,
             self._alert,
         )
         self.jobs = JobRunner(
-            engine,
+            self.engine,
             job_handlers(settings),
             max_concurrent=settings.jobs.max_concurrent,
             runner_id=settings.jobs.runner_id,
@@ -109,18 +100,12 @@ class ServingService:
     def open(
         cls, settings: ServingSettings, *, loader: BundleLoader | None = None, migrate: bool = True
     ) -> ServingService:
-        """Connect to the DB (migrating it), the object store and the data service.
+        """Open the runtime (DB, object store, data service) and wire the service over it.
 
         Raises Unavailable / Unauthenticated / ConfigError saying what to fix."""
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        engine = create_engine_from_settings(settings.database)
-        check_connection(engine)
-        if migrate:
-            apply_migrations(engine, MIGRATIONS, JOBS_MIGRATIONS)
-        store = open_artifact_store(settings.s3)
-        store.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
-        client = DataClient(settings.data, timeout=5.0) if settings.data else None
-        return cls(settings, engine, store, loader or default_loader, client)
+        runtime = open_runtime(settings, loader=loader, migrate=migrate)
+        runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
+        return cls(runtime)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -143,9 +128,7 @@ class ServingService:
         await self.replica.stop()
         await asyncio.to_thread(self.jobs.stop)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        if self.data_client is not None:
-            self.data_client.close()
-        self.engine.dispose()
+        self.rt.close()
 
     def _cold_start(self, key: tuple[str, int], seconds: float) -> None:
         self.metrics.cold_starts.labels(key[0], str(key[1])).inc()

@@ -1,5 +1,6 @@
-"""gRPC servicer of atlas.serving.v1.ServingService: translation only (errors become statuses
-in the shared interceptor)."""
+"""gRPC front end of atlas.serving.v1.ServingService: translation only (see convert.py and
+service.py). Domain errors become statuses in the handler wrapper the shared server factory
+applies when the handlers are registered (atlas_core.rpc.wrapping)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ from atlas_core.proto_convert import (
 )
 from atlas_core.rpc import ServiceDef
 from atlas_serving import convert
-from atlas_serving.alerts import list_capture_files
-from atlas_serving.artifact_batch import predict_artifact
+from atlas_serving.control.rollout import TERMINAL, events_of
+from atlas_serving.dataplane.artifact_batch import predict_artifact
 from atlas_serving.jobs import KIND_MONITOR
+from atlas_serving.monitoring.alerts import list_capture_files
 from atlas_serving.records import now
-from atlas_serving.rollout import TERMINAL, events_of
 from atlas_serving.service import ServingService, summarize
 
 th = asyncio.to_thread

@@ -10,7 +10,7 @@ from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.config import DatabaseSettings
 from atlas_core.db import apply_migrations, create_engine_from_settings
 from atlas_core.errors import NotFound
-from atlas_serving.rollout import DeploymentStore, new_deployment
+from atlas_serving.control.rollout import DeploymentStore, new_deployment
 from atlas_serving.tables import MIGRATIONS
 
 S = pb.DeploymentState

@@ -8,7 +8,7 @@ from google.protobuf import duration_pb2
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
-from atlas_serving.rollout_plan import plan_for, split
+from atlas_serving.control.rollout_plan import plan_for, split
 
 
 def _d(seconds: float) -> duration_pb2.Duration:

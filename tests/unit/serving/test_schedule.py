@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from atlas_core.jobs import JobRecord, JobState
-from atlas_serving.schedule import next_run
+from atlas_serving.monitoring.schedule import next_run
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -14,7 +14,7 @@ from atlas_core.errors import (
     InvalidArgument,
     NotFound,
 )
-from atlas_serving.endpoints import (
+from atlas_serving.control.endpoints import (
     EndpointStore,
     resolve_variants,
     validate_capacity,
@@ -22,11 +22,11 @@ from atlas_serving.endpoints import (
     validate_spec,
     validate_variants,
 )
-from atlas_serving.lookup import check_lookup_schema
-from atlas_serving.models import ModelCache
-from atlas_serving.registry import Registry
-from atlas_serving.rollout import DeploymentStore, new_deployment
-from atlas_serving.rollout_plan import plan_for
+from atlas_serving.control.registry import Registry
+from atlas_serving.control.rollout import DeploymentStore, new_deployment
+from atlas_serving.control.rollout_plan import plan_for
+from atlas_serving.dataplane.lookup import check_lookup_schema
+from atlas_serving.dataplane.models import ModelCache
 
 
 class Control:

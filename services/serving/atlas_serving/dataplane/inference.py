@@ -19,7 +19,7 @@ import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.ml import MatrixScorer
-from atlas_serving.forest import Forest
+from atlas_serving.dataplane.forest import Forest
 
 log = logging.getLogger("atlas.serving.inference")
 

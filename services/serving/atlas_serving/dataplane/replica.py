@@ -4,24 +4,23 @@ changed), preload warm variants, unload idle models, publish statistics, flush c
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
-from atlas_serving.capture import DEFAULT_FLUSH_ROWS, DEFAULT_FLUSH_SECONDS
 from atlas_serving.config import ServingSettings
-from atlas_serving.dataplane import DataPlane
-from atlas_serving.endpoints import EndpointStore
-from atlas_serving.live import EndpointRuntime, admission_for, build_variant
-from atlas_serving.models import ModelKey
-from atlas_serving.registry import Registry
-from atlas_serving.stats import WindowStats
+from atlas_serving.control.endpoints import EndpointStore
+from atlas_serving.control.registry import Registry
+from atlas_serving.dataplane.capture import DEFAULT_FLUSH_ROWS, DEFAULT_FLUSH_SECONDS
+from atlas_serving.dataplane.live import EndpointRuntime, admission_for, build_variant
+from atlas_serving.dataplane.models import ModelKey
+from atlas_serving.dataplane.predict import DataPlane
+from atlas_serving.monitoring.stats import WindowStats
 from atlas_serving.tables import variant_stats
 
 log = logging.getLogger("atlas.serving.replica")
@@ -245,20 +244,3 @@ def _batch_seen(rows: int, stats: WindowStats, histogram: object) -> None:
     histogram.observe(rows)  # type: ignore[attr-defined]
     stats.count("batches")
     stats.count("batch_rows", rows)
-
-
-def read_stats(
-    engine: Engine, endpoint: str, max_age_s: float = 30.0
-) -> dict[str, list[dict[str, object]]]:
-    """variant -> exports of every replica that published recently."""
-    fresh = int((time.time() - max_age_s) * 1e6)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(variant_stats.c.variant, variant_stats.c.buckets).where(
-                (variant_stats.c.endpoint_name == endpoint) & (variant_stats.c.updated_us >= fresh)
-            )
-        ).all()
-    out: dict[str, list[dict[str, object]]] = {}
-    for variant, raw in rows:
-        out.setdefault(variant, []).append(json.loads(raw))
-    return out

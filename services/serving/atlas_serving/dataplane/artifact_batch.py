@@ -15,8 +15,8 @@ from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
 from atlas_core.storage import ArtifactRef, ArtifactStore
 from atlas_serving.bundle_access import artifact_from_pb
-from atlas_serving.dataplane import MAX_ROWS, Answer, DataPlane
-from atlas_serving.inference import RowResult
+from atlas_serving.dataplane.inference import RowResult
+from atlas_serving.dataplane.predict import MAX_ROWS, Answer, DataPlane
 
 MAX_ARTIFACT_ROWS = 2_000_000
 CHUNK_ROWS = 4096

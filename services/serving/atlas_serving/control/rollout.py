@@ -19,11 +19,10 @@ from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
 from atlas_core.errors import InvalidArgument, NotFound
 from atlas_core.proto_convert import dt_to_ts, us_to_ts
-from atlas_serving.endpoints import EndpointStore
+from atlas_serving.control.endpoints import EndpointStore
+from atlas_serving.control.rollout_plan import Plan, plan_for, split
+from atlas_serving.monitoring.stats import merge, percentile_ms, read_stats
 from atlas_serving.records import from_json, now, now_us, to_json
-from atlas_serving.replica import read_stats
-from atlas_serving.rollout_plan import Plan, plan_for, split
-from atlas_serving.stats import merge, percentile_ms
 from atlas_serving.tables import deployments
 
 log = logging.getLogger("atlas.serving.rollout")

@@ -14,13 +14,13 @@ from typing import Any
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import AtlasError, InvalidArgument, NotFound
-from atlas_serving.capture import CaptureWriter
-from atlas_serving.inference import RowResult, ServableModel, check_row_names
-from atlas_serving.live import EndpointRuntime, VariantRuntime
-from atlas_serving.lookup import FeatureFetcher
-from atlas_serving.metrics import ServingMetrics
-from atlas_serving.models import ModelCache
-from atlas_serving.schema_map import value_to_python, values_to_python
+from atlas_serving.control.schema_map import value_to_python, values_to_python
+from atlas_serving.dataplane.capture import CaptureWriter
+from atlas_serving.dataplane.inference import RowResult, ServableModel, check_row_names
+from atlas_serving.dataplane.live import EndpointRuntime, VariantRuntime
+from atlas_serving.dataplane.lookup import FeatureFetcher
+from atlas_serving.dataplane.models import ModelCache
+from atlas_serving.monitoring.metrics import ServingMetrics
 
 log = logging.getLogger("atlas.serving.predict")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.storage import ArtifactStore
 from atlas_serving.bundle_access import BundleLoader, artifact_from_pb
-from atlas_serving.inference import ServableModel
+from atlas_serving.dataplane.inference import ServableModel
 
 log = logging.getLogger("atlas.serving.models")
 

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from atlas_serving.inference import RowResult, ServableModel
+from atlas_serving.dataplane.inference import RowResult, ServableModel
 
 INLINE_MAX_ROWS = 64
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from atlas_serving.batching import Batcher
 from atlas_serving.config import CapacityDefaults
-from atlas_serving.stats import WindowStats
+from atlas_serving.dataplane.batching import Batcher
+from atlas_serving.monitoring.stats import WindowStats
 
 
 class Admission:

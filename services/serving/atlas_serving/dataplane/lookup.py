@@ -14,7 +14,7 @@ from atlas.data.v1 import data_service_pb2 as data_pb
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.clients.data import DataClient, Features
 from atlas_core.errors import AtlasError, FailedPrecondition, NotFound, Unavailable
-from atlas_serving.schema_map import FEATURE_TYPE_NAMES
+from atlas_serving.control.schema_map import FEATURE_TYPE_NAMES
 
 DEFAULT_TIMEOUT_S = 0.05
 

@@ -14,8 +14,8 @@ from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
 from atlas_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from atlas_core.proto_convert import dt_to_ts
+from atlas_serving.control.registry import Registry, check_name
 from atlas_serving.records import from_json, now, to_json
-from atlas_serving.registry import Registry, check_name
 from atlas_serving.tables import endpoints
 
 STATE_NAMES = {v: k for k, v in pb.EndpointState.items()}

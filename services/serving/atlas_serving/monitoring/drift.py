@@ -12,13 +12,11 @@ from google.protobuf import json_format
 
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
-from atlas_core.db import create_engine_from_settings
 from atlas_core.jobs import JobContext
 from atlas_core.proto_convert import ts_to_us, us_to_ts
-from atlas_core.storage import open_artifact_store
-from atlas_serving.alerts import AlertStore, list_capture_files
 from atlas_serving.bundle_access import artifact_from_pb
 from atlas_serving.config import ServingSettings
+from atlas_serving.monitoring.alerts import AlertStore, list_capture_files
 from atlas_serving.records import now_us
 
 DEFAULT_PSI = 0.2
@@ -30,10 +28,11 @@ def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any])
 
     from atlas_core.bundles import read_manifest
     from atlas_core.bundles.drift import drift_report
+    from atlas_serving.runtime import open_runtime  # the job subprocess opens its own
 
     spec = json_format.ParseDict(raw["spec"], pb.MonitoringSpec())
-    engine = create_engine_from_settings(settings.database)
-    store = open_artifact_store(settings.s3)
+    rt = open_runtime(settings, migrate=False, connect_data=False)
+    engine, store = rt.engine, rt.artifacts
     try:
         endpoint = spec.endpoint.endpoint_name
         start = ts_to_us(spec.start_time) if spec.HasField("start_time") else None
@@ -92,14 +91,14 @@ def run_monitor(settings: ServingSettings, ctx: JobContext, raw: dict[str, Any])
                     )
                 )
         report.drift_detected = any(f.drifted for f in report.features) or report.prediction.drifted
-        _raise_alerts(AlertStore(engine), spec, report, psi_t, ctx.job_id)
+        _raise_alerts(rt.alerts, spec, report, psi_t, ctx.job_id)
         ctx.report(1.0, "done")
         return {
             "report": json_format.MessageToDict(report, preserving_proto_field_name=True),
             "window_end_us": window_end_us,
         }
     finally:
-        engine.dispose()
+        rt.close()
 
 
 def _finite(value: float | None, default: float = 0.0) -> float:

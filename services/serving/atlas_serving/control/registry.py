@@ -16,8 +16,8 @@ from atlas_core.errors import Aborted, FailedPrecondition, InvalidArgument, NotF
 from atlas_core.proto_convert import dt_to_ts
 from atlas_core.storage import ArtifactStore
 from atlas_serving.bundle_access import BundleLoader, artifact_from_pb
+from atlas_serving.control.schema_map import lineage_from_manifest, table_schema
 from atlas_serving.records import from_json, now, to_json
-from atlas_serving.schema_map import lineage_from_manifest, table_schema
 from atlas_serving.tables import aliases, model_versions, models
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,127}$")
