@@ -1,5 +1,6 @@
 """Everything the serving service runs on, built from settings in one place: used by the
-server process and by monitoring job subprocesses alike."""
+server process and by monitoring job subprocesses alike. Stored records are encoded by the
+codecs of convert.py (canonical proto JSON), handed to the stores here."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from atlas_serving.config import ServingSettings
 from atlas_serving.control.endpoints import EndpointStore
 from atlas_serving.control.registry import Registry
 from atlas_serving.control.rollout import DeploymentStore
+from atlas_serving.convert import CODECS
 from atlas_serving.monitoring.alerts import AlertStore
+from atlas_serving.records import Codecs
 from atlas_serving.tables import MIGRATIONS, idempotency
 
 
@@ -39,6 +42,7 @@ class ServingRuntime:
     deployments: DeploymentStore
     alerts: AlertStore
     idempotency: IdempotencyStore
+    codecs: Codecs
 
     def close(self) -> None:
         if self.data_client is not None:
@@ -76,9 +80,10 @@ def open_runtime(
         artifacts=artifacts,
         loader=loader,
         data_client=client,
-        registry=Registry(engine, artifacts, loader),
-        endpoints=EndpointStore(engine),
-        deployments=DeploymentStore(engine),
-        alerts=AlertStore(engine),
+        registry=Registry(engine, artifacts, loader, CODECS.model_version),
+        endpoints=EndpointStore(engine, CODECS.endpoint_spec),
+        deployments=DeploymentStore(engine, CODECS.deployment),
+        alerts=AlertStore(engine, CODECS.alert),
         idempotency=IdempotencyStore(engine, idempotency),
+        codecs=CODECS,
     )

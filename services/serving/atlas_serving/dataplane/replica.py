@@ -11,7 +11,6 @@ from concurrent.futures import Executor
 
 from sqlalchemy import Engine, delete
 
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
 from atlas_serving.config import ServingSettings
 from atlas_serving.control.endpoints import EndpointStore
@@ -20,6 +19,7 @@ from atlas_serving.dataplane.capture import DEFAULT_FLUSH_ROWS, DEFAULT_FLUSH_SE
 from atlas_serving.dataplane.live import EndpointRuntime, admission_for, build_variant
 from atlas_serving.dataplane.models import ModelKey
 from atlas_serving.dataplane.predict import DataPlane
+from atlas_serving.domain import EndpointSpec, ModelVersion
 from atlas_serving.monitoring.stats import WindowStats
 from atlas_serving.tables import variant_stats
 
@@ -44,7 +44,7 @@ class Replica:
         self.plane = plane
         self.executor = executor
         self.stats: dict[tuple[str, str], WindowStats] = {}
-        self._versions: dict[tuple[str, int], pb.ModelVersion] = {}
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.on_tick: list[Callable[[], None]] = []
 
@@ -101,7 +101,7 @@ class Replica:
                 self.plane.metrics.traffic.labels(name, v.name).set(v.spec.weight)
 
     async def _build(
-        self, spec: pb.EndpointSpec, etag: str, old: EndpointRuntime | None
+        self, spec: EndpointSpec, etag: str, old: EndpointRuntime | None
     ) -> EndpointRuntime:
         variants = {}
         for vspec in spec.variants:
@@ -138,7 +138,7 @@ class Replica:
         ep = self.plane.endpoints.get(name)
         return ep.admission.running if ep is not None else 0
 
-    async def _version(self, model: str, number: int) -> pb.ModelVersion:
+    async def _version(self, model: str, number: int) -> ModelVersion:
         key = (model, number)
         if key not in self._versions:
             self._versions[key] = await asyncio.to_thread(self.registry.get, model, number)
@@ -157,11 +157,11 @@ class Replica:
         for v in ep.variants.values():
             asyncio.ensure_future(self._preload(v.version))
 
-    async def _preload(self, version: pb.ModelVersion) -> None:
+    async def _preload(self, version: ModelVersion) -> None:
         try:
             await self.plane.models.get(version)
         except Exception:  # noqa: BLE001 - a failed preload retries lazily on first request
-            log.exception("warm preload of %s failed", version.ref.model_name)
+            log.exception("warm preload of %s failed", version.model_name)
 
     # -- housekeeping ----------------------------------------------------------------------
 
@@ -170,16 +170,16 @@ class Replica:
         ttls = []
         for ep in self.plane.endpoints.values():
             for v in ep.variants.values():
-                if (v.version.ref.model_name, v.version.ref.version) != key:
+                if v.key != key:
                     continue
                 ttl = (
-                    v.spec.capacity.idle_ttl
-                    if v.spec.capacity.HasField("idle_ttl")
-                    else ep.spec.capacity.idle_ttl
+                    v.spec.capacity.idle_ttl_s
+                    if v.spec.capacity.idle_ttl_s is not None
+                    else ep.spec.capacity.idle_ttl_s
                 )
-                if not ttl.seconds and not ttl.nanos or ep.spec.capacity.warm:
+                if not ttl or ep.spec.capacity.warm:
                     return None
-                ttls.append(ttl.ToTimedelta().total_seconds())
+                ttls.append(ttl)
         return min(ttls) if ttls else 0.0  # served by nobody: unload
 
     async def housekeeping(self) -> None:
@@ -198,9 +198,7 @@ class Replica:
             c = ep.spec.capture
             limits[name] = (
                 c.flush_rows or DEFAULT_FLUSH_ROWS,
-                c.flush_interval.ToTimedelta().total_seconds()
-                if c.HasField("flush_interval")
-                else DEFAULT_FLUSH_SECONDS,
+                c.flush_interval_s if c.flush_interval_s is not None else DEFAULT_FLUSH_SECONDS,
             )
         return self.plane.capture.flush_due(limits, force)
 
@@ -211,8 +209,7 @@ class Replica:
             model_key = None
             ep = self.plane.endpoints.get(endpoint)
             if ep is not None and variant in ep.variants:
-                v = ep.variants[variant]
-                model_key = (v.version.ref.model_name, v.version.ref.version)
+                model_key = ep.variants[variant].key
             extra = (
                 {}
                 if model_key is None
