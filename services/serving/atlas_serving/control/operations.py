@@ -1,4 +1,5 @@
-"""Endpoint and deployment operations (blocking; the servicer runs them in threads)."""
+"""Endpoint and deployment operations: validation, the deploy-time checks (every bundle loads
+and matches the feature lookup) and idempotent writes. Blocking: callers run them in threads."""
 
 from __future__ import annotations
 
