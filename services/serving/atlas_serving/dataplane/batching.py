@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -155,8 +156,8 @@ class Batcher:
                     else:
                         results = await loop.run_in_executor(
                             self.executor,
-                            lambda f=flat, e=explain, a=all_scores: model.predict(
-                                f, explain=e, all_scores=a
+                            functools.partial(
+                                model.predict, flat, explain=explain, all_scores=all_scores
                             ),
                         )
                 except BaseException as exc:  # noqa: BLE001 - every caller gets it

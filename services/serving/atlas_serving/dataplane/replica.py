@@ -4,6 +4,7 @@ changed), preload warm variants, unload idle models, publish statistics, flush c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -124,8 +125,8 @@ class Replica:
                 self.settings.capacity,
                 self.settings.runtime.inference_threads,
                 stats,
-                others=lambda n=spec.name: self._admitted(n),
-                on_batch=lambda rows, s=stats, m=metrics: _batch_seen(rows, s, m),
+                others=functools.partial(self._admitted, spec.name),
+                on_batch=functools.partial(_batch_seen, stats=stats, histogram=metrics),
             )
         admission = (
             old.admission
