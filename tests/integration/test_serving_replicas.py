@@ -1,6 +1,7 @@
 """Two serving replicas (`python -m atlas_serving` subprocesses sharing one metadata DB and
-the object store); the Python client balances round-robin over them with health checks.
-One replica is killed under load: at most 1% of client requests fail."""
+the object store); the Python client balances round-robin over them with health checks, so
+both serve traffic (each replica's own Prometheus counter says so). One replica is killed
+under load: at most 1% of client requests fail."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from atlas.serving.v1 import serving_service_pb2 as pb
@@ -36,7 +40,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _replica(tmp: Path, s3: S3Settings, i: int, port: int) -> subprocess.Popen[bytes]:
+def _replica(
+    tmp: Path, s3: S3Settings, i: int, port: int, metrics_port: int
+) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(
@@ -47,7 +53,7 @@ def _replica(tmp: Path, s3: S3Settings, i: int, port: int) -> subprocess.Popen[b
             ]
         ),
         ATLAS_SERVING_SERVER__PORT=str(port),
-        ATLAS_SERVING_SERVER__METRICS_PORT="null",
+        ATLAS_SERVING_SERVER__METRICS_PORT=str(metrics_port),
         ATLAS_SERVING_SERVER__LOG_LEVEL="WARNING",
         ATLAS_SERVING_SERVER__AUTH__TOKENS=json.dumps({TOKEN: ["*"]}),
         ATLAS_SERVING_S3__ENDPOINT=s3.endpoint,
@@ -69,16 +75,24 @@ def _replica(tmp: Path, s3: S3Settings, i: int, port: int) -> subprocess.Popen[b
     )
 
 
+@dataclass
+class Replicas:
+    procs: list[subprocess.Popen[bytes]]
+    target: str  # both gRPC addresses, comma-separated (the client balances over them)
+    metrics_ports: list[int]
+
+
 @pytest.fixture
-def replicas(tmp_path: Path, s3_settings: S3Settings) -> Iterator[tuple[list, str]]:
+def replicas(tmp_path: Path, s3_settings: S3Settings) -> Iterator[Replicas]:
     ports = [_free_port(), _free_port()]
+    metrics_ports = [_free_port(), _free_port()]
     # the first replica migrates the DB before the second starts on it
-    procs = [_replica(tmp_path, s3_settings, 0, ports[0])]
+    procs = [_replica(tmp_path, s3_settings, 0, ports[0], metrics_ports[0])]
     try:
         _wait_healthy(f"127.0.0.1:{ports[0]}")
-        procs.append(_replica(tmp_path, s3_settings, 1, ports[1]))
+        procs.append(_replica(tmp_path, s3_settings, 1, ports[1], metrics_ports[1]))
         _wait_healthy(f"127.0.0.1:{ports[1]}")
-        yield procs, ",".join(f"127.0.0.1:{p}" for p in ports)
+        yield Replicas(procs, ",".join(f"127.0.0.1:{p}" for p in ports), metrics_ports)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -110,9 +124,23 @@ def _wait_healthy(address: str, timeout: float = 60) -> None:
     raise AssertionError(f"replica {address} did not become healthy")
 
 
+def _served(metrics_port: int) -> float:
+    """Rows one replica answered OK on endpoint bc, from its own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "atlas_serving_requests_total"
+        and sample.labels.get("endpoint") == "bc"
+        and sample.labels.get("code") == "OK"
+    )
+
+
 @pytest.mark.slow
-def test_replica_killed_under_load(replicas: tuple[list, str], s3_settings: S3Settings) -> None:
-    procs, target = replicas
+def test_replica_killed_under_load(replicas: Replicas, s3_settings: S3Settings) -> None:
+    procs, target = replicas.procs, replicas.target
     client = ServingClient(ClientSettings(target=target, token=SecretStr(TOKEN)), timeout=10)
     try:
         ref = write_model(s3_settings, "models/bc/replicas.tar")
@@ -144,6 +172,10 @@ def test_replica_killed_under_load(replicas: tuple[list, str], s3_settings: S3Se
         for t in threads:
             t.start()
         time.sleep(2.0)
+        # Both replicas served the load, about evenly (round-robin), before one goes away.
+        served = [_served(port) for port in replicas.metrics_ports]
+        assert all(n > 0 for n in served), served
+        assert min(served) / sum(served) >= 0.25, served
         procs[1].kill()  # no graceful shutdown: in-flight requests on it are lost
         time.sleep(3.0)
         stop.set()

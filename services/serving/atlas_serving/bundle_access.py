@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from atlas.common.v1 import common_pb2
 from atlas_core.errors import InvalidArgument
 from atlas_core.storage import ArtifactRef, ArtifactStore
+from atlas_serving.domain import BundleRef
 
 # (store, ref) -> atlas_core.bundles.LoadedBundle; raises DataLoss on checksum failure.
 BundleLoader = Callable[[ArtifactStore, ArtifactRef], Any]
@@ -21,17 +21,19 @@ def default_loader(store: ArtifactStore, ref: ArtifactRef) -> Any:
     return load_bundle(store, ref, verify=True)
 
 
-def artifact_from_pb(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> ArtifactRef:
+def resolve_artifact(store: ArtifactStore, ref: BundleRef) -> ArtifactRef:
+    """The store's artifact a request names; a partial reference (no sha256 or size) is
+    completed from what the store recorded. Raises InvalidArgument, NotFound."""
     if not ref.uri:
         raise InvalidArgument("bundle.uri is required", reason="BUNDLE_REQUIRED")
     key = store.key_for_uri(ref.uri)
     if ref.sha256 and len(ref.sha256) != 64:
         raise InvalidArgument("bundle.sha256 must be 64 hex digits", reason="BAD_BUNDLE_REF")
-    if not ref.sha256 or not ref.size_bytes:  # a partial ref: take what was recorded
+    if not ref.sha256 or not ref.size:  # a partial ref: take what was recorded
         recorded = store.stat(key)
         if ref.sha256 and ref.sha256 != recorded.sha256:
             raise InvalidArgument(
                 f"bundle {key} does not hold sha256 {ref.sha256}", reason="BAD_BUNDLE_REF"
             )
         return recorded
-    return ArtifactRef(uri=store.uri(key), key=key, sha256=ref.sha256, size=ref.size_bytes)
+    return ArtifactRef(uri=store.uri(key), key=key, sha256=ref.sha256, size=ref.size)

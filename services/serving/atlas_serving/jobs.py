@@ -13,7 +13,7 @@ KIND_MONITOR = "monitor"
 
 
 def _run(settings: ServingSettings, ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
-    from atlas_serving.monitoring import run_monitor  # imported in the job subprocess only
+    from atlas_serving.monitoring.drift import run_monitor  # imported in the job subprocess only
 
     return run_monitor(settings, ctx, spec)
 

@@ -1,5 +1,6 @@
-"""The serving service's domain facade (no grpc): registry, endpoints, deployments, the data
-plane and monitoring, wired from settings in one place."""
+"""The serving service's domain facade (no grpc): what every front end (gRPC, CLI, tests)
+uses. It owns the runtime, the data plane of this replica, the rollout drivers and the job
+runner, and runs the replica's background loops (convergence, statistics, schedules)."""
 
 from __future__ import annotations
 
@@ -7,96 +8,95 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 
-from atlas.serving.v1 import serving_service_pb2 as pb
-from atlas_core.clients.data import DataClient
-from atlas_core.db import (
-    IdempotencyStore,
-    apply_migrations,
-    check_connection,
-    create_engine_from_settings,
-)
-from atlas_core.jobs import JOBS_MIGRATIONS, JobRunner, JobState
-from atlas_core.storage import ArtifactStore, open_artifact_store
-from atlas_serving.alerts import AlertStore
-from atlas_serving.bundle_access import BundleLoader, default_loader
-from atlas_serving.capture import CaptureWriter
+from atlas_core.errors import FailedPrecondition, InvalidArgument
+from atlas_core.jobs import JobRecord, JobRunner, JobState
+from atlas_serving.bundle_access import BundleLoader
 from atlas_serving.config import ServingSettings
-from atlas_serving.control import Control
-from atlas_serving.dataplane import DataPlane
-from atlas_serving.endpoints import EndpointStore
+from atlas_serving.control.operations import Control
+from atlas_serving.control.rollout import Driver
+from atlas_serving.dataplane.capture import CaptureWriter
+from atlas_serving.dataplane.lookup import FeatureFetcher
+from atlas_serving.dataplane.models import ModelCache, settle_heap
+from atlas_serving.dataplane.predict import DataPlane
+from atlas_serving.dataplane.replica import Replica
+from atlas_serving.domain import (
+    Alert,
+    CaptureFile,
+    Deployment,
+    DeploymentRequest,
+    ModelVersion,
+    MonitoringSpec,
+    Registration,
+    ShadowComparison,
+    Variant,
+    VariantRole,
+    VariantStats,
+)
 from atlas_serving.jobs import KIND_MONITOR, job_handlers
-from atlas_serving.lookup import FeatureFetcher
-from atlas_serving.metrics import ServingMetrics
-from atlas_serving.models import ModelCache, settle_heap
-from atlas_serving.registry import Registry
-from atlas_serving.replica import Replica, read_stats
-from atlas_serving.rollout import DeploymentStore, Driver
-from atlas_serving.schedule import submit_due
-from atlas_serving.stats import merge, percentile_ms
-from atlas_serving.tables import MIGRATIONS, alerts, idempotency
+from atlas_serving.monitoring.alerts import list_capture_files
+from atlas_serving.monitoring.metrics import ServingMetrics
+from atlas_serving.monitoring.schedule import submit_due
+from atlas_serving.monitoring.stats import merge, percentile_ms, read_stats
+from atlas_serving.runtime import ServingRuntime, open_runtime
+from atlas_serving.tables import alerts
 
 log = logging.getLogger("atlas.serving")
-
-
-@dataclass
-class VariantWindow:
-    variant: pb.Variant
-    totals: dict[str, Any]
-    loaded: int
+MAX_LISTED_JOBS = 1000
 
 
 class ServingService:
-    def __init__(
-        self,
-        settings: ServingSettings,
-        engine: Engine,
-        store: ArtifactStore,
-        loader: BundleLoader,
-        data_client: DataClient | None,
-    ) -> None:
+    def __init__(self, runtime: ServingRuntime) -> None:
+        self.rt = runtime
+        settings = runtime.settings
         self.settings = settings
-        self.engine = engine
-        self.store = store
-        self.data_client = data_client
+        self.engine = runtime.engine
+        self.store = runtime.artifacts
+        self.data_client = runtime.data_client
+        self.registry = runtime.registry
+        self.endpoints = runtime.endpoints
+        self.deployments = runtime.deployments
+        self.alerts = runtime.alerts
+        self.idem = runtime.idempotency
         self.metrics = ServingMetrics()
-        self.registry = Registry(engine, store, loader)
-        self.endpoints = EndpointStore(engine)
-        self.deployments = DeploymentStore(engine)
-        self.alerts = AlertStore(engine)
-        self.idem = IdempotencyStore(engine, idempotency)
         rt = settings.runtime
         self.models = ModelCache(
-            store,
-            loader,
+            runtime.artifacts,
+            runtime.loader,
             budget_bytes=settings.capacity.memory_budget_bytes,
             on_cold_start=self._cold_start,
         )
-        self.capture = CaptureWriter(engine, store, rt.capture_prefix, rt.replica_id)
+        self.capture = CaptureWriter(self.engine, self.store, rt.capture_prefix, rt.replica_id)
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")
-        self.plane = DataPlane(self.models, FeatureFetcher(data_client), self.capture, self.metrics)
+        self.plane = DataPlane(
+            self.models, FeatureFetcher(self.data_client), self.capture, self.metrics
+        )
         self.replica = Replica(
-            settings, engine, self.endpoints, self.registry, self.plane, self.executor
+            settings, self.engine, self.endpoints, self.registry, self.plane, self.executor
         )
         self.control = Control(
-            self.registry, self.endpoints, self.deployments, self.models, data_client, self.idem
+            self.registry,
+            self.endpoints,
+            self.deployments,
+            self.models,
+            self.data_client,
+            self.idem,
         )
         self.driver = Driver(
             self.deployments,
             self.endpoints,
-            engine,
+            self.engine,
             rt.replica_id,
             rt.rollout_tick_seconds,
             self._alert,
         )
         self.jobs = JobRunner(
-            engine,
+            self.engine,
             job_handlers(settings),
             max_concurrent=settings.jobs.max_concurrent,
             runner_id=settings.jobs.runner_id,
@@ -109,18 +109,12 @@ class ServingService:
     def open(
         cls, settings: ServingSettings, *, loader: BundleLoader | None = None, migrate: bool = True
     ) -> ServingService:
-        """Connect to the DB (migrating it), the object store and the data service.
+        """Open the runtime (DB, object store, data service) and wire the service over it.
 
         Raises Unavailable / Unauthenticated / ConfigError saying what to fix."""
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        engine = create_engine_from_settings(settings.database)
-        check_connection(engine)
-        if migrate:
-            apply_migrations(engine, MIGRATIONS, JOBS_MIGRATIONS)
-        store = open_artifact_store(settings.s3)
-        store.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
-        client = DataClient(settings.data, timeout=5.0) if settings.data else None
-        return cls(settings, engine, store, loader or default_loader, client)
+        runtime = open_runtime(settings, loader=loader, migrate=migrate)
+        runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
+        return cls(runtime)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -143,9 +137,7 @@ class ServingService:
         await self.replica.stop()
         await asyncio.to_thread(self.jobs.stop)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        if self.data_client is not None:
-            self.data_client.close()
-        self.engine.dispose()
+        self.rt.close()
 
     def _cold_start(self, key: tuple[str, int], seconds: float) -> None:
         self.metrics.cold_starts.labels(key[0], str(key[1])).inc()
@@ -153,11 +145,11 @@ class ServingService:
         for (endpoint, variant), stats in self.replica.stats.items():
             ep = self.plane.endpoints.get(endpoint)
             v = ep.variants.get(variant) if ep else None
-            if v is not None and (v.version.ref.model_name, v.version.ref.version) == key:
+            if v is not None and v.key == key:
                 stats.count("cold_starts")
                 stats.last_cold_start_s = seconds
 
-    def _alert(self, alert: pb.Alert) -> None:
+    def _alert(self, alert: Alert) -> None:
         self.alerts.add(alert)
 
     def _tick(self) -> None:
@@ -174,7 +166,7 @@ class ServingService:
     def _monitoring_tick(self) -> None:
         """Submit due scheduled monitoring runs; export the latest PSI per feature."""
         try:
-            submit_due(self.jobs, KIND_MONITOR)
+            submit_due(self.jobs, KIND_MONITOR, self.rt.codecs.monitoring_spec)
             seen: set[str] = set()
             for record in self.jobs.list(KIND_MONITOR, JobState.SUCCEEDED, 100, 0):
                 endpoint = record.spec.get("endpoint", "")
@@ -198,11 +190,13 @@ class ServingService:
     async def _refresh_alert_gauges(self) -> None:
         def counts() -> list[Any]:
             with self.engine.connect() as conn:
-                return conn.execute(
-                    select(alerts.c.endpoint_name, alerts.c.kind, func.count())
-                    .where(alerts.c.acknowledged.is_(False))
-                    .group_by(alerts.c.endpoint_name, alerts.c.kind)
-                ).all()
+                return list(
+                    conn.execute(
+                        select(alerts.c.endpoint_name, alerts.c.kind, func.count())
+                        .where(alerts.c.acknowledged.is_(False))
+                        .group_by(alerts.c.endpoint_name, alerts.c.kind)
+                    ).all()
+                )
 
         for endpoint, kind, n in await asyncio.to_thread(counts):
             self.metrics.alerts.labels(endpoint, kind).set(n)
@@ -210,15 +204,40 @@ class ServingService:
     def drive(self, deployment_id: str) -> None:
         self._drivers[deployment_id] = asyncio.ensure_future(self.driver.run(deployment_id))
 
+    # -- registry --------------------------------------------------------------------------
+
+    def register(self, req: Registration, request_id: str) -> ModelVersion:
+        """Verify and record a bundle as the next version; a repeated request id returns the
+        version it created."""
+        seen = self.idem.recall("register", request_id)
+        if seen is not None:
+            return self.registry.get(seen["name"], seen["version"])
+        version = self.registry.register(req)
+        self.idem.remember(
+            "register", request_id, {"name": version.model_name, "version": version.version}
+        )
+        return version
+
+    def delete_alias(self, model: str, alias: str) -> int:
+        """FAILED_PRECONDITION while an endpoint serves through the alias."""
+        return self.registry.delete_alias(model, alias, self.control.alias_users(model, alias))
+
+    def delete_version(self, model: str, version: int, *, delete_bundle: bool) -> ModelVersion:
+        """FAILED_PRECONDITION while an endpoint serves the version or an alias points at it."""
+        served = self.control.served_versions(model)
+        return self.registry.delete_version(
+            model, version, served.get(version, []), delete_bundle=delete_bundle
+        )
+
     # -- deployments (async wrappers) ------------------------------------------------------
 
-    async def submit_deployment(self, req: pb.SubmitDeploymentRequest) -> pb.Deployment:
+    async def submit_deployment(self, req: DeploymentRequest) -> Deployment:
         dep = await asyncio.to_thread(self.control.submit, req, self.settings.runtime.replica_id)
         if dep.deployment_id not in self._drivers:
             self.drive(dep.deployment_id)
         return dep
 
-    async def rollback(self, endpoint: str, request_id: str) -> pb.Deployment:
+    async def rollback(self, endpoint: str, request_id: str) -> Deployment:
         dep = await asyncio.to_thread(
             self.control.rollback, endpoint, request_id, self.settings.runtime.replica_id
         )
@@ -228,24 +247,99 @@ class ServingService:
 
     # -- statistics ------------------------------------------------------------------------
 
-    def variant_windows(self, name: str, window_s: float) -> list[VariantWindow]:
+    def endpoint_stats(self, name: str, window_s: float) -> list[VariantStats]:
+        """Per-variant statistics over the last ``window_s`` seconds, merged over every
+        replica that published recently (queue depth: this replica's)."""
+        if window_s <= 0:
+            raise InvalidArgument("window must be positive", reason="BAD_WINDOW")
         endpoint = self.endpoints.get(name)
         published = read_stats(self.engine, name)
+        live = self.plane.endpoints.get(name)
         out = []
         for v in endpoint.spec.variants:
             exports = published.get(v.name, [])
-            out.append(
-                VariantWindow(
-                    v, merge(exports, window_s), sum(int(e.get("loaded", 0)) for e in exports)
-                )
+            stats = summarize(
+                v,
+                merge(exports, window_s),
+                sum(cast(int, e.get("loaded", 0)) for e in exports),
+                window_s,
             )
+            if live is not None:
+                stats.queue_depth = live.admission.waiting
+            out.append(stats)
         return out
 
+    # -- capture and monitoring ------------------------------------------------------------
 
-def summarize(window: VariantWindow, window_s: float) -> pb.VariantStats:
-    t = window.totals
-    v = window.variant
-    stats = pb.VariantStats(
+    def capture_files(
+        self, endpoint: str, start_us: int | None, end_us: int | None, offset: int, limit: int
+    ) -> tuple[list[CaptureFile], bool]:
+        self.endpoints.get(endpoint)  # NOT_FOUND
+        return list_capture_files(self.engine, endpoint, start_us, end_us, offset, limit)
+
+    def submit_monitoring(self, spec: MonitoringSpec, request_id: str) -> str:
+        """Check the spec against the endpoint and submit a monitor job; returns its id.
+
+        The job compares the live variant with the most traffic (or the named one) against
+        the training statistics of the bundle it serves."""
+        if spec.start_us is not None and spec.end_us is not None and spec.end_us < spec.start_us:
+            raise InvalidArgument(
+                "spec.end_time is before spec.start_time", reason="INVERTED_WINDOW"
+            )
+        if spec.psi_threshold < 0 or spec.ks_p_value_threshold < 0:
+            raise InvalidArgument("thresholds must not be negative", reason="BAD_THRESHOLD")
+        endpoint = self.endpoints.get(spec.endpoint.endpoint_name)
+        if not endpoint.spec.capture.enabled:
+            raise FailedPrecondition(
+                f"endpoint {endpoint.spec.name} does not capture data", reason="CAPTURE_DISABLED"
+            )
+        variants = [
+            v
+            for v in endpoint.spec.variants
+            if v.role != VariantRole.SHADOW
+            and (not spec.endpoint.variant_name or v.name == spec.endpoint.variant_name)
+        ]
+        if not variants:
+            raise InvalidArgument(
+                f"endpoint has no live variant {spec.endpoint.variant_name}",
+                reason="UNKNOWN_VARIANT",
+            )
+        top = max(variants, key=lambda v: v.weight)
+        version = self.registry.get(top.model.model_name, top.resolved_version)
+        if not version.has_training_stats:
+            raise FailedPrecondition(
+                "the served bundle has no training statistics", reason="NO_TRAINING_STATS"
+            )
+        codecs = self.rt.codecs
+        return self.jobs.submit(
+            KIND_MONITOR,
+            {
+                "spec": codecs.monitoring_spec.to_dict(spec),
+                "bundle": codecs.bundle.to_dict(version.bundle),
+                "endpoint": endpoint.spec.name,
+            },
+            request_id=request_id or None,
+        )
+
+    def monitoring_job(self, job_id: str) -> JobRecord:
+        if not job_id:
+            raise InvalidArgument("job_id is required", reason="ID_REQUIRED")
+        return self.jobs.get(job_id)
+
+    def monitoring_jobs(self, states: Collection[JobState], endpoint: str) -> list[JobRecord]:
+        """Monitor jobs, newest first, of the given states (all when empty) and endpoint."""
+        return [
+            r
+            for r in self.jobs.list(KIND_MONITOR, None, MAX_LISTED_JOBS, 0)
+            if (not states or r.state in states)
+            and (not endpoint or r.spec.get("endpoint") == endpoint)
+        ]
+
+
+def summarize(v: Variant, t: dict[str, Any], loaded: int, window_s: float) -> VariantStats:
+    """One variant's merged counters (stats.merge) as its statistics over the window."""
+    shadow = v.role == VariantRole.SHADOW
+    return VariantStats(
         variant=v.name,
         model_version=v.resolved_version,
         qps=t["requests"] / window_s,
@@ -254,14 +348,12 @@ def summarize(window: VariantWindow, window_s: float) -> pb.VariantStats:
         error_rate=t["errors"] / t["requests"] if t["requests"] else 0.0,
         rejected=t["rejected"],
         mean_batch_size=t["batch_rows"] / t["batches"] if t["batches"] else 0.0,
-        loaded_replicas=window.loaded,
+        loaded_replicas=loaded,
         cold_starts=t["cold_starts"],
-        traffic_percent=0.0 if v.role == pb.VARIANT_ROLE_SHADOW else v.weight,
-    )
-    stats.last_cold_start.FromNanoseconds(int(t["last_cold_start_s"] * 1e9))
-    if v.role == pb.VARIANT_ROLE_SHADOW:
-        stats.shadow.CopyFrom(
-            pb.ShadowComparison(
+        last_cold_start_s=t["last_cold_start_s"],
+        traffic_percent=0.0 if shadow else v.weight,
+        shadow=(
+            ShadowComparison(
                 compared=t["compared"],
                 label_agreement=t["agreed"] / t["compared"] if t["compared"] else 0.0,
                 mean_abs_score_diff=t["score_diff"] / t["compared"] if t["compared"] else 0.0,
@@ -269,5 +361,7 @@ def summarize(window: VariantWindow, window_s: float) -> pb.VariantStats:
                 p99_ms=percentile_ms(t["shadow_lat"], 0.99),
                 errors=t["shadow_errors"],
             )
-        )
-    return stats
+            if shadow
+            else None
+        ),
+    )

@@ -1,5 +1,6 @@
-"""gRPC servicer of atlas.serving.v1.ServingService: translation only (errors become statuses
-in the shared interceptor)."""
+"""gRPC front end of atlas.serving.v1.ServingService: translation only (see convert.py and
+service.py). Domain errors become statuses in the handler wrapper the shared server factory
+applies when the handlers are registered (atlas_core.rpc.wrapping)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf import json_format
-
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2_grpc as pb_grpc
-from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
-from atlas_core.jobs import JobRecord
+from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.proto_convert import (
     JOB_STATES_FROM_PB,
     dt_to_ts,
-    job_status,
     opt_ts_us,
     page_response,
     page_window,
 )
 from atlas_core.rpc import ServiceDef
 from atlas_serving import convert
-from atlas_serving.alerts import list_capture_files
-from atlas_serving.artifact_batch import predict_artifact
-from atlas_serving.jobs import KIND_MONITOR
+from atlas_serving.control.rollout import TERMINAL, events_of
+from atlas_serving.dataplane.artifact_batch import predict_artifact
 from atlas_serving.records import now
-from atlas_serving.rollout import TERMINAL, events_of
-from atlas_serving.service import ServingService, summarize
+from atlas_serving.service import ServingService
 
 th = asyncio.to_thread
 
@@ -45,28 +40,22 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
     # -- registry --------------------------------------------------------------------------
 
     async def RegisterModelVersion(self, request, context):  # type: ignore[no-untyped-def]
-        seen = await th(self.svc.idem.recall, "register", request.request_id)
-        if seen is not None:
-            version = await th(self.svc.registry.get, seen["name"], seen["version"])
-        else:
-            version = await th(self.svc.registry.register, request)
-            await th(
-                self.svc.idem.remember,
-                "register",
-                request.request_id,
-                {"name": version.ref.model_name, "version": version.ref.version},
-            )
-        return pb.RegisterModelVersionResponse(model_version=version)
+        version = await th(
+            self.svc.register, convert.registration_from_pb(request), request.request_id
+        )
+        return pb.RegisterModelVersionResponse(model_version=convert.model_version_to_pb(version))
 
     async def GetModelVersion(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.GetModelVersionResponse(
-            model_version=await th(self.svc.registry.get_ref, request.ref)
-        )
+        version = await th(self.svc.registry.get_ref, convert.model_ref_from_pb(request.ref))
+        return pb.GetModelVersionResponse(model_version=convert.model_version_to_pb(version))
 
     async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         models, more = await th(self.svc.registry.list_models, request.name_prefix, offset, limit)
-        return pb.ListModelsResponse(models=models, page=page_response(offset, limit, more))
+        return pb.ListModelsResponse(
+            models=[convert.model_to_pb(m) for m in models],
+            page=page_response(offset, limit, more),
+        )
 
     async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
@@ -74,75 +63,70 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             self.svc.registry.list_versions, request.model_name, offset, limit
         )
         return pb.ListModelVersionsResponse(
-            model_versions=versions, page=page_response(offset, limit, more)
+            model_versions=[convert.model_version_to_pb(v) for v in versions],
+            page=page_response(offset, limit, more),
         )
 
     async def SetModelAlias(self, request, context):  # type: ignore[no-untyped-def]
         version, previous = await th(
             self.svc.registry.set_alias, request.model_name, request.alias, request.version
         )
-        return pb.SetModelAliasResponse(model_version=version, previous_version=previous)
+        return pb.SetModelAliasResponse(
+            model_version=convert.model_version_to_pb(version), previous_version=previous
+        )
 
     async def DeleteModelAlias(self, request, context):  # type: ignore[no-untyped-def]
-        users = await th(self.svc.control.alias_users, request.model_name, request.alias)
-        previous = await th(
-            self.svc.registry.delete_alias, request.model_name, request.alias, users
-        )
+        previous = await th(self.svc.delete_alias, request.model_name, request.alias)
         return pb.DeleteModelAliasResponse(previous_version=previous)
 
     async def DeleteModelVersion(self, request, context):  # type: ignore[no-untyped-def]
-        ref = request.ref
-        served = await th(self.svc.control.served_versions, ref.model_name)
         version = await th(
-            self.svc.registry.delete_version,
-            ref.model_name,
-            ref.version,
-            served.get(ref.version, []),
+            self.svc.delete_version,
+            request.ref.model_name,
+            request.ref.version,
             delete_bundle=request.delete_bundle,
         )
-        return pb.DeleteModelVersionResponse(model_version=version)
+        return pb.DeleteModelVersionResponse(model_version=convert.model_version_to_pb(version))
 
     # -- endpoints -------------------------------------------------------------------------
 
     async def CreateEndpoint(self, request, context):  # type: ignore[no-untyped-def]
-        endpoint = await th(self.svc.control.create_endpoint, request.spec, request.request_id)
+        endpoint = await th(
+            self.svc.control.create_endpoint, convert.spec_from_pb(request.spec), request.request_id
+        )
         await self.svc.replica.sync()  # serve from this replica at once
-        return pb.CreateEndpointResponse(endpoint=endpoint)
+        return pb.CreateEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
     async def GetEndpoint(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.GetEndpointResponse(endpoint=await th(self.svc.endpoints.get, request.name))
+        endpoint = await th(self.svc.endpoints.get, request.name)
+        return pb.GetEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
     async def ListEndpoints(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         endpoints, more = await th(self.svc.endpoints.list, request.name_prefix, offset, limit)
         return pb.ListEndpointsResponse(
-            endpoints=endpoints, page=page_response(offset, limit, more)
+            endpoints=[convert.endpoint_to_pb(e) for e in endpoints],
+            page=page_response(offset, limit, more),
         )
 
     async def UpdateEndpoint(self, request, context):  # type: ignore[no-untyped-def]
-        endpoint = await th(self.svc.control.update_endpoint, request)
+        endpoint = await th(
+            self.svc.control.update_endpoint, convert.endpoint_update_from_pb(request)
+        )
         await self.svc.replica.sync()
-        return pb.UpdateEndpointResponse(endpoint=endpoint)
+        return pb.UpdateEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
     async def DeleteEndpoint(self, request, context):  # type: ignore[no-untyped-def]
         endpoint = await th(self.svc.control.delete_endpoint, request.name, request.request_id)
         await self.svc.replica.sync()
-        return pb.DeleteEndpointResponse(endpoint=endpoint)
+        return pb.DeleteEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
     async def GetEndpointStats(self, request, context):  # type: ignore[no-untyped-def]
         window = (
             request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
         )
-        if window <= 0:
-            raise InvalidArgument("window must be positive", reason="BAD_WINDOW")
-        windows = await th(self.svc.variant_windows, request.name, window)
-        live = self.svc.plane.endpoints.get(request.name)
-        out = pb.GetEndpointStatsResponse()
-        for w in windows:
-            stats = summarize(w, window)
-            if live is not None:
-                stats.queue_depth = live.admission.waiting
-            out.variants.append(stats)
+        stats = await th(self.svc.endpoint_stats, request.name, window)
+        out = pb.GetEndpointStatsResponse(variants=[convert.variant_stats_to_pb(s) for s in stats])
         end = now()
         out.end_time.CopyFrom(dt_to_ts(end))
         out.start_time.FromSeconds(int(end.timestamp() - window))
@@ -151,17 +135,19 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
     # -- deployments -----------------------------------------------------------------------
 
     async def SubmitDeployment(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.SubmitDeploymentResponse(deployment=await self.svc.submit_deployment(request))
+        dep = await self.svc.submit_deployment(convert.deployment_request_from_pb(request))
+        return pb.SubmitDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
     async def GetDeployment(self, request, context):  # type: ignore[no-untyped-def]
         dep, _ = await th(self.svc.deployments.get, request.deployment_id)
-        return pb.GetDeploymentResponse(deployment=dep)
+        return pb.GetDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
     async def WatchDeployment(self, request, context):  # type: ignore[no-untyped-def]
         seen = -1
         last_body = b""
         while True:
-            dep, driver = await th(self.svc.deployments.get, request.deployment_id)
+            state, driver = await th(self.svc.deployments.get, request.deployment_id)
+            dep = convert.deployment_to_pb(state)
             events = events_of(driver)
             body = dep.SerializeToString(deterministic=True)
             if len(events) > seen or body != last_body:
@@ -169,35 +155,40 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
                 for event in new or [""]:
                     yield pb.WatchDeploymentResponse(deployment=dep, event=event)
                 seen, last_body = len(events), body
-            if dep.state in TERMINAL:
+            if state.state in TERMINAL:
                 return
             await asyncio.sleep(0.1)
 
     async def CancelDeployment(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.CancelDeploymentResponse(
-            deployment=await th(self.svc.control.cancel, request.deployment_id)
-        )
+        dep = await th(self.svc.control.cancel, request.deployment_id)
+        return pb.CancelDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
     async def ListDeployments(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         await th(self.svc.endpoints.get, request.endpoint_name)
         deps, more = await th(self.svc.deployments.list, request.endpoint_name, offset, limit)
-        return pb.ListDeploymentsResponse(deployments=deps, page=page_response(offset, limit, more))
+        return pb.ListDeploymentsResponse(
+            deployments=[convert.deployment_to_pb(d) for d in deps],
+            page=page_response(offset, limit, more),
+        )
 
     async def RollbackEndpoint(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.RollbackEndpointResponse(
-            deployment=await self.svc.rollback(request.endpoint_name, request.request_id)
-        )
+        dep = await self.svc.rollback(request.endpoint_name, request.request_id)
+        return pb.RollbackEndpointResponse(deployment=convert.deployment_to_pb(dep))
 
     # -- predictions -----------------------------------------------------------------------
 
     async def Predict(self, request, context):  # type: ignore[no-untyped-def]
         answer = await self.svc.plane.predict(
-            request.endpoint_name, [request.row], request.options, timeout=_timeout(context)
+            request.endpoint_name,
+            convert.rows_from_pb([request.row]),
+            convert.options_from_pb(request.options),
+            timeout=_timeout(context),
         )
         return convert.predict_response(answer)
 
     async def PredictBatch(self, request, context):  # type: ignore[no-untyped-def]
+        options = convert.options_from_pb(request.options)
         if request.HasField("input_artifact"):
             if request.rows:
                 raise InvalidArgument(
@@ -207,12 +198,17 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
                 self.svc.plane,
                 self.svc.store,
                 self.svc.settings.runtime.batch_output_prefix,
-                request,
+                request.endpoint_name,
+                convert.bundle_from_pb(request.input_artifact),
+                options,
                 _timeout(context),
             )
             return convert.artifact_response(done)
         answer = await self.svc.plane.predict(
-            request.endpoint_name, list(request.rows), request.options, timeout=_timeout(context)
+            request.endpoint_name,
+            convert.rows_from_pb(request.rows),
+            options,
+            timeout=_timeout(context),
         )
         return convert.batch_response(answer)
 
@@ -235,7 +231,10 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
                 )
             try:
                 answer = await self.svc.plane.predict(
-                    endpoint, [request.row], request.options, timeout=_timeout(context)
+                    endpoint,
+                    convert.rows_from_pb([request.row]),
+                    convert.options_from_pb(request.options),
+                    timeout=_timeout(context),
                 )
             except AtlasError as exc:
                 if exc.reason == "ENDPOINT_NOT_FOUND":
@@ -256,94 +255,50 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     async def ListCaptureFiles(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
-        await th(self.svc.endpoints.get, request.endpoint_name)
         files, more = await th(
-            list_capture_files,
-            self.svc.engine,
+            self.svc.capture_files,
             request.endpoint_name,
             opt_ts_us(request, "start_time"),
             opt_ts_us(request, "end_time"),
             offset,
             limit,
         )
-        return pb.ListCaptureFilesResponse(files=files, page=page_response(offset, limit, more))
+        return pb.ListCaptureFilesResponse(
+            files=[convert.capture_file_to_pb(f) for f in files],
+            page=page_response(offset, limit, more),
+        )
 
     async def SubmitMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
-        spec = request.spec
-        start, end = opt_ts_us(spec, "start_time"), opt_ts_us(spec, "end_time")
-        if start is not None and end is not None and end < start:
-            raise InvalidArgument(
-                "spec.end_time is before spec.start_time", reason="INVERTED_WINDOW"
-            )
-        if spec.psi_threshold < 0 or spec.ks_p_value_threshold < 0:
-            raise InvalidArgument("thresholds must not be negative", reason="BAD_THRESHOLD")
-        endpoint = await th(self.svc.endpoints.get, spec.endpoint.endpoint_name)
-        if not endpoint.spec.capture.enabled:
-            raise FailedPrecondition(
-                f"endpoint {endpoint.spec.name} does not capture data", reason="CAPTURE_DISABLED"
-            )
-        variants = [
-            v
-            for v in endpoint.spec.variants
-            if v.role != pb.VARIANT_ROLE_SHADOW
-            and (not spec.endpoint.variant_name or v.name == spec.endpoint.variant_name)
-        ]
-        if not variants:
-            raise InvalidArgument(
-                f"endpoint has no live variant {spec.endpoint.variant_name}",
-                reason="UNKNOWN_VARIANT",
-            )
-        top = max(variants, key=lambda v: v.weight)
-        version = await th(self.svc.registry.get, top.model.model_name, top.resolved_version)
-        if not version.has_training_stats:
-            raise FailedPrecondition(
-                "the served bundle has no training statistics", reason="NO_TRAINING_STATS"
-            )
         job_id = await th(
-            self.svc.jobs.submit,
-            KIND_MONITOR,
-            {
-                "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
-                "bundle": json_format.MessageToDict(
-                    version.bundle, preserving_proto_field_name=True
-                ),
-                "endpoint": endpoint.spec.name,
-            },
-            request_id=request.request_id or None,
+            self.svc.submit_monitoring,
+            convert.monitoring_spec_from_pb(request.spec),
+            request.request_id,
         )
-        return pb.SubmitMonitoringJobResponse(job=await th(self._job, job_id))
+        return pb.SubmitMonitoringJobResponse(job=await self._job(job_id))
 
-    def _job(self, job_id: str) -> pb.MonitoringJob:
-        if not job_id:
-            raise InvalidArgument("job_id is required", reason="ID_REQUIRED")
-        return monitoring_job(self.svc.jobs.get(job_id))
+    async def _job(self, job_id: str) -> pb.MonitoringJob:
+        return convert.monitoring_job_to_pb(await th(self.svc.monitoring_job, job_id))
 
     async def GetMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.GetMonitoringJobResponse(job=await th(self._job, request.job_id))
+        return pb.GetMonitoringJobResponse(job=await self._job(request.job_id))
 
     async def WatchMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
-        yield pb.WatchMonitoringJobResponse(job=await th(self._job, request.job_id))
+        yield pb.WatchMonitoringJobResponse(job=await self._job(request.job_id))
         async for _event in self.svc.jobs.awatch(request.job_id):
-            yield pb.WatchMonitoringJobResponse(job=await th(self._job, request.job_id))
+            yield pb.WatchMonitoringJobResponse(job=await self._job(request.job_id))
 
     async def CancelMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
-        await th(self._job, request.job_id)
+        await th(self.svc.monitoring_job, request.job_id)
         record = await th(self.svc.jobs.cancel, request.job_id)
-        return pb.CancelMonitoringJobResponse(job=monitoring_job(record))
+        return pb.CancelMonitoringJobResponse(job=convert.monitoring_job_to_pb(record))
 
     async def ListMonitoringJobs(self, request, context):  # type: ignore[no-untyped-def]
         offset, limit = page_window(request.page)
         states = {JOB_STATES_FROM_PB[s] for s in request.states if s in JOB_STATES_FROM_PB}
-        records = await th(self.svc.jobs.list, KIND_MONITOR, None, 1000, 0)
-        jobs = [
-            monitoring_job(r)
-            for r in records
-            if (not states or r.state in states)
-            and (not request.endpoint_name or r.spec.get("endpoint") == request.endpoint_name)
-        ]
+        records = await th(self.svc.monitoring_jobs, states, request.endpoint_name)
         return pb.ListMonitoringJobsResponse(
-            jobs=jobs[offset : offset + limit],
-            page=page_response(offset, limit, len(jobs) > offset + limit),
+            jobs=[convert.monitoring_job_to_pb(r) for r in records[offset : offset + limit]],
+            page=page_response(offset, limit, len(records) > offset + limit),
         )
 
     async def ListAlerts(self, request, context):  # type: ignore[no-untyped-def]
@@ -353,22 +308,14 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         alerts, more = await th(
             self.svc.alerts.list, request.endpoint_name, request.include_acknowledged, offset, limit
         )
-        return pb.ListAlertsResponse(alerts=alerts, page=page_response(offset, limit, more))
-
-    async def AcknowledgeAlert(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.AcknowledgeAlertResponse(
-            alert=await th(self.svc.alerts.acknowledge, request.alert_id)
+        return pb.ListAlertsResponse(
+            alerts=[convert.alert_to_pb(a) for a in alerts],
+            page=page_response(offset, limit, more),
         )
 
-
-def monitoring_job(record: JobRecord) -> pb.MonitoringJob:
-    job = pb.MonitoringJob(
-        status=job_status(record),
-        spec=json_format.ParseDict(record.spec.get("spec", {}), pb.MonitoringSpec()),
-    )
-    if record.result and "report" in record.result:
-        job.report.CopyFrom(json_format.ParseDict(record.result["report"], pb.DriftReport()))
-    return job
+    async def AcknowledgeAlert(self, request, context):  # type: ignore[no-untyped-def]
+        alert = await th(self.svc.alerts.acknowledge, request.alert_id)
+        return pb.AcknowledgeAlertResponse(alert=convert.alert_to_pb(alert))
 
 
 def serving_service_def(service: ServingService) -> ServiceDef:

@@ -36,7 +36,7 @@ model_versions = Table(
     metadata,
     Column("model_name", String(128), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("body", Text, nullable=False),  # JSON of VersionRecord
+    Column("body", Text, nullable=False),  # ModelVersion proto JSON (aliases: own table)
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("model_name", "version"),
 )

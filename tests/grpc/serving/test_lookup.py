@@ -138,10 +138,16 @@ async def test_entity_lookup_and_data_service_down(
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert time.monotonic() - started < 1.0  # the 200 ms deadline, not a hang
 
+            # A lookup change re-checks the schema against the data service, which is down:
+            # refused, and the endpoint keeps its current lookup.
             lookup.fallback = pb.FALLBACK_POLICY_DEFAULTS
-            await h.stub.UpdateEndpoint(pb.UpdateEndpointRequest(name="bc", feature_lookup=lookup))
-        except grpc.aio.AioRpcError as exc:  # UpdateEndpoint re-checks the schema: down
-            assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await h.stub.UpdateEndpoint(
+                    pb.UpdateEndpointRequest(name="bc", feature_lookup=lookup), timeout=30
+                )
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+            kept = await h.stub.GetEndpoint(pb.GetEndpointRequest(name="bc"))
+            assert kept.endpoint.spec.feature_lookup.fallback == pb.FALLBACK_POLICY_FAIL
         finally:
             await stop_harness(h)
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from atlas_core.errors import ResourceExhausted
-from atlas_serving.batching import Batcher
-from atlas_serving.inference import RowResult
-from atlas_serving.live import Admission
+from atlas_serving.dataplane.batching import Batcher
+from atlas_serving.dataplane.inference import RowResult
+from atlas_serving.dataplane.live import Admission
 
 
 class Recorder:

@@ -17,7 +17,7 @@ from xgboost import XGBClassifier, XGBRegressor
 from atlas_core.bundles import load_bundle, write_bundle
 from atlas_core.ml import FoldBag, TabularModel, TabularPreprocessor, WeightedEnsemble
 from atlas_core.storage import LocalArtifactStore
-from atlas_serving.inference import ServableModel
+from atlas_serving.dataplane.inference import ServableModel
 
 
 @pytest.fixture(scope="module")

@@ -3,60 +3,56 @@
 from __future__ import annotations
 
 import pytest
-from google.protobuf import duration_pb2
 
-from atlas.common.v1 import common_pb2
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
-from atlas_serving.rollout_plan import plan_for, split
+from atlas_serving.control.rollout_plan import plan_for, split
+from atlas_serving.domain import ModelRef, TrafficPolicy, Variant, VariantRole
 
 
-def _d(seconds: float) -> duration_pb2.Duration:
-    return duration_pb2.Duration(seconds=int(seconds))
-
-
-def _v(name: str, weight: float = 100, shadow: bool = False) -> pb.Variant:
-    return pb.Variant(
+def _v(name: str, weight: float = 100, shadow: bool = False) -> Variant:
+    return Variant(
         name=name,
-        model=common_pb2.ModelRef(model_name="m", version=1),
+        model=ModelRef("m", version=1),
         weight=weight,
-        role=pb.VARIANT_ROLE_SHADOW if shadow else pb.VARIANT_ROLE_LIVE,
+        role=VariantRole.SHADOW if shadow else VariantRole.LIVE,
     )
 
 
 def test_canary_plan_holds_then_shifts_everything() -> None:
-    plan = plan_for(pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=10, bake_time=_d(30))))
+    plan = plan_for(TrafficPolicy("canary", canary_percent=10, bake_time_s=30))
     assert plan.percents == [10.0, 100.0] and plan.holds == [30.0, 0.0]
 
 
 def test_linear_plan_steps_to_one_hundred() -> None:
-    plan = plan_for(pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=30, step_interval=_d(5))))
+    plan = plan_for(TrafficPolicy("linear", step_percent=30, step_interval_s=5))
     assert plan.percents == [30.0, 60.0, 90.0, 100.0]
     assert plan.holds == [5.0, 5.0, 5.0, 0.0]
 
 
 def test_blue_green_keeps_old_variants_loaded_while_baking() -> None:
-    plan = plan_for(pb.TrafficPolicy(blue_green=pb.BlueGreenPolicy(bake_time=_d(20))))
+    plan = plan_for(TrafficPolicy("blue_green", bake_time_s=20))
     assert plan.percents == [100.0] and plan.keep_old_s == 20.0
     variants = split([_v("blue")], [_v("green")], 100.0, keep_old=True)
     assert [(v.name, v.weight) for v in variants] == [("blue", 0.0), ("green", 100.0)]
 
 
 def test_all_at_once_is_the_default() -> None:
-    plan = plan_for(pb.TrafficPolicy())
+    plan = plan_for(TrafficPolicy())
     assert plan.percents == [100.0] and plan.keep_old_s == 0
 
 
 @pytest.mark.parametrize(
     "policy",
     [
-        pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=0)),
-        pb.TrafficPolicy(canary=pb.CanaryPolicy(canary_percent=100)),
-        pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=-1)),
-        pb.TrafficPolicy(linear=pb.LinearPolicy(step_percent=120)),
+        TrafficPolicy("canary", canary_percent=0),
+        TrafficPolicy("canary", canary_percent=100),
+        TrafficPolicy("linear", step_percent=-1),
+        TrafficPolicy("linear", step_percent=120),
+        TrafficPolicy("blue_green", bake_time_s=-1),
+        TrafficPolicy(final_bake_time_s=-1),
     ],
 )
-def test_invalid_policies_are_refused(policy: pb.TrafficPolicy) -> None:
+def test_invalid_policies_are_refused(policy: TrafficPolicy) -> None:
     with pytest.raises(InvalidArgument):
         plan_for(policy)
 

@@ -6,9 +6,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from atlas_core.jobs import JobRecord, JobState
-from atlas_serving.schedule import next_run
+from atlas_serving.convert import MONITORING_SPEC_JSON
+from atlas_serving.monitoring.schedule import next_run as _next_run
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def next_run(record: JobRecord, now: datetime) -> tuple[dict[str, Any], str] | None:
+    # job specs hold the monitoring spec as stored by the service: canonical proto JSON
+    return _next_run(record, now, MONITORING_SPEC_JSON)
 
 
 def _record(

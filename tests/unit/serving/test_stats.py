@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import time
 
-from atlas_serving.stats import WindowStats, bucket_upper, latency_bucket, merge, percentile_ms
+from atlas_serving.monitoring.stats import (
+    WindowStats,
+    bucket_upper,
+    latency_bucket,
+    merge,
+    percentile_ms,
+)
 
 
 def test_latency_buckets_are_monotonic_and_about_seven_percent_wide() -> None:
@@ -53,7 +59,7 @@ def test_percentile_of_nothing_is_zero() -> None:
 def test_export_json_equals_the_export_and_tracks_the_open_second(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    import atlas_serving.stats as stats_module
+    import atlas_serving.monitoring.stats as stats_module
 
     clock = [1000.5]
     monkeypatch.setattr(stats_module.time, "time", lambda: clock[0])

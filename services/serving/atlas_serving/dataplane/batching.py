@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from atlas_serving.inference import RowResult, ServableModel
+from atlas_serving.dataplane.inference import RowResult, ServableModel
 
 INLINE_MAX_ROWS = 64
 
@@ -154,8 +155,8 @@ class Batcher:
                     else:
                         results = await loop.run_in_executor(
                             self.executor,
-                            lambda f=flat, e=explain, a=all_scores: model.predict(
-                                f, explain=e, all_scores=a
+                            functools.partial(
+                                model.predict, flat, explain=explain, all_scores=all_scores
                             ),
                         )
                 except BaseException as exc:  # noqa: BLE001 - every caller gets it

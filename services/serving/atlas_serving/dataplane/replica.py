@@ -4,24 +4,24 @@ changed), preload warm variants, unload idle models, publish statistics, flush c
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete
 
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
-from atlas_serving.capture import DEFAULT_FLUSH_ROWS, DEFAULT_FLUSH_SECONDS
 from atlas_serving.config import ServingSettings
-from atlas_serving.dataplane import DataPlane
-from atlas_serving.endpoints import EndpointStore
-from atlas_serving.live import EndpointRuntime, admission_for, build_variant
-from atlas_serving.models import ModelKey
-from atlas_serving.registry import Registry
-from atlas_serving.stats import WindowStats
+from atlas_serving.control.endpoints import EndpointStore
+from atlas_serving.control.registry import Registry
+from atlas_serving.dataplane.capture import DEFAULT_FLUSH_ROWS, DEFAULT_FLUSH_SECONDS
+from atlas_serving.dataplane.live import EndpointRuntime, admission_for, build_variant
+from atlas_serving.dataplane.models import ModelKey
+from atlas_serving.dataplane.predict import DataPlane
+from atlas_serving.domain import EndpointSpec, ModelVersion
+from atlas_serving.monitoring.stats import WindowStats
 from atlas_serving.tables import variant_stats
 
 log = logging.getLogger("atlas.serving.replica")
@@ -45,7 +45,7 @@ class Replica:
         self.plane = plane
         self.executor = executor
         self.stats: dict[tuple[str, str], WindowStats] = {}
-        self._versions: dict[tuple[str, int], pb.ModelVersion] = {}
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.on_tick: list[Callable[[], None]] = []
 
@@ -102,7 +102,7 @@ class Replica:
                 self.plane.metrics.traffic.labels(name, v.name).set(v.spec.weight)
 
     async def _build(
-        self, spec: pb.EndpointSpec, etag: str, old: EndpointRuntime | None
+        self, spec: EndpointSpec, etag: str, old: EndpointRuntime | None
     ) -> EndpointRuntime:
         variants = {}
         for vspec in spec.variants:
@@ -125,8 +125,8 @@ class Replica:
                 self.settings.capacity,
                 self.settings.runtime.inference_threads,
                 stats,
-                others=lambda n=spec.name: self._admitted(n),
-                on_batch=lambda rows, s=stats, m=metrics: _batch_seen(rows, s, m),
+                others=functools.partial(self._admitted, spec.name),
+                on_batch=functools.partial(_batch_seen, stats=stats, histogram=metrics),
             )
         admission = (
             old.admission
@@ -139,7 +139,7 @@ class Replica:
         ep = self.plane.endpoints.get(name)
         return ep.admission.running if ep is not None else 0
 
-    async def _version(self, model: str, number: int) -> pb.ModelVersion:
+    async def _version(self, model: str, number: int) -> ModelVersion:
         key = (model, number)
         if key not in self._versions:
             self._versions[key] = await asyncio.to_thread(self.registry.get, model, number)
@@ -158,11 +158,11 @@ class Replica:
         for v in ep.variants.values():
             asyncio.ensure_future(self._preload(v.version))
 
-    async def _preload(self, version: pb.ModelVersion) -> None:
+    async def _preload(self, version: ModelVersion) -> None:
         try:
             await self.plane.models.get(version)
         except Exception:  # noqa: BLE001 - a failed preload retries lazily on first request
-            log.exception("warm preload of %s failed", version.ref.model_name)
+            log.exception("warm preload of %s failed", version.model_name)
 
     # -- housekeeping ----------------------------------------------------------------------
 
@@ -171,16 +171,16 @@ class Replica:
         ttls = []
         for ep in self.plane.endpoints.values():
             for v in ep.variants.values():
-                if (v.version.ref.model_name, v.version.ref.version) != key:
+                if v.key != key:
                     continue
                 ttl = (
-                    v.spec.capacity.idle_ttl
-                    if v.spec.capacity.HasField("idle_ttl")
-                    else ep.spec.capacity.idle_ttl
+                    v.spec.capacity.idle_ttl_s
+                    if v.spec.capacity.idle_ttl_s is not None
+                    else ep.spec.capacity.idle_ttl_s
                 )
-                if not ttl.seconds and not ttl.nanos or ep.spec.capacity.warm:
+                if not ttl or ep.spec.capacity.warm:
                     return None
-                ttls.append(ttl.ToTimedelta().total_seconds())
+                ttls.append(ttl)
         return min(ttls) if ttls else 0.0  # served by nobody: unload
 
     async def housekeeping(self) -> None:
@@ -199,9 +199,7 @@ class Replica:
             c = ep.spec.capture
             limits[name] = (
                 c.flush_rows or DEFAULT_FLUSH_ROWS,
-                c.flush_interval.ToTimedelta().total_seconds()
-                if c.HasField("flush_interval")
-                else DEFAULT_FLUSH_SECONDS,
+                c.flush_interval_s if c.flush_interval_s is not None else DEFAULT_FLUSH_SECONDS,
             )
         return self.plane.capture.flush_due(limits, force)
 
@@ -212,8 +210,7 @@ class Replica:
             model_key = None
             ep = self.plane.endpoints.get(endpoint)
             if ep is not None and variant in ep.variants:
-                v = ep.variants[variant]
-                model_key = (v.version.ref.model_name, v.version.ref.version)
+                model_key = ep.variants[variant].key
             extra = (
                 {}
                 if model_key is None
@@ -245,20 +242,3 @@ def _batch_seen(rows: int, stats: WindowStats, histogram: object) -> None:
     histogram.observe(rows)  # type: ignore[attr-defined]
     stats.count("batches")
     stats.count("batch_rows", rows)
-
-
-def read_stats(
-    engine: Engine, endpoint: str, max_age_s: float = 30.0
-) -> dict[str, list[dict[str, object]]]:
-    """variant -> exports of every replica that published recently."""
-    fresh = int((time.time() - max_age_s) * 1e6)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(variant_stats.c.variant, variant_stats.c.buckets).where(
-                (variant_stats.c.endpoint_name == endpoint) & (variant_stats.c.updated_us >= fresh)
-            )
-        ).all()
-    out: dict[str, list[dict[str, object]]] = {}
-    for variant, raw in rows:
-        out.setdefault(variant, []).append(json.loads(raw))
-    return out

@@ -1,10 +1,12 @@
-"""Endpoint and deployment operations (blocking; the servicer runs them in threads)."""
+"""Endpoint and deployment operations: validation, the deploy-time checks (every bundle loads
+and matches the feature lookup) and idempotent writes. Blocking: callers run them in threads."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import IdempotencyStore
 from atlas_core.errors import (
     Aborted,
@@ -14,7 +16,7 @@ from atlas_core.errors import (
     InvalidArgument,
     NotFound,
 )
-from atlas_serving.endpoints import (
+from atlas_serving.control.endpoints import (
     EndpointStore,
     resolve_variants,
     validate_capacity,
@@ -22,11 +24,21 @@ from atlas_serving.endpoints import (
     validate_spec,
     validate_variants,
 )
-from atlas_serving.lookup import check_lookup_schema
-from atlas_serving.models import ModelCache
-from atlas_serving.registry import Registry
-from atlas_serving.rollout import DeploymentStore, new_deployment
-from atlas_serving.rollout_plan import plan_for
+from atlas_serving.control.registry import Registry
+from atlas_serving.control.rollout import DeploymentStore, new_deployment
+from atlas_serving.control.rollout_plan import plan_for
+from atlas_serving.dataplane.lookup import check_lookup_schema
+from atlas_serving.dataplane.models import ModelCache
+from atlas_serving.domain import (
+    Deployment,
+    DeploymentRequest,
+    Endpoint,
+    EndpointSpec,
+    EndpointState,
+    EndpointUpdate,
+    FeatureLookup,
+    Variant,
+)
 
 
 class Control:
@@ -48,7 +60,7 @@ class Control:
 
     # -- checks before anything serves ---------------------------------------------------
 
-    def prepare(self, variants: list[pb.Variant], lookup: pb.FeatureLookup) -> None:
+    def prepare(self, variants: Sequence[Variant], lookup: FeatureLookup) -> None:
         """Every bundle loads and verifies, and matches the feature lookup: or the change is
         refused (FAILED_PRECONDITION) and the current version keeps serving."""
         for v in variants:
@@ -66,7 +78,7 @@ class Control:
 
     # -- endpoints -----------------------------------------------------------------------
 
-    def create_endpoint(self, spec: pb.EndpointSpec, request_id: str) -> pb.Endpoint:
+    def create_endpoint(self, spec: EndpointSpec, request_id: str) -> Endpoint:
         validate_spec(spec)
         seen = self.idem.recall("create_endpoint", request_id)
         if seen is not None:
@@ -76,41 +88,39 @@ class Control:
             raise AlreadyExists(f"endpoint {spec.name} already exists", reason="ENDPOINT_EXISTS")
         except NotFound:
             pass
-        resolved = resolve_variants(self.registry, list(spec.variants))
+        resolved = resolve_variants(self.registry, spec.variants)
         self.prepare(resolved, spec.feature_lookup)
-        stored = pb.EndpointSpec()
-        stored.CopyFrom(spec)
-        del stored.variants[:]
-        stored.variants.extend(resolved)
-        endpoint = self.endpoints.create(stored)
+        endpoint = self.endpoints.create(replace(spec, variants=tuple(resolved)))
         self.idem.remember("create_endpoint", request_id, {"name": spec.name})
         return endpoint
 
-    def update_endpoint(self, req: pb.UpdateEndpointRequest) -> pb.Endpoint:
-        if req.HasField("capacity"):
+    def update_endpoint(self, req: EndpointUpdate) -> Endpoint:
+        if req.capacity is not None:
             validate_capacity(req.capacity, "capacity")
-        if req.HasField("capture"):
+        if req.capture is not None:
             validate_capture(req.capture)
         current = self.endpoints.get(req.name)
-        if req.HasField("feature_lookup"):
-            self.prepare(list(current.spec.variants), req.feature_lookup)
+        if req.feature_lookup is not None:
+            self.prepare(current.spec.variants, req.feature_lookup)
 
-        def change(ep: pb.Endpoint) -> None:
-            if req.HasField("capacity"):
-                ep.spec.capacity.CopyFrom(req.capacity)
-            if req.HasField("feature_lookup"):
-                ep.spec.feature_lookup.CopyFrom(req.feature_lookup)
-            if req.HasField("capture"):
-                ep.spec.capture.CopyFrom(req.capture)
+        def change(ep: Endpoint) -> None:
+            spec = ep.spec
+            if req.capacity is not None:
+                spec = replace(spec, capacity=req.capacity)
+            if req.feature_lookup is not None:
+                spec = replace(spec, feature_lookup=req.feature_lookup)
+            if req.capture is not None:
+                spec = replace(spec, capture=req.capture)
             if req.description:
-                ep.spec.description = req.description
+                spec = replace(spec, description=req.description)
+            ep.spec = spec
 
         return self.endpoints.mutate(req.name, change, etag=req.etag)
 
-    def delete_endpoint(self, name: str, request_id: str) -> pb.Endpoint:
+    def delete_endpoint(self, name: str, request_id: str) -> Endpoint:
         seen = self.idem.recall("delete_endpoint", request_id)
         if seen is not None:
-            return pb.Endpoint(spec=pb.EndpointSpec(name=seen["name"]))
+            return Endpoint(spec=EndpointSpec(name=seen["name"]), state=EndpointState.UNSPECIFIED)
         endpoint = self.endpoints.delete(name)
         self.idem.remember("delete_endpoint", request_id, {"name": name})
         return endpoint
@@ -135,11 +145,11 @@ class Control:
 
     # -- deployments ---------------------------------------------------------------------
 
-    def submit(self, req: pb.SubmitDeploymentRequest, owner: str) -> pb.Deployment:
+    def submit(self, req: DeploymentRequest, owner: str) -> Deployment:
         seen = self.idem.recall("submit_deployment", req.request_id)
         if seen is not None:
             return self.deployments.get(seen["id"])[0]
-        validate_variants(list(req.variants))
+        validate_variants(req.variants)
         plan_for(req.policy)  # validates the policy
         if req.alarms.max_error_rate < 0 or req.alarms.max_error_rate > 1:
             raise InvalidArgument(
@@ -152,10 +162,9 @@ class Control:
                 f"{req.endpoint_name} is in progress",
                 reason="DEPLOYMENT_IN_PROGRESS",
             )
-        target = resolve_variants(self.registry, list(req.variants))
-        policy = req.policy.WhichOneof("policy")
+        target = resolve_variants(self.registry, req.variants)
         clash = {v.name for v in endpoint.spec.variants} & {v.name for v in target}
-        if clash and policy not in (None, "all_at_once"):
+        if clash and req.policy.kind not in ("", "all_at_once"):
             raise InvalidArgument(
                 f"variant name(s) {', '.join(sorted(clash))} are already "
                 "serving: gradual rollouts need new variant names",
@@ -163,29 +172,28 @@ class Control:
             )
         self.prepare(target, endpoint.spec.feature_lookup)
         if clash:  # all at once onto the same names: the previous variants are replaced
-            kept = [v for v in endpoint.spec.variants if v.name not in clash]
-            del endpoint.spec.variants[:]
-            endpoint.spec.variants.extend(kept)
+            kept = tuple(v for v in endpoint.spec.variants if v.name not in clash)
+            endpoint.spec = replace(endpoint.spec, variants=kept)
         dep, driver = new_deployment(endpoint, target, req.policy, req.alarms, req.request_id)
         self.deployments.insert(dep, driver, owner)
 
-        def claim(ep: pb.Endpoint) -> None:
+        def claim(ep: Endpoint) -> None:
             if ep.active_deployment_id:
                 raise Aborted(
                     f"deployment {ep.active_deployment_id} is in progress",
                     reason="DEPLOYMENT_IN_PROGRESS",
                 )
             ep.active_deployment_id = dep.deployment_id
-            ep.state = pb.ENDPOINT_STATE_UPDATING
+            ep.state = EndpointState.UPDATING
 
         self.endpoints.mutate(req.endpoint_name, claim, etag=endpoint.etag)
         self.idem.remember("submit_deployment", req.request_id, {"id": dep.deployment_id})
         return dep
 
-    def cancel(self, deployment_id: str) -> pb.Deployment:
+    def cancel(self, deployment_id: str) -> Deployment:
         return self.deployments.request_cancel(deployment_id)
 
-    def rollback(self, endpoint_name: str, request_id: str, owner: str) -> pb.Deployment:
+    def rollback(self, endpoint_name: str, request_id: str, owner: str) -> Deployment:
         endpoint = self.endpoints.get(endpoint_name)
         if endpoint.active_deployment_id:
             raise Aborted(
@@ -198,13 +206,13 @@ class Control:
                 reason="NO_PREVIOUS_DEPLOYMENT",
             )
         last, _ = self.deployments.get(endpoint.last_deployment_id)
-        previous = [v for v in last.previous_variants]
+        previous = tuple(last.previous_variants)
         if not previous:
             raise FailedPrecondition(
                 "the last deployment has no previous variants", reason="NO_PREVIOUS_DEPLOYMENT"
             )
         return self.submit(
-            pb.SubmitDeploymentRequest(
+            DeploymentRequest(
                 endpoint_name=endpoint_name, variants=previous, request_id=request_id
             ),
             owner,

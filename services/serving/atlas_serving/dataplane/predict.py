@@ -12,15 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import AtlasError, InvalidArgument, NotFound
-from atlas_serving.capture import CaptureWriter
-from atlas_serving.inference import RowResult, ServableModel, check_row_names
-from atlas_serving.live import EndpointRuntime, VariantRuntime
-from atlas_serving.lookup import FeatureFetcher
-from atlas_serving.metrics import ServingMetrics
-from atlas_serving.models import ModelCache
-from atlas_serving.schema_map import value_to_python, values_to_python
+from atlas_serving.dataplane.capture import CaptureWriter
+from atlas_serving.dataplane.inference import RowResult, ServableModel, check_row_names
+from atlas_serving.dataplane.live import EndpointRuntime, VariantRuntime
+from atlas_serving.dataplane.lookup import FeatureFetcher
+from atlas_serving.dataplane.models import ModelCache, ModelKey
+from atlas_serving.domain import PredictOptions, Row
+from atlas_serving.monitoring.metrics import ServingMetrics
 
 log = logging.getLogger("atlas.serving.predict")
 
@@ -34,7 +33,7 @@ _NOT_ERRORS = frozenset(("OK", *_CLIENT_ERRORS))
 class Answer:
     results: list[RowResult]
     variant: str
-    version: pb.ModelVersion
+    model: ModelKey  # (model name, version) that answered
     prediction_id: str
 
 
@@ -64,8 +63,8 @@ class DataPlane:
     async def predict(
         self,
         name: str,
-        rows: Sequence[pb.PredictRow],
-        options: pb.PredictOptions,
+        rows: Sequence[Row],
+        options: PredictOptions,
         *,
         timeout: float | None = None,
     ) -> Answer:
@@ -82,7 +81,7 @@ class DataPlane:
         self,
         name: str,
         rows: Sequence[dict[str, Any]],
-        options: pb.PredictOptions,
+        options: PredictOptions,
         *,
         timeout: float | None = None,
     ) -> Answer:
@@ -95,13 +94,13 @@ class DataPlane:
                 try:
                     check_row_names(values, model.names, model.name_set)
                 except InvalidArgument as exc:
-                    raise _row_error(i, len(rows), exc) from None
+                    raise row_error(i, len(rows), exc) from None
             return list(rows), [False] * len(rows)
 
         return await self._serve(ep, options, timeout, features)
 
     async def _serve(
-        self, ep: EndpointRuntime, options: pb.PredictOptions, timeout: float | None, decode: Any
+        self, ep: EndpointRuntime, options: PredictOptions, timeout: float | None, decode: Any
     ) -> Answer:
         name = ep.name
         start = time.perf_counter()
@@ -123,7 +122,7 @@ class DataPlane:
             )
             for i, result in enumerate(results):
                 if result.error is not None:
-                    raise _row_error(i, len(results), result.error)
+                    raise row_error(i, len(results), result.error)
         except AtlasError as exc:
             if variant is not None:
                 self._observe(ep, variant, start, exc.code.value)
@@ -137,7 +136,7 @@ class DataPlane:
         for result, used in zip(results, fallbacks, strict=True):
             result.fallback_used = used
         seconds = self._observe(ep, variant, start, "OK")
-        answer = Answer(results, variant.name, variant.version, os.urandom(16).hex())
+        answer = Answer(results, variant.name, variant.key, os.urandom(16).hex())
         if ep.spec.capture.enabled and random.random() < ep.spec.capture.sample_fraction:
             self._capture(ep, answer, features, seconds)
         for shadow in ep.shadows:
@@ -163,32 +162,31 @@ class DataPlane:
         return seconds
 
     async def _features(
-        self, ep: EndpointRuntime, model: ServableModel, rows: Sequence[pb.PredictRow]
+        self, ep: EndpointRuntime, model: ServableModel, rows: Sequence[Row]
     ) -> tuple[list[dict[str, Any]], list[bool]]:
         out: list[dict[str, Any] | None] = [None] * len(rows)
         used = [False] * len(rows)
         lookups: list[int] = []
         for i, row in enumerate(rows):
-            which = row.WhichOneof("input")
-            if which == "entity_id":
+            values = row.features
+            if values is None:
                 lookups.append(i)
                 continue
             try:
-                values = values_to_python(row.features.values)
                 check_row_names(values, model.names, model.name_set)
-            except (InvalidArgument, ValueError) as exc:
-                raise _row_error(i, len(rows), exc) from None
+            except InvalidArgument as exc:
+                raise row_error(i, len(rows), exc) from None
             out[i] = values
         if lookups:
             fetched = await self.fetcher.rows(
                 ep.spec.feature_lookup, model, [rows[i].entity_id for i in lookups]
             )
             for i, (values, fallback) in zip(lookups, fetched, strict=True):
-                values.update({k: value_to_python(v) for k, v in rows[i].overrides.items()})
+                values.update(rows[i].overrides)
                 try:
                     check_row_names(values, model.names, model.name_set)
                 except InvalidArgument as exc:
-                    raise _row_error(i, len(rows), exc) from None
+                    raise row_error(i, len(rows), exc) from None
                 out[i], used[i] = values, fallback
         return [r for r in out if r is not None], used
 
@@ -202,7 +200,7 @@ class DataPlane:
                 time_us=now_us,
                 prediction_id=answer.prediction_id,
                 variant=answer.variant,
-                model_version=answer.version.ref.version,
+                model_version=answer.model[1],
                 label=result.label,
                 value=result.value,
                 latency_ms=seconds * 1000,
@@ -214,7 +212,7 @@ class DataPlane:
         shadow: VariantRuntime,
         features: list[dict[str, Any]],
         live: list[RowResult],
-        options: pb.PredictOptions,
+        options: PredictOptions,
     ) -> None:
         shadow.shadow_inflight += 1
         start = time.perf_counter()
@@ -247,7 +245,9 @@ def _check_count(n: int) -> None:
         )
 
 
-def _row_error(index: int, total: int, exc: Exception) -> InvalidArgument:
+def row_error(index: int, total: int, exc: Exception) -> InvalidArgument:
+    """INVALID_ARGUMENT naming the row (in the message when there are several, always in the
+    metadata)."""
     message = getattr(exc, "message", str(exc))
     if total > 1:
         message = f"row {index}: {message}"

@@ -9,15 +9,13 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
-from atlas.common.v1 import common_pb2
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
 from atlas_core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from atlas_core.proto_convert import dt_to_ts
 from atlas_core.storage import ArtifactStore
-from atlas_serving.bundle_access import BundleLoader, artifact_from_pb
-from atlas_serving.records import from_json, now, to_json
-from atlas_serving.schema_map import lineage_from_manifest, table_schema
+from atlas_serving.bundle_access import BundleLoader, resolve_artifact
+from atlas_serving.control.schema_map import lineage_from_manifest, table_schema
+from atlas_serving.domain import BundleRef, Model, ModelRef, ModelVersion, Registration
+from atlas_serving.records import Codec, now
 from atlas_serving.tables import aliases, model_versions, models
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,127}$")
@@ -34,28 +32,32 @@ def check_name(value: str, what: str) -> str:
 
 
 class Registry:
-    def __init__(self, engine: Engine, store: ArtifactStore, loader: BundleLoader) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ArtifactStore,
+        loader: BundleLoader,
+        codec: Codec[ModelVersion],
+    ) -> None:
         self.engine = engine
         self.store = store
         self.loader = loader
+        self.codec = codec
 
     # -- writes ----------------------------------------------------------------------------
 
-    def register(self, req: pb.RegisterModelVersionRequest) -> pb.ModelVersion:
+    def register(self, req: Registration) -> ModelVersion:
         """Verify the bundle (checksum, loadable) and record it as the next version."""
         check_name(req.model_name, "model_name")
         for alias in req.aliases:
             check_alias(alias)
-        ref = artifact_from_pb(self.store, req.bundle)
+        ref = resolve_artifact(self.store, req.bundle)
         bundle = self.loader(self.store, ref)  # NotFound / DataLoss / FailedPrecondition
         manifest = bundle.manifest
-        version = pb.ModelVersion(
-            bundle=common_pb2.ArtifactRef(
-                uri=ref.uri,
-                sha256=ref.sha256,
-                size_bytes=ref.size,
-                media_type="application/x-atlas-bundle",
-            ),
+        version = ModelVersion(
+            model_name=req.model_name,
+            version=0,  # numbered when inserted
+            bundle=BundleRef(ref.uri, ref.sha256, ref.size),
             input_schema=table_schema(bundle.input_schema),
             task_type=bundle.task,
             classes=[str(c) for c in (bundle.classes or [])],
@@ -74,9 +76,7 @@ class Registry:
                 continue
         raise Aborted(f"could not allocate a version of {req.model_name}; retry")
 
-    def _insert(
-        self, name: str, version: pb.ModelVersion, alias_names: Sequence[str]
-    ) -> pb.ModelVersion:
+    def _insert(self, name: str, version: ModelVersion, alias_names: Sequence[str]) -> ModelVersion:
         created = now()
         with write_transaction(self.engine) as conn:
             if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
@@ -94,11 +94,14 @@ class Registry:
                 or 0
             )
             number = int(latest) + 1
-            version.ref.CopyFrom(common_pb2.ModelRef(model_name=name, version=number))
-            version.create_time.CopyFrom(dt_to_ts(created))
+            version.version = number
+            version.create_time = created
             conn.execute(
                 model_versions.insert().values(
-                    model_name=name, version=number, body=to_json(version), created_at=created
+                    model_name=name,
+                    version=number,
+                    body=self.codec.dumps(version),
+                    created_at=created,
                 )
             )
             for alias in alias_names:
@@ -122,7 +125,7 @@ class Registry:
         )
         return int(old)
 
-    def set_alias(self, name: str, alias: str, number: int) -> tuple[pb.ModelVersion, int]:
+    def set_alias(self, name: str, alias: str, number: int) -> tuple[ModelVersion, int]:
         check_alias(alias)
         self.get(name, number)
         with write_transaction(self.engine) as conn:
@@ -146,7 +149,7 @@ class Registry:
 
     def delete_version(
         self, name: str, number: int, served_by: Sequence[str], *, delete_bundle: bool
-    ) -> pb.ModelVersion:
+    ) -> ModelVersion:
         version = self.get(name, number)
         if served_by:
             raise FailedPrecondition(
@@ -165,7 +168,7 @@ class Registry:
                 )
             )
         if delete_bundle:
-            self.store.delete(artifact_from_pb(self.store, version.bundle).key)
+            self.store.delete(resolve_artifact(self.store, version.bundle).key)
         return version
 
     # -- reads -----------------------------------------------------------------------------
@@ -182,12 +185,11 @@ class Registry:
             raise NotFound(f"model {name} has no alias '{alias}'", reason="ALIAS_NOT_FOUND")
         return int(number)
 
-    def get_ref(self, ref: common_pb2.ModelRef) -> pb.ModelVersion:
+    def get_ref(self, ref: ModelRef) -> ModelVersion:
         check_name(ref.model_name, "model_name")
-        which = ref.WhichOneof("selector")
-        if which == "alias":
+        if ref.alias:
             return self.get(ref.model_name, self.resolve(ref.model_name, ref.alias))
-        if which == "version" and ref.version > 0:
+        if ref.version > 0:
             return self.get(ref.model_name, ref.version)
         return self.get(ref.model_name, self.latest(ref.model_name))
 
@@ -203,7 +205,7 @@ class Registry:
             raise NotFound(f"model {name} has no versions", reason="VERSION_NOT_FOUND")
         return int(number)
 
-    def get(self, name: str, number: int) -> pb.ModelVersion:
+    def get(self, name: str, number: int) -> ModelVersion:
         with self.engine.connect() as conn:
             self._require_model(conn, name)
             body = conn.execute(
@@ -222,11 +224,11 @@ class Registry:
                 .scalars()
                 .all()
             )
-        version = from_json(body, pb.ModelVersion)
-        version.aliases[:] = list(names)
+        version = self.codec.loads(body)
+        version.aliases = list(names)
         return version
 
-    def list_models(self, prefix: str, offset: int, limit: int) -> tuple[list[pb.Model], bool]:
+    def list_models(self, prefix: str, offset: int, limit: int) -> tuple[list[Model], bool]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(models)
@@ -251,19 +253,17 @@ class Registry:
                     )
                 ).all()
                 out.append(
-                    pb.Model(
+                    Model(
                         name=row.name,
                         latest_version=int(latest),
                         aliases={a: int(v) for a, v in alias_rows},
                         description=row.description,
-                        create_time=dt_to_ts(row.created_at),
+                        create_time=row.created_at,
                     )
                 )
         return out, len(rows) > limit
 
-    def list_versions(
-        self, name: str, offset: int, limit: int
-    ) -> tuple[list[pb.ModelVersion], bool]:
+    def list_versions(self, name: str, offset: int, limit: int) -> tuple[list[ModelVersion], bool]:
         check_name(name, "model_name")
         with self.engine.connect() as conn:
             self._require_model(conn, name)

@@ -10,6 +10,10 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import Engine, select
+
+from atlas_serving.tables import variant_stats
+
 # Latency histogram: geometric buckets from 50 us to ~60 s (about 7% wide).
 _BASE_S = 50e-6
 _GROWTH = 1.07
@@ -154,3 +158,20 @@ def percentile_ms(hist: Mapping[str, int], q: float) -> float:
         if seen >= rank:
             return bucket_upper(int(b)) * 1000.0
     return bucket_upper(max(int(b) for b in hist)) * 1000.0
+
+
+def read_stats(
+    engine: Engine, endpoint: str, max_age_s: float = 30.0
+) -> dict[str, list[dict[str, object]]]:
+    """variant -> exports of every replica that published recently."""
+    fresh = int((time.time() - max_age_s) * 1e6)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(variant_stats.c.variant, variant_stats.c.buckets).where(
+                (variant_stats.c.endpoint_name == endpoint) & (variant_stats.c.updated_us >= fresh)
+            )
+        ).all()
+    out: dict[str, list[dict[str, object]]] = {}
+    for variant, raw in rows:
+        out.setdefault(variant, []).append(json.loads(raw))
+    return out

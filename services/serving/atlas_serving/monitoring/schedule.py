@@ -9,50 +9,50 @@ replicas submit the same job once."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from google.protobuf import json_format
-
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import AlreadyExists
 from atlas_core.jobs import JobRecord, JobRunner, JobState
+from atlas_serving.domain import MonitoringSpec
+from atlas_serving.records import Codec
 
 log = logging.getLogger("atlas.serving.schedule")
 SCAN_LIMIT = 500
 
 
-def _repeat_seconds(record: JobRecord) -> float:
-    spec = json_format.ParseDict(record.spec.get("spec", {}), pb.MonitoringSpec())
-    if not spec.HasField("repeat_every"):
-        return 0.0
-    return spec.repeat_every.ToTimedelta().total_seconds()
-
-
-def next_run(record: JobRecord, now: datetime) -> tuple[dict[str, Any], str] | None:
-    """(spec, request_id) of the run after ``record`` when it is due, else None."""
-    every = _repeat_seconds(record)
+def next_run(
+    record: JobRecord, now: datetime, codec: Codec[MonitoringSpec]
+) -> tuple[dict[str, Any], str] | None:
+    """(job spec, request_id) of the run after ``record`` when it is due, else None.
+    ``codec`` reads and writes the monitoring spec inside the job spec."""
+    spec = codec.from_dict(record.spec.get("spec", {}))
+    every = spec.repeat_every_s or 0.0
     if every <= 0 or record.state is not JobState.SUCCEEDED or record.finished_at is None:
         return None
     if (now - record.finished_at).total_seconds() < every:
         return None
     root = record.spec.get("schedule") or record.id
     run = int(record.spec.get("run", 1)) + 1
-    spec = json_format.ParseDict(record.spec["spec"], pb.MonitoringSpec())
     window_end_us = (record.result or {}).get("window_end_us")
-    spec.ClearField("end_time")
-    if window_end_us:
-        spec.start_time.FromMicroseconds(int(window_end_us))
+    spec = replace(
+        spec,
+        start_us=int(window_end_us) if window_end_us else spec.start_us,
+        end_us=None,
+    )
     out = dict(record.spec)
     out.update(
-        spec=json_format.MessageToDict(spec, preserving_proto_field_name=True),
+        spec=codec.to_dict(spec),
         schedule=root,
         run=run,
     )
     return out, f"monitor-schedule-{root}-{run}"
 
 
-def submit_due(jobs: JobRunner, kind: str, now: datetime | None = None) -> list[str]:
+def submit_due(
+    jobs: JobRunner, kind: str, codec: Codec[MonitoringSpec], now: datetime | None = None
+) -> list[str]:
     """Submit every due run; returns the new job ids."""
     now = now or datetime.now(timezone.utc)
     latest: dict[str, JobRecord] = {}
@@ -61,7 +61,7 @@ def submit_due(jobs: JobRunner, kind: str, now: datetime | None = None) -> list[
         latest.setdefault(root, record)
     submitted = []
     for record in latest.values():
-        due = next_run(record, now)
+        due = next_run(record, now, codec)
         if due is None:
             continue
         spec, request_id = due

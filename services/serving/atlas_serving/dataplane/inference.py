@@ -19,7 +19,7 @@ import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.ml import MatrixScorer
-from atlas_serving.forest import Forest
+from atlas_serving.dataplane.forest import Forest
 
 log = logging.getLogger("atlas.serving.inference")
 
@@ -309,7 +309,7 @@ def _defaults(training_stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     for name, stats in (training_stats or {}).items():
         if "frequencies" in stats:
             freqs = {k: v for k, v in stats["frequencies"].items() if k != "__other__"}
-            out[name] = max(freqs, key=freqs.get) if freqs else None
+            out[name] = max(freqs, key=lambda k: freqs[k]) if freqs else None
         else:
             sample = stats.get("sample") or []
             out[name] = float(sample[len(sample) // 2]) if sample else stats.get("mean")

@@ -11,11 +11,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from atlas_serving.batching import Batcher
 from atlas_serving.config import CapacityDefaults
-from atlas_serving.stats import WindowStats
+from atlas_serving.dataplane.batching import Batcher
+from atlas_serving.domain import EndpointSpec, ModelVersion, Variant, VariantRole
+from atlas_serving.monitoring.stats import WindowStats
 
 
 class Admission:
@@ -58,8 +58,8 @@ class Admission:
 
 @dataclass
 class VariantRuntime:
-    spec: pb.Variant
-    version: pb.ModelVersion
+    spec: Variant
+    version: ModelVersion
     batcher: Batcher
     stats: WindowStats
     shadow_inflight: int = 0
@@ -68,7 +68,7 @@ class VariantRuntime:
     observers: dict[str, tuple[Any, Any]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.key = (self.version.ref.model_name, int(self.version.ref.version))
+        self.key = self.version.key
 
     @property
     def name(self) -> str:
@@ -76,9 +76,9 @@ class VariantRuntime:
 
     @property
     def shadow(self) -> bool:
-        return self.spec.role == pb.VARIANT_ROLE_SHADOW
+        return self.spec.role == VariantRole.SHADOW
 
-    def same_as(self, spec: pb.Variant) -> bool:
+    def same_as(self, spec: Variant) -> bool:
         return (
             spec.resolved_version == self.spec.resolved_version
             and spec.model.model_name == self.spec.model.model_name
@@ -90,7 +90,7 @@ class VariantRuntime:
 
 @dataclass
 class EndpointRuntime:
-    spec: pb.EndpointSpec
+    spec: EndpointSpec
     etag: str
     variants: dict[str, VariantRuntime]
     admission: Admission
@@ -131,8 +131,8 @@ class EndpointRuntime:
 
 
 def build_variant(
-    spec: pb.Variant,
-    version: pb.ModelVersion,
+    spec: Variant,
+    version: ModelVersion,
     executor: Executor,
     defaults: CapacityDefaults,
     workers: int,
@@ -141,11 +141,7 @@ def build_variant(
     on_batch: Callable[[int], None],
 ) -> VariantRuntime:
     b = spec.batching
-    delay = (
-        b.max_delay.ToTimedelta().total_seconds()
-        if b.HasField("max_delay")
-        else defaults.max_delay_ms / 1000
-    )
+    delay = b.max_delay_s if b.max_delay_s is not None else defaults.max_delay_ms / 1000
     batcher = Batcher(
         executor,
         max_batch_size=b.max_batch_size or defaults.max_batch_size,
@@ -159,7 +155,7 @@ def build_variant(
     return VariantRuntime(spec, version, batcher, stats)
 
 
-def admission_for(spec: pb.EndpointSpec, defaults: CapacityDefaults) -> Admission:
+def admission_for(spec: EndpointSpec, defaults: CapacityDefaults) -> Admission:
     c = spec.capacity
     return Admission(
         c.max_concurrency or defaults.max_concurrency,

@@ -11,10 +11,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.storage import ArtifactStore
-from atlas_serving.bundle_access import BundleLoader, artifact_from_pb
-from atlas_serving.inference import ServableModel
+from atlas_serving.bundle_access import BundleLoader, resolve_artifact
+from atlas_serving.dataplane.inference import ServableModel
+from atlas_serving.domain import ModelVersion
 
 log = logging.getLogger("atlas.serving.models")
 
@@ -31,10 +31,6 @@ def settle_heap() -> None:
     generations, which are collected as usual."""
     gc.collect(1)
     gc.freeze()
-
-
-def model_key(version: pb.ModelVersion) -> ModelKey:
-    return version.ref.model_name, int(version.ref.version)
 
 
 @dataclass
@@ -77,11 +73,11 @@ class ModelCache:
         self._entries.move_to_end(key)
         return entry.model
 
-    def peek_version(self, version: pb.ModelVersion) -> ServableModel | None:
-        return self.peek((version.ref.model_name, int(version.ref.version)))
+    def peek_version(self, version: ModelVersion) -> ServableModel | None:
+        return self.peek(version.key)
 
-    async def get(self, version: pb.ModelVersion) -> ServableModel:
-        key = model_key(version)
+    async def get(self, version: ModelVersion) -> ServableModel:
+        key = version.key
         model = self.peek(key)
         if model is not None:
             return model
@@ -93,7 +89,7 @@ class ModelCache:
         return await asyncio.shield(pending)
 
     async def _load(
-        self, key: ModelKey, version: pb.ModelVersion, done: asyncio.Future[ServableModel]
+        self, key: ModelKey, version: ModelVersion, done: asyncio.Future[ServableModel]
     ) -> None:
         start = time.perf_counter()
         try:
@@ -123,9 +119,9 @@ class ModelCache:
         settle_heap()
         done.set_result(model)
 
-    def load_now(self, version: pb.ModelVersion) -> ServableModel:
+    def load_now(self, version: ModelVersion) -> ServableModel:
         """Load and check a bundle (blocking): DataLoss on checksum failure."""
-        ref = artifact_from_pb(self.store, version.bundle)
+        ref = resolve_artifact(self.store, version.bundle)
         return ServableModel(self.loader(self.store, ref))
 
     def _evict(self, keep: ModelKey) -> None:

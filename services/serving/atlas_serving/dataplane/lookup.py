@@ -9,24 +9,32 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as data_pb
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.clients.data import DataClient, Features
 from atlas_core.errors import AtlasError, FailedPrecondition, NotFound, Unavailable
-from atlas_serving.schema_map import FEATURE_TYPE_NAMES
+from atlas_serving.domain import FallbackPolicy, FeatureLookup
 
 DEFAULT_TIMEOUT_S = 0.05
 
+# Data-service feature types (the data client's vocabulary) as the dtype names the bundle
+# schema understands.
+FEATURE_TYPE_NAMES = {
+    data_pb.FEATURE_TYPE_FLOAT32: "float32",
+    data_pb.FEATURE_TYPE_FLOAT32_VECTOR: "float32_vector",
+    data_pb.FEATURE_TYPE_FLOAT64: "float64",
+    data_pb.FEATURE_TYPE_INT64: "int64",
+    data_pb.FEATURE_TYPE_STRING: "string",
+    data_pb.FEATURE_TYPE_CATEGORICAL: "categorical",
+    data_pb.FEATURE_TYPE_BOOL: "bool",
+}
 
-def lookup_timeout(lookup: pb.FeatureLookup) -> float:
-    if lookup.HasField("timeout"):
-        return lookup.timeout.ToTimedelta().total_seconds() or DEFAULT_TIMEOUT_S
-    return DEFAULT_TIMEOUT_S
+
+def lookup_timeout(lookup: FeatureLookup) -> float:
+    return lookup.timeout_s or DEFAULT_TIMEOUT_S
 
 
 def _sources(
-    lookup: pb.FeatureLookup, names: Sequence[str], group_features: Mapping[str, Sequence[str]]
+    lookup: FeatureLookup, names: Sequence[str], group_features: Mapping[str, Sequence[str]]
 ) -> dict[str, tuple[str, str]]:
     """model input -> (group, feature); explicit mapping first, then same-name features."""
     out: dict[str, tuple[str, str]] = {}
@@ -43,7 +51,7 @@ def _sources(
     return out
 
 
-def check_lookup_schema(client: DataClient | None, lookup: pb.FeatureLookup, model: Any) -> None:
+def check_lookup_schema(client: DataClient | None, lookup: FeatureLookup, model: Any) -> None:
     """Deploy-time check: the groups exist and cover the model's inputs with compatible types.
 
     Raises NotFound (unknown group), FailedPrecondition (schema mismatch, no data service).
@@ -76,12 +84,11 @@ class FeatureFetcher:
         self._layouts: dict[str, list[str]] = {}
 
     async def rows(
-        self, lookup: pb.FeatureLookup, model: Any, entity_ids: Sequence[common_pb2.Value]
+        self, lookup: FeatureLookup, model: Any, keys: Sequence[Any]
     ) -> list[tuple[dict[str, Any], bool]]:
-        """(features, fallback_used) per entity. Raises NotFound / Unavailable under the
-        FAIL policy; never waits past the lookup deadline."""
-        fallback = lookup.fallback or pb.FALLBACK_POLICY_FAIL
-        keys = [_key(v) for v in entity_ids]
+        """(features, fallback_used) per entity key (an int or a string). Raises NotFound /
+        Unavailable under the FAIL policy; never waits past the lookup deadline."""
+        fallback = lookup.fallback or FallbackPolicy.FAIL
         try:
             if self.client is None:
                 raise Unavailable(
@@ -91,7 +98,7 @@ class FeatureFetcher:
                 self._fetch(lookup, model, keys), lookup_timeout(lookup)
             )
         except (TimeoutError, AtlasError) as exc:
-            if fallback == pb.FALLBACK_POLICY_FAIL:
+            if fallback == FallbackPolicy.FAIL:
                 if isinstance(exc, AtlasError) and not isinstance(exc, Unavailable):
                     raise Unavailable(
                         f"feature lookup failed: {exc.message}", reason="FEATURE_LOOKUP_FAILED"
@@ -106,7 +113,7 @@ class FeatureFetcher:
         for key, (values, complete) in zip(keys, fetched, strict=True):
             if complete:
                 out.append((values, False))
-            elif fallback == pb.FALLBACK_POLICY_FAIL:
+            elif fallback == FallbackPolicy.FAIL:
                 raise NotFound(
                     f"entity {key!r} has no online features for this endpoint",
                     reason="ENTITY_NOT_FOUND",
@@ -117,7 +124,7 @@ class FeatureFetcher:
         return out
 
     async def _fetch(
-        self, lookup: pb.FeatureLookup, model: Any, keys: list[Any]
+        self, lookup: FeatureLookup, model: Any, keys: Sequence[Any]
     ) -> list[tuple[dict[str, Any], bool]]:
         client = self.client
         assert client is not None
@@ -142,7 +149,7 @@ class FeatureFetcher:
                     results[i][name] = _value(features, i, feature)
         return [(r, f and len(r) == len(model.names)) for r, f in zip(results, found, strict=True)]
 
-    async def _group_features(self, lookup: pb.FeatureLookup) -> dict[str, list[str]]:
+    async def _group_features(self, lookup: FeatureLookup) -> dict[str, list[str]]:
         assert self.client is not None
         for ref in lookup.feature_groups:
             if ref.name not in self._layouts:
@@ -151,13 +158,6 @@ class FeatureFetcher:
                 )
                 self._layouts[ref.name] = [f.name for f in group.spec.features]
         return self._layouts
-
-
-def _key(value: common_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    return (
-        value.int64_value if kind == "int64_value" else str(getattr(value, kind or "string_value"))
-    )
 
 
 def _value(features: Features, row: int, name: str) -> Any:
@@ -175,11 +175,9 @@ def _value(features: Features, row: int, name: str) -> Any:
     return None
 
 
-def _fill(values: dict[str, Any], model: Any, fallback: int) -> dict[str, Any]:
+def _fill(values: dict[str, Any], model: Any, fallback: FallbackPolicy) -> dict[str, Any]:
     out = dict(values)
     for name in model.names:
         if out.get(name) is None or (isinstance(out[name], float) and math.isnan(out[name])):
-            out[name] = (
-                model.defaults.get(name) if fallback == pb.FALLBACK_POLICY_DEFAULTS else None
-            )
+            out[name] = model.defaults.get(name) if fallback == FallbackPolicy.DEFAULTS else None
     return out

@@ -6,19 +6,27 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
 from atlas_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
-from atlas_core.proto_convert import dt_to_ts
-from atlas_serving.records import from_json, now, to_json
-from atlas_serving.registry import Registry, check_name
+from atlas_serving.control.registry import Registry, check_name
+from atlas_serving.domain import (
+    Capacity,
+    Capture,
+    Endpoint,
+    EndpointSpec,
+    EndpointState,
+    Variant,
+    VariantRole,
+)
+from atlas_serving.records import Codec, now
 from atlas_serving.tables import endpoints
 
-STATE_NAMES = {v: k for k, v in pb.EndpointState.items()}
 MAX_BATCH = 4096
 
 
@@ -26,7 +34,7 @@ def _bad(message: str, field: str) -> InvalidArgument:
     return InvalidArgument(message, reason="INVALID_SPEC", metadata={"field": field})
 
 
-def validate_variants(variants: list[pb.Variant]) -> None:
+def validate_variants(variants: Sequence[Variant]) -> None:
     names = [v.name for v in variants]
     if not variants:
         raise _bad("at least one variant is required", "variants")
@@ -48,7 +56,7 @@ def validate_variants(variants: list[pb.Variant]) -> None:
                 f"variants[{i}].batching.max_batch_size must be in [0, {MAX_BATCH}]",
                 f"variants[{i}].batching.max_batch_size",
             )
-        if b.HasField("max_delay") and not 0 <= b.max_delay.ToTimedelta().total_seconds() <= 1:
+        if b.max_delay_s is not None and not 0 <= b.max_delay_s <= 1:
             raise _bad(
                 f"variants[{i}].batching.max_delay must be in [0, 1s]",
                 f"variants[{i}].batching.max_delay",
@@ -56,7 +64,7 @@ def validate_variants(variants: list[pb.Variant]) -> None:
         validate_capacity(v.capacity, f"variants[{i}].capacity")
     if len(set(names)) != len(names):
         raise _bad("variant names must be unique", "variants")
-    live = [v for v in variants if v.role != pb.VARIANT_ROLE_SHADOW]
+    live = [v for v in variants if v.role != VariantRole.SHADOW]
     if not live:
         raise _bad("at least one live variant is required", "variants")
     total = sum(v.weight for v in live)
@@ -64,25 +72,25 @@ def validate_variants(variants: list[pb.Variant]) -> None:
         raise _bad(f"live variant weights must sum to 100, got {total:g}", "variants.weight")
 
 
-def validate_capacity(c: pb.CapacityConfig, field: str) -> None:
+def validate_capacity(c: Capacity, field: str) -> None:
     if c.max_concurrency < 0 or c.max_queue < 0 or c.memory_budget_bytes < 0:
         raise _bad(
             f"{field}: max_concurrency, max_queue and memory_budget_bytes must be >= 0", field
         )
-    if c.HasField("idle_ttl") and c.idle_ttl.ToTimedelta().total_seconds() < 0:
+    if c.idle_ttl_s is not None and c.idle_ttl_s < 0:
         raise _bad(f"{field}.idle_ttl must not be negative", f"{field}.idle_ttl")
 
 
-def validate_capture(c: pb.CaptureConfig) -> None:
+def validate_capture(c: Capture) -> None:
     if c.enabled and not 0 < c.sample_fraction <= 1:
         raise _bad("capture.sample_fraction must be in (0, 1]", "capture.sample_fraction")
     if c.flush_rows < 0:
         raise _bad("capture.flush_rows must be >= 0", "capture.flush_rows")
 
 
-def validate_spec(spec: pb.EndpointSpec) -> None:
+def validate_spec(spec: EndpointSpec) -> None:
     check_name(spec.name, "spec.name")
-    validate_variants(list(spec.variants))
+    validate_variants(spec.variants)
     validate_capacity(spec.capacity, "capacity")
     validate_capture(spec.capture)
     for i, ref in enumerate(spec.feature_lookup.feature_groups):
@@ -93,22 +101,17 @@ def validate_spec(spec: pb.EndpointSpec) -> None:
             )
 
 
-def resolve_variants(registry: Registry, variants: list[pb.Variant]) -> list[pb.Variant]:
+def resolve_variants(registry: Registry, variants: Sequence[Variant]) -> list[Variant]:
     """Copies with model versions resolved (aliases kept for display in ``model``)."""
-    out = []
-    for v in variants:
-        resolved = pb.Variant()
-        resolved.CopyFrom(v)
-        resolved.resolved_version = registry.get_ref(v.model).ref.version
-        out.append(resolved)
-    return out
+    return [replace(v, resolved_version=registry.get_ref(v.model).version) for v in variants]
 
 
 class EndpointStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, codec: Codec[EndpointSpec]) -> None:
         self.engine = engine
+        self.codec = codec
 
-    def create(self, spec: pb.EndpointSpec) -> pb.Endpoint:
+    def create(self, spec: EndpointSpec) -> Endpoint:
         stamp = now()
         with write_transaction(self.engine) as conn:
             if (
@@ -121,8 +124,8 @@ class EndpointStore:
             conn.execute(
                 endpoints.insert().values(
                     name=spec.name,
-                    spec=to_json(spec),
-                    state="ENDPOINT_STATE_SERVING",
+                    spec=self.codec.dumps(spec),
+                    state=_state_name(EndpointState.SERVING),
                     traffic=json.dumps(live_split(spec)),
                     active_deployment_id="",
                     last_deployment_id="",
@@ -133,18 +136,18 @@ class EndpointStore:
             )
         return self.get(spec.name)
 
-    def get(self, name: str) -> pb.Endpoint:
+    def get(self, name: str) -> Endpoint:
         if not name:
             raise InvalidArgument("endpoint name is required", reason="NAME_REQUIRED")
         with self.engine.connect() as conn:
             row = conn.execute(select(endpoints).where(endpoints.c.name == name)).first()
         if row is None:
             raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
-        return _endpoint(row)
+        return self._endpoint(row)
 
     def list(
         self, prefix: str = "", offset: int = 0, limit: int = 10_000
-    ) -> tuple[list[pb.Endpoint], bool]:
+    ) -> tuple[list[Endpoint], bool]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(endpoints)
@@ -153,17 +156,15 @@ class EndpointStore:
                 .offset(offset)
                 .limit(limit + 1)
             ).all()
-        return [_endpoint(r) for r in rows[:limit]], len(rows) > limit
+        return [self._endpoint(r) for r in rows[:limit]], len(rows) > limit
 
-    def snapshot(self) -> dict[str, tuple[str, pb.EndpointSpec]]:
+    def snapshot(self) -> dict[str, tuple[str, EndpointSpec]]:
         """name -> (etag, spec) of every endpoint: what a replica polls."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(endpoints.c.name, endpoints.c.etag, endpoints.c.spec)).all()
-        return {r.name: (r.etag, from_json(r.spec, pb.EndpointSpec)) for r in rows}
+        return {r.name: (r.etag, self.codec.loads(r.spec)) for r in rows}
 
-    def mutate(
-        self, name: str, change: Callable[[pb.Endpoint], None], *, etag: str = ""
-    ) -> pb.Endpoint:
+    def mutate(self, name: str, change: Callable[[Endpoint], None], *, etag: str = "") -> Endpoint:
         """Apply ``change`` to the stored endpoint atomically; ABORTED on an etag mismatch."""
         with write_transaction(self.engine) as conn:
             row = conn.execute(select(endpoints).where(endpoints.c.name == name)).first()
@@ -174,14 +175,14 @@ class EndpointStore:
                     f"endpoint {name} changed since etag {etag} (now {row.etag})",
                     reason="ETAG_MISMATCH",
                 )
-            endpoint = _endpoint(row)
+            endpoint = self._endpoint(row)
             change(endpoint)
             conn.execute(
                 endpoints.update()
                 .where(endpoints.c.name == name)
                 .values(
-                    spec=to_json(endpoint.spec),
-                    state=pb.EndpointState.Name(endpoint.state),
+                    spec=self.codec.dumps(endpoint.spec),
+                    state=_state_name(endpoint.state),
                     traffic=json.dumps(live_split(endpoint.spec)),
                     active_deployment_id=endpoint.active_deployment_id,
                     last_deployment_id=endpoint.last_deployment_id,
@@ -191,24 +192,31 @@ class EndpointStore:
             )
         return self.get(name)
 
-    def delete(self, name: str) -> pb.Endpoint:
+    def delete(self, name: str) -> Endpoint:
         endpoint = self.get(name)
         with write_transaction(self.engine) as conn:
             conn.execute(endpoints.delete().where(endpoints.c.name == name))
         return endpoint
 
+    def _endpoint(self, row: Row[Any]) -> Endpoint:
+        return Endpoint(
+            spec=self.codec.loads(row.spec),
+            state=EndpointState[row.state.removeprefix(_STATE_PREFIX)],
+            active_deployment_id=row.active_deployment_id,
+            last_deployment_id=row.last_deployment_id,
+            etag=row.etag,
+            create_time=row.created_at,
+            update_time=row.updated_at,
+        )
 
-def live_split(spec: pb.EndpointSpec) -> dict[str, float]:
-    return {v.name: v.weight for v in spec.variants if v.role != pb.VARIANT_ROLE_SHADOW}
+
+# The state column holds the proto enum names (ENDPOINT_STATE_SERVING, ...).
+_STATE_PREFIX = "ENDPOINT_STATE_"
 
 
-def _endpoint(row) -> pb.Endpoint:  # type: ignore[no-untyped-def]
-    return pb.Endpoint(
-        spec=from_json(row.spec, pb.EndpointSpec),
-        state=pb.EndpointState.Value(row.state),
-        active_deployment_id=row.active_deployment_id,
-        last_deployment_id=row.last_deployment_id,
-        etag=row.etag,
-        create_time=dt_to_ts(row.created_at),
-        update_time=dt_to_ts(row.updated_at),
-    )
+def _state_name(state: EndpointState) -> str:
+    return _STATE_PREFIX + state.name
+
+
+def live_split(spec: EndpointSpec) -> dict[str, float]:
+    return {v.name: v.weight for v in spec.variants if v.role != VariantRole.SHADOW}

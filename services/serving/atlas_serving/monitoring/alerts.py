@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select
 
-from atlas.common.v1 import common_pb2
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.db import write_transaction
 from atlas_core.errors import InvalidArgument, NotFound
-from atlas_core.proto_convert import us_to_ts
-from atlas_serving.records import from_json, now, to_json
+from atlas_serving.domain import Alert, CaptureFile
+from atlas_serving.records import Codec, now
 from atlas_serving.tables import alerts, capture_files
 
 
 class AlertStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, codec: Codec[Alert]) -> None:
         self.engine = engine
+        self.codec = codec
 
-    def add(self, alert: pb.Alert) -> None:
+    def add(self, alert: Alert) -> None:
         with write_transaction(self.engine) as conn:
             conn.execute(
                 alerts.insert().values(
                     alert_id=alert.alert_id,
                     endpoint_name=alert.endpoint.endpoint_name,
-                    kind=pb.AlertKind.Name(alert.kind),
-                    body=to_json(alert),
+                    kind="ALERT_KIND_" + alert.kind.name,  # the proto enum name
+                    body=self.codec.dumps(alert),
                     acknowledged=False,
                     created_at=now(),
                 )
@@ -32,7 +31,7 @@ class AlertStore:
 
     def list(
         self, endpoint: str, include_acknowledged: bool, offset: int, limit: int
-    ) -> tuple[list[pb.Alert], bool]:
+    ) -> tuple[list[Alert], bool]:
         query = select(alerts.c.body, alerts.c.acknowledged)
         if endpoint:
             query = query.where(alerts.c.endpoint_name == endpoint)
@@ -44,12 +43,12 @@ class AlertStore:
             ).all()
         out = []
         for body, acked in rows[:limit]:
-            alert = from_json(body, pb.Alert)
+            alert = self.codec.loads(body)
             alert.acknowledged = bool(acked)
             out.append(alert)
         return out, len(rows) > limit
 
-    def acknowledge(self, alert_id: str) -> pb.Alert:
+    def acknowledge(self, alert_id: str) -> Alert:
         if not alert_id:
             raise InvalidArgument("alert_id is required", reason="ID_REQUIRED")
         with write_transaction(self.engine) as conn:
@@ -59,14 +58,15 @@ class AlertStore:
             conn.execute(
                 alerts.update().where(alerts.c.alert_id == alert_id).values(acknowledged=True)
             )
-        alert = from_json(body, pb.Alert)
+        alert = self.codec.loads(body)
         alert.acknowledged = True
         return alert
 
 
 def list_capture_files(
     engine: Engine, endpoint: str, start_us: int | None, end_us: int | None, offset: int, limit: int
-) -> tuple[list[pb.CaptureFile], bool]:
+) -> tuple[list[CaptureFile], bool]:
+    """Capture files of ``endpoint`` overlapping [start_us, end_us), oldest first."""
     if start_us is not None and end_us is not None and end_us < start_us:
         raise InvalidArgument("end_time is before start_time", reason="INVERTED_WINDOW")
     query = select(capture_files).where(capture_files.c.endpoint_name == endpoint)
@@ -79,16 +79,13 @@ def list_capture_files(
             query.order_by(capture_files.c.start_us).offset(offset).limit(limit + 1)
         ).all()
     files = [
-        pb.CaptureFile(
-            artifact=common_pb2.ArtifactRef(
-                uri=r.uri,
-                sha256=r.sha256,
-                size_bytes=r.size_bytes,
-                media_type="application/vnd.apache.parquet",
-            ),
+        CaptureFile(
+            uri=r.uri,
+            sha256=r.sha256,
+            size=r.size_bytes,
             row_count=r.row_count,
-            start_time=us_to_ts(r.start_us),
-            end_time=us_to_ts(r.end_us),
+            start_us=r.start_us,
+            end_us=r.end_us,
             variant=r.variant,
         )
         for r in rows[:limit]

@@ -10,13 +10,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from atlas.common.v1 import common_pb2
-from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
 from atlas_core.storage import ArtifactRef, ArtifactStore
-from atlas_serving.bundle_access import artifact_from_pb
-from atlas_serving.dataplane import MAX_ROWS, Answer, DataPlane
-from atlas_serving.inference import RowResult
+from atlas_serving.bundle_access import resolve_artifact
+from atlas_serving.dataplane.inference import RowResult
+from atlas_serving.dataplane.models import ModelKey
+from atlas_serving.dataplane.predict import MAX_ROWS, Answer, DataPlane
+from atlas_serving.domain import BundleRef, PredictOptions
 
 MAX_ARTIFACT_ROWS = 2_000_000
 CHUNK_ROWS = 4096
@@ -27,16 +27,16 @@ PARQUET = "application/vnd.apache.parquet"
 class ArtifactAnswer:
     output: ArtifactRef
     variant: str
-    version: pb.ModelVersion
+    model: ModelKey
     prediction_id: str
     rows: int
 
 
-def _read_rows(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> list[dict[str, Any]]:
+def _read_rows(store: ArtifactStore, ref: BundleRef) -> list[dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    raw = store.get_bytes(artifact_from_pb(store, ref))
+    raw = store.get_bytes(resolve_artifact(store, ref))
     try:
         table = pq.read_table(io.BytesIO(raw))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -68,7 +68,7 @@ def _write_results(
         "label": [r.label for r in results],
         "value": [r.value for r in results],
         "variant": [a.variant for a in answers for _ in a.results],
-        "model_version": [int(a.version.ref.version) for a in answers for _ in a.results],
+        "model_version": [a.model[1] for a in answers for _ in a.results],
     }
     if all_scores:
         classes = sorted({c for r in results for c in r.scores})
@@ -83,25 +83,25 @@ async def predict_artifact(
     plane: DataPlane,
     store: ArtifactStore,
     prefix: str,
-    request: pb.PredictBatchRequest,
+    endpoint: str,
+    source: BundleRef,
+    options: PredictOptions,
     timeout: float | None,
 ) -> ArtifactAnswer:
-    """Predict every row of ``request.input_artifact``; results go to ``prefix``/<endpoint>/.
+    """Predict every row of the Parquet artifact ``source``; results go to
+    ``prefix``/<endpoint>/.
 
     Raises InvalidArgument (not Parquet, no rows, bad features naming the row), NotFound
     (endpoint or artifact), DataLoss (checksum), ResourceExhausted (capacity)."""
-    plane.endpoint(request.endpoint_name)  # NOT_FOUND before reading anything
-    rows = await asyncio.to_thread(_read_rows, store, request.input_artifact)
+    plane.endpoint(endpoint)  # NOT_FOUND before reading anything
+    rows = await asyncio.to_thread(_read_rows, store, source)
     answers: list[Answer] = []
     chunk = min(CHUNK_ROWS, MAX_ROWS)
     for start in range(0, len(rows), chunk):
         try:
             answers.append(
                 await plane.predict_values(
-                    request.endpoint_name,
-                    rows[start : start + chunk],
-                    request.options,
-                    timeout=timeout,
+                    endpoint, rows[start : start + chunk], options, timeout=timeout
                 )
             )
         except InvalidArgument as exc:
@@ -116,9 +116,9 @@ async def predict_artifact(
             ) from None
     results = [r for a in answers for r in a.results]
     prediction_id = uuid.uuid4().hex
-    key = f"{prefix.rstrip('/')}/{request.endpoint_name}/{prediction_id}.parquet"
+    key = f"{prefix.rstrip('/')}/{endpoint}/{prediction_id}.parquet"
     output = await asyncio.to_thread(
-        _write_results, store, key, results, answers, request.options.return_all_scores
+        _write_results, store, key, results, answers, options.return_all_scores
     )
     last = answers[-1]
-    return ArtifactAnswer(output, last.variant, last.version, prediction_id, len(results))
+    return ArtifactAnswer(output, last.variant, last.model, prediction_id, len(results))

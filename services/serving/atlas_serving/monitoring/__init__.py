@@ -1,0 +1,19 @@
+"""Monitoring: per-variant statistics shared by the fleet, Prometheus metrics, alerts, and
+the drift monitor job (``drift.run_monitor``, run in a job subprocess) with its schedule.
+"""
+
+from atlas_serving.monitoring.alerts import AlertStore, list_capture_files
+from atlas_serving.monitoring.metrics import ServingMetrics
+from atlas_serving.monitoring.schedule import submit_due
+from atlas_serving.monitoring.stats import WindowStats, merge, percentile_ms, read_stats
+
+__all__ = [
+    "AlertStore",
+    "ServingMetrics",
+    "WindowStats",
+    "list_capture_files",
+    "merge",
+    "percentile_ms",
+    "read_stats",
+    "submit_due",
+]
