@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv native native-optional demo test test-fast protos lint bench bench-full clean
+.PHONY: venv native native-optional demo test test-fast protos lint contract-baseline bench bench-full clean
 
 venv: $(STAMP)
 
@@ -46,13 +46,22 @@ test-fast: $(STAMP) native-optional
 protos: $(STAMP)
 	$(PY) -m atlas_core.tools.protos
 
+# Format, lint, types and the contract: what CI and the pre-commit hooks run.
 lint: $(STAMP)
 	$(VENV)/bin/buf lint protos
+	$(VENV)/bin/buf breaking --against protos/baseline.binpb
 	$(VENV)/bin/ruff format --check src/atlas_core services tests bench demo
 	$(VENV)/bin/ruff check src/atlas_core services tests bench demo
 	$(PY) -m atlas_core.tools.protos --check
+	$(VENV)/bin/mypy
 
-# Quick versions of every benchmark (minutes); `make bench-full` runs the full ones (long).
+# The released contract that `buf breaking` compares against. Refresh it only on purpose: when a
+# release ships, or for a service whose contract was never implemented.
+contract-baseline: $(STAMP)
+	$(VENV)/bin/buf build --exclude-source-info -o protos/baseline.binpb
+
+# Quick versions of every benchmark (minutes; smoke runs, results not kept); `make bench-full`
+# runs the full ones (long), writing bench/results/ (bench/README.md says how to accept a figure).
 BENCHES := grpc_overhead data_online data_pit automl serving graph final_predict
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo ">> bench/$$b.py --quick"; $(PY) bench/$$b.py --quick || exit 1; done

@@ -18,8 +18,8 @@ the same 1x5000 reads served by the data service's own Python server are reporte
 them, marked "(data service)". Reads are measured by a
 native gRPC load generator (``bench/native/grpc_loadgen.cc``, built on first use against
 Debian's libgrpc++-dev, which the script installs with apt-get when run as root; cached in
-/tmp/atlas-bench-loadgen): a Python client spends 0.3-0.45 ms of CPU per 20 KB call, which on
-2 cores takes a third of the machine from the server it measures. The same reads from Python
+/tmp/atlas-bench-loadgen): a Python client spends enough CPU per 20 KB call to take a large
+share of a 2-core machine from the server it measures. The same reads from Python
 (grpc.aio through ``atlas_core.rpc.connect``) are reported beside them as "py" rows; with
 ``--python-client`` (or when the native generator cannot be built) only those run. Ingest
 and set-up use the Python client. Everything is stopped by this script.
@@ -61,11 +61,12 @@ SQLite online store, one FeatureView of 250 float32 features, loads 20,000 entit
 with --quick) with write_to_online_store and times ``get_online_features`` for 1 random
 entity x 250 features in-process.
 
-Targets: 1x5000 p99 <= 3 ms at c1; >= 2,000 req/s at c16; 100x5000 p99 <= 40 ms; ingest
->= 5,000 vectors/s; our 1x5000 p99 at least 10x lower than Feast's 1x250 p99. Writes
-bench/results/data_online.json with keys p99_1x5000_ms, rps_c16, p99_100x5000_ms, ingest_vps,
-feast_p99_1x250_ms (null when Feast could not run; the reason is recorded) plus detail.
-The headline numbers come from the largest group (vec200k; vec20k with --quick).
+Targets: 1x5000 p99 <= 3 ms at c1; >= 2,000 req/s at c16; 100x5000 p99 <= 40 ms; ingest >= 5,000
+vectors/s; our 1x5000 p99 at least 10x lower than Feast's 1x250 p99. Writes
+bench/results/data_online.json (and a dated copy, see _results.py) with keys p99_1x5000_ms, rps_c16,
+p99_100x5000_ms, ingest_vps, feast_p99_1x250_ms (null when Feast could not run; the reason is
+recorded) plus detail. The headline numbers come from the largest group (vec200k; vec20k with
+--quick).
 """
 
 from __future__ import annotations
@@ -84,8 +85,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
+
 TOKEN = "bench-token-0123456789"
-RESULTS = Path(__file__).parent / "results" / "data_online.json"
+
 FEAST_VENV = Path("/tmp/atlas-bench-feast")
 FEAST_RUNNER = Path(__file__).parent / "_feast_online.py"
 LOADGEN_SRC = Path(__file__).parent / "native" / "grpc_loadgen.cc"
@@ -1044,9 +1048,8 @@ def main() -> None:
         result["command"] += " --malloc-tuned"
     report(result)
     result["wall_s"] = round(time.perf_counter() - started, 1)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wall {result['wall_s']:.0f} s -> {RESULTS}")
+    out = write_results("data_online", result, quick=args.quick)
+    print(f"wall {result['wall_s']:.0f} s -> {out}")
 
 
 if __name__ == "__main__":

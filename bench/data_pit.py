@@ -21,9 +21,9 @@ reused when present) runs `get_historical_features` on that slice with a FileSou
 own process. Feast's ttl is 0 (unbounded) and `_ingestion_time` is its created-timestamp
 column, so both sides compute the same as-of join; the matched counts are compared.
 
-Writes bench/results/data_pit.json with keys join_s, peak_rss_gb, rows_per_s,
-feast_rows_per_s (null when Feast could not run; the reason is printed and recorded).
-Targets: join <= 60 s on 2 cores, peak RSS <= 8 GB, >= 20x Feast's rows/s.
+Writes bench/results/data_pit.json (and a dated copy, see _results.py) with keys join_s,
+peak_rss_gb, rows_per_s, feast_rows_per_s (null when Feast could not run; the reason is printed and
+recorded). Targets: join <= 60 s on 2 cores, peak RSS <= 8 GB, >= 20x Feast's rows/s.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "data_pit.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
+
 FEAST_VENV = Path("/tmp/atlas-bench-feast")
 SEED = 20240601
 FULL = {"entities": 200_000, "snapshots": 25, "features": 100, "samples": 1_000_000}
@@ -348,9 +350,7 @@ def main() -> None:
         "command": "python bench/data_pit.py" + (" --quick" if args.quick else ""),
         "detail": {**ours, "feast": feast, "slice_rows_per_s": slice_rps},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_results('data_pit', result, quick=args.quick)}")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ model, and the refit of the best trial's configuration on all training rows.
     python bench/final_predict.py --quick               # 20 s job, fewer timings
 
 Same dataset split as bench/automl.py. Prints medians and p99 per setting and the ratios;
-predictions must be identical. Writes bench/results/final_predict.json.
+predictions must be identical. Writes bench/results/final_predict-<date>.json and the latest
+as final_predict.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from automl import DATASETS, ROOT, split  # noqa: E402
+from _results import write_results  # noqa: E402
+from automl import DATASETS, split  # noqa: E402
 
 
 def _tabular_models(model: Any) -> list[Any]:
@@ -130,10 +131,7 @@ def main() -> int:
         f"{report['one_row_ratio']:.2f}, refit {report['refit_ratio']:.2f}; identical "
         f"predictions: {report['identical_predictions']}"
     )
-    out = ROOT / "bench" / "results" / "final_predict.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {write_results('final_predict', report, quick=args.quick)}")
     return 0 if report["identical_predictions"] else 1
 
 

@@ -19,10 +19,10 @@
     time and test accuracy of each, and the seconds from rank 0 finishing to every process
     gone (a rank stuck in shutdown would show here).
 
-Writes bench/results/graph.json with keys range_map_bytes_100m, per_id_map_bytes_100m,
-lookup_ids_per_s, partition_s, accuracy_distributed, accuracy_single, epoch_s_1_trainer,
-epoch_s_2_trainers (plus the detail of every part). Targets: range map <= 1 KB at every
-size, lookups >= 20M IDs/s, distributed accuracy >= 0.90 and within 1 point of single.
+Writes bench/results/graph.json (and a dated copy, see _results.py) with keys range_map_bytes_100m,
+per_id_map_bytes_100m, lookup_ids_per_s, partition_s, accuracy_distributed, accuracy_single,
+epoch_s_1_trainer, epoch_s_2_trainers (plus the detail of every part). Targets: range map <= 1 KB at
+every size, lookups >= 20M IDs/s, distributed accuracy >= 0.90 and within 1 point of single.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results" / "graph.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
+
 PARTS = 4
 SBM = {
     "communities": 8,
@@ -195,7 +197,7 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
             finished.append(time.monotonic())
 
     # One OpenMP thread per trainer, as the service runs them (config omp_threads_per_process):
-    # on 2 cores shared with the graph servers, spinning OpenMP threads cost up to 10x.
+    # on 2 cores shared with the graph servers, spinning OpenMP threads slow every rank down.
     cluster = LocalCluster(cfg, run, omp_threads=1)
     cluster.start()
     cluster.run(on_event, lambda: False)
@@ -323,9 +325,8 @@ def main() -> int:
             "total_s": time.monotonic() - t0,
         },
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS} ({time.monotonic() - t0:.0f}s)")
+    out = write_results("graph", result, quick=args.quick)
+    print(f"wrote {out} ({time.monotonic() - t0:.0f}s)")
     return 0
 
 

@@ -8,8 +8,8 @@ interleaved for several rounds so machine noise hits both alike.
     python bench/grpc_overhead.py --quick    # 1 round x 2 s
 
 Prints req/s and p50/p99 latency for both, with the ratio atlas/bare, and writes
-bench/results/grpc_overhead.json with keys bare_rps, atlas_rps, ratio (at concurrency 32),
-plus per-concurrency detail. Target: ratio >= 0.85.
+bench/results/grpc_overhead.json (and a dated copy, see _results.py) with keys bare_rps, atlas_rps,
+ratio (at concurrency 32), plus per-concurrency detail. Target: ratio >= 0.85.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import grpc
 # The echo service used as the bare baseline lives with the test helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
+
 TOKEN = "bench-token-0123456789"
-RESULTS = Path(__file__).parent / "results" / "grpc_overhead.json"
 
 
 async def _serve(kind: str) -> None:
@@ -160,10 +162,9 @@ def main() -> None:
             r = row[kind]
             print(f"{key[1:]:>11} {kind:>6} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f}")
         print(f"{key[1:]:>11} {'ratio':>6} {row['ratio']['rps']:9.3f}  (atlas/bare req/s)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    out = write_results("grpc_overhead", result, quick=args.quick)
     verdict = "meets" if result["ratio"] >= 0.85 else "MISSES"
-    print(f"ratio at concurrency 32: {result['ratio']:.3f} ({verdict} target 0.85) -> {RESULTS}")
+    print(f"ratio at concurrency 32: {result['ratio']:.3f} ({verdict} target 0.85) -> {out}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ training job writes it.
     python bench/serving.py            # 5 s per (server, concurrency)
     python bench/serving.py --quick    # 2 s per (server, concurrency)
 
-Writes bench/results/serving.json with keys p99_c1_ms, rps_c64, bare_rps_c64,
-bentoml_rps_c64, cold_start_s, rollback_s, rollout_failed_pct.
+Writes bench/results/serving.json (and a dated copy, see _results.py) with keys p99_c1_ms, rps_c64,
+bare_rps_c64, bentoml_rps_c64, cold_start_s, rollback_s, rollout_failed_pct.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "serving.json"
 TOKEN = "bench-serving-token-0123"
 CONCURRENCY = (1, 8, 32, 64)
 
@@ -180,8 +181,8 @@ def main() -> None:
         return
     seconds = 2.0 if args.quick else 5.0
     results = run_all(seconds)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    out = write_results("serving", results, quick=args.quick)
+    print(f"wrote {out}")
     print(
         json.dumps(
             {

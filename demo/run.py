@@ -54,6 +54,7 @@ def main() -> int:
         print("\nstopping the suite ...")
         launcher.down(echo=lambda line: print(line, flush=True))
     print(f"demo finished in {time.monotonic() - started:.1f}s")
+    print("next: `.venv/bin/atlas up` and the five-minute tour in README.md; docs/ per service")
     return 0
 
 

@@ -1,8 +1,9 @@
 // atlas-online-reader: serves atlas.data.v1.OnlineFeatureService straight from the LMDB
 // online store, in its own multi-threaded process.
 //
-// Why native: a Python gRPC server spends ~0.4 ms of CPU per unary call on these machines
-// and is GIL-bound near 1.2 cores; an online read is a few memory-mapped lookups and copies.
+// Why native: a Python gRPC server pays a fixed CPU cost per unary call and is GIL-bound to
+// about one core (docs/experiments/online-reads.md); an online read is a few memory-mapped
+// lookups and copies.
 // The data service stays the only writer and the source of truth: it mirrors every feature
 // group version into the LMDB sub-database "__catalog__" (key "name" = latest version,
 // "name@v" = version v, value = serialized atlas.data.v1.FeatureGroup), and this process

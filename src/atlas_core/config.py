@@ -80,7 +80,7 @@ class ServerSettings(StrictModel):
     max_send_message_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
     log_level: str = "INFO"
-    # auto = uvloop where installed (~10% less CPU per small RPC), else asyncio's own loop.
+    # auto = uvloop where installed (less CPU per small RPC), else asyncio's own loop.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     tls: TlsSettings = Field(default_factory=TlsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -14,9 +14,9 @@ log = logging.getLogger("atlas.memory")
 def raise_mmap_threshold(bytes_: int = 64 * 1024 * 1024) -> bool:
     """Let glibc serve allocations below ``bytes_`` from the heap instead of fresh mmaps.
 
-    A 100-entity x 5,000-feature read allocates several ~2 MB buffers per request; above
-    glibc's default threshold each is a new mmap whose pages fault in one by one (~4 ms of
-    system time per request). No-op (returns False) off glibc.
+    A 100-entity x 5,000-feature read allocates several 2 MB buffers per request; above
+    glibc's default threshold each is a new mmap whose pages fault in one by one, which costs
+    system time on every request. No-op (returns False) off glibc.
     """
     name = ctypes.util.find_library("c")
     if not name:

@@ -1,5 +1,6 @@
-"""Conventions of the v1 contracts (DESIGN.md, "Conventions" 1-2), checked on the stubs and
-on the proto sources."""
+"""Conventions of the v1 contracts, checked on the stubs and on the proto sources:
+docs/architecture.md#contracts, docs/architecture.md#jobs, docs/architecture.md#idempotency
+and docs/architecture.md#paging."""
 
 from __future__ import annotations
 
@@ -144,7 +145,8 @@ def test_list_rpcs_paginate() -> None:
 
 
 def test_long_running_families_are_complete() -> None:
-    """Every job family a service submits to can be got, watched and cancelled."""
+    """Every job family a service submits to can be got, watched, cancelled and listed
+    (docs/architecture.md#jobs)."""
     for svc in SERVICES:
         names = {method.name for method in _service(svc).methods}
         if any(name.startswith("Submit") and name.endswith("Job") for name in names):

@@ -373,8 +373,8 @@ class OnlineFeatureServicer(online_grpc.OnlineFeatureServiceServicer):
         return response
 
     def _layout_pb(self, store_key: str, names: tuple[str, ...], layout: Any) -> pb.RecordLayout:
-        # Building a 5,000-slot layout message costs ~9 ms; it only changes with the group
-        # version and the requested subset, so it is built once.
+        # Building a layout message of thousands of slots costs more than the read; it only
+        # changes with the group version and the requested subset, so it is built once.
         key = (store_key, names)
         cached = self._layouts.get(key)
         if cached is None:

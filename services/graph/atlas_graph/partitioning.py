@@ -23,8 +23,7 @@ GRAPH_NAME = "graph"
 # Peak RSS model of partition_graph (bytes), fitted on SBM graphs with bench/graph.py: the
 # DGL graph with COO/CSR/CSC and edge ids, METIS's symmetrised adjacency, the reshuffled copy
 # and the per-partition halo subgraphs together cost about this much per edge and node.
-# Checked by the full `bench/graph.py` run: 1M nodes / 10M edges estimated 2.90 GiB, measured
-# peak 2.79 GiB; 100k / 1M estimated 0.91 GiB, measured 0.78 GiB (kept slightly above).
+# Kept slightly above the peaks measured by full `bench/graph.py` runs (bench/README.md).
 BYTES_PER_EDGE = 200
 BYTES_PER_NODE = 160
 BASE_BYTES = 700 * 1024 * 1024  # interpreter + torch + dgl

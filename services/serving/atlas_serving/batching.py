@@ -6,12 +6,11 @@ A batch waits for more rows only while other admitted requests are on their way,
 request (concurrency 1) never pays the delay.
 
 Cheap models are the exception. For a model whose verified single-row cost is within
-``inline_budget_s`` (compiled trees, with the trainer's preprocessing as NumPy: ~0.05-0.15 ms
-a row), a single-row request is answered on the event loop at once, and multi-row requests
+``inline_budget_s`` (compiled trees, with the trainer's preprocessing as NumPy), a
+single-row request is answered on the event loop at once, and multi-row requests
 are coalesced without waiting and run on the loop up to ``INLINE_MAX_ROWS``: a thread hop,
 the GIL hand-offs between the pool and the loop, and the future per request each cost more
-than such a model (bench/serving.py at concurrency 64: 0.48 of the bare gRPC ceiling through
-the pool, 0.56-0.59 inline)."""
+than such a model (docs/experiments/serving-throughput.md)."""
 
 from __future__ import annotations
 

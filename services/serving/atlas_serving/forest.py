@@ -1,9 +1,9 @@
 """A compiled form of XGBoost tree ensembles for small online batches.
 
 XGBoost pays a large fixed cost per ``predict`` call (config JSON, a proxy DMatrix, cgroup
-CPU-quota reads, buffer allocations: ~0.3 ms on a small VM), which dominates single-row
-requests. Here the trees are laid out once as padded perfect binary trees in flat numpy
-arrays, and a batch is evaluated level by level with a handful of vectorised operations.
+CPU-quota reads, buffer allocations), which dominates single-row requests. Here the trees
+are laid out once as padded perfect binary trees in flat numpy arrays, and a batch is
+evaluated level by level with a handful of vectorised operations.
 
 Split semantics are XGBoost's: features are compared as float32 (``x < threshold`` goes
 left), a missing value (NaN) follows the node's default direction. The margin offset (base

@@ -26,8 +26,8 @@ def settle_heap() -> None:
     """Move everything alive now (libraries, loaded models) out of the cyclic GC's reach.
 
     A full collection walks every tracked object: with pandas, scikit-learn and XGBoost
-    loaded that is ~200k objects and ~0.2 s with the GIL held, a stall for every request in
-    flight. Long-lived objects never need it; requests' garbage stays in the young
+    loaded that is hundreds of thousands of objects walked with the GIL held, a stall for
+    every request in flight. Long-lived objects never need it; requests' garbage stays in the young
     generations, which are collected as usual."""
     gc.collect(1)
     gc.freeze()

@@ -35,7 +35,7 @@ class SupervisorTiming:
     kill_grace: float = 2.0
     cancel_poll_interval: float = 0.25
     # Claims of jobs queued by other processes; local submits and freed slots claim at once.
-    # (A claim is a database query: 10/s would cost a serving process's hot path ~2%.)
+    # (A claim is a database query: polling often would show on a serving process's hot path.)
     claim_interval: float = 1.0
 
 

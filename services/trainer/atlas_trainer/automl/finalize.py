@@ -103,10 +103,9 @@ def refit(
 
 def predict_on(models: list[TabularModel], threads: int) -> None:
     """A trial's boosters fit and predict on one thread (trials run side by side); a final
-    model predicts alone, so its boosters use all of the job's CPUs (InstEval's test split
-    on 2 cores: 13.9 s instead of 28.9 s; one row unchanged; ``bench/final_predict.py``).
-    scikit-learn forests predict on one thread: their joblib start-up per call costs more
-    than it saves (one row of breast_cancer, 150 extra trees: 33 ms on 2 threads, 12 on 1)."""
+    model predicts alone, so its boosters use all of the job's CPUs (``bench/final_predict.py``
+    measures both). scikit-learn forests predict on one thread: their joblib start-up per call
+    costs more than it saves on small batches."""
     for m in models:
         if type(m.estimator).__module__.split(".")[0] in ("lightgbm", "xgboost"):
             m.estimator.set_params(n_jobs=threads)

@@ -23,7 +23,7 @@ def plan_parallelism(cpus: int = 1, gpus: int = 0, parallel_trials: int = 0) -> 
     """With GPUs: one trial per GPU (``cuda:i``), CPUs shared among them. Without: one
     single-threaded trial per requested CPU (or ``parallel_trials``, capped by the request).
     One thread per trial because OpenMP libraries (LightGBM, XGBoost, torch) spin-wait: on a
-    busy or oversubscribed machine 2 threads were measured 5-15x *slower* than 1 for small
+    busy or oversubscribed machine 2 threads are several times *slower* than 1 for small
     data, while separate trials scale."""
     cpus = max(1, int(cpus))
     if gpus > 0:
