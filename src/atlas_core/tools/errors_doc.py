@@ -103,8 +103,13 @@ reason in `JobStatus.error` (`JOB_FAILED` when the failure was unexpected). When
 without `ErrorInfo` (from a proxy, or gRPC itself), clients use the code's name as the reason:
 the *generic* rows of the shared table.
 
-The labeling service is a contract only so far; it will return the shared reasons and add its
-own table here.
+The labeling service returns the shared reasons; it gets its own table here when it raises
+reasons of its own.
+
+To add a reason: add a member to the service's `reasons.py` (or to `SharedReason` for
+atlas_core), raise it, and run `python -m atlas_core.tools.errors_doc`.
+`tests/contract/test_error_reasons.py` fails when a raised reason is not listed, is raised with
+a code its entry does not name, or when this page is stale.
 """
 
 
