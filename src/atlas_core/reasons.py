@@ -211,6 +211,14 @@ class SharedReason(Reason):
         "The database was migrated by a newer ATLAS than this one.",
         "Upgrade this service to the version that wrote the database.",
     )
+    # -- input tables (shared by the services that read them) ---------------------------------
+    MISSING_COLUMN = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A column the operation needs is missing from the input, or its name is not given "
+        "(the message and metadata `column` name it).",
+        "Add the column, or name the right one.",
+    )
     # -- auth ----------------------------------------------------------------------------------
     MISSING_TOKEN = (
         auto(),

@@ -93,12 +93,6 @@ class DataReason(Reason):
         "A named column (label, stratify, group, time...) is not in the files or dataset.",
         "Use a column the input has (listed in the message).",
     )
-    MISSING_COLUMN = (
-        auto(),
-        INVALID_ARGUMENT,
-        "A column the operation needs (entity, time, target, label) is missing.",
-        "Add the column or name the right one.",
-    )
     NULL_KEY = (
         auto(),
         INVALID_ARGUMENT,

@@ -66,12 +66,6 @@ class GraphReason(Reason):
         "A node or edge file is not readable in its declared format.",
         "Upload a valid Parquet or CSV file.",
     )
-    MISSING_COLUMN = (
-        auto(),
-        INVALID_ARGUMENT,
-        "A required column name (src, dst, id) is not given.",
-        "Name the column.",
-    )
     UNKNOWN_COLUMN = (
         auto(),
         INVALID_ARGUMENT,

@@ -1,13 +1,16 @@
 """Generate ``docs/errors.md`` from the reason enums (the published error contract).
 
-The reasons live in code (:mod:`atlas_core.reasons` and each service's ``reasons.py``) so a test
-can check every raised reason against them; this tool renders them as one table per service so
-the document cannot drift from the code. ``--check`` exits 1 when the committed file differs.
+The reasons live in code (:mod:`atlas_core.reasons` and each service's ``reasons.py``) so the
+raised ones can be checked against them (:mod:`atlas_core.tools.reason_scan`); this tool renders
+them as one table per service so the document cannot drift from the code. ``--check`` exits 1
+when the committed file differs or the code raises a reason no enum lists; ``--stubs`` prints
+enum members to paste for the unlisted ones (their meaning and action still to write).
 
 Usage::
 
     python -m atlas_core.tools.errors_doc            # rewrite docs/errors.md
-    python -m atlas_core.tools.errors_doc --check    # fail on drift
+    python -m atlas_core.tools.errors_doc --check    # fail on drift or unlisted reasons
+    python -m atlas_core.tools.errors_doc --stubs    # members for unlisted reasons
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atlas_core.reasons import Reason
+from atlas_core.tools import reason_scan
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DOC_PATH = REPO_ROOT / "docs" / "errors.md"
@@ -140,19 +144,46 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def registries() -> dict[str, type[Reason]]:
+    return {table.key: table.reasons() for table in TABLES}
+
+
+def problems() -> list[str]:
+    """Why ``--check`` fails: a stale docs/errors.md, services without a reason enum, and
+    raised reasons their enum does not list (or lists with another code)."""
+    found = []
+    current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.is_file() else ""
+    if current != render():
+        found.append(f"{DOC_PATH} is out of date: run python -m atlas_core.tools.errors_doc")
+    raised = reason_scan.scan_tree(REPO_ROOT)
+    lists = registries()
+    for owner in reason_scan.services_without_list(raised, lists):
+        found.append(
+            f"services/{owner} raises reasons but has no reason enum: add atlas_{owner}/reasons.py "
+            "(class <Service>Reason(Reason)) and its entry in atlas_core.tools.errors_doc.TABLES"
+        )
+    found.extend(reason_scan.unlisted(raised, lists))
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/errors.md drifted")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 on drift or unlisted reasons")
+    mode.add_argument("--stubs", action="store_true", help="print members for unlisted reasons")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.is_file() else ""
-        if current != text:
-            print(f"{DOC_PATH} is out of date: run python -m atlas_core.tools.errors_doc")
-            return 1
+    if args.stubs:
+        raised = reason_scan.scan_tree(REPO_ROOT)
+        for owner, lines in reason_scan.stubs(raised, registries()).items():
+            print(f"# {owner}")
+            print("\n".join(lines))
         return 0
+    if args.check:
+        found = problems()
+        print("\n".join(found) or "docs/errors.md and the reason enums are up to date")
+        return 1 if found else 0
     DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DOC_PATH.write_text(text, encoding="utf-8")
+    DOC_PATH.write_text(render(), encoding="utf-8")
     print(f"wrote {DOC_PATH}")
     return 0
 
