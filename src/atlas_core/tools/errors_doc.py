@@ -102,10 +102,11 @@ except NotFound as err:
 Reasons are part of the API: a reason is never renamed or given another meaning; new conditions
 get new reasons. Messages are for people and may change. A reason listed under *Shared* can be
 returned by every service (artifacts, model bundles, jobs, auth, paging); each service's table
-lists the reasons only it returns. A job that fails while it runs reports the same code and
-reason in `JobStatus.error` (`JOB_FAILED` when the failure was unexpected). When a status comes
-without `ErrorInfo` (from a proxy, or gRPC itself), clients use the code's name as the reason:
-the *generic* rows of the shared table.
+lists the reasons only it returns. A job that fails while it runs reports the error's code in
+`JobStatus.error`; its reason there is the code's name (`JOB_FAILED` when the failure was
+unexpected), except where a job keeps the specific reason (serving's deployments, e.g.
+`ALARM`). When a status comes without `ErrorInfo` (from a proxy, or gRPC itself), clients use
+the code's name as the reason: the *generic* rows of the shared table.
 
 The labeling service returns the shared reasons; it gets its own table here when it raises
 reasons of its own.
