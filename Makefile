@@ -53,6 +53,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src/atlas_core services tests bench demo
 	$(VENV)/bin/ruff check src/atlas_core services tests bench demo
 	$(PY) -m atlas_core.tools.protos --check
+	$(PY) -m atlas_core.tools.errors_doc --check
 	$(VENV)/bin/mypy
 
 # The released contract that `buf breaking` compares against. Refresh it only on purpose: when a

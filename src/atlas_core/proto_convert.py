@@ -3,9 +3,14 @@ times, pagination, job status, artifact refs."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 from datetime import datetime, timezone
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from atlas.common.v1 import common_pb2
 from atlas_core.errors import ERRORS_BY_CODE, InvalidArgument
@@ -52,28 +57,74 @@ def artifact_to_pb(ref: ArtifactRef, media_type: str = "") -> common_pb2.Artifac
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+UNKNOWN_TOTAL = -1
+# Page tokens are opaque to callers: urlsafe base64 of {"v": version, "o": offset, "c": check}.
+# The check binds the offset to the list (its request minus the page) so a token edited by hand
+# or taken from another list or filter is refused instead of silently paging something else. It
+# is a consistency check, not a secret: tokens carry no data a caller may not see.
+_TOKEN_VERSION = 1
 
 
-def page_window(page: common_pb2.PageRequest) -> tuple[int, int]:
-    """(offset, limit) from a page request; tokens are opaque offsets."""
+def list_scope(request: Message) -> str:
+    """What a page token is bound to: the request's type and every field except ``page``."""
+    bare = type(request)()
+    bare.CopyFrom(request)
+    bare.ClearField("page")  # every List request has a page field
+    digest = hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
+    return f"{request.DESCRIPTOR.full_name}:{digest}"
+
+
+def _token_check(offset: int, scope: str) -> str:
+    raw = f"atlas.page.v{_TOKEN_VERSION}|{scope}|{offset}".encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def encode_page_token(offset: int, scope: str = "") -> str:
+    body = {"v": _TOKEN_VERSION, "o": offset, "c": _token_check(offset, scope)}
+    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_page_token(token: str, scope: str = "") -> int:
+    """The offset a token stands for. Raises InvalidArgument(BAD_PAGE_TOKEN) when the token was
+    not issued for this list (malformed, altered, another version, list or filter)."""
+    bad = InvalidArgument(
+        "page.page_token was not issued by this list with these filters (or was altered); "
+        "send back next_page_token unchanged, or omit it to start again",
+        reason="BAD_PAGE_TOKEN",
+    )
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(body, dict) or set(body) != {"v", "o", "c"}:
+        raise bad
+    offset, check = body["o"], body["c"]
+    if body["v"] != _TOKEN_VERSION or type(offset) is not int or offset < 0:
+        raise bad
+    if not isinstance(check, str) or not hmac.compare_digest(check, _token_check(offset, scope)):
+        raise bad
+    return offset
+
+
+def page_window(page: common_pb2.PageRequest, scope: str = "") -> tuple[int, int]:
+    """(offset, limit) from a page request. ``scope`` (see :func:`list_scope`) must be the one
+    the previous page's :func:`page_response` was given."""
     size = page.page_size or DEFAULT_PAGE_SIZE
     if size < 0:
         raise InvalidArgument("page.page_size must be >= 0", reason="BAD_PAGE")
-    offset = 0
-    if page.page_token:
-        try:
-            offset = int(page.page_token)
-        except ValueError:
-            raise InvalidArgument(
-                f"page.page_token {page.page_token!r} is malformed", reason="BAD_PAGE_TOKEN"
-            ) from None
-        if offset < 0:
-            raise InvalidArgument("page.page_token is malformed", reason="BAD_PAGE_TOKEN")
+    offset = decode_page_token(page.page_token, scope) if page.page_token else 0
     return offset, min(size, MAX_PAGE_SIZE)
 
 
-def page_response(offset: int, limit: int, has_more: bool) -> common_pb2.PageResponse:
-    return common_pb2.PageResponse(next_page_token=str(offset + limit) if has_more else "")
+def page_response(
+    offset: int, limit: int, has_more: bool, total_size: int = UNKNOWN_TOTAL, *, scope: str = ""
+) -> common_pb2.PageResponse:
+    """The page trailer: an opaque token for the next page (empty on the last) and the total
+    number of matching items (-1 when the list does not know it cheaply)."""
+    token = encode_page_token(offset + limit, scope) if has_more else ""
+    return common_pb2.PageResponse(next_page_token=token, total_size=total_size)
 
 
 # -- jobs ------------------------------------------------------------------------------------

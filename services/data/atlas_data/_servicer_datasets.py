@@ -125,13 +125,14 @@ class DatasetRpcs:
         return pb.GetDatasetResponse(dataset=convert.dataset_to_pb(record))
 
     async def ListDatasets(self, request: Any, context: Any) -> Any:
-        offset, limit = pc.page_window(request.page)
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
         parent = (
             (request.parent.dataset_id, request.parent.version)
             if request.HasField("parent") and request.parent.dataset_id
             else None
         )
-        records, more = await to_thread(
+        records, total = await to_thread(
             self.svc.rt.datasets.list,
             dataset_id=request.dataset_id,
             name_prefix=request.name_prefix,
@@ -142,7 +143,7 @@ class DatasetRpcs:
         )
         return pb.ListDatasetsResponse(
             datasets=[convert.dataset_to_pb(r) for r in records],
-            page=pc.page_response(offset, limit, more),
+            page=pc.page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def DeleteDataset(self, request: Any, context: Any) -> Any:

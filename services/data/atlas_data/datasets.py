@@ -162,8 +162,9 @@ class DatasetCatalog:
         labels: dict[str, str] | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> tuple[list[DatasetRecord], bool]:
-        """Latest version of each dataset, or every version of ``dataset_id``."""
+    ) -> tuple[list[DatasetRecord], int]:
+        """Latest version of each dataset, or every version of ``dataset_id``; returns (page,
+        total matching)."""
         query = select(datasets.c.body).order_by(datasets.c.dataset_id, datasets.c.version)
         if dataset_id:
             query = query.where(datasets.c.dataset_id == dataset_id)
@@ -196,7 +197,7 @@ class DatasetCatalog:
             ]
         if labels:
             records = [r for r in records if all(r.labels.get(k) == v for k, v in labels.items())]
-        return records[offset : offset + limit], offset + limit < len(records)
+        return records[offset : offset + limit], len(records)
 
     def delete(self, dataset_id: str, version: int = 0) -> list[DatasetRecord]:
         """Delete one version (or all with version 0); returns the deleted records so the

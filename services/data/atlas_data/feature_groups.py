@@ -177,8 +177,8 @@ class FeatureGroupCatalog:
         labels: dict[str, str] | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> tuple[list[FeatureGroup], bool]:
-        """Groups ordered by name then version; returns (page, has_more)."""
+    ) -> tuple[list[FeatureGroup], int]:
+        """Groups ordered by name then version; returns (page, total matching)."""
         query = select(feature_groups).order_by(feature_groups.c.name, feature_groups.c.version)
         if name_prefix:
             query = query.where(feature_groups.c.name.startswith(name_prefix, autoescape=True))
@@ -199,8 +199,7 @@ class FeatureGroupCatalog:
             groups = [
                 g for g in groups if all(g.spec.labels.get(k) == v for k, v in labels.items())
             ]
-        page = groups[offset : offset + limit]
-        return page, offset + limit < len(groups)
+        return groups[offset : offset + limit], len(groups)
 
     def versions(self, name: str) -> list[FeatureGroup]:
         with self._engine.connect() as conn:

@@ -77,8 +77,9 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         )
 
     async def ListFeatureGroups(self, request: Any, context: Any) -> Any:
-        offset, limit = pc.page_window(request.page)
-        groups, more = await to_thread(
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
+        groups, total = await to_thread(
             self.rt.groups.list,
             name_prefix=request.name_prefix,
             all_versions=request.all_versions,
@@ -88,7 +89,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         )
         return pb.ListFeatureGroupsResponse(
             feature_groups=[convert.group_to_pb(g) for g in groups],
-            page=pc.page_response(offset, limit, more),
+            page=pc.page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def DeleteFeatureGroup(self, request: Any, context: Any) -> Any:
@@ -191,7 +192,8 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
     async def ListOfflinePartitions(self, request: Any, context: Any) -> Any:
         name, version = convert.group_ref(request.feature_group)
         group = await to_thread(self.rt.groups.get, name, version)
-        offset, limit = pc.page_window(request.page)
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
         parts = await to_thread(
             self.rt.offline.partitions,
             name,
@@ -213,7 +215,9 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
                 )
                 for p in page
             ],
-            page=pc.page_response(offset, limit, offset + limit < len(parts)),
+            page=pc.page_response(
+                offset, limit, offset + limit < len(parts), len(parts), scope=scope
+            ),
         )
 
     async def SubmitCompactionJob(self, request: Any, context: Any) -> Any:
@@ -309,11 +313,12 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         return pb.CancelDataJobResponse(job=await to_thread(self._job, request.job_id))
 
     async def ListDataJobs(self, request: Any, context: Any) -> Any:
-        offset, limit = pc.page_window(request.page)
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
         kind = convert.JOB_KINDS_FROM_PB.get(request.kind)
         states = {pc.JOB_STATES_FROM_PB[s] for s in request.states if s in pc.JOB_STATES_FROM_PB}
 
-        def collect() -> tuple[list[pb.DataJob], bool]:
+        def collect() -> tuple[list[pb.DataJob], int]:
             records = self.svc.jobs.list_all(kind=kind)
             records = [
                 r
@@ -325,11 +330,12 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             page = records[offset : offset + limit]
             return (
                 [convert.job_to_pb(r, self._lookup_dataset) for r in page],
-                offset + limit < len(records),
+                len(records),
             )
 
-        jobs, more = await to_thread(collect)
-        return pb.ListDataJobsResponse(jobs=jobs, page=pc.page_response(offset, limit, more))
+        jobs, total = await to_thread(collect)
+        page = pc.page_response(offset, limit, offset + limit < total, total, scope=scope)
+        return pb.ListDataJobsResponse(jobs=jobs, page=page)
 
 
 class OnlineFeatureServicer(online_grpc.OnlineFeatureServiceServicer):

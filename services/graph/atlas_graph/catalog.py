@@ -60,13 +60,17 @@ class GraphCatalog:
 
     def list_graphs(
         self, name_prefix: str, offset: int, limit: int
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of graphs, newest first, and the total number matching."""
         query = select(graphs.c.body).order_by(graphs.c.created_at.desc(), graphs.c.graph_id.desc())
+        count = select(func.count()).select_from(graphs)
         if name_prefix:
-            query = query.where(graphs.c.name.startswith(name_prefix, autoescape=True))
+            matches = graphs.c.name.startswith(name_prefix, autoescape=True)
+            query, count = query.where(matches), count.where(matches)
         with self.engine.connect() as conn:
-            rows = conn.execute(query.offset(offset).limit(limit + 1)).scalars().all()
-        return [json.loads(r) for r in rows[:limit]], len(rows) > limit
+            rows = conn.execute(query.offset(offset).limit(limit)).scalars().all()
+            total = int(conn.execute(count).scalar() or 0)
+        return [json.loads(r) for r in rows], total
 
     def delete_graph(self, graph_id: str) -> int:
         self.get_graph(graph_id)
@@ -155,21 +159,25 @@ class GraphCatalog:
 
     def list_partitionings(
         self, graph_id: str, offset: int, limit: int
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the graph's partitionings, newest first, and their total number."""
         self.get_graph(graph_id)
+        of_graph = partitionings.c.graph_id == graph_id
         with self.engine.connect() as conn:
             rows = (
                 conn.execute(
                     select(partitionings.c.body)
-                    .where(partitionings.c.graph_id == graph_id)
+                    .where(of_graph)
                     .order_by(partitionings.c.created_at.desc())
                     .offset(offset)
-                    .limit(limit + 1)
+                    .limit(limit)
                 )
                 .scalars()
                 .all()
             )
-        return [json.loads(r) for r in rows[:limit]], len(rows) > limit
+            count = select(func.count()).select_from(partitionings).where(of_graph)
+            total = int(conn.execute(count).scalar() or 0)
+        return [json.loads(r) for r in rows], total
 
     def count_graphs(self) -> int:
         with self.engine.connect() as conn:

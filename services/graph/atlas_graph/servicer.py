@@ -64,11 +64,12 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         return pb.CancelGraphJobResponse(job=convert.job_to_pb(record))
 
     async def ListGraphJobs(self, request: Any, context: Any) -> Any:
-        offset, limit = pc.page_window(request.page)
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
         kind = convert.JOB_KINDS_FROM_PB.get(request.kind)
         states = {pc.JOB_STATES_FROM_PB[s] for s in request.states if s in pc.JOB_STATES_FROM_PB}
 
-        def collect() -> tuple[list[pb.GraphJob], bool]:
+        def collect() -> tuple[list[pb.GraphJob], int]:
             records = self.svc.all_jobs(kind=kind)
             records = [
                 r
@@ -78,10 +79,11 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
             ]
             records.sort(key=lambda r: r.created_at, reverse=True)
             page = records[offset : offset + limit]
-            return [convert.job_to_pb(r) for r in page], offset + limit < len(records)
+            return [convert.job_to_pb(r) for r in page], len(records)
 
-        jobs, more = await to_thread(collect)
-        return pb.ListGraphJobsResponse(jobs=jobs, page=pc.page_response(offset, limit, more))
+        jobs, total = await to_thread(collect)
+        page = pc.page_response(offset, limit, offset + limit < total, total, scope=scope)
+        return pb.ListGraphJobsResponse(jobs=jobs, page=page)
 
     # ---- graphs -------------------------------------------------------------------------------
 
@@ -90,13 +92,14 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         return pb.GetGraphResponse(graph=convert.graph_to_pb(raw))
 
     async def ListGraphs(self, request: Any, context: Any) -> Any:
-        offset, limit = pc.page_window(request.page)
-        graphs, more = await to_thread(
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
+        graphs, total = await to_thread(
             self.rt.catalog.list_graphs, request.name_prefix, offset, limit
         )
         return pb.ListGraphsResponse(
             graphs=[convert.graph_to_pb(g) for g in graphs],
-            page=pc.page_response(offset, limit, more),
+            page=pc.page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def DeleteGraph(self, request: Any, context: Any) -> Any:
@@ -120,8 +123,9 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         return pb.GetPartitioningResponse(partitioning=convert.partitioning_to_pb(raw))
 
     async def ListPartitionings(self, request: Any, context: Any) -> Any:
-        offset, limit = pc.page_window(request.page)
-        parts, more = await to_thread(
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
+        parts, total = await to_thread(
             self.rt.catalog.list_partitionings,
             _require(request.graph_id, "graph_id"),
             offset,
@@ -129,7 +133,7 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         )
         return pb.ListPartitioningsResponse(
             partitionings=[convert.partitioning_to_pb(p) for p in parts],
-            page=pc.page_response(offset, limit, more),
+            page=pc.page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def TranslateIds(self, request: Any, context: Any) -> Any:

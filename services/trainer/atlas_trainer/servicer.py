@@ -99,10 +99,11 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
         return pb.CancelTrainingJobResponse(job=await to_thread(self._job, request.job_id))
 
     async def ListTrainingJobs(self, request: Any, context: Any) -> Any:
-        offset, limit = pc.page_window(request.page)
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
         states = {pc.JOB_STATES_FROM_PB[s] for s in request.states if s in pc.JOB_STATES_FROM_PB}
 
-        def collect() -> tuple[list[pb.TrainingJob], bool]:
+        def collect() -> tuple[list[pb.TrainingJob], int]:
             records = [r for r in self.svc.jobs.list_all() if (not states or r.state in states)]
             if request.dataset.dataset_id:
                 records = [
@@ -120,10 +121,11 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
                 ]
             records.sort(key=lambda r: r.created_at, reverse=True)
             page = records[offset : offset + limit]
-            return [convert.job_to_pb(r) for r in page], offset + limit < len(records)
+            return [convert.job_to_pb(r) for r in page], len(records)
 
-        jobs, more = await to_thread(collect)
-        return pb.ListTrainingJobsResponse(jobs=jobs, page=pc.page_response(offset, limit, more))
+        jobs, total = await to_thread(collect)
+        page = pc.page_response(offset, limit, offset + limit < total, total, scope=scope)
+        return pb.ListTrainingJobsResponse(jobs=jobs, page=page)
 
     async def _rows(self, job_id: str) -> tuple[list[dict[str, Any]], str, bool]:
         record = await to_thread(self._record, job_id)
@@ -132,12 +134,15 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
     async def GetLeaderboard(self, request: Any, context: Any) -> Any:
         rows, metric, higher = await self._rows(request.job_id)
         ranked = [r for r in rows if r.get("state") == "COMPLETE"]
-        offset, limit = pc.page_window(request.page)
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
         return pb.GetLeaderboardResponse(
             entries=[convert.trial_to_pb(r) for r in ranked[offset : offset + limit]],
             metric=metric,
             higher_is_better=higher,
-            page=pc.page_response(offset, limit, offset + limit < len(ranked)),
+            page=pc.page_response(
+                offset, limit, offset + limit < len(ranked), len(ranked), scope=scope
+            ),
         )
 
     async def ListTrials(self, request: Any, context: Any) -> Any:
@@ -155,10 +160,13 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
             ),
             key=lambda r: r.get("number", 0),
         )
-        offset, limit = pc.page_window(request.page)
+        scope = pc.list_scope(request)
+        offset, limit = pc.page_window(request.page, scope)
         return pb.ListTrialsResponse(
             trials=[convert.trial_to_pb(r) for r in rows[offset : offset + limit]],
-            page=pc.page_response(offset, limit, offset + limit < len(rows)),
+            page=pc.page_response(
+                offset, limit, offset + limit < len(rows), len(rows), scope=scope
+            ),
         )
 
 

@@ -1,0 +1,286 @@
+"""The trainer's stable error reasons (the contract: docs/errors.md)."""
+
+from __future__ import annotations
+
+from enum import auto
+
+from atlas_core.reasons import FAILED_PRECONDITION, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, Reason
+
+
+class TrainerReason(Reason):
+    """Reasons the trainer returns besides :class:`atlas_core.reasons.SharedReason`."""
+
+    # -- job requests
+    EMPTY_JOB_ID = (
+        auto(),
+        INVALID_ARGUMENT,
+        "job_id is empty.",
+        "Give a job id.",
+    )
+    NO_DATASET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The spec names neither a data-service dataset nor a dataset artifact.",
+        "Give dataset or dataset_artifact.",
+    )
+    NO_DATA_SERVICE = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The spec names a data-service dataset but this trainer has no data service configured.",
+        "Pass dataset_artifact, or configure ATLAS_TRAINER_DATA__TARGET.",
+    )
+    NO_TARGET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "spec.target_column is empty.",
+        "Name the target column.",
+    )
+    UNKNOWN_TARGET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target column is not in the dataset.",
+        "Use a column of the dataset (listed in the message).",
+    )
+    UNKNOWN_COLUMN = (
+        auto(),
+        INVALID_ARGUMENT,
+        "An ignored or facet column is not in the dataset.",
+        "Use columns of the dataset.",
+    )
+    EMPTY_TARGET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target column has no values.",
+        "Train on a dataset with labels.",
+    )
+    CONSTANT_TARGET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target column has one value: nothing to learn.",
+        "Train on varied labels.",
+    )
+    CORRUPT_PARQUET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The training data is not readable Parquet.",
+        "Upload a valid Parquet file.",
+    )
+    UNSUPPORTED_KIND = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The job kind is not offered by this trainer version.",
+        "Submit an automl job.",
+    )
+    BAD_BUDGET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "budget.wall_time is not positive or budget.max_trials is negative.",
+        "Give a positive wall time and max_trials >= 0.",
+    )
+    NO_BUDGET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Neither a wall-time nor a trial budget is set.",
+        "Set wall_time and/or max_trials.",
+    )
+    BAD_STRATEGY = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Unknown search strategy.",
+        "Use one listed in the message.",
+    )
+    BAD_FAMILY = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Unknown model families in the search space.",
+        "Use the families listed in the message.",
+    )
+    STUDY_MISMATCH = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The named study exists with another optimisation direction.",
+        "Use a new study name, or the same metric direction.",
+    )
+    INVALID_RESOURCES = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The resource request is malformed (problems listed in the message).",
+        "Fix the request.",
+    )
+    CPU_REQUEST_TOO_LARGE = (
+        auto(),
+        RESOURCE_EXHAUSTED,
+        "The job asks for more CPUs than this trainer has.",
+        "Ask for fewer CPUs.",
+    )
+    GPU_REQUEST_TOO_LARGE = (
+        auto(),
+        RESOURCE_EXHAUSTED,
+        "The job asks for more GPUs than this trainer has.",
+        "Ask for fewer GPUs (0 trains on CPU).",
+    )
+    NOT_ENOUGH_GPUS = (
+        auto(),
+        FAILED_PRECONDITION,
+        "resources.gpus exceeds the GPUs this trainer has.",
+        "Ask for fewer GPUs, or run on a GPU trainer.",
+    )
+    INVALID_INTERVAL = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The resource sampling interval is not positive.",
+        "Give a positive interval.",
+    )
+    # -- task and target checks (while the job runs: JobStatus.error)
+    BAD_TASK = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Unknown task, or a binary task on a target with other than two classes.",
+        "Choose the task that fits the target.",
+    )
+    UNKNOWN_METRIC = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Unknown metric.",
+        "Use one listed in the message.",
+    )
+    BAD_METRIC = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The metric does not fit the task (classification vs regression).",
+        "Choose a metric of the task.",
+    )
+    TARGET_MISSING = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target column is not in the training frame.",
+        "Name a column of the dataset.",
+    )
+    TARGET_ALL_NAN = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target column is all missing.",
+        "Train on labelled rows.",
+    )
+    TARGET_CONSTANT = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target is constant, or has fewer than two classes with 2+ rows.",
+        "Train on varied labels.",
+    )
+    TARGET_NOT_NUMERIC = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Regression on a non-numeric target.",
+        "Use a classification task or a numeric target.",
+    )
+    TOO_FEW_ROWS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Too few usable rows to train.",
+        "Add rows (minimum in the message).",
+    )
+    # -- results, explanations and reports
+    JOB_NOT_FINISHED = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The training job has no result yet.",
+        "Wait until it succeeds.",
+    )
+    MODEL_NOT_KEPT = (
+        auto(),
+        FAILED_PRECONDITION,
+        "Only the job's final model is kept; another trial was asked for.",
+        "Explain the final model.",
+    )
+    NO_ROWS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "No rows to explain or score.",
+        "Send 1..1000 rows.",
+    )
+    TOO_MANY_ROWS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "More rows than one call may explain.",
+        "Send at most 1000 rows.",
+    )
+    INVALID_ROW_COUNT = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The number of rows to explain is out of range.",
+        "Send 1..the limit rows.",
+    )
+    UNSUPPORTED_VALUE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A row holds a vector where a scalar is needed.",
+        "Send scalar feature values.",
+    )
+    LABELS_REQUIRED = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Permutation importance without labels.",
+        "Send the labels.",
+    )
+    BACKGROUND_REQUIRED = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Permutation explanations without background rows.",
+        "Send background rows.",
+    )
+    INVALID_METRIC = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Unknown importance metric, or a classifier metric for a regressor.",
+        "Use a metric listed in the message.",
+    )
+    INVALID_STORAGE_URL = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The dashboard was given something that is not a storage URL.",
+        "Pass a storage URL (s3://... or a path).",
+    )
+    NO_META_FEATURES = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Similar-study search without a dataset or meta-features.",
+        "Give one of them.",
+    )
+    # -- bias metrics
+    NO_FACET = (
+        auto(),
+        INVALID_ARGUMENT,
+        "facet_column is empty.",
+        "Name the facet column.",
+    )
+    COLUMN_NOT_FOUND = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The label or facet column is not in the dataset.",
+        "Use columns of the dataset.",
+    )
+    EMPTY_COLUMN = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The label or facet column has no values.",
+        "Use a column with values.",
+    )
+    FACET_VALUE_NOT_FOUND = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A requested facet value does not occur in the facet column.",
+        "Use values listed in the message.",
+    )
+    TOO_MANY_FACET_VALUES = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The facet column has too many distinct values to compare.",
+        "Choose facet values or a coarser column.",
+    )
+    DEGENERATE_LABELS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The labels are all positive or all negative for the chosen positive label.",
+        "Check positive_label, or use varied labels.",
+    )
