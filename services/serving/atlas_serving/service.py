@@ -273,7 +273,7 @@ class ServingService:
 
     def capture_files(
         self, endpoint: str, start_us: int | None, end_us: int | None, offset: int, limit: int
-    ) -> tuple[list[CaptureFile], bool]:
+    ) -> tuple[list[CaptureFile], int]:
         self.endpoints.get(endpoint)  # NOT_FOUND
         return list_capture_files(self.engine, endpoint, start_us, end_us, offset, limit)
 

@@ -14,6 +14,7 @@ from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.proto_convert import (
     JOB_STATES_FROM_PB,
     dt_to_ts,
+    list_scope,
     opt_ts_us,
     page_response,
     page_window,
@@ -50,21 +51,23 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.GetModelVersionResponse(model_version=convert.model_version_to_pb(version))
 
     async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
-        offset, limit = page_window(request.page)
-        models, more = await th(self.svc.registry.list_models, request.name_prefix, offset, limit)
+        scope = list_scope(request)
+        offset, limit = page_window(request.page, scope)
+        models, total = await th(self.svc.registry.list_models, request.name_prefix, offset, limit)
         return pb.ListModelsResponse(
             models=[convert.model_to_pb(m) for m in models],
-            page=page_response(offset, limit, more),
+            page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
-        offset, limit = page_window(request.page)
-        versions, more = await th(
+        scope = list_scope(request)
+        offset, limit = page_window(request.page, scope)
+        versions, total = await th(
             self.svc.registry.list_versions, request.model_name, offset, limit
         )
         return pb.ListModelVersionsResponse(
             model_versions=[convert.model_version_to_pb(v) for v in versions],
-            page=page_response(offset, limit, more),
+            page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def SetModelAlias(self, request, context):  # type: ignore[no-untyped-def]
@@ -102,11 +105,12 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.GetEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
     async def ListEndpoints(self, request, context):  # type: ignore[no-untyped-def]
-        offset, limit = page_window(request.page)
-        endpoints, more = await th(self.svc.endpoints.list, request.name_prefix, offset, limit)
+        scope = list_scope(request)
+        offset, limit = page_window(request.page, scope)
+        endpoints, total = await th(self.svc.endpoints.list, request.name_prefix, offset, limit)
         return pb.ListEndpointsResponse(
             endpoints=[convert.endpoint_to_pb(e) for e in endpoints],
-            page=page_response(offset, limit, more),
+            page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def UpdateEndpoint(self, request, context):  # type: ignore[no-untyped-def]
@@ -164,12 +168,13 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.CancelDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
     async def ListDeployments(self, request, context):  # type: ignore[no-untyped-def]
-        offset, limit = page_window(request.page)
+        scope = list_scope(request)
+        offset, limit = page_window(request.page, scope)
         await th(self.svc.endpoints.get, request.endpoint_name)
-        deps, more = await th(self.svc.deployments.list, request.endpoint_name, offset, limit)
+        deps, total = await th(self.svc.deployments.list, request.endpoint_name, offset, limit)
         return pb.ListDeploymentsResponse(
             deployments=[convert.deployment_to_pb(d) for d in deps],
-            page=page_response(offset, limit, more),
+            page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def RollbackEndpoint(self, request, context):  # type: ignore[no-untyped-def]
@@ -254,8 +259,9 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
     # -- capture and monitoring ------------------------------------------------------------
 
     async def ListCaptureFiles(self, request, context):  # type: ignore[no-untyped-def]
-        offset, limit = page_window(request.page)
-        files, more = await th(
+        scope = list_scope(request)
+        offset, limit = page_window(request.page, scope)
+        files, total = await th(
             self.svc.capture_files,
             request.endpoint_name,
             opt_ts_us(request, "start_time"),
@@ -265,7 +271,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         )
         return pb.ListCaptureFilesResponse(
             files=[convert.capture_file_to_pb(f) for f in files],
-            page=page_response(offset, limit, more),
+            page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def SubmitMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
@@ -293,24 +299,28 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.CancelMonitoringJobResponse(job=convert.monitoring_job_to_pb(record))
 
     async def ListMonitoringJobs(self, request, context):  # type: ignore[no-untyped-def]
-        offset, limit = page_window(request.page)
+        scope = list_scope(request)
+        offset, limit = page_window(request.page, scope)
         states = {JOB_STATES_FROM_PB[s] for s in request.states if s in JOB_STATES_FROM_PB}
         records = await th(self.svc.monitoring_jobs, states, request.endpoint_name)
         return pb.ListMonitoringJobsResponse(
             jobs=[convert.monitoring_job_to_pb(r) for r in records[offset : offset + limit]],
-            page=page_response(offset, limit, len(records) > offset + limit),
+            page=page_response(
+                offset, limit, offset + limit < len(records), len(records), scope=scope
+            ),
         )
 
     async def ListAlerts(self, request, context):  # type: ignore[no-untyped-def]
-        offset, limit = page_window(request.page)
+        scope = list_scope(request)
+        offset, limit = page_window(request.page, scope)
         if request.endpoint_name:
             await th(self.svc.endpoints.get, request.endpoint_name)
-        alerts, more = await th(
+        alerts, total = await th(
             self.svc.alerts.list, request.endpoint_name, request.include_acknowledged, offset, limit
         )
         return pb.ListAlertsResponse(
             alerts=[convert.alert_to_pb(a) for a in alerts],
-            page=page_response(offset, limit, more),
+            page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
     async def AcknowledgeAlert(self, request, context):  # type: ignore[no-untyped-def]

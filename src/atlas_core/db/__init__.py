@@ -18,6 +18,7 @@ from atlas_core.db._migrations import (
     current_versions,
     schema_versions,
 )
+from atlas_core.db._paging import fetch_page
 
 __all__ = [
     "AppliedMigration",
@@ -28,6 +29,7 @@ __all__ = [
     "check_connection",
     "create_engine_from_settings",
     "current_versions",
+    "fetch_page",
     "idempotency_table",
     "mask_url",
     "schema_versions",

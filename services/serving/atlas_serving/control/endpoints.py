@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, select
 
-from atlas_core.db import write_transaction
+from atlas_core.db import fetch_page, write_transaction
 from atlas_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from atlas_serving.control.registry import Registry, check_name
 from atlas_serving.domain import (
@@ -147,16 +147,11 @@ class EndpointStore:
 
     def list(
         self, prefix: str = "", offset: int = 0, limit: int = 10_000
-    ) -> tuple[list[Endpoint], bool]:
+    ) -> tuple[list[Endpoint], int]:
+        query = select(endpoints).where(endpoints.c.name.startswith(prefix))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(endpoints)
-                .where(endpoints.c.name.startswith(prefix))
-                .order_by(endpoints.c.name)
-                .offset(offset)
-                .limit(limit + 1)
-            ).all()
-        return [self._endpoint(r) for r in rows[:limit]], len(rows) > limit
+            rows, total = fetch_page(conn, query.order_by(endpoints.c.name), offset, limit)
+        return [self._endpoint(r) for r in rows], total
 
     def snapshot(self) -> dict[str, tuple[str, EndpointSpec]]:
         """name -> (etag, spec) of every endpoint: what a replica polls."""

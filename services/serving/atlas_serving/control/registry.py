@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
-from atlas_core.db import write_transaction
+from atlas_core.db import fetch_page, write_transaction
 from atlas_core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from atlas_core.storage import ArtifactStore
 from atlas_serving.bundle_access import BundleLoader, resolve_artifact
@@ -228,17 +228,12 @@ class Registry:
         version.aliases = list(names)
         return version
 
-    def list_models(self, prefix: str, offset: int, limit: int) -> tuple[list[Model], bool]:
+    def list_models(self, prefix: str, offset: int, limit: int) -> tuple[list[Model], int]:
+        query = select(models).where(models.c.name.startswith(prefix)).order_by(models.c.name)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(models)
-                .where(models.c.name.startswith(prefix))
-                .order_by(models.c.name)
-                .offset(offset)
-                .limit(limit + 1)
-            ).all()
+            rows, total = fetch_page(conn, query, offset, limit)
             out = []
-            for row in rows[:limit]:
+            for row in rows:
                 latest = (
                     conn.execute(
                         select(func.max(model_versions.c.version)).where(
@@ -261,24 +256,19 @@ class Registry:
                         create_time=row.created_at,
                     )
                 )
-        return out, len(rows) > limit
+        return out, total
 
-    def list_versions(self, name: str, offset: int, limit: int) -> tuple[list[ModelVersion], bool]:
+    def list_versions(self, name: str, offset: int, limit: int) -> tuple[list[ModelVersion], int]:
         check_name(name, "model_name")
+        query = (
+            select(model_versions.c.version)
+            .where(model_versions.c.model_name == name)
+            .order_by(model_versions.c.version.desc())
+        )
         with self.engine.connect() as conn:
             self._require_model(conn, name)
-            numbers = (
-                conn.execute(
-                    select(model_versions.c.version)
-                    .where(model_versions.c.model_name == name)
-                    .order_by(model_versions.c.version.desc())
-                    .offset(offset)
-                    .limit(limit + 1)
-                )
-                .scalars()
-                .all()
-            )
-        return [self.get(name, int(n)) for n in numbers[:limit]], len(numbers) > limit
+            rows, total = fetch_page(conn, query, offset, limit)
+        return [self.get(name, int(r.version)) for r in rows], total
 
     @staticmethod
     def _require_model(conn, name: str) -> None:  # type: ignore[no-untyped-def]

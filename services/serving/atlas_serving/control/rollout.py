@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from atlas_core.db import write_transaction
+from atlas_core.db import fetch_page, write_transaction
 from atlas_core.errors import InvalidArgument, NotFound
 from atlas_serving.control.endpoints import EndpointStore
 from atlas_serving.control.rollout_plan import Plan, plan_for, split
@@ -129,16 +129,15 @@ class DeploymentStore:
                 )
         return dep
 
-    def list(self, endpoint: str, offset: int, limit: int) -> tuple[list[Deployment], bool]:
+    def list(self, endpoint: str, offset: int, limit: int) -> tuple[list[Deployment], int]:
+        query = (
+            select(deployments.c.body)
+            .where(deployments.c.endpoint_name == endpoint)
+            .order_by(deployments.c.created_at.desc())
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(deployments.c.body)
-                .where(deployments.c.endpoint_name == endpoint)
-                .order_by(deployments.c.created_at.desc())
-                .offset(offset)
-                .limit(limit + 1)
-            ).all()
-        return [self.codec.loads(r.body) for r in rows[:limit]], len(rows) > limit
+            rows, total = fetch_page(conn, query, offset, limit)
+        return [self.codec.loads(r.body) for r in rows], total
 
     def orphans(self, lease_s: float) -> builtins.list[str]:
         """Unfinished deployments whose driver stopped heartbeating."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select
 
-from atlas_core.db import write_transaction
+from atlas_core.db import fetch_page, write_transaction
 from atlas_core.errors import InvalidArgument, NotFound
 from atlas_serving.domain import Alert, CaptureFile
 from atlas_serving.records import Codec, now
@@ -31,22 +31,22 @@ class AlertStore:
 
     def list(
         self, endpoint: str, include_acknowledged: bool, offset: int, limit: int
-    ) -> tuple[list[Alert], bool]:
+    ) -> tuple[list[Alert], int]:
         query = select(alerts.c.body, alerts.c.acknowledged)
         if endpoint:
             query = query.where(alerts.c.endpoint_name == endpoint)
         if not include_acknowledged:
             query = query.where(alerts.c.acknowledged.is_(False))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                query.order_by(alerts.c.created_at.desc()).offset(offset).limit(limit + 1)
-            ).all()
+            rows, total = fetch_page(
+                conn, query.order_by(alerts.c.created_at.desc()), offset, limit
+            )
         out = []
-        for body, acked in rows[:limit]:
+        for body, acked in rows:
             alert = self.codec.loads(body)
             alert.acknowledged = bool(acked)
             out.append(alert)
-        return out, len(rows) > limit
+        return out, total
 
     def acknowledge(self, alert_id: str) -> Alert:
         if not alert_id:
@@ -65,7 +65,7 @@ class AlertStore:
 
 def list_capture_files(
     engine: Engine, endpoint: str, start_us: int | None, end_us: int | None, offset: int, limit: int
-) -> tuple[list[CaptureFile], bool]:
+) -> tuple[list[CaptureFile], int]:
     """Capture files of ``endpoint`` overlapping [start_us, end_us), oldest first."""
     if start_us is not None and end_us is not None and end_us < start_us:
         raise InvalidArgument("end_time is before start_time", reason="INVERTED_WINDOW")
@@ -75,9 +75,7 @@ def list_capture_files(
     if end_us is not None:
         query = query.where(capture_files.c.start_us < end_us)
     with engine.connect() as conn:
-        rows = conn.execute(
-            query.order_by(capture_files.c.start_us).offset(offset).limit(limit + 1)
-        ).all()
+        rows, total = fetch_page(conn, query.order_by(capture_files.c.start_us), offset, limit)
     files = [
         CaptureFile(
             uri=r.uri,
@@ -90,4 +88,4 @@ def list_capture_files(
         )
         for r in rows[:limit]
     ]
-    return files, len(rows) > limit
+    return files, total
