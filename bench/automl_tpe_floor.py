@@ -35,7 +35,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/automl_tpe_floor.json"))
     args = ap.parse_args()
 
-    from atlas_trainer.automl import engine, run_automl
+    from atlas_trainer.automl import AutoMLRequest, engine, run_automl
 
     # The search seed also seeds the CV folds; pin the folds so that scores compare.
     make_splits = engine.make_splits
@@ -50,15 +50,17 @@ def main() -> int:
         for seed in range(10, 10 + args.runs):
             events: list[dict] = []
             res = run_automl(
-                Xtr,
-                ytr,
-                task=task,
-                wall_budget_s=args.budget,
-                n_jobs=2,
-                seed=seed,
-                strategy="tpe",
-                on_event=events.append,
-                ensemble=False,
+                AutoMLRequest(
+                    Xtr,
+                    ytr,
+                    task=task,
+                    wall_budget_s=args.budget,
+                    n_jobs=2,
+                    seed=seed,
+                    strategy="tpe",
+                    on_event=events.append,
+                    ensemble=False,
+                )
             )
             runs.append((events, res.best_score, res.higher_is_better))
         ratios = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +25,13 @@ class TrainingData:
     artifact_uri: str = ""
     parent_keys: list[str] = field(default_factory=list)
     meta_features: dict[str, float] | None = None
+
+
+def dataset_pair(key: str) -> list[Any] | None:
+    """``[dataset_id, version]`` of a ``"<dataset_id>@<version>"`` key; None for an artifact
+    URI (the key of a study trained on a bare Parquet artifact)."""
+    name, sep, version = key.rpartition("@")
+    return [name, int(version)] if sep and version.isdigit() else None
 
 
 def _read_parquet(rt: TrainerRuntime, uris: list[str]) -> pa.Table:

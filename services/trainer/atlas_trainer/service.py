@@ -20,7 +20,7 @@ from atlas_core.jobs import JobRecord, JobRunner, JobState
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.config import TrainerSettings
-from atlas_trainer.data_access import load_training_data, split_target
+from atlas_trainer.data_access import dataset_pair, load_training_data, split_target
 from atlas_trainer.jobs import (
     KIND_TRAIN,
     STUDY_KEY,
@@ -287,11 +287,6 @@ class TrainerService:
             for r in running
         ]
         return discover_resources(), allocations
-
-
-def dataset_pair(key: str) -> list[Any] | None:
-    name, sep, version = key.rpartition("@")
-    return [name, int(version)] if sep and version.isdigit() else None
 
 
 def _row_dict(row: LeaderboardRow) -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """The trainer's AutoML engine: whole-pipeline search with Optuna (grpc-free domain code).
 
-Entry point: :func:`run_automl`. Fitted models are atlas_core.ml objects, so they unpickle
-without this package.
+Entry point: :func:`run_automl` of an :class:`AutoMLRequest`. Fitted models are atlas_core.ml
+objects, so they unpickle without this package.
 """
 
 from __future__ import annotations
 
-from atlas_trainer.automl.engine import AutoMLResult, run_automl
+from atlas_trainer.automl.engine import AutoMLRequest, AutoMLResult, run_automl
 from atlas_trainer.automl.finalize import ENSEMBLE_NUMBER, LeaderboardRow
 from atlas_trainer.automl.meta import (
     MIGRATIONS,
@@ -26,6 +26,7 @@ __all__ = [
     "FAMILIES",
     "METRICS",
     "MIGRATIONS",
+    "AutoMLRequest",
     "AutoMLResult",
     "InMemoryMetaStore",
     "LeaderboardRow",
