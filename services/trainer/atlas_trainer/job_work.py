@@ -51,7 +51,7 @@ def train(
     started = time.monotonic() if started is None else started
     wall, max_trials = _budget(rt, spec)
     ctx.report(0.01, "loading training data")
-    data = load_training_data(rt, spec)
+    data = load_training_data(rt, spec, with_meta_features=True)
     X, y = split_target(data, spec)
     automl = spec.automl
     families = [FAMILIES_FROM_PB[f] for f in automl.search_space.model_families] or None

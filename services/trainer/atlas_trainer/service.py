@@ -17,10 +17,16 @@ from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner, JobState
+from atlas_core.meta_features import META_FEATURES_VERSION, similarity_vector
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.config import TrainerSettings
-from atlas_trainer.data_access import dataset_pair, load_training_data, split_target
+from atlas_trainer.data_access import (
+    dataset_pair,
+    load_training_data,
+    meta_features_from_pb,
+    split_target,
+)
 from atlas_trainer.jobs import (
     KIND_TRAIN,
     STUDY_KEY,
@@ -243,13 +249,18 @@ class TrainerService:
             with self.rt.data_client() as client:
                 ds = client.get_dataset(*dataset)
             mf = ds.meta_features
-            meta = {
-                f.name: float(getattr(mf, f.name))
-                for f in mf.DESCRIPTOR.fields
-                if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)
-            } | meta
+            recorded = meta_features_from_pb(mf)
+            if ds.HasField("meta_features") and recorded.version == META_FEATURES_VERSION:
+                meta = similarity_vector(recorded) | meta
             task = task or (
                 "regression" if not mf.classes else "binary" if mf.classes == 2 else "multiclass"
+            )
+        if not meta and dataset is not None:
+            raise InvalidArgument(
+                f"dataset {dataset[0]} v{dataset[1]} has no meta-features of version "
+                f"{META_FEATURES_VERSION} (the data service's GetDatasetMetaFeatures computes "
+                "them); or give meta_features",
+                reason="NO_META_FEATURES",
             )
         if not meta:
             raise InvalidArgument("give a dataset or meta_features", reason="NO_META_FEATURES")

@@ -13,6 +13,7 @@ import pytest
 
 from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
+from atlas_core.meta_features import META_FEATURES_VERSION
 
 from .test_feature_store import DIMS, put, record, spec
 
@@ -90,6 +91,8 @@ async def test_match_samples_point_in_time(data_harness):
         "users"
     }
     assert ds.meta_features.rows == 5 and ds.meta_features.classes == 2
+    # The shared definition's version travels with them (the trainer compares only equals).
+    assert ds.meta_features.extra["meta_features_version"] == META_FEATURES_VERSION
     data = data_harness.service.rt.artifacts.get_bytes(ds.artifacts[0].uri.split("/", 3)[-1])
     table = pq.read_table(io.BytesIO(data))
     clicks = table.column("u_clicks").to_pylist()

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from atlas_core.db import apply_migrations
+from atlas_core.meta_features import meta_features_of_frame, similarity_vector
 from atlas_trainer.automl import (
     MIGRATIONS,
     AutoMLRequest,
@@ -17,9 +18,9 @@ from atlas_trainer.automl import (
     SqlMetaStore,
     run_automl,
 )
-from atlas_trainer.automl.meta import compute_meta_features, find_priors
+from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.automl.space import resize_config
-from tests.unit.trainer._automl_data import breast_cancer
+from tests.unit.trainer._automl_data import breast_cancer, hard_frame
 
 
 @pytest.fixture
@@ -59,11 +60,11 @@ def test_sql_store_round_trip_and_nearest_first(store: SqlMetaStore) -> None:
     assert same.observations == parent.observations
 
 
-def test_meta_features_are_finite() -> None:
-    X, y = breast_cancer()
-    mf = compute_meta_features(X, y.to_numpy(), "binary")
-    assert {"log_rows", "class_entropy", "landmark_stump", "landmark_linear"} <= set(mf)
-    assert all(abs(v) < 1e6 for v in mf.values())
+def test_similarity_vectors_are_finite_even_on_awkward_columns() -> None:
+    for X, y in (breast_cancer(), hard_frame()):
+        mf = similarity_vector(meta_features_of_frame(X, y))
+        assert {"log_rows", "class_entropy_normalized", "landmark_decision_stump"} <= set(mf)
+        assert all(math.isfinite(v) and abs(v) <= 100 for v in mf.values())
 
 
 def test_warm_start_enqueues_priors_first_and_reports_rank() -> None:

@@ -15,7 +15,6 @@ from atlas_trainer.automl.meta import (
     MetaStore,
     Prior,
     SqlMetaStore,
-    compute_meta_features,
     find_priors,
 )
 from atlas_trainer.automl.space import FAMILIES
@@ -34,7 +33,6 @@ __all__ = [
     "MetaStore",
     "Prior",
     "SqlMetaStore",
-    "compute_meta_features",
     "detect_task",
     "find_priors",
     "prepare_target",

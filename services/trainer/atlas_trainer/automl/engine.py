@@ -25,6 +25,12 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from atlas_core.errors import InvalidArgument
+from atlas_core.meta_features import (
+    META_FEATURES_VERSION,
+    MetaFeatures,
+    meta_features_of_frame,
+    similarity_vector,
+)
 from atlas_core.ml import ColumnSanitizer, FoldBag
 from atlas_trainer.automl.ensemble import greedy_selection
 from atlas_trainer.automl.evaluate import Splits, make_splits
@@ -40,9 +46,9 @@ from atlas_trainer.automl.meta import (
     MetaEntry,
     MetaStore,
     Prior,
-    compute_meta_features,
     config_key,
     find_priors,
+    other_version_studies,
 )
 from atlas_trainer.automl.resources import Parallelism, detect_gpus, plan_parallelism
 from atlas_trainer.automl.search import (
@@ -228,7 +234,9 @@ class AutoMLRequest:
     ``on_event`` receives dicts with ``type`` in trial_started, trial_finished, trial_pruned,
     trial_failed, new_best, search_finished. ``gpus=None`` detects GPUs with NVML.
     ``meta_store`` enables warm starts (and records the finished study);
-    ``meta_features`` are the dataset's when known (else computed here).
+    ``meta_features`` are the table's (atlas_core.meta_features, e.g. from the data service)
+    when known; else, or when of another definition version, they are computed from
+    ``X`` and ``y``.
     """
 
     X: pd.DataFrame
@@ -254,7 +262,7 @@ class AutoMLRequest:
     meta_store: MetaStore | None = None
     dataset_key: str = ""
     parent_dataset_ids: Sequence[str] = ()
-    meta_features: dict[str, float] | None = None
+    meta_features: MetaFeatures | None = None
     warm_start_k: int = 3
     ensemble: bool = True
     ensemble_size: int = 25
@@ -273,7 +281,7 @@ class _Prepared:
     target: PreparedTarget
     X: pd.DataFrame
     splits: Splits
-    meta_features: dict[str, float]
+    meta_features: dict[str, float]  # similarity_vector of the table's meta-features
     dropped: dict[str, str]
     warnings: list[str]
 
@@ -372,11 +380,10 @@ def _prepare(req: AutoMLRequest) -> _Prepared:
         holdout_fraction=req.holdout_fraction,
         seed=req.seed,
     )
-    mf = (
-        dict(req.meta_features)
-        if req.meta_features
-        else compute_meta_features(X, prepared.y, prepared.task, req.seed)
-    )
+    meta = req.meta_features
+    if meta is None or meta.version != META_FEATURES_VERSION:
+        # Of the whole table, labelled or not, like the data service's.
+        meta = meta_features_of_frame(req.X, req.y)
     return _Prepared(
         started=t0,
         hard_deadline=t0 + req.wall_budget_s if req.wall_budget_s else None,
@@ -385,7 +392,7 @@ def _prepare(req: AutoMLRequest) -> _Prepared:
         target=prepared,
         X=X,
         splits=splits,
-        meta_features=mf,
+        meta_features=similarity_vector(meta),
         dropped=dropped,
         warnings=warnings,
     )
@@ -414,6 +421,13 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
             k=req.warm_start_k,
             metric=target.metric.name,
         )
+        skipped = other_version_studies(req.meta_store, target.task)
+        if skipped:
+            prep.warnings.append(
+                f"{len(skipped)} past {target.task} studies in the meta-store have meta-features "
+                f"of another definition than version {META_FEATURES_VERSION}: not compared, "
+                "not used for the warm start"
+            )
         if fresh:  # a resumed study enqueued them already; its sampler still learns from them
             priors = found
             _enqueue_priors(study, priors, prep.families)
@@ -596,6 +610,7 @@ def _record(req: AutoMLRequest, prep: _Prepared, study: optuna.Study, finals: _F
             _top_configs(finals.board),
             list(req.parent_dataset_ids),
             observations=observations(study),
+            meta_features_version=META_FEATURES_VERSION,
         )
     )
 
