@@ -22,7 +22,7 @@ from atlas_core.db import (
     check_connection,
     create_engine_from_settings,
 )
-from atlas_core.jobs import JOBS_MIGRATIONS, JobRunner, JobState
+from atlas_core.jobs import JOBS_MIGRATIONS, JobState
 from atlas_core.storage import ArtifactStore, open_artifact_store
 from atlas_serving.alerts import AlertStore
 from atlas_serving.bundle_access import BundleLoader, default_loader
@@ -31,7 +31,7 @@ from atlas_serving.config import ServingSettings
 from atlas_serving.control import Control
 from atlas_serving.dataplane import DataPlane
 from atlas_serving.endpoints import EndpointStore
-from atlas_serving.jobs import KIND_MONITOR, job_handlers
+from atlas_serving.jobs import JOBS, KIND_MONITOR
 from atlas_serving.lookup import FeatureFetcher
 from atlas_serving.metrics import ServingMetrics
 from atlas_serving.models import ModelCache, settle_heap
@@ -95,12 +95,7 @@ class ServingService:
             rt.rollout_tick_seconds,
             self._alert,
         )
-        self.jobs = JobRunner(
-            engine,
-            job_handlers(settings),
-            max_concurrent=settings.jobs.max_concurrent,
-            runner_id=settings.jobs.runner_id,
-        )
+        self.jobs = JOBS.runner(engine, settings, settings.jobs)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._last_alert_poll = 0.0
         self._stopped = False

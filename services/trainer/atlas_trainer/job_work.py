@@ -45,10 +45,13 @@ def train(
     ctx: JobContext,
     spec: pb.TrainingJobSpec,
     *,
-    study_name: str,
+    study_name: str = "",
     started: float | None = None,
 ) -> dict[str, Any]:
+    """Run the job: ``study_name`` (the spec's extra; else the job id) names the Optuna study,
+    ``started`` is when the budget began (the job process's start; else now)."""
     started = time.monotonic() if started is None else started
+    study_name = study_name or ctx.job_id
     wall, max_trials = _budget(rt, spec)
     ctx.report(0.01, "loading training data")
     data = load_training_data(rt, spec, with_meta_features=True)

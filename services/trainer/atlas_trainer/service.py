@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
-from atlas_core.jobs import JobRecord, JobRunner, JobState
+from atlas_core.jobs import JobRecord, JobRunner, JobState, spec_from_json
 from atlas_core.meta_features import META_FEATURES_VERSION, similarity_vector
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
@@ -27,13 +27,7 @@ from atlas_trainer.data_access import (
     meta_features_from_pb,
     split_target,
 )
-from atlas_trainer.jobs import (
-    KIND_TRAIN,
-    STUDY_KEY,
-    job_handlers,
-    spec_from_json,
-    spec_to_json,
-)
+from atlas_trainer.jobs import JOBS, KIND_TRAIN, STUDY_KEY
 from atlas_trainer.jsonable import to_jsonable
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
 from atlas_trainer.resources import HostResources, discover_resources
@@ -52,13 +46,7 @@ class TrainerService:
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
         # A cancelled search stops within seconds, then the best model so far is still
         # bundled: give that time before the runner terminates the job process.
-        runner = JobRunner(
-            runtime.engine,
-            job_handlers(settings),
-            max_concurrent=settings.jobs.max_concurrent,
-            runner_id=settings.jobs.runner_id,
-            cancel_grace=60.0,
-        )
+        runner = JOBS.runner(runtime.engine, settings, settings.jobs, cancel_grace=60.0)
         return cls(runtime, runner)
 
     def start(self) -> None:
@@ -154,9 +142,7 @@ class TrainerService:
                 )
         self.validate_target(spec)
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
-        return self.jobs.submit(
-            KIND_TRAIN, spec_to_json(spec, study), request_id=request_id or None, resumable=True
-        )
+        return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -192,7 +178,7 @@ class TrainerService:
         return cached
 
     def _training_frame(self, record: JobRecord) -> tuple[pd.DataFrame, pd.Series, str]:
-        spec = spec_from_json(record.spec)
+        spec = spec_from_json(pb.TrainingJobSpec, record.spec)
         data = load_training_data(self.rt, spec)
         X, y = split_target(data, spec)
         return X, y, spec.target_column
