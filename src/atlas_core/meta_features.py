@@ -42,11 +42,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import NDArray
 
 from atlas_core.errors import InvalidArgument
 
 if TYPE_CHECKING:
     import pandas as pd
+
+FloatArray = NDArray[np.float64]
+IndexArray = NDArray[np.int64]
 
 __all__ = [
     "CV_FOLDS",
@@ -142,17 +146,17 @@ def _is_vector(typ: pa.DataType) -> bool:
     list_like = (
         pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)
     )
-    return list_like and (
+    return bool(list_like) and bool(
         pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type)
     )
 
 
 def _is_numeric(typ: pa.DataType) -> bool:
-    return pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)
+    return bool(pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ))
 
 
 def _is_categorical(typ: pa.DataType) -> bool:
-    return (
+    return bool(
         pa.types.is_string(typ)
         or pa.types.is_large_string(typ)
         or pa.types.is_dictionary(typ)
@@ -168,7 +172,7 @@ def detect_task(column: pa.ChunkedArray | pa.Array) -> str:
     return "classification" if distinct <= MAX_NUMERIC_CLASSES else "regression"
 
 
-def sample_rows(rows: int) -> np.ndarray | None:
+def sample_rows(rows: int) -> IndexArray | None:
     """Row indices (sorted) of the deterministic sample of a table of ``rows`` rows, or None
     when all rows are used."""
     if rows <= STATS_MAX_ROWS:
@@ -184,9 +188,10 @@ def _missing_cells(column: pa.ChunkedArray) -> int:
     return int(missing)
 
 
-def _numeric_block(column: pa.ChunkedArray) -> np.ndarray:
+def _numeric_block(column: pa.ChunkedArray) -> FloatArray:
     """Column as float64 of shape (rows, k); nulls -> NaN; vectors give their first dims."""
     rows = len(column)
+    block: FloatArray
     if _is_vector(column.type):
         arr = column.combine_chunks()
         if pa.types.is_fixed_size_list(arr.type):
@@ -196,7 +201,7 @@ def _numeric_block(column: pa.ChunkedArray) -> np.ndarray:
                 if arr.null_count == 0
                 else pc.list_flatten(arr.fill_null(pa.scalar([0] * arr.type.list_size, arr.type)))
             )
-            values = flat.to_numpy(zero_copy_only=False).astype(np.float64)
+            values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64)
             block = values.reshape(rows, arr.type.list_size)[:, :dims].copy()
         else:
             lists = arr.to_pylist()
@@ -208,23 +213,28 @@ def _numeric_block(column: pa.ChunkedArray) -> np.ndarray:
         if arr.null_count:
             block[arr.is_null().to_numpy(zero_copy_only=False)] = np.nan
         return block
-    values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64).reshape(rows, 1)
+    single: FloatArray = np.asarray(
+        column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+    ).reshape(rows, 1)
+    return single
 
 
-def _categorical_codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def _categorical_codes(column: pa.ChunkedArray | pa.Array) -> FloatArray:
     """Ordinal codes (float64, NaN for null) in first-seen order."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     codes = arr.dictionary_encode().indices
-    return codes.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    out: FloatArray = np.asarray(
+        codes.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+    )
+    return out
 
 
 # ---------------------------------------------------------------- statistics
 
 
-def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _moments(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Per-column skewness and excess kurtosis, NaN-aware; constant columns dropped."""
     if matrix.shape[1] == 0:
         return np.empty(0), np.empty(0)
@@ -242,13 +252,13 @@ def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return skew[ok], kurt[ok]
 
 
-def _summary(values: np.ndarray) -> tuple[float, float, float, float]:
+def _summary(values: FloatArray) -> tuple[float, float, float, float]:
     if len(values) == 0:
         return 0.0, 0.0, 0.0, 0.0
     return float(values.mean()), float(values.min()), float(values.max()), float(values.std())
 
 
-def _class_stats(target: pa.ChunkedArray) -> tuple[int, float, float, np.ndarray]:
+def _class_stats(target: pa.ChunkedArray) -> tuple[int, float, float, FloatArray]:
     counts = pc.value_counts(target.drop_null()).field("counts").to_numpy().astype(np.int64)
     if len(counts) == 0:
         return 0, 0.0, 0.0, counts
@@ -261,7 +271,7 @@ def _class_stats(target: pa.ChunkedArray) -> tuple[int, float, float, np.ndarray
 
 
 def _landmarkers(
-    features: np.ndarray, target: pa.ChunkedArray, task: str
+    features: FloatArray, target: pa.ChunkedArray, task: str
 ) -> tuple[list[Landmarker], int]:
     """Landmarkers on ``features`` (rows of the sample) against ``target`` (same rows)."""
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -318,7 +328,7 @@ def _landmarkers(
     return results, len(labelled)
 
 
-def _prepare(x: np.ndarray) -> np.ndarray:
+def _prepare(x: FloatArray) -> FloatArray:
     """Median-impute and standardise; drops all-missing and constant columns."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -357,8 +367,8 @@ def compute_meta_features(table: pa.Table, target_column: str | None) -> MetaFea
     feature_names = [c for c in table.column_names if c != target_column]
     numeric = categorical = vectors = other = 0
     missing_cells = 0
-    blocks: list[np.ndarray] = []
-    code_blocks: list[np.ndarray] = []
+    blocks: list[FloatArray] = []
+    code_blocks: list[FloatArray] = []
     for name in feature_names:
         column = table.column(name)
         missing_cells += _missing_cells(column)

@@ -40,7 +40,7 @@ EXTRA_PREFIX = "_"
 def spec_to_json(message: Message, **extras: Any) -> dict[str, Any]:
     """The stored form of a job spec: ``message`` as JSON with proto field names, plus
     ``extras`` (JSON values the service keeps beside the spec) under ``_<name>`` keys."""
-    raw = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    raw: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     raw.update({EXTRA_PREFIX + name: value for name, value in extras.items()})
     return raw
 

@@ -508,38 +508,16 @@ def _finalize(
         allow_refit=stop_reason != "cancelled",
     )
     done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    best_number = best_score = best_model = None
-    kind = ""
-    if done:
-        bt = study.best_trial
-        best_number, best_score = bt.number, bt.value
-        best_model = finals.get(bt)
-        kind = finals.kind.get(bt.number, "")
-    elif state.partial is not None:  # nothing completed: best partial-fidelity fold bag
-        number, out = state.partial
-        best_number, best_score = number, out.score
-        best_model = FoldBag(out.fold_models)
-        kind = "fold_bag_partial"
-        prep.warnings.append(
-            f"no trial completed within the budget; the model is trial {number} at "
-            f"fidelity {out.fidelity:.2f} (raise the budget for better models)"
-        )
+    best_number, best_score, best_model, kind = _best(study, done, state, finals, prep.warnings)
     oof = {n: a for n, a in state.oof.items() if n in done}
-    ens_model, ens_score, weights, extra = None, None, {}, []
+    ens_model: Any | None = None
+    ens_score: float | None = None
+    weights: dict[int, float] = {}
+    extra: list[LeaderboardRow] = []
     if req.ensemble and len(oof) >= 2:
         ens_model, ens_score, weights, extra = _ensemble(req, prep, oof, done, finals)
     board = leaderboard(study, target.metric.higher_is_better, extra)
-    _rank_priors(opened.priors, board)
-    rho = agreement(study)
-    for p in opened.priors:
-        if p.observations:
-            p.rank_agreement = rho
-            if rho is not None and rho <= 0 and p.trials_learned_from:
-                prep.warnings.append(
-                    f"lineage parent {p.source_dataset!r} ranks configurations unlike this "
-                    f"dataset (rank correlation {rho:.2f}): the search stopped learning from "
-                    "its trials once its configurations were scored here"
-                )
+    _assess_priors(opened.priors, board, study, prep.warnings)
     return _Finals(
         best_number,
         best_score,
@@ -552,6 +530,46 @@ def _finalize(
         board,
         done,
     )
+
+
+def _best(
+    study: optuna.Study,
+    done: dict[int, optuna.trial.FrozenTrial],
+    state: SearchState,
+    finals: FinalModels,
+    warnings: list[str],
+) -> tuple[int | None, float | None, Any | None, str]:
+    """(trial, score, fitted model, its kind) of the best trial; when none completed, the
+    best partial-fidelity fold bag (with a warning)."""
+    if done:
+        bt = study.best_trial
+        return bt.number, bt.value, finals.get(bt), finals.kind.get(bt.number, "")
+    if state.partial is None:
+        return None, None, None, ""
+    number, out = state.partial
+    warnings.append(
+        f"no trial completed within the budget; the model is trial {number} at "
+        f"fidelity {out.fidelity:.2f} (raise the budget for better models)"
+    )
+    return number, out.score, FoldBag(out.fold_models), "fold_bag_partial"
+
+
+def _assess_priors(
+    priors: list[Prior], board: list[LeaderboardRow], study: optuna.Study, warnings: list[str]
+) -> None:
+    """How each prior fared here: its best rank and, for lineage parents whose trials the
+    sampler learned from, the rank agreement (a warning when they disagree)."""
+    _rank_priors(priors, board)
+    rho = agreement(study)
+    for p in priors:
+        if p.observations:
+            p.rank_agreement = rho
+            if rho is not None and rho <= 0 and p.trials_learned_from:
+                warnings.append(
+                    f"lineage parent {p.source_dataset!r} ranks configurations unlike this "
+                    f"dataset (rank correlation {rho:.2f}): the search stopped learning from "
+                    "its trials once its configurations were scored here"
+                )
 
 
 def _ensemble(
