@@ -224,3 +224,29 @@ def ts_pb(seconds: float):
     t = timestamp_pb2.Timestamp()
     t.FromMicroseconds(int(seconds * 1e6))
     return t
+
+
+async def test_meta_features_of_an_older_definition_are_recomputed(data_harness):
+    stub = data_harness.stub
+    rng = np.random.default_rng(0)
+    table = pa.table({"x": rng.normal(size=200), "label": pa.array(np.tile([0, 1], 100))})
+    artifact = upload_parquet(data_harness, "uploads/versioned.parquet", table)
+    ds = (
+        await stub.RegisterDataset(
+            pb.RegisterDatasetRequest(name="versioned", artifacts=[artifact], label_column="label")
+        )
+    ).dataset
+    assert ds.meta_features.extra["meta_features_version"] == META_FEATURES_VERSION
+    # A record written before the definition was shared carries no version (version 1).
+    catalog = data_harness.service.rt.datasets
+    record = await asyncio.to_thread(catalog.get, ds.ref.dataset_id, ds.ref.version)
+    await asyncio.to_thread(
+        catalog.update_meta_features,
+        record,
+        {"rows": 1, "columns": 1, "target_column": "label", "landmarkers": []},
+    )
+    stale = await stub.GetDataset(pb.GetDatasetRequest(ref=ds.ref))
+    assert stale.dataset.meta_features.extra["meta_features_version"] == 1
+    fresh = await stub.GetDatasetMetaFeatures(pb.GetDatasetMetaFeaturesRequest(ref=ds.ref))
+    assert fresh.meta_features.extra["meta_features_version"] == META_FEATURES_VERSION
+    assert fresh.meta_features.rows == 200 and fresh.meta_features.classes == 2
