@@ -80,7 +80,10 @@ def meta_features_from_pb(msg: data_pb.MetaFeatures) -> MetaFeatures:
     a version predates versioning (version 1)."""
     extra = dict(msg.extra)
     version = int(extra.pop(VERSION_KEY, 1))
-    names = [f.name for f in msg.DESCRIPTOR.fields if f.name not in ("landmarkers", "extra")]
+    # The message's scalar fields that the dataclass mirrors (a field added to the contract
+    # later is not part of this definition version).
+    scalars = set(MetaFeatures.__dataclass_fields__) - {"landmarkers", "extra", "task", "version"}
+    names = [f.name for f in msg.DESCRIPTOR.fields if f.name in scalars]
     task = "none"
     if msg.target_column:
         task = "classification" if msg.classes else "regression"
