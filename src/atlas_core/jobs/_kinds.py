@@ -90,6 +90,15 @@ class JobTable:
     runtime: str | None = None
     max_concurrent: int = 1
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        names = [k.name for k in self.kinds]
+        if len(set(names)) != len(names):
+            raise InvalidArgument(f"{self.service} job kinds must be unique, got {names}")
+        for path in [k.work for k in self.kinds] + ([self.runtime] if self.runtime else []):
+            if path.count(":") != 1:
+                raise InvalidArgument(f"{path!r} is not 'module:function'")
+
     def kind(self, name: str) -> JobKind:
         for kind in self.kinds:
             if kind.name == name:

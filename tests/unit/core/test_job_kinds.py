@@ -130,6 +130,10 @@ def test_runner_defaults_come_from_the_table_unless_settings_say_otherwise(
     assert configured._max_concurrent == 1  # noqa: SLF001
     with pytest.raises(InvalidArgument, match="unknown test job kind 'nope'"):
         TABLE.kind("nope")
+    with pytest.raises(InvalidArgument, match="'job_work.train' is not 'module:function'"):
+        JobTable("bad", [JobKind("train", "job_work.train")])
+    with pytest.raises(InvalidArgument, match="must be unique"):
+        JobTable("bad", [JobKind("a", "m:f"), JobKind("a", "m:g")])
 
 
 # ---- real job subprocesses -----------------------------------------------------------------
