@@ -133,9 +133,9 @@ def _encode_y(ytr: pd.Series, task: str) -> tuple[np.ndarray, list[Any]]:
 
 # ----------------------------------------------------------------------------- systems
 def run_atlas(Xtr, ytr, Xte, task, budget, **kw) -> tuple[np.ndarray, Any]:
-    from atlas_trainer.automl import run_automl
+    from atlas_trainer.automl import AutoMLRequest, run_automl
 
-    r = run_automl(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=2, seed=0, **kw)
+    r = run_automl(AutoMLRequest(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=2, seed=0, **kw))
     pred = r.model.predict(Xte) if task == "regression" else r.model.predict_proba(Xte)
     return pred, r
 
@@ -336,7 +336,7 @@ def meta_experiment(
 
 
 def _meta_sample(Xtr, ytr, task, budget, store, sample_seed: int) -> dict[str, Any]:
-    from atlas_trainer.automl import InMemoryMetaStore, run_automl
+    from atlas_trainer.automl import AutoMLRequest, InMemoryMetaStore, run_automl
 
     parent_only = InMemoryMetaStore()  # an earlier sample's warm study must not be a prior
     for e in store.entries():
@@ -344,17 +344,21 @@ def _meta_sample(Xtr, ytr, task, budget, store, sample_seed: int) -> dict[str, A
             parent_only.record(e)
     half = Xtr.sample(frac=0.5, random_state=sample_seed)
     yh = ytr.loc[half.index]
-    cold = run_automl(half, yh, task=task, wall_budget_s=budget, n_jobs=2, study_name="cold")
+    cold = run_automl(
+        AutoMLRequest(half, yh, task=task, wall_budget_s=budget, n_jobs=2, study_name="cold")
+    )
     warm = run_automl(
-        half,
-        yh,
-        task=task,
-        wall_budget_s=budget,
-        n_jobs=2,
-        meta_store=parent_only,
-        parent_dataset_ids=["full"],
-        dataset_key="half",
-        study_name="warm",
+        AutoMLRequest(
+            half,
+            yh,
+            task=task,
+            wall_budget_s=budget,
+            n_jobs=2,
+            meta_store=parent_only,
+            parent_dataset_ids=["full"],
+            dataset_key="half",
+            study_name="warm",
+        )
     )
     target = cold.best_score
     c = _trials_to_reach(cold, target, cold.higher_is_better)
@@ -427,20 +431,22 @@ def bohb_pair(
     earlier default run's events at that seed (the comparison's ATLAS run); otherwise one
     runs here (no ensemble: the clock stops when the search does). Also returns plain TPE's
     run (events, final score, higher is better) for the chance level and the cost rule."""
-    from atlas_trainer.automl import run_automl
+    from atlas_trainer.automl import AutoMLRequest, run_automl
 
     def events_of(strategy: str) -> tuple[list[dict[str, Any]], Any]:
         ev: list[dict[str, Any]] = []
         res = run_automl(
-            Xtr,
-            ytr,
-            task=task,
-            wall_budget_s=budget,
-            n_jobs=2,
-            seed=seed,
-            strategy=strategy,
-            on_event=ev.append,
-            ensemble=False,
+            AutoMLRequest(
+                Xtr,
+                ytr,
+                task=task,
+                wall_budget_s=budget,
+                n_jobs=2,
+                seed=seed,
+                strategy=strategy,
+                on_event=ev.append,
+                ensemble=False,
+            )
         )
         return ev, res
 

@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--name", default="automl_tpe_floor", help="result name (bench/results/)")
     args = ap.parse_args()
 
-    from atlas_trainer.automl import run_automl
+    from atlas_trainer.automl import AutoMLRequest, run_automl
 
     rows = {}
     for name in args.datasets:
@@ -56,15 +56,17 @@ def main() -> int:
             for seed in range(10, 10 + args.runs):
                 events: list[dict] = []
                 res = run_automl(
-                    Xtr,
-                    ytr,
-                    task=task,
-                    wall_budget_s=args.budget,
-                    n_jobs=2,
-                    seed=seed,
-                    strategy="tpe",
-                    on_event=events.append,
-                    ensemble=False,
+                    AutoMLRequest(
+                        Xtr,
+                        ytr,
+                        task=task,
+                        wall_budget_s=args.budget,
+                        n_jobs=2,
+                        seed=seed,
+                        strategy="tpe",
+                        on_event=events.append,
+                        ensemble=False,
+                    )
                 )
                 runs.append((events, res.best_score, res.higher_is_better))
         ratios = self_ratios(runs, args.budget)

@@ -55,14 +55,16 @@ def main() -> int:
     if args.quick:
         args.repeats, args.rows, args.refits = min(args.repeats, 2), min(args.rows, 50), 1
     budget = args.budget or (20.0 if args.quick else 120.0)
-    from atlas_trainer.automl import run_automl
+    from atlas_trainer.automl import AutoMLRequest, run_automl
     from atlas_trainer.automl.finalize import predict_on, refit
     from atlas_trainer.automl.task import prepare_target
 
     task, loader = DATASETS[args.dataset]
     X, y = loader()
     Xtr, Xte, ytr, _ = split(X, y, task)
-    res = run_automl(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=args.cpus, seed=0)
+    res = run_automl(
+        AutoMLRequest(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=args.cpus, seed=0)
+    )
     model = res.model
     predict = model.predict if task == "regression" else model.predict_proba
     parts = _tabular_models(model)

@@ -258,22 +258,24 @@ def trainer_model() -> object:
     if "model" not in _TRAINED:
         from sklearn.datasets import load_breast_cancer
 
-        from atlas_trainer.automl import run_automl
+        from atlas_trainer.automl import AutoMLRequest, run_automl
 
         X, y = load_breast_cancer(return_X_y=True, as_frame=True)
         X.columns = [c.replace(" ", "_") for c in X.columns]
         result = run_automl(
-            X,
-            y,
-            task="binary",
-            max_trials=1,
-            strategy="tpe",
-            families=["xgboost"],
-            ensemble=False,
-            seed=0,
-            allow_crosses=False,
-            allow_selection=False,
-            fixed_params={"xgb.n_estimators": 100, "xgb.max_depth": 4},
+            AutoMLRequest(
+                X,
+                y,
+                task="binary",
+                max_trials=1,
+                strategy="tpe",
+                families=["xgboost"],
+                ensemble=False,
+                seed=0,
+                allow_crosses=False,
+                allow_selection=False,
+                fixed_params={"xgb.n_estimators": 100, "xgb.max_depth": 4},
+            )
         )
         _TRAINED["model"] = result.model
         _TRAINED["pipeline"] = result.leaderboard[0].pipeline

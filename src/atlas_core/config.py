@@ -86,6 +86,16 @@ class ServerSettings(StrictModel):
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
 
+class JobSettings(StrictModel):
+    """A service's job runner (:mod:`atlas_core.jobs`). ``runner_id`` names it in the
+    database: keep it stable across restarts (the jobs it left running are recovered when it
+    starts again) and unique per replica. Unset values take the service's defaults (its
+    :class:`atlas_core.jobs.JobTable`). Services with settings of their own jobs extend it."""
+
+    max_concurrent: int | None = Field(default=None, ge=1)
+    runner_id: str | None = None
+
+
 class ServiceSettings(StrictModel):
     """Base of each service's settings object."""
 

@@ -15,9 +15,9 @@ import pytest
 
 from atlas.common.v1 import common_pb2
 from atlas.graph.v1 import graph_service_pb2 as pb
-from atlas_core.config import DatabaseSettings, S3Settings
+from atlas_core.config import DatabaseSettings, JobSettings, S3Settings
 from atlas_core.jobs import JobState
-from atlas_graph.config import GraphSettings, JobSettings
+from atlas_graph.config import GraphSettings
 from atlas_graph.jobs import KIND_GENERATE, KIND_PARTITION, KIND_TRAIN
 from atlas_graph.service import GraphService
 

@@ -9,6 +9,7 @@ from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas_core import proto_convert as pc
 from atlas_core.errors import DataLoss, InvalidArgument
+from atlas_core.meta_features import META_FEATURES_VERSION
 from atlas_data import convert
 from atlas_data.builds import (
     describe_table,
@@ -172,7 +173,11 @@ class DatasetRpcs:
             record = rt.datasets.get(request.ref.dataset_id, request.ref.version)
             target = request.target_column or record.label_column
             cached = record.meta_features
-            if cached and (cached.get("target_column") or "") == (target or ""):
+            if (
+                cached
+                and (cached.get("target_column") or "") == (target or "")
+                and cached.get("version") == META_FEATURES_VERSION  # else: recompute
+            ):
                 return record
             table = read_dataset(rt.artifacts, record)
             _, meta = describe_table(table, target, skip_meta=False)

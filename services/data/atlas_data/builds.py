@@ -97,7 +97,11 @@ def describe_table(
                 reason="UNKNOWN_COLUMN",
             )
         labels = _jsonable(label_distribution(table, label_column))
-    meta = None if skip_meta else _jsonable(compute_meta_features(table, label_column or None))
+    meta = (
+        None
+        if skip_meta
+        else _jsonable(compute_meta_features(table, label_column or None).to_dict())
+    )
     return labels, meta
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from atlas_core.config import ServiceSettings, StrictModel
+from atlas_core.config import JobSettings, ServiceSettings, StrictModel
 from atlas_data.native_reader import NativeReaderSettings
 from atlas_data.online import OnlineStoreSettings
 
@@ -14,11 +14,6 @@ class IngestSettings(StrictModel):
     max_stream_bytes: int = 512 * 1024 * 1024
     max_entities_per_read: int = 1000
     offline_flush_seconds: float = 5.0
-
-
-class JobSettings(StrictModel):
-    max_concurrent: int = 2
-    runner_id: str = "data-0"
 
 
 class DataSettings(ServiceSettings):

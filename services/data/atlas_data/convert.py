@@ -12,6 +12,7 @@ from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import JobRecord
+from atlas_core.meta_features import VERSION_KEY
 from atlas_core.proto_convert import dt_to_ts, job_status, ts_to_us
 from atlas_data.datasets import DatasetRecord, LineageParent
 from atlas_data.feature_groups import FeatureGroup
@@ -208,6 +209,8 @@ def meta_to_pb(meta: dict[str, Any] | None) -> pb.MetaFeatures | None:
     for key, value in (meta.get("extra") or {}).items():
         if isinstance(value, (int, float)):
             msg.extra[key] = float(value)
+    # Records from before versioning carry no version: they are version 1.
+    msg.extra[VERSION_KEY] = float(meta.get("version", 1))
     return msg
 
 

@@ -1,94 +1,31 @@
-"""Dataset meta-features (for the trainer's meta-learning) and label distributions.
-
-Conventions, fixed so datasets stay comparable:
-
-* Feature columns are all columns except the target. Integer/float/decimal columns are
-  numeric; string, dictionary and bool columns are categorical; fixed-size and variable
-  lists of numbers (vectors) count as one numeric column each, and their first
-  :data:`VECTOR_DIMS` dimensions take part in the statistics and landmarkers as numeric
-  features. Other types (timestamps, dates, ...) count as columns but in neither group.
-* ``missing_ratio``: null cells (and NaN in float columns; a null vector is one cell) over
-  rows x feature columns.
-* Task (:func:`detect_task`): a string, dictionary or bool target is classification; a
-  numeric target is classification when it has at most :data:`MAX_NUMERIC_CLASSES` distinct
-  values, regression otherwise.
-* ``class_entropy`` is Shannon entropy in bits (a balanced binary label has 1.0).
-  ``class_imbalance_ratio`` = smallest / largest class count. Both 0 for regression.
-* Skewness is the Fisher-Pearson coefficient and kurtosis the excess (Fisher) kurtosis,
-  both biased (population) moments over non-missing values; constant columns are skipped.
-* Landmarkers are 3-fold cross-validated scores of cheap models on a random sample of at
-  most ``max_rows_for_landmarkers`` labelled rows (1-NN on at most :data:`KNN_MAX_ROWS`):
-  ``decision_stump``, ``naive_bayes`` (classification only), ``1nn`` and ``linear``
-  (logistic regression / ridge). Metric ``accuracy`` for classification, ``r2`` for
-  regression. Features are imputed with the median, categoricals ordinal-encoded, all
-  standardised.
+"""Label distributions, and the dataset meta-features the data service records with each
+dataset version. The meta-features' definition (and its version) is
+:mod:`atlas_core.meta_features`, shared with the trainer, which compares them across datasets.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from atlas_core.errors import InvalidArgument
+from atlas_core.meta_features import (
+    META_FEATURES_VERSION,
+    MetaFeatures,
+    compute_meta_features,
+    detect_task,
+)
 
 __all__ = [
-    "KNN_MAX_ROWS",
-    "MAX_NUMERIC_CLASSES",
-    "VECTOR_DIMS",
+    "META_FEATURES_VERSION",
     "LabelDistributionResult",
-    "Landmarker",
-    "MetaFeaturesResult",
+    "MetaFeatures",
     "compute_meta_features",
     "detect_task",
     "label_distribution",
 ]
-
-VECTOR_DIMS = 8
-MAX_NUMERIC_CLASSES = 20
-KNN_MAX_ROWS = 5_000
-CV_FOLDS = 3
-
-
-class Landmarker(NamedTuple):
-    """Cross-validated score of a cheap model."""
-
-    name: str
-    metric: str
-    score: float
-
-
-@dataclass(frozen=True)
-class MetaFeaturesResult:
-    """Mirror of the ``MetaFeatures`` message, plus the detected ``task``."""
-
-    rows: int
-    columns: int
-    numeric_columns: int
-    categorical_columns: int
-    missing_ratio: float
-    classes: int
-    class_entropy: float
-    class_imbalance_ratio: float
-    skew_mean: float
-    skew_min: float
-    skew_max: float
-    skew_std: float
-    kurtosis_mean: float
-    kurtosis_min: float
-    kurtosis_max: float
-    kurtosis_std: float
-    log_rows_per_column: float
-    landmarkers: list[Landmarker]
-    target_column: str
-    extra: Mapping[str, float] = field(default_factory=dict)
-    task: str = "none"  # "classification" | "regression" | "none"
 
 
 @dataclass(frozen=True)
@@ -104,291 +41,8 @@ class LabelDistributionResult:
     missing: int
 
 
-# ---------------------------------------------------------------- column kinds
-
-
-def _is_vector(typ: pa.DataType) -> bool:
-    list_like = (
-        pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)
-    )
-    return list_like and (
-        pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type)
-    )
-
-
 def _is_numeric(typ: pa.DataType) -> bool:
     return pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)
-
-
-def _is_categorical(typ: pa.DataType) -> bool:
-    return (
-        pa.types.is_string(typ)
-        or pa.types.is_large_string(typ)
-        or pa.types.is_dictionary(typ)
-        or pa.types.is_boolean(typ)
-    )
-
-
-def detect_task(column: pa.ChunkedArray | pa.Array) -> str:
-    """``"classification"`` or ``"regression"`` by the rule in the module docstring."""
-    if not _is_numeric(column.type):
-        return "classification"
-    distinct = pc.count_distinct(column, mode="only_valid").as_py()
-    return "classification" if distinct <= MAX_NUMERIC_CLASSES else "regression"
-
-
-def _missing_mask(column: pa.ChunkedArray) -> np.ndarray:
-    mask = column.is_null().to_numpy(zero_copy_only=False)
-    if pa.types.is_floating(column.type):
-        mask |= pc.fill_null(pc.is_nan(column), False).to_numpy(zero_copy_only=False)
-    return mask
-
-
-def _numeric_block(column: pa.ChunkedArray) -> np.ndarray:
-    """Column as float64 of shape (rows, k); nulls -> NaN; vectors give their first dims."""
-    rows = len(column)
-    if _is_vector(column.type):
-        arr = column.combine_chunks()
-        if pa.types.is_fixed_size_list(arr.type):
-            dims = min(arr.type.list_size, VECTOR_DIMS)
-            flat = (
-                arr.flatten()
-                if arr.null_count == 0
-                else pc.list_flatten(arr.fill_null(pa.scalar([0] * arr.type.list_size, arr.type)))
-            )
-            values = flat.to_numpy(zero_copy_only=False).astype(np.float64)
-            block = values.reshape(rows, arr.type.list_size)[:, :dims].copy()
-        else:
-            lists = arr.to_pylist()
-            block = np.full((rows, VECTOR_DIMS), np.nan)
-            for i, vec in enumerate(lists):
-                if vec:
-                    head = [np.nan if v is None else v for v in vec[:VECTOR_DIMS]]
-                    block[i, : len(head)] = head
-        if arr.null_count:
-            block[arr.is_null().to_numpy(zero_copy_only=False)] = np.nan
-        return block
-    values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64).reshape(rows, 1)
-
-
-def _categorical_codes(column: pa.ChunkedArray) -> np.ndarray:
-    """Ordinal codes (float64, NaN for null) in first-seen order."""
-    arr = column.combine_chunks()
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    codes = arr.dictionary_encode().indices
-    return codes.cast(pa.float64()).to_numpy(zero_copy_only=False)
-
-
-# ---------------------------------------------------------------- statistics
-
-
-def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column skewness and excess kurtosis, NaN-aware; constant columns dropped."""
-    if matrix.shape[1] == 0:
-        return np.empty(0), np.empty(0)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(matrix, axis=0)
-        centered = matrix - mean
-        m2 = np.nanmean(centered**2, axis=0)
-        m3 = np.nanmean(centered**3, axis=0)
-        m4 = np.nanmean(centered**4, axis=0)
-        skew = m3 / m2**1.5
-        kurt = m4 / m2**2 - 3.0
-    scale = np.nanmax(np.abs(matrix), axis=0, initial=0.0) if matrix.size else np.zeros(0)
-    ok = np.isfinite(skew) & np.isfinite(kurt) & (m2 > (1e-12 * np.maximum(scale, 1.0)) ** 2)
-    return skew[ok], kurt[ok]
-
-
-def _summary(values: np.ndarray) -> tuple[float, float, float, float]:
-    if len(values) == 0:
-        return 0.0, 0.0, 0.0, 0.0
-    return float(values.mean()), float(values.min()), float(values.max()), float(values.std())
-
-
-def _class_stats(target: pa.ChunkedArray) -> tuple[int, float, float, np.ndarray]:
-    counts = pc.value_counts(target.drop_null()).field("counts").to_numpy().astype(np.int64)
-    if len(counts) == 0:
-        return 0, 0.0, 0.0, counts
-    p = counts / counts.sum()
-    entropy = float(-(p * np.log2(p)).sum())
-    return len(counts), max(entropy, 0.0), float(counts.min() / counts.max()), counts
-
-
-# ---------------------------------------------------------------- landmarkers
-
-
-def _landmarkers(
-    features: np.ndarray, target: pa.ChunkedArray, task: str, *, max_rows: int, seed: int
-) -> tuple[list[Landmarker], int]:
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-    from sklearn.naive_bayes import GaussianNB
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-
-    labelled = np.flatnonzero(~target.is_null().to_numpy(zero_copy_only=False))
-    if task == "regression":
-        y_all = target.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        labelled = labelled[np.isfinite(y_all[labelled])]
-    rng = np.random.default_rng(seed)
-    if len(labelled) > max_rows:
-        labelled = np.sort(rng.choice(labelled, size=max_rows, replace=False))
-    if features.shape[1] == 0 or len(labelled) < 2 * CV_FOLDS:
-        return [], len(labelled)
-    x = _prepare(features[labelled])
-    if task == "classification":
-        y = _categorical_codes(target.take(pa.array(labelled))).astype(np.int64)
-        min_class = np.bincount(y).min(initial=0) if len(y) else 0
-        if len(np.unique(y)) < 2:
-            return [], len(labelled)
-        folds = (
-            StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed)
-            if min_class >= CV_FOLDS
-            else KFold(CV_FOLDS, shuffle=True, random_state=seed)
-        )
-        metric, sk_metric = "accuracy", "accuracy"
-        models = {
-            "decision_stump": DecisionTreeClassifier(max_depth=1, random_state=seed),
-            "naive_bayes": GaussianNB(),
-            "1nn": KNeighborsClassifier(n_neighbors=1),
-            "linear": LogisticRegression(max_iter=300),
-        }
-    else:
-        y = y_all[labelled]
-        folds = KFold(CV_FOLDS, shuffle=True, random_state=seed)
-        metric, sk_metric = "r2", "r2"
-        models = {
-            "decision_stump": DecisionTreeRegressor(max_depth=1, random_state=seed),
-            "1nn": KNeighborsRegressor(n_neighbors=1),
-            "linear": Ridge(alpha=1.0),
-        }
-    results = []
-    for name, model in models.items():
-        xs, ys = x, y
-        if name == "1nn" and len(y) > KNN_MAX_ROWS:
-            pick = np.sort(rng.choice(len(y), size=KNN_MAX_ROWS, replace=False))
-            xs, ys = x[pick], y[pick]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scores = cross_val_score(model, xs, ys, cv=folds, scoring=sk_metric, error_score=np.nan)
-        score = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
-        if math.isfinite(score):
-            results.append(Landmarker(name, metric, score))
-    return results, len(labelled)
-
-
-def _prepare(x: np.ndarray) -> np.ndarray:
-    """Median-impute and standardise; drops all-missing and constant columns."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(x, axis=0)
-    keep = np.isfinite(median)
-    x = x[:, keep]
-    x = np.where(np.isnan(x), median[keep], x)
-    std = x.std(axis=0)
-    keep = std > 0
-    return (x[:, keep] - x[:, keep].mean(axis=0)) / std[keep] if keep.any() else x[:, :0]
-
-
-# ---------------------------------------------------------------- public API
-
-
-def compute_meta_features(
-    table: pa.Table,
-    target_column: str | None,
-    *,
-    max_rows_for_landmarkers: int = 20_000,
-    seed: int = 0,
-) -> MetaFeaturesResult:
-    """Meta-features of ``table`` against ``target_column`` (see the module docstring).
-
-    ``target_column`` None or empty computes the target-free features only (task "none",
-    no class statistics, no landmarkers).
-
-    Raises:
-        InvalidArgument: ``target_column`` is not a column of ``table``.
-    """
-    target_column = target_column or None
-    if target_column is not None and target_column not in table.column_names:
-        raise InvalidArgument(
-            f"target column '{target_column}' is not in the dataset",
-            reason="MISSING_COLUMN",
-            metadata={"column": target_column},
-        )
-    rows = table.num_rows
-    feature_names = [c for c in table.column_names if c != target_column]
-    numeric = categorical = vectors = other = 0
-    missing_cells = 0
-    blocks: list[np.ndarray] = []
-    code_blocks: list[np.ndarray] = []
-    for name in feature_names:
-        column = table.column(name)
-        missing_cells += int(_missing_mask(column).sum()) if rows else 0
-        if _is_vector(column.type):
-            numeric += 1
-            vectors += 1
-            blocks.append(_numeric_block(column))
-        elif _is_numeric(column.type):
-            numeric += 1
-            blocks.append(_numeric_block(column))
-        elif _is_categorical(column.type):
-            categorical += 1
-            code_blocks.append(_categorical_codes(column).reshape(rows, 1))
-        else:
-            other += 1
-    numeric_matrix = np.hstack(blocks) if blocks else np.empty((rows, 0))
-    skew, kurt = _moments(numeric_matrix)
-    columns = len(feature_names)
-    extra: dict[str, float] = {
-        "vector_columns": float(vectors),
-        "other_columns": float(other),
-        "numeric_features_used": float(numeric_matrix.shape[1]),
-        "numeric_ratio": numeric / columns if columns else 0.0,
-    }
-
-    task, classes, entropy, imbalance = "none", 0, 0.0, 0.0
-    landmarks: list[Landmarker] = []
-    if target_column is not None:
-        target = table.column(target_column)
-        extra["target_missing"] = float(target.null_count)
-        task = detect_task(target) if rows else "classification"
-        if task == "classification":
-            classes, entropy, imbalance, counts = _class_stats(target)
-            if len(counts):
-                extra["majority_class_ratio"] = float(counts.max() / counts.sum())
-        all_features = np.hstack([numeric_matrix, *code_blocks]) if code_blocks else numeric_matrix
-        landmarks, used = _landmarkers(
-            all_features, target, task, max_rows=max_rows_for_landmarkers, seed=seed
-        )
-        extra["landmarker_rows"] = float(used)
-
-    skew_stats, kurt_stats = _summary(skew), _summary(kurt)
-    return MetaFeaturesResult(
-        rows=rows,
-        columns=columns,
-        numeric_columns=numeric,
-        categorical_columns=categorical,
-        missing_ratio=missing_cells / (rows * columns) if rows and columns else 0.0,
-        classes=classes,
-        class_entropy=entropy,
-        class_imbalance_ratio=imbalance,
-        skew_mean=skew_stats[0],
-        skew_min=skew_stats[1],
-        skew_max=skew_stats[2],
-        skew_std=skew_stats[3],
-        kurtosis_mean=kurt_stats[0],
-        kurtosis_min=kurt_stats[1],
-        kurtosis_max=kurt_stats[2],
-        kurtosis_std=kurt_stats[3],
-        log_rows_per_column=math.log(rows / columns) if rows and columns else 0.0,
-        landmarkers=landmarks,
-        target_column=target_column or "",
-        extra=extra,
-        task=task,
-    )
 
 
 def label_distribution(table: pa.Table, label_column: str) -> LabelDistributionResult:

@@ -17,7 +17,7 @@ from atlas_core.errors import FailedPrecondition, Unavailable
 from atlas_core.jobs import JobRunner
 from atlas_data.config import DataSettings
 from atlas_data.feature_groups import FeatureGroup
-from atlas_data.jobs import job_handlers
+from atlas_data.jobs import JOBS
 from atlas_data.native_reader import NativeReader, mirror_all, mirror_group, wanted_binary
 from atlas_data.reads import OnlineReader
 from atlas_data.runtime import DataRuntime, open_runtime
@@ -45,12 +45,7 @@ class DataService:
     def open(cls, settings: DataSettings) -> DataService:
         runtime = open_runtime(settings)
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
-        runner = JobRunner(
-            runtime.engine,
-            job_handlers(runtime.settings),
-            max_concurrent=settings.jobs.max_concurrent,
-            runner_id=settings.jobs.runner_id,
-        )
+        runner = JOBS.runner(runtime.engine, runtime.settings, settings.jobs)
         return cls(runtime, runner)
 
     def start(self) -> None:

@@ -17,11 +17,11 @@ from atlas_data import convert
 from atlas_data._servicer_datasets import DatasetRpcs
 from atlas_data.datasets import DatasetRecord
 from atlas_data.jobs import (
+    JOBS,
     KIND_COMPACTION,
     KIND_DERIVE,
     KIND_INGEST,
     KIND_MATCH,
-    spec_to_json,
 )
 from atlas_data.service import DataService, job_uses_group
 
@@ -179,7 +179,7 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         if not spec.source.artifacts and not spec.source.uri_prefix:
             raise InvalidArgument("spec.source: give artifacts or uri_prefix", reason="NO_INPUT")
         await to_thread(self.rt.groups.get, name, version)
-        job = await self._submit(KIND_INGEST, spec, request.request_id, resumable=True)
+        job = await self._submit(KIND_INGEST, spec, request.request_id)
         return pb.SubmitIngestJobResponse(job=job)
 
     # ---- online reads -------------------------------------------------------------------------
@@ -279,16 +279,8 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
             raise InvalidArgument("job_id is empty", reason="EMPTY_JOB_ID")
         return convert.job_to_pb(self.svc.jobs.get(job_id), self._lookup_dataset)
 
-    async def _submit(
-        self, kind: str, spec: Any, request_id: str, *, resumable: bool = False
-    ) -> pb.DataJob:
-        job_id = await to_thread(
-            self.svc.jobs.submit,
-            kind,
-            spec_to_json(spec),
-            request_id=request_id or None,
-            resumable=resumable,
-        )
+    async def _submit(self, kind: str, spec: Any, request_id: str) -> pb.DataJob:
+        job_id = await to_thread(JOBS.submit, self.svc.jobs, kind, spec, request_id)
         return await to_thread(self._job, job_id)
 
     async def GetDataJob(self, request: Any, context: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from atlas_core.config import ServiceSettings, StrictModel
+from atlas_core.config import JobSettings, ServiceSettings, StrictModel
 
 
 class PartitionSettings(StrictModel):
@@ -19,11 +19,6 @@ class TrainSettings(StrictModel):
     # Seconds a trainer may take to connect and start before the job fails.
     start_timeout_s: float = 120.0
     omp_threads_per_process: int = 1
-
-
-class JobSettings(StrictModel):
-    max_concurrent: int = 1
-    runner_id: str = "graph-0"
 
 
 class GraphSettings(ServiceSettings):

@@ -20,14 +20,12 @@ from atlas_core.jobs import JobRecord, JobRunner
 from atlas_graph.config import GraphSettings
 from atlas_graph.idmap import IdTranslation, RangeMap
 from atlas_graph.jobs import (
+    JOBS,
     KIND_GENERATE,
     KIND_IMPORT,
     KIND_INFER,
     KIND_PARTITION,
     KIND_TRAIN,
-    RESUMABLE,
-    job_handlers,
-    spec_to_json,
 )
 from atlas_graph.packing import get_dir
 from atlas_graph.partitioning import Estimate, estimate, memory_budget, refuse_if_too_big
@@ -47,12 +45,7 @@ class GraphService:
     def open(cls, settings: GraphSettings) -> GraphService:
         runtime = open_runtime(settings)
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
-        runner = JobRunner(
-            runtime.engine,
-            job_handlers(runtime.settings),
-            max_concurrent=settings.jobs.max_concurrent,
-            runner_id=settings.jobs.runner_id,
-        )
+        runner = JOBS.runner(runtime.engine, runtime.settings, settings.jobs)
         return cls(runtime, runner)
 
     def start(self) -> None:
@@ -73,9 +66,7 @@ class GraphService:
             KIND_TRAIN: self._check_train,
             KIND_INFER: self._check_infer,
         }[kind](spec)
-        job_id = self.jobs.submit(
-            kind, spec_to_json(spec), request_id=request_id or None, resumable=kind in RESUMABLE
-        )
+        job_id = JOBS.submit(self.jobs, kind, spec, request_id)
         return self.jobs.get(job_id)
 
     def _check_import(self, spec: pb.ImportGraphSpec) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from atlas_core.config import ServiceSettings, StrictModel
+from atlas_core.config import JobSettings, ServiceSettings, StrictModel
 from atlas_core.rpc.channel import ClientSettings
 
 
@@ -37,11 +37,6 @@ class RuntimeSettings(StrictModel):
     capture_prefix: str = "serving/capture"
     # Where PredictBatch writes the results of input_artifact requests.
     batch_output_prefix: str = "serving/batch"
-
-
-class JobSettings(StrictModel):
-    max_concurrent: int = 1
-    runner_id: str = "serving-0"
 
 
 class ServingSettings(ServiceSettings):

@@ -1,22 +1,10 @@
-"""Monitoring jobs run by the shared job runner in subprocesses. The handler receives the
-service settings (bound with functools.partial: no secret is persisted in a job spec)."""
+"""Monitoring jobs: the table of kinds the shared job runner (:class:`atlas_core.jobs.JobTable`)
+runs in subprocesses. The monitor opens what it needs from the settings; its spec is JSON."""
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
-from atlas_core.jobs import JobContext, JobHandler
-from atlas_serving.config import ServingSettings
+from atlas_core.jobs import JobKind, JobTable
 
 KIND_MONITOR = "monitor"
 
-
-def _run(settings: ServingSettings, ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
-    from atlas_serving.monitoring.drift import run_monitor  # imported in the job subprocess only
-
-    return run_monitor(settings, ctx, spec)
-
-
-def job_handlers(settings: ServingSettings) -> dict[str, JobHandler]:
-    return {KIND_MONITOR: functools.partial(_run, settings)}
+JOBS = JobTable("serving", [JobKind(KIND_MONITOR, "atlas_serving.monitoring.drift:run_monitor")])

@@ -38,7 +38,7 @@ from atlas_serving.domain import (
     VariantRole,
     VariantStats,
 )
-from atlas_serving.jobs import KIND_MONITOR, job_handlers
+from atlas_serving.jobs import JOBS, KIND_MONITOR
 from atlas_serving.monitoring.alerts import list_capture_files
 from atlas_serving.monitoring.metrics import ServingMetrics
 from atlas_serving.monitoring.schedule import submit_due
@@ -95,12 +95,7 @@ class ServingService:
             rt.rollout_tick_seconds,
             self._alert,
         )
-        self.jobs = JobRunner(
-            self.engine,
-            job_handlers(settings),
-            max_concurrent=settings.jobs.max_concurrent,
-            runner_id=settings.jobs.runner_id,
-        )
+        self.jobs = JOBS.runner(self.engine, settings, settings.jobs)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._last_alert_poll = 0.0
         self._stopped = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from atlas_core.config import ServiceSettings, StrictModel
+from atlas_core.config import JobSettings, ServiceSettings, StrictModel
 
 
 class PeerSettings(StrictModel):
@@ -14,10 +14,9 @@ class PeerSettings(StrictModel):
     token: SecretStr | None = None
 
 
-class TrainerJobSettings(StrictModel):
-    # Each AutoML job already uses every core it is given; two at once only share them.
-    max_concurrent: int = 1
-    runner_id: str = "trainer-0"
+class TrainerJobSettings(JobSettings):
+    # One job at a time by default (atlas_trainer.jobs.JOBS): each AutoML job already uses
+    # every core it is given; two at once only share them.
     default_wall_budget_seconds: float = 300.0
     # Part of the wall budget kept back for the final refit, ensemble, bundle and reports,
     # so the whole job stays within 110% of its budget.

@@ -1,18 +1,29 @@
 """Reading a training table: a data-service dataset (through its client) or a Parquet
-artifact. Parent datasets (for warm starts) and meta-features come from the dataset."""
+artifact. Parent datasets (for warm starts) come from the dataset, and so do its
+meta-features when the data service has them for this target and feature set under the
+current definition; else they are computed here from the Arrow table (the same function)."""
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from atlas.data.v1 import data_service_pb2 as data_pb
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
+from atlas_core.meta_features import (
+    META_FEATURES_VERSION,
+    VERSION_KEY,
+    Landmarker,
+    MetaFeatures,
+    compute_meta_features,
+)
 from atlas_trainer.runtime import TrainerRuntime
 
 
@@ -23,7 +34,14 @@ class TrainingData:
     dataset: tuple[str, int] | None = None
     artifact_uri: str = ""
     parent_keys: list[str] = field(default_factory=list)
-    meta_features: dict[str, float] | None = None
+    meta_features: MetaFeatures | None = None
+
+
+def dataset_pair(key: str) -> list[Any] | None:
+    """``[dataset_id, version]`` of a ``"<dataset_id>@<version>"`` key; None for an artifact
+    URI (the key of a study trained on a bare Parquet artifact)."""
+    name, sep, version = key.rpartition("@")
+    return [name, int(version)] if sep and version.isdigit() else None
 
 
 def _read_parquet(rt: TrainerRuntime, uris: list[str]) -> pa.Table:
@@ -57,7 +75,55 @@ def _vectors_to_columns(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def load_training_data(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> TrainingData:
+def meta_features_from_pb(msg: data_pb.MetaFeatures) -> MetaFeatures:
+    """The data service's ``MetaFeatures`` message as the shared dataclass; a message without
+    a version predates versioning (version 1)."""
+    extra = dict(msg.extra)
+    version = int(extra.pop(VERSION_KEY, 1))
+    # The message's scalar fields that the dataclass mirrors (a field added to the contract
+    # later is not part of this definition version).
+    scalars = set(MetaFeatures.__dataclass_fields__) - {"landmarkers", "extra", "task", "version"}
+    names = [f.name for f in msg.DESCRIPTOR.fields if f.name in scalars]
+    task = "none"
+    if msg.target_column:
+        task = "classification" if msg.classes else "regression"
+    return MetaFeatures(
+        **{name: getattr(msg, name) for name in names},
+        landmarkers=[Landmarker(lm.name, lm.metric, lm.score) for lm in msg.landmarkers],
+        extra=extra,
+        task=task,
+        version=version,
+    )
+
+
+def _feature_columns_dropped(spec: pb.TrainingJobSpec) -> set[str]:
+    """Columns the job leaves out of the features, besides the target."""
+    return {*spec.ignore_columns, spec.weight_column, spec.group_column} - {""}
+
+
+def job_meta_features(
+    table: pa.Table, spec: pb.TrainingJobSpec, recorded: data_pb.MetaFeatures | None
+) -> MetaFeatures | None:
+    """The data service's meta-features when they describe exactly this job's features and
+    target under the current definition; else computed from ``table`` (None without a
+    usable target: ``split_target`` refuses the job then)."""
+    dropped = _feature_columns_dropped(spec)
+    if recorded is not None and recorded.target_column == spec.target_column and not dropped:
+        meta = meta_features_from_pb(recorded)
+        if meta.version == META_FEATURES_VERSION:
+            return meta
+    if not spec.target_column or spec.target_column not in table.column_names:
+        return None
+    return compute_meta_features(
+        table.drop_columns([c for c in dropped if c in table.column_names]), spec.target_column
+    )
+
+
+def load_training_data(
+    rt: TrainerRuntime, spec: pb.TrainingJobSpec, *, with_meta_features: bool = False
+) -> TrainingData:
+    """The job's table; ``with_meta_features`` also gives its meta-features (for warm
+    starts and the meta-store)."""
     if spec.HasField("dataset") and spec.dataset.dataset_id:
         with rt.data_client() as client:
             ds = client.get_dataset(spec.dataset.dataset_id, spec.dataset.version)
@@ -67,20 +133,13 @@ def load_training_data(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> Training
             for p in ds.lineage.parents
             if p.HasField("dataset")
         ]
-        meta = None
-        if ds.HasField("meta_features") and ds.meta_features.target_column == spec.target_column:
-            mf = ds.meta_features
-            meta = {
-                f.name: float(getattr(mf, f.name))
-                for f in mf.DESCRIPTOR.fields
-                if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)
-            }
+        recorded = ds.meta_features if ds.HasField("meta_features") else None
         return TrainingData(
             _vectors_to_columns(table),
             f"{ds.ref.dataset_id}@{ds.ref.version}",
             (ds.ref.dataset_id, ds.ref.version),
             parent_keys=parents,
-            meta_features=meta,
+            meta_features=job_meta_features(table, spec, recorded) if with_meta_features else None,
         )
     if spec.dataset_artifact.uri:
         table = _read_parquet(rt, [spec.dataset_artifact.uri])
@@ -88,6 +147,7 @@ def load_training_data(rt: TrainerRuntime, spec: pb.TrainingJobSpec) -> Training
             _vectors_to_columns(table),
             spec.dataset_artifact.uri,
             artifact_uri=spec.dataset_artifact.uri,
+            meta_features=job_meta_features(table, spec, None) if with_meta_features else None,
         )
     raise InvalidArgument(
         "spec: give dataset (a data-service dataset) or dataset_artifact", reason="NO_DATASET"

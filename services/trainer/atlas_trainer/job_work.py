@@ -14,13 +14,12 @@ from typing import Any
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import BundleLineage, write_bundle
 from atlas_core.jobs import JobContext
-from atlas_trainer.automl.engine import AutoMLResult, run_automl
+from atlas_trainer.automl.engine import AutoMLRequest, AutoMLResult, run_automl
 from atlas_trainer.convert import FAMILIES_FROM_PB, STRATEGIES_FROM_PB, TASKS_FROM_PB
-from atlas_trainer.data_access import load_training_data, split_target
+from atlas_trainer.data_access import dataset_pair, load_training_data, split_target
 from atlas_trainer.job_reports import build_report
 from atlas_trainer.jsonable import to_jsonable
 from atlas_trainer.runtime import TrainerRuntime
-from atlas_trainer.service import dataset_pair
 
 log = logging.getLogger("atlas.trainer.job")
 _VALIDATION = {0: "auto", 1: "auto", 2: "kfold", 3: "holdout"}
@@ -46,13 +45,16 @@ def train(
     ctx: JobContext,
     spec: pb.TrainingJobSpec,
     *,
-    study_name: str,
+    study_name: str = "",
     started: float | None = None,
 ) -> dict[str, Any]:
+    """Run the job: ``study_name`` (the spec's extra; else the job id) names the Optuna study,
+    ``started`` is when the budget began (the job process's start; else now)."""
     started = time.monotonic() if started is None else started
+    study_name = study_name or ctx.job_id
     wall, max_trials = _budget(rt, spec)
     ctx.report(0.01, "loading training data")
-    data = load_training_data(rt, spec)
+    data = load_training_data(rt, spec, with_meta_features=True)
     X, y = split_target(data, spec)
     automl = spec.automl
     families = [FAMILIES_FROM_PB[f] for f in automl.search_space.model_families] or None
@@ -74,7 +76,7 @@ def train(
         ctx.report(progress, message, event=to_jsonable(event))
 
     warm = automl.warm_start
-    result = run_automl(
+    request = AutoMLRequest(
         X,
         y,
         task=TASKS_FROM_PB.get(spec.task_type),
@@ -104,6 +106,7 @@ def train(
         on_event=on_event,
         should_stop=ctx.cancelled,
     )
+    result = run_automl(request)
     if result.model is None:
         raise RuntimeError(
             f"no trial completed within the budget ({result.stop_reason}); raise the wall budget"

@@ -16,18 +16,18 @@ import pyarrow.parquet as pq
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
-from atlas_core.jobs import JobRecord, JobRunner, JobState
+from atlas_core.jobs import JobRecord, JobRunner, JobState, spec_from_json
+from atlas_core.meta_features import META_FEATURES_VERSION, similarity_vector
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.config import TrainerSettings
-from atlas_trainer.data_access import load_training_data, split_target
-from atlas_trainer.jobs import (
-    KIND_TRAIN,
-    STUDY_KEY,
-    job_handlers,
-    spec_from_json,
-    spec_to_json,
+from atlas_trainer.data_access import (
+    dataset_pair,
+    load_training_data,
+    meta_features_from_pb,
+    split_target,
 )
+from atlas_trainer.jobs import JOBS, KIND_TRAIN, STUDY_KEY
 from atlas_trainer.jsonable import to_jsonable
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
 from atlas_trainer.resources import HostResources, discover_resources
@@ -46,13 +46,7 @@ class TrainerService:
         runtime.artifacts.exists("atlas-startup-probe")  # fail fast on wrong S3 credentials
         # A cancelled search stops within seconds, then the best model so far is still
         # bundled: give that time before the runner terminates the job process.
-        runner = JobRunner(
-            runtime.engine,
-            job_handlers(settings),
-            max_concurrent=settings.jobs.max_concurrent,
-            runner_id=settings.jobs.runner_id,
-            cancel_grace=60.0,
-        )
+        runner = JOBS.runner(runtime.engine, settings, settings.jobs, cancel_grace=60.0)
         return cls(runtime, runner)
 
     def start(self) -> None:
@@ -148,9 +142,7 @@ class TrainerService:
                 )
         self.validate_target(spec)
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
-        return self.jobs.submit(
-            KIND_TRAIN, spec_to_json(spec, study), request_id=request_id or None, resumable=True
-        )
+        return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -186,7 +178,7 @@ class TrainerService:
         return cached
 
     def _training_frame(self, record: JobRecord) -> tuple[pd.DataFrame, pd.Series, str]:
-        spec = spec_from_json(record.spec)
+        spec = spec_from_json(pb.TrainingJobSpec, record.spec)
         data = load_training_data(self.rt, spec)
         X, y = split_target(data, spec)
         return X, y, spec.target_column
@@ -243,13 +235,18 @@ class TrainerService:
             with self.rt.data_client() as client:
                 ds = client.get_dataset(*dataset)
             mf = ds.meta_features
-            meta = {
-                f.name: float(getattr(mf, f.name))
-                for f in mf.DESCRIPTOR.fields
-                if f.type in (f.TYPE_DOUBLE, f.TYPE_INT64)
-            } | meta
+            recorded = meta_features_from_pb(mf)
+            if ds.HasField("meta_features") and recorded.version == META_FEATURES_VERSION:
+                meta = similarity_vector(recorded) | meta
             task = task or (
                 "regression" if not mf.classes else "binary" if mf.classes == 2 else "multiclass"
+            )
+        if not meta and dataset is not None:
+            raise InvalidArgument(
+                f"dataset {dataset[0]} v{dataset[1]} has no meta-features of version "
+                f"{META_FEATURES_VERSION} (the data service's GetDatasetMetaFeatures computes "
+                "them); or give meta_features",
+                reason="NO_META_FEATURES",
             )
         if not meta:
             raise InvalidArgument("give a dataset or meta_features", reason="NO_META_FEATURES")
@@ -287,11 +284,6 @@ class TrainerService:
             for r in running
         ]
         return discover_resources(), allocations
-
-
-def dataset_pair(key: str) -> list[Any] | None:
-    name, sep, version = key.rpartition("@")
-    return [name, int(version)] if sep and version.isdigit() else None
 
 
 def _row_dict(row: LeaderboardRow) -> dict[str, Any]:

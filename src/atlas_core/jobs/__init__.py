@@ -7,11 +7,15 @@ Usage::
     runner.start()
     job_id = runner.submit("train", {"dataset": "..."}, request_id=client_request_id)
     for event in runner.watch(job_id): ...
+
+A service lists its job kinds in a :class:`JobTable` (proto spec type, work function), which
+builds the handlers and the runner and stores specs as JSON.
 """
 
 from __future__ import annotations
 
 from atlas_core.jobs._context import JobCancelled, JobContext
+from atlas_core.jobs._kinds import JobKind, JobTable, spec_extras, spec_from_json, spec_to_json
 from atlas_core.jobs._models import (
     TERMINAL_EVENTS,
     TERMINAL_STATES,
@@ -33,7 +37,12 @@ __all__ = [
     "JobContext",
     "JobEvent",
     "JobHandler",
+    "JobKind",
     "JobRecord",
     "JobRunner",
     "JobState",
+    "JobTable",
+    "spec_extras",
+    "spec_from_json",
+    "spec_to_json",
 ]

@@ -13,6 +13,7 @@ import pytest
 
 from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
+from atlas_core.meta_features import META_FEATURES_VERSION
 
 from .test_feature_store import DIMS, put, record, spec
 
@@ -90,6 +91,8 @@ async def test_match_samples_point_in_time(data_harness):
         "users"
     }
     assert ds.meta_features.rows == 5 and ds.meta_features.classes == 2
+    # The shared definition's version travels with them (the trainer compares only equals).
+    assert ds.meta_features.extra["meta_features_version"] == META_FEATURES_VERSION
     data = data_harness.service.rt.artifacts.get_bytes(ds.artifacts[0].uri.split("/", 3)[-1])
     table = pq.read_table(io.BytesIO(data))
     clicks = table.column("u_clicks").to_pylist()
@@ -221,3 +224,29 @@ def ts_pb(seconds: float):
     t = timestamp_pb2.Timestamp()
     t.FromMicroseconds(int(seconds * 1e6))
     return t
+
+
+async def test_meta_features_of_an_older_definition_are_recomputed(data_harness):
+    stub = data_harness.stub
+    rng = np.random.default_rng(0)
+    table = pa.table({"x": rng.normal(size=200), "label": pa.array(np.tile([0, 1], 100))})
+    artifact = upload_parquet(data_harness, "uploads/versioned.parquet", table)
+    ds = (
+        await stub.RegisterDataset(
+            pb.RegisterDatasetRequest(name="versioned", artifacts=[artifact], label_column="label")
+        )
+    ).dataset
+    assert ds.meta_features.extra["meta_features_version"] == META_FEATURES_VERSION
+    # A record written before the definition was shared carries no version (version 1).
+    catalog = data_harness.service.rt.datasets
+    record = await asyncio.to_thread(catalog.get, ds.ref.dataset_id, ds.ref.version)
+    await asyncio.to_thread(
+        catalog.update_meta_features,
+        record,
+        {"rows": 1, "columns": 1, "target_column": "label", "landmarkers": []},
+    )
+    stale = await stub.GetDataset(pb.GetDatasetRequest(ref=ds.ref))
+    assert stale.dataset.meta_features.extra["meta_features_version"] == 1
+    fresh = await stub.GetDatasetMetaFeatures(pb.GetDatasetMetaFeaturesRequest(ref=ds.ref))
+    assert fresh.meta_features.extra["meta_features_version"] == META_FEATURES_VERSION
+    assert fresh.meta_features.rows == 200 and fresh.meta_features.classes == 2

@@ -12,9 +12,15 @@ import pytest
 from grpc import aio
 
 from atlas.graph.v1 import graph_service_pb2_grpc as pb_grpc
-from atlas_core.config import AuthSettings, DatabaseSettings, S3Settings, ServerSettings
+from atlas_core.config import (
+    AuthSettings,
+    DatabaseSettings,
+    JobSettings,
+    S3Settings,
+    ServerSettings,
+)
 from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
-from atlas_graph.config import GraphSettings, JobSettings, PartitionSettings
+from atlas_graph.config import GraphSettings, PartitionSettings
 from atlas_graph.service import GraphService
 from atlas_graph.servicer import graph_service_def
 

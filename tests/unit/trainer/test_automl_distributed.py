@@ -14,20 +14,22 @@ def _worker(url: str, seed: int, queue: mp.Queue) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from atlas_trainer.automl import run_automl
+    from atlas_trainer.automl import AutoMLRequest, run_automl
     from tests.unit.trainer._automl_data import breast_cancer
 
     X, y = breast_cancer()
     r = run_automl(
-        X,
-        y,
-        max_trials=8,
-        storage=url,
-        study_name="shared",
-        seed=seed,
-        families=["linear", "lightgbm"],
-        strategy="tpe",
-        ensemble=False,
+        AutoMLRequest(
+            X,
+            y,
+            max_trials=8,
+            storage=url,
+            study_name="shared",
+            seed=seed,
+            families=["linear", "lightgbm"],
+            strategy="tpe",
+            ensemble=False,
+        )
     )
     queue.put(r.trials_run_here)
 

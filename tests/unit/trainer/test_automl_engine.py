@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from atlas_trainer.automl import ENSEMBLE_NUMBER, run_automl
+from atlas_trainer.automl import ENSEMBLE_NUMBER, AutoMLRequest, run_automl
 from atlas_trainer.automl import finalize as finalize_mod
 from atlas_trainer.automl import space as space_mod
 from atlas_trainer.convert import result_to_pb
@@ -30,7 +30,7 @@ def test_breast_cancer_run_beats_baseline_within_budget() -> None:
     X, y = breast_cancer()
     events: list[dict[str, Any]] = []
     t0 = time.monotonic()
-    r = run_automl(X, y, wall_budget_s=15, seed=0, on_event=events.append)
+    r = run_automl(AutoMLRequest(X, y, wall_budget_s=15, seed=0, on_event=events.append))
     elapsed = time.monotonic() - t0
     assert elapsed <= 15 * 1.1
     assert r.task == "binary" and r.metric == "roc_auc" and r.higher_is_better
@@ -51,7 +51,9 @@ def test_breast_cancer_run_beats_baseline_within_budget() -> None:
 
 def test_trial_budget_and_leaderboard_order() -> None:
     X, y = breast_cancer()
-    r = run_automl(X, y, max_trials=6, families=["linear", "lightgbm"], strategy="tpe")
+    r = run_automl(
+        AutoMLRequest(X, y, max_trials=6, families=["linear", "lightgbm"], strategy="tpe")
+    )
     numbers = [row.number for row in r.leaderboard if row.number >= 0]
     assert sorted(numbers) == list(range(6))
     scores = [row.score for row in r.leaderboard if row.state == "COMPLETE"]
@@ -69,7 +71,11 @@ def test_failing_trial_is_recorded_and_study_continues(monkeypatch: pytest.Monke
 
     monkeypatch.setattr("atlas_trainer.automl.evaluate.build_estimator", flaky)
     X, y = breast_cancer()
-    r = run_automl(X, y, max_trials=6, families=["linear", "lightgbm"], strategy="random", seed=3)
+    r = run_automl(
+        AutoMLRequest(
+            X, y, max_trials=6, families=["linear", "lightgbm"], strategy="random", seed=3
+        )
+    )
     failed = [row for row in r.leaderboard if row.state == "FAIL"]
     assert failed and all("boom" in row.error for row in failed)
     assert r.trials_complete >= 1 and r.trials_complete + r.trials_failed + r.trials_pruned == 6
@@ -80,14 +86,16 @@ def test_trial_cut_before_its_first_score_counts_as_interrupted_not_failed() -> 
     X, y = breast_cancer()
     started: list[int] = []
     r = run_automl(
-        X,
-        y,
-        max_trials=5,
-        families=["lightgbm"],
-        strategy="tpe",
-        ensemble=False,
-        on_event=lambda e: started.append(e["trial"]) if e["type"] == "trial_started" else None,
-        should_stop=lambda: len(started) >= 2,  # cancel as the second trial starts
+        AutoMLRequest(
+            X,
+            y,
+            max_trials=5,
+            families=["lightgbm"],
+            strategy="tpe",
+            ensemble=False,
+            on_event=lambda e: started.append(e["trial"]) if e["type"] == "trial_started" else None,
+            should_stop=lambda: len(started) >= 2,  # cancel as the second trial starts
+        )
     )
     assert (r.trials_complete, r.trials_failed, r.trials_interrupted) == (1, 0, 1)
     cut = next(row for row in r.leaderboard if row.number == 1)
@@ -112,13 +120,15 @@ def test_cancellation_stops_within_five_seconds_and_keeps_best() -> None:
         return "at" in state
 
     r = run_automl(
-        X,
-        y,
-        wall_budget_s=120,
-        seed=0,
-        on_event=on_event,
-        should_stop=should_stop,
-        families=["mlp", "xgboost", "lightgbm"],
+        AutoMLRequest(
+            X,
+            y,
+            wall_budget_s=120,
+            seed=0,
+            on_event=on_event,
+            should_stop=should_stop,
+            families=["mlp", "xgboost", "lightgbm"],
+        )
     )
     assert time.monotonic() - state["at"] < 5.0
     assert r.stop_reason == "cancelled"
@@ -128,7 +138,9 @@ def test_cancellation_stops_within_five_seconds_and_keeps_best() -> None:
 
 def test_ensemble_scores_at_least_best_single() -> None:
     X, y = breast_cancer()
-    r = run_automl(X, y, max_trials=8, families=list(FAST), strategy="random", seed=1)
+    r = run_automl(
+        AutoMLRequest(X, y, max_trials=8, families=list(FAST), strategy="random", seed=1)
+    )
     assert r.ensemble_model is not None and r.ensemble_score is not None
     assert r.ensemble_score >= r.best_score - 1e-12
     entry = next(row for row in r.leaderboard if row.number == ENSEMBLE_NUMBER)
@@ -139,9 +151,13 @@ def test_ensemble_scores_at_least_best_single() -> None:
 def test_resume_continues_the_study(tmp_path: Path) -> None:
     X, y = breast_cancer()
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    first = run_automl(X, y, max_trials=3, storage=url, study_name="job-1", families=list(FAST))
+    first = run_automl(
+        AutoMLRequest(X, y, max_trials=3, storage=url, study_name="job-1", families=list(FAST))
+    )
     assert first.trials_complete + first.trials_pruned + first.trials_failed == 3
-    second = run_automl(X, y, max_trials=6, storage=url, study_name="job-1", families=list(FAST))
+    second = run_automl(
+        AutoMLRequest(X, y, max_trials=6, storage=url, study_name="job-1", families=list(FAST))
+    )
     assert sorted(r.number for r in second.leaderboard if r.number >= 0) == list(range(6))
     assert second.trials_run_here and min(second.trials_run_here) >= 3
     assert second.best_score is not None and second.best_score >= first.best_score
@@ -158,7 +174,7 @@ def test_hard_inputs_never_crash(task_kind: str) -> None:
         y = pd.Series(X["b"] * 3 + rng.normal(size=20), name="t")
         if task_kind == "tiny_classification":
             y = pd.Series(np.where(X["b"] > 0, "p", "n"), name="t")
-    r = run_automl(X, y, max_trials=4, families=list(FAST), strategy="random")
+    r = run_automl(AutoMLRequest(X, y, max_trials=4, families=list(FAST), strategy="random"))
     assert r.model is not None
     assert r.model.predict(X.head(5)).shape == (5,)
     if task_kind == "hard_binary":
@@ -176,7 +192,11 @@ def test_hard_inputs_never_crash(task_kind: str) -> None:
 
 def test_models_unpickle_with_atlas_core_only(tmp_path: Path) -> None:
     X, y = hard_frame(200)
-    r = run_automl(X, y, max_trials=5, families=["xgboost", "lightgbm", "mlp"], strategy="random")
+    r = run_automl(
+        AutoMLRequest(
+            X, y, max_trials=5, families=["xgboost", "lightgbm", "mlp"], strategy="random"
+        )
+    )
     models = {"best": r.best_model, "model": r.model}
     path = tmp_path / "models.pkl"
     path.write_bytes(pickle.dumps(models))
@@ -201,13 +221,15 @@ print(None if c is None else (c[0].shape, len(c[1])))
 
 def test_default_strategy_tries_the_portfolio_first_and_prunes_cheaply() -> None:
     X, y = breast_cancer()
-    r = run_automl(X, y, max_trials=5, families=list(FAST), seed=0)
+    r = run_automl(AutoMLRequest(X, y, max_trials=5, families=list(FAST), seed=0))
     rows = sorted((row for row in r.leaderboard if row.number >= 0), key=lambda row: row.number)
     assert [row.number for row in rows] == list(range(5))  # nothing left WAITING
     assert all(row.origin == "portfolio" for row in rows)
     assert all(row.state == "COMPLETE" for row in rows)  # curated configs are not pruned
     assert rows[0].family == "linear"
-    plain = run_automl(X, y, max_trials=3, families=list(FAST), strategy="tpe", seed=0)
+    plain = run_automl(
+        AutoMLRequest(X, y, max_trials=3, families=list(FAST), strategy="tpe", seed=0)
+    )
     assert all(row.origin == "tpe" for row in plain.leaderboard if row.number >= 0)
 
 
@@ -239,9 +261,9 @@ def test_default_strategy_prunes_poor_trials_at_low_rungs() -> None:
     y = pd.Series((X["f0"] + X["f1"] * X["f2"] + rng.normal(size=n) > 0).astype(int))
     rounds = {"xgb.n_estimators": 30, "lgb.n_estimators": 30}  # keeps the test fast
     opts = dict(max_trials=25, families=["xgboost", "lightgbm"], fixed_params=rounds, seed=0)
-    default = run_automl(X, y, **opts)
+    default = run_automl(AutoMLRequest(X, y, **opts))
     assert default.trials_pruned > 0 and default.trials_complete >= 4  # the portfolio completes
-    plain = run_automl(X, y, strategy="tpe", **opts)
+    plain = run_automl(AutoMLRequest(X, y, strategy="tpe", **opts))
     assert plain.trials_pruned == 0 and plain.trials_complete == 25
 
 
@@ -257,18 +279,20 @@ def test_final_models_fit_and_predict_on_all_of_the_jobs_cpus(
     monkeypatch.setattr(finalize_mod, "build_estimator", spy)
     X, y = breast_cancer()
     kw: dict[str, Any] = dict(families=["lightgbm"], n_jobs=2, ensemble=False, seed=0)
-    refit = run_automl(X, y, max_trials=2, **kw)
+    refit = run_automl(AutoMLRequest(X, y, max_trials=2, **kw))
     assert refit.best_model_kind == "refit"
     assert fitted_on == [2]  # trials fit on one thread each; the refit on both CPUs
     assert refit.best_model.estimator.n_jobs == 2
     finished: list[dict[str, Any]] = []
     cancelled = run_automl(
-        X,
-        y,
-        max_trials=50,
-        on_event=lambda e: finished.append(e) if e["type"] == "trial_finished" else None,
-        should_stop=lambda: bool(finished),
-        **kw,
+        AutoMLRequest(
+            X,
+            y,
+            max_trials=50,
+            on_event=lambda e: finished.append(e) if e["type"] == "trial_finished" else None,
+            should_stop=lambda: bool(finished),
+            **kw,
+        )
     )
     # Cancelled: no refit, the best trial's own fold models (fit on one thread each).
     assert cancelled.best_model_kind == "fold_bag"
@@ -277,6 +301,6 @@ def test_final_models_fit_and_predict_on_all_of_the_jobs_cpus(
     )
     # A forest refits on both CPUs but predicts on one (joblib's per-call cost).
     fitted_on.clear()
-    forest = run_automl(X, y, max_trials=1, **{**kw, "families": ["extra_trees"]})
+    forest = run_automl(AutoMLRequest(X, y, max_trials=1, **{**kw, "families": ["extra_trees"]}))
     assert forest.best_model_kind == "refit" and fitted_on == [2]
     assert forest.best_model.estimator.n_jobs == 1

@@ -9,10 +9,18 @@ import pytest
 from sqlalchemy import Engine
 
 from atlas_core.db import apply_migrations
-from atlas_trainer.automl import MIGRATIONS, InMemoryMetaStore, MetaEntry, SqlMetaStore, run_automl
-from atlas_trainer.automl.meta import compute_meta_features, find_priors
+from atlas_core.meta_features import meta_features_of_frame, similarity_vector
+from atlas_trainer.automl import (
+    MIGRATIONS,
+    AutoMLRequest,
+    InMemoryMetaStore,
+    MetaEntry,
+    SqlMetaStore,
+    run_automl,
+)
+from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.automl.space import resize_config
-from tests.unit.trainer._automl_data import breast_cancer
+from tests.unit.trainer._automl_data import breast_cancer, hard_frame
 
 
 @pytest.fixture
@@ -52,38 +60,42 @@ def test_sql_store_round_trip_and_nearest_first(store: SqlMetaStore) -> None:
     assert same.observations == parent.observations
 
 
-def test_meta_features_are_finite() -> None:
-    X, y = breast_cancer()
-    mf = compute_meta_features(X, y.to_numpy(), "binary")
-    assert {"log_rows", "class_entropy", "landmark_stump", "landmark_linear"} <= set(mf)
-    assert all(abs(v) < 1e6 for v in mf.values())
+def test_similarity_vectors_are_finite_even_on_awkward_columns() -> None:
+    for X, y in (breast_cancer(), hard_frame()):
+        mf = similarity_vector(meta_features_of_frame(X, y))
+        assert {"log_rows", "class_entropy_normalized", "landmark_decision_stump"} <= set(mf)
+        assert all(math.isfinite(v) and abs(v) <= 100 for v in mf.values())
 
 
 def test_warm_start_enqueues_priors_first_and_reports_rank() -> None:
     X, y = breast_cancer()
     store = InMemoryMetaStore()
     cold = run_automl(
-        X,
-        y,
-        max_trials=4,
-        families=["linear", "lightgbm"],
-        meta_store=store,
-        dataset_key="bc-full",
-        study_name="cold",
-        seed=0,
+        AutoMLRequest(
+            X,
+            y,
+            max_trials=4,
+            families=["linear", "lightgbm"],
+            meta_store=store,
+            dataset_key="bc-full",
+            study_name="cold",
+            seed=0,
+        )
     )
     assert store.entries("binary")[0].dataset_key == "bc-full"
     half = X.sample(frac=0.5, random_state=0)
     warm = run_automl(
-        half,
-        y.loc[half.index],
-        max_trials=4,
-        families=["linear", "lightgbm"],
-        meta_store=store,
-        dataset_key="bc-half",
-        parent_dataset_ids=["bc-full"],
-        study_name="warm",
-        seed=0,
+        AutoMLRequest(
+            half,
+            y.loc[half.index],
+            max_trials=4,
+            families=["linear", "lightgbm"],
+            meta_store=store,
+            dataset_key="bc-half",
+            parent_dataset_ids=["bc-full"],
+            study_name="warm",
+            seed=0,
+        )
     )
     assert warm.priors and warm.priors[0].reason == "lineage_parent"
     assert warm.priors[0].configs_enqueued >= 1 and warm.priors[0].best_rank >= 1
@@ -149,19 +161,25 @@ def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
     X, y = breast_cancer()
     fams = ["linear", "lightgbm"]  # a portfolio of 7 configurations
     store = InMemoryMetaStore()
-    run_automl(X, y, max_trials=4, families=fams, meta_store=store, dataset_key="full", seed=0)
+    run_automl(
+        AutoMLRequest(
+            X, y, max_trials=4, families=fams, meta_store=store, dataset_key="full", seed=0
+        )
+    )
     entry = store.entries("binary")[0]
     assert len(entry.top_configs) == 4
     half = X.sample(frac=0.5, random_state=0)
     warm = run_automl(
-        half,
-        y.loc[half.index],
-        max_trials=6,
-        families=fams,
-        meta_store=store,
-        dataset_key="half",
-        parent_dataset_ids=["full"],
-        seed=0,
+        AutoMLRequest(
+            half,
+            y.loc[half.index],
+            max_trials=6,
+            families=fams,
+            meta_store=store,
+            dataset_key="half",
+            parent_dataset_ids=["full"],
+            seed=0,
+        )
     )
     (prior,) = warm.priors
     assert prior.reason == "lineage_parent" and prior.trial_numbers == list(range(4))
@@ -174,13 +192,15 @@ def test_lineage_priors_replace_the_portfolio_and_run_first() -> None:
     ]
     # A study with priors from a merely similar dataset still runs the portfolio after them.
     other = run_automl(
-        half,
-        y.loc[half.index],
-        max_trials=5,
-        families=fams,
-        meta_store=store,
-        warm_start_k=1,
-        seed=0,
+        AutoMLRequest(
+            half,
+            y.loc[half.index],
+            max_trials=5,
+            families=fams,
+            meta_store=store,
+            warm_start_k=1,
+            seed=0,
+        )
     )
     assert [p.reason for p in other.priors] == ["similar_meta_features"]
     origins = [

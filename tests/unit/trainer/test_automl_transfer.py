@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from atlas_trainer.automl import InMemoryMetaStore, run_automl
+from atlas_trainer.automl import AutoMLRequest, InMemoryMetaStore, run_automl
 from atlas_trainer.automl import engine as engine_mod
 from atlas_trainer.automl.space import SpaceOptions, portfolio
 from atlas_trainer.automl.transfer import (
@@ -152,7 +152,11 @@ def test_a_derived_study_samples_with_its_parents_trials(monkeypatch: pytest.Mon
     X, y = breast_cancer()
     fams = ["linear", "lightgbm"]
     store = InMemoryMetaStore()
-    run_automl(X, y, max_trials=5, families=fams, meta_store=store, dataset_key="full", seed=0)
+    run_automl(
+        AutoMLRequest(
+            X, y, max_trials=5, families=fams, meta_store=store, dataset_key="full", seed=0
+        )
+    )
     (entry,) = store.entries("binary")
     assert len(entry.observations) == 5
     assert all(o["params"]["family"] in fams for o in entry.observations)
@@ -168,7 +172,9 @@ def test_a_derived_study_samples_with_its_parents_trials(monkeypatch: pytest.Mon
     half = X.sample(frac=0.5, random_state=0)
     kw: dict[str, Any] = dict(max_trials=6, families=fams, meta_store=store, seed=0)
     yh = y.loc[half.index]
-    warm = run_automl(half, yh, dataset_key="half", parent_dataset_ids=["full"], **kw)
+    warm = run_automl(
+        AutoMLRequest(half, yh, dataset_key="half", parent_dataset_ids=["full"], **kw)
+    )
     assert len(warm.priors[0].observations) == warm.priors[0].trials_learned_from == 5
     sampler = handed[-1]
     assert isinstance(sampler, PriorTPESampler)
@@ -189,5 +195,5 @@ def test_a_derived_study_samples_with_its_parents_trials(monkeypatch: pytest.Mon
     assert reported.priors[0].rank_agreement == pytest.approx(warm.priors[0].rank_agreement)
     # A dataset that is merely similar lends configurations, not its history (other scale).
     handed.clear()
-    run_automl(half, yh, warm_start_k=1, **kw)
+    run_automl(AutoMLRequest(half, yh, warm_start_k=1, **kw))
     assert not any(isinstance(s, PriorTPESampler) for s in handed)

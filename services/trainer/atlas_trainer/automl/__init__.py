@@ -1,12 +1,12 @@
 """The trainer's AutoML engine: whole-pipeline search with Optuna (grpc-free domain code).
 
-Entry point: :func:`run_automl`. Fitted models are atlas_core.ml objects, so they unpickle
-without this package.
+Entry point: :func:`run_automl` of an :class:`AutoMLRequest`. Fitted models are atlas_core.ml
+objects, so they unpickle without this package.
 """
 
 from __future__ import annotations
 
-from atlas_trainer.automl.engine import AutoMLResult, run_automl
+from atlas_trainer.automl.engine import AutoMLRequest, AutoMLResult, run_automl
 from atlas_trainer.automl.finalize import ENSEMBLE_NUMBER, LeaderboardRow
 from atlas_trainer.automl.meta import (
     MIGRATIONS,
@@ -15,7 +15,6 @@ from atlas_trainer.automl.meta import (
     MetaStore,
     Prior,
     SqlMetaStore,
-    compute_meta_features,
     find_priors,
 )
 from atlas_trainer.automl.space import FAMILIES
@@ -26,6 +25,7 @@ __all__ = [
     "FAMILIES",
     "METRICS",
     "MIGRATIONS",
+    "AutoMLRequest",
     "AutoMLResult",
     "InMemoryMetaStore",
     "LeaderboardRow",
@@ -33,7 +33,6 @@ __all__ = [
     "MetaStore",
     "Prior",
     "SqlMetaStore",
-    "compute_meta_features",
     "detect_task",
     "find_priors",
     "prepare_target",

@@ -1,5 +1,9 @@
 """``run_automl``: the one entry point of the AutoML engine (no gRPC, no job plumbing).
 
+One :class:`AutoMLRequest` goes through five steps, each a function below: prepare
+(validate, target, splits, meta-features) -> open the study with warm-start priors ->
+search -> finalize (final models, ensemble, leaderboard) -> record (meta-store).
+
 Budget policy: the search stops at 80% of the wall budget (trials in flight are interrupted
 there, inside their fits); the rest is for final models, refitting on all data only when the
 trial's measured fit time says it fits, else using the cross-validation fold bag. Setup
@@ -21,9 +25,15 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from atlas_core.errors import InvalidArgument
+from atlas_core.meta_features import (
+    META_FEATURES_VERSION,
+    MetaFeatures,
+    meta_features_of_frame,
+    similarity_vector,
+)
 from atlas_core.ml import ColumnSanitizer, FoldBag
 from atlas_trainer.automl.ensemble import greedy_selection
-from atlas_trainer.automl.evaluate import make_splits
+from atlas_trainer.automl.evaluate import Splits, make_splits
 from atlas_trainer.automl.finalize import (
     ENSEMBLE_NUMBER,
     FinalModels,
@@ -36,11 +46,11 @@ from atlas_trainer.automl.meta import (
     MetaEntry,
     MetaStore,
     Prior,
-    compute_meta_features,
     config_key,
     find_priors,
+    other_version_studies,
 )
-from atlas_trainer.automl.resources import detect_gpus, plan_parallelism
+from atlas_trainer.automl.resources import Parallelism, detect_gpus, plan_parallelism
 from atlas_trainer.automl.search import (
     INTERRUPTED,
     STRATEGIES,
@@ -51,7 +61,7 @@ from atlas_trainer.automl.search import (
     make_sampler,
 )
 from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
-from atlas_trainer.automl.task import constant_baseline, prepare_target
+from atlas_trainer.automl.task import PreparedTarget, constant_baseline, prepare_target
 from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations, prior_trials
 
 log = logging.getLogger(__name__)
@@ -211,209 +221,344 @@ def _enqueue_priors(study: optuna.Study, priors: list[Prior], families: tuple[st
             prior.trial_numbers.append(before)
 
 
-def run_automl(
-    X: pd.DataFrame,
-    y: pd.Series,
-    *,
-    task: str | None = None,
-    metric: str | None = None,
-    wall_budget_s: float | None = None,
-    max_trials: int | None = None,
-    strategy: str = "bohb",
-    families: Sequence[str] | None = None,
-    allow_crosses: bool = True,
-    allow_selection: bool = True,
-    fixed_params: dict[str, Any] | None = None,
-    validation: str = "auto",
-    folds: int = 5,
-    holdout_fraction: float = 0.2,
-    seed: int = 0,
-    n_jobs: int = 1,
-    gpus: int | None = 0,
-    parallel_trials: int = 0,
-    storage: str | optuna.storages.BaseStorage | None = None,
-    study_name: str | None = None,
-    meta_store: MetaStore | None = None,
-    dataset_key: str = "",
-    parent_dataset_ids: Sequence[str] = (),
-    meta_features: dict[str, float] | None = None,
-    warm_start_k: int = 3,
-    ensemble: bool = True,
-    ensemble_size: int = 25,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> AutoMLResult:
-    """Search pipelines for ``X -> y`` and return the leaderboard and fitted models.
+@dataclass
+class AutoMLRequest:
+    """What to search: ``X -> y`` and how.
 
     Budgets: ``wall_budget_s`` (never overrun by more than 10%) and/or ``max_trials``
     (study-wide: counts trials of earlier runs and other workers of the same study, so a
     resumed or distributed job shares one budget). At least one is required.
-    ``storage`` + ``study_name`` make the study persistent: calling again continues it
+    ``storage`` + ``study_name`` make the study persistent: running again continues it
     (completed trials kept). ``should_stop`` is polled between fidelity steps and inside
     fits; on True the search stops within seconds and the result keeps the best model.
     ``on_event`` receives dicts with ``type`` in trial_started, trial_finished, trial_pruned,
     trial_failed, new_best, search_finished. ``gpus=None`` detects GPUs with NVML.
-    Raises InvalidArgument for a bad target/metric/task/family or no budget.
+    ``meta_store`` enables warm starts (and records the finished study);
+    ``meta_features`` are the table's (atlas_core.meta_features, e.g. from the data service)
+    when known; else, or when of another definition version, they are computed from
+    ``X`` and ``y``.
     """
+
+    X: pd.DataFrame
+    y: pd.Series
+    task: str | None = None
+    metric: str | None = None
+    wall_budget_s: float | None = None
+    max_trials: int | None = None
+    strategy: str = "bohb"
+    families: Sequence[str] | None = None
+    allow_crosses: bool = True
+    allow_selection: bool = True
+    fixed_params: dict[str, Any] | None = None
+    validation: str = "auto"
+    folds: int = 5
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    n_jobs: int = 1
+    gpus: int | None = 0
+    parallel_trials: int = 0
+    storage: str | optuna.storages.BaseStorage | None = None
+    study_name: str | None = None
+    meta_store: MetaStore | None = None
+    dataset_key: str = ""
+    parent_dataset_ids: Sequence[str] = ()
+    meta_features: MetaFeatures | None = None
+    warm_start_k: int = 3
+    ensemble: bool = True
+    ensemble_size: int = 25
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class _Prepared:
+    """The validated request: target, kept rows, splits, search space and meta-features."""
+
+    started: float
+    hard_deadline: float | None
+    families: tuple[str, ...]
+    options: SpaceOptions
+    target: PreparedTarget
+    X: pd.DataFrame
+    splits: Splits
+    meta_features: dict[str, float]  # similarity_vector of the table's meta-features
+    dropped: dict[str, str]
+    warnings: list[str]
+
+
+@dataclass
+class _OpenStudy:
+    study: optuna.Study
+    priors: list[Prior]  # the ones enqueued in this run (none when resuming)
+    fresh: bool  # no trials before this run
+
+
+@dataclass
+class _Finals:
+    best_number: int | None
+    best_score: float | None
+    best_model: Any | None
+    kind: str
+    ensemble_model: Any | None
+    ensemble_score: float | None
+    weights: dict[int, float]
+    oof: dict[int, np.ndarray]
+    board: list[LeaderboardRow]
+    done: dict[int, optuna.trial.FrozenTrial]
+
+
+def run_automl(request: AutoMLRequest) -> AutoMLResult:
+    """Search pipelines for ``request.X -> request.y`` and return the leaderboard and fitted
+    models: prepare, open the study with warm-start priors, search, finalize, record.
+
+    Raises InvalidArgument for a bad target/metric/task/family/strategy or no budget.
+    """
+    prep = _prepare(request)
+    opened = _open_study_with_priors(request, prep)
+    state, stop_reason, plan = _search(request, prep, opened)
+    finals = _finalize(request, prep, opened, state, plan, stop_reason)
+    _record(request, prep, opened.study, finals)
+    counts = _trial_counts(finals.board)
+    return AutoMLResult(
+        task=prep.target.task,
+        metric=prep.target.metric.name,
+        higher_is_better=prep.target.metric.higher_is_better,
+        study_name=opened.study.study_name,
+        leaderboard=finals.board,
+        best_trial=finals.best_number,
+        best_score=finals.best_score,
+        best_model=finals.best_model,
+        best_model_kind=finals.kind,
+        ensemble_model=finals.ensemble_model,
+        ensemble_score=finals.ensemble_score,
+        ensemble_weights=finals.weights,
+        oof=finals.oof,
+        oof_index=prep.splits.oof_index,
+        classes=None if prep.target.classes is None else prep.target.classes.tolist(),
+        warnings=prep.warnings,
+        dropped_columns=dict(prep.dropped),
+        priors=opened.priors,
+        meta_features=prep.meta_features,
+        stop_reason=stop_reason,
+        elapsed_s=time.monotonic() - prep.started,
+        baseline_score=constant_baseline(prep.target),
+        validation=prep.splits.method,
+        folds=len(prep.splits.folds),
+        trials_complete=counts["COMPLETE"],
+        trials_pruned=counts["PRUNED"],
+        trials_failed=counts["FAIL"],
+        trials_interrupted=counts["INTERRUPTED"],
+        trials_run_here=list(state.trials_run),
+    )
+
+
+def _prepare(req: AutoMLRequest) -> _Prepared:
+    """Validate the request, prepare the target, choose validation and meta-features."""
     t0 = time.monotonic()
-    if wall_budget_s is None and max_trials is None:
+    if req.wall_budget_s is None and req.max_trials is None:
         raise InvalidArgument("set wall_budget_s and/or max_trials", reason="NO_BUDGET")
-    if strategy not in STRATEGIES:
+    if req.strategy not in STRATEGIES:
         raise InvalidArgument(
-            f"unknown strategy {strategy!r}; choose {STRATEGIES}", reason="BAD_STRATEGY"
+            f"unknown strategy {req.strategy!r}; choose {STRATEGIES}", reason="BAD_STRATEGY"
         )
-    fams = validate_families(families)
-    hard_deadline = t0 + wall_budget_s if wall_budget_s else None
-    prepared = prepare_target(y, task, metric, folds)
-    X = X.loc[prepared.keep].reset_index(drop=True)
+    fams = validate_families(req.families)
+    prepared = prepare_target(req.y, req.task, req.metric, req.folds)
+    X = req.X.loc[prepared.keep].reset_index(drop=True)
     warnings = list(prepared.warnings)
     dropped = ColumnSanitizer().fit(X).dropped_
     for col, why in dropped.items():
         warnings.append(f"dropped column {col!r}: {why}")
+    validation, folds = req.validation, req.folds
     if validation == "auto":
         validation, folds = auto_validation(
-            folds, wall_budget_s, n_jobs, len(X), X.shape[1], prepared.n_classes
+            folds, req.wall_budget_s, req.n_jobs, len(X), X.shape[1], prepared.n_classes
         )
     splits = make_splits(
-        prepared, method=validation, folds=folds, holdout_fraction=holdout_fraction, seed=seed
+        prepared,
+        method=validation,
+        folds=folds,
+        holdout_fraction=req.holdout_fraction,
+        seed=req.seed,
     )
-    mf = (
-        dict(meta_features)
-        if meta_features
-        else compute_meta_features(X, prepared.y, prepared.task, seed)
+    meta = req.meta_features
+    if meta is None or meta.version != META_FEATURES_VERSION:
+        # Of the whole table, labelled or not, like the data service's.
+        meta = meta_features_of_frame(req.X, req.y)
+    return _Prepared(
+        started=t0,
+        hard_deadline=t0 + req.wall_budget_s if req.wall_budget_s else None,
+        families=fams,
+        options=SpaceOptions(fams, req.allow_crosses, req.allow_selection, req.fixed_params),
+        target=prepared,
+        X=X,
+        splits=splits,
+        meta_features=similarity_vector(meta),
+        dropped=dropped,
+        warnings=warnings,
     )
-    study = _open_study(storage, study_name, prepared.metric.direction, strategy, seed)
+
+
+def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
+    """Open (or resume) the study; on a fresh study enqueue the warm-start priors' configs,
+    and in any case let the sampler learn from the lineage parents' trials."""
+    target = prep.target
+    study = _open_study(
+        req.storage, req.study_name, target.metric.direction, req.strategy, req.seed
+    )
     if isinstance(study._storage, optuna.storages.RDBStorage):  # noqa: SLF001
         optuna.storages.fail_stale_trials(study)
-    study.set_user_attr("task", prepared.task)
-    study.set_user_attr("metric", prepared.metric.name)
-    options = SpaceOptions(fams, allow_crosses, allow_selection, fixed_params)
-    priors: list[Prior] = []
+    study.set_user_attr("task", target.task)
+    study.set_user_attr("metric", target.metric.name)
     fresh = not study.get_trials(deepcopy=False)
-    if meta_store is not None:
+    priors: list[Prior] = []
+    if req.meta_store is not None:
         found = find_priors(
-            meta_store,
-            mf,
-            prepared.task,
-            parent_keys=tuple(parent_dataset_ids),
+            req.meta_store,
+            prep.meta_features,
+            target.task,
+            parent_keys=tuple(req.parent_dataset_ids),
             exclude_study=study.study_name,
-            k=warm_start_k,
-            metric=prepared.metric.name,
+            k=req.warm_start_k,
+            metric=target.metric.name,
         )
+        skipped = other_version_studies(req.meta_store, target.task)
+        if skipped:
+            prep.warnings.append(
+                f"{len(skipped)} past {target.task} studies in the meta-store have meta-features "
+                f"of another definition than version {META_FEATURES_VERSION}: not compared, "
+                "not used for the warm start"
+            )
         if fresh:  # a resumed study enqueued them already; its sampler still learns from them
             priors = found
-            _enqueue_priors(study, priors, fams)
+            _enqueue_priors(study, priors, prep.families)
         history = []
         for p in found:
-            replayed = prior_trials(p.observations, prepared.task, options)
+            replayed = prior_trials(p.observations, target.task, prep.options)
             p.trials_learned_from = len(replayed)
             history += replayed
-        if history and strategy != "random":
-            study.sampler = make_sampler(strategy, seed, prior_trials=history)
-    from_lineage = sum(p.configs_enqueued for p in priors if p.reason == "lineage_parent")
-    plan = plan_parallelism(n_jobs, detect_gpus() if gpus is None else gpus, parallel_trials)
+        if history and req.strategy != "random":
+            study.sampler = make_sampler(req.strategy, req.seed, prior_trials=history)
+    return _OpenStudy(study, priors, fresh)
+
+
+def _search(
+    req: AutoMLRequest, prep: _Prepared, opened: _OpenStudy
+) -> tuple[SearchState, str, Parallelism]:
+    """Run trials until the budget, the trial limit or a stop request: (state, stop reason,
+    the parallelism plan)."""
+    t0, wall = prep.started, req.wall_budget_s
+    from_lineage = sum(p.configs_enqueued for p in opened.priors if p.reason == "lineage_parent")
+    plan = plan_parallelism(
+        req.n_jobs, detect_gpus() if req.gpus is None else req.gpus, req.parallel_trials
+    )
     settings = SearchSettings(
-        strategy=strategy,
-        seed=seed,
+        strategy=req.strategy,
+        seed=req.seed,
         workers=plan.workers,
         threads=plan.threads,
         devices=plan.devices,
-        max_trials=max_trials,
-        search_deadline=t0 + SEARCH_SHARE * wall_budget_s if wall_budget_s else None,
-        trial_time_limit_s=max(5.0, 0.4 * wall_budget_s) if wall_budget_s else None,
+        max_trials=req.max_trials,
+        search_deadline=t0 + SEARCH_SHARE * wall if wall else None,
+        trial_time_limit_s=max(5.0, 0.4 * wall) if wall else None,
         started_at=t0,
-        hard_deadline=hard_deadline,
-        on_event=on_event,
-        should_stop=should_stop,
+        hard_deadline=prep.hard_deadline,
+        on_event=req.on_event,
+        should_stop=req.should_stop,
         # The default strategy tries a portfolio of strong defaults first (after any priors),
         # unless a lineage parent's ranked configurations replace it; "tpe" and "random"
         # stay plain, for comparison.
         initial=(
-            portfolio(options)
-            if fresh and strategy == "bohb" and from_lineage < LINEAGE_REPLACES_PORTFOLIO
+            portfolio(prep.options)
+            if opened.fresh and req.strategy == "bohb" and from_lineage < LINEAGE_REPLACES_PORTFOLIO
             else []
         ),
     )
-    if "mlp" in fams:
+    if "mlp" in prep.families:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters
 
         torch.set_num_threads(plan.threads)
-    state = SearchState(prepared.metric.higher_is_better)
+    state = SearchState(prep.target.metric.higher_is_better)
     stop_reason = Searcher(
-        study,
-        X,
-        prepared,
-        splits,
-        options,
-        settings,
-        state,
+        opened.study, prep.X, prep.target, prep.splits, prep.options, settings, state
     ).run()
+    return state, stop_reason, plan
 
-    # ---- final models -----------------------------------------------------------------
-    cancelled = stop_reason == "cancelled"
+
+def _finalize(
+    req: AutoMLRequest,
+    prep: _Prepared,
+    opened: _OpenStudy,
+    state: SearchState,
+    plan: Parallelism,
+    stop_reason: str,
+) -> _Finals:
+    """Final models (refit or fold bag), the ensemble, the leaderboard, and how the priors
+    fared. Appends to ``prep.warnings``."""
+    study, target, wall = opened.study, prep.target, req.wall_budget_s
     finals = FinalModels(
-        X,
-        prepared,
+        prep.X,
+        target,
         state.fold_models,
         state.fit_time,
-        len(splits.folds),
-        seed=seed,
+        len(prep.splits.folds),
+        seed=req.seed,
         threads=plan.workers * plan.threads,
         device=plan.devices[0],
-        deadline=hard_deadline - 0.03 * wall_budget_s if hard_deadline and wall_budget_s else None,
-        allow_refit=not cancelled,
+        deadline=prep.hard_deadline - 0.03 * wall if prep.hard_deadline and wall else None,
+        allow_refit=stop_reason != "cancelled",
     )
     done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    best_number = best_score = best_model = None
-    kind = ""
+    best_number, best_score, best_model, kind = _best(study, done, state, finals, prep.warnings)
+    oof = {n: a for n, a in state.oof.items() if n in done}
+    ens_model: Any | None = None
+    ens_score: float | None = None
+    weights: dict[int, float] = {}
+    extra: list[LeaderboardRow] = []
+    if req.ensemble and len(oof) >= 2:
+        ens_model, ens_score, weights, extra = _ensemble(req, prep, oof, done, finals)
+    board = leaderboard(study, target.metric.higher_is_better, extra)
+    _assess_priors(opened.priors, board, study, prep.warnings)
+    return _Finals(
+        best_number,
+        best_score,
+        best_model,
+        kind,
+        ens_model,
+        ens_score,
+        weights,
+        oof,
+        board,
+        done,
+    )
+
+
+def _best(
+    study: optuna.Study,
+    done: dict[int, optuna.trial.FrozenTrial],
+    state: SearchState,
+    finals: FinalModels,
+    warnings: list[str],
+) -> tuple[int | None, float | None, Any | None, str]:
+    """(trial, score, fitted model, its kind) of the best trial; when none completed, the
+    best partial-fidelity fold bag (with a warning)."""
     if done:
         bt = study.best_trial
-        best_number, best_score = bt.number, bt.value
-        best_model = finals.get(bt)
-        kind = finals.kind.get(bt.number, "")
-    elif state.partial is not None:  # nothing completed: best partial-fidelity fold bag
-        number, out = state.partial
-        best_number, best_score = number, out.score
-        best_model = FoldBag(out.fold_models)
-        kind = "fold_bag_partial"
-        warnings.append(
-            f"no trial completed within the budget; the model is trial {number} at "
-            f"fidelity {out.fidelity:.2f} (raise the budget for better models)"
-        )
-    ens_model, ens_score, weights, extra = None, None, {}, []
-    oof = {n: a for n, a in state.oof.items() if n in done}
-    if ensemble and len(oof) >= 2:
-        sel = greedy_selection(
-            oof,
-            prepared.y[splits.oof_index],
-            prepared.metric,
-            prepared.n_classes,
-            rounds=ensemble_size,
-        )
-        if len(sel.weights) >= 2:
-            ens_model = build_ensemble(sel.weights, done, finals)
-            if ens_model is not None:
-                weights = dict(zip(ens_model.member_ids, ens_model.weights.tolist()))
-                ens_score = sel.score
-                extra.append(
-                    LeaderboardRow(
-                        number=ENSEMBLE_NUMBER,
-                        state="COMPLETE",
-                        pipeline=ens_model.description,
-                        family="ensemble",
-                        params={"members": weights},
-                        score=sel.score,
-                        origin="ensemble",
-                        ensemble_weights=weights,
-                        # Members are fitted and evaluated anyway: their costs add up.
-                        fit_time_s=sum(done[n].user_attrs.get("fit_time_s", 0.0) for n in weights),
-                        predict_time_per_1k_s=sum(
-                            done[n].user_attrs.get("predict_time_per_1k_s", 0.0) for n in weights
-                        ),
-                        fidelity=1.0,
-                    )
-                )
-    board = leaderboard(study, prepared.metric.higher_is_better, extra)
+        return bt.number, bt.value, finals.get(bt), finals.kind.get(bt.number, "")
+    if state.partial is None:
+        return None, None, None, ""
+    number, out = state.partial
+    warnings.append(
+        f"no trial completed within the budget; the model is trial {number} at "
+        f"fidelity {out.fidelity:.2f} (raise the budget for better models)"
+    )
+    return number, out.score, FoldBag(out.fold_models), "fold_bag_partial"
+
+
+def _assess_priors(
+    priors: list[Prior], board: list[LeaderboardRow], study: optuna.Study, warnings: list[str]
+) -> None:
+    """How each prior fared here: its best rank and, for lineage parents whose trials the
+    sampler learned from, the rank agreement (a warning when they disagree)."""
     _rank_priors(priors, board)
     rho = agreement(study)
     for p in priors:
@@ -425,56 +570,76 @@ def run_automl(
                     f"dataset (rank correlation {rho:.2f}): the search stopped learning from "
                     "its trials once its configurations were scored here"
                 )
+
+
+def _ensemble(
+    req: AutoMLRequest,
+    prep: _Prepared,
+    oof: dict[int, np.ndarray],
+    done: dict[int, optuna.trial.FrozenTrial],
+    finals: FinalModels,
+) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
+    """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row)."""
+    target = prep.target
+    sel = greedy_selection(
+        oof,
+        target.y[prep.splits.oof_index],
+        target.metric,
+        target.n_classes,
+        rounds=req.ensemble_size,
+    )
+    if len(sel.weights) < 2:
+        return None, None, {}, []
+    model = build_ensemble(sel.weights, done, finals)
+    if model is None:
+        return None, None, {}, []
+    weights = dict(zip(model.member_ids, model.weights.tolist()))
+    row = LeaderboardRow(
+        number=ENSEMBLE_NUMBER,
+        state="COMPLETE",
+        pipeline=model.description,
+        family="ensemble",
+        params={"members": weights},
+        score=sel.score,
+        origin="ensemble",
+        ensemble_weights=weights,
+        # Members are fitted and evaluated anyway: their costs add up.
+        fit_time_s=sum(done[n].user_attrs.get("fit_time_s", 0.0) for n in weights),
+        predict_time_per_1k_s=sum(
+            done[n].user_attrs.get("predict_time_per_1k_s", 0.0) for n in weights
+        ),
+        fidelity=1.0,
+    )
+    return model, sel.score, weights, [row]
+
+
+def _record(req: AutoMLRequest, prep: _Prepared, study: optuna.Study, finals: _Finals) -> None:
+    """Keep the finished study in the meta-store (when one is given and a trial completed)."""
+    if req.meta_store is None or not finals.done:
+        return
+    req.meta_store.record(
+        MetaEntry(
+            study.study_name,
+            req.dataset_key or study.study_name,
+            prep.target.task,
+            prep.target.metric.name,
+            prep.target.metric.higher_is_better,
+            prep.meta_features,
+            _top_configs(finals.board),
+            list(req.parent_dataset_ids),
+            observations=observations(study),
+            meta_features_version=META_FEATURES_VERSION,
+        )
+    )
+
+
+def _trial_counts(board: list[LeaderboardRow]) -> dict[str, int]:
     counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED")}
     for r in board:
         if r.number != ENSEMBLE_NUMBER and r.state in counts:
             # a trial cut before its first score is the budget's doing, not a model error
             counts["INTERRUPTED" if r.error.startswith(INTERRUPTED) else r.state] += 1
-    if meta_store is not None and done:
-        meta_store.record(
-            MetaEntry(
-                study.study_name,
-                dataset_key or study.study_name,
-                prepared.task,
-                prepared.metric.name,
-                prepared.metric.higher_is_better,
-                mf,
-                _top_configs(board),
-                list(parent_dataset_ids),
-                observations=observations(study),
-            )
-        )
-    return AutoMLResult(
-        task=prepared.task,
-        metric=prepared.metric.name,
-        higher_is_better=prepared.metric.higher_is_better,
-        study_name=study.study_name,
-        leaderboard=board,
-        best_trial=best_number,
-        best_score=best_score,
-        best_model=best_model,
-        best_model_kind=kind,
-        ensemble_model=ens_model,
-        ensemble_score=ens_score,
-        ensemble_weights=weights,
-        oof=oof,
-        oof_index=splits.oof_index,
-        classes=None if prepared.classes is None else prepared.classes.tolist(),
-        warnings=warnings,
-        dropped_columns=dict(dropped),
-        priors=priors,
-        meta_features=mf,
-        stop_reason=stop_reason,
-        elapsed_s=time.monotonic() - t0,
-        baseline_score=constant_baseline(prepared),
-        validation=splits.method,
-        folds=len(splits.folds),
-        trials_complete=counts["COMPLETE"],
-        trials_pruned=counts["PRUNED"],
-        trials_failed=counts["FAIL"],
-        trials_interrupted=counts["INTERRUPTED"],
-        trials_run_here=list(state.trials_run),
-    )
+    return counts
 
 
 def _top_configs(board: list[LeaderboardRow], n: int = RECORDED_CONFIGS) -> list[dict[str, Any]]:

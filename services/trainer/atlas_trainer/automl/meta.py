@@ -1,4 +1,6 @@
-"""Meta-learning: dataset meta-features, a store of finished studies, and prior selection.
+"""Meta-learning: a store of finished studies, and prior selection by dataset lineage and
+meta-features (:mod:`atlas_core.meta_features`, versioned; studies recorded under another
+version are never compared, they are not candidates).
 
 A new study enqueues the best configurations of (1) its lineage parents (a derived dataset
 starts from what worked on the data it came from), then (2) the k past datasets nearest in
@@ -16,6 +18,7 @@ contributes only its top ``configs_per_source``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -24,70 +27,30 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, String, Table, Text, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+    text,
+)
 
 from atlas_core.db import Migration, MigrationSet, write_transaction
-from atlas_core.ml import ColumnSanitizer
+from atlas_core.meta_features import META_FEATURES_VERSION
 from atlas_trainer.automl.space import resize_config
 
+log = logging.getLogger(__name__)
+
 # --------------------------------------------------------------------------- meta-features
-
-
-def compute_meta_features(
-    X: pd.DataFrame, y: np.ndarray, task: str, seed: int = 0, sample_rows: int = 2000
-) -> dict[str, float]:
-    """Cheap dataset descriptors (sizes, types, missingness, target entropy, moments of the
-    numeric columns) plus two landmarkers (3-fold score of a decision stump and of a
-    linear model on at most ``sample_rows`` rows). Every value is finite."""
-    from scipy import stats
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.model_selection import cross_val_score
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-
-    san = ColumnSanitizer().fit(X)
-    clean = san.transform(X)
-    num = clean[san.numeric_].to_numpy(np.float64) if san.numeric_ else np.zeros((len(X), 0))
-    mf: dict[str, float] = {
-        "log_rows": math.log10(max(len(X), 1)),
-        "log_cols": math.log10(max(X.shape[1], 1)),
-        "cat_ratio": len(san.categorical_) / max(X.shape[1], 1),
-        "missing_ratio": float(X.isna().to_numpy().mean()) if X.size else 0.0,
-        "dropped_ratio": len(san.dropped_) / max(X.shape[1], 1),
-    }
-    if task == "regression":
-        mf["class_entropy"], mf["log_classes"] = 0.0, 0.0
-        mf["target_skew"] = float(np.nan_to_num(stats.skew(y)))
-    else:
-        p = np.bincount(y) / len(y)
-        p = p[p > 0]
-        mf["class_entropy"] = float(-(p * np.log(p)).sum() / math.log(max(len(p), 2)))
-        mf["log_classes"] = math.log10(len(p))
-        mf["target_skew"] = 0.0
-    if num.shape[1]:
-        with np.errstate(all="ignore"):
-            sk = np.nan_to_num(stats.skew(num, nan_policy="omit"))
-            ku = np.nan_to_num(stats.kurtosis(num, nan_policy="omit"))
-        mf["skew_mean"] = float(np.clip(np.mean(np.abs(sk)), 0, 50))
-        mf["kurt_mean"] = float(np.clip(np.mean(ku), -5, 100))
-    else:
-        mf["skew_mean"], mf["kurt_mean"] = 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(X), size=min(sample_rows, len(X)), replace=False)
-    Z = np.nan_to_num(num[idx]) if num.shape[1] else np.zeros((len(idx), 1))
-    ys = y[idx]
-    try:
-        if task == "regression":
-            stump, lin, scoring = DecisionTreeRegressor(max_depth=1), Ridge(), "r2"
-        else:
-            stump = DecisionTreeClassifier(max_depth=1)
-            lin, scoring = LogisticRegression(max_iter=200), "accuracy"
-        Zs = (Z - Z.mean(0)) / (Z.std(0) + 1e-9)
-        mf["landmark_stump"] = float(np.mean(cross_val_score(stump, Zs, ys, cv=3, scoring=scoring)))
-        mf["landmark_linear"] = float(np.mean(cross_val_score(lin, Zs, ys, cv=3, scoring=scoring)))
-    except ValueError:  # too few rows per class for 3 folds
-        mf["landmark_stump"], mf["landmark_linear"] = 0.0, 0.0
-    return {k: float(np.clip(np.nan_to_num(v), -1e6, 1e6)) for k, v in mf.items()}
+# Their definition is atlas_core.meta_features (shared with the data service); the store
+# keeps each study's similarity vector and the definition's version, and compares only
+# studies of the same version.
 
 
 def meta_distance(a: dict[str, float], b: dict[str, float], scale: dict[str, float]) -> float:
@@ -116,6 +79,9 @@ class MetaEntry:
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     # {"params", "score"} of its complete trials: a derived dataset's TPE history (transfer.py)
     observations: list[dict[str, Any]] = field(default_factory=list)
+    # Definition of ``meta_features`` (atlas_core.meta_features); 1 for studies recorded
+    # before the definition was shared and versioned.
+    meta_features_version: int = META_FEATURES_VERSION
 
 
 class MetaStore(ABC):
@@ -154,14 +120,42 @@ meta_studies = Table(
     Column("task", String(32), nullable=False, index=True),
     Column("body", Text, nullable=False),  # JSON of the rest of MetaEntry
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("meta_features_version", Integer, nullable=False, server_default="1"),
 )
 
 
 def _v1(conn: Connection) -> None:
-    _md.create_all(conn, tables=[meta_studies])
+    # The table as it was at version 1 (a migration never changes once released).
+    v1 = MetaData()
+    Table(
+        "trainer_meta_studies",
+        v1,
+        Column("study_key", String(256), primary_key=True),
+        Column("dataset_key", String(256), nullable=False, index=True),
+        Column("task", String(32), nullable=False, index=True),
+        Column("body", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    v1.create_all(conn)
 
 
-MIGRATIONS = MigrationSet("trainer_meta", [Migration(1, "meta-learning study store", _v1)])
+def _v2(conn: Connection) -> None:
+    # Studies recorded so far used the trainer's own meta-features: version 1.
+    conn.execute(
+        text(
+            "ALTER TABLE trainer_meta_studies "
+            "ADD COLUMN meta_features_version INTEGER NOT NULL DEFAULT 1"
+        )
+    )
+
+
+MIGRATIONS = MigrationSet(
+    "trainer_meta",
+    [
+        Migration(1, "meta-learning study store", _v1),
+        Migration(2, "meta-features version per study", _v2),
+    ],
+)
 
 
 class SqlMetaStore(MetaStore):
@@ -191,6 +185,7 @@ class SqlMetaStore(MetaStore):
                     task=entry.task,
                     body=body,
                     created_at=entry.created_at,
+                    meta_features_version=entry.meta_features_version,
                 )
             )
 
@@ -215,6 +210,7 @@ class SqlMetaStore(MetaStore):
                     b.get("parent_keys", []),
                     r["created_at"],
                     b.get("observations", []),
+                    r["meta_features_version"],
                 )
             )
         return out
@@ -310,11 +306,23 @@ def find_priors(
     configs_per_source: int = 3,
     lineage_configs: int = LINEAGE_CONFIGS,
     metric: str | None = None,
+    version: int = META_FEATURES_VERSION,
 ) -> list[Prior]:
     """Lineage parents first (distance 0, ``lineage_configs`` family-diverse configurations
     shared among them, and their observations when scored with ``metric``), then the ``k``
-    nearest other datasets (``configs_per_source`` each)."""
+    nearest other datasets (``configs_per_source`` each). ``meta_features`` follow
+    definition ``version``: studies recorded under another version are not candidates."""
     entries = [e for e in store.entries(task) if e.study_key != exclude_study and e.top_configs]
+    other = [e for e in entries if e.meta_features_version != version]
+    if other:
+        log.info(
+            "meta-store: %d past %s studies use another meta-features version than %d "
+            "and are not compared",
+            len(other),
+            task,
+            version,
+        )
+        entries = [e for e in entries if e.meta_features_version == version]
     priors: list[Prior] = []
     used: set[str] = set()
     parents: list[MetaEntry] = []
@@ -365,3 +373,11 @@ def find_priors(
             )
             similar += 1
     return priors
+
+
+def other_version_studies(
+    store: MetaStore, task: str, version: int = META_FEATURES_VERSION
+) -> list[MetaEntry]:
+    """Past studies of ``task`` whose meta-features follow another definition than
+    ``version`` (never warm-start candidates; see :func:`find_priors`)."""
+    return [e for e in store.entries(task) if e.meta_features_version != version]
