@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import func, select
 
 from atlas_core.errors import FailedPrecondition, InvalidArgument
-from atlas_core.jobs import JobRecord, JobRunner, JobState
+from atlas_core.jobs import JobRecord, JobState
 from atlas_serving.bundle_access import BundleLoader
 from atlas_serving.config import ServingSettings
 from atlas_serving.control.operations import Control
