@@ -59,6 +59,6 @@ def configure_logging(
     for old in list(root.handlers):
         if getattr(old, "_atlas", False):
             root.removeHandler(old)
-    handler._atlas = True  # type: ignore[attr-defined]
+    handler._atlas = True  # type: ignore[attr-defined]  # our marker on a stdlib handler
     root.addHandler(handler)
     root.setLevel(level.upper())

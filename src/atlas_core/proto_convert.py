@@ -37,9 +37,9 @@ def dt_to_ts(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def opt_ts_us(message: object, field: str) -> int | None:
+def opt_ts_us(message: Message, field: str) -> int | None:
     """Microseconds of an optional Timestamp field, None when unset."""
-    if not message.HasField(field):  # type: ignore[attr-defined]
+    if not message.HasField(field):
         return None
     return ts_to_us(getattr(message, field))
 

@@ -240,7 +240,7 @@ _DATA_TYPES = (
 )
 
 
-def _data_type(arrow_type: str) -> int:
+def _data_type(arrow_type: str) -> common_pb2.DataType:
     for prefix, value in _DATA_TYPES:
         if arrow_type.startswith(prefix):
             return value
@@ -338,7 +338,9 @@ def job_to_pb(
     record: JobRecord, datasets: Callable[[str, int], DatasetRecord | None]
 ) -> pb.DataJob:
     """``datasets`` looks up the dataset versions a finished job produced."""
-    job = pb.DataJob(status=job_status(record), kind=JOB_KINDS.get(record.kind, 0))
+    job = pb.DataJob(
+        status=job_status(record), kind=JOB_KINDS.get(record.kind, pb.DATA_JOB_KIND_UNSPECIFIED)
+    )
     spec_field = _SPEC_FIELDS.get(record.kind)
     if spec_field:
         json_format.ParseDict(record.spec, getattr(job, spec_field))

@@ -6,6 +6,7 @@ the next version number, so a failed or cancelled build never leaves a partial d
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -199,7 +200,7 @@ class DatasetCatalog:
             records = [r for r in records if all(r.labels.get(k) == v for k, v in labels.items())]
         return records[offset : offset + limit], len(records)
 
-    def delete(self, dataset_id: str, version: int = 0) -> list[DatasetRecord]:
+    def delete(self, dataset_id: str, version: int = 0) -> builtins.list[DatasetRecord]:
         """Delete one version (or all with version 0); returns the deleted records so the
         caller can remove their data. Raises NotFound."""
         if version:

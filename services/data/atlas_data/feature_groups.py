@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -201,7 +202,7 @@ class FeatureGroupCatalog:
             ]
         return groups[offset : offset + limit], len(groups)
 
-    def versions(self, name: str) -> list[FeatureGroup]:
+    def versions(self, name: str) -> builtins.list[FeatureGroup]:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(feature_groups)
@@ -210,7 +211,7 @@ class FeatureGroupCatalog:
             ).all()
         return [_row_to_group(r) for r in rows]
 
-    def delete(self, name: str) -> list[FeatureGroup]:
+    def delete(self, name: str) -> builtins.list[FeatureGroup]:
         """Delete every version; returns what was deleted. Raises NotFound."""
         doomed = self.versions(name)
         if not doomed:

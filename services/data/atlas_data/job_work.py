@@ -161,7 +161,7 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -
             event_time_column=base.spec.event_time_column,
             start_us=pc.opt_ts_us(spine, "start_time") or 0,
             end_us=pc.opt_ts_us(spine, "end_time") or 2**62,
-            sampling=_SPINE_SAMPLING[spine.sampling],  # type: ignore[arg-type]
+            sampling=_SPINE_SAMPLING[spine.sampling],  # type: ignore[arg-type]  # a Literal by table
             interval_s=spine.interval.ToTimedelta().total_seconds()
             if spine.HasField("interval")
             else None,

@@ -133,7 +133,7 @@ class NativeReader:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
         line: list[str] = []
         reader = threading.Thread(
-            target=lambda: line.append(proc.stdout.readline()),  # type: ignore[union-attr]
+            target=lambda: line.append(proc.stdout.readline()),  # type: ignore[union-attr]  # PIPE
             daemon=True,
         )
         reader.start()

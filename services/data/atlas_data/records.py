@@ -122,6 +122,7 @@ class RecordBatch:
             n, layout.float32_width
         )
         batch = cls(
+            # string keys stay a list of str (the field's other type)
             keys=np.array(keys, dtype=np.int64) if key_type is EntityKeyType.INT64 else keys,  # type: ignore[arg-type]
             event_time_us=np.array(times, dtype=np.int64),
             float32=float32,

@@ -169,7 +169,9 @@ def train_result_to_pb(raw: dict[str, Any]) -> pb.TrainGraphResult:
 
 
 def job_to_pb(record: JobRecord) -> pb.GraphJob:
-    job = pb.GraphJob(status=job_status(record), kind=JOB_KINDS.get(record.kind, 0))
+    job = pb.GraphJob(
+        status=job_status(record), kind=JOB_KINDS.get(record.kind, pb.GRAPH_JOB_KIND_UNSPECIFIED)
+    )
     if record.kind in JOB_KINDS:
         json_format.ParseDict(record.spec, getattr(job, record.kind), ignore_unknown_fields=True)
     result = record.result or {}

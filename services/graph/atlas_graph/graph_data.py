@@ -69,7 +69,7 @@ class GraphData:
         id_type = ID_STRING if original.dtype.kind == "S" else ID_INT64
         return cls(original_ids=original, id_type=id_type, **arrays)
 
-    def to_dgl(self):  # type: ignore[no-untyped-def]
+    def to_dgl(self):
         """A homogeneous DGLGraph with ndata feat/label/masks (lazy dgl import)."""
         import dgl
         import torch

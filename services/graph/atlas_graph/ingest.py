@@ -148,8 +148,8 @@ def build_graph(
     if not edge_tables:
         raise InvalidArgument("import needs at least one edge table", reason="NO_EDGES")
     if not id_type:
-        first = edge_tables[0]
-        id_type = infer_id_type(_column(first[1], first[0].src_column, "edge src_column"))
+        first_spec, first_table = edge_tables[0]
+        id_type = infer_id_type(_column(first_table, first_spec.src_column, "edge src_column"))
     src_parts, dst_parts = [], []
     for spec, table in edge_tables:
         src_parts.append(
@@ -173,8 +173,10 @@ def build_graph(
             reason="HETEROGENEOUS",
         )
     if node is not None:
-        spec, table = node
-        node_ids = _ids(_column(table, spec.id_column, "node id_column"), id_type, spec.id_column)
+        node_spec, node_table = node
+        node_ids = _ids(
+            _column(node_table, node_spec.id_column, "node id_column"), id_type, node_spec.id_column
+        )
         if id_type == ID_STRING:
             width = max(node_ids.dtype.itemsize, src_orig.dtype.itemsize)
             node_ids, src_orig, dst_orig = (

@@ -74,8 +74,8 @@ def refuse_if_too_big(est: Estimate) -> None:
             "more memory or raise max_memory_bytes",
             reason="PARTITION_MEMORY",
             metadata={
-                "peak_memory_bytes": est.peak_memory_bytes,
-                "memory_limit_bytes": est.memory_limit_bytes,
+                "peak_memory_bytes": str(est.peak_memory_bytes),
+                "memory_limit_bytes": str(est.memory_limit_bytes),
             },
         )
 

@@ -40,17 +40,17 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     # -- registry --------------------------------------------------------------------------
 
-    async def RegisterModelVersion(self, request, context):  # type: ignore[no-untyped-def]
+    async def RegisterModelVersion(self, request, context):
         version = await th(
             self.svc.register, convert.registration_from_pb(request), request.request_id
         )
         return pb.RegisterModelVersionResponse(model_version=convert.model_version_to_pb(version))
 
-    async def GetModelVersion(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetModelVersion(self, request, context):
         version = await th(self.svc.registry.get_ref, convert.model_ref_from_pb(request.ref))
         return pb.GetModelVersionResponse(model_version=convert.model_version_to_pb(version))
 
-    async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListModels(self, request, context):
         scope = list_scope(request)
         offset, limit = page_window(request.page, scope)
         models, total = await th(self.svc.registry.list_models, request.name_prefix, offset, limit)
@@ -59,7 +59,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
-    async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListModelVersions(self, request, context):
         scope = list_scope(request)
         offset, limit = page_window(request.page, scope)
         versions, total = await th(
@@ -70,7 +70,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
-    async def SetModelAlias(self, request, context):  # type: ignore[no-untyped-def]
+    async def SetModelAlias(self, request, context):
         version, previous = await th(
             self.svc.registry.set_alias, request.model_name, request.alias, request.version
         )
@@ -78,11 +78,11 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             model_version=convert.model_version_to_pb(version), previous_version=previous
         )
 
-    async def DeleteModelAlias(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeleteModelAlias(self, request, context):
         previous = await th(self.svc.delete_alias, request.model_name, request.alias)
         return pb.DeleteModelAliasResponse(previous_version=previous)
 
-    async def DeleteModelVersion(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeleteModelVersion(self, request, context):
         version = await th(
             self.svc.delete_version,
             request.ref.model_name,
@@ -93,18 +93,18 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     # -- endpoints -------------------------------------------------------------------------
 
-    async def CreateEndpoint(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateEndpoint(self, request, context):
         endpoint = await th(
             self.svc.control.create_endpoint, convert.spec_from_pb(request.spec), request.request_id
         )
         await self.svc.replica.sync()  # serve from this replica at once
         return pb.CreateEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
-    async def GetEndpoint(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetEndpoint(self, request, context):
         endpoint = await th(self.svc.endpoints.get, request.name)
         return pb.GetEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
-    async def ListEndpoints(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListEndpoints(self, request, context):
         scope = list_scope(request)
         offset, limit = page_window(request.page, scope)
         endpoints, total = await th(self.svc.endpoints.list, request.name_prefix, offset, limit)
@@ -113,19 +113,19 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
-    async def UpdateEndpoint(self, request, context):  # type: ignore[no-untyped-def]
+    async def UpdateEndpoint(self, request, context):
         endpoint = await th(
             self.svc.control.update_endpoint, convert.endpoint_update_from_pb(request)
         )
         await self.svc.replica.sync()
         return pb.UpdateEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
-    async def DeleteEndpoint(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeleteEndpoint(self, request, context):
         endpoint = await th(self.svc.control.delete_endpoint, request.name, request.request_id)
         await self.svc.replica.sync()
         return pb.DeleteEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
-    async def GetEndpointStats(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetEndpointStats(self, request, context):
         window = (
             request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
         )
@@ -138,15 +138,15 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     # -- deployments -----------------------------------------------------------------------
 
-    async def SubmitDeployment(self, request, context):  # type: ignore[no-untyped-def]
+    async def SubmitDeployment(self, request, context):
         dep = await self.svc.submit_deployment(convert.deployment_request_from_pb(request))
         return pb.SubmitDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
-    async def GetDeployment(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetDeployment(self, request, context):
         dep, _ = await th(self.svc.deployments.get, request.deployment_id)
         return pb.GetDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
-    async def WatchDeployment(self, request, context):  # type: ignore[no-untyped-def]
+    async def WatchDeployment(self, request, context):
         seen = -1
         last_body = b""
         while True:
@@ -163,11 +163,11 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
                 return
             await asyncio.sleep(0.1)
 
-    async def CancelDeployment(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelDeployment(self, request, context):
         dep = await th(self.svc.control.cancel, request.deployment_id)
         return pb.CancelDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
-    async def ListDeployments(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListDeployments(self, request, context):
         scope = list_scope(request)
         offset, limit = page_window(request.page, scope)
         await th(self.svc.endpoints.get, request.endpoint_name)
@@ -177,13 +177,13 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
-    async def RollbackEndpoint(self, request, context):  # type: ignore[no-untyped-def]
+    async def RollbackEndpoint(self, request, context):
         dep = await self.svc.rollback(request.endpoint_name, request.request_id)
         return pb.RollbackEndpointResponse(deployment=convert.deployment_to_pb(dep))
 
     # -- predictions -----------------------------------------------------------------------
 
-    async def Predict(self, request, context):  # type: ignore[no-untyped-def]
+    async def Predict(self, request, context):
         answer = await self.svc.plane.predict(
             request.endpoint_name,
             convert.rows_from_pb([request.row]),
@@ -192,7 +192,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         )
         return convert.predict_response(answer)
 
-    async def PredictBatch(self, request, context):  # type: ignore[no-untyped-def]
+    async def PredictBatch(self, request, context):
         options = convert.options_from_pb(request.options)
         if request.HasField("input_artifact"):
             if request.rows:
@@ -219,7 +219,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     async def PredictStream(
         self, request_iterator, context
-    ) -> AsyncIterator[pb.PredictStreamResponse]:  # type: ignore[override]
+    ) -> AsyncIterator[pb.PredictStreamResponse]:
         endpoint = ""
         async for request in request_iterator:
             if not endpoint:
@@ -258,7 +258,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     # -- capture and monitoring ------------------------------------------------------------
 
-    async def ListCaptureFiles(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListCaptureFiles(self, request, context):
         scope = list_scope(request)
         offset, limit = page_window(request.page, scope)
         files, total = await th(
@@ -274,7 +274,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
-    async def SubmitMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def SubmitMonitoringJob(self, request, context):
         job_id = await th(
             self.svc.submit_monitoring,
             convert.monitoring_spec_from_pb(request.spec),
@@ -285,20 +285,20 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
     async def _job(self, job_id: str) -> pb.MonitoringJob:
         return convert.monitoring_job_to_pb(await th(self.svc.monitoring_job, job_id))
 
-    async def GetMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetMonitoringJob(self, request, context):
         return pb.GetMonitoringJobResponse(job=await self._job(request.job_id))
 
-    async def WatchMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def WatchMonitoringJob(self, request, context):
         yield pb.WatchMonitoringJobResponse(job=await self._job(request.job_id))
         async for _event in self.svc.jobs.awatch(request.job_id):
             yield pb.WatchMonitoringJobResponse(job=await self._job(request.job_id))
 
-    async def CancelMonitoringJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelMonitoringJob(self, request, context):
         await th(self.svc.monitoring_job, request.job_id)
         record = await th(self.svc.jobs.cancel, request.job_id)
         return pb.CancelMonitoringJobResponse(job=convert.monitoring_job_to_pb(record))
 
-    async def ListMonitoringJobs(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListMonitoringJobs(self, request, context):
         scope = list_scope(request)
         offset, limit = page_window(request.page, scope)
         states = {JOB_STATES_FROM_PB[s] for s in request.states if s in JOB_STATES_FROM_PB}
@@ -310,7 +310,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             ),
         )
 
-    async def ListAlerts(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListAlerts(self, request, context):
         scope = list_scope(request)
         offset, limit = page_window(request.page, scope)
         if request.endpoint_name:
@@ -323,7 +323,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             page=page_response(offset, limit, offset + limit < total, total, scope=scope),
         )
 
-    async def AcknowledgeAlert(self, request, context):  # type: ignore[no-untyped-def]
+    async def AcknowledgeAlert(self, request, context):
         alert = await th(self.svc.alerts.acknowledge, request.alert_id)
         return pb.AcknowledgeAlertResponse(alert=convert.alert_to_pb(alert))
 

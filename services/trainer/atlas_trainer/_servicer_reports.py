@@ -39,7 +39,7 @@ def _bias_pb(m: dict[str, Any]) -> pb.BiasMetrics:
 def _row_frame(rows: Any) -> pd.DataFrame:
     records = []
     for row in rows:
-        record = {}
+        record: dict[str, Any] = {}
         for name, value in row.values.items():
             kind = value.WhichOneof("kind")
             if kind is None:
@@ -58,14 +58,14 @@ class ReportRpcs:
     svc: TrainerService
 
     def _finished(self, job_id: str) -> dict[str, Any]:
-        record = self._record(job_id)  # type: ignore[attr-defined]
+        record = self._record(job_id)  # type: ignore[attr-defined]  # mixin: the servicer has it
         if not record.result:
             raise FailedPrecondition(
                 f"training job {job_id} has no result yet ({record.state.value.lower()}); "
                 "wait until it succeeds",
                 reason="JOB_NOT_FINISHED",
             )
-        return record.result  # type: ignore[no-any-return]
+        return record.result
 
     async def GetTrainingReport(self, request: Any, context: Any) -> Any:
         result = await to_thread(self._finished, request.job_id)
@@ -135,7 +135,7 @@ class ReportRpcs:
     async def ComputeBiasMetrics(self, request: Any, context: Any) -> Any:
         if not request.facet_column:
             raise InvalidArgument("facet_column is empty", reason="NO_FACET")
-        record = await to_thread(self._record, request.job_id)  # type: ignore[attr-defined]
+        record = await to_thread(self._record, request.job_id)  # type: ignore[attr-defined]  # mixin
         metrics = await to_thread(
             self.svc.bias, record, request.facet_column, list(request.facet_values) or None
         )

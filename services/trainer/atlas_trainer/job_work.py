@@ -123,9 +123,12 @@ def train(
         y_train=y,
         metrics={
             result.metric: float(
-                result.ensemble_score
-                if result.model is result.ensemble_model
-                else result.best_score or 0.0
+                (
+                    result.ensemble_score
+                    if result.model is result.ensemble_model
+                    else result.best_score
+                )
+                or 0.0
             )
         },
         lineage=BundleLineage(

@@ -170,7 +170,7 @@ class ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's Buffer
         while not len(self._buffer) and not self._done:
             try:
                 self._buffer = memoryview(next(self._chunks))

@@ -20,7 +20,7 @@ def _client(args: argparse.Namespace) -> DataClient:
 
 
 def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))  # type: ignore[arg-type]
+    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
 
 
 def _load(path: str, message_type: type) -> object:
@@ -47,7 +47,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_create_group(args: argparse.Namespace) -> int:
     spec = _load(args.file, pb.FeatureGroupSpec)
     with _client(args) as client:
-        group = client.create_feature_group(spec, new_version=args.new_version)  # type: ignore[arg-type]
+        group = client.create_feature_group(spec, new_version=args.new_version)
     print(f"created {group.spec.name} v{group.version}")
     return 0
 
@@ -140,11 +140,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="feature groups, online features, datasets, data jobs")
     cmds = data.add_subparsers(dest="data_command", metavar="<data command>", required=True)
 
-    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:
         p = cmds.add_parser(name, help=help_text, description=help_text)
         add_connection_args(p)
         p.set_defaults(func=fn)

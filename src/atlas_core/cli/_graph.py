@@ -22,7 +22,7 @@ def _client(args: argparse.Namespace) -> GraphClient:
 
 
 def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))  # type: ignore[arg-type]
+    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
 
 
 def _submitted(client: GraphClient, job: pb.GraphJob, wait: bool) -> int:
@@ -195,11 +195,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     graph = sub.add_parser("graph", help="graphs, partitionings, distributed GNN jobs")
     cmds = graph.add_subparsers(dest="graph_command", metavar="<graph command>", required=True)
 
-    def add(name: str, fn, help_text: str, wait: bool = False) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def add(name: str, fn, help_text: str, wait: bool = False) -> argparse.ArgumentParser:
         p = cmds.add_parser(name, help=help_text, description=help_text)
         add_connection_args(p)
         p.set_defaults(func=fn)

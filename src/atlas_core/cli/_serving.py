@@ -394,7 +394,7 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
 
 
 def _adder(
-    group: argparse._SubParsersAction,  # type: ignore[type-arg]
+    group: argparse._SubParsersAction,
 ) -> Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]:
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help_text: str
@@ -431,7 +431,7 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detach", action="store_true", help="submit and return")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     deploy = sub.add_parser("deploy", help="model registry, endpoints and safe rollouts")
     add = _adder(
         deploy.add_subparsers(dest="deploy_command", metavar="<deploy command>", required=True)

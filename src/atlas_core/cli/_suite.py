@@ -54,7 +54,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser(
         "up",
         help="start the object store and every implemented service",

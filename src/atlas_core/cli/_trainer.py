@@ -49,7 +49,7 @@ def trial_line(ev: pb.WatchTrainingJobResponse, kind: str) -> str:
     return f"trial {t.number:>3} {kind:<11} {score:<10} {t.pipeline[:60]}{best}{clock}"
 
 
-def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
     """Print one line per trial event until the job ends; returns 0 on success."""
     for ev in client.watch(job_id):
         kind = _EVENT.get(ev.event_type, "").removeprefix("TRAINING_EVENT_TYPE_").lower()
@@ -150,11 +150,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="AutoML training jobs (trainer service)")
     cmds = train.add_subparsers(dest="train_command", metavar="<train command>", required=True)
 
-    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:
         p = cmds.add_parser(name, help=help_text, description=help_text)
         add_connection_args(p)
         p.set_defaults(func=fn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,12 +44,12 @@ class GraphClient(ServiceClient):
     # -- jobs -----------------------------------------------------------------------------
 
     @mapped_errors
-    def submit(self, *, request_id: str = "", **spec: object) -> pb.GraphJob:
+    def submit(self, *, request_id: str = "", **spec: Any) -> pb.GraphJob:
         """Submit one job: ``import_graph=``, ``generate_graph=``, ``partition_graph=``,
         ``train=`` or ``infer=`` with its spec message."""
         return self.stub.SubmitGraphJob(
             pb.SubmitGraphJobRequest(request_id=request_id, **spec), timeout=self.timeout
-        ).job  # type: ignore[arg-type]
+        ).job
 
     def generate(self, spec: pb.GenerateGraphSpec, *, request_id: str = "") -> pb.GraphJob:
         return self.submit(generate_graph=spec, request_id=request_id)
@@ -76,12 +77,14 @@ class GraphClient(ServiceClient):
         ).job
 
     @mapped_errors
-    def list_jobs(self, graph_id: str = "", kind: int = 0) -> list[pb.GraphJob]:
+    def list_jobs(
+        self, graph_id: str = "", kind: pb.GraphJobKind = pb.GRAPH_JOB_KIND_UNSPECIFIED
+    ) -> list[pb.GraphJob]:
         return list(
             self.stub.ListGraphJobs(
                 pb.ListGraphJobsRequest(
                     graph_id=graph_id, kind=kind, page=common_pb2.PageRequest(page_size=1000)
-                ),  # type: ignore[arg-type]
+                ),
                 timeout=self.timeout,
             ).jobs
         )
@@ -178,7 +181,7 @@ class GraphClient(ServiceClient):
         )
         originals: np.ndarray | list[str]
         if not to_original:
-            originals = values if strings else np.asarray(values, dtype=np.int64)  # type: ignore[assignment]
+            originals = values if strings else np.asarray(values, dtype=np.int64)
         elif resp.original_string_ids:
             originals = list(resp.original_string_ids)
         else:

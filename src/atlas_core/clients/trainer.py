@@ -27,7 +27,7 @@ def automl_spec(
     wall_seconds: float = 0,
     max_trials: int = 0,
     seed: int = 0,
-    strategy: int = pb.SEARCH_STRATEGY_HYPERBAND_TPE,
+    strategy: pb.SearchStrategy = pb.SEARCH_STRATEGY_HYPERBAND_TPE,
     cpus: float = 0,
 ) -> pb.TrainingJobSpec:
     """A TrainingJobSpec for the common case."""

@@ -58,7 +58,7 @@ def _to_record(row: Row[Any]) -> JobRecord:
         owner=m["owner"],
         cancel_requested=bool(m["cancel_requested"]),
         checkpoint=m["checkpoint"],
-        created_at=_utc(m["created_at"]),  # type: ignore[arg-type]
+        created_at=_utc(m["created_at"]),  # type: ignore[arg-type]  # NOT NULL column
         started_at=_utc(m["started_at"]),
         finished_at=_utc(m["finished_at"]),
         heartbeat_at=_utc(m["heartbeat_at"]),
@@ -190,6 +190,7 @@ class JobStore:
         if not rows:
             self.get(job_id)  # NotFound for an unknown job, [] for a quiet one
         return [
+            # r.time is a NOT NULL column, so _utc never returns None here
             JobEvent(r.job_id, r.seq, _utc(r.time), EventType(r.type), r.payload)  # type: ignore[arg-type]
             for r in rows
         ]

@@ -160,7 +160,7 @@ class Launcher:
     def state(self) -> RunState | None:
         return RunState.load(self.state_path)
 
-    def up(self, *, timeout: float = 120.0, echo=print) -> RunState:  # type: ignore[no-untyped-def]
+    def up(self, *, timeout: float = 120.0, echo=print) -> RunState:
         existing = self.state()
         if existing and any(alive(p.pid) for p in existing.processes):
             raise FailedPrecondition(
@@ -278,7 +278,7 @@ class Launcher:
                 rows.append((proc, _health(proc.address, proc.full_name)))
         return rows
 
-    def down(self, *, echo=print) -> int:  # type: ignore[no-untyped-def]
+    def down(self, *, echo=print) -> int:
         """Stop every process this data dir's `up` started (services first). Returns count."""
         state = self.state()
         if state is None:

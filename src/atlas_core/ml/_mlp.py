@@ -41,6 +41,8 @@ class TorchMLP(BaseEstimator):
     stops training when it returns True (deadlines, cancellation).
     """
 
+    weights_: dict[str, np.ndarray]  # the fitted state_dict, as numpy (picklable, no torch)
+
     def __init__(
         self,
         task: str = "binary",
@@ -125,10 +127,12 @@ class TorchMLP(BaseEstimator):
             self._optimizer = None
             self._generator = torch.Generator().manual_seed(self.seed)
         mod = self._module().to(device)
-        if getattr(self, "_optimizer", None) is None:
-            self._optimizer = torch.optim.AdamW(
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is None:
+            optimizer = torch.optim.AdamW(
                 mod.parameters(), lr=self.lr, weight_decay=self.weight_decay
             )
+            self._optimizer = optimizer
         gen = getattr(self, "_generator", None) or torch.Generator().manual_seed(self.seed)
         self._generator = gen
         xt = torch.from_numpy((X - self.mean_) / self.std_).to(device)
@@ -147,10 +151,10 @@ class TorchMLP(BaseEstimator):
                 idx = perm[start : start + bs]
                 if len(idx) < 2 and n >= 2:
                     continue  # a batch of one breaks nothing but adds noise
-                self._optimizer.zero_grad()
+                optimizer.zero_grad()
                 loss = loss_fn(mod(xt[idx]), yt[idx])
                 loss.backward()
-                self._optimizer.step()
+                optimizer.step()
             self.epochs_done_ += 1
             if on_epoch is not None and on_epoch(self.epochs_done_):
                 break

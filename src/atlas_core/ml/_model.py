@@ -55,7 +55,7 @@ class TabularModel:
         preprocessor: TabularPreprocessor,
         estimator: Any,
         task: str,
-        classes: Sequence[Any] | None = None,
+        classes: Sequence[Any] | np.ndarray | None = None,
         family: str = "",
         description: str = "",
     ) -> None:
@@ -168,7 +168,7 @@ class _Averaged:
         total = float(np.sum(self.weights))
 
         def scores(M: np.ndarray) -> np.ndarray:
-            return sum(w * scorer(M) for scorer, w in parts) / total  # type: ignore[misc]
+            return sum(w * scorer(M) for scorer, w in parts) / total
 
         return scores
 
@@ -187,10 +187,10 @@ class _Averaged:
         ws = [w for w in self.weights if w > 0]
         if not outs or any(o is None for o in outs):
             return None
-        names = outs[0][1]  # type: ignore[index]
-        if any(o[1] != names or o[0].shape != outs[0][0].shape for o in outs):  # type: ignore[index]
+        names = outs[0][1]
+        if any(o[1] != names or o[0].shape != outs[0][0].shape for o in outs):
             return None
-        total = sum(w * o[0] for w, o in zip(ws, outs))  # type: ignore[index]
+        total = sum(w * o[0] for w, o in zip(ws, outs))
         return np.asarray(total) / float(np.sum(ws)), names
 
 

@@ -132,7 +132,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         parts: list[np.ndarray] = []
         if self.imputer_ is not None:
             num = self.imputer_.transform(clean[self.sanitizer_.numeric_].to_numpy(np.float64))
-            parts.append(self.crosser_.transform(num))  # type: ignore[union-attr]
+            parts.append(self.crosser_.transform(num))  # type: ignore[union-attr]  # set with imputer_
         if self.encoder_ is not None:
             parts.append(self.encoder_.transform(clean[self.sanitizer_.categorical_]))
         return self._transform_tail(self._stack(parts, len(clean)))
@@ -228,4 +228,4 @@ def _fitted_fn(step: object) -> Callable[[np.ndarray], np.ndarray]:
     if isinstance(step, (VarianceThreshold, SelectPercentile)):
         keep = np.flatnonzero(step.get_support())
         return lambda Z: Z[:, keep]
-    return step.transform  # type: ignore[attr-defined]
+    return step.transform  # type: ignore[attr-defined]  # any fitted sklearn transformer

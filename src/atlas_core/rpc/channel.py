@@ -60,22 +60,22 @@ class _AioAuthBase:
 # grpc.aio files each interceptor under the first call type it matches (an elif chain), so
 # one object implementing all four would only ever see unary-unary calls: one class per type.
 class _AioAuthUU(_AioAuthBase, aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
+    async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
 
 class _AioAuthUS(_AioAuthBase, aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
+    async def intercept_unary_stream(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
 
 class _AioAuthSU(_AioAuthBase, aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[override]
+    async def intercept_stream_unary(self, continuation, details, request_iterator):
         return await continuation(self._details(details), request_iterator)
 
 
 class _AioAuthSS(_AioAuthBase, aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[override]
+    async def intercept_stream_stream(self, continuation, details, request_iterator):
         return await continuation(self._details(details), request_iterator)
 
 
@@ -98,21 +98,21 @@ class _SyncAuth(
             getattr(details, "compression", None),
         )
 
-    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
+    def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
+    def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)
 
-    def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[override]
+    def intercept_stream_unary(self, continuation, details, request_iterator):
         return continuation(self._details(details), request_iterator)
 
-    def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[override]
+    def intercept_stream_stream(self, continuation, details, request_iterator):
         return continuation(self._details(details), request_iterator)
 
 
 class _SyncDetails(grpc.ClientCallDetails):
-    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):  # type: ignore[no-untyped-def]
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):
         self.method = method
         self.timeout = timeout
         self.metadata = metadata

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
@@ -46,7 +47,7 @@ class RpcMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._http_server = None
+        self._http_server: WSGIServer | None = None
 
     def success_observer(self, method: str) -> Callable[[float], None]:
         """A fast path for OK calls of one method: label lookups done once, not per call."""

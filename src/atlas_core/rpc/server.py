@@ -54,9 +54,10 @@ async def _call(fn: Callable[..., Any], *args: Any) -> None:
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
     if not tls.enabled:
         return None
+    assert tls.key_file is not None and tls.cert_file is not None  # what `enabled` means
     try:
-        key = tls.key_file.read_bytes()  # type: ignore[union-attr]
-        cert = tls.cert_file.read_bytes()  # type: ignore[union-attr]
+        key = tls.key_file.read_bytes()
+        cert = tls.cert_file.read_bytes()
         ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
     except OSError as exc:
         raise ConfigError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None

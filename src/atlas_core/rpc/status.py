@@ -36,7 +36,7 @@ def error_from_rpc(exc: grpc.RpcError) -> AtlasError:
     reason = None
     metadata: dict[str, str] = {}
     try:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = rpc_status.from_call(exc)
     except (ValueError, AttributeError):
         status = None
     if status is not None:

@@ -286,7 +286,7 @@ class HashingReader(io.RawIOBase):
         self.size += len(data)
         return data
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io's Buffer
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)

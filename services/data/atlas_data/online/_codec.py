@@ -111,7 +111,7 @@ def _encode_strings(values: Sequence[str]) -> bytes:
 
 def read_event_time(buf: Buffer) -> int:
     """Event time of an encoded record, reading only its header."""
-    return EVENT_TIME.unpack_from(buf, EVENT_TIME_OFFSET)[0]  # type: ignore[no-any-return]
+    return EVENT_TIME.unpack_from(buf, EVENT_TIME_OFFSET)[0]
 
 
 def decode_header(buf: Buffer) -> RecordHeader:

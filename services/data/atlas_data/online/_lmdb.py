@@ -175,6 +175,7 @@ class LmdbOnlineStore(OnlineStore):
             db = self._db(CATALOG_DB, create=True)
             with self._env.begin(write=True, db=db) as txn:
                 if name is None:
+                    assert db is not None  # create=True always opens it
                     txn.drop(db, delete=False)
                 else:
                     txn.delete(name.encode())

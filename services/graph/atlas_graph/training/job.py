@@ -131,7 +131,8 @@ def run_train_job(
     spec: pb.TrainGraphSpec | None,
     infer: pb.InferGraphSpec | None,
 ) -> dict[str, Any]:
-    ref = spec.ref if spec is not None else infer.ref  # type: ignore[union-attr]
+    assert spec is not None or infer is not None  # a train or an infer job
+    ref = spec.ref if spec is not None else infer.ref  # type: ignore[union-attr]  # asserted above
     part = rt.catalog.get_partitioning(ref.graph_id, ref.partitioning_id)
     if not part["num_classes"] or not part["node_feature_dims"]:
         raise FailedPrecondition(
@@ -149,7 +150,12 @@ def run_train_job(
         threads = max(1, (os.cpu_count() or 1) // cfg["num_trainers"])
         cluster = LocalCluster(cfg, work, omp_threads=threads)
         relay = _Relay(rt, ctx, cfg)
-        previous = signal.signal(signal.SIGTERM, lambda *_: (cluster.kill(), os._exit(143)))
+
+        def _terminate(*_: object) -> None:  # the job is cancelled: take the cluster with us
+            cluster.kill()
+            os._exit(143)
+
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             cluster.start()
             ctx.report(

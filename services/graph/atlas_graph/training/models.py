@@ -55,7 +55,7 @@ class GAT(nn.Module):
         heads = max(1, heads)
         self.layers = nn.ModuleList()
         dims = in_dims
-        for _ in range(layers - 1):
+        for _layer in range(layers - 1):
             self.layers.append(
                 GATConv(
                     dims, hidden // heads or 1, heads, feat_drop=dropout, allow_zero_in_degree=True

@@ -109,7 +109,7 @@ class Registry:
         return self.get(name, number)
 
     @staticmethod
-    def _point(conn, name: str, alias: str, number: int) -> int:  # type: ignore[no-untyped-def]
+    def _point(conn, name: str, alias: str, number: int) -> int:
         old = conn.execute(
             select(aliases.c.version).where(
                 (aliases.c.model_name == name) & (aliases.c.alias == alias)
@@ -271,7 +271,7 @@ class Registry:
         return [self.get(name, int(r.version)) for r in rows], total
 
     @staticmethod
-    def _require_model(conn, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _require_model(conn, name: str) -> None:
         if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
             raise NotFound(f"model {name} does not exist", reason="MODEL_NOT_FOUND")
 

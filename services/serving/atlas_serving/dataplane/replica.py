@@ -239,6 +239,6 @@ class Replica:
 
 
 def _batch_seen(rows: int, stats: WindowStats, histogram: object) -> None:
-    histogram.observe(rows)  # type: ignore[attr-defined]
+    histogram.observe(rows)  # type: ignore[attr-defined]  # a prometheus Histogram child
     stats.count("batches")
     stats.count("batch_rows", rows)

@@ -42,9 +42,9 @@ class AlertStore:
                 conn, query.order_by(alerts.c.created_at.desc()), offset, limit
             )
         out = []
-        for body, acked in rows:
-            alert = self.codec.loads(body)
-            alert.acknowledged = bool(acked)
+        for row in rows:
+            alert = self.codec.loads(row.body)
+            alert.acknowledged = bool(row.acknowledged)
             out.append(alert)
         return out, total
 

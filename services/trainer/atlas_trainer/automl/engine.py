@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -181,7 +181,7 @@ def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
 def _open_study(
     storage: str | optuna.storages.BaseStorage | None,
     study_name: str | None,
-    direction: str,
+    direction: Literal["minimize", "maximize"],
     strategy: str,
     seed: int,
 ) -> optuna.Study:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,7 +52,7 @@ def row_of(t: FrozenTrial) -> LeaderboardRow:
         number=t.number,
         state=t.state.name,
         pipeline=ua.get("pipeline", ""),
-        family=ua.get("family", params.get("family", "")),
+        family=str(ua.get("family", params.get("family", ""))),
         params=params,
         score=score,
         score_std=ua.get("score_std"),
@@ -67,8 +67,8 @@ def row_of(t: FrozenTrial) -> LeaderboardRow:
 
 
 def leaderboard(
-    study: optuna.Study, higher_is_better: bool, extra: list[LeaderboardRow] = ()
-) -> list[LeaderboardRow]:  # type: ignore[assignment]
+    study: optuna.Study, higher_is_better: bool, extra: Sequence[LeaderboardRow] = ()
+) -> list[LeaderboardRow]:
     """Complete trials (and the ensemble) by score, then pruned by score, then the rest."""
     rows = [row_of(t) for t in study.get_trials(deepcopy=False)] + list(extra)
     order = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
@@ -176,9 +176,9 @@ class FinalModels:
         if bag is None:
             return None
         predict_on(bag, self.threads)
-        model = FoldBag(bag, description=f"fold-bag[{len(bag)}]({describe(params)})")
-        self.cache[n], self.kind[n] = model, "fold_bag"
-        return model
+        bagged = FoldBag(bag, description=f"fold-bag[{len(bag)}]({describe(params)})")
+        self.cache[n], self.kind[n] = bagged, "fold_bag"
+        return bagged
 
 
 def build_ensemble(

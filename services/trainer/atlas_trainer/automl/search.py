@@ -175,7 +175,7 @@ def _best_of_study(study: optuna.Study) -> tuple[int, float] | None:
         t = study.best_trial
     except ValueError:
         return None
-    return t.number, float(t.value)  # type: ignore[arg-type]
+    return t.number, float(t.value)  # type: ignore[arg-type]  # complete trials have a value
 
 
 class Searcher:

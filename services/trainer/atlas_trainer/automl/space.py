@@ -52,7 +52,9 @@ def validate_families(families: Sequence[str] | None) -> tuple[str, ...]:
 class _Sampler:
     """Wraps a trial so fixed parameters bypass sampling."""
 
-    def __init__(self, trial: optuna.Trial, fixed: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, trial: optuna.Trial | optuna.trial.FixedTrial, fixed: Mapping[str, Any] | None
+    ) -> None:
         self.trial = trial
         self.fixed = dict(fixed or {})
         self.params: dict[str, Any] = {}
@@ -72,7 +74,9 @@ class _Sampler:
         return self._take(name, lambda: self.trial.suggest_float(name, low, high, log=log))
 
 
-def sample_config(trial: optuna.Trial, task: str, options: SpaceOptions) -> dict[str, Any]:
+def sample_config(
+    trial: optuna.Trial | optuna.trial.FixedTrial, task: str, options: SpaceOptions
+) -> dict[str, Any]:
     """Sample one full pipeline configuration (flat dict of every parameter it uses)."""
     s = _Sampler(trial, options.fixed)
     family = (

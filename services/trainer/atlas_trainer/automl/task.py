@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray, int], float]
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return "maximize" if self.higher_is_better else "minimize"
 
     def score(self, y: np.ndarray, scores: np.ndarray, n_classes: int = 0) -> float:

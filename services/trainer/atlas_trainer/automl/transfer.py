@@ -118,7 +118,7 @@ def _rescored(t: FrozenTrial, shift: float) -> FrozenTrial:
     if not shift:
         return t
     out = copy.copy(t)
-    out.value = float(t.value) + shift
+    out.value = float(t.value or 0.0) + shift  # priors are complete trials: value is set
     return out
 
 
@@ -132,7 +132,8 @@ class PriorTPESampler(ViewTPESampler):
         for i, t in enumerate(prior_trials):
             t.number = i - len(prior_trials)  # -n .. -1: older than any trial of the study
         self.prior_trials = prior_trials
-        self._by_value = sorted(prior_trials, key=lambda t: t.value)  # for thinning by rank
+        # for thinning by rank; priors are complete trials, so every value is set
+        self._by_value = sorted(prior_trials, key=lambda t: float(t.value or 0.0))
         # by trial number: priors_for() reads all of the study's trials, so once per trial
         self._seen: dict[int, list[FrozenTrial]] = {}
 

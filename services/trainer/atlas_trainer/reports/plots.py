@@ -58,6 +58,7 @@ def optimization_history_html(
         (t for t in trials if t.value is not None and math.isfinite(t.value)),
         key=lambda t: t.number,
     )
+    # complete trials have a value
     points = [(float(t.number), float(t.value)) for t in complete]  # type: ignore[arg-type]
     best: list[tuple[float, float]] = []
     for x, y in points:
