@@ -28,6 +28,13 @@ class ConsensusMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONSENSUS_METHOD_WEIGHTED: _ClassVar[ConsensusMethod]
     CONSENSUS_METHOD_REVIEW: _ClassVar[ConsensusMethod]
 
+class SkipPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SKIP_POLICY_UNSPECIFIED: _ClassVar[SkipPolicy]
+    SKIP_POLICY_REQUEUE_FOR_ME: _ClassVar[SkipPolicy]
+    SKIP_POLICY_REQUEUE_FOR_OTHERS: _ClassVar[SkipPolicy]
+    SKIP_POLICY_IGNORE: _ClassVar[SkipPolicy]
+
 class ItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ITEM_STATUS_UNSPECIFIED: _ClassVar[ItemStatus]
@@ -37,6 +44,7 @@ class ItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ITEM_STATUS_IN_REVIEW: _ClassVar[ItemStatus]
     ITEM_STATUS_DONE: _ClassVar[ItemStatus]
     ITEM_STATUS_IN_CORRECTION: _ClassVar[ItemStatus]
+    ITEM_STATUS_SKIPPED: _ClassVar[ItemStatus]
 
 class FacePairDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -68,6 +76,15 @@ class CorrectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CORRECTION_REASON_MODEL_HUMAN_CONFLICT: _ClassVar[CorrectionReason]
     CORRECTION_REASON_BAD_CASE: _ClassVar[CorrectionReason]
 
+class AssignmentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ASSIGNMENT_STATE_UNSPECIFIED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_ACTIVE: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_SUBMITTED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_SKIPPED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_EXPIRED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_REJECTED: _ClassVar[AssignmentState]
+
 class LabelingJobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LABELING_JOB_KIND_UNSPECIFIED: _ClassVar[LabelingJobKind]
@@ -86,6 +103,10 @@ CONSENSUS_METHOD_UNSPECIFIED: ConsensusMethod
 CONSENSUS_METHOD_MAJORITY: ConsensusMethod
 CONSENSUS_METHOD_WEIGHTED: ConsensusMethod
 CONSENSUS_METHOD_REVIEW: ConsensusMethod
+SKIP_POLICY_UNSPECIFIED: SkipPolicy
+SKIP_POLICY_REQUEUE_FOR_ME: SkipPolicy
+SKIP_POLICY_REQUEUE_FOR_OTHERS: SkipPolicy
+SKIP_POLICY_IGNORE: SkipPolicy
 ITEM_STATUS_UNSPECIFIED: ItemStatus
 ITEM_STATUS_UNLABELED: ItemStatus
 ITEM_STATUS_IN_PROGRESS: ItemStatus
@@ -93,6 +114,7 @@ ITEM_STATUS_ANNOTATED: ItemStatus
 ITEM_STATUS_IN_REVIEW: ItemStatus
 ITEM_STATUS_DONE: ItemStatus
 ITEM_STATUS_IN_CORRECTION: ItemStatus
+ITEM_STATUS_SKIPPED: ItemStatus
 FACE_PAIR_DECISION_UNSPECIFIED: FacePairDecision
 FACE_PAIR_DECISION_SAME: FacePairDecision
 FACE_PAIR_DECISION_DIFFERENT: FacePairDecision
@@ -111,6 +133,12 @@ CORRECTION_REASON_LOW_CONFIDENCE: CorrectionReason
 CORRECTION_REASON_DISAGREEMENT: CorrectionReason
 CORRECTION_REASON_MODEL_HUMAN_CONFLICT: CorrectionReason
 CORRECTION_REASON_BAD_CASE: CorrectionReason
+ASSIGNMENT_STATE_UNSPECIFIED: AssignmentState
+ASSIGNMENT_STATE_ACTIVE: AssignmentState
+ASSIGNMENT_STATE_SUBMITTED: AssignmentState
+ASSIGNMENT_STATE_SKIPPED: AssignmentState
+ASSIGNMENT_STATE_EXPIRED: AssignmentState
+ASSIGNMENT_STATE_REJECTED: AssignmentState
 LABELING_JOB_KIND_UNSPECIFIED: LabelingJobKind
 LABELING_JOB_KIND_PRELABEL: LabelingJobKind
 LABELING_JOB_KIND_IMPORT: LabelingJobKind
@@ -131,7 +159,7 @@ class LabelDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ..., allowed_pairs: _Optional[_Iterable[str]] = ..., color: _Optional[str] = ...) -> None: ...
 
 class ProjectSpec(_message.Message):
-    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags")
+    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags", "skip_policy")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +178,7 @@ class ProjectSpec(_message.Message):
     LOW_CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_TTL_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_type: TaskType
     labels: _containers.RepeatedCompositeFieldContainer[LabelDefinition]
@@ -161,7 +190,8 @@ class ProjectSpec(_message.Message):
     low_confidence_threshold: float
     assignment_ttl: _duration_pb2.Duration
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    skip_policy: SkipPolicy
+    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., skip_policy: _Optional[_Union[SkipPolicy, str]] = ...) -> None: ...
 
 class ProjectStats(_message.Message):
     __slots__ = ("items", "items_unlabeled", "items_in_progress", "items_done", "annotations", "in_correction_queue")
@@ -296,16 +326,18 @@ class ClassLabels(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TextSpan(_message.Message):
-    __slots__ = ("span_id", "start", "end", "label")
+    __slots__ = ("span_id", "start", "end", "label", "text")
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     span_id: str
     start: int
     end: int
     label: str
-    def __init__(self, span_id: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+    text: str
+    def __init__(self, span_id: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., label: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Relation(_message.Message):
     __slots__ = ("source_span_id", "target_span_id", "label")
@@ -346,10 +378,14 @@ class BoundingBox(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[float] = ..., height: _Optional[float] = ..., rotation: _Optional[float] = ..., label: _Optional[str] = ..., text: _Optional[str] = ..., landmarks: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class BoxAnnotation(_message.Message):
-    __slots__ = ("boxes",)
+    __slots__ = ("boxes", "image_width", "image_height")
     BOXES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     boxes: _containers.RepeatedCompositeFieldContainer[BoundingBox]
-    def __init__(self, boxes: _Optional[_Iterable[_Union[BoundingBox, _Mapping]]] = ...) -> None: ...
+    image_width: int
+    image_height: int
+    def __init__(self, boxes: _Optional[_Iterable[_Union[BoundingBox, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
 
 class AnnotationValue(_message.Message):
     __slots__ = ("classes", "spans", "boxes", "face_pair")
@@ -402,7 +438,7 @@ class Review(_message.Message):
     def __init__(self, reviewer: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time")
+    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time", "image_width", "image_height", "gold", "gold_value", "prediction_id", "model_version", "prediction_score")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -416,6 +452,13 @@ class Item(_message.Message):
     CORRECTION_REASONS_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GOLD_FIELD_NUMBER: _ClassVar[int]
+    GOLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_SCORE_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     project_id: str
     content: ItemContent
@@ -429,21 +472,30 @@ class Item(_message.Message):
     correction_reasons: _containers.RepeatedScalarFieldContainer[CorrectionReason]
     external_id: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    image_width: int
+    image_height: int
+    gold: bool
+    gold_value: AnnotationValue
+    prediction_id: str
+    model_version: str
+    prediction_score: float
+    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., gold: bool = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., prediction_id: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction_score: _Optional[float] = ...) -> None: ...
 
 class NewItem(_message.Message):
-    __slots__ = ("content", "entity_id", "label_time", "metadata", "external_id")
+    __slots__ = ("content", "entity_id", "label_time", "metadata", "external_id", "gold_value")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    GOLD_VALUE_FIELD_NUMBER: _ClassVar[int]
     content: ItemContent
     entity_id: str
     label_time: _timestamp_pb2.Timestamp
     metadata: _struct_pb2.Struct
     external_id: str
-    def __init__(self, content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., external_id: _Optional[str] = ...) -> None: ...
+    gold_value: AnnotationValue
+    def __init__(self, content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., external_id: _Optional[str] = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ...) -> None: ...
 
 class AddItemsRequest(_message.Message):
     __slots__ = ("project_id", "items", "request_id")
@@ -498,7 +550,7 @@ class ListItemsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("assignment_id", "project_id", "item", "annotator", "is_review", "expire_time", "submitted")
+    __slots__ = ("assignment_id", "project_id", "item", "annotator", "is_review", "expire_time", "submitted", "state")
     ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
@@ -506,6 +558,7 @@ class Assignment(_message.Message):
     IS_REVIEW_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     assignment_id: str
     project_id: str
     item: Item
@@ -513,7 +566,8 @@ class Assignment(_message.Message):
     is_review: bool
     expire_time: _timestamp_pb2.Timestamp
     submitted: bool
-    def __init__(self, assignment_id: _Optional[str] = ..., project_id: _Optional[str] = ..., item: _Optional[_Union[Item, _Mapping]] = ..., annotator: _Optional[str] = ..., is_review: bool = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., submitted: bool = ...) -> None: ...
+    state: AssignmentState
+    def __init__(self, assignment_id: _Optional[str] = ..., project_id: _Optional[str] = ..., item: _Optional[_Union[Item, _Mapping]] = ..., annotator: _Optional[str] = ..., is_review: bool = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., submitted: bool = ..., state: _Optional[_Union[AssignmentState, str]] = ...) -> None: ...
 
 class RequestAssignmentsRequest(_message.Message):
     __slots__ = ("project_id", "annotator", "count", "review", "prefer_correction_queue", "request_id")
@@ -557,21 +611,37 @@ class ListAssignmentsResponse(_message.Message):
     page: _common_pb2.PageResponse
     def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
+class RenewAssignmentLeaseRequest(_message.Message):
+    __slots__ = ("assignment_id", "annotator")
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    assignment_id: str
+    annotator: str
+    def __init__(self, assignment_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class RenewAssignmentLeaseResponse(_message.Message):
+    __slots__ = ("assignment",)
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    assignment: Assignment
+    def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ...) -> None: ...
+
 class SubmitAnnotationRequest(_message.Message):
-    __slots__ = ("assignment_id", "value", "skip", "confidence", "duration_ms", "request_id")
+    __slots__ = ("assignment_id", "value", "skip", "confidence", "duration_ms", "request_id", "annotator")
     ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SKIP_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
     assignment_id: str
     value: AnnotationValue
     skip: bool
     confidence: float
     duration_ms: int
     request_id: str
-    def __init__(self, assignment_id: _Optional[str] = ..., value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., skip: bool = ..., confidence: _Optional[float] = ..., duration_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    annotator: str
+    def __init__(self, assignment_id: _Optional[str] = ..., value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., skip: bool = ..., confidence: _Optional[float] = ..., duration_ms: _Optional[int] = ..., request_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
 
 class SubmitAnnotationResponse(_message.Message):
     __slots__ = ("annotation", "item_status")
@@ -582,18 +652,20 @@ class SubmitAnnotationResponse(_message.Message):
     def __init__(self, annotation: _Optional[_Union[Annotation, _Mapping]] = ..., item_status: _Optional[_Union[ItemStatus, str]] = ...) -> None: ...
 
 class SubmitReviewRequest(_message.Message):
-    __slots__ = ("annotation_id", "decision", "correction", "comment", "request_id")
+    __slots__ = ("annotation_id", "decision", "correction", "comment", "request_id", "reviewer")
     ANNOTATION_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     CORRECTION_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
     annotation_id: str
     decision: ReviewDecision
     correction: AnnotationValue
     comment: str
     request_id: str
-    def __init__(self, annotation_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    reviewer: str
+    def __init__(self, annotation_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., request_id: _Optional[str] = ..., reviewer: _Optional[str] = ...) -> None: ...
 
 class SubmitReviewResponse(_message.Message):
     __slots__ = ("annotation", "item_status")
@@ -602,6 +674,38 @@ class SubmitReviewResponse(_message.Message):
     annotation: Annotation
     item_status: ItemStatus
     def __init__(self, annotation: _Optional[_Union[Annotation, _Mapping]] = ..., item_status: _Optional[_Union[ItemStatus, str]] = ...) -> None: ...
+
+class AnnotatorStats(_message.Message):
+    __slots__ = ("annotator", "annotations", "skipped", "gold_answered", "gold_correct", "gold_accuracy", "median_duration_ms")
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    GOLD_ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    GOLD_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    GOLD_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    annotator: str
+    annotations: int
+    skipped: int
+    gold_answered: int
+    gold_correct: int
+    gold_accuracy: float
+    median_duration_ms: int
+    def __init__(self, annotator: _Optional[str] = ..., annotations: _Optional[int] = ..., skipped: _Optional[int] = ..., gold_answered: _Optional[int] = ..., gold_correct: _Optional[int] = ..., gold_accuracy: _Optional[float] = ..., median_duration_ms: _Optional[int] = ...) -> None: ...
+
+class GetAnnotatorStatsRequest(_message.Message):
+    __slots__ = ("project_id", "annotator")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    annotator: str
+    def __init__(self, project_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class GetAnnotatorStatsResponse(_message.Message):
+    __slots__ = ("annotators",)
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    annotators: _containers.RepeatedCompositeFieldContainer[AnnotatorStats]
+    def __init__(self, annotators: _Optional[_Iterable[_Union[AnnotatorStats, _Mapping]]] = ...) -> None: ...
 
 class AnnotatorAgreement(_message.Message):
     __slots__ = ("annotator", "annotations", "accuracy", "median_duration_ms")

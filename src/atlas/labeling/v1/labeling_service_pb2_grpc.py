@@ -85,6 +85,11 @@ class LabelingServiceStub(object):
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsRequest.SerializeToString,
                 response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsResponse.FromString,
                 _registered_method=True)
+        self.RenewAssignmentLease = channel.unary_unary(
+                '/atlas.labeling.v1.LabelingService/RenewAssignmentLease',
+                request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseRequest.SerializeToString,
+                response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseResponse.FromString,
+                _registered_method=True)
         self.SubmitAnnotation = channel.unary_unary(
                 '/atlas.labeling.v1.LabelingService/SubmitAnnotation',
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitAnnotationRequest.SerializeToString,
@@ -94,6 +99,11 @@ class LabelingServiceStub(object):
                 '/atlas.labeling.v1.LabelingService/SubmitReview',
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewRequest.SerializeToString,
                 response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewResponse.FromString,
+                _registered_method=True)
+        self.GetAnnotatorStats = channel.unary_unary(
+                '/atlas.labeling.v1.LabelingService/GetAnnotatorStats',
+                request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsRequest.SerializeToString,
+                response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsResponse.FromString,
                 _registered_method=True)
         self.GetAgreement = channel.unary_unary(
                 '/atlas.labeling.v1.LabelingService/GetAgreement',
@@ -245,12 +255,26 @@ class LabelingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewAssignmentLease(self, request, context):
+        """Extends the lease of an active assignment by the project's TTL from now (a heartbeat
+        while the annotator works).
+        Errors: INVALID_ARGUMENT if the assignment id is empty; NOT_FOUND if the assignment does
+        not exist; FAILED_PRECONDITION if the lease already expired or the assignment was
+        submitted or skipped; PERMISSION_DENIED if the caller is not the assignee.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitAnnotation(self, request, context):
-        """Submits an annotation for an assigned item (or skips it).
+        """Submits an annotation for an assigned item (or skips it, following the project's skip
+        policy). A retry with the same request_id returns the stored annotation; nothing is
+        stored when validation fails.
         Errors: INVALID_ARGUMENT if the annotation does not fit the task type or label schema
-        (unknown label, span outside the text, box outside the image; named); NOT_FOUND if the
-        assignment does not exist; FAILED_PRECONDITION if the assignment expired or was already
-        submitted with a different request_id; PERMISSION_DENIED if the caller is not the assignee.
+        (unknown label, span outside the text, box outside the image, confidence outside [0, 1];
+        the message names the field); NOT_FOUND if the assignment does not exist;
+        FAILED_PRECONDITION if the lease expired or the assignment was already submitted with a
+        different request_id; PERMISSION_DENIED if the caller is not the assignee.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -258,9 +282,22 @@ class LabelingServiceServicer(object):
 
     def SubmitReview(self, request, context):
         """Records a reviewer's decision on an annotation: accept, reject, or correct.
+        Accept makes the annotation the item's final label; reject returns the item to the queue
+        (to another annotator); correct stores the reviewer's value as the final label.
         Errors: INVALID_ARGUMENT if the decision is missing or the correction does not fit the
-        schema; NOT_FOUND if the annotation does not exist; FAILED_PRECONDITION if the reviewer
-        is the annotator; PERMISSION_DENIED if the caller lacks the reviewer scope.
+        schema (named); NOT_FOUND if the annotation does not exist; FAILED_PRECONDITION if the
+        reviewer is the annotator, the annotation is not a submitted human annotation or was
+        already reviewed with a different request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnnotatorStats(self, request, context):
+        """Per-annotator counters: annotations, skips, gold (honeypot) items answered and how many
+        of them matched the known answer.
+        Errors: INVALID_ARGUMENT if the project id is empty; NOT_FOUND if the project does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -421,6 +458,11 @@ def add_LabelingServiceServicer_to_server(servicer, server):
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsRequest.FromString,
                     response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsResponse.SerializeToString,
             ),
+            'RenewAssignmentLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewAssignmentLease,
+                    request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseRequest.FromString,
+                    response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseResponse.SerializeToString,
+            ),
             'SubmitAnnotation': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitAnnotation,
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitAnnotationRequest.FromString,
@@ -430,6 +472,11 @@ def add_LabelingServiceServicer_to_server(servicer, server):
                     servicer.SubmitReview,
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewRequest.FromString,
                     response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewResponse.SerializeToString,
+            ),
+            'GetAnnotatorStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnnotatorStats,
+                    request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsRequest.FromString,
+                    response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsResponse.SerializeToString,
             ),
             'GetAgreement': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAgreement,
@@ -764,6 +811,33 @@ class LabelingService(object):
             _registered_method=True)
 
     @staticmethod
+    def RenewAssignmentLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.labeling.v1.LabelingService/RenewAssignmentLease',
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseRequest.SerializeToString,
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SubmitAnnotation(request,
             target,
             options=(),
@@ -807,6 +881,33 @@ class LabelingService(object):
             '/atlas.labeling.v1.LabelingService/SubmitReview',
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewRequest.SerializeToString,
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnnotatorStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.labeling.v1.LabelingService/GetAnnotatorStats',
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsRequest.SerializeToString,
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
