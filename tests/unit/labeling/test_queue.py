@@ -16,7 +16,7 @@ from atlas_labeling.service import LabelingService
 from atlas_labeling.tables import annotations, assignments
 from atlas_labeling.values import Classes, ItemContent
 
-from .conftest import Clock, Harness, build_service
+from .conftest import Harness, build_service
 
 LABELS = (LabelDef("pos"), LabelDef("neg"))
 POS, NEG = Classes(("pos",)), Classes(("neg",))
