@@ -32,6 +32,7 @@ from atlas_labeling.items import (
     AnnotationRecord,
     ItemRecord,
     ItemStore,
+    annotations_of,
     row_to_annotation,
     row_to_item,
 )
@@ -256,6 +257,13 @@ class AssignmentQueue:
                 )
             )
             leased.append(record)
+        if leased:
+            by_item = annotations_of(conn, [r.item_id for r in leased])
+            for record in leased:
+                assert record.item is not None
+                record.item.annotations = [
+                    a for a in by_item[record.item_id] if a.review_decision is None
+                ]
         return leased
 
     def _expire(self, conn: Connection, project_id: str, now: datetime) -> int:

@@ -327,7 +327,7 @@ class ItemStore:
             if project_id:
                 self.projects.load(conn, project_id)
             item = self.load(conn, project_id, item_id)
-            item.annotations = _annotations_of(conn, [item.item_id])[item.item_id]
+            item.annotations = annotations_of(conn, [item.item_id])[item.item_id]
         return item
 
     def list(
@@ -347,13 +347,13 @@ class ItemStore:
             rows = conn.execute(query.order_by(items.c.seq).offset(offset).limit(limit + 1)).all()
             found = [row_to_item(r) for r in rows[:limit]]
             if with_annotations and found:
-                by_item = _annotations_of(conn, [i.item_id for i in found])
+                by_item = annotations_of(conn, [i.item_id for i in found])
                 for item in found:
                     item.annotations = by_item[item.item_id]
         return found, len(rows) > limit
 
 
-def _annotations_of(conn: Connection, item_ids: list[str]) -> dict[str, list[AnnotationRecord]]:
+def annotations_of(conn: Connection, item_ids: list[str]) -> dict[str, list[AnnotationRecord]]:
     found: dict[str, list[AnnotationRecord]] = {i: [] for i in item_ids}
     for chunk in _chunks(item_ids, 500):
         rows = conn.execute(
