@@ -36,10 +36,11 @@ from atlas_labeling.items import (
     row_to_annotation,
     row_to_item,
 )
+from atlas_labeling.labels import append_label
 from atlas_labeling.projects import Project, ProjectStore, aware, new_id, utcnow
 from atlas_labeling.schema import check_confidence, validate_value
 from atlas_labeling.tables import annotations, assignments, items, label_usage
-from atlas_labeling.values import Value, labels_used, same_answer, to_json
+from atlas_labeling.values import Value, from_json, labels_used, same_answer, to_json
 
 OPEN = ("unlabeled", "in_progress")
 REVIEW_DECISIONS = ("accept", "reject", "correct")
@@ -543,11 +544,17 @@ class AssignmentQueue:
         ).scalar_one()
         status = item.status
         if item.gold_value is None and submitted >= project.spec.overlap and status in OPEN:
-            status = self._complete(conn, project, item, value, now)
+            status = self._complete(conn, project, item, value, record.author, now)
         return record, status
 
     def _complete(
-        self, conn: Connection, project: Project, item: ItemRecord, value: Value, now: datetime
+        self,
+        conn: Connection,
+        project: Project,
+        item: ItemRecord,
+        value: Value,
+        author: str,
+        now: datetime,
     ) -> str:
         """Enough annotations: to review, straight to done (one annotator), or to consensus."""
         spec = project.spec
@@ -560,6 +567,9 @@ class AssignmentQueue:
                 final_value=json.dumps(to_json(value)),
                 final_source="human",
                 decided_at=now,
+            )
+            append_label(
+                conn, item, value, source="human", annotators=[author], agreement=None, now=now
             )
         else:
             values["status"] = "annotated"
@@ -643,7 +653,7 @@ class AssignmentQueue:
                     reviewed_at=now,
                 )
             )
-            status = self._apply_review(conn, item, row, decision, correction, now)
+            status = self._apply_review(conn, item, row, reviewer, decision, correction, now)
             conn.execute(
                 update(assignments)
                 .where(
@@ -664,6 +674,7 @@ class AssignmentQueue:
         conn: Connection,
         item: ItemRecord,
         row: object,
+        reviewer: str,
         decision: str,
         correction: Value | None,
         now: datetime,
@@ -685,15 +696,20 @@ class AssignmentQueue:
             return conn.execute(
                 select(items.c.status).where(items.c.item_id == item.item_id)
             ).scalar_one()
-        final = correction if decision == "correct" else row.value  # type: ignore[attr-defined]
-        final_json = json.dumps(to_json(final)) if decision == "correct" else final
+        if decision == "correct":
+            assert correction is not None
+            final, source, people = correction, "review", [reviewer]
+        else:
+            final = from_json(json.loads(row.value))  # type: ignore[attr-defined]
+            source, people = "human", [row.author, reviewer]  # type: ignore[attr-defined]
+        append_label(conn, item, final, source=source, annotators=people, agreement=None, now=now)
         conn.execute(
             update(items)
             .where(items.c.item_id == item.item_id)
             .values(
                 status="done",
-                final_value=final_json,
-                final_source="review" if decision == "correct" else "human",
+                final_value=json.dumps(to_json(final)),
+                final_source=source,
                 decided_at=now,
             )
         )

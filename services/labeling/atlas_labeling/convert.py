@@ -13,6 +13,7 @@ from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument
+from atlas_core.jobs import JobRecord
 from atlas_labeling import schema
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
@@ -421,3 +422,58 @@ def annotator_stats_to_pb(stats: AnnotatorStats) -> pb.AnnotatorStats:
 
 def review_decision(value: int) -> str:
     return REVIEW_DECISIONS.get(value, "")
+
+
+# ---- jobs and exports ---------------------------------------------------------------------
+
+JOB_KINDS = {
+    "import_items": pb.LABELING_JOB_KIND_IMPORT,
+    "export_labels": pb.LABELING_JOB_KIND_EXPORT,
+}
+JOB_KINDS_FROM_PB = {v: k for k, v in JOB_KINDS.items()}
+_SPEC_FIELDS = {"import_items": "import_items", "export_labels": "export"}
+_EXPORT_FORMATS = {
+    "parquet": pb.EXPORT_FORMAT_PARQUET,
+    "jsonl": pb.EXPORT_FORMAT_JSONL,
+    "coco": pb.EXPORT_FORMAT_COCO,
+}
+
+
+def _ref(raw: dict[str, Any]) -> common_pb2.ArtifactRef:
+    return common_pb2.ArtifactRef(uri=raw["uri"], sha256=raw["sha256"], size_bytes=raw["size"])
+
+
+def export_to_pb(raw: dict[str, Any], spec: dict[str, Any] | None = None) -> pb.Export:
+    message = pb.Export(
+        export_id=raw["export_id"],
+        project_id=raw["project_id"],
+        artifact=_ref(raw["artifact"]),
+        rows=raw["rows"],
+        label_counts=raw["label_counts"],
+        cursor=raw["cursor"],
+        parts=[_ref(p) for p in raw["parts"]],
+    )
+    message.create_time.FromJsonString(raw["create_time"].replace("+00:00", "Z"))
+    if raw.get("dataset"):
+        message.dataset.dataset_id = raw["dataset"]["dataset_id"]
+        message.dataset.version = raw["dataset"]["version"]
+    if spec is not None:
+        json_format.ParseDict(spec, message.spec, ignore_unknown_fields=True)
+    else:
+        message.spec.project_id = raw["project_id"]
+        message.spec.after_cursor = raw.get("after_cursor", "")
+        message.spec.format = _EXPORT_FORMATS.get(raw.get("format", ""), 0)
+    return message
+
+
+def job_to_pb(record: JobRecord) -> pb.LabelingJob:
+    job = pb.LabelingJob(status=pc.job_status(record), kind=JOB_KINDS.get(record.kind, 0))
+    field = _SPEC_FIELDS.get(record.kind)
+    if field is not None:
+        json_format.ParseDict(record.spec, getattr(job, field), ignore_unknown_fields=True)
+    result = record.result or {}
+    if "item_result" in result:
+        job.item_result.CopyFrom(pb.ItemJobResult(**result["item_result"]))
+    elif "export" in result:
+        job.export_result.CopyFrom(export_to_pb(result["export"], record.spec))
+    return job

@@ -97,6 +97,7 @@ class ProjectStore:
                         etag=project.etag,
                         created_at=now,
                         updated_at=now,
+                        label_seq=0,
                     )
                 )
         except IntegrityError:

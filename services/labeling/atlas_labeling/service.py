@@ -3,23 +3,46 @@ uses. Mutations taking a request_id are idempotent: a retry returns the first re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 
+from sqlalchemy import select
+
+from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core.db import IdempotencyStore
+from atlas_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from atlas_core.jobs import JobRecord, JobRunner
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.config import LabelingSettings
 from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
+from atlas_labeling.jobs import (
+    FORMATS,
+    KIND_EXPORT,
+    KIND_IMPORT,
+    RESUMABLE,
+    export_sources,
+    job_handlers,
+    parse_cursor,
+    spec_to_json,
+)
+from atlas_labeling.labels import read_rows
 from atlas_labeling.projects import Project
 from atlas_labeling.runtime import LabelingRuntime, open_runtime
-from atlas_labeling.schema import ProjectSpec
-from atlas_labeling.tables import idempotency
+from atlas_labeling.schema import CONTENT_KIND, VALUE_KIND, ProjectSpec
+from atlas_labeling.tables import exports, idempotency
 from atlas_labeling.values import Value
 
 
 class LabelingService:
-    def __init__(self, runtime: LabelingRuntime) -> None:
+    def __init__(self, runtime: LabelingRuntime, runner: JobRunner | None = None) -> None:
         self.rt = runtime
+        self.jobs = runner or JobRunner(
+            runtime.engine,
+            job_handlers(runtime.settings),
+            max_concurrent=runtime.settings.jobs.max_concurrent,
+            runner_id=runtime.settings.jobs.runner_id,
+        )
         self.idempotency = IdempotencyStore(runtime.engine, idempotency)
 
     @classmethod
@@ -29,9 +52,10 @@ class LabelingService:
         return cls(runtime)
 
     def start(self) -> None:
-        pass
+        self.jobs.start()
 
     def stop(self) -> None:
+        self.jobs.stop()
         self.rt.close()
 
     # ---- projects -----------------------------------------------------------------------
@@ -164,3 +188,122 @@ class LabelingService:
 
     def annotator_stats(self, project_id: str, annotator: str = "") -> list[AnnotatorStats]:
         return self.rt.queue.annotator_stats(project_id, annotator)
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    def submit_import(self, spec: pb.ImportSpec, request_id: str = "") -> JobRecord:
+        """Check what can be checked at once, then queue a resumable import."""
+        project = self.rt.projects.get(spec.project_id, with_stats=False)
+        if project.archived:
+            raise FailedPrecondition(f"project {spec.project_id} is archived", reason="ARCHIVED")
+        source = spec.WhichOneof("source")
+        if source is None:
+            raise InvalidArgument("import_items: give manifest or bad_cases", reason="NO_SOURCE")
+        if source == "bad_cases":
+            raise FailedPrecondition(
+                "bad-case import from serving captures is not available in this version",
+                reason="BAD_CASE_IMPORT_UNAVAILABLE",
+            )
+        m = spec.manifest
+        if not m.manifest.uri:
+            raise InvalidArgument("manifest.manifest.uri is empty", reason="NO_SOURCE")
+        if not m.content_column:
+            raise InvalidArgument("manifest.content_column is empty", reason="MISSING_COLUMN")
+        if CONTENT_KIND[project.spec.task_type] == "image_pair" and not m.second_content_column:
+            raise InvalidArgument(
+                "manifest.second_content_column is empty (face pairs need two images)",
+                reason="MISSING_COLUMN",
+            )
+        if m.prelabel_column:
+            raise InvalidArgument(
+                "manifest.prelabel_column is not supported yet", reason="UNSUPPORTED_COLUMN"
+            )
+        key = self.rt.artifacts.key_for_uri(m.manifest.uri)
+        if not self.rt.artifacts.exists(key):
+            raise NotFound(f"manifest {m.manifest.uri} does not exist", reason="NOT_FOUND")
+        return self._submit(KIND_IMPORT, spec, request_id)
+
+    def submit_export(self, spec: pb.ExportSpec, request_id: str = "") -> JobRecord:
+        project = self.rt.projects.get(spec.project_id, with_stats=False)
+        if spec.format not in FORMATS:
+            raise InvalidArgument(f"format {spec.format} is unknown", reason="BAD_FORMAT")
+        fmt = FORMATS[spec.format]
+        after = parse_cursor(spec.after_cursor)
+        if not 0.0 <= spec.min_agreement <= 1.0:
+            raise InvalidArgument("min_agreement is outside [0, 1]", reason="OUT_OF_RANGE")
+        if spec.rows_per_part < 0:
+            raise InvalidArgument("rows_per_part is negative", reason="OUT_OF_RANGE")
+        if (
+            spec.HasField("start_time")
+            and spec.HasField("end_time")
+            and spec.end_time.ToNanoseconds() <= spec.start_time.ToNanoseconds()
+        ):
+            raise InvalidArgument("end_time must be after start_time", reason="BAD_WINDOW")
+        if fmt == "coco" and VALUE_KIND[project.spec.task_type] != "boxes":
+            raise FailedPrecondition(
+                f"COCO exports boxes; task type {project.spec.task_type} has none",
+                reason="NO_BOXES",
+            )
+        if spec.dataset_name and fmt != "parquet":
+            raise InvalidArgument(
+                "dataset_name needs the Parquet format", reason="DATASET_NEEDS_PARQUET"
+            )
+        with self.rt.engine.connect() as conn:
+            found = read_rows(conn, spec.project_id, after, 1, sources=export_sources(spec))
+        if not found:
+            raise FailedPrecondition(
+                "no label row matches the export (nothing decided after the cursor)",
+                reason="NO_LABELS",
+            )
+        return self._submit(KIND_EXPORT, spec, request_id)
+
+    def _submit(self, kind: str, spec: object, request_id: str) -> JobRecord:
+        job_id = self.jobs.submit(
+            kind, spec_to_json(spec), request_id=request_id or None, resumable=kind in RESUMABLE
+        )
+        return self.jobs.get(job_id)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        if not job_id:
+            raise InvalidArgument("job_id is empty", reason="EMPTY_ID")
+        return self.jobs.get(job_id)
+
+    def cancel_job(self, job_id: str) -> JobRecord:
+        record = self.get_job(job_id)
+        if not record.finished:
+            self.jobs.cancel(job_id)
+        return self.jobs.get(job_id)
+
+    def list_jobs(
+        self,
+        offset: int,
+        limit: int,
+        *,
+        project_id: str = "",
+        kind: str | None = None,
+        states: set[str] | None = None,
+    ) -> tuple[list[JobRecord], bool]:
+        records = [
+            r
+            for r in self.jobs.list_all(kind=kind)
+            if (not states or r.state in states)
+            and (not project_id or r.spec.get("project_id") == project_id)
+        ]
+        records.sort(key=lambda r: r.created_at, reverse=True)
+        return records[offset : offset + limit], offset + limit < len(records)
+
+    def list_exports(self, project_id: str, offset: int, limit: int) -> tuple[list[dict], bool]:
+        with self.rt.engine.connect() as conn:
+            self.rt.projects.load(conn, project_id)
+            rows = (
+                conn.execute(
+                    select(exports.c.body)
+                    .where(exports.c.project_id == project_id)
+                    .order_by(exports.c.created_at.desc(), exports.c.export_id)
+                    .offset(offset)
+                    .limit(limit + 1)
+                )
+                .scalars()
+                .all()
+            )
+        return [json.loads(r) for r in rows[:limit]], len(rows) > limit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from atlas.labeling.v1 import labeling_service_pb2 as pb
@@ -199,6 +200,63 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
         )
         return pb.GetAnnotatorStatsResponse(
             annotators=[convert.annotator_stats_to_pb(s) for s in stats]
+        )
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    async def SubmitImportJob(self, request: Any, context: Any) -> Any:
+        record = await to_thread(self.svc.submit_import, request.spec, request.request_id)
+        return pb.SubmitImportJobResponse(job=convert.job_to_pb(record))
+
+    async def SubmitExportJob(self, request: Any, context: Any) -> Any:
+        record = await to_thread(self.svc.submit_export, request.spec, request.request_id)
+        return pb.SubmitExportJobResponse(job=convert.job_to_pb(record))
+
+    async def GetLabelingJob(self, request: Any, context: Any) -> Any:
+        record = await to_thread(self.svc.get_job, request.job_id)
+        return pb.GetLabelingJobResponse(job=convert.job_to_pb(record))
+
+    async def WatchLabelingJob(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[pb.WatchLabelingJobResponse]:
+        job_id = _require(request.job_id, "job_id")
+        record = await to_thread(self.svc.get_job, job_id)
+        seen = await to_thread(self.svc.jobs.events, job_id)
+        yield pb.WatchLabelingJobResponse(job=convert.job_to_pb(record))
+        if record.finished:
+            return
+        async for _event in self.svc.jobs.awatch(job_id, seen[-1].seq if seen else 0):
+            record = await to_thread(self.svc.get_job, job_id)
+            yield pb.WatchLabelingJobResponse(job=convert.job_to_pb(record))
+
+    async def CancelLabelingJob(self, request: Any, context: Any) -> Any:
+        record = await to_thread(self.svc.cancel_job, _require(request.job_id, "job_id"))
+        return pb.CancelLabelingJobResponse(job=convert.job_to_pb(record))
+
+    async def ListLabelingJobs(self, request: Any, context: Any) -> Any:
+        offset, limit = pc.page_window(request.page)
+        states = {pc.JOB_STATES_FROM_PB[s] for s in request.states if s in pc.JOB_STATES_FROM_PB}
+        records, more = await to_thread(
+            self.svc.list_jobs,
+            offset,
+            limit,
+            project_id=request.project_id,
+            kind=convert.JOB_KINDS_FROM_PB.get(request.kind),
+            states=states,
+        )
+        return pb.ListLabelingJobsResponse(
+            jobs=[convert.job_to_pb(r) for r in records],
+            page=pc.page_response(offset, limit, more),
+        )
+
+    async def ListExports(self, request: Any, context: Any) -> Any:
+        offset, limit = pc.page_window(request.page)
+        found, more = await to_thread(
+            self.svc.list_exports, _require(request.project_id, "project_id"), offset, limit
+        )
+        return pb.ListExportsResponse(
+            exports=[convert.export_to_pb(e) for e in found],
+            page=pc.page_response(offset, limit, more),
         )
 
 

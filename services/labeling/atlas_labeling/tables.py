@@ -39,6 +39,40 @@ projects = Table(
     Column("etag", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Last label row number handed out: incrementing it locks the project row, so label rows
+    # of one project commit in number order and an export cursor never skips one.
+    Column("label_seq", BigInteger, nullable=False, default=0),
+)
+
+# Versioned, append-only label history: one row per decision (a relabel adds a row with the
+# same event time and a later creation time). Exports stream these in `seq` order.
+label_rows = Table(
+    "labeling_label_rows",
+    metadata,
+    Column("project_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("item_id", String(64), nullable=False),
+    Column("entity_key", String(256), nullable=False),
+    Column("label", Text, nullable=False),  # class labels joined by "|", else ""
+    Column("value", Text, nullable=False),  # JSON of values.Value
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("label_version", Integer, nullable=False),
+    Column("annotators", Text, nullable=False),  # JSON list
+    Column("agreement", Float, nullable=True),
+    Column("source", String(16), nullable=False),  # human | review | consensus | model
+    PrimaryKeyConstraint("project_id", "seq"),
+    Index("ix_labeling_label_rows_item", "item_id", "label_version"),
+)
+
+# Finished exports (one per export job).
+exports = Table(
+    "labeling_exports",
+    metadata,
+    Column("export_id", String(64), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("body", Text, nullable=False),  # JSON of the export record
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 # (project, label kind, label) pairs some annotation used: such labels never disappear.
@@ -131,7 +165,7 @@ annotations = Table(
 
 idempotency = idempotency_table(metadata, "labeling")
 
-ALL = [projects, label_usage, items, assignments, annotations, idempotency]
+ALL = [projects, label_usage, items, assignments, annotations, label_rows, exports, idempotency]
 
 
 def _v1(conn: Connection) -> None:
@@ -139,5 +173,5 @@ def _v1(conn: Connection) -> None:
 
 
 MIGRATIONS = MigrationSet(
-    "labeling", [Migration(1, "projects, items, assignments, annotations", _v1)]
+    "labeling", [Migration(1, "projects, items, assignments, annotations, label rows", _v1)]
 )

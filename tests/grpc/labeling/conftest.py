@@ -13,7 +13,7 @@ from grpc import aio
 from atlas.labeling.v1 import labeling_service_pb2_grpc as pb_grpc
 from atlas_core.config import AuthSettings, DatabaseSettings, S3Settings, ServerSettings
 from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
-from atlas_labeling.config import JobSettings, LabelingSettings
+from atlas_labeling.config import JobSettings, LabelingSettings, PeerSettings
 from atlas_labeling.service import LabelingService
 from atlas_labeling.servicer import labeling_service_def
 
@@ -21,8 +21,11 @@ TOKEN = "labeling-test-token-0123"
 OTHER_TOKEN = "labeling-test-token-4567"
 
 
-def labeling_settings(tmp: Path, s3: S3Settings, db_url: str = "") -> LabelingSettings:
+def labeling_settings(
+    tmp: Path, s3: S3Settings, db_url: str = "", data_target: str = "", data_token: str = ""
+) -> LabelingSettings:
     return LabelingSettings(
+        data=PeerSettings(target=data_target, token=data_token or None),
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"], OTHER_TOKEN: ["*"]})),
         s3=s3,
         data_dir=tmp,
@@ -43,9 +46,13 @@ class LabelingHarness:
 
 @asynccontextmanager
 async def running_labeling_service(
-    tmp_path: Path, s3_settings: S3Settings, db_url: str = ""
+    tmp_path: Path,
+    s3_settings: S3Settings,
+    db_url: str = "",
+    data_target: str = "",
+    data_token: str = "",
 ) -> AsyncIterator[LabelingHarness]:
-    settings = labeling_settings(tmp_path, s3_settings, db_url)
+    settings = labeling_settings(tmp_path, s3_settings, db_url, data_target, data_token)
     service = LabelingService.open(settings)
     service.start()
     server = create_server(settings.server, [labeling_service_def(service)])

@@ -85,6 +85,13 @@ class AssignmentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ASSIGNMENT_STATE_EXPIRED: _ClassVar[AssignmentState]
     ASSIGNMENT_STATE_REJECTED: _ClassVar[AssignmentState]
 
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_PARQUET: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_JSONL: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_COCO: _ClassVar[ExportFormat]
+
 class LabelingJobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LABELING_JOB_KIND_UNSPECIFIED: _ClassVar[LabelingJobKind]
@@ -139,6 +146,10 @@ ASSIGNMENT_STATE_SUBMITTED: AssignmentState
 ASSIGNMENT_STATE_SKIPPED: AssignmentState
 ASSIGNMENT_STATE_EXPIRED: AssignmentState
 ASSIGNMENT_STATE_REJECTED: AssignmentState
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_PARQUET: ExportFormat
+EXPORT_FORMAT_JSONL: ExportFormat
+EXPORT_FORMAT_COCO: ExportFormat
 LABELING_JOB_KIND_UNSPECIFIED: LabelingJobKind
 LABELING_JOB_KIND_PRELABEL: LabelingJobKind
 LABELING_JOB_KIND_IMPORT: LabelingJobKind
@@ -846,23 +857,29 @@ class ImportSpec(_message.Message):
     def __init__(self, project_id: _Optional[str] = ..., manifest: _Optional[_Union[ManifestImport, _Mapping]] = ..., bad_cases: _Optional[_Union[BadCaseImport, _Mapping]] = ...) -> None: ...
 
 class ExportSpec(_message.Message):
-    __slots__ = ("project_id", "start_time", "end_time", "include_model_labels", "min_agreement", "dataset_name")
+    __slots__ = ("project_id", "start_time", "end_time", "include_model_labels", "min_agreement", "dataset_name", "format", "after_cursor", "rows_per_part")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_MODEL_LABELS_FIELD_NUMBER: _ClassVar[int]
     MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ROWS_PER_PART_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     include_model_labels: bool
     min_agreement: float
     dataset_name: str
-    def __init__(self, project_id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., include_model_labels: bool = ..., min_agreement: _Optional[float] = ..., dataset_name: _Optional[str] = ...) -> None: ...
+    format: ExportFormat
+    after_cursor: str
+    rows_per_part: int
+    def __init__(self, project_id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., include_model_labels: bool = ..., min_agreement: _Optional[float] = ..., dataset_name: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., after_cursor: _Optional[str] = ..., rows_per_part: _Optional[int] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("export_id", "project_id", "artifact", "dataset", "rows", "label_counts", "spec", "create_time")
+    __slots__ = ("export_id", "project_id", "artifact", "dataset", "rows", "label_counts", "spec", "create_time", "cursor", "parts")
     class LabelCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -878,6 +895,8 @@ class Export(_message.Message):
     LABEL_COUNTS_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     export_id: str
     project_id: str
     artifact: _common_pb2.ArtifactRef
@@ -886,7 +905,9 @@ class Export(_message.Message):
     label_counts: _containers.ScalarMap[str, int]
     spec: ExportSpec
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, export_id: _Optional[str] = ..., project_id: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., rows: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., spec: _Optional[_Union[ExportSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cursor: str
+    parts: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
+    def __init__(self, export_id: _Optional[str] = ..., project_id: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., rows: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., spec: _Optional[_Union[ExportSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
 
 class ItemJobResult(_message.Message):
     __slots__ = ("items_processed", "items_added", "items_skipped", "queued_for_correction", "errors")

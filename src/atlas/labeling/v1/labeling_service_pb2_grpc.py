@@ -353,11 +353,13 @@ class LabelingServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def SubmitExportJob(self, request, context):
-        """Starts an export job: accepted labels (consensus or reviewed) as a Parquet artifact with
-        (entity id, label, label time, extras), optionally registered as a data-service dataset
-        version with lineage back to the project.
-        Errors: INVALID_ARGUMENT if the selection is malformed; NOT_FOUND if the project does not
-        exist; FAILED_PRECONDITION if no item matches the selection.
+        """Starts an export job: the project's versioned, append-only label rows (entity key, label,
+        event time, label creation time, label version, annotators, agreement, source) after a
+        cursor, streamed into Parquet parts (or JSONL, or COCO for boxes) in the object store and
+        optionally registered as a data-service dataset. Resumable after a crash.
+        Errors: INVALID_ARGUMENT if the selection or cursor is malformed; NOT_FOUND if the project
+        does not exist; FAILED_PRECONDITION if no label row matches the selection or COCO is
+        asked of a task without boxes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,307 @@
+"""The body of each labeling job, run in a job subprocess with its own runtime.
+
+Import: the manifest is streamed in batches; every item gets an external id (the manifest's
+column, else "<manifest sha256>:<row>"), so re-running or resuming an import adds nothing
+twice. Export: label rows are streamed after a cursor into parts with deterministic keys and
+a checkpoint after each part; the export is recorded (and registered with the data service)
+last, under the job's id, so a resumed export neither loses nor repeats a row.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from atlas.labeling.v1 import labeling_service_pb2 as pb
+from atlas_core.clients import DataClient
+from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
+from atlas_core.jobs import JobContext
+from atlas_core.rpc import ClientSettings
+from atlas_core.storage import ArtifactRef
+from atlas_labeling import exporting, manifests
+from atlas_labeling.items import NewItem
+from atlas_labeling.jobs import FORMATS, export_sources, parse_cursor
+from atlas_labeling.labels import LabelRow, read_rows
+from atlas_labeling.projects import utcnow
+from atlas_labeling.runtime import LabelingRuntime
+from atlas_labeling.schema import CONTENT_KIND
+from atlas_labeling.tables import exports, items
+from atlas_labeling.values import Boxes, ItemContent
+
+IMPORT_BATCH = 500
+READ_CHUNK = 10_000
+
+
+def ref_dict(ref: ArtifactRef) -> dict[str, Any]:
+    return {"uri": ref.uri, "sha256": ref.sha256, "size": ref.size}
+
+
+# ---- import --------------------------------------------------------------------------------
+
+
+def import_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.ImportSpec) -> dict[str, Any]:
+    if spec.WhichOneof("source") != "manifest":
+        raise InvalidArgument("import source must be a manifest", reason="NO_SOURCE")
+    m = spec.manifest
+    project = rt.projects.get(spec.project_id, with_stats=False)
+    kind = CONTENT_KIND[project.spec.task_type]
+    key = rt.artifacts.key_for_uri(m.manifest.uri)
+    columns = [
+        c
+        for c in (
+            m.content_column,
+            m.second_content_column if kind == "image_pair" else "",
+            m.entity_column,
+            m.label_time_column,
+            m.external_id_column,
+        )
+        if c
+    ]
+    state = ctx.last_checkpoint() or {"row": 0, "added": 0, "skipped": 0}
+    with tempfile.TemporaryDirectory(dir=rt.work_root) as tmp:
+        path = Path(tmp) / "manifest"
+        source = rt.artifacts.download_to_file(key, path)
+        ctx.report(0.0, f"importing from row {state['row']}")
+        batches = manifests.read_batches(
+            path, manifests.is_jsonl(key), columns, state["row"], IMPORT_BATCH
+        )
+        for first, rows in batches:
+            ctx.raise_if_cancelled()
+            new = [
+                _new_item(m, kind, row, f"{source.sha256[:16]}:{first + i}", first + i)
+                for i, row in enumerate(rows)
+            ]
+            try:
+                ids, skipped = rt.items.add(spec.project_id, new)
+            except AtlasError as exc:
+                raise type(exc)(
+                    f"manifest rows {first}..{first + len(rows) - 1}: {exc.message}",
+                    reason=exc.reason,
+                ) from None
+            state = {
+                "row": first + len(rows),
+                "added": state["added"] + len(ids) - skipped,
+                "skipped": state["skipped"] + skipped,
+            }
+            ctx.checkpoint(state)
+            ctx.report(None, f"{state['row']} rows read, {state['added']} items added")
+    return {
+        "item_result": {
+            "items_processed": state["row"],
+            "items_added": state["added"],
+            "items_skipped": state["skipped"],
+        }
+    }
+
+
+def _new_item(
+    m: pb.ManifestImport, kind: str, row: dict[str, Any], default_id: str, number: int
+) -> NewItem:
+    value = row.get(m.content_column)
+    if value is None:
+        raise InvalidArgument(
+            f"manifest row {number}: {m.content_column} is empty", reason="BAD_CONTENT"
+        )
+    if kind == "text":
+        content = ItemContent(text=str(value))
+    elif kind == "image":
+        content = ItemContent(image_uri=str(value))
+    else:
+        content = ItemContent(
+            image_uri=str(value), second_image_uri=str(row.get(m.second_content_column) or "")
+        )
+    external = row.get(m.external_id_column) if m.external_id_column else None
+    return NewItem(
+        content=content,
+        entity_id=str(row.get(m.entity_column) or "") if m.entity_column else "",
+        label_time=manifests.to_datetime(
+            row.get(m.label_time_column), f"manifest row {number}: {m.label_time_column}"
+        )
+        if m.label_time_column
+        else None,
+        external_id=str(external) if external not in (None, "") else default_id,
+    )
+
+
+# ---- export --------------------------------------------------------------------------------
+
+
+def _chunks(
+    rt: LabelingRuntime, spec: pb.ExportSpec, after: int, limit: int | None
+) -> Iterator[list[LabelRow]]:
+    utc = timezone.utc
+    start = spec.start_time.ToDatetime(tzinfo=utc) if spec.HasField("start_time") else None
+    end = spec.end_time.ToDatetime(tzinfo=utc) if spec.HasField("end_time") else None
+    taken = 0
+    while limit is None or taken < limit:
+        size = READ_CHUNK if limit is None else min(READ_CHUNK, limit - taken)
+        with rt.engine.connect() as conn:
+            rows = read_rows(
+                conn,
+                spec.project_id,
+                after,
+                size,
+                sources=export_sources(spec),
+                min_agreement=spec.min_agreement,
+                start=start,
+                end=end,
+            )
+        if not rows:
+            return
+        yield rows
+        taken += len(rows)
+        after = rows[-1].seq
+
+
+def export_labels(rt: LabelingRuntime, ctx: JobContext, spec: pb.ExportSpec) -> dict[str, Any]:
+    project = rt.projects.get(spec.project_id, with_stats=False)
+    fmt = FORMATS[spec.format]
+    first = parse_cursor(spec.after_cursor)
+    state = ctx.last_checkpoint() or {"cursor": first, "parts": [], "rows": 0, "counts": {}}
+    prefix = f"exports/{spec.project_id}/{ctx.job_id}"
+    if fmt == "coco":
+        counts: dict[str, int] = {}
+        ref, rows, last = exporting.write_coco(
+            rt.artifacts,
+            f"{prefix}/coco.json",
+            _counting(_chunks(rt, spec, first, None), counts),
+            lambda item_id: _image_uri(rt, item_id),
+            [label.name for label in project.spec.labels if label.kind == "class"],
+            rt.work_root,
+        )
+        state = {
+            "cursor": max(last, first),
+            "parts": [ref_dict(ref)],
+            "rows": rows,
+            "counts": counts,
+        }
+    else:
+        per_part = spec.rows_per_part or 100_000
+        while True:
+            ctx.raise_if_cancelled()
+            chunks = _chunks(rt, spec, state["cursor"], per_part)
+            key = f"{prefix}/part-{len(state['parts']):05d}.{exporting.EXTENSIONS[fmt]}"
+            peek = next(chunks, None)
+            if peek is None:
+                break
+            counts = dict(state["counts"])
+            ref, rows, last = exporting.write_part(
+                rt.artifacts, key, fmt, _counting(_prepend(peek, chunks), counts), rt.work_root
+            )
+            state = {
+                "cursor": last,
+                "parts": [*state["parts"], ref_dict(ref)],
+                "rows": state["rows"] + rows,
+                "counts": counts,
+            }
+            ctx.checkpoint(state)
+            ctx.report(None, f"{state['rows']} label rows exported")
+            if rows < per_part:
+                break
+    if not state["rows"]:
+        raise FailedPrecondition("no label row matches the export", reason="NO_LABELS")
+    return {"export": _finish(rt, ctx, spec, fmt, state)}
+
+
+def _counting(chunks: Iterator[list[LabelRow]], counts: dict[str, int]) -> Iterator[list[LabelRow]]:
+    for chunk in chunks:
+        for row in chunk:
+            if isinstance(row.value, Boxes):
+                labels = [b.label or "box" for b in row.value.boxes]
+            else:
+                labels = row.label.split("|") if row.label else []
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
+        yield chunk
+
+
+def _prepend(first: list[LabelRow], rest: Iterator[list[LabelRow]]) -> Iterator[list[LabelRow]]:
+    yield first
+    yield from rest
+
+
+def _image_uri(rt: LabelingRuntime, item_id: str) -> str:
+    with rt.engine.connect() as conn:
+        raw = conn.execute(select(items.c.content).where(items.c.item_id == item_id)).scalar_one()
+    return str(json.loads(raw).get("image_uri", ""))
+
+
+def _finish(
+    rt: LabelingRuntime, ctx: JobContext, spec: pb.ExportSpec, fmt: str, state: dict[str, Any]
+) -> dict[str, Any]:
+    export_id = ctx.job_id
+    with rt.engine.connect() as conn:
+        known = conn.execute(
+            select(exports.c.body).where(exports.c.export_id == export_id)
+        ).scalar()
+    if known is not None:
+        return dict(json.loads(known))  # finished before a crash: the same record
+    prefix = f"exports/{spec.project_id}/{export_id}"
+    manifest = {
+        "export_id": export_id,
+        "project_id": spec.project_id,
+        "format": fmt,
+        "columns": LABEL_COLUMNS if fmt != "coco" else [],
+        "after_cursor": spec.after_cursor,
+        "cursor": str(state["cursor"]),
+        "rows": state["rows"],
+        "parts": state["parts"],
+    }
+    ref = rt.artifacts.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest).encode())
+    record: dict[str, Any] = {
+        **manifest,
+        "artifact": ref_dict(ref),
+        "label_counts": state["counts"],
+        "dataset": None,
+        "create_time": utcnow().isoformat(),
+    }
+    if spec.dataset_name and fmt == "parquet":
+        record["dataset"] = _register(rt, spec, export_id, state["parts"])
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(exports).values(
+                export_id=export_id,
+                project_id=spec.project_id,
+                body=json.dumps(record),
+                created_at=utcnow(),
+            )
+        )
+    return record
+
+
+LABEL_COLUMNS = [field.name for field in exporting.LABEL_SCHEMA]
+
+
+def _register(
+    rt: LabelingRuntime, spec: pb.ExportSpec, export_id: str, parts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    peer = rt.settings.data
+    if not peer.target:
+        raise FailedPrecondition(
+            "dataset_name is set but the labeling service has no data service configured "
+            "(data.target)",
+            reason="NO_DATA_SERVICE",
+        )
+    from atlas.common.v1 import common_pb2
+
+    settings = ClientSettings(target=peer.target, token=peer.token)
+    with DataClient(settings) as client:
+        dataset = client.register_dataset(
+            spec.dataset_name,
+            [
+                common_pb2.ArtifactRef(uri=p["uri"], sha256=p["sha256"], size_bytes=p["size"])
+                for p in parts
+            ],
+            label_column="label",
+            entity_column="entity_key",
+            timestamp_column="event_time",
+            # The same id on a resumed attempt: registered once.
+            request_id=f"labeling-export-{export_id}",
+        )
+    return {"dataset_id": dataset.ref.dataset_id, "version": dataset.ref.version}
