@@ -16,6 +16,7 @@ from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import JobRecord
 from atlas_labeling import schema
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
+from atlas_labeling.corrections import CorrectionEntry
 from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
 from atlas_labeling.projects import Project
 from atlas_labeling.values import (
@@ -91,6 +92,13 @@ SOURCES_TO_PB = {
     "consensus": pb.ANNOTATION_SOURCE_CONSENSUS,
     "review": pb.ANNOTATION_SOURCE_REVIEW,
 }
+CORRECTION_REASONS_TO_PB = {
+    "low_confidence": pb.CORRECTION_REASON_LOW_CONFIDENCE,
+    "disagreement": pb.CORRECTION_REASON_DISAGREEMENT,
+    "model_human_conflict": pb.CORRECTION_REASON_MODEL_HUMAN_CONFLICT,
+    "bad_case": pb.CORRECTION_REASON_BAD_CASE,
+}
+CORRECTION_REASONS = {v: k for k, v in CORRECTION_REASONS_TO_PB.items()}
 FACE_PAIR = {
     pb.FACE_PAIR_DECISION_SAME: "same",
     pb.FACE_PAIR_DECISION_DIFFERENT: "different",
@@ -346,7 +354,10 @@ def annotation_to_pb(record: AnnotationRecord) -> pb.Annotation:
         create_time=pc.dt_to_ts(record.created_at),
     )
     if record.model_version:
-        message.model.model_name = record.model_version
+        name, _, version = record.model_version.rpartition(":")
+        message.model.model_name = name or record.model_version
+        if version.isdigit():
+            message.model.version = int(version)
     review = review_to_pb(record)
     if review is not None:
         message.review.CopyFrom(review)
@@ -429,9 +440,10 @@ def review_decision(value: int) -> str:
 JOB_KINDS = {
     "import_items": pb.LABELING_JOB_KIND_IMPORT,
     "export_labels": pb.LABELING_JOB_KIND_EXPORT,
+    "prelabel": pb.LABELING_JOB_KIND_PRELABEL,
 }
 JOB_KINDS_FROM_PB = {v: k for k, v in JOB_KINDS.items()}
-_SPEC_FIELDS = {"import_items": "import_items", "export_labels": "export"}
+_SPEC_FIELDS = {"import_items": "import_items", "export_labels": "export", "prelabel": "prelabel"}
 _EXPORT_FORMATS = {
     "parquet": pb.EXPORT_FORMAT_PARQUET,
     "jsonl": pb.EXPORT_FORMAT_JSONL,
@@ -477,3 +489,23 @@ def job_to_pb(record: JobRecord) -> pb.LabelingJob:
     elif "export" in result:
         job.export_result.CopyFrom(export_to_pb(result["export"], record.spec))
     return job
+
+
+def correction_reasons_from_pb(values: Any) -> list[str]:
+    found = []
+    for value in values:
+        if value not in CORRECTION_REASONS:
+            raise InvalidArgument(
+                f"reasons: {value} is not a correction reason", reason="BAD_REASON"
+            )
+        found.append(CORRECTION_REASONS[value])
+    return found
+
+
+def correction_to_pb(entry: CorrectionEntry) -> pb.CorrectionEntry:
+    return pb.CorrectionEntry(
+        item=item_to_pb(entry.item),
+        reasons=[CORRECTION_REASONS_TO_PB[r] for r in entry.reasons],
+        priority=entry.priority,
+        prediction_id=entry.item.prediction_id,
+    )

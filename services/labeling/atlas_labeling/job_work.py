@@ -16,17 +16,20 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any
 
+import grpc
 from sqlalchemy import insert, select
 
 from atlas.labeling.v1 import labeling_service_pb2 as pb
+from atlas.serving.v1 import serving_service_pb2 as serving_pb
 from atlas_core.clients import DataClient
+from atlas_core.clients.serving import ServingClient, entity_row, feature_row
 from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobContext
-from atlas_core.rpc import ClientSettings
+from atlas_core.rpc import ClientSettings, error_from_rpc
 from atlas_core.storage import ArtifactRef
-from atlas_labeling import exporting, manifests
-from atlas_labeling.items import NewItem
-from atlas_labeling.jobs import FORMATS, export_sources, parse_cursor
+from atlas_labeling import exporting, manifests, prelabel
+from atlas_labeling.items import NewItem, row_to_item
+from atlas_labeling.jobs import FORMATS, ITEM_STATUS, export_sources, parse_cursor
 from atlas_labeling.labels import LabelRow, read_rows
 from atlas_labeling.projects import utcnow
 from atlas_labeling.runtime import LabelingRuntime
@@ -305,3 +308,98 @@ def _register(
             request_id=f"labeling-export-{export_id}",
         )
     return {"dataset_id": dataset.ref.dataset_id, "version": dataset.ref.version}
+
+
+# ---- pre-labeling ----------------------------------------------------------------------------
+
+
+def serving_client(rt: LabelingRuntime) -> ServingClient:
+    peer = rt.settings.serving
+    if not peer.target:
+        raise FailedPrecondition(
+            "no serving service is configured (serving.target)", reason="NO_SERVING_SERVICE"
+        )
+    return ServingClient(ClientSettings(target=peer.target, token=peer.token))
+
+
+def _predict_batch(
+    client: ServingClient, request: serving_pb.PredictBatchRequest
+) -> serving_pb.PredictBatchResponse:
+    try:
+        return client.stub.PredictBatch(request, timeout=client.timeout)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
+
+
+def prelabel_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.PrelabelSpec) -> dict[str, Any]:
+    project = rt.projects.get(spec.project_id, with_stats=False)
+    threshold = spec.low_confidence_threshold or project.spec.low_confidence_threshold
+    statuses = [ITEM_STATUS.get(s, "") for s in spec.statuses] or ["unlabeled"]
+    size = spec.batch_size or 500
+    state = ctx.last_checkpoint() or {
+        "after_seq": 0,
+        "processed": 0,
+        "stored": 0,
+        "low": 0,
+        "errors": 0,
+    }
+    with serving_client(rt) as client:
+        while True:
+            ctx.raise_if_cancelled()
+            with rt.engine.connect() as conn:
+                rows = conn.execute(
+                    select(items)
+                    .where(
+                        (items.c.project_id == spec.project_id)
+                        & items.c.status.in_(statuses)
+                        & (items.c.seq > state["after_seq"])
+                    )
+                    .order_by(items.c.seq)
+                    .limit(size)
+                ).all()
+            if not rows:
+                break
+            batch = [row_to_item(r) for r in rows]
+            resp = _predict_batch(
+                client,
+                serving_pb.PredictBatchRequest(
+                    endpoint_name=spec.endpoint_name,
+                    rows=[
+                        entity_row(i.entity_id) if spec.use_entity_id else feature_row(i.metadata)
+                        for i in batch
+                    ],
+                    options=serving_pb.PredictOptions(return_all_scores=True),
+                    request_id=f"{ctx.job_id}-{state['after_seq']}",
+                ),
+            )
+            version = f"{resp.model.model_name}:{resp.model.version}"
+            suggestions = [
+                prelabel.Suggestion(
+                    item,
+                    spec.label_mapping.get(p.label, p.label),
+                    p.scores[p.label] if p.label in p.scores else p.value,
+                    version,
+                )
+                for item, p in zip(batch, resp.predictions)
+            ]
+            with rt.engine.begin() as conn:
+                stored, low, errors = prelabel.store(
+                    conn, project.spec, suggestions, threshold, utcnow()
+                )
+            state = {
+                "after_seq": rows[-1].seq,
+                "processed": state["processed"] + len(batch),
+                "stored": state["stored"] + stored,
+                "low": state["low"] + low,
+                "errors": state["errors"] + errors,
+            }
+            ctx.checkpoint(state)
+            ctx.report(None, f"{state['processed']} items pre-labelled by {version}")
+    return {
+        "item_result": {
+            "items_processed": state["processed"],
+            "items_added": state["stored"],
+            "queued_for_correction": state["low"],
+            "errors": state["errors"],
+        }
+    }

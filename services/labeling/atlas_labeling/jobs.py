@@ -1,7 +1,7 @@
-"""Labeling jobs (import, export) run by the shared job runner in subprocesses. Each handler
-receives the service settings (bound with functools.partial, so no secret is ever persisted
-in a job spec) and opens its own runtime. Both kinds are resumable: they checkpoint after
-every batch and a restarted attempt continues from there."""
+"""Labeling jobs (import, export, pre-label) run by the shared job runner in subprocesses.
+Each handler receives the service settings (bound with functools.partial, so no secret is
+ever persisted in a job spec) and opens its own runtime. Every kind is resumable: it
+checkpoints after every batch and a restarted attempt continues from there."""
 
 from __future__ import annotations
 
@@ -19,12 +19,23 @@ from atlas_labeling.runtime import LabelingRuntime, open_runtime
 
 KIND_IMPORT = "import_items"
 KIND_EXPORT = "export_labels"
+KIND_PRELABEL = "prelabel"
 
 SPEC_TYPES: dict[str, type] = {
     KIND_IMPORT: pb.ImportSpec,
     KIND_EXPORT: pb.ExportSpec,
+    KIND_PRELABEL: pb.PrelabelSpec,
 }
-RESUMABLE = {KIND_IMPORT, KIND_EXPORT}
+RESUMABLE = {KIND_IMPORT, KIND_EXPORT, KIND_PRELABEL}
+ITEM_STATUS = {
+    pb.ITEM_STATUS_UNLABELED: "unlabeled",
+    pb.ITEM_STATUS_IN_PROGRESS: "in_progress",
+    pb.ITEM_STATUS_ANNOTATED: "annotated",
+    pb.ITEM_STATUS_IN_REVIEW: "in_review",
+    pb.ITEM_STATUS_DONE: "done",
+    pb.ITEM_STATUS_IN_CORRECTION: "in_correction",
+    pb.ITEM_STATUS_SKIPPED: "skipped",
+}
 
 FORMATS = {
     pb.EXPORT_FORMAT_UNSPECIFIED: "parquet",
@@ -66,6 +77,7 @@ def _run(
     work: Work = {
         KIND_IMPORT: job_work.import_items,
         KIND_EXPORT: job_work.export_labels,
+        KIND_PRELABEL: job_work.prelabel_items,
     }[kind]
     runtime = open_runtime(settings, migrate=False)
     try:

@@ -13,6 +13,7 @@ from atlas_core.jobs import JOBS_MIGRATIONS
 from atlas_core.storage import ArtifactStore, open_artifact_store
 from atlas_labeling.assignments import AssignmentQueue
 from atlas_labeling.config import LabelingSettings
+from atlas_labeling.corrections import CorrectionQueue
 from atlas_labeling.items import ItemStore
 from atlas_labeling.projects import ProjectStore
 from atlas_labeling.tables import MIGRATIONS
@@ -26,6 +27,7 @@ class LabelingRuntime:
     projects: ProjectStore
     items: ItemStore
     queue: AssignmentQueue
+    corrections: CorrectionQueue
 
     @property
     def work_root(self) -> Path:
@@ -61,6 +63,14 @@ def open_runtime(settings: LabelingSettings, *, migrate: bool = True) -> Labelin
         max_count=settings.queue.max_assignments_per_request,
         max_retries=settings.queue.max_assign_retries,
     )
-    runtime = LabelingRuntime(settings, engine, artifacts, projects, items, queue)
+    runtime = LabelingRuntime(
+        settings,
+        engine,
+        artifacts,
+        projects,
+        items,
+        queue,
+        CorrectionQueue(engine, projects, items),
+    )
     runtime.work_root.mkdir(parents=True, exist_ok=True)
     return runtime

@@ -15,11 +15,13 @@ from atlas_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from atlas_core.jobs import JobRecord, JobRunner
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.config import LabelingSettings
+from atlas_labeling.corrections import CorrectionEntry
 from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
 from atlas_labeling.jobs import (
     FORMATS,
     KIND_EXPORT,
     KIND_IMPORT,
+    KIND_PRELABEL,
     RESUMABLE,
     export_sources,
     job_handlers,
@@ -257,6 +259,30 @@ class LabelingService:
             )
         return self._submit(KIND_EXPORT, spec, request_id)
 
+    def submit_prelabel(self, spec: pb.PrelabelSpec, request_id: str = "") -> JobRecord:
+        project = self.rt.projects.get(spec.project_id, with_stats=False)
+        if project.archived:
+            raise FailedPrecondition(f"project {spec.project_id} is archived", reason="ARCHIVED")
+        if not 0.0 <= spec.low_confidence_threshold <= 1.0:
+            raise InvalidArgument(
+                "low_confidence_threshold is outside [0, 1]", reason="OUT_OF_RANGE"
+            )
+        if not 0 <= spec.batch_size <= 10_000:
+            raise InvalidArgument("batch_size must be in 0..10000", reason="OUT_OF_RANGE")
+        if not spec.endpoint_name:
+            raise InvalidArgument("endpoint_name is empty", reason="EMPTY_ID")
+        if VALUE_KIND[project.spec.task_type] not in ("classes", "face_pair"):
+            raise FailedPrecondition(
+                f"a serving endpoint answers with one class; task type "
+                f"{project.spec.task_type} needs spans or boxes",
+                reason="OUTPUT_DOES_NOT_FIT",
+            )
+        from atlas_labeling.job_work import serving_client
+
+        with serving_client(self.rt) as client:
+            client.get_endpoint(spec.endpoint_name)  # NotFound names the endpoint
+        return self._submit(KIND_PRELABEL, spec, request_id)
+
     def _submit(self, kind: str, spec: object, request_id: str) -> JobRecord:
         job_id = self.jobs.submit(
             kind, spec_to_json(spec), request_id=request_id or None, resumable=kind in RESUMABLE
@@ -307,3 +333,10 @@ class LabelingService:
                 .all()
             )
         return [json.loads(r) for r in rows[:limit]], len(rows) > limit
+
+    # ---- correction queue ---------------------------------------------------------------
+
+    def correction_queue(
+        self, project_id: str, reasons: Sequence[str], offset: int, limit: int
+    ) -> tuple[list[CorrectionEntry], bool]:
+        return self.rt.corrections.list(project_id, reasons, offset, limit)

@@ -202,11 +202,31 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
             annotators=[convert.annotator_stats_to_pb(s) for s in stats]
         )
 
+    # ---- correction queue -----------------------------------------------------------------
+
+    async def ListCorrectionQueue(self, request: Any, context: Any) -> Any:
+        offset, limit = pc.page_window(request.page)
+        found, more = await to_thread(
+            self.svc.correction_queue,
+            _require(request.project_id, "project_id"),
+            convert.correction_reasons_from_pb(request.reasons),
+            offset,
+            limit,
+        )
+        return pb.ListCorrectionQueueResponse(
+            entries=[convert.correction_to_pb(e) for e in found],
+            page=pc.page_response(offset, limit, more),
+        )
+
     # ---- jobs -------------------------------------------------------------------------------
 
     async def SubmitImportJob(self, request: Any, context: Any) -> Any:
         record = await to_thread(self.svc.submit_import, request.spec, request.request_id)
         return pb.SubmitImportJobResponse(job=convert.job_to_pb(record))
+
+    async def SubmitPrelabelJob(self, request: Any, context: Any) -> Any:
+        record = await to_thread(self.svc.submit_prelabel, request.spec, request.request_id)
+        return pb.SubmitPrelabelJobResponse(job=convert.job_to_pb(record))
 
     async def SubmitExportJob(self, request: Any, context: Any) -> Any:
         record = await to_thread(self.svc.submit_export, request.spec, request.request_id)

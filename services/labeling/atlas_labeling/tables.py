@@ -75,6 +75,23 @@ exports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# The correction queue: one row per (item, reason), with an audited detail and a resolution.
+corrections = Table(
+    "labeling_corrections",
+    metadata,
+    Column("project_id", String(64), nullable=False),
+    Column("item_id", String(64), nullable=False),
+    # low_confidence | disagreement | model_human_conflict | bad_case | low_gold_accuracy
+    Column("reason", String(32), nullable=False),
+    Column("priority", Float, nullable=False, default=0.0),
+    Column("detail", Text, nullable=False, default=""),
+    Column("resolution", String(16), nullable=False, default="open"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("project_id", "item_id", "reason"),
+    Index("ix_labeling_corrections_queue", "project_id", "resolution", "priority"),
+)
+
 # (project, label kind, label) pairs some annotation used: such labels never disappear.
 label_usage = Table(
     "labeling_label_usage",
@@ -165,7 +182,17 @@ annotations = Table(
 
 idempotency = idempotency_table(metadata, "labeling")
 
-ALL = [projects, label_usage, items, assignments, annotations, label_rows, exports, idempotency]
+ALL = [
+    projects,
+    label_usage,
+    items,
+    assignments,
+    annotations,
+    label_rows,
+    exports,
+    corrections,
+    idempotency,
+]
 
 
 def _v1(conn: Connection) -> None:

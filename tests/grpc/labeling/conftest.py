@@ -22,10 +22,17 @@ OTHER_TOKEN = "labeling-test-token-4567"
 
 
 def labeling_settings(
-    tmp: Path, s3: S3Settings, db_url: str = "", data_target: str = "", data_token: str = ""
+    tmp: Path,
+    s3: S3Settings,
+    db_url: str = "",
+    data_target: str = "",
+    data_token: str = "",
+    serving_target: str = "",
+    serving_token: str = "",
 ) -> LabelingSettings:
     return LabelingSettings(
         data=PeerSettings(target=data_target, token=data_token or None),
+        serving=PeerSettings(target=serving_target, token=serving_token or None),
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"], OTHER_TOKEN: ["*"]})),
         s3=s3,
         data_dir=tmp,
@@ -51,8 +58,12 @@ async def running_labeling_service(
     db_url: str = "",
     data_target: str = "",
     data_token: str = "",
+    serving_target: str = "",
+    serving_token: str = "",
 ) -> AsyncIterator[LabelingHarness]:
-    settings = labeling_settings(tmp_path, s3_settings, db_url, data_target, data_token)
+    settings = labeling_settings(
+        tmp_path, s3_settings, db_url, data_target, data_token, serving_target, serving_token
+    )
     service = LabelingService.open(settings)
     service.start()
     server = create_server(settings.server, [labeling_service_def(service)])

@@ -16,6 +16,7 @@ from atlas_core.jobs import JOBS_MIGRATIONS
 from atlas_core.storage import LocalArtifactStore
 from atlas_labeling.assignments import AssignmentQueue
 from atlas_labeling.config import LabelingSettings
+from atlas_labeling.corrections import CorrectionQueue
 from atlas_labeling.items import ItemStore
 from atlas_labeling.projects import ProjectStore
 from atlas_labeling.runtime import LabelingRuntime
@@ -51,7 +52,10 @@ def build_service(url: str, root: Path, clock: Clock) -> LabelingService:
     items = ItemStore(engine, projects, artifacts)
     queue = AssignmentQueue(engine, projects, items, clock=clock)
     settings = LabelingSettings(data_dir=root.parent, database=DatabaseSettings(url=url))
-    return LabelingService(LabelingRuntime(settings, engine, artifacts, projects, items, queue))
+    corrections = CorrectionQueue(engine, projects, items)
+    return LabelingService(
+        LabelingRuntime(settings, engine, artifacts, projects, items, queue, corrections)
+    )
 
 
 @pytest.fixture

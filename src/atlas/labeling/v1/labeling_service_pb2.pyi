@@ -792,7 +792,7 @@ class ListCorrectionQueueResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[CorrectionEntry, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class PrelabelSpec(_message.Message):
-    __slots__ = ("project_id", "endpoint_name", "statuses", "low_confidence_threshold", "label_mapping")
+    __slots__ = ("project_id", "endpoint_name", "statuses", "low_confidence_threshold", "label_mapping", "use_entity_id", "batch_size")
     class LabelMappingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -805,12 +805,16 @@ class PrelabelSpec(_message.Message):
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     LABEL_MAPPING_FIELD_NUMBER: _ClassVar[int]
+    USE_ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     endpoint_name: str
     statuses: _containers.RepeatedScalarFieldContainer[ItemStatus]
     low_confidence_threshold: float
     label_mapping: _containers.ScalarMap[str, str]
-    def __init__(self, project_id: _Optional[str] = ..., endpoint_name: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[ItemStatus, str]]] = ..., low_confidence_threshold: _Optional[float] = ..., label_mapping: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    use_entity_id: bool
+    batch_size: int
+    def __init__(self, project_id: _Optional[str] = ..., endpoint_name: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[ItemStatus, str]]] = ..., low_confidence_threshold: _Optional[float] = ..., label_mapping: _Optional[_Mapping[str, str]] = ..., use_entity_id: bool = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class ManifestImport(_message.Message):
     __slots__ = ("manifest", "content_column", "second_content_column", "entity_column", "label_time_column", "external_id_column", "prelabel_column")

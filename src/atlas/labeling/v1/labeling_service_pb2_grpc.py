@@ -330,11 +330,15 @@ class LabelingServiceServicer(object):
     def SubmitPrelabelJob(self, request, context):
         """---- Jobs: pre-labeling, bad-case import, export ----
 
-        Starts a pre-labeling job: every selected item is sent to a serving endpoint and the
-        model's answer is stored as a pre-label; low-confidence items enter the correction queue.
-        Errors: INVALID_ARGUMENT if the threshold is outside [0, 1]; NOT_FOUND if the project or
-        endpoint does not exist; FAILED_PRECONDITION if the endpoint's output does not fit the
-        task type.
+        Starts a pre-labeling job: the selected items are sent in batches through the serving
+        endpoint's PredictBatch (inline features from the item's metadata, or its entity id) and
+        each answer is stored as a suggestion (source MODEL, with model version and score) that
+        annotators accept or fix; a suggestion never becomes an exported human label by itself.
+        Answers with an unknown label or a score outside [0, 1] are counted as errors, not
+        stored. Resumable; a resumed job stores nothing twice.
+        Errors: INVALID_ARGUMENT if the threshold is outside [0, 1] or the batch size is
+        negative; NOT_FOUND if the project or endpoint does not exist; FAILED_PRECONDITION if the
+        task type takes no class answer (spans, boxes) or no serving service is configured.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
