@@ -9,6 +9,7 @@ last, under the job's id, so a resumed export neither loses nor repeats a row.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 
+from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2 as serving_pb
 from atlas_core.clients import DataClient
@@ -27,7 +30,7 @@ from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobContext
 from atlas_core.rpc import ClientSettings, error_from_rpc
 from atlas_core.storage import ArtifactRef
-from atlas_labeling import exporting, manifests, prelabel
+from atlas_labeling import bad_cases, exporting, manifests, prelabel
 from atlas_labeling.items import NewItem, row_to_item
 from atlas_labeling.jobs import FORMATS, ITEM_STATUS, export_sources, parse_cursor
 from atlas_labeling.labels import LabelRow, read_rows
@@ -49,8 +52,8 @@ def ref_dict(ref: ArtifactRef) -> dict[str, Any]:
 
 
 def import_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.ImportSpec) -> dict[str, Any]:
-    if spec.WhichOneof("source") != "manifest":
-        raise InvalidArgument("import source must be a manifest", reason="NO_SOURCE")
+    if spec.WhichOneof("source") == "bad_cases":
+        return import_bad_cases(rt, ctx, spec)
     m = spec.manifest
     project = rt.projects.get(spec.project_id, with_stats=False)
     kind = CONTENT_KIND[project.spec.task_type]
@@ -101,6 +104,88 @@ def import_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.ImportSpec) -> d
             "items_skipped": state["skipped"],
         }
     }
+
+
+def import_bad_cases(rt: LabelingRuntime, ctx: JobContext, spec: pb.ImportSpec) -> dict[str, Any]:
+    b = spec.bad_cases
+    project = rt.projects.get(spec.project_id, with_stats=False)
+    kind = CONTENT_KIND[project.spec.task_type]
+    start_us = b.start_time.ToMicroseconds() if b.HasField("start_time") else None
+    end_us = b.end_time.ToMicroseconds() if b.HasField("end_time") else None
+    state = ctx.last_checkpoint() or {"file": 0, "rows": 0, "added": 0, "skipped": 0}
+    with serving_client(rt) as client:
+        files = sorted(
+            _capture_files(client, b.endpoint_name),
+            key=lambda f: (f.start_time.ToMicroseconds(), f.artifact.uri),
+        )
+    for index in range(state["file"], len(files)):
+        ctx.raise_if_cancelled()
+        if b.max_items and state["added"] + state["skipped"] >= b.max_items:
+            break
+        f = files[index]
+        if (end_us is not None and f.start_time.ToMicroseconds() >= end_us) or (
+            start_us is not None and f.end_time.ToMicroseconds() < start_us
+        ):
+            state = {**state, "file": index + 1}
+            continue
+        data = rt.artifacts.get_bytes(rt.artifacts.key_for_uri(f.artifact.uri))
+        table = pq.read_table(io.BytesIO(data))
+        column = bad_cases.feature_column(table.column_names, b.content_column)
+        chosen = bad_cases.select_rows(table.to_pylist(), b.max_confidence, start_us, end_us)
+        if b.max_items:
+            chosen = chosen[: b.max_items - state["added"] - state["skipped"]]
+        new = [
+            bad_cases.to_item(row, column, kind, f"{f.artifact.sha256[:16]}:{n}")
+            for n, row in chosen
+        ]
+        added = skipped = 0
+        for start in range(0, len(new), IMPORT_BATCH):
+            part = new[start : start + IMPORT_BATCH]
+            ids, part_skipped = rt.items.add(spec.project_id, part)
+            added += len(ids) - part_skipped
+            skipped += part_skipped
+            with rt.engine.begin() as conn:
+                bad_cases.queue_bad_cases(
+                    conn, spec.project_id, [i.external_id for i in part], utcnow()
+                )
+        state = {
+            "file": index + 1,
+            "rows": state["rows"] + len(chosen),
+            "added": state["added"] + added,
+            "skipped": state["skipped"] + skipped,
+        }
+        ctx.checkpoint(state)
+        ctx.report(
+            None, f"{state['file']}/{len(files)} capture files, {state['added']} items added"
+        )
+    return {
+        "item_result": {
+            "items_processed": state["rows"],
+            "items_added": state["added"],
+            "items_skipped": state["skipped"],
+            "queued_for_correction": state["added"] + state["skipped"],
+        }
+    }
+
+
+def _capture_files(client: ServingClient, endpoint: str) -> list[Any]:
+    try:
+        files: list[Any] = []
+        token = ""
+        while True:
+            resp = client.stub.ListCaptureFiles(
+                serving_pb.ListCaptureFilesRequest(
+                    endpoint_name=endpoint,
+                    page=common_pb2.PageRequest(page_size=1000, page_token=token),
+                ),
+                timeout=client.timeout,
+            )
+            files.extend(resp.files)
+            token = resp.page.next_page_token
+            if not token:
+                return files
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
 
 
 def _new_item(
@@ -291,8 +376,6 @@ def _register(
             "(data.target)",
             reason="NO_DATA_SERVICE",
         )
-    from atlas.common.v1 import common_pb2
-
     settings = ClientSettings(target=peer.target, token=peer.token)
     with DataClient(settings) as client:
         dataset = client.register_dataset(

@@ -202,10 +202,7 @@ class LabelingService:
         if source is None:
             raise InvalidArgument("import_items: give manifest or bad_cases", reason="NO_SOURCE")
         if source == "bad_cases":
-            raise FailedPrecondition(
-                "bad-case import from serving captures is not available in this version",
-                reason="BAD_CASE_IMPORT_UNAVAILABLE",
-            )
+            return self._submit_bad_cases(spec, project.spec.task_type, request_id)
         m = spec.manifest
         if not m.manifest.uri:
             raise InvalidArgument("manifest.manifest.uri is empty", reason="NO_SOURCE")
@@ -223,6 +220,29 @@ class LabelingService:
         key = self.rt.artifacts.key_for_uri(m.manifest.uri)
         if not self.rt.artifacts.exists(key):
             raise NotFound(f"manifest {m.manifest.uri} does not exist", reason="NOT_FOUND")
+        return self._submit(KIND_IMPORT, spec, request_id)
+
+    def _submit_bad_cases(self, spec: pb.ImportSpec, task: str, request_id: str) -> JobRecord:
+        b = spec.bad_cases
+        if not b.endpoint_name:
+            raise InvalidArgument("bad_cases.endpoint_name is empty", reason="EMPTY_ID")
+        if not b.content_column:
+            raise InvalidArgument("bad_cases.content_column is empty", reason="MISSING_COLUMN")
+        if not 0.0 <= b.max_confidence <= 1.0:
+            raise InvalidArgument(
+                "bad_cases.max_confidence is outside [0, 1]", reason="OUT_OF_RANGE"
+            )
+        if b.max_items < 0:
+            raise InvalidArgument("bad_cases.max_items is negative", reason="OUT_OF_RANGE")
+        if CONTENT_KIND[task] == "image_pair":
+            raise FailedPrecondition(
+                "bad cases carry one input: face-pair projects cannot import them",
+                reason="OUTPUT_DOES_NOT_FIT",
+            )
+        from atlas_labeling.job_work import serving_client
+
+        with serving_client(self.rt) as client:
+            client.get_endpoint(b.endpoint_name)  # NotFound names the endpoint
         return self._submit(KIND_IMPORT, spec, request_id)
 
     def submit_export(self, spec: pb.ExportSpec, request_id: str = "") -> JobRecord:

@@ -4,6 +4,7 @@ suggestion never exported as a human label."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ from tests.grpc.serving.conftest import TOKEN as SERVING_TOKEN
 from tests.grpc.serving.conftest import (
     breast_cancer,
     live,
+    row,
     serving_settings,
     start_harness,
     stop_harness,
@@ -23,7 +25,7 @@ from tests.grpc.serving.conftest import (
 )
 
 from .conftest import running_labeling_service
-from .test_labeling_jobs import succeeded
+from .test_labeling_jobs import succeeded, wait
 
 
 async def test_prelabel_through_serving(tmp_path: Path, s3_settings: S3Settings) -> None:
@@ -177,3 +179,113 @@ async def test_prelabel_needs_a_serving_service(tmp_path: Path, s3_settings: S3S
                 )
             )
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_bad_case_import_from_captured_predictions(
+    tmp_path: Path, s3_settings: S3Settings
+) -> None:
+    serving = await start_harness(serving_settings(tmp_path / "serving", s3_settings, ""))
+    try:
+        await serving.register("bc", write_model(serving.settings.s3, "models/bc/v1.tar"))
+        endpoint = serving_pb.EndpointSpec(name="bc", variants=[live("blue", "bc", 1)])
+        endpoint.capture.enabled, endpoint.capture.sample_fraction = True, 1.0
+        endpoint.capture.flush_rows = 20
+        await serving.stub.CreateEndpoint(serving_pb.CreateEndpointRequest(spec=endpoint))
+        X, _ = breast_cancer()
+        for i in range(0, 80, 10):
+            await serving.stub.Predict(
+                serving_pb.PredictRequest(endpoint_name="bc", row=row(X.iloc[i].to_dict()))
+            )
+        batch = [row(r) for r in X.iloc[100:160].to_dict("records")]
+        await serving.stub.PredictBatch(
+            serving_pb.PredictBatchRequest(endpoint_name="bc", rows=batch)
+        )
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            files = (
+                await serving.stub.ListCaptureFiles(
+                    serving_pb.ListCaptureFilesRequest(endpoint_name="bc")
+                )
+            ).files
+            if sum(f.row_count for f in files) >= 60:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "capture never flushed"
+            await asyncio.sleep(0.2)
+        captured = sum(f.row_count for f in files)
+        async with running_labeling_service(
+            tmp_path / "labeling",
+            s3_settings,
+            serving_target=serving.server.address,
+            serving_token=SERVING_TOKEN,
+        ) as labeling:
+            stub = labeling.stub
+            spec = pb.ProjectSpec(
+                name="bad-cases",
+                task_type=pb.TASK_TYPE_TEXT_CLASSIFICATION,
+                labels=[pb.LabelDefinition(name="0"), pb.LabelDefinition(name="1")],
+            )
+            pid = (await stub.CreateProject(pb.CreateProjectRequest(spec=spec))).project.project_id
+            source = pb.BadCaseImport(
+                endpoint_name="bc", content_column="mean_radius", max_confidence=1.0
+            )
+            request = pb.SubmitImportJobRequest(
+                spec=pb.ImportSpec(project_id=pid, bad_cases=source)
+            )
+            job = await succeeded(stub, (await stub.SubmitImportJob(request)).job)
+            result = job.item_result
+            assert result.items_added == result.items_processed > 0
+            assert result.items_processed <= captured
+            items = (await stub.ListItems(pb.ListItemsRequest(project_id=pid))).items
+            assert all(i.prediction_id and i.model_version == "1" for i in items)
+            assert all(0 < i.prediction_score < 1 for i in items)
+            assert {i.content.text for i in items} <= {str(v) for v in X["mean_radius"]}
+            queue = await stub.ListCorrectionQueue(
+                pb.ListCorrectionQueueRequest(
+                    project_id=pid, reasons=[pb.CORRECTION_REASON_BAD_CASE]
+                )
+            )
+            assert len(queue.entries) == len(items)
+            assert queue.entries[0].prediction_id
+            # Re-running adds nothing twice; a cap and a confidence bound select fewer.
+            job = await succeeded(stub, (await stub.SubmitImportJob(request)).job)
+            assert (job.item_result.items_added, job.item_result.items_skipped) == (
+                0,
+                result.items_added,
+            )
+            capped = pb.SubmitImportJobRequest(
+                spec=pb.ImportSpec(
+                    project_id=pid,
+                    bad_cases=pb.BadCaseImport(
+                        endpoint_name="bc", content_column="mean_radius", max_items=3
+                    ),
+                )
+            )
+            job = await succeeded(stub, (await stub.SubmitImportJob(capped)).job)
+            assert job.item_result.items_processed == 3
+            for bad, code in [
+                (
+                    pb.BadCaseImport(endpoint_name="nope", content_column="x"),
+                    grpc.StatusCode.NOT_FOUND,
+                ),
+                (pb.BadCaseImport(endpoint_name="bc"), grpc.StatusCode.INVALID_ARGUMENT),
+                (
+                    pb.BadCaseImport(endpoint_name="bc", content_column="x", max_confidence=2),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.SubmitImportJob(
+                        pb.SubmitImportJobRequest(spec=pb.ImportSpec(project_id=pid, bad_cases=bad))
+                    )
+                assert err.value.code() == code, bad
+            missing = pb.SubmitImportJobRequest(
+                spec=pb.ImportSpec(
+                    project_id=pid,
+                    bad_cases=pb.BadCaseImport(endpoint_name="bc", content_column="nothing"),
+                )
+            )
+            job = await wait(stub, (await stub.SubmitImportJob(missing)).job)
+            assert job.status.error.code == "INVALID_ARGUMENT"
+            assert "nothing" in job.status.error.message
+    finally:
+        await stop_harness(serving)
