@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import create_engine, insert, update
+from sqlalchemy import create_engine, insert, select, update
 
 from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
@@ -34,12 +34,13 @@ TERMINAL = {
 }
 
 
-def _start(tmp_path, s3, port: int) -> subprocess.Popen:
+def _start(tmp_path, s3, port: int, **extra: str) -> subprocess.Popen:
     return start_service(
         "atlas_labeling",
         "atlas.labeling.v1.LabelingService",
         port,
         {
+            **extra,
             "ATLAS_LABELING_SERVER__PORT": str(port),
             "ATLAS_LABELING_SERVER__AUTH__TOKENS": json.dumps({TOKEN: ["*"]}),
             "ATLAS_LABELING_S3__ENDPOINT": s3.endpoint,
@@ -194,3 +195,101 @@ def test_kill_9_mid_import_and_mid_export_resumes_without_duplicates(tmp_path, s
     finally:
         channel.close()
         _kill_group(proc)
+
+
+def _start_serving(tmp_path, s3, port: int) -> subprocess.Popen:
+    return start_service(
+        "atlas_serving",
+        "atlas.serving.v1.ServingService",
+        port,
+        {
+            "ATLAS_SERVING_SERVER__PORT": str(port),
+            "ATLAS_SERVING_SERVER__METRICS_PORT": "null",
+            "ATLAS_SERVING_SERVER__AUTH__TOKENS": json.dumps({TOKEN: ["*"]}),
+            "ATLAS_SERVING_S3__ENDPOINT": s3.endpoint,
+            "ATLAS_SERVING_S3__BUCKET": s3.bucket,
+            "ATLAS_SERVING_S3__ACCESS_KEY": s3.access_key.get_secret_value(),
+            "ATLAS_SERVING_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
+            "ATLAS_SERVING_DATABASE__URL": f"sqlite:///{tmp_path / 'serving.db'}",
+            "ATLAS_SERVING_DATA_DIR": str(tmp_path / "serving"),
+            "ATLAS_SERVING_RUNTIME__POLL_SECONDS": "0.1",
+        },
+        tmp_path,
+    )
+
+
+def test_kill_9_mid_prelabel_resumes_and_stores_each_suggestion_once(tmp_path, s3_settings):
+    from atlas.serving.v1 import serving_service_pb2 as serving_pb
+    from atlas.serving.v1 import serving_service_pb2_grpc as serving_grpc
+    from atlas_labeling.tables import annotations
+    from tests.grpc.serving.conftest import breast_cancer, live, write_model
+
+    serving_port, port = free_port(), free_port()
+    serving = _start_serving(tmp_path, s3_settings, serving_port)
+    peer = {
+        "ATLAS_LABELING_SERVING__TARGET": f"127.0.0.1:{serving_port}",
+        "ATLAS_LABELING_SERVING__TOKEN": TOKEN,
+    }
+    proc = _start(tmp_path, s3_settings, port, **peer)
+    channel, stub = _stub(port)
+    serving_channel = connect_sync(ClientSettings(target=f"127.0.0.1:{serving_port}", token=TOKEN))
+    try:
+        bundle = write_model(s3_settings, "models/bc/v1.tar")
+        sstub = serving_grpc.ServingServiceStub(serving_channel)
+        sstub.RegisterModelVersion(
+            serving_pb.RegisterModelVersionRequest(
+                model_name="bc",
+                bundle=common_pb2.ArtifactRef(
+                    uri=bundle.uri, sha256=bundle.sha256, size_bytes=bundle.size
+                ),
+            )
+        )
+        sstub.CreateEndpoint(
+            serving_pb.CreateEndpointRequest(
+                spec=serving_pb.EndpointSpec(name="bc", variants=[live("blue", "bc", 1)])
+            )
+        )
+        spec = pb.ProjectSpec(
+            name="pre",
+            task_type=pb.TASK_TYPE_TEXT_CLASSIFICATION,
+            labels=[pb.LabelDefinition(name="0"), pb.LabelDefinition(name="1")],
+        )
+        pid = stub.CreateProject(pb.CreateProjectRequest(spec=spec)).project.project_id
+        records = breast_cancer()[0].to_dict("records")
+        n = 12_000
+        for start in range(0, n, 1000):
+            batch = []
+            for i in range(start, start + 1000):
+                item = pb.NewItem(content=pb.ItemContent(text=f"case {i}"))
+                item.metadata.update(records[i % len(records)])
+                batch.append(item)
+            stub.AddItems(pb.AddItemsRequest(project_id=pid, items=batch))
+        job = stub.SubmitPrelabelJob(
+            pb.SubmitPrelabelJobRequest(
+                spec=pb.PrelabelSpec(project_id=pid, endpoint_name="bc", batch_size=100)
+            )
+        ).job
+        job_id = job.status.job_id
+        _wait_until(stub, job_id, lambda j: "pre-labelled" in j.status.progress.message)
+        channel.close()
+        _kill_group(proc)
+
+        proc = _start(tmp_path, s3_settings, port, **peer)
+        channel, stub = _stub(port)
+        job = _wait_until(stub, job_id, lambda j: j.status.state in TERMINAL, timeout=300)
+        assert job.status.state == common_pb2.JOB_STATE_SUCCEEDED, job.status.error
+        assert job.status.attempt >= 2
+        engine = create_engine(f"sqlite:///{tmp_path / 'labeling.db'}")
+        with engine.connect() as conn:
+            stored = (
+                conn.execute(select(annotations.c.item_id).where(annotations.c.source == "model"))
+                .scalars()
+                .all()
+            )
+        engine.dispose()
+        assert len(stored) == n and len(set(stored)) == n  # each item once, none lost
+    finally:
+        channel.close()
+        serving_channel.close()
+        _kill_group(proc)
+        _kill_group(serving)
