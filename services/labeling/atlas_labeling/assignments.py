@@ -28,6 +28,7 @@ from atlas_core.errors import (
     NotFound,
     PermissionDenied,
 )
+from atlas_labeling import consensus, gold
 from atlas_labeling.items import (
     AnnotationRecord,
     ItemRecord,
@@ -105,8 +106,12 @@ class AssignmentQueue:
         *,
         max_count: int = 100,
         max_retries: int = 5,
+        min_gold_answers: int = 3,
+        min_gold_accuracy: float = 0.7,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self.min_gold_answers = min_gold_answers
+        self.min_gold_accuracy = min_gold_accuracy
         self.engine = engine
         self.projects = projects
         self.items = items_store
@@ -159,7 +164,10 @@ class AssignmentQueue:
             .where(
                 (items.c.project_id == project.project_id)
                 & items.c.status.in_(OPEN)
-                & or_(items.c.taken < project.spec.overlap, items.c.gold_value.is_not(None))
+                & or_(
+                    items.c.taken < project.spec.overlap + items.c.rounds,
+                    items.c.gold_value.is_not(None),
+                )
                 & items.c.item_id.not_in(mine)
             )
             .order_by(items.c.priority.desc(), items.c.seq)
@@ -543,8 +551,18 @@ class AssignmentQueue:
             .returning(items.c.submitted)
         ).scalar_one()
         status = item.status
-        if item.gold_value is None and submitted >= project.spec.overlap and status in OPEN:
+        needed = project.spec.overlap + item.rounds
+        if item.gold_value is None and submitted >= needed and status in OPEN:
             status = self._complete(conn, project, item, value, record.author, now)
+        if gold_correct is not None:
+            gold.check_annotator(
+                conn,
+                project,
+                record.author,
+                now,
+                min_answers=self.min_gold_answers,
+                min_accuracy=self.min_gold_accuracy,
+            )
         return record, status
 
     def _complete(
@@ -561,7 +579,7 @@ class AssignmentQueue:
         values: dict[str, object] = {}
         if spec.consensus == "review" or goes_to_review(item.item_id, spec.review_fraction):
             values["status"] = "in_review"
-        elif spec.overlap == 1:
+        elif spec.overlap + item.rounds == 1:
             values.update(
                 status="done",
                 final_value=json.dumps(to_json(value)),
@@ -572,7 +590,7 @@ class AssignmentQueue:
                 conn, item, value, source="human", annotators=[author], agreement=None, now=now
             )
         else:
-            values["status"] = "annotated"
+            return consensus.settle(conn, project, item, now)
         conn.execute(update(items).where(items.c.item_id == item.item_id).values(**values))
         return str(values["status"])
 
@@ -767,13 +785,13 @@ class AssignmentQueue:
             skipped = dict(conn.execute(skips.group_by(assignments.c.annotator)).all())
         stats: dict[str, AnnotatorStats] = {}
         durations: dict[str, list[int]] = {}
-        for author, duration, gold in rows:
+        for author, duration, is_correct in rows:
             entry = stats.setdefault(author, AnnotatorStats(author))
             entry.annotations += 1
             durations.setdefault(author, []).append(duration)
-            if gold is not None:
+            if is_correct is not None:
                 entry.gold_answered += 1
-                entry.gold_correct += int(bool(gold))
+                entry.gold_correct += int(bool(is_correct))
         for who, n in skipped.items():
             stats.setdefault(who, AnnotatorStats(who)).skipped = n
         for who, values in durations.items():

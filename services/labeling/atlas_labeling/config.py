@@ -20,6 +20,10 @@ class QueueSettings(StrictModel):
     # Attempts of an assignment transaction that lost a race (a unique-key conflict).
     max_assign_retries: int = 5
     max_assignments_per_request: int = 100
+    # An annotator with at least this many gold answers, fewer than min_gold_accuracy of
+    # them right, has their items flagged and sent to someone else.
+    min_gold_answers: int = 3
+    min_gold_accuracy: float = 0.7
 
 
 class ItemSettings(StrictModel):

@@ -15,6 +15,7 @@ from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import JobRecord
 from atlas_labeling import schema
+from atlas_labeling.agreement import Agreement
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.corrections import CorrectionEntry
 from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
@@ -97,6 +98,13 @@ CORRECTION_REASONS_TO_PB = {
     "disagreement": pb.CORRECTION_REASON_DISAGREEMENT,
     "model_human_conflict": pb.CORRECTION_REASON_MODEL_HUMAN_CONFLICT,
     "bad_case": pb.CORRECTION_REASON_BAD_CASE,
+    "low_gold_accuracy": pb.CORRECTION_REASON_LOW_GOLD_ACCURACY,
+}
+CORRECTION_RESOLUTIONS_TO_PB = {
+    "open": pb.CORRECTION_RESOLUTION_OPEN,
+    "requeued": pb.CORRECTION_RESOLUTION_REQUEUED,
+    "resolved": pb.CORRECTION_RESOLUTION_RESOLVED,
+    "escalated": pb.CORRECTION_RESOLUTION_ESCALATED,
 }
 CORRECTION_REASONS = {v: k for k, v in CORRECTION_REASONS_TO_PB.items()}
 FACE_PAIR = {
@@ -136,6 +144,8 @@ def spec_from_pb(message: pb.ProjectSpec) -> schema.ProjectSpec:
         else 0.0,
         tags=dict(message.tags),
         skip_policy=SKIP_POLICIES.get(message.skip_policy, "unknown"),
+        consensus_threshold=message.consensus_threshold or 0.5,
+        max_relabel_rounds=message.max_relabel_rounds or 2,
     )
 
 
@@ -161,6 +171,8 @@ def spec_to_pb(spec: schema.ProjectSpec) -> pb.ProjectSpec:
         low_confidence_threshold=spec.low_confidence_threshold,
         tags=spec.tags,
         skip_policy=SKIP_POLICIES_TO_PB[spec.skip_policy],
+        consensus_threshold=spec.consensus_threshold,
+        max_relabel_rounds=spec.max_relabel_rounds,
     )
     message.assignment_ttl.FromNanoseconds(int(spec.assignment_ttl_s * 1e9))
     return message
@@ -508,4 +520,27 @@ def correction_to_pb(entry: CorrectionEntry) -> pb.CorrectionEntry:
         reasons=[CORRECTION_REASONS_TO_PB[r] for r in entry.reasons],
         priority=entry.priority,
         prediction_id=entry.item.prediction_id,
+        details=entry.details,
+        resolutions=[CORRECTION_RESOLUTIONS_TO_PB[r] for r in entry.resolutions],
+        relabel_rounds=entry.item.rounds,
+    )
+
+
+def agreement_to_pb(result: Agreement) -> pb.GetAgreementResponse:
+    return pb.GetAgreementResponse(
+        items_compared=result.items_compared,
+        kappa=result.kappa,
+        krippendorff_alpha=result.krippendorff_alpha,
+        span_f1=result.span_f1,
+        box_iou=result.box_iou,
+        annotators=[
+            pb.AnnotatorAgreement(
+                annotator=a.annotator,
+                annotations=a.annotations,
+                accuracy=a.accuracy,
+                median_duration_ms=a.median_duration_ms,
+            )
+            for a in result.annotators
+        ],
+        per_label=result.per_label,
     )

@@ -17,7 +17,9 @@ REASONS = (
     "disagreement",
     "model_human_conflict",
     "bad_case",
+    "low_gold_accuracy",
 )
+OPEN_RESOLUTIONS = ("open", "requeued")
 
 
 @dataclass
@@ -25,6 +27,7 @@ class CorrectionEntry:
     item: ItemRecord
     reasons: list[str] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
+    resolutions: list[str] = field(default_factory=list)
     priority: float = 0.0
 
 
@@ -35,11 +38,20 @@ class CorrectionQueue:
         self.items = items_store
 
     def list(
-        self, project_id: str, reasons: Sequence[str], offset: int, limit: int
+        self,
+        project_id: str,
+        reasons: Sequence[str],
+        offset: int,
+        limit: int,
+        *,
+        include_resolved: bool = False,
     ) -> tuple[list[CorrectionEntry], bool]:
-        """Open entries grouped per item, highest priority first."""
+        """Entries grouped per item (open and requeued ones unless ``include_resolved``),
+        highest priority first."""
         c = corrections
-        where = (c.c.project_id == project_id) & (c.c.resolution == "open")
+        where = c.c.project_id == project_id
+        if not include_resolved:
+            where = where & c.c.resolution.in_(OPEN_RESOLUTIONS)
         if reasons:
             where = where & c.c.reason.in_(list(reasons))
         with self.engine.connect() as conn:
@@ -65,10 +77,11 @@ class CorrectionQueue:
                 record.annotations = by_item[r.item_id]
                 found[r.item_id] = CorrectionEntry(record, priority=r.priority)
             for row in conn.execute(
-                select(c.c.item_id, c.c.reason, c.c.detail)
+                select(c.c.item_id, c.c.reason, c.c.detail, c.c.resolution)
                 .where(where & c.c.item_id.in_(ids))
                 .order_by(c.c.item_id, c.c.reason)
             ):
                 found[row.item_id].reasons.append(row.reason)
                 found[row.item_id].details.append(row.detail)
+                found[row.item_id].resolutions.append(row.resolution)
         return [found[i] for i in ids], len(ranked) > limit

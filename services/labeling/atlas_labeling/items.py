@@ -82,6 +82,7 @@ class ItemRecord:
     prediction_id: str = ""
     model_version: str = ""
     prediction_score: float | None = None
+    rounds: int = 0
     annotations: list[AnnotationRecord] = field(default_factory=list)
 
     @property
@@ -111,6 +112,7 @@ def row_to_item(row: Any) -> ItemRecord:
         prediction_id=row.prediction_id,
         model_version=row.model_version,
         prediction_score=row.prediction_score,
+        rounds=row.rounds,
     )
 
 
@@ -295,6 +297,7 @@ class ItemStore:
                     "status": "unlabeled",
                     "taken": 0,
                     "submitted": 0,
+                    "rounds": 0,
                     "priority": 0.0,
                     "gold_value": json.dumps(to_json(item.gold_value))
                     if item.gold_value is not None

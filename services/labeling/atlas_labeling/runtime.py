@@ -62,6 +62,8 @@ def open_runtime(settings: LabelingSettings, *, migrate: bool = True) -> Labelin
         items,
         max_count=settings.queue.max_assignments_per_request,
         max_retries=settings.queue.max_assign_retries,
+        min_gold_answers=settings.queue.min_gold_answers,
+        min_gold_accuracy=settings.queue.min_gold_accuracy,
     )
     runtime = LabelingRuntime(
         settings,

@@ -90,6 +90,8 @@ class ProjectSpec:
     assignment_ttl_s: float = 3600.0
     tags: dict[str, str] = field(default_factory=dict)
     skip_policy: str = "requeue_for_others"
+    consensus_threshold: float = 0.5
+    max_relabel_rounds: int = 2
 
     def label_names(self, kind: str) -> set[str]:
         return {label.name for label in self.labels if label.kind == kind}
@@ -112,6 +114,11 @@ def validate_spec(spec: ProjectSpec) -> ProjectSpec:
         raise InvalidArgument(f"spec.overlap must be in 1..{MAX_OVERLAP}", reason="BAD_OVERLAP")
     _unit_interval(spec.review_fraction, "spec.review_fraction")
     _unit_interval(spec.low_confidence_threshold, "spec.low_confidence_threshold")
+    _unit_interval(spec.consensus_threshold, "spec.consensus_threshold")
+    if not 0 <= spec.max_relabel_rounds <= MAX_OVERLAP:
+        raise InvalidArgument(
+            f"spec.max_relabel_rounds must be in 0..{MAX_OVERLAP}", reason="BAD_ROUNDS"
+        )
     if not 0 < spec.assignment_ttl_s <= MAX_TTL_S or math.isnan(spec.assignment_ttl_s):
         raise InvalidArgument(
             "spec.assignment_ttl must be positive and at most 7 days", reason="BAD_TTL"

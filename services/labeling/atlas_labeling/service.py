@@ -13,6 +13,7 @@ from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from atlas_core.jobs import JobRecord, JobRunner
+from atlas_labeling.agreement import Agreement, project_agreement
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.config import LabelingSettings
 from atlas_labeling.corrections import CorrectionEntry
@@ -357,6 +358,21 @@ class LabelingService:
     # ---- correction queue ---------------------------------------------------------------
 
     def correction_queue(
-        self, project_id: str, reasons: Sequence[str], offset: int, limit: int
+        self,
+        project_id: str,
+        reasons: Sequence[str],
+        offset: int,
+        limit: int,
+        *,
+        include_resolved: bool = False,
     ) -> tuple[list[CorrectionEntry], bool]:
-        return self.rt.corrections.list(project_id, reasons, offset, limit)
+        return self.rt.corrections.list(
+            project_id, reasons, offset, limit, include_resolved=include_resolved
+        )
+
+    # ---- agreement ----------------------------------------------------------------------
+
+    def agreement(self, project_id: str) -> Agreement:
+        with self.rt.engine.connect() as conn:
+            project = self.rt.projects.load(conn, project_id)
+            return project_agreement(conn, project)

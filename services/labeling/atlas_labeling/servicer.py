@@ -202,6 +202,12 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
             annotators=[convert.annotator_stats_to_pb(s) for s in stats]
         )
 
+    # ---- agreement --------------------------------------------------------------------------
+
+    async def GetAgreement(self, request: Any, context: Any) -> Any:
+        result = await to_thread(self.svc.agreement, _require(request.project_id, "project_id"))
+        return convert.agreement_to_pb(result)
+
     # ---- correction queue -----------------------------------------------------------------
 
     async def ListCorrectionQueue(self, request: Any, context: Any) -> Any:
@@ -212,6 +218,7 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
             convert.correction_reasons_from_pb(request.reasons),
             offset,
             limit,
+            include_resolved=request.include_resolved,
         )
         return pb.ListCorrectionQueueResponse(
             entries=[convert.correction_to_pb(e) for e in found],

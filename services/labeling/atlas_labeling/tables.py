@@ -85,6 +85,7 @@ corrections = Table(
     Column("reason", String(32), nullable=False),
     Column("priority", Float, nullable=False, default=0.0),
     Column("detail", Text, nullable=False, default=""),
+    # open | requeued | resolved | escalated
     Column("resolution", String(16), nullable=False, default="open"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
@@ -118,6 +119,9 @@ items = Table(
     # Assignments holding or having submitted the item (active + submitted), and submitted.
     Column("taken", Integer, nullable=False, default=0),
     Column("submitted", Integer, nullable=False, default=0),
+    # Extra annotators asked for after disagreement (relabel rounds): an item needs
+    # overlap + rounds annotations.
+    Column("rounds", Integer, nullable=False, default=0),
     # Higher first in the queue (active learning and corrections raise it).
     Column("priority", Float, nullable=False, default=0.0),
     Column("gold_value", Text, nullable=True),  # JSON of a values.Value

@@ -3,6 +3,8 @@ review and annotator stats, for text, spans, boxes and face pairs."""
 
 from __future__ import annotations
 
+import grpc
+import pytest
 from google.protobuf import duration_pb2
 
 from atlas.common.v1 import common_pb2
@@ -252,3 +254,52 @@ async def test_boxes_spans_and_face_pairs(labeling: LabelingHarness) -> None:
         )
     )
     assert done.annotation.value.face_pair == pb.FACE_PAIR_DECISION_SAME
+
+
+async def test_agreement_and_disagreement_queue(labeling: LabelingHarness) -> None:
+    stub = labeling.stub
+    project = await create(
+        stub,
+        spec(
+            "votes",
+            pb.TASK_TYPE_TEXT_CLASSIFICATION,
+            CLASSES,
+            overlap=2,
+            consensus_threshold=0.75,
+            max_relabel_rounds=1,
+        ),
+    )
+    pid = project.project_id
+    items = [pb.NewItem(content=pb.ItemContent(text=f"t{i}")) for i in range(3)]
+    await stub.AddItems(pb.AddItemsRequest(project_id=pid, items=items))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetAgreement(pb.GetAgreementRequest(project_id=pid))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    answers = {"a": ["pos", "neg", "pos"], "b": ["pos", "neg", "neg"]}
+    for who, labels in answers.items():
+        leased = await stub.RequestAssignments(
+            pb.RequestAssignmentsRequest(project_id=pid, annotator=who, count=3)
+        )
+        for a, label in zip(leased.assignments, labels):
+            await stub.SubmitAnnotation(
+                pb.SubmitAnnotationRequest(
+                    assignment_id=a.assignment_id,
+                    annotator=who,
+                    value=pb.AnnotationValue(classes=pb.ClassLabels(labels=[label])),
+                )
+            )
+    agreement = await stub.GetAgreement(pb.GetAgreementRequest(project_id=pid))
+    assert agreement.items_compared == 3 and agreement.kappa < 1
+    assert {a.annotator for a in agreement.annotators} == {"a", "b"}
+    assert set(agreement.per_label) == {"pos", "neg"}
+    queue = await stub.ListCorrectionQueue(pb.ListCorrectionQueueRequest(project_id=pid))
+    (entry,) = queue.entries
+    assert list(entry.reasons) == [pb.CORRECTION_REASON_DISAGREEMENT]
+    assert list(entry.resolutions) == [pb.CORRECTION_RESOLUTION_REQUEUED]
+    assert entry.relabel_rounds == 1 and "votes" in entry.details[0]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetAgreement(pb.GetAgreementRequest(project_id="prj-x"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListCorrectionQueue(pb.ListCorrectionQueueRequest(project_id=pid, reasons=[99]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

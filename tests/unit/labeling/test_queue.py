@@ -44,7 +44,7 @@ def test_overlap_distinct_annotators_never_twice(harness: Harness) -> None:
         svc.submit_annotation(x.assignment_id, "ann", POS)
     assert svc.request_assignments(pid, "ann", 5) == []  # a submitted item never comes back
     _, status = svc.submit_annotation(b[0].assignment_id, "bob", POS)
-    assert status == "annotated"  # overlap reached; consensus decides from here
+    assert status == "done"  # overlap reached and both agree: consensus decided
     with pytest.raises(InvalidArgument):
         svc.request_assignments(pid, "", 1)
     with pytest.raises(InvalidArgument):
@@ -281,4 +281,4 @@ def test_concurrent_annotators_never_double_assigned(harness: Harness) -> None:
     assert set(per_item) == set(ids) and set(per_item.values()) == {overlap}
     assert len(set(done)) == len(done)
     statuses = Counter(i.status for i in svc.list_items(pid, [], 0, 1000)[0])
-    assert statuses == {"annotated": n_items}
+    assert statuses == {"done": n_items}  # everyone agreed: consensus decided each item

@@ -75,6 +75,15 @@ class CorrectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CORRECTION_REASON_DISAGREEMENT: _ClassVar[CorrectionReason]
     CORRECTION_REASON_MODEL_HUMAN_CONFLICT: _ClassVar[CorrectionReason]
     CORRECTION_REASON_BAD_CASE: _ClassVar[CorrectionReason]
+    CORRECTION_REASON_LOW_GOLD_ACCURACY: _ClassVar[CorrectionReason]
+
+class CorrectionResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CORRECTION_RESOLUTION_UNSPECIFIED: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_OPEN: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_REQUEUED: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_RESOLVED: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_ESCALATED: _ClassVar[CorrectionResolution]
 
 class AssignmentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -140,6 +149,12 @@ CORRECTION_REASON_LOW_CONFIDENCE: CorrectionReason
 CORRECTION_REASON_DISAGREEMENT: CorrectionReason
 CORRECTION_REASON_MODEL_HUMAN_CONFLICT: CorrectionReason
 CORRECTION_REASON_BAD_CASE: CorrectionReason
+CORRECTION_REASON_LOW_GOLD_ACCURACY: CorrectionReason
+CORRECTION_RESOLUTION_UNSPECIFIED: CorrectionResolution
+CORRECTION_RESOLUTION_OPEN: CorrectionResolution
+CORRECTION_RESOLUTION_REQUEUED: CorrectionResolution
+CORRECTION_RESOLUTION_RESOLVED: CorrectionResolution
+CORRECTION_RESOLUTION_ESCALATED: CorrectionResolution
 ASSIGNMENT_STATE_UNSPECIFIED: AssignmentState
 ASSIGNMENT_STATE_ACTIVE: AssignmentState
 ASSIGNMENT_STATE_SUBMITTED: AssignmentState
@@ -170,7 +185,7 @@ class LabelDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ..., allowed_pairs: _Optional[_Iterable[str]] = ..., color: _Optional[str] = ...) -> None: ...
 
 class ProjectSpec(_message.Message):
-    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags", "skip_policy")
+    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags", "skip_policy", "consensus_threshold", "max_relabel_rounds")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +205,8 @@ class ProjectSpec(_message.Message):
     ASSIGNMENT_TTL_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SKIP_POLICY_FIELD_NUMBER: _ClassVar[int]
+    CONSENSUS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_RELABEL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_type: TaskType
     labels: _containers.RepeatedCompositeFieldContainer[LabelDefinition]
@@ -202,7 +219,9 @@ class ProjectSpec(_message.Message):
     assignment_ttl: _duration_pb2.Duration
     tags: _containers.ScalarMap[str, str]
     skip_policy: SkipPolicy
-    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., skip_policy: _Optional[_Union[SkipPolicy, str]] = ...) -> None: ...
+    consensus_threshold: float
+    max_relabel_rounds: int
+    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., skip_policy: _Optional[_Union[SkipPolicy, str]] = ..., consensus_threshold: _Optional[float] = ..., max_relabel_rounds: _Optional[int] = ...) -> None: ...
 
 class ProjectStats(_message.Message):
     __slots__ = ("items", "items_unlabeled", "items_in_progress", "items_done", "annotations", "in_correction_queue")
@@ -762,26 +781,34 @@ class GetAgreementResponse(_message.Message):
     def __init__(self, items_compared: _Optional[int] = ..., kappa: _Optional[float] = ..., krippendorff_alpha: _Optional[float] = ..., span_f1: _Optional[float] = ..., box_iou: _Optional[float] = ..., annotators: _Optional[_Iterable[_Union[AnnotatorAgreement, _Mapping]]] = ..., per_label: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class CorrectionEntry(_message.Message):
-    __slots__ = ("item", "reasons", "priority", "prediction_id")
+    __slots__ = ("item", "reasons", "priority", "prediction_id", "details", "resolutions", "relabel_rounds")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTIONS_FIELD_NUMBER: _ClassVar[int]
+    RELABEL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     item: Item
     reasons: _containers.RepeatedScalarFieldContainer[CorrectionReason]
     priority: float
     prediction_id: str
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., priority: _Optional[float] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    details: _containers.RepeatedScalarFieldContainer[str]
+    resolutions: _containers.RepeatedScalarFieldContainer[CorrectionResolution]
+    relabel_rounds: int
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., priority: _Optional[float] = ..., prediction_id: _Optional[str] = ..., details: _Optional[_Iterable[str]] = ..., resolutions: _Optional[_Iterable[_Union[CorrectionResolution, str]]] = ..., relabel_rounds: _Optional[int] = ...) -> None: ...
 
 class ListCorrectionQueueRequest(_message.Message):
-    __slots__ = ("project_id", "reasons", "page")
+    __slots__ = ("project_id", "reasons", "page", "include_resolved")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     PAGE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     reasons: _containers.RepeatedScalarFieldContainer[CorrectionReason]
     page: _common_pb2.PageRequest
-    def __init__(self, project_id: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+    include_resolved: bool
+    def __init__(self, project_id: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., include_resolved: bool = ...) -> None: ...
 
 class ListCorrectionQueueResponse(_message.Message):
     __slots__ = ("entries", "page")

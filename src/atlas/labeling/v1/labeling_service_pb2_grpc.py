@@ -318,8 +318,10 @@ class LabelingServiceServicer(object):
     def ListCorrectionQueue(self, request, context):
         """---- Error-correction queue ----
 
-        Lists items queued for correction: low model confidence, annotator disagreement, or
-        model-vs-human conflict; most urgent first, paginated.
+        Lists items queued for correction (low model confidence, annotator disagreement, bad
+        cases from serving, low gold accuracy), each with its reasons, audited details and
+        resolutions; most urgent first, paginated. Flagged labels are never flipped
+        automatically.
         Errors: INVALID_ARGUMENT if the page token is malformed; NOT_FOUND if the project does
         not exist.
         """
