@@ -22,9 +22,6 @@ class ServiceSpec:
     # Whether it reads through its peers' read endpoints: the launcher then passes
     # ATLAS_<NAME>_<DEP>__READ_TARGET for each one that answers health.
     uses_read_endpoints: bool = False
-    # False keeps a service out of `atlas up` while some of its RPCs are not built yet, so
-    # the suite never serves an RPC that answers UNIMPLEMENTED.
-    launchable: bool = True
 
 
 KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
@@ -45,26 +42,18 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         ("data",),
         uses_read_endpoints=True,
     ),
-    # Not launched yet (2026-12-07): its job, agreement and correction-queue RPCs are missing.
+    # Exports are registered with the data service; pre-labels come from serving.
     ServiceSpec(
-        "labeling",
-        "atlas_labeling",
-        "atlas.labeling.v1.LabelingService",
-        4,
-        ("data", "serving"),
-        launchable=False,
+        "labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4, ("data", "serving")
     ),
     ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5),
 )
 
 
 def implemented_services() -> list[ServiceSpec]:
-    """Services whose runnable package is installed and that are launchable; the others are
-    never started."""
+    """Services whose runnable package is installed; the others are never started."""
     found = []
     for spec in KNOWN_SERVICES:
-        if not spec.launchable:
-            continue
         try:
             if importlib.util.find_spec(f"{spec.module}.__main__") is not None:
                 found.append(spec)

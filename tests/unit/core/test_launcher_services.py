@@ -1,15 +1,12 @@
-"""Which services `atlas up` starts."""
+"""Which services `atlas up` starts, and in which order."""
 
 from __future__ import annotations
 
-import importlib.util
-
-from atlas_core.launcher import KNOWN_SERVICES, implemented_services
+from atlas_core.launcher import implemented_services
 
 
-def test_a_service_that_is_not_launchable_is_never_started() -> None:
-    labeling = next(s for s in KNOWN_SERVICES if s.name == "labeling")
-    assert importlib.util.find_spec("atlas_labeling.__main__") is not None
-    assert not labeling.launchable
-    assert "labeling" not in [s.name for s in implemented_services()]
-    assert {"data", "serving"} <= {s.name for s in implemented_services()}
+def test_labeling_starts_after_the_services_it_calls() -> None:
+    names = [s.name for s in implemented_services()]
+    labeling = next(s for s in implemented_services() if s.name == "labeling")
+    assert labeling.port_offset == 4 and set(labeling.needs) == {"data", "serving"}
+    assert names.index("labeling") > max(names.index("data"), names.index("serving"))
