@@ -3,9 +3,12 @@ or one more annotator (an audited disagreement entry in the correction queue) up
 project's relabel cap, then review. The algorithms live in ``atlas_labeling.quality``; this
 module only gathers the votes and records the outcome.
 
-Classification and face-pair items are decided here (majority vote; Dawid-Skene for
-projects with the weighted method once an item has three or more annotations). Box and span
-items stay ANNOTATED for review.
+Classification and face pairs: majority vote (Dawid-Skene for projects with the weighted
+method once an item has three or more annotations); the confidence is the winner's share.
+Boxes (objects, faces, OCR with their texts) and spans (with relations): clusters that a
+majority of the annotators drew (IoU >= 0.5 for boxes, Jaccard >= 0.5 for spans) become the
+final value; the confidence is the share of all drawn regions that ended in such a cluster.
+Merged boxes keep position, label and text (rotation and landmarks are not merged).
 """
 
 from __future__ import annotations
@@ -22,9 +25,22 @@ from atlas_labeling.labels import append_label
 from atlas_labeling.projects import Project
 from atlas_labeling.schema import VALUE_KIND, ProjectSpec
 from atlas_labeling.tables import annotations, corrections, items
-from atlas_labeling.values import Classes, FacePair, Value, from_json, to_json
+from atlas_labeling.values import (
+    Box,
+    Boxes,
+    Classes,
+    FacePair,
+    Relation,
+    Span,
+    Spans,
+    Value,
+    from_json,
+    to_json,
+)
 
 DECIDABLE = ("classes", "face_pair")
+REGION_IOU = 0.5
+SPAN_JACCARD = 0.5
 
 
 def vote_key(value: Value) -> str:
@@ -65,6 +81,83 @@ def human_votes(conn: Connection, item_ids: list[str]) -> list[tuple[str, str, s
     return [(i, a, vote_key(from_json(json.loads(v)))) for i, a, v in rows]
 
 
+def _human_values(conn: Connection, item_id: str) -> dict[str, Value]:
+    rows = conn.execute(
+        select(annotations.c.author, annotations.c.value)
+        .where(
+            (annotations.c.item_id == item_id)
+            & (annotations.c.source == "human")
+            & (
+                annotations.c.review_decision.is_(None)
+                | (annotations.c.review_decision != "reject")
+            )
+        )
+        .order_by(annotations.c.created_at)
+    ).all()
+    return {author: from_json(json.loads(raw)) for author, raw in rows}
+
+
+def decide_regions(conn: Connection, project: Project, item: ItemRecord) -> Decision:
+    """Boxes or spans merged across annotators by the shared clustering."""
+    from atlas_labeling.quality import consensus as qc
+
+    values = _human_values(conn, item.item_id)
+    quorum = len(values) // 2 + 1
+    drawn = 0
+    if VALUE_KIND[project.spec.task_type] == "boxes":
+        by_annotator = {
+            a: [
+                qc.Box(b.x, b.y, b.width, b.height, b.label or None, b.text or None)
+                for b in v.boxes
+            ]  # type: ignore[union-attr]
+            for a, v in values.items()
+        }
+        drawn = sum(len(b) for b in by_annotator.values())
+        merged = qc.merge_boxes(by_annotator, REGION_IOU, quorum)
+        kept = sum(m.support for m in merged)
+        value: Value = Boxes(
+            tuple(
+                Box(
+                    m.box.x,
+                    m.box.y,
+                    m.box.width,
+                    m.box.height,
+                    0.0,
+                    m.box.label or "",
+                    m.box.text or "",
+                )
+                for m in merged
+            ),
+            item.content.image_width,
+            item.content.image_height,
+        )
+    else:
+        spans_by = {
+            a: [qc.Span(s.start, s.end, s.label) for s in v.spans]  # type: ignore[union-attr]
+            for a, v in values.items()
+        }
+        drawn = sum(len(s) for s in spans_by.values())
+        merged_spans = qc.merge_spans(spans_by, SPAN_JACCARD, quorum)
+        kept = sum(m.support for m in merged_spans)
+        relations_by = {}
+        for a, v in values.items():
+            ids = {s.span_id: qc.Span(s.start, s.end, s.label) for s in v.spans}  # type: ignore[union-attr]
+            relations_by[a] = [
+                qc.Relation(ids[r.source_span_id], ids[r.target_span_id], r.label)
+                for r in v.relations  # type: ignore[union-attr]
+            ]
+        relations = qc.merge_relations(merged_spans, relations_by, quorum)
+        value = Spans(
+            tuple(
+                Span(f"s{i}", m.span.start, m.span.end, m.span.label)
+                for i, m in enumerate(merged_spans)
+            ),
+            tuple(Relation(f"s{r.head}", f"s{r.tail}", r.label) for r in relations),
+        )
+    confidence = kept / drawn if drawn else 1.0  # nobody drew anything: they agree
+    return Decision(value, confidence, sorted(values), {"regions drawn": drawn, "kept": kept})
+
+
 def decide(conn: Connection, project: Project, item: ItemRecord) -> Decision:
     from atlas_labeling.quality import consensus as qc  # the shared algorithms
 
@@ -92,9 +185,10 @@ def decide(conn: Connection, project: Project, item: ItemRecord) -> Decision:
 def settle(conn: Connection, project: Project, item: ItemRecord, now: datetime) -> str:
     """Decide an item that has all its annotations; returns its new status."""
     spec = project.spec
-    if VALUE_KIND[spec.task_type] not in DECIDABLE:
-        return _set_status(conn, item, "annotated")
-    decision = decide(conn, project, item)
+    if VALUE_KIND[spec.task_type] in DECIDABLE:
+        decision = decide(conn, project, item)
+    else:
+        decision = decide_regions(conn, project, item)
     if decision.confidence >= spec.consensus_threshold:
         conn.execute(
             update(items)
@@ -146,11 +240,6 @@ def settle(conn: Connection, project: Project, item: ItemRecord, now: datetime) 
         .values(status="in_review", agreement=decision.confidence)
     )
     return "in_review"
-
-
-def _set_status(conn: Connection, item: ItemRecord, status: str) -> str:
-    conn.execute(update(items).where(items.c.item_id == item.item_id).values(status=status))
-    return status
 
 
 def flag(

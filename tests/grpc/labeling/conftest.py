@@ -16,9 +16,6 @@ from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
 from atlas_labeling.config import JobSettings, LabelingSettings, PeerSettings
 from atlas_labeling.service import LabelingService
 from atlas_labeling.servicer import labeling_service_def
-from tests.support.quality_standin import install as install_quality_standin
-
-install_quality_standin()  # until atlas_labeling.quality is merged
 
 TOKEN = "labeling-test-token-0123"
 OTHER_TOKEN = "labeling-test-token-4567"

@@ -23,9 +23,6 @@ from atlas_labeling.runtime import LabelingRuntime
 from atlas_labeling.service import LabelingService
 from atlas_labeling.tables import MIGRATIONS
 from tests.support.db import db_url  # noqa: F401
-from tests.support.quality_standin import install as install_quality_standin
-
-install_quality_standin()  # until atlas_labeling.quality is merged
 
 
 class Clock:

@@ -10,6 +10,7 @@ from atlas_core.errors import FailedPrecondition
 from atlas_labeling.items import NewItem
 from atlas_labeling.schema import (
     OBJECT_BOXES,
+    OCR,
     TEXT_CLASSIFICATION,
     TEXT_SPANS,
     LabelDef,
@@ -26,9 +27,7 @@ LABELS = (LabelDef("pos"), LabelDef("neg"))
 POS, NEG = Classes(("pos",)), Classes(("neg",))
 
 
-def project(
-    svc: LabelingService, n: int, name: str = "c", **kw: object
-) -> tuple[str, list[str]]:
+def project(svc: LabelingService, n: int, name: str = "c", **kw: object) -> tuple[str, list[str]]:
     spec = ProjectSpec(name, TEXT_CLASSIFICATION, LABELS, **kw)  # type: ignore[arg-type]
     pid = svc.create_project(spec).project_id
     ids, _ = svc.add_items(pid, [NewItem(ItemContent(text=f"t{i}")) for i in range(n)])
@@ -159,6 +158,11 @@ def test_agreement_of_spans_and_boxes(harness: Harness) -> None:
         value = Spans(tuple(Span(f"s{n}", s, e, "PER") for n, (s, e) in enumerate(found)))
         svc.submit_annotation(x.assignment_id, who, value)
     assert svc.agreement(spans).span_f1 == pytest.approx(2 / 3)
+    # Two of the three spans drawn agree (quorum 2 of 2): the shared one is the label.
+    (span_item,) = svc.list_items(spans, [], 0, 1)[0]
+    assert span_item.status == "done" and span_item.final_source == "consensus"
+    assert span_item.final_value == Spans((Span("s0", 0, 3, "PER"),))
+    assert span_item.agreement == pytest.approx(2 / 3)
     harness.artifacts.put_bytes("img/x.png", png_bytes(100, 100))
     boxes = svc.create_project(
         ProjectSpec("b", OBJECT_BOXES, (LabelDef("car"),), overlap=2)
@@ -168,4 +172,29 @@ def test_agreement_of_spans_and_boxes(harness: Harness) -> None:
         (x,) = svc.request_assignments(boxes, who, 1)
         svc.submit_annotation(x.assignment_id, who, Boxes((Box(x0, 0, 10, 10, label="car"),)))
     assert svc.agreement(boxes).box_iou == pytest.approx(50 / 150)
-    assert svc.get_item(boxes, svc.list_items(boxes, [], 0, 1)[0][0].item_id).status == "annotated"
+    # IoU 1/3 < 0.5: no object two annotators agree on, so a third annotator is asked.
+    (box_item,) = svc.list_items(boxes, [], 0, 1)[0]
+    assert box_item.status == "in_progress" and box_item.rounds == 1
+    assert svc.correction_queue(boxes, ["disagreement"], 0, 10)[0]
+
+
+def test_ocr_boxes_and_texts_merge_across_annotators(harness: Harness) -> None:
+    svc = harness.service
+    harness.artifacts.put_bytes("img/sign.png", png_bytes(200, 100))
+    pid = svc.create_project(ProjectSpec("ocr", OCR, (), overlap=3)).project_id
+    (item,), _ = svc.add_items(pid, [NewItem(ItemContent(image_uri="img/sign.png"))])
+    drawn = {
+        "a": Box(10, 10, 50, 20, text="HELLO"),
+        "b": Box(12, 10, 50, 20, text="hello"),
+        "c": Box(11, 13, 50, 20, text="HELL0"),
+    }
+    for who, box in drawn.items():
+        (x,) = svc.request_assignments(pid, who, 1)
+        svc.submit_annotation(x.assignment_id, who, Boxes((box,)))
+    got = svc.get_item(pid, item)
+    assert got.status == "done" and got.agreement == pytest.approx(1.0)
+    assert isinstance(got.final_value, Boxes)
+    (merged,) = got.final_value.boxes
+    assert (merged.x, merged.y) == (pytest.approx(11), pytest.approx(11))
+    assert merged.text.lower() == "hello"
+    assert (got.final_value.image_width, got.final_value.image_height) == (200, 100)
