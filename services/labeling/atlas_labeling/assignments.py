@@ -40,7 +40,7 @@ from atlas_labeling.items import (
 from atlas_labeling.labels import append_label
 from atlas_labeling.projects import Project, ProjectStore, aware, new_id, utcnow
 from atlas_labeling.schema import check_confidence, validate_value
-from atlas_labeling.tables import annotations, assignments, items, label_usage
+from atlas_labeling.tables import annotations, assignments, corrections, items, label_usage
 from atlas_labeling.values import Value, from_json, labels_used, same_answer, to_json
 
 OPEN = ("unlabeled", "in_progress")
@@ -125,7 +125,13 @@ class AssignmentQueue:
     # ---- handing out work ---------------------------------------------------------------
 
     def request(
-        self, project_id: str, annotator: str, count: int, *, review: bool = False
+        self,
+        project_id: str,
+        annotator: str,
+        count: int,
+        *,
+        review: bool = False,
+        prefer_corrections: bool = False,
     ) -> list[AssignmentRecord]:
         if not annotator:
             raise InvalidArgument("annotator is empty", reason="EMPTY_ANNOTATOR")
@@ -143,7 +149,7 @@ class AssignmentQueue:
                     self._expire(conn, project_id, now)
                     if review:
                         return self._assign_reviews(conn, project, annotator, count, now)
-                    return self._assign(conn, project, annotator, count, now)
+                    return self._assign(conn, project, annotator, count, now, prefer_corrections)
             except IntegrityError:
                 # Another transaction leased the same item to this annotator first
                 # (PostgreSQL only; SQLite serialises): try again with fresh candidates.
@@ -152,7 +158,13 @@ class AssignmentQueue:
         return []
 
     def _assign(
-        self, conn: Connection, project: Project, annotator: str, count: int, now: datetime
+        self,
+        conn: Connection,
+        project: Project,
+        annotator: str,
+        count: int,
+        now: datetime,
+        prefer_corrections: bool = False,
     ) -> list[AssignmentRecord]:
         mine = select(assignments.c.item_id).where(
             (assignments.c.project_id == project.project_id)
@@ -170,9 +182,16 @@ class AssignmentQueue:
                 )
                 & items.c.item_id.not_in(mine)
             )
-            .order_by(items.c.priority.desc(), items.c.seq)
             .limit(count)
         )
+        order = [items.c.priority.desc(), items.c.seq]
+        if prefer_corrections:
+            flagged = select(corrections.c.item_id).where(
+                (corrections.c.project_id == project.project_id)
+                & corrections.c.resolution.in_(["open", "requeued"])
+            )
+            order.insert(0, case((items.c.item_id.in_(flagged), 1), else_=0).desc())
+        query = query.order_by(*order)
         if self._pg(conn):
             query = query.with_for_update(skip_locked=True)
         rows = conn.execute(query).all()

@@ -93,6 +93,19 @@ SOURCES_TO_PB = {
     "consensus": pb.ANNOTATION_SOURCE_CONSENSUS,
     "review": pb.ANNOTATION_SOURCE_REVIEW,
 }
+QUEUE_ORDERS = {
+    pb.QUEUE_ORDER_UNSPECIFIED: "fifo",
+    pb.QUEUE_ORDER_FIFO: "fifo",
+    pb.QUEUE_ORDER_LEAST_CONFIDENCE: "least_confidence",
+    pb.QUEUE_ORDER_MARGIN: "margin",
+    pb.QUEUE_ORDER_ENTROPY: "entropy",
+}
+QUEUE_ORDERS_TO_PB = {
+    "fifo": pb.QUEUE_ORDER_FIFO,
+    "least_confidence": pb.QUEUE_ORDER_LEAST_CONFIDENCE,
+    "margin": pb.QUEUE_ORDER_MARGIN,
+    "entropy": pb.QUEUE_ORDER_ENTROPY,
+}
 CORRECTION_REASONS_TO_PB = {
     "low_confidence": pb.CORRECTION_REASON_LOW_CONFIDENCE,
     "disagreement": pb.CORRECTION_REASON_DISAGREEMENT,
@@ -146,6 +159,7 @@ def spec_from_pb(message: pb.ProjectSpec) -> schema.ProjectSpec:
         skip_policy=SKIP_POLICIES.get(message.skip_policy, "unknown"),
         consensus_threshold=message.consensus_threshold or 0.5,
         max_relabel_rounds=message.max_relabel_rounds or 2,
+        queue_order=QUEUE_ORDERS.get(message.queue_order, "unknown"),
     )
 
 
@@ -173,6 +187,7 @@ def spec_to_pb(spec: schema.ProjectSpec) -> pb.ProjectSpec:
         skip_policy=SKIP_POLICIES_TO_PB[spec.skip_policy],
         consensus_threshold=spec.consensus_threshold,
         max_relabel_rounds=spec.max_relabel_rounds,
+        queue_order=QUEUE_ORDERS_TO_PB[spec.queue_order],
     )
     message.assignment_ttl.FromNanoseconds(int(spec.assignment_ttl_s * 1e9))
     return message
@@ -408,6 +423,7 @@ def item_to_pb(
             message.gold_value.CopyFrom(value_to_pb(record.gold_value))
         if record.final_value is not None:
             message.final_value.CopyFrom(value_to_pb(record.final_value))
+            message.final_source = SOURCES_TO_PB.get(record.final_source or "", 0)
         if record.agreement is not None:
             message.agreement = record.agreement
     return message

@@ -26,14 +26,16 @@ from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2 as serving_pb
 from atlas_core.clients import DataClient
 from atlas_core.clients.serving import ServingClient, entity_row, feature_row
+from atlas_core.db import write_transaction
 from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobContext
 from atlas_core.rpc import ClientSettings, error_from_rpc
 from atlas_core.storage import ArtifactRef
-from atlas_labeling import bad_cases, exporting, manifests, prelabel
+from atlas_labeling import autolabel, bad_cases, exporting, manifests, prelabel
 from atlas_labeling.items import NewItem, row_to_item
 from atlas_labeling.jobs import FORMATS, ITEM_STATUS, export_sources, parse_cursor
 from atlas_labeling.labels import LabelRow, read_rows
+from atlas_labeling.ordering import refresh_order
 from atlas_labeling.projects import utcnow
 from atlas_labeling.runtime import LabelingRuntime
 from atlas_labeling.schema import CONTENT_KIND
@@ -462,6 +464,7 @@ def prelabel_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.PrelabelSpec) 
                     spec.label_mapping.get(p.label, p.label),
                     p.scores[p.label] if p.label in p.scores else p.value,
                     version,
+                    {spec.label_mapping.get(k, k): v for k, v in p.scores.items()},
                 )
                 for item, p in zip(batch, resp.predictions)
             ]
@@ -476,13 +479,27 @@ def prelabel_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.PrelabelSpec) 
                 "low": state["low"] + low,
                 "errors": state["errors"] + errors,
             }
+            state["version"] = version
             ctx.checkpoint(state)
             ctx.report(None, f"{state['processed']} items pre-labelled by {version}")
+    with write_transaction(rt.engine) as conn:
+        # New predictions: the active-learning order changes with them.
+        refresh_order(conn, rt.projects.load(conn, spec.project_id))
+    threshold, auto = None, 0
+    if spec.auto_label_target_accuracy and state.get("version"):
+        ctx.report(None, "choosing an auto-labeling threshold")
+        with write_transaction(rt.engine) as conn:
+            project = rt.projects.load(conn, spec.project_id)
+            threshold, auto = autolabel.auto_label(
+                conn, project, state["version"], spec.auto_label_target_accuracy, utcnow()
+            )
     return {
         "item_result": {
             "items_processed": state["processed"],
             "items_added": state["stored"],
             "queued_for_correction": state["low"],
             "errors": state["errors"],
+            "auto_labeled": auto,
+            "auto_label_threshold": threshold or 0.0,
         }
     }

@@ -26,6 +26,7 @@ class Suggestion:
     label: str
     score: float
     model_version: str  # "<model name>:<version>"
+    probs: dict[str, float] | None = None  # class -> probability, in project labels
 
 
 def suggestion_id(item_id: str, model_version: str) -> str:
@@ -75,7 +76,11 @@ def store(
         conn.execute(
             update(items)
             .where(items.c.item_id == s.item.item_id)
-            .values(model_version=s.model_version, prediction_score=s.score)
+            .values(
+                model_version=s.model_version,
+                prediction_score=s.score,
+                probs=json.dumps(s.probs) if s.probs else None,
+            )
         )
         stored += 1
         if s.score < threshold:

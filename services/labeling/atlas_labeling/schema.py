@@ -61,6 +61,7 @@ CONTENT_KIND = {
 }
 LABEL_KINDS = ("class", "entity", "relation")
 SKIP_POLICIES = ("requeue_for_me", "requeue_for_others", "ignore")
+QUEUE_ORDERS = ("fifo", "least_confidence", "margin", "entropy")
 CONSENSUS_METHODS = ("majority", "weighted", "review")
 MAX_NAME = 128
 MAX_OVERLAP = 50
@@ -92,6 +93,7 @@ class ProjectSpec:
     skip_policy: str = "requeue_for_others"
     consensus_threshold: float = 0.5
     max_relabel_rounds: int = 2
+    queue_order: str = "fifo"
 
     def label_names(self, kind: str) -> set[str]:
         return {label.name for label in self.labels if label.kind == kind}
@@ -125,6 +127,8 @@ def validate_spec(spec: ProjectSpec) -> ProjectSpec:
         )
     if spec.skip_policy not in SKIP_POLICIES:
         raise InvalidArgument("spec.skip_policy is unknown", reason="BAD_SKIP_POLICY")
+    if spec.queue_order not in QUEUE_ORDERS:
+        raise InvalidArgument("spec.queue_order is unknown", reason="BAD_QUEUE_ORDER")
     if spec.consensus not in CONSENSUS_METHODS:
         raise InvalidArgument("spec.consensus is unknown", reason="BAD_CONSENSUS")
     if spec.multi_label and VALUE_KIND[spec.task_type] != "classes":

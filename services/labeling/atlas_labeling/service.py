@@ -10,7 +10,7 @@ from dataclasses import replace
 from sqlalchemy import select
 
 from atlas.labeling.v1 import labeling_service_pb2 as pb
-from atlas_core.db import IdempotencyStore
+from atlas_core.db import IdempotencyStore, write_transaction
 from atlas_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from atlas_core.jobs import JobRecord, JobRunner
 from atlas_labeling.agreement import Agreement, project_agreement
@@ -30,6 +30,7 @@ from atlas_labeling.jobs import (
     spec_to_json,
 )
 from atlas_labeling.labels import read_rows
+from atlas_labeling.ordering import refresh_order
 from atlas_labeling.projects import Project
 from atlas_labeling.runtime import LabelingRuntime, open_runtime
 from atlas_labeling.schema import CONTENT_KIND, VALUE_KIND, ProjectSpec
@@ -91,7 +92,11 @@ class LabelingService:
     ) -> Project:
         if self.idempotency.recall("UpdateProject", request_id) is not None:
             return self.rt.projects.get(project_id)
+        before = self.rt.projects.get(project_id, with_stats=False)
         project = self.rt.projects.update(project_id, self._with_defaults(spec), etag)
+        if project.spec.queue_order != before.spec.queue_order:
+            with write_transaction(self.rt.engine) as conn:
+                refresh_order(conn, project)
         self.idempotency.remember("UpdateProject", request_id, {"project_id": project_id})
         return project
 
@@ -135,13 +140,16 @@ class LabelingService:
         count: int,
         *,
         review: bool = False,
+        prefer_corrections: bool = False,
         request_id: str = "",
     ) -> list[AssignmentRecord]:
         key = f"{annotator}|{request_id}" if request_id else ""
         seen = self.idempotency.recall("RequestAssignments", key)
         if seen is not None:
             return self.rt.queue.get_many(seen["assignment_ids"])
-        leased = self.rt.queue.request(project_id, annotator, count, review=review)
+        leased = self.rt.queue.request(
+            project_id, annotator, count, review=review, prefer_corrections=prefer_corrections
+        )
         self.idempotency.remember(
             "RequestAssignments", key, {"assignment_ids": [a.assignment_id for a in leased]}
         )

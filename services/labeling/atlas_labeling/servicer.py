@@ -128,6 +128,7 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
             _person(request.annotator, context, "annotator"),
             request.count,
             review=request.review,
+            prefer_corrections=request.prefer_correction_queue,
             request_id=request.request_id,
         )
         return pb.RequestAssignmentsResponse(

@@ -132,6 +132,8 @@ items = Table(
     Column("prediction_id", String(128), nullable=False, default=""),
     Column("model_version", String(128), nullable=False, default=""),
     Column("prediction_score", Float, nullable=True),
+    # Class -> probability of the latest pre-label (active-learning queue orders).
+    Column("probs", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("project_id", "external_id", name="uq_labeling_items_external"),
     UniqueConstraint("project_id", "seq", name="uq_labeling_items_seq"),

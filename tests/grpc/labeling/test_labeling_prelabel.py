@@ -129,6 +129,48 @@ async def test_prelabel_through_serving(tmp_path: Path, s3_settings: S3Settings)
                     pb.SubmitExportJobRequest(spec=pb.ExportSpec(project_id=pid))
                 )
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            # Auto-labeling: people label 35 items, then new items above the threshold at
+            # which the model matches them get the model's label (source MODEL).
+            leased = await stub.RequestAssignments(
+                pb.RequestAssignmentsRequest(project_id=pid, annotator="ann", count=35)
+            )
+            truth = {str(i): mapping[str(int(y.iloc[i]))] for i in range(len(y))}
+            for a in leased.assignments:
+                await stub.SubmitAnnotation(
+                    pb.SubmitAnnotationRequest(
+                        assignment_id=a.assignment_id,
+                        annotator="ann",
+                        value=pb.AnnotationValue(
+                            classes=pb.ClassLabels(labels=[truth[a.item.entity_id]])
+                        ),
+                    )
+                )
+            more = []
+            for i, features in enumerate(X.iloc[100:130].to_dict("records"), start=100):
+                item = pb.NewItem(content=pb.ItemContent(text=f"patient {i}"), entity_id=str(i))
+                item.metadata.update(features)
+                more.append(item)
+            await stub.AddItems(pb.AddItemsRequest(project_id=pid, items=more))
+            job = (
+                await stub.SubmitPrelabelJob(
+                    pb.SubmitPrelabelJobRequest(
+                        spec=pb.PrelabelSpec(
+                            project_id=pid,
+                            endpoint_name="bc",
+                            label_mapping=mapping,
+                            auto_label_target_accuracy=0.9,
+                        )
+                    )
+                )
+            ).job
+            auto = (await succeeded(stub, job)).item_result
+            assert auto.auto_labeled > 0 and 0 < auto.auto_label_threshold <= 1
+            done = await stub.ListItems(
+                pb.ListItemsRequest(project_id=pid, statuses=[pb.ITEM_STATUS_DONE])
+            )
+            by_model = [i for i in done.items if i.final_source == pb.ANNOTATION_SOURCE_MODEL]
+            assert len(by_model) == auto.auto_labeled
+            assert all(i.prediction_score >= auto.auto_label_threshold for i in by_model)
             # Bad input.
             for spec_, code in [
                 (pb.PrelabelSpec(project_id=pid, endpoint_name="nope"), grpc.StatusCode.NOT_FOUND),

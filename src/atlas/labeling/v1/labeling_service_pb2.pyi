@@ -28,6 +28,14 @@ class ConsensusMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONSENSUS_METHOD_WEIGHTED: _ClassVar[ConsensusMethod]
     CONSENSUS_METHOD_REVIEW: _ClassVar[ConsensusMethod]
 
+class QueueOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUEUE_ORDER_UNSPECIFIED: _ClassVar[QueueOrder]
+    QUEUE_ORDER_FIFO: _ClassVar[QueueOrder]
+    QUEUE_ORDER_LEAST_CONFIDENCE: _ClassVar[QueueOrder]
+    QUEUE_ORDER_MARGIN: _ClassVar[QueueOrder]
+    QUEUE_ORDER_ENTROPY: _ClassVar[QueueOrder]
+
 class SkipPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SKIP_POLICY_UNSPECIFIED: _ClassVar[SkipPolicy]
@@ -119,6 +127,11 @@ CONSENSUS_METHOD_UNSPECIFIED: ConsensusMethod
 CONSENSUS_METHOD_MAJORITY: ConsensusMethod
 CONSENSUS_METHOD_WEIGHTED: ConsensusMethod
 CONSENSUS_METHOD_REVIEW: ConsensusMethod
+QUEUE_ORDER_UNSPECIFIED: QueueOrder
+QUEUE_ORDER_FIFO: QueueOrder
+QUEUE_ORDER_LEAST_CONFIDENCE: QueueOrder
+QUEUE_ORDER_MARGIN: QueueOrder
+QUEUE_ORDER_ENTROPY: QueueOrder
 SKIP_POLICY_UNSPECIFIED: SkipPolicy
 SKIP_POLICY_REQUEUE_FOR_ME: SkipPolicy
 SKIP_POLICY_REQUEUE_FOR_OTHERS: SkipPolicy
@@ -185,7 +198,7 @@ class LabelDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ..., allowed_pairs: _Optional[_Iterable[str]] = ..., color: _Optional[str] = ...) -> None: ...
 
 class ProjectSpec(_message.Message):
-    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags", "skip_policy", "consensus_threshold", "max_relabel_rounds")
+    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags", "skip_policy", "consensus_threshold", "max_relabel_rounds", "queue_order")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +220,7 @@ class ProjectSpec(_message.Message):
     SKIP_POLICY_FIELD_NUMBER: _ClassVar[int]
     CONSENSUS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_RELABEL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ORDER_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_type: TaskType
     labels: _containers.RepeatedCompositeFieldContainer[LabelDefinition]
@@ -221,7 +235,8 @@ class ProjectSpec(_message.Message):
     skip_policy: SkipPolicy
     consensus_threshold: float
     max_relabel_rounds: int
-    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., skip_policy: _Optional[_Union[SkipPolicy, str]] = ..., consensus_threshold: _Optional[float] = ..., max_relabel_rounds: _Optional[int] = ...) -> None: ...
+    queue_order: QueueOrder
+    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., skip_policy: _Optional[_Union[SkipPolicy, str]] = ..., consensus_threshold: _Optional[float] = ..., max_relabel_rounds: _Optional[int] = ..., queue_order: _Optional[_Union[QueueOrder, str]] = ...) -> None: ...
 
 class ProjectStats(_message.Message):
     __slots__ = ("items", "items_unlabeled", "items_in_progress", "items_done", "annotations", "in_correction_queue")
@@ -468,7 +483,7 @@ class Review(_message.Message):
     def __init__(self, reviewer: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time", "image_width", "image_height", "gold", "gold_value", "prediction_id", "model_version", "prediction_score")
+    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time", "image_width", "image_height", "gold", "gold_value", "prediction_id", "model_version", "prediction_score", "final_source")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -489,6 +504,7 @@ class Item(_message.Message):
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_SOURCE_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     project_id: str
     content: ItemContent
@@ -509,7 +525,8 @@ class Item(_message.Message):
     prediction_id: str
     model_version: str
     prediction_score: float
-    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., gold: bool = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., prediction_id: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction_score: _Optional[float] = ...) -> None: ...
+    final_source: AnnotationSource
+    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., gold: bool = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., prediction_id: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction_score: _Optional[float] = ..., final_source: _Optional[_Union[AnnotationSource, str]] = ...) -> None: ...
 
 class NewItem(_message.Message):
     __slots__ = ("content", "entity_id", "label_time", "metadata", "external_id", "gold_value")
@@ -819,7 +836,7 @@ class ListCorrectionQueueResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[CorrectionEntry, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class PrelabelSpec(_message.Message):
-    __slots__ = ("project_id", "endpoint_name", "statuses", "low_confidence_threshold", "label_mapping", "use_entity_id", "batch_size")
+    __slots__ = ("project_id", "endpoint_name", "statuses", "low_confidence_threshold", "label_mapping", "use_entity_id", "batch_size", "auto_label_target_accuracy")
     class LabelMappingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -834,6 +851,7 @@ class PrelabelSpec(_message.Message):
     LABEL_MAPPING_FIELD_NUMBER: _ClassVar[int]
     USE_ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_LABEL_TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     endpoint_name: str
     statuses: _containers.RepeatedScalarFieldContainer[ItemStatus]
@@ -841,7 +859,8 @@ class PrelabelSpec(_message.Message):
     label_mapping: _containers.ScalarMap[str, str]
     use_entity_id: bool
     batch_size: int
-    def __init__(self, project_id: _Optional[str] = ..., endpoint_name: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[ItemStatus, str]]] = ..., low_confidence_threshold: _Optional[float] = ..., label_mapping: _Optional[_Mapping[str, str]] = ..., use_entity_id: bool = ..., batch_size: _Optional[int] = ...) -> None: ...
+    auto_label_target_accuracy: float
+    def __init__(self, project_id: _Optional[str] = ..., endpoint_name: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[ItemStatus, str]]] = ..., low_confidence_threshold: _Optional[float] = ..., label_mapping: _Optional[_Mapping[str, str]] = ..., use_entity_id: bool = ..., batch_size: _Optional[int] = ..., auto_label_target_accuracy: _Optional[float] = ...) -> None: ...
 
 class ManifestImport(_message.Message):
     __slots__ = ("manifest", "content_column", "second_content_column", "entity_column", "label_time_column", "external_id_column", "prelabel_column")
@@ -941,18 +960,22 @@ class Export(_message.Message):
     def __init__(self, export_id: _Optional[str] = ..., project_id: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., rows: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., spec: _Optional[_Union[ExportSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
 
 class ItemJobResult(_message.Message):
-    __slots__ = ("items_processed", "items_added", "items_skipped", "queued_for_correction", "errors")
+    __slots__ = ("items_processed", "items_added", "items_skipped", "queued_for_correction", "errors", "auto_labeled", "auto_label_threshold")
     ITEMS_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_ADDED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FOR_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    AUTO_LABELED_FIELD_NUMBER: _ClassVar[int]
+    AUTO_LABEL_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     items_processed: int
     items_added: int
     items_skipped: int
     queued_for_correction: int
     errors: int
-    def __init__(self, items_processed: _Optional[int] = ..., items_added: _Optional[int] = ..., items_skipped: _Optional[int] = ..., queued_for_correction: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
+    auto_labeled: int
+    auto_label_threshold: float
+    def __init__(self, items_processed: _Optional[int] = ..., items_added: _Optional[int] = ..., items_skipped: _Optional[int] = ..., queued_for_correction: _Optional[int] = ..., errors: _Optional[int] = ..., auto_labeled: _Optional[int] = ..., auto_label_threshold: _Optional[float] = ...) -> None: ...
 
 class LabelingJob(_message.Message):
     __slots__ = ("status", "kind", "prelabel", "import_items", "export", "item_result", "export_result")
