@@ -157,7 +157,7 @@ def spec_from_pb(message: pb.ProjectSpec) -> schema.ProjectSpec:
         else 0.0,
         tags=dict(message.tags),
         skip_policy=SKIP_POLICIES.get(message.skip_policy, "unknown"),
-        consensus_threshold=message.consensus_threshold or 0.5,
+        consensus_threshold=message.consensus_threshold or 0.6,
         max_relabel_rounds=message.max_relabel_rounds or 2,
         queue_order=QUEUE_ORDERS.get(message.queue_order, "unknown"),
     )
@@ -469,9 +469,15 @@ JOB_KINDS = {
     "import_items": pb.LABELING_JOB_KIND_IMPORT,
     "export_labels": pb.LABELING_JOB_KIND_EXPORT,
     "prelabel": pb.LABELING_JOB_KIND_PRELABEL,
+    "label_issues": pb.LABELING_JOB_KIND_LABEL_ISSUES,
 }
 JOB_KINDS_FROM_PB = {v: k for k, v in JOB_KINDS.items()}
-_SPEC_FIELDS = {"import_items": "import_items", "export_labels": "export", "prelabel": "prelabel"}
+_SPEC_FIELDS = {
+    "import_items": "import_items",
+    "export_labels": "export",
+    "prelabel": "prelabel",
+    "label_issues": "label_issues",
+}
 _EXPORT_FORMATS = {
     "parquet": pb.EXPORT_FORMAT_PARQUET,
     "jsonl": pb.EXPORT_FORMAT_JSONL,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 
@@ -31,7 +32,7 @@ from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobContext
 from atlas_core.rpc import ClientSettings, error_from_rpc
 from atlas_core.storage import ArtifactRef
-from atlas_labeling import autolabel, bad_cases, exporting, manifests, prelabel
+from atlas_labeling import autolabel, bad_cases, exporting, issues, manifests, prelabel
 from atlas_labeling.items import NewItem, row_to_item
 from atlas_labeling.jobs import FORMATS, ITEM_STATUS, export_sources, parse_cursor
 from atlas_labeling.labels import LabelRow, read_rows
@@ -503,3 +504,39 @@ def prelabel_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.PrelabelSpec) 
             "auto_label_threshold": threshold or 0.0,
         }
     }
+
+
+# ---- confident learning ----------------------------------------------------------------------
+
+
+def label_issues(rt: LabelingRuntime, ctx: JobContext, spec: pb.LabelIssuesSpec) -> dict[str, Any]:
+    project = rt.projects.get(spec.project_id, with_stats=False)
+    classes = [label.name for label in project.spec.labels if label.kind == "class"] or [
+        "same",
+        "different",
+        "unsure",
+    ]
+    columns = {c: spec.probability_columns.get(c, c) for c in classes}
+    data = rt.artifacts.get_bytes(rt.artifacts.key_for_uri(spec.probabilities.uri))
+    table = pq.read_table(io.BytesIO(data))
+    for column in [spec.key_column, *columns.values()]:
+        if column not in table.column_names:
+            raise InvalidArgument(
+                f"probabilities have no column {column!r} (columns: {table.column_names})",
+                reason="MISSING_COLUMN",
+            )
+    keys = [str(k) for k in table.column(spec.key_column).to_pylist()]
+    matrix = np.column_stack(
+        [np.asarray(table.column(columns[c]).to_numpy(), dtype=float) for c in classes]
+    )
+    ctx.report(0.3, f"checking labels against {len(keys)} predictions")
+    with write_transaction(rt.engine) as conn:
+        checked, flagged = issues.flag_issues(
+            conn,
+            rt.projects.load(conn, spec.project_id),
+            dict(zip(keys, matrix)),
+            classes,
+            match_entity_id=spec.match_entity_id,
+            now=utcnow(),
+        )
+    return {"item_result": {"items_processed": checked, "queued_for_correction": flagged}}

@@ -1,7 +1,7 @@
-"""Labeling jobs (import, export, pre-label) run by the shared job runner in subprocesses.
-Each handler receives the service settings (bound with functools.partial, so no secret is
-ever persisted in a job spec) and opens its own runtime. Every kind is resumable: it
-checkpoints after every batch and a restarted attempt continues from there."""
+"""Labeling jobs (import, export, pre-label, label issues) run by the shared job runner in
+subprocesses. Each handler receives the service settings (bound with functools.partial, so
+no secret is ever persisted in a job spec) and opens its own runtime. Every kind is
+resumable: it checkpoints after every batch and a restarted attempt continues from there."""
 
 from __future__ import annotations
 
@@ -20,13 +20,16 @@ from atlas_labeling.runtime import LabelingRuntime, open_runtime
 KIND_IMPORT = "import_items"
 KIND_EXPORT = "export_labels"
 KIND_PRELABEL = "prelabel"
+KIND_LABEL_ISSUES = "label_issues"
 
 SPEC_TYPES: dict[str, type] = {
     KIND_IMPORT: pb.ImportSpec,
     KIND_EXPORT: pb.ExportSpec,
     KIND_PRELABEL: pb.PrelabelSpec,
+    KIND_LABEL_ISSUES: pb.LabelIssuesSpec,
 }
-RESUMABLE = {KIND_IMPORT, KIND_EXPORT, KIND_PRELABEL}
+# A label-issues run is idempotent (a flagged item is not flagged twice): re-running is resuming.
+RESUMABLE = {KIND_IMPORT, KIND_EXPORT, KIND_PRELABEL, KIND_LABEL_ISSUES}
 ITEM_STATUS = {
     pb.ITEM_STATUS_UNLABELED: "unlabeled",
     pb.ITEM_STATUS_IN_PROGRESS: "in_progress",
@@ -78,6 +81,7 @@ def _run(
         KIND_IMPORT: job_work.import_items,
         KIND_EXPORT: job_work.export_labels,
         KIND_PRELABEL: job_work.prelabel_items,
+        KIND_LABEL_ISSUES: job_work.label_issues,
     }[kind]
     runtime = open_runtime(settings, migrate=False)
     try:

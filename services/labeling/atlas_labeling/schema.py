@@ -91,7 +91,7 @@ class ProjectSpec:
     assignment_ttl_s: float = 3600.0
     tags: dict[str, str] = field(default_factory=dict)
     skip_policy: str = "requeue_for_others"
-    consensus_threshold: float = 0.5
+    consensus_threshold: float = 0.6  # above a tie of two
     max_relabel_rounds: int = 2
     queue_order: str = "fifo"
 

@@ -22,6 +22,7 @@ from atlas_labeling.jobs import (
     FORMATS,
     KIND_EXPORT,
     KIND_IMPORT,
+    KIND_LABEL_ISSUES,
     KIND_PRELABEL,
     RESUMABLE,
     export_sources,
@@ -311,6 +312,26 @@ class LabelingService:
         with serving_client(self.rt) as client:
             client.get_endpoint(spec.endpoint_name)  # NotFound names the endpoint
         return self._submit(KIND_PRELABEL, spec, request_id)
+
+    def submit_label_issues(self, spec: pb.LabelIssuesSpec, request_id: str = "") -> JobRecord:
+        project = self.rt.projects.get(spec.project_id, with_stats=False)
+        if VALUE_KIND[project.spec.task_type] not in ("classes", "face_pair") or (
+            project.spec.multi_label
+        ):
+            raise FailedPrecondition(
+                "confident learning needs single-label classification or face pairs",
+                reason="NOT_SINGLE_LABEL",
+            )
+        if not spec.key_column:
+            raise InvalidArgument("key_column is empty", reason="MISSING_COLUMN")
+        if not spec.probabilities.uri:
+            raise InvalidArgument("probabilities.uri is empty", reason="NO_SOURCE")
+        key = self.rt.artifacts.key_for_uri(spec.probabilities.uri)
+        if not self.rt.artifacts.exists(key):
+            raise NotFound(
+                f"probabilities {spec.probabilities.uri} do not exist", reason="NOT_FOUND"
+            )
+        return self._submit(KIND_LABEL_ISSUES, spec, request_id)
 
     def _submit(self, kind: str, spec: object, request_id: str) -> JobRecord:
         job_id = self.jobs.submit(

@@ -236,6 +236,10 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
         record = await to_thread(self.svc.submit_prelabel, request.spec, request.request_id)
         return pb.SubmitPrelabelJobResponse(job=convert.job_to_pb(record))
 
+    async def SubmitLabelIssuesJob(self, request: Any, context: Any) -> Any:
+        record = await to_thread(self.svc.submit_label_issues, request.spec, request.request_id)
+        return pb.SubmitLabelIssuesJobResponse(job=convert.job_to_pb(record))
+
     async def SubmitExportJob(self, request: Any, context: Any) -> Any:
         record = await to_thread(self.svc.submit_export, request.spec, request.request_id)
         return pb.SubmitExportJobResponse(job=convert.job_to_pb(record))

@@ -386,3 +386,91 @@ async def test_job_bad_input(labeling: LabelingHarness) -> None:
         )
     )
     assert c == C.FAILED_PRECONDITION
+
+
+async def test_confident_learning_flags_wrong_labels_without_flipping_them(
+    labeling: LabelingHarness,
+) -> None:
+    stub = labeling.stub
+    pid = await new_project(stub, "issues")
+    n = 80
+    items = [pb.NewItem(content=pb.ItemContent(text=f"t{i}"), entity_id=f"e{i}") for i in range(n)]
+    ids = list((await stub.AddItems(pb.AddItemsRequest(project_id=pid, items=items))).item_ids)
+    truth = {item_id: ("pos" if i % 2 else "neg") for i, item_id in enumerate(ids)}
+    wrong = set(ids[:8])  # the annotator gets these eight wrong
+    leased = await stub.RequestAssignments(
+        pb.RequestAssignmentsRequest(project_id=pid, annotator="ann", count=100)
+    )
+    for a in leased.assignments:
+        given = truth[a.item.item_id]
+        if a.item.item_id in wrong:
+            given = "pos" if given == "neg" else "neg"
+        await stub.SubmitAnnotation(
+            pb.SubmitAnnotationRequest(
+                assignment_id=a.assignment_id,
+                annotator="ann",
+                value=pb.AnnotationValue(classes=pb.ClassLabels(labels=[given])),
+            )
+        )
+    # Out-of-sample probabilities that know the truth, keyed by entity id.
+    p_pos = [0.95 if truth[i] == "pos" else 0.05 for i in ids]
+    ref = put_parquet(
+        labeling,
+        "oof/probs.parquet",
+        pa.table(
+            {"entity": [f"e{i}" for i in range(n)], "p_pos": p_pos, "neg": [1 - p for p in p_pos]}
+        ),
+    )
+    spec = pb.LabelIssuesSpec(
+        project_id=pid,
+        probabilities=ref,
+        key_column="entity",
+        match_entity_id=True,
+        probability_columns={"pos": "p_pos"},
+    )
+    job = (await stub.SubmitLabelIssuesJob(pb.SubmitLabelIssuesJobRequest(spec=spec))).job
+    job = await succeeded(stub, job)
+    assert job.kind == pb.LABELING_JOB_KIND_LABEL_ISSUES
+    assert job.item_result.items_processed == n
+    queue = await stub.ListCorrectionQueue(
+        pb.ListCorrectionQueueRequest(
+            project_id=pid, reasons=[pb.CORRECTION_REASON_MODEL_HUMAN_CONFLICT]
+        )
+    )
+    flagged = {e.item.item_id for e in queue.entries}
+    assert flagged == wrong and job.item_result.queued_for_correction == len(wrong)
+    entry = queue.entries[0]
+    assert "confident learning" in entry.details[0]
+    assert list(entry.resolutions) == [pb.CORRECTION_RESOLUTION_REQUEUED]
+    # Not flipped: the wrong label stays final until people decide again.
+    item = entry.item
+    assert item.status == pb.ITEM_STATUS_IN_PROGRESS
+    assert item.final_value.classes.labels[0] != truth[item.item_id]
+    # Re-running flags nothing twice.
+    job = (await stub.SubmitLabelIssuesJob(pb.SubmitLabelIssuesJobRequest(spec=spec))).job
+    await succeeded(stub, job)
+    again = await stub.GetItem(pb.GetItemRequest(project_id=pid, item_id=item.item_id))
+    assert again.item.status == pb.ITEM_STATUS_IN_PROGRESS
+    # Another annotator is asked (never "ann" again).
+    redo = await stub.RequestAssignments(
+        pb.RequestAssignmentsRequest(project_id=pid, annotator="ann", count=10)
+    )
+    assert not redo.assignments
+    redo = await stub.RequestAssignments(
+        pb.RequestAssignmentsRequest(project_id=pid, annotator="bob", count=10)
+    )
+    assert {a.item.item_id for a in redo.assignments} == wrong
+    for bad, code in [
+        (pb.LabelIssuesSpec(project_id=pid, probabilities=ref), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            pb.LabelIssuesSpec(
+                project_id=pid,
+                key_column="entity",
+                probabilities=common_pb2.ArtifactRef(uri="oof/none.parquet"),
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SubmitLabelIssuesJob(pb.SubmitLabelIssuesJobRequest(spec=bad))
+        assert err.value.code() == code

@@ -115,6 +115,7 @@ class LabelingJobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LABELING_JOB_KIND_PRELABEL: _ClassVar[LabelingJobKind]
     LABELING_JOB_KIND_IMPORT: _ClassVar[LabelingJobKind]
     LABELING_JOB_KIND_EXPORT: _ClassVar[LabelingJobKind]
+    LABELING_JOB_KIND_LABEL_ISSUES: _ClassVar[LabelingJobKind]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_TEXT_CLASSIFICATION: TaskType
 TASK_TYPE_TEXT_SPANS: TaskType
@@ -182,6 +183,7 @@ LABELING_JOB_KIND_UNSPECIFIED: LabelingJobKind
 LABELING_JOB_KIND_PRELABEL: LabelingJobKind
 LABELING_JOB_KIND_IMPORT: LabelingJobKind
 LABELING_JOB_KIND_EXPORT: LabelingJobKind
+LABELING_JOB_KIND_LABEL_ISSUES: LabelingJobKind
 
 class LabelDefinition(_message.Message):
     __slots__ = ("name", "description", "kind", "allowed_pairs", "color")
@@ -928,6 +930,27 @@ class ExportSpec(_message.Message):
     rows_per_part: int
     def __init__(self, project_id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., include_model_labels: bool = ..., min_agreement: _Optional[float] = ..., dataset_name: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., after_cursor: _Optional[str] = ..., rows_per_part: _Optional[int] = ...) -> None: ...
 
+class LabelIssuesSpec(_message.Message):
+    __slots__ = ("project_id", "probabilities", "key_column", "match_entity_id", "probability_columns")
+    class ProbabilityColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    KEY_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MATCH_ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    probabilities: _common_pb2.ArtifactRef
+    key_column: str
+    match_entity_id: bool
+    probability_columns: _containers.ScalarMap[str, str]
+    def __init__(self, project_id: _Optional[str] = ..., probabilities: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., key_column: _Optional[str] = ..., match_entity_id: bool = ..., probability_columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class Export(_message.Message):
     __slots__ = ("export_id", "project_id", "artifact", "dataset", "rows", "label_counts", "spec", "create_time", "cursor", "parts")
     class LabelCountsEntry(_message.Message):
@@ -978,12 +1001,13 @@ class ItemJobResult(_message.Message):
     def __init__(self, items_processed: _Optional[int] = ..., items_added: _Optional[int] = ..., items_skipped: _Optional[int] = ..., queued_for_correction: _Optional[int] = ..., errors: _Optional[int] = ..., auto_labeled: _Optional[int] = ..., auto_label_threshold: _Optional[float] = ...) -> None: ...
 
 class LabelingJob(_message.Message):
-    __slots__ = ("status", "kind", "prelabel", "import_items", "export", "item_result", "export_result")
+    __slots__ = ("status", "kind", "prelabel", "import_items", "export", "label_issues", "item_result", "export_result")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PRELABEL_FIELD_NUMBER: _ClassVar[int]
     IMPORT_ITEMS_FIELD_NUMBER: _ClassVar[int]
     EXPORT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ISSUES_FIELD_NUMBER: _ClassVar[int]
     ITEM_RESULT_FIELD_NUMBER: _ClassVar[int]
     EXPORT_RESULT_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
@@ -991,9 +1015,10 @@ class LabelingJob(_message.Message):
     prelabel: PrelabelSpec
     import_items: ImportSpec
     export: ExportSpec
+    label_issues: LabelIssuesSpec
     item_result: ItemJobResult
     export_result: Export
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., kind: _Optional[_Union[LabelingJobKind, str]] = ..., prelabel: _Optional[_Union[PrelabelSpec, _Mapping]] = ..., import_items: _Optional[_Union[ImportSpec, _Mapping]] = ..., export: _Optional[_Union[ExportSpec, _Mapping]] = ..., item_result: _Optional[_Union[ItemJobResult, _Mapping]] = ..., export_result: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., kind: _Optional[_Union[LabelingJobKind, str]] = ..., prelabel: _Optional[_Union[PrelabelSpec, _Mapping]] = ..., import_items: _Optional[_Union[ImportSpec, _Mapping]] = ..., export: _Optional[_Union[ExportSpec, _Mapping]] = ..., label_issues: _Optional[_Union[LabelIssuesSpec, _Mapping]] = ..., item_result: _Optional[_Union[ItemJobResult, _Mapping]] = ..., export_result: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
 
 class SubmitPrelabelJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -1018,6 +1043,20 @@ class SubmitImportJobRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[ImportSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SubmitImportJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: LabelingJob
+    def __init__(self, job: _Optional[_Union[LabelingJob, _Mapping]] = ...) -> None: ...
+
+class SubmitLabelIssuesJobRequest(_message.Message):
+    __slots__ = ("spec", "request_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: LabelIssuesSpec
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[LabelIssuesSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SubmitLabelIssuesJobResponse(_message.Message):
     __slots__ = ("job",)
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: LabelingJob

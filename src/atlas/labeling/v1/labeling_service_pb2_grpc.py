@@ -125,6 +125,11 @@ class LabelingServiceStub(object):
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobRequest.SerializeToString,
                 response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitLabelIssuesJob = channel.unary_unary(
+                '/atlas.labeling.v1.LabelingService/SubmitLabelIssuesJob',
+                request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobRequest.SerializeToString,
+                response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobResponse.FromString,
+                _registered_method=True)
         self.SubmitExportJob = channel.unary_unary(
                 '/atlas.labeling.v1.LabelingService/SubmitExportJob',
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitExportJobRequest.SerializeToString,
@@ -358,6 +363,19 @@ class LabelingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitLabelIssuesJob(self, request, context):
+        """Starts a confident-learning job (cleanlab over out-of-sample class probabilities, e.g. a
+        trainer job's out-of-fold predictions): decided labels it flags as likely errors enter
+        the correction queue (MODEL_HUMAN_CONFLICT) and go to one more, different annotator
+        within the relabel cap. Flagged labels are never flipped automatically.
+        Errors: INVALID_ARGUMENT if the key column is empty; NOT_FOUND if the project or the
+        probabilities artifact does not exist; FAILED_PRECONDITION if the task type is not
+        single-label classification or face pairs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitExportJob(self, request, context):
         """Starts an export job: the project's versioned, append-only label rows (entity key, label,
         event time, label creation time, label version, annotators, agreement, source) after a
@@ -505,6 +523,11 @@ def add_LabelingServiceServicer_to_server(servicer, server):
                     servicer.SubmitImportJob,
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobRequest.FromString,
                     response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobResponse.SerializeToString,
+            ),
+            'SubmitLabelIssuesJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitLabelIssuesJob,
+                    request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobRequest.FromString,
+                    response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobResponse.SerializeToString,
             ),
             'SubmitExportJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitExportJob,
@@ -1024,6 +1047,33 @@ class LabelingService(object):
             '/atlas.labeling.v1.LabelingService/SubmitImportJob',
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobRequest.SerializeToString,
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitLabelIssuesJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.labeling.v1.LabelingService/SubmitLabelIssuesJob',
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobRequest.SerializeToString,
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
