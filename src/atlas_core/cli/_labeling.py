@@ -9,6 +9,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.clients.labeling import LabelingClient
@@ -203,6 +204,160 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow(client: LabelingClient, submitted: pb.LabelingJob, wait: bool) -> int:
+    print(f"submitted job {submitted.status.job_id}")
+    if not wait:
+        return 0
+    job = submitted
+    for job in client.watch(submitted.status.job_id):
+        state = common_pb2.JobState.Name(job.status.state).removeprefix("JOB_STATE_")
+        print(f"{state:<10} {job.status.progress.fraction:6.1%}  {job.status.progress.message}")
+    if job.status.state != common_pb2.JOB_STATE_SUCCEEDED:
+        print(f"error: {job.status.error.code}: {job.status.error.message}", file=sys.stderr)
+        return 1
+    if job.WhichOneof("result") == "export_result":
+        e = job.export_result
+        print(f"export {e.export_id}: {e.rows} rows in {len(e.parts)} part(s), cursor {e.cursor}")
+        for part in e.parts:
+            print(f"  {part.uri}")
+        if e.dataset.dataset_id:
+            print(f"  registered as dataset {e.dataset.dataset_id} v{e.dataset.version}")
+    else:
+        r = job.item_result
+        print(
+            f"processed {r.items_processed}, added {r.items_added}, skipped {r.items_skipped}, "
+            f"queued for correction {r.queued_for_correction}, errors {r.errors}"
+            + (
+                f", auto-labelled {r.auto_labeled} at score >= {r.auto_label_threshold:.3f}"
+                if r.auto_labeled
+                else ""
+            )
+        )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        spec = pb.ImportSpec(
+            project_id=args.project_id,
+            bad_cases=pb.BadCaseImport(
+                endpoint_name=args.endpoint,
+                content_column=args.content_column,
+                max_confidence=args.max_confidence,
+                max_items=args.max_items,
+            ),
+        )
+    else:
+        spec = pb.ImportSpec(
+            project_id=args.project_id,
+            manifest=pb.ManifestImport(
+                manifest=common_pb2.ArtifactRef(uri=args.manifest),
+                content_column=args.content_column,
+                second_content_column=args.second_content_column,
+                entity_column=args.entity_column,
+                label_time_column=args.label_time_column,
+                external_id_column=args.external_id_column,
+            ),
+        )
+    with _client(args) as client:
+        return _follow(client, client.submit_import(spec), args.wait)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    spec = pb.ExportSpec(
+        project_id=args.project_id,
+        format=pb.ExportFormat.Value(f"EXPORT_FORMAT_{args.format.upper()}"),
+        after_cursor=args.after_cursor,
+        dataset_name=args.dataset,
+        include_model_labels=args.include_model_labels,
+        min_agreement=args.min_agreement,
+    )
+    with _client(args) as client:
+        return _follow(client, client.submit_export(spec), args.wait)
+
+
+def cmd_prelabel(args: argparse.Namespace) -> int:
+    mapping = dict(pair.split("=", 1) for pair in args.map)
+    spec = pb.PrelabelSpec(
+        project_id=args.project_id,
+        endpoint_name=args.endpoint,
+        label_mapping=mapping,
+        use_entity_id=args.entity_id,
+        low_confidence_threshold=args.low_confidence,
+        auto_label_target_accuracy=args.auto_label,
+    )
+    with _client(args) as client:
+        return _follow(client, client.submit_prelabel(spec), args.wait)
+
+
+def cmd_issues(args: argparse.Namespace) -> int:
+    spec = pb.LabelIssuesSpec(
+        project_id=args.project_id,
+        probabilities=common_pb2.ArtifactRef(uri=args.probabilities),
+        key_column=args.key_column,
+        match_entity_id=args.entity_id,
+    )
+    with _client(args) as client:
+        return _follow(client, client.submit_label_issues(spec), args.wait)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for job in client.list_jobs(args.project):
+            kind = pb.LabelingJobKind.Name(job.kind).removeprefix("LABELING_JOB_KIND_").lower()
+            state = common_pb2.JobState.Name(job.status.state).removeprefix("JOB_STATE_")
+            print(f"{job.status.job_id:<28} {kind:<13} {state:<10} {job.status.progress.message}")
+    return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.watch:
+            return _follow(client, client.get_job(args.job_id), True)
+        _print(client.get_job(args.job_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel_job(args.job_id)
+    print(f"{job.status.job_id}: {common_pb2.JobState.Name(job.status.state)}")
+    return 0
+
+
+def cmd_exports(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for e in client.list_exports(args.project_id):
+            print(f"{e.export_id:<28} {e.rows:>9} rows  cursor {e.cursor:<10} {e.artifact.uri}")
+    return 0
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        a = client.agreement(args.project_id)
+    print(
+        f"items compared {a.items_compared}: kappa {a.kappa:.3f}, "
+        f"Krippendorff alpha {a.krippendorff_alpha:.3f}, span F1 {a.span_f1:.3f}, "
+        f"box IoU {a.box_iou:.3f}"
+    )
+    for label, value in sorted(a.per_label.items()):
+        print(f"  label {label:<20} {value:.3f}")
+    for x in a.annotators:
+        print(f"  {x.annotator:<24} {x.annotations:>6} labels, accuracy {x.accuracy:.3f}")
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        entries = client.correction_queue(args.project_id, include_resolved=args.all)
+    for e in entries:
+        for reason, detail, resolution in zip(e.reasons, e.details, e.resolutions):
+            r = pb.CorrectionReason.Name(reason).removeprefix("CORRECTION_REASON_").lower()
+            s = pb.CorrectionResolution.Name(resolution).removeprefix("CORRECTION_RESOLUTION_")
+            print(f"{e.item.item_id:<28} {e.priority:5.2f} {r:<22} {s.lower():<10} {detail}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     label = sub.add_parser("label", help="labeling projects, items, assignments and review")
     cmds = label.add_subparsers(dest="label_command", metavar="<label command>", required=True)
@@ -269,3 +424,51 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--comment", default="")
     p.add_argument("--reviewer", default="")
     add("stats", cmd_stats, "per-annotator counters and gold accuracy").add_argument("project_id")
+    add("agreement", cmd_agreement, "inter-annotator agreement").add_argument("project_id")
+    p = add("queue", cmd_queue, "the correction queue with reasons and resolutions")
+    p.add_argument("project_id")
+    p.add_argument("--all", action="store_true", help="include resolved entries")
+
+    def job_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+
+    p = add("import", cmd_import, "import items from a manifest, or bad cases (--endpoint)")
+    p.add_argument("project_id")
+    p.add_argument("manifest", nargs="?", default="", help="Parquet/JSONL artifact URI")
+    p.add_argument("--content-column", required=True)
+    p.add_argument("--second-content-column", default="")
+    p.add_argument("--entity-column", default="")
+    p.add_argument("--label-time-column", default="")
+    p.add_argument("--external-id-column", default="")
+    p.add_argument("--endpoint", default="", help="import bad cases captured by this endpoint")
+    p.add_argument("--max-confidence", type=float, default=0.0)
+    p.add_argument("--max-items", type=int, default=0)
+    job_args(p)
+    p = add("export", cmd_export, "export label rows (Parquet, JSONL or COCO)")
+    p.add_argument("project_id")
+    p.add_argument("--format", choices=["parquet", "jsonl", "coco"], default="parquet")
+    p.add_argument("--after-cursor", default="", help="only labels after an earlier export")
+    p.add_argument("--dataset", default="", help="register as this data-service dataset")
+    p.add_argument("--include-model-labels", action="store_true")
+    p.add_argument("--min-agreement", type=float, default=0.0)
+    job_args(p)
+    p = add("prelabel", cmd_prelabel, "pre-label items through a serving endpoint")
+    p.add_argument("project_id")
+    p.add_argument("endpoint")
+    p.add_argument("--map", action="append", default=[], help="model_label=project_label")
+    p.add_argument("--entity-id", action="store_true", help="send entity ids, not metadata")
+    p.add_argument("--low-confidence", type=float, default=0.0)
+    p.add_argument("--auto-label", type=float, default=0.0, help="target accuracy, e.g. 0.95")
+    job_args(p)
+    p = add("issues", cmd_issues, "flag likely label errors from out-of-sample probabilities")
+    p.add_argument("project_id")
+    p.add_argument("probabilities", help="Parquet artifact URI")
+    p.add_argument("--key-column", required=True)
+    p.add_argument("--entity-id", action="store_true", help="the key column holds entity ids")
+    job_args(p)
+    add("jobs", cmd_jobs, "list labeling jobs").add_argument("--project", default="")
+    p = add("job", cmd_job, "show (or --watch) a labeling job")
+    p.add_argument("job_id")
+    p.add_argument("--watch", action="store_true")
+    add("cancel", cmd_cancel, "cancel a labeling job").add_argument("job_id")
+    add("exports", cmd_exports, "list a project's exports").add_argument("project_id")

@@ -1,17 +1,24 @@
 """Python client of the labeling service (the SDK): projects, items, leased assignments,
-annotation, review and annotator stats."""
+annotation, review, annotator stats, agreement, the correction queue and labeling jobs."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas.labeling.v1 import labeling_service_pb2_grpc as pb_grpc
-from atlas_core.clients._base import ServiceClient, mapped_errors
+from atlas_core.clients._base import ServiceClient, mapped_errors, mapped_stream
+from atlas_core.errors import DeadlineExceeded
 from atlas_core.rpc.channel import ClientSettings
 
 _PAGE = 500
+TERMINAL = {
+    common_pb2.JOB_STATE_SUCCEEDED,
+    common_pb2.JOB_STATE_FAILED,
+    common_pb2.JOB_STATE_CANCELLED,
+}
 
 
 class LabelingClient(ServiceClient):
@@ -231,4 +238,113 @@ class LabelingClient(ServiceClient):
                 pb.GetAnnotatorStatsRequest(project_id=project_id, annotator=annotator),
                 timeout=self.timeout,
             ).annotators
+        )
+
+    # -- quality ---------------------------------------------------------------------------
+
+    @mapped_errors
+    def agreement(self, project_id: str) -> pb.GetAgreementResponse:
+        return self.stub.GetAgreement(
+            pb.GetAgreementRequest(project_id=project_id), timeout=self.timeout
+        )
+
+    @mapped_errors
+    def correction_queue(
+        self, project_id: str, reasons: Sequence[int] = (), *, include_resolved: bool = False
+    ) -> list[pb.CorrectionEntry]:
+        return list(
+            self.stub.ListCorrectionQueue(
+                pb.ListCorrectionQueueRequest(
+                    project_id=project_id,
+                    reasons=reasons,  # type: ignore[arg-type]
+                    include_resolved=include_resolved,
+                    page=common_pb2.PageRequest(page_size=1000),
+                ),
+                timeout=self.timeout,
+            ).entries
+        )
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    @mapped_errors
+    def submit_import(self, spec: pb.ImportSpec, *, request_id: str = "") -> pb.LabelingJob:
+        """Import items from a manifest (``spec.manifest``) or serving bad cases."""
+        return self.stub.SubmitImportJob(
+            pb.SubmitImportJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).job
+
+    @mapped_errors
+    def submit_export(self, spec: pb.ExportSpec, *, request_id: str = "") -> pb.LabelingJob:
+        return self.stub.SubmitExportJob(
+            pb.SubmitExportJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).job
+
+    @mapped_errors
+    def submit_prelabel(self, spec: pb.PrelabelSpec, *, request_id: str = "") -> pb.LabelingJob:
+        return self.stub.SubmitPrelabelJob(
+            pb.SubmitPrelabelJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).job
+
+    @mapped_errors
+    def submit_label_issues(
+        self, spec: pb.LabelIssuesSpec, *, request_id: str = ""
+    ) -> pb.LabelingJob:
+        return self.stub.SubmitLabelIssuesJob(
+            pb.SubmitLabelIssuesJobRequest(spec=spec, request_id=request_id),
+            timeout=self.timeout,
+        ).job
+
+    @mapped_errors
+    def get_job(self, job_id: str) -> pb.LabelingJob:
+        return self.stub.GetLabelingJob(
+            pb.GetLabelingJobRequest(job_id=job_id), timeout=self.timeout
+        ).job
+
+    def watch(self, job_id: str) -> Iterator[pb.LabelingJob]:
+        """The job at each progress event, ending after its terminal state."""
+        for event in mapped_stream(
+            self.stub.WatchLabelingJob(pb.WatchLabelingJobRequest(job_id=job_id))
+        ):
+            yield event.job
+
+    def wait_job(self, job_id: str, timeout: float = 600.0) -> pb.LabelingJob:
+        """Follow the job until it ends; returns its final state (check status.state)."""
+        deadline = time.monotonic() + timeout
+        job = self.get_job(job_id)
+        for job in self.watch(job_id):
+            if job.status.state in TERMINAL or time.monotonic() > deadline:
+                break
+        if job.status.state not in TERMINAL:
+            raise DeadlineExceeded(f"labeling job {job_id} still running after {timeout:.0f}s")
+        return job
+
+    @mapped_errors
+    def cancel_job(self, job_id: str, *, request_id: str = "") -> pb.LabelingJob:
+        return self.stub.CancelLabelingJob(
+            pb.CancelLabelingJobRequest(job_id=job_id, request_id=request_id),
+            timeout=self.timeout,
+        ).job
+
+    @mapped_errors
+    def list_jobs(self, project_id: str = "", kind: int = 0) -> list[pb.LabelingJob]:
+        return list(
+            self.stub.ListLabelingJobs(
+                pb.ListLabelingJobsRequest(
+                    project_id=project_id,
+                    kind=kind,  # type: ignore[arg-type]
+                    page=common_pb2.PageRequest(page_size=1000),
+                ),
+                timeout=self.timeout,
+            ).jobs
+        )
+
+    @mapped_errors
+    def list_exports(self, project_id: str) -> list[pb.Export]:
+        return list(
+            self.stub.ListExports(
+                pb.ListExportsRequest(
+                    project_id=project_id, page=common_pb2.PageRequest(page_size=1000)
+                ),
+                timeout=self.timeout,
+            ).exports
         )

@@ -90,3 +90,32 @@ async def test_cli(labeling: LabelingHarness, tmp_path: Path, capsys) -> None:  
         main, ["label", "submit", first, "--label", "spam", "--annotator", "ann", *conn]
     )
     assert code == 2 and "already" in capsys.readouterr().err
+    # Jobs with progress: import a manifest, label, export, agreement and queue.
+    store = labeling.service.rt.artifacts
+    manifest = store.put_bytes(
+        "manifests/cli.jsonl",
+        "\n".join(json.dumps({"body": f"note {i}", "user": f"u{i}"}) for i in range(30)).encode(),
+    )
+    out = await atlas(
+        "import",
+        pid,
+        manifest.uri,
+        "--content-column",
+        "body",
+        "--entity-column",
+        "user",
+        "--wait",
+    )
+    assert "SUCCEEDED" in out and "added 30" in out
+    out = await atlas("next", pid, "--annotator", "bob", "--count", "40")
+    for line in out.splitlines():
+        await atlas("submit", line.split()[0], "--label", "ham", "--annotator", "bob")
+    out = await atlas("export", pid, "--format", "jsonl", "--wait")
+    assert "SUCCEEDED" in out and "rows in 1 part(s)" in out
+    job_id = out.split()[2]
+    assert f"{job_id} export" in await atlas("jobs", "--project", pid)
+    assert "SUCCEEDED" in await atlas("job", job_id, "--watch")
+    assert "cursor" in await atlas("exports", pid)
+    code = await asyncio.to_thread(main, ["label", "agreement", pid, *conn])
+    assert code == 2 and "two or more" in capsys.readouterr().err
+    await atlas("queue", pid, "--all")
