@@ -19,6 +19,7 @@ from atlas_labeling.agreement import Agreement
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.corrections import CorrectionEntry
 from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
+from atlas_labeling.prelabel import SuggestionStats
 from atlas_labeling.projects import Project
 from atlas_labeling.values import (
     Box,
@@ -565,4 +566,15 @@ def agreement_to_pb(result: Agreement) -> pb.GetAgreementResponse:
             for a in result.annotators
         ],
         per_label=result.per_label,
+    )
+
+
+def suggestion_stats_to_pb(stats: SuggestionStats) -> pb.SuggestionStats:
+    return pb.SuggestionStats(
+        model_version=stats.model_version,
+        suggestions=stats.suggestions,
+        answered=stats.answered,
+        accepted=stats.accepted,
+        edited=stats.edited,
+        acceptance_rate=stats.acceptance_rate,
     )

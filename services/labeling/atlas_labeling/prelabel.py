@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from atlas_core.errors import InvalidArgument
 from atlas_labeling.items import ItemRecord
 from atlas_labeling.schema import ProjectSpec, check_confidence, validate_value
 from atlas_labeling.tables import annotations, corrections, items
-from atlas_labeling.values import Classes, FacePair, Value, to_json
+from atlas_labeling.values import Classes, FacePair, Value, from_json, to_json
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,49 @@ def store(
                 .on_conflict_do_nothing()
             )
     return stored, low, errors
+
+
+@dataclass(frozen=True)
+class SuggestionStats:
+    model_version: str
+    suggestions: int
+    answered: int
+    accepted: int
+
+    @property
+    def edited(self) -> int:
+        return self.answered - self.accepted
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.answered if self.answered else 0.0
+
+
+def suggestion_stats(conn: Connection, project_id: str) -> list[SuggestionStats]:
+    """Per model version: suggestions, items a person annotated since, and how many of those
+    first human answers kept the suggestion."""
+    from atlas_labeling.consensus import vote_key
+
+    a = annotations
+    suggested = conn.execute(
+        select(a.c.item_id, a.c.model_version, a.c.value, a.c.created_at).where(
+            (a.c.project_id == project_id) & (a.c.source == "model")
+        )
+    ).all()
+    humans: dict[str, list[tuple[datetime, str]]] = {}
+    for item_id, raw, created in conn.execute(
+        select(a.c.item_id, a.c.value, a.c.created_at)
+        .where((a.c.project_id == project_id) & (a.c.source == "human"))
+        .order_by(a.c.created_at)
+    ):
+        humans.setdefault(item_id, []).append((created, raw))
+    totals: dict[str, list[int]] = {}
+    for item_id, version, raw, created in suggested:
+        entry = totals.setdefault(version, [0, 0, 0])
+        entry[0] += 1
+        later = [v for t, v in humans.get(item_id, []) if t >= created]
+        if later:
+            entry[1] += 1
+            same = vote_key(from_json(json.loads(later[0]))) == vote_key(from_json(json.loads(raw)))
+            entry[2] += int(same)
+    return [SuggestionStats(v, *totals[v]) for v in sorted(totals)]

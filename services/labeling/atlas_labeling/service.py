@@ -32,6 +32,7 @@ from atlas_labeling.jobs import (
 )
 from atlas_labeling.labels import read_rows
 from atlas_labeling.ordering import refresh_order
+from atlas_labeling.prelabel import SuggestionStats, suggestion_stats
 from atlas_labeling.projects import Project
 from atlas_labeling.runtime import LabelingRuntime, open_runtime
 from atlas_labeling.schema import CONTENT_KIND, VALUE_KIND, ProjectSpec
@@ -200,6 +201,11 @@ class LabelingService:
 
     def annotator_stats(self, project_id: str, annotator: str = "") -> list[AnnotatorStats]:
         return self.rt.queue.annotator_stats(project_id, annotator)
+
+    def suggestion_stats(self, project_id: str) -> list[SuggestionStats]:
+        with self.rt.engine.connect() as conn:
+            self.rt.projects.load(conn, project_id)
+            return suggestion_stats(conn, project_id)
 
     # ---- jobs ---------------------------------------------------------------------------
 

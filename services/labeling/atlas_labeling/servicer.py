@@ -194,13 +194,12 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
         )
 
     async def GetAnnotatorStats(self, request: Any, context: Any) -> Any:
-        stats = await to_thread(
-            self.svc.annotator_stats,
-            _require(request.project_id, "project_id"),
-            request.annotator,
-        )
+        project_id = _require(request.project_id, "project_id")
+        stats = await to_thread(self.svc.annotator_stats, project_id, request.annotator)
+        models = await to_thread(self.svc.suggestion_stats, project_id)
         return pb.GetAnnotatorStatsResponse(
-            annotators=[convert.annotator_stats_to_pb(s) for s in stats]
+            annotators=[convert.annotator_stats_to_pb(s) for s in stats],
+            suggestions=[convert.suggestion_stats_to_pb(s) for s in models],
         )
 
     # ---- agreement --------------------------------------------------------------------------

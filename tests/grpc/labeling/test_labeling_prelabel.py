@@ -145,6 +145,10 @@ async def test_prelabel_through_serving(tmp_path: Path, s3_settings: S3Settings)
                         ),
                     )
                 )
+            stats = await stub.GetAnnotatorStats(pb.GetAnnotatorStatsRequest(project_id=pid))
+            (model,) = stats.suggestions
+            assert model.model_version == "bc:1" and model.answered == 35
+            assert model.accepted + model.edited == 35 and model.acceptance_rate > 0.8
             more = []
             for i, features in enumerate(X.iloc[100:130].to_dict("records"), start=100):
                 item = pb.NewItem(content=pb.ItemContent(text=f"patient {i}"), entity_id=str(i))

@@ -106,3 +106,16 @@ def test_auto_labeling_above_the_threshold_only(harness: Harness) -> None:
         # Model labels are exported only on request.
         humans = read_rows(conn, pid, 0, 1000, sources=["human", "review", "consensus"])
         assert len(humans) == 50 and all(r.source == "human" for r in humans)
+
+
+def test_acceptance_and_edit_rates_per_model_version(harness: Harness) -> None:
+    svc = harness.service
+    pid, ids = project(svc, 4)
+    suggest(svc, pid, {ids[0]: ("pos", 0.9), ids[1]: ("pos", 0.8), ids[2]: ("neg", 0.7)})
+    answers = {ids[0]: POS, ids[1]: Classes(("neg",)), ids[2]: Classes(("neg",)), ids[3]: POS}
+    for a in svc.request_assignments(pid, "ann", 4):
+        svc.submit_annotation(a.assignment_id, "ann", answers[a.item_id])
+    (stats,) = svc.suggestion_stats(pid)
+    assert (stats.model_version, stats.suggestions, stats.answered) == ("m:1", 3, 3)
+    assert (stats.accepted, stats.edited) == (2, 1)
+    assert stats.acceptance_rate == 2 / 3

@@ -751,10 +751,28 @@ class GetAnnotatorStatsRequest(_message.Message):
     def __init__(self, project_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
 
 class GetAnnotatorStatsResponse(_message.Message):
-    __slots__ = ("annotators",)
+    __slots__ = ("annotators", "suggestions")
     ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
     annotators: _containers.RepeatedCompositeFieldContainer[AnnotatorStats]
-    def __init__(self, annotators: _Optional[_Iterable[_Union[AnnotatorStats, _Mapping]]] = ...) -> None: ...
+    suggestions: _containers.RepeatedCompositeFieldContainer[SuggestionStats]
+    def __init__(self, annotators: _Optional[_Iterable[_Union[AnnotatorStats, _Mapping]]] = ..., suggestions: _Optional[_Iterable[_Union[SuggestionStats, _Mapping]]] = ...) -> None: ...
+
+class SuggestionStats(_message.Message):
+    __slots__ = ("model_version", "suggestions", "answered", "accepted", "edited", "acceptance_rate")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    EDITED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_RATE_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    suggestions: int
+    answered: int
+    accepted: int
+    edited: int
+    acceptance_rate: float
+    def __init__(self, model_version: _Optional[str] = ..., suggestions: _Optional[int] = ..., answered: _Optional[int] = ..., accepted: _Optional[int] = ..., edited: _Optional[int] = ..., acceptance_rate: _Optional[float] = ...) -> None: ...
 
 class AnnotatorAgreement(_message.Message):
     __slots__ = ("annotator", "annotations", "accuracy", "median_duration_ms")

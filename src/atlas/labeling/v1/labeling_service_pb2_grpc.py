@@ -299,8 +299,9 @@ class LabelingServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetAnnotatorStats(self, request, context):
-        """Per-annotator counters: annotations, skips, gold (honeypot) items answered and how many
-        of them matched the known answer.
+        """Per-annotator counters (annotations, skips, gold items answered and how many matched the
+        known answer) and, per model version, how often annotators accepted or edited its
+        suggestions.
         Errors: INVALID_ARGUMENT if the project id is empty; NOT_FOUND if the project does not
         exist.
         """
