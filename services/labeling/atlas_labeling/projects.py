@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from atlas_core.db import write_transaction
@@ -178,12 +178,27 @@ class ProjectStore:
                 .where(projects.c.project_id == project_id)
                 .values(archived=True, etag=uuid.uuid4().hex, updated_at=utcnow())
             )
-            # Open leases end: an archived project takes no more work.
+            # Open leases end (an archived project takes no more work) and free their slots.
+            held = (
+                conn.execute(
+                    select(assignments.c.item_id).where(
+                        (assignments.c.project_id == project_id)
+                        & (assignments.c.state == "active")
+                        & ~assignments.c.is_review
+                    )
+                )
+                .scalars()
+                .all()
+            )
             conn.execute(
                 update(assignments)
                 .where((assignments.c.project_id == project_id) & (assignments.c.state == "active"))
                 .values(state="expired", holder_key=None, finished_at=utcnow())
             )
+            for item_id in held:
+                conn.execute(
+                    update(items).where(items.c.item_id == item_id).values(taken=items.c.taken - 1)
+                )
         return self.get(project_id)
 
 

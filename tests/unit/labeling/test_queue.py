@@ -282,3 +282,17 @@ def test_concurrent_annotators_never_double_assigned(harness: Harness) -> None:
     assert len(set(done)) == len(done)
     statuses = Counter(i.status for i in svc.list_items(pid, [], 0, 1000)[0])
     assert statuses == {"done": n_items}  # everyone agreed: consensus decided each item
+
+
+def test_archiving_ends_open_leases(harness: Harness) -> None:
+    svc = harness.service
+    pid, (item,) = project(svc, 1)
+    (a,) = svc.request_assignments(pid, "ann", 1)
+    svc.archive_project(pid)
+    with pytest.raises(FailedPrecondition) as info:
+        svc.submit_annotation(a.assignment_id, "ann", POS)
+    assert info.value.reason == "LEASE_EXPIRED"
+    with pytest.raises(FailedPrecondition):
+        svc.request_assignments(pid, "bob", 1)
+    with svc.rt.engine.connect() as conn:
+        assert svc.rt.items.load(conn, pid, item).status == "unlabeled"  # its slot is free
