@@ -196,8 +196,18 @@ class ProjectStore:
                 .values(state="expired", holder_key=None, finished_at=utcnow())
             )
             for item_id in held:
+                taken = items.c.taken - 1
                 conn.execute(
-                    update(items).where(items.c.item_id == item_id).values(taken=items.c.taken - 1)
+                    update(items)
+                    .where(items.c.item_id == item_id)
+                    .values(
+                        taken=taken,
+                        status=case(
+                            (items.c.status.not_in(["unlabeled", "in_progress"]), items.c.status),
+                            ((taken > 0) | (items.c.submitted > 0), "in_progress"),
+                            else_="unlabeled",
+                        ),
+                    )
                 )
         return self.get(project_id)
 
