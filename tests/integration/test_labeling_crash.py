@@ -221,7 +221,7 @@ def _start_serving(tmp_path, s3, port: int) -> subprocess.Popen:
 def test_kill_9_mid_prelabel_resumes_and_stores_each_suggestion_once(tmp_path, s3_settings):
     from atlas.serving.v1 import serving_service_pb2 as serving_pb
     from atlas.serving.v1 import serving_service_pb2_grpc as serving_grpc
-    from atlas_labeling.tables import annotations
+    from atlas_labeling.tables import annotations_table
     from tests.grpc.serving.conftest import breast_cancer, live, write_model
 
     serving_port, port = free_port(), free_port()
@@ -282,7 +282,9 @@ def test_kill_9_mid_prelabel_resumes_and_stores_each_suggestion_once(tmp_path, s
         engine = create_engine(f"sqlite:///{tmp_path / 'labeling.db'}")
         with engine.connect() as conn:
             stored = (
-                conn.execute(select(annotations.c.item_id).where(annotations.c.source == "model"))
+                conn.execute(
+                    select(annotations_table.c.item_id).where(annotations_table.c.source == "model")
+                )
                 .scalars()
                 .all()
             )

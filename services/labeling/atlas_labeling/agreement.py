@@ -23,7 +23,7 @@ from atlas_core.errors import FailedPrecondition
 from atlas_labeling.consensus import vote_key
 from atlas_labeling.projects import Project
 from atlas_labeling.schema import VALUE_KIND
-from atlas_labeling.tables import annotations, items
+from atlas_labeling.tables import annotations_table, items
 from atlas_labeling.values import Boxes, Spans, Value, box_iou, from_json
 
 
@@ -49,16 +49,16 @@ class Agreement:
 def project_agreement(conn: Connection, project: Project) -> Agreement:
     rows = conn.execute(
         select(
-            annotations.c.item_id,
-            annotations.c.author,
-            annotations.c.value,
-            annotations.c.duration_ms,
+            annotations_table.c.item_id,
+            annotations_table.c.author,
+            annotations_table.c.value,
+            annotations_table.c.duration_ms,
         ).where(
-            (annotations.c.project_id == project.project_id)
-            & (annotations.c.source == "human")
+            (annotations_table.c.project_id == project.project_id)
+            & (annotations_table.c.source == "human")
             & (
-                annotations.c.review_decision.is_(None)
-                | (annotations.c.review_decision != "reject")
+                annotations_table.c.review_decision.is_(None)
+                | (annotations_table.c.review_decision != "reject")
             )
         )
     ).all()

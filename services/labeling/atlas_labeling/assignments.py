@@ -10,12 +10,14 @@ is retried. Leases are rows, so they survive a restart.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,7 +42,7 @@ from atlas_labeling.items import (
 from atlas_labeling.labels import append_label
 from atlas_labeling.projects import Project, ProjectStore, aware, new_id, utcnow
 from atlas_labeling.schema import check_confidence, validate_value
-from atlas_labeling.tables import annotations, assignments, corrections, items, label_usage
+from atlas_labeling.tables import annotations_table, assignments, corrections, items, label_usage
 from atlas_labeling.values import Value, from_json, labels_used, same_answer, to_json
 
 OPEN = ("unlabeled", "in_progress")
@@ -74,7 +76,7 @@ class AnnotatorStats:
         return self.gold_correct / self.gold_answered if self.gold_answered else 0.0
 
 
-def _row_to_assignment(row: object) -> AssignmentRecord:
+def _row_to_assignment(row: Any) -> AssignmentRecord:
     return AssignmentRecord(
         row.assignment_id,  # type: ignore[attr-defined]
         row.project_id,  # type: ignore[attr-defined]
@@ -355,7 +357,7 @@ class AssignmentQueue:
 
     # ---- leases -------------------------------------------------------------------------
 
-    def _load_assignment(self, conn: Connection, assignment_id: str) -> object:
+    def _load_assignment(self, conn: Connection, assignment_id: str) -> Any:
         if not assignment_id:
             raise InvalidArgument("assignment_id is empty", reason="EMPTY_ID")
         query = select(assignments).where(assignments.c.assignment_id == assignment_id)
@@ -368,7 +370,7 @@ class AssignmentQueue:
             )
         return row
 
-    def _check_holder(self, row: object, annotator: str, now: datetime) -> None:
+    def _check_holder(self, row: Any, annotator: str, now: datetime) -> None:
         if row.annotator != annotator:  # type: ignore[attr-defined]
             raise PermissionDenied(
                 f"assignment {row.assignment_id} belongs to another annotator",  # type: ignore[attr-defined]
@@ -454,7 +456,7 @@ class AssignmentQueue:
             )
 
     def _replay(
-        self, conn: Connection, row: object, request_id: str, skip: bool
+        self, conn: Connection, row: Any, request_id: str, skip: bool
     ) -> tuple[AnnotationRecord | None, str] | None:
         """The first result again when a submit is retried with the same request_id."""
         state = row.state  # type: ignore[attr-defined]
@@ -472,8 +474,8 @@ class AssignmentQueue:
         if state == "skipped":
             return None, status
         ann = conn.execute(
-            select(annotations).where(
-                annotations.c.assignment_id == row.assignment_id  # type: ignore[attr-defined]
+            select(annotations_table).where(
+                annotations_table.c.assignment_id == row.assignment_id  # type: ignore[attr-defined]
             )
         ).first()
         return (row_to_annotation(ann) if ann is not None else None), status
@@ -488,7 +490,7 @@ class AssignmentQueue:
         self,
         conn: Connection,
         project: Project,
-        row: object,
+        row: Any,
         item: ItemRecord,
         now: datetime,
         request_id: str,
@@ -518,7 +520,7 @@ class AssignmentQueue:
         self,
         conn: Connection,
         project: Project,
-        row: object,
+        row: Any,
         item: ItemRecord,
         value: Value,
         confidence: float,
@@ -541,7 +543,7 @@ class AssignmentQueue:
             gold_correct,  # type: ignore[attr-defined]
         )
         conn.execute(
-            insert(annotations).values(
+            insert(annotations_table).values(
                 annotation_id=record.annotation_id,
                 project_id=project.project_id,
                 item_id=item.item_id,
@@ -645,7 +647,9 @@ class AssignmentQueue:
         if decision != "correct" and correction is not None:
             raise InvalidArgument("correction is only for CORRECT", reason="UNEXPECTED_VALUE")
         with write_transaction(self.engine) as conn:
-            query = select(annotations).where(annotations.c.annotation_id == annotation_id)
+            query = select(annotations_table).where(
+                annotations_table.c.annotation_id == annotation_id
+            )
             if self._pg(conn):
                 query = query.with_for_update()
             row = conn.execute(query).first()
@@ -679,8 +683,8 @@ class AssignmentQueue:
                 correction = validate_value(project.spec, item.content, correction, "correction")
                 self._mark_used(conn, project.project_id, correction)
             conn.execute(
-                update(annotations)
-                .where(annotations.c.annotation_id == annotation_id)
+                update(annotations_table)
+                .where(annotations_table.c.annotation_id == annotation_id)
                 .values(
                     review_decision=decision,
                     reviewer=reviewer,
@@ -702,7 +706,7 @@ class AssignmentQueue:
                 .values(state="submitted", holder_key=None, finished_at=now)
             )
             updated = conn.execute(
-                select(annotations).where(annotations.c.annotation_id == annotation_id)
+                select(annotations_table).where(annotations_table.c.annotation_id == annotation_id)
             ).one()
         return row_to_annotation(updated), status
 
@@ -710,7 +714,7 @@ class AssignmentQueue:
         self,
         conn: Connection,
         item: ItemRecord,
-        row: object,
+        row: Any,
         reviewer: str,
         decision: str,
         correction: Value | None,
@@ -761,7 +765,7 @@ class AssignmentQueue:
         include_submitted: bool,
         offset: int,
         limit: int,
-    ) -> tuple[list[AssignmentRecord], bool]:
+    ) -> tuple[builtins.list[AssignmentRecord], bool]:
         now = self.clock()
         with self.engine.connect() as conn:
             self.projects.load(conn, project_id)
@@ -784,12 +788,19 @@ class AssignmentQueue:
                 record.item = self.items.load(conn, project_id, record.item_id)
         return found, len(rows) > limit
 
-    def annotator_stats(self, project_id: str, annotator: str = "") -> list[AnnotatorStats]:
+    def annotator_stats(
+        self, project_id: str, annotator: str = ""
+    ) -> builtins.list[AnnotatorStats]:
         with self.engine.connect() as conn:
             self.projects.load(conn, project_id)
             query = select(
-                annotations.c.author, annotations.c.duration_ms, annotations.c.gold_correct
-            ).where((annotations.c.project_id == project_id) & (annotations.c.source == "human"))
+                annotations_table.c.author,
+                annotations_table.c.duration_ms,
+                annotations_table.c.gold_correct,
+            ).where(
+                (annotations_table.c.project_id == project_id)
+                & (annotations_table.c.source == "human")
+            )
             skips = select(assignments.c.annotator, func.count()).where(
                 and_(
                     assignments.c.project_id == project_id,
@@ -798,10 +809,12 @@ class AssignmentQueue:
                 )
             )
             if annotator:
-                query = query.where(annotations.c.author == annotator)
+                query = query.where(annotations_table.c.author == annotator)
                 skips = skips.where(assignments.c.annotator == annotator)
             rows = conn.execute(query).all()
-            skipped = dict(conn.execute(skips.group_by(assignments.c.annotator)).all())
+            skipped: dict[str, int] = dict(
+                conn.execute(skips.group_by(assignments.c.annotator)).all()
+            )
         stats: dict[str, AnnotatorStats] = {}
         durations: dict[str, list[int]] = {}
         for author, duration, is_correct in rows:

@@ -16,7 +16,7 @@ from atlas_labeling.consensus import vote_key
 from atlas_labeling.items import row_to_item
 from atlas_labeling.labels import append_label
 from atlas_labeling.projects import Project
-from atlas_labeling.tables import annotations, items
+from atlas_labeling.tables import annotations_table, items
 from atlas_labeling.values import from_json
 
 HUMAN_SOURCES = ("human", "consensus", "review")
@@ -28,7 +28,7 @@ def auto_label(
     """Returns (threshold or None, items labelled by the model)."""
     from atlas_labeling.quality.autolabel import threshold_for_accuracy
 
-    a, i = annotations, items
+    a, i = annotations_table, items
     judged = conn.execute(
         select(a.c.value, a.c.confidence, i.c.final_value)
         .join(i, i.c.item_id == a.c.item_id)

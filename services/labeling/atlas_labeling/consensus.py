@@ -24,7 +24,7 @@ from atlas_labeling.items import ItemRecord
 from atlas_labeling.labels import append_label
 from atlas_labeling.projects import Project
 from atlas_labeling.schema import VALUE_KIND, ProjectSpec
-from atlas_labeling.tables import annotations, corrections, items
+from atlas_labeling.tables import annotations_table, corrections, items
 from atlas_labeling.values import (
     Box,
     Boxes,
@@ -69,12 +69,14 @@ class Decision:
 def human_votes(conn: Connection, item_ids: list[str]) -> list[tuple[str, str, str]]:
     """(item, annotator, vote) of the human annotations a reviewer has not rejected."""
     rows = conn.execute(
-        select(annotations.c.item_id, annotations.c.author, annotations.c.value).where(
-            annotations.c.item_id.in_(item_ids)
-            & (annotations.c.source == "human")
+        select(
+            annotations_table.c.item_id, annotations_table.c.author, annotations_table.c.value
+        ).where(
+            annotations_table.c.item_id.in_(item_ids)
+            & (annotations_table.c.source == "human")
             & (
-                annotations.c.review_decision.is_(None)
-                | (annotations.c.review_decision != "reject")
+                annotations_table.c.review_decision.is_(None)
+                | (annotations_table.c.review_decision != "reject")
             )
         )
     ).all()
@@ -83,16 +85,16 @@ def human_votes(conn: Connection, item_ids: list[str]) -> list[tuple[str, str, s
 
 def _human_values(conn: Connection, item_id: str) -> dict[str, Value]:
     rows = conn.execute(
-        select(annotations.c.author, annotations.c.value)
+        select(annotations_table.c.author, annotations_table.c.value)
         .where(
-            (annotations.c.item_id == item_id)
-            & (annotations.c.source == "human")
+            (annotations_table.c.item_id == item_id)
+            & (annotations_table.c.source == "human")
             & (
-                annotations.c.review_decision.is_(None)
-                | (annotations.c.review_decision != "reject")
+                annotations_table.c.review_decision.is_(None)
+                | (annotations_table.c.review_decision != "reject")
             )
         )
-        .order_by(annotations.c.created_at)
+        .order_by(annotations_table.c.created_at)
     ).all()
     return {author: from_json(json.loads(raw)) for author, raw in rows}
 
@@ -109,8 +111,9 @@ def decide_regions(conn: Connection, project: Project, item: ItemRecord) -> Deci
             a: [
                 qc.Box(b.x, b.y, b.width, b.height, b.label or None, b.text or None)
                 for b in v.boxes
-            ]  # type: ignore[union-attr]
+            ]
             for a, v in values.items()
+            if isinstance(v, Boxes)
         }
         drawn = sum(len(b) for b in by_annotator.values())
         merged = qc.merge_boxes(by_annotator, REGION_IOU, quorum)

@@ -213,7 +213,7 @@ def project_to_pb(project: Project) -> pb.Project:
     )
 
 
-def task_type_filter(value: int) -> str:
+def task_type_filter(value: Any) -> str:
     if value == pb.TASK_TYPE_UNSPECIFIED:
         return ""
     if value not in TASK_TYPES:
@@ -309,7 +309,9 @@ def value_to_pb(value: Value) -> pb.AnnotationValue:
                 image_height=value.image_height,
             )
         )
-    return pb.AnnotationValue(face_pair=FACE_PAIR_TO_PB.get(value.decision, 0))
+    return pb.AnnotationValue(
+        face_pair=FACE_PAIR_TO_PB.get(value.decision, pb.FACE_PAIR_DECISION_UNSPECIFIED)
+    )
 
 
 # ---- items ---------------------------------------------------------------------------------
@@ -424,7 +426,9 @@ def item_to_pb(
             message.gold_value.CopyFrom(value_to_pb(record.gold_value))
         if record.final_value is not None:
             message.final_value.CopyFrom(value_to_pb(record.final_value))
-            message.final_source = SOURCES_TO_PB.get(record.final_source or "", 0)
+            message.final_source = SOURCES_TO_PB.get(
+                record.final_source or "", pb.ANNOTATION_SOURCE_UNSPECIFIED
+            )
         if record.agreement is not None:
             message.agreement = record.agreement
     return message
@@ -460,7 +464,7 @@ def annotator_stats_to_pb(stats: AnnotatorStats) -> pb.AnnotatorStats:
     )
 
 
-def review_decision(value: int) -> str:
+def review_decision(value: Any) -> str:
     return REVIEW_DECISIONS.get(value, "")
 
 
@@ -509,12 +513,17 @@ def export_to_pb(raw: dict[str, Any], spec: dict[str, Any] | None = None) -> pb.
     else:
         message.spec.project_id = raw["project_id"]
         message.spec.after_cursor = raw.get("after_cursor", "")
-        message.spec.format = _EXPORT_FORMATS.get(raw.get("format", ""), 0)
+        message.spec.format = _EXPORT_FORMATS.get(
+            raw.get("format", ""), pb.EXPORT_FORMAT_UNSPECIFIED
+        )
     return message
 
 
 def job_to_pb(record: JobRecord) -> pb.LabelingJob:
-    job = pb.LabelingJob(status=pc.job_status(record), kind=JOB_KINDS.get(record.kind, 0))
+    job = pb.LabelingJob(
+        status=pc.job_status(record),
+        kind=JOB_KINDS.get(record.kind, pb.LABELING_JOB_KIND_UNSPECIFIED),
+    )
     field = _SPEC_FIELDS.get(record.kind)
     if field is not None:
         json_format.ParseDict(record.spec, getattr(job, field), ignore_unknown_fields=True)

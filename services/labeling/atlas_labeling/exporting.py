@@ -87,7 +87,8 @@ def write_coco(
             last = row.seq
     names = list(categories) or ["object"]
     ids = {name: i + 1 for i, name in enumerate(names)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for n, (item_id, row) in enumerate(sorted(latest.items()), start=1):
         value = row.value
         if not isinstance(value, Boxes):

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select, update
 from atlas_labeling.consensus import flag
 from atlas_labeling.items import row_to_item
 from atlas_labeling.projects import Project
-from atlas_labeling.tables import annotations, corrections, items
+from atlas_labeling.tables import annotations_table, corrections, items
 
 REOPENABLE = ("done", "annotated", "in_review")
 
@@ -26,7 +26,7 @@ def check_annotator(
     min_accuracy: float,
 ) -> int:
     """Flag the annotator's items when their gold accuracy is too low; returns how many."""
-    a = annotations
+    a = annotations_table
     answers = (
         conn.execute(
             select(a.c.gold_correct).where(

@@ -17,7 +17,7 @@ from atlas_core.storage import ArtifactStore
 from atlas_labeling.image_size import UnknownImageFormat, image_size
 from atlas_labeling.projects import ProjectStore, aware, new_id, utcnow
 from atlas_labeling.schema import CONTENT_KIND, ProjectSpec, validate_value
-from atlas_labeling.tables import annotations, items
+from atlas_labeling.tables import annotations_table, items
 from atlas_labeling.values import ItemContent, Value, from_json, to_json
 
 STATUSES = (
@@ -360,9 +360,9 @@ def annotations_of(conn: Connection, item_ids: list[str]) -> dict[str, list[Anno
     found: dict[str, list[AnnotationRecord]] = {i: [] for i in item_ids}
     for chunk in _chunks(item_ids, 500):
         rows = conn.execute(
-            select(annotations)
-            .where(annotations.c.item_id.in_(chunk))
-            .order_by(annotations.c.created_at, annotations.c.annotation_id)
+            select(annotations_table)
+            .where(annotations_table.c.item_id.in_(chunk))
+            .order_by(annotations_table.c.created_at, annotations_table.c.annotation_id)
         )
         for row in rows:
             found[row.item_id].append(row_to_annotation(row))

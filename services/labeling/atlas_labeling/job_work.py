@@ -486,12 +486,13 @@ def prelabel_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.PrelabelSpec) 
     with write_transaction(rt.engine) as conn:
         # New predictions: the active-learning order changes with them.
         refresh_order(conn, rt.projects.load(conn, spec.project_id))
-    threshold, auto = None, 0
+    auto_threshold: float | None = None
+    auto = 0
     if spec.auto_label_target_accuracy and state.get("version"):
         ctx.report(None, "choosing an auto-labeling threshold")
         with write_transaction(rt.engine) as conn:
             project = rt.projects.load(conn, spec.project_id)
-            threshold, auto = autolabel.auto_label(
+            auto_threshold, auto = autolabel.auto_label(
                 conn, project, state["version"], spec.auto_label_target_accuracy, utcnow()
             )
     return {
@@ -501,7 +502,7 @@ def prelabel_items(rt: LabelingRuntime, ctx: JobContext, spec: pb.PrelabelSpec) 
             "queued_for_correction": state["low"],
             "errors": state["errors"],
             "auto_labeled": auto,
-            "auto_label_threshold": threshold or 0.0,
+            "auto_label_threshold": auto_threshold or 0.0,
         }
     }
 

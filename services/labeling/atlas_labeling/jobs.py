@@ -15,7 +15,7 @@ from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import JobContext, JobHandler
 from atlas_labeling.config import LabelingSettings
-from atlas_labeling.runtime import LabelingRuntime, open_runtime
+from atlas_labeling.runtime import open_runtime
 
 KIND_IMPORT = "import_items"
 KIND_EXPORT = "export_labels"
@@ -61,7 +61,7 @@ def export_sources(spec: pb.ExportSpec) -> list[str]:
     return ["human", "review", "consensus"] + (["model"] if spec.include_model_labels else [])
 
 
-Work = Callable[[LabelingRuntime, JobContext, Any], dict[str, Any]]
+Work = Callable[..., dict[str, Any]]
 
 
 def spec_to_json(message: Any) -> dict[str, Any]:
@@ -77,12 +77,13 @@ def _run(
 ) -> dict[str, Any]:
     from atlas_labeling import job_work  # imported in the job subprocess only
 
-    work: Work = {
+    handlers: dict[str, Work] = {
         KIND_IMPORT: job_work.import_items,
         KIND_EXPORT: job_work.export_labels,
         KIND_PRELABEL: job_work.prelabel_items,
         KIND_LABEL_ISSUES: job_work.label_issues,
-    }[kind]
+    }
+    work = handlers[kind]
     runtime = open_runtime(settings, migrate=False)
     try:
         return work(runtime, ctx, spec_from_json(kind, spec))

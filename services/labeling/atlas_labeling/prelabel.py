@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from atlas_core.errors import InvalidArgument
 from atlas_labeling.items import ItemRecord
 from atlas_labeling.schema import ProjectSpec, check_confidence, validate_value
-from atlas_labeling.tables import annotations, corrections, items
+from atlas_labeling.tables import annotations_table, corrections, items
 from atlas_labeling.values import Classes, FacePair, Value, from_json, to_json
 
 
@@ -57,7 +57,7 @@ def store(
             errors += 1  # an answer outside the schema or a score outside [0, 1]: not stored
             continue
         conn.execute(
-            dialect.insert(annotations)
+            dialect.insert(annotations_table)
             .values(
                 annotation_id=suggestion_id(s.item.item_id, s.model_version),
                 project_id=s.item.project_id,
@@ -123,7 +123,7 @@ def suggestion_stats(conn: Connection, project_id: str) -> list[SuggestionStats]
     first human answers kept the suggestion."""
     from atlas_labeling.consensus import vote_key
 
-    a = annotations
+    a = annotations_table
     suggested = conn.execute(
         select(a.c.item_id, a.c.model_version, a.c.value, a.c.created_at).where(
             (a.c.project_id == project_id) & (a.c.source == "model")

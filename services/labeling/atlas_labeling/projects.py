@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from atlas_core.db import write_transaction
 from atlas_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from atlas_labeling.schema import LabelDef, ProjectSpec, check_update, validate_spec
-from atlas_labeling.tables import annotations, assignments, items, label_usage, projects
+from atlas_labeling.tables import annotations_table, assignments, items, label_usage, projects
 
 
 def new_id(prefix: str) -> str:
@@ -213,7 +213,7 @@ class ProjectStore:
 
 
 def _stats(conn: Connection, project_id: str) -> ProjectStats:
-    counts = dict(
+    counts: dict[str, int] = dict(
         conn.execute(
             select(items.c.status, func.count())
             .where(items.c.project_id == project_id)
@@ -222,8 +222,10 @@ def _stats(conn: Connection, project_id: str) -> ProjectStats:
     )
     n_annotations = conn.execute(
         select(func.count())
-        .select_from(annotations)
-        .where((annotations.c.project_id == project_id) & (annotations.c.source == "human"))
+        .select_from(annotations_table)
+        .where(
+            (annotations_table.c.project_id == project_id) & (annotations_table.c.source == "human")
+        )
     ).scalar_one()
     return ProjectStats(
         items=sum(counts.values()),

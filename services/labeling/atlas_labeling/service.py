@@ -4,7 +4,7 @@ uses. Mutations taking a request_id are idempotent: a retry returns the first re
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from sqlalchemy import select
@@ -363,7 +363,7 @@ class LabelingService:
         *,
         project_id: str = "",
         kind: str | None = None,
-        states: set[str] | None = None,
+        states: Collection[str] | None = None,
     ) -> tuple[list[JobRecord], bool]:
         records = [
             r

@@ -160,7 +160,7 @@ assignments = Table(
     Index("ix_labeling_assignments_annotator", "project_id", "annotator", "state"),
 )
 
-annotations = Table(
+annotations_table = Table(
     "labeling_annotations",
     metadata,
     Column("annotation_id", String(64), primary_key=True),
@@ -193,7 +193,7 @@ ALL = [
     label_usage,
     items,
     assignments,
-    annotations,
+    annotations_table,
     label_rows,
     exports,
     corrections,

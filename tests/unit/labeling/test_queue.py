@@ -13,7 +13,7 @@ from atlas_core.errors import FailedPrecondition, InvalidArgument, NotFound, Per
 from atlas_labeling.items import NewItem
 from atlas_labeling.schema import TEXT_CLASSIFICATION, LabelDef, ProjectSpec
 from atlas_labeling.service import LabelingService
-from atlas_labeling.tables import annotations, assignments
+from atlas_labeling.tables import annotations_table, assignments
 from atlas_labeling.values import Classes, ItemContent
 
 from .conftest import Harness, build_service
@@ -271,7 +271,7 @@ def test_concurrent_annotators_never_double_assigned(harness: Harness) -> None:
         rows = conn.execute(
             select(assignments.c.item_id, assignments.c.annotator, assignments.c.state)
         ).all()
-        done = conn.execute(select(annotations.c.item_id, annotations.c.author)).all()
+        done = conn.execute(select(annotations_table.c.item_id, annotations_table.c.author)).all()
     # Never twice to one person: at most one live (active or submitted) lease per pair.
     live = Counter((i, a) for i, a, s in rows if s in ("active", "submitted"))
     assert max(live.values()) == 1
