@@ -100,12 +100,14 @@ QUEUE_ORDERS = {
     pb.QUEUE_ORDER_LEAST_CONFIDENCE: "least_confidence",
     pb.QUEUE_ORDER_MARGIN: "margin",
     pb.QUEUE_ORDER_ENTROPY: "entropy",
+    pb.QUEUE_ORDER_DIVERSITY: "diversity",
 }
 QUEUE_ORDERS_TO_PB = {
     "fifo": pb.QUEUE_ORDER_FIFO,
     "least_confidence": pb.QUEUE_ORDER_LEAST_CONFIDENCE,
     "margin": pb.QUEUE_ORDER_MARGIN,
     "entropy": pb.QUEUE_ORDER_ENTROPY,
+    "diversity": pb.QUEUE_ORDER_DIVERSITY,
 }
 CORRECTION_REASONS_TO_PB = {
     "low_confidence": pb.CORRECTION_REASON_LOW_CONFIDENCE,

@@ -175,8 +175,14 @@ class ItemStore:
             raise FailedPrecondition(f"project {project_id} is archived", reason="ARCHIVED")
         prepared = [self._prepare(project.spec, i, item) for i, item in enumerate(new)]
         with write_transaction(self.engine) as conn:
-            self.projects.load(conn, project_id, lock=True)  # serialises seq on PostgreSQL
-            return self._insert(conn, project_id, prepared)
+            locked = self.projects.load(conn, project_id, lock=True)  # serialises seq (PG)
+            added = self._insert(conn, project_id, prepared)
+            if locked.spec.queue_order != "fifo":
+                # New items join the active-learning order instead of waiting behind it.
+                from atlas_labeling.ordering import refresh_order
+
+                refresh_order(conn, locked)
+            return added
 
     def _prepare(self, spec: ProjectSpec, index: int, item: NewItem) -> NewItem:
         where = f"items[{index}]"

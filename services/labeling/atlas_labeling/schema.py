@@ -61,7 +61,7 @@ CONTENT_KIND = {
 }
 LABEL_KINDS = ("class", "entity", "relation")
 SKIP_POLICIES = ("requeue_for_me", "requeue_for_others", "ignore")
-QUEUE_ORDERS = ("fifo", "least_confidence", "margin", "entropy")
+QUEUE_ORDERS = ("fifo", "least_confidence", "margin", "entropy", "diversity")
 CONSENSUS_METHODS = ("majority", "weighted", "review")
 MAX_NAME = 128
 MAX_OVERLAP = 50

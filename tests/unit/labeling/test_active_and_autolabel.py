@@ -119,3 +119,19 @@ def test_acceptance_and_edit_rates_per_model_version(harness: Harness) -> None:
     assert (stats.model_version, stats.suggestions, stats.answered) == ("m:1", 3, 3)
     assert (stats.accepted, stats.edited) == (2, 1)
     assert stats.acceptance_rate == 2 / 3
+
+
+def test_diversity_order_over_embeddings(harness: Harness) -> None:
+    svc = harness.service
+    pid = svc.create_project(
+        ProjectSpec("div", TEXT_CLASSIFICATION, LABELS, queue_order="diversity")
+    ).project_id
+    points = {"a0": [0, 0], "a1": [0.1, 0], "b0": [10, 10], "b1": [10, 10.1]}
+    new = [NewItem(ItemContent(text=k), metadata={"embedding": v}) for k, v in points.items()]
+    new.append(NewItem(ItemContent(text="plain")))  # no embedding: must not starve
+    ids, _ = svc.add_items(pid, new)
+    names = dict(zip(ids, [*points, "plain"]))
+    order = [names[a.item_id] for a in svc.request_assignments(pid, "ann", 5)]
+    assert order[1] == "plain"  # alternates with the embedded items
+    embedded = [n for n in order if n != "plain"]
+    assert embedded[0][0] != embedded[1][0]  # the second pick is the other cluster

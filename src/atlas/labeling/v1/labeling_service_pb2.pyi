@@ -35,6 +35,7 @@ class QueueOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUEUE_ORDER_LEAST_CONFIDENCE: _ClassVar[QueueOrder]
     QUEUE_ORDER_MARGIN: _ClassVar[QueueOrder]
     QUEUE_ORDER_ENTROPY: _ClassVar[QueueOrder]
+    QUEUE_ORDER_DIVERSITY: _ClassVar[QueueOrder]
 
 class SkipPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -133,6 +134,7 @@ QUEUE_ORDER_FIFO: QueueOrder
 QUEUE_ORDER_LEAST_CONFIDENCE: QueueOrder
 QUEUE_ORDER_MARGIN: QueueOrder
 QUEUE_ORDER_ENTROPY: QueueOrder
+QUEUE_ORDER_DIVERSITY: QueueOrder
 SKIP_POLICY_UNSPECIFIED: SkipPolicy
 SKIP_POLICY_REQUEUE_FOR_ME: SkipPolicy
 SKIP_POLICY_REQUEUE_FOR_OTHERS: SkipPolicy
