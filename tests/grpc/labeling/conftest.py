@@ -89,3 +89,12 @@ async def running_labeling_service(
 async def labeling(tmp_path: Path, s3_settings: S3Settings) -> AsyncIterator[LabelingHarness]:
     async with running_labeling_service(tmp_path, s3_settings) as harness:
         yield harness
+
+
+@pytest.fixture
+async def labeling_db(
+    tmp_path: Path, s3_settings: S3Settings, db_url: str
+) -> AsyncIterator[LabelingHarness]:
+    """The service on SQLite and on PostgreSQL metadata (when reachable)."""
+    async with running_labeling_service(tmp_path, s3_settings, db_url) as harness:
+        yield harness

@@ -95,7 +95,8 @@ async def import_job(stub, pid: str, manifest: pb.ManifestImport, rid: str = "")
     return await wait(stub, job)
 
 
-async def test_imports_are_streamed_and_idempotent(labeling: LabelingHarness) -> None:
+async def test_imports_are_streamed_and_idempotent(labeling_db: LabelingHarness) -> None:
+    labeling = labeling_db
     stub = labeling.stub
     pid = await new_project(stub, "imports")
     n = 1200
@@ -139,7 +140,8 @@ async def test_imports_are_streamed_and_idempotent(labeling: LabelingHarness) ->
     assert failed.status.error.code == "INVALID_ARGUMENT" and "body" in failed.status.error.message
 
 
-async def test_export_versions_cursor_and_formats(labeling: LabelingHarness) -> None:
+async def test_export_versions_cursor_and_formats(labeling_db: LabelingHarness) -> None:
+    labeling = labeling_db
     stub = labeling.stub
     pid = await new_project(stub, "exports")
     items = [pb.NewItem(content=pb.ItemContent(text=f"t{i}"), entity_id=f"e{i}") for i in range(25)]
