@@ -4,12 +4,14 @@ contracts and atlas_core, never on a service package."""
 from atlas_core.clients._base import ServiceClient
 from atlas_core.clients.data import DataClient, Features
 from atlas_core.clients.graph import GraphClient, Translation
+from atlas_core.clients.labeling import LabelingClient
 from atlas_core.clients.trainer import TrainerClient, automl_spec
 
 __all__ = [
     "DataClient",
     "Features",
     "GraphClient",
+    "LabelingClient",
     "ServiceClient",
     "TrainerClient",
     "Translation",

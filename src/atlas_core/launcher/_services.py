@@ -42,7 +42,10 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         ("data",),
         uses_read_endpoints=True,
     ),
-    ServiceSpec("labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4),
+    # Exports are registered with the data service; pre-labels come from serving.
+    ServiceSpec(
+        "labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4, ("data", "serving")
+    ),
     ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5),
 )
 

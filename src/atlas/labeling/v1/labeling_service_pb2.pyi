@@ -28,6 +28,22 @@ class ConsensusMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONSENSUS_METHOD_WEIGHTED: _ClassVar[ConsensusMethod]
     CONSENSUS_METHOD_REVIEW: _ClassVar[ConsensusMethod]
 
+class QueueOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUEUE_ORDER_UNSPECIFIED: _ClassVar[QueueOrder]
+    QUEUE_ORDER_FIFO: _ClassVar[QueueOrder]
+    QUEUE_ORDER_LEAST_CONFIDENCE: _ClassVar[QueueOrder]
+    QUEUE_ORDER_MARGIN: _ClassVar[QueueOrder]
+    QUEUE_ORDER_ENTROPY: _ClassVar[QueueOrder]
+    QUEUE_ORDER_DIVERSITY: _ClassVar[QueueOrder]
+
+class SkipPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SKIP_POLICY_UNSPECIFIED: _ClassVar[SkipPolicy]
+    SKIP_POLICY_REQUEUE_FOR_ME: _ClassVar[SkipPolicy]
+    SKIP_POLICY_REQUEUE_FOR_OTHERS: _ClassVar[SkipPolicy]
+    SKIP_POLICY_IGNORE: _ClassVar[SkipPolicy]
+
 class ItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ITEM_STATUS_UNSPECIFIED: _ClassVar[ItemStatus]
@@ -37,6 +53,7 @@ class ItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ITEM_STATUS_IN_REVIEW: _ClassVar[ItemStatus]
     ITEM_STATUS_DONE: _ClassVar[ItemStatus]
     ITEM_STATUS_IN_CORRECTION: _ClassVar[ItemStatus]
+    ITEM_STATUS_SKIPPED: _ClassVar[ItemStatus]
 
 class FacePairDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +84,31 @@ class CorrectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CORRECTION_REASON_DISAGREEMENT: _ClassVar[CorrectionReason]
     CORRECTION_REASON_MODEL_HUMAN_CONFLICT: _ClassVar[CorrectionReason]
     CORRECTION_REASON_BAD_CASE: _ClassVar[CorrectionReason]
+    CORRECTION_REASON_LOW_GOLD_ACCURACY: _ClassVar[CorrectionReason]
+
+class CorrectionResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CORRECTION_RESOLUTION_UNSPECIFIED: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_OPEN: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_REQUEUED: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_RESOLVED: _ClassVar[CorrectionResolution]
+    CORRECTION_RESOLUTION_ESCALATED: _ClassVar[CorrectionResolution]
+
+class AssignmentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ASSIGNMENT_STATE_UNSPECIFIED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_ACTIVE: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_SUBMITTED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_SKIPPED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_EXPIRED: _ClassVar[AssignmentState]
+    ASSIGNMENT_STATE_REJECTED: _ClassVar[AssignmentState]
+
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_PARQUET: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_JSONL: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_COCO: _ClassVar[ExportFormat]
 
 class LabelingJobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -74,6 +116,7 @@ class LabelingJobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LABELING_JOB_KIND_PRELABEL: _ClassVar[LabelingJobKind]
     LABELING_JOB_KIND_IMPORT: _ClassVar[LabelingJobKind]
     LABELING_JOB_KIND_EXPORT: _ClassVar[LabelingJobKind]
+    LABELING_JOB_KIND_LABEL_ISSUES: _ClassVar[LabelingJobKind]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_TEXT_CLASSIFICATION: TaskType
 TASK_TYPE_TEXT_SPANS: TaskType
@@ -86,6 +129,16 @@ CONSENSUS_METHOD_UNSPECIFIED: ConsensusMethod
 CONSENSUS_METHOD_MAJORITY: ConsensusMethod
 CONSENSUS_METHOD_WEIGHTED: ConsensusMethod
 CONSENSUS_METHOD_REVIEW: ConsensusMethod
+QUEUE_ORDER_UNSPECIFIED: QueueOrder
+QUEUE_ORDER_FIFO: QueueOrder
+QUEUE_ORDER_LEAST_CONFIDENCE: QueueOrder
+QUEUE_ORDER_MARGIN: QueueOrder
+QUEUE_ORDER_ENTROPY: QueueOrder
+QUEUE_ORDER_DIVERSITY: QueueOrder
+SKIP_POLICY_UNSPECIFIED: SkipPolicy
+SKIP_POLICY_REQUEUE_FOR_ME: SkipPolicy
+SKIP_POLICY_REQUEUE_FOR_OTHERS: SkipPolicy
+SKIP_POLICY_IGNORE: SkipPolicy
 ITEM_STATUS_UNSPECIFIED: ItemStatus
 ITEM_STATUS_UNLABELED: ItemStatus
 ITEM_STATUS_IN_PROGRESS: ItemStatus
@@ -93,6 +146,7 @@ ITEM_STATUS_ANNOTATED: ItemStatus
 ITEM_STATUS_IN_REVIEW: ItemStatus
 ITEM_STATUS_DONE: ItemStatus
 ITEM_STATUS_IN_CORRECTION: ItemStatus
+ITEM_STATUS_SKIPPED: ItemStatus
 FACE_PAIR_DECISION_UNSPECIFIED: FacePairDecision
 FACE_PAIR_DECISION_SAME: FacePairDecision
 FACE_PAIR_DECISION_DIFFERENT: FacePairDecision
@@ -111,10 +165,27 @@ CORRECTION_REASON_LOW_CONFIDENCE: CorrectionReason
 CORRECTION_REASON_DISAGREEMENT: CorrectionReason
 CORRECTION_REASON_MODEL_HUMAN_CONFLICT: CorrectionReason
 CORRECTION_REASON_BAD_CASE: CorrectionReason
+CORRECTION_REASON_LOW_GOLD_ACCURACY: CorrectionReason
+CORRECTION_RESOLUTION_UNSPECIFIED: CorrectionResolution
+CORRECTION_RESOLUTION_OPEN: CorrectionResolution
+CORRECTION_RESOLUTION_REQUEUED: CorrectionResolution
+CORRECTION_RESOLUTION_RESOLVED: CorrectionResolution
+CORRECTION_RESOLUTION_ESCALATED: CorrectionResolution
+ASSIGNMENT_STATE_UNSPECIFIED: AssignmentState
+ASSIGNMENT_STATE_ACTIVE: AssignmentState
+ASSIGNMENT_STATE_SUBMITTED: AssignmentState
+ASSIGNMENT_STATE_SKIPPED: AssignmentState
+ASSIGNMENT_STATE_EXPIRED: AssignmentState
+ASSIGNMENT_STATE_REJECTED: AssignmentState
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_PARQUET: ExportFormat
+EXPORT_FORMAT_JSONL: ExportFormat
+EXPORT_FORMAT_COCO: ExportFormat
 LABELING_JOB_KIND_UNSPECIFIED: LabelingJobKind
 LABELING_JOB_KIND_PRELABEL: LabelingJobKind
 LABELING_JOB_KIND_IMPORT: LabelingJobKind
 LABELING_JOB_KIND_EXPORT: LabelingJobKind
+LABELING_JOB_KIND_LABEL_ISSUES: LabelingJobKind
 
 class LabelDefinition(_message.Message):
     __slots__ = ("name", "description", "kind", "allowed_pairs", "color")
@@ -131,7 +202,7 @@ class LabelDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[str] = ..., allowed_pairs: _Optional[_Iterable[str]] = ..., color: _Optional[str] = ...) -> None: ...
 
 class ProjectSpec(_message.Message):
-    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags")
+    __slots__ = ("name", "task_type", "labels", "multi_label", "overlap", "consensus", "review_fraction", "instructions", "low_confidence_threshold", "assignment_ttl", "tags", "skip_policy", "consensus_threshold", "max_relabel_rounds", "queue_order")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +221,10 @@ class ProjectSpec(_message.Message):
     LOW_CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_TTL_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_POLICY_FIELD_NUMBER: _ClassVar[int]
+    CONSENSUS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_RELABEL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ORDER_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_type: TaskType
     labels: _containers.RepeatedCompositeFieldContainer[LabelDefinition]
@@ -161,7 +236,11 @@ class ProjectSpec(_message.Message):
     low_confidence_threshold: float
     assignment_ttl: _duration_pb2.Duration
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    skip_policy: SkipPolicy
+    consensus_threshold: float
+    max_relabel_rounds: int
+    queue_order: QueueOrder
+    def __init__(self, name: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., labels: _Optional[_Iterable[_Union[LabelDefinition, _Mapping]]] = ..., multi_label: bool = ..., overlap: _Optional[int] = ..., consensus: _Optional[_Union[ConsensusMethod, str]] = ..., review_fraction: _Optional[float] = ..., instructions: _Optional[str] = ..., low_confidence_threshold: _Optional[float] = ..., assignment_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., skip_policy: _Optional[_Union[SkipPolicy, str]] = ..., consensus_threshold: _Optional[float] = ..., max_relabel_rounds: _Optional[int] = ..., queue_order: _Optional[_Union[QueueOrder, str]] = ...) -> None: ...
 
 class ProjectStats(_message.Message):
     __slots__ = ("items", "items_unlabeled", "items_in_progress", "items_done", "annotations", "in_correction_queue")
@@ -296,16 +375,18 @@ class ClassLabels(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TextSpan(_message.Message):
-    __slots__ = ("span_id", "start", "end", "label")
+    __slots__ = ("span_id", "start", "end", "label", "text")
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     span_id: str
     start: int
     end: int
     label: str
-    def __init__(self, span_id: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+    text: str
+    def __init__(self, span_id: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., label: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Relation(_message.Message):
     __slots__ = ("source_span_id", "target_span_id", "label")
@@ -346,10 +427,14 @@ class BoundingBox(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[float] = ..., height: _Optional[float] = ..., rotation: _Optional[float] = ..., label: _Optional[str] = ..., text: _Optional[str] = ..., landmarks: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class BoxAnnotation(_message.Message):
-    __slots__ = ("boxes",)
+    __slots__ = ("boxes", "image_width", "image_height")
     BOXES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     boxes: _containers.RepeatedCompositeFieldContainer[BoundingBox]
-    def __init__(self, boxes: _Optional[_Iterable[_Union[BoundingBox, _Mapping]]] = ...) -> None: ...
+    image_width: int
+    image_height: int
+    def __init__(self, boxes: _Optional[_Iterable[_Union[BoundingBox, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
 
 class AnnotationValue(_message.Message):
     __slots__ = ("classes", "spans", "boxes", "face_pair")
@@ -402,7 +487,7 @@ class Review(_message.Message):
     def __init__(self, reviewer: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time")
+    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time", "image_width", "image_height", "gold", "gold_value", "prediction_id", "model_version", "prediction_score", "final_source")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -416,6 +501,14 @@ class Item(_message.Message):
     CORRECTION_REASONS_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GOLD_FIELD_NUMBER: _ClassVar[int]
+    GOLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FINAL_SOURCE_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     project_id: str
     content: ItemContent
@@ -429,21 +522,31 @@ class Item(_message.Message):
     correction_reasons: _containers.RepeatedScalarFieldContainer[CorrectionReason]
     external_id: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    image_width: int
+    image_height: int
+    gold: bool
+    gold_value: AnnotationValue
+    prediction_id: str
+    model_version: str
+    prediction_score: float
+    final_source: AnnotationSource
+    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., gold: bool = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., prediction_id: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction_score: _Optional[float] = ..., final_source: _Optional[_Union[AnnotationSource, str]] = ...) -> None: ...
 
 class NewItem(_message.Message):
-    __slots__ = ("content", "entity_id", "label_time", "metadata", "external_id")
+    __slots__ = ("content", "entity_id", "label_time", "metadata", "external_id", "gold_value")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    GOLD_VALUE_FIELD_NUMBER: _ClassVar[int]
     content: ItemContent
     entity_id: str
     label_time: _timestamp_pb2.Timestamp
     metadata: _struct_pb2.Struct
     external_id: str
-    def __init__(self, content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., external_id: _Optional[str] = ...) -> None: ...
+    gold_value: AnnotationValue
+    def __init__(self, content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., external_id: _Optional[str] = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ...) -> None: ...
 
 class AddItemsRequest(_message.Message):
     __slots__ = ("project_id", "items", "request_id")
@@ -498,7 +601,7 @@ class ListItemsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("assignment_id", "project_id", "item", "annotator", "is_review", "expire_time", "submitted")
+    __slots__ = ("assignment_id", "project_id", "item", "annotator", "is_review", "expire_time", "submitted", "state")
     ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
@@ -506,6 +609,7 @@ class Assignment(_message.Message):
     IS_REVIEW_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     assignment_id: str
     project_id: str
     item: Item
@@ -513,7 +617,8 @@ class Assignment(_message.Message):
     is_review: bool
     expire_time: _timestamp_pb2.Timestamp
     submitted: bool
-    def __init__(self, assignment_id: _Optional[str] = ..., project_id: _Optional[str] = ..., item: _Optional[_Union[Item, _Mapping]] = ..., annotator: _Optional[str] = ..., is_review: bool = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., submitted: bool = ...) -> None: ...
+    state: AssignmentState
+    def __init__(self, assignment_id: _Optional[str] = ..., project_id: _Optional[str] = ..., item: _Optional[_Union[Item, _Mapping]] = ..., annotator: _Optional[str] = ..., is_review: bool = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., submitted: bool = ..., state: _Optional[_Union[AssignmentState, str]] = ...) -> None: ...
 
 class RequestAssignmentsRequest(_message.Message):
     __slots__ = ("project_id", "annotator", "count", "review", "prefer_correction_queue", "request_id")
@@ -557,21 +662,37 @@ class ListAssignmentsResponse(_message.Message):
     page: _common_pb2.PageResponse
     def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
+class RenewAssignmentLeaseRequest(_message.Message):
+    __slots__ = ("assignment_id", "annotator")
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    assignment_id: str
+    annotator: str
+    def __init__(self, assignment_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class RenewAssignmentLeaseResponse(_message.Message):
+    __slots__ = ("assignment",)
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    assignment: Assignment
+    def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ...) -> None: ...
+
 class SubmitAnnotationRequest(_message.Message):
-    __slots__ = ("assignment_id", "value", "skip", "confidence", "duration_ms", "request_id")
+    __slots__ = ("assignment_id", "value", "skip", "confidence", "duration_ms", "request_id", "annotator")
     ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SKIP_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
     assignment_id: str
     value: AnnotationValue
     skip: bool
     confidence: float
     duration_ms: int
     request_id: str
-    def __init__(self, assignment_id: _Optional[str] = ..., value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., skip: bool = ..., confidence: _Optional[float] = ..., duration_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    annotator: str
+    def __init__(self, assignment_id: _Optional[str] = ..., value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., skip: bool = ..., confidence: _Optional[float] = ..., duration_ms: _Optional[int] = ..., request_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
 
 class SubmitAnnotationResponse(_message.Message):
     __slots__ = ("annotation", "item_status")
@@ -582,18 +703,20 @@ class SubmitAnnotationResponse(_message.Message):
     def __init__(self, annotation: _Optional[_Union[Annotation, _Mapping]] = ..., item_status: _Optional[_Union[ItemStatus, str]] = ...) -> None: ...
 
 class SubmitReviewRequest(_message.Message):
-    __slots__ = ("annotation_id", "decision", "correction", "comment", "request_id")
+    __slots__ = ("annotation_id", "decision", "correction", "comment", "request_id", "reviewer")
     ANNOTATION_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     CORRECTION_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
     annotation_id: str
     decision: ReviewDecision
     correction: AnnotationValue
     comment: str
     request_id: str
-    def __init__(self, annotation_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    reviewer: str
+    def __init__(self, annotation_id: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., request_id: _Optional[str] = ..., reviewer: _Optional[str] = ...) -> None: ...
 
 class SubmitReviewResponse(_message.Message):
     __slots__ = ("annotation", "item_status")
@@ -602,6 +725,56 @@ class SubmitReviewResponse(_message.Message):
     annotation: Annotation
     item_status: ItemStatus
     def __init__(self, annotation: _Optional[_Union[Annotation, _Mapping]] = ..., item_status: _Optional[_Union[ItemStatus, str]] = ...) -> None: ...
+
+class AnnotatorStats(_message.Message):
+    __slots__ = ("annotator", "annotations", "skipped", "gold_answered", "gold_correct", "gold_accuracy", "median_duration_ms")
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    GOLD_ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    GOLD_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    GOLD_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    annotator: str
+    annotations: int
+    skipped: int
+    gold_answered: int
+    gold_correct: int
+    gold_accuracy: float
+    median_duration_ms: int
+    def __init__(self, annotator: _Optional[str] = ..., annotations: _Optional[int] = ..., skipped: _Optional[int] = ..., gold_answered: _Optional[int] = ..., gold_correct: _Optional[int] = ..., gold_accuracy: _Optional[float] = ..., median_duration_ms: _Optional[int] = ...) -> None: ...
+
+class GetAnnotatorStatsRequest(_message.Message):
+    __slots__ = ("project_id", "annotator")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    annotator: str
+    def __init__(self, project_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class GetAnnotatorStatsResponse(_message.Message):
+    __slots__ = ("annotators", "suggestions")
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    annotators: _containers.RepeatedCompositeFieldContainer[AnnotatorStats]
+    suggestions: _containers.RepeatedCompositeFieldContainer[SuggestionStats]
+    def __init__(self, annotators: _Optional[_Iterable[_Union[AnnotatorStats, _Mapping]]] = ..., suggestions: _Optional[_Iterable[_Union[SuggestionStats, _Mapping]]] = ...) -> None: ...
+
+class SuggestionStats(_message.Message):
+    __slots__ = ("model_version", "suggestions", "answered", "accepted", "edited", "acceptance_rate")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    EDITED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTANCE_RATE_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    suggestions: int
+    answered: int
+    accepted: int
+    edited: int
+    acceptance_rate: float
+    def __init__(self, model_version: _Optional[str] = ..., suggestions: _Optional[int] = ..., answered: _Optional[int] = ..., accepted: _Optional[int] = ..., edited: _Optional[int] = ..., acceptance_rate: _Optional[float] = ...) -> None: ...
 
 class AnnotatorAgreement(_message.Message):
     __slots__ = ("annotator", "annotations", "accuracy", "median_duration_ms")
@@ -647,26 +820,34 @@ class GetAgreementResponse(_message.Message):
     def __init__(self, items_compared: _Optional[int] = ..., kappa: _Optional[float] = ..., krippendorff_alpha: _Optional[float] = ..., span_f1: _Optional[float] = ..., box_iou: _Optional[float] = ..., annotators: _Optional[_Iterable[_Union[AnnotatorAgreement, _Mapping]]] = ..., per_label: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class CorrectionEntry(_message.Message):
-    __slots__ = ("item", "reasons", "priority", "prediction_id")
+    __slots__ = ("item", "reasons", "priority", "prediction_id", "details", "resolutions", "relabel_rounds")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTIONS_FIELD_NUMBER: _ClassVar[int]
+    RELABEL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     item: Item
     reasons: _containers.RepeatedScalarFieldContainer[CorrectionReason]
     priority: float
     prediction_id: str
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., priority: _Optional[float] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    details: _containers.RepeatedScalarFieldContainer[str]
+    resolutions: _containers.RepeatedScalarFieldContainer[CorrectionResolution]
+    relabel_rounds: int
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., priority: _Optional[float] = ..., prediction_id: _Optional[str] = ..., details: _Optional[_Iterable[str]] = ..., resolutions: _Optional[_Iterable[_Union[CorrectionResolution, str]]] = ..., relabel_rounds: _Optional[int] = ...) -> None: ...
 
 class ListCorrectionQueueRequest(_message.Message):
-    __slots__ = ("project_id", "reasons", "page")
+    __slots__ = ("project_id", "reasons", "page", "include_resolved")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     PAGE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     reasons: _containers.RepeatedScalarFieldContainer[CorrectionReason]
     page: _common_pb2.PageRequest
-    def __init__(self, project_id: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+    include_resolved: bool
+    def __init__(self, project_id: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., include_resolved: bool = ...) -> None: ...
 
 class ListCorrectionQueueResponse(_message.Message):
     __slots__ = ("entries", "page")
@@ -677,7 +858,7 @@ class ListCorrectionQueueResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[CorrectionEntry, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class PrelabelSpec(_message.Message):
-    __slots__ = ("project_id", "endpoint_name", "statuses", "low_confidence_threshold", "label_mapping")
+    __slots__ = ("project_id", "endpoint_name", "statuses", "low_confidence_threshold", "label_mapping", "use_entity_id", "batch_size", "auto_label_target_accuracy")
     class LabelMappingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -690,12 +871,18 @@ class PrelabelSpec(_message.Message):
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     LABEL_MAPPING_FIELD_NUMBER: _ClassVar[int]
+    USE_ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_LABEL_TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     endpoint_name: str
     statuses: _containers.RepeatedScalarFieldContainer[ItemStatus]
     low_confidence_threshold: float
     label_mapping: _containers.ScalarMap[str, str]
-    def __init__(self, project_id: _Optional[str] = ..., endpoint_name: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[ItemStatus, str]]] = ..., low_confidence_threshold: _Optional[float] = ..., label_mapping: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    use_entity_id: bool
+    batch_size: int
+    auto_label_target_accuracy: float
+    def __init__(self, project_id: _Optional[str] = ..., endpoint_name: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[ItemStatus, str]]] = ..., low_confidence_threshold: _Optional[float] = ..., label_mapping: _Optional[_Mapping[str, str]] = ..., use_entity_id: bool = ..., batch_size: _Optional[int] = ..., auto_label_target_accuracy: _Optional[float] = ...) -> None: ...
 
 class ManifestImport(_message.Message):
     __slots__ = ("manifest", "content_column", "second_content_column", "entity_column", "label_time_column", "external_id_column", "prelabel_column")
@@ -742,23 +929,50 @@ class ImportSpec(_message.Message):
     def __init__(self, project_id: _Optional[str] = ..., manifest: _Optional[_Union[ManifestImport, _Mapping]] = ..., bad_cases: _Optional[_Union[BadCaseImport, _Mapping]] = ...) -> None: ...
 
 class ExportSpec(_message.Message):
-    __slots__ = ("project_id", "start_time", "end_time", "include_model_labels", "min_agreement", "dataset_name")
+    __slots__ = ("project_id", "start_time", "end_time", "include_model_labels", "min_agreement", "dataset_name", "format", "after_cursor", "rows_per_part")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_MODEL_LABELS_FIELD_NUMBER: _ClassVar[int]
     MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ROWS_PER_PART_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     include_model_labels: bool
     min_agreement: float
     dataset_name: str
-    def __init__(self, project_id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., include_model_labels: bool = ..., min_agreement: _Optional[float] = ..., dataset_name: _Optional[str] = ...) -> None: ...
+    format: ExportFormat
+    after_cursor: str
+    rows_per_part: int
+    def __init__(self, project_id: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., include_model_labels: bool = ..., min_agreement: _Optional[float] = ..., dataset_name: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., after_cursor: _Optional[str] = ..., rows_per_part: _Optional[int] = ...) -> None: ...
+
+class LabelIssuesSpec(_message.Message):
+    __slots__ = ("project_id", "probabilities", "key_column", "match_entity_id", "probability_columns")
+    class ProbabilityColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    KEY_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MATCH_ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    probabilities: _common_pb2.ArtifactRef
+    key_column: str
+    match_entity_id: bool
+    probability_columns: _containers.ScalarMap[str, str]
+    def __init__(self, project_id: _Optional[str] = ..., probabilities: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., key_column: _Optional[str] = ..., match_entity_id: bool = ..., probability_columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("export_id", "project_id", "artifact", "dataset", "rows", "label_counts", "spec", "create_time")
+    __slots__ = ("export_id", "project_id", "artifact", "dataset", "rows", "label_counts", "spec", "create_time", "cursor", "parts")
     class LabelCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -774,6 +988,8 @@ class Export(_message.Message):
     LABEL_COUNTS_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     export_id: str
     project_id: str
     artifact: _common_pb2.ArtifactRef
@@ -782,29 +998,36 @@ class Export(_message.Message):
     label_counts: _containers.ScalarMap[str, int]
     spec: ExportSpec
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, export_id: _Optional[str] = ..., project_id: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., rows: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., spec: _Optional[_Union[ExportSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cursor: str
+    parts: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
+    def __init__(self, export_id: _Optional[str] = ..., project_id: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., rows: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., spec: _Optional[_Union[ExportSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
 
 class ItemJobResult(_message.Message):
-    __slots__ = ("items_processed", "items_added", "items_skipped", "queued_for_correction", "errors")
+    __slots__ = ("items_processed", "items_added", "items_skipped", "queued_for_correction", "errors", "auto_labeled", "auto_label_threshold")
     ITEMS_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_ADDED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FOR_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    AUTO_LABELED_FIELD_NUMBER: _ClassVar[int]
+    AUTO_LABEL_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     items_processed: int
     items_added: int
     items_skipped: int
     queued_for_correction: int
     errors: int
-    def __init__(self, items_processed: _Optional[int] = ..., items_added: _Optional[int] = ..., items_skipped: _Optional[int] = ..., queued_for_correction: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
+    auto_labeled: int
+    auto_label_threshold: float
+    def __init__(self, items_processed: _Optional[int] = ..., items_added: _Optional[int] = ..., items_skipped: _Optional[int] = ..., queued_for_correction: _Optional[int] = ..., errors: _Optional[int] = ..., auto_labeled: _Optional[int] = ..., auto_label_threshold: _Optional[float] = ...) -> None: ...
 
 class LabelingJob(_message.Message):
-    __slots__ = ("status", "kind", "prelabel", "import_items", "export", "item_result", "export_result")
+    __slots__ = ("status", "kind", "prelabel", "import_items", "export", "label_issues", "item_result", "export_result")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PRELABEL_FIELD_NUMBER: _ClassVar[int]
     IMPORT_ITEMS_FIELD_NUMBER: _ClassVar[int]
     EXPORT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ISSUES_FIELD_NUMBER: _ClassVar[int]
     ITEM_RESULT_FIELD_NUMBER: _ClassVar[int]
     EXPORT_RESULT_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
@@ -812,9 +1035,10 @@ class LabelingJob(_message.Message):
     prelabel: PrelabelSpec
     import_items: ImportSpec
     export: ExportSpec
+    label_issues: LabelIssuesSpec
     item_result: ItemJobResult
     export_result: Export
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., kind: _Optional[_Union[LabelingJobKind, str]] = ..., prelabel: _Optional[_Union[PrelabelSpec, _Mapping]] = ..., import_items: _Optional[_Union[ImportSpec, _Mapping]] = ..., export: _Optional[_Union[ExportSpec, _Mapping]] = ..., item_result: _Optional[_Union[ItemJobResult, _Mapping]] = ..., export_result: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., kind: _Optional[_Union[LabelingJobKind, str]] = ..., prelabel: _Optional[_Union[PrelabelSpec, _Mapping]] = ..., import_items: _Optional[_Union[ImportSpec, _Mapping]] = ..., export: _Optional[_Union[ExportSpec, _Mapping]] = ..., label_issues: _Optional[_Union[LabelIssuesSpec, _Mapping]] = ..., item_result: _Optional[_Union[ItemJobResult, _Mapping]] = ..., export_result: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
 
 class SubmitPrelabelJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -839,6 +1063,20 @@ class SubmitImportJobRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[ImportSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SubmitImportJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: LabelingJob
+    def __init__(self, job: _Optional[_Union[LabelingJob, _Mapping]] = ...) -> None: ...
+
+class SubmitLabelIssuesJobRequest(_message.Message):
+    __slots__ = ("spec", "request_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: LabelIssuesSpec
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[LabelIssuesSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SubmitLabelIssuesJobResponse(_message.Message):
     __slots__ = ("job",)
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: LabelingJob

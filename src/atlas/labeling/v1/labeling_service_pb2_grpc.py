@@ -85,6 +85,11 @@ class LabelingServiceStub(object):
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsRequest.SerializeToString,
                 response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsResponse.FromString,
                 _registered_method=True)
+        self.RenewAssignmentLease = channel.unary_unary(
+                '/atlas.labeling.v1.LabelingService/RenewAssignmentLease',
+                request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseRequest.SerializeToString,
+                response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseResponse.FromString,
+                _registered_method=True)
         self.SubmitAnnotation = channel.unary_unary(
                 '/atlas.labeling.v1.LabelingService/SubmitAnnotation',
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitAnnotationRequest.SerializeToString,
@@ -94,6 +99,11 @@ class LabelingServiceStub(object):
                 '/atlas.labeling.v1.LabelingService/SubmitReview',
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewRequest.SerializeToString,
                 response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewResponse.FromString,
+                _registered_method=True)
+        self.GetAnnotatorStats = channel.unary_unary(
+                '/atlas.labeling.v1.LabelingService/GetAnnotatorStats',
+                request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsRequest.SerializeToString,
+                response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsResponse.FromString,
                 _registered_method=True)
         self.GetAgreement = channel.unary_unary(
                 '/atlas.labeling.v1.LabelingService/GetAgreement',
@@ -114,6 +124,11 @@ class LabelingServiceStub(object):
                 '/atlas.labeling.v1.LabelingService/SubmitImportJob',
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobRequest.SerializeToString,
                 response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobResponse.FromString,
+                _registered_method=True)
+        self.SubmitLabelIssuesJob = channel.unary_unary(
+                '/atlas.labeling.v1.LabelingService/SubmitLabelIssuesJob',
+                request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobRequest.SerializeToString,
+                response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobResponse.FromString,
                 _registered_method=True)
         self.SubmitExportJob = channel.unary_unary(
                 '/atlas.labeling.v1.LabelingService/SubmitExportJob',
@@ -245,12 +260,26 @@ class LabelingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewAssignmentLease(self, request, context):
+        """Extends the lease of an active assignment by the project's TTL from now (a heartbeat
+        while the annotator works).
+        Errors: INVALID_ARGUMENT if the assignment id is empty; NOT_FOUND if the assignment does
+        not exist; FAILED_PRECONDITION if the lease already expired or the assignment was
+        submitted or skipped; PERMISSION_DENIED if the caller is not the assignee.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitAnnotation(self, request, context):
-        """Submits an annotation for an assigned item (or skips it).
+        """Submits an annotation for an assigned item (or skips it, following the project's skip
+        policy). A retry with the same request_id returns the stored annotation; nothing is
+        stored when validation fails.
         Errors: INVALID_ARGUMENT if the annotation does not fit the task type or label schema
-        (unknown label, span outside the text, box outside the image; named); NOT_FOUND if the
-        assignment does not exist; FAILED_PRECONDITION if the assignment expired or was already
-        submitted with a different request_id; PERMISSION_DENIED if the caller is not the assignee.
+        (unknown label, span outside the text, box outside the image, confidence outside [0, 1];
+        the message names the field); NOT_FOUND if the assignment does not exist;
+        FAILED_PRECONDITION if the lease expired or the assignment was already submitted with a
+        different request_id; PERMISSION_DENIED if the caller is not the assignee.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -258,9 +287,23 @@ class LabelingServiceServicer(object):
 
     def SubmitReview(self, request, context):
         """Records a reviewer's decision on an annotation: accept, reject, or correct.
+        Accept makes the annotation the item's final label; reject returns the item to the queue
+        (to another annotator); correct stores the reviewer's value as the final label.
         Errors: INVALID_ARGUMENT if the decision is missing or the correction does not fit the
-        schema; NOT_FOUND if the annotation does not exist; FAILED_PRECONDITION if the reviewer
-        is the annotator; PERMISSION_DENIED if the caller lacks the reviewer scope.
+        schema (named); NOT_FOUND if the annotation does not exist; FAILED_PRECONDITION if the
+        reviewer is the annotator, the annotation is not a submitted human annotation or was
+        already reviewed with a different request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnnotatorStats(self, request, context):
+        """Per-annotator counters (annotations, skips, gold items answered and how many matched the
+        known answer) and, per model version, how often annotators accepted or edited its
+        suggestions.
+        Errors: INVALID_ARGUMENT if the project id is empty; NOT_FOUND if the project does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -281,8 +324,10 @@ class LabelingServiceServicer(object):
     def ListCorrectionQueue(self, request, context):
         """---- Error-correction queue ----
 
-        Lists items queued for correction: low model confidence, annotator disagreement, or
-        model-vs-human conflict; most urgent first, paginated.
+        Lists items queued for correction (low model confidence, annotator disagreement, bad
+        cases from serving, low gold accuracy), each with its reasons, audited details and
+        resolutions; most urgent first, paginated. Flagged labels are never flipped
+        automatically.
         Errors: INVALID_ARGUMENT if the page token is malformed; NOT_FOUND if the project does
         not exist.
         """
@@ -293,11 +338,15 @@ class LabelingServiceServicer(object):
     def SubmitPrelabelJob(self, request, context):
         """---- Jobs: pre-labeling, bad-case import, export ----
 
-        Starts a pre-labeling job: every selected item is sent to a serving endpoint and the
-        model's answer is stored as a pre-label; low-confidence items enter the correction queue.
-        Errors: INVALID_ARGUMENT if the threshold is outside [0, 1]; NOT_FOUND if the project or
-        endpoint does not exist; FAILED_PRECONDITION if the endpoint's output does not fit the
-        task type.
+        Starts a pre-labeling job: the selected items are sent in batches through the serving
+        endpoint's PredictBatch (inline features from the item's metadata, or its entity id) and
+        each answer is stored as a suggestion (source MODEL, with model version and score) that
+        annotators accept or fix; a suggestion never becomes an exported human label by itself.
+        Answers with an unknown label or a score outside [0, 1] are counted as errors, not
+        stored. Resumable; a resumed job stores nothing twice.
+        Errors: INVALID_ARGUMENT if the threshold is outside [0, 1] or the batch size is
+        negative; NOT_FOUND if the project or endpoint does not exist; FAILED_PRECONDITION if the
+        task type takes no class answer (spans, boxes) or no serving service is configured.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,12 +364,27 @@ class LabelingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitLabelIssuesJob(self, request, context):
+        """Starts a confident-learning job (cleanlab over out-of-sample class probabilities, e.g. a
+        trainer job's out-of-fold predictions): decided labels it flags as likely errors enter
+        the correction queue (MODEL_HUMAN_CONFLICT) and go to one more, different annotator
+        within the relabel cap. Flagged labels are never flipped automatically.
+        Errors: INVALID_ARGUMENT if the key column is empty; NOT_FOUND if the project or the
+        probabilities artifact does not exist; FAILED_PRECONDITION if the task type is not
+        single-label classification or face pairs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitExportJob(self, request, context):
-        """Starts an export job: accepted labels (consensus or reviewed) as a Parquet artifact with
-        (entity id, label, label time, extras), optionally registered as a data-service dataset
-        version with lineage back to the project.
-        Errors: INVALID_ARGUMENT if the selection is malformed; NOT_FOUND if the project does not
-        exist; FAILED_PRECONDITION if no item matches the selection.
+        """Starts an export job: the project's versioned, append-only label rows (entity key, label,
+        event time, label creation time, label version, annotators, agreement, source) after a
+        cursor, streamed into Parquet parts (or JSONL, or COCO for boxes) in the object store and
+        optionally registered as a data-service dataset. Resumable after a crash.
+        Errors: INVALID_ARGUMENT if the selection or cursor is malformed; NOT_FOUND if the project
+        does not exist; FAILED_PRECONDITION if no label row matches the selection or COCO is
+        asked of a task without boxes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -421,6 +485,11 @@ def add_LabelingServiceServicer_to_server(servicer, server):
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsRequest.FromString,
                     response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListAssignmentsResponse.SerializeToString,
             ),
+            'RenewAssignmentLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewAssignmentLease,
+                    request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseRequest.FromString,
+                    response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseResponse.SerializeToString,
+            ),
             'SubmitAnnotation': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitAnnotation,
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitAnnotationRequest.FromString,
@@ -430,6 +499,11 @@ def add_LabelingServiceServicer_to_server(servicer, server):
                     servicer.SubmitReview,
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewRequest.FromString,
                     response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewResponse.SerializeToString,
+            ),
+            'GetAnnotatorStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnnotatorStats,
+                    request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsRequest.FromString,
+                    response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsResponse.SerializeToString,
             ),
             'GetAgreement': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAgreement,
@@ -450,6 +524,11 @@ def add_LabelingServiceServicer_to_server(servicer, server):
                     servicer.SubmitImportJob,
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobRequest.FromString,
                     response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobResponse.SerializeToString,
+            ),
+            'SubmitLabelIssuesJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitLabelIssuesJob,
+                    request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobRequest.FromString,
+                    response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobResponse.SerializeToString,
             ),
             'SubmitExportJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitExportJob,
@@ -764,6 +843,33 @@ class LabelingService(object):
             _registered_method=True)
 
     @staticmethod
+    def RenewAssignmentLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.labeling.v1.LabelingService/RenewAssignmentLease',
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseRequest.SerializeToString,
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.RenewAssignmentLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SubmitAnnotation(request,
             target,
             options=(),
@@ -807,6 +913,33 @@ class LabelingService(object):
             '/atlas.labeling.v1.LabelingService/SubmitReview',
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewRequest.SerializeToString,
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnnotatorStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.labeling.v1.LabelingService/GetAnnotatorStats',
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsRequest.SerializeToString,
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetAnnotatorStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -915,6 +1048,33 @@ class LabelingService(object):
             '/atlas.labeling.v1.LabelingService/SubmitImportJob',
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobRequest.SerializeToString,
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitImportJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitLabelIssuesJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.labeling.v1.LabelingService/SubmitLabelIssuesJob',
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobRequest.SerializeToString,
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.SubmitLabelIssuesJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,831 @@
+"""The work queue: leased assignments with overlap, skips, submits, gold scoring, review.
+
+Concurrency: every operation is one write transaction. On SQLite that transaction starts with
+BEGIN IMMEDIATE, so queue operations are serialised. On PostgreSQL candidate items are taken
+with ``SELECT ... FOR UPDATE SKIP LOCKED`` (concurrent annotators lock different rows instead
+of waiting), the overlap counter lives on the locked item row, and the unique ``holder_key``
+makes a second lease of one item to one person impossible; a transaction that loses that race
+is retried. Leases are rows, so they survive a restart.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from atlas_core.db import write_transaction
+from atlas_core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from atlas_labeling import consensus, gold
+from atlas_labeling.items import (
+    AnnotationRecord,
+    ItemRecord,
+    ItemStore,
+    annotations_of,
+    row_to_annotation,
+    row_to_item,
+)
+from atlas_labeling.labels import append_label
+from atlas_labeling.projects import Project, ProjectStore, aware, new_id, utcnow
+from atlas_labeling.schema import check_confidence, validate_value
+from atlas_labeling.tables import annotations_table, assignments, corrections, items, label_usage
+from atlas_labeling.values import Value, from_json, labels_used, same_answer, to_json
+
+OPEN = ("unlabeled", "in_progress")
+REVIEW_DECISIONS = ("accept", "reject", "correct")
+
+
+@dataclass
+class AssignmentRecord:
+    assignment_id: str
+    project_id: str
+    item_id: str
+    annotator: str
+    is_review: bool
+    state: str  # active | submitted | skipped | expired | rejected
+    expire_at: datetime
+    created_at: datetime
+    item: ItemRecord | None = None
+
+
+@dataclass
+class AnnotatorStats:
+    annotator: str
+    annotations: int = 0
+    skipped: int = 0
+    gold_answered: int = 0
+    gold_correct: int = 0
+    median_duration_ms: int = 0
+
+    @property
+    def gold_accuracy(self) -> float:
+        return self.gold_correct / self.gold_answered if self.gold_answered else 0.0
+
+
+def _row_to_assignment(row: Any) -> AssignmentRecord:
+    return AssignmentRecord(
+        row.assignment_id,  # type: ignore[attr-defined]
+        row.project_id,  # type: ignore[attr-defined]
+        row.item_id,  # type: ignore[attr-defined]
+        row.annotator,  # type: ignore[attr-defined]
+        bool(row.is_review),  # type: ignore[attr-defined]
+        row.state,  # type: ignore[attr-defined]
+        aware(row.expire_at),  # type: ignore[attr-defined,arg-type]
+        aware(row.created_at),  # type: ignore[attr-defined,arg-type]
+    )
+
+
+def goes_to_review(item_id: str, fraction: float) -> bool:
+    """A stable pseudo-random draw per item: the same item always gets the same answer."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(item_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+class AssignmentQueue:
+    """Thread-safe and multi-process safe (the database arbitrates)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        projects: ProjectStore,
+        items_store: ItemStore,
+        *,
+        max_count: int = 100,
+        max_retries: int = 5,
+        min_gold_answers: int = 3,
+        min_gold_accuracy: float = 0.7,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.min_gold_answers = min_gold_answers
+        self.min_gold_accuracy = min_gold_accuracy
+        self.engine = engine
+        self.projects = projects
+        self.items = items_store
+        self.max_count = max_count
+        self.max_retries = max_retries
+        self.clock = clock
+
+    def _pg(self, conn: Connection) -> bool:
+        return conn.dialect.name == "postgresql"
+
+    # ---- handing out work ---------------------------------------------------------------
+
+    def request(
+        self,
+        project_id: str,
+        annotator: str,
+        count: int,
+        *,
+        review: bool = False,
+        prefer_corrections: bool = False,
+    ) -> list[AssignmentRecord]:
+        if not annotator:
+            raise InvalidArgument("annotator is empty", reason="EMPTY_ANNOTATOR")
+        if not 1 <= count <= self.max_count:
+            raise InvalidArgument(f"count must be in 1..{self.max_count}", reason="BAD_COUNT")
+        for attempt in range(self.max_retries):
+            try:
+                with write_transaction(self.engine) as conn:
+                    project = self.projects.load(conn, project_id)
+                    if project.archived:
+                        raise FailedPrecondition(
+                            f"project {project_id} is archived", reason="ARCHIVED"
+                        )
+                    now = self.clock()
+                    self._expire(conn, project_id, now)
+                    if review:
+                        return self._assign_reviews(conn, project, annotator, count, now)
+                    return self._assign(conn, project, annotator, count, now, prefer_corrections)
+            except IntegrityError:
+                # Another transaction leased the same item to this annotator first
+                # (PostgreSQL only; SQLite serialises): try again with fresh candidates.
+                if attempt == self.max_retries - 1:
+                    raise
+        return []
+
+    def _assign(
+        self,
+        conn: Connection,
+        project: Project,
+        annotator: str,
+        count: int,
+        now: datetime,
+        prefer_corrections: bool = False,
+    ) -> list[AssignmentRecord]:
+        mine = select(assignments.c.item_id).where(
+            (assignments.c.project_id == project.project_id)
+            & (assignments.c.annotator == annotator)
+            & assignments.c.holder_key.is_not(None)
+        )
+        query = (
+            select(items)
+            .where(
+                (items.c.project_id == project.project_id)
+                & items.c.status.in_(OPEN)
+                & or_(
+                    items.c.taken < project.spec.overlap + items.c.rounds,
+                    items.c.gold_value.is_not(None),
+                )
+                & items.c.item_id.not_in(mine)
+            )
+            .limit(count)
+        )
+        order = [items.c.priority.desc(), items.c.seq]
+        if prefer_corrections:
+            flagged = select(corrections.c.item_id).where(
+                (corrections.c.project_id == project.project_id)
+                & corrections.c.resolution.in_(["open", "requeued"])
+            )
+            order.insert(0, case((items.c.item_id.in_(flagged), 1), else_=0).desc())
+        query = query.order_by(*order)
+        if self._pg(conn):
+            query = query.with_for_update(skip_locked=True)
+        rows = conn.execute(query).all()
+        expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
+        leased = []
+        for row in rows:
+            record = AssignmentRecord(
+                new_id("asg"),
+                project.project_id,
+                row.item_id,
+                annotator,
+                False,
+                "active",
+                expire,
+                now,
+                row_to_item(row),
+            )
+            conn.execute(
+                insert(assignments).values(
+                    assignment_id=record.assignment_id,
+                    project_id=record.project_id,
+                    item_id=record.item_id,
+                    annotator=annotator,
+                    is_review=False,
+                    state="active",
+                    holder_key=f"{row.item_id}|{annotator}",
+                    expire_at=expire,
+                    created_at=now,
+                )
+            )
+            conn.execute(
+                update(items)
+                .where(items.c.item_id == row.item_id)
+                .values(taken=items.c.taken + 1, status="in_progress")
+            )
+            assert record.item is not None
+            record.item.status = "in_progress"
+            leased.append(record)
+        return leased
+
+    def _assign_reviews(
+        self, conn: Connection, project: Project, reviewer: str, count: int, now: datetime
+    ) -> list[AssignmentRecord]:
+        involved = select(assignments.c.item_id).where(
+            (assignments.c.project_id == project.project_id) & (assignments.c.annotator == reviewer)
+        )
+        under_review = select(assignments.c.item_id).where(
+            (assignments.c.project_id == project.project_id)
+            & assignments.c.is_review
+            & (assignments.c.state == "active")
+        )
+        query = (
+            select(items)
+            .where(
+                (items.c.project_id == project.project_id)
+                & (items.c.status == "in_review")
+                & items.c.item_id.not_in(involved)
+                & items.c.item_id.not_in(under_review)
+            )
+            .order_by(items.c.priority.desc(), items.c.seq)
+            .limit(count)
+        )
+        if self._pg(conn):
+            query = query.with_for_update(skip_locked=True)
+        expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
+        leased = []
+        for row in conn.execute(query).all():
+            record = AssignmentRecord(
+                new_id("asg"),
+                project.project_id,
+                row.item_id,
+                reviewer,
+                True,
+                "active",
+                expire,
+                now,
+                row_to_item(row),
+            )
+            conn.execute(
+                insert(assignments).values(
+                    assignment_id=record.assignment_id,
+                    project_id=record.project_id,
+                    item_id=record.item_id,
+                    annotator=reviewer,
+                    is_review=True,
+                    state="active",
+                    # One review lease per item at a time.
+                    holder_key=f"{row.item_id}|review",
+                    expire_at=expire,
+                    created_at=now,
+                )
+            )
+            leased.append(record)
+        if leased:
+            by_item = annotations_of(conn, [r.item_id for r in leased])
+            for record in leased:
+                assert record.item is not None
+                record.item.annotations = [
+                    a for a in by_item[record.item_id] if a.review_decision is None
+                ]
+        return leased
+
+    def _expire(self, conn: Connection, project_id: str, now: datetime) -> int:
+        """Return the items of every lapsed lease of the project to the queue."""
+        query = select(
+            assignments.c.assignment_id, assignments.c.item_id, assignments.c.is_review
+        ).where(
+            (assignments.c.project_id == project_id)
+            & (assignments.c.state == "active")
+            & (assignments.c.expire_at <= now)
+        )
+        if self._pg(conn):
+            query = query.with_for_update(skip_locked=True)
+        lapsed = conn.execute(query).all()
+        for row in lapsed:
+            conn.execute(
+                update(assignments)
+                .where(assignments.c.assignment_id == row.assignment_id)
+                .values(state="expired", holder_key=None, finished_at=now)
+            )
+            if not row.is_review:
+                self._release_slot(conn, row.item_id)
+        return len(lapsed)
+
+    def _release_slot(self, conn: Connection, item_id: str, *, unsubmit: bool = False) -> None:
+        taken = items.c.taken - 1
+        submitted = items.c.submitted - (1 if unsubmit else 0)
+        conn.execute(
+            update(items)
+            .where(items.c.item_id == item_id)
+            .values(
+                taken=taken,
+                submitted=submitted,
+                status=case(
+                    (items.c.status.not_in(OPEN), items.c.status),
+                    ((taken > 0) | (submitted > 0), "in_progress"),
+                    else_="unlabeled",
+                ),
+            )
+        )
+
+    def get_many(self, assignment_ids: list[str]) -> list[AssignmentRecord]:
+        """Assignments by id, in the given order, with their items (state as stored)."""
+        if not assignment_ids:
+            return []
+        with self.engine.connect() as conn:
+            rows = {
+                r.assignment_id: _row_to_assignment(r)
+                for r in conn.execute(
+                    select(assignments).where(assignments.c.assignment_id.in_(assignment_ids))
+                )
+            }
+            found = [rows[i] for i in assignment_ids if i in rows]
+            for record in found:
+                record.item = self.items.load(conn, record.project_id, record.item_id)
+        return found
+
+    def expire_leases(self, project_id: str) -> int:
+        with write_transaction(self.engine) as conn:
+            return self._expire(conn, project_id, self.clock())
+
+    # ---- leases -------------------------------------------------------------------------
+
+    def _load_assignment(self, conn: Connection, assignment_id: str) -> Any:
+        if not assignment_id:
+            raise InvalidArgument("assignment_id is empty", reason="EMPTY_ID")
+        query = select(assignments).where(assignments.c.assignment_id == assignment_id)
+        if self._pg(conn):
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFound(
+                f"assignment {assignment_id!r} does not exist", reason="ASSIGNMENT_NOT_FOUND"
+            )
+        return row
+
+    def _check_holder(self, row: Any, annotator: str, now: datetime) -> None:
+        if row.annotator != annotator:  # type: ignore[attr-defined]
+            raise PermissionDenied(
+                f"assignment {row.assignment_id} belongs to another annotator",  # type: ignore[attr-defined]
+                reason="NOT_ASSIGNEE",
+            )
+        state = row.state  # type: ignore[attr-defined]
+        if state == "active" and aware(row.expire_at) <= now:  # type: ignore[attr-defined,operator]
+            state = "expired"
+        if state == "expired":
+            raise FailedPrecondition(
+                f"the lease of assignment {row.assignment_id} expired; request a new "  # type: ignore[attr-defined]
+                "assignment",
+                reason="LEASE_EXPIRED",
+            )
+        if state != "active":
+            raise FailedPrecondition(
+                f"assignment {row.assignment_id} is {state}",  # type: ignore[attr-defined]
+                reason="ASSIGNMENT_CLOSED",
+            )
+
+    def renew(self, assignment_id: str, annotator: str) -> AssignmentRecord:
+        with write_transaction(self.engine) as conn:
+            row = self._load_assignment(conn, assignment_id)
+            now = self.clock()
+            self._check_holder(row, annotator, now)
+            project = self.projects.load(conn, row.project_id)  # type: ignore[attr-defined]
+            if project.archived:
+                raise FailedPrecondition(
+                    f"project {project.project_id} is archived", reason="ARCHIVED"
+                )
+            expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
+            conn.execute(
+                update(assignments)
+                .where(assignments.c.assignment_id == assignment_id)
+                .values(expire_at=expire)
+            )
+            record = _row_to_assignment(row)
+            record.expire_at = expire
+            record.item = self.items.load(conn, record.project_id, record.item_id)
+        return record
+
+    # ---- submit and skip ----------------------------------------------------------------
+
+    def submit(
+        self,
+        assignment_id: str,
+        annotator: str,
+        value: Value | None,
+        *,
+        skip: bool = False,
+        confidence: float = 0.0,
+        duration_ms: int = 0,
+        request_id: str = "",
+    ) -> tuple[AnnotationRecord | None, str]:
+        """Store an annotation (or a skip); returns it and the item's status after."""
+        if not annotator:
+            raise InvalidArgument("annotator is empty", reason="EMPTY_ANNOTATOR")
+        check_confidence(confidence)
+        if duration_ms < 0:
+            raise InvalidArgument("duration_ms is negative", reason="OUT_OF_RANGE")
+        if skip and value is not None:
+            raise InvalidArgument("give value or skip, not both", reason="VALUE_AND_SKIP")
+        with write_transaction(self.engine) as conn:
+            row = self._load_assignment(conn, assignment_id)
+            if row.annotator != annotator:  # type: ignore[attr-defined]
+                self._check_holder(row, annotator, self.clock())
+            if row.is_review:  # type: ignore[attr-defined]
+                raise FailedPrecondition(
+                    "a review assignment is answered with SubmitReview", reason="REVIEW_ASSIGNMENT"
+                )
+            replay = self._replay(conn, row, request_id, skip)
+            if replay is not None:
+                return replay
+            now = self.clock()
+            self._check_holder(row, annotator, now)
+            project = self.projects.load(conn, row.project_id)  # type: ignore[attr-defined]
+            item = self._lock_item(conn, row.item_id)  # type: ignore[attr-defined]
+            if skip:
+                return None, self._skip(conn, project, row, item, now, request_id)
+            value = validate_value(project.spec, item.content, value)
+            return self._store(
+                conn, project, row, item, value, confidence, duration_ms, request_id, now
+            )
+
+    def _replay(
+        self, conn: Connection, row: Any, request_id: str, skip: bool
+    ) -> tuple[AnnotationRecord | None, str] | None:
+        """The first result again when a submit is retried with the same request_id."""
+        state = row.state  # type: ignore[attr-defined]
+        if state not in ("submitted", "skipped", "rejected"):
+            return None
+        same = bool(request_id) and row.request_id == request_id  # type: ignore[attr-defined]
+        if not same:
+            raise FailedPrecondition(
+                f"assignment {row.assignment_id} was already {state}",  # type: ignore[attr-defined]
+                reason="ALREADY_SUBMITTED",
+            )
+        status = conn.execute(
+            select(items.c.status).where(items.c.item_id == row.item_id)  # type: ignore[attr-defined]
+        ).scalar_one()
+        if state == "skipped":
+            return None, status
+        ann = conn.execute(
+            select(annotations_table).where(
+                annotations_table.c.assignment_id == row.assignment_id  # type: ignore[attr-defined]
+            )
+        ).first()
+        return (row_to_annotation(ann) if ann is not None else None), status
+
+    def _lock_item(self, conn: Connection, item_id: str) -> ItemRecord:
+        query = select(items).where(items.c.item_id == item_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        return row_to_item(conn.execute(query).one())
+
+    def _skip(
+        self,
+        conn: Connection,
+        project: Project,
+        row: Any,
+        item: ItemRecord,
+        now: datetime,
+        request_id: str,
+    ) -> str:
+        policy = project.spec.skip_policy
+        keep_holder = policy != "requeue_for_me"
+        conn.execute(
+            update(assignments)
+            .where(assignments.c.assignment_id == row.assignment_id)  # type: ignore[attr-defined]
+            .values(
+                state="skipped",
+                finished_at=now,
+                request_id=request_id or None,
+                **({} if keep_holder else {"holder_key": None}),
+            )
+        )
+        self._release_slot(conn, item.item_id)
+        if policy == "ignore" and item.status in OPEN:
+            conn.execute(
+                update(items).where(items.c.item_id == item.item_id).values(status="skipped")
+            )
+        return conn.execute(
+            select(items.c.status).where(items.c.item_id == item.item_id)
+        ).scalar_one()
+
+    def _store(
+        self,
+        conn: Connection,
+        project: Project,
+        row: Any,
+        item: ItemRecord,
+        value: Value,
+        confidence: float,
+        duration_ms: int,
+        request_id: str,
+        now: datetime,
+    ) -> tuple[AnnotationRecord, str]:
+        gold_correct = same_answer(value, item.gold_value) if item.gold_value else None
+        record = AnnotationRecord(
+            new_id("ann"),
+            item.item_id,
+            row.annotator,
+            "human",
+            value,
+            confidence,
+            "",  # type: ignore[attr-defined]
+            duration_ms,
+            now,
+            row.assignment_id,
+            gold_correct,  # type: ignore[attr-defined]
+        )
+        conn.execute(
+            insert(annotations_table).values(
+                annotation_id=record.annotation_id,
+                project_id=project.project_id,
+                item_id=item.item_id,
+                assignment_id=record.assignment_id,
+                author=record.author,
+                source="human",
+                value=json.dumps(to_json(value)),
+                confidence=confidence,
+                model_version="",
+                duration_ms=duration_ms,
+                gold_correct=gold_correct,
+                request_id=request_id or None,
+                created_at=now,
+            )
+        )
+        conn.execute(
+            update(assignments)
+            .where(assignments.c.assignment_id == record.assignment_id)
+            .values(state="submitted", finished_at=now, request_id=request_id or None)
+        )
+        self._mark_used(conn, project.project_id, value)
+        submitted = conn.execute(
+            update(items)
+            .where(items.c.item_id == item.item_id)
+            .values(submitted=items.c.submitted + 1)
+            .returning(items.c.submitted)
+        ).scalar_one()
+        status = item.status
+        needed = project.spec.overlap + item.rounds
+        if item.gold_value is None and submitted >= needed and status in OPEN:
+            status = self._complete(conn, project, item, value, record.author, now)
+        if gold_correct is not None:
+            gold.check_annotator(
+                conn,
+                project,
+                record.author,
+                now,
+                min_answers=self.min_gold_answers,
+                min_accuracy=self.min_gold_accuracy,
+            )
+        return record, status
+
+    def _complete(
+        self,
+        conn: Connection,
+        project: Project,
+        item: ItemRecord,
+        value: Value,
+        author: str,
+        now: datetime,
+    ) -> str:
+        """Enough annotations: to review, straight to done (one annotator), or to consensus."""
+        spec = project.spec
+        values: dict[str, object] = {}
+        if spec.consensus == "review" or goes_to_review(item.item_id, spec.review_fraction):
+            values["status"] = "in_review"
+        elif spec.overlap + item.rounds == 1:
+            values.update(
+                status="done",
+                final_value=json.dumps(to_json(value)),
+                final_source="human",
+                decided_at=now,
+            )
+            append_label(
+                conn, item, value, source="human", annotators=[author], agreement=None, now=now
+            )
+        else:
+            return consensus.settle(conn, project, item, now)
+        conn.execute(update(items).where(items.c.item_id == item.item_id).values(**values))
+        return str(values["status"])
+
+    def _mark_used(self, conn: Connection, project_id: str, value: Value) -> None:
+        used = labels_used(value)
+        if not used:
+            return
+        rows = [{"project_id": project_id, "kind": k, "label": n} for k, n in sorted(used)]
+        dialect = postgresql if self._pg(conn) else sqlite
+        conn.execute(dialect.insert(label_usage).values(rows).on_conflict_do_nothing())
+
+    # ---- review -------------------------------------------------------------------------
+
+    def review(
+        self,
+        annotation_id: str,
+        reviewer: str,
+        decision: str,
+        correction: Value | None = None,
+        comment: str = "",
+        request_id: str = "",
+    ) -> tuple[AnnotationRecord, str]:
+        if not annotation_id:
+            raise InvalidArgument("annotation_id is empty", reason="EMPTY_ID")
+        if not reviewer:
+            raise InvalidArgument("reviewer is empty", reason="EMPTY_ANNOTATOR")
+        if decision not in REVIEW_DECISIONS:
+            raise InvalidArgument(
+                "decision must be ACCEPT, REJECT or CORRECT", reason="MISSING_DECISION"
+            )
+        if decision == "correct" and correction is None:
+            raise InvalidArgument("correction is unset (CORRECT needs it)", reason="MISSING_VALUE")
+        if decision != "correct" and correction is not None:
+            raise InvalidArgument("correction is only for CORRECT", reason="UNEXPECTED_VALUE")
+        with write_transaction(self.engine) as conn:
+            query = select(annotations_table).where(
+                annotations_table.c.annotation_id == annotation_id
+            )
+            if self._pg(conn):
+                query = query.with_for_update()
+            row = conn.execute(query).first()
+            if row is None:
+                raise NotFound(
+                    f"annotation {annotation_id!r} does not exist", reason="ANNOTATION_NOT_FOUND"
+                )
+            if row.review_decision is not None:
+                if request_id and row.review_request_id == request_id:
+                    status = conn.execute(
+                        select(items.c.status).where(items.c.item_id == row.item_id)
+                    ).scalar_one()
+                    return row_to_annotation(row), status
+                raise FailedPrecondition(
+                    f"annotation {annotation_id} was already reviewed", reason="ALREADY_REVIEWED"
+                )
+            if row.source != "human":
+                raise FailedPrecondition(
+                    f"annotation {annotation_id} is a {row.source} annotation; only human "
+                    "annotations are reviewed",
+                    reason="NOT_REVIEWABLE",
+                )
+            if row.author == reviewer:
+                raise FailedPrecondition(
+                    "a reviewer cannot review their own annotation", reason="SELF_REVIEW"
+                )
+            project = self.projects.load(conn, row.project_id)
+            item = self._lock_item(conn, row.item_id)
+            now = self.clock()
+            if correction is not None:
+                correction = validate_value(project.spec, item.content, correction, "correction")
+                self._mark_used(conn, project.project_id, correction)
+            conn.execute(
+                update(annotations_table)
+                .where(annotations_table.c.annotation_id == annotation_id)
+                .values(
+                    review_decision=decision,
+                    reviewer=reviewer,
+                    review_value=json.dumps(to_json(correction)) if correction else None,
+                    review_comment=comment,
+                    review_request_id=request_id or None,
+                    reviewed_at=now,
+                )
+            )
+            status = self._apply_review(conn, item, row, reviewer, decision, correction, now)
+            conn.execute(
+                update(assignments)
+                .where(
+                    (assignments.c.item_id == item.item_id)
+                    & (assignments.c.annotator == reviewer)
+                    & assignments.c.is_review
+                    & (assignments.c.state == "active")
+                )
+                .values(state="submitted", holder_key=None, finished_at=now)
+            )
+            updated = conn.execute(
+                select(annotations_table).where(annotations_table.c.annotation_id == annotation_id)
+            ).one()
+        return row_to_annotation(updated), status
+
+    def _apply_review(
+        self,
+        conn: Connection,
+        item: ItemRecord,
+        row: Any,
+        reviewer: str,
+        decision: str,
+        correction: Value | None,
+        now: datetime,
+    ) -> str:
+        if decision == "reject":
+            # Back to the queue for someone else: the rejected annotator keeps the holder
+            # key, so they never get the item again.
+            conn.execute(
+                update(assignments)
+                .where(assignments.c.assignment_id == row.assignment_id)  # type: ignore[attr-defined]
+                .values(state="rejected")
+            )
+            conn.execute(
+                update(items)
+                .where(items.c.item_id == item.item_id)
+                .values(status="in_progress", final_value=None, final_source=None, decided_at=None)
+            )
+            self._release_slot(conn, item.item_id, unsubmit=True)
+            return conn.execute(
+                select(items.c.status).where(items.c.item_id == item.item_id)
+            ).scalar_one()
+        if decision == "correct":
+            assert correction is not None
+            final, source, people = correction, "review", [reviewer]
+        else:
+            final = from_json(json.loads(row.value))  # type: ignore[attr-defined]
+            source, people = "human", [row.author, reviewer]  # type: ignore[attr-defined]
+        append_label(conn, item, final, source=source, annotators=people, agreement=None, now=now)
+        conn.execute(
+            update(items)
+            .where(items.c.item_id == item.item_id)
+            .values(
+                status="done",
+                final_value=json.dumps(to_json(final)),
+                final_source=source,
+                decided_at=now,
+            )
+        )
+        return "done"
+
+    # ---- listing and stats --------------------------------------------------------------
+
+    def list(
+        self,
+        project_id: str,
+        annotator: str,
+        include_submitted: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[builtins.list[AssignmentRecord], bool]:
+        now = self.clock()
+        with self.engine.connect() as conn:
+            self.projects.load(conn, project_id)
+            query = select(assignments).where(assignments.c.project_id == project_id)
+            if annotator:
+                query = query.where(assignments.c.annotator == annotator)
+            if not include_submitted:
+                query = query.where(
+                    (assignments.c.state == "active") & (assignments.c.expire_at > now)
+                )
+            rows = conn.execute(
+                query.order_by(assignments.c.created_at, assignments.c.assignment_id)
+                .offset(offset)
+                .limit(limit + 1)
+            ).all()
+            found = [_row_to_assignment(r) for r in rows[:limit]]
+            for record in found:
+                if record.state == "active" and record.expire_at <= now:
+                    record.state = "expired"
+                record.item = self.items.load(conn, project_id, record.item_id)
+        return found, len(rows) > limit
+
+    def annotator_stats(
+        self, project_id: str, annotator: str = ""
+    ) -> builtins.list[AnnotatorStats]:
+        with self.engine.connect() as conn:
+            self.projects.load(conn, project_id)
+            query = select(
+                annotations_table.c.author,
+                annotations_table.c.duration_ms,
+                annotations_table.c.gold_correct,
+            ).where(
+                (annotations_table.c.project_id == project_id)
+                & (annotations_table.c.source == "human")
+            )
+            skips = select(assignments.c.annotator, func.count()).where(
+                and_(
+                    assignments.c.project_id == project_id,
+                    assignments.c.state == "skipped",
+                    ~assignments.c.is_review,
+                )
+            )
+            if annotator:
+                query = query.where(annotations_table.c.author == annotator)
+                skips = skips.where(assignments.c.annotator == annotator)
+            rows = conn.execute(query).all()
+            skipped: dict[str, int] = dict(
+                conn.execute(skips.group_by(assignments.c.annotator)).all()
+            )
+        stats: dict[str, AnnotatorStats] = {}
+        durations: dict[str, list[int]] = {}
+        for author, duration, is_correct in rows:
+            entry = stats.setdefault(author, AnnotatorStats(author))
+            entry.annotations += 1
+            durations.setdefault(author, []).append(duration)
+            if is_correct is not None:
+                entry.gold_answered += 1
+                entry.gold_correct += int(bool(is_correct))
+        for who, n in skipped.items():
+            stats.setdefault(who, AnnotatorStats(who)).skipped = n
+        for who, values in durations.items():
+            stats[who].median_duration_ms = int(statistics.median(values))
+        return [stats[k] for k in sorted(stats)]

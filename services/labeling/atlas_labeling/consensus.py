@@ -1,0 +1,289 @@
+"""Consensus over an item's human annotations, and what follows from it: the final label,
+or one more annotator (an audited disagreement entry in the correction queue) up to the
+project's relabel cap, then review. The algorithms live in ``atlas_labeling.quality``; this
+module only gathers the votes and records the outcome.
+
+Classification and face pairs: majority vote (Dawid-Skene for projects with the weighted
+method once an item has three or more annotations); the confidence is the winner's share.
+Boxes (objects, faces, OCR with their texts) and spans (with relations): clusters that a
+majority of the annotators drew (IoU >= 0.5 for boxes, Jaccard >= 0.5 for spans) become the
+final value; the confidence is the share of all drawn regions that ended in such a cluster.
+Merged boxes keep position, label and text (rotation and landmarks are not merged).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from atlas_labeling.items import ItemRecord
+from atlas_labeling.labels import append_label
+from atlas_labeling.projects import Project
+from atlas_labeling.schema import VALUE_KIND, ProjectSpec
+from atlas_labeling.tables import annotations_table, corrections, items
+from atlas_labeling.values import (
+    Box,
+    Boxes,
+    Classes,
+    FacePair,
+    Relation,
+    Span,
+    Spans,
+    Value,
+    from_json,
+    to_json,
+)
+
+DECIDABLE = ("classes", "face_pair")
+REGION_IOU = 0.5
+SPAN_JACCARD = 0.5
+
+
+def vote_key(value: Value) -> str:
+    """One comparable string per answer: the sorted class labels, or the face-pair decision."""
+    if isinstance(value, Classes):
+        return "|".join(sorted(value.labels))
+    if isinstance(value, FacePair):
+        return value.decision
+    return json.dumps(to_json(value), sort_keys=True)
+
+
+def key_value(spec: ProjectSpec, key: str) -> Value:
+    if VALUE_KIND[spec.task_type] == "face_pair":
+        return FacePair(key)
+    return Classes(tuple(key.split("|")))
+
+
+@dataclass(frozen=True)
+class Decision:
+    value: Value
+    confidence: float
+    annotators: list[str]
+    votes: dict[str, int]
+
+
+def human_votes(conn: Connection, item_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(item, annotator, vote) of the human annotations a reviewer has not rejected."""
+    rows = conn.execute(
+        select(
+            annotations_table.c.item_id, annotations_table.c.author, annotations_table.c.value
+        ).where(
+            annotations_table.c.item_id.in_(item_ids)
+            & (annotations_table.c.source == "human")
+            & (
+                annotations_table.c.review_decision.is_(None)
+                | (annotations_table.c.review_decision != "reject")
+            )
+        )
+    ).all()
+    return [(i, a, vote_key(from_json(json.loads(v)))) for i, a, v in rows]
+
+
+def _human_values(conn: Connection, item_id: str) -> dict[str, Value]:
+    rows = conn.execute(
+        select(annotations_table.c.author, annotations_table.c.value)
+        .where(
+            (annotations_table.c.item_id == item_id)
+            & (annotations_table.c.source == "human")
+            & (
+                annotations_table.c.review_decision.is_(None)
+                | (annotations_table.c.review_decision != "reject")
+            )
+        )
+        .order_by(annotations_table.c.created_at)
+    ).all()
+    return {author: from_json(json.loads(raw)) for author, raw in rows}
+
+
+def decide_regions(conn: Connection, project: Project, item: ItemRecord) -> Decision:
+    """Boxes or spans merged across annotators by the shared clustering."""
+    from atlas_labeling.quality import consensus as qc
+
+    values = _human_values(conn, item.item_id)
+    quorum = len(values) // 2 + 1
+    drawn = 0
+    if VALUE_KIND[project.spec.task_type] == "boxes":
+        by_annotator = {
+            a: [
+                qc.Box(b.x, b.y, b.width, b.height, b.label or None, b.text or None)
+                for b in v.boxes
+            ]
+            for a, v in values.items()
+            if isinstance(v, Boxes)
+        }
+        drawn = sum(len(b) for b in by_annotator.values())
+        merged = qc.merge_boxes(by_annotator, REGION_IOU, quorum)
+        kept = sum(m.support for m in merged)
+        value: Value = Boxes(
+            tuple(
+                Box(
+                    m.box.x,
+                    m.box.y,
+                    m.box.width,
+                    m.box.height,
+                    0.0,
+                    m.box.label or "",
+                    m.box.text or "",
+                )
+                for m in merged
+            ),
+            item.content.image_width,
+            item.content.image_height,
+        )
+    else:
+        spans_by = {
+            a: [qc.Span(s.start, s.end, s.label) for s in v.spans]  # type: ignore[union-attr]
+            for a, v in values.items()
+        }
+        drawn = sum(len(s) for s in spans_by.values())
+        merged_spans = qc.merge_spans(spans_by, SPAN_JACCARD, quorum)
+        kept = sum(m.support for m in merged_spans)
+        relations_by = {}
+        for a, v in values.items():
+            ids = {s.span_id: qc.Span(s.start, s.end, s.label) for s in v.spans}  # type: ignore[union-attr]
+            relations_by[a] = [
+                qc.Relation(ids[r.source_span_id], ids[r.target_span_id], r.label)
+                for r in v.relations  # type: ignore[union-attr]
+            ]
+        relations = qc.merge_relations(merged_spans, relations_by, quorum)
+        value = Spans(
+            tuple(
+                Span(f"s{i}", m.span.start, m.span.end, m.span.label)
+                for i, m in enumerate(merged_spans)
+            ),
+            tuple(Relation(f"s{r.head}", f"s{r.tail}", r.label) for r in relations),
+        )
+    confidence = kept / drawn if drawn else 1.0  # nobody drew anything: they agree
+    return Decision(value, confidence, sorted(values), {"regions drawn": drawn, "kept": kept})
+
+
+def decide(conn: Connection, project: Project, item: ItemRecord) -> Decision:
+    from atlas_labeling.quality import consensus as qc  # the shared algorithms
+
+    votes = human_votes(conn, [item.item_id])
+    pairs = [(annotator, key) for _, annotator, key in votes]
+    if project.spec.consensus == "weighted" and len(pairs) >= 3:
+        # Dawid-Skene learns each annotator's confusion matrix from the whole project.
+        decided = conn.execute(
+            select(items.c.item_id).where(
+                (items.c.project_id == project.project_id) & items.c.gold_value.is_(None)
+            )
+        ).scalars()
+        everything = human_votes(conn, list(decided))
+        label, confidence = qc.dawid_skene(everything)[item.item_id]
+    else:
+        label, confidence = qc.majority_vote({item.item_id: pairs})[item.item_id]
+    counts: dict[str, int] = {}
+    for _, key in pairs:
+        counts[key] = counts.get(key, 0) + 1
+    return Decision(
+        key_value(project.spec, label), float(confidence), [a for a, _ in pairs], counts
+    )
+
+
+def settle(conn: Connection, project: Project, item: ItemRecord, now: datetime) -> str:
+    """Decide an item that has all its annotations; returns its new status."""
+    spec = project.spec
+    if VALUE_KIND[spec.task_type] in DECIDABLE:
+        decision = decide(conn, project, item)
+    else:
+        decision = decide_regions(conn, project, item)
+    if decision.confidence >= spec.consensus_threshold:
+        conn.execute(
+            update(items)
+            .where(items.c.item_id == item.item_id)
+            .values(
+                status="done",
+                final_value=json.dumps(to_json(decision.value)),
+                final_source="consensus",
+                agreement=decision.confidence,
+                decided_at=now,
+            )
+        )
+        append_label(
+            conn,
+            item,
+            decision.value,
+            source="consensus",
+            annotators=decision.annotators,
+            agreement=decision.confidence,
+            now=now,
+        )
+        _resolve(conn, item, "resolved", now)
+        return "done"
+    detail = (
+        f"round {item.rounds}: votes {dict(sorted(decision.votes.items()))}, consensus "
+        f"confidence {decision.confidence:.2f} < {spec.consensus_threshold:.2f}"
+    )
+    if item.rounds < spec.max_relabel_rounds:
+        # One more annotator; the holder keys keep it away from everyone who answered.
+        conn.execute(
+            update(items)
+            .where(items.c.item_id == item.item_id)
+            .values(rounds=items.c.rounds + 1, status="in_progress", agreement=decision.confidence)
+        )
+        flag(conn, item, "disagreement", 1.0 - decision.confidence, detail, now, "requeued")
+        return "in_progress"
+    flag(
+        conn,
+        item,
+        "disagreement",
+        1.0 - decision.confidence,
+        detail + f"; relabel cap {spec.max_relabel_rounds} reached, sent to review",
+        now,
+        "escalated",
+    )
+    conn.execute(
+        update(items)
+        .where(items.c.item_id == item.item_id)
+        .values(status="in_review", agreement=decision.confidence)
+    )
+    return "in_review"
+
+
+def flag(
+    conn: Connection,
+    item: ItemRecord,
+    reason: str,
+    priority: float,
+    detail: str,
+    now: datetime,
+    resolution: str = "open",
+) -> None:
+    """Add (or update) the item's correction entry for ``reason``; the detail is the audit."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(corrections).values(
+        project_id=item.project_id,
+        item_id=item.item_id,
+        reason=reason,
+        priority=priority,
+        detail=detail,
+        resolution=resolution,
+        created_at=now,
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["project_id", "item_id", "reason"],
+            set_={
+                "priority": priority,
+                "detail": detail,
+                "resolution": resolution,
+                "resolved_at": None,
+            },
+        )
+    )
+
+
+def _resolve(conn: Connection, item: ItemRecord, resolution: str, now: datetime) -> None:
+    conn.execute(
+        update(corrections)
+        .where(
+            (corrections.c.item_id == item.item_id)
+            & corrections.c.resolution.in_(["open", "requeued"])
+        )
+        .values(resolution=resolution, resolved_at=now)
+    )
