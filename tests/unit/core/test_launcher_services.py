@@ -13,3 +13,16 @@ def test_a_service_that_is_not_launchable_is_never_started() -> None:
     assert not labeling.launchable
     assert "labeling" not in [s.name for s in implemented_services()]
     assert {"data", "serving"} <= {s.name for s in implemented_services()}
+
+
+def test_the_annotator_web_app_runs_exactly_when_the_labeling_service_does() -> None:
+    from dataclasses import replace
+
+    from atlas_core.launcher import KNOWN_WEB_APPS, implemented_web_apps
+
+    web = next(a for a in KNOWN_WEB_APPS if a.name == "labeling-web")
+    assert web.serves == "labeling" and web.env_prefix == "ATLAS_LABELING_WEB_"
+    assert importlib.util.find_spec("atlas_labeling.web.__main__") is not None
+    assert web not in implemented_web_apps()  # labeling is not launchable yet
+    labeling = next(s for s in KNOWN_SERVICES if s.name == "labeling")
+    assert implemented_web_apps([replace(labeling, launchable=True)]) == [web]
