@@ -94,11 +94,35 @@ def human_annotations(stack: Stack, project_id: str, item_id: str) -> list[pb.An
     return [a for a in item.annotations if a.source == pb.ANNOTATION_SOURCE_HUMAN]
 
 
-def sign_in(browser: Any, stack: Stack, token: str) -> Any:
+# Script errors and Content-Security-Policy violations seen by each page (by id(page)).
+PAGE_ERRORS: dict[int, list[str]] = {}
+
+
+def watch_errors(page: Any) -> None:
+    errors = PAGE_ERRORS.setdefault(id(page), [])
+    page.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if "Content Security Policy" in msg.text or "Uncaught" in msg.text
+            else None
+        ),
+    )
+
+
+def assert_no_script_errors(page: Any) -> None:
+    assert PAGE_ERRORS.get(id(page), []) == []
+
+
+def sign_in(browser: Any, stack: Stack, token: str, *, before: Any = None) -> Any:
     """A fresh browser context signed in with ``token``; returns its page on the project
-    list."""
+    list. ``before(page)`` runs before the first page loads (e.g. to install a clock)."""
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
+    watch_errors(page)
+    if before is not None:
+        before(page)
     page.goto(stack.base_url + "/")
     assert "/signin" in page.url
     page.fill("#token", token)

@@ -16,6 +16,7 @@ from atlas_labeling import prelabel
 
 from ._helpers import (
     add_images,
+    assert_no_script_errors,
     add_pairs,
     add_texts,
     draw_box,
@@ -108,6 +109,7 @@ def test_text_classification_single_label_with_shortcuts_and_skip(
     wait_next(page, url)
     assert page.locator("#queue-empty").is_visible()
     assert human_annotations(stack, pid, ids[1]) == []
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -123,6 +125,7 @@ def test_text_classification_multi_label(stack: Stack, browser: Any, shots: Path
     page.click("#submit")
     wait_next(page, url)
     assert classes_of(stack, pid, item) == [["positive", "negative"]]
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -162,6 +165,7 @@ def test_spans_with_multibyte_text_and_a_relation(stack: Stack, browser: Any, sh
     assert text[per_start : per_start + 11] == "Anna Müller"
     (rel,) = ann.value.spans.relations
     assert (rel.source_span_id, rel.target_span_id, rel.label) == ("s2", "s1", "lives_in")
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -180,6 +184,7 @@ def test_image_classification(stack: Stack, browser: Any, shots: Path) -> None:
     page.keyboard.press("Enter")
     wait_next(page, url)
     assert classes_of(stack, pid, item) == [["dog"]]
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -218,6 +223,7 @@ def test_ocr_box_drawn_with_the_mouse_is_stored_in_image_pixels(
     _expect_box(box, rect, drag, (1200, 800))
     assert box.text == "Bahnhofstraße 12"
     assert (ann.value.boxes.image_width, ann.value.boxes.image_height) == (1200, 800)
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -241,6 +247,7 @@ def test_face_boxes(stack: Stack, browser: Any, shots: Path) -> None:
     assert len(ann.value.boxes.boxes) == 2
     for box, drag in zip(ann.value.boxes.boxes, drags):
         _expect_box(box, rect, drag, (1000, 1400))
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -262,6 +269,7 @@ def test_object_boxes_take_the_chosen_label(stack: Stack, browser: Any, shots: P
     (box,) = ann.value.boxes.boxes
     assert box.label == "person"
     _expect_box(box, rect, (10.0, 20.0, 200.0, 150.0), (900, 600))
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -294,6 +302,7 @@ def test_face_pair_side_by_side_with_shortcuts(stack: Stack, browser: Any, shots
     for item_id, decision in answers.items():
         (ann,) = human_annotations(stack, pid, item_id)
         assert ann.value.face_pair == decision
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -330,6 +339,7 @@ def test_accept_or_fix_a_model_suggestion(stack: Stack, browser: Any, shots: Pat
     texts = dict(zip(["Lovely staff, great coffee.", "Not bad at all."], ids))
     for text, label in done.items():
         assert classes_of(stack, pid, texts[text]) == [[label]]
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -367,6 +377,7 @@ def test_review_accept_reject_and_correct(stack: Stack, browser: Any, shots: Pat
     assert list(by_action["correct"].final_value.classes.labels) == ["negative"]
     corrected = human_annotations(stack, pid, by_action["correct"].item_id)[0]
     assert corrected.review.comment == "clearly negative"
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -400,6 +411,27 @@ def test_heartbeat_keeps_a_working_annotators_lease_and_an_idle_one_expires(
     page.keyboard.press("Enter")  # ignored: the lease is gone
     page.wait_for_timeout(300)
     assert human_annotations(stack, pid, ids[1]) == []
+    assert_no_script_errors(page)
+    page.context.close()
+
+
+def test_a_late_submit_shows_the_lease_expired_message(
+    stack: Stack, browser: Any, shots: Path
+) -> None:
+    pid = project(stack, pb.TASK_TYPE_TEXT_CLASSIFICATION, CLASSES, assignment_ttl=ttl(1.5))
+    (item,) = add_texts(stack, pid, ["too slow"])
+    # The page's timers are frozen, so no heartbeat runs: the submit meets the expired lease.
+    page = sign_in(browser, stack, ANNOTATOR_B, before=lambda p: p.clock.install())
+    open_task(page, stack, pid)
+    time.sleep(2.0)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#flash [data-reason="LEASE_EXPIRED"]')
+    assert "expired" in page.locator("#flash").inner_text()
+    assert page.locator("#submit").is_disabled()
+    assert page.locator("#after-expiry").get_attribute("href") == f"/p/{pid}/next"
+    assert human_annotations(stack, pid, item) == []
+    assert_no_script_errors(page)
     page.context.close()
 
 
@@ -420,6 +452,8 @@ def test_two_browser_contexts_on_one_project_get_different_items(
     assert task_data(one)["assignment_id"] == a["assignment_id"]
     leased = stack.admin.list_assignments(pid)
     assert len(leased) == 2
+    assert_no_script_errors(one)
+    assert_no_script_errors(two)
     one.context.close()
     two.context.close()
 
@@ -427,4 +461,5 @@ def test_two_browser_contexts_on_one_project_get_different_items(
 def test_admin_token_signs_in_too(stack: Stack, browser: Any) -> None:
     page = sign_in(browser, stack, ADMIN)
     assert page.locator("h1").inner_text() == "Projects"
+    assert_no_script_errors(page)
     page.context.close()
