@@ -176,6 +176,7 @@
       render();
     }
     function renderRelations() {
+      const kept = ["rel-from", "rel-label", "rel-to"].map((id) => (relBox.querySelector("#" + id) || {}).value);
       relBox.replaceChildren();
       if (!relationLabels.length) return;
       const opts = () => spans.map((s) => el("option", { value: s.span_id, text: `${s.span_id}: ${s.text}` }));
@@ -183,6 +184,9 @@
       const kind = el("select", { id: "rel-label", "aria-label": "relation label" }, ...relationLabels.map((r) => el("option", { value: r.name, text: r.name })));
       const to = el("select", { id: "rel-to", "aria-label": "to span" }, ...opts());
       if (spans.length > 1) to.selectedIndex = 1;
+      [from, kind, to].forEach((select, i) => {
+        if (kept[i] && [...select.options].some((o) => o.value === kept[i])) select.value = kept[i];
+      });
       relBox.append(el("h2", { text: "Relations" }),
         el("div", { class: "row" }, from, kind, to, el("button", {
           type: "button", id: "add-relation", text: "Add relation", disabled: spans.length < 2,
