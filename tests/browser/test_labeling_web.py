@@ -431,6 +431,17 @@ def test_a_late_submit_shows_the_lease_expired_message(
     assert page.locator("#submit").is_disabled()
     assert page.locator("#after-expiry").get_attribute("href") == f"/p/{pid}/next"
     assert human_annotations(stack, pid, item) == []
+    # Coming back shows the lapsed lease as expired; "Get a new item" leases afresh.
+    stale = task_data(page)["assignment_id"]
+    page.goto(f"{stack.base_url}/p/{pid}/next")
+    page.wait_for_selector('#flash [data-reason="LEASE_EXPIRED"]')
+    assert task_data(page)["assignment_id"] == stale
+    url = page.url
+    page.click("#after-expiry")
+    wait_next(page, url)
+    fresh = task_data(page)
+    assert fresh["assignment_id"] != stale and fresh["text"] == "too slow"
+    assert not page.locator("#submit").is_disabled()
     assert_no_script_errors(page)
     page.context.close()
 
@@ -449,6 +460,11 @@ def test_two_browser_contexts_on_one_project_get_different_items(
     assert one.locator("#who").inner_text() != two.locator("#who").inner_text()
     # Reloading the page keeps the same lease instead of taking another item.
     one.reload()
+    assert task_data(one)["assignment_id"] == a["assignment_id"]
+    # So does coming back to the project: the lease in progress is resumed, not doubled.
+    one.goto(stack.base_url + "/")
+    one.click(f"tr[data-project-id='{pid}'] a:text('Label')")
+    one.wait_for_selector("#task")
     assert task_data(one)["assignment_id"] == a["assignment_id"]
     leased = stack.admin.list_assignments(pid)
     assert len(leased) == 2

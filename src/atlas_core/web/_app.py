@@ -178,7 +178,7 @@ class WebKit:
                 "problem": "",
             },
         )
-        self._set_cookie(response, SIGNIN_COOKIE, nonce, max_age=3600)
+        self.set_cookie(response, SIGNIN_COOKIE, nonce, max_age=3600)
         return response
 
     async def signin(self, request: Request) -> Response:
@@ -211,11 +211,11 @@ class WebKit:
                 },
                 status=401,
             )
-            self._set_cookie(response, SIGNIN_COOKIE, fresh, max_age=3600)
+            self.set_cookie(response, SIGNIN_COOKIE, fresh, max_age=3600)
             return response
         session = self.codec.new_session(token)
         response = RedirectResponse(target, status_code=303)
-        self._set_cookie(
+        self.set_cookie(
             response, SESSION_COOKIE, self.codec.encode(session), max_age=self.codec.max_age_s
         )
         response.delete_cookie(SIGNIN_COOKIE, path="/")
@@ -226,7 +226,8 @@ class WebKit:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    def _set_cookie(self, response: Response, name: str, value: str, *, max_age: int) -> None:
+    def set_cookie(self, response: Response, name: str, value: str, *, max_age: int) -> None:
+        """An HttpOnly, SameSite=Strict cookie (Secure when the app is served over HTTPS)."""
         response.set_cookie(
             name,
             value,

@@ -8,6 +8,7 @@ import math
 import secrets
 import time
 from typing import Any
+from urllib.parse import quote
 
 from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +41,12 @@ REVIEW_DECISIONS = {
     "correct": pb.REVIEW_DECISION_CORRECT,
 }
 _MAX_VALUE_CHARS = 1_000_000
+
+
+def lease_cookie(project_id: str, *, review: bool) -> str:
+    """Cookie holding the request id of the lease in progress in a project."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in project_id)
+    return f"atlas_{'review' if review else 'lease'}_{safe}"
 
 
 def task_slug(task_type: int) -> str:
@@ -107,15 +114,20 @@ class Pages:
         ]
         return self.kit.render(request, "projects.html", {"projects": rows})
 
+    # Leases are requested with a request id, so asking again with the same id replays the
+    # same lease (the service's idempotency): reloading /label?r=... keeps the item, and the
+    # id of the lease in progress is kept in a cookie per project so that coming back to the
+    # project resumes it instead of leasing a second item.
+
     async def next_item(self, request: Request) -> Response:
-        # A fresh request id per visit: reloading /label?r=... replays the same lease (the
-        # service's idempotency) instead of leasing another item.
         pid = request.path_params["project_id"]
-        return self.kit.redirect(request, f"/p/{pid}/label?r={_nonce()}")
+        rid = request.cookies.get(lease_cookie(pid, review=False)) or _nonce()
+        return self.kit.redirect(request, f"/p/{pid}/label?r={quote(rid)}")
 
     async def next_review(self, request: Request) -> Response:
         pid = request.path_params["project_id"]
-        return self.kit.redirect(request, f"/p/{pid}/review?r={_nonce()}")
+        rid = request.cookies.get(lease_cookie(pid, review=True)) or _nonce()
+        return self.kit.redirect(request, f"/p/{pid}/review?r={quote(rid)}")
 
     async def label(self, request: Request) -> Response:
         return await self._task_page(request, review=False)
@@ -135,7 +147,7 @@ class Pages:
         def load() -> tuple[pb.Project, list[pb.Assignment]]:
             project = client.get_project(pid)
             leased = client.request_assignments(
-                pid, 1, review=review, request_id=f"web-{prefix}-{rid}"
+                pid, 1, review=review, request_id=f"web-{prefix}-{pid}-{rid}"
             )
             return project, leased
 
@@ -146,27 +158,40 @@ class Pages:
             "review": review,
             "next_url": again,
         }
+        cookie = lease_cookie(pid, review=review)
         if not leased:
-            return self.kit.render(request, "empty.html", context)
+            response = self.kit.render(request, "empty.html", context)
+            response.delete_cookie(cookie, path="/")
+            return response
         assignment = leased[0]
-        if assignment.state in (
+        if assignment.project_id != pid or assignment.state in (
             pb.ASSIGNMENT_STATE_SUBMITTED,
             pb.ASSIGNMENT_STATE_SKIPPED,
             pb.ASSIGNMENT_STATE_REJECTED,
         ):
-            return self.kit.redirect(request, again)  # answered already: on to the next one
+            response = self.kit.redirect(request, again)  # answered already: the next one
+            response.delete_cookie(cookie, path="/")
+            return response
         suggestion = None
         if not review and assignment.item.model_version:
             suggestion = await run_in_threadpool(
                 self._suggestion, client, pid, assignment.item.item_id
             )
+        # A replayed lease keeps its stored state until the service sweeps it: past its
+        # expiry it is over all the same (and must not be resumed again).
+        lapsed = assignment.expire_time.ToNanoseconds() / 1e9 <= time.time()
         context.update(
             assignment=assignment,
-            expired=assignment.state == pb.ASSIGNMENT_STATE_EXPIRED,
+            expired=assignment.state == pb.ASSIGNMENT_STATE_EXPIRED or lapsed,
             data=self._task_data(project, assignment, suggestion, review, again),
             editor=EDITORS[task_slug(project.spec.task_type)],
         )
-        return self.kit.render(request, "task.html", context)
+        response = self.kit.render(request, "task.html", context)
+        if context["expired"]:
+            response.delete_cookie(cookie, path="/")
+        else:
+            self.kit.set_cookie(response, cookie, rid, max_age=self.settings.session_max_age_s)
+        return response
 
     @staticmethod
     def _suggestion(client: LabelingClient, pid: str, item_id: str) -> dict[str, Any] | None:
@@ -243,7 +268,7 @@ class Pages:
             duration_ms=duration,
             request_id=str(form.get("request_id", "")),
         )
-        return self.kit.redirect(request, safe_next(str(form.get("next_url", ""))))
+        return self._done(request, form, review=False)
 
     async def skip(self, request: Request) -> Response:
         form = await request.form()
@@ -252,7 +277,7 @@ class Pages:
             request.path_params["assignment_id"],
             request_id=str(form.get("request_id", "")),
         )
-        return self.kit.redirect(request, safe_next(str(form.get("next_url", ""))))
+        return self._done(request, form, review=False)
 
     async def renew(self, request: Request) -> Response:
         renewed = await run_in_threadpool(
@@ -279,7 +304,15 @@ class Pages:
             comment=str(form.get("comment", ""))[:2000],
             request_id=str(form.get("request_id", "")),
         )
-        return self.kit.redirect(request, safe_next(str(form.get("next_url", ""))))
+        return self._done(request, form, review=True)
+
+    def _done(self, request: Request, form: Any, *, review: bool) -> Response:
+        """On to the next item; the finished lease is no longer the one to resume."""
+        response = self.kit.redirect(request, safe_next(str(form.get("next_url", ""))))
+        pid = str(form.get("project_id", ""))
+        if pid:
+            response.delete_cookie(lease_cookie(pid, review=review), path="/")
+        return response
 
     async def image(self, request: Request) -> Response:
         pid = request.path_params["project_id"]

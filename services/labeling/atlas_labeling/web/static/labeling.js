@@ -376,7 +376,7 @@
       target: "#flash",
       swap: "innerHTML",
       headers: { "X-CSRF-Token": csrf },
-      values: { ...values, next_url: data.next_url, request_id: data.request_id },
+      values: { ...values, next_url: data.next_url, request_id: data.request_id, project_id: data.project_id },
     }).finally(() => { if (!expired) task.querySelectorAll("button").forEach((b) => (b.disabled = false)); });
   }
   const elapsed = () => String(Math.round(performance.now() - started));
