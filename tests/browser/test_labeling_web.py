@@ -16,9 +16,9 @@ from atlas_labeling import prelabel
 
 from ._helpers import (
     add_images,
-    assert_no_script_errors,
     add_pairs,
     add_texts,
+    assert_no_script_errors,
     draw_box,
     human_annotations,
     open_task,
