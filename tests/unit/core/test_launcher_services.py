@@ -23,6 +23,6 @@ def test_the_annotator_web_app_runs_exactly_when_the_labeling_service_does() -> 
     web = next(a for a in KNOWN_WEB_APPS if a.name == "labeling-web")
     assert web.serves == "labeling" and web.env_prefix == "ATLAS_LABELING_WEB_"
     assert importlib.util.find_spec("atlas_labeling.web.__main__") is not None
-    assert web not in implemented_web_apps()  # labeling is not launchable yet
     labeling = next(s for s in KNOWN_SERVICES if s.name == "labeling")
+    assert (web in implemented_web_apps()) == labeling.launchable
     assert implemented_web_apps([replace(labeling, launchable=True)]) == [web]
