@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv native native-optional demo test test-fast protos lint contract-baseline bench bench-full clean
+.PHONY: venv native native-optional browser-optional demo test test-fast protos lint contract-baseline bench \
+	bench-full clean
 
 venv: $(STAMP)
 
@@ -34,13 +35,26 @@ $(READER): $(STAMP) native/online_reader/online_reader.cc native/online_reader/b
 native-optional: $(STAMP)
 	@$(MAKE) --no-print-directory native || echo ">> native online reader not built; online reads are served by Python"
 
+# Headless Chromium for tests/browser, from Debian (Playwright cannot download browsers
+# here). Installed as root with apt-get when missing; without it the browser tests skip.
+CHROMIUM := /usr/bin/chromium
+browser-optional:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> installing chromium (browser tests)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+	      || echo ">> chromium not installed: browser tests will be skipped"; \
+	  else echo ">> $(CHROMIUM) missing and no apt-get as root: browser tests will be skipped"; fi; }
+
 demo: $(STAMP) native-optional
 	$(PY) demo/run.py
 
-test: $(STAMP) native-optional
+test: $(STAMP) native-optional browser-optional
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) native-optional
+test-fast: $(STAMP) native-optional browser-optional
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 protos: $(STAMP)

@@ -124,11 +124,20 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+# Processes whose env prefix extends another's: the annotator web app (ATLAS_LABELING_WEB_)
+# beside the labeling service (ATLAS_LABELING_). The shorter prefix leaves these alone, so one
+# shell may export settings for both.
+NESTED_ENV_PREFIXES = ("ATLAS_LABELING_WEB_",)
+
+
 def _env_overrides(prefix: str, env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     head = prefix.upper().rstrip("_") + "_"
+    nested = [p for p in NESTED_ENV_PREFIXES if p.startswith(head) and p != head]
     for name, raw in env.items():
         if not name.startswith(head) or name == head + "CONFIG":
+            continue
+        if any(name.startswith(p) for p in nested):
             continue
         path = name[len(head) :].lower().split("__")
         node = out

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from atlas_core.launcher import implemented_services
+from atlas_core.launcher import implemented_services, implemented_web_apps
 from atlas_core.launcher._launcher import answers_serving as _answers
 from atlas_core.launcher._process import alive as _alive
 from atlas_core.launcher._services import KNOWN_SERVICES
@@ -37,7 +37,11 @@ def test_up_status_down(tmp_path):
         assert up.returncode == 0, up.stderr + up.stdout
         state = json.loads((tmp_path / "suite/run/state.json").read_text())
         names = [p["name"] for p in state["processes"]]
-        assert names == ["objectstore", *(s.name for s in implemented_services())]
+        assert names == [
+            "objectstore",
+            *(s.name for s in implemented_services()),
+            *(a.name for a in implemented_web_apps()),
+        ]
         data_proc = next(p for p in state["processes"] if p["name"] == "data")
         if find_binary() is not None:  # built by `make native`: the data service starts it
             assert _answers(data_proc["read_address"], READ_SERVICE)

@@ -15,6 +15,8 @@ import secrets
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,9 +26,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from atlas_core.errors import FailedPrecondition, Unavailable
 from atlas_core.launcher._objectstore import SeaweedS3Server
 from atlas_core.launcher._process import alive, spawn, tail, terminate
-from atlas_core.launcher._services import ServiceSpec, implemented_services
+from atlas_core.launcher._services import (
+    ServiceSpec,
+    WebAppSpec,
+    implemented_services,
+    implemented_web_apps,
+)
 
 HOST = "127.0.0.1"
+# ProcessInfo.full_name of web apps: checked by GET /healthz instead of gRPC health.
+HTTP_APP = "http"
 SERVICE_STOP_GRACE = 10.0
 OBJECT_STORE_STOP_GRACE = 5.0  # weed may take 15-30 s on SIGTERM; its writes are durable
 
@@ -95,6 +104,15 @@ def ensure_credentials(data_dir: Path) -> Credentials:
     return Credentials(tokens_file=tokens_file, **creds)
 
 
+def web_session_secret(data_dir: Path) -> str:
+    """The secret web apps sign session cookies with, generated once (owner-only file), so
+    sessions survive a restart of the suite."""
+    path = data_dir / "secrets" / "web_session_secret"
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -132,6 +150,28 @@ def answers_serving(address: str, service: str, timeout: float = 1.0) -> bool:
         except grpc.RpcError:
             return False
     return resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def answers_http(address: str, timeout: float = 1.0) -> bool:
+    """Whether the web app at ``address`` answers GET /healthz with 200 now."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/healthz", timeout=timeout) as resp:
+            return resp.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def wait_http(address: str, *, pid: int, log: Path, timeout: float) -> None:
+    """Block until the web app at ``address`` answers /healthz; fail fast if ``pid`` dies."""
+    deadline = time.monotonic() + timeout
+    while not answers_http(address):
+        if not alive(pid):
+            raise Unavailable(f"web app exited during start-up; last lines of {log}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise Unavailable(
+                f"web app at {address} did not answer within {timeout:.0f}s; see {log}"
+            )
+        time.sleep(0.2)
 
 
 def wait_serving(address: str, service: str, *, pid: int, log: Path, timeout: float) -> None:
@@ -187,7 +227,8 @@ class Launcher:
         state.save(self.state_path)
         echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
         try:
-            for spec in implemented_services():
+            services = implemented_services()
+            for spec in services:
                 peers = {p.name: p.address for p in state.processes}
                 peers.update(
                     {f"{p.name}:read": p.read_address for p in state.processes if p.read_address}
@@ -205,6 +246,13 @@ class Launcher:
                     else:
                         info.read_address = ""  # not built here: reads stay on the service
                     state.save(self.state_path)
+            for app in implemented_web_apps(services):
+                peers = {p.name: p.address for p in state.processes}
+                info = self._start_web_app(app, creds, store.endpoint, peers)
+                state.processes.append(info)
+                state.save(self.state_path)
+                wait_http(info.address, pid=info.pid, log=Path(info.log), timeout=timeout)
+                echo(f"  {app.name:<9} http://{info.address}/ (sign in with a bearer token)")
         except Exception:
             self.down(echo=lambda *_: None)
             raise
@@ -264,6 +312,35 @@ class Launcher:
             spec.name, pid, f"{HOST}:{port}", str(log), metrics_port, spec.full_name, read_address
         )
 
+    def web_app_env(
+        self, app: WebAppSpec, creds: Credentials, s3_endpoint: str, port: int, target: str
+    ) -> dict[str, str]:
+        p = app.env_prefix
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
+        env.update(
+            {
+                p + "HOST": HOST,
+                p + "PORT": str(port),
+                p + f"{app.serves.upper()}__TARGET": target,
+                # Item images are read from the object store and served by the app.
+                p + "S3__ENDPOINT": s3_endpoint,
+                p + "S3__ACCESS_KEY": creds.s3_access_key,
+                p + "S3__SECRET_KEY": creds.s3_secret_key,
+                p + "SESSION_SECRET": web_session_secret(self.data_dir),
+            }
+        )
+        return env
+
+    def _start_web_app(
+        self, app: WebAppSpec, creds: Credentials, s3: str, peers: dict[str, str]
+    ) -> ProcessInfo:
+        wanted = self.base_port + app.port_offset if self.base_port else 0
+        port = _choose_port(wanted, f"the {app.name} web app", "--base-port")
+        log = self.log_dir / f"{app.name}.log"
+        env = self.web_app_env(app, creds, s3, port, peers[app.serves])
+        pid = spawn([sys.executable, "-m", app.module], log_path=log, env=env, cwd=self.data_dir)
+        return ProcessInfo(app.name, pid, f"{HOST}:{port}", str(log), None, HTTP_APP)
+
     def status(self) -> list[tuple[ProcessInfo, str]]:
         state = self.state()
         if state is None:
@@ -274,6 +351,8 @@ class Launcher:
                 rows.append((proc, "DOWN"))
             elif proc.name == "objectstore":
                 rows.append((proc, "SERVING"))
+            elif proc.full_name == HTTP_APP:
+                rows.append((proc, "SERVING" if answers_http(proc.address) else "UNREACHABLE"))
             else:
                 rows.append((proc, _health(proc.address, proc.full_name)))
         return rows

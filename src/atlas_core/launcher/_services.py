@@ -50,6 +50,26 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class WebAppSpec:
+    """A web app (HTTP) that is a client of one service and runs beside it."""
+
+    name: str  # env prefix ATLAS_<NAME>_ with "-" as "_", e.g. ATLAS_LABELING_WEB_
+    module: str  # `python -m <module>` runs it
+    serves: str  # the service it calls: started only when that service is started
+    port_offset: int  # port = base_port + offset
+
+    @property
+    def env_prefix(self) -> str:
+        return "ATLAS_" + self.name.upper().replace("-", "_") + "_"
+
+
+KNOWN_WEB_APPS: tuple[WebAppSpec, ...] = (
+    # The annotator UI; launchable exactly when the labeling service is.
+    WebAppSpec("labeling-web", "atlas_labeling.web", "labeling", 80),
+)
+
+
 def implemented_services() -> list[ServiceSpec]:
     """Services whose runnable package is installed; the others are never started."""
     found = []
@@ -57,6 +77,22 @@ def implemented_services() -> list[ServiceSpec]:
         try:
             if importlib.util.find_spec(f"{spec.module}.__main__") is not None:
                 found.append(spec)
+        except ModuleNotFoundError:
+            pass
+    return found
+
+
+def implemented_web_apps(services: list[ServiceSpec] | None = None) -> list[WebAppSpec]:
+    """Web apps whose package is installed and whose service is among ``services`` (by
+    default the services `atlas up` starts)."""
+    started = {s.name for s in (implemented_services() if services is None else services)}
+    found = []
+    for app in KNOWN_WEB_APPS:
+        if app.serves not in started:
+            continue
+        try:
+            if importlib.util.find_spec(f"{app.module}.__main__") is not None:
+                found.append(app)
         except ModuleNotFoundError:
             pass
     return found

@@ -64,3 +64,12 @@ def test_secrets_are_not_printed():
     s = load_settings(ServiceSettings, env_prefix="X", env={"X_S3__SECRET_KEY": "hunter2"})
     assert "hunter2" not in repr(s)
     assert s.s3.secret_key.get_secret_value() == "hunter2"
+
+
+def test_a_nested_apps_variables_are_left_to_it():
+    # the labeling service (ATLAS_LABELING_) and its web app (ATLAS_LABELING_WEB_) in one shell
+    env = {"ATLAS_LABELING_SERVER__PORT": "7104", "ATLAS_LABELING_WEB_PORT": "7180"}
+    s = load_settings(ServiceSettings, env_prefix="ATLAS_LABELING", env=env)
+    assert s.server.port == 7104
+    with pytest.raises(ConfigError, match="ATLAS_LABELING_WEBB"):
+        load_settings(ServiceSettings, env_prefix="ATLAS_LABELING", env={"ATLAS_LABELING_WEBB": "1"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from atlas_core.launcher import implemented_services
+import importlib.util
+
+from atlas_core.launcher import KNOWN_SERVICES, implemented_services
 
 
 def test_labeling_starts_after_the_services_it_calls() -> None:
@@ -10,3 +12,16 @@ def test_labeling_starts_after_the_services_it_calls() -> None:
     labeling = next(s for s in implemented_services() if s.name == "labeling")
     assert labeling.port_offset == 4 and set(labeling.needs) == {"data", "serving"}
     assert names.index("labeling") > max(names.index("data"), names.index("serving"))
+
+
+def test_the_annotator_web_app_runs_exactly_when_the_labeling_service_does() -> None:
+    from dataclasses import replace
+
+    from atlas_core.launcher import KNOWN_WEB_APPS, implemented_web_apps
+
+    web = next(a for a in KNOWN_WEB_APPS if a.name == "labeling-web")
+    assert web.serves == "labeling" and web.env_prefix == "ATLAS_LABELING_WEB_"
+    assert importlib.util.find_spec("atlas_labeling.web.__main__") is not None
+    labeling = next(s for s in KNOWN_SERVICES if s.name == "labeling")
+    assert (web in implemented_web_apps()) == labeling.launchable
+    assert implemented_web_apps([replace(labeling, launchable=True)]) == [web]
