@@ -78,14 +78,14 @@ class AnnotatorStats:
 
 def _row_to_assignment(row: Any) -> AssignmentRecord:
     return AssignmentRecord(
-        row.assignment_id,  # type: ignore[attr-defined]
-        row.project_id,  # type: ignore[attr-defined]
-        row.item_id,  # type: ignore[attr-defined]
-        row.annotator,  # type: ignore[attr-defined]
-        bool(row.is_review),  # type: ignore[attr-defined]
-        row.state,  # type: ignore[attr-defined]
-        aware(row.expire_at),  # type: ignore[attr-defined,arg-type]
-        aware(row.created_at),  # type: ignore[attr-defined,arg-type]
+        row.assignment_id,
+        row.project_id,
+        row.item_id,
+        row.annotator,
+        bool(row.is_review),
+        row.state,
+        aware(row.expire_at),  # type: ignore[arg-type]  # NOT NULL column
+        aware(row.created_at),  # type: ignore[arg-type]  # NOT NULL column
     )
 
 
@@ -371,23 +371,22 @@ class AssignmentQueue:
         return row
 
     def _check_holder(self, row: Any, annotator: str, now: datetime) -> None:
-        if row.annotator != annotator:  # type: ignore[attr-defined]
+        if row.annotator != annotator:
             raise PermissionDenied(
-                f"assignment {row.assignment_id} belongs to another annotator",  # type: ignore[attr-defined]
+                f"assignment {row.assignment_id} belongs to another annotator",
                 reason="NOT_ASSIGNEE",
             )
-        state = row.state  # type: ignore[attr-defined]
-        if state == "active" and aware(row.expire_at) <= now:  # type: ignore[attr-defined,operator]
+        state = row.state
+        if state == "active" and aware(row.expire_at) <= now:  # type: ignore[operator]  # NOT NULL
             state = "expired"
         if state == "expired":
             raise FailedPrecondition(
-                f"the lease of assignment {row.assignment_id} expired; request a new "  # type: ignore[attr-defined]
-                "assignment",
+                f"the lease of assignment {row.assignment_id} expired; request a new assignment",
                 reason="LEASE_EXPIRED",
             )
         if state != "active":
             raise FailedPrecondition(
-                f"assignment {row.assignment_id} is {state}",  # type: ignore[attr-defined]
+                f"assignment {row.assignment_id} is {state}",
                 reason="ASSIGNMENT_CLOSED",
             )
 
@@ -396,7 +395,7 @@ class AssignmentQueue:
             row = self._load_assignment(conn, assignment_id)
             now = self.clock()
             self._check_holder(row, annotator, now)
-            project = self.projects.load(conn, row.project_id)  # type: ignore[attr-defined]
+            project = self.projects.load(conn, row.project_id)
             if project.archived:
                 raise FailedPrecondition(
                     f"project {project.project_id} is archived", reason="ARCHIVED"
@@ -435,9 +434,9 @@ class AssignmentQueue:
             raise InvalidArgument("give value or skip, not both", reason="VALUE_AND_SKIP")
         with write_transaction(self.engine) as conn:
             row = self._load_assignment(conn, assignment_id)
-            if row.annotator != annotator:  # type: ignore[attr-defined]
+            if row.annotator != annotator:
                 self._check_holder(row, annotator, self.clock())
-            if row.is_review:  # type: ignore[attr-defined]
+            if row.is_review:
                 raise FailedPrecondition(
                     "a review assignment is answered with SubmitReview", reason="REVIEW_ASSIGNMENT"
                 )
@@ -446,8 +445,8 @@ class AssignmentQueue:
                 return replay
             now = self.clock()
             self._check_holder(row, annotator, now)
-            project = self.projects.load(conn, row.project_id)  # type: ignore[attr-defined]
-            item = self._lock_item(conn, row.item_id)  # type: ignore[attr-defined]
+            project = self.projects.load(conn, row.project_id)
+            item = self._lock_item(conn, row.item_id)
             if skip:
                 return None, self._skip(conn, project, row, item, now, request_id)
             value = validate_value(project.spec, item.content, value)
@@ -459,24 +458,22 @@ class AssignmentQueue:
         self, conn: Connection, row: Any, request_id: str, skip: bool
     ) -> tuple[AnnotationRecord | None, str] | None:
         """The first result again when a submit is retried with the same request_id."""
-        state = row.state  # type: ignore[attr-defined]
+        state = row.state
         if state not in ("submitted", "skipped", "rejected"):
             return None
-        same = bool(request_id) and row.request_id == request_id  # type: ignore[attr-defined]
+        same = bool(request_id) and row.request_id == request_id
         if not same:
             raise FailedPrecondition(
-                f"assignment {row.assignment_id} was already {state}",  # type: ignore[attr-defined]
+                f"assignment {row.assignment_id} was already {state}",
                 reason="ALREADY_SUBMITTED",
             )
         status = conn.execute(
-            select(items.c.status).where(items.c.item_id == row.item_id)  # type: ignore[attr-defined]
+            select(items.c.status).where(items.c.item_id == row.item_id)
         ).scalar_one()
         if state == "skipped":
             return None, status
         ann = conn.execute(
-            select(annotations_table).where(
-                annotations_table.c.assignment_id == row.assignment_id  # type: ignore[attr-defined]
-            )
+            select(annotations_table).where(annotations_table.c.assignment_id == row.assignment_id)
         ).first()
         return (row_to_annotation(ann) if ann is not None else None), status
 
@@ -499,7 +496,7 @@ class AssignmentQueue:
         keep_holder = policy != "requeue_for_me"
         conn.execute(
             update(assignments)
-            .where(assignments.c.assignment_id == row.assignment_id)  # type: ignore[attr-defined]
+            .where(assignments.c.assignment_id == row.assignment_id)
             .values(
                 state="skipped",
                 finished_at=now,
@@ -536,11 +533,11 @@ class AssignmentQueue:
             "human",
             value,
             confidence,
-            "",  # type: ignore[attr-defined]
+            "",
             duration_ms,
             now,
             row.assignment_id,
-            gold_correct,  # type: ignore[attr-defined]
+            gold_correct,
         )
         conn.execute(
             insert(annotations_table).values(
@@ -725,7 +722,7 @@ class AssignmentQueue:
             # key, so they never get the item again.
             conn.execute(
                 update(assignments)
-                .where(assignments.c.assignment_id == row.assignment_id)  # type: ignore[attr-defined]
+                .where(assignments.c.assignment_id == row.assignment_id)
                 .values(state="rejected")
             )
             conn.execute(
@@ -741,8 +738,8 @@ class AssignmentQueue:
             assert correction is not None
             final, source, people = correction, "review", [reviewer]
         else:
-            final = from_json(json.loads(row.value))  # type: ignore[attr-defined]
-            source, people = "human", [row.author, reviewer]  # type: ignore[attr-defined]
+            final = from_json(json.loads(row.value))
+            source, people = "human", [row.author, reviewer]
         append_label(conn, item, final, source=source, annotators=people, agreement=None, now=now)
         conn.execute(
             update(items)

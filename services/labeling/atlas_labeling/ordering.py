@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from itertools import zip_longest
+from typing import cast
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, select, update
@@ -40,7 +41,8 @@ def refresh_order(conn: Connection, project: Project) -> int:
         probs = {r.item_id: json.loads(r.probs) if r.probs else None for r in rows}
         classes = sorted({c for p in probs.values() if p for c in p})
         vectors = {item_id: _vector(p, classes) if p else None for item_id, p in probs.items()}
-        ranked = active.order(vectors, project.spec.queue_order)
+        strategy = cast(active.Strategy, project.spec.queue_order)  # the other orders are above
+        ranked = active.order(vectors, strategy)
         priorities = {item_id: float(len(ranked) - i) for i, item_id in enumerate(ranked)}
     statement = (
         update(items)

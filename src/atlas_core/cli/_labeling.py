@@ -31,7 +31,7 @@ def _client(args: argparse.Namespace) -> LabelingClient:
 
 
 def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))  # type: ignore[arg-type]
+    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
 
 
 def _read(path: str) -> str:
@@ -358,11 +358,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     label = sub.add_parser("label", help="labeling projects, items, assignments and review")
     cmds = label.add_subparsers(dest="label_command", metavar="<label command>", required=True)
 
-    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:
         p = cmds.add_parser(name, help=help_text, description=help_text)
         add_connection_args(p)
         p.set_defaults(func=fn)

@@ -72,4 +72,6 @@ def test_a_nested_apps_variables_are_left_to_it():
     s = load_settings(ServiceSettings, env_prefix="ATLAS_LABELING", env=env)
     assert s.server.port == 7104
     with pytest.raises(ConfigError, match="ATLAS_LABELING_WEBB"):
-        load_settings(ServiceSettings, env_prefix="ATLAS_LABELING", env={"ATLAS_LABELING_WEBB": "1"})
+        load_settings(
+            ServiceSettings, env_prefix="ATLAS_LABELING", env={"ATLAS_LABELING_WEBB": "1"}
+        )

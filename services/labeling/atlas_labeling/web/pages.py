@@ -50,7 +50,7 @@ def lease_cookie(project_id: str, *, review: bool) -> str:
 
 
 def task_slug(task_type: int) -> str:
-    return pb.TaskType.Name(task_type).removeprefix("TASK_TYPE_").lower()  # type: ignore[arg-type]
+    return pb.TaskType.Name(task_type).removeprefix("TASK_TYPE_").lower()
 
 
 def _nonce() -> str:
