@@ -43,7 +43,7 @@ def raised() -> list[Raised]:
 
 def test_scan_finds_reasons_of_every_service(raised: list[Raised]) -> None:
     owners = {item.owner for item in raised}
-    assert {SHARED, "data", "trainer", "graph", "serving"} <= owners
+    assert {SHARED, "data", "trainer", "graph", "serving", "labeling"} <= owners
     assert len({item.reason for item in raised}) > 150
 
 
@@ -178,3 +178,9 @@ def test_an_unresolvable_reason_must_be_classified() -> None:
     assert list(scan_source("raise Internal('x', reason=err.reason)", "data", "s.py")) == []
     # A not-an-error call with a reason= keyword is skipped by name.
     assert list(scan_source("store.interrupt(reason='restarted')", "data", "s.py")) == []
+    # Nor is a SQL row's reason column (labeling's correction queue), while an error is found.
+    row = "insert(corrections).values(reason='bad_case')"
+    assert list(scan_source(row, "labeling", "s.py")) == []
+    assert [i.reason for i in scan_source("raise NotFound('x', reason='bad_case')", "l", "s")] == [
+        "bad_case"
+    ]

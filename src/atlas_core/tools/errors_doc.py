@@ -74,6 +74,13 @@ TABLES: tuple[ReasonTable, ...] = (
         "ServingReason",
         "protos/atlas/serving/v1/serving_service.proto",
     ),
+    ReasonTable(
+        "labeling",
+        "Labeling service",
+        "atlas_labeling.reasons",
+        "LabelingReason",
+        "protos/atlas/labeling/v1/labeling_service.proto",
+    ),
 )
 
 _INTRO = """\
@@ -107,9 +114,6 @@ lists the reasons only it returns. A job that fails while it runs reports the er
 unexpected), except where a job keeps the specific reason (serving's deployments, e.g.
 `ALARM`). When a status comes without `ErrorInfo` (from a proxy, or gRPC itself), clients use
 the code's name as the reason: the *generic* rows of the shared table.
-
-The labeling service returns the shared reasons; it gets its own table here when it raises
-reasons of its own.
 
 To add a reason: add a member to the service's `reasons.py` (or to `SharedReason` for
 atlas_core), raise it, and run `python -m atlas_core.tools.errors_doc`.

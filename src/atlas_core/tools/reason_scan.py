@@ -27,6 +27,7 @@ NOT_ERROR_CALLS = {
     "interrupt": "the job store's interruption note, shown as the job's message",
     "SimilarStudy": "trainer warm-start explanation (why a past study is similar)",
     "WarmStartPrior": "trainer warm-start explanation (why a prior was used)",
+    "values": "a SQL insert/update's column value (labeling's correction-queue reason column)",
 }
 # reason= values that forward a reason chosen elsewhere (checked where it was chosen). Besides
 # these, ``<anything>.reason`` (an AtlasError re-raised or turned into ErrorInfo) forwards.
