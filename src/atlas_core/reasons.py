@@ -244,6 +244,12 @@ class SharedReason(Reason):
         "The token lacks the scope the RPC requires (named in the message).",
         "Use a token with that scope.",
     )
+    NO_SESSION = (
+        auto(),
+        Code.UNAUTHENTICATED,
+        "A web page was asked for without a signed-in session (web apps only).",
+        "Sign in with a bearer token.",
+    )
     # -- paging and jobs ------------------------------------------------------------------------
     BAD_PAGE = (
         auto(),

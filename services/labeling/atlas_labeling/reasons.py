@@ -174,6 +174,13 @@ class LabelingReason(Reason):
         "An item's image artifact is not a readable image format, or has no pixels.",
         "Upload a valid PNG, JPEG, GIF, BMP or WebP image.",
     )
+    NO_IMAGE = (
+        auto(),
+        NOT_FOUND,
+        "The web app was asked for an image the item does not have (index past its images).",
+        "Ask for image 0 of an image item, or 0 and 1 of an image pair.",
+    )
+
     # -- values and annotations
     MISSING_VALUE = (
         auto(),
@@ -181,6 +188,12 @@ class LabelingReason(Reason):
         "The annotation value is unset or empty (no classes, a box without a label), or a "
         "CORRECT review has no correction.",
         "Set the value the task type needs.",
+    )
+    MALFORMED_VALUE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The web app received an answer that is not an AnnotationValue in JSON.",
+        "Submit the form the page built; reload the page if it was edited.",
     )
     UNEXPECTED_VALUE = (
         auto(),
