@@ -21,6 +21,7 @@ from atlas_serving.control.endpoints import (
     resolve_variants,
     validate_capacity,
     validate_capture,
+    validate_quality,
     validate_spec,
     validate_variants,
 )
@@ -99,6 +100,8 @@ class Control:
             validate_capacity(req.capacity, "capacity")
         if req.capture is not None:
             validate_capture(req.capture)
+        if req.quality is not None:
+            validate_quality(req.quality)
         current = self.endpoints.get(req.name)
         if req.feature_lookup is not None:
             self.prepare(current.spec.variants, req.feature_lookup)
@@ -111,6 +114,8 @@ class Control:
                 spec = replace(spec, feature_lookup=req.feature_lookup)
             if req.capture is not None:
                 spec = replace(spec, capture=req.capture)
+            if req.quality is not None:
+                spec = replace(spec, quality=req.quality)
             if req.description:
                 spec = replace(spec, description=req.description)
             ep.spec = spec
@@ -154,6 +159,12 @@ class Control:
         if req.alarms.max_error_rate < 0 or req.alarms.max_error_rate > 1:
             raise InvalidArgument(
                 "alarms.max_error_rate must be in [0, 1]", reason="INVALID_ALARMS"
+            )
+        gate = req.alarms.quality_gate
+        if gate is not None and (gate.min_labeled < 0 or gate.max_drop < 0):
+            raise InvalidArgument(
+                "alarms.quality_gate: min_labeled and max_drop must be >= 0",
+                reason="INVALID_ALARMS",
             )
         endpoint = self.endpoints.get(req.endpoint_name)
         if endpoint.active_deployment_id:

@@ -1259,7 +1259,7 @@ class AttachGroundTruthResponse(_message.Message):
     rejected: int
     def __init__(self, results: _Optional[_Iterable[_Union[GroundTruthResult, _Mapping]]] = ..., accepted: _Optional[int] = ..., updated: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
 
-class StreamGroundTruthRequest(_message.Message):
+class AttachGroundTruthStreamRequest(_message.Message):
     __slots__ = ("endpoint_name", "items", "request_id")
     ENDPOINT_NAME_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
@@ -1269,7 +1269,7 @@ class StreamGroundTruthRequest(_message.Message):
     request_id: str
     def __init__(self, endpoint_name: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GroundTruth, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
-class StreamGroundTruthResponse(_message.Message):
+class AttachGroundTruthStreamResponse(_message.Message):
     __slots__ = ("accepted", "updated", "duplicates", "rejected", "rejected_items")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]

@@ -190,10 +190,10 @@ class ServingServiceStub(object):
                 request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthRequest.SerializeToString,
                 response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthResponse.FromString,
                 _registered_method=True)
-        self.StreamGroundTruth = channel.stream_unary(
-                '/atlas.serving.v1.ServingService/StreamGroundTruth',
-                request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.StreamGroundTruthRequest.SerializeToString,
-                response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.StreamGroundTruthResponse.FromString,
+        self.AttachGroundTruthStream = channel.stream_unary(
+                '/atlas.serving.v1.ServingService/AttachGroundTruthStream',
+                request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamRequest.SerializeToString,
+                response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamResponse.FromString,
                 _registered_method=True)
         self.GetModelQuality = channel.unary_unary(
                 '/atlas.serving.v1.ServingService/GetModelQuality',
@@ -524,7 +524,7 @@ class ServingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def StreamGroundTruth(self, request_iterator, context):
+    def AttachGroundTruthStream(self, request_iterator, context):
         """Client stream of ground truth: each message carries items (and a request_id each, for
         idempotency per message) as in AttachGroundTruth; one summary answers the whole stream.
         Errors: (ending the stream) INVALID_ARGUMENT if the first message names no endpoint, a
@@ -706,10 +706,10 @@ def add_ServingServiceServicer_to_server(servicer, server):
                     request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthRequest.FromString,
                     response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthResponse.SerializeToString,
             ),
-            'StreamGroundTruth': grpc.stream_unary_rpc_method_handler(
-                    servicer.StreamGroundTruth,
-                    request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.StreamGroundTruthRequest.FromString,
-                    response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.StreamGroundTruthResponse.SerializeToString,
+            'AttachGroundTruthStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.AttachGroundTruthStream,
+                    request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamRequest.FromString,
+                    response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamResponse.SerializeToString,
             ),
             'GetModelQuality': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelQuality,
@@ -1566,7 +1566,7 @@ class ServingService(object):
             _registered_method=True)
 
     @staticmethod
-    def StreamGroundTruth(request_iterator,
+    def AttachGroundTruthStream(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -1579,9 +1579,9 @@ class ServingService(object):
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/atlas.serving.v1.ServingService/StreamGroundTruth',
-            atlas_dot_serving_dot_v1_dot_serving__service__pb2.StreamGroundTruthRequest.SerializeToString,
-            atlas_dot_serving_dot_v1_dot_serving__service__pb2.StreamGroundTruthResponse.FromString,
+            '/atlas.serving.v1.ServingService/AttachGroundTruthStream',
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamRequest.SerializeToString,
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,128 @@
+"""The prediction index that ground truth joins: prediction id -> (endpoint, variant, model
+version, answer, time, entity). The request path only appends a tuple to a buffer; a worker
+thread inserts the buffer in one batch (``flush``), so Predict never waits for the DB."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, delete
+
+from atlas_core.db import write_transaction
+from atlas_serving.dataplane.inference import RowResult
+from atlas_serving.tables import predictions
+
+log = logging.getLogger("atlas.serving.predictions")
+
+MAX_BUFFERED = 200_000  # beyond it predictions are not indexed (and counted as dropped)
+_ID_TIME_DIGITS = 12  # hex digits of milliseconds since the epoch at the start of an id
+
+
+def new_prediction_id() -> str:
+    """32 hex digits: the time in milliseconds (12), then 80 random bits. The time lets an id
+    be recognised as expired after its index row was pruned."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+def prediction_time_us(prediction_id: str) -> int | None:
+    """The creation time of an id made by :func:`new_prediction_id`, None if malformed."""
+    if len(prediction_id) != 32:
+        return None
+    try:
+        int(prediction_id, 16)
+    except ValueError:
+        return None
+    return int(prediction_id[:_ID_TIME_DIGITS], 16) * 1000
+
+
+class PredictionLog:
+    """Buffered writes of the prediction index (thread-safe appends)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._buffer: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self.dropped = 0
+
+    def add(
+        self,
+        endpoint: str,
+        prediction_id: str,
+        variant: str,
+        model: tuple[str, int],
+        shadow: bool,
+        entities: Sequence[Any] | None,
+        results: Sequence[RowResult],
+        time_us: int,
+    ) -> None:
+        """Queue the rows of one answer (cheap: one tuple, converted at flush time)."""
+        if len(self._buffer) >= MAX_BUFFERED:
+            self.dropped += len(results)
+            return
+        item = (endpoint, prediction_id, variant, model, shadow, entities, results, time_us)
+        with self._lock:
+            self._buffer.append(item)
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def flush(self) -> int:
+        """Insert everything queued so far; returns the rows written."""
+        with self._flush_lock:
+            with self._lock:
+                taken, self._buffer = self._buffer, []
+            if not taken:
+                return 0
+            rows = [row for item in taken for row in _rows(*item)]
+            try:
+                with write_transaction(self.engine) as conn:
+                    conn.execute(predictions.insert(), rows)
+            except Exception:  # noqa: BLE001 - indexing must never break serving
+                log.exception("prediction index flush failed; %d rows not indexed", len(rows))
+                return 0
+            return len(rows)
+
+    def prune(self, older_than_us: int) -> int:
+        """Delete index rows of predictions made before ``older_than_us``."""
+        with write_transaction(self.engine) as conn:
+            done = conn.execute(delete(predictions).where(predictions.c.time_us < older_than_us))
+        return int(done.rowcount or 0)
+
+
+def _rows(
+    endpoint: str,
+    prediction_id: str,
+    variant: str,
+    model: tuple[str, int],
+    shadow: bool,
+    entities: Sequence[Any] | None,
+    results: Sequence[RowResult],
+    time_us: int,
+) -> list[dict[str, Any]]:
+    out = []
+    for i, result in enumerate(results):
+        entity = entities[i] if entities is not None and i < len(entities) else None
+        out.append(
+            dict(
+                prediction_id=prediction_id,
+                row=i,
+                variant=variant,
+                endpoint_name=endpoint,
+                model_name=model[0],
+                model_version=model[1],
+                shadow=shadow,
+                entity_key=None if entity is None else str(entity)[:256],
+                time_us=time_us,
+                label=result.label,
+                value=float(result.value),
+                probs=json.dumps(result.probs) if result.probs is not None else "",
+            )
+        )
+    return out
