@@ -344,12 +344,6 @@ class ServingReason(Reason):
         "regression; text, an integer or a bool for classification).",
         "Send the outcome with the type the model's task needs.",
     )
-    UNKNOWN_CLASS = (
-        auto(),
-        INVALID_ARGUMENT,
-        "In an item's result: the outcome is not one of the model's classes.",
-        "Send one of the classes the message lists.",
-    )
     UNKNOWN_METRIC = (
         auto(),
         INVALID_ARGUMENT,
