@@ -348,3 +348,59 @@ async def test_regression_quality_and_outcome_type(serving: ServingHarness) -> N
         skm.mean_absolute_error(truth, predicted), rel=1e-4
     )
     assert metric(vq, "mae").lower < metric(vq, "mae").upper
+
+
+async def test_cli_attaches_ground_truth_and_reads_quality(
+    serving: ServingHarness,
+    features: pd.DataFrame,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from atlas_core.cli import main
+
+    from .conftest import TOKEN
+
+    h = serving
+    await h.register("bc", write_model(h.settings.s3, "models/bc/v1.tar"))
+    conn = ["--address", h.server.address, "--token", TOKEN]
+    code = await asyncio.to_thread(
+        main, ["deploy", "create", "bc", "--model", "bc:1", "--quality", *conn]
+    )
+    assert code == 0
+    answers = await predict_rows(h, features, 4)
+    _, y = breast_cancer()
+    csv_file = tmp_path / "truth.csv"
+    csv_file.write_text(
+        "prediction_id,row,outcome\n"
+        + "".join(f"{a.prediction_id},0,{int(y.iloc[i])}\n" for i, a in enumerate(answers[:3]))
+        + f"{answers[3].prediction_id},0,maybe\n"
+    )
+    capsys.readouterr()
+    code = await asyncio.to_thread(
+        main, ["predict", "truth", "bc", "--file", str(csv_file), "--request-id", "cli-1", *conn]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1  # one item was rejected
+    assert "3 accepted, 0 updated, 0 duplicates, 1 rejected" in out
+    assert "item 4: UNKNOWN_CLASS" in err
+    jsonl = tmp_path / "truth.jsonl"
+    jsonl.write_text(f'{{"prediction_id": "{answers[3].prediction_id}", "outcome": 1}}\n')
+    code = await asyncio.to_thread(
+        main, ["predict", "truth", "bc", "--file", str(jsonl), "--stream", *conn]
+    )
+    out, _ = capsys.readouterr()
+    assert code == 0 and "1 accepted" in out
+    code = await asyncio.to_thread(main, ["deploy", "quality", "bc", *conn])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "blue v1: quality on 4 labeled: auc" in out
+    # bad input: clear messages, exit 2, no traceback
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    for argv in (
+        ["predict", "truth", "bc", "--file", str(tmp_path / "missing.csv")],
+        ["predict", "truth", "bc", "--file", str(tmp_path / "bad.jsonl")],
+        ["predict", "truth", "bc", "--prediction", answers[0].prediction_id],
+        ["deploy", "quality", "bc", "--since", "soon"],
+    ):
+        code = await asyncio.to_thread(main, [*argv, *conn])
+        _, err = capsys.readouterr()
+        assert code == 2 and err.startswith("atlas: ") and "Traceback" not in err, argv
