@@ -217,7 +217,7 @@ def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Pope
             port = sock.getsockname()[1]
         env = dict(
             os.environ,
-            PYTHONPATH=f"{ROOT}:{ROOT / 'services' / 'serving'}",
+            PYTHONPATH=f"{ROOT}:{ROOT / 'src'}:{ROOT / 'services' / 'serving'}",
             ATLAS_SERVING_SERVER__PORT=str(port),
             ATLAS_SERVING_SERVER__METRICS_PORT="null",
             ATLAS_SERVING_SERVER__LOG_LEVEL="WARNING",

@@ -404,3 +404,19 @@ async def test_cli_attaches_ground_truth_and_reads_quality(
         code = await asyncio.to_thread(main, [*argv, *conn])
         _, err = capsys.readouterr()
         assert code == 2 and err.startswith("atlas: ") and "Traceback" not in err, argv
+
+
+async def test_pruned_predictions_and_outcomes_are_gone(
+    serving: ServingHarness, features: pd.DataFrame
+) -> None:
+    h = serving
+    await h.register("bc", write_model(h.settings.s3, "models/bc/v1.tar"))
+    await create(h, quality=quality_config())
+    answers = await predict_rows(h, features, 2)
+    assert (await attach(h, [by_id(a.prediction_id, 1) for a in answers])).accepted == 2
+    assert (await quality(h)).variants[0].labeled == 2
+    removed = await asyncio.to_thread(h.service.prediction_log.prune, int(time.time() * 1e6) + 1)
+    assert removed == 2
+    assert not (await quality(h)).variants
+    resp = await attach(h, [by_id(answers[0].prediction_id, 1)])
+    assert resp.results[0].error.reason == "PREDICTION_NOT_FOUND"
