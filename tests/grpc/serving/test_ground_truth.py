@@ -420,3 +420,34 @@ async def test_pruned_predictions_and_outcomes_are_gone(
     assert not (await quality(h)).variants
     resp = await attach(h, [by_id(answers[0].prediction_id, 1)])
     assert resp.results[0].error.reason == "PREDICTION_NOT_FOUND"
+
+
+async def test_artifact_batch_rows_take_ground_truth_by_their_ids(
+    serving: ServingHarness, features: pd.DataFrame
+) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    h = serving
+    await h.register("bc", write_model(h.settings.s3, "models/bc/v1.tar"))
+    await create(h, quality=quality_config())
+    store = h.service.store
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(features.iloc[:50], preserve_index=False), buf)
+    ref = store.put_bytes("uploads/bc.parquet", buf.getvalue())
+    resp = await h.stub.PredictBatch(
+        pb.PredictBatchRequest(
+            endpoint_name="bc", input_artifact=common_pb2.ArtifactRef(uri=ref.uri)
+        )
+    )
+    out = pq.read_table(
+        io.BytesIO(store.get_bytes(store.key_for_uri(resp.output_artifact.uri)))
+    ).to_pandas()
+    items = [
+        by_id(pid, 1, row_index=int(r))
+        for pid, r in zip(out["prediction_id"], out["prediction_row"], strict=True)
+    ]
+    assert (await attach(h, items)).accepted == 50
+    assert (await quality(h)).variants[0].labeled == 50
