@@ -431,8 +431,8 @@ class Driver:
             return "pass"
         sides = self._sides_of(dep, drv, gate.metric, paired=False)
         if sides is not None and sides.difference is not None and _enough(gate, sides):
-            drop, _, _ = sides.difference.drop()
-            if drop <= gate.max_drop:
+            drop, lower, _ = sides.difference.drop()
+            if drop <= gate.max_drop or lower <= 0:  # no significant drop beyond max_drop
                 return "pass"
         if gate.on_insufficient_labels == InsufficientLabelsAction.ROLL_BACK:
             return "give_up"
