@@ -5,13 +5,24 @@ promote-if-better policy (a shadow promoted only on a significant paired gain)."
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.config import S3Settings
 
-from .conftest import ServingHarness, breast_cancer, live, row, write_model
+from .conftest import (
+    ServingHarness,
+    breast_cancer,
+    live,
+    row,
+    serving_settings,
+    start_harness,
+    stop_harness,
+    write_model,
+)
 from .test_ground_truth import attach, by_id, quality_config
 from .test_rollout import _d, _wait_state
 
@@ -115,6 +126,36 @@ async def test_canary_waits_for_labels_then_is_promoted_when_better(
     final = await _wait_state(serving, dep_id, timeout=15)
     assert final.state == S.DEPLOYMENT_STATE_SUCCEEDED
     assert dict(final.traffic) == {"green": 100.0}
+
+
+async def test_linear_rollout_steps_only_with_labels_on_each_database(
+    tmp_path: Path, s3_settings: S3Settings, db_url: str
+) -> None:
+    h = await start_harness(serving_settings(tmp_path, s3_settings, db_url))
+    try:
+        await _endpoint(h, good_first=False)
+        dep_id = (
+            await h.stub.SubmitDeployment(
+                pb.SubmitDeploymentRequest(
+                    endpoint_name="bc",
+                    variants=[live("green", "bc", 2)],
+                    alarms=_gate(min_labeled=20),
+                    policy=pb.TrafficPolicy(
+                        linear=pb.LinearPolicy(step_percent=50, step_interval=_d(0.3))
+                    ),
+                )
+            )
+        ).deployment.deployment_id
+        await asyncio.sleep(1.2)
+        held = await _state(h, dep_id)
+        assert held.state == S.DEPLOYMENT_STATE_SHIFTING and held.step == 0
+        await h.service.replica.sync()
+        await _traffic_with_truth(h, 120)
+        final = await _wait_state(h, dep_id, timeout=15)
+        assert final.state == S.DEPLOYMENT_STATE_SUCCEEDED
+        assert dict(final.traffic) == {"green": 100.0}
+    finally:
+        await stop_harness(h)
 
 
 async def test_canary_without_labels_rolls_back_when_configured(

@@ -1,14 +1,19 @@
-"""Monitoring: per-variant statistics shared by the fleet, Prometheus metrics, alerts, and
-the drift monitor job (``drift.run_monitor``, run in a job subprocess) with its schedule.
+"""Monitoring: per-variant statistics shared by the fleet, Prometheus metrics, alerts, the
+drift monitor job (``drift.run_monitor``, run in a job subprocess) with its schedule, and
+model quality from ground truth (``ground_truth``, ``quality``, ``model_quality``).
 """
 
 from atlas_serving.monitoring.alerts import AlertStore, list_capture_files
+from atlas_serving.monitoring.ground_truth import GroundTruthStore
 from atlas_serving.monitoring.metrics import ServingMetrics
+from atlas_serving.monitoring.model_quality import ModelQuality
 from atlas_serving.monitoring.schedule import submit_due
 from atlas_serving.monitoring.stats import WindowStats, merge, percentile_ms, read_stats
 
 __all__ = [
     "AlertStore",
+    "GroundTruthStore",
+    "ModelQuality",
     "ServingMetrics",
     "WindowStats",
     "list_capture_files",
