@@ -5,9 +5,7 @@ thread inserts the buffer in one batch (``flush``), so Predict never waits for t
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,31 +13,13 @@ from sqlalchemy import Engine, delete
 
 from atlas_core.db import write_transaction
 from atlas_serving.dataplane.inference import RowResult
+from atlas_serving.prediction_ids import new_prediction_id, prediction_time_us
 from atlas_serving.tables import ground_truth, predictions
 
 log = logging.getLogger("atlas.serving.predictions")
+__all__ = ["PredictionLog", "new_prediction_id", "prediction_time_us"]
 
 MAX_BUFFERED = 200_000  # beyond it predictions are not indexed (and counted as dropped)
-_ID_TIME_DIGITS = 12  # hex digits of milliseconds since the epoch at the start of an id
-
-
-def new_prediction_id() -> str:
-    """32 hex digits: the time in milliseconds (12), then 80 random bits. The time lets an id
-    be recognised as expired after its index row was pruned."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
-
-
-def prediction_time_us(prediction_id: str) -> int | None:
-    """The creation time of an id made by :func:`new_prediction_id`, None if malformed."""
-    if len(prediction_id) != 32:
-        return None
-    try:
-        int(prediction_id, 16)
-    except ValueError:
-        return None
-    return int(prediction_id[:_ID_TIME_DIGITS], 16) * 1000
-
-
 _COLUMNS = (
     "prediction_id",
     "row",

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, Engine, and_, select
 
 from atlas_core.db import write_transaction
 from atlas_core.errors import AtlasError, InvalidArgument, NotFound
-from atlas_serving.dataplane.prediction_log import prediction_time_us
 from atlas_serving.domain import GroundTruth, GroundTruthResult, GroundTruthStatus, JobError
+from atlas_serving.prediction_ids import prediction_time_us
 from atlas_serving.records import now_us
 from atlas_serving.tables import ground_truth, predictions
 
