@@ -325,6 +325,13 @@ class ServingReason(Reason):
         "(unknown id, another endpoint, or a prediction not sampled by quality).",
         "Check the id and row as Predict returned them, and the endpoint.",
     )
+    PREDICTION_NOT_INDEXED = (
+        auto(),
+        UNAVAILABLE,
+        "In an item's result: the prediction id is seconds old and not in the index yet (another "
+        "replica may still buffer it, or it was not sampled by quality).",
+        "Retry the item after a few seconds (quality.flush_seconds); a second refusal is final.",
+    )
     PREDICTION_EXPIRED = (
         auto(),
         NOT_FOUND,

@@ -92,7 +92,12 @@ class ServingService:
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")
         self.prediction_log = PredictionLog(self.engine)
         quality = settings.quality
-        self.truth = GroundTruthStore(self.engine, self._model_info, quality.retention_days * 86400)
+        self.truth = GroundTruthStore(
+            self.engine,
+            self._model_info,
+            quality.retention_days * 86400,
+            indexing_delay_s=2 * quality.flush_seconds + 1.0,
+        )
         self.quality = ModelQuality(self.truth, self._model_info, quality.bootstrap_resamples)
         self._model_infos: dict[tuple[str, int], tuple[str, list[str]]] = {}
         self.plane = DataPlane(

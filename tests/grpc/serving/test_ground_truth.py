@@ -137,7 +137,8 @@ async def test_bad_items_get_their_own_status_and_count_nothing(
     h = serving
     await h.register("bc", write_model(h.settings.s3, "models/bc/v1.tar"))
     await create(h, quality=quality_config())
-    await create(h, name="other")  # quality disabled
+    await create(h, name="other", quality=quality_config())
+    await create(h, name="plain")  # quality disabled
     (answer,) = await predict_rows(h, features, 1)
     other = (
         await h.stub.Predict(
@@ -145,7 +146,8 @@ async def test_bad_items_get_their_own_status_and_count_nothing(
         )
     ).prediction_id
     now_ms = int(time.time() * 1000)
-    unknown = f"{now_ms:012x}{os.urandom(10).hex()}"
+    unknown = f"{now_ms - 60_000:012x}{os.urandom(10).hex()}"  # a minute old: indexed if real
+    fresh = f"{now_ms:012x}{os.urandom(10).hex()}"
     expired = f"{now_ms - 40 * 86400 * 1000:012x}{os.urandom(10).hex()}"
     items = [
         by_id(unknown, 1),
@@ -158,6 +160,7 @@ async def test_bad_items_get_their_own_status_and_count_nothing(
         pb.GroundTruth(prediction=pb.PredictionTarget(prediction_id=answer.prediction_id)),
         pb.GroundTruth(outcome=value(1)),
         pb.GroundTruth(entity=pb.EntityTarget(entity_id=value(12345)), outcome=value(1)),
+        by_id(fresh, 1),  # may still be buffered by another replica: retry later
         by_id(answer.prediction_id, "1"),  # the only good one
     ]
     resp = await attach(h, items)
@@ -173,11 +176,13 @@ async def test_bad_items_get_their_own_status_and_count_nothing(
         "OUTCOME_REQUIRED",
         "TARGET_REQUIRED",
         "NO_MATCHING_PREDICTIONS",
+        "PREDICTION_NOT_INDEXED",
         "",
     ]
     assert [r.error.code for r in resp.results[:3]] == ["NOT_FOUND"] * 3
     assert resp.results[4].error.code == "INVALID_ARGUMENT"
-    assert (resp.rejected, resp.accepted) == (10, 1)
+    assert resp.results[10].error.code == "UNAVAILABLE"
+    assert (resp.rejected, resp.accepted) == (11, 1)
     assert (await quality(h)).variants[0].labeled == 1
 
     async def status_of(**request: Any) -> tuple[grpc.StatusCode, str]:
@@ -191,7 +196,7 @@ async def test_bad_items_get_their_own_status_and_count_nothing(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = await status_of(endpoint_name="bc", items=[by_id(unknown, 1)] * 1001)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    code, _ = await status_of(endpoint_name="other", items=[by_id(other, 1)])
+    code, _ = await status_of(endpoint_name="plain", items=[by_id(other, 1)])
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     code, _ = await status_of(endpoint_name="nope", items=[by_id(other, 1)])
     assert code == grpc.StatusCode.NOT_FOUND
@@ -418,6 +423,7 @@ async def test_pruned_predictions_and_outcomes_are_gone(
     removed = await asyncio.to_thread(h.service.prediction_log.prune, int(time.time() * 1e6) + 1)
     assert removed == 2
     assert not (await quality(h)).variants
+    h.service.truth.indexing_delay_s = 0.0  # pruned, not "maybe still buffered"
     resp = await attach(h, [by_id(answers[0].prediction_id, 1)])
     assert resp.results[0].error.reason == "PREDICTION_NOT_FOUND"
 

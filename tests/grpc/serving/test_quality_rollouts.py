@@ -266,3 +266,27 @@ async def test_stats_pair_a_shadow_with_the_champion_on_the_same_requests(
     assert paired.lower <= paired.difference <= paired.upper < 0
     assert paired.significant and not paired.challenger_better
     assert blue_auc > 0.9 > green_auc
+
+
+async def test_rollouts_judged_on_outcomes_are_checked_at_submit(
+    serving: ServingHarness,
+) -> None:
+    import grpc
+
+    await _endpoint(serving, good_first=True)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _canary(serving, _gate_on("rmse"), bake=1)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "rmse" in (info.value.details() or "")
+    await serving.stub.UpdateEndpoint(
+        pb.UpdateEndpointRequest(name="bc", quality=pb.QualityConfig(enabled=False))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _promote(serving, min_labeled=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    endpoint = (await serving.stub.GetEndpoint(pb.GetEndpointRequest(name="bc"))).endpoint
+    assert not endpoint.active_deployment_id and not endpoint.spec.quality.enabled
+
+
+def _gate_on(metric: str) -> pb.AlarmConfig:
+    return pb.AlarmConfig(quality_gate=pb.QualityGate(metric=metric, min_labeled=10))

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, select
 
 from atlas_core.db import write_transaction
-from atlas_core.errors import AtlasError, InvalidArgument, NotFound
+from atlas_core.errors import AtlasError, InvalidArgument, NotFound, Unavailable
 from atlas_serving.domain import GroundTruth, GroundTruthResult, GroundTruthStatus, JobError
 from atlas_serving.prediction_ids import prediction_time_us
 from atlas_serving.records import now_us
@@ -39,10 +39,18 @@ class _Target:
 
 
 class GroundTruthStore:
-    def __init__(self, engine: Engine, model_info: ModelInfo, retention_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        model_info: ModelInfo,
+        retention_s: float,
+        indexing_delay_s: float = 0.0,
+    ) -> None:
         self.engine = engine
         self.model_info = model_info
         self.retention_s = retention_s
+        # predictions younger than this may still sit in another replica's index buffer
+        self.indexing_delay_s = indexing_delay_s
 
     def attach(
         self, endpoint: str, items: Sequence[GroundTruth], request_id: str, first_index: int = 0
@@ -128,6 +136,17 @@ class GroundTruthStore:
             )
         ).first()
         if found is None:
+            recent = made_us >= now_us() - self.indexing_delay_s * 1e6
+            if (
+                recent
+                and not conn.execute(select(p.row).where(p.prediction_id == pid).limit(1)).first()
+            ):
+                raise Unavailable(
+                    f"prediction {pid} is not indexed yet (it may still be buffered by the "
+                    "replica that served it); retry in a few seconds",
+                    reason="PREDICTION_NOT_INDEXED",
+                    metadata={"prediction_id": pid},
+                )
             raise NotFound(
                 f"prediction {pid} row {item.row} of endpoint {endpoint} is not recorded "
                 "(unknown id, another endpoint, or not sampled for quality)",
