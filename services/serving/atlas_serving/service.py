@@ -251,6 +251,16 @@ class ServingService:
                     self.metrics.quality.labels(
                         spec.name, vq.variant, version, m.metric, bound
                     ).set(value)
+            if vq.paired is not None:
+                c = vq.paired
+                for bound, value in (
+                    ("value", c.difference),
+                    ("lower", c.lower),
+                    ("upper", c.upper),
+                ):
+                    self.metrics.paired_difference.labels(
+                        spec.name, vq.variant, c.metric, bound
+                    ).set(value)
             if vq.shadow or vq.labeled < need:
                 continue
             values = {m.metric: m.value for m in vq.metrics}

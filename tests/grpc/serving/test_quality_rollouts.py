@@ -266,6 +266,11 @@ async def test_stats_pair_a_shadow_with_the_champion_on_the_same_requests(
     assert paired.lower <= paired.difference <= paired.upper < 0
     assert paired.significant and not paired.challenger_better
     assert blue_auc > 0.9 > green_auc
+    await asyncio.to_thread(serving.service._quality_tick)
+    sample = serving.service.metrics.registry.get_sample_value
+    labels = {"endpoint": "bc", "variant": "green", "metric": "auc"}
+    exported = sample("atlas_serving_shadow_quality_difference", {**labels, "bound": "value"})
+    assert exported == pytest.approx(paired.difference)
 
 
 async def test_rollouts_judged_on_outcomes_are_checked_at_submit(

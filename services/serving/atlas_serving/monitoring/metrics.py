@@ -80,6 +80,13 @@ class ServingMetrics:
             ["endpoint", "variant", "model_version"],
             registry=r,
         )
+        self.paired_difference = Gauge(
+            "atlas_serving_shadow_quality_difference",
+            "Shadow minus live on the same labeled requests over the quality window (bound: "
+            "value, lower or upper end of the 95% paired interval)",
+            ["endpoint", "variant", "metric", "bound"],
+            registry=r,
+        )
         self.ground_truth = Counter(
             "atlas_serving_ground_truth_items",
             "Ground truth items by outcome",
