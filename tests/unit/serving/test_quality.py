@@ -144,3 +144,15 @@ def test_multiclass_auc_resamples_match_sklearns_ovr() -> None:
     assert q.metric_value("auc", data) == pytest.approx(expected)
     identity = np.arange(150)[None, :]
     assert q._resampled("auc", data, identity)[0] == pytest.approx(expected)
+
+
+def test_large_windows_resample_in_bounded_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _binary(3000, 0.8, 11)
+    whole = q.estimate("auc", data)
+    monkeypatch.setattr(q, "_MAX_CELLS", 3000 * 7)  # 7 resamples per chunk
+    chunked = q.estimate("auc", data)
+    assert whole is not None and chunked is not None
+    # the same draws in the same order: chunking does not change the interval
+    assert (chunked.lower, chunked.upper) == pytest.approx((whole.lower, whole.upper))
+    sizes = [len(c) for c in q._index_chunks(3000, np.random.default_rng(0), 20)]
+    assert sizes == [7, 7, 6]

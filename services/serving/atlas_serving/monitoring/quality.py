@@ -6,7 +6,7 @@ or unpaired (canary traffic). Point estimates are scikit-learn's."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -200,8 +200,20 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _indices(n: int, rng: np.random.Generator, resamples: int) -> np.ndarray:
-    return rng.integers(0, n, size=(resamples, n))
+_MAX_CELLS = 2_000_000  # resample indices drawn at once: bounds memory for large windows
+
+
+def _index_chunks(n: int, rng: np.random.Generator, resamples: int) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of n rows as index matrices of at most _MAX_CELLS entries."""
+    step = max(1, _MAX_CELLS // max(n, 1))
+    for start in range(0, resamples, step):
+        yield rng.integers(0, n, size=(min(step, resamples - start), n))
+
+
+def _bootstrap(metric: str, data: Labeled, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    return np.concatenate(
+        [_resampled(metric, data, idx) for idx in _index_chunks(len(data), rng, resamples)]
+    )
 
 
 def estimate(metric: str, data: Labeled, resamples: int = RESAMPLES) -> MetricEstimate | None:
@@ -209,8 +221,7 @@ def estimate(metric: str, data: Labeled, resamples: int = RESAMPLES) -> MetricEs
     value = metric_value(metric, data)
     if value is None:
         return None
-    rng = np.random.default_rng(SEED)
-    lo, hi = _interval(_resampled(metric, data, _indices(len(data), rng, resamples)))
+    lo, hi = _interval(_bootstrap(metric, data, np.random.default_rng(SEED), resamples))
     return MetricEstimate(metric, value, lo, hi, HIGHER_IS_BETTER[metric])
 
 
@@ -263,8 +274,12 @@ def paired_difference(
     va, vb = metric_value(metric, a), metric_value(metric, b)
     if va is None or vb is None:
         return None
-    idx = _indices(len(pairs), np.random.default_rng(SEED), resamples)
-    lo, hi = _interval(_resampled(metric, a, idx) - _resampled(metric, b, idx))
+    rng = np.random.default_rng(SEED)
+    diffs = [  # the same resamples on both sides: the pairing
+        _resampled(metric, a, idx) - _resampled(metric, b, idx)
+        for idx in _index_chunks(len(pairs), rng, resamples)
+    ]
+    lo, hi = _interval(np.concatenate(diffs))
     return Difference(metric, len(pairs), va - vb, lo, hi)
 
 
@@ -276,8 +291,8 @@ def unpaired_difference(
     if va is None or vb is None:
         return None
     rng = np.random.default_rng(SEED)
-    sa = _resampled(metric, challenger, _indices(len(challenger), rng, resamples))
-    sb = _resampled(metric, baseline, _indices(len(baseline), rng, resamples))
+    sa = _bootstrap(metric, challenger, rng, resamples)
+    sb = _bootstrap(metric, baseline, rng, resamples)
     lo, hi = _interval(sa - sb)
     return Difference(metric, min(len(challenger), len(baseline)), va - vb, lo, hi)
 
