@@ -324,7 +324,9 @@ class ServingServiceServicer(object):
 
     def GetEndpointStats(self, request, context):
         """Returns per-variant serving statistics: QPS, latency percentiles, errors, batch sizes,
-        queue depth, loaded replicas, cold starts, and shadow agreement/latency vs live.
+        queue depth, loaded replicas, cold starts, and shadow agreement/latency vs live; for an
+        endpoint that records predictions, each variant's model quality on labeled predictions
+        over quality_window (shadows: paired with the live variant on the same requests).
         Errors: INVALID_ARGUMENT if the name is empty or the window is not positive; NOT_FOUND if
         the endpoint does not exist.
         """
