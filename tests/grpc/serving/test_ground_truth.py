@@ -398,6 +398,9 @@ async def test_cli_attaches_ground_truth_and_reads_quality(
     code = await asyncio.to_thread(main, ["deploy", "quality", "bc", *conn])
     out, _ = capsys.readouterr()
     assert code == 0 and "blue v1: quality on 4 labeled: auc" in out
+    code = await asyncio.to_thread(main, ["deploy", "status", "bc", *conn])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "quality on 4 labeled: auc" in out
     # bad input: clear messages, exit 2, no traceback
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     for argv in (
