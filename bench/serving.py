@@ -10,6 +10,8 @@ training job writes it.
 
     python bench/serving.py            # 5 s per (server, concurrency)
     python bench/serving.py --quick    # 2 s per (server, concurrency)
+    python bench/serving.py --quality  # the endpoint records every prediction for ground
+                                       # truth (QualityConfig): the cost of the index
 
 Writes bench/results/serving.json (and a dated copy, see _results.py) with keys p99_c1_ms, rps_c64,
 bare_rps_c64, bentoml_rps_c64, cold_start_s, rollback_s, rollout_failed_pct.
@@ -174,14 +176,16 @@ async def _bare(port_file: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quality", action="store_true", help="record predictions (index)")
     parser.add_argument("--bare", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         asyncio.run(_bare(args.bare))
         return
     seconds = 2.0 if args.quick else 5.0
-    results = run_all(seconds)
-    out = write_results("serving", results, quick=args.quick)
+    results = run_all(seconds, quality=args.quality)
+    name = "serving_quality" if args.quality else "serving"
+    out = write_results(name, results, quick=args.quick)
     print(f"wrote {out}")
     print(
         json.dumps(
@@ -213,7 +217,7 @@ def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Pope
             port = sock.getsockname()[1]
         env = dict(
             os.environ,
-            PYTHONPATH=f"{ROOT}:{ROOT / 'services' / 'serving'}",
+            PYTHONPATH=f"{ROOT}:{ROOT / 'src'}:{ROOT / 'services' / 'serving'}",
             ATLAS_SERVING_SERVER__PORT=str(port),
             ATLAS_SERVING_SERVER__METRICS_PORT="null",
             ATLAS_SERVING_SERVER__LOG_LEVEL="WARNING",
@@ -305,7 +309,7 @@ def _bundle(store: object, key: str, *, model: object = None, pad_to: int = 0) -
     )
 
 
-def run_all(seconds: float) -> dict:
+def run_all(seconds: float, quality: bool = False) -> dict:
     from pydantic import SecretStr
 
     from atlas.serving.v1 import serving_service_pb2 as pb
@@ -329,7 +333,10 @@ def run_all(seconds: float) -> dict:
     weed.start(timeout=60)
     procs: list[subprocess.Popen] = []
     out: dict = {
-        "command": "python bench/serving.py" + (" --quick" if seconds < 5 else ""),
+        "command": "python bench/serving.py"
+        + (" --quick" if seconds < 5 else "")
+        + (" --quality" if quality else ""),
+        "quality_recording": quality,
         "bundle": "trainer AutoML engine, XGBoost 100 trees, 30 features",
     }
     try:
@@ -349,7 +356,9 @@ def run_all(seconds: float) -> dict:
         client.register("bc", ref.uri)  # type: ignore[attr-defined]
         variant = pb.Variant(name="blue", role=pb.VARIANT_ROLE_LIVE, weight=100)
         variant.model.model_name, variant.model.version = "bc", 1
-        client.create_endpoint(pb.EndpointSpec(name="bc", variants=[variant]))
+        spec = pb.EndpointSpec(name="bc", variants=[variant])
+        spec.quality.enabled = quality
+        client.create_endpoint(spec)
         # cold start: a fresh 10 MB bundle behind its own endpoint, first request loads it
         big = _bundle(store, "models/big/v1.tar", pad_to=10 * 1024 * 1024)
         client.register("big", big.uri)  # type: ignore[attr-defined]

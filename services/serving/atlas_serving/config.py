@@ -39,9 +39,22 @@ class RuntimeSettings(StrictModel):
     batch_output_prefix: str = "serving/batch"
 
 
+class QualitySettings(StrictModel):
+    # Ground truth is accepted for predictions this recent; older index rows are pruned.
+    retention_days: float = 30.0
+    # Bootstrap resamples of every quality interval (fixed seed).
+    bootstrap_resamples: int = 400
+    # How often exported quality metrics and quality alerts are refreshed.
+    evaluate_seconds: float = 30.0
+    # How often the prediction index buffer is written to the metadata DB.
+    flush_seconds: float = 1.0
+
+
+
 class ServingSettings(ServiceSettings):
     # The data service, for entity-id feature lookups (unset: entity requests are refused).
     data: ClientSettings | None = None
     capacity: CapacityDefaults = Field(default_factory=CapacityDefaults)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)

@@ -55,6 +55,11 @@ def _us(message: Message, name: str) -> int | None:
     return ts_to_us(getattr(message, name)) if message.HasField(name) else None
 
 
+def optional_us(message: Message, name: str) -> int | None:
+    """A Timestamp field in microseconds, None when unset."""
+    return _us(message, name)
+
+
 def value_to_python(value: common_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
     if kind is None:
@@ -322,6 +327,32 @@ def capture_to_pb(c: d.Capture) -> pb.CaptureConfig:
     return out
 
 
+def quality_from_pb(q: pb.QualityConfig) -> d.QualityConfig:
+    return d.QualityConfig(
+        enabled=q.enabled,
+        sample_fraction=q.sample_fraction,
+        entity_feature=q.entity_feature,
+        thresholds=tuple(d.QualityThreshold(t.metric, t.threshold) for t in q.thresholds),
+        window_s=_seconds(q, "window"),
+        min_labeled=q.min_labeled,
+    )
+
+
+def quality_to_pb(q: d.QualityConfig) -> pb.QualityConfig:
+    out = pb.QualityConfig(
+        enabled=q.enabled,
+        sample_fraction=q.sample_fraction,
+        entity_feature=q.entity_feature,
+        thresholds=[
+            pb.QualityThreshold(metric=t.metric, threshold=t.threshold) for t in q.thresholds
+        ],
+        min_labeled=q.min_labeled,
+    )
+    if q.window_s is not None:
+        out.window.CopyFrom(_duration(q.window_s))
+    return out
+
+
 def variant_from_pb(v: pb.Variant) -> d.Variant:
     return d.Variant(
         name=v.name,
@@ -366,6 +397,7 @@ def spec_from_pb(spec: pb.EndpointSpec) -> d.EndpointSpec:
         capture=capture_from_pb(spec.capture),
         description=spec.description,
         labels=dict(spec.labels),
+        quality=quality_from_pb(spec.quality),
     )
 
 
@@ -382,6 +414,8 @@ def spec_to_pb(spec: d.EndpointSpec) -> pb.EndpointSpec:
         out.feature_lookup.CopyFrom(lookup_to_pb(spec.feature_lookup))
     if spec.capture != d.Capture():
         out.capture.CopyFrom(capture_to_pb(spec.capture))
+    if spec.quality != d.QualityConfig():
+        out.quality.CopyFrom(quality_to_pb(spec.quality))
     return out
 
 
@@ -408,6 +442,7 @@ def endpoint_update_from_pb(req: pb.UpdateEndpointRequest) -> d.EndpointUpdate:
         capture=capture_from_pb(req.capture) if req.HasField("capture") else None,
         description=req.description,
         etag=req.etag,
+        quality=quality_from_pb(req.quality) if req.HasField("quality") else None,
     )
 
 
@@ -439,6 +474,122 @@ def variant_stats_to_pb(s: d.VariantStats) -> pb.VariantStats:
                 errors=sh.errors,
             )
         )
+    if s.quality is not None:
+        out.quality.CopyFrom(variant_quality_to_pb(s.quality))
+    return out
+
+
+# -- ground truth and model quality --------------------------------------------------------
+
+
+def ground_truth_from_pb(g: pb.GroundTruth) -> d.GroundTruth:
+    kind = g.outcome.WhichOneof("kind") if g.HasField("outcome") else None
+    # a vector is never a valid outcome: kept as bytes, the domain refuses it by its type
+    outcome = g.outcome.float32_vector if kind == "float32_vector" else value_to_python(g.outcome)
+    event_us = _us(g, "event_time")
+    if g.WhichOneof("target") == "entity":
+        e = g.entity
+        return d.GroundTruth(
+            outcome=outcome,
+            entity_id=entity_key(e.entity_id) if e.HasField("entity_id") else None,
+            start_us=_us(e, "start_time"),
+            end_us=_us(e, "end_time"),
+            event_us=event_us,
+        )
+    return d.GroundTruth(
+        outcome=outcome,
+        prediction_id=g.prediction.prediction_id,
+        row=g.prediction.row,
+        event_us=event_us,
+    )
+
+
+def ground_truth_result_to_pb(r: d.GroundTruthResult) -> pb.GroundTruthResult:
+    out = pb.GroundTruthResult(
+        index=r.index,
+        status=pb.GroundTruthStatus.ValueType(r.status),
+        matched=r.matched,
+        version=r.version,
+    )
+    if r.error is not None:
+        out.error.CopyFrom(
+            common_pb2.JobError(
+                code=r.error.code,
+                reason=r.error.reason,
+                message=r.error.message,
+                metadata=dict(r.error.metadata),
+            )
+        )
+    return out
+
+
+def _counts(results: Sequence[d.GroundTruthResult]) -> dict[str, int]:
+    s = d.GroundTruthStatus
+    return {
+        "accepted": sum(r.status == s.ACCEPTED for r in results),
+        "updated": sum(r.status == s.UPDATED for r in results),
+        "duplicates": sum(r.status == s.DUPLICATE for r in results),
+        "rejected": sum(r.status == s.REJECTED for r in results),
+    }
+
+
+def attach_response(results: Sequence[d.GroundTruthResult]) -> pb.AttachGroundTruthResponse:
+    return pb.AttachGroundTruthResponse(
+        results=[ground_truth_result_to_pb(r) for r in results], **_counts(results)
+    )
+
+
+def stream_response(results: Sequence[d.GroundTruthResult]) -> pb.AttachGroundTruthStreamResponse:
+    return pb.AttachGroundTruthStreamResponse(
+        rejected_items=[
+            ground_truth_result_to_pb(r)
+            for r in results
+            if r.status == d.GroundTruthStatus.REJECTED
+        ],
+        **_counts(results),
+    )
+
+
+def variant_quality_to_pb(v: d.VariantQuality) -> pb.VariantQuality:
+    out = pb.VariantQuality(
+        variant=v.variant,
+        model_version=v.model_version,
+        labeled=v.labeled,
+        shadow=v.shadow,
+        metrics=[
+            pb.MetricEstimate(
+                metric=m.metric,
+                value=m.value,
+                lower=m.lower,
+                upper=m.upper,
+                higher_is_better=m.higher_is_better,
+            )
+            for m in v.metrics
+        ],
+    )
+    if v.paired is not None:
+        c = v.paired
+        out.paired.CopyFrom(
+            pb.PairedComparison(
+                baseline_variant=c.baseline_variant,
+                metric=c.metric,
+                pairs=c.pairs,
+                difference=c.difference,
+                lower=c.lower,
+                upper=c.upper,
+                significant=c.significant,
+                challenger_better=c.challenger_better,
+            )
+        )
+    return out
+
+
+def quality_report_to_pb(r: d.QualityReport) -> pb.GetModelQualityResponse:
+    out = pb.GetModelQualityResponse(
+        variants=[variant_quality_to_pb(v) for v in r.variants], task=r.task
+    )
+    out.start_time.FromMicroseconds(r.start_us)
+    out.end_time.FromMicroseconds(r.end_us)
     return out
 
 
@@ -468,6 +619,16 @@ def policy_from_pb(p: pb.TrafficPolicy) -> d.TrafficPolicy:
             bake_time_s=p.blue_green.bake_time.ToTimedelta().total_seconds(),
             final_bake_time_s=final,
         )
+    if kind == "promote_if_better":
+        pib = p.promote_if_better
+        return d.TrafficPolicy(
+            kind,
+            final_bake_time_s=final,
+            metric=pib.metric,
+            min_labeled=pib.min_labeled,
+            max_duration_s=_seconds(pib, "max_duration"),
+            shadow_fraction=pib.shadow_fraction,
+        )
     return d.TrafficPolicy(kind, final_bake_time_s=final)
 
 
@@ -483,6 +644,13 @@ def policy_to_pb(p: d.TrafficPolicy) -> pb.TrafficPolicy:
         )
     elif p.kind == "blue_green":
         out.blue_green.CopyFrom(pb.BlueGreenPolicy(bake_time=_duration(p.bake_time_s)))
+    elif p.kind == "promote_if_better":
+        pib = pb.PromoteIfBetterPolicy(
+            metric=p.metric, min_labeled=p.min_labeled, shadow_fraction=p.shadow_fraction
+        )
+        if p.max_duration_s is not None:
+            pib.max_duration.CopyFrom(_duration(p.max_duration_s))
+        out.promote_if_better.CopyFrom(pib)
     elif p.kind == "all_at_once":
         out.all_at_once.SetInParent()
     if p.final_bake_time_s is not None:
@@ -497,6 +665,18 @@ def alarms_from_pb(a: pb.AlarmConfig) -> d.Alarms:
         window_s=_seconds(a, "window"),
         min_requests=a.min_requests,
         disable_auto_rollback=a.disable_auto_rollback,
+        quality_gate=(
+            d.QualityGate(
+                metric=a.quality_gate.metric,
+                min_labeled=a.quality_gate.min_labeled,
+                max_drop=a.quality_gate.max_drop,
+                on_insufficient_labels=d.InsufficientLabelsAction(
+                    a.quality_gate.on_insufficient_labels
+                ),
+            )
+            if a.HasField("quality_gate")
+            else None
+        ),
     )
 
 
@@ -506,6 +686,18 @@ def alarms_to_pb(a: d.Alarms) -> pb.AlarmConfig:
         min_requests=a.min_requests,
         disable_auto_rollback=a.disable_auto_rollback,
     )
+    if a.quality_gate is not None:
+        g = a.quality_gate
+        out.quality_gate.CopyFrom(
+            pb.QualityGate(
+                metric=g.metric,
+                min_labeled=g.min_labeled,
+                max_drop=g.max_drop,
+                on_insufficient_labels=pb.InsufficientLabelsAction.ValueType(
+                    g.on_insufficient_labels
+                ),
+            )
+        )
     if a.max_p99_latency_s is not None:
         out.max_p99_latency.CopyFrom(_duration(a.max_p99_latency_s))
     if a.window_s is not None:

@@ -59,6 +59,21 @@ class AlertKind(enum.IntEnum):
     ERROR_RATE = 3
     LATENCY = 4
     ROLLBACK = 5
+    MODEL_QUALITY = 6
+
+
+class InsufficientLabelsAction(enum.IntEnum):
+    UNSPECIFIED = 0  # the same as HOLD
+    HOLD = 1
+    ROLL_BACK = 2
+
+
+class GroundTruthStatus(enum.IntEnum):
+    UNSPECIFIED = 0
+    ACCEPTED = 1
+    UPDATED = 2
+    DUPLICATE = 3
+    REJECTED = 4
 
 
 # -- references ----------------------------------------------------------------------------
@@ -201,6 +216,24 @@ class Capture:
 
 
 @dataclass(frozen=True)
+class QualityThreshold:
+    metric: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Prediction recording for ground truth, and quality alerts over ``window_s``."""
+
+    enabled: bool = False
+    sample_fraction: float = 0.0  # 0: every prediction
+    entity_feature: str = ""
+    thresholds: tuple[QualityThreshold, ...] = ()
+    window_s: float | None = None  # None: one hour
+    min_labeled: int = 0  # 0: 30
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     model: ModelRef
@@ -226,6 +259,7 @@ class EndpointSpec:
     capture: Capture = field(default_factory=Capture)
     description: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 @dataclass
@@ -249,6 +283,7 @@ class EndpointUpdate:
     capture: Capture | None = None
     description: str = ""
     etag: str = ""
+    quality: QualityConfig | None = None
 
 
 # -- deployments ---------------------------------------------------------------------------
@@ -256,7 +291,8 @@ class EndpointUpdate:
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    """``kind`` is all_at_once (also when empty), canary, linear or blue_green."""
+    """``kind`` is all_at_once (also when empty), canary, linear, blue_green or
+    promote_if_better."""
 
     kind: str = ""
     canary_percent: float = 0.0
@@ -264,6 +300,19 @@ class TrafficPolicy:
     step_interval_s: float = 0.0
     bake_time_s: float = 0.0  # canary and blue_green
     final_bake_time_s: float | None = None
+    # promote_if_better
+    metric: str = ""
+    min_labeled: int = 0
+    max_duration_s: float | None = None
+    shadow_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    metric: str = ""  # empty: the task's default metric
+    min_labeled: int = 0  # 0: 50
+    max_drop: float = 0.0
+    on_insufficient_labels: InsufficientLabelsAction = InsufficientLabelsAction.UNSPECIFIED
 
 
 @dataclass(frozen=True)
@@ -273,6 +322,7 @@ class Alarms:
     window_s: float | None = None
     min_requests: int = 0
     disable_auto_rollback: bool = False
+    quality_gate: QualityGate | None = None
 
 
 @dataclass(frozen=True)
@@ -414,6 +464,7 @@ class VariantStats:
     traffic_percent: float
     queue_depth: int = 0
     shadow: ShadowComparison | None = None
+    quality: VariantQuality | None = None
 
 
 @dataclass(frozen=True)
@@ -424,3 +475,80 @@ class ShadowComparison:
     p50_ms: float
     p99_ms: float
     errors: int
+
+
+# -- ground truth and model quality ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """A true outcome for one prediction (``prediction_id``, ``row``) or for every prediction
+    of ``entity_id`` with a time in [start_us, end_us)."""
+
+    outcome: Any
+    prediction_id: str = ""
+    row: int = 0
+    entity_id: Any = None
+    start_us: int | None = None
+    end_us: int | None = None
+    event_us: int | None = None
+
+    @property
+    def by_entity(self) -> bool:
+        return self.entity_id is not None
+
+
+@dataclass
+class GroundTruthResult:
+    index: int
+    status: GroundTruthStatus
+    matched: int = 0
+    version: int = 0
+    error: JobError | None = None
+
+
+@dataclass
+class GroundTruthSummary:
+    results: list[GroundTruthResult] = field(default_factory=list)
+
+    def count(self, status: GroundTruthStatus) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+
+@dataclass(frozen=True)
+class MetricEstimate:
+    metric: str
+    value: float
+    lower: float
+    upper: float
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    baseline_variant: str
+    metric: str
+    pairs: int
+    difference: float
+    lower: float
+    upper: float
+    significant: bool
+    challenger_better: bool
+
+
+@dataclass
+class VariantQuality:
+    variant: str
+    model_version: int
+    labeled: int
+    metrics: list[MetricEstimate] = field(default_factory=list)
+    paired: PairedComparison | None = None
+    shadow: bool = False
+
+
+@dataclass
+class QualityReport:
+    task: str
+    start_us: int
+    end_us: int
+    variants: list[VariantQuality] = field(default_factory=list)

@@ -281,3 +281,93 @@ class ServingReason(Reason):
         "No alert has this id.",
         "Check the id (ListAlerts).",
     )
+    # -- ground truth and model quality
+    QUALITY_DISABLED = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The endpoint does not record predictions, so ground truth cannot be attached.",
+        "Enable quality in the endpoint spec (UpdateEndpoint); later predictions are recorded.",
+    )
+    NO_ITEMS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A ground truth call (or stream message) carries no items.",
+        "Send at least one item.",
+    )
+    TOO_MANY_ITEMS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "More ground truth items than one call (or stream message) may carry.",
+        "Split them (limit in the message), or use AttachGroundTruthStream.",
+    )
+    TARGET_REQUIRED = (
+        auto(),
+        INVALID_ARGUMENT,
+        "In an item's result: the item names neither a prediction id nor an entity.",
+        "Set prediction.prediction_id or entity.entity_id.",
+    )
+    OUTCOME_REQUIRED = (
+        auto(),
+        INVALID_ARGUMENT,
+        "In an item's result: the item has no outcome.",
+        "Set outcome.",
+    )
+    BAD_ROW = (
+        auto(),
+        INVALID_ARGUMENT,
+        "In an item's result: prediction.row is negative.",
+        "Give the row index of the batch prediction (0 for unary predictions).",
+    )
+    PREDICTION_NOT_FOUND = (
+        auto(),
+        NOT_FOUND,
+        "In an item's result: no recorded prediction of this endpoint has the id and row "
+        "(unknown id, another endpoint, or a prediction not sampled by quality).",
+        "Check the id and row as Predict returned them, and the endpoint.",
+    )
+    PREDICTION_NOT_INDEXED = (
+        auto(),
+        UNAVAILABLE,
+        "In an item's result: the prediction id is seconds old and not in the index yet (another "
+        "replica may still buffer it, or it was not sampled by quality).",
+        "Retry the item after a few seconds (quality.flush_seconds); a second refusal is final.",
+    )
+    PREDICTION_EXPIRED = (
+        auto(),
+        NOT_FOUND,
+        "In an item's result: the prediction is older than quality.retention_days.",
+        "Nothing: outcomes must arrive within the retention window.",
+    )
+    NO_MATCHING_PREDICTIONS = (
+        auto(),
+        NOT_FOUND,
+        "In an item's result: the entity has no recorded prediction in the time window.",
+        "Check the entity id and the window (prediction times, end exclusive).",
+    )
+    WRONG_OUTCOME_TYPE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "In an item's result: the outcome's type does not fit the model (a number for "
+        "regression; text, an integer or a bool for classification).",
+        "Send the outcome with the type the model's task needs.",
+    )
+    UNKNOWN_METRIC = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The metric is not one of the model task's quality metrics.",
+        "Use auc, accuracy or log_loss (classification), rmse or mae (regression).",
+    )
+    QUALITY_GATE_UNDECIDED = (
+        auto(),
+        ABORTED,
+        "In a deployment's error only: the quality gate had too few labeled predictions when "
+        "the step's hold ended, and on_insufficient_labels is ROLL_BACK.",
+        "Send ground truth sooner, lower min_labeled, or lengthen the step.",
+    )
+    NOT_PROMOTED = (
+        auto(),
+        ABORTED,
+        "In a deployment's error only: a promote-if-better challenger was significantly worse, "
+        "or max_duration passed without a significant gain; the previous variants serve.",
+        "Read the message (difference and interval); improve the model or wait for more labels.",
+    )

@@ -8,7 +8,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Collection
+import uuid
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -24,14 +25,23 @@ from atlas_serving.dataplane.capture import CaptureWriter
 from atlas_serving.dataplane.lookup import FeatureFetcher
 from atlas_serving.dataplane.models import ModelCache, settle_heap
 from atlas_serving.dataplane.predict import DataPlane
+from atlas_serving.dataplane.prediction_log import PredictionLog
 from atlas_serving.dataplane.replica import Replica
 from atlas_serving.domain import (
     Alert,
+    AlertKind,
     CaptureFile,
     Deployment,
     DeploymentRequest,
+    EndpointRef,
+    EndpointSpec,
+    GroundTruth,
+    GroundTruthResult,
+    GroundTruthStatus,
+    JobError,
     ModelVersion,
     MonitoringSpec,
+    QualityReport,
     Registration,
     ShadowComparison,
     Variant,
@@ -40,14 +50,21 @@ from atlas_serving.domain import (
 )
 from atlas_serving.jobs import JOBS, KIND_MONITOR
 from atlas_serving.monitoring.alerts import list_capture_files
+from atlas_serving.monitoring.ground_truth import GroundTruthStore
 from atlas_serving.monitoring.metrics import ServingMetrics
+from atlas_serving.monitoring.model_quality import ModelQuality
+from atlas_serving.monitoring.quality import worse_than
 from atlas_serving.monitoring.schedule import submit_due
 from atlas_serving.monitoring.stats import merge, percentile_ms, read_stats
+from atlas_serving.records import now, now_us
 from atlas_serving.runtime import ServingRuntime, open_runtime
 from atlas_serving.tables import alerts
 
 log = logging.getLogger("atlas.serving")
 MAX_LISTED_JOBS = 1000
+DEFAULT_QUALITY_WINDOW_S = 3600.0
+DEFAULT_ALERT_MIN_LABELED = 30
+PRUNE_EVERY_S = 600.0
 
 
 class ServingService:
@@ -73,8 +90,22 @@ class ServingService:
         )
         self.capture = CaptureWriter(self.engine, self.store, rt.capture_prefix, rt.replica_id)
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")
+        self.prediction_log = PredictionLog(self.engine)
+        quality = settings.quality
+        self.truth = GroundTruthStore(
+            self.engine,
+            self._model_info,
+            quality.retention_days * 86400,
+            indexing_delay_s=2 * quality.flush_seconds + 1.0,
+        )
+        self.quality = ModelQuality(self.truth, self._model_info, quality.bootstrap_resamples)
+        self._model_infos: dict[tuple[str, int], tuple[str, list[str]]] = {}
         self.plane = DataPlane(
-            self.models, FeatureFetcher(self.data_client), self.capture, self.metrics
+            self.models,
+            FeatureFetcher(self.data_client),
+            self.capture,
+            self.metrics,
+            self.prediction_log,
         )
         self.replica = Replica(
             settings, self.engine, self.endpoints, self.registry, self.plane, self.executor
@@ -94,10 +125,14 @@ class ServingService:
             rt.replica_id,
             rt.rollout_tick_seconds,
             self._alert,
+            self.quality,
         )
         self.jobs = JOBS.runner(self.engine, settings, settings.jobs)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._last_alert_poll = 0.0
+        self._last_quality = time.monotonic()
+        self._last_prune = 0.0
+        self._flusher: asyncio.Task[None] | None = None
         self._stopped = False
 
     @classmethod
@@ -117,6 +152,7 @@ class ServingService:
         self.jobs.start()
         self.replica.on_tick.append(self._tick)
         await self.replica.start()
+        self._flusher = asyncio.ensure_future(self._flush_predictions())
         settle_heap()
         # Background threads (DB polls, job runner, batches) hand the GIL back to the event
         # loop within 1 ms instead of the default 5 ms: a bound on their latency spikes.
@@ -129,7 +165,10 @@ class ServingService:
         self._stopped = True
         for task in self._drivers.values():
             task.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
         await self.replica.stop()
+        await asyncio.to_thread(self.prediction_log.flush)
         await asyncio.to_thread(self.jobs.stop)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.rt.close()
@@ -147,6 +186,21 @@ class ServingService:
     def _alert(self, alert: Alert) -> None:
         self.alerts.add(alert)
 
+    async def _flush_predictions(self) -> None:
+        """Write the prediction index buffer every quality.flush_seconds (off the loop)."""
+        while True:
+            await asyncio.sleep(self.settings.quality.flush_seconds)
+            if self.prediction_log.pending():
+                await asyncio.to_thread(self.prediction_log.flush)
+
+    def _model_info(self, model: str, version: int) -> tuple[str, list[str]]:
+        """(task, classes) of a model version (versions are immutable: cached)."""
+        key = (model, version)
+        if key not in self._model_infos:
+            v = self.registry.get(model, version)
+            self._model_infos[key] = (v.task_type, list(v.classes))
+        return self._model_infos[key]
+
     def _tick(self) -> None:
         """Drive orphaned rollouts; refresh alert gauges (every few seconds)."""
         for dep_id in list(self._drivers):
@@ -157,6 +211,75 @@ class ServingService:
             self._last_alert_poll = time.monotonic()
             asyncio.ensure_future(self._refresh_alert_gauges())
             asyncio.ensure_future(asyncio.to_thread(self._monitoring_tick))
+        if time.monotonic() - self._last_quality >= self.settings.quality.evaluate_seconds:
+            self._last_quality = time.monotonic()
+            asyncio.ensure_future(asyncio.to_thread(self._quality_tick))
+
+    def _quality_tick(self) -> None:
+        """Export quality per variant and raise alerts on thresholds; prune the index."""
+        try:
+            if time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
+                self._last_prune = time.monotonic()
+                retention_us = self.settings.quality.retention_days * 86400 * 1e6
+                self.prediction_log.prune(int(now_us() - retention_us))
+            for ep in list(self.plane.endpoints.values()):
+                if ep.spec.quality.enabled:
+                    self._evaluate_quality(ep.spec)
+        except Exception:  # noqa: BLE001 - retried next tick
+            log.exception("quality tick failed")
+
+    def _evaluate_quality(self, spec: EndpointSpec) -> None:
+        config = spec.quality
+        window = config.window_s or DEFAULT_QUALITY_WINDOW_S
+        end = now_us()
+        report = self.quality.report(spec, int(end - window * 1e6), end)
+        need = config.min_labeled or DEFAULT_ALERT_MIN_LABELED
+        open_alerts = {
+            (a.endpoint.variant_name, a.feature)
+            for a in self.alerts.open_of_kind(spec.name, AlertKind.MODEL_QUALITY.name)
+        }
+        for vq in report.variants:
+            version = str(vq.model_version)
+            self.metrics.labeled.labels(spec.name, vq.variant, version).set(vq.labeled)
+            for m in vq.metrics:
+                for bound, value in (("value", m.value), ("lower", m.lower), ("upper", m.upper)):
+                    self.metrics.quality.labels(
+                        spec.name, vq.variant, version, m.metric, bound
+                    ).set(value)
+            if vq.paired is not None:
+                c = vq.paired
+                for bound, value in (
+                    ("value", c.difference),
+                    ("lower", c.lower),
+                    ("upper", c.upper),
+                ):
+                    self.metrics.paired_difference.labels(
+                        spec.name, vq.variant, c.metric, bound
+                    ).set(value)
+            if vq.shadow or vq.labeled < need:
+                continue
+            values = {m.metric: m.value for m in vq.metrics}
+            for t in config.thresholds:
+                value = values.get(t.metric)
+                if value is None or (vq.variant, t.metric) in open_alerts:
+                    continue
+                if worse_than(t.metric, value, t.threshold):
+                    self.alerts.add(
+                        Alert(
+                            alert_id=uuid.uuid4().hex[:16],
+                            kind=AlertKind.MODEL_QUALITY,
+                            endpoint=EndpointRef(spec.name, vq.variant),
+                            observed=value,
+                            threshold=t.threshold,
+                            feature=t.metric,
+                            message=(
+                                f"{t.metric} of variant {vq.variant} (v{vq.model_version}) is "
+                                f"{value:.4g} on {vq.labeled} labeled predictions "
+                                f"(threshold {t.threshold:.4g})"
+                            ),
+                            create_time=now(),
+                        )
+                    )
 
     def _monitoring_tick(self) -> None:
         """Submit due scheduled monitoring runs; export the latest PSI per feature."""
@@ -242,12 +365,23 @@ class ServingService:
 
     # -- statistics ------------------------------------------------------------------------
 
-    def endpoint_stats(self, name: str, window_s: float) -> list[VariantStats]:
+    def endpoint_stats(
+        self, name: str, window_s: float, quality_window_s: float | None = None
+    ) -> list[VariantStats]:
         """Per-variant statistics over the last ``window_s`` seconds, merged over every
-        replica that published recently (queue depth: this replica's)."""
-        if window_s <= 0:
+        replica that published recently (queue depth: this replica's); with the quality of
+        each variant's model version over the quality window when the endpoint records
+        predictions."""
+        if window_s <= 0 or (quality_window_s is not None and quality_window_s <= 0):
             raise InvalidArgument("window must be positive", reason="BAD_WINDOW")
         endpoint = self.endpoints.get(name)
+        qualities = {}
+        if endpoint.spec.quality.enabled:
+            window = quality_window_s or endpoint.spec.quality.window_s or DEFAULT_QUALITY_WINDOW_S
+            end = now_us()
+            self.prediction_log.flush()
+            report = self.quality.report(endpoint.spec, int(end - window * 1e6), end)
+            qualities = {(vq.variant, vq.model_version): vq for vq in report.variants}
         published = read_stats(self.engine, name)
         live = self.plane.endpoints.get(name)
         out = []
@@ -261,8 +395,51 @@ class ServingService:
             )
             if live is not None:
                 stats.queue_depth = live.admission.waiting
+            stats.quality = qualities.get((v.name, v.resolved_version))
             out.append(stats)
         return out
+
+    # -- ground truth and model quality ----------------------------------------------------
+
+    def attach_ground_truth(
+        self, endpoint: str, items: Sequence[GroundTruth], request_id: str, first_index: int = 0
+    ) -> list[GroundTruthResult]:
+        """Attach outcomes (blocking). A repeated request id returns the first results."""
+        spec = self.endpoints.get(endpoint).spec
+        if not spec.quality.enabled:
+            raise FailedPrecondition(
+                f"endpoint {endpoint} does not record predictions (quality.enabled is false)",
+                reason="QUALITY_DISABLED",
+            )
+        operation = f"ground_truth:{endpoint}"
+        seen = self.idem.recall(operation, request_id)
+        if seen is not None:
+            return [_result_from_dict(r) for r in seen["results"]]
+        self.prediction_log.flush()  # this replica's latest predictions become attachable
+        results = self.truth.attach(endpoint, items, request_id, first_index)
+        self.idem.remember(
+            operation, request_id, {"results": [_result_to_dict(r) for r in results]}
+        )
+        for r in results:
+            self.metrics.ground_truth.labels(endpoint, r.status.name.lower()).inc()
+        return results
+
+    def model_quality(
+        self,
+        endpoint: str,
+        start_us: int | None,
+        end_us: int | None,
+        variant: str = "",
+        metric: str = "",
+    ) -> QualityReport:
+        spec = self.endpoints.get(endpoint).spec
+        end = end_us if end_us is not None else now_us()
+        window = spec.quality.window_s or DEFAULT_QUALITY_WINDOW_S
+        start = start_us if start_us is not None else int(end - window * 1e6)
+        if end < start:
+            raise InvalidArgument("end_time is before start_time", reason="INVERTED_WINDOW")
+        self.prediction_log.flush()
+        return self.quality.report(spec, start, end, variant, metric)
 
     # -- capture and monitoring ------------------------------------------------------------
 
@@ -329,6 +506,29 @@ class ServingService:
             if (not states or r.state in states)
             and (not endpoint or r.spec.get("endpoint") == endpoint)
         ]
+
+
+def _result_to_dict(r: GroundTruthResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "index": r.index,
+        "status": r.status.value,
+        "matched": r.matched,
+        "version": r.version,
+    }
+    if r.error is not None:
+        out["error"] = [r.error.code, r.error.reason, r.error.message, dict(r.error.metadata)]
+    return out
+
+
+def _result_from_dict(raw: dict[str, Any]) -> GroundTruthResult:
+    error = raw.get("error")
+    return GroundTruthResult(
+        index=raw["index"],
+        status=GroundTruthStatus(raw["status"]),
+        matched=raw["matched"],
+        version=raw["version"],
+        error=JobError(*error) if error else None,
+    )
 
 
 def summarize(v: Variant, t: dict[str, Any], loaded: int, window_s: float) -> VariantStats:

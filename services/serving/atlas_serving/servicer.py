@@ -129,7 +129,12 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         window = (
             request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
         )
-        stats = await th(self.svc.endpoint_stats, request.name, window)
+        quality_window = (
+            request.quality_window.ToTimedelta().total_seconds()
+            if request.HasField("quality_window")
+            else None
+        )
+        stats = await th(self.svc.endpoint_stats, request.name, window, quality_window)
         out = pb.GetEndpointStatsResponse(variants=[convert.variant_stats_to_pb(s) for s in stats])
         end = now()
         out.end_time.CopyFrom(dt_to_ts(end))
@@ -326,6 +331,60 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
     async def AcknowledgeAlert(self, request, context):
         alert = await th(self.svc.alerts.acknowledge, request.alert_id)
         return pb.AcknowledgeAlertResponse(alert=convert.alert_to_pb(alert))
+
+    # -- ground truth and model quality ---------------------------------------------------------
+
+    async def AttachGroundTruth(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.endpoint_name:
+            raise InvalidArgument("endpoint_name is required", reason="NAME_REQUIRED")
+        results = await th(
+            self.svc.attach_ground_truth,
+            request.endpoint_name,
+            [convert.ground_truth_from_pb(g) for g in request.items],
+            request.request_id,
+        )
+        return convert.attach_response(results)
+
+    async def AttachGroundTruthStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        endpoint = ""
+        results = []
+        async for request in request_iterator:
+            if not endpoint:
+                if not request.endpoint_name:
+                    raise InvalidArgument(
+                        "the first message must name the endpoint", reason="NAME_REQUIRED"
+                    )
+                endpoint = request.endpoint_name
+            elif request.endpoint_name and request.endpoint_name != endpoint:
+                raise InvalidArgument(
+                    f"stream is bound to endpoint {endpoint}, not {request.endpoint_name}",
+                    reason="ENDPOINT_CHANGED",
+                )
+            results.extend(
+                await th(
+                    self.svc.attach_ground_truth,
+                    endpoint,
+                    [convert.ground_truth_from_pb(g) for g in request.items],
+                    request.request_id,
+                    len(results),
+                )
+            )
+        if not endpoint:
+            raise InvalidArgument("the stream sent no message", reason="NAME_REQUIRED")
+        return convert.stream_response(results)
+
+    async def GetModelQuality(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.endpoint_name:
+            raise InvalidArgument("endpoint_name is required", reason="NAME_REQUIRED")
+        report = await th(
+            self.svc.model_quality,
+            request.endpoint_name,
+            convert.optional_us(request, "start_time"),
+            convert.optional_us(request, "end_time"),
+            request.variant,
+            request.metric,
+        )
+        return convert.quality_report_to_pb(report)
 
 
 def serving_service_def(service: ServingService) -> ServiceDef:

@@ -11,6 +11,8 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
+    Float,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -115,9 +117,61 @@ alerts = Table(
 
 idempotency = idempotency_table(metadata, "serving")
 
+_V1_TABLES = list(metadata.sorted_tables)
+
+# The prediction index: one row per (prediction, row, variant) of an endpoint whose quality
+# config is enabled, written in batches off the request path (dataplane/prediction_log.py);
+# shadow answers share the live prediction's id, which pairs them on the same request.
+predictions = Table(
+    "serving_predictions",
+    metadata,
+    Column("prediction_id", String(64), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("variant", String(128), nullable=False),
+    Column("endpoint_name", String(128), nullable=False),
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("shadow", Boolean, nullable=False),
+    Column("entity_key", String(256), nullable=True),
+    Column("time_us", BigInteger, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("probs", Text, nullable=False),  # JSON list in the model's class order ("" none)
+    PrimaryKeyConstraint("prediction_id", "row", "variant"),
+    Index("ix_serving_predictions_endpoint_time", "endpoint_name", "time_us"),
+    Index("ix_serving_predictions_entity", "endpoint_name", "entity_key", "time_us"),
+)
+
+# The latest true outcome of a prediction (latest wins; ``version`` counts replacements);
+# ``request_ids``: the request ids that set it, so a retry is recognised.
+ground_truth = Table(
+    "serving_ground_truth",
+    metadata,
+    Column("prediction_id", String(64), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("endpoint_name", String(128), nullable=False),
+    Column("outcome", Text, nullable=False),  # the label as text (classes are text)
+    Column("value", Float, nullable=True),  # the number (regression)
+    Column("version", Integer, nullable=False),
+    Column("request_ids", Text, nullable=False),  # JSON list, most recent last
+    Column("event_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("prediction_id", "row"),
+)
+
 
 def _v1(conn: Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn, tables=_V1_TABLES)
 
 
-MIGRATIONS = MigrationSet("serving", [Migration(1, "registry, endpoints, deployments", _v1)])
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[predictions, ground_truth])
+
+
+MIGRATIONS = MigrationSet(
+    "serving",
+    [
+        Migration(1, "registry, endpoints, deployments", _v1),
+        Migration(2, "prediction index and ground truth", _v2),
+    ],
+)

@@ -1,6 +1,7 @@
-"""`atlas deploy ...` (registry, endpoints, rollouts under a traffic policy, alerts, drift)
-and `atlas predict ...` (one row, an entity id, or a file of rows) against the serving
-service. Several replicas in --address are balanced round-robin."""
+"""`atlas deploy ...` (registry, endpoints, rollouts under a traffic policy, alerts, drift,
+model quality) and `atlas predict ...` (one row, an entity id, or a file of rows; ground truth
+for served predictions) against the serving service. Several replicas in --address are
+balanced round-robin."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ from google.protobuf import duration_pb2, json_format
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
-from atlas_core.clients.serving import TERMINAL, ServingClient, variant
+from atlas_core.clients.serving import (
+    TERMINAL,
+    ServingClient,
+    ground_truth_from_record,
+    variant,
+)
 from atlas_core.errors import InvalidArgument
 
-_POLICIES = ("all-at-once", "canary", "linear", "blue-green")
+_POLICIES = ("all-at-once", "canary", "linear", "blue-green", "promote-if-better")
+_QUALITY_METRICS = ("auc", "accuracy", "log_loss", "rmse", "mae")
 
 
 def _client(args: argparse.Namespace) -> ServingClient:
@@ -27,14 +34,17 @@ def _client(args: argparse.Namespace) -> ServingClient:
 
 
 def _duration(text: str) -> duration_pb2.Duration:
-    """'90', '90s', '5m', '1h', '250ms' -> Duration."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for suffix in ("ms", "s", "m", "h"):
-        if text.endswith(suffix):
-            seconds = float(text[: -len(suffix)]) * units[suffix]
-            break
-    else:
-        seconds = float(text)
+    """'90', '90s', '5m', '1h', '2d', '250ms' -> Duration."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    try:
+        for suffix in ("ms", "s", "m", "h", "d"):
+            if text.endswith(suffix):
+                seconds = float(text[: -len(suffix)]) * units[suffix]
+                break
+        else:
+            seconds = float(text)
+    except ValueError:
+        raise InvalidArgument(f"bad duration {text!r}: use e.g. 90s, 5m, 1h, 2d") from None
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))
     return d
@@ -74,6 +84,12 @@ def policy_from_args(args: argparse.Namespace) -> pb.TrafficPolicy:
         policy.linear.step_interval.CopyFrom(_duration(args.interval))
     elif args.policy == "blue-green":
         policy.blue_green.bake_time.CopyFrom(_duration(args.bake))
+    elif args.policy == "promote-if-better":
+        pib = policy.promote_if_better
+        pib.metric = args.metric or ""
+        pib.min_labeled = args.min_labeled
+        if args.max_duration:
+            pib.max_duration.CopyFrom(_duration(args.max_duration))
     else:
         policy.all_at_once.SetInParent()
     return policy
@@ -88,7 +104,39 @@ def alarms_from_args(args: argparse.Namespace) -> pb.AlarmConfig:
     if args.max_p99_ms:
         alarms.max_p99_latency.CopyFrom(_duration(f"{args.max_p99_ms}ms"))
     alarms.window.CopyFrom(_duration(args.alarm_window))
+    if args.gate and args.policy in ("canary", "linear"):
+        alarms.quality_gate.CopyFrom(
+            pb.QualityGate(
+                metric=args.metric or "",
+                min_labeled=args.min_labeled,
+                max_drop=args.max_drop,
+                on_insufficient_labels=(
+                    pb.INSUFFICIENT_LABELS_ACTION_ROLL_BACK
+                    if args.on_few_labels == "rollback"
+                    else pb.INSUFFICIENT_LABELS_ACTION_HOLD
+                ),
+            )
+        )
     return alarms
+
+
+def quality_from_args(args: argparse.Namespace) -> pb.QualityConfig | None:
+    """--quality [--entity-feature F] [--quality-alert METRIC=THRESHOLD ...]."""
+    if not args.quality:
+        return None
+    config = pb.QualityConfig(enabled=True, entity_feature=args.entity_feature or "")
+    for text in args.quality_alert or []:
+        metric, sep, threshold = text.partition("=")
+        if not sep or metric not in _QUALITY_METRICS:
+            raise InvalidArgument(
+                f"bad --quality-alert {text!r}: use METRIC=THRESHOLD, METRIC one of "
+                + ", ".join(_QUALITY_METRICS)
+            )
+        try:
+            config.thresholds.add(metric=metric, threshold=float(threshold))
+        except ValueError:
+            raise InvalidArgument(f"bad --quality-alert {text!r}: not a number") from None
+    return config
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -145,6 +193,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         spec.capacity.max_queue = args.max_queue
     if args.capture:
         spec.capture.enabled, spec.capture.sample_fraction = True, args.capture
+    quality = quality_from_args(args)
+    if quality is not None:
+        spec.quality.CopyFrom(quality)
     if args.lookup:
         spec.feature_lookup.feature_groups.add(name=args.lookup)
         spec.feature_lookup.fallback = (
@@ -237,7 +288,53 @@ def cmd_status(args: argparse.Namespace) -> int:
                     f"{s.shadow.label_agreement:.1%}, mean |score diff| "
                     f"{s.shadow.mean_abs_score_diff:.4f}, p99 {s.shadow.p99_ms:.2f} ms"
                 )
+            if s.HasField("quality") and s.quality.labeled:
+                print("    " + _quality_line(s.quality))
+                if s.quality.HasField("paired"):
+                    print("    " + _paired_line(s.quality.paired))
     return 0
+
+
+def _quality_line(q: pb.VariantQuality) -> str:
+    metrics = ", ".join(
+        f"{m.metric} {m.value:.4f} [{m.lower:.4f}, {m.upper:.4f}]" for m in q.metrics
+    )
+    return f"quality on {q.labeled} labeled: {metrics or 'n/a'}"
+
+
+def _paired_line(c: pb.PairedComparison) -> str:
+    verdict = (
+        "better" if c.challenger_better else "worse" if c.significant else "no significant change"
+    )
+    return (
+        f"vs {c.baseline_variant} on {c.pairs} same requests: {c.metric} "
+        f"{c.difference:+.4f} [{c.lower:+.4f}, {c.upper:+.4f}] ({verdict})"
+    )
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.model_quality(
+            args.endpoint,
+            start=_now() - _duration(args.since).ToTimedelta().total_seconds(),
+            variant=args.variant or "",
+            metric=args.metric or "",
+        )
+    print(f"endpoint {args.endpoint} ({report.task}), last {args.since}:")
+    if not report.variants:
+        print("  no labeled predictions in the window")
+    for q in report.variants:
+        role = " (shadow)" if q.shadow else ""
+        print(f"  {q.variant} v{q.model_version}{role}: {_quality_line(q)}")
+        if q.HasField("paired"):
+            print(f"    {_paired_line(q.paired)}")
+    return 0
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -390,6 +487,75 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_ground_truth(path: Path) -> list[pb.GroundTruth]:
+    """Records of a .csv or .jsonl file: outcome plus prediction_id (and row) or entity_id
+    (and start_time/end_time). CSV values stay text until typed per field."""
+    try:
+        if path.suffix in (".jsonl", ".ndjson"):
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            records = []
+            for n, line in enumerate(lines, 1):
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InvalidArgument(f"{path}:{n}: not JSON ({exc.msg})") from None
+        elif path.suffix == ".csv":
+            with path.open(newline="") as fh:
+                records = list(csv.DictReader(fh))
+        else:
+            raise InvalidArgument(f"{path}: use a .csv or .jsonl file")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
+    items = []
+    for n, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise InvalidArgument(f"{path}: record {n} is not an object")
+        try:
+            items.append(ground_truth_from_record(record))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{path}: record {n}: {exc.message}") from None
+    if not items:
+        raise InvalidArgument(f"{path}: no records")
+    return items
+
+
+def _single_ground_truth(args: argparse.Namespace) -> list[pb.GroundTruth]:
+    if args.outcome is None:
+        raise InvalidArgument("give --file, or --outcome with --prediction or --entity")
+    record = {
+        "outcome": args.outcome,
+        "prediction_id": args.prediction,
+        "row": args.row,
+        "entity_id": args.entity,
+        "start_time": args.start,
+        "end_time": args.end,
+    }
+    return [ground_truth_from_record(record)]
+
+
+def cmd_truth(args: argparse.Namespace) -> int:
+    """Attach true outcomes; rejected items are listed (exit 1 when any)."""
+    items = read_ground_truth(Path(args.file)) if args.file else _single_ground_truth(args)
+    with _client(args) as client:
+        if len(items) > 1000 or args.stream:
+            summary = client.attach_ground_truth_stream(
+                args.endpoint, items, request_id=args.request_id or ""
+            )
+            rejected = list(summary.rejected_items)
+        else:
+            summary = client.attach_ground_truth(
+                args.endpoint, items, request_id=args.request_id or ""
+            )
+            rejected = [r for r in summary.results if r.status == pb.GROUND_TRUTH_STATUS_REJECTED]
+    print(
+        f"{summary.accepted} accepted, {summary.updated} updated, "
+        f"{summary.duplicates} duplicates, {summary.rejected} rejected"
+    )
+    for r in rejected:
+        print(f"  item {r.index + 1}: {r.error.reason}: {r.error.message}", file=sys.stderr)
+    return 1 if rejected else 0
+
+
 # -- parsers ----------------------------------------------------------------------------------
 
 
@@ -422,6 +588,23 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-requests", type=int, default=20)
     p.add_argument("--alarm-window", default="30s")
     p.add_argument("--no-auto-rollback", action="store_true")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="canary/linear: gate each step on ground-truth quality vs the current model",
+    )
+    p.add_argument("--metric", choices=_QUALITY_METRICS, help="gate / promote-if-better metric")
+    p.add_argument(
+        "--min-labeled", type=int, default=0, help="labels needed per side (0: the default)"
+    )
+    p.add_argument("--max-drop", type=float, default=0.0, help="gate: largest tolerated drop")
+    p.add_argument(
+        "--on-few-labels",
+        choices=("hold", "rollback"),
+        default="hold",
+        help="gate: when a step's bake ends without enough labels",
+    )
+    p.add_argument("--max-duration", help="promote-if-better: give up after (e.g. 2h)")
     p.add_argument(
         "--shadow",
         action="append",
@@ -457,6 +640,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--capture", type=float, default=0.0, help="sampled fraction to capture")
     p.add_argument("--lookup", help="feature group for entity-id requests")
     p.add_argument("--fallback", choices=("fail", "defaults"), default="fail")
+    p.add_argument(
+        "--quality", action="store_true", help="record predictions for ground truth and quality"
+    )
+    p.add_argument("--entity-feature", help="inline rows: the feature naming the entity")
+    p.add_argument(
+        "--quality-alert",
+        action="append",
+        metavar="METRIC=THRESHOLD",
+        help="alert when the metric is worse than the threshold (e.g. auc=0.8)",
+    )
     p.add_argument("--description", default="")
     p = add("update", cmd_update, "roll a new model version out under a traffic policy")
     p.add_argument("endpoint")
@@ -466,6 +659,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("status", cmd_status, "endpoints, or one endpoint's variants and live stats")
     p.add_argument("endpoint", nargs="?")
     p.add_argument("--window", type=float, default=60.0, help="stats window, seconds")
+    p = add("quality", cmd_quality, "model quality per variant from ground truth")
+    p.add_argument("endpoint")
+    p.add_argument("--since", default="1h", help="window of prediction times (e.g. 30m, 1d)")
+    p.add_argument("--variant")
+    p.add_argument("--metric", choices=_QUALITY_METRICS, help="metric of shadow comparisons")
     p = add("history", cmd_history, "deployments of an endpoint, newest first")
     p.add_argument("endpoint")
     p = add("rollback", cmd_rollback, "go back to the variants before the last deployment")
@@ -502,3 +700,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--file", help=".csv, .jsonl or .parquet of feature rows")
     src.add_argument("--artifact", help="s3://... Parquet artifact (results to the store)")
     p.add_argument("--all-scores", action="store_true")
+    p = add("truth", cmd_truth, "attach true outcomes (ground truth) to served predictions")
+    p.add_argument("endpoint")
+    p.add_argument(
+        "--file", help=".csv or .jsonl: outcome, prediction_id[, row] or entity_id, start/end"
+    )
+    p.add_argument("--prediction", help="prediction id (as Predict returned it)")
+    p.add_argument("--row", type=int, default=0, help="row of a batch prediction")
+    p.add_argument("--entity", help="entity id: every prediction of it in the window")
+    p.add_argument("--start", help="entity window start (ISO-8601 or epoch seconds)")
+    p.add_argument("--end", help="entity window end (exclusive)")
+    p.add_argument("--outcome", help="the true label or value")
+    p.add_argument("--request-id", help="idempotency key: a retry counts nothing twice")
+    p.add_argument("--stream", action="store_true", help="send over one client stream")

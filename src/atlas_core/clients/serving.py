@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2_grpc as pb_grpc
 from atlas_core.clients._base import ServiceClient, mapped_errors, mapped_stream
-from atlas_core.errors import DeadlineExceeded
+from atlas_core.errors import DeadlineExceeded, InvalidArgument
 from atlas_core.rpc.channel import ClientSettings
 
 TERMINAL = {
@@ -77,6 +78,96 @@ def entity_row(entity_id: int | str, overrides: Mapping[str, Any] | None = None)
     return pb.PredictRow(
         entity_id=value(entity_id), overrides={k: value(v) for k, v in (overrides or {}).items()}
     )
+
+
+MAX_GROUND_TRUTH_ITEMS = 1000  # per call or stream message (the server's limit)
+
+
+def _timestamp_us(value: Any, field: str) -> int:
+    """Epoch seconds (number or numeric text) or ISO-8601 text (UTC when no offset)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)):
+        return int(value * 1e6)
+    else:
+        text = str(value).strip()
+        try:
+            return int(float(text) * 1e6)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgument(
+                f"{field}: {text!r} is neither epoch seconds nor an ISO-8601 time",
+                reason="INVALID_ARGUMENT",
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1e6)
+
+
+def ground_truth(
+    outcome: Any,
+    *,
+    prediction_id: str = "",
+    row: int = 0,
+    entity_id: int | str | None = None,
+    start: Any = None,
+    end: Any = None,
+) -> pb.GroundTruth:
+    """A true outcome for a prediction (id and row) or for an entity's predictions in
+    [start, end) (epoch seconds, ISO-8601 text or datetimes; unset: open)."""
+    item = pb.GroundTruth(outcome=value(outcome))
+    if entity_id is not None:
+        target = pb.EntityTarget(entity_id=value(entity_id))
+        if start is not None:
+            target.start_time.FromMicroseconds(_timestamp_us(start, "start_time"))
+        if end is not None:
+            target.end_time.FromMicroseconds(_timestamp_us(end, "end_time"))
+        item.entity.CopyFrom(target)
+    else:
+        item.prediction.CopyFrom(pb.PredictionTarget(prediction_id=prediction_id, row=row))
+    return item
+
+
+def ground_truth_from_record(record: Mapping[str, Any]) -> pb.GroundTruth:
+    """One CSV/JSONL record: ``outcome`` plus ``prediction_id`` (and ``row``) or
+    ``entity_id`` (and ``start_time``/``end_time``). Empty fields count as absent."""
+    present = {k: v for k, v in record.items() if v is not None and v != ""}
+    if "outcome" not in present:
+        raise InvalidArgument("a ground truth record needs an outcome", reason="INVALID_ARGUMENT")
+    if "prediction_id" not in present and "entity_id" not in present:
+        raise InvalidArgument(
+            "a ground truth record needs a prediction_id or an entity_id",
+            reason="INVALID_ARGUMENT",
+        )
+    try:
+        row = int(present.get("row", 0))
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"row {present.get('row')!r} is not an integer", reason="INVALID_ARGUMENT"
+        ) from None
+    return ground_truth(
+        _typed(present["outcome"]),
+        prediction_id=str(present.get("prediction_id", "")),
+        row=row,
+        entity_id=_typed(present["entity_id"]) if "entity_id" in present else None,
+        start=present.get("start_time"),
+        end=present.get("end_time"),
+    )
+
+
+def _typed(v: Any) -> Any:
+    """CSV text as the number it spells (``1`` -> 1, ``2.5`` -> 2.5), else unchanged."""
+    if not isinstance(v, str):
+        return v
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            continue
+    return v
 
 
 class ServingClient(ServiceClient):
@@ -164,10 +255,85 @@ class ServingClient(ServiceClient):
         ).endpoint
 
     @mapped_errors
-    def stats(self, name: str, window_s: float = 60.0) -> list[pb.VariantStats]:
+    def stats(
+        self, name: str, window_s: float = 60.0, *, quality_window_s: float | None = None
+    ) -> list[pb.VariantStats]:
         req = pb.GetEndpointStatsRequest(name=name)
         req.window.FromNanoseconds(int(window_s * 1e9))
+        if quality_window_s is not None:
+            req.quality_window.FromNanoseconds(int(quality_window_s * 1e9))
         return list(self.stub.GetEndpointStats(req, timeout=self.timeout).variants)
+
+    # -- ground truth and model quality ----------------------------------------------------
+
+    @mapped_errors
+    def attach_ground_truth(
+        self, endpoint: str, items: Sequence[pb.GroundTruth], *, request_id: str = ""
+    ) -> pb.AttachGroundTruthResponse:
+        """Up to 1000 outcomes in one call; per-item results (rejections included)."""
+        return self.stub.AttachGroundTruth(
+            pb.AttachGroundTruthRequest(
+                endpoint_name=endpoint, items=list(items), request_id=request_id
+            ),
+            timeout=self.timeout,
+        )
+
+    @mapped_errors
+    def attach_ground_truth_stream(
+        self,
+        endpoint: str,
+        items: Iterable[pb.GroundTruth],
+        *,
+        request_id: str = "",
+        chunk: int = MAX_GROUND_TRUTH_ITEMS,
+        timeout: float | None = None,
+    ) -> pb.AttachGroundTruthStreamResponse:
+        """Any number of outcomes over one client stream, ``chunk`` per message; with a
+        ``request_id``, message i carries ``<request_id>-<i>`` so a retried stream counts
+        nothing twice."""
+        size = max(1, min(chunk, MAX_GROUND_TRUTH_ITEMS))
+
+        def messages() -> Iterator[pb.AttachGroundTruthStreamRequest]:
+            batch: list[pb.GroundTruth] = []
+            n = 0
+
+            def message() -> pb.AttachGroundTruthStreamRequest:
+                return pb.AttachGroundTruthStreamRequest(
+                    endpoint_name=endpoint,
+                    items=batch,
+                    request_id=f"{request_id}-{n}" if request_id else "",
+                )
+
+            for item in items:
+                batch.append(item)
+                if len(batch) == size:
+                    yield message()
+                    batch, n = [], n + 1
+            if batch or not n:
+                yield message()
+
+        return self.stub.AttachGroundTruthStream(
+            messages(), timeout=timeout or max(self.timeout, 300.0)
+        )
+
+    @mapped_errors
+    def model_quality(
+        self,
+        endpoint: str,
+        *,
+        start: Any = None,
+        end: Any = None,
+        variant: str = "",
+        metric: str = "",
+    ) -> pb.GetModelQualityResponse:
+        """Quality per variant over [start, end) of prediction times (default: the
+        endpoint's quality window up to now)."""
+        req = pb.GetModelQualityRequest(endpoint_name=endpoint, variant=variant, metric=metric)
+        if start is not None:
+            req.start_time.FromMicroseconds(_timestamp_us(start, "start"))
+        if end is not None:
+            req.end_time.FromMicroseconds(_timestamp_us(end, "end"))
+        return self.stub.GetModelQuality(req, timeout=self.timeout)
 
     @mapped_errors
     def deploy(

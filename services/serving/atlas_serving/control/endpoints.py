@@ -21,6 +21,7 @@ from atlas_serving.domain import (
     Endpoint,
     EndpointSpec,
     EndpointState,
+    QualityConfig,
     Variant,
     VariantRole,
 )
@@ -88,11 +89,30 @@ def validate_capture(c: Capture) -> None:
         raise _bad("capture.flush_rows must be >= 0", "capture.flush_rows")
 
 
+def validate_quality(q: QualityConfig) -> None:
+    from atlas_serving.monitoring.quality import HIGHER_IS_BETTER
+
+    if not 0 <= q.sample_fraction <= 1:
+        raise _bad("quality.sample_fraction must be in [0, 1]", "quality.sample_fraction")
+    if q.min_labeled < 0:
+        raise _bad("quality.min_labeled must be >= 0", "quality.min_labeled")
+    if q.window_s is not None and q.window_s <= 0:
+        raise _bad("quality.window must be positive", "quality.window")
+    for t in q.thresholds:
+        if t.metric not in HIGHER_IS_BETTER:
+            raise _bad(
+                f"quality.thresholds: unknown metric {t.metric!r} "
+                f"(one of {', '.join(HIGHER_IS_BETTER)})",
+                "quality.thresholds",
+            )
+
+
 def validate_spec(spec: EndpointSpec) -> None:
     check_name(spec.name, "spec.name")
     validate_variants(spec.variants)
     validate_capacity(spec.capacity, "capacity")
     validate_capture(spec.capture)
+    validate_quality(spec.quality)
     for i, ref in enumerate(spec.feature_lookup.feature_groups):
         if not ref.name:
             raise _bad(

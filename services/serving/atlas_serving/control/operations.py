@@ -21,6 +21,7 @@ from atlas_serving.control.endpoints import (
     resolve_variants,
     validate_capacity,
     validate_capture,
+    validate_quality,
     validate_spec,
     validate_variants,
 )
@@ -38,7 +39,9 @@ from atlas_serving.domain import (
     EndpointUpdate,
     FeatureLookup,
     Variant,
+    VariantRole,
 )
+from atlas_serving.monitoring.quality import check_metric
 
 
 class Control:
@@ -99,6 +102,8 @@ class Control:
             validate_capacity(req.capacity, "capacity")
         if req.capture is not None:
             validate_capture(req.capture)
+        if req.quality is not None:
+            validate_quality(req.quality)
         current = self.endpoints.get(req.name)
         if req.feature_lookup is not None:
             self.prepare(current.spec.variants, req.feature_lookup)
@@ -111,6 +116,8 @@ class Control:
                 spec = replace(spec, feature_lookup=req.feature_lookup)
             if req.capture is not None:
                 spec = replace(spec, capture=req.capture)
+            if req.quality is not None:
+                spec = replace(spec, quality=req.quality)
             if req.description:
                 spec = replace(spec, description=req.description)
             ep.spec = spec
@@ -155,6 +162,12 @@ class Control:
             raise InvalidArgument(
                 "alarms.max_error_rate must be in [0, 1]", reason="INVALID_ALARMS"
             )
+        gate = req.alarms.quality_gate
+        if gate is not None and (gate.min_labeled < 0 or gate.max_drop < 0):
+            raise InvalidArgument(
+                "alarms.quality_gate: min_labeled and max_drop must be >= 0",
+                reason="INVALID_ALARMS",
+            )
         endpoint = self.endpoints.get(req.endpoint_name)
         if endpoint.active_deployment_id:
             raise Aborted(
@@ -163,6 +176,7 @@ class Control:
                 reason="DEPLOYMENT_IN_PROGRESS",
             )
         target = resolve_variants(self.registry, req.variants)
+        self._check_quality_judging(req, endpoint, target)
         clash = {v.name for v in endpoint.spec.variants} & {v.name for v in target}
         if clash and req.policy.kind not in ("", "all_at_once"):
             raise InvalidArgument(
@@ -189,6 +203,29 @@ class Control:
         self.endpoints.mutate(req.endpoint_name, claim, etag=endpoint.etag)
         self.idem.remember("submit_deployment", req.request_id, {"id": dep.deployment_id})
         return dep
+
+    def _check_quality_judging(
+        self, req: DeploymentRequest, endpoint: Endpoint, target: Sequence[Variant]
+    ) -> None:
+        """A rollout judged on ground truth needs recorded predictions and a metric of the
+        new model's task: refused at submit time, not discovered by a stuck rollout."""
+        gate = req.alarms.quality_gate if req.policy.kind in ("canary", "linear") else None
+        if req.policy.kind == "promote_if_better":
+            metric = req.policy.metric
+        elif gate is not None:
+            metric = gate.metric
+        else:
+            return
+        if not endpoint.spec.quality.enabled:
+            raise FailedPrecondition(
+                f"endpoint {endpoint.spec.name} does not record predictions, so no ground "
+                "truth can judge the rollout: enable quality first",
+                reason="QUALITY_DISABLED",
+            )
+        live = [v for v in target if v.role != VariantRole.SHADOW] or list(target)
+        for v in live:
+            version = self.registry.get(v.model.model_name, v.resolved_version)
+            check_metric(version.task_type, metric)
 
     def cancel(self, deployment_id: str) -> Deployment:
         return self.deployments.request_cancel(deployment_id)

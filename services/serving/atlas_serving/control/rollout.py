@@ -9,6 +9,7 @@ import asyncio
 import builtins
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,11 +31,14 @@ from atlas_serving.domain import (
     Endpoint,
     EndpointRef,
     EndpointState,
+    InsufficientLabelsAction,
     JobError,
+    QualityGate,
     TrafficPolicy,
     Variant,
     VariantRole,
 )
+from atlas_serving.monitoring.model_quality import ModelQuality, Sides
 from atlas_serving.monitoring.stats import merge, percentile_ms, read_stats
 from atlas_serving.records import Codec, now, now_us
 from atlas_serving.tables import deployments
@@ -43,6 +47,9 @@ log = logging.getLogger("atlas.serving.rollout")
 S = DeploymentState
 TERMINAL = frozenset({S.SUCCEEDED, S.ROLLED_BACK, S.FAILED, S.CANCELLED})
 DEFAULT_ALARM_WINDOW_S = 10.0
+DEFAULT_GATE_MIN_LABELED = 50
+DEFAULT_PROMOTE_MIN_LABELED = 100
+QUALITY_EVERY_S = 1.0  # quality comparisons (bootstraps) at most this often per deployment
 AlertSink = Callable[[Alert], None]
 # The state column holds the proto enum names (DEPLOYMENT_STATE_SHIFTING, ...).
 _STATE_PREFIX = "DEPLOYMENT_STATE_"
@@ -207,6 +214,7 @@ class Driver:
         owner: str,
         tick_s: float,
         alert: AlertSink,
+        quality: ModelQuality | None = None,
     ) -> None:
         self.store = store
         self.endpoints = endpoints
@@ -214,6 +222,8 @@ class Driver:
         self.owner = owner
         self.tick_s = tick_s
         self.alert = alert
+        self.quality = quality
+        self._sides: dict[str, tuple[float, Sides]] = {}
 
     async def run(self, deployment_id: str) -> None:
         while True:
@@ -234,7 +244,9 @@ class Driver:
         if drv.get("cancel"):
             self._finish(dep, drv, S.CANCELLED, "cancelled: rolled back", rollback=True)
             return True
-        alarm = self._alarm(dep, drv)
+        if dep.policy.kind == "promote_if_better" and not drv.get("promoted"):
+            return self._shadow_phase(dep, drv)
+        alarm = self._alarm(dep, drv) or self._quality_alarm(dep, drv)
         if alarm is not None:
             dep.alarm_events.append(alarm)
             drv["events"].append(
@@ -257,10 +269,25 @@ class Driver:
             drv["applied"] = True
             drv["events"].append(f"shifted to {plan.percents[step]:g}%")
         elif dep.state == S.SHIFTING and elapsed >= plan.holds[step]:
-            if step + 1 < len(plan.percents):
+            verdict = self._gate(dep, drv, plan.percents[step])
+            if verdict == "wait":
+                if not drv.get("waiting"):
+                    drv["waiting"] = True
+                    drv["events"].append("waiting for ground truth")
+            elif verdict == "give_up":
+                dep.error = JobError(
+                    code="ABORTED",
+                    reason="QUALITY_GATE_UNDECIDED",
+                    message="too few labeled predictions to judge the new variants",
+                )
+                self._finish(dep, drv, S.ROLLED_BACK, "rolled back: too few labels", rollback=True)
+                return True
+            elif step + 1 < len(plan.percents):
+                drv["waiting"] = False
                 drv.update(step=step + 1, phase_start_us=now_us(), applied=False)
                 dep.step = step + 1
             else:
+                drv["waiting"] = False
                 dep.state = S.BAKING
                 drv.update(phase_start_us=now_us())
                 drv["events"].append("baking")
@@ -305,6 +332,7 @@ class Driver:
             self.endpoints.mutate(dep.endpoint_name, change)
         except NotFound:
             pass  # the endpoint was deleted meanwhile
+        self._sides.pop(dep.deployment_id, None)
         dep.state = state
         dep.traffic = _live(final)
         dep.end_time = now()
@@ -349,8 +377,139 @@ class Driver:
                     )
         return None
 
+    # -- ground truth ------------------------------------------------------------------------
+
+    def _sides_of(
+        self,
+        dep: Deployment,
+        drv: dict[str, Any],
+        metric: str,
+        paired: bool,
+    ) -> Sides | None:
+        """New variants against the previous live ones on labeled predictions since the
+        deployment started (cached for QUALITY_EVERY_S: each is a bootstrap)."""
+        if self.quality is None:
+            return None
+        cached = self._sides.get(dep.deployment_id)
+        if cached is not None and time.monotonic() - cached[0] < QUALITY_EVERY_S:
+            return cached[1]
+        endpoint = self.endpoints.get(dep.endpoint_name)
+        sides = self.quality.compare(
+            endpoint.spec,
+            drv["start_us"],
+            {v.name for v in dep.target_variants if v.role != VariantRole.SHADOW},
+            {v.name for v in dep.previous_variants if v.role != VariantRole.SHADOW},
+            metric,
+            paired=paired,
+        )
+        self._sides[dep.deployment_id] = (time.monotonic(), sides)
+        return sides
+
+    def _quality_alarm(self, dep: Deployment, drv: dict[str, Any]) -> AlarmEvent | None:
+        """A significant drop beyond the gate's max_drop, once both sides have the labels."""
+        gate = dep.alarms.quality_gate
+        if gate is None or dep.policy.kind not in ("canary", "linear"):
+            return None
+        sides = self._sides_of(dep, drv, gate.metric, paired=False)
+        if sides is None or sides.difference is None or not _enough(gate, sides):
+            return None
+        drop, lower, _ = sides.difference.drop()
+        if drop > gate.max_drop and lower > 0:
+            return AlarmEvent(
+                variant=",".join(v.name for v in dep.target_variants),
+                metric=f"quality_{sides.difference.metric}",
+                observed=drop,
+                threshold=gate.max_drop,
+                fire_time=now(),
+            )
+        return None
+
+    def _gate(self, dep: Deployment, drv: dict[str, Any], percent: float) -> str:
+        """Whether a step whose hold ended may advance: "pass", "wait" or "give_up"."""
+        gate = dep.alarms.quality_gate
+        if gate is None or dep.policy.kind not in ("canary", "linear") or percent >= 100:
+            return "pass"
+        sides = self._sides_of(dep, drv, gate.metric, paired=False)
+        if sides is not None and sides.difference is not None and _enough(gate, sides):
+            drop, lower, _ = sides.difference.drop()
+            if drop <= gate.max_drop or lower <= 0:  # no significant drop beyond max_drop
+                return "pass"
+        if gate.on_insufficient_labels == InsufficientLabelsAction.ROLL_BACK:
+            return "give_up"
+        return "wait"
+
+    def _shadow_phase(self, dep: Deployment, drv: dict[str, Any]) -> bool:
+        """promote_if_better: the new variants shadow the live ones until the paired
+        comparison on the same labeled requests decides."""
+        policy = dep.policy
+        if not drv.get("shadowed"):
+            shadows = [
+                replace(
+                    v,
+                    role=VariantRole.SHADOW,
+                    weight=0.0,
+                    shadow_fraction=policy.shadow_fraction or 1.0,
+                )
+                for v in dep.target_variants
+                if v.role != VariantRole.SHADOW
+            ]
+            variants = list(dep.previous_variants) + shadows
+
+            def change(ep: Endpoint) -> None:
+                ep.spec = replace(ep.spec, variants=tuple(variants))
+                ep.state = EndpointState.UPDATING
+                ep.active_deployment_id = dep.deployment_id
+
+            self.endpoints.mutate(dep.endpoint_name, change)
+            dep.traffic = _live(list(dep.previous_variants))
+            drv.update(shadowed=True, phase_start_us=now_us())
+            drv["events"].append("shadowing the live variants")
+            self.store.save(dep, drv, self.owner)
+            return False
+        sides = self._sides_of(dep, drv, policy.metric, paired=True)
+        need = policy.min_labeled or DEFAULT_PROMOTE_MIN_LABELED
+        diff = sides.difference if sides is not None else None
+        if diff is not None and sides is not None and sides.challenger >= need:
+            if diff.challenger_better:
+                drv.update(promoted=True, step=0, applied=False, phase_start_us=now_us())
+                drv["events"].append(
+                    f"better on {diff.n} labeled requests: {diff.metric} "
+                    f"{diff.difference:+.4g} [{diff.lower:+.4g}, {diff.upper:+.4g}]; promoting"
+                )
+                self.store.save(dep, drv, self.owner)
+                return False
+            if diff.significant:
+                return self._not_promoted(
+                    dep,
+                    drv,
+                    f"significantly worse on {diff.n} labeled requests: {diff.metric} "
+                    f"{diff.difference:+.4g} [{diff.lower:+.4g}, {diff.upper:+.4g}]",
+                )
+        elapsed = (now_us() - drv["phase_start_us"]) / 1e6
+        if policy.max_duration_s is not None and elapsed >= policy.max_duration_s:
+            labeled = sides.challenger if sides is not None else 0
+            why = (
+                f"no significant difference on {labeled} labeled requests"
+                if labeled >= need
+                else f"only {labeled} of {need} labeled requests"
+            )
+            return self._not_promoted(dep, drv, why)
+        self.store.save(dep, drv, self.owner)
+        return False
+
+    def _not_promoted(self, dep: Deployment, drv: dict[str, Any], why: str) -> bool:
+        dep.error = JobError(code="ABORTED", reason="NOT_PROMOTED", message=f"not promoted: {why}")
+        self._finish(dep, drv, S.ROLLED_BACK, f"not promoted: {why}", rollback=True)
+        return True
+
     def _raise_alert(self, dep: Deployment, alarm: AlarmEvent) -> None:
-        kind = AlertKind.ERROR_RATE if alarm.metric == "error_rate" else AlertKind.LATENCY
+        kind = (
+            AlertKind.ERROR_RATE
+            if alarm.metric == "error_rate"
+            else AlertKind.MODEL_QUALITY
+            if alarm.metric.startswith("quality_")
+            else AlertKind.LATENCY
+        )
         if not dep.alarms.disable_auto_rollback:
             kind = AlertKind.ROLLBACK
         self.alert(
@@ -369,6 +528,11 @@ class Driver:
                 create_time=now(),
             )
         )
+
+
+def _enough(gate: QualityGate, sides: Sides) -> bool:
+    need = gate.min_labeled or DEFAULT_GATE_MIN_LABELED
+    return sides.challenger >= need and sides.champion >= need
 
 
 def events_of(drv: dict[str, Any]) -> list[str]:

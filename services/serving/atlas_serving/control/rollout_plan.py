@@ -43,6 +43,18 @@ def plan_for(policy: TrafficPolicy) -> Plan:
             p = min(100.0, p + step)
             percents.append(p)
         return Plan(percents, [every] * (len(percents) - 1) + [0.0], 0.0, final)
+    if policy.kind == "promote_if_better":
+        if (
+            policy.min_labeled < 0
+            or not 0 <= policy.shadow_fraction <= 1
+            or (policy.max_duration_s is not None and policy.max_duration_s < 0)
+        ):
+            raise InvalidArgument(
+                "policy.promote_if_better: min_labeled >= 0, shadow_fraction in [0, 1] and "
+                "max_duration >= 0",
+                reason="INVALID_POLICY",
+            )
+        return Plan([100.0], [0.0], 0.0, final)
     if policy.kind == "blue_green":
         bake = policy.bake_time_s
         if bake < 0:

@@ -69,6 +69,9 @@ def _write_results(
         "value": [r.value for r in results],
         "variant": [a.variant for a in answers for _ in a.results],
         "model_version": [a.model[1] for a in answers for _ in a.results],
+        # what ground truth names a row by (AttachGroundTruth: prediction id and row)
+        "prediction_id": [a.prediction_id for a in answers for _ in a.results],
+        "prediction_row": [i for a in answers for i in range(len(a.results))],
     }
     if all_scores:
         classes = sorted({c for r in results for c in r.scores})

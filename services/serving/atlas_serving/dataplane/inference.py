@@ -36,6 +36,9 @@ class RowResult:
     contributions: dict[str, float] = field(default_factory=dict)
     fallback_used: bool = False
     error: AtlasError | None = None
+    # Every class's probability in the model's class order (classification): kept for the
+    # prediction index (ground truth, model quality); never sent unless asked for.
+    probs: list[float] | None = None
 
 
 def check_row_names(row: Mapping[str, Any], names: Sequence[str], name_set: frozenset[str]) -> None:
@@ -264,6 +267,7 @@ class ServableModel:
                     label=label,
                     value=value,
                     scores=dict(zip(classes, line)) if all_scores else {label: value},
+                    probs=line,
                 )
             )
         return out
@@ -273,7 +277,7 @@ class ServableModel:
             return RowResult(value=float(score))
         best = int(np.argmax(score))
         label = self.classes[best] if best < len(self.classes) else str(best)
-        result = RowResult(label=label, value=float(score[best]))
+        result = RowResult(label=label, value=float(score[best]), probs=score.tolist())
         result.scores = (
             {c: float(p) for c, p in zip(self.classes, score, strict=False)}
             if all_scores

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from atlas_serving.dataplane.inference import RowResult, ServableModel, check_ro
 from atlas_serving.dataplane.live import EndpointRuntime, VariantRuntime
 from atlas_serving.dataplane.lookup import FeatureFetcher
 from atlas_serving.dataplane.models import ModelCache, ModelKey
+from atlas_serving.dataplane.prediction_log import PredictionLog, new_prediction_id
 from atlas_serving.domain import PredictOptions, Row
 from atlas_serving.monitoring.metrics import ServingMetrics
 
@@ -44,11 +44,13 @@ class DataPlane:
         fetcher: FeatureFetcher,
         capture: CaptureWriter,
         metrics: ServingMetrics,
+        predictions: PredictionLog | None = None,
     ) -> None:
         self.models = models
         self.fetcher = fetcher
         self.capture = capture
         self.metrics = metrics
+        self.predictions = predictions
         self.endpoints: dict[str, EndpointRuntime] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -75,7 +77,7 @@ class DataPlane:
         async def features(model: ServableModel) -> tuple[list[dict[str, Any]], list[bool]]:
             return await self._features(ep, model, rows)
 
-        return await self._serve(ep, options, timeout, features)
+        return await self._serve(ep, options, timeout, features, rows)
 
     async def predict_values(
         self,
@@ -100,7 +102,12 @@ class DataPlane:
         return await self._serve(ep, options, timeout, features)
 
     async def _serve(
-        self, ep: EndpointRuntime, options: PredictOptions, timeout: float | None, decode: Any
+        self,
+        ep: EndpointRuntime,
+        options: PredictOptions,
+        timeout: float | None,
+        decode: Any,
+        rows: Sequence[Row] | None = None,
     ) -> Answer:
         name = ep.name
         start = time.perf_counter()
@@ -136,14 +143,25 @@ class DataPlane:
         for result, used in zip(results, fallbacks, strict=True):
             result.fallback_used = used
         seconds = self._observe(ep, variant, start, "OK")
-        answer = Answer(results, variant.name, variant.key, os.urandom(16).hex())
+        answer = Answer(results, variant.name, variant.key, new_prediction_id())
         if ep.spec.capture.enabled and random.random() < ep.spec.capture.sample_fraction:
             self._capture(ep, answer, features, seconds)
+        record = None
+        quality = ep.spec.quality
+        if (
+            quality.enabled
+            and self.predictions is not None
+            and (not quality.sample_fraction or random.random() < quality.sample_fraction)
+        ):
+            record = (answer.prediction_id, _entities(rows, features, quality.entity_feature))
+            self.predictions.add(
+                name, record[0], variant.name, variant.key, False, record[1], results, _now_us()
+            )
         for shadow in ep.shadows:
             if shadow.shadow_inflight < MAX_SHADOW_INFLIGHT and random.random() < (
                 shadow.spec.shadow_fraction or 1.0
             ):
-                self._spawn(self._shadow(shadow, features, results, options))
+                self._spawn(self._shadow(ep.name, shadow, features, results, options, record))
         return answer
 
     def _observe(
@@ -209,10 +227,12 @@ class DataPlane:
 
     async def _shadow(
         self,
+        endpoint: str,
         shadow: VariantRuntime,
         features: list[dict[str, Any]],
         live: list[RowResult],
         options: PredictOptions,
+        record: tuple[str, list[Any] | None] | None = None,
     ) -> None:
         shadow.shadow_inflight += 1
         start = time.perf_counter()
@@ -227,6 +247,11 @@ class DataPlane:
         finally:
             shadow.shadow_inflight -= 1
         seconds = time.perf_counter() - start
+        if record is not None and self.predictions is not None:
+            # the live prediction's id: pairs the shadow's answer with it on the same request
+            self.predictions.add(
+                endpoint, record[0], shadow.name, shadow.key, True, record[1], results, _now_us()
+            )
         for mine, theirs in zip(results, live, strict=True):
             shadow.stats.shadow(mine.label == theirs.label, abs(mine.value - theirs.value), seconds)
 
@@ -234,6 +259,26 @@ class DataPlane:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _now_us() -> int:
+    return int(time.time() * 1e6)
+
+
+def _entities(
+    rows: Sequence[Row] | None, features: list[dict[str, Any]], entity_feature: str
+) -> list[Any] | None:
+    """Each row's entity: its lookup id, else the value of the configured entity feature."""
+    if rows is None and not entity_feature:
+        return None
+    out: list[Any] = []
+    for i, values in enumerate(features):
+        row = rows[i] if rows is not None and i < len(rows) else None
+        if row is not None and row.features is None:
+            out.append(row.entity_id)
+        else:
+            out.append(values.get(entity_feature) if entity_feature else None)
+    return out
 
 
 def _check_count(n: int) -> None:

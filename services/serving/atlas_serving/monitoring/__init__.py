@@ -1,5 +1,7 @@
-"""Monitoring: per-variant statistics shared by the fleet, Prometheus metrics, alerts, and
-the drift monitor job (``drift.run_monitor``, run in a job subprocess) with its schedule.
+"""Monitoring: per-variant statistics shared by the fleet, Prometheus metrics, alerts, the
+drift monitor job (``drift.run_monitor``, run in a job subprocess) with its schedule, and
+model quality from ground truth (``ground_truth``, ``quality``, ``model_quality``: imported
+from their modules, they depend on the data plane's prediction index).
 """
 
 from atlas_serving.monitoring.alerts import AlertStore, list_capture_files

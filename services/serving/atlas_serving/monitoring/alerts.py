@@ -48,6 +48,18 @@ class AlertStore:
             out.append(alert)
         return out, total
 
+    def open_of_kind(self, endpoint: str, kind: str) -> list[Alert]:
+        """Unacknowledged alerts of ``endpoint`` of one kind (the proto enum name suffix)."""
+        with self.engine.connect() as conn:
+            bodies = conn.execute(
+                select(alerts.c.body).where(
+                    (alerts.c.endpoint_name == endpoint)
+                    & (alerts.c.kind == "ALERT_KIND_" + kind)
+                    & alerts.c.acknowledged.is_(False)
+                )
+            ).scalars()
+            return [self.codec.loads(b) for b in bodies]
+
     def acknowledge(self, alert_id: str) -> Alert:
         if not alert_id:
             raise InvalidArgument("alert_id is required", reason="ID_REQUIRED")

@@ -67,6 +67,32 @@ class ServingMetrics:
             registry=r,
         )
         self.loaded_models = Gauge("atlas_serving_loaded_models", "Models in memory", registry=r)
+        self.quality = Gauge(
+            "atlas_serving_model_quality",
+            "Model quality on labeled predictions over the quality window (bound: value, "
+            "lower or upper end of the 95% interval)",
+            ["endpoint", "variant", "model_version", "metric", "bound"],
+            registry=r,
+        )
+        self.labeled = Gauge(
+            "atlas_serving_labeled_predictions",
+            "Labeled predictions over the quality window",
+            ["endpoint", "variant", "model_version"],
+            registry=r,
+        )
+        self.paired_difference = Gauge(
+            "atlas_serving_shadow_quality_difference",
+            "Shadow minus live on the same labeled requests over the quality window (bound: "
+            "value, lower or upper end of the 95% paired interval)",
+            ["endpoint", "variant", "metric", "bound"],
+            registry=r,
+        )
+        self.ground_truth = Counter(
+            "atlas_serving_ground_truth_items",
+            "Ground truth items by outcome",
+            ["endpoint", "status"],
+            registry=r,
+        )
 
     def attach(self, registry: CollectorRegistry) -> None:
         """Also expose these metrics on ``registry`` (the server's /metrics)."""

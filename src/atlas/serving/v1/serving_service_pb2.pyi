@@ -32,6 +32,12 @@ class EndpointState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENDPOINT_STATE_FAILED: _ClassVar[EndpointState]
     ENDPOINT_STATE_DELETING: _ClassVar[EndpointState]
 
+class InsufficientLabelsAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INSUFFICIENT_LABELS_ACTION_UNSPECIFIED: _ClassVar[InsufficientLabelsAction]
+    INSUFFICIENT_LABELS_ACTION_HOLD: _ClassVar[InsufficientLabelsAction]
+    INSUFFICIENT_LABELS_ACTION_ROLL_BACK: _ClassVar[InsufficientLabelsAction]
+
 class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DEPLOYMENT_STATE_UNSPECIFIED: _ClassVar[DeploymentState]
@@ -53,6 +59,15 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_KIND_ERROR_RATE: _ClassVar[AlertKind]
     ALERT_KIND_LATENCY: _ClassVar[AlertKind]
     ALERT_KIND_ROLLBACK: _ClassVar[AlertKind]
+    ALERT_KIND_MODEL_QUALITY: _ClassVar[AlertKind]
+
+class GroundTruthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GROUND_TRUTH_STATUS_UNSPECIFIED: _ClassVar[GroundTruthStatus]
+    GROUND_TRUTH_STATUS_ACCEPTED: _ClassVar[GroundTruthStatus]
+    GROUND_TRUTH_STATUS_UPDATED: _ClassVar[GroundTruthStatus]
+    GROUND_TRUTH_STATUS_DUPLICATE: _ClassVar[GroundTruthStatus]
+    GROUND_TRUTH_STATUS_REJECTED: _ClassVar[GroundTruthStatus]
 VARIANT_ROLE_UNSPECIFIED: VariantRole
 VARIANT_ROLE_LIVE: VariantRole
 VARIANT_ROLE_SHADOW: VariantRole
@@ -67,6 +82,9 @@ ENDPOINT_STATE_UPDATING: EndpointState
 ENDPOINT_STATE_ROLLING_BACK: EndpointState
 ENDPOINT_STATE_FAILED: EndpointState
 ENDPOINT_STATE_DELETING: EndpointState
+INSUFFICIENT_LABELS_ACTION_UNSPECIFIED: InsufficientLabelsAction
+INSUFFICIENT_LABELS_ACTION_HOLD: InsufficientLabelsAction
+INSUFFICIENT_LABELS_ACTION_ROLL_BACK: InsufficientLabelsAction
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_STATE_PENDING: DeploymentState
 DEPLOYMENT_STATE_PREPARING: DeploymentState
@@ -83,6 +101,12 @@ ALERT_KIND_PREDICTION_DRIFT: AlertKind
 ALERT_KIND_ERROR_RATE: AlertKind
 ALERT_KIND_LATENCY: AlertKind
 ALERT_KIND_ROLLBACK: AlertKind
+ALERT_KIND_MODEL_QUALITY: AlertKind
+GROUND_TRUTH_STATUS_UNSPECIFIED: GroundTruthStatus
+GROUND_TRUTH_STATUS_ACCEPTED: GroundTruthStatus
+GROUND_TRUTH_STATUS_UPDATED: GroundTruthStatus
+GROUND_TRUTH_STATUS_DUPLICATE: GroundTruthStatus
+GROUND_TRUTH_STATUS_REJECTED: GroundTruthStatus
 
 class ModelVersion(_message.Message):
     __slots__ = ("ref", "bundle", "input_schema", "task_type", "classes", "metrics", "lineage", "aliases", "description", "labels", "create_time", "has_training_stats")
@@ -353,8 +377,32 @@ class CaptureConfig(_message.Message):
     flush_interval: _duration_pb2.Duration
     def __init__(self, enabled: bool = ..., sample_fraction: _Optional[float] = ..., flush_rows: _Optional[int] = ..., flush_interval: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
+class QualityThreshold(_message.Message):
+    __slots__ = ("metric", "threshold")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    threshold: float
+    def __init__(self, metric: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class QualityConfig(_message.Message):
+    __slots__ = ("enabled", "sample_fraction", "entity_feature", "thresholds", "window", "min_labeled")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_FEATURE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MIN_LABELED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    sample_fraction: float
+    entity_feature: str
+    thresholds: _containers.RepeatedCompositeFieldContainer[QualityThreshold]
+    window: _duration_pb2.Duration
+    min_labeled: int
+    def __init__(self, enabled: bool = ..., sample_fraction: _Optional[float] = ..., entity_feature: _Optional[str] = ..., thresholds: _Optional[_Iterable[_Union[QualityThreshold, _Mapping]]] = ..., window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., min_labeled: _Optional[int] = ...) -> None: ...
+
 class EndpointSpec(_message.Message):
-    __slots__ = ("name", "variants", "capacity", "feature_lookup", "capture", "description", "labels")
+    __slots__ = ("name", "variants", "capacity", "feature_lookup", "capture", "description", "labels", "quality")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -369,6 +417,7 @@ class EndpointSpec(_message.Message):
     CAPTURE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     capacity: CapacityConfig
@@ -376,7 +425,8 @@ class EndpointSpec(_message.Message):
     capture: CaptureConfig
     description: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., capacity: _Optional[_Union[CapacityConfig, _Mapping]] = ..., feature_lookup: _Optional[_Union[FeatureLookup, _Mapping]] = ..., capture: _Optional[_Union[CaptureConfig, _Mapping]] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    quality: QualityConfig
+    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., capacity: _Optional[_Union[CapacityConfig, _Mapping]] = ..., feature_lookup: _Optional[_Union[FeatureLookup, _Mapping]] = ..., capture: _Optional[_Union[CaptureConfig, _Mapping]] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., quality: _Optional[_Union[QualityConfig, _Mapping]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("spec", "state", "active_deployment_id", "last_deployment_id", "etag", "create_time", "update_time")
@@ -439,7 +489,7 @@ class ListEndpointsResponse(_message.Message):
     def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class UpdateEndpointRequest(_message.Message):
-    __slots__ = ("name", "capacity", "feature_lookup", "capture", "description", "etag", "request_id")
+    __slots__ = ("name", "capacity", "feature_lookup", "capture", "description", "etag", "request_id", "quality")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     FEATURE_LOOKUP_FIELD_NUMBER: _ClassVar[int]
@@ -447,6 +497,7 @@ class UpdateEndpointRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     capacity: CapacityConfig
     feature_lookup: FeatureLookup
@@ -454,7 +505,8 @@ class UpdateEndpointRequest(_message.Message):
     description: str
     etag: str
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[_Union[CapacityConfig, _Mapping]] = ..., feature_lookup: _Optional[_Union[FeatureLookup, _Mapping]] = ..., capture: _Optional[_Union[CaptureConfig, _Mapping]] = ..., description: _Optional[str] = ..., etag: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    quality: QualityConfig
+    def __init__(self, name: _Optional[str] = ..., capacity: _Optional[_Union[CapacityConfig, _Mapping]] = ..., feature_lookup: _Optional[_Union[FeatureLookup, _Mapping]] = ..., capture: _Optional[_Union[CaptureConfig, _Mapping]] = ..., description: _Optional[str] = ..., etag: _Optional[str] = ..., request_id: _Optional[str] = ..., quality: _Optional[_Union[QualityConfig, _Mapping]] = ...) -> None: ...
 
 class UpdateEndpointResponse(_message.Message):
     __slots__ = ("endpoint",)
@@ -495,7 +547,7 @@ class ShadowComparison(_message.Message):
     def __init__(self, live_variant: _Optional[str] = ..., compared: _Optional[int] = ..., label_agreement: _Optional[float] = ..., mean_abs_score_diff: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class VariantStats(_message.Message):
-    __slots__ = ("variant", "model_version", "qps", "p50_ms", "p99_ms", "error_rate", "rejected", "mean_batch_size", "queue_depth", "loaded_replicas", "cold_starts", "last_cold_start", "shadow", "traffic_percent")
+    __slots__ = ("variant", "model_version", "qps", "p50_ms", "p99_ms", "error_rate", "rejected", "mean_batch_size", "queue_depth", "loaded_replicas", "cold_starts", "last_cold_start", "shadow", "traffic_percent", "quality")
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     QPS_FIELD_NUMBER: _ClassVar[int]
@@ -510,6 +562,7 @@ class VariantStats(_message.Message):
     LAST_COLD_START_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     variant: str
     model_version: int
     qps: float
@@ -524,15 +577,18 @@ class VariantStats(_message.Message):
     last_cold_start: _duration_pb2.Duration
     shadow: ShadowComparison
     traffic_percent: float
-    def __init__(self, variant: _Optional[str] = ..., model_version: _Optional[int] = ..., qps: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., rejected: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., queue_depth: _Optional[int] = ..., loaded_replicas: _Optional[int] = ..., cold_starts: _Optional[int] = ..., last_cold_start: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., shadow: _Optional[_Union[ShadowComparison, _Mapping]] = ..., traffic_percent: _Optional[float] = ...) -> None: ...
+    quality: VariantQuality
+    def __init__(self, variant: _Optional[str] = ..., model_version: _Optional[int] = ..., qps: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., rejected: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., queue_depth: _Optional[int] = ..., loaded_replicas: _Optional[int] = ..., cold_starts: _Optional[int] = ..., last_cold_start: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., shadow: _Optional[_Union[ShadowComparison, _Mapping]] = ..., traffic_percent: _Optional[float] = ..., quality: _Optional[_Union[VariantQuality, _Mapping]] = ...) -> None: ...
 
 class GetEndpointStatsRequest(_message.Message):
-    __slots__ = ("name", "window")
+    __slots__ = ("name", "window", "quality_window")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     window: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    quality_window: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., quality_window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class GetEndpointStatsResponse(_message.Message):
     __slots__ = ("variants", "start_time", "end_time")
@@ -570,33 +626,61 @@ class AllAtOncePolicy(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PromoteIfBetterPolicy(_message.Message):
+    __slots__ = ("metric", "min_labeled", "max_duration", "shadow_fraction")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MIN_LABELED_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    min_labeled: int
+    max_duration: _duration_pb2.Duration
+    shadow_fraction: float
+    def __init__(self, metric: _Optional[str] = ..., min_labeled: _Optional[int] = ..., max_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., shadow_fraction: _Optional[float] = ...) -> None: ...
+
 class TrafficPolicy(_message.Message):
-    __slots__ = ("all_at_once", "canary", "linear", "blue_green", "final_bake_time")
+    __slots__ = ("all_at_once", "canary", "linear", "blue_green", "promote_if_better", "final_bake_time")
     ALL_AT_ONCE_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
     LINEAR_FIELD_NUMBER: _ClassVar[int]
     BLUE_GREEN_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_IF_BETTER_FIELD_NUMBER: _ClassVar[int]
     FINAL_BAKE_TIME_FIELD_NUMBER: _ClassVar[int]
     all_at_once: AllAtOncePolicy
     canary: CanaryPolicy
     linear: LinearPolicy
     blue_green: BlueGreenPolicy
+    promote_if_better: PromoteIfBetterPolicy
     final_bake_time: _duration_pb2.Duration
-    def __init__(self, all_at_once: _Optional[_Union[AllAtOncePolicy, _Mapping]] = ..., canary: _Optional[_Union[CanaryPolicy, _Mapping]] = ..., linear: _Optional[_Union[LinearPolicy, _Mapping]] = ..., blue_green: _Optional[_Union[BlueGreenPolicy, _Mapping]] = ..., final_bake_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    def __init__(self, all_at_once: _Optional[_Union[AllAtOncePolicy, _Mapping]] = ..., canary: _Optional[_Union[CanaryPolicy, _Mapping]] = ..., linear: _Optional[_Union[LinearPolicy, _Mapping]] = ..., blue_green: _Optional[_Union[BlueGreenPolicy, _Mapping]] = ..., promote_if_better: _Optional[_Union[PromoteIfBetterPolicy, _Mapping]] = ..., final_bake_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class AlarmConfig(_message.Message):
-    __slots__ = ("max_error_rate", "max_p99_latency", "window", "min_requests", "disable_auto_rollback")
+    __slots__ = ("max_error_rate", "max_p99_latency", "window", "min_requests", "disable_auto_rollback", "quality_gate")
     MAX_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     MAX_P99_LATENCY_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     DISABLE_AUTO_ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_GATE_FIELD_NUMBER: _ClassVar[int]
     max_error_rate: float
     max_p99_latency: _duration_pb2.Duration
     window: _duration_pb2.Duration
     min_requests: int
     disable_auto_rollback: bool
-    def __init__(self, max_error_rate: _Optional[float] = ..., max_p99_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., min_requests: _Optional[int] = ..., disable_auto_rollback: bool = ...) -> None: ...
+    quality_gate: QualityGate
+    def __init__(self, max_error_rate: _Optional[float] = ..., max_p99_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., min_requests: _Optional[int] = ..., disable_auto_rollback: bool = ..., quality_gate: _Optional[_Union[QualityGate, _Mapping]] = ...) -> None: ...
+
+class QualityGate(_message.Message):
+    __slots__ = ("metric", "min_labeled", "max_drop", "on_insufficient_labels")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MIN_LABELED_FIELD_NUMBER: _ClassVar[int]
+    MAX_DROP_FIELD_NUMBER: _ClassVar[int]
+    ON_INSUFFICIENT_LABELS_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    min_labeled: int
+    max_drop: float
+    on_insufficient_labels: InsufficientLabelsAction
+    def __init__(self, metric: _Optional[str] = ..., min_labeled: _Optional[int] = ..., max_drop: _Optional[float] = ..., on_insufficient_labels: _Optional[_Union[InsufficientLabelsAction, str]] = ...) -> None: ...
 
 class AlarmEvent(_message.Message):
     __slots__ = ("variant", "metric", "observed", "threshold", "fire_time")
@@ -1106,3 +1190,171 @@ class AcknowledgeAlertResponse(_message.Message):
     ALERT_FIELD_NUMBER: _ClassVar[int]
     alert: Alert
     def __init__(self, alert: _Optional[_Union[Alert, _Mapping]] = ...) -> None: ...
+
+class PredictionTarget(_message.Message):
+    __slots__ = ("prediction_id", "row")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    row: int
+    def __init__(self, prediction_id: _Optional[str] = ..., row: _Optional[int] = ...) -> None: ...
+
+class EntityTarget(_message.Message):
+    __slots__ = ("entity_id", "start_time", "end_time")
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    entity_id: _common_pb2.Value
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, entity_id: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GroundTruth(_message.Message):
+    __slots__ = ("prediction", "entity", "outcome", "event_time")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    prediction: PredictionTarget
+    entity: EntityTarget
+    outcome: _common_pb2.Value
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, prediction: _Optional[_Union[PredictionTarget, _Mapping]] = ..., entity: _Optional[_Union[EntityTarget, _Mapping]] = ..., outcome: _Optional[_Union[_common_pb2.Value, _Mapping]] = ..., event_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GroundTruthResult(_message.Message):
+    __slots__ = ("index", "status", "matched", "version", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    status: GroundTruthStatus
+    matched: int
+    version: int
+    error: _common_pb2.JobError
+    def __init__(self, index: _Optional[int] = ..., status: _Optional[_Union[GroundTruthStatus, str]] = ..., matched: _Optional[int] = ..., version: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.JobError, _Mapping]] = ...) -> None: ...
+
+class AttachGroundTruthRequest(_message.Message):
+    __slots__ = ("endpoint_name", "items", "request_id")
+    ENDPOINT_NAME_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    endpoint_name: str
+    items: _containers.RepeatedCompositeFieldContainer[GroundTruth]
+    request_id: str
+    def __init__(self, endpoint_name: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GroundTruth, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AttachGroundTruthResponse(_message.Message):
+    __slots__ = ("results", "accepted", "updated", "duplicates", "rejected")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[GroundTruthResult]
+    accepted: int
+    updated: int
+    duplicates: int
+    rejected: int
+    def __init__(self, results: _Optional[_Iterable[_Union[GroundTruthResult, _Mapping]]] = ..., accepted: _Optional[int] = ..., updated: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
+
+class AttachGroundTruthStreamRequest(_message.Message):
+    __slots__ = ("endpoint_name", "items", "request_id")
+    ENDPOINT_NAME_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    endpoint_name: str
+    items: _containers.RepeatedCompositeFieldContainer[GroundTruth]
+    request_id: str
+    def __init__(self, endpoint_name: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GroundTruth, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AttachGroundTruthStreamResponse(_message.Message):
+    __slots__ = ("accepted", "updated", "duplicates", "rejected", "rejected_items")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    updated: int
+    duplicates: int
+    rejected: int
+    rejected_items: _containers.RepeatedCompositeFieldContainer[GroundTruthResult]
+    def __init__(self, accepted: _Optional[int] = ..., updated: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[int] = ..., rejected_items: _Optional[_Iterable[_Union[GroundTruthResult, _Mapping]]] = ...) -> None: ...
+
+class MetricEstimate(_message.Message):
+    __slots__ = ("metric", "value", "lower", "upper", "higher_is_better")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    HIGHER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    value: float
+    lower: float
+    upper: float
+    higher_is_better: bool
+    def __init__(self, metric: _Optional[str] = ..., value: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., higher_is_better: bool = ...) -> None: ...
+
+class PairedComparison(_message.Message):
+    __slots__ = ("baseline_variant", "metric", "pairs", "difference", "lower", "upper", "significant", "challenger_better")
+    BASELINE_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_BETTER_FIELD_NUMBER: _ClassVar[int]
+    baseline_variant: str
+    metric: str
+    pairs: int
+    difference: float
+    lower: float
+    upper: float
+    significant: bool
+    challenger_better: bool
+    def __init__(self, baseline_variant: _Optional[str] = ..., metric: _Optional[str] = ..., pairs: _Optional[int] = ..., difference: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., significant: bool = ..., challenger_better: bool = ...) -> None: ...
+
+class VariantQuality(_message.Message):
+    __slots__ = ("variant", "model_version", "labeled", "metrics", "paired", "shadow")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELED_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    model_version: int
+    labeled: int
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricEstimate]
+    paired: PairedComparison
+    shadow: bool
+    def __init__(self, variant: _Optional[str] = ..., model_version: _Optional[int] = ..., labeled: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[MetricEstimate, _Mapping]]] = ..., paired: _Optional[_Union[PairedComparison, _Mapping]] = ..., shadow: bool = ...) -> None: ...
+
+class GetModelQualityRequest(_message.Message):
+    __slots__ = ("endpoint_name", "start_time", "end_time", "variant", "metric")
+    ENDPOINT_NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    endpoint_name: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    variant: str
+    metric: str
+    def __init__(self, endpoint_name: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., variant: _Optional[str] = ..., metric: _Optional[str] = ...) -> None: ...
+
+class GetModelQualityResponse(_message.Message):
+    __slots__ = ("variants", "start_time", "end_time", "task")
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    variants: _containers.RepeatedCompositeFieldContainer[VariantQuality]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    task: str
+    def __init__(self, variants: _Optional[_Iterable[_Union[VariantQuality, _Mapping]]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., task: _Optional[str] = ...) -> None: ...

@@ -185,6 +185,21 @@ class ServingServiceStub(object):
                 request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AcknowledgeAlertRequest.SerializeToString,
                 response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AcknowledgeAlertResponse.FromString,
                 _registered_method=True)
+        self.AttachGroundTruth = channel.unary_unary(
+                '/atlas.serving.v1.ServingService/AttachGroundTruth',
+                request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthRequest.SerializeToString,
+                response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthResponse.FromString,
+                _registered_method=True)
+        self.AttachGroundTruthStream = channel.stream_unary(
+                '/atlas.serving.v1.ServingService/AttachGroundTruthStream',
+                request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamRequest.SerializeToString,
+                response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamResponse.FromString,
+                _registered_method=True)
+        self.GetModelQuality = channel.unary_unary(
+                '/atlas.serving.v1.ServingService/GetModelQuality',
+                request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityRequest.SerializeToString,
+                response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityResponse.FromString,
+                _registered_method=True)
 
 
 class ServingServiceServicer(object):
@@ -309,7 +324,9 @@ class ServingServiceServicer(object):
 
     def GetEndpointStats(self, request, context):
         """Returns per-variant serving statistics: QPS, latency percentiles, errors, batch sizes,
-        queue depth, loaded replicas, cold starts, and shadow agreement/latency vs live.
+        queue depth, loaded replicas, cold starts, and shadow agreement/latency vs live; for an
+        endpoint that records predictions, each variant's model quality on labeled predictions
+        over quality_window (shadows: paired with the live variant on the same requests).
         Errors: INVALID_ARGUMENT if the name is empty or the window is not positive; NOT_FOUND if
         the endpoint does not exist.
         """
@@ -489,6 +506,50 @@ class ServingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachGroundTruth(self, request, context):
+        """---- Ground truth and model quality ----
+
+        Attaches true outcomes to served predictions of an endpoint whose quality config is
+        enabled, by prediction id (and row, for batch predictions) or by entity and time window
+        (every prediction of that entity in the window, shadows included). At most 1000 items per
+        call. A prediction is counted once: the same outcome again is DUPLICATE; another outcome
+        replaces the previous one (latest wins, its version goes up), never counted twice. Items
+        that cannot be applied are reported in their own result (code and reason: unknown or
+        expired prediction, label of the wrong type or class, no prediction of the entity in the
+        window) and the others are applied.
+        Errors: INVALID_ARGUMENT if the endpoint name is empty or there are no items or more than
+        1000; NOT_FOUND if the endpoint does not exist; FAILED_PRECONDITION if the endpoint does
+        not record predictions (quality.enabled is false). A retry with the same request_id
+        returns the first call's results without applying anything twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachGroundTruthStream(self, request_iterator, context):
+        """Client stream of ground truth: each message carries items (and a request_id each, for
+        idempotency per message) as in AttachGroundTruth; one summary answers the whole stream.
+        Errors: (ending the stream) INVALID_ARGUMENT if the first message names no endpoint, a
+        later one names another, or a message has more than 1000 items; NOT_FOUND if the
+        endpoint does not exist; FAILED_PRECONDITION if the endpoint does not record predictions;
+        CANCELLED if the client cancels (messages received before are applied).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelQuality(self, request, context):
+        """Model quality per variant and model version over a window of prediction times, from the
+        labeled predictions: AUC, accuracy and log loss (classification), RMSE and MAE
+        (regression), each with a 95% bootstrap interval and the labeled count; shadow variants
+        also get a paired comparison with the live variant on the same requests.
+        Errors: INVALID_ARGUMENT if the endpoint name is empty, the window is inverted or the
+        metric is unknown for the model's task; NOT_FOUND if the endpoint does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ServingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -641,6 +702,21 @@ def add_ServingServiceServicer_to_server(servicer, server):
                     servicer.AcknowledgeAlert,
                     request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AcknowledgeAlertRequest.FromString,
                     response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AcknowledgeAlertResponse.SerializeToString,
+            ),
+            'AttachGroundTruth': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachGroundTruth,
+                    request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthRequest.FromString,
+                    response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthResponse.SerializeToString,
+            ),
+            'AttachGroundTruthStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.AttachGroundTruthStream,
+                    request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamRequest.FromString,
+                    response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamResponse.SerializeToString,
+            ),
+            'GetModelQuality': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelQuality,
+                    request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityRequest.FromString,
+                    response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1454,6 +1530,87 @@ class ServingService(object):
             '/atlas.serving.v1.ServingService/AcknowledgeAlert',
             atlas_dot_serving_dot_v1_dot_serving__service__pb2.AcknowledgeAlertRequest.SerializeToString,
             atlas_dot_serving_dot_v1_dot_serving__service__pb2.AcknowledgeAlertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachGroundTruth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.serving.v1.ServingService/AttachGroundTruth',
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthRequest.SerializeToString,
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachGroundTruthStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/atlas.serving.v1.ServingService/AttachGroundTruthStream',
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamRequest.SerializeToString,
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.AttachGroundTruthStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.serving.v1.ServingService/GetModelQuality',
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityRequest.SerializeToString,
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityResponse.FromString,
             options,
             channel_credentials,
             insecure,
