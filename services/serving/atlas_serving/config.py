@@ -50,7 +50,6 @@ class QualitySettings(StrictModel):
     flush_seconds: float = 1.0
 
 
-
 class ServingSettings(ServiceSettings):
     # The data service, for entity-id feature lookups (unset: entity requests are refused).
     data: ClientSettings | None = None

@@ -260,21 +260,21 @@ class ServingService:
                 continue
             values = {m.metric: m.value for m in vq.metrics}
             for t in config.thresholds:
-                value = values.get(t.metric)
-                if value is None or (vq.variant, t.metric) in open_alerts:
+                observed = values.get(t.metric)
+                if observed is None or (vq.variant, t.metric) in open_alerts:
                     continue
-                if worse_than(t.metric, value, t.threshold):
+                if worse_than(t.metric, observed, t.threshold):
                     self.alerts.add(
                         Alert(
                             alert_id=uuid.uuid4().hex[:16],
                             kind=AlertKind.MODEL_QUALITY,
                             endpoint=EndpointRef(spec.name, vq.variant),
-                            observed=value,
+                            observed=observed,
                             threshold=t.threshold,
                             feature=t.metric,
                             message=(
                                 f"{t.metric} of variant {vq.variant} (v{vq.model_version}) is "
-                                f"{value:.4g} on {vq.labeled} labeled predictions "
+                                f"{observed:.4g} on {vq.labeled} labeled predictions "
                                 f"(threshold {t.threshold:.4g})"
                             ),
                             create_time=now(),

@@ -334,7 +334,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
 
     # -- ground truth and model quality ---------------------------------------------------------
 
-    async def AttachGroundTruth(self, request, context):  # type: ignore[no-untyped-def]
+    async def AttachGroundTruth(self, request, context):
         if not request.endpoint_name:
             raise InvalidArgument("endpoint_name is required", reason="NAME_REQUIRED")
         results = await th(
@@ -345,7 +345,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         )
         return convert.attach_response(results)
 
-    async def AttachGroundTruthStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+    async def AttachGroundTruthStream(self, request_iterator, context):
         endpoint = ""
         results = []
         async for request in request_iterator:
@@ -373,7 +373,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             raise InvalidArgument("the stream sent no message", reason="NAME_REQUIRED")
         return convert.stream_response(results)
 
-    async def GetModelQuality(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetModelQuality(self, request, context):
         if not request.endpoint_name:
             raise InvalidArgument("endpoint_name is required", reason="NAME_REQUIRED")
         report = await th(

@@ -98,7 +98,7 @@ class PredictionLog:
             rows = [row for item in taken for row in _rows(*item)]
             try:
                 with write_transaction(self.engine) as conn:
-                    conn.exec_driver_sql(self._sql, rows)  # type: ignore[arg-type]
+                    conn.exec_driver_sql(self._sql, rows)
             except Exception:  # noqa: BLE001 - indexing must never break serving
                 log.exception("prediction index flush failed; %d rows not indexed", len(rows))
                 return 0

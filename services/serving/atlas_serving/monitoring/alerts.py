@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from sqlalchemy import Engine, select
 
 from atlas_core.db import fetch_page, write_transaction
@@ -48,7 +50,7 @@ class AlertStore:
             out.append(alert)
         return out, total
 
-    def open_of_kind(self, endpoint: str, kind: str) -> list[Alert]:
+    def open_of_kind(self, endpoint: str, kind: str) -> builtins.list[Alert]:
         """Unacknowledged alerts of ``endpoint`` of one kind (the proto enum name suffix)."""
         with self.engine.connect() as conn:
             bodies = conn.execute(
