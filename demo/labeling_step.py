@@ -67,7 +67,6 @@ LOOKALIKE = {
     "8": "3",
     "9": "4",
 }
-LATE_FEATURES = 50  # digits whose features reach the data service after they are labelled
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,8 @@ def _digits(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
             description="scikit-learn digits: 64 pixel intensities (0-16) per image",
         )
     )
-    early, late = chosen[: n - LATE_FEATURES], chosen[n - LATE_FEATURES :]
+    late_n = n // 6  # digits whose features reach the data service after they are labelled
+    early, late = chosen[: n - late_n], chosen[n - late_n :]
     _put_pixels(c.data, group, bunch.data, early)
 
     # A digits model, registered and deployed as the serving step does it.
