@@ -19,6 +19,7 @@ from atlas_core.launcher import Launcher, RunState, implemented_services
 sys.path.insert(0, str(Path(__file__).parent))
 import data_step  # noqa: E402
 import graph_step  # noqa: E402
+import labeling_step  # noqa: E402
 import serving_step  # noqa: E402
 import trainer_step  # noqa: E402
 
@@ -28,6 +29,7 @@ STEPS: dict[str, Step] = {
     "data": data_step.run,
     "trainer": trainer_step.run,
     "serving": serving_step.run,
+    "labeling": labeling_step.run,
     "graph": graph_step.run,
 }
 
