@@ -154,20 +154,26 @@ class AssignmentQueue:
             & (assignments.c.annotator == annotator)
             & assignments.c.holder_key.is_not(None)
         )
-        query = (
-            select(items)
-            .where(
-                (items.c.project_id == project.project_id)
-                & items.c.status.in_(OPEN)
-                & or_(items.c.taken < project.spec.overlap, items.c.gold_value.is_not(None))
-                & items.c.item_id.not_in(mine)
+        # One ordered, limited query per open status, merged here: each one walks
+        # ix_labeling_items_queue in queue order and stops after `count` rows, where
+        # `status IN (...)` made SQLite and PostgreSQL sort every open item of the project.
+        rows = []
+        for status in OPEN:
+            query = (
+                select(items)
+                .where(
+                    (items.c.project_id == project.project_id)
+                    & (items.c.status == status)
+                    & or_(items.c.taken < project.spec.overlap, items.c.gold_value.is_not(None))
+                    & items.c.item_id.not_in(mine)
+                )
+                .order_by(items.c.priority.desc(), items.c.seq)
+                .limit(count)
             )
-            .order_by(items.c.priority.desc(), items.c.seq)
-            .limit(count)
-        )
-        if self._pg(conn):
-            query = query.with_for_update(skip_locked=True)
-        rows = conn.execute(query).all()
+            if self._pg(conn):
+                query = query.with_for_update(skip_locked=True)
+            rows.extend(conn.execute(query).all())
+        rows = sorted(rows, key=lambda r: (-r.priority, r.seq))[:count]
         expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
         leased = []
         for row in rows:
