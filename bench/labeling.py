@@ -456,21 +456,22 @@ def run_export(svc: Service, stub: Any, project_id: str, expect: int) -> dict[st
         )
     ).job
     job_id = job.status.job_id
-    last_poll = 0.0
+    pids: list[int] = []
+    loads = []
+    tick = 0
     while True:
-        for pid in svc.job_processes():
-            if pid in before:
-                continue
+        if tick % 5 == 0:  # scanning /proc for children is dearer than reading VmHWM
+            pids = [p for p in svc.job_processes() if p not in before]
+            loads.append(os.getloadavg()[0])
+        for pid in pids:
             kb = _vm_hwm_kb(pid)
             if kb is not None:
                 hwm[pid] = max(hwm.get(pid, 0), kb)
-        now = time.perf_counter()
-        if now - last_poll >= 0.05:
-            last_poll = now
-            job = stub.GetLabelingJob(pb.GetLabelingJobRequest(job_id=job_id)).job
-            if job.status.state in terminal:
-                break
-        time.sleep(0.01)
+        job = stub.GetLabelingJob(pb.GetLabelingJobRequest(job_id=job_id)).job
+        if job.status.state in terminal:
+            break
+        tick += 1
+        time.sleep(0.05)
     elapsed = time.perf_counter() - t0
     if job.status.state != common_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"export job failed: {job.status.error}")
@@ -488,6 +489,7 @@ def run_export(svc: Service, stub: Any, project_id: str, expect: int) -> dict[st
         "job_rows_per_s": rows / in_job if in_job > 0 else None,
         "peak_rss_mb": max(hwm.values()) / 1024 if hwm else None,
         "job_processes_seen": len(hwm),
+        "load_average_1m_max": round(max(loads), 2) if loads else None,
     }
 
 
