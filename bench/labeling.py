@@ -18,8 +18,9 @@ throughput and memory, and Label Studio's export of the same labels.
    SubmitExportJob over gRPC -> job subprocess -> Parquet parts in S3, timed from the submit
    to the job's SUCCEEDED. ``export_peak_rss_mb`` is the job subprocess's VmHWM (peak RSS),
    polled from /proc while it runs.
-3. ``labelstudio_export_rows_per_s``: Label Studio in its own venv (/tmp/ls-venv), SQLite, the
-   same labels imported as tasks with one annotation each through its REST import API, then
+3. ``labelstudio_export_rows_per_s``: Label Studio in its own venv (``python3 -m venv
+   /tmp/ls-venv && /tmp/ls-venv/bin/pip install label-studio 'sentry-sdk>=2.16,<3'``), SQLite,
+   the same labels imported as tasks with one annotation each through its REST import API, then
    its REST JSON export timed end to end (request to last byte). Ours is measured on the same
    row count too.
 
@@ -533,7 +534,8 @@ def run_labelstudio(tmp: Path, max_rows: int, import_budget_s: float) -> dict[st
     if not exe.exists():
         return {
             "error": f"{exe} not found: install with python3 -m venv {LS_VENV} && "
-            f"{LS_VENV}/bin/pip install label-studio"
+            # label-studio 1.23.2 passes send_default_pii, which sentry-sdk 3 rejects at start.
+            f"{LS_VENV}/bin/pip install label-studio 'sentry-sdk>=2.16,<3'"
         }
     version = subprocess.run(
         [
