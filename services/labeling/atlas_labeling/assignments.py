@@ -173,30 +173,46 @@ class AssignmentQueue:
             & (assignments.c.annotator == annotator)
             & assignments.c.holder_key.is_not(None)
         )
-        query = (
-            select(items)
-            .where(
-                (items.c.project_id == project.project_id)
-                & items.c.status.in_(OPEN)
-                & or_(
-                    items.c.taken < project.spec.overlap + items.c.rounds,
-                    items.c.gold_value.is_not(None),
+
+        def open_items(status_in: tuple[str, ...]) -> Any:
+            return (
+                select(items)
+                .where(
+                    (items.c.project_id == project.project_id)
+                    & items.c.status.in_(status_in)
+                    & or_(
+                        items.c.taken < project.spec.overlap + items.c.rounds,
+                        items.c.gold_value.is_not(None),
+                    )
+                    & items.c.item_id.not_in(mine)
                 )
-                & items.c.item_id.not_in(mine)
+                .limit(count)
             )
-            .limit(count)
-        )
-        order = [items.c.priority.desc(), items.c.seq]
+
         if prefer_corrections:
             flagged = select(corrections.c.item_id).where(
                 (corrections.c.project_id == project.project_id)
                 & corrections.c.resolution.in_(["open", "requeued"])
             )
-            order.insert(0, case((items.c.item_id.in_(flagged), 1), else_=0).desc())
-        query = query.order_by(*order)
-        if self._pg(conn):
-            query = query.with_for_update(skip_locked=True)
-        rows = conn.execute(query).all()
+            query = open_items(tuple(OPEN)).order_by(
+                case((items.c.item_id.in_(flagged), 1), else_=0).desc(),
+                items.c.priority.desc(),
+                items.c.seq,
+            )
+            if self._pg(conn):
+                query = query.with_for_update(skip_locked=True)
+            rows = list(conn.execute(query).all())
+        else:
+            # One ordered, limited query per open status, merged here: each one walks
+            # ix_labeling_items_queue in queue order and stops after `count` rows, where
+            # `status IN (...)` made SQLite and PostgreSQL sort every open item of the project.
+            rows = []
+            for status in OPEN:
+                query = open_items((status,)).order_by(items.c.priority.desc(), items.c.seq)
+                if self._pg(conn):
+                    query = query.with_for_update(skip_locked=True)
+                rows.extend(conn.execute(query).all())
+            rows = sorted(rows, key=lambda r: (-r.priority, r.seq))[:count]
         expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
         leased = []
         for row in rows:

@@ -137,7 +137,16 @@ items = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("project_id", "external_id", name="uq_labeling_items_external"),
     UniqueConstraint("project_id", "seq", name="uq_labeling_items_seq"),
-    Index("ix_labeling_items_queue", "project_id", "status", "priority", "seq"),
+)
+# The queue's order (priority high first, then insertion order) as an index order, so the
+# next open items of one status are read in order and the scan stops after `count` rows
+# (a plain "priority" column made both databases sort every open item on every request).
+Index(
+    "ix_labeling_items_queue",
+    items.c.project_id,
+    items.c.status,
+    items.c.priority.desc(),
+    items.c.seq,
 )
 
 assignments = Table(
