@@ -31,6 +31,7 @@ from atlas_core.errors import (
     PermissionDenied,
 )
 from atlas_labeling import consensus, gold
+from atlas_labeling.consensus import vote_key
 from atlas_labeling.items import (
     AnnotationRecord,
     ItemRecord,
@@ -168,6 +169,15 @@ class AssignmentQueue:
         now: datetime,
         prefer_corrections: bool = False,
     ) -> list[AssignmentRecord]:
+        who = gold.standing(conn, project.project_id, annotator)
+        if who.low(self.min_gold_answers, self.min_gold_accuracy):
+            raise FailedPrecondition(
+                f"annotator {annotator} is paused in project {project.project_id}: "
+                f"{who.correct} of {who.answered} gold items answered right "
+                f"({who.accuracy:.0%}, the bar is {self.min_gold_accuracy:.0%}); "
+                "they get no more items to label here (reviews are still open to them)",
+                reason="ANNOTATOR_PAUSED",
+            )
         mine = select(assignments.c.item_id).where(
             (assignments.c.project_id == project.project_id)
             & (assignments.c.annotator == annotator)
@@ -569,18 +579,32 @@ class AssignmentQueue:
             .returning(items.c.submitted)
         ).scalar_one()
         status = item.status
-        needed = project.spec.overlap + item.rounds
-        if item.gold_value is None and submitted >= needed and status in OPEN:
-            status = self._complete(conn, project, item, value, record.author, now)
+        rounds = item.rounds
+        escalated = False
         if gold_correct is not None:
+            who = gold.record_answer(conn, project.project_id, record.author, gold_correct)
             gold.check_annotator(
                 conn,
                 project,
-                record.author,
+                who,
                 now,
                 min_answers=self.min_gold_answers,
                 min_accuracy=self.min_gold_accuracy,
             )
+        elif status in OPEN:
+            who = gold.standing(conn, project.project_id, record.author)
+            if who.low(self.min_gold_answers, self.min_gold_accuracy):
+                outcome = gold.flag_submission(
+                    conn, project, item, who, now, min_accuracy=self.min_gold_accuracy
+                )
+                rounds += outcome == "requeued"
+                escalated = outcome == "escalated"
+        needed = project.spec.overlap + rounds
+        if item.gold_value is None and submitted >= needed and status in OPEN:
+            if escalated:
+                status = self._to_review(conn, item.item_id)
+            else:
+                status = self._complete(conn, project, item, value, record.author, now)
         return record, status
 
     def _complete(
@@ -595,7 +619,11 @@ class AssignmentQueue:
         """Enough annotations: to review, straight to done (one annotator), or to consensus."""
         spec = project.spec
         values: dict[str, object] = {}
-        if spec.consensus == "review" or goes_to_review(item.item_id, spec.review_fraction):
+        if (
+            spec.consensus == "review"
+            or goes_to_review(item.item_id, spec.review_fraction)
+            or self._escalated(conn, project.project_id, item.item_id)
+        ):
             values["status"] = "in_review"
         elif spec.overlap + item.rounds == 1:
             values.update(
@@ -607,10 +635,28 @@ class AssignmentQueue:
             append_label(
                 conn, item, value, source="human", annotators=[author], agreement=None, now=now
             )
+            consensus.resolve(conn, item.item_id, now, f"{author}'s label (single annotator)")
         else:
             return consensus.settle(conn, project, item, now)
         conn.execute(update(items).where(items.c.item_id == item.item_id).values(**values))
         return str(values["status"])
+
+    def _escalated(self, conn: Connection, project_id: str, item_id: str) -> bool:
+        """An entry of the item was escalated: a reviewer decides it, not the votes."""
+        return (
+            conn.execute(
+                select(corrections.c.reason).where(
+                    (corrections.c.project_id == project_id)
+                    & (corrections.c.item_id == item_id)
+                    & (corrections.c.resolution == "escalated")
+                )
+            ).first()
+            is not None
+        )
+
+    def _to_review(self, conn: Connection, item_id: str) -> str:
+        conn.execute(update(items).where(items.c.item_id == item_id).values(status="in_review"))
+        return "in_review"
 
     def _mark_used(self, conn: Connection, project_id: str, value: Value) -> None:
         used = labels_used(value)
@@ -737,9 +783,12 @@ class AssignmentQueue:
         if decision == "correct":
             assert correction is not None
             final, source, people = correction, "review", [reviewer]
+            by = f"review: {reviewer} corrected {row.author}'s label to {vote_key(final)!r}"
         else:
             final = from_json(json.loads(row.value))
             source, people = "human", [row.author, reviewer]
+            by = f"review: {reviewer} accepted {row.author}'s label {vote_key(final)!r}"
+        consensus.resolve(conn, item.item_id, now, by)
         append_label(conn, item, final, source=source, annotators=people, agreement=None, now=now)
         conn.execute(
             update(items)

@@ -39,6 +39,8 @@ from atlas_labeling.values import (
 )
 
 DECIDABLE = ("classes", "face_pair")
+# Correction entries still waiting for a decision on their item.
+PENDING = ("open", "requeued", "escalated")
 REGION_IOU = 0.5
 SPAN_JACCARD = 0.5
 
@@ -213,7 +215,13 @@ def settle(conn: Connection, project: Project, item: ItemRecord, now: datetime) 
             agreement=decision.confidence,
             now=now,
         )
-        _resolve(conn, item, "resolved", now)
+        resolve(
+            conn,
+            item.item_id,
+            now,
+            f"consensus {vote_key(decision.value)!r} (confidence {decision.confidence:.2f}) "
+            f"of {', '.join(decision.annotators)}",
+        )
         return "done"
     detail = (
         f"round {item.rounds}: votes {dict(sorted(decision.votes.items()))}, consensus "
@@ -278,12 +286,16 @@ def flag(
     )
 
 
-def _resolve(conn: Connection, item: ItemRecord, resolution: str, now: datetime) -> None:
+def resolve(conn: Connection, item_id: str, now: datetime, by: str) -> None:
+    """Close the item's pending entries (open, requeued, escalated) once it is decided, on
+    every path that decides one (consensus, a single annotator, a review, auto-labeling);
+    ``by`` says who or what decided and is appended to each entry's audited detail."""
     conn.execute(
         update(corrections)
-        .where(
-            (corrections.c.item_id == item.item_id)
-            & corrections.c.resolution.in_(["open", "requeued"])
+        .where((corrections.c.item_id == item_id) & corrections.c.resolution.in_(PENDING))
+        .values(
+            resolution="resolved",
+            resolved_at=now,
+            detail=corrections.c.detail + f"; resolved {now:%Y-%m-%d %H:%M:%S} UTC by {by}",
         )
-        .values(resolution=resolution, resolved_at=now)
     )
