@@ -111,10 +111,12 @@ class AssignmentQueue:
         max_retries: int = 5,
         min_gold_answers: int = 3,
         min_gold_accuracy: float = 0.7,
+        ds_refit_every: int = 500,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.min_gold_answers = min_gold_answers
         self.min_gold_accuracy = min_gold_accuracy
+        self.ds_refit_every = ds_refit_every
         self.engine = engine
         self.projects = projects
         self.items = items_store
@@ -637,7 +639,7 @@ class AssignmentQueue:
             )
             consensus.resolve(conn, item.item_id, now, f"{author}'s label (single annotator)")
         else:
-            return consensus.settle(conn, project, item, now)
+            return consensus.settle(conn, project, item, now, refit_every=self.ds_refit_every)
         conn.execute(update(items).where(items.c.item_id == item.item_id).values(**values))
         return str(values["status"])
 
