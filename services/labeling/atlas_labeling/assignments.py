@@ -90,6 +90,28 @@ def _row_to_assignment(row: Any) -> AssignmentRecord:
     )
 
 
+def _model_annotations(conn: Connection, item_ids: list[str]) -> dict[str, list[AnnotationRecord]]:
+    found: dict[str, list[AnnotationRecord]] = {}
+    for row in conn.execute(
+        select(annotations_table)
+        .where(annotations_table.c.item_id.in_(item_ids) & (annotations_table.c.source == "model"))
+        .order_by(annotations_table.c.created_at, annotations_table.c.annotation_id)
+    ):
+        found.setdefault(row.item_id, []).append(row_to_annotation(row))
+    return found
+
+
+def _attach_suggestions(conn: Connection, records: list[AssignmentRecord]) -> None:
+    """The model's suggestions travel with annotation assignments (no GetItem needed)."""
+    wanted = [r for r in records if not r.is_review and r.item is not None]
+    if not wanted:
+        return
+    suggested = _model_annotations(conn, [r.item_id for r in wanted])
+    for record in wanted:
+        assert record.item is not None
+        record.item.annotations = suggested.get(record.item_id, [])
+
+
 def goes_to_review(item_id: str, fraction: float) -> bool:
     """A stable pseudo-random draw per item: the same item always gets the same answer."""
     if fraction <= 0:
@@ -244,6 +266,7 @@ class AssignmentQueue:
             assert record.item is not None
             record.item.status = "in_progress"
             leased.append(record)
+        _attach_suggestions(conn, leased)
         return leased
 
     def _assign_reviews(
@@ -361,6 +384,7 @@ class AssignmentQueue:
             found = [rows[i] for i in assignment_ids if i in rows]
             for record in found:
                 record.item = self.items.load(conn, record.project_id, record.item_id)
+            _attach_suggestions(conn, found)
         return found
 
     def expire_leases(self, project_id: str) -> int:
@@ -421,6 +445,7 @@ class AssignmentQueue:
             record = _row_to_assignment(row)
             record.expire_at = expire
             record.item = self.items.load(conn, record.project_id, record.item_id)
+            _attach_suggestions(conn, [record])
         return record
 
     # ---- submit and skip ----------------------------------------------------------------
@@ -834,6 +859,7 @@ class AssignmentQueue:
                 if record.state == "active" and record.expire_at <= now:
                     record.state = "expired"
                 record.item = self.items.load(conn, project_id, record.item_id)
+            _attach_suggestions(conn, found)
         return found, len(rows) > limit
 
     def annotator_stats(
