@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -194,7 +194,9 @@ class AssignmentQueue:
         prefer_corrections: bool = False,
     ) -> list[AssignmentRecord]:
         who = gold.standing(conn, project.project_id, annotator)
-        if who.low(self.min_gold_answers, self.min_gold_accuracy):
+        probation = who.low(self.min_gold_answers, self.min_gold_accuracy)
+        leased = self._lease(conn, project, annotator, count, now, prefer_corrections, probation)
+        if probation and not leased:
             raise FailedPrecondition(
                 f"annotator {annotator} is paused in project {project.project_id}: "
                 f"{who.correct} of {who.answered} gold items answered right "
@@ -202,6 +204,18 @@ class AssignmentQueue:
                 "they get no more items to label here (reviews are still open to them)",
                 reason="ANNOTATOR_PAUSED",
             )
+        return leased
+
+    def _lease(
+        self,
+        conn: Connection,
+        project: Project,
+        annotator: str,
+        count: int,
+        now: datetime,
+        prefer_corrections: bool,
+        gold_only: bool,
+    ) -> list[AssignmentRecord]:
         mine = select(assignments.c.item_id).where(
             (assignments.c.project_id == project.project_id)
             & (assignments.c.annotator == annotator)
@@ -217,6 +231,8 @@ class AssignmentQueue:
                     items.c.gold_value.is_not(None),
                 )
                 & items.c.item_id.not_in(mine)
+                # Below the gold bar: only gold items, to win their way back or be paused.
+                & (items.c.gold_value.is_not(None) if gold_only else true())
             )
             .limit(count)
         )

@@ -177,10 +177,14 @@ def decide(
     pairs = [(annotator, key) for _, annotator, key in votes]
     if project.spec.consensus == "weighted" and len(pairs) >= 3:
         # Dawid-Skene with the project's stored confusion matrices: one E-step on this item.
-        # The matrices are refitted over the whole project only every `refit_every`
-        # decisions (or when a label they never saw turns up), not on every submit.
+        # The matrices are refitted over the whole project only every so many decisions
+        # (or when a label they never saw turns up), not on every submit.
         model = load_model(conn, project.project_id)
-        stale = model is None or model.completions + 1 >= refit_every
+        # A young project's fit saw few answers: refit once the answers grew by about 5 %
+        # (so small projects refit at every decision), at most every `refit_every`.
+        stale = model is None or model.completions + 1 >= min(
+            refit_every, max(1, model.answers // 20)
+        )
         if stale or any(key not in model.classes for _, key in pairs):  # type: ignore[union-attr]
             _, fitted = refit(conn, project.project_id, now or utcnow())
             label, confidence = fitted[item.item_id]

@@ -15,6 +15,7 @@ row per annotator, updated on each gold answer), so the check costs one key look
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,7 @@ from atlas_labeling.tables import annotations_table, annotator_gold, corrections
 
 REOPENABLE = ("done", "annotated", "in_review")
 REASON = "low_gold_accuracy"
+WILSON_Z = 1.645  # 90 % two-sided
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,24 @@ class Standing:
     def accuracy(self) -> float:
         return self.correct / self.answered if self.answered else 0.0
 
+    def upper_bound(self) -> float:
+        """The Wilson score interval's upper end (90 %, two-sided) of their accuracy."""
+        n, p, z = self.answered, self.accuracy, WILSON_Z
+        if not n:
+            return 1.0
+        centre = p + z * z / (2 * n)
+        spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return (centre + spread) / (1 + z * z / n)
+
     def low(self, min_answers: int, min_accuracy: float) -> bool:
-        return self.answered >= min_answers and self.accuracy < min_accuracy
+        """Below the bar beyond reasonable doubt: after ``min_answers`` gold answers, even
+        the optimistic end of their accuracy's interval is under it. A 90 % annotator who
+        missed 2 of 4 (or 3 of 8) is not paused on that luck; 0 of 3 is."""
+        return (
+            self.answered >= min_answers
+            and self.accuracy < min_accuracy
+            and self.upper_bound() < min_accuracy
+        )
 
     def detail(self, min_accuracy: float) -> str:
         return (

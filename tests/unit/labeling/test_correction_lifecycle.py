@@ -134,3 +134,36 @@ def test_below_the_gold_bar_flags_every_later_submission_and_pauses(harness: Har
         "in_progress",
         "in_review",  # all three answers in: a reviewer decides, not the votes
     ]
+
+
+def test_below_the_bar_only_gold_items_until_none_is_left(harness: Harness) -> None:
+    svc = harness.service
+    pid, _ = project(svc, 0, overlap=1)
+    gold_ids, _ = svc.add_items(
+        pid, [NewItem(ItemContent(text=f"g{i}"), gold_value=POS) for i in range(5)]
+    )
+    regular, _ = svc.add_items(pid, [NewItem(ItemContent(text=f"t{i}")) for i in range(3)])
+    for a in svc.request_assignments(pid, "sloppy", 3):  # the first three gold items
+        svc.submit_annotation(a.assignment_id, "sloppy", NEG)
+    # Below the bar: the rest of the gold items only (a chance to show it was bad luck)...
+    leased = svc.request_assignments(pid, "sloppy", 10)
+    assert sorted(a.item_id for a in leased) == sorted(gold_ids[3:])
+    for a in leased:
+        svc.submit_annotation(a.assignment_id, "sloppy", NEG)
+    # ...then paused; a careful annotator still gets the regular items.
+    with pytest.raises(FailedPrecondition):
+        svc.request_assignments(pid, "sloppy", 10)
+    assert set(regular) <= {a.item_id for a in svc.request_assignments(pid, "careful", 10)}
+
+
+def test_a_few_unlucky_gold_answers_do_not_pause(harness: Harness) -> None:
+    svc = harness.service
+    pid, _ = project(svc, 0, overlap=1)
+    svc.add_items(pid, [NewItem(ItemContent(text=f"g{i}"), gold_value=POS) for i in range(4)])
+    (regular,), _ = svc.add_items(pid, [NewItem(ItemContent(text="t"))])
+    answers = [POS, NEG, POS, NEG]  # 2 of 4: below 70 %, but not beyond reasonable doubt
+    for a, value in zip(svc.request_assignments(pid, "unlucky", 4), answers):
+        svc.submit_annotation(a.assignment_id, "unlucky", value)
+    (a,) = svc.request_assignments(pid, "unlucky", 1)
+    assert a.item_id == regular
+    assert svc.correction_queue(pid, [], 0, 10)[0] == []
