@@ -5,9 +5,13 @@ gold items and is below ``min_accuracy``:
   and, within the relabel cap, sent to one more (different) annotator;
 - every later submission of theirs on a regular item (a lease they already held) is flagged
   the same way, before the item can be decided with their vote;
-- they are paused: ``RequestAssignments`` refuses them regular work (FAILED_PRECONDITION,
-  ``ANNOTATOR_PAUSED``), as Label Studio Enterprise pauses an annotator who fails its ground
-  truth. Reviews are not affected.
+- they get no more regular items: ``RequestAssignments`` hands them the gold items they
+  have not answered (a way back over the bar), then refuses them (FAILED_PRECONDITION,
+  ``ANNOTATOR_PAUSED``), as Label Studio Enterprise pauses an annotator who fails its
+  ground truth. Reviews are not affected.
+
+"Below the bar" is beyond reasonable doubt: the upper end of a 90 % Wilson interval of their
+accuracy is under ``min_accuracy`` (see ``Standing.low``).
 
 Their labels are never flipped automatically. The counts live in ``annotator_gold`` (one
 row per annotator, updated on each gold answer), so the check costs one key lookup.

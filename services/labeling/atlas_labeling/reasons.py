@@ -323,8 +323,9 @@ class LabelingReason(Reason):
         auto(),
         FAILED_PRECONDITION,
         "The annotator's gold accuracy is below the bar (QUEUE__MIN_GOLD_ACCURACY, once they "
-        "answered QUEUE__MIN_GOLD_ANSWERS gold items): they get no more items to label in this "
-        "project, and what they labelled is flagged LOW_GOLD_ACCURACY.",
+        "answered QUEUE__MIN_GOLD_ANSWERS gold items) and no gold item is left for them: they "
+        "get no more items to label in this project, and what they labelled is flagged "
+        "LOW_GOLD_ACCURACY.",
         "Another annotator takes over; an operator who wants them back lowers the bar.",
     )
     ASSIGNMENT_CLOSED = (
