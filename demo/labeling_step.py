@@ -49,6 +49,7 @@ from atlas.serving.v1 import serving_service_pb2 as spb
 from atlas_core.clients import DataClient, LabelingClient
 from atlas_core.clients.serving import ServingClient, variant
 from atlas_core.config import S3Settings
+from atlas_core.errors import FailedPrecondition
 from atlas_core.launcher import Launcher, RunState, ensure_credentials, implemented_services
 from atlas_core.rpc import ClientSettings
 from atlas_core.storage import ArtifactStore, open_artifact_store
@@ -563,11 +564,22 @@ def _annotate(
     """Every annotator asks for work in turn (in a shuffled order each pass) until nobody
     gets any: overlap, relabel rounds and gold items decide who sees what."""
     total = 0
+    paused: set[str] = set()
     while True:
         got = 0
         for k in rng.permutation(len(ANNOTATORS)):
             who = ANNOTATORS[int(k)]
-            leased = client.request_assignments(project.project_id, batch, annotator=who.name)
+            if who.name in paused:
+                continue
+            try:
+                leased = client.request_assignments(project.project_id, batch, annotator=who.name)
+            except FailedPrecondition as exc:
+                if exc.reason != "ANNOTATOR_PAUSED":
+                    raise
+                # Below the gold bar: the service hands them nothing more in this project.
+                paused.add(who.name)
+                print(f"  {who.name} paused: {exc.message.split(': ', 1)[1]}")
+                continue
             got += _submit(client, leased, who, project, rng, confuse)
         total += got
         if not got:

@@ -479,3 +479,29 @@ def test_admin_token_signs_in_too(stack: Stack, browser: Any) -> None:
     assert page.locator("h1").inner_text() == "Projects"
     assert_no_script_errors(page)
     page.context.close()
+
+
+def test_an_annotator_below_the_gold_bar_is_told_they_are_paused(
+    stack: Stack, browser: Any, shots: Path
+) -> None:
+    pid = project(stack, pb.TASK_TYPE_TEXT_CLASSIFICATION, CLASSES)
+    gold = pb.AnnotationValue(classes=pb.ClassLabels(labels=["positive"]))
+    stack.admin.add_items(
+        pid,
+        [pb.NewItem(content=pb.ItemContent(text=f"gold {i}"), gold_value=gold) for i in range(3)],
+    )
+    add_texts(stack, pid, ["A regular item."])
+    page = sign_in(browser, stack, ANNOTATOR_A)
+    open_task(page, stack, pid)
+    for _ in range(3):  # every gold item answered wrong, with the keyboard
+        assert task_data(page)["text"].startswith("gold")
+        url = page.url
+        page.keyboard.press("2")
+        page.keyboard.press("Enter")
+        wait_next(page, url)
+    page.wait_for_selector("#paused")
+    message = page.locator("#paused").inner_text()
+    assert "paused" in message and "0 of 3 gold" in message
+    shot(page, shots, "paused")
+    assert_no_script_errors(page)
+    page.context.close()

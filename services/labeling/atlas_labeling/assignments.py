@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -31,6 +31,7 @@ from atlas_core.errors import (
     PermissionDenied,
 )
 from atlas_labeling import consensus, gold
+from atlas_labeling.consensus import vote_key
 from atlas_labeling.items import (
     AnnotationRecord,
     ItemRecord,
@@ -89,6 +90,28 @@ def _row_to_assignment(row: Any) -> AssignmentRecord:
     )
 
 
+def _model_annotations(conn: Connection, item_ids: list[str]) -> dict[str, list[AnnotationRecord]]:
+    found: dict[str, list[AnnotationRecord]] = {}
+    for row in conn.execute(
+        select(annotations_table)
+        .where(annotations_table.c.item_id.in_(item_ids) & (annotations_table.c.source == "model"))
+        .order_by(annotations_table.c.created_at, annotations_table.c.annotation_id)
+    ):
+        found.setdefault(row.item_id, []).append(row_to_annotation(row))
+    return found
+
+
+def _attach_suggestions(conn: Connection, records: list[AssignmentRecord]) -> None:
+    """The model's suggestions travel with annotation assignments (no GetItem needed)."""
+    wanted = [r for r in records if not r.is_review and r.item is not None]
+    if not wanted:
+        return
+    suggested = _model_annotations(conn, [r.item_id for r in wanted])
+    for record in wanted:
+        assert record.item is not None
+        record.item.annotations = suggested.get(record.item_id, [])
+
+
 def goes_to_review(item_id: str, fraction: float) -> bool:
     """A stable pseudo-random draw per item: the same item always gets the same answer."""
     if fraction <= 0:
@@ -110,10 +133,12 @@ class AssignmentQueue:
         max_retries: int = 5,
         min_gold_answers: int = 3,
         min_gold_accuracy: float = 0.7,
+        ds_refit_every: int = 500,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.min_gold_answers = min_gold_answers
         self.min_gold_accuracy = min_gold_accuracy
+        self.ds_refit_every = ds_refit_every
         self.engine = engine
         self.projects = projects
         self.items = items_store
@@ -168,6 +193,29 @@ class AssignmentQueue:
         now: datetime,
         prefer_corrections: bool = False,
     ) -> list[AssignmentRecord]:
+        who = gold.standing(conn, project.project_id, annotator)
+        probation = who.low(self.min_gold_answers, self.min_gold_accuracy)
+        leased = self._lease(conn, project, annotator, count, now, prefer_corrections, probation)
+        if probation and not leased:
+            raise FailedPrecondition(
+                f"annotator {annotator} is paused in project {project.project_id}: "
+                f"{who.correct} of {who.answered} gold items answered right "
+                f"({who.accuracy:.0%}, the bar is {self.min_gold_accuracy:.0%}); "
+                "they get no more items to label here (reviews are still open to them)",
+                reason="ANNOTATOR_PAUSED",
+            )
+        return leased
+
+    def _lease(
+        self,
+        conn: Connection,
+        project: Project,
+        annotator: str,
+        count: int,
+        now: datetime,
+        prefer_corrections: bool,
+        gold_only: bool,
+    ) -> list[AssignmentRecord]:
         mine = select(assignments.c.item_id).where(
             (assignments.c.project_id == project.project_id)
             & (assignments.c.annotator == annotator)
@@ -185,6 +233,8 @@ class AssignmentQueue:
                         items.c.gold_value.is_not(None),
                     )
                     & items.c.item_id.not_in(mine)
+                    # Below the gold bar: only gold items, to win their way back or be paused.
+                    & (items.c.gold_value.is_not(None) if gold_only else true())
                 )
                 .limit(count)
             )
@@ -248,6 +298,7 @@ class AssignmentQueue:
             assert record.item is not None
             record.item.status = "in_progress"
             leased.append(record)
+        _attach_suggestions(conn, leased)
         return leased
 
     def _assign_reviews(
@@ -365,6 +416,7 @@ class AssignmentQueue:
             found = [rows[i] for i in assignment_ids if i in rows]
             for record in found:
                 record.item = self.items.load(conn, record.project_id, record.item_id)
+            _attach_suggestions(conn, found)
         return found
 
     def expire_leases(self, project_id: str) -> int:
@@ -425,6 +477,7 @@ class AssignmentQueue:
             record = _row_to_assignment(row)
             record.expire_at = expire
             record.item = self.items.load(conn, record.project_id, record.item_id)
+            _attach_suggestions(conn, [record])
         return record
 
     # ---- submit and skip ----------------------------------------------------------------
@@ -585,18 +638,32 @@ class AssignmentQueue:
             .returning(items.c.submitted)
         ).scalar_one()
         status = item.status
-        needed = project.spec.overlap + item.rounds
-        if item.gold_value is None and submitted >= needed and status in OPEN:
-            status = self._complete(conn, project, item, value, record.author, now)
+        rounds = item.rounds
+        escalated = False
         if gold_correct is not None:
+            who = gold.record_answer(conn, project.project_id, record.author, gold_correct)
             gold.check_annotator(
                 conn,
                 project,
-                record.author,
+                who,
                 now,
                 min_answers=self.min_gold_answers,
                 min_accuracy=self.min_gold_accuracy,
             )
+        elif status in OPEN:
+            who = gold.standing(conn, project.project_id, record.author)
+            if who.low(self.min_gold_answers, self.min_gold_accuracy):
+                outcome = gold.flag_submission(
+                    conn, project, item, who, now, min_accuracy=self.min_gold_accuracy
+                )
+                rounds += outcome == "requeued"
+                escalated = outcome == "escalated"
+        needed = project.spec.overlap + rounds
+        if item.gold_value is None and submitted >= needed and status in OPEN:
+            if escalated:
+                status = self._to_review(conn, item.item_id)
+            else:
+                status = self._complete(conn, project, item, value, record.author, now)
         return record, status
 
     def _complete(
@@ -611,7 +678,11 @@ class AssignmentQueue:
         """Enough annotations: to review, straight to done (one annotator), or to consensus."""
         spec = project.spec
         values: dict[str, object] = {}
-        if spec.consensus == "review" or goes_to_review(item.item_id, spec.review_fraction):
+        if (
+            spec.consensus == "review"
+            or goes_to_review(item.item_id, spec.review_fraction)
+            or self._escalated(conn, project.project_id, item.item_id)
+        ):
             values["status"] = "in_review"
         elif spec.overlap + item.rounds == 1:
             values.update(
@@ -623,10 +694,28 @@ class AssignmentQueue:
             append_label(
                 conn, item, value, source="human", annotators=[author], agreement=None, now=now
             )
+            consensus.resolve(conn, item.item_id, now, f"{author}'s label (single annotator)")
         else:
-            return consensus.settle(conn, project, item, now)
+            return consensus.settle(conn, project, item, now, refit_every=self.ds_refit_every)
         conn.execute(update(items).where(items.c.item_id == item.item_id).values(**values))
         return str(values["status"])
+
+    def _escalated(self, conn: Connection, project_id: str, item_id: str) -> bool:
+        """An entry of the item was escalated: a reviewer decides it, not the votes."""
+        return (
+            conn.execute(
+                select(corrections.c.reason).where(
+                    (corrections.c.project_id == project_id)
+                    & (corrections.c.item_id == item_id)
+                    & (corrections.c.resolution == "escalated")
+                )
+            ).first()
+            is not None
+        )
+
+    def _to_review(self, conn: Connection, item_id: str) -> str:
+        conn.execute(update(items).where(items.c.item_id == item_id).values(status="in_review"))
+        return "in_review"
 
     def _mark_used(self, conn: Connection, project_id: str, value: Value) -> None:
         used = labels_used(value)
@@ -753,9 +842,12 @@ class AssignmentQueue:
         if decision == "correct":
             assert correction is not None
             final, source, people = correction, "review", [reviewer]
+            by = f"review: {reviewer} corrected {row.author}'s label to {vote_key(final)!r}"
         else:
             final = from_json(json.loads(row.value))
             source, people = "human", [row.author, reviewer]
+            by = f"review: {reviewer} accepted {row.author}'s label {vote_key(final)!r}"
+        consensus.resolve(conn, item.item_id, now, by)
         append_label(conn, item, final, source=source, annotators=people, agreement=None, now=now)
         conn.execute(
             update(items)
@@ -799,6 +891,7 @@ class AssignmentQueue:
                 if record.state == "active" and record.expire_at <= now:
                     record.state = "expired"
                 record.item = self.items.load(conn, project_id, record.item_id)
+            _attach_suggestions(conn, found)
         return found, len(rows) > limit
 
     def annotator_stats(

@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import Connection, select, update
 
-from atlas_labeling.consensus import vote_key
+from atlas_labeling.consensus import resolve, vote_key
 from atlas_labeling.items import row_to_item
 from atlas_labeling.labels import append_label
 from atlas_labeling.projects import Project
@@ -79,5 +79,8 @@ def auto_label(
         )
         append_label(
             conn, item, value, source="model", annotators=[model_version], agreement=None, now=now
+        )
+        resolve(
+            conn, item.item_id, now, f"auto-label by {model_version} (score above {threshold:.3f})"
         )
     return float(threshold), len(candidates)

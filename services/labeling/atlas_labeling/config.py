@@ -24,6 +24,10 @@ class QueueSettings(StrictModel):
     # them right, has their items flagged and sent to someone else.
     min_gold_answers: int = 3
     min_gold_accuracy: float = 0.7
+    # Weighted (Dawid-Skene) consensus decides each completed item with the project's stored
+    # confusion matrices and refits them over the whole project every this many decisions
+    # (and on GetAgreement), so a submit does not cost a pass over the project.
+    ds_refit_every: int = Field(default=500, ge=1)
 
 
 class ItemSettings(StrictModel):

@@ -22,9 +22,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from atlas_labeling.items import ItemRecord
 from atlas_labeling.labels import append_label
-from atlas_labeling.projects import Project
+from atlas_labeling.projects import Project, utcnow
 from atlas_labeling.schema import VALUE_KIND, ProjectSpec
-from atlas_labeling.tables import annotations_table, corrections, items
+from atlas_labeling.tables import annotations_table, corrections, ds_models, items
 from atlas_labeling.values import (
     Box,
     Boxes,
@@ -39,6 +39,8 @@ from atlas_labeling.values import (
 )
 
 DECIDABLE = ("classes", "face_pair")
+# Correction entries still waiting for a decision on their item.
+PENDING = ("open", "requeued", "escalated")
 REGION_IOU = 0.5
 SPAN_JACCARD = 0.5
 
@@ -161,20 +163,34 @@ def decide_regions(conn: Connection, project: Project, item: ItemRecord) -> Deci
     return Decision(value, confidence, sorted(values), {"regions drawn": drawn, "kept": kept})
 
 
-def decide(conn: Connection, project: Project, item: ItemRecord) -> Decision:
+def decide(
+    conn: Connection,
+    project: Project,
+    item: ItemRecord,
+    now: datetime | None = None,
+    *,
+    refit_every: int = 500,
+) -> Decision:
     from atlas_labeling.quality import consensus as qc  # the shared algorithms
 
     votes = human_votes(conn, [item.item_id])
     pairs = [(annotator, key) for _, annotator, key in votes]
     if project.spec.consensus == "weighted" and len(pairs) >= 3:
-        # Dawid-Skene learns each annotator's confusion matrix from the whole project.
-        decided = conn.execute(
-            select(items.c.item_id).where(
-                (items.c.project_id == project.project_id) & items.c.gold_value.is_(None)
-            )
-        ).scalars()
-        everything = human_votes(conn, list(decided))
-        label, confidence = qc.dawid_skene(everything)[item.item_id]
+        # Dawid-Skene with the project's stored confusion matrices: one E-step on this item.
+        # The matrices are refitted over the whole project only every so many decisions
+        # (or when a label they never saw turns up), not on every submit.
+        model = load_model(conn, project.project_id)
+        # A young project's fit saw few answers: refit once the answers grew by about 5 %
+        # (so small projects refit at every decision), at most every `refit_every`.
+        stale = model is None or model.completions + 1 >= min(
+            refit_every, max(1, model.answers // 20)
+        )
+        if stale or any(key not in model.classes for _, key in pairs):  # type: ignore[union-attr]
+            _, fitted = refit(conn, project.project_id, now or utcnow())
+            label, confidence = fitted[item.item_id]
+        else:
+            _count_completion(conn, project.project_id)
+            label, confidence = model.posterior(pairs)  # type: ignore[union-attr]
     else:
         label, confidence = qc.majority_vote({item.item_id: pairs})[item.item_id]
     counts: dict[str, int] = {}
@@ -185,11 +201,120 @@ def decide(conn: Connection, project: Project, item: ItemRecord) -> Decision:
     )
 
 
-def settle(conn: Connection, project: Project, item: ItemRecord, now: datetime) -> str:
+@dataclass(frozen=True)
+class StoredModel:
+    """A project's Dawid-Skene fit: class priors and one confusion matrix per annotator
+    (``confusion[a][k][l]`` = P(a answers l | the true class is k))."""
+
+    classes: tuple[str, ...]
+    priors: tuple[float, ...]
+    confusion: dict[str, list[list[float]]]
+    answers: int
+    completions: int = 0
+
+    def posterior(self, pairs: list[tuple[str, str]]) -> tuple[str, float]:
+        """The E-step for one item's (annotator, answer) pairs: (best label, posterior).
+        An annotator the fit has not seen counts as the prior-weighted typical annotator."""
+        import numpy as np
+
+        ix = {c: i for i, c in enumerate(self.classes)}
+        priors = np.asarray(self.priors)
+        if self.confusion:
+            typical = np.mean([np.asarray(m) for m in self.confusion.values()], axis=0)
+        else:
+            typical = np.full((len(ix), len(ix)), 1.0 / len(ix))
+        log_post = np.log(priors)
+        latest = dict(pairs)  # a repeated annotator keeps their last answer, as in the fit
+        for annotator, key in latest.items():
+            matrix = (
+                np.asarray(self.confusion[annotator]) if annotator in self.confusion else typical
+            )
+            log_post = log_post + np.log(matrix[:, ix[key]])
+        post = np.exp(log_post - log_post.max())
+        post /= post.sum()
+        best = int(np.argmax(post))  # first maximum = smallest label, as in the fit
+        return self.classes[best], float(post[best])
+
+
+def load_model(conn: Connection, project_id: str) -> StoredModel | None:
+    row = conn.execute(select(ds_models).where(ds_models.c.project_id == project_id)).first()
+    if row is None:
+        return None
+    body = json.loads(row.body)
+    return StoredModel(
+        tuple(body["classes"]),
+        tuple(body["priors"]),
+        body["confusion"],
+        row.answers,
+        row.completions,
+    )
+
+
+def _count_completion(conn: Connection, project_id: str) -> None:
+    conn.execute(
+        update(ds_models)
+        .where(ds_models.c.project_id == project_id)
+        .values(completions=ds_models.c.completions + 1)
+    )
+
+
+def refit(
+    conn: Connection, project_id: str, now: datetime
+) -> tuple[StoredModel, dict[str, tuple[str, float]]]:
+    """Fit Dawid-Skene over every human vote on the project's regular items and store it
+    (a pass over the project: run every so many decisions, and on GetAgreement)."""
+    from atlas_labeling.quality import consensus as qc
+
+    regular = select(items.c.item_id).where(
+        (items.c.project_id == project_id) & items.c.gold_value.is_(None)
+    )
+    a = annotations_table
+    rows = conn.execute(
+        select(a.c.item_id, a.c.author, a.c.value).where(
+            (a.c.project_id == project_id)
+            & a.c.item_id.in_(regular)
+            & (a.c.source == "human")
+            & (a.c.review_decision.is_(None) | (a.c.review_decision != "reject"))
+        )
+    ).all()
+    votes = [(i, who, vote_key(from_json(json.loads(v)))) for i, who, v in rows]
+    fitted: dict[str, tuple[str, float]] = {}
+    if not votes:
+        model = StoredModel((), (), {}, 0)
+    else:
+        fit = qc.fit_dawid_skene(votes)
+        model = StoredModel(
+            fit.classes,
+            tuple(float(p) for p in fit.priors),
+            {who: m.tolist() for who, m in fit.confusion.items()},
+            len(votes),
+        )
+        fitted = fit.consensus()
+    body = json.dumps(
+        {"classes": model.classes, "priors": model.priors, "confusion": model.confusion}
+    )
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    values = {"body": body, "fitted_at": now, "answers": model.answers, "completions": 0}
+    conn.execute(
+        dialect.insert(ds_models)
+        .values(project_id=project_id, **values)
+        .on_conflict_do_update(index_elements=["project_id"], set_=values)
+    )
+    return model, fitted
+
+
+def settle(
+    conn: Connection,
+    project: Project,
+    item: ItemRecord,
+    now: datetime,
+    *,
+    refit_every: int = 500,
+) -> str:
     """Decide an item that has all its annotations; returns its new status."""
     spec = project.spec
     if VALUE_KIND[spec.task_type] in DECIDABLE:
-        decision = decide(conn, project, item)
+        decision = decide(conn, project, item, now, refit_every=refit_every)
     else:
         decision = decide_regions(conn, project, item)
     if decision.confidence >= spec.consensus_threshold:
@@ -213,7 +338,13 @@ def settle(conn: Connection, project: Project, item: ItemRecord, now: datetime) 
             agreement=decision.confidence,
             now=now,
         )
-        _resolve(conn, item, "resolved", now)
+        resolve(
+            conn,
+            item.item_id,
+            now,
+            f"consensus {vote_key(decision.value)!r} (confidence {decision.confidence:.2f}) "
+            f"of {', '.join(decision.annotators)}",
+        )
         return "done"
     detail = (
         f"round {item.rounds}: votes {dict(sorted(decision.votes.items()))}, consensus "
@@ -278,12 +409,16 @@ def flag(
     )
 
 
-def _resolve(conn: Connection, item: ItemRecord, resolution: str, now: datetime) -> None:
+def resolve(conn: Connection, item_id: str, now: datetime, by: str) -> None:
+    """Close the item's pending entries (open, requeued, escalated) once it is decided, on
+    every path that decides one (consensus, a single annotator, a review, auto-labeling);
+    ``by`` says who or what decided and is appended to each entry's audited detail."""
     conn.execute(
         update(corrections)
-        .where(
-            (corrections.c.item_id == item.item_id)
-            & corrections.c.resolution.in_(["open", "requeued"])
+        .where((corrections.c.item_id == item_id) & corrections.c.resolution.in_(PENDING))
+        .values(
+            resolution="resolved",
+            resolved_at=now,
+            detail=corrections.c.detail + f"; resolved {now:%Y-%m-%d %H:%M:%S} UTC by {by}",
         )
-        .values(resolution=resolution, resolved_at=now)
     )

@@ -447,10 +447,15 @@ def assignment_to_pb(record: AssignmentRecord) -> pb.Assignment:
         state=ASSIGNMENT_STATE_TO_PB[record.state],
     )
     if record.item is not None:
-        # Reviewers see the annotations under review; annotators see only the content.
+        # Reviewers see the annotations under review; annotators see the content and the
+        # model's suggestions (pre-labels) only: never gold answers nor other people's labels.
         message.item.CopyFrom(
             item_to_pb(record.item, reveal_gold=False, with_annotations=record.is_review)
         )
+        if not record.is_review:
+            message.item.annotations.extend(
+                annotation_to_pb(a) for a in record.item.annotations if a.source == "model"
+            )
     return message
 
 

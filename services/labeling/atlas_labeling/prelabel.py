@@ -83,7 +83,10 @@ def store(
             )
         )
         stored += 1
-        if s.score < threshold:
+        # Gold items keep their suggestion (an item without one would stand out as gold)
+        # but never enter the correction queue: they are never decided, so an entry on one
+        # would stay open forever.
+        if s.score < threshold and s.item.gold_value is None:
             low += 1
             conn.execute(
                 dialect.insert(corrections)

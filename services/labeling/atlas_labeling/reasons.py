@@ -319,6 +319,15 @@ class LabelingReason(Reason):
         "The assignment's lease expired, so the item may have gone to someone else.",
         "Request a new assignment; renew leases (RenewAssignmentLease) while working.",
     )
+    ANNOTATOR_PAUSED = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The annotator's gold accuracy is below the bar (QUEUE__MIN_GOLD_ACCURACY, once they "
+        "answered QUEUE__MIN_GOLD_ANSWERS gold items) and no gold item is left for them: they "
+        "get no more items to label in this project, and what they labelled is flagged "
+        "LOW_GOLD_ACCURACY.",
+        "Another annotator takes over; an operator who wants them back lowers the bar.",
+    )
     ASSIGNMENT_CLOSED = (
         auto(),
         FAILED_PRECONDITION,

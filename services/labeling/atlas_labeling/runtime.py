@@ -64,6 +64,7 @@ def open_runtime(settings: LabelingSettings, *, migrate: bool = True) -> Labelin
         max_retries=settings.queue.max_assign_retries,
         min_gold_answers=settings.queue.min_gold_answers,
         min_gold_accuracy=settings.queue.min_gold_accuracy,
+        ds_refit_every=settings.queue.ds_refit_every,
     )
     runtime = LabelingRuntime(
         settings,

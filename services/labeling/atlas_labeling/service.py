@@ -16,6 +16,7 @@ from atlas_core.jobs import JobRecord, JobRunner
 from atlas_labeling.agreement import Agreement, project_agreement
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.config import LabelingSettings
+from atlas_labeling.consensus import refit as consensus_refit
 from atlas_labeling.corrections import CorrectionEntry
 from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
 from atlas_labeling.jobs import (
@@ -410,4 +411,13 @@ class LabelingService:
     def agreement(self, project_id: str) -> Agreement:
         with self.rt.engine.connect() as conn:
             project = self.rt.projects.load(conn, project_id)
-            return project_agreement(conn, project)
+            found = project_agreement(conn, project)
+        if project.spec.consensus == "weighted":
+            self.refit_consensus(project_id)  # the full pass happens here, not in submits
+        return found
+
+    def refit_consensus(self, project_id: str) -> None:
+        """Refit the project's Dawid-Skene confusion matrices over all its votes now."""
+        with write_transaction(self.rt.engine) as conn:
+            self.rt.projects.load(conn, project_id)
+            consensus_refit(conn, project_id, self.rt.queue.clock())

@@ -197,6 +197,31 @@ annotations_table = Table(
 
 idempotency = idempotency_table(metadata, "labeling")
 
+# Gold answers per annotator, kept current on every gold submit: every submit reads it (one
+# key lookup) to know whether its author is below the gold bar.
+annotator_gold = Table(
+    "labeling_annotator_gold",
+    metadata,
+    Column("project_id", String(64), nullable=False),
+    Column("annotator", String(256), nullable=False),
+    Column("answered", Integer, nullable=False, default=0),
+    Column("correct", Integer, nullable=False, default=0),
+    PrimaryKeyConstraint("project_id", "annotator"),
+)
+
+# The project's current Dawid-Skene fit (priors and one confusion matrix per annotator):
+# completed items are decided with it (one E-step on the item), and it is refitted every so
+# many completions, not on every one.
+ds_models = Table(
+    "labeling_ds_models",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("body", Text, nullable=False),  # JSON: classes, annotators, priors, confusion
+    Column("fitted_at", DateTime(timezone=True), nullable=False),
+    Column("answers", Integer, nullable=False),  # answers the fit saw
+    Column("completions", Integer, nullable=False, default=0),  # items decided since
+)
+
 ALL = [
     projects,
     label_usage,
@@ -214,6 +239,46 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=ALL)
 
 
+def _v2(conn: Connection) -> None:
+    """Gold counters and stored Dawid-Skene fits; backfill the counters and close the
+    correction entries earlier versions left pending on gold items (never decided) and on
+    decided items (reviews and single annotators did not close them)."""
+    from sqlalchemy import case, func, insert, select, update
+
+    metadata.create_all(conn, tables=[annotator_gold, ds_models])
+    a = annotations_table
+    counted = select(
+        a.c.project_id,
+        a.c.author,
+        func.count(),
+        func.sum(case((a.c.gold_correct, 1), else_=0)),
+    ).where(a.c.gold_correct.is_not(None) & (a.c.source == "human"))
+    conn.execute(
+        insert(annotator_gold).from_select(
+            ["project_id", "annotator", "answered", "correct"],
+            counted.group_by(a.c.project_id, a.c.author),
+        )
+    )
+    pending = corrections.c.resolution.in_(["open", "requeued", "escalated"])
+    for note, which in [
+        ("gold items are never decided", items.c.gold_value.is_not(None)),
+        ("its item was decided", items.c.status == "done"),
+    ]:
+        conn.execute(
+            update(corrections)
+            .where(pending & corrections.c.item_id.in_(select(items.c.item_id).where(which)))
+            .values(
+                resolution="resolved",
+                resolved_at=func.current_timestamp(),
+                detail=corrections.c.detail + f"; closed by migration 2: {note}",
+            )
+        )
+
+
 MIGRATIONS = MigrationSet(
-    "labeling", [Migration(1, "projects, items, assignments, annotations, label rows", _v1)]
+    "labeling",
+    [
+        Migration(1, "projects, items, assignments, annotations, label rows", _v1),
+        Migration(2, "gold counters, Dawid-Skene fits, stale correction entries closed", _v2),
+    ],
 )

@@ -11,7 +11,7 @@ from atlas_core.config import load_settings
 from atlas_core.errors import ConfigError, InvalidArgument, NotFound
 from atlas_labeling.web.config import LabelingWebSettings
 from atlas_labeling.web.images import image_uri, media_type
-from atlas_labeling.web.pages import EDITORS, parse_value, task_slug
+from atlas_labeling.web.pages import EDITORS, parse_value, suggestion_of, task_slug
 from tests.support.images import gif_bytes, jpeg_header, png_bytes
 
 
@@ -71,3 +71,27 @@ def test_items_name_their_images() -> None:
     for item, index in ((single, 1), (pair, 2), (pb.Item(item_id="t"), 0)):
         with pytest.raises(NotFound):
             image_uri(item, index)
+
+
+def test_the_suggestion_comes_from_the_assignment_itself() -> None:
+    def annotation(source: int, label: str, nanos: int, **kw: object) -> pb.Annotation:
+        message = pb.Annotation(
+            source=source,
+            value=pb.AnnotationValue(classes=pb.ClassLabels(labels=[label])),
+            **kw,  # type: ignore[arg-type]
+        )
+        message.create_time.FromNanoseconds(nanos)
+        return message
+
+    assignment = pb.Assignment(item=pb.Item(item_id="itm-1"))
+    assert suggestion_of(assignment) is None
+    assignment.item.annotations.extend(
+        [
+            annotation(pb.ANNOTATION_SOURCE_MODEL, "neg", 1, author="m:1", confidence=0.3),
+            annotation(pb.ANNOTATION_SOURCE_MODEL, "pos", 2, author="m:2", confidence=0.8),
+            annotation(pb.ANNOTATION_SOURCE_HUMAN, "neg", 3, author="ann"),
+        ]
+    )
+    got = suggestion_of(assignment)
+    assert got is not None and got["model"] == "m:2" and got["score"] == pytest.approx(0.8)
+    assert got["value"]["classes"]["labels"] == ["pos"]

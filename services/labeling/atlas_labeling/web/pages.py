@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core.clients.labeling import LabelingClient
-from atlas_core.errors import InvalidArgument
+from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.storage import ArtifactStore
 from atlas_core.web import WebKit, safe_next
 from atlas_labeling.web.clients import ClientPool
@@ -51,6 +51,22 @@ def lease_cookie(project_id: str, *, review: bool) -> str:
 
 def task_slug(task_type: int) -> str:
     return pb.TaskType.Name(task_type).removeprefix("TASK_TYPE_").lower()
+
+
+def suggestion_of(assignment: pb.Assignment) -> dict[str, Any] | None:
+    """The newest model pre-label of the assigned item: assignments carry the item's MODEL
+    suggestions (and nothing else of its annotations), so no GetItem is needed."""
+    models = [a for a in assignment.item.annotations if a.source == pb.ANNOTATION_SOURCE_MODEL]
+    if not models:
+        return None
+    latest = max(models, key=lambda a: a.create_time.ToNanoseconds())
+    version = latest.model.version
+    model = latest.model.model_name + (f":{version}" if version else "")
+    return {
+        "value": _as_dict(latest.value),
+        "model": model or latest.author,
+        "score": latest.confidence,
+    }
 
 
 def _nonce() -> str:
@@ -151,12 +167,24 @@ class Pages:
             )
             return project, leased
 
-        project, leased = await run_in_threadpool(load)
+        paused = ""
+        try:
+            project, leased = await run_in_threadpool(load)
+        except FailedPrecondition as exc:
+            if exc.reason != "ANNOTATOR_PAUSED":
+                raise
+            # Below the gold bar: say so plainly instead of an empty queue or an error page.
+            project, leased, paused = (
+                await run_in_threadpool(client.get_project, pid),
+                [],
+                exc.message,
+            )
         context: dict[str, Any] = {
             "project": project,
             "task": task_slug(project.spec.task_type),
             "review": review,
             "next_url": again,
+            "paused": paused,
         }
         cookie = lease_cookie(pid, review=review)
         if not leased:
@@ -172,11 +200,7 @@ class Pages:
             response = self.kit.redirect(request, again)  # answered already: the next one
             response.delete_cookie(cookie, path="/")
             return response
-        suggestion = None
-        if not review and assignment.item.model_version:
-            suggestion = await run_in_threadpool(
-                self._suggestion, client, pid, assignment.item.item_id
-            )
+        suggestion = None if review else suggestion_of(assignment)
         # A replayed lease keeps its stored state until the service sweeps it: past its
         # expiry it is over all the same (and must not be resumed again).
         lapsed = assignment.expire_time.ToNanoseconds() / 1e9 <= time.time()
@@ -192,22 +216,6 @@ class Pages:
         else:
             self.kit.set_cookie(response, cookie, rid, max_age=self.settings.session_max_age_s)
         return response
-
-    @staticmethod
-    def _suggestion(client: LabelingClient, pid: str, item_id: str) -> dict[str, Any] | None:
-        """The newest model pre-label of the item (assignments carry the content only)."""
-        item = client.get_item(pid, item_id)
-        models = [a for a in item.annotations if a.source == pb.ANNOTATION_SOURCE_MODEL]
-        if not models:
-            return None
-        latest = max(models, key=lambda a: a.create_time.ToNanoseconds())
-        version = latest.model.version
-        model = latest.model.model_name + (f":{version}" if version else "")
-        return {
-            "value": _as_dict(latest.value),
-            "model": model or latest.author,
-            "score": latest.confidence,
-        }
 
     def _task_data(
         self,
