@@ -77,6 +77,44 @@ class AnnotatorStats:
         return self.gold_correct / self.gold_answered if self.gold_answered else 0.0
 
 
+def _insert_lease(
+    conn: Any,
+    project: Any,
+    row: Any,
+    person: str,
+    review: bool,
+    expire: datetime,
+    now: datetime,
+) -> AssignmentRecord:
+    """Store an active lease of item ``row`` for ``person``. ``holder_key`` is unique: one
+    lease per (item, annotator), and one review lease per item at a time."""
+    record = AssignmentRecord(
+        new_id("asg"),
+        project.project_id,
+        row.item_id,
+        person,
+        review,
+        "active",
+        expire,
+        now,
+        row_to_item(row),
+    )
+    conn.execute(
+        insert(assignments).values(
+            assignment_id=record.assignment_id,
+            project_id=record.project_id,
+            item_id=record.item_id,
+            annotator=person,
+            is_review=review,
+            state="active",
+            holder_key=f"{row.item_id}|{'review' if review else person}",
+            expire_at=expire,
+            created_at=now,
+        )
+    )
+    return record
+
+
 def _row_to_assignment(row: Any) -> AssignmentRecord:
     return AssignmentRecord(
         row.assignment_id,
@@ -266,30 +304,7 @@ class AssignmentQueue:
         expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
         leased = []
         for row in rows:
-            record = AssignmentRecord(
-                new_id("asg"),
-                project.project_id,
-                row.item_id,
-                annotator,
-                False,
-                "active",
-                expire,
-                now,
-                row_to_item(row),
-            )
-            conn.execute(
-                insert(assignments).values(
-                    assignment_id=record.assignment_id,
-                    project_id=record.project_id,
-                    item_id=record.item_id,
-                    annotator=annotator,
-                    is_review=False,
-                    state="active",
-                    holder_key=f"{row.item_id}|{annotator}",
-                    expire_at=expire,
-                    created_at=now,
-                )
-            )
+            record = _insert_lease(conn, project, row, annotator, False, expire, now)
             conn.execute(
                 update(items)
                 .where(items.c.item_id == row.item_id)
@@ -328,31 +343,7 @@ class AssignmentQueue:
         expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
         leased = []
         for row in conn.execute(query).all():
-            record = AssignmentRecord(
-                new_id("asg"),
-                project.project_id,
-                row.item_id,
-                reviewer,
-                True,
-                "active",
-                expire,
-                now,
-                row_to_item(row),
-            )
-            conn.execute(
-                insert(assignments).values(
-                    assignment_id=record.assignment_id,
-                    project_id=record.project_id,
-                    item_id=record.item_id,
-                    annotator=reviewer,
-                    is_review=True,
-                    state="active",
-                    # One review lease per item at a time.
-                    holder_key=f"{row.item_id}|review",
-                    expire_at=expire,
-                    created_at=now,
-                )
-            )
+            record = _insert_lease(conn, project, row, reviewer, True, expire, now)
             leased.append(record)
         if leased:
             by_item = annotations_of(conn, [r.item_id for r in leased])
