@@ -2,6 +2,10 @@
 throughput and memory, and Label Studio's export of the same labels.
 
     python bench/labeling.py [--quick] [--no-labelstudio] [--dbs sqlite,postgresql]
+    python bench/labeling.py --skip-assign --no-labelstudio --export-rows 1000000
+
+``--skip-assign`` measures the export only (no assignment load) and records it under
+``labeling_export`` so it never replaces a full run's ``labeling.json``.
 
 1. ``assign_submit_p99_ms_c50``: RequestAssignments + SubmitAnnotation over real gRPC against
    ``python -m atlas_labeling`` (a separate process), 50 annotators spread over load-generator
@@ -703,6 +707,36 @@ class Database:
         admin.dispose()
 
 
+def _bench_assign(
+    kind: str, db: Database, stub: Any, svc: Service, args: argparse.Namespace, out: dict[str, Any]
+) -> None:
+    pid = create_project(stub, "bench-assign")
+    out["items"] = args.items
+    out["add_items_s"] = add_items(stub, pid, args.items)
+    print(f"[{kind}] {args.items} items added in {out['add_items_s']:.1f} s", flush=True)
+    for shape, think in (("paced", args.think), ("saturated", 0.0)):
+        seconds = args.seconds if shape == "paced" else args.saturated_seconds
+        res = run_load(
+            svc.target,
+            pid,
+            annotators=args.annotators,
+            procs=args.load_procs,
+            seconds=seconds,
+            think_s=think,
+            prefix=f"{kind}-{shape}",
+        )
+        out[shape] = res
+        rt = res["round_trip"]
+        print(
+            f"[{kind}] {shape:9s} round trip p50 {rt['p50_ms']:.1f} ms  "
+            f"p99 {rt['p99_ms']:.1f} ms  {res['round_trips_per_s']:.0f}/s  "
+            f"errors {res['errors']}",
+            flush=True,
+        )
+    out["double_assignments"] = db_double_assignments(db.url, pid)
+    print(f"[{kind}] double assignments (database): {out['double_assignments']}", flush=True)
+
+
 def bench_backend(
     kind: str, tmp: Path, s3: Any, args: argparse.Namespace, export_sizes: list[int]
 ) -> dict[str, Any]:
@@ -714,33 +748,8 @@ def bench_backend(
         svc = Service(tmp, s3, db.url, kind)
         channel, stub = stub_for(svc.target)
         try:
-            pid = create_project(stub, "bench-assign")
-            out["items"] = args.items
-            out["add_items_s"] = add_items(stub, pid, args.items)
-            print(f"[{kind}] {args.items} items added in {out['add_items_s']:.1f} s", flush=True)
-            for shape, think in (("paced", args.think), ("saturated", 0.0)):
-                seconds = args.seconds if shape == "paced" else args.saturated_seconds
-                res = run_load(
-                    svc.target,
-                    pid,
-                    annotators=args.annotators,
-                    procs=args.load_procs,
-                    seconds=seconds,
-                    think_s=think,
-                    prefix=f"{kind}-{shape}",
-                )
-                out[shape] = res
-                rt = res["round_trip"]
-                print(
-                    f"[{kind}] {shape:9s} round trip p50 {rt['p50_ms']:.1f} ms  "
-                    f"p99 {rt['p99_ms']:.1f} ms  {res['round_trips_per_s']:.0f}/s  "
-                    f"errors {res['errors']}",
-                    flush=True,
-                )
-            out["double_assignments"] = db_double_assignments(db.url, pid)
-            print(
-                f"[{kind}] double assignments (database): {out['double_assignments']}", flush=True
-            )
+            if not args.skip_assign:
+                _bench_assign(kind, db, stub, svc, args, out)
             out["exports"] = {}
             for n in export_sizes:
                 epid = create_project(stub, f"bench-export-{n}", overlap=1)
@@ -782,6 +791,11 @@ def main() -> None:
     )
     ap.add_argument("--ls-import-budget", type=float, default=600.0, help="seconds")
     ap.add_argument("--export-rows", type=int, default=None)
+    ap.add_argument(
+        "--skip-assign",
+        action="store_true",
+        help="export only: no assignment load (results go to labeling_export.json)",
+    )
     args = ap.parse_args()
     args.items = 10_000 if args.quick else 100_000
     args.seconds = 30.0 if args.quick else 60.0
@@ -853,6 +867,18 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     backends = payload["backends"]
+    if not args.skip_assign:
+        _assign_summary(payload, backends)
+    _export_summary(payload, backends, export_rows, ls)
+    payload["load_average_at_end"] = load_average()
+    payload["wall_s"] = time.time() - started
+    print_table(payload)
+    name = "labeling_export" if args.skip_assign else "labeling"
+    path = write_results(name, payload, quick=args.quick)
+    print(f"wrote {path}")
+
+
+def _assign_summary(payload: dict[str, Any], backends: dict[str, Any]) -> None:
     paced = {k: b["paced"]["round_trip"] for k, b in backends.items()}
     worst = max(paced, key=lambda k: paced[k]["p99_ms"])
     payload["assign_submit_p99_ms_c50"] = paced[worst]["p99_ms"]
@@ -869,6 +895,14 @@ def main() -> None:
         + b["saturated"]["client_double_assignments"]["total"]
         for b in backends.values()
     )
+
+
+def _export_summary(
+    payload: dict[str, Any],
+    backends: dict[str, Any],
+    export_rows: int,
+    ls: dict[str, Any] | None,
+) -> None:
     full = {k: b["exports"][str(export_rows)] for k, b in backends.items()}
     ex_worst = min(full, key=lambda k: full[k]["rows_per_s"])
     payload["export_label_rows"] = export_rows
@@ -897,11 +931,6 @@ def main() -> None:
     elif ls is not None:
         payload["labelstudio_export_rows_per_s"] = None
         payload["labelstudio_error"] = ls.get("error")
-    payload["load_average_at_end"] = load_average()
-    payload["wall_s"] = time.time() - started
-    print_table(payload)
-    path = write_results("labeling", payload, quick=args.quick)
-    print(f"wrote {path}")
 
 
 def print_table(p: dict[str, Any]) -> None:
@@ -912,6 +941,8 @@ def print_table(p: dict[str, Any]) -> None:
     )
     for kind, b in p["backends"].items():
         for shape in ("paced", "saturated"):
+            if shape not in b:
+                continue
             r = b[shape]
             rt = r["round_trip"]
             print(
@@ -919,7 +950,8 @@ def print_table(p: dict[str, Any]) -> None:
                 f"{r['request']['p99_ms']:8.1f} {r['submit']['p99_ms']:8.1f} "
                 f"{r['round_trips_per_s']:7.0f} {rt['p99_ms'] / 25:9.2f}"
             )
-    print(f"double_assignments: {p['double_assignments']}")
+    if "double_assignments" in p:
+        print(f"double_assignments: {p['double_assignments']}")
     print()
     print(
         f"{'backend':10s} {'rows':>9s} {'s':>7s} {'rows/s':>10s} {'peak RSS MB':>12s} {'/200k':>6s}"
