@@ -1,0 +1,214 @@
+"""The label history read for export as Arrow batches, column by column.
+
+Rows are read straight from the database driver (no ORM row objects, no per-row value
+objects) in keyset pages on ``seq`` and turned into Arrow arrays per column:
+
+- ``value`` is passed through as stored: ``labels.append_label`` stores
+  ``json.dumps(to_json(value))``, the exact text the export writes;
+- ``annotators`` (a JSON list) is parsed once per distinct text in a page;
+- times are converted in bulk: SQLite keeps them as SQLAlchemy's UTC text
+  ``YYYY-MM-DD HH:MM:SS.ffffff``, PostgreSQL is asked for microseconds since the epoch.
+
+Anything else than SQLite or PostgreSQL (psycopg) goes through SQLAlchemy rows, converted
+to the same columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Engine, select
+
+from atlas_labeling.exporting import LABEL_SCHEMA
+from atlas_labeling.tables import label_rows
+
+# The columns in the order the queries select them (LABEL_SCHEMA's, bar the renamed time).
+_COLUMNS = (
+    "entity_key",
+    "label",
+    "value",
+    "event_time",
+    "created_at",
+    "label_version",
+    "annotators",
+    "agreement",
+    "source",
+    "item_id",
+    "seq",
+)
+_NAIVE_US = pa.timestamp("us")
+_UTC_US = pa.timestamp("us", tz="UTC")
+_ANNOTATORS = pa.list_(pa.string())
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """Which label rows of a project an export takes (after a cursor, in ``seq`` order)."""
+
+    project_id: str
+    sources: Sequence[str]
+    min_agreement: float = 0.0
+    start: datetime | None = None  # on label creation time, inclusive
+    end: datetime | None = None  # exclusive
+
+
+def read_batches(
+    engine: Engine,
+    where: LabelFilter,
+    after_seq: int,
+    limit: int | None,
+    page: int,
+) -> Iterator[pa.RecordBatch]:
+    """Label rows with ``seq > after_seq`` in ``seq`` order, at most ``limit`` of them, as
+    batches of at most ``page`` rows in LABEL_SCHEMA. Each page is one short query on its own
+    connection (keyset on the primary key), so no transaction stays open between pages."""
+    taken = 0
+    while limit is None or taken < limit:
+        size = page if limit is None else min(page, limit - taken)
+        with engine.connect() as conn:
+            batch = read_page(conn, where, after_seq, size)
+        if batch.num_rows == 0:
+            return
+        yield batch
+        taken += batch.num_rows
+        after_seq = batch.column(LABEL_SCHEMA.get_field_index("seq"))[-1].as_py()
+
+
+def read_page(conn: Connection, where: LabelFilter, after_seq: int, size: int) -> pa.RecordBatch:
+    dialect = conn.dialect.name
+    if dialect == "sqlite" or (dialect == "postgresql" and conn.dialect.driver == "psycopg"):
+        columns = _driver_columns(conn, where, after_seq, size)
+    else:
+        columns = _sqlalchemy_columns(conn, where, after_seq, size)
+    return to_batch(columns)
+
+
+def _driver_columns(
+    conn: Connection, where: LabelFilter, after_seq: int, size: int
+) -> list[Sequence[Any]]:
+    postgres = conn.dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+    if postgres:
+        # Microseconds since the epoch: exact (extract returns numeric) and no datetime objects.
+        times = ", ".join(
+            f"(extract(epoch from {c}) * 1000000)::bigint" for c in ("event_time", "created_at")
+        )
+    else:
+        times = "event_time, created_at"
+    # Bind times the way SQLAlchemy stores them (SQLite: its text form), so comparisons match.
+    bind = label_rows.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    params: list[Any] = [where.project_id, after_seq, *where.sources]
+    sql = (
+        "SELECT entity_key, label, value, "
+        + times
+        + ", label_version, annotators, agreement, source, item_id, seq"
+        f" FROM {label_rows.name}"
+        f" WHERE project_id = {mark} AND seq > {mark}"
+        f" AND source IN ({', '.join(mark for _ in where.sources)})"
+    )
+    if where.min_agreement > 0:
+        sql += f" AND (agreement IS NULL OR agreement >= {mark})"
+        params.append(where.min_agreement)
+    for bound, op in ((where.start, ">="), (where.end, "<")):
+        if bound is not None:
+            sql += f" AND created_at {op} {mark}"
+            params.append(bind(bound) if bind is not None else bound)
+    sql += f" ORDER BY seq LIMIT {mark}"
+    params.append(size)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if not rows:
+        return [() for _ in _COLUMNS]
+    return list(zip(*rows))
+
+
+def _sqlalchemy_columns(
+    conn: Connection, where: LabelFilter, after_seq: int, size: int
+) -> list[Sequence[Any]]:
+    c = label_rows.c
+    query = select(*(getattr(c, name) for name in _COLUMNS)).where(
+        (c.project_id == where.project_id) & (c.seq > after_seq) & c.source.in_(list(where.sources))
+    )
+    if where.min_agreement > 0:
+        query = query.where(c.agreement.is_(None) | (c.agreement >= where.min_agreement))
+    if where.start is not None:
+        query = query.where(c.created_at >= where.start)
+    if where.end is not None:
+        query = query.where(c.created_at < where.end)
+    rows = conn.execute(query.order_by(c.seq).limit(size)).all()
+    if not rows:
+        return [() for _ in _COLUMNS]
+    return list(zip(*rows))
+
+
+def to_batch(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    """One batch in LABEL_SCHEMA from the selected columns (in ``_COLUMNS`` order)."""
+    by_name = dict(zip(_COLUMNS, columns))
+    arrays = [
+        pa.array(by_name["entity_key"], pa.string()),
+        pa.array(by_name["label"], pa.string()),
+        pa.array(by_name["value"], pa.string()),
+        _timestamps(by_name["event_time"]),
+        _timestamps(by_name["created_at"]),
+        pa.array(by_name["label_version"], pa.int32()),
+        _annotators(by_name["annotators"]),
+        pa.array(by_name["agreement"], pa.float64()),
+        pa.array(by_name["source"], pa.string()),
+        pa.array(by_name["item_id"], pa.string()),
+        pa.array(by_name["seq"], pa.int64()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=LABEL_SCHEMA)
+
+
+def _timestamps(values: Sequence[Any]) -> pa.Array:
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, str):
+        # Stored as UTC wall time without an offset (what projects.aware assumes on read).
+        return pa.array(values, pa.string()).cast(_NAIVE_US).cast(_UTC_US)
+    if isinstance(first, int):
+        return pa.array(values, pa.int64()).cast(_UTC_US)
+    if isinstance(first, datetime) and first.tzinfo is None:
+        return pa.array(values, _NAIVE_US).cast(_UTC_US)
+    return pa.array(values, _UTC_US)
+
+
+def _annotators(values: Sequence[Any]) -> pa.Array:
+    """The JSON lists parsed once per distinct text (a page repeats few annotator sets)."""
+    encoded = pa.array(values, pa.string()).dictionary_encode()
+    parsed = pa.array([json.loads(t) for t in encoded.dictionary.to_pylist()], _ANNOTATORS)
+    return parsed.take(encoded.indices)
+
+
+def count_labels(batch: pa.RecordBatch, counts: dict[str, int]) -> None:
+    """Add a batch's label counts to ``counts``: each box's label ("box" if it has none) for
+    box values, else the "|"-separated class labels of the flat ``label`` column."""
+    values = batch.column(LABEL_SCHEMA.get_field_index("value"))
+    labels = batch.column(LABEL_SCHEMA.get_field_index("label"))
+    boxes = pc.starts_with(values, '{"kind": "boxes"')
+    if pc.any(boxes).as_py():
+        # Row by row, in order, so the counts keep their first-seen order.
+        for is_box, value, label in zip(boxes.to_pylist(), values.to_pylist(), labels.to_pylist()):
+            if is_box:
+                names = [b.get("label") or "box" for b in json.loads(value)["boxes"]]
+            else:
+                names = label.split("|") if label else []
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+        return
+    present = labels.filter(pc.not_equal(labels, ""))
+    if len(present) == 0:
+        return
+    flat = pc.list_flatten(pc.split_pattern(present, "|"))
+    tally = pc.value_counts(flat)
+    for name, n in zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist()):
+        counts[name] = counts.get(name, 0) + n
