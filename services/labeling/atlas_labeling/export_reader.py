@@ -1,7 +1,10 @@
 """The label history read for export as Arrow batches, column by column.
 
-Rows are read straight from the database driver (no ORM row objects, no per-row value
-objects) in keyset pages on ``seq`` and turned into Arrow arrays per column:
+Rows are read in keyset pages on ``seq`` with as few per-row Python objects as possible: on
+PostgreSQL through ADBC (``adbc-driver-postgresql``, results straight into Arrow) when it is
+installed, else through the SQLAlchemy connection's own driver cursor (sqlite3, psycopg: tuples
+turned into Arrow arrays per column). ADBC is not used for SQLite: adbc-driver-sqlite 1.13 did
+not see rows another connection had committed to a WAL-mode database. Either way:
 
 - ``value`` is passed through as stored: ``labels.append_label`` stores
   ``json.dumps(to_json(value))``, the exact text the export writes;
@@ -15,6 +18,8 @@ to the same columns.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.engine import URL
 
 from atlas_labeling.exporting import LABEL_SCHEMA
 from atlas_labeling.tables import label_rows
@@ -64,33 +70,142 @@ def read_batches(
     after_seq: int,
     limit: int | None,
     page: int,
+    *,
+    adbc: bool | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Label rows with ``seq > after_seq`` in ``seq`` order, at most ``limit`` of them, as
     batches of at most ``page`` rows in LABEL_SCHEMA. Each page is one short query on its own
-    connection (keyset on the primary key), so no transaction stays open between pages."""
+    connection (keyset on the primary key), so no transaction stays open between pages.
+
+    A page asks for a window of ``page`` sequence numbers (``after < seq <= after + page``), so
+    the database never has more than a page to sort whatever plan it picks: with statistics
+    that do not know the table's size yet (a freshly filled table), PostgreSQL sorts every
+    remaining row for an open-ended ``ORDER BY seq LIMIT n``. An empty window (a gap of
+    filtered-out rows, or the end) falls back to the open-ended query once.
+
+    ``adbc``: None uses ADBC when it can, False never, True always (an error if it cannot)."""
+    url = adbc_url(engine.url) if adbc is not False else None
+    if adbc and url is None:
+        raise RuntimeError(f"no ADBC reader for {engine.url.drivername}")
+    with contextlib.ExitStack() as stack:
+        adbc_conn = stack.enter_context(_adbc_connect(url)) if url is not None else None
+        yield from _pages(engine, adbc_conn, where, after_seq, limit, page)
+
+
+def _pages(
+    engine: Engine,
+    adbc_conn: Any,
+    where: LabelFilter,
+    after_seq: int,
+    limit: int | None,
+    page: int,
+) -> Iterator[pa.RecordBatch]:
+    seq = LABEL_SCHEMA.get_field_index("seq")
     taken = 0
     while limit is None or taken < limit:
         size = page if limit is None else min(page, limit - taken)
-        with engine.connect() as conn:
-            batch = read_page(conn, where, after_seq, size)
+        upto: int | None = after_seq + page
+        if adbc_conn is not None:
+            batch = _adbc_page(adbc_conn, where, after_seq, upto, size)
+            if batch.num_rows == 0:
+                upto = None
+                batch = _adbc_page(adbc_conn, where, after_seq, None, size)
+        else:
+            with engine.connect() as conn:
+                batch = read_page(conn, where, after_seq, upto, size)
+                if batch.num_rows == 0:
+                    upto = None
+                    batch = read_page(conn, where, after_seq, None, size)
         if batch.num_rows == 0:
             return
         yield batch
         taken += batch.num_rows
-        after_seq = batch.column(LABEL_SCHEMA.get_field_index("seq"))[-1].as_py()
+        if batch.num_rows == size or upto is None:
+            after_seq = batch.column(seq)[-1].as_py()
+        else:
+            after_seq = upto  # the whole window was read
 
 
-def read_page(conn: Connection, where: LabelFilter, after_seq: int, size: int) -> pa.RecordBatch:
+def read_page(
+    conn: Connection, where: LabelFilter, after_seq: int, upto: int | None, size: int
+) -> pa.RecordBatch:
+    """At most ``size`` rows with ``after_seq < seq <= upto`` (no upper bound if None)."""
     dialect = conn.dialect.name
     if dialect == "sqlite" or (dialect == "postgresql" and conn.dialect.driver == "psycopg"):
-        columns = _driver_columns(conn, where, after_seq, size)
+        columns = _driver_columns(conn, where, after_seq, upto, size)
     else:
-        columns = _sqlalchemy_columns(conn, where, after_seq, size)
+        columns = _sqlalchemy_columns(conn, where, after_seq, upto, size)
     return to_batch(columns)
 
 
+# ---- ADBC -----------------------------------------------------------------------------------
+
+
+def adbc_url(url: URL) -> str | None:
+    """The libpq URL ADBC connects to, or None (not PostgreSQL, or no ADBC driver)."""
+    if url.get_backend_name() == "postgresql" and _installed("adbc_driver_postgresql"):
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return None
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@contextlib.contextmanager
+def _adbc_connect(url: str) -> Iterator[Any]:
+    import adbc_driver_postgresql.dbapi as pg
+
+    conn = pg.connect(url, autocommit=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _adbc_page(
+    conn: Any, where: LabelFilter, after_seq: int, upto: int | None, size: int
+) -> pa.RecordBatch:
+    params: list[Any] = [where.project_id, after_seq, *where.sources]
+
+    def mark() -> str:
+        return f"${len(params)}"
+
+    sources = ", ".join(f"${i + 3}" for i in range(len(where.sources)))
+    sql = (
+        "SELECT entity_key, label, value, event_time, created_at, label_version, annotators,"
+        f" agreement, source, item_id, seq FROM {label_rows.name}"
+        f" WHERE project_id = $1 AND seq > $2 AND source IN ({sources})"
+    )
+    if upto is not None:
+        params.append(upto)
+        sql += f" AND seq <= {mark()}"
+    if where.min_agreement > 0:
+        params.append(where.min_agreement)
+        sql += f" AND (agreement IS NULL OR agreement >= {mark()})"
+    for bound, op in ((where.start, ">="), (where.end, "<")):
+        if bound is not None:
+            params.append(bound)
+            sql += f" AND created_at {op} {mark()}"
+    params.append(size)
+    sql += f" ORDER BY seq LIMIT {mark()}"
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, params)
+        table = cursor.fetch_arrow_table()
+    finally:
+        cursor.close()
+    if table.num_rows == 0:
+        return pa.RecordBatch.from_pylist([], schema=LABEL_SCHEMA)
+    table = table.combine_chunks()
+    return to_batch([table.column(i).chunk(0) for i in range(table.num_columns)])
+
+
+# ---- the SQLAlchemy connection's driver ------------------------------------------------------
+
+
 def _driver_columns(
-    conn: Connection, where: LabelFilter, after_seq: int, size: int
+    conn: Connection, where: LabelFilter, after_seq: int, upto: int | None, size: int
 ) -> list[Sequence[Any]]:
     postgres = conn.dialect.name == "postgresql"
     mark = "%s" if postgres else "?"
@@ -112,6 +227,9 @@ def _driver_columns(
         f" WHERE project_id = {mark} AND seq > {mark}"
         f" AND source IN ({', '.join(mark for _ in where.sources)})"
     )
+    if upto is not None:
+        sql += f" AND seq <= {mark}"
+        params.append(upto)
     if where.min_agreement > 0:
         sql += f" AND (agreement IS NULL OR agreement >= {mark})"
         params.append(where.min_agreement)
@@ -133,12 +251,14 @@ def _driver_columns(
 
 
 def _sqlalchemy_columns(
-    conn: Connection, where: LabelFilter, after_seq: int, size: int
+    conn: Connection, where: LabelFilter, after_seq: int, upto: int | None, size: int
 ) -> list[Sequence[Any]]:
     c = label_rows.c
     query = select(*(getattr(c, name) for name in _COLUMNS)).where(
         (c.project_id == where.project_id) & (c.seq > after_seq) & c.source.in_(list(where.sources))
     )
+    if upto is not None:
+        query = query.where(c.seq <= upto)
     if where.min_agreement > 0:
         query = query.where(c.agreement.is_(None) | (c.agreement >= where.min_agreement))
     if where.start is not None:
@@ -151,26 +271,37 @@ def _sqlalchemy_columns(
     return list(zip(*rows))
 
 
-def to_batch(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
-    """One batch in LABEL_SCHEMA from the selected columns (in ``_COLUMNS`` order)."""
+def to_batch(columns: Sequence[Sequence[Any] | pa.Array]) -> pa.RecordBatch:
+    """One batch in LABEL_SCHEMA from the selected columns (in ``_COLUMNS`` order), Python
+    sequences or Arrow arrays."""
     by_name = dict(zip(_COLUMNS, columns))
     arrays = [
-        pa.array(by_name["entity_key"], pa.string()),
-        pa.array(by_name["label"], pa.string()),
-        pa.array(by_name["value"], pa.string()),
+        _array(by_name["entity_key"], pa.string()),
+        _array(by_name["label"], pa.string()),
+        _array(by_name["value"], pa.string()),
         _timestamps(by_name["event_time"]),
         _timestamps(by_name["created_at"]),
-        pa.array(by_name["label_version"], pa.int32()),
+        _array(by_name["label_version"], pa.int32()),
         _annotators(by_name["annotators"]),
-        pa.array(by_name["agreement"], pa.float64()),
-        pa.array(by_name["source"], pa.string()),
-        pa.array(by_name["item_id"], pa.string()),
-        pa.array(by_name["seq"], pa.int64()),
+        _array(by_name["agreement"], pa.float64()),
+        _array(by_name["source"], pa.string()),
+        _array(by_name["item_id"], pa.string()),
+        _array(by_name["seq"], pa.int64()),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=LABEL_SCHEMA)
 
 
-def _timestamps(values: Sequence[Any]) -> pa.Array:
+def _array(values: Sequence[Any] | pa.Array, kind: pa.DataType) -> pa.Array:
+    if isinstance(values, pa.Array):
+        return values.cast(kind)
+    return pa.array(values, kind)
+
+
+def _timestamps(values: Sequence[Any] | pa.Array) -> pa.Array:
+    if isinstance(values, pa.Array):
+        if pa.types.is_timestamp(values.type):
+            return values.cast(_UTC_US)
+        return values.cast(pa.string()).cast(_NAIVE_US).cast(_UTC_US)
     first = next((v for v in values if v is not None), None)
     if isinstance(first, str):
         # Stored as UTC wall time without an offset (what projects.aware assumes on read).
@@ -182,9 +313,9 @@ def _timestamps(values: Sequence[Any]) -> pa.Array:
     return pa.array(values, _UTC_US)
 
 
-def _annotators(values: Sequence[Any]) -> pa.Array:
+def _annotators(values: Sequence[Any] | pa.Array) -> pa.Array:
     """The JSON lists parsed once per distinct text (a page repeats few annotator sets)."""
-    encoded = pa.array(values, pa.string()).dictionary_encode()
+    encoded = _array(values, pa.string()).dictionary_encode()
     parsed = pa.array([json.loads(t) for t in encoded.dictionary.to_pylist()], _ANNOTATORS)
     return parsed.take(encoded.indices)
 

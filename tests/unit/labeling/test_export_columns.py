@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from sqlalchemy import Connection, select
 
 from atlas_core.db import write_transaction
@@ -203,7 +204,28 @@ def new_table(harness: Harness, where: export_reader.LabelFilter, after: int, pa
 # ---- tests ----------------------------------------------------------------------------------
 
 
-def test_columnar_reader_matches_the_row_reader(harness: Harness) -> None:
+@pytest.fixture(params=["adbc", "driver"])
+def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, harness: Harness) -> str:
+    """Both read paths: ADBC (PostgreSQL: results straight into Arrow), and the SQLAlchemy
+    connection's driver cursor (SQLite always; PostgreSQL without the ADBC driver)."""
+    original = export_reader.read_batches
+    use = request.param == "adbc"
+    adbc_url = export_reader.adbc_url(harness.service.rt.engine.url)
+    if harness.url.startswith("postgresql"):
+        assert adbc_url is not None, "adbc-driver-postgresql is a dependency"
+    else:
+        assert adbc_url is None  # SQLite is always read through sqlite3
+        use = False
+
+    def read_batches(*args: Any, **kw: Any) -> Any:
+        kw.setdefault("adbc", use)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(export_reader, "read_batches", read_batches)
+    return str(request.param)
+
+
+def test_columnar_reader_matches_the_row_reader(harness: Harness, reads: str) -> None:
     pid = project(harness)
     engine = harness.service.rt.engine
     cases: list[tuple[dict[str, Any], int]] = [
@@ -249,7 +271,7 @@ def old_read_all(harness: Harness, pid: str) -> list[dict[str, Any]]:
         return old_read(conn, pid, 0, 10_000, sources=HUMAN)
 
 
-def test_limit_and_cursor_pages_neither_lose_nor_repeat_rows(harness: Harness) -> None:
+def test_limit_and_cursor_pages_neither_lose_nor_repeat_rows(harness: Harness, reads: str) -> None:
     pid = project(harness)
     engine = harness.service.rt.engine
     where = export_reader.LabelFilter(pid, HUMAN)
@@ -267,7 +289,7 @@ def test_limit_and_cursor_pages_neither_lose_nor_repeat_rows(harness: Harness) -
     assert len(seen) == len(set(seen))
 
 
-def test_parquet_and_jsonl_parts_unchanged(harness: Harness, tmp_path: Path) -> None:
+def test_parquet_and_jsonl_parts_unchanged(harness: Harness, tmp_path: Path, reads: str) -> None:
     pid = project(harness)
     records = old_read_all(harness, pid)
     where = export_reader.LabelFilter(pid, HUMAN)
@@ -285,7 +307,7 @@ def test_parquet_and_jsonl_parts_unchanged(harness: Harness, tmp_path: Path) -> 
     assert first["event_time"] == "2026-11-30T08:16:00.000037+00:00"  # item 1: T0 + 1 min 37 µs
 
 
-def test_coco_document_unchanged(harness: Harness, tmp_path: Path) -> None:
+def test_coco_document_unchanged(harness: Harness, tmp_path: Path, reads: str) -> None:
     pid = project(harness)
     engine = harness.service.rt.engine
     store = harness.artifacts
