@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,6 +92,51 @@ def read_batches(
     with contextlib.ExitStack() as stack:
         adbc_conn = stack.enter_context(_adbc_connect(url)) if url is not None else None
         yield from _pages(engine, adbc_conn, where, after_seq, limit, page)
+
+
+def read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """``batches`` read by a thread up to ``depth`` batches ahead of the consumer, so reading
+    (the database driver, which releases the GIL while it steps) overlaps encoding the part
+    (Parquet, which releases it too). An error in the reader is raised to the consumer; a
+    consumer that stops early stops the reader."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for batch in batches:
+                if not put("batch", batch):
+                    return
+            put("end", None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put("error", exc)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=run, name="label-export-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _pages(

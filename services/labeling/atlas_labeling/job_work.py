@@ -310,7 +310,9 @@ def _export_parts(
         try:
             while True:
                 ctx.raise_if_cancelled()
-                batches = export_reader.read_batches(rt.engine, where, cursor, per_part, READ_CHUNK)
+                batches = export_reader.read_ahead(
+                    export_reader.read_batches(rt.engine, where, cursor, per_part, READ_CHUNK)
+                )
                 peek = next(batches, None)
                 if peek is None:
                     break

@@ -382,3 +382,36 @@ def test_coco_document_unchanged(harness: Harness, tmp_path: Path, reads: str) -
             "landmarks": [1.0, 2.0, 3.5, 4.5],
         },
     ]
+
+
+def test_read_ahead_keeps_order_raises_errors_and_stops_early() -> None:
+    batches = [pa.record_batch({"n": [i]}) for i in range(10)]
+    assert list(export_reader.read_ahead(iter(batches))) == batches
+
+    def failing() -> Any:
+        yield batches[0]
+        raise ValueError("driver failed")
+
+    got = []
+    try:
+        for batch in export_reader.read_ahead(failing()):
+            got.append(batch)
+    except ValueError as exc:
+        assert str(exc) == "driver failed"
+    else:
+        raise AssertionError("the reader's error must reach the consumer")
+    assert got == batches[:1]
+
+    closed = []
+
+    def endless() -> Any:
+        try:
+            while True:
+                yield batches[0]
+        finally:
+            closed.append(True)
+
+    ahead = export_reader.read_ahead(endless())
+    assert next(ahead) == batches[0]
+    ahead.close()  # the consumer stops: the reader thread ends and closes its source
+    assert closed == [True]
