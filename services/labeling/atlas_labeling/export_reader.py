@@ -76,8 +76,9 @@ def read_batches(
     adbc: bool | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Label rows with ``seq > after_seq`` in ``seq`` order, at most ``limit`` of them, as
-    batches of at most ``page`` rows in LABEL_SCHEMA. Each page is one short query on its own
-    connection (keyset on the primary key), so no transaction stays open between pages.
+    batches of at most ``page`` rows in LABEL_SCHEMA. Each page is one short query (keyset on
+    the primary key) in a transaction of its own (SQLAlchemy: a connection per page; ADBC: one
+    autocommit connection per call), so no transaction stays open between pages.
 
     A page asks for a window of ``page`` sequence numbers (``after < seq <= after + page``), so
     the database never has more than a page to sort whatever plan it picks: with statistics
