@@ -2,6 +2,10 @@
 throughput and memory, and Label Studio's export of the same labels.
 
     python bench/labeling.py [--quick] [--no-labelstudio] [--dbs sqlite,postgresql]
+    python bench/labeling.py --skip-assign --no-labelstudio --export-rows 1000000
+
+``--skip-assign`` measures the export only (no assignment load) and records it under
+``labeling_export`` so it never replaces a full run's ``labeling.json``.
 
 1. ``assign_submit_p99_ms_c50``: RequestAssignments + SubmitAnnotation over real gRPC against
    ``python -m atlas_labeling`` (a separate process), 50 annotators spread over load-generator
@@ -17,7 +21,9 @@ throughput and memory, and Label Studio's export of the same labels.
    ``labels.append_label``; the export is what is measured), then the real export job runs:
    SubmitExportJob over gRPC -> job subprocess -> Parquet parts in S3, timed from the submit
    to the job's SUCCEEDED. ``export_peak_rss_mb`` is the job subprocess's VmHWM (peak RSS),
-   polled from /proc while it runs.
+   polled from /proc while it runs. A 1,000-row export is timed first: its time is the job's
+   fixed cost (``export_fixed_s_<db>``), and ``export_rows_per_s_after_fixed_<db>`` the rate
+   once that is taken out (for reading the figure; the key stays end to end).
 3. ``labelstudio_export_rows_per_s``: Label Studio in its own venv (``python3 -m venv
    /tmp/ls-venv && /tmp/ls-venv/bin/pip install label-studio 'sentry-sdk>=2.16,<3'``), SQLite,
    the same labels imported as tasks with one annotation each through its REST import API, then
@@ -61,6 +67,7 @@ from bench._labeling_stats import (  # noqa: E402
 )
 
 TOKEN = "bench-labeling-token-0123"
+PROBE_ROWS = 1_000
 PG_BASE = os.environ.get(
     "ATLAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -703,6 +710,36 @@ class Database:
         admin.dispose()
 
 
+def _bench_assign(
+    kind: str, db: Database, stub: Any, svc: Service, args: argparse.Namespace, out: dict[str, Any]
+) -> None:
+    pid = create_project(stub, "bench-assign")
+    out["items"] = args.items
+    out["add_items_s"] = add_items(stub, pid, args.items)
+    print(f"[{kind}] {args.items} items added in {out['add_items_s']:.1f} s", flush=True)
+    for shape, think in (("paced", args.think), ("saturated", 0.0)):
+        seconds = args.seconds if shape == "paced" else args.saturated_seconds
+        res = run_load(
+            svc.target,
+            pid,
+            annotators=args.annotators,
+            procs=args.load_procs,
+            seconds=seconds,
+            think_s=think,
+            prefix=f"{kind}-{shape}",
+        )
+        out[shape] = res
+        rt = res["round_trip"]
+        print(
+            f"[{kind}] {shape:9s} round trip p50 {rt['p50_ms']:.1f} ms  "
+            f"p99 {rt['p99_ms']:.1f} ms  {res['round_trips_per_s']:.0f}/s  "
+            f"errors {res['errors']}",
+            flush=True,
+        )
+    out["double_assignments"] = db_double_assignments(db.url, pid)
+    print(f"[{kind}] double assignments (database): {out['double_assignments']}", flush=True)
+
+
 def bench_backend(
     kind: str, tmp: Path, s3: Any, args: argparse.Namespace, export_sizes: list[int]
 ) -> dict[str, Any]:
@@ -714,33 +751,8 @@ def bench_backend(
         svc = Service(tmp, s3, db.url, kind)
         channel, stub = stub_for(svc.target)
         try:
-            pid = create_project(stub, "bench-assign")
-            out["items"] = args.items
-            out["add_items_s"] = add_items(stub, pid, args.items)
-            print(f"[{kind}] {args.items} items added in {out['add_items_s']:.1f} s", flush=True)
-            for shape, think in (("paced", args.think), ("saturated", 0.0)):
-                seconds = args.seconds if shape == "paced" else args.saturated_seconds
-                res = run_load(
-                    svc.target,
-                    pid,
-                    annotators=args.annotators,
-                    procs=args.load_procs,
-                    seconds=seconds,
-                    think_s=think,
-                    prefix=f"{kind}-{shape}",
-                )
-                out[shape] = res
-                rt = res["round_trip"]
-                print(
-                    f"[{kind}] {shape:9s} round trip p50 {rt['p50_ms']:.1f} ms  "
-                    f"p99 {rt['p99_ms']:.1f} ms  {res['round_trips_per_s']:.0f}/s  "
-                    f"errors {res['errors']}",
-                    flush=True,
-                )
-            out["double_assignments"] = db_double_assignments(db.url, pid)
-            print(
-                f"[{kind}] double assignments (database): {out['double_assignments']}", flush=True
-            )
+            if not args.skip_assign:
+                _bench_assign(kind, db, stub, svc, args, out)
             out["exports"] = {}
             for n in export_sizes:
                 epid = create_project(stub, f"bench-export-{n}", overlap=1)
@@ -782,6 +794,11 @@ def main() -> None:
     )
     ap.add_argument("--ls-import-budget", type=float, default=600.0, help="seconds")
     ap.add_argument("--export-rows", type=int, default=None)
+    ap.add_argument(
+        "--skip-assign",
+        action="store_true",
+        help="export only: no assignment load (results go to labeling_export.json)",
+    )
     args = ap.parse_args()
     args.items = 10_000 if args.quick else 100_000
     args.seconds = 30.0 if args.quick else 60.0
@@ -826,7 +843,9 @@ def main() -> None:
                 f"{ls['export_s']:.2f} s = {ls['export_rows_per_s']:,.0f} rows/s",
                 flush=True,
             )
-    export_sizes = [export_rows]
+    # A tiny export first: its time is the job's fixed cost (spawning the job process, its
+    # imports, opening the runtime, recording the export), reported beside the rows/s.
+    export_sizes = [PROBE_ROWS, export_rows] if export_rows > PROBE_ROWS else [export_rows]
     if ls and "export_rows" in ls and ls["export_rows"] != export_rows:
         export_sizes.insert(0, int(ls["export_rows"]))
 
@@ -853,6 +872,18 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     backends = payload["backends"]
+    if not args.skip_assign:
+        _assign_summary(payload, backends)
+    _export_summary(payload, backends, export_rows, ls)
+    payload["load_average_at_end"] = load_average()
+    payload["wall_s"] = time.time() - started
+    print_table(payload)
+    name = "labeling_export" if args.skip_assign else "labeling"
+    path = write_results(name, payload, quick=args.quick)
+    print(f"wrote {path}")
+
+
+def _assign_summary(payload: dict[str, Any], backends: dict[str, Any]) -> None:
     paced = {k: b["paced"]["round_trip"] for k, b in backends.items()}
     worst = max(paced, key=lambda k: paced[k]["p99_ms"])
     payload["assign_submit_p99_ms_c50"] = paced[worst]["p99_ms"]
@@ -869,6 +900,14 @@ def main() -> None:
         + b["saturated"]["client_double_assignments"]["total"]
         for b in backends.values()
     )
+
+
+def _export_summary(
+    payload: dict[str, Any],
+    backends: dict[str, Any],
+    export_rows: int,
+    ls: dict[str, Any] | None,
+) -> None:
     full = {k: b["exports"][str(export_rows)] for k, b in backends.items()}
     ex_worst = min(full, key=lambda k: full[k]["rows_per_s"])
     payload["export_label_rows"] = export_rows
@@ -878,6 +917,13 @@ def main() -> None:
     for k, f in full.items():
         payload[f"export_rows_per_s_{k}"] = f["rows_per_s"]
         payload[f"export_peak_rss_mb_{k}"] = f["peak_rss_mb"]
+        probe = backends[k]["exports"].get(str(PROBE_ROWS))
+        if probe is not None and export_rows > PROBE_ROWS:
+            # The fixed cost taken out: rows/s once the job runs (not the key).
+            payload[f"export_fixed_s_{k}"] = probe["seconds"]
+            payload[f"export_rows_per_s_after_fixed_{k}"] = (export_rows - PROBE_ROWS) / max(
+                f["seconds"] - probe["seconds"], 1e-9
+            )
     if ls is not None and "export_rows_per_s" in ls:
         n = str(ls["export_rows"])
         same = {k: b["exports"][n]["rows_per_s"] for k, b in backends.items()}
@@ -897,11 +943,6 @@ def main() -> None:
     elif ls is not None:
         payload["labelstudio_export_rows_per_s"] = None
         payload["labelstudio_error"] = ls.get("error")
-    payload["load_average_at_end"] = load_average()
-    payload["wall_s"] = time.time() - started
-    print_table(payload)
-    path = write_results("labeling", payload, quick=args.quick)
-    print(f"wrote {path}")
 
 
 def print_table(p: dict[str, Any]) -> None:
@@ -912,6 +953,8 @@ def print_table(p: dict[str, Any]) -> None:
     )
     for kind, b in p["backends"].items():
         for shape in ("paced", "saturated"):
+            if shape not in b:
+                continue
             r = b[shape]
             rt = r["round_trip"]
             print(
@@ -919,7 +962,8 @@ def print_table(p: dict[str, Any]) -> None:
                 f"{r['request']['p99_ms']:8.1f} {r['submit']['p99_ms']:8.1f} "
                 f"{r['round_trips_per_s']:7.0f} {rt['p99_ms'] / 25:9.2f}"
             )
-    print(f"double_assignments: {p['double_assignments']}")
+    if "double_assignments" in p:
+        print(f"double_assignments: {p['double_assignments']}")
     print()
     print(
         f"{'backend':10s} {'rows':>9s} {'s':>7s} {'rows/s':>10s} {'peak RSS MB':>12s} {'/200k':>6s}"

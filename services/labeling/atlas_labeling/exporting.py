@@ -15,8 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atlas_core.storage import ArtifactRef, ArtifactStore
-from atlas_labeling.labels import LabelRow
-from atlas_labeling.values import Boxes
+from atlas_labeling.values import Boxes, from_json
 
 LABEL_SCHEMA = pa.schema(
     [
@@ -36,32 +35,38 @@ LABEL_SCHEMA = pa.schema(
 EXTENSIONS = {"parquet": "parquet", "jsonl": "jsonl", "coco": "json"}
 
 
+def write_part_file(path: Path, fmt: str, batches: Iterable[pa.RecordBatch]) -> tuple[int, int]:
+    """Write ``batches`` (LABEL_SCHEMA) to one local part file, streamed batch by batch (one
+    Parquet row group each): flat memory. Returns (rows, last seq)."""
+    rows = last = 0
+    seq = LABEL_SCHEMA.get_field_index("seq")
+    if fmt == "parquet":
+        with pq.ParquetWriter(path, LABEL_SCHEMA) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                last = batch.column(seq)[-1].as_py()
+        return rows, last
+    with open(path, "w", encoding="utf-8") as text:
+        for batch in batches:
+            for record in batch.to_pylist():
+                text.write(json.dumps(record, default=_iso) + "\n")
+            rows += batch.num_rows
+            last = batch.column(seq)[-1].as_py()
+    return rows, last
+
+
 def write_part(
     store: ArtifactStore,
     key: str,
     fmt: str,
-    chunks: Iterable[list[LabelRow]],
+    batches: Iterable[pa.RecordBatch],
     work_dir: Path,
 ) -> tuple[ArtifactRef, int, int]:
-    """Write the rows of ``chunks`` to one part; returns (ref, rows, last seq)."""
-    rows = last = 0
+    """Write ``batches`` to one part and upload it; returns (ref, rows, last seq)."""
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         path = Path(tmp) / "part"
-        writer: pq.ParquetWriter | None = None
-        with open(path, "w", encoding="utf-8") as text:
-            if fmt == "parquet":
-                writer = pq.ParquetWriter(path, LABEL_SCHEMA)
-            for chunk in chunks:
-                records = [row.as_record() for row in chunk]
-                if writer is not None:
-                    writer.write_table(pa.Table.from_pylist(records, schema=LABEL_SCHEMA))
-                else:
-                    for record in records:
-                        text.write(json.dumps(record, default=_iso) + "\n")
-                rows += len(chunk)
-                last = chunk[-1].seq
-        if writer is not None:
-            writer.close()
+        rows, last = write_part_file(path, fmt, batches)
         ref = store.put_file(key, path)
     return ref, rows, last
 
@@ -73,24 +78,29 @@ def _iso(value: Any) -> str:
 def write_coco(
     store: ArtifactStore,
     key: str,
-    chunks: Iterable[list[LabelRow]],
+    batches: Iterable[pa.RecordBatch],
     image_uri: Callable[[str], str],
     categories: list[str],
     work_dir: Path,
 ) -> tuple[ArtifactRef, int, int]:
     """One COCO document of the latest box label per item; returns (ref, boxes, last seq)."""
-    latest: dict[str, LabelRow] = {}
+    latest: dict[str, tuple[str, str]] = {}  # item id -> (entity key, value JSON)
     last = 0
-    for chunk in chunks:
-        for row in chunk:
-            latest[row.item_id] = row  # rows come in seq order: the last one wins
-            last = row.seq
+    for batch in batches:
+        for item_id, entity_key, value in zip(
+            batch.column("item_id").to_pylist(),
+            batch.column("entity_key").to_pylist(),
+            batch.column("value").to_pylist(),
+        ):
+            latest[item_id] = (entity_key, value)  # rows come in seq order: the last one wins
+        if batch.num_rows:
+            last = batch.column("seq")[-1].as_py()
     names = list(categories) or ["object"]
     ids = {name: i + 1 for i, name in enumerate(names)}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for n, (item_id, row) in enumerate(sorted(latest.items()), start=1):
-        value = row.value
+    for n, (item_id, (entity_key, raw)) in enumerate(sorted(latest.items()), start=1):
+        value = from_json(json.loads(raw))
         if not isinstance(value, Boxes):
             continue
         images.append(
@@ -100,7 +110,7 @@ def write_coco(
                 "width": value.image_width,
                 "height": value.image_height,
                 "atlas_item_id": item_id,
-                "atlas_entity_key": row.entity_key,
+                "atlas_entity_key": entity_key,
             }
         )
         for box in value.boxes:

@@ -13,12 +13,14 @@ import io
 import json
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 
@@ -32,19 +34,26 @@ from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobContext
 from atlas_core.rpc import ClientSettings, error_from_rpc
 from atlas_core.storage import ArtifactRef
-from atlas_labeling import autolabel, bad_cases, exporting, issues, manifests, prelabel
+from atlas_labeling import (
+    autolabel,
+    bad_cases,
+    export_reader,
+    exporting,
+    issues,
+    manifests,
+    prelabel,
+)
 from atlas_labeling.items import NewItem, row_to_item
 from atlas_labeling.jobs import FORMATS, ITEM_STATUS, export_sources, parse_cursor
-from atlas_labeling.labels import LabelRow, read_rows
 from atlas_labeling.ordering import refresh_order
 from atlas_labeling.projects import utcnow
 from atlas_labeling.runtime import LabelingRuntime
 from atlas_labeling.schema import CONTENT_KIND
 from atlas_labeling.tables import exports, items
-from atlas_labeling.values import Boxes, ItemContent
+from atlas_labeling.values import ItemContent
 
 IMPORT_BATCH = 500
-READ_CHUNK = 10_000
+READ_CHUNK = 10_000  # label rows a query (and a Parquet row group)
 
 
 def ref_dict(ref: ArtifactRef) -> dict[str, Any]:
@@ -223,37 +232,22 @@ def _new_item(
 # ---- export --------------------------------------------------------------------------------
 
 
-def _chunks(
-    rt: LabelingRuntime, spec: pb.ExportSpec, after: int, limit: int | None
-) -> Iterator[list[LabelRow]]:
+def _filter(spec: pb.ExportSpec) -> export_reader.LabelFilter:
     utc = timezone.utc
-    start = spec.start_time.ToDatetime(tzinfo=utc) if spec.HasField("start_time") else None
-    end = spec.end_time.ToDatetime(tzinfo=utc) if spec.HasField("end_time") else None
-    taken = 0
-    while limit is None or taken < limit:
-        size = READ_CHUNK if limit is None else min(READ_CHUNK, limit - taken)
-        with rt.engine.connect() as conn:
-            rows = read_rows(
-                conn,
-                spec.project_id,
-                after,
-                size,
-                sources=export_sources(spec),
-                min_agreement=spec.min_agreement,
-                start=start,
-                end=end,
-            )
-        if not rows:
-            return
-        yield rows
-        taken += len(rows)
-        after = rows[-1].seq
+    return export_reader.LabelFilter(
+        project_id=spec.project_id,
+        sources=export_sources(spec),
+        min_agreement=spec.min_agreement,
+        start=spec.start_time.ToDatetime(tzinfo=utc) if spec.HasField("start_time") else None,
+        end=spec.end_time.ToDatetime(tzinfo=utc) if spec.HasField("end_time") else None,
+    )
 
 
 def export_labels(rt: LabelingRuntime, ctx: JobContext, spec: pb.ExportSpec) -> dict[str, Any]:
     project = rt.projects.get(spec.project_id, with_stats=False)
     fmt = FORMATS[spec.format]
     first = parse_cursor(spec.after_cursor)
+    where = _filter(spec)
     state = ctx.last_checkpoint() or {"cursor": first, "parts": [], "rows": 0, "counts": {}}
     prefix = f"exports/{spec.project_id}/{ctx.job_id}"
     if fmt == "coco":
@@ -261,7 +255,9 @@ def export_labels(rt: LabelingRuntime, ctx: JobContext, spec: pb.ExportSpec) -> 
         ref, rows, last = exporting.write_coco(
             rt.artifacts,
             f"{prefix}/coco.json",
-            _counting(_chunks(rt, spec, first, None), counts),
+            _counting(
+                export_reader.read_batches(rt.engine, where, first, None, READ_CHUNK), counts
+            ),
             lambda item_id: _image_uri(rt, item_id),
             [label.name for label in project.spec.labels if label.kind == "class"],
             rt.work_root,
@@ -273,46 +269,92 @@ def export_labels(rt: LabelingRuntime, ctx: JobContext, spec: pb.ExportSpec) -> 
             "counts": counts,
         }
     else:
-        per_part = spec.rows_per_part or 100_000
-        while True:
-            ctx.raise_if_cancelled()
-            chunks = _chunks(rt, spec, state["cursor"], per_part)
-            key = f"{prefix}/part-{len(state['parts']):05d}.{exporting.EXTENSIONS[fmt]}"
-            peek = next(chunks, None)
-            if peek is None:
-                break
-            counts = dict(state["counts"])
-            ref, rows, last = exporting.write_part(
-                rt.artifacts, key, fmt, _counting(_prepend(peek, chunks), counts), rt.work_root
-            )
-            state = {
-                "cursor": last,
-                "parts": [*state["parts"], ref_dict(ref)],
-                "rows": state["rows"] + rows,
-                "counts": counts,
-            }
-            ctx.checkpoint(state)
-            ctx.report(None, f"{state['rows']} label rows exported")
-            if rows < per_part:
-                break
+        state = _export_parts(rt, ctx, spec, fmt, where, prefix, state)
     if not state["rows"]:
         raise FailedPrecondition("no label row matches the export", reason="NO_LABELS")
     return {"export": _finish(rt, ctx, spec, fmt, state)}
 
 
-def _counting(chunks: Iterator[list[LabelRow]], counts: dict[str, int]) -> Iterator[list[LabelRow]]:
-    for chunk in chunks:
-        for row in chunk:
-            if isinstance(row.value, Boxes):
-                labels = [b.label or "box" for b in row.value.boxes]
-            else:
-                labels = row.label.split("|") if row.label else []
-            for label in labels:
-                counts[label] = counts.get(label, 0) + 1
-        yield chunk
+def _export_parts(
+    rt: LabelingRuntime,
+    ctx: JobContext,
+    spec: pb.ExportSpec,
+    fmt: str,
+    where: export_reader.LabelFilter,
+    prefix: str,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """Parts of ``rows_per_part`` rows, each written to a local file and uploaded under a
+    deterministic key while the next part is read; the checkpoint after a part is taken only
+    once its upload is done, so a crash re-writes at most the parts not checkpointed."""
+    per_part = spec.rows_per_part or 100_000
+    with tempfile.TemporaryDirectory(dir=rt.work_root) as tmp, ThreadPoolExecutor(1) as uploads:
+        pending: tuple[Future[ArtifactRef], dict[str, Any]] | None = None
+
+        def settle() -> None:
+            nonlocal state, pending
+            if pending is None:
+                return
+            future, done = pending
+            pending = None
+            state = {**done, "parts": [*done["parts"], ref_dict(future.result())]}
+            ctx.checkpoint(state)
+            ctx.report(None, f"{state['rows']} label rows exported")
+
+        cursor, rows_so_far, counts, parts = (
+            state["cursor"],
+            state["rows"],
+            dict(state["counts"]),
+            len(state["parts"]),
+        )
+        try:
+            while True:
+                ctx.raise_if_cancelled()
+                batches = export_reader.read_ahead(
+                    export_reader.read_batches(rt.engine, where, cursor, per_part, READ_CHUNK)
+                )
+                peek = next(batches, None)
+                if peek is None:
+                    break
+                key = f"{prefix}/part-{parts:05d}.{exporting.EXTENSIONS[fmt]}"
+                path = Path(tmp) / f"part-{parts:05d}"
+                rows, last = exporting.write_part_file(
+                    path, fmt, _counting(_prepend(peek, batches), counts)
+                )
+                settle()  # the previous part's upload, then its checkpoint
+                done = {
+                    "cursor": last,
+                    "parts": state["parts"],
+                    "rows": rows_so_far + rows,
+                    "counts": dict(counts),
+                }
+                pending = (uploads.submit(_upload, rt, key, path), done)
+                cursor, rows_so_far, parts = last, rows_so_far + rows, parts + 1
+                if rows < per_part:
+                    break
+            settle()
+        finally:
+            if pending is not None:
+                pending[0].cancel()
+    return state
 
 
-def _prepend(first: list[LabelRow], rest: Iterator[list[LabelRow]]) -> Iterator[list[LabelRow]]:
+def _upload(rt: LabelingRuntime, key: str, path: Path) -> ArtifactRef:
+    try:
+        return rt.artifacts.put_file(key, path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _counting(
+    batches: Iterator[pa.RecordBatch], counts: dict[str, int]
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        export_reader.count_labels(batch, counts)
+        yield batch
+
+
+def _prepend(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     yield first
     yield from rest
 

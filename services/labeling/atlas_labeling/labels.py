@@ -7,7 +7,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -71,6 +70,8 @@ def append_label(
 
 @dataclass(frozen=True)
 class LabelRow:
+    """One label row as domain objects (the export reads columns instead: export_reader)."""
+
     seq: int
     item_id: str
     entity_key: str
@@ -82,21 +83,6 @@ class LabelRow:
     annotators: list[str]
     agreement: float | None
     source: str
-
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "entity_key": self.entity_key,
-            "label": self.label,
-            "value": json.dumps(to_json(self.value)),
-            "event_time": self.event_time,
-            "label_created_time": self.created_at,
-            "label_version": self.label_version,
-            "annotators": self.annotators,
-            "agreement": self.agreement,
-            "source": self.source,
-            "item_id": self.item_id,
-            "seq": self.seq,
-        }
 
 
 def read_rows(

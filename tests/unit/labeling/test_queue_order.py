@@ -41,6 +41,10 @@ def test_queue_index_orders_priority_descending(harness: Harness) -> None:
             ).scalar_one()
         else:
             sql = conn.execute(
-                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_labeling_items_queue'")
+                # This test's schema only: concurrent runs have the same index in theirs.
+                text(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_labeling_items_queue'"
+                    " AND schemaname = current_schema()"
+                )
             ).scalar_one()
     assert "priority DESC" in sql
