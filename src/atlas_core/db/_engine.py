@@ -6,7 +6,10 @@ runs on either, chosen only by the URL in :class:`~atlas_core.config.DatabaseSet
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,19 +160,95 @@ def check_connection(engine: Engine) -> None:
     )
 
 
+class _FifoLock:
+    """A mutex handed to waiters strictly in arrival order (``threading.Lock`` is not fair).
+
+    Each waiter parks on its own lock; ``release`` hands ownership to the oldest one directly,
+    so a thread arriving at that moment cannot overtake it.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append(gate)
+        if gate.acquire(timeout=timeout):
+            return True
+        with self._mutex:
+            if gate in self._waiters:
+                self._waiters.remove(gate)
+                return False
+        # Handed over between the timeout and the check above: it is ours after all.
+        return True
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._held = False
+
+
+_writer_locks: dict[str, _FifoLock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def _reset_writer_locks() -> None:
+    # A forked child inherits the locks in whatever state other threads left them.
+    global _writer_locks_guard
+    _writer_locks.clear()
+    _writer_locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_writer_locks)
+
+
+def _sqlite_writer_lock(engine: Engine) -> _FifoLock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    path = _sqlite_file(engine.url)
+    if path is None:
+        return None
+    key = os.path.realpath(path)
+    with _writer_locks_guard:
+        lock = _writer_locks.get(key)
+        if lock is None:
+            lock = _writer_locks[key] = _FifoLock()
+        return lock
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A Core transaction meant for read-then-write sequences; commits on success.
 
     On SQLite it starts with ``BEGIN IMMEDIATE``, taking the single write lock up front (waiting
     up to the busy timeout) instead of failing with "database is locked" when a read lock cannot
-    be upgraded. On PostgreSQL it is a plain transaction: lock rows with ``SELECT ... FOR
-    UPDATE`` where needed.
+    be upgraded. Writers of one process first queue, in arrival order, on a lock per database
+    file: SQLite's busy handler polls with sleeps of up to 100 ms, so contending threads would
+    otherwise wait far longer than the writer ahead of them takes. The busy timeout still
+    arbitrates between processes. If the queue does not move within the busy timeout, the
+    transaction goes ahead and SQLite's own wait decides, as without the queue. On PostgreSQL
+    it is a plain transaction: lock rows with ``SELECT ... FOR UPDATE`` where needed.
     """
-    with engine.connect() as conn:
-        conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        with conn.begin():
-            yield conn
+    lock = _sqlite_writer_lock(engine)
+    acquired = lock is not None and lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            with conn.begin():
+                yield conn
+    finally:
+        if acquired:
+            assert lock is not None
+            lock.release()
 
 
 @contextmanager

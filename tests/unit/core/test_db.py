@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 
 import pytest
@@ -21,6 +22,7 @@ from atlas_core.db import (
     session_scope,
     write_transaction,
 )
+from atlas_core.db._engine import _sqlite_writer_lock
 from atlas_core.errors import ConfigError, FailedPrecondition, Unavailable
 
 _demo = MetaData()
@@ -150,6 +152,102 @@ def test_session_scope_commits_or_rolls_back(db_engine) -> None:  # type: ignore
     with write_transaction(db_engine) as conn:
         names = list(conn.execute(select(demo_items.c.name)).scalars())
     assert names == ["kept"]
+
+
+def _insert_names(url: str, prefix: str, count: int) -> None:
+    engine = create_engine_from_settings(DatabaseSettings(url=url))
+    try:
+        for i in range(count):
+            with write_transaction(engine) as conn:
+                conn.execute(insert(demo_items).values(name=f"{prefix}{i}"))
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_writers_of_one_process_commit_in_arrival_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    engine = create_engine_from_settings(DatabaseSettings(url=url))
+    other = create_engine_from_settings(DatabaseSettings(url=url))  # same file: same queue
+    try:
+        _demo.create_all(engine)
+        lock = _sqlite_writer_lock(engine)
+        assert lock is not None and lock is _sqlite_writer_lock(other)
+        errors: list[BaseException] = []
+
+        def write(n: int) -> None:
+            try:
+                with write_transaction(engine if n % 2 else other) as conn:
+                    conn.execute(insert(demo_items).values(name=str(n)))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(24)]
+        with write_transaction(engine):
+            for n, thread in enumerate(threads):
+                thread.start()
+                deadline = time.monotonic() + 10
+                while len(lock._waiters) < n + 1:  # queued before the next one arrives
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        with engine.connect() as conn:
+            names = list(conn.execute(select(demo_items.c.name).order_by(demo_items.c.id)))
+        assert [name for (name,) in names] == [str(n) for n in range(24)]
+        assert not lock._held and not lock._waiters
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_sqlite_writers_of_two_processes_all_commit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    engine = create_engine_from_settings(DatabaseSettings(url=url))
+    try:
+        _demo.create_all(engine)
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_insert_names, args=(url, "p", 200)
+        )
+        proc.start()
+        threads = [
+            threading.Thread(target=_insert_names, args=(url, f"t{k}-", 50)) for k in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        proc.join(60)
+        assert proc.exitcode == 0
+        with engine.connect() as conn:
+            names = set(conn.execute(select(demo_items.c.name)).scalars())
+        assert len(names) == 200 + 8 * 50
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_writer_queue_gives_way_to_sqlite_after_the_busy_timeout(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch
+) -> None:
+    import atlas_core.db._engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    engine = create_engine_from_settings(DatabaseSettings(url=url))
+    try:
+        _demo.create_all(engine)
+        lock = _sqlite_writer_lock(engine)
+        assert lock is not None and lock.acquire(timeout=1)  # a stuck writer of this process
+        try:
+            with write_transaction(engine) as conn:  # not queued forever: SQLite decides
+                conn.execute(insert(demo_items).values(name="late"))
+        finally:
+            lock.release()
+        assert not lock._held and not lock._waiters
+        with engine.connect() as conn:
+            assert list(conn.execute(select(demo_items.c.name)).scalars()) == ["late"]
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_engine_creates_directory_and_sets_pragmas(tmp_path) -> None:  # type: ignore[no-untyped-def]
