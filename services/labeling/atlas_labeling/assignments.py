@@ -41,9 +41,24 @@ from atlas_labeling.items import (
     row_to_item,
 )
 from atlas_labeling.labels import append_label
-from atlas_labeling.projects import Project, ProjectStore, aware, new_id, utcnow
+from atlas_labeling.projects import (
+    PROJECT_JOIN_COLUMNS,
+    Project,
+    ProjectStore,
+    aware,
+    new_id,
+    project_from_joined,
+    utcnow,
+)
 from atlas_labeling.schema import check_confidence, validate_value
-from atlas_labeling.tables import annotations_table, assignments, corrections, items, label_usage
+from atlas_labeling.tables import (
+    annotations_table,
+    assignments,
+    corrections,
+    items,
+    label_usage,
+    projects,
+)
 from atlas_labeling.values import Value, from_json, labels_used, same_answer, to_json
 
 OPEN = ("unlabeled", "in_progress")
@@ -416,12 +431,20 @@ class AssignmentQueue:
 
     # ---- leases -------------------------------------------------------------------------
 
-    def _load_assignment(self, conn: Connection, assignment_id: str) -> Any:
+    def _load_assignment(
+        self, conn: Connection, assignment_id: str, *, with_project: bool = False
+    ) -> Any:
+        """The assignment's row (locked on PostgreSQL); ``with_project`` adds its project's
+        :data:`PROJECT_JOIN_COLUMNS` in the same statement."""
         if not assignment_id:
             raise InvalidArgument("assignment_id is empty", reason="EMPTY_ID")
         query = select(assignments).where(assignments.c.assignment_id == assignment_id)
+        if with_project:
+            query = query.add_columns(*PROJECT_JOIN_COLUMNS).join(
+                projects, projects.c.project_id == assignments.c.project_id
+            )
         if self._pg(conn):
-            query = query.with_for_update()
+            query = query.with_for_update(of=assignments)
         row = conn.execute(query).first()
         if row is None:
             raise NotFound(
@@ -493,7 +516,7 @@ class AssignmentQueue:
         if skip and value is not None:
             raise InvalidArgument("give value or skip, not both", reason="VALUE_AND_SKIP")
         with write_transaction(self.engine) as conn:
-            row = self._load_assignment(conn, assignment_id)
+            row = self._load_assignment(conn, assignment_id, with_project=True)
             if row.annotator != annotator:
                 self._check_holder(row, annotator, self.clock())
             if row.is_review:
@@ -505,7 +528,7 @@ class AssignmentQueue:
                 return replay
             now = self.clock()
             self._check_holder(row, annotator, now)
-            project = self.projects.load(conn, row.project_id)
+            project = project_from_joined(row)
             item = self._lock_item(conn, row.item_id)
             if skip:
                 return None, self._skip(conn, project, row, item, now, request_id)

@@ -65,13 +65,50 @@ def spec_from_json(raw: str) -> ProjectSpec:
     return ProjectSpec(**data)
 
 
+# Parsed specs by their stored JSON: every assignment round trip reads the project, and the
+# spec (frozen) changes only through UpdateProject. Keyed by the text itself, so a stale entry
+# can never be returned; the bound only caps memory.
+_SPEC_CACHE: dict[str, ProjectSpec] = {}
+_SPEC_CACHE_MAX = 256
+
+
+def cached_spec(raw: str) -> ProjectSpec:
+    spec = _SPEC_CACHE.get(raw)
+    if spec is None:
+        spec = spec_from_json(raw)
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
+            _SPEC_CACHE.clear()
+        _SPEC_CACHE[raw] = spec
+    return spec
+
+
 def _row_to_project(row: Any) -> Project:
     return Project(
         row.project_id,
-        spec_from_json(row.spec),
+        cached_spec(row.spec),
         bool(row.archived),
         row.etag,
         aware(row.created_at),  # type: ignore[arg-type]
+    )
+
+
+PROJECT_JOIN_COLUMNS = (
+    projects.c.spec.label("project_spec"),
+    projects.c.archived.label("project_archived"),
+    projects.c.etag.label("project_etag"),
+    projects.c.created_at.label("project_created_at"),
+)
+"""The project's columns under names that cannot clash, for a row joined to its project."""
+
+
+def project_from_joined(row: Any) -> Project:
+    """The project of a row selected with :data:`PROJECT_JOIN_COLUMNS` (``row.project_id``)."""
+    return Project(
+        row.project_id,
+        cached_spec(row.project_spec),
+        bool(row.project_archived),
+        row.project_etag,
+        aware(row.project_created_at),  # type: ignore[arg-type]
     )
 
 
