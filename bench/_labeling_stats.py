@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # Assignment states that hold an item for their annotator (a lease or a submitted label);
@@ -40,26 +40,36 @@ def summarize_ms(seconds: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def double_assignments(rows: Iterable[tuple[str, str, str]], overlap: int) -> dict[str, int]:
+def double_assignments(
+    rows: Iterable[tuple[str, str, str]],
+    overlap: int,
+    rounds: Mapping[str, int] | None = None,
+) -> dict[str, int]:
     """Count assignment invariant breaches from (item_id, annotator, state) rows of annotation
     (not review) assignments of items without a gold answer.
 
     ``same_annotator``: holding assignments beyond the first of one item by one annotator.
-    ``beyond_overlap``: holding assignments of one item beyond ``overlap``, counted over
-    distinct annotators (so a same-annotator duplicate is not counted twice). ``total`` is
-    their sum: an item held by two annotators beyond overlap, or twice by one.
+    ``beyond_overlap``: holding assignments of one item beyond ``overlap`` plus the item's
+    relabel rounds (``rounds``: an item whose annotators disagreed is sent to one more person
+    per round, by design), counted over distinct annotators (so a same-annotator duplicate is
+    not counted twice). ``total`` is their sum.
     """
+    rounds = rounds or {}
     per_pair: Counter[tuple[str, str]] = Counter()
     for item_id, annotator, state in rows:
         if state in HOLDING:
             per_pair[(item_id, annotator)] += 1
     same = sum(n - 1 for n in per_pair.values() if n > 1)
     people: Counter[str] = Counter(item for item, _ in per_pair)
-    beyond = sum(n - overlap for n in people.values() if n > overlap)
+    beyond = sum(
+        max(0, n - overlap - rounds.get(item, 0)) for item, n in people.items() if n > overlap
+    )
     return {"same_annotator": same, "beyond_overlap": beyond, "total": same + beyond}
 
 
-def client_double_assignments(received: Iterable[tuple[str, str]], overlap: int) -> dict[str, int]:
+def client_double_assignments(
+    received: Iterable[tuple[str, str]], overlap: int, rounds: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """The same count from what the load generators were handed: (item_id, annotator) per
     granted assignment (every lease was submitted, and none expired during the run)."""
-    return double_assignments(((i, a, "submitted") for i, a in received), overlap)
+    return double_assignments(((i, a, "submitted") for i, a in received), overlap, rounds)

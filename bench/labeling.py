@@ -352,13 +352,13 @@ def run_load(
         "submit": summarize_ms([x for p in parts for x in p["sub"]]),
         "round_trips_per_s": len(rtt) / seconds,
         "errors": errors,
-        "client_double_assignments": client_double_assignments(received, OVERLAP),
+        "received": received,  # counted against the items' relabel rounds after the run
         "assignments_handed_out": len(received),
         "load_average_1m_max": round(max(loads), 2) if loads else None,
     }
 
 
-def db_double_assignments(db_url: str, project_id: str) -> dict[str, int]:
+def db_double_assignments(db_url: str, project_id: str) -> tuple[dict[str, int], dict[str, int]]:
     from sqlalchemy import create_engine, select
 
     from atlas_labeling.tables import assignments, items
@@ -373,6 +373,14 @@ def db_double_assignments(db_url: str, project_id: str) -> dict[str, int]:
                     )
                 ).scalars()
             )
+            rounds = {
+                r.item_id: int(r.rounds)
+                for r in conn.execute(
+                    select(items.c.item_id, items.c.rounds).where(
+                        (items.c.project_id == project_id) & (items.c.rounds > 0)
+                    )
+                )
+            }
             rows = [
                 (r.item_id, r.annotator, r.state)
                 for r in conn.execute(
@@ -384,9 +392,10 @@ def db_double_assignments(db_url: str, project_id: str) -> dict[str, int]:
             ]
     finally:
         engine.dispose()
-    counts = double_assignments(rows, OVERLAP)
+    counts = double_assignments(rows, OVERLAP, rounds)
     counts["assignment_rows"] = len(rows)
-    return counts
+    counts["relabel_rounds"] = sum(rounds.values())
+    return counts, rounds
 
 
 # ---- 2. export -------------------------------------------------------------------------------
@@ -736,7 +745,12 @@ def _bench_assign(
             f"errors {res['errors']}",
             flush=True,
         )
-    out["double_assignments"] = db_double_assignments(db.url, pid)
+    out["double_assignments"], rounds = db_double_assignments(db.url, pid)
+    for shape_result in (v for v in out.values() if isinstance(v, dict) and "received" in v):
+        received = shape_result.pop("received")
+        shape_result["client_double_assignments"] = client_double_assignments(
+            received, OVERLAP, rounds
+        )
     print(f"[{kind}] double assignments (database): {out['double_assignments']}", flush=True)
 
 

@@ -76,3 +76,10 @@ def test_client_side_count_treats_every_grant_as_held() -> None:
     assert client_double_assignments([("i1", "a"), ("i1", "b")], overlap=2)["total"] == 0
     assert client_double_assignments([("i1", "a"), ("i1", "a")], overlap=2)["total"] == 1
     assert client_double_assignments([("i1", "a"), ("i1", "b")], overlap=1)["total"] == 1
+
+
+def test_relabel_rounds_allow_one_more_annotator_each() -> None:
+    rows = [("i1", a, "submitted") for a in ("a", "b", "c")] + [("i2", "a", "submitted")]
+    assert double_assignments(rows, overlap=2)["beyond_overlap"] == 1
+    assert double_assignments(rows, overlap=2, rounds={"i1": 1})["total"] == 0
+    assert client_double_assignments([("i1", "a"), ("i1", "a")], 1, {"i1": 1})["total"] == 1
