@@ -45,9 +45,7 @@ def project_has_served_items(engine: Engine, project_id: str) -> bool:
         return (
             conn.execute(
                 select(items.c.item_id)
-                .where(
-                    (items.c.project_id == project_id) & items.c.served_prediction.is_not(None)
-                )
+                .where((items.c.project_id == project_id) & items.c.served_prediction.is_not(None))
                 .limit(1)
             ).first()
             is not None

@@ -143,9 +143,7 @@ def row_to_item(row: Any) -> ItemRecord:
         prediction_id=row.prediction_id,
         model_version=row.model_version,
         prediction_score=row.prediction_score,
-        served=ServedPrediction.from_json(row.served_prediction)
-        if row.served_prediction
-        else None,
+        served=ServedPrediction.from_json(row.served_prediction) if row.served_prediction else None,
         rounds=row.rounds,
     )
 
@@ -425,7 +423,9 @@ def _check_served(served: ServedPrediction, where: str) -> None:
             f"{where}: endpoint_name and prediction_id are required", reason="BAD_SERVED_PREDICTION"
         )
     if served.row < 0:
-        raise InvalidArgument(f"{where}.row {served.row} is negative", reason="BAD_SERVED_PREDICTION")
+        raise InvalidArgument(
+            f"{where}.row {served.row} is negative", reason="BAD_SERVED_PREDICTION"
+        )
     unknown = [r for r in served.reasons if r not in BAD_CASE_REASONS]
     if unknown:
         raise InvalidArgument(

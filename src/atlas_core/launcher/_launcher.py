@@ -228,8 +228,15 @@ class Launcher:
         echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
         try:
             services = implemented_services()
+            # With fixed ports a service can be told where a peer started after it will be
+            # (serving and labeling call each other).
+            planned = (
+                {s.name: f"{HOST}:{self.base_port + s.port_offset}" for s in services}
+                if self.base_port
+                else {}
+            )
             for spec in services:
-                peers = {p.name: p.address for p in state.processes}
+                peers = {**planned, **{p.name: p.address for p in state.processes}}
                 peers.update(
                     {f"{p.name}:read": p.read_address for p in state.processes if p.read_address}
                 )

@@ -39,7 +39,8 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         "atlas_serving",
         "atlas.serving.v1.ServingService",
         3,
-        ("data",),
+        # Bad cases go to labeling (its planned address: it starts later).
+        ("data", "labeling"),
         uses_read_endpoints=True,
     ),
     # Exports are registered with the data service; pre-labels come from serving.
