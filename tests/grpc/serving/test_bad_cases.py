@@ -21,6 +21,7 @@ from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as lpb
 from atlas.labeling.v1 import labeling_service_pb2_grpc as lpb_grpc
 from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.cli import main
 from atlas_core.config import S3Settings
 from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server, error_from_rpc
 from atlas_labeling.service import LabelingService
@@ -448,6 +449,29 @@ async def test_exported_human_labels_become_ground_truth_once(
             len(cases) - 1,
         )
         assert await labeled(loop) == before + len(fresh) - 1
+
+
+@pytest.mark.slow
+async def test_cli_starts_a_bad_case_job_and_shows_its_progress(
+    tmp_path: Path, s3_settings: S3Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with loop_services(tmp_path, s3_settings) as loop:
+        pid = await project(loop, "cli")
+        conn = ["--address", loop.serving.server.address, "--token", TOKEN]
+        argv = ["deploy", "bad-cases", "bc", "--project", pid, "--reason", "wrong", *conn]
+        assert await asyncio.to_thread(main, [*argv, "--reason", "disagreement"]) == 0
+        out = capsys.readouterr().out
+        want = expected(loop, R.BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH) | expected(
+            loop, R.BAD_CASE_REASON_SHADOW_DISAGREEMENT
+        )
+        assert "bad-case job" in out and "selecting bad cases" in out
+        assert f"{len(want)} added to {pid}, 0 already there" in out
+        assert keys(await items_of(loop, pid)) == want
+        assert await asyncio.to_thread(main, [*argv, "--since", "1h"]) == 0
+        assert f"0 added to {pid}" in capsys.readouterr().out
+        unknown = [*argv[:3], "--project", "prj-nope", *argv[5:]]
+        assert await asyncio.to_thread(main, unknown) != 0
+        assert "no project prj-nope" in capsys.readouterr().err
 
 
 async def test_bad_case_jobs_refuse_bad_input(tmp_path: Path, s3_settings: S3Settings) -> None:
