@@ -366,10 +366,12 @@ _REASON_PREFIX = "BAD_CASE_REASON_"
 
 
 def served_from_pb(message: pb.ServedPrediction) -> ServedPrediction:
-    unknown = [r for r in message.reasons if r == pb.BAD_CASE_REASON_UNSPECIFIED]
+    known = set(pb.BadCaseReason.values()) - {pb.BAD_CASE_REASON_UNSPECIFIED}
+    unknown = [r for r in message.reasons if r not in known]
     if unknown:
         raise InvalidArgument(
-            "served_prediction.reasons: BAD_CASE_REASON_UNSPECIFIED is not a reason",
+            f"served_prediction.reasons: {unknown} are not reasons "
+            "(BAD_CASE_REASON_UNSPECIFIED is none)",
             reason="BAD_SERVED_PREDICTION",
         )
     return ServedPrediction(

@@ -902,9 +902,16 @@ def alert_from_pb(a: pb.Alert) -> d.Alert:
     )
 
 
+_BAD_CASE_REASONS = {r.value for r in d.BadCaseReason}
+
+
 def bad_case_selection_from_pb(b: pb.BadCaseSelection) -> d.BadCaseSelection:
     return d.BadCaseSelection(
-        reasons=tuple(d.BadCaseReason(r) for r in b.reasons),
+        # an unknown number is no reason: refused like UNSPECIFIED (NO_REASONS)
+        reasons=tuple(
+            d.BadCaseReason(r) if r in _BAD_CASE_REASONS else d.BadCaseReason.UNSPECIFIED
+            for r in b.reasons
+        ),
         labeling_project_id=b.labeling_project_id,
         max_confidence=b.max_confidence,
         min_drift_score=b.min_drift_score,

@@ -63,6 +63,7 @@ async def test_served_predictions_are_kept_queued_and_refused_when_bad(
         (served(prediction_id=""), ("endpoint_name and prediction_id",)),
         (served(-1), ("row -1",)),
         (served(2, pb.BAD_CASE_REASON_UNSPECIFIED), ("UNSPECIFIED",)),
+        (served(2, 99), ("[99]",)),
     ):
         await expect(
             stub.AddItems(pb.AddItemsRequest(project_id=pid, items=[item("c", bad)])),

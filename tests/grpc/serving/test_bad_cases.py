@@ -156,7 +156,10 @@ async def loop_services(tmp: Path, s3: S3Settings) -> AsyncIterator[Loop]:
         await serving.stub.AttachGroundTruth(
             pb.AttachGroundTruthRequest(endpoint_name="bc", items=truth)
         )
-        yield Loop(serving, labeling, labeling_port, batch.prediction_id, batch, singles, y)
+        loop = Loop(serving, labeling, labeling_port, batch.prediction_id, batch, singles, y)
+        yield loop
+        # the test may have replaced either service (a restart): stop what runs now
+        serving, labeling = loop.serving, loop.labeling
     finally:
         await labeling.stop()
         await stop_harness(serving)
@@ -370,6 +373,40 @@ async def test_labeling_down_during_the_job_is_retried_without_duplicates(
         assert keys(items) == want and report.items_added == len(want) == len(items)
 
 
+@pytest.mark.slow
+async def test_a_bad_case_job_resumes_after_a_serving_restart(
+    tmp_path: Path, s3_settings: S3Settings
+) -> None:
+    async with loop_services(tmp_path, s3_settings) as loop:
+        pid = await project(loop, "restart")
+        want = expected(loop, R.BAD_CASE_REASON_LOW_CONFIDENCE, 0.9)
+        # labeling down: the job selects, checkpoints, then waits for labeling
+        await loop.labeling.stop()
+        spec = selection(pid, R.BAD_CASE_REASON_LOW_CONFIDENCE, max_confidence=0.9)
+        stub = loop.serving.stub
+        job_id = (
+            await stub.SubmitMonitoringJob(pb.SubmitMonitoringJobRequest(spec=spec))
+        ).job.status.job_id
+        deadline = asyncio.get_running_loop().time() + 60
+        while (
+            "unreachable"
+            not in (
+                await stub.GetMonitoringJob(pb.GetMonitoringJobRequest(job_id=job_id))
+            ).job.status.progress.message
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "the job never retried"
+            await asyncio.sleep(0.1)
+        await stop_harness(loop.serving)  # the job's process goes with the service
+        loop.labeling = await start_labeling(
+            tmp_path / "labeling", s3_settings, loop.labeling_port, loop.serving.server.port
+        )
+        loop.serving = await start_harness(loop.serving.settings)
+        job = await finished(loop, job_id)
+        assert job.status.attempt == 2 and job.status.resumable
+        assert job.bad_case_report.items_added == len(want)
+        assert keys(await items_of(loop, pid)) == want
+
+
 async def label_all(loop: Loop, project_id: str, answer: dict[tuple[str, int], str]) -> int:
     """One human label per leased item (overlap 1: the item is decided); returns the count."""
     done = 0
@@ -516,6 +553,7 @@ async def test_bad_case_jobs_refuse_bad_input(tmp_path: Path, s3_settings: S3Set
         invalid, missing = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
         case(invalid, "NO_REASONS", labeling_project_id=pid)
         case(invalid, "NO_REASONS", R.BAD_CASE_REASON_UNSPECIFIED, labeling_project_id=pid)
+        case(invalid, "NO_REASONS", low, 99, labeling_project_id=pid)
         case(invalid, "PROJECT_REQUIRED", low)
         case(invalid, "BAD_THRESHOLD", low, labeling_project_id=pid, max_confidence=1.5)
         case(invalid, "BAD_THRESHOLD", low, labeling_project_id=pid, min_drift_score=-0.1)

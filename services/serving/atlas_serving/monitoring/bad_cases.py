@@ -41,7 +41,8 @@ def check_selection(s: BadCaseSelection) -> None:
     """INVALID_ARGUMENT naming the field when the selection cannot run."""
     if not s.reasons or BadCaseReason.UNSPECIFIED in s.reasons:
         raise InvalidArgument(
-            "bad_cases.reasons: give at least one reason (BAD_CASE_REASON_UNSPECIFIED is none)",
+            "bad_cases.reasons: give at least one reason (BAD_CASE_REASON_UNSPECIFIED and "
+            "unknown numbers are none)",
             reason="NO_REASONS",
         )
     for name, value in (
