@@ -228,15 +228,8 @@ class Launcher:
         echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
         try:
             services = implemented_services()
-            # With fixed ports a service can be told where a peer started after it will be
-            # (serving and labeling call each other).
-            planned = (
-                {s.name: f"{HOST}:{self.base_port + s.port_offset}" for s in services}
-                if self.base_port
-                else {}
-            )
             for spec in services:
-                peers = {**planned, **{p.name: p.address for p in state.processes}}
+                peers = self.peer_addresses(services, state.processes)
                 peers.update(
                     {f"{p.name}:read": p.read_address for p in state.processes if p.read_address}
                 )
@@ -264,6 +257,18 @@ class Launcher:
             self.down(echo=lambda *_: None)
             raise
         return state
+
+    def peer_addresses(
+        self, services: list[ServiceSpec], started: list[ProcessInfo]
+    ) -> dict[str, str]:
+        """Where each service is: those started at their address and, with fixed ports, the
+        ones still to start at theirs (serving and labeling call each other)."""
+        planned = (
+            {s.name: f"{HOST}:{self.base_port + s.port_offset}" for s in services}
+            if self.base_port
+            else {}
+        )
+        return {**planned, **{p.name: p.address for p in started}}
 
     def service_env(
         self,
