@@ -295,7 +295,12 @@ class ServingService:
         """Submit due scheduled monitoring runs; export the latest PSI per feature."""
         try:
             for kind in MONITORING_KINDS:
-                submit_due(self.jobs, kind, self.rt.codecs.monitoring_spec)
+                submit_due(
+                    self.jobs,
+                    kind,
+                    self.rt.codecs.monitoring_spec,
+                    resumable=JOBS.kind(kind).resumable,
+                )
             seen: set[str] = set()
             for record in self.jobs.list(KIND_MONITOR, JobState.SUCCEEDED, 100, 0):
                 endpoint = record.spec.get("endpoint", "")
