@@ -453,7 +453,7 @@ async def test_exported_human_labels_become_ground_truth_once(
     tmp_path: Path, s3_settings: S3Settings
 ) -> None:
     async with loop_services(tmp_path, s3_settings) as loop:
-        # low-confidence rows the earlier ground truth did not cover, and one "unsure" label
+        # low-confidence rows, some already given ground truth, and one "unsure" label
         pid = await project(loop, "feedback", labels=("0", "1", "unsure"))
         spec = selection(pid, R.BAD_CASE_REASON_LOW_CONFIDENCE, max_confidence=0.9)
         report = (await run(loop, spec)).bad_case_report
@@ -479,12 +479,25 @@ async def test_exported_human_labels_become_ground_truth_once(
         (rejection,) = gt.rejections
         assert (rejection.prediction_id, rejection.row, rejection.label) == (*fresh[0], "unsure")
         assert await labeled(loop) == before + len(fresh) - 1
-        # a re-export of the same labels counts nothing again
-        second = await export(loop, pid)
-        assert (second.ground_truth.accepted, second.ground_truth.duplicate) == (
-            0,
-            len(cases) - 1,
-        )
+        # a re-export while serving is down: retried until it is back, counting nothing again
+        await stop_harness(loop.serving)
+        stub = loop.labeling.stub
+        job = (
+            await stub.SubmitExportJob(
+                lpb.SubmitExportJobRequest(spec=lpb.ExportSpec(project_id=pid))
+            )
+        ).job
+        deadline = asyncio.get_running_loop().time() + 60
+        while "serving unreachable" not in job.status.progress.message:
+            assert job.status.state not in TERMINAL, job.status
+            assert asyncio.get_running_loop().time() < deadline, "the export never retried"
+            await asyncio.sleep(0.1)
+            job = (
+                await stub.GetLabelingJob(lpb.GetLabelingJobRequest(job_id=job.status.job_id))
+            ).job
+        loop.serving = await start_harness(loop.serving.settings)
+        second = (await succeeded(stub, job)).export_result.ground_truth
+        assert (second.accepted, second.duplicate, second.rejected) == (0, len(cases) - 1, 1)
         assert await labeled(loop) == before + len(fresh) - 1
 
 
