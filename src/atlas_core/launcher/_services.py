@@ -39,7 +39,7 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         "atlas_serving",
         "atlas.serving.v1.ServingService",
         3,
-        # Bad cases go to labeling (its planned address: it starts later).
+        # Bad cases go to labeling (it starts later: the launcher chose its port already).
         ("data", "labeling"),
         uses_read_endpoints=True,
     ),

@@ -25,17 +25,16 @@ def test_the_annotator_web_app_runs_exactly_when_the_labeling_service_does() -> 
     assert implemented_web_apps([s for s in services if s.name != "labeling"]) == []
 
 
-def test_serving_and_labeling_learn_each_others_address_with_fixed_ports(tmp_path) -> None:
+def test_serving_learns_where_labeling_will_be_before_it_starts(tmp_path) -> None:
     from atlas_core.launcher import Launcher
     from atlas_core.launcher._launcher import ProcessInfo
 
     services = implemented_services()
     serving = next(s for s in services if s.name == "serving")
     assert "labeling" in serving.needs  # bad cases go to labeling, which starts later
-    started = [ProcessInfo("data", 1, "127.0.0.1:7101", "log")]
-    peers = Launcher(tmp_path, base_port=7100).peer_addresses(services, started)
-    assert peers["labeling"] == "127.0.0.1:7104" and peers["data"] == "127.0.0.1:7101"
-    # with free ports nothing is known before it starts
-    assert Launcher(tmp_path, base_port=0).peer_addresses(services, started) == {
-        "data": "127.0.0.1:7101"
-    }
+    free = Launcher(tmp_path, base_port=0).service_ports(services)
+    assert len(set(free.values())) == len(services) and 0 not in free.values()
+    started = [ProcessInfo("data", 1, "127.0.0.1:7001", "log")]
+    peers = Launcher.peer_addresses(free, started)
+    assert peers["labeling"] == f"127.0.0.1:{free['labeling']}"
+    assert peers["data"] == "127.0.0.1:7001"  # where it actually runs
