@@ -1358,3 +1358,17 @@ class GetModelQualityResponse(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     task: str
     def __init__(self, variants: _Optional[_Iterable[_Union[VariantQuality, _Mapping]]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., task: _Optional[str] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ("id", "children_limit")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    children_limit: int
+    def __init__(self, id: _Optional[str] = ..., children_limit: _Optional[int] = ...) -> None: ...
+
+class GetLineageResponse(_message.Message):
+    __slots__ = ("lineage",)
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    lineage: _common_pb2.LineageRecord
+    def __init__(self, lineage: _Optional[_Union[_common_pb2.LineageRecord, _Mapping]] = ...) -> None: ...
