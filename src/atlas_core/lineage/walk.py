@@ -1,0 +1,268 @@
+"""The client-side lineage walk: from one id, ask the owning service for its node and
+parents (upstream) and every service that may hold children of it (downstream), level by
+level, until the graph is complete or the node budget is spent.
+
+Deleted parents become ``missing`` nodes, a service that fails becomes an ``error`` node,
+and cycles are reported (each node is fetched once, so a cycle cannot loop the walk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from atlas_core.errors import AtlasError, InvalidArgument, NotFound
+from atlas_core.lineage.ids import OWNER, recognise
+from atlas_core.lineage.view import LineageNode, LineageView
+from atlas_core.reasons import SharedReason
+
+# Which services hold children of a node of this kind besides its owner.
+REFERENCED_BY: dict[str, tuple[str, ...]] = {
+    "dataset": ("trainer", "serving"),
+    "training_job": ("serving",),
+    "trial": ("serving",),
+    "model_version": ("labeling",),
+    "prediction": ("labeling",),
+    "labeling_project": ("data",),
+    "label_export": ("data",),
+}
+
+# (service, lineage id, children limit) -> what that service knows; raises NotFound for an id
+# of its own kind that does not exist.
+Fetch = Callable[[str, str, int], LineageView]
+
+
+@dataclass
+class WalkedNode:
+    """``status``: ok | missing (referenced, does not exist) | external (an object-store
+    artifact, owned by no service) | error (its service failed; ``error`` says why)."""
+
+    id: str
+    kind: str
+    service: str
+    status: str = "ok"
+    node: LineageNode | None = None
+    error: str = ""
+    child_counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        n = self.node
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "service": self.service,
+            "status": self.status,
+        }
+        if n is not None:
+            out |= {
+                "create_time": n.create_time.isoformat() if n.create_time else "",
+                "created_by": n.created_by,
+                "produced_by": n.produced_by,
+                "operation": n.operation,
+                "display_name": n.display_name,
+            }
+        if self.error:
+            out["error"] = self.error
+        if self.child_counts:
+            out["child_counts"] = dict(self.child_counts)
+        return out
+
+
+@dataclass(frozen=True)
+class Edge:
+    parent: str
+    child: str
+    role: str
+
+
+@dataclass
+class LineageGraph:
+    root: str
+    nodes: dict[str, WalkedNode] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+    cycles: list[list[str]] = field(default_factory=list)
+    truncated: bool = False
+
+    def parents_of(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.child == node_id]
+
+    def children_of(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.parent == node_id]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "nodes": [n.to_dict() for n in self.nodes.values()],
+            "edges": [{"parent": e.parent, "child": e.child, "role": e.role} for e in self.edges],
+            "cycles": self.cycles,
+            "truncated": self.truncated,
+        }
+
+
+class _Walk:
+    def __init__(self, fetch: Fetch, children_limit: int, max_nodes: int, workers: int) -> None:
+        self.fetch = fetch
+        self.children_limit = children_limit
+        self.max_nodes = max_nodes
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.edges: dict[tuple[str, str], str] = {}
+        self.nodes: dict[str, WalkedNode] = {}
+        self.views: dict[str, LineageView | None] = {}
+        self.truncated = False
+
+    def seed(self, lid: str) -> None:
+        """The start node, from its owner; its errors are the walk's errors."""
+        kind = recognise(lid).kind
+        if not OWNER[kind]:
+            raise InvalidArgument(
+                f"{lid} is an object-store artifact: start from the node that uses it",
+                reason=SharedReason.BAD_LINEAGE_ID,
+            )
+        view = self.fetch(OWNER[kind], lid, self.children_limit)
+        self.views[lid] = view
+        self.nodes[lid] = WalkedNode(
+            lid, kind, OWNER[kind], node=view.node, child_counts=dict(view.child_counts)
+        )
+
+    def own(self, ids: Iterable[str]) -> list[str]:
+        """Fetch the owners' views of ``ids`` (in parallel); returns the ids that exist."""
+        todo = [i for i in dict.fromkeys(ids) if i not in self.views]
+        room = self.max_nodes - len(self.views)
+        if len(todo) > room:
+            self.truncated = True
+            todo = todo[: max(room, 0)]
+        for lid, result in zip(todo, self.pool.map(self._own_one, todo), strict=True):
+            self.views[lid] = result
+        return [i for i in todo if self.views[i] is not None]
+
+    def _own_one(self, lid: str) -> LineageView | None:
+        kind = recognise(lid).kind
+        walked = WalkedNode(lid, kind, OWNER[kind])
+        self.nodes[lid] = walked
+        if not walked.service:
+            walked.status = "external"
+            return None
+        try:
+            view = self.fetch(walked.service, lid, self.children_limit)
+        except NotFound as exc:
+            walked.status, walked.error = "missing", str(exc)
+            return None
+        except AtlasError as exc:
+            walked.status, walked.error = "error", f"{walked.service}: {exc}"
+            return None
+        walked.node = view.node
+        walked.child_counts = dict(view.child_counts)
+        return view
+
+    def referrers(self, lid: str) -> list[LineageView]:
+        """Children of ``lid`` held by services other than its owner."""
+        kind = recognise(lid).kind
+        services = REFERENCED_BY.get(kind, ())
+        views = []
+        for service, view in zip(
+            services,
+            self.pool.map(lambda s: self._foreign(s, lid), services),
+            strict=True,
+        ):
+            if view is not None:
+                views.append(view)
+                counts = self.nodes[lid].child_counts
+                for k, n in view.child_counts.items():
+                    counts[k] = counts.get(k, 0) + n
+            elif self.nodes[lid].status == "ok":
+                self.nodes[lid].error = f"{service} did not answer for children"
+        return views
+
+    def _foreign(self, service: str, lid: str) -> LineageView | None:
+        try:
+            return self.fetch(service, lid, self.children_limit)
+        except AtlasError:
+            return None
+
+    def upstream(self, start: str) -> None:
+        frontier = [start]
+        while frontier:
+            parents: list[str] = []
+            for lid in frontier:
+                view = self.views.get(lid)
+                for p in view.parents if view else ():
+                    self.edges.setdefault((p.id, lid), p.role)
+                    parents.append(p.id)
+            frontier = self.own(parents)
+
+    def downstream(self, start: str) -> None:
+        frontier = [start]
+        expanded: set[str] = set()
+        while frontier:
+            children: list[str] = []
+            for lid in frontier:
+                expanded.add(lid)
+                view = self.views.get(lid)
+                links = list(view.children) if view else []
+                for foreign in self.referrers(lid):
+                    links.extend(foreign.children)
+                for c in links:
+                    self.edges.setdefault((lid, c.id), c.role)
+                    children.append(c.id)
+            self.own(children)
+            frontier = [c for c in dict.fromkeys(children) if c not in expanded and c in self.nodes]
+            frontier = [c for c in frontier if self.nodes[c].status == "ok"]
+
+
+def walk(
+    start: str,
+    fetch: Fetch,
+    *,
+    upstream: bool = True,
+    downstream: bool = True,
+    children_limit: int = 20,
+    max_nodes: int = 1000,
+    workers: int = 8,
+) -> LineageGraph:
+    """The lineage graph around ``start`` (a typed or recognisable bare id).
+
+    Raises InvalidArgument for an unrecognisable id and NotFound when ``start`` itself does
+    not exist; everything found missing or failing further out is reported in the graph.
+    """
+    root = str(recognise(start))
+    w = _Walk(fetch, children_limit, max_nodes, workers)
+    try:
+        w.seed(root)
+        if upstream:
+            w.upstream(root)
+        if downstream:
+            w.downstream(root)
+    finally:
+        w.pool.shutdown(wait=False)
+    edges = [Edge(p, c, role) for (p, c), role in w.edges.items()]
+    return LineageGraph(root, w.nodes, edges, find_cycles(edges), w.truncated)
+
+
+def find_cycles(edges: Iterable[Edge]) -> list[list[str]]:
+    """Each cycle of the directed parent -> child graph, once, as the list of its node ids
+    (found by a depth-first search; a back edge closes one)."""
+    succ: dict[str, list[str]] = {}
+    for e in edges:
+        succ.setdefault(e.parent, []).append(e.child)
+    colour: dict[str, int] = {}  # 1 on the stack, 2 done
+    cycles: list[list[str]] = []
+    for origin in list(succ):
+        if colour.get(origin):
+            continue
+        path: list[str] = [origin]
+        stack = [iter(succ.get(origin, ()))]
+        colour[origin] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                colour[path.pop()] = 2
+                stack.pop()
+            elif colour.get(nxt) == 1:
+                cycles.append(path[path.index(nxt) :])
+            elif not colour.get(nxt):
+                colour[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(succ.get(nxt, ())))
+    return cycles
