@@ -486,7 +486,6 @@ class SharedReason(Reason):
     LINEAGE_NOT_FOUND = (
         auto(),
         Code.NOT_FOUND,
-        "The lineage id names a node of this service's kind that does not exist (or was "
-        "deleted).",
+        "The lineage id names a node of this service's kind that does not exist (or was deleted).",
         "Check the id; a walk reports deleted parents as missing nodes instead.",
     )

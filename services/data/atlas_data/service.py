@@ -128,9 +128,7 @@ class DataService:
     # -- feature groups -----------------------------------------------------------------------
 
     def lineage(self, lineage_id: str, children_limit: int) -> lin.LineageView:
-        return self.lineage_index.view(
-            lin.parse(lineage_id), lin.children_limit(children_limit)
-        )
+        return self.lineage_index.view(lin.parse(lineage_id), lin.children_limit(children_limit))
 
     def create_feature_group(self, spec: FeatureGroupSpec, *, new_version: bool) -> FeatureGroup:
         group = self.rt.groups.create(spec, new_version=new_version)

@@ -15,8 +15,8 @@ from typing import Any, cast
 
 from sqlalchemy import func, select
 
-from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core import lineage as lin
+from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobState
 from atlas_serving.bundle_access import BundleLoader
 from atlas_serving.config import ServingSettings

@@ -170,7 +170,9 @@ def _v2(conn: Connection) -> None:
 
 # Lineage counts and lists a model version's predictions; without this index it scans them.
 predictions_by_model = Index(
-    "ix_serving_predictions_model", predictions.c.model_name, predictions.c.model_version,
+    "ix_serving_predictions_model",
+    predictions.c.model_name,
+    predictions.c.model_version,
     predictions.c.time_us,
 )
 

@@ -148,9 +148,7 @@ class TrainerService:
         return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study)
 
     def lineage(self, lineage_id: str, children_limit: int) -> lin.LineageView:
-        return self.lineage_index.view(
-            lin.parse(lineage_id), lin.children_limit(children_limit)
-        )
+        return self.lineage_index.view(lin.parse(lineage_id), lin.children_limit(children_limit))
 
     # -- reading --------------------------------------------------------------------------
 

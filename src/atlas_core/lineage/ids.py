@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from atlas.common.v1 import common_pb2
 from google.protobuf import json_format
 
+from atlas.common.v1 import common_pb2
 from atlas_core.errors import InvalidArgument
 from atlas_core.reasons import SharedReason
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from atlas.common.v1 import common_pb2
-
 from atlas_core.errors import InvalidArgument, NotFound
 from atlas_core.jobs import JobRecord
 from atlas_core.lineage.ids import OWNER, job, parse

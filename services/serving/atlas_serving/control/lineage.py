@@ -85,7 +85,9 @@ class ServingLineage:
             )
         )
         view.add_children(
-            "endpoint", "deployed_to", [lin.make("endpoint", n) for n in serving[:limit]],
+            "endpoint",
+            "deployed_to",
+            [lin.make("endpoint", n) for n in serving[:limit]],
             len(serving),
         )
         self._versions_naming(me, view, limit)
@@ -125,9 +127,7 @@ class ServingLineage:
             display_name=name,
         )
         parents = [
-            LineageLink(
-                f"variant:{v.name}", _version_id(v.model.model_name, v.resolved_version)
-            )
+            LineageLink(f"variant:{v.name}", _version_id(v.model.model_name, v.resolved_version))
             for v in ep.spec.variants
         ]
         view = LineageView(node, parents)
@@ -212,4 +212,3 @@ def _parents(mv: ModelVersion) -> list[LineageLink]:
 
 def _unique(links: Iterable[LineageLink]) -> list[LineageLink]:
     return list(dict.fromkeys(links))
-
