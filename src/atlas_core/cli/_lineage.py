@@ -104,7 +104,7 @@ def render(graph: LineageGraph) -> str:
         ("downstream", graph.children_of, lambda e: e.child),
     ):
         lines.append(f"{title}:")
-        _tree(graph, graph.root, step, end, "  ", {graph.root}, lines)
+        _tree(graph, graph.root, step, end, "  ", {graph.root}, set(), lines)
     if graph.cycles:
         lines.append("cycles: " + "; ".join(" -> ".join(c + c[:1]) for c in graph.cycles))
     if graph.truncated:
@@ -119,14 +119,19 @@ def _tree(
     end: Callable[[Edge], str],
     indent: str,
     path: set[str],
+    shown: set[str],
     lines: list[str],
 ) -> None:
+    """One line per edge; a node reached again prints once (a DAG shares ancestors)."""
     for edge in step(at):
         other = end(edge)
-        node = graph.nodes.get(other)
-        text = describe(node) if node is not None else other
         if other in path:
             lines.append(f"{indent}{edge.role}: {other}  (cycle)")
             continue
-        lines.append(f"{indent}{edge.role}: {text}")
-        _tree(graph, other, step, end, indent + "  ", path | {other}, lines)
+        if other in shown:
+            lines.append(f"{indent}{edge.role}: {other}  (see above)")
+            continue
+        shown.add(other)
+        node = graph.nodes.get(other)
+        lines.append(f"{indent}{edge.role}: {describe(node) if node is not None else other}")
+        _tree(graph, other, step, end, indent + "  ", path | {other}, shown, lines)

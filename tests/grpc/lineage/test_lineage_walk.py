@@ -183,7 +183,9 @@ async def built_chain(trainer_harness: Any, tmp_path: Path, s3: S3Settings):  # 
             matched, match_job = await _match(h.data, export.dataset)
             job = await train(
                 h,
-                small_spec(dataset=matched.ref, target="label", ignore=("entity_key", "event_time")),
+                small_spec(
+                    dataset=matched.ref, target="label", ignore=("entity_key", "event_time")
+                ),
             )
             version = (
                 await serving.stub.RegisterModelVersion(
