@@ -185,7 +185,7 @@ def build_chain(settings: dict[str, Any], predictions: int) -> dict[str, str]:
         spec = automl_spec(
             target="label",
             dataset=(matched.dataset_id, matched.version),
-            wall_seconds=20,
+            wall_seconds=120,  # ends after max_trials; a loaded machine needs the slack
             max_trials=3,
         )
         spec.ignore_columns.extend(["entity_key", "event_time"])
