@@ -1,6 +1,6 @@
 """The client-side lineage walk: from one id, ask the owning service for its node and
-parents (upstream) and every service that may hold children of it (downstream), level by
-level, until the graph is complete or the node budget is spent.
+parents (upstream) and every service that may hold children of it (downstream), in parallel
+as ids become known, until the graph is complete or the node budget is spent.
 
 Deleted parents become ``missing`` nodes, a service that fails becomes an ``error`` node,
 and cycles are reported (each node is fetched once, so a cycle cannot loop the walk).
@@ -9,8 +9,9 @@ and cycles are reported (each node is fetched once, so a cycle cannot loop the w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from atlas_core.errors import AtlasError, InvalidArgument, NotFound
@@ -102,14 +103,20 @@ class LineageGraph:
 
 
 class _Walk:
+    """Fetches as soon as an id is known (not level by level), so the walk takes as long as
+    its longest chain of dependent calls; every continuation runs on the calling thread."""
+
     def __init__(self, fetch: Fetch, children_limit: int, max_nodes: int, workers: int) -> None:
         self.fetch = fetch
         self.children_limit = children_limit
         self.max_nodes = max_nodes
         self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.pending: dict[Future[Any], Callable[[Any], None]] = {}
         self.edges: dict[tuple[str, str], str] = {}
         self.nodes: dict[str, WalkedNode] = {}
         self.views: dict[str, LineageView | None] = {}
+        self.waiting: dict[str, set[str]] = {}  # id being fetched -> directions to expand
+        self.expanded: set[tuple[str, str]] = set()
         self.truncated = False
 
     def seed(self, lid: str) -> None:
@@ -126,54 +133,70 @@ class _Walk:
             lid, kind, OWNER[kind], node=view.node, child_counts=dict(view.child_counts)
         )
 
-    def own(self, ids: Iterable[str]) -> list[str]:
-        """Fetch the owners' views of ``ids`` (in parallel); returns the ids that exist."""
-        todo = [i for i in dict.fromkeys(ids) if i not in self.views]
-        room = self.max_nodes - len(self.views)
-        if len(todo) > room:
-            self.truncated = True
-            todo = todo[: max(room, 0)]
-        for lid, result in zip(todo, self.pool.map(self._own_one, todo), strict=True):
-            self.views[lid] = result
-        return [i for i in todo if self.views[i] is not None]
+    def run(self) -> None:
+        while self.pending:
+            done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                self.pending.pop(future)(future.result())
 
-    def _own_one(self, lid: str) -> LineageView | None:
+    def _submit(self, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        self.pending[self.pool.submit(fn)] = then
+
+    def want(self, lid: str, direction: str) -> None:
+        """Expand ``lid`` in ``direction`` ("up" or "down") once its owner has answered."""
+        if lid in self.views:
+            self.expand(lid, direction)
+        elif lid in self.waiting:
+            self.waiting[lid].add(direction)
+        elif len(self.views) + len(self.waiting) >= self.max_nodes:
+            self.truncated = True
+        else:
+            self.waiting[lid] = {direction}
+            self._submit(lambda: self._own(lid), lambda got: self._owned(lid, got))
+
+    def _own(self, lid: str) -> tuple[WalkedNode, LineageView | None]:
         kind = recognise(lid).kind
         walked = WalkedNode(lid, kind, OWNER[kind])
-        self.nodes[lid] = walked
         if not walked.service:
             walked.status = "external"
-            return None
+            return walked, None
         try:
             view = self.fetch(walked.service, lid, self.children_limit)
         except NotFound as exc:
             walked.status, walked.error = "missing", str(exc)
-            return None
+            return walked, None
         except AtlasError as exc:
             walked.status, walked.error = "error", f"{walked.service}: {exc}"
-            return None
+            return walked, None
         walked.node = view.node
         walked.child_counts = dict(view.child_counts)
-        return view
+        return walked, view
 
-    def referrers(self, lid: str) -> list[LineageView]:
-        """Children of ``lid`` held by services other than its owner."""
-        kind = recognise(lid).kind
-        services = REFERENCED_BY.get(kind, ())
-        views = []
-        for service, view in zip(
-            services,
-            self.pool.map(lambda s: self._foreign(s, lid), services),
-            strict=True,
-        ):
-            if view is not None:
-                views.append(view)
-                counts = self.nodes[lid].child_counts
-                for k, n in view.child_counts.items():
-                    counts[k] = counts.get(k, 0) + n
-            elif self.nodes[lid].status == "ok":
-                self.nodes[lid].error = f"{service} did not answer for children"
-        return views
+    def _owned(self, lid: str, got: tuple[WalkedNode, LineageView | None]) -> None:
+        self.nodes[lid], self.views[lid] = got
+        for direction in self.waiting.pop(lid):
+            self.expand(lid, direction)
+
+    def expand(self, lid: str, direction: str) -> None:
+        view = self.views[lid]
+        if view is None or (lid, direction) in self.expanded:
+            return
+        self.expanded.add((lid, direction))
+        if direction == "up":
+            for p in view.parents:
+                self.edges.setdefault((p.id, lid), p.role)
+                self.want(p.id, "up")
+            return
+        self._children(lid, view)
+        for service in REFERENCED_BY.get(self.nodes[lid].kind, ()):
+            self._submit(
+                partial(self._foreign, service, lid), partial(self._referred, lid, service)
+            )
+
+    def _children(self, lid: str, view: LineageView) -> None:
+        for c in view.children:
+            self.edges.setdefault((lid, c.id), c.role)
+            self.want(c.id, "down")
 
     def _foreign(self, service: str, lid: str) -> LineageView | None:
         try:
@@ -181,34 +204,15 @@ class _Walk:
         except AtlasError:
             return None
 
-    def upstream(self, start: str) -> None:
-        frontier = [start]
-        while frontier:
-            parents: list[str] = []
-            for lid in frontier:
-                view = self.views.get(lid)
-                for p in view.parents if view else ():
-                    self.edges.setdefault((p.id, lid), p.role)
-                    parents.append(p.id)
-            frontier = self.own(parents)
-
-    def downstream(self, start: str) -> None:
-        frontier = [start]
-        expanded: set[str] = set()
-        while frontier:
-            children: list[str] = []
-            for lid in frontier:
-                expanded.add(lid)
-                view = self.views.get(lid)
-                links = list(view.children) if view else []
-                for foreign in self.referrers(lid):
-                    links.extend(foreign.children)
-                for c in links:
-                    self.edges.setdefault((lid, c.id), c.role)
-                    children.append(c.id)
-            self.own(children)
-            frontier = [c for c in dict.fromkeys(children) if c not in expanded and c in self.nodes]
-            frontier = [c for c in frontier if self.nodes[c].status == "ok"]
+    def _referred(self, lid: str, service: str, view: LineageView | None) -> None:
+        """Children of ``lid`` held by a service other than its owner."""
+        node = self.nodes[lid]
+        if view is None:
+            node.error = f"{service} did not answer for children"
+            return
+        for k, n in view.child_counts.items():
+            node.child_counts[k] = node.child_counts.get(k, 0) + n
+        self._children(lid, view)
 
 
 def walk(
@@ -221,7 +225,8 @@ def walk(
     max_nodes: int = 1000,
     workers: int = 8,
 ) -> LineageGraph:
-    """The lineage graph around ``start`` (a typed or recognisable bare id).
+    """The lineage graph around ``start`` (a typed or recognisable bare id): its ancestors
+    through parents and its descendants through children.
 
     Raises InvalidArgument for an unrecognisable id and NotFound when ``start`` itself does
     not exist; everything found missing or failing further out is reported in the graph.
@@ -230,12 +235,12 @@ def walk(
     w = _Walk(fetch, children_limit, max_nodes, workers)
     try:
         w.seed(root)
-        if upstream:
-            w.upstream(root)
-        if downstream:
-            w.downstream(root)
+        for direction, wanted in (("up", upstream), ("down", downstream)):
+            if wanted:
+                w.expand(root, direction)
+        w.run()
     finally:
-        w.pool.shutdown(wait=False)
+        w.pool.shutdown(wait=False, cancel_futures=True)
     edges = [Edge(p, c, role) for (p, c), role in w.edges.items()]
     return LineageGraph(root, w.nodes, edges, find_cycles(edges), w.truncated)
 
