@@ -127,8 +127,10 @@ class DataService:
 
     # -- feature groups -----------------------------------------------------------------------
 
-    def lineage(self, lineage_id: str, children_limit: int) -> lin.LineageView:
-        return self.lineage_index.view(lin.parse(lineage_id), lin.children_limit(children_limit))
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def create_feature_group(self, spec: FeatureGroupSpec, *, new_version: bool) -> FeatureGroup:
         group = self.rt.groups.create(spec, new_version=new_version)

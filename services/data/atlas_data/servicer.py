@@ -38,8 +38,12 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
     # ---- lineage ----------------------------------------------------------------------------
 
     async def GetLineage(self, request: Any, context: Any) -> Any:
-        view = await to_thread(self.svc.lineage, request.id, request.children_limit)
-        return pb.GetLineageResponse(lineage=lineage.to_pb(view))
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     # ---- feature groups ---------------------------------------------------------------------
 

@@ -161,8 +161,10 @@ class GraphService:
 
     # ---- graphs -----------------------------------------------------------------------------
 
-    def lineage(self, lineage_id: str, children_limit: int) -> lin.LineageView:
-        return self.lineage_index.view(lin.parse(lineage_id), lin.children_limit(children_limit))
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def delete_graph(self, graph_id: str, request_id: str = "") -> int:
         seen = self.idempotency.recall("DeleteGraph", request_id)

@@ -42,8 +42,12 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         return pb.SubmitGraphJobResponse(job=convert.job_to_pb(record))
 
     async def GetLineage(self, request: Any, context: Any) -> Any:
-        view = await to_thread(self.svc.lineage, request.id, request.children_limit)
-        return pb.GetLineageResponse(lineage=lineage.to_pb(view))
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetGraphJob(self, request: Any, context: Any) -> Any:
         return pb.GetGraphJobResponse(job=await to_thread(self._job, request.job_id))

@@ -83,8 +83,10 @@ class LabelingService:
         self.idempotency.remember("CreateProject", request_id, {"project_id": project.project_id})
         return self.rt.projects.get(project.project_id)
 
-    def lineage(self, lineage_id: str, children_limit: int) -> lin.LineageView:
-        return self.lineage_index.view(lin.parse(lineage_id), lin.children_limit(children_limit))
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def get_project(self, project_id: str) -> Project:
         return self.rt.projects.get(project_id)

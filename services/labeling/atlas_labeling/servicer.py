@@ -52,8 +52,12 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
         return pb.CreateProjectResponse(project=convert.project_to_pb(project))
 
     async def GetLineage(self, request: Any, context: Any) -> Any:
-        view = await to_thread(self.svc.lineage, request.id, request.children_limit)
-        return pb.GetLineageResponse(lineage=lineage.to_pb(view))
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetProject(self, request: Any, context: Any) -> Any:
         project = await to_thread(self.svc.get_project, _require(request.project_id, "project_id"))

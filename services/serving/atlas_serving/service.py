@@ -404,13 +404,13 @@ class ServingService:
 
     # -- ground truth and model quality ----------------------------------------------------
 
-    def lineage(self, lineage_id: str, children_limit: int) -> lin.LineageView:
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
         """GetLineage (blocking): this replica's pending predictions are indexed first."""
-        lid = lin.parse(lineage_id)
-        limit = lin.children_limit(children_limit)
-        if lid.kind in ("prediction", "endpoint", "model_version"):
+        if lin.parse(lineage_id).kind in ("prediction", "endpoint", "model_version"):
             self.prediction_log.flush()
-        return self.lineage_index.view(lid, limit)
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def attach_ground_truth(
         self, endpoint: str, items: Sequence[GroundTruth], request_id: str, first_index: int = 0

@@ -48,8 +48,12 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.RegisterModelVersionResponse(model_version=convert.model_version_to_pb(version))
 
     async def GetLineage(self, request, context):
-        view = await th(self.svc.lineage, request.id, request.children_limit)
-        return pb.GetLineageResponse(lineage=lineage.to_pb(view))
+        view = await th(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetModelVersion(self, request, context):
         version = await th(self.svc.registry.get_ref, convert.model_ref_from_pb(request.ref))

@@ -147,8 +147,10 @@ class TrainerService:
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
         return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study)
 
-    def lineage(self, lineage_id: str, children_limit: int) -> lin.LineageView:
-        return self.lineage_index.view(lin.parse(lineage_id), lin.children_limit(children_limit))
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -58,8 +58,12 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
         return pb.SubmitTrainingJobResponse(job=await to_thread(self._job, job_id))
 
     async def GetLineage(self, request: Any, context: Any) -> Any:
-        view = await to_thread(self.svc.lineage, request.id, request.children_limit)
-        return pb.GetLineageResponse(lineage=lineage.to_pb(view))
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetTrainingJob(self, request: Any, context: Any) -> Any:
         return pb.GetTrainingJobResponse(job=await to_thread(self._job, request.job_id))

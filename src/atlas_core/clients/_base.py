@@ -51,14 +51,21 @@ class ServiceClient:
     stub: Any
 
     @mapped_errors
-    def get_lineage(self, lineage_id: str, children_limit: int = 0) -> LineageView:
+    def get_lineage(
+        self, lineage_id: str, children_limit: int = 0, ancestor_depth: int = 0
+    ) -> LineageView:
         """What this service knows about one lineage id: the node (for ids it owns), parents
-        and children (at most ``children_limit`` per kind). See :mod:`atlas_core.lineage`."""
+        and children (at most ``children_limit`` per kind), and the views of
+        ``ancestor_depth`` generations of parents it owns. See :mod:`atlas_core.lineage`."""
         reply = self.stub.GetLineage(
-            self.lineage_request(id=lineage_id, children_limit=children_limit),
+            self.lineage_request(
+                id=lineage_id, children_limit=children_limit, ancestor_depth=ancestor_depth
+            ),
             timeout=self.timeout,
         )
-        return from_pb(reply.lineage)
+        view = from_pb(reply.lineage)
+        view.ancestors = [from_pb(a) for a in reply.ancestors]
+        return view
 
     def __enter__(self: T) -> T:
         return self

@@ -36,11 +36,13 @@ class LineageClient:
         """One client per service named in ``settings`` (keys as in :data:`CLIENTS`)."""
         return cls({s: CLIENTS[s](conf, **kwargs) for s, conf in settings.items()})
 
-    def fetch(self, service: str, lineage_id: str, children_limit: int) -> LineageView:
+    def fetch(
+        self, service: str, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> LineageView:
         client = self.clients.get(service)
         if client is None:
             raise Unavailable(f"no {service} service to ask about {lineage_id}")
-        return client.get_lineage(lineage_id, children_limit)
+        return client.get_lineage(lineage_id, children_limit, ancestor_depth)
 
     def walk(self, start: str, **kwargs: Any) -> LineageGraph:
         """The graph around ``start``; keyword arguments as :func:`atlas_core.lineage.walk`."""

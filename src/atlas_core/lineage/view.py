@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from atlas.common.v1 import common_pb2
 from atlas_core.errors import InvalidArgument, NotFound
 from atlas_core.jobs import JobRecord
-from atlas_core.lineage.ids import OWNER, job, parse
+from atlas_core.lineage.ids import OWNER, LineageId, job, parse
 from atlas_core.reasons import SharedReason
 
 DEFAULT_CHILDREN = 20
 MAX_CHILDREN = 1000
+MAX_ANCESTOR_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,14 @@ class LineageNode:
 
 @dataclass
 class LineageView:
-    """``node`` is None when the service does not own the id (children only)."""
+    """``node`` is None when the service does not own the id (children only);
+    ``ancestors`` are the views of parents the same service owns, when they were asked for."""
 
     node: LineageNode | None
     parents: list[LineageLink] = field(default_factory=list)
     children: list[LineageLink] = field(default_factory=list)
     child_counts: dict[str, int] = field(default_factory=dict)
+    ancestors: list[LineageView] = field(default_factory=list)
 
     def add_children(self, kind: str, role: str, ids: list[str], total: int) -> None:
         """Record one kind of children: a bounded sample (``ids``) and the full count."""
@@ -55,11 +59,43 @@ class LineageView:
             self.child_counts[kind] = self.child_counts.get(kind, 0) + total
 
 
-def children_limit(requested: int) -> int:
+def resolve_children_limit(requested: int) -> int:
     """The request's children_limit resolved: 0 -> default, clamped to the maximum."""
     if requested < 0:
         raise InvalidArgument("children_limit is negative", reason="INVALID_ARGUMENT")
     return min(requested or DEFAULT_CHILDREN, MAX_CHILDREN)
+
+
+def answer(
+    view_of: Callable[[LineageId, int], LineageView],
+    lineage_id: str,
+    children_limit: int,
+    ancestor_depth: int = 0,
+) -> LineageView:
+    """A service's GetLineage: the view of ``lineage_id`` and, ``ancestor_depth`` generations
+    up, the views of the parents the same service owns (those that exist), each once."""
+    lid = parse(lineage_id)
+    limit = resolve_children_limit(children_limit)
+    if ancestor_depth < 0:
+        raise InvalidArgument("ancestor_depth is negative", reason="INVALID_ARGUMENT")
+    root = view_of(lid, limit)
+    seen = {str(lid)}
+    frontier = [root] if root.node is not None else []
+    for _ in range(min(ancestor_depth, MAX_ANCESTOR_DEPTH)):
+        parents = []
+        for view in frontier:
+            for link in view.parents:
+                pid = parse(link.id)
+                if link.id in seen or pid.service != lid.service:
+                    continue
+                seen.add(link.id)
+                try:
+                    parents.append(view_of(pid, limit))
+                except NotFound:
+                    continue  # the walker asks for it itself and reports it missing
+        root.ancestors.extend(parents)
+        frontier = parents
+    return root
 
 
 def to_pb(view: LineageView) -> common_pb2.LineageRecord:

@@ -30,9 +30,13 @@ REFERENCED_BY: dict[str, tuple[str, ...]] = {
     "label_export": ("data",),
 }
 
-# (service, lineage id, children limit) -> what that service knows; raises NotFound for an id
-# of its own kind that does not exist.
-Fetch = Callable[[str, str, int], LineageView]
+# (service, lineage id, children limit, ancestor depth) -> what that service knows (with the
+# views of its own ancestors of the id that deep); raises NotFound for an id of its own kind
+# that does not exist.
+Fetch = Callable[[str, str, int, int], LineageView]
+# Generations of same-service parents asked for with each upstream fetch: a service answers
+# for a chain of its own nodes (dataset <- dataset <- feature group) in one call.
+ANCESTOR_DEPTH = 8
 
 
 @dataclass
@@ -119,7 +123,7 @@ class _Walk:
         self.expanded: set[tuple[str, str]] = set()
         self.truncated = False
 
-    def seed(self, lid: str) -> None:
+    def seed(self, lid: str, depth: int) -> None:
         """The start node, from its owner; its errors are the walk's errors."""
         kind = recognise(lid).kind
         if not OWNER[kind]:
@@ -127,11 +131,7 @@ class _Walk:
                 f"{lid} is an object-store artifact: start from the node that uses it",
                 reason=SharedReason.BAD_LINEAGE_ID,
             )
-        view = self.fetch(OWNER[kind], lid, self.children_limit)
-        self.views[lid] = view
-        self.nodes[lid] = WalkedNode(
-            lid, kind, OWNER[kind], node=view.node, child_counts=dict(view.child_counts)
-        )
+        self._absorb(lid, self.fetch(OWNER[kind], lid, self.children_limit, depth))
 
     def run(self) -> None:
         while self.pending:
@@ -152,28 +152,43 @@ class _Walk:
             self.truncated = True
         else:
             self.waiting[lid] = {direction}
-            self._submit(lambda: self._own(lid), lambda got: self._owned(lid, got))
+            depth = ANCESTOR_DEPTH if direction == "up" else 0
+            self._submit(partial(self._own, lid, depth), partial(self._owned, lid))
 
-    def _own(self, lid: str) -> tuple[WalkedNode, LineageView | None]:
+    def _absorb(self, lid: str, view: LineageView) -> None:
+        """Record an owner's view and the views of its ancestors that came with it."""
+        kind = recognise(lid).kind
+        self.views[lid] = view
+        self.nodes[lid] = WalkedNode(
+            lid, kind, OWNER[kind], node=view.node, child_counts=dict(view.child_counts)
+        )
+        for ancestor in view.ancestors:
+            if ancestor.node is not None and ancestor.node.id not in self.views:
+                self._absorb(ancestor.node.id, ancestor)
+
+    def _own(self, lid: str, depth: int) -> tuple[WalkedNode, LineageView | None]:
         kind = recognise(lid).kind
         walked = WalkedNode(lid, kind, OWNER[kind])
         if not walked.service:
             walked.status = "external"
             return walked, None
         try:
-            view = self.fetch(walked.service, lid, self.children_limit)
+            view = self.fetch(walked.service, lid, self.children_limit, depth)
         except NotFound as exc:
             walked.status, walked.error = "missing", str(exc)
             return walked, None
         except AtlasError as exc:
             walked.status, walked.error = "error", f"{walked.service}: {exc}"
             return walked, None
-        walked.node = view.node
-        walked.child_counts = dict(view.child_counts)
         return walked, view
 
     def _owned(self, lid: str, got: tuple[WalkedNode, LineageView | None]) -> None:
-        self.nodes[lid], self.views[lid] = got
+        walked, view = got
+        if lid not in self.views:  # else it came meanwhile as another answer's ancestor
+            if view is None:
+                self.nodes[lid], self.views[lid] = walked, None
+            else:
+                self._absorb(lid, view)
         for direction in self.waiting.pop(lid):
             self.expand(lid, direction)
 
@@ -200,7 +215,7 @@ class _Walk:
 
     def _foreign(self, service: str, lid: str) -> LineageView | None:
         try:
-            return self.fetch(service, lid, self.children_limit)
+            return self.fetch(service, lid, self.children_limit, 0)
         except AtlasError:
             return None
 
@@ -234,7 +249,7 @@ def walk(
     root = str(recognise(start))
     w = _Walk(fetch, children_limit, max_nodes, workers)
     try:
-        w.seed(root)
+        w.seed(root, ANCESTOR_DEPTH if upstream else 0)
         for direction, wanted in (("up", upstream), ("down", downstream)):
             if wanted:
                 w.expand(root, direction)

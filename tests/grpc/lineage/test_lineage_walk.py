@@ -181,12 +181,11 @@ async def built_chain(trainer_harness: Any, tmp_path: Path, s3: S3Settings):  # 
             await _features(h.data, f, start)
             pid, export = await _labels(labeling.stub, f, start)
             matched, match_job = await _match(h.data, export.dataset)
-            job = await train(
-                h,
-                small_spec(
-                    dataset=matched.ref, target="label", ignore=("entity_key", "event_time")
-                ),
+            spec = small_spec(
+                dataset=matched.ref, target="label", ignore=("entity_key", "event_time")
             )
+            spec.budget.wall_time.seconds = 120  # ends after its 4 trials; slack for a busy host
+            job = await train(h, spec)
             version = (
                 await serving.stub.RegisterModelVersion(
                     serving_pb.RegisterModelVersionRequest(
@@ -194,12 +193,12 @@ async def built_chain(trainer_harness: Any, tmp_path: Path, s3: S3Settings):  # 
                     )
                 )
             ).model_version
-            spec = serving_pb.EndpointSpec(
+            endpoint = serving_pb.EndpointSpec(
                 name="churn",
                 variants=[live("blue", "churn", version.ref.version)],
                 quality=serving_pb.QualityConfig(enabled=True),
             )
-            await serving.stub.CreateEndpoint(serving_pb.CreateEndpointRequest(spec=spec))
+            await serving.stub.CreateEndpoint(serving_pb.CreateEndpointRequest(spec=endpoint))
             served = await serving.stub.Predict(
                 serving_pb.PredictRequest(endpoint_name="churn", row=row({"f1": 1.0, "f2": 0.5}))
             )
@@ -285,6 +284,12 @@ async def test_a_prediction_walks_back_to_labels_and_features_and_forward_again(
         view = await asyncio.to_thread(c.client.fetch, "labeling", c.project, 5)
         assert len([x for x in view.children if x.id.startswith("item:")]) == 5
         assert view.child_counts["item"] == ROWS
+
+        # A service answers for its own ancestors of an id in the same call.
+        view = await asyncio.to_thread(c.client.fetch, "data", c.matched, 5, 4)
+        assert {a.node.id for a in view.ancestors if a.node} == {c.labels, c.group, c.match_job}
+        view = await asyncio.to_thread(c.client.fetch, "data", c.matched, 5, 0)
+        assert view.ancestors == []
 
         # Unknown ids: NOT_FOUND from the walk and from each owning service.
         with pytest.raises(NotFound):

@@ -5,6 +5,7 @@ budget respected."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -71,9 +72,10 @@ def test_views_round_trip_through_the_proto() -> None:
     assert back == view
     msg = lin.to_pb(view)
     assert (msg.node.kind, msg.node.service) == ("dataset", "data")
-    assert lin.children_limit(0) == 20 and lin.children_limit(5000) == 1000
+    limit = lin.view.resolve_children_limit
+    assert limit(0) == 20 and limit(5000) == 1000
     with pytest.raises(InvalidArgument):
-        lin.children_limit(-1)
+        limit(-1)
 
 
 class FakeServices:
@@ -91,20 +93,24 @@ class FakeServices:
         self.calls: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
-    def __call__(self, service: str, lid: str, limit: int) -> LineageView:
+    def __call__(self, service: str, lid: str, limit: int, depth: int) -> LineageView:
         with self._lock:
             self.calls.append((service, lid))
         if service in self.down:
             raise Unavailable(f"{service} is down")
         if lin.OWNER[lin.parse(lid).kind] == service:
-            if lid not in self.owned:
-                raise NotFound(f"{lid} does not exist")
-            return self.owned[lid]
+            return lin.answer(self._view, lid, limit, depth)
+        assert depth == 0  # ancestors are asked of owners only
         children = self.foreign.get((service, lid), [])
         view = LineageView(None, children=children[:limit])
         if children:
             view.child_counts[lin.parse(children[0].id).kind] = len(children)
         return view
+
+    def _view(self, lid: lin.LineageId, limit: int) -> LineageView:
+        if str(lid) not in self.owned:
+            raise NotFound(f"{lid} does not exist")
+        return replace(self.owned[str(lid)], ancestors=[])
 
 
 def node(lid: str, *parents: tuple[str, str], children: tuple[str, ...] = ()) -> LineageView:
@@ -151,6 +157,21 @@ def test_walk_follows_owners_both_ways_and_reports_missing_and_failing_nodes() -
     assert graph.to_dict()["root"] == "model_version:m@1"
 
 
+def test_a_service_answers_for_its_own_ancestors_in_one_call() -> None:
+    chain = [f"dataset:d{i}@1" for i in range(5)]
+    owned = {
+        c: node(c, *([("p", chain[i + 1])] if i + 1 < len(chain) else []))
+        for i, c in enumerate(chain)
+    }
+    owned["dataset:d2@1"].parents.append(LineageLink("p", "dataset:deleted@1"))
+    fake = FakeServices(owned)
+    graph = walk(chain[0], fake, downstream=False)
+    assert [n.status for n in graph.nodes.values()].count("ok") == 5
+    assert graph.nodes["dataset:deleted@1"].status == "missing"
+    # One call for the whole chain, one more for the parent its service could not answer for.
+    assert fake.calls == [("data", chain[0]), ("data", "dataset:deleted@1")]
+
+
 def test_walk_of_an_unknown_id_is_not_found() -> None:
     with pytest.raises(NotFound):
         walk("dataset:none@1", FakeServices({}))
@@ -170,7 +191,16 @@ def test_a_cycle_is_reported_and_not_looped_on() -> None:
     graph = walk("dataset:a@1", fake)
     assert len(graph.cycles) == 1
     assert sorted(graph.cycles[0]) == ["dataset:a@1", "dataset:b@1", "dataset:c@1"]
-    assert sum(1 for s, _ in fake.calls if s == "data") == 3  # each fetched once
+    # One call: the service answered for its own ancestors without looping on the cycle.
+    assert [c for c in fake.calls if c[0] == "data"] == [("data", "dataset:a@1")]
+    # Downstream only, each node is fetched once (no ancestors asked for).
+    fake.calls.clear()
+    down = walk("dataset:a@1", fake, upstream=False)
+    assert len(down.cycles) == 1 and sorted(c for c in fake.calls if c[0] == "data") == [
+        ("data", "dataset:a@1"),
+        ("data", "dataset:b@1"),
+        ("data", "dataset:c@1"),
+    ]
     assert "(cycle)" in render(graph) and "cycles:" in render(graph)
 
 
