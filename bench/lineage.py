@@ -226,15 +226,16 @@ def _timed(fn: Any, n: int) -> tuple[list[float], Any]:
 
 def _per_call(client: Any, prediction: str, rounds: int) -> dict[str, float]:
     """Median ms of each GetLineage call of the walk from the prediction, by the service
-    asked and the kind of id (calls in a walk overlap; this is each one alone)."""
+    asked and the kind of id (calls in a walk overlap; this is each one alone; an upstream
+    call includes the service's own ancestors of the id)."""
     from atlas_core.lineage import parse, walk
 
     seen: dict[str, list[float]] = {}
 
-    def timed(service: str, lid: str, limit: int) -> Any:
+    def timed(service: str, lid: str, limit: int, depth: int) -> Any:
         t0 = time.perf_counter()
         try:
-            return client.fetch(service, lid, limit)
+            return client.fetch(service, lid, limit, depth)
         finally:
             key = f"{service} {parse(lid).kind}"
             seen.setdefault(key, []).append((time.perf_counter() - t0) * 1000)
