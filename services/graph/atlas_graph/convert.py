@@ -162,7 +162,7 @@ def train_result_to_pb(raw: dict[str, Any]) -> pb.TrainGraphResult:
         ip_config=raw.get("ip_config", ""),
         launch_command=raw.get("launch_command", ""),
     )
-    for name in ("model_bundle", "embeddings", "predictions"):
+    for name in ("model_bundle", "embeddings", "predictions", "serving_bundle"):
         if raw.get(name):
             getattr(msg, name).CopyFrom(artifact(raw[name]))
     return msg

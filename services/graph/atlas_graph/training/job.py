@@ -1,6 +1,6 @@
 """A train (or infer) graph job inside its job subprocess: fetch the partitions, run the
-local cluster, relay progress and checkpoints, then publish the model bundle and the
-embeddings/predictions mapped back to ORIGINAL node ids."""
+local cluster, relay progress and checkpoints, then publish the model bundle, the serving
+bundle (train jobs) and the embeddings/predictions mapped back to ORIGINAL node ids."""
 
 from __future__ import annotations
 
@@ -115,6 +115,7 @@ def _job_config(
         learning_rate=spec.learning_rate or 0.01,
         checkpoint_every_epochs=spec.checkpoint_every_epochs or 1,
         write_embeddings=spec.write_embeddings,
+        write_serving_bundle=not spec.skip_serving_bundle,
         seed=spec.seed,
     )
     resume = ctx.last_checkpoint()
@@ -319,6 +320,38 @@ def _publish(
             "sha256": infer.model_bundle.sha256,
             "size_bytes": infer.model_bundle.size_bytes,
         }
+    if cfg.get("write_serving_bundle") and scores.shape[1] >= 2:
+        labels = np.concatenate([np.load(out / f"rank{r}-labels.npy") for r in ranks])
+        result["serving_bundle"] = _serving_bundle(rt, ctx, part, originals, scores, labels, result)
     if not len(ids) and infer is not None:
         raise InvalidArgument("no node ids selected", reason="NO_NODES")
     return result
+
+
+def _serving_bundle(
+    rt: GraphRuntime,
+    ctx: JobContext,
+    part: dict[str, Any],
+    originals: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """Every node's class probabilities as a bundle serving registers (by original id)."""
+    from atlas_core.bundles.node_lookup import write_node_lookup_bundle
+
+    ref = write_node_lookup_bundle(
+        rt.artifacts,
+        f"graph-jobs/{ctx.job_id}/serving_bundle.tar",
+        node_ids=originals,
+        probabilities=scores,
+        labels=labels,
+        metrics=result["metrics"],
+        lineage={
+            "graph_id": part["graph_id"],
+            "partitioning_id": part["partitioning_id"],
+            "graph_job_id": ctx.job_id,
+            "model_bundle": result["model_bundle"],
+        },
+    )
+    return ref_dict(ref, "application/x-tar")
