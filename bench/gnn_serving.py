@@ -5,14 +5,16 @@ A real graph service job generates an SBM graph (8 communities, degree 10), part
 train job's serving bundle (every node's class probabilities by original id) is registered
 in an ATLAS serving replica (a subprocess, as `atlas up` runs it) and deployed; a load
 generator process then sends single-row Predict requests for random node ids in a closed
-loop at concurrency 1 (and 8).
+loop at concurrency 1 (and 8); side by side, the same load against a bare grpc.aio server
+that answers a fixed PredictResponse without any model (bench/serving.py's ceiling), so the
+figure can be read against what gRPC in Python costs on the same host at the same moment.
 
     python bench/gnn_serving.py            # 20,000 nodes, 10 s per concurrency
     python bench/gnn_serving.py --quick    # 5,000 nodes, 3 s per concurrency
 
 Writes bench/results/gnn_serving.json (and a dated copy, see _results.py) with keys
-gnn_p99_ms_c1 (target <= 10 ms), gnn_p50_ms_c1, gnn_rps_c8, nodes, bundle_bytes,
-cold_start_s, test_accuracy.
+gnn_p99_ms_c1 (target <= 10 ms), gnn_p50_ms_c1, bare_p99_ms_c1, gnn_rps_c8, nodes,
+bundle_bytes, cold_start_s, test_accuracy.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_results  # noqa: E402
-from serving import TOKEN, _wait_serving, start_atlas  # noqa: E402
+from serving import TOKEN, _wait_serving, start_atlas, start_bare  # noqa: E402
 
 CONCURRENCY = (1, 8)
 
@@ -203,17 +205,25 @@ def run_all(nodes: int, seconds: float) -> dict:
         client.predict("gnn", {"node_id": 0})
         time.sleep(0.6)
         out["cold_start_s"] = client.stats("gnn")[0].last_cold_start.ToNanoseconds() / 1e9
-        table = {f"c{c}": load(target, c, seconds, nodes) for c in CONCURRENCY}
-        out["detail"] = table
-        out["gnn_p99_ms_c1"] = table["c1"]["p99_ms"]
-        out["gnn_p50_ms_c1"] = table["c1"]["p50_ms"]
-        out["gnn_rps_c8"] = table["c8"]["rps"]
-        print(f"{'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        bare_proc, bare_target = start_bare()
+        procs.append(bare_proc)
+        table = {}
         for c in CONCURRENCY:
-            r = table[f"c{c}"]
-            print(
-                f"{c:>4} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
-            )
+            table[f"atlas_c{c}"] = load(target, c, seconds, nodes)
+            table[f"bare_c{c}"] = load(bare_target, c, seconds, nodes)
+        out["detail"] = table
+        out["gnn_p99_ms_c1"] = table["atlas_c1"]["p99_ms"]
+        out["gnn_p50_ms_c1"] = table["atlas_c1"]["p50_ms"]
+        out["bare_p99_ms_c1"] = table["bare_c1"]["p99_ms"]
+        out["gnn_rps_c8"] = table["atlas_c8"]["rps"]
+        print(f"{'server':<6} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        for c in CONCURRENCY:
+            for kind in ("atlas", "bare"):
+                r = table[f"{kind}_c{c}"]
+                print(
+                    f"{kind:<6} {c:>4} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} "
+                    f"{r['p99_ms']:>8.2f} {r['errors']:>6}"
+                )
     finally:
         for p in procs:
             p.terminate()
@@ -233,7 +243,14 @@ def main() -> None:
     results = run_all(5_000 if args.quick else 20_000, 3.0 if args.quick else 10.0)
     path = write_results("gnn_serving", results, quick=args.quick)
     print(f"wrote {path}")
-    keys = ("gnn_p99_ms_c1", "gnn_p50_ms_c1", "gnn_rps_c8", "cold_start_s", "test_accuracy")
+    keys = (
+        "gnn_p99_ms_c1",
+        "gnn_p50_ms_c1",
+        "bare_p99_ms_c1",
+        "gnn_rps_c8",
+        "cold_start_s",
+        "test_accuracy",
+    )
     print(json.dumps({k: results[k] for k in keys}, indent=2))
 
 

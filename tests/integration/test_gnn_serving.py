@@ -1,7 +1,7 @@
 """A graph model served: a real graph service trains GraphSAGE on a small SBM (DGL servers and
 a trainer as processes), its train job's serving bundle is registered in a real serving
 service, and predictions by original node id agree with the job's own predictions and test
-accuracy."""
+accuracy; its node embeddings are read online from a real data service."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from atlas.common.v1 import common_pb2
+from atlas.data.v1 import data_service_pb2 as dpb
 from atlas.graph.v1 import graph_service_pb2 as gpb
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.bundles import read_manifest
 from atlas_core.config import S3Settings
+from atlas_core.rpc import ClientSettings
 from atlas_core.storage import ArtifactRef
 from atlas_graph.sbm import generate_sbm
+from tests.grpc.data.conftest import TOKEN as DATA_TOKEN
+from tests.grpc.data.conftest import running_data_service
 from tests.grpc.graph._jobs import run_job
 from tests.grpc.graph.conftest import running_graph_service
 from tests.grpc.serving.conftest import live, serving_settings, start_harness, stop_harness
@@ -47,7 +51,14 @@ def _node(node_id: int) -> pb.PredictRow:
 async def test_graph_train_job_is_served_by_node_id(
     tmp_path: Path, s3_settings: S3Settings
 ) -> None:
-    async with running_graph_service(tmp_path / "graph", s3_settings) as graph:
+    async with (
+        running_data_service(tmp_path / "data", s3_settings) as data,
+        running_graph_service(
+            tmp_path / "graph",
+            s3_settings,
+            data=ClientSettings(target=data.server.address, token=DATA_TOKEN),
+        ) as graph,
+    ):
         g = (
             await run_job(graph.stub, generate_graph=gpb.GenerateGraphSpec(name="sbm", **SBM))
         ).graph
@@ -70,6 +81,7 @@ async def test_graph_train_job_is_served_by_node_id(
                 batch_size=64,
                 learning_rate=0.03,
                 seed=1,
+                embeddings_feature_group="sbm_nodes",
             ),
         )
         result = job.train_result
@@ -79,6 +91,22 @@ async def test_graph_train_job_is_served_by_node_id(
             io.BytesIO(store.get_bytes(store.key_for_uri(result.predictions.uri)))
         ).to_pandas()
         manifest = read_manifest(store, store.key_for_uri(result.serving_bundle.uri))
+        embeddings = pq.read_table(
+            io.BytesIO(store.get_bytes(store.key_for_uri(result.embeddings.uri)))
+        ).to_pandas()
+        assert result.embeddings_feature_group.name == "sbm_nodes"
+        assert result.embeddings_feature_group.version == 1
+        wanted = [0, 299, NODES - 1]
+        online = await data.stub.GetFeatures(
+            dpb.GetFeaturesRequest(
+                feature_group=common_pb2.FeatureGroupRef(name="sbm_nodes"),
+                entity_keys=dpb.EntityKeys(int64_keys=wanted),
+            )
+        )
+        assert list(online.found) == [True] * 3
+        vectors = np.frombuffer(online.float32_values, "<f4").reshape(3, -1)
+        stored = np.stack(embeddings.set_index("id").loc[wanted, "embedding"].to_list())
+        np.testing.assert_array_equal(vectors, stored.astype(np.float32))
     assert manifest["lineage"]["graph_id"] == g.graph_id
     assert manifest["lineage"]["partitioning_id"] == part.partitioning_id
     assert manifest["lineage"]["graph_job_id"] == job.status.job_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobCancelled, JobContext
+from atlas_graph.embedding_features import write_embedding_features
 from atlas_graph.idmap import IdTranslation, RangeMap
 from atlas_graph.packing import get_dir, ref_dict
 from atlas_graph.partitioning import GRAPH_NAME
@@ -114,7 +116,8 @@ def _job_config(
         batch_size=spec.batch_size or 1024,
         learning_rate=spec.learning_rate or 0.01,
         checkpoint_every_epochs=spec.checkpoint_every_epochs or 1,
-        write_embeddings=spec.write_embeddings,
+        write_embeddings=spec.write_embeddings or bool(spec.embeddings_feature_group),
+        embeddings_feature_group=spec.embeddings_feature_group,
         write_serving_bundle=not spec.skip_serving_bundle,
         seed=spec.seed,
     )
@@ -300,6 +303,20 @@ def _publish(
             rt.artifacts.put_file(f"{base}/embeddings.parquet", out / "embeddings.parquet"),
             "application/vnd.apache.parquet",
         )
+        if cfg.get("embeddings_feature_group"):
+            ctx.report(
+                0.97, f"writing embeddings into feature group {cfg['embeddings_feature_group']}"
+            )
+            assert rt.settings.data is not None  # checked when the job was submitted
+            result["embeddings_feature_group"] = write_embedding_features(
+                rt.settings.data,
+                cfg["embeddings_feature_group"],
+                ids,
+                emb,
+                event_time=datetime.now(timezone.utc),
+                description=f"node embeddings of graph {part['graph_id']} (graph job {ctx.job_id})",
+                request_id=f"{ctx.job_id}-embeddings",
+            )
     if infer is None:
         bundle = {
             "epoch": cfg["epochs"],
