@@ -303,20 +303,6 @@ def _publish(
             rt.artifacts.put_file(f"{base}/embeddings.parquet", out / "embeddings.parquet"),
             "application/vnd.apache.parquet",
         )
-        if cfg.get("embeddings_feature_group"):
-            ctx.report(
-                0.97, f"writing embeddings into feature group {cfg['embeddings_feature_group']}"
-            )
-            assert rt.settings.data is not None  # checked when the job was submitted
-            result["embeddings_feature_group"] = write_embedding_features(
-                rt.settings.data,
-                cfg["embeddings_feature_group"],
-                ids,
-                emb,
-                event_time=datetime.now(timezone.utc),
-                description=f"node embeddings of graph {part['graph_id']} (graph job {ctx.job_id})",
-                request_id=f"{ctx.job_id}-embeddings",
-            )
     if infer is None:
         bundle = {
             "epoch": cfg["epochs"],
@@ -342,6 +328,19 @@ def _publish(
         result["serving_bundle"] = _serving_bundle(rt, ctx, part, originals, scores, labels, result)
     if not len(ids) and infer is not None:
         raise InvalidArgument("no node ids selected", reason="NO_NODES")
+    if cfg.get("embeddings_feature_group"):  # last: the one write others can see at once
+        group = cfg["embeddings_feature_group"]
+        ctx.report(0.97, f"writing embeddings into feature group {group}")
+        assert rt.settings.data is not None  # checked when the job was submitted
+        result["embeddings_feature_group"] = write_embedding_features(
+            rt.settings.data,
+            group,
+            ids,
+            emb,
+            event_time=datetime.now(timezone.utc),
+            description=f"node embeddings of graph {part['graph_id']} (graph job {ctx.job_id})",
+            request_id=f"{ctx.job_id}-embeddings",
+        )
     return result
 
 
