@@ -21,8 +21,11 @@ from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.errors import (
     AtlasError,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from atlas_trainer.runtime import TrainerRuntime
@@ -87,7 +90,8 @@ def resolve_base_model(rt: TrainerRuntime, ref: common_pb2.ModelRef) -> BaseMode
     Raises:
         NotFound (BASE_MODEL_NOT_FOUND): no such model, version or alias.
         Unavailable (SERVING_UNAVAILABLE): serving could not be reached.
-        FailedPrecondition (NO_SERVING_SERVICE): no serving service configured.
+        FailedPrecondition (NO_SERVING_SERVICE): no serving service configured;
+            (SERVING_AUTH_REFUSED) serving refused the trainer's token (not the caller's).
     """
     named = model_ref_text(ref)
     try:
@@ -106,6 +110,12 @@ def resolve_base_model(rt: TrainerRuntime, ref: common_pb2.ModelRef) -> BaseMode
     except InvalidArgument as exc:
         raise InvalidArgument(
             f"replaces_model {named}: {exc.message}", reason="BAD_MODEL_REF"
+        ) from None
+    except (Unauthenticated, PermissionDenied) as exc:
+        raise FailedPrecondition(
+            f"the serving service refused this trainer's token while resolving replaces_model "
+            f"{named} ({exc.message}): fix ATLAS_TRAINER_SERVING__TOKEN",
+            reason="SERVING_AUTH_REFUSED",
         ) from None
     except _TRANSIENT as exc:
         raise Unavailable(

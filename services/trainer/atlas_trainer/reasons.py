@@ -67,6 +67,12 @@ class TrainerReason(Reason):
         "The model version named by replaces_model is not in the serving registry.",
         "Name a registered model and an existing version or alias (atlas serve models).",
     )
+    SERVING_AUTH_REFUSED = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The serving service refused the trainer's own token (not the caller's).",
+        "Fix ATLAS_TRAINER_SERVING__TOKEN (atlas up sets it).",
+    )
     SERVING_UNAVAILABLE = (
         auto(),
         UNAVAILABLE,
