@@ -197,6 +197,16 @@ def load_training_data(
     )
 
 
+def conflicting_labels(data: TrainingData, target: str) -> int:
+    """Samples (same entity and time) that carry more than one label: a relabelled item in
+    an export holding every label version. Each row still trains as it is; the report says so."""
+    keys = [c for c in data.key_columns if c in data.frame.columns]
+    if len(keys) < 2 or target not in data.frame.columns:
+        return 0
+    labels = data.frame.groupby(keys, dropna=False, sort=False)[target].nunique(dropna=False)
+    return int((labels > 1).sum())
+
+
 def split_target(data: TrainingData, spec: pb.TrainingJobSpec) -> tuple[pd.DataFrame, pd.Series]:
     frame = data.frame
     target = spec.target_column

@@ -18,7 +18,12 @@ from atlas_core.bundles import BundleLineage, write_bundle
 from atlas_core.jobs import JobContext
 from atlas_trainer.automl.engine import AutoMLRequest, AutoMLResult, run_automl
 from atlas_trainer.convert import FAMILIES_FROM_PB, STRATEGIES_FROM_PB, TASKS_FROM_PB
-from atlas_trainer.data_access import dataset_pair, load_training_data, split_target
+from atlas_trainer.data_access import (
+    conflicting_labels,
+    dataset_pair,
+    load_training_data,
+    split_target,
+)
 from atlas_trainer.job_reports import build_report
 from atlas_trainer.jsonable import to_jsonable
 from atlas_trainer.model_registry import register_bundle
@@ -184,6 +189,13 @@ def _train(
     if deadline is not None and time.monotonic() > deadline:
         log.warning("job finished past its budget", extra={"job_id": ctx.job_id})
     result.dropped_columns.update(data.key_columns)
+    conflicts = conflicting_labels(data, spec.target_column)
+    if conflicts:
+        result.warnings.append(
+            f"{conflicts} samples (same {' and '.join(data.key_columns)}) carry different "
+            f"'{spec.target_column}' values, e.g. relabelled items exported with every label "
+            "version: each row trained as it is; export or match only the latest labels"
+        )
     if base_model and not any(p.reason == "base_model" for p in result.priors):
         result.warnings.append(_no_base_warm_start(base_model, warm))
     out = _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)

@@ -89,7 +89,9 @@ def _serving_settings(tmp_path: Path, s3: S3Settings, port: int = 0):
 
 
 def tiny_budget(spec: pb.TrainingJobSpec, trials: int = 4) -> pb.TrainingJobSpec:
-    spec.budget.CopyFrom(pb.Budget(wall_time=duration_pb2.Duration(seconds=20), max_trials=trials))
+    """A few linear/LightGBM trials; the wall limit only guards against a slow machine (the
+    job process's imports count against it)."""
+    spec.budget.CopyFrom(pb.Budget(wall_time=duration_pb2.Duration(seconds=60), max_trials=trials))
     spec.automl.search_space.model_families[:] = [pb.MODEL_FAMILY_LINEAR, pb.MODEL_FAMILY_LIGHTGBM]
     return spec
 
@@ -103,7 +105,8 @@ async def finished(stub, job_id: str) -> pb.TrainingJob:
 
 async def labeling_export(data: DataHarness) -> common_pb2.DatasetRef:
     """Reviews with two features, and a labeling export of them registered the way the
-    labeling service registers one (its columns, roles and label_set parent)."""
+    labeling service registers one (its columns, roles and label_set parent); review r0 was
+    relabelled (a second row, same event time, the other class)."""
     stub = data.stub
     await stub.CreateFeatureGroup(
         data_pb.CreateFeatureGroupRequest(
@@ -134,21 +137,24 @@ async def labeling_export(data: DataHarness) -> common_pb2.DatasetRef:
     ]
     await put(stub, records, name=GROUP)
     await asyncio.to_thread(data.service.flush_offline)
-    labels = np.where(f[:, 0] + f[:, 1] > 0, "pos", "neg")
-    at = pa.array([int((start + 60) * 1e6)] * ROWS, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    labels = list(np.where(f[:, 0] + f[:, 1] > 0, "pos", "neg"))
+    keys = list(range(ROWS)) + [0]
+    labels.append("neg" if labels[0] == "pos" else "pos")
+    n = len(keys)
+    at = pa.array([int((start + 60) * 1e6)] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     export = pa.table(
         {
-            "entity_key": [f"r{k}" for k in range(ROWS)],
+            "entity_key": [f"r{k}" for k in keys],
             "label": labels,
             "value": [json.dumps({"classes": [str(v)]}) for v in labels],
             "event_time": at,
             "label_created_time": at,
-            "label_version": pa.array([1] * ROWS, pa.int32()),
-            "annotators": [["ann-a", "ann-b"]] * ROWS,
-            "agreement": [1.0] * ROWS,
-            "source": ["consensus"] * ROWS,
-            "item_id": [f"item-{k}" for k in range(ROWS)],
-            "seq": list(range(1, ROWS + 1)),
+            "label_version": pa.array([1] * ROWS + [2], pa.int32()),
+            "annotators": [["ann-a", "ann-b"]] * n,
+            "agreement": [1.0] * n,
+            "source": ["consensus"] * ROWS + ["review"],
+            "item_id": [f"item-{k}" for k in keys],
+            "seq": list(range(1, n + 1)),
         }
     )
     part = upload_parquet(data, "exports/prj-1/exp-1/part-00000.parquet", export)
@@ -239,6 +245,7 @@ async def _loop_turn(h: Loop, serving: ServingHarness) -> None:
         await h.stub.GetTrainingReport(pb.GetTrainingReportRequest(job_id=v1_job.status.job_id))
     ).report
     assert {"entity_key", "event_time"} <= set(report.dropped_columns)
+    assert any(w.startswith("1 samples (same entity_key and event_time)") for w in report.warnings)
     v1 = (
         await serving.stub.GetModelVersion(
             serving_pb.GetModelVersionRequest(
@@ -362,6 +369,7 @@ async def test_replacing_an_unknown_model_or_an_unreachable_registry_is_refused_
         await stop_harness(serving)
 
 
+@pytest.mark.slow
 async def test_serving_down_at_registration_is_retried_then_registered_once_also_on_resume(
     tmp_path: Path, s3_settings: S3Settings
 ):
