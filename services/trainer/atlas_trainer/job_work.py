@@ -200,6 +200,9 @@ def _train(
         result.warnings.append(_no_base_warm_start(base_model, warm))
     out = _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)
     out["lineage"]["base_model"] = base_model
+    for prior in out["priors"]:
+        if prior["reason"] == "base_model" and base_model and base_model["job_id"]:
+            prior["source_job_id"] = base_model["job_id"]  # the meta-store knows the study only
     if not ctx.cancelled():  # a cancelled job keeps its model but skips the slower report
         ctx.report(0.98, "computing the report")
         out["report"] = build_report(

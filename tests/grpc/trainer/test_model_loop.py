@@ -285,7 +285,7 @@ async def _loop_turn(h: Loop, serving: ServingHarness) -> None:
     assert second.job.spec.replaces_model.version == 1
     v2_job = await finished(h.stub, second.job.status.job_id)
     priors = [p for p in v2_job.result.priors if p.reason == "base_model"]
-    assert [p.source_job_id for p in priors] == [v1_job.study_name]
+    assert [p.source_job_id for p in priors] == [v1_job.status.job_id]
     assert priors[0].configs_enqueued >= 1
     origin = f"warm_start:{v1_job.study_name}#"
     trials = (await h.stub.ListTrials(pb.ListTrialsRequest(job_id=v2_job.status.job_id))).trials
