@@ -65,7 +65,7 @@ class TrainerReason(Reason):
         auto(),
         NOT_FOUND,
         "The model version named by replaces_model is not in the serving registry.",
-        "Name a registered model and an existing version or alias (atlas serve models).",
+        "Name a registered model and an existing version or alias (atlas deploy models).",
     )
     SERVING_AUTH_REFUSED = (
         auto(),

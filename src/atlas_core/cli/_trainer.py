@@ -90,7 +90,7 @@ def registration_line(reg: pb.ModelRegistration) -> str:
         return f"registered {name}:{reg.model_version.version} (alias {reg.alias})"
     return (
         f"registration of {name} failed after {reg.attempts} attempt(s): {reg.error}; "
-        "the bundle above is kept (atlas serve register)"
+        "the bundle above is kept (atlas deploy register)"
     )
 
 
