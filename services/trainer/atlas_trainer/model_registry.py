@@ -153,7 +153,6 @@ def register_bundle(
     *,
     report: Callable[[str], None],
     should_stop: Callable[[], bool],
-    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Register ``bundle`` as a new version of ``options.model_name`` with its alias, the
     replaced model as a "base_model" parent; transient failures are retried with
@@ -193,7 +192,7 @@ def register_bundle(
             report(
                 f"registering in serving: attempt {attempts} failed ({error}); retry in {wait:.0f}s"
             )
-            sleep(wait)
+            time.sleep(wait)
             wait = min(wait * 2, jobs.register_backoff_max_seconds)
             continue
         return {

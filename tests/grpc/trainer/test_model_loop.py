@@ -35,6 +35,7 @@ from atlas_core.jobs import JobContext
 from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
 from atlas_trainer.config import PeerSettings, TrainerJobSettings, TrainerSettings
 from atlas_trainer.job_work import train as run_train_job
+from atlas_trainer.model_registry import register_bundle
 from atlas_trainer.service import TrainerService
 from atlas_trainer.servicer import trainer_service_def
 from tests.support.processes import free_port
@@ -347,6 +348,19 @@ async def test_replacing_an_unknown_model_or_an_unreachable_registry_is_refused_
             assert "register.model_name" in err.value.details()
             listed = await h.stub.ListTrainingJobs(pb.ListTrainingJobsRequest())
             assert not listed.jobs  # nothing stored
+            # A bundle serving refuses is not retried: FAILED at once, with serving's reason.
+            refused = await asyncio.to_thread(
+                register_bundle,
+                h.trainer.rt,
+                "job-x",
+                pb.RegisterModelOptions(model_name="bc"),
+                {"uri": artifact.uri, "sha256": artifact.sha256, "size": artifact.size_bytes},
+                None,
+                report=lambda message: None,
+                should_stop=lambda: False,
+            )
+            assert (refused["state"], refused["attempts"]) == ("FAILED", 1), refused
+            assert not (await serving.stub.ListModels(serving_pb.ListModelsRequest())).models
         # The registry is down: UNAVAILABLE at submission, nothing stored.
         down = free_port()
         async with (
