@@ -489,3 +489,10 @@ class SharedReason(Reason):
         "The lineage id names a node of this service's kind that does not exist (or was deleted).",
         "Check the id; a walk reports deleted parents as missing nodes instead.",
     )
+    UNKNOWN_NODE_ID = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A graph model was asked about a node id its graph did not have at training time "
+        "(metadata `node_id`).",
+        "Use an original node id of the graph; train again to include new nodes.",
+    )

@@ -432,6 +432,7 @@ def _register(
             label_column="label",
             entity_column="entity_key",
             timestamp_column="event_time",
+            # The export it holds: a training job refuses it until it is matched to features.
             parents=[
                 common_pb2.LineageParent(
                     role="labels",

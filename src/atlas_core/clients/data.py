@@ -194,7 +194,7 @@ class DataClient(ServiceClient):
                 label_column=label_column,
                 entity_column=entity_column,
                 timestamp_column=timestamp_column,
-                parents=parents,
+                parents=list(parents),
                 request_id=request_id,
             ),
             timeout=self.timeout,
