@@ -1,8 +1,9 @@
 """Lineage of what the trainer owns: training jobs and their trials.
 
-A job's parent is its training data (the dataset version it resolved, or an object-store
-artifact); its children are its trials. For a dataset version (a foreign id) the trainer
-answers with the jobs that trained on it (a scan of its training jobs).
+A job's parents are its training data (the dataset version it resolved, or an object-store
+artifact) and the model version it replaces (warm start); its children are its trials. For a
+dataset or model version (foreign ids) the trainer answers with the jobs that trained on it or
+warm-started from it (a scan of its training jobs).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ class TrainerLineage:
         if lid.kind == "trial":
             return self._trial(lid)
         view = LineageView(None)
-        if lid.kind == "dataset":
+        if lid.kind in ("dataset", "model_version"):
+            role = "training_data" if lid.kind == "dataset" else "base_model"
             users = [
                 lin.ids.job("trainer", r.id)
                 for r in self.jobs.list_all(kind=KIND_TRAIN)
-                if str(lid) in _data_parents(r)
+                if LineageLink(role, str(lid)) in _parents(r)
             ]
-            view.add_children("training_job", "training_data", users[:limit], len(users))
+            view.add_children("training_job", role, users[:limit], len(users))
         return view
 
     def _record(self, lid: lin.LineageId, job_id: str) -> JobRecord:
@@ -48,7 +50,7 @@ class TrainerLineage:
         record = self._record(lid, lid.key)
         node = lin.job_node("trainer", record)
         node.display_name = str(record.spec.get("display_name") or "")
-        view = LineageView(node, [LineageLink("training_data", p) for p in _data_parents(record)])
+        view = LineageView(node, _parents(record))
         trials = _trial_numbers(record)
         view.add_children(
             "trial",
@@ -72,6 +74,16 @@ class TrainerLineage:
             operation="ensemble" if number == -2 else "trial",
         )
         return LineageView(node, [LineageLink("study", job)])
+
+
+def _parents(record: JobRecord) -> list[LineageLink]:
+    """A job's training data and, when it replaces a model, that model version (its
+    warm start)."""
+    links = [LineageLink("training_data", p) for p in _data_parents(record)]
+    base = record.spec.get("replaces_model")  # pinned to a version at submission
+    if base:
+        links.append(LineageLink("base_model", lin.of_parent("model", base)))
+    return links
 
 
 def _data_parents(record: JobRecord) -> list[str]:

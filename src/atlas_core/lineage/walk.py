@@ -24,7 +24,7 @@ REFERENCED_BY: dict[str, tuple[str, ...]] = {
     "dataset": ("trainer", "serving"),
     "training_job": ("serving",),
     "trial": ("serving",),
-    "model_version": ("labeling",),
+    "model_version": ("labeling", "trainer"),
     "prediction": ("labeling",),
     "labeling_project": ("data",),
     "label_export": ("data",),
