@@ -252,6 +252,8 @@ async def test_a_prediction_walks_back_to_labels_and_features_and_forward_again(
         for lid in chain:
             assert up.nodes[lid].status == "ok", (lid, up.nodes.get(lid))
         assert _edge(up, c.model, c.prediction) == "model"
+        assert up.nodes[c.model].child_counts == {"endpoint": 1, "prediction": 1}
+        assert up.nodes[c.endpoint].child_counts == {"prediction": 1}
         assert _edge(up, c.endpoint, c.prediction) == "endpoint"
         assert _edge(up, c.training_job, c.model) == "produced_by"
         assert _edge(up, c.matched, c.model) == "training_data"

@@ -131,24 +131,26 @@ class ServingLineage:
             for v in ep.spec.variants
         ]
         view = LineageView(node, parents)
-        self._predictions(predictions.c.endpoint_name == name, view, limit)
+        live = (predictions.c.endpoint_name == name) & predictions.c.shadow.is_(False)
+        self._predictions(live, view, limit)
         return view
 
     # -- predictions --------------------------------------------------------------------------
 
     def _predictions(self, where: Any, view: LineageView, limit: int) -> None:
-        """Count the predictions matching ``where`` and list the newest ``limit`` of them
-        (one id per prediction: a batch's rows and shadow answers share it)."""
+        """Count the predictions matching ``where`` and list the newest ``limit`` of them.
+        Only row 0 is read: every prediction has one (a batch's rows share its id), so the
+        count is the number of predictions and the newest are read in index order."""
+        first_rows = where & (predictions.c.row == 0)
         with self.engine.connect() as conn:
             total = conn.execute(
-                select(func.count(func.distinct(predictions.c.prediction_id))).where(where)
+                select(func.count()).select_from(predictions).where(first_rows)
             ).scalar()
             newest = (
                 conn.execute(
                     select(predictions.c.prediction_id)
-                    .where(where)
-                    .group_by(predictions.c.prediction_id)
-                    .order_by(func.max(predictions.c.time_us).desc())
+                    .where(first_rows)
+                    .order_by(predictions.c.time_us.desc())
                     .limit(limit)
                 )
                 .scalars()
