@@ -2,6 +2,7 @@
 (:class:`LineageView`, the proto ``LineageRecord``) and the client-side walk over all of them."""
 
 from atlas_core.lineage.ids import JOB_KIND, OWNER, LineageId, make, of_parent, parse, recognise
+from atlas_core.lineage.render import render
 from atlas_core.lineage.view import (
     LineageLink,
     LineageNode,
@@ -33,6 +34,7 @@ __all__ = [
     "of_parent",
     "parse",
     "recognise",
+    "render",
     "to_pb",
     "walk",
 ]

@@ -12,9 +12,8 @@ import pytest
 
 from atlas.common.v1 import common_pb2
 from atlas_core import lineage as lin
-from atlas_core.cli._lineage import render
 from atlas_core.errors import InvalidArgument, NotFound, Unavailable
-from atlas_core.lineage import LineageLink, LineageNode, LineageView, find_cycles, walk
+from atlas_core.lineage import LineageLink, LineageNode, LineageView, find_cycles, render, walk
 from atlas_core.lineage.walk import Edge
 
 T0 = datetime(2026, 12, 7, tzinfo=timezone.utc)
