@@ -282,6 +282,7 @@ class Loop:
         )
         spec.feature_lookup.feature_groups.add(name=self.group)
         spec.capture.enabled, spec.capture.sample_fraction = True, 1.0
+        spec.capture.flush_interval.FromSeconds(1)
         spec.quality.enabled = True
         self.s.serving.create_endpoint(spec)
         print(
@@ -322,6 +323,7 @@ class Loop:
         """Serving's bad-case job: low-confidence and wrong-by-ground-truth answers of the
         endpoint become items of a labeling project, each with its prediction and reasons."""
         started = time.perf_counter()
+        self.wait_for_capture(len(self.served))
         labels = [str(d) for d in range(10)]
         project = self.s.labeling.create_project(
             lpb.ProjectSpec(
@@ -366,6 +368,15 @@ class Loop:
             labelled.add(item.item_id, self.truth(row), gold=False, entity=f"digit-{row}")
         self.figures.bad_cases = len(labelled.truth)
         return labelled
+
+    def wait_for_capture(self, rows: int, timeout: float = 60.0) -> None:
+        """Captured requests reach the object store in files flushed every second: wait
+        until the traffic so far is all there."""
+        deadline = time.monotonic() + timeout
+        while sum(f.row_count for f in self.s.serving.capture_files(self.endpoint)) < rows:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {rows} captured requests after {timeout:.0f}s")
+            time.sleep(0.5)
 
     def label(self, project: people.Labelled) -> Any:
         """Simulated annotators (one adversarial) label the cases with overlap 3; consensus,

@@ -34,8 +34,9 @@ def render(graph: LineageGraph) -> str:
         ("upstream", graph.parents_of, lambda e: e.parent),
         ("downstream", graph.children_of, lambda e: e.child),
     ):
-        lines.append(f"{title}:")
-        _tree(graph, graph.root, step, end, "  ", {graph.root}, set(), lines)
+        if step(graph.root):  # a walk in one direction prints only that one
+            lines.append(f"{title}:")
+            _tree(graph, graph.root, step, end, "  ", {graph.root}, set(), lines)
     if graph.cycles:
         lines.append("cycles: " + "; ".join(" -> ".join(c + c[:1]) for c in graph.cycles))
     if graph.truncated:
