@@ -96,12 +96,29 @@ class JobSettings(StrictModel):
     runner_id: str | None = None
 
 
+class BundleSettings(StrictModel):
+    """Model bundle signatures (docs/security.md).
+
+    A service that writes bundles signs each manifest with ``signing_key_file`` (an Ed25519
+    private key, PEM, owner-only); a service that loads bundles accepts only those signed by
+    a key in ``trusted_keys`` (PEM public keys). Left unset, both use the local keypair
+    ``<data_dir>/secrets/bundle-signing.key`` / ``.pub``, generated on first start.
+    ``allow_unsigned`` (development only) also loads unsigned or foreign bundles, logging a
+    warning at every load.
+    """
+
+    signing_key_file: Path | None = None
+    trusted_keys: list[Path] = Field(default_factory=list)
+    allow_unsigned: bool = False
+
+
 class ServiceSettings(StrictModel):
     """Base of each service's settings object."""
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    bundles: BundleSettings = Field(default_factory=BundleSettings)
     data_dir: Path = Path(".atlas")
 
 

@@ -169,6 +169,12 @@ class SharedReason(Reason):
         "A configuration value is malformed; the message names the key.",
         "Fix the setting (environment variable or config file) and restart.",
     )
+    SECRETS_FILE_EXPOSED = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A secrets file (tokens, signing or TLS key) is accessible to other users.",
+        "chmod 600 the file, rotate the secrets in it, and restart.",
+    )
     PORT_IN_USE = (
         auto(),
         (Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION),
@@ -409,6 +415,24 @@ class SharedReason(Reason):
         Code.FAILED_PRECONDITION,
         "The bundle was written in a newer format than this loader reads.",
         "Upgrade the service that loads it.",
+    )
+    BUNDLE_UNSIGNED = (
+        auto(),
+        Code.FAILED_PRECONDITION,
+        "The model bundle carries no signature, so who wrote it is unknown.",
+        "Publish it through a producer that signs bundles (bundles.signing_key_file).",
+    )
+    BUNDLE_SIGNER_UNTRUSTED = (
+        auto(),
+        Code.FAILED_PRECONDITION,
+        "The model bundle is signed by a key the loading service does not trust.",
+        "Add the producer's public key to the loader's bundles.trusted_keys, or re-sign.",
+    )
+    BUNDLE_SIGNATURE_INVALID = (
+        auto(),
+        Code.FAILED_PRECONDITION,
+        "The bundle's signature is unreadable or does not match its manifest (tampering).",
+        "Treat the bundle as hostile; republish it from its producer.",
     )
     INVALID_BUNDLE_FIELD = (
         auto(),

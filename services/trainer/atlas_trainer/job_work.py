@@ -115,6 +115,7 @@ def train(
     bundle = write_bundle(
         rt.artifacts,
         f"models/{ctx.job_id}/bundle.tar",
+        signer=rt.signer,
         model=result.model,
         task=result.task,
         target=spec.target_column,

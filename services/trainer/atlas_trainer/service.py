@@ -171,7 +171,9 @@ class TrainerService:
         uri = result["bundle"]["uri"]
         cached = self._bundles.get(uri)
         if cached is None:
-            cached = load_bundle(self.rt.artifacts, self.rt.artifacts.key_for_uri(uri))
+            cached = load_bundle(
+                self.rt.artifacts, self.rt.artifacts.key_for_uri(uri), trust=self.rt.trust
+            )
             if len(self._bundles) >= 4:
                 self._bundles.pop(next(iter(self._bundles)))
             self._bundles[uri] = cached
