@@ -59,7 +59,8 @@ class TlsSettings(StrictModel):
 
 
 class AuthSettings(StrictModel):
-    """Bearer-token auth. ``tokens_file`` holds lines ``<token> <scope>[,<scope>...]``.
+    """Bearer-token auth. ``tokens_file`` holds lines ``<token> <scope>[,<scope>...]``; it
+    must be owner-only, and is re-read when it changes (rotate tokens without a restart).
 
     ``tokens`` maps token -> scopes (handy from env as JSON). With neither set and
     ``enabled`` false, the server accepts anonymous calls (local development only).
@@ -68,6 +69,8 @@ class AuthSettings(StrictModel):
     enabled: bool = True
     tokens_file: Path | None = None
     tokens: dict[str, list[str]] = Field(default_factory=dict)
+    # How often, at most, the tokens file is checked for changes (rotation without restart).
+    tokens_reload_seconds: float = Field(default=1.0, ge=0)
 
 
 class ServerSettings(StrictModel):
