@@ -79,9 +79,7 @@ def test_tokens_rotate_without_a_restart(tmp_path, caplog):
 def test_reload_checks_are_rate_limited(tmp_path):
     f = tmp_path / "tokens"
     write_private(f, "a *\n")
-    auth = TokenAuthenticator.from_settings(
-        AuthSettings(tokens_file=f, tokens_reload_seconds=3600)
-    )
+    auth = TokenAuthenticator.from_settings(AuthSettings(tokens_file=f, tokens_reload_seconds=3600))
     write_private(f, "bb *\n")
     with pytest.raises(Unauthenticated):
         auth.authenticate("Bearer bb", "/atlas.data.v1.DataService/PutRecords")
