@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from atlas_core.errors import ConfigError
 
@@ -37,13 +37,35 @@ class S3Settings(StrictModel):
     region: str = "us-east-1"
     # Objects above this size are uploaded in parts of this size (streaming, bounded memory).
     part_size: int = 16 * 1024 * 1024
+    # Server-side encryption of every object written: "s3" (SSE-S3, keys held by the store)
+    # or "kms" (SSE-KMS under kms_key_id; needs secure=true). None: the bucket's default.
+    sse: Literal["s3", "kms"] | None = None
+    kms_key_id: str | None = None
+
+    @model_validator(mode="after")
+    def _kms_needs_a_key(self) -> S3Settings:
+        if self.sse == "kms" and not self.kms_key_id:
+            raise ValueError("sse 'kms' needs kms_key_id")
+        return self
 
 
 class DatabaseSettings(StrictModel):
-    """SQLAlchemy URL of the metadata database (SQLite file by default, PostgreSQL to scale)."""
+    """SQLAlchemy URL of the metadata database (SQLite file by default, PostgreSQL to scale).
+
+    PostgreSQL TLS: ``sslmode`` is libpq's (``require`` encrypts; ``verify-full`` also checks
+    the server's certificate against ``sslrootcert`` and its host name); ``sslcert`` /
+    ``sslkey`` authenticate the client by certificate. Set here or in the URL's query; either
+    way they reach every connection (SQLAlchemy and Optuna's storage alike).
+    """
 
     url: str = "sqlite:///.atlas/atlas.db"
     echo: bool = False
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        None
+    )
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
 
 
 class TlsSettings(StrictModel):
