@@ -157,8 +157,8 @@ class BundleTrust:
         if signature is None:
             return _refused(
                 key,
-                "BUNDLE_UNSIGNED",
-                "it is not signed; publish it through a producer that signs bundles "
+                reason="BUNDLE_UNSIGNED",
+                why="it is not signed; publish it through a producer that signs bundles "
                 "(bundles.signing_key_file)",
             )
         try:
@@ -169,14 +169,16 @@ class BundleTrust:
                 raise ValueError(f"unsupported algorithm {record.get('algorithm')!r}")
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error) as exc:
             return _refused(
-                key, "BUNDLE_SIGNATURE_INVALID", f"its {SIGNATURE_NAME} is unreadable ({exc})"
+                key,
+                reason="BUNDLE_SIGNATURE_INVALID",
+                why=f"its {SIGNATURE_NAME} is unreadable ({exc})",
             )
         public_key = self._keys.get(signer_id)
         if public_key is None:
             return _refused(
                 key,
-                "BUNDLE_SIGNER_UNTRUSTED",
-                f"it is signed by key {signer_id}, which is not in bundles.trusted_keys",
+                reason="BUNDLE_SIGNER_UNTRUSTED",
+                why=f"it is signed by key {signer_id}, which is not in bundles.trusted_keys",
                 signer=signer_id,
             )
         try:
@@ -184,15 +186,15 @@ class BundleTrust:
         except InvalidSignature:
             return _refused(
                 key,
-                "BUNDLE_SIGNATURE_INVALID",
-                f"its manifest does not match the signature of key {signer_id} "
+                reason="BUNDLE_SIGNATURE_INVALID",
+                why=f"its manifest does not match the signature of key {signer_id} "
                 "(changed after signing)",
                 signer=signer_id,
             )
         return None
 
 
-def _refused(key: str, reason: str, why: str, *, signer: str = "") -> FailedPrecondition:
+def _refused(key: str, *, reason: str, why: str, signer: str = "") -> FailedPrecondition:
     metadata = {"key": key, **({"key_id": signer} if signer else {})}
     return FailedPrecondition(
         f"model bundle '{key}' was refused: {why}", reason=reason, metadata=metadata

@@ -169,6 +169,12 @@ class SharedReason(Reason):
         "A configuration value is malformed; the message names the key.",
         "Fix the setting (environment variable or config file) and restart.",
     )
+    MALFORMED_REQUEST = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "The request's bytes do not parse as the method's request message.",
+        "Send a message encoded by the generated stubs of this contract.",
+    )
     SECRETS_FILE_EXPOSED = (
         auto(),
         Code.INVALID_ARGUMENT,

@@ -15,27 +15,19 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
-from pydantic import SecretStr
 
-from atlas_core.launcher import Launcher, RunState, ensure_credentials
 from atlas_core.launcher._launcher import HTTP_APP
-from atlas_core.rpc import ClientSettings, connect_sync
 from atlas_core.rpc.auth import required_scope, service_scope_name
 from atlas_core.secret_files import write_private
+from tests.support.suite import RunningSuite, call_raw, method_path, running_suite
 
 pytestmark = pytest.mark.slow
 
-CALL_TIMEOUT = 10.0
 AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 # With the right scope a call may succeed or fail on its (empty) input, never like these.
 NOT_ALLOWED_WITH_SCOPE = (*AUTH_CODES, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL)
@@ -44,10 +36,7 @@ INVALID_TOKEN = "not-a-token-" + secrets.token_hex(8)
 
 @dataclass
 class Suite:
-    data_dir: Path
-    state: RunState
-    tokens_file: Path
-    admin_token: str
+    running: RunningSuite
     # scope -> a token granted exactly that scope
     tokens: dict[str, str] = field(default_factory=dict)
     # address -> the methods its server lists through reflection
@@ -57,76 +46,31 @@ class Suite:
 
     @property
     def services(self) -> list[tuple[str, str]]:
-        """(name, address) of every gRPC service process."""
-        return [
-            (p.name, p.address) for p in self.state.processes if p.full_name not in ("s3", HTTP_APP)
-        ]
+        """(name, address) of every server that lists methods through reflection."""
+        return [(n, a) for n, a in self.running.servers() if self.methods.get(a)]
 
     def write_tokens(self, extra: dict[str, str] | None = None) -> None:
-        lines = [f"{self.admin_token} *"]
+        lines = [f"{self.running.creds.admin_token} *"]
         lines += [f"{token} {scope}" for scope, token in {**self.tokens, **(extra or {})}.items()]
-        write_private(self.tokens_file, "\n".join(lines) + "\n")
+        write_private(self.running.creds.tokens_file, "\n".join(lines) + "\n")
 
     def every_token(self) -> list[str]:
-        return [self.admin_token, INVALID_TOKEN, *self.tokens.values()]
-
-
-def _methods(address: str, admin_token: str) -> list[MethodDescriptor]:
-    channel = connect_sync(ClientSettings(target=address, token=SecretStr(admin_token)))
-    try:
-        database = ProtoReflectionDescriptorDatabase(channel)
-        pool = descriptor_pool.DescriptorPool(database)
-        found = []
-        for name in database.get_services():
-            if name.startswith("grpc."):  # health (public) and reflection itself
-                continue
-            found += list(pool.FindServiceByName(name).methods)
-        return found
-    finally:
-        channel.close()
-
-
-def _path(method: MethodDescriptor) -> str:
-    return f"/{method.containing_service.full_name}/{method.name}"
+        return [self.running.creds.admin_token, INVALID_TOKEN, *self.tokens.values()]
 
 
 def call(
     channel: grpc.Channel, method: MethodDescriptor, token: str | None
 ) -> tuple[grpc.StatusCode, str]:
-    """Call ``method`` with an empty request (one empty message on a request stream) and
-    read at most one response; the status code and details."""
-    metadata = [("authorization", f"Bearer {token}")] if token else []
-    path = _path(method)
-    try:
-        if method.client_streaming and method.server_streaming:
-            stream = channel.stream_stream(path)(
-                iter([b""]), metadata=metadata, timeout=CALL_TIMEOUT
-            )
-            next(stream, None)
-            stream.cancel()
-        elif method.client_streaming:
-            channel.stream_unary(path)(iter([b""]), metadata=metadata, timeout=CALL_TIMEOUT)
-        elif method.server_streaming:
-            responses = channel.unary_stream(path)(b"", metadata=metadata, timeout=CALL_TIMEOUT)
-            next(responses, None)
-            responses.cancel()
-        else:
-            channel.unary_unary(path)(b"", metadata=metadata, timeout=CALL_TIMEOUT)
-    except grpc.RpcError as err:
-        return err.code(), err.details() or ""
-    return grpc.StatusCode.OK, ""
+    """An empty request: auth is checked before the request is looked at."""
+    return call_raw(channel, method, b"", token)
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    data_dir = tmp_path_factory.mktemp("suite")
-    creds = ensure_credentials(data_dir)
-    launcher = Launcher(data_dir, s3_port=0, base_port=0)
-    state = launcher.up(echo=lambda *_: None)
-    try:
-        suite = Suite(data_dir, state, creds.tokens_file, creds.admin_token)
-        for _, address in suite.services:
-            suite.methods[address] = _methods(address, creds.admin_token)
+    with running_suite(tmp_path_factory.mktemp("suite")) as running:
+        suite = Suite(running)
+        for _, address in running.servers():
+            suite.methods[address] = running.methods(address)
         scopes = {
             service_scope_name(m.containing_service.full_name)
             for methods in suite.methods.values()
@@ -142,8 +86,6 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
             if scope.endswith(":read"):
                 assert _wait_for(suite, token, accepted=True) == [], f"{scope} token not loaded"
         yield suite
-    finally:
-        launcher.down(echo=lambda *_: None)
 
 
 def _wait_for(suite: Suite, token: str, accepted: bool, timeout: float = 15.0) -> list[str]:
@@ -155,7 +97,7 @@ def _wait_for(suite: Suite, token: str, accepted: bool, timeout: float = 15.0) -
             method = next(
                 m
                 for m in suite.methods[address]
-                if (required_scope(_path(m)) or "").endswith(":read")
+                if (required_scope(method_path(m)) or "").endswith(":read")
             )
             with grpc.insecure_channel(address) as channel:
                 code, _ = call(channel, method, token)
@@ -181,7 +123,7 @@ def test_every_method_checks_its_scope(suite: Suite) -> None:
         assert suite.methods[address], f"{name} lists no methods"
         with grpc.insecure_channel(address) as channel:
             for method in suite.methods[address]:
-                path = _path(method)
+                path = method_path(method)
                 needed = required_scope(path)
                 assert needed is not None
                 service = needed.split(":")[0]
@@ -213,7 +155,7 @@ def test_every_method_checks_its_scope(suite: Suite) -> None:
 
 
 def test_health_is_public(suite: Suite) -> None:
-    for process in suite.state.processes:
+    for process in suite.running.state.processes:
         if process.full_name in ("s3", HTTP_APP):
             continue
         with grpc.insecure_channel(process.address) as channel:
@@ -227,20 +169,21 @@ def test_tokens_never_reach_logs_metrics_errors_or_records(suite: Suite) -> None
     """Runs after the sweep: every token was sent to every method by then."""
     assert suite.details, "the scope sweep must run first"
     tokens = [t.encode() for t in suite.every_token()]
-    secrets_dir = suite.data_dir / "secrets"
-    objects = suite.data_dir / "objectstore"
+    data_dir = suite.running.data_dir
+    secrets_dir = data_dir / "secrets"
+    objects = data_dir / "objectstore"
     written = [
         path
-        for path in suite.data_dir.rglob("*")
+        for path in data_dir.rglob("*")
         if path.is_file() and secrets_dir not in path.parents and objects not in path.parents
     ]
     assert any(p.suffix == ".log" for p in written) and any(p.suffix == ".db" for p in written)
     leaks = [
-        f"{path.relative_to(suite.data_dir)}"
+        f"{path.relative_to(data_dir)}"
         for path in written
         if any(token in path.read_bytes() for token in tokens)
     ]
-    for process in suite.state.processes:
+    for process in suite.running.state.processes:
         if process.metrics_port:
             url = f"http://127.0.0.1:{process.metrics_port}/metrics"
             with urllib.request.urlopen(url, timeout=5) as page:
