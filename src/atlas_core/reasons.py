@@ -169,6 +169,24 @@ class SharedReason(Reason):
         "A configuration value is malformed; the message names the key.",
         "Fix the setting (environment variable or config file) and restart.",
     )
+    INVALID_TIMESTAMP = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A Timestamp field is outside years 1-9999 or its nanos are out of range.",
+        "Send a timestamp within Timestamp's range; the message names the field.",
+    )
+    INVALID_DURATION = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A Duration field is beyond +-10,000 years or its nanos are out of range.",
+        "Send a valid duration; the message names the field.",
+    )
+    INVALID_ENUM_VALUE = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "An enum field holds a number the contract does not define.",
+        "Use one of the enum's values; the message names the field.",
+    )
     MALFORMED_REQUEST = (
         auto(),
         Code.INVALID_ARGUMENT,

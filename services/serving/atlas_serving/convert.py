@@ -15,7 +15,14 @@ from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import AtlasError
 from atlas_core.jobs import JobRecord
-from atlas_core.proto_convert import dt_to_ts, job_status, ts_to_us, us_to_ts
+from atlas_core.proto_convert import (
+    dt_to_ts,
+    duration_seconds,
+    enum_member,
+    job_status,
+    ts_to_us,
+    us_to_ts,
+)
 from atlas_serving import domain as d
 from atlas_serving.dataplane.artifact_batch import PARQUET, ArtifactAnswer
 from atlas_serving.dataplane.inference import RowResult
@@ -31,7 +38,7 @@ def _seconds(message: Message, name: str) -> float | None:
     if not message.HasField(name):
         return None
     value: duration_pb2.Duration = getattr(message, name)
-    return value.ToTimedelta().total_seconds()
+    return duration_seconds(value, name)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -296,7 +303,7 @@ def lookup_from_pb(lookup: pb.FeatureLookup) -> d.FeatureLookup:
         feature_groups=tuple(d.FeatureGroupRef(g.name, g.version) for g in lookup.feature_groups),
         feature_mapping=dict(lookup.feature_mapping),
         timeout_s=_seconds(lookup, "timeout"),
-        fallback=d.FallbackPolicy(lookup.fallback),
+        fallback=enum_member(d.FallbackPolicy, lookup.fallback, "feature_lookup.fallback"),
     )
 
 
@@ -357,7 +364,7 @@ def variant_from_pb(v: pb.Variant) -> d.Variant:
     return d.Variant(
         name=v.name,
         model=model_ref_from_pb(v.model),
-        role=d.VariantRole(v.role),
+        role=enum_member(d.VariantRole, v.role, f"variant {v.name!r} role"),
         weight=v.weight,
         shadow_fraction=v.shadow_fraction,
         replicas=v.replicas,
