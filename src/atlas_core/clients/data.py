@@ -182,6 +182,7 @@ class DataClient(ServiceClient):
         label_column: str = "",
         entity_column: str = "",
         timestamp_column: str = "",
+        parents: Sequence[common_pb2.LineageParent] = (),
         request_id: str = "",
     ) -> pb.Dataset:
         return self.stub.RegisterDataset(
@@ -191,6 +192,7 @@ class DataClient(ServiceClient):
                 label_column=label_column,
                 entity_column=entity_column,
                 timestamp_column=timestamp_column,
+                parents=list(parents),
                 request_id=request_id,
             ),
             timeout=self.timeout,

@@ -181,18 +181,23 @@ class ServingClient(ServiceClient):
     def register(
         self,
         model_name: str,
-        bundle_uri: str,
+        bundle: str | common_pb2.ArtifactRef,
         *,
         aliases: Sequence[str] = (),
         description: str = "",
+        parents: Sequence[common_pb2.LineageParent] = (),
+        labels: Mapping[str, str] | None = None,
         request_id: str = "",
     ) -> pb.ModelVersion:
+        """``bundle`` is a URI, or a full ref whose checksum the registry verifies."""
         return self.stub.RegisterModelVersion(
             pb.RegisterModelVersionRequest(
                 model_name=model_name,
-                bundle=common_pb2.ArtifactRef(uri=bundle_uri),
+                bundle=common_pb2.ArtifactRef(uri=bundle) if isinstance(bundle, str) else bundle,
                 aliases=list(aliases),
                 description=description,
+                parents=list(parents),
+                labels=dict(labels or {}),
                 request_id=request_id,
             ),
             timeout=self.timeout,

@@ -106,9 +106,13 @@ class TrainerServiceServicer(object):
         job runs in worker subprocesses within its budget.
         Errors: INVALID_ARGUMENT if the spec is malformed (no dataset, no budget, unknown metric
         for the task, target column missing, constant or all-NaN — named in the message);
-        NOT_FOUND if the dataset (or warm-start study) does not exist; RESOURCE_EXHAUSTED if the
-        CPU/GPU request exceeds what the trainer can ever provide. A retry with the same
-        request_id returns the original job instead of starting another.
+        NOT_FOUND if the dataset (or warm-start study, or the replaces_model version) does not
+        exist; FAILED_PRECONDITION if the dataset is a labeling export not yet matched to
+        features, or replaces_model/register is set but no serving service is configured;
+        UNAVAILABLE if the serving service cannot be reached to resolve replaces_model (nothing
+        is stored: retry); RESOURCE_EXHAUSTED if the CPU/GPU request exceeds what the trainer can
+        ever provide. A retry with the same request_id returns the original job instead of
+        starting another.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
