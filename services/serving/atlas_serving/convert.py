@@ -5,7 +5,7 @@ encoded as canonical proto JSON (the metadata DB's format) by the codecs at the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from google.protobuf import duration_pb2, json_format
@@ -20,6 +20,7 @@ from atlas_core.proto_convert import (
     duration_seconds,
     enum_member,
     job_status,
+    ts_datetime,
     ts_to_us,
     us_to_ts,
 )
@@ -50,7 +51,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 def _time(message: Message, name: str) -> datetime | None:
     if not message.HasField(name):
         return None
-    return getattr(message, name).ToDatetime(tzinfo=timezone.utc)
+    return ts_datetime(getattr(message, name), name)
 
 
 def _set_time(message: Message, name: str, value: datetime | None) -> None:
@@ -610,20 +611,20 @@ def policy_from_pb(p: pb.TrafficPolicy) -> d.TrafficPolicy:
         return d.TrafficPolicy(
             kind,
             canary_percent=p.canary.canary_percent,
-            bake_time_s=p.canary.bake_time.ToTimedelta().total_seconds(),
+            bake_time_s=duration_seconds(p.canary.bake_time, "policy.canary.bake_time"),
             final_bake_time_s=final,
         )
     if kind == "linear":
         return d.TrafficPolicy(
             kind,
             step_percent=p.linear.step_percent,
-            step_interval_s=p.linear.step_interval.ToTimedelta().total_seconds(),
+            step_interval_s=duration_seconds(p.linear.step_interval, "policy.linear.step_interval"),
             final_bake_time_s=final,
         )
     if kind == "blue_green":
         return d.TrafficPolicy(
             kind,
-            bake_time_s=p.blue_green.bake_time.ToTimedelta().total_seconds(),
+            bake_time_s=duration_seconds(p.blue_green.bake_time, "policy.blue_green.bake_time"),
             final_bake_time_s=final,
         )
     if kind == "promote_if_better":
