@@ -678,8 +678,10 @@ def alarms_from_pb(a: pb.AlarmConfig) -> d.Alarms:
                 metric=a.quality_gate.metric,
                 min_labeled=a.quality_gate.min_labeled,
                 max_drop=a.quality_gate.max_drop,
-                on_insufficient_labels=d.InsufficientLabelsAction(
-                    a.quality_gate.on_insufficient_labels
+                on_insufficient_labels=enum_member(
+                    d.InsufficientLabelsAction,
+                    a.quality_gate.on_insufficient_labels,
+                    "alarms.quality_gate.on_insufficient_labels",
                 ),
             )
             if a.HasField("quality_gate")
