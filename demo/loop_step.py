@@ -42,7 +42,7 @@ from atlas.data.v1 import data_service_pb2 as dpb  # noqa: E402
 from atlas.labeling.v1 import labeling_service_pb2 as lpb  # noqa: E402
 from atlas.serving.v1 import serving_service_pb2 as spb  # noqa: E402
 from atlas.trainer.v1 import trainer_service_pb2 as tpb  # noqa: E402
-from atlas_core.bundles import load_bundle  # noqa: E402
+from atlas_core.bundles import BundleTrust, load_bundle  # noqa: E402
 from atlas_core.clients import DataClient, LabelingClient, TrainerClient, automl_spec  # noqa: E402
 from atlas_core.clients.lineage import LineageClient  # noqa: E402
 from atlas_core.clients.serving import ServingClient, variant  # noqa: E402
@@ -95,6 +95,7 @@ class Suite:
     serving: ServingClient
     labeling: LabelingClient
     store: ArtifactStore
+    trust: BundleTrust  # the suite's signing key, as serving trusts it
 
     @classmethod
     def connect(cls, state: RunState, data_dir: Path) -> Suite:
@@ -117,6 +118,7 @@ class Suite:
             ServingClient(settings("serving")),
             LabelingClient(settings("labeling")),
             store,
+            BundleTrust.from_files([creds.signing_public_key_file]),
         )
 
     def close(self) -> None:
@@ -496,7 +498,7 @@ class Loop:
         truth = np.array([self.truth(i) for i in rows])
         right = {}
         for name, uri in (("v1", v1_uri), ("v2", v2_uri)):
-            bundle = load_bundle(self.s.store, self.s.store.key_for_uri(uri))
+            bundle = load_bundle(self.s.store, self.s.store.key_for_uri(uri), trust=self.s.trust)
             right[name] = np.asarray(bundle.predictor.predict(X)).astype(str) == truth
         diff = right["v2"].astype(float) - right["v1"].astype(float)
         draws = np.random.default_rng(self.c.rng_seed).integers(0, len(diff), (2000, len(diff)))

@@ -4,7 +4,6 @@ for translation."""
 
 from __future__ import annotations
 
-from datetime import timezone
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -155,7 +154,7 @@ def spec_from_pb(message: pb.ProjectSpec) -> schema.ProjectSpec:
         review_fraction=message.review_fraction,
         instructions=message.instructions,
         low_confidence_threshold=message.low_confidence_threshold or 0.5,
-        assignment_ttl_s=message.assignment_ttl.ToTimedelta().total_seconds()
+        assignment_ttl_s=pc.duration_seconds(message.assignment_ttl, "assignment_ttl")
         if message.HasField("assignment_ttl")
         else 0.0,
         tags=dict(message.tags),
@@ -350,7 +349,7 @@ def new_item_from_pb(message: pb.NewItem) -> NewItem:
     return NewItem(
         content=content_from_pb(message.content),
         entity_id=message.entity_id,
-        label_time=message.label_time.ToDatetime(tzinfo=timezone.utc)
+        label_time=pc.ts_datetime(message.label_time, "label_time")
         if message.HasField("label_time")
         else None,
         metadata=json_format.MessageToDict(message.metadata),

@@ -15,6 +15,7 @@ from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.proto_convert import (
     JOB_STATES_FROM_PB,
     dt_to_ts,
+    duration_seconds,
     list_scope,
     opt_ts_us,
     page_response,
@@ -135,11 +136,9 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.DeleteEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
     async def GetEndpointStats(self, request, context):
-        window = (
-            request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
-        )
+        window = duration_seconds(request.window, "window") if request.HasField("window") else 60.0
         quality_window = (
-            request.quality_window.ToTimedelta().total_seconds()
+            duration_seconds(request.quality_window, "quality_window")
             if request.HasField("quality_window")
             else None
         )

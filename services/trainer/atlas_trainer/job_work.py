@@ -152,6 +152,7 @@ def _train(
     bundle = write_bundle(
         rt.artifacts,
         f"models/{ctx.job_id}/bundle.tar",
+        signer=rt.signer,
         model=result.model,
         task=result.task,
         target=spec.target_column,

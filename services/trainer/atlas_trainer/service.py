@@ -19,6 +19,7 @@ from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner, JobState, spec_from_json
 from atlas_core.meta_features import META_FEATURES_VERSION, similarity_vector
+from atlas_core.proto_convert import duration_seconds
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.config import TrainerSettings
@@ -141,7 +142,7 @@ class TrainerService:
             )
         if (
             spec.budget.HasField("wall_time")
-            and spec.budget.wall_time.ToTimedelta().total_seconds() <= 0
+            and duration_seconds(spec.budget.wall_time, "budget.wall_time") <= 0
         ):
             raise InvalidArgument("budget.wall_time must be positive", reason="BAD_BUDGET")
         if spec.budget.max_trials < 0:
@@ -201,7 +202,9 @@ class TrainerService:
         uri = result["bundle"]["uri"]
         cached = self._bundles.get(uri)
         if cached is None:
-            cached = load_bundle(self.rt.artifacts, self.rt.artifacts.key_for_uri(uri))
+            cached = load_bundle(
+                self.rt.artifacts, self.rt.artifacts.key_for_uri(uri), trust=self.rt.trust
+            )
             if len(self._bundles) >= 4:
                 self._bundles.pop(next(iter(self._bundles)))
             self._bundles[uri] = cached

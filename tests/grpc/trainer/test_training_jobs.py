@@ -15,6 +15,7 @@ from sklearn.datasets import load_breast_cancer
 from atlas.common.v1 import common_pb2
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import load_bundle
+from tests.support.signing import TEST_TRUST
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 TERMINAL = {
@@ -81,6 +82,7 @@ async def test_automl_job_end_to_end(trainer_harness):
         load_bundle,
         h.service.rt.artifacts,
         h.service.rt.artifacts.key_for_uri(result.model_bundle.uri),
+        trust=TEST_TRUST,  # the trainer signed it with the key it was configured with
     )
     frame = breast_cancer()
     proba = bundle.predictor.predict_proba(frame.drop(columns=["target"]).head(50))

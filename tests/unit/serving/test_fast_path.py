@@ -18,6 +18,7 @@ from atlas_core.bundles import load_bundle, write_bundle
 from atlas_core.ml import FoldBag, TabularModel, TabularPreprocessor, WeightedEnsemble
 from atlas_core.storage import LocalArtifactStore
 from atlas_serving.dataplane.inference import ServableModel
+from tests.support.signing import TEST_SIGNER, TEST_TRUST
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,9 @@ def _servable(
         y_train=pd.Series(y),
         metrics={},
         lineage={},
+        signer=TEST_SIGNER,
     )
-    return ServableModel(load_bundle(store, ref))
+    return ServableModel(load_bundle(store, ref, trust=TEST_TRUST))
 
 
 def _rows(X: pd.DataFrame) -> list[dict[str, Any]]:
