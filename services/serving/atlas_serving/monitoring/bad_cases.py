@@ -210,7 +210,7 @@ def _import(
         state["skipped"] += int(resp.skipped)
         ctx.checkpoint(state)
         ctx.report(
-            0.1 + 0.9 * state["next"] / len(cases),
+            min(1.0, 0.1 + 0.9 * state["next"] / len(cases)),
             f"{state['next']}/{len(cases)} bad cases sent, {state['added']} added",
         )
 
