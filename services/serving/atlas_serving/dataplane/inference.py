@@ -1,5 +1,8 @@
 """A loaded bundle ready to answer rows: input checks, the bundle's predictor, and a
-verified fast path for all-numeric models that accept a plain matrix.
+verified fast path for all-numeric models that accept a plain matrix: XGBoost trees as a
+:class:`Forest`, every other family through ``atlas_core.ml.compile_estimator`` (Treelite for
+scikit-learn forests and LightGBM, NumPy for linear models and the MLP), fold bags and
+ensembles as the weighted mean of their members' compiled scorers.
 
 Runs in inference threads (never on the event loop). Thread-safe as far as the model's
 ``predict`` is (scikit-learn, XGBoost and LightGBM are)."""
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
-from atlas_core.ml import MatrixScorer
+from atlas_core.ml import MatrixScorer, compile_estimator
 from atlas_serving.dataplane.forest import Forest
 
 log = logging.getLogger("atlas.serving.inference")
@@ -62,8 +65,9 @@ def check_row_names(row: Mapping[str, Any], names: Sequence[str], name_set: froz
 class ServableModel:
     """One model version in memory."""
 
-    def __init__(self, bundle: Any) -> None:
+    def __init__(self, bundle: Any, *, compile_all: bool = True) -> None:
         self.bundle = bundle
+        self.compile_all = compile_all
         self.predictor = bundle.predictor
         self.schema = bundle.input_schema
         self.names: list[str] = list(self.schema.names)
@@ -82,7 +86,7 @@ class ServableModel:
             else (lambda r: ())
         )
         # A verified float-matrix scorer (no DataFrame), its plain twin (inputs with inf go
-        # there: the model decides), and, when every tree model in it is compiled, the CPU
+        # there: the model decides), and, when every estimator in it is compiled, the CPU
         # cost of one row (small enough: answered on the event loop, see batching).
         self._scorer: MatrixScorer | None = None
         self._plain: MatrixScorer | None = None
@@ -117,23 +121,32 @@ class ServableModel:
         return self._scorer(matrix)
 
     def _matrix_scorer(self, compile_trees: bool) -> tuple[MatrixScorer | None, bool]:
-        """A scorer of the model for a float matrix in schema order, and whether every tree
-        model inside it was compiled. ATLAS's own models bring their preprocessing."""
+        """A scorer of the model for a float matrix in schema order, and whether every
+        estimator inside it was compiled. ATLAS's own models bring their preprocessing."""
         model = self.predictor.model
         missed: list[Any] = []
 
         def compiled(estimator: Any, width: int) -> MatrixScorer | None:
-            forest = Forest.from_model(estimator, width) if compile_trees else None
-            if forest is None:
-                missed.append(estimator)
+            if not compile_trees:
                 return None
-            return forest.scores
+            forest = Forest.from_model(estimator, width)
+            scorer = forest.scores if forest is not None else None
+            if scorer is None and self.compile_all:
+                scorer = compile_estimator(estimator, width)
+            if scorer is None:
+                missed.append(estimator)
+            return scorer
 
         if hasattr(model, "matrix_scorer"):
             scorer = model.matrix_scorer(self.names, compiled)
         else:
             scorer = compiled(model, len(self.names)) or (
                 lambda M: _estimator_scores(model, self.task, M)
+            )
+        if missed:
+            log.info(
+                "not compiled; scored by the estimator itself",
+                extra={"estimators": sorted({type(e).__name__ for e in missed})},
             )
         return scorer, compile_trees and not missed
 
