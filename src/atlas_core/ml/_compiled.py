@@ -58,12 +58,12 @@ def compile_estimator(estimator: Any, n_features: int) -> MatrixScorer | None:
 # -- tree ensembles: Treelite ---------------------------------------------------------------
 
 
-def _gtil(model: Any, n_outputs: int, classifier: bool) -> MatrixScorer:
+def _gtil(model: Any, n_outputs: int, classifier: bool, dtype: Any) -> MatrixScorer:
     from treelite import gtil
 
     def scores(M: np.ndarray) -> np.ndarray:
         # one thread: requests run in parallel inference threads; GTIL's pool would fight them
-        out = gtil.predict(model, np.asarray(M, dtype=np.float64), nthread=1)
+        out = gtil.predict(model, np.asarray(M, dtype=dtype), nthread=1)
         out = out.reshape(len(M), -1)
         if not classifier:
             return out[:, 0]
@@ -84,7 +84,8 @@ def _treelite_sklearn(estimator: Any, n_features: int) -> MatrixScorer | None:
         return None
     classifier = hasattr(estimator, "classes_")
     n_outputs = len(estimator.classes_) if classifier else 1
-    return _gtil(treelite.sklearn.import_model(estimator), n_outputs, classifier)
+    # scikit-learn compares float32 features with float64 thresholds: round the input alike
+    return _gtil(treelite.sklearn.import_model(estimator), n_outputs, classifier, np.float32)
 
 
 def _treelite_lightgbm(estimator: Any, n_features: int) -> MatrixScorer | None:
@@ -101,7 +102,7 @@ def _treelite_lightgbm(estimator: Any, n_features: int) -> MatrixScorer | None:
         return None  # predict() stops at the best iteration; GTIL would use every tree
     classifier = isinstance(estimator, lightgbm.LGBMClassifier)
     n_outputs = len(estimator.classes_) if classifier else 1
-    return _gtil(treelite.frontend.from_lightgbm(booster), n_outputs, classifier)
+    return _gtil(treelite.frontend.from_lightgbm(booster), n_outputs, classifier, np.float64)
 
 
 # -- matrix products: linear models and the MLP ---------------------------------------------

@@ -130,7 +130,7 @@ class ServableModel:
             if not compile_trees:
                 return None
             forest = Forest.from_model(estimator, width)
-            scorer = forest.scores if forest is not None else None
+            scorer: MatrixScorer | None = forest.scores if forest is not None else None
             if scorer is None and self.compile_all:
                 scorer = compile_estimator(estimator, width)
             if scorer is None:
