@@ -3,8 +3,9 @@ none of the library's per-call overhead (input validation, frames, thread pools)
 
 - scikit-learn random forests / extra trees (classifier and regressor) and LightGBM boosters
   (numeric and categorical splits, any number of leaves) go through Treelite's GTIL, a C++
-  tree interpreter that reads the trees once at load time and scores one row in tens of
-  microseconds;
+  tree interpreter that reads the trees once at load time and scores a row in tens of
+  microseconds (batches of ``OWN_PREDICT_ROWS`` and more go to the library's own predict,
+  faster per row there);
 - linear models (logistic regression, ridge, elastic net) and ATLAS's ``TorchMLP`` are a few
   NumPy matrix products.
 
@@ -57,11 +58,25 @@ def compile_estimator(estimator: Any, n_features: int) -> MatrixScorer | None:
 
 # -- tree ensembles: Treelite ---------------------------------------------------------------
 
+# From this many rows up a forest's own ``predict`` (compiled traversal, per-call overhead
+# amortised) outruns GTIL's interpreter; below it GTIL wins by avoiding that overhead.
+OWN_PREDICT_ROWS = 256
 
-def _gtil(model: Any, n_outputs: int, classifier: bool, dtype: Any) -> MatrixScorer:
+
+def _own(estimator: Any, classifier: bool) -> MatrixScorer:
+    if classifier:
+        return lambda M: np.asarray(estimator.predict_proba(M), dtype=np.float64)
+    return lambda M: np.asarray(estimator.predict(M), dtype=np.float64)
+
+
+def _gtil(
+    model: Any, n_outputs: int, classifier: bool, dtype: Any, own: MatrixScorer
+) -> MatrixScorer:
     from treelite import gtil
 
     def scores(M: np.ndarray) -> np.ndarray:
+        if len(M) >= OWN_PREDICT_ROWS:
+            return own(M)
         # one thread: requests run in parallel inference threads; GTIL's pool would fight them
         out = gtil.predict(model, np.asarray(M, dtype=dtype), nthread=1)
         out = out.reshape(len(M), -1)
@@ -85,7 +100,8 @@ def _treelite_sklearn(estimator: Any, n_features: int) -> MatrixScorer | None:
     classifier = hasattr(estimator, "classes_")
     n_outputs = len(estimator.classes_) if classifier else 1
     # scikit-learn compares float32 features with float64 thresholds: round the input alike
-    return _gtil(treelite.sklearn.import_model(estimator), n_outputs, classifier, np.float32)
+    model = treelite.sklearn.import_model(estimator)
+    return _gtil(model, n_outputs, classifier, np.float32, _own(estimator, classifier))
 
 
 def _treelite_lightgbm(estimator: Any, n_features: int) -> MatrixScorer | None:
@@ -102,7 +118,8 @@ def _treelite_lightgbm(estimator: Any, n_features: int) -> MatrixScorer | None:
         return None  # predict() stops at the best iteration; GTIL would use every tree
     classifier = isinstance(estimator, lightgbm.LGBMClassifier)
     n_outputs = len(estimator.classes_) if classifier else 1
-    return _gtil(treelite.frontend.from_lightgbm(booster), n_outputs, classifier, np.float64)
+    model = treelite.frontend.from_lightgbm(booster)
+    return _gtil(model, n_outputs, classifier, np.float64, _own(estimator, classifier))
 
 
 # -- matrix products: linear models and the MLP ---------------------------------------------

@@ -36,9 +36,8 @@ def _same(estimator: Any, X: np.ndarray, regression: bool = False) -> None:
     scorer = compile_estimator(estimator, X.shape[1])
     assert scorer is not None
     expected = estimator.predict(X) if regression else estimator.predict_proba(X)
-    for rows in (X, X[3:4]):  # a batch and a single row
-        want = expected if rows is X else expected[3:4]
-        np.testing.assert_allclose(scorer(rows), want, rtol=1e-5, atol=1e-6)
+    for rows in (slice(None), slice(3, 4), slice(0, 40)):  # large batch, one row, small batch
+        np.testing.assert_allclose(scorer(X[rows]), expected[rows], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("cls", [RandomForestClassifier, ExtraTreesClassifier])

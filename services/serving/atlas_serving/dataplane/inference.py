@@ -28,7 +28,8 @@ log = logging.getLogger("atlas.serving.inference")
 
 _NUMBER_TYPES = (int, float, bool, np.integer, np.floating)
 _PLAIN_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
-VERIFY_ROWS = 256
+VERIFY_ROWS = 512  # above OWN_PREDICT_ROWS: both paths of a compiled forest are checked
+SMALL_BATCH = 16
 
 
 @dataclass
@@ -164,14 +165,18 @@ class ServableModel:
         for compile_trees in (False, True):
             try:
                 scorer, all_compiled = self._matrix_scorer(compile_trees)
+                # the whole matrix and a small batch: compiled scorers may switch by size
                 got = None if scorer is None else scorer(matrix)
+                small = None if scorer is None else scorer(matrix[:SMALL_BATCH])
             except Exception:  # noqa: BLE001 - any failure means: not this scorer
                 log.warning("matrix scoring failed; not used", exc_info=True)
                 continue
             if (
                 got is None
+                or small is None
                 or got.shape != expected.shape
                 or not np.allclose(got, expected, rtol=1e-5, atol=1e-6)
+                or not np.allclose(small, expected[:SMALL_BATCH], rtol=1e-5, atol=1e-6)
             ):
                 if got is not None:
                     log.warning(
