@@ -284,9 +284,10 @@ def run_all(names: list[str], budget: float, seconds: float) -> dict[str, Any]:
             # the reference right after each dataset: the shared machine's load drifts
             found["xgb_c1"] = load(target, "xgb", xgb_rows, 1, seconds)
             found["xgb_c64"] = load(target, "xgb", xgb_rows, 64, seconds)
+            c1, c64 = found["xgb_c1"], found["xgb_c64"]
             print(
-                f"{'xgb-100':<14} {'compiled':<9} p50 {found['xgb_c1']['p50_ms']:7.2f} ms  "
-                f"p99 {found['xgb_c1']['p99_ms']:7.2f} ms  c64 {found['xgb_c64']['rps']:7.0f} req/s",
+                f"{'xgb-100':<14} {'compiled':<9} p50 {c1['p50_ms']:7.2f} ms  "
+                f"p99 {c1['p99_ms']:7.2f} ms  c64 {c64['rps']:7.0f} req/s",
                 flush=True,
             )
             out["datasets"][name] = found

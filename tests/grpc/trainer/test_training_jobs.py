@@ -116,7 +116,10 @@ async def test_bad_training_input(trainer_harness):
     good = await asyncio.to_thread(h.upload, "uploads/ok.parquet", frame)
     constant = await asyncio.to_thread(h.upload, "uploads/const.parquet", frame.assign(target=1))
     empty = await asyncio.to_thread(h.upload, "uploads/nan.parquet", frame.assign(target=np.nan))
+    slow = spec_for(good)
+    slow.automl.max_row_latency_ms = -1.0
     cases = [
+        (slow, grpc.StatusCode.INVALID_ARGUMENT, "max_row_latency_ms"),
         (spec_for(good, target="nope"), grpc.StatusCode.INVALID_ARGUMENT, "nope"),
         (spec_for(constant), grpc.StatusCode.INVALID_ARGUMENT, "constant"),
         (spec_for(empty), grpc.StatusCode.INVALID_ARGUMENT, "all missing"),
@@ -163,3 +166,5 @@ async def test_cancel_keeps_completed_trials_and_best_model(trainer_harness):
     assert done.result.trials_complete >= 1 and done.result.model_bundle.uri
     trials = await h.stub.ListTrials(pb.ListTrialsRequest(job_id=job_id))
     assert any(t.state == pb.TRIAL_STATE_COMPLETE for t in trials.trials)
+    # the kept trials' single-row cost on serving's compiled path
+    assert any(t.row_latency.ToNanoseconds() > 0 for t in trials.trials)
