@@ -265,7 +265,9 @@ def run_all(names: list[str], budget: float, seconds: float) -> dict[str, Any]:
             )
             procs += started
             _wait_serving(target)
-            client = ServingClient(ClientSettings(target=target, token=SecretStr(TOKEN)))
+            client = ServingClient(
+                ClientSettings(target=target, token=SecretStr(TOKEN)), timeout=600.0
+            )
             replicas[kind] = (client, target)
         # the throughput reference: the 100-tree XGBoost pipeline on the compiled replica
         client, target = replicas["compiled"]
@@ -280,7 +282,12 @@ def run_all(names: list[str], budget: float, seconds: float) -> dict[str, Any]:
         bc.columns = [c.replace(" ", "_") for c in bc.columns]
         xgb_rows = _records(bc.iloc[:256])
         for name in names:
-            found = run_dataset(name, budget, seconds, replicas, store)
+            try:
+                found = run_dataset(name, budget, seconds, replicas, store)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other datasets still run
+                print(f"{name}: failed: {exc!r}", flush=True)
+                out["failed"] = {**out.get("failed", {}), name: repr(exc)}
+                continue
             # the reference right after each dataset: the shared machine's load drifts
             found["xgb_c1"] = load(target, "xgb", xgb_rows, 1, seconds)
             found["xgb_c64"] = load(target, "xgb", xgb_rows, 64, seconds)

@@ -58,24 +58,26 @@ def compile_estimator(estimator: Any, n_features: int) -> MatrixScorer | None:
 
 # -- tree ensembles: Treelite ---------------------------------------------------------------
 
-# From this many rows up a forest's own ``predict`` (compiled traversal, per-call overhead
-# amortised) outruns GTIL's interpreter; below it GTIL wins by avoiding that overhead.
-OWN_PREDICT_ROWS = 256
+# From this many rows up a library's own ``predict`` (compiled traversal, its fixed per-call
+# cost amortised) outruns GTIL's interpreter, whose cost grows with every row; below it GTIL
+# wins by skipping that fixed cost (one row: tens of microseconds instead of milliseconds).
+# scikit-learn's fixed cost (validation, joblib) is the larger one.
+OWN_PREDICT_ROWS = {"sklearn": 256, "lightgbm": 64}
 
 
-def _own(estimator: Any, classifier: bool) -> MatrixScorer:
+def _own(estimator: Any, classifier: bool, **kw: Any) -> MatrixScorer:
     if classifier:
-        return lambda M: np.asarray(estimator.predict_proba(M), dtype=np.float64)
-    return lambda M: np.asarray(estimator.predict(M), dtype=np.float64)
+        return lambda M: np.asarray(estimator.predict_proba(M, **kw), dtype=np.float64)
+    return lambda M: np.asarray(estimator.predict(M, **kw), dtype=np.float64)
 
 
 def _gtil(
-    model: Any, n_outputs: int, classifier: bool, dtype: Any, own: MatrixScorer
+    model: Any, n_outputs: int, classifier: bool, dtype: Any, own: MatrixScorer, own_from: int
 ) -> MatrixScorer:
     from treelite import gtil
 
     def scores(M: np.ndarray) -> np.ndarray:
-        if len(M) >= OWN_PREDICT_ROWS:
+        if len(M) >= own_from:
             return own(M)
         # one thread: requests run in parallel inference threads; GTIL's pool would fight them
         out = gtil.predict(model, np.asarray(M, dtype=dtype), nthread=1)
@@ -101,7 +103,8 @@ def _treelite_sklearn(estimator: Any, n_features: int) -> MatrixScorer | None:
     n_outputs = len(estimator.classes_) if classifier else 1
     # scikit-learn compares float32 features with float64 thresholds: round the input alike
     model = treelite.sklearn.import_model(estimator)
-    return _gtil(model, n_outputs, classifier, np.float32, _own(estimator, classifier))
+    own = _own(estimator, classifier)
+    return _gtil(model, n_outputs, classifier, np.float32, own, OWN_PREDICT_ROWS["sklearn"])
 
 
 def _treelite_lightgbm(estimator: Any, n_features: int) -> MatrixScorer | None:
@@ -119,7 +122,9 @@ def _treelite_lightgbm(estimator: Any, n_features: int) -> MatrixScorer | None:
     classifier = isinstance(estimator, lightgbm.LGBMClassifier)
     n_outputs = len(estimator.classes_) if classifier else 1
     model = treelite.frontend.from_lightgbm(booster)
-    return _gtil(model, n_outputs, classifier, np.float64, _own(estimator, classifier))
+    # one thread, as GTIL: requests already run in parallel inference threads
+    own = _own(estimator, classifier, num_threads=1)
+    return _gtil(model, n_outputs, classifier, np.float64, own, OWN_PREDICT_ROWS["lightgbm"])
 
 
 # -- matrix products: linear models and the MLP ---------------------------------------------

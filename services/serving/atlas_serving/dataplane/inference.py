@@ -28,8 +28,8 @@ log = logging.getLogger("atlas.serving.inference")
 
 _NUMBER_TYPES = (int, float, bool, np.integer, np.floating)
 _PLAIN_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
-VERIFY_ROWS = 512  # above OWN_PREDICT_ROWS: both paths of a compiled forest are checked
-SMALL_BATCH = 16
+VERIFY_ROWS = 256  # from atlas_core.ml's OWN_PREDICT_ROWS up: a forest's batch path
+SMALL_BATCH = 16  # below them: its GTIL path (both are checked)
 
 
 @dataclass
