@@ -6,6 +6,7 @@ none of the library's per-call overhead (input validation, frames, thread pools)
   tree interpreter that reads the trees once at load time and scores a row in tens of
   microseconds (batches of ``OWN_PREDICT_ROWS`` and more go to the library's own predict,
   faster per row there);
+- XGBoost gradient-boosted trees are laid out as flat arrays (:class:`Forest`);
 - linear models (logistic regression, ridge, elastic net) and ATLAS's ``TorchMLP`` are a few
   NumPy matrix products.
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from atlas_core.ml._forest import Forest
 from atlas_core.ml._mlp import TorchMLP
 from atlas_core.ml._model import MatrixScorer
 
@@ -43,6 +45,9 @@ def compile_estimator(estimator: Any, n_features: int) -> MatrixScorer | None:
             return _mlp(estimator, n_features)
         module = type(estimator).__module__
         name = type(estimator).__name__
+        if module.startswith("xgboost"):
+            forest = Forest.from_model(estimator, n_features)
+            return None if forest is None else forest.scores
         if module.startswith("sklearn.ensemble") and name in _SKLEARN_FORESTS:
             return _treelite_sklearn(estimator, n_features)
         if module.startswith("lightgbm"):

@@ -1,8 +1,8 @@
 """A loaded bundle ready to answer rows: input checks, the bundle's predictor, and a
-verified fast path for all-numeric models that accept a plain matrix: XGBoost trees as a
-:class:`Forest`, every other family through ``atlas_core.ml.compile_estimator`` (Treelite for
-scikit-learn forests and LightGBM, NumPy for linear models and the MLP), fold bags and
-ensembles as the weighted mean of their members' compiled scorers.
+verified fast path for all-numeric models that accept a plain matrix: every family compiled
+by ``atlas_core.ml.compile_estimator`` (XGBoost as flat arrays, Treelite for scikit-learn
+forests and LightGBM, NumPy for linear models and the MLP), fold bags and ensembles as the
+weighted mean of their members' compiled scorers.
 
 Runs in inference threads (never on the event loop). Thread-safe as far as the model's
 ``predict`` is (scikit-learn, XGBoost and LightGBM are)."""
@@ -22,7 +22,6 @@ import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.ml import MatrixScorer, compile_estimator
-from atlas_serving.dataplane.forest import Forest
 
 log = logging.getLogger("atlas.serving.inference")
 
@@ -130,10 +129,8 @@ class ServableModel:
         def compiled(estimator: Any, width: int) -> MatrixScorer | None:
             if not compile_trees:
                 return None
-            forest = Forest.from_model(estimator, width)
-            scorer: MatrixScorer | None = forest.scores if forest is not None else None
-            if scorer is None and self.compile_all:
-                scorer = compile_estimator(estimator, width)
+            xgboost = type(estimator).__module__.startswith("xgboost")
+            scorer = compile_estimator(estimator, width) if self.compile_all or xgboost else None
             if scorer is None:
                 missed.append(estimator)
             return scorer
