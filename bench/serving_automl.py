@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +229,12 @@ def run_dataset(
     return out
 
 
-def run_all(names: list[str], budget: float, seconds: float) -> dict[str, Any]:
+def run_all(
+    names: list[str],
+    budget: float,
+    seconds: float,
+    on_dataset: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     from pydantic import SecretStr
 
     from atlas.serving.v1 import serving_service_pb2 as pb
@@ -298,6 +304,8 @@ def run_all(names: list[str], budget: float, seconds: float) -> dict[str, Any]:
                 flush=True,
             )
             out["datasets"][name] = found
+            if on_dataset is not None:  # partial results survive a later failure
+                on_dataset(out)
     finally:
         for p in procs:
             p.terminate()
@@ -347,9 +355,13 @@ def main() -> None:
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     budget = args.budget or (20.0 if args.quick else 120.0)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
-    out = run_all(names, budget, seconds)
-    out.update(summarise(out))
-    path = write_results("serving_automl", out, quick=args.quick)
+
+    def save(out: dict[str, Any]) -> Path:
+        out.update(summarise(out))
+        return write_results("serving_automl", out, quick=args.quick)
+
+    out = run_all(names, budget, seconds, on_dataset=save)
+    path = save(out)
     print(f"wrote {path}")
     keys = (
         "winner_p99_c1_ms_max",
