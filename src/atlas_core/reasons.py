@@ -476,3 +476,10 @@ class SharedReason(Reason):
         "The requested target class is not one of the model's classes.",
         "Use one of the classes listed in the message.",
     )
+    UNKNOWN_NODE_ID = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A graph model was asked about a node id its graph did not have at training time "
+        "(metadata `node_id`).",
+        "Use an original node id of the graph; train again to include new nodes.",
+    )

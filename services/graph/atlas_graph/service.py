@@ -18,6 +18,7 @@ from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner
 from atlas_graph.config import GraphSettings
+from atlas_graph.embedding_features import FEATURE_GROUP_NAME
 from atlas_graph.idmap import IdTranslation, RangeMap
 from atlas_graph.jobs import (
     JOBS,
@@ -132,6 +133,19 @@ class GraphService:
             raise FailedPrecondition("the graph has no labels to train on", reason="NOT_TRAINABLE")
         if not part["node_feature_dims"]:
             raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")
+        if spec.embeddings_feature_group:
+            if not FEATURE_GROUP_NAME.match(spec.embeddings_feature_group):
+                raise InvalidArgument(
+                    f"train.embeddings_feature_group {spec.embeddings_feature_group!r} must "
+                    "match [a-z][a-z0-9_]*",
+                    reason="BAD_FEATURE_GROUP",
+                )
+            if self.rt.settings.data is None:
+                raise FailedPrecondition(
+                    "train.embeddings_feature_group needs the data service: set "
+                    "ATLAS_GRAPH_DATA__TARGET (atlas up sets it)",
+                    reason="NO_DATA_SERVICE",
+                )
 
     def _check_infer(self, spec: pb.InferGraphSpec) -> None:
         self._partitioning(spec.ref)

@@ -364,6 +364,15 @@ class ServingReason(Reason):
         "the step's hold ended, and on_insufficient_labels is ROLL_BACK.",
         "Send ground truth sooner, lower min_labeled, or lengthen the step.",
     )
+    INSUFFICIENT_TRAFFIC = (
+        auto(),
+        ABORTED,
+        "In a deployment's error only: a canary or linear step watched by alarms ended its "
+        "extended bake with a new variant that served fewer than min_requests requests, so "
+        "there was no evidence to promote on.",
+        "Send traffic to the endpoint during the rollout, lower alarms.min_requests, or "
+        "lengthen the bake.",
+    )
     NOT_PROMOTED = (
         auto(),
         ABORTED,

@@ -46,7 +46,8 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         "labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4, ("data", "serving")
     ),
-    ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5),
+    # Node embeddings go into the data service's feature groups.
+    ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5, ("data",)),
 )
 
 

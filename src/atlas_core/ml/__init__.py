@@ -18,6 +18,7 @@ from atlas_core.ml._model import (
     WeightedEnsemble,
     booster_contributions,
 )
+from atlas_core.ml._node_lookup import NODE_ID, NodeLookup
 from atlas_core.ml._preprocess import TabularPreprocessor
 from atlas_core.ml._sanitize import ColumnSanitizer, is_categorical
 
@@ -26,6 +27,8 @@ __all__ = [
     "ColumnSanitizer",
     "FoldBag",
     "MatrixScorer",
+    "NODE_ID",
+    "NodeLookup",
     "PairwiseCrosses",
     "TabularModel",
     "TabularPreprocessor",

@@ -49,9 +49,13 @@ class GraphHarness:
 
 @asynccontextmanager
 async def running_graph_service(
-    tmp_path: Path, s3_settings: S3Settings, memory_budget_bytes: int = 0
+    tmp_path: Path,
+    s3_settings: S3Settings,
+    memory_budget_bytes: int = 0,
+    data: ClientSettings | None = None,
 ) -> AsyncIterator[GraphHarness]:
     settings = graph_settings(tmp_path, s3_settings, memory_budget_bytes)
+    settings = settings.model_copy(update={"data": data})
     service = GraphService.open(settings)
     service.start()
     server = create_server(settings.server, [graph_service_def(service)])

@@ -161,3 +161,64 @@ async def test_shadow_gets_copies_never_answers(
     assert by_name["shadow"].shadow.compared > 10
     assert by_name["shadow"].shadow.label_agreement > 0.8
     assert by_name["blue"].qps > 0 and by_name["blue"].p99_ms > 0
+
+
+async def _watched_canary(h: ServingHarness) -> tuple[str, asyncio.Task[list[str]]]:
+    """A 50% canary watched by an error-rate alarm (min_requests 10) and a task collecting its
+    events from the start."""
+    await _endpoint_v1(h)
+    await h.register("bc", write_model(h.settings.s3, "models/bc/v2.tar", trees=30))
+    dep_id = (
+        await h.stub.SubmitDeployment(
+            pb.SubmitDeploymentRequest(
+                endpoint_name="bc",
+                variants=[live("green", "bc", 2)],
+                policy=pb.TrafficPolicy(
+                    canary=pb.CanaryPolicy(canary_percent=50, bake_time=_d(0.3))
+                ),
+                alarms=pb.AlarmConfig(max_error_rate=0.05, min_requests=10),
+            )
+        )
+    ).deployment.deployment_id
+
+    async def events() -> list[str]:
+        watch = h.stub.WatchDeployment(pb.WatchDeploymentRequest(deployment_id=dep_id))
+        return [e.event async for e in watch]
+
+    return dep_id, asyncio.create_task(events())
+
+
+async def test_canary_without_traffic_is_never_promoted(
+    serving: ServingHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atlas_serving.control import rollout
+
+    monkeypatch.setattr(rollout, "EXTEND_MIN_S", 1.5)
+    dep_id, events = await _watched_canary(serving)
+    final = await _wait_state(serving, dep_id, timeout=15)
+    assert final.state == S.DEPLOYMENT_STATE_ROLLED_BACK
+    assert final.error.reason == "INSUFFICIENT_TRAFFIC"
+    assert "variant green served 0 of the 10 requests needed" in final.error.message
+    assert "bake extended: variant green served 0 of the 10 requests needed" in await events
+    assert dict(final.traffic) == {"blue": 100.0}
+
+
+async def test_extended_bake_promotes_once_traffic_arrives(
+    serving: ServingHarness, features: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atlas_serving.control import rollout
+
+    monkeypatch.setattr(rollout, "EXTEND_MIN_S", 30.0)
+    dep_id, events = await _watched_canary(serving)
+    await asyncio.sleep(1.0)  # the bake is over, nothing served: extended, not promoted
+    held = (
+        await serving.stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=dep_id))
+    ).deployment
+    assert held.state == S.DEPLOYMENT_STATE_SHIFTING
+    assert dict(held.traffic) == {"blue": 50.0, "green": 50.0}
+    await serving.service.replica.sync()
+    seen = await _load(serving, features, 1.5)
+    assert seen.get("green", 0) >= 10, seen
+    final = await _wait_state(serving, dep_id, timeout=15)
+    assert final.state == S.DEPLOYMENT_STATE_SUCCEEDED
+    assert any(e.startswith("bake extended") for e in await events)

@@ -50,6 +50,11 @@ DEFAULT_ALARM_WINDOW_S = 10.0
 DEFAULT_GATE_MIN_LABELED = 50
 DEFAULT_PROMOTE_MIN_LABELED = 100
 QUALITY_EVERY_S = 1.0  # quality comparisons (bootstraps) at most this often per deployment
+# A step watched by alarms advances only when each new variant served this many requests
+# during it (AlarmConfig.min_requests when set); a step short of traffic is extended up to
+# EXTEND_FACTOR times its hold (at least EXTEND_MIN_S), then the deployment rolls back.
+DEFAULT_MIN_REQUESTS = 20
+EXTEND_FACTOR, EXTEND_MIN_S = 10.0, 60.0
 AlertSink = Callable[[Alert], None]
 # The state column holds the proto enum names (DEPLOYMENT_STATE_SHIFTING, ...).
 _STATE_PREFIX = "DEPLOYMENT_STATE_"
@@ -269,6 +274,23 @@ class Driver:
             drv["applied"] = True
             drv["events"].append(f"shifted to {plan.percents[step]:g}%")
         elif dep.state == S.SHIFTING and elapsed >= plan.holds[step]:
+            short = self._short_of_traffic(dep, plan.percents[step], elapsed)
+            if short is not None:
+                if elapsed < max(EXTEND_FACTOR * plan.holds[step], EXTEND_MIN_S):
+                    if drv.get("extended") != step:
+                        drv["extended"] = step
+                        drv["events"].append(f"bake extended: {short}")
+                    self.store.save(dep, drv, self.owner)
+                    return False
+                dep.error = JobError(
+                    code="ABORTED",
+                    reason="INSUFFICIENT_TRAFFIC",
+                    message=f"no evidence to promote on: {short} by the end of the extended bake",
+                )
+                self._finish(
+                    dep, drv, S.ROLLED_BACK, "rolled back: too little traffic", rollback=True
+                )
+                return True
             verdict = self._gate(dep, drv, plan.percents[step])
             if verdict == "wait":
                 if not drv.get("waiting"):
@@ -340,6 +362,25 @@ class Driver:
         drv["end_us"] = now_us()
         self.store.save(dep, drv, self.owner)
         log.info("deployment %s %s", dep.deployment_id, state.name)
+
+    def _short_of_traffic(self, dep: Deployment, percent: float, elapsed: float) -> str | None:
+        """Why a canary or linear step watched by alarms cannot advance yet: a new live
+        variant served fewer than min_requests requests during the step (None: enough)."""
+        cfg = dep.alarms
+        watched = cfg.max_error_rate > 0 or cfg.max_p99_latency_s is not None
+        if dep.policy.kind not in ("canary", "linear") or percent >= 100:
+            return None
+        if not watched and cfg.min_requests <= 0:
+            return None
+        need = cfg.min_requests if cfg.min_requests > 0 else DEFAULT_MIN_REQUESTS
+        stats = read_stats(self.engine, dep.endpoint_name)
+        for v in dep.target_variants:
+            if v.role == VariantRole.SHADOW:
+                continue
+            served = merge(stats.get(v.name, []), elapsed + 1)["requests"]
+            if served < need:
+                return f"variant {v.name} served {served} of the {need} requests needed"
+        return None
 
     def _alarm(self, dep: Deployment, drv: dict[str, Any]) -> AlarmEvent | None:
         cfg = dep.alarms

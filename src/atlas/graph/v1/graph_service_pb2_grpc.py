@@ -107,7 +107,8 @@ class GraphServiceServicer(object):
         partitions < 1 or larger than the node count, fan-outs empty; named); NOT_FOUND if the
         graph, partitioning or an artifact does not exist; RESOURCE_EXHAUSTED if a partition job's
         memory estimate exceeds the limit (the estimate is in the message and the ErrorInfo);
-        FAILED_PRECONDITION if a train job's graph has no labels or masks and none are given.
+        FAILED_PRECONDITION if a train job's graph has no labels or masks and none are given, or
+        it asks for embeddings_feature_group and the service has no data client.
         A retry with the same request_id returns the original job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
