@@ -432,6 +432,15 @@ def _register(
             label_column="label",
             entity_column="entity_key",
             timestamp_column="event_time",
+            # The export it holds: a training job refuses it until it is matched to features.
+            parents=[
+                common_pb2.LineageParent(
+                    role="labels",
+                    label_set=common_pb2.LabelSetRef(
+                        project_id=spec.project_id, export_id=export_id
+                    ),
+                )
+            ],
             # The same id on a resumed attempt: registered once.
             request_id=f"labeling-export-{export_id}",
         )

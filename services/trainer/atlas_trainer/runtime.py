@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from atlas_core.clients import DataClient
+from atlas_core.clients.serving import ServingClient
 from atlas_core.db import apply_migrations, check_connection, create_engine_from_settings
 from atlas_core.errors import FailedPrecondition
 from atlas_core.jobs import JOBS_MIGRATIONS
@@ -41,6 +42,20 @@ class TrainerRuntime:
                 reason="NO_DATA_SERVICE",
             )
         return DataClient(ClientSettings(target=peer.target, token=peer.token))
+
+    def serving_settings(self) -> ClientSettings:
+        """How to reach the model registry; FAILED_PRECONDITION when none is configured."""
+        peer = self.settings.serving
+        if not peer.target:
+            raise FailedPrecondition(
+                "this trainer has no serving service configured (ATLAS_TRAINER_SERVING__TARGET): "
+                "replaces_model and register need the model registry",
+                reason="NO_SERVING_SERVICE",
+            )
+        return ClientSettings(target=peer.target, token=peer.token)
+
+    def serving_client(self) -> ServingClient:
+        return ServingClient(self.serving_settings())
 
     def close(self) -> None:
         self.engine.dispose()

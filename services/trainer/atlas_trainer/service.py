@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core import lineage as lin
 from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner, JobState, spec_from_json
@@ -26,10 +27,13 @@ from atlas_trainer.data_access import (
     dataset_pair,
     load_training_data,
     meta_features_from_pb,
+    refuse_unmatched_export,
     split_target,
 )
 from atlas_trainer.jobs import JOBS, KIND_TRAIN, STUDY_KEY
 from atlas_trainer.jsonable import to_jsonable
+from atlas_trainer.lineage import TrainerLineage
+from atlas_trainer.model_registry import check_register_options, resolve_base_model
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
 from atlas_trainer.resources import HostResources, discover_resources
 from atlas_trainer.runtime import TrainerRuntime, open_runtime
@@ -39,6 +43,7 @@ class TrainerService:
     def __init__(self, runtime: TrainerRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
+        self.lineage_index = TrainerLineage(runner)
         self._bundles: dict[str, LoadedBundle] = {}  # explanations reuse loaded models
 
     @classmethod
@@ -60,9 +65,20 @@ class TrainerService:
     # -- submission -----------------------------------------------------------------------
 
     def _target_column_uris(self, spec: pb.TrainingJobSpec) -> list[str]:
+        """The files holding the target; a data-service dataset's label column becomes the
+        target when the spec names none (``spec`` is completed in place)."""
         if spec.HasField("dataset") and spec.dataset.dataset_id:
             with self.rt.data_client() as client:
                 ds = client.get_dataset(spec.dataset.dataset_id, spec.dataset.version)
+            refuse_unmatched_export(ds)
+            if not spec.target_column:
+                spec.target_column = ds.label_column
+            if not spec.target_column:
+                raise InvalidArgument(
+                    f"spec.target_column is empty and dataset {ds.ref.dataset_id} "
+                    f"v{ds.ref.version} records no label column: name the target",
+                    reason="NO_TARGET",
+                )
             names = [c.name for c in ds.schema.columns]
             if spec.target_column not in names:
                 raise InvalidArgument(
@@ -80,9 +96,9 @@ class TrainerService:
 
     def validate_target(self, spec: pb.TrainingJobSpec) -> None:
         """Missing, all-missing or constant targets are refused before a job is queued."""
+        uris = self._target_column_uris(spec)
         if not spec.target_column:
             raise InvalidArgument("spec.target_column is empty", reason="NO_TARGET")
-        uris = self._target_column_uris(spec)
         target = spec.target_column
         with tempfile.TemporaryDirectory(prefix="atlas-trainer-") as tmp:
             columns = []
@@ -147,9 +163,23 @@ class TrainerService:
                     f"resources.gpus={gpus} but this trainer has {available} GPU(s)",
                     reason="NOT_ENOUGH_GPUS",
                 )
+        if spec.HasField("register"):
+            check_register_options(spec.register)
+            self.rt.serving_settings()  # FAILED_PRECONDITION without a registry to call
         self.validate_target(spec)
+        extras: dict[str, Any] = {}
+        if spec.HasField("replaces_model"):
+            base = resolve_base_model(self.rt, spec.replaces_model)
+            # Pinned: the job's lineage names the version the alias meant at submission.
+            spec.replaces_model.version = base.version
+            extras["base_model"] = base.to_json()
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
-        return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study)
+        return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study, **extras)
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     # -- reading --------------------------------------------------------------------------
 

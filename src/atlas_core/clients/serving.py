@@ -171,6 +171,8 @@ def _typed(v: Any) -> Any:
 
 
 class ServingClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 30.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.ServingServiceStub(self._channel)
@@ -181,18 +183,23 @@ class ServingClient(ServiceClient):
     def register(
         self,
         model_name: str,
-        bundle_uri: str,
+        bundle: str | common_pb2.ArtifactRef,
         *,
         aliases: Sequence[str] = (),
         description: str = "",
+        parents: Sequence[common_pb2.LineageParent] = (),
+        labels: Mapping[str, str] | None = None,
         request_id: str = "",
     ) -> pb.ModelVersion:
+        """``bundle`` is a URI, or a full ref whose checksum the registry verifies."""
         return self.stub.RegisterModelVersion(
             pb.RegisterModelVersionRequest(
                 model_name=model_name,
-                bundle=common_pb2.ArtifactRef(uri=bundle_uri),
+                bundle=common_pb2.ArtifactRef(uri=bundle) if isinstance(bundle, str) else bundle,
                 aliases=list(aliases),
                 description=description,
+                parents=list(parents),
+                labels=dict(labels or {}),
                 request_id=request_id,
             ),
             timeout=self.timeout,

@@ -33,7 +33,6 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         read_service="atlas.data.v1.OnlineFeatureService",
         read_port_offset=11,
     ),
-    ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data",)),
     ServiceSpec(
         "serving",
         "atlas_serving",
@@ -41,6 +40,10 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         3,
         ("data",),
         uses_read_endpoints=True,
+    ),
+    # Started after serving: a job resolves the model it replaces and registers its bundle.
+    ServiceSpec(
+        "trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data", "serving")
     ),
     # Exports are registered with the data service; pre-labels come from serving.
     ServiceSpec(

@@ -14,6 +14,13 @@ def test_labeling_starts_after_the_services_it_calls() -> None:
     assert names.index("labeling") > max(names.index("data"), names.index("serving"))
 
 
+def test_the_trainer_starts_after_the_serving_registry_it_registers_bundles_in() -> None:
+    names = [s.name for s in implemented_services()]
+    trainer = next(s for s in implemented_services() if s.name == "trainer")
+    assert trainer.port_offset == 2 and set(trainer.needs) == {"data", "serving"}
+    assert names.index("trainer") > max(names.index("data"), names.index("serving"))
+
+
 def test_the_annotator_web_app_runs_exactly_when_the_labeling_service_does() -> None:
     from atlas_core.launcher import KNOWN_WEB_APPS, implemented_web_apps
 

@@ -266,6 +266,8 @@ class AutoMLRequest:
     meta_store: MetaStore | None = None
     dataset_key: str = ""
     parent_dataset_ids: Sequence[str] = ()
+    # Studies of the models this job replaces: warm-start sources like lineage parents.
+    base_studies: Sequence[str] = ()
     meta_features: MetaFeatures | None = None
     warm_start_k: int = 3
     ensemble: bool = True
@@ -422,6 +424,7 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
             prep.meta_features,
             target.task,
             parent_keys=tuple(req.parent_dataset_ids),
+            base_studies=tuple(req.base_studies),
             exclude_study=study.study_name,
             k=req.warm_start_k,
             metric=target.metric.name,
@@ -452,7 +455,9 @@ def _search(
     """Run trials until the budget, the trial limit or a stop request: (state, stop reason,
     the parallelism plan)."""
     t0, wall = prep.started, req.wall_budget_s
-    from_lineage = sum(p.configs_enqueued for p in opened.priors if p.reason == "lineage_parent")
+    from_lineage = sum(
+        p.configs_enqueued for p in opened.priors if p.reason in ("lineage_parent", "base_model")
+    )
     plan = plan_parallelism(
         req.n_jobs, detect_gpus() if req.gpus is None else req.gpus, req.parallel_trials
     )
