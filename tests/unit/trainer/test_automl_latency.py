@@ -3,6 +3,7 @@ model, the ensemble sheds its lightest members to fit, the leaderboard shows the
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
@@ -12,7 +13,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from atlas_core.ml import TabularModel, TabularPreprocessor
 from atlas_trainer.automl import AutoMLRequest, engine, run_automl
-from atlas_trainer.automl.latency import row_latency_s, within_budget
+from atlas_trainer.automl.latency import measure, row_latency_s, within_budget
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,16 @@ def test_row_latency_of_a_compiled_model_is_measured(data: Any) -> None:
     assert 0 < seconds < 0.5
 
 
+def test_measuring_stops_at_its_deadline(data: Any) -> None:
+    X, y = data
+    model = TabularModel(
+        TabularPreprocessor(task="binary"), RandomForestClassifier(5, n_jobs=1), "binary", [0, 1]
+    ).fit(X, y.to_numpy())
+    kept = {3: [model], 7: [model]}
+    assert set(measure(kept, X, [7, 3, 9], None)) == {3, 7}
+    assert measure(kept, X, [7, 3], time.monotonic() - 1.0) == {}
+
+
 def _families(model: Any) -> set[str]:
     members = getattr(model, "members", None)
     if members is None:
@@ -64,7 +75,9 @@ def test_trials_over_the_budget_stay_out_of_the_final_model(
     monkeypatch.setattr(
         engine,
         "measure",
-        lambda fold_models, X: {n: fake[f[0].family] for n, f in fold_models.items()},
+        lambda fold_models, X, order, deadline: {
+            n: fake[f[0].family] for n, f in fold_models.items()
+        },
     )
     request: dict[str, Any] = dict(
         task="binary",
@@ -95,7 +108,9 @@ def test_an_ensemble_sheds_members_until_it_fits(
     monkeypatch.setattr(
         engine,
         "measure",
-        lambda fold_models, X: {n: fake[f[0].family] for n, f in fold_models.items()},
+        lambda fold_models, X, order, deadline: {
+            n: fake[f[0].family] for n, f in fold_models.items()
+        },
     )
     result = run_automl(
         AutoMLRequest(

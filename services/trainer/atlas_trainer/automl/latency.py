@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import pandas as pd
 
 from atlas_core.ml import compile_estimator
 
-REPEATS = 7
+REPEATS = 5
 
 
 def row_latency_s(model: Any, X: pd.DataFrame) -> float:
@@ -43,9 +43,21 @@ def row_latency_s(model: Any, X: pd.DataFrame) -> float:
     return best
 
 
-def measure(fold_models: Mapping[int, list[Any]], X: pd.DataFrame) -> dict[int, float]:
-    """Per trial with fitted folds: the single-row seconds of one model of that trial."""
-    return {n: row_latency_s(folds[0], X) for n, folds in fold_models.items() if folds}
+def measure(
+    fold_models: Mapping[int, list[Any]],
+    X: pd.DataFrame,
+    best_first: Sequence[int],
+    deadline: float | None,
+) -> dict[int, float]:
+    """Per trial with fitted folds, best first until ``deadline`` (``time.monotonic``; the
+    wall budget holds): the single-row seconds of one model of that trial."""
+    out: dict[int, float] = {}
+    for n in best_first:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        if fold_models.get(n):
+            out[n] = row_latency_s(fold_models[n][0], X)
+    return out
 
 
 def within_budget(
