@@ -206,8 +206,11 @@ def main() -> None:
     )
 
 
-def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Popen], str]:
-    """ATLAS serving replicas as subprocesses (python -m atlas_serving) on free ports."""
+def start_atlas(
+    tmp: Path, s3: object, n: int = 1, env: dict[str, str] | None = None
+) -> tuple[list[subprocess.Popen], str]:
+    """ATLAS serving replicas as subprocesses (python -m atlas_serving) on free ports
+    (``env``: extra settings)."""
     import socket
 
     procs, addrs = [], []
@@ -234,6 +237,7 @@ def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Pope
             ),
             ATLAS_SERVING_RUNTIME__REPLICA_ID=f"bench-{i}",
             ATLAS_SERVING_JOBS__RUNNER_ID=f"bench-{i}",
+            **(env or {}),
         )
         procs.append(subprocess.Popen([sys.executable, "-m", "atlas_serving"], env=env, cwd=tmp))
         addrs.append(f"127.0.0.1:{port}")

@@ -34,6 +34,9 @@ class RuntimeSettings(StrictModel):
     rollout_lease_seconds: float = 5.0
     # Threads running batched inference (off the event loop).
     inference_threads: int = 2
+    # Compile every model family for the float-matrix fast path (verified before use); false
+    # compiles XGBoost trees only, as serving did before 2026-12-07 (a switch for comparing).
+    compile_models: bool = True
     capture_prefix: str = "serving/capture"
     # Where PredictBatch writes the results of input_artifact requests.
     batch_output_prefix: str = "serving/batch"

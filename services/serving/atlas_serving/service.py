@@ -99,6 +99,7 @@ class ServingService:
             runtime.loader,
             budget_bytes=settings.capacity.memory_budget_bytes,
             on_cold_start=self._cold_start,
+            compile_models=rt.compile_models,
         )
         self.capture = CaptureWriter(self.engine, self.store, rt.capture_prefix, rt.replica_id)
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")

@@ -3,6 +3,7 @@ runner, and read access to studies, results and the meta-store."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 import uuid
 from pathlib import Path
@@ -147,6 +148,12 @@ class TrainerService:
             raise InvalidArgument("budget.wall_time must be positive", reason="BAD_BUDGET")
         if spec.budget.max_trials < 0:
             raise InvalidArgument("budget.max_trials must be >= 0", reason="BAD_BUDGET")
+        latency = spec.automl.max_row_latency_ms
+        if not math.isfinite(latency) or latency < 0:
+            raise InvalidArgument(
+                f"automl.max_row_latency_ms must be >= 0 (0: no budget), got {latency}",
+                reason="BAD_BUDGET",
+            )
         gpus = spec.resources.gpus
         if gpus:
             from atlas_trainer.automl.resources import detect_gpus
