@@ -298,7 +298,7 @@ def _digits(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
     summary: dict[str, Any] = {"quality": _report_quality(c.labeling, labelled, before)}
 
     # Export, registered with the data service as a sample set; the late features arrive.
-    export = _export(c, pid, f"digit-labels{suffix}")
+    export = _export(c.labeling, c.store, pid, f"digit-labels{suffix}")
     _put_pixels(c.data, group, bunch.data, late)
     summary["export"] = export
     for mode, name in (
@@ -511,7 +511,7 @@ def _tweets(c: Clients, n: int, rng: np.random.Generator, suffix: str) -> dict[s
         f"  {submitted} annotations and {reviewed} reviews in {time.perf_counter() - started:.1f}s"
     )
     summary: dict[str, Any] = {"quality": _report_quality(c.labeling, labelled)}
-    summary["export"] = _export(c, pid, f"tweet-source-labels{suffix}")
+    summary["export"] = _export(c.labeling, c.store, pid, f"tweet-source-labels{suffix}")
     return summary
 
 
@@ -752,8 +752,9 @@ def _report_quality(
 # ---- export and point-in-time match ----------------------------------------------------------
 
 
-def _export(c: Clients, project_id: str, dataset: str) -> pb.Export:
-    client = c.labeling
+def _export(
+    client: LabelingClient, store: ArtifactStore, project_id: str, dataset: str
+) -> pb.Export:
     started = time.perf_counter()
     job = client.wait_job(
         client.submit_export(
@@ -766,7 +767,7 @@ def _export(c: Clients, project_id: str, dataset: str) -> pb.Export:
     e = job.export_result
     versions = Counter()
     for part in e.parts:
-        table = pq.read_table(io.BytesIO(_artifact_bytes(c.store, part)))
+        table = pq.read_table(io.BytesIO(_artifact_bytes(store, part)))
         versions.update(table.column("label_version").to_pylist())
     print(
         f"  export {e.export_id[:12]}: {e.rows} label rows in {len(e.parts)} Parquet part(s) "

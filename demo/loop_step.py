@@ -395,8 +395,9 @@ class Loop:
             f"(one adversarial) and {reviewed} reviews; Fleiss' kappa {agreement.kappa:.2f}; "
             f"final labels {right}/{len(finals)} right ({self.timed('labeling', started):.1f}s)"
         )
-        clients = people.Clients(self.s.labeling, self.s.serving, self.s.data, self.s.store)
-        export = people._export(clients, project.project_id, f"loop-labels{self.c.suffix}")
+        export = people._export(
+            self.s.labeling, self.s.store, project.project_id, f"loop-labels{self.c.suffix}"
+        )
         gt = export.ground_truth
         self.figures.ground_truth_accepted = int(gt.accepted + gt.updated)
         print(
