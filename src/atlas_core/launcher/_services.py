@@ -62,6 +62,8 @@ class WebAppSpec:
     module: str  # `python -m <module>` runs it
     serves: str  # the service it calls: started only when that service is started
     port_offset: int  # port = base_port + offset
+    # Further services it calls when they run: ATLAS_<NAME>_<SVC>__TARGET is passed for each.
+    calls: tuple[str, ...] = ()
 
     @property
     def env_prefix(self) -> str:
@@ -71,6 +73,8 @@ class WebAppSpec:
 KNOWN_WEB_APPS: tuple[WebAppSpec, ...] = (
     # The annotator UI; launchable exactly when the labeling service is.
     WebAppSpec("labeling-web", "atlas_labeling.web", "labeling", 80),
+    # The read-only web console (jobs, datasets, models, endpoints).
+    WebAppSpec("console", "atlas_core.console", "trainer", 81, calls=("data", "serving")),
 )
 
 
