@@ -44,9 +44,11 @@ from atlas.serving.v1 import serving_service_pb2 as spb  # noqa: E402
 from atlas.trainer.v1 import trainer_service_pb2 as tpb  # noqa: E402
 from atlas_core.bundles import load_bundle  # noqa: E402
 from atlas_core.clients import DataClient, LabelingClient, TrainerClient, automl_spec  # noqa: E402
+from atlas_core.clients.lineage import LineageClient  # noqa: E402
 from atlas_core.clients.serving import ServingClient, variant  # noqa: E402
 from atlas_core.config import S3Settings  # noqa: E402
 from atlas_core.launcher import Launcher, RunState, ensure_credentials  # noqa: E402
+from atlas_core.lineage import render  # noqa: E402
 from atlas_core.rpc import ClientSettings  # noqa: E402
 from atlas_core.storage import ArtifactStore, open_artifact_store  # noqa: E402
 
@@ -78,7 +80,11 @@ class LoopFigures:
     gain_interval: tuple[float, float] = (0.0, 0.0)
     bad_cases: int = 0
     labelled: int = 0
+    ground_truth_accepted: int = 0
+    v1_job: str = ""
+    warm_started_from: str = ""
     canary: str = ""
+    lineage_kinds: set[str] = field(default_factory=set)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -136,6 +142,7 @@ class Loop:
         self.model = self.endpoint = f"digits-loop{config.suffix}"
         self.figures = LoopFigures()
         self.served: dict[str, int] = {}  # prediction id -> digit row
+        self.last_prediction: dict[str, str] = {}  # variant -> its latest prediction id
 
     def truth(self, row: int) -> str:
         return str(int(self.digits.target[row]))
@@ -247,6 +254,10 @@ class Loop:
             raise RuntimeError(f"{what} training failed: {done.status.error.message}")
         r = done.result
         warm = [p for p in r.priors if p.reason == "base_model"]
+        if replaces:
+            self.figures.warm_started_from = warm[0].source_job_id if warm else ""
+        else:
+            self.figures.v1_job = job.status.job_id
         print(
             f"{what}: AutoML job {job.status.job_id[:8]}: {r.trials_complete} complete trials, "
             f"best CV {r.metric} {r.best.score:.4f} ({self.timed(what, started):.0f}s)"
@@ -288,6 +299,7 @@ class Loop:
         for i in rows:
             resp = self.s.serving.predict(self.endpoint, entity_id=f"digit-{i}")
             self.served[resp.prediction_id] = int(i)
+            self.last_prediction[resp.variant] = resp.prediction_id
             seen[resp.variant] = seen.get(resp.variant, 0) + 1
             right += resp.prediction.label == self.truth(i)
             if self.rng.random() < truth_fraction:
@@ -373,6 +385,7 @@ class Loop:
         clients = people.Clients(self.s.labeling, self.s.serving, self.s.data, self.s.store)
         export = people._export(clients, project.project_id, f"loop-labels{self.c.suffix}")
         gt = export.ground_truth
+        self.figures.ground_truth_accepted = int(gt.accepted + gt.updated)
         print(
             f"  the export attached {gt.accepted} human labels to serving as ground truth "
             f"({gt.duplicate} already known, {gt.updated} updated, {gt.rejected} refused)"
@@ -440,6 +453,28 @@ class Loop:
         )
         return outcome
 
+    def lineage(self, prediction_id: str) -> None:
+        """The lineage of one of v2's predictions, walked across the services: the model
+        version, its training job and dataset, the labels and the labeling project they
+        came from, the features, and v1 it replaced."""
+        started = time.perf_counter()
+        walker = LineageClient(
+            {
+                "data": self.s.data,
+                "trainer": self.s.trainer,
+                "serving": self.s.serving,
+                "labeling": self.s.labeling,
+            }
+        )
+        graph = walker.walk(prediction_id, downstream=False, children_limit=5)
+        self.figures.lineage_kinds = {n.kind for n in graph.nodes.values() if n.status == "ok"}
+        print(
+            f"lineage of prediction {prediction_id} ({len(graph.nodes)} nodes over "
+            f"{len({n.service for n in graph.nodes.values()})} services, "
+            f"{self.timed('lineage', started) * 1000:.0f} ms):"
+        )
+        print("  " + render(graph).replace("\n", "\n  "))
+
     # -- judged on outcomes ---------------------------------------------------------------------
 
     def compare(self, v1_uri: str, v2_uri: str) -> None:
@@ -490,6 +525,7 @@ def run(
         v2 = loop.automl(loop.v2_dataset(export, seed), "v2", "candidate", True)
         loop.canary(v2.result.registration.model_version.version)
         loop.compare(v1.result.model_bundle.uri, v2.result.model_bundle.uri)
+        loop.lineage(loop.last_prediction["v2"])
         loop.timed("turn", started)
         shared["loop"] = loop.figures
         return loop.figures

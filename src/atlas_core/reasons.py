@@ -476,6 +476,19 @@ class SharedReason(Reason):
         "The requested target class is not one of the model's classes.",
         "Use one of the classes listed in the message.",
     )
+    BAD_LINEAGE_ID = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A lineage id is empty, has no known kind or a malformed key.",
+        "Send '<kind>:<key>' as listed in docs/architecture.md (section Lineage), e.g. "
+        "'dataset:churn@3' or 'prediction:<id>'.",
+    )
+    LINEAGE_NOT_FOUND = (
+        auto(),
+        Code.NOT_FOUND,
+        "The lineage id names a node of this service's kind that does not exist (or was deleted).",
+        "Check the id; a walk reports deleted parents as missing nodes instead.",
+    )
     UNKNOWN_NODE_ID = (
         auto(),
         Code.INVALID_ARGUMENT,

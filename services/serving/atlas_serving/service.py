@@ -15,10 +15,12 @@ from typing import Any, cast
 
 from sqlalchemy import func, select
 
+from atlas_core import lineage as lin
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobState
 from atlas_serving.bundle_access import BundleLoader
 from atlas_serving.config import ServingSettings
+from atlas_serving.control.lineage import ServingLineage
 from atlas_serving.control.operations import Control
 from atlas_serving.control.rollout import Driver
 from atlas_serving.dataplane.capture import CaptureWriter
@@ -128,6 +130,7 @@ class ServingService:
             self.quality,
         )
         self.jobs = JOBS.runner(self.engine, settings, settings.jobs)
+        self.lineage_index = ServingLineage(self.engine, self.registry, self.endpoints, self.jobs)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._last_alert_poll = 0.0
         self._last_quality = time.monotonic()
@@ -400,6 +403,14 @@ class ServingService:
         return out
 
     # -- ground truth and model quality ----------------------------------------------------
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        """GetLineage (blocking): this replica's pending predictions are indexed first."""
+        if lin.parse(lineage_id).kind in ("prediction", "endpoint", "model_version"):
+            self.prediction_log.flush()
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def attach_ground_truth(
         self, endpoint: str, items: Sequence[GroundTruth], request_id: str, first_index: int = 0

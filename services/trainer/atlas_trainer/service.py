@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core import lineage as lin
 from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner, JobState, spec_from_json
@@ -30,6 +31,7 @@ from atlas_trainer.data_access import (
 )
 from atlas_trainer.jobs import JOBS, KIND_TRAIN, STUDY_KEY
 from atlas_trainer.jsonable import to_jsonable
+from atlas_trainer.lineage import TrainerLineage
 from atlas_trainer.model_registry import check_register_options, resolve_base_model
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
 from atlas_trainer.resources import HostResources, discover_resources
@@ -40,6 +42,7 @@ class TrainerService:
     def __init__(self, runtime: TrainerRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
+        self.lineage_index = TrainerLineage(runner)
         self._bundles: dict[str, LoadedBundle] = {}  # explanations reuse loaded models
 
     @classmethod
@@ -165,6 +168,11 @@ class TrainerService:
             extras["base_model"] = base.to_json()
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
         return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study, **extras)
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     # -- reading --------------------------------------------------------------------------
 

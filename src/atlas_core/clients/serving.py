@@ -171,6 +171,8 @@ def _typed(v: Any) -> Any:
 
 
 class ServingClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 30.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.ServingServiceStub(self._channel)
