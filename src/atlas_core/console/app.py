@@ -11,19 +11,13 @@ from typing import Any
 from atlas_core.console.clients import ClientPool
 from atlas_core.console.config import ConsoleSettings
 from atlas_core.console.pages import Pages
-from atlas_core.errors import Unauthenticated
+from atlas_core.errors import FailedPrecondition
+from atlas_core.reasons import SharedReason
 from atlas_core.storage import ArtifactStore, open_artifact_store
 from atlas_core.web import SessionCodec, WebAppConfig, create_web_app
 
 HERE = Path(__file__).parent
 log = logging.getLogger("atlas.console")
-
-REASON_MESSAGES = {
-    "SERVICE_NOT_CONFIGURED": (
-        "This console has no address for that service; start the suite with `atlas up` or "
-        "set its target in the console's settings."
-    ),
-}
 
 
 def create_app(
@@ -54,7 +48,10 @@ def create_app(
             if target:
                 call()
                 return ""
-        raise Unauthenticated("no service is configured to check the token", reason="NO_SERVICE")
+        raise FailedPrecondition(
+            "the console has no service to check the token with: set ATLAS_CONSOLE_TRAINER__TARGET",
+            reason=SharedReason.FAILED_PRECONDITION,
+        )
 
     config = WebAppConfig(
         title="ATLAS console",
@@ -63,6 +60,5 @@ def create_app(
         template_dirs=[HERE / "templates"],
         static_dirs=[("/static/console", HERE / "static")],
         cookie_secure=settings.tls.enabled,
-        reason_messages=REASON_MESSAGES,
     )
     return create_web_app(config, lambda kit: Pages(kit, pool, store, settings).routes())

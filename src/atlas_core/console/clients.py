@@ -7,13 +7,18 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from atlas_core.clients._base import ServiceClient
 from atlas_core.clients.data import DataClient
+from atlas_core.clients.graph import GraphClient
+from atlas_core.clients.labeling import LabelingClient
+from atlas_core.clients.lineage import LineageClient
 from atlas_core.clients.serving import ServingClient
 from atlas_core.clients.trainer import TrainerClient
 from atlas_core.console.config import ConsoleSettings
 from atlas_core.errors import FailedPrecondition
+from atlas_core.reasons import SharedReason
 
 
 @dataclass
@@ -23,13 +28,14 @@ class Clients:
     _data: DataClient | None = None
     _trainer: TrainerClient | None = None
     _serving: ServingClient | None = None
+    _others: dict[str, ServiceClient] = field(default_factory=dict)
 
     def _check(self, name: str, target: str) -> None:
         if not target:
             raise FailedPrecondition(
                 f"this console is not configured with a {name} service "
                 f"(set ATLAS_CONSOLE_{name.upper()}__TARGET)",
-                reason="SERVICE_NOT_CONFIGURED",
+                reason=SharedReason.FAILED_PRECONDITION,
             )
 
     @property
@@ -56,8 +62,29 @@ class Clients:
             self._serving = ServingClient(t.client_settings(self.token), timeout=t.timeout_s)
         return self._serving
 
+    def lineage(self) -> LineageClient:
+        """A walker over every configured service (labeling and graph own lineage nodes
+        too); the clients stay this pool's to close."""
+        clients: dict[str, ServiceClient] = {}
+        for name, target in (
+            ("data", self.settings.data),
+            ("trainer", self.settings.trainer),
+            ("serving", self.settings.serving),
+        ):
+            if target.target:
+                clients[name] = getattr(self, name)
+        for name, kind in (("labeling", LabelingClient), ("graph", GraphClient)):
+            target = getattr(self.settings, name)
+            if target.target and name not in self._others:
+                self._others[name] = kind(
+                    target.client_settings(self.token), timeout=target.timeout_s
+                )
+            if name in self._others:
+                clients[name] = self._others[name]
+        return LineageClient(clients)
+
     def close(self) -> None:
-        for client in (self._data, self._trainer, self._serving):
+        for client in (self._data, self._trainer, self._serving, *self._others.values()):
             if client is not None:
                 client.close()
 

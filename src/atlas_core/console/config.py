@@ -39,6 +39,9 @@ class ConsoleSettings(StrictModel):
     data: ServiceTarget = Field(default_factory=lambda: ServiceTarget(target="127.0.0.1:7101"))
     trainer: ServiceTarget = Field(default_factory=lambda: ServiceTarget(target="127.0.0.1:7102"))
     serving: ServiceTarget = Field(default_factory=lambda: ServiceTarget(target="127.0.0.1:7103"))
+    # Asked by the lineage page only, for the nodes these services own.
+    labeling: ServiceTarget = Field(default_factory=ServiceTarget)
+    graph: ServiceTarget = Field(default_factory=ServiceTarget)
     # Training report plots are artifacts in the object store: the console reads them and
     # serves them itself (the browser never gets an S3 URL or key).
     s3: S3Settings = Field(default_factory=S3Settings)

@@ -18,7 +18,8 @@ from atlas.trainer.v1 import trainer_service_pb2 as trainer_pb
 from atlas_core.console import views
 from atlas_core.console.clients import ClientPool, Clients
 from atlas_core.console.config import ConsoleSettings
-from atlas_core.errors import FailedPrecondition, NotFound
+from atlas_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from atlas_core.reasons import SharedReason
 from atlas_core.storage import ArtifactStore
 from atlas_core.web import WebKit
 
@@ -35,6 +36,8 @@ PLOT_HEADERS = {
     "x-frame-options": "SAMEORIGIN",
     "cache-control": "private, max-age=3600",
 }
+# A readable graph: a sample of each node's children, and a bound on the whole walk.
+LINEAGE_CHILDREN, LINEAGE_NODES = 10, 150
 SIGNIN_HINT = (
     "The bearer token your administrator gave you (for a suite started with `atlas up`: "
     "admin_token in DATA_DIR/secrets/credentials.json). You see what this token may read."
@@ -67,10 +70,17 @@ class Pages:
             enum=views.enum_name,
             parent_link=views.parent_link,
             job_link=views.job_link,
+            lineage_href=views.lineage_href,
             trial_name=trial_name,
             signin_hint=SIGNIN_HINT,
         )
-        env.filters.update(when=views.when, took=views.took, num=views.num, pct=views.pct)
+        env.filters.update(
+            when=views.when,
+            took=views.took,
+            took_until=views.took_until,
+            num=views.num,
+            pct=views.pct,
+        )
 
     def clients(self, request: Request) -> Clients:
         return self.pool.get(self.kit.session(request).token)
@@ -88,6 +98,7 @@ class Pages:
             Route("/models/{name}", self.model),
             Route("/endpoints", self.endpoints),
             Route("/endpoints/{name}", self.endpoint),
+            Route("/lineage", self.lineage),
         ]
 
     def render(self, request: Request, template: str, **context: Any) -> Response:
@@ -172,10 +183,10 @@ class Pages:
             report = trainer.report(job_id)
             plot = next((p for p in report.plots if p.name == name), None)
             if plot is None:
-                raise NotFound(f"job {job_id} has no plot {name!r}", reason="PLOT_NOT_FOUND")
+                raise NotFound(f"job {job_id} has no plot {name!r}", reason=SharedReason.NOT_FOUND)
             kind = PLOT_TYPES.get(plot.artifact.media_type or "text/html")
             if kind is None:
-                raise NotFound(f"plot {name!r} is not HTML or PNG", reason="PLOT_NOT_FOUND")
+                raise NotFound(f"plot {name!r} is not HTML or PNG", reason=SharedReason.NOT_FOUND)
             key = self.store.key_for_uri(plot.artifact.uri)
             return self.store.get_bytes(key), kind
 
@@ -193,7 +204,7 @@ class Pages:
         serving = self.clients(request).serving
         versions = await run_in_threadpool(serving.list_versions, name)
         if not versions:
-            raise NotFound(f"no model named {name!r}", reason="MODEL_NOT_FOUND")
+            raise NotFound(f"no model named {name!r}", reason=SharedReason.NOT_FOUND)
         versions.sort(key=lambda v: v.ref.version, reverse=True)
         return self.render(
             request, "models_one.html", section="models", name=name, versions=versions
@@ -230,6 +241,24 @@ class Pages:
 
         context = await run_in_threadpool(load)
         return self.render(request, "endpoints_one.html", section="endpoints", **context)
+
+    # ---- lineage -------------------------------------------------------------------------
+
+    async def lineage(self, request: Request) -> Response:
+        """The lineage graph around any id, walked over every configured service."""
+        start = request.query_params.get("id", "").strip()[:500]
+        context: dict[str, Any] = {"start": start, "graph": None, "layout": None, "problem": ""}
+        if start:
+            walker = self.clients(request).lineage()
+            try:
+                graph = await run_in_threadpool(
+                    walker.walk, start, children_limit=LINEAGE_CHILDREN, max_nodes=LINEAGE_NODES
+                )
+            except (InvalidArgument, NotFound) as exc:
+                context["problem"] = exc.message
+            else:
+                context.update(graph=graph, layout=views.lineage_layout(graph))
+        return self.render(request, "lineage.html", section="lineage", **context)
 
 
 def _stat_charts(by_window: list[tuple[str, list[serving_pb.VariantStats]]]) -> dict[str, Any]:

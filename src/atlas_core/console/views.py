@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
 from atlas.common.v1 import common_pb2
@@ -55,6 +56,14 @@ def took(duration: Any) -> str:
     if minutes < 60:
         return f"{minutes} min {rest} s"
     return f"{minutes // 60} h {minutes % 60} min"
+
+
+def took_until(start: Any, end: Any) -> str:
+    """The time between two protobuf Timestamps ("-" unless both are set)."""
+    if not start.seconds or not end.seconds:
+        return "-"
+    span = end.ToNanoseconds() - start.ToNanoseconds()
+    return took(duration_pb2.Duration(seconds=span // 10**9, nanos=span % 10**9))
 
 
 def num(value: Any, digits: int = 4) -> str:
@@ -176,3 +185,124 @@ def bar_chart(
             )
         )
     return BarChart(bars, len(bars) * chart.row + 4)
+
+
+# ---- lineage graph ----------------------------------------------------------------------
+
+NODE_W, NODE_H, COL_GAP, ROW_GAP, MARGIN = 230.0, 44.0, 70.0, 14.0, 10.0
+
+
+def page_of(lineage_id: str) -> str:
+    """The console page of what a lineage id names ("" when the console has none)."""
+    kind, _, key = lineage_id.partition(":")
+    name, _, version = key.rpartition("@")
+    if kind == "dataset" and name:
+        return _path("datasets", name) + (f"?version={version}" if version.isdigit() else "")
+    if kind == "training_job":
+        return _path("jobs", key)
+    if kind == "trial":
+        return _path("jobs", key.rpartition("#")[0])
+    if kind == "model_version" and name:
+        return _path("models", name)
+    if kind == "endpoint":
+        return _path("endpoints", key)
+    return ""
+
+
+def lineage_href(lineage_id: str) -> str:
+    return "/lineage?id=" + quote(lineage_id, safe="")
+
+
+@dataclass(frozen=True)
+class PlacedNode:
+    id: str
+    kind: str
+    label: str
+    status: str
+    service: str
+    x: float
+    y: float
+    root: bool
+    href: str  # the lineage graph around this node
+    page: str  # its console page, if any
+
+
+@dataclass(frozen=True)
+class PlacedEdge:
+    path: str  # SVG path data
+    role: str
+    parent: str
+    child: str
+
+
+@dataclass(frozen=True)
+class LineageLayout:
+    nodes: list[PlacedNode]
+    edges: list[PlacedEdge]
+    width: float
+    height: float
+
+
+def _label(node: Any) -> str:
+    kind, _, key = node.id.partition(":")
+    shown = node.node.display_name if node.node is not None and node.node.display_name else key
+    if kind == "artifact":
+        shown = key.rsplit("/", 1)[-1]
+    elif kind == "trial":
+        job, _, number = key.rpartition("#")
+        shown = f"{'ensemble' if number.startswith('-') else '#' + number} of {job[:8]}"
+    elif kind.endswith("job") or kind == "prediction":
+        shown = key[:12] + ("…" if len(key) > 12 else "")
+    return shown if len(shown) <= 30 else shown[:29] + "…"
+
+
+def lineage_layout(graph: Any) -> LineageLayout:
+    """Columns by distance from the root: ancestors to the left, descendants to the right;
+    each edge a curve from a parent's right side to its child's left side."""
+    column = {graph.root: 0}
+    for step, sign in ((graph.parents_of, -1), (graph.children_of, 1)):
+        frontier = [graph.root]
+        while frontier:
+            following = []
+            for at in frontier:
+                for edge in step(at):
+                    other = edge.parent if sign < 0 else edge.child
+                    if other not in column and other in graph.nodes:
+                        column[other] = column[at] + sign
+                        following.append(other)
+            frontier = following
+    low = min(column.values())
+    rows: dict[int, int] = {}
+    placed: dict[str, PlacedNode] = {}
+    for lid in sorted(column, key=lambda i: (column[i], i)):
+        node = graph.nodes[lid]
+        col = column[lid] - low
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        placed[lid] = PlacedNode(
+            id=lid,
+            kind=node.kind.replace("_", " "),
+            label=_label(node),
+            status=node.status,
+            service=node.service or "store",
+            x=MARGIN + col * (NODE_W + COL_GAP),
+            y=MARGIN + row * (NODE_H + ROW_GAP),
+            root=lid == graph.root,
+            href=lineage_href(lid) if node.service else "",  # store objects are leaves
+            page=page_of(lid),
+        )
+    edges = []
+    for e in graph.edges:
+        a, b = placed.get(e.parent), placed.get(e.child)
+        if a is None or b is None:
+            continue
+        x1, y1 = a.x + NODE_W, a.y + NODE_H / 2
+        x2, y2 = b.x, b.y + NODE_H / 2
+        bend = max(30.0, abs(x2 - x1) / 2)
+        curve = f"C{x1 + bend:.0f},{y1:.0f} {x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        path = f"M{x1:.0f},{y1:.0f} {curve}"
+        edges.append(PlacedEdge(path, e.role, e.parent, e.child))
+    columns = (max(column.values()) - low + 1) if column else 1
+    height = max(rows.values(), default=1) * (NODE_H + ROW_GAP) + 2 * MARGIN
+    width = columns * (NODE_W + COL_GAP) - COL_GAP + 2 * MARGIN
+    return LineageLayout(list(placed.values()), edges, width, height)

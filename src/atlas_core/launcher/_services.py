@@ -74,7 +74,13 @@ KNOWN_WEB_APPS: tuple[WebAppSpec, ...] = (
     # The annotator UI; launchable exactly when the labeling service is.
     WebAppSpec("labeling-web", "atlas_labeling.web", "labeling", 80),
     # The read-only web console (jobs, datasets, models, endpoints).
-    WebAppSpec("console", "atlas_core.console", "trainer", 81, calls=("data", "serving")),
+    WebAppSpec(
+        "console",
+        "atlas_core.console",
+        "trainer",
+        81,
+        calls=("data", "serving", "labeling", "graph"),
+    ),
 )
 
 
