@@ -53,6 +53,10 @@ class QualitySettings(StrictModel):
 class ServingSettings(ServiceSettings):
     # The data service, for entity-id feature lookups (unset: entity requests are refused).
     data: ClientSettings | None = None
+    # The labeling service, where bad-case jobs import (unset: such jobs are refused).
+    labeling: ClientSettings | None = None
+    # How long a bad-case job keeps retrying (with backoff) an unreachable labeling service.
+    labeling_retry_seconds: float = Field(default=120.0, gt=0)
     capacity: CapacityDefaults = Field(default_factory=CapacityDefaults)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)

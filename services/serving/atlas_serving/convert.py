@@ -902,6 +902,39 @@ def alert_from_pb(a: pb.Alert) -> d.Alert:
     )
 
 
+_BAD_CASE_REASONS = {r.value for r in d.BadCaseReason}
+
+
+def bad_case_selection_from_pb(b: pb.BadCaseSelection) -> d.BadCaseSelection:
+    return d.BadCaseSelection(
+        # an unknown number is no reason: refused like UNSPECIFIED (NO_REASONS)
+        reasons=tuple(
+            d.BadCaseReason(r) if r in _BAD_CASE_REASONS else d.BadCaseReason.UNSPECIFIED
+            for r in b.reasons
+        ),
+        labeling_project_id=b.labeling_project_id,
+        max_confidence=b.max_confidence,
+        min_drift_score=b.min_drift_score,
+        regression_tolerance=b.regression_tolerance,
+        content_feature=b.content_feature,
+        max_items=b.max_items,
+        batch_size=b.batch_size,
+    )
+
+
+def bad_case_selection_to_pb(b: d.BadCaseSelection) -> pb.BadCaseSelection:
+    return pb.BadCaseSelection(
+        reasons=[pb.BadCaseReason.ValueType(r) for r in b.reasons],
+        labeling_project_id=b.labeling_project_id,
+        max_confidence=b.max_confidence,
+        min_drift_score=b.min_drift_score,
+        regression_tolerance=b.regression_tolerance,
+        content_feature=b.content_feature,
+        max_items=b.max_items,
+        batch_size=b.batch_size,
+    )
+
+
 def monitoring_spec_from_pb(spec: pb.MonitoringSpec) -> d.MonitoringSpec:
     return d.MonitoringSpec(
         endpoint=endpoint_ref_from_pb(spec.endpoint),
@@ -910,6 +943,9 @@ def monitoring_spec_from_pb(spec: pb.MonitoringSpec) -> d.MonitoringSpec:
         psi_threshold=spec.psi_threshold,
         ks_p_value_threshold=spec.ks_p_value_threshold,
         repeat_every_s=_seconds(spec, "repeat_every"),
+        bad_cases=bad_case_selection_from_pb(spec.bad_cases)
+        if spec.HasField("bad_cases")
+        else None,
     )
 
 
@@ -925,6 +961,8 @@ def monitoring_spec_to_pb(spec: d.MonitoringSpec) -> pb.MonitoringSpec:
         out.end_time.CopyFrom(us_to_ts(spec.end_us))
     if spec.repeat_every_s is not None:
         out.repeat_every.CopyFrom(_duration(spec.repeat_every_s))
+    if spec.bad_cases is not None:
+        out.bad_cases.CopyFrom(bad_case_selection_to_pb(spec.bad_cases))
     return out
 
 
@@ -1027,5 +1065,9 @@ def monitoring_job_to_pb(record: JobRecord) -> pb.MonitoringJob:
             json_format.ParseDict(
                 record.result["report"], pb.DriftReport(), ignore_unknown_fields=True
             )
+        )
+    if record.result and "bad_case_report" in record.result:
+        json_format.ParseDict(
+            record.result["bad_case_report"], job.bad_case_report, ignore_unknown_fields=True
         )
     return job

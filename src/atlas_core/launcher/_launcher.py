@@ -228,12 +228,15 @@ class Launcher:
         echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
         try:
             services = implemented_services()
+            # Every service's port is chosen before any starts, so a service is told where a
+            # peer that starts after it will be (serving and labeling call each other).
+            ports = self.service_ports(services)
             for spec in services:
-                peers = {p.name: p.address for p in state.processes}
+                peers = self.peer_addresses(ports, state.processes)
                 peers.update(
                     {f"{p.name}:read": p.read_address for p in state.processes if p.read_address}
                 )
-                info = self._start_service(spec, creds, store.endpoint, peers)
+                info = self._start_service(spec, creds, store.endpoint, peers, ports[spec.name])
                 state.processes.append(info)
                 state.save(self.state_path)
                 wait_serving(
@@ -257,6 +260,26 @@ class Launcher:
             self.down(echo=lambda *_: None)
             raise
         return state
+
+    def service_ports(self, services: list[ServiceSpec]) -> dict[str, int]:
+        """The port of each service: base port + offset, or distinct free ones."""
+        ports: dict[str, int] = {}
+        for spec in services:
+            wanted = self.base_port + spec.port_offset if self.base_port else 0
+            port = _choose_port(wanted, f"the {spec.name} service", "--base-port")
+            while not wanted and port in ports.values():
+                port = _free_port()
+            ports[spec.name] = port
+        return ports
+
+    @staticmethod
+    def peer_addresses(ports: dict[str, int], started: list[ProcessInfo]) -> dict[str, str]:
+        """Where each service is: those started at their address, the others at the port
+        chosen for them."""
+        return {
+            **{name: f"{HOST}:{port}" for name, port in ports.items()},
+            **{p.name: p.address for p in started},
+        }
 
     def service_env(
         self,
@@ -292,10 +315,8 @@ class Launcher:
         return env
 
     def _start_service(
-        self, spec: ServiceSpec, creds: Credentials, s3: str, peers: dict[str, str]
+        self, spec: ServiceSpec, creds: Credentials, s3: str, peers: dict[str, str], port: int
     ) -> ProcessInfo:
-        wanted = self.base_port + spec.port_offset if self.base_port else 0
-        port = _choose_port(wanted, f"the {spec.name} service", "--base-port")
         metrics_wanted = self.base_port + 100 + spec.port_offset if self.base_port else 0
         metrics_port = _choose_port(metrics_wanted, f"{spec.name} metrics", "--base-port")
         log = self.log_dir / f"{spec.name}.log"

@@ -452,10 +452,14 @@ class ServingServiceServicer(object):
     def SubmitMonitoringJob(self, request, context):
         """Starts a monitoring job: compares captured inputs over a window with the bundle's
         training statistics (PSI and KS per feature) and the prediction distribution; drift
-        above threshold raises alerts.
-        Errors: INVALID_ARGUMENT if the window is inverted or a threshold is negative; NOT_FOUND
-        if the endpoint does not exist; FAILED_PRECONDITION if capture is disabled or the bundle
-        has no training statistics.
+        above threshold raises alerts. With spec.bad_cases it instead selects the window's bad
+        cases and imports them into a labeling project (resumable; retries while labeling is
+        unreachable).
+        Errors: INVALID_ARGUMENT if the window is inverted, a threshold is out of range, or
+        bad_cases has no reason or no project; NOT_FOUND if the endpoint or the labeling project
+        does not exist; FAILED_PRECONDITION if capture is disabled, the bundle has no training
+        statistics (drift), a reason needs the prediction index (quality disabled) or
+        confidence (regression), or no labeling service is configured.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
