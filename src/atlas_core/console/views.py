@@ -233,6 +233,7 @@ class PlacedEdge:
     role: str
     parent: str
     child: str
+    back: bool = False
 
 
 @dataclass(frozen=True)
@@ -296,12 +297,14 @@ def lineage_layout(graph: Any) -> LineageLayout:
         a, b = placed.get(e.parent), placed.get(e.child)
         if a is None or b is None:
             continue
-        x1, y1 = a.x + NODE_W, a.y + NODE_H / 2
-        x2, y2 = b.x, b.y + NODE_H / 2
-        bend = max(30.0, abs(x2 - x1) / 2)
+        y1, y2 = a.y + NODE_H / 2, b.y + NODE_H / 2
+        back = b.x <= a.x  # a parent placed right of its child (reached by another path)
+        # Forward: right side to left side; back: left side to right side, dashed.
+        x1, x2 = (a.x, b.x + NODE_W) if back else (a.x + NODE_W, b.x)
+        bend = (-1 if back else 1) * max(30.0, abs(x2 - x1) / 2)
         curve = f"C{x1 + bend:.0f},{y1:.0f} {x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
         path = f"M{x1:.0f},{y1:.0f} {curve}"
-        edges.append(PlacedEdge(path, e.role, e.parent, e.child))
+        edges.append(PlacedEdge(path, e.role, e.parent, e.child, back))
     columns = (max(column.values()) - low + 1) if column else 1
     height = max(rows.values(), default=1) * (NODE_H + ROW_GAP) + 2 * MARGIN
     width = columns * (NODE_W + COL_GAP) - COL_GAP + 2 * MARGIN

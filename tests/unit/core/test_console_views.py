@@ -80,5 +80,10 @@ def test_lineage_layout_puts_ancestors_left_and_descendants_right() -> None:
         and at["artifact:s3://b/f.parquet"].label == "f.parquet"
     )
     assert at["dataset:d@1"].page == "/datasets/d?version=1"
-    assert len(layout.edges) == 4
+    assert len(layout.edges) == 4 and not any(e.back for e in layout.edges)
+    # A parent found right of its child (the ensemble trial names the model version) is
+    # drawn back from its left side, inside the picture.
+    edges.append(Edge("trial:j#-2", "model_version:m@1", "trial"))
+    back = views.lineage_layout(LineageGraph("dataset:d@1", nodes, edges)).edges[-1]
+    assert back.back and back.path.startswith(f"M{at['trial:j#-2'].x:.0f},")
     assert layout.width >= at["trial:j#-2"].x + views.NODE_W
