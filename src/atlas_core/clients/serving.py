@@ -491,6 +491,18 @@ class ServingClient(ServiceClient):
             pb.GetMonitoringJobRequest(job_id=job_id), timeout=self.timeout
         ).job
 
+    @mapped_errors
+    def list_monitoring_jobs(self, endpoint: str = "", limit: int = 100) -> list[pb.MonitoringJob]:
+        """The endpoint's drift jobs (every endpoint's when empty)."""
+        return list(
+            self.stub.ListMonitoringJobs(
+                pb.ListMonitoringJobsRequest(
+                    endpoint_name=endpoint, page=common_pb2.PageRequest(page_size=limit)
+                ),
+                timeout=self.timeout,
+            ).jobs
+        )
+
     def wait_monitoring_job(self, job_id: str, timeout: float = 600.0) -> pb.MonitoringJob:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -369,6 +369,9 @@ class Launcher:
         port = _choose_port(wanted, f"the {app.name} web app", "--base-port")
         log = self.log_dir / f"{app.name}.log"
         env = self.web_app_env(app, creds, s3, port, peers[app.serves])
+        env.update(
+            {f"{app.env_prefix}{n.upper()}__TARGET": peers[n] for n in app.calls if n in peers}
+        )
         pid = spawn([sys.executable, "-m", app.module], log_path=log, env=env, cwd=self.data_dir)
         return ProcessInfo(app.name, pid, f"{HOST}:{port}", str(log), None, HTTP_APP)
 

@@ -63,6 +63,8 @@ class WebAppSpec:
     module: str  # `python -m <module>` runs it
     serves: str  # the service it calls: started only when that service is started
     port_offset: int  # port = base_port + offset
+    # Further services it calls when they run: ATLAS_<NAME>_<SVC>__TARGET is passed for each.
+    calls: tuple[str, ...] = ()
 
     @property
     def env_prefix(self) -> str:
@@ -72,6 +74,14 @@ class WebAppSpec:
 KNOWN_WEB_APPS: tuple[WebAppSpec, ...] = (
     # The annotator UI; launchable exactly when the labeling service is.
     WebAppSpec("labeling-web", "atlas_labeling.web", "labeling", 80),
+    # The read-only web console (jobs, datasets, models, endpoints).
+    WebAppSpec(
+        "console",
+        "atlas_core.console",
+        "trainer",
+        81,
+        calls=("data", "serving", "labeling", "graph"),
+    ),
 )
 
 

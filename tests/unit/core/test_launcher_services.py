@@ -29,7 +29,16 @@ def test_the_annotator_web_app_runs_exactly_when_the_labeling_service_does() -> 
     assert importlib.util.find_spec("atlas_labeling.web.__main__") is not None
     services = implemented_services()
     assert web in implemented_web_apps()
-    assert implemented_web_apps([s for s in services if s.name != "labeling"]) == []
+    assert web not in implemented_web_apps([s for s in services if s.name != "labeling"])
+
+
+def test_the_console_runs_exactly_when_the_trainer_does() -> None:
+    from atlas_core.launcher import KNOWN_WEB_APPS, implemented_web_apps
+
+    console = next(a for a in KNOWN_WEB_APPS if a.name == "console")
+    services = implemented_services()
+    assert console in implemented_web_apps()
+    assert console not in implemented_web_apps([s for s in services if s.name != "trainer"])
 
 
 def test_serving_learns_where_labeling_will_be_before_it_starts(tmp_path) -> None:
