@@ -424,7 +424,15 @@ def _prediction_dict(p: pb.Prediction) -> dict[str, Any]:
 
 
 def cmd_predict_row(args: argparse.Namespace) -> int:
-    features = json.loads(args.features) if args.features else None
+    features = None
+    if args.features:
+        try:
+            features = json.loads(args.features)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(
+                f"--features is not valid JSON ({exc.msg} at column {exc.colno}); "
+                """give an object such as '{"age": 41, "city": "Oslo"}'"""
+            ) from None
     entity: int | str | None = None
     if args.entity is not None:
         entity = int(args.entity) if args.entity.lstrip("-").isdigit() else args.entity
