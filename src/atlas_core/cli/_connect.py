@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from atlas_core.cli._output import add_output_arg
 from atlas_core.errors import FailedPrecondition
 from atlas_core.rpc.channel import ClientSettings
 
@@ -40,6 +41,7 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
         "--token", help="bearer token (default: $ATLAS_TOKEN or the suite's admin token)"
     )
     add_data_dir_arg(parser, "suite started by `atlas up`")
+    add_output_arg(parser)
 
 
 def client_settings(args: argparse.Namespace, service: str) -> ClientSettings:

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from atlas.common.v1 import common_pb2
 from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._output import show
 from atlas_core.clients.graph import GraphClient
 
 _MODELS = {"graphsage": pb.GNN_MODEL_GRAPHSAGE, "gat": pb.GNN_MODEL_GAT}
@@ -21,8 +23,8 @@ def _client(args: argparse.Namespace) -> GraphClient:
     return GraphClient(client_settings(args, "graph"))
 
 
-def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+def _print(args: argparse.Namespace, message: Message) -> None:
+    show(args, message, default="json")
 
 
 def _submitted(client: GraphClient, job: pb.GraphJob, wait: bool) -> int:
@@ -75,7 +77,7 @@ def cmd_graphs(args: argparse.Namespace) -> int:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_graph(args.graph_id))
+        _print(args, client.get_graph(args.graph_id))
     return 0
 
 
@@ -110,7 +112,7 @@ def _partition_spec(args: argparse.Namespace) -> pb.PartitionGraphSpec:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.estimate_partitioning(_partition_spec(args)))
+        _print(args, client.estimate_partitioning(_partition_spec(args)))
     return 0
 
 
@@ -184,7 +186,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.watch:
             return _follow(client, args.job_id)
-        _print(client.get_job(args.job_id))
+        _print(args, client.get_job(args.job_id))
     return 0
 
 

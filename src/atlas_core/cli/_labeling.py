@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._output import show
 from atlas_core.clients.labeling import LabelingClient
 
 _TASKS = {
@@ -30,8 +32,8 @@ def _client(args: argparse.Namespace) -> LabelingClient:
     return LabelingClient(client_settings(args, "labeling"))
 
 
-def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+def _print(args: argparse.Namespace, message: Message) -> None:
+    show(args, message, default="json")
 
 
 def _read(path: str) -> str:
@@ -83,7 +85,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_project(args.project_id))
+        _print(args, client.get_project(args.project_id))
     return 0
 
 
@@ -133,7 +135,7 @@ def cmd_items(args: argparse.Namespace) -> int:
 
 def cmd_item(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_item(args.project_id, args.item_id))
+        _print(args, client.get_item(args.project_id, args.item_id))
     return 0
 
 
@@ -314,7 +316,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.watch:
             return _follow(client, client.get_job(args.job_id), True)
-        _print(client.get_job(args.job_id))
+        _print(args, client.get_job(args.job_id))
     return 0
 
 

@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2, json_format
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._output import structured
 from atlas_core.clients.serving import (
     TERMINAL,
     ServingClient,
@@ -158,14 +159,20 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.model:
-            for v in client.list_versions(args.model):
+            versions = client.list_versions(args.model)
+            if structured(args, versions):
+                return 0
+            for v in versions:
                 metrics = ", ".join(f"{k} {m:.4f}" for k, m in sorted(v.metrics.items()))
                 print(
                     f"{v.ref.model_name} v{v.ref.version:<3} {','.join(v.aliases) or '-':<20}"
                     f" {v.task_type:<12} {metrics}"
                 )
             return 0
-        for m in client.list_models():
+        models = client.list_models()
+        if structured(args, models):
+            return 0
+        for m in models:
             aliases = ", ".join(f"{a}=v{n}" for a, n in sorted(m.aliases.items()))
             print(f"{m.name:<24} latest v{m.latest_version:<4} {aliases}")
     return 0
@@ -253,7 +260,10 @@ def _follow(client: ServingClient, deployment_id: str, out: Any = sys.stdout) ->
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if not args.endpoint:
-            for ep in client.list_endpoints():
+            endpoints = client.list_endpoints()
+            if structured(args, endpoints):
+                return 0
+            for ep in endpoints:
                 print(
                     f"{ep.spec.name:<24} "
                     f"{_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_'):<10} "
@@ -261,6 +271,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
             return 0
         ep = client.get_endpoint(args.endpoint)
+        if structured(args, ep):
+            return 0
         print(
             f"endpoint {ep.spec.name}: {_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_')}"
             f"; {_describe(ep)}"
@@ -339,7 +351,10 @@ def _now() -> float:
 
 def cmd_history(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for dep in client.list_deployments(args.endpoint):
+        deployments = client.list_deployments(args.endpoint)
+        if structured(args, deployments):
+            return 0
+        for dep in deployments:
             targets = ", ".join(
                 f"{v.name}={v.model.model_name} v{v.resolved_version}" for v in dep.target_variants
             )
@@ -383,7 +398,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             client.acknowledge_alert(args.ack)
             print(f"alert {args.ack} acknowledged")
             return 0
-        for a in client.alerts(args.endpoint or ""):
+        alerts = client.alerts(args.endpoint or "")
+        if structured(args, alerts):
+            return 0
+        for a in alerts:
             kind = _state(a.kind, pb.AlertKind, "ALERT_KIND_")
             print(
                 f"{a.alert_id}  {a.create_time.ToDatetime():%Y-%m-%d %H:%M:%S}  "
@@ -402,6 +420,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             return 0
         job = client.wait_monitoring_job(job.status.job_id)
     r = job.report
+    if structured(args, r):
+        return 0
     print(f"{r.rows} captured rows compared; drift detected: {r.drift_detected}")
     for f in list(r.features)[: args.top]:
         print(

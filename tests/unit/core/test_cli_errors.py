@@ -131,8 +131,8 @@ def test_everyday_mistakes_get_one_line_naming_the_fix(
         ("status",): "ATLAS_DATA_DIR",
     }
     bad = tmp_path / "group.json"
-    bad.write_text(json.dumps({"name": "g", "features": [{"name": "a", "dtype": "string"}]}))
-    cases[("data", "create-group", str(bad), *conn)] = "string"
+    bad.write_text(json.dumps({"name": "g", "features": [{"name": "a", "type": "strng"}]}))
+    cases[("data", "create-group", str(bad), *conn)] = "unknown type 'strng'; use one of float"
     for argv, expected in cases.items():
         code, err = _run(list(argv), capsys)
         assert code != 0 and expected in err and len(err.strip().splitlines()) == 1, (argv, err)

@@ -1,0 +1,86 @@
+"""What people type, read by the CLI: friendly feature-group specs, model names first in the
+live view, the ensemble named, partial scores marked, files of every supported type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from atlas.data.v1 import data_service_pb2 as pb
+from atlas.trainer.v1 import trainer_service_pb2 as tpb
+from atlas_core.cli._files import dataset_name, read_table
+from atlas_core.cli._groupspec import parse_group_spec
+from atlas_core.cli._trainer import model_first, trial_line
+from atlas_core.errors import InvalidArgument
+
+SPEC = """
+name: salaries
+entity_key: id
+entity_key_type: string
+event_time_column: ts
+features:
+  salary: float
+  years: int
+  sex: string
+  rank: {type: category, categories: [AsstProf, Prof]}
+  embedding: vector[5000]
+  score: FEATURE_TYPE_FLOAT64
+"""
+
+
+def test_a_yaml_spec_with_friendly_type_names_becomes_a_feature_group_spec() -> None:
+    spec = parse_group_spec(SPEC)
+    assert (spec.name, spec.entity_key, spec.event_time_column) == ("salaries", "id", "ts")
+    assert spec.entity_key_type == pb.ENTITY_KEY_TYPE_STRING
+    got = {f.name: (f.dtype, f.dims, list(f.categories)) for f in spec.features}
+    assert got == {
+        "salary": (pb.FEATURE_TYPE_FLOAT32, 0, []),
+        "years": (pb.FEATURE_TYPE_INT64, 0, []),
+        "sex": (pb.FEATURE_TYPE_STRING, 0, []),
+        "rank": (pb.FEATURE_TYPE_CATEGORICAL, 0, ["AsstProf", "Prof"]),
+        "embedding": (pb.FEATURE_TYPE_FLOAT32_VECTOR, 5000, []),
+        "score": (pb.FEATURE_TYPE_FLOAT64, 0, []),
+    }
+    as_list = parse_group_spec('{"name": "g", "features": [{"name": "a", "type": "bool"}]}')
+    assert as_list.features[0].dtype == pb.FEATURE_TYPE_BOOL
+
+
+@pytest.mark.parametrize(
+    "text,fix",
+    [
+        ("name: g\nfeatures: {a: strng}", "unknown type 'strng'; use one of float, int, string"),
+        ("name: g\nfeatures: {a: {type: int, colour: red}}", "unknown keys ['colour']"),
+        ("- a\n- b", "a mapping with name, entity_key, features"),
+        ("name: g\nfeatures: 3", "give a mapping name: type"),
+    ],
+)
+def test_a_wrong_spec_names_the_fix(text: str, fix: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_group_spec(text)
+    assert fix in info.value.message
+
+
+def test_the_live_view_names_the_model_first_the_ensemble_and_partial_scores() -> None:
+    assert model_first("mean-impute > scale > xgboost") == "xgboost (mean-impute > scale)"
+    ensemble = "ensemble(0.52*impute > enc(a,b) > linear(l2) + 0.48*impute > extra_trees)"
+    assert model_first(ensemble) == "ensemble: 0.52 linear(l2) + 0.48 extra_trees"
+    ev = tpb.WatchTrainingJobResponse(trial=tpb.Trial(number=3, score=0.99, pipeline="a > lgbm"))
+    pruned = trial_line(ev, "pruned")
+    assert "0.9900*" in pruned and "partial" in pruned and "lgbm (a)" in pruned
+    ev.trial.number, ev.trial.pipeline = -2, ensemble
+    assert trial_line(ev, "finished").startswith("ensemble finished")
+
+
+def test_csv_parquet_and_jsonl_read_alike(tmp_path: Path) -> None:
+    table = pa.table({"a": [1, 2], "b": ["x", "y"]})
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n")
+    (tmp_path / "t.jsonl").write_text('{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n')
+    pq.write_table(table, tmp_path / "t.parquet")
+    for name in ("t.csv", "t.jsonl", "t.parquet"):
+        assert read_table(tmp_path / name).to_pylist() == table.to_pylist()
+    with pytest.raises(InvalidArgument, match="give a .csv, .parquet or .jsonl file"):
+        read_table(tmp_path / "t.xlsx")
+    assert dataset_name(Path("My Salaries (2).csv")) == "my_salaries_2"
