@@ -429,6 +429,7 @@ class MonitoringSpec:
     psi_threshold: float = 0.0
     ks_p_value_threshold: float = 0.0
     repeat_every_s: float | None = None
+    min_rows_per_feature: int = 0
 
 
 @dataclass(frozen=True)
@@ -438,6 +439,8 @@ class FeatureDrift:
     ks_statistic: float
     ks_p_value: float
     drifted: bool
+    rows: int = 0
+    not_enough_data: bool = False
 
 
 @dataclass

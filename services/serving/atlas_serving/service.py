@@ -460,6 +460,11 @@ class ServingService:
             )
         if spec.psi_threshold < 0 or spec.ks_p_value_threshold < 0:
             raise InvalidArgument("thresholds must not be negative", reason="BAD_THRESHOLD")
+        if spec.min_rows_per_feature < 0:
+            raise InvalidArgument(
+                "spec.min_rows_per_feature must not be negative (0 = the default, 100)",
+                reason="BAD_THRESHOLD",
+            )
         endpoint = self.endpoints.get(spec.endpoint.endpoint_name)
         if not endpoint.spec.capture.enabled:
             raise FailedPrecondition(

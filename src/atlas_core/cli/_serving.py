@@ -413,7 +413,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.monitor(
-            args.endpoint, window_s=args.window, psi_threshold=args.psi, repeat_every_s=args.every
+            args.endpoint,
+            window_s=args.window,
+            psi_threshold=args.psi,
+            repeat_every_s=args.every,
+            min_rows_per_feature=args.min_rows,
         )
         print(f"monitoring job {job.status.job_id} submitted")
         if args.detach or args.every:
@@ -424,6 +428,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return 0
     print(f"{r.rows} captured rows compared; drift detected: {r.drift_detected}")
     for f in list(r.features)[: args.top]:
+        if f.not_enough_data:
+            print(f"  {f.feature:<32} not enough data ({f.rows} values)")
+            continue
         print(
             f"  {f.feature:<32} PSI {f.psi:7.3f}  KS {f.ks_statistic:.3f} "
             f"(p={f.ks_p_value:.2g}){'  DRIFTED' if f.drifted else ''}"
@@ -709,6 +716,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=float, default=0.0, help="last N seconds (0: all)")
     p.add_argument("--psi", type=float, default=0.0, help="PSI threshold (default 0.2)")
     p.add_argument("--every", type=float, default=0.0, help="repeat every N seconds")
+    p.add_argument(
+        "--min-rows",
+        type=int,
+        default=0,
+        help="values a feature needs before it is judged (default 100; fewer: not enough data)",
+    )
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--detach", action="store_true")
 
