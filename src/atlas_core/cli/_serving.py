@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format
 
 from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.cli._args import count, fraction, not_negative, percent, positive, positive_count
 from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.cli._output import structured
 from atlas_core.clients.serving import (
@@ -46,6 +47,8 @@ def _duration(text: str) -> duration_pb2.Duration:
             seconds = float(text)
     except ValueError:
         raise InvalidArgument(f"bad duration {text!r}: use e.g. 90s, 5m, 1h, 2d") from None
+    if not seconds >= 0:
+        raise InvalidArgument(f"duration {text!r} is negative: use e.g. 90s, 5m, 1h, 2d")
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))
     return d
@@ -612,15 +615,15 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", choices=_POLICIES, default="canary")
     p.add_argument(
         "--percent",
-        type=float,
+        type=percent,
         default=10.0,
         help="canary share, or linear step (percent of live traffic)",
     )
     p.add_argument("--bake", default="60s", help="canary / blue-green bake time")
     p.add_argument("--interval", default="30s", help="linear: time between steps")
-    p.add_argument("--max-error-rate", type=float, default=0.05)
-    p.add_argument("--max-p99-ms", type=float, default=0.0, help="p99 alarm (0: off)")
-    p.add_argument("--min-requests", type=int, default=20)
+    p.add_argument("--max-error-rate", type=fraction, default=0.05)
+    p.add_argument("--max-p99-ms", type=not_negative, default=0.0, help="p99 alarm (0: off)")
+    p.add_argument("--min-requests", type=count, default=20)
     p.add_argument("--alarm-window", default="30s")
     p.add_argument("--no-auto-rollback", action="store_true")
     p.add_argument(
@@ -630,9 +633,11 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metric", choices=_QUALITY_METRICS, help="gate / promote-if-better metric")
     p.add_argument(
-        "--min-labeled", type=int, default=0, help="labels needed per side (0: the default)"
+        "--min-labeled", type=count, default=0, help="labels needed per side (0: the default)"
     )
-    p.add_argument("--max-drop", type=float, default=0.0, help="gate: largest tolerated drop")
+    p.add_argument(
+        "--max-drop", type=not_negative, default=0.0, help="gate: largest tolerated drop"
+    )
     p.add_argument(
         "--on-few-labels",
         choices=("hold", "rollback"),
@@ -670,9 +675,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="name, name:VERSION or name@ALIAS")
     p.add_argument("--variant", default="blue", help="variant name")
     p.add_argument("--warm", action="store_true", help="preload on every replica")
-    p.add_argument("--max-concurrency", type=int, default=0)
-    p.add_argument("--max-queue", type=int, default=0)
-    p.add_argument("--capture", type=float, default=0.0, help="sampled fraction to capture")
+    p.add_argument("--max-concurrency", type=count, default=0)
+    p.add_argument("--max-queue", type=count, default=0)
+    p.add_argument("--capture", type=fraction, default=0.0, help="sampled fraction to capture")
     p.add_argument("--lookup", help="feature group for entity-id requests")
     p.add_argument("--fallback", choices=("fail", "defaults"), default="fail")
     p.add_argument(
@@ -693,7 +698,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _rollout_args(p)
     p = add("status", cmd_status, "endpoints, or one endpoint's variants and live stats")
     p.add_argument("endpoint", nargs="?")
-    p.add_argument("--window", type=float, default=60.0, help="stats window, seconds")
+    p.add_argument("--window", type=positive, default=60.0, help="stats window, seconds")
     p = add("quality", cmd_quality, "model quality per variant from ground truth")
     p.add_argument("endpoint")
     p.add_argument("--since", default="1h", help="window of prediction times (e.g. 30m, 1d)")
@@ -713,16 +718,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ack", metavar="ALERT_ID", help="acknowledge an alert")
     p = add("monitor", cmd_monitor, "compare captured traffic with the training data")
     p.add_argument("endpoint")
-    p.add_argument("--window", type=float, default=0.0, help="last N seconds (0: all)")
-    p.add_argument("--psi", type=float, default=0.0, help="PSI threshold (default 0.2)")
-    p.add_argument("--every", type=float, default=0.0, help="repeat every N seconds")
+    p.add_argument("--window", type=not_negative, default=0.0, help="last N seconds (0: all)")
+    p.add_argument("--psi", type=not_negative, default=0.0, help="PSI threshold (default 0.2)")
+    p.add_argument("--every", type=not_negative, default=0.0, help="repeat every N seconds")
     p.add_argument(
         "--min-rows",
-        type=int,
+        type=count,
         default=0,
         help="values a feature needs before it is judged (default 100; fewer: not enough data)",
     )
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=positive_count, default=10)
     p.add_argument("--detach", action="store_true")
 
     predict = sub.add_parser("predict", help="predictions from a serving endpoint")

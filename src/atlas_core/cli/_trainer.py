@@ -11,6 +11,7 @@ from pathlib import Path
 
 from atlas.common.v1 import common_pb2
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core.cli._args import count, not_negative, positive, positive_count
 from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.cli._data import dataset_line, upload
 from atlas_core.cli._files import suite_store
@@ -141,27 +142,6 @@ def run_spec(args: argparse.Namespace) -> pb.TrainingJobSpec:
         alias=args.alias,
         replaces=replaces,
     )
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
-def _not_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _not_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def _upload_file(args: argparse.Namespace) -> None:
@@ -311,10 +291,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target", default="", help="column to predict (default: the dataset's label column)"
     )
-    p.add_argument("--budget", type=_positive, default=120.0, help="wall-clock seconds")
-    p.add_argument("--trials", type=_not_negative, default=0, help="max trials (0 = no limit)")
+    p.add_argument("--budget", type=positive, default=120.0, help="wall-clock seconds")
+    p.add_argument("--trials", type=count, default=0, help="max trials (0 = no limit)")
     p.add_argument("--strategy", choices=sorted(_STRATEGIES), default="bohb")
-    p.add_argument("--cpus", type=_not_negative_float, default=0, help="CPU request (default 1)")
+    p.add_argument("--cpus", type=not_negative, default=0, help="CPU request (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detach", action="store_true", help="submit and return")
     p.add_argument(
@@ -333,7 +313,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--follow", action="store_true")
     p = add("leaderboard", cmd_leaderboard, "ranked trials of a job")
     p.add_argument("job_id")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=positive_count, default=20)
     add("list", cmd_list, "list training jobs")
     p = add("cancel", cmd_cancel, "cancel a training job (keeps completed trials)")
     p.add_argument("job_id")

@@ -5,14 +5,18 @@ from atlas_core.clients._base import ServiceClient
 from atlas_core.clients.data import DataClient, Features
 from atlas_core.clients.graph import GraphClient, Translation
 from atlas_core.clients.labeling import LabelingClient
+from atlas_core.clients.serving import ServingClient
 from atlas_core.clients.trainer import TrainerClient, automl_spec
+from atlas_core.rpc.channel import ClientSettings
 
 __all__ = [
+    "ClientSettings",
     "DataClient",
     "Features",
     "GraphClient",
     "LabelingClient",
     "ServiceClient",
+    "ServingClient",
     "TrainerClient",
     "Translation",
     "automl_spec",

@@ -84,3 +84,32 @@ def test_csv_parquet_and_jsonl_read_alike(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="give a .csv, .parquet or .jsonl file"):
         read_table(tmp_path / "t.xlsx")
     assert dataset_name(Path("My Salaries (2).csv")) == "my_salaries_2"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "run", "--dataset", "d", "--budget", "0"], "--budget: must be more than 0"),
+        (["train", "run", "--dataset", "d", "--budget", "nan"], "--budget: must be more than 0"),
+        (["train", "run", "--dataset", "d", "--trials", "-1"], "--trials: must be a whole"),
+        (["deploy", "update", "e", "--model", "m", "--percent", "0"], "--percent: must be more"),
+        (["deploy", "create", "e", "--model", "m", "--capture", "2"], "between 0 and 1"),
+        (["deploy", "monitor", "e", "--min-rows", "-5"], "--min-rows: must be a whole"),
+    ],
+)
+def test_nonsensical_numbers_are_refused_before_anything_is_sent(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from atlas_core.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_budget_of_zero_reaches_the_trainer_as_zero_not_as_the_default() -> None:
+    from atlas_core.clients import automl_spec
+
+    assert automl_spec(wall_seconds=0).budget.HasField("wall_time")  # the trainer refuses it
+    assert not automl_spec().budget.HasField("wall_time")  # unset: the trainer's default
