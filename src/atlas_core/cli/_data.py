@@ -73,7 +73,11 @@ def cmd_get(args: argparse.Namespace) -> int:
             "key": key,
             "found": bool(got.found[i]),
             "event_time_us": int(got.event_time_us[i]),
-            "features": {slot.name: _value(got, slot, i) for slot in got.layout.slots},
+            "features": (
+                {slot.name: _value(got, slot, i) for slot in got.layout.slots}
+                if got.found[i]
+                else {}
+            ),
         }
         for i, key in enumerate(keys)
     ]

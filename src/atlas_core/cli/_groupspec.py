@@ -54,7 +54,7 @@ def parse_group_spec(text: str) -> pb.FeatureGroupSpec:
         features = [{"name": k, **_typed(v)} for k, v in features.items()]
     if not isinstance(features, list):
         raise InvalidArgument("features: give a mapping name: type, or a list of {name, type}")
-    key_type = raw.get("entity_key_type")
+    key_type = raw.get("entity_key_type", "int")
     if isinstance(key_type, str) and key_type.lower() in KEY_TYPES:
         raw["entity_key_type"] = KEY_TYPES[key_type.lower()]
     spec = json_format.ParseDict(raw, pb.FeatureGroupSpec())

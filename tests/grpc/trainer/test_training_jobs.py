@@ -57,7 +57,8 @@ async def watch_until_done(stub, job_id, timeout=180):
 
 async def test_automl_job_end_to_end(trainer_harness):
     h = trainer_harness
-    artifact = await asyncio.to_thread(h.upload, "uploads/bc.parquet", breast_cancer())
+    frame = breast_cancer().assign(site=1.0)  # constant: the trainer drops it
+    artifact = await asyncio.to_thread(h.upload, "uploads/bc.parquet", frame)
     job = (
         await h.stub.SubmitTrainingJob(
             pb.SubmitTrainingJobRequest(spec=spec_for(artifact, seconds=25))
@@ -91,6 +92,8 @@ async def test_automl_job_end_to_end(trainer_harness):
     ).report
     assert report.feature_importance, list(report.warnings)
     assert report.importance_method in ("shap", "permutation")
+    assert "site" in report.dropped_columns
+    assert "site" not in {f.feature for f in report.feature_importance}  # only used features
     assert {p.name for p in report.plots} >= {"optimization_history", "leaderboard"}, list(
         report.warnings
     )

@@ -46,6 +46,7 @@ def test_a_yaml_spec_with_friendly_type_names_becomes_a_feature_group_spec() -> 
     }
     as_list = parse_group_spec('{"name": "g", "features": [{"name": "a", "type": "bool"}]}')
     assert as_list.features[0].dtype == pb.FEATURE_TYPE_BOOL
+    assert as_list.entity_key_type == pb.ENTITY_KEY_TYPE_INT64  # the default
 
 
 @pytest.mark.parametrize(
@@ -139,3 +140,22 @@ def test_one_output_style_snake_case_json_yaml_and_a_readable_tree(
     tree = capsys.readouterr().out.splitlines()
     assert tree[:3] == ["spec:", "  name: salaries", "  entity_key: id"]
     assert "    - name: rank" in tree and "version: 2" in tree
+
+
+def test_the_report_summary_reads_well_and_lists_only_used_features() -> None:
+    from atlas_core.cli._trainer import report_summary
+
+    report = tpb.TrainingReport(importance_method="permutation", warnings=["few rows"])
+    report.feature_importance.add(feature="rank", importance=0.5)
+    report.feature_importance.add(feature="row_id", importance=0.0)
+    report.dropped_columns["row_id"] = "identifier"
+    report.plots.add(name="leaderboard")
+    board = tpb.GetLeaderboardResponse(metric="rmse")
+    board.entries.add(number=-2, score=1.5, pipeline="ensemble(0.6*a > xgboost + 0.4*a > ridge)")
+    board.entries.add(number=4, score=2.0, pipeline="a > xgboost")
+    text = "\n".join(report_summary(report, board))
+    assert "1. ensemble   1.5000  ensemble: 0.6 xgboost + 0.4 ridge" in text
+    assert "2. trial 4    2.0000  xgboost (a)" in text
+    importance = text.split("importance (permutation):")[1].split("dropped columns:")[0]
+    assert "rank" in importance and "row_id" not in importance
+    assert "row_id: identifier" in text and "- few rows" in text and "leaderboard" in text
