@@ -35,8 +35,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = _launcher(args).status()
     if not rows:
         print(
-            f"atlas: no suite was started from {data_dir(args).resolve()} "
-            "(pass --data-dir or set ATLAS_DATA_DIR to where `atlas up` ran)",
+            f"atlas: no suite is running from {data_dir(args).resolve()} (start one with "
+            "`atlas up`, or pass --data-dir / set ATLAS_DATA_DIR to where it runs)",
             file=sys.stderr,
         )
         return 1
