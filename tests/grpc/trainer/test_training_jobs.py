@@ -57,8 +57,8 @@ async def watch_until_done(stub, job_id, timeout=180):
 
 async def test_automl_job_end_to_end(trainer_harness):
     h = trainer_harness
-    frame = breast_cancer().assign(site=1.0)  # constant: the trainer drops it
-    artifact = await asyncio.to_thread(h.upload, "uploads/bc.parquet", frame)
+    with_site = breast_cancer().assign(site=1.0)  # constant: the trainer drops it
+    artifact = await asyncio.to_thread(h.upload, "uploads/bc.parquet", with_site)
     job = (
         await h.stub.SubmitTrainingJob(
             pb.SubmitTrainingJobRequest(spec=spec_for(artifact, seconds=25))
@@ -83,7 +83,7 @@ async def test_automl_job_end_to_end(trainer_harness):
         h.service.rt.artifacts,
         h.service.rt.artifacts.key_for_uri(result.model_bundle.uri),
     )
-    frame = breast_cancer()
+    frame = with_site  # the model takes every column it was given, used or not
     proba = bundle.predictor.predict_proba(frame.drop(columns=["target"]).head(50))
     assert proba.shape == (50, 2)
     assert ((proba[:, 1] > 0.5) == frame["target"].head(50).astype(bool)).mean() > 0.9
