@@ -105,15 +105,19 @@ def train_graph(tmp: Path, s3: object, nodes: int) -> dict:
     job's result (serving_bundle, metrics)."""
     from atlas.common.v1 import common_pb2
     from atlas.graph.v1 import graph_service_pb2 as pb
-    from atlas_core.config import DatabaseSettings, JobSettings
+    from atlas_core.bundle_signing import ensure_local_keypair
+    from atlas_core.config import BundleSettings, DatabaseSettings, JobSettings
     from atlas_core.jobs import JobState
     from atlas_graph.config import GraphSettings
     from atlas_graph.jobs import KIND_GENERATE, KIND_PARTITION, KIND_TRAIN
     from atlas_graph.service import GraphService
 
+    # Signed with the key start_atlas(tmp)'s replicas trust (tmp/secrets).
+    signing_key, _ = ensure_local_keypair(tmp / "secrets")
     settings = GraphSettings(
         s3=s3,  # type: ignore[arg-type]
         data_dir=tmp / "graph",
+        bundles=BundleSettings(signing_key_file=signing_key),
         database=DatabaseSettings(url=f"sqlite:///{tmp / 'graph.db'}"),
         jobs=JobSettings(max_concurrent=1, runner_id="bench-gnn"),
     )

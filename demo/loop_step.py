@@ -42,11 +42,13 @@ from atlas.data.v1 import data_service_pb2 as dpb  # noqa: E402
 from atlas.labeling.v1 import labeling_service_pb2 as lpb  # noqa: E402
 from atlas.serving.v1 import serving_service_pb2 as spb  # noqa: E402
 from atlas.trainer.v1 import trainer_service_pb2 as tpb  # noqa: E402
-from atlas_core.bundles import load_bundle  # noqa: E402
+from atlas_core.bundles import BundleTrust, load_bundle  # noqa: E402
 from atlas_core.clients import DataClient, LabelingClient, TrainerClient, automl_spec  # noqa: E402
+from atlas_core.clients.lineage import LineageClient  # noqa: E402
 from atlas_core.clients.serving import ServingClient, variant  # noqa: E402
 from atlas_core.config import S3Settings  # noqa: E402
 from atlas_core.launcher import Launcher, RunState, ensure_credentials  # noqa: E402
+from atlas_core.lineage import render  # noqa: E402
 from atlas_core.rpc import ClientSettings  # noqa: E402
 from atlas_core.storage import ArtifactStore, open_artifact_store  # noqa: E402
 
@@ -78,7 +80,11 @@ class LoopFigures:
     gain_interval: tuple[float, float] = (0.0, 0.0)
     bad_cases: int = 0
     labelled: int = 0
+    ground_truth_accepted: int = 0
+    v1_job: str = ""
+    warm_started_from: str = ""
     canary: str = ""
+    lineage_kinds: set[str] = field(default_factory=set)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -89,6 +95,7 @@ class Suite:
     serving: ServingClient
     labeling: LabelingClient
     store: ArtifactStore
+    trust: BundleTrust  # the suite's signing key, as serving trusts it
 
     @classmethod
     def connect(cls, state: RunState, data_dir: Path) -> Suite:
@@ -111,6 +118,7 @@ class Suite:
             ServingClient(settings("serving")),
             LabelingClient(settings("labeling")),
             store,
+            BundleTrust.from_files([creds.signing_public_key_file]),
         )
 
     def close(self) -> None:
@@ -136,6 +144,7 @@ class Loop:
         self.model = self.endpoint = f"digits-loop{config.suffix}"
         self.figures = LoopFigures()
         self.served: dict[str, int] = {}  # prediction id -> digit row
+        self.last_prediction: dict[str, str] = {}  # variant -> its latest prediction id
 
     def truth(self, row: int) -> str:
         return str(int(self.digits.target[row]))
@@ -247,6 +256,10 @@ class Loop:
             raise RuntimeError(f"{what} training failed: {done.status.error.message}")
         r = done.result
         warm = [p for p in r.priors if p.reason == "base_model"]
+        if replaces:
+            self.figures.warm_started_from = warm[0].source_job_id if warm else ""
+        else:
+            self.figures.v1_job = job.status.job_id
         print(
             f"{what}: AutoML job {job.status.job_id[:8]}: {r.trials_complete} complete trials, "
             f"best CV {r.metric} {r.best.score:.4f} ({self.timed(what, started):.0f}s)"
@@ -271,6 +284,7 @@ class Loop:
         )
         spec.feature_lookup.feature_groups.add(name=self.group)
         spec.capture.enabled, spec.capture.sample_fraction = True, 1.0
+        spec.capture.flush_interval.FromSeconds(1)
         spec.quality.enabled = True
         self.s.serving.create_endpoint(spec)
         print(
@@ -288,6 +302,7 @@ class Loop:
         for i in rows:
             resp = self.s.serving.predict(self.endpoint, entity_id=f"digit-{i}")
             self.served[resp.prediction_id] = int(i)
+            self.last_prediction[resp.variant] = resp.prediction_id
             seen[resp.variant] = seen.get(resp.variant, 0) + 1
             right += resp.prediction.label == self.truth(i)
             if self.rng.random() < truth_fraction:
@@ -310,6 +325,7 @@ class Loop:
         """Serving's bad-case job: low-confidence and wrong-by-ground-truth answers of the
         endpoint become items of a labeling project, each with its prediction and reasons."""
         started = time.perf_counter()
+        self.wait_for_capture(len(self.served))
         labels = [str(d) for d in range(10)]
         project = self.s.labeling.create_project(
             lpb.ProjectSpec(
@@ -355,6 +371,15 @@ class Loop:
         self.figures.bad_cases = len(labelled.truth)
         return labelled
 
+    def wait_for_capture(self, rows: int, timeout: float = 60.0) -> None:
+        """Captured requests reach the object store in files flushed every second: wait
+        until the traffic so far is all there."""
+        deadline = time.monotonic() + timeout
+        while sum(f.row_count for f in self.s.serving.capture_files(self.endpoint)) < rows:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {rows} captured requests after {timeout:.0f}s")
+            time.sleep(0.5)
+
     def label(self, project: people.Labelled) -> Any:
         """Simulated annotators (one adversarial) label the cases with overlap 3; consensus,
         reviews; the export registers a sample set and attaches the labels to serving."""
@@ -373,6 +398,7 @@ class Loop:
         clients = people.Clients(self.s.labeling, self.s.serving, self.s.data, self.s.store)
         export = people._export(clients, project.project_id, f"loop-labels{self.c.suffix}")
         gt = export.ground_truth
+        self.figures.ground_truth_accepted = int(gt.accepted + gt.updated)
         print(
             f"  the export attached {gt.accepted} human labels to serving as ground truth "
             f"({gt.duplicate} already known, {gt.updated} updated, {gt.rejected} refused)"
@@ -440,6 +466,28 @@ class Loop:
         )
         return outcome
 
+    def lineage(self, prediction_id: str) -> None:
+        """The lineage of one of v2's predictions, walked across the services: the model
+        version, its training job and dataset, the labels and the labeling project they
+        came from, the features, and v1 it replaced."""
+        started = time.perf_counter()
+        walker = LineageClient(
+            {
+                "data": self.s.data,
+                "trainer": self.s.trainer,
+                "serving": self.s.serving,
+                "labeling": self.s.labeling,
+            }
+        )
+        graph = walker.walk(prediction_id, downstream=False, children_limit=5)
+        self.figures.lineage_kinds = {n.kind for n in graph.nodes.values() if n.status == "ok"}
+        print(
+            f"lineage of prediction {prediction_id} ({len(graph.nodes)} nodes over "
+            f"{len({n.service for n in graph.nodes.values()})} services, "
+            f"{self.timed('lineage', started) * 1000:.0f} ms):"
+        )
+        print("  " + render(graph).replace("\n", "\n  "))
+
     # -- judged on outcomes ---------------------------------------------------------------------
 
     def compare(self, v1_uri: str, v2_uri: str) -> None:
@@ -450,7 +498,7 @@ class Loop:
         truth = np.array([self.truth(i) for i in rows])
         right = {}
         for name, uri in (("v1", v1_uri), ("v2", v2_uri)):
-            bundle = load_bundle(self.s.store, self.s.store.key_for_uri(uri))
+            bundle = load_bundle(self.s.store, self.s.store.key_for_uri(uri), trust=self.s.trust)
             right[name] = np.asarray(bundle.predictor.predict(X)).astype(str) == truth
         diff = right["v2"].astype(float) - right["v1"].astype(float)
         draws = np.random.default_rng(self.c.rng_seed).integers(0, len(diff), (2000, len(diff)))
@@ -490,6 +538,7 @@ def run(
         v2 = loop.automl(loop.v2_dataset(export, seed), "v2", "candidate", True)
         loop.canary(v2.result.registration.model_version.version)
         loop.compare(v1.result.model_bundle.uri, v2.result.model_bundle.uri)
+        loop.lineage(loop.last_prediction["v2"])
         loop.timed("turn", started)
         shared["loop"] = loop.figures
         return loop.figures

@@ -28,6 +28,7 @@ from tests.grpc.serving.conftest import TOKEN as SERVING_TOKEN
 from tests.grpc.serving.conftest import serving_settings, start_harness, stop_harness
 from tests.integration.test_trainer_crash import TOKEN, _kill_group
 from tests.support.processes import free_port, start_service
+from tests.support.signing import signing_settings
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +51,10 @@ def _start(tmp_path: Path, s3: S3Settings, port: int, serving: str) -> subproces
             "ATLAS_TRAINER_JOBS__REGISTER_BACKOFF_MAX_SECONDS": "1",
             "ATLAS_TRAINER_SERVING__TARGET": serving,
             "ATLAS_TRAINER_SERVING__TOKEN": SERVING_TOKEN,
+            # the test key, which the serving harness trusts
+            "ATLAS_TRAINER_BUNDLES__SIGNING_KEY_FILE": str(
+                signing_settings(tmp_path).signing_key_file
+            ),
         },
         tmp_path,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.graph.v1 import graph_service_pb2 as pb
+from atlas_core import lineage as lin
 from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner
@@ -28,6 +29,7 @@ from atlas_graph.jobs import (
     KIND_PARTITION,
     KIND_TRAIN,
 )
+from atlas_graph.lineage import GraphLineage
 from atlas_graph.packing import get_dir
 from atlas_graph.partitioning import Estimate, estimate, memory_budget, refuse_if_too_big
 from atlas_graph.runtime import GraphRuntime, open_runtime
@@ -39,6 +41,7 @@ class GraphService:
         self.rt = runtime
         self.jobs = runner
         self.idempotency = IdempotencyStore(runtime.engine, idempotency)
+        self.lineage_index = GraphLineage(runtime.engine, runtime.catalog, runner)
         self._translations: dict[str, IdTranslation] = {}
         self._lock = threading.Lock()
 
@@ -171,6 +174,11 @@ class GraphService:
         return self.jobs.get(job_id)
 
     # ---- graphs -----------------------------------------------------------------------------
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def delete_graph(self, graph_id: str, request_id: str = "") -> int:
         seen = self.idempotency.recall("DeleteGraph", request_id)

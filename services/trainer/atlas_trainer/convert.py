@@ -95,7 +95,11 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
         value = t.get(key)
         if value is not None and math.isfinite(float(value)):
             setattr(msg, field, float(value))
-    durations = (("fit_time", "fit_time_s"), ("predict_time_per_1k", "predict_time_per_1k_s"))
+    durations = (
+        ("fit_time", "fit_time_s"),
+        ("predict_time_per_1k", "predict_time_per_1k_s"),
+        ("row_latency", "row_latency_s"),
+    )
     for field, key in durations:
         d = seconds(t.get(key))
         if d is not None:

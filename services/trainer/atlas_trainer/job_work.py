@@ -140,6 +140,7 @@ def _train(
         warm_start_k=automl.warm_start_k or 3,
         ensemble=not automl.search_space.disable_ensemble,
         ensemble_size=automl.search_space.max_ensemble_size or 25,
+        max_row_latency_ms=automl.max_row_latency_ms or None,
         on_event=on_event,
         should_stop=ctx.cancelled,
     )
@@ -152,6 +153,7 @@ def _train(
     bundle = write_bundle(
         rt.artifacts,
         f"models/{ctx.job_id}/bundle.tar",
+        signer=rt.signer,
         model=result.model,
         task=result.task,
         target=spec.target_column,

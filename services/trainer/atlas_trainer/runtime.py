@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from atlas_core.bundle_signing import BundleSigner, BundleTrust, bundle_signer, bundle_trust
 from atlas_core.clients import DataClient
 from atlas_core.clients.serving import ServingClient
 from atlas_core.db import apply_migrations, check_connection, create_engine_from_settings
@@ -26,6 +27,9 @@ class TrainerRuntime:
     engine: Engine
     artifacts: ArtifactStore
     meta_store: SqlMetaStore
+    # Signs the bundles this trainer writes; trust checks the ones it loads back (explain).
+    signer: BundleSigner
+    trust: BundleTrust
 
     @property
     def optuna_storage_url(self) -> str:
@@ -67,4 +71,11 @@ def open_runtime(settings: TrainerSettings, *, migrate: bool = True) -> TrainerR
     check_connection(engine)
     if migrate:
         apply_migrations(engine, META_MIGRATIONS, JOBS_MIGRATIONS)
-    return TrainerRuntime(settings, engine, open_artifact_store(settings.s3), SqlMetaStore(engine))
+    return TrainerRuntime(
+        settings,
+        engine,
+        open_artifact_store(settings.s3),
+        SqlMetaStore(engine),
+        signer=bundle_signer(settings.bundles, settings.data_dir),
+        trust=bundle_trust(settings.bundles, settings.data_dir),
+    )

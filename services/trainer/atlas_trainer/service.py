@@ -3,6 +3,7 @@ runner, and read access to studies, results and the meta-store."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 import uuid
 from pathlib import Path
@@ -14,10 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core import lineage as lin
 from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner, JobState, spec_from_json
 from atlas_core.meta_features import META_FEATURES_VERSION, similarity_vector
+from atlas_core.proto_convert import duration_seconds
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.config import TrainerSettings
@@ -30,6 +33,7 @@ from atlas_trainer.data_access import (
 )
 from atlas_trainer.jobs import JOBS, KIND_TRAIN, STUDY_KEY
 from atlas_trainer.jsonable import to_jsonable
+from atlas_trainer.lineage import TrainerLineage
 from atlas_trainer.model_registry import check_register_options, resolve_base_model
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
 from atlas_trainer.resources import HostResources, discover_resources
@@ -40,6 +44,7 @@ class TrainerService:
     def __init__(self, runtime: TrainerRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
+        self.lineage_index = TrainerLineage(runner)
         self._bundles: dict[str, LoadedBundle] = {}  # explanations reuse loaded models
 
     @classmethod
@@ -138,11 +143,17 @@ class TrainerService:
             )
         if (
             spec.budget.HasField("wall_time")
-            and spec.budget.wall_time.ToTimedelta().total_seconds() <= 0
+            and duration_seconds(spec.budget.wall_time, "budget.wall_time") <= 0
         ):
             raise InvalidArgument("budget.wall_time must be positive", reason="BAD_BUDGET")
         if spec.budget.max_trials < 0:
             raise InvalidArgument("budget.max_trials must be >= 0", reason="BAD_BUDGET")
+        latency = spec.automl.max_row_latency_ms
+        if not math.isfinite(latency) or latency < 0:
+            raise InvalidArgument(
+                f"automl.max_row_latency_ms must be >= 0 (0: no budget), got {latency}",
+                reason="BAD_BUDGET",
+            )
         gpus = spec.resources.gpus
         if gpus:
             from atlas_trainer.automl.resources import detect_gpus
@@ -165,6 +176,11 @@ class TrainerService:
             extras["base_model"] = base.to_json()
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
         return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study, **extras)
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -193,7 +209,9 @@ class TrainerService:
         uri = result["bundle"]["uri"]
         cached = self._bundles.get(uri)
         if cached is None:
-            cached = load_bundle(self.rt.artifacts, self.rt.artifacts.key_for_uri(uri))
+            cached = load_bundle(
+                self.rt.artifacts, self.rt.artifacts.key_for_uri(uri), trust=self.rt.trust
+            )
             if len(self._bundles) >= 4:
                 self._bundles.pop(next(iter(self._bundles)))
             self._bundles[uri] = cached

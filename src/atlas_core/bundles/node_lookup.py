@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from atlas_core.bundle_signing import BundleSigner
 from atlas_core.bundles._writer import write_bundle
 from atlas_core.ml import NODE_ID, NodeLookup
 from atlas_core.storage import ArtifactRef, ArtifactStore
@@ -30,13 +31,15 @@ def write_node_lookup_bundle(
     labels: np.ndarray,
     metrics: Mapping[str, float],
     lineage: Mapping[str, Any],
+    signer: BundleSigner | None,
     target: str = "label",
 ) -> ArtifactRef:
     """Publish every node's class probabilities under ``key``.
 
     ``node_ids`` are the original ids (int64, or UTF-8 bytes/str), ``probabilities`` is
     ``[n, n_classes]`` with classes ``0..n_classes-1`` (the graph's label codes), ``labels``
-    the graph's label per node (``-1`` = unlabelled) for the label baseline.
+    the graph's label per node (``-1`` = unlabelled) for the label baseline. ``signer``
+    signs it like any bundle (serving refuses unsigned ones).
 
     Raises:
         InvalidArgument: shapes that do not line up, duplicate ids, fewer than two classes.
@@ -61,4 +64,5 @@ def write_node_lookup_bundle(
         y_train=pd.Series(known, dtype="Int64").mask(known < 0),
         metrics=metrics,
         lineage=lineage,
+        signer=signer,
     )

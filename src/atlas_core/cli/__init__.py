@@ -7,10 +7,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from atlas_core.cli import _data, _graph, _labeling, _serving, _suite, _trainer
+from atlas_core.cli import _data, _graph, _labeling, _lineage, _serving, _suite, _trainer
 from atlas_core.cli._errors import describe
 
-GROUPS = (_suite, _labeling, _data, _trainer, _serving, _graph)
+GROUPS = (_suite, _labeling, _data, _trainer, _serving, _graph, _lineage)
 
 
 def build_parser() -> argparse.ArgumentParser:

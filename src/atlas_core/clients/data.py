@@ -53,6 +53,8 @@ class DataClient(ServiceClient):
     """With ``settings.read_target`` set, online reads go to that OnlineFeatureService
     endpoint (the native online reader); everything else to ``settings.target``."""
 
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 60.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.DataServiceStub(self._channel)

@@ -171,6 +171,8 @@ def _typed(v: Any) -> Any:
 
 
 class ServingClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 30.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.ServingServiceStub(self._channel)
@@ -439,6 +441,52 @@ class ServingClient(ServiceClient):
         return self.stub.SubmitMonitoringJob(
             pb.SubmitMonitoringJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
         ).job
+
+    @mapped_errors
+    def bad_cases(
+        self,
+        endpoint: str,
+        project_id: str,
+        reasons: Sequence[pb.BadCaseReason],
+        *,
+        window_s: float = 0.0,
+        max_confidence: float = 0.0,
+        min_drift_score: float = 0.0,
+        regression_tolerance: float = 0.0,
+        content_feature: str = "",
+        max_items: int = 0,
+        repeat_every_s: float = 0.0,
+        request_id: str = "",
+    ) -> pb.MonitoringJob:
+        """Submit a bad-case job: the captured requests of the last ``window_s`` seconds (0:
+        all) matching any of ``reasons`` (pb.BadCaseReason values) go to the labeling project
+        ``project_id``; 0 thresholds mean the defaults."""
+        spec = pb.MonitoringSpec(
+            bad_cases=pb.BadCaseSelection(
+                reasons=list(reasons),
+                labeling_project_id=project_id,
+                max_confidence=max_confidence,
+                min_drift_score=min_drift_score,
+                regression_tolerance=regression_tolerance,
+                content_feature=content_feature,
+                max_items=max_items,
+            )
+        )
+        spec.endpoint.endpoint_name = endpoint
+        if window_s:
+            spec.start_time.FromNanoseconds(int((time.time() - window_s) * 1e9))
+        if repeat_every_s:
+            spec.repeat_every.FromNanoseconds(int(repeat_every_s * 1e9))
+        return self.stub.SubmitMonitoringJob(
+            pb.SubmitMonitoringJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).job
+
+    def watch_monitoring_job(self, job_id: str) -> Iterator[pb.MonitoringJob]:
+        """The job as it progresses, until its terminal state."""
+        for event in mapped_stream(
+            self.stub.WatchMonitoringJob(pb.WatchMonitoringJobRequest(job_id=job_id))
+        ):
+            yield event.job
 
     @mapped_errors
     def get_monitoring_job(self, job_id: str) -> pb.MonitoringJob:

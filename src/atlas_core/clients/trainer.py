@@ -61,6 +61,8 @@ def automl_spec(
 
 
 class TrainerClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 120.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.TrainerServiceStub(self._channel)

@@ -38,7 +38,8 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         "atlas_serving",
         "atlas.serving.v1.ServingService",
         3,
-        ("data",),
+        # Bad cases go to labeling (it starts later: the launcher chose its port already).
+        ("data", "labeling"),
         uses_read_endpoints=True,
     ),
     # Started after serving: a job resolves the model it replaces and registers its bundle.

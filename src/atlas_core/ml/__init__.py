@@ -7,6 +7,7 @@ are imported lazily.
 
 from __future__ import annotations
 
+from atlas_core.ml._compiled import compile_estimator
 from atlas_core.ml._crosses import PairwiseCrosses
 from atlas_core.ml._encoding import CardinalityEncoder
 from atlas_core.ml._mlp import TorchMLP, pick_device
@@ -34,6 +35,7 @@ __all__ = [
     "TorchMLP",
     "WeightedEnsemble",
     "booster_contributions",
+    "compile_estimator",
     "is_categorical",
     "pick_device",
 ]

@@ -18,6 +18,7 @@ from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.bundles.node_lookup import write_node_lookup_bundle
 from atlas_core.storage import ArtifactRef, open_artifact_store
 from atlas_serving.dataplane.node_lookup import NodeLookupModel
+from tests.support.signing import TEST_SIGNER
 
 from .conftest import ServingHarness, live
 
@@ -36,6 +37,7 @@ def write_nodes(
         labels=probs.argmax(1),
         metrics={"test_accuracy": 0.9},
         lineage={"graph_id": "g_1", "partitioning_id": "p_1", "graph_job_id": "job-7"},
+        signer=TEST_SIGNER,
     )
     return ref, probs
 

@@ -13,6 +13,7 @@ from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.bundles import write_bundle
 from atlas_core.ml import TabularModel, TabularPreprocessor
 from atlas_core.storage import open_artifact_store
+from tests.support.signing import TEST_SIGNER
 
 from .conftest import ServingHarness, live, row
 
@@ -32,6 +33,7 @@ def _salaries_bundle(h: ServingHarness):  # type: ignore[no-untyped-def]
         y_train=y,
         metrics={},
         lineage={},
+        signer=TEST_SIGNER,
     )
 
 

@@ -39,6 +39,7 @@ from atlas_trainer.model_registry import register_bundle
 from atlas_trainer.service import TrainerService
 from atlas_trainer.servicer import trainer_service_def
 from tests.support.processes import free_port
+from tests.support.signing import signing_settings
 
 from ..data.conftest import TOKEN, DataHarness, running_data_service
 from ..data.test_datasets import upload_parquet, wait_job
@@ -68,6 +69,7 @@ async def running_trainer(
         s3=s3,
         database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'trainer.db'}"),
         data_dir=tmp_path / "trainer",
+        bundles=signing_settings(tmp_path),  # the serving harness trusts the test key
         data=PeerSettings(target=data.server.address, token=SecretStr(TOKEN)),
         serving=PeerSettings(target=serving_target, token=SecretStr(SERVING_TOKEN)),
         jobs=TrainerJobSettings(runner_id="trainer-loop-test", **jobs),

@@ -12,6 +12,7 @@ from atlas_core.bundles.node_lookup import write_node_lookup_bundle
 from atlas_core.errors import InvalidArgument
 from atlas_core.ml import NodeLookup
 from atlas_core.storage import LocalArtifactStore
+from tests.support.signing import TEST_SIGNER, TEST_TRUST
 
 PROBS = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
 
@@ -58,8 +59,9 @@ def test_bundle_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
         labels=np.array([0, -1, 0]),
         metrics={"test_accuracy": 0.75},
         lineage={"graph_id": "g_1", "partitioning_id": "p_1", "graph_job_id": "j"},
+        signer=TEST_SIGNER,
     )
-    bundle = load_bundle(store, ref)
+    bundle = load_bundle(store, ref, trust=TEST_TRUST)
     assert bundle.task == "binary" and bundle.classes == [0, 1]
     assert bundle.input_schema.names == ["node_id"]
     assert bundle.lineage["graph_id"] == "g_1" and bundle.metrics["test_accuracy"] == 0.75

@@ -13,6 +13,7 @@ from atlas_core.bundles import load_bundle, write_bundle
 from atlas_core.ml import TabularModel, TabularPreprocessor
 from atlas_core.storage import LocalArtifactStore
 from atlas_serving.dataplane.inference import ServableModel
+from tests.support.signing import TEST_SIGNER, TEST_TRUST
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,9 @@ def salaries_model(tmp_path_factory: pytest.TempPathFactory) -> ServableModel:
         y_train=y,
         metrics={},
         lineage={},
+        signer=TEST_SIGNER,
     )
-    return ServableModel(load_bundle(store, ref))
+    return ServableModel(load_bundle(store, ref, trust=TEST_TRUST))
 
 
 ROW = {"rank": "Prof", "discipline": "B", "yrs.since.phd": 19, "yrs.service": 18, "sex": "Male"}

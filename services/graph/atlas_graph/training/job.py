@@ -369,5 +369,6 @@ def _serving_bundle(
             "graph_job_id": ctx.job_id,
             "model_bundle": result["model_bundle"],
         },
+        signer=rt.signer,
     )
     return ref_dict(ref, "application/x-tar")

@@ -19,11 +19,12 @@ from atlas_core.ml import NODE_ID, NodeLookup
 from atlas_serving.dataplane.inference import RowResult, ServableModel
 
 
-def servable(bundle: Any) -> ServableModel:
-    """The servable model of a loaded bundle: node lookups get their own answering."""
+def servable(bundle: Any, *, compile_all: bool = True) -> ServableModel:
+    """The servable model of a loaded bundle: node lookups get their own answering
+    (``compile_all``: see ServableModel)."""
     if isinstance(bundle.predictor.model, NodeLookup):
         return NodeLookupModel(bundle)
-    return ServableModel(bundle)
+    return ServableModel(bundle, compile_all=compile_all)
 
 
 class NodeLookupModel(ServableModel):

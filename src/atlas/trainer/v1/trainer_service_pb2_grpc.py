@@ -95,6 +95,11 @@ class TrainerServiceStub(object):
                 request_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesRequest.SerializeToString,
                 response_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/atlas.trainer.v1.TrainerService/GetLineage',
+                request_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer(object):
@@ -222,6 +227,21 @@ class TrainerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """Lineage of one id this service owns: a training job ("training_job:<job id>") or trial
+        ("trial:<job id>#<number>"); the node (kind, creation time, who or which job made it), its
+        direct parents and its direct children known to this service (at most children_limit per kind,
+        with full counts). For a lineage id of a kind another service owns it returns only the
+        children this service holds: training jobs that train on a foreign id (a dataset version) or
+        warm-start from it (a model version).
+        Errors: INVALID_ARGUMENT if the id is empty, has no known kind or a malformed key, or
+        children_limit is negative; NOT_FOUND if the id is of a kind this service owns and does not
+        exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +304,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.GetResources,
                     request_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesRequest.FromString,
                     response_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageRequest.FromString,
+                    response_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +636,33 @@ class TrainerService(object):
             '/atlas.trainer.v1.TrainerService/GetResources',
             atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesRequest.SerializeToString,
             atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.trainer.v1.TrainerService/GetLineage',
+            atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageRequest.SerializeToString,
+            atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageResponse.FromString,
             options,
             channel_credentials,
             insecure,
