@@ -829,6 +829,7 @@ def prediction(result: RowResult) -> pb.Prediction:
         scores=result.scores,
         contributions=result.contributions,
         fallback_used=result.fallback_used,
+        warnings=result.warnings,
     )
 
 
@@ -956,6 +957,7 @@ def monitoring_spec_from_pb(spec: pb.MonitoringSpec) -> d.MonitoringSpec:
         bad_cases=bad_case_selection_from_pb(spec.bad_cases)
         if spec.HasField("bad_cases")
         else None,
+        min_rows_per_feature=spec.min_rows_per_feature,
     )
 
 
@@ -964,6 +966,7 @@ def monitoring_spec_to_pb(spec: d.MonitoringSpec) -> pb.MonitoringSpec:
         endpoint=endpoint_ref_to_pb(spec.endpoint),
         psi_threshold=spec.psi_threshold,
         ks_p_value_threshold=spec.ks_p_value_threshold,
+        min_rows_per_feature=spec.min_rows_per_feature,
     )
     if spec.start_us is not None:
         out.start_time.CopyFrom(us_to_ts(spec.start_us))
@@ -983,11 +986,15 @@ def _drift_to_pb(f: d.FeatureDrift) -> pb.FeatureDrift:
         ks_statistic=f.ks_statistic,
         ks_p_value=f.ks_p_value,
         drifted=f.drifted,
+        rows=f.rows,
+        not_enough_data=f.not_enough_data,
     )
 
 
 def _drift_from_pb(f: pb.FeatureDrift) -> d.FeatureDrift:
-    return d.FeatureDrift(f.feature, f.psi, f.ks_statistic, f.ks_p_value, f.drifted)
+    return d.FeatureDrift(
+        f.feature, f.psi, f.ks_statistic, f.ks_p_value, f.drifted, f.rows, f.not_enough_data
+    )
 
 
 def drift_report_to_pb(r: d.DriftReport) -> pb.DriftReport:

@@ -454,6 +454,7 @@ class MonitoringSpec:
     repeat_every_s: float | None = None
     # Set: a bad-case job instead of a drift report.
     bad_cases: BadCaseSelection | None = None
+    min_rows_per_feature: int = 0
 
 
 @dataclass(frozen=True)
@@ -463,6 +464,8 @@ class FeatureDrift:
     ks_statistic: float
     ks_p_value: float
     drifted: bool
+    rows: int = 0
+    not_enough_data: bool = False
 
 
 @dataclass

@@ -490,6 +490,11 @@ class ServingService:
             raise InvalidArgument("thresholds must not be negative", reason="BAD_THRESHOLD")
         if spec.bad_cases is not None:
             check_selection(spec.bad_cases)
+        if spec.min_rows_per_feature < 0:
+            raise InvalidArgument(
+                "spec.min_rows_per_feature must not be negative (0 = the default, 100)",
+                reason="BAD_THRESHOLD",
+            )
         endpoint = self.endpoints.get(spec.endpoint.endpoint_name)
         if not endpoint.spec.capture.enabled:
             raise FailedPrecondition(

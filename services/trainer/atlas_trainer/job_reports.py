@@ -4,6 +4,7 @@ a report that fails is recorded as a warning, never fails a job whose model is g
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -84,6 +85,9 @@ def build_report(
                 max_rows=rows,
                 seed=spec.seed,
             )
+            # A column the trainer dropped is not used by the model: its score is noise.
+            used = [f for f in importance.features if f.feature not in result.dropped_columns]
+            importance = dataclasses.replace(importance, features=used)
             report["importance_method"] = importance.method
             report["feature_importance"] = to_jsonable(importance.features)
         else:

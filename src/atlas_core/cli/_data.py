@@ -12,40 +12,47 @@ from google.protobuf import json_format
 from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._files import dataset_name, publish, read_table
+from atlas_core.cli._groupspec import parse_group_spec
+from atlas_core.cli._output import dump, show, structured
 from atlas_core.clients import DataClient
+from atlas_core.clients.data import Features
+from atlas_core.errors import InvalidArgument
 
 
 def _client(args: argparse.Namespace) -> DataClient:
     return DataClient(client_settings(args, "data"))
 
 
-def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+def _read(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text()
 
 
 def _load(path: str, message_type: type) -> object:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return json_format.Parse(text, message_type())
+    return json_format.Parse(_read(path), message_type())
 
 
 def cmd_groups(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for g in client.list_feature_groups(args.prefix):
-            print(
-                f"{g.spec.name:<24} v{g.version:<3} {len(g.spec.features):>5} features  "
-                f"float32 width {g.layout.float32_width}"
-            )
+        groups = client.list_feature_groups(args.prefix)
+    if structured(args, groups):
+        return 0
+    for g in groups:
+        print(
+            f"{g.spec.name:<24} v{g.version:<3} {len(g.spec.features):>5} features  "
+            f"float32 width {g.layout.float32_width}"
+        )
     return 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_feature_group(args.name, args.version))
+        show(args, client.get_feature_group(args.name, args.version))
     return 0
 
 
 def cmd_create_group(args: argparse.Namespace) -> int:
-    spec = _load(args.file, pb.FeatureGroupSpec)
+    spec = parse_group_spec(_read(args.file))
     with _client(args) as client:
         group = client.create_feature_group(spec, new_version=args.new_version)
     print(f"created {group.spec.name} v{group.version}")
@@ -61,38 +68,97 @@ def cmd_get(args: argparse.Namespace) -> int:
     features = [f for f in (args.features or "").split(",") if f]
     with _client(args) as client:
         got = client.get_features(args.group, keys, features)
-    for i, key in enumerate(keys):
-        row = {
-            s.name: got.float32[i, s.offset : s.offset + s.dims].tolist()
-            for s in got.layout.slots
-            if s.block == pb.VALUE_BLOCK_FLOAT32
+    rows = [
+        {
+            "key": key,
+            "found": bool(got.found[i]),
+            "event_time_us": int(got.event_time_us[i]),
+            "features": (
+                {slot.name: _value(got, slot, i) for slot in got.layout.slots}
+                if got.found[i]
+                else {}
+            ),
         }
-        print(
-            json.dumps(
-                {
-                    "key": key,
-                    "found": bool(got.found[i]),
-                    "event_time_us": int(got.event_time_us[i]),
-                    "float32": row,
-                }
-            )[:2000]
+        for i, key in enumerate(keys)
+    ]
+    if (args.output or "table") == "table":
+        for row in rows:
+            print(json.dumps(row)[:2000])
+    else:
+        print(dump(rows, args.output))
+    return 0
+
+
+def _value(got: Features, slot: pb.FeatureSlot, i: int) -> object:
+    """One stored feature value of entity ``i``, whatever block it lives in."""
+    end = slot.offset + max(slot.dims, 1)
+    if slot.block == pb.VALUE_BLOCK_STRING:
+        width = got.layout.string_width
+        values: list = got.strings[i * width + slot.offset : i * width + end]
+    else:
+        block = {
+            pb.VALUE_BLOCK_FLOAT32: got.float32,
+            pb.VALUE_BLOCK_FLOAT64: got.float64,
+            pb.VALUE_BLOCK_INT64: got.int64,
+        }[slot.block]
+        values = block[i, slot.offset : end].tolist()
+        values = [None if isinstance(v, float) and v != v else v for v in values]  # NaN: missing
+    return values if slot.dims > 1 else values[0]
+
+
+def upload(args: argparse.Namespace, client: DataClient, path: Path, target: str) -> pb.Dataset:
+    """Publish a local CSV / Parquet / JSONL file and register it as a dataset version."""
+    table = read_table(path)
+    if target and target not in table.column_names:
+        raise InvalidArgument(
+            f"--target {target!r} is not a column of {path.name} "
+            f"(columns: {', '.join(table.column_names[:20])})"
         )
+    name = getattr(args, "name", None) or dataset_name(path)
+    ref = publish(args, table, name)
+    return client.register_dataset(
+        name,
+        [ref],
+        label_column=target,
+        entity_column=getattr(args, "entity", None) or "",
+        timestamp_column=getattr(args, "timestamp", None) or "",
+        request_id=f"upload-{name}-{ref.sha256}",
+    )
+
+
+def dataset_line(d: pb.Dataset) -> str:
+    m = d.meta_features
+    return (
+        f"dataset {d.ref.dataset_id}@{d.ref.version}: {d.row_count} rows, {m.columns} columns "
+        f"({m.numeric_columns} numeric, {m.categorical_columns} categorical), "
+        f"{m.missing_ratio:.1%} missing"
+        + (f", label {d.label_column}" if d.label_column else "")
+        + (f" ({m.classes} classes)" if d.label_column and m.classes else "")
+    )
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(dataset_line(upload(args, client, Path(args.file), args.target or "")))
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for d in client.list_datasets(args.prefix):
-            print(
-                f"{d.ref.dataset_id:<32} v{d.ref.version:<3} {d.row_count:>9} rows  "
-                f"{d.lineage.operation}"
-            )
+        datasets = client.list_datasets(args.prefix)
+    if structured(args, datasets):
+        return 0
+    for d in datasets:
+        print(
+            f"{d.ref.dataset_id:<32} v{d.ref.version:<3} {d.row_count:>9} rows  "
+            f"{d.lineage.operation}"
+        )
     return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_dataset(args.dataset_id, args.version))
+        show(args, client.get_dataset(args.dataset_id, args.version))
     return 0
 
 
@@ -105,13 +171,23 @@ _SUBMITTERS = {
 
 def cmd_submit(args: argparse.Namespace) -> int:
     spec_type, method = _SUBMITTERS[args.data_command]
-    spec = _load(args.file, spec_type)
+    spec = _ingest_spec(args) if getattr(args, "group", None) else _load(args.file, spec_type)
     with _client(args) as client:
         job = getattr(client, method)(spec)
         print(f"submitted job {job.status.job_id}")
         if args.wait:
             return _follow(client, job.status.job_id)
     return 0
+
+
+def _ingest_spec(args: argparse.Namespace) -> pb.IngestSpec:
+    """`data ingest FILE --group g`: the file's rows become the group's records."""
+    path = Path(args.file)
+    ref = publish(args, read_table(path), f"ingest-{args.group}")
+    return pb.IngestSpec(
+        feature_group=common_pb2.FeatureGroupRef(name=args.group),
+        source=pb.ParquetSource(artifacts=[ref]),
+    )
 
 
 def _follow(client: DataClient, job_id: str) -> int:
@@ -129,7 +205,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.watch:
             return _follow(client, args.job_id)
-        _print(client.get_job(args.job_id))
+        show(args, client.get_job(args.job_id))
     return 0
 
 
@@ -155,9 +231,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--version", type=int, default=0)
     p = add(
+        "upload",
+        cmd_upload,
+        "register a local .csv, .parquet or .jsonl file as a dataset version "
+        "(schema and meta-features computed)",
+    )
+    p.add_argument("file")
+    p.add_argument("--name", help="dataset name (default: from the file name)")
+    p.add_argument("--target", help="the label column")
+    p.add_argument("--entity", help="the entity id column, if any")
+    p.add_argument("--timestamp", help="the event-time column, if any")
+    p = add(
         "create-group",
         cmd_create_group,
-        "create a feature group from a JSON FeatureGroupSpec (file or - for stdin)",
+        "create a feature group from a YAML or JSON spec (file or - for stdin); "
+        "types: float, int, string, category, bool, float64, vector[N]",
     )
     p.add_argument("file")
     p.add_argument("--new-version", action="store_true")
@@ -179,6 +267,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = add(name, cmd_submit, f"submit a {name} job from a JSON {what} (file or -)")
         p.add_argument("file")
         p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+        if name == "ingest":
+            p.description = (
+                "ingest a .csv/.parquet/.jsonl FILE into --group (or submit a JSON IngestSpec)"
+            )
+            p.add_argument("--group", help="feature group FILE's rows go to")
     p = add("job", cmd_job, "show (or --watch) a data job")
     p.add_argument("job_id")
     p.add_argument("--watch", action="store_true")

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from atlas.common.v1 import common_pb2
 from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._output import show, structured
 from atlas_core.clients.graph import GraphClient
 
 _MODELS = {"graphsage": pb.GNN_MODEL_GRAPHSAGE, "gat": pb.GNN_MODEL_GAT}
@@ -21,8 +23,8 @@ def _client(args: argparse.Namespace) -> GraphClient:
     return GraphClient(client_settings(args, "graph"))
 
 
-def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+def _print(args: argparse.Namespace, message: Message) -> None:
+    show(args, message, default="json")
 
 
 def _submitted(client: GraphClient, job: pb.GraphJob, wait: bool) -> int:
@@ -65,7 +67,10 @@ def _follow(client: GraphClient, job_id: str) -> int:
 
 def cmd_graphs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for g in client.list_graphs(args.prefix):
+        graphs = list(client.list_graphs(args.prefix))
+        if structured(args, graphs):
+            return 0
+        for g in graphs:
             print(
                 f"{g.graph_id:<20} {g.name:<20} {g.num_nodes:>11} nodes {g.num_edges:>12} "
                 f"edges  {g.num_classes} classes"
@@ -75,7 +80,7 @@ def cmd_graphs(args: argparse.Namespace) -> int:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_graph(args.graph_id))
+        _print(args, client.get_graph(args.graph_id))
     return 0
 
 
@@ -110,7 +115,7 @@ def _partition_spec(args: argparse.Namespace) -> pb.PartitionGraphSpec:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.estimate_partitioning(_partition_spec(args)))
+        _print(args, client.estimate_partitioning(_partition_spec(args)))
     return 0
 
 
@@ -121,7 +126,10 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 def cmd_partitionings(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for p in client.list_partitionings(args.graph_id):
+        partitionings = list(client.list_partitionings(args.graph_id))
+        if structured(args, partitionings):
+            return 0
+        for p in partitionings:
             print(
                 f"{p.partitioning_id:<20} {len(p.partitions)} parts  nodes "
                 f"{list(p.node_boundaries)}  edge cut {p.edge_cut}"
@@ -173,7 +181,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for j in client.list_jobs(args.graph):
+        jobs = list(client.list_jobs(args.graph))
+        if structured(args, jobs):
+            return 0
+        for j in jobs:
             state = common_pb2.JobState.Name(j.status.state).removeprefix("JOB_STATE_")
             kind = pb.GraphJobKind.Name(j.kind).removeprefix("GRAPH_JOB_KIND_").lower()
             print(f"{j.status.job_id:<36} {kind:<10} {state:<10} {j.status.progress.message}")
@@ -184,7 +195,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.watch:
             return _follow(client, args.job_id)
-        _print(client.get_job(args.job_id))
+        _print(args, client.get_job(args.job_id))
     return 0
 
 

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._output import show, structured
 from atlas_core.clients.labeling import LabelingClient
 
 _TASKS = {
@@ -30,8 +32,8 @@ def _client(args: argparse.Namespace) -> LabelingClient:
     return LabelingClient(client_settings(args, "labeling"))
 
 
-def _print(message: object) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+def _print(args: argparse.Namespace, message: Message) -> None:
+    show(args, message, default="json")
 
 
 def _read(path: str) -> str:
@@ -51,7 +53,10 @@ def _value(args: argparse.Namespace) -> pb.AnnotationValue:
 
 def cmd_projects(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for p in client.list_projects(include_archived=args.all):
+        projects = list(client.list_projects(include_archived=args.all))
+        if structured(args, projects):
+            return 0
+        for p in projects:
             task = pb.TaskType.Name(p.spec.task_type).removeprefix("TASK_TYPE_").lower()
             s = p.stats
             print(
@@ -83,7 +88,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_project(args.project_id))
+        _print(args, client.get_project(args.project_id))
     return 0
 
 
@@ -124,7 +129,10 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_items(args: argparse.Namespace) -> int:
     statuses = [pb.ItemStatus.Value(f"ITEM_STATUS_{s.upper()}") for s in args.status]
     with _client(args) as client:
-        for item in client.iter_items(args.project_id, statuses, omit_annotations=True):
+        items = list(client.iter_items(args.project_id, statuses, omit_annotations=True))
+        if structured(args, items):
+            return 0
+        for item in items:
             status = pb.ItemStatus.Name(item.status).removeprefix("ITEM_STATUS_").lower()
             content = item.content.text[:50] if item.content.text else item.content.image.uri
             print(f"{item.item_id:<28} {status:<12} {content}")
@@ -133,7 +141,7 @@ def cmd_items(args: argparse.Namespace) -> int:
 
 def cmd_item(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print(client.get_item(args.project_id, args.item_id))
+        _print(args, client.get_item(args.project_id, args.item_id))
     return 0
 
 
@@ -195,7 +203,10 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for s in client.annotator_stats(args.project_id):
+        stats = list(client.annotator_stats(args.project_id))
+        if structured(args, stats):
+            return 0
+        for s in stats:
             print(
                 f"{s.annotator:<24} {s.annotations:>6} labels {s.skipped:>5} skips  gold "
                 f"{s.gold_correct}/{s.gold_answered} ({s.gold_accuracy:.0%})  "
@@ -303,7 +314,10 @@ def cmd_issues(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for job in client.list_jobs(args.project):
+        jobs = list(client.list_jobs(args.project))
+        if structured(args, jobs):
+            return 0
+        for job in jobs:
             kind = pb.LabelingJobKind.Name(job.kind).removeprefix("LABELING_JOB_KIND_").lower()
             state = common_pb2.JobState.Name(job.status.state).removeprefix("JOB_STATE_")
             print(f"{job.status.job_id:<28} {kind:<13} {state:<10} {job.status.progress.message}")
@@ -314,7 +328,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.watch:
             return _follow(client, client.get_job(args.job_id), True)
-        _print(client.get_job(args.job_id))
+        _print(args, client.get_job(args.job_id))
     return 0
 
 
@@ -327,7 +341,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_exports(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for e in client.list_exports(args.project_id):
+        exports = list(client.list_exports(args.project_id))
+        if structured(args, exports):
+            return 0
+        for e in exports:
             print(f"{e.export_id:<28} {e.rows:>9} rows  cursor {e.cursor:<10} {e.artifact.uri}")
     return 0
 
@@ -335,6 +352,8 @@ def cmd_exports(args: argparse.Namespace) -> int:
 def cmd_agreement(args: argparse.Namespace) -> int:
     with _client(args) as client:
         a = client.agreement(args.project_id)
+    if structured(args, a):
+        return 0
     print(
         f"items compared {a.items_compared}: kappa {a.kappa:.3f}, "
         f"Krippendorff alpha {a.krippendorff_alpha:.3f}, span F1 {a.span_f1:.3f}, "
@@ -350,6 +369,8 @@ def cmd_agreement(args: argparse.Namespace) -> int:
 def cmd_queue(args: argparse.Namespace) -> int:
     with _client(args) as client:
         entries = client.correction_queue(args.project_id, include_resolved=args.all)
+    if structured(args, entries):
+        return 0
     for e in entries:
         for reason, detail, resolution in zip(e.reasons, e.details, e.resolutions):
             r = pb.CorrectionReason.Name(reason).removeprefix("CORRECTION_REASON_").lower()

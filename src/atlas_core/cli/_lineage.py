@@ -5,9 +5,9 @@ it, with times and who (or which job) made each step."""
 from __future__ import annotations
 
 import argparse
-import json
 
-from atlas_core.cli._connect import client_settings
+from atlas_core.cli._connect import add_data_dir_arg, client_settings
+from atlas_core.cli._output import dump
 from atlas_core.clients.lineage import CLIENTS, LineageClient
 from atlas_core.errors import FailedPrecondition
 from atlas_core.lineage import render
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and prediction ids are recognised as they are.",
     )
     p.add_argument("id", help="lineage id")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("-o", "--output", choices=("table", "text", "json", "yaml"), default="table")
     p.add_argument("--direction", choices=("both", "up", "down"), default="both")
     p.add_argument(
         "--children",
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--token", help="bearer token (default: $ATLAS_TOKEN or the suite's admin token)"
     )
-    p.add_argument("--data-dir", default=".atlas", help="suite started by `atlas up`")
+    add_data_dir_arg(p, "suite started by `atlas up`")
     p.set_defaults(func=_lineage)
 
 
@@ -68,8 +68,8 @@ def _lineage(args: argparse.Namespace) -> int:
             children_limit=args.children,
             max_nodes=args.max_nodes,
         )
-    if args.output == "json":
-        print(json.dumps(graph.to_dict(), indent=2))
+    if args.output in ("json", "yaml"):
+        print(dump(graph.to_dict(), args.output))
     else:
         print(render(graph))
     return 0

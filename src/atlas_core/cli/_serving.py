@@ -17,7 +17,9 @@ from google.protobuf import duration_pb2, json_format
 
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.cli._args import count, fraction, not_negative, percent, positive, positive_count
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._output import structured
 from atlas_core.clients.serving import (
     TERMINAL,
     ServingClient,
@@ -46,6 +48,8 @@ def _duration(text: str) -> duration_pb2.Duration:
             seconds = float(text)
     except ValueError:
         raise InvalidArgument(f"bad duration {text!r}: use e.g. 90s, 5m, 1h, 2d") from None
+    if not seconds >= 0:
+        raise InvalidArgument(f"duration {text!r} is negative: use e.g. 90s, 5m, 1h, 2d")
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))
     return d
@@ -159,14 +163,20 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.model:
-            for v in client.list_versions(args.model):
+            versions = client.list_versions(args.model)
+            if structured(args, versions):
+                return 0
+            for v in versions:
                 metrics = ", ".join(f"{k} {m:.4f}" for k, m in sorted(v.metrics.items()))
                 print(
                     f"{v.ref.model_name} v{v.ref.version:<3} {','.join(v.aliases) or '-':<20}"
                     f" {v.task_type:<12} {metrics}"
                 )
             return 0
-        for m in client.list_models():
+        models = client.list_models()
+        if structured(args, models):
+            return 0
+        for m in models:
             aliases = ", ".join(f"{a}=v{n}" for a, n in sorted(m.aliases.items()))
             print(f"{m.name:<24} latest v{m.latest_version:<4} {aliases}")
     return 0
@@ -254,7 +264,10 @@ def _follow(client: ServingClient, deployment_id: str, out: Any = sys.stdout) ->
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if not args.endpoint:
-            for ep in client.list_endpoints():
+            endpoints = client.list_endpoints()
+            if structured(args, endpoints):
+                return 0
+            for ep in endpoints:
                 print(
                     f"{ep.spec.name:<24} "
                     f"{_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_'):<10} "
@@ -262,6 +275,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
             return 0
         ep = client.get_endpoint(args.endpoint)
+        if structured(args, ep):
+            return 0
         print(
             f"endpoint {ep.spec.name}: {_state(ep.state, pb.EndpointState, 'ENDPOINT_STATE_')}"
             f"; {_describe(ep)}"
@@ -340,7 +355,10 @@ def _now() -> float:
 
 def cmd_history(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for dep in client.list_deployments(args.endpoint):
+        deployments = client.list_deployments(args.endpoint)
+        if structured(args, deployments):
+            return 0
+        for dep in deployments:
             targets = ", ".join(
                 f"{v.name}={v.model.model_name} v{v.resolved_version}" for v in dep.target_variants
             )
@@ -384,7 +402,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             client.acknowledge_alert(args.ack)
             print(f"alert {args.ack} acknowledged")
             return 0
-        for a in client.alerts(args.endpoint or ""):
+        alerts = client.alerts(args.endpoint or "")
+        if structured(args, alerts):
+            return 0
+        for a in alerts:
             kind = _state(a.kind, pb.AlertKind, "ALERT_KIND_")
             print(
                 f"{a.alert_id}  {a.create_time.ToDatetime():%Y-%m-%d %H:%M:%S}  "
@@ -396,15 +417,24 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.monitor(
-            args.endpoint, window_s=args.window, psi_threshold=args.psi, repeat_every_s=args.every
+            args.endpoint,
+            window_s=args.window,
+            psi_threshold=args.psi,
+            repeat_every_s=args.every,
+            min_rows_per_feature=args.min_rows,
         )
         print(f"monitoring job {job.status.job_id} submitted")
         if args.detach or args.every:
             return 0
         job = client.wait_monitoring_job(job.status.job_id)
     r = job.report
+    if structured(args, r):
+        return 0
     print(f"{r.rows} captured rows compared; drift detected: {r.drift_detected}")
     for f in list(r.features)[: args.top]:
+        if f.not_enough_data:
+            print(f"  {f.feature:<32} not enough data ({f.rows} values)")
+            continue
         print(
             f"  {f.feature:<32} PSI {f.psi:7.3f}  KS {f.ks_statistic:.3f} "
             f"(p={f.ks_p_value:.2g}){'  DRIFTED' if f.drifted else ''}"
@@ -475,7 +505,15 @@ def _prediction_dict(p: pb.Prediction) -> dict[str, Any]:
 
 
 def cmd_predict_row(args: argparse.Namespace) -> int:
-    features = json.loads(args.features) if args.features else None
+    features = None
+    if args.features:
+        try:
+            features = json.loads(args.features)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(
+                f"--features is not valid JSON ({exc.msg} at column {exc.colno}); "
+                """give an object such as '{"age": 41, "city": "Oslo"}'"""
+            ) from None
     entity: int | str | None = None
     if args.entity is not None:
         entity = int(args.entity) if args.entity.lstrip("-").isdigit() else args.entity
@@ -628,15 +666,15 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", choices=_POLICIES, default="canary")
     p.add_argument(
         "--percent",
-        type=float,
+        type=percent,
         default=10.0,
         help="canary share, or linear step (percent of live traffic)",
     )
     p.add_argument("--bake", default="60s", help="canary / blue-green bake time")
     p.add_argument("--interval", default="30s", help="linear: time between steps")
-    p.add_argument("--max-error-rate", type=float, default=0.05)
-    p.add_argument("--max-p99-ms", type=float, default=0.0, help="p99 alarm (0: off)")
-    p.add_argument("--min-requests", type=int, default=20)
+    p.add_argument("--max-error-rate", type=fraction, default=0.05)
+    p.add_argument("--max-p99-ms", type=not_negative, default=0.0, help="p99 alarm (0: off)")
+    p.add_argument("--min-requests", type=count, default=20)
     p.add_argument("--alarm-window", default="30s")
     p.add_argument("--no-auto-rollback", action="store_true")
     p.add_argument(
@@ -646,9 +684,11 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metric", choices=_QUALITY_METRICS, help="gate / promote-if-better metric")
     p.add_argument(
-        "--min-labeled", type=int, default=0, help="labels needed per side (0: the default)"
+        "--min-labeled", type=count, default=0, help="labels needed per side (0: the default)"
     )
-    p.add_argument("--max-drop", type=float, default=0.0, help="gate: largest tolerated drop")
+    p.add_argument(
+        "--max-drop", type=not_negative, default=0.0, help="gate: largest tolerated drop"
+    )
     p.add_argument(
         "--on-few-labels",
         choices=("hold", "rollback"),
@@ -686,9 +726,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="name, name:VERSION or name@ALIAS")
     p.add_argument("--variant", default="blue", help="variant name")
     p.add_argument("--warm", action="store_true", help="preload on every replica")
-    p.add_argument("--max-concurrency", type=int, default=0)
-    p.add_argument("--max-queue", type=int, default=0)
-    p.add_argument("--capture", type=float, default=0.0, help="sampled fraction to capture")
+    p.add_argument("--max-concurrency", type=count, default=0)
+    p.add_argument("--max-queue", type=count, default=0)
+    p.add_argument("--capture", type=fraction, default=0.0, help="sampled fraction to capture")
     p.add_argument("--lookup", help="feature group for entity-id requests")
     p.add_argument("--fallback", choices=("fail", "defaults"), default="fail")
     p.add_argument(
@@ -709,7 +749,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _rollout_args(p)
     p = add("status", cmd_status, "endpoints, or one endpoint's variants and live stats")
     p.add_argument("endpoint", nargs="?")
-    p.add_argument("--window", type=float, default=60.0, help="stats window, seconds")
+    p.add_argument("--window", type=positive, default=60.0, help="stats window, seconds")
     p = add("quality", cmd_quality, "model quality per variant from ground truth")
     p.add_argument("endpoint")
     p.add_argument("--since", default="1h", help="window of prediction times (e.g. 30m, 1d)")
@@ -729,10 +769,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ack", metavar="ALERT_ID", help="acknowledge an alert")
     p = add("monitor", cmd_monitor, "compare captured traffic with the training data")
     p.add_argument("endpoint")
-    p.add_argument("--window", type=float, default=0.0, help="last N seconds (0: all)")
-    p.add_argument("--psi", type=float, default=0.0, help="PSI threshold (default 0.2)")
-    p.add_argument("--every", type=float, default=0.0, help="repeat every N seconds")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--window", type=not_negative, default=0.0, help="last N seconds (0: all)")
+    p.add_argument("--psi", type=not_negative, default=0.0, help="PSI threshold (default 0.2)")
+    p.add_argument("--every", type=not_negative, default=0.0, help="repeat every N seconds")
+    p.add_argument(
+        "--min-rows",
+        type=count,
+        default=0,
+        help="values a feature needs before it is judged (default 100; fewer: not enough data)",
+    )
+    p.add_argument("--top", type=positive_count, default=10)
     p.add_argument("--detach", action="store_true")
 
     p = add("bad-cases", cmd_bad_cases, "send captured bad cases to a labeling project")

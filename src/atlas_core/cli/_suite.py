@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
+from atlas_core.cli._connect import add_data_dir_arg, data_dir
 from atlas_core.launcher import Launcher
 
 
 def _launcher(args: argparse.Namespace) -> Launcher:
     return Launcher(
-        Path(args.data_dir),
+        data_dir(args),
         s3_port=getattr(args, "s3_port", 8333),
         base_port=getattr(args, "base_port", 7100),
     )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir",
-        default=".atlas",
-        help="where data, logs, credentials and run state live (default: .atlas)",
-    )
+    add_data_dir_arg(p, "where data, logs, credentials and run state live")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -30,17 +27,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"suite is up; data in {state.data_dir}")
     print(f"  S3 endpoint: {state.s3_endpoint} (keys in {launcher.data_dir}/secrets/)")
     print(f"  admin token: {launcher.data_dir}/secrets/credentials.json (admin_token)")
-    print(
-        "  stop it with: atlas down"
-        + (f" --data-dir {args.data_dir}" if args.data_dir != ".atlas" else "")
-    )
+    print("  stop it with: atlas down" + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows = _launcher(args).status()
     if not rows:
-        print(f"nothing is running from {args.data_dir}")
+        print(
+            f"atlas: no suite is running from {data_dir(args).resolve()} (start one with "
+            "`atlas up`, or pass --data-dir / set ATLAS_DATA_DIR to where it runs)",
+            file=sys.stderr,
+        )
         return 1
     print(f"{'process':<12} {'pid':>7}  {'address':<21} {'status':<12} log")
     for proc, status in rows:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-
-from google.protobuf import json_format
+import tempfile
+import webbrowser
+from pathlib import Path
 
 from atlas.common.v1 import common_pb2
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core.cli._args import count, not_negative, positive, positive_count
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._data import dataset_line, upload
+from atlas_core.cli._files import suite_store
+from atlas_core.cli._output import show, structured
 from atlas_core.cli._serving import parse_model
+from atlas_core.clients import DataClient
 from atlas_core.clients.serving import model_ref
 from atlas_core.clients.trainer import TERMINAL, TrainerClient, automl_spec
+from atlas_core.errors import InvalidArgument
 
 _STRATEGIES = {
     "bohb": pb.SEARCH_STRATEGY_HYPERBAND_TPE,
@@ -21,6 +29,7 @@ _STRATEGIES = {
 }
 _EVENT = {v: k for k, v in pb.TrainingEventType.items()}
 _CUT = "interrupted: "  # error prefix of a trial cut before any score
+_ENSEMBLE = "ensemble("  # how the trainer names its weighted ensemble's pipeline
 
 
 def _client(args: argparse.Namespace) -> TrainerClient:
@@ -31,9 +40,22 @@ def _state(value: int) -> str:
     return common_pb2.JobState.Name(value).removeprefix("JOB_STATE_").lower()
 
 
+def model_first(pipeline: str) -> str:
+    """`mean-impute > scale > xgboost` -> `xgboost (mean-impute > scale)`: the family first, so
+    a cut line still names it. An ensemble lists its members' families with their weights."""
+    if pipeline.startswith(_ENSEMBLE) and pipeline.endswith(")"):
+        members = re.split(r" \+ (?=[\d.]+\*)", pipeline[len(_ENSEMBLE) : -1])
+        parts = [m.partition("*") for m in members]
+        return "ensemble: " + " + ".join(f"{w} {p.split(' > ')[-1]}" for w, _, p in parts)
+    *steps, model = pipeline.split(" > ")
+    return f"{model} ({' > '.join(steps)})" if steps else model
+
+
 def trial_line(ev: pb.WatchTrainingJobResponse, kind: str) -> str:
     """One trial event of the live view. A trial cut before any score (its error starts with
-    ``interrupted: ``, see ``TrainingResult.trials_interrupted``) shows as interrupted."""
+    ``interrupted: ``, see ``TrainingResult.trials_interrupted``) shows as interrupted; a pruned
+    trial's score covers only the folds it ran, so it is marked partial; the ensemble (a
+    negative trial number) is named."""
     t = ev.trial
     best = (
         f" | best {ev.best_so_far.score:.4f} (#{ev.best_so_far.number})"
@@ -48,7 +70,11 @@ def trial_line(ev: pb.WatchTrainingJobResponse, kind: str) -> str:
         kind, score = "interrupted", t.error.removeprefix(_CUT)
     elif kind == "failed":
         score = t.error[:60]
-    return f"trial {t.number:>3} {kind:<11} {score:<10} {t.pipeline[:60]}{best}{clock}"
+    elif kind == "pruned":
+        score = f"{t.score:.4f}*"
+    name = "ensemble" if t.number < 0 else f"trial {t.number:>3}"
+    partial = " (* partial folds)" if kind == "pruned" else ""
+    return f"{name} {kind:<11} {score:<10} {model_first(t.pipeline)[:60]}{best}{clock}{partial}"
 
 
 def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
@@ -71,7 +97,7 @@ def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
         return 1
     r = job.result
     print(
-        f"done: best {r.metric} {r.best.score:.4f} ({r.best.pipeline[:80]}); "
+        f"done: best {r.metric} {r.best.score:.4f} ({model_first(r.best.pipeline)[:80]}); "
         f"{r.trials_complete} complete, {r.trials_pruned} pruned, {r.trials_failed} failed, "
         f"{r.trials_interrupted} interrupted; "
         f"bundle {r.model_bundle.uri}",
@@ -118,7 +144,19 @@ def run_spec(args: argparse.Namespace) -> pb.TrainingJobSpec:
     )
 
 
+def _upload_file(args: argparse.Namespace) -> None:
+    """`train run --file`: the file becomes a dataset version first (see `atlas data upload`)."""
+    if not args.target:
+        raise InvalidArgument("--file needs --target COLUMN (the column to predict)")
+    with DataClient(client_settings(args, "data")) as data:
+        dataset = upload(args, data, Path(args.file), args.target)
+    print(dataset_line(dataset))
+    args.dataset = f"{dataset.ref.dataset_id}@{dataset.ref.version}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.file:
+        _upload_file(args)
     spec = run_spec(args)
     with _client(args) as client:
         job = client.submit(spec)
@@ -136,13 +174,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.follow:
             return follow(client, args.job_id)
-        print(json_format.MessageToJson(client.get(args.job_id), indent=2))
+        show(args, client.get(args.job_id), default="json")
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     with _client(args) as client:
         board = client.leaderboard(args.job_id, args.limit)
+    if structured(args, board):
+        return 0
     print(f"{'rank':>4} {'trial':>5} {board.metric:>10} {'fit s':>7} {'pred ms/1k':>10}  pipeline")
     for rank, t in enumerate(board.entries, 1):
         print(
@@ -156,7 +196,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        for job in client.list():
+        jobs = list(client.list())
+        if structured(args, jobs):
+            return 0
+        for job in jobs:
             best = f"{job.result.best.score:.4f}" if job.HasField("result") else "-"
             print(
                 f"{job.status.job_id}  {_state(job.status.state):<10} best {best:<8} "
@@ -167,14 +210,70 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        print(_state(client.cancel(args.job_id).status.state))
+        state = _state(client.cancel(args.job_id).status.state)
+    # Cancelling is asynchronous: a running job stops at its next trial boundary.
+    print(f"cancel requested; job {args.job_id} is {state}" if state == "running" else state)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        print(json_format.MessageToJson(client.report(args.job_id), indent=2))
+        report = client.report(args.job_id)
+        board = client.leaderboard(args.job_id, 5) if not args.output else None
+    if board is not None:
+        print("\n".join(report_summary(report, board)))
+    else:
+        show(args, report)
+    if args.save or args.open:
+        paths = _save_plots(args, report, Path(args.save or tempfile.mkdtemp(prefix="atlas-")))
+        for path in paths:
+            print(f"saved {path}")
+            if args.open:
+                webbrowser.open(path.resolve().as_uri())
     return 0
+
+
+def report_summary(report: pb.TrainingReport, board: pb.GetLeaderboardResponse) -> list[str]:
+    """`train report` for people: leaderboard, importance, bias, warnings, plots."""
+    lines = [f"leaderboard ({board.metric}, best first):"]
+    for rank, t in enumerate(board.entries, 1):
+        name = "ensemble" if t.number < 0 else f"trial {t.number}"
+        lines.append(f"  {rank}. {name:<10} {t.score:.4f}  {model_first(t.pipeline)[:100]}")
+    used = [f for f in report.feature_importance if f.feature not in report.dropped_columns]
+    if used:
+        lines.append(f"importance ({report.importance_method or 'model'}):")
+        top = max(abs(f.importance) for f in used) or 1.0
+        for f in used[:15]:
+            bar = "#" * round(20 * abs(f.importance) / top)
+            lines.append(f"  {f.feature:<28} {f.importance:>9.4f}  {bar}")
+    if report.dropped_columns:
+        lines.append("dropped columns:")
+        lines += [f"  {c}: {why}" for c, why in sorted(report.dropped_columns.items())]
+    if report.bias_metrics:
+        lines.append("bias (per facet value: rows, difference in proportions, KS distance):")
+        for b in report.bias_metrics:
+            lines.append(
+                f"  {b.facet_column}={b.facet_value:<16} {b.rows:>7} "
+                f"{b.difference_in_proportions:>8.3f} {b.ks_distance:>8.3f}"
+            )
+    if report.warnings:
+        lines.append("warnings:")
+        lines += [f"  - {w}" for w in report.warnings]
+    if report.plots:
+        lines.append("plots (--save DIR or --open): " + ", ".join(p.name for p in report.plots))
+    return lines
+
+
+def _save_plots(args: argparse.Namespace, report: pb.TrainingReport, out: Path) -> list[Path]:
+    store = suite_store(args)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for plot in report.plots:
+        key = store.key_for_uri(plot.artifact.uri)
+        path = out / f"{plot.name}{Path(key).suffix or '.html'}"
+        path.write_bytes(store.get_bytes(key))
+        paths.append(path)
+    return paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -191,13 +290,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="data-service dataset id[@version]")
     src.add_argument("--artifact", help="s3://bucket/key of a Parquet file")
+    src.add_argument(
+        "--file", help="a local .csv, .parquet or .jsonl file (uploaded as a dataset first)"
+    )
     p.add_argument(
         "--target", default="", help="column to predict (default: the dataset's label column)"
     )
-    p.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds")
-    p.add_argument("--trials", type=int, default=0, help="max trials (0 = no limit)")
+    p.add_argument("--budget", type=positive, default=120.0, help="wall-clock seconds")
+    p.add_argument("--trials", type=count, default=0, help="max trials (0 = no limit)")
     p.add_argument("--strategy", choices=sorted(_STRATEGIES), default="bohb")
-    p.add_argument("--cpus", type=float, default=0, help="CPU request (default 1)")
+    p.add_argument("--cpus", type=not_negative, default=0, help="CPU request (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detach", action="store_true", help="submit and return")
     p.add_argument(
@@ -216,9 +318,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--follow", action="store_true")
     p = add("leaderboard", cmd_leaderboard, "ranked trials of a job")
     p.add_argument("job_id")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=positive_count, default=20)
     add("list", cmd_list, "list training jobs")
     p = add("cancel", cmd_cancel, "cancel a training job (keeps completed trials)")
     p.add_argument("job_id")
-    p = add("report", cmd_report, "importance, bias metrics, plots, warnings of a job")
+    p = add("report", cmd_report, "leaderboard, importance, bias metrics, warnings, plots of a job")
     p.add_argument("job_id")
+    p.add_argument("--save", metavar="DIR", help="write the report's plots into DIR")
+    p.add_argument("--open", action="store_true", help="open the plots in a browser")

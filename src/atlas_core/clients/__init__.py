@@ -6,15 +6,19 @@ from atlas_core.clients.data import DataClient, Features
 from atlas_core.clients.graph import GraphClient, Translation
 from atlas_core.clients.labeling import LabelingClient
 from atlas_core.clients.lineage import LineageClient
+from atlas_core.clients.serving import ServingClient
 from atlas_core.clients.trainer import TrainerClient, automl_spec
+from atlas_core.rpc.channel import ClientSettings
 
 __all__ = [
+    "ClientSettings",
     "DataClient",
     "Features",
     "GraphClient",
     "LabelingClient",
     "LineageClient",
     "ServiceClient",
+    "ServingClient",
     "TrainerClient",
     "Translation",
     "automl_spec",

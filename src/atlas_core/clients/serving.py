@@ -426,10 +426,13 @@ class ServingClient(ServiceClient):
         window_s: float = 0.0,
         psi_threshold: float = 0.0,
         repeat_every_s: float = 0.0,
+        min_rows_per_feature: int = 0,
         request_id: str = "",
     ) -> pb.MonitoringJob:
         """Submit a drift job over the last ``window_s`` seconds of capture (0: all)."""
-        spec = pb.MonitoringSpec(psi_threshold=psi_threshold)
+        spec = pb.MonitoringSpec(
+            psi_threshold=psi_threshold, min_rows_per_feature=min_rows_per_feature
+        )
         spec.endpoint.endpoint_name, spec.endpoint.variant_name = endpoint, variant
         if window_s:
             spec.start_time.FromNanoseconds(int((time.time() - window_s) * 1e9))

@@ -24,7 +24,7 @@ def automl_spec(
     target: str = "",
     dataset: tuple[str, int] | None = None,
     artifact_uri: str = "",
-    wall_seconds: float = 0,
+    wall_seconds: float | None = None,
     max_trials: int = 0,
     seed: int = 0,
     strategy: pb.SearchStrategy = pb.SEARCH_STRATEGY_HYPERBAND_TPE,
@@ -36,7 +36,8 @@ def automl_spec(
     """A TrainingJobSpec for the common case. An empty ``target`` means the dataset's label
     column; ``register`` names the serving model the finished bundle becomes a version of
     (under ``alias``, "candidate" by default); ``replaces`` is the model version it replaces
-    (warm start and lineage)."""
+    (warm start and lineage). ``wall_seconds`` None means the trainer's default budget; any
+    number is sent, so 0 or less is refused by the trainer rather than read as "default"."""
     spec = pb.TrainingJobSpec(
         target_column=target, seed=seed, automl=pb.AutoMlSpec(strategy=strategy)
     )
@@ -44,7 +45,7 @@ def automl_spec(
         spec.dataset.CopyFrom(common_pb2.DatasetRef(dataset_id=dataset[0], version=dataset[1]))
     if artifact_uri:
         spec.dataset_artifact.CopyFrom(common_pb2.ArtifactRef(uri=artifact_uri))
-    if wall_seconds:
+    if wall_seconds is not None:
         d = duration_pb2.Duration()
         d.FromMicroseconds(int(wall_seconds * 1e6))
         spec.budget.wall_time.CopyFrom(d)

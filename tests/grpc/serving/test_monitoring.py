@@ -86,6 +86,20 @@ async def test_drifted_traffic_raises_an_alert(
     alerts = (await serving.stub.ListAlerts(pb.ListAlertsRequest(endpoint_name="bc"))).alerts
     drift = [a for a in alerts if a.kind == pb.ALERT_KIND_FEATURE_DRIFT]
     assert drift and drift[0].source_id == job.status.job_id and drift[0].feature
+    # the same shifted rows, judged with a minimum sample they do not reach: no verdict, no alert
+    spec.min_rows_per_feature = report.rows + 1
+    small = (await serving.stub.SubmitMonitoringJob(pb.SubmitMonitoringJobRequest(spec=spec))).job
+    small = await _wait_job(serving, small.status.job_id)
+    assert not small.report.drift_detected
+    assert all(f.not_enough_data and not f.drifted for f in small.report.features)
+    assert small.report.features[0].rows == report.rows
+    after = (await serving.stub.ListAlerts(pb.ListAlertsRequest(endpoint_name="bc"))).alerts
+    assert not [a for a in after if a.source_id == small.status.job_id]
+    spec.min_rows_per_feature = -1
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await serving.stub.SubmitMonitoringJob(pb.SubmitMonitoringJobRequest(spec=spec))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    spec.min_rows_per_feature = 0
     registry = serving.server.metrics.registry
 
     def gauges() -> tuple[float | None, float | None]:

@@ -58,7 +58,8 @@ async def watch_until_done(stub, job_id, timeout=180):
 
 async def test_automl_job_end_to_end(trainer_harness):
     h = trainer_harness
-    artifact = await asyncio.to_thread(h.upload, "uploads/bc.parquet", breast_cancer())
+    with_site = breast_cancer().assign(site=1.0)  # constant: the trainer drops it
+    artifact = await asyncio.to_thread(h.upload, "uploads/bc.parquet", with_site)
     job = (
         await h.stub.SubmitTrainingJob(
             pb.SubmitTrainingJobRequest(spec=spec_for(artifact, seconds=25))
@@ -84,7 +85,7 @@ async def test_automl_job_end_to_end(trainer_harness):
         h.service.rt.artifacts.key_for_uri(result.model_bundle.uri),
         trust=TEST_TRUST,  # the trainer signed it with the key it was configured with
     )
-    frame = breast_cancer()
+    frame = with_site  # the model takes every column it was given, used or not
     proba = bundle.predictor.predict_proba(frame.drop(columns=["target"]).head(50))
     assert proba.shape == (50, 2)
     assert ((proba[:, 1] > 0.5) == frame["target"].head(50).astype(bool)).mean() > 0.9
@@ -93,6 +94,8 @@ async def test_automl_job_end_to_end(trainer_harness):
     ).report
     assert report.feature_importance, list(report.warnings)
     assert report.importance_method in ("shap", "permutation")
+    assert "site" in report.dropped_columns
+    assert "site" not in {f.feature for f in report.feature_importance}  # only used features
     assert {p.name for p in report.plots} >= {"optimization_history", "leaderboard"}, list(
         report.warnings
     )

@@ -39,6 +39,10 @@ class RowResult:
     contributions: dict[str, float] = field(default_factory=dict)
     fallback_used: bool = False
     error: AtlasError | None = None
+    # Said to the caller (unseen categories, how contributions were found).
+    warnings: list[str] = field(default_factory=list)
+    # Features whose category training never saw (counted in a metric).
+    unseen: list[str] = field(default_factory=list)
     # Every class's probability in the model's class order (classification): kept for the
     # prediction index (ground truth, model quality); never sent unless asked for.
     probs: list[float] | None = None
@@ -77,6 +81,7 @@ class ServableModel:
         self.memory_bytes = int(getattr(bundle, "memory_bytes", 0) or bundle.size_bytes)
         self.load_seconds = float(bundle.load_seconds)
         self.defaults = _defaults(bundle.training_stats)
+        self.vocabulary = _vocabulary(bundle.training_stats)
         self.numeric = all(c.kind == "numeric" for c in self.schema.columns)
         self._values = (
             itemgetter(*self.names)
@@ -256,6 +261,8 @@ class ServableModel:
             frame = pd.DataFrame(list(rows), columns=self.names)
             scores = self._scores_slow(frame)
         results = self._results(scores, all_scores)
+        if self.vocabulary:
+            self._flag_unseen(rows, results)
         if explain:
             import pandas as pd
 
@@ -265,7 +272,43 @@ class ServableModel:
                 values, names = found
                 for result, line in zip(results, np.asarray(values), strict=False):
                     result.contributions = {n: float(v) for n, v in zip(names, line, strict=False)}
+            else:
+                self._occlusion(frame, results)
         return results
+
+    def _flag_unseen(self, rows: Sequence[Mapping[str, Any]], results: list[RowResult]) -> None:
+        for row, result in zip(rows, results, strict=True):
+            for name, known in self.vocabulary.items():
+                value = row.get(name)
+                if value is not None and str(value) not in known:
+                    result.unseen.append(name)
+                    result.warnings.append(
+                        f"feature {name}: category {str(value)!r} was not seen in training "
+                        "(the model treats it as unknown)"
+                    )
+
+    def _occlusion(self, frame: Any, results: list[RowResult]) -> None:
+        """Contributions for a model with none of its own (ensembles, linear and bagged
+        models): how much the answered score drops when one feature is set to its training
+        default. Costs one extra prediction per feature."""
+        base = self._scores_slow(frame)
+        column = None if base.ndim == 1 else base.argmax(axis=1)
+
+        def answered(scores: np.ndarray) -> np.ndarray:
+            return scores if column is None else scores[np.arange(len(scores)), column]
+
+        reference = answered(base)
+        for name in self.names:
+            changed = frame.copy()
+            changed[name] = self.defaults.get(name)
+            delta = reference - answered(self._scores_slow(changed))
+            for result, value in zip(results, delta.tolist(), strict=True):
+                result.contributions[name] = float(value)
+        for result in results:
+            result.warnings.append(
+                "the model has no built-in contributions: each is the change of the answered "
+                "score when that feature takes its training default (occlusion)"
+            )
 
     def _results(self, scores: np.ndarray, all_scores: bool) -> list[RowResult]:
         """One result per row of ``scores`` (vectorised: one argmax and one tolist)."""
@@ -319,6 +362,18 @@ def _number(value: Any) -> float:
     if isinstance(value, _NUMBER_TYPES):
         return float(value)
     raise TypeError(value)
+
+
+def _vocabulary(training_stats: Mapping[str, Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    """Every category training saw, per categorical feature whose vocabulary was kept whole
+    (no ``__other__`` share: a truncated one cannot tell unseen from rare)."""
+    return {
+        name: frozenset(k for k in stats["frequencies"] if k != "__other__")
+        for name, stats in (training_stats or {}).items()
+        if stats.get("kind") == "categorical"
+        and stats.get("frequencies")
+        and not stats["frequencies"].get("__other__")
+    }
 
 
 def _defaults(training_stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

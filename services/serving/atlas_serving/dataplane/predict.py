@@ -142,6 +142,8 @@ class DataPlane:
             admission.leave()
         for result, used in zip(results, fallbacks, strict=True):
             result.fallback_used = used
+            for feature in result.unseen:
+                self.metrics.unseen_categories.labels(name, feature).inc()
         seconds = self._observe(ep, variant, start, "OK")
         answer = Answer(results, variant.name, variant.key, new_prediction_id())
         if ep.spec.capture.enabled and random.random() < ep.spec.capture.sample_fraction:

