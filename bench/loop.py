@@ -9,16 +9,29 @@ rows and printed). Each canary takes 50% of the traffic under a ground-truth qua
 of every answered row, and records whether the gate decided right (better → promoted, worse →
 rolled back) and how many labeled predictions it had seen when it decided.
 
-    python bench/loop.py            # all parts
-    python bench/loop.py --quick    # 6 canaries (smoke run, not kept)
+``turn``: one full turn of the loop at the demo's budgets (demo/loop_step.py: v1 trained on
+100 labelled digits, bad cases of 800 served requests labelled by simulated annotators, v2
+warm-started on the seed plus those labels, a canary gated on ground truth): its wall time
+and v2's accuracy minus v1's on the same 500 held-out labelled digits, with a paired 95%
+bootstrap interval.
+
+The lineage query and the served GNN have their own scripts (bench/lineage.py,
+bench/gnn_serving.py); their latest figures are copied here with the commit they were
+measured at.
+
+    python bench/loop.py                  # all parts
+    python bench/loop.py --parts turn     # one part
+    python bench/loop.py --quick          # 6 canaries, a 10 s budget (smoke run, not kept)
 
 Writes bench/results/loop.json with keys gate_correct (of 20; target ≥ 18), gate_labels_needed
-(median), gate_seconds_median and the margins.
+(median), loop_seconds, loop_quality_gain (> 0) with loop_quality_gain_interval,
+lineage_query_ms (≤ 100) and gnn_p99_ms_c1 (≤ 10).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -40,6 +53,7 @@ from atlas_core.launcher import Launcher, RunState, ensure_credentials  # noqa: 
 from atlas_core.rpc import ClientSettings  # noqa: E402
 from atlas_core.storage import ArtifactStore, open_artifact_store  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [f"x{i}" for i in range(12)]
 CHAMPION_K, BETTER_K, WORSE_K = 6, 12, 2  # informative features each model sees
 GATE_MIN_LABELED = 1000  # per side
@@ -226,18 +240,59 @@ def gate_part(state: RunState, data_dir: Path, seeds: int) -> dict[str, Any]:
     }
 
 
+def turn_part(state: RunState, data_dir: Path, quick: bool) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "demo"))
+    import loop_step
+
+    config = loop_step.LoopConfig(budget_s=10.0) if quick else loop_step.LoopConfig()
+    f = loop_step.run(state, data_dir, {}, config)
+    lo, hi = f.gain_interval
+    print(
+        f"turn: {f.seconds['turn']:.0f}s; v1 {f.v1_accuracy:.3f} -> v2 {f.v2_accuracy:.3f}, "
+        f"gain {f.gain:+.3f} (95% interval {lo:+.3f} .. {hi:+.3f}); canary {f.canary}"
+    )
+    return {
+        "loop_seconds": f.seconds["turn"],
+        "loop_step_seconds": f.seconds,
+        "loop_quality_gain": round(f.gain, 4),
+        "loop_quality_gain_interval": [round(lo, 4), round(hi, 4)],
+        "loop_v1_accuracy": round(f.v1_accuracy, 4),
+        "loop_v2_accuracy": round(f.v2_accuracy, 4),
+        "loop_bad_cases": f.bad_cases,
+        "loop_canary": f.canary,
+        "loop_budget_s": config.budget_s,
+    }
+
+
+def copied(name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Keys of another script's latest result, with where and when they were measured."""
+    path = ROOT / "bench" / "results" / f"{name}.json"
+    if not path.exists():
+        return {}
+    found = json.loads(path.read_text())
+    run = found.get("run", {})
+    source = {"command": run.get("command"), "commit": run.get("commit"), "date": run.get("date")}
+    return {**{k: found[k] for k in keys if k in found}, f"{name}_source": source}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="6 canaries; results not kept")
+    parser.add_argument("--quick", action="store_true", help="smoke run; results not kept")
+    parser.add_argument("--parts", nargs="+", choices=("gate", "turn"), default=["gate", "turn"])
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="atlas-bench-loop-"))
     launcher = Launcher(data_dir, s3_port=0, base_port=0)
     results: dict[str, Any] = {}
     try:
         state = launcher.up(echo=lambda line: None)
-        results.update(gate_part(state, data_dir, 6 if args.quick else 20))
+        if "gate" in args.parts:
+            results.update(gate_part(state, data_dir, 6 if args.quick else 20))
+        if "turn" in args.parts:
+            results.update(turn_part(state, data_dir, args.quick))
     finally:
         launcher.down(echo=lambda line: None)
+    results.update(copied("lineage", ("lineage_query_ms", "lineage_query_p50_ms")))
+    results.update(copied("gnn_serving", ("gnn_p99_ms_c1", "gnn_p50_ms_c1")))
     out = write_results("loop", results, quick=args.quick)
     print(f"wrote {out}")
 
