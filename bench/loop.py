@@ -20,7 +20,7 @@ bench/gnn_serving.py); their latest figures are copied here with the commit they
 measured at.
 
     python bench/loop.py                  # all parts
-    python bench/loop.py --parts turn     # one part
+    python bench/loop.py --parts turn     # one part (written as loop_turn.json)
     python bench/loop.py --quick          # 6 canaries, a 10 s budget (smoke run, not kept)
 
 Writes bench/results/loop.json with keys gate_correct (of 20; target ≥ 18), gate_labels_needed
@@ -293,7 +293,9 @@ def main() -> None:
         launcher.down(echo=lambda line: None)
     results.update(copied("lineage", ("lineage_query_ms", "lineage_query_p50_ms")))
     results.update(copied("gnn_serving", ("gnn_p99_ms_c1", "gnn_p50_ms_c1")))
-    out = write_results("loop", results, quick=args.quick)
+    # a partial run is its own record (loop_turn.json, loop_gate.json), never a full one's
+    name = "loop" if set(args.parts) == {"gate", "turn"} else "loop_" + "_".join(args.parts)
+    out = write_results(name, results, quick=args.quick)
     print(f"wrote {out}")
 
 

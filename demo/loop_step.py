@@ -61,9 +61,9 @@ SAMPLE_COLUMNS = ["entity_key", "label", "event_time"]  # of a labeling export's
 class LoopConfig:
     """Sizes and budgets of one turn; the integration test runs a smaller one."""
 
-    seed_labels: int = 100  # v1 learns from these only
+    seed_labels: int = 80  # v1 learns from these only
     traffic: int = 800  # served by v1; bad cases come from here
-    holdout: int = 500  # served during the canary; judges v1 against v2
+    holdout: int = 917  # the other digits: served during the canary, judge v1 against v2
     truth_fraction: float = 0.3  # share of v1's traffic whose outcome becomes known
     budget_s: float = 20.0  # AutoML wall time per model
     low_confidence: float = 0.7
