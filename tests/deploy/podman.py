@@ -1,0 +1,231 @@
+"""Running the images with podman on this host: podman, buildah, runc and debootstrap from
+Debian; runc (crun fails on hybrid cgroups here), explicit ulimits within the host's hard
+limits, all in a containers.conf the processes find through CONTAINERS_CONF. Images are built
+on a Debian base made with debootstrap (no registry is reachable) and reused while their
+inputs are unchanged.
+
+``podman kube play`` (4.3, Debian bookworm) has no Services and does not read Secrets from the
+YAML, so :func:`for_kube_play` adapts the rendered dev overlay the way a cluster would have
+served it: each Deployment replica becomes a Pod named for its Service (the first replica takes
+the Service's name, which the network's DNS resolves), Secret values are filled in and Secret
+volumes become host directories holding their keys."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import os
+import re
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .manifests import ROOT
+
+TOOLS = ("podman", "buildah", "runc", "debootstrap")
+BASE_IMAGE = "localhost/debian-base:bookworm"
+LIGHT_IMAGE = "localhost/atlas-light:dev"
+INPUTS_LABEL = "dev.atlas.inputs"
+# What the light image is built from (the .dockerignore context).
+BUILD_INPUTS = (
+    "pyproject.toml",
+    "README.md",
+    "src",
+    "services",
+    "protos",
+    "native",
+    "deploy/container",
+)
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def require_podman() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (make test installs them as root)")
+    if os.geteuid() != 0:
+        pytest.skip("podman kube play and debootstrap run as root here")
+
+
+def containers_conf(path: Path) -> dict[str, str]:
+    """Write a containers.conf and return the environment that points podman at it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 65536 if hard == resource.RLIM_INFINITY else hard
+    path.write_text(
+        "[containers]\n"
+        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc=32768:32768"]\n'
+        "[engine]\n"
+        'runtime = "runc"\n'
+        'cgroup_manager = "cgroupfs"\n'
+        'events_logger = "file"\n'
+    )
+    return dict(os.environ, CONTAINERS_CONF=str(path))
+
+
+def run(env: dict[str, str], *argv: str, timeout: float = 600, check: bool = True) -> str:
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv[:4])} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this host's apt uses (deb822 or one-line sources)."""
+    for source in sorted(Path("/etc/apt").glob("sources.list.d/*.sources")):
+        text = source.read_text()
+        for block in text.split("\n\n"):
+            if re.search(r"^Suites:.*\bbookworm\b", block, re.M):
+                uri = re.search(r"^URIs:\s*(\S+)", block, re.M)
+                if uri and "security" not in uri.group(1):
+                    return uri.group(1)
+    lists = Path("/etc/apt/sources.list")
+    if lists.exists():
+        for line in lists.read_text().splitlines():
+            m = re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", line)
+            if m:
+                return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def ensure_base_image(env: dict[str, str], work: Path) -> None:
+    if subprocess.run(["podman", "image", "exists", BASE_IMAGE], env=env).returncode == 0:
+        return
+    rootfs = work / "rootfs"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    run(
+        env,
+        "debootstrap",
+        "--variant=minbase",
+        "bookworm",
+        str(rootfs),
+        debian_mirror(),
+        timeout=1200,
+    )
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for f in (rootfs / junk).glob("*"):
+            if f.is_file():
+                f.unlink()
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(
+        ["podman", "import", "--change", f"ENV PATH={PATH}", "-", BASE_IMAGE],
+        stdin=tar.stdout,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    tar.wait()
+    shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def inputs_digest() -> str:
+    """Hash of the files the light image is built from (git's view of the tree)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-s", "--", *BUILD_INPUTS], cwd=ROOT, capture_output=True, text=True
+    )
+    modified = subprocess.run(
+        ["git", "diff", "--", *BUILD_INPUTS], cwd=ROOT, capture_output=True, text=True
+    )
+    return hashlib.sha256((listed.stdout + modified.stdout).encode()).hexdigest()[:16]
+
+
+def ensure_light_image(env: dict[str, str]) -> None:
+    """Build the light image on the Debian base unless one from the same inputs exists."""
+    digest = inputs_digest()
+    have = run(
+        env,
+        "podman",
+        "image",
+        "inspect",
+        "--format",
+        f'{{{{index .Labels "{INPUTS_LABEL}"}}}}',
+        LIGHT_IMAGE,
+        check=False,
+    ).strip()
+    if have == digest:
+        return
+    # The build reaches the package index through this host's TLS-intercepting proxy: its CA
+    # certificates go into the (git-ignored) extra-ca directory for the build only.
+    extra = ROOT / "deploy" / "container" / "extra-ca"
+    copied = []
+    for cert in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+        target = extra / f"host-{cert.name}"
+        shutil.copy(cert, target)
+        copied.append(target)
+    try:
+        run(
+            env,
+            "podman",
+            "build",
+            "--runtime",
+            "runc",
+            "-f",
+            "deploy/container/Containerfile",
+            "--target",
+            "light",
+            "--build-arg",
+            f"BASE_IMAGE={BASE_IMAGE}",
+            "--label",
+            f"{INPUTS_LABEL}={digest}",
+            "-t",
+            LIGHT_IMAGE,
+            str(ROOT),
+            timeout=2400,
+        )
+    finally:
+        for target in copied:
+            target.unlink(missing_ok=True)
+
+
+def for_kube_play(docs: list[dict[str, Any]], secrets_dir: Path) -> list[dict[str, Any]]:
+    """The rendered dev overlay as podman 4.3's kube play can run it (module docstring)."""
+    secrets = {
+        d["metadata"]["name"]: {
+            k: base64.b64decode(v).decode() for k, v in (d.get("data") or {}).items()
+        }
+        for d in docs
+        if d["kind"] == "Secret"
+    }
+    for name, data in secrets.items():
+        for key, value in data.items():
+            path = secrets_dir / name / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(value)
+            path.chmod(0o644)  # read by the image's non-root user
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc["kind"] in ("ConfigMap", "PersistentVolumeClaim"):
+            out.append(doc)
+        elif doc["kind"] == "Deployment":
+            name = doc["metadata"]["name"]
+            for i in range(doc["spec"].get("replicas", 1)):
+                spec = copy.deepcopy(doc["spec"]["template"]["spec"])
+                for container in spec["containers"]:
+                    for var in container.get("env", []):
+                        ref = var.get("valueFrom", {}).get("secretKeyRef")
+                        if ref:
+                            var.pop("valueFrom")
+                            var["value"] = secrets[ref["name"]][ref["key"]]
+                for volume in spec.get("volumes", []):
+                    if "secret" in volume:
+                        src = volume.pop("secret")
+                        volume["hostPath"] = {
+                            "path": str(secrets_dir / src["secretName"]),
+                            "type": "DirectoryOrCreate",
+                        }
+                out.append(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": name if i == 0 else f"{name}-{i}",
+                            "labels": doc["spec"]["template"]["metadata"]["labels"],
+                        },
+                        "spec": spec,
+                    }
+                )
+    return out

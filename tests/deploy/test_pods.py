@@ -1,0 +1,301 @@
+"""The dev overlay running for real: the light image built on a debootstrapped Debian base,
+the rendered overlay played with ``podman kube play`` (object store, data, two serving
+replicas, labeling and the annotator UI), then a smoke test from the host over the pods'
+addresses: health of every service, a feature write and read (through the data service and
+its native reader), a model registered, deployed and predicted through both serving replicas,
+a labeling round trip; then ``podman kube down``. The trainer and graph pods (the ml image,
+torch: a multi-GB build) are left out of this run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from atlas.data.v1 import data_service_pb2 as dpb
+from atlas.labeling.v1 import labeling_service_pb2 as lpb
+from atlas.serving.v1 import serving_service_pb2 as spb
+from atlas_core.clients.data import DataClient
+from atlas_core.clients.labeling import LabelingClient
+from atlas_core.clients.serving import ServingClient, variant
+from atlas_core.config import S3Settings
+from atlas_core.errors import AtlasError
+from atlas_core.rpc import ClientSettings
+
+from ..grpc.serving.conftest import breast_cancer, write_model
+from .manifests import render
+from .podman import (
+    LIGHT_IMAGE,
+    containers_conf,
+    ensure_base_image,
+    ensure_light_image,
+    for_kube_play,
+    require_podman,
+    run,
+)
+
+pytestmark = pytest.mark.slow
+
+NETWORK = "atlas-deploy-test"
+# The light image's pods; trainer and graph need the ml image.
+PLAYED = {
+    "atlas-objectstore",
+    "atlas-data",
+    "atlas-serving",
+    "atlas-labeling",
+    "atlas-labeling-web",
+}
+GRPC = {
+    "atlas-data": ("atlas.data.v1.DataService", 7101),
+    "atlas-serving": ("atlas.serving.v1.ServingService", 7103),
+    "atlas-serving-1": ("atlas.serving.v1.ServingService", 7103),
+    "atlas-labeling": ("atlas.labeling.v1.LabelingService", 7104),
+}
+
+
+@dataclass
+class Suite:
+    env: dict[str, str]
+    ips: dict[str, str]  # pod name -> address on the test network
+    secrets: dict[str, dict[str, str]]
+    ready_s: float  # from kube play to every service SERVING
+
+    def token(self) -> SecretStr:
+        return SecretStr(self.secrets["atlas-tokens"]["admin-token"])
+
+    def s3(self) -> S3Settings:
+        return S3Settings(
+            endpoint=f"{self.ips['atlas-objectstore']}:8333",
+            access_key=SecretStr(self.secrets["atlas-s3"]["access-key"]),
+            secret_key=SecretStr(self.secrets["atlas-s3"]["secret-key"]),
+        )
+
+
+def _pod_ip(env: dict[str, str], pod: str) -> str:
+    infra = json.loads(run(env, "podman", "pod", "inspect", pod))
+    infra = infra[0] if isinstance(infra, list) else infra
+    info = json.loads(run(env, "podman", "inspect", infra["InfraContainerID"]))[0]
+    return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+
+
+def _serving(address: str, service: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _logs(env: dict[str, str], pods: list[str]) -> str:
+    out = []
+    for pod in pods:
+        for name in run(
+            env, "podman", "ps", "-a", "--filter", f"pod={pod}", "--format", "{{.Names}}"
+        ).split():
+            if not name.endswith("-infra"):
+                out.append(
+                    f"--- {name}\n" + run(env, "podman", "logs", "--tail", "20", name, check=False)
+                )
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    require_podman()
+    work = tmp_path_factory.mktemp("podman")
+    env = containers_conf(work / "containers.conf")
+    ensure_base_image(env, work)
+    ensure_light_image(env)
+    docs = render("dev")
+    secrets = {
+        d["metadata"]["name"]: {
+            k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()
+        }
+        for d in docs
+        if d["kind"] == "Secret"
+    }
+    played = [
+        d
+        for d in for_kube_play(docs, work / "secrets")
+        if d["kind"] != "Pod" or d["metadata"]["labels"]["app.kubernetes.io/name"] in PLAYED
+    ]
+    kube = work / "dev.yaml"
+    kube.write_text(yaml.safe_dump_all(played))
+    pods = [d["metadata"]["name"] for d in played if d["kind"] == "Pod"]
+    volumes = [d["metadata"]["name"] for d in played if d["kind"] == "PersistentVolumeClaim"]
+    run(env, "podman", "kube", "down", str(kube), check=False)
+    for volume in volumes:
+        run(env, "podman", "volume", "rm", "-f", volume, check=False)
+    run(env, "podman", "network", "create", "--ignore", NETWORK)
+    started = time.monotonic()
+    try:
+        run(env, "podman", "kube", "play", "--network", NETWORK, str(kube), timeout=300)
+        ips = {pod: _pod_ip(env, pod) for pod in pods}
+        deadline = time.monotonic() + 240
+        waiting = set(GRPC) | {"atlas-labeling-web"}
+        while waiting and time.monotonic() < deadline:
+            for pod in list(waiting):
+                if pod == "atlas-labeling-web":
+                    up = _http_ok(f"http://{ips[pod]}:7180/healthz")
+                else:
+                    up = _serving(f"{ips[pod]}:{GRPC[pod][1]}", GRPC[pod][0])
+                if up:
+                    waiting.discard(pod)
+            time.sleep(0.5)
+        assert not waiting, f"not SERVING: {sorted(waiting)}\n{_logs(env, pods)}"
+        yield Suite(env, ips, secrets, time.monotonic() - started)
+    finally:
+        run(env, "podman", "kube", "down", str(kube), check=False, timeout=300)
+        for volume in volumes:
+            run(env, "podman", "volume", "rm", "-f", volume, check=False)
+        run(env, "podman", "network", "rm", "-f", NETWORK, check=False)
+
+
+def test_light_image_is_lean_non_root_and_has_the_native_reader(suite: Suite) -> None:
+    info = json.loads(run(suite.env, "podman", "image", "inspect", LIGHT_IMAGE))[0]
+    assert info["Config"]["User"] == "10001:10001"
+    assert info["Config"]["Entrypoint"] == ["/usr/bin/tini", "--"]
+    probe = (
+        "import importlib.util as u, shutil, sys; "
+        "sys.exit(0 if u.find_spec('torch') is None and u.find_spec('dgl') is None "
+        "and shutil.which('atlas-online-reader') else 1)"
+    )
+    run(suite.env, "podman", "run", "--rm", LIGHT_IMAGE, "python", "-c", probe)
+
+
+def test_every_service_is_healthy_and_the_probe_script_agrees(suite: Suite) -> None:
+    for pod, (service, port) in GRPC.items():
+        assert _serving(f"{suite.ips[pod]}:{port}", service), pod
+        # the image's HEALTHCHECK command, run inside the container
+        run(
+            suite.env,
+            "podman",
+            "exec",
+            f"{pod}-{pod.split('-')[1]}",
+            "python",
+            "/usr/local/bin/atlas-healthcheck",
+        )
+    assert _http_ok(f"http://{suite.ips['atlas-labeling-web']}:7180/healthz")
+    # the data pod serves online reads from its native reader as well
+    assert _serving(f"{suite.ips['atlas-data']}:7111", "atlas.data.v1.OnlineFeatureService")
+
+
+def test_feature_write_and_read(suite: Suite) -> None:
+    spec = dpb.FeatureGroupSpec(
+        name="deploy_smoke",
+        entity_key="id",
+        event_time_column="ts",
+        entity_key_type=dpb.ENTITY_KEY_TYPE_INT64,
+        features=[dpb.FeatureSpec(name="a", dtype=dpb.FEATURE_TYPE_FLOAT32)],
+    )
+    settings = ClientSettings(target=f"{suite.ips['atlas-data']}:7101", token=suite.token())
+    with DataClient(settings, timeout=30) as client:
+        client.create_feature_group(spec)
+        records = [
+            dpb.FeatureRecord(
+                entity_key=dpb.EntityKey(int64_key=k),
+                event_time=Timestamp(seconds=int(time.time())),
+                float32_values=np.array([k * 1.5], "<f4").tobytes(),
+            )
+            for k in range(10)
+        ]
+        assert client.put_records("deploy_smoke", records).written == 10
+        got = client.get_features("deploy_smoke", [3, 7, 99])
+        assert got.found.tolist() == [True, True, False]
+        assert got.column("a")[:2].tolist() == [4.5, 10.5]
+    reader = settings.model_copy(update={"read_target": f"{suite.ips['atlas-data']}:7111"})
+    with DataClient(reader, timeout=30) as client:
+        assert client.get_features("deploy_smoke", [7]).column("a").tolist() == [10.5]
+
+
+def test_register_deploy_predict_through_both_serving_replicas(suite: Suite) -> None:
+    replicas = [f"{suite.ips[p]}:7103" for p in ("atlas-serving", "atlas-serving-1")]
+    ref = write_model(suite.s3(), "models/deploy-smoke/v1.tar")
+    first = ServingClient(ClientSettings(target=replicas[0], token=suite.token()), timeout=30)
+    try:
+        first.register("deploy-smoke", ref.uri)
+        first.create_endpoint(
+            spb.EndpointSpec(name="smoke", variants=[variant("blue", "deploy-smoke", version=1)])
+        )
+    finally:
+        first.close()
+    rows = breast_cancer()[0].iloc[:4].to_dict("records")
+    for target in [*replicas, ",".join(replicas)]:
+        client = ServingClient(ClientSettings(target=target, token=suite.token()), timeout=30)
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # a replica converges from the shared metadata DB (poll_seconds)
+                try:
+                    reply = client.predict("smoke", rows[0])
+                    break
+                except AtlasError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            assert (reply.variant, reply.model.version) == ("blue", 1)
+            for row in rows:
+                client.predict("smoke", row)
+        finally:
+            client.close()
+    # each replica answered (its own Prometheus counter), the balanced client reached both
+    served = [_served(f"{suite.ips[p]}:9090") for p in ("atlas-serving", "atlas-serving-1")]
+    # five calls per client: five direct ones on each replica, the balanced five spread
+    assert sum(served) == 15 and min(served) >= 6, served
+
+
+def _served(address: str) -> float:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "atlas_serving_requests_total"
+        and sample.labels.get("endpoint") == "smoke"
+        and sample.labels.get("code") == "OK"
+    )
+
+
+def test_labeling_round_trip(suite: Suite) -> None:
+    settings = ClientSettings(target=f"{suite.ips['atlas-labeling']}:7104", token=suite.token())
+    with LabelingClient(settings) as client:
+        project = client.create_project(
+            lpb.ProjectSpec(
+                name="deploy-smoke",
+                task_type=lpb.TASK_TYPE_TEXT_CLASSIFICATION,
+                labels=[lpb.LabelDefinition(name="pos"), lpb.LabelDefinition(name="neg")],
+            )
+        )
+        (item_id,) = client.add_texts(project.project_id, ["the pods came up"])
+        (assignment,) = client.request_assignments(project.project_id, 1, annotator="ann")
+        done = client.submit_annotation(
+            assignment.assignment_id,
+            lpb.AnnotationValue(classes=lpb.ClassLabels(labels=["pos"])),
+            annotator="ann",
+        )
+        assert done.item_status == lpb.ITEM_STATUS_DONE
+        item = client.get_item(project.project_id, item_id)
+        assert item.status == lpb.ITEM_STATUS_DONE
