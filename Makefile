@@ -48,9 +48,16 @@ browser-optional:
 	      || echo ">> chromium not installed: browser tests will be skipped"; \
 	  else echo ">> $(CHROMIUM) missing and no apt-get as root: browser tests will be skipped"; fi; }
 
-# podman, buildah, runc and debootstrap for tests/deploy (images built and run as pods). Same
-# rule as chromium: installed as root with apt-get when missing; without them those tests skip.
+# tests/deploy: checkov in a venv of its own (its pins conflict with the dev extra's), and
+# podman, buildah, runc and debootstrap (images built and run as pods). The Debian packages follow
+# chromium's rule: installed as root with apt-get when missing; without them those tests skip.
+CHECKOV := build/checkov/bin/checkov
+$(CHECKOV):
+	@$(PYTHON) -m venv build/checkov && build/checkov/bin/pip install -q 'checkov>=3.2,<4' \
+	  || { rm -rf build/checkov; echo ">> checkov not installed: its test will be skipped"; }
+
 deploy-tools-optional:
+	@$(MAKE) --no-print-directory $(CHECKOV) || true
 	@command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null \
 	  && command -v debootstrap >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -8,7 +8,8 @@ inputs are unchanged.
 YAML, so :func:`for_kube_play` adapts the rendered dev overlay the way a cluster would have
 served it: each Deployment replica becomes a Pod named for its Service (the first replica takes
 the Service's name, which the network's DNS resolves), Secret values are filled in and Secret
-volumes become host directories holding their keys."""
+volumes become host directories holding their keys. Container ports are dropped: kube play
+would publish each on the host, and the tests reach the pods on their network addresses."""
 
 from __future__ import annotations
 
@@ -163,6 +164,9 @@ def ensure_light_image(env: dict[str, str]) -> None:
             "build",
             "--runtime",
             "runc",
+            # docker format keeps HEALTHCHECK (OCI images have no field for it)
+            "--format",
+            "docker",
             "-f",
             "deploy/container/Containerfile",
             "--target",
@@ -205,6 +209,9 @@ def for_kube_play(docs: list[dict[str, Any]], secrets_dir: Path) -> list[dict[st
             for i in range(doc["spec"].get("replicas", 1)):
                 spec = copy.deepcopy(doc["spec"]["template"]["spec"])
                 for container in spec["containers"]:
+                    # podman 4.3 publishes every containerPort on the host (other suites use
+                    # those ports here); the pods are reached on their network addresses.
+                    container.pop("ports", None)
                     for var in container.get("env", []):
                         ref = var.get("valueFrom", {}).get("secretKeyRef")
                         if ref:

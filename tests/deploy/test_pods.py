@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -149,7 +150,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     run(env, "podman", "kube", "down", str(kube), check=False)
     for volume in volumes:
         run(env, "podman", "volume", "rm", "-f", volume, check=False)
-    run(env, "podman", "network", "create", "--ignore", NETWORK)
+    if subprocess.run(["podman", "network", "exists", NETWORK], env=env).returncode != 0:
+        run(env, "podman", "network", "create", NETWORK)
     started = time.monotonic()
     try:
         run(env, "podman", "kube", "play", "--network", NETWORK, str(kube), timeout=300)
@@ -222,7 +224,7 @@ def test_feature_write_and_read(suite: Suite) -> None:
             )
             for k in range(10)
         ]
-        assert client.put_records("deploy_smoke", records).written == 10
+        assert client.put_records("deploy_smoke", records).records_written == 10
         got = client.get_features("deploy_smoke", [3, 7, 99])
         assert got.found.tolist() == [True, True, False]
         assert got.column("a")[:2].tolist() == [4.5, 10.5]
