@@ -16,17 +16,29 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import json
 import os
 import re
 import resource
 import shutil
 import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
-from .manifests import ROOT
+from atlas_core.config import S3Settings
+
+from .manifests import ROOT, render
 
 TOOLS = ("podman", "buildah", "runc", "debootstrap")
 BASE_IMAGE = "localhost/debian-base:bookworm"
@@ -236,3 +248,131 @@ def for_kube_play(docs: list[dict[str, Any]], secrets_dir: Path) -> list[dict[st
                     }
                 )
     return out
+
+
+NETWORK = "atlas-deploy-test"
+# The light image's pods; trainer and graph need the ml image.
+PLAYED = {
+    "atlas-objectstore",
+    "atlas-data",
+    "atlas-serving",
+    "atlas-labeling",
+    "atlas-labeling-web",
+}
+# pod -> (gRPC service reported SERVING, port)
+GRPC = {
+    "atlas-data": ("atlas.data.v1.DataService", 7101),
+    "atlas-serving": ("atlas.serving.v1.ServingService", 7103),
+    "atlas-serving-1": ("atlas.serving.v1.ServingService", 7103),
+    "atlas-labeling": ("atlas.labeling.v1.LabelingService", 7104),
+}
+
+
+@dataclass
+class Suite:
+    """The played dev overlay, as the host sees it."""
+
+    env: dict[str, str]
+    ips: dict[str, str]  # pod name -> address on the test network
+    secrets: dict[str, dict[str, str]]
+    ready_s: float  # from kube play to every service SERVING
+
+    def token(self) -> SecretStr:
+        return SecretStr(self.secrets["atlas-tokens"]["admin-token"])
+
+    def s3(self) -> S3Settings:
+        return S3Settings(
+            endpoint=f"{self.ips['atlas-objectstore']}:8333",
+            access_key=SecretStr(self.secrets["atlas-s3"]["access-key"]),
+            secret_key=SecretStr(self.secrets["atlas-s3"]["secret-key"]),
+        )
+
+
+def serving(address: str, service: str) -> bool:
+    """Whether ``service`` at ``address`` answers the gRPC health check SERVING now."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _pod_ip(env: dict[str, str], pod: str) -> str:
+    infra = json.loads(run(env, "podman", "pod", "inspect", pod))
+    infra = infra[0] if isinstance(infra, list) else infra
+    info = json.loads(run(env, "podman", "inspect", infra["InfraContainerID"]))[0]
+    return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+
+
+def _logs(env: dict[str, str], pods: list[str]) -> str:
+    out = []
+    for pod in pods:
+        names = run(env, "podman", "ps", "-a", "--filter", f"pod={pod}", "--format", "{{.Names}}")
+        for name in names.split():
+            if not name.endswith("-infra"):
+                tail = run(env, "podman", "logs", "--tail", "20", name, check=False)
+                out.append(f"--- {name}\n{tail}")
+    return "\n".join(out)
+
+
+@contextmanager
+def played_dev_overlay(env: dict[str, str], work: Path, timeout: float = 240) -> Iterator[Suite]:
+    """``podman kube play`` the rendered dev overlay's light pods, wait until every service is
+    SERVING (the UI answers /healthz), yield; then ``podman kube down`` and drop its volumes."""
+    docs = render("dev")
+    secrets = {
+        d["metadata"]["name"]: {
+            k: base64.b64decode(v).decode() for k, v in (d.get("data") or {}).items()
+        }
+        for d in docs
+        if d["kind"] == "Secret"
+    }
+    played = [
+        d
+        for d in for_kube_play(docs, work / "secrets")
+        if d["kind"] != "Pod" or d["metadata"]["labels"]["app.kubernetes.io/name"] in PLAYED
+    ]
+    kube = work / "dev.yaml"
+    kube.write_text(yaml.safe_dump_all(played))
+    pods = [d["metadata"]["name"] for d in played if d["kind"] == "Pod"]
+    volumes = [d["metadata"]["name"] for d in played if d["kind"] == "PersistentVolumeClaim"]
+
+    def down() -> None:
+        run(env, "podman", "kube", "down", str(kube), check=False, timeout=300)
+        for volume in volumes:
+            run(env, "podman", "volume", "rm", "-f", volume, check=False)
+
+    down()  # what an interrupted run left behind
+    if subprocess.run(["podman", "network", "exists", NETWORK], env=env).returncode != 0:
+        run(env, "podman", "network", "create", NETWORK)
+    started = time.monotonic()
+    try:
+        run(env, "podman", "kube", "play", "--network", NETWORK, str(kube), timeout=300)
+        ips = {pod: _pod_ip(env, pod) for pod in pods}
+        deadline = time.monotonic() + timeout
+        waiting = set(GRPC) | {"atlas-labeling-web"}
+        while waiting and time.monotonic() < deadline:
+            for pod in list(waiting):
+                if pod == "atlas-labeling-web":
+                    up = http_ok(f"http://{ips[pod]}:7180/healthz")
+                else:
+                    up = serving(f"{ips[pod]}:{GRPC[pod][1]}", GRPC[pod][0])
+                if up:
+                    waiting.discard(pod)
+            time.sleep(0.2)
+        assert not waiting, f"not SERVING: {sorted(waiting)}\n{_logs(env, pods)}"
+        yield Suite(env, ips, secrets, time.monotonic() - started)
+    finally:
+        down()
+        run(env, "podman", "network", "rm", "-f", NETWORK, check=False)

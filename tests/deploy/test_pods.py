@@ -8,22 +8,18 @@ torch: a multi-GB build) are left out of this run."""
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-import grpc
 import numpy as np
 import pytest
-import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from minio import Minio
+from minio.error import S3Error
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from atlas.data.v1 import data_service_pb2 as dpb
 from atlas.labeling.v1 import labeling_service_pb2 as lpb
@@ -31,96 +27,26 @@ from atlas.serving.v1 import serving_service_pb2 as spb
 from atlas_core.clients.data import DataClient
 from atlas_core.clients.labeling import LabelingClient
 from atlas_core.clients.serving import ServingClient, variant
-from atlas_core.config import S3Settings
 from atlas_core.errors import AtlasError
 from atlas_core.rpc import ClientSettings
 
 from ..grpc.serving.conftest import breast_cancer, write_model
-from .manifests import render
 from .podman import (
+    GRPC,
     LIGHT_IMAGE,
+    NETWORK,
+    Suite,
     containers_conf,
     ensure_base_image,
     ensure_light_image,
-    for_kube_play,
+    http_ok,
+    played_dev_overlay,
     require_podman,
     run,
+    serving,
 )
 
 pytestmark = pytest.mark.slow
-
-NETWORK = "atlas-deploy-test"
-# The light image's pods; trainer and graph need the ml image.
-PLAYED = {
-    "atlas-objectstore",
-    "atlas-data",
-    "atlas-serving",
-    "atlas-labeling",
-    "atlas-labeling-web",
-}
-GRPC = {
-    "atlas-data": ("atlas.data.v1.DataService", 7101),
-    "atlas-serving": ("atlas.serving.v1.ServingService", 7103),
-    "atlas-serving-1": ("atlas.serving.v1.ServingService", 7103),
-    "atlas-labeling": ("atlas.labeling.v1.LabelingService", 7104),
-}
-
-
-@dataclass
-class Suite:
-    env: dict[str, str]
-    ips: dict[str, str]  # pod name -> address on the test network
-    secrets: dict[str, dict[str, str]]
-    ready_s: float  # from kube play to every service SERVING
-
-    def token(self) -> SecretStr:
-        return SecretStr(self.secrets["atlas-tokens"]["admin-token"])
-
-    def s3(self) -> S3Settings:
-        return S3Settings(
-            endpoint=f"{self.ips['atlas-objectstore']}:8333",
-            access_key=SecretStr(self.secrets["atlas-s3"]["access-key"]),
-            secret_key=SecretStr(self.secrets["atlas-s3"]["secret-key"]),
-        )
-
-
-def _pod_ip(env: dict[str, str], pod: str) -> str:
-    infra = json.loads(run(env, "podman", "pod", "inspect", pod))
-    infra = infra[0] if isinstance(infra, list) else infra
-    info = json.loads(run(env, "podman", "inspect", infra["InfraContainerID"]))[0]
-    return info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
-
-
-def _serving(address: str, service: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2
-            )
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def _logs(env: dict[str, str], pods: list[str]) -> str:
-    out = []
-    for pod in pods:
-        for name in run(
-            env, "podman", "ps", "-a", "--filter", f"pod={pod}", "--format", "{{.Names}}"
-        ).split():
-            if not name.endswith("-infra"):
-                out.append(
-                    f"--- {name}\n" + run(env, "podman", "logs", "--tail", "20", name, check=False)
-                )
-    return "\n".join(out)
 
 
 @pytest.fixture(scope="module")
@@ -130,50 +56,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     env = containers_conf(work / "containers.conf")
     ensure_base_image(env, work)
     ensure_light_image(env)
-    docs = render("dev")
-    secrets = {
-        d["metadata"]["name"]: {
-            k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()
-        }
-        for d in docs
-        if d["kind"] == "Secret"
-    }
-    played = [
-        d
-        for d in for_kube_play(docs, work / "secrets")
-        if d["kind"] != "Pod" or d["metadata"]["labels"]["app.kubernetes.io/name"] in PLAYED
-    ]
-    kube = work / "dev.yaml"
-    kube.write_text(yaml.safe_dump_all(played))
-    pods = [d["metadata"]["name"] for d in played if d["kind"] == "Pod"]
-    volumes = [d["metadata"]["name"] for d in played if d["kind"] == "PersistentVolumeClaim"]
-    run(env, "podman", "kube", "down", str(kube), check=False)
-    for volume in volumes:
-        run(env, "podman", "volume", "rm", "-f", volume, check=False)
-    if subprocess.run(["podman", "network", "exists", NETWORK], env=env).returncode != 0:
-        run(env, "podman", "network", "create", NETWORK)
-    started = time.monotonic()
-    try:
-        run(env, "podman", "kube", "play", "--network", NETWORK, str(kube), timeout=300)
-        ips = {pod: _pod_ip(env, pod) for pod in pods}
-        deadline = time.monotonic() + 240
-        waiting = set(GRPC) | {"atlas-labeling-web"}
-        while waiting and time.monotonic() < deadline:
-            for pod in list(waiting):
-                if pod == "atlas-labeling-web":
-                    up = _http_ok(f"http://{ips[pod]}:7180/healthz")
-                else:
-                    up = _serving(f"{ips[pod]}:{GRPC[pod][1]}", GRPC[pod][0])
-                if up:
-                    waiting.discard(pod)
-            time.sleep(0.5)
-        assert not waiting, f"not SERVING: {sorted(waiting)}\n{_logs(env, pods)}"
-        yield Suite(env, ips, secrets, time.monotonic() - started)
-    finally:
-        run(env, "podman", "kube", "down", str(kube), check=False, timeout=300)
-        for volume in volumes:
-            run(env, "podman", "volume", "rm", "-f", volume, check=False)
-        run(env, "podman", "network", "rm", "-f", NETWORK, check=False)
+    with played_dev_overlay(env, work) as played:
+        yield played
 
 
 def test_light_image_is_lean_non_root_and_has_the_native_reader(suite: Suite) -> None:
@@ -190,7 +74,7 @@ def test_light_image_is_lean_non_root_and_has_the_native_reader(suite: Suite) ->
 
 def test_every_service_is_healthy_and_the_probe_script_agrees(suite: Suite) -> None:
     for pod, (service, port) in GRPC.items():
-        assert _serving(f"{suite.ips[pod]}:{port}", service), pod
+        assert serving(f"{suite.ips[pod]}:{port}", service), pod
         # the image's HEALTHCHECK command, run inside the container
         run(
             suite.env,
@@ -200,9 +84,9 @@ def test_every_service_is_healthy_and_the_probe_script_agrees(suite: Suite) -> N
             "python",
             "/usr/local/bin/atlas-healthcheck",
         )
-    assert _http_ok(f"http://{suite.ips['atlas-labeling-web']}:7180/healthz")
+    assert http_ok(f"http://{suite.ips['atlas-labeling-web']}:7180/healthz")
     # the data pod serves online reads from its native reader as well
-    assert _serving(f"{suite.ips['atlas-data']}:7111", "atlas.data.v1.OnlineFeatureService")
+    assert serving(f"{suite.ips['atlas-data']}:7111", "atlas.data.v1.OnlineFeatureService")
 
 
 def test_feature_write_and_read(suite: Suite) -> None:
@@ -301,3 +185,52 @@ def test_labeling_round_trip(suite: Suite) -> None:
         assert done.item_status == lpb.ITEM_STATUS_DONE
         item = client.get_item(project.project_id, item_id)
         assert item.status == lpb.ITEM_STATUS_DONE
+
+
+def _migrate(suite: Suite, *extra_env: str) -> subprocess.CompletedProcess[str]:
+    env: list[str] = []
+    for svc in ("data", "serving", "labeling"):
+        p = f"ATLAS_{svc.upper()}_"
+        env += ["-e", f"{p}DATABASE__URL=sqlite:////tmp/{svc}.db", "-e", f"{p}DATA_DIR=/tmp/{svc}"]
+        env += ["-e", f"{p}S3__ENDPOINT=atlas-objectstore:8333"]
+        env += ["-e", f"{p}S3__ACCESS_KEY={suite.secrets['atlas-s3']['access-key']}"]
+        env += ["-e", f"{p}S3__SECRET_KEY={suite.secrets['atlas-s3']['secret-key']}"]
+    for var in extra_env:
+        env += ["-e", var]
+    return subprocess.run(
+        ["podman", "run", "--rm", "--read-only", "--network", NETWORK, *env, LIGHT_IMAGE]
+        + ["python", "/usr/local/bin/atlas-migrate", "data", "serving", "labeling"],
+        env=suite.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_migration_job_and_a_misspelled_setting(suite: Suite) -> None:
+    """The prod migration Job's command, in a container on the pods' network: each service's
+    schema is brought up to date; a misspelled setting fails with one line naming it."""
+    done = _migrate(suite)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("schema up to date") == 3, done.stdout
+    wrong = _migrate(suite, "ATLAS_SERVING_DATABASE__URI=sqlite:////tmp/x.db")
+    assert wrong.returncode != 0
+    lines = [line for line in wrong.stderr.splitlines() if line.startswith("atlas-migrate")]
+    assert lines == [
+        "atlas-migrate: serving: invalid configuration: unknown key 'database.uri' "
+        "(env ATLAS_SERVING_DATABASE__URI)"
+    ], wrong.stderr
+
+
+def test_object_store_enforces_its_keys(suite: Suite) -> None:
+    s3 = suite.s3()
+    right = Minio(
+        s3.endpoint,
+        s3.access_key.get_secret_value(),
+        s3.secret_key.get_secret_value(),
+        secure=False,
+    )
+    assert right.bucket_exists("atlas")  # the services created it
+    wrong = Minio(s3.endpoint, s3.access_key.get_secret_value(), "not-the-key", secure=False)
+    with pytest.raises(S3Error):
+        list(wrong.list_objects("atlas"))
