@@ -266,6 +266,11 @@ GRPC = {
     "atlas-serving-1": ("atlas.serving.v1.ServingService", 7103),
     "atlas-labeling": ("atlas.labeling.v1.LabelingService", 7104),
 }
+# The ml image's pods (played with with_ml=True, once localhost/atlas-ml:dev is built).
+ML_GRPC = {
+    "atlas-trainer": ("atlas.trainer.v1.TrainerService", 7102),
+    "atlas-graph": ("atlas.graph.v1.GraphService", 7105),
+}
 
 
 @dataclass
@@ -327,9 +332,14 @@ def _logs(env: dict[str, str], pods: list[str]) -> str:
 
 
 @contextmanager
-def played_dev_overlay(env: dict[str, str], work: Path, timeout: float = 240) -> Iterator[Suite]:
-    """``podman kube play`` the rendered dev overlay's light pods, wait until every service is
-    SERVING (the UI answers /healthz), yield; then ``podman kube down`` and drop its volumes."""
+def played_dev_overlay(
+    env: dict[str, str], work: Path, *, with_ml: bool = False, timeout: float = 240
+) -> Iterator[Suite]:
+    """``podman kube play`` the rendered dev overlay's light pods (and trainer and graph with
+    ``with_ml``), wait until every service is SERVING (the UI answers /healthz), yield; then
+    ``podman kube down`` and drop its volumes."""
+    grpc_pods = {**GRPC, **(ML_GRPC if with_ml else {})}
+    apps = PLAYED | ({"atlas-trainer", "atlas-graph"} if with_ml else set())
     docs = render("dev")
     secrets = {
         d["metadata"]["name"]: {
@@ -341,7 +351,7 @@ def played_dev_overlay(env: dict[str, str], work: Path, timeout: float = 240) ->
     played = [
         d
         for d in for_kube_play(docs, work / "secrets")
-        if d["kind"] != "Pod" or d["metadata"]["labels"]["app.kubernetes.io/name"] in PLAYED
+        if d["kind"] != "Pod" or d["metadata"]["labels"]["app.kubernetes.io/name"] in apps
     ]
     kube = work / "dev.yaml"
     kube.write_text(yaml.safe_dump_all(played))
@@ -361,13 +371,13 @@ def played_dev_overlay(env: dict[str, str], work: Path, timeout: float = 240) ->
         run(env, "podman", "kube", "play", "--network", NETWORK, str(kube), timeout=300)
         ips = {pod: _pod_ip(env, pod) for pod in pods}
         deadline = time.monotonic() + timeout
-        waiting = set(GRPC) | {"atlas-labeling-web"}
+        waiting = set(grpc_pods) | {"atlas-labeling-web"}
         while waiting and time.monotonic() < deadline:
             for pod in list(waiting):
                 if pod == "atlas-labeling-web":
                     up = http_ok(f"http://{ips[pod]}:7180/healthz")
                 else:
-                    up = serving(f"{ips[pod]}:{GRPC[pod][1]}", GRPC[pod][0])
+                    up = serving(f"{ips[pod]}:{grpc_pods[pod][1]}", grpc_pods[pod][0])
                 if up:
                     waiting.discard(pod)
             time.sleep(0.2)
