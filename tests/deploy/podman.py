@@ -136,14 +136,18 @@ def ensure_base_image(env: dict[str, str], work: Path) -> None:
 
 
 def inputs_digest() -> str:
-    """Hash of the files the light image is built from (git's view of the tree)."""
+    """Hash of the contents of the tracked files the light image is built from."""
     listed = subprocess.run(
-        ["git", "ls-files", "-s", "--", *BUILD_INPUTS], cwd=ROOT, capture_output=True, text=True
-    )
-    modified = subprocess.run(
-        ["git", "diff", "--", *BUILD_INPUTS], cwd=ROOT, capture_output=True, text=True
-    )
-    return hashlib.sha256((listed.stdout + modified.stdout).encode()).hexdigest()[:16]
+        ["git", "ls-files", "-z", "--", *BUILD_INPUTS],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    digest = hashlib.sha256()
+    for name in sorted(n for n in listed if n):
+        path = ROOT / name.decode()
+        digest.update(name + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def ensure_light_image(env: dict[str, str]) -> None:
