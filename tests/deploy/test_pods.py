@@ -46,7 +46,9 @@ from .podman import (
     serving,
 )
 
-pytestmark = pytest.mark.slow
+# The first test's setup builds the Debian base and the light image on a fresh machine (about
+# 15 minutes on 2 busy cores); later runs reuse them.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 
 @pytest.fixture(scope="module")
