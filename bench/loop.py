@@ -69,7 +69,9 @@ def subset_model(k: int, X: pd.DataFrame, y: pd.Series) -> Any:
     return Pipeline([("keep", keep), ("model", LogisticRegression(max_iter=500))]).fit(X, y)
 
 
-def write_models(store: ArtifactStore, X: pd.DataFrame, y: pd.Series) -> dict[str, Any]:
+def write_models(
+    store: ArtifactStore, signer: Any, X: pd.DataFrame, y: pd.Series
+) -> dict[str, Any]:
     from atlas_core.bundles import write_bundle
 
     refs = {}
@@ -87,6 +89,7 @@ def write_models(store: ArtifactStore, X: pd.DataFrame, y: pd.Series) -> dict[st
                 y_train=y,
                 metrics={},
                 lineage={"dataset": {"name": "bench-loop-synthetic", "version": 1}},
+                signer=signer,  # the suite's key, which serving trusts
             ),
             model,
         )
@@ -184,7 +187,10 @@ def gate_part(state: RunState, data_dir: Path, seeds: int) -> dict[str, Any]:
         )
     )
     X_train, y_train, X_live, y_live = synthetic()
-    models = write_models(store, X_train, y_train)
+    from atlas_core.bundle_signing import BundleSigner
+
+    signer = BundleSigner.from_file(creds.signing_key_file)
+    models = write_models(store, signer, X_train, y_train)
     margin = margins(models, X_live, y_live)
     print(
         f"gate: champion AUC {margin['champion_auc']}, better challenger "

@@ -206,8 +206,11 @@ def main() -> None:
     )
 
 
-def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Popen], str]:
-    """ATLAS serving replicas as subprocesses (python -m atlas_serving) on free ports."""
+def start_atlas(
+    tmp: Path, s3: object, n: int = 1, env: dict[str, str] | None = None
+) -> tuple[list[subprocess.Popen], str]:
+    """ATLAS serving replicas as subprocesses (python -m atlas_serving) on free ports
+    (``env``: extra settings)."""
     import socket
 
     procs, addrs = [], []
@@ -228,8 +231,13 @@ def start_atlas(tmp: Path, s3: object, n: int = 1) -> tuple[list[subprocess.Pope
             ATLAS_SERVING_S3__SECRET_KEY=s3.secret_key.get_secret_value(),  # type: ignore[attr-defined]
             ATLAS_SERVING_DATABASE__URL=f"sqlite:///{tmp / 'serving.db'}",
             ATLAS_SERVING_DATA_DIR=str(tmp / f"r{i}"),
+            # the key _signer(tmp) signs with
+            ATLAS_SERVING_BUNDLES__TRUSTED_KEYS=json.dumps(
+                [str(tmp / "secrets" / "bundle-signing.pub")]
+            ),
             ATLAS_SERVING_RUNTIME__REPLICA_ID=f"bench-{i}",
             ATLAS_SERVING_JOBS__RUNNER_ID=f"bench-{i}",
+            **(env or {}),
         )
         procs.append(subprocess.Popen([sys.executable, "-m", "atlas_serving"], env=env, cwd=tmp))
         addrs.append(f"127.0.0.1:{port}")
@@ -286,7 +294,17 @@ def trainer_model() -> object:
     return _TRAINED["model"]
 
 
-def _bundle(store: object, key: str, *, model: object = None, pad_to: int = 0) -> object:
+def _signer(tmp: Path) -> object:
+    """The bench's bundle signing key (``tmp/secrets``), which its replicas trust."""
+    from atlas_core.bundle_signing import bundle_signer
+    from atlas_core.config import BundleSettings
+
+    return bundle_signer(BundleSettings(), tmp)
+
+
+def _bundle(
+    store: object, key: str, signer: object, *, model: object = None, pad_to: int = 0
+) -> object:
     from sklearn.datasets import load_breast_cancer
 
     from atlas_core.bundles import write_bundle
@@ -306,6 +324,7 @@ def _bundle(store: object, key: str, *, model: object = None, pad_to: int = 0) -
         metrics={},
         lineage={},
         extra_files=extra,
+        signer=signer,  # type: ignore[arg-type]
     )
 
 
@@ -347,7 +366,7 @@ def run_all(seconds: float, quality: bool = False) -> dict:
             bucket="bench",
         )
         store = open_artifact_store(s3)
-        ref = _bundle(store, "models/bc/v1.tar")
+        ref = _bundle(store, "models/bc/v1.tar", _signer(tmp))
         out["pipeline"] = _TRAINED["pipeline"]
         print(f"model: {out['pipeline']}", flush=True)
         procs, target = start_atlas(tmp, s3)
@@ -360,7 +379,7 @@ def run_all(seconds: float, quality: bool = False) -> dict:
         spec.quality.enabled = quality
         client.create_endpoint(spec)
         # cold start: a fresh 10 MB bundle behind its own endpoint, first request loads it
-        big = _bundle(store, "models/big/v1.tar", pad_to=10 * 1024 * 1024)
+        big = _bundle(store, "models/big/v1.tar", _signer(tmp), pad_to=10 * 1024 * 1024)
         client.register("big", big.uri)  # type: ignore[attr-defined]
         cold = pb.Variant(name="a", role=pb.VARIANT_ROLE_LIVE, weight=100)
         cold.model.model_name, cold.model.version = "big", 1
@@ -396,7 +415,7 @@ def run_all(seconds: float, quality: bool = False) -> dict:
                 print(f"{kind:<8} {c:>4} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
             ratio = table[f"atlas_c{c}"]["rps"] / table[f"bare_c{c}"]["rps"]
             print(f"{'ratio':<8} {c:>4} {ratio:>9.2f}")
-        out.update(_rollback(client, store, target, FailsOnline))
+        out.update(_rollback(client, store, _signer(tmp), target, FailsOnline))
     finally:
         for p in procs:
             p.terminate()
@@ -409,7 +428,7 @@ def run_all(seconds: float, quality: bool = False) -> dict:
     return out
 
 
-def _rollback(client: object, store: object, target: str, faulty: type) -> dict:
+def _rollback(client: object, store: object, signer: object, target: str, faulty: type) -> dict:
     """Canary (10%) of an erroring model under load at concurrency 8."""
     from google.protobuf import duration_pb2
     from sklearn.datasets import load_breast_cancer
@@ -420,7 +439,10 @@ def _rollback(client: object, store: object, target: str, faulty: type) -> dict:
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     X.columns = [c.replace(" ", "_") for c in X.columns]
     bad = _bundle(
-        store, "models/bc/bad.tar", model=faulty(XGBClassifier(n_estimators=10, n_jobs=1).fit(X, y))
+        store,
+        "models/bc/bad.tar",
+        signer,
+        model=faulty(XGBClassifier(n_estimators=10, n_jobs=1).fit(X, y)),
     )
     client.register("bc", bad.uri)  # type: ignore[attr-defined]
     variant = pb.Variant(name="green", role=pb.VARIANT_ROLE_LIVE, weight=100)

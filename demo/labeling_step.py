@@ -46,6 +46,7 @@ from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as dpb
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2 as spb
+from atlas_core.bundle_signing import BundleSigner
 from atlas_core.clients import DataClient, LabelingClient
 from atlas_core.clients.serving import ServingClient, variant
 from atlas_core.config import S3Settings
@@ -101,6 +102,7 @@ class Clients:
     serving: ServingClient
     data: DataClient
     store: ArtifactStore
+    signer: BundleSigner  # the suite's bundle signing key, which serving trusts
 
     def close(self) -> None:
         for client in (self.labeling, self.serving, self.data):
@@ -153,6 +155,7 @@ def run(
                 secret_key=creds.s3_secret_key,
             )
         ),
+        BundleSigner.from_file(creds.signing_key_file),
     )
     rng = np.random.default_rng(0)
     try:
@@ -361,7 +364,9 @@ def _put_pixels(data: DataClient, group: str, pixels: np.ndarray, rows: np.ndarr
     print(f"  {written} digits' pixel features ingested into feature group {group!r}")
 
 
-def _bundle(store: ArtifactStore, key: str, model: Any, X: pd.DataFrame, y: Any) -> Any:
+def _bundle(
+    store: ArtifactStore, signer: BundleSigner, key: str, model: Any, X: pd.DataFrame, y: Any
+) -> Any:
     from atlas_core.bundles import write_bundle
 
     classes = [int(k) for k in model.classes_]
@@ -376,13 +381,14 @@ def _bundle(store: ArtifactStore, key: str, model: Any, X: pd.DataFrame, y: Any)
         y_train=y,
         metrics={},
         lineage={"dataset": {"name": key.split("/")[2], "version": 1}},
+        signer=signer,
     )
 
 
 def _deploy(c: Clients, name: str, model: Any, X: pd.DataFrame, y: Any, what: str) -> None:
     """Register ``model`` and serve it at an endpoint of the same name, as the serving step
     does."""
-    ref = _bundle(c.store, f"demo/models/{name}/v1.tar", model, X, y)
+    ref = _bundle(c.store, c.signer, f"demo/models/{name}/v1.tar", model, X, y)
     version = c.serving.register(name, ref.uri, aliases=["production"])
     c.serving.create_endpoint(
         spb.EndpointSpec(name=name, variants=[variant("main", name, alias="production")])

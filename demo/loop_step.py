@@ -39,18 +39,22 @@ import labeling_step as people  # noqa: E402  (the simulated annotators)
 
 from atlas.common.v1 import common_pb2  # noqa: E402
 from atlas.data.v1 import data_service_pb2 as dpb  # noqa: E402
+from atlas.labeling.v1 import labeling_service_pb2 as lpb  # noqa: E402
 from atlas.serving.v1 import serving_service_pb2 as spb  # noqa: E402
-from atlas_core.bundles import load_bundle  # noqa: E402
+from atlas.trainer.v1 import trainer_service_pb2 as tpb  # noqa: E402
+from atlas_core.bundles import BundleTrust, load_bundle  # noqa: E402
 from atlas_core.clients import DataClient, LabelingClient, TrainerClient, automl_spec  # noqa: E402
+from atlas_core.clients.lineage import LineageClient  # noqa: E402
 from atlas_core.clients.serving import ServingClient, variant  # noqa: E402
 from atlas_core.config import S3Settings  # noqa: E402
 from atlas_core.launcher import Launcher, RunState, ensure_credentials  # noqa: E402
+from atlas_core.lineage import render  # noqa: E402
 from atlas_core.rpc import ClientSettings  # noqa: E402
 from atlas_core.storage import ArtifactStore, open_artifact_store  # noqa: E402
 
 T0_US = 1_700_000_000_000_000  # when the pixels were observed (2023-11-14)
 PIXELS = [f"px_{i}" for i in range(64)]
-NON_FEATURES = ["entity_key", "event_time"]
+SAMPLE_COLUMNS = ["entity_key", "label", "event_time"]  # of a labeling export's rows
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,11 @@ class LoopFigures:
     gain_interval: tuple[float, float] = (0.0, 0.0)
     bad_cases: int = 0
     labelled: int = 0
+    ground_truth_accepted: int = 0
+    v1_job: str = ""
+    warm_started_from: str = ""
     canary: str = ""
+    lineage_kinds: set[str] = field(default_factory=set)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -87,6 +95,7 @@ class Suite:
     serving: ServingClient
     labeling: LabelingClient
     store: ArtifactStore
+    trust: BundleTrust  # the suite's signing key, as serving trusts it
 
     @classmethod
     def connect(cls, state: RunState, data_dir: Path) -> Suite:
@@ -109,6 +118,7 @@ class Suite:
             ServingClient(settings("serving")),
             LabelingClient(settings("labeling")),
             store,
+            BundleTrust.from_files([creds.signing_public_key_file]),
         )
 
     def close(self) -> None:
@@ -133,6 +143,8 @@ class Loop:
         self.group = f"loop_digits{tag}"
         self.model = self.endpoint = f"digits-loop{config.suffix}"
         self.figures = LoopFigures()
+        self.served: dict[str, int] = {}  # prediction id -> digit row
+        self.last_prediction: dict[str, str] = {}  # variant -> its latest prediction id
 
     def truth(self, row: int) -> str:
         return str(int(self.digits.target[row]))
@@ -174,8 +186,8 @@ class Loop:
             f"({self.timed('features', started):.1f}s)"
         )
 
-    def seed_dataset(self) -> common_pb2.DatasetRef:
-        """The seed labels as a sample set (same columns as a labeling export's), matched."""
+    def seed_samples(self) -> common_pb2.DatasetRef:
+        """The seed labels as a sample set with a labeling export's key columns."""
         event = pd.Timestamp(T0_US + 3_600_000_000, unit="us", tz="UTC")
         table = pa.table(
             {
@@ -196,7 +208,7 @@ class Loop:
             entity_column="entity_key",
             timestamp_column="event_time",
         )
-        return self.match(samples.ref, f"loop-v1-train{self.c.suffix}")
+        return samples.ref
 
     def match(self, samples: common_pb2.DatasetRef, output: str) -> common_pb2.DatasetRef:
         job = self.s.data.submit_match_samples(
@@ -225,7 +237,9 @@ class Loop:
 
     # -- models ----------------------------------------------------------------------------------
 
-    def automl(self, dataset: common_pb2.DatasetRef, what: str) -> Any:
+    def automl(self, dataset: common_pb2.DatasetRef, what: str, alias: str, replaces: bool) -> Any:
+        """AutoML on ``dataset``; the trainer registers the bundle in serving under ``alias``
+        and, when ``replaces``, warm-starts from the model in production."""
         started = time.perf_counter()
         spec = automl_spec(
             target="label",
@@ -233,32 +247,50 @@ class Loop:
             wall_seconds=self.c.budget_s,
             seed=self.c.rng_seed,
         )
-        spec.ignore_columns.extend(NON_FEATURES)
+        spec.register.model_name, spec.register.alias = self.model, alias
+        if replaces:
+            spec.replaces_model.model_name, spec.replaces_model.alias = self.model, "production"
         job = self.s.trainer.submit(spec)
         done = self.s.trainer.wait(job.status.job_id)
         if done.status.state != common_pb2.JOB_STATE_SUCCEEDED:
             raise RuntimeError(f"{what} training failed: {done.status.error.message}")
         r = done.result
+        warm = [p for p in r.priors if p.reason == "base_model"]
+        if replaces:
+            self.figures.warm_started_from = warm[0].source_job_id if warm else ""
+        else:
+            self.figures.v1_job = job.status.job_id
         print(
-            f"{what}: AutoML job {job.status.job_id[:8]} on {r.trials_complete} complete trials, "
+            f"{what}: AutoML job {job.status.job_id[:8]}: {r.trials_complete} complete trials, "
             f"best CV {r.metric} {r.best.score:.4f} ({self.timed(what, started):.0f}s)"
+            + (
+                f"; warm-started from job {warm[0].source_job_id[:8]} (the model it replaces)"
+                if warm
+                else ""
+            )
+        )
+        reg = r.registration
+        if reg.state != tpb.REGISTRATION_STATE_REGISTERED:
+            raise RuntimeError(f"{what} was not registered in serving: {reg.error}")
+        print(
+            f"  registered by the trainer as {reg.model_version.model_name} "
+            f"v{reg.model_version.version} (alias {reg.alias})"
         )
         return done
 
-    def serve_v1(self, bundle_uri: str) -> int:
-        version = self.s.serving.register(self.model, bundle_uri, aliases=["production"])
+    def serve_v1(self) -> None:
         spec = spb.EndpointSpec(
             name=self.endpoint, variants=[variant("v1", self.model, alias="production")]
         )
         spec.feature_lookup.feature_groups.add(name=self.group)
         spec.capture.enabled, spec.capture.sample_fraction = True, 1.0
+        spec.capture.flush_interval.FromSeconds(1)
         spec.quality.enabled = True
         self.s.serving.create_endpoint(spec)
         print(
-            f"serving: {self.model} v{version.ref.version} at endpoint {self.endpoint!r} "
-            "(features looked up by digit id, every request captured and recorded for ground truth)"
+            f"serving: endpoint {self.endpoint!r} serves {self.model}:production (features "
+            "looked up by digit id; every request captured and recorded for ground truth)"
         )
-        return int(version.ref.version)
 
     # -- traffic and ground truth -------------------------------------------------------------
 
@@ -269,6 +301,8 @@ class Loop:
         right = 0
         for i in rows:
             resp = self.s.serving.predict(self.endpoint, entity_id=f"digit-{i}")
+            self.served[resp.prediction_id] = int(i)
+            self.last_prediction[resp.variant] = resp.prediction_id
             seen[resp.variant] = seen.get(resp.variant, 0) + 1
             right += resp.prediction.label == self.truth(i)
             if self.rng.random() < truth_fraction:
@@ -285,6 +319,175 @@ class Loop:
         seen["right"] = right
         return seen
 
+    # -- bad cases, people, labels back -------------------------------------------------------
+
+    def bad_cases(self) -> people.Labelled:
+        """Serving's bad-case job: low-confidence and wrong-by-ground-truth answers of the
+        endpoint become items of a labeling project, each with its prediction and reasons."""
+        started = time.perf_counter()
+        self.wait_for_capture(len(self.served))
+        labels = [str(d) for d in range(10)]
+        project = self.s.labeling.create_project(
+            lpb.ProjectSpec(
+                name=f"digits-bad-cases{self.c.suffix}",
+                task_type=lpb.TASK_TYPE_TEXT_CLASSIFICATION,
+                labels=[lpb.LabelDefinition(name=label) for label in labels],
+                overlap=3,
+                consensus=lpb.CONSENSUS_METHOD_WEIGHTED,
+                low_confidence_threshold=0.6,
+                max_relabel_rounds=2,
+                review_fraction=0.05,
+                instructions="Which digit do these 8x8 pixel intensities (0-16) show?",
+            ),
+            request_id=f"loop-bad-cases{self.c.suffix}",
+        )
+        spec = spb.MonitoringSpec(
+            bad_cases=spb.BadCaseSelection(
+                reasons=[
+                    spb.BAD_CASE_REASON_LOW_CONFIDENCE,
+                    spb.BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH,
+                ],
+                max_confidence=self.c.low_confidence,
+                labeling_project_id=project.project_id,
+            )
+        )
+        spec.endpoint.endpoint_name = self.endpoint
+        job = self.s.serving.stub.SubmitMonitoringJob(
+            spb.SubmitMonitoringJobRequest(spec=spec, request_id=f"loop-bad-cases{self.c.suffix}")
+        ).job
+        done = self.s.serving.wait_monitoring_job(job.status.job_id, timeout=300)
+        people._check(done.status, "bad-case selection")
+        r = done.bad_case_report
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reason_counts.items()))
+        print(
+            f"bad cases: {r.rows_scanned} captured requests scanned, {r.selected} selected "
+            f"({reasons}); {r.items_added} items in labeling project {project.project_id} "
+            f"({self.timed('bad_cases', started):.1f}s)"
+        )
+        labelled = people.Labelled(project.project_id, labels)
+        for item in self.s.labeling.iter_items(project.project_id, omit_annotations=True):
+            row = self.served[item.served_prediction.prediction_id]
+            labelled.add(item.item_id, self.truth(row), gold=False, entity=f"digit-{row}")
+        self.figures.bad_cases = len(labelled.truth)
+        return labelled
+
+    def wait_for_capture(self, rows: int, timeout: float = 60.0) -> None:
+        """Captured requests reach the object store in files flushed every second: wait
+        until the traffic so far is all there."""
+        deadline = time.monotonic() + timeout
+        while sum(f.row_count for f in self.s.serving.capture_files(self.endpoint)) < rows:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {rows} captured requests after {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def label(self, project: people.Labelled) -> Any:
+        """Simulated annotators (one adversarial) label the cases with overlap 3; consensus,
+        reviews; the export registers a sample set and attaches the labels to serving."""
+        started = time.perf_counter()
+        submitted = people._annotate(self.s.labeling, project, self.rng, people.LOOKALIKE)
+        reviewed = people._review(self.s.labeling, project, self.rng, people.LOOKALIKE)
+        finals = people._finals(self.s.labeling, project)
+        right = sum(finals.get(i) == t for i, t in project.truth.items())
+        self.figures.labelled = len(finals)
+        agreement = self.s.labeling.agreement(project.project_id)
+        print(
+            f"labeling: {submitted} annotations by {len(people.ANNOTATORS)} simulated annotators "
+            f"(one adversarial) and {reviewed} reviews; Fleiss' kappa {agreement.kappa:.2f}; "
+            f"final labels {right}/{len(finals)} right ({self.timed('labeling', started):.1f}s)"
+        )
+        clients = people.Clients(self.s.labeling, self.s.serving, self.s.data, self.s.store)
+        export = people._export(clients, project.project_id, f"loop-labels{self.c.suffix}")
+        gt = export.ground_truth
+        self.figures.ground_truth_accepted = int(gt.accepted + gt.updated)
+        print(
+            f"  the export attached {gt.accepted} human labels to serving as ground truth "
+            f"({gt.duplicate} already known, {gt.updated} updated, {gt.rejected} refused)"
+        )
+        return export
+
+    def v2_dataset(self, export: Any, seed_samples: common_pb2.DatasetRef) -> common_pb2.DatasetRef:
+        """The exported labels (entity, label, event time) merged with the seed, matched."""
+        projected = self.derive(
+            dpb.DeriveDatasetSpec(
+                project=dpb.ProjectOp(input=export.dataset, columns=SAMPLE_COLUMNS),
+                output_dataset_name=f"loop-labels-samples{self.c.suffix}",
+            )
+        )
+        merged = self.derive(
+            dpb.DeriveDatasetSpec(
+                merge=dpb.MergeOp(inputs=[seed_samples, projected]),
+                output_dataset_name=f"loop-v2-samples{self.c.suffix}",
+            )
+        )
+        return self.match(merged, f"loop-v2-train{self.c.suffix}")
+
+    def derive(self, spec: Any) -> common_pb2.DatasetRef:
+        done = self.s.data.wait_job(self.s.data.submit_derive(spec).status.job_id, timeout=300)
+        people._check(done.status, "dataset derivation")
+        return done.dataset_result.datasets[0].ref
+
+    def canary(self, version: int) -> str:
+        """v2 as a 50% canary gated on ground truth (accuracy, any significant drop rolls
+        back) over the held-out traffic, whose outcomes are all known."""
+        started = time.perf_counter()
+        policy = spb.TrafficPolicy(canary=spb.CanaryPolicy(canary_percent=50))
+        policy.canary.bake_time.FromSeconds(1)
+        alarms = spb.AlarmConfig(
+            max_error_rate=0.05,
+            min_requests=20,
+            quality_gate=spb.QualityGate(
+                metric="accuracy", min_labeled=self.c.gate_min_labeled, max_drop=0.0
+            ),
+        )
+        dep = self.s.serving.deploy(
+            self.endpoint,
+            [variant("v2", self.model, version=version)],
+            policy=policy,
+            alarms=alarms,
+        )
+        seen: dict[str, int] = {}
+        rows = np.resize(self.holdout_rows, len(self.holdout_rows) * 4)
+        state = dep.state
+        for chunk in np.array_split(rows, max(1, len(rows) // 50)):
+            for k, n in self.traffic(chunk, 1.0).items():
+                seen[k] = seen.get(k, 0) + n
+            state = self.s.serving.get_deployment(dep.deployment_id).state
+            if state not in (spb.DEPLOYMENT_STATE_SHIFTING, spb.DEPLOYMENT_STATE_PENDING):
+                break
+        final = self.s.serving.wait_deployment(dep.deployment_id, timeout=120)
+        outcome = spb.DeploymentState.Name(final.state).removeprefix("DEPLOYMENT_STATE_").lower()
+        self.figures.canary = outcome
+        served = ", ".join(f"{k} {n}" for k, n in sorted(seen.items()) if k != "right")
+        print(
+            f"canary of v{version} (50%, gated on ground-truth accuracy, min "
+            f"{self.c.gate_min_labeled} labels per side): {outcome} "
+            f"({self.timed('canary', started):.1f}s; requests {served})"
+            + (f" -- {final.error.message}" if final.error.message else "")
+        )
+        return outcome
+
+    def lineage(self, prediction_id: str) -> None:
+        """The lineage of one of v2's predictions, walked across the services: the model
+        version, its training job and dataset, the labels and the labeling project they
+        came from, the features, and v1 it replaced."""
+        started = time.perf_counter()
+        walker = LineageClient(
+            {
+                "data": self.s.data,
+                "trainer": self.s.trainer,
+                "serving": self.s.serving,
+                "labeling": self.s.labeling,
+            }
+        )
+        graph = walker.walk(prediction_id, downstream=False, children_limit=5)
+        self.figures.lineage_kinds = {n.kind for n in graph.nodes.values() if n.status == "ok"}
+        print(
+            f"lineage of prediction {prediction_id} ({len(graph.nodes)} nodes over "
+            f"{len({n.service for n in graph.nodes.values()})} services, "
+            f"{self.timed('lineage', started) * 1000:.0f} ms):"
+        )
+        print("  " + render(graph).replace("\n", "\n  "))
+
     # -- judged on outcomes ---------------------------------------------------------------------
 
     def compare(self, v1_uri: str, v2_uri: str) -> None:
@@ -295,7 +498,7 @@ class Loop:
         truth = np.array([self.truth(i) for i in rows])
         right = {}
         for name, uri in (("v1", v1_uri), ("v2", v2_uri)):
-            bundle = load_bundle(self.s.store, self.s.store.key_for_uri(uri))
+            bundle = load_bundle(self.s.store, self.s.store.key_for_uri(uri), trust=self.s.trust)
             right[name] = np.asarray(bundle.predictor.predict(X)).astype(str) == truth
         diff = right["v2"].astype(float) - right["v1"].astype(float)
         draws = np.random.default_rng(self.c.rng_seed).integers(0, len(diff), (2000, len(diff)))
@@ -319,15 +522,23 @@ def run(
         loop = Loop(suite, config)
         started = time.perf_counter()
         loop.features()
-        v1_data = loop.seed_dataset()
-        v1 = loop.automl(v1_data, "v1")
-        loop.serve_v1(v1.result.model_bundle.uri)
+        seed = loop.seed_samples()
+        v1 = loop.automl(
+            loop.match(seed, f"loop-v1-train{config.suffix}"), "v1", "production", False
+        )
+        loop.serve_v1()
         t0 = time.perf_counter()
         seen = loop.traffic(loop.traffic_rows, config.truth_fraction)
         print(
-            f"traffic: {len(loop.traffic_rows)} predictions by digit id, {seen['right']} right "
-            f"({loop.timed('traffic', t0):.1f}s)"
+            f"traffic: {len(loop.traffic_rows)} predictions by digit id, {seen['right']} right; "
+            f"the true digit of about {config.truth_fraction:.0%} of them attached as ground "
+            f"truth ({loop.timed('traffic', t0):.1f}s)"
         )
+        export = loop.label(loop.bad_cases())
+        v2 = loop.automl(loop.v2_dataset(export, seed), "v2", "candidate", True)
+        loop.canary(v2.result.registration.model_version.version)
+        loop.compare(v1.result.model_bundle.uri, v2.result.model_bundle.uri)
+        loop.lineage(loop.last_prediction["v2"])
         loop.timed("turn", started)
         shared["loop"] = loop.figures
         return loop.figures

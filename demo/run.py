@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import data_step  # noqa: E402
 import graph_step  # noqa: E402
 import labeling_step  # noqa: E402
+import loop_step  # noqa: E402
 import serving_step  # noqa: E402
 import trainer_step  # noqa: E402
 
@@ -30,6 +31,7 @@ STEPS: dict[str, Step] = {
     "trainer": trainer_step.run,
     "serving": serving_step.run,
     "labeling": labeling_step.run,
+    "loop": loop_step.run,
     "graph": graph_step.run,
 }
 

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from atlas.serving.v1 import serving_service_pb2 as pb
+from atlas_core.bundle_signing import BundleSigner
 from atlas_core.clients import DataClient
 from atlas_core.clients.serving import ServingClient, variant
 from atlas_core.config import S3Settings
@@ -55,7 +56,8 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
         names = [
             c for c in train.select_dtypes("number").columns if c not in (TARGET, "patient_id")
         ]
-        ref = _xgboost(store, "demo/models/breast-cancer/v1.tar", train, names, trees=40)
+        signer = BundleSigner.from_file(creds.signing_key_file)
+        ref = _xgboost(store, signer, "demo/models/breast-cancer/v1.tar", train, names, trees=40)
         v1 = client.register(MODEL, ref.uri, aliases=["production"])
         origin = "a 40-tree XGBoost (no trainer bundle)"
     inputs = [c.name for c in v1.input_schema.columns]
@@ -84,7 +86,9 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
         _predict_entities(client, test)
 
     names = [n for n in inputs if n in train.columns]
-    challenger = _xgboost(store, "demo/models/breast-cancer/challenger.tar", train, names, trees=80)
+    challenger = _xgboost(
+        store, signer, "demo/models/breast-cancer/challenger.tar", train, names, trees=80
+    )
     v2 = client.register(
         MODEL, challenger.uri, aliases=["candidate"], description="challenger: 80-tree XGBoost"
     )
@@ -118,7 +122,12 @@ def _frames(
 
 
 def _xgboost(
-    store: ArtifactStore, key: str, train: pd.DataFrame, names: list[str], trees: int
+    store: ArtifactStore,
+    signer: BundleSigner,
+    key: str,
+    train: pd.DataFrame,
+    names: list[str],
+    trees: int,
 ) -> Any:
     from xgboost import XGBClassifier
 
@@ -137,6 +146,7 @@ def _xgboost(
         y_train=y,
         metrics={},
         lineage={"dataset": {"name": "breast-cancer-train", "version": 1}},
+        signer=signer,  # the suite's key, which serving trusts
     )
 
 

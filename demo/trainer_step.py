@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
 
 from atlas.common.v1 import common_pb2
-from atlas_core.bundles import load_bundle
+from atlas_core.bundles import BundleTrust, load_bundle
 from atlas_core.cli._trainer import follow
 from atlas_core.clients import DataClient, TrainerClient, automl_spec
 from atlas_core.config import S3Settings
@@ -72,7 +72,8 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
             secret_key=creds.s3_secret_key,
         )
     )
-    bundle = load_bundle(store, store.key_for_uri(r.model_bundle.uri))
+    trust = BundleTrust.from_files([creds.signing_public_key_file])  # as serving trusts it
+    bundle = load_bundle(store, store.key_for_uri(r.model_bundle.uri), trust=trust)
     with DataClient(ClientSettings(target=address["data"], token=creds.admin_token)) as data:
         test = data.get_dataset(*shared.get("test_dataset", ("breast-cancer-test", 0)))
     frame = pq.read_table(_download(store, test.artifacts[0].uri)).to_pandas()

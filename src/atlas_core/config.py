@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from atlas_core.errors import ConfigError
 
@@ -37,13 +37,35 @@ class S3Settings(StrictModel):
     region: str = "us-east-1"
     # Objects above this size are uploaded in parts of this size (streaming, bounded memory).
     part_size: int = 16 * 1024 * 1024
+    # Server-side encryption of every object written: "s3" (SSE-S3, keys held by the store)
+    # or "kms" (SSE-KMS under kms_key_id; needs secure=true). None: the bucket's default.
+    sse: Literal["s3", "kms"] | None = None
+    kms_key_id: str | None = None
+
+    @model_validator(mode="after")
+    def _kms_needs_a_key(self) -> S3Settings:
+        if self.sse == "kms" and not self.kms_key_id:
+            raise ValueError("sse 'kms' needs kms_key_id")
+        return self
 
 
 class DatabaseSettings(StrictModel):
-    """SQLAlchemy URL of the metadata database (SQLite file by default, PostgreSQL to scale)."""
+    """SQLAlchemy URL of the metadata database (SQLite file by default, PostgreSQL to scale).
+
+    PostgreSQL TLS: ``sslmode`` is libpq's (``require`` encrypts; ``verify-full`` also checks
+    the server's certificate against ``sslrootcert`` and its host name); ``sslcert`` /
+    ``sslkey`` authenticate the client by certificate. Set here or in the URL's query; either
+    way they reach every connection (SQLAlchemy and Optuna's storage alike).
+    """
 
     url: str = "sqlite:///.atlas/atlas.db"
     echo: bool = False
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        None
+    )
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
 
 
 class TlsSettings(StrictModel):
@@ -59,7 +81,8 @@ class TlsSettings(StrictModel):
 
 
 class AuthSettings(StrictModel):
-    """Bearer-token auth. ``tokens_file`` holds lines ``<token> <scope>[,<scope>...]``.
+    """Bearer-token auth. ``tokens_file`` holds lines ``<token> <scope>[,<scope>...]``; it
+    must be owner-only, and is re-read when it changes (rotate tokens without a restart).
 
     ``tokens`` maps token -> scopes (handy from env as JSON). With neither set and
     ``enabled`` false, the server accepts anonymous calls (local development only).
@@ -68,6 +91,8 @@ class AuthSettings(StrictModel):
     enabled: bool = True
     tokens_file: Path | None = None
     tokens: dict[str, list[str]] = Field(default_factory=dict)
+    # How often, at most, the tokens file is checked for changes (rotation without restart).
+    tokens_reload_seconds: float = Field(default=1.0, ge=0)
 
 
 class ServerSettings(StrictModel):
@@ -96,12 +121,29 @@ class JobSettings(StrictModel):
     runner_id: str | None = None
 
 
+class BundleSettings(StrictModel):
+    """Model bundle signatures (docs/security.md).
+
+    A service that writes bundles signs each manifest with ``signing_key_file`` (an Ed25519
+    private key, PEM, owner-only); a service that loads bundles accepts only those signed by
+    a key in ``trusted_keys`` (PEM public keys). Left unset, both use the local keypair
+    ``<data_dir>/secrets/bundle-signing.key`` / ``.pub``, generated on first start.
+    ``allow_unsigned`` (development only) also loads unsigned or foreign bundles, logging a
+    warning at every load.
+    """
+
+    signing_key_file: Path | None = None
+    trusted_keys: list[Path] = Field(default_factory=list)
+    allow_unsigned: bool = False
+
+
 class ServiceSettings(StrictModel):
     """Base of each service's settings object."""
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    bundles: BundleSettings = Field(default_factory=BundleSettings)
     data_dir: Path = Path(".atlas")
 
 

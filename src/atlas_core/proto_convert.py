@@ -8,8 +8,10 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timezone
+from enum import Enum
+from typing import TypeVar
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from atlas.common.v1 import common_pb2
@@ -35,6 +37,51 @@ def dt_to_ts(value: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value.astimezone(timezone.utc))
     return ts
+
+
+# Duration's valid range (google/protobuf/duration.proto): about +-10,000 years.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def ts_datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """The UTC datetime of ``ts``; InvalidArgument naming ``field`` when it is outside
+    Timestamp's range (years 1-9999) or its nanos are not in [0, 1e9)."""
+    try:
+        return ts.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(
+            f"{field} is not a valid timestamp: {exc}", reason="INVALID_TIMESTAMP"
+        ) from None
+
+
+def duration_seconds(value: duration_pb2.Duration, field: str) -> float:
+    """Seconds of ``value``; InvalidArgument naming ``field`` when it is not a valid Duration
+    (beyond +-10,000 years, or nanos out of range or of the other sign)."""
+    seconds, nanos = value.seconds, value.nanos
+    if (
+        abs(seconds) > _MAX_DURATION_SECONDS
+        or abs(nanos) >= 1_000_000_000
+        or (seconds and nanos and (seconds > 0) != (nanos > 0))
+    ):
+        raise InvalidArgument(
+            f"{field} is not a valid duration ({seconds} s, {nanos} ns)",
+            reason="INVALID_DURATION",
+        )
+    return seconds + nanos / 1e9
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def enum_member(enum: type[E], number: int, field: str) -> E:
+    """The member of ``enum`` for a proto enum number; InvalidArgument naming ``field`` for a
+    number the contract does not define (proto3 enums accept any int32 on the wire)."""
+    try:
+        return enum(number)
+    except ValueError:
+        raise InvalidArgument(
+            f"{field} has no value {number}", reason="INVALID_ENUM_VALUE"
+        ) from None
 
 
 def opt_ts_us(message: Message, field: str) -> int | None:

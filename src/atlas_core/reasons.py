@@ -169,6 +169,36 @@ class SharedReason(Reason):
         "A configuration value is malformed; the message names the key.",
         "Fix the setting (environment variable or config file) and restart.",
     )
+    INVALID_TIMESTAMP = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A Timestamp field is outside years 1-9999 or its nanos are out of range.",
+        "Send a timestamp within Timestamp's range; the message names the field.",
+    )
+    INVALID_DURATION = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A Duration field is beyond +-10,000 years or its nanos are out of range.",
+        "Send a valid duration; the message names the field.",
+    )
+    INVALID_ENUM_VALUE = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "An enum field holds a number the contract does not define.",
+        "Use one of the enum's values; the message names the field.",
+    )
+    MALFORMED_REQUEST = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "The request's bytes do not parse as the method's request message.",
+        "Send a message encoded by the generated stubs of this contract.",
+    )
+    SECRETS_FILE_EXPOSED = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A secrets file (tokens, signing or TLS key) is accessible to other users.",
+        "chmod 600 the file, rotate the secrets in it, and restart.",
+    )
     PORT_IN_USE = (
         auto(),
         (Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION),
@@ -410,6 +440,24 @@ class SharedReason(Reason):
         "The bundle was written in a newer format than this loader reads.",
         "Upgrade the service that loads it.",
     )
+    BUNDLE_UNSIGNED = (
+        auto(),
+        Code.FAILED_PRECONDITION,
+        "The model bundle carries no signature, so who wrote it is unknown.",
+        "Publish it through a producer that signs bundles (bundles.signing_key_file).",
+    )
+    BUNDLE_SIGNER_UNTRUSTED = (
+        auto(),
+        Code.FAILED_PRECONDITION,
+        "The model bundle is signed by a key the loading service does not trust.",
+        "Add the producer's public key to the loader's bundles.trusted_keys, or re-sign.",
+    )
+    BUNDLE_SIGNATURE_INVALID = (
+        auto(),
+        Code.FAILED_PRECONDITION,
+        "The bundle's signature is unreadable or does not match its manifest (tampering).",
+        "Treat the bundle as hostile; republish it from its producer.",
+    )
     INVALID_BUNDLE_FIELD = (
         auto(),
         Code.INVALID_ARGUMENT,
@@ -475,4 +523,24 @@ class SharedReason(Reason):
         Code.INVALID_ARGUMENT,
         "The requested target class is not one of the model's classes.",
         "Use one of the classes listed in the message.",
+    )
+    BAD_LINEAGE_ID = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A lineage id is empty, has no known kind or a malformed key.",
+        "Send '<kind>:<key>' as listed in docs/architecture.md (section Lineage), e.g. "
+        "'dataset:churn@3' or 'prediction:<id>'.",
+    )
+    LINEAGE_NOT_FOUND = (
+        auto(),
+        Code.NOT_FOUND,
+        "The lineage id names a node of this service's kind that does not exist (or was deleted).",
+        "Check the id; a walk reports deleted parents as missing nodes instead.",
+    )
+    UNKNOWN_NODE_ID = (
+        auto(),
+        Code.INVALID_ARGUMENT,
+        "A graph model was asked about a node id its graph did not have at training time "
+        "(metadata `node_id`).",
+        "Use an original node id of the graph; train again to include new nodes.",
     )

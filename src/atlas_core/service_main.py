@@ -14,6 +14,7 @@ from typing import TypeVar
 from atlas_core.config import ServiceSettings, load_settings
 from atlas_core.errors import AtlasError, ConfigError
 from atlas_core.log import configure_logging
+from atlas_core.rpc.auth import TokenAuthenticator
 from atlas_core.rpc.server import ServiceDef, create_server
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -55,7 +56,10 @@ def use_event_loop(choice: str) -> str:
 
 
 async def _serve(settings: S, build: Builder[S], loop: str) -> None:
+    # Tokens first: a missing or exposed tokens file is reported before any dependency is
+    # contacted.
+    authenticator = TokenAuthenticator.from_settings(settings.server.auth)
     services = await build(settings)
-    server = create_server(settings.server, services)
+    server = create_server(settings.server, services, authenticator=authenticator)
     logging.getLogger("atlas.service").info("starting", extra={"event_loop": loop})
     await server.serve_until_signalled()

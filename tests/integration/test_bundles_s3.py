@@ -12,6 +12,7 @@ from atlas_core.bundles import CHECKSUM_REASON, MODEL_MEMBER, load_bundle, read_
 from atlas_core.config import S3Settings
 from atlas_core.errors import DataLoss
 from atlas_core.storage import S3ArtifactStore
+from tests.support.signing import TEST_TRUST
 from tests.unit.core.test_bundles import CASES, Case, _rewrite_tar
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def test_round_trip_on_s3(store: S3ArtifactStore, cases: dict[str, Case], name: 
     ref = case.write(store, f"models/{name}/bundle.tar")
     assert ref.uri.startswith("s3://") and ref.metadata["kind"] == "model-bundle"
     assert read_manifest(store, ref)["task"] == case.task
-    bundle = load_bundle(store, ref)
+    bundle = load_bundle(store, ref, trust=TEST_TRUST)
     np.testing.assert_array_equal(bundle.predictor.predict(case.X), case.model.predict(case.X))
     contributions = bundle.predictor.contributions(case.X.head(3))
     assert contributions is not None
@@ -61,12 +62,12 @@ def test_tampering_on_s3_is_refused(
         s3_settings.bucket, ref.key, io.BytesIO(bytes(corrupt)), len(corrupt), metadata=recorded
     )
     with pytest.raises(DataLoss) as err:
-        load_bundle(store, ref.key)
+        load_bundle(store, ref.key, trust=TEST_TRUST)
     assert err.value.reason == CHECKSUM_REASON
 
     # A member swapped and republished through the store: the member check fails.
     store.put_bytes(ref.key, _rewrite_tar(original, {MODEL_MEMBER: b"swapped"}))
     with pytest.raises(DataLoss) as err:
-        load_bundle(store, ref.key)
+        load_bundle(store, ref.key, trust=TEST_TRUST)
     assert err.value.reason == CHECKSUM_REASON
     assert err.value.metadata["member"] == MODEL_MEMBER

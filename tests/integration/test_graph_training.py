@@ -94,9 +94,11 @@ def test_two_trainers_learn_and_write_outputs_under_original_ids(
             batch_size=128,
             learning_rate=0.02,
             write_embeddings=True,
+            skip_serving_bundle=True,
             seed=1,
         ),
     )["train_result"]
+    assert "serving_bundle" not in result  # asked not to: tests/integration/test_gnn_serving.py
     assert result["metrics"]["test_accuracy"] > 0.75
     assert len(result["checkpoints"]) == 4
     art = graph_service.rt.artifacts

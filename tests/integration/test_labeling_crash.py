@@ -24,6 +24,7 @@ from atlas_core.rpc import ClientSettings, connect_sync
 from atlas_core.storage import open_artifact_store
 from atlas_labeling.tables import label_rows, projects
 from tests.support.processes import free_port, start_service
+from tests.support.signing import signing_settings
 
 pytestmark = pytest.mark.slow
 TOKEN = "labeling-crash-token-0123"
@@ -212,6 +213,10 @@ def _start_serving(tmp_path, s3, port: int) -> subprocess.Popen:
             "ATLAS_SERVING_S3__SECRET_KEY": s3.secret_key.get_secret_value(),
             "ATLAS_SERVING_DATABASE__URL": f"sqlite:///{tmp_path / 'serving.db'}",
             "ATLAS_SERVING_DATA_DIR": str(tmp_path / "serving"),
+            # write_model signs with the test key
+            "ATLAS_SERVING_BUNDLES__TRUSTED_KEYS": json.dumps(
+                [str(p) for p in signing_settings(tmp_path).trusted_keys]
+            ),
             "ATLAS_SERVING_RUNTIME__POLL_SECONDS": "0.1",
         },
         tmp_path,

@@ -27,6 +27,7 @@ from atlas_core.clients.serving import ServingClient, variant
 from atlas_core.config import S3Settings
 from atlas_core.errors import AtlasError
 from atlas_core.rpc import ClientSettings
+from tests.support.signing import signing_settings
 
 from ..grpc.serving.conftest import breast_cancer, write_model
 
@@ -62,6 +63,10 @@ def _replica(
         ATLAS_SERVING_S3__SECRET_KEY=s3.secret_key.get_secret_value(),
         ATLAS_SERVING_DATABASE__URL=f"sqlite:///{tmp / 'serving.db'}",
         ATLAS_SERVING_DATA_DIR=str(tmp / f"replica-{i}"),
+        # write_model signs with the test key
+        ATLAS_SERVING_BUNDLES__TRUSTED_KEYS=json.dumps(
+            [str(p) for p in signing_settings(tmp).trusted_keys]
+        ),
         ATLAS_SERVING_RUNTIME__REPLICA_ID=f"replica-{i}",
         ATLAS_SERVING_RUNTIME__POLL_SECONDS="0.1",
         ATLAS_SERVING_JOBS__RUNNER_ID=f"replica-{i}",

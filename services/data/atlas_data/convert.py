@@ -13,7 +13,7 @@ from atlas.data.v1 import data_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import JobRecord
 from atlas_core.meta_features import VERSION_KEY
-from atlas_core.proto_convert import dt_to_ts, job_status, ts_to_us
+from atlas_core.proto_convert import dt_to_ts, duration_seconds, job_status, ts_to_us
 from atlas_data.datasets import DatasetRecord, LineageParent
 from atlas_data.feature_groups import FeatureGroup
 from atlas_data.records import RawRecord
@@ -64,7 +64,7 @@ def spec_from_pb(msg: pb.FeatureGroupSpec) -> FeatureGroupSpec:
         features.append(
             FeatureSpec(f.name, _FEATURE_TYPES[f.dtype], f.dims, tuple(f.categories), f.description)
         )
-    ttl = msg.ttl.ToTimedelta().total_seconds() if msg.HasField("ttl") else None
+    ttl = duration_seconds(msg.ttl, "spec.ttl") if msg.HasField("ttl") else None
     return FeatureGroupSpec(
         name=msg.name,
         entity_key=msg.entity_key,

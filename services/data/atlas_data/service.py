@@ -12,12 +12,14 @@ import os
 import threading
 from typing import Any
 
+from atlas_core import lineage as lin
 from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition, Unavailable
 from atlas_core.jobs import JobRunner
 from atlas_data.config import DataSettings
 from atlas_data.feature_groups import FeatureGroup
 from atlas_data.jobs import JOBS
+from atlas_data.lineage import DataLineage
 from atlas_data.native_reader import NativeReader, mirror_all, mirror_group, wanted_binary
 from atlas_data.reads import OnlineReader
 from atlas_data.runtime import DataRuntime, open_runtime
@@ -31,6 +33,7 @@ class DataService:
     def __init__(self, runtime: DataRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
+        self.lineage_index = DataLineage(runtime.engine, runtime.groups, runtime.datasets, runner)
         self.reader = OnlineReader(
             runtime.groups,
             runtime.online,
@@ -123,6 +126,11 @@ class DataService:
             self.flush_offline()
 
     # -- feature groups -----------------------------------------------------------------------
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def create_feature_group(self, spec: FeatureGroupSpec, *, new_version: bool) -> FeatureGroup:
         group = self.rt.groups.create(spec, new_version=new_version)

@@ -10,6 +10,7 @@ from atlas.data.v1 import data_service_pb2 as pb
 from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
 from atlas.data.v1 import online_service_pb2 as online_pb
 from atlas.data.v1 import online_service_pb2_grpc as online_grpc
+from atlas_core import lineage
 from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument, NotFound, ResourceExhausted
 from atlas_core.rpc import ServiceDef
@@ -33,6 +34,16 @@ class DataServicer(DatasetRpcs, pb_grpc.DataServiceServicer):
         self.svc = service
         self.rt = service.rt
         self.online = OnlineFeatureServicer(service)
+
+    # ---- lineage ----------------------------------------------------------------------------
+
+    async def GetLineage(self, request: Any, context: Any) -> Any:
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     # ---- feature groups ---------------------------------------------------------------------
 

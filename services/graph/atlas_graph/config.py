@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from atlas_core.config import JobSettings, ServiceSettings, StrictModel
+from atlas_core.rpc import ClientSettings
 
 
 class PartitionSettings(StrictModel):
@@ -25,3 +26,6 @@ class GraphSettings(ServiceSettings):
     partition: PartitionSettings = Field(default_factory=PartitionSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    # The data service, for node embeddings written into a feature group (unset: train jobs
+    # asking for embeddings_feature_group are refused).
+    data: ClientSettings | None = None

@@ -162,9 +162,14 @@ def train_result_to_pb(raw: dict[str, Any]) -> pb.TrainGraphResult:
         ip_config=raw.get("ip_config", ""),
         launch_command=raw.get("launch_command", ""),
     )
-    for name in ("model_bundle", "embeddings", "predictions"):
+    for name in ("model_bundle", "embeddings", "predictions", "serving_bundle"):
         if raw.get(name):
             getattr(msg, name).CopyFrom(artifact(raw[name]))
+    group = raw.get("embeddings_feature_group")
+    if group:
+        msg.embeddings_feature_group.CopyFrom(
+            common_pb2.FeatureGroupRef(name=group["name"], version=group["version"])
+        )
     return msg
 
 

@@ -183,6 +183,19 @@ class GraphReason(Reason):
         "The graph has no labels or no node features to train on.",
         "Import labels and features (or generate a graph with them).",
     )
+    BAD_FEATURE_GROUP = (
+        auto(),
+        INVALID_ARGUMENT,
+        "train.embeddings_feature_group is not a feature group name ([a-z][a-z0-9_]*).",
+        "Use lower-case letters, digits and underscores, starting with a letter.",
+    )
+    NO_DATA_SERVICE = (
+        auto(),
+        FAILED_PRECONDITION,
+        "A train job asks for embeddings in a feature group but the graph service has no data "
+        "client.",
+        "Set ATLAS_GRAPH_DATA__TARGET and __TOKEN (atlas up sets them), or drop the option.",
+    )
     BAD_FAN_OUTS = (
         auto(),
         INVALID_ARGUMENT,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from atlas_core.bundle_signing import BundleSigner, bundle_signer
 from atlas_core.db import apply_migrations, check_connection, create_engine_from_settings
 from atlas_core.jobs import JOBS_MIGRATIONS
 from atlas_core.storage import ArtifactStore, open_artifact_store
@@ -22,6 +23,8 @@ class GraphRuntime:
     engine: Engine
     artifacts: ArtifactStore
     catalog: GraphCatalog
+    # Signs the serving bundles train jobs write (atlas_core.bundles.node_lookup).
+    signer: BundleSigner
 
     @property
     def work_root(self) -> Path:
@@ -41,6 +44,12 @@ def open_runtime(settings: GraphSettings, *, migrate: bool = True) -> GraphRunti
     check_connection(engine)
     if migrate:
         apply_migrations(engine, MIGRATIONS, JOBS_MIGRATIONS)
-    runtime = GraphRuntime(settings, engine, open_artifact_store(settings.s3), GraphCatalog(engine))
+    runtime = GraphRuntime(
+        settings,
+        engine,
+        open_artifact_store(settings.s3),
+        GraphCatalog(engine),
+        bundle_signer(settings.bundles, settings.data_dir),
+    )
     runtime.work_root.mkdir(parents=True, exist_ok=True)
     return runtime

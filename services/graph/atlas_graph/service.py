@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from atlas.graph.v1 import graph_service_pb2 as pb
+from atlas_core import lineage as lin
 from atlas_core.db import IdempotencyStore
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner
 from atlas_graph.config import GraphSettings
+from atlas_graph.embedding_features import FEATURE_GROUP_NAME
 from atlas_graph.idmap import IdTranslation, RangeMap
 from atlas_graph.jobs import (
     JOBS,
@@ -27,6 +29,7 @@ from atlas_graph.jobs import (
     KIND_PARTITION,
     KIND_TRAIN,
 )
+from atlas_graph.lineage import GraphLineage
 from atlas_graph.packing import get_dir
 from atlas_graph.partitioning import Estimate, estimate, memory_budget, refuse_if_too_big
 from atlas_graph.runtime import GraphRuntime, open_runtime
@@ -38,6 +41,7 @@ class GraphService:
         self.rt = runtime
         self.jobs = runner
         self.idempotency = IdempotencyStore(runtime.engine, idempotency)
+        self.lineage_index = GraphLineage(runtime.engine, runtime.catalog, runner)
         self._translations: dict[str, IdTranslation] = {}
         self._lock = threading.Lock()
 
@@ -132,6 +136,19 @@ class GraphService:
             raise FailedPrecondition("the graph has no labels to train on", reason="NOT_TRAINABLE")
         if not part["node_feature_dims"]:
             raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")
+        if spec.embeddings_feature_group:
+            if not FEATURE_GROUP_NAME.match(spec.embeddings_feature_group):
+                raise InvalidArgument(
+                    f"train.embeddings_feature_group {spec.embeddings_feature_group!r} must "
+                    "match [a-z][a-z0-9_]*",
+                    reason="BAD_FEATURE_GROUP",
+                )
+            if self.rt.settings.data is None:
+                raise FailedPrecondition(
+                    "train.embeddings_feature_group needs the data service: set "
+                    "ATLAS_GRAPH_DATA__TARGET (atlas up sets it)",
+                    reason="NO_DATA_SERVICE",
+                )
 
     def _check_infer(self, spec: pb.InferGraphSpec) -> None:
         self._partitioning(spec.ref)
@@ -157,6 +174,11 @@ class GraphService:
         return self.jobs.get(job_id)
 
     # ---- graphs -----------------------------------------------------------------------------
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def delete_graph(self, graph_id: str, request_id: str = "") -> int:
         seen = self.idempotency.recall("DeleteGraph", request_id)

@@ -10,6 +10,7 @@ import numpy as np
 
 from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas.graph.v1 import graph_service_pb2_grpc as pb_grpc
+from atlas_core import lineage
 from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument
 from atlas_core.rpc import ServiceDef
@@ -39,6 +40,14 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         kind, spec = convert.submit_spec(request)
         record = await to_thread(self.svc.submit, kind, spec, request.request_id)
         return pb.SubmitGraphJobResponse(job=convert.job_to_pb(record))
+
+    async def GetLineage(self, request: Any, context: Any) -> Any:
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetGraphJob(self, request: Any, context: Any) -> Any:
         return pb.GetGraphJobResponse(job=await to_thread(self._job, request.job_id))

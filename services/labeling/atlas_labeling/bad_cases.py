@@ -1,7 +1,7 @@
 """Bad cases from serving: captured predictions (Parquet files of request features and the
-answer) below a confidence become items that keep the prediction id, model version and score,
-and enter the correction queue. Rows get the external id "<capture file sha256>:<row>", so
-re-running or resuming an import adds nothing twice."""
+answer) below a confidence become items that keep the served prediction (id, row, model
+version, score, reason) and enter the correction queue. Rows get the external id
+"<capture file sha256>:<row>", so re-running or resuming an import adds nothing twice."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
-
 from atlas_core.errors import InvalidArgument
-from atlas_labeling.items import NewItem
-from atlas_labeling.tables import corrections, items
+from atlas_labeling.items import NewItem, ServedPrediction
 from atlas_labeling.values import ItemContent
 
 FEATURE_PREFIX = "f_"
@@ -52,7 +48,9 @@ def select_rows(
     return chosen
 
 
-def to_item(row: dict[str, Any], content_column: str, kind: str, external_id: str) -> NewItem:
+def to_item(
+    row: dict[str, Any], content_column: str, kind: str, external_id: str, endpoint: str
+) -> NewItem:
     value = row.get(content_column)
     if value is None:
         raise InvalidArgument(
@@ -68,35 +66,12 @@ def to_item(row: dict[str, Any], content_column: str, kind: str, external_id: st
         else None,
         metadata={**features, "captured_label": str(row.get("label", ""))},
         external_id=external_id,
-        prediction_id=str(row.get("prediction_id") or ""),
-        model_version=str(row.get("model_version") or ""),
-        prediction_score=float(score) if score is not None and 0 <= score <= 1 else None,
+        served=ServedPrediction(
+            endpoint_name=endpoint,
+            prediction_id=str(row.get("prediction_id") or ""),
+            row=int(row.get("prediction_row") or 0),
+            model_version=str(row.get("model_version") or ""),
+            score=float(score) if score is not None else None,
+            reasons=("low_confidence",),
+        ),
     )
-
-
-def queue_bad_cases(
-    conn: Connection, project_id: str, external_ids: Sequence[str], now: datetime
-) -> None:
-    """Correction entries for these items (idempotent), most uncertain first."""
-    if not external_ids:
-        return
-    rows = conn.execute(
-        select(items.c.item_id, items.c.prediction_score, items.c.prediction_id).where(
-            (items.c.project_id == project_id) & items.c.external_id.in_(list(external_ids))
-        )
-    ).all()
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    for item_id, score, prediction_id in rows:
-        conn.execute(
-            dialect.insert(corrections)
-            .values(
-                project_id=project_id,
-                item_id=item_id,
-                reason="bad_case",
-                priority=1.0 - (score if score is not None else 0.0),
-                detail=f"serving prediction {prediction_id} scored {score}",
-                resolution="open",
-                created_at=now,
-            )
-            .on_conflict_do_nothing()
-        )

@@ -39,6 +39,9 @@ class ItemSettings(StrictModel):
 class JobSettings(StrictModel):
     max_concurrent: int = 1
     runner_id: str = "labeling-0"
+    # How long a job keeps retrying (with backoff) a peer service that is unreachable, e.g.
+    # serving while an export attaches ground truth.
+    peer_retry_seconds: float = Field(default=120.0, gt=0)
 
 
 class LabelingSettings(ServiceSettings):

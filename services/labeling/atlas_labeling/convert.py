@@ -4,7 +4,6 @@ for translation."""
 
 from __future__ import annotations
 
-from datetime import timezone
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -18,7 +17,7 @@ from atlas_labeling import schema
 from atlas_labeling.agreement import Agreement
 from atlas_labeling.assignments import AnnotatorStats, AssignmentRecord
 from atlas_labeling.corrections import CorrectionEntry
-from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem
+from atlas_labeling.items import AnnotationRecord, ItemRecord, NewItem, ServedPrediction
 from atlas_labeling.prelabel import SuggestionStats
 from atlas_labeling.projects import Project
 from atlas_labeling.values import (
@@ -155,7 +154,7 @@ def spec_from_pb(message: pb.ProjectSpec) -> schema.ProjectSpec:
         review_fraction=message.review_fraction,
         instructions=message.instructions,
         low_confidence_threshold=message.low_confidence_threshold or 0.5,
-        assignment_ttl_s=message.assignment_ttl.ToTimedelta().total_seconds()
+        assignment_ttl_s=pc.duration_seconds(message.assignment_ttl, "assignment_ttl")
         if message.HasField("assignment_ttl")
         else 0.0,
         tags=dict(message.tags),
@@ -350,12 +349,52 @@ def new_item_from_pb(message: pb.NewItem) -> NewItem:
     return NewItem(
         content=content_from_pb(message.content),
         entity_id=message.entity_id,
-        label_time=message.label_time.ToDatetime(tzinfo=timezone.utc)
+        label_time=pc.ts_datetime(message.label_time, "label_time")
         if message.HasField("label_time")
         else None,
         metadata=json_format.MessageToDict(message.metadata),
         external_id=message.external_id,
         gold_value=value_from_pb(message.gold_value) if message.HasField("gold_value") else None,
+        served=served_from_pb(message.served_prediction)
+        if message.HasField("served_prediction")
+        else None,
+    )
+
+
+_REASON_PREFIX = "BAD_CASE_REASON_"
+
+
+def served_from_pb(message: pb.ServedPrediction) -> ServedPrediction:
+    known = set(pb.BadCaseReason.values()) - {pb.BAD_CASE_REASON_UNSPECIFIED}
+    unknown = [r for r in message.reasons if r not in known]
+    if unknown:
+        raise InvalidArgument(
+            f"served_prediction.reasons: {unknown} are not reasons "
+            "(BAD_CASE_REASON_UNSPECIFIED is none)",
+            reason="BAD_SERVED_PREDICTION",
+        )
+    return ServedPrediction(
+        endpoint_name=message.endpoint_name,
+        prediction_id=message.prediction_id,
+        row=message.row,
+        model_version=message.model_version,
+        score=message.score,
+        reasons=tuple(
+            pb.BadCaseReason.Name(r).removeprefix(_REASON_PREFIX).lower() for r in message.reasons
+        ),
+        detail=message.detail,
+    )
+
+
+def served_to_pb(served: ServedPrediction) -> pb.ServedPrediction:
+    return pb.ServedPrediction(
+        endpoint_name=served.endpoint_name,
+        prediction_id=served.prediction_id,
+        row=served.row,
+        model_version=served.model_version,
+        score=served.score or 0.0,
+        reasons=[pb.BadCaseReason.Value(_REASON_PREFIX + r.upper()) for r in served.reasons],
+        detail=served.detail,
     )
 
 
@@ -420,6 +459,8 @@ def item_to_pb(
     )
     if record.label_time is not None:
         message.label_time.CopyFrom(pc.dt_to_ts(record.label_time))
+    if record.served is not None:
+        message.served_prediction.CopyFrom(served_to_pb(record.served))
     if with_annotations:
         message.annotations.extend(annotation_to_pb(a) for a in record.annotations)
     if reveal_gold:
@@ -512,6 +553,8 @@ def export_to_pb(raw: dict[str, Any], spec: dict[str, Any] | None = None) -> pb.
         parts=[_ref(p) for p in raw["parts"]],
     )
     message.create_time.FromJsonString(raw["create_time"].replace("+00:00", "Z"))
+    if raw.get("ground_truth"):
+        json_format.ParseDict(raw["ground_truth"], message.ground_truth, ignore_unknown_fields=True)
     if raw.get("dataset"):
         message.dataset.dataset_id = raw["dataset"]["dataset_id"]
         message.dataset.version = raw["dataset"]["version"]

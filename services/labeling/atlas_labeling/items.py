@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from atlas_core.storage import ArtifactStore
 from atlas_labeling.image_size import UnknownImageFormat, image_size
 from atlas_labeling.projects import ProjectStore, aware, new_id, utcnow
 from atlas_labeling.schema import CONTENT_KIND, ProjectSpec, validate_value
-from atlas_labeling.tables import annotations_table, items
+from atlas_labeling.tables import annotations_table, corrections, items
 from atlas_labeling.values import ItemContent, Value, from_json, to_json
 
 STATUSES = (
@@ -31,6 +31,35 @@ STATUSES = (
 )
 
 
+BAD_CASE_REASONS = (
+    "low_confidence",
+    "high_drift",
+    "shadow_disagreement",
+    "wrong_by_ground_truth",
+)
+
+
+@dataclass(frozen=True)
+class ServedPrediction:
+    """The served prediction a bad-case item was made from, and why it was selected."""
+
+    endpoint_name: str
+    prediction_id: str
+    row: int = 0
+    model_version: str = ""
+    score: float | None = None
+    reasons: tuple[str, ...] = ()
+    detail: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "reasons": list(self.reasons)})
+
+    @staticmethod
+    def from_json(raw: str) -> ServedPrediction:
+        data = json.loads(raw)
+        return ServedPrediction(**{**data, "reasons": tuple(data.get("reasons", ()))})
+
+
 @dataclass(frozen=True)
 class NewItem:
     content: ItemContent
@@ -42,6 +71,7 @@ class NewItem:
     prediction_id: str = ""
     model_version: str = ""
     prediction_score: float | None = None
+    served: ServedPrediction | None = None
 
 
 @dataclass
@@ -82,6 +112,7 @@ class ItemRecord:
     prediction_id: str = ""
     model_version: str = ""
     prediction_score: float | None = None
+    served: ServedPrediction | None = None
     rounds: int = 0
     annotations: list[AnnotationRecord] = field(default_factory=list)
 
@@ -112,6 +143,7 @@ def row_to_item(row: Any) -> ItemRecord:
         prediction_id=row.prediction_id,
         model_version=row.model_version,
         prediction_score=row.prediction_score,
+        served=ServedPrediction.from_json(row.served_prediction) if row.served_prediction else None,
         rounds=row.rounds,
     )
 
@@ -227,16 +259,20 @@ class ItemStore:
                 f"{where}.prediction_score {item.prediction_score} is outside [0, 1]",
                 reason="OUT_OF_RANGE",
             )
-        return NewItem(
-            content,
-            item.entity_id,
-            item.label_time,
-            dict(item.metadata),
-            item.external_id,
-            gold,
-            item.prediction_id,
-            item.model_version,
-            item.prediction_score,
+        served = item.served
+        if served is None:
+            return replace(item, content=content, metadata=dict(item.metadata), gold_value=gold)
+        _check_served(served, f"{where}.served_prediction")
+        score = served.score
+        return replace(
+            item,
+            content=content,
+            metadata=dict(item.metadata),
+            gold_value=gold,
+            prediction_id=served.prediction_id,
+            model_version=served.model_version,
+            # A probability orders the correction queue; a regression value does not.
+            prediction_score=score if score is not None and 0.0 <= score <= 1.0 else None,
         )
 
     def _image_size(self, uri: str, where: str) -> tuple[int, int]:
@@ -311,11 +347,13 @@ class ItemStore:
                     "prediction_id": item.prediction_id,
                     "model_version": item.model_version,
                     "prediction_score": item.prediction_score,
+                    "served_prediction": item.served.to_json() if item.served else None,
                     "created_at": now,
                 }
             )
         if rows:
             conn.execute(insert(items), rows)
+            _queue_bad_cases(conn, project_id, rows, now)
         return ids, len(prepared) - len(rows)
 
     # ---- reading ------------------------------------------------------------------------
@@ -377,3 +415,48 @@ def annotations_of(conn: Connection, item_ids: list[str]) -> dict[str, list[Anno
 
 def _chunks(values: list[str], size: int) -> list[list[str]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def _check_served(served: ServedPrediction, where: str) -> None:
+    if not served.endpoint_name or not served.prediction_id:
+        raise InvalidArgument(
+            f"{where}: endpoint_name and prediction_id are required", reason="BAD_SERVED_PREDICTION"
+        )
+    if served.row < 0:
+        raise InvalidArgument(
+            f"{where}.row {served.row} is negative", reason="BAD_SERVED_PREDICTION"
+        )
+    unknown = [r for r in served.reasons if r not in BAD_CASE_REASONS]
+    if unknown:
+        raise InvalidArgument(
+            f"{where}.reasons: {unknown} are not bad-case reasons", reason="BAD_SERVED_PREDICTION"
+        )
+
+
+def _queue_bad_cases(
+    conn: Connection, project_id: str, rows: list[dict[str, Any]], now: datetime
+) -> None:
+    """A BAD_CASE correction entry per new item made from a served prediction, the least
+    confident first, its detail naming the prediction and why it was selected."""
+    entries = []
+    for row in rows:
+        if not row["served_prediction"]:
+            continue
+        served = ServedPrediction.from_json(row["served_prediction"])
+        why = f" ({', '.join(served.reasons)})" if served.reasons else ""
+        detail = f"; {served.detail}" if served.detail else ""
+        entries.append(
+            {
+                "project_id": project_id,
+                "item_id": row["item_id"],
+                "reason": "bad_case",
+                "priority": 1.0 - (row["prediction_score"] or 0.0),
+                "detail": f"serving prediction {served.prediction_id}:{served.row} of "
+                f"{served.model_version or served.endpoint_name} scored {served.score}{why}"
+                f"{detail}",
+                "resolution": "open",
+                "created_at": now,
+            }
+        )
+    if entries:
+        conn.execute(insert(corrections), entries)

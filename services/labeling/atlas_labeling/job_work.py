@@ -28,6 +28,7 @@ from atlas.common.v1 import common_pb2
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2 as serving_pb
 from atlas_core.clients import DataClient
+from atlas_core.clients.retry import Backoff
 from atlas_core.clients.serving import ServingClient, entity_row, feature_row
 from atlas_core.db import write_transaction
 from atlas_core.errors import AtlasError, FailedPrecondition, InvalidArgument
@@ -39,6 +40,7 @@ from atlas_labeling import (
     bad_cases,
     export_reader,
     exporting,
+    ground_truth_feedback,
     issues,
     manifests,
     prelabel,
@@ -147,7 +149,7 @@ def import_bad_cases(rt: LabelingRuntime, ctx: JobContext, spec: pb.ImportSpec) 
         if b.max_items:
             chosen = chosen[: b.max_items - state["added"] - state["skipped"]]
         new = [
-            bad_cases.to_item(row, column, kind, f"{f.artifact.sha256[:16]}:{n}")
+            bad_cases.to_item(row, column, kind, f"{f.artifact.sha256[:16]}:{n}", b.endpoint_name)
             for n, row in chosen
         ]
         added = skipped = 0
@@ -156,10 +158,6 @@ def import_bad_cases(rt: LabelingRuntime, ctx: JobContext, spec: pb.ImportSpec) 
             ids, part_skipped = rt.items.add(spec.project_id, part)
             added += len(ids) - part_skipped
             skipped += part_skipped
-            with rt.engine.begin() as conn:
-                bad_cases.queue_bad_cases(
-                    conn, spec.project_id, [i.external_id for i in part], utcnow()
-                )
         state = {
             "file": index + 1,
             "rows": state["rows"] + len(chosen),
@@ -272,7 +270,44 @@ def export_labels(rt: LabelingRuntime, ctx: JobContext, spec: pb.ExportSpec) -> 
         state = _export_parts(rt, ctx, spec, fmt, where, prefix, state)
     if not state["rows"]:
         raise FailedPrecondition("no label row matches the export", reason="NO_LABELS")
-    return {"export": _finish(rt, ctx, spec, fmt, state)}
+    feedback = _feed_ground_truth(rt, ctx, where, first, state["cursor"])
+    return {"export": _finish(rt, ctx, spec, fmt, state, feedback)}
+
+
+def _feed_ground_truth(
+    rt: LabelingRuntime,
+    ctx: JobContext,
+    where: export_reader.LabelFilter,
+    first: int,
+    last: int,
+) -> dict[str, Any] | None:
+    """Attach the exported human labels of bad-case items to serving (ground_truth_feedback);
+    None when the project has no item made from a served prediction."""
+    if not ground_truth_feedback.project_has_served_items(rt.engine, where.project_id):
+        return None
+    found, not_sent = ground_truth_feedback.outcomes(
+        rt.engine,
+        where.project_id,
+        export_reader.read_batches(rt.engine, where, first, None, READ_CHUNK),
+        last,
+    )
+    if not found:
+        return {"not_sent": not_sent}
+    ctx.report(None, f"attaching {len(found)} labels to serving as ground truth")
+
+    def retrying(attempt: int, error: AtlasError) -> None:
+        ctx.raise_if_cancelled()
+        ctx.report(None, f"serving unreachable (attempt {attempt}): {error.message}")
+
+    with serving_client(rt) as client:
+        return ground_truth_feedback.attach(
+            client,
+            ctx.job_id,
+            found,
+            not_sent,
+            Backoff(budget_s=rt.settings.jobs.peer_retry_seconds),
+            on_retry=retrying,
+        )
 
 
 def _export_parts(
@@ -366,7 +401,12 @@ def _image_uri(rt: LabelingRuntime, item_id: str) -> str:
 
 
 def _finish(
-    rt: LabelingRuntime, ctx: JobContext, spec: pb.ExportSpec, fmt: str, state: dict[str, Any]
+    rt: LabelingRuntime,
+    ctx: JobContext,
+    spec: pb.ExportSpec,
+    fmt: str,
+    state: dict[str, Any],
+    feedback: dict[str, Any] | None,
 ) -> dict[str, Any]:
     export_id = ctx.job_id
     with rt.engine.connect() as conn:
@@ -394,6 +434,8 @@ def _finish(
         "dataset": None,
         "create_time": utcnow().isoformat(),
     }
+    if feedback is not None:
+        record["ground_truth"] = feedback
     if spec.dataset_name and fmt == "parquet":
         record["dataset"] = _register(rt, spec, export_id, state["parts"])
     with rt.engine.begin() as conn:
@@ -432,6 +474,15 @@ def _register(
             label_column="label",
             entity_column="entity_key",
             timestamp_column="event_time",
+            # The export it holds: a training job refuses it until it is matched to features.
+            parents=[
+                common_pb2.LineageParent(
+                    role="labels",
+                    label_set=common_pb2.LabelSetRef(
+                        project_id=spec.project_id, export_id=export_id
+                    ),
+                )
+            ],
             # The same id on a resumed attempt: registered once.
             request_id=f"labeling-export-{export_id}",
         )

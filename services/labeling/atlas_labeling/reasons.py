@@ -168,6 +168,13 @@ class LabelingReason(Reason):
         "is empty; in an import, a manifest or captured row lacks the content value.",
         "Give the content the task type needs (the message names the item or row).",
     )
+    BAD_SERVED_PREDICTION = (
+        auto(),
+        INVALID_ARGUMENT,
+        "An item's served_prediction lacks its endpoint or prediction id, has a negative row, "
+        "or names an unknown bad-case reason.",
+        "Send the prediction id and row serving answered with, and the endpoint's name.",
+    )
     BAD_IMAGE = (
         auto(),
         INVALID_ARGUMENT,
@@ -416,7 +423,8 @@ class LabelingReason(Reason):
     NO_SERVING_SERVICE = (
         auto(),
         FAILED_PRECONDITION,
-        "A pre-label or bad-case import needs the serving service, and none is configured "
+        "A pre-label or bad-case import, or an export holding labels of served predictions "
+        "(sent back as ground truth), needs the serving service, and none is configured "
         "(serving.target).",
         "Configure serving.target for the labeling service.",
     )

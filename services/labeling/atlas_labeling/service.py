@@ -10,6 +10,7 @@ from dataclasses import replace
 from sqlalchemy import select
 
 from atlas.labeling.v1 import labeling_service_pb2 as pb
+from atlas_core import lineage as lin
 from atlas_core.db import IdempotencyStore, write_transaction
 from atlas_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from atlas_core.jobs import JobRecord, JobRunner
@@ -32,6 +33,7 @@ from atlas_labeling.jobs import (
     spec_to_json,
 )
 from atlas_labeling.labels import read_rows
+from atlas_labeling.lineage import LabelingLineage
 from atlas_labeling.ordering import refresh_order
 from atlas_labeling.prelabel import SuggestionStats, suggestion_stats
 from atlas_labeling.projects import Project
@@ -51,6 +53,7 @@ class LabelingService:
             runner_id=runtime.settings.jobs.runner_id,
         )
         self.idempotency = IdempotencyStore(runtime.engine, idempotency)
+        self.lineage_index = LabelingLineage(runtime.engine, runtime.projects, self.jobs)
 
     @classmethod
     def open(cls, settings: LabelingSettings) -> LabelingService:
@@ -79,6 +82,11 @@ class LabelingService:
         project = self.rt.projects.create(self._with_defaults(spec))
         self.idempotency.remember("CreateProject", request_id, {"project_id": project.project_id})
         return self.rt.projects.get(project.project_id)
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     def get_project(self, project_id: str) -> Project:
         return self.rt.projects.get(project_id)

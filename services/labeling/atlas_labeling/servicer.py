@@ -8,6 +8,7 @@ from typing import Any
 
 from atlas.labeling.v1 import labeling_service_pb2 as pb
 from atlas.labeling.v1 import labeling_service_pb2_grpc as pb_grpc
+from atlas_core import lineage
 from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument
 from atlas_core.rpc import ServiceDef
@@ -49,6 +50,14 @@ class LabelingServicer(pb_grpc.LabelingServiceServicer):
             self.svc.create_project, convert.spec_from_pb(request.spec), request.request_id
         )
         return pb.CreateProjectResponse(project=convert.project_to_pb(project))
+
+    async def GetLineage(self, request: Any, context: Any) -> Any:
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetProject(self, request: Any, context: Any) -> Any:
         project = await to_thread(self.svc.get_project, _require(request.project_id, "project_id"))

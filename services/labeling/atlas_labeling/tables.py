@@ -134,6 +134,9 @@ items = Table(
     Column("prediction_score", Float, nullable=True),
     # Class -> probability of the latest pre-label (active-learning queue orders).
     Column("probs", Text, nullable=True),
+    # JSON of items.ServedPrediction (endpoint, row, score, reasons, detail) of bad cases:
+    # their human labels go back to serving as ground truth.
+    Column("served_prediction", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("project_id", "external_id", name="uq_labeling_items_external"),
     UniqueConstraint("project_id", "seq", name="uq_labeling_items_seq"),
@@ -275,10 +278,20 @@ def _v2(conn: Connection) -> None:
         )
 
 
+def _v3(conn: Connection) -> None:
+    """The served prediction of bad-case items. Version 1 creates today's tables, so a new
+    database already has the column."""
+    from sqlalchemy import inspect, text
+
+    if "served_prediction" not in {c["name"] for c in inspect(conn).get_columns(items.name)}:
+        conn.execute(text(f"ALTER TABLE {items.name} ADD COLUMN served_prediction TEXT"))
+
+
 MIGRATIONS = MigrationSet(
     "labeling",
     [
         Migration(1, "projects, items, assignments, annotations, label rows", _v1),
         Migration(2, "gold counters, Dawid-Skene fits, stale correction entries closed", _v2),
+        Migration(3, "served prediction (endpoint, row, reasons) of bad-case items", _v3),
     ],
 )

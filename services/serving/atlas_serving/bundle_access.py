@@ -7,18 +7,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from atlas_core.bundle_signing import BundleTrust
 from atlas_core.errors import InvalidArgument
 from atlas_core.storage import ArtifactRef, ArtifactStore
 from atlas_serving.domain import BundleRef
 
-# (store, ref) -> atlas_core.bundles.LoadedBundle; raises DataLoss on checksum failure.
+# (store, ref) -> atlas_core.bundles.LoadedBundle; raises FailedPrecondition when the
+# signature is refused, DataLoss on checksum failure.
 BundleLoader = Callable[[ArtifactStore, ArtifactRef], Any]
 
 
-def default_loader(store: ArtifactStore, ref: ArtifactRef) -> Any:
-    from atlas_core.bundles import load_bundle  # heavy (pandas, joblib): import when needed
+def trusted_loader(trust: BundleTrust) -> BundleLoader:
+    """The loader of bundles signed by a key ``trust`` accepts."""
 
-    return load_bundle(store, ref, verify=True)
+    def load(store: ArtifactStore, ref: ArtifactRef) -> Any:
+        from atlas_core.bundles import load_bundle  # heavy (pandas, joblib): import when needed
+
+        return load_bundle(store, ref, trust=trust, verify=True)
+
+    return load
 
 
 def resolve_artifact(store: ArtifactStore, ref: BundleRef) -> ArtifactRef:

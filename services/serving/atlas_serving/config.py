@@ -34,6 +34,9 @@ class RuntimeSettings(StrictModel):
     rollout_lease_seconds: float = 5.0
     # Threads running batched inference (off the event loop).
     inference_threads: int = 2
+    # Compile every model family for the float-matrix fast path (verified before use); false
+    # compiles XGBoost trees only, as serving did before 2026-12-07 (a switch for comparing).
+    compile_models: bool = True
     capture_prefix: str = "serving/capture"
     # Where PredictBatch writes the results of input_artifact requests.
     batch_output_prefix: str = "serving/batch"
@@ -53,6 +56,10 @@ class QualitySettings(StrictModel):
 class ServingSettings(ServiceSettings):
     # The data service, for entity-id feature lookups (unset: entity requests are refused).
     data: ClientSettings | None = None
+    # The labeling service, where bad-case jobs import (unset: such jobs are refused).
+    labeling: ClientSettings | None = None
+    # How long a bad-case job keeps retrying (with backoff) an unreachable labeling service.
+    labeling_retry_seconds: float = Field(default=120.0, gt=0)
     capacity: CapacityDefaults = Field(default_factory=CapacityDefaults)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)

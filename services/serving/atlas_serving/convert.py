@@ -5,7 +5,7 @@ encoded as canonical proto JSON (the metadata DB's format) by the codecs at the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from google.protobuf import duration_pb2, json_format
@@ -15,7 +15,15 @@ from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.errors import AtlasError
 from atlas_core.jobs import JobRecord
-from atlas_core.proto_convert import dt_to_ts, job_status, ts_to_us, us_to_ts
+from atlas_core.proto_convert import (
+    dt_to_ts,
+    duration_seconds,
+    enum_member,
+    job_status,
+    ts_datetime,
+    ts_to_us,
+    us_to_ts,
+)
 from atlas_serving import domain as d
 from atlas_serving.dataplane.artifact_batch import PARQUET, ArtifactAnswer
 from atlas_serving.dataplane.inference import RowResult
@@ -31,7 +39,7 @@ def _seconds(message: Message, name: str) -> float | None:
     if not message.HasField(name):
         return None
     value: duration_pb2.Duration = getattr(message, name)
-    return value.ToTimedelta().total_seconds()
+    return duration_seconds(value, name)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -43,7 +51,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 def _time(message: Message, name: str) -> datetime | None:
     if not message.HasField(name):
         return None
-    return getattr(message, name).ToDatetime(tzinfo=timezone.utc)
+    return ts_datetime(getattr(message, name), name)
 
 
 def _set_time(message: Message, name: str, value: datetime | None) -> None:
@@ -296,7 +304,7 @@ def lookup_from_pb(lookup: pb.FeatureLookup) -> d.FeatureLookup:
         feature_groups=tuple(d.FeatureGroupRef(g.name, g.version) for g in lookup.feature_groups),
         feature_mapping=dict(lookup.feature_mapping),
         timeout_s=_seconds(lookup, "timeout"),
-        fallback=d.FallbackPolicy(lookup.fallback),
+        fallback=enum_member(d.FallbackPolicy, lookup.fallback, "feature_lookup.fallback"),
     )
 
 
@@ -357,7 +365,7 @@ def variant_from_pb(v: pb.Variant) -> d.Variant:
     return d.Variant(
         name=v.name,
         model=model_ref_from_pb(v.model),
-        role=d.VariantRole(v.role),
+        role=enum_member(d.VariantRole, v.role, f"variant {v.name!r} role"),
         weight=v.weight,
         shadow_fraction=v.shadow_fraction,
         replicas=v.replicas,
@@ -603,20 +611,20 @@ def policy_from_pb(p: pb.TrafficPolicy) -> d.TrafficPolicy:
         return d.TrafficPolicy(
             kind,
             canary_percent=p.canary.canary_percent,
-            bake_time_s=p.canary.bake_time.ToTimedelta().total_seconds(),
+            bake_time_s=duration_seconds(p.canary.bake_time, "policy.canary.bake_time"),
             final_bake_time_s=final,
         )
     if kind == "linear":
         return d.TrafficPolicy(
             kind,
             step_percent=p.linear.step_percent,
-            step_interval_s=p.linear.step_interval.ToTimedelta().total_seconds(),
+            step_interval_s=duration_seconds(p.linear.step_interval, "policy.linear.step_interval"),
             final_bake_time_s=final,
         )
     if kind == "blue_green":
         return d.TrafficPolicy(
             kind,
-            bake_time_s=p.blue_green.bake_time.ToTimedelta().total_seconds(),
+            bake_time_s=duration_seconds(p.blue_green.bake_time, "policy.blue_green.bake_time"),
             final_bake_time_s=final,
         )
     if kind == "promote_if_better":
@@ -670,8 +678,10 @@ def alarms_from_pb(a: pb.AlarmConfig) -> d.Alarms:
                 metric=a.quality_gate.metric,
                 min_labeled=a.quality_gate.min_labeled,
                 max_drop=a.quality_gate.max_drop,
-                on_insufficient_labels=d.InsufficientLabelsAction(
-                    a.quality_gate.on_insufficient_labels
+                on_insufficient_labels=enum_member(
+                    d.InsufficientLabelsAction,
+                    a.quality_gate.on_insufficient_labels,
+                    "alarms.quality_gate.on_insufficient_labels",
                 ),
             )
             if a.HasField("quality_gate")
@@ -902,6 +912,39 @@ def alert_from_pb(a: pb.Alert) -> d.Alert:
     )
 
 
+_BAD_CASE_REASONS = {r.value for r in d.BadCaseReason}
+
+
+def bad_case_selection_from_pb(b: pb.BadCaseSelection) -> d.BadCaseSelection:
+    return d.BadCaseSelection(
+        # an unknown number is no reason: refused like UNSPECIFIED (NO_REASONS)
+        reasons=tuple(
+            d.BadCaseReason(r) if r in _BAD_CASE_REASONS else d.BadCaseReason.UNSPECIFIED
+            for r in b.reasons
+        ),
+        labeling_project_id=b.labeling_project_id,
+        max_confidence=b.max_confidence,
+        min_drift_score=b.min_drift_score,
+        regression_tolerance=b.regression_tolerance,
+        content_feature=b.content_feature,
+        max_items=b.max_items,
+        batch_size=b.batch_size,
+    )
+
+
+def bad_case_selection_to_pb(b: d.BadCaseSelection) -> pb.BadCaseSelection:
+    return pb.BadCaseSelection(
+        reasons=[pb.BadCaseReason.ValueType(r) for r in b.reasons],
+        labeling_project_id=b.labeling_project_id,
+        max_confidence=b.max_confidence,
+        min_drift_score=b.min_drift_score,
+        regression_tolerance=b.regression_tolerance,
+        content_feature=b.content_feature,
+        max_items=b.max_items,
+        batch_size=b.batch_size,
+    )
+
+
 def monitoring_spec_from_pb(spec: pb.MonitoringSpec) -> d.MonitoringSpec:
     return d.MonitoringSpec(
         endpoint=endpoint_ref_from_pb(spec.endpoint),
@@ -910,6 +953,9 @@ def monitoring_spec_from_pb(spec: pb.MonitoringSpec) -> d.MonitoringSpec:
         psi_threshold=spec.psi_threshold,
         ks_p_value_threshold=spec.ks_p_value_threshold,
         repeat_every_s=_seconds(spec, "repeat_every"),
+        bad_cases=bad_case_selection_from_pb(spec.bad_cases)
+        if spec.HasField("bad_cases")
+        else None,
     )
 
 
@@ -925,6 +971,8 @@ def monitoring_spec_to_pb(spec: d.MonitoringSpec) -> pb.MonitoringSpec:
         out.end_time.CopyFrom(us_to_ts(spec.end_us))
     if spec.repeat_every_s is not None:
         out.repeat_every.CopyFrom(_duration(spec.repeat_every_s))
+    if spec.bad_cases is not None:
+        out.bad_cases.CopyFrom(bad_case_selection_to_pb(spec.bad_cases))
     return out
 
 
@@ -1027,5 +1075,9 @@ def monitoring_job_to_pb(record: JobRecord) -> pb.MonitoringJob:
             json_format.ParseDict(
                 record.result["report"], pb.DriftReport(), ignore_unknown_fields=True
             )
+        )
+    if record.result and "bad_case_report" in record.result:
+        json_format.ParseDict(
+            record.result["bad_case_report"], job.bad_case_report, ignore_unknown_fields=True
         )
     return job

@@ -421,6 +421,29 @@ class CaptureFile:
     variant: str
 
 
+class BadCaseReason(enum.IntEnum):
+    UNSPECIFIED = 0
+    LOW_CONFIDENCE = 1
+    HIGH_DRIFT = 2
+    SHADOW_DISAGREEMENT = 3
+    WRONG_BY_GROUND_TRUTH = 4
+
+
+@dataclass(frozen=True)
+class BadCaseSelection:
+    """Which captured requests are bad cases, and the labeling project they go to
+    (0 thresholds and limits mean the defaults)."""
+
+    reasons: tuple[BadCaseReason, ...]
+    labeling_project_id: str = ""
+    max_confidence: float = 0.0
+    min_drift_score: float = 0.0
+    regression_tolerance: float = 0.0
+    content_feature: str = ""
+    max_items: int = 0
+    batch_size: int = 0
+
+
 @dataclass(frozen=True)
 class MonitoringSpec:
     endpoint: EndpointRef
@@ -429,6 +452,8 @@ class MonitoringSpec:
     psi_threshold: float = 0.0
     ks_p_value_threshold: float = 0.0
     repeat_every_s: float | None = None
+    # Set: a bad-case job instead of a drift report.
+    bad_cases: BadCaseSelection | None = None
 
 
 @dataclass(frozen=True)

@@ -260,8 +260,10 @@ class ServingReason(Reason):
     BAD_THRESHOLD = (
         auto(),
         INVALID_ARGUMENT,
-        "A drift threshold is negative.",
-        "Give thresholds >= 0.",
+        "A drift threshold is negative, or a bad-case threshold or limit is out of range "
+        "(max_confidence and min_drift_score in [0, 1], regression_tolerance and max_items "
+        ">= 0, batch_size 0..1000).",
+        "Give values in range (the message names the field).",
     )
     CAPTURE_DISABLED = (
         auto(),
@@ -274,6 +276,46 @@ class ServingReason(Reason):
         FAILED_PRECONDITION,
         "The served bundle has no training statistics to compare against.",
         "Serve a bundle built with statistics (any recent trainer job).",
+    )
+    NO_REASONS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A bad-case selection names no reason (or BAD_CASE_REASON_UNSPECIFIED).",
+        "Give at least one of LOW_CONFIDENCE, HIGH_DRIFT, SHADOW_DISAGREEMENT, "
+        "WRONG_BY_GROUND_TRUTH.",
+    )
+    PROJECT_REQUIRED = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A bad-case selection names no labeling project.",
+        "Set bad_cases.labeling_project_id (create the project in labeling first).",
+    )
+    LABELING_PROJECT_NOT_FOUND = (
+        auto(),
+        NOT_FOUND,
+        "The labeling service has no project with the id a bad-case selection names.",
+        "Check the id (atlas label projects).",
+    )
+    NO_LABELING_SERVICE = (
+        auto(),
+        FAILED_PRECONDITION,
+        "A bad-case job imports into the labeling service, and none is configured "
+        "(labeling.target).",
+        "Configure labeling.target for the serving service (atlas up sets it).",
+    )
+    NO_CONFIDENCE = (
+        auto(),
+        FAILED_PRECONDITION,
+        "LOW_CONFIDENCE was asked of a regression model, which has no class probabilities.",
+        "Use HIGH_DRIFT, SHADOW_DISAGREEMENT or WRONG_BY_GROUND_TRUTH for regression.",
+    )
+    BAD_CASE_CONTENT = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A bad case cannot become an item of the labeling project: content_feature is not "
+        "captured, the project's task needs an image the row does not name, or face-pair "
+        "projects (two images) were asked for.",
+        "Name a captured feature that holds the content the project's task type needs.",
     )
     ALERT_NOT_FOUND = (
         auto(),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from atlas_core.bundle_signing import bundle_trust
 from atlas_core.clients.data import DataClient
 from atlas_core.db import (
     IdempotencyStore,
@@ -18,7 +19,7 @@ from atlas_core.db import (
 )
 from atlas_core.jobs import JOBS_MIGRATIONS
 from atlas_core.storage import ArtifactStore, open_artifact_store
-from atlas_serving.bundle_access import BundleLoader, default_loader
+from atlas_serving.bundle_access import BundleLoader, trusted_loader
 from atlas_serving.config import ServingSettings
 from atlas_serving.control.endpoints import EndpointStore
 from atlas_serving.control.registry import Registry
@@ -68,7 +69,7 @@ def open_runtime(
     if migrate:
         apply_migrations(engine, MIGRATIONS, JOBS_MIGRATIONS)
     artifacts = open_artifact_store(settings.s3)
-    loader = loader or default_loader
+    loader = loader or trusted_loader(bundle_trust(settings.bundles, settings.data_dir))
     client = (
         DataClient(settings.data, timeout=5.0)
         if settings.data is not None and connect_data

@@ -15,10 +15,19 @@ from typing import Any, cast
 
 from sqlalchemy import func, select
 
-from atlas_core.errors import FailedPrecondition, InvalidArgument
+from atlas_core import lineage as lin
+from atlas_core.clients.labeling import LabelingClient
+from atlas_core.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from atlas_core.jobs import JobRecord, JobState
 from atlas_serving.bundle_access import BundleLoader
 from atlas_serving.config import ServingSettings
+from atlas_serving.control.lineage import ServingLineage
 from atlas_serving.control.operations import Control
 from atlas_serving.control.rollout import Driver
 from atlas_serving.dataplane.capture import CaptureWriter
@@ -30,6 +39,8 @@ from atlas_serving.dataplane.replica import Replica
 from atlas_serving.domain import (
     Alert,
     AlertKind,
+    BadCaseReason,
+    BadCaseSelection,
     CaptureFile,
     Deployment,
     DeploymentRequest,
@@ -48,8 +59,9 @@ from atlas_serving.domain import (
     VariantRole,
     VariantStats,
 )
-from atlas_serving.jobs import JOBS, KIND_MONITOR
+from atlas_serving.jobs import JOBS, KIND_BAD_CASES, KIND_MONITOR, MONITORING_KINDS
 from atlas_serving.monitoring.alerts import list_capture_files
+from atlas_serving.monitoring.bad_cases import NEEDS_PREDICTION_INDEX, check_selection
 from atlas_serving.monitoring.ground_truth import GroundTruthStore
 from atlas_serving.monitoring.metrics import ServingMetrics
 from atlas_serving.monitoring.model_quality import ModelQuality
@@ -87,6 +99,7 @@ class ServingService:
             runtime.loader,
             budget_bytes=settings.capacity.memory_budget_bytes,
             on_cold_start=self._cold_start,
+            compile_models=rt.compile_models,
         )
         self.capture = CaptureWriter(self.engine, self.store, rt.capture_prefix, rt.replica_id)
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")
@@ -128,6 +141,7 @@ class ServingService:
             self.quality,
         )
         self.jobs = JOBS.runner(self.engine, settings, settings.jobs)
+        self.lineage_index = ServingLineage(self.engine, self.registry, self.endpoints, self.jobs)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._last_alert_poll = 0.0
         self._last_quality = time.monotonic()
@@ -284,7 +298,13 @@ class ServingService:
     def _monitoring_tick(self) -> None:
         """Submit due scheduled monitoring runs; export the latest PSI per feature."""
         try:
-            submit_due(self.jobs, KIND_MONITOR, self.rt.codecs.monitoring_spec)
+            for kind in MONITORING_KINDS:
+                submit_due(
+                    self.jobs,
+                    kind,
+                    self.rt.codecs.monitoring_spec,
+                    resumable=JOBS.kind(kind).resumable,
+                )
             seen: set[str] = set()
             for record in self.jobs.list(KIND_MONITOR, JobState.SUCCEEDED, 100, 0):
                 endpoint = record.spec.get("endpoint", "")
@@ -401,6 +421,14 @@ class ServingService:
 
     # -- ground truth and model quality ----------------------------------------------------
 
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        """GetLineage (blocking): this replica's pending predictions are indexed first."""
+        if lin.parse(lineage_id).kind in ("prediction", "endpoint", "model_version"):
+            self.prediction_log.flush()
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
+
     def attach_ground_truth(
         self, endpoint: str, items: Sequence[GroundTruth], request_id: str, first_index: int = 0
     ) -> list[GroundTruthResult]:
@@ -460,6 +488,8 @@ class ServingService:
             )
         if spec.psi_threshold < 0 or spec.ks_p_value_threshold < 0:
             raise InvalidArgument("thresholds must not be negative", reason="BAD_THRESHOLD")
+        if spec.bad_cases is not None:
+            check_selection(spec.bad_cases)
         endpoint = self.endpoints.get(spec.endpoint.endpoint_name)
         if not endpoint.spec.capture.enabled:
             raise FailedPrecondition(
@@ -478,6 +508,8 @@ class ServingService:
             )
         top = max(variants, key=lambda v: v.weight)
         version = self.registry.get(top.model.model_name, top.resolved_version)
+        if spec.bad_cases is not None:
+            return self._submit_bad_cases(spec, spec.bad_cases, endpoint.spec, version, request_id)
         if not version.has_training_stats:
             raise FailedPrecondition(
                 "the served bundle has no training statistics", reason="NO_TRAINING_STATS"
@@ -493,6 +525,60 @@ class ServingService:
             request_id=request_id or None,
         )
 
+    def _submit_bad_cases(
+        self,
+        spec: MonitoringSpec,
+        selection: BadCaseSelection,
+        endpoint: EndpointSpec,
+        version: ModelVersion,
+        request_id: str,
+    ) -> str:
+        """Check that the endpoint records what the reasons need and that the labeling
+        project exists (when labeling answers: otherwise the job retries), then submit."""
+        reasons = set(selection.reasons)
+        if reasons & NEEDS_PREDICTION_INDEX and not endpoint.quality.enabled:
+            raise FailedPrecondition(
+                f"endpoint {endpoint.name} does not record predictions (quality.enabled), which "
+                "shadow disagreement and ground truth need",
+                reason="QUALITY_DISABLED",
+            )
+        if BadCaseReason.LOW_CONFIDENCE in reasons and version.task_type == "regression":
+            raise FailedPrecondition(
+                f"{version.model_name}:{version.version} is a regression model: it has no "
+                "confidence",
+                reason="NO_CONFIDENCE",
+            )
+        if BadCaseReason.HIGH_DRIFT in reasons and not version.has_training_stats:
+            raise FailedPrecondition(
+                "the served bundle has no training statistics to measure drift against",
+                reason="NO_TRAINING_STATS",
+            )
+        peer = self.settings.labeling
+        if peer is None or not peer.target:
+            raise FailedPrecondition(
+                "bad cases go to the labeling service, and none is configured (labeling.target)",
+                reason="NO_LABELING_SERVICE",
+            )
+        with LabelingClient(peer, timeout=5.0) as labeling:
+            try:
+                labeling.get_project(selection.labeling_project_id)
+            except NotFound:
+                raise NotFound(
+                    f"labeling has no project {selection.labeling_project_id}",
+                    reason="LABELING_PROJECT_NOT_FOUND",
+                ) from None
+            except (Unavailable, DeadlineExceeded):
+                log.warning("labeling unreachable: the bad-case job will check the project")
+        return self.jobs.submit(
+            KIND_BAD_CASES,
+            {
+                "spec": self.rt.codecs.monitoring_spec.to_dict(spec),
+                "endpoint": endpoint.name,
+            },
+            request_id=request_id or None,
+            resumable=JOBS.kind(KIND_BAD_CASES).resumable,
+        )
+
     def monitoring_job(self, job_id: str) -> JobRecord:
         if not job_id:
             raise InvalidArgument("job_id is required", reason="ID_REQUIRED")
@@ -500,9 +586,18 @@ class ServingService:
 
     def monitoring_jobs(self, states: Collection[JobState], endpoint: str) -> list[JobRecord]:
         """Monitor jobs, newest first, of the given states (all when empty) and endpoint."""
+        records = sorted(
+            (
+                r
+                for kind in MONITORING_KINDS
+                for r in self.jobs.list(kind, None, MAX_LISTED_JOBS, 0)
+            ),
+            key=lambda r: r.created_at,
+            reverse=True,
+        )
         return [
             r
-            for r in self.jobs.list(KIND_MONITOR, None, MAX_LISTED_JOBS, 0)
+            for r in records[:MAX_LISTED_JOBS]
             if (not states or r.state in states)
             and (not endpoint or r.spec.get("endpoint") == endpoint)
         ]

@@ -10,10 +10,12 @@ from typing import Any
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2_grpc as pb_grpc
+from atlas_core import lineage
 from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.proto_convert import (
     JOB_STATES_FROM_PB,
     dt_to_ts,
+    duration_seconds,
     list_scope,
     opt_ts_us,
     page_response,
@@ -45,6 +47,14 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
             self.svc.register, convert.registration_from_pb(request), request.request_id
         )
         return pb.RegisterModelVersionResponse(model_version=convert.model_version_to_pb(version))
+
+    async def GetLineage(self, request, context):
+        view = await th(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetModelVersion(self, request, context):
         version = await th(self.svc.registry.get_ref, convert.model_ref_from_pb(request.ref))
@@ -126,11 +136,9 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
         return pb.DeleteEndpointResponse(endpoint=convert.endpoint_to_pb(endpoint))
 
     async def GetEndpointStats(self, request, context):
-        window = (
-            request.window.ToTimedelta().total_seconds() if request.HasField("window") else 60.0
-        )
+        window = duration_seconds(request.window, "window") if request.HasField("window") else 60.0
         quality_window = (
-            request.quality_window.ToTimedelta().total_seconds()
+            duration_seconds(request.quality_window, "quality_window")
             if request.HasField("quality_window")
             else None
         )

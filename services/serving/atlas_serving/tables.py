@@ -168,10 +168,24 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[predictions, ground_truth])
 
 
+# Lineage counts and lists a model version's predictions; without this index it scans them.
+predictions_by_model = Index(
+    "ix_serving_predictions_model",
+    predictions.c.model_name,
+    predictions.c.model_version,
+    predictions.c.time_us,
+)
+
+
+def _v3(conn: Connection) -> None:
+    predictions_by_model.create(conn, checkfirst=True)
+
+
 MIGRATIONS = MigrationSet(
     "serving",
     [
         Migration(1, "registry, endpoints, deployments", _v1),
         Migration(2, "prediction index and ground truth", _v2),
+        Migration(3, "prediction index by model version (lineage)", _v3),
     ],
 )

@@ -21,8 +21,14 @@ class TrainerJobSettings(JobSettings):
     # Part of the wall budget kept back for the final refit, ensemble, bundle and reports,
     # so the whole job stays within 110% of its budget.
     finalize_reserve_fraction: float = 0.15
+    # How long a finished job keeps retrying the serving registry (exponential backoff, capped
+    # per wait) before it reports the registration FAILED; the bundle is kept either way.
+    register_retry_seconds: float = Field(default=300.0, ge=0.0)
+    register_backoff_max_seconds: float = Field(default=30.0, gt=0.0)
 
 
 class TrainerSettings(ServiceSettings):
     data: PeerSettings = Field(default_factory=PeerSettings)
+    # The model registry: resolving replaces_model and registering finished jobs' bundles.
+    serving: PeerSettings = Field(default_factory=PeerSettings)
     jobs: TrainerJobSettings = Field(default_factory=TrainerJobSettings)

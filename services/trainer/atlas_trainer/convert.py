@@ -42,6 +42,10 @@ TRIAL_STATES = {
     "WAITING": pb.TRIAL_STATE_WAITING,
 }
 TRIAL_STATES_FROM_PB = {v: k for k, v in TRIAL_STATES.items()}
+REGISTRATION_STATES = {
+    "REGISTERED": pb.REGISTRATION_STATE_REGISTERED,
+    "FAILED": pb.REGISTRATION_STATE_FAILED,
+}
 EVENT_TYPES = {
     "trial_started": pb.TRAINING_EVENT_TYPE_TRIAL_STARTED,
     "trial_finished": pb.TRAINING_EVENT_TYPE_TRIAL_FINISHED,
@@ -91,7 +95,11 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
         value = t.get(key)
         if value is not None and math.isfinite(float(value)):
             setattr(msg, field, float(value))
-    durations = (("fit_time", "fit_time_s"), ("predict_time_per_1k", "predict_time_per_1k_s"))
+    durations = (
+        ("fit_time", "fit_time_s"),
+        ("predict_time_per_1k", "predict_time_per_1k_s"),
+        ("row_latency", "row_latency_s"),
+    )
     for field, key in durations:
         d = seconds(t.get(key))
         if d is not None:
@@ -162,10 +170,31 @@ def result_to_pb(result: dict[str, Any]) -> pb.TrainingResult:
         msg.lineage.parents.add(
             role="training_data", artifact=common_pb2.ArtifactRef(uri=lineage["artifact"])
         )
+    if lineage.get("base_model"):
+        base = lineage["base_model"]
+        msg.lineage.parents.add(
+            role="base_model",
+            model=common_pb2.ModelRef(model_name=base["model_name"], version=base["version"]),
+        )
     if lineage.get("job_id"):
         msg.lineage.produced_by.CopyFrom(
             common_pb2.JobRef(service="trainer", job_id=lineage["job_id"])
         )
+    if result.get("registration"):
+        msg.registration.CopyFrom(registration_to_pb(result["registration"]))
+    return msg
+
+
+def registration_to_pb(r: dict[str, Any]) -> pb.ModelRegistration:
+    msg = pb.ModelRegistration(
+        state=REGISTRATION_STATES.get(r.get("state", ""), pb.REGISTRATION_STATE_UNSPECIFIED),
+        alias=str(r.get("alias") or ""),
+        attempts=int(r.get("attempts") or 0),
+        error=str(r.get("error") or ""),
+    )
+    msg.model_version.model_name = str(r.get("model_name") or "")
+    if r.get("version"):
+        msg.model_version.version = int(r["version"])
     return msg
 
 

@@ -1,7 +1,10 @@
 """Reading a training table: a data-service dataset (through its client) or a Parquet
 artifact. Parent datasets (for warm starts) come from the dataset, and so do its
 meta-features when the data service has them for this target and feature set under the
-current definition; else they are computed here from the Arrow table (the same function)."""
+current definition; else they are computed here from the Arrow table (the same function).
+
+A dataset's entity id and sample timestamp columns (a matched labeling export has both) are
+never features: the id would be memorised and the time leaks when each label was made."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import pyarrow.parquet as pq
 
 from atlas.data.v1 import data_service_pb2 as data_pb
 from atlas.trainer.v1 import trainer_service_pb2 as pb
-from atlas_core.errors import InvalidArgument
+from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.meta_features import (
     META_FEATURES_VERSION,
     VERSION_KEY,
@@ -35,6 +38,8 @@ class TrainingData:
     artifact_uri: str = ""
     parent_keys: list[str] = field(default_factory=list)
     meta_features: MetaFeatures | None = None
+    # Columns the dataset marks as keys (never features): column -> why.
+    key_columns: dict[str, str] = field(default_factory=dict)
 
 
 def dataset_pair(key: str) -> list[Any] | None:
@@ -96,18 +101,51 @@ def meta_features_from_pb(msg: data_pb.MetaFeatures) -> MetaFeatures:
     )
 
 
-def _feature_columns_dropped(spec: pb.TrainingJobSpec) -> set[str]:
+def _feature_columns_dropped(spec: pb.TrainingJobSpec, keys: dict[str, str]) -> set[str]:
     """Columns the job leaves out of the features, besides the target."""
-    return {*spec.ignore_columns, spec.weight_column, spec.group_column} - {""}
+    dropped = {*spec.ignore_columns, spec.weight_column, spec.group_column, *keys}
+    return dropped - {"", spec.target_column}
+
+
+def key_columns(ds: data_pb.Dataset) -> dict[str, str]:
+    """The dataset's entity id and sample timestamp columns, with why they are left out."""
+    keys = {
+        ds.entity_column: "the dataset's entity id column",
+        ds.timestamp_column: "the dataset's sample timestamp column",
+    }
+    return {name: why for name, why in keys.items() if name}
+
+
+def refuse_unmatched_export(ds: data_pb.Dataset) -> None:
+    """FAILED_PRECONDITION for a registered labeling export that was never joined to
+    features: labels alone (plus annotators, agreement, the label as JSON) are nothing to
+    learn from, and some of them leak the label."""
+    parents = ds.lineage.parents
+    export = next((p.label_set for p in parents if p.HasField("label_set")), None)
+    if export is None or any(p.HasField("feature_group") for p in parents):
+        return
+    raise FailedPrecondition(
+        f"dataset {ds.ref.dataset_id} v{ds.ref.version} is labeling export "
+        f"{export.export_id or '?'} of project {export.project_id}: labels without features. "
+        "Match it to a feature group first (data SubmitMatchSamplesJob with this dataset as "
+        f"sample_source, entity_column={ds.entity_column or 'entity_key'!r}, "
+        f"timestamp_column={ds.timestamp_column or 'event_time'!r}, "
+        f"label_column={ds.label_column or 'label'!r}) and train on the matched dataset",
+        reason="LABEL_EXPORT_NOT_MATCHED",
+        metadata={"dataset": ds.ref.dataset_id, "export_id": export.export_id},
+    )
 
 
 def job_meta_features(
-    table: pa.Table, spec: pb.TrainingJobSpec, recorded: data_pb.MetaFeatures | None
+    table: pa.Table,
+    spec: pb.TrainingJobSpec,
+    recorded: data_pb.MetaFeatures | None,
+    keys: dict[str, str] | None = None,
 ) -> MetaFeatures | None:
     """The data service's meta-features when they describe exactly this job's features and
     target under the current definition; else computed from ``table`` (None without a
     usable target: ``split_target`` refuses the job then)."""
-    dropped = _feature_columns_dropped(spec)
+    dropped = _feature_columns_dropped(spec, keys or {})
     if recorded is not None and recorded.target_column == spec.target_column and not dropped:
         meta = meta_features_from_pb(recorded)
         if meta.version == META_FEATURES_VERSION:
@@ -127,7 +165,9 @@ def load_training_data(
     if spec.HasField("dataset") and spec.dataset.dataset_id:
         with rt.data_client() as client:
             ds = client.get_dataset(spec.dataset.dataset_id, spec.dataset.version)
+        refuse_unmatched_export(ds)
         table = _read_parquet(rt, [a.uri for a in ds.artifacts])
+        keys = {k: why for k, why in key_columns(ds).items() if k in table.column_names}
         parents = [
             f"{p.dataset.dataset_id}@{p.dataset.version}"
             for p in ds.lineage.parents
@@ -139,7 +179,10 @@ def load_training_data(
             f"{ds.ref.dataset_id}@{ds.ref.version}",
             (ds.ref.dataset_id, ds.ref.version),
             parent_keys=parents,
-            meta_features=job_meta_features(table, spec, recorded) if with_meta_features else None,
+            meta_features=(
+                job_meta_features(table, spec, recorded, keys) if with_meta_features else None
+            ),
+            key_columns=keys,
         )
     if spec.dataset_artifact.uri:
         table = _read_parquet(rt, [spec.dataset_artifact.uri])
@@ -154,6 +197,16 @@ def load_training_data(
     )
 
 
+def conflicting_labels(data: TrainingData, target: str) -> int:
+    """Samples (same entity and time) that carry more than one label: a relabelled item in
+    an export holding every label version. Each row still trains as it is; the report says so."""
+    keys = [c for c in data.key_columns if c in data.frame.columns]
+    if len(keys) < 2 or target not in data.frame.columns:
+        return 0
+    labels = data.frame.groupby(keys, dropna=False, sort=False)[target].nunique(dropna=False)
+    return int((labels > 1).sum())
+
+
 def split_target(data: TrainingData, spec: pb.TrainingJobSpec) -> tuple[pd.DataFrame, pd.Series]:
     frame = data.frame
     target = spec.target_column
@@ -166,10 +219,7 @@ def split_target(data: TrainingData, spec: pb.TrainingJobSpec) -> tuple[pd.DataF
             reason="UNKNOWN_TARGET",
             metadata={"column": target},
         )
-    drop = {target, *spec.ignore_columns}
-    for extra in (spec.weight_column, spec.group_column):
-        if extra:
-            drop.add(extra)
+    drop = {target, *_feature_columns_dropped(spec, data.key_columns)}
     missing = [c for c in spec.ignore_columns if c not in frame.columns]
     if missing:
         raise InvalidArgument(

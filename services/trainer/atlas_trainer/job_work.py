@@ -2,7 +2,9 @@
 
 The Optuna study (named after the job) lives in the metadata DB, so when the service is
 killed and the job is re-queued, the next attempt continues the same study: completed
-trials are kept and only the remaining budget is spent.
+trials are kept and only the remaining budget is spent. Once the bundle and report are
+written the result is checkpointed: an attempt after that (killed while registering the
+bundle in serving) only registers, with the same request id, so the bundle is registered once.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from atlas_core.bundles import BundleLineage, write_bundle
 from atlas_core.jobs import JobContext
 from atlas_trainer.automl.engine import AutoMLRequest, AutoMLResult, run_automl
 from atlas_trainer.convert import FAMILIES_FROM_PB, STRATEGIES_FROM_PB, TASKS_FROM_PB
-from atlas_trainer.data_access import dataset_pair, load_training_data, split_target
+from atlas_trainer.data_access import (
+    conflicting_labels,
+    dataset_pair,
+    load_training_data,
+    split_target,
+)
 from atlas_trainer.job_reports import build_report
 from atlas_trainer.jsonable import to_jsonable
+from atlas_trainer.model_registry import register_bundle
 from atlas_trainer.runtime import TrainerRuntime
 
 log = logging.getLogger("atlas.trainer.job")
@@ -46,12 +54,40 @@ def train(
     spec: pb.TrainingJobSpec,
     *,
     study_name: str = "",
+    base_model: dict[str, Any] | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Run the job: ``study_name`` (the spec's extra; else the job id) names the Optuna study,
-    ``started`` is when the budget began (the job process's start; else now)."""
+    """Run the job, then register its bundle when the spec asks: ``study_name`` (the spec's
+    extra; else the job id) names the Optuna study, ``base_model`` is the replaced model
+    version resolved at submission, ``started`` is when the budget began (the job process's
+    start; else now)."""
+    trained = (ctx.last_checkpoint() or {}).get("trained")
+    if trained is None:
+        trained = _train(rt, ctx, spec, study_name or ctx.job_id, base_model, started)
+        ctx.checkpoint({"trained": trained})
+    if spec.HasField("register") and not ctx.cancelled():
+        ctx.report(0.99, f"registering the bundle as {spec.register.model_name} in serving")
+        trained["registration"] = register_bundle(
+            rt,
+            ctx.job_id,
+            spec.register,
+            trained["bundle"],
+            base_model,
+            report=lambda message: ctx.report(None, message),
+            should_stop=ctx.cancelled,
+        )
+    return dict(trained)
+
+
+def _train(
+    rt: TrainerRuntime,
+    ctx: JobContext,
+    spec: pb.TrainingJobSpec,
+    study_name: str,
+    base_model: dict[str, Any] | None,
+    started: float | None,
+) -> dict[str, Any]:
     started = time.monotonic() if started is None else started
-    study_name = study_name or ctx.job_id
     wall, max_trials = _budget(rt, spec)
     ctx.report(0.01, "loading training data")
     data = load_training_data(rt, spec, with_meta_features=True)
@@ -99,10 +135,12 @@ def train(
         meta_store=None if warm == pb.WARM_START_MODE_OFF else rt.meta_store,
         dataset_key=data.dataset_key,
         parent_dataset_ids=data.parent_keys,
+        base_studies=[base_model["study_name"]] if base_model and base_model["study_name"] else [],
         meta_features=data.meta_features,
         warm_start_k=automl.warm_start_k or 3,
         ensemble=not automl.search_space.disable_ensemble,
         ensemble_size=automl.search_space.max_ensemble_size or 25,
+        max_row_latency_ms=automl.max_row_latency_ms or None,
         on_event=on_event,
         should_stop=ctx.cancelled,
     )
@@ -115,6 +153,7 @@ def train(
     bundle = write_bundle(
         rt.artifacts,
         f"models/{ctx.job_id}/bundle.tar",
+        signer=rt.signer,
         model=result.model,
         task=result.task,
         target=spec.target_column,
@@ -140,6 +179,7 @@ def train(
             study_name=study_name,
             trial_number=result.best_trial,
             job_id=ctx.job_id,
+            extra={"base_model": base_model} if base_model else {},
             ensemble={
                 "members": [{"trial": t, "weight": w} for t, w in result.ensemble_weights.items()]
             }
@@ -150,7 +190,21 @@ def train(
     )
     if deadline is not None and time.monotonic() > deadline:
         log.warning("job finished past its budget", extra={"job_id": ctx.job_id})
+    result.dropped_columns.update(data.key_columns)
+    conflicts = conflicting_labels(data, spec.target_column)
+    if conflicts:
+        result.warnings.append(
+            f"{conflicts} samples (same {' and '.join(data.key_columns)}) carry different "
+            f"'{spec.target_column}' values, e.g. relabelled items exported with every label "
+            "version: each row trained as it is; export or match only the latest labels"
+        )
+    if base_model and not any(p.reason == "base_model" for p in result.priors):
+        result.warnings.append(_no_base_warm_start(base_model, warm))
     out = _result_dict(result, bundle, data, ctx.job_id, time.monotonic() - started)
+    out["lineage"]["base_model"] = base_model
+    for prior in out["priors"]:
+        if prior["reason"] == "base_model" and base_model and base_model["job_id"]:
+            prior["source_job_id"] = base_model["job_id"]  # the meta-store knows the study only
     if not ctx.cancelled():  # a cancelled job keeps its model but skips the slower report
         ctx.report(0.98, "computing the report")
         out["report"] = build_report(
@@ -165,6 +219,19 @@ def train(
             None if deadline is None or wall is None else deadline + REPORT_GRACE * wall,
         )
     return out
+
+
+def _no_base_warm_start(base_model: dict[str, Any], warm: int) -> str:
+    name = f"{base_model['model_name']} v{base_model['version']}"
+    if warm == pb.WARM_START_MODE_OFF:
+        return f"no warm start from the replaced model {name}: warm_start is OFF"
+    study = base_model["study_name"]
+    if not study:
+        return f"no warm start from the replaced model {name}: it records no trainer study"
+    return (
+        f"no warm start from the replaced model {name}: its study {study} is not in this "
+        "trainer's meta-store"
+    )
 
 
 def _result_dict(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from enum import auto
 
-from atlas_core.reasons import FAILED_PRECONDITION, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, Reason
+from atlas_core.reasons import (
+    FAILED_PRECONDITION,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    RESOURCE_EXHAUSTED,
+    UNAVAILABLE,
+    Reason,
+)
 
 
 class TrainerReason(Reason):
@@ -28,6 +35,49 @@ class TrainerReason(Reason):
         FAILED_PRECONDITION,
         "The spec names a data-service dataset but this trainer has no data service configured.",
         "Pass dataset_artifact, or configure ATLAS_TRAINER_DATA__TARGET.",
+    )
+    LABEL_EXPORT_NOT_MATCHED = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The dataset is a labeling export (labels only, no features).",
+        "Match it to a feature group first (data SubmitMatchSamplesJob, as the message shows) "
+        "and train on the matched dataset.",
+    )
+    NO_SERVING_SERVICE = (
+        auto(),
+        FAILED_PRECONDITION,
+        "replaces_model or register is set but this trainer has no serving service configured.",
+        "Configure ATLAS_TRAINER_SERVING__TARGET (atlas up does), or drop those fields.",
+    )
+    BAD_REGISTER = (
+        auto(),
+        INVALID_ARGUMENT,
+        "register.model_name or register.alias is malformed.",
+        "Use [a-z][a-z0-9-]* names; an alias may not be a number.",
+    )
+    BAD_MODEL_REF = (
+        auto(),
+        INVALID_ARGUMENT,
+        "replaces_model names a malformed model (name or alias).",
+        "Use [a-z][a-z0-9-]* names and a version number or an alias.",
+    )
+    BASE_MODEL_NOT_FOUND = (
+        auto(),
+        NOT_FOUND,
+        "The model version named by replaces_model is not in the serving registry.",
+        "Name a registered model and an existing version or alias (atlas deploy models).",
+    )
+    SERVING_AUTH_REFUSED = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The serving service refused the trainer's own token (not the caller's).",
+        "Fix ATLAS_TRAINER_SERVING__TOKEN (atlas up sets it).",
+    )
+    SERVING_UNAVAILABLE = (
+        auto(),
+        UNAVAILABLE,
+        "The serving service could not be reached to resolve replaces_model; nothing was stored.",
+        "Retry the submission when the serving service is up.",
     )
     NO_TARGET = (
         auto(),

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from atlas_core.bundle_signing import BundleSigner, BundleTrust, bundle_signer, bundle_trust
 from atlas_core.clients import DataClient
+from atlas_core.clients.serving import ServingClient
 from atlas_core.db import apply_migrations, check_connection, create_engine_from_settings
 from atlas_core.errors import FailedPrecondition
 from atlas_core.jobs import JOBS_MIGRATIONS
@@ -25,6 +27,9 @@ class TrainerRuntime:
     engine: Engine
     artifacts: ArtifactStore
     meta_store: SqlMetaStore
+    # Signs the bundles this trainer writes; trust checks the ones it loads back (explain).
+    signer: BundleSigner
+    trust: BundleTrust
 
     @property
     def optuna_storage_url(self) -> str:
@@ -42,6 +47,20 @@ class TrainerRuntime:
             )
         return DataClient(ClientSettings(target=peer.target, token=peer.token))
 
+    def serving_settings(self) -> ClientSettings:
+        """How to reach the model registry; FAILED_PRECONDITION when none is configured."""
+        peer = self.settings.serving
+        if not peer.target:
+            raise FailedPrecondition(
+                "this trainer has no serving service configured (ATLAS_TRAINER_SERVING__TARGET): "
+                "replaces_model and register need the model registry",
+                reason="NO_SERVING_SERVICE",
+            )
+        return ClientSettings(target=peer.target, token=peer.token)
+
+    def serving_client(self) -> ServingClient:
+        return ServingClient(self.serving_settings())
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -52,4 +71,11 @@ def open_runtime(settings: TrainerSettings, *, migrate: bool = True) -> TrainerR
     check_connection(engine)
     if migrate:
         apply_migrations(engine, META_MIGRATIONS, JOBS_MIGRATIONS)
-    return TrainerRuntime(settings, engine, open_artifact_store(settings.s3), SqlMetaStore(engine))
+    return TrainerRuntime(
+        settings,
+        engine,
+        open_artifact_store(settings.s3),
+        SqlMetaStore(engine),
+        signer=bundle_signer(settings.bundles, settings.data_dir),
+        trust=bundle_trust(settings.bundles, settings.data_dir),
+    )

@@ -3,6 +3,7 @@ runner, and read access to studies, results and the meta-store."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 import uuid
 from pathlib import Path
@@ -14,10 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
+from atlas_core import lineage as lin
 from atlas_core.bundles import LoadedBundle, load_bundle
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner, JobState, spec_from_json
 from atlas_core.meta_features import META_FEATURES_VERSION, similarity_vector
+from atlas_core.proto_convert import duration_seconds
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
 from atlas_trainer.config import TrainerSettings
@@ -25,10 +28,13 @@ from atlas_trainer.data_access import (
     dataset_pair,
     load_training_data,
     meta_features_from_pb,
+    refuse_unmatched_export,
     split_target,
 )
 from atlas_trainer.jobs import JOBS, KIND_TRAIN, STUDY_KEY
 from atlas_trainer.jsonable import to_jsonable
+from atlas_trainer.lineage import TrainerLineage
+from atlas_trainer.model_registry import check_register_options, resolve_base_model
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
 from atlas_trainer.resources import HostResources, discover_resources
 from atlas_trainer.runtime import TrainerRuntime, open_runtime
@@ -38,6 +44,7 @@ class TrainerService:
     def __init__(self, runtime: TrainerRuntime, runner: JobRunner) -> None:
         self.rt = runtime
         self.jobs = runner
+        self.lineage_index = TrainerLineage(runner)
         self._bundles: dict[str, LoadedBundle] = {}  # explanations reuse loaded models
 
     @classmethod
@@ -59,9 +66,20 @@ class TrainerService:
     # -- submission -----------------------------------------------------------------------
 
     def _target_column_uris(self, spec: pb.TrainingJobSpec) -> list[str]:
+        """The files holding the target; a data-service dataset's label column becomes the
+        target when the spec names none (``spec`` is completed in place)."""
         if spec.HasField("dataset") and spec.dataset.dataset_id:
             with self.rt.data_client() as client:
                 ds = client.get_dataset(spec.dataset.dataset_id, spec.dataset.version)
+            refuse_unmatched_export(ds)
+            if not spec.target_column:
+                spec.target_column = ds.label_column
+            if not spec.target_column:
+                raise InvalidArgument(
+                    f"spec.target_column is empty and dataset {ds.ref.dataset_id} "
+                    f"v{ds.ref.version} records no label column: name the target",
+                    reason="NO_TARGET",
+                )
             names = [c.name for c in ds.schema.columns]
             if spec.target_column not in names:
                 raise InvalidArgument(
@@ -79,9 +97,9 @@ class TrainerService:
 
     def validate_target(self, spec: pb.TrainingJobSpec) -> None:
         """Missing, all-missing or constant targets are refused before a job is queued."""
+        uris = self._target_column_uris(spec)
         if not spec.target_column:
             raise InvalidArgument("spec.target_column is empty", reason="NO_TARGET")
-        uris = self._target_column_uris(spec)
         target = spec.target_column
         with tempfile.TemporaryDirectory(prefix="atlas-trainer-") as tmp:
             columns = []
@@ -125,11 +143,17 @@ class TrainerService:
             )
         if (
             spec.budget.HasField("wall_time")
-            and spec.budget.wall_time.ToTimedelta().total_seconds() <= 0
+            and duration_seconds(spec.budget.wall_time, "budget.wall_time") <= 0
         ):
             raise InvalidArgument("budget.wall_time must be positive", reason="BAD_BUDGET")
         if spec.budget.max_trials < 0:
             raise InvalidArgument("budget.max_trials must be >= 0", reason="BAD_BUDGET")
+        latency = spec.automl.max_row_latency_ms
+        if not math.isfinite(latency) or latency < 0:
+            raise InvalidArgument(
+                f"automl.max_row_latency_ms must be >= 0 (0: no budget), got {latency}",
+                reason="BAD_BUDGET",
+            )
         gpus = spec.resources.gpus
         if gpus:
             from atlas_trainer.automl.resources import detect_gpus
@@ -140,9 +164,23 @@ class TrainerService:
                     f"resources.gpus={gpus} but this trainer has {available} GPU(s)",
                     reason="NOT_ENOUGH_GPUS",
                 )
+        if spec.HasField("register"):
+            check_register_options(spec.register)
+            self.rt.serving_settings()  # FAILED_PRECONDITION without a registry to call
         self.validate_target(spec)
+        extras: dict[str, Any] = {}
+        if spec.HasField("replaces_model"):
+            base = resolve_base_model(self.rt, spec.replaces_model)
+            # Pinned: the job's lineage names the version the alias meant at submission.
+            spec.replaces_model.version = base.version
+            extras["base_model"] = base.to_json()
         study = spec.automl.study_name or f"atlas-{uuid.uuid4().hex[:12]}"
-        return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study)
+        return JOBS.submit(self.jobs, KIND_TRAIN, spec, request_id, study_name=study, **extras)
+
+    def lineage(
+        self, lineage_id: str, children_limit: int, ancestor_depth: int = 0
+    ) -> lin.LineageView:
+        return lin.answer(self.lineage_index.view, lineage_id, children_limit, ancestor_depth)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -171,7 +209,9 @@ class TrainerService:
         uri = result["bundle"]["uri"]
         cached = self._bundles.get(uri)
         if cached is None:
-            cached = load_bundle(self.rt.artifacts, self.rt.artifacts.key_for_uri(uri))
+            cached = load_bundle(
+                self.rt.artifacts, self.rt.artifacts.key_for_uri(uri), trust=self.rt.trust
+            )
             if len(self._bundles) >= 4:
                 self._bundles.pop(next(iter(self._bundles)))
             self._bundles[uri] = cached

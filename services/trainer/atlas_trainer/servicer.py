@@ -8,6 +8,7 @@ from typing import Any
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
+from atlas_core import lineage
 from atlas_core import proto_convert as pc
 from atlas_core.errors import InvalidArgument
 from atlas_core.jobs import EventType, JobEvent, JobRecord
@@ -55,6 +56,14 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
     async def SubmitTrainingJob(self, request: Any, context: Any) -> Any:
         job_id = await to_thread(self.svc.submit, request.spec, request.request_id)
         return pb.SubmitTrainingJobResponse(job=await to_thread(self._job, job_id))
+
+    async def GetLineage(self, request: Any, context: Any) -> Any:
+        view = await to_thread(
+            self.svc.lineage, request.id, request.children_limit, request.ancestor_depth
+        )
+        return pb.GetLineageResponse(
+            lineage=lineage.to_pb(view), ancestors=[lineage.to_pb(a) for a in view.ancestors]
+        )
 
     async def GetTrainingJob(self, request: Any, context: Any) -> Any:
         return pb.GetTrainingJobResponse(job=await to_thread(self._job, request.job_id))

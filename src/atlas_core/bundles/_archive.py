@@ -1,8 +1,11 @@
-"""The bundle container: an uncompressed POSIX tar with ``manifest.json`` first.
+"""The bundle container: an uncompressed POSIX tar with ``manifest.json`` first, then
+``signature.json`` when signed, then the members the manifest lists.
 
 Tar headers are normalised (mtime 0, uid/gid 0, no owner names, mode 0644, members sorted),
-so equal inputs give equal bytes. Reading is a single streaming pass: every member is read
-into memory and hashed; nothing is unpickled until every checksum has been compared.
+so equal inputs give equal bytes. Reading is a single streaming pass in the order trust is
+established: the manifest's signature is checked before any other member is read, then every
+member is read into memory and hashed; nothing is unpickled until every checksum has been
+compared.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from atlas_core.bundle_signing import SIGNATURE_NAME, BundleTrust
 from atlas_core.bundles._manifest import MANIFEST_NAME, parse_manifest
 from atlas_core.errors import DataLoss
 
@@ -31,10 +35,15 @@ def file_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def write_archive(target: Path, manifest: bytes, members: Mapping[str, Path]) -> None:
-    """Write ``manifest`` then every member (sorted by name) into a tar at ``target``."""
+def write_archive(
+    target: Path, manifest: bytes, members: Mapping[str, Path], *, signature: bytes | None
+) -> None:
+    """Write ``manifest``, its ``signature`` (when given), then every member (sorted by name)
+    into a tar at ``target``."""
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as archive:
         archive.addfile(_header(MANIFEST_NAME, len(manifest)), io.BytesIO(manifest))
+        if signature is not None:
+            archive.addfile(_header(SIGNATURE_NAME, len(signature)), io.BytesIO(signature))
         for name in sorted(members):
             path = members[name]
             with path.open("rb") as handle:
@@ -53,42 +62,65 @@ def _header(name: str, size: int) -> tarfile.TarInfo:
 
 
 def read_archive(
-    stream: IO[bytes], *, key: str, verify: bool
+    stream: IO[bytes], *, key: str, verify: bool, trust: BundleTrust
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(manifest, member bytes by name) of the tar in ``stream``.
 
-    With ``verify``, every member's sha256 and size must equal the manifest's record, and the
-    archive must hold exactly the members the manifest lists.
+    The manifest must come first; ``trust`` checks its signature (the next member, when
+    present) before any other member is read. With ``verify``, every member's sha256 and
+    size must then equal the manifest's record, and the archive must hold exactly the
+    members the manifest lists.
 
     Raises:
-        DataLoss: ``BUNDLE_MALFORMED`` (not a tar, no manifest, unsafe member) or
+        FailedPrecondition: the signature is refused (see :meth:`BundleTrust.check`), or
+            ``BUNDLE_FORMAT_UNSUPPORTED``.
+        DataLoss: ``BUNDLE_MALFORMED`` (not a tar, no manifest first, unsafe member) or
             ``BUNDLE_CHECKSUM_MISMATCH`` (a member differs, is missing or unexpected).
-        FailedPrecondition: ``BUNDLE_FORMAT_UNSUPPORTED``.
     """
-    raw_manifest: bytes | None = None
+    raw_manifest = b""
+    manifest: dict[str, Any] | None = None
+    signature_checked = False
     contents: dict[str, bytes] = {}
     digests: dict[str, str] = {}
     try:
         with tarfile.open(fileobj=stream, mode="r|") as archive:
             for info in archive:
                 name = _safe_name(info, key)
-                if name in contents or (name == MANIFEST_NAME and raw_manifest is not None):
+                if manifest is None:
+                    if name != MANIFEST_NAME:
+                        raise _malformed(key, f"the first member is not {MANIFEST_NAME}")
+                    raw_manifest = _read_member(archive, info)
+                    # The format first: a newer one may sign differently ("upgrade", not
+                    # "unsigned"). Parsing JSON runs no code from the bundle.
+                    manifest = parse_manifest(raw_manifest, key=key)
+                    continue
+                if not signature_checked:
+                    signed = name == SIGNATURE_NAME
+                    trust.check(
+                        raw_manifest, _read_member(archive, info) if signed else None, key=key
+                    )
+                    signature_checked = True
+                    if signed:
+                        continue
+                if name in contents or name in (MANIFEST_NAME, SIGNATURE_NAME):
                     raise _malformed(key, f"member {name!r} appears twice")
-                handle = archive.extractfile(info)
-                data = handle.read() if handle is not None else b""
-                if name == MANIFEST_NAME:
-                    raw_manifest = data
-                else:
-                    contents[name] = data
-                    digests[name] = hashlib.sha256(data).hexdigest()
+                data = _read_member(archive, info)
+                contents[name] = data
+                digests[name] = hashlib.sha256(data).hexdigest()
     except tarfile.TarError as err:
         raise _malformed(key, f"not a readable tar archive ({err})") from None
-    if raw_manifest is None:
+    if manifest is None:
         raise _malformed(key, f"no {MANIFEST_NAME}")
-    manifest = parse_manifest(raw_manifest, key=key)
+    if not signature_checked:  # a bundle of the manifest alone
+        trust.check(raw_manifest, None, key=key)
     if verify:
         _check_members(manifest["members"], contents, digests, key)
     return manifest, contents
+
+
+def _read_member(archive: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    handle = archive.extractfile(info)
+    return handle.read() if handle is not None else b""
 
 
 def read_manifest_only(chunks: Iterable[bytes], *, key: str) -> dict[str, Any]:

@@ -10,12 +10,13 @@ from typing import IO, Any, cast
 
 import joblib
 
+from atlas_core.bundle_signing import BundleTrust
 from atlas_core.bundles._archive import CHECKSUM_REASON, ChunkReader, read_archive
 from atlas_core.bundles._archive import read_manifest_only as _read_manifest_only
 from atlas_core.bundles._manifest import EXTRA_PREFIX, version_warnings
 from atlas_core.bundles._predictor import Predictor
 from atlas_core.bundles._schema import InputSchema
-from atlas_core.errors import DataLoss, InvalidArgument
+from atlas_core.errors import DataLoss, FailedPrecondition, InvalidArgument
 from atlas_core.storage import ArtifactRef, ArtifactStore, KeyOrRef
 
 
@@ -70,17 +71,23 @@ class LoadedBundle:
         return self.manifest.get("lineage", {})
 
 
-def load_bundle(store: ArtifactStore, ref_or_key: KeyOrRef, *, verify: bool = True) -> LoadedBundle:
+def load_bundle(
+    store: ArtifactStore, ref_or_key: KeyOrRef, *, trust: BundleTrust, verify: bool = True
+) -> LoadedBundle:
     """Download, verify and unpickle the bundle at ``ref_or_key``.
 
-    With ``verify`` (the default) the artifact's sha256/size (checked by the store) and every
-    member's sha256/size (against the manifest) must match before anything is unpickled.
+    First the manifest's signature must be accepted by ``trust`` (always, whatever
+    ``verify``); then, with ``verify`` (the default), the artifact's sha256/size (checked by
+    the store) and every member's sha256/size (against the manifest) must match. Only then
+    is anything unpickled.
     Passing an :class:`ArtifactRef` also checks the key still holds that artifact. The bundle
     is streamed, never written to local disk. Only ``atlas_core`` and the model's own
     libraries are imported.
 
     Raises:
         NotFound: no artifact at the key.
+        FailedPrecondition: ``BUNDLE_UNSIGNED``, ``BUNDLE_SIGNER_UNTRUSTED`` or
+            ``BUNDLE_SIGNATURE_INVALID`` (see :meth:`BundleTrust.check`).
         DataLoss: reason ``BUNDLE_CHECKSUM_MISMATCH`` when any checksum or size differs (the
             store's reason is kept in ``metadata["store_reason"]``), ``BUNDLE_MALFORMED``
             when it is not a bundle.
@@ -93,10 +100,12 @@ def load_bundle(store: ArtifactStore, ref_or_key: KeyOrRef, *, verify: bool = Tr
         with store.open_stream(ref_or_key, verify=verify) as stream:
             reader = ChunkReader(iter(stream))
             try:
-                manifest, contents = read_archive(cast(IO[bytes], reader), key=key, verify=verify)
-            except DataLoss:
-                # A corrupt artifact often surfaces as a bad member or tar first: let the
-                # store's own checksum verdict take precedence when it has one.
+                manifest, contents = read_archive(
+                    cast(IO[bytes], reader), key=key, verify=verify, trust=trust
+                )
+            except (DataLoss, FailedPrecondition):
+                # A corrupt artifact often surfaces as a bad member, tar or signature first:
+                # let the store's own checksum verdict take precedence when it has one.
                 reader.drain()
                 raise
             reader.drain()  # the store checks the artifact's sha256 after the last chunk

@@ -11,6 +11,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from atlas_core.bundle_signing import BundleSigner
 from atlas_core.bundles._archive import file_digest, write_archive
 from atlas_core.bundles._contributions import raw_contributions
 from atlas_core.bundles._manifest import (
@@ -45,6 +46,7 @@ def write_bundle(
     y_train: pd.Series | np.ndarray | Sequence[Any],
     metrics: Mapping[str, float],
     lineage: BundleLineage | Mapping[str, Any] | None,
+    signer: BundleSigner | None,
     extra_files: Mapping[str, bytes | str | Path] | None = None,
     seed: int = 0,
 ) -> ArtifactRef:
@@ -55,7 +57,9 @@ def write_bundle(
     without trainer code (custom transformers live in ``atlas_core.ml``). ``X_train`` (the
     frame the model was fitted on) gives the input schema and the drift baselines;
     ``y_train`` the label distribution. ``extra_files`` maps names to bytes or file paths,
-    stored as ``extra/<name>``. The manifest is deterministic for equal inputs and ``seed``.
+    stored as ``extra/<name>``. ``signer`` signs the manifest; loaders refuse a bundle written
+    with ``signer=None`` unless they allow unsigned bundles (development only). The manifest
+    is deterministic for equal inputs and ``seed``.
     The artifact is published atomically by the store (readers never see a partial bundle).
 
     Raises:
@@ -102,7 +106,9 @@ def write_bundle(
             recorded[name] = {"sha256": sha256, "size": size}
         manifest["members"] = recorded
         archive = workdir / "bundle.tar"
-        write_archive(archive, canonical_json(manifest), members)
+        raw_manifest = canonical_json(manifest)
+        signature = signer.sign(raw_manifest) if signer is not None else None
+        write_archive(archive, raw_manifest, members, signature=signature)
         metadata = {"kind": "model-bundle", "bundle-format": str(FORMAT_VERSION), "task": task}
         return store.put_file(key, archive, metadata)
 

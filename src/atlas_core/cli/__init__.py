@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from atlas_core.cli import _data, _graph, _labeling, _serving, _suite, _trainer
+from atlas_core.cli import _data, _graph, _labeling, _lineage, _serving, _suite, _trainer
 from atlas_core.errors import AtlasError
 
-GROUPS = (_suite, _labeling, _data, _trainer, _serving, _graph)
+GROUPS = (_suite, _labeling, _data, _trainer, _serving, _graph, _lineage)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,9 +54,12 @@ def _follow(client: GraphClient, job_id: str) -> int:
     elif result == "train_result":
         r = job.train_result
         print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.metrics.items())))
-        for name in ("model_bundle", "predictions", "embeddings"):
+        for name in ("model_bundle", "predictions", "embeddings", "serving_bundle"):
             if getattr(r, name).uri:
                 print(f"{name}: {getattr(r, name).uri}")
+        if r.embeddings_feature_group.name:
+            group = r.embeddings_feature_group
+            print(f"embeddings_feature_group: {group.name} v{group.version}")
     return 0
 
 
@@ -138,6 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         write_predictions=True,
         write_embeddings=args.embeddings,
+        skip_serving_bundle=args.no_serving_bundle,
+        embeddings_feature_group=args.embeddings_group,
         seed=args.seed,
     )
     with _client(args) as client:
@@ -241,6 +246,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embeddings", action="store_true", help="also write node embeddings")
+    p.add_argument(
+        "--no-serving-bundle", action="store_true", help="do not write the serving bundle"
+    )
+    p.add_argument(
+        "--embeddings-group", default="", help="also write node embeddings into this feature group"
+    )
     p = add("translate", cmd_translate, "translate original <-> new ids")
     p.add_argument("graph_id")
     p.add_argument("partitioning_id")

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format
 
+from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.clients.serving import (
@@ -416,6 +417,56 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+_BAD_CASE_REASONS = {
+    "low-confidence": pb.BAD_CASE_REASON_LOW_CONFIDENCE,
+    "drift": pb.BAD_CASE_REASON_HIGH_DRIFT,
+    "disagreement": pb.BAD_CASE_REASON_SHADOW_DISAGREEMENT,
+    "wrong": pb.BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH,
+}
+
+
+def cmd_bad_cases(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.bad_cases(
+            args.endpoint,
+            args.project,
+            [_BAD_CASE_REASONS[r] for r in args.reason or []],
+            window_s=_duration(args.since).ToTimedelta().total_seconds() if args.since else 0.0,
+            max_confidence=args.max_confidence,
+            min_drift_score=args.min_drift,
+            regression_tolerance=args.tolerance,
+            content_feature=args.content_feature or "",
+            max_items=args.max_items,
+            repeat_every_s=_duration(args.every).ToTimedelta().total_seconds()
+            if args.every
+            else 0.0,
+        )
+        print(f"bad-case job {job.status.job_id} submitted")
+        if args.detach or args.every:
+            return 0
+        last = ""
+        for event in client.watch_monitoring_job(job.status.job_id):
+            message = event.status.progress.message
+            if message and message != last:
+                print(f"  {message}")
+                last = message
+            job = event
+    if job.status.state != common_pb2.JOB_STATE_SUCCEEDED:
+        print(
+            f"job {_state(job.status.state, common_pb2.JobState, 'JOB_STATE_')}: "
+            f"{job.status.error.reason}: {job.status.error.message}",
+            file=sys.stderr,
+        )
+        return 1
+    r = job.bad_case_report
+    reasons = ", ".join(f"{k.lower()} {v}" for k, v in sorted(r.reason_counts.items()))
+    print(
+        f"{r.rows_scanned} captured rows, {r.selected} bad cases ({reasons or 'none'}): "
+        f"{r.items_added} added to {r.labeling_project_id}, {r.items_skipped} already there"
+    )
+    return 0
+
+
 # -- predictions ------------------------------------------------------------------------------
 
 
@@ -683,6 +734,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=float, default=0.0, help="repeat every N seconds")
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--detach", action="store_true")
+
+    p = add("bad-cases", cmd_bad_cases, "send captured bad cases to a labeling project")
+    p.add_argument("endpoint")
+    p.add_argument("--project", required=True, help="labeling project id (prj-...)")
+    p.add_argument(
+        "--reason",
+        action="append",
+        choices=sorted(_BAD_CASE_REASONS),
+        required=True,
+        help="why a request is a bad case (repeat for several: any of them selects it)",
+    )
+    p.add_argument("--since", help="only requests of the last (e.g. 1d); default all")
+    p.add_argument("--max-confidence", type=float, default=0.0, help="default 0.6")
+    p.add_argument("--min-drift", type=float, default=0.0, help="row drift score, default 0.99")
+    p.add_argument("--tolerance", type=float, default=0.0, help="regression: |difference| above")
+    p.add_argument("--content-feature", help="feature shown as the item (default: all as JSON)")
+    p.add_argument("--max-items", type=int, default=0, help="default 10,000")
+    p.add_argument("--every", help="repeat every (e.g. 1h): each run continues the window")
+    p.add_argument("--detach", action="store_true", help="submit and return")
 
     predict = sub.add_parser("predict", help="predictions from a serving endpoint")
     add = _adder(

@@ -10,6 +10,8 @@ from google.protobuf import json_format
 from atlas.common.v1 import common_pb2
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.cli._connect import add_connection_args, client_settings
+from atlas_core.cli._serving import parse_model
+from atlas_core.clients.serving import model_ref
 from atlas_core.clients.trainer import TERMINAL, TrainerClient, automl_spec
 
 _STRATEGIES = {
@@ -75,15 +77,33 @@ def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
         f"bundle {r.model_bundle.uri}",
         file=out,
     )
+    if r.HasField("registration"):
+        print(registration_line(r.registration), file=out)
+        if r.registration.state != pb.REGISTRATION_STATE_REGISTERED:
+            return 1
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def registration_line(reg: pb.ModelRegistration) -> str:
+    name = reg.model_version.model_name
+    if reg.state == pb.REGISTRATION_STATE_REGISTERED:
+        return f"registered {name}:{reg.model_version.version} (alias {reg.alias})"
+    return (
+        f"registration of {name} failed after {reg.attempts} attempt(s): {reg.error}; "
+        "the bundle above is kept (atlas deploy register)"
+    )
+
+
+def run_spec(args: argparse.Namespace) -> pb.TrainingJobSpec:
+    """The job `atlas train run` submits."""
     dataset = None
     if args.dataset:
         name, _, version = args.dataset.partition("@")
         dataset = (name, int(version or 0))
-    spec = automl_spec(
+    replaces = None
+    if args.replaces:
+        replaces = model_ref(*parse_model(args.replaces))
+    return automl_spec(
         target=args.target,
         dataset=dataset,
         artifact_uri=args.artifact or "",
@@ -92,7 +112,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         strategy=_STRATEGIES[args.strategy],
         cpus=args.cpus,
+        register=args.register or "",
+        alias=args.alias,
+        replaces=replaces,
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = run_spec(args)
     with _client(args) as client:
         job = client.submit(spec)
         print(f"submitted training job {job.status.job_id} (study {job.study_name})")
@@ -164,13 +191,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="data-service dataset id[@version]")
     src.add_argument("--artifact", help="s3://bucket/key of a Parquet file")
-    p.add_argument("--target", required=True, help="column to predict")
+    p.add_argument(
+        "--target", default="", help="column to predict (default: the dataset's label column)"
+    )
     p.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds")
     p.add_argument("--trials", type=int, default=0, help="max trials (0 = no limit)")
     p.add_argument("--strategy", choices=sorted(_STRATEGIES), default="bohb")
     p.add_argument("--cpus", type=float, default=0, help="CPU request (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detach", action="store_true", help="submit and return")
+    p.add_argument(
+        "--register", metavar="MODEL", help="register the bundle as a version of this model"
+    )
+    p.add_argument(
+        "--alias", default="candidate", help="alias for the registered version (--register)"
+    )
+    p.add_argument(
+        "--replaces",
+        metavar="MODEL[:VERSION|@ALIAS]",
+        help="the serving model version this one replaces: warm start and lineage",
+    )
     p = add("status", cmd_status, "show a training job (or --follow it)")
     p.add_argument("job_id")
     p.add_argument("--follow", action="store_true")

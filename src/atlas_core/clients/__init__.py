@@ -5,6 +5,7 @@ from atlas_core.clients._base import ServiceClient
 from atlas_core.clients.data import DataClient, Features
 from atlas_core.clients.graph import GraphClient, Translation
 from atlas_core.clients.labeling import LabelingClient
+from atlas_core.clients.lineage import LineageClient
 from atlas_core.clients.trainer import TrainerClient, automl_spec
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "Features",
     "GraphClient",
     "LabelingClient",
+    "LineageClient",
     "ServiceClient",
     "TrainerClient",
     "Translation",

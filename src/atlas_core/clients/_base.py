@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from atlas_core.lineage import LineageView, from_pb
 from atlas_core.rpc.channel import ClientSettings, connect_sync
 from atlas_core.rpc.status import error_from_rpc
 
@@ -44,6 +45,27 @@ class ServiceClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    # Each service's GetLineageRequest type; the method is GetLineage on every service stub.
+    lineage_request: Any = None
+    stub: Any
+
+    @mapped_errors
+    def get_lineage(
+        self, lineage_id: str, children_limit: int = 0, ancestor_depth: int = 0
+    ) -> LineageView:
+        """What this service knows about one lineage id: the node (for ids it owns), parents
+        and children (at most ``children_limit`` per kind), and the views of
+        ``ancestor_depth`` generations of parents it owns. See :mod:`atlas_core.lineage`."""
+        reply = self.stub.GetLineage(
+            self.lineage_request(
+                id=lineage_id, children_limit=children_limit, ancestor_depth=ancestor_depth
+            ),
+            timeout=self.timeout,
+        )
+        view = from_pb(reply.lineage)
+        view.ancestors = [from_pb(a) for a in reply.ancestors]
+        return view
 
     def __enter__(self: T) -> T:
         return self

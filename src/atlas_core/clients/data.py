@@ -53,6 +53,8 @@ class DataClient(ServiceClient):
     """With ``settings.read_target`` set, online reads go to that OnlineFeatureService
     endpoint (the native online reader); everything else to ``settings.target``."""
 
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 60.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.DataServiceStub(self._channel)
@@ -182,6 +184,7 @@ class DataClient(ServiceClient):
         label_column: str = "",
         entity_column: str = "",
         timestamp_column: str = "",
+        parents: Sequence[common_pb2.LineageParent] = (),
         request_id: str = "",
     ) -> pb.Dataset:
         return self.stub.RegisterDataset(
@@ -191,6 +194,7 @@ class DataClient(ServiceClient):
                 label_column=label_column,
                 entity_column=entity_column,
                 timestamp_column=timestamp_column,
+                parents=list(parents),
                 request_id=request_id,
             ),
             timeout=self.timeout,

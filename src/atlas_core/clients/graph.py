@@ -37,6 +37,8 @@ class Translation:
 
 
 class GraphClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 60.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.GraphServiceStub(self._channel)

@@ -22,6 +22,8 @@ TERMINAL = {
 
 
 class LabelingClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 60.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.LabelingServiceStub(self._channel)

@@ -171,6 +171,8 @@ def _typed(v: Any) -> Any:
 
 
 class ServingClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 30.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.ServingServiceStub(self._channel)
@@ -181,18 +183,23 @@ class ServingClient(ServiceClient):
     def register(
         self,
         model_name: str,
-        bundle_uri: str,
+        bundle: str | common_pb2.ArtifactRef,
         *,
         aliases: Sequence[str] = (),
         description: str = "",
+        parents: Sequence[common_pb2.LineageParent] = (),
+        labels: Mapping[str, str] | None = None,
         request_id: str = "",
     ) -> pb.ModelVersion:
+        """``bundle`` is a URI, or a full ref whose checksum the registry verifies."""
         return self.stub.RegisterModelVersion(
             pb.RegisterModelVersionRequest(
                 model_name=model_name,
-                bundle=common_pb2.ArtifactRef(uri=bundle_uri),
+                bundle=common_pb2.ArtifactRef(uri=bundle) if isinstance(bundle, str) else bundle,
                 aliases=list(aliases),
                 description=description,
+                parents=list(parents),
+                labels=dict(labels or {}),
                 request_id=request_id,
             ),
             timeout=self.timeout,
@@ -431,6 +438,52 @@ class ServingClient(ServiceClient):
         return self.stub.SubmitMonitoringJob(
             pb.SubmitMonitoringJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
         ).job
+
+    @mapped_errors
+    def bad_cases(
+        self,
+        endpoint: str,
+        project_id: str,
+        reasons: Sequence[pb.BadCaseReason],
+        *,
+        window_s: float = 0.0,
+        max_confidence: float = 0.0,
+        min_drift_score: float = 0.0,
+        regression_tolerance: float = 0.0,
+        content_feature: str = "",
+        max_items: int = 0,
+        repeat_every_s: float = 0.0,
+        request_id: str = "",
+    ) -> pb.MonitoringJob:
+        """Submit a bad-case job: the captured requests of the last ``window_s`` seconds (0:
+        all) matching any of ``reasons`` (pb.BadCaseReason values) go to the labeling project
+        ``project_id``; 0 thresholds mean the defaults."""
+        spec = pb.MonitoringSpec(
+            bad_cases=pb.BadCaseSelection(
+                reasons=list(reasons),
+                labeling_project_id=project_id,
+                max_confidence=max_confidence,
+                min_drift_score=min_drift_score,
+                regression_tolerance=regression_tolerance,
+                content_feature=content_feature,
+                max_items=max_items,
+            )
+        )
+        spec.endpoint.endpoint_name = endpoint
+        if window_s:
+            spec.start_time.FromNanoseconds(int((time.time() - window_s) * 1e9))
+        if repeat_every_s:
+            spec.repeat_every.FromNanoseconds(int(repeat_every_s * 1e9))
+        return self.stub.SubmitMonitoringJob(
+            pb.SubmitMonitoringJobRequest(spec=spec, request_id=request_id), timeout=self.timeout
+        ).job
+
+    def watch_monitoring_job(self, job_id: str) -> Iterator[pb.MonitoringJob]:
+        """The job as it progresses, until its terminal state."""
+        for event in mapped_stream(
+            self.stub.WatchMonitoringJob(pb.WatchMonitoringJobRequest(job_id=job_id))
+        ):
+            yield event.job
 
     @mapped_errors
     def get_monitoring_job(self, job_id: str) -> pb.MonitoringJob:

@@ -21,7 +21,7 @@ TERMINAL = {
 
 def automl_spec(
     *,
-    target: str,
+    target: str = "",
     dataset: tuple[str, int] | None = None,
     artifact_uri: str = "",
     wall_seconds: float = 0,
@@ -29,8 +29,14 @@ def automl_spec(
     seed: int = 0,
     strategy: pb.SearchStrategy = pb.SEARCH_STRATEGY_HYPERBAND_TPE,
     cpus: float = 0,
+    register: str = "",
+    alias: str = "",
+    replaces: common_pb2.ModelRef | None = None,
 ) -> pb.TrainingJobSpec:
-    """A TrainingJobSpec for the common case."""
+    """A TrainingJobSpec for the common case. An empty ``target`` means the dataset's label
+    column; ``register`` names the serving model the finished bundle becomes a version of
+    (under ``alias``, "candidate" by default); ``replaces`` is the model version it replaces
+    (warm start and lineage)."""
     spec = pb.TrainingJobSpec(
         target_column=target, seed=seed, automl=pb.AutoMlSpec(strategy=strategy)
     )
@@ -46,10 +52,16 @@ def automl_spec(
         spec.budget.max_trials = max_trials
     if cpus:
         spec.resources.cpus = cpus
+    if register:
+        spec.register.CopyFrom(pb.RegisterModelOptions(model_name=register, alias=alias))
+    if replaces is not None:
+        spec.replaces_model.CopyFrom(replaces)
     return spec
 
 
 class TrainerClient(ServiceClient):
+    lineage_request = pb.GetLineageRequest
+
     def __init__(self, settings: ClientSettings, *, timeout: float = 120.0) -> None:
         super().__init__(settings, timeout=timeout)
         self.stub = pb_grpc.TrainerServiceStub(self._channel)

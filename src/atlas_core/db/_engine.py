@@ -105,19 +105,37 @@ def _create_sqlite_engine(url: URL, echo: bool) -> Engine:
     return engine
 
 
+_TLS_FIELDS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+def _with_tls(url: URL, settings: DatabaseSettings) -> URL:
+    """``url`` with the settings' PostgreSQL TLS parameters in its query, so every consumer
+    of the URL (SQLAlchemy, Optuna's storage, ADBC exports) connects the same way."""
+    given = {name: getattr(settings, name) for name in _TLS_FIELDS if getattr(settings, name)}
+    if not given:
+        return url
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"database TLS settings ({', '.join(given)}) apply to PostgreSQL only; "
+            f"database.url is {url.get_backend_name()}"
+        )
+    return url.update_query_dict({name: str(value) for name, value in given.items()})
+
+
 def create_engine_from_settings(settings: DatabaseSettings) -> Engine:
     """Build the engine for ``settings.url``: a SQLite file or a PostgreSQL server.
 
     SQLite: the file's parent directory is created; WAL journal, foreign keys and a busy timeout
-    are set on every connection. PostgreSQL: pooled connections are pinged before use and a
-    connect timeout bounds an unreachable host. The engine connects lazily; call
+    are set on every connection. PostgreSQL: pooled connections are pinged before use, a
+    connect timeout bounds an unreachable host, and the TLS settings (sslmode, sslrootcert,
+    sslcert, sslkey) join the URL's query. The engine connects lazily; call
     :func:`check_connection` to fail fast at start-up.
 
     Raises:
         ConfigError: the URL does not parse or names an unknown dialect/driver.
         Unavailable: the SQLite file's directory cannot be created.
     """
-    url = _parse_url(settings.url)
+    url = _with_tls(_parse_url(settings.url), settings)
     try:
         if url.get_backend_name() == "sqlite":
             return _create_sqlite_engine(url, settings.echo)

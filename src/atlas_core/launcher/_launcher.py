@@ -3,8 +3,9 @@
 ``up`` starts the object store (SeaweedFS, loopback, access keys enforced) and every
 implemented service as its own process, waits until each reports SERVING and records what it
 started in ``<data_dir>/run/state.json``; ``down`` stops exactly those processes. Credentials
-(S3 keys, an admin bearer token) are generated on first use into ``<data_dir>/secrets``
-(owner-only files) and never printed.
+(S3 keys, an admin bearer token, the bundle signing keypair) are generated on first use into
+``<data_dir>/secrets`` (owner-only files) and never printed; every service signs the bundles
+it writes with that key and trusts it when loading.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from atlas_core.bundle_signing import ensure_local_keypair
 from atlas_core.errors import FailedPrecondition, Unavailable
 from atlas_core.launcher._objectstore import SeaweedS3Server
 from atlas_core.launcher._process import alive, spawn, tail, terminate
@@ -32,6 +34,7 @@ from atlas_core.launcher._services import (
     implemented_services,
     implemented_web_apps,
 )
+from atlas_core.secret_files import read_private, write_private
 
 HOST = "127.0.0.1"
 # ProcessInfo.full_name of web apps: checked by GET /healthz instead of gRPC health.
@@ -78,17 +81,16 @@ class Credentials:
     s3_secret_key: str
     admin_token: str
     tokens_file: Path
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+    signing_key_file: Path
+    signing_public_key_file: Path
 
 
 def ensure_credentials(data_dir: Path) -> Credentials:
-    """Generate (once) and return the suite's S3 keys and admin token."""
+    """Generate (once) and return the suite's S3 keys, admin token and bundle signing keys.
+
+    Raises:
+        ConfigError: ``SECRETS_FILE_EXPOSED`` when a secrets file is readable by others.
+    """
     secrets_dir = data_dir / "secrets"
     creds_file = secrets_dir / "credentials.json"
     tokens_file = secrets_dir / "tokens"
@@ -98,10 +100,16 @@ def ensure_credentials(data_dir: Path) -> Credentials:
             "s3_secret_key": secrets.token_urlsafe(24),
             "admin_token": secrets.token_urlsafe(24),
         }
-        _write_private(creds_file, json.dumps(creds))
-        _write_private(tokens_file, f"{creds['admin_token']} *\n")
-    creds = json.loads(creds_file.read_text())
-    return Credentials(tokens_file=tokens_file, **creds)
+        write_private(creds_file, json.dumps(creds))
+        write_private(tokens_file, f"{creds['admin_token']} *\n")
+    creds = json.loads(read_private(creds_file, "the suite's credentials file"))
+    signing_key, public_key = ensure_local_keypair(secrets_dir)
+    return Credentials(
+        tokens_file=tokens_file,
+        signing_key_file=signing_key,
+        signing_public_key_file=public_key,
+        **creds,
+    )
 
 
 def web_session_secret(data_dir: Path) -> str:
@@ -109,8 +117,8 @@ def web_session_secret(data_dir: Path) -> str:
     sessions survive a restart of the suite."""
     path = data_dir / "secrets" / "web_session_secret"
     if not path.exists():
-        _write_private(path, secrets.token_urlsafe(32))
-    return path.read_text().strip()
+        write_private(path, secrets.token_urlsafe(32))
+    return read_private(path, "the web session secret").decode().strip()
 
 
 def _port_free(port: int) -> bool:
@@ -228,12 +236,15 @@ class Launcher:
         echo(f"  object store ready at {store.endpoint} ({time.monotonic() - started:.1f}s)")
         try:
             services = implemented_services()
+            # Every service's port is chosen before any starts, so a service is told where a
+            # peer that starts after it will be (serving and labeling call each other).
+            ports = self.service_ports(services)
             for spec in services:
-                peers = {p.name: p.address for p in state.processes}
+                peers = self.peer_addresses(ports, state.processes)
                 peers.update(
                     {f"{p.name}:read": p.read_address for p in state.processes if p.read_address}
                 )
-                info = self._start_service(spec, creds, store.endpoint, peers)
+                info = self._start_service(spec, creds, store.endpoint, peers, ports[spec.name])
                 state.processes.append(info)
                 state.save(self.state_path)
                 wait_serving(
@@ -258,6 +269,26 @@ class Launcher:
             raise
         return state
 
+    def service_ports(self, services: list[ServiceSpec]) -> dict[str, int]:
+        """The port of each service: base port + offset, or distinct free ones."""
+        ports: dict[str, int] = {}
+        for spec in services:
+            wanted = self.base_port + spec.port_offset if self.base_port else 0
+            port = _choose_port(wanted, f"the {spec.name} service", "--base-port")
+            while not wanted and port in ports.values():
+                port = _free_port()
+            ports[spec.name] = port
+        return ports
+
+    @staticmethod
+    def peer_addresses(ports: dict[str, int], started: list[ProcessInfo]) -> dict[str, str]:
+        """Where each service is: those started at their address, the others at the port
+        chosen for them."""
+        return {
+            **{name: f"{HOST}:{port}" for name, port in ports.items()},
+            **{p.name: p.address for p in started},
+        }
+
     def service_env(
         self,
         spec: ServiceSpec,
@@ -276,6 +307,8 @@ class Launcher:
                 p + "SERVER__PORT": str(port),
                 p + "SERVER__METRICS_PORT": str(metrics_port),
                 p + "SERVER__AUTH__TOKENS_FILE": str(creds.tokens_file),
+                p + "BUNDLES__SIGNING_KEY_FILE": str(creds.signing_key_file),
+                p + "BUNDLES__TRUSTED_KEYS": json.dumps([str(creds.signing_public_key_file)]),
                 p + "S3__ENDPOINT": s3_endpoint,
                 p + "S3__ACCESS_KEY": creds.s3_access_key,
                 p + "S3__SECRET_KEY": creds.s3_secret_key,
@@ -292,10 +325,8 @@ class Launcher:
         return env
 
     def _start_service(
-        self, spec: ServiceSpec, creds: Credentials, s3: str, peers: dict[str, str]
+        self, spec: ServiceSpec, creds: Credentials, s3: str, peers: dict[str, str], port: int
     ) -> ProcessInfo:
-        wanted = self.base_port + spec.port_offset if self.base_port else 0
-        port = _choose_port(wanted, f"the {spec.name} service", "--base-port")
         metrics_wanted = self.base_port + 100 + spec.port_offset if self.base_port else 0
         metrics_port = _choose_port(metrics_wanted, f"{spec.name} metrics", "--base-port")
         log = self.log_dir / f"{spec.name}.log"

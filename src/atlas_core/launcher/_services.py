@@ -33,20 +33,25 @@ KNOWN_SERVICES: tuple[ServiceSpec, ...] = (
         read_service="atlas.data.v1.OnlineFeatureService",
         read_port_offset=11,
     ),
-    ServiceSpec("trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data",)),
     ServiceSpec(
         "serving",
         "atlas_serving",
         "atlas.serving.v1.ServingService",
         3,
-        ("data",),
+        # Bad cases go to labeling (it starts later: the launcher chose its port already).
+        ("data", "labeling"),
         uses_read_endpoints=True,
+    ),
+    # Started after serving: a job resolves the model it replaces and registers its bundle.
+    ServiceSpec(
+        "trainer", "atlas_trainer", "atlas.trainer.v1.TrainerService", 2, ("data", "serving")
     ),
     # Exports are registered with the data service; pre-labels come from serving.
     ServiceSpec(
         "labeling", "atlas_labeling", "atlas.labeling.v1.LabelingService", 4, ("data", "serving")
     ),
-    ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5),
+    # Node embeddings go into the data service's feature groups.
+    ServiceSpec("graph", "atlas_graph", "atlas.graph.v1.GraphService", 5, ("data",)),
 )
 
 

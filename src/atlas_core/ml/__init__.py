@@ -7,6 +7,7 @@ are imported lazily.
 
 from __future__ import annotations
 
+from atlas_core.ml._compiled import compile_estimator
 from atlas_core.ml._crosses import PairwiseCrosses
 from atlas_core.ml._encoding import CardinalityEncoder
 from atlas_core.ml._mlp import TorchMLP, pick_device
@@ -17,6 +18,7 @@ from atlas_core.ml._model import (
     WeightedEnsemble,
     booster_contributions,
 )
+from atlas_core.ml._node_lookup import NODE_ID, NodeLookup
 from atlas_core.ml._preprocess import TabularPreprocessor
 from atlas_core.ml._sanitize import ColumnSanitizer, is_categorical
 
@@ -25,12 +27,15 @@ __all__ = [
     "ColumnSanitizer",
     "FoldBag",
     "MatrixScorer",
+    "NODE_ID",
+    "NodeLookup",
     "PairwiseCrosses",
     "TabularModel",
     "TabularPreprocessor",
     "TorchMLP",
     "WeightedEnsemble",
     "booster_contributions",
+    "compile_estimator",
     "is_categorical",
     "pick_device",
 ]

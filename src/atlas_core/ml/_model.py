@@ -78,7 +78,9 @@ class TabularModel:
         """Probabilities [n, C] (all classes, in code order) or regression values [n]."""
         if self.task == "regression":
             return np.asarray(self.estimator.predict(Z), dtype=np.float64).reshape(-1)
-        proba = np.asarray(self.estimator.predict_proba(Z), dtype=np.float64)
+        return self._all_classes(np.asarray(self.estimator.predict_proba(Z), dtype=np.float64))
+
+    def _all_classes(self, proba: np.ndarray) -> np.ndarray:
         n_classes = len(self.classes_) if self.classes_ is not None else proba.shape[1]
         if proba.shape[1] == n_classes:
             return proba
@@ -106,7 +108,7 @@ class TabularModel:
             return lambda M: self.scores_from_features(transform(M))
         if self.task == "regression":
             return lambda M: np.asarray(fast(transform(M)), dtype=np.float64).reshape(-1)
-        return lambda M: fast(transform(M))
+        return lambda M: self._all_classes(fast(transform(M)))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.special import ndtri
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_selection import SelectPercentile, VarianceThreshold, f_classif, f_regression
 from sklearn.impute import SimpleImputer
@@ -225,7 +227,46 @@ def _fitted_fn(step: object) -> Callable[[np.ndarray], np.ndarray]:
         center = step.center_ if step.with_centering else 0.0
         scale = step.scale_ if step.with_scaling else 1.0
         return lambda Z: (Z - center) / scale
+    if isinstance(step, QuantileTransformer) and not sparse.issparse(step.quantiles_):
+        return _quantile_fn(step)
     if isinstance(step, (VarianceThreshold, SelectPercentile)):
         keep = np.flatnonzero(step.get_support())
         return lambda Z: Z[:, keep]
     return step.transform  # type: ignore[attr-defined]  # any fitted sklearn transformer
+
+
+_QUANTILE_BOUND = 1e-7  # sklearn.preprocessing._data.BOUNDS_THRESHOLD
+
+
+def _quantile_fn(step: QuantileTransformer) -> Callable[[np.ndarray], np.ndarray]:
+    """``QuantileTransformer.transform`` as sklearn computes it (the mean of the forward and
+    backward interpolation, the bounds, then the normal quantile), one ``np.interp`` pair per
+    column: sklearn's own call costs milliseconds per row in validation and ``scipy.stats``."""
+    quantiles = np.asarray(step.quantiles_, dtype=np.float64)
+    refs = np.asarray(step.references_, dtype=np.float64)
+    columns = [
+        (np.ascontiguousarray(quantiles[:, j]), np.ascontiguousarray(-quantiles[::-1, j]))
+        for j in range(quantiles.shape[1])
+    ]
+    back_refs = np.ascontiguousarray(-refs[::-1])
+    low_x, high_x = quantiles[0], quantiles[-1]
+    normal = step.output_distribution == "normal"
+    clip_min = ndtri(_QUANTILE_BOUND - np.spacing(1))
+    clip_max = ndtri(1 - (_QUANTILE_BOUND - np.spacing(1)))
+
+    def transform(Z: np.ndarray) -> np.ndarray:
+        Z = np.asarray(Z, dtype=np.float64)
+        out = np.empty_like(Z)
+        for j, (forward, backward) in enumerate(columns):
+            x = Z[:, j]
+            out[:, j] = 0.5 * (np.interp(x, forward, refs) - np.interp(-x, backward, back_refs))
+        if normal:
+            out[Z + _QUANTILE_BOUND > high_x] = 1.0
+            out[Z - _QUANTILE_BOUND < low_x] = 0.0
+            with np.errstate(divide="ignore"):
+                return np.clip(ndtri(out), clip_min, clip_max)
+        out[Z == high_x] = 1.0
+        out[Z == low_x] = 0.0
+        return out
+
+    return transform

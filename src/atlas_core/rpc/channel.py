@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from atlas_core.config import StrictModel
 from atlas_core.log import request_id_var
 from atlas_core.rpc.wrapping import REQUEST_ID_KEY
+from atlas_core.secret_files import read_private
 
 
 class ClientSettings(StrictModel):
@@ -151,7 +152,7 @@ def _credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
         return None
     return grpc.ssl_channel_credentials(
         root_certificates=settings.ca_file.read_bytes(),
-        private_key=settings.key_file.read_bytes() if settings.key_file else None,
+        private_key=read_private(settings.key_file, "key_file") if settings.key_file else None,
         certificate_chain=settings.cert_file.read_bytes() if settings.cert_file else None,
     )
 

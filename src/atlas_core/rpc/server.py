@@ -25,6 +25,7 @@ from atlas_core.errors import ConfigError
 from atlas_core.rpc.auth import TokenAuthenticator
 from atlas_core.rpc.metrics import RpcMetrics
 from atlas_core.rpc.wrapping import WrappingRegistrar
+from atlas_core.secret_files import read_private
 
 log = logging.getLogger("atlas.server")
 
@@ -55,8 +56,8 @@ def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
     if not tls.enabled:
         return None
     assert tls.key_file is not None and tls.cert_file is not None  # what `enabled` means
+    key = read_private(tls.key_file, "server.tls.key_file")
     try:
-        key = tls.key_file.read_bytes()
         cert = tls.cert_file.read_bytes()
         ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
     except OSError as exc:

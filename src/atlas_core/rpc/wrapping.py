@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from atlas_core.errors import AtlasError, ResourceExhausted
+from atlas_core.errors import AtlasError, InvalidArgument, ResourceExhausted
 from atlas_core.log import request_id_var
 from atlas_core.rpc.auth import TokenAuthenticator
 from atlas_core.rpc.metrics import RpcMetrics
@@ -36,6 +36,42 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
             value = item[1]
             return value.decode() if isinstance(value, bytes) else value
     return None
+
+
+class _Undecodable:
+    """A request whose bytes did not parse. grpc answers INTERNAL when a deserializer raises;
+    the wrapper refuses these as INVALID_ARGUMENT instead (bad input, not a server fault)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def refuse(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request is not a valid message: {self.error}", reason="MALFORMED_REQUEST"
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or whatever a parser raises
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+async def _checked(requests: Any) -> Any:
+    """The request stream, refusing the first message that did not parse."""
+    async for request in requests:
+        if type(request) is _Undecodable:
+            raise request.refuse()
+        yield request
 
 
 class WrappingRegistrar:
@@ -70,23 +106,31 @@ class WrappingRegistrar:
             fn, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
         else:
             fn, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        streaming_in = bool(handler.request_streaming)
         behavior = (
-            self._wrap_stream_out(method, fn)
+            self._wrap_stream_out(method, fn, streaming_in)
             if inspect.isasyncgenfunction(fn)
-            else self._wrap_unary_out(method, fn)
+            else self._wrap_unary_out(method, fn, streaming_in)
         )
         return factory(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
-    def _begin(self, method: str, context: aio.ServicerContext) -> str:
+    def _begin(
+        self, method: str, context: aio.ServicerContext, request: Any, streaming_in: bool
+    ) -> Any:
+        """Authenticate the call; the request (stream) to hand to the servicer."""
         metadata = context.invocation_metadata()
         rid = _metadata_value(metadata, REQUEST_ID_KEY) or uuid.uuid4().hex[:16]
         request_id_var.set(rid)
         self._auth.authenticate(_metadata_value(metadata, "authorization"), method)
-        return rid
+        if streaming_in:
+            return _checked(request)
+        if type(request) is _Undecodable:
+            raise request.refuse()
+        return request
 
     async def _fail(
         self, method: str, context: aio.ServicerContext, exc: BaseException, started: float
@@ -116,15 +160,17 @@ class WrappingRegistrar:
         name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
         self._metrics.observe(method, name, time.perf_counter() - started)
 
-    def _wrap_unary_out(self, method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_unary_out(
+        self, method: str, fn: Callable[..., Any], streaming_in: bool
+    ) -> Callable[..., Any]:
         debug = log.isEnabledFor(logging.DEBUG)
         observe_ok = self._metrics.success_observer(method)
 
         async def behavior(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                self._begin(method, context)
-                response = await fn(request_or_iterator, context)
+                request = self._begin(method, context, request_or_iterator, streaming_in)
+                response = await fn(request, context)
             except aio.AbortError:
                 self._aborted(method, context, started)
                 raise
@@ -141,14 +187,16 @@ class WrappingRegistrar:
 
         return behavior
 
-    def _wrap_stream_out(self, method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_stream_out(
+        self, method: str, fn: Callable[..., Any], streaming_in: bool
+    ) -> Callable[..., Any]:
         observe_ok = self._metrics.success_observer(method)
 
         async def behavior(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                self._begin(method, context)
-                async for response in fn(request_or_iterator, context):
+                request = self._begin(method, context, request_or_iterator, streaming_in)
+                async for response in fn(request, context):
                     yield response
             except aio.AbortError:
                 self._aborted(method, context, started)

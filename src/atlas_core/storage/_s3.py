@@ -35,6 +35,7 @@ from minio import Minio
 from minio.commonconfig import REPLACE, ComposeSource, CopySource
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import check_bucket_name
+from minio.sse import Sse, SseKMS, SseS3
 
 from atlas_core.config import S3Settings
 from atlas_core.errors import (
@@ -97,6 +98,7 @@ class S3ArtifactStore(ArtifactStore):
             )
         endpoint, secure = _split_endpoint(settings.endpoint, settings.secure)
         self._endpoint = endpoint
+        self._sse = _server_side_encryption(settings, secure)
         self._bucket = settings.bucket
         self._part_size = settings.part_size
         self._access_key = settings.access_key.get_secret_value()
@@ -164,7 +166,7 @@ class S3ArtifactStore(ArtifactStore):
             headers = _atlas_headers(reader.sha256, reader.size, user_meta)
             with self._translate(key):
                 self._client.put_object(
-                    self._bucket, key, io.BytesIO(head), len(head), metadata=headers
+                    self._bucket, key, io.BytesIO(head), len(head), metadata=headers, sse=self._sse
                 )
         else:
             body = _Prepended(head, reader)
@@ -185,6 +187,7 @@ class S3ArtifactStore(ArtifactStore):
                     -1,
                     part_size=self._part_size,
                     num_parallel_uploads=1,  # one part in memory at a time
+                    sse=self._sse,
                 )
                 headers = _atlas_headers(hashed.sha256, hashed.size, user_meta)
                 if hashed.size <= MAX_COPY_SIZE:
@@ -194,6 +197,7 @@ class S3ArtifactStore(ArtifactStore):
                         CopySource(self._bucket, staging),
                         metadata=headers,
                         metadata_directive=REPLACE,
+                        sse=self._sse,
                     )
                 else:
                     # Multipart UploadPartCopy, one range per part (CopyObject stops at 5 GiB).
@@ -206,7 +210,9 @@ class S3ArtifactStore(ArtifactStore):
                         )
                         for offset in range(0, hashed.size, MAX_COPY_SIZE)
                     ]
-                    self._client.compose_object(self._bucket, key, sources, metadata=headers)
+                    self._client.compose_object(
+                        self._bucket, key, sources, metadata=headers, sse=self._sse
+                    )
         finally:
             self._remove_quietly(staging)
 
@@ -432,3 +438,18 @@ def _short(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)  # MaxRetryError wraps the real cause
     text = str(reason or exc)
     return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _server_side_encryption(settings: S3Settings, secure: bool) -> Sse | None:
+    """The SSE every write asks for (s3.sse), or None for the bucket's default."""
+    if settings.sse == "s3":
+        return SseS3()
+    if settings.sse == "kms":
+        if not secure:
+            raise InvalidArgument(
+                "s3.sse 'kms' sends key material headers: it needs an https endpoint "
+                "(s3.secure=true)",
+                reason="INVALID_CONFIG",
+            )
+        return SseKMS(str(settings.kms_key_id), {})
+    return None

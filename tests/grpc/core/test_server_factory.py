@@ -213,3 +213,14 @@ async def test_auth_enabled_without_tokens_refuses_to_start():
 
     with pytest.raises(ConfigError, match="no tokens"):
         create_server(server_settings(auth=AuthSettings()), [echo_service()])
+
+
+async def test_undecodable_requests_are_invalid_argument_not_internal(echo_server):
+    async with channel_for(echo_server) as ch:
+        raw = ch.unary_unary(method("GetEcho"), response_deserializer=Resp.FromString)
+        for garbage in (b"\x0a\x03\xff\xfe\xc0", b"\x0a\x7f", b"\xff"):  # bad UTF-8, short
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await raw(garbage)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error_from_rpc(err.value).reason == "MALFORMED_REQUEST"
+        assert (await unary(ch, "GetEcho")(Req(service="x"))).status == Resp.SERVING

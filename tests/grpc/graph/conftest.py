@@ -23,6 +23,7 @@ from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
 from atlas_graph.config import GraphSettings, PartitionSettings
 from atlas_graph.service import GraphService
 from atlas_graph.servicer import graph_service_def
+from tests.support.signing import signing_settings
 
 TOKEN = "graph-test-token-0123"
 
@@ -35,6 +36,7 @@ def graph_settings(tmp: Path, s3: S3Settings, memory_budget_bytes: int = 0) -> G
         database=DatabaseSettings(url=f"sqlite:///{tmp / 'graph.db'}"),
         partition=PartitionSettings(memory_budget_bytes=memory_budget_bytes),
         jobs=JobSettings(max_concurrent=1, runner_id="graph-grpc-test"),
+        bundles=signing_settings(tmp),  # serving harnesses trust the test key
     )
 
 
@@ -49,9 +51,13 @@ class GraphHarness:
 
 @asynccontextmanager
 async def running_graph_service(
-    tmp_path: Path, s3_settings: S3Settings, memory_budget_bytes: int = 0
+    tmp_path: Path,
+    s3_settings: S3Settings,
+    memory_budget_bytes: int = 0,
+    data: ClientSettings | None = None,
 ) -> AsyncIterator[GraphHarness]:
     settings = graph_settings(tmp_path, s3_settings, memory_budget_bytes)
+    settings = settings.model_copy(update={"data": data})
     service = GraphService.open(settings)
     service.start()
     server = create_server(settings.server, [graph_service_def(service)])

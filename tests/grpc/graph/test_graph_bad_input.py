@@ -192,6 +192,19 @@ async def test_partition_and_train_requests_are_checked(graph_harness: GraphHarn
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "mpi" in details
+    # Embeddings into a feature group: a valid group name, and a data service to write to.
+    for group, want, text in (
+        ("Node-Emb", grpc.StatusCode.INVALID_ARGUMENT, "Node-Emb"),
+        ("node_emb", grpc.StatusCode.FAILED_PRECONDITION, "ATLAS_GRAPH_DATA__TARGET"),
+    ):
+        code, details = await _status(
+            stub.SubmitGraphJob(
+                pb.SubmitGraphJobRequest(
+                    train=pb.TrainGraphSpec(ref=ref, fan_outs=[5], embeddings_feature_group=group)
+                )
+            )
+        )
+        assert code == want and text in details
     code, details = await _status(
         stub.TranslateIds(
             pb.TranslateIdsRequest(

@@ -303,6 +303,13 @@ async def test_export_registers_a_sample_set_with_the_data_service(
             got = await data.stub.GetDataset(data_pb.GetDatasetRequest(ref=export.dataset))
             assert got.dataset.name == "sentiment-labels"
             assert [a.uri for a in got.dataset.artifacts] == [p.uri for p in export.parts]
+            # Its lineage names the export (a training job refuses it until it is matched).
+            [parent] = got.dataset.lineage.parents
+            assert parent.role == "labels"
+            assert (parent.label_set.project_id, parent.label_set.export_id) == (
+                pid,
+                job.status.job_id,
+            )
 
 
 async def test_job_bad_input(labeling: LabelingHarness) -> None:

@@ -15,12 +15,14 @@ from grpc import aio
 from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas.serving.v1 import serving_service_pb2_grpc as pb_grpc
+from atlas_core.bundle_signing import BundleSigner
 from atlas_core.config import AuthSettings, DatabaseSettings, S3Settings, ServerSettings
 from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
 from atlas_core.storage import ArtifactRef, open_artifact_store
 from atlas_serving.config import RuntimeSettings, ServingSettings
 from atlas_serving.service import ServingService
 from atlas_serving.servicer import serving_service_def
+from tests.support.signing import TEST_SIGNER, signing_settings
 
 TOKEN = "serving-test-token-0123"
 
@@ -33,7 +35,14 @@ def breast_cancer() -> tuple[pd.DataFrame, pd.Series]:
     return X, y
 
 
-def write_model(s3: S3Settings, key: str, *, trees: int = 20, model: Any = None) -> ArtifactRef:
+def write_model(
+    s3: S3Settings,
+    key: str,
+    *,
+    trees: int = 20,
+    model: Any = None,
+    signer: BundleSigner | None = TEST_SIGNER,
+) -> ArtifactRef:
     from xgboost import XGBClassifier
 
     from atlas_core.bundles import write_bundle
@@ -51,6 +60,7 @@ def write_model(s3: S3Settings, key: str, *, trees: int = 20, model: Any = None)
         y_train=y,
         metrics={"auc": 0.99},
         lineage={"dataset": {"name": "breast-cancer", "version": 1}},
+        signer=signer,
     )
 
 
@@ -59,6 +69,7 @@ def serving_settings(tmp: Path, s3: S3Settings, db_url: str, **runtime: Any) -> 
         server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
         s3=s3,
         database=DatabaseSettings(url=db_url or f"sqlite:///{tmp / 'serving.db'}"),
+        bundles=signing_settings(tmp),
         data_dir=tmp,
         runtime=RuntimeSettings(
             poll_seconds=0.1, stats_publish_seconds=0.1, rollout_tick_seconds=0.1, **runtime

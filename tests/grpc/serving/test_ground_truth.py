@@ -20,6 +20,7 @@ from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.config import S3Settings
 from atlas_core.storage import open_artifact_store
+from tests.support.signing import TEST_SIGNER
 
 from .conftest import (
     ServingHarness,
@@ -330,6 +331,7 @@ async def test_regression_quality_and_outcome_type(serving: ServingHarness) -> N
         y_train=target,
         metrics={},
         lineage={},
+        signer=TEST_SIGNER,
     )
     await h.register("bc", ref)
     await create(h, quality=quality_config())

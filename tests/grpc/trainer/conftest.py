@@ -22,6 +22,7 @@ from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
 from atlas_trainer.config import PeerSettings, TrainerJobSettings, TrainerSettings
 from atlas_trainer.service import TrainerService
 from atlas_trainer.servicer import trainer_service_def
+from tests.support.signing import signing_settings
 
 from ..data.conftest import TOKEN, DataHarness, running_data_service
 
@@ -56,6 +57,7 @@ async def _trainer(
         s3=s3_settings,
         database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'trainer.db'}"),
         data_dir=tmp_path / "trainer",
+        bundles=signing_settings(tmp_path),
         data=PeerSettings(target=data_harness.server.address, token=SecretStr(TOKEN)),
         jobs=TrainerJobSettings(runner_id="trainer-test"),
     )

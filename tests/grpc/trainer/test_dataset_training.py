@@ -20,6 +20,7 @@ from atlas.serving.v1 import serving_service_pb2 as serving_pb
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import load_bundle
 from atlas_core.config import S3Settings
+from tests.support.signing import TEST_TRUST
 
 from ..data.test_datasets import upload_parquet, wait_job
 from ..data.test_feature_store import put
@@ -141,7 +142,7 @@ async def test_training_job_on_a_dataset_records_its_lineage(
     assert result.best.score > 0.8, result.best  # label = f1 + f2 > 0: easy to learn
     artifacts = h.service.rt.artifacts
     bundle = await asyncio.to_thread(
-        load_bundle, artifacts, artifacts.key_for_uri(result.model_bundle.uri)
+        load_bundle, artifacts, artifacts.key_for_uri(result.model_bundle.uri), trust=TEST_TRUST
     )
     probe = {"f1": [2.0, -2.0], "f2": [1.0, -1.0]}
     proba = bundle.predictor.predict_proba(pd.DataFrame(probe, dtype="float32"))

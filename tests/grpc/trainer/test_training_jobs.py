@@ -15,6 +15,7 @@ from sklearn.datasets import load_breast_cancer
 from atlas.common.v1 import common_pb2
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import load_bundle
+from tests.support.signing import TEST_TRUST
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 TERMINAL = {
@@ -81,6 +82,7 @@ async def test_automl_job_end_to_end(trainer_harness):
         load_bundle,
         h.service.rt.artifacts,
         h.service.rt.artifacts.key_for_uri(result.model_bundle.uri),
+        trust=TEST_TRUST,  # the trainer signed it with the key it was configured with
     )
     frame = breast_cancer()
     proba = bundle.predictor.predict_proba(frame.drop(columns=["target"]).head(50))
@@ -116,7 +118,10 @@ async def test_bad_training_input(trainer_harness):
     good = await asyncio.to_thread(h.upload, "uploads/ok.parquet", frame)
     constant = await asyncio.to_thread(h.upload, "uploads/const.parquet", frame.assign(target=1))
     empty = await asyncio.to_thread(h.upload, "uploads/nan.parquet", frame.assign(target=np.nan))
+    slow = spec_for(good)
+    slow.automl.max_row_latency_ms = -1.0
     cases = [
+        (slow, grpc.StatusCode.INVALID_ARGUMENT, "max_row_latency_ms"),
         (spec_for(good, target="nope"), grpc.StatusCode.INVALID_ARGUMENT, "nope"),
         (spec_for(constant), grpc.StatusCode.INVALID_ARGUMENT, "constant"),
         (spec_for(empty), grpc.StatusCode.INVALID_ARGUMENT, "all missing"),
@@ -141,11 +146,9 @@ async def test_bad_training_input(trainer_harness):
 async def test_cancel_keeps_completed_trials_and_best_model(trainer_harness):
     h = trainer_harness
     artifact = await asyncio.to_thread(h.upload, "uploads/bc2.parquet", breast_cancer())
-    job = (
-        await h.stub.SubmitTrainingJob(
-            pb.SubmitTrainingJobRequest(spec=spec_for(artifact, seconds=120))
-        )
-    ).job
+    spec = spec_for(artifact, seconds=120)
+    spec.automl.max_row_latency_ms = 1000.0  # generous: the leaderboard shows the cost
+    job = (await h.stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(spec=spec))).job
     job_id = job.status.job_id
 
     async def first_finished():
@@ -163,3 +166,5 @@ async def test_cancel_keeps_completed_trials_and_best_model(trainer_harness):
     assert done.result.trials_complete >= 1 and done.result.model_bundle.uri
     trials = await h.stub.ListTrials(pb.ListTrialsRequest(job_id=job_id))
     assert any(t.state == pb.TRIAL_STATE_COMPLETE for t in trials.trials)
+    # the kept trials' single-row cost on serving's compiled path
+    assert any(t.row_latency.ToNanoseconds() > 0 for t in trials.trials)

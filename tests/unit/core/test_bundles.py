@@ -29,6 +29,7 @@ from atlas_core.bundles import (
     CHECKSUM_REASON,
     MANIFEST_NAME,
     MODEL_MEMBER,
+    SIGNATURE_NAME,
     BundleLineage,
     load_bundle,
     read_manifest,
@@ -37,6 +38,7 @@ from atlas_core.bundles import (
 from atlas_core.bundles.drift import drift_report, ks, prediction_frame, psi
 from atlas_core.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from atlas_core.storage import ArtifactStore, LocalArtifactStore
+from tests.support.signing import TEST_SIGNER, TEST_TRUST, signing_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -53,6 +55,7 @@ class Case:
 
     def write(self, store: ArtifactStore, key: str, **overrides: Any) -> Any:
         arguments: dict[str, Any] = dict(
+            signer=TEST_SIGNER,
             model=self.model,
             task=self.task,
             target="target",
@@ -141,7 +144,7 @@ def test_round_trip_predicts_identically(
 ) -> None:
     case = cases[name]
     ref = case.write(store, f"models/{name}.bundle")
-    bundle = load_bundle(store, ref)
+    bundle = load_bundle(store, ref, trust=TEST_TRUST)
     predictor = bundle.predictor
     np.testing.assert_array_equal(predictor.predict(case.X), case.model.predict(case.X))
     proba = predictor.predict_proba(case.X)
@@ -180,15 +183,15 @@ def test_layout_is_a_tar_with_manifest_first(
     ref = cases["binary"].write(store, "m.bundle", extra_files={"notes.txt": b"hello"})
     with tarfile.open(fileobj=io.BytesIO(store.get_bytes(ref))) as archive:
         names = archive.getnames()
-    assert names == [MANIFEST_NAME, "extra/notes.txt", MODEL_MEMBER]
-    bundle = load_bundle(store, ref)
+    assert names == [MANIFEST_NAME, SIGNATURE_NAME, "extra/notes.txt", MODEL_MEMBER]
+    bundle = load_bundle(store, ref, trust=TEST_TRUST)
     assert bundle.extra_files == {"notes.txt": b"hello"}
 
 
 def test_training_statistics_hold_drift_baselines(
     store: LocalArtifactStore, cases: dict[str, Case]
 ) -> None:
-    bundle = load_bundle(store, cases["binary"].write(store, "s.bundle"))
+    bundle = load_bundle(store, cases["binary"].write(store, "s.bundle"), trust=TEST_TRUST)
     texture = bundle.training_stats["mean texture"]
     assert texture["kind"] == "numeric"
     assert texture["missing_ratio"] == pytest.approx(34 / 569)
@@ -212,6 +215,7 @@ def test_wide_frames_keep_the_manifest_bounded(store: LocalArtifactStore) -> Non
     ref = write_bundle(
         store,
         "wide.bundle",
+        signer=TEST_SIGNER,
         model=model,
         task="binary",
         target="y",
@@ -233,7 +237,7 @@ def test_xgboost_binary_contributions_sum_to_the_margin(
     store: LocalArtifactStore, cases: dict[str, Case]
 ) -> None:
     case = cases["binary"]
-    predictor = load_bundle(store, case.write(store, "c.bundle")).predictor
+    predictor = load_bundle(store, case.write(store, "c.bundle"), trust=TEST_TRUST).predictor
     result = predictor.contributions(case.X.head(5))
     assert result is not None
     values, names = result
@@ -248,7 +252,7 @@ def test_multiclass_contributions_explain_the_chosen_class(
     store: LocalArtifactStore, cases: dict[str, Case]
 ) -> None:
     case = cases["multiclass"]
-    predictor = load_bundle(store, case.write(store, "mc.bundle")).predictor
+    predictor = load_bundle(store, case.write(store, "mc.bundle"), trust=TEST_TRUST).predictor
     rows = case.X.iloc[[0, 70, 140]]
     margins = case.model[-1].predict(case.model[:-1].transform(rows), output_margin=True)
     values, _ = predictor.contributions(rows)  # type: ignore[misc]
@@ -264,7 +268,7 @@ def test_lightgbm_contributions_sum_to_the_raw_prediction(
     store: LocalArtifactStore, cases: dict[str, Case]
 ) -> None:
     case = cases["regression"]
-    predictor = load_bundle(store, case.write(store, "r.bundle")).predictor
+    predictor = load_bundle(store, case.write(store, "r.bundle"), trust=TEST_TRUST).predictor
     values, names = predictor.contributions(case.X.head(4))  # type: ignore[misc]
     assert names == list(case.X.columns)
     np.testing.assert_allclose(values.sum(axis=1), case.model.predict(case.X.head(4)), atol=1e-6)
@@ -273,7 +277,7 @@ def test_lightgbm_contributions_sum_to_the_raw_prediction(
 def test_models_without_contributions_return_none(
     store: LocalArtifactStore, cases: dict[str, Case]
 ) -> None:
-    bundle = load_bundle(store, cases["linear"].write(store, "l.bundle"))
+    bundle = load_bundle(store, cases["linear"].write(store, "l.bundle"), trust=TEST_TRUST)
     assert bundle.manifest["model"]["has_contributions"] is False
     assert bundle.predictor.contributions(cases["linear"].X.head(2)) is None
 
@@ -300,6 +304,7 @@ def test_a_models_own_contributions_take_precedence(store: LocalArtifactStore) -
     ref = write_bundle(
         store,
         "duck.bundle",
+        signer=TEST_SIGNER,
         model=DuckModel(),
         task="binary",
         target="y",
@@ -309,7 +314,7 @@ def test_a_models_own_contributions_take_precedence(store: LocalArtifactStore) -
         metrics={},
         lineage={"job_id": "j"},
     )
-    values, names = load_bundle(store, ref).predictor.contributions(X)  # type: ignore[misc]
+    values, names = load_bundle(store, ref, trust=TEST_TRUST).predictor.contributions(X)  # type: ignore[misc]
     assert names == ["a", "b"]
     np.testing.assert_allclose(values[:, 0], [-1.0, 2.0, 3.0])
 
@@ -357,7 +362,7 @@ def test_a_tampered_member_is_refused(
     # Republished through the store: the artifact checksum is valid, the member's is not.
     store.put_bytes("t.bundle", _rewrite_tar(store.get_bytes(ref), change))
     with pytest.raises(DataLoss) as err:
-        load_bundle(store, "t.bundle")
+        load_bundle(store, "t.bundle", trust=TEST_TRUST)
     assert err.value.reason == CHECKSUM_REASON
     assert "refusing to load" in err.value.message
 
@@ -370,7 +375,7 @@ def test_a_tampered_artifact_is_refused(store: LocalArtifactStore, cases: dict[s
     path.write_bytes(bytes(data))
     for target in (ref, ref.key):
         with pytest.raises(DataLoss) as err:
-            load_bundle(store, target)
+            load_bundle(store, target, trust=TEST_TRUST)
         assert err.value.reason == CHECKSUM_REASON
         assert err.value.metadata["store_reason"] == "CHECKSUM_MISMATCH"
 
@@ -381,17 +386,17 @@ def test_a_replaced_artifact_is_refused_when_loading_by_ref(
     old = cases["linear"].write(store, "v.bundle")
     cases["binary"].write(store, "v.bundle")
     with pytest.raises(DataLoss) as err:
-        load_bundle(store, old)
+        load_bundle(store, old, trust=TEST_TRUST)
     assert err.value.reason == CHECKSUM_REASON
     assert err.value.metadata["store_reason"] == "ARTIFACT_REPLACED"
 
 
 def test_missing_and_malformed_bundles(store: LocalArtifactStore) -> None:
     with pytest.raises(NotFound):
-        load_bundle(store, "nope.bundle")
+        load_bundle(store, "nope.bundle", trust=TEST_TRUST)
     store.put_bytes("junk.bundle", b"definitely not a tar archive" * 40)
     with pytest.raises(DataLoss) as err:
-        load_bundle(store, "junk.bundle")
+        load_bundle(store, "junk.bundle", trust=TEST_TRUST)
     assert err.value.reason == "BUNDLE_MALFORMED"
 
 
@@ -404,7 +409,7 @@ def test_a_newer_format_is_refused_clearly(store: LocalArtifactStore) -> None:
         archive.addfile(info, io.BytesIO(manifest))
     store.put_bytes("future.bundle", out.getvalue())
     with pytest.raises(FailedPrecondition, match="format version 99"):
-        load_bundle(store, "future.bundle")
+        load_bundle(store, "future.bundle", trust=TEST_TRUST)
 
 
 def test_a_fresh_process_importing_only_atlas_core_predicts_identically(
@@ -413,13 +418,15 @@ def test_a_fresh_process_importing_only_atlas_core_predicts_identically(
     case = cases["binary"]
     ref = case.write(store, "fresh.bundle")
     (tmp_path / "X.pkl").write_bytes(pickle.dumps(case.X))
+    public_key = signing_settings(tmp_path).trusted_keys[0]
     script = f"""
 import pickle, sys
 import numpy as np
-from atlas_core.bundles import load_bundle
+from atlas_core.bundles import BundleTrust, load_bundle
 from atlas_core.storage import LocalArtifactStore
 X = pickle.loads(open({str(tmp_path / "X.pkl")!r}, 'rb').read())
-bundle = load_bundle(LocalArtifactStore({str(store.root)!r}), {ref.key!r})
+trust = BundleTrust.from_files([{str(public_key)!r}])
+bundle = load_bundle(LocalArtifactStore({str(store.root)!r}), {ref.key!r}, trust=trust)
 np.save({str(tmp_path / "proba.npy")!r}, bundle.predictor.predict_proba(X))
 services = [m for m in sys.modules if m.split('.')[0] in
             ('atlas_trainer', 'atlas_serving', 'atlas_data', 'atlas_graph')]
@@ -436,7 +443,9 @@ assert not services, services
 def test_validate_input_names_missing_and_mistyped_columns(
     store: LocalArtifactStore, cases: dict[str, Case]
 ) -> None:
-    predictor = load_bundle(store, cases["binary"].write(store, "v.bundle")).predictor
+    predictor = load_bundle(
+        store, cases["binary"].write(store, "v.bundle"), trust=TEST_TRUST
+    ).predictor
     X = cases["binary"].X.head(3)
     with pytest.raises(InvalidArgument) as err:
         predictor.predict(X.drop(columns=["mean radius", "grade"]))
@@ -457,7 +466,7 @@ def test_validate_input_ignores_extras_and_normalises_order_and_dtypes(
     store: LocalArtifactStore, cases: dict[str, Case]
 ) -> None:
     case = cases["binary"]
-    predictor = load_bundle(store, case.write(store, "n.bundle")).predictor
+    predictor = load_bundle(store, case.write(store, "n.bundle"), trust=TEST_TRUST).predictor
     X = case.X.head(20)
     shuffled = X[list(reversed(X.columns))].assign(extra=1)
     # Rows from a request: object columns, ints where floats were trained, None for missing.
@@ -476,6 +485,7 @@ def test_category_columns_keep_their_training_categories(store: LocalArtifactSto
     ref = write_bundle(
         store,
         "cat.bundle",
+        signer=TEST_SIGNER,
         model=model,
         task="binary",
         target="y",
@@ -485,7 +495,7 @@ def test_category_columns_keep_their_training_categories(store: LocalArtifactSto
         metrics={},
         lineage={},
     )
-    predictor = load_bundle(store, ref).predictor
+    predictor = load_bundle(store, ref, trust=TEST_TRUST).predictor
     request = pd.DataFrame({"x": [1.0, 2.0], "city": ["c", "unseen"]})
     normalised = predictor.validate_input(request)
     assert list(normalised["city"].cat.categories) == ["a", "b", "c"]
@@ -494,7 +504,7 @@ def test_category_columns_keep_their_training_categories(store: LocalArtifactSto
 
 
 def test_check_schema_compatible(store: LocalArtifactStore, cases: dict[str, Case]) -> None:
-    bundle = load_bundle(store, cases["binary"].write(store, "k.bundle"))
+    bundle = load_bundle(store, cases["binary"].write(store, "k.bundle"), trust=TEST_TRUST)
     good = {name: "float32" for name in cases["binary"].X.columns} | {"grade": "string"}
     bundle.predictor.check_schema_compatible(good)
     bundle.predictor.check_schema_compatible(list(good.items()))
@@ -543,6 +553,7 @@ def test_psi_and_ks_are_near_zero_for_the_same_distribution_and_large_for_a_shif
     ref = write_bundle(
         store,
         "d.bundle",
+        signer=TEST_SIGNER,
         model=model,
         task="binary",
         target="y",
@@ -552,7 +563,7 @@ def test_psi_and_ks_are_near_zero_for_the_same_distribution_and_large_for_a_shif
         metrics={},
         lineage={},
     )
-    bundle = load_bundle(store, ref)
+    bundle = load_bundle(store, ref, trust=TEST_TRUST)
     stats = bundle.training_stats
     same = pd.DataFrame(
         {"x": rng.normal(size=2000), "c": rng.choice(["a", "b", "c"], size=2000, p=[0.6, 0.3, 0.1])}

@@ -1,4 +1,4 @@
-"""The `atlas train` live view's trial lines."""
+"""`atlas train`: the live view's trial lines, the job `run` submits, the registration line."""
 
 from __future__ import annotations
 
@@ -27,3 +27,51 @@ def test_a_trial_cut_before_any_score_shows_as_interrupted_with_the_reason() -> 
     line = trial_line(_event(error="interrupted: deadline"), "failed")
     assert " interrupted " in line and "deadline" in line
     assert " failed " not in line and "interrupted: " not in line
+
+
+def _run_args(*argv: str):
+    import argparse
+
+    from atlas_core.cli import _trainer
+
+    parser = argparse.ArgumentParser()
+    _trainer.register(parser.add_subparsers())
+    return _trainer.run_spec(parser.parse_args(["train", "run", *argv]))
+
+
+def test_run_registers_under_candidate_and_names_the_model_it_replaces() -> None:
+    spec = _run_args(
+        "--dataset", "reviews-train@2", "--register", "churn", "--replaces", "churn@production"
+    )
+    assert (spec.dataset.dataset_id, spec.dataset.version) == ("reviews-train", 2)
+    assert spec.target_column == ""  # the dataset's label column, resolved by the trainer
+    assert (spec.register.model_name, spec.register.alias) == ("churn", "candidate")
+    assert (spec.replaces_model.model_name, spec.replaces_model.alias) == ("churn", "production")
+    pinned = _run_args(
+        "--artifact",
+        "s3://b/k",
+        "--target",
+        "y",
+        "--register",
+        "churn",
+        "--alias",
+        "next",
+        "--replaces",
+        "churn:3",
+    )
+    assert pinned.register.alias == "next" and pinned.replaces_model.version == 3
+    plain = _run_args("--artifact", "s3://b/k", "--target", "y")
+    assert not plain.HasField("register") and not plain.HasField("replaces_model")
+
+
+def test_the_registration_line_says_which_version_or_why_not() -> None:
+    from atlas_core.cli._trainer import registration_line
+
+    done = pb.ModelRegistration(state=pb.REGISTRATION_STATE_REGISTERED, alias="candidate")
+    done.model_version.model_name, done.model_version.version = "churn", 4
+    assert registration_line(done) == "registered churn:4 (alias candidate)"
+    failed = pb.ModelRegistration(
+        state=pb.REGISTRATION_STATE_FAILED, attempts=6, error="UNAVAILABLE: down"
+    )
+    failed.model_version.model_name = "churn"
+    assert "failed after 6 attempt(s): UNAVAILABLE: down" in registration_line(failed)

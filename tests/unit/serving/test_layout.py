@@ -11,8 +11,15 @@ import atlas_serving
 
 PACKAGE = Path(atlas_serving.__file__).parent
 PROTO_EDGE = {"convert.py", "servicer.py"}
-# The data service's client returns its own messages; the lookup reads their enums.
-ALLOWED = {"dataplane/lookup.py": {"atlas.data.v1.data_service_pb2"}}
+# The data service's client returns its own messages; the lookup reads their enums. The
+# labeling client takes its own messages: bad cases are built as labeling items.
+ALLOWED = {
+    "dataplane/lookup.py": {"atlas.data.v1.data_service_pb2"},
+    "monitoring/bad_cases.py": {
+        "atlas.common.v1.common_pb2",
+        "atlas.labeling.v1.labeling_service_pb2",
+    },
+}
 
 
 def _imports(path: Path) -> set[str]:

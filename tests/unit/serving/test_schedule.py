@@ -73,3 +73,16 @@ def test_once_only_failed_or_cancelled_runs_end_the_chain() -> None:
     assert next_run(_record(repeat=None), later) is None
     assert next_run(_record(state=JobState.CANCELLED), later) is None
     assert next_run(_record(state=JobState.FAILED), later) is None
+
+
+def test_a_scheduled_bad_case_run_keeps_its_selection() -> None:
+    selection = {
+        "reasons": ["BAD_CASE_REASON_LOW_CONFIDENCE", "BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH"],
+        "labeling_project_id": "prj-1",
+        "max_confidence": 0.7,
+    }
+    record = _record()
+    record.spec["spec"]["bad_cases"] = selection
+    spec, _ = next_run(record, T0 + timedelta(seconds=61))  # type: ignore[misc]
+    assert spec["spec"]["bad_cases"] == selection
+    assert spec["spec"]["start_time"].startswith("1970-01-01T00:00:01")

@@ -131,6 +131,26 @@ def test_lineage_parent_gives_more_family_diverse_configs_than_a_similar_dataset
     assert [c["trial"] for c in other.configs] == [0, 9, 1]  # unchanged: plain top 3
 
 
+def test_the_replaced_models_study_comes_first_even_when_newer_studies_share_its_dataset() -> None:
+    store = InMemoryMetaStore()
+    mf = {"log_rows": 3.0, "log_cols": 1.0}
+    top = [_cfg(i, 0.99 - i / 100, "linear", **{"lin.C": float(i + 1)}) for i in range(4)]
+    store.record(MetaEntry("s-base", "train@1", "binary", "roc_auc", True, mf, top))
+    store.record(MetaEntry("s-newer", "train@1", "binary", "roc_auc", True, mf, top))  # same data
+    store.record(MetaEntry("s-parent", "labels@1", "binary", "roc_auc", True, mf, top))
+    store.record(MetaEntry("s-other", "other@1", "binary", "roc_auc", True, mf, top))
+    priors = find_priors(
+        store, mf, "binary", parent_keys=("labels@1",), base_studies=("s-base",), k=3
+    )
+    assert [(p.source_study, p.reason) for p in priors] == [
+        ("s-base", "base_model"),
+        ("s-parent", "lineage_parent"),
+        ("s-other", "similar_meta_features"),  # never another study of the base's dataset
+    ]
+    assert len(priors[0].configs) == len(priors[1].configs) == 4  # the lineage allowance
+    assert find_priors(store, mf, "binary", base_studies=("gone",), k=0) == []
+
+
 def test_a_lineage_parents_configs_and_trials_are_resized_to_the_derived_rows() -> None:
     top = [_cfg(0, 0.99, "lightgbm", **{"lgb.num_leaves": 500}), _cfg(1, 0.98, "linear")]
     parent = MetaEntry(

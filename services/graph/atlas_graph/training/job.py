@@ -1,12 +1,13 @@
 """A train (or infer) graph job inside its job subprocess: fetch the partitions, run the
-local cluster, relay progress and checkpoints, then publish the model bundle and the
-embeddings/predictions mapped back to ORIGINAL node ids."""
+local cluster, relay progress and checkpoints, then publish the model bundle, the serving
+bundle (train jobs) and the embeddings/predictions mapped back to ORIGINAL node ids."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobCancelled, JobContext
+from atlas_graph.embedding_features import write_embedding_features
 from atlas_graph.idmap import IdTranslation, RangeMap
 from atlas_graph.packing import get_dir, ref_dict
 from atlas_graph.partitioning import GRAPH_NAME
@@ -114,7 +116,9 @@ def _job_config(
         batch_size=spec.batch_size or 1024,
         learning_rate=spec.learning_rate or 0.01,
         checkpoint_every_epochs=spec.checkpoint_every_epochs or 1,
-        write_embeddings=spec.write_embeddings,
+        write_embeddings=spec.write_embeddings or bool(spec.embeddings_feature_group),
+        embeddings_feature_group=spec.embeddings_feature_group,
+        write_serving_bundle=not spec.skip_serving_bundle,
         seed=spec.seed,
     )
     resume = ctx.last_checkpoint()
@@ -319,6 +323,52 @@ def _publish(
             "sha256": infer.model_bundle.sha256,
             "size_bytes": infer.model_bundle.size_bytes,
         }
+    if cfg.get("write_serving_bundle") and scores.shape[1] >= 2:
+        labels = np.concatenate([np.load(out / f"rank{r}-labels.npy") for r in ranks])
+        result["serving_bundle"] = _serving_bundle(rt, ctx, part, originals, scores, labels, result)
     if not len(ids) and infer is not None:
         raise InvalidArgument("no node ids selected", reason="NO_NODES")
+    if cfg.get("embeddings_feature_group"):  # last: the one write others can see at once
+        group = cfg["embeddings_feature_group"]
+        ctx.report(0.97, f"writing embeddings into feature group {group}")
+        assert rt.settings.data is not None  # checked when the job was submitted
+        result["embeddings_feature_group"] = write_embedding_features(
+            rt.settings.data,
+            group,
+            ids,
+            emb,
+            event_time=datetime.now(timezone.utc),
+            description=f"node embeddings of graph {part['graph_id']} (graph job {ctx.job_id})",
+            request_id=f"{ctx.job_id}-embeddings",
+        )
     return result
+
+
+def _serving_bundle(
+    rt: GraphRuntime,
+    ctx: JobContext,
+    part: dict[str, Any],
+    originals: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """Every node's class probabilities as a bundle serving registers (by original id)."""
+    from atlas_core.bundles.node_lookup import write_node_lookup_bundle
+
+    ref = write_node_lookup_bundle(
+        rt.artifacts,
+        f"graph-jobs/{ctx.job_id}/serving_bundle.tar",
+        node_ids=originals,
+        probabilities=scores,
+        labels=labels,
+        metrics=result["metrics"],
+        lineage={
+            "graph_id": part["graph_id"],
+            "partitioning_id": part["partitioning_id"],
+            "graph_job_id": ctx.job_id,
+            "model_bundle": result["model_bundle"],
+        },
+        signer=rt.signer,
+    )
+    return ref_dict(ref, "application/x-tar")

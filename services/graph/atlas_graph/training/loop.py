@@ -1,6 +1,7 @@
 """The training loop each trainer runs on a DistGraph: DDP over mini-batches of sampled
-neighbourhoods, checkpoints from rank 0, then inference over this trainer's share of all
-nodes (embeddings and class scores saved under its rank for the cluster to merge)."""
+neighbourhoods, checkpoints from rank 0, then inference over full neighbourhoods for this
+trainer's share of all nodes (embeddings, class scores and labels saved under its rank for the
+cluster to merge)."""
 
 from __future__ import annotations
 
@@ -126,9 +127,10 @@ def _infer(
     n = graph.num_nodes()
     mine = torch.tensor_split(torch.arange(n), world)[rank].clone()
     ids, embeddings, scores = [], [], []
-    for input_nodes, seeds, blocks in _loader(
-        graph, mine, cfg["fan_outs"], cfg["infer_batch_size"], False
-    ):
+    # Every neighbour (fan-out -1), not a sample: a node's answer is deterministic, so the
+    # serving bundle, the predictions and the reported accuracies all agree.
+    full = [-1] * len(cfg["fan_outs"])
+    for input_nodes, seeds, blocks in _loader(graph, mine, full, cfg["infer_batch_size"], False):
         logits, emb = model.forward_with_embedding(blocks, graph.ndata["feat"][input_nodes])
         ids.append(seeds)
         embeddings.append(emb)
@@ -146,6 +148,7 @@ def _infer(
     out = Path(cfg["out_dir"])
     np.save(out / f"rank{rank}-ids.npy", new_ids.numpy())
     np.save(out / f"rank{rank}-scores.npy", prob.numpy().astype(np.float32))
+    np.save(out / f"rank{rank}-labels.npy", labels.numpy().astype(np.int64))
     if cfg.get("write_embeddings"):
         np.save(out / f"rank{rank}-emb.npy", torch.cat(embeddings).numpy().astype(np.float32))
     if rank == 0:

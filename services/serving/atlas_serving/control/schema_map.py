@@ -64,6 +64,19 @@ def lineage_from_manifest(
                 },
             )
         )
+    if recorded.get("graph_id"):  # a graph service train job's node-lookup bundle
+        lineage.parents.append(
+            LineageParent(
+                "training_graph",
+                "graph",
+                {
+                    "graph_id": str(recorded["graph_id"]),
+                    "partitioning_id": str(recorded.get("partitioning_id") or ""),
+                },
+            )
+        )
+        if recorded.get("graph_job_id"):
+            lineage.produced_by = ("graph", str(recorded["graph_job_id"]))
     if recorded.get("study_name") or recorded.get("job_id"):
         lineage.parents.append(
             LineageParent(

@@ -1,5 +1,8 @@
 """A loaded bundle ready to answer rows: input checks, the bundle's predictor, and a
-verified fast path for all-numeric models that accept a plain matrix.
+verified fast path for all-numeric models that accept a plain matrix: every family compiled
+by ``atlas_core.ml.compile_estimator`` (XGBoost as flat arrays, Treelite for scikit-learn
+forests and LightGBM, NumPy for linear models and the MLP), fold bags and ensembles as the
+weighted mean of their members' compiled scorers.
 
 Runs in inference threads (never on the event loop). Thread-safe as far as the model's
 ``predict`` is (scikit-learn, XGBoost and LightGBM are)."""
@@ -18,14 +21,14 @@ from typing import Any
 import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
-from atlas_core.ml import MatrixScorer
-from atlas_serving.dataplane.forest import Forest
+from atlas_core.ml import MatrixScorer, compile_estimator
 
 log = logging.getLogger("atlas.serving.inference")
 
 _NUMBER_TYPES = (int, float, bool, np.integer, np.floating)
 _PLAIN_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
-VERIFY_ROWS = 256
+VERIFY_ROWS = 256  # from atlas_core.ml's OWN_PREDICT_ROWS up: a forest's batch path
+SMALL_BATCH = 16  # below them: its GTIL path (both are checked)
 
 
 @dataclass
@@ -62,8 +65,9 @@ def check_row_names(row: Mapping[str, Any], names: Sequence[str], name_set: froz
 class ServableModel:
     """One model version in memory."""
 
-    def __init__(self, bundle: Any) -> None:
+    def __init__(self, bundle: Any, *, compile_all: bool = True) -> None:
         self.bundle = bundle
+        self.compile_all = compile_all
         self.predictor = bundle.predictor
         self.schema = bundle.input_schema
         self.names: list[str] = list(self.schema.names)
@@ -82,7 +86,7 @@ class ServableModel:
             else (lambda r: ())
         )
         # A verified float-matrix scorer (no DataFrame), its plain twin (inputs with inf go
-        # there: the model decides), and, when every tree model in it is compiled, the CPU
+        # there: the model decides), and, when every estimator in it is compiled, the CPU
         # cost of one row (small enough: answered on the event loop, see batching).
         self._scorer: MatrixScorer | None = None
         self._plain: MatrixScorer | None = None
@@ -117,23 +121,30 @@ class ServableModel:
         return self._scorer(matrix)
 
     def _matrix_scorer(self, compile_trees: bool) -> tuple[MatrixScorer | None, bool]:
-        """A scorer of the model for a float matrix in schema order, and whether every tree
-        model inside it was compiled. ATLAS's own models bring their preprocessing."""
+        """A scorer of the model for a float matrix in schema order, and whether every
+        estimator inside it was compiled. ATLAS's own models bring their preprocessing."""
         model = self.predictor.model
         missed: list[Any] = []
 
         def compiled(estimator: Any, width: int) -> MatrixScorer | None:
-            forest = Forest.from_model(estimator, width) if compile_trees else None
-            if forest is None:
-                missed.append(estimator)
+            if not compile_trees:
                 return None
-            return forest.scores
+            xgboost = type(estimator).__module__.startswith("xgboost")
+            scorer = compile_estimator(estimator, width) if self.compile_all or xgboost else None
+            if scorer is None:
+                missed.append(estimator)
+            return scorer
 
         if hasattr(model, "matrix_scorer"):
             scorer = model.matrix_scorer(self.names, compiled)
         else:
             scorer = compiled(model, len(self.names)) or (
                 lambda M: _estimator_scores(model, self.task, M)
+            )
+        if missed:
+            log.info(
+                "not compiled; scored by the estimator itself",
+                extra={"estimators": sorted({type(e).__name__ for e in missed})},
             )
         return scorer, compile_trees and not missed
 
@@ -151,14 +162,18 @@ class ServableModel:
         for compile_trees in (False, True):
             try:
                 scorer, all_compiled = self._matrix_scorer(compile_trees)
+                # the whole matrix and a small batch: compiled scorers may switch by size
                 got = None if scorer is None else scorer(matrix)
+                small = None if scorer is None else scorer(matrix[:SMALL_BATCH])
             except Exception:  # noqa: BLE001 - any failure means: not this scorer
                 log.warning("matrix scoring failed; not used", exc_info=True)
                 continue
             if (
                 got is None
+                or small is None
                 or got.shape != expected.shape
                 or not np.allclose(got, expected, rtol=1e-5, atol=1e-6)
+                or not np.allclose(small, expected[:SMALL_BATCH], rtol=1e-5, atol=1e-6)
             ):
                 if got is not None:
                     log.warning(

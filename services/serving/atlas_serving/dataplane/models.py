@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from atlas_core.storage import ArtifactStore
 from atlas_serving.bundle_access import BundleLoader, resolve_artifact
 from atlas_serving.dataplane.inference import ServableModel
+from atlas_serving.dataplane.node_lookup import servable
 from atlas_serving.domain import ModelVersion
 
 log = logging.getLogger("atlas.serving.models")
@@ -49,11 +50,13 @@ class ModelCache:
         *,
         budget_bytes: int,
         on_cold_start: ColdStartHook | None = None,
+        compile_models: bool = True,
     ) -> None:
         self.store = store
         self.loader = loader
         self.budget_bytes = budget_bytes
         self.on_cold_start = on_cold_start
+        self.compile_models = compile_models
         self._entries: OrderedDict[ModelKey, _Entry] = OrderedDict()
         self._loading: dict[ModelKey, asyncio.Future[ServableModel]] = {}
         self.cold_starts: dict[ModelKey, float] = {}
@@ -122,7 +125,7 @@ class ModelCache:
     def load_now(self, version: ModelVersion) -> ServableModel:
         """Load and check a bundle (blocking): DataLoss on checksum failure."""
         ref = resolve_artifact(self.store, version.bundle)
-        return ServableModel(self.loader(self.store, ref))
+        return servable(self.loader(self.store, ref), compile_all=self.compile_models)
 
     def _evict(self, keep: ModelKey) -> None:
         while self.used_bytes > self.budget_bytes and len(self._entries) > 1:

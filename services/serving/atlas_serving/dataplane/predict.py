@@ -212,11 +212,12 @@ class DataPlane:
         self, ep: EndpointRuntime, answer: Answer, features: list[dict[str, Any]], seconds: float
     ) -> None:
         now_us = int(time.time() * 1e6)
-        for row, result in zip(features, answer.results, strict=True):
+        for n, (row, result) in enumerate(zip(features, answer.results, strict=True)):
             record = {f"f_{k}": v for k, v in row.items()}
             record.update(
                 time_us=now_us,
                 prediction_id=answer.prediction_id,
+                prediction_row=n,
                 variant=answer.variant,
                 model_version=answer.model[1],
                 label=result.label,

@@ -51,9 +51,14 @@ def next_run(
 
 
 def submit_due(
-    jobs: JobRunner, kind: str, codec: Codec[MonitoringSpec], now: datetime | None = None
+    jobs: JobRunner,
+    kind: str,
+    codec: Codec[MonitoringSpec],
+    now: datetime | None = None,
+    *,
+    resumable: bool = False,
 ) -> list[str]:
-    """Submit every due run; returns the new job ids."""
+    """Submit every due run (``resumable`` as the kind is); returns the new job ids."""
     now = now or datetime.now(timezone.utc)
     latest: dict[str, JobRecord] = {}
     for record in jobs.list(kind, None, SCAN_LIMIT, 0):  # newest first
@@ -66,7 +71,7 @@ def submit_due(
             continue
         spec, request_id = due
         try:
-            submitted.append(jobs.submit(kind, spec, request_id=request_id))
+            submitted.append(jobs.submit(kind, spec, request_id=request_id, resumable=resumable))
         except AlreadyExists:  # another replica derived a different window: theirs stands
             continue
         log.info("scheduled monitoring run %s of %s", spec["run"], spec["schedule"])

@@ -13,6 +13,7 @@ trial's measured fit time says it fits, else using the cross-validation fold bag
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from atlas_trainer.automl.finalize import (
     build_ensemble,
     leaderboard,
 )
+from atlas_trainer.automl.latency import measure, within_budget
 from atlas_trainer.automl.meta import (
     RECORDED_CONFIGS,
     MetaEntry,
@@ -66,6 +68,9 @@ from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations,
 
 log = logging.getLogger(__name__)
 SEARCH_SHARE = 0.8
+# Under a latency budget, measuring the kept trials' single-row cost (automl.latency) after
+# the search may use this share of the wall budget; trials not reached are left unmeasured.
+MEASURE_SHARE = 0.03
 # "auto" validation under a wall budget: fewer folds when the budget is small, so the search
 # completes enough trials (5-fold CV over a wide space finishes only a handful in ~1 min),
 # and a holdout when even 3-fold CV of one configuration would eat much of the budget.
@@ -236,7 +241,11 @@ class AutoMLRequest:
     ``meta_store`` enables warm starts (and records the finished study);
     ``meta_features`` are the table's (atlas_core.meta_features, e.g. from the data service)
     when known; else, or when of another definition version, they are computed from
-    ``X`` and ``y``.
+    ``X`` and ``y``. ``max_row_latency_ms`` is a per-row inference budget: trials whose
+    measured single-row cost on serving's compiled path exceeds it are left out of the final
+    model, and the ensemble drops its lightest members until their summed cost fits (the
+    leaderboard's ``row_latency_s`` is measured under such a budget, or without a wall
+    budget).
     """
 
     X: pd.DataFrame
@@ -262,10 +271,13 @@ class AutoMLRequest:
     meta_store: MetaStore | None = None
     dataset_key: str = ""
     parent_dataset_ids: Sequence[str] = ()
+    # Studies of the models this job replaces: warm-start sources like lineage parents.
+    base_studies: Sequence[str] = ()
     meta_features: MetaFeatures | None = None
     warm_start_k: int = 3
     ensemble: bool = True
     ensemble_size: int = 25
+    max_row_latency_ms: float | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
 
@@ -417,6 +429,7 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
             prep.meta_features,
             target.task,
             parent_keys=tuple(req.parent_dataset_ids),
+            base_studies=tuple(req.base_studies),
             exclude_study=study.study_name,
             k=req.warm_start_k,
             metric=target.metric.name,
@@ -447,7 +460,9 @@ def _search(
     """Run trials until the budget, the trial limit or a stop request: (state, stop reason,
     the parallelism plan)."""
     t0, wall = prep.started, req.wall_budget_s
-    from_lineage = sum(p.configs_enqueued for p in opened.priors if p.reason == "lineage_parent")
+    from_lineage = sum(
+        p.configs_enqueued for p in opened.priors if p.reason in ("lineage_parent", "base_model")
+    )
     plan = plan_parallelism(
         req.n_jobs, detect_gpus() if req.gpus is None else req.gpus, req.parallel_trials
     )
@@ -495,6 +510,7 @@ def _finalize(
     """Final models (refit or fold bag), the ensemble, the leaderboard, and how the priors
     fared. Appends to ``prep.warnings``."""
     study, target, wall = opened.study, prep.target, req.wall_budget_s
+    higher = target.metric.higher_is_better
     finals = FinalModels(
         prep.X,
         target,
@@ -508,15 +524,32 @@ def _finalize(
         allow_refit=stop_reason != "cancelled",
     )
     done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    best_number, best_score, best_model, kind = _best(study, done, state, finals, prep.warnings)
-    oof = {n: a for n, a in state.oof.items() if n in done}
+    ranked = sorted(done, key=lambda n: float(done[n].value or 0.0), reverse=higher)
+    # measuring compiles each kept trial's model: done when asked for (a latency budget) or
+    # when no wall budget is at stake, within a slice of the budget at most
+    latency = (
+        measure(
+            state.fold_models,
+            prep.X,
+            ranked,
+            time.monotonic() + MEASURE_SHARE * wall if wall else None,
+        )
+        if req.max_row_latency_ms or not wall
+        else {}
+    )
+    allowed = _within_latency(req, done, latency, prep.warnings)
+    best_number, best_score, best_model, kind = _best(study, allowed, state, finals, prep.warnings)
+    oof = {n: a for n, a in state.oof.items() if n in allowed}
     ens_model: Any | None = None
     ens_score: float | None = None
     weights: dict[int, float] = {}
     extra: list[LeaderboardRow] = []
     if req.ensemble and len(oof) >= 2:
-        ens_model, ens_score, weights, extra = _ensemble(req, prep, oof, done, finals)
+        ens_model, ens_score, weights, extra = _ensemble(req, prep, oof, allowed, finals, latency)
     board = leaderboard(study, target.metric.higher_is_better, extra)
+    for row in board:
+        if row.number in latency:
+            row.row_latency_s = latency[row.number]
     _assess_priors(opened.priors, board, study, prep.warnings)
     return _Finals(
         best_number,
@@ -542,7 +575,9 @@ def _best(
     """(trial, score, fitted model, its kind) of the best trial; when none completed, the
     best partial-fidelity fold bag (with a warning)."""
     if done:
-        bt = study.best_trial
+        values = [t for t in done.values() if t.value is not None]
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        bt = pick(values, key=lambda t: float(t.value))  # type: ignore[arg-type]  # filtered above
         return bt.number, bt.value, finals.get(bt), finals.kind.get(bt.number, "")
     if state.partial is None:
         return None, None, None, ""
@@ -578,8 +613,10 @@ def _ensemble(
     oof: dict[int, np.ndarray],
     done: dict[int, optuna.trial.FrozenTrial],
     finals: FinalModels,
+    latency: dict[int, float],
 ) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
-    """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row)."""
+    """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row);
+    within the per-row latency budget when there is one."""
     target = prep.target
     sel = greedy_selection(
         oof,
@@ -593,6 +630,26 @@ def _ensemble(
     model = build_ensemble(sel.weights, done, finals)
     if model is None:
         return None, None, {}, []
+    score = sel.score
+
+    def cost(n: int) -> float:  # a fold bag pays for each of its folds
+        member = finals.get(done[n])
+        return latency.get(n, 0.0) * len(getattr(member, "members", [member]))
+
+    if req.max_row_latency_ms:
+        kept = within_budget(
+            dict(zip(model.member_ids, model.weights.tolist())),
+            cost,
+            req.max_row_latency_ms / 1000,
+        )
+        if len(kept) < 2:
+            return None, None, {}, []
+        if len(kept) < len(model.member_ids):
+            model = build_ensemble(kept, done, finals)
+            if model is None:
+                return None, None, {}, []
+            blend = np.sum([w * oof[n] for n, w in kept.items()], axis=0)
+            score = target.metric.score(target.y[prep.splits.oof_index], blend, target.n_classes)
     weights = dict(zip(model.member_ids, model.weights.tolist()))
     row = LeaderboardRow(
         number=ENSEMBLE_NUMBER,
@@ -600,7 +657,7 @@ def _ensemble(
         pipeline=model.description,
         family="ensemble",
         params={"members": weights},
-        score=sel.score,
+        score=score,
         origin="ensemble",
         ensemble_weights=weights,
         # Members are fitted and evaluated anyway: their costs add up.
@@ -609,8 +666,37 @@ def _ensemble(
             done[n].user_attrs.get("predict_time_per_1k_s", 0.0) for n in weights
         ),
         fidelity=1.0,
+        row_latency_s=sum(cost(n) for n in weights) if latency else None,
     )
-    return model, sel.score, weights, [row]
+    return model, score, weights, [row]
+
+
+def _within_latency(
+    req: AutoMLRequest,
+    done: dict[int, optuna.trial.FrozenTrial],
+    latency: dict[int, float],
+    warnings: list[str],
+) -> dict[int, optuna.trial.FrozenTrial]:
+    """The completed trials the final model may use: under a latency budget, those measured
+    within it (the fastest measured one when none is, with a warning)."""
+    if not req.max_row_latency_ms or not done:
+        return done
+    budget = req.max_row_latency_ms / 1000
+    fits = {n: t for n, t in done.items() if latency.get(n, math.inf) <= budget}
+    left_out = len(done) - len(fits)
+    if not fits and latency:
+        fastest = min((n for n in latency if n in done), key=latency.__getitem__)
+        fits = {fastest: done[fastest]}
+        warnings.append(
+            f"no trial predicts a row within {req.max_row_latency_ms:g} ms; the final model "
+            f"is the fastest measured one ({latency[fastest] * 1000:.3g} ms)"
+        )
+    elif left_out:
+        warnings.append(
+            f"{left_out} completed trials are left out of the final model: slower than "
+            f"{req.max_row_latency_ms:g} ms per row (or not measured)"
+        )
+    return fits
 
 
 def _record(req: AutoMLRequest, prep: _Prepared, study: optuna.Study, finals: _Finals) -> None:

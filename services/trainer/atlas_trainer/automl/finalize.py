@@ -34,6 +34,8 @@ class LeaderboardRow:
     score_std: float | None = None
     fit_time_s: float | None = None
     predict_time_per_1k_s: float | None = None
+    # single-row prediction cost on serving's compiled path (one model; see automl.latency)
+    row_latency_s: float | None = None
     fidelity: float | None = None
     origin: str = ""
     error: str = ""

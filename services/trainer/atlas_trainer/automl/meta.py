@@ -268,7 +268,7 @@ class Prior:
 
     source_study: str
     source_dataset: str
-    reason: str  # "lineage_parent" or "similar_meta_features"
+    reason: str  # "base_model", "lineage_parent" or "similar_meta_features"
     distance: float
     configs: list[dict[str, Any]]
     trial_numbers: list[int] = field(default_factory=list)  # enqueued trials in this study
@@ -301,6 +301,7 @@ def find_priors(
     task: str,
     *,
     parent_keys: tuple[str, ...] = (),
+    base_studies: tuple[str, ...] = (),
     exclude_study: str | None = None,
     k: int = 3,
     configs_per_source: int = 3,
@@ -308,7 +309,8 @@ def find_priors(
     metric: str | None = None,
     version: int = META_FEATURES_VERSION,
 ) -> list[Prior]:
-    """Lineage parents first (distance 0, ``lineage_configs`` family-diverse configurations
+    """The studies of replaced models (``base_studies``, reason "base_model") and the
+    lineage parents first (distance 0, ``lineage_configs`` family-diverse configurations
     shared among them, and their observations when scored with ``metric``), then the ``k``
     nearest other datasets (``configs_per_source`` each). ``meta_features`` follow
     definition ``version``: studies recorded under another version are not candidates."""
@@ -324,23 +326,23 @@ def find_priors(
         )
         entries = [e for e in entries if e.meta_features_version == version]
     priors: list[Prior] = []
-    used: set[str] = set()
-    parents: list[MetaEntry] = []
+    parents = [(e, "base_model") for e in entries if e.study_key in base_studies]
+    used = {e.dataset_key for e, _ in parents}
     for e in entries:
         if e.dataset_key in parent_keys and e.dataset_key not in used:
             used.add(e.dataset_key)  # newest study per parent dataset
-            parents.append(e)
+            parents.append((e, "lineage_parent"))
     # Several parents (a merge) share the lineage allowance, each keeping at least as many
     # configurations as a similar dataset would give.
     share = max(configs_per_source, math.ceil(lineage_configs / max(len(parents), 1)))
-    for e in parents:
+    for e, reason in parents:
         ratio = row_ratio(meta_features, e.meta_features)
         obs = e.observations if metric is not None and e.metric == metric else []
         priors.append(
             Prior(
                 e.study_key,
                 e.dataset_key,
-                "lineage_parent",
+                reason,
                 0.0,
                 [_resized(c, ratio) for c in diverse_top(e.top_configs, share)],
                 observations=[_resized(o, ratio) for o in obs],

@@ -300,3 +300,50 @@ class TableSchema(_message.Message):
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     columns: _containers.RepeatedCompositeFieldContainer[ColumnSchema]
     def __init__(self, columns: _Optional[_Iterable[_Union[ColumnSchema, _Mapping]]] = ...) -> None: ...
+
+class LineageNode(_message.Message):
+    __slots__ = ("id", "kind", "service", "create_time", "created_by", "produced_by", "operation", "display_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    PRODUCED_BY_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    service: str
+    create_time: _timestamp_pb2.Timestamp
+    created_by: str
+    produced_by: str
+    operation: str
+    display_name: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., service: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., produced_by: _Optional[str] = ..., operation: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
+
+class LineageLink(_message.Message):
+    __slots__ = ("role", "id")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    id: str
+    def __init__(self, role: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class LineageRecord(_message.Message):
+    __slots__ = ("node", "parents", "children", "child_counts")
+    class ChildCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    CHILD_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    node: LineageNode
+    parents: _containers.RepeatedCompositeFieldContainer[LineageLink]
+    children: _containers.RepeatedCompositeFieldContainer[LineageLink]
+    child_counts: _containers.ScalarMap[str, int]
+    def __init__(self, node: _Optional[_Union[LineageNode, _Mapping]] = ..., parents: _Optional[_Iterable[_Union[LineageLink, _Mapping]]] = ..., children: _Optional[_Iterable[_Union[LineageLink, _Mapping]]] = ..., child_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...

@@ -1000,3 +1000,21 @@ class ListDataJobsResponse(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[DataJob]
     page: _common_pb2.PageResponse
     def __init__(self, jobs: _Optional[_Iterable[_Union[DataJob, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ("id", "children_limit", "ancestor_depth")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ANCESTOR_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    children_limit: int
+    ancestor_depth: int
+    def __init__(self, id: _Optional[str] = ..., children_limit: _Optional[int] = ..., ancestor_depth: _Optional[int] = ...) -> None: ...
+
+class GetLineageResponse(_message.Message):
+    __slots__ = ("lineage", "ancestors")
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    lineage: _common_pb2.LineageRecord
+    ancestors: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineageRecord]
+    def __init__(self, lineage: _Optional[_Union[_common_pb2.LineageRecord, _Mapping]] = ..., ancestors: _Optional[_Iterable[_Union[_common_pb2.LineageRecord, _Mapping]]] = ...) -> None: ...

@@ -140,6 +140,11 @@ class DataServiceStub(object):
                 request_serializer=atlas_dot_data_dot_v1_dot_data__service__pb2.ListDataJobsRequest.SerializeToString,
                 response_deserializer=atlas_dot_data_dot_v1_dot_data__service__pb2.ListDataJobsResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/atlas.data.v1.DataService/GetLineage',
+                request_serializer=atlas_dot_data_dot_v1_dot_data__service__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=atlas_dot_data_dot_v1_dot_data__service__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
 
 
 class DataServiceServicer(object):
@@ -383,6 +388,21 @@ class DataServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """Lineage of one id this service owns: a feature group version
+        ("feature_group:<name>@<version>"), dataset version ("dataset:<id>@<version>") or data job
+        ("data_job:<job id>"); the node (kind, creation time, who or which job made it), its direct
+        parents and its direct children known to this service (at most children_limit per kind, with
+        full counts). For a lineage id of a kind another service owns it returns only the children
+        this service holds: datasets that name a foreign id (a label export or project) as a parent.
+        Errors: INVALID_ARGUMENT if the id is empty, has no known kind or a malformed key, or
+        children_limit is negative; NOT_FOUND if the id is of a kind this service owns and does not
+        exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -490,6 +510,11 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.ListDataJobs,
                     request_deserializer=atlas_dot_data_dot_v1_dot_data__service__pb2.ListDataJobsRequest.FromString,
                     response_serializer=atlas_dot_data_dot_v1_dot_data__service__pb2.ListDataJobsResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=atlas_dot_data_dot_v1_dot_data__service__pb2.GetLineageRequest.FromString,
+                    response_serializer=atlas_dot_data_dot_v1_dot_data__service__pb2.GetLineageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1060,6 +1085,33 @@ class DataService(object):
             '/atlas.data.v1.DataService/ListDataJobs',
             atlas_dot_data_dot_v1_dot_data__service__pb2.ListDataJobsRequest.SerializeToString,
             atlas_dot_data_dot_v1_dot_data__service__pb2.ListDataJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.data.v1.DataService/GetLineage',
+            atlas_dot_data_dot_v1_dot_data__service__pb2.GetLineageRequest.SerializeToString,
+            atlas_dot_data_dot_v1_dot_data__service__pb2.GetLineageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -426,7 +426,7 @@ class TranslateIdsResponse(_message.Message):
     def __init__(self, new_ids: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., local_ids: _Optional[_Iterable[int]] = ..., original_int64_ids: _Optional[_Iterable[int]] = ..., original_string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainGraphSpec(_message.Message):
-    __slots__ = ("ref", "num_trainers", "num_servers", "model", "fan_outs", "hidden_dims", "num_heads", "dropout", "epochs", "batch_size", "learning_rate", "checkpoint_every_epochs", "resume_from", "write_embeddings", "write_predictions", "backend", "resources", "seed", "params", "hosts")
+    __slots__ = ("ref", "num_trainers", "num_servers", "model", "fan_outs", "hidden_dims", "num_heads", "dropout", "epochs", "batch_size", "learning_rate", "checkpoint_every_epochs", "resume_from", "write_embeddings", "write_predictions", "backend", "resources", "seed", "params", "hosts", "skip_serving_bundle", "embeddings_feature_group")
     REF_FIELD_NUMBER: _ClassVar[int]
     NUM_TRAINERS_FIELD_NUMBER: _ClassVar[int]
     NUM_SERVERS_FIELD_NUMBER: _ClassVar[int]
@@ -447,6 +447,8 @@ class TrainGraphSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SERVING_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FEATURE_GROUP_FIELD_NUMBER: _ClassVar[int]
     ref: _common_pb2.GraphRef
     num_trainers: int
     num_servers: int
@@ -467,7 +469,9 @@ class TrainGraphSpec(_message.Message):
     seed: int
     params: _struct_pb2.Struct
     hosts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., num_trainers: _Optional[int] = ..., num_servers: _Optional[int] = ..., model: _Optional[_Union[GnnModel, str]] = ..., fan_outs: _Optional[_Iterable[int]] = ..., hidden_dims: _Optional[int] = ..., num_heads: _Optional[int] = ..., dropout: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., backend: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+    skip_serving_bundle: bool
+    embeddings_feature_group: str
+    def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., num_trainers: _Optional[int] = ..., num_servers: _Optional[int] = ..., model: _Optional[_Union[GnnModel, str]] = ..., fan_outs: _Optional[_Iterable[int]] = ..., hidden_dims: _Optional[int] = ..., num_heads: _Optional[int] = ..., dropout: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., backend: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., hosts: _Optional[_Iterable[str]] = ..., skip_serving_bundle: bool = ..., embeddings_feature_group: _Optional[str] = ...) -> None: ...
 
 class InferGraphSpec(_message.Message):
     __slots__ = ("ref", "model_bundle", "write_embeddings", "write_predictions", "node_int64_ids", "node_string_ids")
@@ -486,7 +490,7 @@ class InferGraphSpec(_message.Message):
     def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., node_int64_ids: _Optional[_Iterable[int]] = ..., node_string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainGraphResult(_message.Message):
-    __slots__ = ("model_bundle", "embeddings", "predictions", "metrics", "epoch_time", "checkpoints", "ip_config", "launch_command")
+    __slots__ = ("model_bundle", "embeddings", "predictions", "metrics", "epoch_time", "checkpoints", "ip_config", "launch_command", "serving_bundle", "embeddings_feature_group")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -502,6 +506,8 @@ class TrainGraphResult(_message.Message):
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     IP_CONFIG_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_COMMAND_FIELD_NUMBER: _ClassVar[int]
+    SERVING_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FEATURE_GROUP_FIELD_NUMBER: _ClassVar[int]
     model_bundle: _common_pb2.ArtifactRef
     embeddings: _common_pb2.ArtifactRef
     predictions: _common_pb2.ArtifactRef
@@ -510,7 +516,9 @@ class TrainGraphResult(_message.Message):
     checkpoints: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
     ip_config: str
     launch_command: str
-    def __init__(self, model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., embeddings: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., predictions: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epoch_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., ip_config: _Optional[str] = ..., launch_command: _Optional[str] = ...) -> None: ...
+    serving_bundle: _common_pb2.ArtifactRef
+    embeddings_feature_group: _common_pb2.FeatureGroupRef
+    def __init__(self, model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., embeddings: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., predictions: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epoch_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., ip_config: _Optional[str] = ..., launch_command: _Optional[str] = ..., serving_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., embeddings_feature_group: _Optional[_Union[_common_pb2.FeatureGroupRef, _Mapping]] = ...) -> None: ...
 
 class GraphJob(_message.Message):
     __slots__ = ("status", "kind", "import_graph", "generate_graph", "partition_graph", "train", "infer", "graph", "partitioning", "train_result")
@@ -628,3 +636,21 @@ class ListGraphJobsResponse(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[GraphJob]
     page: _common_pb2.PageResponse
     def __init__(self, jobs: _Optional[_Iterable[_Union[GraphJob, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ("id", "children_limit", "ancestor_depth")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ANCESTOR_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    children_limit: int
+    ancestor_depth: int
+    def __init__(self, id: _Optional[str] = ..., children_limit: _Optional[int] = ..., ancestor_depth: _Optional[int] = ...) -> None: ...
+
+class GetLineageResponse(_message.Message):
+    __slots__ = ("lineage", "ancestors")
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    lineage: _common_pb2.LineageRecord
+    ancestors: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineageRecord]
+    def __init__(self, lineage: _Optional[_Union[_common_pb2.LineageRecord, _Mapping]] = ..., ancestors: _Optional[_Iterable[_Union[_common_pb2.LineageRecord, _Mapping]]] = ...) -> None: ...

@@ -95,6 +95,11 @@ class GraphServiceStub(object):
                 request_serializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.TranslateIdsRequest.SerializeToString,
                 response_deserializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.TranslateIdsResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/atlas.graph.v1.GraphService/GetLineage',
+                request_serializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
 
 
 class GraphServiceServicer(object):
@@ -107,7 +112,8 @@ class GraphServiceServicer(object):
         partitions < 1 or larger than the node count, fan-outs empty; named); NOT_FOUND if the
         graph, partitioning or an artifact does not exist; RESOURCE_EXHAUSTED if a partition job's
         memory estimate exceeds the limit (the estimate is in the message and the ErrorInfo);
-        FAILED_PRECONDITION if a train job's graph has no labels or masks and none are given.
+        FAILED_PRECONDITION if a train job's graph has no labels or masks and none are given, or
+        it asks for embeddings_feature_group and the service has no data client.
         A retry with the same request_id returns the original job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -212,6 +218,21 @@ class GraphServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """Lineage of one id this service owns: a graph ("graph:<id>"), partitioning
+        ("partitioning:<id>") or graph job ("graph_job:<id>"); the node (kind, creation time, who or
+        which job made it), its direct parents and its direct children known to this service (at most
+        children_limit per kind, with full counts). For a lineage id of a kind another service owns it
+        returns only the children this service holds: nothing for foreign ids (graphs are not derived
+        from other services' artifacts yet).
+        Errors: INVALID_ARGUMENT if the id is empty, has no known kind or a malformed key, or
+        children_limit is negative; NOT_FOUND if the id is of a kind this service owns and does not
+        exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GraphServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +295,11 @@ def add_GraphServiceServicer_to_server(servicer, server):
                     servicer.TranslateIds,
                     request_deserializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.TranslateIdsRequest.FromString,
                     response_serializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.TranslateIdsResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.GetLineageRequest.FromString,
+                    response_serializer=atlas_dot_graph_dot_v1_dot_graph__service__pb2.GetLineageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -601,6 +627,33 @@ class GraphService(object):
             '/atlas.graph.v1.GraphService/TranslateIds',
             atlas_dot_graph_dot_v1_dot_graph__service__pb2.TranslateIdsRequest.SerializeToString,
             atlas_dot_graph_dot_v1_dot_graph__service__pb2.TranslateIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.graph.v1.GraphService/GetLineage',
+            atlas_dot_graph_dot_v1_dot_graph__service__pb2.GetLineageRequest.SerializeToString,
+            atlas_dot_graph_dot_v1_dot_graph__service__pb2.GetLineageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,14 @@ class CorrectionResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CORRECTION_RESOLUTION_RESOLVED: _ClassVar[CorrectionResolution]
     CORRECTION_RESOLUTION_ESCALATED: _ClassVar[CorrectionResolution]
 
+class BadCaseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BAD_CASE_REASON_UNSPECIFIED: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_LOW_CONFIDENCE: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_HIGH_DRIFT: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_SHADOW_DISAGREEMENT: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH: _ClassVar[BadCaseReason]
+
 class AssignmentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ASSIGNMENT_STATE_UNSPECIFIED: _ClassVar[AssignmentState]
@@ -171,6 +179,11 @@ CORRECTION_RESOLUTION_OPEN: CorrectionResolution
 CORRECTION_RESOLUTION_REQUEUED: CorrectionResolution
 CORRECTION_RESOLUTION_RESOLVED: CorrectionResolution
 CORRECTION_RESOLUTION_ESCALATED: CorrectionResolution
+BAD_CASE_REASON_UNSPECIFIED: BadCaseReason
+BAD_CASE_REASON_LOW_CONFIDENCE: BadCaseReason
+BAD_CASE_REASON_HIGH_DRIFT: BadCaseReason
+BAD_CASE_REASON_SHADOW_DISAGREEMENT: BadCaseReason
+BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH: BadCaseReason
 ASSIGNMENT_STATE_UNSPECIFIED: AssignmentState
 ASSIGNMENT_STATE_ACTIVE: AssignmentState
 ASSIGNMENT_STATE_SUBMITTED: AssignmentState
@@ -487,7 +500,7 @@ class Review(_message.Message):
     def __init__(self, reviewer: _Optional[str] = ..., decision: _Optional[_Union[ReviewDecision, str]] = ..., correction: _Optional[_Union[AnnotationValue, _Mapping]] = ..., comment: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time", "image_width", "image_height", "gold", "gold_value", "prediction_id", "model_version", "prediction_score", "final_source")
+    __slots__ = ("item_id", "project_id", "content", "entity_id", "label_time", "metadata", "status", "annotations", "final_value", "agreement", "correction_reasons", "external_id", "create_time", "image_width", "image_height", "gold", "gold_value", "prediction_id", "model_version", "prediction_score", "final_source", "served_prediction")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -509,6 +522,7 @@ class Item(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_SCORE_FIELD_NUMBER: _ClassVar[int]
     FINAL_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_PREDICTION_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     project_id: str
     content: ItemContent
@@ -530,23 +544,44 @@ class Item(_message.Message):
     model_version: str
     prediction_score: float
     final_source: AnnotationSource
-    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., gold: bool = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., prediction_id: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction_score: _Optional[float] = ..., final_source: _Optional[_Union[AnnotationSource, str]] = ...) -> None: ...
+    served_prediction: ServedPrediction
+    def __init__(self, item_id: _Optional[str] = ..., project_id: _Optional[str] = ..., content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., final_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., agreement: _Optional[float] = ..., correction_reasons: _Optional[_Iterable[_Union[CorrectionReason, str]]] = ..., external_id: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., gold: bool = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., prediction_id: _Optional[str] = ..., model_version: _Optional[str] = ..., prediction_score: _Optional[float] = ..., final_source: _Optional[_Union[AnnotationSource, str]] = ..., served_prediction: _Optional[_Union[ServedPrediction, _Mapping]] = ...) -> None: ...
+
+class ServedPrediction(_message.Message):
+    __slots__ = ("endpoint_name", "prediction_id", "row", "model_version", "score", "reasons", "detail")
+    ENDPOINT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    endpoint_name: str
+    prediction_id: str
+    row: int
+    model_version: str
+    score: float
+    reasons: _containers.RepeatedScalarFieldContainer[BadCaseReason]
+    detail: str
+    def __init__(self, endpoint_name: _Optional[str] = ..., prediction_id: _Optional[str] = ..., row: _Optional[int] = ..., model_version: _Optional[str] = ..., score: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[BadCaseReason, str]]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class NewItem(_message.Message):
-    __slots__ = ("content", "entity_id", "label_time", "metadata", "external_id", "gold_value")
+    __slots__ = ("content", "entity_id", "label_time", "metadata", "external_id", "gold_value", "served_prediction")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     GOLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_PREDICTION_FIELD_NUMBER: _ClassVar[int]
     content: ItemContent
     entity_id: str
     label_time: _timestamp_pb2.Timestamp
     metadata: _struct_pb2.Struct
     external_id: str
     gold_value: AnnotationValue
-    def __init__(self, content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., external_id: _Optional[str] = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ...) -> None: ...
+    served_prediction: ServedPrediction
+    def __init__(self, content: _Optional[_Union[ItemContent, _Mapping]] = ..., entity_id: _Optional[str] = ..., label_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., external_id: _Optional[str] = ..., gold_value: _Optional[_Union[AnnotationValue, _Mapping]] = ..., served_prediction: _Optional[_Union[ServedPrediction, _Mapping]] = ...) -> None: ...
 
 class AddItemsRequest(_message.Message):
     __slots__ = ("project_id", "items", "request_id")
@@ -972,7 +1007,7 @@ class LabelIssuesSpec(_message.Message):
     def __init__(self, project_id: _Optional[str] = ..., probabilities: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., key_column: _Optional[str] = ..., match_entity_id: bool = ..., probability_columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("export_id", "project_id", "artifact", "dataset", "rows", "label_counts", "spec", "create_time", "cursor", "parts")
+    __slots__ = ("export_id", "project_id", "artifact", "dataset", "rows", "label_counts", "spec", "create_time", "cursor", "parts", "ground_truth")
     class LabelCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -990,6 +1025,7 @@ class Export(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    GROUND_TRUTH_FIELD_NUMBER: _ClassVar[int]
     export_id: str
     project_id: str
     artifact: _common_pb2.ArtifactRef
@@ -1000,7 +1036,51 @@ class Export(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     cursor: str
     parts: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
-    def __init__(self, export_id: _Optional[str] = ..., project_id: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., rows: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., spec: _Optional[_Union[ExportSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
+    ground_truth: GroundTruthFeedback
+    def __init__(self, export_id: _Optional[str] = ..., project_id: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., rows: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., spec: _Optional[_Union[ExportSpec, _Mapping]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., ground_truth: _Optional[_Union[GroundTruthFeedback, _Mapping]] = ...) -> None: ...
+
+class GroundTruthFeedback(_message.Message):
+    __slots__ = ("sent", "accepted", "duplicate", "updated", "rejected", "rejected_reasons", "rejections", "not_sent")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NOT_SENT_FIELD_NUMBER: _ClassVar[int]
+    sent: int
+    accepted: int
+    duplicate: int
+    updated: int
+    rejected: int
+    rejected_reasons: _containers.ScalarMap[str, int]
+    rejections: _containers.RepeatedCompositeFieldContainer[GroundTruthRejection]
+    not_sent: int
+    def __init__(self, sent: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicate: _Optional[int] = ..., updated: _Optional[int] = ..., rejected: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ..., rejections: _Optional[_Iterable[_Union[GroundTruthRejection, _Mapping]]] = ..., not_sent: _Optional[int] = ...) -> None: ...
+
+class GroundTruthRejection(_message.Message):
+    __slots__ = ("item_id", "prediction_id", "row", "label", "reason", "message")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    prediction_id: str
+    row: int
+    label: str
+    reason: str
+    message: str
+    def __init__(self, item_id: _Optional[str] = ..., prediction_id: _Optional[str] = ..., row: _Optional[int] = ..., label: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ItemJobResult(_message.Message):
     __slots__ = ("items_processed", "items_added", "items_skipped", "queued_for_correction", "errors", "auto_labeled", "auto_label_threshold")
@@ -1169,3 +1249,21 @@ class ListExportsResponse(_message.Message):
     exports: _containers.RepeatedCompositeFieldContainer[Export]
     page: _common_pb2.PageResponse
     def __init__(self, exports: _Optional[_Iterable[_Union[Export, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ("id", "children_limit", "ancestor_depth")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ANCESTOR_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    children_limit: int
+    ancestor_depth: int
+    def __init__(self, id: _Optional[str] = ..., children_limit: _Optional[int] = ..., ancestor_depth: _Optional[int] = ...) -> None: ...
+
+class GetLineageResponse(_message.Message):
+    __slots__ = ("lineage", "ancestors")
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    lineage: _common_pb2.LineageRecord
+    ancestors: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineageRecord]
+    def __init__(self, lineage: _Optional[_Union[_common_pb2.LineageRecord, _Mapping]] = ..., ancestors: _Optional[_Iterable[_Union[_common_pb2.LineageRecord, _Mapping]]] = ...) -> None: ...

@@ -160,6 +160,11 @@ class LabelingServiceStub(object):
                 request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListExportsRequest.SerializeToString,
                 response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListExportsResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/atlas.labeling.v1.LabelingService/GetLineage',
+                request_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
 
 
 class LabelingServiceServicer(object):
@@ -432,6 +437,21 @@ class LabelingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """Lineage of one id this service owns: a labeling project ("labeling_project:<id>"), item
+        ("item:<id>"), label export ("label_export:<id>") or labeling job ("labeling_job:<id>"); the
+        node (kind, creation time, who or which job made it), its direct parents and its direct
+        children known to this service (at most children_limit per kind, with full counts). For a
+        lineage id of a kind another service owns it returns only the children this service holds:
+        items imported from a foreign id (a prediction or model version).
+        Errors: INVALID_ARGUMENT if the id is empty, has no known kind or a malformed key, or
+        children_limit is negative; NOT_FOUND if the id is of a kind this service owns and does not
+        exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LabelingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -559,6 +579,11 @@ def add_LabelingServiceServicer_to_server(servicer, server):
                     servicer.ListExports,
                     request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListExportsRequest.FromString,
                     response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListExportsResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetLineageRequest.FromString,
+                    response_serializer=atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetLineageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1237,6 +1262,33 @@ class LabelingService(object):
             '/atlas.labeling.v1.LabelingService/ListExports',
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListExportsRequest.SerializeToString,
             atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.ListExportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.labeling.v1.LabelingService/GetLineage',
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetLineageRequest.SerializeToString,
+            atlas_dot_labeling_dot_v1_dot_labeling__service__pb2.GetLineageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,14 @@ class DeploymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPLOYMENT_STATE_FAILED: _ClassVar[DeploymentState]
     DEPLOYMENT_STATE_CANCELLED: _ClassVar[DeploymentState]
 
+class BadCaseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BAD_CASE_REASON_UNSPECIFIED: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_LOW_CONFIDENCE: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_HIGH_DRIFT: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_SHADOW_DISAGREEMENT: _ClassVar[BadCaseReason]
+    BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH: _ClassVar[BadCaseReason]
+
 class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALERT_KIND_UNSPECIFIED: _ClassVar[AlertKind]
@@ -95,6 +103,11 @@ DEPLOYMENT_STATE_ROLLING_BACK: DeploymentState
 DEPLOYMENT_STATE_ROLLED_BACK: DeploymentState
 DEPLOYMENT_STATE_FAILED: DeploymentState
 DEPLOYMENT_STATE_CANCELLED: DeploymentState
+BAD_CASE_REASON_UNSPECIFIED: BadCaseReason
+BAD_CASE_REASON_LOW_CONFIDENCE: BadCaseReason
+BAD_CASE_REASON_HIGH_DRIFT: BadCaseReason
+BAD_CASE_REASON_SHADOW_DISAGREEMENT: BadCaseReason
+BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH: BadCaseReason
 ALERT_KIND_UNSPECIFIED: AlertKind
 ALERT_KIND_FEATURE_DRIFT: AlertKind
 ALERT_KIND_PREDICTION_DRIFT: AlertKind
@@ -1012,20 +1025,22 @@ class ListCaptureFilesResponse(_message.Message):
     def __init__(self, files: _Optional[_Iterable[_Union[CaptureFile, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
 
 class MonitoringSpec(_message.Message):
-    __slots__ = ("endpoint", "start_time", "end_time", "psi_threshold", "ks_p_value_threshold", "repeat_every")
+    __slots__ = ("endpoint", "start_time", "end_time", "psi_threshold", "ks_p_value_threshold", "repeat_every", "bad_cases")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     KS_P_VALUE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     REPEAT_EVERY_FIELD_NUMBER: _ClassVar[int]
+    BAD_CASES_FIELD_NUMBER: _ClassVar[int]
     endpoint: _common_pb2.EndpointRef
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     psi_threshold: float
     ks_p_value_threshold: float
     repeat_every: _duration_pb2.Duration
-    def __init__(self, endpoint: _Optional[_Union[_common_pb2.EndpointRef, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., psi_threshold: _Optional[float] = ..., ks_p_value_threshold: _Optional[float] = ..., repeat_every: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    bad_cases: BadCaseSelection
+    def __init__(self, endpoint: _Optional[_Union[_common_pb2.EndpointRef, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., psi_threshold: _Optional[float] = ..., ks_p_value_threshold: _Optional[float] = ..., repeat_every: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., bad_cases: _Optional[_Union[BadCaseSelection, _Mapping]] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
     __slots__ = ("feature", "psi", "ks_statistic", "ks_p_value", "drifted")
@@ -1055,15 +1070,64 @@ class DriftReport(_message.Message):
     artifact: _common_pb2.ArtifactRef
     def __init__(self, features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., prediction: _Optional[_Union[FeatureDrift, _Mapping]] = ..., rows: _Optional[int] = ..., drift_detected: bool = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
+class BadCaseSelection(_message.Message):
+    __slots__ = ("reasons", "max_confidence", "min_drift_score", "regression_tolerance", "labeling_project_id", "content_feature", "max_items", "batch_size")
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_DRIFT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    REGRESSION_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    LABELING_PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FEATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    reasons: _containers.RepeatedScalarFieldContainer[BadCaseReason]
+    max_confidence: float
+    min_drift_score: float
+    regression_tolerance: float
+    labeling_project_id: str
+    content_feature: str
+    max_items: int
+    batch_size: int
+    def __init__(self, reasons: _Optional[_Iterable[_Union[BadCaseReason, str]]] = ..., max_confidence: _Optional[float] = ..., min_drift_score: _Optional[float] = ..., regression_tolerance: _Optional[float] = ..., labeling_project_id: _Optional[str] = ..., content_feature: _Optional[str] = ..., max_items: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class BadCaseReport(_message.Message):
+    __slots__ = ("rows_scanned", "selected", "items_added", "items_skipped", "reason_counts", "labeling_project_id", "labeling_retries", "selection")
+    class ReasonCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ROWS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    REASON_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LABELING_PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELING_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    rows_scanned: int
+    selected: int
+    items_added: int
+    items_skipped: int
+    reason_counts: _containers.ScalarMap[str, int]
+    labeling_project_id: str
+    labeling_retries: int
+    selection: _common_pb2.ArtifactRef
+    def __init__(self, rows_scanned: _Optional[int] = ..., selected: _Optional[int] = ..., items_added: _Optional[int] = ..., items_skipped: _Optional[int] = ..., reason_counts: _Optional[_Mapping[str, int]] = ..., labeling_project_id: _Optional[str] = ..., labeling_retries: _Optional[int] = ..., selection: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+
 class MonitoringJob(_message.Message):
-    __slots__ = ("status", "spec", "report")
+    __slots__ = ("status", "spec", "report", "bad_case_report")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    BAD_CASE_REPORT_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.JobStatus
     spec: MonitoringSpec
     report: DriftReport
-    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., spec: _Optional[_Union[MonitoringSpec, _Mapping]] = ..., report: _Optional[_Union[DriftReport, _Mapping]] = ...) -> None: ...
+    bad_case_report: BadCaseReport
+    def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, _Mapping]] = ..., spec: _Optional[_Union[MonitoringSpec, _Mapping]] = ..., report: _Optional[_Union[DriftReport, _Mapping]] = ..., bad_case_report: _Optional[_Union[BadCaseReport, _Mapping]] = ...) -> None: ...
 
 class SubmitMonitoringJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -1358,3 +1422,21 @@ class GetModelQualityResponse(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     task: str
     def __init__(self, variants: _Optional[_Iterable[_Union[VariantQuality, _Mapping]]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., task: _Optional[str] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ("id", "children_limit", "ancestor_depth")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ANCESTOR_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    children_limit: int
+    ancestor_depth: int
+    def __init__(self, id: _Optional[str] = ..., children_limit: _Optional[int] = ..., ancestor_depth: _Optional[int] = ...) -> None: ...
+
+class GetLineageResponse(_message.Message):
+    __slots__ = ("lineage", "ancestors")
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    lineage: _common_pb2.LineageRecord
+    ancestors: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineageRecord]
+    def __init__(self, lineage: _Optional[_Union[_common_pb2.LineageRecord, _Mapping]] = ..., ancestors: _Optional[_Iterable[_Union[_common_pb2.LineageRecord, _Mapping]]] = ...) -> None: ...

@@ -200,6 +200,11 @@ class ServingServiceStub(object):
                 request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityRequest.SerializeToString,
                 response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/atlas.serving.v1.ServingService/GetLineage',
+                request_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
 
 
 class ServingServiceServicer(object):
@@ -447,10 +452,14 @@ class ServingServiceServicer(object):
     def SubmitMonitoringJob(self, request, context):
         """Starts a monitoring job: compares captured inputs over a window with the bundle's
         training statistics (PSI and KS per feature) and the prediction distribution; drift
-        above threshold raises alerts.
-        Errors: INVALID_ARGUMENT if the window is inverted or a threshold is negative; NOT_FOUND
-        if the endpoint does not exist; FAILED_PRECONDITION if capture is disabled or the bundle
-        has no training statistics.
+        above threshold raises alerts. With spec.bad_cases it instead selects the window's bad
+        cases and imports them into a labeling project (resumable; retries while labeling is
+        unreachable).
+        Errors: INVALID_ARGUMENT if the window is inverted, a threshold is out of range, or
+        bad_cases has no reason or no project; NOT_FOUND if the endpoint or the labeling project
+        does not exist; FAILED_PRECONDITION if capture is disabled, the bundle has no training
+        statistics (drift), a reason needs the prediction index (quality disabled) or
+        confidence (regression), or no labeling service is configured.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -545,6 +554,22 @@ class ServingServiceServicer(object):
         also get a paired comparison with the live variant on the same requests.
         Errors: INVALID_ARGUMENT if the endpoint name is empty, the window is inverted or the
         metric is unknown for the model's task; NOT_FOUND if the endpoint does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLineage(self, request, context):
+        """Lineage of one id this service owns: a model version ("model_version:<name>@<version or
+        alias>"), endpoint ("endpoint:<name>"), prediction ("prediction:<id>") or monitoring job
+        ("serving_job:<id>"); the node (kind, creation time, who or which job made it), its direct
+        parents and its direct children known to this service (at most children_limit per kind, with
+        full counts). For a lineage id of a kind another service owns it returns only the children
+        this service holds: model versions that name a foreign id (a training job, trial or dataset
+        version) as a parent.
+        Errors: INVALID_ARGUMENT if the id is empty, has no known kind or a malformed key, or
+        children_limit is negative; NOT_FOUND if the id is of a kind this service owns and does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -717,6 +742,11 @@ def add_ServingServiceServicer_to_server(servicer, server):
                     servicer.GetModelQuality,
                     request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityRequest.FromString,
                     response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetLineageRequest.FromString,
+                    response_serializer=atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetLineageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1611,6 +1641,33 @@ class ServingService(object):
             '/atlas.serving.v1.ServingService/GetModelQuality',
             atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityRequest.SerializeToString,
             atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetModelQualityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.serving.v1.ServingService/GetLineage',
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetLineageRequest.SerializeToString,
+            atlas_dot_serving_dot_v1_dot_serving__service__pb2.GetLineageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,12 @@ class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIAL_STATE_FAILED: _ClassVar[TrialState]
     TRIAL_STATE_WAITING: _ClassVar[TrialState]
 
+class RegistrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REGISTRATION_STATE_UNSPECIFIED: _ClassVar[RegistrationState]
+    REGISTRATION_STATE_REGISTERED: _ClassVar[RegistrationState]
+    REGISTRATION_STATE_FAILED: _ClassVar[RegistrationState]
+
 class TrainingEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TRAINING_EVENT_TYPE_UNSPECIFIED: _ClassVar[TrainingEventType]
@@ -100,6 +106,9 @@ TRIAL_STATE_COMPLETE: TrialState
 TRIAL_STATE_PRUNED: TrialState
 TRIAL_STATE_FAILED: TrialState
 TRIAL_STATE_WAITING: TrialState
+REGISTRATION_STATE_UNSPECIFIED: RegistrationState
+REGISTRATION_STATE_REGISTERED: RegistrationState
+REGISTRATION_STATE_FAILED: RegistrationState
 TRAINING_EVENT_TYPE_UNSPECIFIED: TrainingEventType
 TRAINING_EVENT_TYPE_STATUS: TrainingEventType
 TRAINING_EVENT_TYPE_TRIAL_STARTED: TrainingEventType
@@ -136,7 +145,7 @@ class SearchSpaceOptions(_message.Message):
     def __init__(self, model_families: _Optional[_Iterable[_Union[ModelFamily, str]]] = ..., allow_feature_crosses: bool = ..., allow_feature_selection: bool = ..., disable_ensemble: bool = ..., max_ensemble_size: _Optional[int] = ..., fixed_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AutoMlSpec(_message.Message):
-    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name")
+    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name", "max_row_latency_ms")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     SEARCH_SPACE_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +156,7 @@ class AutoMlSpec(_message.Message):
     WARM_START_K_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_TRIALS_FIELD_NUMBER: _ClassVar[int]
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROW_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     strategy: SearchStrategy
     search_space: SearchSpaceOptions
     validation: ValidationMethod
@@ -157,7 +167,8 @@ class AutoMlSpec(_message.Message):
     warm_start_k: int
     parallel_trials: int
     study_name: str
-    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ...) -> None: ...
+    max_row_latency_ms: float
+    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ...) -> None: ...
 
 class NasSpec(_message.Message):
     __slots__ = ("max_layers", "widths", "activations", "max_candidates")
@@ -194,7 +205,7 @@ class DeepLearningSpec(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workers: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., nas: _Optional[_Union[NasSpec, _Mapping]] = ..., validation_fraction: _Optional[float] = ...) -> None: ...
 
 class TrainingJobSpec(_message.Message):
-    __slots__ = ("dataset", "dataset_artifact", "target_column", "task_type", "metric", "budget", "resources", "seed", "ignore_columns", "weight_column", "group_column", "bias_facet_columns", "automl", "deep_learning", "display_name", "labels")
+    __slots__ = ("dataset", "dataset_artifact", "target_column", "task_type", "metric", "budget", "resources", "seed", "ignore_columns", "weight_column", "group_column", "bias_facet_columns", "automl", "deep_learning", "display_name", "labels", "replaces_model", "register")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +229,8 @@ class TrainingJobSpec(_message.Message):
     DEEP_LEARNING_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_MODEL_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
     dataset: _common_pb2.DatasetRef
     dataset_artifact: _common_pb2.ArtifactRef
     target_column: str
@@ -234,10 +247,22 @@ class TrainingJobSpec(_message.Message):
     deep_learning: DeepLearningSpec
     display_name: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., dataset_artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., target_column: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., ignore_columns: _Optional[_Iterable[str]] = ..., weight_column: _Optional[str] = ..., group_column: _Optional[str] = ..., bias_facet_columns: _Optional[_Iterable[str]] = ..., automl: _Optional[_Union[AutoMlSpec, _Mapping]] = ..., deep_learning: _Optional[_Union[DeepLearningSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    replaces_model: _common_pb2.ModelRef
+    register: RegisterModelOptions
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., dataset_artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., target_column: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., ignore_columns: _Optional[_Iterable[str]] = ..., weight_column: _Optional[str] = ..., group_column: _Optional[str] = ..., bias_facet_columns: _Optional[_Iterable[str]] = ..., automl: _Optional[_Union[AutoMlSpec, _Mapping]] = ..., deep_learning: _Optional[_Union[DeepLearningSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., replaces_model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., register: _Optional[_Union[RegisterModelOptions, _Mapping]] = ...) -> None: ...
+
+class RegisterModelOptions(_message.Message):
+    __slots__ = ("model_name", "alias", "description")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    alias: str
+    description: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent")
+    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent", "row_latency")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +295,7 @@ class Trial(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     GPU_UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ROW_LATENCY_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: TrialState
     pipeline: str
@@ -288,7 +314,8 @@ class Trial(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     gpu_utilization_percent: float
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ...) -> None: ...
+    row_latency: _duration_pb2.Duration
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class WarmStartPrior(_message.Message):
     __slots__ = ("source_job_id", "source_dataset", "reason", "distance", "configs_enqueued", "best_rank", "trials_learned_from", "rank_agreement")
@@ -311,7 +338,7 @@ class WarmStartPrior(_message.Message):
     def __init__(self, source_job_id: _Optional[str] = ..., source_dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., configs_enqueued: _Optional[int] = ..., best_rank: _Optional[int] = ..., trials_learned_from: _Optional[int] = ..., rank_agreement: _Optional[float] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
-    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "trials_interrupted", "lineage", "priors", "checkpoints")
+    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "trials_interrupted", "lineage", "priors", "checkpoints", "registration")
     BEST_FIELD_NUMBER: _ClassVar[int]
     MODEL_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +351,7 @@ class TrainingResult(_message.Message):
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     PRIORS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     best: Trial
     model_bundle: _common_pb2.ArtifactRef
     task_type: TaskType
@@ -336,7 +364,22 @@ class TrainingResult(_message.Message):
     lineage: _common_pb2.Lineage
     priors: _containers.RepeatedCompositeFieldContainer[WarmStartPrior]
     checkpoints: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
-    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., trials_interrupted: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ...) -> None: ...
+    registration: ModelRegistration
+    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., trials_interrupted: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., registration: _Optional[_Union[ModelRegistration, _Mapping]] = ...) -> None: ...
+
+class ModelRegistration(_message.Message):
+    __slots__ = ("state", "model_version", "alias", "attempts", "error")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    state: RegistrationState
+    model_version: _common_pb2.ModelRef
+    alias: str
+    attempts: int
+    error: str
+    def __init__(self, state: _Optional[_Union[RegistrationState, str]] = ..., model_version: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., alias: _Optional[str] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
     __slots__ = ("status", "spec", "study_name", "best_so_far", "result", "elapsed", "remaining")
@@ -711,3 +754,21 @@ class GetResourcesResponse(_message.Message):
     allocations: _containers.RepeatedCompositeFieldContainer[ResourceAllocation]
     gpu_discovery_note: str
     def __init__(self, cpus_total: _Optional[float] = ..., cpus_free: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[_common_pb2.GpuDevice, _Mapping]]] = ..., allocations: _Optional[_Iterable[_Union[ResourceAllocation, _Mapping]]] = ..., gpu_discovery_note: _Optional[str] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ("id", "children_limit", "ancestor_depth")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ANCESTOR_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    children_limit: int
+    ancestor_depth: int
+    def __init__(self, id: _Optional[str] = ..., children_limit: _Optional[int] = ..., ancestor_depth: _Optional[int] = ...) -> None: ...
+
+class GetLineageResponse(_message.Message):
+    __slots__ = ("lineage", "ancestors")
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    lineage: _common_pb2.LineageRecord
+    ancestors: _containers.RepeatedCompositeFieldContainer[_common_pb2.LineageRecord]
+    def __init__(self, lineage: _Optional[_Union[_common_pb2.LineageRecord, _Mapping]] = ..., ancestors: _Optional[_Iterable[_Union[_common_pb2.LineageRecord, _Mapping]]] = ...) -> None: ...

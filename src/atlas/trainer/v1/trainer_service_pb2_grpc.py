@@ -95,6 +95,11 @@ class TrainerServiceStub(object):
                 request_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesRequest.SerializeToString,
                 response_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/atlas.trainer.v1.TrainerService/GetLineage',
+                request_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer(object):
@@ -106,9 +111,13 @@ class TrainerServiceServicer(object):
         job runs in worker subprocesses within its budget.
         Errors: INVALID_ARGUMENT if the spec is malformed (no dataset, no budget, unknown metric
         for the task, target column missing, constant or all-NaN — named in the message);
-        NOT_FOUND if the dataset (or warm-start study) does not exist; RESOURCE_EXHAUSTED if the
-        CPU/GPU request exceeds what the trainer can ever provide. A retry with the same
-        request_id returns the original job instead of starting another.
+        NOT_FOUND if the dataset (or warm-start study, or the replaces_model version) does not
+        exist; FAILED_PRECONDITION if the dataset is a labeling export not yet matched to
+        features, or replaces_model/register is set but no serving service is configured;
+        UNAVAILABLE if the serving service cannot be reached to resolve replaces_model (nothing
+        is stored: retry); RESOURCE_EXHAUSTED if the CPU/GPU request exceeds what the trainer can
+        ever provide. A retry with the same request_id returns the original job instead of
+        starting another.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +227,21 @@ class TrainerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """Lineage of one id this service owns: a training job ("training_job:<job id>") or trial
+        ("trial:<job id>#<number>"); the node (kind, creation time, who or which job made it), its
+        direct parents and its direct children known to this service (at most children_limit per kind,
+        with full counts). For a lineage id of a kind another service owns it returns only the
+        children this service holds: training jobs that train on a foreign id (a dataset version) or
+        warm-start from it (a model version).
+        Errors: INVALID_ARGUMENT if the id is empty, has no known kind or a malformed key, or
+        children_limit is negative; NOT_FOUND if the id is of a kind this service owns and does not
+        exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +304,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.GetResources,
                     request_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesRequest.FromString,
                     response_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageRequest.FromString,
+                    response_serializer=atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -607,6 +636,33 @@ class TrainerService(object):
             '/atlas.trainer.v1.TrainerService/GetResources',
             atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesRequest.SerializeToString,
             atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atlas.trainer.v1.TrainerService/GetLineage',
+            atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageRequest.SerializeToString,
+            atlas_dot_trainer_dot_v1_dot_trainer__service__pb2.GetLineageResponse.FromString,
             options,
             channel_credentials,
             insecure,

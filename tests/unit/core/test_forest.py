@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atlas_serving.dataplane.forest import Forest
+from atlas_core.ml._forest import Forest
 
 xgboost = pytest.importorskip("xgboost")
 

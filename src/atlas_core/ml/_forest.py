@@ -3,12 +3,13 @@
 XGBoost pays a large fixed cost per ``predict`` call (config JSON, a proxy DMatrix, cgroup
 CPU-quota reads, buffer allocations), which dominates single-row requests. Here the trees
 are laid out once as padded perfect binary trees in flat numpy arrays, and a batch is
-evaluated level by level with a handful of vectorised operations.
+evaluated level by level with a handful of vectorised operations (``compile_estimator``
+uses it for XGBoost models).
 
 Split semantics are XGBoost's: features are compared as float32 (``x < threshold`` goes
 left), a missing value (NaN) follows the node's default direction. The margin offset (base
-score) is calibrated against the booster itself. :class:`ServableModel` uses a forest only
-after it reproduced the model's own answers on a verification set; anything unsupported
+score) is calibrated against the booster itself. Serving uses a forest only after it
+reproduced the model's own answers on a verification set; anything unsupported
 (categorical splits, other boosters, custom ``missing``, very deep trees) returns None and
 the model is called as before.
 """
