@@ -44,6 +44,7 @@ MODULES = {f"atlas_{s.name}": f"ATLAS_{s.name.upper()}" for s in KNOWN_SERVICES}
 MODULES["atlas_labeling.web"] = "ATLAS_LABELING_WEB"
 # Placeholders for values only known at run time (Secrets, the pod's own name).
 SECRET_VALUE = "from-a-secret"
+SECRET_TOKENS = '{"from-a-secret": ["*"]}'
 POD_NAME = "atlas-pod-0"
 
 
@@ -116,7 +117,8 @@ def k8s_containers(docs: list[dict[str, Any]]) -> Iterator[Container]:
                     box.env[name], box.sources[name] = var["value"], "literal"
                 elif "secretKeyRef" in var.get("valueFrom", {}):
                     ref = var["valueFrom"]["secretKeyRef"]
-                    box.env[name] = SECRET_VALUE
+                    # a map setting (callers' tokens) holds JSON
+                    box.env[name] = SECRET_TOKENS if name.endswith("__TOKENS") else SECRET_VALUE
                     box.sources[name] = f"secret:{ref['name']}/{ref['key']}"
                 else:
                     assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", var
