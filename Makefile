@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv native native-optional browser-optional demo test test-fast fuzz protos lint \
-	contract-baseline bench bench-full clean
+.PHONY: venv native native-optional browser-optional deploy-tools-optional demo test test-fast fuzz \
+	protos lint contract-baseline bench bench-full clean compose-up compose-down
 
 venv: $(STAMP)
 
@@ -48,13 +48,51 @@ browser-optional:
 	      || echo ">> chromium not installed: browser tests will be skipped"; \
 	  else echo ">> $(CHROMIUM) missing and no apt-get as root: browser tests will be skipped"; fi; }
 
+# tests/deploy: checkov in a venv of its own (its pins conflict with the dev extra's), and
+# podman, buildah, runc and debootstrap (images built and run as pods). The Debian packages follow
+# chromium's rule: installed as root with apt-get when missing; without them those tests skip.
+CHECKOV := build/checkov/bin/checkov
+$(CHECKOV):
+	@$(PYTHON) -m venv build/checkov && build/checkov/bin/pip install -q 'checkov>=3.2,<4' \
+	  || { rm -rf build/checkov; echo ">> checkov not installed: its test will be skipped"; }
+
+deploy-tools-optional:
+	@$(MAKE) --no-print-directory $(CHECKOV) || true
+	@command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null \
+	  && command -v debootstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> installing podman buildah runc debootstrap (deploy tests)"; \
+	    export DEBIAN_FRONTEND=noninteractive; pkgs="podman buildah runc debootstrap"; \
+	    apt-get install -y -q $$pkgs >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null && apt-get install -y -q $$pkgs >/dev/null; } \
+	      || echo ">> podman not installed: the container tests will be skipped"; \
+	  else echo ">> podman missing and no apt-get as root: the container tests will be skipped"; fi; }
+
+# The whole suite on docker compose (or podman-compose): PostgreSQL, Redis, MinIO, every
+# service, two serving replicas, the annotator UI. Credentials are generated once into
+# deploy/compose/.env (git-ignored).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo podman-compose)
+COMPOSE_ENV := deploy/compose/.env
+$(COMPOSE_ENV):
+	@umask 077; $(PYTHON) -c 'import secrets; t = secrets.token_urlsafe; \
+	print("\n".join(f"{k}={v}" for k, v in [("POSTGRES_PASSWORD", t(18)), ("REDIS_PASSWORD", t(18)), \
+	("ATLAS_S3_ACCESS_KEY", "atlas-" + secrets.token_hex(6)), ("ATLAS_S3_SECRET_KEY", t(24)), \
+	("ATLAS_ADMIN_TOKEN", t(24)), ("ATLAS_WEB_SESSION_SECRET", t(32))]))' > $@
+	@echo ">> generated credentials in $@ (admin token: ATLAS_ADMIN_TOKEN)"
+
+compose-up: $(COMPOSE_ENV)
+	cd deploy/compose && $(COMPOSE) up -d --build
+
+compose-down:
+	cd deploy/compose && $(COMPOSE) down
+
 demo: $(STAMP) native-optional
 	$(PY) demo/run.py
 
-test: $(STAMP) native-optional browser-optional
+test: $(STAMP) native-optional browser-optional deploy-tools-optional
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) native-optional browser-optional
+test-fast: $(STAMP) native-optional browser-optional deploy-tools-optional
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # A long fuzzing campaign over every RPC of the running suite, with fresh randomness (`make
