@@ -16,6 +16,7 @@ from atlas_core.web._app import (
     safe_next,
 )
 from atlas_core.web._errors import ErrorPage, error_page
+from atlas_core.web._main import serve_web_app
 from atlas_core.web._session import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -44,4 +45,5 @@ __all__ = [
     "error_page",
     "is_htmx",
     "safe_next",
+    "serve_web_app",
 ]

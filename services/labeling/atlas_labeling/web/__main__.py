@@ -3,38 +3,17 @@ ATLAS_LABELING_WEB_* and/or ATLAS_LABELING_WEB_CONFIG)."""
 
 from __future__ import annotations
 
-import os
-import sys
-
-from atlas_core.config import load_settings
-from atlas_core.errors import AtlasError
-from atlas_core.log import configure_logging
+from atlas_core.web import serve_web_app
 from atlas_labeling.web.config import LabelingWebSettings
 
 ENV_PREFIX = "ATLAS_LABELING_WEB"
 
 
 def main() -> None:
-    try:
-        settings = load_settings(LabelingWebSettings, env_prefix=ENV_PREFIX, env=os.environ)
-        configure_logging(settings.log_level, service="labeling-web")
-        import uvicorn
+    from atlas_labeling.web.app import create_app
 
-        from atlas_labeling.web.app import create_app
-
-        app = create_app(settings)
-    except AtlasError as exc:
-        print(f"atlas-labeling-web: cannot start: {exc.message}", file=sys.stderr)
-        sys.exit(2)
-    tls = settings.tls
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        ssl_certfile=str(tls.cert_file) if tls.enabled else None,
-        ssl_keyfile=str(tls.key_file) if tls.enabled else None,
-        access_log=False,
+    serve_web_app(
+        LabelingWebSettings, env_prefix=ENV_PREFIX, name="labeling-web", create_app=create_app
     )
 
 
