@@ -283,6 +283,9 @@ class Loop:
             name=self.endpoint, variants=[variant("v1", self.model, alias="production")]
         )
         spec.feature_lookup.feature_groups.add(name=self.group)
+        # The demo shares a laptop with AutoML jobs: a lookup deadline far above the 50 ms
+        # default, so a busy moment is not a failed request.
+        spec.feature_lookup.timeout.FromSeconds(2)
         spec.capture.enabled, spec.capture.sample_fraction = True, 1.0
         spec.capture.flush_interval.FromSeconds(1)
         spec.quality.enabled = True
