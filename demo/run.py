@@ -24,15 +24,16 @@ import loop_step  # noqa: E402
 import serving_step  # noqa: E402
 import trainer_step  # noqa: E402
 
-# Steps share what they made (dataset refs, model bundles) through one dict, in order.
-Step = Callable[[RunState, Path, dict[str, Any]], None]
-STEPS: dict[str, Step] = {
-    "data": data_step.run,
-    "trainer": trainer_step.run,
-    "serving": serving_step.run,
-    "labeling": labeling_step.run,
-    "loop": loop_step.run,
-    "graph": graph_step.run,
+# Steps run in this order (the trainer's bundle feeds the serving step) and share what they
+# made (dataset refs, model bundles) through one dict; each needs the services named with it.
+Step = Callable[[RunState, Path, dict[str, Any]], Any]
+STEPS: dict[str, tuple[Step, frozenset[str]]] = {
+    "data": (data_step.run, frozenset({"data"})),
+    "trainer": (trainer_step.run, frozenset({"trainer"})),
+    "serving": (serving_step.run, frozenset({"serving"})),
+    "labeling": (labeling_step.run, frozenset({"labeling"})),
+    "loop": (loop_step.run, frozenset({"data", "trainer", "serving", "labeling"})),
+    "graph": (graph_step.run, frozenset({"graph"})),
 }
 
 
@@ -46,12 +47,12 @@ def main() -> int:
         print("\nsuite status:")
         for proc, status in launcher.status():
             print(f"  {proc.name:<12} {status:<10} {proc.address}")
-        served = [s.name for s in implemented_services()]
+        served = {s.name for s in implemented_services()}
         shared: dict[str, Any] = {}
-        for name in served:
-            if name in STEPS:
+        for name, (step, needs) in STEPS.items():
+            if needs <= served:
                 print(f"\n== {name} ==")
-                STEPS[name](state, data_dir, shared)
+                step(state, data_dir, shared)
         if not served:
             print("\n(no service is implemented yet: the suite is the object store alone)")
     finally:
