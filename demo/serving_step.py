@@ -45,6 +45,7 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
     )
     train, test = _frames(store, address.get("data"), creds.admin_token, shared)
     client = ServingClient(ClientSettings(target=address["serving"], token=creds.admin_token))
+    signer = BundleSigner.from_file(creds.signing_key_file)  # the suite's key, serving trusts it
 
     trained = shared.get("model_bundle")
     if trained is not None and trained.uri:
@@ -56,7 +57,6 @@ def run(state: RunState, data_dir: Path, shared: dict[str, Any]) -> None:
         names = [
             c for c in train.select_dtypes("number").columns if c not in (TARGET, "patient_id")
         ]
-        signer = BundleSigner.from_file(creds.signing_key_file)
         ref = _xgboost(store, signer, "demo/models/breast-cancer/v1.tar", train, names, trees=40)
         v1 = client.register(MODEL, ref.uri, aliases=["production"])
         origin = "a 40-tree XGBoost (no trainer bundle)"
