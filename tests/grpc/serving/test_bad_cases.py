@@ -514,7 +514,8 @@ async def test_cli_starts_a_bad_case_job_and_shows_its_progress(
         want = expected(loop, R.BAD_CASE_REASON_WRONG_BY_GROUND_TRUTH) | expected(
             loop, R.BAD_CASE_REASON_SHADOW_DISAGREEMENT
         )
-        assert "bad-case job" in out and "selecting bad cases" in out
+        # progress lines are sampled while the job runs (a quick job may show none of them)
+        assert "bad-case job" in out and "submitted" in out
         assert f"{len(want)} added to {pid}, 0 already there" in out
         assert keys(await items_of(loop, pid)) == want
         assert await asyncio.to_thread(main, [*argv, "--since", "1h"]) == 0
