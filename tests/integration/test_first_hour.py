@@ -4,10 +4,14 @@ every one answers without a traceback."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,6 +69,7 @@ def test_your_own_csv_to_a_served_model(tmp_path: Path) -> None:
         assert "leaderboard (rmse" in report.stdout and "importance" in report.stdout
         assert list((tmp_path / "plots").glob("*.html"))
         _atlas(env, "deploy", "status")
+        _look_in_the_console(env, job_id)
         models = yaml.safe_load(_atlas(env, "deploy", "models", "-o", "yaml").stdout)
         assert int(models[0]["latest_version"]) == 1  # int64 is a string in proto JSON
         unseen = json.loads(
@@ -117,6 +122,27 @@ def test_your_own_csv_to_a_served_model(tmp_path: Path) -> None:
         assert "--target 'wage' is not a column of Salaries.csv" in missing.stderr
     finally:
         _atlas(env, "down")
+
+
+def _look_in_the_console(env: dict[str, str], job_id: str) -> None:
+    """Step 6 of the quick start: `atlas console` says where to sign in, and the job and the
+    endpoint are there."""
+    hint = _atlas(env, "console").stdout
+    assert "--show-token" in hint and "admin_token" in hint  # the token is not printed unasked
+    shown = _atlas(env, "console", "--show-token").stdout
+    url = re.search(r"web console: (\S+)", shown).group(1)  # type: ignore[union-attr]
+    token = re.search(r"admin token: (\S+)", shown).group(1)  # type: ignore[union-attr]
+    browser = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    form = browser.open(url + "signin", timeout=30).read().decode()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    body = urllib.parse.urlencode({"csrf_token": csrf, "token": token, "next": "/"}).encode()
+    browser.open(url + "signin", data=body, timeout=30).read()
+    job = browser.open(f"{url}jobs/{job_id}", timeout=30).read().decode()
+    assert "salary" in job and "ensemble" in job.lower()
+    endpoint = browser.open(url + "endpoints/salaries", timeout=30).read().decode()
+    assert "salaries" in endpoint and "v1" in endpoint
 
 
 def _address(env: dict[str, str], service: str) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from atlas_core.cli._connect import add_data_dir_arg, data_dir
-from atlas_core.launcher import Launcher
+from atlas_core.errors import FailedPrecondition
+from atlas_core.launcher import Launcher, RunState
 
 
 def _launcher(args: argparse.Namespace) -> Launcher:
@@ -27,6 +29,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"suite is up; data in {state.data_dir}")
     print(f"  S3 endpoint: {state.s3_endpoint} (keys in {launcher.data_dir}/secrets/)")
     print(f"  admin token: {launcher.data_dir}/secrets/credentials.json (admin_token)")
+    console = _console_url(state)
+    if console:
+        print(f"  web console: {console} (sign in with the admin token: `atlas console`)")
     print("  stop it with: atlas down" + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
     return 0
 
@@ -44,6 +49,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     for proc, status in rows:
         print(f"{proc.name:<12} {proc.pid:>7}  {proc.address:<21} {status:<12} {proc.log}")
     return 0 if all(s == "SERVING" for _, s in rows) else 1
+
+
+def _console_url(state: RunState) -> str | None:
+    found = [p for p in state.processes if p.name == "console"]
+    return f"http://{found[0].address}/" if found else None
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    launcher = _launcher(args)
+    state = launcher.state()
+    url = _console_url(state) if state else None
+    if url is None:
+        raise FailedPrecondition(
+            f"no web console is running from {launcher.data_dir.resolve()}: start the suite "
+            "with `atlas up` (or pass --data-dir / set ATLAS_DATA_DIR to where it runs)"
+        )
+    creds = launcher.data_dir / "secrets" / "credentials.json"
+    print(f"web console: {url}")
+    if args.show_token:
+        print(f"admin token: {json.loads(creds.read_text())['admin_token']}")
+    else:
+        print(f"sign in with admin_token from {creds} (or run `atlas console --show-token`)")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -73,6 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="show what `atlas up` started and its health")
     _common(status)
     status.set_defaults(func=cmd_status)
+    console = sub.add_parser("console", help="where the web console runs and how to sign in to it")
+    _common(console)
+    console.add_argument(
+        "--show-token", action="store_true", help="print the admin token to paste at sign-in"
+    )
+    console.set_defaults(func=cmd_console)
     down = sub.add_parser("down", help="stop everything `atlas up` started")
     _common(down)
     down.set_defaults(func=cmd_down)
