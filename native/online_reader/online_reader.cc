@@ -725,7 +725,10 @@ int main(int argc, char** argv) {
   builder.SetMaxSendMessageSize(-1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::cerr << "atlas-online-reader: cannot listen on " << address << "\n";
+    std::cerr << "atlas-online-reader: cannot listen on " << address
+              << (tls_cert.empty() ? "" : " with TLS (is " + tls_cert + " a PEM certificate "
+                                          "chain for the PEM key " + tls_key + "?)")
+              << "\n";
     return 1;
   }
   server->GetHealthCheckService()->SetServingStatus("atlas.data.v1.OnlineFeatureService", true);

@@ -187,3 +187,28 @@ def test_a_tls_key_other_users_can_read_is_refused(tmp_path, pki):
             max_entities=1000,
         )
     assert err.value.reason == "SECRETS_FILE_EXPOSED"
+
+
+def test_a_certificate_that_is_not_pem_is_named(tmp_path, pki):
+    """The reader's start-up error (which an explicitly enabled reader raises) names the file."""
+    import lmdb
+
+    from atlas_core.config import AuthSettings
+    from atlas_core.errors import Unavailable
+    from atlas_data.native_reader import NativeReader, NativeReaderSettings
+
+    lmdb.open(str(tmp_path / "online.lmdb"), max_dbs=8).close()
+    bad = tmp_path / "server.pem"
+    bad.write_text("not a certificate\n")
+    binary = reader_binary()
+    assert binary is not None
+    with pytest.raises(Unavailable, match=f"with TLS \\(is {bad} a PEM certificate chain"):
+        NativeReader.start(
+            binary,
+            lmdb_path=tmp_path / "online.lmdb",
+            settings=NativeReaderSettings(),
+            auth=AuthSettings(enabled=False),
+            tls=TlsSettings(cert_file=bad, key_file=pki.server_key),
+            work_dir=tmp_path,
+            max_entities=1000,
+        )
