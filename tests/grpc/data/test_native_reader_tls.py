@@ -53,7 +53,7 @@ def stranger(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 async def tls_data_service(
     tmp_path: Path, s3: S3Settings, tls: TlsSettings, client: ClientSettings
 ) -> AsyncIterator[tuple[DataService, AtlasServer, ClientSettings]]:
-    """A data service with ``tls`` holding 40 records of group "mix", and ``client`` aimed
+    """A data service with ``tls`` (its native reader serving it too), and ``client`` aimed
     at it (target and read_target set)."""
     base = data_settings(tmp_path, s3)
     settings = base.model_copy(update={"server": base.server.model_copy(update={"tls": tls})})
@@ -66,13 +66,22 @@ async def tls_data_service(
         client = client.model_copy(
             update={"target": server.address, "read_target": service.native_reader.address}
         )
+        yield service, server, client
+    finally:
+        await server.stop(0)
+
+
+@asynccontextmanager
+async def tls_data_service_with_mix(
+    tmp_path: Path, s3: S3Settings, tls: TlsSettings, client: ClientSettings
+) -> AsyncIterator[tuple[DataService, AtlasServer, ClientSettings]]:
+    """:func:`tls_data_service` holding 40 records of group "mix"."""
+    async with tls_data_service(tmp_path, s3, tls, client) as (service, server, client):
         async with connect(client) as channel:
             stub = pb_grpc.DataServiceStub(channel)
             await stub.CreateFeatureGroup(pb.CreateFeatureGroupRequest(spec=mixed_spec("mix")))
             await put(stub, [mixed_record(k, NOW) for k in range(40)], name="mix")
         yield service, server, client
-    finally:
-        await server.stop(0)
 
 
 def read_through_reader(client: ClientSettings) -> list[bool]:
@@ -117,7 +126,11 @@ def credentials(ca: Path, cert: Path | None = None, key: Path | None = None):
 async def test_tls_reader_serves_tls_clients_and_refuses_plaintext(tmp_path, s3_settings, pki):
     tls = TlsSettings(cert_file=pki.server_cert, key_file=pki.server_key)
     client = ClientSettings(target="unset", token=TOKEN, ca_file=pki.ca_cert)
-    async with tls_data_service(tmp_path, s3_settings, tls, client) as (service, _, client):
+    async with tls_data_service_with_mix(tmp_path, s3_settings, tls, client) as (
+        service,
+        _,
+        client,
+    ):
         assert await asyncio.to_thread(read_through_reader, client) == [True, False, True]
         address = service.native_reader.address
         with pytest.raises(aio.AioRpcError) as err:
@@ -143,7 +156,11 @@ async def test_mtls_reader_requires_a_client_certificate_from_its_ca(
         cert_file=pki.client_cert,
         key_file=pki.client_key,
     )
-    async with tls_data_service(tmp_path, s3_settings, tls, client) as (service, _, client):
+    async with tls_data_service_with_mix(tmp_path, s3_settings, tls, client) as (
+        service,
+        _,
+        client,
+    ):
         assert await asyncio.to_thread(read_through_reader, client) == [True, False, True]
         address = service.native_reader.address
         got = await reader_call(
