@@ -6,6 +6,7 @@ service over gRPC, with Feast's SQLite online store side by side.
     python bench/data_online.py --no-feast  # skip the Feast side
     python bench/data_online.py --python-client  # reads from Python clients only
     python bench/data_online.py --no-native-reader  # reads served by the data service only
+    python bench/data_online.py --tls-only [--quick]  # only the TLS section (run_tls)
     python bench/data_online.py --malloc-tuned  # server + generators with glibc malloc tuned
                                             # (MALLOC_MMAP_THRESHOLD_=64 MiB): not the default
 
@@ -67,6 +68,11 @@ bench/results/data_online.json (and a dated copy, see _results.py) with keys p99
 p99_100x5000_ms, ingest_vps, feast_p99_1x250_ms (null when Feast could not run; the reason is
 recorded) plus detail. The headline numbers come from the largest group (vec200k; vec20k with
 --quick).
+
+TLS section (``run_tls``; after the reads above when they went to the native reader, or alone
+with ``--tls-only``, which writes bench/results/data_online_tls.json): the reader with mTLS
+against the reader in plaintext on a 20,000-entity store, measured in turns; keys
+tls_p99_1x5000_ms, tls_rps_c16, their plaintext peers and ratios; target: within 1.3x.
 """
 
 from __future__ import annotations
@@ -151,11 +157,13 @@ async def _serve(settings_path: str) -> None:
 # ---------------------------------------------------------------------------- load generators
 
 
-def _stub(target: str) -> tuple[Any, Any]:
+def _stub(target: str, tls: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """A channel to ``target``: plaintext, or mTLS with the files of ``_make_pki``."""
     from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
     from atlas_core.rpc import ClientSettings, connect
 
-    channel = connect(ClientSettings(target=target, token=TOKEN))
+    files = {"ca_file": tls["ca"], "cert_file": tls["cert"], "key_file": tls["key"]} if tls else {}
+    channel = connect(ClientSettings(target=target, token=TOKEN, **files))
     return channel, pb_grpc.DataServiceStub(channel)
 
 
@@ -369,7 +377,7 @@ async def _read(target: str, task: dict[str, Any]) -> dict[str, Any]:
 
 async def _native_setup(target: str, task: dict[str, Any]) -> dict[str, Any]:
     """Check the values once and write the native generator's request file."""
-    channel, _ = _stub(target)
+    channel, _ = _stub(target, task.get("tls"))
     values_ok, width = await _check(channel, task)
     await channel.close()
     with open(task["requests_file"], "wb") as f:
@@ -462,6 +470,7 @@ class Bench:
                     str(task["concurrency"]),
                     str(task["warmup"]),
                     str(task["seconds"]),
+                    *([task["tls"][k] for k in ("ca", "cert", "key")] if task.get("tls") else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -570,16 +579,28 @@ class Bench:
 
 
 def _start_server(
-    tmp: Path, s3: Any, native_reader: bool
+    tmp: Path, s3: Any, native_reader: bool, tls: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], int, tuple[str, int] | None]:
-    from atlas_core.config import AuthSettings, DatabaseSettings, ServerSettings
+    """The data service (and its reader) on the store in ``tmp``; mTLS with ``tls`` (the
+    files of ``_make_pki``). $ATLAS_DATA_NATIVE_READER__BINARY names another reader build."""
+    from atlas_core.config import AuthSettings, DatabaseSettings, ServerSettings, TlsSettings
     from atlas_data.config import DataSettings
     from atlas_data.native_reader import NativeReaderSettings
     from atlas_data.online import OnlineStoreSettings
 
+    server_tls = (
+        TlsSettings(
+            cert_file=tls["server_cert"], key_file=tls["server_key"], client_ca_file=tls["ca"]
+        )
+        if tls
+        else TlsSettings()
+    )
     settings = DataSettings(
-        native_reader=NativeReaderSettings(enabled=None if native_reader else False),
-        server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]})),
+        native_reader=NativeReaderSettings(
+            enabled=None if native_reader else False,
+            binary=os.environ.get("ATLAS_DATA_NATIVE_READER__BINARY") or None,
+        ),
+        server=ServerSettings(auth=AuthSettings(tokens={TOKEN: ["*"]}), tls=server_tls),
         s3=s3,
         database=DatabaseSettings(url=f"sqlite:///{tmp / 'data.db'}"),
         data_dir=tmp / "data",
@@ -919,6 +940,242 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
     return result
 
 
+# ---------------------------------------------------------------------------- TLS section
+
+TLS_GROUP = {"name": "vec20k", "kind": "vector", "entities": 20_000}
+TLS_TARGET_RATIO = 1.3  # TLS p99 and c16 req/s within 1.3x of plaintext
+
+
+def _make_pki(directory: Path) -> dict[str, str]:
+    """A throwaway CA (ECDSA P-256), a server certificate for 127.0.0.1 and a client
+    certificate: paths of server.tls (with client_ca_file: mTLS) and of the clients' files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from atlas_core.secret_files import write_private
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def certificate(subject: str, key: Any, issuer: x509.Name, sign_with: Any) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+        )
+        if subject.endswith("-ca"):
+            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        else:
+            san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), False)
+        return builder.sign(sign_with, hashes.SHA256())
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("atlas-bench-ca", ca_key, name("atlas-bench-ca"), ca_key)
+    files = {"ca": directory / "ca.pem"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who, prefix in (("server", "server_"), ("client", "")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        files[prefix + "cert"] = directory / f"{who}.pem"
+        files[prefix + "key"] = directory / f"{who}.key"
+        cert = certificate(f"atlas-bench-{who}", key, ca.subject, ca_key)
+        files[prefix + "cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_private(
+            files[prefix + "key"],
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+    return {k: str(v) for k, v in files.items()}
+
+
+def run_tls(quick: bool) -> dict[str, Any]:
+    """The TLS section (alone: ``--tls-only``): 1x5000 reads of a 20,000-entity vector group
+    through the native reader at c1 and c16 (native load generator), plaintext and mTLS.
+
+    The group is ingested with the data service on plaintext, which then restarts with mTLS
+    (server.tls with client_ca_file, certificates from ``_make_pki``): its reader serves
+    mTLS. A second reader (the same binary, started as the data service starts its own) serves
+    the same store in plaintext beside it. The two are measured in turns, 3 s (10 s full) each,
+    over 3 rounds (5 full), the first mode alternating, so the load of a shared machine reaches
+    both alike; figures are medians over rounds. Returns the ``tls_*`` result keys
+    (``tls_note`` alone when it cannot run)."""
+    import statistics
+
+    from atlas_core.config import AuthSettings, S3Settings, TlsSettings
+    from atlas_core.launcher import SeaweedS3Server
+    from atlas_data.native_reader import NativeReader, NativeReaderSettings, find_binary
+
+    seconds, warmup, rounds = (3.0, 1.0, 3) if quick else (10.0, 1.0, 5)
+    loadgen, how = _ensure_loadgen()
+    if loadgen is None:
+        return {"tls_note": f"not measured: {how}"}
+    binary_env = os.environ.get("ATLAS_DATA_NATIVE_READER__BINARY")
+    binary = find_binary(Path(binary_env) if binary_env else None)
+    if binary is None:
+        return {"tls_note": "not measured: the native online reader is not built"}
+    group = TLS_GROUP
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "tls": []}
+    detail: dict[str, Any] = {
+        "group": group,
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "tls": "mTLS, ECDSA P-256 certificates",
+    }
+    print(f"TLS section: {group['name']} ({group['entities']:,} entities), {rounds} rounds")
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-tls-") as tmp_name:
+        tmp = Path(tmp_name)
+        pki = _make_pki(tmp / "pki")
+        seaweed = SeaweedS3Server(
+            tmp / "s3", access_key="benchaccess", secret_key="benchsecret0123456789", port=0
+        )
+        server = None
+        plain: NativeReader | None = None
+        try:
+            seaweed.start()
+            s3 = S3Settings(
+                endpoint=seaweed.endpoint,
+                access_key="benchaccess",
+                secret_key="benchsecret0123456789",
+                bucket="bench",
+            )
+            server, port, _ = _start_server(tmp, s3, False)
+            bench = Bench(f"127.0.0.1:{port}", server.pid, None)
+            bench.client({"op": "create", "groups": [group]})
+            detail["ingest"] = bench.client(
+                {"op": "ingest", "group": group["name"], "entities": group["entities"]}
+            )
+            staging = tmp / "data" / "offline-staging"
+            t0 = time.perf_counter()
+            while any(staging.glob("*/*.arrow")) and time.perf_counter() - t0 < 300:
+                time.sleep(0.5)
+            _stop_server(server)
+            os.sync()
+            detail["settle_s"] = _settle(60.0)
+            server, port, reader = _start_server(tmp, s3, True, tls=pki)
+            if reader is None:
+                return {"tls_note": f"not measured: the reader did not start ({tmp}/data)"}
+            plain = NativeReader.start(
+                binary,
+                lmdb_path=tmp / "online.lmdb",
+                settings=NativeReaderSettings(),
+                auth=AuthSettings(tokens={TOKEN: ["*"]}),
+                tls=TlsSettings(),
+                work_dir=tmp / "plain-reader",
+                max_entities=1000,
+            )
+            benches = {
+                "plain": Bench(f"127.0.0.1:{port}", server.pid, (plain.address, plain.pid)),
+                "tls": Bench(f"127.0.0.1:{port}", server.pid, reader),
+            }
+            detail["loadavg_before"] = os.getloadavg()
+            for round_ in range(rounds):
+                rows: dict[str, dict[str, Any]] = {"plain": {}, "tls": {}}
+                for conc in (1, 16):
+                    for mode in ("plain", "tls") if round_ % 2 == 0 else ("tls", "plain"):
+                        rows[mode][f"c{conc}"] = r = benches[mode].read_native(
+                            loadgen,
+                            group=group["name"],
+                            keys_per_request=1,
+                            entities=group["entities"],
+                            features=[],
+                            concurrency=conc,
+                            seconds=seconds,
+                            warmup=warmup,
+                            endpoint="reader",
+                            tls=pki if mode == "tls" else None,
+                        )
+                        r["pressure_after"] = _pressure()
+                        print(
+                            f"  round {round_ + 1} {mode:<5} 1x5000 c{conc:<3}"
+                            f" p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms"
+                            f"  {r['rps']:8.0f} req/s"
+                            f"  values {'ok' if r['values_ok'] else 'BAD'}",
+                            flush=True,
+                        )
+                for mode, row in rows.items():
+                    runs[mode].append(row)
+        finally:
+            if plain is not None:
+                plain.stop()
+            if server is not None:
+                _stop_server(server)
+            seaweed.stop()
+    detail["loadavg_after"] = os.getloadavg()
+    detail["runs"] = runs
+
+    def median(mode: str, row: str, key: str) -> float:
+        return statistics.median(r[row][key] for r in runs[mode])
+
+    p99 = {mode: median(mode, "c1", "p99_ms") for mode in runs}
+    rps = {mode: median(mode, "c16", "rps") for mode in runs}
+    result = {
+        "tls_p99_1x5000_ms": round(p99["tls"], 4),
+        "tls_rps_c16": round(rps["tls"], 1),
+        "tls_plain_p99_1x5000_ms": round(p99["plain"], 4),
+        "tls_plain_rps_c16": round(rps["plain"], 1),
+        "tls_p99_over_plain": round(p99["tls"] / p99["plain"], 3),
+        "tls_rps_plain_over_tls": round(rps["plain"] / rps["tls"], 3),
+        "tls_values_ok": all(r[c]["values_ok"] for m in runs.values() for r in m for c in r),
+        "tls_detail": detail,
+    }
+    result["tls_targets_met"] = {
+        "p99_within_1.3x": result["tls_p99_over_plain"] <= TLS_TARGET_RATIO,
+        "rps_c16_within_1.3x": result["tls_rps_plain_over_tls"] <= TLS_TARGET_RATIO,
+    }
+    print(
+        f"TLS vs plaintext ({group['name']}, medians of {rounds} rounds; 1-min load average "
+        f"{detail['loadavg_before'][0]:.1f} -> {detail['loadavg_after'][0]:.1f}):"
+    )
+    for label, ratio, tls_value, plain_value in (
+        (
+            "1x5000 p99 at c1",
+            result["tls_p99_over_plain"],
+            f"{p99['tls']:.3f} ms",
+            f"{p99['plain']:.3f} ms",
+        ),
+        (
+            "1x5000 req/s at c16",
+            result["tls_rps_plain_over_tls"],
+            f"{rps['tls']:,.0f}",
+            f"{rps['plain']:,.0f}",
+        ),
+    ):
+        verdict = "pass" if ratio <= TLS_TARGET_RATIO else "FAIL"
+        print(
+            f"  {label:<22} tls {tls_value:>10}  plain {plain_value:>10}  {ratio:.2f}x"
+            f" (goal <= {TLS_TARGET_RATIO}x)  {verdict}"
+        )
+    return result
+
+
+def tls_main(quick: bool) -> None:
+    """``--tls-only``: the TLS section alone, written to bench/results/data_online_tls.json."""
+    started = time.perf_counter()
+    result = {
+        "command": "python bench/data_online.py --tls-only" + (" --quick" if quick else ""),
+        "scale": "quick" if quick else "full",
+        **run_tls(quick),
+    }
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    out = write_results("data_online_tls", result, quick=quick)
+    print(f"wall {result['wall_s']:.0f} s -> {out}")
+
+
 def report(result: dict[str, Any]) -> None:
     d = result["detail"]
     print()
@@ -1026,6 +1283,7 @@ def main() -> None:
         help="run the server and load generators with "
         + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()),
     )
+    parser.add_argument("--tls-only", action="store_true", help="only the TLS section (run_tls)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1041,8 +1299,11 @@ def main() -> None:
         return
     if args.malloc_tuned:
         CHILD_ENV.update(MALLOC_ENV)
+    if args.tls_only:
+        return tls_main(args.quick)
     started = time.perf_counter()
     result = run(args.quick, not args.no_feast, not args.python_client, not args.no_native_reader)
+    result.update(run_tls(args.quick) if result["read_endpoint"] == "reader" else {})
     result["malloc_tuned"] = args.malloc_tuned
     if args.malloc_tuned:
         result["command"] += " --malloc-tuned"

@@ -13,8 +13,12 @@
 //
 // Usage: atlas-online-reader --lmdb DIR --address HOST:PORT [--tokens FILE]
 //                            [--max-entities 1000] [--lock-memory MAX_BYTES]
+//                            [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 // FILE lists "<sha256 hex of a bearer token> <1 if it may read data, else 0>" per line; no
-// FILE means auth is off. Prints "listening <port>" once serving; exits when its parent dies.
+// FILE means auth is off. With --tls-cert/--tls-key it serves TLS only (the data service's
+// server.tls files); --tls-client-ca also requires and verifies a client certificate (mTLS),
+// as the Python server does. Prints "listening <port>" once serving; exits when its parent
+// dies.
 
 #include <lmdb.h>
 #include <openssl/sha.h>
@@ -25,6 +29,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <thread>
 
@@ -33,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -626,14 +632,48 @@ class OnlineFeatures final : public pb::OnlineFeatureService::CallbackService {
 
 int Usage() {
   std::cerr << "usage: atlas-online-reader --lmdb DIR --address HOST:PORT [--tokens FILE] "
-               "[--max-entities N] [--lock-memory MAX_BYTES]\n";
+               "[--max-entities N] [--lock-memory MAX_BYTES] "
+               "[--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]\n";
   return 2;
+}
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return !in.bad();
+}
+
+// Plaintext without a certificate; TLS with one (mTLS with a client CA: the handshake fails
+// for a client without a certificate signed by it, like grpc.ssl_server_credentials with
+// require_client_auth in atlas_core.rpc.server).
+std::shared_ptr<grpc::ServerCredentials> Credentials(const std::string& cert_path,
+                                                     const std::string& key_path,
+                                                     const std::string& ca_path) {
+  if (cert_path.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  std::string ca;
+  const std::pair<const std::string*, std::string*> files[] = {
+      {&cert_path, &pair.cert_chain}, {&key_path, &pair.private_key}, {&ca_path, &ca}};
+  for (const auto& [path, out] : files) {
+    if (!path->empty() && !ReadFile(*path, out)) {
+      std::cerr << "atlas-online-reader: cannot read TLS file " << *path << ": "
+                << strerror(errno) << "\n";
+      return nullptr;
+    }
+  }
+  grpc::SslServerCredentialsOptions options(
+      ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                 : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_root_certs = ca;
+  options.pem_key_cert_pairs.push_back(pair);
+  return grpc::SslServerCredentials(options);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string lmdb_path, address, tokens;
+  std::string lmdb_path, address, tokens, tls_cert, tls_key, tls_client_ca;
   int max_entities = 1000;
   long long lock_memory = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -643,9 +683,14 @@ int main(int argc, char** argv) {
     else if (flag == "--tokens") tokens = argv[i + 1];
     else if (flag == "--max-entities") max_entities = std::atoi(argv[i + 1]);
     else if (flag == "--lock-memory") lock_memory = std::atoll(argv[i + 1]);
+    else if (flag == "--tls-cert") tls_cert = argv[i + 1];
+    else if (flag == "--tls-key") tls_key = argv[i + 1];
+    else if (flag == "--tls-client-ca") tls_client_ca = argv[i + 1];
     else return Usage();
   }
   if (lmdb_path.empty() || address.empty() || max_entities < 1 || argc % 2 == 0) return Usage();
+  if (tls_cert.empty() != tls_key.empty() || (tls_cert.empty() && !tls_client_ca.empty()))
+    return Usage();
 
   // Die with the data service that started us, so a kill -9 of it frees the port.
   prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -668,16 +713,22 @@ int main(int argc, char** argv) {
     std::cerr << "atlas-online-reader: cannot read tokens file " << tokens << "\n";
     return 1;
   }
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      Credentials(tls_cert, tls_key, tls_client_ca);
+  if (!credentials) return 1;
   OnlineFeatures service(&store, &auth, max_entities);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxSendMessageSize(-1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::cerr << "atlas-online-reader: cannot listen on " << address << "\n";
+    std::cerr << "atlas-online-reader: cannot listen on " << address
+              << (tls_cert.empty() ? "" : " with TLS (is " + tls_cert + " a PEM certificate "
+                                          "chain for the PEM key " + tls_key + "?)")
+              << "\n";
     return 1;
   }
   server->GetHealthCheckService()->SetServingStatus("atlas.data.v1.OnlineFeatureService", true);

@@ -4,7 +4,9 @@ OnlineFeatureService straight from the LMDB online store, beside the data servic
 The data service stays the only writer. It mirrors feature group versions into the store
 (``OnlineStore.mirror_catalog``) so the reader resolves groups without the metadata DB,
 writes the digests of the bearer tokens the reader must accept, starts the binary and stops
-it with the service; the binary also exits when its parent dies (kill -9 included).
+it with the service; the binary also exits when its parent dies (kill -9 included). With
+``server.tls`` set the reader serves TLS (mTLS with ``client_ca_file``) from the same files as
+the service, so a client reaches both endpoints with one ``ClientSettings``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from atlas_core.config import AuthSettings, StrictModel
+from atlas_core.config import AuthSettings, StrictModel, TlsSettings
 from atlas_core.errors import ConfigError, Unavailable
 from atlas_core.rpc.auth import TokenAuthenticator, scope_allows
+from atlas_core.secret_files import read_private
 from atlas_data import convert
 from atlas_data.feature_groups import FeatureGroup, FeatureGroupCatalog
 from atlas_data.online import OnlineStore
@@ -97,10 +100,12 @@ class NativeReader:
         lmdb_path: Path,
         settings: NativeReaderSettings,
         auth: AuthSettings,
+        tls: TlsSettings,
         work_dir: Path,
         max_entities: int,
     ) -> NativeReader:
-        """Raises Unavailable when the process does not come up (its stderr is included).
+        """Raises Unavailable when the process does not come up (its stderr is included),
+        ConfigError when the TLS key is readable by other users (as the service's server).
 
         Call it from a long-lived thread: the reader's parent-death signal fires when the
         thread that started it exits.
@@ -128,6 +133,12 @@ class NativeReader:
                     for digest, scopes in digests.items()
                 )
             cmd += ["--tokens", str(tokens)]
+        if tls.enabled:
+            assert tls.cert_file is not None and tls.key_file is not None  # what enabled means
+            read_private(tls.key_file, "server.tls.key_file")  # refuse an exposed key up front
+            cmd += ["--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file)]
+            if tls.client_ca_file is not None:
+                cmd += ["--tls-client-ca", str(tls.client_ca_file)]
         err_path = work_dir / "online-reader.log"
         with open(err_path, "ab") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -164,7 +175,7 @@ class NativeReader:
             self._proc.stdout.close()
 
 
-def wanted_binary(settings: NativeReaderSettings, *, backend: str, tls: bool) -> Path | None:
+def wanted_binary(settings: NativeReaderSettings, *, backend: str) -> Path | None:
     """The binary to start, None to serve reads from Python only.
 
     Raises ConfigError when the reader is explicitly enabled but cannot run.
@@ -173,15 +184,10 @@ def wanted_binary(settings: NativeReaderSettings, *, backend: str, tls: bool) ->
         return None
     binary = find_binary(settings.binary)
     if settings.enabled is None:
-        return binary if backend == "lmdb" and not tls else None
+        return binary if backend == "lmdb" else None
     if backend != "lmdb":
         raise ConfigError(
             "native_reader.enabled needs online.backend=lmdb (it reads the LMDB store directly)"
-        )
-    if tls:
-        raise ConfigError(
-            "native_reader.enabled: the native reader serves plaintext only; "
-            "disable it or server.tls"
         )
     if binary is None:
         raise ConfigError(

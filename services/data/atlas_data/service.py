@@ -62,9 +62,7 @@ class DataService:
 
     def _start_native_reader(self) -> None:
         settings = self.rt.settings
-        binary = wanted_binary(
-            settings.native_reader, backend=settings.online.backend, tls=settings.server.tls.enabled
-        )
+        binary = wanted_binary(settings.native_reader, backend=settings.online.backend)
         if binary is None:
             return
         mirror_all(self.rt.online, self.rt.groups)
@@ -74,6 +72,7 @@ class DataService:
                 lmdb_path=settings.online.lmdb_path,
                 settings=settings.native_reader,
                 auth=settings.server.auth,
+                tls=settings.server.tls,
                 work_dir=settings.data_dir,
                 max_entities=settings.ingest.max_entities_per_read,
             )

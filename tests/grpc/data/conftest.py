@@ -14,9 +14,11 @@ from atlas.data.v1 import data_service_pb2_grpc as pb_grpc
 from atlas_core.config import AuthSettings, DatabaseSettings, S3Settings, ServerSettings
 from atlas_core.rpc import AtlasServer, ClientSettings, connect, create_server
 from atlas_data.config import DataSettings, IngestSettings
+from atlas_data.native_reader import NativeReaderSettings
 from atlas_data.online import OnlineStoreSettings
 from atlas_data.service import DataService
 from atlas_data.servicer import data_service_defs
+from tests.support.online_reader import configured_binary
 
 TOKEN = "data-test-token-0123"
 
@@ -29,6 +31,7 @@ def data_settings(tmp: Path, s3: S3Settings, db_url: str = "", **ingest: object)
         data_dir=tmp,
         online=OnlineStoreSettings(lmdb_path=tmp / "online.lmdb", lmdb_map_size_bytes=2 * 1024**3),
         ingest=IngestSettings(offline_flush_seconds=0.5, **ingest),  # type: ignore[arg-type]
+        native_reader=NativeReaderSettings(binary=configured_binary()),
     )
 
 

@@ -18,13 +18,13 @@ from atlas.common.v1 import common_pb2
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas.data.v1 import online_service_pb2 as online_pb
 from atlas.data.v1 import online_service_pb2_grpc as online_grpc
-from atlas_data.native_reader import find_binary
 from tests.grpc.data.conftest import TOKEN
 from tests.grpc.data.test_feature_store import put, ts
+from tests.support.online_reader import reader_binary
 
 pytestmark = [
     pytest.mark.skipif(
-        find_binary() is None,
+        reader_binary() is None,
         reason="atlas-online-reader is not built (`make native` needs g++ and "
         "Debian's libgrpc++-dev, protobuf-compiler-grpc, liblmdb-dev)",
     ),
@@ -220,7 +220,7 @@ def test_reader_exits_when_its_parent_is_killed(tmp_path):
             sys.executable,
             "-c",
             "import subprocess, sys, time;"
-            f"p = subprocess.Popen([{str(find_binary())!r}, '--lmdb', {str(tmp_path / 'db')!r},"
+            f"p = subprocess.Popen([{str(reader_binary())!r}, '--lmdb', {str(tmp_path / 'db')!r},"
             " '--address', '127.0.0.1:0'], stdout=subprocess.PIPE, text=True);"
             "print(p.stdout.readline().strip(), p.pid, flush=True); time.sleep(60)",
         ],
@@ -302,7 +302,6 @@ def test_a_reader_that_cannot_start(tmp_path, s3_settings):
     import socket
 
     from atlas_core.errors import Unavailable
-    from atlas_data.native_reader import NativeReaderSettings
     from atlas_data.service import DataService
     from tests.grpc.data.conftest import data_settings
 
@@ -311,9 +310,9 @@ def test_a_reader_that_cannot_start(tmp_path, s3_settings):
         busy.listen()
         port = busy.getsockname()[1]
         for enabled in (None, True):
-            settings = data_settings(tmp_path / str(enabled), s3_settings).model_copy(
-                update={"native_reader": NativeReaderSettings(enabled=enabled, port=port)}
-            )
+            base = data_settings(tmp_path / str(enabled), s3_settings)
+            reader = base.native_reader.model_copy(update={"enabled": enabled, "port": port})
+            settings = base.model_copy(update={"native_reader": reader})
             service = DataService.open(settings)
             try:
                 if enabled:

@@ -28,7 +28,11 @@ from .conftest import live, serving_settings, start_harness, stop_harness, write
 
 
 def _ingest(address: str, features: pd.DataFrame) -> None:
-    with DataClient(ClientSettings(target=address, token=SecretStr(DATA_TOKEN))) as client:
+    _ingest_with(ClientSettings(target=address, token=SecretStr(DATA_TOKEN)), features)
+
+
+def _ingest_with(settings: ClientSettings, features: pd.DataFrame) -> None:
+    with DataClient(settings) as client:
         client.create_feature_group(
             data_pb.FeatureGroupSpec(
                 name="patients",
