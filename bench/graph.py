@@ -13,16 +13,23 @@
     1M nodes and 10M edges into 2 parts, in a child process: wall time and peak RSS
     (ru_maxrss, generation included; the RSS before partitioning is reported too).
 (c) Training: a 200k-node SBM (8 communities, degree 10, intra 0.8, 16 noisy feature dims)
-    in 2 partitions; GraphSAGE (fan-outs 10,10, hidden 64, batch 1024, lr 0.01) trained by 1
-    and by 2 DGL trainers against 2 graph servers (separate processes, gloo, DDP), and the
-    same model in one process with plain DGL, every trainer on one OpenMP thread. Mean epoch
-    time and test accuracy of each, and the seconds from rank 0 finishing to every process
-    gone (a rank stuck in shutdown would show here).
+    in 2 partitions; GraphSAGE (fan-outs 10,10, hidden 64, global batch 1024, lr 0.01)
+    trained by 1, 2 and 4 DGL trainers against 2 graph servers (separate processes, gloo, DDP),
+    and the same model in one process with plain DGL, every trainer on one OpenMP thread. Mean
+    epoch time and test accuracy of each, and the seconds from rank 0 finishing to every
+    process gone (a rank stuck in shutdown would show here).
+(d) Link prediction on the same graph and partitions: GraphSAGE embeddings scored by dot
+    product, one uniform negative per training edge, 10% of node pairs held out for test
+    (ROC AUC and MRR against 100 uniform tails per test edge), by 2 DGL trainers and in one
+    process on the graph in the partitioning's id order (so both hold out the same pairs).
 
 Writes bench/results/graph.json (and a dated copy, see _results.py) with keys range_map_bytes_100m,
 per_id_map_bytes_100m, lookup_ids_per_s, partition_s, accuracy_distributed, accuracy_single,
-epoch_s_1_trainer, epoch_s_2_trainers (plus the detail of every part). Targets: range map <= 1 KB at
-every size, lookups >= 20M IDs/s, distributed accuracy >= 0.90 and within 1 point of single.
+epoch_s_1_trainer, epoch_s_2_trainers, accuracy_by_trainers, trainer_count_spread,
+linkpred_auc_distributed, linkpred_auc_single, linkpred_mrr_distributed, linkpred_mrr_single (plus
+the detail of every part). Targets: range map <= 1 KB at every size, lookups >= 20M IDs/s,
+distributed accuracy >= 0.90 and within 1 point of single, trainer_count_spread <= 0.01, link
+prediction AUC distributed within 0.01 of single.
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ SBM = {
 }
 # The spec's batch size is global (split over the trainers): these must reach one accuracy.
 TRAINER_COUNTS = (1, 2, 4)
+# Link prediction (d): 10% of node pairs held out for test, one negative per training edge,
+# each test edge ranked against 100 uniform tails.
+LINK = {"test_fraction": 0.1, "val_fraction": 0.05, "negatives": 1, "eval_negatives": 100}
 TRAIN = {"fan_outs": [10, 10], "hidden": 64, "batch_size": 1024, "learning_rate": 0.01}
 
 
@@ -162,11 +172,14 @@ def child_partition(nodes: int) -> dict[str, Any]:
 # ---- (c) training --------------------------------------------------------------------------
 
 
-def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> dict[str, Any]:
+def _distributed(
+    work: Path, part_config: Path, trainers: int, epochs: int, task: str = "node_classification"
+) -> dict[str, Any]:
     from atlas_graph.partitioning import GRAPH_NAME
     from atlas_graph.training.cluster import LocalCluster, ip_config_text
 
-    run = work / f"run{trainers}"
+    link = task == "link_prediction"
+    run = work / f"run{trainers}-{task}"
     (run / "out").mkdir(parents=True)
     (run / "ip_config.txt").write_text(ip_config_text([], 2))
     cfg = {
@@ -176,7 +189,7 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
         "work_dir": str(run),
         "out_dir": str(run / "out"),
         "num_partitions": 2,
-        "shm_tag": f"bench{trainers}",
+        "shm_tag": f"bench{trainers}{'l' if link else 'n'}",
         "infer_batch_size": 2048,
         "seed": 0,
         "num_servers": 1,
@@ -188,7 +201,10 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
         "learning_rate": TRAIN["learning_rate"],
         "checkpoint_every_epochs": epochs,
         "write_embeddings": False,
-        "model": _model_cfg(),
+        "model": _model_cfg(link),
+        "task": task,
+        "link": LINK if link else None,
+        "split_seed": 0,
     }
     events: list[dict[str, Any]] = []
     finished: list[float] = []
@@ -209,17 +225,18 @@ def _distributed(work: Path, part_config: Path, trainers: int, epochs: int) -> d
     return {
         "epoch_s": float(np.mean(seconds)),
         "epoch_s_each": seconds,
-        "test_accuracy": metrics["test_accuracy"],
+        **{k: v for k, v in metrics.items() if k != "event"},
         "shutdown_s": time.monotonic() - finished[0] if finished else None,
     }
 
 
-def _model_cfg() -> dict[str, Any]:
+def _model_cfg(link: bool = False) -> dict[str, Any]:
     return {
         "model": "graphsage",
         "in_dims": SBM["feature_dims"],
         "hidden": TRAIN["hidden"],
-        "classes": SBM["communities"],
+        # Link prediction scores by the output layer's dot product: it is hidden wide.
+        "classes": TRAIN["hidden"] if link else SBM["communities"],
         "layers": len(TRAIN["fan_outs"]),
         "dropout": 0.5,
     }
@@ -228,7 +245,7 @@ def _model_cfg() -> dict[str, Any]:
 def bench_training(nodes: int, epochs: int) -> dict[str, Any]:
     from atlas_graph.partitioning import GRAPH_NAME, run_partitioning
     from atlas_graph.sbm import generate_sbm
-    from atlas_graph.training.single import train_single
+    from atlas_graph.training.single import train_single, train_single_link
 
     graph = generate_sbm(nodes, **SBM)
     work = Path(tempfile.mkdtemp(prefix="atlas-bench-train-"))
@@ -236,6 +253,8 @@ def bench_training(nodes: int, epochs: int) -> dict[str, Any]:
         run_partitioning(graph, work / "parts", 2, "metis")
         part_config = work / "parts" / f"{GRAPH_NAME}.json"
         by_trainers = {n: _distributed(work, part_config, n, epochs) for n in TRAINER_COUNTS}
+        link = _distributed(work, part_config, 2, epochs, "link_prediction")
+        relabelled = _in_new_id_order(graph, work / "parts" / "idmap", 2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     import torch
@@ -244,13 +263,45 @@ def bench_training(nodes: int, epochs: int) -> dict[str, Any]:
     single = train_single(
         graph, _model_cfg(), TRAIN["fan_outs"], epochs, TRAIN["batch_size"], TRAIN["learning_rate"]
     )
+    started = time.monotonic()
+    link_single = train_single_link(
+        relabelled,
+        _model_cfg(link=True),
+        TRAIN["fan_outs"],
+        epochs,
+        TRAIN["batch_size"],
+        TRAIN["learning_rate"],
+        LINK,
+    )
+    link_single["seconds"] = time.monotonic() - started
     return {
         "nodes": nodes,
         "edges": graph.num_edges,
         "epochs": epochs,
         **{f"trainers_{n}": row for n, row in by_trainers.items()},
         "single": single,
+        "link_2_trainers": link,
+        "link_single": link_single,
     }
+
+
+def _in_new_id_order(graph: Any, idmap: Path, parts: int) -> Any:
+    """The graph renumbered as the partitioning numbered it, so that the single-process link
+    baseline holds out the same pairs (the split hashes node ids) as the distributed job."""
+    from atlas_graph.graph_data import GraphData
+
+    new_to_old = np.concatenate(
+        [np.load(idmap / f"part{p}" / "node_orig.npy") for p in range(parts)]
+    )
+    old_to_new = np.empty_like(new_to_old)
+    old_to_new[new_to_old] = np.arange(len(new_to_old))
+    return GraphData(
+        src=old_to_new[graph.src],
+        dst=old_to_new[graph.dst],
+        original_ids=np.arange(graph.num_nodes, dtype=np.int64),
+        id_type=graph.id_type,
+        feat=graph.feat[new_to_old],
+    )
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -310,6 +361,17 @@ def main() -> int:
     )
     spread = max(by_trainers.values()) - min(by_trainers.values())
     print(f"    accuracy spread over {TRAINER_COUNTS} trainers: {spread:.4f} (target <= 0.01)")
+    link, link_single = train["link_2_trainers"], train["link_single"]
+    print(f"(d) link prediction (GraphSAGE, dot product), same graph, {epochs} epochs")
+    print(f"    {'run':<26} {'epoch s':>8} {'test AUC':>9} {'test MRR':>9}")
+    print(
+        f"    {'distributed, 2 trainers':<26} {link['epoch_s']:>8.2f} {link['test_auc']:>9.4f} "
+        f"{link['test_mrr']:>9.4f}"
+    )
+    print(
+        f"    {'single process (DGL)':<26} {link_single['seconds'] / epochs:>8.2f} "
+        f"{link_single['test_auc']:>9.4f} {link_single['test_mrr']:>9.4f}"
+    )
     hundred_m = mapping["sizes"][100_000_000]
     result = {
         "range_map_bytes_100m": hundred_m["range_map_bytes"],
@@ -322,6 +384,10 @@ def main() -> int:
         "epoch_s_2_trainers": two["epoch_s"],
         "accuracy_by_trainers": {str(n): acc for n, acc in by_trainers.items()},
         "trainer_count_spread": max(by_trainers.values()) - min(by_trainers.values()),
+        "linkpred_auc_distributed": link["test_auc"],
+        "linkpred_auc_single": link_single["test_auc"],
+        "linkpred_mrr_distributed": link["test_mrr"],
+        "linkpred_mrr_single": link_single["test_mrr"],
         "detail": {
             "quick": args.quick,
             "mapping": {str(k): v for k, v in mapping["sizes"].items()},
