@@ -13,7 +13,7 @@ import pytest
 from atlas.common.v1 import common_pb2
 from atlas.graph.v1 import graph_service_pb2 as pb
 
-from ._jobs import run_job
+from ._jobs import failed_job, run_job
 from .conftest import GraphHarness
 
 NODES = 600
@@ -78,6 +78,18 @@ async def test_two_trainers_predict_held_out_links(graph_harness: GraphHarness) 
     emb = pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(result.embeddings.uri))))
     assert emb.num_rows == NODES and emb.schema.field("embedding").type.list_size == 16
     assert sorted(emb.column("id").to_pylist()) == list(range(NODES))
+
+    # The bundle re-embeds chosen nodes (the same split and model); it has no classes.
+    infer = pb.InferGraphSpec(
+        ref=ref, model_bundle=result.model_bundle, write_embeddings=True, node_int64_ids=[3, 7]
+    )
+    again = (await run_job(stub, timeout=180, infer=infer)).train_result
+    rows = pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(again.embeddings.uri))))
+    assert sorted(rows.column("id").to_pylist()) == [3, 7]
+    assert dict(again.metrics)["test_auc"] == pytest.approx(metrics["test_auc"], abs=1e-6)
+    infer.write_predictions = True
+    error = await failed_job(stub, infer=infer)
+    assert error.code == "INVALID_ARGUMENT" and "infer.write_predictions" in error.message
 
 
 async def _refused(stub, spec: pb.TrainGraphSpec) -> str:  # type: ignore[no-untyped-def]

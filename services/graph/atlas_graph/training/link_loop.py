@@ -193,7 +193,7 @@ def _evaluate(
         metrics[f"{name}_edges"] = float(pairs.shape[1])
         if pairs.shape[1]:
             scored = link_metrics(
-                every, pairs[0], pairs[1], cfg["link"]["eval_negatives"], cfg["seed"]
+                every, pairs[0], pairs[1], cfg["link"]["eval_negatives"], split.seed
             )
             metrics.update({f"{name}_{k}": v for k, v in scored.items()})
     if not metrics["test_edges"]:

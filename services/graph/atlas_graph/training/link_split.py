@@ -106,6 +106,10 @@ def link_metrics(
     score; MRR = mean of 1 / (1 + negatives scoring above the true tail)."""
     from sklearn.metrics import roc_auc_score
 
+    # The edges in one order (by src, then dst) whoever gathered them, so each edge draws the
+    # same negatives at any trainer count.
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
     rng = np.random.default_rng(seed)
     pos_scores, neg_scores = [], []
     chunk = max(1, (1 << 22) // max(1, negatives * emb.shape[1]))  # bound the gathered rows

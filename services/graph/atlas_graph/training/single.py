@@ -122,6 +122,6 @@ def train_single_link(
     out = {}
     for name, kind in (("val", VAL), ("test", TEST)):
         m = side == kind
-        scored = link_metrics(emb, graph.src[m], graph.dst[m], link["eval_negatives"], seed)
+        scored = link_metrics(emb, graph.src[m], graph.dst[m], link["eval_negatives"], split_seed)
         out.update({f"{name}_{k}": v for k, v in scored.items()})
     return out
