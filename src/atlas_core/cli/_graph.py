@@ -267,7 +267,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fan-outs", default="10,10", help="per layer, comma-separated")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=512, help="global: split over the trainers")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embeddings", action="store_true", help="also write node embeddings")
