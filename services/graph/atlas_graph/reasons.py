@@ -196,6 +196,26 @@ class GraphReason(Reason):
         "client.",
         "Set ATLAS_GRAPH_DATA__TARGET and __TOKEN (atlas up sets them), or drop the option.",
     )
+    UNKNOWN_TASK = (
+        auto(),
+        INVALID_ARGUMENT,
+        "train.task is not a known GraphTask, or train.link_prediction is set for another task.",
+        "Use GRAPH_TASK_NODE_CLASSIFICATION or GRAPH_TASK_LINK_PREDICTION (with its options).",
+    )
+    BAD_LINK_SPLIT = (
+        auto(),
+        INVALID_ARGUMENT,
+        "train.link_prediction.test_fraction or val_fraction is outside [0, 1), or together "
+        "they leave no training edges.",
+        "Give fractions in [0, 1) that add up to less than 1.",
+    )
+    NOT_ENOUGH_EDGES = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A link-prediction job's graph has too few edges for its held-out test set or its "
+        "training set.",
+        "Import more edges, or change train.link_prediction.test_fraction.",
+    )
     BAD_FAN_OUTS = (
         auto(),
         INVALID_ARGUMENT,

@@ -34,6 +34,41 @@ from atlas_graph.packing import get_dir
 from atlas_graph.partitioning import Estimate, estimate, memory_budget, refuse_if_too_big
 from atlas_graph.runtime import GraphRuntime, open_runtime
 from atlas_graph.tables import idempotency
+from atlas_graph.tasks import LINK_PREDICTION, MIN_LINK_EDGES, TASKS, link_options
+
+
+def _check_link(spec: pb.LinkPredictionSpec, num_edges: int) -> None:
+    """Refuse link-prediction options that cannot give a model and a measured AUC / MRR."""
+    for name in ("test_fraction", "val_fraction"):
+        value = getattr(spec, name)
+        if not 0 <= value < 1:
+            raise InvalidArgument(
+                f"train.link_prediction.{name} {value} must be in [0, 1) (0 means the default)",
+                reason="BAD_LINK_SPLIT",
+            )
+    for name in ("num_negatives", "eval_negatives"):
+        if getattr(spec, name) < 0:
+            raise InvalidArgument(
+                f"train.link_prediction.{name} must be >= 0 (0 means the default)",
+                reason="BAD_SIZE",
+            )
+    options = link_options(spec)
+    test, train = options["test_fraction"], 1 - options["test_fraction"] - options["val_fraction"]
+    if train <= 0:
+        raise InvalidArgument(
+            "train.link_prediction.test_fraction + val_fraction must be below 1, leaving edges "
+            "to train on",
+            reason="BAD_LINK_SPLIT",
+        )
+    if num_edges * min(test, train) < MIN_LINK_EDGES:
+        raise InvalidArgument(
+            f"train.task link prediction: the graph has {num_edges} edges, so "
+            f"train.link_prediction.test_fraction {test:g} leaves about "
+            f"{num_edges * test:.0f} test and {num_edges * train:.0f} training edges; it "
+            f"needs at least {MIN_LINK_EDGES} of each (import more edges or change the "
+            "fractions)",
+            reason="NOT_ENOUGH_EDGES",
+        )
 
 
 class GraphService:
@@ -132,7 +167,20 @@ class GraphService:
             raise InvalidArgument(
                 f"train.backend {spec.backend!r} is not gloo or nccl", reason="BAD_BACKEND"
             )
-        if not part["num_classes"]:
+        if spec.task not in TASKS:
+            raise InvalidArgument(
+                f"train.task {spec.task} is not a GraphTask: use GRAPH_TASK_NODE_CLASSIFICATION "
+                "or GRAPH_TASK_LINK_PREDICTION",
+                reason="UNKNOWN_TASK",
+            )
+        if TASKS[spec.task] == LINK_PREDICTION:
+            _check_link(spec.link_prediction, int(part["edge_boundaries"][-1]))
+        elif spec.HasField("link_prediction"):
+            raise InvalidArgument(
+                "train.link_prediction is set but train.task is not GRAPH_TASK_LINK_PREDICTION",
+                reason="UNKNOWN_TASK",
+            )
+        elif not part["num_classes"]:
             raise FailedPrecondition("the graph has no labels to train on", reason="NOT_TRAINABLE")
         if not part["node_feature_dims"]:
             raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")

@@ -16,6 +16,10 @@ from atlas_core.cli._output import show, structured
 from atlas_core.clients.graph import GraphClient
 
 _MODELS = {"graphsage": pb.GNN_MODEL_GRAPHSAGE, "gat": pb.GNN_MODEL_GAT}
+_TASKS = {
+    "node_classification": pb.GRAPH_TASK_NODE_CLASSIFICATION,
+    "link_prediction": pb.GRAPH_TASK_LINK_PREDICTION,
+}
 _METHODS = {"metis": pb.PARTITION_METHOD_METIS, "random": pb.PARTITION_METHOD_RANDOM}
 
 
@@ -152,7 +156,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         skip_serving_bundle=args.no_serving_bundle,
         embeddings_feature_group=args.embeddings_group,
         seed=args.seed,
+        task=_TASKS[args.task],
     )
+    if args.task == "link_prediction":
+        spec.link_prediction.CopyFrom(
+            pb.LinkPredictionSpec(test_fraction=args.test_fraction, num_negatives=args.negatives)
+        )
     with _client(args) as client:
         return _submitted(client, client.train(spec), args.wait)
 
@@ -250,10 +259,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("partitioning_id")
     p.add_argument("--trainers", type=int, default=1)
     p.add_argument("--model", choices=sorted(_MODELS), default="graphsage")
+    p.add_argument("--task", choices=sorted(_TASKS), default="node_classification")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.0, help="link prediction: held-out pairs"
+    )
+    p.add_argument("--negatives", type=int, default=0, help="link prediction: negatives per edge")
     p.add_argument("--fan-outs", default="10,10", help="per layer, comma-separated")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=512, help="global: split over the trainers")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embeddings", action="store_true", help="also write node embeddings")

@@ -1,5 +1,6 @@
-"""GAT training through the graph service's API: a small SBM graph, one partition, one trainer;
-the job succeeds, trains a GAT (attention weights in the bundle) and beats chance."""
+"""GAT training through the graph service's API, distributed: a small SBM graph in two
+partitions, two trainers; the job succeeds, trains a GAT (attention weights in the bundle) and
+beats chance."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ async def test_gat_training_job_succeeds_above_chance(graph_harness: GraphHarnes
     ).graph
     part = (
         await run_job(
-            stub, partition_graph=pb.PartitionGraphSpec(graph_id=graph.graph_id, num_partitions=1)
+            stub, partition_graph=pb.PartitionGraphSpec(graph_id=graph.graph_id, num_partitions=2)
         )
     ).partitioning
     ref = common_pb2.GraphRef(graph_id=graph.graph_id, partitioning_id=part.partitioning_id)
@@ -46,7 +47,7 @@ async def test_gat_training_job_succeeds_above_chance(graph_harness: GraphHarnes
         timeout=180,
         train=pb.TrainGraphSpec(
             ref=ref,
-            num_trainers=1,
+            num_trainers=2,
             model=pb.GNN_MODEL_GAT,
             fan_outs=[10, 10],
             hidden_dims=16,

@@ -23,6 +23,7 @@ from atlas_graph.idmap import IdTranslation, RangeMap
 from atlas_graph.packing import get_dir, ref_dict
 from atlas_graph.partitioning import GRAPH_NAME
 from atlas_graph.runtime import GraphRuntime
+from atlas_graph.tasks import LINK_PREDICTION, NODE_CLASSIFICATION, TASKS, link_options
 from atlas_graph.training.cluster import (
     ClusterFailed,
     LocalCluster,
@@ -82,7 +83,17 @@ def _job_config(
         bundle = _download(rt, infer.model_bundle.uri, work / "bundle.pt")
         state = torch.load(bundle, map_location="cpu")
         extra = state.get("train", {})
+        task = extra.get("task", NODE_CLASSIFICATION)
+        if task == LINK_PREDICTION and infer.write_predictions:
+            raise InvalidArgument(
+                "infer.write_predictions: the model bundle is a link-prediction model, which "
+                "has no class predictions; ask for write_embeddings",
+                reason="NO_OUTPUT",
+            )
         cfg.update(
+            task=task,
+            link=extra.get("link"),
+            split_seed=extra.get("split_seed", 0),
             num_servers=1,
             num_trainers=1,
             backend="gloo",
@@ -97,16 +108,22 @@ def _job_config(
         )
         return cfg
     assert spec is not None
+    task = TASKS[spec.task]
+    hidden = spec.hidden_dims or 64
     model = {
         "model": MODELS[spec.model],
         "in_dims": part["node_feature_dims"],
-        "hidden": spec.hidden_dims or 64,
-        "classes": part["num_classes"],
+        "hidden": hidden,
+        # Link prediction scores edges by the output layer's dot product: it is the embedding.
+        "classes": hidden if task == LINK_PREDICTION else part["num_classes"],
         "layers": len(spec.fan_outs),
         "dropout": spec.dropout,
         "heads": spec.num_heads or 4,
     }
     cfg.update(
+        task=task,
+        link=link_options(spec.link_prediction) if task == LINK_PREDICTION else None,
+        split_seed=spec.link_prediction.split_seed,
         num_servers=spec.num_servers or 1,
         num_trainers=spec.num_trainers or 1,
         backend=spec.backend or ("nccl" if torch.cuda.is_available() else "gloo"),
@@ -118,7 +135,7 @@ def _job_config(
         checkpoint_every_epochs=spec.checkpoint_every_epochs or 1,
         write_embeddings=spec.write_embeddings or bool(spec.embeddings_feature_group),
         embeddings_feature_group=spec.embeddings_feature_group,
-        write_serving_bundle=not spec.skip_serving_bundle,
+        write_serving_bundle=not spec.skip_serving_bundle and task == NODE_CLASSIFICATION,
         seed=spec.seed,
     )
     resume = ctx.last_checkpoint()
@@ -138,10 +155,8 @@ def run_train_job(
     assert spec is not None or infer is not None  # a train or an infer job
     ref = spec.ref if spec is not None else infer.ref  # type: ignore[union-attr]  # asserted above
     part = rt.catalog.get_partitioning(ref.graph_id, ref.partitioning_id)
-    if not part["num_classes"] or not part["node_feature_dims"]:
-        raise FailedPrecondition(
-            "the graph has no labels or no node features", reason="NOT_TRAINABLE"
-        )
+    if not part["node_feature_dims"]:
+        raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")
     work = rt.work_root / "jobs" / ctx.job_id
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -149,6 +164,10 @@ def run_train_job(
         ctx.report(0.01, "fetching partitions")
         part_config = _fetch_partitions(rt, part, work)
         cfg = _job_config(rt, ctx, spec, infer, part, work, part_config)
+        if cfg["task"] == NODE_CLASSIFICATION and not part["num_classes"]:
+            raise FailedPrecondition(
+                "the graph has no labels to classify nodes by", reason="NOT_TRAINABLE"
+            )
         hosts = list(spec.hosts) if spec is not None else []
         (work / "ip_config.txt").write_text(ip_config_text([], cfg["num_partitions"]))
         threads = max(1, (os.cpu_count() or 1) // cfg["num_trainers"])
@@ -214,7 +233,7 @@ class _Relay:
         epochs = max(1, self.cfg["epochs"])
         if kind == "epoch":
             self.epoch_seconds.append(event["seconds"])
-            self.metrics.update(loss=event["loss"], train_accuracy=event["train_accuracy"])
+            self.metrics.update({k: event[k] for k in ("loss", "train_accuracy") if k in event})
             self.ctx.report(
                 min(0.9, 0.05 + 0.85 * event["epoch"] / epochs),
                 f"epoch {event['epoch']}/{epochs}: loss {event['loss']:.4f}",
@@ -249,8 +268,9 @@ def _publish(
 
     out = Path(cfg["out_dir"])
     ranks = range(cfg["num_trainers"])
+    link = cfg.get("task") == LINK_PREDICTION
     new_ids = np.concatenate([np.load(out / f"rank{r}-ids.npy") for r in ranks])
-    scores = np.concatenate([np.load(out / f"rank{r}-scores.npy") for r in ranks])
+    scores = None if link else np.concatenate([np.load(out / f"rank{r}-scores.npy") for r in ranks])
     translation = IdTranslation(
         work / "idmap",
         {"node": RangeMap(part["node_boundaries"]), "edge": RangeMap(part["edge_boundaries"])},
@@ -271,8 +291,8 @@ def _publish(
         "epoch_time_s": float(np.mean(relay.epoch_seconds)) if relay.epoch_seconds else 0.0,
     }
     base = f"graph-jobs/{ctx.job_id}"
-    want_pred = infer.write_predictions if infer is not None else True
-    if want_pred:
+    want_pred = infer.write_predictions if infer is not None else not link
+    if want_pred and scores is not None:
         kept = scores[keep]
         table = pa.table(
             {
@@ -308,7 +328,12 @@ def _publish(
             "epoch": cfg["epochs"],
             "model": torch.load(out / "model.pt"),
             "config": cfg["model"],
-            "train": {"fan_outs": cfg["fan_outs"]},
+            "train": {
+                "fan_outs": cfg["fan_outs"],
+                "task": cfg["task"],
+                "link": cfg["link"],
+                "split_seed": cfg["split_seed"],
+            },
             "graph_id": part["graph_id"],
             "partitioning_id": part["partitioning_id"],
         }
@@ -323,7 +348,7 @@ def _publish(
             "sha256": infer.model_bundle.sha256,
             "size_bytes": infer.model_bundle.size_bytes,
         }
-    if cfg.get("write_serving_bundle") and scores.shape[1] >= 2:
+    if cfg.get("write_serving_bundle") and scores is not None and scores.shape[1] >= 2:
         labels = np.concatenate([np.load(out / f"rank{r}-labels.npy") for r in ranks])
         result["serving_bundle"] = _serving_bundle(rt, ctx, part, originals, scores, labels, result)
     if not len(ids) and infer is not None:

@@ -54,6 +54,17 @@ def rank_share(
     return every[torch.arange(rank * share, (rank + 1) * share) % len(every)]
 
 
+def rank_batch(global_batch: int, world: int) -> int:
+    """Each trainer's share of the spec's (global) batch size.
+
+    With W trainers each takes ceil(B / W) of its 1/W of the training nodes per step, so an
+    epoch is the same number of optimizer steps whatever W is, and DDP's gradient average over
+    the W equal shares is the gradient of one batch of B: the trainer count changes the speed,
+    not the model trained at a given epoch (docs/graph.md, "Trainer count").
+    """
+    return max(1, -(-global_batch // world))
+
+
 def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(cfg["seed"] + rank)
@@ -69,7 +80,7 @@ def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
             opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    loader = _loader(graph, train_nid, cfg["fan_outs"], cfg["batch_size"], True)
+    loader = _loader(graph, train_nid, cfg["fan_outs"], rank_batch(cfg["batch_size"], world), True)
     every = max(1, cfg["checkpoint_every_epochs"])
     for epoch in range(start_epoch, cfg["epochs"]):
         ddp.train()

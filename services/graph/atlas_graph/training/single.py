@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -57,4 +58,70 @@ def train_single(
         out[mask.replace("mask", "accuracy")] = float(
             (pred[m] == g.ndata["label"][m]).float().mean()
         )
+    return out
+
+
+def train_single_link(
+    graph: GraphData,
+    model_cfg: dict[str, Any],
+    fan_outs: list[int],
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    link: dict[str, Any],
+    split_seed: int = 0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Link prediction in one process: the same split (by node ids, so give the graph in
+    the partitioning's new-id order to compare with a distributed job), sampler, negatives
+    and metrics as :mod:`~atlas_graph.training.link_loop`. Returns val/test AUC and MRR."""
+    import dgl
+
+    from atlas_graph.training.link_loop import edge_scores
+    from atlas_graph.training.link_split import (
+        TEST,
+        TRAIN,
+        VAL,
+        EdgeSplit,
+        excluding_sampler,
+        link_metrics,
+    )
+
+    torch.manual_seed(seed)
+    g = graph.to_dgl()
+    split = EdgeSplit(link["val_fraction"], link["test_fraction"], split_seed)
+    side = split.part(graph.src, graph.dst)
+    model = build_model(model_cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    sampler = dgl.dataloading.as_edge_prediction_sampler(
+        excluding_sampler(fan_outs, split),
+        exclude="self",
+        negative_sampler=dgl.dataloading.negative_sampler.Uniform(link["negatives"]),
+    )
+    train_eids = torch.from_numpy(np.nonzero(side == TRAIN)[0])
+    loader = dgl.dataloading.DataLoader(g, train_eids, sampler, batch_size=batch_size, shuffle=True)
+    for _ in range(epochs):
+        model.train()
+        for input_nodes, pos_graph, neg_graph, blocks in loader:
+            h = model(blocks, g.ndata["feat"][input_nodes])
+            pos, neg = edge_scores(pos_graph, h), edge_scores(neg_graph, h)
+            loss = F.binary_cross_entropy_with_logits(
+                torch.cat([pos, neg]), torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    emb = torch.empty(g.num_nodes(), model_cfg["classes"])
+    full = excluding_sampler([-1] * len(fan_outs), split)
+    with torch.no_grad():
+        for input_nodes, seeds, blocks in dgl.dataloading.DataLoader(
+            g, torch.arange(g.num_nodes()), full, batch_size=2048
+        ):
+            emb[seeds] = model(blocks, g.ndata["feat"][input_nodes])
+    out = {}
+    for name, kind in (("val", VAL), ("test", TEST)):
+        m = side == kind
+        scored = link_metrics(emb, graph.src[m], graph.dst[m], link["eval_negatives"], split_seed)
+        out.update({f"{name}_{k}": v for k, v in scored.items()})
     return out

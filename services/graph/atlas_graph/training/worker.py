@@ -65,6 +65,7 @@ def run_trainer(cfg: dict[str, Any]) -> None:
     import dgl
     import torch
 
+    from atlas_graph.training.link_loop import train_link_prediction
     from atlas_graph.training.loop import train_and_infer
 
     if cfg.get("shm_tag"):
@@ -77,7 +78,10 @@ def run_trainer(cfg: dict[str, Any]) -> None:
         gpb = dgl.distributed.load_partition_book(cfg["part_config"], 0)[0]
     graph = dgl.distributed.DistGraph(cfg["graph_name"], gpb=gpb)
     started = time.monotonic()
-    train_and_infer(cfg, graph, emit)
+    if cfg.get("task") == "link_prediction":
+        train_link_prediction(cfg, graph, emit)
+    else:
+        train_and_infer(cfg, graph, emit)
     emit("finished", seconds=time.monotonic() - started)
     torch.distributed.destroy_process_group()
 

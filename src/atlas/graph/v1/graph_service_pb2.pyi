@@ -40,6 +40,12 @@ class GnnModel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GNN_MODEL_GRAPHSAGE: _ClassVar[GnnModel]
     GNN_MODEL_GAT: _ClassVar[GnnModel]
 
+class GraphTask(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GRAPH_TASK_UNSPECIFIED: _ClassVar[GraphTask]
+    GRAPH_TASK_NODE_CLASSIFICATION: _ClassVar[GraphTask]
+    GRAPH_TASK_LINK_PREDICTION: _ClassVar[GraphTask]
+
 class GraphJobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     GRAPH_JOB_KIND_UNSPECIFIED: _ClassVar[GraphJobKind]
@@ -63,6 +69,9 @@ ID_KIND_EDGE: IdKind
 GNN_MODEL_UNSPECIFIED: GnnModel
 GNN_MODEL_GRAPHSAGE: GnnModel
 GNN_MODEL_GAT: GnnModel
+GRAPH_TASK_UNSPECIFIED: GraphTask
+GRAPH_TASK_NODE_CLASSIFICATION: GraphTask
+GRAPH_TASK_LINK_PREDICTION: GraphTask
 GRAPH_JOB_KIND_UNSPECIFIED: GraphJobKind
 GRAPH_JOB_KIND_IMPORT: GraphJobKind
 GRAPH_JOB_KIND_GENERATE: GraphJobKind
@@ -425,8 +434,22 @@ class TranslateIdsResponse(_message.Message):
     original_string_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, new_ids: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., local_ids: _Optional[_Iterable[int]] = ..., original_int64_ids: _Optional[_Iterable[int]] = ..., original_string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class LinkPredictionSpec(_message.Message):
+    __slots__ = ("test_fraction", "val_fraction", "num_negatives", "eval_negatives", "split_seed")
+    TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    VAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    NUM_NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    EVAL_NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_SEED_FIELD_NUMBER: _ClassVar[int]
+    test_fraction: float
+    val_fraction: float
+    num_negatives: int
+    eval_negatives: int
+    split_seed: int
+    def __init__(self, test_fraction: _Optional[float] = ..., val_fraction: _Optional[float] = ..., num_negatives: _Optional[int] = ..., eval_negatives: _Optional[int] = ..., split_seed: _Optional[int] = ...) -> None: ...
+
 class TrainGraphSpec(_message.Message):
-    __slots__ = ("ref", "num_trainers", "num_servers", "model", "fan_outs", "hidden_dims", "num_heads", "dropout", "epochs", "batch_size", "learning_rate", "checkpoint_every_epochs", "resume_from", "write_embeddings", "write_predictions", "backend", "resources", "seed", "params", "hosts", "skip_serving_bundle", "embeddings_feature_group")
+    __slots__ = ("ref", "num_trainers", "num_servers", "model", "fan_outs", "hidden_dims", "num_heads", "dropout", "epochs", "batch_size", "learning_rate", "checkpoint_every_epochs", "resume_from", "write_embeddings", "write_predictions", "backend", "resources", "seed", "params", "hosts", "skip_serving_bundle", "embeddings_feature_group", "task", "link_prediction")
     REF_FIELD_NUMBER: _ClassVar[int]
     NUM_TRAINERS_FIELD_NUMBER: _ClassVar[int]
     NUM_SERVERS_FIELD_NUMBER: _ClassVar[int]
@@ -449,6 +472,8 @@ class TrainGraphSpec(_message.Message):
     HOSTS_FIELD_NUMBER: _ClassVar[int]
     SKIP_SERVING_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FEATURE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    LINK_PREDICTION_FIELD_NUMBER: _ClassVar[int]
     ref: _common_pb2.GraphRef
     num_trainers: int
     num_servers: int
@@ -471,7 +496,9 @@ class TrainGraphSpec(_message.Message):
     hosts: _containers.RepeatedScalarFieldContainer[str]
     skip_serving_bundle: bool
     embeddings_feature_group: str
-    def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., num_trainers: _Optional[int] = ..., num_servers: _Optional[int] = ..., model: _Optional[_Union[GnnModel, str]] = ..., fan_outs: _Optional[_Iterable[int]] = ..., hidden_dims: _Optional[int] = ..., num_heads: _Optional[int] = ..., dropout: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., backend: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., hosts: _Optional[_Iterable[str]] = ..., skip_serving_bundle: bool = ..., embeddings_feature_group: _Optional[str] = ...) -> None: ...
+    task: GraphTask
+    link_prediction: LinkPredictionSpec
+    def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., num_trainers: _Optional[int] = ..., num_servers: _Optional[int] = ..., model: _Optional[_Union[GnnModel, str]] = ..., fan_outs: _Optional[_Iterable[int]] = ..., hidden_dims: _Optional[int] = ..., num_heads: _Optional[int] = ..., dropout: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., backend: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., hosts: _Optional[_Iterable[str]] = ..., skip_serving_bundle: bool = ..., embeddings_feature_group: _Optional[str] = ..., task: _Optional[_Union[GraphTask, str]] = ..., link_prediction: _Optional[_Union[LinkPredictionSpec, _Mapping]] = ...) -> None: ...
 
 class InferGraphSpec(_message.Message):
     __slots__ = ("ref", "model_bundle", "write_embeddings", "write_predictions", "node_int64_ids", "node_string_ids")
