@@ -178,6 +178,19 @@ class DataReason(Reason):
         "The online store (LMDB or Redis) cannot be opened or reached.",
         "Retry; check the store's path or URL.",
     )
+    DASK_UNAVAILABLE = (
+        auto(),
+        UNAVAILABLE,
+        "A matching job cannot reach the Dask scheduler set in dask.scheduler_address.",
+        "Start the scheduler or fix the address; retry the job.",
+    )
+    MATCH_SHARD_LOST = (
+        auto(),
+        UNAVAILABLE,
+        "A shard of a Dask matching job failed on the cluster (its worker kept dying); the "
+        "job published nothing.",
+        "Retry the job; check the Dask workers' memory and logs (the shard is named).",
+    )
     ONLINE_SHARD_UNAVAILABLE = (
         auto(),
         UNAVAILABLE,
