@@ -4,6 +4,7 @@ settings. The contract itself runs on both backends in test_online_store.py."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from atlas_core.errors import InvalidArgument, Unavailable
 from atlas_data.online import OnlineStoreSettings, open_online_store
 from atlas_data.online._shard_routing import HashRing, stable_hash64
 from atlas_data.schema import RecordLayout
-from tests.support.redis_nodes import RedisNodes
+from tests.support.redis_nodes import REDIS_CLI, RedisNodes
 from tests.unit.data.conftest import expected_vector, remove_prefix, wide_batch, wide_spec
 
 WIDE = RecordLayout.for_spec(wide_spec())
@@ -175,3 +176,40 @@ def test_sharded_settings_need_distinct_nodes_and_cluster_prefixes_without_brace
                 redis_key_prefix="{a}",
             )
         )
+
+
+@pytest.mark.slow
+def test_cluster_reads_and_writes_follow_slots_moved_by_resharding(tmp_path: Path) -> None:
+    with RedisNodes(tmp_path / "redis", cluster=True) as nodes:
+        config = settings(nodes, "redis_cluster")
+        keys = list(range(300))
+        with open_online_store(config) as store:
+            store.write("users", wide_batch(keys, [5] * 300), ingestion_time_us=1, schema_version=1)
+            source = nodes.ports[0]
+            before = entities_on(nodes, source, config.redis_key_prefix)
+            with redis.Redis(port=source) as client:
+                source_id = client.cluster("myid")
+            with redis.Redis(port=nodes.ports[1]) as client:
+                target_id = client.cluster("myid")
+            # Move half of the first node's slots (with their keys) while the store's slot map
+            # still says they live there: its next calls get MOVED and must follow.
+            subprocess.run(
+                [REDIS_CLI, "--cluster", "reshard", f"127.0.0.1:{source}"]
+                + ["--cluster-from", source_id, "--cluster-to", target_id]
+                + ["--cluster-slots", "2730", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            moved = before - entities_on(nodes, source, config.redis_key_prefix)
+            assert moved  # some of the entities' slots changed node
+            rows = store.read_rows("users", keys, WIDE)
+            assert rows.found.all() and rows.event_time_us.tolist() == [5] * 300
+            outcome = store.write(
+                "users",
+                wide_batch(sorted(moved), [6] * len(moved)),
+                ingestion_time_us=2,
+                schema_version=1,
+            )
+            assert (outcome.written, outcome.stale) == (len(moved), 0)
+            assert store.count("users") == 300
