@@ -60,11 +60,10 @@ def cluster() -> Iterator[tuple[distributed.LocalCluster, distributed.Client]]:
 
 @asynccontextmanager
 async def dask_data_service(
-    tmp_path: Path, s3: S3Settings, scheduler: str
+    tmp_path: Path, s3: S3Settings, scheduler: str, **dask_settings: float
 ) -> AsyncIterator[DataHarness]:
-    settings = data_settings(tmp_path, s3).model_copy(
-        update={"dask": DaskSettings(scheduler_address=scheduler, shards=4)}
-    )
+    dask_config = DaskSettings(scheduler_address=scheduler, **{"shards": 4, **dask_settings})
+    settings = data_settings(tmp_path, s3).model_copy(update={"dask": dask_config})
     service = DataService.open(settings)
     service.start()
     server = create_server(settings.server, data_service_defs(service))
@@ -269,3 +268,21 @@ async def test_a_worker_lost_too_often_fails_the_job_naming_the_shard_and_publis
             assert "nothing was published" in message
             listed = await harness.stub.ListDatasets(pb.ListDatasetsRequest())
             assert "gone" not in [d.name for d in listed.datasets]
+
+
+async def test_an_unreachable_scheduler_fails_the_job_naming_its_address(
+    tmp_path: Path, s3_settings: S3Settings
+) -> None:
+    from tests.support.processes import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    async with dask_data_service(
+        tmp_path, s3_settings, address, connect_timeout_seconds=1
+    ) as harness:
+        samples_ref, _ = await seed(harness)
+        job_id = await submit(harness, match_spec(samples_ref, pb.MATCH_MODE_AS_OF, "nope"))
+        done = await wait_job(harness.stub, job_id, timeout=90)
+        assert done.status.state == common_pb2.JOB_STATE_FAILED
+        assert address in done.status.error.message, done.status.error.message
+        listed = await harness.stub.ListDatasets(pb.ListDatasetsRequest())
+        assert "nope" not in [d.name for d in listed.datasets]
