@@ -54,6 +54,13 @@ class OnlineStoreSettings(StrictModel):
                 )
             if len(set(self.redis_nodes)) != len(self.redis_nodes):
                 raise ValueError("redis_nodes lists a node twice")
+        if self.backend == "redis_cluster" and (
+            "{" in self.redis_key_prefix or "}" in self.redis_key_prefix
+        ):
+            raise ValueError(
+                f"redis_key_prefix {self.redis_key_prefix!r} holds a brace: on Redis Cluster "
+                "the braces of a key are its hash tag"
+            )
         return self
 
 

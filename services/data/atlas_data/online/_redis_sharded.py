@@ -40,7 +40,7 @@ import redis
 from redis.cluster import ClusterNode
 from redis.commands.core import Script
 
-from atlas_core.errors import InvalidArgument, ResourceExhausted, Unavailable
+from atlas_core.errors import ResourceExhausted, Unavailable
 from atlas_data.online._base import (
     EntityKeys,
     OnlineStore,
@@ -206,12 +206,7 @@ class ClusterRouter(ShardRouter):
     ``<prefix>{<group>#<bucket>}``."""
 
     def __init__(self, urls: Sequence[str], *, prefix: bytes, timeout_seconds: float) -> None:
-        if b"{" in prefix or b"}" in prefix:
-            raise InvalidArgument(
-                f"online.redis_key_prefix {prefix.decode()!r} holds a brace: on Redis Cluster "
-                "the braces of the key are the entity's hash tag"
-            )
-        self._prefix = prefix
+        self._prefix = prefix  # brace-free: checked by OnlineStoreSettings
         first = urlsplit(urls[0])
         try:
             self._cluster = redis.RedisCluster(
