@@ -24,6 +24,14 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
+def skip_without_redis_server() -> None:
+    """Skip the calling test where Debian's redis-server package is not installed."""
+    import pytest
+
+    if not (Path(REDIS_SERVER).exists() and Path(REDIS_CLI).exists()):
+        pytest.skip("redis-server/redis-cli are not installed (Debian package redis-server)")
+
+
 def _bindable(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -52,6 +60,8 @@ class RedisNodes:
     ``cluster-require-full-coverage no`` so the other nodes keep serving when one is down)."""
 
     def __init__(self, workdir: Path, count: int = 3, *, cluster: bool = False) -> None:
+        if not Path(REDIS_SERVER).exists():
+            raise FileNotFoundError(f"{REDIS_SERVER} is missing: install Debian's redis-server")
         self.workdir = workdir
         self.cluster = cluster
         self.ports = [free_cluster_port() for _ in range(count)]

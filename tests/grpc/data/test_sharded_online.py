@@ -21,12 +21,17 @@ from atlas_core.rpc.status import error_from_rpc
 from atlas_data.online import OnlineStoreSettings
 from atlas_data.service import DataService
 from atlas_data.servicer import data_service_defs
-from tests.support.redis_nodes import RedisNodes
+from tests.support.redis_nodes import RedisNodes, skip_without_redis_server
 
 from .conftest import TOKEN, data_settings
 from .test_feature_store import DIMS, put, record, ref, spec
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(autouse=True)
+def _redis_server_installed() -> None:
+    skip_without_redis_server()
 
 
 @asynccontextmanager

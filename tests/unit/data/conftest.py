@@ -20,7 +20,7 @@ from atlas_data.schema import (
     categories_of,
     validate_spec,
 )
-from tests.support.redis_nodes import RedisNodes
+from tests.support.redis_nodes import RedisNodes, skip_without_redis_server
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # Every backend the contract suite runs against (Optuna's STORAGE_MODES pattern).
@@ -40,6 +40,7 @@ def _redis_unreachable_reason() -> str | None:
 def redis_shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNodes]:
     """Three standalone redis-server processes shared by the session's tests (each test
     uses its own key prefix); tests that stop a node start their own."""
+    skip_without_redis_server()
     with RedisNodes(tmp_path_factory.mktemp("redis-shards")) as nodes:
         yield nodes
 
@@ -47,6 +48,7 @@ def redis_shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNodes]:
     """A three-node Redis Cluster shared by the session's tests."""
+    skip_without_redis_server()
     with RedisNodes(tmp_path_factory.mktemp("redis-cluster"), cluster=True) as nodes:
         yield nodes
 

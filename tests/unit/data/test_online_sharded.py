@@ -17,11 +17,16 @@ from atlas_core.errors import Unavailable
 from atlas_data.online import OnlineStoreSettings, open_online_store
 from atlas_data.online._shard_routing import HashRing, stable_hash64
 from atlas_data.schema import RecordLayout
-from tests.support.redis_nodes import REDIS_CLI, RedisNodes
+from tests.support.redis_nodes import REDIS_CLI, RedisNodes, skip_without_redis_server
 from tests.unit.data.conftest import expected_vector, remove_prefix, wide_batch, wide_spec
 
 WIDE = RecordLayout.for_spec(wide_spec())
 MODES = ["redis_sharded", "redis_cluster"]
+
+
+@pytest.fixture(autouse=True)
+def _redis_server_installed() -> None:
+    skip_without_redis_server()
 
 
 def settings(nodes: RedisNodes, backend: str, **extra: object) -> OnlineStoreSettings:
