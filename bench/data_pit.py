@@ -4,6 +4,8 @@
                                         # features (5,000,000 rows), 1,000,000 samples
     python bench/data_pit.py --quick    # 1/20 scale (10,000 entities, 50,000 samples)
     python bench/data_pit.py --no-feast # skip the Feast side
+    python bench/data_pit.py --dask     # only the Dask section (~1-2 min)
+    python bench/data_pit.py --no-dask  # skip it
 
 Workload (generator `make_workload`, seed 20240601): entity ids are distinct int64s; entity
 e's snapshot k has event time 2024-01-01 + k days + uniform jitter within that day, and an
@@ -24,6 +26,16 @@ column, so both sides compute the same as-of join; the matched counts are compar
 Writes bench/results/data_pit.json (and a dated copy, see _results.py) with keys join_s,
 peak_rss_gb, rows_per_s, feast_rows_per_s (null when Feast could not run; the reason is printed and
 recorded). Targets: join <= 60 s on 2 cores, peak RSS <= 8 GB, >= 20x Feast's rows/s.
+
+Dask section (after the main one, or alone with ``--dask``, which writes its keys into the
+latest data_pit.json beside the other sections'): always at 1/20 scale (the --quick workload,
+250,000 history rows, 50,000 samples). A child process starts a dask.distributed LocalCluster
+of two worker processes (one thread each), warms the workers up with a small join, then times,
+on the same tables, the single-process join and ``dask_point_in_time_join`` with 4 shards
+(as-of, then as-known-at), and compares the outputs row for row (``Table.equals``). Keys:
+``pit_dask_2w_rows_per_s``, ``pit_single_rows_per_s`` (the same data in one process, same
+run), ``pit_dask_identical`` (both modes). On 2 cores two workers add transfer and
+serialization, not cores: the figure is a report, not a target.
 """
 
 from __future__ import annotations
@@ -187,6 +199,90 @@ def child(scale: int, slice_dir: str) -> None:
     )
 
 
+def dask_child(scale: int) -> None:
+    """The Dask section: single-process vs 2-worker Dask join on the same tables."""
+    import distributed
+
+    from atlas_data.matching import point_in_time_join
+    from atlas_data.matching_dask import dask_point_in_time_join
+
+    sizes = {k: (v if k in ("snapshots", "features") else v // scale) for k, v in FULL.items()}
+    history, samples = make_workload(**sizes)
+    args = {
+        "entity_column": "entity_id",
+        "timestamp_column": "event_timestamp",
+        "history_entity_column": "entity_id",
+        "event_time_column": "event_time",
+        "features": [c for c in history.column_names if c.startswith("f")],
+        "ttl_seconds": None,
+    }
+    out: dict = {"history_rows": history.num_rows, "samples": samples.num_rows, "modes": {}}
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        warm = history.slice(0, 1000)  # workers import the join on their first task
+        dask_point_in_time_join(
+            client, samples.slice(0, 100), history=warm, shards=4, as_known_at=False, **args
+        )
+        for known in (False, True):
+            t0 = time.perf_counter()
+            single = point_in_time_join(samples, history=history, as_known_at=known, **args)
+            single_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            sharded = dask_point_in_time_join(
+                client, samples, history=history, shards=4, as_known_at=known, **args
+            )
+            dask_s = time.perf_counter() - t0
+            identical = bool(
+                sharded.table.combine_chunks().equals(single.table.combine_chunks())
+                and (sharded.matched == single.matched).all()
+            )
+            out["modes"]["as_known_at" if known else "as_of"] = {
+                "single_s": single_s,
+                "dask_s": dask_s,
+                "identical": identical,
+                "matched": single.matched_count,
+            }
+            del single, sharded
+    out["workers"], out["shards"] = 2, 4
+    print(json.dumps(out), flush=True)
+
+
+def run_dask_section() -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--dask-child", "--scale", str(SLICE)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        sys.exit(f"the Dask section failed:\n{proc.stderr[-3000:]}")
+    d = json.loads(proc.stdout.strip().splitlines()[-1])
+    as_of = d["modes"]["as_of"]
+    print(
+        f"Dask section: {d['history_rows']:,} history rows, {d['samples']:,} samples, "
+        f"{d['workers']} workers x 1 thread, {d['shards']} shards"
+    )
+    print(
+        f"{'mode':<14}{'single s':>10}{'dask s':>10}{'single rows/s':>15}{'dask rows/s':>14}  same"
+    )
+    for mode, m in d["modes"].items():
+        print(
+            f"{mode:<14}{m['single_s']:>10.2f}{m['dask_s']:>10.2f}"
+            f"{d['samples'] / m['single_s']:>15,.0f}{d['samples'] / m['dask_s']:>14,.0f}"
+            f"  {'yes' if m['identical'] else 'NO'}"
+        )
+    return {
+        "pit_dask_2w_rows_per_s": round(d["samples"] / as_of["dask_s"], 1),
+        "pit_single_rows_per_s": round(d["samples"] / as_of["single_s"], 1),
+        "pit_dask_identical": all(m["identical"] for m in d["modes"].values()),
+        "dask_detail": d,
+    }
+
+
 FEAST_RUNNER = r"""
 import json, sys, time
 from datetime import timedelta
@@ -277,11 +373,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1/20 scale")
     parser.add_argument("--no-feast", action="store_true")
     parser.add_argument("--feast-timeout", type=float, default=1800)
+    parser.add_argument("--dask", action="store_true", help="only the Dask section")
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask section")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--dask-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.scale, args.child)
+        return
+    if args.dask_child:
+        dask_child(args.scale)
+        return
+    if args.dask:
+        latest = Path(__file__).parent / "results" / "data_pit.json"
+        result = json.loads(latest.read_text()) if latest.exists() else {}
+        result.setdefault("previous_run", result.pop("run", None))
+        result.update(run_dask_section())
+        print(f"wrote {write_results('data_pit', result)}")
         return
     scale = SLICE if args.quick else 1
     with tempfile.TemporaryDirectory(prefix="atlas-bench-pit-") as slice_dir:
@@ -350,6 +459,8 @@ def main() -> None:
         "command": "python bench/data_pit.py" + (" --quick" if args.quick else ""),
         "detail": {**ours, "feast": feast, "slice_rows_per_s": slice_rps},
     }
+    if not args.no_dask:
+        result.update(run_dask_section())
     print(f"wrote {write_results('data_pit', result, quick=args.quick)}")
 
 

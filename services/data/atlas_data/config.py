@@ -16,8 +16,21 @@ class IngestSettings(StrictModel):
     offline_flush_seconds: float = 5.0
 
 
+class DaskSettings(StrictModel):
+    """Where point-in-time matching runs: in the job process, or on a dask.distributed
+    cluster (each worker joins the shards of entities it is given; workers need atlas-data
+    installed)."""
+
+    # Scheduler address, e.g. tcp://10.0.0.5:8786; empty: join in the job process.
+    scheduler_address: str = ""
+    # Shards per feature-group join; 0: two per worker connected when the job starts.
+    shards: int = Field(default=0, ge=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
 class DataSettings(ServiceSettings):
     online: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     native_reader: NativeReaderSettings = Field(default_factory=NativeReaderSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)

@@ -7,6 +7,8 @@ cancelled or failed job never leaves partial results visible.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -14,7 +16,7 @@ import pyarrow.parquet as pq
 
 from atlas.data.v1 import data_service_pb2 as pb
 from atlas_core import proto_convert as pc
-from atlas_core.errors import InvalidArgument
+from atlas_core.errors import InvalidArgument, Unavailable
 from atlas_core.jobs import JobContext
 from atlas_data import derive as ops
 from atlas_data.builds import (
@@ -24,7 +26,7 @@ from atlas_data.builds import (
 )
 from atlas_data.datasets import DatasetRecord, LineageParent
 from atlas_data.history import batch_from_table
-from atlas_data.matching import point_in_time_join
+from atlas_data.matching import JoinResult, point_in_time_join
 from atlas_data.runtime import DataRuntime
 from atlas_data.spine import spine_from_history
 
@@ -200,33 +202,46 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -
         samples = samples.select(keep)
     unmatched = 0
     matched_any = None
-    for i, (sel, group) in enumerate(zip(spec.features, groups, strict=True)):
-        ctx.raise_if_cancelled()
-        ctx.report(0.1 + 0.7 * i / len(groups), f"joining {group.spec.name} v{group.version}")
-        history = _history(rt, group)
-        ttl = (
-            sel.ttl.ToTimedelta().total_seconds() if sel.HasField("ttl") else group.spec.ttl_seconds
-        )
-        result = point_in_time_join(
-            samples,
-            entity_column=entity_col,
-            timestamp_column=time_col,
-            history=history,
-            history_entity_column=group.spec.entity_key,
-            event_time_column=group.spec.event_time_column,
-            features=list(sel.feature_names),
-            ttl_seconds=ttl,
-            as_known_at=spec.mode == pb.MATCH_MODE_AS_KNOWN_AT,
-            column_prefix=sel.column_prefix,
-        )
-        samples = result.table
-        matched_any = result.matched if matched_any is None else (matched_any | result.matched)
-        unmatched = max(unmatched, result.unmatched_count)
-        parents.append(
-            LineageParent(
-                "features", "feature_group", {"name": group.spec.name, "version": group.version}
+    with _join_engine(rt, ctx) as join:
+        for i, (sel, group) in enumerate(zip(spec.features, groups, strict=True)):
+            ctx.raise_if_cancelled()
+            name = f"{group.spec.name} v{group.version}"
+            ctx.report(0.1 + 0.7 * i / len(groups), f"joining {name}")
+            history = _history(rt, group)
+            ttl = (
+                sel.ttl.ToTimedelta().total_seconds()
+                if sel.HasField("ttl")
+                else group.spec.ttl_seconds
             )
-        )
+
+            def progress(done: int, total: int, i: int = i, name: str = name) -> None:
+                ctx.report(
+                    0.1 + 0.7 * (i + done / total) / len(groups),
+                    f"joining {name}: {done}/{total} shards done on Dask",
+                )
+
+            result = join(
+                samples,
+                label=f"feature group {name}",
+                progress=progress,
+                entity_column=entity_col,
+                timestamp_column=time_col,
+                history=history,
+                history_entity_column=group.spec.entity_key,
+                event_time_column=group.spec.event_time_column,
+                features=list(sel.feature_names),
+                ttl_seconds=ttl,
+                as_known_at=spec.mode == pb.MATCH_MODE_AS_KNOWN_AT,
+                column_prefix=sel.column_prefix,
+            )
+            samples = result.table
+            matched_any = result.matched if matched_any is None else (matched_any | result.matched)
+            unmatched = max(unmatched, result.unmatched_count)
+            parents.append(
+                LineageParent(
+                    "features", "feature_group", {"name": group.spec.name, "version": group.version}
+                )
+            )
     if spec.drop_unmatched and matched_any is not None:
         samples = samples.filter(pa.array(matched_any))
     ctx.raise_if_cancelled()
@@ -251,6 +266,57 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -
         "unmatched_samples": unmatched,
         "warnings": [],
     }
+
+
+Join = Callable[..., JoinResult]
+
+
+@contextmanager
+def _join_engine(rt: DataRuntime, ctx: JobContext) -> Iterator[Join]:
+    """The point-in-time join the job uses: in this process, or sharded over the Dask
+    cluster of ``dask.scheduler_address`` (one client for the whole job)."""
+    settings = rt.settings.dask
+    if not settings.scheduler_address:
+
+        def local(samples: pa.Table, *, label: str, progress: Any, **join: Any) -> JoinResult:
+            return point_in_time_join(samples, **join)
+
+        yield local
+        return
+    from distributed import Client
+
+    from atlas_data.matching_dask import dask_point_in_time_join
+
+    ctx.report(0.07, f"connecting to the Dask scheduler at {settings.scheduler_address}")
+    try:
+        client = Client(
+            settings.scheduler_address,
+            timeout=settings.connect_timeout_seconds,
+            set_as_default=False,
+        )
+    except (OSError, TimeoutError) as exc:
+        raise Unavailable(
+            f"the Dask scheduler at {settings.scheduler_address} is unreachable: {exc}",
+            reason="DASK_UNAVAILABLE",
+            metadata={"address": settings.scheduler_address},
+        ) from exc
+    try:
+        shards = settings.shards or max(1, 2 * len(client.scheduler_info()["workers"]))
+
+        def on_dask(samples: pa.Table, *, label: str, progress: Any, **join: Any) -> JoinResult:
+            return dask_point_in_time_join(
+                client,
+                samples,
+                shards=shards,
+                label=label,
+                on_progress=progress,
+                should_stop=ctx.raise_if_cancelled,
+                **join,
+            )
+
+        yield on_dask
+    finally:
+        client.close()
 
 
 def _history(rt: DataRuntime, group: Any) -> pa.Table:

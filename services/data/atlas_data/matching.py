@@ -34,6 +34,7 @@ from atlas_core.errors import InvalidArgument, NotFound
 
 __all__ = [
     "JoinResult",
+    "comparable_keys",
     "point_in_time_join",
     "timestamps_to_micros",
 ]
@@ -131,10 +132,15 @@ def _require_columns(table: pa.Table, columns: Sequence[str], what: str) -> None
             )
 
 
-def _entity_codes(
+def comparable_keys(
     samples_keys: pa.ChunkedArray, history_keys: pa.ChunkedArray, *, sample_name: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dense int codes for history keys and the matching codes for sample keys (-1: none)."""
+) -> tuple[pa.Array, pa.Array]:
+    """(sample keys, history keys) cast to one type, so equal keys compare (and hash) equal:
+    integers to int64, strings to large_string, otherwise the samples to the history's type.
+
+    Raises:
+        InvalidArgument: the sample keys do not convert to the history's key type.
+    """
     history_arr = history_keys.combine_chunks()
     sample_arr = samples_keys.combine_chunks()
     h_type, s_type = history_arr.type, sample_arr.type
@@ -155,6 +161,14 @@ def _entity_codes(
                 reason="ENTITY_TYPE_MISMATCH",
                 metadata={"column": sample_name},
             ) from exc
+    return sample_arr, history_arr
+
+
+def _entity_codes(
+    samples_keys: pa.ChunkedArray, history_keys: pa.ChunkedArray, *, sample_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense int codes for history keys and the matching codes for sample keys (-1: none)."""
+    sample_arr, history_arr = comparable_keys(samples_keys, history_keys, sample_name=sample_name)
     encoded = history_arr.dictionary_encode()
     h_codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     s_codes = pc.index_in(sample_arr, value_set=encoded.dictionary)

@@ -178,6 +178,27 @@ class DataReason(Reason):
         "The online store (LMDB or Redis) cannot be opened or reached.",
         "Retry; check the store's path or URL.",
     )
+    DASK_UNAVAILABLE = (
+        auto(),
+        UNAVAILABLE,
+        "A matching job cannot reach the Dask scheduler set in dask.scheduler_address.",
+        "Start the scheduler or fix the address; retry the job.",
+    )
+    MATCH_SHARD_LOST = (
+        auto(),
+        UNAVAILABLE,
+        "A shard of a Dask matching job failed on the cluster (its worker kept dying); the "
+        "job published nothing.",
+        "Retry the job; check the Dask workers' memory and logs (the shard is named).",
+    )
+    ONLINE_SHARD_UNAVAILABLE = (
+        auto(),
+        UNAVAILABLE,
+        "A node of the sharded online store (Redis Cluster or consistent hash) holding some of "
+        "the requested entities cannot be reached; entities on other nodes are still served.",
+        "Retry, or read the other entities; restore the node named in the message (or set "
+        "online.redis_shard_down=not_found to read its entities as missing).",
+    )
     ONLINE_STORE_FULL = (
         auto(),
         RESOURCE_EXHAUSTED,

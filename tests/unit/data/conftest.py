@@ -20,10 +20,11 @@ from atlas_data.schema import (
     categories_of,
     validate_spec,
 )
+from tests.support.redis_nodes import RedisNodes, skip_without_redis_server
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # Every backend the contract suite runs against (Optuna's STORAGE_MODES pattern).
-ONLINE_BACKENDS = ["lmdb", "redis"]
+ONLINE_BACKENDS = ["lmdb", "redis", "redis_sharded", "redis_cluster"]
 WIDE_DIMS = 5000
 
 
@@ -35,6 +36,31 @@ def _redis_unreachable_reason() -> str | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def redis_shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNodes]:
+    """Three standalone redis-server processes shared by the session's tests (each test
+    uses its own key prefix); tests that stop a node start their own."""
+    skip_without_redis_server()
+    with RedisNodes(tmp_path_factory.mktemp("redis-shards")) as nodes:
+        yield nodes
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNodes]:
+    """A three-node Redis Cluster shared by the session's tests."""
+    skip_without_redis_server()
+    with RedisNodes(tmp_path_factory.mktemp("redis-cluster"), cluster=True) as nodes:
+        yield nodes
+
+
+def remove_prefix(nodes: RedisNodes, prefix: str) -> None:
+    """Delete every key under ``prefix`` from every live node."""
+    for port in nodes.procs:
+        with redis.Redis(port=port) as client:
+            for key in client.scan_iter(match=prefix + "*", count=1000):
+                client.delete(key)
+
+
 @pytest.fixture(params=ONLINE_BACKENDS)
 def online_settings(request: pytest.FixtureRequest, tmp_path) -> Iterator[OnlineStoreSettings]:
     """Settings of a fresh, empty store of each backend; Redis keys are removed afterwards."""
@@ -42,6 +68,16 @@ def online_settings(request: pytest.FixtureRequest, tmp_path) -> Iterator[Online
         yield OnlineStoreSettings(
             backend="lmdb", lmdb_path=tmp_path / "online.lmdb", lmdb_map_size_bytes=256 << 20
         )
+        return
+    if request.param in ("redis_sharded", "redis_cluster"):
+        nodes = request.getfixturevalue(
+            "redis_shards" if request.param == "redis_sharded" else "redis_cluster"
+        )
+        prefix = f"atlas:test:{uuid.uuid4().hex}:"
+        yield OnlineStoreSettings(
+            backend=request.param, redis_nodes=tuple(nodes.urls), redis_key_prefix=prefix
+        )
+        remove_prefix(nodes, prefix)
         return
     reason = _redis_unreachable_reason()
     if reason:

@@ -24,6 +24,7 @@ from atlas_data.online import (
 )
 from atlas_data.online._lmdb import LmdbOnlineStore
 from atlas_data.online._redis import RedisOnlineStore
+from atlas_data.online._redis_sharded import ShardedRedisOnlineStore
 from atlas_data.records import RawRecord, RecordBatch
 from atlas_data.schema import EntityKeyType, FeatureSpec, FeatureType, RecordLayout
 from tests.unit.data.conftest import WIDE_DIMS, expected_vector, mixed_spec, wide_batch, wide_spec
@@ -39,7 +40,12 @@ def write(store: OnlineStore, batch: RecordBatch, group: str = "users", *, inges
 
 
 def test_registry_opens_the_configured_backend(online_settings: OnlineStoreSettings) -> None:
-    expected = {"lmdb": LmdbOnlineStore, "redis": RedisOnlineStore}[online_settings.backend]
+    expected = {
+        "lmdb": LmdbOnlineStore,
+        "redis": RedisOnlineStore,
+        "redis_sharded": ShardedRedisOnlineStore,
+        "redis_cluster": ShardedRedisOnlineStore,
+    }[online_settings.backend]
     with open_online_store(online_settings) as store:
         assert type(store) is expected
 

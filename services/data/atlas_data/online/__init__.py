@@ -40,8 +40,21 @@ def _open_redis(settings: OnlineStoreSettings) -> OnlineStore:
     return RedisOnlineStore.from_settings(settings)
 
 
+def _open_sharded_redis(settings: OnlineStoreSettings) -> OnlineStore:
+    from atlas_data.online._redis_sharded import ShardedRedisOnlineStore
+
+    return ShardedRedisOnlineStore.from_settings(settings)
+
+
 ONLINE_STORE_FACTORIES: Mapping[str, Callable[[OnlineStoreSettings], OnlineStore]] = (
-    MappingProxyType({"lmdb": _open_lmdb, "redis": _open_redis})
+    MappingProxyType(
+        {
+            "lmdb": _open_lmdb,
+            "redis": _open_redis,
+            "redis_sharded": _open_sharded_redis,
+            "redis_cluster": _open_sharded_redis,
+        }
+    )
 )
 
 

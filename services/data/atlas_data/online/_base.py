@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Literal
 
 import numpy as np
+from pydantic import model_validator
 
 from atlas_core.config import StrictModel
 from atlas_core.errors import InvalidArgument
@@ -28,7 +29,9 @@ _GROUP_KEY = re.compile(r"[A-Za-z0-9_.@/-]{1,200}")
 class OnlineStoreSettings(StrictModel):
     """Which online store backend to use and how to reach it."""
 
-    backend: Literal["lmdb", "redis"] = "lmdb"
+    # redis_sharded: a client-side consistent hash over ``redis_nodes`` (standalone servers);
+    # redis_cluster: a Redis Cluster reached through ``redis_nodes`` (any of its nodes).
+    backend: Literal["lmdb", "redis", "redis_sharded", "redis_cluster"] = "lmdb"
     lmdb_path: Path = Path("online.lmdb")
     # Upper bound of the memory map (sparse on disk); writes beyond it fail RESOURCE_EXHAUSTED.
     lmdb_map_size_bytes: int = 64 * 1024**3
@@ -36,6 +39,29 @@ class OnlineStoreSettings(StrictModel):
     redis_key_prefix: str = "atlas:online:"
     # Connect and per-command timeout; an unreachable server fails UNAVAILABLE after this.
     redis_timeout_seconds: float = 5.0
+    # The Redis URLs of the sharded backends (ignored by "lmdb" and "redis").
+    redis_nodes: tuple[str, ...] = ()
+    # What a read of entities whose shard is unreachable gets: "fail" (UNAVAILABLE naming the
+    # shard) or "not_found" (those entities read as missing; the caller's defaults apply).
+    redis_shard_down: Literal["fail", "not_found"] = "fail"
+
+    @model_validator(mode="after")
+    def _sharded_backends_need_nodes(self) -> OnlineStoreSettings:
+        if self.backend in ("redis_sharded", "redis_cluster"):
+            if not self.redis_nodes:
+                raise ValueError(
+                    f"online backend {self.backend!r} needs redis_nodes: the URLs of its nodes"
+                )
+            if len(set(self.redis_nodes)) != len(self.redis_nodes):
+                raise ValueError("redis_nodes lists a node twice")
+        if self.backend == "redis_cluster" and (
+            "{" in self.redis_key_prefix or "}" in self.redis_key_prefix
+        ):
+            raise ValueError(
+                f"redis_key_prefix {self.redis_key_prefix!r} holds a brace: on Redis Cluster "
+                "the braces of a key are its hash tag"
+            )
+        return self
 
 
 @dataclass(frozen=True)
