@@ -95,6 +95,9 @@ def train_deep(
     import torch
 
     cfg = deep_config(spec)
+    # One thread per process unless the job asked for more cores: data-parallel workers are
+    # how a job uses cores, and OpenMP threads spinning on a shared host only slow each other.
+    torch.set_num_threads(max(1, int(spec.resources.cpus or 1)) if cfg.workers == 1 else 1)
     ctx.report(0.01, "loading training data")
     data = load_training_data(rt, spec)
     X, y = split_target(data, spec)
