@@ -57,7 +57,7 @@ async def run_job(h, spec):
     job = (await h.stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(spec=spec))).job
     events = await watch_until_done(h.stub, job.status.job_id)
     done = (await h.stub.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job.status.job_id))).job
-    assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error
+    assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error.message
     return done, events
 
 
