@@ -77,7 +77,7 @@ async def test_deep_learning_jobs_are_trained_ranked_reported_and_served(
 ) -> None:
     h = trainer_harness
     images = digits()
-    texts = tweets()
+    texts = tweets(1000)
     image_ref = await asyncio.to_thread(h.upload, "uploads/digits.parquet", images)
     text_ref = await asyncio.to_thread(h.upload, "uploads/tweets.parquet", texts)
     table_ref = await asyncio.to_thread(h.upload, "uploads/bc.parquet", breast_cancer())
@@ -90,7 +90,7 @@ async def test_deep_learning_jobs_are_trained_ranked_reported_and_served(
             "cnn",
             epochs=4,
             batch_size=32,
-            params={"channels": [16, 32], "lr": 0.003},
+            params={"channels": [16, 32], "lr": 0.003, "checkpointing": True},
         ),
     )
     epochs = [e for e in events if e.event_type == pb.TRAINING_EVENT_TYPE_EPOCH_FINISHED]
@@ -106,6 +106,7 @@ async def test_deep_learning_jobs_are_trained_ranked_reported_and_served(
     assert result.metric == "accuracy" and result.higher_is_better
     assert result.best.score > 0.8, result.best  # digits: a CNN learns them in a few epochs
     memory = deep.activation_memory
+    assert memory.checkpointing and memory.method == "saved_tensors_hooks"
     assert 0 < memory.peak_bytes_with_checkpointing < memory.peak_bytes_without_checkpointing
     assert "torchrun" in deep.torchrun_command and "c10d" in deep.rendezvous_config
 
@@ -132,7 +133,7 @@ async def test_deep_learning_jobs_are_trained_ranked_reported_and_served(
         ),
     )
     assert text_job.result.best.score > 0.6  # majority class: about 0.54
-    mlp, _ = await run_job(h, deep_spec(table_ref, "target", "mlp", epochs=5))
+    mlp, _ = await run_job(h, deep_spec(table_ref, "target", "mlp", epochs=3))
     assert mlp.result.best.score > 0.85
     assert mlp.result.task_type == pb.TASK_TYPE_BINARY
 
