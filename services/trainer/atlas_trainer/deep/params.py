@@ -112,7 +112,7 @@ class DeepConfig:
         return cls(**{**data, "params": DeepParams(**data["params"])})
 
 
-def _bad(field: str, message: str, reason: str = "BAD_DEEP_PARAMS") -> InvalidArgument:
+def _bad(field: str, message: str, *, reason: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {message}", reason=reason, metadata={"field": field})
 
 
@@ -128,20 +128,20 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
         raise _bad(
             "deep_learning.nas",
             "architecture search is not offered by this trainer version; name one architecture",
-            "UNSUPPORTED_KIND",
+            reason="UNSUPPORTED_KIND",
         )
     if spec.task_type == pb.TASK_TYPE_REGRESSION:
         raise _bad(
             "task_type",
             "deep-learning jobs classify; use automl for regression",
-            "UNSUPPORTED_TASK",
+            reason="UNSUPPORTED_TASK",
         )
     arch = dl.architecture.strip().lower()
     if arch not in ARCHITECTURES:
         raise _bad(
             "deep_learning.architecture",
             f"unknown architecture {dl.architecture!r}; one of {', '.join(ARCHITECTURES)}",
-            "BAD_ARCHITECTURE",
+            reason="BAD_ARCHITECTURE",
         )
     raw = json_format.MessageToDict(dl.params) if dl.HasField("params") else {}
     for key in raw:
@@ -150,13 +150,16 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
             raise _bad(
                 f"deep_learning.params.{key}",
                 f"does not apply to architecture {arch} (only to {', '.join(sorted(allowed))})",
+                reason="BAD_DEEP_PARAMS",
             )
     try:
         params = DeepParams(**raw)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise _bad(f"deep_learning.params.{where}", str(first["msg"])) from None
+        raise _bad(
+            f"deep_learning.params.{where}", str(first["msg"]), reason="BAD_DEEP_PARAMS"
+        ) from None
     _check_lists(params)
     for field, value, low, high in (
         ("deep_learning.epochs", dl.epochs, 0, MAX_EPOCHS),
@@ -166,10 +169,18 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
         ("deep_learning.max_restarts", dl.max_restarts, 0, 100),
     ):
         if not low <= value <= high:
-            raise _bad(field, f"must be within {low}..{high} (0: the default), got {value}")
+            raise _bad(
+                field,
+                f"must be within {low}..{high} (0: the default), got {value}",
+                reason="BAD_DEEP_PARAMS",
+            )
     fraction = dl.validation_fraction
     if not 0.0 <= fraction < 0.9:
-        raise _bad("deep_learning.validation_fraction", f"must be within 0..0.9, got {fraction}")
+        raise _bad(
+            "deep_learning.validation_fraction",
+            f"must be within 0..0.9, got {fraction}",
+            reason="BAD_DEEP_PARAMS",
+        )
     return DeepConfig(
         architecture=arch,
         params=params,
@@ -195,9 +206,11 @@ def _check_lists(params: DeepParams) -> None:
                 raise _bad(
                     f"deep_learning.params.{name}[{i}]",
                     f"must be within {low}..{high}, got {value}",
+                    reason="BAD_DEEP_PARAMS",
                 )
     if params.image_shape and len(params.image_shape) != 3:
         raise _bad(
             "deep_learning.params.image_shape",
             f"give [channels, height, width], got {params.image_shape}",
+            reason="BAD_DEEP_PARAMS",
         )
