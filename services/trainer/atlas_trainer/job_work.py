@@ -65,7 +65,9 @@ def train(
     if trained is None and spec.WhichOneof("kind") == "deep_learning":
         from atlas_trainer.deep.job import train_deep
 
-        trained = train_deep(rt, ctx, spec, time.monotonic() if started is None else started)
+        trained = train_deep(
+            rt, ctx, spec, time.monotonic() if started is None else started, base_model
+        )
         ctx.checkpoint({"trained": trained})
     elif trained is None:
         trained = _train(rt, ctx, spec, study_name or ctx.job_id, base_model, started)

@@ -90,8 +90,14 @@ class _Progress:
 
 
 def train_deep(
-    rt: TrainerRuntime, ctx: JobContext, spec: pb.TrainingJobSpec, started: float
+    rt: TrainerRuntime,
+    ctx: JobContext,
+    spec: pb.TrainingJobSpec,
+    started: float,
+    base_model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The job; ``base_model`` (the replaced serving version, resolved at submission) is
+    recorded as a lineage parent, not used to warm-start."""
     import torch
 
     cfg = deep_config(spec)
@@ -168,7 +174,8 @@ def train_deep(
             ),
             trial_number=0,
             job_id=ctx.job_id,
-            extra={"architecture": cfg.architecture},
+            extra={"architecture": cfg.architecture}
+            | ({"base_model": base_model} if base_model else {}),
         ),
         seed=cfg.seed,
     )
@@ -193,6 +200,7 @@ def train_deep(
         rendezvous_config=launch.config,
     )
     result["checkpoints"] = progress.checkpoints
+    result["lineage"]["base_model"] = base_model
     result["report"] = _report(rt, ctx.job_id, cfg, history, prepared.warnings)
     return result
 

@@ -163,6 +163,8 @@ def train_loop(
         sampler.set_epoch(state.epoch)
         totals = torch.zeros(2, dtype=torch.float64)  # loss sum, rows
         for inputs, labels in loader:
+            if should_stop():  # a cancel: the job ends without this epoch
+                return model, state
             optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(net(inputs), labels)
             loss.backward()
