@@ -129,10 +129,11 @@ async def test_deep_learning_jobs_are_trained_ranked_reported_and_served(
             "source",
             "embedding_bag",
             epochs=3,
-            params={"text_mode": "hashed", "buckets": 4096, "embedding_dim": 16, "lr": 0.01},
+            params={"embedding_dim": 16, "lr": 0.01, "pretrain_epochs": 1},
         ),
     )
     assert text_job.result.best.score > 0.6  # majority class: about 0.54
+    assert text_job.result.best.params["pretrain_epochs"] == 1
     mlp, _ = await run_job(h, deep_spec(table_ref, "target", "mlp", epochs=3))
     assert mlp.result.best.score > 0.85
     assert mlp.result.task_type == pb.TASK_TYPE_BINARY

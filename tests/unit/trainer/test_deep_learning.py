@@ -114,3 +114,46 @@ def test_recomputation_at_least_halves_the_measured_activation_memory(
     torch.nn.functional.cross_entropy(model(x), y).backward()
     for a, p in zip(with_grads, model.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_pretrained_word_vectors_bring_words_of_the_same_contexts_together() -> None:
+    rng = np.random.default_rng(0)
+    groups = [["red", "apple", "cherry", "ruby"], ["blue", "sky", "ocean", "sapphire"]]
+    rows = [" ".join(rng.permutation(groups[i % 2])) for i in range(200)]
+    cfg = config("embedding_bag", pretrain_epochs=5, embedding_dim=16)
+    prepared = prepare(
+        pd.DataFrame({"text": rows}),
+        pd.Series(["x", "y"] * 100),
+        cfg,
+        target="y",
+        max_classes=10,
+    )
+    data = tensor_data(prepared)
+    from atlas_trainer.deep.pretrain import pretrain_embedding
+
+    vectors = pretrain_embedding(data.train_inputs, prepared.info.vocab_size, 16, epochs=5, seed=0)
+    vocab = prepared.encoding["vocab"]
+
+    def cosine(a: str, b: str) -> float:
+        u, v = vectors[vocab[a]], vectors[vocab[b]]
+        return float(u @ v / (u.norm() * v.norm()))
+
+    words = [w for g in groups for w in g]
+    for group in groups:
+        for word in group:  # every word's nearest neighbour is of its own contexts
+            nearest = max((w for w in words if w != word), key=lambda w: cosine(word, w))
+            assert nearest in group, (word, nearest)
+    same = np.mean([cosine(g[0], w) for g in groups for w in g[1:]])
+    across = np.mean([cosine(a, b) for a in groups[0] for b in groups[1]])
+    assert same > across + 0.1, (same, across)
+    assert float(vectors[0].abs().sum()) == 0.0  # padding stays zero
+    data.embedding = vectors.numpy()
+    net = new_model(cfg, data)  # the net starts from them
+    torch.testing.assert_close(net.stem.weight.detach(), vectors)
+
+
+def test_pretraining_needs_word_tokens() -> None:
+    from atlas_core.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="deep_learning.params.pretrain_epochs"):
+        config("text_cnn", pretrain_epochs=2, text_mode="hashed")

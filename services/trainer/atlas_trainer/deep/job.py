@@ -111,6 +111,17 @@ def train_deep(
         X, y, cfg, target=spec.target_column, max_classes=rt.settings.jobs.deep_max_classes
     )
     tensors = tensor_data(prepared)
+    if cfg.params.pretrain_epochs:
+        from atlas_trainer.deep.pretrain import pretrain_embedding
+
+        ctx.report(0.015, f"pretraining word vectors ({cfg.params.pretrain_epochs} epochs)")
+        tensors.embedding = pretrain_embedding(
+            tensors.train_inputs,
+            prepared.info.vocab_size,
+            cfg.params.embedding_dim,
+            epochs=cfg.params.pretrain_epochs,
+            seed=cfg.seed,
+        ).numpy()
     progress = _Progress(rt, ctx, cfg)
     resume = progress.resume_blob()
     from atlas_trainer.deep.loop import new_model, train_loop

@@ -39,10 +39,14 @@ class TensorData:
     validation_labels: np.ndarray
     info: InputInfo
     classes: int
+    # Pretrained word vectors for a text net's embedding ([vocab, dim]), or None.
+    embedding: np.ndarray | None = None
 
     def save(self, path: str) -> None:
+        extra = {} if self.embedding is None else {"embedding": self.embedding}
         np.savez(
             path,
+            **extra,
             train_inputs=self.train_inputs,
             train_labels=self.train_labels,
             validation_inputs=self.validation_inputs,
@@ -65,6 +69,7 @@ class TensorData:
                 f["validation_labels"],
                 InputInfo(str(kind), int(features), (int(c), int(h), int(w)), int(vocab)),
                 int(f["classes"]),
+                f["embedding"] if "embedding" in f.files else None,
             )
 
 
@@ -80,6 +85,9 @@ def new_model(cfg: DeepConfig, data: TensorData) -> BlockNet:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.architecture, cfg.params, data.info, data.classes)
     model.checkpointing = cfg.params.checkpointing
+    if data.embedding is not None:
+        with torch.no_grad():
+            model.stem.weight.copy_(torch.from_numpy(data.embedding))
     return model
 
 

@@ -39,6 +39,7 @@ _ONLY_FOR = {
     "embedding_dim": {"text_cnn", "embedding_bag"},
     "kernel_sizes": {"text_cnn"},
     "filters": {"text_cnn"},
+    "pretrain_epochs": {"text_cnn", "embedding_bag"},
 }
 MAX_EPOCHS = 1000
 MAX_BATCH = 65536
@@ -74,6 +75,9 @@ class DeepParams(BaseModel):
     embedding_dim: int = Field(default=32, ge=2, le=4096)
     kernel_sizes: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1, max_length=8)
     filters: int = Field(default=32, ge=1, le=4096)
+    # text models, text_mode tokens: epochs of word2vec-style (skip-gram) pretraining of the
+    # embedding on the training text before the classifier trains; 0: none.
+    pretrain_epochs: int = Field(default=0, ge=0, le=50)
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,12 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
             f"deep_learning.params.{where}", str(first["msg"]), reason="BAD_DEEP_PARAMS"
         ) from None
     _check_lists(params)
+    if params.pretrain_epochs and params.text_mode != "tokens":
+        raise _bad(
+            "deep_learning.params.pretrain_epochs",
+            "pretraining learns word vectors: it needs text_mode tokens, not hashed n-grams",
+            reason="BAD_DEEP_PARAMS",
+        )
     for field, value, low, high in (
         ("deep_learning.epochs", dl.epochs, 0, MAX_EPOCHS),
         ("deep_learning.batch_size", dl.batch_size, 0, MAX_BATCH),
