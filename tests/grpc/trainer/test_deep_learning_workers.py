@@ -6,6 +6,7 @@ stops every worker within seconds; no worker outlives its job."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -99,6 +100,10 @@ async def test_two_workers_restart_fail_and_cancel(trainer_harness) -> None:
     assert [e.epoch for e in deep.epochs] == [1, 2, 3, 4]
     assert done.result.best.score > 0.8
     assert "--nproc-per-node=2" in deep.torchrun_command
+    files = json.loads(deep.rendezvous_config)["work_dir_files"]
+    store = h.service.rt.artifacts
+    stored = json.loads(store.get_bytes(store.key_for_uri(files["config.json"])))
+    assert stored["workers"] == 2 and stored["architecture"] == "mlp"
     await no_workers_left(job_id, within=5)
 
     # 2. no restarts allowed: the job fails naming the worker and the tail of its log.

@@ -47,6 +47,7 @@ class _Progress:
         self.checkpoints: list[dict[str, Any]] = list(saved.get("checkpoints") or [])
         self.resumed_from = int(saved.get("epoch") or 0)
         self.restarts = int(saved.get("restarts") or 0)
+        self.work_files: dict[str, str] = {}  # data-parallel jobs: the workers' files
 
     def resume_blob(self) -> bytes | None:
         if not self.checkpoints:
@@ -190,7 +191,7 @@ def train_deep(
         ),
         seed=cfg.seed,
     )
-    launch = torchrun_launch(ctx.job_id, cfg.workers)
+    launch = torchrun_launch(ctx.job_id, cfg.workers, progress.work_files)
     result = _result(
         cfg,
         prepared,

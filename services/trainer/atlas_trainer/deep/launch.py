@@ -3,7 +3,8 @@
 The worker module (``atlas_trainer.deep.worker``) reads the ranks and the rendezvous address
 from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so
 the same command that the job runs locally runs across machines: start it on every machine
-with the job's work directory (data and config, as the job writes it) present on each.
+with the job's work directory present on each (a data-parallel job stores its files,
+``config.json`` and ``data.npz``, in the object store; the config lists their URIs).
 """
 
 from __future__ import annotations
@@ -22,11 +23,18 @@ class Launch:
     config: str
 
 
-def torchrun_launch(job_id: str, workers: int, host: str = "<first-machine>") -> Launch:
+def torchrun_launch(
+    job_id: str,
+    workers: int,
+    work_files: dict[str, str] | None = None,
+    host: str = "<first-machine>",
+) -> Launch:
     """The command for each machine (``workers`` processes per machine) and its rendezvous
-    config (c10d store on the first machine, the job id as the rendezvous id)."""
+    config (c10d store on the first machine, the job id as the rendezvous id).
+    ``work_files`` maps the work directory's files to the object-store URIs holding them (to
+    copy into the work directory on every machine)."""
     endpoint = f"{host}:{RDZV_PORT}"
-    work_dir = f"<work-dir-of-{job_id}>"
+    work_dir = f"atlas-dl-{job_id}"
     config: dict[str, object] = {
         "rdzv_backend": "c10d",
         "rdzv_endpoint": endpoint,
@@ -35,6 +43,7 @@ def torchrun_launch(job_id: str, workers: int, host: str = "<first-machine>") ->
         "nproc_per_node": workers,
         "backend": "gloo (nccl where GPUs exist)",
         "work_dir": work_dir,
+        "work_dir_files": dict(work_files or {}),
     }
     command = " ".join(
         [

@@ -167,6 +167,10 @@ def train_with_workers(
     with _work_dir(rt, ctx.job_id) as work_dir:
         data.save(str(work_dir / "data.npz"))
         (work_dir / "config.json").write_text(json.dumps(cfg.to_json()))
+        # What torchrun on other machines needs in its work directory (see deep.launch).
+        for name in ("config.json", "data.npz"):
+            ref = rt.artifacts.put_file(f"models/{ctx.job_id}/workers/{name}", work_dir / name)
+            progress.work_files[name] = ref.uri
         while True:
             resume_path = work_dir / "resume.pt"
             if latest is not None:
