@@ -129,3 +129,30 @@ async def test_two_workers_restart_fail_and_cancel(trainer_harness) -> None:
     assert done.status.state == common_pb2.JOB_STATE_CANCELLED
     await no_workers_left(job_id, within=5)
     assert time.monotonic() - cancelled_at[0] < 15
+
+
+async def test_the_wall_budget_ends_training_at_the_last_checkpoint(trainer_harness) -> None:
+    h = trainer_harness
+    ref = await asyncio.to_thread(
+        h.upload, "uploads/digits.parquet", load_digits(as_frame=True).frame
+    )
+    spec = deep_spec(
+        ref, "target", "mlp", epochs=1000, params={"hidden": [32], "lr": 0.003}, workers=2
+    )
+    spec.budget.wall_time.seconds = 30
+    job = (await h.stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(spec=spec))).job
+    started = time.monotonic()
+
+    async def nothing(ev):
+        return None
+
+    done = await follow(h.stub, job.status.job_id, nothing)
+    assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error.message
+    assert time.monotonic() - started < 30 * 1.1 + 5  # the runner's start and the watch
+    trained = len(done.result.deep_learning.epochs)
+    assert 1 <= trained < 1000
+    report = (
+        await h.stub.GetTrainingReport(pb.GetTrainingReportRequest(job_id=job.status.job_id))
+    ).report
+    assert f"the wall budget ended training after epoch {trained} of 1000" in report.warnings
+    await no_workers_left(job.status.job_id, within=5)

@@ -11,6 +11,7 @@ after ``kill -9`` of the service resumes from it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -141,10 +142,11 @@ def train_deep(
         + (f", resuming after epoch {progress.resumed_from}" if resume else ""),
     )
     fit_started = time.monotonic()
+    deadline = _training_deadline(rt, spec, started)
     if cfg.workers > 1:
         from atlas_trainer.deep.workers import train_with_workers
 
-        model, history = train_with_workers(rt, ctx, cfg, tensors, progress, resume)
+        model, history = train_with_workers(rt, ctx, cfg, tensors, progress, resume, deadline)
     else:
         model, state = train_loop(
             cfg,
@@ -152,11 +154,19 @@ def train_deep(
             resume=resume,
             on_epoch=progress.epoch,
             on_checkpoint=progress.checkpoint,
-            should_stop=ctx.cancelled,
+            should_stop=lambda: ctx.cancelled() or time.monotonic() > deadline,
         )
         history = state.history
     ctx.raise_if_cancelled()
     fit_seconds = time.monotonic() - fit_started
+    if len(history) < cfg.epochs:
+        if not history:
+            raise RuntimeError(
+                "no epoch finished within budget.wall_time: raise it, or train fewer rows"
+            )
+        prepared.warnings.append(
+            f"the wall budget ended training after epoch {len(history)} of {cfg.epochs}"
+        )
     ctx.report(0.92, "writing the model bundle")
     example = torch.from_numpy(prepared.inputs[:2])
     served = TorchNetModel(
@@ -215,6 +225,16 @@ def train_deep(
     result["lineage"]["base_model"] = base_model
     result["report"] = _report(rt, ctx.job_id, cfg, history, prepared.warnings)
     return result
+
+
+def _training_deadline(rt: TrainerRuntime, spec: pb.TrainingJobSpec, started: float) -> float:
+    """When training stops (monotonic): the wall budget from the job process's start, less
+    the share kept for the bundle and report (as AutoML keeps for its final models); never
+    without a wall budget."""
+    if not spec.budget.HasField("wall_time"):
+        return math.inf
+    wall = spec.budget.wall_time.ToTimedelta().total_seconds()
+    return started + wall * (1.0 - rt.settings.jobs.finalize_reserve_fraction)
 
 
 def tensor_data(prepared: Prepared) -> Any:

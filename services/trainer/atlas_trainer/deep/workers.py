@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import queue
 import shutil
@@ -40,6 +41,7 @@ PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 0.1
 LOG_TAIL_LINES = 20
 EXIT_WAIT_SECONDS = 5.0
+OUT_OF_TIME = "the wall budget ended"
 
 
 def _die_with_parent() -> None:
@@ -155,9 +157,12 @@ def train_with_workers(
     data: TensorData,
     progress: Any,
     resume: bytes | None,
+    deadline: float = math.inf,
 ) -> tuple[BlockNet, list[dict[str, float]]]:
     """Train with ``cfg.workers`` processes; ``progress`` (the job's ``_Progress``) relays
-    epochs and stores checkpoints. Returns the trained net and the epoch history.
+    epochs and stores checkpoints. Returns the trained net and the epoch history; at
+    ``deadline`` (monotonic; the wall budget) the workers stop and the last checkpoint is
+    the model.
 
     Raises:
         JobCancelled: on cancel (every worker is killed first).
@@ -183,10 +188,10 @@ def train_with_workers(
                     f"started {cfg.workers} workers (pids "
                     f"{', '.join(str(p.pid) for p in group.processes)})",
                 )
-                outcome, latest = _supervise(ctx, group, progress, latest)
+                outcome, latest = _supervise(ctx, group, progress, latest, deadline)
             finally:
                 group.kill()
-            if outcome is None:
+            if outcome is None or outcome == OUT_OF_TIME:
                 break
             if progress.restarts >= cfg.max_restarts:
                 raise WorkerFailed(outcome)
@@ -199,7 +204,10 @@ def train_with_workers(
                 f"(restart {progress.restarts} of {cfg.max_restarts}): {outcome.splitlines()[0]}",
             )
     if latest is None:
-        raise WorkerFailed("the workers finished without a checkpoint")
+        raise WorkerFailed(
+            "the workers wrote no checkpoint (the wall budget ended before the first one: "
+            "raise budget.wall_time or checkpoint more often)"
+        )
     saved = load_checkpoint(latest)
     model = new_model(cfg, data)
     model.load_state_dict(saved["model"])
@@ -207,13 +215,16 @@ def train_with_workers(
 
 
 def _supervise(
-    ctx: JobContext, group: _Group, progress: Any, latest: bytes | None
+    ctx: JobContext, group: _Group, progress: Any, latest: bytes | None, deadline: float
 ) -> tuple[str | None, bytes | None]:
-    """Relay events until the workers finish (None) or one fails (its description)."""
+    """Relay events until the workers finish (None), one fails (its description) or the
+    deadline passes (``OUT_OF_TIME``)."""
     done = False
     exited = 0.0
     while True:
         ctx.raise_if_cancelled()
+        if time.monotonic() > deadline:
+            return OUT_OF_TIME, latest
         try:
             while True:
                 event = group.events.get_nowait()
