@@ -25,6 +25,9 @@ class TrainerJobSettings(JobSettings):
     # per wait) before it reports the registration FAILED; the bundle is kept either way.
     register_retry_seconds: float = Field(default=300.0, ge=0.0)
     register_backoff_max_seconds: float = Field(default=30.0, gt=0.0)
+    # Deep-learning jobs: the most classes a classifier head may have (a bigger one belongs
+    # to a sharded classifier layer).
+    deep_max_classes: int = Field(default=1000, ge=2)
 
 
 class TrainerSettings(ServiceSettings):

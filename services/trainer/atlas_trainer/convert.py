@@ -53,6 +53,11 @@ EVENT_TYPES = {
     "trial_failed": pb.TRAINING_EVENT_TYPE_TRIAL_FAILED,
     "new_best": pb.TRAINING_EVENT_TYPE_NEW_BEST,
 }
+# Deep-learning jobs' progress events.
+EPOCH_EVENT_TYPES = {
+    "epoch_finished": pb.TRAINING_EVENT_TYPE_EPOCH_FINISHED,
+    "checkpoint_saved": pb.TRAINING_EVENT_TYPE_CHECKPOINT_SAVED,
+}
 
 
 def seconds(value: float | None) -> duration_pb2.Duration | None:
@@ -182,6 +187,51 @@ def result_to_pb(result: dict[str, Any]) -> pb.TrainingResult:
         )
     if result.get("registration"):
         msg.registration.CopyFrom(registration_to_pb(result["registration"]))
+    for c in result.get("checkpoints") or []:
+        msg.checkpoints.add(uri=c["uri"], sha256=c["sha256"], size_bytes=c["size"])
+    if result.get("deep_learning"):
+        msg.deep_learning.CopyFrom(deep_learning_to_pb(result["deep_learning"]))
+    return msg
+
+
+def epoch_to_pb(e: dict[str, Any]) -> pb.EpochMetrics:
+    msg = pb.EpochMetrics(
+        epoch=int(e["epoch"]),
+        train_loss=float(e["train_loss"]),
+        validation_loss=float(e["validation_loss"]),
+        validation_accuracy=float(e["validation_accuracy"]),
+    )
+    d = seconds(e.get("seconds"))
+    if d is not None:
+        msg.duration.CopyFrom(d)
+    return msg
+
+
+def deep_learning_to_pb(d: dict[str, Any]) -> pb.DeepLearningResult:
+    msg = pb.DeepLearningResult(
+        architecture=str(d.get("architecture") or ""),
+        parameters=int(d.get("parameters") or 0),
+        workers=int(d.get("workers") or 0),
+        epochs=[epoch_to_pb(e) for e in d.get("epochs") or []],
+        resumed_from_epoch=int(d.get("resumed_from_epoch") or 0),
+        restarts=int(d.get("restarts") or 0),
+        torchrun_command=str(d.get("torchrun_command") or ""),
+        rendezvous_config=str(d.get("rendezvous_config") or ""),
+    )
+    memory = d.get("activation_memory")
+    if memory:
+        m = msg.activation_memory
+        m.peak_bytes_with_checkpointing = int(memory["peak_bytes_with_checkpointing"])
+        m.peak_bytes_without_checkpointing = int(memory["peak_bytes_without_checkpointing"])
+        m.checkpointing = bool(memory["checkpointing"])
+        m.method = str(memory["method"])
+        for field, key in (
+            ("step_time_with_checkpointing", "step_seconds_with_checkpointing"),
+            ("step_time_without_checkpointing", "step_seconds_without_checkpointing"),
+        ):
+            value = seconds(memory.get(key))
+            if value is not None:
+                getattr(m, field).CopyFrom(value)
     return msg
 
 

@@ -62,7 +62,14 @@ def train(
     version resolved at submission, ``started`` is when the budget began (the job process's
     start; else now)."""
     trained = (ctx.last_checkpoint() or {}).get("trained")
-    if trained is None:
+    if trained is None and spec.WhichOneof("kind") == "deep_learning":
+        from atlas_trainer.deep.job import train_deep
+
+        trained = train_deep(
+            rt, ctx, spec, time.monotonic() if started is None else started, base_model
+        )
+        ctx.checkpoint({"trained": trained})
+    elif trained is None:
         trained = _train(rt, ctx, spec, study_name or ctx.job_id, base_model, started)
         ctx.checkpoint({"trained": trained})
     if spec.HasField("register") and not ctx.cancelled():

@@ -118,8 +118,46 @@ class TrainerReason(Reason):
     UNSUPPORTED_KIND = (
         auto(),
         INVALID_ARGUMENT,
-        "The job kind is not offered by this trainer version.",
-        "Submit an automl job.",
+        "The job kind or option (deep_learning.nas) is not offered by this trainer version.",
+        "Submit an automl job or a deep_learning job without nas.",
+    )
+    BAD_ARCHITECTURE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "deep_learning.architecture is unknown.",
+        "Use mlp, cnn, mobilenet, text_cnn or embedding_bag.",
+    )
+    BAD_DEEP_PARAMS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A deep_learning field (params.<name>, epochs, batch_size, workers, ...) is unknown, "
+        "out of range or does not apply to the architecture.",
+        "Fix the field the message names.",
+    )
+    BAD_DEEP_INPUT = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The data does not fit the architecture: images of mixed sizes, pixel counts that are "
+        "not the image shape, empty or missing text, no usable input column.",
+        "Fix the column the message names (or params.image_shape / params.text_column).",
+    )
+    TOO_MANY_CLASSES = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target has more classes than a deep-learning job accepts (jobs.deep_max_classes).",
+        "Group rare classes, or raise the limit in the trainer's configuration.",
+    )
+    UNSUPPORTED_TASK = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Deep-learning jobs classify; task_type REGRESSION is not offered for them.",
+        "Use an automl job for regression.",
+    )
+    TOO_MANY_WORKERS = (
+        auto(),
+        FAILED_PRECONDITION,
+        "deep_learning.workers exceeds the CPU cores of this trainer.",
+        "Ask for at most as many workers as cores, or run on several machines (torchrun).",
     )
     BAD_BUDGET = (
         auto(),

@@ -36,7 +36,7 @@ from atlas_trainer.jsonable import to_jsonable
 from atlas_trainer.lineage import TrainerLineage
 from atlas_trainer.model_registry import check_register_options, resolve_base_model
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
-from atlas_trainer.resources import HostResources, discover_resources
+from atlas_trainer.resources import HostResources, available_cpus, discover_resources
 from atlas_trainer.runtime import TrainerRuntime, open_runtime
 
 
@@ -134,13 +134,32 @@ class TrainerService:
             metadata={"column": target},
         )
 
-    def submit(self, spec: pb.TrainingJobSpec, request_id: str) -> str:
-        if spec.WhichOneof("kind") == "deep_learning":
-            raise InvalidArgument(
-                "deep_learning jobs are not offered by this trainer version; use automl (its "
-                "search space includes a PyTorch MLP)",
-                reason="UNSUPPORTED_KIND",
+    def validate_deep_learning(self, spec: pb.TrainingJobSpec) -> None:
+        """Architecture, params and the data itself (shapes, text, classes) are checked
+        before a deep-learning job is queued, so bad input fails the submission, not the job."""
+        from atlas_trainer.deep.inputs import prepare
+        from atlas_trainer.deep.params import deep_config
+
+        config = deep_config(spec)
+        cores = int(available_cpus())
+        if config.workers > cores:
+            raise FailedPrecondition(
+                f"deep_learning.workers={config.workers} but this trainer has {cores} CPU "
+                "core(s): ask for fewer, or run on several machines with the job's torchrun "
+                "command",
+                reason="TOO_MANY_WORKERS",
+                metadata={"field": "deep_learning.workers"},
             )
+        X, y = split_target(load_training_data(self.rt, spec), spec)
+        prepare(
+            X,
+            y,
+            config,
+            target=spec.target_column,
+            max_classes=self.rt.settings.jobs.deep_max_classes,
+        )
+
+    def submit(self, spec: pb.TrainingJobSpec, request_id: str) -> str:
         if (
             spec.budget.HasField("wall_time")
             and duration_seconds(spec.budget.wall_time, "budget.wall_time") <= 0
@@ -168,6 +187,8 @@ class TrainerService:
             check_register_options(spec.register)
             self.rt.serving_settings()  # FAILED_PRECONDITION without a registry to call
         self.validate_target(spec)
+        if spec.WhichOneof("kind") == "deep_learning":
+            self.validate_deep_learning(spec)
         extras: dict[str, Any] = {}
         if spec.HasField("replaces_model"):
             base = resolve_base_model(self.rt, spec.replaces_model)

@@ -21,12 +21,16 @@ to_thread = asyncio.to_thread
 _TRIAL_EVENTS = set(convert.EVENT_TYPES)
 
 
-def _trial_event(event: JobEvent) -> dict[str, Any] | None:
+def _inner_event(event: JobEvent, types: Any) -> dict[str, Any] | None:
     data = event.payload.get("data") or event.payload
     inner = data.get("event") if isinstance(data, dict) else None
-    if isinstance(inner, dict) and inner.get("type") in _TRIAL_EVENTS:
+    if isinstance(inner, dict) and inner.get("type") in types:
         return inner
     return None
+
+
+def _trial_event(event: JobEvent) -> dict[str, Any] | None:
+    return _inner_event(event, _TRIAL_EVENTS)
 
 
 class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
@@ -93,6 +97,15 @@ class TrainerServicer(ReportRpcs, pb_grpc.TrainerServiceServicer):
                     if d is not None:
                         getattr(msg, field).CopyFrom(d)
                 yield msg
+            elif (epoch := _inner_event(event, convert.EPOCH_EVENT_TYPES)) is not None:
+                record = await to_thread(self._record, request.job_id)
+                yield pb.WatchTrainingJobResponse(
+                    event_type=convert.EPOCH_EVENT_TYPES[epoch["type"]],
+                    status=pc.job_status(record),
+                    epoch=int(epoch.get("epoch") or 0),
+                    epoch_metrics={k: float(v) for k, v in (epoch.get("metrics") or {}).items()},
+                    event_time=pc.dt_to_ts(event.time),
+                )
             elif event.type is not EventType.PROGRESS:
                 record = await to_thread(self._record, request.job_id)
                 yield pb.WatchTrainingJobResponse(

@@ -21,6 +21,7 @@ from atlas_core.ml._model import (
 from atlas_core.ml._node_lookup import NODE_ID, NodeLookup
 from atlas_core.ml._preprocess import TabularPreprocessor
 from atlas_core.ml._sanitize import ColumnSanitizer, is_categorical
+from atlas_core.ml._torch_net import TorchNetModel, text_token_ids, tokenize
 
 __all__ = [
     "CardinalityEncoder",
@@ -33,9 +34,12 @@ __all__ = [
     "TabularModel",
     "TabularPreprocessor",
     "TorchMLP",
+    "TorchNetModel",
     "WeightedEnsemble",
     "booster_contributions",
     "compile_estimator",
     "is_categorical",
     "pick_device",
+    "text_token_ids",
+    "tokenize",
 ]

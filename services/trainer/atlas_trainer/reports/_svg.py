@@ -150,3 +150,40 @@ def _span(low: float, high: float) -> tuple[float, float]:
 
 def _clip(text: str, limit: int = 32) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def lines(
+    series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+) -> str:
+    """Several polylines with dots, one per ``(name, colour, points)``, and a legend."""
+    everything = [p for _, _, points in series for p in points]
+    if not everything:
+        return _empty(title)
+    x0, x1 = _span(min(x for x, _ in everything), max(x for x, _ in everything))
+    y0, y1 = _span(min(y for _, y in everything), max(y for _, y in everything))
+
+    def px(x: float) -> float:
+        return _LEFT + (x - x0) / (x1 - x0) * (WIDTH - _LEFT - _RIGHT)
+
+    def py(y: float) -> float:
+        return HEIGHT - _BOTTOM - (y - y0) / (y1 - y0) * (HEIGHT - _TOP - _BOTTOM)
+
+    body = []
+    for index, (name, colour, points) in enumerate(series):
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
+        body.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        body += [
+            f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}">'
+            f"<title>{escape(name)} {x:g}: {fmt(y)}</title></circle>"
+            for x, y in points
+        ]
+        legend_y = _TOP + 14 * index
+        body.append(
+            f'<text x="{WIDTH - _RIGHT - 4}" y="{legend_y + 10}" font-size="11" '
+            f'text-anchor="end" fill="{colour}">{escape(name)}</text>'
+        )
+    return _frame(title, x_label, y_label, (x0, x1), (y0, y1), "".join(body))

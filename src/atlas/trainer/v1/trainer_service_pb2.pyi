@@ -183,7 +183,7 @@ class NasSpec(_message.Message):
     def __init__(self, max_layers: _Optional[int] = ..., widths: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[str]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class DeepLearningSpec(_message.Message):
-    __slots__ = ("architecture", "params", "workers", "epochs", "batch_size", "checkpoint_every_epochs", "resume_from", "nas", "validation_fraction")
+    __slots__ = ("architecture", "params", "workers", "epochs", "batch_size", "checkpoint_every_epochs", "resume_from", "nas", "validation_fraction", "max_restarts")
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,7 @@ class DeepLearningSpec(_message.Message):
     RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
     NAS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     params: _struct_pb2.Struct
     workers: int
@@ -202,7 +203,60 @@ class DeepLearningSpec(_message.Message):
     resume_from: _common_pb2.ArtifactRef
     nas: NasSpec
     validation_fraction: float
-    def __init__(self, architecture: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workers: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., nas: _Optional[_Union[NasSpec, _Mapping]] = ..., validation_fraction: _Optional[float] = ...) -> None: ...
+    max_restarts: int
+    def __init__(self, architecture: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workers: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., nas: _Optional[_Union[NasSpec, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., max_restarts: _Optional[int] = ...) -> None: ...
+
+class EpochMetrics(_message.Message):
+    __slots__ = ("epoch", "train_loss", "validation_loss", "validation_accuracy", "duration")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    train_loss: float
+    validation_loss: float
+    validation_accuracy: float
+    duration: _duration_pb2.Duration
+    def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ActivationMemory(_message.Message):
+    __slots__ = ("peak_bytes_with_checkpointing", "peak_bytes_without_checkpointing", "checkpointing", "method", "step_time_with_checkpointing", "step_time_without_checkpointing")
+    PEAK_BYTES_WITH_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    PEAK_BYTES_WITHOUT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STEP_TIME_WITH_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    STEP_TIME_WITHOUT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    peak_bytes_with_checkpointing: int
+    peak_bytes_without_checkpointing: int
+    checkpointing: bool
+    method: str
+    step_time_with_checkpointing: _duration_pb2.Duration
+    step_time_without_checkpointing: _duration_pb2.Duration
+    def __init__(self, peak_bytes_with_checkpointing: _Optional[int] = ..., peak_bytes_without_checkpointing: _Optional[int] = ..., checkpointing: bool = ..., method: _Optional[str] = ..., step_time_with_checkpointing: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., step_time_without_checkpointing: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class DeepLearningResult(_message.Message):
+    __slots__ = ("architecture", "parameters", "workers", "epochs", "resumed_from_epoch", "restarts", "activation_memory", "torchrun_command", "rendezvous_config")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TORCHRUN_COMMAND_FIELD_NUMBER: _ClassVar[int]
+    RENDEZVOUS_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    architecture: str
+    parameters: int
+    workers: int
+    epochs: _containers.RepeatedCompositeFieldContainer[EpochMetrics]
+    resumed_from_epoch: int
+    restarts: int
+    activation_memory: ActivationMemory
+    torchrun_command: str
+    rendezvous_config: str
+    def __init__(self, architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., workers: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., resumed_from_epoch: _Optional[int] = ..., restarts: _Optional[int] = ..., activation_memory: _Optional[_Union[ActivationMemory, _Mapping]] = ..., torchrun_command: _Optional[str] = ..., rendezvous_config: _Optional[str] = ...) -> None: ...
 
 class TrainingJobSpec(_message.Message):
     __slots__ = ("dataset", "dataset_artifact", "target_column", "task_type", "metric", "budget", "resources", "seed", "ignore_columns", "weight_column", "group_column", "bias_facet_columns", "automl", "deep_learning", "display_name", "labels", "replaces_model", "register")
@@ -338,7 +392,7 @@ class WarmStartPrior(_message.Message):
     def __init__(self, source_job_id: _Optional[str] = ..., source_dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., configs_enqueued: _Optional[int] = ..., best_rank: _Optional[int] = ..., trials_learned_from: _Optional[int] = ..., rank_agreement: _Optional[float] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
-    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "trials_interrupted", "lineage", "priors", "checkpoints", "registration")
+    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "trials_interrupted", "lineage", "priors", "checkpoints", "registration", "deep_learning")
     BEST_FIELD_NUMBER: _ClassVar[int]
     MODEL_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +406,7 @@ class TrainingResult(_message.Message):
     PRIORS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    DEEP_LEARNING_FIELD_NUMBER: _ClassVar[int]
     best: Trial
     model_bundle: _common_pb2.ArtifactRef
     task_type: TaskType
@@ -365,7 +420,8 @@ class TrainingResult(_message.Message):
     priors: _containers.RepeatedCompositeFieldContainer[WarmStartPrior]
     checkpoints: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
     registration: ModelRegistration
-    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., trials_interrupted: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., registration: _Optional[_Union[ModelRegistration, _Mapping]] = ...) -> None: ...
+    deep_learning: DeepLearningResult
+    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., trials_interrupted: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., registration: _Optional[_Union[ModelRegistration, _Mapping]] = ..., deep_learning: _Optional[_Union[DeepLearningResult, _Mapping]] = ...) -> None: ...
 
 class ModelRegistration(_message.Message):
     __slots__ = ("state", "model_version", "alias", "attempts", "error")
