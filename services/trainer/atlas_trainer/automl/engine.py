@@ -383,7 +383,7 @@ def _behind_roles(roles: ColumnRoleFeatures, finals: _Finals) -> None:
         finals.ensemble_model = ColumnRoleModel(roles, finals.ensemble_model)
     step = roles.summary()
     for row in finals.board:
-        if row.pipeline:
+        if row.pipeline and row.number != ENSEMBLE_NUMBER:  # its members name their steps
             row.pipeline = f"{step} > {row.pipeline}"
 
 
