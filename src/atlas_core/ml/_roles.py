@@ -524,7 +524,7 @@ class ColumnRoleFeatures:
                     )
             else:
                 if self.cast_.get(name) == NUMERIC:
-                    values = pd.to_numeric(values, errors="coerce")
+                    values = pd.to_numeric(values, errors="coerce").astype(np.float64)
                 out[name] = values
                 for lat, lon in self.pairs_:
                     if name == lon:
