@@ -7,7 +7,7 @@ column gets a role (inferred from its values and name, or set by the user):
   features (year, month, day, weekday, hour, minute, day of year, sin/cos of the cycles) and
   the elapsed days since the earliest training date. Values that do not parse are missing.
 - ``text`` (long, mostly distinct strings with spaces): TF-IDF of the most frequent word
-  1-2-grams and character 2-4-grams (``TfidfVectorizer``; width capped) plus length and word
+  1-2-grams and character 2-3-grams (``TfidfVectorizer``; width capped) plus length and word
   statistics.
 - ``identifier`` (nearly unique values: no signal across folds): dropped.
 - ``categorical`` (other strings): left to the encoders; above ``HIGH_CARDINALITY`` distinct
@@ -52,6 +52,7 @@ HIGH_CARDINALITY = 32
 # Text: at most this many TF-IDF columns per text column (words first), plus the statistics.
 TEXT_MAX_FEATURES = 160
 TEXT_WORD_SHARE = 0.6
+TEXT_FIT_ROWS = 5_000  # vocabularies are chosen on a sample of this many values
 # Inference thresholds: share of sampled values that must parse as dates; text is mostly
 # distinct, has spaces in most values and at least this many words on average.
 DATE_PARSE_SHARE = 0.95
@@ -461,6 +462,8 @@ class ColumnRoleFeatures:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         text = _text_values(values)
+        # the most frequent terms of a few thousand values are those of all of them
+        sample = text.sample(TEXT_FIT_ROWS, random_state=0) if len(text) > TEXT_FIT_ROWS else text
         fitted = _Text()
         features: list[str] = []
         word_cap = max(1, int(self.text_max_features * TEXT_WORD_SHARE))
@@ -470,14 +473,14 @@ class ColumnRoleFeatures:
                 "c",
                 {
                     "analyzer": "char_wb",
-                    "ngram_range": (2, 4),
+                    "ngram_range": (2, 3),
                     "max_features": max(1, self.text_max_features - word_cap),
                 },
             ),
         ):
             vectorizer = TfidfVectorizer(min_df=2, sublinear_tf=True, dtype=np.float32, **kw)
             try:
-                vectorizer.fit(text)
+                vectorizer.fit(sample)
             except ValueError:  # empty vocabulary: too few or too short values
                 continue
             fitted.vectorizers.append((prefix, vectorizer))
