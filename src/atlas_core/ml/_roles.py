@@ -483,6 +483,9 @@ class ColumnRoleFeatures:
                 vectorizer.fit(sample)
             except ValueError:  # empty vocabulary: too few or too short values
                 continue
+            # every term left out (can be most of them): only for introspection, and it would
+            # make the pickled model (the bundle) large
+            vectorizer.stop_words_ = None
             fitted.vectorizers.append((prefix, vectorizer))
             features += [f"{name}.{prefix}:{t}" for t in vectorizer.get_feature_names_out()]
         stats = _text_statistics(values)
