@@ -430,7 +430,7 @@ class ColumnRoleFeatures:
             k = int(values.nunique())
             if k > HIGH_CARDINALITY:
                 counts = _category_values(values).value_counts(normalize=True)
-                self.frequencies_[name] = {str(k): float(v) for k, v in counts.items()}
+                self.frequencies_[name] = {str(c): float(v) for c, v in counts.items()}
                 features.append(f"{name}.freq")
             return features
         # numeric, latitude, longitude
