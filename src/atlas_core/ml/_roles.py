@@ -644,6 +644,13 @@ class ColumnRoleModel:
         self.family = getattr(model, "family", "")
         self.description = f"{features.summary()} > {model.description}"
 
+    @property
+    def open_vocabulary_columns(self) -> frozenset[str]:
+        """Raw columns whose values are not categories the model knows (dates, text, dropped
+        identifiers): a value training never saw is normal there, not an unknown category."""
+        open_roles = (DATETIME, TEXT, IDENTIFIER)
+        return frozenset(r.column for r in self.features.roles_ if r.role in open_roles)
+
     def predict_scores(self, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.model.predict_scores(self.features.transform(X)))
 

@@ -121,3 +121,32 @@ async def test_coordinates_roles_take_the_compiled_fast_path(serving: ServingHar
     assert loaded is not None and loaded.fast  # verified against the model's own answers
     expected = model.predict_proba(X.head(1))[0]
     assert got.prediction.scores["in"] == pytest.approx(expected[0], rel=1e-5, abs=1e-6)
+
+
+def test_new_dates_and_texts_are_not_unseen_categories(tmp_path) -> None:
+    from atlas_core.bundles import load_bundle
+    from atlas_core.storage import LocalArtifactStore
+    from atlas_serving.dataplane.inference import ServableModel
+    from tests.support.signing import TEST_TRUST
+
+    X, y = _signal_frame(60)  # few distinct values: the bundle keeps every one
+    X = X.assign(shop=np.where(np.arange(60) % 2, "north", "south"))
+    model = _automl(X, y)
+    store = LocalArtifactStore(tmp_path)
+    ref = write_bundle(
+        store,
+        "m/bundle.tar",
+        model=model,
+        task="binary",
+        target="label",
+        classes=list(model.classes_),
+        X_train=X,
+        y_train=y,
+        metrics={},
+        lineage={},
+        signer=TEST_SIGNER,
+    )
+    served = ServableModel(load_bundle(store, ref, trust=TEST_TRUST))
+    raw = {"created": "2023-05-05T05:05:05", "body": "a brand new text", "ticket": "T1"}
+    (result,) = served.predict([{**raw, "noise": 0.0, "shop": "east"}])
+    assert result.unseen == ["shop"]  # a real category is still checked

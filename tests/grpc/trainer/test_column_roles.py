@@ -57,7 +57,9 @@ async def test_roles_are_inferred_reported_and_overridable(trainer_harness):
     assert any("dropped column 'ticket': id_like" in w for w in report.warnings)
     assert any("dropped column 'noise': identifier" in w for w in report.warnings)
     board = await h.stub.GetLeaderboard(pb.GetLeaderboardRequest(job_id=job_id))
-    assert any(e.pipeline.startswith("roles(datetime:1,text:1,") for e in board.entries)
+    assert any(e.pipeline.startswith("roles(datetime:1,text:1,") for e in board.entries), [
+        (e.number, e.state, e.pipeline) for e in board.entries
+    ]
     bundle = await asyncio.to_thread(
         load_bundle,
         h.service.rt.artifacts,
