@@ -56,10 +56,10 @@ async def test_roles_are_inferred_reported_and_overridable(trainer_harness):
     assert report.dropped_columns["shop_lat"] == "constant"
     assert any("dropped column 'ticket': id_like" in w for w in report.warnings)
     assert any("dropped column 'noise': identifier" in w for w in report.warnings)
-    board = await h.stub.GetLeaderboard(pb.GetLeaderboardRequest(job_id=job_id))
-    assert any(e.pipeline.startswith("roles(datetime:1,text:1,") for e in board.entries), [
-        (e.number, e.state, e.pipeline) for e in board.entries
-    ]
+    # every trial that ran names the roles step (a loaded host may complete none in time)
+    trials = (await h.stub.ListTrials(pb.ListTrialsRequest(job_id=job_id))).trials
+    ran = [t.pipeline for t in trials if t.pipeline]
+    assert ran and all(p.startswith("roles(datetime:1,text:1,identifier:2) > ") for p in ran), ran
     bundle = await asyncio.to_thread(
         load_bundle,
         h.service.rt.artifacts,

@@ -83,7 +83,9 @@ class ServableModel:
         self.defaults = _defaults(bundle.training_stats)
         # dates, free text and dropped ids (column roles) are not categories: new values are
         # expected there
-        open_columns = getattr(self.predictor.model, "open_vocabulary_columns", frozenset())
+        open_columns: frozenset[str] = getattr(
+            self.predictor.model, "open_vocabulary_columns", frozenset()
+        )
         self.vocabulary = {
             name: known
             for name, known in _vocabulary(bundle.training_stats).items()
