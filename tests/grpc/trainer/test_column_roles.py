@@ -77,3 +77,19 @@ async def test_roles_are_inferred_reported_and_overridable(trainer_harness):
         }
     )
     assert bundle.predictor.predict(raw).tolist()[0] == "yes"
+    explained = await h.stub.ExplainPredictions(
+        pb.ExplainPredictionsRequest(
+            job_id=job_id,
+            rows=[
+                pb.FeatureRow(
+                    values={
+                        c: common_pb2.Value(string_value=v)
+                        if isinstance(v, str)
+                        else common_pb2.Value(double_value=float(v))
+                        for c, v in raw.iloc[0].items()
+                    }
+                )
+            ],
+        )
+    )
+    assert len(explained.rows) == 1 and explained.rows[0].contributions
