@@ -269,3 +269,19 @@ def test_plain_tables_are_left_as_they_were() -> None:
         AutoMLRequest(X, X["a"] > 0, max_trials=1, families=["linear"], strategy="random")
     )
     assert not isinstance(result.model, ColumnRoleModel)
+
+
+def test_measured_row_latency_includes_the_roles_once() -> None:
+    from atlas_trainer.automl.engine import _RolesOnly
+    from atlas_trainer.automl.latency import row_latency_s
+
+    X, y = _signal_frame(120)
+    result = run_automl(
+        AutoMLRequest(
+            X, y, max_trials=2, families=["linear"], strategy="random", folds=2, ensemble=False
+        )
+    )  # no wall budget: every kept trial is measured
+    features, _ = fit_column_roles(X, {})
+    roles_s = row_latency_s(_RolesOnly(features), X)
+    measured = [r.row_latency_s for r in result.leaderboard if r.row_latency_s is not None]
+    assert measured and all(s >= 0.5 * roles_s for s in measured)

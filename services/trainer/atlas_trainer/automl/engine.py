@@ -569,10 +569,12 @@ def _finalize(
         if req.max_row_latency_ms or not wall
         else {}
     )
-    if latency and prep.roles_applied:  # served models pay the roles' features per row too
-        features_s = row_latency_s(_RolesOnly(prep.roles), req.X)
-        latency = {n: s + features_s for n, s in latency.items()}
-    allowed = _within_latency(req, done, latency, prep.warnings)
+    # a served model pays the roles' features once per row, however many members it has
+    features_s = (
+        row_latency_s(_RolesOnly(prep.roles), req.X) if latency and prep.roles_applied else 0.0
+    )
+    single = {n: s + features_s for n, s in latency.items()}
+    allowed = _within_latency(req, done, single, prep.warnings)
     best_number, best_score, best_model, kind = _best(study, allowed, state, finals, prep.warnings)
     oof = {n: a for n, a in state.oof.items() if n in allowed}
     ens_model: Any | None = None
@@ -580,11 +582,13 @@ def _finalize(
     weights: dict[int, float] = {}
     extra: list[LeaderboardRow] = []
     if req.ensemble and len(oof) >= 2:
-        ens_model, ens_score, weights, extra = _ensemble(req, prep, oof, allowed, finals, latency)
+        ens_model, ens_score, weights, extra = _ensemble(
+            req, prep, oof, allowed, finals, latency, features_s
+        )
     board = leaderboard(study, target.metric.higher_is_better, extra)
     for row in board:
-        if row.number in latency:
-            row.row_latency_s = latency[row.number]
+        if row.number in single:
+            row.row_latency_s = single[row.number]
     _assess_priors(opened.priors, board, study, prep.warnings)
     return _Finals(
         best_number,
@@ -663,9 +667,11 @@ def _ensemble(
     done: dict[int, optuna.trial.FrozenTrial],
     finals: FinalModels,
     latency: dict[int, float],
+    features_s: float = 0.0,
 ) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
     """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row);
-    within the per-row latency budget when there is one."""
+    within the per-row latency budget when there is one (``features_s``: the column roles'
+    cost, paid once)."""
     target = prep.target
     sel = greedy_selection(
         oof,
@@ -689,7 +695,7 @@ def _ensemble(
         kept = within_budget(
             dict(zip(model.member_ids, model.weights.tolist())),
             cost,
-            req.max_row_latency_ms / 1000,
+            req.max_row_latency_ms / 1000 - features_s,
         )
         if len(kept) < 2:
             return None, None, {}, []
@@ -715,7 +721,7 @@ def _ensemble(
             done[n].user_attrs.get("predict_time_per_1k_s", 0.0) for n in weights
         ),
         fidelity=1.0,
-        row_latency_s=sum(cost(n) for n in weights) if latency else None,
+        row_latency_s=sum(cost(n) for n in weights) + features_s if latency else None,
     )
     return model, score, weights, [row]
 
