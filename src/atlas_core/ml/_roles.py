@@ -83,8 +83,9 @@ DATE_FORMATS = (
     "%a %b %d %H:%M:%S %z %Y",  # Twitter's created_at
     "%a, %d %b %Y %H:%M:%S %z",  # RFC 2822 (e-mail, HTTP)
 )
-_LAT = re.compile(r"(^|[_\W])(lat|latitude)($|[_\W])", re.IGNORECASE)
-_LON = re.compile(r"(^|[_\W])(lon|lng|long|longitude)($|[_\W])", re.IGNORECASE)
+# the name's last word: ``pickup_lat`` is a latitude, ``long_description_len`` is not
+_LAT = re.compile(r"(^|[_\W])(lat|latitude)$", re.IGNORECASE)
+_LON = re.compile(r"(^|[_\W])(lon|lng|long|longitude)$", re.IGNORECASE)
 _DIGITS_ONLY = re.compile(r"^[\s+-]*[\d.]+\s*$")
 _PUNCTUATION = re.escape(string.punctuation)
 # (name, period or None) of the calendar parts, in output order.
@@ -236,14 +237,14 @@ def _coordinate_pairs(
     for name, role in roles.items():
         if name in overridden:
             if role == LATITUDE:
-                lat[_LAT.sub(r"\1\3", name)] = name
+                lat[_LAT.sub(r"\1", name)] = name
             elif role == LONGITUDE:
-                lon[_LON.sub(r"\1\3", name)] = name
+                lon[_LON.sub(r"\1", name)] = name
         elif role == NUMERIC:
             if _LAT.search(name) and in_range(name, 90):
-                lat.setdefault(_LAT.sub(r"\1\3", name), name)
+                lat.setdefault(_LAT.sub(r"\1", name), name)
             elif _LON.search(name) and in_range(name, 180):
-                lon.setdefault(_LON.sub(r"\1\3", name), name)
+                lon.setdefault(_LON.sub(r"\1", name), name)
     pairs = [(lat[k], lon[k]) for k in lat if k in lon]
     if not pairs and len(lat) == 1 and len(lon) == 1:  # one of each, named differently
         pairs = [(next(iter(lat.values())), next(iter(lon.values())))]
