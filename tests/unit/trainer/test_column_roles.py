@@ -285,3 +285,25 @@ def test_measured_row_latency_includes_the_roles_once() -> None:
     roles_s = row_latency_s(_RolesOnly(features), X)
     measured = [r.row_latency_s for r in result.leaderboard if r.row_latency_s is not None]
     assert measured and all(s >= 0.5 * roles_s for s in measured)
+
+
+def test_coordinate_pairs_by_name() -> None:
+    rng = np.random.default_rng(0)
+    n = 80
+    X = pd.DataFrame(
+        {
+            "pickup_lat": rng.uniform(40, 41, n),
+            "dropoff_longitude": rng.uniform(-74, -73, n),
+            "pickup_lon": rng.uniform(-74, -73, n),
+            "dropoff_latitude": rng.uniform(40, 41, n),
+            "long_description_len": rng.uniform(0, 50, n),  # "long" is not its last word
+            "depot_lat": 40.5,  # constant: no pair, dropped as before
+        }
+    )
+    features = ColumnRoleFeatures().fit(X)
+    assert features.pairs_ == [
+        ("pickup_lat", "pickup_lon"),
+        ("dropoff_latitude", "dropoff_longitude"),
+    ]
+    assert roles_of(features)["long_description_len"] == "numeric"
+    assert roles_of(features)["depot_lat"] == "numeric"
