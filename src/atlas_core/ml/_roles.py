@@ -506,7 +506,18 @@ class ColumnRoleFeatures:
                 return X[name]
             return pd.Series([None] * len(X), index=index, dtype=object)
 
-        out: dict[str, Any] = {}
+        # Derived features are gathered as float blocks and become one frame block: a frame
+        # of hundreds of single columns costs milliseconds per call (serving's one-row calls).
+        kept: dict[str, pd.Series] = {}  # passed-through columns, as they are or cast
+        names: list[str] = []
+        blocks: list[np.ndarray] = []
+
+        def add(block: dict[str, np.ndarray]) -> None:
+            names.extend(block)
+            blocks.append(
+                np.column_stack([np.asarray(v, dtype=np.float64) for v in block.values()])
+            )
+
         for role in self.roles_:
             name = role.column
             if not role.features:
@@ -515,51 +526,51 @@ class ColumnRoleFeatures:
             if name in self.date_formats_:
                 ts = parse_dates(values, self.date_formats_[name])
                 parts = _datetime_parts(ts, self.date_origins_[name])
-                for p in self.date_parts_[name]:
-                    out[f"{name}.{p}"] = parts[p]
+                add({f"{name}.{p}": parts[p] for p in self.date_parts_[name]})
             elif name in self.text_:
-                out.update(self._text_features(values, name))
+                self._text_features(values, name, names, blocks)
             elif name in self.categorical_:
                 cats = _category_values(values) if self.cast_.get(name) else values
-                out[name] = cats
+                kept[name] = cats
                 if name in self.frequencies_:
                     freq = self.frequencies_[name]
                     keys = _category_values(cats)
-                    out[f"{name}.freq"] = np.asarray(
-                        [freq.get(k, 0.0) if k is not None else np.nan for k in keys],
-                        dtype=np.float64,
+                    add(
+                        {
+                            f"{name}.freq": np.asarray(
+                                [freq.get(k, 0.0) if k is not None else np.nan for k in keys]
+                            )
+                        }
                     )
             else:
                 if self.cast_.get(name) == NUMERIC:
                     values = pd.to_numeric(values, errors="coerce").astype(np.float64)
-                out[name] = values
+                kept[name] = values
                 for lat, lon in self.pairs_:
                     if name == lon:
-                        out.update(_rotations(column(lat), values, lat, lon))
-        frame = pd.DataFrame(
-            {
-                k: (v if isinstance(v, pd.Series) else pd.Series(v, index=index))
-                for k, v in out.items()
-            },
-            index=index,
-        )
+                        add(_rotations(column(lat), values, lat, lon))
+        frames = [pd.DataFrame(kept, index=index)]
+        if blocks:
+            frames.append(pd.DataFrame(np.hstack(blocks), index=index, columns=names))
+        frame = pd.concat(frames, axis=1) if len(frames) > 1 else frames[0]
         return frame[self.feature_names_out_]
 
     def fit_transform(self, X: pd.DataFrame) -> pd.DataFrame:
         return self.fit(X).transform(X)
 
-    def _text_features(self, values: pd.Series, name: str) -> dict[str, np.ndarray]:
+    def _text_features(
+        self, values: pd.Series, name: str, names: list[str], blocks: list[np.ndarray]
+    ) -> None:
+        """Append the text column's TF-IDF and statistics blocks (and their names)."""
         fitted = self.text_[name]
         text = _text_values(values)
-        out: dict[str, np.ndarray] = {}
         for prefix, vectorizer in fitted.vectorizers:
-            matrix = vectorizer.transform(text).toarray()
-            for j, term in enumerate(vectorizer.get_feature_names_out()):
-                out[f"{name}.{prefix}:{term}"] = matrix[:, j]
-        stats = _text_statistics(values)
-        for s in fitted.stats:
-            out[f"{name}.{s}"] = stats[s]
-        return out
+            blocks.append(vectorizer.transform(text).toarray().astype(np.float64))
+            names.extend(f"{name}.{prefix}:{t}" for t in vectorizer.get_feature_names_out())
+        if fitted.stats:
+            stats = _text_statistics(values)
+            blocks.append(np.column_stack([stats[s] for s in fitted.stats]))
+            names.extend(f"{name}.{s}" for s in fitted.stats)
 
     @property
     def changes_columns(self) -> bool:
