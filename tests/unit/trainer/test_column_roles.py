@@ -271,6 +271,7 @@ def test_plain_tables_are_left_as_they_were() -> None:
     assert not isinstance(result.model, ColumnRoleModel)
 
 
+@pytest.mark.slow
 def test_measured_row_latency_includes_the_roles_once() -> None:
     from atlas_trainer.automl.engine import _RolesOnly
     from atlas_trainer.automl.latency import row_latency_s
