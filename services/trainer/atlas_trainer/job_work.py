@@ -9,6 +9,7 @@ bundle in serving) only registers, with the same request id, so the bundle is re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -148,6 +149,7 @@ def _train(
         ensemble=not automl.search_space.disable_ensemble,
         ensemble_size=automl.search_space.max_ensemble_size or 25,
         max_row_latency_ms=automl.max_row_latency_ms or None,
+        column_roles=dict(automl.column_roles),
         on_event=on_event,
         should_stop=ctx.cancelled,
     )
@@ -277,6 +279,7 @@ def _result_dict(
         "leaderboard": rows,
         "warnings": list(result.warnings),
         "dropped_columns": dict(result.dropped_columns),
+        "column_roles": [dataclasses.asdict(r) for r in result.column_roles],
         "stop_reason": result.stop_reason,
         "elapsed_s": elapsed,
         "baseline_score": result.baseline_score,

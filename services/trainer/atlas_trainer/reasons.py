@@ -94,8 +94,14 @@ class TrainerReason(Reason):
     UNKNOWN_COLUMN = (
         auto(),
         INVALID_ARGUMENT,
-        "An ignored or facet column is not in the dataset.",
-        "Use columns of the dataset.",
+        "An ignored, facet or automl.column_roles column is not in the dataset (or is the target).",
+        "Use feature columns of the dataset.",
+    )
+    UNKNOWN_ROLE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "automl.column_roles gives a column a role that does not exist.",
+        "Use numeric, categorical, datetime, text, identifier, latitude or longitude.",
     )
     EMPTY_TARGET = (
         auto(),

@@ -23,6 +23,7 @@ from atlas_core.meta_features import META_FEATURES_VERSION, similarity_vector
 from atlas_core.proto_convert import duration_seconds
 from atlas_trainer.automl.finalize import LeaderboardRow, leaderboard
 from atlas_trainer.automl.meta import find_priors
+from atlas_trainer.automl.roles import check_column_roles
 from atlas_trainer.config import TrainerSettings
 from atlas_trainer.data_access import (
     dataset_pair,
@@ -96,7 +97,8 @@ class TrainerService:
         )
 
     def validate_target(self, spec: pb.TrainingJobSpec) -> None:
-        """Missing, all-missing or constant targets are refused before a job is queued."""
+        """Missing, all-missing or constant targets, and column roles naming a column the data
+        does not have, are refused before a job is queued."""
         uris = self._target_column_uris(spec)
         if not spec.target_column:
             raise InvalidArgument("spec.target_column is empty", reason="NO_TARGET")
@@ -115,6 +117,10 @@ class TrainerService:
                         metadata={"column": target},
                     )
                 columns.append(pq.read_table(path, columns=[target]).column(0))
+                if i == 0 and spec.automl.column_roles:
+                    ignored = set(spec.ignore_columns)
+                    features = [n for n in schema.names if n not in ignored]
+                    check_column_roles(spec.automl.column_roles, features, target)
         values = [v for col in columns for v in col.chunks]
         non_null = sum(len(v) - v.null_count for v in values)
         if non_null == 0:

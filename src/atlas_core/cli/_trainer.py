@@ -40,6 +40,9 @@ def _state(value: int) -> str:
     return common_pb2.JobState.Name(value).removeprefix("JOB_STATE_").lower()
 
 
+_PLAIN_ROLES = ("numeric", "categorical")
+
+
 def model_first(pipeline: str) -> str:
     """`mean-impute > scale > xgboost` -> `xgboost (mean-impute > scale)`: the family first, so
     a cut line still names it. An ensemble lists its members' families with their weights."""
@@ -141,7 +144,18 @@ def run_spec(args: argparse.Namespace) -> pb.TrainingJobSpec:
         register=args.register or "",
         alias=args.alias,
         replaces=replaces,
+        column_roles=dict(args.role or []),
     )
+
+
+def column_role(text: str) -> tuple[str, str]:
+    """`--role COLUMN=ROLE` (the trainer checks the column and the role)."""
+    column, sep, role = text.rpartition("=")
+    if not sep or not column or not role:
+        raise argparse.ArgumentTypeError(
+            f"write COLUMN=ROLE (e.g. created_at=datetime), got {text}"
+        )
+    return column, role
 
 
 def _upload_file(args: argparse.Namespace) -> None:
@@ -246,6 +260,12 @@ def report_summary(report: pb.TrainingReport, board: pb.GetLeaderboardResponse) 
         for f in used[:15]:
             bar = "#" * round(20 * abs(f.importance) / top)
             lines.append(f"  {f.feature:<28} {f.importance:>9.4f}  {bar}")
+    derived = [r for r in report.column_roles if r.overridden or r.role not in _PLAIN_ROLES]
+    if derived:
+        lines.append("column roles (the rest: numeric or categorical as they are):")
+        for r in derived:
+            made = f"{len(r.features)} features" if r.features else "dropped"
+            lines.append(f"  {r.column}: {r.role} ({r.detail}) -> {made}")
     if report.dropped_columns:
         lines.append("dropped columns:")
         lines += [f"  {c}: {why}" for c, why in sorted(report.dropped_columns.items())]
@@ -307,6 +327,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--alias", default="candidate", help="alias for the registered version (--register)"
+    )
+    p.add_argument(
+        "--role",
+        action="append",
+        type=column_role,
+        metavar="COLUMN=ROLE",
+        help="override a column's inferred role (numeric, categorical, datetime, text, "
+        "identifier, latitude, longitude); repeatable",
     )
     p.add_argument(
         "--replaces",

@@ -32,12 +32,15 @@ def automl_spec(
     register: str = "",
     alias: str = "",
     replaces: common_pb2.ModelRef | None = None,
+    column_roles: dict[str, str] | None = None,
 ) -> pb.TrainingJobSpec:
     """A TrainingJobSpec for the common case. An empty ``target`` means the dataset's label
     column; ``register`` names the serving model the finished bundle becomes a version of
     (under ``alias``, "candidate" by default); ``replaces`` is the model version it replaces
-    (warm start and lineage). ``wall_seconds`` None means the trainer's default budget; any
-    number is sent, so 0 or less is refused by the trainer rather than read as "default"."""
+    (warm start and lineage); ``column_roles`` overrides inferred column roles (column ->
+    role, e.g. ``{"created_at": "datetime"}``). ``wall_seconds`` None means the trainer's
+    default budget; any number is sent, so 0 or less is refused by the trainer rather than
+    read as "default"."""
     spec = pb.TrainingJobSpec(
         target_column=target, seed=seed, automl=pb.AutoMlSpec(strategy=strategy)
     )
@@ -57,6 +60,8 @@ def automl_spec(
         spec.register.CopyFrom(pb.RegisterModelOptions(model_name=register, alias=alias))
     if replaces is not None:
         spec.replaces_model.CopyFrom(replaces)
+    if column_roles:
+        spec.automl.column_roles.update(column_roles)
     return spec
 
 

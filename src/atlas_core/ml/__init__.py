@@ -20,17 +20,22 @@ from atlas_core.ml._model import (
 )
 from atlas_core.ml._node_lookup import NODE_ID, NodeLookup
 from atlas_core.ml._preprocess import TabularPreprocessor
+from atlas_core.ml._roles import ROLES, ColumnRole, ColumnRoleFeatures, ColumnRoleModel
 from atlas_core.ml._sanitize import ColumnSanitizer, is_categorical
 from atlas_core.ml._torch_net import TorchNetModel, text_token_ids, tokenize
 
 __all__ = [
     "CardinalityEncoder",
+    "ColumnRole",
+    "ColumnRoleFeatures",
+    "ColumnRoleModel",
     "ColumnSanitizer",
     "FoldBag",
     "MatrixScorer",
     "NODE_ID",
     "NodeLookup",
     "PairwiseCrosses",
+    "ROLES",
     "TabularModel",
     "TabularPreprocessor",
     "TorchMLP",

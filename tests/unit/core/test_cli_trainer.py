@@ -75,3 +75,31 @@ def test_the_registration_line_says_which_version_or_why_not() -> None:
     )
     failed.model_version.model_name = "churn"
     assert "failed after 6 attempt(s): UNAVAILABLE: down" in registration_line(failed)
+
+
+def test_run_sends_role_overrides_and_the_report_lists_the_derived_roles() -> None:
+    import pytest
+
+    from atlas_core.cli._trainer import report_summary
+
+    spec = _run_args("--artifact", "s3://b/k", "--role", "when=datetime", "--role", "id=identifier")
+    assert dict(spec.automl.column_roles) == {"when": "datetime", "id": "identifier"}
+    with pytest.raises(SystemExit):  # argparse: not COLUMN=ROLE
+        _run_args("--artifact", "s3://b/k", "--role", "when")
+    report = pb.TrainingReport(
+        column_roles=[
+            pb.ColumnRole(column="x", role="numeric", detail="numbers", features=["x"]),
+            pb.ColumnRole(
+                column="when",
+                role="datetime",
+                overridden=True,
+                detail="set in the spec; format ISO8601",
+                features=["when.hour", "when.elapsed_days"],
+            ),
+            pb.ColumnRole(column="id", role="identifier", detail="nearly unique strings"),
+        ]
+    )
+    lines = report_summary(report, pb.GetLeaderboardResponse())
+    assert "  when: datetime (set in the spec; format ISO8601) -> 2 features" in lines
+    assert "  id: identifier (nearly unique strings) -> dropped" in lines
+    assert not any(line.startswith("  x:") for line in lines)

@@ -81,7 +81,16 @@ class ServableModel:
         self.memory_bytes = int(getattr(bundle, "memory_bytes", 0) or bundle.size_bytes)
         self.load_seconds = float(bundle.load_seconds)
         self.defaults = _defaults(bundle.training_stats)
-        self.vocabulary = _vocabulary(bundle.training_stats)
+        # dates, free text and dropped ids (column roles) are not categories: new values are
+        # expected there
+        open_columns: frozenset[str] = getattr(
+            self.predictor.model, "open_vocabulary_columns", frozenset()
+        )
+        self.vocabulary = {
+            name: known
+            for name, known in _vocabulary(bundle.training_stats).items()
+            if name not in open_columns
+        }
         self.numeric = all(c.kind == "numeric" for c in self.schema.columns)
         self._values = (
             itemgetter(*self.names)

@@ -32,7 +32,7 @@ from atlas_core.meta_features import (
     meta_features_of_frame,
     similarity_vector,
 )
-from atlas_core.ml import ColumnSanitizer, FoldBag
+from atlas_core.ml import ColumnRole, ColumnRoleFeatures, ColumnRoleModel, ColumnSanitizer, FoldBag
 from atlas_trainer.automl.ensemble import greedy_selection
 from atlas_trainer.automl.evaluate import Splits, make_splits
 from atlas_trainer.automl.finalize import (
@@ -42,7 +42,7 @@ from atlas_trainer.automl.finalize import (
     build_ensemble,
     leaderboard,
 )
-from atlas_trainer.automl.latency import measure, within_budget
+from atlas_trainer.automl.latency import measure, row_latency_s, within_budget
 from atlas_trainer.automl.meta import (
     RECORDED_CONFIGS,
     MetaEntry,
@@ -53,6 +53,7 @@ from atlas_trainer.automl.meta import (
     other_version_studies,
 )
 from atlas_trainer.automl.resources import Parallelism, detect_gpus, plan_parallelism
+from atlas_trainer.automl.roles import fit_column_roles
 from atlas_trainer.automl.search import (
     INTERRUPTED,
     STRATEGIES,
@@ -143,6 +144,8 @@ class AutoMLResult:
     trials_failed: int = 0  # the model raised
     trials_interrupted: int = 0  # cut by the deadline, per-trial limit or cancel before a score
     trials_run_here: list[int] = field(default_factory=list)
+    # What each input column was taken as (inferred or set by ``column_roles``).
+    column_roles: list[ColumnRole] = field(default_factory=list)
 
     @property
     def model(self) -> Any | None:
@@ -278,6 +281,7 @@ class AutoMLRequest:
     ensemble: bool = True
     ensemble_size: int = 25
     max_row_latency_ms: float | None = None
+    column_roles: dict[str, str] | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
 
@@ -296,6 +300,9 @@ class _Prepared:
     meta_features: dict[str, float]  # similarity_vector of the table's meta-features
     dropped: dict[str, str]
     warnings: list[str]
+    roles: ColumnRoleFeatures
+    # the roles' derived frame is what the search sees (else the raw columns are)
+    roles_applied: bool
 
 
 @dataclass
@@ -330,6 +337,8 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
     state, stop_reason, plan = _search(request, prep, opened)
     finals = _finalize(request, prep, opened, state, plan, stop_reason)
     _record(request, prep, opened.study, finals)
+    if prep.roles_applied:
+        _behind_roles(prep.roles, finals)
     counts = _trial_counts(finals.board)
     return AutoMLResult(
         task=prep.target.task,
@@ -361,7 +370,21 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
         trials_failed=counts["FAIL"],
         trials_interrupted=counts["INTERRUPTED"],
         trials_run_here=list(state.trials_run),
+        column_roles=list(prep.roles.roles_),
     )
+
+
+def _behind_roles(roles: ColumnRoleFeatures, finals: _Finals) -> None:
+    """Final models take raw columns (the fitted roles in front of them) and the leaderboard
+    names the roles step."""
+    if finals.best_model is not None:
+        finals.best_model = ColumnRoleModel(roles, finals.best_model)
+    if finals.ensemble_model is not None:
+        finals.ensemble_model = ColumnRoleModel(roles, finals.ensemble_model)
+    step = roles.summary()
+    for row in finals.board:
+        if row.pipeline and row.number != ENSEMBLE_NUMBER:  # its members name their steps
+            row.pipeline = f"{step} > {row.pipeline}"
 
 
 def _prepare(req: AutoMLRequest) -> _Prepared:
@@ -377,9 +400,16 @@ def _prepare(req: AutoMLRequest) -> _Prepared:
     prepared = prepare_target(req.y, req.task, req.metric, req.folds)
     X = req.X.loc[prepared.keep].reset_index(drop=True)
     warnings = list(prepared.warnings)
-    dropped = ColumnSanitizer().fit(X).dropped_
+    roles, role_warnings = fit_column_roles(X, req.column_roles or {})
+    applied = roles.changes_columns
+    if applied:  # else the sanitizer sees the same columns and drops the same ones
+        X = roles.transform(X)
+    dropped = {**roles.dropped_, **ColumnSanitizer().fit(X).dropped_}
+    details = {r.column: r.detail for r in roles.roles_}
     for col, why in dropped.items():
-        warnings.append(f"dropped column {col!r}: {why}")
+        more = details.get(col, "") if why == "id_like" else ""
+        warnings.append(f"dropped column {col!r}: {why}" + (f" ({more})" if more else ""))
+    warnings += role_warnings
     validation, folds = req.validation, req.folds
     if validation == "auto":
         validation, folds = auto_validation(
@@ -407,6 +437,8 @@ def _prepare(req: AutoMLRequest) -> _Prepared:
         meta_features=similarity_vector(meta),
         dropped=dropped,
         warnings=warnings,
+        roles=roles,
+        roles_applied=applied,
     )
 
 
@@ -537,7 +569,12 @@ def _finalize(
         if req.max_row_latency_ms or not wall
         else {}
     )
-    allowed = _within_latency(req, done, latency, prep.warnings)
+    # a served model pays the roles' features once per row, however many members it has
+    features_s = (
+        row_latency_s(_RolesOnly(prep.roles), req.X) if latency and prep.roles_applied else 0.0
+    )
+    single = {n: s + features_s for n, s in latency.items()}
+    allowed = _within_latency(req, done, single, prep.warnings)
     best_number, best_score, best_model, kind = _best(study, allowed, state, finals, prep.warnings)
     oof = {n: a for n, a in state.oof.items() if n in allowed}
     ens_model: Any | None = None
@@ -545,11 +582,13 @@ def _finalize(
     weights: dict[int, float] = {}
     extra: list[LeaderboardRow] = []
     if req.ensemble and len(oof) >= 2:
-        ens_model, ens_score, weights, extra = _ensemble(req, prep, oof, allowed, finals, latency)
+        ens_model, ens_score, weights, extra = _ensemble(
+            req, prep, oof, allowed, finals, latency, features_s
+        )
     board = leaderboard(study, target.metric.higher_is_better, extra)
     for row in board:
-        if row.number in latency:
-            row.row_latency_s = latency[row.number]
+        if row.number in single:
+            row.row_latency_s = single[row.number]
     _assess_priors(opened.priors, board, study, prep.warnings)
     return _Finals(
         best_number,
@@ -563,6 +602,20 @@ def _finalize(
         board,
         done,
     )
+
+
+class _RolesOnly:
+    """The column roles' transform as a "model", to time what it adds to every row."""
+
+    def __init__(self, roles: ColumnRoleFeatures) -> None:
+        self.roles = roles
+
+    def matrix_scorer(self, columns: Sequence[str], compile_estimator: Any = None) -> Any:
+        found = self.roles.matrix_transform(columns)
+        return None if found is None else found[0]
+
+    def predict_scores(self, X: pd.DataFrame) -> Any:
+        return self.roles.transform(X)
 
 
 def _best(
@@ -614,9 +667,11 @@ def _ensemble(
     done: dict[int, optuna.trial.FrozenTrial],
     finals: FinalModels,
     latency: dict[int, float],
+    features_s: float = 0.0,
 ) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
     """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row);
-    within the per-row latency budget when there is one."""
+    within the per-row latency budget when there is one (``features_s``: the column roles'
+    cost, paid once)."""
     target = prep.target
     sel = greedy_selection(
         oof,
@@ -640,7 +695,7 @@ def _ensemble(
         kept = within_budget(
             dict(zip(model.member_ids, model.weights.tolist())),
             cost,
-            req.max_row_latency_ms / 1000,
+            req.max_row_latency_ms / 1000 - features_s,
         )
         if len(kept) < 2:
             return None, None, {}, []
@@ -666,7 +721,7 @@ def _ensemble(
             done[n].user_attrs.get("predict_time_per_1k_s", 0.0) for n in weights
         ),
         fidelity=1.0,
-        row_latency_s=sum(cost(n) for n in weights) if latency else None,
+        row_latency_s=sum(cost(n) for n in weights) + features_s if latency else None,
     )
     return model, score, weights, [row]
 

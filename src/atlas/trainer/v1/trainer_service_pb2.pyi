@@ -145,7 +145,14 @@ class SearchSpaceOptions(_message.Message):
     def __init__(self, model_families: _Optional[_Iterable[_Union[ModelFamily, str]]] = ..., allow_feature_crosses: bool = ..., allow_feature_selection: bool = ..., disable_ensemble: bool = ..., max_ensemble_size: _Optional[int] = ..., fixed_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AutoMlSpec(_message.Message):
-    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name", "max_row_latency_ms")
+    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name", "max_row_latency_ms", "column_roles")
+    class ColumnRolesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     SEARCH_SPACE_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +164,7 @@ class AutoMlSpec(_message.Message):
     PARALLEL_TRIALS_FIELD_NUMBER: _ClassVar[int]
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
     MAX_ROW_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_ROLES_FIELD_NUMBER: _ClassVar[int]
     strategy: SearchStrategy
     search_space: SearchSpaceOptions
     validation: ValidationMethod
@@ -168,7 +176,8 @@ class AutoMlSpec(_message.Message):
     parallel_trials: int
     study_name: str
     max_row_latency_ms: float
-    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ...) -> None: ...
+    column_roles: _containers.ScalarMap[str, str]
+    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ..., column_roles: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class NasSpec(_message.Message):
     __slots__ = ("max_layers", "widths", "activations", "max_candidates")
@@ -636,7 +645,7 @@ class Plot(_message.Message):
     def __init__(self, name: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class TrainingReport(_message.Message):
-    __slots__ = ("feature_importance", "importance_method", "bias_metrics", "plots", "warnings", "dropped_columns", "priors", "optuna_storage_url", "study_name")
+    __slots__ = ("feature_importance", "importance_method", "bias_metrics", "plots", "warnings", "dropped_columns", "priors", "optuna_storage_url", "study_name", "column_roles")
     class DroppedColumnsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -653,6 +662,7 @@ class TrainingReport(_message.Message):
     PRIORS_FIELD_NUMBER: _ClassVar[int]
     OPTUNA_STORAGE_URL_FIELD_NUMBER: _ClassVar[int]
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_ROLES_FIELD_NUMBER: _ClassVar[int]
     feature_importance: _containers.RepeatedCompositeFieldContainer[FeatureImportance]
     importance_method: str
     bias_metrics: _containers.RepeatedCompositeFieldContainer[BiasMetrics]
@@ -662,7 +672,22 @@ class TrainingReport(_message.Message):
     priors: _containers.RepeatedCompositeFieldContainer[WarmStartPrior]
     optuna_storage_url: str
     study_name: str
-    def __init__(self, feature_importance: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., importance_method: _Optional[str] = ..., bias_metrics: _Optional[_Iterable[_Union[BiasMetrics, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped_columns: _Optional[_Mapping[str, str]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., optuna_storage_url: _Optional[str] = ..., study_name: _Optional[str] = ...) -> None: ...
+    column_roles: _containers.RepeatedCompositeFieldContainer[ColumnRole]
+    def __init__(self, feature_importance: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., importance_method: _Optional[str] = ..., bias_metrics: _Optional[_Iterable[_Union[BiasMetrics, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped_columns: _Optional[_Mapping[str, str]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., optuna_storage_url: _Optional[str] = ..., study_name: _Optional[str] = ..., column_roles: _Optional[_Iterable[_Union[ColumnRole, _Mapping]]] = ...) -> None: ...
+
+class ColumnRole(_message.Message):
+    __slots__ = ("column", "role", "overridden", "detail", "features")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    role: str
+    overridden: bool
+    detail: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, column: _Optional[str] = ..., role: _Optional[str] = ..., overridden: bool = ..., detail: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetTrainingReportRequest(_message.Message):
     __slots__ = ("job_id",)
