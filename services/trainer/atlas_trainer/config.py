@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from atlas_core.config import JobSettings, ServiceSettings, StrictModel
@@ -27,8 +29,24 @@ class TrainerJobSettings(JobSettings):
     register_backoff_max_seconds: float = Field(default=30.0, gt=0.0)
 
 
+class DaskSettings(StrictModel):
+    """Distributed gradient boosting (xgboost.dask, lightgbm.dask) inside AutoML trials."""
+
+    # "auto": boosters on at least min_rows training rows fit on the Dask cluster, smaller
+    # fits (and row-sample rungs) stay in the trial's process; "always" / "never" force it.
+    engine: Literal["auto", "always", "never"] = "auto"
+    min_rows: int = Field(default=1_000_000, ge=1)
+    # A running scheduler (tcp://host:8786) for a real cluster; empty: a LocalCluster of
+    # local_workers processes started for the job and closed after it.
+    scheduler_address: str = ""
+    local_workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0.0)
+
+
 class TrainerSettings(ServiceSettings):
     data: PeerSettings = Field(default_factory=PeerSettings)
     # The model registry: resolving replaces_model and registering finished jobs' bundles.
     serving: PeerSettings = Field(default_factory=PeerSettings)
     jobs: TrainerJobSettings = Field(default_factory=TrainerJobSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)

@@ -143,6 +143,7 @@ def _train(
         max_row_latency_ms=automl.max_row_latency_ms or None,
         on_event=on_event,
         should_stop=ctx.cancelled,
+        dask=rt.settings.dask,
     )
     result = run_automl(request)
     if result.model is None:

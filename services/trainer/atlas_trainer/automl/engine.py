@@ -65,6 +65,9 @@ from atlas_trainer.automl.search import (
 from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
 from atlas_trainer.automl.task import PreparedTarget, constant_baseline, prepare_target
 from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations, prior_trials
+from atlas_trainer.config import DaskSettings
+from atlas_trainer.parallel.dask_boosting import BOOSTERS as DASK_BOOSTERS
+from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
 log = logging.getLogger(__name__)
 SEARCH_SHARE = 0.8
@@ -143,6 +146,7 @@ class AutoMLResult:
     trials_failed: int = 0  # the model raised
     trials_interrupted: int = 0  # cut by the deadline, per-trial limit or cancel before a score
     trials_run_here: list[int] = field(default_factory=list)
+    dask_fits: int = 0  # booster fits run on the Dask cluster (request.dask)
 
     @property
     def model(self) -> Any | None:
@@ -280,6 +284,9 @@ class AutoMLRequest:
     max_row_latency_ms: float | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    # Distributed boosting: XGBoost/LightGBM fits on enough rows go to a Dask cluster
+    # (atlas_trainer.parallel.dask_boosting); None: every fit in this process.
+    dask: DaskSettings | None = None
 
 
 @dataclass
@@ -327,8 +334,13 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
     """
     prep = _prepare(request)
     opened = _open_study_with_priors(request, prep)
-    state, stop_reason, plan = _search(request, prep, opened)
-    finals = _finalize(request, prep, opened, state, plan, stop_reason)
+    boosting = _open_boosting(request, prep)
+    try:
+        state, stop_reason, plan = _search(request, prep, opened, boosting)
+        finals = _finalize(request, prep, opened, state, plan, stop_reason, boosting)
+    finally:
+        if boosting is not None:
+            boosting.close()
     _record(request, prep, opened.study, finals)
     counts = _trial_counts(finals.board)
     return AutoMLResult(
@@ -361,7 +373,25 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
         trials_failed=counts["FAIL"],
         trials_interrupted=counts["INTERRUPTED"],
         trials_run_here=list(state.trials_run),
+        dask_fits=boosting.fits if boosting is not None else 0,
     )
+
+
+def _open_boosting(req: AutoMLRequest, prep: _Prepared) -> DaskBoosting | None:
+    """The job's Dask cluster when boosters may fit there: a booster family is searched and
+    the data reaches ``min_rows`` (or the engine is "always"). FAILED_PRECONDITION when the
+    configured scheduler cannot be reached."""
+    settings = req.dask
+    if settings is None or settings.engine == "never":
+        return None
+    if not any(f in DASK_BOOSTERS for f in prep.families):
+        return None
+    if settings.engine == "auto" and len(prep.X) < settings.min_rows:
+        return None
+    boosting = DaskBoosting(settings).open()
+    where = settings.scheduler_address or f"a local cluster of {settings.local_workers} workers"
+    log.info("XGBoost/LightGBM fits (engine %s) go to Dask: %s", settings.engine, where)
+    return boosting
 
 
 def _prepare(req: AutoMLRequest) -> _Prepared:
@@ -455,7 +485,7 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
 
 
 def _search(
-    req: AutoMLRequest, prep: _Prepared, opened: _OpenStudy
+    req: AutoMLRequest, prep: _Prepared, opened: _OpenStudy, boosting: DaskBoosting | None
 ) -> tuple[SearchState, str, Parallelism]:
     """Run trials until the budget, the trial limit or a stop request: (state, stop reason,
     the parallelism plan)."""
@@ -487,6 +517,7 @@ def _search(
             if opened.fresh and req.strategy == "bohb" and from_lineage < LINEAGE_REPLACES_PORTFOLIO
             else []
         ),
+        boosting=boosting,
     )
     if "mlp" in prep.families:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters
@@ -506,6 +537,7 @@ def _finalize(
     state: SearchState,
     plan: Parallelism,
     stop_reason: str,
+    boosting: DaskBoosting | None = None,
 ) -> _Finals:
     """Final models (refit or fold bag), the ensemble, the leaderboard, and how the priors
     fared. Appends to ``prep.warnings``."""
@@ -522,6 +554,7 @@ def _finalize(
         device=plan.devices[0],
         deadline=prep.hard_deadline - 0.03 * wall if prep.hard_deadline and wall else None,
         allow_refit=stop_reason != "cancelled",
+        boosting=boosting,
     )
     done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     ranked = sorted(done, key=lambda n: float(done[n].value or 0.0), reverse=higher)

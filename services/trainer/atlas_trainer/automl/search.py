@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -43,6 +43,9 @@ from atlas_trainer.automl.sampler import ViewTPESampler
 from atlas_trainer.automl.space import SpaceOptions, describe, sample_config
 from atlas_trainer.automl.task import PreparedTarget
 from atlas_trainer.automl.transfer import PriorTPESampler
+
+if TYPE_CHECKING:
+    from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
 log = logging.getLogger(__name__)
 # Error prefix of a trial cut short (deadline, per-trial limit, cancel) before any score.
@@ -111,6 +114,8 @@ class SearchSettings:
     # Configurations to try first (after any already-enqueued ones), enqueued one at a time
     # so that none is left WAITING in the study when a budget stops the search.
     initial: list[dict[str, Any]] = field(default_factory=list)
+    # The job's Dask cluster: boosters on enough rows fit there (automl.evaluate.grow).
+    boosting: DaskBoosting | None = None
 
 
 class SearchState:
@@ -318,6 +323,7 @@ class Searcher:
                     # Row-sample rungs refit: worth it only where trials get pruned (bohb's
                     # curated trials still run them, as the pruner's competitors).
                     row_rungs=s.strategy == "bohb",
+                    boosting=s.boosting,
                 )
         except Interrupted as exc:
             self._tell_interrupted(
