@@ -27,6 +27,8 @@ class TrainerJobSettings(JobSettings):
     # per wait) before it reports the registration FAILED; the bundle is kept either way.
     register_retry_seconds: float = Field(default=300.0, ge=0.0)
     register_backoff_max_seconds: float = Field(default=30.0, gt=0.0)
+    # A GPU trial whose mean utilisation stays below this is reported (log, event, report).
+    gpu_low_utilization_percent: float = Field(default=20.0, ge=0.0, le=100.0)
 
 
 class DaskSettings(StrictModel):

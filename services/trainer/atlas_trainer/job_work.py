@@ -144,6 +144,7 @@ def _train(
         on_event=on_event,
         should_stop=ctx.cancelled,
         dask=rt.settings.dask,
+        gpu_low_utilization_percent=rt.settings.jobs.gpu_low_utilization_percent,
     )
     result = run_automl(request)
     if result.model is None:

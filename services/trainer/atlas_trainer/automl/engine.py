@@ -52,7 +52,7 @@ from atlas_trainer.automl.meta import (
     find_priors,
     other_version_studies,
 )
-from atlas_trainer.automl.resources import Parallelism, detect_gpus, plan_parallelism
+from atlas_trainer.automl.resources import Parallelism, plan_parallelism
 from atlas_trainer.automl.search import (
     INTERRUPTED,
     STRATEGIES,
@@ -66,6 +66,7 @@ from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_familie
 from atlas_trainer.automl.task import PreparedTarget, constant_baseline, prepare_target
 from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations, prior_trials
 from atlas_trainer.config import DaskSettings
+from atlas_trainer.gpu_accounting import GpuAccounting, plan_gpus
 from atlas_trainer.parallel.dask_boosting import BOOSTERS as DASK_BOOSTERS
 from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
@@ -241,7 +242,9 @@ class AutoMLRequest:
     (completed trials kept). ``should_stop`` is polled between fidelity steps and inside
     fits; on True the search stops within seconds and the result keeps the best model.
     ``on_event`` receives dicts with ``type`` in trial_started, trial_finished, trial_pruned,
-    trial_failed, new_best, search_finished. ``gpus=None`` detects GPUs with NVML.
+    trial_failed, new_best, search_finished, gpu_low_utilization. ``gpus=None`` detects GPUs
+    with NVML (0: CPU only); GPU trials lease one GPU each and are sampled while they run
+    (``atlas_trainer.gpu_accounting``).
     ``meta_store`` enables warm starts (and records the finished study);
     ``meta_features`` are the table's (atlas_core.meta_features, e.g. from the data service)
     when known; else, or when of another definition version, they are computed from
@@ -287,6 +290,8 @@ class AutoMLRequest:
     # Distributed boosting: XGBoost/LightGBM fits on enough rows go to a Dask cluster
     # (atlas_trainer.parallel.dask_boosting); None: every fit in this process.
     dask: DaskSettings | None = None
+    # A GPU trial whose mean utilisation stays below this is reported (event, log, report).
+    gpu_low_utilization_percent: float = 20.0
 
 
 @dataclass
@@ -335,8 +340,9 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
     prep = _prepare(request)
     opened = _open_study_with_priors(request, prep)
     boosting = _open_boosting(request, prep)
+    gpus = _gpu_accounting(request, prep)
     try:
-        state, stop_reason, plan = _search(request, prep, opened, boosting)
+        state, stop_reason, plan = _search(request, prep, opened, boosting, gpus)
         finals = _finalize(request, prep, opened, state, plan, stop_reason, boosting)
     finally:
         if boosting is not None:
@@ -375,6 +381,23 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
         trials_run_here=list(state.trials_run),
         dask_fits=boosting.fits if boosting is not None else 0,
     )
+
+
+def _gpu_accounting(req: AutoMLRequest, prep: _Prepared) -> GpuAccounting:
+    """The job's GPUs (NVML discovery; ``gpus=None``: all of them) and their bookkeeping. A
+    job that asked for GPUs on a host without any runs on CPU and its report says so."""
+    accounting = GpuAccounting(
+        plan_gpus(req.gpus, req.parallel_trials),
+        low_utilization_percent=req.gpu_low_utilization_percent,
+    )
+    plan = accounting.plan
+    if plan.uses_gpu:
+        log.info("trials lease GPUs %s one at a time", list(plan.gpu_indices))
+    else:
+        log.info("trials run on CPU: %s", plan.note)
+        if req.gpus != 0:
+            prep.warnings.append(accounting.summary_line())
+    return accounting
 
 
 def _open_boosting(req: AutoMLRequest, prep: _Prepared) -> DaskBoosting | None:
@@ -485,7 +508,11 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
 
 
 def _search(
-    req: AutoMLRequest, prep: _Prepared, opened: _OpenStudy, boosting: DaskBoosting | None
+    req: AutoMLRequest,
+    prep: _Prepared,
+    opened: _OpenStudy,
+    boosting: DaskBoosting | None,
+    gpus: GpuAccounting,
 ) -> tuple[SearchState, str, Parallelism]:
     """Run trials until the budget, the trial limit or a stop request: (state, stop reason,
     the parallelism plan)."""
@@ -493,9 +520,15 @@ def _search(
     from_lineage = sum(
         p.configs_enqueued for p in opened.priors if p.reason in ("lineage_parent", "base_model")
     )
-    plan = plan_parallelism(
-        req.n_jobs, detect_gpus() if req.gpus is None else req.gpus, req.parallel_trials
-    )
+    if gpus.plan.uses_gpu:  # one trial per GPU, leased per trial (gpu_accounting)
+        workers = gpus.plan.max_parallel_trials
+        plan = Parallelism(
+            workers,
+            max(1, req.n_jobs // workers),
+            [f"cuda:{i}" for i in gpus.plan.gpu_indices[:workers]],
+        )
+    else:
+        plan = plan_parallelism(req.n_jobs, 0, req.parallel_trials)
     settings = SearchSettings(
         strategy=req.strategy,
         seed=req.seed,
@@ -518,6 +551,7 @@ def _search(
             else []
         ),
         boosting=boosting,
+        gpus=gpus,
     )
     if "mlp" in prep.families:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters
@@ -527,6 +561,8 @@ def _search(
     stop_reason = Searcher(
         opened.study, prep.X, prep.target, prep.splits, prep.options, settings, state
     ).run()
+    if gpus.plan.uses_gpu and gpus.alerts:
+        prep.warnings.append(gpus.summary_line())
     return state, stop_reason, plan
 
 

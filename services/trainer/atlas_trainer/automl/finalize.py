@@ -45,6 +45,11 @@ class LeaderboardRow:
     ensemble_weights: dict[int, float] = field(default_factory=dict)
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # What the trial ran on ("cpu", "cuda:N") and, on a GPU, its mean utilisation and peak
+    # memory sampled while it ran.
+    device: str = "cpu"
+    gpu_utilization_percent: float = 0.0
+    gpu_memory_peak_bytes: int = 0
 
 
 def row_of(t: FrozenTrial) -> LeaderboardRow:
@@ -68,6 +73,9 @@ def row_of(t: FrozenTrial) -> LeaderboardRow:
         error=ua.get("error", ""),
         start_time=t.datetime_start,
         end_time=t.datetime_complete,
+        device=str(ua.get("device", "cpu")),
+        gpu_utilization_percent=float(ua.get("gpu_utilization_percent", 0.0)),
+        gpu_memory_peak_bytes=int(ua.get("gpu_memory_peak_bytes", 0)),
     )
 
 
