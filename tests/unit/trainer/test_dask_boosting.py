@@ -137,3 +137,36 @@ def test_automl_trials_fit_boosters_on_dask_and_keep_ordinary_models() -> None:
     assert all(type(e).__module__.split(".")[0] in ("xgboost", "lightgbm") for e in estimators)
     assert all(type(e).__name__ in ("XGBClassifier", "LGBMClassifier") for e in estimators)
     assert model.predict_proba(X.head(5)).shape == (5, 2)
+
+
+@pytest.mark.slow
+def test_automl_with_an_unreachable_scheduler_fails_before_any_trial() -> None:
+    X, y = breast_cancer()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    events: list[dict[str, object]] = []
+    with pytest.raises(FailedPrecondition) as caught:
+        run_automl(
+            AutoMLRequest(
+                X,
+                y,
+                max_trials=2,
+                families=["xgboost"],
+                dask=DaskSettings(
+                    scheduler_address=address, min_rows=100, connect_timeout_seconds=2
+                ),
+                on_event=events.append,
+            )
+        )
+    assert caught.value.reason == "DASK_SCHEDULER_UNREACHABLE" and address in str(caught.value)
+    assert not [e for e in events if e["type"] == "trial_started"]
+    # below min_rows the same settings never contact the scheduler: the job trains locally
+    r = run_automl(
+        AutoMLRequest(
+            X.head(200),
+            y.head(200),
+            max_trials=1,
+            families=["xgboost"],
+            dask=DaskSettings(scheduler_address=address, min_rows=10_000),
+        )
+    )
+    assert r.dask_fits == 0 and r.best_score is not None
