@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from atlas_core.config import JobSettings, ServiceSettings, StrictModel
@@ -28,6 +30,23 @@ class TrainerJobSettings(JobSettings):
     # Deep-learning jobs: the most classes a classifier head may have (a bigger one belongs
     # to a sharded classifier layer).
     deep_max_classes: int = Field(default=1000, ge=2)
+    # A GPU trial whose mean utilisation stays below this is reported (log, event, report).
+    gpu_low_utilization_percent: float = Field(default=20.0, ge=0.0, le=100.0)
+
+
+class DaskSettings(StrictModel):
+    """Distributed gradient boosting (xgboost.dask, lightgbm.dask) inside AutoML trials."""
+
+    # "auto": boosters on at least min_rows training rows fit on the Dask cluster, smaller
+    # fits (and row-sample rungs) stay in the trial's process; "always" / "never" force it.
+    engine: Literal["auto", "always", "never"] = "auto"
+    min_rows: int = Field(default=1_000_000, ge=1)
+    # A running scheduler (tcp://host:8786) for a real cluster; empty: a LocalCluster of
+    # local_workers processes started for the job and closed after it.
+    scheduler_address: str = ""
+    local_workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0.0)
 
 
 class TrainerSettings(ServiceSettings):
@@ -35,3 +54,4 @@ class TrainerSettings(ServiceSettings):
     # The model registry: resolving replaces_model and registering finished jobs' bundles.
     serving: PeerSettings = Field(default_factory=PeerSettings)
     jobs: TrainerJobSettings = Field(default_factory=TrainerJobSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)

@@ -95,6 +95,9 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
         ),
         params=_struct(t.get("params")),
         fidelity=float(t.get("fidelity") or 0.0),
+        device=str(t.get("device") or ""),
+        gpu_utilization_percent=float(t.get("gpu_utilization_percent") or 0.0),
+        gpu_memory_peak_bytes=int(t.get("gpu_memory_peak_bytes") or 0),
     )
     for field, key in (("score", "score"), ("score_std", "score_std")):
         value = t.get(key)

@@ -152,6 +152,8 @@ def _train(
         column_roles=dict(automl.column_roles),
         on_event=on_event,
         should_stop=ctx.cancelled,
+        dask=rt.settings.dask,
+        gpu_low_utilization_percent=rt.settings.jobs.gpu_low_utilization_percent,
     )
     result = run_automl(request)
     if result.model is None:

@@ -79,6 +79,13 @@ class TrainerReason(Reason):
         "The serving service could not be reached to resolve replaces_model; nothing was stored.",
         "Retry the submission when the serving service is up.",
     )
+    DASK_SCHEDULER_UNREACHABLE = (
+        auto(),
+        FAILED_PRECONDITION,
+        "The Dask scheduler configured for distributed boosting could not be reached.",
+        "Fix ATLAS_TRAINER_DASK__SCHEDULER_ADDRESS (tcp://host:8786), start the scheduler, or "
+        "clear the address to use a local cluster.",
+    )
     NO_TARGET = (
         auto(),
         INVALID_ARGUMENT,

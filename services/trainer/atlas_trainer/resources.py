@@ -54,7 +54,8 @@ class HostResources:
     gpu_note: str = ""
 
 
-def _load_nvml() -> ModuleType | None:
+def load_nvml() -> ModuleType | None:
+    """The installed ``pynvml`` (nvidia-ml-py), None when it is not installed."""
     try:
         import pynvml
     except ImportError:
@@ -64,7 +65,7 @@ def _load_nvml() -> ModuleType | None:
 
 def discover_gpus(nvml: Any = None) -> GpuDiscovery:
     """The host's GPUs; never raises (NVML problems become an empty list and a note)."""
-    module = nvml if nvml is not None else _load_nvml()
+    module = nvml if nvml is not None else load_nvml()
     if module is None:
         return GpuDiscovery((), "nvidia-ml-py is not installed")
     try:
@@ -167,7 +168,7 @@ class UtilizationSampler:
         self._interval = interval
         self._gpu_indices = tuple(gpu_indices)
         self._children = include_children
-        self._nvml = nvml if nvml is not None else (_load_nvml() if gpu_indices else None)
+        self._nvml = nvml if nvml is not None else (load_nvml() if gpu_indices else None)
         self._gpu_handles: list[Any] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -192,6 +193,10 @@ class UtilizationSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self._interval + 5.0)
+            with self._lock:
+                short = not self._cpu
+            if short:  # a run shorter than the interval still gets one sample
+                self._sample()
         if self._ended is None:
             self._ended = time.monotonic()
         if self._gpu_handles and self._nvml is not None:

@@ -52,7 +52,7 @@ from atlas_trainer.automl.meta import (
     find_priors,
     other_version_studies,
 )
-from atlas_trainer.automl.resources import Parallelism, detect_gpus, plan_parallelism
+from atlas_trainer.automl.resources import Parallelism, plan_parallelism
 from atlas_trainer.automl.roles import fit_column_roles
 from atlas_trainer.automl.search import (
     INTERRUPTED,
@@ -66,6 +66,10 @@ from atlas_trainer.automl.search import (
 from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
 from atlas_trainer.automl.task import PreparedTarget, constant_baseline, prepare_target
 from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations, prior_trials
+from atlas_trainer.config import DaskSettings
+from atlas_trainer.gpu_accounting import GpuAccounting, plan_gpus
+from atlas_trainer.parallel.dask_boosting import BOOSTERS as DASK_BOOSTERS
+from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
 log = logging.getLogger(__name__)
 SEARCH_SHARE = 0.8
@@ -146,6 +150,7 @@ class AutoMLResult:
     trials_run_here: list[int] = field(default_factory=list)
     # What each input column was taken as (inferred or set by ``column_roles``).
     column_roles: list[ColumnRole] = field(default_factory=list)
+    dask_fits: int = 0  # booster fits run on the Dask cluster (request.dask)
 
     @property
     def model(self) -> Any | None:
@@ -240,7 +245,9 @@ class AutoMLRequest:
     (completed trials kept). ``should_stop`` is polled between fidelity steps and inside
     fits; on True the search stops within seconds and the result keeps the best model.
     ``on_event`` receives dicts with ``type`` in trial_started, trial_finished, trial_pruned,
-    trial_failed, new_best, search_finished. ``gpus=None`` detects GPUs with NVML.
+    trial_failed, new_best, search_finished, gpu_low_utilization. ``gpus=None`` detects GPUs
+    with NVML (0: CPU only); GPU trials lease one GPU each and are sampled while they run
+    (``atlas_trainer.gpu_accounting``).
     ``meta_store`` enables warm starts (and records the finished study);
     ``meta_features`` are the table's (atlas_core.meta_features, e.g. from the data service)
     when known; else, or when of another definition version, they are computed from
@@ -284,6 +291,11 @@ class AutoMLRequest:
     column_roles: dict[str, str] | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    # Distributed boosting: XGBoost/LightGBM fits on enough rows go to a Dask cluster
+    # (atlas_trainer.parallel.dask_boosting); None: every fit in this process.
+    dask: DaskSettings | None = None
+    # A GPU trial whose mean utilisation stays below this is reported (event, log, report).
+    gpu_low_utilization_percent: float = 20.0
 
 
 @dataclass
@@ -334,8 +346,14 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
     """
     prep = _prepare(request)
     opened = _open_study_with_priors(request, prep)
-    state, stop_reason, plan = _search(request, prep, opened)
-    finals = _finalize(request, prep, opened, state, plan, stop_reason)
+    boosting = _open_boosting(request, prep)
+    gpus = _gpu_accounting(request, prep)
+    try:
+        state, stop_reason, plan = _search(request, prep, opened, boosting, gpus)
+        finals = _finalize(request, prep, opened, state, plan, stop_reason, boosting)
+    finally:
+        if boosting is not None:
+            boosting.close()
     _record(request, prep, opened.study, finals)
     if prep.roles_applied:
         _behind_roles(prep.roles, finals)
@@ -371,7 +389,42 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
         trials_interrupted=counts["INTERRUPTED"],
         trials_run_here=list(state.trials_run),
         column_roles=list(prep.roles.roles_),
+        dask_fits=boosting.fits if boosting is not None else 0,
     )
+
+
+def _gpu_accounting(req: AutoMLRequest, prep: _Prepared) -> GpuAccounting:
+    """The job's GPUs (NVML discovery; ``gpus=None``: all of them) and their bookkeeping. A
+    job that asked for GPUs on a host without any runs on CPU and its report says so."""
+    accounting = GpuAccounting(
+        plan_gpus(req.gpus, req.parallel_trials),
+        low_utilization_percent=req.gpu_low_utilization_percent,
+    )
+    plan = accounting.plan
+    if plan.uses_gpu:
+        log.info("trials lease GPUs %s one at a time", list(plan.gpu_indices))
+    else:
+        log.info("trials run on CPU: %s", plan.note)
+        if req.gpus != 0:
+            prep.warnings.append(accounting.summary_line())
+    return accounting
+
+
+def _open_boosting(req: AutoMLRequest, prep: _Prepared) -> DaskBoosting | None:
+    """The job's Dask cluster when boosters may fit there: a booster family is searched and
+    the data reaches ``min_rows`` (or the engine is "always"). FAILED_PRECONDITION when the
+    configured scheduler cannot be reached."""
+    settings = req.dask
+    if settings is None or settings.engine == "never":
+        return None
+    if not any(f in DASK_BOOSTERS for f in prep.families):
+        return None
+    if settings.engine == "auto" and len(prep.X) < settings.min_rows:
+        return None
+    boosting = DaskBoosting(settings).open()
+    where = settings.scheduler_address or f"a local cluster of {settings.local_workers} workers"
+    log.info("XGBoost/LightGBM fits (engine %s) go to Dask: %s", settings.engine, where)
+    return boosting
 
 
 def _behind_roles(roles: ColumnRoleFeatures, finals: _Finals) -> None:
@@ -487,7 +540,11 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
 
 
 def _search(
-    req: AutoMLRequest, prep: _Prepared, opened: _OpenStudy
+    req: AutoMLRequest,
+    prep: _Prepared,
+    opened: _OpenStudy,
+    boosting: DaskBoosting | None,
+    gpus: GpuAccounting,
 ) -> tuple[SearchState, str, Parallelism]:
     """Run trials until the budget, the trial limit or a stop request: (state, stop reason,
     the parallelism plan)."""
@@ -495,9 +552,15 @@ def _search(
     from_lineage = sum(
         p.configs_enqueued for p in opened.priors if p.reason in ("lineage_parent", "base_model")
     )
-    plan = plan_parallelism(
-        req.n_jobs, detect_gpus() if req.gpus is None else req.gpus, req.parallel_trials
-    )
+    if gpus.plan.uses_gpu:  # one trial per GPU, leased per trial (gpu_accounting)
+        workers = gpus.plan.max_parallel_trials
+        plan = Parallelism(
+            workers,
+            max(1, req.n_jobs // workers),
+            [f"cuda:{i}" for i in gpus.plan.gpu_indices[:workers]],
+        )
+    else:
+        plan = plan_parallelism(req.n_jobs, 0, req.parallel_trials)
     settings = SearchSettings(
         strategy=req.strategy,
         seed=req.seed,
@@ -519,6 +582,8 @@ def _search(
             if opened.fresh and req.strategy == "bohb" and from_lineage < LINEAGE_REPLACES_PORTFOLIO
             else []
         ),
+        boosting=boosting,
+        gpus=gpus,
     )
     if "mlp" in prep.families:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters
@@ -528,6 +593,8 @@ def _search(
     stop_reason = Searcher(
         opened.study, prep.X, prep.target, prep.splits, prep.options, settings, state
     ).run()
+    if gpus.plan.uses_gpu and gpus.alerts:
+        prep.warnings.append(gpus.summary_line())
     return state, stop_reason, plan
 
 
@@ -538,6 +605,7 @@ def _finalize(
     state: SearchState,
     plan: Parallelism,
     stop_reason: str,
+    boosting: DaskBoosting | None = None,
 ) -> _Finals:
     """Final models (refit or fold bag), the ensemble, the leaderboard, and how the priors
     fared. Appends to ``prep.warnings``."""
@@ -554,6 +622,7 @@ def _finalize(
         device=plan.devices[0],
         deadline=prep.hard_deadline - 0.03 * wall if prep.hard_deadline and wall else None,
         allow_refit=stop_reason != "cancelled",
+        boosting=boosting,
     )
     done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     ranked = sorted(done, key=lambda n: float(done[n].value or 0.0), reverse=higher)

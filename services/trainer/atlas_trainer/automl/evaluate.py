@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from atlas_core.ml import TabularModel
 from atlas_trainer.automl.space import build_estimator, build_preprocessor, describe, total_units
 from atlas_trainer.automl.task import PreparedTarget
+
+if TYPE_CHECKING:
+    from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
 RUNGS = (1, 3, 9, 27)  # fidelity steps reported to the pruner, out of MAX_RESOURCE
 MAX_RESOURCE = 27
@@ -120,8 +123,13 @@ def grow(
     done: int,
     target: int,
     check: Callable[[], None],
-) -> None:
-    """Grow ``est`` from ``done`` to ``target`` units (0 = unfitted)."""
+    boosting: DaskBoosting | None = None,
+) -> Any:
+    """Grow ``est`` from ``done`` to ``target`` units (0 = unfitted); returns the fitted
+    estimator: ``est`` itself, or for a booster fitted on the Dask cluster (``boosting``
+    says when) an ordinary estimator of the same class."""
+    if boosting is not None and boosting.applies(family, len(y)):
+        return boosting.grow(est, family, Z, y, done, target, check)
     delta = target - done
     if family == "xgboost":
         import xgboost as xgb
@@ -157,6 +165,7 @@ def grow(
         est.fit(Z, y, epochs=delta, warm_start=done > 0, on_epoch=on_epoch)
     else:
         est.fit(Z, y)
+    return est
 
 
 def fidelity_plan(total: int, n_folds: int) -> list[tuple[int, int, bool]]:
@@ -214,6 +223,7 @@ def evaluate_config(
     report: Callable[[float, int], bool] | None = None,
     check: Callable[[], None] = lambda: None,
     row_rungs: bool = True,
+    boosting: DaskBoosting | None = None,
 ) -> Outcome:
     """Cross-validate ``params`` along :func:`fidelity_plan` (:func:`booster_plan` for
     boosters on enough rows, unless ``row_rungs`` is False: searches that never prune keep
@@ -222,7 +232,8 @@ def evaluate_config(
     ``fidelity < 1`` (its models: the first fold's). ``check()`` raises
     ``Interrupted``, which propagates before the first rung completes; after it, the outcome
     of the last complete rung is returned with ``extra["interrupted"]`` = the reason.
-    Exceptions from fitting propagate (the trial is recorded as failed)."""
+    Exceptions from fitting propagate (the trial is recorded as failed). ``boosting``: the
+    job's Dask cluster, which fits the boosters on enough rows (see :func:`grow`)."""
     task, metric, y = prepared.task, prepared.metric, prepared.y
     family = params["family"]
     t_fit = 0.0
@@ -272,11 +283,28 @@ def evaluate_config(
                         est = build_estimator(
                             params, task, seed, threads=threads, device=device, units=1
                         )
-                        grow(est, family, f["Ztr"][sample], f["ytr"][sample], 0, units, check)
-                        f["model_est"] = est
+                        f["model_est"] = grow(
+                            est,
+                            family,
+                            f["Ztr"][sample],
+                            f["ytr"][sample],
+                            0,
+                            units,
+                            check,
+                            boosting,
+                        )
                     else:
                         if f["done"] < units:
-                            grow(f["est"], family, f["Ztr"], f["ytr"], f["done"], units, check)
+                            f["est"] = grow(
+                                f["est"],
+                                family,
+                                f["Ztr"],
+                                f["ytr"],
+                                f["done"],
+                                units,
+                                check,
+                                boosting,
+                            )
                             f["done"] = units
                         f["model_est"] = f["est"]
                 finally:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -17,6 +17,9 @@ from atlas_core.ml import FoldBag, TabularModel, WeightedEnsemble
 from atlas_trainer.automl.evaluate import Interrupted, grow
 from atlas_trainer.automl.space import build_estimator, build_preprocessor, describe, total_units
 from atlas_trainer.automl.task import PreparedTarget
+
+if TYPE_CHECKING:
+    from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
 ENSEMBLE_NUMBER = -2  # the ensemble's trial number on the leaderboard (proto contract)
 
@@ -42,6 +45,11 @@ class LeaderboardRow:
     ensemble_weights: dict[int, float] = field(default_factory=dict)
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # What the trial ran on ("cpu", "cuda:N") and, on a GPU, its mean utilisation and peak
+    # memory sampled while it ran.
+    device: str = "cpu"
+    gpu_utilization_percent: float = 0.0
+    gpu_memory_peak_bytes: int = 0
 
 
 def row_of(t: FrozenTrial) -> LeaderboardRow:
@@ -65,6 +73,9 @@ def row_of(t: FrozenTrial) -> LeaderboardRow:
         error=ua.get("error", ""),
         start_time=t.datetime_start,
         end_time=t.datetime_complete,
+        device=str(ua.get("device", "cpu")),
+        gpu_utilization_percent=float(ua.get("gpu_utilization_percent", 0.0)),
+        gpu_memory_peak_bytes=int(ua.get("gpu_memory_peak_bytes", 0)),
     )
 
 
@@ -92,12 +103,14 @@ def refit(
     threads: int,
     device: str,
     check: Callable[[], None],
+    boosting: DaskBoosting | None = None,
 ) -> TabularModel:
-    """Fit ``params`` on all rows (``check`` may raise Interrupted to abandon it)."""
+    """Fit ``params`` on all rows (``check`` may raise Interrupted to abandon it); boosters
+    on enough rows on the job's Dask cluster when ``boosting`` is given."""
     pre = build_preprocessor(params, prepared.task, seed)
     Z = pre.fit_transform(X, prepared.y)
     est = build_estimator(params, prepared.task, seed, threads=threads, device=device, units=1)
-    grow(est, params["family"], Z, prepared.y, 0, total_units(params), check)
+    est = grow(est, params["family"], Z, prepared.y, 0, total_units(params), check, boosting)
     return TabularModel(
         pre, est, prepared.task, prepared.classes, params["family"], describe(params)
     )
@@ -134,11 +147,13 @@ class FinalModels:
         device: str,
         deadline: float | None,
         allow_refit: bool,
+        boosting: DaskBoosting | None = None,
     ) -> None:
         self.X, self.prepared, self.fold_models = X, prepared, fold_models
         self.fit_times, self.n_folds = fit_times, max(1, n_folds)
         self.seed, self.threads, self.device = seed, threads, device
         self.deadline, self.allow_refit = deadline, allow_refit
+        self.boosting = boosting
         self.cache: dict[int, Any] = {}
         self.kind: dict[int, str] = {}
 
@@ -169,6 +184,7 @@ class FinalModels:
                     threads=self.threads,
                     device=self.device,
                     check=check,
+                    boosting=self.boosting,
                 )
                 predict_on([model], self.threads)
                 self.cache[n], self.kind[n] = model, "refit"

@@ -20,10 +20,11 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -43,6 +44,10 @@ from atlas_trainer.automl.sampler import ViewTPESampler
 from atlas_trainer.automl.space import SpaceOptions, describe, sample_config
 from atlas_trainer.automl.task import PreparedTarget
 from atlas_trainer.automl.transfer import PriorTPESampler
+from atlas_trainer.gpu_accounting import GpuAccounting, TrialUsage
+
+if TYPE_CHECKING:
+    from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
 log = logging.getLogger(__name__)
 # Error prefix of a trial cut short (deadline, per-trial limit, cancel) before any score.
@@ -111,6 +116,10 @@ class SearchSettings:
     # Configurations to try first (after any already-enqueued ones), enqueued one at a time
     # so that none is left WAITING in the study when a budget stops the search.
     initial: list[dict[str, Any]] = field(default_factory=list)
+    # The job's Dask cluster: boosters on enough rows fit there (automl.evaluate.grow).
+    boosting: DaskBoosting | None = None
+    # GPU trials lease their GPU here and are sampled while they run (None: slot devices).
+    gpus: GpuAccounting | None = None
 
 
 class SearchState:
@@ -303,8 +312,8 @@ class Searcher:
             _emit(
                 s, {**base, "type": "trial_started", "params": params, "pipeline": describe(params)}
             )
-            with warnings.catch_warnings():  # convergence chatter from trial models
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(), self._device(trial, device, base) as run_on:
+                warnings.simplefilter("ignore")  # convergence chatter from trial models
                 out = evaluate_config(
                     params,
                     self.X,
@@ -312,12 +321,13 @@ class Searcher:
                     self.splits,
                     seed=s.seed,
                     threads=s.threads,
-                    device=device,
+                    device=run_on,
                     report=report,
                     check=check,
                     # Row-sample rungs refit: worth it only where trials get pruned (bohb's
                     # curated trials still run them, as the pruner's competitors).
                     row_rungs=s.strategy == "bohb",
+                    boosting=s.boosting,
                 )
         except Interrupted as exc:
             self._tell_interrupted(
@@ -331,6 +341,35 @@ class Searcher:
             _emit(s, {**base, "type": "trial_failed", "error": err, "params": params})
             return
         self._tell_outcome(trial, base, params, out)
+
+    @contextmanager
+    def _device(self, trial: optuna.Trial, slot_device: str, base: dict[str, Any]) -> Iterator[str]:
+        """The trial's device: a GPU leased for it and sampled while it runs (its usage kept
+        as user attributes before the trial is told), else the worker slot's device."""
+        accounting = self.settings.gpus
+        if accounting is None or not accounting.plan.uses_gpu:
+            yield slot_device
+            return
+        usage: TrialUsage | None = None
+        try:
+            with accounting.trial(trial.number) as usage:
+                yield usage.device
+        finally:
+            if usage is not None:
+                trial.set_user_attr("device", usage.device)
+                trial.set_user_attr("gpu_utilization_percent", usage.gpu_utilization_percent)
+                trial.set_user_attr("gpu_memory_peak_bytes", usage.gpu_memory_peak_bytes)
+                if usage.low_utilization:
+                    _emit(
+                        self.settings,
+                        {
+                            **base,
+                            "type": "gpu_low_utilization",
+                            "device": usage.device,
+                            "gpu_utilization_percent": usage.gpu_utilization_percent,
+                            "threshold_percent": accounting.low_utilization_percent,
+                        },
+                    )
 
     def _tell_outcome(
         self, trial: optuna.Trial, base: dict[str, Any], params: dict[str, Any], out: Outcome

@@ -325,7 +325,7 @@ class RegisterModelOptions(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent", "row_latency")
+    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent", "row_latency", "device", "gpu_memory_peak_bytes")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +359,8 @@ class Trial(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     GPU_UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
     ROW_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: TrialState
     pipeline: str
@@ -378,7 +380,9 @@ class Trial(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     gpu_utilization_percent: float
     row_latency: _duration_pb2.Duration
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    device: str
+    gpu_memory_peak_bytes: int
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., device: _Optional[str] = ..., gpu_memory_peak_bytes: _Optional[int] = ...) -> None: ...
 
 class WarmStartPrior(_message.Message):
     __slots__ = ("source_job_id", "source_dataset", "reason", "distance", "configs_enqueued", "best_rank", "trials_learned_from", "rank_agreement")

@@ -1,0 +1,2 @@
+"""Parallel training building blocks that are not jobs themselves: the class-sharded classifier
+layer (model parallelism over torch.distributed) and gradient boosting on Dask."""
