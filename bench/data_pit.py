@@ -315,7 +315,7 @@ def outofcore_child(directory: str, budget: int) -> None:
     import pyarrow.parquet as pq
 
     from atlas_data.matching import point_in_time_join
-    from atlas_data.matching_outofcore import ArrowFiles, out_of_core_join
+    from atlas_data.matching_outofcore import ArrowFiles, out_of_core_join, parquet_batches
 
     h_path = os.path.join(directory, "history.parquet")
     s_path = os.path.join(directory, "samples.parquet")
@@ -341,7 +341,7 @@ def outofcore_child(directory: str, budget: int) -> None:
         work.mkdir()
         ooc = out_of_core_join(
             ArrowFiles((Path(s_path),)),
-            history=h_file.iter_batches(batch_size=50_000),
+            history=parquet_batches(h_path, 50_000),
             history_schema=h_file.schema_arrow,
             history_rows=h_file.metadata.num_rows,
             budget_bytes=budget,

@@ -77,7 +77,21 @@ class ArrowFiles:
                         for start in range(0, batch.num_rows, rows):
                             yield batch.slice(start, rows)
             else:
-                yield from pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns)
+                yield from parquet_batches(path, rows, columns)
+
+
+def parquet_batches(
+    path: Path | str, rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's rows as batches of at most ``rows``, one row group read at a time
+    (``read_row_group`` holds ~1.7x a row group; ``iter_batches`` reads ahead, ~4-8x)."""
+    file = pq.ParquetFile(path)
+    for group in range(file.num_row_groups):
+        table = file.read_row_group(group, columns=columns)
+        for batch in table.to_batches():
+            for start in range(0, batch.num_rows, rows):
+                yield batch.slice(start, rows)
+        del table
 
 
 def _is_ipc(path: Path) -> bool:

@@ -278,14 +278,17 @@ class OfflineStore:
     ) -> Iterator[pa.RecordBatch]:
         """Every history row of the group version, in :meth:`read_history`'s order, as batches
         of at most ``batch_rows`` rows: one partition at a time is downloaded to a temporary
-        file under ``spill_dir`` and read row group by row group, so memory stays at a batch."""
+        file under ``spill_dir`` and read row group by row group, so memory stays at a row
+        group (compaction's target_partition_bytes bounds a partition, hence its groups)."""
+        from atlas_data.matching_outofcore import parquet_batches
+
         for part in self.partitions(name):
             if part.group_version != version:
                 continue
             with tempfile.TemporaryDirectory(prefix="atlas-history-", dir=spill_dir) as tmp:
                 path = Path(tmp) / "part.parquet"
                 self._artifacts.download_to_file(part.ref, path)
-                yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+                yield from parquet_batches(path, batch_rows)
         for path in self._staged_files(name, version):
             with ipc.open_file(pa.memory_map(str(path))) as reader:
                 for i in range(reader.num_record_batches):
