@@ -43,7 +43,8 @@ at 1/4 scale (1,250,000 history rows x 100 features, 250,000 samples; --quick: 1
 rows, 50,000 samples) to Parquet (history in 50,000-row row groups). Then two fresh processes,
 each from those files to the joined table: the in-memory join (read both files, then
 ``point_in_time_join``), and ``out_of_core_join`` with a memory budget (256 MiB; --quick 64
-MiB) streaming the history's row groups and the samples. Each reports its peak RSS (VmHWM, the
+MiB) streaming the history's row groups and the samples (``--ooc-scale N``, ``--ooc-budget-mib
+M`` override both). Each reports its peak RSS (VmHWM, the
 whole process) and rows/s (samples / seconds, reading included); the outputs are compared row
 for row (``Table.equals``). Keys: ``pit_outofcore_rows_per_s``, ``pit_outofcore_peak_rss_gb``,
 ``pit_inmemory_rows_per_s``, ``pit_inmemory_peak_rss_gb`` (same data, same run),
@@ -369,11 +370,13 @@ def outofcore_child(directory: str, budget: int) -> None:
     )
 
 
-def run_outofcore_section(quick: bool) -> dict:
+def run_outofcore_section(quick: bool, scale: int = 0, budget_mib: int = 0) -> dict:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    scale, budget = OUTOFCORE["quick" if quick else "full"]
+    default_scale, default_budget = OUTOFCORE["quick" if quick else "full"]
+    scale = scale or default_scale
+    budget = budget_mib * 1024**2 or default_budget
     with tempfile.TemporaryDirectory(prefix="atlas-bench-ooc-") as directory:
 
         def run(*extra: str) -> dict:
@@ -421,7 +424,10 @@ def run_outofcore_section(quick: bool) -> dict:
             "samples": samples,
             "in_memory": memory,
             "out_of_core": spilled,
-            "command": "python bench/data_pit.py --outofcore" + (" --quick" if quick else ""),
+            "command": "python bench/data_pit.py --outofcore"
+            + (" --quick" if quick else "")
+            + (f" --ooc-scale {scale}" if scale != default_scale else "")
+            + (f" --ooc-budget-mib {budget_mib}" if budget != default_budget else ""),
         },
     }
 
@@ -519,6 +525,8 @@ def main() -> None:
     parser.add_argument("--dask", action="store_true", help="only the Dask section")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask section")
     parser.add_argument("--outofcore", action="store_true", help="only the out-of-core section")
+    parser.add_argument("--ooc-scale", type=int, default=0, help="out-of-core: 1/N scale")
+    parser.add_argument("--ooc-budget-mib", type=int, default=0, help="out-of-core budget")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--ooc-gen", help=argparse.SUPPRESS)
     parser.add_argument("--ooc-child", help=argparse.SUPPRESS)
@@ -543,7 +551,7 @@ def main() -> None:
         latest = Path(__file__).parent / "results" / f"{name}.json"
         result = json.loads(latest.read_text()) if latest.exists() else {}
         result.setdefault("previous_run", result.pop("run", None))
-        result.update(run_outofcore_section(args.quick))
+        result.update(run_outofcore_section(args.quick, args.ooc_scale, args.ooc_budget_mib))
         print(f"wrote {write_results('data_pit', result, quick=args.quick)}")
         return
     if args.dask:
