@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from atlas_core.errors import FailedPrecondition
+from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_data.matching import comparable_keys, point_in_time_join, timestamps_to_micros
 from atlas_data.matching_dask import shard_ids
 
@@ -178,6 +178,23 @@ class _Spill:
             writer.close()
 
 
+def _sample_micros(column: pa.Array, name: str, offset: int) -> np.ndarray:
+    """The batch's sample times in microseconds; a bad value is named by its row number in
+    the whole sample set, as the in-memory join names it."""
+    try:
+        micros, _ = timestamps_to_micros(column, what="sample timestamp column", name=name)
+    except InvalidArgument as exc:
+        if "row" not in exc.metadata:
+            raise
+        row = int(exc.metadata["row"])
+        raise InvalidArgument(
+            exc.message.replace(f": row {row} ", f": row {row + offset} ", 1),
+            reason=exc.reason,
+            metadata={**exc.metadata, "row": str(row + offset)},
+        ) from None
+    return micros
+
+
 def _split(batch: pa.RecordBatch, bucket_of: np.ndarray, spill: _Spill) -> None:
     order = np.argsort(bucket_of, kind="stable")  # keeps each bucket's rows in input order
     sorted_ids = bucket_of[order]
@@ -270,11 +287,7 @@ def out_of_core_join(
         offset = 0
         for batch in samples.batches([entity_column, timestamp_column], batch_rows):
             should_stop()
-            s_time, _ = timestamps_to_micros(
-                batch.column(timestamp_column),
-                what="sample timestamp column",
-                name=timestamp_column,
-            )
+            s_time = _sample_micros(batch.column(timestamp_column), timestamp_column, offset)
             keys, _ = comparable_keys(
                 pa.chunked_array([batch.column(entity_column)]),
                 pa.chunked_array([], type=h_key_type),

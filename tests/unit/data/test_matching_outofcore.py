@@ -122,3 +122,19 @@ def test_bad_input_fails_as_the_in_memory_join_does(tmp_path: Path) -> None:
             ttl_seconds=None,
             as_known_at=False,
         )
+
+
+def test_an_unparseable_sample_time_is_named_by_its_row_in_the_whole_sample_set(
+    tmp_path: Path,
+) -> None:
+    history, samples = _random_case(2, string_keys=False)
+    times = [f"2024-01-01T00:00:{i % 60:02d}Z" for i in range(samples.num_rows)]
+    times[250] = "not a time"  # in the fourth 70-row batch of the samples file
+    samples = samples.set_column(1, "ts", pa.array(times))
+    args = {"ttl_seconds": None, "as_known_at": False}
+    with pytest.raises(InvalidArgument) as memory:
+        point_in_time_join(samples, history=history, features=[], **JOIN, **args)
+    with pytest.raises(InvalidArgument) as spilled:
+        _run(tmp_path, history, samples, **args)
+    assert spilled.value.message == memory.value.message
+    assert spilled.value.metadata["row"] == "250"
