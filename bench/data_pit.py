@@ -36,6 +36,21 @@ on the same tables, the single-process join and ``dask_point_in_time_join`` with
 ``pit_dask_2w_rows_per_s``, ``pit_single_rows_per_s`` (the same data in one process, same
 run), ``pit_dask_identical`` (both modes). On 2 cores two workers add transfer and
 serialization, not cores: the figure is a report, not a target.
+
+Out-of-core section (alone, with ``--outofcore``; writes its keys into the latest
+data_pit.json, or data_pit_quick.json with --quick): a generator process writes the workload
+at 1/4 scale (1,250,000 history rows x 100 features, 250,000 samples; --quick: 1/20, 250,000
+rows, 50,000 samples) to Parquet (history in 50,000-row row groups). Then two fresh processes,
+each from those files to the joined table: the in-memory join (read both files, then
+``point_in_time_join``), and ``out_of_core_join`` with a memory budget (256 MiB; --quick 64
+MiB) streaming the history's row groups and the samples (``--ooc-scale N`` and
+``--ooc-budget-mib M`` override both). Each reports its peak RSS (VmHWM, the whole process)
+and rows/s (samples / seconds, from reading the Parquet files to the output written as an
+Arrow IPC file; the in-memory side's join alone is reported too); the outputs are compared
+row for row (``Table.equals``). Keys: ``pit_outofcore_rows_per_s``,
+``pit_outofcore_peak_rss_gb``, ``pit_inmemory_rows_per_s``, ``pit_inmemory_peak_rss_gb``,
+``pit_inmemory_join_only_rows_per_s`` (same data, same run), ``pit_outofcore_identical``,
+``pit_outofcore_budget_bytes``, ``pit_outofcore_buckets``.
 """
 
 from __future__ import annotations
@@ -283,6 +298,152 @@ def run_dask_section() -> dict:
     }
 
 
+OUTOFCORE = {"full": (4, 256 * 1024**2), "quick": (SLICE, 64 * 1024**2)}  # scale, budget
+
+
+def outofcore_gen(directory: str, scale: int) -> None:
+    """Write the workload at 1/scale as Parquet (history in 50,000-row row groups)."""
+    import pyarrow.parquet as pq
+
+    sizes = {k: (v if k in ("snapshots", "features") else v // scale) for k, v in FULL.items()}
+    history, samples = make_workload(**sizes)
+    pq.write_table(history, os.path.join(directory, "history.parquet"), row_group_size=50_000)
+    pq.write_table(samples, os.path.join(directory, "samples.parquet"))
+
+
+def outofcore_child(directory: str, budget: int) -> None:
+    """One side of the out-of-core section (budget 0: in memory); prints one JSON line."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    from atlas_data.matching import point_in_time_join
+    from atlas_data.matching_outofcore import ArrowFiles, out_of_core_join, parquet_batches
+
+    h_path = os.path.join(directory, "history.parquet")
+    s_path = os.path.join(directory, "samples.parquet")
+    h_file = pq.ParquetFile(h_path)
+    args = {
+        "entity_column": "entity_id",
+        "timestamp_column": "event_timestamp",
+        "history_entity_column": "entity_id",
+        "event_time_column": "event_time",
+        "features": [n for n in h_file.schema_arrow.names if n.startswith("f")],
+        "ttl_seconds": None,
+        "as_known_at": False,
+    }
+    out = os.path.join(directory, f"out-{budget}.arrow")
+    t0 = time.perf_counter()
+    join_s = None
+    if budget == 0:
+        samples, history = pq.read_table(s_path), pq.read_table(h_path)
+        t1 = time.perf_counter()
+        result = point_in_time_join(samples, history=history, **args)
+        join_s = time.perf_counter() - t1
+        with ipc.new_file(out, result.table.schema) as writer:
+            writer.write_table(result.table)
+        rows, buckets = result.table.num_rows, 1
+    else:
+        work = Path(directory) / "spill"
+        work.mkdir()
+        ooc = out_of_core_join(
+            ArrowFiles((Path(s_path),)),
+            history=parquet_batches(h_path, 50_000),
+            history_schema=h_file.schema_arrow,
+            history_rows=h_file.metadata.num_rows,
+            budget_bytes=budget,
+            workdir=work,
+            output=Path(out),
+            **args,
+        )
+        rows, buckets = ooc.rows, ooc.buckets
+    seconds = time.perf_counter() - t0
+    del h_file
+    peak = _vm_hwm_gb()
+    with pa.memory_map(out) as source, ipc.open_file(source) as reader:
+        digest = reader.read_all().num_rows
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "join_only_s": join_s,
+                "peak_rss_gb": peak,
+                "rows": rows,
+                "buckets": buckets,
+                "check_rows": digest,
+            }
+        ),
+        flush=True,
+    )
+
+
+def run_outofcore_section(quick: bool, scale: int = 0, budget_mib: int = 0) -> dict:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    default_scale, default_budget = OUTOFCORE["quick" if quick else "full"]
+    scale = scale or default_scale
+    budget = budget_mib * 1024**2 or default_budget
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-ooc-") as directory:
+
+        def run(*extra: str) -> dict:
+            proc = subprocess.run(
+                [sys.executable, __file__, *extra], capture_output=True, text=True, timeout=1800
+            )
+            if proc.returncode != 0:
+                sys.exit(f"the out-of-core section failed:\n{proc.stderr[-3000:]}")
+            lines = proc.stdout.strip().splitlines()
+            return json.loads(lines[-1]) if lines else {}
+
+        run("--ooc-gen", directory, "--scale", str(scale))
+        memory = run("--ooc-child", directory, "--budget", "0")
+        spilled = run("--ooc-child", directory, "--budget", str(budget))
+
+        def read(b: int) -> pa.Table:
+            with pa.memory_map(os.path.join(directory, f"out-{b}.arrow")) as src:
+                return ipc.open_file(src).read_all().combine_chunks()
+
+        identical = bool(read(0).equals(read(budget)))
+    sizes = {k: (v if k in ("snapshots", "features") else v // scale) for k, v in FULL.items()}
+    history_rows = sizes["entities"] * sizes["snapshots"]
+    samples = sizes["samples"]
+    print(
+        f"Out-of-core section: {history_rows:,} history rows x {FULL['features']} features, "
+        f"{samples:,} samples; budget {budget / 1024**2:.0f} MiB, {spilled['buckets']} buckets"
+    )
+    print(f"{'side':<16}{'seconds':>10}{'rows/s':>12}{'peak RSS GB':>13}")
+    for name, side in (("in memory", memory), ("out of core", spilled)):
+        print(
+            f"{name:<16}{side['seconds']:>10.2f}{samples / side['seconds']:>12,.0f}"
+            f"{side['peak_rss_gb']:>13.2f}"
+        )
+    print(
+        f"in memory, the join alone (no Parquet read, no output write): "
+        f"{memory['join_only_s']:.2f} s, {samples / memory['join_only_s']:,.0f} rows/s"
+    )
+    print(f"identical output: {'yes' if identical else 'NO'}")
+    return {
+        "pit_outofcore_rows_per_s": round(samples / spilled["seconds"], 1),
+        "pit_outofcore_peak_rss_gb": round(spilled["peak_rss_gb"], 3),
+        "pit_inmemory_rows_per_s": round(samples / memory["seconds"], 1),
+        "pit_inmemory_peak_rss_gb": round(memory["peak_rss_gb"], 3),
+        "pit_inmemory_join_only_rows_per_s": round(samples / memory["join_only_s"], 1),
+        "pit_outofcore_identical": identical,
+        "pit_outofcore_budget_bytes": budget,
+        "pit_outofcore_buckets": spilled["buckets"],
+        "outofcore_detail": {
+            "history_rows": history_rows,
+            "samples": samples,
+            "in_memory": memory,
+            "out_of_core": spilled,
+            "command": "python bench/data_pit.py --outofcore"
+            + (" --quick" if quick else "")
+            + (f" --ooc-scale {scale}" if scale != default_scale else "")
+            + (f" --ooc-budget-mib {budget_mib}" if budget != default_budget else ""),
+        },
+    }
+
+
 FEAST_RUNNER = r"""
 import json, sys, time
 from datetime import timedelta
@@ -375,7 +536,13 @@ def main() -> None:
     parser.add_argument("--feast-timeout", type=float, default=1800)
     parser.add_argument("--dask", action="store_true", help="only the Dask section")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask section")
+    parser.add_argument("--outofcore", action="store_true", help="only the out-of-core section")
+    parser.add_argument("--ooc-scale", type=int, default=0, help="out-of-core: 1/N scale")
+    parser.add_argument("--ooc-budget-mib", type=int, default=0, help="out-of-core budget")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--ooc-gen", help=argparse.SUPPRESS)
+    parser.add_argument("--ooc-child", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dask-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -384,6 +551,20 @@ def main() -> None:
         return
     if args.dask_child:
         dask_child(args.scale)
+        return
+    if args.ooc_gen:
+        outofcore_gen(args.ooc_gen, args.scale)
+        return
+    if args.ooc_child:
+        outofcore_child(args.ooc_child, args.budget)
+        return
+    if args.outofcore:
+        name = "data_pit_quick" if args.quick else "data_pit"
+        latest = Path(__file__).parent / "results" / f"{name}.json"
+        result = json.loads(latest.read_text()) if latest.exists() else {}
+        result.setdefault("previous_run", result.pop("run", None))
+        result.update(run_outofcore_section(args.quick, args.ooc_scale, args.ooc_budget_mib))
+        print(f"wrote {write_results('data_pit', result, quick=args.quick)}")
         return
     if args.dask:
         latest = Path(__file__).parent / "results" / "data_pit.json"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from atlas_core.errors import InvalidArgument
@@ -105,6 +106,38 @@ def describe_table(
     return labels, meta
 
 
+def publish_dataset_file(
+    artifacts: ArtifactStore,
+    catalog: DatasetCatalog,
+    path: Path,
+    *,
+    label_column: str = "",
+    skip_meta_features: bool = False,
+    **record: Any,
+) -> DatasetRecord:
+    """:func:`publish_dataset` of a table in an Arrow IPC file, without loading it: the file is
+    memory-mapped (its pages are the page cache's, not the process's heap) for the label
+    distribution and the meta-features, and converted to Parquet one batch at a time."""
+    with pa.memory_map(str(path)) as source, ipc.open_file(source) as reader:
+        table = reader.read_all()  # zero-copy over the mapping
+        labels, meta = describe_table(table, label_column, skip_meta=skip_meta_features)
+        with tempfile.TemporaryDirectory(prefix="atlas-data-", dir=path.parent) as tmp:
+            out = Path(tmp) / "data.parquet"
+            with pq.ParquetWriter(out, table.schema, compression="zstd") as writer:
+                for i in range(reader.num_record_batches):
+                    writer.write_table(parquet_safe(pa.table(reader.get_batch(i))))
+            return _register(
+                artifacts,
+                catalog,
+                out,
+                table,
+                labels=labels,
+                meta=meta,
+                label_column=label_column,
+                **record,
+            )
+
+
 def publish_dataset(
     artifacts: ArtifactStore,
     catalog: DatasetCatalog,
@@ -121,12 +154,50 @@ def publish_dataset(
     description: str = "",
     labels: dict[str, str] | None = None,
 ) -> DatasetRecord:
-    dataset_id = dataset_id_for(name)
     label_dist, meta = describe_table(table, label_column, skip_meta=skip_meta_features)
     with tempfile.TemporaryDirectory(prefix="atlas-data-") as tmp:
         path = Path(tmp) / "data.parquet"
         pq.write_table(parquet_safe(table), path, compression="zstd")
-        ref = artifacts.put_file(f"datasets/{dataset_id}/{uuid.uuid4().hex}.parquet", path)
+        return _register(
+            artifacts,
+            catalog,
+            path,
+            table,
+            labels=label_dist,
+            meta=meta,
+            name=name,
+            parents=parents,
+            operation=operation,
+            job_id=job_id,
+            entity_column=entity_column,
+            timestamp_column=timestamp_column,
+            label_column=label_column,
+            description=description,
+            dataset_labels=labels,
+        )
+
+
+def _register(
+    artifacts: ArtifactStore,
+    catalog: DatasetCatalog,
+    path: Path,
+    table: pa.Table,
+    *,
+    labels: dict[str, Any] | None,
+    meta: dict[str, Any] | None,
+    name: str,
+    parents: Sequence[LineageParent],
+    operation: str,
+    job_id: str = "",
+    entity_column: str = "",
+    timestamp_column: str = "",
+    label_column: str = "",
+    description: str = "",
+    dataset_labels: dict[str, str] | None = None,
+) -> DatasetRecord:
+    """Upload the Parquet file, then register the version (last: nothing half-visible)."""
+    dataset_id = dataset_id_for(name)
+    ref = artifacts.put_file(f"datasets/{dataset_id}/{uuid.uuid4().hex}.parquet", path)
     record = DatasetRecord(
         dataset_id=dataset_id,
         version=0,
@@ -137,12 +208,12 @@ def publish_dataset(
         entity_column=entity_column,
         timestamp_column=timestamp_column,
         label_column=label_column,
-        label_distribution=label_dist,
+        label_distribution=labels,
         meta_features=meta,
         parents=tuple(parents),
         operation=operation,
         produced_by_job=job_id,
         description=description,
-        labels=dict(labels or {}),
+        labels=dict(dataset_labels or {}),
     )
     return catalog.register(record)

@@ -28,9 +28,21 @@ class DaskSettings(StrictModel):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+class MatchingSettings(StrictModel):
+    """Point-in-time matching in the job process: in memory, or out of core."""
+
+    # Memory the join of one job may use, in bytes; 0: join in memory (the whole history and
+    # samples at once). Set, the job spills both sides into entity-hash buckets under
+    # spill_dir and joins bucket by bucket, with the bucket count derived from this budget.
+    memory_budget_bytes: int = Field(default=0, ge=0)
+    # Directory for the spill files (removed when the job ends); empty: the system temp dir.
+    spill_dir: str = ""
+
+
 class DataSettings(ServiceSettings):
     online: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     native_reader: NativeReaderSettings = Field(default_factory=NativeReaderSettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
+    matching: MatchingSettings = Field(default_factory=MatchingSettings)

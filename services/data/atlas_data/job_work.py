@@ -145,60 +145,77 @@ def _load_samples(rt: DataRuntime, source: pb.SampleSource) -> tuple[pa.Table, L
     return table, parent
 
 
+def _spine_free_samples(
+    rt: DataRuntime, spine: pb.SpineFreeSource
+) -> tuple[pa.Table, str, str, str, LineageParent]:
+    """(samples drawn from the base group's history, entity, time and label columns, parent)."""
+    base = rt.groups.get(spine.feature_group.name, spine.feature_group.version)
+    history = _history(rt, base)
+    samples = spine_from_history(
+        history,
+        entity_column=base.spec.entity_key,
+        event_time_column=base.spec.event_time_column,
+        start_us=pc.opt_ts_us(spine, "start_time") or 0,
+        end_us=pc.opt_ts_us(spine, "end_time") or 2**62,
+        sampling=_SPINE_SAMPLING[spine.sampling],  # type: ignore[arg-type]  # a Literal by table
+        interval_s=spine.interval.ToTimedelta().total_seconds()
+        if spine.HasField("interval")
+        else None,
+        label_feature=spine.label_feature or None,
+        max_samples=spine.max_samples,
+        seed=spine.seed,
+    )
+    label_col = (
+        "label"
+        if spine.label_feature and "label" in samples.column_names
+        else (spine.label_feature if spine.label_feature in samples.column_names else "")
+    )
+    parent = LineageParent(
+        "spine", "feature_group", {"name": base.spec.name, "version": base.version}
+    )
+    return samples, base.spec.entity_key, base.spec.event_time_column, label_col, parent
+
+
+def _source_columns(
+    source: pb.SampleSource, column_names: list[str]
+) -> tuple[str, str, str, list[str]]:
+    """(entity, time, label columns, the columns kept) of a sample source; checked."""
+    entity_col = source.entity_column or "entity_id"
+    time_col = source.timestamp_column or "timestamp"
+    label_col = source.label_column
+    keep = [entity_col, time_col] + ([label_col] if label_col else [])
+    keep += [c for c in source.passthrough_columns if c not in keep]
+    missing = [c for c in keep if c not in column_names]
+    if missing:
+        raise InvalidArgument(
+            f"sample set has no column '{missing[0]}' (columns: {', '.join(column_names[:20])})",
+            reason="UNKNOWN_COLUMN",
+            metadata={"column": missing[0]},
+        )
+    return entity_col, time_col, label_col, keep
+
+
 def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -> dict[str, Any]:
     if not spec.features:
         raise InvalidArgument("features: select at least one feature group", reason="NO_FEATURES")
     groups = [
         rt.groups.get(sel.feature_group.name, sel.feature_group.version) for sel in spec.features
     ]
+    budget = rt.settings.matching.memory_budget_bytes
+    if budget and not rt.settings.dask.scheduler_address:
+        from atlas_data.match_job_outofcore import match_samples_out_of_core
+
+        return match_samples_out_of_core(rt, ctx, spec, groups, budget)
     parents: list[LineageParent] = []
     ctx.report(0.05, "loading samples")
     if spec.HasField("spine_free"):
-        spine = spec.spine_free
-        base = rt.groups.get(spine.feature_group.name, spine.feature_group.version)
-        history = _history(rt, base)
-        samples = spine_from_history(
-            history,
-            entity_column=base.spec.entity_key,
-            event_time_column=base.spec.event_time_column,
-            start_us=pc.opt_ts_us(spine, "start_time") or 0,
-            end_us=pc.opt_ts_us(spine, "end_time") or 2**62,
-            sampling=_SPINE_SAMPLING[spine.sampling],  # type: ignore[arg-type]  # a Literal by table
-            interval_s=spine.interval.ToTimedelta().total_seconds()
-            if spine.HasField("interval")
-            else None,
-            label_feature=spine.label_feature or None,
-            max_samples=spine.max_samples,
-            seed=spine.seed,
-        )
-        entity_col, time_col = base.spec.entity_key, base.spec.event_time_column
-        label_col = (
-            "label"
-            if spine.label_feature and "label" in samples.column_names
-            else (spine.label_feature if spine.label_feature in samples.column_names else "")
-        )
-        parents.append(
-            LineageParent(
-                "spine", "feature_group", {"name": base.spec.name, "version": base.version}
-            )
-        )
+        samples, entity_col, time_col, label_col, parent = _spine_free_samples(rt, spec.spine_free)
+        parents.append(parent)
     else:
         source = spec.sample_source
         samples, parent = _load_samples(rt, source)
         parents.append(parent)
-        entity_col = source.entity_column or "entity_id"
-        time_col = source.timestamp_column or "timestamp"
-        label_col = source.label_column
-        keep = [entity_col, time_col] + ([label_col] if label_col else [])
-        keep += [c for c in source.passthrough_columns if c not in keep]
-        missing = [c for c in keep if c not in samples.column_names]
-        if missing:
-            raise InvalidArgument(
-                f"sample set has no column '{missing[0]}' (columns: "
-                f"{', '.join(samples.column_names[:20])})",
-                reason="UNKNOWN_COLUMN",
-                metadata={"column": missing[0]},
-            )
+        entity_col, time_col, label_col, keep = _source_columns(source, samples.column_names)
         samples = samples.select(keep)
     unmatched = 0
     matched_any = None

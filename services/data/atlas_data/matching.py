@@ -449,7 +449,12 @@ def _gather(
 
     def take(name: str) -> pa.ChunkedArray:
         column = history.column(name)
-        if column.num_chunks == 1 and _is_plain_fixed_width(column.type) and not column.null_count:
+        if (
+            column.num_chunks == 1
+            and len(column)  # an empty history (all unmatched) has no row 0 to gather
+            and _is_plain_fixed_width(column.type)
+            and not column.null_count
+        ):
             # numpy gather + the match mask as validity: faster than a masked take.
             values = column.chunk(0).to_numpy(zero_copy_only=False)[safe_rows]
             data = pa.py_buffer(values)

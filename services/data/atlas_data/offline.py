@@ -265,6 +265,37 @@ class OfflineStore:
             table = table.filter(mask)
         return table
 
+    def history_row_count(self, name: str, version: int) -> int:
+        """Rows :meth:`history_batches` yields (registered partitions plus staged rows)."""
+        rows = sum(p.row_count for p in self.partitions(name) if p.group_version == version)
+        for path in self._staged_files(name, version):
+            with ipc.open_file(pa.memory_map(str(path))) as reader:
+                rows += sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        return rows
+
+    def history_batches(
+        self, name: str, version: int, *, batch_rows: int, spill_dir: Path | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Every history row of the group version, in :meth:`read_history`'s order, as batches
+        of at most ``batch_rows`` rows: one partition at a time is downloaded to a temporary
+        file under ``spill_dir`` and read row group by row group, so memory stays at a row
+        group (compaction's target_partition_bytes bounds a partition, hence its groups)."""
+        from atlas_data.matching_outofcore import parquet_batches
+
+        for part in self.partitions(name):
+            if part.group_version != version:
+                continue
+            with tempfile.TemporaryDirectory(prefix="atlas-history-", dir=spill_dir) as tmp:
+                path = Path(tmp) / "part.parquet"
+                self._artifacts.download_to_file(part.ref, path)
+                yield from parquet_batches(path, batch_rows)
+        for path in self._staged_files(name, version):
+            with ipc.open_file(pa.memory_map(str(path))) as reader:
+                for i in range(reader.num_record_batches):
+                    batch = reader.get_batch(i)
+                    for start in range(0, batch.num_rows, batch_rows):
+                        yield batch.slice(start, batch_rows)
+
     # -- maintenance --------------------------------------------------------------------------
 
     def compact(

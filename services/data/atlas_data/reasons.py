@@ -191,6 +191,15 @@ class DataReason(Reason):
         "job published nothing.",
         "Retry the job; check the Dask workers' memory and logs (the shard is named).",
     )
+    MATCH_MEMORY_BUDGET = (
+        auto(),
+        FAILED_PRECONDITION,
+        "An out-of-core matching job's memory budget is below what one bucket of the join "
+        "needs (the message and the needed_bytes metadata give the size); the job published "
+        "nothing.",
+        "Raise matching.memory_budget_bytes to at least the size given, or run the job on a "
+        "machine with more memory.",
+    )
     ONLINE_SHARD_UNAVAILABLE = (
         auto(),
         UNAVAILABLE,
