@@ -129,9 +129,9 @@ def test_boosters_on_enough_rows_score_low_rungs_on_a_row_sample(monkeypatch) ->
     fitted: list[tuple[int, int]] = []  # (rows, rounds) of every grow() call
     real_grow = ev.grow
 
-    def grow(est, family, Z, yy, done, target, check):  # noqa: ANN001, ANN202
+    def grow(est, family, Z, yy, done, target, check, boosting=None):  # noqa: ANN001, ANN202
         fitted.append((len(yy), target - done))
-        return real_grow(est, family, Z, yy, done, target, check)
+        return real_grow(est, family, Z, yy, done, target, check, boosting)
 
     monkeypatch.setattr(ev, "grow", grow)
     steps: list[int] = []
