@@ -217,8 +217,11 @@ class ServingReason(Reason):
     ENDPOINT_AT_CAPACITY = (
         auto(),
         RESOURCE_EXHAUSTED,
-        "The endpoint's concurrency limit and queue are full, or no slot freed in time.",
-        "Retry with backoff.",
+        "The endpoint's concurrency limit and queue are full, or no slot freed within "
+        "capacity.queue_timeout_ms or the call's deadline (the load is beyond what the "
+        "replica serves).",
+        "Retry with exponential backoff; if it persists, raise capacity.max_concurrency / "
+        "max_queue (UpdateEndpoint) or add replicas.",
     )
     NO_DATA_SERVICE = (
         auto(),
