@@ -223,6 +223,14 @@ class ServingReason(Reason):
         "Retry with exponential backoff; if it persists, raise capacity.max_concurrency / "
         "max_queue (UpdateEndpoint) or add replicas.",
     )
+    REPLICA_OVERLOADED = (
+        auto(),
+        RESOURCE_EXHAUSTED,
+        "The serving replica's event loop is behind by more than capacity.max_loop_lag_ms: "
+        "calls wait before any endpoint admits them, so new predictions are refused at once.",
+        "Retry with exponential backoff (another replica may answer); add replicas or lower "
+        "the offered load.",
+    )
     NO_DATA_SERVICE = (
         auto(),
         (FAILED_PRECONDITION, UNAVAILABLE),

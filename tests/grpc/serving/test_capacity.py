@@ -13,6 +13,7 @@ import pytest
 
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.config import S3Settings
+from atlas_core.rpc import error_from_rpc
 from atlas_serving.config import CapacityDefaults
 
 from .conftest import (
@@ -108,4 +109,61 @@ async def test_queue_timeout_refuses_long_waits_not_at_the_deadline(
         assert rejected == codes.count("RESOURCE_EXHAUSTED")
         await h.stub.Predict(request)  # served again once the burst is over
     finally:
+        await stop_harness(h)
+
+
+@pytest.mark.slow
+async def test_a_lagging_event_loop_sheds_new_predictions(
+    tmp_path: Path, s3_settings: S3Settings, features: pd.DataFrame
+) -> None:
+    """While the replica's event loop runs timers later than max_loop_lag_ms (here: a task
+    that blocks it 60 ms at a time, as a backlog of calls would), predictions are refused
+    at once with REPLICA_OVERLOADED although admission has free slots; once the loop keeps
+    up again they are served."""
+    base = serving_settings(tmp_path, s3_settings, "")
+    settings = base.model_copy(update={"capacity": CapacityDefaults(max_loop_lag_ms=20)})
+    h = await start_harness(settings)
+    hog: asyncio.Task[None] | None = None
+    try:
+        await h.register("bc", write_model(settings.s3, "models/bc/v1.tar"))
+        await h.stub.CreateEndpoint(
+            pb.CreateEndpointRequest(
+                spec=pb.EndpointSpec(name="bc", variants=[live("blue", "bc", 1)])
+            )
+        )
+        request = pb.PredictRequest(endpoint_name="bc", row=row(features.iloc[0].to_dict()))
+        await h.stub.Predict(request)
+        lag = h.service.plane.loop_lag
+        assert not lag.shedding
+
+        async def block_the_loop() -> None:
+            while True:
+                time.sleep(0.06)
+                await asyncio.sleep(0)
+
+        hog = asyncio.ensure_future(block_the_loop())
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if lag.shedding:
+                break
+        assert lag.shedding, lag.lag
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.stub.Predict(request)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_from_rpc(err.value).reason == "REPLICA_OVERLOADED"
+        assert "backoff" in (err.value.details() or "")
+        hog.cancel()
+        hog = None
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if not lag.shedding:
+                break
+        await h.stub.Predict(request)
+        rejected = h.server.metrics.registry.get_sample_value(
+            "atlas_serving_rejected_total", {"endpoint": "bc"}
+        )
+        assert rejected == 1
+    finally:
+        if hog is not None:
+            hog.cancel()
         await stop_harness(h)
