@@ -43,9 +43,14 @@ import serving as serving_bench  # noqa: E402  (replica start-up, bundle, closed
 from _results import write_results  # noqa: E402
 
 TOKEN = serving_bench.TOKEN
+# Overload drives explained predictions (SHAP contributions, in the inference threads) at an
+# endpoint with a small admission limit: an endpoint whose capacity is its model's, not the
+# host's gRPC ceiling, which Python load generators sharing 2 cores cannot triple.
+LIMITS = {"max_concurrency": 8, "max_queue": 32}
 META = [("authorization", f"Bearer {TOKEN}")]
 OVERLOAD_FACTOR = 3.0
 GENERATORS = 2  # open-loop generator processes
+CHANNELS = 4  # per generator
 # Per generator: calls in flight beyond this are counted as not sent (the generator's own
 # bound, so a stalled server cannot make the client eat the host's memory).
 MAX_OUTSTANDING = 4000
@@ -64,11 +69,17 @@ def rss_mb(pid: int) -> float:
 # -- open-loop overload generator (a spawned process, grpc.aio) ------------------------------
 
 
-def _open_loop(target: str, endpoint: str, rate: float, seconds: float, out: Any) -> None:
-    out.put(asyncio.run(_open_loop_async(target, endpoint, rate, seconds)))
+def _open_loop(
+    target: str, endpoint: str, rate: float, seconds: float, out: Any, closed: int = 0
+) -> None:
+    out.put(asyncio.run(_open_loop_async(target, endpoint, rate, seconds, closed)))
 
 
-async def _open_loop_async(target: str, endpoint: str, rate: float, seconds: float) -> dict:
+async def _open_loop_async(
+    target: str, endpoint: str, rate: float, seconds: float, closed: int = 0
+) -> dict:
+    """Explained single-row Predict calls at ``rate`` per second (open loop), or from
+    ``closed`` callers back to back (closed loop: the capacity measurement)."""
     from grpc import StatusCode, aio
 
     from atlas.serving.v1 import serving_service_pb2 as pb
@@ -76,8 +87,14 @@ async def _open_loop_async(target: str, endpoint: str, rate: float, seconds: flo
     from atlas_core.clients.serving import feature_row
 
     rows = [feature_row(r) for r in serving_bench._features()]
-    channel = aio.insecure_channel(target)
-    stub = pb_grpc.ServingServiceStub(channel)
+    EXPLAIN = pb.PredictOptions(explain=True)
+    # one HTTP/2 connection per channel: calls spread over several, as many clients would
+    channels = [
+        aio.insecure_channel(target, options=[("grpc.channel_id", k)]) for k in range(CHANNELS)
+    ]
+    stubs = [pb_grpc.ServingServiceStub(c) for c in channels]
+    stub = stubs[0]
+    lags: list[float] = []
     admitted: list[float] = []
     refused: list[float] = []
     other: Counter[str] = Counter()
@@ -88,8 +105,8 @@ async def _open_loop_async(target: str, endpoint: str, rate: float, seconds: flo
     async def one(i: int) -> None:
         t = time.perf_counter()
         try:
-            await stub.Predict(
-                pb.PredictRequest(endpoint_name=endpoint, row=rows[i % 64]),
+            await stubs[i % CHANNELS].Predict(
+                pb.PredictRequest(endpoint_name=endpoint, row=rows[i % 64], options=EXPLAIN),
                 metadata=META,
                 timeout=CALL_TIMEOUT_S,
             )
@@ -104,7 +121,21 @@ async def _open_loop_async(target: str, endpoint: str, rate: float, seconds: flo
     await stub.Predict(pb.PredictRequest(endpoint_name=endpoint, row=rows[0]), metadata=META)
     start = time.perf_counter()
     sent = 0
+    tick = start
+    if closed:
+
+        async def caller(k: int) -> None:
+            i = k
+            while time.perf_counter() - start < seconds:
+                await one(i)
+                i += closed
+
+        await asyncio.gather(*[caller(k) for k in range(closed)])
+        sent = len(admitted) + len(refused) + sum(other.values())
     while (elapsed := time.perf_counter() - start) < seconds:
+        now = time.perf_counter()
+        lags.append(now - tick)  # the generator's own loop: its lag inflates its latencies
+        tick = now
         due = int(elapsed * rate)
         while sent < due:  # catch up in a burst when the generator's loop lagged
             if len(inflight) < MAX_OUTSTANDING:
@@ -117,8 +148,10 @@ async def _open_loop_async(target: str, endpoint: str, rate: float, seconds: flo
         await asyncio.sleep(0.002)
     if inflight:
         await asyncio.wait(inflight)
-    await channel.close()
+    for c in channels:
+        await c.close()
     return {
+        "loop_gap_p99_ms": float(np.percentile(lags, 99)) * 1000 if lags else 0.0,
         "offered": sent,
         "not_sent": not_sent,
         "admitted": admitted,
@@ -128,13 +161,17 @@ async def _open_loop_async(target: str, endpoint: str, rate: float, seconds: flo
     }
 
 
-def overload(target: str, pid: int, seconds: float, capacity_seconds: float) -> dict:
-    capacity = serving_bench.load(target, 8, capacity_seconds)["rps"]
+def overload(client: Any, target: str, pid: int, seconds: float, capacity_seconds: float) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    probe = ctx.Process(target=_open_loop, args=(target, "bc", 0.0, capacity_seconds, q, 8))
+    probe.start()
+    measured = q.get(timeout=capacity_seconds + 120)
+    probe.join(30)
+    capacity = len(measured["admitted"]) / capacity_seconds
     rate = OVERLOAD_FACTOR * capacity
     time.sleep(2.0)
     before = rss_mb(pid)
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
     procs = [
         ctx.Process(target=_open_loop, args=(target, "bc", rate / GENERATORS, seconds, q))
         for _ in range(GENERATORS)
@@ -154,6 +191,7 @@ def overload(target: str, pid: int, seconds: float, capacity_seconds: float) -> 
     for p in procs:
         p.join(30)
     done.set()
+    server = client.stats("bc", seconds + 5)[0]
     time.sleep(5.0)  # the replica drains its queues and batches
     after = rss_mb(pid)
     admitted = np.array([x for part in parts for x in part["admitted"]]) * 1000
@@ -166,6 +204,7 @@ def overload(target: str, pid: int, seconds: float, capacity_seconds: float) -> 
     offered = sum(part["offered"] for part in parts)
     answered = len(admitted) + len(refused) + sum(other.values())
     return {
+        "overload_endpoint_limits": LIMITS,
         "overload_capacity_rps": capacity,
         "overload_offered_rps_target": rate,
         "overload_offered_rps": offered / seconds,
@@ -176,6 +215,9 @@ def overload(target: str, pid: int, seconds: float, capacity_seconds: float) -> 
         "overload_rejected_fraction": len(refused) / answered if answered else None,
         "overload_rejected_p99_ms": float(np.percentile(refused, 99)) if len(refused) else None,
         "overload_other_statuses": dict(other),
+        "overload_server_p99_ms": server.p99_ms,
+        "overload_server_rejected": server.rejected,
+        "overload_generator_loop_gap_p99_ms": max(part["loop_gap_p99_ms"] for part in parts),
         "overload_other_examples": examples,
         "overload_rss_before_mb": before,
         "overload_rss_peak_mb": max(peak),
@@ -331,13 +373,18 @@ def run(quick: bool, soak_minutes: float, parts: set[str]) -> dict:
             variant.model.model_name, variant.model.version = "bc", 1
             spec = pb.EndpointSpec(name=name, variants=[variant])
             spec.capacity.warm = True
+            if name == "bc":
+                spec.capacity.max_concurrency = LIMITS["max_concurrency"]
+                spec.capacity.max_queue = LIMITS["max_queue"]
             if name == "soak":  # the paths that buffer: capture and the prediction index
                 spec.capture.enabled, spec.capture.sample_fraction = True, 1.0
                 spec.quality.enabled, spec.quality.sample_fraction = True, 1.0
             client.create_endpoint(spec)
         out["rss_idle_mb"] = rss_mb(pid)
         if "overload" in parts:
-            out.update(overload(target, pid, 15.0 if quick else 60.0, 3.0 if quick else 5.0))
+            out.update(
+                overload(client, target, pid, 15.0 if quick else 60.0, 3.0 if quick else 5.0)
+            )
         if "soak" in parts:
             out.update(
                 soak(target, pid, soak_minutes, 10.0 if quick else 30.0, 2.0 if quick else 5.0)
