@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import shutil
 import sys
 import tempfile
 import threading
@@ -408,6 +409,7 @@ def run(quick: bool, soak_minutes: float, parts: set[str]) -> dict:
             except Exception:
                 p.kill()
         weed.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
