@@ -217,8 +217,19 @@ class ServingReason(Reason):
     ENDPOINT_AT_CAPACITY = (
         auto(),
         RESOURCE_EXHAUSTED,
-        "The endpoint's concurrency limit and queue are full, or no slot freed in time.",
-        "Retry with backoff.",
+        "The endpoint's concurrency limit and queue are full, or no slot freed within "
+        "capacity.queue_timeout_ms or the call's deadline (the load is beyond what the "
+        "replica serves).",
+        "Retry with exponential backoff; if it persists, raise capacity.max_concurrency / "
+        "max_queue (UpdateEndpoint) or add replicas.",
+    )
+    REPLICA_OVERLOADED = (
+        auto(),
+        RESOURCE_EXHAUSTED,
+        "The serving replica's event loop is behind by more than capacity.max_loop_lag_ms: "
+        "calls wait before any endpoint admits them, so new predictions are refused at once.",
+        "Retry with exponential backoff (another replica may answer); add replicas or lower "
+        "the offered load.",
     )
     NO_DATA_SERVICE = (
         auto(),

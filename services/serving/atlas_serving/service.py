@@ -32,6 +32,7 @@ from atlas_serving.control.operations import Control
 from atlas_serving.control.rollout import Driver
 from atlas_serving.dataplane.capture import CaptureWriter
 from atlas_serving.dataplane.lookup import FeatureFetcher
+from atlas_serving.dataplane.loop_lag import LoopLag
 from atlas_serving.dataplane.models import ModelCache, settle_heap
 from atlas_serving.dataplane.predict import DataPlane
 from atlas_serving.dataplane.prediction_log import PredictionLog
@@ -119,6 +120,7 @@ class ServingService:
             self.capture,
             self.metrics,
             self.prediction_log,
+            LoopLag(settings.capacity.max_loop_lag_ms / 1000, self.metrics.loop_lag),
         )
         self.replica = Replica(
             settings, self.engine, self.endpoints, self.registry, self.plane, self.executor
@@ -166,6 +168,7 @@ class ServingService:
         self.jobs.start()
         self.replica.on_tick.append(self._tick)
         await self.replica.start()
+        self.plane.loop_lag.start()
         self._flusher = asyncio.ensure_future(self._flush_predictions())
         settle_heap()
         # Background threads (DB polls, job runner, batches) hand the GIL back to the event
@@ -181,6 +184,7 @@ class ServingService:
             task.cancel()
         if self._flusher is not None:
             self._flusher.cancel()
+        await self.plane.loop_lag.stop()
         await self.replica.stop()
         await asyncio.to_thread(self.prediction_log.flush)
         await asyncio.to_thread(self.jobs.stop)

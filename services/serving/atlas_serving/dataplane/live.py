@@ -19,12 +19,14 @@ from atlas_serving.monitoring.stats import WindowStats
 
 
 class Admission:
-    """At most ``limit`` requests run at once and ``queue`` wait; the rest are refused at once
+    """At most ``limit`` requests run at once and ``queue`` wait (each at most
+    ``queue_timeout`` seconds, None: until its deadline); the rest are refused at once
     (RESOURCE_EXHAUSTED), so memory and latency stay bounded under overload."""
 
-    def __init__(self, limit: int, queue: int) -> None:
+    def __init__(self, limit: int, queue: int, queue_timeout: float | None = None) -> None:
         self.limit = limit
         self.queue = queue
+        self.queue_timeout = queue_timeout
         self.running = 0
         self.waiting = 0
         self._slots = asyncio.Semaphore(limit)
@@ -34,15 +36,19 @@ class Admission:
             if self.waiting >= self.queue:
                 raise ResourceExhausted(
                     f"endpoint {endpoint} is at capacity ({self.limit} running, {self.queue} "
-                    "queued); retry later",
+                    f"queued on this replica): {_WHAT_TO_DO}",
                     reason="ENDPOINT_AT_CAPACITY",
                 )
+            wait, why = timeout, "the call's deadline"
+            limit = self.queue_timeout
+            if limit is not None and (wait is None or limit < wait):
+                wait, why = limit, f"capacity.queue_timeout_ms ({limit * 1000:g} ms)"
             self.waiting += 1
             try:
-                await asyncio.wait_for(self._slots.acquire(), timeout)
+                await asyncio.wait_for(self._slots.acquire(), wait)
             except TimeoutError:
                 raise ResourceExhausted(
-                    f"endpoint {endpoint}: no capacity before the deadline",
+                    f"endpoint {endpoint}: no slot freed within {why}: {_WHAT_TO_DO}",
                     reason="ENDPOINT_AT_CAPACITY",
                 ) from None
             finally:
@@ -54,6 +60,12 @@ class Admission:
     def leave(self) -> None:
         self.running -= 1
         self._slots.release()
+
+
+_WHAT_TO_DO = (
+    "retry with exponential backoff, or raise the endpoint's capacity.max_concurrency / "
+    "max_queue (UpdateEndpoint) or add replicas"
+)
 
 
 @dataclass
@@ -160,4 +172,5 @@ def admission_for(spec: EndpointSpec, defaults: CapacityDefaults) -> Admission:
     return Admission(
         c.max_concurrency or defaults.max_concurrency,
         c.max_queue if c.max_queue or c.max_concurrency else defaults.max_queue,
+        defaults.queue_timeout_ms / 1000 or None,
     )

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atlas_core.errors import AtlasError, InvalidArgument, NotFound
+from atlas_core.errors import AtlasError, InvalidArgument, NotFound, ResourceExhausted
 from atlas_serving.dataplane.capture import CaptureWriter
 from atlas_serving.dataplane.inference import RowResult, ServableModel, check_row_names
 from atlas_serving.dataplane.live import EndpointRuntime, VariantRuntime
 from atlas_serving.dataplane.lookup import FeatureFetcher
+from atlas_serving.dataplane.loop_lag import LoopLag
 from atlas_serving.dataplane.models import ModelCache, ModelKey
 from atlas_serving.dataplane.prediction_log import PredictionLog, new_prediction_id
 from atlas_serving.domain import PredictOptions, Row
@@ -45,7 +46,9 @@ class DataPlane:
         capture: CaptureWriter,
         metrics: ServingMetrics,
         predictions: PredictionLog | None = None,
+        loop_lag: LoopLag | None = None,
     ) -> None:
+        self.loop_lag = loop_lag or LoopLag(0.0)
         self.models = models
         self.fetcher = fetcher
         self.capture = capture
@@ -113,6 +116,14 @@ class DataPlane:
         start = time.perf_counter()
         admission = ep.admission
         try:
+            if self.loop_lag.shedding:
+                raise ResourceExhausted(
+                    f"serving replica overloaded: calls wait {self.loop_lag.lag * 1000:.0f} ms "
+                    f"before they are handled (capacity.max_loop_lag_ms "
+                    f"{self.loop_lag.limit * 1000:g}); retry with exponential backoff (another "
+                    "replica may answer), or add replicas",
+                    reason="REPLICA_OVERLOADED",
+                )
             await admission.enter(name, timeout)
         except AtlasError:
             self.metrics.rejected.labels(name).inc()

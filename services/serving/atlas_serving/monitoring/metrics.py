@@ -39,6 +39,11 @@ class ServingMetrics:
         self.rejected = Counter(
             "atlas_serving_rejected", "Requests refused for capacity", ["endpoint"], registry=r
         )
+        self.loop_lag = Gauge(
+            "atlas_serving_loop_lag_seconds",
+            "How late the event loop runs timers (beyond capacity.max_loop_lag_ms: shedding)",
+            registry=r,
+        )
         self.unseen_categories = Counter(
             "atlas_serving_unseen_categories",
             "Predicted rows with a category training never saw",
