@@ -18,9 +18,9 @@ class CapacityDefaults(StrictModel):
     queue_timeout_ms: float = Field(default=0.0, ge=0)
     # New predictions are refused at once while the replica's event loop runs timers later
     # than this (calls then wait in gRPC's backlog before any admission sees them; see
-    # dataplane/loop_lag.py); 0: never shed on lag. High enough that a loaded host's stalls
-    # (a model load, a busy CI machine) do not refuse calls; lower it for tighter latency.
-    max_loop_lag_ms: float = Field(default=500.0, ge=0)
+    # dataplane/loop_lag.py); 0 (the default): never shed on lag, since a loaded host's
+    # stalls (a model load, a busy machine) would refuse calls; ~500 suits a dedicated host.
+    max_loop_lag_ms: float = Field(default=0.0, ge=0)
     # Bytes of loaded models per replica (LRU eviction beyond it).
     memory_budget_bytes: int = 2 * 1024**3
     max_batch_size: int = 64
