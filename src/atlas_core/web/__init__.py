@@ -25,6 +25,7 @@ from atlas_core.web._session import (
     Session,
     SessionCodec,
 )
+from atlas_core.web._target import ServiceTarget
 
 __all__ = [
     "CSRF_FIELD",
@@ -37,6 +38,7 @@ __all__ = [
     "ErrorPage",
     "Session",
     "SessionCodec",
+    "ServiceTarget",
     "SessionGuard",
     "TokenVerifier",
     "WebAppConfig",

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, SecretStr
 
 from atlas_core.config import S3Settings, StrictModel, TlsSettings
-from atlas_core.rpc.channel import ClientSettings
+from atlas_core.web import ServiceTarget
 
 
-class LabelingTarget(StrictModel):
-    """How to reach the labeling service. There is no service token: every call carries the
-    signed-in person's own bearer token."""
+class LabelingTarget(ServiceTarget):
+    """How to reach the labeling service (every call carries the signed-in person's token)."""
 
     target: str = "127.0.0.1:7104"
-    ca_file: Path | None = None  # TLS to the service when set
-    cert_file: Path | None = None  # mTLS client certificate
-    key_file: Path | None = None
-    server_name_override: str | None = None
-    timeout_s: float = 30.0
-
-    def client_settings(self, token: str) -> ClientSettings:
-        return ClientSettings(
-            target=self.target,
-            token=SecretStr(token),
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            server_name_override=self.server_name_override,
-        )
 
 
 class LabelingWebSettings(StrictModel):
