@@ -43,6 +43,11 @@ from atlas_core.bundles._manifest import (
     TASKS,
     BundleLineage,
 )
+from atlas_core.bundles._occlusion import (
+    background_from_stats,
+    background_rows,
+    occlusion_contributions,
+)
 from atlas_core.bundles._predictor import Predictor
 from atlas_core.bundles._schema import ColumnSpec, InputSchema
 from atlas_core.bundles._writer import write_bundle
@@ -61,10 +66,13 @@ __all__ = [
     "InputSchema",
     "LoadedBundle",
     "Predictor",
+    "background_from_stats",
+    "background_rows",
     "bundle_signer",
     "bundle_trust",
     "ensure_local_keypair",
     "load_bundle",
+    "occlusion_contributions",
     "raw_contributions",
     "read_manifest",
     "write_bundle",

