@@ -139,6 +139,23 @@ async def test_hetero_graph_trains_distributed_above_chance(graph_harness: Graph
     agree = np.mean([by_id[k] == truth[k] for k in truth])
     assert agree > 0.6
 
+    # The bundle infers the target type again, for chosen users (original ids).
+    inferred = await run_job(
+        stub,
+        infer=pb.InferGraphSpec(
+            ref=ref,
+            model_bundle=result.model_bundle,
+            write_predictions=True,
+            node_int64_ids=[1000, 1014],
+        ),
+    )
+    again = pq.read_table(
+        io.BytesIO(art.get_bytes(art.key_for_uri(inferred.train_result.predictions.uri)))
+    )
+    assert sorted(again.column("id").to_pylist()) == [1000, 1014]
+    for key, label in zip(again.column("id").to_pylist(), again.column("label").to_pylist()):
+        assert label == by_id[key]
+
 
 async def test_bad_typed_input_is_refused_naming_table_and_column(
     graph_harness: GraphHarness,

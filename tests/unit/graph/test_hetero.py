@@ -171,3 +171,30 @@ def test_storage_round_trip(tmp_path: Path) -> None:
     assert back.nodes["user"].train_mask is not None and back.nodes["device"].feat is None
     for key, (src, dst) in g.edges.items():
         assert np.array_equal(back.edges[key][0], src) and np.array_equal(back.edges[key][1], dst)
+
+
+@pytest.mark.parametrize("conv", ["rgcn", "graphsage"])
+def test_hetero_model_trains_on_sampled_blocks_in_one_process(conv: str) -> None:
+    from atlas_graph.training.single import train_single_hetero
+
+    g = generate_hetero(200, 100, 40, communities=4, feature_noise=0.5, seed=4)
+    cfg = {
+        "model": conv,
+        "hetero": True,
+        "in_dims": {t: max(1, n.feature_dims) for t, n in g.nodes.items()},
+        "hidden": 16,
+        "classes": 4,
+        "layers": 2,
+        "dropout": 0.0,
+        "relations": [list(e) for e in g.edges],
+        "target": "user",
+    }
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # several spinning OpenMP threads crawl on a shared host
+    try:
+        out = train_single_hetero(g, cfg, [5, 5], 8, 32, 0.02, seed=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert out["train_accuracy"] > 0.5, out  # chance 0.25

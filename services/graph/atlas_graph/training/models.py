@@ -126,12 +126,13 @@ class HeteroGNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _layer(self, i: int, block: Any, h: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        messages = self.convs[i](block, h)
+        # Destination types this layer computes (the last: the target only); relations into
+        # other types are skipped by HeteroGraphConv.
+        dst = {t: x[: block.num_dst_nodes(t)] for t, x in h.items() if t in self.loops[i]}
+        messages = self.convs[i](block, (h, dst))
         out = {}
-        for t, x in h.items():
-            if t not in self.loops[i]:
-                continue
-            y = self.loops[i][t](x[: block.num_dst_nodes(t)])
+        for t, x in dst.items():
+            y = self.loops[i][t](x)
             out[t] = y + messages[t] if t in messages else y
         return out
 
