@@ -31,7 +31,7 @@
     per-type range-map structure (no graph built); and a generated users x devices x merchants
     graph with community structure (200k nodes, ~1.4M edges; 20k with --quick) in 2
     partitions: an R-GCN on the users (fan-outs 10,10, hidden 64, batch 1024, lr 0.01) by 2
-    DGL trainers vs the same model in one process with plain DGL.
+    DGL trainers vs the same model in one process with plain DGL, 6 epochs (2 with --quick).
 
 Writes bench/results/graph.json (graph_quick.json with --quick; graph_<parts>.json for a subset;
 and a dated copy, see _results.py) with keys range_map_bytes_100m,
@@ -336,7 +336,7 @@ def bench_link(nodes: int = QUICK_TRAIN_NODES, epochs: int = QUICK_EPOCHS) -> di
 # merchants; users labelled by community, devices featureless, merchant features pure noise.
 HETERO = {"communities": 4, "feature_noise": 1.5, "seed": 7}
 HETERO_SHARES = (0.6, 0.3, 0.1)
-HETERO_NODES, HETERO_EPOCHS = 200_000, 3
+HETERO_NODES, HETERO_EPOCHS = 200_000, 6
 QUICK_HETERO_NODES = 20_000
 
 
