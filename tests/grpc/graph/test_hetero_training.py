@@ -30,6 +30,17 @@ async def _refused(harness: GraphHarness, **spec: object) -> str:
     return err.value.details() or ""
 
 
+async def _refused_estimate(harness: GraphHarness, graph_id: str, parts: int) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await harness.stub.EstimatePartitioning(
+            pb.EstimatePartitioningRequest(
+                spec=pb.PartitionGraphSpec(graph_id=graph_id, num_partitions=parts)
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    return err.value.details() or ""
+
+
 async def _graph_count(harness: GraphHarness) -> int:
     return len((await harness.stub.ListGraphs(pb.ListGraphsRequest())).graphs)
 
@@ -53,6 +64,17 @@ async def test_hetero_graph_trains_distributed_above_chance(graph_harness: Graph
     assert info["user"].num_classes == CLASSES and info["user"].has_masks
     assert info["device"].num_classes == 0 and info["device"].feature_dims == 0
     assert graph.edge_type_counts["user:uses:device"] == 1200 * 3
+
+    estimate = (
+        await stub.EstimatePartitioning(
+            pb.EstimatePartitioningRequest(
+                spec=pb.PartitionGraphSpec(graph_id=graph.graph_id, num_partitions=2)
+            )
+        )
+    ).estimate
+    assert estimate.fits and estimate.range_map_bytes == 8 * 3 * (2 + 3 + 4)
+    details = await _refused_estimate(graph_harness, graph.graph_id, 201)
+    assert "node type 'merchant'" in details  # 200 merchants: a partition would own none
 
     part = (
         await run_job(
@@ -112,6 +134,7 @@ async def test_hetero_graph_trains_distributed_above_chance(graph_harness: Graph
                 dropout=0.1,
                 seed=1,
                 write_predictions=True,
+                write_embeddings=True,
             )
         )
     )
@@ -138,6 +161,8 @@ async def test_hetero_graph_trains_distributed_above_chance(graph_harness: Graph
     truth = dict(zip(users.original_ids.tolist(), users.label.tolist()))
     agree = np.mean([by_id[k] == truth[k] for k in truth])
     assert agree > 0.6
+    emb = pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(result.embeddings.uri))))
+    assert emb.num_rows == 1200 and len(emb.column("embedding")[0]) == 32
 
     # The bundle infers the target type again, for chosen users (original ids).
     inferred = await run_job(
