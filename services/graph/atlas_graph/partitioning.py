@@ -91,6 +91,13 @@ def estimate_types(
                 "nodes (every partition owns a range of every type)",
                 reason="TOO_MANY_PARTITIONS",
             )
+    for name, count in edge_types.items():
+        if num_partitions > count:
+            raise InvalidArgument(
+                f"num_partitions {num_partitions} is larger than edge type '{name}''s {count} "
+                "edges (every partition owns a range of every type)",
+                reason="TOO_MANY_PARTITIONS",
+            )
     nodes = sum(n for n, _ in node_types.values())
     edges = sum(edge_types.values())
     feat = sum(n * (max(1, dims) * 4 + 8 + 3) for n, dims in node_types.values())
@@ -244,16 +251,26 @@ def run_hetero_partitioning(
 
     started = time.monotonic()
     g = graph.to_dgl()
-    node_maps, edge_maps = dgl.distributed.partition_graph(
-        g,
-        GRAPH_NAME,
-        num_partitions,
-        str(out),
-        num_hops=max(1, num_hops),
-        part_method=method,
-        balance_edges=balance_edges,
-        return_mapping=True,
-    )
+    try:
+        node_maps, edge_maps = dgl.distributed.partition_graph(
+            g,
+            GRAPH_NAME,
+            num_partitions,
+            str(out),
+            num_hops=max(1, num_hops),
+            part_method=method,
+            balance_edges=balance_edges,
+            return_mapping=True,
+        )
+    except IndexError:  # DGL 2.1 indexes the first id of every type in every partition
+        rarest = min(graph.edge_counts().items(), key=lambda kv: kv[1])
+        raise InvalidArgument(
+            f"partitioning into {num_partitions} parts left a partition without any edge (or "
+            f"node) of some type, which DGL cannot store; the rarest edge type is "
+            f"'{rarest[0]}' with {rarest[1]} edges: use fewer partitions or import more edges "
+            "of the rare types",
+            reason="TOO_MANY_PARTITIONS",
+        ) from None
     del g
     if not isinstance(node_maps, dict):  # one type of each: DGL returns bare tensors
         node_maps = {next(iter(graph.nodes)): node_maps}

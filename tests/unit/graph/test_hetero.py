@@ -198,3 +198,15 @@ def test_hetero_model_trains_on_sampled_blocks_in_one_process(conv: str) -> None
     finally:
         torch.set_num_threads(threads)
     assert out["train_accuracy"] > 0.5, out  # chance 0.25
+
+
+def test_partitioning_that_leaves_a_type_out_of_a_partition_is_refused(tmp_path: Path) -> None:
+    from atlas_graph.partitioning import run_hetero_partitioning
+
+    g = generate_hetero(400, 200, 40, seed=3)
+    g.edges[("merchant", "owns", "device")] = (np.array([0, 1]), np.array([0, 1]))
+    with pytest.raises(InvalidArgument, match="'merchant:owns:device' with 2 edges") as err:
+        run_hetero_partitioning(g, tmp_path / "out", 3, "metis")  # 3 parts, 2 such edges
+    assert err.value.reason == "TOO_MANY_PARTITIONS"
+    with pytest.raises(InvalidArgument, match="edge type 'merchant:owns:device''s 2 edges"):
+        estimate_types({"merchant": (40, 4)}, g.edge_counts(), 3, 2**40)
