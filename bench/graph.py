@@ -4,6 +4,7 @@
                                      # (c) 200k-node SBM, 3 epochs, (d) 20k nodes, 2 epochs
     python bench/graph.py --quick    # (a) 1M/10M, (b) 100k nodes / 1M edges, (c) 20k nodes
     python bench/graph.py --parts c  # only (c): writes graph_c.json
+    python bench/graph.py --parts e  # only (e), heterogeneous: writes graph_e.json
 
 (a) Mapping memory, 4 partitions, N node ids and N edge ids: our `RangeMap` (the P+1 range
     boundaries per kind) vs a per-id map (two int64 arrays per kind: partition and local id,
@@ -25,14 +26,23 @@
     DGL trainers and in one process on the graph in the partitioning's id order (so both hold
     out the same pairs).
 
+(e) Heterogeneous graphs (not in the default abcd): the range map of 100M nodes of 3 types
+    (users 60%, devices 30%, merchants 10%; 4 edge types) in 4 partitions, computed from the
+    per-type range-map structure (no graph built); and a generated users x devices x merchants
+    graph with community structure (200k nodes, ~1.4M edges; 20k with --quick) in 2
+    partitions: an R-GCN on the users (fan-outs 10,10, hidden 64, batch 1024, lr 0.01) by 2
+    DGL trainers vs the same model in one process with plain DGL, 6 epochs (2 with --quick).
+
 Writes bench/results/graph.json (graph_quick.json with --quick; graph_<parts>.json for a subset;
 and a dated copy, see _results.py) with keys range_map_bytes_100m,
 per_id_map_bytes_100m, lookup_ids_per_s, partition_s, accuracy_distributed, accuracy_single,
 epoch_s_1_trainer, epoch_s_2_trainers, accuracy_by_trainers, trainer_count_spread,
-linkpred_auc_distributed, linkpred_auc_single, linkpred_mrr_distributed, linkpred_mrr_single (plus
-the detail of every part). Targets: range map <= 1 KB at every size, lookups >= 20M IDs/s,
+linkpred_auc_distributed, linkpred_auc_single, linkpred_mrr_distributed, linkpred_mrr_single,
+hetero_accuracy_distributed, hetero_accuracy_single, hetero_range_map_bytes (plus the detail of
+every part). Targets: range map <= 1 KB at every size, lookups >= 20M IDs/s,
 distributed accuracy >= 0.90 and within 1 point of single, trainer_count_spread <= 0.01, link
-prediction AUC distributed within 0.01 of single.
+prediction AUC distributed within 0.01 of single, heterogeneous accuracy distributed within 1
+point of single, heterogeneous range map <= 4 KB.
 """
 
 from __future__ import annotations
@@ -177,13 +187,19 @@ def child_partition(nodes: int) -> dict[str, Any]:
 
 
 def _distributed(
-    work: Path, part_config: Path, trainers: int, epochs: int, task: str = "node_classification"
+    work: Path,
+    part_config: Path,
+    trainers: int,
+    epochs: int,
+    task: str = "node_classification",
+    model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from atlas_graph.partitioning import GRAPH_NAME
     from atlas_graph.training.cluster import LocalCluster, ip_config_text
 
     link = task == "link_prediction"
-    run = work / f"run{trainers}-{task}"
+    target = (model or {}).get("target")
+    run = work / f"run{trainers}-{task}{'-' + target if target else ''}"
     (run / "out").mkdir(parents=True)
     (run / "ip_config.txt").write_text(ip_config_text([], 2))
     cfg = {
@@ -193,7 +209,7 @@ def _distributed(
         "work_dir": str(run),
         "out_dir": str(run / "out"),
         "num_partitions": 2,
-        "shm_tag": f"bench{trainers}{'l' if link else 'n'}",
+        "shm_tag": f"bench{trainers}{'l' if link else 'h' if target else 'n'}",
         "infer_batch_size": 2048,
         "seed": 0,
         "num_servers": 1,
@@ -205,7 +221,8 @@ def _distributed(
         "learning_rate": TRAIN["learning_rate"],
         "checkpoint_every_epochs": epochs,
         "write_embeddings": False,
-        "model": _model_cfg(link),
+        "model": model or _model_cfg(link),
+        "target_ntype": target,
         "task": task,
         "link": LINK if link else None,
         "split_seed": 0,
@@ -313,6 +330,120 @@ def bench_link(nodes: int = QUICK_TRAIN_NODES, epochs: int = QUICK_EPOCHS) -> di
     }
 
 
+# ---- (e) heterogeneous graphs ---------------------------------------------------------------
+
+# Users x devices x merchants (atlas_graph.sbm.generate_hetero): 60% users, 30% devices, 10%
+# merchants; users labelled by community, devices featureless, merchant features pure noise.
+HETERO = {"communities": 4, "feature_noise": 1.5, "seed": 7}
+HETERO_SHARES = (0.6, 0.3, 0.1)
+HETERO_NODES, HETERO_EPOCHS = 200_000, 6
+QUICK_HETERO_NODES = 20_000
+
+
+def hetero_range_map(nodes: int = 100_000_000, parts: int = PARTS) -> dict[str, Any]:
+    """The range map of a 3-type graph in ``parts`` partitions, from the structure itself
+    (per-type boundaries as DGL's config would give them; no graph is built)."""
+    from atlas_graph.idmap import RangeMap, TypedRangeMap
+
+    counts = {t: int(nodes * f) for t, f in zip(("user", "device", "merchant"), HETERO_SHARES)}
+    per_user = 3  # devices and merchants per user, both directions stored
+    edges = {
+        "user:uses:device": counts["user"] * per_user,
+        "device:used_by:user": counts["user"] * per_user,
+        "user:pays:merchant": counts["user"] * per_user,
+        "merchant:paid_by:user": counts["user"] * per_user,
+    }
+
+    def bounds(n: int) -> list[int]:
+        return np.linspace(0, n, parts + 1).astype(np.int64).tolist()
+
+    typed = TypedRangeMap(
+        {t: bounds(n) for t, n in counts.items()}, {t: bounds(n) for t, n in edges.items()}
+    )
+    homogeneous = [RangeMap(bounds(sum(counts.values()))), RangeMap(bounds(sum(edges.values())))]
+    total = typed.nbytes + sum(m.nbytes for m in homogeneous)
+    per_id = 16 * (sum(counts.values()) + sum(edges.values()))  # partition + local id per id
+    return {
+        "nodes": sum(counts.values()),
+        "edges": sum(edges.values()),
+        "partitions": parts,
+        "node_types": len(counts),
+        "edge_types": len(edges),
+        "range_map_bytes": total,
+        "per_type_bytes": typed.nbytes,
+        "per_id_map_bytes": per_id,
+    }
+
+
+def bench_hetero(nodes: int, epochs: int) -> dict[str, Any]:
+    from atlas_graph.partitioning import GRAPH_NAME, run_hetero_partitioning
+    from atlas_graph.sbm import generate_hetero
+    from atlas_graph.training.single import train_single_hetero
+
+    users, devices = int(nodes * HETERO_SHARES[0]), int(nodes * HETERO_SHARES[1])
+    graph = generate_hetero(users, devices, nodes - users - devices, **HETERO)
+    model = {
+        "model": "rgcn",
+        "hetero": True,
+        "in_dims": {t: max(1, n.feature_dims) for t, n in graph.nodes.items()},
+        "hidden": TRAIN["hidden"],
+        "classes": HETERO["communities"],
+        "layers": len(TRAIN["fan_outs"]),
+        "dropout": 0.5,
+        "relations": [list(e) for e in graph.edges],
+        "target": "user",
+    }
+    work = Path(tempfile.mkdtemp(prefix="atlas-bench-hetero-"))
+    try:
+        started = time.monotonic()
+        run_hetero_partitioning(graph, work / "parts", 2, "metis")
+        partition_s = time.monotonic() - started
+        part_config = work / "parts" / f"{GRAPH_NAME}.json"
+        distributed = _distributed(work, part_config, 2, epochs, model=model)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    import torch
+
+    torch.set_num_threads(1)  # the same one thread as each distributed trainer
+    single = train_single_hetero(
+        graph, model, TRAIN["fan_outs"], epochs, TRAIN["batch_size"], TRAIN["learning_rate"]
+    )
+    return {
+        "nodes": graph.num_nodes,
+        "edges": graph.num_edges,
+        "node_types": {t: n.num_nodes for t, n in graph.nodes.items()},
+        "epochs": epochs,
+        "model": "rgcn",
+        "partition_s": partition_s,
+        "distributed_2_trainers": distributed,
+        "single": single,
+    }
+
+
+def _report_hetero(rmap: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    print(
+        f"(e) heterogeneous: range map of {rmap['nodes']:,} nodes of {rmap['node_types']} types "
+        f"({rmap['edge_types']} edge types) in {rmap['partitions']} partitions: "
+        f"{rmap['range_map_bytes']} B (target <= 4096; per-id map {rmap['per_id_map_bytes']:,} B)"
+    )
+    dist_row, single = train["distributed_2_trainers"], train["single"]
+    print(
+        f"    R-GCN on users of {train['nodes']:,} nodes / {train['edges']:,} edges, 2 partitions, "
+        f"{train['epochs']} epochs (partitioning {train['partition_s']:.1f}s)"
+    )
+    print(f"    {'run':<26} {'epoch s':>8} {'test acc':>9}")
+    for name, row in (("distributed, 2 trainers", dist_row), ("single process (DGL)", single)):
+        print(f"    {name:<26} {row['epoch_s']:>8.2f} {row['test_accuracy']:>9.4f}")
+    gap = abs(dist_row["test_accuracy"] - single["test_accuracy"])
+    print(f"    accuracy difference: {gap:.4f} (target <= 0.01)")
+    return {
+        "hetero_accuracy_distributed": dist_row["test_accuracy"],
+        "hetero_accuracy_single": single["test_accuracy"],
+        "hetero_accuracy_gap": gap,
+        "hetero_range_map_bytes": rmap["range_map_bytes"],
+    }
+
+
 def _in_new_id_order(graph: Any, idmap: Path, parts: int) -> Any:
     """The graph renumbered as the partitioning numbered it, so that the single-process link
     baseline holds out the same pairs (the split hashes node ids) as the distributed job."""
@@ -341,7 +472,8 @@ def main() -> int:
     parser.add_argument(
         "--parts",
         default="abcd",
-        help="which parts to run (default abcd); a subset writes graph_<parts>.json",
+        help="which parts to run (default abcd; e = heterogeneous); a subset writes "
+        "graph_<parts>.json",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -384,6 +516,15 @@ def main() -> int:
         link = bench_link()
         result.update(_report_link(link))
         detail["link_prediction"] = link
+    if "e" in args.parts:
+        rmap = hetero_range_map()
+        hetero = bench_hetero(
+            QUICK_HETERO_NODES if args.quick else HETERO_NODES,
+            QUICK_EPOCHS if args.quick else HETERO_EPOCHS,
+        )
+        result.update(_report_hetero(rmap, hetero))
+        detail["hetero_range_map"] = rmap
+        detail["hetero_training"] = hetero
     detail["total_s"] = time.monotonic() - t0
     result["detail"] = detail
     name = "graph" if sorted(args.parts) == list("abcd") else f"graph_{''.join(sorted(args.parts))}"

@@ -78,8 +78,8 @@ def graph_to_pb(raw: dict[str, Any]) -> pb.Graph:
         name=raw["name"],
         num_nodes=raw["num_nodes"],
         num_edges=raw["num_edges"],
-        node_types=["_N"],
-        edge_types=["_N:_E:_N"],
+        node_types=raw.get("node_types", ["_N"]),
+        edge_types=raw.get("edge_types", ["_N:_E:_N"]),
         id_type=_ID_TYPES.get(raw.get("id_type", ""), pb.ID_TYPE_UNSPECIFIED),
         node_feature_dims=raw.get("node_feature_dims", 0),
         num_classes=raw.get("num_classes", 0),
@@ -87,6 +87,18 @@ def graph_to_pb(raw: dict[str, Any]) -> pb.Graph:
         artifacts=[artifact(a) for a in raw.get("artifacts", [])],
         lineage=_lineage(raw.get("lineage", {}), created),
         import_stats={k: int(v) for k, v in raw.get("import_stats", {}).items()},
+        node_type_info=[
+            pb.NodeTypeInfo(
+                node_type=t["node_type"],
+                num_nodes=t["num_nodes"],
+                id_type=_ID_TYPES.get(t["id_type"], pb.ID_TYPE_UNSPECIFIED),
+                feature_dims=t["feature_dims"],
+                num_classes=t["num_classes"],
+                has_masks=t["has_masks"],
+            )
+            for t in raw.get("node_type_info", [])
+        ],
+        edge_type_counts={k: int(v) for k, v in raw.get("edge_type_counts", {}).items()},
     )
     if created is not None:
         msg.create_time.CopyFrom(created)

@@ -15,12 +15,17 @@ Per partition and kind (``node``/``edge``) a directory holds:
 * ``{kind}_sorted_local.npy`` local id of each sorted original.
 
 Originals are int64 (int64 graphs, and edges) or fixed-width UTF-8 bytes (string graphs).
+
+Heterogeneous partitionings have one kind per type: ``node:<node type>`` and
+``edge:<src:relation:dst>``, each with its own :class:`RangeMap` over the type's own ids
+(:class:`TypedRangeMap`) and its own three arrays per partition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +108,9 @@ class IdTranslation:
 
     def _range(self, kind: str) -> RangeMap:
         if kind not in self.ranges:
-            raise InvalidArgument(f"id kind must be one of {KINDS}", reason="BAD_KIND")
+            raise InvalidArgument(
+                f"id kind must be one of {sorted(self.ranges)}", reason="BAD_KIND"
+            )
         return self.ranges[kind]
 
     def original_dtype(self, kind: str) -> np.dtype:
@@ -164,3 +171,51 @@ def _as_original_dtype(values: np.ndarray | Sequence, dtype: np.dtype) -> np.nda
         raise InvalidArgument(
             "this graph has int64 ids; got non-integer ids", reason="WRONG_ID_TYPE"
         ) from None
+
+
+def type_boundaries(ranges: Sequence[Sequence[int]]) -> list[int]:
+    """Per-type boundaries from DGL's ``node_map`` / ``edge_map`` entry of one type.
+
+    DGL gives each partition one contiguous range of one type in its homogeneous id space;
+    in the type's own id space (what ``DistGraph.nodes[t]`` and every per-type tensor use)
+    partition p then owns ``[b[p], b[p+1])`` with ``b`` the running sum of the range sizes.
+    """
+    sizes = [int(end) - int(start) for start, end in ranges]
+    if any(s < 0 for s in sizes):
+        raise InvalidArgument("DGL produced a negative range", reason="BAD_RANGES")
+    return [0, *np.cumsum(sizes).astype(int).tolist()]
+
+
+class TypedRangeMap:
+    """One :class:`RangeMap` per node type and per edge type of a heterogeneous partitioning:
+    (P+1) boundaries per type, so O(P x #types) memory at any graph size."""
+
+    def __init__(self, nodes: dict[str, Sequence[int]], edges: dict[str, Sequence[int]]) -> None:
+        self.nodes = {t: RangeMap(b) for t, b in nodes.items()}
+        self.edges = {t: RangeMap(b) for t, b in edges.items()}
+
+    @classmethod
+    def from_dgl_config(cls, config: dict[str, Any]) -> TypedRangeMap:
+        """From DGL's partition config (``graph.json``: ``node_map`` / ``edge_map``)."""
+        return cls(
+            {t: type_boundaries(r) for t, r in config["node_map"].items()},
+            {t: type_boundaries(r) for t, r in config["edge_map"].items()},
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in (*self.nodes.values(), *self.edges.values()))
+
+    def kinds(self) -> dict[str, RangeMap]:
+        """The per-type maps keyed as :class:`IdTranslation` kinds (``node:<type>``,
+        ``edge:<src:rel:dst>``)."""
+        return {
+            **{f"node:{t}": m for t, m in self.nodes.items()},
+            **{f"edge:{t}": m for t, m in self.edges.items()},
+        }
+
+    def boundaries(self) -> dict[str, dict[str, list[int]]]:
+        return {
+            "node": {t: m.boundaries.tolist() for t, m in self.nodes.items()},
+            "edge": {t: m.boundaries.tolist() for t, m in self.edges.items()},
+        }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,9 @@ import pyarrow.parquet as pq
 from atlas_core.errors import InvalidArgument
 from atlas_core.storage import ArtifactStore
 from atlas_graph.graph_data import ID_INT64, ID_STRING, GraphData, random_split
+
+if TYPE_CHECKING:
+    from atlas_graph.hetero import NodeType
 
 
 @dataclass
@@ -37,6 +41,8 @@ class NodeInput:
     feature_columns: list[str] = field(default_factory=list)
     label_column: str = ""
     mask_columns: dict[str, str] = field(default_factory=dict)  # train/val/test -> column
+    node_type: str = ""  # heterogeneous imports (atlas_graph.hetero)
+    id_type: str = ""  # this type's id type; empty: the graph's, else the column's
 
 
 @dataclass
@@ -44,6 +50,7 @@ class EdgeInput:
     table: TableInput
     src_column: str
     dst_column: str
+    edge_type: str = ""  # "src_type:relation:dst_type" (heterogeneous imports)
 
 
 @dataclass
@@ -169,7 +176,8 @@ def build_graph(
     node = node_tables[0] if node_tables else None
     if len(node_tables) > 1:
         raise InvalidArgument(
-            "heterogeneous graphs are not supported yet: give one node table",
+            "several node tables without node types: give each node table its node_type "
+            "and each edge table its edge_type (a heterogeneous import), or give one node table",
             reason="HETEROGENEOUS",
         )
     if node is not None:
@@ -255,7 +263,7 @@ def _apply_policy(
 
 
 def _attach_node_columns(
-    graph: GraphData,
+    graph: GraphData | NodeType,
     spec: NodeInput,
     table: pa.Table,
     train_fraction: float,

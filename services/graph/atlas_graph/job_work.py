@@ -17,12 +17,14 @@ from atlas_core.jobs import JobContext
 from atlas_graph import ingest as ing
 from atlas_graph.catalog import new_id
 from atlas_graph.graph_data import ID_INT64, ID_STRING, GraphData
+from atlas_graph.hetero import HeteroGraphData, build_hetero_graph, is_typed
 from atlas_graph.packing import put_dir, ref_dict
 from atlas_graph.partitioning import (
     GRAPH_NAME,
-    estimate,
+    estimate_record,
     memory_budget,
     refuse_if_too_big,
+    run_hetero_partitioning,
     run_partitioning,
 )
 from atlas_graph.runtime import GraphRuntime
@@ -36,10 +38,35 @@ METHODS = {
 ID_TYPES = {pb.ID_TYPE_UNSPECIFIED: "", pb.ID_TYPE_INT64: ID_INT64, pb.ID_TYPE_STRING: ID_STRING}
 
 
+def _graph_fields(graph: GraphData | HeteroGraphData) -> dict[str, Any]:
+    if isinstance(graph, GraphData):
+        return {
+            "id_type": graph.id_type,
+            "node_feature_dims": graph.feature_dims,
+            "num_classes": graph.num_classes,
+            "has_masks": graph.has_masks,
+        }
+    info = graph.type_info()
+    id_types = {t["id_type"] for t in info}
+    labelled = [t for t in info if t["num_classes"]]
+    return {
+        "hetero": True,
+        "node_types": list(graph.nodes),
+        "edge_types": list(graph.edge_counts()),
+        "node_type_info": info,
+        "edge_type_counts": graph.edge_counts(),
+        # Graph-wide fields only where every type agrees (per type: node_type_info).
+        "id_type": id_types.pop() if len(id_types) == 1 else "",
+        "node_feature_dims": 0,
+        "num_classes": labelled[0]["num_classes"] if len(labelled) == 1 else 0,
+        "has_masks": any(t["has_masks"] for t in info),
+    }
+
+
 def _publish_graph(
     rt: GraphRuntime,
     ctx: JobContext,
-    graph: GraphData,
+    graph: GraphData | HeteroGraphData,
     name: str,
     operation: str,
     parents: list[dict[str, Any]],
@@ -55,10 +82,7 @@ def _publish_graph(
         "name": name or graph_id,
         "num_nodes": graph.num_nodes,
         "num_edges": graph.num_edges,
-        "id_type": graph.id_type,
-        "node_feature_dims": graph.feature_dims,
-        "num_classes": graph.num_classes,
-        "has_masks": graph.has_masks,
+        **_graph_fields(graph),
         "artifacts": [ref_dict(ref)],
         "import_stats": graph.stats,
         "lineage": {"operation": operation, "parents": parents, "job_id": ctx.job_id},
@@ -101,7 +125,7 @@ def import_graph(rt: GraphRuntime, ctx: JobContext, spec: pb.ImportGraphSpec) ->
         source = _table_input(rt, e.source, f"edges[{i}]")
         edges.append(
             (
-                ing.EdgeInput(source, e.src_column, e.dst_column),
+                ing.EdgeInput(source, e.src_column, e.dst_column, e.edge_type),
                 ing.read_table(rt.artifacts, source),
             )
         )
@@ -112,13 +136,23 @@ def import_graph(rt: GraphRuntime, ctx: JobContext, spec: pb.ImportGraphSpec) ->
         masks = {"train": n.train_mask_column, "val": n.val_mask_column, "test": n.test_mask_column}
         nodes.append(
             (
-                ing.NodeInput(source, n.id_column, list(n.feature_columns), n.label_column, masks),
+                ing.NodeInput(
+                    source,
+                    n.id_column,
+                    list(n.feature_columns),
+                    n.label_column,
+                    masks,
+                    node_type=n.node_type,
+                    id_type=ID_TYPES[n.id_type],
+                ),
                 ing.read_table(rt.artifacts, source),
             )
         )
     ctx.raise_if_cancelled()
     p = spec.edge_policy
-    graph = ing.build_graph(
+    typed = is_typed([n.node_type for n in spec.nodes], [e.edge_type for e in spec.edges])
+    build = build_hetero_graph if typed else ing.build_graph
+    graph = build(
         edges,
         nodes,
         id_type=ID_TYPES[spec.id_type],
@@ -137,22 +171,18 @@ def import_graph(rt: GraphRuntime, ctx: JobContext, spec: pb.ImportGraphSpec) ->
     return _publish_graph(rt, ctx, graph, spec.name, "import", parents)
 
 
-def load_graph(rt: GraphRuntime, record: dict[str, Any], directory: Path) -> GraphData:
+def load_graph(
+    rt: GraphRuntime, record: dict[str, Any], directory: Path
+) -> GraphData | HeteroGraphData:
     path = directory / "graph.npz"
     rt.artifacts.download_to_file(rt.artifacts.key_for_uri(record["artifacts"][0]["uri"]), path)
-    return GraphData.load(path)
+    return HeteroGraphData.load(path) if record.get("hetero") else GraphData.load(path)
 
 
 def partition(rt: GraphRuntime, ctx: JobContext, spec: pb.PartitionGraphSpec) -> dict[str, Any]:
     record = rt.catalog.get_graph(spec.graph_id)
     limit = spec.max_memory_bytes or memory_budget(rt.settings.partition.memory_budget_bytes)
-    est = estimate(
-        record["num_nodes"],
-        record["num_edges"],
-        record["node_feature_dims"],
-        spec.num_partitions,
-        limit,
-    )
+    est = estimate_record(record, spec.num_partitions, limit)
     ctx.report(
         0.05,
         f"estimated peak memory {est.peak_memory_bytes / 2**20:.0f} MiB "
@@ -167,15 +197,25 @@ def partition(rt: GraphRuntime, ctx: JobContext, spec: pb.PartitionGraphSpec) ->
         graph = load_graph(rt, record, work)
         ctx.report(0.1, f"partitioning into {spec.num_partitions} parts ({METHODS[spec.method]})")
         out = work / "out"
-        outcome = run_partitioning(
-            graph,
-            out,
-            spec.num_partitions,
-            METHODS[spec.method],
-            spec.num_hops,
-            spec.balance_train,
-            spec.balance_edges,
-        )
+        if isinstance(graph, HeteroGraphData):
+            outcome = run_hetero_partitioning(
+                graph,
+                out,
+                spec.num_partitions,
+                METHODS[spec.method],
+                spec.num_hops,
+                spec.balance_edges,
+            )
+        else:
+            outcome = run_partitioning(
+                graph,
+                out,
+                spec.num_partitions,
+                METHODS[spec.method],
+                spec.num_hops,
+                spec.balance_train,
+                spec.balance_edges,
+            )
         ctx.raise_if_cancelled()
         ctx.report(0.7, "uploading partitions")
         config = rt.artifacts.put_file(f"{base}/{GRAPH_NAME}.json", out / f"{GRAPH_NAME}.json")
@@ -186,11 +226,21 @@ def partition(rt: GraphRuntime, ctx: JobContext, spec: pb.PartitionGraphSpec) ->
                 rt.artifacts, f"{base}/idmap{p}.tar", out / "idmap" / f"part{p}", work
             )
             nb, eb = outcome.node_boundaries, outcome.edge_boundaries
+            node_ranges = {"_N": {"start": nb[p], "end": nb[p + 1]}}
+            edge_ranges = {"_N:_E:_N": {"start": eb[p], "end": eb[p + 1]}}
+            if outcome.type_boundaries is not None:  # each type's own ids
+                node_ranges, edge_ranges = (
+                    {t: {"start": b[p], "end": b[p + 1]} for t, b in per_type.items()}
+                    for per_type in (
+                        outcome.type_boundaries["node"],
+                        outcome.type_boundaries["edge"],
+                    )
+                )
             parts.append(
                 {
                     "index": p,
-                    "node_ranges": {"_N": {"start": nb[p], "end": nb[p + 1]}},
-                    "edge_ranges": {"_N:_E:_N": {"start": eb[p], "end": eb[p + 1]}},
+                    "node_ranges": node_ranges,
+                    "edge_ranges": edge_ranges,
                     "num_nodes": outcome.part_nodes[p],
                     "num_edges": outcome.part_edges[p],
                     "artifact": ref_dict(part_ref),
@@ -221,6 +271,13 @@ def partition(rt: GraphRuntime, ctx: JobContext, spec: pb.PartitionGraphSpec) ->
             "node_feature_dims": record["node_feature_dims"],
             "job_id": ctx.job_id,
         }
+        if record.get("hetero"):
+            body.update(
+                hetero=True,
+                type_boundaries=outcome.type_boundaries,
+                node_type_info=record["node_type_info"],
+                edge_types=record["edge_types"],
+            )
         return {"partitioning": rt.catalog.add_partitioning(body)}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -99,8 +99,54 @@ class GraphReason(Reason):
     HETEROGENEOUS = (
         auto(),
         INVALID_ARGUMENT,
-        "More than one node type: heterogeneous graphs are not supported yet.",
-        "Import one node table.",
+        "Several untyped node tables, or an option heterogeneous graphs do not support (GAT, "
+        "link prediction).",
+        "Give every table its node_type / edge_type, or use GraphSAGE or R-GCN node "
+        "classification.",
+    )
+    UNKNOWN_NODE_TYPE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A typed import's edge table has no edge_type (its endpoint types are unknown), a "
+        "relation names a node type without a node table, or a node table has no node_type.",
+        "Give every edge table 'src_type:relation:dst_type' and every named type a node table.",
+    )
+    BAD_EDGE_TYPE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "An edge_type is not 'src_type:relation:dst_type'.",
+        "Give three names separated by ':'.",
+    )
+    BAD_NODE_TYPE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "A node_type is not a name ([A-Za-z_][A-Za-z0-9_]*).",
+        "Rename the type.",
+    )
+    DUPLICATE_NODE_TYPE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "Two node tables have the same node_type.",
+        "Give one node table per type (concatenate the files in its source).",
+    )
+    MIXED_ID_TYPES = (
+        auto(),
+        INVALID_ARGUMENT,
+        "An edge column holds ids of another type (int64 vs string) than its node type's ids.",
+        "Use one id type per node type in its node table and every edge column naming it.",
+    )
+    UNKNOWN_TARGET_TYPE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "train.target_node_type is not a node type of the graph, is missing on a graph with "
+        "several labelled types, or is set on a homogeneous graph.",
+        "Name a node type of the graph (GetGraph lists them).",
+    )
+    NO_TARGET_LABELS = (
+        auto(),
+        INVALID_ARGUMENT,
+        "The target node type of a heterogeneous train job has no labels.",
+        "Pick a labelled type, or import its node table with a label_column.",
     )
     BAD_FEATURE = (
         auto(),

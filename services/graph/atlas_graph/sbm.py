@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from atlas_core.errors import InvalidArgument
-from atlas_graph.graph_data import ID_INT64, GraphData, random_split
+from atlas_graph.graph_data import ID_INT64, ID_STRING, GraphData, random_split
+from atlas_graph.hetero import HeteroGraphData, NodeType, hetero_split
 
 
 def generate_sbm(
@@ -66,4 +67,75 @@ def generate_sbm(
         train_mask=train,
         val_mask=val,
         test_mask=test,
+    )
+
+
+def generate_hetero(
+    users: int,
+    devices: int,
+    merchants: int,
+    communities: int = 4,
+    devices_per_user: int = 3,
+    merchants_per_user: int = 3,
+    intra_fraction: float = 0.8,
+    feature_dims: int = 8,
+    feature_noise: float = 2.0,
+    train_fraction: float = 0.6,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> HeteroGraphData:
+    """Users x devices x merchants with community structure (demos, tests, benchmarks).
+
+    User i, device j and merchant k belong to communities ``i % C``, ``j % C``, ``k % C``;
+    users are labelled by their community. Each user uses ``devices_per_user`` devices and pays
+    ``merchants_per_user`` merchants, a fraction ``intra_fraction`` of them in its own
+    community. User features are a community direction plus heavy noise (weak alone), merchant
+    features are pure noise, devices have none: the labels are recoverable through the
+    relations (user -> device -> user). Both directions of each relation are stored
+    (``uses``/``used_by``, ``pays``/``paid_by``). Original ids differ per type: users
+    ``1000 + 7 i`` (int64), devices ``"dev-<j>"`` (string), merchants ``50 + k`` (int64). The
+    same arguments always give the same graph.
+    """
+    if min(users, devices, merchants) < communities or communities < 1:
+        raise InvalidArgument(
+            "every type needs at least one node per community", reason="BAD_COMMUNITIES"
+        )
+    rng = np.random.default_rng(seed)
+    label = np.arange(users, dtype=np.int64) % communities
+
+    def links(per_user: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        src = np.repeat(np.arange(users, dtype=np.int64), per_user)
+        intra = rng.random(len(src)) < intra_fraction
+        size = (n - label[src] + communities - 1) // communities
+        same = label[src] + communities * (rng.random(len(src)) * size).astype(np.int64)
+        return src, np.where(intra, same, rng.integers(0, n, len(src), dtype=np.int64))
+
+    uses, pays = links(devices_per_user, devices), links(merchants_per_user, merchants)
+    directions = rng.normal(size=(communities, feature_dims))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    user_feat = directions[label] + rng.normal(scale=feature_noise, size=(users, feature_dims))
+    user = NodeType(
+        original_ids=1000 + 7 * np.arange(users, dtype=np.int64),
+        id_type=ID_INT64,
+        feat=user_feat.astype(np.float32),
+        label=label,
+    )
+    hetero_split(user, train_fraction, val_fraction, seed + 1)
+    device = NodeType(
+        original_ids=np.array([f"dev-{j}" for j in range(devices)], dtype="S"),
+        id_type=ID_STRING,
+    )
+    merchant = NodeType(
+        original_ids=50 + np.arange(merchants, dtype=np.int64),
+        id_type=ID_INT64,
+        feat=rng.normal(size=(merchants, 4)).astype(np.float32),
+    )
+    return HeteroGraphData(
+        nodes={"user": user, "device": device, "merchant": merchant},
+        edges={
+            ("user", "uses", "device"): uses,
+            ("device", "used_by", "user"): (uses[1], uses[0]),
+            ("user", "pays", "merchant"): pays,
+            ("merchant", "paid_by", "user"): (pays[1], pays[0]),
+        },
     )

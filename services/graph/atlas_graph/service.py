@@ -20,7 +20,8 @@ from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobRecord, JobRunner
 from atlas_graph.config import GraphSettings
 from atlas_graph.embedding_features import FEATURE_GROUP_NAME
-from atlas_graph.idmap import IdTranslation, RangeMap
+from atlas_graph.hetero import check_types, is_typed
+from atlas_graph.idmap import IdTranslation, RangeMap, TypedRangeMap
 from atlas_graph.jobs import (
     JOBS,
     KIND_GENERATE,
@@ -31,10 +32,15 @@ from atlas_graph.jobs import (
 )
 from atlas_graph.lineage import GraphLineage
 from atlas_graph.packing import get_dir
-from atlas_graph.partitioning import Estimate, estimate, memory_budget, refuse_if_too_big
+from atlas_graph.partitioning import (
+    Estimate,
+    estimate_record,
+    memory_budget,
+    refuse_if_too_big,
+)
 from atlas_graph.runtime import GraphRuntime, open_runtime
 from atlas_graph.tables import idempotency
-from atlas_graph.tasks import LINK_PREDICTION, MIN_LINK_EDGES, TASKS, link_options
+from atlas_graph.tasks import LINK_PREDICTION, MIN_LINK_EDGES, TASKS, link_options, target_type
 
 
 def _check_link(spec: pb.LinkPredictionSpec, num_edges: int) -> None:
@@ -124,6 +130,10 @@ class GraphService:
                 raise InvalidArgument(
                     f"import_graph.nodes[{i}].id_column is empty", reason="MISSING_COLUMN"
                 )
+        node_types = [n.node_type for n in spec.nodes]
+        edge_types = [e.edge_type for e in spec.edges]
+        if is_typed(node_types, edge_types):
+            check_types(node_types, edge_types)
 
     def _check_generate(self, spec: pb.GenerateGraphSpec) -> None:
         if spec.nodes < 2:
@@ -140,13 +150,7 @@ class GraphService:
         limit = spec.max_memory_bytes or memory_budget(
             self.rt.settings.partition.memory_budget_bytes
         )
-        return estimate(
-            graph["num_nodes"],
-            graph["num_edges"],
-            graph["node_feature_dims"],
-            spec.num_partitions,
-            limit,
-        )
+        return estimate_record(graph, spec.num_partitions, limit)
 
     def check_partition(self, spec: pb.PartitionGraphSpec) -> None:
         refuse_if_too_big(self.estimate(spec))
@@ -173,6 +177,19 @@ class GraphService:
                 "or GRAPH_TASK_LINK_PREDICTION",
                 reason="UNKNOWN_TASK",
             )
+        if part.get("hetero"):
+            _check_hetero_train(spec, part)
+        elif spec.target_node_type:
+            raise InvalidArgument(
+                f"train.target_node_type {spec.target_node_type!r}: the graph is homogeneous; "
+                "leave it empty",
+                reason="UNKNOWN_TARGET_TYPE",
+            )
+        elif spec.model == pb.GNN_MODEL_RGCN:
+            raise InvalidArgument(
+                "train.model GNN_MODEL_RGCN needs a heterogeneous graph; use GRAPHSAGE or GAT",
+                reason="HETEROGENEOUS",
+            )
         if TASKS[spec.task] == LINK_PREDICTION:
             _check_link(spec.link_prediction, int(part["edge_boundaries"][-1]))
         elif spec.HasField("link_prediction"):
@@ -180,9 +197,9 @@ class GraphService:
                 "train.link_prediction is set but train.task is not GRAPH_TASK_LINK_PREDICTION",
                 reason="UNKNOWN_TASK",
             )
-        elif not part["num_classes"]:
+        elif not part["num_classes"] and not part.get("hetero"):
             raise FailedPrecondition("the graph has no labels to train on", reason="NOT_TRAINABLE")
-        if not part["node_feature_dims"]:
+        if not part["node_feature_dims"] and not part.get("hetero"):
             raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")
         if spec.embeddings_feature_group:
             if not FEATURE_GROUP_NAME.match(spec.embeddings_feature_group):
@@ -265,5 +282,50 @@ class GraphService:
                     kind: RangeMap(self.rt.catalog.boundaries(partitioning_id, kind))
                     for kind in ("node", "edge")
                 }
+                if part.get("hetero"):  # per type, in each type's own ids
+                    ranges = TypedRangeMap(
+                        part["type_boundaries"]["node"], part["type_boundaries"]["edge"]
+                    ).kinds()
                 self._translations[partitioning_id] = IdTranslation(root, ranges)
             return self._translations[partitioning_id]
+
+    def translation_kind(self, graph_id: str, partitioning_id: str, kind: str, type_: str) -> str:
+        """The :class:`IdTranslation` kind of a TranslateIds request's kind and type: the bare
+        kind on homogeneous graphs, ``node:<type>`` / ``edge:<src:rel:dst>`` on typed ones."""
+        part = self.rt.catalog.get_partitioning(graph_id, partitioning_id)
+        if not part.get("hetero"):
+            if type_ not in ("", "_N", "_N:_E:_N", "_E"):
+                raise InvalidArgument(
+                    f"type {type_!r}: the graph is homogeneous", reason="BAD_TYPE"
+                )
+            return kind
+        types = part["type_boundaries"][kind]
+        if type_ not in types:
+            raise InvalidArgument(
+                f"type {type_!r}: the graph is heterogeneous; give one of its {kind} types "
+                f"{sorted(types)}",
+                reason="BAD_TYPE",
+            )
+        return f"{kind}:{type_}"
+
+
+def _check_hetero_train(spec: pb.TrainGraphSpec, part: dict[str, Any]) -> None:
+    if TASKS.get(spec.task) == LINK_PREDICTION or spec.model == pb.GNN_MODEL_GAT:
+        raise InvalidArgument(
+            "train.task / train.model: heterogeneous graphs train node classification with "
+            "GNN_MODEL_GRAPHSAGE or GNN_MODEL_RGCN",
+            reason="HETEROGENEOUS",
+        )
+    target = target_type(spec, part)
+    info = {t["node_type"]: t for t in part["node_type_info"]}[target]
+    if not info["num_classes"]:
+        raise InvalidArgument(
+            f"train.target_node_type {target!r} has no labels: its node table was imported "
+            "without a label_column (import_graph.nodes[].label_column); pick a labelled type "
+            "or re-import the table with labels",
+            reason="NO_TARGET_LABELS",
+        )
+    if not info["has_masks"]:
+        raise FailedPrecondition(
+            f"node type {target!r} has no train/val/test masks", reason="NOT_TRAINABLE"
+        )

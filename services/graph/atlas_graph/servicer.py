@@ -154,10 +154,7 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
         kind = convert.KINDS.get(request.kind)
         if kind is None:
             raise InvalidArgument("kind must be ID_KIND_NODE or ID_KIND_EDGE", reason="BAD_KIND")
-        if request.type not in ("", "_N", "_N:_E:_N", "_E"):
-            raise InvalidArgument(
-                f"type {request.type!r}: the graph is homogeneous", reason="BAD_TYPE"
-            )
+        kind = self.svc.translation_kind(graph_id, part_id, kind, request.type)
         count = len(request.int64_ids) + len(request.string_ids)
         limit = self.rt.settings.partition.max_translate_ids
         if count == 0:
@@ -181,7 +178,7 @@ class GraphServicer(pb_grpc.GraphServiceServicer):
                 response.original_int64_ids.extend(originals.tolist())
         elif request.direction == pb.TRANSLATE_DIRECTION_ORIGINAL_TO_NEW:
             string_graph = translation.original_dtype(kind).kind == "S"
-            if string_graph and kind == "node" and request.int64_ids:
+            if string_graph and kind.startswith("node") and request.int64_ids:
                 raise InvalidArgument(
                     "this graph has string node ids: use string_ids", reason="WRONG_ID_TYPE"
                 )

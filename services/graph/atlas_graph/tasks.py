@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from atlas.graph.v1 import graph_service_pb2 as pb
+from atlas_core.errors import InvalidArgument
 
 NODE_CLASSIFICATION, LINK_PREDICTION = "node_classification", "link_prediction"
 TASKS = {
@@ -25,3 +26,24 @@ def link_options(spec: pb.LinkPredictionSpec) -> dict[str, Any]:
         "negatives": spec.num_negatives or 1,
         "eval_negatives": spec.eval_negatives or 100,
     }
+
+
+def target_type(spec: pb.TrainGraphSpec, part: dict[str, Any]) -> str:
+    """The node type a heterogeneous train job classifies (named, or the only labelled one)."""
+    info = {t["node_type"]: t for t in part["node_type_info"]}
+    if spec.target_node_type:
+        if spec.target_node_type not in info:
+            raise InvalidArgument(
+                f"train.target_node_type {spec.target_node_type!r} is not a node type of the "
+                f"graph (node types: {sorted(info)})",
+                reason="UNKNOWN_TARGET_TYPE",
+            )
+        return spec.target_node_type
+    labelled = [t for t, i in info.items() if i["num_classes"]]
+    if len(labelled) != 1:
+        raise InvalidArgument(
+            f"train.target_node_type is empty and the graph has {len(labelled)} labelled node "
+            f"types ({labelled}): name the type to classify",
+            reason="UNKNOWN_TARGET_TYPE",
+        )
+    return labelled[0]

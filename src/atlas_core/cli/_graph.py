@@ -15,7 +15,7 @@ from atlas_core.cli._connect import add_connection_args, client_settings
 from atlas_core.cli._output import show, structured
 from atlas_core.clients.graph import GraphClient
 
-_MODELS = {"graphsage": pb.GNN_MODEL_GRAPHSAGE, "gat": pb.GNN_MODEL_GAT}
+_MODELS = {"graphsage": pb.GNN_MODEL_GRAPHSAGE, "gat": pb.GNN_MODEL_GAT, "rgcn": pb.GNN_MODEL_RGCN}
 _TASKS = {
     "node_classification": pb.GRAPH_TASK_NODE_CLASSIFICATION,
     "link_prediction": pb.GRAPH_TASK_LINK_PREDICTION,
@@ -157,6 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         embeddings_feature_group=args.embeddings_group,
         seed=args.seed,
         task=_TASKS[args.task],
+        target_node_type=args.target_type,
     )
     if args.task == "link_prediction":
         spec.link_prediction.CopyFrom(
@@ -260,6 +261,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trainers", type=int, default=1)
     p.add_argument("--model", choices=sorted(_MODELS), default="graphsage")
     p.add_argument("--task", choices=sorted(_TASKS), default="node_classification")
+    p.add_argument(
+        "--target-type", default="", help="heterogeneous graphs: the node type to classify"
+    )
     p.add_argument(
         "--test-fraction", type=float, default=0.0, help="link prediction: held-out pairs"
     )

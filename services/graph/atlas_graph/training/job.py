@@ -19,11 +19,17 @@ from atlas.graph.v1 import graph_service_pb2 as pb
 from atlas_core.errors import FailedPrecondition, InvalidArgument
 from atlas_core.jobs import JobCancelled, JobContext
 from atlas_graph.embedding_features import write_embedding_features
-from atlas_graph.idmap import IdTranslation, RangeMap
+from atlas_graph.idmap import IdTranslation, RangeMap, TypedRangeMap
 from atlas_graph.packing import get_dir, ref_dict
 from atlas_graph.partitioning import GRAPH_NAME
 from atlas_graph.runtime import GraphRuntime
-from atlas_graph.tasks import LINK_PREDICTION, NODE_CLASSIFICATION, TASKS, link_options
+from atlas_graph.tasks import (
+    LINK_PREDICTION,
+    NODE_CLASSIFICATION,
+    TASKS,
+    link_options,
+    target_type,
+)
 from atlas_graph.training.cluster import (
     ClusterFailed,
     LocalCluster,
@@ -35,7 +41,33 @@ MODELS = {
     pb.GNN_MODEL_UNSPECIFIED: "graphsage",
     pb.GNN_MODEL_GRAPHSAGE: "graphsage",
     pb.GNN_MODEL_GAT: "gat",
+    pb.GNN_MODEL_RGCN: "rgcn",
 }
+
+
+def _model_config(spec: pb.TrainGraphSpec, part: dict[str, Any], task: str) -> dict[str, Any]:
+    hidden = spec.hidden_dims or 64
+    model = {
+        "model": MODELS[spec.model],
+        "in_dims": part["node_feature_dims"],
+        "hidden": hidden,
+        # Link prediction scores edges by the output layer's dot product: it is the embedding.
+        "classes": hidden if task == LINK_PREDICTION else part["num_classes"],
+        "layers": len(spec.fan_outs),
+        "dropout": spec.dropout,
+        "heads": spec.num_heads or 4,
+    }
+    if part.get("hetero"):
+        target = target_type(spec, part)
+        info = {t["node_type"]: t for t in part["node_type_info"]}
+        model.update(
+            hetero=True,
+            in_dims={t: max(1, i["feature_dims"]) for t, i in info.items()},
+            classes=info[target]["num_classes"],
+            relations=[e.split(":") for e in part["edge_types"]],
+            target=target,
+        )
+    return model
 
 
 def _fetch_partitions(rt: GraphRuntime, part: dict[str, Any], work: Path) -> Path:
@@ -91,6 +123,7 @@ def _job_config(
                 reason="NO_OUTPUT",
             )
         cfg.update(
+            target_ntype=state["config"].get("target"),
             task=task,
             link=extra.get("link"),
             split_seed=extra.get("split_seed", 0),
@@ -109,18 +142,9 @@ def _job_config(
         return cfg
     assert spec is not None
     task = TASKS[spec.task]
-    hidden = spec.hidden_dims or 64
-    model = {
-        "model": MODELS[spec.model],
-        "in_dims": part["node_feature_dims"],
-        "hidden": hidden,
-        # Link prediction scores edges by the output layer's dot product: it is the embedding.
-        "classes": hidden if task == LINK_PREDICTION else part["num_classes"],
-        "layers": len(spec.fan_outs),
-        "dropout": spec.dropout,
-        "heads": spec.num_heads or 4,
-    }
+    model = _model_config(spec, part, task)
     cfg.update(
+        target_ntype=model.get("target"),
         task=task,
         link=link_options(spec.link_prediction) if task == LINK_PREDICTION else None,
         split_seed=spec.link_prediction.split_seed,
@@ -155,7 +179,7 @@ def run_train_job(
     assert spec is not None or infer is not None  # a train or an infer job
     ref = spec.ref if spec is not None else infer.ref  # type: ignore[union-attr]  # asserted above
     part = rt.catalog.get_partitioning(ref.graph_id, ref.partitioning_id)
-    if not part["node_feature_dims"]:
+    if not part["node_feature_dims"] and not part.get("hetero"):
         raise FailedPrecondition("the graph has no node features", reason="NOT_TRAINABLE")
     work = rt.work_root / "jobs" / ctx.job_id
     shutil.rmtree(work, ignore_errors=True)
@@ -164,7 +188,7 @@ def run_train_job(
         ctx.report(0.01, "fetching partitions")
         part_config = _fetch_partitions(rt, part, work)
         cfg = _job_config(rt, ctx, spec, infer, part, work, part_config)
-        if cfg["task"] == NODE_CLASSIFICATION and not part["num_classes"]:
+        if cfg["task"] == NODE_CLASSIFICATION and not cfg["model"]["classes"]:
             raise FailedPrecondition(
                 "the graph has no labels to classify nodes by", reason="NOT_TRAINABLE"
             )
@@ -271,15 +295,18 @@ def _publish(
     link = cfg.get("task") == LINK_PREDICTION
     new_ids = np.concatenate([np.load(out / f"rank{r}-ids.npy") for r in ranks])
     scores = None if link else np.concatenate([np.load(out / f"rank{r}-scores.npy") for r in ranks])
-    translation = IdTranslation(
-        work / "idmap",
-        {"node": RangeMap(part["node_boundaries"]), "edge": RangeMap(part["edge_boundaries"])},
-    )
-    originals, _, _ = translation.new_to_original("node", new_ids)
+    ranges = {"node": RangeMap(part["node_boundaries"]), "edge": RangeMap(part["edge_boundaries"])}
+    node_kind = "node"
+    if part.get("hetero"):  # the target type's own ids
+        typed = part["type_boundaries"]
+        ranges = TypedRangeMap(typed["node"], typed["edge"]).kinds()
+        node_kind = f"node:{cfg['target_ntype']}"
+    translation = IdTranslation(work / "idmap", ranges)
+    originals, _, _ = translation.new_to_original(node_kind, new_ids)
     keep = np.ones(len(new_ids), bool)
     if infer is not None and (infer.node_int64_ids or infer.node_string_ids):
         wanted = list(infer.node_int64_ids) or [s.encode() for s in infer.node_string_ids]
-        wanted_new, _, _ = translation.original_to_new("node", np.asarray(wanted))
+        wanted_new, _, _ = translation.original_to_new(node_kind, np.asarray(wanted))
         keep = np.isin(new_ids, wanted_new)
     ids = originals[keep]
     id_column = pa.array(ids.astype(str).tolist() if ids.dtype.kind == "S" else ids)

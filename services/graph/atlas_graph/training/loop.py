@@ -20,7 +20,7 @@ from atlas_graph.training.models import build_model
 Emit = Callable[..., None]
 
 
-def _loader(graph: Any, nids: torch.Tensor, fan_outs: list[int], batch: int, shuffle: bool) -> Any:
+def _loader(graph: Any, nids: Any, fan_outs: list[int], batch: int, shuffle: bool) -> Any:
     import dgl
 
     sampler = dgl.dataloading.NeighborSampler(fan_outs)
@@ -65,10 +65,32 @@ def rank_batch(global_batch: int, world: int) -> int:
     return max(1, -(-global_batch // world))
 
 
+class TargetNodes:
+    """The nodes a job classifies: every node of a homogeneous graph, or the nodes of one
+    type (``ntype``) of a heterogeneous one, whose ids, seeds and features are per type."""
+
+    def __init__(self, graph: Any, ntype: str | None = None) -> None:
+        self.graph, self.ntype = graph, ntype
+        self.data = graph.nodes[ntype].data if ntype else graph.ndata
+        self.num_nodes = int(graph.num_nodes(ntype) if ntype else graph.num_nodes())
+
+    def seeds(self, ids: torch.Tensor) -> Any:
+        return {self.ntype: ids} if self.ntype else ids
+
+    def seed_ids(self, seeds: Any) -> torch.Tensor:
+        return seeds[self.ntype] if self.ntype else seeds
+
+    def features(self, input_nodes: Any) -> Any:
+        if not self.ntype:
+            return self.graph.ndata["feat"][input_nodes]
+        return {t: self.graph.nodes[t].data["feat"][ids] for t, ids in input_nodes.items()}
+
+
 def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(cfg["seed"] + rank)
-    train_nid = rank_share(graph.ndata["train_mask"], graph.num_nodes(), rank, world)
+    nodes = TargetNodes(graph, cfg.get("target_ntype"))
+    train_nid = rank_share(nodes.data["train_mask"], nodes.num_nodes, rank, world)
     model_cfg = cfg["model"]
     model = build_model(model_cfg)
     start_epoch = 0
@@ -79,16 +101,19 @@ def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
-    loader = _loader(graph, train_nid, cfg["fan_outs"], rank_batch(cfg["batch_size"], world), True)
+    # A heterogeneous batch may sample no edge of some relation: its weights get no gradient.
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(nodes.ntype))
+    loader = _loader(
+        graph, nodes.seeds(train_nid), cfg["fan_outs"], rank_batch(cfg["batch_size"], world), True
+    )
     every = max(1, cfg["checkpoint_every_epochs"])
     for epoch in range(start_epoch, cfg["epochs"]):
         ddp.train()
         started = time.monotonic()
         total_loss, batches, correct, seen = 0.0, 0, 0, 0
         for input_nodes, seeds, blocks in loader:
-            x = graph.ndata["feat"][input_nodes]
-            y = graph.ndata["label"][seeds]
+            x = nodes.features(input_nodes)
+            y = nodes.data["label"][nodes.seed_ids(seeds)]
             logits = ddp(blocks, x)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad()
@@ -97,7 +122,7 @@ def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
             total_loss += float(loss)
             batches += 1
             correct += int((logits.argmax(1) == y).sum())
-            seen += len(seeds)
+            seen += len(y)
             if rank == 0 and batches % 20 == 0:
                 emit("batch", epoch=epoch + 1, batch=batches, loss=float(loss))
         sums = torch.tensor([total_loss, batches, correct, seen], dtype=torch.float64)
@@ -127,32 +152,38 @@ def train_and_infer(cfg: dict[str, Any], graph: Any, emit: Emit) -> None:
         dist.barrier()
     if rank == 0:
         torch.save(model.state_dict(), Path(cfg["out_dir"]) / "model.pt")
-    _infer(cfg, graph, model, rank, world, emit)
+    _infer(cfg, graph, nodes, model, rank, world, emit)
 
 
 @torch.no_grad()
 def _infer(
-    cfg: dict[str, Any], graph: Any, model: torch.nn.Module, rank: int, world: int, emit: Emit
+    cfg: dict[str, Any],
+    graph: Any,
+    nodes: TargetNodes,
+    model: torch.nn.Module,
+    rank: int,
+    world: int,
+    emit: Emit,
 ) -> None:
     model.eval()
-    n = graph.num_nodes()
-    mine = torch.tensor_split(torch.arange(n), world)[rank].clone()
+    mine = torch.tensor_split(torch.arange(nodes.num_nodes), world)[rank].clone()
     ids, embeddings, scores = [], [], []
     # Every neighbour (fan-out -1), not a sample: a node's answer is deterministic, so the
     # serving bundle, the predictions and the reported accuracies all agree.
     full = [-1] * len(cfg["fan_outs"])
-    for input_nodes, seeds, blocks in _loader(graph, mine, full, cfg["infer_batch_size"], False):
-        logits, emb = model.forward_with_embedding(blocks, graph.ndata["feat"][input_nodes])
-        ids.append(seeds)
+    batches = _loader(graph, nodes.seeds(mine), full, cfg["infer_batch_size"], False)
+    for input_nodes, seeds, blocks in batches:
+        logits, emb = model.forward_with_embedding(blocks, nodes.features(input_nodes))
+        ids.append(nodes.seed_ids(seeds))
         embeddings.append(emb)
         scores.append(torch.softmax(logits, 1))
     new_ids = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64)
     prob = torch.cat(scores) if scores else torch.empty(0, model_classes(cfg))
     counts = []
-    labels = graph.ndata["label"][new_ids]
+    labels = nodes.data["label"][new_ids]
     pred = prob.argmax(1)
     for mask in ("train_mask", "val_mask", "test_mask"):
-        m = graph.ndata[mask][new_ids].bool()
+        m = nodes.data[mask][new_ids].bool()
         counts += [int((pred[m] == labels[m]).sum()), int(m.sum())]
     totals = torch.tensor(counts, dtype=torch.float64)
     dist.all_reduce(totals)

@@ -39,6 +39,7 @@ class GnnModel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GNN_MODEL_UNSPECIFIED: _ClassVar[GnnModel]
     GNN_MODEL_GRAPHSAGE: _ClassVar[GnnModel]
     GNN_MODEL_GAT: _ClassVar[GnnModel]
+    GNN_MODEL_RGCN: _ClassVar[GnnModel]
 
 class GraphTask(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +70,7 @@ ID_KIND_EDGE: IdKind
 GNN_MODEL_UNSPECIFIED: GnnModel
 GNN_MODEL_GRAPHSAGE: GnnModel
 GNN_MODEL_GAT: GnnModel
+GNN_MODEL_RGCN: GnnModel
 GRAPH_TASK_UNSPECIFIED: GraphTask
 GRAPH_TASK_NODE_CLASSIFICATION: GraphTask
 GRAPH_TASK_LINK_PREDICTION: GraphTask
@@ -90,7 +92,7 @@ class TableSource(_message.Message):
     def __init__(self, artifacts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., uri_prefix: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
 class NodeTableSpec(_message.Message):
-    __slots__ = ("source", "node_type", "id_column", "feature_columns", "label_column", "train_mask_column", "val_mask_column", "test_mask_column")
+    __slots__ = ("source", "node_type", "id_column", "feature_columns", "label_column", "train_mask_column", "val_mask_column", "test_mask_column", "id_type")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
     ID_COLUMN_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +101,7 @@ class NodeTableSpec(_message.Message):
     TRAIN_MASK_COLUMN_FIELD_NUMBER: _ClassVar[int]
     VAL_MASK_COLUMN_FIELD_NUMBER: _ClassVar[int]
     TEST_MASK_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
     source: TableSource
     node_type: str
     id_column: str
@@ -107,7 +110,8 @@ class NodeTableSpec(_message.Message):
     train_mask_column: str
     val_mask_column: str
     test_mask_column: str
-    def __init__(self, source: _Optional[_Union[TableSource, _Mapping]] = ..., node_type: _Optional[str] = ..., id_column: _Optional[str] = ..., feature_columns: _Optional[_Iterable[str]] = ..., label_column: _Optional[str] = ..., train_mask_column: _Optional[str] = ..., val_mask_column: _Optional[str] = ..., test_mask_column: _Optional[str] = ...) -> None: ...
+    id_type: IdType
+    def __init__(self, source: _Optional[_Union[TableSource, _Mapping]] = ..., node_type: _Optional[str] = ..., id_column: _Optional[str] = ..., feature_columns: _Optional[_Iterable[str]] = ..., label_column: _Optional[str] = ..., train_mask_column: _Optional[str] = ..., val_mask_column: _Optional[str] = ..., test_mask_column: _Optional[str] = ..., id_type: _Optional[_Union[IdType, str]] = ...) -> None: ...
 
 class EdgeTableSpec(_message.Message):
     __slots__ = ("source", "edge_type", "src_column", "dst_column", "feature_columns")
@@ -180,8 +184,15 @@ class GenerateGraphSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., nodes: _Optional[int] = ..., communities: _Optional[int] = ..., average_degree: _Optional[float] = ..., intra_fraction: _Optional[float] = ..., feature_dims: _Optional[int] = ..., feature_noise: _Optional[float] = ..., train_fraction: _Optional[float] = ..., val_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class Graph(_message.Message):
-    __slots__ = ("graph_id", "name", "num_nodes", "num_edges", "node_types", "edge_types", "id_type", "node_feature_dims", "num_classes", "has_masks", "artifacts", "lineage", "import_stats", "create_time")
+    __slots__ = ("graph_id", "name", "num_nodes", "num_edges", "node_types", "edge_types", "id_type", "node_feature_dims", "num_classes", "has_masks", "artifacts", "lineage", "import_stats", "create_time", "node_type_info", "edge_type_counts")
     class ImportStatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class EdgeTypeCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +213,8 @@ class Graph(_message.Message):
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     IMPORT_STATS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NODE_TYPE_INFO_FIELD_NUMBER: _ClassVar[int]
+    EDGE_TYPE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     graph_id: str
     name: str
     num_nodes: int
@@ -216,7 +229,25 @@ class Graph(_message.Message):
     lineage: _common_pb2.Lineage
     import_stats: _containers.ScalarMap[str, int]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, graph_id: _Optional[str] = ..., name: _Optional[str] = ..., num_nodes: _Optional[int] = ..., num_edges: _Optional[int] = ..., node_types: _Optional[_Iterable[str]] = ..., edge_types: _Optional[_Iterable[str]] = ..., id_type: _Optional[_Union[IdType, str]] = ..., node_feature_dims: _Optional[int] = ..., num_classes: _Optional[int] = ..., has_masks: bool = ..., artifacts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., import_stats: _Optional[_Mapping[str, int]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    node_type_info: _containers.RepeatedCompositeFieldContainer[NodeTypeInfo]
+    edge_type_counts: _containers.ScalarMap[str, int]
+    def __init__(self, graph_id: _Optional[str] = ..., name: _Optional[str] = ..., num_nodes: _Optional[int] = ..., num_edges: _Optional[int] = ..., node_types: _Optional[_Iterable[str]] = ..., edge_types: _Optional[_Iterable[str]] = ..., id_type: _Optional[_Union[IdType, str]] = ..., node_feature_dims: _Optional[int] = ..., num_classes: _Optional[int] = ..., has_masks: bool = ..., artifacts: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., import_stats: _Optional[_Mapping[str, int]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., node_type_info: _Optional[_Iterable[_Union[NodeTypeInfo, _Mapping]]] = ..., edge_type_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class NodeTypeInfo(_message.Message):
+    __slots__ = ("node_type", "num_nodes", "id_type", "feature_dims", "num_classes", "has_masks")
+    NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_DIMS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    HAS_MASKS_FIELD_NUMBER: _ClassVar[int]
+    node_type: str
+    num_nodes: int
+    id_type: IdType
+    feature_dims: int
+    num_classes: int
+    has_masks: bool
+    def __init__(self, node_type: _Optional[str] = ..., num_nodes: _Optional[int] = ..., id_type: _Optional[_Union[IdType, str]] = ..., feature_dims: _Optional[int] = ..., num_classes: _Optional[int] = ..., has_masks: bool = ...) -> None: ...
 
 class GetGraphRequest(_message.Message):
     __slots__ = ("graph_id",)
@@ -449,7 +480,7 @@ class LinkPredictionSpec(_message.Message):
     def __init__(self, test_fraction: _Optional[float] = ..., val_fraction: _Optional[float] = ..., num_negatives: _Optional[int] = ..., eval_negatives: _Optional[int] = ..., split_seed: _Optional[int] = ...) -> None: ...
 
 class TrainGraphSpec(_message.Message):
-    __slots__ = ("ref", "num_trainers", "num_servers", "model", "fan_outs", "hidden_dims", "num_heads", "dropout", "epochs", "batch_size", "learning_rate", "checkpoint_every_epochs", "resume_from", "write_embeddings", "write_predictions", "backend", "resources", "seed", "params", "hosts", "skip_serving_bundle", "embeddings_feature_group", "task", "link_prediction")
+    __slots__ = ("ref", "num_trainers", "num_servers", "model", "fan_outs", "hidden_dims", "num_heads", "dropout", "epochs", "batch_size", "learning_rate", "checkpoint_every_epochs", "resume_from", "write_embeddings", "write_predictions", "backend", "resources", "seed", "params", "hosts", "skip_serving_bundle", "embeddings_feature_group", "task", "link_prediction", "target_node_type")
     REF_FIELD_NUMBER: _ClassVar[int]
     NUM_TRAINERS_FIELD_NUMBER: _ClassVar[int]
     NUM_SERVERS_FIELD_NUMBER: _ClassVar[int]
@@ -474,6 +505,7 @@ class TrainGraphSpec(_message.Message):
     EMBEDDINGS_FEATURE_GROUP_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     LINK_PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
     ref: _common_pb2.GraphRef
     num_trainers: int
     num_servers: int
@@ -498,7 +530,8 @@ class TrainGraphSpec(_message.Message):
     embeddings_feature_group: str
     task: GraphTask
     link_prediction: LinkPredictionSpec
-    def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., num_trainers: _Optional[int] = ..., num_servers: _Optional[int] = ..., model: _Optional[_Union[GnnModel, str]] = ..., fan_outs: _Optional[_Iterable[int]] = ..., hidden_dims: _Optional[int] = ..., num_heads: _Optional[int] = ..., dropout: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., backend: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., hosts: _Optional[_Iterable[str]] = ..., skip_serving_bundle: bool = ..., embeddings_feature_group: _Optional[str] = ..., task: _Optional[_Union[GraphTask, str]] = ..., link_prediction: _Optional[_Union[LinkPredictionSpec, _Mapping]] = ...) -> None: ...
+    target_node_type: str
+    def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., num_trainers: _Optional[int] = ..., num_servers: _Optional[int] = ..., model: _Optional[_Union[GnnModel, str]] = ..., fan_outs: _Optional[_Iterable[int]] = ..., hidden_dims: _Optional[int] = ..., num_heads: _Optional[int] = ..., dropout: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., checkpoint_every_epochs: _Optional[int] = ..., resume_from: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., backend: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., seed: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., hosts: _Optional[_Iterable[str]] = ..., skip_serving_bundle: bool = ..., embeddings_feature_group: _Optional[str] = ..., task: _Optional[_Union[GraphTask, str]] = ..., link_prediction: _Optional[_Union[LinkPredictionSpec, _Mapping]] = ..., target_node_type: _Optional[str] = ...) -> None: ...
 
 class InferGraphSpec(_message.Message):
     __slots__ = ("ref", "model_bundle", "write_embeddings", "write_predictions", "node_int64_ids", "node_string_ids")
