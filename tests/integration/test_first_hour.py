@@ -86,6 +86,8 @@ def test_your_own_csv_to_a_served_model(tmp_path: Path) -> None:
                 "--features",
                 json.dumps({**row, "rank": "Dean"}),
                 "--explain",
+                "-o",
+                "json",
             ).stdout  # fmt: skip
         )
         assert any("'Dean' was not seen in training" in w for w in unseen["warnings"])
