@@ -171,6 +171,7 @@ def _train(
         classes=result.classes,
         X_train=X,
         y_train=y,
+        unused_columns=[c for c in result.dropped_columns if c in X.columns],
         metrics={
             result.metric: float(
                 (

@@ -3,13 +3,14 @@
 The schema is taken from the training frame at write time and enforced at predict time:
 :meth:`InputSchema.normalise` turns a request frame into exactly the frame the model was
 trained on (column order, dtypes, categorical categories) or raises ``InvalidArgument``
-naming every missing or mistyped column. Extra columns are ignored.
+naming every missing or mistyped column. Extra columns are ignored; columns the model drops
+(``used`` False: identifiers, constants) may be missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,8 @@ class ColumnSpec:
 
     ``dtype`` is the pandas dtype name at training; ``categories`` is set only for pandas
     ``category`` columns (the exact categories the model saw, in order); ``nullable`` says
-    whether training data had missing values.
+    whether training data had missing values; ``used`` is False for a column the model
+    drops (an identifier, a constant): requests may leave it out.
     """
 
     name: str
@@ -74,6 +76,7 @@ class ColumnSpec:
     dtype: str
     categories: tuple[Any, ...] | None = None
     nullable: bool = False
+    used: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,7 +85,7 @@ class ColumnSpec:
             "dtype": self.dtype,
             "categories": None if self.categories is None else list(self.categories),
             "nullable": self.nullable,
-        }
+        } | ({} if self.used else {"used": False})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ColumnSpec:
@@ -93,6 +96,7 @@ class ColumnSpec:
             dtype=str(data["dtype"]),
             categories=None if categories is None else tuple(categories),
             nullable=bool(data.get("nullable", False)),
+            used=bool(data.get("used", True)),
         )
 
 
@@ -105,6 +109,24 @@ class InputSchema:
     @property
     def names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+    @property
+    def unused(self) -> frozenset[str]:
+        """Columns the model drops: a request may leave them out."""
+        return frozenset(column.name for column in self.columns if not column.used)
+
+    def with_unused(self, names: Iterable[str]) -> InputSchema:
+        """This schema with ``names`` marked unused (names that are not columns are refused)."""
+        wanted = set(names)
+        unknown = sorted(wanted.difference(self.names))
+        if unknown:
+            raise InvalidArgument(
+                f"unused columns are not training columns: {', '.join(unknown)}",
+                reason="INVALID_SCHEMA",
+            )
+        return InputSchema(
+            tuple(replace(c, used=False) if c.name in wanted else c for c in self.columns)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": [column.to_dict() for column in self.columns]}
@@ -152,6 +174,9 @@ class InputSchema:
         out: dict[str, pd.Series] = {}
         for column in self.columns:
             if column.name in missing:
+                if not column.used:  # the model drops it: any value will do
+                    out[column.name] = pd.Series(None, index=frame.index, dtype=object)
+                    missing.remove(column.name)
                 continue
             series = frame[column.name]
             if isinstance(series, pd.DataFrame):
@@ -173,6 +198,8 @@ class InputSchema:
         available = dict(features.items() if isinstance(features, Mapping) else features)
         problems: list[str] = []
         for column in self.columns:
+            if column.name not in available and not column.used:
+                continue
             if column.name not in available:
                 problems.append(f"feature '{column.name}' ({column.kind}) is missing")
                 continue

@@ -49,6 +49,7 @@ def write_bundle(
     signer: BundleSigner | None,
     extra_files: Mapping[str, bytes | str | Path] | None = None,
     seed: int = 0,
+    unused_columns: Sequence[str] = (),
 ) -> ArtifactRef:
     """Publish ``model`` as a model bundle under ``key`` and return its ref.
 
@@ -57,7 +58,8 @@ def write_bundle(
     without trainer code (custom transformers live in ``atlas_core.ml``). ``X_train`` (the
     frame the model was fitted on) gives the input schema and the drift baselines;
     ``y_train`` the label distribution. ``extra_files`` maps names to bytes or file paths,
-    stored as ``extra/<name>``. ``signer`` signs the manifest; loaders refuse a bundle written
+    stored as ``extra/<name>``. ``unused_columns`` (columns of ``X_train`` the model drops)
+    may be left out of requests. ``signer`` signs the manifest; loaders refuse a bundle written
     with ``signer=None`` unless they allow unsigned bundles (development only). The manifest
     is deterministic for equal inputs and ``seed``.
     The artifact is published atomically by the store (readers never see a partial bundle).
@@ -70,7 +72,7 @@ def write_bundle(
     """
     classes_list = _check_task(task, classes, model)
     _check_training_data(X_train, y_train)
-    schema = InputSchema.from_frame(X_train)
+    schema = InputSchema.from_frame(X_train).with_unused(unused_columns)
     lineage_dict = lineage.to_dict() if isinstance(lineage, BundleLineage) else dict(lineage or {})
     with tempfile.TemporaryDirectory(prefix="atlas-bundle-") as tmp:
         workdir = Path(tmp)

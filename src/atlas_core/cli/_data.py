@@ -260,17 +260,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset_id")
     p.add_argument("--version", type=int, default=0)
     for name, what in (
-        ("match", "MatchSamplesSpec"),
-        ("derive", "DeriveDatasetSpec"),
-        ("ingest", "IngestSpec"),
+        ("match", "submit a match job from a JSON MatchSamplesSpec (file or -)"),
+        ("derive", "submit a derive job from a JSON DeriveDatasetSpec (file or -)"),
+        ("ingest", "ingest a .csv/.parquet/.jsonl FILE into --group (or a JSON IngestSpec)"),
     ):
-        p = add(name, cmd_submit, f"submit a {name} job from a JSON {what} (file or -)")
+        p = add(name, cmd_submit, what)
         p.add_argument("file")
         p.add_argument("--wait", action="store_true", help="follow the job until it ends")
         if name == "ingest":
-            p.description = (
-                "ingest a .csv/.parquet/.jsonl FILE into --group (or submit a JSON IngestSpec)"
-            )
             p.add_argument("--group", help="feature group FILE's rows go to")
     p = add("job", cmd_job, "show (or --watch) a data job")
     p.add_argument("job_id")

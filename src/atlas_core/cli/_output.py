@@ -33,11 +33,13 @@ def dump(value: Any, fmt: str) -> str:
 
 def show(args: argparse.Namespace, message: Message, default: str = "table") -> None:
     """One resource: a `key: value` tree for people, or JSON / YAML."""
+    show_value(args, as_dict(message), default)
+
+
+def show_value(args: argparse.Namespace, value: dict[str, Any], default: str = "table") -> None:
+    """:func:`show` for a plain dict (an answer the CLI assembles itself)."""
     fmt = getattr(args, "output", None) or default
-    if fmt == "table":
-        print("\n".join(_tree(as_dict(message))))
-    else:
-        print(dump(as_dict(message), fmt))
+    print("\n".join(_tree(value)) if fmt == "table" else dump(value, fmt))
 
 
 def _tree(value: Any, indent: str = "") -> list[str]:

@@ -19,7 +19,7 @@ from atlas.common.v1 import common_pb2
 from atlas.serving.v1 import serving_service_pb2 as pb
 from atlas_core.cli._args import count, fraction, not_negative, percent, positive, positive_count
 from atlas_core.cli._connect import add_connection_args, client_settings
-from atlas_core.cli._output import structured
+from atlas_core.cli._output import show_value, structured
 from atlas_core.clients.serving import (
     TERMINAL,
     ServingClient,
@@ -532,7 +532,7 @@ def cmd_predict_row(args: argparse.Namespace) -> int:
         "model": f"{resp.model.model_name} v{resp.model.version}",
         **_prediction_dict(resp.prediction),
     }
-    print(json.dumps(out, indent=2 if args.explain else None))
+    show_value(args, out)
     return 0
 
 

@@ -31,7 +31,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  admin token: {launcher.data_dir}/secrets/credentials.json (admin_token)")
     console = _console_url(state)
     if console:
-        print(f"  web console: {console} (sign in with the admin token: `atlas console`)")
+        print(f"  web console: {console} (sign-in token: `atlas console --show-token`)")
     print("  stop it with: atlas down" + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
     return 0
 

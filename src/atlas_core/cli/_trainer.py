@@ -43,15 +43,30 @@ def _state(value: int) -> str:
 _PLAIN_ROLES = ("numeric", "categorical")
 
 
-def model_first(pipeline: str) -> str:
+def model_first(pipeline: str, width: int = 0) -> str:
     """`mean-impute > scale > xgboost` -> `xgboost (mean-impute > scale)`: the family first, so
-    a cut line still names it. An ensemble lists its members' families with their weights."""
+    a cut line still names it. An ensemble lists its members' families with their weights.
+    With ``width``, longer text is cut at a step and its parenthesis closed (`...`)."""
     if pipeline.startswith(_ENSEMBLE) and pipeline.endswith(")"):
         members = re.split(r" \+ (?=[\d.]+\*)", pipeline[len(_ENSEMBLE) : -1])
         parts = [m.partition("*") for m in members]
-        return "ensemble: " + " + ".join(f"{w} {p.split(' > ')[-1]}" for w, _, p in parts)
+        text = "ensemble: " + " + ".join(f"{w} {p.split(' > ')[-1]}" for w, _, p in parts)
+        return text if not width or len(text) <= width else text[: width - 3] + "..."
     *steps, model = pipeline.split(" > ")
-    return f"{model} ({' > '.join(steps)})" if steps else model
+    if not steps:
+        return model
+    for kept in range(len(steps), -1, -1):
+        shown = steps[:kept] + (["..."] if kept < len(steps) else [])
+        text = f"{model} ({' > '.join(shown)})"
+        if not width or len(text) <= width:
+            return text
+    return text
+
+
+LIVE_HEADER = (
+    "trial     state       score      model (steps) | best so far | elapsed"
+    "   (score: the job's metric on held-out folds; * = a pruned trial's first folds only)"
+)
 
 
 def trial_line(ev: pb.WatchTrainingJobResponse, kind: str) -> str:
@@ -77,11 +92,12 @@ def trial_line(ev: pb.WatchTrainingJobResponse, kind: str) -> str:
         score = f"{t.score:.4f}*"
     name = "ensemble" if t.number < 0 else f"trial {t.number:>3}"
     partial = " (* partial folds)" if kind == "pruned" else ""
-    return f"{name} {kind:<11} {score:<10} {model_first(t.pipeline)[:60]}{best}{clock}{partial}"
+    return f"{name} {kind:<11} {score:<10} {model_first(t.pipeline, 60)}{best}{clock}{partial}"
 
 
 def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
     """Print one line per trial event until the job ends; returns 0 on success."""
+    header = False
     for ev in client.watch(job_id):
         kind = _EVENT.get(ev.event_type, "").removeprefix("TRAINING_EVENT_TYPE_").lower()
         if ev.event_type == pb.TRAINING_EVENT_TYPE_STATUS:
@@ -91,6 +107,9 @@ def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
             continue
         if ev.event_type == pb.TRAINING_EVENT_TYPE_TRIAL_STARTED:
             continue
+        if not header:
+            print(LIVE_HEADER, file=out)
+            header = True
         print(trial_line(ev, kind.removeprefix("trial_")), file=out, flush=True)
     job = client.get(job_id)
     if job.status.state != common_pb2.JOB_STATE_SUCCEEDED:
@@ -100,7 +119,7 @@ def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
         return 1
     r = job.result
     print(
-        f"done: best {r.metric} {r.best.score:.4f} ({model_first(r.best.pipeline)[:80]}); "
+        f"done: best {r.metric} {r.best.score:.4f} ({model_first(r.best.pipeline, 80)}); "
         f"{r.trials_complete} complete, {r.trials_pruned} pruned, {r.trials_failed} failed, "
         f"{r.trials_interrupted} interrupted; "
         f"bundle {r.model_bundle.uri}",
@@ -252,7 +271,7 @@ def report_summary(report: pb.TrainingReport, board: pb.GetLeaderboardResponse) 
     lines = [f"leaderboard ({board.metric}, best first):"]
     for rank, t in enumerate(board.entries, 1):
         name = "ensemble" if t.number < 0 else f"trial {t.number}"
-        lines.append(f"  {rank}. {name:<10} {t.score:.4f}  {model_first(t.pipeline)[:100]}")
+        lines.append(f"  {rank}. {name:<10} {t.score:.4f}  {model_first(t.pipeline, 100)}")
     used = [f for f in report.feature_importance if f.feature not in report.dropped_columns]
     if used:
         lines.append(f"importance ({report.importance_method or 'model'}):")

@@ -154,7 +154,9 @@ class BarChart:
 
     @property
     def width(self) -> float:
-        return self.label_width + self.bar_width + 90
+        # room after the longest bar for its text (~7 units a character at the page's size)
+        text = max((len(b.text) for b in self.bars), default=0) * 7.0 + 12
+        return self.label_width + self.bar_width + max(90.0, text)
 
 
 def bar_chart(

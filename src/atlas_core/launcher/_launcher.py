@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atlas_core.bundle_signing import ensure_local_keypair
 from atlas_core.errors import FailedPrecondition, Unavailable
-from atlas_core.launcher._objectstore import SeaweedS3Server
+from atlas_core.launcher._objectstore import SeaweedS3Server, port_is_free
 from atlas_core.launcher._process import alive, spawn, tail, terminate
 from atlas_core.launcher._services import (
     ServiceSpec,
@@ -121,15 +121,6 @@ def web_session_secret(data_dir: Path) -> str:
     return read_private(path, "the web session secret").decode().strip()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -139,7 +130,7 @@ def _free_port() -> int:
 def _choose_port(wanted: int, what: str, flag: str) -> int:
     if wanted == 0:
         return _free_port()
-    if not _port_free(wanted):
+    if not port_is_free(wanted, HOST):
         raise FailedPrecondition(
             f"cannot start {what}: port {wanted} on {HOST} is already in use; "
             f"stop whatever holds it or choose another with {flag} (0 picks a free port)",

@@ -111,7 +111,11 @@ def pick_free_ports(count: int, host: str = LOOPBACK) -> list[int]:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR as the servers themselves
+    (gRPC, Go, uvicorn) set it: the TIME_WAIT connections a suite just stopped leave behind
+    do not hold the port, only a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -31,6 +31,8 @@ from atlas_core.bundles import (
     MODEL_MEMBER,
     SIGNATURE_NAME,
     BundleLineage,
+    ColumnSpec,
+    InputSchema,
     load_bundle,
     read_manifest,
     write_bundle,
@@ -607,3 +609,19 @@ def test_psi_of_no_values_is_nan() -> None:
     }
     assert np.isnan(psi(stats, []))
     assert np.isnan(ks([1.0, 2.0], []).statistic)
+
+
+def test_columns_the_model_drops_may_be_left_out_of_requests() -> None:
+    schema = InputSchema(
+        (ColumnSpec("rownames", "numeric", "int64"), ColumnSpec("x", "numeric", "float64"))
+    ).with_unused(["rownames"])
+    assert schema.unused == {"rownames"}
+    assert InputSchema.from_dict(schema.to_dict()) == schema
+    assert "used" not in schema.to_dict()["columns"][1]  # unchanged manifests stay identical
+    frame = schema.normalise(pd.DataFrame({"x": [1.0]}))
+    assert list(frame.columns) == ["rownames", "x"] and frame["rownames"].isna().all()
+    with pytest.raises(InvalidArgument, match="missing features: x"):
+        schema.normalise(pd.DataFrame({"rownames": [1]}))
+    assert schema.problems_with({"x": "float"}) == []
+    with pytest.raises(InvalidArgument, match="not training columns: nope"):
+        schema.with_unused(["nope"])

@@ -68,6 +68,11 @@ def test_the_live_view_names_the_model_first_the_ensemble_and_partial_scores() -
     assert model_first("mean-impute > scale > xgboost") == "xgboost (mean-impute > scale)"
     ensemble = "ensemble(0.52*impute > enc(a,b) > linear(l2) + 0.48*impute > extra_trees)"
     assert model_first(ensemble) == "ensemble: 0.52 linear(l2) + 0.48 extra_trees"
+    long = "median-impute+ind > encode(oh<=10,ord<=256,te) > quantile-scale > linear(l2)"
+    cut = model_first(long, 60)
+    assert cut == "linear(l2) (median-impute+ind > ...)"
+    assert model_first(long, 20) == "linear(l2) (...)"  # the family survives any width
+    assert model_first(long, 200) == model_first(long)
     ev = tpb.WatchTrainingJobResponse(trial=tpb.Trial(number=3, score=0.99, pipeline="a > lgbm"))
     pruned = trial_line(ev, "pruned")
     assert "0.9900*" in pruned and "partial" in pruned and "lgbm (a)" in pruned

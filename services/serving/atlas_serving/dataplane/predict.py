@@ -95,12 +95,15 @@ class DataPlane:
         ep = self.endpoint(name)
 
         async def features(model: ServableModel) -> tuple[list[dict[str, Any]], list[bool]]:
+            checked = []
             for i, values in enumerate(rows):
                 try:
-                    check_row_names(values, model.names, model.name_set)
+                    checked.append(
+                        check_row_names(values, model.names, model.name_set, model.unused)
+                    )
                 except InvalidArgument as exc:
                     raise row_error(i, len(rows), exc) from None
-            return list(rows), [False] * len(rows)
+            return checked, [False] * len(rows)
 
         return await self._serve(ep, options, timeout, features)
 
@@ -204,10 +207,9 @@ class DataPlane:
                 lookups.append(i)
                 continue
             try:
-                check_row_names(values, model.names, model.name_set)
+                out[i] = check_row_names(values, model.names, model.name_set, model.unused)
             except InvalidArgument as exc:
                 raise row_error(i, len(rows), exc) from None
-            out[i] = values
         if lookups:
             fetched = await self.fetcher.rows(
                 ep.spec.feature_lookup, model, [rows[i].entity_id for i in lookups]
@@ -215,10 +217,10 @@ class DataPlane:
             for i, (values, fallback) in zip(lookups, fetched, strict=True):
                 values.update(rows[i].overrides)
                 try:
-                    check_row_names(values, model.names, model.name_set)
+                    out[i] = check_row_names(values, model.names, model.name_set, model.unused)
                 except InvalidArgument as exc:
                     raise row_error(i, len(rows), exc) from None
-                out[i], used[i] = values, fallback
+                used[i] = fallback
         return [r for r in out if r is not None], used
 
     def _capture(

@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from atlas_core.storage import ArtifactRef, ArtifactStore
+from atlas_trainer.automl.search import INTERRUPTED
 from atlas_trainer.reports import _svg
 from atlas_trainer.reports.importance import ImportanceResult
 
@@ -44,11 +45,17 @@ class PlotArtifact:
 
 
 def history_from_study(study: Any) -> list[TrialPoint]:
-    """Trial points of an Optuna study (any state)."""
-    return [
-        TrialPoint(trial.number, trial.value if trial.values else None, trial.state.name)
-        for trial in study.get_trials(deepcopy=False)
-    ]
+    """Trial points of an Optuna study (any state). Only complete trials carry a value: a
+    pruned trial's is its first folds' score, not comparable with the others; a trial the
+    budget cut before any score counts as interrupted, as in the job's result."""
+    points = []
+    for trial in study.get_trials(deepcopy=False):
+        state = trial.state.name
+        if state == "FAIL" and str(trial.user_attrs.get("error", "")).startswith(INTERRUPTED):
+            state = "INTERRUPTED"
+        value = trial.value if state == "COMPLETE" and trial.values else None
+        points.append(TrialPoint(trial.number, value, state))
+    return points
 
 
 def optimization_history_html(
@@ -83,7 +90,7 @@ def leaderboard_html(
     """Entries are mappings with any of the keys in :data:`LEADERBOARD_COLUMNS` (rank,
     number, pipeline, score, score_std, fit_seconds, predict_ms_per_1k), best first."""
     shown = [e for e in entries if _finite(e.get("score"))][:top]
-    labels = [f"#{e.get('number', '?')} {e.get('pipeline', '')}".strip() for e in shown]
+    labels = [f"{_entry_name(e)} {e.get('pipeline', '')}".strip() for e in shown]
     scores = [float(e["score"]) for e in shown]
     stds = [float(e.get("score_std", 0.0) or 0.0) for e in shown]
     direction = "higher is better" if higher_is_better else "lower is better"
@@ -155,6 +162,11 @@ def write_plots(
         PlotArtifact(name, store.put_bytes(f"{base}/{name}.html", page.encode(), HTML_METADATA))
         for name, page in pages
     ]
+
+
+def _entry_name(entry: Mapping[str, Any]) -> str:
+    number = entry.get("number", "?")
+    return "ensemble" if isinstance(number, int) and number < 0 else f"#{number}"
 
 
 def _finite(value: Any) -> bool:
