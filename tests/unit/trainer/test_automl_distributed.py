@@ -53,3 +53,26 @@ def test_two_workers_share_one_study(postgres_schema_url: str) -> None:  # noqa:
     complete = [t.number for t in study.trials if t.state.name == "COMPLETE"]
     assert sorted(complete) == sorted(runs[0] + runs[1])  # total = sum of the workers' trials
     assert len(numbers) == 8  # study-wide budget, checked under the study lock
+
+
+def test_joining_a_study_of_another_metric_or_dataset_is_refused(tmp_path) -> None:
+    from atlas_core.errors import InvalidArgument
+    from atlas_trainer.automl import AutoMLRequest, run_automl
+    from tests.unit.trainer._automl_data import breast_cancer
+
+    X, y = breast_cancer()
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def run(**kw):
+        base = dict(max_trials=1, storage=url, study_name="s", families=["linear"])
+        return run_automl(AutoMLRequest(X, y, ensemble=False, **{**base, **kw}))
+
+    run(metric="roc_auc", dataset_key="bc@1")
+    for other in ({"metric": "log_loss", "dataset_key": "bc@1"}, {"dataset_key": "bc@2"}):
+        with pytest.raises(InvalidArgument) as refused:
+            run(**{"metric": "roc_auc", **other})
+        assert refused.value.reason == "STUDY_MISMATCH"
+    joined = run(metric="roc_auc", dataset_key="bc@1", max_trials=2, worker="w2")
+    assert joined.trials_run_here == [1]
+    trial = optuna.load_study(study_name="s", storage=url).trials[1]
+    assert trial.user_attrs["worker"] == "w2"

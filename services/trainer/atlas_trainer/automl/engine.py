@@ -215,6 +215,8 @@ def _open_study(
             pruner=make_pruner(strategy),
         )
     except optuna.exceptions.DuplicatedStudyError:
+        if storage is None:  # an in-memory study is always new
+            raise
         created = False
         study = optuna.load_study(
             storage=storage,
