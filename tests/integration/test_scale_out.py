@@ -191,8 +191,9 @@ def test_two_trainer_services_share_one_study(
     trials = optuna.load_study(study_name=study_name, storage=postgres_schema_url).trials
     configs = [json.dumps(t.user_attrs["config"], sort_keys=True) for t in trials]
     assert len(configs) == len(set(configs)), "a configuration was evaluated twice"
-    workers = {t.user_attrs["worker"].split("/")[0] for t in trials}
-    assert workers == {"trainer-0", "trainer-1"}, f"trials from both trainers: {workers}"
+    ran_by = [t.user_attrs["worker"].split("/")[0] for t in trials]
+    workers = set(ran_by)
+    assert workers == {"trainer-0", "trainer-1"}, f"trials from both trainers: {ran_by}"
     jobs_seen = {t.user_attrs["worker"].split("/")[1] for t in trials}
     assert jobs_seen == set(job_ids)
     portfolio = [t for t in trials if t.user_attrs.get("origin") == "portfolio"]
