@@ -76,3 +76,28 @@ def test_joining_a_study_of_another_metric_or_dataset_is_refused(tmp_path) -> No
     assert joined.trials_run_here == [1]
     trial = optuna.load_study(study_name="s", storage=url).trials[1]
     assert trial.user_attrs["worker"] == "w2"
+
+
+@pytest.mark.postgres
+def test_study_lock_is_held_across_processes_on_postgresql(
+    postgres_schema_url: str,  # noqa: F811
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    from atlas_trainer.automl.study_lock import StudyLock, advisory_key
+
+    study = optuna.create_study(study_name="locked", storage=postgres_schema_url)
+    lock = StudyLock(study)  # Optuna wraps the RDB storage in a cache: the lock sees through
+    assert lock.across_processes
+    other = create_engine(postgres_schema_url)  # another session, as another process has
+    try:
+        with other.connect() as conn:
+            try_lock = text("SELECT pg_try_advisory_lock(:k)")
+            unlock = text("SELECT pg_advisory_unlock(:k)")
+            key = {"k": advisory_key("locked")}
+            with lock.hold():
+                assert conn.execute(try_lock, key).scalar_one() is False
+            assert conn.execute(try_lock, key).scalar_one() is True
+            conn.execute(unlock, key)
+    finally:
+        other.dispose()

@@ -66,7 +66,7 @@ from atlas_trainer.automl.search import (
     make_sampler,
 )
 from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
-from atlas_trainer.automl.study_lock import StudyLock
+from atlas_trainer.automl.study_lock import StudyLock, rdb_backend
 from atlas_trainer.automl.task import PreparedTarget, constant_baseline, prepare_target
 from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations, prior_trials
 from atlas_trainer.config import DaskSettings
@@ -562,7 +562,7 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
     seed = _sampler_seed(req.seed, created, req.worker)
     if seed != req.seed:
         study.sampler = make_sampler(req.strategy, seed)
-    if isinstance(study._storage, optuna.storages.RDBStorage):  # noqa: SLF001
+    if rdb_backend(study) is not None:  # trials of a killed worker: failed (and retried)
         optuna.storages.fail_stale_trials(study)
     _check_joinable(study, target.metric.name, req.dataset_key)
     study.set_user_attr("task", target.task)

@@ -27,19 +27,24 @@ def advisory_key(study_name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's RDB storage, or None. Optuna wraps an RDB storage in a caching layer
+    (``_CachedStorage``), so the study's storage is not itself an ``RDBStorage``."""
+    storage = study._storage  # noqa: SLF001 - the storage's engine is what we lock on
+    storage = getattr(storage, "_backend", storage)
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
 class StudyLock:
     """Serialises a study's read-then-write steps across threads, and across processes when
     the study lives on PostgreSQL."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._local = threading.Lock()
-        storage = study._storage  # noqa: SLF001 - the storage's engine is what we lock on
-        engine = getattr(storage, "engine", None)
+        backend = rdb_backend(study)
         self._engine = (
-            engine
-            if isinstance(storage, optuna.storages.RDBStorage)
-            and engine is not None
-            and engine.dialect.name == "postgresql"
+            backend.engine
+            if backend is not None and backend.engine.dialect.name == "postgresql"
             else None
         )
         self._key = advisory_key(study.study_name)
