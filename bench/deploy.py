@@ -11,7 +11,8 @@ tests/deploy/podman.py for how this host runs them).
   round_robin over both serving pods; one pod is killed (SIGKILL) after 2 s, load runs 3 s more.
 
 Not measured here: ``distributed_hpo_speedup_2w`` (two trainer pods on one PostgreSQL study
-need the ml image and a PostgreSQL pod; see docs/deploy.md).
+need the ml image and a PostgreSQL pod); bench/distributed_hpo.py measures it with plain
+processes on one PostgreSQL.
 
     python bench/deploy.py            # 3 plays
     python bench/deploy.py --quick    # 1 play

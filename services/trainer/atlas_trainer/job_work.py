@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import time
 from typing import Any
 
@@ -154,6 +155,8 @@ def _train(
         should_stop=ctx.cancelled,
         dask=rt.settings.dask,
         gpu_low_utilization_percent=rt.settings.jobs.gpu_low_utilization_percent,
+        # a shared study's trials name the trainer and job that ran them
+        worker=f"{rt.settings.jobs.runner_id or socket.gethostname()}/{ctx.job_id}",
     )
     result = run_automl(request)
     if result.model is None:

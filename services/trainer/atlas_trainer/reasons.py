@@ -199,8 +199,14 @@ class TrainerReason(Reason):
     STUDY_MISMATCH = (
         auto(),
         INVALID_ARGUMENT,
-        "The named study exists with another optimisation direction.",
-        "Use a new study name, or the same metric direction.",
+        "The named study exists with another optimisation direction, metric or dataset.",
+        "Use a new study name, or join it with the same metric and dataset.",
+    )
+    BAD_STUDY_NAME = (
+        auto(),
+        INVALID_ARGUMENT,
+        "automl.study_name is malformed.",
+        "Use 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit.",
     )
     INVALID_RESOURCES = (
         auto(),

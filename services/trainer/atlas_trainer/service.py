@@ -4,6 +4,7 @@ runner, and read access to studies, results and the meta-store."""
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -39,6 +40,20 @@ from atlas_trainer.model_registry import check_register_options, resolve_base_mo
 from atlas_trainer.reports import Explanation, bias_metrics, explain_rows
 from atlas_trainer.resources import HostResources, available_cpus, discover_resources
 from atlas_trainer.runtime import TrainerRuntime, open_runtime
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def check_study_name(name: str) -> None:
+    """INVALID_ARGUMENT naming ``automl.study_name`` unless it is empty (a study of its own)
+    or a plain name: it is shown in reports and dashboards and keys the study lock."""
+    if name and not STUDY_NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"automl.study_name {name[:140]!r} is malformed: use 1-128 letters, digits, '.', "
+            "'_', ':' or '-', starting with a letter or digit (empty: a study of the job's own)",
+            reason="BAD_STUDY_NAME",
+            metadata={"field": "automl.study_name"},
+        )
 
 
 class TrainerService:
@@ -166,6 +181,9 @@ class TrainerService:
         )
 
     def submit(self, spec: pb.TrainingJobSpec, request_id: str) -> str:
+        """Store the job (QUEUED). Jobs naming one ``automl.study_name`` share that Optuna
+        study: on a database several trainers use, their trials split one study and one
+        trial budget (distributed HPO)."""
         if (
             spec.budget.HasField("wall_time")
             and duration_seconds(spec.budget.wall_time, "budget.wall_time") <= 0
@@ -173,6 +191,7 @@ class TrainerService:
             raise InvalidArgument("budget.wall_time must be positive", reason="BAD_BUDGET")
         if spec.budget.max_trials < 0:
             raise InvalidArgument("budget.max_trials must be >= 0", reason="BAD_BUDGET")
+        check_study_name(spec.automl.study_name)
         latency = spec.automl.max_row_latency_ms
         if not math.isfinite(latency) or latency < 0:
             raise InvalidArgument(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,6 +66,7 @@ from atlas_trainer.automl.search import (
     make_sampler,
 )
 from atlas_trainer.automl.space import SpaceOptions, portfolio, validate_families
+from atlas_trainer.automl.study_lock import StudyLock, rdb_backend
 from atlas_trainer.automl.task import PreparedTarget, constant_baseline, prepare_target
 from atlas_trainer.automl.transfer import PARENT_SCORE, agreement, observations, prior_trials
 from atlas_trainer.config import DaskSettings
@@ -197,27 +200,73 @@ def _open_study(
     direction: Literal["minimize", "maximize"],
     strategy: str,
     seed: int,
-) -> optuna.Study:
+) -> tuple[optuna.Study, bool]:
+    """(the study, whether this call created it). Of several workers opening one shared study
+    at once, exactly one creates it (the study name is unique in the storage)."""
     if isinstance(storage, str):
         storage = _rdb_storage(storage)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction=direction,
-        load_if_exists=True,
-        sampler=make_sampler(strategy, seed),
-        pruner=make_pruner(strategy),
-    )
+    created = True
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction=direction,
+            sampler=make_sampler(strategy, seed),
+            pruner=make_pruner(strategy),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        if storage is None:  # an in-memory study is always new
+            raise
+        created = False
+        study = optuna.load_study(
+            storage=storage,
+            study_name=str(study_name),
+            sampler=make_sampler(strategy, seed),
+            pruner=make_pruner(strategy),
+        )
     if study.direction.name.lower() != direction:
         raise InvalidArgument(
             f"study {study_name!r} exists with direction {study.direction.name.lower()}, "
             f"this job needs {direction}",
             reason="STUDY_MISMATCH",
         )
-    return study
+    return study, created
+
+
+def _check_joinable(study: optuna.Study, metric: str, dataset_key: str) -> None:
+    """A shared study's trials are comparable only on one metric and one dataset:
+    INVALID_ARGUMENT (STUDY_MISMATCH) for a worker that brings another."""
+    attrs = study.user_attrs
+    theirs = {"metric": attrs.get("metric"), "dataset": attrs.get("dataset_key")}
+    ours = {"metric": metric, "dataset": dataset_key}
+    for what in ("metric", "dataset"):
+        if theirs[what] and ours[what] and theirs[what] != ours[what]:
+            raise InvalidArgument(
+                f"study {study.study_name!r} is searched on {what} {theirs[what]!r}, this "
+                f"job's is {ours[what]!r}: give automl.study_name a new name, or join with "
+                f"the same {what}",
+                reason="STUDY_MISMATCH",
+            )
+
+
+def _sampler_seed(seed: int, created: bool, worker: str) -> int:
+    """The creator of a study samples with the job's seed; a worker joining it (or resuming
+    it) mixes its own name in, so two workers with one seed do not sample the same
+    configurations in the same order."""
+    if created:
+        return seed
+    mixed = zlib.crc32(f"{seed}:{worker or uuid.uuid4().hex}".encode())
+    return mixed & 0x7FFFFFFF
 
 
 def _enqueue_priors(study: optuna.Study, priors: list[Prior], families: tuple[str, ...]) -> None:
+    with StudyLock(study).hold():  # another worker of the study may enqueue them too
+        _enqueue_priors_locked(study, priors, families)
+
+
+def _enqueue_priors_locked(
+    study: optuna.Study, priors: list[Prior], families: tuple[str, ...]
+) -> None:
     seen: set[str] = set()
     for prior in priors:
         for cfg in prior.configs:
@@ -230,8 +279,9 @@ def _enqueue_priors(study: optuna.Study, priors: list[Prior], families: tuple[st
             attrs = {"origin": f"warm_start:{prior.source_study}#{cfg.get('trial', '?')}"}
             if prior.observations and cfg.get("score") is not None:  # same metric: comparable
                 attrs[PARENT_SCORE] = cfg["score"]
-            study.enqueue_trial(params, user_attrs=attrs)
-            prior.trial_numbers.append(before)
+            study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
+            if len(study.get_trials(deepcopy=False)) > before:
+                prior.trial_numbers.append(before)
 
 
 @dataclass
@@ -242,7 +292,11 @@ class AutoMLRequest:
     (study-wide: counts trials of earlier runs and other workers of the same study, so a
     resumed or distributed job shares one budget). At least one is required.
     ``storage`` + ``study_name`` make the study persistent: running again continues it
-    (completed trials kept). ``should_stop`` is polled between fidelity steps and inside
+    (completed trials kept). Several workers may run one study at once (PostgreSQL): the
+    budget check, the start of a trial and the enqueueing of curated configurations are
+    serialised across them (``study_lock``), so the trial budget holds study-wide and no
+    curated configuration runs twice; a worker that did not create the study samples with
+    a seed of its own. ``should_stop`` is polled between fidelity steps and inside
     fits; on True the search stops within seconds and the result keeps the best model.
     ``on_event`` receives dicts with ``type`` in trial_started, trial_finished, trial_pruned,
     trial_failed, new_best, search_finished, gpu_low_utilization. ``gpus=None`` detects GPUs
@@ -296,6 +350,9 @@ class AutoMLRequest:
     dask: DaskSettings | None = None
     # A GPU trial whose mean utilisation stays below this is reported (event, log, report).
     gpu_low_utilization_percent: float = 20.0
+    # Who runs this search, recorded on each of its trials (user attr "worker"); a worker
+    # joining a shared study also mixes it into its sampler's seed.
+    worker: str = ""
 
 
 @dataclass
@@ -499,13 +556,19 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
     """Open (or resume) the study; on a fresh study enqueue the warm-start priors' configs,
     and in any case let the sampler learn from the lineage parents' trials."""
     target = prep.target
-    study = _open_study(
+    study, created = _open_study(
         req.storage, req.study_name, target.metric.direction, req.strategy, req.seed
     )
-    if isinstance(study._storage, optuna.storages.RDBStorage):  # noqa: SLF001
+    seed = _sampler_seed(req.seed, created, req.worker)
+    if seed != req.seed:
+        study.sampler = make_sampler(req.strategy, seed)
+    if rdb_backend(study) is not None:  # trials of a killed worker: failed (and retried)
         optuna.storages.fail_stale_trials(study)
+    _check_joinable(study, target.metric.name, req.dataset_key)
     study.set_user_attr("task", target.task)
     study.set_user_attr("metric", target.metric.name)
+    if req.dataset_key:
+        study.set_user_attr("dataset_key", req.dataset_key)
     fresh = not study.get_trials(deepcopy=False)
     priors: list[Prior] = []
     if req.meta_store is not None:
@@ -535,7 +598,7 @@ def _open_study_with_priors(req: AutoMLRequest, prep: _Prepared) -> _OpenStudy:
             p.trials_learned_from = len(replayed)
             history += replayed
         if history and req.strategy != "random":
-            study.sampler = make_sampler(req.strategy, req.seed, prior_trials=history)
+            study.sampler = make_sampler(req.strategy, seed, prior_trials=history)
     return _OpenStudy(study, priors, fresh)
 
 
@@ -584,6 +647,7 @@ def _search(
         ),
         boosting=boosting,
         gpus=gpus,
+        worker=req.worker,
     )
     if "mlp" in prep.families:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters

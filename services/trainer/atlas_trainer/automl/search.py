@@ -42,6 +42,7 @@ from atlas_trainer.automl.evaluate import (
 )
 from atlas_trainer.automl.sampler import ViewTPESampler
 from atlas_trainer.automl.space import SpaceOptions, describe, sample_config
+from atlas_trainer.automl.study_lock import StudyLock
 from atlas_trainer.automl.task import PreparedTarget
 from atlas_trainer.automl.transfer import PriorTPESampler
 from atlas_trainer.gpu_accounting import GpuAccounting, TrialUsage
@@ -120,6 +121,8 @@ class SearchSettings:
     boosting: DaskBoosting | None = None
     # GPU trials lease their GPU here and are sampled while they run (None: slot devices).
     gpus: GpuAccounting | None = None
+    # Who runs these trials (a study shared by several workers): trial user attr "worker".
+    worker: str = ""
 
 
 class SearchState:
@@ -202,7 +205,8 @@ class Searcher:
     ) -> None:
         self.study, self.X, self.prepared, self.splits = study, X, prepared, splits
         self.options, self.settings, self.state = options, settings, state
-        self._ask_lock = threading.Lock()
+        # count-then-ask and enqueue-unless-present, one worker of the study at a time
+        self._ask_lock = StudyLock(study)
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._running: set[int] = set()
@@ -219,7 +223,7 @@ class Searcher:
         return None
 
     def _ask(self) -> optuna.Trial | None:
-        with self._ask_lock:
+        with self._ask_lock.hold():
             if self._stop.is_set() or self._stop_reason() is not None:
                 self._stop.set()
                 return None
@@ -306,6 +310,8 @@ class Searcher:
         try:
             params = sample_config(trial, self.prepared.task, self.options)
             trial.set_user_attr("origin", origin)
+            if s.worker:
+                trial.set_user_attr("worker", s.worker)
             trial.set_user_attr("pipeline", describe(params))
             trial.set_user_attr("family", params["family"])
             trial.set_user_attr("config", params)  # includes fixed (not sampled) values
