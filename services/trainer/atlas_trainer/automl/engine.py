@@ -916,14 +916,12 @@ def _within_latency(
         per_row = batch.get(n, math.inf) if req.min_batch_rows_per_s else 0.0
         return single <= budget and per_row <= floor_s
 
-    limits = " and ".join(
-        part
-        for part, on in (
-            (f"{req.max_row_latency_ms:g} ms per row", req.max_row_latency_ms),
-            (f"{req.min_batch_rows_per_s:g} rows/s in batches", req.min_batch_rows_per_s),
-        )
-        if on
-    )
+    parts = []
+    if req.max_row_latency_ms:
+        parts.append(f"{req.max_row_latency_ms:g} ms per row")
+    if req.min_batch_rows_per_s:
+        parts.append(f"{req.min_batch_rows_per_s:g} rows/s in batches")
+    limits = " and ".join(parts)
     fits = {n: t for n, t in done.items() if ok(n)}
     left_out = len(done) - len(fits)
     measured = [n for n in done if n in latency and (n in batch or not req.min_batch_rows_per_s)]
