@@ -136,9 +136,7 @@ async def test_a_refit_full_version_estimated_worse_is_not_served(
 async def test_a_negative_tolerance_always_serves_the_fold_bagged_model(
     tmp_path: Path, s3_settings: S3Settings, features: pd.DataFrame, versions: dict[str, Any]
 ) -> None:
-    h = await start_harness(
-        serving_settings(tmp_path, s3_settings, "", refit_full_tolerance=-1.0)
-    )
+    h = await start_harness(serving_settings(tmp_path, s3_settings, "", refit_full_tolerance=-1.0))
     try:
         rows = _rows(features)
         ref = _bundle(h.settings.s3, "models/rf/off.tar", versions, lambda score: score)

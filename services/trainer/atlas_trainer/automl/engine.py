@@ -717,6 +717,7 @@ def _versions(
     higher = target.metric.higher_is_better
     best_number, best_score, kind = best
     ens_model, ens_score, weights = ensemble
+    score: float | None
     if (
         ens_model is not None
         and ens_score is not None

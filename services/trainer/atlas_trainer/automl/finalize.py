@@ -205,7 +205,7 @@ class FinalModels:
         its final model is a refit; None when its fold models were not kept."""
         n = trial.number
         if self.kind.get(n) == "fold_bag":
-            return self.cache[n]  # type: ignore[no-any-return]
+            return self.cache[n]
         bag = self.fold_models.get(n)
         if not bag:
             return None
