@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import os
 import statistics
 import subprocess
 import sys
@@ -403,7 +404,10 @@ def main() -> None:
         out.update(summarise(out))
         return write_results("serving_automl", out, quick=args.quick)
 
+    load_before = os.getloadavg()
     out = run_all(names, budget, seconds, on_dataset=save)
+    # a shared machine: the figures are only comparable within one load level
+    out["load_average"] = {"start": list(load_before), "end": list(os.getloadavg())}
     path = save(out)
     print(f"wrote {path}")
     keys = (
