@@ -712,7 +712,8 @@ def _versions(
 ) -> dict[str, FinalVersion]:
     """The chosen final model (the ensemble when it scored better, else the best trial) as
     a fold bag and refit on all rows (the members that were refit; their out-of-fold blend
-    estimates its quality), each measured on serving's compiled path."""
+    estimates its quality), each measured on serving's compiled path (unless the job's hard
+    deadline has passed: then unmeasured)."""
     target = prep.target
     higher = target.metric.higher_is_better
     best_number, best_score, kind = best
@@ -753,6 +754,9 @@ def _versions(
         )
     features_s, features_batch_s = features
     for version in out.values():
+        # measuring compiles every model of the version: not past the job's deadline
+        if prep.hard_deadline is not None and time.monotonic() > prep.hard_deadline:
+            continue
         version.row_latency_s = row_latency_s(version.model, prep.X) + features_s
         version.batch_rows_per_s = 1.0 / (batch_row_s(version.model, prep.X) + features_batch_s)
     return out
