@@ -20,6 +20,12 @@ shared machine drifts; ratios within a dataset are what to compare).
     python bench/serving_automl.py                       # nine datasets, 120 s AutoML each
     python bench/serving_automl.py --quick               # breast_cancer + diabetes, 20 s
     python bench/serving_automl.py --datasets wine --budget 60 --seconds 3
+    python bench/serving_automl.py --autogluon /work/venvs/autogluon   # + AutoGluon side by side
+
+``--autogluon VENV``: AutoGluon (its own venv: ``python -m venv VENV`` and
+``VENV/bin/pip install autogluon.tabular``) fits the same training rows within the same
+budget, then ``refit_full`` + ``persist``, and its single-row latency is timed in process
+(bench/_autogluon_latency.py) against ours over gRPC.
 
 Writes bench/results/serving_automl.json: ``winner_p99_c1_ms_max`` (worst dataset, default
 path: ``refit_full``), ``winner_p99_c1_ms_median``, ``winner_rps_c64_min_vs_xgb`` (worst
@@ -169,6 +175,7 @@ def run_dataset(
     replicas: dict[str, tuple[Any, str]],
     store: Any,
     signer: Any,
+    autogluon: Path | None = None,
 ) -> dict[str, Any]:
     from atlas.serving.v1 import serving_service_pb2 as pb
     from atlas_core.bundles import write_bundle
@@ -258,7 +265,45 @@ def run_dataset(
             f"{metric} {served_metric:.4f} (in process {reference:.4f})",
             flush=True,
         )
+    if autogluon is not None:
+        out["autogluon"] = _autogluon(autogluon, name, task, budget, Xtr, ytr, Xte, yte, classes)
+        ag = out["autogluon"]
+        print(
+            f"{name:<14} {'autogluon':<9} p50 {ag['p50_ms']:7.2f} ms  p99 {ag['p99_ms']:7.2f} ms"
+            f"  (in process, refit_full + persist)  {metric} {ag['test_metric']:.4f}",
+            flush=True,
+        )
     return out
+
+
+def _autogluon(
+    venv: Path,
+    name: str,
+    task: str,
+    budget: float,
+    Xtr: pd.DataFrame,
+    ytr: pd.Series,
+    Xte: pd.DataFrame,
+    yte: pd.Series,
+    classes: list[Any],
+) -> dict[str, Any]:
+    """AutoGluon on the same rows in its own venv (bench/_autogluon_latency.py)."""
+    with tempfile.TemporaryDirectory(prefix=f"atlas-bench-ag-{name}-") as tmp:
+        folder = Path(tmp)
+        Xtr.assign(target=ytr.to_numpy()).to_csv(folder / "train.csv", index=False)
+        Xte.assign(target=yte.to_numpy()).to_csv(folder / "test.csv", index=False)
+        script = Path(__file__).resolve().parent / "_autogluon_latency.py"
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), str(script), str(folder), task, str(budget), "300"],
+            capture_output=True,
+            text=True,
+            timeout=budget * 4 + 600,
+            check=True,
+        )
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    pred = np.asarray(found.pop("test_pred"), dtype=np.float64)
+    found["test_metric"] = test_score(METRIC[task], yte.to_numpy(), pred, classes)
+    return dict(found)
 
 
 def run_all(
@@ -266,6 +311,7 @@ def run_all(
     budget: float,
     seconds: float,
     on_dataset: Callable[[dict[str, Any]], None] | None = None,
+    autogluon: Path | None = None,
 ) -> dict[str, Any]:
     from pydantic import SecretStr
 
@@ -333,7 +379,7 @@ def run_all(
         xgb_rows = _records(bc.iloc[:256])
         for name in names:
             try:
-                found = run_dataset(name, budget, seconds, replicas, store, signer)
+                found = run_dataset(name, budget, seconds, replicas, store, signer, autogluon)
             except Exception as exc:  # noqa: BLE001 - recorded; the other datasets still run
                 print(f"{name}: failed: {exc!r}", flush=True)
                 out["failed"] = {**out.get("failed", {}), name: repr(exc)}
@@ -376,7 +422,10 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
             "quality_loss_max": max(r[kind]["quality_loss"] for r in rows),
         }
     default = summary[DEFAULT]
+    ag = [r["autogluon"]["p99_ms"] for r in rows if "autogluon" in r]
+    extra = {"autogluon_p99_c1_ms_median": statistics.median(ag)} if ag else {}
     return {
+        **extra,
         "winner_p99_c1_ms_max": default["p99_c1_ms_max"],
         "winner_p99_c1_ms_median": default["p99_c1_ms_median"],
         "winner_rps_c64_min_vs_xgb": default["rps_c64_min_vs_xgb"],
@@ -395,6 +444,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*")
     parser.add_argument("--budget", type=float)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--autogluon", type=Path, help="AutoGluon's venv (side by side)")
     args = parser.parse_args()
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     budget = args.budget or (20.0 if args.quick else 120.0)
@@ -405,7 +455,7 @@ def main() -> None:
         return write_results("serving_automl", out, quick=args.quick)
 
     load_before = os.getloadavg()
-    out = run_all(names, budget, seconds, on_dataset=save)
+    out = run_all(names, budget, seconds, on_dataset=save, autogluon=args.autogluon)
     # a shared machine: the figures are only comparable within one load level
     out["load_average"] = {"start": list(load_before), "end": list(os.getloadavg())}
     path = save(out)
@@ -419,6 +469,8 @@ def main() -> None:
         "xgb_p99_c1_ms_median",
         "p99_c1_median_ratio_today_over_default",
     )
+    if "autogluon_p99_c1_ms_median" in out:
+        keys += ("autogluon_p99_c1_ms_median",)
     print(json.dumps({k: out[k] for k in keys}, indent=2))
     if any(not math.isfinite(out[k]) for k in keys):
         sys.exit(1)
