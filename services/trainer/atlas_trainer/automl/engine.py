@@ -931,8 +931,8 @@ def _within_latency(
     left_out = len(done) - len(fits)
     measured = [n for n in done if n in latency and (n in batch or not req.min_batch_rows_per_s)]
     if not fits and measured:
-        slowest = batch if req.min_batch_rows_per_s and not req.max_row_latency_ms else latency
-        fastest = min(measured, key=slowest.__getitem__)
+        by = batch if req.min_batch_rows_per_s and not req.max_row_latency_ms else latency
+        fastest = min(measured, key=by.__getitem__)
         fits = {fastest: done[fastest]}
         warnings.append(
             f"no trial predicts within {limits}; the final model is the fastest measured one "
