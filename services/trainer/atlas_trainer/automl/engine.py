@@ -84,6 +84,9 @@ SEARCH_SHARE = 0.8
 # Measuring the kept trials' single-row cost and batch throughput (automl.latency) after the
 # search may use this share of the wall budget; trials not reached are left unmeasured.
 MEASURE_SHARE = 0.03
+# The final model's refit-full version is measured up to this share of the wall budget past
+# its end (a job may overrun by 10%; the version's few models compile in well under that).
+MEASURE_GRACE = 0.04
 # "auto" validation under a wall budget: fewer folds when the budget is small, so the search
 # completes enough trials (5-fold CV over a wide space finishes only a handful in ~1 min),
 # and a holdout when even 3-fold CV of one configuration would eat much of the budget.
@@ -712,8 +715,8 @@ def _versions(
 ) -> dict[str, FinalVersion]:
     """The chosen final model (the ensemble when it scored better, else the best trial) as
     a fold bag and refit on all rows (the members that were refit; their out-of-fold blend
-    estimates its quality), each measured on serving's compiled path (unless the job's hard
-    deadline has passed: then unmeasured)."""
+    estimates its quality), each measured on serving's compiled path while the wall budget
+    allows (see MEASURE_GRACE; else unmeasured)."""
     target = prep.target
     higher = target.metric.higher_is_better
     best_number, best_score, kind = best
@@ -753,9 +756,15 @@ def _versions(
             "refit_full", assemble(kept, refits), refit_score, len(refits)
         )
     features_s, features_batch_s = features
-    for version in out.values():
-        # measuring compiles every model of the version: not past the job's deadline
-        if prep.hard_deadline is not None and time.monotonic() > prep.hard_deadline:
+    wall = prep.hard_deadline - prep.started if prep.hard_deadline is not None else None
+    # measuring compiles every model of a version: the refit-full one (a k-th of the models)
+    # first and within MEASURE_GRACE of the budget's end (a job may overrun by 10%), the fold
+    # bag only before the end
+    for name, grace in (("refit_full", MEASURE_GRACE), ("fold_bag", 0.0)):
+        version = out.get(name)
+        if version is None:
+            continue
+        if wall is not None and time.monotonic() > prep.started + wall * (1.0 + grace):
             continue
         version.row_latency_s = row_latency_s(version.model, prep.X) + features_s
         version.batch_rows_per_s = 1.0 / (batch_row_s(version.model, prep.X) + features_batch_s)
