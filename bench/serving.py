@@ -218,7 +218,7 @@ def start_atlas(
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        env = dict(
+        settings = dict(
             os.environ,
             PYTHONPATH=f"{ROOT}:{ROOT / 'src'}:{ROOT / 'services' / 'serving'}",
             ATLAS_SERVING_SERVER__PORT=str(port),
@@ -237,9 +237,11 @@ def start_atlas(
             ),
             ATLAS_SERVING_RUNTIME__REPLICA_ID=f"bench-{i}",
             ATLAS_SERVING_JOBS__RUNNER_ID=f"bench-{i}",
-            **(env or {}),
         )
-        procs.append(subprocess.Popen([sys.executable, "-m", "atlas_serving"], env=env, cwd=tmp))
+        settings.update(env or {})  # the caller's settings win (e.g. another trusted key)
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "atlas_serving"], env=settings, cwd=tmp)
+        )
         addrs.append(f"127.0.0.1:{port}")
     return procs, ",".join(addrs)
 

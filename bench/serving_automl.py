@@ -1,10 +1,15 @@
-"""Serving what AutoML picks: for each dataset of bench/automl.py, the AutoML winner (the
-model a training job would deploy) is written as a bundle and served by two serving replicas
-side by side in one run:
+"""Serving what AutoML picks: for each dataset of bench/automl.py, the AutoML winner is
+written as a training job writes it (the fold-bagged model, and beside it the refit-full
+version: each member refit once on all rows) and served by three serving replicas side by
+side in one run:
 
-- ``today``: ``runtime.compile_models=false`` (XGBoost trees compiled, every other family
-  scored by its own library per call: the path before 2026-12-07);
-- ``compiled``: the default (every family compiled, verified before use).
+- ``today``: ``runtime.compile_models=false`` and ``refit_full_tolerance=-1`` (the
+  fold-bagged model; XGBoost trees compiled, every other family scored by its own library
+  per call: the path before 2026-12-07);
+- ``compiled``: every family compiled (verified before use), the fold-bagged model
+  (``refit_full_tolerance=-1``);
+- ``refit_full``: the default settings (compiled; the refit-full version when its
+  cross-validated estimate is within ``refit_full_tolerance`` of the fold-bagged one's).
 
 Per replica: single-row Predict p50/p99 at concurrency 1, req/s at concurrency 64, rows/s of
 one 10,000-row PredictBatch, and the test metric of the served answers (PredictBatch on the
@@ -15,11 +20,18 @@ shared machine drifts; ratios within a dataset are what to compare).
     python bench/serving_automl.py                       # nine datasets, 120 s AutoML each
     python bench/serving_automl.py --quick               # breast_cancer + diabetes, 20 s
     python bench/serving_automl.py --datasets wine --budget 60 --seconds 3
+    python bench/serving_automl.py --autogluon /work/venvs/autogluon   # + AutoGluon side by side
+
+``--autogluon VENV``: AutoGluon (its own venv: ``python -m venv VENV`` and
+``VENV/bin/pip install autogluon.tabular``) fits the same training rows within the same
+budget, then ``refit_full`` + ``persist``, and its single-row latency is timed in process
+(bench/_autogluon_latency.py) against ours over gRPC.
 
 Writes bench/results/serving_automl.json: ``winner_p99_c1_ms_max`` (worst dataset, default
-path), ``winner_p99_c1_ms_median``, ``winner_rps_c64_min_vs_xgb`` (worst dataset's c64
-throughput over the XGBoost pipeline's), ``quality_loss_max`` (worst relative test-metric
-loss of the served answers against the winner scored in process), and per-dataset detail.
+path: ``refit_full``), ``winner_p99_c1_ms_median``, ``winner_rps_c64_min_vs_xgb`` (worst
+dataset's c64 throughput over the XGBoost pipeline's), ``quality_loss_max`` (worst relative
+test-metric loss of the served answers against the fold-bagged winner scored in process),
+and per-dataset detail (with the trainer's estimates and measured costs of both versions).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import os
 import statistics
 import subprocess
 import sys
@@ -52,6 +65,9 @@ warnings.filterwarnings("ignore")
 QUICK = ("breast_cancer", "diabetes")
 HIGHER = {"roc_auc": True, "log_loss": False, "rmse": False}
 BATCH_ROWS = 10_000
+# (replica, runtime.compile_models, runtime.refit_full_tolerance; "" = the default)
+REPLICAS = (("today", "false", "-1"), ("compiled", "true", "-1"), ("refit_full", "true", ""))
+DEFAULT = "refit_full"
 
 
 def _records(X: pd.DataFrame) -> list[dict[str, Any]]:
@@ -159,6 +175,7 @@ def run_dataset(
     replicas: dict[str, tuple[Any, str]],
     store: Any,
     signer: Any,
+    autogluon: Path | None = None,
 ) -> dict[str, Any]:
     from atlas.serving.v1 import serving_service_pb2 as pb
     from atlas_core.bundles import write_bundle
@@ -169,12 +186,18 @@ def run_dataset(
     Xtr, Xte, ytr, yte = split(X, y, task)
     start = time.perf_counter()
     result = run_automl(AutoMLRequest(Xtr, ytr, task=task, wall_budget_s=budget, n_jobs=2, seed=0))
-    model = result.model
     fit_s = time.perf_counter() - start
+    bagged, refit = result.versions["fold_bag"], result.versions.get("refit_full")
+    model = bagged.model
     metric = METRIC[task]
     classes = [] if task == "regression" else list(model.classes_)
-    reference_pred = model.predict(Xte) if task == "regression" else model.predict_proba(Xte)
-    reference = test_score(metric, yte.to_numpy(), reference_pred, classes)
+
+    def test_metric(m: Any) -> float:
+        pred = m.predict(Xte) if task == "regression" else m.predict_proba(Xte)
+        return float(test_score(metric, yte.to_numpy(), pred, classes))
+
+    reference = test_metric(model)
+    higher = result.higher_is_better
     ref = write_bundle(
         store,
         f"models/{name}/v1.tar",
@@ -187,7 +210,16 @@ def run_dataset(
         metrics={},
         lineage={},
         signer=signer,
+        variant=bagged.facts(higher),
+        variants={"refit_full": (refit.model, refit.facts(higher))} if refit else None,
     )
+    versions = {
+        v.name: {
+            **{k: x for k, x in v.facts(higher).items() if k != "description"},
+            "test_metric": test_metric(v.model),
+        }
+        for v in result.versions.values()
+    }
     test_rows = _records(Xte)
     load_rows = test_rows[:256]
     batch_rows = [test_rows[i % len(test_rows)] for i in range(BATCH_ROWS)]
@@ -199,6 +231,7 @@ def run_dataset(
         "automl_fit_s": round(fit_s, 1),
         "winner": model.description,
         "winner_test_metric": reference,
+        "versions": versions,
     }
     label_names = [str(c) for c in classes]
     endpoint = name.lower().replace("_", "-")  # model and endpoint names are DNS-like
@@ -232,7 +265,45 @@ def run_dataset(
             f"{metric} {served_metric:.4f} (in process {reference:.4f})",
             flush=True,
         )
+    if autogluon is not None:
+        out["autogluon"] = _autogluon(autogluon, name, task, budget, Xtr, ytr, Xte, yte, classes)
+        ag = out["autogluon"]
+        print(
+            f"{name:<14} {'autogluon':<9} p50 {ag['p50_ms']:7.2f} ms  p99 {ag['p99_ms']:7.2f} ms"
+            f"  (in process, refit_full + persist)  {metric} {ag['test_metric']:.4f}",
+            flush=True,
+        )
     return out
+
+
+def _autogluon(
+    venv: Path,
+    name: str,
+    task: str,
+    budget: float,
+    Xtr: pd.DataFrame,
+    ytr: pd.Series,
+    Xte: pd.DataFrame,
+    yte: pd.Series,
+    classes: list[Any],
+) -> dict[str, Any]:
+    """AutoGluon on the same rows in its own venv (bench/_autogluon_latency.py)."""
+    with tempfile.TemporaryDirectory(prefix=f"atlas-bench-ag-{name}-") as tmp:
+        folder = Path(tmp)
+        Xtr.assign(target=ytr.to_numpy()).to_csv(folder / "train.csv", index=False)
+        Xte.assign(target=yte.to_numpy()).to_csv(folder / "test.csv", index=False)
+        script = Path(__file__).resolve().parent / "_autogluon_latency.py"
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), str(script), str(folder), task, str(budget), "300"],
+            capture_output=True,
+            text=True,
+            timeout=budget * 4 + 600,
+            check=True,
+        )
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    pred = np.asarray(found.pop("test_pred"), dtype=np.float64)
+    found["test_metric"] = test_score(METRIC[task], yte.to_numpy(), pred, classes)
+    return dict(found)
 
 
 def run_all(
@@ -240,6 +311,7 @@ def run_all(
     budget: float,
     seconds: float,
     on_dataset: Callable[[dict[str, Any]], None] | None = None,
+    autogluon: Path | None = None,
 ) -> dict[str, Any]:
     from pydantic import SecretStr
 
@@ -272,7 +344,7 @@ def run_all(
         replicas: dict[str, tuple[Any, str]] = {}
         signer = _signer(tmp)  # both replicas trust the bench's key
         trusted = json.dumps([str(tmp / "secrets" / "bundle-signing.pub")])
-        for kind, compile_models in (("today", "false"), ("compiled", "true")):
+        for kind, compile_models, tolerance in REPLICAS:
             (tmp / kind).mkdir()
             started, target = start_atlas(
                 tmp / kind,
@@ -280,6 +352,11 @@ def run_all(
                 env={
                     "ATLAS_SERVING_RUNTIME__COMPILE_MODELS": compile_models,
                     "ATLAS_SERVING_BUNDLES__TRUSTED_KEYS": trusted,
+                    **(
+                        {"ATLAS_SERVING_RUNTIME__REFIT_FULL_TOLERANCE": tolerance}
+                        if tolerance
+                        else {}
+                    ),
                 },
             )
             procs += started
@@ -302,7 +379,7 @@ def run_all(
         xgb_rows = _records(bc.iloc[:256])
         for name in names:
             try:
-                found = run_dataset(name, budget, seconds, replicas, store, signer)
+                found = run_dataset(name, budget, seconds, replicas, store, signer, autogluon)
             except Exception as exc:  # noqa: BLE001 - recorded; the other datasets still run
                 print(f"{name}: failed: {exc!r}", flush=True)
                 out["failed"] = {**out.get("failed", {}), name: repr(exc)}
@@ -334,7 +411,7 @@ def run_all(
 def summarise(out: dict[str, Any]) -> dict[str, Any]:
     rows = out["datasets"].values()
     summary: dict[str, Any] = {}
-    for kind in ("today", "compiled"):
+    for kind, _, _ in REPLICAS:
         p99 = [r[kind]["c1"]["p99_ms"] for r in rows]
         summary[kind] = {
             "p99_c1_ms_max": max(p99),
@@ -344,15 +421,18 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
             "batch_rows_per_s_min": min(r[kind]["batch_rows_per_s"] for r in rows),
             "quality_loss_max": max(r[kind]["quality_loss"] for r in rows),
         }
-    default = summary["compiled"]
+    default = summary[DEFAULT]
+    ag = [r["autogluon"]["p99_ms"] for r in rows if "autogluon" in r]
+    extra = {"autogluon_p99_c1_ms_median": statistics.median(ag)} if ag else {}
     return {
+        **extra,
         "winner_p99_c1_ms_max": default["p99_c1_ms_max"],
         "winner_p99_c1_ms_median": default["p99_c1_ms_median"],
         "winner_rps_c64_min_vs_xgb": default["rps_c64_min_vs_xgb"],
         "quality_loss_max": default["quality_loss_max"],
         "today_p99_c1_ms_median": summary["today"]["p99_c1_ms_median"],
         "xgb_p99_c1_ms_median": statistics.median(r["xgb_c1"]["p99_ms"] for r in rows),
-        "p99_c1_median_ratio_today_over_compiled": summary["today"]["p99_c1_ms_median"]
+        "p99_c1_median_ratio_today_over_default": summary["today"]["p99_c1_ms_median"]
         / default["p99_c1_ms_median"],
         "summary": summary,
     }
@@ -364,6 +444,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*")
     parser.add_argument("--budget", type=float)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--autogluon", type=Path, help="AutoGluon's venv (side by side)")
     args = parser.parse_args()
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     budget = args.budget or (20.0 if args.quick else 120.0)
@@ -373,7 +454,10 @@ def main() -> None:
         out.update(summarise(out))
         return write_results("serving_automl", out, quick=args.quick)
 
-    out = run_all(names, budget, seconds, on_dataset=save)
+    load_before = os.getloadavg()
+    out = run_all(names, budget, seconds, on_dataset=save, autogluon=args.autogluon)
+    # a shared machine: the figures are only comparable within one load level
+    out["load_average"] = {"start": list(load_before), "end": list(os.getloadavg())}
     path = save(out)
     print(f"wrote {path}")
     keys = (
@@ -383,8 +467,10 @@ def main() -> None:
         "quality_loss_max",
         "today_p99_c1_ms_median",
         "xgb_p99_c1_ms_median",
-        "p99_c1_median_ratio_today_over_compiled",
+        "p99_c1_median_ratio_today_over_default",
     )
+    if "autogluon_p99_c1_ms_median" in out:
+        keys += ("autogluon_p99_c1_ms_median",)
     print(json.dumps({k: out[k] for k in keys}, indent=2))
     if any(not math.isfinite(out[k]) for k in keys):
         sys.exit(1)

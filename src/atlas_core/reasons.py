@@ -434,6 +434,12 @@ class SharedReason(Reason):
         "A member of a model bundle does not match the checksum in its manifest.",
         "Rebuild or re-upload the bundle.",
     )
+    BUNDLE_VARIANT_NOT_FOUND = (
+        auto(),
+        Code.NOT_FOUND,
+        "The model bundle holds no version of the model by that name (e.g. no refit-full one).",
+        "Use one of the variants the bundle's manifest lists.",
+    )
     BUNDLE_FORMAT_UNSUPPORTED = (
         auto(),
         Code.FAILED_PRECONDITION,

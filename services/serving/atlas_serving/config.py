@@ -46,6 +46,10 @@ class RuntimeSettings(StrictModel):
     # Compile every model family for the float-matrix fast path (verified before use); false
     # compiles XGBoost trees only, as serving did before 2026-12-07 (a switch for comparing).
     compile_models: bool = True
+    # A bundle with a refit-full version (AutoML: each ensemble member refit once on all
+    # rows) serves it when its estimated quality is at most this much worse, relative, than
+    # the fold-bagged model's; negative: always serve the fold-bagged model.
+    refit_full_tolerance: float = 0.005
     capture_prefix: str = "serving/capture"
     # Where PredictBatch writes the results of input_artifact requests.
     batch_output_prefix: str = "serving/batch"

@@ -101,6 +101,7 @@ class ServingService:
             budget_bytes=settings.capacity.memory_budget_bytes,
             on_cold_start=self._cold_start,
             compile_models=rt.compile_models,
+            refit_full_tolerance=rt.refit_full_tolerance,
         )
         self.capture = CaptureWriter(self.engine, self.store, rt.capture_prefix, rt.replica_id)
         self.executor = ThreadPoolExecutor(rt.inference_threads, "atlas-infer")

@@ -98,6 +98,7 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
         device=str(t.get("device") or ""),
         gpu_utilization_percent=float(t.get("gpu_utilization_percent") or 0.0),
         gpu_memory_peak_bytes=int(t.get("gpu_memory_peak_bytes") or 0),
+        batch_rows_per_s=float(t.get("batch_rows_per_s") or 0.0),
     )
     for field, key in (("score", "score"), ("score_std", "score_std")):
         value = t.get(key)
@@ -194,6 +195,18 @@ def result_to_pb(result: dict[str, Any]) -> pb.TrainingResult:
         msg.checkpoints.add(uri=c["uri"], sha256=c["sha256"], size_bytes=c["size"])
     if result.get("deep_learning"):
         msg.deep_learning.CopyFrom(deep_learning_to_pb(result["deep_learning"]))
+    for v in result.get("model_versions") or []:
+        version = msg.model_versions.add(
+            name=str(v.get("name") or ""),
+            description=str(v.get("description") or ""),
+            models=int(v.get("models") or 0),
+            batch_rows_per_s=float(v.get("batch_rows_per_s") or 0.0),
+        )
+        if v.get("score") is not None and math.isfinite(float(v["score"])):
+            version.score = float(v["score"])
+        latency = seconds(v.get("row_latency_s"))
+        if latency is not None:
+            version.row_latency.CopyFrom(latency)
     return msg
 
 

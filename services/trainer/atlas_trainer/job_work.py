@@ -150,6 +150,7 @@ def _train(
         ensemble=not automl.search_space.disable_ensemble,
         ensemble_size=automl.search_space.max_ensemble_size or 25,
         max_row_latency_ms=automl.max_row_latency_ms or None,
+        min_batch_rows_per_s=automl.min_batch_rows_per_s or None,
         column_roles=dict(automl.column_roles),
         on_event=on_event,
         should_stop=ctx.cancelled,
@@ -164,11 +165,21 @@ def _train(
             f"no trial completed within the budget ({result.stop_reason}); raise the wall budget"
         )
     ctx.report(0.96, "writing the model bundle")
+    # the fold-bagged model is the bundle's model; its refit-full version goes beside it
+    # (serving chooses between them, see atlas_serving.dataplane.variants)
+    bagged = result.versions.get("fold_bag")
+    refit = result.versions.get("refit_full")
     bundle = write_bundle(
         rt.artifacts,
         f"models/{ctx.job_id}/bundle.tar",
         signer=rt.signer,
-        model=result.model,
+        model=bagged.model if bagged is not None else result.model,
+        variant=bagged.facts(result.higher_is_better) if bagged is not None else None,
+        variants=(
+            {"refit_full": (refit.model, refit.facts(result.higher_is_better))}
+            if bagged is not None and refit is not None
+            else None
+        ),
         task=result.task,
         target=spec.target_column,
         classes=result.classes,
@@ -289,6 +300,7 @@ def _result_dict(
         "stop_reason": result.stop_reason,
         "elapsed_s": elapsed,
         "baseline_score": result.baseline_score,
+        "model_versions": [v.facts(result.higher_is_better) for v in result.versions.values()],
         "lineage": {
             "dataset": list(data.dataset) if data.dataset else None,
             "artifact": data.artifact_uri,

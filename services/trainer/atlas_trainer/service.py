@@ -198,6 +198,12 @@ class TrainerService:
                 f"automl.max_row_latency_ms must be >= 0 (0: no budget), got {latency}",
                 reason="BAD_BUDGET",
             )
+        floor = spec.automl.min_batch_rows_per_s
+        if not math.isfinite(floor) or floor < 0:
+            raise InvalidArgument(
+                f"automl.min_batch_rows_per_s must be >= 0 (0: no floor), got {floor}",
+                reason="BAD_BUDGET",
+            )
         gpus = spec.resources.gpus
         if gpus:
             from atlas_trainer.automl.resources import detect_gpus

@@ -16,7 +16,7 @@ from atlas_core.bundles._archive import read_manifest_only as _read_manifest_onl
 from atlas_core.bundles._manifest import EXTRA_PREFIX, version_warnings
 from atlas_core.bundles._predictor import Predictor
 from atlas_core.bundles._schema import InputSchema
-from atlas_core.errors import DataLoss, FailedPrecondition, InvalidArgument
+from atlas_core.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from atlas_core.storage import ArtifactRef, ArtifactStore, KeyOrRef
 
 
@@ -39,6 +39,39 @@ class LoadedBundle:
     load_seconds: float
     extra_files: Mapping[str, bytes] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # Pickled other versions of the model by name (manifest ``variants``): unpickled only
+    # when asked for (:meth:`variant_predictor`).
+    variant_files: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def variants(self) -> Mapping[str, Mapping[str, Any]]:
+        """Facts about the other versions of the model (``write_bundle``'s ``variants``)."""
+        return self.manifest.get("variants", {})
+
+    @property
+    def model_variant(self) -> Mapping[str, Any]:
+        """Facts about the main model as a variant (name, estimated quality, latency)."""
+        return self.manifest.get("model", {}).get("variant", {})
+
+    def variant_predictor(self, name: str) -> Predictor:
+        """The predictor of variant ``name`` (unpickled now).
+
+        Raises:
+            NotFound: the bundle has no such variant.
+        """
+        data = self.variant_files.get(name)
+        if data is None:
+            raise NotFound(
+                f"model bundle '{self.ref.key}' has no variant {name!r}",
+                reason="BUNDLE_VARIANT_NOT_FOUND",
+                metadata={"variant": name},
+            )
+        return Predictor(
+            joblib.load(io.BytesIO(data)),
+            self.input_schema,
+            task=self.task,
+            classes=self.classes,
+        )
 
     @property
     def task(self) -> str:
@@ -135,6 +168,11 @@ def load_bundle(
         for name, data in contents.items()
         if name.startswith(EXTRA_PREFIX)
     }
+    variant_files = {
+        name: contents[facts.get("member", "")]
+        for name, facts in (manifest.get("variants") or {}).items()
+        if facts.get("member", "") in contents
+    }
     return LoadedBundle(
         ref=ref,
         manifest=manifest,
@@ -144,6 +182,7 @@ def load_bundle(
         memory_bytes=sum(len(data) for data in contents.values()),
         load_seconds=time.perf_counter() - started,
         extra_files=extras,
+        variant_files=variant_files,
         warnings=tuple(version_warnings(manifest.get("libraries", {}))),
     )
 

@@ -35,6 +35,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_MEMBER = "model/model.joblib"
 EXTRA_PREFIX = "extra/"
+# Other versions of the model (e.g. "refit_full" beside a fold-bagged ensemble).
+VARIANT_PREFIX = "variants/"
 TASKS = ("binary", "multiclass", "regression")
 
 # Libraries whose versions matter for unpickling; recorded when already imported (a bundle

@@ -20,6 +20,7 @@ from atlas_core.bundles._manifest import (
     FORMAT_VERSION,
     MODEL_MEMBER,
     TASKS,
+    VARIANT_PREFIX,
     BundleLineage,
     canonical_json,
     jsonable,
@@ -50,6 +51,8 @@ def write_bundle(
     extra_files: Mapping[str, bytes | str | Path] | None = None,
     seed: int = 0,
     unused_columns: Sequence[str] = (),
+    variant: Mapping[str, Any] | None = None,
+    variants: Mapping[str, tuple[Any, Mapping[str, Any]]] | None = None,
 ) -> ArtifactRef:
     """Publish ``model`` as a model bundle under ``key`` and return its ref.
 
@@ -63,6 +66,12 @@ def write_bundle(
     with ``signer=None`` unless they allow unsigned bundles (development only). The manifest
     is deterministic for equal inputs and ``seed``.
     The artifact is published atomically by the store (readers never see a partial bundle).
+    ``variants`` maps names to other versions of the model (e.g. ``"refit_full"``: each
+    member of a fold-bagged ensemble refit once on all rows) with JSON facts about each
+    (estimated quality, measured latency); they are stored as ``variants/<name>.joblib`` and
+    recorded under the manifest's ``variants``; ``variant`` holds the same facts about
+    ``model`` itself (``manifest["model"]["variant"]``). Readers that know variants choose one
+    (serving: ``atlas_serving.dataplane.variants``); others use ``model``.
 
     Raises:
         InvalidArgument: unknown task, classes not matching the task or the model, empty or
@@ -78,6 +87,17 @@ def write_bundle(
         workdir = Path(tmp)
         members = {MODEL_MEMBER: _dump_model(model, workdir)}
         members.update(_stage_extras(extra_files or {}, workdir))
+        recorded_variants = {}
+        for name, (other, facts) in sorted((variants or {}).items()):
+            _check_variant_name(name)
+            _check_task(task, classes, other)
+            member = f"{VARIANT_PREFIX}{name}.joblib"
+            members[member] = _dump_model(other, workdir, name=f"variant-{name}.joblib")
+            recorded_variants[name] = {
+                **jsonable(dict(facts)),
+                "member": member,
+                "class": f"{type(other).__module__}.{type(other).__qualname__}",
+            }
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -98,7 +118,9 @@ def write_bundle(
                 "class": f"{type(model).__module__}.{type(model).__qualname__}",
                 "has_predict_proba": callable(getattr(model, "predict_proba", None)),
                 "has_contributions": _has_contributions(model, X_train),
+                **({"variant": jsonable(dict(variant))} if variant else {}),
             },
+            **({"variants": recorded_variants} if recorded_variants else {}),
             "libraries": library_versions(),
             "members": {},
         }
@@ -168,8 +190,16 @@ def _as_series(values: Any) -> pd.Series:
     return values if isinstance(values, pd.Series) else pd.Series(np.asarray(values).ravel())
 
 
-def _dump_model(model: Any, workdir: Path) -> Path:
-    path = workdir / "model.joblib"
+def _check_variant_name(name: str) -> None:
+    if not name or not name.isascii() or not name.replace("_", "").isalnum():
+        raise InvalidArgument(
+            f"variant name {name!r} must be ASCII letters, digits and underscores",
+            reason="INVALID_MODEL",
+        )
+
+
+def _dump_model(model: Any, workdir: Path, name: str = "model.joblib") -> Path:
+    path = workdir / name
     joblib.dump(model, path)
     return path
 

@@ -121,9 +121,10 @@ def _treelite_lightgbm(estimator: Any, n_features: int) -> MatrixScorer | None:
     booster = estimator.booster_
     if booster.num_feature() != n_features:
         return None
-    best = getattr(estimator, "best_iteration_", None)
-    if best and best < booster.current_iteration():
-        return None  # predict() stops at the best iteration; GTIL would use every tree
+    best = getattr(booster, "best_iteration", 0)
+    if best and 0 < best < booster.current_iteration():
+        # predict() stops at the booster's best iteration: compile those trees only
+        booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=best))
     classifier = isinstance(estimator, lightgbm.LGBMClassifier)
     n_outputs = len(estimator.classes_) if classifier else 1
     model = treelite.frontend.from_lightgbm(booster)

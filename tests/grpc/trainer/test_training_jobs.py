@@ -123,8 +123,11 @@ async def test_bad_training_input(trainer_harness):
     empty = await asyncio.to_thread(h.upload, "uploads/nan.parquet", frame.assign(target=np.nan))
     slow = spec_for(good)
     slow.automl.max_row_latency_ms = -1.0
+    starved = spec_for(good)
+    starved.automl.min_batch_rows_per_s = float("nan")
     cases = [
         (slow, grpc.StatusCode.INVALID_ARGUMENT, "max_row_latency_ms"),
+        (starved, grpc.StatusCode.INVALID_ARGUMENT, "min_batch_rows_per_s"),
         (spec_for(good, target="nope"), grpc.StatusCode.INVALID_ARGUMENT, "nope"),
         (spec_for(constant), grpc.StatusCode.INVALID_ARGUMENT, "constant"),
         (spec_for(empty), grpc.StatusCode.INVALID_ARGUMENT, "all missing"),
@@ -171,3 +174,59 @@ async def test_cancel_keeps_completed_trials_and_best_model(trainer_harness):
     assert any(t.state == pb.TRIAL_STATE_COMPLETE for t in trials.trials)
     # the kept trials' single-row cost on serving's compiled path
     assert any(t.row_latency.ToNanoseconds() > 0 for t in trials.trials)
+
+
+async def test_refit_full_version_beside_the_fold_bagged_model(trainer_harness):
+    """Both versions of the final model are reported with their estimates and measured
+    costs; the bundle holds the fold-bagged model and, beside it, the refit-full one."""
+    h = trainer_harness
+    frame = breast_cancer()
+    artifact = await asyncio.to_thread(h.upload, "uploads/bc-refit.parquet", frame)
+    spec = pb.TrainingJobSpec(
+        dataset_artifact=artifact,
+        target_column="target",
+        budget=pb.Budget(max_trials=4),
+        automl=pb.AutoMlSpec(
+            strategy=pb.SEARCH_STRATEGY_RANDOM,
+            folds=3,
+            validation=pb.VALIDATION_METHOD_KFOLD,
+            search_space=pb.SearchSpaceOptions(
+                model_families=[pb.MODEL_FAMILY_RANDOM_FOREST, pb.MODEL_FAMILY_LINEAR]
+            ),
+        ),
+        seed=0,
+    )
+    job = (await h.stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(spec=spec))).job
+    await watch_until_done(h.stub, job.status.job_id, timeout=400)
+    done = (await h.stub.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job.status.job_id))).job
+    assert done.status.state == common_pb2.JOB_STATE_SUCCEEDED, done.status.error.message
+    result = done.result
+    versions = {v.name: v for v in result.model_versions}
+    assert set(versions) == {"fold_bag", "refit_full"}
+    for v in versions.values():
+        assert v.score > 0.9 and v.models >= 1 and v.description
+        assert v.row_latency.ToNanoseconds() > 0 and v.batch_rows_per_s > 0
+    # every member was refit (no wall budget): the same out-of-fold estimate, a k-th of the
+    # models per row
+    assert versions["refit_full"].score == pytest.approx(versions["fold_bag"].score)
+    assert versions["fold_bag"].models == 3 * versions["refit_full"].models
+    bundle = await asyncio.to_thread(
+        load_bundle,
+        h.service.rt.artifacts,
+        h.service.rt.artifacts.key_for_uri(result.model_bundle.uri),
+        trust=TEST_TRUST,
+    )
+    assert bundle.model_variant["name"] == "fold_bag"
+    assert bundle.variants["refit_full"]["score"] == pytest.approx(versions["refit_full"].score)
+    X = frame.drop(columns=["target"]).head(50)
+    bagged = bundle.predictor.predict_proba(X)
+    refit = bundle.variant_predictor("refit_full").predict_proba(X)
+    assert refit.shape == bagged.shape == (50, 2)
+    assert not np.allclose(refit, bagged)  # two different fitted versions
+    assert ((refit[:, 1] > 0.5) == frame["target"].head(50).astype(bool)).mean() > 0.9
+    # the leaderboard shows each completed trial's measured costs on the fast path
+    board = await h.stub.GetLeaderboard(pb.GetLeaderboardRequest(job_id=job.status.job_id))
+    complete = [e for e in board.entries if e.state == pb.TRIAL_STATE_COMPLETE]
+    assert complete and all(
+        e.row_latency.ToNanoseconds() > 0 and e.batch_rows_per_s > 0 for e in complete
+    )

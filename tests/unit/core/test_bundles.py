@@ -625,3 +625,41 @@ def test_columns_the_model_drops_may_be_left_out_of_requests() -> None:
     assert schema.problems_with({"x": "float"}) == []
     with pytest.raises(InvalidArgument, match="not training columns: nope"):
         schema.with_unused(["nope"])
+
+
+def test_a_variant_travels_beside_the_model_and_is_verified(
+    store: LocalArtifactStore, cases: dict[str, Case]
+) -> None:
+    case = cases["linear"]
+    other = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=500))
+    other.fit(case.X, case.y)
+    facts = {"name": "refit_full", "score": 0.97, "higher_is_better": True, "models": 1}
+    ref = case.write(
+        store,
+        "v.bundle",
+        variant={"name": "fold_bag", "score": 0.98, "higher_is_better": True},
+        variants={"refit_full": (other, facts)},
+    )
+    loaded = load_bundle(store, ref, trust=TEST_TRUST)
+    assert loaded.model_variant["name"] == "fold_bag"
+    assert loaded.variants["refit_full"]["score"] == 0.97
+    assert loaded.variants["refit_full"]["member"] == "variants/refit_full.joblib"
+    np.testing.assert_allclose(
+        loaded.variant_predictor("refit_full").predict_proba(case.X), other.predict_proba(case.X)
+    )
+    np.testing.assert_allclose(
+        loaded.predictor.predict_proba(case.X), case.model.predict_proba(case.X)
+    )
+    with pytest.raises(NotFound) as missing:
+        loaded.variant_predictor("nope")
+    assert missing.value.reason == "BUNDLE_VARIANT_NOT_FOUND"
+    # the variant is a member like the model: tampering with it is refused
+    store.put_bytes(
+        "v.bundle",
+        _rewrite_tar(store.get_bytes(ref), {"variants/refit_full.joblib": b"tampered"}),
+    )
+    with pytest.raises(DataLoss) as err:
+        load_bundle(store, "v.bundle", trust=TEST_TRUST)
+    assert err.value.reason == CHECKSUM_REASON
+    with pytest.raises(InvalidArgument):
+        case.write(store, "bad.bundle", variants={"../x": (other, {})})

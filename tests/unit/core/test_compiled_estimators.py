@@ -69,6 +69,19 @@ def test_lightgbm_many_leaves_and_categorical_splits(target: str) -> None:
     _same(model, X, regression=target == "regression")
 
 
+@pytest.mark.parametrize("target", ["binary", "multiclass"])
+def test_a_lightgbm_stopping_at_its_best_iteration_compiles_those_trees(target: str) -> None:
+    X, binary, three = _data(6)
+    y = binary if target == "binary" else three
+    model = lgb.LGBMClassifier(n_estimators=40, verbose=-1).fit(X, y)
+    full = model.predict_proba(X)
+    # a booster kept whole past its best iteration (keep_training_booster): predict stops there
+    model.booster_.best_iteration = model._best_iteration = 10
+    assert model.booster_.best_iteration < model.booster_.current_iteration()
+    assert not np.allclose(model.predict_proba(X), full)
+    _same(model, X)
+
+
 def test_linear_models() -> None:
     X, binary, three = _data(3, missing=False)
     _same(LogisticRegression(max_iter=500).fit(X, binary), X)

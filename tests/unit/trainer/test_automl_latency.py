@@ -130,3 +130,83 @@ def test_an_ensemble_sheds_members_until_it_fits(
     for row in result.leaderboard:
         if row.number < 0:
             assert row.row_latency_s == pytest.approx(_cost(result.ensemble_model, fake))
+
+
+@pytest.mark.slow
+def test_trials_below_the_batch_throughput_floor_stay_out(
+    data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    X, y = data
+    # seconds per row of a batch: forests 1,000 rows/s, linear models a million
+    fake = {"random_forest": 1e-3, "linear": 1e-6}
+    monkeypatch.setattr(
+        engine,
+        "measure_batch",
+        lambda fold_models, X, order, deadline: {
+            n: fake[f[0].family] for n, f in fold_models.items()
+        },
+    )
+    result = run_automl(
+        AutoMLRequest(
+            X,
+            y,
+            task="binary",
+            max_trials=6,
+            strategy="random",
+            families=["random_forest", "linear"],
+            folds=3,
+            seed=0,
+            fixed_params={"rf.n_estimators": 10},
+            min_batch_rows_per_s=10_000,
+        )
+    )
+    assert "random_forest" in {r.family for r in result.leaderboard if r.state == "COMPLETE"}
+    assert _families(result.model) == {"linear"}
+    assert any("10000 rows/s in batches" in w for w in result.warnings)
+    for row in result.leaderboard:
+        if row.state == "COMPLETE" and row.number >= 0:
+            assert row.batch_rows_per_s == pytest.approx(1.0 / fake[row.family])
+            assert row.row_latency_s is not None and row.row_latency_s > 0
+    for version in result.versions.values():
+        assert _families(version.model) == {"linear"}
+
+
+@pytest.mark.slow
+def test_the_refit_full_version_keeps_the_members_that_were_refit(
+    data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from atlas_core.ml import FoldBag, WeightedEnsemble
+    from atlas_trainer.automl.finalize import FinalModels
+
+    X, y = data
+    request = dict(
+        task="binary",
+        max_trials=6,
+        strategy="random",
+        families=["random_forest", "linear"],
+        folds=3,
+        seed=0,
+        fixed_params={"rf.n_estimators": 10},
+    )
+    full = run_automl(AutoMLRequest(X, y, **request))
+    assert isinstance(full.model, WeightedEnsemble)
+    bagged, refit = full.versions["fold_bag"], full.versions["refit_full"]
+    assert all(isinstance(m, FoldBag) for m in bagged.model.members)
+    assert not any(isinstance(m, FoldBag) for m in refit.model.members)
+    assert refit.score == bagged.score == full.ensemble_score
+    assert bagged.models == 3 * refit.models
+    # only the heaviest member could be refit (as when the budget runs out): the refit-full
+    # version is that member alone, estimated by its own out-of-fold predictions
+    heaviest = max(full.ensemble_weights, key=full.ensemble_weights.__getitem__)
+    refitted = FinalModels.refitted
+    monkeypatch.setattr(
+        FinalModels, "refitted", lambda self, n: refitted(self, n) if n == heaviest else None
+    )
+    partial = run_automl(AutoMLRequest(X, y, **request))
+    version = partial.versions["refit_full"]
+    assert version.models == 1 and not isinstance(version.model, WeightedEnsemble)
+    y_oof = y.to_numpy()[partial.oof_index]
+    assert version.score == pytest.approx(roc_auc_score(y_oof, partial.oof[heaviest][:, 1]))
+    assert partial.versions["fold_bag"].score == partial.ensemble_score

@@ -78,6 +78,10 @@ def check_row_names(
 class ServableModel:
     """One model version in memory."""
 
+    # which version of the model this is ("refit_full", "fold_bag"; "" when the bundle names
+    # none): set by the model cache, see dataplane.variants
+    variant: str = ""
+
     def __init__(self, bundle: Any, *, compile_all: bool = True) -> None:
         self.bundle = bundle
         self.compile_all = compile_all

@@ -15,6 +15,7 @@ from atlas_core.storage import ArtifactStore
 from atlas_serving.bundle_access import BundleLoader, resolve_artifact
 from atlas_serving.dataplane.inference import ServableModel
 from atlas_serving.dataplane.node_lookup import servable
+from atlas_serving.dataplane.variants import choose_variant
 from atlas_serving.domain import ModelVersion
 
 log = logging.getLogger("atlas.serving.models")
@@ -51,12 +52,14 @@ class ModelCache:
         budget_bytes: int,
         on_cold_start: ColdStartHook | None = None,
         compile_models: bool = True,
+        refit_full_tolerance: float = 0.005,
     ) -> None:
         self.store = store
         self.loader = loader
         self.budget_bytes = budget_bytes
         self.on_cold_start = on_cold_start
         self.compile_models = compile_models
+        self.refit_full_tolerance = refit_full_tolerance
         self._entries: OrderedDict[ModelKey, _Entry] = OrderedDict()
         self._loading: dict[ModelKey, asyncio.Future[ServableModel]] = {}
         self.cold_starts: dict[ModelKey, float] = {}
@@ -114,6 +117,7 @@ class ModelCache:
                 "version": key[1],
                 "seconds": round(seconds, 4),
                 "bytes": model.memory_bytes,
+                "variant": model.variant,
             },
         )
         if self.on_cold_start is not None:
@@ -125,7 +129,10 @@ class ModelCache:
     def load_now(self, version: ModelVersion) -> ServableModel:
         """Load and check a bundle (blocking): DataLoss on checksum failure."""
         ref = resolve_artifact(self.store, version.bundle)
-        return servable(self.loader(self.store, ref), compile_all=self.compile_models)
+        bundle, variant = choose_variant(self.loader(self.store, ref), self.refit_full_tolerance)
+        model = servable(bundle, compile_all=self.compile_models)
+        model.variant = variant
+        return model
 
     def _evict(self, keep: ModelKey) -> None:
         while self.used_bytes > self.budget_bytes and len(self._entries) > 1:

@@ -40,11 +40,19 @@ from atlas_trainer.automl.evaluate import Splits, make_splits
 from atlas_trainer.automl.finalize import (
     ENSEMBLE_NUMBER,
     FinalModels,
+    FinalVersion,
     LeaderboardRow,
+    assemble,
     build_ensemble,
     leaderboard,
 )
-from atlas_trainer.automl.latency import measure, row_latency_s, within_budget
+from atlas_trainer.automl.latency import (
+    batch_row_s,
+    measure,
+    measure_batch,
+    row_latency_s,
+    within_budget,
+)
 from atlas_trainer.automl.meta import (
     RECORDED_CONFIGS,
     MetaEntry,
@@ -76,9 +84,12 @@ from atlas_trainer.parallel.dask_boosting import DaskBoosting
 
 log = logging.getLogger(__name__)
 SEARCH_SHARE = 0.8
-# Under a latency budget, measuring the kept trials' single-row cost (automl.latency) after
-# the search may use this share of the wall budget; trials not reached are left unmeasured.
+# Measuring the kept trials' single-row cost and batch throughput (automl.latency) after the
+# search may use this share of the wall budget; trials not reached are left unmeasured.
 MEASURE_SHARE = 0.03
+# The final model's refit-full version is measured up to this share of the wall budget past
+# its end (a job may overrun by 10%; the version's few models compile in well under that).
+MEASURE_GRACE = 0.04
 # "auto" validation under a wall budget: fewer folds when the budget is small, so the search
 # completes enough trials (5-fold CV over a wide space finishes only a handful in ~1 min),
 # and a holdout when even 3-fold CV of one configuration would eat much of the budget.
@@ -154,6 +165,9 @@ class AutoMLResult:
     # What each input column was taken as (inferred or set by ``column_roles``).
     column_roles: list[ColumnRole] = field(default_factory=list)
     dask_fits: int = 0  # booster fits run on the Dask cluster (request.dask)
+    # Versions of ``model`` by name: "fold_bag" and, when its members could be refit,
+    # "refit_full" (see FinalVersion); empty when nothing completed.
+    versions: dict[str, FinalVersion] = field(default_factory=dict)
 
     @property
     def model(self) -> Any | None:
@@ -307,9 +321,11 @@ class AutoMLRequest:
     when known; else, or when of another definition version, they are computed from
     ``X`` and ``y``. ``max_row_latency_ms`` is a per-row inference budget: trials whose
     measured single-row cost on serving's compiled path exceeds it are left out of the final
-    model, and the ensemble drops its lightest members until their summed cost fits (the
-    leaderboard's ``row_latency_s`` is measured under such a budget, or without a wall
-    budget).
+    model, and the ensemble drops its lightest members until their summed cost fits;
+    ``min_batch_rows_per_s`` is a batch throughput floor applied alike (the leaderboard's
+    ``row_latency_s`` and ``batch_rows_per_s`` are measured after the search, best trials
+    first, within ``MEASURE_SHARE`` of a wall budget).
+    The result's ``versions`` hold the final model fold-bagged and refit on all rows.
     """
 
     X: pd.DataFrame
@@ -342,6 +358,7 @@ class AutoMLRequest:
     ensemble: bool = True
     ensemble_size: int = 25
     max_row_latency_ms: float | None = None
+    min_batch_rows_per_s: float | None = None
     column_roles: dict[str, str] | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
@@ -393,6 +410,7 @@ class _Finals:
     oof: dict[int, np.ndarray]
     board: list[LeaderboardRow]
     done: dict[int, optuna.trial.FrozenTrial]
+    versions: dict[str, FinalVersion] = field(default_factory=dict)
 
 
 def run_automl(request: AutoMLRequest) -> AutoMLResult:
@@ -447,6 +465,7 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
         trials_run_here=list(state.trials_run),
         column_roles=list(prep.roles.roles_),
         dask_fits=boosting.fits if boosting is not None else 0,
+        versions=finals.versions,
     )
 
 
@@ -491,6 +510,8 @@ def _behind_roles(roles: ColumnRoleFeatures, finals: _Finals) -> None:
         finals.best_model = ColumnRoleModel(roles, finals.best_model)
     if finals.ensemble_model is not None:
         finals.ensemble_model = ColumnRoleModel(roles, finals.ensemble_model)
+    for version in finals.versions.values():
+        version.model = ColumnRoleModel(roles, version.model)
     step = roles.summary()
     for row in finals.board:
         if row.pipeline and row.number != ENSEMBLE_NUMBER:  # its members name their steps
@@ -690,24 +711,22 @@ def _finalize(
     )
     done = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     ranked = sorted(done, key=lambda n: float(done[n].value or 0.0), reverse=higher)
-    # measuring compiles each kept trial's model: done when asked for (a latency budget) or
-    # when no wall budget is at stake, within a slice of the budget at most
-    latency = (
-        measure(
-            state.fold_models,
-            prep.X,
-            ranked,
-            time.monotonic() + MEASURE_SHARE * wall if wall else None,
-        )
-        if req.max_row_latency_ms or not wall
-        else {}
-    )
+    # measuring compiles each kept trial's model, best first, within a slice of the budget
+    until = time.monotonic() + MEASURE_SHARE * wall if wall else None
+    latency = measure(state.fold_models, prep.X, ranked, until)
+    per_row = measure_batch(state.fold_models, prep.X, [n for n in ranked if n in latency], until)
     # a served model pays the roles' features once per row, however many members it has
-    features_s = (
-        row_latency_s(_RolesOnly(prep.roles), req.X) if latency and prep.roles_applied else 0.0
+    features_s, features_batch_s = (
+        (
+            row_latency_s(_RolesOnly(prep.roles), req.X),
+            batch_row_s(_RolesOnly(prep.roles), req.X),
+        )
+        if latency and prep.roles_applied
+        else (0.0, 0.0)
     )
     single = {n: s + features_s for n, s in latency.items()}
-    allowed = _within_latency(req, done, single, prep.warnings)
+    batch = {n: s + features_batch_s for n, s in per_row.items()}
+    allowed = _within_latency(req, done, single, batch, prep.warnings)
     best_number, best_score, best_model, kind = _best(study, allowed, state, finals, prep.warnings)
     oof = {n: a for n, a in state.oof.items() if n in allowed}
     ens_model: Any | None = None
@@ -716,13 +735,24 @@ def _finalize(
     extra: list[LeaderboardRow] = []
     if req.ensemble and len(oof) >= 2:
         ens_model, ens_score, weights, extra = _ensemble(
-            req, prep, oof, allowed, finals, latency, features_s
+            req, prep, oof, allowed, finals, latency, features_s, per_row, features_batch_s
         )
     board = leaderboard(study, target.metric.higher_is_better, extra)
     for row in board:
         if row.number in single:
             row.row_latency_s = single[row.number]
+        if batch.get(row.number):
+            row.batch_rows_per_s = 1.0 / batch[row.number]
     _assess_priors(opened.priors, board, study, prep.warnings)
+    versions = _versions(
+        prep,
+        finals,
+        done,
+        (best_number, best_score, kind),
+        (ens_model, ens_score, weights),
+        oof,
+        (features_s, features_batch_s),
+    )
     return _Finals(
         best_number,
         best_score,
@@ -734,7 +764,75 @@ def _finalize(
         oof,
         board,
         done,
+        versions,
     )
+
+
+def _versions(
+    prep: _Prepared,
+    finals: FinalModels,
+    done: dict[int, optuna.trial.FrozenTrial],
+    best: tuple[int | None, float | None, str],
+    ensemble: tuple[Any | None, float | None, dict[int, float]],
+    oof: dict[int, np.ndarray],
+    features: tuple[float, float],
+) -> dict[str, FinalVersion]:
+    """The chosen final model (the ensemble when it scored better, else the best trial) as
+    a fold bag and refit on all rows (the members that were refit; their out-of-fold blend
+    estimates its quality), each measured on serving's compiled path while the wall budget
+    allows (see MEASURE_GRACE; else unmeasured)."""
+    target = prep.target
+    higher = target.metric.higher_is_better
+    best_number, best_score, kind = best
+    ens_model, ens_score, weights = ensemble
+    score: float | None
+    if (
+        ens_model is not None
+        and ens_score is not None
+        and (best_score is None or (ens_score > best_score if higher else ens_score < best_score))
+    ):
+        members, score = dict(weights), ens_score
+    elif best_number is not None and kind in ("refit", "fold_bag"):
+        members, score = {best_number: 1.0}, best_score
+    else:
+        return {}
+    bags = {n: finals.bag(done[n]) for n in members}
+    if any(b is None for b in bags.values()):
+        return {}
+    out = {
+        "fold_bag": FinalVersion(
+            "fold_bag",
+            assemble(members, bags),
+            score,
+            sum(len(b.members) for b in bags.values() if b is not None),
+        )
+    }
+    refits = {n: m for n in members if (m := finals.refitted(n)) is not None}
+    if refits:
+        total = sum(members[n] for n in refits)
+        kept = {n: members[n] / total for n in refits}
+        refit_score = score
+        if len(kept) < len(members) and all(n in oof for n in kept):
+            blend = np.sum([w * oof[n] for n, w in kept.items()], axis=0)
+            y = target.y[prep.splits.oof_index]
+            refit_score = target.metric.score(y, blend, target.n_classes)
+        out["refit_full"] = FinalVersion(
+            "refit_full", assemble(kept, refits), refit_score, len(refits)
+        )
+    features_s, features_batch_s = features
+    wall = prep.hard_deadline - prep.started if prep.hard_deadline is not None else None
+    # measuring compiles every model of a version: the refit-full one (a k-th of the models)
+    # first and within MEASURE_GRACE of the budget's end (a job may overrun by 10%), the fold
+    # bag only before the end
+    for name, grace in (("refit_full", MEASURE_GRACE), ("fold_bag", 0.0)):
+        version = out.get(name)
+        if version is None:
+            continue
+        if wall is not None and time.monotonic() > prep.started + wall * (1.0 + grace):
+            continue
+        version.row_latency_s = row_latency_s(version.model, prep.X) + features_s
+        version.batch_rows_per_s = 1.0 / (batch_row_s(version.model, prep.X) + features_batch_s)
+    return out
 
 
 class _RolesOnly:
@@ -801,10 +899,13 @@ def _ensemble(
     finals: FinalModels,
     latency: dict[int, float],
     features_s: float = 0.0,
+    per_row: dict[int, float] | None = None,
+    features_batch_s: float = 0.0,
 ) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
     """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row);
-    within the per-row latency budget when there is one (``features_s``: the column roles'
-    cost, paid once)."""
+    within the per-row latency budget and over the batch throughput floor when there are
+    (``features_s``, ``features_batch_s``: the column roles' costs, paid once)."""
+    per_row = per_row or {}
     target = prep.target
     sel = greedy_selection(
         oof,
@@ -820,16 +921,25 @@ def _ensemble(
         return None, None, {}, []
     score = sel.score
 
-    def cost(n: int) -> float:  # a fold bag pays for each of its folds
+    def folds(n: int) -> int:  # a fold bag pays for each of its folds
         member = finals.get(done[n])
-        return latency.get(n, 0.0) * len(getattr(member, "members", [member]))
+        return len(getattr(member, "members", [member]))
 
+    def cost(n: int) -> float:
+        return latency.get(n, 0.0) * folds(n)
+
+    def batch_cost(n: int) -> float:
+        return per_row.get(n, 0.0) * folds(n)
+
+    budgets = []
     if req.max_row_latency_ms:
-        kept = within_budget(
-            dict(zip(model.member_ids, model.weights.tolist())),
-            cost,
-            req.max_row_latency_ms / 1000 - features_s,
-        )
+        budgets.append((cost, req.max_row_latency_ms / 1000 - features_s))
+    if req.min_batch_rows_per_s:
+        budgets.append((batch_cost, 1.0 / req.min_batch_rows_per_s - features_batch_s))
+    if budgets:
+        kept = dict(zip(model.member_ids, model.weights.tolist()))
+        for member_cost, budget in budgets:
+            kept = within_budget(kept, member_cost, budget)
         if len(kept) < 2:
             return None, None, {}, []
         if len(kept) < len(model.member_ids):
@@ -855,6 +965,11 @@ def _ensemble(
         ),
         fidelity=1.0,
         row_latency_s=sum(cost(n) for n in weights) + features_s if latency else None,
+        batch_rows_per_s=(
+            1.0 / (sum(batch_cost(n) for n in weights) + features_batch_s)
+            if per_row and all(n in per_row for n in weights)
+            else None
+        ),
     )
     return model, score, weights, [row]
 
@@ -863,26 +978,44 @@ def _within_latency(
     req: AutoMLRequest,
     done: dict[int, optuna.trial.FrozenTrial],
     latency: dict[int, float],
+    batch: dict[int, float],
     warnings: list[str],
 ) -> dict[int, optuna.trial.FrozenTrial]:
-    """The completed trials the final model may use: under a latency budget, those measured
-    within it (the fastest measured one when none is, with a warning)."""
-    if not req.max_row_latency_ms or not done:
+    """The completed trials the final model may use: under a latency budget and/or a batch
+    throughput floor, those measured within them (the fastest measured one when none is,
+    with a warning)."""
+    if not (req.max_row_latency_ms or req.min_batch_rows_per_s) or not done:
         return done
-    budget = req.max_row_latency_ms / 1000
-    fits = {n: t for n, t in done.items() if latency.get(n, math.inf) <= budget}
+    budget = (req.max_row_latency_ms or math.inf) / 1000
+    floor_s = 1.0 / req.min_batch_rows_per_s if req.min_batch_rows_per_s else math.inf
+
+    def ok(n: int) -> bool:
+        single = latency.get(n, math.inf) if req.max_row_latency_ms else 0.0
+        per_row = batch.get(n, math.inf) if req.min_batch_rows_per_s else 0.0
+        return single <= budget and per_row <= floor_s
+
+    parts = []
+    if req.max_row_latency_ms:
+        parts.append(f"{req.max_row_latency_ms:g} ms per row")
+    if req.min_batch_rows_per_s:
+        parts.append(f"{req.min_batch_rows_per_s:g} rows/s in batches")
+    limits = " and ".join(parts)
+    fits = {n: t for n, t in done.items() if ok(n)}
     left_out = len(done) - len(fits)
-    if not fits and latency:
-        fastest = min((n for n in latency if n in done), key=latency.__getitem__)
+    measured = [n for n in done if n in latency and (n in batch or not req.min_batch_rows_per_s)]
+    if not fits and measured:
+        by = batch if req.min_batch_rows_per_s and not req.max_row_latency_ms else latency
+        fastest = min(measured, key=by.__getitem__)
         fits = {fastest: done[fastest]}
         warnings.append(
-            f"no trial predicts a row within {req.max_row_latency_ms:g} ms; the final model "
-            f"is the fastest measured one ({latency[fastest] * 1000:.3g} ms)"
+            f"no trial predicts within {limits}; the final model is the fastest measured one "
+            f"({latency[fastest] * 1000:.3g} ms per row"
+            + (f", {1.0 / batch[fastest]:.4g} rows/s)" if fastest in batch else ")")
         )
     elif left_out:
         warnings.append(
-            f"{left_out} completed trials are left out of the final model: slower than "
-            f"{req.max_row_latency_ms:g} ms per row (or not measured)"
+            f"{left_out} completed trials are left out of the final model: outside {limits} "
+            "(or not measured)"
         )
     return fits
 

@@ -39,6 +39,8 @@ class LeaderboardRow:
     predict_time_per_1k_s: float | None = None
     # single-row prediction cost on serving's compiled path (one model; see automl.latency)
     row_latency_s: float | None = None
+    # batch throughput on serving's compiled path (rows per second; see automl.latency)
+    batch_rows_per_s: float | None = None
     fidelity: float | None = None
     origin: str = ""
     error: str = ""
@@ -194,9 +196,65 @@ class FinalModels:
         if bag is None:
             return None
         predict_on(bag, self.threads)
-        bagged = FoldBag(bag, description=f"fold-bag[{len(bag)}]({describe(params)})")
+        bagged = self.bag(trial)
         self.cache[n], self.kind[n] = bagged, "fold_bag"
         return bagged
+
+    def bag(self, trial: FrozenTrial) -> FoldBag | None:
+        """The trial's fold bag (its cross-validation fold models, averaged), whether or not
+        its final model is a refit; None when its fold models were not kept."""
+        n = trial.number
+        if self.kind.get(n) == "fold_bag":
+            return self.cache[n]
+        bag = self.fold_models.get(n)
+        if not bag:
+            return None
+        params = dict(trial.user_attrs.get("config") or trial.params)
+        predict_on(bag, self.threads)
+        return FoldBag(bag, description=f"fold-bag[{len(bag)}]({describe(params)})")
+
+    def refitted(self, number: int) -> TabularModel | None:
+        """The trial's refit on all rows when its final model is one (see :meth:`get`)."""
+        return self.cache[number] if self.kind.get(number) == "refit" else None
+
+
+@dataclass
+class FinalVersion:
+    """One version of the job's final model: ``fold_bag`` (each selected trial's fold models
+    averaged) or ``refit_full`` (each selected trial refit once on all rows), with its
+    cross-validated quality estimate and measured costs on serving's compiled path."""
+
+    name: str
+    model: Any
+    score: float | None
+    models: int  # fitted models scored per row
+    row_latency_s: float | None = None
+    batch_rows_per_s: float | None = None
+
+    @property
+    def description(self) -> str:
+        return str(getattr(self.model, "description", ""))
+
+    def facts(self, higher_is_better: bool) -> dict[str, Any]:
+        """What a bundle records about this version (``write_bundle``'s variant facts)."""
+        return {
+            "name": self.name,
+            "score": self.score,
+            "higher_is_better": higher_is_better,
+            "models": self.models,
+            "row_latency_s": self.row_latency_s,
+            "batch_rows_per_s": self.batch_rows_per_s,
+            "description": self.description,
+        }
+
+
+def assemble(weights: Mapping[int, float], models: Mapping[int, Any]) -> Any:
+    """One model from members' models: the model itself for one member, else the weighted
+    ensemble (heaviest first)."""
+    if len(weights) == 1:
+        return models[next(iter(weights))]
+    order = sorted(weights, key=lambda n: -weights[n])
+    return WeightedEnsemble([models[n] for n in order], [weights[n] for n in order], order)
 
 
 def build_ensemble(

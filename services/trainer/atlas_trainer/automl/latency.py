@@ -1,11 +1,13 @@
-"""Single-row prediction cost of fitted models, as serving's fast path pays it, and the
-per-row latency budget (``AutoMLRequest.max_row_latency_ms``) applied to the final model.
+"""Single-row prediction cost and batch throughput of fitted models, as serving's fast path
+pays them, and the per-row latency budget (``AutoMLRequest.max_row_latency_ms``) and batch
+throughput floor (``min_batch_rows_per_s``) applied to the final model.
 
 The cost of one model is measured on one of its fold models: a float-matrix scorer with
 every estimator compiled (``atlas_core.ml.compile_estimator``) when the inputs are numeric,
 else the model's own ``predict_scores`` on a one-row frame. CPU time of the measuring thread,
 best of a few calls: robust to a busy machine. A fold bag costs its folds' sum, an ensemble
-its members' sum."""
+its members' sum. Batch cost is the same on a ``BATCH_ROWS``-row matrix (training rows
+repeated), per row."""
 
 from __future__ import annotations
 
@@ -20,11 +22,23 @@ import pandas as pd
 from atlas_core.ml import compile_estimator
 
 REPEATS = 5
+BATCH_ROWS = 1000
+BATCH_REPEATS = 2
 
 
 def row_latency_s(model: Any, X: pd.DataFrame) -> float:
     """Seconds one row costs ``model`` (``X``: training rows; the first is scored)."""
-    row = X.iloc[:1]
+    return _best_call_s(model, X.iloc[:1], REPEATS)
+
+
+def batch_row_s(model: Any, X: pd.DataFrame) -> float:
+    """Seconds per row of one ``BATCH_ROWS``-row batch (``X``'s rows, repeated as needed)."""
+    reps = -(-BATCH_ROWS // max(1, len(X)))
+    rows = (pd.concat([X] * reps) if reps > 1 else X).iloc[:BATCH_ROWS]
+    return _best_call_s(model, rows, BATCH_REPEATS) / len(rows)
+
+
+def _best_call_s(model: Any, row: pd.DataFrame, repeats: int) -> float:
     call: Callable[[], Any]
     scorer = None
     if all(pd.api.types.is_numeric_dtype(t) for t in row.dtypes):
@@ -36,7 +50,7 @@ def row_latency_s(model: Any, X: pd.DataFrame) -> float:
         call = lambda: model.predict_scores(row)  # noqa: E731
     call()  # compiles nothing, but warms caches and lazy imports
     best = math.inf
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.thread_time()
         call()
         best = min(best, time.thread_time() - start)
@@ -51,12 +65,32 @@ def measure(
 ) -> dict[int, float]:
     """Per trial with fitted folds, best first until ``deadline`` (``time.monotonic``; the
     wall budget holds): the single-row seconds of one model of that trial."""
+    return _per_trial(row_latency_s, fold_models, X, best_first, deadline)
+
+
+def measure_batch(
+    fold_models: Mapping[int, list[Any]],
+    X: pd.DataFrame,
+    best_first: Sequence[int],
+    deadline: float | None,
+) -> dict[int, float]:
+    """As :func:`measure`, the seconds per row of a ``BATCH_ROWS``-row batch."""
+    return _per_trial(batch_row_s, fold_models, X, best_first, deadline)
+
+
+def _per_trial(
+    cost: Callable[[Any, pd.DataFrame], float],
+    fold_models: Mapping[int, list[Any]],
+    X: pd.DataFrame,
+    best_first: Sequence[int],
+    deadline: float | None,
+) -> dict[int, float]:
     out: dict[int, float] = {}
     for n in best_first:
         if deadline is not None and time.monotonic() > deadline:
             break
         if fold_models.get(n):
-            out[n] = row_latency_s(fold_models[n][0], X)
+            out[n] = cost(fold_models[n][0], X)
     return out
 
 

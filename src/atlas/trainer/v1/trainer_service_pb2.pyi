@@ -145,7 +145,7 @@ class SearchSpaceOptions(_message.Message):
     def __init__(self, model_families: _Optional[_Iterable[_Union[ModelFamily, str]]] = ..., allow_feature_crosses: bool = ..., allow_feature_selection: bool = ..., disable_ensemble: bool = ..., max_ensemble_size: _Optional[int] = ..., fixed_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AutoMlSpec(_message.Message):
-    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name", "max_row_latency_ms", "column_roles")
+    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name", "max_row_latency_ms", "column_roles", "min_batch_rows_per_s")
     class ColumnRolesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,7 @@ class AutoMlSpec(_message.Message):
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
     MAX_ROW_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     COLUMN_ROLES_FIELD_NUMBER: _ClassVar[int]
+    MIN_BATCH_ROWS_PER_S_FIELD_NUMBER: _ClassVar[int]
     strategy: SearchStrategy
     search_space: SearchSpaceOptions
     validation: ValidationMethod
@@ -177,7 +178,8 @@ class AutoMlSpec(_message.Message):
     study_name: str
     max_row_latency_ms: float
     column_roles: _containers.ScalarMap[str, str]
-    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ..., column_roles: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    min_batch_rows_per_s: float
+    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ..., column_roles: _Optional[_Mapping[str, str]] = ..., min_batch_rows_per_s: _Optional[float] = ...) -> None: ...
 
 class NasSpec(_message.Message):
     __slots__ = ("max_layers", "widths", "activations", "max_candidates")
@@ -325,7 +327,7 @@ class RegisterModelOptions(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent", "row_latency", "device", "gpu_memory_peak_bytes")
+    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent", "row_latency", "device", "gpu_memory_peak_bytes", "batch_rows_per_s")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +363,7 @@ class Trial(_message.Message):
     ROW_LATENCY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     GPU_MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_PER_S_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: TrialState
     pipeline: str
@@ -382,7 +385,24 @@ class Trial(_message.Message):
     row_latency: _duration_pb2.Duration
     device: str
     gpu_memory_peak_bytes: int
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., device: _Optional[str] = ..., gpu_memory_peak_bytes: _Optional[int] = ...) -> None: ...
+    batch_rows_per_s: float
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., device: _Optional[str] = ..., gpu_memory_peak_bytes: _Optional[int] = ..., batch_rows_per_s: _Optional[float] = ...) -> None: ...
+
+class ModelVersionEstimate(_message.Message):
+    __slots__ = ("name", "description", "score", "models", "row_latency", "batch_rows_per_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ROW_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    score: float
+    models: int
+    row_latency: _duration_pb2.Duration
+    batch_rows_per_s: float
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., score: _Optional[float] = ..., models: _Optional[int] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., batch_rows_per_s: _Optional[float] = ...) -> None: ...
 
 class WarmStartPrior(_message.Message):
     __slots__ = ("source_job_id", "source_dataset", "reason", "distance", "configs_enqueued", "best_rank", "trials_learned_from", "rank_agreement")
@@ -405,7 +425,7 @@ class WarmStartPrior(_message.Message):
     def __init__(self, source_job_id: _Optional[str] = ..., source_dataset: _Optional[_Union[_common_pb2.DatasetRef, _Mapping]] = ..., reason: _Optional[str] = ..., distance: _Optional[float] = ..., configs_enqueued: _Optional[int] = ..., best_rank: _Optional[int] = ..., trials_learned_from: _Optional[int] = ..., rank_agreement: _Optional[float] = ...) -> None: ...
 
 class TrainingResult(_message.Message):
-    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "trials_interrupted", "lineage", "priors", "checkpoints", "registration", "deep_learning")
+    __slots__ = ("best", "model_bundle", "task_type", "metric", "higher_is_better", "trials_complete", "trials_pruned", "trials_failed", "trials_interrupted", "lineage", "priors", "checkpoints", "registration", "deep_learning", "model_versions")
     BEST_FIELD_NUMBER: _ClassVar[int]
     MODEL_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +440,7 @@ class TrainingResult(_message.Message):
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     DEEP_LEARNING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     best: Trial
     model_bundle: _common_pb2.ArtifactRef
     task_type: TaskType
@@ -434,7 +455,8 @@ class TrainingResult(_message.Message):
     checkpoints: _containers.RepeatedCompositeFieldContainer[_common_pb2.ArtifactRef]
     registration: ModelRegistration
     deep_learning: DeepLearningResult
-    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., trials_interrupted: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., registration: _Optional[_Union[ModelRegistration, _Mapping]] = ..., deep_learning: _Optional[_Union[DeepLearningResult, _Mapping]] = ...) -> None: ...
+    model_versions: _containers.RepeatedCompositeFieldContainer[ModelVersionEstimate]
+    def __init__(self, best: _Optional[_Union[Trial, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., metric: _Optional[str] = ..., higher_is_better: bool = ..., trials_complete: _Optional[int] = ..., trials_pruned: _Optional[int] = ..., trials_failed: _Optional[int] = ..., trials_interrupted: _Optional[int] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., registration: _Optional[_Union[ModelRegistration, _Mapping]] = ..., deep_learning: _Optional[_Union[DeepLearningResult, _Mapping]] = ..., model_versions: _Optional[_Iterable[_Union[ModelVersionEstimate, _Mapping]]] = ...) -> None: ...
 
 class ModelRegistration(_message.Message):
     __slots__ = ("state", "model_version", "alias", "attempts", "error")
