@@ -111,7 +111,10 @@ def pick_free_ports(count: int, host: str = LOOPBACK) -> list[int]:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR as servers (weed
+    included) set it: connections of a killed predecessor left in TIME_WAIT do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
