@@ -95,12 +95,14 @@ test: $(STAMP) native-optional browser-optional deploy-tools-optional
 test-fast: $(STAMP) native-optional browser-optional deploy-tools-optional
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# A long fuzzing campaign over every RPC of the running suite, with fresh randomness (`make
-# test` runs a short seeded one). FUZZ_EXAMPLES per RPC; ~100 RPCs.
+# A long fuzzing campaign over every RPC of the running suite and the parsers of user input,
+# with fresh randomness (`make test` runs a short seeded one). FUZZ_EXAMPLES per RPC (~100
+# RPCs) and per parser test.
 FUZZ_EXAMPLES ?= 1000
 fuzz: $(STAMP) native-optional
 	ATLAS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ATLAS_FUZZ_RANDOM=1 \
-	  $(PY) -m pytest -o timeout=3600 tests/integration/test_fuzz_rpcs.py $(PYTEST_ARGS)
+	  $(PY) -m pytest -o timeout=3600 tests/integration/test_fuzz_rpcs.py \
+	  $(wildcard tests/unit/*/test_fuzz_*.py) $(PYTEST_ARGS)
 
 protos: $(STAMP)
 	$(PY) -m atlas_core.tools.protos
