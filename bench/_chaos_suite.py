@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -62,7 +63,13 @@ REG_MODEL = "chaos-registered"
 
 
 def postgres_bin_dir() -> Path | None:
-    """The newest /usr/lib/postgresql/<major>/bin holding initdb and pg_ctl, if any."""
+    """The newest /usr/lib/postgresql/<major>/bin holding initdb and pg_ctl, if any (and, as
+    root, a ``postgres`` user to run it as)."""
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return None
     found = sorted(
         (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "pg_ctl").exists()),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
