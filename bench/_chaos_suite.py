@@ -54,6 +54,8 @@ HOST = "127.0.0.1"
 SERVICES = ("data", "serving", "trainer", "labeling", "graph")
 FEATURES = 8
 GROUP = "chaos_fg"
+JOB_GROUP = "chaos_jobs"  # filled by ingest jobs
+JOB_ROWS = 2000  # rows per ingest job, in row groups of 200
 ENDPOINT = "chaos"
 MODEL = "chaos-model"
 REG_MODEL = "chaos-registered"
@@ -404,6 +406,8 @@ class Acked:
     truth_unmatched: int = 0  # outcomes for predictions a killed replica had not indexed
     predictions: list[tuple[float, str]] = field(default_factory=list)  # to label: (t, id)
     jobs: list[str] = field(default_factory=list)
+    data_jobs: list[tuple[str, int]] = field(default_factory=list)  # job id, first key
+    export_jobs: list[str] = field(default_factory=list)
     read_misses: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -501,6 +505,15 @@ class Workload:
                             name="v", dtype=dpb.FEATURE_TYPE_FLOAT32_VECTOR, dims=FEATURES
                         )
                     ],
+                )
+            )
+            data.create_feature_group(
+                dpb.FeatureGroupSpec(
+                    name=JOB_GROUP,
+                    entity_key="id",
+                    entity_key_type=dpb.ENTITY_KEY_TYPE_INT64,
+                    event_time_column="ts",
+                    features=[dpb.FeatureSpec(name="x", dtype=dpb.FEATURE_TYPE_FLOAT64)],
                 )
             )
         with TrainerClient(s.settings("trainer")) as trainer:
@@ -709,6 +722,73 @@ def _lane_train(w: Workload, acked: Acked, tally: Tally, stop: threading.Event, 
             stop.wait(every_s)
 
 
+def _ingest_file(store: Any, n: int) -> tuple[str, int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = 1_000_000 + n * JOB_ROWS
+    ids = np.arange(first, first + JOB_ROWS, dtype=np.int64)
+    table = pa.table(
+        {
+            "id": ids,
+            "ts": pa.array(T0_US + ids, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "x": ids.astype(np.float64),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=200)
+    return store.put_bytes(f"uploads/chaos-ingest-{n}.parquet", buf.getvalue()).uri, first
+
+
+def _lane_jobs(w: Workload, acked: Acked, tally: Tally, stop: threading.Event, budget: float,
+               every_s: float) -> None:  # fmt: skip
+    """A data ingest job (a fresh Parquet file) and a labeling export job in turn, every
+    ``every_s`` seconds, so some job of each service is running when it is killed."""
+    from atlas.common.v1 import common_pb2
+    from atlas.data.v1 import data_service_pb2 as dpb
+    from atlas.labeling.v1 import labeling_service_pb2 as lpb
+    from atlas_core.clients import DataClient, LabelingClient
+    from atlas_core.storage import open_artifact_store
+
+    store = open_artifact_store(w.suite.s3_settings())
+    with (
+        DataClient(w.suite.settings("data"), timeout=10) as data,
+        LabelingClient(w.suite.settings("labeling"), timeout=10) as labeling,
+    ):
+        n = 0
+        while not stop.is_set():
+            if n % 2 == 0:
+                upload = retrying(
+                    tally, "jobs", lambda n=n: _ingest_file(store, n), budget_s=budget, stop=stop
+                )
+                if upload is not None:
+                    uri, first = upload
+                    spec = dpb.IngestSpec(
+                        feature_group=common_pb2.FeatureGroupRef(name=JOB_GROUP),
+                        source=dpb.ParquetSource(artifacts=[common_pb2.ArtifactRef(uri=uri)]),
+                    )
+                    job = retrying(
+                        tally, "jobs",
+                        lambda n=n, spec=spec: data.submit_ingest(spec, request_id=f"job-i{n}"),
+                        budget_s=budget, stop=stop,
+                    )  # fmt: skip
+                    if job is not None:
+                        with acked.lock:
+                            acked.data_jobs.append((job.status.job_id, first))
+            else:
+                spec = lpb.ExportSpec(project_id=w.project_id, rows_per_part=200)
+                job = retrying(
+                    tally, "jobs",
+                    lambda n=n, spec=spec: labeling.submit_export(spec, request_id=f"export-{n}"),
+                    budget_s=budget, stop=stop,
+                )  # fmt: skip
+                if job is not None:
+                    with acked.lock:
+                        acked.export_jobs.append(job.status.job_id)
+            n += 1
+            stop.wait(every_s)
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -728,6 +808,7 @@ class ChaosPlan:
     train_jobs: int = 2
     train_wall_s: float = 30.0
     train_every_s: float = 20.0
+    job_every_s: float = 6.0  # data ingest and labeling export jobs, in turn
     retry_budget_s: float = 120.0
     job_wait_s: float = 300.0
     postgres: bool = True
@@ -769,6 +850,7 @@ def _lanes(w: Workload, plan: ChaosPlan, acked: Acked, tally: Tally) -> Iterator
             target=_lane_train,
             args=(w, acked, tally, stop, b, plan.train_jobs, plan.train_wall_s, plan.train_every_s),
         ),
+        threading.Thread(target=_lane_jobs, args=(w, acked, tally, stop, b, plan.job_every_s)),
     ]
     for th in threads:
         th.start()
@@ -818,6 +900,8 @@ def _chaos(suite: ChaosSuite, w: Workload, plan: ChaosPlan, echo: Callable[[str]
             "model_versions": len(acked.versions),
             "ground_truth": len(acked.truths),
             "training_jobs": len(acked.jobs),
+            "data_jobs": len(acked.data_jobs),
+            "export_jobs": len(acked.export_jobs),
         },
         "chaos_online_read_misses_during_run": acked.read_misses,
         # outcomes refused because the prediction's record was still in a killed replica's
@@ -828,6 +912,19 @@ def _chaos(suite: ChaosSuite, w: Workload, plan: ChaosPlan, echo: Callable[[str]
 
 
 # -- the checks -------------------------------------------------------------------------------
+
+
+def _wait(get: Callable[[str], Any], job_id: str, deadline: float) -> Any:
+    """The job once it ended, or as it is at ``deadline``."""
+    from atlas.common.v1 import common_pb2
+
+    ended = (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED,
+             common_pb2.JOB_STATE_CANCELLED)  # fmt: skip
+    while True:
+        job = get(job_id)
+        if job.status.state in ended or time.monotonic() > deadline:
+            return job
+        time.sleep(1.0)
 
 
 def _check(suite: ChaosSuite, w: Workload, plan: ChaosPlan, acked: Acked) -> dict[str, Any]:
@@ -889,6 +986,14 @@ def _check(suite: ChaosSuite, w: Workload, plan: ChaosPlan, acked: Acked) -> dic
         except Exception as exc:  # noqa: BLE001 - any failure to load is the finding
             half.append(f"{uri}: {type(exc).__name__}: {exc}"[:300])
 
+    def parquet_readable(uri: str) -> None:
+        import pyarrow.parquet as pq
+
+        try:
+            pq.read_metadata(io.BytesIO(store.get_bytes(store.key_for_uri(uri))))
+        except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
+            half.append(f"{uri}: {type(exc).__name__}: {exc}"[:300])
+
     with ServingClient(suite.settings("serving")) as serving:
         missing = 0
         for version in acked.versions:
@@ -945,14 +1050,38 @@ def _check(suite: ChaosSuite, w: Workload, plan: ChaosPlan, acked: Acked) -> dic
                 jobs_lost.append(f"{job_id}: interrupted and not resumable")
             else:  # still queued/running after the wait: it goes on, not lost
                 jobs_pending.append(f"{job_id}: {common_pb2.JobState.Name(state)}")
-    bad_parts: list[str] = []
+    with DataClient(suite.settings("data")) as data:
+        for job_id, first in acked.data_jobs:
+            job = _wait(data.get_job, job_id, deadline)
+            state = job.status.state
+            job_states[common_pb2.JobState.Name(state)] += 1
+            jobs_resumed += job.status.attempt > 1
+            if state == common_pb2.JOB_STATE_SUCCEEDED:  # its rows are acknowledged now
+                for start in range(first, first + JOB_ROWS, 1000):
+                    got = data.get_features(JOB_GROUP, list(range(start, start + 1000)))
+                    lost["ingest_job_records"] = lost.get("ingest_job_records", 0) + int(
+                        (~got.found).sum()
+                    )
+            elif state in TERMINAL or not job.status.resumable:
+                jobs_lost.append(f"data {job_id}: {job.status.error.message}"[:300])
+            else:
+                jobs_pending.append(f"data {job_id}: {common_pb2.JobState.Name(state)}")
+    with LabelingClient(suite.settings("labeling")) as labeling:
+        for job_id in acked.export_jobs:
+            job = _wait(labeling.get_job, job_id, deadline)
+            state = job.status.state
+            job_states[common_pb2.JobState.Name(state)] += 1
+            jobs_resumed += job.status.attempt > 1
+            if state == common_pb2.JOB_STATE_SUCCEEDED:
+                for part in job.export_result.parts or [job.export_result.artifact]:
+                    if part.uri:
+                        parquet_readable(part.uri)
+            elif state in TERMINAL or not job.status.resumable:
+                jobs_lost.append(f"export {job_id}: {job.status.error.message}"[:300])
+            else:
+                jobs_pending.append(f"export {job_id}: {common_pb2.JobState.Name(state)}")
     for p in parts:
-        try:
-            import pyarrow.parquet as pq
-
-            pq.read_metadata(io.BytesIO(store.get_bytes(store.key_for_uri(p.artifact.uri))))
-        except Exception as exc:  # noqa: BLE001
-            bad_parts.append(f"{p.artifact.uri}: {type(exc).__name__}: {exc}"[:300])
+        parquet_readable(p.artifact.uri)
     return {
         "acked_lost": sum(lost.values()),
         "acked_lost_by_kind": lost,
@@ -961,8 +1090,8 @@ def _check(suite: ChaosSuite, w: Workload, plan: ChaosPlan, acked: Acked) -> dic
         "jobs_pending": jobs_pending,
         "jobs_resumed": jobs_resumed,
         "job_states": dict(job_states),
-        "half_published": len(half) + len(bad_parts),
-        "half_published_detail": half + bad_parts,
+        "half_published": len(half),
+        "half_published_detail": half,
         "bundles_checked": len(seen_bundles),
         "offline_partitions_checked": len(parts),
         "offline_rows": offline_rows,

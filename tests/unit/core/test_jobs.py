@@ -89,7 +89,20 @@ def resumable_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
     return {"started_from": start, "attempt": ctx.attempt}
 
 
+def db_away_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints step 1, then finds the metadata database away on its first attempts."""
+    from atlas_core.errors import Unavailable
+
+    start = (ctx.last_checkpoint() or {}).get("step", 0)
+    if start == 0:
+        ctx.checkpoint({"step": 1})
+    if ctx.attempt <= spec["away_for"]:
+        raise Unavailable("database is unavailable", reason="DATABASE_UNAVAILABLE")
+    return {"started_from": max(start, 1), "attempt": ctx.attempt}
+
+
 HANDLERS = {
+    "db_away": db_away_handler,
     "add": add_handler,
     "fail": failing_handler,
     "polite": polite_handler,
@@ -220,6 +233,25 @@ def test_handler_exception_fails_the_job_with_its_message(make_runner) -> None: 
     assert last.type is EventType.FAILED
     assert "Traceback" in last.payload["traceback"]
     assert "failing_handler" in last.payload["traceback"]
+
+
+def test_a_resumable_job_runs_again_after_the_database_was_away(make_runner) -> None:  # type: ignore[no-untyped-def]
+    runner = make_runner()
+    runner.start()
+    job_id = runner.submit("db_away", {"away_for": 2}, resumable=True)
+    record = runner.wait(job_id, timeout=60)
+    assert record.state is JobState.SUCCEEDED, record.error
+    assert record.result == {"started_from": 1, "attempt": 3}  # from its checkpoint
+    assert event_types(runner, job_id).count("interrupted") == 2
+
+
+def test_a_job_that_is_not_resumable_fails_when_the_database_was_away(make_runner) -> None:  # type: ignore[no-untyped-def]
+    runner = make_runner()
+    runner.start()
+    job_id = runner.submit("db_away", {"away_for": 1})
+    record = runner.wait(job_id, timeout=60)
+    assert record.state is JobState.FAILED
+    assert record.error == "Unavailable: database is unavailable"  # not run again
 
 
 @pytest.mark.parametrize(
