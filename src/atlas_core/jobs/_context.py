@@ -155,15 +155,20 @@ def run_job_process(
         outcome = (MSG_CANCELLED, str(exc))
     except (Exception, SystemExit) as exc:
         text = f"{type(exc).__name__}: {exc}"
-        outcome = (MSG_ERROR, text, traceback.format_exc(), database_was_away(exc))
+        outcome = (MSG_ERROR, text, traceback.format_exc(), dependency_was_away(exc))
     ctx._send(outcome)
 
 
-def database_was_away(exc: BaseException) -> bool:
-    """Whether ``exc`` says the metadata database was unreachable (a restart, a failover):
-    the attempt failed for a reason outside the job, so a resumable job is run again."""
+# Reasons that say the suite's own infrastructure was unreachable, not that the job is wrong.
+OUTAGE_REASONS = frozenset({"DATABASE_UNAVAILABLE", "OBJECT_STORE_UNAVAILABLE"})
+
+
+def dependency_was_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the metadata database or the object store was unreachable (a
+    restart, a failover): the attempt failed for a reason outside the job, so a resumable job
+    is run again."""
     if isinstance(exc, AtlasError):
-        return exc.reason == "DATABASE_UNAVAILABLE"
+        return exc.reason in OUTAGE_REASONS
     if "sqlalchemy" not in sys.modules:
         return False
     from atlas_core.db import database_unavailable

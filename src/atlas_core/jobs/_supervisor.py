@@ -24,10 +24,10 @@ log = logging.getLogger("atlas.jobs")
 REASON_RESTART = "interrupted by service restart"
 REASON_STALE = "interrupted by service restart (its runner stopped sending heartbeats)"
 REASON_SHUTDOWN = "interrupted by service shutdown"
-REASON_DATABASE = "interrupted: the metadata database was unavailable"
-# A resumable job whose attempt failed because the database was away runs again (from its
-# checkpoint) up to this many attempts in all; then it fails as any other error does.
-MAX_DATABASE_ATTEMPTS = 20
+REASON_OUTAGE = "interrupted: the metadata database or the object store was unavailable"
+# A resumable job whose attempt failed because the database or the object store was away runs
+# again (from its checkpoint) up to this many attempts in all; then it fails as any error does.
+MAX_OUTAGE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -314,14 +314,14 @@ class Supervisor:
         if job.pending:
             self._flush(job)
         job.process.join()
-        if not job.lost and self._database_was_away(job):
+        if not job.lost and self._dependency_was_away(job):
             moved = self._store.interrupt(
-                reason=f"{REASON_DATABASE} ({job.outcome[1] if job.outcome else ''})"[:500],
+                reason=f"{REASON_OUTAGE} ({job.outcome[1] if job.outcome else ''})"[:500],
                 owner=self._runner_id,
                 job_ids=[job.job_id],
             )
             log.warning(
-                "job %s attempt %d failed while the database was unavailable: %s",
+                "job %s attempt %d failed while a dependency was unavailable: %s",
                 job.job_id,
                 job.record.attempts,
                 moved.get(job.job_id, JobState.FAILED).value,
@@ -335,7 +335,7 @@ class Supervisor:
         job.process.close()
 
     @staticmethod
-    def _database_was_away(job: _Running) -> bool:
+    def _dependency_was_away(job: _Running) -> bool:
         outcome = job.outcome or (None,)
         return (
             outcome[0] == wire.MSG_ERROR
@@ -343,7 +343,7 @@ class Supervisor:
             and bool(outcome[3])
             and not job.cancel_requested
             and job.record.resumable
-            and job.record.attempts < MAX_DATABASE_ATTEMPTS
+            and job.record.attempts < MAX_OUTAGE_ATTEMPTS
         )
 
     def _verdict(self, job: _Running) -> tuple[JobState, dict[str, Any]]:

@@ -90,14 +90,16 @@ def resumable_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def db_away_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
-    """Checkpoints step 1, then finds the metadata database away on its first attempts."""
+    """Checkpoints step 1, then finds the metadata database (attempt 1) or the object store
+    (attempt 2) away on its first ``away_for`` attempts."""
     from atlas_core.errors import Unavailable
 
     start = (ctx.last_checkpoint() or {}).get("step", 0)
     if start == 0:
         ctx.checkpoint({"step": 1})
     if ctx.attempt <= spec["away_for"]:
-        raise Unavailable("database is unavailable", reason="DATABASE_UNAVAILABLE")
+        what = "DATABASE" if ctx.attempt % 2 else "OBJECT_STORE"
+        raise Unavailable(f"{what.lower()} is unavailable", reason=f"{what}_UNAVAILABLE")
     return {"started_from": max(start, 1), "attempt": ctx.attempt}
 
 
@@ -235,7 +237,9 @@ def test_handler_exception_fails_the_job_with_its_message(make_runner) -> None: 
     assert "failing_handler" in last.payload["traceback"]
 
 
-def test_a_resumable_job_runs_again_after_the_database_was_away(make_runner) -> None:  # type: ignore[no-untyped-def]
+def test_a_resumable_job_runs_again_after_the_database_or_object_store_was_away(
+    make_runner,
+) -> None:  # type: ignore[no-untyped-def]
     runner = make_runner()
     runner.start()
     job_id = runner.submit("db_away", {"away_for": 2}, resumable=True)
