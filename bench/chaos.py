@@ -448,11 +448,15 @@ def previous(quick: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--overload", action="store_true", help="only the overload section")
-    parser.add_argument("--soak", type=float, metavar="MINUTES", help="soak length (5; quick 1)")
-    parser.add_argument("--chaos", action="store_true", help="only the chaos-under-load run")
+    parser = argparse.ArgumentParser(
+        description="Sections: overload, soak, chaos. The flags choose them; none means all."
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    parser.add_argument("--overload", action="store_true", help="run the overload section")
+    parser.add_argument(
+        "--soak", type=float, metavar="MINUTES", help="run the soak section this long (5; quick 1)"
+    )
+    parser.add_argument("--chaos", action="store_true", help="run the chaos-under-load section")
     args = parser.parse_args()
     # The flags choose sections; none means all three.
     parts = {
