@@ -95,12 +95,14 @@ test: $(STAMP) native-optional browser-optional deploy-tools-optional
 test-fast: $(STAMP) native-optional browser-optional deploy-tools-optional
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# A long fuzzing campaign over every RPC of the running suite, with fresh randomness (`make
-# test` runs a short seeded one). FUZZ_EXAMPLES per RPC; ~100 RPCs.
+# A long fuzzing campaign over every RPC of the running suite and the parsers of user input,
+# with fresh randomness (`make test` runs a short seeded one). FUZZ_EXAMPLES per RPC (~100
+# RPCs) and per parser test.
 FUZZ_EXAMPLES ?= 1000
 fuzz: $(STAMP) native-optional
 	ATLAS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ATLAS_FUZZ_RANDOM=1 \
-	  $(PY) -m pytest -o timeout=3600 tests/integration/test_fuzz_rpcs.py $(PYTEST_ARGS)
+	  $(PY) -m pytest -o timeout=3600 tests/integration/test_fuzz_rpcs.py \
+	  $(wildcard tests/unit/*/test_fuzz_*.py) $(PYTEST_ARGS)
 
 protos: $(STAMP)
 	$(PY) -m atlas_core.tools.protos
@@ -123,7 +125,7 @@ contract-baseline: $(STAMP)
 # Quick versions of every benchmark (minutes; smoke runs, results not kept); `make bench-full`
 # runs the full ones (long), writing bench/results/ (bench/README.md says how to accept a figure).
 BENCHES := grpc_overhead data_online data_pit automl serving graph final_predict labeling_quality \
-	lineage parallel
+	lineage parallel chaos
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo ">> bench/$$b.py --quick"; $(PY) bench/$$b.py --quick || exit 1; done
 

@@ -1,4 +1,5 @@
-"""Reliability under load (issue #33): overload and soak of a real serving replica.
+"""Reliability under load (issue #33): overload and soak of a real serving replica, and chaos
+under load of the whole suite.
 
 --overload: a serving replica (``python -m atlas_serving``, default capacity settings) with an
 XGBoost model (100 trees, 30 features); its capacity is measured first (closed-loop
@@ -13,13 +14,23 @@ records its predictions, while the replica's RSS is sampled every few seconds; a
 least-squares line through the samples of the soak's second half (caches fill during the
 first) gives the growth in MB per hour.
 
-    python bench/chaos.py                    # overload 60 s + a 5-minute soak
-    python bench/chaos.py --quick            # overload 15 s + a 1-minute soak (smoke run)
-    python bench/chaos.py --soak 30          # overload + a 30-minute soak
+--chaos: the whole suite (object store, every service; metadata in a private PostgreSQL when
+its binaries exist) under mixed traffic from retrying clients (ingest + online reads,
+predictions, annotations, model registrations, training jobs) while each service, the object
+store and PostgreSQL are killed with SIGKILL and restarted, one at a time; then every
+acknowledged write is read back and every job and published artifact checked (see
+bench/_chaos_suite.py for the lanes and the checks).
+
+    python bench/chaos.py                    # overload 60 s + a 5-minute soak + chaos
+    python bench/chaos.py --chaos            # only the chaos run (--quick: shorter traffic)
+    python bench/chaos.py --quick            # overload 15 s + 1-minute soak + short chaos
+    python bench/chaos.py --overload --soak 30   # overload + a 30-minute soak
 
 Writes bench/results/chaos.json (and a dated copy, see _results.py) with keys
 overload_capacity_rps, overload_admitted_p99_ms, overload_rejected_fraction,
-overload_rejected_p99_ms, overload_rss_growth_mb, soak_rss_growth_mb_per_hour.
+overload_rejected_p99_ms, overload_rss_growth_mb, soak_rss_growth_mb_per_hour, and from
+--chaos acked_lost, jobs_lost, half_published and chaos_* (client errors per lane and per kill,
+restart times). Keys of earlier runs that this run did not measure are kept.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving as serving_bench  # noqa: E402  (replica start-up, bundle, closed-loop load)
-from _results import write_results  # noqa: E402
+from _results import RESULTS_DIR, write_results  # noqa: E402
 
 TOKEN = serving_bench.TOKEN
 # Overload drives explained predictions (SHAP contributions, in the inference threads) at an
@@ -413,22 +424,62 @@ def run(quick: bool, soak_minutes: float, parts: set[str]) -> dict:
     return out
 
 
+def chaos(quick: bool) -> dict:
+    from _chaos_suite import ChaosPlan, new_root, run_chaos
+
+    plan = (
+        ChaosPlan(warmup_s=3, between_s=3, down_s=1, after_s=3, items=200, train_jobs=1)
+        if quick
+        else ChaosPlan()
+    )
+    root = new_root()
+    try:
+        return run_chaos(root, plan)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def previous(quick: bool) -> dict:
+    """The latest results file's measured keys (kept when this run does not measure them)."""
+    path = RESULTS_DIR / ("chaos_quick.json" if quick else "chaos.json")
+    if not path.exists():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "run"}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--overload", action="store_true", help="only the overload section")
-    parser.add_argument("--soak", type=float, metavar="MINUTES", help="soak length (5; quick 1)")
+    parser = argparse.ArgumentParser(
+        description="Sections: overload, soak, chaos. The flags choose them; none means all."
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
+    parser.add_argument("--overload", action="store_true", help="run the overload section")
+    parser.add_argument(
+        "--soak", type=float, metavar="MINUTES", help="run the soak section this long (5; quick 1)"
+    )
+    parser.add_argument("--chaos", action="store_true", help="run the chaos-under-load section")
     args = parser.parse_args()
-    parts = {"overload", "soak"}
-    if args.overload and args.soak is None:
-        parts = {"overload"}
-    elif args.soak is not None and not args.overload:
-        parts = {"soak"}
+    # The flags choose sections; none means all three.
+    parts = {
+        name
+        for name, chosen in (
+            ("overload", args.overload),
+            ("soak", args.soak is not None),
+            ("chaos", args.chaos),
+        )
+        if chosen
+    } or {"overload", "soak", "chaos"}
     minutes = args.soak if args.soak is not None else (1.0 if args.quick else 5.0)
-    results = run(args.quick, minutes, parts)
+    results = previous(args.quick)
+    if parts - {"chaos"}:
+        results.update(run(args.quick, minutes, parts - {"chaos"}))
+    if "chaos" in parts:
+        results.update(chaos(args.quick))
     results["bounds"] = {
         "overload_rss_growth_mb": RSS_BOUND_MB,
         "soak_rss_growth_mb_per_hour": SOAK_BOUND_MB_PER_HOUR,
+        "acked_lost": 0,
+        "jobs_lost": 0,
+        "half_published": 0,
     }
     out = write_results("chaos", results, quick=args.quick)
     print(f"wrote {out}")

@@ -42,6 +42,16 @@ async def get_crash(request: Any, context: Any) -> Any:
     raise ValueError("secret internal detail")
 
 
+async def get_db_down(request: Any, context: Any) -> Any:
+    """The metadata database went away (a restart): what SQLAlchemy raises on PostgreSQL."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    raise OperationalError(
+        "SELECT 1", {}, psycopg.OperationalError("connection refused (password=s3cret)")
+    )
+
+
 async def get_slow(request: Any, context: Any) -> Any:
     import asyncio
 
@@ -67,6 +77,7 @@ HANDLERS = {
     "PutEcho": _unary(put_echo),
     "GetMissing": _unary(get_missing),
     "GetCrash": _unary(get_crash),
+    "GetDbDown": _unary(get_db_down),
     "GetSlow": _unary(get_slow),
     "WatchEcho": grpc.unary_stream_rpc_method_handler(
         watch_echo,

@@ -195,12 +195,15 @@ class _Compiler:
             test = pc.is_null(self._expr(left_node))
             return ~test if isinstance(op, ast.IsNot) else test
         if isinstance(op, (ast.In, ast.NotIn)):
-            if not isinstance(right_node, (ast.List, ast.Tuple, ast.Set)):
+            # SQL's one-element list ``x IN ('a')`` parses as a parenthesised literal.
+            one = isinstance(right_node, ast.Constant) and right_node.value is not None
+            if not one and not isinstance(right_node, (ast.List, ast.Tuple, ast.Set)):
                 raise InvalidArgument(
                     "'in' needs a list of literals, e.g. x in ('a', 'b')", reason="BAD_FILTER"
                 )
+            elts = [right_node] if one else right_node.elts  # type: ignore[attr-defined]
             left = self.compile(left_node)
-            values = [self._literal_for(left, self.compile(v)) for v in right_node.elts]
+            values = [self._literal_for(left, self.compile(v)) for v in elts]
             test = pc.is_in(self._as_expr(left), value_set=self._value_set(left, values))
             return ~test if isinstance(op, ast.NotIn) else test
         left, right = self.compile(left_node), self.compile(right_node)

@@ -63,7 +63,7 @@ def ingest(rt: DataRuntime, ctx: JobContext, spec: pb.IngestSpec) -> dict[str, A
         start_group = done["row_group"] if file_index == done["file"] else 0
         for rg in range(start_group, table_file.num_row_groups):
             ctx.raise_if_cancelled()
-            table = table_file.read_row_group(rg)
+            table = _read_row_group(table_file, rg, keys[file_index])
             batch = batch_from_table(group.spec, group.layout, table, mapping)
             outcome = rt.ingestor.write_batch(group, batch, online=not spec.skip_online)
             done = {
@@ -95,9 +95,20 @@ def _open_parquet(rt: DataRuntime, key: str) -> pq.ParquetFile:
     data = rt.artifacts.get_bytes(key)
     try:
         return pq.ParquetFile(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise InvalidArgument(
             f"artifact '{key}' is not a readable Parquet file: {exc}", reason="CORRUPT_PARQUET"
+        ) from None
+
+
+def _read_row_group(table_file: pq.ParquetFile, rg: int, key: str) -> pa.Table:
+    """Row group ``rg``; damage inside it (a valid footer over corrupt pages) is refused."""
+    try:
+        return table_file.read_row_group(rg)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidArgument(
+            f"artifact '{key}' row group {rg} is not readable Parquet: {exc}",
+            reason="CORRUPT_PARQUET",
         ) from None
 
 

@@ -72,7 +72,7 @@ def read_table(artifacts: ArtifactStore, source: TableInput) -> pa.Table:
             fmt = source.format or ("csv" if key.lower().endswith(".csv") else "parquet")
             try:
                 tables.append(pacsv.read_csv(path) if fmt == "csv" else pq.read_table(path))
-            except (pa.ArrowInvalid, OSError) as exc:
+            except (pa.ArrowException, OSError) as exc:
                 raise InvalidArgument(
                     f"artifact '{key}' is not readable {fmt}: {exc}", reason="UNREADABLE_TABLE"
                 ) from None

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atlas_core.errors import InvalidArgument
@@ -37,6 +38,18 @@ def read_batches(
 def _parquet_batches(
     path: Path, columns: list[str], start_row: int, batch_size: int
 ) -> Iterator[tuple[int, list[Row]]]:
+    try:
+        yield from _parquet_batches_unchecked(path, columns, start_row, batch_size)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        # a damaged file: an unreadable footer, page or string value
+        raise InvalidArgument(
+            f"manifest is not a readable Parquet file: {exc}", reason="BAD_MANIFEST"
+        ) from None
+
+
+def _parquet_batches_unchecked(
+    path: Path, columns: list[str], start_row: int, batch_size: int
+) -> Iterator[tuple[int, list[Row]]]:
     handle = pq.ParquetFile(path)
     names = set(handle.schema_arrow.names)
     for column in columns:
@@ -62,18 +75,19 @@ def _jsonl_batches(
     batch: list[Row] = []
     first = start_row
     row = -1
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.strip():
                 continue
             row += 1
             if row < start_row:
                 continue
             try:
-                record = json.loads(line)
-            except ValueError as exc:
+                record = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                why = "is nested too deeply" if isinstance(exc, RecursionError) else f"({exc})"
                 raise InvalidArgument(
-                    f"manifest line {row + 1} is not JSON: {exc}", reason="BAD_MANIFEST"
+                    f"manifest line {row + 1} is not UTF-8 JSON {why}", reason="BAD_MANIFEST"
                 ) from None
             if not isinstance(record, dict):
                 raise InvalidArgument(

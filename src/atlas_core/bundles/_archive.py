@@ -23,6 +23,10 @@ from atlas_core.errors import DataLoss
 
 CHECKSUM_REASON = "BUNDLE_CHECKSUM_MISMATCH"
 _COPY_CHUNK = 1024 * 1024
+# The manifest and signature are read before anything is trusted: their tar headers' sizes are
+# checked first, so a crafted bundle cannot make the reader buffer gigabytes.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 64 * 1024
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -89,6 +93,7 @@ def read_archive(
                 if manifest is None:
                     if name != MANIFEST_NAME:
                         raise _malformed(key, f"the first member is not {MANIFEST_NAME}")
+                    _check_size(info, MAX_MANIFEST_BYTES, key)
                     raw_manifest = _read_member(archive, info)
                     # The format first: a newer one may sign differently ("upgrade", not
                     # "unsigned"). Parsing JSON runs no code from the bundle.
@@ -96,6 +101,8 @@ def read_archive(
                     continue
                 if not signature_checked:
                     signed = name == SIGNATURE_NAME
+                    if signed:
+                        _check_size(info, MAX_SIGNATURE_BYTES, key)
                     trust.check(
                         raw_manifest, _read_member(archive, info) if signed else None, key=key
                     )
@@ -104,6 +111,8 @@ def read_archive(
                         continue
                 if name in contents or name in (MANIFEST_NAME, SIGNATURE_NAME):
                     raise _malformed(key, f"member {name!r} appears twice")
+                if verify:  # refused from its header, before its bytes are read
+                    _check_listed(manifest["members"], info, key)
                 data = _read_member(archive, info)
                 contents[name] = data
                 digests[name] = hashlib.sha256(data).hexdigest()
@@ -116,6 +125,24 @@ def read_archive(
     if verify:
         _check_members(manifest["members"], contents, digests, key)
     return manifest, contents
+
+
+def _check_size(info: tarfile.TarInfo, limit: int, key: str) -> None:
+    if info.size > limit:
+        raise _malformed(key, f"member {info.name!r} is {info.size} bytes, over {limit}")
+
+
+def _check_listed(recorded: Mapping[str, Any], info: tarfile.TarInfo, key: str) -> None:
+    record = recorded.get(info.name)
+    if record is None:
+        raise _mismatch(key, info.name, f"member {info.name!r} is not listed in the manifest")
+    if record.get("size") != info.size:
+        raise _mismatch(
+            key,
+            info.name,
+            f"member {info.name!r} is {info.size} bytes, the manifest records "
+            f"{record.get('size')} bytes",
+        )
 
 
 def _read_member(archive: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:

@@ -165,6 +165,11 @@ def parse_manifest(raw: bytes, *, key: str) -> dict[str, Any]:
         raise _malformed(key, f"manifest lacks {', '.join(absent)}")
     if manifest["task"] not in TASKS:
         raise _malformed(key, f"unknown task {manifest['task']!r}")
+    members = manifest["members"]
+    if not isinstance(members, dict) or not all(
+        isinstance(name, str) and isinstance(record, dict) for name, record in members.items()
+    ):
+        raise _malformed(key, "manifest members are not a mapping of name to record")
     return manifest
 
 

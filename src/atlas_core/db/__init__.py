@@ -5,6 +5,7 @@ from __future__ import annotations
 from atlas_core.db._engine import (
     check_connection,
     create_engine_from_settings,
+    database_unavailable,
     mask_url,
     session_scope,
     write_transaction,
@@ -29,6 +30,7 @@ __all__ = [
     "check_connection",
     "create_engine_from_settings",
     "current_versions",
+    "database_unavailable",
     "fetch_page",
     "idempotency_table",
     "mask_url",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import TimeoutError as SaTimeoutError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
@@ -281,3 +283,28 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def database_unavailable(exc: BaseException) -> Unavailable | None:
+    """``exc`` as UNAVAILABLE ``DATABASE_UNAVAILABLE`` when it says the database server went
+    away or cannot be reached (a restart, a failover, a dropped connection): a client retries
+    that with the same request id. None for every other error (a bug stays INTERNAL)."""
+    if isinstance(exc, SaTimeoutError):  # no pooled connection became free in time
+        return Unavailable(
+            "the metadata database did not hand out a connection in time; retry",
+            reason="DATABASE_UNAVAILABLE",
+        )
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    psycopg = sys.modules.get("psycopg")  # loaded when the URL is PostgreSQL's
+    disconnect = exc.connection_invalidated or (
+        psycopg is not None and isinstance(orig, psycopg.OperationalError)
+    )
+    if not disconnect:
+        return None
+    return Unavailable(
+        f"the metadata database is unavailable ({type(orig).__name__}); retry with the same "
+        "request id",
+        reason="DATABASE_UNAVAILABLE",
+    )

@@ -12,11 +12,13 @@ import copy
 import json
 import os
 import signal
+import sys
 import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from atlas_core.errors import AtlasError
 from atlas_core.jobs._models import JobHandler
 
 # Wire messages, child -> supervisor.
@@ -152,5 +154,23 @@ def run_job_process(
     except JobCancelled as exc:
         outcome = (MSG_CANCELLED, str(exc))
     except (Exception, SystemExit) as exc:
-        outcome = (MSG_ERROR, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        text = f"{type(exc).__name__}: {exc}"
+        outcome = (MSG_ERROR, text, traceback.format_exc(), dependency_was_away(exc))
     ctx._send(outcome)
+
+
+# Reasons that say the suite's own infrastructure was unreachable, not that the job is wrong.
+OUTAGE_REASONS = frozenset({"DATABASE_UNAVAILABLE", "OBJECT_STORE_UNAVAILABLE"})
+
+
+def dependency_was_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the metadata database or the object store was unreachable (a
+    restart, a failover): the attempt failed for a reason outside the job, so a resumable job
+    is run again."""
+    if isinstance(exc, AtlasError):
+        return exc.reason in OUTAGE_REASONS
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from atlas_core.db import database_unavailable
+
+    return database_unavailable(exc) is not None

@@ -24,6 +24,10 @@ log = logging.getLogger("atlas.jobs")
 REASON_RESTART = "interrupted by service restart"
 REASON_STALE = "interrupted by service restart (its runner stopped sending heartbeats)"
 REASON_SHUTDOWN = "interrupted by service shutdown"
+REASON_OUTAGE = "interrupted: the metadata database or the object store was unavailable"
+# A resumable job whose attempt failed because the database or the object store was away runs
+# again (from its checkpoint) up to this many attempts in all; then it fails as any error does.
+MAX_OUTAGE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -310,13 +314,37 @@ class Supervisor:
         if job.pending:
             self._flush(job)
         job.process.join()
-        if not job.lost:
+        if not job.lost and self._dependency_was_away(job):
+            moved = self._store.interrupt(
+                reason=f"{REASON_OUTAGE} ({job.outcome[1] if job.outcome else ''})"[:500],
+                owner=self._runner_id,
+                job_ids=[job.job_id],
+            )
+            log.warning(
+                "job %s attempt %d failed while a dependency was unavailable: %s",
+                job.job_id,
+                job.record.attempts,
+                moved.get(job.job_id, JobState.FAILED).value,
+            )
+        elif not job.lost:
             state, fields = self._verdict(job)
             self._store.finish(job.job_id, self._runner_id, state, **fields)
             log.info("job %s finished: %s", job.job_id, fields["message"])
         self._running.remove(job)
         job.conn.close()
         job.process.close()
+
+    @staticmethod
+    def _dependency_was_away(job: _Running) -> bool:
+        outcome = job.outcome or (None,)
+        return (
+            outcome[0] == wire.MSG_ERROR
+            and len(outcome) > 3
+            and bool(outcome[3])
+            and not job.cancel_requested
+            and job.record.resumable
+            and job.record.attempts < MAX_OUTAGE_ATTEMPTS
+        )
 
     def _verdict(self, job: _Running) -> tuple[JobState, dict[str, Any]]:
         outcome = job.outcome or (None,)

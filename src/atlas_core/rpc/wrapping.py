@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -135,6 +136,10 @@ class WrappingRegistrar:
     async def _fail(
         self, method: str, context: aio.ServicerContext, exc: BaseException, started: float
     ) -> None:
+        if "sqlalchemy" in sys.modules and not isinstance(exc, AtlasError):
+            from atlas_core.db import database_unavailable
+
+            exc = database_unavailable(exc) or exc  # a database outage is retryable
         if isinstance(exc, AtlasError):
             code = grpc_code(exc)
             self._metrics.observe(method, code.name, time.perf_counter() - started)

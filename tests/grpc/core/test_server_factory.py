@@ -151,6 +151,16 @@ async def test_unexpected_error_is_internal_and_generic(echo_server, caplog):
     assert "secret internal detail" in caplog.text  # logged once, with traceback, server side
 
 
+async def test_a_database_outage_is_unavailable_so_clients_retry(echo_server):
+    async with channel_for(echo_server) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await unary(ch, "GetDbDown")(Req())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    mapped = error_from_rpc(err.value)
+    assert mapped.reason == "DATABASE_UNAVAILABLE"
+    assert "retry" in mapped.message and "s3cret" not in mapped.message
+
+
 async def test_stream_error_after_messages(echo_server):
     async with channel_for(echo_server) as ch:
         call = ch.unary_stream(

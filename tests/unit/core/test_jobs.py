@@ -89,7 +89,22 @@ def resumable_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
     return {"started_from": start, "attempt": ctx.attempt}
 
 
+def db_away_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints step 1, then finds the metadata database (attempt 1) or the object store
+    (attempt 2) away on its first ``away_for`` attempts."""
+    from atlas_core.errors import Unavailable
+
+    start = (ctx.last_checkpoint() or {}).get("step", 0)
+    if start == 0:
+        ctx.checkpoint({"step": 1})
+    if ctx.attempt <= spec["away_for"]:
+        what = "DATABASE" if ctx.attempt % 2 else "OBJECT_STORE"
+        raise Unavailable(f"{what.lower()} is unavailable", reason=f"{what}_UNAVAILABLE")
+    return {"started_from": max(start, 1), "attempt": ctx.attempt}
+
+
 HANDLERS = {
+    "db_away": db_away_handler,
     "add": add_handler,
     "fail": failing_handler,
     "polite": polite_handler,
@@ -220,6 +235,27 @@ def test_handler_exception_fails_the_job_with_its_message(make_runner) -> None: 
     assert last.type is EventType.FAILED
     assert "Traceback" in last.payload["traceback"]
     assert "failing_handler" in last.payload["traceback"]
+
+
+def test_a_resumable_job_runs_again_after_the_database_or_object_store_was_away(
+    make_runner,
+) -> None:  # type: ignore[no-untyped-def]
+    runner = make_runner()
+    runner.start()
+    job_id = runner.submit("db_away", {"away_for": 2}, resumable=True)
+    record = runner.wait(job_id, timeout=60)
+    assert record.state is JobState.SUCCEEDED, record.error
+    assert record.result == {"started_from": 1, "attempt": 3}  # from its checkpoint
+    assert event_types(runner, job_id).count("interrupted") == 2
+
+
+def test_a_job_that_is_not_resumable_fails_when_the_database_was_away(make_runner) -> None:  # type: ignore[no-untyped-def]
+    runner = make_runner()
+    runner.start()
+    job_id = runner.submit("db_away", {"away_for": 1})
+    record = runner.wait(job_id, timeout=60)
+    assert record.state is JobState.FAILED
+    assert record.error == "Unavailable: database is unavailable"  # not run again
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def _read_rows(store: ArtifactStore, ref: BundleRef) -> list[dict[str, Any]]:
     raw = store.get_bytes(resolve_artifact(store, ref))
     try:
         table = pq.read_table(io.BytesIO(raw))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise InvalidArgument(
             f"input_artifact {ref.uri} is not a Parquet file: {exc}", reason="BAD_INPUT_ARTIFACT"
         ) from None
@@ -50,7 +50,13 @@ def _read_rows(store: ArtifactStore, ref: BundleRef) -> list[dict[str, Any]]:
             f"input_artifact has {table.num_rows} rows; the limit is {MAX_ARTIFACT_ROWS}",
             reason="TOO_MANY_ROWS",
         )
-    return table.to_pylist()
+    try:
+        return table.to_pylist()
+    except (pa.ArrowException, UnicodeDecodeError) as exc:  # damaged values in valid pages
+        raise InvalidArgument(
+            f"input_artifact {ref.uri} holds unreadable values: {exc}",
+            reason="BAD_INPUT_ARTIFACT",
+        ) from None
 
 
 def _write_results(

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete
 
-from atlas_core.db import write_transaction
+from atlas_core.db import database_unavailable, write_transaction
 from atlas_serving.dataplane.inference import RowResult
 from atlas_serving.prediction_ids import new_prediction_id, prediction_time_us
 from atlas_serving.tables import ground_truth, predictions
@@ -49,9 +49,11 @@ def _insert_sql(engine: Engine) -> str:
         "numeric": [f":{i + 1}" for i in range(len(_COLUMNS))],
         "named": [f":{c}" for c in _COLUMNS],
     }[style]
+    # ON CONFLICT DO NOTHING (SQLite and PostgreSQL): a batch kept after a failed flush whose
+    # commit in fact went through is inserted again without a primary-key error.
     return (
         f"INSERT INTO {quote(predictions.name)} ({', '.join(quote(c) for c in _COLUMNS)}) "
-        f"VALUES ({', '.join(marks)})"
+        f"VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
     )
 
 
@@ -99,10 +101,27 @@ class PredictionLog:
             try:
                 with write_transaction(self.engine) as conn:
                     conn.exec_driver_sql(self._sql, rows)
-            except Exception:  # noqa: BLE001 - indexing must never break serving
+            except Exception as exc:  # noqa: BLE001 - indexing must never break serving
+                if database_unavailable(exc) is not None:  # a DB restart: the next flush retries
+                    self._requeue(taken)
+                    log.warning(
+                        "prediction index flush failed, database unavailable; %d rows kept "
+                        "for the next flush",
+                        len(rows),
+                    )
+                    return 0
                 log.exception("prediction index flush failed; %d rows not indexed", len(rows))
                 return 0
             return len(rows)
+
+    def _requeue(self, taken: list[tuple[Any, ...]]) -> None:
+        """Put a failed batch back before what arrived since, within MAX_BUFFERED (the
+        oldest beyond it are dropped and counted)."""
+        with self._lock:
+            room = max(0, MAX_BUFFERED - len(self._buffer))
+            kept = taken[len(taken) - room :] if room < len(taken) else taken
+            self.dropped += sum(len(item[6]) for item in taken[: len(taken) - len(kept)])
+            self._buffer = kept + self._buffer
 
     def prune(self, older_than_us: int) -> int:
         """Delete index rows of predictions made before ``older_than_us``, and outcomes last
