@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from atlas_core.cli import _data, _graph, _labeling, _lineage, _serving, _suite, _trainer
 from atlas_core.cli._errors import describe
@@ -13,8 +14,16 @@ from atlas_core.cli._errors import describe
 GROUPS = (_suite, _labeling, _data, _trainer, _serving, _graph, _lineage)
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A mistake on the command line is one line naming it (argparse's usage block would bury
+    it); --help has the usage. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="atlas",
         description="ATLAS: label, build datasets, AutoML, deploy and monitor -- one platform. "
         "Environment: ATLAS_DATA_DIR, ATLAS_ADDRESS (or ATLAS_<SERVICE>_ADDRESS), ATLAS_TOKEN.",

@@ -119,7 +119,8 @@ def follow(client: TrainerClient, job_id: str, out=sys.stdout) -> int:
         return 1
     r = job.result
     print(
-        f"done: best {r.metric} {r.best.score:.4f} ({model_first(r.best.pipeline, 80)}); "
+        f"done: job {job_id}; best {r.metric} {r.best.score:.4f} "
+        f"({model_first(r.best.pipeline, 80)}); "
         f"{r.trials_complete} complete, {r.trials_pruned} pruned, {r.trials_failed} failed, "
         f"{r.trials_interrupted} interrupted; "
         f"bundle {r.model_bundle.uri}",

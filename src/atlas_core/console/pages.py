@@ -39,8 +39,8 @@ PLOT_HEADERS = {
 # A readable graph: a sample of each node's children, and a bound on the whole walk.
 LINEAGE_CHILDREN, LINEAGE_NODES = 10, 150
 SIGNIN_HINT = (
-    "The bearer token your administrator gave you (for a suite started with `atlas up`: "
-    "admin_token in DATA_DIR/secrets/credentials.json). You see what this token may read."
+    "The bearer token your administrator gave you; for a suite started with atlas up, "
+    "atlas console --show-token prints it. You see what this token may read."
 )
 PLOT_TYPES = {"text/html": "text/html; charset=utf-8", "image/png": "image/png"}
 

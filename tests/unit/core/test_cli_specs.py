@@ -112,6 +112,7 @@ def test_nonsensical_numbers_are_refused_before_anything_is_sent(
         main(argv)
     err = capsys.readouterr().err
     assert exited.value.code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "--help" in err  # one line, no usage block
 
 
 def test_a_budget_of_zero_reaches_the_trainer_as_zero_not_as_the_default() -> None:
