@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from atlas_core.errors import NotFound
+
 
 class VariantRole(enum.IntEnum):
     UNSPECIFIED = 0
@@ -580,3 +582,11 @@ class QualityReport:
     start_us: int
     end_us: int
     variants: list[VariantQuality] = field(default_factory=list)
+
+
+def endpoint_not_found(name: str) -> NotFound:
+    """The one refusal for an endpoint name that names none, with where to look."""
+    return NotFound(
+        f"endpoint {name} does not exist (ListEndpoints / `atlas deploy status` lists them)",
+        reason="ENDPOINT_NOT_FOUND",
+    )

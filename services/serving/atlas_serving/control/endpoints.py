@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, select
 
 from atlas_core.db import fetch_page, write_transaction
-from atlas_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from atlas_core.errors import Aborted, AlreadyExists, InvalidArgument
 from atlas_serving.control.registry import Registry, check_name
 from atlas_serving.domain import (
     Capacity,
@@ -24,6 +24,7 @@ from atlas_serving.domain import (
     QualityConfig,
     Variant,
     VariantRole,
+    endpoint_not_found,
 )
 from atlas_serving.records import Codec, now
 from atlas_serving.tables import endpoints
@@ -162,7 +163,7 @@ class EndpointStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(endpoints).where(endpoints.c.name == name)).first()
         if row is None:
-            raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
+            raise endpoint_not_found(name)
         return self._endpoint(row)
 
     def list(
@@ -184,7 +185,7 @@ class EndpointStore:
         with write_transaction(self.engine) as conn:
             row = conn.execute(select(endpoints).where(endpoints.c.name == name)).first()
             if row is None:
-                raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
+                raise endpoint_not_found(name)
             if etag and etag != row.etag:
                 raise Aborted(
                     f"endpoint {name} changed since etag {etag} (now {row.etag})",

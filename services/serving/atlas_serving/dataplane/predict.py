@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atlas_core.errors import AtlasError, InvalidArgument, NotFound, ResourceExhausted
+from atlas_core.errors import AtlasError, InvalidArgument, ResourceExhausted
 from atlas_serving.dataplane.capture import CaptureWriter
 from atlas_serving.dataplane.inference import RowResult, ServableModel, check_row_names
 from atlas_serving.dataplane.live import EndpointRuntime, VariantRuntime
@@ -19,7 +19,7 @@ from atlas_serving.dataplane.lookup import FeatureFetcher
 from atlas_serving.dataplane.loop_lag import LoopLag
 from atlas_serving.dataplane.models import ModelCache, ModelKey
 from atlas_serving.dataplane.prediction_log import PredictionLog, new_prediction_id
-from atlas_serving.domain import PredictOptions, Row
+from atlas_serving.domain import PredictOptions, Row, endpoint_not_found
 from atlas_serving.monitoring.metrics import ServingMetrics
 
 log = logging.getLogger("atlas.serving.predict")
@@ -62,7 +62,7 @@ class DataPlane:
             raise InvalidArgument("endpoint_name is required", reason="NAME_REQUIRED")
         ep = self.endpoints.get(name)
         if ep is None:
-            raise NotFound(f"endpoint {name} does not exist", reason="ENDPOINT_NOT_FOUND")
+            raise endpoint_not_found(name)
         return ep
 
     async def predict(
