@@ -516,7 +516,12 @@ def _prepare(req: AutoMLRequest) -> _Prepared:
         warnings.append(f"dropped column {col!r}: {why}" + (f" ({more})" if more else ""))
     warnings += role_warnings
     validation, folds = req.validation, req.folds
-    if validation == "auto":
+    if validation == "auto" and req.stacking == "on":
+        # stacking forced on needs out-of-fold scores of every row: k-fold even on data
+        # that "auto" would validate on a holdout (at least 3 folds: see automl.stack)
+        validation = "kfold"
+        folds = max(stacking.MIN_FOLDS, auto_folds(folds, req.wall_budget_s, req.n_jobs))
+    elif validation == "auto":
         validation, folds = auto_validation(
             folds, req.wall_budget_s, req.n_jobs, len(X), X.shape[1], prepared.n_classes
         )
