@@ -45,6 +45,7 @@ MAX_LEVELS = 1  # stacked layers above the search's (layer 2; see the module doc
 MODELS_PER_LAYER = 3  # the best configuration of each of the best families
 INPUTS = 5  # best layer-1 trials whose scores feed layer 2
 MIN_FOLDS = 3  # pair models leave two folds out
+PAIR_SHARE = 0.4  # of the layer's time window, at most, for the inputs after the best one
 MIN_WALL_S = 60.0  # "auto" stacks only under at least this wall budget
 MAX_SHARE = 0.35  # of the wall budget, at most, reserved for stacked layers ("auto")
 ON_SHARE = 0.5  # ... when stacking is forced on
@@ -291,14 +292,14 @@ def fit_stack(
         if deadline is not None and time.monotonic() >= deadline:
             raise Interrupted("deadline")
 
-    try:
-        pairs = {
-            t: pair_scores(X, prepared, splits, configs[t], seed=seed, threads=threads, check=check)
-            for t in inputs
-        }
-    except Interrupted as exc:
-        stack.stopped = f"layer 2 not fitted: its inputs' pair models were cut by the {exc.reason}"
+    pairs = _input_pairs(X, prepared, splits, inputs, configs, seed, threads, deadline, check)
+    if not pairs:
+        stack.stopped = "layer 2 not fitted: the pair models of its best input did not fit in time"
         return stack
+    if len(pairs) < len(inputs):  # the rest did not fit in their share of the window
+        inputs = {t: inputs[t] for t in pairs}
+        stack.layers[0] = {input_key(t): FoldBag(models) for t, (_, models) in inputs.items()}
+        stack.input_trials = {input_key(t): t for t in inputs}
     frames = [
         with_stack_columns(
             X,
@@ -326,6 +327,53 @@ def fit_stack(
         if on_layer is not None:
             on_layer(2, stack)
     return stack
+
+
+def _input_pairs(
+    X: pd.DataFrame,
+    prepared: PreparedTarget,
+    splits: Splits,
+    inputs: Mapping[int, tuple[np.ndarray, list[Any]]],
+    configs: Mapping[int, Mapping[str, Any]],
+    seed: int,
+    threads: int,
+    deadline: float | None,
+    check: Callable[[], None],
+) -> dict[int, dict[tuple[int, int], np.ndarray]]:
+    """Pair models of the inputs, best first, while they fit: the best input may use the
+    whole window, the others only ``PAIR_SHARE`` of it (the layer's own models need the
+    rest), and an input whose predecessor's time would overrun that share is not started."""
+    share_end = (
+        None if deadline is None else time.monotonic() + PAIR_SHARE * (deadline - time.monotonic())
+    )
+    out: dict[int, dict[tuple[int, int], np.ndarray]] = {}
+    took = 0.0
+
+    def within_share() -> None:
+        check()
+        if share_end is not None and time.monotonic() >= share_end:
+            raise Interrupted("deadline")
+
+    for t in inputs:
+        if out and share_end is not None and time.monotonic() + took > share_end:
+            break
+        started = time.monotonic()
+        try:
+            out[t] = pair_scores(
+                X,
+                prepared,
+                splits,
+                configs[t],
+                seed=seed,
+                threads=threads,
+                check=within_share if out else check,
+            )
+        except Interrupted as exc:
+            if exc.reason == "cancelled":
+                return {}
+            break
+        took = time.monotonic() - started
+    return out
 
 
 def _cross_validate(
