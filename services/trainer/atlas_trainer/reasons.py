@@ -188,7 +188,7 @@ class TrainerReason(Reason):
         auto(),
         INVALID_ARGUMENT,
         "automl.stacking is not a StackingMode or automl.stack_levels is out of range.",
-        "Use STACKING_MODE_AUTO, _OFF or _ON, and stack_levels 0 (the default) to 2.",
+        "Use STACKING_MODE_AUTO, _OFF or _ON, and stack_levels 0 (the default) or 1.",
     )
     BAD_STRATEGY = (
         auto(),

@@ -319,7 +319,7 @@ class AutoMLRequest:
     max_row_latency_ms: float | None = None
     column_roles: dict[str, str] | None = None
     # Multi-layer stacking (automl.stack): "auto" (when the wall budget allows), "on", "off";
-    # ``stack_levels`` stacked layers above the search's at most (0: the default, 2).
+    # ``stack_levels`` stacked layers above the search's at most (0: the default, 1).
     stacking: str = "auto"
     stack_levels: int = 0
     on_event: Callable[[dict[str, Any]], None] | None = None
