@@ -170,7 +170,8 @@ def test_the_budget_decides_the_layers():
     assert stacking.wanted_levels("on", 0, 900.0, 1.0, "2-fold")[0] == 0
     assert stacking.stack_reserve("auto", 0, 300.0, 40.0, "5-fold") == 40.0
     assert stacking.stack_reserve("auto", 0, 300.0, 100.0, "5-fold") == 100.0
-    assert stacking.stack_reserve("on", 0, 30.0, 100.0, "5-fold") == 15.0
+    assert stacking.stack_reserve("on", 0, 30.0, 100.0, "5-fold") == pytest.approx(10.5)
+    assert stacking.stack_reserve("on", 0, 30.0, 100.0, "5-fold", complete=1) == 0.0
     assert stacking.stack_reserve("auto", 0, 30.0, 1.0, "5-fold") == 0.0
     # the estimate: the chosen configurations' CV time + the inputs' pair models
     fit = {1: 10.0, 2: 20.0, 3: 4.0}
@@ -240,3 +241,26 @@ def test_auto_does_not_stack_without_a_wall_budget_and_bad_options_are_refused()
         with pytest.raises(InvalidArgument) as err:
             run_automl(AutoMLRequest(X, y, max_trials=1, **kw))
         assert err.value.reason == "BAD_STACKING" and field in str(err.value)
+
+
+def test_inputs_and_models_expected_to_overrun_the_window_are_skipped():
+    import time
+
+    X, prepared, splits = _noise(n=150, seed=2)
+    configs = _configs("extra_trees", "linear")
+    inputs = _layer1(X, prepared, splits, configs)
+    stack = stacking.fit_stack(
+        X,
+        prepared,
+        splits,
+        inputs=inputs,
+        configs=configs,
+        chosen=[0, 1],
+        seed=0,
+        threads=1,
+        deadline=time.monotonic() + 120.0,
+        fit_times={0: 1000.0, 1: 0.01},  # trial 0 took "1000 s" in the search
+    )
+    assert stack.input_trials == {"t1": 1} and list(stack.layers[0]) == ["t1"]
+    assert [m.source for m in stack.models] == [1] and stack.models[0].key == "L2.m2"
+    assert "1 layer-2 models skipped" in stack.stopped

@@ -790,8 +790,10 @@ def _reserve_for_stacking(
 
     def after_trial() -> None:
         _, _, layer_s = _layer_estimate(state, len(prep.splits.folds))
+        with state.lock:
+            complete = len(state.scores)
         reserve = stacking.stack_reserve(
-            req.stacking, req.stack_levels, wall, layer_s, prep.splits.method
+            req.stacking, req.stack_levels, wall, layer_s, prep.splits.method, complete
         )
         settings.search_deadline = base - reserve
 
@@ -855,6 +857,7 @@ def _fit_stack(
         deadline=deadline,
         should_stop=req.should_stop,
         on_layer=on_layer,
+        fit_times=dict(state.fit_time),
     )
     if not stack.models:
         return None, _noted(req, prep, f"stacking ran no model: {stack.stopped or 'no time'}")

@@ -47,8 +47,7 @@ INPUTS = 5  # best layer-1 trials whose scores feed layer 2
 MIN_FOLDS = 3  # pair models leave two folds out
 PAIR_SHARE = 0.4  # of the layer's time window, at most, for the inputs after the best one
 MIN_WALL_S = 60.0  # "auto" stacks only under at least this wall budget
-MAX_SHARE = 0.35  # of the wall budget, at most, reserved for stacked layers ("auto")
-ON_SHARE = 0.5  # ... when stacking is forced on
+MAX_SHARE = 0.35  # of the wall budget, at most, reserved for stacked layers
 COST_FACTOR = 1.3  # a stacked layer's cost / its configurations' CV fit time in the search
 
 
@@ -144,14 +143,21 @@ def wanted_levels(
 
 
 def stack_reserve(
-    mode: str, max_levels: int, wall_s: float, layer_s: float, validation: str
+    mode: str,
+    max_levels: int,
+    wall_s: float,
+    layer_s: float,
+    validation: str,
+    complete: int = 2,
 ) -> float:
-    """Seconds of the wall budget the search leaves for stacked layers."""
+    """Seconds of the wall budget the search leaves for stacked layers: none before 2 trials
+    completed (nothing to stack yet), at most ``MAX_SHARE`` of it."""
+    if complete < 2:
+        return 0.0
     levels, _ = wanted_levels(mode, max_levels, wall_s, layer_s, validation)
     if levels == 0:
         return 0.0
-    share = ON_SHARE if mode == "on" else MAX_SHARE
-    return min(share * wall_s, levels * layer_s)
+    return min(MAX_SHARE * wall_s, levels * layer_s)
 
 
 @dataclass
@@ -272,11 +278,16 @@ def fit_stack(
     deadline: float | None,
     should_stop: Callable[[], bool] | None = None,
     on_layer: Callable[[int, Stack], None] | None = None,
+    fit_times: Mapping[int, float] | None = None,
 ) -> Stack:
     """Fit the stacked layer above ``inputs`` (trial -> (OOF scores on every row, fitted fold
-    models)); its models re-fit the configurations of the ``chosen`` trials, with the same
-    ``splits`` (see the module doc for the pair models that keep it honest). ``deadline``
-    or ``should_stop`` cut it: the models completed by then are kept."""
+    models), best first); its models re-fit the configurations of the ``chosen`` trials, with
+    the same ``splits`` (see the module doc for the pair models that keep it honest).
+    ``deadline`` or ``should_stop`` cut it: the models completed by then are kept. With
+    ``fit_times`` (trial -> CV fit seconds in the search), an input or a model expected to
+    overrun the time left is skipped, so a slow best trial does not take the window from
+    cheaper ones."""
+    costs = dict(fit_times or {})
     k = len(splits.folds)
     if splits.method == "holdout" or len(splits.oof_index) != len(X) or k < MIN_FOLDS:
         raise ValueError(f"stacking needs k-fold ({MIN_FOLDS}+) OOF predictions for every row")
@@ -292,7 +303,9 @@ def fit_stack(
         if deadline is not None and time.monotonic() >= deadline:
             raise Interrupted("deadline")
 
-    pairs = _input_pairs(X, prepared, splits, inputs, configs, seed, threads, deadline, check)
+    pairs = _input_pairs(
+        X, prepared, splits, inputs, configs, seed, threads, deadline, check, costs
+    )
     if not pairs:
         stack.stopped = "layer 2 not fitted: the pair models of its best input did not fit in time"
         return stack
@@ -309,9 +322,13 @@ def fit_stack(
         for i in range(k)
     ]
     layer: dict[str, Any] = {}
+    skipped = 0
     for index, t in enumerate(chosen, start=1):
         params = stacked_config(configs[t])
         t0 = time.monotonic()
+        if deadline is not None and t0 + COST_FACTOR * costs.get(t, 0.0) > deadline:
+            skipped += 1  # expected to overrun: leave the time to the next (cheaper) one
+            continue
         try:
             out = _cross_validate(params, frames, prepared, splits, seed, threads, check)
         except Interrupted as exc:
@@ -321,6 +338,8 @@ def fit_stack(
         model = StackedModel(stack_number(2, index), key, 2, t, params, out, t0, time.monotonic())
         stack.models.append(model)
         layer[key] = FoldBag(out.fold_models, description=f"fold-bag[{k}]({model.description})")
+    if skipped and not stack.stopped:
+        stack.stopped = f"{skipped} layer-2 models skipped: expected to overrun the budget"
     if layer:
         stack.layers.append(layer)
         stack.layer_finished.append(time.monotonic())
@@ -339,10 +358,13 @@ def _input_pairs(
     threads: int,
     deadline: float | None,
     check: Callable[[], None],
+    costs: Mapping[int, float],
 ) -> dict[int, dict[tuple[int, int], np.ndarray]]:
-    """Pair models of the inputs, best first, while they fit: the best input may use the
-    whole window, the others only ``PAIR_SHARE`` of it (the layer's own models need the
-    rest), and an input whose predecessor's time would overrun that share is not started."""
+    """Pair models of the inputs, best first, while they fit: the first may use the whole
+    window, the others only ``PAIR_SHARE`` of it (the layer's own models need the rest); an
+    input whose expected pair cost (``costs``: its CV fit time, times (k-2)/2) would overrun
+    what it may use is skipped."""
+    pair_cost = max(0, len(splits.folds) - 2) / 2
     share_end = (
         None if deadline is None else time.monotonic() + PAIR_SHARE * (deadline - time.monotonic())
     )
@@ -355,9 +377,13 @@ def _input_pairs(
             raise Interrupted("deadline")
 
     for t in inputs:
-        if out and share_end is not None and time.monotonic() + took > share_end:
+        now = time.monotonic()
+        end = share_end if out else deadline
+        if end is not None and now + COST_FACTOR * pair_cost * costs.get(t, 0.0) > end:
+            continue
+        if out and share_end is not None and now + took > share_end:
             break
-        started = time.monotonic()
+        started = now
         try:
             out[t] = pair_scores(
                 X,
