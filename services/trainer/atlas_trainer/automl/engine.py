@@ -793,7 +793,9 @@ def _finalize(
     weights: dict[int, float] = {}
     extra: list[LeaderboardRow] = []
     curve: list[ScorePoint] = []
+    first: Selection | None = None
     if req.ensemble and len(oof) >= 2:
+        # layer 1's greedy selection: a point of the score curve, and the plain ensemble's
         first = _select(req, prep, oof)
         curve.append(ScorePoint(time.monotonic() - prep.started, first.score, "ensemble", 1))
     stack, note = _fit_stack(req, prep, state, allowed, plan, oof, curve, stop_reason)
@@ -806,7 +808,7 @@ def _finalize(
             levels = max(stacking.level_of(n) for n in weights)
     if ens_model is None and req.ensemble and len(oof) >= 2:
         ens_model, ens_score, weights, rows = _ensemble(
-            req, prep, oof, allowed, finals, latency, features_s, per_row, features_batch_s
+            req, prep, oof, allowed, finals, latency, features_s, per_row, features_batch_s, first
         )
         extra += rows
     board = leaderboard(study, target.metric.higher_is_better, extra)
@@ -1263,19 +1265,16 @@ def _ensemble(
     features_s: float = 0.0,
     per_row: dict[int, float] | None = None,
     features_batch_s: float = 0.0,
+    sel: Selection | None = None,
 ) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
     """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row);
     within the per-row latency budget and over the batch throughput floor when there are
-    (``features_s``, ``features_batch_s``: the column roles' costs, paid once)."""
+    (``features_s``, ``features_batch_s``: the column roles' costs, paid once). ``sel``: the
+    greedy selection over ``oof`` when already made (it takes about a second on small data)."""
     per_row = per_row or {}
     target = prep.target
-    sel = greedy_selection(
-        oof,
-        target.y[prep.splits.oof_index],
-        target.metric,
-        target.n_classes,
-        rounds=req.ensemble_size,
-    )
+    if sel is None:
+        sel = _select(req, prep, oof)
     if len(sel.weights) < 2:
         return None, None, {}, []
     model = build_ensemble(sel.weights, done, finals)
