@@ -76,6 +76,9 @@ class ReportRpcs:
             dropped_columns=r.get("dropped_columns", {}),
             optuna_storage_url=r.get("optuna_storage_url", ""),
             study_name=r.get("study_name", ""),
+            stacking=str(result.get("stacking") or ""),
+            stack_levels=int(result.get("stack_levels") or 1),
+            score_curve=[convert.score_point_to_pb(p) for p in result.get("score_curve", [])],
             priors=[convert.prior_to_pb(p) for p in result.get("priors", [])],
             column_roles=[
                 pb.ColumnRole(

@@ -34,6 +34,12 @@ STRATEGIES_FROM_PB = {
     pb.SEARCH_STRATEGY_TPE: "tpe",
     pb.SEARCH_STRATEGY_RANDOM: "random",
 }
+STACKING_FROM_PB = {
+    pb.STACKING_MODE_UNSPECIFIED: "auto",
+    pb.STACKING_MODE_AUTO: "auto",
+    pb.STACKING_MODE_OFF: "off",
+    pb.STACKING_MODE_ON: "on",
+}
 TRIAL_STATES = {
     "RUNNING": pb.TRIAL_STATE_RUNNING,
     "COMPLETE": pb.TRIAL_STATE_COMPLETE,
@@ -99,6 +105,10 @@ def trial_to_pb(t: dict[str, Any]) -> pb.Trial:
         gpu_utilization_percent=float(t.get("gpu_utilization_percent") or 0.0),
         gpu_memory_peak_bytes=int(t.get("gpu_memory_peak_bytes") or 0),
         batch_rows_per_s=float(t.get("batch_rows_per_s") or 0.0),
+        # rows stored before stacking: trials are layer 1, the ensemble 0
+        stack_level=int(
+            t.get("stack_level", 1 if int(t.get("trial", t.get("number", 0))) >= 0 else 0)
+        ),
     )
     for field, key in (("score", "score"), ("score_std", "score_std")):
         value = t.get(key)
@@ -285,3 +295,15 @@ def job_to_pb(
         if d is not None:
             getattr(job, field).CopyFrom(d)
     return job
+
+
+def score_point_to_pb(p: dict[str, Any]) -> pb.ScorePoint:
+    msg = pb.ScorePoint(
+        elapsed_seconds=float(p.get("elapsed_s") or 0.0),
+        score=float(p.get("score") or 0.0),
+        series=str(p.get("series") or ""),
+        stack_level=int(p.get("stack_level") or 0),
+    )
+    if p.get("trial") is not None:
+        msg.trial = int(p["trial"])
+    return msg

@@ -70,6 +70,8 @@ def build_report(
         "column_roles": [dataclasses.asdict(r) for r in result.column_roles],
         "study_name": study_name,
         "optuna_storage_url": dashboard_storage_url(rt.optuna_storage_url),
+        "stacking": result.stacking,
+        "stack_levels": result.stack_levels,
     }
     importance = None
     try:
@@ -117,6 +119,8 @@ def build_report(
             history=history_from_study(study),
             leaderboard=leaderboard_rows,
             importance=importance,
+            score_curve=[dataclasses.asdict(p) for p in result.score_curve],
+            elapsed_s=result.elapsed_s,
         )
         report["plots"] = [
             {"name": p.name, "uri": p.ref.uri, "sha256": p.ref.sha256, "size": p.ref.size}

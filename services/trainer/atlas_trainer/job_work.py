@@ -19,7 +19,12 @@ from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.bundles import BundleLineage, write_bundle
 from atlas_core.jobs import JobContext
 from atlas_trainer.automl.engine import AutoMLRequest, AutoMLResult, run_automl
-from atlas_trainer.convert import FAMILIES_FROM_PB, STRATEGIES_FROM_PB, TASKS_FROM_PB
+from atlas_trainer.convert import (
+    FAMILIES_FROM_PB,
+    STACKING_FROM_PB,
+    STRATEGIES_FROM_PB,
+    TASKS_FROM_PB,
+)
 from atlas_trainer.data_access import (
     conflicting_labels,
     dataset_pair,
@@ -152,6 +157,8 @@ def _train(
         max_row_latency_ms=automl.max_row_latency_ms or None,
         min_batch_rows_per_s=automl.min_batch_rows_per_s or None,
         column_roles=dict(automl.column_roles),
+        stacking=STACKING_FROM_PB[automl.stacking],
+        stack_levels=automl.stack_levels,
         on_event=on_event,
         should_stop=ctx.cancelled,
         dask=rt.settings.dask,
@@ -297,6 +304,9 @@ def _result_dict(
         "warnings": list(result.warnings),
         "dropped_columns": dict(result.dropped_columns),
         "column_roles": [dataclasses.asdict(r) for r in result.column_roles],
+        "score_curve": [dataclasses.asdict(p) for p in result.score_curve],
+        "stacking": result.stacking,
+        "stack_levels": result.stack_levels,
         "stop_reason": result.stop_reason,
         "elapsed_s": elapsed,
         "baseline_score": result.baseline_score,

@@ -184,6 +184,12 @@ class TrainerReason(Reason):
         "Neither a wall-time nor a trial budget is set.",
         "Set wall_time and/or max_trials.",
     )
+    BAD_STACKING = (
+        auto(),
+        INVALID_ARGUMENT,
+        "automl.stacking is not a StackingMode or automl.stack_levels is out of range.",
+        "Use STACKING_MODE_AUTO, _OFF or _ON, and stack_levels 0 (the default) or 1.",
+    )
     BAD_STRATEGY = (
         auto(),
         INVALID_ARGUMENT,

@@ -204,6 +204,7 @@ class TrainerService:
                 f"automl.min_batch_rows_per_s must be >= 0 (0: no floor), got {floor}",
                 reason="BAD_BUDGET",
             )
+        check_stacking(spec.automl)
         gpus = spec.resources.gpus
         if gpus:
             from atlas_trainer.automl.resources import detect_gpus
@@ -382,3 +383,25 @@ def _row_dict(row: LeaderboardRow) -> dict[str, Any]:
     out = to_jsonable(row)
     out["trial"] = row.number
     return out
+
+
+def check_stacking(automl: pb.AutoMlSpec) -> None:
+    """INVALID_ARGUMENT (BAD_STACKING) naming the field for an unknown stacking mode or a
+    stack_levels value out of range."""
+    from atlas_trainer.automl.stack import MAX_LEVELS
+    from atlas_trainer.convert import STACKING_FROM_PB
+
+    if automl.stacking not in STACKING_FROM_PB:
+        raise InvalidArgument(
+            f"automl.stacking: {automl.stacking} is not a StackingMode; use "
+            "STACKING_MODE_AUTO, STACKING_MODE_OFF or STACKING_MODE_ON",
+            reason="BAD_STACKING",
+            metadata={"field": "automl.stacking"},
+        )
+    if not 0 <= automl.stack_levels <= MAX_LEVELS:
+        raise InvalidArgument(
+            f"automl.stack_levels: {automl.stack_levels} is out of range; stacked layers above "
+            f"the search's, 0 (the default, {MAX_LEVELS}) to {MAX_LEVELS}",
+            reason="BAD_STACKING",
+            metadata={"field": "automl.stack_levels"},
+        )

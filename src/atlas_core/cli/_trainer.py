@@ -27,6 +27,11 @@ _STRATEGIES = {
     "tpe": pb.SEARCH_STRATEGY_TPE,
     "random": pb.SEARCH_STRATEGY_RANDOM,
 }
+_STACKING = {
+    "auto": pb.STACKING_MODE_AUTO,
+    "on": pb.STACKING_MODE_ON,
+    "off": pb.STACKING_MODE_OFF,
+}
 _EVENT = {v: k for k, v in pb.TrainingEventType.items()}
 _CUT = "interrupted: "  # error prefix of a trial cut before any score
 _ENSEMBLE = "ensemble("  # how the trainer names its weighted ensemble's pipeline
@@ -165,6 +170,7 @@ def run_spec(args: argparse.Namespace) -> pb.TrainingJobSpec:
         alias=args.alias,
         replaces=replaces,
         column_roles=dict(args.role or []),
+        stacking=_STACKING[args.stacking],
     )
 
 
@@ -271,7 +277,13 @@ def report_summary(report: pb.TrainingReport, board: pb.GetLeaderboardResponse) 
     """`train report` for people: leaderboard, importance, bias, warnings, plots."""
     lines = [f"leaderboard ({board.metric}, best first):"]
     for rank, t in enumerate(board.entries, 1):
-        name = "ensemble" if t.number < 0 else f"trial {t.number}"
+        name = (
+            "ensemble"
+            if t.number == -2
+            else f"L{t.stack_level} m{-t.number % 100}"
+            if t.number < 0
+            else f"trial {t.number}"
+        )
         lines.append(f"  {rank}. {name:<10} {t.score:.4f}  {model_first(t.pipeline, 100)}")
     used = [f for f in report.feature_importance if f.feature not in report.dropped_columns]
     if used:
@@ -296,6 +308,15 @@ def report_summary(report: pb.TrainingReport, board: pb.GetLeaderboardResponse) 
                 f"  {b.facet_column}={b.facet_value:<16} {b.rows:>7} "
                 f"{b.difference_in_proportions:>8.3f} {b.ks_distance:>8.3f}"
             )
+    if report.stacking:
+        lines.append(f"stacking: {report.stacking} (final model: {report.stack_levels} layer(s))")
+    search = [p for p in report.score_curve if p.series == "search"]
+    if search:
+        curve = ", ".join(f"{p.elapsed_seconds:.0f}s {p.score:.4f}" for p in search[-4:])
+        layers = ", ".join(
+            f"L{p.stack_level} {p.score:.4f}" for p in report.score_curve if p.series == "ensemble"
+        )
+        lines.append(f"score over time (search best: ... {curve}; ensemble: {layers or '-'})")
     if report.warnings:
         lines.append("warnings:")
         lines += [f"  - {w}" for w in report.warnings]
@@ -355,6 +376,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="COLUMN=ROLE",
         help="override a column's inferred role (numeric, categorical, datetime, text, "
         "identifier, latitude, longitude); repeatable",
+    )
+    p.add_argument(
+        "--stacking",
+        choices=sorted(_STACKING),
+        default="auto",
+        help="multi-layer stacking: auto (when the budget allows), on, off",
     )
     p.add_argument(
         "--replaces",

@@ -33,12 +33,15 @@ def automl_spec(
     alias: str = "",
     replaces: common_pb2.ModelRef | None = None,
     column_roles: dict[str, str] | None = None,
+    stacking: pb.StackingMode = pb.STACKING_MODE_UNSPECIFIED,
+    stack_levels: int = 0,
 ) -> pb.TrainingJobSpec:
     """A TrainingJobSpec for the common case. An empty ``target`` means the dataset's label
     column; ``register`` names the serving model the finished bundle becomes a version of
     (under ``alias``, "candidate" by default); ``replaces`` is the model version it replaces
     (warm start and lineage); ``column_roles`` overrides inferred column roles (column ->
-    role, e.g. ``{"created_at": "datetime"}``). ``wall_seconds`` None means the trainer's
+    role, e.g. ``{"created_at": "datetime"}``); ``stacking`` / ``stack_levels`` set multi-layer
+    stacking (AUTO by default). ``wall_seconds`` None means the trainer's
     default budget; any number is sent, so 0 or less is refused by the trainer rather than
     read as "default"."""
     spec = pb.TrainingJobSpec(
@@ -62,6 +65,8 @@ def automl_spec(
         spec.replaces_model.CopyFrom(replaces)
     if column_roles:
         spec.automl.column_roles.update(column_roles)
+    spec.automl.stacking = stacking
+    spec.automl.stack_levels = stack_levels
     return spec
 
 

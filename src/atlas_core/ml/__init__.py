@@ -22,6 +22,7 @@ from atlas_core.ml._node_lookup import NODE_ID, NodeLookup
 from atlas_core.ml._preprocess import TabularPreprocessor
 from atlas_core.ml._roles import ROLES, ColumnRole, ColumnRoleFeatures, ColumnRoleModel
 from atlas_core.ml._sanitize import ColumnSanitizer, is_categorical
+from atlas_core.ml._stack import StackEnsemble, stack_columns, with_stack_columns
 from atlas_core.ml._torch_net import TorchNetModel, text_token_ids, tokenize
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "NodeLookup",
     "PairwiseCrosses",
     "ROLES",
+    "StackEnsemble",
     "TabularModel",
     "TabularPreprocessor",
     "TorchMLP",
@@ -45,6 +47,8 @@ __all__ = [
     "compile_estimator",
     "is_categorical",
     "pick_device",
+    "stack_columns",
     "text_token_ids",
     "tokenize",
+    "with_stack_columns",
 ]

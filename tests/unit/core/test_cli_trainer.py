@@ -103,3 +103,32 @@ def test_run_sends_role_overrides_and_the_report_lists_the_derived_roles() -> No
     assert "  when: datetime (set in the spec; format ISO8601) -> 2 features" in lines
     assert "  id: identifier (nearly unique strings) -> dropped" in lines
     assert not any(line.startswith("  x:") for line in lines)
+
+
+def test_run_sends_the_stacking_mode_and_the_report_shows_layers_and_the_curve() -> None:
+    from atlas_core.cli._trainer import report_summary
+
+    assert _run_args("--artifact", "s3://b/k", "--stacking", "on").automl.stacking == (
+        pb.STACKING_MODE_ON
+    )
+    assert _run_args("--artifact", "s3://b/k").automl.stacking == pb.STACKING_MODE_AUTO
+    board = pb.GetLeaderboardResponse(
+        metric="roc_auc",
+        entries=[
+            pb.Trial(number=-2, score=0.93, pipeline="stack[2 layers]", stack_level=0),
+            pb.Trial(number=-201, score=0.92, pipeline="L2[lightgbm]", stack_level=2),
+            pb.Trial(number=3, score=0.91, pipeline="lightgbm", stack_level=1),
+        ],
+    )
+    report = pb.TrainingReport(
+        stacking="stacked 1 layer: 3 models",
+        stack_levels=2,
+        score_curve=[
+            pb.ScorePoint(elapsed_seconds=4, score=0.9, series="search", stack_level=1, trial=0),
+            pb.ScorePoint(elapsed_seconds=20, score=0.93, series="ensemble", stack_level=2),
+        ],
+    )
+    text = "\n".join(report_summary(report, board))
+    assert "1. ensemble" in text and "2. L2 m1" in text and "3. trial 3" in text
+    assert "stacking: stacked 1 layer: 3 models (final model: 2 layer(s))" in text
+    assert "4s 0.9000" in text and "L2 0.9300" in text

@@ -334,3 +334,28 @@ def test_the_history_plots_complete_trials_only_and_names_the_ensemble(tmp_path:
     board = [{"number": -2, "pipeline": "ensemble(1*a > b)", "score": 0.9}]
     plot = leaderboard_html(board, metric="auc", higher_is_better=True)
     assert "ensemble ensemble(1*a &gt; b)" in plot and "#-2" not in plot
+    stacked = [{"number": -201, "pipeline": "extra-trees on the features", "score": 0.9}]
+    plot = leaderboard_html(stacked, metric="auc", higher_is_better=True)
+    assert "L2 m1 extra-trees" in plot and "ensemble" not in plot
+
+
+def test_the_score_over_time_plot_shows_the_search_and_the_layers(tmp_path: Path) -> None:
+    curve = [
+        {"elapsed_s": 3.0, "score": 0.90, "series": "search", "stack_level": 1, "trial": 0},
+        {"elapsed_s": 9.0, "score": 0.92, "series": "search", "stack_level": 1, "trial": 4},
+        {"elapsed_s": 50.0, "score": 0.93, "series": "ensemble", "stack_level": 1, "trial": None},
+        {"elapsed_s": 70.0, "score": 0.94, "series": "ensemble", "stack_level": 2, "trial": None},
+    ]
+    store = LocalArtifactStore(tmp_path / "store")
+    (plot,) = write_plots(
+        store, "r", metric="roc_auc", higher_is_better=True, score_curve=curve, elapsed_s=100.0
+    )
+    page = store.get_bytes(plot.ref).decode()
+    assert plot.name == "score_over_time" and plot.ref.key == "r/score_over_time.html"
+    # the search as a step line (held at 0.90 until 9 s, then to the first layer's time) and
+    # one dot per point of each series
+    assert page.count("<circle") == 4 + 2
+    assert "search: best trial so far" in page and "ensemble after each layer" in page
+    assert "<td>70</td><td>ensemble</td><td>2</td><td></td><td>0.94</td>" in page
+    assert "last improvement came at 9 s of 100 s (9%)" in page and "levelled off" in page
+    assert write_plots(store, "r", metric="rmse", higher_is_better=False, score_curve=[]) == []

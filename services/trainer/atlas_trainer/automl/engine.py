@@ -17,7 +17,7 @@ import math
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,8 +34,16 @@ from atlas_core.meta_features import (
     meta_features_of_frame,
     similarity_vector,
 )
-from atlas_core.ml import ColumnRole, ColumnRoleFeatures, ColumnRoleModel, ColumnSanitizer, FoldBag
-from atlas_trainer.automl.ensemble import greedy_selection
+from atlas_core.ml import (
+    ColumnRole,
+    ColumnRoleFeatures,
+    ColumnRoleModel,
+    ColumnSanitizer,
+    FoldBag,
+    StackEnsemble,
+)
+from atlas_trainer.automl import stack as stacking
+from atlas_trainer.automl.ensemble import Selection, greedy_selection
 from atlas_trainer.automl.evaluate import Splits, make_splits
 from atlas_trainer.automl.finalize import (
     ENSEMBLE_NUMBER,
@@ -103,6 +111,8 @@ HOLDOUT_WORK_PER_WORKER_S = 10_000.0  # rows x columns x classes per worker-seco
 # one configuration's CV takes well under a second, and on a few hundred rows the extra
 # folds cut the validation noise that otherwise picks the winner among near-equal models.
 TINY_WORK = 50_000
+# With stacking forced on, stacked layers may run until this share of the wall budget is left.
+STACK_FORCED_FINAL_SHARE = 0.1
 
 
 def auto_folds(requested: int, wall_budget_s: float | None, cpus: int) -> int:
@@ -126,6 +136,19 @@ def auto_validation(
         if work > HOLDOUT_WORK_PER_WORKER_S * worker_s:
             return "holdout", requested
     return "auto", auto_folds(requested, wall_budget_s, cpus)
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    """One point of the score-over-time curve: ``series`` "search" (best CV score of the
+    trials so far; ``trial`` reached it) or "ensemble" (the greedy ensemble over layers
+    1..``stack_level``)."""
+
+    elapsed_s: float
+    score: float
+    series: str
+    stack_level: int = 1
+    trial: int | None = None
 
 
 @dataclass
@@ -168,6 +191,12 @@ class AutoMLResult:
     # Versions of ``model`` by name: "fold_bag" and, when its members could be refit,
     # "refit_full" (see FinalVersion); empty when nothing completed.
     versions: dict[str, FinalVersion] = field(default_factory=dict)
+    # Best score so far against seconds since the job started: the search's best trial
+    # ("search") and the greedy ensemble over the layers fitted so far ("ensemble").
+    score_curve: list[ScorePoint] = field(default_factory=list)
+    # Layers of the final model (1: no stacked layer in it) and what stacking did.
+    stack_levels: int = 1
+    stacking: str = ""
 
     @property
     def model(self) -> Any | None:
@@ -360,6 +389,10 @@ class AutoMLRequest:
     max_row_latency_ms: float | None = None
     min_batch_rows_per_s: float | None = None
     column_roles: dict[str, str] | None = None
+    # Multi-layer stacking (automl.stack): "auto" (when the wall budget allows), "on", "off";
+    # ``stack_levels`` stacked layers above the search's at most (0: the default, 1).
+    stacking: str = "auto"
+    stack_levels: int = 0
     on_event: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
     # Distributed boosting: XGBoost/LightGBM fits on enough rows go to a Dask cluster
@@ -411,6 +444,9 @@ class _Finals:
     board: list[LeaderboardRow]
     done: dict[int, optuna.trial.FrozenTrial]
     versions: dict[str, FinalVersion] = field(default_factory=dict)
+    curve: list[ScorePoint] = field(default_factory=list)
+    stack_levels: int = 1
+    stacking: str = ""
 
 
 def run_automl(request: AutoMLRequest) -> AutoMLResult:
@@ -466,6 +502,9 @@ def run_automl(request: AutoMLRequest) -> AutoMLResult:
         column_roles=list(prep.roles.roles_),
         dask_fits=boosting.fits if boosting is not None else 0,
         versions=finals.versions,
+        score_curve=_search_curve(state, prep.started) + finals.curve,
+        stack_levels=finals.stack_levels,
+        stacking=finals.stacking,
     )
 
 
@@ -527,6 +566,19 @@ def _prepare(req: AutoMLRequest) -> _Prepared:
         raise InvalidArgument(
             f"unknown strategy {req.strategy!r}; choose {STRATEGIES}", reason="BAD_STRATEGY"
         )
+    if req.stacking not in stacking.MODES:
+        raise InvalidArgument(
+            f"stacking {req.stacking!r}: choose one of {stacking.MODES}",
+            reason="BAD_STACKING",
+            metadata={"field": "stacking"},
+        )
+    if not 0 <= req.stack_levels <= stacking.MAX_LEVELS:
+        raise InvalidArgument(
+            f"stack_levels {req.stack_levels}: stacked layers above the search's, "
+            f"0 (the default) to {stacking.MAX_LEVELS}",
+            reason="BAD_STACKING",
+            metadata={"field": "stack_levels"},
+        )
     fams = validate_families(req.families)
     prepared = prepare_target(req.y, req.task, req.metric, req.folds)
     X = req.X.loc[prepared.keep].reset_index(drop=True)
@@ -542,7 +594,12 @@ def _prepare(req: AutoMLRequest) -> _Prepared:
         warnings.append(f"dropped column {col!r}: {why}" + (f" ({more})" if more else ""))
     warnings += role_warnings
     validation, folds = req.validation, req.folds
-    if validation == "auto":
+    if validation == "auto" and req.stacking == "on":
+        # stacking forced on needs out-of-fold scores of every row: k-fold even on data
+        # that "auto" would validate on a holdout (at least 3 folds: see automl.stack)
+        validation = "kfold"
+        folds = max(stacking.MIN_FOLDS, auto_folds(folds, req.wall_budget_s, req.n_jobs))
+    elif validation == "auto":
         validation, folds = auto_validation(
             folds, req.wall_budget_s, req.n_jobs, len(X), X.shape[1], prepared.n_classes
         )
@@ -670,11 +727,13 @@ def _search(
         gpus=gpus,
         worker=req.worker,
     )
+    state = SearchState(prep.target.metric.higher_is_better)
+    if wall and _may_stack(req, prep) and settings.search_deadline is not None:
+        settings.after_trial = _reserve_for_stacking(req, prep, settings, state)
     if "mlp" in prep.families:
         import torch  # MLP trials: same one-thread-per-trial policy as the boosters
 
         torch.set_num_threads(plan.threads)
-    state = SearchState(prep.target.metric.higher_is_better)
     stop_reason = Searcher(
         opened.study, prep.X, prep.target, prep.splits, prep.options, settings, state
     ).run()
@@ -733,10 +792,25 @@ def _finalize(
     ens_score: float | None = None
     weights: dict[int, float] = {}
     extra: list[LeaderboardRow] = []
+    curve: list[ScorePoint] = []
+    first: Selection | None = None
     if req.ensemble and len(oof) >= 2:
-        ens_model, ens_score, weights, extra = _ensemble(
-            req, prep, oof, allowed, finals, latency, features_s, per_row, features_batch_s
+        # layer 1's greedy selection: a point of the score curve, and the plain ensemble's
+        first = _select(req, prep, oof)
+        curve.append(ScorePoint(time.monotonic() - prep.started, first.score, "ensemble", 1))
+    stack, note = _fit_stack(req, prep, state, allowed, plan, oof, curve, stop_reason)
+    levels = 1
+    if stack is not None:
+        extra += _stack_rows(stack)
+        ens_model, ens_score, weights, top = _stack_ensemble(req, prep, oof, allowed, finals, stack)
+        extra += top
+        if ens_model is not None:
+            levels = max(stacking.level_of(n) for n in weights)
+    if ens_model is None and req.ensemble and len(oof) >= 2:
+        ens_model, ens_score, weights, rows = _ensemble(
+            req, prep, oof, allowed, finals, latency, features_s, per_row, features_batch_s, first
         )
+        extra += rows
     board = leaderboard(study, target.metric.higher_is_better, extra)
     for row in board:
         if row.number in single:
@@ -753,6 +827,14 @@ def _finalize(
         oof,
         (features_s, features_batch_s),
     )
+    chosen = versions.get("fold_bag")
+    if chosen is not None and isinstance(chosen.model, StackEnsemble):
+        # a stacked ensemble's cost is not its members' sum (layer 2 needs every input's
+        # scores): its leaderboard row shows the version measured as a whole
+        for row in board:
+            if row.number == ENSEMBLE_NUMBER:
+                row.row_latency_s = chosen.row_latency_s
+                row.batch_rows_per_s = chosen.batch_rows_per_s
     return _Finals(
         best_number,
         best_score,
@@ -765,6 +847,9 @@ def _finalize(
         board,
         done,
         versions,
+        curve,
+        levels,
+        note,
     )
 
 
@@ -780,34 +865,49 @@ def _versions(
     """The chosen final model (the ensemble when it scored better, else the best trial) as
     a fold bag and refit on all rows (the members that were refit; their out-of-fold blend
     estimates its quality), each measured on serving's compiled path while the wall budget
-    allows (see MEASURE_GRACE; else unmeasured)."""
+    allows (see MEASURE_GRACE; else unmeasured). A stacked ensemble has its fold-bag version
+    only (see below)."""
     target = prep.target
     higher = target.metric.higher_is_better
     best_number, best_score, kind = best
     ens_model, ens_score, weights = ensemble
     score: float | None
+    stacked_final = False
     if (
         ens_model is not None
         and ens_score is not None
         and (best_score is None or (ens_score > best_score if higher else ens_score < best_score))
     ):
         members, score = dict(weights), ens_score
+        stacked_final = isinstance(ens_model, StackEnsemble)
     elif best_number is not None and kind in ("refit", "fold_bag"):
         members, score = {best_number: 1.0}, best_score
     else:
         return {}
-    bags = {n: finals.bag(done[n]) for n in members}
-    if any(b is None for b in bags.values()):
-        return {}
-    out = {
-        "fold_bag": FinalVersion(
-            "fold_bag",
-            assemble(members, bags),
-            score,
-            sum(len(b.members) for b in bags.values() if b is not None),
-        )
-    }
-    refits = {n: m for n in members if (m := finals.refitted(n)) is not None}
+    out: dict[str, FinalVersion]
+    refits: dict[int, Any] = {}
+    if isinstance(ens_model, StackEnsemble) and stacked_final:
+        # A stacked final model has its fold-bag version only: its layer-2 models were fitted
+        # on (pair-model) out-of-fold scores of layer 1, and a refit-full stack would serve
+        # them the scores of layer-1 refits instead — inputs the CV estimate says nothing
+        # about — besides refitting every input and layer-2 model. No "refit_full" variant.
+        stacked = _stack_fold_bag(ens_model, weights, done, finals)
+        if stacked is None:
+            return {}
+        out = {"fold_bag": FinalVersion("fold_bag", stacked[0], score, stacked[1])}
+    else:
+        bags = {n: finals.bag(done[n]) for n in members}
+        if any(b is None for b in bags.values()):
+            return {}
+        out = {
+            "fold_bag": FinalVersion(
+                "fold_bag",
+                assemble(members, bags),
+                score,
+                sum(len(b.members) for b in bags.values() if b is not None),
+            )
+        }
+        refits = {n: m for n in members if (m := finals.refitted(n)) is not None}
     if refits:
         total = sum(members[n] for n in refits)
         kept = {n: members[n] / total for n in refits}
@@ -833,6 +933,270 @@ def _versions(
         version.row_latency_s = row_latency_s(version.model, prep.X) + features_s
         version.batch_rows_per_s = 1.0 / (batch_row_s(version.model, prep.X) + features_batch_s)
     return out
+
+
+def _may_stack(req: AutoMLRequest, prep: _Prepared) -> bool:
+    return (
+        req.stacking != "off"
+        and req.ensemble
+        # a stacked model's cost is every layer-1 input's plus layer 2's: it is not trimmed
+        # to a latency budget or a throughput floor member by member, so none is stacked
+        and not req.max_row_latency_ms
+        and not req.min_batch_rows_per_s
+        and prep.splits.method != "holdout"
+    )
+
+
+def _layer_estimate(
+    state: SearchState, folds: int, allowed: Collection[int] | None = None
+) -> tuple[list[int], list[int], float]:
+    """(trials whose configurations the stacked layer re-fits, trials whose scores feed it,
+    its expected seconds)."""
+    with state.lock:
+        scores = {
+            n: s
+            for n, s in state.scores.items()
+            if n in state.configs and (allowed is None or n in allowed)
+        }
+        configs = dict(state.configs)
+        fit_times = dict(state.fit_time)
+        kept = set(state.fold_models)
+    chosen = stacking.choose_configs(scores, configs, state.higher)
+    inputs = sorted((n for n in scores if n in kept), key=scores.__getitem__, reverse=state.higher)[
+        : stacking.INPUTS
+    ]
+    return chosen, inputs, stacking.layer_estimate_s(chosen, fit_times, inputs, folds)
+
+
+def _reserve_for_stacking(
+    req: AutoMLRequest, prep: _Prepared, settings: SearchSettings, state: SearchState
+) -> Callable[[], None]:
+    """After each completed trial: move the search's deadline so that the stacked layers
+    the budget allows (from what one layer of the current best configurations costs) fit
+    between the search and the final models."""
+    base = settings.search_deadline
+    wall = req.wall_budget_s
+    assert base is not None and wall is not None
+
+    def after_trial() -> None:
+        _, _, layer_s = _layer_estimate(state, len(prep.splits.folds))
+        with state.lock:
+            complete = len(state.scores)
+        reserve = stacking.stack_reserve(
+            req.stacking, req.stack_levels, wall, layer_s, prep.splits.method, complete
+        )
+        settings.search_deadline = base - reserve
+
+    return after_trial
+
+
+def _fit_stack(
+    req: AutoMLRequest,
+    prep: _Prepared,
+    state: SearchState,
+    allowed: dict[int, optuna.trial.FrozenTrial],
+    plan: Parallelism,
+    oof: dict[int, np.ndarray],
+    curve: list[ScorePoint],
+    stop_reason: str,
+) -> tuple[stacking.Stack | None, str]:
+    """The stacked layers the budget allows (None with why not), each followed by a point
+    of the ensemble's score-over-time curve."""
+    if req.stacking == "off":
+        return None, "stacking is off (automl.stacking)"
+    if not _may_stack(req, prep):
+        why = (
+            "stacking needs k-fold validation (this job validated on a holdout)"
+            if prep.splits.method == "holdout"
+            else "stacking is not combined with a per-row latency budget, a batch throughput "
+            "floor or a disabled ensemble"
+        )
+        return None, _noted(req, prep, why)
+    if stop_reason == "cancelled":
+        return None, "stacking skipped: the job was cancelled"
+    chosen, inputs, layer_s = _layer_estimate(state, len(prep.splits.folds), allowed)
+    if len(inputs) < 2 or not chosen:
+        return None, _noted(req, prep, "stacking skipped: fewer than 2 complete trials")
+    wall = req.wall_budget_s
+    levels, why = stacking.wanted_levels(
+        req.stacking, req.stack_levels, wall, layer_s, prep.splits.method
+    )
+    if levels == 0:
+        return None, _noted(req, prep, why)
+    # the stacked layers use the reserved window (up to where the search had to stop); the
+    # final models keep the rest of the budget
+    deadline = prep.started + SEARCH_SHARE * wall if wall else None
+    if wall and deadline is not None and prep.hard_deadline is not None and req.stacking == "on":
+        # forced on: a layer may run into the final models' time (they fall back to fold bags)
+        deadline = max(deadline, prep.hard_deadline - STACK_FORCED_FINAL_SHARE * wall)
+
+    def on_layer(level: int, stack: stacking.Stack) -> None:
+        sel = _select(req, prep, {**oof, **stack.oof})
+        curve.append(ScorePoint(time.monotonic() - prep.started, sel.score, "ensemble", level))
+        log.info("stacked layer %d: ensemble %s %.5f", level, prep.target.metric.name, sel.score)
+
+    stack = stacking.fit_stack(
+        prep.X,
+        prep.target,
+        prep.splits,
+        inputs={n: (oof[n], state.fold_models[n]) for n in inputs},
+        configs=state.configs,
+        chosen=chosen,
+        levels=levels,
+        seed=req.seed,
+        threads=plan.workers * plan.threads,
+        deadline=deadline,
+        should_stop=req.should_stop,
+        on_layer=on_layer,
+        fit_times=dict(state.fit_time),
+    )
+    if not stack.models:
+        return None, _noted(req, prep, f"stacking ran no model: {stack.stopped or 'no time'}")
+    note = (
+        f"stacked 1 layer: {len(stack.models)} models on the features + the scores of "
+        f"{len(inputs)} trials (pair models per input: no label leakage)"
+    )
+    if stack.stopped:
+        note += f"; {stack.stopped}"
+        if req.stacking == "on":
+            prep.warnings.append(note)
+    return stack, note
+
+
+def _noted(req: AutoMLRequest, prep: _Prepared, why: str) -> str:
+    """A reason stacking did not run; a warning when the spec asked for it."""
+    if req.stacking == "on":
+        prep.warnings.append(why)
+    return why
+
+
+def _select(req: AutoMLRequest, prep: _Prepared, oof: dict[int, np.ndarray]) -> Selection:
+    target = prep.target
+    return greedy_selection(
+        oof,
+        target.y[prep.splits.oof_index],
+        target.metric,
+        target.n_classes,
+        rounds=req.ensemble_size,
+    )
+
+
+def _stack_rows(stack: stacking.Stack) -> list[LeaderboardRow]:
+    rows = []
+    for m in stack.models:
+        below = len(stack.layers[m.level - 2])
+        rows.append(
+            LeaderboardRow(
+                number=m.number,
+                state="COMPLETE",
+                pipeline=f"{m.description} on the features + {below} layer-{m.level - 1} scores",
+                family=str(m.params.get("family", "")),
+                params=m.params,
+                score=m.outcome.score,
+                score_std=m.outcome.score_std,
+                fit_time_s=m.outcome.fit_time_s,
+                predict_time_per_1k_s=m.outcome.predict_time_per_1k_s,
+                fidelity=1.0,
+                origin=f"stack:L{m.level}:trial#{m.source}",
+                stack_level=m.level,
+            )
+        )
+    return rows
+
+
+def _stack_ensemble(
+    req: AutoMLRequest,
+    prep: _Prepared,
+    oof: dict[int, np.ndarray],
+    done: dict[int, optuna.trial.FrozenTrial],
+    finals: FinalModels,
+    stack: stacking.Stack,
+) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
+    """Greedy selection over every layer's OOF scores; a :class:`StackEnsemble` holding the
+    whole stack when it picks a stacked model (else nothing: the plain ensemble follows)."""
+    sel = _select(req, prep, {**oof, **stack.oof})
+    if not any(n < 0 for n in sel.weights):
+        return None, None, {}, []
+    by_number = {m.number: m for m in stack.models}
+    keys: dict[int, str] = {}
+    outside: dict[str, Any] = {}
+    for n in sel.weights:
+        if n < 0:
+            keys[n] = by_number[n].key
+        elif stacking.input_key(n) in stack.layers[0]:
+            keys[n] = stacking.input_key(n)  # its fold bag, already in the stack
+        else:
+            model = finals.get(done[n])
+            if model is None:
+                continue
+            keys[n] = _outside_key(n)
+            outside[keys[n]] = model
+    weights = {n: w for n, w in sel.weights.items() if n in keys}
+    model = StackEnsemble(
+        stack.layers,
+        {keys[n]: w for n, w in weights.items()},
+        outside=outside,
+        task=prep.target.task,
+        classes=prep.target.classes,
+    )
+    fit_s = sum(done[n].user_attrs.get("fit_time_s", 0.0) for n in stack.input_trials.values())
+    fit_s += sum(m.outcome.fit_time_s for m in stack.models)
+    row = LeaderboardRow(
+        number=ENSEMBLE_NUMBER,
+        state="COMPLETE",
+        pipeline=model.description,
+        family="ensemble",
+        params={"members": weights},
+        score=sel.score,
+        origin="ensemble",
+        ensemble_weights=weights,
+        fit_time_s=fit_s,
+        predict_time_per_1k_s=None,
+        fidelity=1.0,
+        stack_level=0,
+    )
+    return model, sel.score, weights, [row]
+
+
+def _search_curve(state: SearchState, started: float) -> list[ScorePoint]:
+    """The search's best-so-far points (this process's trials), in time order."""
+    with state.lock:
+        points = sorted(state.curve)
+    return [ScorePoint(t - started, s, "search", 1, n) for t, n, s in points]
+
+
+def _models_in(model: Any) -> int:
+    """Fitted models a member scores per row (a fold bag: each of its folds)."""
+    return len(getattr(model, "members", [model]))
+
+
+def _stack_fold_bag(
+    model: StackEnsemble,
+    weights: dict[int, float],
+    done: dict[int, optuna.trial.FrozenTrial],
+    finals: FinalModels,
+) -> tuple[StackEnsemble, int] | None:
+    """The stacked final model with its members outside the stack as fold bags (they may be
+    refits in ``model``), and the fitted models it scores per row; None when one of them has
+    no fold bag."""
+    outside: dict[str, Any] = {}
+    for n in weights:
+        key = _outside_key(n)
+        if key in model.outside:
+            bag = finals.bag(done[n])
+            if bag is None:
+                return None
+            outside[key] = bag
+    bagged = StackEnsemble(
+        model.layers, model.weights, outside=outside, task=model.task, classes=model.classes_
+    )
+    count = sum(_models_in(m) for layer in bagged.layers[: bagged.depth] for m in layer.values())
+    return bagged, count + sum(_models_in(m) for m in outside.values())
+
+
+def _outside_key(trial: int) -> str:
+    """A stacked ensemble's key for a layer-1 member that is not one of the stack's inputs."""
+    return f"outside.t{trial}"
 
 
 class _RolesOnly:
@@ -901,19 +1265,16 @@ def _ensemble(
     features_s: float = 0.0,
     per_row: dict[int, float] | None = None,
     features_batch_s: float = 0.0,
+    sel: Selection | None = None,
 ) -> tuple[Any | None, float | None, dict[int, float], list[LeaderboardRow]]:
     """Greedy ensemble of the completed trials: (model, score, weights, its leaderboard row);
     within the per-row latency budget and over the batch throughput floor when there are
-    (``features_s``, ``features_batch_s``: the column roles' costs, paid once)."""
+    (``features_s``, ``features_batch_s``: the column roles' costs, paid once). ``sel``: the
+    greedy selection over ``oof`` when already made (it takes about a second on small data)."""
     per_row = per_row or {}
     target = prep.target
-    sel = greedy_selection(
-        oof,
-        target.y[prep.splits.oof_index],
-        target.metric,
-        target.n_classes,
-        rounds=req.ensemble_size,
-    )
+    if sel is None:
+        sel = _select(req, prep, oof)
     if len(sel.weights) < 2:
         return None, None, {}, []
     model = build_ensemble(sel.weights, done, finals)
@@ -970,6 +1331,7 @@ def _ensemble(
             if per_row and all(n in per_row for n in weights)
             else None
         ),
+        stack_level=0,
     )
     return model, score, weights, [row]
 
@@ -1043,7 +1405,7 @@ def _record(req: AutoMLRequest, prep: _Prepared, study: optuna.Study, finals: _F
 def _trial_counts(board: list[LeaderboardRow]) -> dict[str, int]:
     counts = {s: 0 for s in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED")}
     for r in board:
-        if r.number != ENSEMBLE_NUMBER and r.state in counts:
+        if r.number >= 0 and r.state in counts:
             # a trial cut before its first score is the budget's doing, not a model error
             counts["INTERRUPTED" if r.error.startswith(INTERRUPTED) else r.state] += 1
     return counts

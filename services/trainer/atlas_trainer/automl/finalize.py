@@ -52,6 +52,8 @@ class LeaderboardRow:
     device: str = "cpu"
     gpu_utilization_percent: float = 0.0
     gpu_memory_peak_bytes: int = 0
+    # 1: a search trial; 2, 3: a stacked layer's model (automl.stack); 0: the ensemble
+    stack_level: int = 1
 
 
 def row_of(t: FrozenTrial) -> LeaderboardRow:

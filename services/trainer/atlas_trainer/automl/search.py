@@ -123,6 +123,9 @@ class SearchSettings:
     gpus: GpuAccounting | None = None
     # Who runs these trials (a study shared by several workers): trial user attr "worker".
     worker: str = ""
+    # Called after every completed trial (outside the state lock); the engine moves
+    # ``search_deadline`` there to reserve time for stacked layers (automl.stack).
+    after_trial: Callable[[], None] | None = None
 
 
 class SearchState:
@@ -140,6 +143,10 @@ class SearchState:
         self.trials_run: list[int] = []
         self.best: tuple[int, float] | None = None
         self.partial: tuple[int, Outcome] | None = None
+        self.families: dict[int, str] = {}
+        self.configs: dict[int, dict[str, Any]] = {}
+        # (monotonic time, trial, score) whenever this process's best trial improved
+        self.curve: list[tuple[float, int, float]] = []
 
     def keep_partial(self, number: int, outcome: Outcome) -> None:
         """Remember the best interrupted (partial-fidelity) trial: the fallback final model
@@ -151,12 +158,21 @@ class SearchState:
             ):
                 self.partial = (number, outcome)
 
-    def keep(self, number: int, outcome: Outcome, keep_models: int) -> bool:
+    def keep(
+        self,
+        number: int,
+        outcome: Outcome,
+        keep_models: int,
+        params: dict[str, Any] | None = None,
+    ) -> bool:
         """Store a completed trial; returns True when it is the new best of this process."""
         with self.lock:
             self.oof[number] = outcome.oof
             self.scores[number] = outcome.score
             self.fit_time[number] = outcome.fit_time_s
+            if params is not None:
+                self.configs[number] = dict(params)
+                self.families[number] = str(params.get("family", ""))
             self.fold_models[number] = outcome.fold_models
             ranked = sorted(self.fold_models, key=lambda n: self.scores[n], reverse=self.higher)
             for n in ranked[keep_models:]:
@@ -166,6 +182,7 @@ class SearchState:
             )
             if new_best:
                 self.best = (number, outcome.score)
+                self.curve.append((time.monotonic(), number, outcome.score))
             return new_best
 
 
@@ -417,7 +434,9 @@ class Searcher:
         self.study.tell(trial, out.score)
         with st.lock:
             st.trials_run.append(trial.number)
-        new_best = st.keep(trial.number, out, s.keep_models)
+        new_best = st.keep(trial.number, out, s.keep_models, params)
+        if s.after_trial is not None:
+            s.after_trial()
         best = _best_of_study(self.study) or (trial.number, out.score)
         _emit(s, {**event, "type": "trial_finished", "best_trial": best[0], "best_score": best[1]})
         if new_best and best[0] == trial.number:

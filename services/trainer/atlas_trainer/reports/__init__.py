@@ -25,6 +25,7 @@ from atlas_trainer.reports.plots import (
     importance_html,
     leaderboard_html,
     optimization_history_html,
+    score_over_time_html,
     write_plots,
 )
 
@@ -48,5 +49,6 @@ __all__ = [
     "importance_html",
     "leaderboard_html",
     "optimization_history_html",
+    "score_over_time_html",
     "write_plots",
 ]

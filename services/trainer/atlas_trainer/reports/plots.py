@@ -84,6 +84,67 @@ def optimization_history_html(
     return _page("Optimization history", svg, f"<p>{escape(summary)}; {escape(best_text)}</p>")
 
 
+def score_over_time_html(
+    points: Sequence[Mapping[str, Any]], *, metric: str, higher_is_better: bool, elapsed_s: float
+) -> str:
+    """The score-over-time curve: the search's best CV score so far (a step line held to the
+    end of the search) and the greedy ensemble's score after each layer, against seconds
+    since the job started. ``points`` are mappings with ``elapsed_s``, ``score``, ``series``
+    ("search" or "ensemble"), ``stack_level`` and ``trial``."""
+    search = sorted(
+        (p for p in points if p.get("series") == "search" and _finite(p.get("score"))),
+        key=lambda p: float(p["elapsed_s"]),
+    )
+    ensemble = sorted(
+        (p for p in points if p.get("series") == "ensemble" and _finite(p.get("score"))),
+        key=lambda p: float(p["elapsed_s"]),
+    )
+    steps: list[tuple[float, float]] = []
+    for p in search:
+        x, y = float(p["elapsed_s"]), float(p["score"])
+        if steps:
+            steps.append((x, steps[-1][1]))  # held until the next improvement
+        steps.append((x, y))
+    if steps and ensemble:
+        steps.append((float(ensemble[0]["elapsed_s"]), steps[-1][1]))
+    layers = [(float(p["elapsed_s"]), float(p["score"])) for p in ensemble]
+    svg = _svg.lines(
+        [
+            ("search: best trial so far", "#4c78a8", steps),
+            ("ensemble after each layer", "#e45756", layers),
+        ],
+        title="Score over time",
+        x_label="seconds since the job started",
+        y_label=f"{metric} ({'higher' if higher_is_better else 'lower'} is better)",
+    )
+    rows = "".join(
+        f"<tr><td>{_svg.fmt(float(p['elapsed_s']))}</td><td>{escape(str(p.get('series', '')))}"
+        f"</td><td>{int(p.get('stack_level') or 0)}</td>"
+        f"<td>{'' if p.get('trial') is None else int(p['trial'])}</td>"
+        f"<td>{_svg.fmt(float(p['score']))}</td></tr>"
+        for p in [*search, *ensemble]
+    )
+    table = (
+        "<table><thead><tr><th>seconds</th><th>series</th><th>layers</th><th>trial</th>"
+        f"<th>{escape(metric)}</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    last = search[-1] if search else None
+    hint = ""
+    if last is not None and elapsed_s > 0:
+        share = float(last["elapsed_s"]) / elapsed_s
+        hint = (
+            f"<p>the search's last improvement came at {_svg.fmt(float(last['elapsed_s']))} s of "
+            f"{_svg.fmt(elapsed_s)} s ({share:.0%}): "
+            + (
+                "it was still improving late, so a larger budget will likely help"
+                if share > 0.6
+                else "it had levelled off, so a larger budget may add little"
+            )
+            + "</p>"
+        )
+    return _page("Score over time", svg, hint + table)
+
+
 def leaderboard_html(
     entries: Sequence[Mapping[str, Any]], *, metric: str, higher_is_better: bool, top: int = 20
 ) -> str:
@@ -135,9 +196,12 @@ def write_plots(
     history: Sequence[TrialPoint] | None = None,
     leaderboard: Sequence[Mapping[str, Any]] | None = None,
     importance: ImportanceResult | None = None,
+    score_curve: Sequence[Mapping[str, Any]] | None = None,
+    elapsed_s: float = 0.0,
 ) -> list[PlotArtifact]:
     """Publish the plots given (``<prefix>/<name>.html``) and return their refs, named
-    ``optimization_history``, ``leaderboard`` and ``feature_importance``."""
+    ``optimization_history``, ``leaderboard``, ``feature_importance`` and
+    ``score_over_time``."""
     pages: list[tuple[str, str]] = []
     if history is not None:
         pages.append(
@@ -157,6 +221,18 @@ def write_plots(
         )
     if importance is not None:
         pages.append(("feature_importance", importance_html(importance)))
+    if score_curve:
+        pages.append(
+            (
+                "score_over_time",
+                score_over_time_html(
+                    score_curve,
+                    metric=metric,
+                    higher_is_better=higher_is_better,
+                    elapsed_s=elapsed_s,
+                ),
+            )
+        )
     base = prefix.rstrip("/")
     return [
         PlotArtifact(name, store.put_bytes(f"{base}/{name}.html", page.encode(), HTML_METADATA))
@@ -166,7 +242,10 @@ def write_plots(
 
 def _entry_name(entry: Mapping[str, Any]) -> str:
     number = entry.get("number", "?")
-    return "ensemble" if isinstance(number, int) and number < 0 else f"#{number}"
+    if not isinstance(number, int) or number >= 0:
+        return f"#{number}"
+    # -2: the ensemble; -(100 * layer + i): a stacked layer's model (automl.stack)
+    return "ensemble" if number == -2 else f"L{-number // 100} m{-number % 100}"
 
 
 def _finite(value: Any) -> bool:

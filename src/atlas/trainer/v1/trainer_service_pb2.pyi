@@ -42,6 +42,13 @@ class ValidationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VALIDATION_METHOD_KFOLD: _ClassVar[ValidationMethod]
     VALIDATION_METHOD_HOLDOUT: _ClassVar[ValidationMethod]
 
+class StackingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STACKING_MODE_UNSPECIFIED: _ClassVar[StackingMode]
+    STACKING_MODE_AUTO: _ClassVar[StackingMode]
+    STACKING_MODE_OFF: _ClassVar[StackingMode]
+    STACKING_MODE_ON: _ClassVar[StackingMode]
+
 class WarmStartMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WARM_START_MODE_UNSPECIFIED: _ClassVar[WarmStartMode]
@@ -96,6 +103,10 @@ VALIDATION_METHOD_UNSPECIFIED: ValidationMethod
 VALIDATION_METHOD_AUTO: ValidationMethod
 VALIDATION_METHOD_KFOLD: ValidationMethod
 VALIDATION_METHOD_HOLDOUT: ValidationMethod
+STACKING_MODE_UNSPECIFIED: StackingMode
+STACKING_MODE_AUTO: StackingMode
+STACKING_MODE_OFF: StackingMode
+STACKING_MODE_ON: StackingMode
 WARM_START_MODE_UNSPECIFIED: WarmStartMode
 WARM_START_MODE_AUTO: WarmStartMode
 WARM_START_MODE_OFF: WarmStartMode
@@ -145,7 +156,7 @@ class SearchSpaceOptions(_message.Message):
     def __init__(self, model_families: _Optional[_Iterable[_Union[ModelFamily, str]]] = ..., allow_feature_crosses: bool = ..., allow_feature_selection: bool = ..., disable_ensemble: bool = ..., max_ensemble_size: _Optional[int] = ..., fixed_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AutoMlSpec(_message.Message):
-    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name", "max_row_latency_ms", "column_roles", "min_batch_rows_per_s")
+    __slots__ = ("strategy", "search_space", "validation", "folds", "holdout_fraction", "warm_start", "warm_start_jobs", "warm_start_k", "parallel_trials", "study_name", "max_row_latency_ms", "column_roles", "min_batch_rows_per_s", "stacking", "stack_levels")
     class ColumnRolesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +177,8 @@ class AutoMlSpec(_message.Message):
     MAX_ROW_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     COLUMN_ROLES_FIELD_NUMBER: _ClassVar[int]
     MIN_BATCH_ROWS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    STACKING_FIELD_NUMBER: _ClassVar[int]
+    STACK_LEVELS_FIELD_NUMBER: _ClassVar[int]
     strategy: SearchStrategy
     search_space: SearchSpaceOptions
     validation: ValidationMethod
@@ -179,7 +192,9 @@ class AutoMlSpec(_message.Message):
     max_row_latency_ms: float
     column_roles: _containers.ScalarMap[str, str]
     min_batch_rows_per_s: float
-    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ..., column_roles: _Optional[_Mapping[str, str]] = ..., min_batch_rows_per_s: _Optional[float] = ...) -> None: ...
+    stacking: StackingMode
+    stack_levels: int
+    def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ..., column_roles: _Optional[_Mapping[str, str]] = ..., min_batch_rows_per_s: _Optional[float] = ..., stacking: _Optional[_Union[StackingMode, str]] = ..., stack_levels: _Optional[int] = ...) -> None: ...
 
 class NasSpec(_message.Message):
     __slots__ = ("max_layers", "widths", "activations", "max_candidates")
@@ -327,7 +342,7 @@ class RegisterModelOptions(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent", "row_latency", "device", "gpu_memory_peak_bytes", "batch_rows_per_s")
+    __slots__ = ("number", "state", "pipeline", "model_family", "params", "score", "score_std", "metrics", "fit_time", "predict_time_per_1k", "fidelity", "origin", "error", "bundle", "ensemble_weights", "start_time", "end_time", "gpu_utilization_percent", "row_latency", "device", "gpu_memory_peak_bytes", "batch_rows_per_s", "stack_level")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -364,6 +379,7 @@ class Trial(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     GPU_MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
     BATCH_ROWS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    STACK_LEVEL_FIELD_NUMBER: _ClassVar[int]
     number: int
     state: TrialState
     pipeline: str
@@ -386,7 +402,8 @@ class Trial(_message.Message):
     device: str
     gpu_memory_peak_bytes: int
     batch_rows_per_s: float
-    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., device: _Optional[str] = ..., gpu_memory_peak_bytes: _Optional[int] = ..., batch_rows_per_s: _Optional[float] = ...) -> None: ...
+    stack_level: int
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., pipeline: _Optional[str] = ..., model_family: _Optional[_Union[ModelFamily, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., score: _Optional[float] = ..., score_std: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., fit_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., predict_time_per_1k: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fidelity: _Optional[float] = ..., origin: _Optional[str] = ..., error: _Optional[str] = ..., bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., ensemble_weights: _Optional[_Mapping[int, float]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., gpu_utilization_percent: _Optional[float] = ..., row_latency: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., device: _Optional[str] = ..., gpu_memory_peak_bytes: _Optional[int] = ..., batch_rows_per_s: _Optional[float] = ..., stack_level: _Optional[int] = ...) -> None: ...
 
 class ModelVersionEstimate(_message.Message):
     __slots__ = ("name", "description", "score", "models", "row_latency", "batch_rows_per_s")
@@ -671,7 +688,7 @@ class Plot(_message.Message):
     def __init__(self, name: _Optional[str] = ..., artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class TrainingReport(_message.Message):
-    __slots__ = ("feature_importance", "importance_method", "bias_metrics", "plots", "warnings", "dropped_columns", "priors", "optuna_storage_url", "study_name", "column_roles")
+    __slots__ = ("feature_importance", "importance_method", "bias_metrics", "plots", "warnings", "dropped_columns", "priors", "optuna_storage_url", "study_name", "column_roles", "score_curve", "stacking", "stack_levels")
     class DroppedColumnsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -689,6 +706,9 @@ class TrainingReport(_message.Message):
     OPTUNA_STORAGE_URL_FIELD_NUMBER: _ClassVar[int]
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
     COLUMN_ROLES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_CURVE_FIELD_NUMBER: _ClassVar[int]
+    STACKING_FIELD_NUMBER: _ClassVar[int]
+    STACK_LEVELS_FIELD_NUMBER: _ClassVar[int]
     feature_importance: _containers.RepeatedCompositeFieldContainer[FeatureImportance]
     importance_method: str
     bias_metrics: _containers.RepeatedCompositeFieldContainer[BiasMetrics]
@@ -699,7 +719,24 @@ class TrainingReport(_message.Message):
     optuna_storage_url: str
     study_name: str
     column_roles: _containers.RepeatedCompositeFieldContainer[ColumnRole]
-    def __init__(self, feature_importance: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., importance_method: _Optional[str] = ..., bias_metrics: _Optional[_Iterable[_Union[BiasMetrics, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped_columns: _Optional[_Mapping[str, str]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., optuna_storage_url: _Optional[str] = ..., study_name: _Optional[str] = ..., column_roles: _Optional[_Iterable[_Union[ColumnRole, _Mapping]]] = ...) -> None: ...
+    score_curve: _containers.RepeatedCompositeFieldContainer[ScorePoint]
+    stacking: str
+    stack_levels: int
+    def __init__(self, feature_importance: _Optional[_Iterable[_Union[FeatureImportance, _Mapping]]] = ..., importance_method: _Optional[str] = ..., bias_metrics: _Optional[_Iterable[_Union[BiasMetrics, _Mapping]]] = ..., plots: _Optional[_Iterable[_Union[Plot, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., dropped_columns: _Optional[_Mapping[str, str]] = ..., priors: _Optional[_Iterable[_Union[WarmStartPrior, _Mapping]]] = ..., optuna_storage_url: _Optional[str] = ..., study_name: _Optional[str] = ..., column_roles: _Optional[_Iterable[_Union[ColumnRole, _Mapping]]] = ..., score_curve: _Optional[_Iterable[_Union[ScorePoint, _Mapping]]] = ..., stacking: _Optional[str] = ..., stack_levels: _Optional[int] = ...) -> None: ...
+
+class ScorePoint(_message.Message):
+    __slots__ = ("elapsed_seconds", "score", "series", "stack_level", "trial")
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    STACK_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    elapsed_seconds: float
+    score: float
+    series: str
+    stack_level: int
+    trial: int
+    def __init__(self, elapsed_seconds: _Optional[float] = ..., score: _Optional[float] = ..., series: _Optional[str] = ..., stack_level: _Optional[int] = ..., trial: _Optional[int] = ...) -> None: ...
 
 class ColumnRole(_message.Message):
     __slots__ = ("column", "role", "overridden", "detail", "features")
