@@ -149,7 +149,8 @@ class Service:
         raise RuntimeError(f"labeling service not serving after {timeout} s")
 
     def job_processes(self) -> list[int]:
-        """Pids of the service's job subprocesses (multiprocessing spawn children)."""
+        """Pids of the service's job subprocesses: multiprocessing spawn children, or the
+        children of its fork server (which is not a job itself)."""
         import psutil
 
         found = []
@@ -157,9 +158,12 @@ class Service:
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 try:
                     cmd = " ".join(child.cmdline())
+                    parent = " ".join(child.parent().cmdline()) if child.parent() else ""
                 except psutil.Error:
                     continue
-                if "spawn_main" in cmd and "resource_tracker" not in cmd:
+                if "resource_tracker" in cmd:
+                    continue
+                if "spawn_main" in cmd or ("forkserver" in cmd and "forkserver" in parent):
                     found.append(child.pid)
         except psutil.Error:
             pass

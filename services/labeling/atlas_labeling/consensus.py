@@ -340,7 +340,7 @@ def settle(
         )
         resolve(
             conn,
-            item.item_id,
+            item,
             now,
             f"consensus {vote_key(decision.value)!r} (confidence {decision.confidence:.2f}) "
             f"of {', '.join(decision.annotators)}",
@@ -409,13 +409,19 @@ def flag(
     )
 
 
-def resolve(conn: Connection, item_id: str, now: datetime, by: str) -> None:
+def resolve(conn: Connection, item: ItemRecord, now: datetime, by: str) -> None:
     """Close the item's pending entries (open, requeued, escalated) once it is decided, on
     every path that decides one (consensus, a single annotator, a review, auto-labeling);
     ``by`` says who or what decided and is appended to each entry's audited detail."""
+    c = corrections.c
     conn.execute(
         update(corrections)
-        .where((corrections.c.item_id == item_id) & corrections.c.resolution.in_(PENDING))
+        # The project too: (project, item) is the primary key's prefix, an index lookup.
+        .where(
+            (c.project_id == item.project_id)
+            & (c.item_id == item.item_id)
+            & c.resolution.in_(PENDING)
+        )
         .values(
             resolution="resolved",
             resolved_at=now,

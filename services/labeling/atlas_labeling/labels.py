@@ -43,11 +43,12 @@ def append_label(
         .values(label_seq=projects.c.label_seq + 1)
         .returning(projects.c.label_seq)
     ).scalar_one()
-    version = conn.execute(
-        select(func.coalesce(func.max(label_rows.c.label_version), 0)).where(
-            label_rows.c.item_id == item.item_id
-        )
-    ).scalar_one()
+    # The item's next version, computed by the insert itself (one statement, not two).
+    version = (
+        select(func.coalesce(func.max(label_rows.c.label_version), 0) + 1)
+        .where(label_rows.c.item_id == item.item_id)
+        .scalar_subquery()
+    )
     conn.execute(
         insert(label_rows).values(
             project_id=item.project_id,
@@ -59,7 +60,7 @@ def append_label(
             # When the labelled fact held: the item's label time, else when it was added.
             event_time=item.label_time or item.created_at,
             created_at=now,
-            label_version=version + 1,
+            label_version=version,
             annotators=json.dumps(sorted(set(annotators))),
             agreement=agreement,
             source=source,
