@@ -42,7 +42,6 @@ from atlas_labeling.schema import CONTENT_KIND, VALUE_KIND, ProjectSpec
 from atlas_labeling.tables import exports, idempotency
 from atlas_labeling.values import Value
 
-
 # What a job process imports (jobs._run, the work, the export reader and writer; pyarrow
 # imports pandas the first time it converts Python values).
 JOB_MODULES = (

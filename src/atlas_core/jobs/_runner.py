@@ -14,8 +14,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from multiprocessing.context import ForkServerContext, SpawnContext
 from datetime import timedelta
+from multiprocessing.context import ForkServerContext, SpawnContext
 from typing import Any
 
 from sqlalchemy import Engine
