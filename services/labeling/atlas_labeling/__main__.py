@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 
 from atlas_core.rpc import ServiceDef
@@ -13,6 +14,8 @@ from atlas_labeling.servicer import labeling_service_def
 
 
 async def build(settings: LabelingSettings) -> Sequence[ServiceDef]:
+    if settings.switch_interval_s is not None:
+        sys.setswitchinterval(settings.switch_interval_s)
     service = await asyncio.to_thread(LabelingService.open, settings)
     service.start()
     return [labeling_service_def(service)]

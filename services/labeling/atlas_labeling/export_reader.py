@@ -321,7 +321,7 @@ def _sqlite_json_page(
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, [*params, size])
-        (lines,) = cursor.fetchone()
+        (lines,) = cursor.fetchone() or (None,)
     finally:
         cursor.close()
     if not lines:
