@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -89,7 +90,13 @@ def resumable_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
     return {"started_from": start, "attempt": ctx.attempt}
 
 
+def where_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
+    """Where the job runs: its parent, and whether a module was imported before it started."""
+    return {"parent": os.getppid(), "preloaded": spec["module"] in sys.modules}
+
+
 HANDLERS = {
+    "where": where_handler,
     "add": add_handler,
     "fail": failing_handler,
     "polite": polite_handler,
@@ -193,6 +200,26 @@ def test_success_reports_progress_in_order_and_result(make_runner) -> None:  # t
         return [e.seq async for e in runner.awatch(job_id)]
 
     assert asyncio.run(collect()) == [e.seq for e in events]
+
+
+def test_preloaded_runner_forks_jobs_from_a_server_that_imported_the_modules(  # type: ignore[no-untyped-def]
+    make_runner,
+) -> None:
+    module = "colorsys"  # imported by nothing else here
+    plain = make_runner(runner_id="plain")
+    plain.start()
+    spawned = plain.wait(plain.submit("where", {"module": module}), timeout=60)
+    assert spawned.state is JobState.SUCCEEDED
+    assert spawned.result == {"parent": os.getpid(), "preloaded": False}
+    plain.stop()
+
+    preloaded = make_runner(runner_id="preloaded", preload=[module])
+    preloaded.start()
+    for _ in range(2):  # every job, not only the first, comes from the fork server
+        forked = preloaded.wait(preloaded.submit("where", {"module": module}), timeout=60)
+        assert forked.state is JobState.SUCCEEDED
+        assert forked.result["preloaded"] is True
+        assert forked.result["parent"] != os.getpid()  # the fork server's child
 
 
 def test_watch_follows_a_live_job_until_it_ends(make_runner) -> None:  # type: ignore[no-untyped-def]
