@@ -11,6 +11,7 @@ is retried. Leases are rows, so they survive a restart.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 import statistics
@@ -25,7 +26,10 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
+    Select,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -203,6 +207,83 @@ def _standing_of(row: Any, annotator: str) -> gold.Standing:
     return gold.Standing(annotator, row.gold_answered, row.gold_correct)
 
 
+# The hot path's statements, built once with bound parameters: building a statement and its
+# cache key costs more Python than running it does on SQLite.
+
+
+@functools.cache
+def _project_standing_query() -> Select[Any]:
+    g = annotator_gold.c
+    return (
+        select(projects, g.answered.label("gold_answered"), g.correct.label("gold_correct"))
+        .select_from(
+            projects.outerjoin(
+                annotator_gold,
+                (g.project_id == projects.c.project_id) & (g.annotator == bindparam("annotator")),
+            )
+        )
+        .where(projects.c.project_id == bindparam("project_id"))
+    )
+
+
+@functools.cache
+def _queue_query(status: str, gold_only: bool, postgres: bool) -> Select[Any]:
+    """The next open items of one status in queue order, that ``annotator`` never held, with
+    a free slot (``overlap`` + the item's rounds) or gold; at most ``count``."""
+    mine = select(assignments.c.item_id).where(
+        (assignments.c.project_id == bindparam("project_id"))
+        & (assignments.c.annotator == bindparam("annotator"))
+        & assignments.c.holder_key.is_not(None)
+    )
+    query = (
+        select(items)
+        .where(
+            (items.c.project_id == bindparam("project_id"))
+            & (items.c.status == status)
+            & or_(
+                items.c.taken < bindparam("overlap", type_=Integer) + items.c.rounds,
+                items.c.gold_value.is_not(None),
+            )
+            & items.c.item_id.not_in(mine)
+            # Below the gold bar: only gold items, to win their way back or be paused.
+            & (items.c.gold_value.is_not(None) if gold_only else true())
+        )
+        .order_by(items.c.priority.desc(), items.c.seq)
+        .limit(bindparam("count", type_=Integer))
+    )
+    return query.with_for_update(skip_locked=True) if postgres else query
+
+
+@functools.cache
+def _submit_query(postgres: bool) -> Select[Any]:
+    """The assignment with its project, its item, its annotator's gold standing and whether
+    the item has an escalated correction entry."""
+    a, g, c = assignments.c, annotator_gold.c, corrections.c
+    escalated = exists().where(
+        (c.project_id == a.project_id) & (c.item_id == a.item_id) & (c.resolution == "escalated")
+    )
+    query = (
+        select(
+            assignments,
+            *PROJECT_JOIN_COLUMNS,
+            *_ITEM_JOIN_COLUMNS,
+            g.answered.label("gold_answered"),
+            g.correct.label("gold_correct"),
+            escalated.label("item_escalated"),
+        )
+        .select_from(
+            assignments.join(projects, projects.c.project_id == a.project_id)
+            .join(items, items.c.item_id == a.item_id)
+            .outerjoin(
+                annotator_gold,
+                (g.project_id == a.project_id) & (g.annotator == a.annotator),
+            )
+        )
+        .where(a.assignment_id == bindparam("assignment_id"))
+    )
+    return query.with_for_update(of=[assignments, items]) if postgres else query
+
+
 def goes_to_review(item_id: str, fraction: float) -> bool:
     """A stable pseudo-random draw per item: the same item always gets the same answer."""
     if fraction <= 0:
@@ -298,20 +379,8 @@ class AssignmentQueue:
         """The project and the annotator's gold standing in it, in one statement."""
         if not project_id:
             raise InvalidArgument("project_id is empty", reason="EMPTY_ID")
-        g = annotator_gold.c
         row = conn.execute(
-            select(
-                projects,
-                g.answered.label("gold_answered"),
-                g.correct.label("gold_correct"),
-            )
-            .select_from(
-                projects.outerjoin(
-                    annotator_gold,
-                    (g.project_id == projects.c.project_id) & (g.annotator == annotator),
-                )
-            )
-            .where(projects.c.project_id == project_id)
+            _project_standing_query(), {"project_id": project_id, "annotator": annotator}
         ).first()
         if row is None:
             raise NotFound(f"project {project_id!r} does not exist", reason="PROJECT_NOT_FOUND")
@@ -403,11 +472,15 @@ class AssignmentQueue:
             # ix_labeling_items_queue in queue order and stops after `count` rows, where
             # `status IN (...)` made SQLite and PostgreSQL sort every open item of the project.
             rows = []
+            params = {
+                "project_id": project.project_id,
+                "annotator": annotator,
+                "overlap": project.spec.overlap,
+                "count": count,
+            }
             for status in OPEN:
-                query = open_items((status,)).order_by(items.c.priority.desc(), items.c.seq)
-                if self._pg(conn):
-                    query = query.with_for_update(skip_locked=True)
-                rows.extend(conn.execute(query).all())
+                query = _queue_query(status, gold_only, self._pg(conn))
+                rows.extend(conn.execute(query, params).all())
             rows = sorted(rows, key=lambda r: (-r.priority, r.seq))[:count]
         expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
         leased = []
@@ -646,34 +719,8 @@ class AssignmentQueue:
         and the item locked on PostgreSQL)."""
         if not assignment_id:
             raise InvalidArgument("assignment_id is empty", reason="EMPTY_ID")
-        a, g, c = assignments.c, annotator_gold.c, corrections.c
-        escalated = exists().where(
-            (c.project_id == a.project_id)
-            & (c.item_id == a.item_id)
-            & (c.resolution == "escalated")
-        )
-        query = (
-            select(
-                assignments,
-                *PROJECT_JOIN_COLUMNS,
-                *_ITEM_JOIN_COLUMNS,
-                g.answered.label("gold_answered"),
-                g.correct.label("gold_correct"),
-                escalated.label("item_escalated"),
-            )
-            .select_from(
-                assignments.join(projects, projects.c.project_id == a.project_id)
-                .join(items, items.c.item_id == a.item_id)
-                .outerjoin(
-                    annotator_gold,
-                    (g.project_id == a.project_id) & (g.annotator == a.annotator),
-                )
-            )
-            .where(a.assignment_id == assignment_id)
-        )
-        if self._pg(conn):
-            query = query.with_for_update(of=[assignments, items])
-        row = conn.execute(query).first()
+        query = _submit_query(self._pg(conn))
+        row = conn.execute(query, {"assignment_id": assignment_id}).first()
         if row is None:
             raise NotFound(
                 f"assignment {assignment_id!r} does not exist", reason="ASSIGNMENT_NOT_FOUND"
