@@ -136,17 +136,18 @@ def _insert_lease(
         row_to_item(row),
     )
     conn.execute(
-        insert(assignments).values(
-            assignment_id=record.assignment_id,
-            project_id=record.project_id,
-            item_id=record.item_id,
-            annotator=person,
-            is_review=review,
-            state="active",
-            holder_key=f"{row.item_id}|{'review' if review else person}",
-            expire_at=expire,
-            created_at=now,
-        )
+        _INSERT_ASSIGNMENT,
+        {
+            "assignment_id": record.assignment_id,
+            "project_id": record.project_id,
+            "item_id": record.item_id,
+            "annotator": person,
+            "is_review": review,
+            "state": "active",
+            "holder_key": f"{row.item_id}|{'review' if review else person}",
+            "expire_at": expire,
+            "created_at": now,
+        },
     )
     return record
 
@@ -209,6 +210,30 @@ def _standing_of(row: Any, annotator: str) -> gold.Standing:
 
 # The hot path's statements, built once with bound parameters: building a statement and its
 # cache key costs more Python than running it does on SQLite.
+
+
+_INSERT_ASSIGNMENT = insert(assignments)
+_INSERT_ANNOTATION = insert(annotations_table)
+_TAKE_ITEM = (
+    update(items)
+    .where(items.c.item_id == bindparam("b_item_id"))
+    .values(taken=items.c.taken + 1, status="in_progress")
+)
+_SUBMIT_ASSIGNMENT = (
+    update(assignments)
+    .where(assignments.c.assignment_id == bindparam("b_assignment_id"))
+    .values(
+        state="submitted",
+        finished_at=bindparam("b_finished_at", type_=assignments.c.finished_at.type),
+        request_id=bindparam("b_request_id", type_=assignments.c.request_id.type),
+    )
+)
+_COUNT_SUBMIT = (
+    update(items)
+    .where(items.c.item_id == bindparam("b_item_id"))
+    .values(submitted=items.c.submitted + 1)
+    .returning(items.c.submitted)
+)
 
 
 @functools.cache
@@ -486,11 +511,7 @@ class AssignmentQueue:
         leased = []
         for row in rows:
             record = _insert_lease(conn, project, row, annotator, False, expire, now)
-            conn.execute(
-                update(items)
-                .where(items.c.item_id == row.item_id)
-                .values(taken=items.c.taken + 1, status="in_progress")
-            )
+            conn.execute(_TAKE_ITEM, {"b_item_id": row.item_id})
             assert record.item is not None
             record.item.status = "in_progress"
             leased.append(record)
@@ -816,34 +837,33 @@ class AssignmentQueue:
             gold_correct,
         )
         conn.execute(
-            insert(annotations_table).values(
-                annotation_id=record.annotation_id,
-                project_id=project.project_id,
-                item_id=item.item_id,
-                assignment_id=record.assignment_id,
-                author=record.author,
-                source="human",
-                value=json.dumps(to_json(value)),
-                confidence=confidence,
-                model_version="",
-                duration_ms=duration_ms,
-                gold_correct=gold_correct,
-                request_id=request_id or None,
-                created_at=now,
-            )
+            _INSERT_ANNOTATION,
+            {
+                "annotation_id": record.annotation_id,
+                "project_id": project.project_id,
+                "item_id": item.item_id,
+                "assignment_id": record.assignment_id,
+                "author": record.author,
+                "source": "human",
+                "value": json.dumps(to_json(value)),
+                "confidence": confidence,
+                "model_version": "",
+                "duration_ms": duration_ms,
+                "gold_correct": gold_correct,
+                "request_id": request_id or None,
+                "created_at": now,
+            },
         )
         conn.execute(
-            update(assignments)
-            .where(assignments.c.assignment_id == record.assignment_id)
-            .values(state="submitted", finished_at=now, request_id=request_id or None)
+            _SUBMIT_ASSIGNMENT,
+            {
+                "b_assignment_id": record.assignment_id,
+                "b_finished_at": now,
+                "b_request_id": request_id or None,
+            },
         )
         self._mark_used(conn, project.project_id, value)
-        submitted = conn.execute(
-            update(items)
-            .where(items.c.item_id == item.item_id)
-            .values(submitted=items.c.submitted + 1)
-            .returning(items.c.submitted)
-        ).scalar_one()
+        submitted = conn.execute(_COUNT_SUBMIT, {"b_item_id": item.item_id}).scalar_one()
         status = item.status
         rounds = item.rounds
         known_escalated = escalated
