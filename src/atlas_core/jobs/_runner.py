@@ -57,7 +57,9 @@ class JobRunner:
     imports the handler's modules: seconds of a short job's time). ``preload`` (module names)
     starts them with "forkserver" instead: on :meth:`start` a server process is started that
     imports those modules once, and each job process is forked from it (no threads, no open
-    connections there), so a job starts with its modules already imported.
+    connections there), so a job starts with its modules already imported. There is one fork
+    server per process: a preloading runner started after it is running gets its jobs forked
+    from it all the same, and they import what it did not preload as usual.
     """
 
     def __init__(

@@ -118,6 +118,20 @@ def _runner_in_subprocess(url: str, runner_id: str) -> None:
         time.sleep(1)
 
 
+def _preloaded_jobs_in_subprocess(url: str, module: str, out: Any) -> None:
+    """A fresh process (the fork server is one per process, started by the first preloaded
+    runner): a runner preloading ``module`` runs two jobs; their results go to ``out``."""
+    engine = create_engine_from_settings(DatabaseSettings(url=url))
+    runner = JobRunner(engine, HANDLERS, runner_id="preloaded", preload=[module], **FAST)  # type: ignore[arg-type]
+    runner.start()
+    try:
+        records = [runner.wait(runner.submit("where", {"module": module}), 60) for _ in range(2)]
+        out.put([(r.state.value, r.result, os.getpid()) for r in records])
+    finally:
+        runner.stop()
+        engine.dispose()
+
+
 # ---- fixtures and helpers -------------------------------------------------------------------
 
 
@@ -203,7 +217,7 @@ def test_success_reports_progress_in_order_and_result(make_runner) -> None:  # t
 
 
 def test_preloaded_runner_forks_jobs_from_a_server_that_imported_the_modules(  # type: ignore[no-untyped-def]
-    make_runner,
+    make_runner, db_url: str
 ) -> None:
     module = "colorsys"  # imported by nothing else here
     plain = make_runner(runner_id="plain")
@@ -213,13 +227,19 @@ def test_preloaded_runner_forks_jobs_from_a_server_that_imported_the_modules(  #
     assert spawned.result == {"parent": os.getpid(), "preloaded": False}
     plain.stop()
 
-    preloaded = make_runner(runner_id="preloaded", preload=[module])
-    preloaded.start()
-    for _ in range(2):  # every job, not only the first, comes from the fork server
-        forked = preloaded.wait(preloaded.submit("where", {"module": module}), timeout=60)
-        assert forked.state is JobState.SUCCEEDED
-        assert forked.result["preloaded"] is True
-        assert forked.result["parent"] != os.getpid()  # the fork server's child
+    mp = multiprocessing.get_context("spawn")
+    out = mp.Queue()
+    service = mp.Process(target=_preloaded_jobs_in_subprocess, args=(db_url, module, out))
+    service.start()
+    try:
+        results = out.get(timeout=120)
+    finally:
+        service.join(30)
+    # Every job, not only the first, is forked from the fork server, which imported the module.
+    for state, result, service_pid in results:
+        assert state == JobState.SUCCEEDED.value
+        assert result["preloaded"] is True
+        assert result["parent"] != service_pid  # the fork server's child, not the service's
 
 
 def test_watch_follows_a_live_job_until_it_ends(make_runner) -> None:  # type: ignore[no-untyped-def]
