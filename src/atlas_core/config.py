@@ -49,6 +49,9 @@ class S3Settings(StrictModel):
         return self
 
 
+SqliteSynchronous = Literal["NORMAL", "FULL"]
+
+
 class DatabaseSettings(StrictModel):
     """SQLAlchemy URL of the metadata database (SQLite file by default, PostgreSQL to scale).
 
@@ -60,6 +63,10 @@ class DatabaseSettings(StrictModel):
 
     url: str = "sqlite:///.atlas/atlas.db"
     echo: bool = False
+    # SQLite's PRAGMA synchronous (WAL mode): FULL syncs the log on every commit, NORMAL only
+    # at checkpoints (commits survive a crash or kill of the process, the last ones may roll
+    # back on power loss). Unset: the service's default (FULL, labeling's is NORMAL).
+    sqlite_synchronous: SqliteSynchronous | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
         None
     )

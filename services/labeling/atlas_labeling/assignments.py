@@ -11,15 +11,34 @@ is retried. Leases are rows, so they survive a restart.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 import statistics
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -48,11 +67,13 @@ from atlas_labeling.projects import (
     aware,
     new_id,
     project_from_joined,
+    project_from_row,
     utcnow,
 )
 from atlas_labeling.schema import check_confidence, validate_value
 from atlas_labeling.tables import (
     annotations_table,
+    annotator_gold,
     assignments,
     corrections,
     items,
@@ -115,17 +136,18 @@ def _insert_lease(
         row_to_item(row),
     )
     conn.execute(
-        insert(assignments).values(
-            assignment_id=record.assignment_id,
-            project_id=record.project_id,
-            item_id=record.item_id,
-            annotator=person,
-            is_review=review,
-            state="active",
-            holder_key=f"{row.item_id}|{'review' if review else person}",
-            expire_at=expire,
-            created_at=now,
-        )
+        _INSERT_ASSIGNMENT,
+        {
+            "assignment_id": record.assignment_id,
+            "project_id": record.project_id,
+            "item_id": record.item_id,
+            "annotator": person,
+            "is_review": review,
+            "state": "active",
+            "holder_key": f"{row.item_id}|{'review' if review else person}",
+            "expire_at": expire,
+            "created_at": now,
+        },
     )
     return record
 
@@ -157,12 +179,134 @@ def _model_annotations(conn: Connection, item_ids: list[str]) -> dict[str, list[
 def _attach_suggestions(conn: Connection, records: list[AssignmentRecord]) -> None:
     """The model's suggestions travel with annotation assignments (no GetItem needed)."""
     wanted = [r for r in records if not r.is_review and r.item is not None]
-    if not wanted:
-        return
-    suggested = _model_annotations(conn, [r.item_id for r in wanted])
+    # Suggestions are stored only by pre-labeling, which also sets the item's model version
+    # and score: an item without them has none, and costs no query.
+    asked = [
+        r
+        for r in wanted
+        if r.item is not None and (r.item.model_version or r.item.prediction_score is not None)
+    ]
+    suggested = _model_annotations(conn, [r.item_id for r in asked]) if asked else {}
     for record in wanted:
         assert record.item is not None
         record.item.annotations = suggested.get(record.item_id, [])
+
+
+_ITEM_JOIN_COLUMNS = tuple(c.label(f"item__{c.name}") for c in items.c)
+
+
+def _joined_item(row: Any) -> ItemRecord:
+    """The item of a row selected with ``_ITEM_JOIN_COLUMNS``."""
+    mapping = row._mapping
+    return row_to_item(SimpleNamespace(**{c.name: mapping[f"item__{c.name}"] for c in items.c}))
+
+
+def _standing_of(row: Any, annotator: str) -> gold.Standing:
+    """The gold standing of a row joined (outer) to ``annotator_gold``."""
+    if row.gold_answered is None:
+        return gold.Standing(annotator, 0, 0)
+    return gold.Standing(annotator, row.gold_answered, row.gold_correct)
+
+
+# The hot path's statements, built once with bound parameters: building a statement and its
+# cache key costs more Python than running it does on SQLite.
+
+
+_INSERT_ASSIGNMENT = insert(assignments)
+_INSERT_ANNOTATION = insert(annotations_table)
+_TAKE_ITEM = (
+    update(items)
+    .where(items.c.item_id == bindparam("b_item_id"))
+    .values(taken=items.c.taken + 1, status="in_progress")
+)
+_SUBMIT_ASSIGNMENT = (
+    update(assignments)
+    .where(assignments.c.assignment_id == bindparam("b_assignment_id"))
+    .values(
+        state="submitted",
+        finished_at=bindparam("b_finished_at", type_=assignments.c.finished_at.type),
+        request_id=bindparam("b_request_id", type_=assignments.c.request_id.type),
+    )
+)
+_COUNT_SUBMIT = (
+    update(items)
+    .where(items.c.item_id == bindparam("b_item_id"))
+    .values(submitted=items.c.submitted + 1)
+    .returning(items.c.submitted)
+)
+
+
+@functools.cache
+def _project_standing_query() -> Select[Any]:
+    g = annotator_gold.c
+    return (
+        select(projects, g.answered.label("gold_answered"), g.correct.label("gold_correct"))
+        .select_from(
+            projects.outerjoin(
+                annotator_gold,
+                (g.project_id == projects.c.project_id) & (g.annotator == bindparam("annotator")),
+            )
+        )
+        .where(projects.c.project_id == bindparam("project_id"))
+    )
+
+
+@functools.cache
+def _queue_query(status: str, gold_only: bool, postgres: bool) -> Select[Any]:
+    """The next open items of one status in queue order, that ``annotator`` never held, with
+    a free slot (``overlap`` + the item's rounds) or gold; at most ``count``."""
+    mine = select(assignments.c.item_id).where(
+        (assignments.c.project_id == bindparam("project_id"))
+        & (assignments.c.annotator == bindparam("annotator"))
+        & assignments.c.holder_key.is_not(None)
+    )
+    query = (
+        select(items)
+        .where(
+            (items.c.project_id == bindparam("project_id"))
+            & (items.c.status == status)
+            & or_(
+                items.c.taken < bindparam("overlap", type_=Integer) + items.c.rounds,
+                items.c.gold_value.is_not(None),
+            )
+            & items.c.item_id.not_in(mine)
+            # Below the gold bar: only gold items, to win their way back or be paused.
+            & (items.c.gold_value.is_not(None) if gold_only else true())
+        )
+        .order_by(items.c.priority.desc(), items.c.seq)
+        .limit(bindparam("count", type_=Integer))
+    )
+    return query.with_for_update(skip_locked=True) if postgres else query
+
+
+@functools.cache
+def _submit_query(postgres: bool) -> Select[Any]:
+    """The assignment with its project, its item, its annotator's gold standing and whether
+    the item has an escalated correction entry."""
+    a, g, c = assignments.c, annotator_gold.c, corrections.c
+    escalated = exists().where(
+        (c.project_id == a.project_id) & (c.item_id == a.item_id) & (c.resolution == "escalated")
+    )
+    query = (
+        select(
+            assignments,
+            *PROJECT_JOIN_COLUMNS,
+            *_ITEM_JOIN_COLUMNS,
+            g.answered.label("gold_answered"),
+            g.correct.label("gold_correct"),
+            escalated.label("item_escalated"),
+        )
+        .select_from(
+            assignments.join(projects, projects.c.project_id == a.project_id)
+            .join(items, items.c.item_id == a.item_id)
+            .outerjoin(
+                annotator_gold,
+                (g.project_id == a.project_id) & (g.annotator == a.annotator),
+            )
+        )
+        .where(a.assignment_id == bindparam("assignment_id"))
+    )
+    return query.with_for_update(of=[assignments, items]) if postgres else query
 
 
 def goes_to_review(item_id: str, fraction: float) -> bool:
@@ -198,6 +342,20 @@ class AssignmentQueue:
         self.max_count = max_count
         self.max_retries = max_retries
         self.clock = clock
+        # When each project's lapsed leases were last returned to the queue (clock time).
+        self._expired_at: dict[str, datetime] = {}
+        # (project, kind, label) known to be in label_usage (committed): not inserted again.
+        self._used: set[tuple[str, str, str]] = set()
+        self._local = threading.local()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """``write_transaction``, plus what this queue learns from it once it committed."""
+        pending: list[tuple[str, str, str]] = []
+        self._local.used = pending
+        with write_transaction(self.engine) as conn:
+            yield conn
+        self._used.update(pending)
 
     def _pg(self, conn: Connection) -> bool:
         return conn.dialect.name == "postgresql"
@@ -219,23 +377,50 @@ class AssignmentQueue:
             raise InvalidArgument(f"count must be in 1..{self.max_count}", reason="BAD_COUNT")
         for attempt in range(self.max_retries):
             try:
-                with write_transaction(self.engine) as conn:
-                    project = self.projects.load(conn, project_id)
+                with self._write() as conn:
+                    project, who = self._project_and_standing(conn, project_id, annotator)
                     if project.archived:
                         raise FailedPrecondition(
                             f"project {project_id} is archived", reason="ARCHIVED"
                         )
                     now = self.clock()
-                    self._expire(conn, project_id, now)
+                    if self._expiry_due(project, now):
+                        self._expire(conn, project_id, now)
                     if review:
                         return self._assign_reviews(conn, project, annotator, count, now)
-                    return self._assign(conn, project, annotator, count, now, prefer_corrections)
+                    return self._assign(
+                        conn, project, annotator, count, now, prefer_corrections, who
+                    )
             except IntegrityError:
                 # Another transaction leased the same item to this annotator first
                 # (PostgreSQL only; SQLite serialises): try again with fresh candidates.
                 if attempt == self.max_retries - 1:
                     raise
         return []
+
+    def _project_and_standing(
+        self, conn: Connection, project_id: str, annotator: str
+    ) -> tuple[Project, gold.Standing]:
+        """The project and the annotator's gold standing in it, in one statement."""
+        if not project_id:
+            raise InvalidArgument("project_id is empty", reason="EMPTY_ID")
+        row = conn.execute(
+            _project_standing_query(), {"project_id": project_id, "annotator": annotator}
+        ).first()
+        if row is None:
+            raise NotFound(f"project {project_id!r} does not exist", reason="PROJECT_NOT_FOUND")
+        return project_from_row(row), _standing_of(row, annotator)
+
+    def _expiry_due(self, project: Project, now: datetime) -> bool:
+        """Whether to look for lapsed leases now: at most every quarter of the lease (and at
+        most every second) per project and process, so a lapsed lease is back in the queue
+        that soon after it lapsed, and most requests skip the query."""
+        every = timedelta(seconds=min(1.0, project.spec.assignment_ttl_s / 4))
+        last = self._expired_at.get(project.project_id)
+        if last is not None and timedelta(0) <= now - last < every:
+            return False
+        self._expired_at[project.project_id] = now
+        return True
 
     def _assign(
         self,
@@ -245,8 +430,10 @@ class AssignmentQueue:
         count: int,
         now: datetime,
         prefer_corrections: bool = False,
+        who: gold.Standing | None = None,
     ) -> list[AssignmentRecord]:
-        who = gold.standing(conn, project.project_id, annotator)
+        if who is None:
+            who = gold.standing(conn, project.project_id, annotator)
         probation = who.low(self.min_gold_answers, self.min_gold_accuracy)
         leased = self._lease(conn, project, annotator, count, now, prefer_corrections, probation)
         if probation and not leased:
@@ -310,21 +497,21 @@ class AssignmentQueue:
             # ix_labeling_items_queue in queue order and stops after `count` rows, where
             # `status IN (...)` made SQLite and PostgreSQL sort every open item of the project.
             rows = []
+            params = {
+                "project_id": project.project_id,
+                "annotator": annotator,
+                "overlap": project.spec.overlap,
+                "count": count,
+            }
             for status in OPEN:
-                query = open_items((status,)).order_by(items.c.priority.desc(), items.c.seq)
-                if self._pg(conn):
-                    query = query.with_for_update(skip_locked=True)
-                rows.extend(conn.execute(query).all())
+                query = _queue_query(status, gold_only, self._pg(conn))
+                rows.extend(conn.execute(query, params).all())
             rows = sorted(rows, key=lambda r: (-r.priority, r.seq))[:count]
         expire = now + timedelta(seconds=project.spec.assignment_ttl_s)
         leased = []
         for row in rows:
             record = _insert_lease(conn, project, row, annotator, False, expire, now)
-            conn.execute(
-                update(items)
-                .where(items.c.item_id == row.item_id)
-                .values(taken=items.c.taken + 1, status="in_progress")
-            )
+            conn.execute(_TAKE_ITEM, {"b_item_id": row.item_id})
             assert record.item is not None
             record.item.status = "in_progress"
             leased.append(record)
@@ -515,8 +702,8 @@ class AssignmentQueue:
             raise InvalidArgument("duration_ms is negative", reason="OUT_OF_RANGE")
         if skip and value is not None:
             raise InvalidArgument("give value or skip, not both", reason="VALUE_AND_SKIP")
-        with write_transaction(self.engine) as conn:
-            row = self._load_assignment(conn, assignment_id, with_project=True)
+        with self._write() as conn:
+            row = self._load_for_submit(conn, assignment_id)
             if row.annotator != annotator:
                 self._check_holder(row, annotator, self.clock())
             if row.is_review:
@@ -529,13 +716,37 @@ class AssignmentQueue:
             now = self.clock()
             self._check_holder(row, annotator, now)
             project = project_from_joined(row)
-            item = self._lock_item(conn, row.item_id)
+            item = _joined_item(row)
             if skip:
                 return None, self._skip(conn, project, row, item, now, request_id)
             value = validate_value(project.spec, item.content, value)
             return self._store(
-                conn, project, row, item, value, confidence, duration_ms, request_id, now
+                conn,
+                project,
+                row,
+                item,
+                value,
+                confidence,
+                duration_ms,
+                request_id,
+                now,
+                who=_standing_of(row, row.annotator),
+                escalated=bool(row.item_escalated),
             )
+
+    def _load_for_submit(self, conn: Connection, assignment_id: str) -> Any:
+        """The assignment with its project, its item, its annotator's gold standing and
+        whether the item has an escalated correction entry, in one statement (the assignment
+        and the item locked on PostgreSQL)."""
+        if not assignment_id:
+            raise InvalidArgument("assignment_id is empty", reason="EMPTY_ID")
+        query = _submit_query(self._pg(conn))
+        row = conn.execute(query, {"assignment_id": assignment_id}).first()
+        if row is None:
+            raise NotFound(
+                f"assignment {assignment_id!r} does not exist", reason="ASSIGNMENT_NOT_FOUND"
+            )
+        return row
 
     def _replay(
         self, conn: Connection, row: Any, request_id: str, skip: bool
@@ -607,6 +818,9 @@ class AssignmentQueue:
         duration_ms: int,
         request_id: str,
         now: datetime,
+        *,
+        who: gold.Standing | None = None,
+        escalated: bool | None = None,
     ) -> tuple[AnnotationRecord, str]:
         gold_correct = same_answer(value, item.gold_value) if item.gold_value else None
         record = AnnotationRecord(
@@ -623,36 +837,36 @@ class AssignmentQueue:
             gold_correct,
         )
         conn.execute(
-            insert(annotations_table).values(
-                annotation_id=record.annotation_id,
-                project_id=project.project_id,
-                item_id=item.item_id,
-                assignment_id=record.assignment_id,
-                author=record.author,
-                source="human",
-                value=json.dumps(to_json(value)),
-                confidence=confidence,
-                model_version="",
-                duration_ms=duration_ms,
-                gold_correct=gold_correct,
-                request_id=request_id or None,
-                created_at=now,
-            )
+            _INSERT_ANNOTATION,
+            {
+                "annotation_id": record.annotation_id,
+                "project_id": project.project_id,
+                "item_id": item.item_id,
+                "assignment_id": record.assignment_id,
+                "author": record.author,
+                "source": "human",
+                "value": json.dumps(to_json(value)),
+                "confidence": confidence,
+                "model_version": "",
+                "duration_ms": duration_ms,
+                "gold_correct": gold_correct,
+                "request_id": request_id or None,
+                "created_at": now,
+            },
         )
         conn.execute(
-            update(assignments)
-            .where(assignments.c.assignment_id == record.assignment_id)
-            .values(state="submitted", finished_at=now, request_id=request_id or None)
+            _SUBMIT_ASSIGNMENT,
+            {
+                "b_assignment_id": record.assignment_id,
+                "b_finished_at": now,
+                "b_request_id": request_id or None,
+            },
         )
         self._mark_used(conn, project.project_id, value)
-        submitted = conn.execute(
-            update(items)
-            .where(items.c.item_id == item.item_id)
-            .values(submitted=items.c.submitted + 1)
-            .returning(items.c.submitted)
-        ).scalar_one()
+        submitted = conn.execute(_COUNT_SUBMIT, {"b_item_id": item.item_id}).scalar_one()
         status = item.status
         rounds = item.rounds
+        known_escalated = escalated
         escalated = False
         if gold_correct is not None:
             who = gold.record_answer(conn, project.project_id, record.author, gold_correct)
@@ -665,7 +879,8 @@ class AssignmentQueue:
                 min_accuracy=self.min_gold_accuracy,
             )
         elif status in OPEN:
-            who = gold.standing(conn, project.project_id, record.author)
+            if who is None:
+                who = gold.standing(conn, project.project_id, record.author)
             if who.low(self.min_gold_answers, self.min_gold_accuracy):
                 outcome = gold.flag_submission(
                     conn, project, item, who, now, min_accuracy=self.min_gold_accuracy
@@ -677,7 +892,9 @@ class AssignmentQueue:
             if escalated:
                 status = self._to_review(conn, item.item_id)
             else:
-                status = self._complete(conn, project, item, value, record.author, now)
+                status = self._complete(
+                    conn, project, item, value, record.author, now, known_escalated
+                )
         return record, status
 
     def _complete(
@@ -688,14 +905,20 @@ class AssignmentQueue:
         value: Value,
         author: str,
         now: datetime,
+        escalated: bool | None = None,
     ) -> str:
-        """Enough annotations: to review, straight to done (one annotator), or to consensus."""
+        """Enough annotations: to review, straight to done (one annotator), or to consensus.
+        ``escalated``: whether the item has an escalated entry, when the caller knows."""
         spec = project.spec
         values: dict[str, object] = {}
         if (
             spec.consensus == "review"
             or goes_to_review(item.item_id, spec.review_fraction)
-            or self._escalated(conn, project.project_id, item.item_id)
+            or (
+                escalated
+                if escalated is not None
+                else self._escalated(conn, project.project_id, item.item_id)
+            )
         ):
             values["status"] = "in_review"
         elif spec.overlap + item.rounds == 1:
@@ -708,7 +931,7 @@ class AssignmentQueue:
             append_label(
                 conn, item, value, source="human", annotators=[author], agreement=None, now=now
             )
-            consensus.resolve(conn, item.item_id, now, f"{author}'s label (single annotator)")
+            consensus.resolve(conn, item, now, f"{author}'s label (single annotator)")
         else:
             return consensus.settle(conn, project, item, now, refit_every=self.ds_refit_every)
         conn.execute(update(items).where(items.c.item_id == item.item_id).values(**values))
@@ -735,9 +958,15 @@ class AssignmentQueue:
         used = labels_used(value)
         if not used:
             return
-        rows = [{"project_id": project_id, "kind": k, "label": n} for k, n in sorted(used)]
+        keys = [(project_id, k, n) for k, n in sorted(used)]
+        if all(key in self._used for key in keys):
+            return  # stored by a committed transaction: rows of label_usage are never removed
+        rows = [{"project_id": p, "kind": k, "label": n} for p, k, n in keys]
         dialect = postgresql if self._pg(conn) else sqlite
         conn.execute(dialect.insert(label_usage).values(rows).on_conflict_do_nothing())
+        pending = getattr(self._local, "used", None)
+        if pending is not None:
+            pending.extend(keys)
 
     # ---- review -------------------------------------------------------------------------
 
@@ -762,7 +991,7 @@ class AssignmentQueue:
             raise InvalidArgument("correction is unset (CORRECT needs it)", reason="MISSING_VALUE")
         if decision != "correct" and correction is not None:
             raise InvalidArgument("correction is only for CORRECT", reason="UNEXPECTED_VALUE")
-        with write_transaction(self.engine) as conn:
+        with self._write() as conn:
             query = select(annotations_table).where(
                 annotations_table.c.annotation_id == annotation_id
             )
@@ -861,7 +1090,7 @@ class AssignmentQueue:
             final = from_json(json.loads(row.value))
             source, people = "human", [row.author, reviewer]
             by = f"review: {reviewer} accepted {row.author}'s label {vote_key(final)!r}"
-        consensus.resolve(conn, item.item_id, now, by)
+        consensus.resolve(conn, item, now, by)
         append_label(conn, item, final, source=source, annotators=people, agreement=None, now=now)
         conn.execute(
             update(items)

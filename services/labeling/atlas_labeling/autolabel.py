@@ -80,7 +80,5 @@ def auto_label(
         append_label(
             conn, item, value, source="model", annotators=[model_version], agreement=None, now=now
         )
-        resolve(
-            conn, item.item_id, now, f"auto-label by {model_version} (score above {threshold:.3f})"
-        )
+        resolve(conn, item, now, f"auto-label by {model_version} (score above {threshold:.3f})")
     return float(threshold), len(candidates)

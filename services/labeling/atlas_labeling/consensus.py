@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from atlas_labeling.items import ItemRecord
@@ -68,20 +68,33 @@ class Decision:
     votes: dict[str, int]
 
 
+# Built once with bound parameters (every decision runs them).
+_VOTES = select(
+    annotations_table.c.item_id, annotations_table.c.author, annotations_table.c.value
+).where(
+    annotations_table.c.item_id.in_(bindparam("item_ids", expanding=True))
+    & (annotations_table.c.source == "human")
+    & (
+        annotations_table.c.review_decision.is_(None)
+        | (annotations_table.c.review_decision != "reject")
+    )
+)
+_DECIDED = (
+    update(items)
+    .where(items.c.item_id == bindparam("b_item_id"))
+    .values(
+        status="done",
+        final_value=bindparam("b_final_value", type_=items.c.final_value.type),
+        final_source="consensus",
+        agreement=bindparam("b_agreement", type_=items.c.agreement.type),
+        decided_at=bindparam("b_decided_at", type_=items.c.decided_at.type),
+    )
+)
+
+
 def human_votes(conn: Connection, item_ids: list[str]) -> list[tuple[str, str, str]]:
     """(item, annotator, vote) of the human annotations a reviewer has not rejected."""
-    rows = conn.execute(
-        select(
-            annotations_table.c.item_id, annotations_table.c.author, annotations_table.c.value
-        ).where(
-            annotations_table.c.item_id.in_(item_ids)
-            & (annotations_table.c.source == "human")
-            & (
-                annotations_table.c.review_decision.is_(None)
-                | (annotations_table.c.review_decision != "reject")
-            )
-        )
-    ).all()
+    rows = conn.execute(_VOTES, {"item_ids": list(item_ids)}).all()
     return [(i, a, vote_key(from_json(json.loads(v)))) for i, a, v in rows]
 
 
@@ -319,15 +332,13 @@ def settle(
         decision = decide_regions(conn, project, item)
     if decision.confidence >= spec.consensus_threshold:
         conn.execute(
-            update(items)
-            .where(items.c.item_id == item.item_id)
-            .values(
-                status="done",
-                final_value=json.dumps(to_json(decision.value)),
-                final_source="consensus",
-                agreement=decision.confidence,
-                decided_at=now,
-            )
+            _DECIDED,
+            {
+                "b_item_id": item.item_id,
+                "b_final_value": json.dumps(to_json(decision.value)),
+                "b_agreement": decision.confidence,
+                "b_decided_at": now,
+            },
         )
         append_label(
             conn,
@@ -340,7 +351,7 @@ def settle(
         )
         resolve(
             conn,
-            item.item_id,
+            item,
             now,
             f"consensus {vote_key(decision.value)!r} (confidence {decision.confidence:.2f}) "
             f"of {', '.join(decision.annotators)}",
@@ -409,13 +420,19 @@ def flag(
     )
 
 
-def resolve(conn: Connection, item_id: str, now: datetime, by: str) -> None:
+def resolve(conn: Connection, item: ItemRecord, now: datetime, by: str) -> None:
     """Close the item's pending entries (open, requeued, escalated) once it is decided, on
     every path that decides one (consensus, a single annotator, a review, auto-labeling);
     ``by`` says who or what decided and is appended to each entry's audited detail."""
+    c = corrections.c
     conn.execute(
         update(corrections)
-        .where((corrections.c.item_id == item_id) & corrections.c.resolution.in_(PENDING))
+        # The project too: (project, item) is the primary key's prefix, an index lookup.
+        .where(
+            (c.project_id == item.project_id)
+            & (c.item_id == item.item_id)
+            & c.resolution.in_(PENDING)
+        )
         .values(
             resolution="resolved",
             resolved_at=now,

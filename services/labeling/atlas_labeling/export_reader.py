@@ -2,9 +2,12 @@
 
 Rows are read in keyset pages on ``seq`` with as few per-row Python objects as possible: on
 PostgreSQL through ADBC (``adbc-driver-postgresql``, results straight into Arrow) when it is
-installed, else through the SQLAlchemy connection's own driver cursor (sqlite3, psycopg: tuples
-turned into Arrow arrays per column). ADBC is not used for SQLite: adbc-driver-sqlite 1.13 did
-not see rows another connection had committed to a WAL-mode database. Either way:
+installed, else through the SQLAlchemy connection's own driver cursor (psycopg: tuples turned
+into Arrow arrays per column). On SQLite the database writes the page as JSON Lines (one
+``json_object`` per row, joined into one value) that Arrow's JSON reader parses: no Python
+object per row, and neither step holds the GIL, so a page is read while the previous one is
+encoded. ADBC is not used for SQLite: adbc-driver-sqlite 1.13 did not see rows another
+connection had committed to a WAL-mode database. Either way:
 
 - ``value`` is passed through as stored: ``labels.append_label`` stores
   ``json.dumps(to_json(value))``, the exact text the export writes;
@@ -30,6 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.engine import URL
 
@@ -179,7 +183,9 @@ def read_page(
 ) -> pa.RecordBatch:
     """At most ``size`` rows with ``after_seq < seq <= upto`` (no upper bound if None)."""
     dialect = conn.dialect.name
-    if dialect == "sqlite" or (dialect == "postgresql" and conn.dialect.driver == "psycopg"):
+    if dialect == "sqlite":
+        return _sqlite_json_page(conn, where, after_seq, upto, size)
+    if dialect == "postgresql" and conn.dialect.driver == "psycopg":
         columns = _driver_columns(conn, where, after_seq, upto, size)
     else:
         columns = _sqlalchemy_columns(conn, where, after_seq, upto, size)
@@ -250,6 +256,105 @@ def _adbc_page(
 
 
 # ---- the SQLAlchemy connection's driver ------------------------------------------------------
+
+
+def _where_sql(
+    conn: Connection, where: LabelFilter, after_seq: int, upto: int | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The page's WHERE clause (driver placeholders ``mark``) and its parameters."""
+    # Bind times the way SQLAlchemy stores them (SQLite: its text form), so comparisons match.
+    bind = label_rows.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    params: list[Any] = [where.project_id, after_seq, *where.sources]
+    sql = (
+        f" WHERE project_id = {mark} AND seq > {mark}"
+        f" AND source IN ({', '.join(mark for _ in where.sources)})"
+    )
+    if upto is not None:
+        sql += f" AND seq <= {mark}"
+        params.append(upto)
+    if where.min_agreement > 0:
+        sql += f" AND (agreement IS NULL OR agreement >= {mark})"
+        params.append(where.min_agreement)
+    for bound, op in ((where.start, ">="), (where.end, "<")):
+        if bound is not None:
+            sql += f" AND created_at {op} {mark}"
+            params.append(bind(bound) if bind is not None else bound)
+    return sql, params
+
+
+# One JSON object per row. ``annotators`` is already a JSON list; ``agreement`` goes as text
+# with 17 significant digits (SQLite's JSON numbers keep 15, which does not round-trip).
+_SQLITE_ROW_JSON = (
+    "json_object('entity_key', entity_key, 'label', label, 'value', value,"
+    " 'event_time', event_time, 'created_at', created_at, 'label_version', label_version,"
+    " 'annotators', json(annotators),"
+    " 'agreement', CASE WHEN agreement IS NULL THEN NULL ELSE printf('%!.17g', agreement) END,"
+    " 'source', source, 'item_id', item_id, 'seq', seq)"
+)
+_SQLITE_JSON_SCHEMA = pa.schema(
+    [
+        ("entity_key", pa.string()),
+        ("label", pa.string()),
+        ("value", pa.string()),
+        ("event_time", pa.string()),
+        ("created_at", pa.string()),
+        ("label_version", pa.int32()),
+        ("annotators", _ANNOTATORS),
+        ("agreement", pa.string()),
+        ("source", pa.string()),
+        ("item_id", pa.string()),
+        ("seq", pa.int64()),
+    ]
+)
+_JSON_BLOCK = 1 << 20
+
+
+def _sqlite_json_page(
+    conn: Connection, where: LabelFilter, after_seq: int, upto: int | None, size: int
+) -> pa.RecordBatch:
+    clause, params = _where_sql(conn, where, after_seq, upto, "?")
+    sql = (
+        "SELECT CAST(group_concat(row_json, char(10)) AS BLOB) FROM"
+        f" (SELECT {_SQLITE_ROW_JSON} AS row_json FROM {label_rows.name}{clause}"
+        " ORDER BY seq LIMIT ?)"
+    )
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, [*params, size])
+        (lines,) = cursor.fetchone() or (None,)
+    finally:
+        cursor.close()
+    if not lines:
+        return pa.RecordBatch.from_pylist([], schema=LABEL_SCHEMA)
+    table = _parse_json_lines(bytes(lines))
+    seq = table.column("seq")
+    n = len(seq)
+    if n > 1 and not pc.all(pc.greater(seq.slice(1), seq.slice(0, n - 1))).as_py():
+        # group_concat keeps the subquery's order in practice; SQLite does not promise it.
+        table = table.take(pc.sort_indices(seq))
+    return to_batch([column.combine_chunks() for column in table.columns])
+
+
+def _parse_json_lines(data: bytes) -> pa.Table:
+    """JSON Lines in _SQLITE_JSON_SCHEMA; blocks of 1 MB are parsed in parallel, and a row
+    longer than a block is parsed with the whole page as one block."""
+    parse = pa_json.ParseOptions(
+        explicit_schema=_SQLITE_JSON_SCHEMA, unexpected_field_behavior="error"
+    )
+    try:
+        return pa_json.read_json(
+            pa.BufferReader(data),
+            read_options=pa_json.ReadOptions(block_size=_JSON_BLOCK),
+            parse_options=parse,
+        )
+    except pa.ArrowInvalid:
+        if len(data) < _JSON_BLOCK:
+            raise
+        return pa_json.read_json(
+            pa.BufferReader(data),
+            read_options=pa_json.ReadOptions(block_size=len(data) + 1),
+            parse_options=parse,
+        )
 
 
 def _driver_columns(
@@ -363,6 +468,8 @@ def _timestamps(values: Sequence[Any] | pa.Array) -> pa.Array:
 
 def _annotators(values: Sequence[Any] | pa.Array) -> pa.Array:
     """The JSON lists parsed once per distinct text (a page repeats few annotator sets)."""
+    if isinstance(values, pa.Array) and pa.types.is_list(values.type):
+        return values.cast(_ANNOTATORS)  # parsed already (SQLite's JSON lines)
     encoded = _array(values, pa.string()).dictionary_encode()
     parsed = pa.array([json.loads(t) for t in encoded.dictionary.to_pylist()], _ANNOTATORS)
     return parsed.take(encoded.indices)

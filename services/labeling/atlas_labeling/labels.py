@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from atlas_labeling.items import ItemRecord
 from atlas_labeling.projects import aware
@@ -26,6 +26,21 @@ def label_text(value: Value) -> str:
     return ""
 
 
+# Built once (bound parameters): the submit path appends a row for every decided item.
+_NEXT_SEQ = (
+    update(projects)
+    .where(projects.c.project_id == bindparam("b_project_id"))
+    .values(label_seq=projects.c.label_seq + 1)
+    .returning(projects.c.label_seq)
+)
+# The item's next version is computed by the insert itself (one statement, not two).
+_INSERT_ROW = insert(label_rows).values(
+    label_version=select(func.coalesce(func.max(label_rows.c.label_version), 0) + 1)
+    .where(label_rows.c.item_id == bindparam("b_item_id"))
+    .scalar_subquery()
+)
+
+
 def append_label(
     conn: Connection,
     item: ItemRecord,
@@ -37,33 +52,24 @@ def append_label(
     now: datetime,
 ) -> int:
     """Append the item's next label version; returns the row's number in the project."""
-    seq = conn.execute(
-        update(projects)
-        .where(projects.c.project_id == item.project_id)
-        .values(label_seq=projects.c.label_seq + 1)
-        .returning(projects.c.label_seq)
-    ).scalar_one()
-    version = conn.execute(
-        select(func.coalesce(func.max(label_rows.c.label_version), 0)).where(
-            label_rows.c.item_id == item.item_id
-        )
-    ).scalar_one()
+    seq = conn.execute(_NEXT_SEQ, {"b_project_id": item.project_id}).scalar_one()
     conn.execute(
-        insert(label_rows).values(
-            project_id=item.project_id,
-            seq=seq,
-            item_id=item.item_id,
-            entity_key=item.entity_id or item.external_id or item.item_id,
-            label=label_text(value),
-            value=json.dumps(to_json(value)),
+        _INSERT_ROW,
+        {
+            "project_id": item.project_id,
+            "seq": seq,
+            "item_id": item.item_id,
+            "b_item_id": item.item_id,
+            "entity_key": item.entity_id or item.external_id or item.item_id,
+            "label": label_text(value),
+            "value": json.dumps(to_json(value)),
             # When the labelled fact held: the item's label time, else when it was added.
-            event_time=item.label_time or item.created_at,
-            created_at=now,
-            label_version=version + 1,
-            annotators=json.dumps(sorted(set(annotators))),
-            agreement=agreement,
-            source=source,
-        )
+            "event_time": item.label_time or item.created_at,
+            "created_at": now,
+            "annotators": json.dumps(sorted(set(annotators))),
+            "agreement": agreement,
+            "source": source,
+        },
     )
     return int(seq)
 

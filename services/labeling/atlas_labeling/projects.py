@@ -92,6 +92,11 @@ def _row_to_project(row: Any) -> Project:
     )
 
 
+def project_from_row(row: Any) -> Project:
+    """The project of a row selected with the projects table's own columns."""
+    return _row_to_project(row)
+
+
 PROJECT_JOIN_COLUMNS = (
     projects.c.spec.label("project_spec"),
     projects.c.archived.label("project_archived"),

@@ -42,6 +42,16 @@ from atlas_labeling.schema import CONTENT_KIND, VALUE_KIND, ProjectSpec
 from atlas_labeling.tables import exports, idempotency
 from atlas_labeling.values import Value
 
+# What a job process imports (jobs._run, the work, the export reader and writer; pyarrow
+# imports pandas the first time it converts Python values).
+JOB_MODULES = (
+    "atlas_labeling.jobs",
+    "atlas_labeling.job_work",
+    "atlas_labeling.export_reader",
+    "pyarrow.parquet",
+    "pandas",
+)
+
 
 class LabelingService:
     def __init__(self, runtime: LabelingRuntime, runner: JobRunner | None = None) -> None:
@@ -51,6 +61,9 @@ class LabelingService:
             job_handlers(runtime.settings),
             max_concurrent=runtime.settings.jobs.max_concurrent,
             runner_id=runtime.settings.jobs.runner_id,
+            # Job processes fork from a server that imported these once (an export of a
+            # million rows took seconds less): see JobRunner.
+            preload=JOB_MODULES,
         )
         self.idempotency = IdempotencyStore(runtime.engine, idempotency)
         self.lineage_index = LabelingLineage(runtime.engine, runtime.projects, self.jobs)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as SaTimeoutError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from atlas_core.config import DatabaseSettings
+from atlas_core.config import DatabaseSettings, SqliteSynchronous
 from atlas_core.errors import ConfigError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
@@ -68,7 +68,7 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def _create_sqlite_engine(url: URL, echo: bool) -> Engine:
+def _create_sqlite_engine(url: URL, echo: bool, synchronous: str) -> Engine:
     path = _sqlite_file(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if path is None:
@@ -94,6 +94,7 @@ def _create_sqlite_engine(url: URL, echo: bool) -> Engine:
         try:
             if path is not None:
                 cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
         finally:
@@ -124,11 +125,17 @@ def _with_tls(url: URL, settings: DatabaseSettings) -> URL:
     return url.update_query_dict({name: str(value) for name, value in given.items()})
 
 
-def create_engine_from_settings(settings: DatabaseSettings) -> Engine:
+def create_engine_from_settings(
+    settings: DatabaseSettings, *, sqlite_synchronous: SqliteSynchronous = "FULL"
+) -> Engine:
     """Build the engine for ``settings.url``: a SQLite file or a PostgreSQL server.
 
     SQLite: the file's parent directory is created; WAL journal, foreign keys and a busy timeout
-    are set on every connection. PostgreSQL: pooled connections are pinged before use, a
+    are set on every connection, and ``PRAGMA synchronous``: ``settings.sqlite_synchronous``,
+    else the calling service's default ``sqlite_synchronous``. FULL syncs the WAL on every
+    commit; NORMAL only at checkpoints, which keeps every commit across a crash or kill of the
+    process (the WAL is in the OS's page cache) but may roll back the last commits on power
+    loss or an OS crash. PostgreSQL: pooled connections are pinged before use, a
     connect timeout bounds an unreachable host, and the TLS settings (sslmode, sslrootcert,
     sslcert, sslkey) join the URL's query. The engine connects lazily; call
     :func:`check_connection` to fail fast at start-up.
@@ -140,7 +147,8 @@ def create_engine_from_settings(settings: DatabaseSettings) -> Engine:
     url = _with_tls(_parse_url(settings.url), settings)
     try:
         if url.get_backend_name() == "sqlite":
-            return _create_sqlite_engine(url, settings.echo)
+            synchronous = settings.sqlite_synchronous or sqlite_synchronous
+            return _create_sqlite_engine(url, settings.echo, synchronous)
         connect_args: dict[str, Any] = {}
         if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
@@ -218,6 +226,9 @@ class _FifoLock:
 
 
 _writer_locks: dict[str, _FifoLock] = {}
+# The lock of each database path as the URL spells it, so a transaction does not resolve the
+# real path (os.path.realpath walks the file system) every time.
+_writer_locks_by_url_path: dict[str, _FifoLock] = {}
 _writer_locks_guard = threading.Lock()
 
 
@@ -225,6 +236,7 @@ def _reset_writer_locks() -> None:
     # A forked child inherits the locks in whatever state other threads left them.
     global _writer_locks_guard
     _writer_locks.clear()
+    _writer_locks_by_url_path.clear()
     _writer_locks_guard = threading.Lock()
 
 
@@ -234,6 +246,10 @@ os.register_at_fork(after_in_child=_reset_writer_locks)
 def _sqlite_writer_lock(engine: Engine) -> _FifoLock | None:
     if engine.dialect.name != "sqlite":
         return None
+    database = engine.url.database or ""
+    lock = _writer_locks_by_url_path.get(database)
+    if lock is not None:
+        return lock
     path = _sqlite_file(engine.url)
     if path is None:
         return None
@@ -242,6 +258,7 @@ def _sqlite_writer_lock(engine: Engine) -> _FifoLock | None:
         lock = _writer_locks.get(key)
         if lock is None:
             lock = _writer_locks[key] = _FifoLock()
+        _writer_locks_by_url_path[database] = lock
         return lock
 
 

@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import Connection, wait
-from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.context import (
+    ForkServerContext,
+    ForkServerProcess,
+    SpawnContext,
+    SpawnProcess,
+)
 from typing import Any
 
 from atlas_core.jobs import _context as wire
@@ -46,7 +51,7 @@ class SupervisorTiming:
 @dataclass(eq=False)
 class _Running:
     record: JobRecord
-    process: SpawnProcess
+    process: SpawnProcess | ForkServerProcess
     conn: Connection
     pending: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
     outcome: tuple[Any, ...] | None = None
@@ -85,7 +90,7 @@ class Supervisor:
         runner_id: str,
         max_concurrent: int,
         timing: SupervisorTiming,
-        mp_context: SpawnContext,
+        mp_context: SpawnContext | ForkServerContext,
     ) -> None:
         self._store = store
         self._handlers = dict(handlers)

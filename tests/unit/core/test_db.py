@@ -264,6 +264,23 @@ def test_sqlite_engine_creates_directory_and_sets_pragmas(tmp_path) -> None:  # 
         engine.dispose()
 
 
+def test_sqlite_synchronous_is_the_services_default_unless_configured(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def synchronous(settings: DatabaseSettings, **kwargs: str) -> int:
+        engine = create_engine_from_settings(settings, **kwargs)  # type: ignore[arg-type]
+        try:
+            with engine.connect() as conn:
+                return int(conn.exec_driver_sql("PRAGMA synchronous").scalar())  # type: ignore[arg-type]
+        finally:
+            engine.dispose()
+
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    full, normal = 2, 1
+    assert synchronous(DatabaseSettings(url=url)) == full
+    assert synchronous(DatabaseSettings(url=url), sqlite_synchronous="NORMAL") == normal
+    configured = DatabaseSettings(url=url, sqlite_synchronous="FULL")
+    assert synchronous(configured, sqlite_synchronous="NORMAL") == full
+
+
 # ---- bad configuration and unreachable databases -------------------------------------------
 
 

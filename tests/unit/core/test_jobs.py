@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,8 +104,14 @@ def db_away_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
     return {"started_from": max(start, 1), "attempt": ctx.attempt}
 
 
+def where_handler(ctx: JobContext, spec: dict[str, Any]) -> dict[str, Any]:
+    """Where the job runs: its parent, and whether a module was imported before it started."""
+    return {"parent": os.getppid(), "preloaded": spec["module"] in sys.modules}
+
+
 HANDLERS = {
     "db_away": db_away_handler,
+    "where": where_handler,
     "add": add_handler,
     "fail": failing_handler,
     "polite": polite_handler,
@@ -124,6 +131,20 @@ def _runner_in_subprocess(url: str, runner_id: str) -> None:
     JobRunner(engine, HANDLERS, runner_id=runner_id, max_concurrent=2, **FAST).start()  # type: ignore[arg-type]
     while True:
         time.sleep(1)
+
+
+def _preloaded_jobs_in_subprocess(url: str, module: str, out: Any) -> None:
+    """A fresh process (the fork server is one per process, started by the first preloaded
+    runner): a runner preloading ``module`` runs two jobs; their results go to ``out``."""
+    engine = create_engine_from_settings(DatabaseSettings(url=url))
+    runner = JobRunner(engine, HANDLERS, runner_id="preloaded", preload=[module], **FAST)  # type: ignore[arg-type]
+    runner.start()
+    try:
+        records = [runner.wait(runner.submit("where", {"module": module}), 60) for _ in range(2)]
+        out.put([(r.state.value, r.result, os.getpid()) for r in records])
+    finally:
+        runner.stop()
+        engine.dispose()
 
 
 # ---- fixtures and helpers -------------------------------------------------------------------
@@ -208,6 +229,32 @@ def test_success_reports_progress_in_order_and_result(make_runner) -> None:  # t
         return [e.seq async for e in runner.awatch(job_id)]
 
     assert asyncio.run(collect()) == [e.seq for e in events]
+
+
+def test_preloaded_runner_forks_jobs_from_a_server_that_imported_the_modules(  # type: ignore[no-untyped-def]
+    make_runner, db_url: str
+) -> None:
+    module = "colorsys"  # imported by nothing else here
+    plain = make_runner(runner_id="plain")
+    plain.start()
+    spawned = plain.wait(plain.submit("where", {"module": module}), timeout=60)
+    assert spawned.state is JobState.SUCCEEDED
+    assert spawned.result == {"parent": os.getpid(), "preloaded": False}
+    plain.stop()
+
+    mp = multiprocessing.get_context("spawn")
+    out = mp.Queue()
+    service = mp.Process(target=_preloaded_jobs_in_subprocess, args=(db_url, module, out))
+    service.start()
+    try:
+        results = out.get(timeout=120)
+    finally:
+        service.join(30)
+    # Every job, not only the first, is forked from the fork server, which imported the module.
+    for state, result, service_pid in results:
+        assert state == JobState.SUCCEEDED.value
+        assert result["preloaded"] is True
+        assert result["parent"] != service_pid  # the fork server's child, not the service's
 
 
 def test_watch_follows_a_live_job_until_it_ends(make_runner) -> None:  # type: ignore[no-untyped-def]

@@ -161,8 +161,16 @@ def fill(conn: Connection, pid: str) -> None:
         ),
         (item(pid, 6, entity_id='quo"te\nline'), FacePair("same"), "human", ["ann-c"], 0.9, T0),
         (item(pid, 4), Boxes((), 640, 480), "review", ["rev"], 1.0, T0 + timedelta(days=1)),
-        (item(pid, 7), Classes(()), "human", ["ann-a"], 0.2, (T0 + timedelta(hours=3))),
-        (item(pid, 8), Classes(("neu",)), "human", ["ann-a"], 0.8, T0.astimezone(plus2)),
+        # An agreement that needs 17 digits, an entity key with an emoji and control bytes.
+        (item(pid, 7), Classes(()), "human", ["ann-a"], 0.1 + 0.2, (T0 + timedelta(hours=3))),
+        (
+            item(pid, 8, entity_id="🙂 tab\t bell\x07 nul-free \\ end"),
+            Classes(("neu",)),
+            "human",
+            ["ann-a", "ü"],
+            0.8,
+            T0.astimezone(plus2),
+        ),
         (item(pid, 2), Classes(("neg",)), "consensus", ["a", "b", "c"], 1.0, T0),
     ]
     for record, value, source, annotators, agreement, now in rows:
