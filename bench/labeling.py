@@ -788,9 +788,10 @@ def bench_backend(
                 res = run_export(svc, stub, epid, n)
                 res["insert_s"] = ins
                 out["exports"][str(n)] = res
+                rss = res["peak_rss_mb"] or math.nan
                 print(
                     f"[{kind}] export {n} rows: {res['seconds']:.2f} s  "
-                    f"{res['rows_per_s']:,.0f} rows/s  peak RSS {res['peak_rss_mb'] or math.nan:.0f} MB "
+                    f"{res['rows_per_s']:,.0f} rows/s  peak RSS {rss:.0f} MB "
                     f"(rows inserted in {ins:.1f} s)",
                     flush=True,
                 )
