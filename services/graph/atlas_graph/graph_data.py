@@ -16,26 +16,18 @@ ID_INT64 = "int64"
 ID_STRING = "string"
 
 
-@dataclass
-class GraphData:
-    src: np.ndarray
-    dst: np.ndarray
+class NodeTable:
+    """What a homogeneous graph and one node type of a heterogeneous graph share: sizes and
+    label facts read off their node arrays."""
+
     original_ids: np.ndarray
-    id_type: str
-    feat: np.ndarray | None = None
-    label: np.ndarray | None = None  # int64, -1 = unlabelled
-    train_mask: np.ndarray | None = None
-    val_mask: np.ndarray | None = None
-    test_mask: np.ndarray | None = None
-    stats: dict[str, int] = field(default_factory=dict)
+    feat: np.ndarray | None
+    label: np.ndarray | None
+    train_mask: np.ndarray | None
 
     @property
     def num_nodes(self) -> int:
         return int(len(self.original_ids))
-
-    @property
-    def num_edges(self) -> int:
-        return int(len(self.src))
 
     @property
     def feature_dims(self) -> int:
@@ -50,6 +42,24 @@ class GraphData:
     @property
     def has_masks(self) -> bool:
         return self.train_mask is not None
+
+
+@dataclass
+class GraphData(NodeTable):
+    src: np.ndarray
+    dst: np.ndarray
+    original_ids: np.ndarray
+    id_type: str
+    feat: np.ndarray | None = None
+    label: np.ndarray | None = None  # int64, -1 = unlabelled
+    train_mask: np.ndarray | None = None
+    val_mask: np.ndarray | None = None
+    test_mask: np.ndarray | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_edges(self) -> int:
+        return int(len(self.src))
 
     def save(self, path: Path) -> None:
         """One uncompressed .npz (no pickles): fast to write and read back."""

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from atlas_core.errors import InvalidArgument
-from atlas_graph.graph_data import ID_INT64, ID_STRING, random_split
+from atlas_graph.graph_data import ID_INT64, ID_STRING, NodeTable, random_split
 
 TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MASKS = ("train_mask", "val_mask", "test_mask")
@@ -38,7 +38,7 @@ def etype_str(etype: Canonical) -> str:
 
 
 @dataclass
-class NodeType:
+class NodeType(NodeTable):
     original_ids: np.ndarray
     id_type: str
     feat: np.ndarray | None = None
@@ -47,24 +47,6 @@ class NodeType:
     val_mask: np.ndarray | None = None
     test_mask: np.ndarray | None = None
     stats: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def num_nodes(self) -> int:
-        return int(len(self.original_ids))
-
-    @property
-    def feature_dims(self) -> int:
-        return 0 if self.feat is None else int(self.feat.shape[1])
-
-    @property
-    def num_classes(self) -> int:
-        if self.label is None or not len(self.label):
-            return 0
-        return int(self.label.max()) + 1
-
-    @property
-    def has_masks(self) -> bool:
-        return self.train_mask is not None
 
     def info(self) -> dict[str, Any]:
         return {
