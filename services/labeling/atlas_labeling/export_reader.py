@@ -369,27 +369,13 @@ def _driver_columns(
         )
     else:
         times = "event_time, created_at"
-    # Bind times the way SQLAlchemy stores them (SQLite: its text form), so comparisons match.
-    bind = label_rows.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    params: list[Any] = [where.project_id, after_seq, *where.sources]
+    filters, params = _where_sql(conn, where, after_seq, upto, mark)
     sql = (
         "SELECT entity_key, label, value, "
         + times
         + ", label_version, annotators, agreement, source, item_id, seq"
-        f" FROM {label_rows.name}"
-        f" WHERE project_id = {mark} AND seq > {mark}"
-        f" AND source IN ({', '.join(mark for _ in where.sources)})"
+        f" FROM {label_rows.name}" + filters
     )
-    if upto is not None:
-        sql += f" AND seq <= {mark}"
-        params.append(upto)
-    if where.min_agreement > 0:
-        sql += f" AND (agreement IS NULL OR agreement >= {mark})"
-        params.append(where.min_agreement)
-    for bound, op in ((where.start, ">="), (where.end, "<")):
-        if bound is not None:
-            sql += f" AND created_at {op} {mark}"
-            params.append(bind(bound) if bind is not None else bound)
     sql += f" ORDER BY seq LIMIT {mark}"
     params.append(size)
     cursor = conn.connection.cursor()
