@@ -125,7 +125,7 @@ contract-baseline: $(STAMP)
 # Quick versions of every benchmark (minutes; smoke runs, results not kept); `make bench-full`
 # runs the full ones (long), writing bench/results/ (bench/README.md says how to accept a figure).
 BENCHES := grpc_overhead data_online data_pit automl serving graph final_predict labeling_quality \
-	lineage parallel chaos
+	lineage parallel deep chaos
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo ">> bench/$$b.py --quick"; $(PY) bench/$$b.py --quick || exit 1; done
 

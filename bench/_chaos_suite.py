@@ -1105,3 +1105,190 @@ def new_root(prefix: str = "atlas-chaos-") -> Path:
 
 def run_id() -> str:
     return uuid.uuid4().hex[:8]
+
+
+# -- soak: the whole suite under steady mixed traffic, RSS of every process ------------------
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    """Steady traffic (no kills): the chaos lanes at a gentler pace, so the host keeps up for
+    half an hour and the stores grow slowly."""
+
+    minutes: float = 30.0
+    every_s: float = 10.0  # RSS sampling period
+    items: int = 40
+    ingest_batch: int = 20
+    ingest_pause_s: float = 0.25
+    predict_pause_s: float = 0.05
+    label_pause_s: float = 0.5
+    truth_pause_s: float = 0.5
+    register_pause_s: float = 10.0
+    train_jobs: int = 6  # one every train_every_s, short
+    train_wall_s: float = 20.0
+    train_every_s: float = 240.0
+    job_every_s: float = 30.0
+    retry_budget_s: float = 120.0
+    postgres: bool = True
+    fit_fraction: float = 2 / 3  # the slope is fitted over the last 2/3 (caches fill first)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            out += [int(c) for c in text]
+    except OSError:
+        pass
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    todo, seen = _children(pid), []
+    while todo:
+        child = todo.pop()
+        seen.append(child)
+        todo += _children(child)
+    return seen
+
+
+def memory_mb(pid: int) -> tuple[float, float, float] | None:
+    """(VmRSS, RssAnon, Pss) in MB. RSS counts file pages of memory-mapped stores (LMDB, the
+    object store's volumes) too, RssAnon only private heap — what a leak grows; Pss shares
+    shared memory among the processes mapping it, so PostgreSQL's backends, which each touch
+    more of the shared buffers as they run, add up to the buffers' size once, not N times."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return None
+    found = {}
+    for line in lines + rollup:
+        key = line.split(":", 1)[0]
+        if key in ("VmRSS", "RssAnon", "Pss"):
+            found[key] = int(line.split()[1]) / 1024
+    if "VmRSS" not in found:
+        return None
+    return found["VmRSS"], found.get("RssAnon", 0.0), found.get("Pss", 0.0)
+
+
+def suite_processes(suite: ChaosSuite) -> dict[str, list[int]]:
+    """Every process of the suite by role: each service's main process, its workers (the
+    processes it started: job subprocesses, inference or training pools), the object store
+    and PostgreSQL (postmaster and its backends)."""
+    out: dict[str, list[int]] = {}
+    for name, info in suite.procs.items():
+        out[name] = [info.pid]
+        kids = descendants(info.pid)
+        if kids:
+            out[f"{name}_workers"] = kids
+    store = suite.store_server.pid
+    out["objectstore"] = [store, *descendants(store)]
+    if suite.pg is not None:
+        out["postgres"] = [suite.pg.pid, *descendants(suite.pg.pid)]
+    return out
+
+
+def slope_mb_per_hour(samples: list[tuple[float, float]], since_s: float) -> float | None:
+    fit = [(t, v) for t, v in samples if t >= since_s]
+    if len(fit) < 3:
+        return None
+    hours = np.array([t for t, _ in fit]) / 3600
+    return float(np.polyfit(hours, np.array([v for _, v in fit]), 1)[0])
+
+
+def run_soak(root: Path, plan: SoakPlan, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    suite = ChaosSuite(root, postgres=plan.postgres)
+    try:
+        suite.start()
+        w = Workload(suite)
+        w.prepare(items=plan.items, train_wall_s=plan.train_wall_s)
+        echo(f"soak: suite up, traffic for {plan.minutes} min")
+        return _soak(suite, w, plan, echo)
+    finally:
+        suite.stop()
+
+
+def _soak(suite: ChaosSuite, w: Workload, plan: SoakPlan, echo: Callable[[str], None]) -> dict:
+    acked, tally = Acked(), Tally()
+    lanes = ChaosPlan(
+        items=plan.items, ingest_batch=plan.ingest_batch, ingest_pause_s=plan.ingest_pause_s,
+        predict_pause_s=plan.predict_pause_s, label_pause_s=plan.label_pause_s,
+        truth_pause_s=plan.truth_pause_s, register_pause_s=plan.register_pause_s,
+        train_jobs=plan.train_jobs, train_wall_s=plan.train_wall_s,
+        train_every_s=plan.train_every_s, job_every_s=plan.job_every_s,
+        retry_budget_s=plan.retry_budget_s,
+    )  # fmt: skip
+    rss: dict[str, list[tuple[float, float]]] = {}
+    anon: dict[str, list[tuple[float, float]]] = {}
+    pss: dict[str, list[tuple[float, float]]] = {}
+    counts: dict[str, int] = {}
+    loads: list[float] = []
+    seconds = plan.minutes * 60
+    started = time.monotonic()
+    with _lanes(w, lanes, acked, tally) as stop:
+        while (t := time.monotonic() - started) < seconds and not stop.is_set():
+            for role, pids in suite_processes(suite).items():
+                got = [m for m in (memory_mb(p) for p in pids) if m is not None]
+                rss.setdefault(role, []).append((t, sum(m[0] for m in got)))
+                anon.setdefault(role, []).append((t, sum(m[1] for m in got)))
+                pss.setdefault(role, []).append((t, sum(m[2] for m in got)))
+                counts[role] = max(counts.get(role, 0), len(got))
+            loads.append(os.getloadavg()[0])
+            if len(loads) % 30 == 1:
+                total = sum(v[-1][1] for v in rss.values())
+                echo(f"  soak t={t:.0f}s total RSS {total:.0f} MB, load {loads[-1]:.1f}")
+            time.sleep(plan.every_s)
+    since = seconds * (1 - plan.fit_fraction)
+    # One process: its RSS. A group of processes (PostgreSQL, a service's workers): the sum of
+    # their Pss, which counts shared pages once.
+    headline = {r: pss[r] if counts[r] > 1 or r.endswith("_workers") else s
+                for r, s in rss.items()}  # fmt: skip
+    growth = {role: slope_mb_per_hour(s, since) for role, s in headline.items()}
+    # worker processes come and go (job subprocesses): their sum is not a leak signal
+    steady = {r: g for r, g in growth.items() if g is not None and not r.endswith("_workers")}
+    return {
+        "soak_scope": "whole suite (every service, its workers, object store, PostgreSQL)",
+        "soak_minutes": plan.minutes,
+        "soak_sample_every_s": plan.every_s,
+        "soak_fit": f"least squares over the last {plan.fit_fraction:.2f} of the soak",
+        "soak_calls_ok": dict(tally.ok),
+        "soak_client_errors": dict(tally.errors),
+        "soak_acked": {
+            "records": len(acked.records),
+            "items": len(acked.items),
+            "annotations": len(acked.annotations),
+            "model_versions": len(acked.versions),
+            "training_jobs": len(acked.jobs),
+            "data_jobs": len(acked.data_jobs),
+            "export_jobs": len(acked.export_jobs),
+        },  # fmt: skip
+        "soak_processes": counts,
+        "soak_measure": "RSS of a single process, sum of Pss for a group (postgres, workers)",
+        "soak_rss_start_mb": {r: round(s[0][1], 1) for r, s in headline.items()},
+        "soak_rss_end_mb": {r: round(s[-1][1], 1) for r, s in headline.items()},
+        "soak_rss_growth_mb_per_hour": {r: _round(g) for r, g in growth.items()},
+        "soak_rss_growth_max_mb_per_hour": _round(max(steady.values())) if steady else None,
+        "soak_rss_growth_max_process": max(steady, key=lambda r: steady[r]) if steady else None,
+        "soak_anon_growth_mb_per_hour": {
+            r: _round(slope_mb_per_hour(s, since)) for r, s in anon.items()
+        },
+        "soak_load_average": {
+            "min": round(min(loads), 2),
+            "median": round(float(np.median(loads)), 2),
+            "max": round(max(loads), 2),
+        }
+        if loads
+        else None,  # fmt: skip
+        "soak_vmrss_growth_mb_per_hour": {
+            r: _round(slope_mb_per_hour(s, since)) for r, s in rss.items()
+        },
+        "soak_rss_samples": {
+            r: [(round(t, 0), round(v, 1)) for t, v in s] for r, s in headline.items()
+        },
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

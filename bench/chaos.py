@@ -1,5 +1,5 @@
-"""Reliability under load (issue #33): overload and soak of a real serving replica, and chaos
-under load of the whole suite.
+"""Reliability under load (issue #33): overload of a real serving replica; soak, chaos under
+load and RPC fuzzing of the whole suite.
 
 --overload: a serving replica (``python -m atlas_serving``, default capacity settings) with an
 XGBoost model (100 trees, 30 features); its capacity is measured first (closed-loop
@@ -8,11 +8,13 @@ single-row Predict at concurrency 8), then open-loop load generators offer 3x th
 at once, not queued until the deadline), the refused fraction and any other status, and
 the replica's RSS growth (RSS a few seconds after the load ends minus RSS before it).
 
---soak MINUTES: mixed prediction traffic (unary, 16-row PredictBatch, 8-message
-PredictStream, explained predictions, GetEndpointStats) on an endpoint that captures and
-records its predictions, while the replica's RSS is sampled every few seconds; a
-least-squares line through the samples of the soak's second half (caches fill during the
-first) gives the growth in MB per hour.
+--soak MINUTES: the whole suite (object store, every service, metadata in a private
+PostgreSQL when its binaries exist) under steady mixed traffic — the chaos lanes below at a
+gentler pace, no kills — while the memory of every process is sampled every 10 s: each
+service's own process (RSS), its workers (job subprocesses, pools: the sum of their Pss), the
+object store (RSS) and PostgreSQL (postmaster and backends: the sum of their Pss, which counts
+the shared buffers once). A least-squares line through the samples of the last 2/3 of the soak
+(caches and pools fill during the first third) gives the growth in MB per hour per process.
 
 --chaos: the whole suite (object store, every service; metadata in a private PostgreSQL when
 its binaries exist) under mixed traffic from retrying clients (ingest + online reads,
@@ -21,16 +23,21 @@ store and PostgreSQL are killed with SIGKILL and restarted, one at a time; then 
 acknowledged write is read back and every job and published artifact checked (see
 bench/_chaos_suite.py for the lanes and the checks).
 
+--fuzz CASES: every RPC of every contract fuzzed against the running suite (seeded; CASES in
+all, as many per RPC; two processes, each with its own suite): see tests/support/rpc_fuzz.py.
+
     python bench/chaos.py                    # overload 60 s + a 5-minute soak + chaos
     python bench/chaos.py --chaos            # only the chaos run (--quick: shorter traffic)
     python bench/chaos.py --quick            # overload 15 s + 1-minute soak + short chaos
     python bench/chaos.py --overload --soak 30   # overload + a 30-minute soak
+    python bench/chaos.py --fuzz 110000      # the RPC fuzzing campaign (not part of "all")
 
 Writes bench/results/chaos.json (and a dated copy, see _results.py) with keys
 overload_capacity_rps, overload_admitted_p99_ms, overload_rejected_fraction,
-overload_rejected_p99_ms, overload_rss_growth_mb, soak_rss_growth_mb_per_hour, and from
---chaos acked_lost, jobs_lost, half_published and chaos_* (client errors per lane and per kill,
-restart times). Keys of earlier runs that this run did not measure are kept.
+overload_rejected_p99_ms, overload_rss_growth_mb, soak_rss_growth_mb_per_hour (per process),
+fuzz_cases, fuzz_internal, fuzz_store_changed_on_failure, and from --chaos acked_lost,
+jobs_lost, half_published and chaos_* (client errors per lane and per kill, restart times).
+Keys of earlier runs that this run did not measure are kept.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ MAX_OUTSTANDING = 4000
 CALL_TIMEOUT_S = 10.0
 RSS_BOUND_MB = 50.0
 SOAK_BOUND_MB_PER_HOUR = 20.0
+FUZZ_CASES_TARGET = 100_000
 
 
 def rss_mb(pid: int) -> float:
@@ -240,113 +248,15 @@ def overload(client: Any, target: str, pid: int, seconds: float, capacity_second
     }
 
 
-# -- soak: mixed traffic (a spawned process, blocking gRPC in threads) -------------------------
+def suite_soak(quick: bool, minutes: float) -> dict:
+    from _chaos_suite import SoakPlan, new_root, run_soak
 
-
-def _mixed(target: str, seconds: float, threads: int, out: Any) -> None:
-    import grpc
-
-    from atlas.serving.v1 import serving_service_pb2 as pb
-    from atlas.serving.v1 import serving_service_pb2_grpc as pb_grpc
-    from atlas_core.clients.serving import feature_row
-
-    rows = [feature_row(r) for r in serving_bench._features()]
-    stub = pb_grpc.ServingServiceStub(grpc.insecure_channel(target))
-    counts: Counter[str] = Counter()
-    lock = threading.Lock()
-    end = time.perf_counter() + seconds
-
-    def call(i: int) -> str:
-        kind = i % 20
-        if kind < 12:
-            stub.Predict(pb.PredictRequest(endpoint_name="soak", row=rows[i % 64]), **kw)
-            return "predict"
-        if kind < 15:
-            stub.PredictBatch(
-                pb.PredictBatchRequest(endpoint_name="soak", rows=rows[i % 48 : i % 48 + 16]),
-                **kw,
-            )
-            return "batch"
-        if kind < 17:
-            msgs = [
-                pb.PredictStreamRequest(
-                    endpoint_name="soak", row=rows[(i + k) % 64], correlation_id=str(k)
-                )
-                for k in range(8)
-            ]
-            assert len(list(stub.PredictStream(iter(msgs), **kw))) == 8
-            return "stream"
-        if kind < 19:
-            stub.Predict(
-                pb.PredictRequest(
-                    endpoint_name="soak",
-                    row=rows[i % 64],
-                    options=pb.PredictOptions(explain=True, return_all_scores=True),
-                ),
-                **kw,
-            )
-            return "explain"
-        stub.GetEndpointStats(pb.GetEndpointStatsRequest(name="soak"), **kw)
-        return "stats"
-
-    kw = {"metadata": META, "timeout": CALL_TIMEOUT_S}
-
-    def loop(k: int) -> None:
-        i = k * 7919
-        mine: Counter[str] = Counter()
-        while time.perf_counter() < end:
-            try:
-                mine[call(i)] += 1
-            except grpc.RpcError as exc:
-                mine[f"error_{exc.code().name}"] += 1  # type: ignore[attr-defined]
-            i += 1
-        with lock:
-            counts.update(mine)
-
-    pool = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    out.put(dict(counts))
-
-
-def soak(target: str, pid: int, minutes: float, warmup_s: float, every_s: float) -> dict:
-    seconds = warmup_s + minutes * 60
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    gen = ctx.Process(target=_mixed, args=(target, seconds, 4, q))
-    start = time.perf_counter()
-    gen.start()
-    samples: list[tuple[float, float]] = []
-    while (t := time.perf_counter() - start) < seconds:
-        samples.append((t, rss_mb(pid)))
-        time.sleep(every_s)
-    counts = q.get(timeout=120)
-    gen.join(30)
-
-    def growth(since: float) -> float:
-        fit = [(t, r) for t, r in samples if t >= since]
-        hours = np.array([t for t, _ in fit]) / 3600
-        return float(np.polyfit(hours, np.array([r for _, r in fit]), 1)[0])
-
-    fit = [(t, r) for t, r in samples if t >= warmup_s]
-    # Caches fill for the first minutes (model outputs, capture buffers, statistics windows,
-    # the prediction index buffer, allocator arenas), so the figure is the slope over the
-    # second half of the soak; the slope over everything after the warm-up is kept beside it.
-    half = warmup_s + minutes * 30
-    return {
-        "soak_minutes": minutes,
-        "soak_warmup_s": warmup_s,
-        "soak_sample_every_s": every_s,
-        "soak_calls": counts,
-        "soak_errors": sum(v for k, v in counts.items() if k.startswith("error_")),
-        "soak_rss_start_mb": fit[0][1],
-        "soak_rss_end_mb": fit[-1][1],
-        "soak_rss_growth_mb_per_hour": growth(half),
-        "soak_rss_growth_mb_per_hour_after_warmup": growth(warmup_s),
-        "soak_rss_samples": [(round(t, 1), round(r, 1)) for t, r in samples],
-    }
+    plan = SoakPlan(minutes=minutes, every_s=2.0 if quick else 10.0)
+    root = new_root("atlas-soak-")
+    try:
+        return run_soak(root, plan)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- set-up -------------------------------------------------------------------------------------
@@ -407,10 +317,6 @@ def run(quick: bool, soak_minutes: float, parts: set[str]) -> dict:
             out.update(
                 overload(client, target, pid, 15.0 if quick else 60.0, 3.0 if quick else 5.0)
             )
-        if "soak" in parts:
-            out.update(
-                soak(target, pid, soak_minutes, 10.0 if quick else 30.0, 2.0 if quick else 5.0)
-            )
     finally:
         for p in procs:
             p.terminate()
@@ -439,6 +345,61 @@ def chaos(quick: bool) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# Shards of the campaign: each its own suite in its own process (two cores: two shards), with
+# about as many RPCs each.
+FUZZ_SHARDS = (
+    ["atlas.data.", "atlas.graph.", "atlas.trainer."],
+    ["atlas.labeling.", "atlas.serving."],
+)
+
+
+def _fuzz_shard(services: list[str], per_rpc: int, out: Any) -> None:
+    from tests.support.rpc_fuzz import run_shard
+
+    root = Path(tempfile.mkdtemp(prefix="atlas-fuzz-"))
+    try:
+        out.put(run_shard(root, services, per_rpc, seeded=True))
+    except BaseException as exc:  # the parent reports it instead of waiting forever
+        out.put(exc)
+        raise
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fuzz_campaign(cases: int, quick: bool) -> dict:
+    """Every RPC of every contract fuzzed against the running suite (tests/support/rpc_fuzz.py):
+    ``cases`` in all, as many per RPC, seeded (derandomized: the same cases on every run)."""
+    from tests.support.rpc_fuzz import contract_methods, summary
+
+    methods = contract_methods()
+    per_rpc = -(-cases // len(methods))
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_fuzz_shard, args=(shard, per_rpc, q)) for shard in FUZZ_SHARDS]
+    started = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    reports: list[dict] = []
+    for _ in procs:
+        part = q.get()
+        if isinstance(part, BaseException):
+            raise RuntimeError("a fuzzing shard failed") from part
+        reports += part
+    for proc in procs:
+        proc.join(60)
+    covered = {r["method"] for r in reports}
+    missing = [
+        m.full_name for m in methods if f"/{m.containing_service.full_name}/{m.name}" not in covered
+    ]
+    return {
+        **summary(reports),
+        "fuzz_per_rpc_examples": per_rpc,
+        "fuzz_rpcs_not_fuzzed": missing,
+        "fuzz_seconds": round(time.perf_counter() - started, 1),
+        "fuzz_seeded": True,
+    }
+
+
 def previous(quick: bool) -> dict:
     """The latest results file's measured keys (kept when this run does not measure them)."""
     path = RESULTS_DIR / ("chaos_quick.json" if quick else "chaos.json")
@@ -457,6 +418,9 @@ def main() -> None:
         "--soak", type=float, metavar="MINUTES", help="run the soak section this long (5; quick 1)"
     )
     parser.add_argument("--chaos", action="store_true", help="run the chaos-under-load section")
+    parser.add_argument(
+        "--fuzz", type=int, metavar="CASES", help="fuzz every RPC, about CASES cases in all"
+    )
     args = parser.parse_args()
     # The flags choose sections; none means all three.
     parts = {
@@ -465,25 +429,41 @@ def main() -> None:
             ("overload", args.overload),
             ("soak", args.soak is not None),
             ("chaos", args.chaos),
+            ("fuzz", args.fuzz is not None),
         )
         if chosen
-    } or {"overload", "soak", "chaos"}
+    } or {"overload", "soak", "chaos"}  # the fuzz campaign only when asked
     minutes = args.soak if args.soak is not None else (1.0 if args.quick else 5.0)
-    results = previous(args.quick)
-    if parts - {"chaos"}:
-        results.update(run(args.quick, minutes, parts - {"chaos"}))
+    results: dict = {}
+    if "overload" in parts:
+        results.update(run(args.quick, minutes, {"overload"}))
+    if "soak" in parts:
+        results.update(suite_soak(args.quick, minutes))
     if "chaos" in parts:
         results.update(chaos(args.quick))
+    if "fuzz" in parts:
+        results.update(fuzz_campaign(args.fuzz, args.quick))
+    # Merged into the latest file as it is now (another section may have been written while
+    # this one ran); a new soak replaces every soak_* key of the older replica-only soak.
+    merged = {
+        k: v
+        for k, v in previous(args.quick).items()
+        if not ("soak" in parts and k.startswith("soak_"))
+    }
+    results = {**merged, **results}
     results["bounds"] = {
         "overload_rss_growth_mb": RSS_BOUND_MB,
         "soak_rss_growth_mb_per_hour": SOAK_BOUND_MB_PER_HOUR,
         "acked_lost": 0,
         "jobs_lost": 0,
         "half_published": 0,
+        "fuzz_cases": FUZZ_CASES_TARGET,
+        "fuzz_internal": 0,
+        "fuzz_store_changed_on_failure": 0,
     }
     out = write_results("chaos", results, quick=args.quick)
     print(f"wrote {out}")
-    shown = {k: v for k, v in results.items() if k != "soak_rss_samples"}
+    shown = {k: v for k, v in results.items() if k not in ("soak_rss_samples", "fuzz_per_rpc")}
     print(json.dumps(shown, indent=2, default=str))
 
 

@@ -11,6 +11,18 @@ service over gRPC, with Feast's SQLite online store side by side.
                                             # (MALLOC_MMAP_THRESHOLD_=64 MiB): not the default
     python bench/data_online.py --sharded   # only the sharded-Redis section (~5 min; --quick ~3)
     python bench/data_online.py --no-sharded    # skip it
+    python bench/data_online.py --runs 3 --no-sharded  # three full runs: p99 median + spread
+    python bench/data_online.py --headline-only [--quick]  # headline rows only, no TLS/sharded
+    python bench/data_online.py --slice-ab 100 [--quick]  # default vs 100 us scheduler slice
+
+Where the time goes (the tail): every native read row through the reader also records the
+reader's own account (``OnlineReaderService.GetReaderStats`` before and after): phase
+percentiles (auth, lookup, serialize, write), its page-fault, context-switch and run-queue
+deltas, and whether the store is locked in RAM; the host's load average, /proc/vmstat deltas
+(major faults, refaults, reclaim) and the kdamond threads' CPU. At c1 each client call is
+matched with the reader's record of it (both on CLOCK_MONOTONIC) and its latency split into
+inbound (send -> handler start), server (handler) and outbound (handler end -> response
+received), over all calls and over the slowest 1%: ``reader.attribution`` of the row.
 
 Setup. SeaweedFS (object store, offline Parquet) and the data service (LMDB online store,
 16 GiB map, SQLite metadata, bearer-token auth, the production server factory and event loop:
@@ -441,6 +453,174 @@ def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _reader_stats(address: str, tls: dict[str, str] | None, **request: Any) -> Any:
+    """GetReaderStats of the native reader at ``address`` (a sync call from this process)."""
+    import grpc
+
+    from atlas.data.v1 import online_reader_service_pb2 as stats_pb
+    from atlas.data.v1 import online_reader_service_pb2_grpc as stats_grpc
+
+    if tls:
+        files = [Path(tls[k]).read_bytes() for k in ("ca", "key", "cert")]
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(*files))
+    else:
+        channel = grpc.insecure_channel(address)
+    options = {"metadata": (("authorization", f"Bearer {TOKEN}"),), "timeout": 30}
+    with channel:
+        stub = stats_grpc.OnlineReaderServiceStub(channel)
+        try:
+            return stub.GetReaderStats(stats_pb.GetReaderStatsRequest(**request), **options)
+        except grpc.RpcError as err:  # e.g. UNIMPLEMENTED: a reader built before the RPC
+            print(f"    (reader stats unavailable: {err.code()}: {err.details()})", flush=True)
+            return None
+
+
+# System-wide counters (/proc/vmstat) that show page-out and refaults during a read.
+VMSTAT_KEYS = (
+    "pgmajfault",
+    "pgpgin",
+    "workingset_refault_file",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgscan_kswapd",
+    "pgscan_direct",
+)
+
+
+def _vmstat() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key in VMSTAT_KEYS:
+            out[key] = int(value)
+    return out
+
+
+def _kdamond_cpu_s() -> float:
+    """CPU seconds of the kernel's DAMON threads (kdamond.*): the page-out daemon's work."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(kdamond" in text:
+            fields = text.rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _residency(stats: Any) -> dict[str, Any]:
+    from atlas.data.v1 import online_reader_service_pb2 as stats_pb
+
+    r = stats.residency
+    return {
+        "mode": stats_pb.ResidencyMode.Name(r.mode).removeprefix("RESIDENCY_MODE_").lower(),
+        "store_bytes": r.store_bytes,
+        "held_bytes": r.held_bytes,
+        "locked_bytes": r.locked_bytes,
+        "resident_bytes": r.resident_bytes,
+        "limit_bytes": r.limit_bytes,
+        "memlock_rlimit_bytes": r.memlock_rlimit_bytes,
+        "can_lock_unlimited": r.can_lock_unlimited,
+        "error": r.error,
+    }
+
+
+def _process_delta(before: Any, after: Any) -> dict[str, Any]:
+    fields = (
+        "minor_faults",
+        "major_faults",
+        "voluntary_switches",
+        "involuntary_switches",
+        "user_cpu_us",
+        "system_cpu_us",
+        "run_delay_ns",
+    )
+    delta = {f: getattr(after.process, f) - getattr(before.process, f) for f in fields}
+    delta["threads"] = after.process.threads
+    return delta
+
+
+def _tail_attribution(part: dict[str, Any], calls: Any) -> dict[str, Any]:
+    """Match each client call (start, latency; CLOCK_MONOTONIC) to the reader's record of
+    it -- with one call in flight, the one whose handler started inside the client's window --
+    and split the client's latency into inbound (client send -> handler start: the client's
+    send, loopback, the server's read and wake-up), server (the handler: auth, lookup,
+    serialize) and outbound (handler end -> the client has the response: the write, loopback,
+    the client's wake-up). gRPC's own completion of the call (``write`` in the phases) may end
+    after the client already has the response, so it is not on this path. Summarized over all
+    calls and over the slowest 1% (at or above the client's p99)."""
+    import bisect
+
+    starts = list(calls.start_monotonic_ns)
+    total = [a + b + c for a, b, c in zip(calls.auth_ns, calls.lookup_ns, calls.serialize_ns)]
+    rows = []
+    for lat_s, start in zip(part["latencies"], part["starts_ns"]):
+        lat = int(lat_s * 1e9)
+        i = bisect.bisect_left(starts, start)
+        if i >= len(starts) or starts[i] > start + lat:
+            continue
+        server = total[i]
+        inbound = starts[i] - start
+        rows.append(
+            {
+                "lat": lat,
+                "inbound": inbound,
+                "server": server,
+                "outbound": lat - inbound - server,
+                "lookup": calls.lookup_ns[i],
+                "minflt": calls.minor_faults[i],
+                "majflt": calls.major_faults[i],
+                "preempted": calls.involuntary_switches[i],
+            }
+        )
+    if not rows:
+        return {"matched": 0}
+
+    def summary(subset: list[dict[str, int]]) -> dict[str, Any]:
+        n = len(subset)
+
+        def med(key: str) -> float:
+            ordered = sorted(r[key] for r in subset)
+            return round(ordered[n // 2] / 1e3, 1)
+
+        worst = sorted(subset, key=lambda r: -r["lat"])[:5]
+        return {
+            "calls": n,
+            "median_us": {k: med(k) for k in ("lat", "inbound", "server", "outbound", "lookup")},
+            "mean_us": {
+                k: round(sum(r[k] for r in subset) / n / 1e3, 1)
+                for k in ("lat", "inbound", "server", "outbound")
+            },
+            # Which part was the largest share of each call's latency.
+            "dominant": {
+                k: sum(
+                    1
+                    for r in subset
+                    if max(("inbound", "server", "outbound"), key=lambda p: r[p]) == k
+                )
+                for k in ("inbound", "server", "outbound")
+            },
+            "with_major_faults": sum(1 for r in subset if r["majflt"]),
+            "with_minor_faults": sum(1 for r in subset if r["minflt"]),
+            "preempted_in_handler": sum(1 for r in subset if r["preempted"]),
+            "worst_us": [
+                {k: round(r[k] / 1e3, 1) for k in ("lat", "inbound", "server", "outbound")}
+                | {"majflt": r["majflt"], "minflt": r["minflt"], "preempted": r["preempted"]}
+                for r in worst
+            ],
+        }
+
+    p99 = _pct(sorted(r["lat"] for r in rows), 0.99)
+    return {
+        "matched": len(rows),
+        "client_calls": len(part["latencies"]),
+        "all": summary(rows),
+        "tail": summary([r for r in rows if r["lat"] >= p99]),
+    }
+
+
 class Bench:
     def __init__(self, target: str, server_pid: int, reader: tuple[str, int] | None) -> None:
         self.target = target
@@ -470,8 +650,13 @@ class Bench:
         """One measurement from the native generator (one process, ``concurrency`` calls in
         flight on one channel). CPU is counted over its whole run, warm-up included."""
         target, pids = self.endpoint(task)
+        on_reader = task.get("endpoint") == "reader" and self.reader is not None
         with tempfile.NamedTemporaryFile(prefix="atlas-bench-requests-") as f:
             setup = self.client({"op": "native_setup", **task, "requests_file": f.name})
+            stats0 = _reader_stats(target, task.get("tls")) if on_reader else None
+            since_ns = time.monotonic_ns()
+            load0, vm0, damon0 = os.getloadavg(), _vmstat(), _kdamond_cpu_s()
+            own0 = {pid: _cpu_seconds([pid]) for pid in pids}
             server0, child0 = _cpu_seconds(pids), _children_cpu()
             started = time.perf_counter()
             out = subprocess.run(
@@ -493,13 +678,30 @@ class Bench:
             wall = time.perf_counter() - started
             server_cores = (_cpu_seconds(pids) - server0) / wall
             client_cores = (_children_cpu() - child0) / wall
+            host = {
+                "loadavg_before": [round(x, 2) for x in load0],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                "vmstat_delta": {k: v - vm0.get(k, 0) for k, v in _vmstat().items()},
+                "kdamond_cpu_s": round(_kdamond_cpu_s() - damon0, 3),
+                "cores_by_pid": {
+                    str(pid): round((_cpu_seconds([pid]) - cpu) / wall, 3)
+                    for pid, cpu in own0.items()
+                },
+            }
+            stats1 = (
+                _reader_stats(
+                    target, task.get("tls"), since_monotonic_ns=since_ns, include_calls=True
+                )
+                if on_reader
+                else None
+            )
         part = json.loads(out.stdout)
         if out.returncode != 0 or part["errors"]:
             raise RuntimeError(
                 f"native load generator: {part['errors']} errors, first: "
                 f"{part['first_error']} {out.stderr[-2000:]}"
             )
-        return self._summary(
+        summary = self._summary(
             [part],
             server_cores,
             client_cores,
@@ -508,6 +710,35 @@ class Bench:
             procs=1,
             generator="native",
         )
+        summary["host"] = host
+        summary["load_generator_counters"] = {
+            k: part.get(k)
+            for k in (
+                "minor_faults",
+                "major_faults",
+                "voluntary_switches",
+                "involuntary_switches",
+                "run_delay_ns",
+            )
+        }
+        if stats0 is not None and stats1 is not None:
+            summary["reader"] = {
+                "phases_us": {
+                    p.name: {
+                        "n": p.count,
+                        "p50": round(p.p50_us, 1),
+                        "p99": round(p.p99_us, 1),
+                        "p999": round(p.p999_us, 1),
+                        "max": round(p.max_us, 1),
+                    }
+                    for p in stats1.phases
+                },
+                "process_delta": _process_delta(stats0, stats1),
+                "residency": _residency(stats1),
+            }
+            if task["concurrency"] == 1:
+                summary["reader"]["attribution"] = _tail_attribution(part, stats1.calls)
+        return summary
 
     def read(self, procs: int = 1, **task: Any) -> dict[str, Any]:
         """Run a read measurement from ``procs`` processes (concurrency split among them)."""
@@ -581,6 +812,7 @@ class Bench:
             "rps": rps,
             "p50_ms": 1e3 * _pct(lat, 0.5),
             "p99_ms": 1e3 * _pct(lat, 0.99),
+            "p999_ms": 1e3 * _pct(lat, 0.999),
             "max_ms": 1e3 * lat[-1],
             "values_ok": values_ok,
             "float32_width": width,
@@ -786,7 +1018,9 @@ def run_feast(entities: int, features: int, seconds: float) -> tuple[dict | None
     return json.loads(proc.stdout.strip().splitlines()[-1]), how
 
 
-def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str, Any]:
+def run(
+    quick: bool, feast: bool, native: bool, native_reader: bool, headline_only: bool = False
+) -> dict[str, Any]:
     from atlas_core.config import S3Settings
     from atlas_core.launcher import SeaweedS3Server
 
@@ -798,6 +1032,8 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
     ]
     if not quick:
         groups.insert(0, {"name": "vec200k", "kind": "vector", "entities": 200_000})
+    if headline_only:  # the headline group's 1x5000 c1/c16 and 100x5000 rows only
+        groups = [g for g in groups if g["name"] == big]
     size = {g["name"]: g["entities"] for g in groups}
     detail: dict[str, Any] = {"groups": size, "seconds_per_run": seconds, "cores": os.cpu_count()}
     loadgen, how = _ensure_loadgen() if native else (None, "not used (--python-client)")
@@ -897,26 +1133,30 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
                 reads[label] = r
                 print(
                     f"  {label:<28} p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms"
-                    f"  {r['rps']:8.0f} req/s",
+                    f"  p99.9 {r['p999_ms']:7.3f} ms  max {r['max_ms']:7.2f} ms"
+                    f"  {r['rps']:8.0f} req/s  load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
+                if "reader" in r:
+                    print(f"    {_reader_line(r)}", flush=True)
 
             reads: dict[str, Any] = {}
             detail["loadavg_before_reads"] = os.getloadavg()
-            for name in [big] + (["vec20k"] if not quick else []):
+            for name in [big] + (["vec20k"] if not quick and not headline_only else []):
                 read(f"{name} 1x5000 c1", name, 1, None, 1)
                 read(f"{name} 1x5000 c16", name, 1, None, 16)
             read(f"{big} 100x5000 c1", big, 100, None, 1)
-            read("sca20k 1x50 named c1", "sca20k", 1, SUBSET, 1)
-            read("sca20k 1x50 named c16", "sca20k", 1, SUBSET, 16)
-            read("sca20k 1x5000 c1", "sca20k", 1, None, 1)
-            if loadgen is not None:  # what a Python caller of the same server sees
-                read(f"{big} 1x5000 c1", big, 1, None, 1, python=True)
-                read(f"{big} 1x5000 c16", big, 1, None, 16, python=True)
-            read(f"{big} 1x5000 c16", big, 1, None, 16, procs=2, python=True)
-            if reader:  # the same reads served by the data service's Python server
-                read(f"{big} 1x5000 c1", big, 1, None, 1, endpoint="service")
-                read(f"{big} 1x5000 c16", big, 1, None, 16, endpoint="service")
+            if not headline_only:
+                read("sca20k 1x50 named c1", "sca20k", 1, SUBSET, 1)
+                read("sca20k 1x50 named c16", "sca20k", 1, SUBSET, 16)
+                read("sca20k 1x5000 c1", "sca20k", 1, None, 1)
+                if loadgen is not None:  # what a Python caller of the same server sees
+                    read(f"{big} 1x5000 c1", big, 1, None, 1, python=True)
+                    read(f"{big} 1x5000 c16", big, 1, None, 16, python=True)
+                read(f"{big} 1x5000 c16", big, 1, None, 16, procs=2, python=True)
+                if reader:  # the same reads served by the data service's Python server
+                    read(f"{big} 1x5000 c1", big, 1, None, 1, endpoint="service")
+                    read(f"{big} 1x5000 c16", big, 1, None, 16, endpoint="service")
             detail["reads"] = reads
             detail["loadavg_after_reads"] = os.getloadavg()
         finally:
@@ -934,7 +1174,7 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
         feast_res, feast_note = run_feast(2_000 if quick else 20_000, 250, seconds)
     detail["feast"] = feast_res
     c16 = reads[f"{big} 1x5000 c16"]["rps"]
-    if loadgen is None:  # a single Python client process saturates before the server does
+    if loadgen is None and not headline_only:  # one Python client saturates before the server
         c16 = max(c16, reads[f"{big} 1x5000 c16 2proc"]["rps"])
     result = {
         "p99_1x5000_ms": round(reads[f"{big} 1x5000 c1"]["p99_ms"], 4),
@@ -953,9 +1193,91 @@ def run(quick: bool, feast: bool, native: bool, native_reader: bool) -> dict[str
         "command": "python bench/data_online.py"
         + (" --quick" if quick else "")
         + ("" if native else " --python-client")
-        + ("" if native_reader else " --no-native-reader"),
+        + ("" if native_reader else " --no-native-reader")
+        + (" --headline-only" if headline_only else ""),
         "detail": detail,
     }
+    return result
+
+
+def _reader_line(r: dict[str, Any]) -> str:
+    """One line on where a read row's time went, from the reader's own records."""
+    reader = r["reader"]
+    ph, proc = reader["phases_us"], reader["process_delta"]
+    line = (
+        f"reader: total p50/p99/p99.9/max {ph['total']['p50']}/{ph['total']['p99']}/"
+        f"{ph['total']['p999']}/{ph['total']['max']} us (lookup p99 {ph['lookup']['p99']}, "
+        f"serialize p99 {ph['serialize']['p99']}, write p99 {ph['write']['p99']}); faults "
+        f"{proc['minor_faults']} minor / {proc['major_faults']} major; switches "
+        f"{proc['voluntary_switches']} vol / {proc['involuntary_switches']} invol; run-queue "
+        f"wait {proc['run_delay_ns'] / 1e6:.1f} ms; store {reader['residency']['mode']}"
+    )
+    tail = reader.get("attribution", {}).get("tail")
+    if tail:
+        med = tail["median_us"]
+        line += (
+            f"\n    slowest 1% ({tail['calls']} calls): median latency {med['lat']} us = inbound "
+            f"{med['inbound']} + server {med['server']} + outbound {med['outbound']} us; "
+            f"dominant {tail['dominant']}; with major faults {tail['with_major_faults']}"
+        )
+    return line
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several full runs of ``run`` as one result: the last run's keys and detail, the headline
+    1x5000 c1 figures of every run with their medians and spread, and per run its load
+    average, the reader's fault/switch counts, server-side phases and residency."""
+    last = runs[-1]
+    big = last["headline_group"]
+    rows = [r["detail"]["reads"][f"{big} 1x5000 c1"] for r in runs]
+    result = dict(last)
+    per_run = []
+    for r, row in zip(runs, rows):
+        d = r["detail"]
+        reader = row.get("reader", {})
+        per_run.append(
+            {
+                "p50_ms": round(row["p50_ms"], 4),
+                "p99_ms": round(row["p99_ms"], 4),
+                "p999_ms": round(row["p999_ms"], 4),
+                "max_ms": round(row["max_ms"], 4),
+                "rps": round(row["rps"], 1),
+                "loadavg_before_reads": [round(x, 2) for x in d["loadavg_before_reads"]],
+                "loadavg_after_reads": [round(x, 2) for x in d["loadavg_after_reads"]],
+                "row_host": row.get("host"),
+                "reader_process_delta": reader.get("process_delta"),
+                "reader_phases_us": reader.get("phases_us"),
+                "residency": reader.get("residency"),
+                "tail_attribution": reader.get("attribution", {}).get("tail"),
+                "load_generator_counters": row.get("load_generator_counters"),
+                "feast_p99_1x250_ms": r["feast_p99_1x250_ms"],
+            }
+        )
+    for key in ("p50", "p99", "p999", "max"):
+        values = [x[f"{key}_ms"] for x in per_run]
+        result[f"{key}_1x5000_ms_runs"] = values
+    p99s = result["p99_1x5000_ms_runs"]
+    result["p99_1x5000_ms"] = round(_median(p99s), 4)
+    result["p99_1x5000_ms_spread"] = {
+        "min": min(p99s),
+        "max": max(p99s),
+        "max_over_min": round(max(p99s) / min(p99s), 3),
+    }
+    feast = [x["feast_p99_1x250_ms"] for x in per_run]
+    result["feast_p99_1x250_ms_runs"] = feast
+    if all(f is not None for f in feast):
+        result["feast_p99_1x250_ms"] = round(_median(feast), 4)  # type: ignore[arg-type]
+        result["ratio_feast_p99_over_ours"] = round(
+            result["feast_p99_1x250_ms"] / result["p99_1x5000_ms"], 3
+        )
+    result["runs"] = len(runs)
+    result["tail_runs"] = per_run
     return result
 
 
@@ -1182,6 +1504,112 @@ def run_tls(quick: bool) -> dict[str, Any]:
     return result
 
 
+def run_slice_ab(quick: bool, slice_us: int) -> dict[str, Any]:
+    """``--slice-ab``: two readers of one 20,000-entity store, one with the kernel's default
+    scheduler slice and one with ``--scheduler-slice-us``, 1x5000 c1 reads measured in turns
+    (first mode alternating) so a shared machine's load reaches both alike. The data service
+    ingests, then stops: only the two readers and the load generator run while reading."""
+    import statistics
+
+    from atlas_core.config import AuthSettings, S3Settings, TlsSettings
+    from atlas_core.launcher import SeaweedS3Server
+    from atlas_data.native_reader import NativeReader, NativeReaderSettings, find_binary
+
+    seconds, warmup, rounds = (3.0, 1.0, 4) if quick else (10.0, 1.0, 5)
+    loadgen, how = _ensure_loadgen()
+    binary_env = os.environ.get("ATLAS_DATA_NATIVE_READER__BINARY")
+    binary = find_binary(Path(binary_env) if binary_env else None)
+    if loadgen is None or binary is None:
+        return {"slice_note": f"not measured: {how if loadgen is None else 'no reader binary'}"}
+    group = TLS_GROUP
+    modes = {"default": 0, "slice": slice_us}
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    detail: dict[str, Any] = {"group": group, "seconds_per_run": seconds, "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-slice-") as tmp_name:
+        tmp = Path(tmp_name)
+        seaweed = SeaweedS3Server(
+            tmp / "s3", access_key="benchaccess", secret_key="benchsecret0123456789", port=0
+        )
+        readers: dict[str, NativeReader] = {}
+        try:
+            seaweed.start()
+            s3 = S3Settings(
+                endpoint=seaweed.endpoint,
+                access_key="benchaccess",
+                secret_key="benchsecret0123456789",
+                bucket="bench",
+            )
+            # With its reader on, the data service mirrors the catalog into the store.
+            server, port, _ = _start_server(tmp, s3, True)
+            try:
+                bench = Bench(f"127.0.0.1:{port}", server.pid, None)
+                bench.client({"op": "create", "groups": [group]})
+                detail["ingest"] = bench.client(
+                    {"op": "ingest", "group": group["name"], "entities": group["entities"]}
+                )
+            finally:
+                _stop_server(server)
+            for mode, us in modes.items():
+                readers[mode] = NativeReader.start(
+                    binary,
+                    lmdb_path=tmp / "online.lmdb",
+                    settings=NativeReaderSettings(scheduler_slice_us=us),
+                    auth=AuthSettings(tokens={TOKEN: ["*"]}),
+                    tls=TlsSettings(),
+                    work_dir=tmp / f"reader-{mode}",
+                    max_entities=1000,
+                )
+            time.sleep(2.0)  # both have locked the store
+            detail["loadavg_before"] = os.getloadavg()
+            for round_ in range(rounds):
+                order = list(modes) if round_ % 2 == 0 else list(modes)[::-1]
+                for mode in order:
+                    reader = readers[mode]
+                    r = Bench(reader.address, reader.pid, (reader.address, reader.pid)).read_native(
+                        loadgen,
+                        group=group["name"],
+                        keys_per_request=1,
+                        entities=group["entities"],
+                        features=[],
+                        concurrency=1,
+                        seconds=seconds,
+                        warmup=warmup,
+                        endpoint="reader",
+                    )
+                    runs[mode].append(r)
+                    print(
+                        f"  round {round_ + 1} {mode:<8} 1x5000 c1 p50 {r['p50_ms']:7.3f} ms"
+                        f"  p99 {r['p99_ms']:7.3f} ms  p99.9 {r['p999_ms']:7.3f} ms"
+                        f"  load {r['host']['loadavg_before'][0]:.1f}\n    {_reader_line(r)}",
+                        flush=True,
+                    )
+        finally:
+            for reader in readers.values():
+                reader.stop()
+            seaweed.stop()
+    detail["loadavg_after"] = os.getloadavg()
+    detail["runs"] = runs
+
+    def med(mode: str, key: str) -> float:
+        return round(statistics.median(r[key] for r in runs[mode]), 4)
+
+    result = {
+        "slice_us": slice_us,
+        **{f"slice_{m}_p99_1x5000_ms": med(m, "p99_ms") for m in modes},
+        **{f"slice_{m}_p50_1x5000_ms": med(m, "p50_ms") for m in modes},
+        **{f"slice_{m}_p999_1x5000_ms": med(m, "p999_ms") for m in modes},
+        "slice_detail": detail,
+    }
+    print(
+        f"scheduler slice A/B ({group['name']}, medians of {rounds} rounds, load "
+        f"{detail['loadavg_before'][0]:.1f} -> {detail['loadavg_after'][0]:.1f}): p99 default "
+        f"{result['slice_default_p99_1x5000_ms']:.3f} ms, {slice_us} us slice "
+        f"{result['slice_slice_p99_1x5000_ms']:.3f} ms; p99.9 "
+        f"{result['slice_default_p999_1x5000_ms']:.3f} / {result['slice_slice_p999_1x5000_ms']:.3f}"
+    )
+    return result
+
+
 def tls_main(quick: bool) -> None:
     """``--tls-only``: the TLS section alone, written to bench/results/data_online_tls.json."""
     started = time.perf_counter()
@@ -1275,6 +1703,22 @@ def report(result: dict[str, Any]) -> None:
             None if ratio is None else ratio >= TARGETS["feast_ratio"],
         ),
     ]
+    for i, x in enumerate(result.get("tail_runs", []), start=1):
+        proc = x["reader_process_delta"] or {}
+        print(
+            f"run {i}: 1x5000 c1 p50/p99/p99.9/max {x['p50_ms']:.3f}/{x['p99_ms']:.3f}/"
+            f"{x['p999_ms']:.3f}/{x['max_ms']:.2f} ms; load {x['loadavg_before_reads'][0]:.2f}"
+            f" -> {x['loadavg_after_reads'][0]:.2f}; reader faults {proc.get('minor_faults')}"
+            f" minor / {proc.get('major_faults')} major, switches"
+            f" {proc.get('voluntary_switches')}/{proc.get('involuntary_switches')};"
+            f" store {(x['residency'] or {}).get('mode')}; feast p99 {x['feast_p99_1x250_ms']}"
+        )
+    if result.get("runs", 1) > 1:
+        spread = result["p99_1x5000_ms_spread"]
+        print(
+            f"1x5000 c1 p99 over {result['runs']} runs: median {result['p99_1x5000_ms']:.3f} ms"
+            f" (min {spread['min']:.3f}, max {spread['max']:.3f}, {spread['max_over_min']}x)"
+        )
     print(f"{'target (' + result['headline_group'] + ')':<34}{'measured':>20}{'goal':>10}  verdict")
     for name, value, goal, ok in checks:
         verdict = "n/a" if ok is None else ("pass" if ok else "FAIL")
@@ -1493,6 +1937,27 @@ def main() -> None:
         "merged into the latest results file",
     )
     parser.add_argument("--no-sharded", action="store_true", help="skip the sharded section")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="full runs of the main section (fresh store, ingest, reads, Feast); the headline "
+        "1x5000 c1 p99 is their median (p99_1x5000_ms_runs, p99_1x5000_ms_spread)",
+    )
+    parser.add_argument(
+        "--slice-ab",
+        type=int,
+        default=0,
+        metavar="US",
+        help="only the scheduler-slice A/B: readers with the default slice and with US "
+        "microseconds, 1x5000 c1 in turns (data_online_slice.json)",
+    )
+    parser.add_argument(
+        "--headline-only",
+        action="store_true",
+        help="only the headline group and its 1x5000 c1/c16 and 100x5000 rows; no TLS or "
+        "sharded section (the tail investigation's runs)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1510,6 +1975,17 @@ def main() -> None:
         CHILD_ENV.update(MALLOC_ENV)
     if args.tls_only:
         return tls_main(args.quick)
+    if args.slice_ab:
+        started = time.perf_counter()
+        result = {
+            "command": f"python bench/data_online.py --slice-ab {args.slice_ab}"
+            + (" --quick" if args.quick else ""),
+            **run_slice_ab(args.quick, args.slice_ab),
+        }
+        result["wall_s"] = round(time.perf_counter() - started, 1)
+        out = write_results("data_online_slice", result, quick=args.quick)
+        print(f"wall {result['wall_s']:.0f} s -> {out}")
+        return
     started = time.perf_counter()
     if args.sharded:
         result = _latest_without_run("data_online", args.quick)
@@ -1519,17 +1995,36 @@ def main() -> None:
         out = write_results("data_online", result, quick=args.quick)
         print(f"wall {result['wall_s']:.0f} s -> {out}")
         return
-    result = run(args.quick, not args.no_feast, not args.python_client, not args.no_native_reader)
-    result.update(run_tls(args.quick) if result["read_endpoint"] == "reader" else {})
+    runs = []
+    for i in range(args.runs):
+        if args.runs > 1:
+            print(f"== run {i + 1} of {args.runs}", flush=True)
+        runs.append(
+            run(
+                args.quick,
+                not args.no_feast,
+                not args.python_client,
+                not args.no_native_reader,
+                args.headline_only,
+            )
+        )
+    result = combine_runs(runs)
+    if args.runs > 1:
+        result["command"] += f" --runs {args.runs}"
+    if result["read_endpoint"] == "reader" and not args.headline_only:
+        result.update(run_tls(args.quick))
     result["malloc_tuned"] = args.malloc_tuned
     if args.malloc_tuned:
         result["command"] += " --malloc-tuned"
     report(result)
-    if not args.no_sharded:
+    if not args.no_sharded and not args.headline_only:
         result.update(run_sharded(args.quick, not args.python_client))
         report_sharded(result)
     result["wall_s"] = round(time.perf_counter() - started, 1)
-    out = write_results("data_online", result, quick=args.quick)
+    # Keys of sections not run this time stay from the previous file (provenance kept).
+    merged = _latest_without_run("data_online", args.quick)
+    merged.update(result)
+    out = write_results("data_online", merged, quick=args.quick)
     print(f"wall {result['wall_s']:.0f} s -> {out}")
 
 

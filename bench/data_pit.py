@@ -6,6 +6,10 @@
     python bench/data_pit.py --no-feast # skip the Feast side
     python bench/data_pit.py --dask     # only the Dask section (~1-2 min)
     python bench/data_pit.py --no-dask  # skip it
+    python bench/data_pit.py --outofcore [--ooc-scale N] [--ooc-budget-mib M]
+                                        # only the out-of-core section (below)
+    python bench/data_pit.py --outofcore --ooc-times 10 --ooc-budget-mib 512
+                                        # ... and out of core alone on 10x the full history
 
 Workload (generator `make_workload`, seed 20240601): entity ids are distinct int64s; entity
 e's snapshot k has event time 2024-01-01 + k days + uniform jitter within that day, and an
@@ -51,6 +55,36 @@ row for row (``Table.equals``). Keys: ``pit_outofcore_rows_per_s``,
 ``pit_outofcore_peak_rss_gb``, ``pit_inmemory_rows_per_s``, ``pit_inmemory_peak_rss_gb``,
 ``pit_inmemory_join_only_rows_per_s`` (same data, same run), ``pit_outofcore_identical``,
 ``pit_outofcore_budget_bytes``, ``pit_outofcore_buckets``.
+
+``--ooc-times K`` (K > 1) adds a history and samples K times the pair's (entities x K, samples
+x K; snapshots and features unchanged; ``--ooc-times 10`` on the full pair, whose scale is 1
+then unless ``--ooc-scale`` says otherwise: 50M history rows x 100 features, 10M samples;
+with --quick, K x the 1/20 pair).
+The pair above runs first, unchanged, as the reference measured in the same run (and the
+identical-output check); then, in a new temp dir (under ``--ooc-dir``, default the system's;
+the run stops first if the filesystem has less free than its estimate, ~55 GB for K=10),
+a generator process streams the Kx workload to Parquet (``write_streamed_workload``: blocks of
+50,000 entities x one snapshot, history in 50,000-row row groups, samples in 1M-row groups;
+peak RSS ~0.2 GB at any K), ``out_of_core_join`` runs alone on it (the in-memory join cannot:
+50M x 100 float32 is 20 GB), and a check process reads its output: the row count equals the
+samples, a feature is null on exactly the rows where the generator says no record is valid
+(unknown entity, or a time before the entity's first snapshot), and 12 random rows' 100
+features equal, bit for bit, the as-of record the generator regenerates for them
+(``stream_as_of``). Keys: ``pit_outofcore_times``, ``pit_outofcore_big_rows_per_s``,
+``pit_outofcore_big_peak_rss_gb``, ``pit_outofcore_big_history_rows``,
+``pit_outofcore_big_samples``, ``pit_outofcore_big_vs_inmemory`` (the big rows/s over the
+pair's in-memory rows/s, end to end), ``pit_outofcore_big_check``, ``pit_outofcore_big_buckets``,
+``pit_outofcore_big_disk_peak_gb`` (bytes under the temp dir, polled every 2 s),
+``pit_outofcore_big_history_spilled_frac`` (the history rows some sample matches: the only
+ones spilled). Each child's
+timeout is 1800 s times the data's size relative to the 5M-row case (at least 1800 s).
+
+The streamed workload has make_workload's schema, entity ids, row order (snapshot-major) and
+distributions (the same formulas), but not its values: make_workload draws each column for all
+rows from one stream, which needs the whole table in memory, while the streamed generator draws
+each block from its own stream seeded by (seed, snapshot, entity block), and each sample block
+by (seed, block). Equal in distribution, not identical by construction; a block's values do not
+depend on K, so the Kx history's first blocks are the same at any K.
 """
 
 from __future__ import annotations
@@ -62,17 +96,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pit_stream import (  # noqa: E402
+    BASE_US,
+    DAY_US,
+    SEED,
+    stream_as_of,
+    stream_expected_first_event,
+    write_streamed_workload,
+)
 from _results import write_results  # noqa: E402
 
 FEAST_VENV = Path("/tmp/atlas-bench-feast")
-SEED = 20240601
 FULL = {"entities": 200_000, "snapshots": 25, "features": 100, "samples": 1_000_000}
 SLICE = 20  # Feast runs on 1/SLICE of the workload; --quick runs ours at 1/SLICE too
-DAY_US = 86_400_000_000
-BASE_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 
 
 def make_workload(entities: int, snapshots: int, features: int, samples: int, seed: int = SEED):
@@ -218,19 +258,18 @@ def dask_child(scale: int) -> None:
     """The Dask section: single-process vs 2-worker Dask join on the same tables."""
     import distributed
 
-    from atlas_data.matching import point_in_time_join
+    from atlas_data.matching import JoinColumns, point_in_time_join
     from atlas_data.matching_dask import dask_point_in_time_join
 
     sizes = {k: (v if k in ("snapshots", "features") else v // scale) for k, v in FULL.items()}
     history, samples = make_workload(**sizes)
-    args = {
-        "entity_column": "entity_id",
-        "timestamp_column": "event_timestamp",
-        "history_entity_column": "entity_id",
-        "event_time_column": "event_time",
-        "features": [c for c in history.column_names if c.startswith("f")],
-        "ttl_seconds": None,
-    }
+    as_of = JoinColumns(
+        entity_column="entity_id",
+        timestamp_column="event_timestamp",
+        history_entity_column="entity_id",
+        event_time_column="event_time",
+        features=[c for c in history.column_names if c.startswith("f")],
+    )
     out: dict = {"history_rows": history.num_rows, "samples": samples.num_rows, "modes": {}}
     with (
         distributed.LocalCluster(
@@ -240,15 +279,20 @@ def dask_child(scale: int) -> None:
     ):
         warm = history.slice(0, 1000)  # workers import the join on their first task
         dask_point_in_time_join(
-            client, samples.slice(0, 100), history=warm, shards=4, as_known_at=False, **args
+            client, samples.slice(0, 100), history=warm, columns=as_of, shards=4
         )
         for known in (False, True):
+            columns = replace(as_of, as_known_at=known)
             t0 = time.perf_counter()
-            single = point_in_time_join(samples, history=history, as_known_at=known, **args)
+            single = point_in_time_join(samples, history=history, **columns.kwargs())
             single_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             sharded = dask_point_in_time_join(
-                client, samples, history=history, shards=4, as_known_at=known, **args
+                client,
+                samples,
+                history=history,
+                columns=columns,
+                shards=4,
             )
             dask_s = time.perf_counter() - t0
             identical = bool(
@@ -301,6 +345,93 @@ def run_dask_section() -> dict:
 OUTOFCORE = {"full": (4, 256 * 1024**2), "quick": (SLICE, 64 * 1024**2)}  # scale, budget
 
 
+def _stream_sizes(scale: int, times: int) -> dict:
+    """The streamed workload's sizes: ``times`` x (FULL at 1/scale) entities and samples."""
+    return {
+        "entities": FULL["entities"] // scale * times,
+        "snapshots": FULL["snapshots"],
+        "features": FULL["features"],
+        "samples": FULL["samples"] // scale * times,
+    }
+
+
+def outofcore_gen_stream(directory: str, scale: int, times: int) -> None:
+    """Write the streamed workload (``times`` x the 1/scale one); print one JSON line."""
+    t0 = time.perf_counter()
+    counts = write_streamed_workload(directory, **_stream_sizes(scale, times))
+    seconds = time.perf_counter() - t0
+    files = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
+    print(
+        json.dumps(
+            {**counts, "seconds": seconds, "peak_rss_gb": _vm_hwm_gb(), "file_bytes": files}
+        ),
+        flush=True,
+    )
+
+
+def outofcore_check(directory: str, scale: int, times: int, budget: int, spot: int = 12) -> None:
+    """Check the big out-of-core output against the generator; print one JSON line.
+
+    Every row: a feature is null exactly when the generator says no record is valid (unknown
+    entity, or a time before the entity's first snapshot). ``spot`` rows drawn at random: all
+    100 features equal the generator's as-of record, bit for bit."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    sizes = _stream_sizes(scale, times)
+    entities = sizes["entities"]
+    first = stream_expected_first_event(entities)
+    rng = np.random.default_rng([SEED, 3])
+    picks = np.sort(rng.choice(sizes["samples"], size=min(spot, sizes["samples"]), replace=False))
+    features = [f"f{i:03d}" for i in range(sizes["features"])]
+    rows = mismatched = matched = 0
+    got: dict[int, tuple[int, int, list]] = {}
+    path = os.path.join(directory, f"out-{budget}.arrow")
+    with pa.memory_map(path) as source, ipc.open_file(source) as reader:
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            ent = batch.column("entity_id").to_numpy()
+            micros = batch.column("event_timestamp").cast(pa.int64()).to_numpy()
+            known = ent >= 0
+            expect = np.zeros(len(ent), dtype=bool)
+            idx = (ent[known] - 100_003) // 7_919
+            expect[known] = micros[known] >= first[idx]
+            present = batch.column("f000").is_valid().to_numpy(zero_copy_only=False)
+            mismatched += int((present != expect).sum())
+            matched += int(present.sum())
+            for p in picks[(picks >= rows) & (picks < rows + len(ent))]:
+                r = int(p - rows)
+                values = [batch.column(f)[r].as_py() for f in features]
+                got[int(p)] = (int(ent[r]), int(micros[r]), values)
+            rows += len(ent)
+    spot_ok = 0
+    for _p, (ent_id, micros_at, values) in sorted(got.items()):
+        want = stream_as_of(ent_id, micros_at, entities, sizes["snapshots"], sizes["features"])
+        if want is None:
+            spot_ok += all(v is None for v in values)
+        else:
+            spot_ok += bool(
+                all(v is not None for v in values)
+                and np.array_equal(np.asarray(values, dtype=np.float32), want)
+            )
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "expected_rows": sizes["samples"],
+                "null_pattern_mismatches": mismatched,
+                "matched": matched,
+                "spot_rows": len(got),
+                "spot_equal": spot_ok,
+                "spot_matched": sum(v[2][0] is not None for v in got.values()),
+                "ok": rows == sizes["samples"] and mismatched == 0 and spot_ok == len(got),
+            }
+        ),
+        flush=True,
+    )
+
+
 def outofcore_gen(directory: str, scale: int) -> None:
     """Write the workload at 1/scale as Parquet (history in 50,000-row row groups)."""
     import pyarrow.parquet as pq
@@ -317,28 +448,27 @@ def outofcore_child(directory: str, budget: int) -> None:
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
 
-    from atlas_data.matching import point_in_time_join
+    from atlas_data.matching import JoinColumns, point_in_time_join
     from atlas_data.matching_outofcore import ArrowFiles, out_of_core_join, parquet_batches
 
     h_path = os.path.join(directory, "history.parquet")
     s_path = os.path.join(directory, "samples.parquet")
     h_file = pq.ParquetFile(h_path)
-    args = {
-        "entity_column": "entity_id",
-        "timestamp_column": "event_timestamp",
-        "history_entity_column": "entity_id",
-        "event_time_column": "event_time",
-        "features": [n for n in h_file.schema_arrow.names if n.startswith("f")],
-        "ttl_seconds": None,
-        "as_known_at": False,
-    }
+    columns = JoinColumns(
+        entity_column="entity_id",
+        timestamp_column="event_timestamp",
+        history_entity_column="entity_id",
+        event_time_column="event_time",
+        features=[n for n in h_file.schema_arrow.names if n.startswith("f")],
+    )
     out = os.path.join(directory, f"out-{budget}.arrow")
     t0 = time.perf_counter()
     join_s = None
+    spilled_history: dict[str, int] = {}
     if budget == 0:
         samples, history = pq.read_table(s_path), pq.read_table(h_path)
         t1 = time.perf_counter()
-        result = point_in_time_join(samples, history=history, **args)
+        result = point_in_time_join(samples, history=history, **columns.kwargs())
         join_s = time.perf_counter() - t1
         with ipc.new_file(out, result.table.schema) as writer:
             writer.write_table(result.table)
@@ -348,15 +478,16 @@ def outofcore_child(directory: str, budget: int) -> None:
         work.mkdir()
         ooc = out_of_core_join(
             ArrowFiles((Path(s_path),)),
-            history=parquet_batches(h_path, 50_000),
+            history=lambda columns: parquet_batches(h_path, 50_000, columns),
             history_schema=h_file.schema_arrow,
             history_rows=h_file.metadata.num_rows,
+            columns=columns,
             budget_bytes=budget,
             workdir=work,
             output=Path(out),
-            **args,
         )
         rows, buckets = ooc.rows, ooc.buckets
+        spilled_history = {"history_rows": ooc.history_rows, "history_matched": ooc.history_matched}
     seconds = time.perf_counter() - t0
     del h_file
     peak = _vm_hwm_gb()
@@ -371,29 +502,166 @@ def outofcore_child(directory: str, budget: int) -> None:
                 "rows": rows,
                 "buckets": buckets,
                 "check_rows": digest,
+                **spilled_history,
             }
         ),
         flush=True,
     )
 
 
-def run_outofcore_section(quick: bool, scale: int = 0, budget_mib: int = 0) -> dict:
+def _dir_bytes(directory: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:  # a spill file removed meanwhile
+                pass
+    return total
+
+
+def _run_child(*extra: str, timeout: float, watch: str | None = None) -> tuple[dict, int]:
+    """Run this script with ``extra`` arguments; its last stdout line as JSON, and the most
+    bytes seen under ``watch`` (polled every 2 s) while it ran."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    disk = 0
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=2)
+            break
+        except subprocess.TimeoutExpired:
+            if watch is not None:
+                disk = max(disk, _dir_bytes(watch))
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.communicate()
+                sys.exit(f"the out-of-core section exceeded {timeout:.0f} s: {' '.join(extra)}")
+    if proc.returncode != 0:
+        sys.exit(f"the out-of-core section failed ({' '.join(extra)}):\n{stderr[-3000:]}")
+    if watch is not None:
+        disk = max(disk, _dir_bytes(watch))
+    lines = stdout.strip().splitlines()
+    return (json.loads(lines[-1]) if lines else {}), disk
+
+
+def stream_disk_estimate(history_rows: int, samples: int, features: int) -> int:
+    """Bytes the big run needs on disk at its peak: the Parquet inputs (pyarrow's default
+    dictionary pages take ~6 bytes a random float32 value) and either the spilled history and
+    samples (while spilling) or the joined buckets and the output (while merging)."""
+    parquet = 6 * features + 24
+    wide = 4 * features + 24  # a history row in the spill (Arrow IPC), or an output row
+    inputs = history_rows * parquet + samples * 32
+    spilling = inputs + history_rows * wide + samples * 24
+    merging = inputs + 2 * samples * (wide + 16)
+    return int(1.05 * max(spilling, merging))
+
+
+def _check_disk(scale: int, times: int, ooc_dir: str | None) -> int:
+    """The big run's disk estimate; exits when the temp dir's filesystem has less free."""
+    import shutil
+
+    sizes = _stream_sizes(scale, times)
+    need = stream_disk_estimate(
+        sizes["entities"] * sizes["snapshots"], sizes["samples"], sizes["features"]
+    )
+    base = ooc_dir or tempfile.gettempdir()
+    free = shutil.disk_usage(base).free
+    if free < need:
+        sys.exit(
+            f"--ooc-times {times} needs about {need / 1e9:.1f} GB free under {base}, "
+            f"{free / 1e9:.1f} GB are: choose another with --ooc-dir"
+        )
+    return need
+
+
+def run_outofcore_big(
+    scale: int, times: int, budget: int, reference_rows_per_s: float, ooc_dir: str | None
+) -> dict:
+    """The out-of-core side alone on the streamed ``times`` x workload, then its check."""
+    sizes = _stream_sizes(scale, times)
+    history_rows = sizes["entities"] * sizes["snapshots"]
+    samples = sizes["samples"]
+    need = _check_disk(scale, times, ooc_dir)
+    timeout = 1800 * max(1.0, times / scale)  # 1800 s for the 5M-row data, times as long per x
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-ooc-big-", dir=ooc_dir) as directory:
+        args = ("--scale", str(scale), "--times", str(times))
+        gen, _ = _run_child("--ooc-gen-stream", directory, *args, timeout=timeout)
+        spilled, disk = _run_child(
+            "--ooc-child", directory, "--budget", str(budget), timeout=timeout, watch=directory
+        )
+        check, _ = _run_child(
+            "--ooc-check", directory, *args, "--budget", str(budget), timeout=timeout
+        )
+    rows_per_s = samples / spilled["seconds"]
+    print(
+        f"Out-of-core, {times}x: {history_rows:,} history rows x {sizes['features']} features, "
+        f"{samples:,} samples (streamed generator: {gen['seconds']:.0f} s, peak RSS "
+        f"{gen['peak_rss_gb']:.2f} GB, {gen['file_bytes'] / 1e9:.1f} GB of Parquet); "
+        f"{spilled['buckets']} buckets"
+    )
+    print(
+        f"out of core {spilled['seconds']:.2f} s, {rows_per_s:,.0f} rows/s "
+        f"({rows_per_s / reference_rows_per_s:.2f}x the in-memory rows/s above), peak RSS "
+        f"{spilled['peak_rss_gb']:.2f} GB, disk peak {disk / 1e9:.1f} GB; "
+        f"{spilled['history_matched'] / spilled['history_rows']:.1%} of the history spilled "
+        "(the records some sample matches)"
+    )
+    print(
+        f"check: {check['rows']:,} rows (expected {check['expected_rows']:,}); null pattern "
+        f"mismatches {check['null_pattern_mismatches']}; {check['spot_equal']}/"
+        f"{check['spot_rows']} spot rows equal the generator's as-of record "
+        f"({check['spot_matched']} matched): {'ok' if check['ok'] else 'FAILED'}"
+    )
+    return {
+        "pit_outofcore_times": times,
+        "pit_outofcore_big_rows_per_s": round(rows_per_s, 1),
+        "pit_outofcore_big_peak_rss_gb": round(spilled["peak_rss_gb"], 3),
+        "pit_outofcore_big_history_rows": history_rows,
+        "pit_outofcore_big_samples": samples,
+        "pit_outofcore_big_vs_inmemory": round(rows_per_s / reference_rows_per_s, 3),
+        "pit_outofcore_big_check": bool(check["ok"]),
+        "pit_outofcore_big_buckets": spilled["buckets"],
+        "pit_outofcore_big_disk_peak_gb": round(disk / 1e9, 2),
+        "pit_outofcore_big_history_spilled_frac": round(
+            spilled["history_matched"] / spilled["history_rows"], 4
+        ),
+        "outofcore_big_detail": {
+            "generator": gen,
+            "out_of_core": spilled,
+            "check": check,
+            "disk_estimate_gb": round(need / 1e9, 2),
+        },
+    }
+
+
+def run_outofcore_section(
+    quick: bool,
+    scale: int = 0,
+    budget_mib: int = 0,
+    times: int = 1,
+    ooc_dir: str | None = None,
+) -> dict:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
     default_scale, default_budget = OUTOFCORE["quick" if quick else "full"]
+    if times > 1 and not quick:
+        default_scale = 1  # the reference pair is the 5M-row case
     scale = scale or default_scale
     budget = budget_mib * 1024**2 or default_budget
-    with tempfile.TemporaryDirectory(prefix="atlas-bench-ooc-") as directory:
+    if times > 1:
+        _check_disk(scale, times, ooc_dir)  # before the pair, not after it
+    timeout = 1800 * max(1.0, 1 / scale)
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-ooc-", dir=ooc_dir) as directory:
 
         def run(*extra: str) -> dict:
-            proc = subprocess.run(
-                [sys.executable, __file__, *extra], capture_output=True, text=True, timeout=1800
-            )
-            if proc.returncode != 0:
-                sys.exit(f"the out-of-core section failed:\n{proc.stderr[-3000:]}")
-            lines = proc.stdout.strip().splitlines()
-            return json.loads(lines[-1]) if lines else {}
+            return _run_child(*extra, timeout=timeout)[0]
 
         run("--ooc-gen", directory, "--scale", str(scale))
         memory = run("--ooc-child", directory, "--budget", "0")
@@ -422,7 +690,7 @@ def run_outofcore_section(quick: bool, scale: int = 0, budget_mib: int = 0) -> d
         f"{memory['join_only_s']:.2f} s, {samples / memory['join_only_s']:,.0f} rows/s"
     )
     print(f"identical output: {'yes' if identical else 'NO'}")
-    return {
+    result = {
         "pit_outofcore_rows_per_s": round(samples / spilled["seconds"], 1),
         "pit_outofcore_peak_rss_gb": round(spilled["peak_rss_gb"], 3),
         "pit_inmemory_rows_per_s": round(samples / memory["seconds"], 1),
@@ -439,9 +707,13 @@ def run_outofcore_section(quick: bool, scale: int = 0, budget_mib: int = 0) -> d
             "command": "python bench/data_pit.py --outofcore"
             + (" --quick" if quick else "")
             + (f" --ooc-scale {scale}" if scale != default_scale else "")
-            + (f" --ooc-budget-mib {budget_mib}" if budget != default_budget else ""),
+            + (f" --ooc-budget-mib {budget_mib}" if budget != default_budget else "")
+            + (f" --ooc-times {times}" if times > 1 else ""),
         },
     }
+    if times > 1:
+        result.update(run_outofcore_big(scale, times, budget, samples / memory["seconds"], ooc_dir))
+    return result
 
 
 FEAST_RUNNER = r"""
@@ -539,9 +811,19 @@ def main() -> None:
     parser.add_argument("--outofcore", action="store_true", help="only the out-of-core section")
     parser.add_argument("--ooc-scale", type=int, default=0, help="out-of-core: 1/N scale")
     parser.add_argument("--ooc-budget-mib", type=int, default=0, help="out-of-core budget")
+    parser.add_argument(
+        "--ooc-times",
+        type=int,
+        default=1,
+        help="out-of-core: also join K x the data (streamed), out of core only",
+    )
+    parser.add_argument("--ooc-dir", default=None, help="out-of-core: temp dir's parent")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--ooc-gen", help=argparse.SUPPRESS)
     parser.add_argument("--ooc-child", help=argparse.SUPPRESS)
+    parser.add_argument("--ooc-gen-stream", help=argparse.SUPPRESS)
+    parser.add_argument("--ooc-check", help=argparse.SUPPRESS)
+    parser.add_argument("--times", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dask-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
@@ -558,12 +840,22 @@ def main() -> None:
     if args.ooc_child:
         outofcore_child(args.ooc_child, args.budget)
         return
+    if args.ooc_gen_stream:
+        outofcore_gen_stream(args.ooc_gen_stream, args.scale, args.times)
+        return
+    if args.ooc_check:
+        outofcore_check(args.ooc_check, args.scale, args.times, args.budget)
+        return
     if args.outofcore:
         name = "data_pit_quick" if args.quick else "data_pit"
         latest = Path(__file__).parent / "results" / f"{name}.json"
         result = json.loads(latest.read_text()) if latest.exists() else {}
         result.setdefault("previous_run", result.pop("run", None))
-        result.update(run_outofcore_section(args.quick, args.ooc_scale, args.ooc_budget_mib))
+        result.update(
+            run_outofcore_section(
+                args.quick, args.ooc_scale, args.ooc_budget_mib, args.ooc_times, args.ooc_dir
+            )
+        )
         print(f"wrote {write_results('data_pit', result, quick=args.quick)}")
         return
     if args.dask:

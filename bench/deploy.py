@@ -10,9 +10,11 @@ tests/deploy/podman.py for how this host runs them).
 - ``serving_replica_kill_failed_pct``: closed-loop Predict from 8 threads through the client's
   round_robin over both serving pods; one pod is killed (SIGKILL) after 2 s, load runs 3 s more.
 
-Not measured here: ``distributed_hpo_speedup_2w`` (two trainer pods on one PostgreSQL study
-need the ml image and a PostgreSQL pod); bench/distributed_hpo.py measures it with plain
-processes on one PostgreSQL.
+- ``distributed_hpo_speedup_2w``: trials per second of two workers on one PostgreSQL study
+  against one, measured by bench/distributed_hpo.py's :func:`measure` (plain processes on
+  this host's PostgreSQL, not pods: two trainer pods would need the ml image and a PostgreSQL
+  pod); the cores it ran on and its runs are kept beside it (``distributed_hpo``). Every run
+  asserts the study: budget exact, no trial or configuration twice.
 
     python bench/deploy.py            # 3 plays
     python bench/deploy.py --quick    # 1 play
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import distributed_hpo  # noqa: E402
 from _results import write_results  # noqa: E402
 
 from atlas.serving.v1 import serving_service_pb2 as spb  # noqa: E402
@@ -125,6 +129,11 @@ def _replica_kill(suite: Suite) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ATLAS_TEST_POSTGRES_URL", distributed_hpo.DEFAULT_URL),
+        help="PostgreSQL for the distributed HPO study (a schema per run, dropped after)",
+    )
     args = parser.parse_args()
     plays = 1 if args.quick else 3
     with tempfile.TemporaryDirectory(prefix="atlas-bench-deploy-") as tmp:
@@ -161,8 +170,10 @@ def main() -> None:
             "pods_ready_s_runs": ready,
             "pods_played": pods,
             **kill,
-            "distributed_hpo_speedup_2w": None,
         }
+    hpo = distributed_hpo.measure(args.postgres, 10 if args.quick else 20, 1 if args.quick else 2)
+    result["distributed_hpo_speedup_2w"] = hpo.pop("distributed_hpo_speedup_2w")
+    result["distributed_hpo"] = hpo
     print(json.dumps(result, indent=2))
     print(f"-> {write_results('deploy', result, quick=args.quick)}")
 

@@ -124,15 +124,9 @@ def run(base: str, workers: int, trials: int) -> dict[str, Any]:
         _drop(base, schema)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--trials", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=0)
-    args = parser.parse_args()
-    trials = args.trials or (10 if args.quick else 20)
-    repeats = args.repeats or (1 if args.quick else 2)
-    base = os.environ.get("ATLAS_TEST_POSTGRES_URL", DEFAULT_URL)
+def measure(base: str, trials: int, repeats: int) -> dict[str, Any]:
+    """Median trials/s of 1 and 2 workers on one study, ``repeats`` times each (interleaved);
+    every run's study is checked (budget exact, no duplicate trial or configuration)."""
     load_before = os.getloadavg()
     rows = []
     for _ in range(repeats):
@@ -142,7 +136,7 @@ def main() -> None:
             rows.append(row)
     one = statistics.median(r["trials_per_s"] for r in rows if r["workers"] == 1)
     two = statistics.median(r["trials_per_s"] for r in rows if r["workers"] == 2)
-    result = {
+    return {
         "distributed_hpo_speedup_2w": round(two / one, 3),
         "trials_per_s_1w": one,
         "trials_per_s_2w": two,
@@ -152,6 +146,19 @@ def main() -> None:
         "no_duplicate_trials": True,  # asserted on every run's study
         "runs": rows,
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--trials", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=0)
+    args = parser.parse_args()
+    trials = args.trials or (10 if args.quick else 20)
+    repeats = args.repeats or (1 if args.quick else 2)
+    base = os.environ.get("ATLAS_TEST_POSTGRES_URL", DEFAULT_URL)
+    result = measure(base, trials, repeats)
+    one, two = result["trials_per_s_1w"], result["trials_per_s_2w"]
     print(f"{'workers':>8} {'trials/s (median)':>18}")
     print(f"{1:>8} {one:>18.3f}\n{2:>8} {two:>18.3f}")
     print(f"speed-up 2 workers / 1: {two / one:.2f} on {os.cpu_count()} cores")

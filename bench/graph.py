@@ -1,7 +1,8 @@
 """Graph service: id-mapping memory and lookups, partitioning, distributed vs single training.
 
-    python bench/graph.py            # full: (a) 1M/10M/100M ids, (b) 1M-node 10M-edge SBM,
-                                     # (c) 200k-node SBM, 3 epochs, (d) 20k nodes, 2 epochs
+    python bench/graph.py            # every part: (a) 1M/10M/100M ids, (b) 1M-node 10M-edge
+                                     # SBM, (c) 200k-node SBM, 3 epochs, (d) 20k nodes, 2
+                                     # epochs, (e) 200k typed nodes, (f) 20k typed nodes
     python bench/graph.py --quick    # (a) 1M/10M, (b) 100k nodes / 1M edges, (c) 20k nodes
     python bench/graph.py --parts c  # only (c): writes graph_c.json
     python bench/graph.py --parts e  # only (e), heterogeneous: writes graph_e.json
@@ -26,23 +27,31 @@
     DGL trainers and in one process on the graph in the partitioning's id order (so both hold
     out the same pairs).
 
-(e) Heterogeneous graphs (not in the default abcd): the range map of 100M nodes of 3 types
+(e) Heterogeneous graphs: the range map of 100M nodes of 3 types
     (users 60%, devices 30%, merchants 10%; 4 edge types) in 4 partitions, computed from the
     per-type range-map structure (no graph built); and a generated users x devices x merchants
     graph with community structure (200k nodes, ~1.4M edges; 20k with --quick) in 2
     partitions: an R-GCN on the users (fan-outs 10,10, hidden 64, batch 1024, lr 0.01) by 2
     DGL trainers vs the same model in one process with plain DGL, 6 epochs (2 with --quick).
+(f) Heterogeneous link prediction: users x devices x merchants (20k nodes, feature noise 0.5,
+    90% of links within the community; reverse relations named rev_<rel>) in 2 partitions,
+    scoring user:pays:merchant with an R-GCN encoder (hidden 64, batch 512, lr 0.01, 3 epochs;
+    2 with --quick): 2 DGL trainers vs one process on the graph in the partitioning's per-type
+    id order (the same held-out pairs); test ROC AUC / MRR against 100 merchants per edge.
 
 Writes bench/results/graph.json (graph_quick.json with --quick; graph_<parts>.json for a subset;
 and a dated copy, see _results.py) with keys range_map_bytes_100m,
 per_id_map_bytes_100m, lookup_ids_per_s, partition_s, accuracy_distributed, accuracy_single,
 epoch_s_1_trainer, epoch_s_2_trainers, accuracy_by_trainers, trainer_count_spread,
 linkpred_auc_distributed, linkpred_auc_single, linkpred_mrr_distributed, linkpred_mrr_single,
-hetero_accuracy_distributed, hetero_accuracy_single, hetero_range_map_bytes (plus the detail of
-every part). Targets: range map <= 1 KB at every size, lookups >= 20M IDs/s,
+hetero_accuracy_distributed, hetero_accuracy_single, hetero_range_map_bytes,
+hetero_linkpred_auc_distributed, hetero_linkpred_auc_single (plus the detail of every part and
+each part's wall time, detail.part_s).
+Targets: range map <= 1 KB at every size, lookups >= 20M IDs/s,
 distributed accuracy >= 0.90 and within 1 point of single, trainer_count_spread <= 0.01, link
 prediction AUC distributed within 0.01 of single, heterogeneous accuracy distributed within 1
-point of single, heterogeneous range map <= 4 KB.
+point of single, heterogeneous range map <= 4 KB, heterogeneous link prediction AUC distributed
+within 0.01 of single.
 """
 
 from __future__ import annotations
@@ -193,13 +202,18 @@ def _distributed(
     epochs: int,
     task: str = "node_classification",
     model: dict[str, Any] | None = None,
+    link: dict[str, Any] | None = None,
+    learning_rate: float = TRAIN["learning_rate"],  # type: ignore[assignment]
+    batch_size: int = TRAIN["batch_size"],  # type: ignore[assignment]
 ) -> dict[str, Any]:
     from atlas_graph.partitioning import GRAPH_NAME
     from atlas_graph.training.cluster import LocalCluster, ip_config_text
 
-    link = task == "link_prediction"
+    is_link = task == "link_prediction"
     target = (model or {}).get("target")
+    typed = bool((model or {}).get("hetero"))
     run = work / f"run{trainers}-{task}{'-' + target if target else ''}"
+    kind = ("h" if typed else "") + ("l" if is_link else "n")  # shared-memory names per run
     (run / "out").mkdir(parents=True)
     (run / "ip_config.txt").write_text(ip_config_text([], 2))
     cfg = {
@@ -209,7 +223,7 @@ def _distributed(
         "work_dir": str(run),
         "out_dir": str(run / "out"),
         "num_partitions": 2,
-        "shm_tag": f"bench{trainers}{'l' if link else 'h' if target else 'n'}",
+        "shm_tag": f"bench{trainers}{kind}",
         "infer_batch_size": 2048,
         "seed": 0,
         "num_servers": 1,
@@ -217,14 +231,14 @@ def _distributed(
         "backend": "gloo",
         "fan_outs": TRAIN["fan_outs"],
         "epochs": epochs,
-        "batch_size": TRAIN["batch_size"],
-        "learning_rate": TRAIN["learning_rate"],
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
         "checkpoint_every_epochs": epochs,
         "write_embeddings": False,
-        "model": model or _model_cfg(link),
+        "model": model or _model_cfg(is_link),
         "target_ntype": target,
         "task": task,
-        "link": LINK if link else None,
+        "link": (link or LINK) if is_link else None,
         "split_seed": 0,
     }
     events: list[dict[str, Any]] = []
@@ -246,6 +260,8 @@ def _distributed(
     return {
         "epoch_s": float(np.mean(seconds)),
         "epoch_s_each": seconds,
+        # Mean training loss per epoch: ln 2 (0.6931) means the scorer collapsed to a constant.
+        "epoch_loss": [e["loss"] for e in events if e["event"] == "epoch"],
         **{k: v for k, v in metrics.items() if k != "event"},
         "shutdown_s": time.monotonic() - finished[0] if finished else None,
     }
@@ -444,6 +460,147 @@ def _report_hetero(rmap: dict[str, Any], train: dict[str, Any]) -> dict[str, Any
     }
 
 
+# ---- (f) link prediction on a heterogeneous graph ----------------------------------------
+
+# Users x devices x merchants as (e) (reverse relations named as add_reverse_edges names them,
+# so the reverse of a held-out payment carries no message either), scoring user -> merchant.
+HETERO_LINK = {"communities": 4, "feature_noise": 0.5, "intra_fraction": 0.9, "seed": 7}
+HETERO_LINK_NODES, HETERO_LINK_EPOCHS = 20_000, 3
+HETERO_LINK_TARGET = "user:pays:merchant"
+# One step per 512 target edges at lr 0.01: at the shared batch of 1,024 and lr 0.005 three
+# epochs are ~105 steps and both runs stopped at test AUC ~0.55 (2026-12-07, load ~25).
+HETERO_LINK_LR, HETERO_LINK_BATCH = 0.01, 512
+
+
+def _hetero_link_graph(nodes: int) -> Any:
+    from atlas_graph.sbm import generate_hetero
+
+    users, devices = int(nodes * HETERO_SHARES[0]), int(nodes * HETERO_SHARES[1])
+    graph = generate_hetero(users, devices, nodes - users - devices, **HETERO_LINK)
+    renamed = {"used_by": "rev_uses", "paid_by": "rev_pays"}
+    graph.edges = {(s, renamed.get(r, r), d): e for (s, r, d), e in graph.edges.items()}
+    return graph
+
+
+def bench_hetero_link(nodes: int, epochs: int) -> dict[str, Any]:
+    from atlas_graph.partitioning import GRAPH_NAME, run_hetero_partitioning
+    from atlas_graph.training.single import train_single_hetero_link
+
+    graph = _hetero_link_graph(nodes)
+    model = {
+        "model": "rgcn",
+        "hetero": True,
+        "in_dims": {t: max(1, n.feature_dims) for t, n in graph.nodes.items()},
+        "hidden": TRAIN["hidden"],
+        "classes": TRAIN["hidden"],  # the embedding scored by dot product
+        "layers": len(TRAIN["fan_outs"]),
+        "dropout": 0.1,
+        "relations": [list(e) for e in graph.edges],
+        "target": None,
+    }
+    link = {**LINK, "target_edge_type": HETERO_LINK_TARGET}
+    work = Path(tempfile.mkdtemp(prefix="atlas-bench-hetero-link-"))
+    try:
+        run_hetero_partitioning(graph, work / "parts", 2, "metis")
+        part_config = work / "parts" / f"{GRAPH_NAME}.json"
+        distributed = _distributed(
+            work,
+            part_config,
+            2,
+            epochs,
+            "link_prediction",
+            model=model,
+            link=link,
+            learning_rate=HETERO_LINK_LR,
+            batch_size=HETERO_LINK_BATCH,
+        )
+        relabelled = _hetero_in_new_id_order(graph, work / "parts" / "idmap", 2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.monotonic()
+    single = train_single_hetero_link(
+        relabelled,
+        model,
+        TRAIN["fan_outs"],
+        epochs,
+        HETERO_LINK_BATCH,
+        HETERO_LINK_LR,
+        link,
+    )
+    single["epoch_s"] = (time.monotonic() - started) / epochs  # evaluation included
+    return {
+        "nodes": graph.num_nodes,
+        "edges": graph.num_edges,
+        "target_edge_type": HETERO_LINK_TARGET,
+        "target_edges": len(graph.edges[tuple(HETERO_LINK_TARGET.split(":"))][0]),  # type: ignore[index]
+        "epochs": epochs,
+        "learning_rate": HETERO_LINK_LR,
+        "batch_size": HETERO_LINK_BATCH,
+        "model": "rgcn",
+        "distributed_2_trainers": distributed,
+        "single": single,
+    }
+
+
+def _report_hetero_link(link: dict[str, Any]) -> dict[str, Any]:
+    dist_row, single = link["distributed_2_trainers"], link["single"]
+    print(
+        f"(f) heterogeneous link prediction ({link['target_edge_type']}, R-GCN, dot product) "
+        f"on {link['nodes']:,} nodes / {link['edges']:,} edges, {link['epochs']} epochs"
+    )
+    print(f"    {'run':<26} {'epoch s':>8} {'test AUC':>9} {'test MRR':>9}")
+    for name, row in (("distributed, 2 trainers", dist_row), ("single process (DGL)", single)):
+        print(
+            f"    {name:<26} {row['epoch_s']:>8.2f} {row['test_auc']:>9.4f} {row['test_mrr']:>9.4f}"
+        )
+    losses = ", ".join(f"{x:.4f}" for x in dist_row["epoch_loss"])
+    print(f"    distributed epoch losses: {losses} (ln 2 = 0.6931: a collapsed scorer)")
+    gap = abs(dist_row["test_auc"] - single["test_auc"])
+    print(f"    AUC difference: {gap:.4f} (target <= 0.01)")
+    return {
+        "hetero_linkpred_auc_distributed": dist_row["test_auc"],
+        "hetero_linkpred_auc_single": single["test_auc"],
+        "hetero_linkpred_mrr_distributed": dist_row["test_mrr"],
+        "hetero_linkpred_mrr_single": single["test_mrr"],
+        "hetero_linkpred_auc_gap": gap,
+    }
+
+
+def _hetero_in_new_id_order(graph: Any, idmap: Path, parts: int) -> Any:
+    """The heterograph with every type renumbered as the partitioning numbered it (per-type
+    ids), so the single-process baseline holds out the same pairs as the distributed job."""
+    import dataclasses
+
+    from atlas_graph.hetero import HeteroGraphData
+
+    old_to_new, nodes = {}, {}
+    for ntype, node in graph.nodes.items():
+        originals = np.concatenate(
+            [np.load(idmap / f"part{p}" / f"node:{ntype}_orig.npy") for p in range(parts)]
+        )
+        order = np.argsort(node.original_ids, kind="stable")
+        new_to_old = order[np.searchsorted(node.original_ids[order], originals)]
+        inverse = np.empty_like(new_to_old)
+        inverse[new_to_old] = np.arange(len(new_to_old))
+        old_to_new[ntype] = inverse
+        nodes[ntype] = dataclasses.replace(
+            node,
+            **{
+                f.name: getattr(node, f.name)[new_to_old]
+                for f in dataclasses.fields(node)
+                if isinstance(getattr(node, f.name), np.ndarray)
+            },
+        )
+    edges = {
+        (s, r, d): (old_to_new[s][src], old_to_new[d][dst])
+        for (s, r, d), (src, dst) in graph.edges.items()
+    }
+    return HeteroGraphData(nodes=nodes, edges=edges)
+
+
 def _in_new_id_order(graph: Any, idmap: Path, parts: int) -> Any:
     """The graph renumbered as the partitioning numbered it, so that the single-process link
     baseline holds out the same pairs (the split hashes node ids) as the distributed job."""
@@ -471,9 +628,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--parts",
-        default="abcd",
-        help="which parts to run (default abcd; e = heterogeneous); a subset writes "
-        "graph_<parts>.json",
+        default="abcdef",
+        help="which parts to run (default all: abcdef); a subset writes graph_<parts>.json",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -487,7 +643,14 @@ def main() -> int:
 
     t0 = time.monotonic()
     result: dict[str, Any] = {}
-    detail: dict[str, Any] = {"quick": args.quick, "parts": args.parts}
+    detail: dict[str, Any] = {"quick": args.quick, "parts": args.parts, "part_s": {}}
+    clock = time.monotonic()
+
+    def lap(part: str) -> None:  # each part's wall time, to plan a full run on a loaded host
+        nonlocal clock
+        detail["part_s"][part] = time.monotonic() - clock
+        clock = time.monotonic()
+
     if "a" in args.parts:
         mapping = bench_mapping(sizes)
         _report_mapping(mapping)
@@ -499,6 +662,7 @@ def main() -> int:
         )
         detail["mapping"] = {str(k): v for k, v in mapping["sizes"].items()}
         detail["per_id_lookup_ids_per_s"] = mapping["per_id_ids_per_s"]
+        lap("a")
     if "b" in args.parts:
         part = _child("partition", part_nodes)
         print(
@@ -508,14 +672,17 @@ def main() -> int:
         )
         result["partition_s"] = part["partition_s"]
         detail["partitioning"] = part
+        lap("b")
     if "c" in args.parts:
         train = bench_training(train_nodes, epochs)
         result.update(_report_training(train, epochs))
         detail["training"] = train
+        lap("c")
     if "d" in args.parts:
         link = bench_link()
         result.update(_report_link(link))
         detail["link_prediction"] = link
+        lap("d")
     if "e" in args.parts:
         rmap = hetero_range_map()
         hetero = bench_hetero(
@@ -525,9 +692,20 @@ def main() -> int:
         result.update(_report_hetero(rmap, hetero))
         detail["hetero_range_map"] = rmap
         detail["hetero_training"] = hetero
+        lap("e")
+    if "f" in args.parts:
+        hetero_link = bench_hetero_link(
+            QUICK_HETERO_NODES if args.quick else HETERO_LINK_NODES,
+            QUICK_EPOCHS if args.quick else HETERO_LINK_EPOCHS,
+        )
+        result.update(_report_hetero_link(hetero_link))
+        detail["hetero_link_prediction"] = hetero_link
+        lap("f")
     detail["total_s"] = time.monotonic() - t0
     result["detail"] = detail
-    name = "graph" if sorted(args.parts) == list("abcd") else f"graph_{''.join(sorted(args.parts))}"
+    name = (
+        "graph" if sorted(args.parts) == list("abcdef") else f"graph_{''.join(sorted(args.parts))}"
+    )
     out = write_results(name, result, quick=args.quick)
     print(f"wrote {out} ({time.monotonic() - t0:.0f}s)")
     return 0

@@ -241,8 +241,9 @@ def run_dataset(
         variant.model.model_name, variant.model.version = endpoint, 1
         client.create_endpoint(pb.EndpointSpec(name=endpoint, variants=[variant]))
         t = time.perf_counter()
-        client.predict(endpoint, load_rows[0])
+        first = client.predict(endpoint, load_rows[0])
         first_s = time.perf_counter() - t
+        version = first.served_version  # which version answered, why, how it was scored
         served = _scores(client, endpoint, test_rows, task, label_names)
         served_metric = test_score(metric, yte.to_numpy(), served, classes)
         c1 = load(target, endpoint, load_rows, 1, seconds)
@@ -257,12 +258,18 @@ def run_dataset(
             "batch_rows_per_s": BATCH_ROWS / batch_s,
             "test_metric": served_metric,
             "quality_loss": _relative_loss(metric, reference, served_metric),
+            "served_version": {
+                "name": version.name,
+                "scoring": version.scoring,
+                "reason": version.reason,
+            },
         }
         client.delete_endpoint(endpoint)
         print(
             f"{name:<14} {kind:<9} p50 {c1['p50_ms']:7.2f} ms  p99 {c1['p99_ms']:7.2f} ms  "
             f"c64 {c64['rps']:7.0f} req/s  batch {BATCH_ROWS / batch_s:9.0f} rows/s  "
-            f"{metric} {served_metric:.4f} (in process {reference:.4f})",
+            f"{metric} {served_metric:.4f} (in process {reference:.4f})  "
+            f"[{version.name or '-'}, {version.scoring}]",
             flush=True,
         )
     if autogluon is not None:
@@ -312,6 +319,7 @@ def run_all(
     seconds: float,
     on_dataset: Callable[[dict[str, Any]], None] | None = None,
     autogluon: Path | None = None,
+    done: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from pydantic import SecretStr
 
@@ -332,7 +340,11 @@ def run_all(
     )
     weed.start(timeout=60)
     procs: list[subprocess.Popen] = []
-    out: dict[str, Any] = {"budget_s": budget, "seconds_per_point": seconds, "datasets": {}}
+    out: dict[str, Any] = {
+        "budget_s": budget,
+        "seconds_per_point": seconds,
+        "datasets": dict(done or {}),
+    }
     try:
         s3 = S3Settings(
             endpoint=weed.endpoint,
@@ -378,6 +390,8 @@ def run_all(
         bc.columns = [c.replace(" ", "_") for c in bc.columns]
         xgb_rows = _records(bc.iloc[:256])
         for name in names:
+            if name in out["datasets"]:
+                continue  # measured by the run this one resumes
             try:
                 found = run_dataset(name, budget, seconds, replicas, store, signer, autogluon)
             except Exception as exc:  # noqa: BLE001 - recorded; the other datasets still run
@@ -438,6 +452,18 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _resumed(path: Path, budget: float, seconds: float) -> dict[str, Any]:
+    """The datasets an interrupted run measured, each stamped with that run's commit."""
+    previous = json.loads(path.read_text())
+    if (previous.get("budget_s"), previous.get("seconds_per_point")) != (budget, seconds):
+        sys.exit(f"{path} ran at another --budget or --seconds: it cannot be resumed")
+    commit = previous.get("run", {}).get("commit", {})
+    return {
+        name: {**found, "measured_at": found.get("measured_at", commit)}
+        for name, found in previous.get("datasets", {}).items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -445,6 +471,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--autogluon", type=Path, help="AutoGluon's venv (side by side)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="a serving_automl.json of an interrupted run (same --budget and --seconds): its "
+        "datasets are kept, each with the commit it was measured at, the others run",
+    )
     args = parser.parse_args()
     names = args.datasets or list(QUICK if args.quick else DATASETS)
     budget = args.budget or (20.0 if args.quick else 120.0)
@@ -454,8 +486,9 @@ def main() -> None:
         out.update(summarise(out))
         return write_results("serving_automl", out, quick=args.quick)
 
+    done = _resumed(args.resume, budget, seconds) if args.resume else None
     load_before = os.getloadavg()
-    out = run_all(names, budget, seconds, on_dataset=save, autogluon=args.autogluon)
+    out = run_all(names, budget, seconds, on_dataset=save, autogluon=args.autogluon, done=done)
     # a shared machine: the figures are only comparable within one load level
     out["load_average"] = {"start": list(load_before), "end": list(os.getloadavg())}
     path = save(out)

@@ -24,7 +24,7 @@ fresh="$out/gen.new"
 rm -rf "$fresh" && mkdir -p "$gen" "$fresh"
 protoc -I "$root/protos" -I "$rpc_protos" --cpp_out="$fresh" --grpc_out="$fresh" \
   --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" \
-  atlas/data/v1/online_service.proto
+  atlas/data/v1/online_service.proto atlas/data/v1/online_reader_service.proto
 protoc -I "$root/protos" -I "$rpc_protos" --cpp_out="$fresh" \
   atlas/data/v1/data_service.proto atlas/common/v1/common.proto \
   google/rpc/status.proto google/rpc/error_details.proto

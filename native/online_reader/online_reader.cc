@@ -13,19 +13,26 @@
 //
 // Usage: atlas-online-reader --lmdb DIR --address HOST:PORT [--tokens FILE]
 //                            [--max-entities 1000] [--lock-memory MAX_BYTES]
+//                            [--scheduler-slice-us US]
 //                            [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
+// It also serves atlas.data.v1.OnlineReaderService (GetReaderStats: per-call phase timings,
+// fault and scheduling counters, whether the store is held in RAM) on the same port.
 // FILE lists "<sha256 hex of a bearer token> <1 if it may read data, else 0>" per line; no
 // FILE means auth is off. With --tls-cert/--tls-key it serves TLS only (the data service's
 // server.tls files); --tls-client-ca also requires and verifies a client certificate (mTLS),
 // as the Python server does. Prints "listening <port>" once serving; exits when its parent
 // dies.
 
+#include <dirent.h>
 #include <lmdb.h>
 #include <openssl/sha.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,6 +59,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include "atlas/data/v1/online_reader_service.grpc.pb.h"
 #include "atlas/data/v1/online_service.grpc.pb.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -233,47 +241,132 @@ class Store {
 
   const std::string& path() const { return path_; }
 
-  // Keeps the store's pages in RAM (mlock), following the file as the writer grows it, so a
-  // read never waits for the disk once the kernel has reclaimed "cold" pages (hosts that
-  // page out idle memory make a p99 out of every such fault). Stops locking, with a
-  // message, when the file outgrows max_bytes or the memory-lock limit.
+  // Keeps the store's pages in RAM, following the file as the writer grows it, so a read
+  // never waits for the disk once the kernel has reclaimed "cold" pages (hosts that page out
+  // idle memory make a p99 out of every such fault). The file's new tail is mapped through
+  // mappings of our own (LMDB may remap its own on a resize) and locked (mlock): locked
+  // page-cache pages stay resident for every mapping. When the kernel refuses the lock
+  // (RLIMIT_MEMLOCK without CAP_IPC_LOCK: 8 MiB by default for non-root users), the pages are
+  // read in and stay mapped instead -- page-out daemons that take only unmapped page cache
+  // (DAMON's pageout scheme on these hosts) leave them, memory pressure may not. Beyond
+  // max_bytes nothing more is held. LMDB's own map is prefaulted too, so the read path takes
+  // no page faults at all. Status() reports which of these happened.
   void KeepResident(size_t max_bytes, const std::atomic<bool>& stop) {
-    // LMDB does not expose its map's address, so the file's new tail is mapped and locked
-    // through mappings of our own: locked page-cache pages stay resident for every mapping.
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    size_t locked = 0;
-    bool warned = false;
+    // Unprivileged processes may raise their soft memory-lock limit up to the hard one.
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_MEMLOCK, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      setrlimit(RLIMIT_MEMLOCK, &lim);
+    }
+    {
+      std::lock_guard<std::mutex> lock(residency_mu_);
+      residency_.limit = max_bytes;
+      residency_.mode = atlas::data::v1::RESIDENCY_MODE_LOCKED;
+    }
+    size_t held = 0, prefaulted = 0;
+    void* lmdb_map = nullptr;
+    bool lock_refused = false, over = false;
     int fd = -1;
     mdb_env_get_fd(env_, &fd);
-    while (!stop.load() && !warned) {
+    while (!stop.load()) {
       struct stat st;
       if (fd >= 0 && fstat(fd, &st) == 0) {
-        size_t size = static_cast<size_t>(st.st_size) / page * page;
-        if (size > locked) {
-          int err = size > max_bytes ? ENOMEM : 0;
-          void* chunk = MAP_FAILED;
-          if (!err) {
-            chunk = mmap(nullptr, size - locked, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(locked));
-            if (chunk == MAP_FAILED || mlock(chunk, size - locked) != 0) err = errno;
-          }
-          if (err == 0) {
-            locked = size;
-          } else {
-            if (chunk != MAP_FAILED) munmap(chunk, size - locked);
-            std::cerr << "atlas-online-reader: keeping " << size << " bytes of the store in RAM "
-                      << "failed (" << (size > max_bytes ? "over the limit of " +
-                                        std::to_string(max_bytes) + " bytes" : strerror(err))
-                      << "); pages the kernel reclaims will be read from disk" << std::endl;
-            warned = true;
-          }
+        const size_t size = static_cast<size_t>(st.st_size) / page * page;
+        const size_t want = std::min(size, max_bytes / page * page);
+        if (size > want && !over) {
+          over = true;
+          Note(atlas::data::v1::RESIDENCY_MODE_OVER_LIMIT,
+               "the store (" + std::to_string(size) + " bytes) is over the limit of " +
+                   std::to_string(max_bytes) + " bytes");
         }
+        if (want > held) {
+          void* chunk = mmap(nullptr, want - held, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(held));
+          if (chunk == MAP_FAILED) {
+            Note(atlas::data::v1::RESIDENCY_MODE_OVER_LIMIT,
+                 std::string("mapping the store failed: ") + strerror(errno));
+            break;
+          }
+          if (!lock_refused && mlock(chunk, want - held) != 0) {
+            lock_refused = true;
+            Note(atlas::data::v1::RESIDENCY_MODE_POPULATED,
+                 std::string("mlock refused (") + strerror(errno) + "): pages kept mapped, not locked");
+          }
+          if (lock_refused) Populate(chunk, want - held);
+          held = want;  // the chunk stays mapped for the process's life
+        }
+        // LMDB's map address changes only when a resize remaps it.
+        MDB_envinfo info;
+        {
+          std::unique_lock<std::mutex> lock(dbi_mu_);
+          if (mdb_env_info(env_, &info) != 0) info.me_mapaddr = nullptr;
+        }
+        if (info.me_mapaddr != lmdb_map) { lmdb_map = info.me_mapaddr; prefaulted = 0; }
+        const size_t map_end = std::min(held, static_cast<size_t>(info.me_mapsize) / page * page);
+        if (lmdb_map && map_end > prefaulted) {
+          Populate(static_cast<char*>(lmdb_map) + prefaulted, map_end - prefaulted);
+          prefaulted = map_end;
+        }
+        std::lock_guard<std::mutex> lock(residency_mu_);
+        residency_.held = held;
       }
       for (int i = 0; i < 10 && !stop.load(); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
 
+  void Residency(atlas::data::v1::StoreResidency* out) {
+    std::lock_guard<std::mutex> lock(residency_mu_);
+    out->set_mode(residency_.mode);
+    out->set_held_bytes(static_cast<int64_t>(residency_.held));
+    out->set_limit_bytes(static_cast<int64_t>(residency_.limit));
+    out->set_error(residency_.error);
+  }
+
+  // Bytes of the store file that are in the page cache now.
+  void StoreBytes(int64_t* size_out, int64_t* resident_out) {
+    *size_out = *resident_out = 0;
+    int fd = -1;
+    mdb_env_get_fd(env_, &fd);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size == 0) return;
+    *size_out = st.st_size;
+    void* map = mmap(nullptr, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) return;
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> in((st.st_size + page - 1) / page);
+    if (mincore(map, st.st_size, in.data()) == 0)
+      for (unsigned char c : in) *resident_out += (c & 1) ? static_cast<int64_t>(page) : 0;
+    munmap(map, st.st_size);
+  }
+
  private:
+  struct ResidencyState {
+    atlas::data::v1::ResidencyMode mode = atlas::data::v1::RESIDENCY_MODE_OFF;
+    size_t held = 0, limit = 0;
+    std::string error;
+  };
+
+  void Note(atlas::data::v1::ResidencyMode mode, const std::string& why) {
+    std::cerr << "atlas-online-reader: keeping the store in RAM: " << why << std::endl;
+    std::lock_guard<std::mutex> lock(residency_mu_);
+    residency_.mode = mode;
+    residency_.error = why;
+  }
+
+  // Faults pages in (page cache and page tables) without locking them.
+  static void Populate(void* addr, size_t len) {
+#ifdef MADV_POPULATE_READ
+    if (madvise(addr, len, MADV_POPULATE_READ) == 0) return;
+#endif
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    volatile unsigned char sink = 0;
+    for (size_t off = 0; off < len; off += page) sink ^= static_cast<volatile unsigned char*>(addr)[off];
+  }
+
+  std::mutex residency_mu_;
+  ResidencyState residency_;
+
   std::string path_;
   MDB_env* env_ = nullptr;
   std::mutex dbi_mu_;
@@ -295,7 +388,7 @@ class Auth {
     return true;
   }
 
-  grpc::Status Check(const grpc::ServerContextBase& ctx) const {
+  grpc::Status Check(const grpc::ServerContextBase& ctx, const char* method) const {
     if (!enabled_) return grpc::Status::OK;
     auto it = ctx.client_metadata().find("authorization");
     if (it == ctx.client_metadata().end() || it->second.empty())
@@ -323,7 +416,7 @@ class Auth {
     if (!found->second)
       return Error(grpc::StatusCode::PERMISSION_DENIED,
                    "token " + std::string(hex, 8) + " lacks scope 'data:read' required by " +
-                       kMethod,
+                       method,
                    "MISSING_SCOPE");
     return grpc::Status::OK;
   }
@@ -349,21 +442,145 @@ grpc::Status Corrupt(size_t size) {
                    " bytes)", "CORRUPT_ONLINE_RECORD");
 }
 
+// ---------------------------------------------------------------- call timings
+
+int64_t MonotonicNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// One call's phases (ns) and what its thread went through while handling it.
+struct CallRecord {
+  int64_t start_ns = 0;  // CLOCK_MONOTONIC: comparable with a client's clock on this host
+  int64_t auth_ns = 0, lookup_ns = 0, serialize_ns = 0, write_ns = 0;
+  int64_t minflt = 0, majflt = 0, nivcsw = 0;
+  int32_t entities = 0;
+  bool ok = false;
+};
+
+// The latest kCapacity calls in a ring written without locks: a slot's sequence number is 0
+// while it is written and the call's index + 1 after, so a snapshot skips torn slots.
+class CallLog {
+ public:
+  static constexpr size_t kCapacity = 1 << 17;
+
+  CallLog() : slots_(kCapacity) {}
+
+  void Add(const CallRecord& rec) {
+    const uint64_t index = next_.fetch_add(1, std::memory_order_relaxed);
+    Slot& slot = slots_[index & (kCapacity - 1)];
+    slot.seq.store(0, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    slot.rec = rec;
+    slot.seq.store(index + 1, std::memory_order_release);
+    total_.fetch_add(1, std::memory_order_relaxed);
+    if (!rec.ok) failed_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Kept calls that started at or after since_ns, in start order.
+  std::vector<CallRecord> Since(int64_t since_ns) const {
+    std::vector<CallRecord> out;
+    for (const Slot& slot : slots_) {
+      const uint64_t before = slot.seq.load(std::memory_order_acquire);
+      if (!before) continue;
+      CallRecord rec = slot.rec;
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (slot.seq.load(std::memory_order_relaxed) != before || rec.start_ns < since_ns) continue;
+      out.push_back(rec);
+    }
+    std::sort(out.begin(), out.end(),
+              [](const CallRecord& a, const CallRecord& b) { return a.start_ns < b.start_ns; });
+    return out;
+  }
+
+  int64_t total() const { return static_cast<int64_t>(total_.load()); }
+  int64_t failed() const { return static_cast<int64_t>(failed_.load()); }
+
+ private:
+  struct Slot {
+    std::atomic<uint64_t> seq{0};
+    CallRecord rec;
+  };
+  std::vector<Slot> slots_;
+  std::atomic<uint64_t> next_{0}, total_{0}, failed_{0};
+};
+
+// Faults and preemptions of the calling thread so far (getrusage RUSAGE_THREAD).
+void ThreadCounters(int64_t* minflt, int64_t* majflt, int64_t* nivcsw) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0) { *minflt = *majflt = *nivcsw = 0; return; }
+  *minflt = ru.ru_minflt;
+  *majflt = ru.ru_majflt;
+  *nivcsw = ru.ru_nivcsw;
+}
+
+// Times a call from the handler's start to gRPC reporting it done, then logs it. Whichever of
+// the handler (after Finish returns) and OnDone comes second adds the record and frees it.
+class TimedReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit TimedReactor(CallLog* log) : log_(log) {
+    rec_.start_ns = MonotonicNs();
+    ThreadCounters(&minflt0_, &majflt0_, &nivcsw0_);
+  }
+
+  CallRecord& record() { return rec_; }
+
+  void Complete(const grpc::Status& status) {
+    rec_.ok = status.ok();
+    const int64_t before = MonotonicNs();
+    Finish(status);
+    finished_ns_ = MonotonicNs();
+    rec_.serialize_ns = finished_ns_ - before;
+    int64_t minflt, majflt, nivcsw;
+    ThreadCounters(&minflt, &majflt, &nivcsw);
+    rec_.minflt = minflt - minflt0_;
+    rec_.majflt = majflt - majflt0_;
+    rec_.nivcsw = nivcsw - nivcsw0_;
+    Release();
+  }
+
+  void OnDone() override {
+    done_ns_ = MonotonicNs();
+    Release();
+  }
+
+ private:
+  void Release() {
+    if (parts_.fetch_add(1, std::memory_order_acq_rel) != 1) return;
+    rec_.write_ns = std::max<int64_t>(0, done_ns_ - finished_ns_);
+    log_->Add(rec_);
+    delete this;
+  }
+
+  CallLog* log_;
+  CallRecord rec_;
+  int64_t minflt0_ = 0, majflt0_ = 0, nivcsw0_ = 0;
+  int64_t finished_ns_ = 0, done_ns_ = 0;
+  std::atomic<int> parts_{0};
+};
+
 // The callback API runs the handler inline on gRPC's polling thread: a read is a few
 // microseconds of memory-mapped lookups, so a hand-off to a worker pool (the sync API) would
 // only add a thread wake-up to every call's latency.
 class OnlineFeatures final : public pb::OnlineFeatureService::CallbackService {
  public:
-  OnlineFeatures(Store* store, const Auth* auth, int max_entities)
-      : store_(store), auth_(auth), max_(max_entities) {}
+  OnlineFeatures(Store* store, const Auth* auth, int max_entities, CallLog* log)
+      : store_(store), auth_(auth), max_(max_entities), log_(log) {}
 
   grpc::ServerUnaryReactor* GetOnlineFeatures(grpc::CallbackServerContext* ctx,
                                               const pb::GetOnlineFeaturesRequest* req,
                                               pb::GetOnlineFeaturesResponse* resp) override {
-    grpc::Status st = auth_->Check(*ctx);
+    auto* reactor = new TimedReactor(log_);
+    CallRecord& rec = reactor->record();
+    grpc::Status st = auth_->Check(*ctx, kMethod);
+    const int64_t authed = MonotonicNs();
+    rec.auth_ns = authed - rec.start_ns;
+    const auto& keys = req->read().entity_keys();
+    rec.entities = keys.int64_keys_size() + keys.string_keys_size();
     if (st.ok()) st = Read(req->read(), resp->mutable_features());
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(st);
+    rec.lookup_ns = MonotonicNs() - authed;
+    reactor->Complete(st);
     return reactor;
   }
 
@@ -623,6 +840,7 @@ class OnlineFeatures final : public pb::OnlineFeatureService::CallbackService {
   Store* store_;
   const Auth* auth_;
   const int max_;
+  CallLog* log_;
   std::shared_mutex groups_mu_, subsets_mu_;
   std::unordered_map<std::string, std::shared_ptr<const Group>> groups_;
   std::unordered_map<std::string,
@@ -630,9 +848,211 @@ class OnlineFeatures final : public pb::OnlineFeatureService::CallbackService {
       subsets_;
 };
 
+// ---------------------------------------------------------------- scheduling
+
+// struct sched_attr of sched_setattr(2); glibc 2.36 has no wrapper.
+struct SchedAttr {
+  uint32_t size, sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime, sched_deadline, sched_period;
+  uint32_t sched_util_min, sched_util_max;
+};
+
+// Asks for a short scheduler slice on every thread of the process (gRPC starts threads as it
+// goes, so this runs again once a second). For SCHED_OTHER, sched_runtime is the slice EEVDF
+// gives the task (Linux 6.12+, 0.1..100 ms, no privilege needed): a woken reader thread with
+// a short slice gets an early deadline and preempts the task running on a busy CPU, instead
+// of waiting up to a default slice (~1.5 ms on 2 CPUs) -- on a shared host, that wait is the
+// read's tail. It does not give the reader more CPU, only sooner.
+class Slicer {
+ public:
+  explicit Slicer(int64_t slice_ns) : slice_ns_(slice_ns) {}
+
+  void ApplyToAllThreads() {
+    if (slice_ns_ <= 0) return;
+    std::vector<long> tids;
+    if (DIR* dir = opendir("/proc/self/task")) {
+      while (struct dirent* e = readdir(dir))
+        if (e->d_name[0] != '.') tids.push_back(std::atol(e->d_name));
+      closedir(dir);
+    }
+    int applied = 0;
+    std::string error;
+    for (long tid : tids) {
+      SchedAttr attr{};
+      if (syscall(SYS_sched_getattr, tid, &attr, sizeof attr, 0) == 0 &&
+          attr.sched_runtime == static_cast<uint64_t>(slice_ns_)) {
+        ++applied;
+        continue;
+      }
+      attr = SchedAttr{};
+      attr.size = sizeof attr;
+      attr.sched_policy = 0;  // SCHED_OTHER
+      attr.sched_runtime = static_cast<uint64_t>(slice_ns_);
+      if (syscall(SYS_sched_setattr, tid, &attr, 0) == 0) ++applied;
+      else error = std::string("sched_setattr: ") + strerror(errno);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    applied_ = applied;
+    error_ = error;
+  }
+
+  void Report(atlas::data::v1::ReaderProcessCounters* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    out->set_slice_ns(slice_ns_ > 0 ? slice_ns_ : 0);
+    out->set_threads_with_slice(applied_);
+    out->set_slice_error(error_);
+  }
+
+ private:
+  const int64_t slice_ns_;
+  std::mutex mu_;
+  int applied_ = 0;
+  std::string error_;
+};
+
+// ---------------------------------------------------------------- reader stats
+
+// Sums /proc/self/task/*/schedstat's run-queue wait (ns) and counts the threads.
+void RunDelay(int64_t* delay_ns, int32_t* threads) {
+  *delay_ns = 0;
+  *threads = 0;
+  DIR* dir = opendir("/proc/self/task");
+  if (!dir) return;
+  while (struct dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream in(std::string("/proc/self/task/") + entry->d_name + "/schedstat");
+    long long on_cpu = 0, waited = 0;
+    if (in >> on_cpu >> waited) { *delay_ns += waited; ++*threads; }
+  }
+  closedir(dir);
+}
+
+// A "Name:   value" line of /proc/self/status (VmLck is in kB, CapEff in hex).
+std::string StatusField(const std::string& name) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.compare(0, name.size() + 1, name + ":") == 0) {
+      std::string value = line.substr(name.size() + 1);
+      value.erase(0, value.find_first_not_of(" \t"));
+      return value;
+    }
+  return "";
+}
+
+std::vector<double> Sorted(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+double Pct(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  size_t i = std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()));
+  return sorted[i];
+}
+
+class ReaderStats final : public pb::OnlineReaderService::CallbackService {
+ public:
+  ReaderStats(Store* store, const Auth* auth, const CallLog* log, bool residency_asked,
+              Slicer* slicer)
+      : store_(store), auth_(auth), log_(log), residency_asked_(residency_asked),
+        slicer_(slicer) {}
+
+  grpc::ServerUnaryReactor* GetReaderStats(grpc::CallbackServerContext* ctx,
+                                           const pb::GetReaderStatsRequest* req,
+                                           pb::GetReaderStatsResponse* resp) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    grpc::Status st = auth_->Check(*ctx, "/atlas.data.v1.OnlineReaderService/GetReaderStats");
+    if (st.ok()) Fill(*req, resp);
+    reactor->Finish(st);
+    return reactor;
+  }
+
+ private:
+  void Fill(const pb::GetReaderStatsRequest& req, pb::GetReaderStatsResponse* resp) {
+    resp->set_now_monotonic_ns(MonotonicNs());
+    resp->set_calls_total(log_->total());
+    resp->set_calls_failed(log_->failed());
+    const std::vector<CallRecord> calls = log_->Since(req.since_monotonic_ns());
+    resp->set_calls_summarized(static_cast<int64_t>(calls.size()));
+    const char* names[] = {"auth", "lookup", "serialize", "write", "handler", "total"};
+    std::vector<double> phase[6];
+    for (const auto& c : calls) {
+      const int64_t parts[6] = {c.auth_ns, c.lookup_ns, c.serialize_ns, c.write_ns,
+                                c.auth_ns + c.lookup_ns + c.serialize_ns,
+                                c.auth_ns + c.lookup_ns + c.serialize_ns + c.write_ns};
+      for (int p = 0; p < 6; ++p) phase[p].push_back(parts[p] / 1e3);
+    }
+    for (int p = 0; p < 6; ++p) {
+      const std::vector<double> sorted = Sorted(std::move(phase[p]));
+      auto* out = resp->add_phases();
+      out->set_name(names[p]);
+      out->set_count(static_cast<int64_t>(sorted.size()));
+      out->set_p50_us(Pct(sorted, 0.5));
+      out->set_p99_us(Pct(sorted, 0.99));
+      out->set_p999_us(Pct(sorted, 0.999));
+      out->set_max_us(sorted.empty() ? 0 : sorted.back());
+    }
+    if (req.include_calls()) {
+      auto* out = resp->mutable_calls();
+      for (const auto& c : calls) {
+        out->add_start_monotonic_ns(c.start_ns);
+        out->add_auth_ns(c.auth_ns);
+        out->add_lookup_ns(c.lookup_ns);
+        out->add_serialize_ns(c.serialize_ns);
+        out->add_write_ns(c.write_ns);
+        out->add_minor_faults(c.minflt);
+        out->add_major_faults(c.majflt);
+        out->add_involuntary_switches(c.nivcsw);
+        out->add_entities(c.entities);
+        out->add_ok(c.ok);
+      }
+    }
+    struct rusage ru;
+    auto* proc = resp->mutable_process();
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+      proc->set_minor_faults(ru.ru_minflt);
+      proc->set_major_faults(ru.ru_majflt);
+      proc->set_voluntary_switches(ru.ru_nvcsw);
+      proc->set_involuntary_switches(ru.ru_nivcsw);
+      proc->set_user_cpu_us(ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec);
+      proc->set_system_cpu_us(ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec);
+    }
+    int64_t delay;
+    int32_t threads;
+    RunDelay(&delay, &threads);
+    proc->set_run_delay_ns(delay);
+    proc->set_threads(threads);
+    slicer_->Report(proc);
+
+    auto* res = resp->mutable_residency();
+    if (residency_asked_) store_->Residency(res);
+    else res->set_mode(pb::RESIDENCY_MODE_OFF);
+    int64_t size, resident;
+    store_->StoreBytes(&size, &resident);
+    res->set_store_bytes(size);
+    res->set_resident_bytes(resident);
+    res->set_locked_bytes(std::atoll(StatusField("VmLck").c_str()) * 1024);
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_MEMLOCK, &lim) == 0)
+      res->set_memlock_rlimit_bytes(lim.rlim_cur == RLIM_INFINITY ? -1 : static_cast<int64_t>(lim.rlim_cur));
+    const unsigned long long caps = std::strtoull(StatusField("CapEff").c_str(), nullptr, 16);
+    res->set_can_lock_unlimited((caps >> 14) & 1);  // CAP_IPC_LOCK
+  }
+
+  Store* store_;
+  const Auth* auth_;
+  const CallLog* log_;
+  const bool residency_asked_;
+  Slicer* slicer_;
+};
+
 int Usage() {
   std::cerr << "usage: atlas-online-reader --lmdb DIR --address HOST:PORT [--tokens FILE] "
-               "[--max-entities N] [--lock-memory MAX_BYTES] "
+               "[--max-entities N] [--lock-memory MAX_BYTES] [--scheduler-slice-us US] "
                "[--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]\n";
   return 2;
 }
@@ -675,7 +1095,7 @@ std::shared_ptr<grpc::ServerCredentials> Credentials(const std::string& cert_pat
 int main(int argc, char** argv) {
   std::string lmdb_path, address, tokens, tls_cert, tls_key, tls_client_ca;
   int max_entities = 1000;
-  long long lock_memory = 0;
+  long long lock_memory = 0, slice_us = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--lmdb") lmdb_path = argv[i + 1];
@@ -683,6 +1103,7 @@ int main(int argc, char** argv) {
     else if (flag == "--tokens") tokens = argv[i + 1];
     else if (flag == "--max-entities") max_entities = std::atoi(argv[i + 1]);
     else if (flag == "--lock-memory") lock_memory = std::atoll(argv[i + 1]);
+    else if (flag == "--scheduler-slice-us") slice_us = std::atoll(argv[i + 1]);
     else if (flag == "--tls-cert") tls_cert = argv[i + 1];
     else if (flag == "--tls-key") tls_key = argv[i + 1];
     else if (flag == "--tls-client-ca") tls_client_ca = argv[i + 1];
@@ -716,12 +1137,17 @@ int main(int argc, char** argv) {
   std::shared_ptr<grpc::ServerCredentials> credentials =
       Credentials(tls_cert, tls_key, tls_client_ca);
   if (!credentials) return 1;
-  OnlineFeatures service(&store, &auth, max_entities);
+  CallLog calls;
+  OnlineFeatures service(&store, &auth, max_entities, &calls);
+  Slicer slicer(slice_us * 1000);
+  slicer.ApplyToAllThreads();  // threads started from here on inherit it
+  ReaderStats stats(&store, &auth, &calls, lock_memory > 0, &slicer);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address, credentials, &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&stats);
   builder.SetMaxSendMessageSize(-1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
@@ -733,14 +1159,23 @@ int main(int argc, char** argv) {
   }
   server->GetHealthCheckService()->SetServingStatus("atlas.data.v1.OnlineFeatureService", true);
   std::atomic<bool> stopping{false};
-  std::thread resident;
+  std::thread resident, slicing;
   if (lock_memory > 0)
     resident = std::thread([&] { store.KeepResident(static_cast<size_t>(lock_memory), stopping); });
+  if (slice_us > 0)
+    slicing = std::thread([&] {
+      while (!stopping.load()) {
+        slicer.ApplyToAllThreads();
+        for (int i = 0; i < 10 && !stopping.load(); ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
   std::cout << "listening " << port << std::endl;
   int sig = 0;
   sigwait(&stop_signals, &sig);
   stopping = true;
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   if (resident.joinable()) resident.join();
+  if (slicing.joinable()) slicing.join();
   return 0;
 }

@@ -111,6 +111,10 @@ class ServerSettings(StrictModel):
     max_receive_message_bytes: int = 64 * 1024 * 1024
     max_send_message_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 5.0
+    # Close each client connection (GOAWAY; calls in flight finish) after this long, so
+    # clients reconnect and re-resolve DNS: round_robin over a headless Service then sees
+    # pods added since (gRPC re-resolves a name only when a connection drops). None = never.
+    max_connection_age_seconds: float | None = Field(default=None, gt=0)
     log_level: str = "INFO"
     # auto = uvloop where installed (less CPU per small RPC), else asyncio's own loop.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
@@ -219,11 +223,17 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def env_var(prefix: str, setting: str) -> str:
+    """The environment variable of a dotted setting: ``("ATLAS_DATA", "database.url")`` ->
+    ``ATLAS_DATA_DATABASE__URL``."""
+    return prefix.upper().rstrip("_") + "_" + "__".join(setting.upper().split("."))
+
+
 def _describe(exc: ValidationError, prefix: str) -> str:
     problems = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        env_name = prefix.upper() + "_" + "__".join(str(p).upper() for p in err["loc"])
+        env_name = env_var(prefix, key)
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}' (env {env_name})")
         else:

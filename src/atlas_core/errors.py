@@ -32,6 +32,11 @@ class Code(str, Enum):
     INTERNAL = "INTERNAL"
 
 
+# Metadata key naming the dotted setting an error is about (e.g. ``database.url``): a
+# service that cannot start names that setting's environment variable in its one line.
+SETTING = "setting"
+
+
 class AtlasError(Exception):
     """Base of every domain error. Subclasses fix ``code`` and a default ``reason``."""
 

@@ -8,10 +8,13 @@ starting anyway would hide that.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
-from atlas_core.errors import ConfigError
+from atlas_core.errors import SETTING, ConfigError
+
+_DOTTED = re.compile(r"[a-z_]+(\.[a-z_]+)+")
 
 
 def write_private(path: Path, data: str | bytes) -> None:
@@ -36,7 +39,9 @@ def read_private(path: Path, what: str) -> bytes:
             mode = os.fstat(handle.fileno()).st_mode
             data = handle.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+        # a setting's dotted name (not a prose description) lets the process name its env var
+        setting = {SETTING: what} if _DOTTED.fullmatch(what) else None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}", metadata=setting) from None
     if mode & (stat.S_IRWXO):
         raise ConfigError(
             f"{what} {path} is accessible to other users (mode {stat.filemode(mode)}); "

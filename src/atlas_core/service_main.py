@@ -11,8 +11,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from atlas_core.config import ServiceSettings, load_settings
-from atlas_core.errors import AtlasError, ConfigError
+from atlas_core.config import ServiceSettings, env_var, load_settings
+from atlas_core.errors import SETTING, AtlasError, ConfigError
 from atlas_core.log import configure_logging
 from atlas_core.rpc.auth import TokenAuthenticator
 from atlas_core.rpc.server import ServiceDef, create_server
@@ -31,10 +31,20 @@ def run_service(name: str, settings_cls: type[S], build: Builder[S]) -> None:
         loop = use_event_loop(settings.server.event_loop)
         asyncio.run(_serve(settings, build, loop))
     except AtlasError as exc:
-        print(f"atlas-{name}: cannot start: {exc.message}", file=sys.stderr)
+        print(f"atlas-{name}: cannot start: {startup_message(exc, prefix)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass
+
+
+def startup_message(exc: AtlasError, prefix: str) -> str:
+    """The error's message naming this process's environment variables: a pod's log line
+    says which variable (which Secret key, in a manifest) to fix."""
+    message = exc.message.replace("ATLAS_<SERVICE>_", f"{prefix}_")
+    setting = exc.metadata.get(SETTING)
+    if setting:
+        message += f" (set by {env_var(prefix, setting)})"
+    return message
 
 
 def use_event_loop(choice: str) -> str:

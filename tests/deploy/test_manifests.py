@@ -6,9 +6,14 @@ Services and Secrets around it."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from atlas_core.bundle_signing import BundleSigner
+from atlas_core.errors import ConfigError
 from atlas_core.launcher._services import KNOWN_SERVICES
 
 from .manifests import (
@@ -206,3 +211,47 @@ def test_secrets_exist_in_dev_and_are_documented_for_prod() -> None:
         assert f"`{name}`" in guide, f"docs/deploy.md does not describe the Secret {name}"
     prod = render("prod")
     assert not [d for d in prod if d["kind"] == "Secret"], "prod never carries credentials"
+
+
+def _secret_volumes(docs: list[dict]) -> list[tuple[str, dict, int | None]]:
+    """(workload, secret volume, pod fsGroup) for every Secret volume in ``docs``."""
+    out = []
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        group = (pod.get("securityContext") or {}).get("fsGroup")
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                out.append((doc["metadata"]["name"], volume["secret"], group))
+    return out
+
+
+def test_the_signing_key_secret_is_mounted_as_the_services_accept_it(
+    overlay, tmp_path: Path
+) -> None:
+    """The kubelet writes a Secret volume's files with ``defaultMode`` (0644 when unset) plus
+    group read for the pod's fsGroup; the services refuse a key file other users can read,
+    so prod's signing key must be mounted without the "other" bits. Written as the kubelet
+    would, the key loads; with Kubernetes' default mode it is refused, naming the fix."""
+    name, docs = overlay
+    volumes = _secret_volumes(docs)
+    assert {w for w, v, _ in volumes if v["secretName"] == "atlas-bundle-signing"} == {
+        "atlas-trainer",
+        "atlas-graph",
+        "atlas-serving",
+    }, name
+    key = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    for workload, secret, fs_group in volumes:
+        mode = secret.get("defaultMode", 0o644)
+        if fs_group is not None:
+            mode |= 0o440
+        path = tmp_path / f"{workload}-signing.key"
+        path.write_bytes(key)
+        path.chmod(mode)
+        assert BundleSigner.from_file(path).key_id, workload
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        BundleSigner.from_file(path)

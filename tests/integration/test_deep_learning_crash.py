@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,7 +40,9 @@ def _workers(job_id: str) -> list[psutil.Process]:
 
 def test_kill_9_of_the_service_resumes_a_data_parallel_job(tmp_path, s3_settings):
     buf = io.BytesIO()
-    frame = load_digits(as_frame=True).frame
+    # the digits eight times over: epochs long enough that the job is still running (its
+    # workers alive) when the client has read the second checkpoint's event on a loaded host
+    frame = pd.concat([load_digits(as_frame=True).frame] * 8, ignore_index=True)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
     ref = open_artifact_store(s3_settings).put_bytes("uploads/digits.parquet", buf.getvalue())
     params = struct_pb2.Struct()

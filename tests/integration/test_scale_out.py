@@ -63,7 +63,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def _trainer(tmp: Path, s3: S3Settings, db_url: str, i: int, port: int) -> subprocess.Popen:
     data_dir = tmp / f"trainer-{i}"
-    data_dir.mkdir()
+    data_dir.mkdir(exist_ok=True)  # a restarted trainer keeps its data directory
     return start_service(
         "atlas_trainer",
         "atlas.trainer.v1.TrainerService",
@@ -198,6 +198,109 @@ def test_two_trainer_services_share_one_study(
     assert jobs_seen == set(job_ids)
     portfolio = [t for t in trials if t.user_attrs.get("origin") == "portfolio"]
     assert portfolio, "the curated defaults ran (once each, as all configurations)"
+
+
+def _study_trials(url: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=study_name, storage=url).trials
+    except KeyError:  # not created yet
+        return []
+
+
+def _wait_job(stub: pb_grpc.TrainerServiceStub, job_id: str, timeout: float) -> pb.TrainingJob:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            job = stub.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job_id)).job
+            if job.status.state in FINISHED:
+                return job
+        except grpc.RpcError as exc:  # a restarted trainer may still be starting its runner
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        assert time.monotonic() < deadline, f"job {job_id} did not finish in {timeout}s"
+        time.sleep(1)
+
+
+def test_a_trainer_killed_mid_study(
+    tmp_path: Path, s3_settings: S3Settings, postgres_schema_url: str
+) -> None:
+    """Two trainers on one study; one is SIGKILLed (with its job process) while it runs a
+    trial. The other finishes the study: the lost trial stops beating, is failed and run
+    again there, not charged to the budget. Restarted, the killed trainer resumes its job
+    (a new attempt), which ends on the study as it stands."""
+    uri = _upload_breast_cancer(s3_settings)
+    study_name = f"killed-{uuid.uuid4().hex[:8]}"
+    # the survivor waits for the lost trial to go stale (Optuna's heartbeat grace: 30 s)
+    max_trials, wall_s = 16, 240
+    ports = [free_port(), free_port()]
+    procs = [_trainer(tmp_path, s3_settings, postgres_schema_url, 0, ports[0])]
+    channels: list[grpc.Channel] = []
+    try:
+        procs.append(_trainer(tmp_path, s3_settings, postgres_schema_url, 1, ports[1]))
+        channels = [
+            connect_sync(ClientSettings(target=f"127.0.0.1:{p}", token=TOKEN)) for p in ports
+        ]
+        stubs = [pb_grpc.TrainerServiceStub(c) for c in channels]
+        spec = _spec(uri, study_name, max_trials, wall_s)
+        job_ids = [
+            stub.SubmitTrainingJob(pb.SubmitTrainingJobRequest(spec=spec)).job.status.job_id
+            for stub in stubs
+        ]
+
+        # kill trainer-1 while it runs a trial, after it has finished at least one
+        deadline = time.monotonic() + 180
+        while True:
+            trials = _study_trials(postgres_schema_url, study_name)
+            mine = [t for t in trials if t.user_attrs.get("worker", "").startswith("trainer-1")]
+            running = [t for t in mine if t.state == optuna.trial.TrialState.RUNNING]
+            if running and any(t.state == optuna.trial.TrialState.COMPLETE for t in mine):
+                break
+            assert time.monotonic() < deadline, "trainer-1 never ran a trial"
+            time.sleep(0.2)
+        os.killpg(procs[1].pid, signal.SIGKILL)  # the service and its job process
+        procs[1].wait()
+        channels[1].close()
+        killed_at = time.monotonic()
+
+        survivor = _wait_job(stubs[0], job_ids[0], 2 * wall_s)
+        assert survivor.status.state == common_pb2.JOB_STATE_SUCCEEDED, (
+            survivor.status.error.message
+        )
+        assert time.monotonic() - killed_at > 30, "it waited for the lost trial to go stale"
+
+        trials = _study_trials(postgres_schema_url, study_name)
+        states = [t.state for t in trials]
+        assert optuna.trial.TrialState.RUNNING not in states
+        assert optuna.trial.TrialState.WAITING not in states
+        retries = [t for t in trials if "failed_trial" in t.system_attrs]
+        lost = {t.system_attrs["failed_trial"] for t in retries}
+        assert lost, "the killed trainer's trial was queued again"
+        for t in trials:
+            if t.number in lost:  # failed by the survivor, once its heartbeat went stale
+                assert t.state == optuna.trial.TrialState.FAIL
+                assert t.user_attrs["worker"].startswith("trainer-1")
+        for t in retries:  # ... and run by the survivor with the same configuration
+            assert t.state != optuna.trial.TrialState.FAIL
+            assert t.user_attrs["worker"].startswith("trainer-0")
+            assert t.params == trials[t.system_attrs["failed_trial"]].params
+        charged = [t for t in trials if t.number not in lost]
+        assert len(charged) == max_trials, f"the budget holds: {len(charged)} trials charged"
+        configs = [json.dumps(t.user_attrs["config"], sort_keys=True) for t in charged]
+        assert len(configs) == len(set(configs)), "a configuration was evaluated twice"
+
+        # the killed trainer comes back under its runner id: its job runs again and ends
+        procs[1] = _trainer(tmp_path, s3_settings, postgres_schema_url, 1, ports[1])
+        channels[1] = connect_sync(ClientSettings(target=f"127.0.0.1:{ports[1]}", token=TOKEN))
+        resumed = _wait_job(pb_grpc.TrainerServiceStub(channels[1]), job_ids[1], 2 * wall_s)
+        assert resumed.status.state == common_pb2.JOB_STATE_SUCCEEDED, resumed.status.error.message
+        assert resumed.status.attempt == 2
+        assert resumed.result.model_bundle.uri
+        after = _study_trials(postgres_schema_url, study_name)
+        assert len([t for t in after if t.number not in lost]) == max_trials, "no extra trial"
+    finally:
+        for c in channels:
+            c.close()
+        _stop(procs)
 
 
 # ------------------------------------------------------------------ data replicas on Redis

@@ -26,7 +26,7 @@ from atlas_data.builds import (
 )
 from atlas_data.datasets import DatasetRecord, LineageParent
 from atlas_data.history import batch_from_table
-from atlas_data.matching import JoinResult, point_in_time_join
+from atlas_data.matching import JoinColumns, JoinResult, point_in_time_join
 from atlas_data.runtime import DataRuntime
 from atlas_data.spine import spine_from_history
 
@@ -236,11 +236,6 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -
             name = f"{group.spec.name} v{group.version}"
             ctx.report(0.1 + 0.7 * i / len(groups), f"joining {name}")
             history = _history(rt, group)
-            ttl = (
-                sel.ttl.ToTimedelta().total_seconds()
-                if sel.HasField("ttl")
-                else group.spec.ttl_seconds
-            )
 
             def progress(done: int, total: int, i: int = i, name: str = name) -> None:
                 ctx.report(
@@ -250,17 +245,10 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -
 
             result = join(
                 samples,
+                history,
+                join_columns(spec, sel, group, entity_col, time_col),
                 label=f"feature group {name}",
                 progress=progress,
-                entity_column=entity_col,
-                timestamp_column=time_col,
-                history=history,
-                history_entity_column=group.spec.entity_key,
-                event_time_column=group.spec.event_time_column,
-                features=list(sel.feature_names),
-                ttl_seconds=ttl,
-                as_known_at=spec.mode == pb.MATCH_MODE_AS_KNOWN_AT,
-                column_prefix=sel.column_prefix,
             )
             samples = result.table
             matched_any = result.matched if matched_any is None else (matched_any | result.matched)
@@ -296,6 +284,28 @@ def match_samples(rt: DataRuntime, ctx: JobContext, spec: pb.MatchSamplesSpec) -
     }
 
 
+def join_columns(
+    spec: pb.MatchSamplesSpec,
+    sel: Any,
+    group: Any,
+    entity_column: str,
+    timestamp_column: str,
+) -> JoinColumns:
+    """The join of one selected feature group (``sel``, one of ``spec.features``): the
+    selection's TTL overrides the group's."""
+    ttl = sel.ttl.ToTimedelta().total_seconds() if sel.HasField("ttl") else group.spec.ttl_seconds
+    return JoinColumns(
+        entity_column=entity_column,
+        timestamp_column=timestamp_column,
+        history_entity_column=group.spec.entity_key,
+        event_time_column=group.spec.event_time_column,
+        features=list(sel.feature_names),
+        ttl_seconds=ttl,
+        as_known_at=spec.mode == pb.MATCH_MODE_AS_KNOWN_AT,
+        column_prefix=sel.column_prefix,
+    )
+
+
 Join = Callable[..., JoinResult]
 
 
@@ -306,8 +316,10 @@ def _join_engine(rt: DataRuntime, ctx: JobContext) -> Iterator[Join]:
     settings = rt.settings.dask
     if not settings.scheduler_address:
 
-        def local(samples: pa.Table, *, label: str, progress: Any, **join: Any) -> JoinResult:
-            return point_in_time_join(samples, **join)
+        def local(
+            samples: pa.Table, history: pa.Table, columns: JoinColumns, **_: Any
+        ) -> JoinResult:
+            return point_in_time_join(samples, history=history, **columns.kwargs())
 
         yield local
         return
@@ -331,15 +343,23 @@ def _join_engine(rt: DataRuntime, ctx: JobContext) -> Iterator[Join]:
     try:
         shards = settings.shards or max(1, 2 * len(client.scheduler_info()["workers"]))
 
-        def on_dask(samples: pa.Table, *, label: str, progress: Any, **join: Any) -> JoinResult:
+        def on_dask(
+            samples: pa.Table,
+            history: pa.Table,
+            columns: JoinColumns,
+            *,
+            label: str,
+            progress: Callable[[int, int], None],
+        ) -> JoinResult:
             return dask_point_in_time_join(
                 client,
                 samples,
+                history=history,
+                columns=columns,
                 shards=shards,
                 label=label,
                 on_progress=progress,
                 should_stop=ctx.raise_if_cancelled,
-                **join,
             )
 
         yield on_dask

@@ -2,7 +2,8 @@
 is set (and no Dask scheduler is).
 
 The samples are put on local disk as they are (a sample artifact or dataset is downloaded,
-not loaded); each feature group's join then streams them and the group's history through
+not loaded); each feature group's join then streams them and a local copy of the group's
+history (the join reads it twice) through
 :func:`atlas_data.matching_outofcore.out_of_core_join`, whose output (an Arrow IPC file, in
 sample order) is the next group's samples. The last output is published from the file: the
 dataset becomes visible only when its catalog entry is registered, after every group has
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,12 @@ from atlas_core.jobs import JobContext
 from atlas_data.builds import publish_dataset_file
 from atlas_data.datasets import LineageParent
 from atlas_data.history import history_schema
-from atlas_data.job_work import _dataset_parent, _source_columns, _spine_free_samples
+from atlas_data.job_work import (
+    _dataset_parent,
+    _source_columns,
+    _spine_free_samples,
+    join_columns,
+)
 from atlas_data.matching_outofcore import ArrowFiles, out_of_core_join, row_bytes
 from atlas_data.runtime import DataRuntime
 
@@ -49,11 +56,6 @@ def match_samples_out_of_core(
             ctx.raise_if_cancelled()
             name = f"{group.spec.name} v{group.version}"
             ctx.report(0.1 + 0.7 * i / len(groups), f"joining {name} out of core")
-            ttl = (
-                sel.ttl.ToTimedelta().total_seconds()
-                if sel.HasField("ttl")
-                else group.spec.ttl_seconds
-            )
             schema = history_schema(group.spec)
             last = i == len(groups) - 1
             step = work / f"group-{i}"
@@ -65,24 +67,15 @@ def match_samples_out_of_core(
                     f"joining {name} out of core: {done}/{total} buckets done",
                 )
 
+            history = ArrowFiles(
+                tuple(rt.offline.history_files(group.spec.name, group.version, step / "history"))
+            )
             result = out_of_core_join(
                 samples,
-                history=rt.offline.history_batches(
-                    group.spec.name,
-                    group.version,
-                    batch_rows=max(1024, budget // (8 * row_bytes(schema))),
-                    spill_dir=step,
-                ),
+                history=partial(history.batches, rows=max(1024, budget // (8 * row_bytes(schema)))),
                 history_schema=schema,
-                history_rows=rt.offline.history_row_count(group.spec.name, group.version),
-                entity_column=entity_col,
-                timestamp_column=time_col,
-                history_entity_column=group.spec.entity_key,
-                event_time_column=group.spec.event_time_column,
-                features=list(sel.feature_names),
-                ttl_seconds=ttl,
-                as_known_at=spec.mode == pb.MATCH_MODE_AS_KNOWN_AT,
-                column_prefix=sel.column_prefix,
+                history_rows=history.num_rows(),
+                columns=join_columns(spec, sel, group, entity_col, time_col),
                 budget_bytes=budget,
                 workdir=step,
                 output=work / f"joined-{i}.arrow",

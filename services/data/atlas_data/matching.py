@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 from atlas_core.errors import InvalidArgument, NotFound
 
 __all__ = [
+    "JoinColumns",
     "JoinResult",
     "comparable_keys",
     "point_in_time_join",
@@ -41,6 +43,34 @@ __all__ = [
 
 _INT64_MIN = np.iinfo(np.int64).min
 _US_PER_S = 1_000_000
+
+
+@dataclass(frozen=True)
+class JoinColumns:
+    """What a point-in-time join matches on, shared by the in-memory, out-of-core and Dask
+    joins (the arguments of :func:`point_in_time_join` other than the two tables)."""
+
+    entity_column: str
+    timestamp_column: str
+    history_entity_column: str
+    event_time_column: str
+    features: Sequence[str] = field(default=())
+    ttl_seconds: float | None = None
+    as_known_at: bool = False
+    column_prefix: str = ""
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`point_in_time_join` (picklable, for Dask tasks)."""
+        return {
+            "entity_column": self.entity_column,
+            "timestamp_column": self.timestamp_column,
+            "history_entity_column": self.history_entity_column,
+            "event_time_column": self.event_time_column,
+            "features": list(self.features),
+            "ttl_seconds": self.ttl_seconds,
+            "as_known_at": self.as_known_at,
+            "column_prefix": self.column_prefix,
+        }
 
 
 @dataclass(frozen=True)
@@ -339,7 +369,7 @@ def point_in_time_join(
     s_time, _ = timestamps_to_micros(
         samples.column(timestamp_column), what="sample timestamp column", name=timestamp_column
     )
-    rows = _matched_history_rows(
+    rows = matched_history_rows(
         samples,
         entity_column=entity_column,
         s_time=s_time,
@@ -377,7 +407,7 @@ def _resolve_features(
     return names
 
 
-def _matched_history_rows(
+def matched_history_rows(
     samples: pa.Table,
     *,
     entity_column: str,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from atlas_core.errors import AtlasError, Unavailable
 from atlas_data.matching import (
+    JoinColumns,
     JoinResult,
     comparable_keys,
     point_in_time_join,
@@ -67,15 +68,8 @@ def dask_point_in_time_join(
     client: Client,
     samples: pa.Table,
     *,
-    entity_column: str,
-    timestamp_column: str,
     history: pa.Table,
-    history_entity_column: str,
-    event_time_column: str,
-    features: Sequence[str],
-    ttl_seconds: float | None,
-    as_known_at: bool,
-    column_prefix: str = "",
+    columns: JoinColumns,
     shards: int,
     label: str = "",
     on_progress: Callable[[int, int], None] = lambda done, total: None,
@@ -90,16 +84,8 @@ def dask_point_in_time_join(
         InvalidArgument, NotFound: as :func:`point_in_time_join`.
         Unavailable: a shard failed on the cluster (its worker kept dying); names the shard.
     """
-    join: dict[str, Any] = {
-        "entity_column": entity_column,
-        "timestamp_column": timestamp_column,
-        "history_entity_column": history_entity_column,
-        "event_time_column": event_time_column,
-        "features": list(features),
-        "ttl_seconds": ttl_seconds,
-        "as_known_at": as_known_at,
-        "column_prefix": column_prefix,
-    }
+    join = columns.kwargs()
+    entity_column, timestamp_column = columns.entity_column, columns.timestamp_column
     # The checks that need no rows, on empty slices: the same errors as the whole join.
     empty = point_in_time_join(samples.slice(0, 0), history=history.slice(0, 0), **join)
     if samples.num_rows == 0:
@@ -109,7 +95,7 @@ def dask_point_in_time_join(
     )
     s_keys, h_keys = comparable_keys(
         samples.column(entity_column),
-        history.column(history_entity_column),
+        history.column(columns.history_entity_column),
         sample_name=entity_column,
     )
     # Shards get the key and the time as int64 microseconds (already parsed and checked).

@@ -3,12 +3,20 @@
 The samples and one feature group's history are streamed batch by batch into ``N`` spill
 files each (Arrow IPC, on local disk), by the same entity hash as the Dask shards
 (:func:`atlas_data.matching_dask.shard_ids`), so a bucket holds every record of its entities.
-Each bucket is then joined on its own with :func:`point_in_time_join` and its feature columns
-written back to disk with each sample's row number; a last pass streams the samples again, in
-order, and attaches each chunk's feature columns gathered from the buckets' outputs (each
-already in row order), writing the output in sample order. A sample's match depends only on
-its own entity's history, and the history keeps its order within a bucket (ties: last write
-wins), so the output equals the in-memory join row for row, as-of and as-known-at.
+The history is read twice: first its key columns only (entity, event and ingestion times, a
+row number), joined bucket by bucket to find the records some sample matches; then every
+needed column, spilling only those records (most of a long history is never an as-of match:
+its spill and read-back are saved). Each bucket is then joined on its own
+with :func:`point_in_time_join` and its feature columns written back to disk with each
+sample's row number; a last pass streams the samples again, in order, and attaches each
+chunk's feature columns gathered from the buckets' outputs (each already in row order),
+writing the output in sample order. A sample's match depends only on its own entity's
+history, and the history keeps its order within a bucket (ties: last write wins), so the
+output equals the in-memory join row for row, as-of and as-known-at. Keeping only the
+matched records changes no match: a sample's record is the latest of those it may use (by
+event time, ingestion time, then row), and any kept record later than it would have been
+its match in the whole history too; a sample whose latest record was too old for the TTL
+finds only older ones.
 
 ``N`` comes from the budget and the input sizes (row counts times the bytes a row takes in
 the join, see :func:`join_bytes`); after spilling, each bucket's own need is checked against
@@ -20,10 +28,10 @@ The budget bounds the join's working set; the process itself (Python, pyarrow) c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +39,13 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from atlas_core.errors import FailedPrecondition, InvalidArgument
-from atlas_data.matching import comparable_keys, point_in_time_join, timestamps_to_micros
+from atlas_data.matching import (
+    JoinColumns,
+    comparable_keys,
+    matched_history_rows,
+    point_in_time_join,
+    timestamps_to_micros,
+)
 from atlas_data.matching_dask import shard_ids
 
 # Bytes of index work per row inside the join (codes, sort keys, orders, ranks: ~8 int64s).
@@ -41,6 +55,7 @@ _VARIABLE_WIDTH_BYTES = 32
 # Spill files open at once (two per bucket); more buckets need a bigger budget.
 MAX_BUCKETS = 512
 _ROW = "_atlas_row"
+_HISTORY_ROW = "_atlas_history_row"
 _MATCHED = "_atlas_matched"
 
 
@@ -84,14 +99,29 @@ def parquet_batches(
     path: Path | str, rows: int, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """A Parquet file's rows as batches of at most ``rows``, one row group read at a time
-    (``read_row_group`` holds ~1.7x a row group; ``iter_batches`` reads ahead, ~4-8x)."""
+    (``read_row_group`` holds ~1.7x a row group; ``iter_batches`` reads ahead, ~4-8x). The
+    next group is read in a thread while the caller works on this one's batches: decoding
+    releases the GIL, so reading and the caller's work overlap."""
     file = pq.ParquetFile(path)
-    for group in range(file.num_row_groups):
-        table = file.read_row_group(group, columns=columns)
-        for batch in table.to_batches():
-            for start in range(0, batch.num_rows, rows):
-                yield batch.slice(start, rows)
-        del table
+    groups = file.num_row_groups
+    with ThreadPoolExecutor(1) as reader:
+
+        def read(group: int) -> Future[pa.Table] | None:
+            return (
+                reader.submit(file.read_row_group, group, columns=columns)
+                if group < groups
+                else None
+            )
+
+        ahead = read(0)
+        for group in range(groups):
+            assert ahead is not None
+            table = ahead.result()
+            ahead = read(group + 1)
+            for batch in table.to_batches():
+                for start in range(0, batch.num_rows, rows):
+                    yield batch.slice(start, rows)
+            del table
 
 
 def _is_ipc(path: Path) -> bool:
@@ -137,13 +167,16 @@ def _gib(n: int) -> str:
 
 @dataclass(frozen=True)
 class OutOfCoreResult:
-    """The joined table (an Arrow IPC file, samples' columns then the features) and the
-    match mask over every input sample (before ``drop_unless`` filtered rows)."""
+    """The joined table (an Arrow IPC file, samples' columns then the features), the match
+    mask over every input sample (before ``drop_unless`` filtered rows), and how many of the
+    history's rows were read and how many some sample matched (the only ones spilled)."""
 
     path: Path
     rows: int
     buckets: int
     matched: np.ndarray
+    history_rows: int = 0
+    history_matched: int = 0
 
 
 class _Spill:
@@ -207,17 +240,10 @@ def _split(batch: pa.RecordBatch, bucket_of: np.ndarray, spill: _Spill) -> None:
 def out_of_core_join(
     samples: ArrowFiles,
     *,
-    history: Iterable[pa.RecordBatch],
+    history: Callable[[list[str]], Iterable[pa.RecordBatch]],
     history_schema: pa.Schema,
     history_rows: int,
-    entity_column: str,
-    timestamp_column: str,
-    history_entity_column: str,
-    event_time_column: str,
-    features: Sequence[str],
-    ttl_seconds: float | None,
-    as_known_at: bool,
-    column_prefix: str = "",
+    columns: JoinColumns,
     budget_bytes: int,
     workdir: Path,
     output: Path,
@@ -229,6 +255,9 @@ def out_of_core_join(
     """:func:`point_in_time_join` of ``samples`` with a streamed ``history`` in bounded memory
     (see the module docstring); writes the joined table to ``output`` (Arrow IPC).
 
+    ``history(columns)`` yields the history's rows with those columns; it is called twice
+    and must yield the same rows in the same order each time.
+
     ``history_rows`` sizes the buckets (an estimate is fine: each bucket is measured before
     it is joined). With ``drop_unless`` (one bool per sample), only rows where it or this
     join's match is true are written. ``workdir`` holds the spill files (the caller removes it).
@@ -238,29 +267,22 @@ def out_of_core_join(
         FailedPrecondition: ``MATCH_MEMORY_BUDGET``, the budget is below one bucket's need
             (the message gives the size needed).
     """
-    join: dict[str, Any] = {
-        "entity_column": entity_column,
-        "timestamp_column": timestamp_column,
-        "history_entity_column": history_entity_column,
-        "event_time_column": event_time_column,
-        "features": list(features),
-        "ttl_seconds": ttl_seconds,
-        "as_known_at": as_known_at,
-        "column_prefix": column_prefix,
-    }
+    join = columns.kwargs()
+    entity_column, timestamp_column = columns.entity_column, columns.timestamp_column
+    history_entity_column = columns.history_entity_column
     sample_schema = samples.schema()
     # The checks that need no rows, on empty tables: the same errors as the in-memory join.
     empty = point_in_time_join(
         sample_schema.empty_table(), history=history_schema.empty_table(), **join
     )
     feature_schema = pa.schema([f for f in empty.table.schema if f.name not in sample_schema.names])
-    needed = [history_entity_column, event_time_column]
+    key_columns = [history_entity_column, columns.event_time_column]
     if "_ingestion_time" in history_schema.names:
-        needed.append("_ingestion_time")
-    needed += [
+        key_columns.append("_ingestion_time")
+    needed = key_columns + [
         name
         for name in history_schema.names
-        if name not in needed and column_prefix + name in feature_schema.names
+        if name not in key_columns and columns.column_prefix + name in feature_schema.names
     ]
     n_samples = samples.num_rows()
     out_row = row_bytes(feature_schema)
@@ -281,8 +303,17 @@ def out_of_core_join(
 
     s_key_type = sample_schema.field(entity_column).type
     h_key_type = history_schema.field(history_entity_column).type
+
+    def split_history(batch: pa.RecordBatch, spill: _Spill) -> None:
+        _, keys = comparable_keys(
+            pa.chunked_array([], type=s_key_type),
+            pa.chunked_array([batch.column(history_entity_column)]),
+            sample_name=entity_column,
+        )
+        _split(batch, shard_ids(keys, buckets), spill)
+
     s_spill = _Spill(workdir, "samples", buckets)
-    h_spill = _Spill(workdir, "history", buckets)
+    k_spill = _Spill(workdir, "keys", buckets)
     try:
         offset = 0
         for batch in samples.batches([entity_column, timestamp_column], batch_rows):
@@ -300,45 +331,91 @@ def out_of_core_join(
                 names=[_ROW, entity_column, timestamp_column],
             )
             _split(spine, shard_ids(keys, buckets), s_spill)
-        for batch in history:
+        seen = 0
+        for batch in history(key_columns):
             should_stop()
-            batch = batch.select(needed)
-            _, keys = comparable_keys(
-                pa.chunked_array([], type=s_key_type),
-                pa.chunked_array([batch.column(history_entity_column)]),
-                sample_name=entity_column,
-            )
-            _split(batch, shard_ids(keys, buckets), h_spill)
+            batch = batch.select(key_columns)
+            numbers = pa.array(np.arange(seen, seen + batch.num_rows, dtype=np.int64))
+            seen += batch.num_rows
+            split_history(batch.append_column(_HISTORY_ROW, numbers), k_spill)
     finally:
         s_spill.close()
-        h_spill.close()
-
-    needs = [
-        join_bytes(int(h_spill.bytes[b]), int(h_spill.rows[b]), int(s_spill.rows[b]), out_row)
-        for b in range(buckets)
-    ]
-    worst = int(np.argmax(needs))
-    if needs[worst] > budget_bytes:
-        raise FailedPrecondition(
-            f"bucket {worst}/{buckets} of {label or 'the feature group'} needs "
-            f"{_gib(needs[worst])} ({needs[worst]} bytes) to join ({h_spill.rows[worst]:,} "
-            f"history rows, {s_spill.rows[worst]:,} samples), more than the memory budget of "
-            f"{_gib(budget_bytes)}: raise matching.memory_budget_bytes to at least "
-            f"{needs[worst]} (one entity's history cannot be split)",
-            reason="MATCH_MEMORY_BUDGET",
-            metadata={"needed_bytes": str(needs[worst]), "budget_bytes": str(budget_bytes)},
-        )
+        k_spill.close()
 
     spine_schema = pa.schema(
         [pa.field(_ROW, pa.int64()), sample_schema.field(entity_column)]
         + [pa.field(timestamp_column, pa.int64())]
     )
+    todo = [b for b in range(buckets) if s_spill.rows[b]]
+    steps = 2 * len(todo)
+    key_schema = pa.schema(
+        [history_schema.field(n) for n in key_columns] + [pa.field(_HISTORY_ROW, pa.int64())]
+    )
+    _check_buckets(
+        _needs(k_spill.bytes, k_spill.rows, s_spill.rows, 8),
+        k_spill.rows,
+        s_spill.rows,
+        budget_bytes,
+        label,
+    )
+    # The history rows some sample matches: the only ones the join below needs.
+    used = np.zeros(seen, dtype=bool)
+    kept = np.zeros(buckets, dtype=np.int64)
+    for done, b in enumerate(todo):
+        should_stop()
+        spine = s_spill.read(b, spine_schema)
+        hist = k_spill.read(b, key_schema)
+        found = matched_history_rows(
+            spine,
+            entity_column=entity_column,
+            s_time=spine.column(timestamp_column).to_numpy(),
+            history=hist,
+            history_entity_column=history_entity_column,
+            event_time_column=columns.event_time_column,
+            ingestion_time_column="_ingestion_time",
+            ttl_seconds=columns.ttl_seconds,
+            as_known_at=columns.as_known_at,
+        )
+        numbers = np.unique(hist.column(_HISTORY_ROW).to_numpy()[found[found >= 0]])
+        used[numbers] = True
+        kept[b] = len(numbers)
+        del spine, hist, found, numbers
+        if k_spill.path(b).exists():
+            k_spill.path(b).unlink()
+        on_progress(done + 1, steps)
+    # The data join's need from the records it will hold, before the history is read again.
+    _check_buckets(
+        _needs(kept * h_row, kept, s_spill.rows, out_row), kept, s_spill.rows, budget_bytes, label
+    )
+    h_spill = _Spill(workdir, "history", buckets)
+    try:
+        lo = 0
+        for batch in history(needed):
+            should_stop()
+            hi = lo + batch.num_rows
+            if hi > seen:
+                _changed(seen, hi)
+            keep = used[lo:hi]
+            lo = hi
+            if keep.any():
+                split_history(batch.select(needed).filter(pa.array(keep)), h_spill)
+        if lo != seen:
+            _changed(seen, lo)
+    finally:
+        h_spill.close()
+    _check_buckets(
+        _needs(h_spill.bytes, h_spill.rows, s_spill.rows, out_row),
+        h_spill.rows,
+        s_spill.rows,
+        budget_bytes,
+        label,
+    )
+
     o_spill = _Spill(workdir, "joined", buckets)
     # Rows per output batch of a bucket: the merge holds one batch of every bucket at once.
     out_batch = max(1024, budget_bytes // (4 * buckets * (out_row + 16)))
-    todo = [b for b in range(buckets) if s_spill.rows[b]]
     try:
-        for done, b in enumerate(todo):
+        for done, b in enumerate(todo, start=len(todo)):
             should_stop()
             spine = s_spill.read(b, spine_schema)
             hist = h_spill.read(b, history_schema.empty_table().select(needed).schema)
@@ -354,7 +431,7 @@ def out_of_core_join(
             s_spill.path(b).unlink()
             if h_spill.path(b).exists():
                 h_spill.path(b).unlink()
-            on_progress(done + 1, len(todo))
+            on_progress(done + 1, steps)
     finally:
         o_spill.close()
 
@@ -372,10 +449,10 @@ def out_of_core_join(
             part = part.take(pa.array(np.argsort(part.column(_ROW).to_numpy())))
             hit = part.column(_MATCHED).to_numpy(zero_copy_only=False)
             matched[lo:hi] = hit
-            columns = list(batch.columns) + [
+            arrays = list(batch.columns) + [
                 part.column(f.name).combine_chunks() for f in feature_schema
             ]
-            out = pa.RecordBatch.from_arrays(columns, schema=out_schema)
+            out = pa.RecordBatch.from_arrays(arrays, schema=out_schema)
             if drop_unless is not None:
                 out = out.filter(pa.array(drop_unless[lo:hi] | hit))
             writer.write_batch(out)
@@ -383,7 +460,43 @@ def out_of_core_join(
             lo = hi
     for c in cursors:
         c.close()
-    return OutOfCoreResult(output, written, buckets, matched)
+    return OutOfCoreResult(output, written, buckets, matched, seen, int(used.sum()))
+
+
+def _changed(first: int, second: int) -> None:
+    raise RuntimeError(
+        f"the history changed between the two passes: {first:,} rows, then {second:,}"
+        f"{' or more' if second > first else ''}"
+    )
+
+
+def _needs(
+    h_bytes: np.ndarray, h_rows: np.ndarray, samples: np.ndarray, out_row: int
+) -> np.ndarray:
+    return np.array(
+        [
+            join_bytes(int(b), int(h), int(s), out_row)
+            for b, h, s in zip(h_bytes, h_rows, samples, strict=True)
+        ],
+        dtype=np.int64,
+    )
+
+
+def _check_buckets(
+    needs: np.ndarray, h_rows: np.ndarray, samples: np.ndarray, budget_bytes: int, label: str
+) -> None:
+    """Refuse a bucket whose join needs more than the budget, before it is read."""
+    worst = int(np.argmax(needs))
+    if needs[worst] > budget_bytes:
+        raise FailedPrecondition(
+            f"bucket {worst}/{len(needs)} of {label or 'the feature group'} needs "
+            f"{_gib(needs[worst])} ({needs[worst]} bytes) to join ({h_rows[worst]:,} "
+            f"history rows, {samples[worst]:,} samples), more than the memory budget of "
+            f"{_gib(budget_bytes)}: raise matching.memory_budget_bytes to at least "
+            f"{needs[worst]} (one entity's history cannot be split)",
+            reason="MATCH_MEMORY_BUDGET",
+            metadata={"needed_bytes": str(needs[worst]), "budget_bytes": str(budget_bytes)},
+        )
 
 
 class _Cursor:

@@ -45,6 +45,11 @@ class NativeReaderSettings(StrictModel):
     # page out idle memory would otherwise turn reads of "cold" entities into disk reads.
     # 0 disables; beyond the share (or the memory-lock limit) it logs and reads from disk.
     resident_memory_fraction: float = Field(default=0.5, ge=0, le=0.9)
+    # Scheduler slice for the reader's threads (EEVDF, Linux 6.12+; 0: the kernel's default).
+    # A short slice lets a woken reader thread preempt whatever runs on a busy CPU instead of
+    # waiting out its slice: on a shared host that wait is the read's tail
+    # (docs/experiments/online-tail.md). Older kernels ignore it.
+    scheduler_slice_us: int = Field(default=0, ge=0, le=100_000)
     start_timeout_seconds: float = 10.0
 
 
@@ -122,6 +127,8 @@ class NativeReader:
         if settings.resident_memory_fraction:
             ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
             cmd += ["--lock-memory", str(int(ram * settings.resident_memory_fraction))]
+        if settings.scheduler_slice_us:
+            cmd += ["--scheduler-slice-us", str(settings.scheduler_slice_us)]
         if auth.enabled:
             tokens = work_dir / "online-reader.tokens"
             tokens.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import fcntl
 import io
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -265,36 +266,24 @@ class OfflineStore:
             table = table.filter(mask)
         return table
 
-    def history_row_count(self, name: str, version: int) -> int:
-        """Rows :meth:`history_batches` yields (registered partitions plus staged rows)."""
-        rows = sum(p.row_count for p in self.partitions(name) if p.group_version == version)
-        for path in self._staged_files(name, version):
-            with ipc.open_file(pa.memory_map(str(path))) as reader:
-                rows += sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-        return rows
-
-    def history_batches(
-        self, name: str, version: int, *, batch_rows: int, spill_dir: Path | None = None
-    ) -> Iterator[pa.RecordBatch]:
-        """Every history row of the group version, in :meth:`read_history`'s order, as batches
-        of at most ``batch_rows`` rows: one partition at a time is downloaded to a temporary
-        file under ``spill_dir`` and read row group by row group, so memory stays at a row
-        group (compaction's target_partition_bytes bounds a partition, hence its groups)."""
-        from atlas_data.matching_outofcore import parquet_batches
-
-        for part in self.partitions(name):
-            if part.group_version != version:
-                continue
-            with tempfile.TemporaryDirectory(prefix="atlas-history-", dir=spill_dir) as tmp:
-                path = Path(tmp) / "part.parquet"
-                self._artifacts.download_to_file(part.ref, path)
-                yield from parquet_batches(path, batch_rows)
-        for path in self._staged_files(name, version):
-            with ipc.open_file(pa.memory_map(str(path))) as reader:
-                for i in range(reader.num_record_batches):
-                    batch = reader.get_batch(i)
-                    for start in range(0, batch.num_rows, batch_rows):
-                        yield batch.slice(start, batch_rows)
+    def history_files(self, name: str, version: int, dest: Path) -> list[Path]:
+        """The group version's history as local files in :meth:`read_history`'s order, an
+        unchanging copy for readers that pass over it more than once (the out-of-core join):
+        the staged files copied and the partitions listed under the flush lock (a flush or
+        compaction then cannot move rows between the two), the partitions downloaded after
+        it, into ``dest``."""
+        dest.mkdir(parents=True, exist_ok=True)
+        with self._flush_lock(name, version):
+            parts = [p for p in self.partitions(name) if p.group_version == version]
+            staged = []
+            for i, path in enumerate(self._staged_files(name, version)):
+                staged.append(dest / f"staged-{i:06d}.arrow")
+                shutil.copyfile(path, staged[-1])
+        files = []
+        for i, part in enumerate(parts):
+            files.append(dest / f"part-{i:06d}.parquet")
+            self._artifacts.download_to_file(part.ref, files[-1])
+        return files + staged
 
     # -- maintenance --------------------------------------------------------------------------
 

@@ -182,6 +182,12 @@ def train_result_to_pb(raw: dict[str, Any]) -> pb.TrainGraphResult:
         msg.embeddings_feature_group.CopyFrom(
             common_pb2.FeatureGroupRef(name=group["name"], version=group["version"])
         )
+    for ntype, ref in raw.get("embeddings_by_type", {}).items():
+        msg.embeddings_by_type[ntype].CopyFrom(artifact(ref))
+    for ntype, typed in raw.get("embeddings_feature_groups_by_type", {}).items():
+        msg.embeddings_feature_groups_by_type[ntype].CopyFrom(
+            common_pb2.FeatureGroupRef(name=typed["name"], version=typed["version"])
+        )
     return msg
 
 

@@ -99,10 +99,8 @@ class GraphReason(Reason):
     HETEROGENEOUS = (
         auto(),
         INVALID_ARGUMENT,
-        "Several untyped node tables, or an option heterogeneous graphs do not support (GAT, "
-        "link prediction).",
-        "Give every table its node_type / edge_type, or use GraphSAGE or R-GCN node "
-        "classification.",
+        "Several untyped node tables, or R-GCN asked on a homogeneous graph.",
+        "Give every table its node_type / edge_type; R-GCN needs a typed graph.",
     )
     UNKNOWN_NODE_TYPE = (
         auto(),
@@ -141,6 +139,13 @@ class GraphReason(Reason):
         "train.target_node_type is not a node type of the graph, is missing on a graph with "
         "several labelled types, or is set on a homogeneous graph.",
         "Name a node type of the graph (GetGraph lists them).",
+    )
+    UNKNOWN_EDGE_TYPE = (
+        auto(),
+        INVALID_ARGUMENT,
+        "train.link_prediction.target_edge_type is missing on a heterogeneous graph, is not "
+        "one of its canonical edge types, or is set on a homogeneous graph.",
+        "Name an edge type of the graph as src:rel:dst (GetGraph lists them).",
     )
     NO_TARGET_LABELS = (
         auto(),

@@ -40,7 +40,14 @@ from atlas_graph.partitioning import (
 )
 from atlas_graph.runtime import GraphRuntime, open_runtime
 from atlas_graph.tables import idempotency
-from atlas_graph.tasks import LINK_PREDICTION, MIN_LINK_EDGES, TASKS, link_options, target_type
+from atlas_graph.tasks import (
+    LINK_PREDICTION,
+    MIN_LINK_EDGES,
+    TASKS,
+    link_options,
+    target_edge_type,
+    target_type,
+)
 
 
 def _check_link(spec: pb.LinkPredictionSpec, num_edges: int) -> None:
@@ -191,7 +198,18 @@ class GraphService:
                 reason="HETEROGENEOUS",
             )
         if TASKS[spec.task] == LINK_PREDICTION:
-            _check_link(spec.link_prediction, int(part["edge_boundaries"][-1]))
+            edges = int(part["edge_boundaries"][-1])
+            if part.get("hetero"):
+                typed = part["type_boundaries"]["edge"][spec.link_prediction.target_edge_type]
+                edges = int(typed[-1])
+            elif spec.link_prediction.target_edge_type:
+                raise InvalidArgument(
+                    f"train.link_prediction.target_edge_type "
+                    f"{spec.link_prediction.target_edge_type!r}: the graph is homogeneous; "
+                    "leave it empty",
+                    reason="UNKNOWN_EDGE_TYPE",
+                )
+            _check_link(spec.link_prediction, edges)
         elif spec.HasField("link_prediction"):
             raise InvalidArgument(
                 "train.link_prediction is set but train.task is not GRAPH_TASK_LINK_PREDICTION",
@@ -310,12 +328,15 @@ class GraphService:
 
 
 def _check_hetero_train(spec: pb.TrainGraphSpec, part: dict[str, Any]) -> None:
-    if TASKS.get(spec.task) == LINK_PREDICTION or spec.model == pb.GNN_MODEL_GAT:
-        raise InvalidArgument(
-            "train.task / train.model: heterogeneous graphs train node classification with "
-            "GNN_MODEL_GRAPHSAGE or GNN_MODEL_RGCN",
-            reason="HETEROGENEOUS",
-        )
+    if TASKS.get(spec.task) == LINK_PREDICTION:
+        if spec.target_node_type:
+            raise InvalidArgument(
+                "train.target_node_type: link prediction scores edges of "
+                "train.link_prediction.target_edge_type; leave target_node_type empty",
+                reason="UNKNOWN_TARGET_TYPE",
+            )
+        target_edge_type(spec, part)
+        return
     target = target_type(spec, part)
     info = {t["node_type"]: t for t in part["node_type_info"]}[target]
     if not info["num_classes"]:

@@ -25,6 +25,7 @@ def link_options(spec: pb.LinkPredictionSpec) -> dict[str, Any]:
         "val_fraction": spec.val_fraction or 0.05,
         "negatives": spec.num_negatives or 1,
         "eval_negatives": spec.eval_negatives or 100,
+        "target_edge_type": spec.target_edge_type,
     }
 
 
@@ -47,3 +48,22 @@ def target_type(spec: pb.TrainGraphSpec, part: dict[str, Any]) -> str:
             reason="UNKNOWN_TARGET_TYPE",
         )
     return labelled[0]
+
+
+def target_edge_type(spec: pb.TrainGraphSpec, part: dict[str, Any]) -> str:
+    """The canonical edge type a heterogeneous link-prediction job scores (named, required)."""
+    named = spec.link_prediction.target_edge_type
+    etypes = sorted(part["edge_types"])
+    if not named:
+        raise InvalidArgument(
+            "train.link_prediction.target_edge_type is empty: a heterogeneous graph scores "
+            f"the edges of one type; name one of {etypes}",
+            reason="UNKNOWN_EDGE_TYPE",
+        )
+    if named not in etypes:
+        raise InvalidArgument(
+            f"train.link_prediction.target_edge_type {named!r} is not an edge type of the "
+            f"graph (canonical src:rel:dst; edge types: {etypes})",
+            reason="UNKNOWN_EDGE_TYPE",
+        )
+    return named

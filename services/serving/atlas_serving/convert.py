@@ -28,6 +28,7 @@ from atlas_serving import domain as d
 from atlas_serving.dataplane.artifact_batch import PARQUET, ArtifactAnswer
 from atlas_serving.dataplane.inference import RowResult
 from atlas_serving.dataplane.predict import Answer, row_error
+from atlas_serving.dataplane.variants import ServedVersion
 from atlas_serving.records import Codecs
 
 BUNDLE_MEDIA_TYPE = "application/x-atlas-bundle"
@@ -837,12 +838,17 @@ def model_ref(answer: Answer) -> common_pb2.ModelRef:
     return version_ref(*answer.model)
 
 
+def served_version(served: ServedVersion) -> pb.ServedVersion:
+    return pb.ServedVersion(name=served.name, reason=served.reason, scoring=served.scoring)
+
+
 def predict_response(answer: Answer) -> pb.PredictResponse:
     return pb.PredictResponse(
         prediction=prediction(answer.results[0]),
         model=model_ref(answer),
         variant=answer.variant,
         prediction_id=answer.prediction_id,
+        served_version=served_version(answer.served),
     )
 
 
@@ -852,6 +858,7 @@ def batch_response(answer: Answer) -> pb.PredictBatchResponse:
         model=model_ref(answer),
         variant=answer.variant,
         prediction_id=answer.prediction_id,
+        served_version=served_version(answer.served),
     )
 
 
@@ -864,6 +871,7 @@ def artifact_response(done: ArtifactAnswer) -> pb.PredictBatchResponse:
         model=version_ref(*done.model),
         variant=done.variant,
         prediction_id=done.prediction_id,
+        served_version=served_version(done.served),
     )
 
 

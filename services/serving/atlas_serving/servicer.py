@@ -267,6 +267,7 @@ class ServingServicer(pb_grpc.ServingServiceServicer):
                 model=convert.model_ref(answer),
                 variant=answer.variant,
                 prediction_id=answer.prediction_id,
+                served_version=convert.served_version(answer.served),
             )
 
     # -- capture and monitoring ------------------------------------------------------------

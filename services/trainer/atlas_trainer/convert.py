@@ -243,7 +243,18 @@ def deep_learning_to_pb(d: dict[str, Any]) -> pb.DeepLearningResult:
         restarts=int(d.get("restarts") or 0),
         torchrun_command=str(d.get("torchrun_command") or ""),
         rendezvous_config=str(d.get("rendezvous_config") or ""),
+        classifier_shards=[
+            pb.ClassifierShard(
+                rank=int(s["rank"]),
+                class_start=int(s["class_start"]),
+                class_stop=int(s["class_stop"]),
+                params=int(s["params"]),
+            )
+            for s in d.get("classifier_shards") or []
+        ],
     )
+    if d.get("nas"):
+        msg.nas.CopyFrom(nas_result_to_pb(d["nas"]))
     memory = d.get("activation_memory")
     if memory:
         m = msg.activation_memory
@@ -251,6 +262,7 @@ def deep_learning_to_pb(d: dict[str, Any]) -> pb.DeepLearningResult:
         m.peak_bytes_without_checkpointing = int(memory["peak_bytes_without_checkpointing"])
         m.checkpointing = bool(memory["checkpointing"])
         m.method = str(memory["method"])
+        m.checkpointing_mode = str(memory.get("checkpointing_mode") or "")
         for field, key in (
             ("step_time_with_checkpointing", "step_seconds_with_checkpointing"),
             ("step_time_without_checkpointing", "step_seconds_without_checkpointing"),
@@ -258,6 +270,34 @@ def deep_learning_to_pb(d: dict[str, Any]) -> pb.DeepLearningResult:
             value = seconds(memory.get(key))
             if value is not None:
                 getattr(m, field).CopyFrom(value)
+    return msg
+
+
+def nas_candidate_to_pb(c: dict[str, Any]) -> pb.NasCandidate:
+    return pb.NasCandidate(
+        architecture=_struct(c["architecture"]),
+        description=str(c["description"]),
+        accuracy=float(c["accuracy"]),
+        parameters=int(c["parameters"]),
+        macs=int(c["macs"]),
+    )
+
+
+def nas_result_to_pb(n: dict[str, Any]) -> pb.NasResult:
+    msg = pb.NasResult(
+        architectures_evaluated=int(n["architectures_evaluated"]),
+        generations=int(n["generations"]),
+        pareto_front=[nas_candidate_to_pb(c) for c in n["pareto_front"]],
+        best=nas_candidate_to_pb(n["best"]),
+        fine_tuned_accuracy=float(n["fine_tuned_accuracy"]),
+        supernet_parameters=int(n["supernet_parameters"]),
+        max_parameters=int(n["max_parameters"]),
+        max_macs=int(n["max_macs"]),
+    )
+    for field, key in (("supernet_time", "supernet_seconds"), ("search_time", "search_seconds")):
+        value = seconds(n.get(key))
+        if value is not None:
+            getattr(msg, field).CopyFrom(value)
     return msg
 
 

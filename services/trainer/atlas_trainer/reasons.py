@@ -128,12 +128,6 @@ class TrainerReason(Reason):
         "The training data is not readable Parquet.",
         "Upload a valid Parquet file.",
     )
-    UNSUPPORTED_KIND = (
-        auto(),
-        INVALID_ARGUMENT,
-        "The job kind or option (deep_learning.nas) is not offered by this trainer version.",
-        "Submit an automl job or a deep_learning job without nas.",
-    )
     BAD_ARCHITECTURE = (
         auto(),
         INVALID_ARGUMENT,
@@ -396,4 +390,12 @@ class TrainerReason(Reason):
         INVALID_ARGUMENT,
         "The labels are all positive or all negative for the chosen positive label.",
         "Check positive_label, or use varied labels.",
+    )
+    BAD_NAS_SPEC = (
+        auto(),
+        INVALID_ARGUMENT,
+        "deep_learning.nas is out of range: an unknown choice (activation, even kernel size), a "
+        "limit at or below 0 or below the smallest sub-network, population or generations out "
+        "of range, an architecture without a supernet, or workers > 1.",
+        "Fix the field the message names.",
     )

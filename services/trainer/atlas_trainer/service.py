@@ -172,13 +172,17 @@ class TrainerService:
                 metadata={"field": "deep_learning.workers"},
             )
         X, y = split_target(load_training_data(self.rt, spec), spec)
-        prepare(
+        prepared = prepare(
             X,
             y,
             config,
             target=spec.target_column,
             max_classes=self.rt.settings.jobs.deep_max_classes,
         )
+        if config.nas is not None:
+            from atlas_trainer.deep.nas_space import check_nas_limits
+
+            check_nas_limits(config.nas, config.architecture, prepared.info, len(prepared.classes))
 
     def submit(self, spec: pb.TrainingJobSpec, request_id: str) -> str:
         """Store the job (QUEUED). Jobs naming one ``automl.study_name`` share that Optuna

@@ -161,7 +161,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.task == "link_prediction":
         spec.link_prediction.CopyFrom(
-            pb.LinkPredictionSpec(test_fraction=args.test_fraction, num_negatives=args.negatives)
+            pb.LinkPredictionSpec(
+                test_fraction=args.test_fraction,
+                num_negatives=args.negatives,
+                target_edge_type=args.target_edge_type,
+            )
         )
     with _client(args) as client:
         return _submitted(client, client.train(spec), args.wait)
@@ -268,6 +272,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--test-fraction", type=float, default=0.0, help="link prediction: held-out pairs"
     )
     p.add_argument("--negatives", type=int, default=0, help="link prediction: negatives per edge")
+    p.add_argument(
+        "--target-edge-type",
+        default="",
+        help="link prediction on heterogeneous graphs: the edge type to score, src:rel:dst",
+    )
     p.add_argument("--fan-outs", default="10,10", help="per layer, comma-separated")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--epochs", type=int, default=5)

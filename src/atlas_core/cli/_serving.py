@@ -530,10 +530,23 @@ def cmd_predict_row(args: argparse.Namespace) -> int:
     out = {
         "variant": resp.variant,
         "model": f"{resp.model.model_name} v{resp.model.version}",
+        **_served(resp.served_version),
         **_prediction_dict(resp.prediction),
     }
     show_value(args, out)
     return 0
+
+
+def _served(served: pb.ServedVersion) -> dict[str, Any]:
+    """Which version of the bundle's model answered, why and how it was scored (nothing
+    when the server does not say)."""
+    if not (served.name or served.scoring):
+        return {}
+    return {
+        "served_version": served.name or "(the bundle's only version)",
+        "served_because": served.reason,
+        "scoring": served.scoring,
+    }
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -568,9 +581,12 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
         resp = client.predict_batch(args.endpoint, rows, all_scores=args.all_scores)
     for p in resp.predictions:
         print(json.dumps(_prediction_dict(p)))
+    served = resp.served_version
+    version = f", {served.name} version" if served.name else ""
+    scoring = f", {served.scoring} scoring" if served.scoring else ""
     print(
         f"{len(resp.predictions)} rows by {resp.variant} "
-        f"({resp.model.model_name} v{resp.model.version})",
+        f"({resp.model.model_name} v{resp.model.version}{version}{scoring})",
         file=sys.stderr,
     )
     return 0

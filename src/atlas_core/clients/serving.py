@@ -59,6 +59,10 @@ def variant(
 
 
 def value(v: Any) -> common_pb2.Value:
+    """A feature value as the wire carries it; None (a missing value) is the empty Value, which
+    the server reads as missing, not the text "None"."""
+    if v is None:
+        return common_pb2.Value()
     if isinstance(v, bool):
         return common_pb2.Value(bool_value=v)
     if isinstance(v, int):

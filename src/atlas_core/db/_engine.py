@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from atlas_core.config import DatabaseSettings, SqliteSynchronous
-from atlas_core.errors import ConfigError, Unavailable
+from atlas_core.errors import SETTING, ConfigError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 """How long a SQLite connection waits for another writer before failing with 'locked'."""
@@ -184,7 +184,9 @@ def check_connection(engine: Engine) -> None:
     else:
         return
     raise Unavailable(
-        message, reason="DATABASE_UNAVAILABLE", metadata={"url": mask_url(engine.url)}
+        message,
+        reason="DATABASE_UNAVAILABLE",
+        metadata={"url": mask_url(engine.url), SETTING: "database.url"},
     )
 
 

@@ -16,7 +16,7 @@ from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardSca
 
 from atlas_core.ml._crosses import PairwiseCrosses
 from atlas_core.ml._encoding import CardinalityEncoder
-from atlas_core.ml._sanitize import ColumnSanitizer
+from atlas_core.ml._sanitize import ColumnSanitizer, as_floats
 
 _SCALERS = {
     "standard": lambda seed: StandardScaler(),
@@ -140,19 +140,19 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return self._transform_tail(self._stack(parts, len(clean)))
 
     def matrix_transform(self, columns: Sequence[str]) -> Callable[[np.ndarray], np.ndarray] | None:
-        """``transform`` for a float matrix whose columns are ``columns`` (serving's fast
-        path: no DataFrame), or None when a kept column is categorical, a datetime or not in
-        ``columns``. Gives the same output as ``transform`` on the equivalent frame."""
+        """``transform`` for a matrix whose columns are ``columns`` (serving's fast path: no
+        DataFrame): float64, or object when categorical columns hold their raw values (None
+        for missing; numeric columns floats there too). None when a kept column is a datetime
+        or not in ``columns``. Gives the same output as ``transform`` on the equivalent frame."""
         sanitizer = self.sanitizer_
         position = {str(c): i for i, c in enumerate(columns)}
-        if (
-            sanitizer.categorical_
-            or sanitizer.datetime_
-            or any(n not in position for n in sanitizer.numeric_)
-        ):
+        kept = [*sanitizer.numeric_, *sanitizer.categorical_]
+        if sanitizer.datetime_ or any(n not in position for n in kept):
             return None
         take = np.array([position[n] for n in sanitizer.numeric_], dtype=np.intp)
+        take_cat = np.array([position[n] for n in sanitizer.categorical_], dtype=np.intp)
         impute = _impute_fn(self.imputer_) if self.imputer_ is not None else None
+        encode = self.encoder_.matrix_transform() if self.encoder_ is not None else None
         crosser = self.crosser_
         cross = crosser.transform if crosser is not None and crosser.pairs_ else None
         tail = [
@@ -164,8 +164,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         def transform(M: np.ndarray) -> np.ndarray:
             parts: list[np.ndarray] = []
             if impute is not None:  # fancy indexing copies; NaN and +-inf are missing
-                num = impute(np.asarray(M, dtype=np.float64)[:, take])
+                num = impute(as_floats(M[:, take]))
                 parts.append(num if cross is None else cross(num))
+            if encode is not None:
+                parts.append(encode(M[:, take_cat]))
             Z = self._stack(parts, len(M))
             for step in tail:
                 Z = step(Z)
@@ -240,8 +242,10 @@ _QUANTILE_BOUND = 1e-7  # sklearn.preprocessing._data.BOUNDS_THRESHOLD
 
 def _quantile_fn(step: QuantileTransformer) -> Callable[[np.ndarray], np.ndarray]:
     """``QuantileTransformer.transform`` as sklearn computes it (the mean of the forward and
-    backward interpolation, the bounds, then the normal quantile), one ``np.interp`` pair per
-    column: sklearn's own call costs milliseconds per row in validation and ``scipy.stats``."""
+    backward interpolation, the bounds, then the normal quantile): sklearn's own call costs
+    milliseconds per row in validation and ``scipy.stats``. A few rows interpolate every
+    column, both directions, in one ``_interp_columns``; a batch takes one ``np.interp`` pair
+    per column."""
     quantiles = np.asarray(step.quantiles_, dtype=np.float64)
     refs = np.asarray(step.references_, dtype=np.float64)
     columns = [
@@ -249,17 +253,31 @@ def _quantile_fn(step: QuantileTransformer) -> Callable[[np.ndarray], np.ndarray
         for j in range(quantiles.shape[1])
     ]
     back_refs = np.ascontiguousarray(-refs[::-1])
+    # forward columns, then backward ones (-x on the reversed, negated points)
+    both_x = np.hstack([quantiles, -quantiles[::-1]])
+    both_f = np.hstack(
+        [
+            np.repeat(refs[:, None], quantiles.shape[1], 1),
+            np.repeat(back_refs[:, None], quantiles.shape[1], 1),
+        ]
+    )
+    width = quantiles.shape[1]
     low_x, high_x = quantiles[0], quantiles[-1]
     normal = step.output_distribution == "normal"
     clip_min = ndtri(_QUANTILE_BOUND - np.spacing(1))
     clip_max = ndtri(1 - (_QUANTILE_BOUND - np.spacing(1)))
+    few_rows = max(1, _INTERP_CELLS // max(1, both_x.size))
 
     def transform(Z: np.ndarray) -> np.ndarray:
         Z = np.asarray(Z, dtype=np.float64)
-        out = np.empty_like(Z)
-        for j, (forward, backward) in enumerate(columns):
-            x = Z[:, j]
-            out[:, j] = 0.5 * (np.interp(x, forward, refs) - np.interp(-x, backward, back_refs))
+        if len(Z) <= few_rows:
+            both = _interp_columns(np.hstack([Z, -Z]), both_x, both_f)
+            out = 0.5 * (both[:, :width] - both[:, width:])
+        else:
+            out = np.empty_like(Z)
+            for j, (forward, backward) in enumerate(columns):
+                x = Z[:, j]
+                out[:, j] = 0.5 * (np.interp(x, forward, refs) - np.interp(-x, backward, back_refs))
         if normal:
             out[Z + _QUANTILE_BOUND > high_x] = 1.0
             out[Z - _QUANTILE_BOUND < low_x] = 0.0
@@ -270,3 +288,26 @@ def _quantile_fn(step: QuantileTransformer) -> Callable[[np.ndarray], np.ndarray
         return out
 
     return transform
+
+
+# Rows x points x columns compared at once by the few-rows path of _quantile_fn.
+_INTERP_CELLS = 1 << 20
+
+
+def _interp_columns(Z: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp(Z[:, j], xp[:, j], fp[:, j])`` for every column j at once, with numpy's own
+    arithmetic (equal bit for bit): ``xp`` and ``fp`` are [points, columns], each column of
+    ``xp`` non-decreasing, ``fp`` finite (so numpy's retry of a NaN result never happens).
+    NaN stays NaN; below the first point fp[0], from the last on fp[-1]."""
+    n_points, width = xp.shape
+    # j: the last point <= x (numpy's bracket xp[j] <= x < xp[j + 1]), -1 below the first
+    j = (xp <= Z[:, None, :]).sum(axis=1) - 1
+    at = np.minimum(np.maximum(j, 0), n_points - 2) * width + np.arange(width)
+    x0, x1, y0, y1 = xp.take(at), xp.take(at + width), fp.take(at), fp.take(at + width)
+    finite = bool(np.isfinite(Z).all())
+    z = Z if finite else np.where(np.isfinite(Z), Z, x0)  # outside the bracket anyway
+    step = x1 - x0  # 0 only outside the bracket (ties at an end)
+    value = (y1 - y0) / np.where(step > 0, step, 1.0) * (z - x0) + y0
+    value = np.where(Z == x0, y0, value)  # numpy: a point hit exactly gives its own value
+    value = np.where(j < 0, fp[0], np.where(j >= n_points - 1, fp[-1], value))
+    return value if finite else np.where(np.isnan(Z), Z, value)

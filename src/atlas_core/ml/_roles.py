@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from atlas_core.ml._dates import DATE_FORMATS, date_matrix_fn, datetime_parts, parse_dates
 from atlas_core.ml._model import EstimatorCompiler, MatrixScorer
 from atlas_core.ml._sanitize import ColumnSanitizer, is_categorical
+from atlas_core.ml._text_matrix import text_fn
 
 NUMERIC, CATEGORICAL, DATETIME, TEXT, IDENTIFIER = (
     "numeric",
@@ -61,44 +63,11 @@ TEXT_MIN_MEAN_WORDS = 3.0
 SAMPLE_VALUES = 500
 ROTATION_DEGREES = (30, 45, 60)
 
-# Tried in order; the first with the highest parse share wins (so 01/02/2024 is month first).
-DATE_FORMATS = (
-    "ISO8601",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y %H:%M",
-    "%m/%d/%Y",
-    "%d/%m/%Y %H:%M:%S",
-    "%d/%m/%Y %H:%M",
-    "%d/%m/%Y",
-    "%Y/%m/%d %H:%M:%S",
-    "%Y/%m/%d",
-    "%d.%m.%Y %H:%M:%S",
-    "%d.%m.%Y",
-    "%d-%m-%Y",
-    "%d %b %Y",
-    "%d %B %Y",
-    "%b %d, %Y",
-    "%B %d, %Y",
-    "%b %d %Y",
-    "%a %b %d %H:%M:%S %z %Y",  # Twitter's created_at
-    "%a, %d %b %Y %H:%M:%S %z",  # RFC 2822 (e-mail, HTTP)
-)
 # the name's last word: ``pickup_lat`` is a latitude, ``long_description_len`` is not
 _LAT = re.compile(r"(^|[_\W])(lat|latitude)$", re.IGNORECASE)
 _LON = re.compile(r"(^|[_\W])(lon|lng|long|longitude)$", re.IGNORECASE)
 _DIGITS_ONLY = re.compile(r"^[\s+-]*[\d.]+\s*$")
 _PUNCTUATION = re.escape(string.punctuation)
-# (name, period or None) of the calendar parts, in output order.
-_CALENDAR = (
-    ("year", None),
-    ("month", 12.0),
-    ("day", 31.0),
-    ("weekday", 7.0),
-    ("hour", 24.0),
-    ("minute", 60.0),
-    ("dayofyear", 365.25),
-)
-_CYCLIC = ("month", "weekday", "hour", "dayofyear")
 
 
 @dataclass(frozen=True)
@@ -130,24 +99,6 @@ def _sample(values: pd.Series) -> pd.Series:
     if len(distinct) > SAMPLE_VALUES:
         distinct = distinct.sample(SAMPLE_VALUES, random_state=0)
     return distinct
-
-
-def parse_dates(values: pd.Series, fmt: str) -> pd.Series:
-    """``values`` as UTC timestamps with format ``fmt`` (naive times are taken as UTC);
-    a value that does not parse is NaT."""
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        out = pd.to_datetime(values, utc=True)
-    elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
-        values.dtype
-    ):
-        out = pd.to_datetime(values, unit="s", utc=True, errors="coerce")  # epoch seconds
-    else:
-        text = values.astype(object).where(values.notna(), None)
-        if fmt == "native":  # datetime objects in an object column
-            out = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-        else:
-            out = pd.to_datetime(text.astype("string"), format=fmt, utc=True, errors="coerce")
-    return pd.Series(out, index=values.index)
 
 
 def best_date_format(values: pd.Series) -> tuple[str, float]:
@@ -254,32 +205,6 @@ def _coordinate_pairs(
 # ------------------------------------------------------------------------------ features
 
 
-def _datetime_parts(ts: pd.Series, origin: pd.Timestamp) -> dict[str, np.ndarray]:
-    """Every calendar part (float64, NaN where ``ts`` is NaT) and its sin/cos."""
-    dt = ts.dt
-    hour = dt.hour + dt.minute / 60.0
-    raw = {
-        "year": dt.year,
-        "month": dt.month,
-        "day": dt.day,
-        "weekday": dt.weekday,
-        "hour": hour,
-        "minute": dt.minute,
-        "dayofyear": dt.dayofyear,
-    }
-    parts: dict[str, np.ndarray] = {}
-    for name, _ in _CALENDAR:
-        parts[name] = np.asarray(raw[name], dtype=np.float64)
-    for name, period in _CALENDAR:
-        if name in _CYCLIC and period is not None:
-            angle = 2.0 * math.pi * parts[name] / period
-            parts[f"{name}_sin"] = np.sin(angle)
-            parts[f"{name}_cos"] = np.cos(angle)
-    elapsed = (ts - origin).dt.total_seconds() / 86_400.0
-    parts["elapsed_days"] = np.asarray(elapsed, dtype=np.float64)
-    return parts
-
-
 def _text_values(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), "").astype(str)
 
@@ -308,17 +233,17 @@ def _text_statistics(values: pd.Series) -> dict[str, np.ndarray]:
 def _category_values(values: pd.Series) -> pd.Series:
     """Values of a column used as a category, as strings (``1`` and ``1.0`` alike)."""
     if pd.api.types.is_numeric_dtype(values.dtype) or values.dtype == object:
-
-        def one(v: Any) -> Any:
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                return None
-            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-                f = float(v)
-                return str(int(f)) if f.is_integer() else repr(f)
-            return str(v)
-
-        return values.map(one).astype(object)
+        return values.map(_category_value).astype(object)
     return values.astype(object).where(values.notna(), None)
+
+
+def _category_value(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        f = float(v)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return str(v)
 
 
 @dataclass
@@ -451,7 +376,7 @@ class ColumnRoleFeatures:
         self.date_formats_[name] = fmt
         origin = ts.min()
         self.date_origins_[name] = origin if pd.notna(origin) else pd.Timestamp(0, tz="UTC")
-        parts = _datetime_parts(ts, self.date_origins_[name])
+        parts = datetime_parts(ts, self.date_origins_[name])
         # a part constant over the training rows (every time at midnight) carries nothing
         kept = [p for p, v in parts.items() if np.isfinite(v).any() and np.nanstd(v) > 0] or [
             "elapsed_days"
@@ -525,7 +450,7 @@ class ColumnRoleFeatures:
             values = column(name)
             if name in self.date_formats_:
                 ts = parse_dates(values, self.date_formats_[name])
-                parts = _datetime_parts(ts, self.date_origins_[name])
+                parts = datetime_parts(ts, self.date_origins_[name])
                 add({f"{name}.{p}": parts[p] for p in self.date_parts_[name]})
             elif name in self.text_:
                 self._text_features(values, name, names, blocks)
@@ -597,39 +522,95 @@ class ColumnRoleFeatures:
     def matrix_transform(
         self, columns: Sequence[str]
     ) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]] | None:
-        """(``transform`` of a float matrix whose columns are ``columns``, its output column
-        names), or None when a kept column is not plain numeric (datetimes, text and
-        categories need the frame) or not in ``columns``."""
+        """(``transform`` of a matrix whose columns are ``columns``, its output column names),
+        or None when a kept column is not in ``columns``. The matrix is float64, or object
+        when string columns hold their raw values (None for missing); the output is object
+        then too, with the categorical columns' values as ``transform`` gives them (the
+        model's encoders take them), free text as its TF-IDF and statistics (see
+        ``_text_matrix``) and dates as their calendar parts (see ``_dates``)."""
         position = {str(c): i for i, c in enumerate(columns)}
-        if self.date_formats_ or self.text_ or self.categorical_ or self.cast_:
+        kept = (*self.numeric_, *self.categorical_, *self.text_, *self.date_formats_)
+        if any(n not in position for n in kept):
             return None
-        if any(n not in position for n in self.numeric_):
-            return None
-        angles = np.deg2rad(np.asarray(ROTATION_DEGREES, dtype=np.float64))
-        cos, sin = np.cos(angles), np.sin(angles)
-        # output blocks in feature order: a column as it is, or a pair's rotations
-        blocks: list[tuple[int, int]] = []  # (column, -1) or (lat, lon)
-        for role in self.roles_:
-            if not role.features:
-                continue
-            blocks.append((position[role.column], -1))
-            if len(role.features) > 1:  # a longitude: its pair's rotations follow
-                lat = next(a for a, b in self.pairs_ if b == role.column)
-                blocks.append((position[lat], position[role.column]))
+        blocks = [
+            block
+            for role in self.roles_
+            if role.features
+            for block in self._matrix_blocks(role.column, position)
+        ]
 
         def transform(M: np.ndarray) -> np.ndarray:
-            M = np.asarray(M, dtype=np.float64)
-            parts = []
-            for first, second in blocks:
-                if second < 0:
-                    parts.append(M[:, first : first + 1])
-                    continue
-                lat, lon = M[:, first : first + 1], M[:, second : second + 1]
-                x, y = lat * cos + lon * sin, lon * cos - lat * sin
-                parts.append(np.stack([x, y], axis=2).reshape(len(M), -1))
-            return np.concatenate(parts, axis=1) if parts else np.zeros((len(M), 0))
+            parts = [block(M) for block in blocks]
+            if not parts:
+                return np.zeros((len(M), 0))
+            return np.concatenate(parts, axis=1)
 
         return transform, list(self.feature_names_out_)
+
+    def _matrix_blocks(
+        self, name: str, position: Mapping[str, int]
+    ) -> list[Callable[[np.ndarray], np.ndarray]]:
+        """A kept column's features (``[n, k]`` each) from the matrix, in output order."""
+        j = position[name]
+        if name in self.date_formats_:
+            dates = date_matrix_fn(
+                self.date_formats_[name], self.date_origins_[name], self.date_parts_[name]
+            )
+            return [lambda M: dates(M[:, j])]
+        if name in self.text_:
+            fitted = self.text_[name]
+            text = text_fn([v for _, v in fitted.vectorizers], fitted.stats)
+            return [lambda M: text(M[:, j])]
+        if name in self.categorical_:
+            cast = self.cast_.get(name) == CATEGORICAL
+            out = [(lambda M: _category_block(M[:, j])) if cast else (lambda M: M[:, j : j + 1])]
+            if name in self.frequencies_:
+                freq = self.frequencies_[name]
+
+                def frequency(M: np.ndarray) -> np.ndarray:
+                    keys = _category_block(M[:, j])[:, 0]
+                    return np.array(
+                        [[np.nan if k is None else freq.get(k, 0.0)] for k in keys],
+                        dtype=np.float64,
+                    ).reshape(len(M), 1)
+
+                out.append(frequency)
+            return out
+        if self.cast_.get(name) == NUMERIC:
+            out = [lambda M: _numbers(M[:, j])]
+        else:
+            out = [lambda M: M[:, j : j + 1]]
+        for lat, lon in self.pairs_:
+            if name == lon:
+                out.append(_rotation_block(position[lat], j))
+        return out
+
+
+def _category_block(values: np.ndarray) -> np.ndarray:
+    """``_category_values`` of a column's raw values, as an ``[n, 1]`` object array."""
+    out = np.empty((len(values), 1), dtype=object)
+    out[:, 0] = [_category_value(v) for v in values.tolist()]
+    return out
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """``pd.to_numeric(errors="coerce")`` of a column's raw values, as ``[n, 1]`` float64."""
+    return np.asarray(
+        pd.to_numeric(pd.Series(values, dtype=object), errors="coerce"), dtype=np.float64
+    ).reshape(-1, 1)
+
+
+def _rotation_block(lat: int, lon: int) -> Callable[[np.ndarray], np.ndarray]:
+    angles = np.deg2rad(np.asarray(ROTATION_DEGREES, dtype=np.float64))
+    cos, sin = np.cos(angles), np.sin(angles)
+
+    def rotations(M: np.ndarray) -> np.ndarray:
+        a = np.asarray(M[:, lat : lat + 1], dtype=np.float64)
+        b = np.asarray(M[:, lon : lon + 1], dtype=np.float64)
+        x, y = a * cos + b * sin, b * cos - a * sin
+        return np.stack([x, y], axis=2).reshape(len(M), -1)
+
+    return rotations
 
 
 def _rotations(lat: pd.Series, lon: pd.Series, lat_name: str, lon_name: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+MISSING_CATEGORY = "__missing__"  # a categorical value that is missing, once sanitized
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|rownames?|index)$", re.IGNORECASE)
 
 
@@ -121,9 +122,34 @@ class ColumnSanitizer(TransformerMixin, BaseEstimator):
             out[name] = s.replace([np.inf, -np.inf], np.nan)
         for name in self.categorical_:
             if name not in X.columns:
-                out[name] = pd.Series("__missing__", index=X.index, dtype=object)
+                out[name] = pd.Series(MISSING_CATEGORY, index=X.index, dtype=object)
                 continue
             s = X[name].astype(object)
-            out[name] = s.where(s.notna(), "__missing__").astype(str)
+            out[name] = s.where(s.notna(), MISSING_CATEGORY).astype(str)
         order = [*self.numeric_, *self.categorical_]
         return pd.DataFrame({name: out[name] for name in order}, index=X.index)
+
+
+# -- the matrix path (serving's fast path): a row's raw values in an object matrix ---------
+
+
+def category_strings(values: np.ndarray) -> list[str]:
+    """A categorical column's raw values as ``transform`` makes them (missing ->
+    ``"__missing__"``, anything else ``str``)."""
+    return [
+        MISSING_CATEGORY if v is None or (isinstance(v, float) and v != v) else str(v)
+        for v in values.tolist()
+    ]
+
+
+def sanitized_strings(values: np.ndarray) -> pd.Series:
+    """:func:`category_strings` vectorised (for batches): ``transform``'s own cast."""
+    s = pd.Series(values, dtype=object)
+    return s.where(s.notna(), MISSING_CATEGORY).astype(str)
+
+
+def as_floats(block: np.ndarray) -> np.ndarray:
+    """Numeric columns of a matrix as float64 (None -> NaN in an object matrix)."""
+    if block.dtype != object:
+        return np.asarray(block, dtype=np.float64)
+    return np.where(pd.isna(block), np.nan, block).astype(np.float64)

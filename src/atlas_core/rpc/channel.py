@@ -3,6 +3,7 @@ client-side round_robin load balancing over several replicas, message limits."""
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,6 +123,36 @@ class _SyncDetails(grpc.ClientCallDetails):
         self.compression = compression
 
 
+_ROUND_ROBIN: list[tuple[str, Any]] = [
+    ("grpc.lb_policy_name", "round_robin"),
+    (
+        "grpc.service_config",
+        '{"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{"serviceName":""}}',
+    ),
+]
+
+# Schemes whose target lists its addresses itself: nothing is resolved, one address stays one.
+_LITERAL_SCHEMES = ("ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def _resolves_by_name(target: str) -> bool:
+    """Whether gRPC resolves ``target`` through DNS: a ``dns:`` target, or a bare
+    ``host:port`` whose host is a name rather than an IP address literal."""
+    if target.startswith("dns:"):
+        return True
+    if target.startswith(_LITERAL_SCHEMES):
+        return False
+    if target.startswith("["):  # [v6]:port
+        host = target[1 : target.find("]")]
+    else:  # v4:port, name:port, or a bare v6 address
+        host = target.rsplit(":", 1)[0] if target.count(":") == 1 else target
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return True
+    return False
+
+
 def _target_and_options(settings: ClientSettings) -> tuple[str, list[tuple[str, Any]]]:
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -132,16 +163,13 @@ def _target_and_options(settings: ClientSettings) -> tuple[str, list[tuple[str, 
         # ipv4: scheme lists every replica; round_robin keeps a subchannel per replica and
         # routes around the ones whose health check fails.
         target = "ipv4:" + ",".join(addresses)
-        options += [
-            ("grpc.lb_policy_name", "round_robin"),
-            (
-                "grpc.service_config",
-                '{"loadBalancingConfig":[{"round_robin":{}}],'
-                '"healthCheckConfig":{"serviceName":""}}',
-            ),
-        ]
+        options += _ROUND_ROBIN
     else:
         target = addresses[0]
+        if _resolves_by_name(target):
+            # A name may stand for several replicas (a headless Service's DNS answers with
+            # every ready pod): gRPC's default pick_first would send every call to one of them.
+            options += _ROUND_ROBIN
     if settings.server_name_override:
         options.append(("grpc.ssl_target_name_override", settings.server_name_override))
     return target, options

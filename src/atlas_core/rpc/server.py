@@ -82,13 +82,17 @@ class AtlasServer:
         self.metrics = RpcMetrics()
         self.health = health.aio.HealthServicer()
         auth = authenticator or TokenAuthenticator.from_settings(settings.auth)
-        self._server = aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-                ("grpc.max_send_message_length", settings.max_send_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+            ("grpc.max_send_message_length", settings.max_send_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        if settings.max_connection_age_seconds is not None:
+            # No age grace limit: a long stream (an ingest, a job watch) runs to its end on the
+            # old connection while new calls go over a new one.
+            age_ms = int(settings.max_connection_age_seconds * 1000)
+            options.append(("grpc.max_connection_age_ms", age_ms))
+        self._server = aio.server(options=options)
         registrar = WrappingRegistrar(self._server, auth, self.metrics)
         for svc in self.services:
             svc.add_to_server(svc.servicer, registrar)

@@ -163,6 +163,19 @@ async def test_hetero_graph_trains_distributed_above_chance(graph_harness: Graph
     assert agree > 0.6
     emb = pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(result.embeddings.uri))))
     assert emb.num_rows == 1200 and len(emb.column("embedding")[0]) == 32
+    # Every node type's embeddings, each keyed by its own original ids (int or string).
+    assert sorted(result.embeddings_by_type) == ["device", "merchant", "user"]
+    for ntype, ref_ in result.embeddings_by_type.items():
+        typed = pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(ref_.uri))))
+        originals = generated.nodes[ntype].original_ids
+        expected = [v.decode() for v in originals] if originals.dtype.kind == "S" else originals
+        assert sorted(typed.column("id").to_pylist()) == sorted(list(expected)), ntype
+        assert len(typed.column("embedding")[0]) == 32
+    by_user = pq.read_table(
+        io.BytesIO(art.get_bytes(art.key_for_uri(result.embeddings_by_type["user"].uri)))
+    ).to_pandas()
+    same = emb.to_pandas().set_index("id").loc[by_user["id"], "embedding"].to_list()
+    np.testing.assert_array_equal(np.stack(same), np.stack(by_user["embedding"].to_list()))
 
     # The bundle infers the target type again, for chosen users (original ids).
     inferred = await run_job(

@@ -86,7 +86,8 @@ async def test_two_trainers_predict_held_out_links(graph_harness: GraphHarness) 
     again = (await run_job(stub, timeout=180, infer=infer)).train_result
     rows = pq.read_table(io.BytesIO(art.get_bytes(art.key_for_uri(again.embeddings.uri))))
     assert sorted(rows.column("id").to_pylist()) == [3, 7]
-    assert dict(again.metrics)["test_auc"] == pytest.approx(metrics["test_auc"], abs=1e-6)
+    # Re-embedding sums float32 messages in another order: a few near-tied pairs may swap.
+    assert dict(again.metrics)["test_auc"] == pytest.approx(metrics["test_auc"], abs=1e-3)
     infer.write_predictions = True
     error = await failed_job(stub, infer=infer)
     assert error.code == "INVALID_ARGUMENT" and "infer.write_predictions" in error.message

@@ -1,7 +1,6 @@
 """AutoML models with column roles served over gRPC: raw rows with an ISO timestamp string
-and free text are answered through the frame path (the fast path declines: its matrix holds
-numbers only), and a coordinates model whose roles are plain arithmetic (rotations) is
-answered by the verified, compiled fast path with the same answers."""
+and free text, and a coordinates model whose roles are plain arithmetic (rotations), are
+answered by the verified matrix path with the model's own answers."""
 
 from __future__ import annotations
 
@@ -80,7 +79,7 @@ async def test_raw_dates_and_text_are_served(serving: ServingHarness) -> None:
     expected = model.predict_proba(pd.DataFrame([raw]))[0]
     assert got.prediction.scores["yes"] == pytest.approx(expected[1], rel=1e-5, abs=1e-6)
     loaded = serving.service.models.peek(("tickets", 1))
-    assert loaded is not None and not loaded.fast  # strings in: the frame path, no error
+    assert loaded is not None and loaded.fast  # dates and text parsed on the matrix path
     rows = X.head(20).to_dict("records")
     rows[0]["created"] = "whenever"  # does not parse: missing, still answered
     batch = await serving.stub.PredictBatch(

@@ -103,3 +103,30 @@ async def test_corrupt_bundle_is_refused(serving: ServingHarness) -> None:
             )
         )
     assert err.value.code() in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+async def test_a_missing_value_sent_by_the_client_is_missing_not_text(
+    serving: ServingHarness, features: pd.DataFrame
+) -> None:
+    """The SDK sends None as the empty Value (missing), answered like NaN; it once sent the
+    text "None", refused as a mistyped number."""
+    from atlas_core.clients.serving import feature_row, value
+
+    assert value(None).WhichOneof("kind") is None
+    ref = write_model(serving.settings.s3, "models/bc/v1.tar")
+    await serving.register("bc", ref)
+    await serving.stub.CreateEndpoint(
+        pb.CreateEndpointRequest(spec=pb.EndpointSpec(name="bc", variants=[live("blue", "bc", 1)]))
+    )
+    first = features.iloc[0].to_dict()
+    answers = []
+    for missing in (None, float("nan")):
+        resp = await serving.stub.Predict(
+            pb.PredictRequest(
+                endpoint_name="bc",
+                row=feature_row(dict(first, mean_radius=missing)),
+                options=pb.PredictOptions(return_all_scores=True),
+            )
+        )
+        answers.append(dict(resp.prediction.scores))
+    assert answers[0] == answers[1]

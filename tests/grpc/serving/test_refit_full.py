@@ -94,7 +94,10 @@ async def _served(h: ServingHarness, name: str, ref: ArtifactRef, rows: pd.DataF
         )
     )
     got = np.array([[p.scores["0"], p.scores["1"]] for p in batch.predictions])
-    return got, single.prediction.scores["1"], h.service.models.peek((name, 1))
+    assert batch.served_version == single.served_version  # said on every answer
+    loaded = h.service.models.peek((name, 1))
+    assert loaded is not None and single.served_version.name == loaded.variant
+    return got, single.prediction.scores["1"], loaded, single.served_version
 
 
 def _rows(features: pd.DataFrame) -> pd.DataFrame:
@@ -115,10 +118,12 @@ async def test_the_refit_full_version_is_served_within_the_tolerance(
     same = _bundle(s3, "models/rf/same.tar", versions, lambda score: score)
     close = _bundle(s3, "models/rf/close.tar", versions, lambda score: score * 0.998)
     for name, ref in (("same", same), ("close", close)):
-        got, first, loaded = await _served(serving, name, ref, rows)
+        got, first, loaded, served = await _served(serving, name, ref, rows)
         np.testing.assert_allclose(got, refit, rtol=1e-5, atol=1e-6)
         assert first == pytest.approx(refit[0, 1], rel=1e-5, abs=1e-6)
         assert loaded is not None and loaded.variant == "refit_full" and loaded.fast
+        assert (served.name, served.scoring) == ("refit_full", "compiled")
+        assert "within the tolerance 0.005" in served.reason
 
 
 async def test_a_refit_full_version_estimated_worse_is_not_served(
@@ -126,11 +131,12 @@ async def test_a_refit_full_version_estimated_worse_is_not_served(
 ) -> None:
     rows = _rows(features)
     ref = _bundle(serving.settings.s3, "models/rf/worse.tar", versions, lambda s: s * 0.99)
-    got, first, loaded = await _served(serving, "worse", ref, rows)
+    got, first, loaded, served = await _served(serving, "worse", ref, rows)
     bagged = versions["fold_bag"].model.predict_proba(rows)
     np.testing.assert_allclose(got, bagged, rtol=1e-5, atol=1e-6)
     assert first == pytest.approx(bagged[0, 1], rel=1e-5, abs=1e-6)
     assert loaded is not None and loaded.variant == "fold_bag" and loaded.fast
+    assert served.name == "fold_bag" and "over the tolerance 0.005" in served.reason
 
 
 async def test_a_negative_tolerance_always_serves_the_fold_bagged_model(
@@ -140,9 +146,10 @@ async def test_a_negative_tolerance_always_serves_the_fold_bagged_model(
     try:
         rows = _rows(features)
         ref = _bundle(h.settings.s3, "models/rf/off.tar", versions, lambda score: score)
-        got, _, loaded = await _served(h, "off", ref, rows)
+        got, _, loaded, served = await _served(h, "off", ref, rows)
         bagged = versions["fold_bag"].model.predict_proba(rows)
         np.testing.assert_allclose(got, bagged, rtol=1e-5, atol=1e-6)
         assert loaded is not None and loaded.variant == "fold_bag"
+        assert "refit_full_tolerance is negative" in served.reason
     finally:
         await stop_harness(h)

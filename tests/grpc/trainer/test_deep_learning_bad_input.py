@@ -129,9 +129,22 @@ async def test_bad_deep_learning_specs_and_data_name_the_field(trainer_harness) 
     regression = deep_spec(image_ref, "target", "mlp")
     regression.task_type = pb.TASK_TYPE_REGRESSION
     cases.append((regression, INVALID, "UNSUPPORTED_TASK", "task_type"))
-    nas = deep_spec(image_ref, "target", "mlp")
-    nas.deep_learning.nas.max_layers = 3
-    cases.append((nas, INVALID, "UNSUPPORTED_KIND", "deep_learning.nas"))
+    # One-shot NAS: each refused naming the field (deep_learning.nas, BAD_NAS_SPEC).
+    for architecture, nas, field in (
+        ("mobilenet", pb.NasSpec(), "deep_learning.architecture: architecture mobilenet has no"),
+        ("cnn", pb.NasSpec(max_macs=0), "deep_learning.nas.max_macs: a limit must be positive"),
+        ("cnn", pb.NasSpec(max_parameters=-1), "deep_learning.nas.max_parameters"),
+        ("cnn", pb.NasSpec(activations=["mish"]), "deep_learning.nas.activations[0]"),
+        ("cnn", pb.NasSpec(kernel_sizes=[3, 4]), "deep_learning.nas.kernel_sizes[1]"),
+        ("cnn", pb.NasSpec(population=2), "deep_learning.nas.population"),
+        ("cnn", pb.NasSpec(generations=5000), "deep_learning.nas.generations"),
+        # the data decides: 1x8x8 images, 10 classes; the smallest cnn needs 4,688 MACs
+        ("cnn", pb.NasSpec(max_macs=1000), "deep_learning.nas.max_macs: 1000 is below the"),
+        ("mlp", pb.NasSpec(max_parameters=100), "deep_learning.nas.max_parameters: 100 is"),
+    ):
+        bad = deep_spec(image_ref, "target", architecture)
+        bad.deep_learning.nas.CopyFrom(nas)
+        cases.append((bad, INVALID, "BAD_NAS_SPEC", field))
 
     for spec, code, reason, text_part in cases:
         err = await _refused(h, spec)

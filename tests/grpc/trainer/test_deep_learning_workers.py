@@ -11,6 +11,7 @@ import os
 import signal
 import time
 
+import pandas as pd
 import psutil
 import pytest
 from sklearn.datasets import load_digits
@@ -61,9 +62,10 @@ async def no_workers_left(job_id: str, within: float) -> None:
 
 async def test_two_workers_restart_fail_and_cancel(trainer_harness) -> None:
     h = trainer_harness
-    ref = await asyncio.to_thread(
-        h.upload, "uploads/digits.parquet", load_digits(as_frame=True).frame
-    )
+    # the digits eight times over: on a fast machine four epochs of the plain digits end
+    # before the test has read the first checkpoint event and found the workers.
+    frame = pd.concat([load_digits(as_frame=True).frame] * 8, ignore_index=True)
+    ref = await asyncio.to_thread(h.upload, "uploads/digits.parquet", frame)
 
     def spec(restarts: int, epochs: int = 4) -> pb.TrainingJobSpec:
         return deep_spec(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pyarrow as pa
 import pytest
 
 from atlas_core.errors import InvalidArgument, NotFound
-from atlas_data.matching import point_in_time_join
+from atlas_data.matching import JoinColumns, point_in_time_join
 from atlas_data.matching_dask import dask_point_in_time_join, shard_ids
 from tests.unit.data.test_matching import _random_case
 
@@ -53,9 +54,9 @@ def test_sharded_join_equals_the_single_process_join_row_for_row(
         client,
         samples,
         history=history,
+        columns=JoinColumns(**args),
         shards=5,
         on_progress=lambda done, total: seen.append((done, total)),
-        **args,
     )
     assert sharded.table.schema == single.table.schema
     assert sharded.table.combine_chunks().equals(single.table.combine_chunks())
@@ -73,7 +74,9 @@ def test_sample_keys_cast_to_the_history_type_land_in_the_same_shard(client) -> 
     samples = samples.set_column(2, "user", samples.column("user").cast(pa.int32()))
     args = {**JOIN, "ttl_seconds": None, "as_known_at": False}
     single = point_in_time_join(samples, history=history, **args)
-    sharded = dask_point_in_time_join(client, samples, history=history, shards=4, **args)
+    sharded = dask_point_in_time_join(
+        client, samples, history=history, columns=JoinColumns(**args), shards=4
+    )
     assert sharded.matched.tolist() == single.matched.tolist() and single.matched.any()
     ids = shard_ids(pa.array([1, 2, 3], pa.int64()), 4)
     assert ids.tolist() == shard_ids(pa.array([1, 2, 3], pa.int16()), 4).tolist()
@@ -81,16 +84,20 @@ def test_sample_keys_cast_to_the_history_type_land_in_the_same_shard(client) -> 
 
 def test_bad_input_fails_as_the_single_process_join_does(client) -> None:
     history, samples = _random_case(1, string_keys=False)
-    args = {**JOIN, "ttl_seconds": None, "as_known_at": False, "shards": 3}
+    columns = JoinColumns(**JOIN, ttl_seconds=None, as_known_at=False)
+
+    def join(samples: pa.Table, columns: JoinColumns = columns):
+        return dask_point_in_time_join(client, samples, history=history, columns=columns, shards=3)
+
     bad_times = samples.set_column(1, "ts", pa.array(["2024-01-01T00:00:00"] * 250 + ["nope"] * 50))
     with pytest.raises(InvalidArgument, match="row 250 'nope'"):  # row of the whole sample set
-        dask_point_in_time_join(client, bad_times, history=history, **args)
+        join(bad_times)
     strings = samples.set_column(2, "user", pa.array([f"u{i}" for i in range(300)]))
     with pytest.raises(InvalidArgument, match="does not convert"):
-        dask_point_in_time_join(client, strings, history=history, **args)
+        join(strings)
     with pytest.raises(NotFound, match="nope"):
-        dask_point_in_time_join(client, samples, history=history, **{**args, "features": ["nope"]})
-    empty = dask_point_in_time_join(client, samples.slice(0, 0), history=history, **args)
+        join(samples, replace(columns, features=["nope"]))
+    empty = join(samples.slice(0, 0))
     assert empty.table.num_rows == 0 and "f" in empty.table.column_names
 
 
@@ -105,9 +112,9 @@ def test_stopping_cancels_the_remaining_shards(client) -> None:
             client,
             samples,
             history=history,
+            columns=JoinColumns(**JOIN, ttl_seconds=None, as_known_at=False),
             shards=4,
             should_stop=stop,
-            **{**JOIN, "ttl_seconds": None, "as_known_at": False},
         )
 
     def ours() -> list[str]:  # running or held in worker memory

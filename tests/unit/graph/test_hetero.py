@@ -173,7 +173,7 @@ def test_storage_round_trip(tmp_path: Path) -> None:
         assert np.array_equal(back.edges[key][0], src) and np.array_equal(back.edges[key][1], dst)
 
 
-@pytest.mark.parametrize("conv", ["rgcn", "graphsage"])
+@pytest.mark.parametrize("conv", ["rgcn", "graphsage", "gat"])
 def test_hetero_model_trains_on_sampled_blocks_in_one_process(conv: str) -> None:
     from atlas_graph.training.single import train_single_hetero
 

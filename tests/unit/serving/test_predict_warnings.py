@@ -79,7 +79,11 @@ def test_occlusion_is_measured_against_the_training_distribution(
         salaries_model.bundle.training_stats, salaries_model.names, BACKGROUND_ROWS
     )
     mean_answer = salaries_model.predictor.predict(background).mean()
-    assert sum(result.contributions.values()) == pytest.approx(result.value - mean_answer)
+    # (the answer comes from the compiled path, in float64; the occlusion scores from the
+    # model's own Ridge, fitted on float32 features: they agree to float32 rounding)
+    assert sum(result.contributions.values()) == pytest.approx(
+        result.value - mean_answer, abs=1e-6 * abs(result.value)
+    )
 
 
 def test_a_column_the_trainer_dropped_may_be_left_out(tmp_path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
@@ -40,6 +41,24 @@ def test_row_latency_of_a_compiled_model_is_measured(data: Any) -> None:
     ).fit(X, y.to_numpy())
     seconds = row_latency_s(model, X)
     assert 0 < seconds < 0.5
+
+
+def test_a_model_of_string_columns_is_measured_on_the_compiled_path(
+    data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    X, y = data
+    site = np.resize(np.array(["north", "south", "east"], dtype=object), len(X))
+    site[::7] = None
+    Xc = X.assign(site=site)
+    model = TabularModel(
+        TabularPreprocessor(task="binary"), RandomForestClassifier(20, n_jobs=1), "binary", [0, 1]
+    ).fit(Xc, y.to_numpy())
+
+    def frame_path(frame: Any) -> Any:
+        raise AssertionError("measured through a frame, not serving's matrix path")
+
+    monkeypatch.setattr(model, "predict_scores", frame_path)
+    assert 0 < row_latency_s(model, Xc) < 0.5
 
 
 def test_measuring_stops_at_its_deadline(data: Any) -> None:

@@ -166,7 +166,7 @@ def test_bad_overrides_are_refused_naming_them() -> None:
     assert err.value.reason == "UNKNOWN_COLUMN" and "target" in str(err.value)
 
 
-def test_numeric_roles_have_a_matrix_path_and_others_do_not() -> None:
+def test_every_role_has_a_matrix_path_equal_to_the_frame_path() -> None:
     X = frame()[["pickup_lat", "x", "pickup_lon", "row_id"]]
     features = ColumnRoleFeatures().fit(X)
     found = features.matrix_transform(list(X.columns))
@@ -176,7 +176,25 @@ def test_numeric_roles_have_a_matrix_path_and_others_do_not() -> None:
     M = X.to_numpy(np.float64)
     np.testing.assert_allclose(transform(M), features.transform(X).to_numpy(np.float64))
     assert features.matrix_transform(["x", "pickup_lon"]) is None  # a kept column absent
-    assert ColumnRoleFeatures().fit(frame()).matrix_transform(list(frame().columns)) is None
+    # dates in every format, text, categories: serving's object matrix of raw values
+    X = frame()
+    X.loc[::7, ["iso", "us_date", "tweet_time", "text", "city"]] = None
+    X.loc[3::11, "eu_time"] = "not a date"
+    features = ColumnRoleFeatures().fit(X)
+    found = features.matrix_transform(list(X.columns))
+    assert found is not None
+    transform, names = found
+    M = X.astype(object).where(X.notna(), None).to_numpy(object)
+    M[:, list(X.columns).index("native")] = X["native"].tolist()
+    got, want = transform(M), features.transform(X)
+    assert got.shape == want.shape and names == list(want.columns)
+    for i, name in enumerate(names):
+        if name in ("city", "color", "code"):  # categories: the model's encoders take them
+            assert got[:, i].tolist() == want[name].tolist(), name
+        else:
+            np.testing.assert_array_equal(got[:, i].astype(float), want[name], err_msg=name)
+    dated = [n for n in names if n.split(".")[0] in ("iso", "us_date", "eu_time", "tweet_time")]
+    assert len(dated) > 20 and np.isnan(got[::7, names.index("iso.month")].astype(float)).all()
 
 
 def _signal_frame(n: int = 400, seed: int = 1) -> tuple[pd.DataFrame, pd.Series]:

@@ -17,7 +17,7 @@ from atlas_trainer.deep.inputs import prepare
 from atlas_trainer.deep.job import tensor_data
 from atlas_trainer.deep.loop import new_model
 from atlas_trainer.deep.memory import measure
-from atlas_trainer.deep.models import InputInfo, build_model, to_torchscript
+from atlas_trainer.deep.models import InputInfo, build_model, segment_plan, to_torchscript
 from atlas_trainer.deep.params import DeepParams, deep_config
 
 
@@ -86,6 +86,66 @@ def test_the_bundle_model_pickles_and_answers_like_the_net() -> None:
     assert set(restored.predict(texts)) <= {"pos", "neg"}
 
 
+def test_segment_plans_cover_every_block_once() -> None:
+    assert segment_plan(16, "segments") == [
+        (0, 4, True),
+        (4, 8, True),
+        (8, 12, True),
+        (12, 16, False),  # the last segment is needed first in backward: never recomputed
+    ]
+    assert segment_plan(8, "segments") == [(0, 3, True), (3, 6, True), (6, 8, False)]
+    assert segment_plan(1, "segments") == [(0, 1, True)]
+    assert segment_plan(3, "every_block") == [(0, 1, True), (1, 2, True), (2, 3, True)]
+    assert segment_plan(3, "off") == [(0, 3, False)]
+    assert segment_plan(0, "segments") == []
+    for n in range(1, 40):
+        plan = segment_plan(n, "segments")
+        assert [i for a, b, _ in plan for i in range(a, b)] == list(range(n))
+
+
+def test_checkpointing_true_means_segments_and_false_off() -> None:
+    assert DeepParams(checkpointing=True).checkpointing == "segments"
+    assert DeepParams(checkpointing=False).checkpointing == "off"
+    assert DeepParams().checkpointing == "off"
+    assert DeepParams(checkpointing="every_block").checkpointing == "every_block"
+    with pytest.raises(ValueError, match="checkpointing"):
+        DeepParams(checkpointing="sometimes")
+
+
+@pytest.mark.parametrize("mode", ["segments", "every_block"])
+def test_recomputation_at_least_halves_the_peak_activation_memory_of_a_deep_mlp(mode) -> None:
+    torch.manual_seed(0)
+    info = InputInfo("tabular", features=64)
+    model = build_model("mlp", DeepParams(hidden=[256] * 16), info, classes=10)
+    x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
+    model.checkpointing = mode
+    memory = measure(model, x, y)
+    assert memory.checkpointing == mode  # the model's own setting is kept
+    assert model.checkpointing == mode
+    assert 0 < memory.with_checkpointing <= 0.5 * memory.without_checkpointing, memory
+    # the recomputed run's activations count: with every block checkpointed the peak is
+    # above what forward leaves held (segments: the uncheckpointed last segment is as large)
+    model.train()
+    end_of_forward = _end_of_forward_bytes(model, x, y)
+    assert memory.with_checkpointing >= end_of_forward
+    if mode == "every_block":
+        assert memory.with_checkpointing > end_of_forward
+
+
+def _end_of_forward_bytes(model, x, y) -> int:
+    from atlas_trainer.deep.memory import _Tracker
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    tracker = _Tracker(params)
+    model.tracker = tracker
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t):
+            torch.nn.functional.cross_entropy(model(x), y)
+    finally:
+        model.tracker = None
+    return sum(tracker.seen.values())
+
+
 @pytest.mark.parametrize(
     ("architecture", "info", "params", "inputs"),
     [
@@ -93,23 +153,22 @@ def test_the_bundle_model_pickles_and_answers_like_the_net() -> None:
         ("cnn", InputInfo("image", image_shape=(1, 8, 8)), {"channels": [16] * 6}, (64, 1, 8, 8)),
     ],
 )
-def test_recomputation_at_least_halves_the_measured_activation_memory(
-    architecture, info, params, inputs
+@pytest.mark.parametrize("mode", ["segments", "every_block"])
+def test_recomputation_saves_memory_and_keeps_the_gradients(
+    architecture, info, params, inputs, mode
 ) -> None:
     torch.manual_seed(0)
     model = build_model(architecture, DeepParams(**params), info, classes=10)
     x, y = torch.randn(*inputs), torch.randint(0, 10, (inputs[0],))
+    model.checkpointing = mode
     memory = measure(model, x, y)
-    assert memory.with_checkpointing <= 0.5 * memory.without_checkpointing, memory
-    assert memory.with_checkpointing > 0
-    assert model.checkpointing is False  # the model's own setting is kept
-    # recomputation runs each block's forward twice: the same gradients, more time
-    model.checkpointing = True
+    assert 0 < memory.with_checkpointing < memory.without_checkpointing, memory
+    # recomputation runs the checkpointed blocks' forward twice: the same gradients
     torch.manual_seed(1)  # the same dropout masks in both passes
     torch.nn.functional.cross_entropy(model(x), y).backward()
     with_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    model.checkpointing = False
+    model.checkpointing = "off"
     torch.manual_seed(1)
     torch.nn.functional.cross_entropy(model(x), y).backward()
     for a, p in zip(with_grads, model.parameters(), strict=True):

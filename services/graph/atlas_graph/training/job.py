@@ -58,16 +58,25 @@ def _model_config(spec: pb.TrainGraphSpec, part: dict[str, Any], task: str) -> d
         "heads": spec.num_heads or 4,
     }
     if part.get("hetero"):
-        target = target_type(spec, part)
+        link = task == LINK_PREDICTION  # an encoder of every type, no target node type
+        target = None if link else target_type(spec, part)
         info = {t["node_type"]: t for t in part["node_type_info"]}
         model.update(
             hetero=True,
             in_dims={t: max(1, i["feature_dims"]) for t, i in info.items()},
-            classes=info[target]["num_classes"],
+            classes=hidden if link else info[str(target)]["num_classes"],
             relations=[e.split(":") for e in part["edge_types"]],
             target=target,
         )
     return model
+
+
+def _output_type(target: str | None, link: dict[str, Any] | None) -> str | None:
+    """The node type whose outputs are a job's predictions / ``embeddings``: the classified
+    type, or for link prediction on a typed graph the target edge type's source type."""
+    if target is None and link and link.get("target_edge_type"):
+        return str(link["target_edge_type"].split(":")[0])
+    return target
 
 
 def _fetch_partitions(rt: GraphRuntime, part: dict[str, Any], work: Path) -> Path:
@@ -123,7 +132,7 @@ def _job_config(
                 reason="NO_OUTPUT",
             )
         cfg.update(
-            target_ntype=state["config"].get("target"),
+            target_ntype=_output_type(state["config"].get("target"), extra.get("link")),
             task=task,
             link=extra.get("link"),
             split_seed=extra.get("split_seed", 0),
@@ -143,10 +152,11 @@ def _job_config(
     assert spec is not None
     task = TASKS[spec.task]
     model = _model_config(spec, part, task)
+    link = link_options(spec.link_prediction) if task == LINK_PREDICTION else None
     cfg.update(
-        target_ntype=model.get("target"),
+        target_ntype=_output_type(model.get("target"), link),
         task=task,
-        link=link_options(spec.link_prediction) if task == LINK_PREDICTION else None,
+        link=link,
         split_seed=spec.link_prediction.split_seed,
         num_servers=spec.num_servers or 1,
         num_trainers=spec.num_trainers or 1,
@@ -298,8 +308,8 @@ def _publish(
     ranges = {"node": RangeMap(part["node_boundaries"]), "edge": RangeMap(part["edge_boundaries"])}
     node_kind = "node"
     if part.get("hetero"):  # the target type's own ids
-        typed = part["type_boundaries"]
-        ranges = TypedRangeMap(typed["node"], typed["edge"]).kinds()
+        bounds = part["type_boundaries"]
+        ranges = TypedRangeMap(bounds["node"], bounds["edge"]).kinds()
         node_kind = f"node:{cfg['target_ntype']}"
     translation = IdTranslation(work / "idmap", ranges)
     originals, _, _ = translation.new_to_original(node_kind, new_ids)
@@ -380,20 +390,83 @@ def _publish(
         result["serving_bundle"] = _serving_bundle(rt, ctx, part, originals, scores, labels, result)
     if not len(ids) and infer is not None:
         raise InvalidArgument("no node ids selected", reason="NO_NODES")
+    typed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if cfg.get("write_embeddings") and part.get("hetero"):
+        typed = _typed_embeddings(out, ranks, translation, part)
+        result["embeddings_by_type"] = {
+            ntype: _put_embeddings(rt, f"{base}/embeddings-{ntype}.parquet", out, originals, emb)
+            for ntype, (originals, emb) in typed.items()
+        }
     if cfg.get("embeddings_feature_group"):  # last: the one write others can see at once
         group = cfg["embeddings_feature_group"]
-        ctx.report(0.97, f"writing embeddings into feature group {group}")
         assert rt.settings.data is not None  # checked when the job was submitted
-        result["embeddings_feature_group"] = write_embedding_features(
-            rt.settings.data,
-            group,
-            ids,
-            emb,
-            event_time=datetime.now(timezone.utc),
-            description=f"node embeddings of graph {part['graph_id']} (graph job {ctx.job_id})",
-            request_id=f"{ctx.job_id}-embeddings",
-        )
+        when = datetime.now(timezone.utc)
+        if not typed:
+            ctx.report(0.97, f"writing embeddings into feature group {group}")
+            result["embeddings_feature_group"] = write_embedding_features(
+                rt.settings.data,
+                group,
+                ids,
+                emb,
+                event_time=when,
+                description=f"node embeddings of graph {part['graph_id']} (graph job {ctx.job_id})",
+                request_id=f"{ctx.job_id}-embeddings",
+            )
+            return result
+        groups = {}
+        for ntype, (originals, vectors) in typed.items():
+            name = type_group_name(group, ntype)
+            ctx.report(0.97, f"writing {ntype} embeddings into feature group {name}")
+            groups[ntype] = write_embedding_features(
+                rt.settings.data,
+                name,
+                originals,
+                vectors,
+                event_time=when,
+                description=f"{ntype} node embeddings of graph {part['graph_id']} "
+                f"(graph job {ctx.job_id})",
+                request_id=f"{ctx.job_id}-embeddings-{ntype}",
+            )
+        result["embeddings_feature_groups_by_type"] = groups
+        result["embeddings_feature_group"] = groups[str(cfg["target_ntype"])]
     return result
+
+
+def type_group_name(group: str, ntype: str) -> str:
+    """The feature group of one node type's embeddings: ``<group>_<node type, lower-case>``
+    (node type names are [A-Za-z_][A-Za-z0-9_]*, so the name is a valid group name)."""
+    return f"{group}_{ntype.lower()}"
+
+
+def _typed_embeddings(
+    out: Path, ranks: range, translation: IdTranslation, part: dict[str, Any]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every node type's (original ids, embeddings), merged from the trainers' files."""
+    typed = {}
+    for info in part["node_type_info"]:
+        ntype = info["node_type"]
+        new_ids = np.concatenate([np.load(out / f"rank{r}-ids-{ntype}.npy") for r in ranks])
+        emb = np.concatenate([np.load(out / f"rank{r}-emb-{ntype}.npy") for r in ranks])
+        originals, _, _ = translation.new_to_original(f"node:{ntype}", new_ids)
+        typed[ntype] = (originals, emb)
+    return typed
+
+
+def _put_embeddings(
+    rt: GraphRuntime, key: str, out: Path, originals: np.ndarray, emb: np.ndarray
+) -> dict[str, Any]:
+    ids = pa.array([v.decode() for v in originals]) if originals.dtype.kind == "S" else originals
+    table = pa.table(
+        {
+            "id": ids,
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(emb.reshape(-1)), max(1, emb.shape[1])
+            ),
+        }
+    )
+    path = out / Path(key).name
+    pq.write_table(table, path)
+    return ref_dict(rt.artifacts.put_file(key, path), "application/vnd.apache.parquet")
 
 
 def _serving_bundle(

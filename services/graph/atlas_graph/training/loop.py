@@ -192,7 +192,12 @@ def _infer(
     np.save(out / f"rank{rank}-scores.npy", prob.numpy().astype(np.float32))
     np.save(out / f"rank{rank}-labels.npy", labels.numpy().astype(np.int64))
     if cfg.get("write_embeddings"):
-        np.save(out / f"rank{rank}-emb.npy", torch.cat(embeddings).numpy().astype(np.float32))
+        emb = torch.cat(embeddings).numpy().astype(np.float32)
+        np.save(out / f"rank{rank}-emb.npy", emb)
+        if nodes.ntype:  # every type's, each under its type's name (the target's: the same)
+            np.save(out / f"rank{rank}-ids-{nodes.ntype}.npy", new_ids.numpy())
+            np.save(out / f"rank{rank}-emb-{nodes.ntype}.npy", emb)
+            _embed_other_types(cfg, graph, nodes, model, rank, world)
     if rank == 0:
         names = ("train_accuracy", "val_accuracy", "test_accuracy")
         emit(
@@ -206,3 +211,27 @@ def _infer(
 
 def model_classes(cfg: dict[str, Any]) -> int:
     return int(cfg["model"]["classes"])
+
+
+@torch.no_grad()
+def _embed_other_types(
+    cfg: dict[str, Any], graph: Any, nodes: TargetNodes, model: Any, rank: int, world: int
+) -> None:
+    """This rank's share of every other node type's embeddings (the last hidden layer, over
+    full neighbourhoods, as the target's), saved as ``rank{r}-{ids,emb}-{type}.npy``."""
+    full = [-1] * len(cfg["fan_outs"])
+    out = Path(cfg["out_dir"])
+    for ntype in graph.ntypes:
+        if ntype == nodes.ntype:
+            continue
+        mine = torch.tensor_split(torch.arange(graph.num_nodes(ntype)), world)[rank].clone()
+        ids, embeddings = [], []
+        for input_nodes, seeds, blocks in _loader(
+            graph, {ntype: mine}, full, cfg["infer_batch_size"], False
+        ):
+            ids.append(seeds[ntype])
+            embeddings.append(model.embed_types(blocks, nodes.features(input_nodes))[ntype])
+        new_ids = torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64)
+        emb = torch.cat(embeddings) if embeddings else torch.empty(0, cfg["model"]["hidden"])
+        np.save(out / f"rank{rank}-ids-{ntype}.npy", new_ids.numpy())
+        np.save(out / f"rank{rank}-emb-{ntype}.npy", emb.numpy().astype(np.float32))

@@ -82,14 +82,16 @@ class GAT(nn.Module):
 
 
 class HeteroGNN(nn.Module):
-    """Node classification of one ``target`` node type of a heterogeneous graph.
+    """Node classification of one ``target`` node type of a heterogeneous graph, or (with
+    ``target=None``: link prediction) an encoder whose last layer computes every node type.
 
     Each node type's features are projected to ``hidden`` (types have their own widths; a
     type without features has one constant column). Each layer runs one convolution per
     relation (``dgl.nn.HeteroGraphConv``, summed over the relations into each destination
     type) plus a per-type self-loop: ``conv="rgcn"`` is R-GCN (``GraphConv`` with mean
     normalisation per relation, h' = W0 h + sum_r mean_{j in N_r} W_r h_j), ``"graphsage"``
-    a mean-aggregating ``SAGEConv`` per relation. Takes DGL's heterogeneous blocks and a dict
+    a mean-aggregating ``SAGEConv`` per relation, ``"gat"`` a ``GATConv`` per relation (its
+    heads averaged). Takes DGL's heterogeneous blocks and a dict
     of input features per type; returns the target type's class scores.
     """
 
@@ -100,9 +102,10 @@ class HeteroGNN(nn.Module):
         classes: int,
         layers: int,
         relations: list[list[str]],
-        target: str,
+        target: str | None,
         conv: str = "graphsage",
         dropout: float = 0.5,
+        heads: int = 4,
         **_: Any,
     ) -> None:
         super().__init__()
@@ -113,15 +116,18 @@ class HeteroGNN(nn.Module):
         self.loops = nn.ModuleList()
         for i in range(layers):
             # The last layer only computes the target type: only relations into it.
-            last = i == layers - 1
+            last = i == layers - 1 and target is not None
             rels = [r for r in relations if not last or r[2] == target]
             self.convs.append(
                 HeteroGraphConv(
-                    {(r[0], r[1], r[2]): _relation_conv(conv, dims[i], dims[i + 1]) for r in rels},
+                    {
+                        (r[0], r[1], r[2]): _relation_conv(conv, dims[i], dims[i + 1], heads)
+                        for r in rels
+                    },
                     aggregate="sum",
                 )
             )
-            types = [target] if last else list(in_dims)
+            types = [target] if last and target is not None else list(in_dims)
             self.loops.append(nn.ModuleDict({t: nn.Linear(dims[i], dims[i + 1]) for t in types}))
         self.dropout = nn.Dropout(dropout)
 
@@ -142,20 +148,47 @@ class HeteroGNN(nn.Module):
             h = {t: self.dropout(torch.relu(v)) for t, v in self._layer(i, block, h).items()}
         return h
 
-    def forward(self, blocks: list[Any], x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._layer(len(blocks) - 1, blocks[-1], self.embed(blocks, x))[self.target]
+    def forward(self, blocks: list[Any], x: dict[str, torch.Tensor]) -> Any:
+        """The target type's class scores; without a target, every type's output (by type)."""
+        out = self._layer(len(blocks) - 1, blocks[-1], self.embed(blocks, x))
+        return out if self.target is None else out[self.target]
+
+    def embed_types(self, blocks: list[Any], x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every output node's embedding, by type: the last layer's output without a target
+        (link prediction), else the last hidden layer (as ``forward_with_embedding``)."""
+        if self.target is None:
+            out: dict[str, torch.Tensor] = self.forward(blocks, x)
+            return out
+        h = self.embed(blocks, x)
+        return {t: v[: blocks[-1].num_dst_nodes(t)] for t, v in h.items()}
 
     def forward_with_embedding(
         self, blocks: list[Any], x: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embed(blocks, x)
+        assert self.target is not None  # node classification
         logits = self._layer(len(blocks) - 1, blocks[-1], h)[self.target]
         return logits, h[self.target][: blocks[-1].num_dst_nodes(self.target)]
 
 
-def _relation_conv(conv: str, in_dims: int, out_dims: int) -> nn.Module:
+class _RelationGAT(nn.Module):
+    """GAT on one relation: ``heads`` attention heads of ``out_dims`` each, averaged (so the
+    relation's output is ``out_dims`` wide, as the other relations' and the self-loop's)."""
+
+    def __init__(self, in_dims: int, out_dims: int, heads: int) -> None:
+        super().__init__()
+        self.conv = GATConv(in_dims, out_dims, max(1, heads), allow_zero_in_degree=True)
+
+    def forward(self, graph: Any, x: Any) -> torch.Tensor:
+        out: torch.Tensor = self.conv(graph, x).mean(1)
+        return out
+
+
+def _relation_conv(conv: str, in_dims: int, out_dims: int, heads: int = 4) -> nn.Module:
     if conv == "rgcn":
         return GraphConv(in_dims, out_dims, norm="right", bias=False, allow_zero_in_degree=True)
+    if conv == "gat":
+        return _RelationGAT(in_dims, out_dims, heads)
     return SAGEConv(in_dims, out_dims, "mean")
 
 
@@ -173,9 +206,10 @@ def build_model(config: dict[str, Any]) -> nn.Module:
             config["classes"],
             config["layers"],
             relations=config["relations"],
-            target=config["target"],
+            target=config.get("target"),
             conv=config["model"],
             dropout=config["dropout"],
+            heads=config.get("heads", 4),
         )
     cls = MODELS[config["model"]]
     return cls(

@@ -78,7 +78,7 @@ def train_single_link(
     and metrics as :mod:`~atlas_graph.training.link_loop`. Returns val/test AUC and MRR."""
     import dgl
 
-    from atlas_graph.training.link_loop import edge_scores
+    from atlas_graph.training.link_loop import edge_scores, link_loss
     from atlas_graph.training.link_split import (
         TEST,
         TRAIN,
@@ -105,10 +105,7 @@ def train_single_link(
         model.train()
         for input_nodes, pos_graph, neg_graph, blocks in loader:
             h = model(blocks, g.ndata["feat"][input_nodes])
-            pos, neg = edge_scores(pos_graph, h), edge_scores(neg_graph, h)
-            loss = F.binary_cross_entropy_with_logits(
-                torch.cat([pos, neg]), torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
-            )
+            loss = link_loss(edge_scores(pos_graph, h), edge_scores(neg_graph, h))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -180,4 +177,71 @@ def train_single_hetero(
     for mask in ("train_mask", "val_mask", "test_mask"):
         m = data[mask]
         out[mask.replace("mask", "accuracy")] = float((pred[m] == data["label"][m]).float().mean())
+    return out
+
+
+def train_single_hetero_link(
+    graph: HeteroGraphData,
+    model_cfg: dict[str, Any],
+    fan_outs: list[int],
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    link: dict[str, Any],
+    split_seed: int = 0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Link prediction of ``link["target_edge_type"]`` on the in-memory heterograph: the
+    same split (per-type ids: give the graph in the partitioning's order to compare with a
+    distributed job), excluding sampler, negatives of the dst type and metrics as
+    :mod:`~atlas_graph.training.link_loop`. Returns val/test AUC and MRR."""
+    import dgl
+
+    from atlas_graph.training.link_loop import LinkEdges, clip_typed, link_loss, typed_warmup
+    from atlas_graph.training.link_split import TEST, TRAIN, VAL, EdgeSplit, link_metrics
+
+    torch.manual_seed(seed)
+    g = graph.to_dgl()
+    edges = LinkEdges(g, {"link": link})
+    assert edges.etype is not None  # a typed graph scores one edge type
+    src_t, _, dst_t = edges.etype
+    split = EdgeSplit(link["val_fraction"], link["test_fraction"], split_seed)
+    src, dst = edges.find(torch.arange(edges.num_edges()))
+    side = split.part(src, dst)
+    model = build_model(model_cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    warmup = typed_warmup(opt)
+    sampler = dgl.dataloading.as_edge_prediction_sampler(
+        edges.sampler(fan_outs, split),
+        exclude="self",
+        negative_sampler=dgl.dataloading.negative_sampler.Uniform(link["negatives"]),
+    )
+    train_eids = edges.seeds(torch.from_numpy(np.nonzero(side == TRAIN)[0]))
+    loader = dgl.dataloading.DataLoader(g, train_eids, sampler, batch_size=batch_size, shuffle=True)
+    for _ in range(epochs):
+        model.train()
+        for input_nodes, pos_graph, neg_graph, blocks in loader:
+            h = model(blocks, edges.features(input_nodes))
+            loss = link_loss(edges.scores(pos_graph, h), edges.scores(neg_graph, h))
+            opt.zero_grad()
+            loss.backward()
+            clip_typed(model)
+            opt.step()
+            warmup.step()
+    model.eval()
+    emb = {t: torch.empty(g.num_nodes(t), model_cfg["classes"]) for t in (src_t, dst_t)}
+    full = edges.sampler([-1] * len(fan_outs), split)
+    with torch.no_grad():
+        for t in emb:
+            for input_nodes, seeds, blocks in dgl.dataloading.DataLoader(
+                g, {t: torch.arange(g.num_nodes(t))}, full, batch_size=2048
+            ):
+                emb[t][seeds[t]] = model(blocks, edges.features(input_nodes))[t]
+    out = {}
+    for name, kind in (("val", VAL), ("test", TEST)):
+        m = side == kind
+        scored = link_metrics(
+            emb[src_t], src[m], dst[m], link["eval_negatives"], split_seed, emb[dst_t]
+        )
+        out.update({f"{name}_{k}": v for k, v in scored.items()})
     return out

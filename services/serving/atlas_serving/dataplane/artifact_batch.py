@@ -16,6 +16,7 @@ from atlas_serving.bundle_access import resolve_artifact
 from atlas_serving.dataplane.inference import RowResult
 from atlas_serving.dataplane.models import ModelKey
 from atlas_serving.dataplane.predict import MAX_ROWS, Answer, DataPlane
+from atlas_serving.dataplane.variants import ServedVersion
 from atlas_serving.domain import BundleRef, PredictOptions
 
 MAX_ARTIFACT_ROWS = 2_000_000
@@ -30,6 +31,7 @@ class ArtifactAnswer:
     model: ModelKey
     prediction_id: str
     rows: int
+    served: ServedVersion = ServedVersion()
 
 
 def _read_rows(store: ArtifactStore, ref: BundleRef) -> list[dict[str, Any]]:
@@ -130,4 +132,6 @@ async def predict_artifact(
         _write_results, store, key, results, answers, options.return_all_scores
     )
     last = answers[-1]
-    return ArtifactAnswer(output, last.variant, last.model, prediction_id, len(results))
+    return ArtifactAnswer(
+        output, last.variant, last.model, prediction_id, len(results), last.served
+    )

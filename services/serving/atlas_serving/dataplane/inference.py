@@ -1,5 +1,7 @@
 """A loaded bundle ready to answer rows: input checks, the bundle's predictor, and a
-verified fast path for all-numeric models that accept a plain matrix: every family compiled
+verified fast path for models of numeric and categorical inputs that accept a plain matrix
+(float64, or object with the categorical columns' raw values: ATLAS's preprocessing encodes
+them by dict lookups built from its fitted encoders): every family compiled
 by ``atlas_core.ml.compile_estimator`` (XGBoost as flat arrays, Treelite for scikit-learn
 forests and LightGBM, NumPy for linear models and the MLP), fold bags and ensembles as the
 weighted mean of their members' compiled scorers.
@@ -22,11 +24,13 @@ import numpy as np
 
 from atlas_core.errors import AtlasError, InvalidArgument
 from atlas_core.ml import MatrixScorer, compile_estimator
+from atlas_serving.dataplane.variants import ServedVersion
 
 log = logging.getLogger("atlas.serving.inference")
 
 _NUMBER_TYPES = (int, float, bool, np.integer, np.floating)
 _PLAIN_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
+UNSEEN_CATEGORY = "__atlas_unseen__"  # verification rows hold a category training never saw
 VERIFY_ROWS = 256  # from atlas_core.ml's OWN_PREDICT_ROWS up: a forest's batch path
 SMALL_BATCH = 16  # below them: its GTIL path (both are checked)
 
@@ -79,8 +83,12 @@ class ServableModel:
     """One model version in memory."""
 
     # which version of the model this is ("refit_full", "fold_bag"; "" when the bundle names
-    # none): set by the model cache, see dataplane.variants
+    # none) and why: set by the model cache, see dataplane.variants
     variant: str = ""
+    variant_reason: str = ""
+    # how rows are scored: "compiled" (every estimator compiled), "matrix" (a matrix, some
+    # estimators as themselves) or "frame" (the bundle's predictor on a DataFrame)
+    scoring: str = "frame"
 
     def __init__(self, bundle: Any, *, compile_all: bool = True) -> None:
         self.bundle = bundle
@@ -106,6 +114,12 @@ class ServableModel:
             if name not in open_columns
         }
         self.numeric = all(c.kind == "numeric" for c in self.schema.columns)
+        # positions of the categorical inputs: their raw values go into an object matrix
+        self._categorical = [
+            i for i, c in enumerate(self.schema.columns) if c.kind == "categorical"
+        ]
+        self._numbers = [i for i, c in enumerate(self.schema.columns) if c.kind == "numeric"]
+        matrix_ready = all(c.kind in ("numeric", "categorical") for c in self.schema.columns)
         self._values = (
             itemgetter(*self.names)
             if len(self.names) > 1
@@ -120,12 +134,14 @@ class ServableModel:
         self._plain: MatrixScorer | None = None
         self.single_row_seconds: float | None = None
         self.fast = False
-        if self.numeric:
+        if matrix_ready:
             self._choose_scorers()
 
     # -- the fast path: a float matrix straight into the model ------------------------------
 
     def _matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if self._categorical:
+            return self._object_matrix(rows)
         values = self._values
         try:
             lines = [values(r) for r in rows]
@@ -142,9 +158,32 @@ class ServableModel:
                 metadata={"mistyped": ",".join(bad)},
             ) from None
 
+    def _object_matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Numeric columns as floats (None -> NaN), categorical ones as given (the model's
+        own preprocessing turns them into strings, as it does for a frame)."""
+        values = self._values
+        matrix = np.empty((len(rows), len(self.names)), dtype=object)
+        if rows:
+            matrix[:] = [values(r) for r in rows]
+        for j in self._numbers:
+            column = matrix[:, j].tolist()
+            try:
+                if _PLAIN_NUMBER_TYPES.issuperset(map(type, column)):  # None -> NaN
+                    matrix[:, j] = np.array(column, dtype=np.float64)
+                else:
+                    matrix[:, j] = [_number(v) for v in column]
+            except (TypeError, ValueError):
+                name = self.names[j]
+                raise InvalidArgument(
+                    f"mistyped features: {name} (a number is expected)",
+                    reason="MISTYPED_FEATURES",
+                    metadata={"mistyped": name},
+                ) from None
+        return matrix
+
     def _raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         assert self._scorer is not None and self._plain is not None
-        if self._scorer is not self._plain and np.isinf(matrix).any():
+        if self._scorer is not self._plain and _has_inf(matrix, self._numbers):
             return self._plain(matrix)
         return self._scorer(matrix)
 
@@ -165,6 +204,8 @@ class ServableModel:
 
         if hasattr(model, "matrix_scorer"):
             scorer = model.matrix_scorer(self.names, compiled)
+        elif self._categorical:  # a bare estimator does not encode categories itself
+            return None, False
         else:
             scorer = compiled(model, len(self.names)) or (
                 lambda M: _estimator_scores(model, self.task, M)
@@ -183,7 +224,8 @@ class ServableModel:
             import pandas as pd
 
             matrix = self._verification_matrix()
-            expected = self._scores_slow(pd.DataFrame(matrix, columns=self.names))
+            # the frame the slow path builds from such rows (column dtypes inferred)
+            expected = self._scores_slow(pd.DataFrame(matrix.tolist(), columns=self.names))
         except Exception:  # noqa: BLE001 - any failure means: keep the checked slow path
             log.warning("cannot verify a fast path for this model", exc_info=True)
             return
@@ -196,6 +238,12 @@ class ServableModel:
             except Exception:  # noqa: BLE001 - any failure means: not this scorer
                 log.warning("matrix scoring failed; not used", exc_info=True)
                 continue
+            if scorer is None:
+                log.info(
+                    "no matrix path for this model: scored through a frame",
+                    extra={"compiled": compile_trees},
+                )
+                break
             if (
                 got is None
                 or small is None
@@ -212,9 +260,11 @@ class ServableModel:
             if not compile_trees:
                 self._scorer = self._plain = scorer
                 self.fast = True
+                self.scoring = "matrix"
             elif self._plain is not None:
                 self._scorer = scorer
                 if all_compiled:
+                    self.scoring = "compiled"
                     self.single_row_seconds = self._time_single_row()
 
     def _time_single_row(self) -> float:
@@ -232,6 +282,11 @@ class ServableModel:
         stats = self.bundle.training_stats or {}
         columns = []
         for name in self.names:
+            known = self._known_categories(name)
+            if known is not None:  # training's categories, one it never saw, missing values
+                pool = np.array([*known, UNSEEN_CATEGORY, None], dtype=object)
+                columns.append(rng.choice(pool, VERIFY_ROWS))
+                continue
             sample = [
                 v
                 for v in (stats.get(name) or {}).get("sample") or []
@@ -245,8 +300,20 @@ class ServableModel:
         matrix = np.column_stack(columns) if columns else np.zeros((VERIFY_ROWS, 0))
         probe = [dict(self.defaults) for _ in range(2)]
         for i, name in enumerate(self.names):
-            probe[1][name] = (self.defaults.get(name) or 0.0) + (i % 3)
+            if self._known_categories(name) is None:
+                probe[1][name] = (self.defaults.get(name) or 0.0) + (i % 3)
         return np.vstack([matrix, self._matrix(probe)])
+
+    def _known_categories(self, name: str) -> list[str] | None:
+        """The categories of a categorical input in the training statistics (None for a
+        numeric input)."""
+        if self.names.index(name) not in self._categorical:
+            return None
+        stats = (self.bundle.training_stats or {}).get(name) or {}
+        return [k for k in stats.get("frequencies") or {} if k != "__other__"]
+
+    def served_version(self) -> ServedVersion:
+        return ServedVersion(self.variant, self.variant_reason, self.scoring)
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -373,6 +440,12 @@ def _estimator_scores(model: Any, task: str, matrix: np.ndarray) -> np.ndarray:
         if task == "regression":
             return np.asarray(model.predict(matrix), dtype=np.float64)
         return np.asarray(model.predict_proba(matrix), dtype=np.float64)
+
+
+def _has_inf(matrix: np.ndarray, numbers: Sequence[int]) -> bool:
+    if matrix.dtype != object:
+        return bool(np.isinf(matrix).any())
+    return bool(np.isinf(matrix[:, numbers].astype(np.float64)).any())
 
 
 def _is_number(value: Any) -> bool:

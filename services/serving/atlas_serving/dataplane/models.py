@@ -129,9 +129,9 @@ class ModelCache:
     def load_now(self, version: ModelVersion) -> ServableModel:
         """Load and check a bundle (blocking): DataLoss on checksum failure."""
         ref = resolve_artifact(self.store, version.bundle)
-        bundle, variant = choose_variant(self.loader(self.store, ref), self.refit_full_tolerance)
+        bundle, chosen = choose_variant(self.loader(self.store, ref), self.refit_full_tolerance)
         model = servable(bundle, compile_all=self.compile_models)
-        model.variant = variant
+        model.variant, model.variant_reason = chosen.name, chosen.reason
         return model
 
     def _evict(self, keep: ModelKey) -> None:

@@ -31,6 +31,8 @@ class NodeLookupModel(ServableModel):
     """One node-lookup model version in memory (shares ServableModel's interface only: the
     tabular scoring machinery does not apply to a lookup)."""
 
+    scoring = "lookup"
+
     def __init__(self, bundle: Any) -> None:
         self.bundle = bundle
         self.predictor = bundle.predictor

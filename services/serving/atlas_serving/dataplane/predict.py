@@ -19,6 +19,7 @@ from atlas_serving.dataplane.lookup import FeatureFetcher
 from atlas_serving.dataplane.loop_lag import LoopLag
 from atlas_serving.dataplane.models import ModelCache, ModelKey
 from atlas_serving.dataplane.prediction_log import PredictionLog, new_prediction_id
+from atlas_serving.dataplane.variants import ServedVersion
 from atlas_serving.domain import PredictOptions, Row, endpoint_not_found
 from atlas_serving.monitoring.metrics import ServingMetrics
 
@@ -36,6 +37,7 @@ class Answer:
     variant: str
     model: ModelKey  # (model name, version) that answered
     prediction_id: str
+    served: ServedVersion = ServedVersion()  # which version of its bundle's model, and why
 
 
 class DataPlane:
@@ -159,7 +161,9 @@ class DataPlane:
             for feature in result.unseen:
                 self.metrics.unseen_categories.labels(name, feature).inc()
         seconds = self._observe(ep, variant, start, "OK")
-        answer = Answer(results, variant.name, variant.key, new_prediction_id())
+        answer = Answer(
+            results, variant.name, variant.key, new_prediction_id(), model.served_version()
+        )
         if ep.spec.capture.enabled and random.random() < ep.spec.capture.sample_fraction:
             self._capture(ep, answer, features, seconds)
         record = None

@@ -32,16 +32,30 @@ def relative_loss(reference: Any, other: Any) -> float | None:
     return max(0.0, worse) / max(abs(ref), 1e-12)
 
 
-def choose_variant(bundle: Any, tolerance: float) -> tuple[Any, str]:
-    """(the bundle as it will be served, the variant's name; "" for a bundle without
-    variants). ``tolerance``: the largest relative loss of estimated quality accepted for the
-    refit-full version; negative: always serve the main model."""
+@dataclasses.dataclass(frozen=True)
+class ServedVersion:
+    """Which version of a bundle's model is served (``""``: a bundle with one unnamed
+    model), why, and how rows are scored ("compiled", "matrix" or "frame"; see
+    ``ServableModel.scoring``)."""
+
+    name: str = ""
+    reason: str = ""
+    scoring: str = ""
+
+
+def choose_variant(bundle: Any, tolerance: float) -> tuple[Any, ServedVersion]:
+    """(the bundle as it will be served, which version it is and why). ``tolerance``: the
+    largest relative loss of estimated quality accepted for the refit-full version;
+    negative: always serve the main model."""
     main = dict(getattr(bundle, "model_variant", None) or {})
     name = str(main.get("name", ""))
     variants = getattr(bundle, "variants", None) or {}
     refit = variants.get(REFIT_FULL)
-    if refit is None or tolerance < 0:
-        return bundle, name
+    if refit is None:
+        return bundle, ServedVersion(name, "the bundle holds one version of the model")
+    if tolerance < 0:
+        why = "runtime.refit_full_tolerance is negative: the fold-bagged model is always served"
+        return bundle, ServedVersion(name, why)
     loss = relative_loss(main, refit)
     if loss is None or loss > tolerance:
         log.info(
@@ -52,10 +66,20 @@ def choose_variant(bundle: Any, tolerance: float) -> tuple[Any, str]:
                 "tolerance": tolerance,
             },
         )
-        return bundle, name
+        why = (
+            "no usable quality estimate to compare the refit-full version with"
+            if loss is None
+            else f"the refit-full version's estimated quality is {loss:.4g} worse (relative) "
+            f"than this one's: over the tolerance {tolerance:g}"
+        )
+        return bundle, ServedVersion(name, why)
     served = dataclasses.replace(bundle, predictor=bundle.variant_predictor(REFIT_FULL))
     log.info(
         "serving the refit-full model",
         extra={"key": bundle.ref.key, "relative_loss": loss, "tolerance": tolerance},
     )
-    return served, REFIT_FULL
+    why = (
+        f"estimated quality {loss:.4g} worse (relative) than the fold-bagged model's: "
+        f"within the tolerance {tolerance:g}"
+    )
+    return served, ServedVersion(REFIT_FULL, why)

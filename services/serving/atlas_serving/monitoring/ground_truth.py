@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,8 +250,13 @@ class GroundTruthStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def labeled(self, endpoint: str, start_us: int, end_us: int) -> list[dict[str, Any]]:
-        """Labeled predictions (live and shadow) of the endpoint made in [start_us, end_us)."""
+    def labeled(
+        self, endpoint: str, start_us: int, end_us: int, batch: int = 5000
+    ) -> Iterator[Sequence[Any]]:
+        """Labeled predictions (live and shadow) of the endpoint made in [start_us, end_us),
+        in batches of database rows (attribute access), streamed: a window holds tens of
+        thousands and the periodic quality evaluation reads them all; holding them all as
+        Python objects at once was serving's memory growth (docs/experiments/chaos.md)."""
         p, g = predictions.c, ground_truth.c
         query = (
             select(
@@ -277,7 +282,8 @@ class GroundTruthStore:
             .order_by(p.time_us, p.prediction_id, p.row)
         )
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            result = conn.execution_options(yield_per=batch).execute(query)
+            yield from result.partitions()
 
 
 def _class_text(outcome: Any, classes: list[str]) -> str:

@@ -4,7 +4,7 @@ challenger-vs-champion comparisons that rollouts gate on. Blocking: run in threa
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,11 +37,36 @@ class ModelQuality:
         top = max(live, key=lambda v: v.weight)
         return self.model_info(top.model.model_name, top.resolved_version)
 
-    def _labeled(self, task: str, rows: list[dict[str, Any]]) -> q.Labeled:
-        if not rows:
-            return q.labeled_from_rows(task, [], [])
-        _, classes = self.model_info(rows[0]["model_name"], rows[0]["model_version"])
-        return q.labeled_from_rows(task, classes, rows)
+    def _classes(self, rows: Sequence[Any]) -> list[str]:
+        return self.model_info(rows[0].model_name, rows[0].model_version)[1] if rows else []
+
+    def _read(
+        self, task: str, endpoint: str, start_us: int, end_us: int
+    ) -> tuple[dict[tuple[str, int, bool], q.Labeled], q.Labeled, Counter[str]]:
+        """Per (variant, version, shadow) group and all live rows, as compact arrays built
+        batch by batch (never every row object of the window at once); live answers by
+        variant."""
+        parts: dict[tuple[str, int, bool], list[q.Labeled]] = {}
+        classes: dict[tuple[str, int, bool], list[str]] = {}
+        live_parts: list[q.Labeled] = []
+        live_classes: list[str] | None = None
+        answered_by: Counter[str] = Counter()
+        for batch in self.store.labeled(endpoint, start_us, end_us):
+            groups: dict[tuple[str, int, bool], list[Any]] = {}
+            for r in batch:
+                groups.setdefault((r.variant, r.model_version, bool(r.shadow)), []).append(r)
+            live_rows = [r for r in batch if not r.shadow]
+            if live_rows:
+                if live_classes is None:
+                    live_classes = self._classes(live_rows)
+                live_parts.append(q.labeled_from_rows(task, live_classes, live_rows))
+                answered_by.update(r.variant for r in live_rows)
+            for key, members in groups.items():
+                if key not in classes:
+                    classes[key] = self._classes(members)
+                parts.setdefault(key, []).append(q.labeled_from_rows(task, classes[key], members))
+        out = {key: q.concat(task, classes[key], p) for key, p in parts.items()}
+        return out, q.concat(task, live_classes or [], live_parts), answered_by
 
     def report(
         self, spec: EndpointSpec, start_us: int, end_us: int, variant: str = "", metric: str = ""
@@ -49,18 +74,11 @@ class ModelQuality:
         """Per (variant, model version) seen in the window; shadows paired with live."""
         task, _ = self.task_of(spec)
         metric = q.check_metric(task, metric)
-        rows = self.store.labeled(spec.name, start_us, end_us)
-        groups: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
-        for r in rows:
-            groups.setdefault((r["variant"], r["model_version"], bool(r["shadow"])), []).append(r)
-        live_rows = [r for r in rows if not r["shadow"]]
-        live = self._labeled(task, live_rows)
-        answered_by = Counter(r["variant"] for r in live_rows)
+        groups, live, answered_by = self._read(task, spec.name, start_us, end_us)
         out = QualityReport(task=task, start_us=start_us, end_us=end_us)
-        for (name, version, shadow), members in sorted(groups.items()):
+        for (name, version, shadow), data in sorted(groups.items(), key=lambda kv: kv[0]):
             if variant and name != variant:
                 continue
-            data = self._labeled(task, members)
             vq = VariantQuality(
                 variant=name,
                 model_version=version,
@@ -90,10 +108,11 @@ class ModelQuality:
         paired on the same requests (shadows) or unpaired (split traffic)."""
         task, _ = self.task_of(spec)
         metric = q.check_metric(task, metric)
-        rows = self.store.labeled(spec.name, since_us, 2**62)
-        mine = [r for r in rows if r["variant"] in challengers]
-        theirs = [r for r in rows if r["variant"] in champions and not r["shadow"]]
-        a, b = self._labeled(task, mine), self._labeled(task, theirs)
+        groups, _, _ = self._read(task, spec.name, since_us, 2**62)
+        mine = [d for (v, _, _), d in sorted(groups.items()) if v in challengers]
+        theirs = [d for (v, _, s), d in sorted(groups.items()) if v in champions and not s]
+        a = q.concat(task, mine[0].classes if mine else [], mine)
+        b = q.concat(task, theirs[0].classes if theirs else [], theirs)
         if paired:
             keys = set(a.keys) & set(b.keys)
             n = len(keys)

@@ -6,8 +6,9 @@ or unpaired (canary traffic). Point estimates are scikit-learn's."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,12 @@ TASK_METRICS = {
 }
 DEFAULT_METRIC = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
 RESAMPLES = 400
+# Resample cells (resamples x rows) handled at once. Each bootstrap step holds a few arrays
+# of this many cells (indices, scores, ranks): 2 MB each. Larger chunks are no faster, and
+# arrays of tens of MB freed by a worker thread stay in glibc's arena as fragmented heap:
+# at 2,000,000 cells serving's RSS rose by ~5 KB per labelled prediction
+# (docs/experiments/chaos.md, soak).
+_MAX_CELLS = 250_000
 SEED = 0
 LEVEL = 0.95
 _EPS = 1e-15
@@ -72,24 +79,37 @@ class Labeled:
         )
 
 
-def labeled_from_rows(
-    task: str, classes: Sequence[str], rows: Sequence[Mapping[str, object]]
-) -> Labeled:
-    """Rows with prediction_id, row, label, value, probs (JSON), outcome, outcome_value."""
-    keys = [(str(r["prediction_id"]), int(r["row"])) for r in rows]  # type: ignore[call-overload]
+def labeled_from_rows(task: str, classes: Sequence[str], rows: Sequence[Any]) -> Labeled:
+    """Rows (attribute access: database rows) with prediction_id, row, label, value, probs
+    (JSON), outcome, outcome_value."""
+    keys = [(str(r.prediction_id), int(r.row)) for r in rows]
     if task == "regression":
-        y = np.array([float(r["outcome_value"]) for r in rows], dtype=np.float64)  # type: ignore[arg-type]
-        pred = np.array([float(r["value"]) for r in rows], dtype=np.float64)  # type: ignore[arg-type]
+        y = np.array([float(r.outcome_value) for r in rows], dtype=np.float64)
+        pred = np.array([float(r.value) for r in rows], dtype=np.float64)
         return Labeled(task, list(classes), keys, y, pred, None)
-    y = np.array([str(r["outcome"]) for r in rows], dtype=object)
-    pred = np.array([str(r["label"]) for r in rows], dtype=object)
+    y = np.array([str(r.outcome) for r in rows], dtype=object)
+    pred = np.array([str(r.label) for r in rows], dtype=object)
     k = len(classes)
     probs = np.full((len(rows), k), np.nan)
     for i, r in enumerate(rows):
-        line = json.loads(str(r["probs"])) if r["probs"] else []
+        line = json.loads(str(r.probs)) if r.probs else []
         if len(line) == k:
             probs[i] = line
     return Labeled(task, list(classes), keys, y, pred, probs if k else None)
+
+
+def concat(task: str, classes: Sequence[str], parts: Sequence[Labeled]) -> Labeled:
+    """One Labeled of parts read in batches (same task and classes)."""
+    if not parts:
+        return labeled_from_rows(task, classes, [])
+    if len(parts) == 1:
+        return parts[0]
+    keys = [k for part in parts for k in part.keys]
+    y = np.concatenate([part.y for part in parts])
+    pred = np.concatenate([part.pred for part in parts])
+    probs = [part.probs for part in parts if part.probs is not None]
+    both = np.concatenate(probs) if len(probs) == len(parts) else None
+    return Labeled(task, list(classes), keys, y, pred, both)
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -177,7 +197,7 @@ def _auc_resampled(positive: np.ndarray, score: np.ndarray, idx: np.ndarray) -> 
     positive = np.asarray(positive, dtype=bool)
     n = idx.shape[1]
     out = np.empty(len(idx))
-    step = max(1, 2_000_000 // max(n, 1))
+    step = max(1, _MAX_CELLS // max(n, 1))
     for start in range(0, len(idx), step):
         rows = idx[start : start + step]
         ys = positive[rows]
@@ -198,9 +218,6 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     tail = (1 - LEVEL) / 2 * 100
     lo, hi = np.percentile(finite, [tail, 100 - tail])
     return float(lo), float(hi)
-
-
-_MAX_CELLS = 2_000_000  # resample indices drawn at once: bounds memory for large windows
 
 
 def _index_chunks(n: int, rng: np.random.Generator, resamples: int) -> Iterator[np.ndarray]:

@@ -3,8 +3,10 @@ pays them, and the per-row latency budget (``AutoMLRequest.max_row_latency_ms``)
 throughput floor (``min_batch_rows_per_s``) applied to the final model.
 
 The cost of one model is measured on one of its fold models: a float-matrix scorer with
-every estimator compiled (``atlas_core.ml.compile_estimator``) when the inputs are numeric,
-else the model's own ``predict_scores`` on a one-row frame. CPU time of the measuring thread,
+every estimator compiled (``atlas_core.ml.compile_estimator``) when the inputs are numbers
+and strings (a float matrix, or an object matrix holding the strings, as serving builds it),
+else (or when the model needs a frame: dates) the model's own ``predict_scores`` on a
+one-row frame. CPU time of the measuring thread,
 best of a few calls: robust to a busy machine. A fold bag costs its folds' sum, an ensemble
 its members' sum. Batch cost is the same on a ``BATCH_ROWS``-row matrix (training rows
 repeated), per row."""
@@ -41,10 +43,10 @@ def batch_row_s(model: Any, X: pd.DataFrame) -> float:
 def _best_call_s(model: Any, row: pd.DataFrame, repeats: int) -> float:
     call: Callable[[], Any]
     scorer = None
-    if all(pd.api.types.is_numeric_dtype(t) for t in row.dtypes):
+    matrix = _serving_matrix(row)
+    if matrix is not None:
         scorer = model.matrix_scorer([str(c) for c in row.columns], compile_estimator)
     if scorer is not None:
-        matrix = row.to_numpy(dtype=np.float64, na_value=np.nan)
         call = lambda: scorer(matrix)  # noqa: E731
     else:
         call = lambda: model.predict_scores(row)  # noqa: E731
@@ -55,6 +57,28 @@ def _best_call_s(model: Any, row: pd.DataFrame, repeats: int) -> float:
         call()
         best = min(best, time.thread_time() - start)
     return best
+
+
+def _serving_matrix(rows: pd.DataFrame) -> np.ndarray | None:
+    """The matrix serving's fast path builds from these rows: float64 when every column is
+    numeric, else object with numbers as floats (NaN when missing) and strings as they are
+    (None when missing); None for other column types (dates)."""
+    numeric = [pd.api.types.is_numeric_dtype(t) for t in rows.dtypes]
+    if all(numeric):
+        return rows.to_numpy(dtype=np.float64, na_value=np.nan)
+    if not all(
+        n or pd.api.types.is_object_dtype(t) or pd.api.types.is_string_dtype(t)
+        for n, t in zip(numeric, rows.dtypes)
+    ):
+        return None
+    matrix = np.empty(rows.shape, dtype=object)
+    for j, (name, is_number) in enumerate(zip(rows.columns, numeric)):
+        values = rows[name]
+        if is_number:
+            matrix[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan).tolist()
+        else:
+            matrix[:, j] = values.astype(object).where(values.notna(), None).tolist()
+    return matrix
 
 
 def measure(

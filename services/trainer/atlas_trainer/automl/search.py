@@ -55,11 +55,28 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted: "
 STRATEGIES = ("bohb", "tpe", "random")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# How often a worker whose budget is spent checks whether another worker's trial ended.
+STALE_POLL_S = 1.0
 # Optuna warns on every ask() with a heartbeat storage outside Study.optimize; the searcher
 # records the heartbeats itself (Searcher._beat).
 warnings.filterwarnings(
     "ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning
 )
+# ... and fail_stale_trials, called on every ask, is marked experimental (since Optuna 2.9).
+warnings.filterwarnings(
+    "ignore",
+    message=r".*fail_stale_trials is experimental",
+    category=optuna.exceptions.ExperimentalWarning,
+)
+
+
+def charged_trials(study: optuna.Study) -> int:
+    """Trials counted against a study-wide budget: finished or running, except a trial that
+    was lost with its worker and queued again (the retry is charged instead)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    charged = (*FINISHED, TrialState.RUNNING)
+    return sum(1 for t in trials if t.state in charged and t.number not in retried)
 
 
 class SharedHyperbandPruner(BasePruner):
@@ -240,20 +257,36 @@ class Searcher:
         return None
 
     def _ask(self) -> optuna.Trial | None:
-        with self._ask_lock.hold():
-            if self._stop.is_set() or self._stop_reason() is not None:
-                self._stop.set()
-                return None
-            if self.settings.max_trials is not None:
-                states = (*FINISHED, TrialState.RUNNING)
-                used = len(self.study.get_trials(deepcopy=False, states=states))
-                if used >= self.settings.max_trials:
+        while True:
+            with self._ask_lock.hold():
+                if self._stop.is_set() or self._stop_reason() is not None:
                     self._stop.set()
                     return None
-            self._enqueue_next()
-            trial = self.study.ask()
-            self._beat(trial._trial_id)  # noqa: SLF001 - Optuna's heartbeat API takes the id
-            return trial
+                # A killed worker's trials stop beating: fail them (the storage's callback
+                # queues each for one retry) so the workers still running finish the study.
+                optuna.storages.fail_stale_trials(self.study)
+                if self.settings.max_trials is None or not self._budget_spent():
+                    self._enqueue_next()
+                    trial = self.study.ask()
+                    self._beat(trial._trial_id)  # noqa: SLF001 - the heartbeat API takes the id
+                    return trial
+                if not self._others_running():
+                    self._stop.set()
+                    return None
+            # The budget is spent but another worker's trial is in flight: it either ends
+            # (and the study with it) or its worker died and it goes stale, to be run here.
+            self._stop.wait(STALE_POLL_S)
+
+    def _budget_spent(self) -> bool:
+        assert self.settings.max_trials is not None
+        return charged_trials(self.study) >= self.settings.max_trials
+
+    def _others_running(self) -> bool:
+        storage = self.study._storage  # noqa: SLF001
+        if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
+            return False  # one process: nobody else's trial to wait for
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(t._trial_id not in self._running for t in running)  # noqa: SLF001
 
     def _enqueue_next(self) -> None:
         pending = self.settings.initial

@@ -45,6 +45,33 @@ def _bad(field_name: str, message: str) -> InvalidArgument:
     )
 
 
+def _check_sharded_classes(cfg: DeepConfig, classes: int, target: str, max_classes: int) -> None:
+    """The sharded layer's class count against the target's, the limit and the workers."""
+    where = "deep_learning.params.sharded_classes"
+    configured = cfg.params.sharded_classes
+    if configured > max_classes:
+        raise InvalidArgument(
+            f"{where}: {configured} classes; a deep-learning job takes at most {max_classes} "
+            "(jobs.deep_max_classes)",
+            reason="TOO_MANY_CLASSES",
+            metadata={"field": where, "classes": str(configured)},
+        )
+    if configured and classes > configured:
+        raise InvalidArgument(
+            f"{where}: target_column '{target}' has {classes} classes, more than the "
+            f"{configured} the sharded layer is configured for",
+            reason="TOO_MANY_CLASSES",
+            metadata={"field": where, "classes": str(classes)},
+        )
+    if (configured or classes) < cfg.workers:
+        raise InvalidArgument(
+            f"deep_learning.workers: {cfg.workers} workers cannot split a layer of "
+            f"{configured or classes} classes (each holds at least one)",
+            reason="BAD_DEEP_PARAMS",
+            metadata={"field": "deep_learning.workers"},
+        )
+
+
 def prepare(
     X: pd.DataFrame, y: pd.Series, cfg: DeepConfig, *, target: str, max_classes: int
 ) -> Prepared:
@@ -61,6 +88,8 @@ def prepare(
         )
     if len(classes) < 2:
         raise _bad("target_column", f"'{target}' needs at least 2 classes, got {classes}")
+    if cfg.params.sharded_classifier:
+        _check_sharded_classes(cfg, len(classes), target, max_classes)
     codes = pd.Categorical(y, categories=classes).codes.astype(np.int64)
     train_rows, validation_rows = _split(codes, cfg)
     kind = cfg.input_kind

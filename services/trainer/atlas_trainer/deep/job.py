@@ -10,6 +10,7 @@ after ``kill -9`` of the service resumes from it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -49,6 +50,8 @@ class _Progress:
         self.resumed_from = int(saved.get("epoch") or 0)
         self.restarts = int(saved.get("restarts") or 0)
         self.work_files: dict[str, str] = {}  # data-parallel jobs: the workers' files
+        # A sharded last layer: each worker's classes and weight elements (rank 0's report).
+        self.classifier_shards: list[dict[str, int]] = []
 
     def resume_blob(self) -> bytes | None:
         if not self.checkpoints:
@@ -131,41 +134,51 @@ def train_deep(
     from atlas_trainer.deep.models import parameter_count, to_torchscript
 
     probe = np.asarray(prepared.train_rows[:MEMORY_PROBE_ROWS])
-    memory = measure(
-        new_model(cfg, tensors),
-        torch.from_numpy(prepared.inputs[probe]),
-        torch.from_numpy(prepared.labels[probe]),
-    )
-    ctx.report(
-        0.02,
-        f"training {cfg.architecture} on {len(prepared.train_rows)} rows"
-        + (f", resuming after epoch {progress.resumed_from}" if resume else ""),
-    )
+    probe_inputs = torch.from_numpy(prepared.inputs[probe])
+    probe_labels = torch.from_numpy(prepared.labels[probe])
     fit_started = time.monotonic()
     deadline = _training_deadline(rt, spec, started)
-    if cfg.workers > 1:
-        from atlas_trainer.deep.workers import train_with_workers
+    nas = None
+    if cfg.nas is not None:
+        from atlas_trainer.deep.nas_job import run_nas
+        from atlas_trainer.deep.nas_space import check_nas_limits
 
-        model, history = train_with_workers(rt, ctx, cfg, tensors, progress, resume, deadline)
+        check_nas_limits(cfg.nas, cfg.architecture, prepared.info, len(prepared.classes))
+        nas = run_nas(ctx, cfg, tensors, progress.epoch, deadline)
+        model, history = nas.model, nas.history
+        # The bundle's (extracted) net, on a copy: train-mode steps move batch-norm statistics.
+        memory = measure(copy.deepcopy(model), probe_inputs, probe_labels)
     else:
-        model, state = train_loop(
-            cfg,
-            tensors,
-            resume=resume,
-            on_epoch=progress.epoch,
-            on_checkpoint=progress.checkpoint,
-            should_stop=lambda: ctx.cancelled() or time.monotonic() > deadline,
+        memory = measure(new_model(cfg, tensors), probe_inputs, probe_labels)
+        ctx.report(
+            0.02,
+            f"training {cfg.architecture} on {len(prepared.train_rows)} rows"
+            + (f", resuming after epoch {progress.resumed_from}" if resume else ""),
         )
-        history = state.history
+        if cfg.workers > 1:
+            from atlas_trainer.deep.workers import train_with_workers
+
+            model, history = train_with_workers(rt, ctx, cfg, tensors, progress, resume, deadline)
+        else:
+            model, state = train_loop(
+                cfg,
+                tensors,
+                resume=resume,
+                on_epoch=progress.epoch,
+                on_checkpoint=progress.checkpoint,
+                should_stop=lambda: ctx.cancelled() or time.monotonic() > deadline,
+            )
+            history = state.history
     ctx.raise_if_cancelled()
     fit_seconds = time.monotonic() - fit_started
-    if len(history) < cfg.epochs:
+    planned = cfg.epochs + (cfg.nas.fine_tune_epochs if cfg.nas else 0)
+    if len(history) < planned:
         if not history:
             raise RuntimeError(
                 "no epoch finished within budget.wall_time: raise it, or train fewer rows"
             )
         prepared.warnings.append(
-            f"the wall budget ended training after epoch {len(history)} of {cfg.epochs}"
+            f"the wall budget ended training after epoch {len(history)} of {planned}"
         )
     ctx.report(0.92, "writing the model bundle")
     example = torch.from_numpy(prepared.inputs[:2])
@@ -197,6 +210,7 @@ def train_deep(
             trial_number=0,
             job_id=ctx.job_id,
             extra={"architecture": cfg.architecture}
+            | ({"nas_architecture": nas.best.arch.to_json()} if nas else {})
             | ({"base_model": base_model} if base_model else {}),
         ),
         seed=cfg.seed,
@@ -220,7 +234,23 @@ def train_deep(
         restarts=progress.restarts,
         torchrun_command=launch.command,
         rendezvous_config=launch.config,
+        classifier_shards=progress.classifier_shards,
     )
+    if nas is not None:
+        from atlas_trainer.deep.nas_job import pareto_rows
+
+        best = result["best"]
+        best["pipeline"] = f"nas {nas.best.arch.describe(cfg.architecture)} (fine-tuned)"
+        best["params"] = {"architecture": cfg.architecture, "nas": nas.best.arch.to_json()}
+        best["metrics"] |= {
+            "macs": float(nas.best.cost.macs),
+            "parameters": float(nas.best.cost.parameters),
+        }
+        best["origin"] = "nas"
+        result["leaderboard"] = [best, *pareto_rows(nas, cfg.architecture)]
+        result["trials_complete"] = len(result["leaderboard"])
+        result["stop_reason"] = "nas"
+        result["deep_learning"]["nas"] = nas.result
     result["checkpoints"] = progress.checkpoints
     result["lineage"]["base_model"] = base_model
     result["report"] = _report(rt, ctx.job_id, cfg, history, prepared.warnings)

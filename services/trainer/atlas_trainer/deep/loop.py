@@ -7,7 +7,10 @@ shuffles, so a single process and a resumed job see the same epoch orders: a sam
 is a function of its seed and epoch, which is all a checkpoint needs to keep of it.
 
 A checkpoint is one ``torch.save`` blob: model and optimizer state, the epochs done, the
-sampler's seed, and the loss history; ``load_checkpoint`` restores all of it.
+sampler's seed, and the loss history; ``load_checkpoint`` restores all of it. With a sharded
+last layer (``params.sharded_classifier``, deep.sharded_head) the model state is the ordinary
+net's (the shards gathered on rank 0) and the blob adds the gathered layer and every rank's
+optimizer state for its shard.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,38 +82,49 @@ class LoopState:
 
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # With a sharded last layer: every rank's classes and weight elements.
+    classifier_shards: list[dict[str, int]] = field(default_factory=list)
 
 
 def new_model(cfg: DeepConfig, data: TensorData) -> BlockNet:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.architecture, cfg.params, data.info, data.classes)
     model.checkpointing = cfg.params.checkpointing
+    if cfg.params.sharded_classifier and cfg.params.margin == "arcface":
+        from atlas_trainer.deep.sharded_head import with_normalized_features
+
+        with_normalized_features(model)
     if data.embedding is not None:
         with torch.no_grad():
             model.stem.weight.copy_(torch.from_numpy(data.embedding))
     return model
 
 
-def _optimizer(cfg: DeepConfig, model: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(cfg: DeepConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     p = cfg.params
     if p.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay
-        )
-    return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        return torch.optim.SGD(params, lr=p.lr, momentum=0.9, weight_decay=p.weight_decay)
+    return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
 
 
 def save_checkpoint(
-    model: nn.Module, optimizer: torch.optim.Optimizer, state: LoopState, seed: int
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: LoopState,
+    seed: int,
+    *,
+    model_state: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> bytes:
     buffer = io.BytesIO()
     torch.save(
         {
-            "model": model.state_dict(),
+            "model": model.state_dict() if model_state is None else model_state,
             "optimizer": optimizer.state_dict(),
             "epoch": state.epoch,
             "sampler": {"seed": seed, "epoch": state.epoch},
             "history": state.history,
+            **(extra or {}),
         },
         buffer,
     )
@@ -148,17 +162,33 @@ def train_loop(
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     model = new_model(cfg, data)
-    optimizer = _optimizer(cfg, model)
     state = LoopState()
-    if resume is not None:
-        saved = load_checkpoint(resume)
+    saved = load_checkpoint(resume) if resume is not None else None
+    if saved is not None:
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
         state = LoopState(int(saved["epoch"]), list(saved["history"]))
+    head = None
+    if cfg.params.sharded_classifier:
+        if not distributed:
+            raise RuntimeError("params.sharded_classifier needs a process group (workers >= 2)")
+        from atlas_trainer.deep.sharded_head import ShardedHead
+
+        head = ShardedHead(model, cfg, saved=saved)  # the model now outputs features
+        state.classifier_shards = head.shards()
+    optimizer = _optimizer(cfg, model.parameters())
+    head_optimizer = _optimizer(cfg, head.layer.parameters()) if head is not None else None
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        if head_optimizer is not None:
+            states = saved["sharded_classifier"]["optimizers"]
+            if len(states) == world:  # a different world size restarts the shards' moments
+                head_optimizer.load_state_dict(states[rank])
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
     dataset = TensorDataset(
         torch.from_numpy(data.train_inputs), torch.from_numpy(data.train_labels)
     )
+    # drop_last=False pads every rank to the same count: equal batches, as the sharded
+    # layer's all-gathers need.
     sampler: DistributedSampler[Any] = DistributedSampler(
         dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False
     )
@@ -174,14 +204,30 @@ def train_loop(
             if should_stop():  # a cancel: the job ends without this epoch
                 return model, state
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(net(inputs), labels)
+            if head is None:
+                loss = nn.functional.cross_entropy(net(inputs), labels)
+            else:
+                assert head_optimizer is not None
+                head_optimizer.zero_grad(set_to_none=True)
+                loss = head.loss(net(inputs), labels)
             loss.backward()
             optimizer.step()
+            if head_optimizer is not None:
+                head_optimizer.step()
             totals += torch.tensor([float(loss) * len(labels), len(labels)], dtype=torch.float64)
         if distributed:
             dist.all_reduce(totals)
         state.epoch += 1
-        val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels)
+        full = head.gather_weight() if head is not None else None
+        if head is None:
+            val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels)
+        else:
+            scores = torch.zeros(2, dtype=torch.float64)
+            if full is not None:  # rank 0: the served net's figures, broadcast to the others
+                with head.serving(full) as served:
+                    scores += torch.tensor(_evaluate(served, val_inputs, val_labels))
+            dist.broadcast(scores, src=0)
+            val_loss, val_accuracy = float(scores[0]), float(scores[1])
         record = {
             "epoch": float(state.epoch),
             "train_loss": float(totals[0] / max(1.0, float(totals[1]))),
@@ -195,8 +241,26 @@ def train_loop(
                 "lower deep_learning.params.lr"
             )
         state.history.append(record)
+        due = state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs
+        head_states: list[Any] | None = None
+        if head is not None and due:
+            assert head_optimizer is not None
+            head_states = [None] * world if rank == 0 else None
+            dist.gather_object(head_optimizer.state_dict(), head_states, dst=0)
         if rank == 0:
             on_epoch(record)
-            if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
-                on_checkpoint(save_checkpoint(model, optimizer, state, cfg.seed), state.epoch)
+            if due:
+                blob = (
+                    save_checkpoint(model, optimizer, state, cfg.seed)
+                    if head is None or full is None
+                    else save_checkpoint(
+                        model,
+                        optimizer,
+                        state,
+                        cfg.seed,
+                        model_state=head.served_state(full),
+                        extra={"sharded_classifier": {"weight": full, "optimizers": head_states}},
+                    )
+                )
+                on_checkpoint(blob, state.epoch)
     return model, state

@@ -1,15 +1,26 @@
 """The architectures: MLP, a small CNN, a MobileNet-style depthwise-separable CNN, a text CNN
 and an embedding bag (fastText-style), all ``stem -> blocks -> head`` classifiers.
 
-The blocks are what recomputation wraps: with ``checkpointing`` on, each block's activations
-are dropped after forward and recomputed in backward (``torch.utils.checkpoint``, the
-non-reentrant variant torch recommends), trading compute for memory as in Chen et al. 2016.
+The blocks are what recomputation wraps (``torch.utils.checkpoint``, the non-reentrant variant
+torch recommends): a checkpointed run of blocks keeps only its input after forward and
+recomputes its activations in backward, trading compute for memory as in Chen et al. 2016.
+``checkpointing`` chooses the runs (:func:`segment_plan`):
+
+- ``"segments"`` (what ``params.checkpointing: true`` means): Chen et al.'s sqrt(n) plan, as
+  ``torch.utils.checkpoint.checkpoint_sequential`` does it -- about sqrt(n) segments of
+  consecutive blocks, every segment but the last checkpointed (the last one's activations are
+  needed first in backward, so recomputing them would only cost time). Fewer, longer
+  checkpointed runs than one per block: less recomputation and less per-checkpoint overhead.
+- ``"every_block"``: each block its own checkpoint (the least memory for nets whose memory sits
+  in one or two large blocks, the most recomputation).
+- ``"off"``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -29,29 +40,74 @@ class InputInfo:
     vocab_size: int = 0
 
 
+CHECKPOINT_MODES = ("off", "segments", "every_block")
+
+
+def segment_plan(blocks: int, mode: str) -> list[tuple[int, int, bool]]:
+    """``(start, stop, checkpointed)`` runs of blocks covering ``range(blocks)``.
+
+    ``segments``: ``max(2, round(sqrt(n)))`` near-equal segments (``numpy.array_split``
+    sizes), all but the last checkpointed; a single block is checkpointed on its own (there
+    is nothing to split).
+    """
+    if mode == "off" or blocks == 0:
+        return [(0, blocks, False)] if blocks else []
+    if mode == "every_block" or blocks == 1:
+        return [(i, i + 1, True) for i in range(blocks)]
+    count = min(blocks, max(2, round(math.sqrt(blocks))))
+    base, extra = divmod(blocks, count)
+    plan, start = [], 0
+    for i in range(count):
+        stop = start + base + (1 if i < extra else 0)
+        plan.append((start, stop, i < count - 1))
+        start = stop
+    return plan
+
+
+class RecomputeTracker(Protocol):
+    """What deep.memory listens to while it measures one forward."""
+
+    def hold(self, x: torch.Tensor, blocks: list[nn.Module]) -> None:
+        """A checkpointed run of ``blocks`` starts from (and keeps) ``x``."""
+
+    def tail_starts(self) -> None:
+        """The blocks after the last checkpointed run (and the head) start."""
+
+
+def _run_blocks(blocks: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for block in blocks:
+        x = block(x)
+    return x
+
+
 class BlockNet(nn.Module):
-    """``head(blocks(stem(x)))``; blocks run under ``checkpoint`` while training when
-    ``checkpointing`` is set."""
+    """``head(blocks(stem(x)))``; while training, runs of blocks go under ``checkpoint`` as
+    ``checkpointing`` plans them (see the module docstring)."""
 
     def __init__(self, stem: nn.Module, blocks: list[nn.Module], head: nn.Module) -> None:
         super().__init__()
         self.stem = stem
         self.blocks = nn.ModuleList(blocks)
         self.head = head
-        self.checkpointing = False
-        # Set by deep.memory while it measures: the inputs checkpointed blocks hold.
-        self.held_inputs: list[torch.Tensor] | None = None
+        self.checkpointing = "off"
+        # Set by deep.memory while it measures: told what checkpoints hold.
+        self.tracker: RecomputeTracker | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
+        mode = self.checkpointing if self.training and torch.is_grad_enabled() else "off"
+        for start, stop, recompute in segment_plan(len(self.blocks), mode):
+            run = list(self.blocks[start:stop])
             if recompute:
-                if self.held_inputs is not None:
-                    self.held_inputs.append(x)
-                x = checkpoint(block, x, use_reentrant=False)
+                if self.tracker is not None:
+                    self.tracker.hold(x, run)
+                x = checkpoint(_run_blocks, run, x, use_reentrant=False)
             else:
-                x = block(x)
+                if self.tracker is not None:
+                    self.tracker.tail_starts()
+                x = _run_blocks(run, x)
+        if self.tracker is not None:
+            self.tracker.tail_starts()
         return self.head(x)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from google.protobuf import json_format
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atlas.trainer.v1 import trainer_service_pb2 as pb
 from atlas_core.errors import InvalidArgument
@@ -44,6 +44,41 @@ _ONLY_FOR = {
 MAX_EPOCHS = 1000
 MAX_BATCH = 65536
 
+# One-shot NAS (deep_learning.nas): the architectures with a supernet and the search's choices.
+SUPERNET_ARCHITECTURES = ("mlp", "cnn")
+NAS_ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
+NAS_DEFAULT_WIDTHS = {"mlp": (32, 64, 96, 128), "cnn": (8, 12, 16, 24, 32)}
+NAS_DEFAULT_KERNELS = (3, 5)
+NAS_MAX_LAYERS = 8
+# The search space sets these (nas.widths / nas.kernel_sizes); recomputation is not offered.
+_NOT_WITH_NAS = ("hidden", "channels", "checkpointing")
+
+
+@dataclass(frozen=True)
+class NasConfig:
+    """``deep_learning.nas`` with defaults filled in (0 limits: none)."""
+
+    max_layers: int
+    widths: tuple[int, ...]
+    kernel_sizes: tuple[int, ...]
+    activations: tuple[str, ...]
+    max_parameters: int
+    max_macs: int
+    population: int
+    generations: int
+    max_candidates: int
+    fine_tune_epochs: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NasConfig:
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**values)
+
 
 class DeepParams(BaseModel):
     """``deep_learning.params``: optimizer, architecture and input settings."""
@@ -54,8 +89,10 @@ class DeepParams(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    # Recompute each block's activations in backward (torch.utils.checkpoint).
-    checkpointing: bool = False
+    # Recompute activations in backward (torch.utils.checkpoint; see deep.models):
+    # "segments" (Chen et al.'s sqrt(n) segments; what true means), "every_block", "off"
+    # (false, the default).
+    checkpointing: Literal["off", "segments", "every_block"] = "off"
     # mlp: hidden layer widths.
     hidden: list[int] = Field(default_factory=lambda: [128], min_length=1, max_length=32)
     # cnn / mobilenet: channels per block (each block after the first halves H and W while
@@ -78,6 +115,23 @@ class DeepParams(BaseModel):
     # text models, text_mode tokens: epochs of word2vec-style (skip-gram) pretraining of the
     # embedding on the training text before the classifier trains; 0: none.
     pretrain_epochs: int = Field(default=0, ge=0, le=50)
+    # Model parallelism for many classes (deep.sharded_head): the last layer split by class
+    # over the workers (needs workers >= 2), trained with a softmax or ArcFace margin loss;
+    # sharded_classes: the classes the layer is built for (0: the target's; more reserves
+    # rows for classes to come, fewer than the target has is refused).
+    sharded_classifier: bool = False
+    margin: Literal["softmax", "arcface"] = "softmax"
+    arcface_scale: float = Field(default=16.0, gt=0.0, le=256.0)
+    arcface_margin: float = Field(default=0.2, ge=0.0, le=1.5)
+    sharded_classes: int = Field(default=0, ge=0, le=1 << 24)
+
+    @field_validator("checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_flag(cls, value: Any) -> Any:
+        # Booleans as before: true asks for recomputation, which now means segments.
+        if isinstance(value, bool):
+            return "segments" if value else "off"
+        return value
 
 
 @dataclass(frozen=True)
@@ -93,6 +147,8 @@ class DeepConfig:
     validation_fraction: float
     max_restarts: int
     seed: int
+    # One-shot architecture search (deep_learning.nas), or None.
+    nas: NasConfig | None = None
 
     @property
     def input_kind(self) -> str:
@@ -109,11 +165,13 @@ class DeepConfig:
             "validation_fraction": self.validation_fraction,
             "max_restarts": self.max_restarts,
             "seed": self.seed,
+            "nas": self.nas.to_json() if self.nas else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeepConfig:
-        return cls(**{**data, "params": DeepParams(**data["params"])})
+        nas = NasConfig.from_json(data["nas"]) if data.get("nas") else None
+        return cls(**{**data, "params": DeepParams(**data["params"]), "nas": nas})
 
 
 def _bad(field: str, message: str, *, reason: str) -> InvalidArgument:
@@ -124,16 +182,10 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
     """The validated configuration of ``spec.deep_learning``.
 
     Raises:
-        InvalidArgument: ``BAD_ARCHITECTURE``, ``BAD_DEEP_PARAMS``, ``UNSUPPORTED_KIND``
-            (nas) or ``UNSUPPORTED_TASK`` (regression), naming the field.
+        InvalidArgument: ``BAD_ARCHITECTURE``, ``BAD_DEEP_PARAMS``, ``BAD_NAS_SPEC`` or
+            ``UNSUPPORTED_TASK`` (regression), naming the field.
     """
     dl = spec.deep_learning
-    if dl.HasField("nas"):
-        raise _bad(
-            "deep_learning.nas",
-            "architecture search is not offered by this trainer version; name one architecture",
-            reason="UNSUPPORTED_KIND",
-        )
     if spec.task_type == pb.TASK_TYPE_REGRESSION:
         raise _bad(
             "task_type",
@@ -148,6 +200,7 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
             reason="BAD_ARCHITECTURE",
         )
     raw = json_format.MessageToDict(dl.params) if dl.HasField("params") else {}
+    nas = nas_config(dl, arch, raw) if dl.HasField("nas") else None
     for key in raw:
         allowed = _ONLY_FOR.get(key)
         if allowed is not None and arch not in allowed:
@@ -171,6 +224,7 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
             "pretraining learns word vectors: it needs text_mode tokens, not hashed n-grams",
             reason="BAD_DEEP_PARAMS",
         )
+    _check_sharded(params, raw, dl.workers)
     for field, value, low, high in (
         ("deep_learning.epochs", dl.epochs, 0, MAX_EPOCHS),
         ("deep_learning.batch_size", dl.batch_size, 0, MAX_BATCH),
@@ -201,6 +255,92 @@ def deep_config(spec: pb.TrainingJobSpec) -> DeepConfig:
         validation_fraction=fraction or 0.1,
         max_restarts=dl.max_restarts,
         seed=int(spec.seed),
+        nas=nas,
+    )
+
+
+def _nas_bad(field: str, message: str) -> InvalidArgument:
+    return _bad(field, message, reason="BAD_NAS_SPEC")
+
+
+def nas_config(dl: pb.DeepLearningSpec, arch: str, raw: dict[str, Any]) -> NasConfig:
+    """``deep_learning.nas`` validated (limits against the data: :func:`check_nas_limits`).
+
+    Raises:
+        InvalidArgument: ``BAD_NAS_SPEC`` naming the field.
+    """
+    nas = dl.nas
+    if arch not in SUPERNET_ARCHITECTURES:
+        raise _nas_bad(
+            "deep_learning.architecture",
+            f"architecture {arch} has no supernet for deep_learning.nas; "
+            f"one of {', '.join(SUPERNET_ARCHITECTURES)}",
+        )
+    if dl.workers > 1:
+        raise _nas_bad("deep_learning.workers", "architecture search trains in one process: 0 or 1")
+    for key in _NOT_WITH_NAS:
+        if key in raw:
+            raise _nas_bad(
+                f"deep_learning.params.{key}",
+                "does not apply with deep_learning.nas (the search space sets widths and "
+                "kernels: nas.widths, nas.kernel_sizes)",
+            )
+    for name, value, low, high in (
+        ("max_layers", nas.max_layers, 0, NAS_MAX_LAYERS),
+        ("population", nas.population, 0, 1000),
+        ("generations", nas.generations, 0, 1000),
+        ("max_candidates", nas.max_candidates, 0, 1_000_000),
+        ("fine_tune_epochs", nas.fine_tune_epochs, 0, 100),
+    ):
+        if not low <= value <= high:
+            raise _nas_bad(
+                f"deep_learning.nas.{name}",
+                f"must be within {low}..{high} (0: the default), got {value}",
+            )
+    if 0 < nas.population < 4:
+        raise _nas_bad(
+            "deep_learning.nas.population", f"must be within 4..1000 (0: 50), got {nas.population}"
+        )
+    for name in ("max_parameters", "max_macs"):
+        if nas.HasField(name) and getattr(nas, name) <= 0:
+            raise _nas_bad(
+                f"deep_learning.nas.{name}",
+                f"a limit must be positive (unset: no limit), got {getattr(nas, name)}",
+            )
+    for i, width in enumerate(nas.widths):
+        if not 1 <= width <= 4096:
+            raise _nas_bad(f"deep_learning.nas.widths[{i}]", f"must be within 1..4096, got {width}")
+    if nas.kernel_sizes and arch != "cnn":
+        raise _nas_bad(
+            "deep_learning.nas.kernel_sizes", f"does not apply to architecture {arch} (only cnn)"
+        )
+    for i, k in enumerate(nas.kernel_sizes):
+        if not (1 <= k <= 15 and k % 2 == 1):
+            raise _nas_bad(
+                f"deep_learning.nas.kernel_sizes[{i}]",
+                f"must be odd and within 1..15 (a smaller kernel is the centre crop), got {k}",
+            )
+    for i, name in enumerate(nas.activations):
+        if name not in NAS_ACTIVATIONS:
+            raise _nas_bad(
+                f"deep_learning.nas.activations[{i}]",
+                f"unknown activation {name!r}; one of {', '.join(NAS_ACTIVATIONS)}",
+            )
+    population = nas.population or 50
+    generations = nas.generations or 20
+    return NasConfig(
+        max_layers=nas.max_layers or 3,
+        widths=tuple(sorted(set(nas.widths))) or NAS_DEFAULT_WIDTHS[arch],
+        kernel_sizes=(tuple(sorted(set(nas.kernel_sizes))) or NAS_DEFAULT_KERNELS)
+        if arch == "cnn"
+        else (),
+        activations=tuple(dict.fromkeys(nas.activations)) or ("relu",),
+        max_parameters=nas.max_parameters if nas.HasField("max_parameters") else 0,
+        max_macs=nas.max_macs if nas.HasField("max_macs") else 0,
+        population=population,
+        generations=generations,
+        max_candidates=nas.max_candidates,
+        fine_tune_epochs=nas.fine_tune_epochs or 2,
     )
 
 
@@ -224,3 +364,33 @@ def _check_lists(params: DeepParams) -> None:
             f"give [channels, height, width], got {params.image_shape}",
             reason="BAD_DEEP_PARAMS",
         )
+
+
+_SHARDED_ONLY = ("margin", "arcface_scale", "arcface_margin", "sharded_classes")
+
+
+def _check_sharded(params: DeepParams, raw: dict[str, Any], workers: int) -> None:
+    if not params.sharded_classifier:
+        for key in _SHARDED_ONLY:
+            if key in raw:
+                raise _bad(
+                    f"deep_learning.params.{key}",
+                    "applies only with params.sharded_classifier: true",
+                    reason="BAD_DEEP_PARAMS",
+                )
+        return
+    if workers < 2:
+        raise _bad(
+            "deep_learning.workers",
+            f"params.sharded_classifier splits the last layer over the workers: it needs "
+            f"workers >= 2, got {workers or 1}",
+            reason="BAD_DEEP_PARAMS",
+        )
+    if params.margin != "arcface":
+        for key in ("arcface_scale", "arcface_margin"):
+            if key in raw:
+                raise _bad(
+                    f"deep_learning.params.{key}",
+                    "applies only with params.margin: arcface",
+                    reason="BAD_DEEP_PARAMS",
+                )

@@ -6,12 +6,20 @@ WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so the job's local workers and a multi-ma
 ``resume.pt``. Rank 0 writes checkpoints there (the last epoch's is the trained model) and
 announces each on stdout as one ``EVENT_PREFIX`` JSON line, which the job process relays
 (it owns the object store credentials; workers need none).
+
+A worker ends with ``os._exit`` once its output is flushed, without tearing the process group
+down: torch 2.2's ``~ProcessGroupGloo`` (in ``destroy_process_group`` or at interpreter exit)
+can deadlock joining a gloo thread that waits for the GIL. Nothing is lost by skipping it: the
+last collective (a barrier) is done, the checkpoints are written and closed before they are
+announced, and the operating system closes the sockets.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,21 +54,30 @@ def main(argv: list[str]) -> int:
         path.write_bytes(blob)
         _emit("checkpoint", epoch=epoch, path=str(path))
 
-    try:
-        _, state = train_loop(
-            cfg,
-            data,
-            resume=resume,
-            on_epoch=lambda record: _emit("epoch", record=record),
-            on_checkpoint=on_checkpoint,
-        )
-        dist.barrier()
-        if dist.get_rank() == 0:  # the last epoch's checkpoint is the trained model
-            _emit("done", epoch=state.epoch)
-    finally:
-        dist.destroy_process_group()
+    _, state = train_loop(
+        cfg,
+        data,
+        resume=resume,
+        on_epoch=lambda record: _emit("epoch", record=record),
+        on_checkpoint=on_checkpoint,
+    )
+    dist.barrier()
+    if dist.get_rank() == 0:  # the last epoch's checkpoint is the trained model
+        _emit("done", epoch=state.epoch, classifier_shards=state.classifier_shards)
     return 0
 
 
+def _exit(code: int) -> None:
+    """Leave without the process group's teardown (see the module docstring)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        status = main(sys.argv)
+    except BaseException:  # noqa: BLE001 - reported in the log, then the same exit path
+        traceback.print_exc()
+        status = 1
+    _exit(status)

@@ -67,6 +67,10 @@ class _Group:
     world: int
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     events: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
+    # (rank, exit code) in the order the workers exited: when one dies the others fail soon
+    # after on a broken connection, and the first to exit is the cause.
+    exits: list[tuple[int, int]] = field(default_factory=list)
+    _waiters: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
         port = _free_port()
@@ -92,6 +96,9 @@ class _Group:
             )
             log.close()
             self.processes.append(proc)
+            waiter = threading.Thread(target=self._wait, args=(rank, proc), daemon=True)
+            waiter.start()
+            self._waiters.append(waiter)
         assert self.processes[0].stdout is not None
         threading.Thread(target=self._relay, args=(self.processes[0].stdout,), daemon=True).start()
 
@@ -108,11 +115,14 @@ class _Group:
                     log.write(line)
                     log.flush()
 
+    def _wait(self, rank: int, proc: subprocess.Popen[bytes]) -> None:
+        self.exits.append((rank, proc.wait()))  # list.append is atomic
+
     def failure(self) -> str | None:
         """How the first worker that exited with an error ended, with its log's tail."""
-        for rank, proc in enumerate(self.processes):
-            code = proc.poll()
-            if code is not None and code != 0:
+        for rank, code in list(self.exits):
+            if code != 0:
+                proc = self.processes[rank]
                 how = (
                     f"was killed by {signal.Signals(-code).name}"
                     if code < 0
@@ -124,17 +134,18 @@ class _Group:
         return None
 
     def finished(self) -> bool:
-        return all(proc.poll() == 0 for proc in self.processes)
+        exits = list(self.exits)
+        return len(exits) == self.world and all(code == 0 for _, code in exits)
 
     def kill(self) -> None:
         for proc in self.processes:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        for proc in self.processes:
-            proc.wait()
+        for proc, waiter in zip(self.processes, self._waiters, strict=True):
+            waiter.join()
             if proc.stdout is not None:
                 proc.stdout.close()
 
@@ -237,6 +248,7 @@ def _supervise(
                     progress.checkpoint(latest, int(event["epoch"]))
                 elif event["type"] == "done":
                     done = True
+                    progress.classifier_shards = list(event.get("classifier_shards") or [])
         except queue.Empty:
             pass
         failure = group.failure()

@@ -466,18 +466,20 @@ class TranslateIdsResponse(_message.Message):
     def __init__(self, new_ids: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., local_ids: _Optional[_Iterable[int]] = ..., original_int64_ids: _Optional[_Iterable[int]] = ..., original_string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LinkPredictionSpec(_message.Message):
-    __slots__ = ("test_fraction", "val_fraction", "num_negatives", "eval_negatives", "split_seed")
+    __slots__ = ("test_fraction", "val_fraction", "num_negatives", "eval_negatives", "split_seed", "target_edge_type")
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     VAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     NUM_NEGATIVES_FIELD_NUMBER: _ClassVar[int]
     EVAL_NEGATIVES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_SEED_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EDGE_TYPE_FIELD_NUMBER: _ClassVar[int]
     test_fraction: float
     val_fraction: float
     num_negatives: int
     eval_negatives: int
     split_seed: int
-    def __init__(self, test_fraction: _Optional[float] = ..., val_fraction: _Optional[float] = ..., num_negatives: _Optional[int] = ..., eval_negatives: _Optional[int] = ..., split_seed: _Optional[int] = ...) -> None: ...
+    target_edge_type: str
+    def __init__(self, test_fraction: _Optional[float] = ..., val_fraction: _Optional[float] = ..., num_negatives: _Optional[int] = ..., eval_negatives: _Optional[int] = ..., split_seed: _Optional[int] = ..., target_edge_type: _Optional[str] = ...) -> None: ...
 
 class TrainGraphSpec(_message.Message):
     __slots__ = ("ref", "num_trainers", "num_servers", "model", "fan_outs", "hidden_dims", "num_heads", "dropout", "epochs", "batch_size", "learning_rate", "checkpoint_every_epochs", "resume_from", "write_embeddings", "write_predictions", "backend", "resources", "seed", "params", "hosts", "skip_serving_bundle", "embeddings_feature_group", "task", "link_prediction", "target_node_type")
@@ -550,7 +552,7 @@ class InferGraphSpec(_message.Message):
     def __init__(self, ref: _Optional[_Union[_common_pb2.GraphRef, _Mapping]] = ..., model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., write_embeddings: bool = ..., write_predictions: bool = ..., node_int64_ids: _Optional[_Iterable[int]] = ..., node_string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainGraphResult(_message.Message):
-    __slots__ = ("model_bundle", "embeddings", "predictions", "metrics", "epoch_time", "checkpoints", "ip_config", "launch_command", "serving_bundle", "embeddings_feature_group")
+    __slots__ = ("model_bundle", "embeddings", "predictions", "metrics", "epoch_time", "checkpoints", "ip_config", "launch_command", "serving_bundle", "embeddings_feature_group", "embeddings_by_type", "embeddings_feature_groups_by_type")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -558,6 +560,20 @@ class TrainGraphResult(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class EmbeddingsByTypeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.ArtifactRef
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+    class EmbeddingsFeatureGroupsByTypeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.FeatureGroupRef
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.FeatureGroupRef, _Mapping]] = ...) -> None: ...
     MODEL_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -568,6 +584,8 @@ class TrainGraphResult(_message.Message):
     LAUNCH_COMMAND_FIELD_NUMBER: _ClassVar[int]
     SERVING_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FEATURE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_BY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FEATURE_GROUPS_BY_TYPE_FIELD_NUMBER: _ClassVar[int]
     model_bundle: _common_pb2.ArtifactRef
     embeddings: _common_pb2.ArtifactRef
     predictions: _common_pb2.ArtifactRef
@@ -578,7 +596,9 @@ class TrainGraphResult(_message.Message):
     launch_command: str
     serving_bundle: _common_pb2.ArtifactRef
     embeddings_feature_group: _common_pb2.FeatureGroupRef
-    def __init__(self, model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., embeddings: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., predictions: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epoch_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., ip_config: _Optional[str] = ..., launch_command: _Optional[str] = ..., serving_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., embeddings_feature_group: _Optional[_Union[_common_pb2.FeatureGroupRef, _Mapping]] = ...) -> None: ...
+    embeddings_by_type: _containers.MessageMap[str, _common_pb2.ArtifactRef]
+    embeddings_feature_groups_by_type: _containers.MessageMap[str, _common_pb2.FeatureGroupRef]
+    def __init__(self, model_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., embeddings: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., predictions: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., epoch_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[_common_pb2.ArtifactRef, _Mapping]]] = ..., ip_config: _Optional[str] = ..., launch_command: _Optional[str] = ..., serving_bundle: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., embeddings_feature_group: _Optional[_Union[_common_pb2.FeatureGroupRef, _Mapping]] = ..., embeddings_by_type: _Optional[_Mapping[str, _common_pb2.ArtifactRef]] = ..., embeddings_feature_groups_by_type: _Optional[_Mapping[str, _common_pb2.FeatureGroupRef]] = ...) -> None: ...
 
 class GraphJob(_message.Message):
     __slots__ = ("status", "kind", "import_graph", "generate_graph", "partition_graph", "train", "infer", "graph", "partitioning", "train_result")

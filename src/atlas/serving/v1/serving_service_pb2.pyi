@@ -925,16 +925,28 @@ class PredictRequest(_message.Message):
     def __init__(self, endpoint_name: _Optional[str] = ..., row: _Optional[_Union[PredictRow, _Mapping]] = ..., options: _Optional[_Union[PredictOptions, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("prediction", "model", "variant", "prediction_id")
+    __slots__ = ("prediction", "model", "variant", "prediction_id", "served_version")
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVED_VERSION_FIELD_NUMBER: _ClassVar[int]
     prediction: Prediction
     model: _common_pb2.ModelRef
     variant: str
     prediction_id: str
-    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., variant: _Optional[str] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    served_version: ServedVersion
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., variant: _Optional[str] = ..., prediction_id: _Optional[str] = ..., served_version: _Optional[_Union[ServedVersion, _Mapping]] = ...) -> None: ...
+
+class ServedVersion(_message.Message):
+    __slots__ = ("name", "reason", "scoring")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SCORING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    scoring: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ..., scoring: _Optional[str] = ...) -> None: ...
 
 class PredictBatchRequest(_message.Message):
     __slots__ = ("endpoint_name", "rows", "input_artifact", "options", "request_id")
@@ -951,18 +963,20 @@ class PredictBatchRequest(_message.Message):
     def __init__(self, endpoint_name: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[PredictRow, _Mapping]]] = ..., input_artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., options: _Optional[_Union[PredictOptions, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PredictBatchResponse(_message.Message):
-    __slots__ = ("predictions", "output_artifact", "model", "variant", "prediction_id")
+    __slots__ = ("predictions", "output_artifact", "model", "variant", "prediction_id", "served_version")
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVED_VERSION_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     output_artifact: _common_pb2.ArtifactRef
     model: _common_pb2.ModelRef
     variant: str
     prediction_id: str
-    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., output_artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., variant: _Optional[str] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    served_version: ServedVersion
+    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., output_artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., variant: _Optional[str] = ..., prediction_id: _Optional[str] = ..., served_version: _Optional[_Union[ServedVersion, _Mapping]] = ...) -> None: ...
 
 class PredictStreamRequest(_message.Message):
     __slots__ = ("endpoint_name", "row", "options", "correlation_id")
@@ -977,20 +991,22 @@ class PredictStreamRequest(_message.Message):
     def __init__(self, endpoint_name: _Optional[str] = ..., row: _Optional[_Union[PredictRow, _Mapping]] = ..., options: _Optional[_Union[PredictOptions, _Mapping]] = ..., correlation_id: _Optional[str] = ...) -> None: ...
 
 class PredictStreamResponse(_message.Message):
-    __slots__ = ("correlation_id", "prediction", "error", "model", "variant", "prediction_id")
+    __slots__ = ("correlation_id", "prediction", "error", "model", "variant", "prediction_id", "served_version")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVED_VERSION_FIELD_NUMBER: _ClassVar[int]
     correlation_id: str
     prediction: Prediction
     error: _common_pb2.JobError
     model: _common_pb2.ModelRef
     variant: str
     prediction_id: str
-    def __init__(self, correlation_id: _Optional[str] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.JobError, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., variant: _Optional[str] = ..., prediction_id: _Optional[str] = ...) -> None: ...
+    served_version: ServedVersion
+    def __init__(self, correlation_id: _Optional[str] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.JobError, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., variant: _Optional[str] = ..., prediction_id: _Optional[str] = ..., served_version: _Optional[_Union[ServedVersion, _Mapping]] = ...) -> None: ...
 
 class CaptureFile(_message.Message):
     __slots__ = ("artifact", "row_count", "start_time", "end_time", "variant")

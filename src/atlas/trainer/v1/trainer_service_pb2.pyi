@@ -197,16 +197,66 @@ class AutoMlSpec(_message.Message):
     def __init__(self, strategy: _Optional[_Union[SearchStrategy, str]] = ..., search_space: _Optional[_Union[SearchSpaceOptions, _Mapping]] = ..., validation: _Optional[_Union[ValidationMethod, str]] = ..., folds: _Optional[int] = ..., holdout_fraction: _Optional[float] = ..., warm_start: _Optional[_Union[WarmStartMode, str]] = ..., warm_start_jobs: _Optional[_Iterable[str]] = ..., warm_start_k: _Optional[int] = ..., parallel_trials: _Optional[int] = ..., study_name: _Optional[str] = ..., max_row_latency_ms: _Optional[float] = ..., column_roles: _Optional[_Mapping[str, str]] = ..., min_batch_rows_per_s: _Optional[float] = ..., stacking: _Optional[_Union[StackingMode, str]] = ..., stack_levels: _Optional[int] = ...) -> None: ...
 
 class NasSpec(_message.Message):
-    __slots__ = ("max_layers", "widths", "activations", "max_candidates")
+    __slots__ = ("max_layers", "widths", "activations", "max_candidates", "kernel_sizes", "max_parameters", "max_macs", "population", "generations", "fine_tune_epochs")
     MAX_LAYERS_FIELD_NUMBER: _ClassVar[int]
     WIDTHS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_SIZES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MACS_FIELD_NUMBER: _ClassVar[int]
+    POPULATION_FIELD_NUMBER: _ClassVar[int]
+    GENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNE_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     max_layers: int
     widths: _containers.RepeatedScalarFieldContainer[int]
     activations: _containers.RepeatedScalarFieldContainer[str]
     max_candidates: int
-    def __init__(self, max_layers: _Optional[int] = ..., widths: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[str]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    kernel_sizes: _containers.RepeatedScalarFieldContainer[int]
+    max_parameters: int
+    max_macs: int
+    population: int
+    generations: int
+    fine_tune_epochs: int
+    def __init__(self, max_layers: _Optional[int] = ..., widths: _Optional[_Iterable[int]] = ..., activations: _Optional[_Iterable[str]] = ..., max_candidates: _Optional[int] = ..., kernel_sizes: _Optional[_Iterable[int]] = ..., max_parameters: _Optional[int] = ..., max_macs: _Optional[int] = ..., population: _Optional[int] = ..., generations: _Optional[int] = ..., fine_tune_epochs: _Optional[int] = ...) -> None: ...
+
+class NasCandidate(_message.Message):
+    __slots__ = ("architecture", "description", "accuracy", "parameters", "macs")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    architecture: _struct_pb2.Struct
+    description: str
+    accuracy: float
+    parameters: int
+    macs: int
+    def __init__(self, architecture: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., description: _Optional[str] = ..., accuracy: _Optional[float] = ..., parameters: _Optional[int] = ..., macs: _Optional[int] = ...) -> None: ...
+
+class NasResult(_message.Message):
+    __slots__ = ("architectures_evaluated", "generations", "pareto_front", "best", "fine_tuned_accuracy", "supernet_parameters", "max_parameters", "max_macs", "supernet_time", "search_time")
+    ARCHITECTURES_EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    GENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    PARETO_FRONT_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    SUPERNET_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MACS_FIELD_NUMBER: _ClassVar[int]
+    SUPERNET_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_TIME_FIELD_NUMBER: _ClassVar[int]
+    architectures_evaluated: int
+    generations: int
+    pareto_front: _containers.RepeatedCompositeFieldContainer[NasCandidate]
+    best: NasCandidate
+    fine_tuned_accuracy: float
+    supernet_parameters: int
+    max_parameters: int
+    max_macs: int
+    supernet_time: _duration_pb2.Duration
+    search_time: _duration_pb2.Duration
+    def __init__(self, architectures_evaluated: _Optional[int] = ..., generations: _Optional[int] = ..., pareto_front: _Optional[_Iterable[_Union[NasCandidate, _Mapping]]] = ..., best: _Optional[_Union[NasCandidate, _Mapping]] = ..., fine_tuned_accuracy: _Optional[float] = ..., supernet_parameters: _Optional[int] = ..., max_parameters: _Optional[int] = ..., max_macs: _Optional[int] = ..., supernet_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., search_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class DeepLearningSpec(_message.Message):
     __slots__ = ("architecture", "params", "workers", "epochs", "batch_size", "checkpoint_every_epochs", "resume_from", "nas", "validation_fraction", "max_restarts")
@@ -247,23 +297,37 @@ class EpochMetrics(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ActivationMemory(_message.Message):
-    __slots__ = ("peak_bytes_with_checkpointing", "peak_bytes_without_checkpointing", "checkpointing", "method", "step_time_with_checkpointing", "step_time_without_checkpointing")
+    __slots__ = ("peak_bytes_with_checkpointing", "peak_bytes_without_checkpointing", "checkpointing", "method", "step_time_with_checkpointing", "step_time_without_checkpointing", "checkpointing_mode")
     PEAK_BYTES_WITH_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     PEAK_BYTES_WITHOUT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     STEP_TIME_WITH_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     STEP_TIME_WITHOUT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTING_MODE_FIELD_NUMBER: _ClassVar[int]
     peak_bytes_with_checkpointing: int
     peak_bytes_without_checkpointing: int
     checkpointing: bool
     method: str
     step_time_with_checkpointing: _duration_pb2.Duration
     step_time_without_checkpointing: _duration_pb2.Duration
-    def __init__(self, peak_bytes_with_checkpointing: _Optional[int] = ..., peak_bytes_without_checkpointing: _Optional[int] = ..., checkpointing: bool = ..., method: _Optional[str] = ..., step_time_with_checkpointing: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., step_time_without_checkpointing: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    checkpointing_mode: str
+    def __init__(self, peak_bytes_with_checkpointing: _Optional[int] = ..., peak_bytes_without_checkpointing: _Optional[int] = ..., checkpointing: bool = ..., method: _Optional[str] = ..., step_time_with_checkpointing: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., step_time_without_checkpointing: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., checkpointing_mode: _Optional[str] = ...) -> None: ...
+
+class ClassifierShard(_message.Message):
+    __slots__ = ("rank", "class_start", "class_stop", "params")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    CLASS_START_FIELD_NUMBER: _ClassVar[int]
+    CLASS_STOP_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    class_start: int
+    class_stop: int
+    params: int
+    def __init__(self, rank: _Optional[int] = ..., class_start: _Optional[int] = ..., class_stop: _Optional[int] = ..., params: _Optional[int] = ...) -> None: ...
 
 class DeepLearningResult(_message.Message):
-    __slots__ = ("architecture", "parameters", "workers", "epochs", "resumed_from_epoch", "restarts", "activation_memory", "torchrun_command", "rendezvous_config")
+    __slots__ = ("architecture", "parameters", "workers", "epochs", "resumed_from_epoch", "restarts", "activation_memory", "torchrun_command", "rendezvous_config", "nas", "classifier_shards")
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +337,8 @@ class DeepLearningResult(_message.Message):
     ACTIVATION_MEMORY_FIELD_NUMBER: _ClassVar[int]
     TORCHRUN_COMMAND_FIELD_NUMBER: _ClassVar[int]
     RENDEZVOUS_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    NAS_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_SHARDS_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     parameters: int
     workers: int
@@ -282,7 +348,9 @@ class DeepLearningResult(_message.Message):
     activation_memory: ActivationMemory
     torchrun_command: str
     rendezvous_config: str
-    def __init__(self, architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., workers: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., resumed_from_epoch: _Optional[int] = ..., restarts: _Optional[int] = ..., activation_memory: _Optional[_Union[ActivationMemory, _Mapping]] = ..., torchrun_command: _Optional[str] = ..., rendezvous_config: _Optional[str] = ...) -> None: ...
+    nas: NasResult
+    classifier_shards: _containers.RepeatedCompositeFieldContainer[ClassifierShard]
+    def __init__(self, architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., workers: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., resumed_from_epoch: _Optional[int] = ..., restarts: _Optional[int] = ..., activation_memory: _Optional[_Union[ActivationMemory, _Mapping]] = ..., torchrun_command: _Optional[str] = ..., rendezvous_config: _Optional[str] = ..., nas: _Optional[_Union[NasResult, _Mapping]] = ..., classifier_shards: _Optional[_Iterable[_Union[ClassifierShard, _Mapping]]] = ...) -> None: ...
 
 class TrainingJobSpec(_message.Message):
     __slots__ = ("dataset", "dataset_artifact", "target_column", "task_type", "metric", "budget", "resources", "seed", "ignore_columns", "weight_column", "group_column", "bias_facet_columns", "automl", "deep_learning", "display_name", "labels", "replaces_model", "register")
