@@ -207,6 +207,32 @@ def _study_trials(url: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
+GRACE_S = 30  # Optuna's heartbeat grace period, as the trainer sets it
+
+
+def _heartbeat_age_s(url: str, study_name: str, worker: str) -> float:
+    """Seconds since the last heartbeat of `worker`'s running trials, on the database's clock
+    (the one Optuna stamps heartbeats with and judges staleness by)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            age = conn.execute(
+                text(
+                    "SELECT EXTRACT(EPOCH FROM LOCALTIMESTAMP - max(h.heartbeat)) "
+                    "FROM trial_heartbeats h JOIN trials t ON t.trial_id = h.trial_id "
+                    "JOIN studies s ON s.study_id = t.study_id "
+                    "JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                    "WHERE s.study_name = :n AND t.state = 'RUNNING' "
+                    "AND a.key = 'worker' AND a.value_json LIKE :w"
+                ),
+                {"n": study_name, "w": f'"{worker}/%'},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert age is not None, f"no running trial of {worker} with a heartbeat"
+    return float(age)
+
+
 def _wait_job(stub: pb_grpc.TrainerServiceStub, job_id: str, timeout: float) -> pb.TrainingJob:
     deadline = time.monotonic() + timeout
     while True:
@@ -261,12 +287,22 @@ def test_a_trainer_killed_mid_study(
         procs[1].wait()
         channels[1].close()
         killed_at = time.monotonic()
+        # A trial goes stale GRACE_S after its last heartbeat, which may be up to one beat
+        # interval (or a late beat's more) before the kill: the wait is measured from it.
+        beat_age = _heartbeat_age_s(postgres_schema_url, study_name, "trainer-1")
+        assert beat_age < GRACE_S, (
+            f"trainer-1's trial had stopped beating before the kill: {beat_age:.1f}s"
+        )
 
         survivor = _wait_job(stubs[0], job_ids[0], 2 * wall_s)
         assert survivor.status.state == common_pb2.JOB_STATE_SUCCEEDED, (
             survivor.status.error.message
         )
-        assert time.monotonic() - killed_at > 30, "it waited for the lost trial to go stale"
+        waited = time.monotonic() - killed_at
+        assert waited > GRACE_S - beat_age - 1, (
+            f"it finished {waited:.1f}s after the kill, before the lost trial (last beat "
+            f"{beat_age:.1f}s before the kill) could go stale"
+        )
 
         trials = _study_trials(postgres_schema_url, study_name)
         states = [t.state for t in trials]
