@@ -120,6 +120,10 @@ class ServerSettings(StrictModel):
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     tls: TlsSettings = Field(default_factory=TlsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    # glibc's allocator (atlas_core.memory): at most this many malloc arenas (None = glibc's
+    # 8 per core), and free heap pages returned to the kernel this often (None = never).
+    malloc_arenas: int | None = Field(default=2, ge=1)
+    malloc_trim_seconds: float | None = Field(default=60.0, gt=0)
 
 
 class JobSettings(StrictModel):

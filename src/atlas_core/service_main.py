@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from atlas_core import memory
 from atlas_core.config import ServiceSettings, env_var, load_settings
 from atlas_core.errors import SETTING, AtlasError, ConfigError
 from atlas_core.log import configure_logging
@@ -28,6 +29,8 @@ def run_service(name: str, settings_cls: type[S], build: Builder[S]) -> None:
     try:
         settings = load_settings(settings_cls, env_prefix=prefix, env=os.environ)
         configure_logging(settings.server.log_level, service=name)
+        if settings.server.malloc_arenas is not None:  # before the server's threads start
+            memory.limit_arenas(settings.server.malloc_arenas)
         loop = use_event_loop(settings.server.event_loop)
         asyncio.run(_serve(settings, build, loop))
     except AtlasError as exc:
@@ -72,4 +75,18 @@ async def _serve(settings: S, build: Builder[S], loop: str) -> None:
     services = await build(settings)
     server = create_server(settings.server, services, authenticator=authenticator)
     logging.getLogger("atlas.service").info("starting", extra={"event_loop": loop})
-    await server.serve_until_signalled()
+    every = settings.server.malloc_trim_seconds
+    trimming = asyncio.create_task(trim_memory_every(every)) if every is not None else None
+    try:
+        await server.serve_until_signalled()
+    finally:
+        if trimming is not None:
+            trimming.cancel()
+
+
+async def trim_memory_every(seconds: float) -> None:
+    """Return freed heap to the kernel now and then: glibc keeps it for reuse, so the pages a
+    burst freed stay in RSS (reads as a leak) until something trims."""
+    while True:
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(memory.trim)
