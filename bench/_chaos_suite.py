@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -480,9 +481,12 @@ class Workload:
     bundle_uri: str = ""
     project_id: str = ""
 
-    def prepare(self, *, items: int, train_wall_s: float) -> None:
-        """Feature group, a trained model deployed on an endpoint, a labeling project with
-        ``items`` items."""
+    def prepare(
+        self, *, items: int, train_wall_s: float, quality_window_s: float | None = None
+    ) -> None:
+        """Feature group, a trained model deployed on an endpoint (its quality window
+        ``quality_window_s``; None: the service's hour), a labeling project with ``items``
+        items."""
         from atlas.common.v1 import common_pb2
         from atlas.data.v1 import data_service_pb2 as dpb
         from atlas.labeling.v1 import labeling_service_pb2 as lpb
@@ -529,6 +533,8 @@ class Workload:
             spec = spb.EndpointSpec(name=ENDPOINT, variants=[variant])
             spec.capacity.warm = True
             spec.quality.enabled, spec.quality.sample_fraction = True, 1.0
+            if quality_window_s is not None:
+                spec.quality.window.FromTimedelta(timedelta(seconds=quality_window_s))
             serving.create_endpoint(spec, request_id="prep-endpoint")
             serving.predict(ENDPOINT, self.rows[0])
         with LabelingClient(s.settings("labeling")) as labeling:
@@ -1131,6 +1137,16 @@ class SoakPlan:
     retry_budget_s: float = 120.0
     postgres: bool = True
     fit_fraction: float = 2 / 3  # the slope is fitted over the last 2/3 (caches fill first)
+    # The endpoint's quality window (labelled predictions kept for its metrics) is bounded by
+    # time: filling, it grows serving's memory by design. As long as the unfitted first part
+    # of the soak, it is full when the fit starts; None keeps the service's default (an hour).
+    full_quality_window: bool = True
+
+    @property
+    def quality_window_s(self) -> float | None:
+        if not self.full_quality_window:
+            return None
+        return round(self.minutes * 60 * (1 - self.fit_fraction), 1)
 
 
 def _children(pid: int) -> list[int]:
@@ -1203,7 +1219,11 @@ def run_soak(root: Path, plan: SoakPlan, echo: Callable[[str], None] = print) ->
     try:
         suite.start()
         w = Workload(suite)
-        w.prepare(items=plan.items, train_wall_s=plan.train_wall_s)
+        w.prepare(
+            items=plan.items,
+            train_wall_s=plan.train_wall_s,
+            quality_window_s=plan.quality_window_s,
+        )
         echo(f"soak: suite up, traffic for {plan.minutes} min")
         return _soak(suite, w, plan, echo)
     finally:
@@ -1253,6 +1273,7 @@ def _soak(suite: ChaosSuite, w: Workload, plan: SoakPlan, echo: Callable[[str], 
         "soak_minutes": plan.minutes,
         "soak_sample_every_s": plan.every_s,
         "soak_fit": f"least squares over the last {plan.fit_fraction:.2f} of the soak",
+        "soak_quality_window_s": plan.quality_window_s,
         "soak_calls_ok": dict(tally.ok),
         "soak_client_errors": dict(tally.errors),
         "soak_acked": {
