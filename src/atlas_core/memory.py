@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
@@ -12,6 +13,7 @@ _M_ARENA_MAX = -8
 log = logging.getLogger("atlas.memory")
 
 
+@functools.cache  # find_library runs ldconfig: once per process, not per periodic trim
 def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if not name:
